@@ -1,0 +1,333 @@
+// Package functions holds the agent's client functions, one file each, in
+// the manner of node_exporter's collectors: each file registers its function
+// from init() with [Register]; [New] builds the set an agent serves.
+//
+// Reading is split from parsing so parsers are tested on fixture text, and
+// every filesystem path is taken relative to [Env.Root] so tests point at
+// fixture trees. A failing or panicking function answers an error; it never
+// takes the agent down.
+package functions
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"runtime/debug"
+	"sort"
+	"strconv"
+	"sync"
+
+	"github.com/commandcontrol/commandcontrol/fleet"
+)
+
+// MaxRequestSize bounds a call's request body.
+const MaxRequestSize = 64 * 1024
+
+// Arg types.
+const (
+	TypeString = "string"
+	TypeInt    = "int"
+	TypeFloat  = "float"
+	TypeBool   = "bool"
+)
+
+// Arg describes one typed argument of a function.
+type Arg struct {
+	Name     string `json:"name"`
+	Type     string `json:"type"`
+	Help     string `json:"help,omitempty"`
+	Required bool   `json:"required,omitempty"`
+}
+
+// Spec describes a function: its name, help, whether it only reads, and its
+// arguments.
+type Spec struct {
+	Name     string `json:"name"`
+	Help     string `json:"help"`
+	ReadOnly bool   `json:"read_only"`
+	Args     []Arg  `json:"args,omitempty"`
+}
+
+// Args are a call's arguments after validation: each value has the Go type
+// of its declared [Arg.Type] (string, int64, float64, bool).
+type Args map[string]any
+
+// String returns the string argument name, or "" when absent.
+func (a Args) String(name string) string { s, _ := a[name].(string); return s }
+
+// Int returns the int argument name, or def when absent.
+func (a Args) Int(name string, def int64) int64 {
+	if v, ok := a[name].(int64); ok {
+		return v
+	}
+	return def
+}
+
+// Bool returns the bool argument name, or false when absent.
+func (a Args) Bool(name string) bool { b, _ := a[name].(bool); return b }
+
+// Function is one client function.
+type Function interface {
+	Spec() Spec
+	// Call runs the function. A returned *fleet.Error reaches the caller with
+	// its code; any other error is sent as fleet.CodeInternal.
+	Call(ctx context.Context, args Args) (any, error)
+}
+
+// FuncOf adapts a plain func to [Function].
+func FuncOf(spec Spec, call func(ctx context.Context, args Args) (any, error)) Function {
+	return funcAdapter{spec, call}
+}
+
+type funcAdapter struct {
+	spec Spec
+	call func(ctx context.Context, args Args) (any, error)
+}
+
+func (f funcAdapter) Spec() Spec                                       { return f.spec }
+func (f funcAdapter) Call(ctx context.Context, args Args) (any, error) { return f.call(ctx, args) }
+
+// Env is what functions may depend on.
+type Env struct {
+	// Root is the filesystem root paths are read under ("/" in production,
+	// a fixture tree in tests).
+	Root string
+	// MachineID is the agent's machine id.
+	MachineID string
+	// Version is the agent's version.
+	Version string
+	// Logger is never nil after [New].
+	Logger *slog.Logger
+}
+
+// Factory creates a function for env.
+type Factory func(env *Env) (Function, error)
+
+var (
+	factoriesMu sync.Mutex
+	factories   = map[string]Factory{}
+)
+
+// Register makes a built-in function available to [New]. It is called from
+// init() of the function's file and panics on a duplicate name.
+func Register(name string, f Factory) {
+	factoriesMu.Lock()
+	defer factoriesMu.Unlock()
+	if _, dup := factories[name]; dup {
+		panic("functions: duplicate registration of " + name)
+	}
+	factories[name] = f
+}
+
+// Set is the functions one agent serves.
+type Set struct {
+	env *Env
+	mu  sync.RWMutex
+	fns map[string]Function
+}
+
+// New instantiates every registered built-in function for env. A factory that
+// fails is logged and left out; the others are served.
+func New(env *Env) *Set {
+	if env.Root == "" {
+		env.Root = "/"
+	}
+	if env.Logger == nil {
+		env.Logger = slog.New(slog.DiscardHandler)
+	}
+	s := &Set{env: env, fns: map[string]Function{}}
+	factoriesMu.Lock()
+	defer factoriesMu.Unlock()
+	for name, f := range factories {
+		fn, err := f(env)
+		if err != nil {
+			env.Logger.Warn("function disabled", "function", name, "error", err)
+			continue
+		}
+		s.fns[name] = fn
+	}
+	return s
+}
+
+// Add serves fn alongside the built-ins (the Go API for operators' own
+// functions). It replaces a function of the same name.
+func (s *Set) Add(fn Function) error {
+	spec := fn.Spec()
+	if err := fleet.ValidateName("function name", spec.Name); err != nil {
+		return err
+	}
+	s.mu.Lock()
+	s.fns[spec.Name] = fn
+	s.mu.Unlock()
+	return nil
+}
+
+// Remove stops serving the function name.
+func (s *Set) Remove(name string) {
+	s.mu.Lock()
+	delete(s.fns, name)
+	s.mu.Unlock()
+}
+
+// Specs lists every served function, sorted by name.
+func (s *Set) Specs() []Spec {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	out := make([]Spec, 0, len(s.fns))
+	for _, fn := range s.fns {
+		out = append(out, fn.Spec())
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out
+}
+
+// Lookup returns the function name.
+func (s *Set) Lookup(name string) (Function, bool) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	fn, ok := s.fns[name]
+	return fn, ok
+}
+
+// Call decodes and validates the request body, runs function name and
+// recovers a panic. Errors are *fleet.Error with a code: 404 for an unknown
+// function, 400 for a bad request, 413 for an oversized one, 500 for a
+// failure or panic.
+func (s *Set) Call(ctx context.Context, name string, body []byte) (result any, err error) {
+	fn, ok := s.Lookup(name)
+	if !ok {
+		return nil, fleet.Errorf(fleet.CodeNotFound, "function %q not found on %s", name, s.env.MachineID)
+	}
+	if len(body) > MaxRequestSize {
+		return nil, fleet.Errorf(fleet.CodeTooLarge, "request is %d bytes; at most %d are allowed", len(body), MaxRequestSize)
+	}
+	args, err := ParseArgs(fn.Spec(), body)
+	if err != nil {
+		return nil, err
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			s.env.Logger.Error("function panicked", "function", name, "panic", r, "stack", string(debug.Stack()))
+			result, err = nil, fleet.Errorf(fleet.CodeInternal, "function %s failed: panic: %v", name, r)
+		}
+	}()
+	return fn.Call(ctx, args)
+}
+
+// ParseArgs decodes a request body (a JSON object, or empty for no
+// arguments) against spec: unknown names, wrong types and missing required
+// arguments are a fleet.CodeBadRequest error. A string value is converted to
+// the declared type, so `--arg limit=10` from a command line works.
+func ParseArgs(spec Spec, body []byte) (Args, error) {
+	args := Args{}
+	if len(trimSpace(body)) == 0 {
+		body = []byte("{}")
+	}
+	var raw map[string]json.RawMessage
+	if err := json.Unmarshal(body, &raw); err != nil {
+		return nil, fleet.Errorf(fleet.CodeBadRequest, "request to %s must be a JSON object of arguments: %v", spec.Name, err)
+	}
+	declared := map[string]Arg{}
+	for _, a := range spec.Args {
+		declared[a.Name] = a
+	}
+	for name, v := range raw {
+		a, ok := declared[name]
+		if !ok {
+			return nil, fleet.Errorf(fleet.CodeBadRequest, "%s has no argument %q%s", spec.Name, name, argList(spec))
+		}
+		val, err := convertArg(a, v)
+		if err != nil {
+			return nil, fleet.Errorf(fleet.CodeBadRequest, "%s: argument %q: %v", spec.Name, name, err)
+		}
+		args[name] = val
+	}
+	for _, a := range spec.Args {
+		if _, ok := args[a.Name]; a.Required && !ok {
+			return nil, fleet.Errorf(fleet.CodeBadRequest, "%s: argument %q (%s) is required", spec.Name, a.Name, a.Type)
+		}
+	}
+	return args, nil
+}
+
+func argList(spec Spec) string {
+	if len(spec.Args) == 0 {
+		return " (it takes no arguments)"
+	}
+	s := " (it takes:"
+	for _, a := range spec.Args {
+		s += " " + a.Name + ":" + a.Type
+	}
+	return s + ")"
+}
+
+func convertArg(a Arg, v json.RawMessage) (any, error) {
+	var x any
+	if err := json.Unmarshal(v, &x); err != nil {
+		return nil, err
+	}
+	str, isStr := x.(string)
+	switch a.Type {
+	case TypeString:
+		if !isStr {
+			return nil, fmt.Errorf("want a string, got %s", v)
+		}
+		return str, nil
+	case TypeInt:
+		if f, ok := x.(float64); ok && f == float64(int64(f)) {
+			return int64(f), nil
+		}
+		if isStr {
+			if n, err := strconv.ParseInt(str, 10, 64); err == nil {
+				return n, nil
+			}
+		}
+		return nil, fmt.Errorf("want an integer, got %s", v)
+	case TypeFloat:
+		if f, ok := x.(float64); ok {
+			return f, nil
+		}
+		if isStr {
+			if f, err := strconv.ParseFloat(str, 64); err == nil {
+				return f, nil
+			}
+		}
+		return nil, fmt.Errorf("want a number, got %s", v)
+	case TypeBool:
+		if b, ok := x.(bool); ok {
+			return b, nil
+		}
+		if isStr {
+			if b, err := strconv.ParseBool(str); err == nil {
+				return b, nil
+			}
+		}
+		return nil, fmt.Errorf("want true or false, got %s", v)
+	}
+	return nil, fmt.Errorf("declared with unknown type %q", a.Type)
+}
+
+func trimSpace(b []byte) []byte {
+	for len(b) > 0 && (b[0] == ' ' || b[0] == '\n' || b[0] == '\t' || b[0] == '\r') {
+		b = b[1:]
+	}
+	return b
+}
+
+// Runner is implemented by functions that keep a background sampler (rates
+// need two readings apart in time); [Set.Start] runs them.
+type Runner interface {
+	Run(ctx context.Context)
+}
+
+// Start runs every function's background sampler until ctx ends.
+func (s *Set) Start(ctx context.Context) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	for _, fn := range s.fns {
+		if r, ok := fn.(Runner); ok {
+			go r.Run(ctx)
+		}
+	}
+}

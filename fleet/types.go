@@ -1,0 +1,145 @@
+package fleet
+
+import "time"
+
+// Roles an operator may hold.
+const (
+	// RoleAdmin may call every function and manage the registry and operators.
+	RoleAdmin = "admin"
+	// RoleViewer may call read-only functions and list machines.
+	RoleViewer = "viewer"
+)
+
+// ValidRole reports whether r is a known role.
+func ValidRole(r string) bool { return r == RoleAdmin || r == RoleViewer }
+
+// Presence event names.
+const (
+	EventJoined = "joined"
+	EventLeft   = "left"
+)
+
+// Machine is a registered (whitelisted) machine.
+type Machine struct {
+	ID      string            `json:"id"`
+	Key     string            `json:"key"`
+	Labels  map[string]string `json:"labels,omitempty"`
+	AddedAt time.Time         `json:"added_at"`
+	AddedBy string            `json:"added_by,omitempty"`
+	// Online is filled in by the control service when listing.
+	Online bool `json:"online"`
+}
+
+// Pending is a machine that tried to connect but is not in the registry.
+type Pending struct {
+	ID        string    `json:"id"`
+	Key       string    `json:"key"`
+	IP        string    `json:"ip,omitempty"`
+	FirstSeen time.Time `json:"first_seen"`
+	LastSeen  time.Time `json:"last_seen"`
+	Attempts  int       `json:"attempts"`
+	// Reason says why it was refused, e.g. "not in the registry" or
+	// "key does not match the key on record".
+	Reason string `json:"reason,omitempty"`
+}
+
+// Operator is a human or script identity allowed to use the workbench.
+type Operator struct {
+	Name    string    `json:"name"`
+	Key     string    `json:"key"`
+	Role    string    `json:"role"`
+	AddedAt time.Time `json:"added_at"`
+}
+
+// Server is one ONLINE machine in a presence snapshot.
+type Server struct {
+	Machine     string            `json:"machine"`
+	Labels      map[string]string `json:"labels,omitempty"`
+	Since       time.Time         `json:"since"`
+	Connections int               `json:"connections"`
+}
+
+// PresenceSnapshot answers [PresenceSnapshotSubject]. Seq is the sequence
+// number of the last event already folded into Servers: a watcher that
+// subscribed to events before asking drops every event with Seq <= this.
+type PresenceSnapshot struct {
+	Seq     uint64    `json:"seq"`
+	Servers []Server  `json:"servers"`
+	Time    time.Time `json:"time"`
+}
+
+// PresenceEvent is published on [PresenceEventSubject] when a machine joins
+// (first authorised connection) or leaves (last connection gone).
+type PresenceEvent struct {
+	Event   string            `json:"event"`
+	Machine string            `json:"machine"`
+	Labels  map[string]string `json:"labels,omitempty"`
+	Time    time.Time         `json:"time"`
+	Seq     uint64            `json:"seq"`
+	// Reason is the broker's disconnect reason for a left event.
+	Reason string `json:"reason,omitempty"`
+}
+
+// Control API operations (the <op> of [CtlSubject]).
+const (
+	OpWhoAmI          = "whoami"
+	OpMachinesList    = "machines.list"
+	OpMachinesPending = "machines.pending"
+	OpMachinesAccept  = "machines.accept"
+	OpMachinesAdd     = "machines.add"
+	OpMachinesRemove  = "machines.rm"
+	OpMachinesLabel   = "machines.label"
+	OpOperatorsList   = "operators.list"
+	OpOperatorsAdd    = "operators.add"
+	OpOperatorsRemove = "operators.rm"
+)
+
+// ReadOnlyOps are the control operations a viewer may use.
+var ReadOnlyOps = map[string]bool{
+	OpWhoAmI: true, OpMachinesList: true, OpMachinesPending: true, OpOperatorsList: true,
+}
+
+// WhoAmI answers [OpWhoAmI].
+type WhoAmI struct {
+	Operator string `json:"operator"`
+	Role     string `json:"role"`
+}
+
+// MachineRequest is the body of machines.accept, machines.add,
+// machines.rm and machines.label. Key is needed by add only; Labels by add
+// and label; Remove (label keys to drop) by label only.
+type MachineRequest struct {
+	ID     string            `json:"id"`
+	Key    string            `json:"key,omitempty"`
+	Labels map[string]string `json:"labels,omitempty"`
+	Remove []string          `json:"remove,omitempty"`
+}
+
+// MachineList answers machines.list.
+type MachineList struct {
+	Machines []Machine `json:"machines"`
+}
+
+// PendingList answers machines.pending.
+type PendingList struct {
+	Pending []Pending `json:"pending"`
+}
+
+// RemoveResult answers machines.rm and operators.rm: Closed counts the live
+// connections the broker was told to close.
+type RemoveResult struct {
+	ID     string `json:"id"`
+	Closed int    `json:"closed"`
+}
+
+// OperatorRequest is the body of operators.add and operators.rm.
+type OperatorRequest struct {
+	Name string `json:"name"`
+	Key  string `json:"key,omitempty"`
+	Role string `json:"role,omitempty"`
+}
+
+// OperatorList answers operators.list.
+type OperatorList struct {
+	Operators []Operator `json:"operators"`
+}
