@@ -14,7 +14,8 @@
 //	sys.commandControl.presence.snapshot               request: who is ONLINE now
 //	sys.commandControl.presence.event.joined.<token>   a machine came ONLINE
 //	sys.commandControl.presence.event.left.<token>     a machine went OFFLINE
-//	sys.commandControl.ctl.<operator>.<op>             control API (registry, operators)
+//	sys.commandControl.ctl.<operator-key>.<op>         control API (registry, operators)
+//	_INBOX_cc.<operator-key>.>                         an operator's reply inbox
 //
 // A machine token is the machine id with every "." replaced by "~"
 // (10.0.0.5_web01 → 10~0~0~5_web01); see [MachineToken].

@@ -21,7 +21,7 @@ const (
 	PresenceEventRoot = Prefix + ".presence.event"
 	// PresenceEventsWildcard matches every presence event.
 	PresenceEventsWildcard = PresenceEventRoot + ".>"
-	// CtlRoot prefixes control API requests: CtlRoot.<operator>.<op>.
+	// CtlRoot prefixes control API requests: CtlRoot.<operator-key>.<op>.
 	CtlRoot = Prefix + ".ctl"
 	// InboxRoot prefixes every operator's private reply inbox.
 	InboxRoot = "_INBOX_cc"
@@ -47,13 +47,16 @@ func PresenceEventSubject(event, machineID string) string {
 	return PresenceEventRoot + "." + event + "." + MachineToken(machineID)
 }
 
-// CtlSubject is the control API subject for op, sent by operator.
-func CtlSubject(operator, op string) string { return CtlRoot + "." + operator + "." + op }
+// CtlSubject is the control API subject for op, sent by the operator whose
+// public nkey is operatorKey. The broker lets an operator publish only under
+// its own key, so the control service knows who asks from the subject alone.
+func CtlSubject(operatorKey, op string) string { return CtlRoot + "." + operatorKey + "." + op }
 
-// OperatorInbox is the inbox prefix an operator must use (nats.CustomInboxPrefix).
-// The broker lets each operator subscribe only under its own prefix, so no
-// identity reads another's replies.
-func OperatorInbox(operator string) string { return InboxRoot + "." + operator }
+// OperatorInbox is the inbox prefix the operator with public nkey operatorKey
+// must use (nats.CustomInboxPrefix, `nats --inbox-prefix`). The broker lets
+// each operator subscribe only under its own prefix, so no identity reads
+// another's replies.
+func OperatorInbox(operatorKey string) string { return InboxRoot + "." + operatorKey }
 
 // ParseFnSubject splits a direct or broadcast call subject into the machine
 // token ("" for a broadcast) and the function name.
@@ -76,7 +79,8 @@ func ParseFnSubject(subject string) (token, fn string, err error) {
 	return "", "", fmt.Errorf("subject %q is not a call subject", subject)
 }
 
-// ParseCtlSubject splits a control API subject into operator and op.
+// ParseCtlSubject splits a control API subject into the operator's public
+// key and op.
 func ParseCtlSubject(subject string) (operator, op string, err error) {
 	rest, ok := strings.CutPrefix(subject, CtlRoot+".")
 	if !ok {
