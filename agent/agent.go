@@ -1,0 +1,301 @@
+// Package agent is what runs on every server: it connects to the broker
+// with the machine's own nkey and the machine id as connection name, and
+// serves the client functions of package functions as the nats micro
+// service cc-agent, on its own subjects and the broadcast ones.
+//
+// It never links nats-server: a test in this module keeps it that way.
+package agent
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/commandcontrol/commandcontrol/agent/functions"
+	"github.com/commandcontrol/commandcontrol/fleet"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/micro"
+	"github.com/nats-io/nkeys"
+)
+
+// Version is the agent's version, reported by machine-info.
+var Version = "0.1.0"
+
+// Defaults.
+const (
+	DefaultCallTimeout       = 30 * time.Second
+	DefaultMaxConcurrent     = 32
+	DefaultMaxReconnectDelay = 5 * time.Second
+)
+
+// Config configures an agent.
+type Config struct {
+	// URL of the broker (comma-separated for several).
+	URL string
+	// KeyFile holds the machine's nkey seed; created on first start.
+	KeyFile string
+	// Key, when set, is used instead of KeyFile (the swarm simulator).
+	Key nkeys.KeyPair
+	// MachineID overrides <primary IP>_<hostname>.
+	MachineID string
+	// Root is the filesystem root functions read under (default "/").
+	Root string
+	// Functions overrides the built-in set (tests, simulators).
+	Functions *functions.Set
+	// CallTimeout bounds one function call.
+	CallTimeout time.Duration
+	// MaxConcurrent bounds calls running at once; more are refused with 503.
+	MaxConcurrent int
+	// MaxReconnectDelay caps the jittered reconnect backoff.
+	MaxReconnectDelay time.Duration
+	Logger            *slog.Logger
+}
+
+// Agent is one machine's agent.
+type Agent struct {
+	cfg         Config
+	log         *slog.Logger
+	key         nkeys.KeyPair
+	pub         string
+	id          string
+	fns         *functions.Set
+	sem         chan struct{}
+	nc          *nats.Conn
+	svc         micro.Service
+	mu          sync.Mutex
+	lastRefusal time.Time
+	created     bool
+}
+
+// New loads or creates the machine's key and works out its machine id.
+func New(cfg Config) (*Agent, error) {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.URL == "" {
+		cfg.URL = nats.DefaultURL
+	}
+	if cfg.CallTimeout <= 0 {
+		cfg.CallTimeout = DefaultCallTimeout
+	}
+	if cfg.MaxConcurrent <= 0 {
+		cfg.MaxConcurrent = DefaultMaxConcurrent
+	}
+	if cfg.MaxReconnectDelay <= 0 {
+		cfg.MaxReconnectDelay = DefaultMaxReconnectDelay
+	}
+	a := &Agent{cfg: cfg, key: cfg.Key, sem: make(chan struct{}, cfg.MaxConcurrent)}
+	if a.key == nil {
+		if cfg.KeyFile == "" {
+			return nil, errors.New("agent: no key: pass --key FILE (it is created on first start)")
+		}
+		kp, created, err := LoadOrCreateKey(cfg.KeyFile)
+		if err != nil {
+			return nil, fmt.Errorf("agent: %w", err)
+		}
+		a.key, a.created = kp, created
+	}
+	a.pub, _ = a.key.PublicKey()
+	a.id = cfg.MachineID
+	if a.id == "" {
+		id, err := DefaultMachineID()
+		if err != nil {
+			return nil, fmt.Errorf("agent: %w (pass --id)", err)
+		}
+		a.id = id
+	}
+	if err := fleet.ValidateMachineID(a.id); err != nil {
+		return nil, fmt.Errorf("agent: %w", err)
+	}
+	a.log = cfg.Logger.With("machine", a.id)
+	a.fns = cfg.Functions
+	if a.fns == nil {
+		a.fns = functions.New(&functions.Env{Root: cfg.Root, MachineID: a.id, Version: Version, Logger: a.log})
+	}
+	return a, nil
+}
+
+// MachineID is the id the agent connects as.
+func (a *Agent) MachineID() string { return a.id }
+
+// PublicKey is the machine's public nkey, as an operator registers it.
+func (a *Agent) PublicKey() string { return a.pub }
+
+// KeyCreated reports whether New created the key file.
+func (a *Agent) KeyCreated() bool { return a.created }
+
+// Functions is the set of functions the agent serves.
+func (a *Agent) Functions() *functions.Set { return a.fns }
+
+// Run connects (retrying forever, also while refused) and serves until
+// ctx ends.
+func (a *Agent) Run(ctx context.Context) error {
+	if err := a.Start(ctx); err != nil {
+		return err
+	}
+	<-ctx.Done()
+	a.Close()
+	return nil
+}
+
+// Start connects in the background and begins serving; it returns at once.
+func (a *Agent) Start(ctx context.Context) error {
+	a.fns.Start(ctx)
+	nc, err := nats.Connect(a.cfg.URL, a.natsOptions()...)
+	if err != nil {
+		return fmt.Errorf("agent: connect to %s: %w", a.cfg.URL, err)
+	}
+	a.nc = nc
+	if err := a.serve(); err != nil {
+		nc.Close()
+		return err
+	}
+	return nil
+}
+
+func (a *Agent) natsOptions() []nats.Option {
+	maxDelay := a.cfg.MaxReconnectDelay
+	return []nats.Option{
+		nats.Name(a.id),
+		nats.Nkey(a.pub, a.key.Sign),
+		nats.RetryOnFailedConnect(true),
+		nats.MaxReconnects(-1),
+		nats.IgnoreAuthErrorAbort(),
+		nats.PingInterval(20 * time.Second),
+		nats.CustomReconnectDelay(func(attempts int) time.Duration {
+			d := time.Duration(250<<min(attempts, 6)) * time.Millisecond
+			d = min(d, maxDelay)
+			return d/2 + time.Duration(rand.Int64N(int64(d/2)+1))
+		}),
+		nats.ConnectHandler(func(*nats.Conn) { a.log.Info("connected; serving functions", "url", a.cfg.URL) }),
+		nats.ReconnectHandler(func(*nats.Conn) { a.log.Info("reconnected") }),
+		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
+			if err != nil {
+				a.log.Warn("disconnected", "error", err)
+			}
+		}),
+		nats.ReconnectErrHandler(func(_ *nats.Conn, err error) { a.connectError(err) }),
+		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) { a.connectError(err) }),
+	}
+}
+
+// connectError logs why the broker refused us, with what to do about it,
+// at most every 30 seconds.
+func (a *Agent) connectError(err error) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if time.Since(a.lastRefusal) < 30*time.Second {
+		return
+	}
+	a.lastRefusal = time.Now()
+	if errors.Is(err, nats.ErrAuthorization) || strings.Contains(strings.ToLower(err.Error()), "authorization") {
+		a.log.Warn("the broker refused this machine; retrying until it is accepted",
+			"key", a.pub, "accept_with", "cc-bench machines accept "+a.id)
+		return
+	}
+	a.log.Warn("cannot reach the broker; retrying", "url", a.cfg.URL, "error", err)
+}
+
+func (a *Agent) serve() error {
+	names := make([]string, 0)
+	for _, s := range a.fns.Specs() {
+		names = append(names, s.Name)
+	}
+	svc, err := micro.AddService(a.nc, micro.Config{
+		Name:               fleet.AgentServiceName,
+		Version:            Version,
+		Description:        "commandcontrol agent on " + a.id,
+		Metadata:           map[string]string{"machine": a.id, "functions": strings.Join(names, ",")},
+		QueueGroupDisabled: true,
+	})
+	if err != nil {
+		return fmt.Errorf("agent: start service: %w", err)
+	}
+	a.svc = svc
+	h := micro.HandlerFunc(a.handle)
+	if err := svc.AddEndpoint("call", h, micro.WithEndpointSubject(fleet.FnRoot+"."+fleet.MachineToken(a.id)+".*")); err != nil {
+		return fmt.Errorf("agent: %w", err)
+	}
+	if err := svc.AddEndpoint("broadcast", h, micro.WithEndpointSubject(fleet.AllRoot+".*")); err != nil {
+		return fmt.Errorf("agent: %w", err)
+	}
+	return nil
+}
+
+// handle dispatches one call on its own goroutine so a slow function never
+// holds up the others; past MaxConcurrent calls it answers 503 at once.
+// Replies are published directly (not through micro.Request, whose state
+// micro reads when the handler returns).
+func (a *Agent) handle(req micro.Request) {
+	reply, subject, data := req.Reply(), req.Subject(), req.Data()
+	if reply == "" {
+		return
+	}
+	_, fn, err := fleet.ParseFnSubject(subject)
+	if err != nil {
+		a.reply(reply, nil, fleet.Errorf(fleet.CodeBadRequest, "%v", err))
+		return
+	}
+	select {
+	case a.sem <- struct{}{}:
+	default:
+		a.reply(reply, nil, fleet.Errorf(fleet.CodeUnavailable, "%s is busy: %d calls running; retry later", a.id, a.cfg.MaxConcurrent))
+		return
+	}
+	go func() {
+		defer func() { <-a.sem }()
+		ctx, cancel := context.WithTimeout(context.Background(), a.cfg.CallTimeout)
+		defer cancel()
+		res, err := a.fns.Call(ctx, fn, data)
+		if err == nil && ctx.Err() != nil {
+			err = fleet.Errorf(fleet.CodeTimeout, "%s did not finish within %s", fn, a.cfg.CallTimeout)
+		}
+		a.reply(reply, res, err)
+	}()
+}
+
+// reply sends a result, or an error as micro-style error headers.
+func (a *Agent) reply(subject string, res any, err error) {
+	m := nats.NewMsg(subject)
+	m.Header.Set(fleet.HeaderMachine, a.id)
+	if err == nil {
+		b, jerr := json.Marshal(res)
+		if jerr == nil {
+			m.Data = b
+		} else {
+			err = fleet.Errorf(fleet.CodeInternal, "cannot encode the result: %v", jerr)
+		}
+	}
+	if err != nil {
+		desc := err.Error()
+		var fe *fleet.Error
+		if errors.As(err, &fe) {
+			desc = fe.Description
+		}
+		m.Header.Set(fleet.HeaderErrorCode, strconv.Itoa(fleet.CodeOf(err)))
+		m.Header.Set(fleet.HeaderError, desc)
+	}
+	if perr := a.nc.PublishMsg(m); perr != nil {
+		a.log.Warn("reply not sent", "error", perr)
+	}
+}
+
+// Conn is the agent's NATS connection (nil before Start).
+func (a *Agent) Conn() *nats.Conn { return a.nc }
+
+// Close stops serving and closes the connection.
+func (a *Agent) Close() {
+	if a.svc != nil {
+		_ = a.svc.Stop()
+	}
+	if a.nc != nil {
+		a.nc.Close()
+	}
+}

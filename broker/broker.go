@@ -1,0 +1,279 @@
+// Package broker embeds the NATS server commandcontrol runs on.
+//
+// It sets up three accounts — SYS (the system account), CONTROL (where the
+// control service answers the auth callout) and FLEET (agents and operators)
+// — and turns the auth callout on for every connection except the control
+// service's own three users. The ping interval is tuned so a silently dead
+// client is dropped within about 30 s instead of NATS's default of minutes.
+// Beyond one process it is plain NATS: cluster routes and leaf nodes.
+package broker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"strconv"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+)
+
+// Account names.
+const (
+	SystemAccount  = "SYS"
+	ControlAccount = "CONTROL"
+	FleetAccount   = "FLEET"
+)
+
+// Defaults for dead-client detection: a client that answers no ping is
+// dropped after PingInterval × (MaxPingsOut+1), 30 s by default.
+const (
+	DefaultPingInterval = 10 * time.Second
+	DefaultMaxPingsOut  = 2
+	DefaultAuthTimeout  = 5 * time.Second
+)
+
+// AuthKeys are the public keys the broker must know about the control
+// service: who may sign user JWTs in callout responses and which nkey users
+// bypass the callout because they are the control service itself.
+type AuthKeys struct {
+	// CalloutIssuer is the account public key (A…) that signs every
+	// callout response and user JWT.
+	CalloutIssuer string `json:"callout_issuer"`
+	// CalloutXKey is the curve public key (X…) callout requests are
+	// encrypted for. Optional.
+	CalloutXKey string `json:"callout_xkey,omitempty"`
+	// SysUser, ControlUser and FleetUser are the control service's user
+	// nkeys (U…) in the SYS, CONTROL and FLEET accounts.
+	SysUser     string `json:"sys_user"`
+	ControlUser string `json:"control_user"`
+	FleetUser   string `json:"fleet_user"`
+}
+
+// Validate checks that every required key is present and of the right kind.
+func (k AuthKeys) Validate() error {
+	checks := []struct {
+		name, val string
+		prefix    byte
+	}{
+		{"callout_issuer", k.CalloutIssuer, 'A'},
+		{"sys_user", k.SysUser, 'U'},
+		{"control_user", k.ControlUser, 'U'},
+		{"fleet_user", k.FleetUser, 'U'},
+	}
+	for _, c := range checks {
+		if len(c.val) != 56 || c.val[0] != c.prefix {
+			return fmt.Errorf("auth key %s = %q: want a 56-character public nkey starting with %q", c.name, c.val, c.prefix)
+		}
+	}
+	if k.CalloutXKey != "" && (len(k.CalloutXKey) != 56 || k.CalloutXKey[0] != 'X') {
+		return fmt.Errorf("auth key callout_xkey = %q: want a curve public key starting with 'X'", k.CalloutXKey)
+	}
+	return nil
+}
+
+// Config configures a broker. The zero value plus Auth listens on
+// 127.0.0.1:4222.
+type Config struct {
+	// Listen is host:port for clients; port 0 picks a free one.
+	Listen string
+	// Name is the server name (shown in events and cluster views).
+	Name string
+	// Auth is required.
+	Auth AuthKeys
+	// PingInterval and MaxPingsOut bound dead-client detection.
+	PingInterval time.Duration
+	MaxPingsOut  int
+	// AuthTimeout bounds a connection's authentication, callout included.
+	AuthTimeout time.Duration
+	// Cluster joins a NATS cluster (routes) when ClusterListen is set.
+	ClusterName   string
+	ClusterListen string
+	Routes        []string
+	// LeafListen accepts leaf-node connections from remote sites.
+	LeafListen string
+	// MonitorListen serves the NATS monitoring HTTP endpoints when set.
+	MonitorListen string
+	// MaxPayload bounds one message (default 1 MiB).
+	MaxPayload int32
+	// Logger receives the server's log; nil discards it.
+	Logger *slog.Logger
+	// Debug turns on the server's debug log.
+	Debug bool
+}
+
+// Broker is a running embedded NATS server.
+type Broker struct {
+	srv *server.Server
+	cfg Config
+}
+
+// New validates cfg and builds (but does not start) a broker.
+func New(cfg Config) (*Broker, error) {
+	opts, err := Options(&cfg)
+	if err != nil {
+		return nil, err
+	}
+	srv, err := server.NewServer(opts)
+	if err != nil {
+		return nil, fmt.Errorf("broker: %w", err)
+	}
+	if cfg.Logger != nil {
+		srv.SetLoggerV2(&logAdapter{l: cfg.Logger}, cfg.Debug, false, false)
+	}
+	return &Broker{srv: srv, cfg: cfg}, nil
+}
+
+// Options turns cfg into nats-server options; it fills cfg's defaults.
+func Options(cfg *Config) (*server.Options, error) {
+	if err := cfg.Auth.Validate(); err != nil {
+		return nil, fmt.Errorf("broker: %w", err)
+	}
+	if cfg.Listen == "" {
+		cfg.Listen = "127.0.0.1:4222"
+	}
+	host, port, err := splitHostPort("listen", cfg.Listen)
+	if err != nil {
+		return nil, err
+	}
+	if cfg.PingInterval <= 0 {
+		cfg.PingInterval = DefaultPingInterval
+	}
+	if cfg.MaxPingsOut <= 0 {
+		cfg.MaxPingsOut = DefaultMaxPingsOut
+	}
+	if cfg.AuthTimeout <= 0 {
+		cfg.AuthTimeout = DefaultAuthTimeout
+	}
+	sys := server.NewAccount(SystemAccount)
+	ctl := server.NewAccount(ControlAccount)
+	fl := server.NewAccount(FleetAccount)
+	opts := &server.Options{
+		ServerName:        cfg.Name,
+		Host:              host,
+		Port:              port,
+		PingInterval:      cfg.PingInterval,
+		MaxPingsOut:       cfg.MaxPingsOut,
+		AuthTimeout:       cfg.AuthTimeout.Seconds(),
+		MaxPayload:        cfg.MaxPayload,
+		Accounts:          []*server.Account{sys, ctl, fl},
+		SystemAccount:     SystemAccount,
+		AlwaysEnableNonce: true,
+		NoSigs:            true,
+		Nkeys: []*server.NkeyUser{
+			{Nkey: cfg.Auth.SysUser, Account: sys},
+			{Nkey: cfg.Auth.ControlUser, Account: ctl},
+			{Nkey: cfg.Auth.FleetUser, Account: fl},
+		},
+		AuthCallout: &server.AuthCallout{
+			Issuer:    cfg.Auth.CalloutIssuer,
+			Account:   ControlAccount,
+			AuthUsers: []string{cfg.Auth.SysUser, cfg.Auth.ControlUser, cfg.Auth.FleetUser},
+			XKey:      cfg.Auth.CalloutXKey,
+		},
+		Debug: cfg.Debug,
+	}
+	if err := clusterOptions(cfg, opts); err != nil {
+		return nil, err
+	}
+	return opts, nil
+}
+
+func clusterOptions(cfg *Config, opts *server.Options) error {
+	if cfg.ClusterListen != "" {
+		h, p, err := splitHostPort("cluster listen", cfg.ClusterListen)
+		if err != nil {
+			return err
+		}
+		opts.Cluster.Name = cfg.ClusterName
+		if opts.Cluster.Name == "" {
+			opts.Cluster.Name = "commandcontrol"
+		}
+		opts.Cluster.Host, opts.Cluster.Port = h, p
+		for _, r := range cfg.Routes {
+			u := server.RoutesFromStr(r)
+			if len(u) == 0 {
+				return fmt.Errorf("broker: route %q: want nats-route://host:port", r)
+			}
+			opts.Routes = append(opts.Routes, u...)
+		}
+	} else if len(cfg.Routes) > 0 {
+		return errors.New("broker: routes given without a cluster listen address")
+	}
+	if cfg.LeafListen != "" {
+		h, p, err := splitHostPort("leaf listen", cfg.LeafListen)
+		if err != nil {
+			return err
+		}
+		opts.LeafNode.Host, opts.LeafNode.Port = h, p
+	}
+	if cfg.MonitorListen != "" {
+		h, p, err := splitHostPort("monitor listen", cfg.MonitorListen)
+		if err != nil {
+			return err
+		}
+		opts.HTTPHost, opts.HTTPPort = h, p
+	}
+	return nil
+}
+
+func splitHostPort(what, hp string) (string, int, error) {
+	h, p, err := net.SplitHostPort(hp)
+	if err != nil {
+		return "", 0, fmt.Errorf("broker: %s address %q: want HOST:PORT (e.g. 127.0.0.1:4222): %v", what, hp, err)
+	}
+	n, err := strconv.Atoi(p)
+	if err != nil || n < 0 || n > 65535 {
+		return "", 0, fmt.Errorf("broker: %s address %q: port %q is not a number from 0 to 65535", what, hp, p)
+	}
+	if n == 0 {
+		n = server.RANDOM_PORT
+	}
+	return h, n, nil
+}
+
+// Start starts the server and waits until it accepts connections.
+func (b *Broker) Start() error {
+	go b.srv.Start()
+	if !b.srv.ReadyForConnections(10 * time.Second) {
+		b.srv.Shutdown()
+		return fmt.Errorf("broker: not ready to accept connections on %s within 10s (is the port in use?)", b.cfg.Listen)
+	}
+	return nil
+}
+
+// Run starts the broker and serves until ctx ends, then shuts it down.
+func (b *Broker) Run(ctx context.Context) error {
+	if err := b.Start(); err != nil {
+		return err
+	}
+	<-ctx.Done()
+	b.Shutdown()
+	return nil
+}
+
+// Shutdown stops the server and waits for it to finish.
+func (b *Broker) Shutdown() {
+	b.srv.Shutdown()
+	b.srv.WaitForShutdown()
+}
+
+// ClientURL is the nats:// URL clients connect to.
+func (b *Broker) ClientURL() string { return b.srv.ClientURL() }
+
+// ClusterURL is the nats-route:// URL other brokers route to, or "".
+func (b *Broker) ClusterURL() string {
+	a := b.srv.ClusterAddr()
+	if a == nil {
+		return ""
+	}
+	return "nats-route://" + a.String()
+}
+
+// ID is the server's id as it appears in system events.
+func (b *Broker) ID() string { return b.srv.ID() }
+
+// Server exposes the embedded nats-server (for tests and metrics).
+func (b *Broker) Server() *server.Server { return b.srv }

@@ -1,0 +1,236 @@
+package controlsvc
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/commandcontrol/commandcontrol/fleet"
+	"github.com/nats-io/nats.go/micro"
+)
+
+// apiHandler runs one control operation for op (the calling operator,
+// already looked up) with the request body.
+type apiHandler func(ctx context.Context, op operatorIdentity, body []byte) (any, error)
+
+// serveAPI registers the control API as the nats micro service cc-control
+// on the FLEET connection: one endpoint per operation.
+func (s *Service) serveAPI() (micro.Service, error) {
+	svc, err := micro.AddService(s.fl, micro.Config{
+		Name:        fleet.ControlServiceName,
+		Version:     Version,
+		Description: "commandcontrol control API: registry, operators, presence",
+		QueueGroup:  "cc-control",
+	})
+	if err != nil {
+		return nil, fmt.Errorf("start control API: %w", err)
+	}
+	ops := map[string]apiHandler{
+		fleet.OpWhoAmI:          s.apiWhoAmI,
+		fleet.OpMachinesList:    s.apiMachinesList,
+		fleet.OpMachinesPending: s.apiMachinesPending,
+		fleet.OpMachinesAccept:  s.apiMachinesAccept,
+		fleet.OpMachinesAdd:     s.apiMachinesAdd,
+		fleet.OpMachinesRemove:  s.apiMachinesRemove,
+		fleet.OpMachinesLabel:   s.apiMachinesLabel,
+		fleet.OpOperatorsList:   s.apiOperatorsList,
+		fleet.OpOperatorsAdd:    s.apiOperatorsAdd,
+		fleet.OpOperatorsRemove: s.apiOperatorsRemove,
+	}
+	for name, h := range ops {
+		ep := "ctl-" + name
+		if err := svc.AddEndpoint(sanitizeEndpoint(ep), s.apiEndpoint(name, h),
+			micro.WithEndpointSubject(fleet.CtlRoot+".*."+name)); err != nil {
+			return nil, fmt.Errorf("control API endpoint %s: %w", name, err)
+		}
+	}
+	return svc, nil
+}
+
+func sanitizeEndpoint(s string) string {
+	b := []byte(s)
+	for i, c := range b {
+		if c == '.' {
+			b[i] = '-'
+		}
+	}
+	return string(b)
+}
+
+func (s *Service) apiEndpoint(name string, h apiHandler) micro.HandlerFunc {
+	return func(req micro.Request) {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		res, err := s.runAPI(ctx, name, req.Subject(), req.Data(), h)
+		if err != nil {
+			code := fleet.CodeOf(err)
+			_ = req.Error(strconv.Itoa(code), err.Error(), nil)
+			return
+		}
+		_ = req.RespondJSON(res)
+	}
+}
+
+func (s *Service) runAPI(ctx context.Context, name, subject string, body []byte, h apiHandler) (res any, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			s.log.Error("control API panic", "op", name, "panic", r)
+			res, err = nil, fleet.Errorf(fleet.CodeInternal, "internal error in %s", name)
+		}
+	}()
+	key, _, err := fleet.ParseCtlSubject(subject)
+	if err != nil {
+		return nil, fleet.Errorf(fleet.CodeBadRequest, "%v", err)
+	}
+	o, ok := s.reg.OperatorByKey(key)
+	if !ok {
+		return nil, fleet.Errorf(fleet.CodeForbidden, "key %s is not an operator", key)
+	}
+	op := operatorIdentity{Name: o.Name, Key: o.Key, Role: o.Role}
+	if !fleet.ReadOnlyOps[name] && op.Role != fleet.RoleAdmin {
+		s.log.Warn("control API refused", "operator", op.Name, "role", op.Role, "op", name)
+		return nil, fleet.Errorf(fleet.CodeForbidden, "operator %s has role %s; %s needs role %s", op.Name, op.Role, name, fleet.RoleAdmin)
+	}
+	if len(body) > 64*1024 {
+		return nil, fleet.Errorf(fleet.CodeTooLarge, "request is %d bytes; at most 65536 are allowed", len(body))
+	}
+	res, err = h(ctx, op, body)
+	if !fleet.ReadOnlyOps[name] {
+		s.log.Info("control API", "operator", op.Name, "op", name, "request", string(body), "error", errString(err))
+	}
+	return res, mapRegistryError(err)
+}
+
+func errString(err error) string {
+	if err == nil {
+		return ""
+	}
+	return err.Error()
+}
+
+func mapRegistryError(err error) error {
+	var fe *fleet.Error
+	switch {
+	case err == nil:
+		return nil
+	case errors.As(err, &fe):
+		return err
+	case errors.Is(err, ErrNotFound):
+		return fleet.Errorf(fleet.CodeNotFound, "%v", err)
+	case errors.Is(err, ErrExists):
+		return fleet.Errorf(fleet.CodeConflict, "%v", err)
+	}
+	return fleet.Errorf(fleet.CodeBadRequest, "%v", err)
+}
+
+func decode(body []byte, v any) error {
+	if err := json.Unmarshal(body, v); err != nil {
+		return fleet.Errorf(fleet.CodeBadRequest, "request must be a JSON object: %v", err)
+	}
+	return nil
+}
+
+func (s *Service) apiWhoAmI(_ context.Context, op operatorIdentity, _ []byte) (any, error) {
+	return fleet.WhoAmI{Operator: op.Name, Role: op.Role}, nil
+}
+
+func (s *Service) apiMachinesList(_ context.Context, _ operatorIdentity, _ []byte) (any, error) {
+	ms := s.reg.Machines()
+	for i := range ms {
+		ms[i].Online = s.presence.online(ms[i].ID)
+	}
+	return fleet.MachineList{Machines: ms}, nil
+}
+
+func (s *Service) apiMachinesPending(_ context.Context, _ operatorIdentity, _ []byte) (any, error) {
+	return fleet.PendingList{Pending: s.reg.Pending()}, nil
+}
+
+func (s *Service) apiMachinesAccept(_ context.Context, op operatorIdentity, body []byte) (any, error) {
+	var r fleet.MachineRequest
+	if err := decode(body, &r); err != nil {
+		return nil, err
+	}
+	return s.reg.Accept(r.ID, op.Name)
+}
+
+func (s *Service) apiMachinesAdd(_ context.Context, op operatorIdentity, body []byte) (any, error) {
+	var r fleet.MachineRequest
+	if err := decode(body, &r); err != nil {
+		return nil, err
+	}
+	if _, ok := s.reg.OperatorByKey(r.Key); ok {
+		return nil, fleet.Errorf(fleet.CodeConflict, "key %s belongs to an operator; a machine needs its own key", r.Key)
+	}
+	return s.reg.AddMachine(r.ID, r.Key, r.Labels, op.Name, false)
+}
+
+func (s *Service) apiMachinesRemove(ctx context.Context, _ operatorIdentity, body []byte) (any, error) {
+	var r fleet.MachineRequest
+	if err := decode(body, &r); err != nil {
+		return nil, err
+	}
+	if err := s.reg.RemoveMachine(r.ID); err != nil {
+		return nil, err
+	}
+	closed := s.kick(ctx, s.presence.connsOf(agentUserPrefix+r.ID))
+	return fleet.RemoveResult{ID: r.ID, Closed: closed}, nil
+}
+
+func (s *Service) apiMachinesLabel(_ context.Context, _ operatorIdentity, body []byte) (any, error) {
+	var r fleet.MachineRequest
+	if err := decode(body, &r); err != nil {
+		return nil, err
+	}
+	return s.reg.Label(r.ID, r.Labels, r.Remove)
+}
+
+func (s *Service) apiOperatorsList(_ context.Context, _ operatorIdentity, _ []byte) (any, error) {
+	return fleet.OperatorList{Operators: s.reg.Operators()}, nil
+}
+
+func (s *Service) apiOperatorsAdd(_ context.Context, _ operatorIdentity, body []byte) (any, error) {
+	var r fleet.OperatorRequest
+	if err := decode(body, &r); err != nil {
+		return nil, err
+	}
+	for _, m := range s.reg.Machines() {
+		if m.Key == r.Key {
+			return nil, fleet.Errorf(fleet.CodeConflict, "key %s belongs to machine %s; an operator needs its own key", r.Key, m.ID)
+		}
+	}
+	return s.reg.AddOperator(r.Name, r.Key, r.Role)
+}
+
+func (s *Service) apiOperatorsRemove(ctx context.Context, _ operatorIdentity, body []byte) (any, error) {
+	var r fleet.OperatorRequest
+	if err := decode(body, &r); err != nil {
+		return nil, err
+	}
+	admins := 0
+	for _, o := range s.reg.Operators() {
+		if o.Role == fleet.RoleAdmin && o.Name != r.Name {
+			admins++
+		}
+	}
+	if o, ok := s.findOperator(r.Name); ok && o.Role == fleet.RoleAdmin && admins == 0 {
+		return nil, fleet.Errorf(fleet.CodeConflict, "operator %s is the last admin; add another admin first", r.Name)
+	}
+	if _, err := s.reg.RemoveOperator(r.Name); err != nil {
+		return nil, err
+	}
+	closed := s.kick(ctx, s.presence.connsOf(operatorUserPrefix+r.Name))
+	return fleet.RemoveResult{ID: r.Name, Closed: closed}, nil
+}
+
+func (s *Service) findOperator(name string) (fleet.Operator, bool) {
+	for _, o := range s.reg.Operators() {
+		if o.Name == name {
+			return o, true
+		}
+	}
+	return fleet.Operator{}, false
+}

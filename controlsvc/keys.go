@@ -1,0 +1,169 @@
+package controlsvc
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/commandcontrol/commandcontrol/broker"
+	"github.com/nats-io/nkeys"
+)
+
+// Keys are the control service's own identities. They live as nkey seed
+// files (mode 0600) under <data>/keys/.
+type Keys struct {
+	// Issuer signs callout responses and user JWTs (an account key).
+	Issuer nkeys.KeyPair
+	// XKey decrypts callout requests and encrypts responses (a curve key).
+	XKey nkeys.KeyPair
+	// Sys, Control and Fleet are the service's users in the SYS, CONTROL
+	// and FLEET accounts.
+	Sys, Control, Fleet nkeys.KeyPair
+}
+
+// BrokerAuthFile is the file, in the data directory, holding the public
+// keys a stand-alone broker (cc-broker --auth FILE) needs.
+const BrokerAuthFile = "broker-auth.json"
+
+var keySpecs = []struct {
+	file   string
+	create func() (nkeys.KeyPair, error)
+	field  func(*Keys) *nkeys.KeyPair
+}{
+	{"callout-issuer.nk", nkeys.CreateAccount, func(k *Keys) *nkeys.KeyPair { return &k.Issuer }},
+	{"callout-xkey.nk", nkeys.CreateCurveKeys, func(k *Keys) *nkeys.KeyPair { return &k.XKey }},
+	{"control-sys.nk", nkeys.CreateUser, func(k *Keys) *nkeys.KeyPair { return &k.Sys }},
+	{"control-auth.nk", nkeys.CreateUser, func(k *Keys) *nkeys.KeyPair { return &k.Control }},
+	{"control-fleet.nk", nkeys.CreateUser, func(k *Keys) *nkeys.KeyPair { return &k.Fleet }},
+}
+
+// LoadOrCreateKeys reads the service's keys from dataDir/keys, creating any
+// that are missing, and writes dataDir/broker-auth.json with their public
+// halves.
+func LoadOrCreateKeys(dataDir string) (*Keys, error) {
+	dir := filepath.Join(dataDir, "keys")
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("create key directory: %w", err)
+	}
+	k := &Keys{}
+	for _, s := range keySpecs {
+		kp, err := LoadOrCreateSeed(filepath.Join(dir, s.file), s.create)
+		if err != nil {
+			return nil, err
+		}
+		*s.field(k) = kp
+	}
+	auth, err := k.BrokerAuth()
+	if err != nil {
+		return nil, err
+	}
+	b, _ := json.MarshalIndent(auth, "", "  ")
+	if err := writeFileAtomic(filepath.Join(dataDir, BrokerAuthFile), append(b, '\n'), 0o644); err != nil {
+		return nil, err
+	}
+	return k, nil
+}
+
+// BrokerAuth returns the public keys the broker is configured with.
+func (k *Keys) BrokerAuth() (broker.AuthKeys, error) {
+	var a broker.AuthKeys
+	var err error
+	pub := func(kp nkeys.KeyPair) string {
+		p, e := kp.PublicKey()
+		if e != nil {
+			err = e
+		}
+		return p
+	}
+	a.CalloutIssuer = pub(k.Issuer)
+	a.CalloutXKey = pub(k.XKey)
+	a.SysUser = pub(k.Sys)
+	a.ControlUser = pub(k.Control)
+	a.FleetUser = pub(k.Fleet)
+	return a, err
+}
+
+// LoadBrokerAuth reads a broker-auth.json written by the control service.
+func LoadBrokerAuth(path string) (broker.AuthKeys, error) {
+	var a broker.AuthKeys
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return a, fmt.Errorf("read broker auth file: %w (cc-control writes it to <data>/%s on start)", err, BrokerAuthFile)
+	}
+	if err := json.Unmarshal(b, &a); err != nil {
+		return a, fmt.Errorf("broker auth file %s: %w", path, err)
+	}
+	return a, a.Validate()
+}
+
+// LoadOrCreateSeed reads an nkey seed file, or creates it with mode 0600
+// when it does not exist. A seed file readable by group or others is
+// refused: fix it with chmod 600.
+func LoadOrCreateSeed(path string, create func() (nkeys.KeyPair, error)) (nkeys.KeyPair, error) {
+	kp, err := LoadSeed(path)
+	if err == nil || !errors.Is(err, fs.ErrNotExist) {
+		return kp, err
+	}
+	kp, err = create()
+	if err != nil {
+		return nil, fmt.Errorf("create key %s: %w", path, err)
+	}
+	seed, _ := kp.Seed()
+	if err := writeFileAtomic(path, append(seed, '\n'), 0o600); err != nil {
+		return nil, err
+	}
+	return kp, nil
+}
+
+// LoadSeed reads an nkey seed file, refusing one that group or others can read.
+func LoadSeed(path string) (nkeys.KeyPair, error) {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return nil, err
+	}
+	if fi.Mode().Perm()&0o077 != 0 {
+		return nil, fmt.Errorf("key file %s has mode %v: a key must be readable by its owner only; run: chmod 600 %s", path, fi.Mode().Perm(), path)
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	kp, err := nkeys.FromSeed([]byte(strings.TrimSpace(string(b))))
+	if err != nil {
+		return nil, fmt.Errorf("key file %s does not hold an nkey seed: %w", path, err)
+	}
+	return kp, nil
+}
+
+// writeFileAtomic writes data to a temporary file beside path and renames
+// it into place, so a crash never leaves a half-written file.
+func writeFileAtomic(path string, data []byte, perm os.FileMode) error {
+	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp*")
+	if err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	defer os.Remove(tmp.Name())
+	if err := tmp.Chmod(perm); err != nil {
+		tmp.Close()
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	if _, err := tmp.Write(data); err != nil {
+		tmp.Close()
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	if err := tmp.Sync(); err != nil {
+		tmp.Close()
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	if err := tmp.Close(); err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	if err := os.Rename(tmp.Name(), path); err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	return nil
+}

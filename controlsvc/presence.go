@@ -1,0 +1,227 @@
+package controlsvc
+
+import (
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/commandcontrol/commandcontrol/fleet"
+)
+
+// expiryGrace is how long a machine whose only connection closed because
+// its credentials expired stays ONLINE while it reconnects, so the routine
+// re-authorisation does not flap it.
+const expiryGrace = 10 * time.Second
+
+// connKey names one connection across a cluster: cids are per server.
+type connKey struct {
+	server string
+	cid    uint64
+}
+
+type connState struct {
+	user string // "agent:<id>" or "operator:<name>"
+	gen  uint64 // presence generation when it was added
+}
+
+type machineState struct {
+	conns map[connKey]struct{}
+	since time.Time
+	// leaving is set while an expired-credential disconnect is in its grace.
+	leaving *time.Timer
+}
+
+// presence is the ONLINE set, built from the broker's connect/disconnect
+// events and CONNZ snapshots, de-duplicated by (server, client id). A
+// machine is ONLINE while it has at least one connection.
+type presence struct {
+	mu         sync.Mutex
+	conns      map[connKey]connState
+	machines   map[string]*machineState
+	tombstones map[connKey]time.Time
+	gen        uint64
+	seq        uint64
+	now        func() time.Time
+	labels     func(id string) map[string]string
+	emit       func(fleet.PresenceEvent) // called under mu, in seq order
+}
+
+func newPresence(labels func(string) map[string]string, emit func(fleet.PresenceEvent)) *presence {
+	return &presence{
+		conns:      map[connKey]connState{},
+		machines:   map[string]*machineState{},
+		tombstones: map[connKey]time.Time{},
+		now:        time.Now,
+		labels:     labels,
+		emit:       emit,
+	}
+}
+
+// connected records a connection; a machine's first one emits joined.
+func (p *presence) connected(k connKey, user string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.addLocked(k, user)
+}
+
+func (p *presence) addLocked(k connKey, user string) {
+	if _, dead := p.tombstones[k]; dead {
+		return
+	}
+	if _, dup := p.conns[k]; dup {
+		return
+	}
+	p.gen++
+	p.conns[k] = connState{user: user, gen: p.gen}
+	id, ok := strings.CutPrefix(user, agentUserPrefix)
+	if !ok {
+		return
+	}
+	m := p.machines[id]
+	if m == nil {
+		m = &machineState{conns: map[connKey]struct{}{}, since: p.now().UTC()}
+		p.machines[id] = m
+	}
+	m.conns[k] = struct{}{}
+	if m.leaving != nil {
+		m.leaving.Stop()
+		m.leaving = nil
+		return
+	}
+	if len(m.conns) == 1 {
+		p.emitLocked(fleet.EventJoined, id, "")
+	}
+}
+
+// disconnected removes a connection; a machine's last one emits left.
+func (p *presence) disconnected(k connKey, reason string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.tombstones[k] = p.now()
+	p.removeLocked(k, reason)
+}
+
+func (p *presence) removeLocked(k connKey, reason string) {
+	c, ok := p.conns[k]
+	if !ok {
+		return
+	}
+	delete(p.conns, k)
+	id, ok := strings.CutPrefix(c.user, agentUserPrefix)
+	if !ok {
+		return
+	}
+	m := p.machines[id]
+	if m == nil {
+		return
+	}
+	delete(m.conns, k)
+	if len(m.conns) > 0 {
+		return
+	}
+	if reason == "Authentication Expired" {
+		m.leaving = time.AfterFunc(expiryGrace, func() { p.expire(id) })
+		return
+	}
+	delete(p.machines, id)
+	p.emitLocked(fleet.EventLeft, id, reason)
+}
+
+func (p *presence) expire(id string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if m := p.machines[id]; m != nil && m.leaving != nil && len(m.conns) == 0 {
+		delete(p.machines, id)
+		p.emitLocked(fleet.EventLeft, id, "credentials expired and the machine did not reconnect")
+	}
+}
+
+func (p *presence) emitLocked(event, id, reason string) {
+	p.seq++
+	p.emit(fleet.PresenceEvent{Event: event, Machine: id, Labels: p.labels(id), Time: p.now().UTC(), Seq: p.seq, Reason: reason})
+}
+
+// serverGone drops every connection of a broker that shut down.
+func (p *presence) serverGone(server string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for k := range p.conns {
+		if k.server == server {
+			p.removeLocked(k, "broker "+server+" shut down")
+		}
+	}
+}
+
+// generation marks the start of a resync: connections added after it are
+// newer than the snapshot and are kept whatever it says.
+func (p *presence) generation() uint64 {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.gen
+}
+
+// resync folds in CONNZ snapshots. For every server that answered, its
+// connections become exactly the snapshot's (bar those added since gen or
+// already known to be closed); servers that did not answer are gone.
+func (p *presence) resync(gen uint64, snap map[string]map[uint64]string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for k, c := range p.conns {
+		if c.gen > gen {
+			continue
+		}
+		conns, answered := snap[k.server]
+		if !answered {
+			p.removeLocked(k, "broker "+k.server+" no longer answers")
+			continue
+		}
+		if _, still := conns[k.cid]; !still {
+			p.removeLocked(k, "connection gone (found by resync)")
+		}
+	}
+	for server, conns := range snap {
+		for cid, user := range conns {
+			p.addLocked(connKey{server, cid}, user)
+		}
+	}
+	cutoff := p.now().Add(-2 * time.Minute)
+	for k, t := range p.tombstones {
+		if t.Before(cutoff) {
+			delete(p.tombstones, k)
+		}
+	}
+}
+
+// snapshot returns the ONLINE machines and the seq of the last event folded in.
+func (p *presence) snapshot() fleet.PresenceSnapshot {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	out := fleet.PresenceSnapshot{Seq: p.seq, Time: p.now().UTC(), Servers: make([]fleet.Server, 0, len(p.machines))}
+	for id, m := range p.machines {
+		out.Servers = append(out.Servers, fleet.Server{Machine: id, Labels: p.labels(id), Since: m.since, Connections: len(m.conns)})
+	}
+	sort.Slice(out.Servers, func(i, j int) bool { return out.Servers[i].Machine < out.Servers[j].Machine })
+	return out
+}
+
+// online reports whether machine id is ONLINE.
+func (p *presence) online(id string) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	_, ok := p.machines[id]
+	return ok
+}
+
+// connsOf lists the connections of user (for closing them).
+func (p *presence) connsOf(user string) []connKey {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	var out []connKey
+	for k, c := range p.conns {
+		if c.user == user {
+			out = append(out, k)
+		}
+	}
+	return out
+}

@@ -1,0 +1,355 @@
+package controlsvc
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/commandcontrol/commandcontrol/fleet"
+	"github.com/nats-io/nkeys"
+)
+
+// RegistryFile is the registry's file name in the data directory.
+const RegistryFile = "registry.json"
+
+// MaxPending bounds the pending list so a flood of unknown machines cannot
+// grow it without limit; the oldest entry is dropped first.
+const MaxPending = 10000
+
+// Registry is the whitelist: registered machines with their keys and labels,
+// machines waiting to be accepted, and operators. Every change is written
+// to disk before it is acknowledged.
+type Registry struct {
+	path string
+	mu   sync.RWMutex
+	data registryData
+	now  func() time.Time
+}
+
+type registryData struct {
+	Version   int                        `json:"version"`
+	Machines  map[string]*fleet.Machine  `json:"machines"`
+	Pending   map[string]*fleet.Pending  `json:"pending"`
+	Operators map[string]*fleet.Operator `json:"operators"`
+}
+
+// Errors callers branch on.
+var (
+	ErrNotFound = errors.New("not found")
+	ErrExists   = errors.New("already exists")
+)
+
+// OpenRegistry loads the registry file at path, or starts an empty one when
+// the file does not exist yet.
+func OpenRegistry(path string) (*Registry, error) {
+	r := &Registry{path: path, now: time.Now}
+	b, err := os.ReadFile(path)
+	switch {
+	case errors.Is(err, os.ErrNotExist):
+	case err != nil:
+		return nil, fmt.Errorf("read registry: %w", err)
+	default:
+		if err := json.Unmarshal(b, &r.data); err != nil {
+			return nil, fmt.Errorf("registry file %s is not valid JSON: %w (restore it from a backup or move it away to start empty)", path, err)
+		}
+		if err := r.data.validate(); err != nil {
+			return nil, fmt.Errorf("registry file %s: %w", path, err)
+		}
+	}
+	r.data.Version = 1
+	if r.data.Machines == nil {
+		r.data.Machines = map[string]*fleet.Machine{}
+	}
+	if r.data.Pending == nil {
+		r.data.Pending = map[string]*fleet.Pending{}
+	}
+	if r.data.Operators == nil {
+		r.data.Operators = map[string]*fleet.Operator{}
+	}
+	return r, nil
+}
+
+func (d *registryData) validate() error {
+	for id, m := range d.Machines {
+		if m == nil || m.ID != id {
+			return fmt.Errorf("machine entry %q is malformed", id)
+		}
+		if err := fleet.ValidateMachineID(id); err != nil {
+			return err
+		}
+		if !nkeys.IsValidPublicUserKey(m.Key) {
+			return fmt.Errorf("machine %q has an invalid key %q", id, m.Key)
+		}
+	}
+	for name, o := range d.Operators {
+		if o == nil || o.Name != name || !fleet.ValidRole(o.Role) || !nkeys.IsValidPublicUserKey(o.Key) {
+			return fmt.Errorf("operator entry %q is malformed", name)
+		}
+	}
+	for id, p := range d.Pending {
+		if p == nil {
+			return fmt.Errorf("pending entry %q is malformed", id)
+		}
+	}
+	return nil
+}
+
+func (r *Registry) saveLocked() error {
+	b, err := json.MarshalIndent(&r.data, "", "  ")
+	if err != nil {
+		return err
+	}
+	return writeFileAtomic(r.path, append(b, '\n'), 0o600)
+}
+
+// Machine returns a copy of the registered machine id.
+func (r *Registry) Machine(id string) (fleet.Machine, bool) {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	m, ok := r.data.Machines[id]
+	if !ok {
+		return fleet.Machine{}, false
+	}
+	return copyMachine(m), true
+}
+
+// Machines lists registered machines sorted by id.
+func (r *Registry) Machines() []fleet.Machine {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	out := make([]fleet.Machine, 0, len(r.data.Machines))
+	for _, m := range r.data.Machines {
+		out = append(out, copyMachine(m))
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
+	return out
+}
+
+// Labels returns the labels of machine id (nil when unknown).
+func (r *Registry) Labels(id string) map[string]string {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	if m, ok := r.data.Machines[id]; ok {
+		return copyLabels(m.Labels)
+	}
+	return nil
+}
+
+// AddMachine registers id with key and labels. It replaces an existing
+// entry's key and labels when replace is true.
+func (r *Registry) AddMachine(id, key string, labels map[string]string, by string, replace bool) (fleet.Machine, error) {
+	if err := fleet.ValidateMachineID(id); err != nil {
+		return fleet.Machine{}, err
+	}
+	if !nkeys.IsValidPublicUserKey(key) {
+		return fleet.Machine{}, fmt.Errorf("key %q is not a public user nkey (56 characters starting with U; the agent prints it at start)", key)
+	}
+	if err := validateLabels(labels); err != nil {
+		return fleet.Machine{}, err
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if old, ok := r.data.Machines[id]; ok && !replace {
+		return fleet.Machine{}, fmt.Errorf("machine %s is already registered (key %s): %w", id, old.Key, ErrExists)
+	}
+	m := &fleet.Machine{ID: id, Key: key, Labels: copyLabels(labels), AddedAt: r.now().UTC(), AddedBy: by}
+	r.data.Machines[id] = m
+	delete(r.data.Pending, id)
+	return copyMachine(m), r.saveLocked()
+}
+
+// Accept registers the pending machine id with the key it presented.
+func (r *Registry) Accept(id, by string) (fleet.Machine, error) {
+	r.mu.RLock()
+	p, ok := r.data.Pending[id]
+	var key string
+	if ok {
+		key = p.Key
+	}
+	r.mu.RUnlock()
+	if !ok {
+		return fleet.Machine{}, fmt.Errorf("machine %s is not pending (list pending machines with: cc-bench machines pending): %w", id, ErrNotFound)
+	}
+	labels := r.Labels(id)
+	return r.AddMachine(id, key, labels, by, true)
+}
+
+// RemoveMachine deletes id from the registry (and from pending).
+func (r *Registry) RemoveMachine(id string) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	_, reg := r.data.Machines[id]
+	_, pend := r.data.Pending[id]
+	if !reg && !pend {
+		return fmt.Errorf("machine %s is neither registered nor pending: %w", id, ErrNotFound)
+	}
+	delete(r.data.Machines, id)
+	delete(r.data.Pending, id)
+	return r.saveLocked()
+}
+
+// Label sets and removes labels on machine id.
+func (r *Registry) Label(id string, set map[string]string, remove []string) (fleet.Machine, error) {
+	if err := validateLabels(set); err != nil {
+		return fleet.Machine{}, err
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	m, ok := r.data.Machines[id]
+	if !ok {
+		return fleet.Machine{}, fmt.Errorf("machine %s is not registered: %w", id, ErrNotFound)
+	}
+	if m.Labels == nil {
+		m.Labels = map[string]string{}
+	}
+	for k, v := range set {
+		m.Labels[k] = v
+	}
+	for _, k := range remove {
+		delete(m.Labels, k)
+	}
+	return copyMachine(m), r.saveLocked()
+}
+
+// RecordPending notes a refused machine so an operator can accept it. It is
+// kept in memory and written at most once per new entry or key change, so a
+// machine retrying every second does not rewrite the file every second.
+func (r *Registry) RecordPending(id, key, ip, reason string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	now := r.now().UTC()
+	p, ok := r.data.Pending[id]
+	if ok && p.Key == key {
+		p.LastSeen, p.IP, p.Reason = now, ip, reason
+		p.Attempts++
+		return
+	}
+	if !ok && len(r.data.Pending) >= MaxPending {
+		r.dropOldestPendingLocked()
+	}
+	r.data.Pending[id] = &fleet.Pending{ID: id, Key: key, IP: ip, FirstSeen: now, LastSeen: now, Attempts: 1, Reason: reason}
+	_ = r.saveLocked()
+}
+
+func (r *Registry) dropOldestPendingLocked() {
+	var oldest string
+	var t time.Time
+	for id, p := range r.data.Pending {
+		if oldest == "" || p.LastSeen.Before(t) {
+			oldest, t = id, p.LastSeen
+		}
+	}
+	delete(r.data.Pending, oldest)
+}
+
+// Pending lists machines waiting to be accepted, sorted by id.
+func (r *Registry) Pending() []fleet.Pending {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	out := make([]fleet.Pending, 0, len(r.data.Pending))
+	for _, p := range r.data.Pending {
+		out = append(out, *p)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
+	return out
+}
+
+// OperatorByKey finds the operator whose public key is key.
+func (r *Registry) OperatorByKey(key string) (fleet.Operator, bool) {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	for _, o := range r.data.Operators {
+		if o.Key == key {
+			return *o, true
+		}
+	}
+	return fleet.Operator{}, false
+}
+
+// Operators lists operators sorted by name.
+func (r *Registry) Operators() []fleet.Operator {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	out := make([]fleet.Operator, 0, len(r.data.Operators))
+	for _, o := range r.data.Operators {
+		out = append(out, *o)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out
+}
+
+// AddOperator registers an operator.
+func (r *Registry) AddOperator(name, key, role string) (fleet.Operator, error) {
+	if err := fleet.ValidateName("operator name", name); err != nil {
+		return fleet.Operator{}, err
+	}
+	if !fleet.ValidRole(role) {
+		return fleet.Operator{}, fmt.Errorf("role %q is unknown; use %s or %s", role, fleet.RoleAdmin, fleet.RoleViewer)
+	}
+	if !nkeys.IsValidPublicUserKey(key) {
+		return fleet.Operator{}, fmt.Errorf("key %q is not a public user nkey (56 characters starting with U)", key)
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if _, ok := r.data.Operators[name]; ok {
+		return fleet.Operator{}, fmt.Errorf("operator %s: %w", name, ErrExists)
+	}
+	for _, o := range r.data.Operators {
+		if o.Key == key {
+			return fleet.Operator{}, fmt.Errorf("key %s already belongs to operator %s: %w", key, o.Name, ErrExists)
+		}
+	}
+	for _, m := range r.data.Machines {
+		if m.Key == key {
+			return fleet.Operator{}, fmt.Errorf("key %s belongs to machine %s; an operator needs a key of its own: %w", key, m.ID, ErrExists)
+		}
+	}
+	o := &fleet.Operator{Name: name, Key: key, Role: role, AddedAt: r.now().UTC()}
+	r.data.Operators[name] = o
+	return *o, r.saveLocked()
+}
+
+// RemoveOperator deletes an operator and returns what it was.
+func (r *Registry) RemoveOperator(name string) (fleet.Operator, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	o, ok := r.data.Operators[name]
+	if !ok {
+		return fleet.Operator{}, fmt.Errorf("operator %s: %w", name, ErrNotFound)
+	}
+	delete(r.data.Operators, name)
+	return *o, r.saveLocked()
+}
+
+func validateLabels(l map[string]string) error {
+	for k, v := range l {
+		if err := fleet.ValidateName("label key", k); err != nil {
+			return err
+		}
+		if len(v) > 256 {
+			return fmt.Errorf("label %s: value is %d characters long; at most 256 are allowed", k, len(v))
+		}
+	}
+	return nil
+}
+
+func copyLabels(l map[string]string) map[string]string {
+	if l == nil {
+		return nil
+	}
+	c := make(map[string]string, len(l))
+	for k, v := range l {
+		c[k] = v
+	}
+	return c
+}
+
+func copyMachine(m *fleet.Machine) fleet.Machine {
+	c := *m
+	c.Labels = copyLabels(m.Labels)
+	return c
+}

@@ -1,0 +1,309 @@
+// Package controlsvc is the network's gatekeeper: it answers the broker's
+// auth callout (identity check against the machine registry, user JWT
+// issue with per-role permissions), tracks which machines are ONLINE from
+// the broker's connect/disconnect events and publishes joined/left, and
+// serves the control API (registry, operators) as the micro service
+// cc-control.
+package controlsvc
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/commandcontrol/commandcontrol/broker"
+	"github.com/commandcontrol/commandcontrol/fleet"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nkeys"
+)
+
+// Version is the control service's version.
+var Version = "0.1.0"
+
+// AdminKeyFile is the first operator's seed file in the data directory.
+const AdminKeyFile = "admin.nk"
+
+// Defaults.
+const (
+	DefaultUserTTL        = time.Hour
+	DefaultResyncInterval = time.Minute
+)
+
+// Config configures the control service.
+type Config struct {
+	// DataDir holds keys, the registry and the admin key (default ./cc-data).
+	DataDir string
+	// BrokerURL is an external broker to use; empty embeds one configured
+	// by Broker (its Auth is filled in from the service's keys).
+	BrokerURL string
+	Broker    broker.Config
+	// UserTTL is how long an issued user JWT lives; the client then
+	// re-authorises transparently.
+	UserTTL time.Duration
+	// ReadOnlyFunctions are the functions a viewer may call.
+	ReadOnlyFunctions []string
+	// ResyncInterval is how often presence is re-checked against CONNZ.
+	ResyncInterval time.Duration
+	Logger         *slog.Logger
+}
+
+// Service is a running control service.
+type Service struct {
+	cfg      Config
+	log      *slog.Logger
+	keys     *Keys
+	reg      *Registry
+	presence *presence
+	broker   *broker.Broker
+	url      string
+
+	sys, ctl, fl *nats.Conn
+	closers      []func()
+	mu           sync.Mutex
+	resyncNow    chan struct{}
+	adminCreated bool
+}
+
+// New loads (or creates) the data directory: keys, registry and, on first
+// start, the admin operator key.
+func New(cfg Config) (*Service, error) {
+	if cfg.DataDir == "" {
+		cfg.DataDir = "cc-data"
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.UserTTL <= 0 {
+		cfg.UserTTL = DefaultUserTTL
+	}
+	if cfg.ResyncInterval <= 0 {
+		cfg.ResyncInterval = DefaultResyncInterval
+	}
+	if cfg.ReadOnlyFunctions == nil {
+		cfg.ReadOnlyFunctions = DefaultReadOnlyFunctions
+	}
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return nil, fmt.Errorf("data directory: %w", err)
+	}
+	keys, err := LoadOrCreateKeys(cfg.DataDir)
+	if err != nil {
+		return nil, err
+	}
+	reg, err := OpenRegistry(filepath.Join(cfg.DataDir, RegistryFile))
+	if err != nil {
+		return nil, err
+	}
+	s := &Service{cfg: cfg, log: cfg.Logger, keys: keys, reg: reg, resyncNow: make(chan struct{}, 1)}
+	s.presence = newPresence(reg.Labels, s.publishEvent)
+	if err := s.ensureAdmin(); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// ensureAdmin creates <data>/admin.nk and registers it as operator "admin"
+// when the registry has no operator yet.
+func (s *Service) ensureAdmin() error {
+	if len(s.reg.Operators()) > 0 {
+		return nil
+	}
+	kp, err := LoadOrCreateSeed(s.AdminKeyPath(), nkeys.CreateUser)
+	if err != nil {
+		return err
+	}
+	pub, _ := kp.PublicKey()
+	if _, err := s.reg.AddOperator("admin", pub, fleet.RoleAdmin); err != nil {
+		return err
+	}
+	s.adminCreated = true
+	return nil
+}
+
+// AdminKeyPath is where the first admin's seed is written.
+func (s *Service) AdminKeyPath() string { return filepath.Join(s.cfg.DataDir, AdminKeyFile) }
+
+// AdminCreated reports whether this start created the admin key.
+func (s *Service) AdminCreated() bool { return s.adminCreated }
+
+// Registry is the machine registry.
+func (s *Service) Registry() *Registry { return s.reg }
+
+// Keys are the service's own keys.
+func (s *Service) Keys() *Keys { return s.keys }
+
+// ClientURL is the URL agents and operators connect to (the embedded
+// broker's, or the external one).
+func (s *Service) ClientURL() string { return s.url }
+
+// Broker is the embedded broker, or nil with an external one.
+func (s *Service) Broker() *broker.Broker { return s.broker }
+
+// Start starts the embedded broker (unless external), connects, and begins
+// answering the callout, tracking presence and serving the control API.
+func (s *Service) Start(ctx context.Context) error {
+	s.url = s.cfg.BrokerURL
+	if s.url == "" {
+		bc := s.cfg.Broker
+		auth, err := s.keys.BrokerAuth()
+		if err != nil {
+			return err
+		}
+		bc.Auth = auth
+		if bc.Logger == nil {
+			bc.Logger = s.log.With("component", "broker")
+		}
+		b, err := broker.New(bc)
+		if err != nil {
+			return err
+		}
+		if err := b.Start(); err != nil {
+			return err
+		}
+		s.broker = b
+		s.url = b.ClientURL()
+	}
+	if err := s.connect(); err != nil {
+		s.Close()
+		return err
+	}
+	if err := s.startServing(ctx); err != nil {
+		s.Close()
+		return err
+	}
+	return nil
+}
+
+func (s *Service) connect() error {
+	var err error
+	dial := func(name string, kp nkeys.KeyPair, extra ...nats.Option) (*nats.Conn, error) {
+		pub, _ := kp.PublicKey()
+		opts := append([]nats.Option{
+			nats.Name(name), nats.Nkey(pub, kp.Sign), nats.MaxReconnects(-1),
+			nats.ReconnectWait(250 * time.Millisecond), nats.ReconnectJitter(250*time.Millisecond, time.Second),
+			nats.Timeout(5 * time.Second),
+		}, extra...)
+		nc, err := nats.Connect(s.url, opts...)
+		if err != nil {
+			return nil, fmt.Errorf("control service %s connection to %s: %w", name, s.url, err)
+		}
+		return nc, nil
+	}
+	onReconnect := nats.ReconnectHandler(func(*nats.Conn) {
+		s.log.Info("reconnected to broker; re-syncing presence")
+		select {
+		case s.resyncNow <- struct{}{}:
+		default:
+		}
+	})
+	if s.sys, err = dial("cc-control-sys", s.keys.Sys, onReconnect); err != nil {
+		return err
+	}
+	if s.ctl, err = dial("cc-control-auth", s.keys.Control); err != nil {
+		return err
+	}
+	if s.fl, err = dial("cc-control-fleet", s.keys.Fleet); err != nil {
+		return err
+	}
+	return nil
+}
+
+func (s *Service) startServing(ctx context.Context) error {
+	co := &callout{keys: s.keys, reg: s.reg, log: s.log.With("component", "callout"), ttl: s.cfg.UserTTL, readOnly: s.cfg.ReadOnlyFunctions}
+	_, stop, err := co.subscribe(s.ctl)
+	if err != nil {
+		return err
+	}
+	s.closers = append(s.closers, stop)
+	rctx, cancel := context.WithCancel(ctx)
+	s.closers = append(s.closers, cancel)
+	stopEvents, err := s.watchEvents(rctx, s.sys)
+	if err != nil {
+		return err
+	}
+	s.closers = append(s.closers, stopEvents)
+	if err := s.resync(rctx); err != nil {
+		return fmt.Errorf("initial presence snapshot: %w", err)
+	}
+	snapSub, err := s.fl.QueueSubscribe(fleet.PresenceSnapshotSubject, "cc-control", func(m *nats.Msg) {
+		b, _ := json.Marshal(s.presence.snapshot())
+		_ = m.Respond(b)
+	})
+	if err != nil {
+		return err
+	}
+	s.closers = append(s.closers, func() { _ = snapSub.Unsubscribe() })
+	api, err := s.serveAPI()
+	if err != nil {
+		return err
+	}
+	s.closers = append(s.closers, func() { _ = api.Stop() })
+	go s.resyncLoop(rctx)
+	for _, nc := range []*nats.Conn{s.sys, s.ctl, s.fl} {
+		if err := nc.Flush(); err != nil {
+			return err
+		}
+	}
+	s.log.Info("control service ready", "url", s.url, "data", s.cfg.DataDir)
+	return nil
+}
+
+func (s *Service) resyncLoop(ctx context.Context) {
+	t := time.NewTicker(s.cfg.ResyncInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		case <-s.resyncNow:
+		}
+		if err := s.resync(ctx); err != nil && ctx.Err() == nil {
+			s.log.Warn("presence resync failed", "error", err)
+		}
+	}
+}
+
+func (s *Service) publishEvent(ev fleet.PresenceEvent) {
+	s.log.Info("presence", "event", ev.Event, "machine", ev.Machine, "reason", ev.Reason)
+	b, _ := json.Marshal(ev)
+	if s.fl != nil {
+		_ = s.fl.Publish(fleet.PresenceEventSubject(ev.Event, ev.Machine), b)
+	}
+}
+
+// Snapshot is the current ONLINE list.
+func (s *Service) Snapshot() fleet.PresenceSnapshot { return s.presence.snapshot() }
+
+// Run starts the service and serves until ctx ends.
+func (s *Service) Run(ctx context.Context) error {
+	if err := s.Start(ctx); err != nil {
+		return err
+	}
+	<-ctx.Done()
+	s.Close()
+	return nil
+}
+
+// Close stops serving, closes the connections and the embedded broker.
+func (s *Service) Close() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for i := len(s.closers) - 1; i >= 0; i-- {
+		s.closers[i]()
+	}
+	s.closers = nil
+	for _, nc := range []*nats.Conn{s.fl, s.ctl, s.sys} {
+		if nc != nil {
+			nc.Close()
+		}
+	}
+	if s.broker != nil {
+		s.broker.Shutdown()
+		s.broker = nil
+	}
+}

@@ -1,0 +1,220 @@
+package controlsvc
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/commandcontrol/commandcontrol/broker"
+	"github.com/nats-io/nats.go"
+)
+
+// System subjects the control service uses on its SYS connection.
+var (
+	connectSubject    = "$SYS.ACCOUNT." + broker.FleetAccount + ".CONNECT"
+	disconnectSubject = "$SYS.ACCOUNT." + broker.FleetAccount + ".DISCONNECT"
+	shutdownSubject   = "$SYS.SERVER.*.SHUTDOWN"
+	serverPingSubject = "$SYS.REQ.SERVER.PING"
+)
+
+// connEvent is the part of the broker's connect/disconnect event we read.
+type connEvent struct {
+	Server struct {
+		ID string `json:"id"`
+	} `json:"server"`
+	Client struct {
+		ID   uint64 `json:"id"`
+		User string `json:"user"`
+		Name string `json:"name"`
+		Host string `json:"host"`
+	} `json:"client"`
+	Reason string `json:"reason"`
+}
+
+// watchEvents feeds the broker's events to presence, in the order they
+// arrive, on one goroutine so a connect is never handled after its own
+// disconnect.
+func (s *Service) watchEvents(ctx context.Context, nc *nats.Conn) (func(), error) {
+	ch := make(chan *nats.Msg, 1<<16)
+	var subs []*nats.Subscription
+	for _, subj := range []string{connectSubject, disconnectSubject, shutdownSubject} {
+		sub, err := nc.ChanSubscribe(subj, ch)
+		if err != nil {
+			return nil, fmt.Errorf("subscribe %s: %w", subj, err)
+		}
+		_ = sub.SetPendingLimits(-1, -1)
+		subs = append(subs, sub)
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case m := <-ch:
+				s.handleEvent(m)
+			}
+		}
+	}()
+	return func() {
+		for _, sub := range subs {
+			_ = sub.Unsubscribe()
+		}
+		<-done
+	}, nil
+}
+
+func (s *Service) handleEvent(m *nats.Msg) {
+	if strings.HasSuffix(m.Subject, ".SHUTDOWN") {
+		parts := strings.Split(m.Subject, ".")
+		if len(parts) == 4 {
+			s.log.Info("broker shut down", "server", parts[2])
+			s.presence.serverGone(parts[2])
+		}
+		return
+	}
+	var ev connEvent
+	if err := json.Unmarshal(m.Data, &ev); err != nil {
+		s.log.Error("malformed broker event", "subject", m.Subject, "error", err)
+		return
+	}
+	k := connKey{ev.Server.ID, ev.Client.ID}
+	if m.Subject == connectSubject {
+		s.presence.connected(k, ev.Client.User)
+	} else {
+		s.presence.disconnected(k, ev.Reason)
+	}
+}
+
+type serverAPIResponse struct {
+	Server struct {
+		ID string `json:"id"`
+	} `json:"server"`
+	Data  json.RawMessage `json:"data"`
+	Error *struct {
+		Code        int    `json:"code"`
+		Description string `json:"description"`
+	} `json:"error"`
+}
+
+type connzData struct {
+	Total int `json:"total"`
+	Conns []struct {
+		Cid  uint64 `json:"cid"`
+		User string `json:"authorized_user"`
+	} `json:"connections"`
+}
+
+// resync asks every broker for its FLEET connections and folds the answer
+// into presence. It is run at start (after the event subscription, so
+// nothing falls between), after a reconnect, and periodically.
+func (s *Service) resync(ctx context.Context) error {
+	gen := s.presence.generation()
+	servers, err := s.pingServers(ctx)
+	if err != nil {
+		return err
+	}
+	snap := map[string]map[uint64]string{}
+	for _, id := range servers {
+		conns, err := s.serverConnz(ctx, id)
+		if err != nil {
+			s.log.Warn("CONNZ failed; keeping what is known of that broker", "server", id, "error", err)
+			continue
+		}
+		snap[id] = conns
+	}
+	if len(snap) == 0 {
+		return fmt.Errorf("no broker answered CONNZ")
+	}
+	s.presence.resync(gen, snap)
+	return nil
+}
+
+// pingServers lists the ids of every broker in the cluster.
+func (s *Service) pingServers(ctx context.Context) ([]string, error) {
+	inbox := s.sys.NewRespInbox()
+	sub, err := s.sys.SubscribeSync(inbox)
+	if err != nil {
+		return nil, err
+	}
+	defer sub.Unsubscribe()
+	if err := s.sys.PublishRequest(serverPingSubject, inbox, nil); err != nil {
+		return nil, err
+	}
+	var ids []string
+	wait := 2 * time.Second
+	for {
+		m, err := sub.NextMsgWithContext(withTimeout(ctx, wait))
+		if err != nil {
+			break
+		}
+		var r serverAPIResponse
+		if json.Unmarshal(m.Data, &r) == nil && r.Server.ID != "" {
+			ids = append(ids, r.Server.ID)
+		}
+		wait = 300 * time.Millisecond
+	}
+	if len(ids) == 0 {
+		return nil, fmt.Errorf("no broker answered %s", serverPingSubject)
+	}
+	return ids, nil
+}
+
+// serverConnz pages through one broker's FLEET connections.
+func (s *Service) serverConnz(ctx context.Context, server string) (map[uint64]string, error) {
+	out := map[uint64]string{}
+	const page = 5000
+	for offset := 0; ; offset += page {
+		req, _ := json.Marshal(map[string]any{"acc": broker.FleetAccount, "auth": true, "offset": offset, "limit": page})
+		m, err := s.sys.RequestWithContext(withTimeout(ctx, 5*time.Second), "$SYS.REQ.SERVER."+server+".CONNZ", req)
+		if err != nil {
+			return nil, err
+		}
+		var r serverAPIResponse
+		if err := json.Unmarshal(m.Data, &r); err != nil {
+			return nil, err
+		}
+		if r.Error != nil {
+			return nil, fmt.Errorf("CONNZ: %d %s", r.Error.Code, r.Error.Description)
+		}
+		var c connzData
+		if err := json.Unmarshal(r.Data, &c); err != nil {
+			return nil, err
+		}
+		for _, cn := range c.Conns {
+			out[cn.Cid] = cn.User
+		}
+		if len(c.Conns) < page {
+			return out, nil
+		}
+	}
+}
+
+// kick tells the brokers to close the connections now.
+func (s *Service) kick(ctx context.Context, conns []connKey) int {
+	n := 0
+	for _, k := range conns {
+		req, _ := json.Marshal(map[string]uint64{"cid": k.cid})
+		m, err := s.sys.RequestWithContext(withTimeout(ctx, 2*time.Second), "$SYS.REQ.SERVER."+k.server+".KICK", req)
+		if err != nil {
+			s.log.Error("closing connection failed", "server", k.server, "cid", k.cid, "error", err)
+			continue
+		}
+		var r serverAPIResponse
+		if json.Unmarshal(m.Data, &r) == nil && r.Error != nil {
+			s.log.Error("closing connection failed", "server", k.server, "cid", k.cid, "error", r.Error.Description)
+			continue
+		}
+		n++
+	}
+	return n
+}
+
+func withTimeout(ctx context.Context, d time.Duration) context.Context {
+	c, cancel := context.WithTimeout(ctx, d)
+	go func() { <-c.Done(); cancel() }()
+	return c
+}

@@ -1,0 +1,156 @@
+// Package e2e runs the whole stack in-process — embedded broker, control
+// service with its auth callout, real agents and real operator connections
+// — and checks what an operator would see.
+package e2e
+
+import (
+	"context"
+	"encoding/json"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/commandcontrol/commandcontrol/agent"
+	"github.com/commandcontrol/commandcontrol/agent/functions"
+	"github.com/commandcontrol/commandcontrol/broker"
+	"github.com/commandcontrol/commandcontrol/controlsvc"
+	"github.com/commandcontrol/commandcontrol/fleet"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nkeys"
+)
+
+func testLogger(t *testing.T) *slog.Logger {
+	if os.Getenv("E2E_LOG") != "" {
+		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
+	return slog.New(slog.DiscardHandler)
+}
+
+// startControl starts a control service with an embedded broker on a free
+// loopback port and a fresh data directory.
+func startControl(t *testing.T, dataDir string) *controlsvc.Service {
+	t.Helper()
+	if dataDir == "" {
+		dataDir = t.TempDir()
+	}
+	svc, err := controlsvc.New(controlsvc.Config{
+		DataDir:        dataDir,
+		Broker:         broker.Config{Listen: "127.0.0.1:0", PingInterval: time.Second, MaxPingsOut: 2},
+		ResyncInterval: 5 * time.Second,
+		Logger:         testLogger(t).With("side", "control"),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	if err := svc.Start(ctx); err != nil {
+		cancel()
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cancel(); svc.Close() })
+	return svc
+}
+
+// operatorConn connects as the operator whose seed is in path.
+func operatorConn(t *testing.T, url, seedPath string) *nats.Conn {
+	t.Helper()
+	b, err := os.ReadFile(seedPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kp, err := nkeys.FromSeed(b[:len(b)-1])
+	if err != nil {
+		t.Fatal(err)
+	}
+	nc, err := connectAs(url, kp, "op-test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	return nc
+}
+
+func connectAs(url string, kp nkeys.KeyPair, name string, extra ...nats.Option) (*nats.Conn, error) {
+	pub, _ := kp.PublicKey()
+	opts := append([]nats.Option{nats.Name(name), nats.Nkey(pub, kp.Sign), nats.CustomInboxPrefix(fleet.OperatorInbox(pub)), nats.Timeout(3 * time.Second)}, extra...)
+	return nats.Connect(url, opts...)
+}
+
+// newOperator creates a key, registers it with role and returns its seed path.
+func newOperator(t *testing.T, svc *controlsvc.Service, name, role string) string {
+	t.Helper()
+	kp, _ := nkeys.CreateUser()
+	pub, _ := kp.PublicKey()
+	seed, _ := kp.Seed()
+	p := filepath.Join(t.TempDir(), name+".nk")
+	if err := os.WriteFile(p, append(seed, '\n'), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := svc.Registry().AddOperator(name, pub, role); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// startAgent starts a real agent for machine id with a fresh key; when
+// register is set the key is added to the registry first.
+func startAgent(t *testing.T, svc *controlsvc.Service, id string, register bool, extra ...functions.Function) *agent.Agent {
+	t.Helper()
+	kp, _ := nkeys.CreateUser()
+	set := functions.New(&functions.Env{MachineID: id, Root: "/"})
+	for _, f := range extra {
+		if err := set.Add(f); err != nil {
+			t.Fatal(err)
+		}
+	}
+	a, err := agent.New(agent.Config{URL: svc.ClientURL(), Key: kp, MachineID: id, Functions: set,
+		MaxReconnectDelay: 300 * time.Millisecond, Logger: testLogger(t).With("side", "agent")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if register {
+		if _, err := svc.Registry().AddMachine(id, a.PublicKey(), map[string]string{"role": "test"}, "test", false); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	if err := a.Start(ctx); err != nil {
+		cancel()
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cancel(); a.Close() })
+	return a
+}
+
+// waitFor polls cond until it holds or the deadline passes.
+func waitFor(t *testing.T, what string, d time.Duration, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for time.Now().Before(deadline) {
+		if cond() {
+			return
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Fatalf("timed out after %s waiting for %s", d, what)
+}
+
+func online(svc *controlsvc.Service, id string) bool {
+	for _, s := range svc.Snapshot().Servers {
+		if s.Machine == id {
+			return true
+		}
+	}
+	return false
+}
+
+func mustJSON(t *testing.T, v any) []byte {
+	t.Helper()
+	b, err := json.Marshal(v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
