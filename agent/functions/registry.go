@@ -10,12 +10,10 @@ package functions
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"log/slog"
 	"runtime/debug"
 	"sort"
-	"strconv"
 	"sync"
 
 	"github.com/commandcontrol/commandcontrol/fleet"
@@ -140,7 +138,7 @@ func New(env *Env) *Set {
 	factoriesMu.Lock()
 	defer factoriesMu.Unlock()
 	for name, f := range factories {
-		fn, err := f(env)
+		fn, err := build(name, f, env)
 		if err != nil {
 			env.Logger.Warn("function disabled", "function", name, "error", err)
 			continue
@@ -150,9 +148,27 @@ func New(env *Env) *Set {
 	return s
 }
 
+// build runs one factory, turning a panic or a nil function into an error so
+// one broken built-in cannot stop the agent from starting.
+func build(name string, f Factory, env *Env) (fn Function, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			fn, err = nil, fmt.Errorf("factory panicked: %v", r)
+		}
+	}()
+	fn, err = f(env)
+	if err == nil && fn == nil {
+		err = fmt.Errorf("factory for %s returned no function", name)
+	}
+	return fn, err
+}
+
 // Add serves fn alongside the built-ins (the Go API for operators' own
 // functions). It replaces a function of the same name.
 func (s *Set) Add(fn Function) error {
+	if fn == nil {
+		return fmt.Errorf("cannot add a nil function")
+	}
 	spec := fn.Spec()
 	if err := fleet.ValidateName("function name", spec.Name); err != nil {
 		return err
@@ -202,117 +218,19 @@ func (s *Set) Call(ctx context.Context, name string, body []byte) (result any, e
 	if len(body) > MaxRequestSize {
 		return nil, fleet.Errorf(fleet.CodeTooLarge, "request is %d bytes; at most %d are allowed", len(body), MaxRequestSize)
 	}
-	args, err := ParseArgs(fn.Spec(), body)
-	if err != nil {
-		return nil, err
-	}
+	// Recover from here on: an operator's Spec method can panic as well as
+	// its Call.
 	defer func() {
 		if r := recover(); r != nil {
 			s.env.Logger.Error("function panicked", "function", name, "panic", r, "stack", string(debug.Stack()))
 			result, err = nil, fleet.Errorf(fleet.CodeInternal, "function %s failed: panic: %v", name, r)
 		}
 	}()
-	return fn.Call(ctx, args)
-}
-
-// ParseArgs decodes a request body (a JSON object, or empty for no
-// arguments) against spec: unknown names, wrong types and missing required
-// arguments are a fleet.CodeBadRequest error. A string value is converted to
-// the declared type, so `--arg limit=10` from a command line works.
-func ParseArgs(spec Spec, body []byte) (Args, error) {
-	args := Args{}
-	if len(trimSpace(body)) == 0 {
-		body = []byte("{}")
-	}
-	var raw map[string]json.RawMessage
-	if err := json.Unmarshal(body, &raw); err != nil {
-		return nil, fleet.Errorf(fleet.CodeBadRequest, "request to %s must be a JSON object of arguments: %v", spec.Name, err)
-	}
-	declared := map[string]Arg{}
-	for _, a := range spec.Args {
-		declared[a.Name] = a
-	}
-	for name, v := range raw {
-		a, ok := declared[name]
-		if !ok {
-			return nil, fleet.Errorf(fleet.CodeBadRequest, "%s has no argument %q%s", spec.Name, name, argList(spec))
-		}
-		val, err := convertArg(a, v)
-		if err != nil {
-			return nil, fleet.Errorf(fleet.CodeBadRequest, "%s: argument %q: %v", spec.Name, name, err)
-		}
-		args[name] = val
-	}
-	for _, a := range spec.Args {
-		if _, ok := args[a.Name]; a.Required && !ok {
-			return nil, fleet.Errorf(fleet.CodeBadRequest, "%s: argument %q (%s) is required", spec.Name, a.Name, a.Type)
-		}
-	}
-	return args, nil
-}
-
-func argList(spec Spec) string {
-	if len(spec.Args) == 0 {
-		return " (it takes no arguments)"
-	}
-	s := " (it takes:"
-	for _, a := range spec.Args {
-		s += " " + a.Name + ":" + a.Type
-	}
-	return s + ")"
-}
-
-func convertArg(a Arg, v json.RawMessage) (any, error) {
-	var x any
-	if err := json.Unmarshal(v, &x); err != nil {
+	args, err := ParseArgs(fn.Spec(), body)
+	if err != nil {
 		return nil, err
 	}
-	str, isStr := x.(string)
-	switch a.Type {
-	case TypeString:
-		if !isStr {
-			return nil, fmt.Errorf("want a string, got %s", v)
-		}
-		return str, nil
-	case TypeInt:
-		if f, ok := x.(float64); ok && f == float64(int64(f)) {
-			return int64(f), nil
-		}
-		if isStr {
-			if n, err := strconv.ParseInt(str, 10, 64); err == nil {
-				return n, nil
-			}
-		}
-		return nil, fmt.Errorf("want an integer, got %s", v)
-	case TypeFloat:
-		if f, ok := x.(float64); ok {
-			return f, nil
-		}
-		if isStr {
-			if f, err := strconv.ParseFloat(str, 64); err == nil {
-				return f, nil
-			}
-		}
-		return nil, fmt.Errorf("want a number, got %s", v)
-	case TypeBool:
-		if b, ok := x.(bool); ok {
-			return b, nil
-		}
-		if isStr {
-			if b, err := strconv.ParseBool(str); err == nil {
-				return b, nil
-			}
-		}
-		return nil, fmt.Errorf("want true or false, got %s", v)
-	}
-	return nil, fmt.Errorf("declared with unknown type %q", a.Type)
-}
-
-func trimSpace(b []byte) []byte {
-	for len(b) > 0 && (b[0] == ' ' || b[0] == '\n' || b[0] == '\t' || b[0] == '\r') {
-		b = b[1:]
-	}
-	return b
+	return fn.Call(ctx, args)
 }
 
 // Runner is implemented by functions that keep a background sampler (rates

@@ -1,0 +1,222 @@
+package functions
+
+import (
+	"context"
+	"math"
+	"sync"
+	"time"
+
+	"github.com/shirou/gopsutil/v4/mem"
+)
+
+func init() { Register("current-cpu-mem-diskio", newCPUMemDiskIO) }
+
+// DefaultSampleInterval is how often the cpu/disk sampler reads counters.
+const DefaultSampleInterval = 5 * time.Second
+
+// CPUMemDiskIOReply answers current-cpu-mem-diskio. CPU and disk figures are
+// rates between the sampler's last two readings; memory is read at call
+// time. While fewer than two readings exist, WarmingUp is true and the rate
+// fields are absent.
+type CPUMemDiskIOReply struct {
+	CPUPercent            *float64  `json:"cpu_percent,omitempty"`
+	CPUPerCore            []float64 `json:"cpu_per_core,omitempty"`
+	Memory                Memory    `json:"memory"`
+	Swap                  Swap      `json:"swap"`
+	Disks                 []DiskIO  `json:"disks,omitempty"`
+	SampleIntervalSeconds float64   `json:"sample_interval_seconds,omitempty"`
+	SampledAt             time.Time `json:"sampled_at,omitzero"`
+	WarmingUp             bool      `json:"warming_up,omitempty"`
+	Notes                 []string  `json:"notes,omitempty"`
+}
+
+// Memory is physical memory in bytes.
+type Memory struct {
+	Total       uint64  `json:"total"`
+	Used        uint64  `json:"used"`
+	Available   uint64  `json:"available"`
+	UsedPercent float64 `json:"used_percent"`
+}
+
+// Swap is swap space in bytes.
+type Swap struct {
+	Total       uint64  `json:"total"`
+	Used        uint64  `json:"used"`
+	UsedPercent float64 `json:"used_percent"`
+}
+
+// DiskIO is one block device's I/O rates over the sample interval.
+type DiskIO struct {
+	Name             string  `json:"name"`
+	ReadBytesPerSec  float64 `json:"read_bytes_per_sec"`
+	WriteBytesPerSec float64 `json:"write_bytes_per_sec"`
+	ReadsPerSec      float64 `json:"reads_per_sec"`
+	WritesPerSec     float64 `json:"writes_per_sec"`
+	UtilPercent      float64 `json:"util_percent"`
+}
+
+// ioSample is one reading of the cumulative counters.
+type ioSample struct {
+	at    time.Time
+	cpu   procStat
+	disks []diskCounters
+}
+
+// cpuMemDiskIO is the function and its background sampler ([Runner]).
+type cpuMemDiskIO struct {
+	root     string
+	interval time.Duration // between readings
+	warmup   time.Duration // between the first and second reading
+	read     func(ctx context.Context, root string) (*ioSample, error)
+
+	mu        sync.Mutex
+	prev, cur *ioSample
+	lastErr   error
+}
+
+func newCPUMemDiskIO(env *Env) (Function, error) {
+	return &cpuMemDiskIO{root: env.Root, interval: DefaultSampleInterval, warmup: time.Second, read: readIOSample}, nil
+}
+
+func (f *cpuMemDiskIO) Spec() Spec {
+	return Spec{
+		Name:     "current-cpu-mem-diskio",
+		Help:     "CPU use (total and per core), memory, swap and per-disk I/O rates from a background sampler",
+		ReadOnly: true,
+	}
+}
+
+// Run samples at once, again one second later so a fresh agent soon has
+// rates, then every interval until ctx ends.
+func (f *cpuMemDiskIO) Run(ctx context.Context) {
+	f.sample(ctx)
+	t := time.NewTimer(f.warmup)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		f.sample(ctx)
+		t.Reset(f.interval)
+	}
+}
+
+// minSampleGap is the shortest span rates are computed over: jiffies tick
+// every 10 ms, so shorter spans give noise.
+const minSampleGap = 200 * time.Millisecond
+
+// sample takes one reading and keeps the last two. A reading less than
+// [minSampleGap] after the previous one (a call's baseline racing the
+// sampler's first reading) replaces it instead.
+func (f *cpuMemDiskIO) sample(ctx context.Context) {
+	s, err := f.read(ctx, f.root)
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.lastErr = err
+	switch {
+	case err != nil:
+	case f.cur != nil && s.at.Sub(f.cur.at) < minSampleGap:
+		f.cur = s
+	default:
+		f.prev, f.cur = f.cur, s
+	}
+}
+
+func (f *cpuMemDiskIO) Call(ctx context.Context, _ Args) (any, error) {
+	f.mu.Lock()
+	empty := f.cur == nil
+	f.mu.Unlock()
+	if empty {
+		f.sample(ctx) // a baseline, so the next call (or sample) has a rate
+	}
+	r := &CPUMemDiskIOReply{}
+	f.mu.Lock()
+	prev, cur, lastErr := f.prev, f.cur, f.lastErr
+	f.mu.Unlock()
+	if prev == nil || cur == nil {
+		r.WarmingUp = true
+		r.Notes = append(r.Notes, "the sampler has fewer than two readings yet; CPU and disk rates follow within seconds")
+	} else {
+		fillRates(r, prev, cur)
+	}
+	if lastErr != nil {
+		r.Notes = append(r.Notes, "last sample failed: "+lastErr.Error())
+	}
+	if err := fillMemory(ctx, f.root, r); err != nil {
+		r.Notes = append(r.Notes, "memory: "+err.Error())
+	}
+	return r, nil
+}
+
+// fillRates computes CPU and disk rates between two readings.
+func fillRates(r *CPUMemDiskIOReply, prev, cur *ioSample) {
+	dt := cur.at.Sub(prev.at).Seconds()
+	r.SampleIntervalSeconds = round2(dt)
+	r.SampledAt = cur.at.UTC().Truncate(time.Millisecond)
+	total := cpuPercent(prev.cpu.total, cur.cpu.total)
+	r.CPUPercent = &total
+	if len(prev.cpu.perCPU) == len(cur.cpu.perCPU) {
+		for i := range cur.cpu.perCPU {
+			r.CPUPerCore = append(r.CPUPerCore, cpuPercent(prev.cpu.perCPU[i], cur.cpu.perCPU[i]))
+		}
+	}
+	r.Disks = diskRates(prev.disks, cur.disks, dt)
+}
+
+// cpuPercent is the share of time not idle between two readings, 0–100.
+func cpuPercent(a, b cpuTimes) float64 {
+	dt := b.total() - a.total()
+	if dt <= 0 {
+		return 0
+	}
+	return round2(math.Max(0, math.Min(100, (b.busy()-a.busy())/dt*100)))
+}
+
+// diskRates matches devices by name; a device present in only one reading
+// (hot-plugged) is left out, as is a counter that went backwards.
+func diskRates(prev, cur []diskCounters, dt float64) []DiskIO {
+	if dt <= 0 {
+		return nil
+	}
+	before := make(map[string]diskCounters, len(prev))
+	for _, d := range prev {
+		before[d.name] = d
+	}
+	out := []DiskIO{}
+	for _, c := range cur {
+		p, ok := before[c.name]
+		if !ok || c.reads < p.reads || c.writes < p.writes || c.ioTimeMs < p.ioTimeMs {
+			continue
+		}
+		rate := func(a, b uint64) float64 { return round2(float64(b-a) / dt) }
+		out = append(out, DiskIO{
+			Name:             c.name,
+			ReadBytesPerSec:  rate(p.readBytes, c.readBytes),
+			WriteBytesPerSec: rate(p.writeBytes, c.writeBytes),
+			ReadsPerSec:      rate(p.reads, c.reads),
+			WritesPerSec:     rate(p.writes, c.writes),
+			UtilPercent:      round2(math.Min(100, float64(c.ioTimeMs-p.ioTimeMs)/(dt*1000)*100)),
+		})
+	}
+	return out
+}
+
+// fillMemory reads memory and swap now.
+func fillMemory(ctx context.Context, root string, r *CPUMemDiskIOReply) error {
+	ctx = psutilContext(ctx, root)
+	vm, err := mem.VirtualMemoryWithContext(ctx)
+	if err != nil {
+		return err
+	}
+	r.Memory = Memory{Total: vm.Total, Used: vm.Used, Available: vm.Available, UsedPercent: round2(vm.UsedPercent)}
+	sw, err := mem.SwapMemoryWithContext(ctx)
+	if err != nil {
+		return err
+	}
+	r.Swap = Swap{Total: sw.Total, Used: sw.Used, UsedPercent: round2(sw.UsedPercent)}
+	return nil
+}
+
+func round2(x float64) float64 { return math.Round(x*100) / 100 }

@@ -1,0 +1,133 @@
+package functions
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"runtime"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// fixtureSample builds an ioSample from fixture files, at time at.
+func fixtureSample(t *testing.T, stat, diskstats string, at time.Time) *ioSample {
+	t.Helper()
+	data, err := os.ReadFile(stat)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := parseProcStat(data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	disks, err := os.ReadFile(diskstats)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &ioSample{at: at, cpu: st, disks: parseDiskstats(disks)}
+}
+
+func TestParseDiskstatsIgnores(t *testing.T) {
+	data, err := os.ReadFile(linuxRoot + "/proc/diskstats")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, d := range parseDiskstats(data) {
+		names = append(names, d.name)
+	}
+	if got, want := fmt.Sprint(names), "[sda nvme0n1 vda dm-0]"; got != want {
+		t.Errorf("got %q, want %q", got, want)
+	}
+	for name, ignored := range map[string]bool{
+		"sda": false, "sda1": true, "sdab3": true, "nvme0n1": false, "nvme0n1p2": true, "xvda": false, "xvda1": true,
+		"loop7": true, "ram0": true, "zram0": true, "fd0": true, "sr0": true, "dm-0": false, "mmcblk0": false, "mmcblk0p1": true, "md0": false,
+	} {
+		if got := ignoredDisks.MatchString(name); got != ignored {
+			t.Errorf("%s: ignored %v, want %v", name, got, ignored)
+		}
+	}
+}
+
+func TestRatesFromFixtures(t *testing.T) {
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	prev := fixtureSample(t, linuxRoot+"/proc/stat", linuxRoot+"/proc/diskstats", t0)
+	cur := fixtureSample(t, linuxRoot+"/proc/stat.later", linuxRoot+"/proc/diskstats.later", t0.Add(10*time.Second))
+	r := &CPUMemDiskIOReply{}
+	fillRates(r, prev, cur)
+	got := fmt.Sprintf("cpu=%v cores=%v interval=%v", *r.CPUPercent, r.CPUPerCore, r.SampleIntervalSeconds)
+	if want := "cpu=32.97 cores=[33.33 32.61] interval=10"; got != want {
+		t.Errorf("got %q, want %q", got, want)
+	}
+	var disks []string
+	for _, d := range r.Disks {
+		disks = append(disks, fmt.Sprintf("%s r=%v/s %vB/s w=%v/s %vB/s util=%v%%", d.Name, d.ReadsPerSec, d.ReadBytesPerSec, d.WritesPerSec, d.WriteBytesPerSec, d.UtilPercent))
+	}
+	// vda's counters went backwards (reset) and dm-1 is new: both left out.
+	want := "[sda r=10/s 524288B/s w=10/s 1.048576e+06B/s util=10% nvme0n1 r=0/s 0B/s w=0/s 0B/s util=0% dm-0 r=1/s 4096B/s w=1/s 4096B/s util=0.1%]"
+	if got := fmt.Sprint(disks); got != want {
+		t.Errorf("got %q, want %q", got, want)
+	}
+}
+
+func TestCPUMemDiskIOWarmUpAndSampler(t *testing.T) {
+	if runtime.GOOS != "linux" {
+		t.Skip("reads /proc under Env.Root on Linux only")
+	}
+	set := New(&Env{Root: linuxRoot})
+	fn, _ := set.Lookup("current-cpu-mem-diskio")
+	f := fn.(*cpuMemDiskIO)
+	res, err := set.Call(context.Background(), "current-cpu-mem-diskio", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := res.(*CPUMemDiskIOReply)
+	if !r.WarmingUp || r.CPUPercent != nil {
+		t.Errorf("first call: got warming_up %v cpu %v, want warming up without rates", r.WarmingUp, r.CPUPercent)
+	}
+	if got, want := fmt.Sprintf("%+v", r.Memory), "{Total:8192000000 Used:2048000000 Available:6144000000 UsedPercent:25}"; got != want {
+		t.Errorf("memory: got %q, want %q", got, want)
+	}
+	// A second reading (what Run takes one second in) gives rates; one
+	// taken too soon replaces the first.
+	f.sample(context.Background())
+	if f.prev != nil {
+		t.Error("a reading right after the first one was kept as a second")
+	}
+	f.mu.Lock()
+	f.cur.at = f.cur.at.Add(-time.Second)
+	f.mu.Unlock()
+	f.sample(context.Background())
+	res, _ = set.Call(context.Background(), "current-cpu-mem-diskio", nil)
+	if r := res.(*CPUMemDiskIOReply); r.WarmingUp || r.CPUPercent == nil || *r.CPUPercent != 0 || len(r.Disks) != 4 {
+		t.Errorf("second call: got %+v, want rates (0%%, same fixture twice) for 4 disks", r)
+	}
+}
+
+func TestCPUMemDiskIORun(t *testing.T) {
+	f := &cpuMemDiskIO{root: linuxRoot, interval: 20 * time.Millisecond, warmup: time.Hour}
+	var n atomic.Int32
+	f.read = func(context.Context, string) (*ioSample, error) {
+		n.Add(1)
+		return &ioSample{at: time.Now()}, nil
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	f.Run(ctx) // returns when ctx ends
+	if got := n.Load(); got != 1 {
+		t.Errorf("warm-up not reached: got %d readings, want 1 (taken at start)", got)
+	}
+
+	// With a short warm-up the second reading follows it, then one per interval.
+	f = &cpuMemDiskIO{root: linuxRoot, interval: minSampleGap, warmup: minSampleGap, read: f.read}
+	n.Store(0)
+	ctx, cancel = context.WithTimeout(context.Background(), 3*minSampleGap+minSampleGap/2)
+	defer cancel()
+	f.Run(ctx)
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if got := n.Load(); got < 3 || f.prev == nil || !f.cur.at.After(f.prev.at) {
+		t.Errorf("got %d readings in 3.5 gaps, want at least 3 and the last two kept", got)
+	}
+}

@@ -1,0 +1,207 @@
+package functions
+
+import (
+	"context"
+	"fmt"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+)
+
+func init() { Register("installed-sec-patches", newSecPatches) }
+
+// SecPatchesReply answers installed-sec-patches.
+//
+// When the machine has no dpkg database, or apt has no security index in
+// var/lib/apt/lists, the function answers a fleet.CodeUnavailable error
+// instead of a reply: an empty "pending" list must only ever mean "nothing
+// pending", never "nothing known".
+type SecPatchesReply struct {
+	Source         string           `json:"source"`
+	SecurityIndex  []SecurityIndex  `json:"security_index"`
+	Pending        []PendingPatch   `json:"pending"`
+	PendingCount   int              `json:"pending_count"`
+	Installed      []InstalledPatch `json:"installed"`
+	InstalledCount int              `json:"installed_count"`
+	Notes          []string         `json:"notes"`
+}
+
+// SecurityIndex is one security suite apt has downloaded.
+type SecurityIndex struct {
+	Suite      string    `json:"suite"`
+	Codename   string    `json:"codename,omitempty"`
+	Date       time.Time `json:"date,omitzero"`
+	ValidUntil time.Time `json:"valid_until,omitzero"`
+	File       string    `json:"file"`
+	Packages   []string  `json:"packages_files"`
+}
+
+// PendingPatch is an installed package for which the security index has a
+// higher version.
+type PendingPatch struct {
+	Name      string `json:"name"`
+	Arch      string `json:"arch"`
+	Installed string `json:"installed"`
+	Available string `json:"available"`
+	Source    string `json:"source"`
+}
+
+// InstalledPatch is an installed package whose version is one the security
+// index carries: it came from the security suite.
+type InstalledPatch struct {
+	Name    string `json:"name"`
+	Arch    string `json:"arch"`
+	Version string `json:"version"`
+	Source  string `json:"source"`
+}
+
+// secEntry is one stanza of a security Packages index.
+type secEntry struct{ arch, version, source string }
+
+// secIndex maps a binary package name to its stanzas in the security indexes.
+type secIndex map[string][]secEntry
+
+// parsePackagesIndex adds the stanzas of an apt Packages index to idx.
+func parsePackagesIndex(data []byte, idx secIndex) {
+	scanStanzas(data, func(s stanza) bool {
+		name, ver := s.get("Package"), s.get("Version")
+		if name == "" || ver == "" {
+			return true
+		}
+		src, _, _ := strings.Cut(s.get("Source"), " ")
+		if src == "" {
+			src = name
+		}
+		idx[name] = append(idx[name], secEntry{arch: s.get("Architecture"), version: ver, source: src})
+		return true
+	})
+}
+
+// compareWithIndex finds, for every installed package that filter matches,
+// the highest version of the same name in idx for its arch (or "all"):
+// higher than installed means pending; a stanza with exactly the installed
+// version means the package came from the security suite.
+func compareWithIndex(pkgs []Package, idx secIndex, filter nameFilter) ([]PendingPatch, []InstalledPatch) {
+	pending, installed := []PendingPatch{}, []InstalledPatch{}
+	for _, p := range pkgs {
+		if !filter.match(p.Name) {
+			continue
+		}
+		var best *secEntry
+		same := false
+		for i, e := range idx[p.Name] {
+			if e.arch != p.Arch && e.arch != "all" && p.Arch != "all" {
+				continue
+			}
+			if best == nil || compareDebVersions(e.version, best.version) > 0 {
+				best = &idx[p.Name][i]
+			}
+			same = same || compareDebVersions(e.version, p.Version) == 0
+		}
+		switch {
+		case best == nil:
+		case compareDebVersions(best.version, p.Version) > 0:
+			pending = append(pending, PendingPatch{p.Name, p.Arch, p.Version, best.version, best.source})
+		case same:
+			installed = append(installed, InstalledPatch{p.Name, p.Arch, p.Version, p.Source})
+		}
+	}
+	return pending, installed
+}
+
+type secPatches struct {
+	root string
+	db   *pkgDB
+
+	mu       sync.Mutex
+	sig      string
+	releases []aptRelease
+	idx      secIndex
+	notes    []string
+}
+
+func newSecPatches(env *Env) (Function, error) {
+	return &secPatches{root: env.Root, db: &pkgDB{root: env.Root}}, nil
+}
+
+func (f *secPatches) Spec() Spec {
+	return Spec{
+		Name:     "installed-sec-patches",
+		Help:     "security updates pending and installed, comparing dpkg with apt's -security index",
+		ReadOnly: true,
+		Args: []Arg{{Name: "name", Type: TypeString,
+			Help: "only packages whose name contains this text, or matches this glob"}},
+	}
+}
+
+func (f *secPatches) Call(ctx context.Context, args Args) (any, error) {
+	filter, err := newNameFilter(args.String("name"))
+	if err != nil {
+		return nil, err
+	}
+	manager, pkgs, err := f.db.load()
+	if err != nil {
+		return nil, err
+	}
+	if manager != "dpkg" {
+		return nil, errUnavailable("installed-sec-patches supports dpkg/apt systems only; this machine uses %s", manager)
+	}
+	releases, idx, notes, err := f.index()
+	if err != nil {
+		return nil, err
+	}
+	pending, installed := compareWithIndex(pkgs, idx, filter)
+	reply := &SecPatchesReply{
+		Source: "apt", Pending: pending, PendingCount: len(pending),
+		Installed: installed, InstalledCount: len(installed),
+		Notes: append([]string{}, notes...),
+	}
+	now := time.Now()
+	for _, r := range releases {
+		reply.SecurityIndex = append(reply.SecurityIndex, SecurityIndex{
+			Suite: r.Suite, Codename: r.Codename, Date: r.Date, ValidUntil: r.ValidUntil, File: r.File, Packages: r.Packages})
+		if !r.ValidUntil.IsZero() && now.After(r.ValidUntil) {
+			reply.Notes = append(reply.Notes, fmt.Sprintf("%s expired on %s: the pending list may be out of date; run apt-get update",
+				r.File, r.ValidUntil.Format(time.RFC3339)))
+		}
+	}
+	return reply, nil
+}
+
+// index returns the parsed security indexes, reading them again only when a
+// file in the lists folder changed.
+func (f *secPatches) index() ([]aptRelease, secIndex, []string, error) {
+	lists := filepath.Join(f.root, aptListsPath)
+	sig := dirSignature(lists)
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if sig == f.sig && f.idx != nil {
+		return f.releases, f.idx, f.notes, nil
+	}
+	releases, err := findSecurityReleases(lists)
+	if err != nil {
+		return nil, nil, nil, errUnavailable("cannot read apt lists %s: %v; is this a Debian or Ubuntu machine?", lists, err)
+	}
+	if len(releases) == 0 {
+		return nil, nil, nil, errUnavailable("no -security suite in %s; add the security source to apt and run apt-get update", lists)
+	}
+	idx, notes := secIndex{}, []string{}
+	read := 0
+	for _, r := range releases {
+		for _, name := range r.Packages {
+			data, err := readIndex(filepath.Join(lists, name))
+			if err != nil {
+				notes = append(notes, "skipped "+err.Error())
+				continue
+			}
+			parsePackagesIndex(data, idx)
+			read++
+		}
+	}
+	if read == 0 {
+		return nil, nil, nil, errUnavailable("no readable Packages index for the -security suite in %s (%v); run apt-get update", lists, notes)
+	}
+	f.sig, f.releases, f.idx, f.notes = sig, releases, idx, notes
+	return releases, idx, notes, nil
+}

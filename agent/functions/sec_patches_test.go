@@ -1,0 +1,142 @@
+package functions
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+)
+
+func TestSecPatchesFixture(t *testing.T) {
+	res, err := callFn(t, debianRoot, "installed-sec-patches", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := res.(*SecPatchesReply)
+	want := readTable(t, "testdata/expected/pending-security.tsv", '\t')
+	if r.PendingCount != len(want) || len(r.Pending) != 82 {
+		t.Fatalf("got %d pending (count %d), want %d (82)", len(r.Pending), r.PendingCount, len(want))
+	}
+	got := map[string]bool{}
+	for _, p := range r.Pending {
+		got[fmt.Sprintf("%s %s %s %s %s", p.Name, p.Arch, p.Source, p.Installed, p.Available)] = true
+	}
+	for _, row := range want {
+		w := fmt.Sprintf("%s %s %s %s %s", row[0], row[1], row[2], row[3], row[4])
+		if !got[w] {
+			t.Errorf("missing pending %q", w)
+		}
+	}
+	if len(r.SecurityIndex) != 1 {
+		t.Fatalf("got %d security indexes, want 1: %+v", len(r.SecurityIndex), r.SecurityIndex)
+	}
+	ix := r.SecurityIndex[0]
+	wantDate := time.Date(2026, 11, 24, 0, 34, 33, 0, time.UTC)
+	if ix.Suite != "oldstable-security" || !ix.Date.Equal(wantDate) || len(ix.Packages) != 1 {
+		t.Errorf("got index %+v, want suite oldstable-security dated %v with one Packages file", ix, wantDate)
+	}
+	// 156 installed packages appear in the index; those not pending carry
+	// the security version itself.
+	if r.InstalledCount+r.PendingCount > 156 || r.InstalledCount == 0 {
+		t.Errorf("got %d installed from -security and %d pending; at most 156 together", r.InstalledCount, r.PendingCount)
+	}
+	for _, p := range r.Installed {
+		if p.Name == "openssl" || p.Name == "tzdata" {
+			t.Errorf("%s is pending, yet listed as installed from -security", p.Name)
+		}
+	}
+}
+
+func TestSecPatchesFilter(t *testing.T) {
+	res, err := callFn(t, debianRoot, "installed-sec-patches", `{"name":"libssl*"}`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := res.(*SecPatchesReply)
+	got := fmt.Sprint(r.Pending)
+	want := "[{libssl-dev amd64 3.0.19-1~deb12u2 3.0.22-1~deb12u2 openssl} {libssl3 amd64 3.0.19-1~deb12u2 3.0.22-1~deb12u2 openssl}]"
+	if got != want {
+		t.Errorf("got %q, want %q", got, want)
+	}
+}
+
+func TestSecPatchesUnavailable(t *testing.T) {
+	// dpkg present, no security index.
+	root := t.TempDir()
+	copyFile(t, debianRoot+"/"+dpkgStatusPath, filepath.Join(root, dpkgStatusPath))
+	_, err := callFn(t, root, "installed-sec-patches", "")
+	wantCode(t, err, 503, "apt")
+	if err := os.MkdirAll(filepath.Join(root, aptListsPath), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	_, err = callFn(t, root, "installed-sec-patches", "")
+	wantCode(t, err, 503, "no -security suite", "apt-get update")
+	// No dpkg at all.
+	_, err = callFn(t, t.TempDir(), "installed-sec-patches", "")
+	wantCode(t, err, 503, dpkgStatusPath)
+	// apk machine.
+	_, err = callFn(t, alpineRoot, "installed-sec-patches", "")
+	wantCode(t, err, 503, "apk")
+}
+
+func TestSecurityReleaseDetection(t *testing.T) {
+	tests := []struct {
+		name string
+		r    aptRelease
+		want bool
+	}{
+		{"debian suite", aptRelease{Suite: "oldstable-security", Codename: "bookworm-security"}, true},
+		{"debian label", aptRelease{Suite: "stable", Label: "Debian-Security"}, true},
+		{"ubuntu", aptRelease{Suite: "jammy-security", Codename: "jammy", Label: "Ubuntu"}, true},
+		{"updates", aptRelease{Suite: "jammy-updates", Codename: "jammy"}, false},
+		{"main", aptRelease{Suite: "stable", Codename: "bookworm", Label: "Debian"}, false},
+	}
+	for _, tt := range tests {
+		if got := tt.r.isSecurity(); got != tt.want {
+			t.Errorf("%s: got %v, want %v", tt.name, got, tt.want)
+		}
+	}
+}
+
+func TestPackagesFiles(t *testing.T) {
+	names := []string{
+		"x_dists_s-security_InRelease",
+		"x_dists_s-security_main_binary-amd64_Packages",
+		"x_dists_s-security_main_binary-amd64_Packages.lz4",
+		"x_dists_s-security_main_binary-all_Packages.gz",
+		"x_dists_s-security_main_i18n_Translation-en",
+		"x_dists_s-security_main_dep11_Components-amd64.yml.gz",
+		"x_dists_s-security-other_main_binary-amd64_Packages",
+		"x_dists_s_main_binary-amd64_Packages.lz4",
+	}
+	got := fmt.Sprint(packagesFiles(names, "x_dists_s-security_"))
+	want := "[x_dists_s-security_main_binary-all_Packages.gz x_dists_s-security_main_binary-amd64_Packages]"
+	if got != want {
+		t.Errorf("got %q, want %q", got, want)
+	}
+}
+
+func TestParseReleaseClearsigned(t *testing.T) {
+	text := "-----BEGIN PGP SIGNED MESSAGE-----\nHash: SHA512\n\nOrigin: Debian\nLabel: Debian-Security\nSuite: stable-security\nDate: Sat, 01 Jun 2024 10:00:00 UTC\nSHA256:\n abc 1 main/binary-amd64/Packages\n-----BEGIN PGP SIGNATURE-----\n\nxyz\n-----END PGP SIGNATURE-----\n"
+	r := parseRelease([]byte(text))
+	got := fmt.Sprintf("%s|%s|%s", r.Suite, r.Label, r.Date.Format(time.RFC3339))
+	want := "stable-security|Debian-Security|2024-06-01T10:00:00Z"
+	if got != want {
+		t.Errorf("got %q, want %q", got, want)
+	}
+}
+
+func copyFile(t testing.TB, from, to string) {
+	t.Helper()
+	data, err := os.ReadFile(from)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.MkdirAll(filepath.Dir(to), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(to, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -1,0 +1,48 @@
+package functions
+
+import (
+	"context"
+)
+
+func init() { Register("sw-list", newSwList) }
+
+// SwListReply answers sw-list.
+type SwListReply struct {
+	Manager  string    `json:"manager"`
+	Count    int       `json:"count"`
+	Packages []Package `json:"packages"`
+}
+
+type swList struct{ db *pkgDB }
+
+func newSwList(env *Env) (Function, error) {
+	return &swList{db: &pkgDB{root: env.Root}}, nil
+}
+
+func (f *swList) Spec() Spec {
+	return Spec{
+		Name:     "sw-list",
+		Help:     "installed software packages (dpkg, apk) with version, arch, source and vendor",
+		ReadOnly: true,
+		Args: []Arg{{Name: "name", Type: TypeString,
+			Help: "only packages whose name contains this text, or matches this glob (lib*ssl*)"}},
+	}
+}
+
+func (f *swList) Call(ctx context.Context, args Args) (any, error) {
+	filter, err := newNameFilter(args.String("name"))
+	if err != nil {
+		return nil, err
+	}
+	manager, pkgs, err := f.db.load()
+	if err != nil {
+		return nil, err
+	}
+	out := make([]Package, 0, len(pkgs))
+	for _, p := range pkgs {
+		if filter.match(p.Name) {
+			out = append(out, p)
+		}
+	}
+	return &SwListReply{Manager: manager, Count: len(out), Packages: out}, nil
+}

@@ -1,0 +1,106 @@
+// Command cc-agent runs on every server: it connects to the broker with the
+// machine's own nkey and serves the client functions (machine-info,
+// sw-list, installed-sec-patches, current-cpu-mem-diskio, current-load).
+// Until an operator accepts the machine it keeps retrying, and joins as
+// soon as it is accepted.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/commandcontrol/commandcontrol/agent"
+	"github.com/commandcontrol/commandcontrol/internal/logging"
+)
+
+type options struct {
+	server, key, id, root string
+	callTimeout           time.Duration
+	printKey              bool
+	log                   logging.Flags
+}
+
+func envOr(k, def string) string {
+	if v := os.Getenv(k); v != "" {
+		return v
+	}
+	return def
+}
+
+func parseFlags(args []string, stderr io.Writer) (*options, error) {
+	o := &options{}
+	fs := flag.NewFlagSet("cc-agent", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		fmt.Fprint(stderr, `Usage: cc-agent [flags]
+
+Connects this machine to the commandcontrol network and serves its client
+functions. The key file is created on first start (mode 0600); an operator
+then accepts the machine:  cc-bench machines accept <machine-id>
+
+Example:
+  cc-agent --server nats://control.example:4222 --key /var/lib/cc-agent/agent.nk
+
+Flags:
+`)
+		fs.PrintDefaults()
+	}
+	fs.StringVar(&o.server, "server", envOr("CC_SERVER", "nats://127.0.0.1:4222"), "broker URL, comma-separated for several (env CC_SERVER)")
+	fs.StringVar(&o.key, "key", envOr("CC_AGENT_KEY", "cc-agent.nk"), "the machine's nkey seed file, created on first start (env CC_AGENT_KEY)")
+	fs.StringVar(&o.id, "id", "", "machine id (default <primary IP>_<hostname>)")
+	fs.StringVar(&o.root, "root", "/", "filesystem root the functions read under (for containers with the host mounted)")
+	fs.DurationVar(&o.callTimeout, "call-timeout", agent.DefaultCallTimeout, "longest a function may run")
+	fs.BoolVar(&o.printKey, "print-key", false, "print the machine id and public key (creating the key if needed) and exit")
+	o.log.Register(fs)
+	if err := fs.Parse(args); err != nil {
+		return nil, err
+	}
+	if fs.NArg() > 0 {
+		fs.Usage()
+		return nil, fmt.Errorf("unexpected argument %q", fs.Arg(0))
+	}
+	return o, nil
+}
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, os.Args[1:], os.Stdout, os.Stderr); err != nil {
+		if !errors.Is(err, flag.ErrHelp) {
+			fmt.Fprintln(os.Stderr, "cc-agent:", err)
+		}
+		os.Exit(2)
+	}
+}
+
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	o, err := parseFlags(args, stderr)
+	if err != nil {
+		return err
+	}
+	log, err := o.log.New(stderr)
+	if err != nil {
+		return err
+	}
+	a, err := agent.New(agent.Config{URL: o.server, KeyFile: o.key, MachineID: o.id, Root: o.root, CallTimeout: o.callTimeout, Logger: log})
+	if err != nil {
+		return err
+	}
+	if o.printKey {
+		fmt.Fprintf(stdout, "machine: %s\nkey:     %s\n", a.MachineID(), a.PublicKey())
+		return nil
+	}
+	if a.KeyCreated() {
+		log.Info("created the machine key", "file", o.key)
+	}
+	log.Info("starting agent", "machine", a.MachineID(), "key", a.PublicKey(), "server", o.server,
+		"if_not_yet_accepted", "cc-bench machines accept "+a.MachineID())
+	return a.Run(ctx)
+}

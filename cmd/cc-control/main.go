@@ -1,0 +1,192 @@
+// Command cc-control runs the control service: the auth callout that admits
+// machines and operators, presence (who is ONLINE), and the control API.
+// By default it embeds the broker; --broker uses an external one
+// (cc-broker). --local-agent also serves this machine's own agent,
+// registered, so one command brings up a working system.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/commandcontrol/commandcontrol/agent"
+	"github.com/commandcontrol/commandcontrol/broker"
+	"github.com/commandcontrol/commandcontrol/controlsvc"
+	"github.com/commandcontrol/commandcontrol/internal/logging"
+)
+
+type options struct {
+	data, listen, brokerURL     string
+	clusterName, clusterListen  string
+	routes, leafListen, monitor string
+	pingInterval, userTTL       time.Duration
+	maxPingsOut                 int
+	viewerFns                   string
+	localAgent                  bool
+	localAgentID                string
+	log                         logging.Flags
+}
+
+func parseFlags(args []string, stderr io.Writer) (*options, error) {
+	o := &options{}
+	fs := flag.NewFlagSet("cc-control", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		fmt.Fprint(stderr, `Usage: cc-control [flags]
+
+Runs the commandcontrol control service: it decides who may join the
+network (auth callout + machine registry), knows which machines are ONLINE,
+and serves the control API. It embeds the NATS broker unless --broker is given.
+
+Quick start (this machine's agent included and already accepted):
+  cc-control --local-agent
+
+Flags:
+`)
+		fs.PrintDefaults()
+	}
+	fs.StringVar(&o.data, "data", envOr("CC_DATA", "cc-data"), "data directory: keys, registry, admin key (env CC_DATA)")
+	fs.StringVar(&o.listen, "listen", "127.0.0.1:4222", "embedded broker: client listen address HOST:PORT")
+	fs.StringVar(&o.brokerURL, "broker", "", "use this external broker (nats://host:port) instead of embedding one")
+	fs.StringVar(&o.clusterName, "cluster-name", "commandcontrol", "embedded broker: cluster name")
+	fs.StringVar(&o.clusterListen, "cluster-listen", "", "embedded broker: listen for cluster routes on HOST:PORT")
+	fs.StringVar(&o.routes, "routes", "", "embedded broker: comma-separated routes to other brokers (nats-route://host:port)")
+	fs.StringVar(&o.leafListen, "leaf-listen", "", "embedded broker: accept leaf-node connections on HOST:PORT")
+	fs.StringVar(&o.monitor, "monitor-listen", "", "embedded broker: serve NATS monitoring on HOST:PORT")
+	fs.DurationVar(&o.pingInterval, "ping-interval", broker.DefaultPingInterval, "embedded broker: ping interval; a silent client is dropped after (max-pings-out+1) intervals")
+	fs.IntVar(&o.maxPingsOut, "max-pings-out", broker.DefaultMaxPingsOut, "embedded broker: unanswered pings before a client is dropped")
+	fs.DurationVar(&o.userTTL, "user-ttl", controlsvc.DefaultUserTTL, "lifetime of issued credentials; clients re-authorise transparently")
+	fs.StringVar(&o.viewerFns, "viewer-functions", strings.Join(controlsvc.DefaultReadOnlyFunctions, ","), "comma-separated functions the viewer role may call")
+	fs.BoolVar(&o.localAgent, "local-agent", false, "also run this machine's agent in-process, registered and accepted (key <data>/local-agent.nk)")
+	fs.StringVar(&o.localAgentID, "local-agent-id", "", "machine id of the local agent (default <primary IP>_<hostname>)")
+	o.log.Register(fs)
+	if err := fs.Parse(args); err != nil {
+		return nil, err
+	}
+	if fs.NArg() > 0 {
+		fs.Usage()
+		return nil, fmt.Errorf("unexpected argument %q", fs.Arg(0))
+	}
+	return o, nil
+}
+
+func envOr(k, def string) string {
+	if v := os.Getenv(k); v != "" {
+		return v
+	}
+	return def
+}
+
+func splitList(s string) []string {
+	var out []string
+	for _, p := range strings.Split(s, ",") {
+		if p = strings.TrimSpace(p); p != "" {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, os.Args[1:], os.Stdout, os.Stderr); err != nil {
+		if !errors.Is(err, flag.ErrHelp) {
+			fmt.Fprintln(os.Stderr, "cc-control:", err)
+		}
+		os.Exit(2)
+	}
+}
+
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	o, err := parseFlags(args, stderr)
+	if err != nil {
+		return err
+	}
+	log, err := o.log.New(stderr)
+	if err != nil {
+		return err
+	}
+	svc, err := controlsvc.New(controlsvc.Config{
+		DataDir:   o.data,
+		BrokerURL: o.brokerURL,
+		Broker: broker.Config{
+			Listen: o.listen, ClusterName: o.clusterName, ClusterListen: o.clusterListen,
+			Routes: splitList(o.routes), LeafListen: o.leafListen, MonitorListen: o.monitor,
+			PingInterval: o.pingInterval, MaxPingsOut: o.maxPingsOut,
+		},
+		UserTTL:           o.userTTL,
+		ReadOnlyFunctions: splitList(o.viewerFns),
+		Logger:            log,
+	})
+	if err != nil {
+		return err
+	}
+	if err := svc.Start(ctx); err != nil {
+		return err
+	}
+	defer svc.Close()
+	var local *agent.Agent
+	if o.localAgent {
+		if local, err = startLocalAgent(ctx, o, svc, log); err != nil {
+			return err
+		}
+		defer local.Close()
+	}
+	printWelcome(stdout, o, svc, local)
+	<-ctx.Done()
+	log.Info("shutting down")
+	return nil
+}
+
+func startLocalAgent(ctx context.Context, o *options, svc *controlsvc.Service, log interface{ Info(string, ...any) }) (*agent.Agent, error) {
+	a, err := agent.New(agent.Config{
+		URL: svc.ClientURL(), KeyFile: filepath.Join(o.data, "local-agent.nk"), MachineID: o.localAgentID,
+		Logger: svc.Logger().With("component", "local-agent"),
+	})
+	if err != nil {
+		return nil, err
+	}
+	if m, ok := svc.Registry().Machine(a.MachineID()); !ok || m.Key != a.PublicKey() {
+		labels := map[string]string{"local": "true"}
+		if _, err := svc.Registry().AddMachine(a.MachineID(), a.PublicKey(), labels, "cc-control --local-agent", true); err != nil {
+			return nil, err
+		}
+		log.Info("registered the local agent", "machine", a.MachineID())
+	}
+	return a, a.Start(ctx)
+}
+
+func printWelcome(w io.Writer, o *options, svc *controlsvc.Service, local *agent.Agent) {
+	bench := "cc-bench"
+	if _, err := os.Stat("cmd/cc-bench"); err == nil {
+		bench = "go run ./cmd/cc-bench"
+	}
+	key := svc.AdminKeyPath()
+	fmt.Fprintf(w, "commandcontrol control service is running\n  broker:    %s\n  data:      %s\n", svc.ClientURL(), o.data)
+	if svc.AdminCreated() {
+		fmt.Fprintf(w, "  admin key: %s (created now; it is the admin's identity: keep it secret)\n", key)
+	} else {
+		fmt.Fprintf(w, "  admin key: %s\n", key)
+	}
+	if local != nil {
+		fmt.Fprintf(w, "  agent:     %s (this machine, accepted)\n", local.MachineID())
+	}
+	flags := ""
+	if u := svc.ClientURL(); u != "nats://127.0.0.1:4222" {
+		flags = " --server " + u
+	}
+	fmt.Fprintf(w, "\nQuery the fleet from another terminal:\n  %s --key %s%s servers\n  %s --key %s%s call current-load\n",
+		bench, key, flags, bench, key, flags)
+	fmt.Fprintf(w, "Start an agent on another machine:  cc-agent --server nats://<this host>:4222 --key /var/lib/cc-agent/agent.nk\n")
+	fmt.Fprintf(w, "then accept it:                     %s --key %s machines accept <machine-id>\n\n", bench, key)
+}
