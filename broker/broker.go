@@ -147,6 +147,10 @@ func Options(cfg *Config) (*server.Options, error) {
 	if cfg.AuthTimeout <= 0 {
 		cfg.AuthTimeout = DefaultAuthTimeout
 	}
+	// The server pings a client still waiting for the callout; a client
+	// mid-handshake takes that PING for a protocol error. Keep the auth
+	// timeout inside the first ping interval.
+	cfg.AuthTimeout = min(cfg.AuthTimeout, cfg.PingInterval*4/5)
 	sys := server.NewAccount(SystemAccount)
 	ctl := server.NewAccount(ControlAccount)
 	fl := server.NewAccount(FleetAccount)

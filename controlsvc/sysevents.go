@@ -47,12 +47,14 @@ func (s *Service) watchEvents(ctx context.Context, nc *nats.Conn) (func(), error
 		_ = sub.SetPendingLimits(-1, -1)
 		subs = append(subs, sub)
 	}
-	done := make(chan struct{})
+	done, quit := make(chan struct{}), make(chan struct{})
 	go func() {
 		defer close(done)
 		for {
 			select {
 			case <-ctx.Done():
+				return
+			case <-quit:
 				return
 			case m := <-ch:
 				s.handleEvent(m)
@@ -63,6 +65,7 @@ func (s *Service) watchEvents(ctx context.Context, nc *nats.Conn) (func(), error
 		for _, sub := range subs {
 			_ = sub.Unsubscribe()
 		}
+		close(quit)
 		<-done
 	}, nil
 }

@@ -1,0 +1,41 @@
+package e2e
+
+import (
+	"os/exec"
+	"strings"
+	"testing"
+)
+
+// TestDependencyDirection keeps the layering of DESIGN.md: the agent never
+// links nats-server, the workbench never links the broker or the control
+// service, and the wire package imports nothing of this module.
+func TestDependencyDirection(t *testing.T) {
+	const mod = "github.com/commandcontrol/commandcontrol/"
+	rules := []struct {
+		pkg       string
+		forbidden []string
+	}{
+		{"./agent/...", []string{"github.com/nats-io/nats-server", mod + "broker", mod + "controlsvc", mod + "bench"}},
+		{"./bench/...", []string{mod + "broker", mod + "controlsvc", mod + "agent", "github.com/nats-io/nats-server"}},
+		{"./fleet", []string{mod}},
+	}
+	for _, r := range rules {
+		out, err := listDeps(r.pkg)
+		if err != nil {
+			t.Fatalf("go list -deps %s: %v\n%s", r.pkg, err, out)
+		}
+		for _, dep := range strings.Fields(string(out)) {
+			for _, f := range r.forbidden {
+				if strings.HasPrefix(dep, f) && !(r.pkg == "./fleet" && strings.HasPrefix(dep, mod+"fleet")) {
+					t.Errorf("%s depends on %s", r.pkg, dep)
+				}
+			}
+		}
+	}
+}
+
+func listDeps(pkg string) ([]byte, error) {
+	cmd := exec.Command("go", "list", "-deps", pkg)
+	cmd.Dir = ".."
+	return cmd.CombinedOutput()
+}
