@@ -307,3 +307,6 @@ func (s *Service) Close() {
 		s.broker = nil
 	}
 }
+
+// Logger is the service's logger.
+func (s *Service) Logger() *slog.Logger { return s.log }

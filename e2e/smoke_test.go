@@ -12,7 +12,9 @@ import (
 func echoFn() functions.Function {
 	return functions.FuncOf(functions.Spec{Name: "echo", Help: "echo", ReadOnly: true,
 		Args: []functions.Arg{{Name: "msg", Type: functions.TypeString}}},
-		func(_ context.Context, a functions.Args) (any, error) { return map[string]any{"msg": a.String("msg")}, nil })
+		func(_ context.Context, a functions.Args) (any, error) {
+			return map[string]any{"msg": a.String("msg")}, nil
+		})
 }
 
 func TestSmokeCall(t *testing.T) {
