@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nkeys"
 )
 
 // Account names.
@@ -52,24 +53,28 @@ type AuthKeys struct {
 	FleetUser   string `json:"fleet_user"`
 }
 
-// Validate checks that every required key is present and of the right kind.
+// Validate checks that every required key is present, of the right kind
+// and with a valid checksum.
 func (k AuthKeys) Validate() error {
 	checks := []struct {
-		name, val string
-		prefix    byte
+		name, val, kind string
+		ok              func(string) bool
 	}{
-		{"callout_issuer", k.CalloutIssuer, 'A'},
-		{"sys_user", k.SysUser, 'U'},
-		{"control_user", k.ControlUser, 'U'},
-		{"fleet_user", k.FleetUser, 'U'},
+		{"callout_issuer", k.CalloutIssuer, "an account public key (A…)", nkeys.IsValidPublicAccountKey},
+		{"sys_user", k.SysUser, "a user public key (U…)", nkeys.IsValidPublicUserKey},
+		{"control_user", k.ControlUser, "a user public key (U…)", nkeys.IsValidPublicUserKey},
+		{"fleet_user", k.FleetUser, "a user public key (U…)", nkeys.IsValidPublicUserKey},
+	}
+	if k.CalloutXKey != "" {
+		checks = append(checks, struct {
+			name, val, kind string
+			ok              func(string) bool
+		}{"callout_xkey", k.CalloutXKey, "a curve public key (X…)", nkeys.IsValidPublicCurveKey})
 	}
 	for _, c := range checks {
-		if len(c.val) != 56 || c.val[0] != c.prefix {
-			return fmt.Errorf("auth key %s = %q: want a 56-character public nkey starting with %q", c.name, c.val, c.prefix)
+		if !c.ok(c.val) {
+			return fmt.Errorf("auth key %s = %q: want %s", c.name, c.val, c.kind)
 		}
-	}
-	if k.CalloutXKey != "" && (len(k.CalloutXKey) != 56 || k.CalloutXKey[0] != 'X') {
-		return fmt.Errorf("auth key callout_xkey = %q: want a curve public key starting with 'X'", k.CalloutXKey)
 	}
 	return nil
 }

@@ -120,10 +120,12 @@ func mapRegistryError(err error) error {
 		return err
 	case errors.Is(err, ErrNotFound):
 		return fleet.Errorf(fleet.CodeNotFound, "%v", err)
-	case errors.Is(err, ErrExists):
+	case errors.Is(err, ErrExists), errors.Is(err, ErrConflict):
 		return fleet.Errorf(fleet.CodeConflict, "%v", err)
+	case errors.Is(err, ErrInvalid):
+		return fleet.Errorf(fleet.CodeBadRequest, "%v", err)
 	}
-	return fleet.Errorf(fleet.CodeBadRequest, "%v", err)
+	return fleet.Errorf(fleet.CodeInternal, "%v", err)
 }
 
 func decode(body []byte, v any) error {
@@ -154,7 +156,7 @@ func (s *Service) apiMachinesAccept(_ context.Context, op operatorIdentity, body
 	if err := decode(body, &r); err != nil {
 		return nil, err
 	}
-	return s.reg.Accept(r.ID, op.Name)
+	return s.reg.Accept(r.ID, r.Key, op.Name)
 }
 
 func (s *Service) apiMachinesAdd(_ context.Context, op operatorIdentity, body []byte) (any, error) {
@@ -210,27 +212,9 @@ func (s *Service) apiOperatorsRemove(ctx context.Context, _ operatorIdentity, bo
 	if err := decode(body, &r); err != nil {
 		return nil, err
 	}
-	admins := 0
-	for _, o := range s.reg.Operators() {
-		if o.Role == fleet.RoleAdmin && o.Name != r.Name {
-			admins++
-		}
-	}
-	if o, ok := s.findOperator(r.Name); ok && o.Role == fleet.RoleAdmin && admins == 0 {
-		return nil, fleet.Errorf(fleet.CodeConflict, "operator %s is the last admin; add another admin first", r.Name)
-	}
 	if _, err := s.reg.RemoveOperator(r.Name); err != nil {
 		return nil, err
 	}
 	closed := s.kick(ctx, s.presence.connsOf(operatorUserPrefix+r.Name))
 	return fleet.RemoveResult{ID: r.Name, Closed: closed}, nil
-}
-
-func (s *Service) findOperator(name string) (fleet.Operator, bool) {
-	for _, o := range s.reg.Operators() {
-		if o.Name == name {
-			return o, true
-		}
-	}
-	return fleet.Operator{}, false
 }

@@ -61,6 +61,9 @@ func LoadOrCreateKeys(dataDir string) (*Keys, error) {
 	if err != nil {
 		return nil, err
 	}
+	if err := auth.Validate(); err != nil {
+		return nil, fmt.Errorf("key files in %s are not of the kinds expected (%v); move the directory away to create new keys", dir, err)
+	}
 	b, _ := json.MarshalIndent(auth, "", "  ")
 	if err := writeFileAtomic(filepath.Join(dataDir, BrokerAuthFile), append(b, '\n'), 0o644); err != nil {
 		return nil, err

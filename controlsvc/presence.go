@@ -28,8 +28,10 @@ type connState struct {
 type machineState struct {
 	conns map[connKey]struct{}
 	since time.Time
-	// leaving is set while an expired-credential disconnect is in its grace.
-	leaving *time.Timer
+	// leaving is set while an expired-credential disconnect is in its
+	// grace; leavingGen names that grace so a stale timer is recognised.
+	leaving    *time.Timer
+	leavingGen uint64
 }
 
 // presence is the ONLINE set, built from the broker's connect/disconnect
@@ -42,6 +44,7 @@ type presence struct {
 	tombstones map[connKey]time.Time
 	gen        uint64
 	seq        uint64
+	graceGen   uint64
 	now        func() time.Time
 	labels     func(id string) map[string]string
 	emit       func(fleet.PresenceEvent) // called under mu, in seq order
@@ -121,17 +124,25 @@ func (p *presence) removeLocked(k connKey, reason string) {
 		return
 	}
 	if reason == "Authentication Expired" {
-		m.leaving = time.AfterFunc(expiryGrace, func() { p.expire(id) })
+		p.graceGen++
+		g := p.graceGen
+		m.leaving, m.leavingGen = time.AfterFunc(expiryGrace, func() { p.expireGrace(id, g) }), g
 		return
 	}
 	delete(p.machines, id)
 	p.emitLocked(fleet.EventLeft, id, reason)
 }
 
-func (p *presence) expire(id string) {
+// expire ends the grace of machine id now (whichever grace is running).
+func (p *presence) expire(id string) { p.expireGrace(id, 0) }
+
+// expireGrace ends the grace of machine id if grace g (0: any) is still the
+// one running, so a stale timer that lost the race to a reconnect cannot
+// cut a later grace short.
+func (p *presence) expireGrace(id string, g uint64) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if m := p.machines[id]; m != nil && m.leaving != nil && len(m.conns) == 0 {
+	if m := p.machines[id]; m != nil && m.leaving != nil && (g == 0 || m.leavingGen == g) && len(m.conns) == 0 {
 		delete(p.machines, id)
 		p.emitLocked(fleet.EventLeft, id, "credentials expired and the machine did not reconnect")
 	}
@@ -163,8 +174,9 @@ func (p *presence) generation() uint64 {
 
 // resync folds in CONNZ snapshots. For every server that answered, its
 // connections become exactly the snapshot's (bar those added since gen or
-// already known to be closed); servers that did not answer are gone.
-func (p *presence) resync(gen uint64, snap map[string]map[uint64]string) {
+// already known to be closed). A server that is alive (answered the ping)
+// but sent no CONNZ keeps what is known of it; any other server is gone.
+func (p *presence) resync(gen uint64, snap map[string]map[uint64]string, alive map[string]bool) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	for k, c := range p.conns {
@@ -172,6 +184,9 @@ func (p *presence) resync(gen uint64, snap map[string]map[uint64]string) {
 			continue
 		}
 		conns, answered := snap[k.server]
+		if !answered && alive[k.server] {
+			continue
+		}
 		if !answered {
 			p.removeLocked(k, "broker "+k.server+" no longer answers")
 			continue

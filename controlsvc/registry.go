@@ -28,6 +28,9 @@ type Registry struct {
 	mu   sync.RWMutex
 	data registryData
 	now  func() time.Time
+	// pendingDirty is set when pending entries changed in memory only;
+	// FlushPending (called periodically) writes them.
+	pendingDirty bool
 }
 
 type registryData struct {
@@ -41,7 +44,21 @@ type registryData struct {
 var (
 	ErrNotFound = errors.New("not found")
 	ErrExists   = errors.New("already exists")
+	// ErrConflict marks a request that does not match the current state.
+	ErrConflict = errors.New("conflict")
+	// ErrInvalid marks a request the registry refuses as malformed (a bad
+	// id, key, role or label), as opposed to a failure to store it.
+	ErrInvalid = errors.New("invalid")
 )
+
+// invalidError is a validation error: its message is the cause alone, and
+// errors.Is(err, ErrInvalid) holds.
+type invalidError struct{ err error }
+
+func (e invalidError) Error() string       { return e.err.Error() }
+func (e invalidError) Unwrap() []error     { return []error{e.err, ErrInvalid} }
+func invalid(err error) error              { return invalidError{err} }
+func invalidf(f string, args ...any) error { return invalidError{fmt.Errorf(f, args...)} }
 
 // OpenRegistry loads the registry file at path, or starts an empty one when
 // the file does not exist yet.
@@ -103,7 +120,31 @@ func (r *Registry) saveLocked() error {
 	if err != nil {
 		return err
 	}
-	return writeFileAtomic(r.path, append(b, '\n'), 0o600)
+	if err := writeFileAtomic(r.path, append(b, '\n'), 0o600); err != nil {
+		return err
+	}
+	r.pendingDirty = false
+	return nil
+}
+
+// commitLocked writes the registry; when the write fails it runs undo, so
+// a change that is not on disk does not take effect either.
+func (r *Registry) commitLocked(undo func()) error {
+	if err := r.saveLocked(); err != nil {
+		undo()
+		return fmt.Errorf("registry not changed: %w", err)
+	}
+	return nil
+}
+
+// FlushPending writes pending entries recorded since the last write.
+func (r *Registry) FlushPending() error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if !r.pendingDirty {
+		return nil
+	}
+	return r.saveLocked()
 }
 
 // Machine returns a copy of the registered machine id.
@@ -143,27 +184,43 @@ func (r *Registry) Labels(id string) map[string]string {
 // entry's key and labels when replace is true.
 func (r *Registry) AddMachine(id, key string, labels map[string]string, by string, replace bool) (fleet.Machine, error) {
 	if err := fleet.ValidateMachineID(id); err != nil {
-		return fleet.Machine{}, err
+		return fleet.Machine{}, invalid(err)
 	}
 	if !nkeys.IsValidPublicUserKey(key) {
-		return fleet.Machine{}, fmt.Errorf("key %q is not a public user nkey (56 characters starting with U; the agent prints it at start)", key)
+		return fleet.Machine{}, invalidf("key %q is not a public user nkey (56 characters starting with U; cc-agent --print-key shows it)", key)
 	}
 	if err := validateLabels(labels); err != nil {
 		return fleet.Machine{}, err
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if old, ok := r.data.Machines[id]; ok && !replace {
+	old, had := r.data.Machines[id]
+	if had && !replace {
 		return fleet.Machine{}, fmt.Errorf("machine %s is already registered (key %s): %w", id, old.Key, ErrExists)
 	}
+	for _, o := range r.data.Operators {
+		if o.Key == key {
+			return fleet.Machine{}, fmt.Errorf("key %s belongs to operator %s; a machine needs a key of its own: %w", key, o.Name, ErrExists)
+		}
+	}
+	oldPending, hadPending := r.data.Pending[id]
 	m := &fleet.Machine{ID: id, Key: key, Labels: copyLabels(labels), AddedAt: r.now().UTC(), AddedBy: by}
 	r.data.Machines[id] = m
 	delete(r.data.Pending, id)
-	return copyMachine(m), r.saveLocked()
+	err := r.commitLocked(func() {
+		restore(r.data.Machines, id, old, had)
+		restore(r.data.Pending, id, oldPending, hadPending)
+	})
+	if err != nil {
+		return fleet.Machine{}, err
+	}
+	return copyMachine(m), nil
 }
 
-// Accept registers the pending machine id with the key it presented.
-func (r *Registry) Accept(id, by string) (fleet.Machine, error) {
+// Accept registers the pending machine id with the key it presented. When
+// wantKey is set, the pending key must be that one: an operator accepts the
+// key that was shown, not one another client slipped in since.
+func (r *Registry) Accept(id, wantKey, by string) (fleet.Machine, error) {
 	r.mu.RLock()
 	p, ok := r.data.Pending[id]
 	var key string
@@ -174,6 +231,9 @@ func (r *Registry) Accept(id, by string) (fleet.Machine, error) {
 	if !ok {
 		return fleet.Machine{}, fmt.Errorf("machine %s is not pending (list pending machines with: cc-bench machines pending): %w", id, ErrNotFound)
 	}
+	if wantKey != "" && wantKey != key {
+		return fleet.Machine{}, fmt.Errorf("machine %s is pending with key %s, not %s; check which host is asking before accepting: %w", id, key, wantKey, ErrConflict)
+	}
 	labels := r.Labels(id)
 	return r.AddMachine(id, key, labels, by, true)
 }
@@ -182,14 +242,17 @@ func (r *Registry) Accept(id, by string) (fleet.Machine, error) {
 func (r *Registry) RemoveMachine(id string) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	_, reg := r.data.Machines[id]
-	_, pend := r.data.Pending[id]
+	m, reg := r.data.Machines[id]
+	p, pend := r.data.Pending[id]
 	if !reg && !pend {
 		return fmt.Errorf("machine %s is neither registered nor pending: %w", id, ErrNotFound)
 	}
 	delete(r.data.Machines, id)
 	delete(r.data.Pending, id)
-	return r.saveLocked()
+	return r.commitLocked(func() {
+		restore(r.data.Machines, id, m, reg)
+		restore(r.data.Pending, id, p, pend)
+	})
 }
 
 // Label sets and removes labels on machine id.
@@ -203,6 +266,8 @@ func (r *Registry) Label(id string, set map[string]string, remove []string) (fle
 	if !ok {
 		return fleet.Machine{}, fmt.Errorf("machine %s is not registered: %w", id, ErrNotFound)
 	}
+	old := m.Labels
+	m.Labels = copyLabels(old)
 	if m.Labels == nil {
 		m.Labels = map[string]string{}
 	}
@@ -212,12 +277,15 @@ func (r *Registry) Label(id string, set map[string]string, remove []string) (fle
 	for _, k := range remove {
 		delete(m.Labels, k)
 	}
-	return copyMachine(m), r.saveLocked()
+	if err := r.commitLocked(func() { m.Labels = old }); err != nil {
+		return fleet.Machine{}, err
+	}
+	return copyMachine(m), nil
 }
 
-// RecordPending notes a refused machine so an operator can accept it. It is
-// kept in memory and written at most once per new entry or key change, so a
-// machine retrying every second does not rewrite the file every second.
+// RecordPending notes a refused machine so an operator can accept it. It
+// only changes memory: [Registry.FlushPending], run periodically, writes
+// it, so a flood of unknown machines never stalls the callout on disk.
 func (r *Registry) RecordPending(id, key, ip, reason string) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -232,7 +300,7 @@ func (r *Registry) RecordPending(id, key, ip, reason string) {
 		r.dropOldestPendingLocked()
 	}
 	r.data.Pending[id] = &fleet.Pending{ID: id, Key: key, IP: ip, FirstSeen: now, LastSeen: now, Attempts: 1, Reason: reason}
-	_ = r.saveLocked()
+	r.pendingDirty = true
 }
 
 func (r *Registry) dropOldestPendingLocked() {
@@ -285,13 +353,13 @@ func (r *Registry) Operators() []fleet.Operator {
 // AddOperator registers an operator.
 func (r *Registry) AddOperator(name, key, role string) (fleet.Operator, error) {
 	if err := fleet.ValidateName("operator name", name); err != nil {
-		return fleet.Operator{}, err
+		return fleet.Operator{}, invalid(err)
 	}
 	if !fleet.ValidRole(role) {
-		return fleet.Operator{}, fmt.Errorf("role %q is unknown; use %s or %s", role, fleet.RoleAdmin, fleet.RoleViewer)
+		return fleet.Operator{}, invalidf("role %q is unknown; use %s or %s", role, fleet.RoleAdmin, fleet.RoleViewer)
 	}
 	if !nkeys.IsValidPublicUserKey(key) {
-		return fleet.Operator{}, fmt.Errorf("key %q is not a public user nkey (56 characters starting with U)", key)
+		return fleet.Operator{}, invalidf("key %q is not a public user nkey (56 characters starting with U)", key)
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -310,10 +378,14 @@ func (r *Registry) AddOperator(name, key, role string) (fleet.Operator, error) {
 	}
 	o := &fleet.Operator{Name: name, Key: key, Role: role, AddedAt: r.now().UTC()}
 	r.data.Operators[name] = o
-	return *o, r.saveLocked()
+	if err := r.commitLocked(func() { delete(r.data.Operators, name) }); err != nil {
+		return fleet.Operator{}, err
+	}
+	return *o, nil
 }
 
-// RemoveOperator deletes an operator and returns what it was.
+// RemoveOperator deletes an operator and returns what it was. The last
+// admin cannot be removed: nobody could manage the registry after it.
 func (r *Registry) RemoveOperator(name string) (fleet.Operator, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -321,20 +393,43 @@ func (r *Registry) RemoveOperator(name string) (fleet.Operator, error) {
 	if !ok {
 		return fleet.Operator{}, fmt.Errorf("operator %s: %w", name, ErrNotFound)
 	}
+	if o.Role == fleet.RoleAdmin {
+		admins := 0
+		for _, x := range r.data.Operators {
+			if x.Role == fleet.RoleAdmin {
+				admins++
+			}
+		}
+		if admins == 1 {
+			return fleet.Operator{}, fmt.Errorf("operator %s is the last admin; add another admin first: %w", name, ErrConflict)
+		}
+	}
 	delete(r.data.Operators, name)
-	return *o, r.saveLocked()
+	if err := r.commitLocked(func() { r.data.Operators[name] = o }); err != nil {
+		return fleet.Operator{}, err
+	}
+	return *o, nil
 }
 
 func validateLabels(l map[string]string) error {
 	for k, v := range l {
 		if err := fleet.ValidateName("label key", k); err != nil {
-			return err
+			return invalid(err)
 		}
 		if len(v) > 256 {
-			return fmt.Errorf("label %s: value is %d characters long; at most 256 are allowed", k, len(v))
+			return invalidf("label %s: value is %d characters long; at most 256 are allowed", k, len(v))
 		}
 	}
 	return nil
+}
+
+// restore puts back a map entry as it was before a failed change.
+func restore[V any](m map[string]V, k string, v V, had bool) {
+	if had {
+		m[k] = v
+	} else {
+		delete(m, k)
+	}
 }
 
 func copyLabels(l map[string]string) map[string]string {
@@ -352,4 +447,15 @@ func copyMachine(m *fleet.Machine) fleet.Machine {
 	c := *m
 	c.Labels = copyLabels(m.Labels)
 	return c
+}
+
+// Operator returns the operator called name.
+func (r *Registry) Operator(name string) (fleet.Operator, bool) {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	o, ok := r.data.Operators[name]
+	if !ok {
+		return fleet.Operator{}, false
+	}
+	return *o, true
 }

@@ -243,6 +243,8 @@ func (s *Service) startServing(ctx context.Context) error {
 	}
 	s.closers = append(s.closers, func() { _ = api.Stop() })
 	go s.resyncLoop(rctx)
+	go s.flushLoop(rctx)
+	s.closers = append(s.closers, func() { _ = s.reg.FlushPending() })
 	for _, nc := range []*nats.Conn{s.sys, s.ctl, s.fl} {
 		if err := nc.Flush(); err != nil {
 			return err
@@ -264,6 +266,22 @@ func (s *Service) resyncLoop(ctx context.Context) {
 		}
 		if err := s.resync(ctx); err != nil && ctx.Err() == nil {
 			s.log.Warn("presence resync failed", "error", err)
+		}
+	}
+}
+
+// flushLoop writes newly pending machines to disk every few seconds.
+func (s *Service) flushLoop(ctx context.Context) {
+	t := time.NewTicker(2 * time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			if err := s.reg.FlushPending(); err != nil {
+				s.log.Error("writing pending machines failed", "error", err)
+			}
 		}
 	}
 }

@@ -121,7 +121,9 @@ func (s *Service) resync(ctx context.Context) error {
 		return err
 	}
 	snap := map[string]map[uint64]string{}
+	alive := map[string]bool{}
 	for _, id := range servers {
+		alive[id] = true
 		conns, err := s.serverConnz(ctx, id)
 		if err != nil {
 			s.log.Warn("CONNZ failed; keeping what is known of that broker", "server", id, "error", err)
@@ -132,7 +134,7 @@ func (s *Service) resync(ctx context.Context) error {
 	if len(snap) == 0 {
 		return fmt.Errorf("no broker answered CONNZ")
 	}
-	s.presence.resync(gen, snap)
+	s.presence.resync(gen, snap, alive)
 	return nil
 }
 

@@ -1,0 +1,279 @@
+package broker_test
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/commandcontrol/commandcontrol/broker"
+	"github.com/commandcontrol/commandcontrol/broker/brokertest"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nkeys"
+)
+
+func validAuth(t *testing.T) broker.AuthKeys {
+	t.Helper()
+	return brokertest.NewKeys(t).Auth()
+}
+
+func TestAuthKeysValidate(t *testing.T) {
+	good := validAuth(t)
+	tests := []struct {
+		name    string
+		mutate  func(*broker.AuthKeys)
+		wantErr string
+	}{
+		{"valid", func(*broker.AuthKeys) {}, ""},
+		{"no xkey is fine", func(k *broker.AuthKeys) { k.CalloutXKey = "" }, ""},
+		{"missing issuer", func(k *broker.AuthKeys) { k.CalloutIssuer = "" }, "callout_issuer"},
+		{"issuer is a user key", func(k *broker.AuthKeys) { k.CalloutIssuer = good.SysUser }, "callout_issuer"},
+		{"missing sys user", func(k *broker.AuthKeys) { k.SysUser = "" }, "sys_user"},
+		{"control user is an account key", func(k *broker.AuthKeys) { k.ControlUser = good.CalloutIssuer }, "control_user"},
+		{"short fleet user", func(k *broker.AuthKeys) { k.FleetUser = good.FleetUser[:55] }, "fleet_user"},
+		{"xkey is a user key", func(k *broker.AuthKeys) { k.CalloutXKey = good.SysUser }, "callout_xkey"},
+		{"xkey truncated", func(k *broker.AuthKeys) { k.CalloutXKey = good.CalloutXKey[:10] }, "callout_xkey"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			k := good
+			tt.mutate(&k)
+			err := k.Validate()
+			if tt.wantErr == "" {
+				if err != nil {
+					t.Fatalf("got %v, want no error", err)
+				}
+				return
+			}
+			if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+				t.Fatalf("got %v, want an error naming %q", err, tt.wantErr)
+			}
+		})
+	}
+}
+
+// TestAuthKeysValidateChecksum: a key with the right length and prefix but
+// a broken checksum (a typo in broker-auth.json) should be refused.
+func TestAuthKeysValidateChecksum(t *testing.T) {
+	good := validAuth(t)
+	k := good
+	k.CalloutIssuer = flipLast(good.CalloutIssuer)
+	if nkeys.IsValidPublicAccountKey(k.CalloutIssuer) {
+		t.Fatal("test key still valid")
+	}
+	if err := k.Validate(); err == nil {
+		t.Fatalf("Validate accepted the corrupted issuer key %q", k.CalloutIssuer)
+	}
+}
+
+func flipLast(s string) string {
+	c := s[len(s)-1]
+	r := byte('A')
+	if c == 'A' {
+		r = 'B'
+	}
+	return s[:len(s)-1] + string(r)
+}
+
+func TestOptionsErrors(t *testing.T) {
+	tests := []struct {
+		name    string
+		cfg     func(*broker.Config)
+		wantErr string
+	}{
+		{"no auth", func(c *broker.Config) { c.Auth = broker.AuthKeys{} }, "callout_issuer"},
+		{"bad auth key", func(c *broker.Config) { c.Auth.SysUser = "UABC" }, "sys_user"},
+		{"listen without port", func(c *broker.Config) { c.Listen = "127.0.0.1" }, "want HOST:PORT"},
+		{"listen port not a number", func(c *broker.Config) { c.Listen = "127.0.0.1:http" }, "not a number"},
+		{"listen port too big", func(c *broker.Config) { c.Listen = "127.0.0.1:65536" }, "not a number from 0 to 65535"},
+		{"listen port negative", func(c *broker.Config) { c.Listen = "127.0.0.1:-1" }, "not a number from 0 to 65535"},
+		{"routes without cluster", func(c *broker.Config) { c.Routes = []string{"nats-route://127.0.0.1:6222"} }, "without a cluster listen"},
+		{"bad cluster listen", func(c *broker.Config) { c.ClusterListen = "nowhere" }, "cluster listen address"},
+		{"bad leaf listen", func(c *broker.Config) { c.LeafListen = "127.0.0.1:x" }, "leaf listen address"},
+		{"bad monitor listen", func(c *broker.Config) { c.MonitorListen = ":99999" }, "monitor listen address"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cfg := broker.Config{Listen: "127.0.0.1:0", Auth: validAuth(t)}
+			tt.cfg(&cfg)
+			opts, err := broker.Options(&cfg)
+			if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+				t.Fatalf("Options: got (%v, %v), want an error containing %q", opts != nil, err, tt.wantErr)
+			}
+			if _, err := broker.New(cfg); err == nil {
+				t.Fatal("New accepted the configuration Options refused")
+			}
+		})
+	}
+}
+
+func TestOptionsDefaults(t *testing.T) {
+	cfg := broker.Config{Auth: validAuth(t)}
+	opts, err := broker.Options(&cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := opts.PingInterval, 10*time.Second; got != want {
+		t.Errorf("PingInterval: got %v, want %v", got, want)
+	}
+	if got, want := opts.MaxPingsOut, 2; got != want {
+		t.Errorf("MaxPingsOut: got %d, want %d", got, want)
+	}
+	if got, want := opts.AuthTimeout, 5.0; got != want {
+		t.Errorf("AuthTimeout: got %v, want %v", got, want)
+	}
+	if got, want := cfg.Listen, "127.0.0.1:4222"; got != want {
+		t.Errorf("Listen default: got %q, want %q", got, want)
+	}
+	if opts.Host != "127.0.0.1" || opts.Port != 4222 {
+		t.Errorf("host/port: got %s:%d, want 127.0.0.1:4222", opts.Host, opts.Port)
+	}
+	// Dead-client detection within the documented ~30 s.
+	if d := cfg.PingInterval * time.Duration(cfg.MaxPingsOut+1); d > 30*time.Second {
+		t.Errorf("dead-client bound %v exceeds 30s", d)
+	}
+	if opts.SystemAccount != broker.SystemAccount {
+		t.Errorf("system account: got %q, want %q", opts.SystemAccount, broker.SystemAccount)
+	}
+	if opts.AuthCallout == nil {
+		t.Fatal("auth callout is not configured")
+	}
+	if got, want := opts.AuthCallout.Account, broker.ControlAccount; got != want {
+		t.Errorf("callout account: got %q, want %q", got, want)
+	}
+	if got, want := opts.AuthCallout.Issuer, cfg.Auth.CalloutIssuer; got != want {
+		t.Errorf("callout issuer: got %q, want %q", got, want)
+	}
+	if got, want := opts.AuthCallout.XKey, cfg.Auth.CalloutXKey; got != want {
+		t.Errorf("callout xkey: got %q, want %q", got, want)
+	}
+	bypass := map[string]bool{}
+	for _, u := range opts.AuthCallout.AuthUsers {
+		bypass[u] = true
+	}
+	for _, u := range []string{cfg.Auth.SysUser, cfg.Auth.ControlUser, cfg.Auth.FleetUser} {
+		if !bypass[u] {
+			t.Errorf("service user %s does not bypass the callout", u)
+		}
+	}
+	if len(bypass) != 3 {
+		t.Errorf("callout bypass list: got %d users, want 3", len(bypass))
+	}
+}
+
+func TestOptionsKeepExplicitValues(t *testing.T) {
+	cfg := broker.Config{Listen: "127.0.0.1:0", Auth: validAuth(t), PingInterval: time.Second, MaxPingsOut: 5, AuthTimeout: 250 * time.Millisecond, MaxPayload: 4096}
+	opts, err := broker.Options(&cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if opts.PingInterval != time.Second || opts.MaxPingsOut != 5 || opts.AuthTimeout != 0.25 || opts.MaxPayload != 4096 {
+		t.Fatalf("got ping %v, pings out %d, auth timeout %v, max payload %d; want 1s, 5, 0.25, 4096",
+			opts.PingInterval, opts.MaxPingsOut, opts.AuthTimeout, opts.MaxPayload)
+	}
+	if opts.Port <= 0 && opts.Port != -1 {
+		t.Fatalf("port 0 should map to a random port, got %d", opts.Port)
+	}
+}
+
+func TestOptionsCluster(t *testing.T) {
+	cfg := broker.Config{Listen: "127.0.0.1:0", Auth: validAuth(t), ClusterListen: "127.0.0.1:0",
+		Routes: []string{"nats-route://127.0.0.1:6222", "nats-route://127.0.0.1:6223"}, LeafListen: "127.0.0.1:7422", MonitorListen: "127.0.0.1:8222"}
+	opts, err := broker.Options(&cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := opts.Cluster.Name, "commandcontrol"; got != want {
+		t.Errorf("cluster name: got %q, want %q", got, want)
+	}
+	if got := len(opts.Routes); got != 2 {
+		t.Errorf("routes: got %d, want 2", got)
+	}
+	if opts.LeafNode.Port != 7422 || opts.HTTPPort != 8222 {
+		t.Errorf("leaf/monitor ports: got %d/%d, want 7422/8222", opts.LeafNode.Port, opts.HTTPPort)
+	}
+}
+
+// TestFailsClosedWithoutControlService: with nobody answering the callout,
+// an unknown nkey is refused once the auth timeout passes — never let in.
+func TestFailsClosedWithoutControlService(t *testing.T) {
+	b, _ := brokertest.Start(t, brokertest.WithAuthTimeout(500*time.Millisecond))
+	kp, err := nkeys.CreateUser()
+	if err != nil {
+		t.Fatal(err)
+	}
+	pub, _ := kp.PublicKey()
+	start := time.Now()
+	nc, err := nats.Connect(b.ClientURL(), nats.Nkey(pub, kp.Sign), nats.Name("10.0.0.9_x"), nats.Timeout(5*time.Second), nats.NoReconnect())
+	if err == nil {
+		nc.Close()
+		t.Fatal("an unknown nkey connected with no control service running")
+	}
+	if !errors.Is(err, nats.ErrAuthorization) && !strings.Contains(strings.ToLower(err.Error()), "authorization") {
+		t.Fatalf("got %v, want an authorization error", err)
+	}
+	if d := time.Since(start); d > 5*time.Second {
+		t.Fatalf("refusal took %v; the auth timeout is 500ms", d)
+	}
+}
+
+// TestServiceUserNeedsItsKey: knowing a service user's public key is not
+// enough; the nonce must be signed with its seed.
+func TestServiceUserNeedsItsKey(t *testing.T) {
+	b, keys := brokertest.Start(t, brokertest.WithAuthTimeout(500*time.Millisecond))
+	other, _ := nkeys.CreateUser()
+	pub, _ := keys.Sys.PublicKey()
+	nc, err := nats.Connect(b.ClientURL(), nats.Nkey(pub, other.Sign), nats.Timeout(5*time.Second), nats.NoReconnect())
+	if err == nil {
+		nc.Close()
+		t.Fatal("connected as the SYS user with a signature from another key")
+	}
+}
+
+func TestNoPasswordlessAccess(t *testing.T) {
+	b, _ := brokertest.Start(t, brokertest.WithAuthTimeout(500*time.Millisecond))
+	nc, err := nats.Connect(b.ClientURL(), nats.Timeout(5*time.Second), nats.NoReconnect())
+	if err == nil {
+		nc.Close()
+		t.Fatal("a client without credentials connected")
+	}
+}
+
+func TestRunStopsWithContext(t *testing.T) {
+	b, err := broker.New(broker.Config{Listen: "127.0.0.1:0", Auth: validAuth(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- b.Run(ctx) }()
+	deadline := time.Now().Add(10 * time.Second)
+	for !b.Server().ReadyForConnections(50 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("broker not ready within 10s")
+		}
+	}
+	if b.ClusterURL() != "" {
+		t.Errorf("ClusterURL without a cluster: got %q, want empty", b.ClusterURL())
+	}
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("Run: %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Run did not return within 10s of cancel")
+	}
+	if b.Server().Running() {
+		t.Fatal("server still running after Run returned")
+	}
+}
+
+func TestClusterURL(t *testing.T) {
+	b, _ := brokertest.Start(t, brokertest.WithConfig(func(c *broker.Config) { c.ClusterListen = "127.0.0.1:0" }))
+	if u := b.ClusterURL(); !strings.HasPrefix(u, "nats-route://127.0.0.1:") {
+		t.Fatalf("ClusterURL: got %q, want nats-route://127.0.0.1:<port>", u)
+	}
+}

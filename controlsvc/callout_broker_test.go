@@ -1,0 +1,107 @@
+package controlsvc
+
+import (
+	"io"
+	"log/slog"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/commandcontrol/commandcontrol/broker/brokertest"
+	"github.com/commandcontrol/commandcontrol/fleet"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nkeys"
+)
+
+// TestCalloutThroughBroker runs the callout responder (handle: xkey
+// decryption, JWT issue, encryption) against a real broker from
+// brokertest, without the rest of the service.
+func TestCalloutThroughBroker(t *testing.T) {
+	b, bk := brokertest.Start(t, brokertest.WithAuthTimeout(2*time.Second))
+	reg, err := OpenRegistry(filepath.Join(t.TempDir(), RegistryFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	opKP, opPub := newUser(t)
+	if _, err := reg.AddOperator("alice", opPub, fleet.RoleViewer); err != nil {
+		t.Fatal(err)
+	}
+	agentKP, agentPub := newUser(t)
+	if _, err := reg.AddMachine("10.0.0.5_web01", agentPub, nil, "test", false); err != nil {
+		t.Fatal(err)
+	}
+	c := &callout{
+		keys:     &Keys{Issuer: bk.Issuer, XKey: bk.XKey, Sys: bk.Sys, Control: bk.Control, Fleet: bk.Fleet},
+		reg:      reg,
+		log:      slog.New(slog.NewTextHandler(io.Discard, nil)),
+		ttl:      time.Hour,
+		readOnly: DefaultReadOnlyFunctions,
+	}
+	ctl := brokertest.Connect(t, b, bk.Control)
+	_, stop, err := c.subscribe(ctl)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(stop)
+	if err := ctl.Flush(); err != nil {
+		t.Fatal(err)
+	}
+
+	connect := func(kp nkeys.KeyPair, name string) (*nats.Conn, error) {
+		pub, _ := kp.PublicKey()
+		return nats.Connect(b.ClientURL(), nats.Nkey(pub, kp.Sign), nats.Name(name),
+			nats.CustomInboxPrefix(fleet.OperatorInbox(pub)), nats.Timeout(5*time.Second), nats.NoReconnect())
+	}
+
+	op, err := connect(opKP, "cc-bench")
+	if err != nil {
+		t.Fatalf("operator refused: %v", err)
+	}
+	defer op.Close()
+	ag, err := connect(agentKP, "10.0.0.5_web01")
+	if err != nil {
+		t.Fatalf("agent refused: %v", err)
+	}
+	defer ag.Close()
+
+	// The viewer may call a read-only function on the agent, and the agent
+	// may answer; it may not call a write function.
+	sub, err := ag.Subscribe(fleet.FnSubject("10.0.0.5_web01", "machine-info"), func(m *nats.Msg) { _ = m.Respond([]byte(`{"ok":true}`)) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Unsubscribe()
+	if err := ag.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	m, err := op.Request(fleet.FnSubject("10.0.0.5_web01", "machine-info"), nil, 5*time.Second)
+	if err != nil {
+		t.Fatalf("viewer call: %v", err)
+	}
+	if got, want := string(m.Data), `{"ok":true}`; got != want {
+		t.Fatalf("reply: got %q, want %q", got, want)
+	}
+	errs := make(chan error, 4)
+	op.SetErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) { errs <- err })
+	if err := op.Publish(fleet.FnSubject("10.0.0.5_web01", "reboot"), nil); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-errs:
+		if !strings.Contains(strings.ToLower(err.Error()), "permissions violation") {
+			t.Fatalf("got %v, want a permissions violation", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("a viewer published a non-read-only call without a permissions violation")
+	}
+
+	strangerKP, _ := newUser(t)
+	if nc, err := connect(strangerKP, "10.0.0.9_new"); err == nil {
+		nc.Close()
+		t.Fatal("an unknown machine connected")
+	}
+	if p := reg.Pending(); len(p) != 1 || p[0].ID != "10.0.0.9_new" {
+		t.Fatalf("pending: got %+v, want 10.0.0.9_new", p)
+	}
+}
