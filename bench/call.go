@@ -1,0 +1,190 @@
+package bench
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"sort"
+	"time"
+
+	"github.com/commandcontrol/commandcontrol/fleet"
+)
+
+// Status is the outcome of a call on one machine.
+type Status string
+
+// Statuses of a [Reply].
+const (
+	StatusOK         Status = "ok"          // the function answered a result
+	StatusError      Status = "error"       // the function answered an error with a code
+	StatusNoResponse Status = "no-response" // expected, but no answer before the deadline
+)
+
+// CallOptions tune a call. The zero value calls every ONLINE machine with a
+// deadline of [DefaultTimeout].
+type CallOptions struct {
+	// Where selects the machines to call among those ONLINE.
+	Where Selector
+	// Machines, when not nil, are the machines to call, online or not,
+	// instead of a selection from the presence snapshot; Where must then be
+	// empty.
+	Machines []string
+	// Timeout ends the call; partial results are results. Default
+	// [DefaultTimeout].
+	Timeout time.Duration
+	// Published, when set, is called once the call is sent, with the number
+	// of machines expected to answer (for a progress display).
+	Published func(expected int)
+}
+
+// Reply is one machine's answer to a call.
+type Reply struct {
+	Machine string `json:"machine"`
+	Status  Status `json:"status"`
+	// Unexpected is set when the machine was not among those expected.
+	Unexpected bool `json:"unexpected,omitempty"`
+	// Result is the JSON the function answered (StatusOK).
+	Result json.RawMessage `json:"result,omitempty"`
+	// Err is the function's error (StatusError).
+	Err *fleet.Error `json:"error,omitempty"`
+	// Duration is the time from publishing the call to this reply.
+	Duration time.Duration `json:"-"`
+}
+
+// Summary counts a call's outcome.
+type Summary struct {
+	Function string
+	// Expected is how many machines the call expected an answer from.
+	Expected int
+	// NumOK and NumError count the expected machines that answered.
+	NumOK, NumError int
+	// NumUnexpected counts answers from machines not expected.
+	NumUnexpected int
+	// NoResponse lists the expected machines that did not answer, sorted.
+	NoResponse []string
+	// Duplicates counts further answers from a machine that had answered
+	// (for example a machine with two live sessions).
+	Duplicates int
+	// Took is the time from publishing to the end of the call.
+	Took time.Duration
+	// TimedOut is set when the deadline, not the last answer, ended the call.
+	TimedOut bool
+}
+
+// AllOK reports whether every expected machine answered a result.
+func (s *Summary) AllOK() bool { return s.NumOK == s.Expected }
+
+// String returns e.g. "3 expected: 2 ok, 1 error, 0 no response".
+func (s *Summary) String() string {
+	out := fmt.Sprintf("%d expected: %d ok, %d error, %d no response",
+		s.Expected, s.NumOK, s.NumError, len(s.NoResponse))
+	if s.NumUnexpected > 0 {
+		out += fmt.Sprintf(", %d unexpected", s.NumUnexpected)
+	}
+	return out
+}
+
+// Results are a call's three sets and its summary.
+type Results struct {
+	Summary
+	// Replied holds the answers of the expected machines, in arrival order.
+	Replied []Reply
+	// Unexpected holds the answers of machines that were not expected.
+	Unexpected []Reply
+}
+
+// Call calls function fn with args (nil for none) on the machines opts
+// selects and collects every answer; see [Client.Stream] for how the call
+// runs and ends. When ctx ends first, Call returns the partial results and
+// ctx.Err().
+func (c *Client) Call(ctx context.Context, fn string, args map[string]any, opts CallOptions) (*Results, error) {
+	res := &Results{}
+	sum, err := c.Stream(ctx, fn, args, opts, func(r Reply) {
+		if r.Unexpected {
+			res.Unexpected = append(res.Unexpected, r)
+		} else if r.Status != StatusNoResponse {
+			res.Replied = append(res.Replied, r)
+		}
+	})
+	if sum == nil {
+		return nil, err
+	}
+	res.Summary = *sum
+	return res, err
+}
+
+// Stream calls function fn with args (nil for none) on the machines opts
+// selects and hands each answer to each as it arrives, on Stream's
+// goroutine, then one [StatusNoResponse] reply per expected machine that did
+// not answer. It keeps no answer itself.
+//
+// The expected machines are opts.Machines, or the presence snapshot filtered
+// by opts.Where. When that is every machine online the call is one publish on
+// [fleet.AllSubject], otherwise one [fleet.FnSubject] publish per machine.
+// The call ends the moment every expected machine has answered (or the
+// broker reported it has no subscriber), or at the deadline. A machine that
+// answers but was not expected (it came online after the snapshot) is
+// reported with Unexpected set, until the call ends.
+//
+// When ctx ends first, Stream returns the summary so far and ctx.Err().
+func (c *Client) Stream(ctx context.Context, fn string, args map[string]any, opts CallOptions, each func(Reply)) (*Summary, error) {
+	if err := fleet.ValidateName("function name", fn); err != nil {
+		return nil, err
+	}
+	body := []byte("{}")
+	if len(args) > 0 {
+		var err error
+		if body, err = json.Marshal(args); err != nil {
+			return nil, fmt.Errorf("call %s: encode arguments: %w", fn, err)
+		}
+	}
+	targets, broadcast, err := c.targets(ctx, opts)
+	if err != nil {
+		return nil, fmt.Errorf("call %s: %w", fn, err)
+	}
+	timeout := opts.Timeout
+	if timeout <= 0 {
+		timeout = DefaultTimeout
+	}
+	cl := newCollector(fn, targets, each)
+	if len(targets) == 0 {
+		if opts.Published != nil {
+			opts.Published(0)
+		}
+		return cl.summary(), nil
+	}
+	return c.run(ctx, cl, fn, body, broadcast, timeout, opts.Published)
+}
+
+// targets returns the machines a call expects, sorted, and whether they are
+// every machine online.
+func (c *Client) targets(ctx context.Context, opts CallOptions) ([]string, bool, error) {
+	if opts.Machines != nil {
+		if !opts.Where.Empty() {
+			return nil, false, fmt.Errorf("give either machines or a selector, not both")
+		}
+		seen := make(map[string]bool, len(opts.Machines))
+		var ids []string
+		for _, id := range opts.Machines {
+			if err := fleet.ValidateMachineID(id); err != nil {
+				return nil, false, err
+			}
+			if !seen[id] {
+				seen[id] = true
+				ids = append(ids, id)
+			}
+		}
+		sort.Strings(ids)
+		return ids, false, nil
+	}
+	snap, err := c.Snapshot(ctx)
+	if err != nil {
+		return nil, false, err
+	}
+	sel := opts.Where.Filter(snap.Servers)
+	ids := make([]string, len(sel))
+	for i, s := range sel {
+		ids[i] = s.Machine
+	}
+	return ids, len(ids) == len(snap.Servers), nil
+}

@@ -1,0 +1,204 @@
+package bench
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/commandcontrol/commandcontrol/fleet"
+)
+
+// Target states in a collector.
+const (
+	pending     uint8 = iota
+	answered          // replied, ok or error
+	noResponder       // the broker said nobody subscribes to its subject
+)
+
+// collector tracks one call: who is expected, who answered, the counts.
+type collector struct {
+	targets    []string       // sorted
+	index      map[string]int // machine → position in targets
+	state      []uint8
+	remaining  int
+	unexpected map[string]bool
+	sum        Summary
+	each       func(Reply)
+	start      time.Time
+}
+
+func newCollector(fn string, targets []string, each func(Reply)) *collector {
+	cl := &collector{
+		targets:    targets,
+		index:      make(map[string]int, len(targets)),
+		state:      make([]uint8, len(targets)),
+		remaining:  len(targets),
+		unexpected: map[string]bool{},
+		each:       each,
+		start:      time.Now(),
+	}
+	for i, id := range targets {
+		cl.index[id] = i
+	}
+	cl.sum.Function, cl.sum.Expected = fn, len(targets)
+	return cl
+}
+
+// isNoResponders reports whether msg is the broker's "no responders" status.
+func isNoResponders(msg *nats.Msg) bool {
+	return len(msg.Data) == 0 && msg.Header != nil && msg.Header.Get("Status") == "503"
+}
+
+// handle records one message that arrived on the call's inbox; target is
+// the position of the machine its reply subject names, or -1 (broadcast).
+func (cl *collector) handle(msg *nats.Msg, target int) {
+	if isNoResponders(msg) {
+		for i := range cl.state {
+			if cl.state[i] == pending && (target < 0 || i == target) {
+				cl.state[i] = noResponder
+				cl.remaining--
+			}
+		}
+		return
+	}
+	r := Reply{Machine: msg.Header.Get(fleet.HeaderMachine), Duration: time.Since(cl.start)}
+	if r.Machine == "" && target >= 0 {
+		r.Machine = cl.targets[target]
+	}
+	if fe := replyError(msg); fe != nil {
+		r.Status, r.Err = StatusError, fe
+	} else if len(msg.Data) == 0 {
+		r.Status, r.Result = StatusOK, json.RawMessage("null")
+	} else if json.Valid(msg.Data) {
+		r.Status, r.Result = StatusOK, json.RawMessage(msg.Data)
+	} else {
+		r.Status, r.Err = StatusError, fleet.Errorf(fleet.CodeInternal, "the reply is not JSON: %.60q", msg.Data)
+	}
+	i, ok := cl.index[r.Machine]
+	switch {
+	case !ok && cl.unexpected[r.Machine], ok && cl.state[i] == answered:
+		cl.sum.Duplicates++
+		return
+	case !ok:
+		cl.unexpected[r.Machine] = true
+		r.Unexpected = true
+		cl.sum.NumUnexpected++
+	default:
+		if cl.state[i] == pending {
+			cl.remaining--
+		}
+		cl.state[i] = answered
+		if r.Status == StatusOK {
+			cl.sum.NumOK++
+		} else {
+			cl.sum.NumError++
+		}
+	}
+	cl.each(r)
+}
+
+// summary reports the expected machines that did not answer and returns
+// the summary.
+func (cl *collector) summary() *Summary {
+	cl.sum.Took = time.Since(cl.start)
+	for i, st := range cl.state {
+		if st == answered {
+			continue
+		}
+		r := Reply{Machine: cl.targets[i], Status: StatusNoResponse, Duration: cl.sum.Took}
+		if st == noResponder {
+			r.Err = fleet.Errorf(fleet.CodeUnavailable, "no agent is listening (offline?)")
+		}
+		cl.sum.NoResponse = append(cl.sum.NoResponse, r.Machine)
+		cl.each(r)
+	}
+	sort.Strings(cl.sum.NoResponse)
+	return &cl.sum
+}
+
+// run publishes the call and collects replies until every target is
+// accounted for, the deadline passes or ctx ends.
+func (c *Client) run(ctx context.Context, cl *collector, fn string, body []byte, broadcast bool, timeout time.Duration, published func(int)) (*Summary, error) {
+	inbox := c.nc.NewInbox()
+	msgs := make(chan *nats.Msg, len(cl.targets)+4096)
+	sub, err := c.nc.ChanSubscribe(inbox+".*", msgs)
+	if err != nil {
+		return nil, fmt.Errorf("call %s: subscribe to replies: %w", fn, err)
+	}
+	defer func() { _ = sub.Unsubscribe() }()
+	asyncErrs, stop := c.errs.listen()
+	defer stop()
+
+	cl.start = time.Now()
+	timer := time.NewTimer(timeout)
+	defer timer.Stop()
+	if err := c.publish(cl, fn, body, inbox, broadcast); err != nil {
+		return nil, err
+	}
+	if published != nil {
+		published(len(cl.targets))
+	}
+	prefix, suffix := fleet.FnRoot+".", "."+fn
+	if broadcast {
+		prefix, suffix = fleet.AllSubject(fn), ""
+	}
+	for cl.remaining > 0 {
+		select {
+		case msg := <-msgs:
+			cl.handle(msg, cl.replyTarget(msg.Subject, inbox))
+		case err := <-asyncErrs:
+			if deniedFor(err, prefix, suffix, inbox) {
+				return cl.summary(), fleet.Errorf(fleet.CodeForbidden, "the broker denied this call (%v): does your operator role allow %s?", err, fn)
+			}
+		case <-timer.C:
+			cl.sum.TimedOut = true
+			return cl.drain(msgs, inbox), nil
+		case <-ctx.Done():
+			return cl.drain(msgs, inbox), ctx.Err()
+		}
+	}
+	return cl.drain(msgs, inbox), nil
+}
+
+// drain handles the replies already received, then summarises.
+func (cl *collector) drain(msgs chan *nats.Msg, inbox string) *Summary {
+	for {
+		select {
+		case msg := <-msgs:
+			cl.handle(msg, cl.replyTarget(msg.Subject, inbox))
+		default:
+			return cl.summary()
+		}
+	}
+}
+
+func (c *Client) publish(cl *collector, fn string, body []byte, inbox string, broadcast bool) error {
+	if broadcast {
+		if err := c.nc.PublishMsg(&nats.Msg{Subject: fleet.AllSubject(fn), Reply: inbox + ".all", Data: body}); err != nil {
+			return fmt.Errorf("call %s: publish: %w", fn, err)
+		}
+		return nil
+	}
+	for i, id := range cl.targets {
+		msg := &nats.Msg{Subject: fleet.FnSubject(id, fn), Reply: inbox + "." + strconv.Itoa(i), Data: body}
+		if err := c.nc.PublishMsg(msg); err != nil {
+			return fmt.Errorf("call %s on %s: publish: %w", fn, id, err)
+		}
+	}
+	return nil
+}
+
+// replyTarget returns the target position a reply subject names, or -1.
+func (cl *collector) replyTarget(subject, inbox string) int {
+	n, err := strconv.Atoi(strings.TrimPrefix(subject, inbox+"."))
+	if err != nil || n < 0 || n >= len(cl.targets) {
+		return -1
+	}
+	return n
+}

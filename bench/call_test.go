@@ -1,0 +1,193 @@
+package bench_test
+
+import (
+	"encoding/json"
+	"errors"
+	"reflect"
+	"testing"
+	"time"
+
+	"github.com/commandcontrol/commandcontrol/bench"
+	"github.com/commandcontrol/commandcontrol/bench/fakefleet"
+	"github.com/commandcontrol/commandcontrol/fleet"
+)
+
+// generous is far below the calls' 10 s deadline and far above what a
+// loaded machine needs; it tells "ended at the last reply" from "ran into
+// the deadline" without a tight timing assertion.
+const generous = 5 * time.Second
+
+func machines(rs []bench.Reply) []string {
+	var ids []string
+	for _, r := range rs {
+		ids = append(ids, r.Machine)
+	}
+	return ids
+}
+
+func TestCallBroadcastEndsAtLastReply(t *testing.T) {
+	f := startFleet(t)
+	for _, id := range []string{"10.0.0.1_web01", "10.0.0.2_web02", "10.0.0.3_db01"} {
+		f.agent(id, map[string]string{"role": "web"}, fakefleet.Echo(id), true)
+	}
+	c := f.connect(f.Admin)
+	res, err := c.Call(testCtx(t), "current-load", map[string]any{"limit": "10"}, bench.CallOptions{Timeout: 10 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Took > generous || res.TimedOut {
+		t.Errorf("call took %v (timed out: %v); want it to end at the last reply", res.Took, res.TimedOut)
+	}
+	if res.Expected != 3 || res.NumOK != 3 || !res.AllOK() || len(res.NoResponse) != 0 || len(res.Unexpected) != 0 {
+		t.Errorf("got %+v, want 3 expected, 3 ok", res.Summary)
+	}
+	var got struct {
+		Fn   string         `json:"fn"`
+		Args map[string]any `json:"args"`
+	}
+	if err := json.Unmarshal(res.Replied[0].Result, &got); err != nil || got.Fn != "current-load" || got.Args["limit"] != "10" {
+		t.Errorf("result %s (err %v): want fn current-load and args {limit: 10}", res.Replied[0].Result, err)
+	}
+}
+
+func TestCallSelectionNoResponseAndErrors(t *testing.T) {
+	f := startFleet(t)
+	f.agent("10.0.0.1_web01", map[string]string{"role": "web"}, fakefleet.Result(map[string]any{"load1": 12.5}), true)
+	f.agent("10.0.0.2_web02", map[string]string{"role": "web"}, fakefleet.Fail(fleet.CodeInternal, "boom"), true)
+	f.agent("10.0.0.3_web03", map[string]string{"role": "web"}, fakefleet.Silent(), true)
+	f.agent("10.0.0.4_db01", map[string]string{"role": "db"}, fakefleet.Echo("db"), true)
+	c := f.connect(f.Admin)
+
+	sel, err := bench.ParseSelector("role=web")
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := c.Call(testCtx(t), "current-load", nil, bench.CallOptions{Where: sel, Timeout: 500 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !res.TimedOut {
+		t.Errorf("TimedOut = false; a silent machine should make the deadline end the call")
+	}
+	if got, want := res.NoResponse, []string{"10.0.0.3_web03"}; !reflect.DeepEqual(got, want) {
+		t.Errorf("no response = %q, want %q", got, want)
+	}
+	if res.Expected != 3 || res.NumOK != 1 || res.NumError != 1 || res.AllOK() {
+		t.Errorf("got %+v, want 3 expected, 1 ok, 1 error", res.Summary)
+	}
+	for _, r := range res.Replied {
+		switch r.Machine {
+		case "10.0.0.1_web01":
+			if r.Status != bench.StatusOK || string(r.Result) != `{"load1":12.5}` {
+				t.Errorf("web01: got %s %s", r.Status, r.Result)
+			}
+		case "10.0.0.2_web02":
+			if r.Status != bench.StatusError || r.Err == nil || r.Err.Code != 500 || r.Err.Description != "boom" {
+				t.Errorf("web02: got %s %v, want error 500 boom", r.Status, r.Err)
+			}
+		default:
+			t.Errorf("unexpected reply from %s", r.Machine)
+		}
+	}
+}
+
+func TestCallOfflineMachineEndsAtOnce(t *testing.T) {
+	f := startFleet(t)
+	f.agent("10.0.0.1_web01", nil, fakefleet.Echo("a"), true)
+	f.Control.Join("10.0.0.9_gone", nil) // in presence, but no agent listens
+	c := f.connect(f.Admin)
+	sel, _ := bench.ParseSelector("hostname=gone")
+	res, err := c.Call(testCtx(t), "machine-info", nil, bench.CallOptions{Where: sel, Timeout: 10 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Took > generous || res.TimedOut {
+		t.Errorf("took %v; the broker's no-responders status should end the call", res.Took)
+	}
+	if !reflect.DeepEqual(res.NoResponse, []string{"10.0.0.9_gone"}) {
+		t.Errorf("no response = %q", res.NoResponse)
+	}
+}
+
+func TestCallUnexpectedResponder(t *testing.T) {
+	f := startFleet(t)
+	// The expected agent answers late, so the call is still open when the
+	// unexpected one answers.
+	f.agent("10.0.0.1_web01", nil, func(string, map[string]any) (any, error) {
+		time.Sleep(500 * time.Millisecond)
+		return "slow", nil
+	}, true)
+	// Connected, but not (yet) in the presence list: it answers the
+	// broadcast and is reported as unexpected.
+	f.agent("10.0.0.2_late", nil, fakefleet.Echo("b"), false)
+	c := f.connect(f.Admin)
+
+	var streamed []bench.Reply
+	sum, err := c.Stream(testCtx(t), "machine-info", nil, bench.CallOptions{Timeout: 10 * time.Second}, func(r bench.Reply) {
+		streamed = append(streamed, r)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sum.Expected != 1 || sum.NumOK != 1 || !sum.AllOK() || sum.NumUnexpected != 1 || sum.Took > generous {
+		t.Errorf("summary %+v, want 1 expected, 1 ok, 1 unexpected", sum)
+	}
+	if got, want := machines(streamed), []string{"10.0.0.2_late", "10.0.0.1_web01"}; !reflect.DeepEqual(got, want) {
+		t.Fatalf("streamed %q, want %q", got, want)
+	}
+	if !streamed[0].Unexpected || streamed[0].Status != bench.StatusOK || streamed[1].Unexpected {
+		t.Errorf("streamed %+v: want only the first marked unexpected", streamed)
+	}
+}
+
+func TestCallExplicitMachines(t *testing.T) {
+	f := startFleet(t)
+	f.agent("10.0.0.1_web01", nil, fakefleet.Echo("a"), false)
+	c := f.connect(f.Admin)
+	res, err := c.Call(testCtx(t), "machine-info", nil, bench.CallOptions{
+		Machines: []string{"10.0.0.1_web01", "10.0.0.2_nowhere"}, Timeout: 10 * time.Second,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Took > generous || res.NumOK != 1 || !reflect.DeepEqual(res.NoResponse, []string{"10.0.0.2_nowhere"}) {
+		t.Errorf("got %+v in %v", res.Summary, res.Took)
+	}
+}
+
+func TestCallNothingSelected(t *testing.T) {
+	f := startFleet(t)
+	c := f.connect(f.Admin)
+	res, err := c.Call(testCtx(t), "machine-info", nil, bench.CallOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Expected != 0 || !res.AllOK() || res.TimedOut {
+		t.Errorf("got %+v, want an empty, complete call", res.Summary)
+	}
+}
+
+func TestCallDeniedByBroker(t *testing.T) {
+	f := startFleet(t)
+	f.agent("10.0.0.1_web01", nil, fakefleet.Echo("a"), true)
+	c := f.connect(f.Viewer) // may call current-load only
+	res, err := c.Call(testCtx(t), "reboot", nil, bench.CallOptions{Timeout: 10 * time.Second})
+	var fe *fleet.Error
+	if !errors.As(err, &fe) || fe.Code != fleet.CodeForbidden {
+		t.Fatalf("err = %v, want a 403 *fleet.Error", err)
+	}
+	if res == nil || res.Took > generous {
+		t.Errorf("results %+v: want partial results, returned early", res)
+	}
+	if _, err := c.Call(testCtx(t), "current-load", nil, bench.CallOptions{}); err != nil {
+		t.Errorf("allowed function: %v", err)
+	}
+}
+
+func TestCallBadFunctionName(t *testing.T) {
+	f := startFleet(t)
+	c := f.connect(f.Admin)
+	if _, err := c.Call(testCtx(t), "a.b", nil, bench.CallOptions{}); err == nil {
+		t.Error("want an error for a function name with a dot")
+	}
+}

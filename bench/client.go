@@ -1,0 +1,186 @@
+package bench
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nkeys"
+
+	"github.com/commandcontrol/commandcontrol/fleet"
+)
+
+// DefaultName is the connection name a [Client] uses unless [WithName] says
+// otherwise.
+const DefaultName = "cc-bench"
+
+// DefaultTimeout bounds a request (presence snapshot, control API) whose
+// context has no deadline, the connect handshake, and a call without
+// [CallOptions.Timeout].
+const DefaultTimeout = 5 * time.Second
+
+// Errors a caller may branch on. They are wrapped with detail; test with
+// errors.Is.
+var (
+	// ErrNoKey is returned by operations that need the operator's key
+	// (the control API) on a client connected without one.
+	ErrNoKey = errors.New("no operator key")
+	// ErrBadSeed means the key given is not an operator (user) nkey seed.
+	ErrBadSeed = errors.New("not an operator nkey seed")
+	// ErrUnreachable means no broker accepted a connection at the URL.
+	ErrUnreachable = errors.New("broker unreachable")
+	// ErrRefused means the broker refused the key: it is not registered as
+	// an operator, or the control service that vets connections is down.
+	ErrRefused = errors.New("the broker refused this key")
+	// ErrNoService means nobody answers a presence or control request: the
+	// control service is not running.
+	ErrNoService = errors.New("no control service answered")
+)
+
+// Client is one operator connection to the broker. It is safe for
+// concurrent use. Create it with [Connect] or [NewClient].
+type Client struct {
+	nc    *nats.Conn
+	key   string
+	owned bool
+	errs  *errHub // nil for a connection made elsewhere
+}
+
+type config struct {
+	name    string
+	timeout time.Duration
+	seed    []byte
+	seedErr error
+	natsOpt []nats.Option
+}
+
+// Option configures [Connect].
+type Option func(*config)
+
+// WithSeedFile authenticates with the operator nkey seed (text "SU…") read
+// from path.
+func WithSeedFile(path string) Option {
+	return func(c *config) {
+		b, err := os.ReadFile(path)
+		if err != nil {
+			c.seedErr = fmt.Errorf("read operator key: %w", err)
+			return
+		}
+		c.seed = b
+	}
+}
+
+// WithSeed authenticates with the operator nkey seed text ("SU…").
+func WithSeed(seed []byte) Option { return func(c *config) { c.seed = seed } }
+
+// WithName sets the connection name the broker shows (default [DefaultName]).
+func WithName(name string) Option { return func(c *config) { c.name = name } }
+
+// WithConnectTimeout bounds the connect handshake (default [DefaultTimeout]).
+func WithConnectTimeout(d time.Duration) Option { return func(c *config) { c.timeout = d } }
+
+// WithNATSOptions passes further options to nats.Connect, e.g. TLS settings.
+func WithNATSOptions(opts ...nats.Option) Option {
+	return func(c *config) { c.natsOpt = append(c.natsOpt, opts...) }
+}
+
+// Connect dials the broker at url (comma-separated for several) as an
+// operator. With a seed it signs the broker's nonce with the operator's nkey
+// and uses the operator's private inbox prefix, [fleet.OperatorInbox]; the
+// broker lets an operator read replies only there. Errors wrap
+// [ErrUnreachable], [ErrRefused] or [ErrBadSeed] where they apply.
+func Connect(url string, opts ...Option) (*Client, error) {
+	cfg := config{name: DefaultName, timeout: DefaultTimeout}
+	for _, o := range opts {
+		o(&cfg)
+	}
+	if cfg.seedErr != nil {
+		return nil, cfg.seedErr
+	}
+	hub := &errHub{}
+	nopts := []nats.Option{nats.Name(cfg.name), nats.Timeout(cfg.timeout), nats.ErrorHandler(hub.handler)}
+	var key string
+	if len(cfg.seed) > 0 {
+		kp, err := nkeys.FromSeed([]byte(strings.TrimSpace(string(cfg.seed))))
+		if err != nil {
+			return nil, fmt.Errorf("%w: %v", ErrBadSeed, err)
+		}
+		if key, err = kp.PublicKey(); err != nil || !nkeys.IsValidPublicUserKey(key) {
+			return nil, fmt.Errorf("%w: the seed is not a user seed (it should start with SU)", ErrBadSeed)
+		}
+		nopts = append(nopts, nats.Nkey(key, kp.Sign), nats.CustomInboxPrefix(fleet.OperatorInbox(key)))
+	}
+	nc, err := nats.Connect(url, append(nopts, cfg.natsOpt...)...)
+	switch {
+	case errors.Is(err, nats.ErrAuthorization):
+		return nil, fmt.Errorf("%w (%s at %s): %v", ErrRefused, key, url, err)
+	case errors.Is(err, nats.ErrNoServers):
+		return nil, fmt.Errorf("%w at %s: %v", ErrUnreachable, url, err)
+	case err != nil:
+		return nil, fmt.Errorf("connect to %s: %w", url, err)
+	}
+	return &Client{nc: nc, key: key, owned: true, errs: hub}, nil
+}
+
+// NewClient wraps an established connection. operatorKey is the public key
+// the connection authenticated with ("" for none); the connection should use
+// the inbox prefix [fleet.OperatorInbox] of that key. Close on the client
+// does not close nc.
+func NewClient(nc *nats.Conn, operatorKey string) *Client {
+	return &Client{nc: nc, key: operatorKey}
+}
+
+// Key returns the operator's public nkey, or "" when connected without one.
+func (c *Client) Key() string { return c.key }
+
+// Conn returns the underlying NATS connection.
+func (c *Client) Conn() *nats.Conn { return c.nc }
+
+// Close closes the connection if [Connect] opened it.
+func (c *Client) Close() {
+	if c.owned {
+		c.nc.Close()
+	}
+}
+
+// withTimeout gives ctx the default deadline when it has none.
+func withTimeout(ctx context.Context) (context.Context, context.CancelFunc) {
+	if _, ok := ctx.Deadline(); ok {
+		return context.WithCancel(ctx)
+	}
+	return context.WithTimeout(ctx, DefaultTimeout)
+}
+
+// request sends body to subject and returns the reply body, turning the
+// micro error headers into a *fleet.Error and "no responders" into
+// ErrNoService.
+func (c *Client) request(ctx context.Context, subject string, body []byte) ([]byte, error) {
+	ctx, cancel := withTimeout(ctx)
+	defer cancel()
+	msg, err := c.nc.RequestWithContext(ctx, subject, body)
+	switch {
+	case errors.Is(err, nats.ErrNoResponders):
+		return nil, fmt.Errorf("%w on %s: is cc-control running?", ErrNoService, subject)
+	case errors.Is(err, context.DeadlineExceeded):
+		return nil, fmt.Errorf("no reply on %s in time: %w", subject, err)
+	case err != nil:
+		return nil, fmt.Errorf("request %s: %w", subject, err)
+	}
+	if fe := replyError(msg); fe != nil {
+		return nil, fe
+	}
+	return msg.Data, nil
+}
+
+// replyError returns the *fleet.Error a reply carries in its micro error
+// headers, or nil.
+func replyError(msg *nats.Msg) *fleet.Error {
+	if msg.Header == nil {
+		return nil
+	}
+	return fleet.ErrorFromHeader(msg.Header.Get(fleet.HeaderErrorCode), msg.Header.Get(fleet.HeaderError))
+}

@@ -1,0 +1,222 @@
+package cli
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sort"
+	"strings"
+
+	"github.com/commandcontrol/commandcontrol/bench"
+	"github.com/commandcontrol/commandcontrol/fleet"
+)
+
+var callHelp = help{
+	usage: "cc-bench call FUNCTION [--where SELECTOR] [--arg k=v]... [--filter EXPR] [--timeout D] [--json]",
+	about: `Call FUNCTION on every ONLINE machine the selector chooses (all of them
+without --where) and list each machine's reply, then a summary. The call ends
+as soon as every expected machine has answered, or at --timeout.
+
+--filter keeps the ok results for which an expression holds, e.g.
+'load1 > 10 and memory.used_percent >= 90'; operators: > >= < <= == !=
+=~ (regular expression) !~, and/or/not, parentheses; strings in quotes.
+A result without the field does not match.
+
+--json prints one object per machine: {"machine", "status" (ok, error or
+no-response), "unexpected" (a machine that was not expected, e.g. came
+online after the call started), "result" or "error": {"code",
+"description"}, "duration_ms"}.
+
+Exit status: 0 when every expected machine answered ok, 1 otherwise, 2 for
+a usage error.`,
+	examples: `cc-bench call machine-info
+cc-bench call current-load --where location=New-Jersey --filter 'load1 > 10'
+cc-bench call sw-list --arg name=openssl --machine 10.0.0.5_web01 --json`,
+}
+
+// callLine is one machine in --json output.
+type callLine struct {
+	Machine    string          `json:"machine"`
+	Status     bench.Status    `json:"status"`
+	Unexpected bool            `json:"unexpected,omitempty"`
+	Result     json.RawMessage `json:"result,omitempty"`
+	Error      *fleet.Error    `json:"error,omitempty"`
+	DurationMS int64           `json:"duration_ms"`
+}
+
+type callFlags struct {
+	where, filter string
+	args, targets listFlag
+}
+
+func runCall(e *env, args []string) error {
+	fs := e.flagSet("call")
+	var f callFlags
+	fs.StringVar(&f.where, "where", "", "call the ONLINE machines matching this `selector`, e.g. role=web")
+	fs.Var(&f.args, "arg", "a function argument `k=v` (repeatable)")
+	fs.StringVar(&f.filter, "filter", "", "list only the results for which this `expression` holds")
+	fs.Var(&f.targets, "machine", "call this machine `ID`, online or not, instead of a selection (repeatable)")
+	pos, err := e.parse(fs, args, callHelp)
+	if err != nil {
+		return err
+	}
+	if len(pos) != 1 {
+		return usageErrorf("call needs exactly one FUNCTION, e.g. cc-bench call current-load (got %d arguments)", len(pos))
+	}
+	fn := pos[0]
+	if err := fleet.ValidateName("function name", fn); err != nil {
+		return usageErrorf("%v", err)
+	}
+	opts, filter, fargs, err := f.options()
+	if err != nil {
+		return err
+	}
+	opts.Timeout = e.g.timeout
+	c, err := e.connect()
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	out := &callOutput{e: e, filter: filter}
+	prog := startProgress(e.stderr, e.g.timeout)
+	opts.Published = prog.published
+	sum, err := c.Stream(e.ctx, fn, fargs, opts, func(r bench.Reply) {
+		prog.reply(r)
+		out.add(r)
+	})
+	prog.stop(sum)
+	if sum == nil {
+		return err
+	}
+	if werr := out.finish(sum); werr != nil {
+		return werr
+	}
+	if errors.Is(err, context.Canceled) {
+		return &exitError{code: exitFailure, msg: "interrupted: the results above are partial"}
+	}
+	if err != nil {
+		return err
+	}
+	if !sum.AllOK() {
+		return &exitError{code: exitFailure}
+	}
+	return nil
+}
+
+func (f *callFlags) options() (bench.CallOptions, *bench.Filter, map[string]any, error) {
+	var opts bench.CallOptions
+	var err error
+	if opts.Where, err = parseWhere(f.where); err != nil {
+		return opts, nil, nil, err
+	}
+	if len(f.targets) > 0 {
+		if f.where != "" {
+			return opts, nil, nil, usageErrorf("give either --machine or --where, not both")
+		}
+		opts.Machines = f.targets
+	}
+	var filter *bench.Filter
+	if f.filter != "" {
+		if filter, err = bench.ParseFilter(f.filter); err != nil {
+			return opts, nil, nil, usageErrorf("--filter: %v", err)
+		}
+	}
+	kv, err := keyValues("--arg", f.args)
+	if err != nil {
+		return opts, nil, nil, err
+	}
+	var fargs map[string]any
+	if len(kv) > 0 {
+		fargs = make(map[string]any, len(kv))
+		for k, v := range kv {
+			fargs[k] = v // the agent converts to the declared type
+		}
+	}
+	return opts, filter, fargs, nil
+}
+
+// callOutput prints replies: streamed as JSON Lines, or a sorted table.
+type callOutput struct {
+	e       *env
+	filter  *bench.Filter
+	rows    []bench.Reply
+	matched int
+	err     error
+}
+
+func (o *callOutput) add(r bench.Reply) {
+	if o.filter != nil && (r.Status != bench.StatusOK || !o.filter.Match(r.Result)) {
+		return
+	}
+	o.matched++
+	if !o.e.g.json {
+		o.rows = append(o.rows, r)
+		return
+	}
+	if o.err == nil {
+		o.err = jsonLine(o.e.stdout, callLine{
+			Machine: r.Machine, Status: r.Status, Unexpected: r.Unexpected,
+			Result: r.Result, Error: r.Err, DurationMS: r.Duration.Milliseconds(),
+		})
+	}
+}
+
+func (o *callOutput) finish(sum *bench.Summary) error {
+	if o.err != nil {
+		return o.err
+	}
+	line := sum.String()
+	if o.filter != nil {
+		line += fmt.Sprintf("; %d matched %s", o.matched, o.filter)
+	}
+	line += fmt.Sprintf(" (took %s)", tookText(sum.Took))
+	if o.e.g.json {
+		if isTerminal(o.e.stderr) {
+			fmt.Fprintln(o.e.stderr, line)
+		}
+		return nil
+	}
+	if sum.Expected == 0 && len(o.rows) == 0 {
+		fmt.Fprintln(o.e.stderr, "no ONLINE machine matches; see which are with: cc-bench servers")
+	}
+	if len(o.rows) > 0 {
+		sort.SliceStable(o.rows, func(i, j int) bool { return o.rows[i].Machine < o.rows[j].Machine })
+		t := newTable(o.e.stdout, "MACHINE", "STATUS", "RESULT")
+		for _, r := range o.rows {
+			t.row(r.Machine, statusText(r), resultText(r))
+		}
+		if err := t.flush(); err != nil {
+			return err
+		}
+	}
+	_, err := fmt.Fprintln(o.e.stdout, line)
+	return err
+}
+
+func statusText(r bench.Reply) string {
+	s := string(r.Status)
+	if r.Status == bench.StatusNoResponse {
+		s = "no response"
+	}
+	if r.Unexpected {
+		s += " (unexpected)"
+	}
+	return s
+}
+
+// resultText summarises a reply on one line.
+func resultText(r bench.Reply) string {
+	switch {
+	case r.Err != nil:
+		return truncate(fmt.Sprintf("%d %s", r.Err.Code, strings.Join(strings.Fields(r.Err.Description), " ")), 100)
+	case r.Status != bench.StatusOK:
+		return "-"
+	}
+	var b bytes.Buffer
+	if json.Compact(&b, r.Result) != nil {
+		return truncate(string(r.Result), 100)
+	}
+	return truncate(b.String(), 100)
+}

@@ -1,0 +1,171 @@
+// Package cli is the cc-bench command line: one file per noun (servers,
+// watch, call, machines, operators), each a thin layer over the bench SDK.
+// cmd/cc-bench only calls [Run].
+package cli
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// Exit codes.
+const (
+	exitOK      = 0
+	exitFailure = 1 // an error, or a call where not every expected machine answered ok
+	exitUsage   = 2 // the command line is wrong
+)
+
+// DefaultServer is the broker URL used without --server or CC_SERVER.
+const DefaultServer = "nats://127.0.0.1:4222"
+
+// now is the clock for uptimes; tests fix it.
+var now = time.Now
+
+// globals are the flags every command accepts, before or after its name.
+type globals struct {
+	server  string
+	key     string
+	json    bool
+	timeout time.Duration
+}
+
+// env is what a command runs with.
+type env struct {
+	ctx            context.Context
+	stdout, stderr io.Writer
+	g              globals
+	getenv         func(string) string
+}
+
+// command is one cc-bench command.
+type command struct {
+	name    string
+	summary string
+	run     func(e *env, args []string) error
+}
+
+func commands() []command {
+	return []command{
+		{"servers", "list the ONLINE machines", runServers},
+		{"watch", "show the ONLINE machines, then live joined / left events", runWatch},
+		{"call", "call a function on the selected machines and list the replies", runCall},
+		{"machines", "manage the registry: ls, pending, accept, add, rm, label", runMachines},
+		{"operators", "manage the operators: ls, add, rm", runOperators},
+		{"whoami", "show which operator this key is, and its role", runWhoAmI},
+	}
+}
+
+// Run runs cc-bench with args (without the program name) and returns the
+// exit code: 0 success, 1 failure (including a call where not every expected
+// machine answered ok), 2 a usage error.
+func Run(args []string, stdout, stderr io.Writer) int {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	return run(ctx, args, stdout, stderr, os.Getenv)
+}
+
+func run(ctx context.Context, args []string, stdout, stderr io.Writer, getenv func(string) string) int {
+	e := &env{ctx: ctx, stdout: stdout, stderr: stderr, getenv: getenv}
+	e.g = globals{server: getenv("CC_SERVER"), key: getenv("CC_KEY"), timeout: 5 * time.Second}
+	if e.g.server == "" {
+		e.g.server = DefaultServer
+	}
+	fs := e.flagSet("cc-bench")
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, errHelp) {
+			e.usage(stdout)
+			return exitOK
+		}
+		return e.fail(usageErrorf("%v", err))
+	}
+	rest := fs.Args()
+	if len(rest) == 0 {
+		e.usage(stderr)
+		return exitUsage
+	}
+	name, rest := rest[0], rest[1:]
+	if name == "help" {
+		if len(rest) == 0 {
+			e.usage(stdout)
+			return exitOK
+		}
+		name, rest = rest[0], []string{"--help"}
+	}
+	for _, c := range commands() {
+		if c.name == name {
+			return e.fail(c.run(e, rest))
+		}
+	}
+	return e.fail(usageErrorf("unknown command %q%s; run cc-bench --help for the list", name, suggest(name)))
+}
+
+func suggest(name string) string {
+	for _, c := range commands() {
+		if strings.HasPrefix(c.name, name) || strings.HasPrefix(name, c.name) {
+			return fmt.Sprintf(" (did you mean %s?)", c.name)
+		}
+	}
+	return ""
+}
+
+func (e *env) usage(w io.Writer) {
+	fmt.Fprint(w, `cc-bench is the commandcontrol workbench: list and watch the ONLINE servers,
+call client functions on a selection of them, and manage the registry.
+
+Usage: cc-bench [global flags] COMMAND [args and flags]
+
+Commands:
+`)
+	for _, c := range commands() {
+		fmt.Fprintf(w, "  %-10s %s\n", c.name, c.summary)
+	}
+	fmt.Fprint(w, `
+Global flags (also accepted after the command):
+`)
+	printFlags(w, e.flagSet("cc-bench"), true)
+	fmt.Fprint(w, `
+Examples:
+  cc-bench --key ./cc-data/admin.nk servers --where role=web
+  cc-bench call current-load --where location=New-Jersey --filter 'load1 > 10'
+
+Run cc-bench COMMAND --help for a command's flags.
+`)
+}
+
+// exitError ends the program with code, after printing msg if not empty.
+type exitError struct {
+	code int
+	msg  string
+}
+
+func (e *exitError) Error() string { return e.msg }
+
+func usageErrorf(format string, args ...any) error {
+	return &exitError{code: exitUsage, msg: fmt.Sprintf(format, args...)}
+}
+
+// fail prints err and returns its exit code.
+func (e *env) fail(err error) int {
+	if err == nil {
+		return exitOK
+	}
+	if errors.Is(err, errHelp) {
+		return exitOK
+	}
+	var ee *exitError
+	if errors.As(err, &ee) {
+		if ee.msg != "" {
+			fmt.Fprintf(e.stderr, "cc-bench: %s\n", ee.msg)
+		}
+		return ee.code
+	}
+	fmt.Fprintf(e.stderr, "cc-bench: %s\n", explain(err))
+	return exitFailure
+}

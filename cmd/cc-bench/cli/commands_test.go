@@ -1,0 +1,233 @@
+package cli
+
+import (
+	"context"
+	"encoding/json"
+	"os"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/commandcontrol/commandcontrol/bench/fakefleet"
+	"github.com/commandcontrol/commandcontrol/fleet"
+)
+
+func writeFile(t *testing.T, path string, b []byte) {
+	t.Helper()
+	if err := os.WriteFile(path, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// jsonObjects decodes JSON Lines.
+func jsonObjects(t *testing.T, out string) []map[string]any {
+	t.Helper()
+	var objs []map[string]any
+	for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
+		if line == "" {
+			continue
+		}
+		var m map[string]any
+		if err := json.Unmarshal([]byte(line), &m); err != nil {
+			t.Fatalf("line %q is not a JSON object: %v", line, err)
+		}
+		objs = append(objs, m)
+	}
+	return objs
+}
+
+// smallFleet has two web servers answering, one failing, one silent db.
+func smallFleet(t *testing.T) *testFleet {
+	f := startFleet(t)
+	web := map[string]string{"role": "web", "location": "New-Jersey"}
+	f.agent("10.0.0.1_web01", web, fakefleet.Result(map[string]any{"load1": 12.5, "load5": 3}))
+	f.agent("10.0.0.2_web02", web, fakefleet.Result(map[string]any{"load1": 0.5, "load5": 1}))
+	f.agent("10.0.0.3_web03", web, fakefleet.Fail(fleet.CodeInternal, "cannot read /proc/loadavg"))
+	f.agent("10.0.0.4_db01", map[string]string{"role": "db"}, fakefleet.Silent())
+	return f
+}
+
+func TestServersCommand(t *testing.T) {
+	f := smallFleet(t)
+	stdout, stderr, code := cc(t, f.env(), "servers", "--where", "role=web")
+	if code != exitOK {
+		t.Fatalf("exit %d: %s", code, stderr)
+	}
+	golden(t, "servers", stdout)
+
+	stdout, _, code = cc(t, f.env(), "servers", "--json")
+	objs := jsonObjects(t, stdout)
+	if code != exitOK || len(objs) != 4 || objs[0]["machine"] != "10.0.0.1_web01" || objs[0]["labels"] == nil {
+		t.Errorf("exit %d, --json objects %v", code, objs)
+	}
+	_, stderr, code = cc(t, f.env(), "servers", "--where", "role=nothing")
+	if code != exitOK || !strings.Contains(stderr, "no ONLINE machine matches role=nothing") {
+		t.Errorf("exit %d, stderr %q", code, stderr)
+	}
+}
+
+func TestCallCommand(t *testing.T) {
+	f := smallFleet(t)
+	// Flags after the function name; --timeout, a global flag, too.
+	stdout, stderr, code := cc(t, f.env(), "call", "current-load", "--timeout", "500ms", "--arg", "n=1")
+	if code != exitFailure {
+		t.Errorf("exit %d, want 1 (an error and a silent machine): %s", code, stderr)
+	}
+	golden(t, "call", stdout)
+
+	stdout, _, code = cc(t, f.env(), "call", "current-load", "--where", "role=web", "--filter", "load1 > 10", "--timeout", "10s")
+	if code != exitFailure {
+		t.Errorf("filter: exit %d, want 1 (web03 failed)", code)
+	}
+	golden(t, "call_filter", stdout)
+
+	start := time.Now()
+	stdout, stderr, code = cc(t, f.env(), "call", "current-load", "--where", "hostname=web0[12]", "--timeout", "10s")
+	if code != exitOK || time.Since(start) > 5*time.Second {
+		t.Errorf("all ok: exit %d after %v: %s%s", code, time.Since(start), stdout, stderr)
+	}
+}
+
+func TestCallJSON(t *testing.T) {
+	f := smallFleet(t)
+	stdout, _, code := cc(t, f.env(), "call", "current-load", "--json", "--timeout", "300ms")
+	if code != exitFailure {
+		t.Errorf("exit %d, want 1", code)
+	}
+	byMachine := map[string]map[string]any{}
+	for _, o := range jsonObjects(t, stdout) {
+		if _, ok := o["duration_ms"].(float64); !ok {
+			t.Errorf("%v: no duration_ms", o)
+		}
+		byMachine[o["machine"].(string)] = o
+	}
+	if got := byMachine["10.0.0.1_web01"]; got["status"] != "ok" || !reflect.DeepEqual(got["result"], map[string]any{"load1": 12.5, "load5": 3.0}) {
+		t.Errorf("web01: %v", got)
+	}
+	if got := byMachine["10.0.0.3_web03"]; got["status"] != "error" ||
+		!reflect.DeepEqual(got["error"], map[string]any{"code": 500.0, "description": "cannot read /proc/loadavg"}) {
+		t.Errorf("web03: %v", got)
+	}
+	if got := byMachine["10.0.0.4_db01"]; got["status"] != "no-response" || got["result"] != nil {
+		t.Errorf("db01: %v", got)
+	}
+	if len(byMachine) != 4 {
+		t.Errorf("got %d machines, want 4", len(byMachine))
+	}
+}
+
+func TestCallExplicitMachine(t *testing.T) {
+	f := smallFleet(t)
+	stdout, _, code := cc(t, f.env(), "call", "machine-info", "--machine", "10.0.0.9_offline", "--timeout", "10s", "--json")
+	objs := jsonObjects(t, stdout)
+	if code != exitFailure || len(objs) != 1 || objs[0]["status"] != "no-response" {
+		t.Errorf("exit %d, %v", code, objs)
+	}
+}
+
+func TestWatchCommand(t *testing.T) {
+	f := startFleet(t)
+	f.ctl.Join("10.0.0.1_web01", map[string]string{"role": "web"})
+	f.ctl.Join("10.0.0.2_db01", map[string]string{"role": "db"})
+	for _, tt := range []struct {
+		name string
+		args []string
+	}{{"watch", []string{"watch"}}, {"watch_json", []string{"watch", "--json", "--where", "role=web"}}} {
+		name, args := tt.name, tt.args
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		out := &syncBuffer{}
+		done := make(chan int)
+		go func() {
+			_, _, code := ccCtx(ctx, t, f.env(), out, args...)
+			done <- code
+		}()
+		waitFor(t, out, `"machine":"10.0.0.1_web01"`, "-- 2 online")
+		f.ctl.Join("10.0.0.3_web02", map[string]string{"role": "web"})
+		f.ctl.Leave("10.0.0.3_web02", "client closed")
+		waitFor(t, out, "(client closed)", `"event":"left"`)
+		cancel()
+		if code := <-done; code != exitOK {
+			t.Errorf("%q: exit %d after Ctrl-C", args, code)
+		}
+		golden(t, name, out.String())
+		f.ctl.Join("10.0.0.3_web02", map[string]string{"role": "web"})
+		f.ctl.Leave("10.0.0.3_web02", "client closed")
+	}
+}
+
+// waitFor waits until out holds one of the strings.
+func waitFor(t *testing.T, out *syncBuffer, any ...string) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) {
+		for _, s := range any {
+			if strings.Contains(out.String(), s) {
+				return
+			}
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	t.Fatalf("output never held %q:\n%s", any, out.String())
+}
+
+func TestMachinesCommands(t *testing.T) {
+	f := smallFleet(t)
+	_, newPub := operatorKey(t, 7)
+	f.ctl.AddPending(fleet.Pending{ID: "10.0.0.7_new", Key: newPub, IP: "10.0.0.7", Attempts: 3, LastSeen: t0, Reason: "not in the registry"})
+	steps := []struct {
+		args []string
+		code int
+	}{
+		{[]string{"machines", "pending"}, exitOK},
+		{[]string{"machines", "accept", "10.0.0.7_new"}, exitOK},
+		{[]string{"machines", "accept", "10.0.0.7_new"}, exitFailure},
+		{[]string{"machines", "add", "10.0.0.8_web04", "--key", newPub, "--label", "role=web", "--label", "env=prod"}, exitOK},
+		{[]string{"machines", "add", "10.0.0.8_web04", "--key", newPub}, exitFailure},
+		{[]string{"machines", "label", "10.0.0.8_web04", "location=New-Jersey", "--rm-label", "env"}, exitOK},
+		{[]string{"machines", "rm", "10.0.0.1_web01"}, exitOK},
+		{[]string{"machines", "ls"}, exitOK},
+	}
+	var log strings.Builder
+	for _, s := range steps {
+		stdout, stderr, code := cc(t, f.env(), s.args...)
+		if code != s.code {
+			t.Errorf("%q: exit %d, want %d: %s", s.args, code, s.code, stderr)
+		}
+		log.WriteString("$ cc-bench " + strings.Join(s.args, " ") + "\n" + stdout + stderr)
+	}
+	golden(t, "machines", log.String())
+
+	// A viewer may list but not change.
+	viewer := map[string]string{"CC_SERVER": f.url, "CC_KEY": f.viewerKey}
+	if _, _, code := cc(t, viewer, "machines", "ls", "--json"); code != exitOK {
+		t.Errorf("viewer ls: exit %d", code)
+	}
+	_, stderr, code := cc(t, viewer, "machines", "rm", "10.0.0.2_web02")
+	if code != exitFailure || !strings.Contains(stderr, "403") || !strings.Contains(stderr, "cc-bench whoami") {
+		t.Errorf("viewer rm: exit %d, %q", code, stderr)
+	}
+}
+
+func TestOperatorsCommands(t *testing.T) {
+	f := startFleet(t)
+	_, bobPub := operatorKey(t, 5)
+	var log strings.Builder
+	for _, args := range [][]string{
+		{"whoami"},
+		{"operators", "add", "bob", "--key", bobPub, "--role", "viewer"},
+		{"operators", "ls"},
+		{"operators", "rm", "bob"},
+	} {
+		stdout, stderr, code := cc(t, f.env(), args...)
+		if code != exitOK {
+			t.Errorf("%q: exit %d: %s", args, code, stderr)
+		}
+		log.WriteString("$ cc-bench " + strings.Join(args, " ") + "\n" + strings.ReplaceAll(stdout, f.url, "URL") + stderr)
+	}
+	golden(t, "operators", log.String())
+	stdout, _, _ := cc(t, f.env(), "whoami", "--json")
+	if objs := jsonObjects(t, stdout); len(objs) != 1 || objs[0]["operator"] != "admin" || objs[0]["role"] != "admin" {
+		t.Errorf("whoami --json: %v", objs)
+	}
+}

@@ -1,0 +1,160 @@
+package cli
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"strings"
+)
+
+// errHelp is returned after a command printed its --help.
+var errHelp = flag.ErrHelp
+
+// help is a command's --help text.
+type help struct {
+	usage    string // e.g. "cc-bench call FUNCTION [flags]"
+	about    string // what it does, a paragraph or two
+	examples string // one per line
+}
+
+// flagSet is a command's flags: the global ones and its own.
+type flagSet struct {
+	*flag.FlagSet
+	global map[string]bool
+}
+
+// flagSet returns a flag set holding the global flags except those named in
+// except (a command that gives one of their names another meaning); a
+// command adds its own.
+func (e *env) flagSet(name string, except ...string) *flagSet {
+	fs := &flagSet{flag.NewFlagSet(name, flag.ContinueOnError), map[string]bool{}}
+	fs.SetOutput(io.Discard)
+	skip := map[string]bool{}
+	for _, n := range except {
+		skip[n] = true
+	}
+	add := func(n string, def func()) {
+		if !skip[n] {
+			def()
+			fs.global[n] = true
+		}
+	}
+	add("server", func() { fs.StringVar(&e.g.server, "server", e.g.server, "broker `URL` (env CC_SERVER)") })
+	add("key", func() { fs.StringVar(&e.g.key, "key", e.g.key, "the operator's nkey seed `FILE` (env CC_KEY)") })
+	add("json", func() { fs.BoolVar(&e.g.json, "json", e.g.json, "print JSON Lines, one object per line") })
+	add("timeout", func() {
+		fs.DurationVar(&e.g.timeout, "timeout", e.g.timeout, "wait at most `D` for replies, e.g. 10s")
+	})
+	return fs
+}
+
+// parse parses a command's args, flags and positional arguments in any
+// order ("--" ends the flags), and returns the positional ones. On --help
+// it prints h to stdout and returns errHelp; a bad flag is a usage error.
+func (e *env) parse(fs *flagSet, args []string, h help) ([]string, error) {
+	var pos []string
+	for {
+		err := fs.Parse(args)
+		if errors.Is(err, flag.ErrHelp) {
+			printHelp(e.stdout, fs, h)
+			return nil, errHelp
+		}
+		if err != nil {
+			return nil, usageErrorf("%s: %v (see cc-bench %s --help)", fs.Name(), err, fs.Name())
+		}
+		rest := fs.Args()
+		if n := len(args) - len(rest); n > 0 && args[n-1] == "--" {
+			return append(pos, rest...), nil
+		}
+		if len(rest) == 0 {
+			return pos, nil
+		}
+		pos = append(pos, rest[0])
+		args = rest[1:]
+	}
+}
+
+func printHelp(w io.Writer, fs *flagSet, h help) {
+	fmt.Fprintf(w, "Usage: %s\n\n%s\n", h.usage, strings.TrimSpace(h.about))
+	own := false
+	fs.VisitAll(func(f *flag.Flag) { own = own || !fs.global[f.Name] })
+	if own {
+		fmt.Fprint(w, "\nFlags:\n")
+		printFlags(w, fs, false)
+	}
+	fmt.Fprint(w, "\nGlobal flags:\n")
+	printFlags(w, fs, true)
+	if h.examples != "" {
+		fmt.Fprint(w, "\nExamples:\n")
+		for _, line := range strings.Split(strings.TrimSpace(h.examples), "\n") {
+			fmt.Fprintf(w, "  %s\n", strings.TrimSpace(line))
+		}
+	}
+}
+
+// printFlags lists the global flags, or the others, GNU style.
+func printFlags(w io.Writer, fs *flagSet, global bool) {
+	fs.VisitAll(func(f *flag.Flag) {
+		if fs.global[f.Name] != global {
+			return
+		}
+		name, usage := flag.UnquoteUsage(f)
+		left := "--" + f.Name
+		if name != "" {
+			left += " " + name
+		}
+		if def := f.DefValue; def != "" && def != "false" && def != "[]" && !(global && f.Name == "key") {
+			usage += fmt.Sprintf(" (default %s)", def)
+		}
+		fmt.Fprintf(w, "  %-22s %s\n", left, usage)
+	})
+}
+
+// listFlag collects a repeated flag.
+type listFlag []string
+
+func (l *listFlag) String() string     { return strings.Join(*l, ",") }
+func (l *listFlag) Set(v string) error { *l = append(*l, v); return nil }
+
+// keyValues parses k=v pairs; what names them in errors ("--label").
+func keyValues(what string, pairs []string) (map[string]string, error) {
+	if len(pairs) == 0 {
+		return nil, nil
+	}
+	m := make(map[string]string, len(pairs))
+	for _, p := range pairs {
+		k, v, ok := strings.Cut(p, "=")
+		if !ok || strings.TrimSpace(k) == "" {
+			return nil, usageErrorf("%s %q: want key=value", what, p)
+		}
+		m[strings.TrimSpace(k)] = v
+	}
+	return m, nil
+}
+
+// firstPositional returns the index of the first argument that is not a
+// flag, or -1. A flag's separate value ("--where role=web") is skipped when
+// the flag is one that takes a value.
+func firstPositional(args []string) int {
+	for i := 0; i < len(args); i++ {
+		a := args[i]
+		if a == "--" {
+			if i+1 < len(args) {
+				return i + 1
+			}
+			return -1
+		}
+		if !strings.HasPrefix(a, "-") || a == "-" {
+			return i
+		}
+		name := strings.TrimLeft(a, "-")
+		if !strings.Contains(name, "=") && !boolFlags[name] {
+			i++ // skip the value
+		}
+	}
+	return -1
+}
+
+// boolFlags are the flags that take no separate value.
+var boolFlags = map[string]bool{"json": true, "help": true, "h": true}

@@ -1,0 +1,129 @@
+package cli
+
+import (
+	"fmt"
+
+	"github.com/commandcontrol/commandcontrol/bench"
+	"github.com/commandcontrol/commandcontrol/fleet"
+)
+
+var operatorsHelp = help{
+	usage: "cc-bench operators ls | add NAME --key PUBKEY --role admin|viewer | rm NAME",
+	about: `Manage the operators: the people and scripts allowed to use the workbench,
+each with an nkey and a role. An admin may call every function and manage the
+registry and the operators; a viewer may call read-only functions and list.
+
+  ls   list the operators
+  add  register an operator with its public nkey (U…): create one with
+       nk -gen user, or the nats CLI
+  rm   remove an operator; its live connections are closed`,
+	examples: `cc-bench operators ls
+cc-bench operators add alice --key UABC... --role viewer
+cc-bench operators rm alice`,
+}
+
+func runOperators(e *env, args []string) error {
+	if i := firstPositional(args); i >= 0 && args[i] == "add" {
+		return runOperatorsAdd(e, append(args[:i:i], args[i+1:]...))
+	}
+	fs := e.flagSet("operators")
+	pos, err := e.parse(fs, args, operatorsHelp)
+	if err != nil {
+		return err
+	}
+	if len(pos) == 0 {
+		return usageErrorf("operators needs a subcommand: ls, add or rm (see cc-bench operators --help)")
+	}
+	sub, pos := pos[0], pos[1:]
+	switch sub {
+	case "ls", "list":
+		return needArgs(sub, pos, 0, "", func() error { return operatorsList(e) })
+	case "rm", "remove":
+		return needArgs(sub, pos, 1, "NAME", func() error {
+			return e.withClient(func(c *bench.Client) error {
+				ctx, cancel := e.requestCtx()
+				defer cancel()
+				r, err := c.RemoveOperator(ctx, pos[0])
+				if err != nil || e.g.json {
+					return e.done(r, err, "")
+				}
+				return e.done(r, nil, "removed operator %s (closed %d live connection%s)", pos[0], r.Closed, plural(r.Closed))
+			})
+		})
+	}
+	return usageErrorf("unknown operators subcommand %q; want ls, add or rm", sub)
+}
+
+func operatorsList(e *env) error {
+	return e.withClient(func(c *bench.Client) error {
+		ctx, cancel := e.requestCtx()
+		defer cancel()
+		ops, err := c.Operators(ctx)
+		if err != nil || e.g.json {
+			return jsonLines(e, ops, err)
+		}
+		t := newTable(e.stdout, "NAME", "ROLE", "ADDED", "KEY")
+		for _, o := range ops {
+			t.row(o.Name, o.Role, timeText(o.AddedAt), o.Key)
+		}
+		return t.flush()
+	})
+}
+
+func runOperatorsAdd(e *env, args []string) error {
+	// Here --key is the new operator's public key, not the key file.
+	fs := e.flagSet("operators add", "key")
+	var key, role string
+	fs.StringVar(&key, "key", "", "the operator's public nkey `PUBKEY` (U…)")
+	fs.StringVar(&role, "role", "", "`admin` or viewer")
+	h := operatorsHelp
+	h.usage = "cc-bench operators add NAME --key PUBKEY --role admin|viewer"
+	pos, err := e.parse(fs, args, h)
+	if err != nil {
+		return err
+	}
+	if len(pos) != 1 {
+		return usageErrorf("usage: %s", h.usage)
+	}
+	if err := fleet.ValidateName("operator name", pos[0]); err != nil {
+		return usageErrorf("%v", err)
+	}
+	if err := checkPublicKey("--key", key); err != nil {
+		return err
+	}
+	if !fleet.ValidRole(role) {
+		return usageErrorf("--role %q: want %s or %s", role, fleet.RoleAdmin, fleet.RoleViewer)
+	}
+	return e.withClient(func(c *bench.Client) error {
+		ctx, cancel := e.requestCtx()
+		defer cancel()
+		o, err := c.AddOperator(ctx, pos[0], key, role)
+		return e.done(o, err, "added operator %s (%s)", pos[0], role)
+	})
+}
+
+var whoamiHelp = help{
+	usage:    "cc-bench whoami [--json]",
+	about:    "Show the operator name and role the control service knows this key by.",
+	examples: "CC_KEY=./cc-data/admin.nk cc-bench whoami",
+}
+
+func runWhoAmI(e *env, args []string) error {
+	pos, err := e.parse(e.flagSet("whoami"), args, whoamiHelp)
+	if err != nil {
+		return err
+	}
+	if len(pos) > 0 {
+		return usageErrorf("whoami takes no arguments, got %q", pos)
+	}
+	return e.withClient(func(c *bench.Client) error {
+		ctx, cancel := e.requestCtx()
+		defer cancel()
+		w, err := c.WhoAmI(ctx)
+		if err != nil || e.g.json {
+			return e.done(w, err, "")
+		}
+		_, err = fmt.Fprintf(e.stdout, "%s (%s)\nkey %s\nbroker %s\n", w.Operator, w.Role, c.Key(), e.g.server)
+		return err
+	})
+}
