@@ -136,7 +136,7 @@ func decode(body []byte, v any) error {
 }
 
 func (s *Service) apiWhoAmI(_ context.Context, op operatorIdentity, _ []byte) (any, error) {
-	return fleet.WhoAmI{Operator: op.Name, Role: op.Role}, nil
+	return fleet.WhoAmI{Operator: op.Name, Role: op.Role, Key: op.Key}, nil
 }
 
 func (s *Service) apiMachinesList(_ context.Context, _ operatorIdentity, _ []byte) (any, error) {

@@ -103,6 +103,8 @@ var ReadOnlyOps = map[string]bool{
 type WhoAmI struct {
 	Operator string `json:"operator"`
 	Role     string `json:"role"`
+	// Key is the operator's public nkey (its inbox is OperatorInbox(Key)).
+	Key string `json:"key"`
 }
 
 // MachineRequest is the body of machines.accept, machines.add,
