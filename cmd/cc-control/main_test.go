@@ -1,0 +1,128 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/commandcontrol/commandcontrol/bench"
+)
+
+// syncBuffer is a bytes.Buffer safe for one writer and one reader.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// TestQuickStart runs the whole program as the README's quick start does,
+// on a free port with a fresh data directory, and queries it as an
+// operator would.
+func TestQuickStart(t *testing.T) {
+	data := t.TempDir()
+	var stdout, stderr syncBuffer
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		done <- run(ctx, []string{"--data", data, "--listen", "127.0.0.1:0", "--local-agent", "--local-agent-id", "127.0.0.1_quickstart"}, &stdout, &stderr)
+	}()
+	deadline := time.Now().Add(10 * time.Second)
+	for !strings.Contains(stdout.String(), "Query the fleet") {
+		if time.Now().After(deadline) {
+			t.Fatalf("no welcome after 10s; stdout:\n%s\nstderr:\n%s", stdout.String(), stderr.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	out := stdout.String()
+	url := regexp.MustCompile(`broker:\s+(nats://\S+)`).FindStringSubmatch(out)
+	if url == nil {
+		t.Fatalf("no broker URL in:\n%s", out)
+	}
+	adminKey := filepath.Join(data, "admin.nk")
+	for _, want := range []string{"admin key: " + adminKey + " (created now", "127.0.0.1_quickstart (this machine, accepted)", "--key " + adminKey + " --server " + url[1] + " call current-load"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("welcome lacks %q:\n%s", want, out)
+		}
+	}
+	c, err := bench.Connect(url[1], bench.WithSeedFile(adminKey))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	var servers []string
+	for time.Now().Before(deadline) && len(servers) == 0 {
+		ss, err := c.Servers(context.Background(), bench.Selector{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, s := range ss {
+			servers = append(servers, s.Machine)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if len(servers) != 1 || servers[0] != "127.0.0.1_quickstart" {
+		t.Fatalf("servers: got %q, want the local agent", servers)
+	}
+	res, err := c.Call(context.Background(), "current-load", nil, bench.CallOptions{Timeout: 10 * time.Second})
+	if err != nil || !res.AllOK() {
+		t.Fatalf("call: %v %+v", err, res)
+	}
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("run returned %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("run did not return after its context ended")
+	}
+}
+
+func TestBadFlagsNameTheProblem(t *testing.T) {
+	tests := []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--listen", "nonsense"}, `listen address "nonsense"`},
+		{[]string{"--listen", "127.0.0.1:99999"}, "port"},
+		{[]string{"--log-format", "xml"}, "--log-format"},
+		{[]string{"--log-level", "loud"}, "--log-level"},
+		{[]string{"--no-such-flag"}, "no-such-flag"},
+		{[]string{"extra"}, `unexpected argument "extra"`},
+		{[]string{"--local-agent", "--local-agent-id", "bad id"}, "machine id"},
+	}
+	for _, tt := range tests {
+		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {
+			args := append([]string{"--data", t.TempDir()}, tt.args...)
+			if tt.args[0] != "--listen" {
+				args = append(args, "--listen", "127.0.0.1:0")
+			}
+			var stdout, stderr syncBuffer
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			err := run(ctx, args, &stdout, &stderr)
+			if err == nil {
+				t.Fatal("got no error")
+			}
+			if !strings.Contains(err.Error()+stderr.String(), tt.want) {
+				t.Fatalf("got %q (stderr %q), want it to mention %q", err, stderr.String(), tt.want)
+			}
+		})
+	}
+}
