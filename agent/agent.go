@@ -55,7 +55,15 @@ type Config struct {
 	MaxConcurrent int
 	// MaxReconnectDelay caps the jittered reconnect backoff.
 	MaxReconnectDelay time.Duration
-	Logger            *slog.Logger
+	// NoSamplers skips the functions' background samplers (a swarm of
+	// simulated agents shares one machine and needs none).
+	NoSamplers bool
+	// OnConnect is called each time the connection is (re)established.
+	OnConnect func()
+	// NATSOptions are appended to the agent's connection options (e.g. a
+	// dialer with a source address, for simulators).
+	NATSOptions []nats.Option
+	Logger      *slog.Logger
 }
 
 // Agent is one machine's agent.
@@ -147,7 +155,9 @@ func (a *Agent) Run(ctx context.Context) error {
 
 // Start connects in the background and begins serving; it returns at once.
 func (a *Agent) Start(ctx context.Context) error {
-	a.fns.Start(ctx)
+	if !a.cfg.NoSamplers {
+		a.fns.Start(ctx)
+	}
 	nc, err := nats.Connect(a.cfg.URL, a.natsOptions()...)
 	if err != nil {
 		return fmt.Errorf("agent: connect to %s: %w", a.cfg.URL, err)
@@ -162,7 +172,7 @@ func (a *Agent) Start(ctx context.Context) error {
 
 func (a *Agent) natsOptions() []nats.Option {
 	maxDelay := a.cfg.MaxReconnectDelay
-	return []nats.Option{
+	return append([]nats.Option{
 		nats.Name(a.id),
 		nats.Nkey(a.pub, a.key.Sign),
 		nats.RetryOnFailedConnect(true),
@@ -174,8 +184,18 @@ func (a *Agent) natsOptions() []nats.Option {
 			d = min(d, maxDelay)
 			return d/2 + time.Duration(rand.Int64N(int64(d/2)+1))
 		}),
-		nats.ConnectHandler(func(*nats.Conn) { a.log.Info("connected; serving functions", "url", a.cfg.URL) }),
-		nats.ReconnectHandler(func(*nats.Conn) { a.log.Info("reconnected") }),
+		nats.ConnectHandler(func(*nats.Conn) {
+			a.log.Info("connected; serving functions", "url", a.cfg.URL)
+			if a.cfg.OnConnect != nil {
+				a.cfg.OnConnect()
+			}
+		}),
+		nats.ReconnectHandler(func(*nats.Conn) {
+			a.log.Info("reconnected")
+			if a.cfg.OnConnect != nil {
+				a.cfg.OnConnect()
+			}
+		}),
 		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
 			if err != nil {
 				a.log.Warn("disconnected", "error", err)
@@ -183,7 +203,7 @@ func (a *Agent) natsOptions() []nats.Option {
 		}),
 		nats.ReconnectErrHandler(func(_ *nats.Conn, err error) { a.connectError(err) }),
 		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) { a.connectError(err) }),
-	}
+	}, a.cfg.NATSOptions...)
 }
 
 // connectError logs why the broker refused us, with what to do about it,
