@@ -75,6 +75,15 @@ func (c *Client) AddMachine(ctx context.Context, id, key string, labels map[stri
 	return c.machineOp(ctx, fleet.OpMachinesAdd, fleet.MachineRequest{ID: id, Key: key, Labels: labels})
 }
 
+// ImportMachines registers many machines in one registry write (admin).
+func (c *Client) ImportMachines(ctx context.Context, machines []fleet.MachineRequest) (int, error) {
+	var r fleet.ImportResult
+	if err := c.Control(ctx, fleet.OpMachinesImport, fleet.MachineImport{Machines: machines}, &r); err != nil {
+		return 0, err
+	}
+	return r.Added, nil
+}
+
 // LabelMachine sets the labels set and drops the label keys remove.
 func (c *Client) LabelMachine(ctx context.Context, id string, set map[string]string, remove []string) (*fleet.Machine, error) {
 	return c.machineOp(ctx, fleet.OpMachinesLabel, fleet.MachineRequest{ID: id, Labels: set, Remove: remove})

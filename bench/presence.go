@@ -23,17 +23,47 @@ const (
 	EventSynced = "synced"
 )
 
-// Snapshot asks the control service who is ONLINE now.
+// Snapshot asks the control service who is ONLINE now. A large fleet's
+// list arrives in parts ([fleet.PresenceSnapshot.Parts]); Snapshot
+// gathers them into one.
 func (c *Client) Snapshot(ctx context.Context) (*fleet.PresenceSnapshot, error) {
-	body, err := c.request(ctx, fleet.PresenceSnapshotSubject, nil)
+	ctx, cancel := withTimeout(ctx)
+	defer cancel()
+	inbox := c.nc.NewRespInbox()
+	sub, err := c.nc.SubscribeSync(inbox)
 	if err != nil {
 		return nil, fmt.Errorf("presence snapshot: %w", err)
 	}
-	var snap fleet.PresenceSnapshot
-	if err := json.Unmarshal(body, &snap); err != nil {
-		return nil, fmt.Errorf("presence snapshot: malformed reply: %w", err)
+	defer sub.Unsubscribe()
+	_ = sub.SetPendingLimits(-1, -1)
+	if err := c.nc.PublishRequest(fleet.PresenceSnapshotSubject, inbox, nil); err != nil {
+		return nil, fmt.Errorf("presence snapshot: %w", err)
 	}
-	return &snap, nil
+	var snap *fleet.PresenceSnapshot
+	for got := 0; snap == nil || got < snap.Parts; got++ {
+		msg, err := sub.NextMsgWithContext(ctx)
+		if err != nil {
+			return nil, fmt.Errorf("presence snapshot: no complete reply in time: %w", err)
+		}
+		if isNoResponders(msg) {
+			return nil, fmt.Errorf("%w on %s: is cc-control running?", ErrNoService, fleet.PresenceSnapshotSubject)
+		}
+		var part fleet.PresenceSnapshot
+		if err := json.Unmarshal(msg.Data, &part); err != nil {
+			return nil, fmt.Errorf("presence snapshot: malformed reply: %w", err)
+		}
+		if snap == nil {
+			snap = &part
+			continue
+		}
+		if part.Seq != snap.Seq {
+			return nil, fmt.Errorf("presence snapshot: parts of different snapshots (seq %d and %d)", snap.Seq, part.Seq)
+		}
+		snap.Servers = append(snap.Servers, part.Servers...)
+	}
+	sort.Slice(snap.Servers, func(i, j int) bool { return snap.Servers[i].Machine < snap.Servers[j].Machine })
+	snap.Part, snap.Parts = 0, 0
+	return snap, nil
 }
 
 // Servers lists the ONLINE machines sel selects, sorted by machine id. The

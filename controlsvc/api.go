@@ -36,6 +36,7 @@ func (s *Service) serveAPI() (micro.Service, error) {
 		fleet.OpMachinesAdd:     s.apiMachinesAdd,
 		fleet.OpMachinesRemove:  s.apiMachinesRemove,
 		fleet.OpMachinesLabel:   s.apiMachinesLabel,
+		fleet.OpMachinesImport:  s.apiMachinesImport,
 		fleet.OpOperatorsList:   s.apiOperatorsList,
 		fleet.OpOperatorsAdd:    s.apiOperatorsAdd,
 		fleet.OpOperatorsRemove: s.apiOperatorsRemove,
@@ -94,12 +95,16 @@ func (s *Service) runAPI(ctx context.Context, name, subject string, body []byte,
 		s.log.Warn("control API refused", "operator", op.Name, "role", op.Role, "op", name)
 		return nil, fleet.Errorf(fleet.CodeForbidden, "operator %s has role %s; %s needs role %s", op.Name, op.Role, name, fleet.RoleAdmin)
 	}
-	if len(body) > 64*1024 {
-		return nil, fleet.Errorf(fleet.CodeTooLarge, "request is %d bytes; at most 65536 are allowed", len(body))
+	if limit := maxBody(name); len(body) > limit {
+		return nil, fleet.Errorf(fleet.CodeTooLarge, "request is %d bytes; at most %d are allowed", len(body), limit)
 	}
 	res, err = h(ctx, op, body)
 	if !fleet.ReadOnlyOps[name] {
-		s.log.Info("control API", "operator", op.Name, "op", name, "request", string(body), "error", errString(err))
+		logged := string(body)
+		if len(logged) > 512 {
+			logged = logged[:512] + "…"
+		}
+		s.log.Info("control API", "operator", op.Name, "op", name, "request", logged, "error", errString(err))
 	}
 	return res, mapRegistryError(err)
 }
@@ -217,4 +222,30 @@ func (s *Service) apiOperatorsRemove(ctx context.Context, _ operatorIdentity, bo
 	}
 	closed := s.kick(ctx, s.presence.connsOf(operatorUserPrefix+r.Name))
 	return fleet.RemoveResult{ID: r.Name, Closed: closed}, nil
+}
+
+// maxBody bounds a control request: small, but an import carries many
+// machines (the broker's payload limit bounds it further).
+func maxBody(op string) int {
+	if op == fleet.OpMachinesImport {
+		return 64 << 20
+	}
+	return 64 * 1024
+}
+
+func (s *Service) apiMachinesImport(_ context.Context, op operatorIdentity, body []byte) (any, error) {
+	var r fleet.MachineImport
+	if err := decode(body, &r); err != nil {
+		return nil, err
+	}
+	for _, m := range r.Machines {
+		if _, ok := s.reg.OperatorByKey(m.Key); ok {
+			return nil, fleet.Errorf(fleet.CodeConflict, "machine %s: key %s belongs to an operator", m.ID, m.Key)
+		}
+	}
+	n, err := s.reg.AddMachines(r.Machines, op.Name)
+	if err != nil {
+		return nil, err
+	}
+	return fleet.ImportResult{Added: n}, nil
 }

@@ -459,3 +459,49 @@ func (r *Registry) Operator(name string) (fleet.Operator, bool) {
 	}
 	return *o, true
 }
+
+// AddMachines registers many machines with one write, replacing entries
+// with the same id. Nothing is changed unless every entry is valid and the
+// write succeeds.
+func (r *Registry) AddMachines(reqs []fleet.MachineRequest, by string) (int, error) {
+	for i, q := range reqs {
+		if err := fleet.ValidateMachineID(q.ID); err != nil {
+			return 0, invalidf("machine %d: %v", i, err)
+		}
+		if !nkeys.IsValidPublicUserKey(q.Key) {
+			return 0, invalidf("machine %s: key %q is not a public user nkey", q.ID, q.Key)
+		}
+		if err := validateLabels(q.Labels); err != nil {
+			return 0, err
+		}
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	type prev struct {
+		m       *fleet.Machine
+		had     bool
+		p       *fleet.Pending
+		hadPend bool
+	}
+	undo := make(map[string]prev, len(reqs))
+	now := r.now().UTC()
+	for _, q := range reqs {
+		if _, seen := undo[q.ID]; !seen {
+			m, had := r.data.Machines[q.ID]
+			p, hadPend := r.data.Pending[q.ID]
+			undo[q.ID] = prev{m, had, p, hadPend}
+		}
+		r.data.Machines[q.ID] = &fleet.Machine{ID: q.ID, Key: q.Key, Labels: copyLabels(q.Labels), AddedAt: now, AddedBy: by}
+		delete(r.data.Pending, q.ID)
+	}
+	err := r.commitLocked(func() {
+		for id, u := range undo {
+			restore(r.data.Machines, id, u.m, u.had)
+			restore(r.data.Pending, id, u.p, u.hadPend)
+		}
+	})
+	if err != nil {
+		return 0, err
+	}
+	return len(reqs), nil
+}

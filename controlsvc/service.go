@@ -229,10 +229,7 @@ func (s *Service) startServing(ctx context.Context) error {
 	if err := s.resync(rctx); err != nil {
 		return fmt.Errorf("initial presence snapshot: %w", err)
 	}
-	snapSub, err := s.fl.QueueSubscribe(fleet.PresenceSnapshotSubject, "cc-control", func(m *nats.Msg) {
-		b, _ := json.Marshal(s.presence.snapshot())
-		_ = m.Respond(b)
-	})
+	snapSub, err := s.fl.QueueSubscribe(fleet.PresenceSnapshotSubject, "cc-control", s.answerSnapshot)
 	if err != nil {
 		return err
 	}
@@ -252,6 +249,31 @@ func (s *Service) startServing(ctx context.Context) error {
 	}
 	s.log.Info("control service ready", "url", s.url, "data", s.cfg.DataDir)
 	return nil
+}
+
+// answerSnapshot replies with the ONLINE list, in parts of at most
+// fleet.SnapshotChunk servers when the fleet is large.
+func (s *Service) answerSnapshot(m *nats.Msg) {
+	if m.Reply == "" {
+		return
+	}
+	snap := s.presence.snapshot()
+	if len(snap.Servers) <= fleet.SnapshotChunk {
+		b, _ := json.Marshal(snap)
+		_ = m.Respond(b)
+		return
+	}
+	all := snap.Servers
+	snap.Parts = (len(all) + fleet.SnapshotChunk - 1) / fleet.SnapshotChunk
+	for i := range snap.Parts {
+		snap.Part = i + 1
+		snap.Servers = all[i*fleet.SnapshotChunk : min(len(all), (i+1)*fleet.SnapshotChunk)]
+		b, _ := json.Marshal(snap)
+		if err := s.fl.Publish(m.Reply, b); err != nil {
+			s.log.Warn("snapshot reply not sent", "error", err)
+			return
+		}
+	}
 }
 
 func (s *Service) resyncLoop(ctx context.Context) {

@@ -62,11 +62,20 @@ type Server struct {
 // PresenceSnapshot answers [PresenceSnapshotSubject]. Seq is the sequence
 // number of the last event already folded into Servers: a watcher that
 // subscribed to events before asking drops every event with Seq <= this.
+//
+// A large fleet's snapshot comes as several replies to the one request,
+// each with the same Seq and Time, Part 1…Parts, so no message exceeds the
+// broker's payload limit; Parts is 0 (omitted) when one reply holds all.
 type PresenceSnapshot struct {
 	Seq     uint64    `json:"seq"`
 	Servers []Server  `json:"servers"`
 	Time    time.Time `json:"time"`
+	Part    int       `json:"part,omitempty"`
+	Parts   int       `json:"parts,omitempty"`
 }
+
+// SnapshotChunk is how many servers one snapshot reply holds at most.
+const SnapshotChunk = 2000
 
 // PresenceEvent is published on [PresenceEventSubject] when a machine joins
 // (first authorised connection) or leaves (last connection gone).
@@ -89,6 +98,7 @@ const (
 	OpMachinesAdd     = "machines.add"
 	OpMachinesRemove  = "machines.rm"
 	OpMachinesLabel   = "machines.label"
+	OpMachinesImport  = "machines.import"
 	OpOperatorsList   = "operators.list"
 	OpOperatorsAdd    = "operators.add"
 	OpOperatorsRemove = "operators.rm"
@@ -144,4 +154,16 @@ type OperatorRequest struct {
 // OperatorList answers operators.list.
 type OperatorList struct {
 	Operators []Operator `json:"operators"`
+}
+
+// MachineImport is the body of machines.import: many machines registered
+// in one registry write (a swarm, or a fleet migrated from elsewhere).
+// Existing entries with the same id are replaced.
+type MachineImport struct {
+	Machines []MachineRequest `json:"machines"`
+}
+
+// ImportResult answers machines.import.
+type ImportResult struct {
+	Added int `json:"added"`
 }
