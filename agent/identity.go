@@ -2,6 +2,7 @@ package agent
 
 import (
 	"bufio"
+	"crypto/ed25519"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -10,6 +11,7 @@ import (
 	"path/filepath"
 	"strings"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nkeys"
 )
 
@@ -131,4 +133,17 @@ func interfaceIPv4(name string) string {
 		}
 	}
 	return ""
+}
+
+// signerFor signs the server nonce with a key derived once from the seed
+// (nkeys derives it on every Sign); it falls back to kp.Sign.
+func signerFor(kp nkeys.KeyPair) nats.SignatureHandler {
+	seed, err := kp.Seed()
+	if err == nil {
+		if _, raw, err := nkeys.DecodeSeed(seed); err == nil && len(raw) == ed25519.SeedSize {
+			priv := ed25519.NewKeyFromSeed(raw)
+			return func(nonce []byte) ([]byte, error) { return ed25519.Sign(priv, nonce), nil }
+		}
+	}
+	return kp.Sign
 }

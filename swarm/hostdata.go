@@ -23,8 +23,9 @@ var profiles = []struct {
 // uses profile i % NumProfiles.
 var NumProfiles = len(profiles)
 
-// writeProfiles lays the synthetic host trees under dir/profile-N.
-func writeProfiles(dir string) ([]string, error) {
+// WriteHosts lays the synthetic host trees under dir/profile-N and
+// returns their roots (for functions.Env.Root).
+func WriteHosts(dir string) ([]string, error) {
 	var roots []string
 	for i, p := range profiles {
 		root := filepath.Join(dir, fmt.Sprintf("profile-%d", i))

@@ -98,7 +98,7 @@ func New(cfg Config) (*Swarm, error) {
 		}
 		s.tmp, cfg.Dir = d, d
 	}
-	roots, err := writeProfiles(cfg.Dir)
+	roots, err := WriteHosts(cfg.Dir)
 	if err != nil {
 		return nil, fmt.Errorf("swarm: synthetic hosts: %w", err)
 	}

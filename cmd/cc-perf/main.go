@@ -1,0 +1,121 @@
+// Command cc-perf is the benchmark harness: it builds real fleets in this
+// process (simulated agents, each authorised through the callout), times
+// full-fleet calls, single calls, authorisations, a broker restart,
+// presence latency and the agent's idle footprint, and prints each figure
+// beside its baseline measured in the same run and its target.
+//
+//	go run ./cmd/cc-perf                          # 1,000 / 10,000 / 50,000 agents
+//	go run ./cmd/cc-perf --sizes 200 --reps 5     # a quick look
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"runtime"
+	"runtime/pprof"
+	"strconv"
+	"strings"
+	"syscall"
+	"text/tabwriter"
+	"time"
+
+	"github.com/commandcontrol/commandcontrol/perf"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, os.Args[1:], os.Stdout, os.Stderr); err != nil {
+		fmt.Fprintln(os.Stderr, "cc-perf:", err)
+		os.Exit(1)
+	}
+}
+
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("cc-perf", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	sizes := fs.String("sizes", "1000,10000,50000", "fleet sizes for the full-fleet call")
+	reps := fs.Int("reps", 20, "full-fleet calls timed per size")
+	direct := fs.Int("direct-reps", 1000, "single direct calls timed (each way)")
+	presence := fs.Int("presence-reps", 100, "connect/close cycles for presence latency")
+	restart := fs.Int("restart", 10000, "fleet size for the broker-restart measure (0 skips)")
+	idle := fs.Duration("idle", 30*time.Second, "how long the agent's idle footprint is measured (0 skips)")
+	agentBin := fs.String("agent-binary", "", "cc-agent binary for the idle measure (default: built from ./cmd/cc-agent)")
+	markdown := fs.Bool("markdown", false, "print the table as Markdown")
+	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the whole run to this file")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	cfg := perf.Config{Reps: *reps, DirectReps: *direct, PresenceReps: *presence, RestartN: *restart, IdleFor: *idle, Progress: stderr}
+	for _, s := range strings.Split(*sizes, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(s))
+		if err != nil || n < 1 {
+			return fmt.Errorf("--sizes: %q is not a positive number", s)
+		}
+		cfg.Sizes = append(cfg.Sizes, n)
+	}
+	if *idle > 0 {
+		cfg.AgentBinary = *agentBin
+		if cfg.AgentBinary == "" {
+			dir, err := os.MkdirTemp("", "cc-perf-bin-")
+			if err != nil {
+				return err
+			}
+			defer os.RemoveAll(dir)
+			cfg.AgentBinary = filepath.Join(dir, "cc-agent")
+			build := exec.CommandContext(ctx, "go", "build", "-o", cfg.AgentBinary, "./cmd/cc-agent")
+			build.Stderr = stderr
+			if err := build.Run(); err != nil {
+				return fmt.Errorf("build cc-agent (run from the repository root or pass --agent-binary): %w", err)
+			}
+		}
+	}
+	fmt.Fprintf(stderr, "cc-perf on %s/%s, %d CPUs, %s\n", runtime.GOOS, runtime.GOARCH, runtime.NumCPU(), runtime.Version())
+	if *cpuProfile != "" {
+		f, err := os.Create(*cpuProfile)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return err
+		}
+		defer pprof.StopCPUProfile()
+	}
+	start := time.Now()
+	rows, err := perf.Run(ctx, cfg)
+	print(stdout, rows, *markdown)
+	fmt.Fprintf(stderr, "took %s\n", time.Since(start).Round(time.Second))
+	return err
+}
+
+func print(w io.Writer, rows []perf.Row, markdown bool) {
+	head := []string{"measure", "commandcontrol", "baseline (same run)", "ratio", "target", "met", "note"}
+	line := func(r perf.Row) []string {
+		ratio := ""
+		if r.Ratio > 0 {
+			ratio = fmt.Sprintf("%.2f×", r.Ratio)
+		}
+		return []string{r.What, r.Value, r.Baseline, ratio, r.Target, r.Met, r.Note}
+	}
+	if markdown {
+		fmt.Fprintln(w, "| "+strings.Join(head, " | ")+" |")
+		fmt.Fprintln(w, strings.Repeat("|---", len(head))+"|")
+		for _, r := range rows {
+			fmt.Fprintln(w, "| "+strings.Join(line(r), " | ")+" |")
+		}
+		return
+	}
+	tw := tabwriter.NewWriter(w, 2, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, strings.ToUpper(strings.Join(head, "\t")))
+	for _, r := range rows {
+		fmt.Fprintln(tw, strings.Join(line(r), "\t"))
+	}
+	tw.Flush()
+}

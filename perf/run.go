@@ -1,0 +1,159 @@
+package perf
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"syscall"
+	"time"
+)
+
+// Config chooses what the harness measures.
+type Config struct {
+	// Sizes are the fleet sizes for the full-fleet call (e.g. 1000, 10000, 50000).
+	Sizes []int
+	// Reps is how many full-fleet calls are timed per size.
+	Reps int
+	// DirectReps is how many single direct calls are timed.
+	DirectReps int
+	// PresenceReps is how many connect/close cycles presence latency is
+	// measured over.
+	PresenceReps int
+	// RestartN is the fleet size for the broker-restart measure (0 skips it).
+	RestartN int
+	// AgentBinary, when set, is a built cc-agent whose idle footprint is
+	// measured for IdleFor.
+	AgentBinary string
+	IdleFor     time.Duration
+	// Progress receives a line per step; nil discards.
+	Progress io.Writer
+	Logger   *slog.Logger
+}
+
+// Run measures everything cfg asks for and returns the report rows.
+func Run(ctx context.Context, cfg Config) ([]Row, error) {
+	if cfg.Progress == nil {
+		cfg.Progress = io.Discard
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	raiseFileLimit()
+	var rows []Row
+	for i, n := range cfg.Sizes {
+		r, err := fanoutRows(ctx, cfg, n, i == 0)
+		if err != nil {
+			return rows, fmt.Errorf("fleet of %d: %w", n, err)
+		}
+		rows = append(rows, r...)
+	}
+	if cfg.RestartN > 0 {
+		fmt.Fprintf(cfg.Progress, "broker restart with %d agents…\n", cfg.RestartN)
+		r, err := restartRow(ctx, cfg, cfg.RestartN)
+		if err != nil {
+			return rows, fmt.Errorf("restart: %w", err)
+		}
+		rows = append(rows, r)
+	}
+	if cfg.AgentBinary != "" {
+		fmt.Fprintf(cfg.Progress, "agent idle footprint for %s…\n", cfg.IdleFor)
+		r, err := idleRows(ctx, cfg)
+		if err != nil {
+			return rows, fmt.Errorf("idle footprint: %w", err)
+		}
+		rows = append(rows, r...)
+	}
+	return rows, nil
+}
+
+var fanoutTargets = map[int]time.Duration{10000: 400 * time.Millisecond, 50000: 2 * time.Second}
+
+func fanoutRows(ctx context.Context, cfg Config, n int, first bool) ([]Row, error) {
+	fmt.Fprintf(cfg.Progress, "fleet of %d: registering and connecting…\n", n)
+	st, err := startStack(ctx, n, "", "", cfg.Logger)
+	if err != nil {
+		return nil, err
+	}
+	defer st.close()
+	rate := float64(n) / st.connect.Seconds()
+	rows := []Row{{
+		What:   fmt.Sprintf("authorisations through the callout (%d agents connecting)", n),
+		Value:  fmt.Sprintf("%.0f /s", rate),
+		Target: "≥ 5,000 /s", Met: yes(rate >= 5000),
+		Note: fmt.Sprintf("all connected in %s, all ONLINE in %s", st.connect.Round(time.Millisecond), st.online.Round(time.Millisecond)),
+	}}
+	fmt.Fprintf(cfg.Progress, "fleet of %d: %d full-fleet calls…\n", n, cfg.Reps)
+	d, err := fleetCall(ctx, st.c, n, cfg.Reps)
+	if err != nil {
+		return nil, err
+	}
+	if first {
+		r, err := directAndPresence(ctx, cfg, st)
+		if err != nil {
+			return nil, err
+		}
+		rows = append(rows, r...)
+	}
+	st.close()
+	fmt.Fprintf(cfg.Progress, "fleet of %d: baseline (plain nats.go fan-out)…\n", n)
+	raw, err := rawFanout(ctx, n, cfg.Reps)
+	if err != nil {
+		return nil, err
+	}
+	p50, p99, r50 := d.Quantile(0.5), d.Quantile(0.99), raw.Quantile(0.5)
+	target, met := "—", ""
+	if t, ok := fanoutTargets[n]; ok {
+		target, met = "≤ "+ms(t)+" p50", yes(p50 <= t)
+	}
+	rows = append(rows, Row{
+		What:  fmt.Sprintf("full-fleet call, %d agents, all replies in (p50 / p99 over %d)", n, cfg.Reps),
+		Value: ms(p50) + " / " + ms(p99), Baseline: ms(r50) + " / " + ms(raw.Quantile(0.99)),
+		Ratio: ratio(p50, r50), Target: target, Met: met,
+	}, Row{
+		What: fmt.Sprintf("  overhead against raw fan-out, %d agents (p50 ratio)", n), Value: fmt.Sprintf("%.2f×", ratio(p50, r50)),
+		Target: "≤ 1.5×", Met: yes(ratio(p50, r50) <= 1.5),
+	})
+	return rows, nil
+}
+
+func directAndPresence(ctx context.Context, cfg Config, st *stack) ([]Row, error) {
+	fmt.Fprintf(cfg.Progress, "single direct call, %d times each way…\n", cfg.DirectReps)
+	sdk, raw, err := directCall(ctx, st.c, st.sw.Members()[0].ID, cfg.DirectReps)
+	if err != nil {
+		return nil, err
+	}
+	rows := []Row{{
+		What:  fmt.Sprintf("single direct call (p50 / p99 over %d)", cfg.DirectReps),
+		Value: ms(sdk.Quantile(0.5)) + " / " + ms(sdk.Quantile(0.99)), Baseline: ms(raw.Quantile(0.5)) + " / " + ms(raw.Quantile(0.99)),
+		Ratio: ratio(sdk.Quantile(0.5), raw.Quantile(0.5)), Target: "≤ 1.5× raw", Met: yes(ratio(sdk.Quantile(0.5), raw.Quantile(0.5)) <= 1.5),
+	}}
+	fmt.Fprintf(cfg.Progress, "presence latency, %d connect/close cycles…\n", cfg.PresenceReps)
+	join, leave, err := presenceLatency(ctx, st, cfg.PresenceReps)
+	if err != nil {
+		return nil, err
+	}
+	for _, x := range []struct {
+		what string
+		d    Durations
+	}{{"presence: connect → joined at a watcher (p50 / p99)", join}, {"presence: close → left at a watcher (p50 / p99)", leave}} {
+		rows = append(rows, Row{What: x.what, Value: ms(x.d.Quantile(0.5)) + " / " + ms(x.d.Quantile(0.99)),
+			Target: "≤ 50 ms p99", Met: yes(x.d.Quantile(0.99) <= 50*time.Millisecond)})
+	}
+	return rows, nil
+}
+
+// raiseFileLimit lifts the open-file limit: tens of thousands of
+// connections, both ends in this process.
+func raiseFileLimit() {
+	var l syscall.Rlimit
+	if syscall.Getrlimit(syscall.RLIMIT_NOFILE, &l) != nil {
+		return
+	}
+	want := uint64(400000)
+	if l.Max < want {
+		l.Max = want
+	}
+	l.Cur = l.Max
+	_ = syscall.Setrlimit(syscall.RLIMIT_NOFILE, &l)
+}

@@ -1,0 +1,108 @@
+package perf
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"time"
+
+	"github.com/commandcontrol/commandcontrol/bench"
+	"github.com/commandcontrol/commandcontrol/broker"
+	"github.com/commandcontrol/commandcontrol/controlsvc"
+	"github.com/commandcontrol/commandcontrol/swarm"
+)
+
+// stack is a control service (embedded broker unless brokerURL is set),
+// an admin workbench client and a swarm of n agents, all ONLINE.
+type stack struct {
+	svc     *controlsvc.Service
+	c       *bench.Client
+	sw      *swarm.Swarm
+	dir     string
+	connect time.Duration // swarm start until every member connected
+	online  time.Duration // swarm start until every member ONLINE
+}
+
+func startStack(ctx context.Context, n int, dataDir, brokerURL string, log *slog.Logger) (*stack, error) {
+	st := &stack{dir: dataDir}
+	if st.dir == "" {
+		d, err := os.MkdirTemp("", "cc-perf-")
+		if err != nil {
+			return nil, err
+		}
+		st.dir = d
+	}
+	svc, err := controlsvc.New(controlsvc.Config{DataDir: st.dir, BrokerURL: brokerURL,
+		Broker: broker.Config{Listen: "127.0.0.1:0"}, Logger: log})
+	if err != nil {
+		return nil, err
+	}
+	if err := svc.Start(ctx); err != nil {
+		return nil, err
+	}
+	st.svc = svc
+	if st.c, err = bench.Connect(svc.ClientURL(), bench.WithSeedFile(svc.AdminKeyPath())); err != nil {
+		st.close()
+		return nil, err
+	}
+	if n > 0 {
+		if err := st.addSwarm(ctx, n); err != nil {
+			st.close()
+			return nil, err
+		}
+	}
+	return st, nil
+}
+
+func (st *stack) addSwarm(ctx context.Context, n int) error {
+	sw, err := swarm.New(swarm.Config{URL: st.svc.ClientURL(), N: n, Prefix: "perf"})
+	if err != nil {
+		return err
+	}
+	st.sw = sw
+	regs := sw.Registrations()
+	for i := 0; i < len(regs); i += 5000 {
+		if _, err := st.c.ImportMachines(ctx, regs[i:min(len(regs), i+5000)]); err != nil {
+			return fmt.Errorf("register the swarm: %w", err)
+		}
+	}
+	start := time.Now()
+	if err := sw.Start(ctx); err != nil {
+		return err
+	}
+	st.connect = time.Since(start)
+	if err := waitOnline(ctx, st.svc, n, 5*time.Minute); err != nil {
+		return err
+	}
+	st.online = time.Since(start)
+	return nil
+}
+
+// waitOnline polls the control service until n machines are ONLINE.
+func waitOnline(ctx context.Context, svc *controlsvc.Service, n int, limit time.Duration) error {
+	deadline := time.Now().Add(limit)
+	for {
+		got := len(svc.Snapshot().Servers)
+		if got >= n {
+			return nil
+		}
+		if time.Now().After(deadline) || ctx.Err() != nil {
+			return fmt.Errorf("%d of %d machines ONLINE after %s", got, n, limit)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+func (st *stack) close() {
+	if st.sw != nil {
+		st.sw.Close()
+	}
+	if st.c != nil {
+		st.c.Close()
+	}
+	if st.svc != nil {
+		st.svc.Close()
+	}
+	_ = os.RemoveAll(st.dir)
+}
