@@ -63,7 +63,15 @@ type Config struct {
 	// NATSOptions are appended to the agent's connection options (e.g. a
 	// dialer with a source address, for simulators).
 	NATSOptions []nats.Option
-	Logger      *slog.Logger
+	// FunctionsDir holds operators' function definitions (*.json, see
+	// docs/FUNCTIONS.md); empty for none. They are loaded on Start and
+	// reloaded when a file changes (polled every FunctionsPoll) or on
+	// [Agent.Reload], without a restart.
+	FunctionsDir string
+	// FunctionsPoll is how often FunctionsDir is checked for changes
+	// (0: functions.DefaultReloadInterval; negative: only on Reload).
+	FunctionsPoll time.Duration
+	Logger        *slog.Logger
 }
 
 // Agent is one machine's agent.
@@ -79,7 +87,9 @@ type Agent struct {
 	svc         micro.Service
 	mu          sync.Mutex
 	lastRefusal time.Time
+	sign        nats.SignatureHandler
 	created     bool
+	reload      chan struct{}
 }
 
 // New loads or creates the machine's key and works out its machine id.
@@ -99,7 +109,7 @@ func New(cfg Config) (*Agent, error) {
 	if cfg.MaxReconnectDelay <= 0 {
 		cfg.MaxReconnectDelay = DefaultMaxReconnectDelay
 	}
-	a := &Agent{cfg: cfg, key: cfg.Key, sem: make(chan struct{}, cfg.MaxConcurrent)}
+	a := &Agent{cfg: cfg, key: cfg.Key, sem: make(chan struct{}, cfg.MaxConcurrent), reload: make(chan struct{}, 1)}
 	if a.key == nil {
 		if cfg.KeyFile == "" {
 			return nil, errors.New("agent: no key: pass --key FILE (it is created on first start)")
@@ -111,6 +121,7 @@ func New(cfg Config) (*Agent, error) {
 		a.key, a.created = kp, created
 	}
 	a.pub, _ = a.key.PublicKey()
+	a.sign = signerFor(a.key)
 	a.id = cfg.MachineID
 	if a.id == "" {
 		id, err := DefaultMachineID()
@@ -153,10 +164,27 @@ func (a *Agent) Run(ctx context.Context) error {
 	return nil
 }
 
+// Reload asks the agent to reload its operators' function definitions now
+// (cc-agent does it on SIGHUP). It returns at once.
+func (a *Agent) Reload() {
+	select {
+	case a.reload <- struct{}{}:
+	default: // a reload is already pending
+	}
+}
+
 // Start connects in the background and begins serving; it returns at once.
 func (a *Agent) Start(ctx context.Context) error {
 	if !a.cfg.NoSamplers {
 		a.fns.Start(ctx)
+	}
+	if dir := a.cfg.FunctionsDir; dir != "" {
+		a.fns.LoadDir(dir)
+		poll := a.cfg.FunctionsPoll
+		if poll < 0 {
+			poll = 1<<63 - 1 // never: reload on request only
+		}
+		go a.fns.WatchDir(ctx, dir, poll, a.reload, nil)
 	}
 	nc, err := nats.Connect(a.cfg.URL, a.natsOptions()...)
 	if err != nil {
@@ -174,7 +202,7 @@ func (a *Agent) natsOptions() []nats.Option {
 	maxDelay := a.cfg.MaxReconnectDelay
 	return append([]nats.Option{
 		nats.Name(a.id),
-		nats.Nkey(a.pub, a.key.Sign),
+		nats.Nkey(a.pub, a.sign),
 		nats.RetryOnFailedConnect(true),
 		nats.MaxReconnects(-1),
 		nats.IgnoreAuthErrorAbort(),
@@ -258,39 +286,57 @@ func (a *Agent) handle(req micro.Request) {
 	if reply == "" {
 		return
 	}
+	if !strings.HasPrefix(reply, fleet.InboxRoot+".") {
+		// The broker lets an agent answer on whatever reply subject the
+		// caller chose; only an operator inbox is a legitimate one, so a
+		// caller cannot make this agent publish on, say, a presence subject.
+		a.log.Warn("call refused: its reply subject is not an operator inbox", "subject", subject, "reply", reply)
+		return
+	}
 	_, fn, err := fleet.ParseFnSubject(subject)
 	if err != nil {
-		a.reply(reply, nil, fleet.Errorf(fleet.CodeBadRequest, "%v", err))
+		a.reply(reply, "", 0, nil, fleet.Errorf(fleet.CodeBadRequest, "%v", err))
 		return
 	}
 	select {
 	case a.sem <- struct{}{}:
 	default:
-		a.reply(reply, nil, fleet.Errorf(fleet.CodeUnavailable, "%s is busy: %d calls running; retry later", a.id, a.cfg.MaxConcurrent))
+		a.reply(reply, fn, 0, nil, fleet.Errorf(fleet.CodeUnavailable, "%s is busy: %d calls running; retry later", a.id, a.cfg.MaxConcurrent))
 		return
 	}
 	go func() {
 		defer func() { <-a.sem }()
+		start := time.Now()
 		ctx, cancel := context.WithTimeout(context.Background(), a.cfg.CallTimeout)
 		defer cancel()
 		res, err := a.fns.Call(ctx, fn, data)
 		if err == nil && ctx.Err() != nil {
 			err = fleet.Errorf(fleet.CodeTimeout, "%s did not finish within %s", fn, a.cfg.CallTimeout)
 		}
-		a.reply(reply, res, err)
+		a.reply(reply, fn, time.Since(start), res, err)
 	}()
 }
 
-// reply sends a result, or an error as micro-style error headers.
-func (a *Agent) reply(subject string, res any, err error) {
+// reply sends a result, or an error as micro-style error headers, with
+// the function's name and how long it took (fn "" when the subject named
+// none).
+func (a *Agent) reply(subject, fn string, took time.Duration, res any, err error) {
 	m := nats.NewMsg(subject)
 	m.Header.Set(fleet.HeaderMachine, a.id)
+	if fn != "" {
+		m.Header.Set(fleet.HeaderFunction, fn)
+		m.Header.Set(fleet.HeaderDuration, strconv.FormatFloat(took.Seconds(), 'f', -1, 64))
+	}
 	if err == nil {
 		b, jerr := json.Marshal(res)
-		if jerr == nil {
-			m.Data = b
-		} else {
+		switch {
+		case jerr != nil:
 			err = fleet.Errorf(fleet.CodeInternal, "cannot encode the result: %v", jerr)
+		case int64(len(b)) > a.nc.MaxPayload()-replyHeadroom:
+			err = fleet.Errorf(fleet.CodeTooLarge, "the result is %d bytes, more than the broker's %d-byte message limit; narrow the call with its arguments",
+				len(b), a.nc.MaxPayload())
+		default:
+			m.Data = b
 		}
 	}
 	if err != nil {
@@ -300,11 +346,29 @@ func (a *Agent) reply(subject string, res any, err error) {
 			desc = fe.Description
 		}
 		m.Header.Set(fleet.HeaderErrorCode, strconv.Itoa(fleet.CodeOf(err)))
-		m.Header.Set(fleet.HeaderError, desc)
+		m.Header.Set(fleet.HeaderError, headerSafe(desc))
 	}
 	if perr := a.nc.PublishMsg(m); perr != nil {
 		a.log.Warn("reply not sent", "error", perr)
 	}
+}
+
+// replyHeadroom is what a reply's headers and protocol line may take of
+// the broker's max payload.
+const replyHeadroom = 1024
+
+// headerSafe makes an error description fit one header line, at most 4 KiB.
+func headerSafe(s string) string {
+	s = strings.Map(func(r rune) rune {
+		if r < 0x20 || r == 0x7f {
+			return ' '
+		}
+		return r
+	}, strings.ToValidUTF8(s, "\uFFFD"))
+	if len(s) > 4096 {
+		s = strings.ToValidUTF8(s[:4096], "") + "…"
+	}
+	return s
 }
 
 // Conn is the agent's NATS connection (nil before Start).

@@ -7,9 +7,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/commandcontrol/commandcontrol/agent/functions"
 	"github.com/commandcontrol/commandcontrol/bench"
-	"github.com/commandcontrol/commandcontrol/bench/fakefleet"
 	"github.com/commandcontrol/commandcontrol/fleet"
+	"github.com/commandcontrol/commandcontrol/internal/stacktest"
 )
 
 // generous is far below the calls' 10 s deadline and far above what a
@@ -27,8 +28,9 @@ func machines(rs []bench.Reply) []string {
 
 func TestCallBroadcastEndsAtLastReply(t *testing.T) {
 	f := startFleet(t)
+	limit := functions.Arg{Name: "limit", Type: functions.TypeString}
 	for _, id := range []string{"10.0.0.1_web01", "10.0.0.2_web02", "10.0.0.3_db01"} {
-		f.agent(id, map[string]string{"role": "web"}, fakefleet.Echo(id), true)
+		f.agent(id, map[string]string{"role": "web"}, stacktest.Echo("current-load", id, limit))
 	}
 	c := f.connect(f.Admin)
 	res, err := c.Call(testCtx(t), "current-load", map[string]any{"limit": "10"}, bench.CallOptions{Timeout: 10 * time.Second})
@@ -52,10 +54,10 @@ func TestCallBroadcastEndsAtLastReply(t *testing.T) {
 
 func TestCallSelectionNoResponseAndErrors(t *testing.T) {
 	f := startFleet(t)
-	f.agent("10.0.0.1_web01", map[string]string{"role": "web"}, fakefleet.Result(map[string]any{"load1": 12.5}), true)
-	f.agent("10.0.0.2_web02", map[string]string{"role": "web"}, fakefleet.Fail(fleet.CodeInternal, "boom"), true)
-	f.agent("10.0.0.3_web03", map[string]string{"role": "web"}, fakefleet.Silent(), true)
-	f.agent("10.0.0.4_db01", map[string]string{"role": "db"}, fakefleet.Echo("db"), true)
+	f.agent("10.0.0.1_web01", map[string]string{"role": "web"}, stacktest.Result("current-load", map[string]any{"load1": 12.5}))
+	f.agent("10.0.0.2_web02", map[string]string{"role": "web"}, stacktest.Fail("current-load", fleet.CodeInternal, "boom"))
+	f.agent("10.0.0.3_web03", map[string]string{"role": "web"}, stacktest.Silent(t, "current-load"))
+	f.agent("10.0.0.4_db01", map[string]string{"role": "db"}, stacktest.Echo("current-load", "10.0.0.4_db01"))
 	c := f.connect(f.Admin)
 
 	sel, err := bench.ParseSelector("role=web")
@@ -91,36 +93,54 @@ func TestCallSelectionNoResponseAndErrors(t *testing.T) {
 	}
 }
 
+// TestCallOfflineMachineEndsAtOnce: a selected machine goes offline after
+// the caller's presence snapshot was answered but before the call is
+// published. Nobody serves its subject any more, so the call ends at once
+// with it in the no-response set; it does not wait for the deadline.
 func TestCallOfflineMachineEndsAtOnce(t *testing.T) {
 	f := startFleet(t)
-	f.agent("10.0.0.1_web01", nil, fakefleet.Echo("a"), true)
-	f.Control.Join("10.0.0.9_gone", nil) // in presence, but no agent listens
-	c := f.connect(f.Admin)
+	f.agent("10.0.0.1_web01", nil)
+	gone := stacktest.StartAgent(t, f.Svc, "10.0.0.9_gone", nil)
+	c := f.connect(f.Admin, stacktest.WithHooks(stacktest.Hook{
+		Sent: fleet.FnSubject("10.0.0.9_gone", "machine-info"),
+		Fn: func() {
+			gone.Close()
+			if err := stacktest.Await(f.Svc, "10.0.0.9_gone", false); err != nil {
+				t.Error(err)
+			}
+		},
+	}))
 	sel, _ := bench.ParseSelector("hostname=gone")
 	res, err := c.Call(testCtx(t), "machine-info", nil, bench.CallOptions{Where: sel, Timeout: 10 * time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if res.Took > generous || res.TimedOut {
-		t.Errorf("took %v; the broker's no-responders status should end the call", res.Took)
+	if res.Expected != 1 || res.Took > generous || res.TimedOut {
+		t.Errorf("%+v in %v; the no-responders status should end the call", res.Summary, res.Took)
 	}
 	if !reflect.DeepEqual(res.NoResponse, []string{"10.0.0.9_gone"}) {
 		t.Errorf("no response = %q", res.NoResponse)
 	}
 }
 
+// TestCallUnexpectedResponder: a registered machine comes online after the
+// caller's presence snapshot was answered but before its broadcast is
+// published. It answers the broadcast and is reported as unexpected.
 func TestCallUnexpectedResponder(t *testing.T) {
 	f := startFleet(t)
 	// The expected agent answers late, so the call is still open when the
 	// unexpected one answers.
-	f.agent("10.0.0.1_web01", nil, func(string, map[string]any) (any, error) {
-		time.Sleep(500 * time.Millisecond)
-		return "slow", nil
-	}, true)
-	// Connected, but not (yet) in the presence list: it answers the
-	// broadcast and is reported as unexpected.
-	f.agent("10.0.0.2_late", nil, fakefleet.Echo("b"), false)
-	c := f.connect(f.Admin)
+	f.agent("10.0.0.1_web01", nil, stacktest.Slow("machine-info", 500*time.Millisecond, "slow"))
+	stacktest.RegisterMachine(t, f.Svc, "10.0.0.2_late", nil)
+	late := stacktest.NewAgent(t, f.Svc, "10.0.0.2_late", stacktest.Echo("machine-info", "10.0.0.2_late"))
+	c := f.connect(f.Admin, stacktest.WithHooks(stacktest.Hook{
+		Sent: fleet.AllSubject("machine-info"),
+		Fn: func() {
+			if err := stacktest.Launch(t.Context(), f.Svc, late); err != nil {
+				t.Error(err)
+			}
+		},
+	}))
 
 	var streamed []bench.Reply
 	sum, err := c.Stream(testCtx(t), "machine-info", nil, bench.CallOptions{Timeout: 10 * time.Second}, func(r bench.Reply) {
@@ -142,7 +162,7 @@ func TestCallUnexpectedResponder(t *testing.T) {
 
 func TestCallExplicitMachines(t *testing.T) {
 	f := startFleet(t)
-	f.agent("10.0.0.1_web01", nil, fakefleet.Echo("a"), false)
+	f.agent("10.0.0.1_web01", nil)
 	c := f.connect(f.Admin)
 	res, err := c.Call(testCtx(t), "machine-info", nil, bench.CallOptions{
 		Machines: []string{"10.0.0.1_web01", "10.0.0.2_nowhere"}, Timeout: 10 * time.Second,
@@ -167,20 +187,22 @@ func TestCallNothingSelected(t *testing.T) {
 	}
 }
 
+// TestCallDeniedByBroker: the user JWT the callout issues a viewer lets it
+// publish read-only functions only.
 func TestCallDeniedByBroker(t *testing.T) {
 	f := startFleet(t)
-	f.agent("10.0.0.1_web01", nil, fakefleet.Echo("a"), true)
-	c := f.connect(f.Viewer) // may call current-load only
+	f.agent("10.0.0.1_web01", nil, stacktest.Result("reboot", "rebooting"))
+	c := f.connect(f.Viewer)
 	res, err := c.Call(testCtx(t), "reboot", nil, bench.CallOptions{Timeout: 10 * time.Second})
 	var fe *fleet.Error
 	if !errors.As(err, &fe) || fe.Code != fleet.CodeForbidden {
 		t.Fatalf("err = %v, want a 403 *fleet.Error", err)
 	}
-	if res == nil || res.Took > generous {
-		t.Errorf("results %+v: want partial results, returned early", res)
+	if res == nil || res.Took > generous || res.NumOK != 0 {
+		t.Errorf("results %+v: want partial results, returned early, no reply", res)
 	}
-	if _, err := c.Call(testCtx(t), "current-load", nil, bench.CallOptions{}); err != nil {
-		t.Errorf("allowed function: %v", err)
+	if res, err := c.Call(testCtx(t), "current-load", nil, bench.CallOptions{Timeout: 10 * time.Second}); err != nil || !res.AllOK() {
+		t.Errorf("allowed function: %+v, %v", res, err)
 	}
 }
 

@@ -15,8 +15,9 @@ import (
 )
 
 // DefaultName is the connection name a [Client] uses unless [WithName] says
-// otherwise.
-const DefaultName = "cc-bench"
+// otherwise. It is not a valid machine id, so a key the broker does not know
+// is never mistaken for a machine asking to join (and listed as pending).
+const DefaultName = "cc-bench (operator)"
 
 // DefaultTimeout bounds a request (presence snapshot, control API) whose
 // context has no deadline, the connect handshake, and a call without
@@ -78,6 +79,9 @@ func WithSeedFile(path string) Option {
 func WithSeed(seed []byte) Option { return func(c *config) { c.seed = seed } }
 
 // WithName sets the connection name the broker shows (default [DefaultName]).
+// Choose one that is not a valid machine id (put a space in it): the control
+// service records a refused connection named like a machine as a pending
+// machine.
 func WithName(name string) Option { return func(c *config) { c.name = name } }
 
 // WithConnectTimeout bounds the connect handshake (default [DefaultTimeout]).

@@ -7,15 +7,34 @@ import (
 	"path/filepath"
 	"testing"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nkeys"
 
 	"github.com/commandcontrol/commandcontrol/bench"
 	"github.com/commandcontrol/commandcontrol/fleet"
+	"github.com/commandcontrol/commandcontrol/internal/stacktest"
 )
+
+// tryJoin makes machine id try to connect with key kp, as an agent does,
+// and checks that the broker refused it.
+func tryJoin(t *testing.T, f *testFleet, id string, kp nkeys.KeyPair) {
+	t.Helper()
+	nc, err := stacktest.Dial(f.URL, kp, id)
+	if err == nil {
+		nc.Close()
+		t.Fatalf("%s connected; want it refused", id)
+	}
+	if !errors.Is(err, nats.ErrAuthorization) {
+		t.Fatalf("%s: err = %v, want an authorization error", id, err)
+	}
+}
 
 func TestControlAPI(t *testing.T) {
 	f := startFleet(t)
-	f.Control.AddPending(fleet.Pending{ID: "10.0.0.7_new", Key: "UNEW", Attempts: 2})
+	newKey := stacktest.Key(t, "new")
+	newPub := stacktest.Pub(t, newKey)
+	tryJoin(t, f, "10.0.0.7_new", newKey) // unknown: refused and recorded as pending
+	tryJoin(t, f, "10.0.0.7_new", newKey)
 	ctx := testCtx(t)
 	c := f.connect(f.Admin)
 
@@ -24,13 +43,14 @@ func TestControlAPI(t *testing.T) {
 		t.Fatalf("whoami = %+v, %v", who, err)
 	}
 	pend, err := c.PendingMachines(ctx)
-	if err != nil || len(pend) != 1 || pend[0].ID != "10.0.0.7_new" {
+	if err != nil || len(pend) != 1 || pend[0].ID != "10.0.0.7_new" || pend[0].Attempts != 2 {
 		t.Fatalf("pending = %+v, %v", pend, err)
 	}
-	if m, err := c.AcceptMachine(ctx, "10.0.0.7_new"); err != nil || m == nil || m.Key != "UNEW" {
+	if m, err := c.AcceptMachine(ctx, "10.0.0.7_new"); err != nil || m == nil || m.Key != newPub {
 		t.Fatalf("accept = %+v, %v", m, err)
 	}
-	if _, err := c.AddMachine(ctx, "10.0.0.8_web", "UWEB", map[string]string{"role": "web"}); err != nil {
+	webPub := stacktest.Pub(t, stacktest.Key(t, "web"))
+	if _, err := c.AddMachine(ctx, "10.0.0.8_web", webPub, map[string]string{"role": "web"}); err != nil {
 		t.Fatal(err)
 	}
 	m, err := c.LabelMachine(ctx, "10.0.0.8_web", map[string]string{"env": "prod"}, []string{"role"})
@@ -48,7 +68,7 @@ func TestControlAPI(t *testing.T) {
 	if fe := new(fleet.Error); !errors.As(err, &fe) || fe.Code != fleet.CodeNotFound {
 		t.Errorf("second rm: err = %v, want a 404 *fleet.Error", err)
 	}
-	if _, err := c.AddOperator(ctx, "bob", "UBOB", fleet.RoleViewer); err != nil {
+	if _, err := c.AddOperator(ctx, "bob", stacktest.Pub(t, stacktest.Key(t, "bob")), fleet.RoleViewer); err != nil {
 		t.Fatal(err)
 	}
 	ops, err := c.Operators(ctx)
@@ -66,7 +86,7 @@ func TestControlForbiddenForViewer(t *testing.T) {
 	if _, err := c.Machines(testCtx(t)); err != nil {
 		t.Fatalf("viewer may list machines: %v", err)
 	}
-	_, err := c.AddMachine(testCtx(t), "10.0.0.9_x", "UX", nil)
+	_, err := c.AddMachine(testCtx(t), "10.0.0.9_x", stacktest.Pub(t, stacktest.Key(t, "x")), nil)
 	var fe *fleet.Error
 	if !errors.As(err, &fe) || fe.Code != fleet.CodeForbidden {
 		t.Errorf("err = %v, want a 403 *fleet.Error", err)
@@ -75,9 +95,14 @@ func TestControlForbiddenForViewer(t *testing.T) {
 
 func TestConnectErrors(t *testing.T) {
 	f := startFleet(t)
-	stranger, _ := newOperator(t)
+	stranger := stacktest.Seed(t, stacktest.Key(t, "stranger"))
 	if _, err := bench.Connect(f.URL, bench.WithSeed(stranger)); !errors.Is(err, bench.ErrRefused) {
 		t.Errorf("unknown key: err = %v, want ErrRefused", err)
+	}
+	// The default connection name is no machine id: the refused operator
+	// key is not taken for a machine asking to join.
+	if pend, err := f.connect(f.Admin).PendingMachines(testCtx(t)); err != nil || len(pend) != 0 {
+		t.Errorf("pending after an unknown operator key: %+v, %v; want none", pend, err)
 	}
 
 	l, err := net.Listen("tcp", "127.0.0.1:0")
@@ -124,9 +149,16 @@ func TestConnectSeedFileAndKey(t *testing.T) {
 	}
 }
 
+// TestControlWithoutKey: a client whose connection authenticates through
+// plain NATS options, not WithSeed, does not know its operator key.
 func TestControlWithoutKey(t *testing.T) {
 	f := startFleet(t)
-	c, err := bench.Connect(f.URL, bench.WithNATSOptions(svcAuth))
+	kp, err := nkeys.FromSeed(f.Admin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pub := stacktest.Pub(t, kp)
+	c, err := bench.Connect(f.URL, bench.WithNATSOptions(nats.Nkey(pub, kp.Sign), nats.CustomInboxPrefix(fleet.OperatorInbox(pub))))
 	if err != nil {
 		t.Fatal(err)
 	}

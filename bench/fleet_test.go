@@ -1,112 +1,55 @@
 package bench_test
 
-// These tests run the SDK against a REAL nats-server embedded in-process.
-// The control service and the agents are stood in for by small real NATS
-// responders (bench/fakefleet) that speak the fleet wire contract;
-// the full-stack end-to-end test, with the real broker, control service and
-// agents, lives with those components.
+// These tests run the SDK against the REAL stack in-process
+// (internal/stacktest): the control service with its embedded broker and
+// auth callout, real agents connecting with their own nkeys, and operators
+// registered in the real registry. Test functions are added to the agents
+// to make a machine answer a given result, fail, stay silent or be slow.
 
 import (
 	"context"
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nkeys"
 
+	"github.com/commandcontrol/commandcontrol/agent/functions"
 	"github.com/commandcontrol/commandcontrol/bench"
-	"github.com/commandcontrol/commandcontrol/bench/fakefleet"
+	"github.com/commandcontrol/commandcontrol/controlsvc"
 	"github.com/commandcontrol/commandcontrol/fleet"
+	"github.com/commandcontrol/commandcontrol/internal/stacktest"
 )
 
-// testFleet is a broker with a fake control service, an admin and a viewer
-// operator, and whatever agents a test starts.
+// testFleet is a control service with an admin and a viewer operator, and
+// whatever agents a test starts.
 type testFleet struct {
-	t       *testing.T
-	URL     string
-	Admin   []byte // seed
-	Viewer  []byte // seed
-	Control *fakefleet.Control
-}
-
-// svcAuth is how the fake control service and agents log in.
-var svcAuth = nats.UserInfo("svc", "svc")
-
-func newOperator(t *testing.T) (seed []byte, pub string) {
-	t.Helper()
-	kp, err := nkeys.CreateUser()
-	if err != nil {
-		t.Fatal(err)
-	}
-	seed, _ = kp.Seed()
-	pub, _ = kp.PublicKey()
-	return seed, pub
-}
-
-// operatorPerms mirrors what the real broker grants an operator: publish
-// calls (fns, or every call when fns is nil), presence and its own control
-// subjects; subscribe to its inbox and presence events only.
-func operatorPerms(pub string, fns ...string) *server.Permissions {
-	pubAllow := []string{fleet.PresenceSnapshotSubject, fleet.CtlRoot + "." + pub + ".>"}
-	if fns == nil {
-		pubAllow = append(pubAllow, fleet.FnRoot+".>", fleet.AllRoot+".>")
-	}
-	for _, fn := range fns {
-		pubAllow = append(pubAllow, fleet.FnRoot+".*."+fn, fleet.AllSubject(fn))
-	}
-	return &server.Permissions{
-		Publish:   &server.SubjectPermission{Allow: pubAllow},
-		Subscribe: &server.SubjectPermission{Allow: []string{fleet.OperatorInbox(pub) + ".>", fleet.PresenceEventsWildcard}},
-	}
+	t      *testing.T
+	Svc    *controlsvc.Service
+	URL    string
+	Admin  []byte // seed
+	Viewer []byte // seed
 }
 
 func startFleet(t *testing.T) *testFleet {
 	t.Helper()
-	admin, adminPub := newOperator(t)
-	viewer, viewerPub := newOperator(t)
-	s, err := server.NewServer(&server.Options{
-		Host: "127.0.0.1", Port: -1, NoLog: true, NoSigs: true,
-		Users: []*server.User{{Username: "svc", Password: "svc"}},
-		Nkeys: []*server.NkeyUser{
-			{Nkey: adminPub, Permissions: operatorPerms(adminPub)},
-			{Nkey: viewerPub, Permissions: operatorPerms(viewerPub, "current-load")},
-		},
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	go s.Start()
-	if !s.ReadyForConnections(10 * time.Second) {
-		t.Fatal("nats-server did not start")
-	}
-	t.Cleanup(s.Shutdown)
-	ctl, err := fakefleet.StartControl(s.ClientURL(), svcAuth)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(ctl.Close)
-	ctl.AddOperator(fleet.Operator{Name: "admin", Key: adminPub, Role: fleet.RoleAdmin})
-	ctl.AddOperator(fleet.Operator{Name: "viewer", Key: viewerPub, Role: fleet.RoleViewer})
-	return &testFleet{t: t, URL: s.ClientURL(), Admin: admin, Viewer: viewer, Control: ctl}
-}
-
-// agent starts a fake agent; online also marks it ONLINE in presence.
-func (f *testFleet) agent(id string, labels map[string]string, h fakefleet.Handler, online bool) {
-	f.t.Helper()
-	a, err := fakefleet.StartAgent(f.URL, id, h, svcAuth)
-	if err != nil {
-		f.t.Fatal(err)
-	}
-	f.t.Cleanup(a.Close)
-	if online {
-		f.Control.Join(id, labels)
+	svc := stacktest.StartControl(t)
+	return &testFleet{
+		t: t, Svc: svc, URL: svc.ClientURL(),
+		Admin:  stacktest.AdminSeed(t, svc),
+		Viewer: stacktest.OperatorSeed(t, svc, "viewer", fleet.RoleViewer),
 	}
 }
 
-func (f *testFleet) connect(seed []byte) *bench.Client {
+// agent starts a real agent for machine id with labels, serving fns beside
+// the built-ins, and waits until it is ONLINE.
+func (f *testFleet) agent(id string, labels map[string]string, fns ...functions.Function) {
 	f.t.Helper()
-	c, err := bench.Connect(f.URL, bench.WithSeed(seed))
+	stacktest.StartAgent(f.t, f.Svc, id, labels, fns...)
+}
+
+func (f *testFleet) connect(seed []byte, opts ...nats.Option) *bench.Client {
+	f.t.Helper()
+	c, err := bench.Connect(f.URL, bench.WithSeed(seed), bench.WithNATSOptions(opts...))
 	if err != nil {
 		f.t.Fatal(err)
 	}

@@ -42,11 +42,12 @@ func (c *Client) Snapshot(ctx context.Context) (*fleet.PresenceSnapshot, error) 
 	var snap *fleet.PresenceSnapshot
 	for got := 0; snap == nil || got < snap.Parts; got++ {
 		msg, err := sub.NextMsgWithContext(ctx)
+		// NextMsg reports the broker's "no responders" status as an error.
+		if errors.Is(err, nats.ErrNoResponders) || err == nil && isNoResponders(msg) {
+			return nil, fmt.Errorf("%w on %s: is cc-control running?", ErrNoService, fleet.PresenceSnapshotSubject)
+		}
 		if err != nil {
 			return nil, fmt.Errorf("presence snapshot: no complete reply in time: %w", err)
-		}
-		if isNoResponders(msg) {
-			return nil, fmt.Errorf("%w on %s: is cc-control running?", ErrNoService, fleet.PresenceSnapshotSubject)
 		}
 		var part fleet.PresenceSnapshot
 		if err := json.Unmarshal(msg.Data, &part); err != nil {

@@ -8,15 +8,17 @@ import (
 	"testing"
 	"time"
 
+	"github.com/commandcontrol/commandcontrol/agent"
 	"github.com/commandcontrol/commandcontrol/bench"
 	"github.com/commandcontrol/commandcontrol/fleet"
+	"github.com/commandcontrol/commandcontrol/internal/stacktest"
 )
 
 func TestServers(t *testing.T) {
 	f := startFleet(t)
-	f.Control.Join("10.0.0.2_web02", map[string]string{"role": "web"})
-	f.Control.Join("10.0.0.1_web01", map[string]string{"role": "web"})
-	f.Control.Join("10.0.0.3_db01", map[string]string{"role": "db"})
+	f.agent("10.0.0.2_web02", map[string]string{"role": "web"})
+	f.agent("10.0.0.1_web01", map[string]string{"role": "web"})
+	f.agent("10.0.0.3_db01", map[string]string{"role": "db"})
 	c := f.connect(f.Viewer)
 	sel, _ := bench.ParseSelector("role=web")
 	got, err := c.Servers(testCtx(t), sel)
@@ -32,26 +34,30 @@ func TestServers(t *testing.T) {
 	}
 }
 
-// TestWatchGapFree publishes one event while the snapshot is being taken
-// (already in it: must not be repeated) and one after the snapshot was taken
-// but before it was sent (not in it: must follow it).
+// TestWatchGapFree makes one machine join after the watcher subscribed to
+// events but before it asked for the snapshot (the event reaches it, and
+// the machine is in the snapshot: it must not be repeated), and one join
+// after the snapshot was answered but before the watcher read it (not in
+// it: it must follow it).
 func TestWatchGapFree(t *testing.T) {
 	f := startFleet(t)
-	f.Control.Join("10.0.0.1_a", nil)
-	f.Control.Join("10.0.0.2_b", nil)
-	f.Control.Leave("10.0.0.2_b", "client closed")
-	once := func(fn func()) func() {
-		done := false
+	a := stacktest.StartAgent(t, f.Svc, "10.0.0.1_a", nil)
+	b := stacktest.StartAgent(t, f.Svc, "10.0.0.2_b", nil)
+	b.Close()
+	stacktest.WaitOffline(t, f.Svc, "10.0.0.2_b")
+	launch := func(id string) func() {
+		stacktest.RegisterMachine(t, f.Svc, id, nil)
+		ag := stacktest.NewAgent(t, f.Svc, id)
 		return func() {
-			if !done {
-				done = true
-				fn()
+			if err := stacktest.Launch(t.Context(), f.Svc, ag); err != nil {
+				t.Error(err)
 			}
 		}
 	}
-	f.Control.BeforeSnapshot = once(func() { f.Control.Join("10.0.0.3_early", nil) })
-	f.Control.AfterSnapshot = once(func() { f.Control.Join("10.0.0.4_late", nil) })
-	c := f.connect(f.Viewer)
+	c := f.connect(f.Viewer, stacktest.WithHooks(
+		stacktest.Hook{Sent: fleet.PresenceSnapshotSubject, Fn: launch("10.0.0.3_early")},
+		stacktest.Hook{Received: `"servers":`, Fn: launch("10.0.0.4_late")},
+	))
 
 	ctx, cancel := context.WithCancel(testCtx(t))
 	var got []string
@@ -59,7 +65,7 @@ func TestWatchGapFree(t *testing.T) {
 		got = append(got, ev.Event+" "+ev.Machine)
 		switch len(got) {
 		case 4: // the snapshot is done; make a live change
-			go f.Control.Leave("10.0.0.1_a", "stale connection")
+			go a.Close()
 		case 5:
 			cancel()
 		}
@@ -76,11 +82,19 @@ func TestWatchGapFree(t *testing.T) {
 	}
 }
 
+// TestWatchNoControlService: the control service stopped while the broker
+// (a stand-alone one) runs on and the operator's connection stays up.
 func TestWatchNoControlService(t *testing.T) {
-	f := startFleet(t)
-	f.Control.Close()
-	c := f.connect(f.Admin)
-	err := c.Watch(testCtx(t), func(fleet.PresenceEvent) {})
+	data := t.TempDir()
+	b := stacktest.StartBroker(t, data)
+	svc := stacktest.StartControl(t, stacktest.WithDataDir(data), stacktest.WithBroker(b.ClientURL()))
+	c, err := bench.Connect(b.ClientURL(), bench.WithSeed(stacktest.AdminSeed(t, svc)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	svc.Close()
+	err = c.Watch(testCtx(t), func(fleet.PresenceEvent) {})
 	if !errors.Is(err, bench.ErrNoService) {
 		t.Errorf("err = %v, want ErrNoService", err)
 	}
@@ -98,32 +112,58 @@ func TestWatchRespectsContext(t *testing.T) {
 	}
 }
 
+// TestWatchManyEventsInOrder starts n agents at once after the watch is
+// synced: the events arrive in the order the control service numbered
+// them, none missing, until every machine has joined. (A machine may flap
+// on a loaded test host; the watcher must still see every event.)
 func TestWatchManyEventsInOrder(t *testing.T) {
 	f := startFleet(t)
+	const n = 100
+	agents := make([]*agent.Agent, n)
+	for i := range agents {
+		id := fmt.Sprintf("10.0.0.%d_m", i)
+		stacktest.RegisterMachine(t, f.Svc, id, nil)
+		agents[i] = stacktest.NewAgent(t, f.Svc, id)
+	}
 	c := f.connect(f.Admin)
 	ctx, cancel := context.WithCancel(testCtx(t))
-	const n = 200
-	var got []string
+	var got []fleet.PresenceEvent
+	var synced uint64
+	joined := map[string]bool{}
 	err := c.Watch(ctx, func(ev fleet.PresenceEvent) {
 		if ev.Event == bench.EventSynced {
-			go func() {
-				for i := range n {
-					f.Control.Join(fmt.Sprintf("10.0.0.%d_m", i), nil)
-				}
-			}()
+			synced = ev.Seq
+			for _, a := range agents {
+				go func() {
+					if err := a.Start(t.Context()); err != nil {
+						t.Error(err)
+					}
+				}()
+			}
 			return
 		}
-		got = append(got, ev.Machine)
-		if len(got) == n {
+		got = append(got, ev)
+		if ev.Event == fleet.EventJoined {
+			joined[ev.Machine] = true
+		}
+		if len(joined) == n {
 			cancel()
 		}
 	})
 	if !errors.Is(err, context.Canceled) {
 		t.Fatal(err)
 	}
-	for i, m := range got {
-		if want := fmt.Sprintf("10.0.0.%d_m", i); m != want {
-			t.Fatalf("event %d is %s, want %s", i, m, want)
+	online := map[string]bool{}
+	for i, ev := range got {
+		if want := synced + 1 + uint64(i); ev.Seq != want {
+			t.Fatalf("event %d (%s %s) has seq %d, want %d", i, ev.Event, ev.Machine, ev.Seq, want)
 		}
+		if (ev.Event == fleet.EventJoined) == online[ev.Machine] {
+			t.Fatalf("event %d: %s %s, but it is online=%v", i, ev.Event, ev.Machine, online[ev.Machine])
+		}
+		online[ev.Machine] = ev.Event == fleet.EventJoined
+	}
+	if len(got) > n {
+		t.Logf("%d events for %d joins: some machines flapped (reasons are in the left events)", len(got), n)
 	}
 }

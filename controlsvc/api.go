@@ -40,6 +40,7 @@ func (s *Service) serveAPI() (micro.Service, error) {
 		fleet.OpOperatorsList:   s.apiOperatorsList,
 		fleet.OpOperatorsAdd:    s.apiOperatorsAdd,
 		fleet.OpOperatorsRemove: s.apiOperatorsRemove,
+		fleet.OpAudit:           s.apiAudit,
 	}
 	for name, h := range ops {
 		ep := "ctl-" + name
@@ -67,8 +68,12 @@ func (s *Service) apiEndpoint(name string, h apiHandler) micro.HandlerFunc {
 		defer cancel()
 		res, err := s.runAPI(ctx, name, req.Subject(), req.Data(), h)
 		if err != nil {
-			code := fleet.CodeOf(err)
-			_ = req.Error(strconv.Itoa(code), err.Error(), nil)
+			code, desc := fleet.CodeOf(err), err.Error()
+			var fe *fleet.Error
+			if errors.As(err, &fe) {
+				desc = fe.Description
+			}
+			_ = req.Error(strconv.Itoa(code), desc, nil)
 			return
 		}
 		_ = req.RespondJSON(res)
@@ -93,12 +98,18 @@ func (s *Service) runAPI(ctx context.Context, name, subject string, body []byte,
 	op := operatorIdentity{Name: o.Name, Key: o.Key, Role: o.Role}
 	if !fleet.ReadOnlyOps[name] && op.Role != fleet.RoleAdmin {
 		s.log.Warn("control API refused", "operator", op.Name, "role", op.Role, "op", name)
+		if name != fleet.OpAudit {
+			s.auditRegistry(op, name, body, fleet.Errorf(fleet.CodeForbidden, "role %s may not %s", op.Role, name))
+		}
 		return nil, fleet.Errorf(fleet.CodeForbidden, "operator %s has role %s; %s needs role %s", op.Name, op.Role, name, fleet.RoleAdmin)
 	}
 	if limit := maxBody(name); len(body) > limit {
 		return nil, fleet.Errorf(fleet.CodeTooLarge, "request is %d bytes; at most %d are allowed", len(body), limit)
 	}
 	res, err = h(ctx, op, body)
+	if !fleet.ReadOnlyOps[name] && name != fleet.OpAudit {
+		s.auditRegistry(op, name, body, err)
+	}
 	if !fleet.ReadOnlyOps[name] {
 		logged := string(body)
 		if len(logged) > 512 {

@@ -34,18 +34,44 @@ type operatorIdentity struct {
 // nkey signature over the server nonce, looks the identity up in the
 // registry and issues a user JWT with exactly the permissions it needs.
 type callout struct {
-	keys     *Keys
+	keys *Keys
+	// signer and box are the issuer and xkey with their costly parts
+	// derived once (see fastkeys.go); init fills them.
+	signer   nkeys.KeyPair
+	box      *boxCache
+	initOnce sync.Once
+	initErr  error
 	reg      *Registry
 	log      *slog.Logger
 	ttl      time.Duration
 	readOnly []string
 	onRefuse func(kind, who, ip, reason string)
 	onGrant  func(kind, who string)
+	// onAudit records a refusal with the key presented.
+	onAudit func(kind, who, key, ip, reason string)
+}
+
+// init derives the signing and sealing keys, once.
+func (c *callout) init() error {
+	c.initOnce.Do(func() {
+		var err error
+		if c.signer, err = newCachedSigner(c.keys.Issuer); err != nil {
+			c.initErr = fmt.Errorf("issuer key: %w", err)
+			return
+		}
+		if c.box, err = newBoxCache(c.keys.XKey); err != nil {
+			c.initErr = fmt.Errorf("xkey: %w", err)
+		}
+	})
+	return c.initErr
 }
 
 // subscribe starts answering callout requests on nc with a pool of workers;
 // replicas share the load through a queue group.
 func (c *callout) subscribe(nc *nats.Conn) (*nats.Subscription, func(), error) {
+	if err := c.init(); err != nil {
+		return nil, nil, err
+	}
 	ch := make(chan *nats.Msg, 8192)
 	sub, err := nc.ChanQueueSubscribe(AuthCalloutSubject, "cc-control", ch)
 	if err != nil {
@@ -68,42 +94,54 @@ func (c *callout) subscribe(nc *nats.Conn) (*nats.Subscription, func(), error) {
 }
 
 func (c *callout) handle(m *nats.Msg) {
-	data := m.Data
-	serverXKey := m.Header.Get("Nats-Server-Xkey")
+	var serverXKey string
+	if m.Header != nil {
+		serverXKey = m.Header.Get("Nats-Server-Xkey")
+	}
+	out, err := c.authorize(m.Data, serverXKey)
+	if err != nil {
+		c.log.Error("auth callout request not answered", "error", err)
+		return
+	}
+	_ = m.Respond(out)
+}
+
+// authorize turns one (possibly encrypted) authorization request into the
+// signed (and then encrypted) response the broker expects.
+func (c *callout) authorize(data []byte, serverXKey string) ([]byte, error) {
+	if err := c.init(); err != nil {
+		return nil, fmt.Errorf("callout keys unusable: %w", err)
+	}
 	if serverXKey != "" {
 		var err error
-		if data, err = c.keys.XKey.Open(m.Data, serverXKey); err != nil {
-			c.log.Error("cannot decrypt auth callout request", "error", err)
-			return
+		if data, err = c.box.open(data, serverXKey); err != nil {
+			return nil, fmt.Errorf("cannot decrypt the request: %w", err)
 		}
 	}
 	req, err := jwt.DecodeAuthorizationRequestClaims(string(data))
 	if err != nil {
-		c.log.Error("malformed auth callout request", "error", err)
-		return
+		return nil, fmt.Errorf("malformed request: %w", err)
 	}
 	resp := jwt.NewAuthorizationResponseClaims(req.UserNkey)
 	resp.Audience = req.Server.ID
 	uc, err := c.decide(req)
 	if err != nil {
 		resp.Error = err.Error()
-	} else if resp.Jwt, err = uc.Encode(c.keys.Issuer); err != nil {
+	} else if resp.Jwt, err = uc.Encode(c.signer); err != nil {
 		resp.Error = "internal error issuing credentials"
 		c.log.Error("encode user JWT", "error", err)
 	}
-	token, err := resp.Encode(c.keys.Issuer)
+	token, err := resp.Encode(c.signer)
 	if err != nil {
-		c.log.Error("encode callout response", "error", err)
-		return
+		return nil, fmt.Errorf("encode the response: %w", err)
 	}
 	out := []byte(token)
 	if serverXKey != "" {
-		if out, err = c.keys.XKey.Seal(out, serverXKey); err != nil {
-			c.log.Error("encrypt callout response", "error", err)
-			return
+		if out, err = c.box.seal(out, serverXKey); err != nil {
+			return nil, fmt.Errorf("encrypt the response: %w", err)
 		}
 	}
-	_ = m.Respond(out)
+	return out, nil
 }
 
 // decide returns the user claims for an authorised connection, or the
@@ -111,10 +149,10 @@ func (c *callout) handle(m *nats.Msg) {
 func (c *callout) decide(req *jwt.AuthorizationRequestClaims) (*jwt.UserClaims, error) {
 	opts, ci := req.ConnectOptions, req.ClientInformation
 	if opts.Nkey == "" {
-		return nil, c.refuse("unknown", opts.Name, ci.Host, "no nkey presented: agents connect with the machine's nkey (cc-agent --key FILE), operators with theirs (cc-bench --key FILE)")
+		return nil, c.refuse("unknown", opts.Name, opts.Nkey, ci.Host, "no nkey presented: agents connect with the machine's nkey (cc-agent --key FILE), operators with theirs (cc-bench --key FILE)")
 	}
 	if err := verifyNonce(opts.Nkey, ci.Nonce, opts.SignedNonce); err != nil {
-		return nil, c.refuse("unknown", opts.Name, ci.Host, err.Error())
+		return nil, c.refuse("unknown", opts.Name, opts.Nkey, ci.Host, err.Error())
 	}
 	if op, ok := c.reg.OperatorByKey(opts.Nkey); ok {
 		id := operatorIdentity{Name: op.Name, Key: op.Key, Role: op.Role}
@@ -125,18 +163,18 @@ func (c *callout) decide(req *jwt.AuthorizationRequestClaims) (*jwt.UserClaims, 
 	}
 	id := opts.Name
 	if err := fleet.ValidateMachineID(id); err != nil {
-		return nil, c.refuse("agent", id, ci.Host, "the connection name must be the machine id: "+err.Error())
+		return nil, c.refuse("agent", id, opts.Nkey, ci.Host, "the connection name must be the machine id: "+err.Error())
 	}
 	m, ok := c.reg.Machine(id)
 	if !ok {
 		reason := fmt.Sprintf("machine %s is not in the registry; accept it with: cc-bench machines accept %s", id, id)
 		c.reg.RecordPending(id, opts.Nkey, ci.Host, "not in the registry")
-		return nil, c.refuse("agent", id, ci.Host, reason)
+		return nil, c.refuse("agent", id, opts.Nkey, ci.Host, reason)
 	}
 	if m.Key != opts.Nkey {
 		reason := fmt.Sprintf("machine %s presented key %s but the key on record is %s; if the machine was rebuilt, re-accept it with: cc-bench machines accept %s", id, opts.Nkey, m.Key, id)
 		c.reg.RecordPending(id, opts.Nkey, ci.Host, "key does not match the key on record")
-		return nil, c.refuse("agent", id, ci.Host, reason)
+		return nil, c.refuse("agent", id, opts.Nkey, ci.Host, reason)
 	}
 	uc := c.userClaims(req, agentUserPrefix+id)
 	uc.Permissions = agentPermissions(id)
@@ -158,10 +196,13 @@ func (c *callout) granted(kind, who string) {
 	}
 }
 
-func (c *callout) refuse(kind, who, ip, reason string) error {
+func (c *callout) refuse(kind, who, key, ip, reason string) error {
 	c.log.Warn("connection refused", "kind", kind, "name", who, "ip", ip, "reason", reason)
 	if c.onRefuse != nil {
 		c.onRefuse(kind, who, ip, reason)
+	}
+	if c.onAudit != nil {
+		c.onAudit(kind, who, key, ip, reason)
 	}
 	return errors.New(reason)
 }

@@ -90,3 +90,33 @@ func BenchmarkCompareDebVersions(b *testing.B) {
 		compareDebVersions("1:9.2p1-2+deb12u6", "1:9.2p1-2+deb12u9")
 	}
 }
+
+func BenchmarkSwListRpmSqliteCold(b *testing.B) { benchSwListCold(b, "testdata/rpm-sqlite") }
+func BenchmarkSwListRpmNdbCold(b *testing.B)    { benchSwListCold(b, "testdata/rpm-ndb") }
+func BenchmarkSwListRpmBdbCold(b *testing.B)    { benchSwListCold(b, "testdata/rpm-bdb") }
+
+func BenchmarkSwListRpmSqliteCached(b *testing.B) {
+	fn, _ := newSwList(&Env{Root: "testdata/rpm-sqlite"})
+	benchCall(b, fn)
+}
+
+func benchSwListCold(b *testing.B, root string) {
+	ctx := context.Background()
+	for b.Loop() {
+		fn, _ := newSwList(&Env{Root: root})
+		if _, err := fn.Call(ctx, Args{}); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+func BenchmarkSecPatchesAlpineCached(b *testing.B) {
+	fn, _ := newSecPatches(&Env{Root: "testdata/alpine-index"})
+	benchCall(b, fn)
+}
+
+func BenchmarkCustomFunctionEcho(b *testing.B) {
+	fn := NewCustomFunction(Definition{Name: "echo", Command: []string{"/bin/echo", "{}"}, Timeout: Duration(5 * time.Second),
+		Output: OutputAuto, MaxOutputBytes: DefaultCustomOutputBytes, MaxConcurrent: 1}, &Env{})
+	benchCall(b, fn)
+}

@@ -19,15 +19,18 @@ const DefaultSampleInterval = 5 * time.Second
 // time. While fewer than two readings exist, WarmingUp is true and the rate
 // fields are absent.
 type CPUMemDiskIOReply struct {
-	CPUPercent            *float64  `json:"cpu_percent,omitempty"`
-	CPUPerCore            []float64 `json:"cpu_per_core,omitempty"`
-	Memory                Memory    `json:"memory"`
-	Swap                  Swap      `json:"swap"`
-	Disks                 []DiskIO  `json:"disks,omitempty"`
-	SampleIntervalSeconds float64   `json:"sample_interval_seconds,omitempty"`
-	SampledAt             time.Time `json:"sampled_at,omitzero"`
-	WarmingUp             bool      `json:"warming_up,omitempty"`
-	Notes                 []string  `json:"notes,omitempty"`
+	CPUPercent *float64  `json:"cpu_percent,omitempty"`
+	CPUPerCore []float64 `json:"cpu_per_core,omitempty"`
+	Memory     Memory    `json:"memory"`
+	Swap       Swap      `json:"swap"`
+	// CgroupMemory is the memory limit of the agent's cgroup (a container,
+	// or a systemd MemoryMax) when one is set.
+	CgroupMemory          *CgroupMemory `json:"cgroup_memory,omitempty"`
+	Disks                 []DiskIO      `json:"disks,omitempty"`
+	SampleIntervalSeconds float64       `json:"sample_interval_seconds,omitempty"`
+	SampledAt             time.Time     `json:"sampled_at,omitzero"`
+	WarmingUp             bool          `json:"warming_up,omitempty"`
+	Notes                 []string      `json:"notes,omitempty"`
 }
 
 // Memory is physical memory in bytes.
@@ -147,6 +150,7 @@ func (f *cpuMemDiskIO) Call(ctx context.Context, _ Args) (any, error) {
 	if err := fillMemory(ctx, f.root, r); err != nil {
 		r.Notes = append(r.Notes, "memory: "+err.Error())
 	}
+	r.CgroupMemory = readCgroupMemory(f.root)
 	return r, nil
 }
 

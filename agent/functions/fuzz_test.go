@@ -78,3 +78,39 @@ func FuzzProcParsers(f *testing.F) {
 		parseDiskstats([]byte(a + "\n" + b))
 	})
 }
+
+func FuzzParsePlist(f *testing.F) {
+	for _, p := range []string{"testdata/macos/Applications/Safari.app/Contents/Info.plist",
+		"testdata/macos/Applications/Utilities/Zürich Tool.app/Contents/Info.plist",
+		"testdata/macos/Library/Receipts/InstallHistory.plist"} {
+		if data, err := os.ReadFile(p); err == nil {
+			f.Add(data)
+		}
+	}
+	f.Add([]byte("bplist00\xd1\x01\x02"))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		_, _ = parsePlist(data) // must not panic or hang
+	})
+}
+
+func FuzzParseUpdateinfo(f *testing.F) {
+	f.Add("RHSA-2025:1234 Important/Sec. openssl-libs-1:3.0.7-28.el9_4.x86_64\n")
+	f.Add("FEDORA-2025-0e3c2c3a1b security Important curl-8.9.1-3.fc41.x86_64 2025-11-20 01:23:45\n")
+	f.Fuzz(func(t *testing.T, text string) {
+		for _, a := range parseUpdateinfo(text) {
+			if a.Name == "" || a.Arch == "" {
+				t.Fatalf("empty name or arch in %+v", a)
+			}
+		}
+	})
+}
+
+func FuzzCompareApkVersions(f *testing.F) {
+	f.Add("1.36.1-r2", "1.36.0_rc1-r9")
+	f.Add("1.0a_p1_git2~x", "1.0")
+	f.Fuzz(func(t *testing.T, a, b string) {
+		if compareApkVersions(a, b) != -compareApkVersions(b, a) {
+			t.Fatalf("not antisymmetric for %q, %q", a, b)
+		}
+	})
+}

@@ -1,6 +1,10 @@
 package functions
 
-import "context"
+import (
+	"context"
+	"sync"
+	"time"
+)
 
 func init() { Register("current-load", newLoad) }
 
@@ -16,9 +20,23 @@ type LoadReply struct {
 	// Pressure holds Linux PSI (/proc/pressure/cpu, memory, io) when the
 	// kernel provides it: "cpu" → {"some_avg10": 0.6, …, "full_total": 0}.
 	Pressure map[string]map[string]float64 `json:"pressure,omitempty"`
+	// Emulated is true on Windows, which has no load average: gopsutil
+	// estimates one from the processor queue length, sampled in the
+	// background from the first call on (so the first values are 0).
+	Emulated bool `json:"emulated,omitempty"`
 }
 
-type currentLoad struct{ root string }
+// loadCacheFor is how long a current-load reading is reused. The kernel
+// recomputes load averages every 5 s and PSI averages every 2 s, so a
+// reading a second old says the same; a burst of calls costs one read.
+const loadCacheFor = time.Second
+
+type currentLoad struct {
+	root string
+	mu   sync.Mutex
+	last *LoadReply
+	at   time.Time
+}
 
 func newLoad(env *Env) (Function, error) { return &currentLoad{root: env.Root}, nil }
 
@@ -31,5 +49,15 @@ func (f *currentLoad) Spec() Spec {
 }
 
 func (f *currentLoad) Call(ctx context.Context, _ Args) (any, error) {
-	return readLoad(ctx, f.root)
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.last != nil && time.Since(f.at) < loadCacheFor {
+		return f.last, nil
+	}
+	r, err := readLoad(ctx, f.root)
+	if err != nil {
+		return nil, err
+	}
+	f.last, f.at = r, time.Now()
+	return r, nil
 }

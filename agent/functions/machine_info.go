@@ -4,7 +4,9 @@ import (
 	"context"
 	"net"
 	"os"
+	"path/filepath"
 	"runtime"
+	"strings"
 	"sync"
 	"time"
 
@@ -21,21 +23,26 @@ const staticInfoTTL = 10 * time.Minute
 
 // MachineInfoReply answers machine-info.
 type MachineInfoReply struct {
-	MachineID        string         `json:"machine_id"`
-	AgentVersion     string         `json:"agent_version"`
-	Hostname         string         `json:"hostname"`
-	OS               string         `json:"os"`
-	Platform         string         `json:"platform"`
-	PlatformFamily   string         `json:"platform_family,omitempty"`
-	PlatformVersion  string         `json:"platform_version"`
-	KernelVersion    string         `json:"kernel_version"`
-	Arch             string         `json:"arch"`
-	Virtualization   Virtualization `json:"virtualization"`
-	BootTime         time.Time      `json:"boot_time,omitzero"`
-	UptimeSeconds    uint64         `json:"uptime_seconds"`
-	CPU              CPUInfo        `json:"cpu"`
-	MemoryTotalBytes uint64         `json:"memory_total_bytes"`
-	Interfaces       []Interface    `json:"interfaces"`
+	MachineID       string         `json:"machine_id"`
+	AgentVersion    string         `json:"agent_version"`
+	Hostname        string         `json:"hostname"`
+	OS              string         `json:"os"`
+	Platform        string         `json:"platform"`
+	PlatformFamily  string         `json:"platform_family,omitempty"`
+	PlatformVersion string         `json:"platform_version"`
+	KernelVersion   string         `json:"kernel_version"`
+	Arch            string         `json:"arch"`
+	Virtualization  Virtualization `json:"virtualization"`
+	// Container is set when the agent runs in a container.
+	Container *Container `json:"container,omitempty"`
+	// OSMachineID is the OS's own machine id (/etc/machine-id), where
+	// there is one.
+	OSMachineID      string      `json:"os_machine_id,omitempty"`
+	BootTime         time.Time   `json:"boot_time,omitzero"`
+	UptimeSeconds    uint64      `json:"uptime_seconds"`
+	CPU              CPUInfo     `json:"cpu"`
+	MemoryTotalBytes uint64      `json:"memory_total_bytes"`
+	Interfaces       []Interface `json:"interfaces"`
 	// IPs are every non-loopback address, without prefix length.
 	IPs []string `json:"ips"`
 }
@@ -112,6 +119,13 @@ func (f *machineInfo) staticInfo(ctx context.Context) *MachineInfoReply {
 	r.Virtualization.System, r.Virtualization.Role, _ = host.VirtualizationWithContext(ctx)
 	if bt, err := host.BootTimeWithContext(ctx); err == nil && bt > 0 {
 		r.BootTime = time.Unix(int64(bt), 0).UTC()
+	}
+	r.Container = detectContainer(f.env.Root)
+	if r.Container != nil && r.Virtualization.System == "" {
+		r.Virtualization = Virtualization{System: r.Container.Runtime, Role: "guest"}
+	}
+	if id, err := os.ReadFile(filepath.Join(f.env.Root, "etc", "machine-id")); err == nil {
+		r.OSMachineID = strings.TrimSpace(string(id))
 	}
 	if infos, err := cpu.InfoWithContext(ctx); err == nil && len(infos) > 0 {
 		r.CPU.Model = infos[0].ModelName

@@ -44,7 +44,9 @@ func (d *pkgDB) load() (string, []Package, error) {
 	return manager, pkgs, nil
 }
 
-// read parses whichever database exists: dpkg first, then apk.
+// read parses whichever database exists: dpkg first, then rpm, then apk,
+// then the platform's own (Windows' Uninstall registry keys; macOS
+// application bundles and Homebrew).
 func (d *pkgDB) read() (string, []Package, error) {
 	pkgs, found, err := readDpkgDB(d.root)
 	if err != nil {
@@ -53,6 +55,13 @@ func (d *pkgDB) read() (string, []Package, error) {
 	if found {
 		return "dpkg", pkgs, nil
 	}
+	pkgs, found, err = readRpmDB(d.root)
+	if err != nil {
+		return "", nil, fleet.Errorf(fleet.CodeInternal, "%v", err)
+	}
+	if found {
+		return "rpm", pkgs, nil
+	}
 	data, err := os.ReadFile(filepath.Join(d.root, apkInstalledPath))
 	switch {
 	case err == nil:
@@ -60,9 +69,16 @@ func (d *pkgDB) read() (string, []Package, error) {
 	case !errors.Is(err, fs.ErrNotExist):
 		return "", nil, fleet.Errorf(fleet.CodeInternal, "read apk database: %v", err)
 	}
+	manager, pkgs, found, err := readPlatformPackages(d.root)
+	if err != nil {
+		return "", nil, fleet.Errorf(fleet.CodeInternal, "%v", err)
+	}
+	if found {
+		return manager, pkgs, nil
+	}
 	return "", nil, fleet.Errorf(fleet.CodeUnavailable,
-		"no supported package database under %s: looked for %s, %s/ (dpkg) and %s (apk)",
-		d.root, dpkgStatusPath, dpkgStatusDPath, apkInstalledPath)
+		"no supported package database under %s: looked for %s, %s/ (dpkg), %s (rpm), %s (apk)%s",
+		d.root, dpkgStatusPath, dpkgStatusDPath, strings.Join(rpmDBPaths, ", "), apkInstalledPath, platformLookedFor)
 }
 
 // signature describes the database files' sizes and mtimes; it changes
@@ -71,7 +87,13 @@ func (d *pkgDB) signature() string {
 	var b strings.Builder
 	stampFile(&b, filepath.Join(d.root, dpkgStatusPath))
 	b.WriteString(dirSignature(filepath.Join(d.root, dpkgStatusDPath)))
+	for _, rel := range rpmDBPaths {
+		stampFile(&b, filepath.Join(d.root, rel))
+	}
+	stampFile(&b, filepath.Join(d.root, rpmDBPaths[0])+"-wal")
+	stampFile(&b, filepath.Join(d.root, rpmDBPaths[1])+"-wal")
 	stampFile(&b, filepath.Join(d.root, apkInstalledPath))
+	b.WriteString(platformSignature(d.root))
 	return b.String()
 }
 

@@ -120,9 +120,12 @@ func Register(name string, f Factory) {
 
 // Set is the functions one agent serves.
 type Set struct {
-	env *Env
-	mu  sync.RWMutex
-	fns map[string]Function
+	env    *Env
+	mu     sync.RWMutex
+	fns    map[string]Function
+	custom map[string]Definition // the operators' definitions being served
+
+	lastErrs string // the last LoadDir's errors, so each is logged once
 }
 
 // New instantiates every registered built-in function for env. A factory that
@@ -163,8 +166,11 @@ func build(name string, f Factory, env *Env) (fn Function, err error) {
 	return fn, err
 }
 
-// Add serves fn alongside the built-ins (the Go API for operators' own
-// functions). It replaces a function of the same name.
+// Add serves fn alongside the built-ins: the Go API for operators' own
+// functions, registered the same way the built-ins are. It replaces a
+// function of the same name (a definition loaded from the functions
+// directory included: the Go function wins until the next reload refuses
+// the definition).
 func (s *Set) Add(fn Function) error {
 	if fn == nil {
 		return fmt.Errorf("cannot add a nil function")
@@ -175,6 +181,7 @@ func (s *Set) Add(fn Function) error {
 	}
 	s.mu.Lock()
 	s.fns[spec.Name] = fn
+	delete(s.custom, spec.Name)
 	s.mu.Unlock()
 	return nil
 }
@@ -183,6 +190,7 @@ func (s *Set) Add(fn Function) error {
 func (s *Set) Remove(name string) {
 	s.mu.Lock()
 	delete(s.fns, name)
+	delete(s.custom, name)
 	s.mu.Unlock()
 }
 

@@ -3,6 +3,7 @@ package functions
 import (
 	"context"
 	"fmt"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -37,23 +38,32 @@ type SecurityIndex struct {
 	Packages   []string  `json:"packages_files"`
 }
 
-// PendingPatch is an installed package for which the security index has a
-// higher version.
+// PendingPatch is an installed package for which a security (or, on
+// Alpine, any) update is available. On Windows and macOS Name is the
+// update's title.
 type PendingPatch struct {
 	Name      string `json:"name"`
 	Arch      string `json:"arch"`
 	Installed string `json:"installed"`
 	Available string `json:"available"`
 	Source    string `json:"source"`
+	// Advisory is the dnf/yum advisory id (RHSA-2024:1234, FEDORA-…) or
+	// the Windows KB article; Severity its rating where one is given.
+	Advisory string `json:"advisory,omitempty"`
+	Severity string `json:"severity,omitempty"`
 }
 
-// InstalledPatch is an installed package whose version is one the security
-// index carries: it came from the security suite.
+// InstalledPatch is an installed security update: a package whose version
+// came from the security suite (apt), an installed advisory (dnf/yum), a
+// hotfix (Windows) or an install-history entry (macOS).
 type InstalledPatch struct {
-	Name    string `json:"name"`
-	Arch    string `json:"arch"`
-	Version string `json:"version"`
-	Source  string `json:"source"`
+	Name        string    `json:"name"`
+	Arch        string    `json:"arch"`
+	Version     string    `json:"version"`
+	Source      string    `json:"source"`
+	Advisory    string    `json:"advisory,omitempty"`
+	Severity    string    `json:"severity,omitempty"`
+	InstalledOn time.Time `json:"installed_on,omitzero"`
 }
 
 // secEntry is one stanza of a security Packages index.
@@ -102,9 +112,9 @@ func compareWithIndex(pkgs []Package, idx secIndex, filter nameFilter) ([]Pendin
 		switch {
 		case best == nil:
 		case compareDebVersions(best.version, p.Version) > 0:
-			pending = append(pending, PendingPatch{p.Name, p.Arch, p.Version, best.version, best.source})
+			pending = append(pending, PendingPatch{Name: p.Name, Arch: p.Arch, Installed: p.Version, Available: best.version, Source: best.source})
 		case same:
-			installed = append(installed, InstalledPatch{p.Name, p.Arch, p.Version, p.Source})
+			installed = append(installed, InstalledPatch{Name: p.Name, Arch: p.Arch, Version: p.Version, Source: p.Source})
 		}
 	}
 	return pending, installed
@@ -113,6 +123,11 @@ func compareWithIndex(pkgs []Package, idx secIndex, filter nameFilter) ([]Pendin
 type secPatches struct {
 	root string
 	db   *pkgDB
+	// lookPath finds dnf, yum, PowerShell and softwareupdate (tests
+	// replace it with fakes).
+	lookPath func(string) (string, error)
+	tools    *toolCache
+	apkCache apkIndexCache
 
 	mu       sync.Mutex
 	sig      string
@@ -122,13 +137,13 @@ type secPatches struct {
 }
 
 func newSecPatches(env *Env) (Function, error) {
-	return &secPatches{root: env.Root, db: &pkgDB{root: env.Root}}, nil
+	return &secPatches{root: env.Root, db: &pkgDB{root: env.Root}, lookPath: exec.LookPath, tools: &toolCache{ttl: toolCacheTTL}}, nil
 }
 
 func (f *secPatches) Spec() Spec {
 	return Spec{
 		Name:     "installed-sec-patches",
-		Help:     "security updates pending and installed, comparing dpkg with apt's -security index",
+		Help:     "security updates pending and installed: apt's -security index, dnf/yum advisories, apk upgrades, Windows hotfixes, macOS install history",
 		ReadOnly: true,
 		Args: []Arg{{Name: "name", Type: TypeString,
 			Help: "only packages whose name contains this text, or matches this glob"}},
@@ -144,9 +159,19 @@ func (f *secPatches) Call(ctx context.Context, args Args) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	if manager != "dpkg" {
-		return nil, errUnavailable("installed-sec-patches supports dpkg/apt systems only; this machine uses %s", manager)
+	switch manager {
+	case "dpkg":
+		return f.apt(pkgs, filter)
+	case "rpm":
+		return f.rpmAdvisories(ctx, pkgs, filter)
+	case "apk":
+		return f.apkUpgrades(pkgs, filter)
 	}
+	return f.platform(ctx, manager, filter)
+}
+
+// apt compares dpkg's packages with apt's -security indexes.
+func (f *secPatches) apt(pkgs []Package, filter nameFilter) (any, error) {
 	releases, idx, notes, err := f.index()
 	if err != nil {
 		return nil, err

@@ -55,7 +55,7 @@ func TestSecPatchesFilter(t *testing.T) {
 	}
 	r := res.(*SecPatchesReply)
 	got := fmt.Sprint(r.Pending)
-	want := "[{libssl-dev amd64 3.0.19-1~deb12u2 3.0.22-1~deb12u2 openssl} {libssl3 amd64 3.0.19-1~deb12u2 3.0.22-1~deb12u2 openssl}]"
+	want := "[{libssl-dev amd64 3.0.19-1~deb12u2 3.0.22-1~deb12u2 openssl  } {libssl3 amd64 3.0.19-1~deb12u2 3.0.22-1~deb12u2 openssl  }]"
 	if got != want {
 		t.Errorf("got %q, want %q", got, want)
 	}

@@ -22,7 +22,7 @@ func newSwList(env *Env) (Function, error) {
 func (f *swList) Spec() Spec {
 	return Spec{
 		Name:     "sw-list",
-		Help:     "installed software packages (dpkg, apk) with version, arch, source and vendor",
+		Help:     "installed software (dpkg, rpm, apk; Windows Uninstall keys; macOS apps and Homebrew) with version, arch, source, vendor and install time",
 		ReadOnly: true,
 		Args: []Arg{{Name: "name", Type: TypeString,
 			Help: "only packages whose name contains this text, or matches this glob (lib*ssl*)"}},

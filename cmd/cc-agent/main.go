@@ -17,11 +17,14 @@ import (
 	"time"
 
 	"github.com/commandcontrol/commandcontrol/agent"
+	"github.com/commandcontrol/commandcontrol/agent/functions"
 	"github.com/commandcontrol/commandcontrol/internal/logging"
 )
 
 type options struct {
 	server, key, id, root string
+	functionsDir          string
+	functionsPoll         time.Duration
 	callTimeout           time.Duration
 	printKey              bool
 	log                   logging.Flags
@@ -56,6 +59,10 @@ Flags:
 	fs.StringVar(&o.key, "key", envOr("CC_AGENT_KEY", "cc-agent.nk"), "the machine's nkey seed file, created on first start (env CC_AGENT_KEY)")
 	fs.StringVar(&o.id, "id", "", "machine id (default <primary IP>_<hostname>)")
 	fs.StringVar(&o.root, "root", "/", "filesystem root the functions read under (for containers with the host mounted)")
+	fs.StringVar(&o.functionsDir, "functions-dir", functions.DefaultFunctionsDir,
+		"directory of operators' function definitions (*.json, see docs/FUNCTIONS.md); reloaded on change and on SIGHUP; empty for none")
+	fs.DurationVar(&o.functionsPoll, "functions-poll", functions.DefaultReloadInterval,
+		"how often --functions-dir is checked for changes (0: only on SIGHUP)")
 	fs.DurationVar(&o.callTimeout, "call-timeout", agent.DefaultCallTimeout, "longest a function may run")
 	fs.BoolVar(&o.printKey, "print-key", false, "print the machine id and public key (creating the key if needed) and exit")
 	o.log.Register(fs)
@@ -89,7 +96,12 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	a, err := agent.New(agent.Config{URL: o.server, KeyFile: o.key, MachineID: o.id, Root: o.root, CallTimeout: o.callTimeout, Logger: log})
+	poll := o.functionsPoll
+	if poll <= 0 {
+		poll = -1 // agent.Config: only on request
+	}
+	a, err := agent.New(agent.Config{URL: o.server, KeyFile: o.key, MachineID: o.id, Root: o.root, CallTimeout: o.callTimeout,
+		FunctionsDir: o.functionsDir, FunctionsPoll: poll, Logger: log})
 	if err != nil {
 		return err
 	}
@@ -101,6 +113,23 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		log.Info("created the machine key", "file", o.key)
 	}
 	log.Info("starting agent", "machine", a.MachineID(), "key", a.PublicKey(), "server", o.server,
-		"if_not_yet_accepted", "cc-bench machines accept "+a.MachineID())
+		"if_not_yet_accepted", "cc-bench machines accept "+a.MachineID(), "functions_dir", o.functionsDir)
+	go reloadOnHangup(ctx, a)
 	return a.Run(ctx)
+}
+
+// reloadOnHangup reloads the operators' functions on every SIGHUP until
+// ctx ends.
+func reloadOnHangup(ctx context.Context, a *agent.Agent) {
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-hup:
+			a.Reload()
+		}
+	}
 }

@@ -59,6 +59,7 @@ func commands() []command {
 		{"machines", "manage the registry: ls, pending, accept, add, rm, label", runMachines},
 		{"operators", "manage the operators: ls, add, rm", runOperators},
 		{"whoami", "show which operator this key is, and its role", runWhoAmI},
+		{"audit", "show the audit log: calls, registry changes, refused connections", runAudit},
 	}
 }
 

@@ -4,6 +4,8 @@ import (
 	"net"
 	"strings"
 	"testing"
+
+	"github.com/commandcontrol/commandcontrol/internal/stacktest"
 )
 
 func TestUsageErrors(t *testing.T) {
@@ -117,12 +119,28 @@ func TestConnectErrors(t *testing.T) {
 	}
 }
 
+// TestNoControlService: cc-control is down. With the broker it embeds,
+// nothing answers at all; with a stand-alone broker, the broker refuses
+// every new connection (the callout fails closed), a registered key too.
 func TestNoControlService(t *testing.T) {
 	f := startFleet(t)
-	f.ctl.Close()
+	f.svc.Close()
 	_, stderr, code := cc(t, f.env(), "servers")
 	if code != exitFailure || !strings.Contains(stderr, "is cc-control running?") {
-		t.Errorf("exit %d, stderr %q", code, stderr)
+		t.Errorf("embedded broker: exit %d, stderr %q", code, stderr)
+	}
+
+	data := t.TempDir()
+	b := stacktest.StartBroker(t, data)
+	svc := stacktest.StartControl(t, stacktest.WithDataDir(data), stacktest.WithBroker(b.ClientURL()))
+	vars := map[string]string{"CC_SERVER": b.ClientURL(), "CC_KEY": svc.AdminKeyPath()}
+	if _, stderr, code := cc(t, vars, "servers"); code != exitOK {
+		t.Fatalf("stand-alone broker, cc-control up: exit %d, stderr %q", code, stderr)
+	}
+	svc.Close()
+	_, stderr, code = cc(t, vars, "servers")
+	if code != exitFailure || !strings.Contains(stderr, "refused this key") || !strings.Contains(stderr, "cc-control may be down") {
+		t.Errorf("stand-alone broker: exit %d, stderr %q", code, stderr)
 	}
 }
 

@@ -9,8 +9,11 @@ import (
 	"testing"
 	"time"
 
-	"github.com/commandcontrol/commandcontrol/bench/fakefleet"
+	"github.com/nats-io/nkeys"
+
+	"github.com/commandcontrol/commandcontrol/agent/functions"
 	"github.com/commandcontrol/commandcontrol/fleet"
+	"github.com/commandcontrol/commandcontrol/internal/stacktest"
 )
 
 func writeFile(t *testing.T, path string, b []byte) {
@@ -37,14 +40,16 @@ func jsonObjects(t *testing.T, out string) []map[string]any {
 	return objs
 }
 
-// smallFleet has two web servers answering, one failing, one silent db.
+// smallFleet has two web servers answering current-load, one failing, one
+// silent db. Their current-load takes an int argument n.
 func smallFleet(t *testing.T) *testFleet {
 	f := startFleet(t)
 	web := map[string]string{"role": "web", "location": "New-Jersey"}
-	f.agent("10.0.0.1_web01", web, fakefleet.Result(map[string]any{"load1": 12.5, "load5": 3}))
-	f.agent("10.0.0.2_web02", web, fakefleet.Result(map[string]any{"load1": 0.5, "load5": 1}))
-	f.agent("10.0.0.3_web03", web, fakefleet.Fail(fleet.CodeInternal, "cannot read /proc/loadavg"))
-	f.agent("10.0.0.4_db01", map[string]string{"role": "db"}, fakefleet.Silent())
+	n := functions.Arg{Name: "n", Type: functions.TypeInt}
+	f.agent("10.0.0.1_web01", web, stacktest.Result("current-load", map[string]any{"load1": 12.5, "load5": 3}, n))
+	f.agent("10.0.0.2_web02", web, stacktest.Result("current-load", map[string]any{"load1": 0.5, "load5": 1}, n))
+	f.agent("10.0.0.3_web03", web, stacktest.Fail("current-load", fleet.CodeInternal, "cannot read /proc/loadavg", n))
+	f.agent("10.0.0.4_db01", map[string]string{"role": "db"}, stacktest.Silent(t, "current-load", n))
 	return f
 }
 
@@ -128,8 +133,16 @@ func TestCallExplicitMachine(t *testing.T) {
 
 func TestWatchCommand(t *testing.T) {
 	f := startFleet(t)
-	f.ctl.Join("10.0.0.1_web01", map[string]string{"role": "web"})
-	f.ctl.Join("10.0.0.2_db01", map[string]string{"role": "db"})
+	f.agent("10.0.0.1_web01", map[string]string{"role": "web"})
+	f.agent("10.0.0.2_db01", map[string]string{"role": "db"})
+	stacktest.RegisterMachine(t, f.svc, "10.0.0.3_web02", map[string]string{"role": "web"})
+	// joinLeave makes web02 come online and go offline again.
+	joinLeave := func() {
+		a := stacktest.NewAgent(t, f.svc, "10.0.0.3_web02")
+		stacktest.RunAgent(t, f.svc, a)
+		a.Close()
+		stacktest.WaitOffline(t, f.svc, "10.0.0.3_web02")
+	}
 	for _, tt := range []struct {
 		name string
 		args []string
@@ -143,16 +156,14 @@ func TestWatchCommand(t *testing.T) {
 			done <- code
 		}()
 		waitFor(t, out, `"machine":"10.0.0.1_web01"`, "-- 2 online")
-		f.ctl.Join("10.0.0.3_web02", map[string]string{"role": "web"})
-		f.ctl.Leave("10.0.0.3_web02", "client closed")
-		waitFor(t, out, "(client closed)", `"event":"left"`)
+		joinLeave()
+		waitFor(t, out, "(Client Closed)", `"event":"left"`)
 		cancel()
 		if code := <-done; code != exitOK {
 			t.Errorf("%q: exit %d after Ctrl-C", args, code)
 		}
 		golden(t, name, out.String())
-		f.ctl.Join("10.0.0.3_web02", map[string]string{"role": "web"})
-		f.ctl.Leave("10.0.0.3_web02", "client closed")
+		joinLeave()
 	}
 }
 
@@ -173,8 +184,14 @@ func waitFor(t *testing.T, out *syncBuffer, any ...string) {
 
 func TestMachinesCommands(t *testing.T) {
 	f := smallFleet(t)
-	_, newPub := operatorKey(t, 7)
-	f.ctl.AddPending(fleet.Pending{ID: "10.0.0.7_new", Key: newPub, IP: "10.0.0.7", Attempts: 3, LastSeen: t0, Reason: "not in the registry"})
+	newSeed, newPub := operatorKey(t, 7)
+	newKey, _ := nkeys.FromSeed(newSeed)
+	for range 3 { // an unknown machine tries to join three times
+		if nc, err := stacktest.Dial(f.url, newKey, "10.0.0.7_new"); err == nil {
+			nc.Close()
+			t.Fatal("10.0.0.7_new connected; want it refused")
+		}
+	}
 	steps := []struct {
 		args []string
 		code int

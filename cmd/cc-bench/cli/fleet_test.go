@@ -1,10 +1,10 @@
 package cli
 
-// These tests run cc-bench against a REAL nats-server embedded in-process.
-// The control service and the agents are stood in for by small real NATS
-// responders (bench/fakefleet) that speak the fleet wire contract;
-// the full-stack end-to-end test, with the real broker, control service and
-// agents, lives with those components.
+// These tests run cc-bench against the REAL stack in-process
+// (internal/stacktest): the control service with its embedded broker and
+// auth callout, real agents connecting with their own nkeys, operators in
+// the real registry. Keys are deterministic; times are masked in golden
+// files.
 
 import (
 	"bytes"
@@ -18,26 +18,23 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats-server/v2/server"
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nkeys"
 
-	"github.com/commandcontrol/commandcontrol/bench/fakefleet"
+	"github.com/commandcontrol/commandcontrol/agent/functions"
+	"github.com/commandcontrol/commandcontrol/controlsvc"
 	"github.com/commandcontrol/commandcontrol/fleet"
+	"github.com/commandcontrol/commandcontrol/internal/stacktest"
 )
 
 var update = flag.Bool("update", false, "rewrite the golden files in testdata/")
 
-// t0 is the fake control service's clock; the CLI's clock is 90 minutes on.
-var t0 = time.Date(2025, 1, 2, 3, 4, 5, 0, time.UTC)
-
+// The CLI's clock runs 90 minutes ahead of the control service's, so an
+// uptime shows as 1h30m.
 func TestMain(m *testing.M) {
 	time.Local = time.UTC
-	now = func() time.Time { return t0.Add(90 * time.Minute) }
+	now = func() time.Time { return time.Now().Add(90 * time.Minute) }
 	os.Exit(m.Run())
 }
-
-var svcAuth = nats.UserInfo("svc", "svc")
 
 // operatorKey makes a deterministic operator nkey from one byte.
 func operatorKey(t *testing.T, b byte) (seed []byte, pub string) {
@@ -53,61 +50,34 @@ func operatorKey(t *testing.T, b byte) (seed []byte, pub string) {
 
 type testFleet struct {
 	t                   *testing.T
+	svc                 *controlsvc.Service
 	url                 string
 	adminKey, viewerKey string // key files
-	adminPub            string
-	ctl                 *fakefleet.Control
 }
 
+// startFleet starts a control service whose admin has operatorKey 1 (its
+// seed file is the data directory's admin.nk), and registers a viewer
+// with operatorKey 2.
 func startFleet(t *testing.T) *testFleet {
 	t.Helper()
-	adminSeed, adminPub := operatorKey(t, 1)
-	viewerSeed, viewerPub := operatorKey(t, 2)
-	perms := func(pub string) *server.Permissions {
-		return &server.Permissions{
-			Subscribe: &server.SubjectPermission{Allow: []string{fleet.OperatorInbox(pub) + ".>", fleet.PresenceEventsWildcard}},
-		}
-	}
-	s, err := server.NewServer(&server.Options{
-		Host: "127.0.0.1", Port: -1, NoLog: true, NoSigs: true,
-		Users: []*server.User{{Username: "svc", Password: "svc"}},
-		Nkeys: []*server.NkeyUser{{Nkey: adminPub, Permissions: perms(adminPub)}, {Nkey: viewerPub, Permissions: perms(viewerPub)}},
-	})
+	adminSeed, _ := operatorKey(t, 1)
+	admin, err := nkeys.FromSeed(adminSeed)
 	if err != nil {
 		t.Fatal(err)
 	}
-	go s.Start()
-	if !s.ReadyForConnections(10 * time.Second) {
-		t.Fatal("nats-server did not start")
-	}
-	t.Cleanup(s.Shutdown)
-	ctl, err := fakefleet.StartControl(s.ClientURL(), svcAuth)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(ctl.Close)
-	ctl.Now = func() time.Time { return t0 }
-	ctl.AddOperator(fleet.Operator{Name: "admin", Key: adminPub, Role: fleet.RoleAdmin, AddedAt: t0})
-	ctl.AddOperator(fleet.Operator{Name: "viewer", Key: viewerPub, Role: fleet.RoleViewer, AddedAt: t0})
-	dir := t.TempDir()
-	f := &testFleet{t: t, url: s.ClientURL(), adminPub: adminPub, ctl: ctl,
-		adminKey: filepath.Join(dir, "admin.nk"), viewerKey: filepath.Join(dir, "viewer.nk")}
-	for path, seed := range map[string][]byte{f.adminKey: adminSeed, f.viewerKey: viewerSeed} {
-		if err := os.WriteFile(path, seed, 0o600); err != nil {
-			t.Fatal(err)
-		}
-	}
-	return f
+	svc := stacktest.StartControl(t, stacktest.WithAdminKey(admin))
+	viewerSeed, _ := operatorKey(t, 2)
+	viewer, _ := nkeys.FromSeed(viewerSeed)
+	stacktest.AddOperator(t, svc, "viewer", fleet.RoleViewer, viewer)
+	return &testFleet{t: t, svc: svc, url: svc.ClientURL(),
+		adminKey: svc.AdminKeyPath(), viewerKey: stacktest.WriteSeed(t, "viewer", viewerSeed)}
 }
 
-func (f *testFleet) agent(id string, labels map[string]string, h fakefleet.Handler) {
+// agent starts a real agent for machine id with labels, serving fns beside
+// the built-ins, and waits until it is ONLINE.
+func (f *testFleet) agent(id string, labels map[string]string, fns ...functions.Function) {
 	f.t.Helper()
-	a, err := fakefleet.StartAgent(f.url, id, h, svcAuth)
-	if err != nil {
-		f.t.Fatal(err)
-	}
-	f.t.Cleanup(a.Close)
-	f.ctl.Join(id, labels)
+	stacktest.StartAgent(f.t, f.svc, id, labels, fns...)
 }
 
 // syncBuffer is a bytes.Buffer safe for a writer and a reader at once.
@@ -146,13 +116,21 @@ func (f *testFleet) env() map[string]string {
 	return map[string]string{"CC_SERVER": f.url, "CC_KEY": f.adminKey}
 }
 
-var tookRe = regexp.MustCompile(`took [0-9.]+[µnm]?s`)
+var (
+	tookRe      = regexp.MustCompile(`took [0-9.]+[µnm]?s`)
+	tableTimeRe = regexp.MustCompile(`\d{4}-\d\d-\d\d \d\d:\d\d:\d\d`)
+	jsonTimeRe  = regexp.MustCompile(`"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z"`)
+)
 
 // golden compares got with testdata/name.golden, or rewrites it with
-// -update. Call durations are replaced by "took X".
+// -update. Call durations are replaced by "took X", the control service's
+// times by YYYY-MM-DD hh:mm:ss (as wide, so tables stay aligned) or, in
+// JSON, "TIME".
 func golden(t *testing.T, name, got string) {
 	t.Helper()
 	got = tookRe.ReplaceAllString(got, "took X")
+	got = tableTimeRe.ReplaceAllString(got, "YYYY-MM-DD hh:mm:ss")
+	got = jsonTimeRe.ReplaceAllString(got, `"TIME"`)
 	path := filepath.Join("testdata", name+".golden")
 	if *update {
 		if err := os.WriteFile(path, []byte(got), 0o644); err != nil {

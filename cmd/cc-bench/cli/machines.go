@@ -138,8 +138,9 @@ func machinesAccept(e *env, id string) error {
 		ctx, cancel := e.requestCtx()
 		defer cancel()
 		m, err := c.AcceptMachine(ctx, id)
-		if fe := (*fleet.Error)(nil); errors.As(err, &fe) && fe.Code == fleet.CodeNotFound {
-			return fmt.Errorf("%w\n  list the machines waiting with: cc-bench machines pending", err)
+		const hint = "cc-bench machines pending"
+		if fe := (*fleet.Error)(nil); errors.As(err, &fe) && fe.Code == fleet.CodeNotFound && !strings.Contains(fe.Description, hint) {
+			return fmt.Errorf("%w\n  list the machines waiting with: %s", err, hint)
 		}
 		return e.done(m, err, "accepted %s; it may connect now", id)
 	})

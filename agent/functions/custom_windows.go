@@ -1,0 +1,16 @@
+//go:build windows
+
+package functions
+
+import "os/exec"
+
+// killProcessGroup keeps exec's default on Windows (the process is
+// killed); WaitDelay bounds the wait for pipes a child may still hold.
+func killProcessGroup(*exec.Cmd) {}
+
+// baseEnv is the environment every custom function gets on Windows: what
+// programs there cannot start without.
+func baseEnv() []string {
+	return lookEnv("SystemRoot", "SystemDrive", "windir", "PATH", "PATHEXT", "ComSpec", "TEMP", "TMP",
+		"ProgramData", "ProgramFiles", "ProgramFiles(x86)", "CommonProgramFiles", "USERPROFILE", "NUMBER_OF_PROCESSORS")
+}
