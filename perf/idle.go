@@ -15,7 +15,7 @@ import (
 // idleRows runs the real cc-agent binary, registered and ONLINE, and
 // measures its resident memory and CPU use while nobody calls it.
 func idleRows(ctx context.Context, cfg Config) ([]Row, error) {
-	st, err := startStack(ctx, 0, "", "", cfg.Logger)
+	st, err := startStack(ctx, cfg, 0, "", "")
 	if err != nil {
 		return nil, err
 	}

@@ -37,7 +37,7 @@ func restartRow(ctx context.Context, cfg Config, n int) (Row, error) {
 	if err != nil {
 		return Row{}, err
 	}
-	st, err := startStack(ctx, n, dir, b.ClientURL(), cfg.Logger)
+	st, err := startStack(ctx, cfg, n, dir, b.ClientURL())
 	if err != nil {
 		b.Shutdown()
 		return Row{}, err

@@ -26,6 +26,9 @@ type Config struct {
 	// measured for IdleFor.
 	AgentBinary string
 	IdleFor     time.Duration
+	// SwarmBinary is a built cc-swarm: fleets run in child processes, at
+	// most 15,000 agents each (the per-process open-file limit).
+	SwarmBinary string
 	// Progress receives a line per step; nil discards.
 	Progress io.Writer
 	Logger   *slog.Logger
@@ -71,17 +74,17 @@ var fanoutTargets = map[int]time.Duration{10000: 400 * time.Millisecond, 50000: 
 
 func fanoutRows(ctx context.Context, cfg Config, n int, first bool) ([]Row, error) {
 	fmt.Fprintf(cfg.Progress, "fleet of %d: registering and connecting…\n", n)
-	st, err := startStack(ctx, n, "", "", cfg.Logger)
+	st, err := startStack(ctx, cfg, n, "", "")
 	if err != nil {
 		return nil, err
 	}
 	defer st.close()
-	rate := float64(n) / st.connect.Seconds()
+	rate := float64(n) / st.online.Seconds()
 	rows := []Row{{
 		What:   fmt.Sprintf("authorisations through the callout (%d agents connecting)", n),
 		Value:  fmt.Sprintf("%.0f /s", rate),
 		Target: "≥ 5,000 /s", Met: yes(rate >= 5000),
-		Note: fmt.Sprintf("all connected in %s, all ONLINE in %s", st.connect.Round(time.Millisecond), st.online.Round(time.Millisecond)),
+		Note: fmt.Sprintf("from spawning the simulators to all ONLINE: %s (slowest simulator connected its share in %s; simulators share the 2 CPUs)", st.online.Round(time.Millisecond), st.connect.Round(time.Millisecond)),
 	}}
 	fmt.Fprintf(cfg.Progress, "fleet of %d: %d full-fleet calls…\n", n, cfg.Reps)
 	d, err := fleetCall(ctx, st.c, n, cfg.Reps)
@@ -97,9 +100,11 @@ func fanoutRows(ctx context.Context, cfg Config, n int, first bool) ([]Row, erro
 	}
 	st.close()
 	fmt.Fprintf(cfg.Progress, "fleet of %d: baseline (plain nats.go fan-out)…\n", n)
-	raw, err := rawFanout(ctx, n, cfg.Reps)
+	raw, err := rawFanout(ctx, cfg.SwarmBinary, n, cfg.Reps)
 	if err != nil {
-		return nil, err
+		rows = append(rows, Row{What: fmt.Sprintf("full-fleet call, %d agents, all replies in (p50 / p99 over %d)", n, cfg.Reps),
+			Value: ms(d.Quantile(0.5)) + " / " + ms(d.Quantile(0.99)), Note: "baseline failed: " + err.Error()})
+		return rows, nil
 	}
 	p50, p99, r50 := d.Quantile(0.5), d.Quantile(0.99), raw.Quantile(0.5)
 	target, met := "—", ""
@@ -119,7 +124,7 @@ func fanoutRows(ctx context.Context, cfg Config, n int, first bool) ([]Row, erro
 
 func directAndPresence(ctx context.Context, cfg Config, st *stack) ([]Row, error) {
 	fmt.Fprintf(cfg.Progress, "single direct call, %d times each way…\n", cfg.DirectReps)
-	sdk, raw, err := directCall(ctx, st.c, st.sw.Members()[0].ID, cfg.DirectReps)
+	sdk, raw, err := directCall(ctx, st.c, st.first, cfg.DirectReps)
 	if err != nil {
 		return nil, err
 	}

@@ -3,7 +3,6 @@ package perf
 import (
 	"context"
 	"fmt"
-	"log/slog"
 	"os"
 	"time"
 
@@ -18,13 +17,15 @@ import (
 type stack struct {
 	svc     *controlsvc.Service
 	c       *bench.Client
-	sw      *swarm.Swarm
+	procs   *swarmProcs
+	first   string // machine id of the first member
 	dir     string
 	connect time.Duration // swarm start until every member connected
 	online  time.Duration // swarm start until every member ONLINE
 }
 
-func startStack(ctx context.Context, n int, dataDir, brokerURL string, log *slog.Logger) (*stack, error) {
+func startStack(ctx context.Context, cfg Config, n int, dataDir, brokerURL string) (*stack, error) {
+	log := cfg.Logger
 	st := &stack{dir: dataDir}
 	if st.dir == "" {
 		d, err := os.MkdirTemp("", "cc-perf-")
@@ -47,7 +48,7 @@ func startStack(ctx context.Context, n int, dataDir, brokerURL string, log *slog
 		return nil, err
 	}
 	if n > 0 {
-		if err := st.addSwarm(ctx, n); err != nil {
+		if err := st.addSwarm(ctx, cfg.SwarmBinary, n); err != nil {
 			st.close()
 			return nil, err
 		}
@@ -55,27 +56,18 @@ func startStack(ctx context.Context, n int, dataDir, brokerURL string, log *slog
 	return st, nil
 }
 
-func (st *stack) addSwarm(ctx context.Context, n int) error {
-	sw, err := swarm.New(swarm.Config{URL: st.svc.ClientURL(), N: n, Prefix: "perf"})
+func (st *stack) addSwarm(ctx context.Context, bin string, n int) error {
+	start := time.Now()
+	procs, connect, err := spawnSwarm(ctx, bin, st.svc.ClientURL(), st.svc.AdminKeyPath(), n, "perf", false)
 	if err != nil {
 		return err
 	}
-	st.sw = sw
-	regs := sw.Registrations()
-	for i := 0; i < len(regs); i += 5000 {
-		if _, err := st.c.ImportMachines(ctx, regs[i:min(len(regs), i+5000)]); err != nil {
-			return fmt.Errorf("register the swarm: %w", err)
-		}
-	}
-	start := time.Now()
-	if err := sw.Start(ctx); err != nil {
-		return err
-	}
-	st.connect = time.Since(start)
+	st.procs, st.connect = procs, connect
 	if err := waitOnline(ctx, st.svc, n, 5*time.Minute); err != nil {
 		return err
 	}
 	st.online = time.Since(start)
+	st.first = swarm.MachineID("perf0-", 0)
 	return nil
 }
 
@@ -95,8 +87,8 @@ func waitOnline(ctx context.Context, svc *controlsvc.Service, n int, limit time.
 }
 
 func (st *stack) close() {
-	if st.sw != nil {
-		st.sw.Close()
+	if st.procs != nil {
+		st.procs.stop()
 	}
 	if st.c != nil {
 		st.c.Close()

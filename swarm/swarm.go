@@ -62,6 +62,7 @@ type Swarm struct {
 	cfg       Config
 	members   []Member
 	roots     []string
+	shared    []*functions.Set // per synthetic host
 	agents    []*agent.Agent
 	connected atomic.Int64
 	tmp       string
@@ -103,6 +104,9 @@ func New(cfg Config) (*Swarm, error) {
 		return nil, fmt.Errorf("swarm: synthetic hosts: %w", err)
 	}
 	s.roots = roots
+	for _, r := range roots {
+		s.shared = append(s.shared, functions.New(&functions.Env{Root: r, Version: agent.Version + "-swarm"}))
+	}
 	s.members = make([]Member, cfg.N)
 	for i := range s.members {
 		kp, err := nkeys.CreateUser()
@@ -190,7 +194,15 @@ func (s *Swarm) newAgent(i int, onConnect func()) (*agent.Agent, error) {
 	m := s.members[i]
 	root := s.roots[m.profile]
 	fns := functions.New(&functions.Env{Root: root, MachineID: m.ID, Version: agent.Version + "-swarm"})
-	opts := []nats.Option{nats.ReconnectBufSize(64 << 10)}
+	// Members on one synthetic host share its function instances (and
+	// their caches), as processes on one machine would; machine-info stays
+	// each member's own, since it reports the machine id.
+	for _, spec := range s.shared[m.profile].Specs() {
+		if f, ok := s.shared[m.profile].Lookup(spec.Name); ok && spec.Name != "machine-info" {
+			_ = fns.Add(f)
+		}
+	}
+	opts := []nats.Option{nats.ReconnectBufSize(64 << 10), nats.Timeout(30 * time.Second)}
 	if loopbackOnly(s.cfg.URL) {
 		src := net.IPv4(127, 0, 0, byte(2+i%s.cfg.SourceAddrs))
 		opts = append(opts, nats.SetCustomDialer(&net.Dialer{Timeout: 10 * time.Second, LocalAddr: &net.TCPAddr{IP: src}}))

@@ -11,6 +11,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -19,6 +20,7 @@ import (
 	"time"
 
 	"github.com/commandcontrol/commandcontrol/agent"
+	"github.com/commandcontrol/commandcontrol/agent/functions"
 	"github.com/commandcontrol/commandcontrol/broker"
 	"github.com/commandcontrol/commandcontrol/controlsvc"
 	"github.com/commandcontrol/commandcontrol/internal/logging"
@@ -33,6 +35,8 @@ type options struct {
 	viewerFns                   string
 	localAgent                  bool
 	localAgentID                string
+	functionsDir                string
+	metricsListen, preregister  string
 	log                         logging.Flags
 }
 
@@ -66,8 +70,11 @@ Flags:
 	fs.IntVar(&o.maxPingsOut, "max-pings-out", broker.DefaultMaxPingsOut, "embedded broker: unanswered pings before a client is dropped")
 	fs.DurationVar(&o.userTTL, "user-ttl", controlsvc.DefaultUserTTL, "lifetime of issued credentials; clients re-authorise transparently")
 	fs.StringVar(&o.viewerFns, "viewer-functions", strings.Join(controlsvc.DefaultReadOnlyFunctions, ","), "comma-separated functions the viewer role may call")
+	fs.StringVar(&o.functionsDir, "functions-dir", "", "operators' function definitions (as given to cc-agent --functions-dir): those with role viewer are added to --viewer-functions")
 	fs.BoolVar(&o.localAgent, "local-agent", false, "also run this machine's agent in-process, registered and accepted (key <data>/local-agent.nk)")
 	fs.StringVar(&o.localAgentID, "local-agent-id", "", "machine id of the local agent (default <primary IP>_<hostname>)")
+	fs.StringVar(&o.metricsListen, "metrics-listen", "", "serve Prometheus /metrics and /healthz on HOST:PORT (e.g. 127.0.0.1:9464); also counts calls from agents' replies")
+	fs.StringVar(&o.preregister, "preregister", "", "JSON file of machines and operators to register before accepting connections: {\"machines\":[{\"id\",\"key\",\"labels\"}],\"operators\":[{\"name\",\"key\",\"role\"}]}")
 	o.log.Register(fs)
 	if err := fs.Parse(args); err != nil {
 		return nil, err
@@ -125,16 +132,29 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			PingInterval: o.pingInterval, MaxPingsOut: o.maxPingsOut,
 		},
 		UserTTL:           o.userTTL,
-		ReadOnlyFunctions: splitList(o.viewerFns),
+		ReadOnlyFunctions: viewerFunctions(o, log),
+		CallMetrics:       o.metricsListen != "",
 		Logger:            log,
 	})
 	if err != nil {
 		return err
 	}
+	if o.preregister != "" {
+		if err := preregister(svc.Registry(), o.preregister, log); err != nil {
+			return err
+		}
+	}
 	if err := svc.Start(ctx); err != nil {
 		return err
 	}
 	defer svc.Close()
+	if o.metricsListen != "" {
+		stopHTTP, err := serveMetrics(o.metricsListen, svc, log)
+		if err != nil {
+			return err
+		}
+		defer stopHTTP()
+	}
 	var local *agent.Agent
 	if o.localAgent {
 		if local, err = startLocalAgent(ctx, o, svc, log); err != nil {
@@ -189,4 +209,18 @@ func printWelcome(w io.Writer, o *options, svc *controlsvc.Service, local *agent
 		bench, key, flags, bench, key, flags)
 	fmt.Fprintf(w, "Start an agent on another machine:  cc-agent --server nats://<this host>:4222 --key /var/lib/cc-agent/agent.nk\n")
 	fmt.Fprintf(w, "then accept it:                     %s --key %s machines accept <machine-id>\n\n", bench, key)
+}
+
+// viewerFunctions is --viewer-functions plus the viewer-role functions
+// defined in --functions-dir.
+func viewerFunctions(o *options, log *slog.Logger) []string {
+	fns := splitList(o.viewerFns)
+	if o.functionsDir == "" {
+		return fns
+	}
+	defs, errs := functions.LoadDefinitions(o.functionsDir)
+	for _, err := range errs {
+		log.Warn("function definition skipped", "error", err)
+	}
+	return append(fns, functions.ViewerFunctions(defs)...)
 }

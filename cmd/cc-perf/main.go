@@ -60,19 +60,28 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		}
 		cfg.Sizes = append(cfg.Sizes, n)
 	}
+	dir, err := os.MkdirTemp("", "cc-perf-bin-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+	build := func(name string) (string, error) {
+		out := filepath.Join(dir, name)
+		cmd := exec.CommandContext(ctx, "go", "build", "-o", out, "./cmd/"+name)
+		cmd.Stderr = stderr
+		if err := cmd.Run(); err != nil {
+			return "", fmt.Errorf("build %s (run cc-perf from the repository root): %w", name, err)
+		}
+		return out, nil
+	}
+	if cfg.SwarmBinary, err = build("cc-swarm"); err != nil {
+		return err
+	}
 	if *idle > 0 {
 		cfg.AgentBinary = *agentBin
 		if cfg.AgentBinary == "" {
-			dir, err := os.MkdirTemp("", "cc-perf-bin-")
-			if err != nil {
+			if cfg.AgentBinary, err = build("cc-agent"); err != nil {
 				return err
-			}
-			defer os.RemoveAll(dir)
-			cfg.AgentBinary = filepath.Join(dir, "cc-agent")
-			build := exec.CommandContext(ctx, "go", "build", "-o", cfg.AgentBinary, "./cmd/cc-agent")
-			build.Stderr = stderr
-			if err := build.Run(); err != nil {
-				return fmt.Errorf("build cc-agent (run from the repository root or pass --agent-binary): %w", err)
 			}
 		}
 	}

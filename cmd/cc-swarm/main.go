@@ -1,0 +1,125 @@
+// Command cc-swarm runs a simulated fleet in one process: N agents, each a
+// real nkey identity with its own connection authorised through the
+// callout, serving the real function handlers against synthetic hosts.
+// It registers them in bulk first (with an admin key), so a laptop can try
+// the whole system:
+//
+//	cc-control &
+//	cc-swarm --key cc-data/admin.nk --agents 500
+//	cc-bench --key cc-data/admin.nk call current-load --filter 'load1 > 10'
+//
+// With --baseline it runs plain nats.go responders instead (no framework,
+// no auth): the benchmark harness's baseline.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/commandcontrol/commandcontrol/bench"
+	"github.com/commandcontrol/commandcontrol/swarm"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, os.Args[1:], os.Stdout, os.Stderr); err != nil {
+		if !errors.Is(err, flag.ErrHelp) {
+			fmt.Fprintln(os.Stderr, "cc-swarm:", err)
+		}
+		os.Exit(2)
+	}
+}
+
+func envOr(k, def string) string {
+	if v := os.Getenv(k); v != "" {
+		return v
+	}
+	return def
+}
+
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("cc-swarm", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	server := fs.String("server", envOr("CC_SERVER", "nats://127.0.0.1:4222"), "broker URL (env CC_SERVER)")
+	key := fs.String("key", envOr("CC_KEY", ""), "admin operator's nkey seed file, to register the swarm (env CC_KEY)")
+	n := fs.Int("agents", 100, "number of simulated agents")
+	prefix := fs.String("prefix", "sim", "machine names: 10.a.b.c_<prefix><i>")
+	labels := fs.String("labels", "", "extra labels for every member, k=v,k=v")
+	conc := fs.Int("concurrency", 512, "connections being set up at once")
+	baseline := fs.Bool("baseline", false, "run plain nats.go responders on raw.all.current-load instead (benchmark baseline; no auth)")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("unexpected argument %q (see --help)", fs.Arg(0))
+	}
+	if *baseline {
+		return runBaseline(ctx, *server, *n, stdout)
+	}
+	lab, err := parseLabels(*labels)
+	if err != nil {
+		return err
+	}
+	sw, err := swarm.New(swarm.Config{URL: *server, N: *n, Prefix: *prefix, Labels: lab, Concurrency: *conc})
+	if err != nil {
+		return err
+	}
+	defer sw.Close()
+	if *key != "" {
+		if err := register(ctx, *server, *key, sw); err != nil {
+			return err
+		}
+	} else {
+		fmt.Fprintln(stderr, "cc-swarm: no --key: assuming the members are registered already")
+	}
+	fmt.Fprintf(stdout, "connecting %d\n", *n)
+	start := time.Now()
+	if err := sw.Start(ctx); err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "ready %d %.3f\n", sw.Connected(), time.Since(start).Seconds())
+	<-ctx.Done()
+	return nil
+}
+
+func register(ctx context.Context, server, key string, sw *swarm.Swarm) error {
+	c, err := bench.Connect(server, bench.WithSeedFile(key), bench.WithName("cc-swarm (operator)"))
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	regs := sw.Registrations()
+	for i := 0; i < len(regs); i += 5000 {
+		rctx, cancel := context.WithTimeout(ctx, time.Minute)
+		_, err := c.ImportMachines(rctx, regs[i:min(len(regs), i+5000)])
+		cancel()
+		if err != nil {
+			return fmt.Errorf("register the swarm: %w", err)
+		}
+	}
+	return nil
+}
+
+func parseLabels(s string) (map[string]string, error) {
+	out := map[string]string{}
+	for _, kv := range strings.Split(s, ",") {
+		if kv = strings.TrimSpace(kv); kv == "" {
+			continue
+		}
+		k, v, ok := strings.Cut(kv, "=")
+		if !ok || k == "" {
+			return nil, fmt.Errorf("--labels: %q is not k=v", kv)
+		}
+		out[k] = v
+	}
+	return out, nil
+}

@@ -1,0 +1,97 @@
+package perf
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// perChild bounds the agents one cc-swarm process runs: a process may not
+// hold more than the open-file limit (20,000 here, which an unprivileged
+// container cannot raise), and each agent is one socket.
+const perChild = 15000
+
+// swarmProcs are cc-swarm child processes.
+type swarmProcs struct{ cmds []*exec.Cmd }
+
+// spawnSwarm starts cc-swarm children for n agents (or baseline
+// responders) against url and waits until all have connected. connect is
+// the longest time a child took to connect its share.
+func spawnSwarm(ctx context.Context, bin, url, key string, n int, prefix string, baseline bool) (*swarmProcs, time.Duration, error) {
+	p := &swarmProcs{}
+	type ready struct {
+		secs float64
+		err  error
+	}
+	done := make(chan ready, 1+n/perChild)
+	for i := 0; i*perChild < n; i++ {
+		share := min(perChild, n-i*perChild)
+		args := []string{"--server", url, "--agents", strconv.Itoa(share), "--prefix", fmt.Sprintf("%s%d-", prefix, i)}
+		if baseline {
+			args = append(args, "--baseline")
+		} else {
+			args = append(args, "--key", key)
+		}
+		cmd := exec.Command(bin, args...)
+		cmd.Stderr = os.Stderr
+		out, err := cmd.StdoutPipe()
+		if err != nil {
+			p.stop()
+			return nil, 0, err
+		}
+		if err := cmd.Start(); err != nil {
+			p.stop()
+			return nil, 0, fmt.Errorf("start %s: %w", bin, err)
+		}
+		p.cmds = append(p.cmds, cmd)
+		go func() {
+			sc := bufio.NewScanner(out)
+			for sc.Scan() {
+				if f := strings.Fields(sc.Text()); len(f) == 3 && f[0] == "ready" {
+					s, _ := strconv.ParseFloat(f[2], 64)
+					done <- ready{secs: s}
+					return
+				}
+			}
+			done <- ready{err: fmt.Errorf("cc-swarm exited before all its agents connected")}
+		}()
+	}
+	var longest float64
+	timeout := time.After(5 * time.Minute)
+	for range p.cmds {
+		select {
+		case r := <-done:
+			if r.err != nil {
+				p.stop()
+				return nil, 0, r.err
+			}
+			longest = max(longest, r.secs)
+		case <-timeout:
+			p.stop()
+			return nil, 0, fmt.Errorf("cc-swarm children not connected after 5 minutes")
+		case <-ctx.Done():
+			p.stop()
+			return nil, 0, ctx.Err()
+		}
+	}
+	return p, time.Duration(longest * float64(time.Second)), nil
+}
+
+// stop ends the children and waits for them.
+func (p *swarmProcs) stop() {
+	for _, c := range p.cmds {
+		_ = c.Process.Signal(syscall.SIGTERM)
+	}
+	for _, c := range p.cmds {
+		t := time.AfterFunc(10*time.Second, func() { _ = c.Process.Kill() })
+		_ = c.Wait()
+		t.Stop()
+	}
+	p.cmds = nil
+}
