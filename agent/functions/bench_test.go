@@ -1,7 +1,13 @@
 package functions
 
 import (
+	"bytes"
+	"compress/gzip"
 	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 )
@@ -119,4 +125,92 @@ func BenchmarkCustomFunctionEcho(b *testing.B) {
 	fn := NewCustomFunction(Definition{Name: "echo", Command: []string{"/bin/echo", "{}"}, Timeout: Duration(5 * time.Second),
 		Output: OutputAuto, MaxOutputBytes: DefaultCustomOutputBytes, MaxConcurrent: 1}, &Env{})
 	benchCall(b, fn)
+}
+
+// BenchmarkSecPatchesWithCVEs measures installed-sec-patches on the debian
+// fixture with a history log and a changelog for every one of its 40
+// installed security updates (the fixture has real changelogs for only a
+// few): "cached" is every call after the first, "changelogs-cold" re-reads
+// the history log and every changelog but not the security index.
+func BenchmarkSecPatchesWithCVEs(b *testing.B) {
+	root := cveBenchRoot(b)
+	check := func(r any) {
+		n := 0
+		for _, p := range r.(*SecPatchesReply).Installed {
+			if len(p.CVEs) > 0 {
+				n++
+			}
+		}
+		if n != 40 || r.(*SecPatchesReply).InstalledCount != 40 {
+			b.Fatalf("%d of %d installed have CVE ids, want all 40", n, r.(*SecPatchesReply).InstalledCount)
+		}
+	}
+	b.Run("cached", func(b *testing.B) {
+		fn, _ := newSecPatches(&Env{Root: root})
+		r, err := fn.Call(context.Background(), Args{})
+		if err != nil {
+			b.Fatal(err)
+		}
+		check(r)
+		benchCall(b, fn)
+	})
+	b.Run("changelogs-cold", func(b *testing.B) {
+		fn, _ := newSecPatches(&Env{Root: root})
+		f := fn.(*secPatches)
+		ctx := context.Background()
+		for b.Loop() {
+			f.history = historyCache{}
+			f.changelogs = changelogCache{}
+			r, err := fn.Call(ctx, Args{})
+			if err != nil {
+				b.Fatal(err)
+			}
+			check(r)
+		}
+	})
+}
+
+// cveBenchRoot copies the debian fixture's dpkg status, apt lists and
+// history log and writes a changelog (its version's entry naming two CVE
+// ids, then 200 older entries) for every installed security update.
+func cveBenchRoot(b testing.TB) string {
+	b.Helper()
+	root := b.TempDir()
+	copyFile(b, debianRoot+"/"+dpkgStatusPath, filepath.Join(root, dpkgStatusPath))
+	copyFile(b, debianRoot+"/"+aptLogPath+"/history.log", filepath.Join(root, aptLogPath, "history.log"))
+	for _, name := range []string{
+		"deb.debian.org_debian-security_dists_bookworm-security_InRelease",
+		"deb.debian.org_debian-security_dists_bookworm-security_main_binary-amd64_Packages.lz4",
+	} {
+		copyFile(b, debianRoot+"/"+aptListsPath+"/"+name, filepath.Join(root, aptListsPath, name))
+	}
+	fn, _ := newSecPatches(&Env{Root: root})
+	res, err := fn.Call(context.Background(), Args{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	_, pkgs, _ := fn.(*secPatches).db.load()
+	versions := map[string]string{}
+	for _, p := range pkgs {
+		versions[p.Name+"/"+p.Arch] = p.SourceVersion
+	}
+	installed := res.(*SecPatchesReply).Installed
+	for _, p := range installed {
+		var text strings.Builder
+		fmt.Fprintf(&text, "%s (%s) bookworm-security; urgency=high\n\n  * CVE-2025-%04d, CVE-2025-%04d\n\n -- M <m@example.org>  Mon, 01 Jan 2024 00:00:00 +0000\n\n",
+			p.Source, versions[p.Name+"/"+p.Arch], len(p.Name)*7, len(p.Name)*11)
+		text.WriteString(strings.Repeat("older (0.1-1) unstable; urgency=low\n\n  * CVE-2020-1234 and some more words\n\n -- M <m@example.org>  Mon, 01 Jan 2020 00:00:00 +0000\n\n", 200))
+		var gz bytes.Buffer
+		zw := gzip.NewWriter(&gz)
+		zw.Write([]byte(text.String()))
+		zw.Close()
+		path := filepath.Join(root, docPath, p.Name, "changelog.Debian.gz")
+		if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+			b.Fatal(err)
+		}
+		if err := os.WriteFile(path, gz.Bytes(), 0o644); err != nil {
+			b.Fatal(err)
+		}
+	}
+	return root
 }

@@ -1,8 +1,13 @@
 package functions
 
 import (
+	"bytes"
+	"compress/gzip"
+	"io"
 	"os"
+	"strings"
 	"testing"
+	"time"
 )
 
 func FuzzParseArgs(f *testing.F) {
@@ -112,5 +117,48 @@ func FuzzCompareApkVersions(f *testing.F) {
 		if compareApkVersions(a, b) != -compareApkVersions(b, a) {
 			t.Fatalf("not antisymmetric for %q, %q", a, b)
 		}
+	})
+}
+
+func FuzzParseChangelog(f *testing.F) {
+	for _, p := range []string{"less", "libexpat1"} {
+		if data, err := os.ReadFile(debianRoot + "/" + docPath + "/" + p + "/changelog.Debian.gz"); err == nil {
+			if gz, err := gzip.NewReader(bytes.NewReader(data)); err == nil {
+				text, _ := io.ReadAll(gz)
+				f.Add(text, "590-2.1~deb12u2", "590-1")
+			}
+		}
+	}
+	f.Add([]byte("p (1) s-security; urgency=high\n  * CVE-2024-0001 cve-2024-00002\n -- M <m@x>  Mon, 01 Jan 2024 00:00:00 +0000\n"), "1", "")
+	f.Add([]byte("p (2) s; x\np (1:1) s;\n -- >  ,  \n"), "1:1", "0")
+	f.Fuzz(func(t *testing.T, text []byte, version, previous string) {
+		info, _ := parseChangelog(bytes.NewReader(text), version, previous)
+		if !info.Found && (len(info.CVEs) > 0 || !info.Date.IsZero() || info.Distribution != "") {
+			t.Fatalf("details without the entry: %+v", info)
+		}
+		for i, id := range info.CVEs {
+			if !strings.HasPrefix(id, "CVE-") || !cveRE.MatchString(id) || (i > 0 && compareCVEs(info.CVEs[i-1], id) >= 0) {
+				t.Fatalf("bad or unsorted CVE ids %q", info.CVEs)
+			}
+		}
+	})
+}
+
+func FuzzParseHistoryLog(f *testing.F) {
+	if data, err := os.ReadFile(debianRoot + "/" + aptLogPath + "/history.log"); err == nil {
+		f.Add(data[:min(len(data), 4096)])
+	}
+	f.Add([]byte("Start-Date: 2024-01-01  10:00:00\nUpgrade: a:amd64 (1, 2), b (3, automatic)\nPurge: c:i386 (1)\nEnd-Date: 2024-01-01  10:00:01\n\n"))
+	f.Add([]byte("Install: (, ), x (\nDowngrade: :a ()\r\n\r\nStart-Date: \n"))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		txs := parseHistoryLog(data, time.UTC)
+		for _, tx := range txs {
+			for _, c := range tx.Changes {
+				if c.Name == "" || !historyActions[c.Action] || (c.Old == "" && c.New == "") {
+					t.Fatalf("incomplete change %+v", c)
+				}
+			}
+		}
+		indexHistory(txs)
 	})
 }

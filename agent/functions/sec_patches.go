@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"os/exec"
 	"path/filepath"
+	"slices"
+	"sort"
 	"strings"
 	"sync"
 	"time"
@@ -57,13 +59,27 @@ type PendingPatch struct {
 // came from the security suite (apt), an installed advisory (dnf/yum), a
 // hotfix (Windows) or an install-history entry (macOS).
 type InstalledPatch struct {
-	Name        string    `json:"name"`
-	Arch        string    `json:"arch"`
-	Version     string    `json:"version"`
-	Source      string    `json:"source"`
-	Advisory    string    `json:"advisory,omitempty"`
-	Severity    string    `json:"severity,omitempty"`
+	Name     string `json:"name"`
+	Arch     string `json:"arch"`
+	Version  string `json:"version"`
+	Source   string `json:"source"`
+	Advisory string `json:"advisory,omitempty"`
+	Severity string `json:"severity,omitempty"`
+	// InstalledOn is when the update was installed. apt: the end of the
+	// latest history.log transaction that installed this version, read in
+	// the machine's zone (/etc/localtime).
 	InstalledOn time.Time `json:"installed_on,omitzero"`
+	// PreviousVersion is the version this one replaced (apt history's
+	// Upgrade or Downgrade); absent for a fresh install.
+	PreviousVersion string `json:"previous_version,omitempty"`
+	// CVEs are the CVE ids the package's changelog names in the installed
+	// version's entry or, after an upgrade, in every entry newer than
+	// PreviousVersion (apt).
+	CVEs []string `json:"cves,omitempty"`
+	// ChangelogDate is the installed version's changelog entry date, in the
+	// zone its maintainer wrote. Present means the entry was read, so a
+	// missing CVEs then means the entry names none.
+	ChangelogDate time.Time `json:"changelog_date,omitzero"`
 }
 
 // secEntry is one stanza of a security Packages index.
@@ -128,6 +144,9 @@ type secPatches struct {
 	lookPath func(string) (string, error)
 	tools    *toolCache
 	apkCache apkIndexCache
+	// history and changelogs back the apt installed list's dates and CVEs.
+	history    historyCache
+	changelogs changelogCache
 
 	mu       sync.Mutex
 	sig      string
@@ -177,10 +196,11 @@ func (f *secPatches) apt(pkgs []Package, filter nameFilter) (any, error) {
 		return nil, err
 	}
 	pending, installed := compareWithIndex(pkgs, idx, filter)
+	notes = append(append([]string{}, notes...), f.aptDetails(pkgs, installed)...)
 	reply := &SecPatchesReply{
 		Source: "apt", Pending: pending, PendingCount: len(pending),
 		Installed: installed, InstalledCount: len(installed),
-		Notes: append([]string{}, notes...),
+		Notes: notes,
 	}
 	now := time.Now()
 	for _, r := range releases {
@@ -229,4 +249,55 @@ func (f *secPatches) index() ([]aptRelease, secIndex, []string, error) {
 	}
 	f.sig, f.releases, f.idx, f.notes = sig, releases, idx, notes
 	return releases, idx, notes, nil
+}
+
+// aptDetails adds to each installed security update the date and previous
+// version of the apt history transaction that installed it, and the CVE ids
+// and date of its changelog entry. It returns notes on what is missing.
+// pkgs is sorted by name and arch (see [pkgDB.load]) and holds every
+// package of installed.
+func (f *secPatches) aptDetails(pkgs []Package, installed []InstalledPatch) []string {
+	if len(installed) == 0 {
+		return nil
+	}
+	hist, histNotes := f.history.load(f.root)
+	notes := slices.Clone(histNotes) // the cache's slice is shared
+	noEntry, unreadable := 0, 0
+	var firstErr error
+	f.changelogs.refresh(f.root)
+	for i := range installed {
+		ip := &installed[i]
+		j := sort.Search(len(pkgs), func(j int) bool {
+			return pkgs[j].Name > ip.Name || (pkgs[j].Name == ip.Name && pkgs[j].Arch >= ip.Arch)
+		})
+		if j == len(pkgs) || pkgs[j].Name != ip.Name || pkgs[j].Arch != ip.Arch {
+			continue
+		}
+		p := pkgs[j]
+		if ev, ok := hist[historyKey(p.Name, p.Version)]; ok {
+			ip.InstalledOn, ip.PreviousVersion = ev.at, ev.previous
+		}
+		// Changelogs carry source versions: a binNMU (1.0-1+b2) is listed
+		// under its source version (1.0-1).
+		info, _, found, err := f.changelogs.lookup(f.root, p.Name, p.Source, p.SourceVersion, ip.PreviousVersion)
+		switch {
+		case err != nil && !info.Found:
+			unreadable++
+			if firstErr == nil {
+				firstErr = err
+			}
+		case !found || !info.Found:
+			noEntry++
+		default:
+			ip.CVEs, ip.ChangelogDate = slices.Clone(info.CVEs), info.Date
+		}
+	}
+	if noEntry > 0 {
+		notes = append(notes, fmt.Sprintf("%d of %d installed security updates have no changelog entry for their version in %s/<package>/changelog.Debian.gz: no cves or changelog_date for them",
+			noEntry, len(installed), filepath.Join(f.root, docPath)))
+	}
+	if unreadable > 0 {
+		notes = append(notes, fmt.Sprintf("%d changelogs could not be read (%v)", unreadable, firstErr))
+	}
+	return notes
 }
