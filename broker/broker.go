@@ -107,6 +107,11 @@ type Config struct {
 	Logger *slog.Logger
 	// Debug turns on the server's debug log.
 	Debug bool
+	// StoreDir, when set, turns JetStream on with file storage in this
+	// directory, for the CONTROL account only (the control service keeps
+	// its audit stream there). The FLEET account never gets JetStream:
+	// agents and operators cannot reach any $JS API.
+	StoreDir string
 }
 
 // Broker is a running embedded NATS server.
@@ -184,6 +189,9 @@ func Options(cfg *Config) (*server.Options, error) {
 		},
 		Debug: cfg.Debug,
 	}
+	if cfg.StoreDir != "" {
+		opts.JetStream, opts.StoreDir = true, cfg.StoreDir
+	}
 	if err := clusterOptions(cfg, opts); err != nil {
 		return nil, err
 	}
@@ -249,6 +257,26 @@ func (b *Broker) Start() error {
 	if !b.srv.ReadyForConnections(10 * time.Second) {
 		b.srv.Shutdown()
 		return fmt.Errorf("broker: not ready to accept connections on %s within 10s (is the port in use?)", b.cfg.Listen)
+	}
+	if b.cfg.StoreDir != "" {
+		if err := b.enableControlJetStream(); err != nil {
+			b.Shutdown()
+			return err
+		}
+	}
+	return nil
+}
+
+// enableControlJetStream turns JetStream on for the CONTROL account alone;
+// the server enables it for no account by itself when accounts are
+// configured without JetStream limits.
+func (b *Broker) enableControlJetStream() error {
+	acc, err := b.srv.LookupAccount(ControlAccount)
+	if err != nil {
+		return fmt.Errorf("broker: %w", err)
+	}
+	if err := acc.EnableJetStream(nil, nil); err != nil {
+		return fmt.Errorf("broker: enable JetStream (store %s) for account %s: %w", b.cfg.StoreDir, ControlAccount, err)
 	}
 	return nil
 }

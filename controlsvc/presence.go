@@ -48,6 +48,9 @@ type presence struct {
 	now        func() time.Time
 	labels     func(id string) map[string]string
 	emit       func(fleet.PresenceEvent) // called under mu, in seq order
+	// known are the machines a previous run of the service saw ONLINE
+	// (see presencestate.go): their first joined is not repeated.
+	known map[string]bool
 }
 
 func newPresence(labels func(string) map[string]string, emit func(fleet.PresenceEvent)) *presence {
@@ -93,6 +96,10 @@ func (p *presence) addLocked(k connKey, user string) {
 		return
 	}
 	if len(m.conns) == 1 {
+		if p.known[id] {
+			delete(p.known, id) // watchers already have it as ONLINE
+			return
+		}
 		p.emitLocked(fleet.EventJoined, id, "")
 	}
 }

@@ -49,7 +49,16 @@ type Config struct {
 	ReadOnlyFunctions []string
 	// ResyncInterval is how often presence is re-checked against CONNZ.
 	ResyncInterval time.Duration
-	Logger         *slog.Logger
+	// CallWait is how long the call watcher waits for a call's replies
+	// before auditing the missing targets as no-response (default
+	// DefaultCallWait).
+	CallWait time.Duration
+	Logger   *slog.Logger
+
+	// CallMetrics counts function calls for the metrics (cc_calls_total,
+	// cc_call_duration_seconds) from the replies agents send operators;
+	// it costs one extra delivery per reply. See HTTPHandler.
+	CallMetrics bool
 }
 
 // Service is a running control service.
@@ -67,6 +76,10 @@ type Service struct {
 	mu           sync.Mutex
 	resyncNow    chan struct{}
 	adminCreated bool
+	metrics      *metrics
+	audit        *auditLog
+	callHooks    []CallHook
+	calls        *nats.Conn
 }
 
 // New loads (or creates) the data directory: keys, registry and, on first
@@ -84,6 +97,9 @@ func New(cfg Config) (*Service, error) {
 	if cfg.ResyncInterval <= 0 {
 		cfg.ResyncInterval = DefaultResyncInterval
 	}
+	if cfg.CallWait <= 0 {
+		cfg.CallWait = DefaultCallWait
+	}
 	if cfg.ReadOnlyFunctions == nil {
 		cfg.ReadOnlyFunctions = DefaultReadOnlyFunctions
 	}
@@ -100,6 +116,8 @@ func New(cfg Config) (*Service, error) {
 	}
 	s := &Service{cfg: cfg, log: cfg.Logger, keys: keys, reg: reg, resyncNow: make(chan struct{}, 1)}
 	s.presence = newPresence(reg.Labels, s.publishEvent)
+	s.restorePresence()
+	s.metrics = newMetrics(s)
 	if err := s.ensureAdmin(); err != nil {
 		return nil, err
 	}
@@ -154,6 +172,11 @@ func (s *Service) Start(ctx context.Context) error {
 			return err
 		}
 		bc.Auth = auth
+		if bc.StoreDir == "" && bc.ClusterListen == "" {
+			// The audit stream lives here. A clustered broker needs a
+			// JetStream cluster (server names, --store-dir on each).
+			bc.StoreDir = filepath.Join(s.cfg.DataDir, "jetstream")
+		}
 		if bc.Logger == nil {
 			bc.Logger = s.log.With("component", "broker")
 		}
@@ -209,11 +232,21 @@ func (s *Service) connect() error {
 	if s.fl, err = dial("cc-control-fleet", s.keys.Fleet); err != nil {
 		return err
 	}
+	if s.calls, err = dial("cc-control-calls", s.keys.Fleet, nats.NoEcho()); err != nil {
+		return err
+	}
 	return nil
 }
 
 func (s *Service) startServing(ctx context.Context) error {
+	s.audit = openAuditLog(ctx, s.ctl, s.log.With("component", "audit"))
+	s.closers = append(s.closers, s.audit.close)
+	if err := s.watchCalls(); err != nil {
+		return err
+	}
 	co := &callout{keys: s.keys, reg: s.reg, log: s.log.With("component", "callout"), ttl: s.cfg.UserTTL, readOnly: s.cfg.ReadOnlyFunctions}
+	co.onGrant, co.onRefuse = s.metrics.granted, s.metrics.refused
+	co.onAudit = s.auditRefused
 	_, stop, err := co.subscribe(s.ctl)
 	if err != nil {
 		return err
@@ -229,6 +262,9 @@ func (s *Service) startServing(ctx context.Context) error {
 	if err := s.resync(rctx); err != nil {
 		return fmt.Errorf("initial presence snapshot: %w", err)
 	}
+	s.presence.settleKnown()
+	s.savePresence()
+	s.closers = append(s.closers, s.savePresence)
 	snapSub, err := s.fl.QueueSubscribe(fleet.PresenceSnapshotSubject, "cc-control", s.answerSnapshot)
 	if err != nil {
 		return err
@@ -239,6 +275,13 @@ func (s *Service) startServing(ctx context.Context) error {
 		return err
 	}
 	s.closers = append(s.closers, func() { _ = api.Stop() })
+	if s.cfg.CallMetrics {
+		stopObs, err := s.observeCalls()
+		if err != nil {
+			return err
+		}
+		s.closers = append(s.closers, stopObs)
+	}
 	go s.resyncLoop(rctx)
 	go s.flushLoop(rctx)
 	s.closers = append(s.closers, func() { _ = s.reg.FlushPending() })
@@ -289,6 +332,7 @@ func (s *Service) resyncLoop(ctx context.Context) {
 		if err := s.resync(ctx); err != nil && ctx.Err() == nil {
 			s.log.Warn("presence resync failed", "error", err)
 		}
+		s.savePresence()
 	}
 }
 
@@ -337,7 +381,7 @@ func (s *Service) Close() {
 		s.closers[i]()
 	}
 	s.closers = nil
-	for _, nc := range []*nats.Conn{s.fl, s.ctl, s.sys} {
+	for _, nc := range []*nats.Conn{s.calls, s.fl, s.ctl, s.sys} {
 		if nc != nil {
 			nc.Close()
 		}

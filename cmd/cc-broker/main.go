@@ -36,6 +36,7 @@ type fileConfig struct {
 	MonitorListen string   `json:"monitor_listen"`
 	PingInterval  string   `json:"ping_interval"`
 	MaxPingsOut   int      `json:"max_pings_out"`
+	StoreDir      string   `json:"store_dir"`
 }
 
 func main() {
@@ -63,7 +64,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	log.Info("broker starting", "listen", cfg.Listen, "cluster", cfg.ClusterListen, "leaf", cfg.LeafListen)
+	log.Info("broker starting", "listen", cfg.Listen, "cluster", cfg.ClusterListen, "leaf", cfg.LeafListen, "store_dir", cfg.StoreDir)
 	return b.Run(ctx)
 }
 
@@ -87,7 +88,7 @@ Flags:
 `)
 		fs.PrintDefaults()
 	}
-	fs.StringVar(&configFile, "config", "", "JSON config file (fields: listen, name, auth, cluster_name, cluster_listen, routes, leaf_listen, monitor_listen, ping_interval, max_pings_out)")
+	fs.StringVar(&configFile, "config", "", "JSON config file (fields: listen, name, auth, cluster_name, cluster_listen, routes, leaf_listen, monitor_listen, ping_interval, max_pings_out, store_dir)")
 	fs.StringVar(&fc.Auth, "auth", "", "the control service's broker-auth.json (required)")
 	fs.StringVar(&fc.Listen, "listen", "127.0.0.1:4222", "client listen address HOST:PORT")
 	fs.StringVar(&fc.Name, "name", "", "server name")
@@ -98,6 +99,7 @@ Flags:
 	fs.StringVar(&fc.MonitorListen, "monitor-listen", "", "serve NATS monitoring on HOST:PORT")
 	fs.StringVar(&ping, "ping-interval", broker.DefaultPingInterval.String(), "ping interval; a silent client is dropped after (max-pings-out+1) intervals")
 	fs.IntVar(&fc.MaxPingsOut, "max-pings-out", broker.DefaultMaxPingsOut, "unanswered pings before a client is dropped")
+	fs.StringVar(&fc.StoreDir, "store-dir", "", "JetStream file storage for the CONTROL account only, where cc-control keeps its durable audit log (e.g. /var/lib/cc-broker/jetstream); without it the audit log is not durable")
 	lf.Register(fs)
 	if err := fs.Parse(args); err != nil {
 		return nil, nil, err
@@ -126,6 +128,7 @@ Flags:
 	cfg := &broker.Config{
 		Listen: fc.Listen, Name: fc.Name, Auth: auth, ClusterName: fc.ClusterName, ClusterListen: fc.ClusterListen,
 		LeafListen: fc.LeafListen, MonitorListen: fc.MonitorListen, PingInterval: pi, MaxPingsOut: fc.MaxPingsOut,
+		StoreDir: fc.StoreDir,
 	}
 	for _, r := range strings.Split(routes, ",") {
 		if r = strings.TrimSpace(r); r != "" {
@@ -161,6 +164,7 @@ func mergeFile(path string, fc *fileConfig, routes, ping *string, set map[string
 	pick("monitor-listen", &fc.MonitorListen, f.MonitorListen)
 	pick("ping-interval", ping, f.PingInterval)
 	pick("routes", routes, strings.Join(f.Routes, ","))
+	pick("store-dir", &fc.StoreDir, f.StoreDir)
 	if !set["max-pings-out"] && f.MaxPingsOut > 0 {
 		fc.MaxPingsOut = f.MaxPingsOut
 	}

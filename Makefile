@@ -1,0 +1,79 @@
+# commandcontrol: build, test, lint, images, the compose demo.
+# Every target is a thin wrapper over go / docker commands shown in
+# docs/DEPLOY.md, so they also work without make.
+
+GO          ?= go
+STATICCHECK ?= $(shell $(GO) env GOPATH)/bin/staticcheck
+# The compose command: the v2 plugin when present, else docker-compose (v1).
+COMPOSE     ?= $(shell docker compose version >/dev/null 2>&1 && echo "docker compose" || echo docker-compose)
+PREFIX      ?= /usr/local
+
+.PHONY: all build static test test-short lint fmt vet staticcheck images demo-keys \
+        compose-up compose-down docker-test systemd-verify install clean
+
+all: build
+
+## build: bin/cc-control, bin/cc-agent, bin/cc-bench, bin/cc-broker for this machine
+build:
+	$(GO) build -o bin/ ./cmd/...
+
+## static: CGO_ENABLED=0 linux binaries for the image, in bin/docker/
+static:
+	deploy/docker/build.sh
+
+## test: the whole suite, as CI runs it
+test:
+	$(GO) test -race -count=1 ./...
+
+test-short:
+	$(GO) test -count=1 ./...
+
+## lint: gofmt, go vet, staticcheck
+lint: fmt vet staticcheck
+
+fmt:
+	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
+	if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
+
+vet:
+	$(GO) vet ./...
+
+staticcheck:
+	@test -x $(STATICCHECK) || $(GO) install honnef.co/go/tools/cmd/staticcheck@v0.8.2
+	$(STATICCHECK) ./...
+
+## demo-keys: the compose demo's agent and operator keys + preregister file
+demo-keys:
+	$(GO) run ./deploy/compose/demokeys -out deploy/compose/demo
+
+## images: static binaries, demo keys and the commandcontrol:local image (nothing pulled)
+images: static demo-keys
+	$(COMPOSE) build
+
+## compose-up / compose-down: the demo stack (control + 3 accepted agents)
+compose-up: images
+	$(COMPOSE) up -d
+	@echo "query it: bin/cc-bench --key deploy/compose/demo/keys/operator.nk servers  (make build first)"
+
+compose-down:
+	$(COMPOSE) down -v
+
+## docker-test: what CI runs for the compose demo (installs and starts docker if needed)
+docker-test:
+	.ci/docker-test.sh
+
+## systemd-verify: systemd-analyze verify / security on deploy/systemd units
+systemd-verify:
+	.ci/systemd-test.sh
+
+## install: binaries to $(PREFIX)/bin and the systemd units (see docs/DEPLOY.md)
+install: build
+	install -D -m 0755 bin/cc-agent $(DESTDIR)$(PREFIX)/bin/cc-agent
+	install -D -m 0755 bin/cc-control $(DESTDIR)$(PREFIX)/bin/cc-control
+	install -D -m 0755 bin/cc-bench $(DESTDIR)$(PREFIX)/bin/cc-bench
+	install -D -m 0755 bin/cc-broker $(DESTDIR)$(PREFIX)/bin/cc-broker
+	install -D -m 0644 deploy/systemd/cc-agent.service $(DESTDIR)/etc/systemd/system/cc-agent.service
+	install -D -m 0644 deploy/systemd/cc-control.service $(DESTDIR)/etc/systemd/system/cc-control.service
+
+clean:
+	rm -rf bin/

@@ -1,0 +1,87 @@
+package controlsvc
+
+import (
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"sort"
+
+	"github.com/commandcontrol/commandcontrol/fleet"
+)
+
+// PresenceStateFile, in the data directory, keeps what a restarted
+// control service needs so that a watcher that stayed connected loses
+// nothing: the last event sequence number and the ONLINE machines. It is
+// written at start, after every resync and at stop.
+const PresenceStateFile = "presence.json"
+
+// seqMargin is added to the saved sequence number on restart, so the new
+// run's events number above every event the old run may have sent after
+// its last save (a watcher drops events numbered at or below what it has).
+const seqMargin = 1 << 24
+
+type presenceState struct {
+	Seq    uint64   `json:"seq"`
+	Online []string `json:"online"`
+}
+
+// restorePresence loads the state a previous run saved.
+func (s *Service) restorePresence() {
+	b, err := os.ReadFile(filepath.Join(s.cfg.DataDir, PresenceStateFile))
+	if err != nil {
+		return
+	}
+	var st presenceState
+	if err := json.Unmarshal(b, &st); err != nil {
+		s.log.Warn("presence state unreadable; watchers may see joined again", "file", PresenceStateFile, "error", err)
+		return
+	}
+	s.presence.restore(st)
+}
+
+// savePresence writes the current state.
+func (s *Service) savePresence() {
+	b, _ := json.Marshal(s.presence.state())
+	if err := writeFileAtomic(filepath.Join(s.cfg.DataDir, PresenceStateFile), append(b, '\n'), 0o600); err != nil {
+		s.log.Warn("presence state not saved", "error", err)
+	}
+}
+
+func (p *presence) restore(st presenceState) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.seq = st.Seq + seqMargin
+	p.known = make(map[string]bool, len(st.Online))
+	for _, id := range st.Online {
+		p.known[id] = true
+	}
+}
+
+func (p *presence) state() presenceState {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	st := presenceState{Seq: p.seq, Online: make([]string, 0, len(p.machines))}
+	for id := range p.machines {
+		st.Online = append(st.Online, id)
+	}
+	sort.Strings(st.Online)
+	return st
+}
+
+// settleKnown runs after the first resync: a machine the previous run
+// had ONLINE that is not ONLINE now left while the service was down.
+func (p *presence) settleKnown() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	ids := make([]string, 0, len(p.known))
+	for id := range p.known {
+		ids = append(ids, id)
+	}
+	sort.Strings(ids)
+	for _, id := range ids {
+		if _, on := p.machines[id]; !on {
+			p.emitLocked(fleet.EventLeft, id, "left while the control service was down")
+		}
+	}
+	p.known = nil
+}

@@ -1,0 +1,257 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/commandcontrol/commandcontrol/agent"
+	"github.com/commandcontrol/commandcontrol/agent/functions"
+	"github.com/commandcontrol/commandcontrol/broker"
+	"github.com/commandcontrol/commandcontrol/controlsvc"
+	"github.com/commandcontrol/commandcontrol/fleet"
+	"github.com/nats-io/nkeys"
+)
+
+// freePorts reserves n loopback ports and releases them: cluster routes
+// must name their peers' ports before the peers start.
+func freePorts(t *testing.T, n int) []int {
+	t.Helper()
+	var ls []net.Listener
+	var ports []int
+	for range n {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		ls = append(ls, l)
+		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
+	}
+	for _, l := range ls {
+		l.Close()
+	}
+	return ports
+}
+
+// startCluster starts n brokers routed to each other on 127.0.0.1, all
+// configured with the control service keys in dataDir (what
+// deploy/cluster/*.json does with cc-broker --config).
+func startCluster(t *testing.T, dataDir string, n int) []*broker.Broker {
+	t.Helper()
+	keys, err := controlsvc.LoadOrCreateKeys(dataDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	auth, err := keys.BrokerAuth()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ports := freePorts(t, n)
+	var bs []*broker.Broker
+	for i := range n {
+		var routes []string
+		for j, p := range ports {
+			if j != i {
+				routes = append(routes, fmt.Sprintf("nats-route://127.0.0.1:%d", p))
+			}
+		}
+		b, err := broker.New(broker.Config{
+			Listen: "127.0.0.1:0", Name: fmt.Sprintf("b%d", i+1), Auth: auth,
+			ClusterListen: fmt.Sprintf("127.0.0.1:%d", ports[i]), Routes: routes,
+			PingInterval: time.Second, Logger: testLogger(t).With("broker", i+1),
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := b.Start(); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(b.Shutdown)
+		bs = append(bs, b)
+	}
+	for i, b := range bs {
+		waitFor(t, fmt.Sprintf("broker %d routed to the others", i+1), 10*time.Second, func() bool {
+			return b.Server().NumRoutes() >= n-1
+		})
+	}
+	return bs
+}
+
+// clusterAgent starts a registered agent connected to url.
+func clusterAgent(t *testing.T, svc *controlsvc.Service, url, id string) *agent.Agent {
+	t.Helper()
+	kp, _ := nkeys.CreateUser()
+	pub, _ := kp.PublicKey()
+	if _, err := svc.Registry().AddMachine(id, pub, map[string]string{"site": "cluster"}, "test", false); err != nil {
+		t.Fatal(err)
+	}
+	a, err := agent.New(agent.Config{URL: url, Key: kp, MachineID: id, Functions: functions.New(&functions.Env{MachineID: id, Root: "/"}),
+		MaxReconnectDelay: 300 * time.Millisecond, Logger: testLogger(t).With("agent", id)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	if err := a.Start(ctx); err != nil {
+		cancel()
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cancel(); a.Close() })
+	return a
+}
+
+// TestClusterOfThreeBrokers: the control service sits behind one of three
+// routed brokers; agents and an operator connect to the others. The
+// callout admits them across routes, presence sees all of them, calls
+// cross nodes, and a machine that leaves on another node is seen leaving.
+func TestClusterOfThreeBrokers(t *testing.T) {
+	dir := t.TempDir()
+	bs := startCluster(t, dir, 3)
+	svc, err := controlsvc.New(controlsvc.Config{DataDir: dir, BrokerURL: bs[0].ClientURL(),
+		ResyncInterval: 5 * time.Second, Logger: testLogger(t).With("side", "control")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	if err := svc.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	defer svc.Close()
+
+	clusterAgent(t, svc, bs[1].ClientURL(), "10.1.0.2_node2")
+	a3 := clusterAgent(t, svc, bs[2].ClientURL(), "10.1.0.3_node3")
+	for _, id := range []string{"10.1.0.2_node2", "10.1.0.3_node3"} {
+		waitFor(t, id+" ONLINE through another node", 10*time.Second, func() bool { return online(svc, id) })
+	}
+
+	nc := operatorConn(t, bs[2].ClientURL(), newOperator(t, svc, "ops", "admin"))
+	// Direct call from node 3 to the agent on node 2.
+	m, err := nc.Request(fleet.FnSubject("10.1.0.2_node2", "current-load"), []byte("{}"), 5*time.Second)
+	if err != nil {
+		t.Fatalf("call across nodes: %v", err)
+	}
+	if got := m.Header.Get(fleet.HeaderMachine); got != "10.1.0.2_node2" || !strings.Contains(string(m.Data), "load1") {
+		t.Fatalf("reply from %q: %s", got, m.Data)
+	}
+	// A broadcast reaches the agents on both other nodes.
+	inbox := nc.NewRespInbox()
+	sub, err := nc.SubscribeSync(inbox)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := nc.PublishRequest(fleet.AllSubject("current-load"), inbox, []byte("{}")); err != nil {
+		t.Fatal(err)
+	}
+	seen := map[string]bool{}
+	for len(seen) < 2 {
+		r, err := sub.NextMsg(5 * time.Second)
+		if err != nil {
+			t.Fatalf("broadcast replies %v: %v", seen, err)
+		}
+		seen[r.Header.Get(fleet.HeaderMachine)] = true
+	}
+	// The presence snapshot, asked on node 3, lists both.
+	snap, err := nc.Request(fleet.PresenceSnapshotSubject, nil, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, id := range []string{"10.1.0.2_node2", "10.1.0.3_node3"} {
+		if !strings.Contains(string(snap.Data), id) {
+			t.Errorf("snapshot lacks %s: %s", id, snap.Data)
+		}
+	}
+	// Leaving on node 3 is seen by the control service on node 1.
+	events, err := nc.SubscribeSync(fleet.PresenceEventSubject("left", "10.1.0.3_node3"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = nc.Flush()
+	a3.Close()
+	if _, err := events.NextMsg(5 * time.Second); err != nil {
+		t.Fatalf("no left event for node3's agent: %v", err)
+	}
+	if online(svc, "10.1.0.3_node3") {
+		t.Error("node3's agent still ONLINE after it closed")
+	}
+}
+
+// TestClusterConfigExamples runs deploy/cluster/broker-{1,2,3}.json with
+// the real cc-broker, only their addresses moved to 127.0.0.1 ports, puts
+// the control service behind broker 1 and an agent and an operator on
+// broker 3: the agent is admitted, ONLINE, and answers a call.
+func TestClusterConfigExamples(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds cc-broker")
+	}
+	bin := t.TempDir()
+	build := exec.Command("go", "build", "-o", bin+string(os.PathSeparator), "./cmd/cc-broker")
+	build.Dir = ".."
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	dir := t.TempDir()
+	if _, err := controlsvc.LoadOrCreateKeys(dir); err != nil {
+		t.Fatal(err)
+	}
+	client, cluster := freePorts(t, 3), freePorts(t, 3)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	for i := range 3 {
+		b, err := os.ReadFile(fmt.Sprintf("../deploy/cluster/broker-%d.json", i+1))
+		if err != nil {
+			t.Fatal(err)
+		}
+		cfg := string(b)
+		for j := range 3 {
+			cfg = strings.ReplaceAll(cfg, fmt.Sprintf("cc-broker-%d:6222", j+1), fmt.Sprintf("127.0.0.1:%d", cluster[j]))
+		}
+		cfg = strings.ReplaceAll(cfg, "0.0.0.0:6222", fmt.Sprintf("127.0.0.1:%d", cluster[i]))
+		cfg = strings.ReplaceAll(cfg, "0.0.0.0:4222", fmt.Sprintf("127.0.0.1:%d", client[i]))
+		cfg = strings.ReplaceAll(cfg, "127.0.0.1:8222", "127.0.0.1:0")
+		cfg = strings.ReplaceAll(cfg, "/etc/commandcontrol/broker-auth.json", filepath.Join(dir, controlsvc.BrokerAuthFile))
+		path := filepath.Join(t.TempDir(), "broker.json")
+		if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		cmd := exec.CommandContext(ctx, filepath.Join(bin, "cc-broker"), "--config", path)
+		var out logBuffer
+		cmd.Stdout, cmd.Stderr = &out, &out
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() {
+			_ = cmd.Process.Kill()
+			_ = cmd.Wait()
+			if t.Failed() {
+				t.Logf("broker-%d.json output:\n%s", i+1, out.String())
+			}
+		})
+	}
+	url := func(i int) string { return fmt.Sprintf("nats://127.0.0.1:%d", client[i]) }
+	var svc *controlsvc.Service
+	waitFor(t, "the control service to connect through broker 1", 15*time.Second, func() bool {
+		s, err := controlsvc.New(controlsvc.Config{DataDir: dir, BrokerURL: url(0), Logger: testLogger(t)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := s.Start(ctx); err != nil {
+			return false
+		}
+		svc = s
+		return true
+	})
+	defer svc.Close()
+	clusterAgent(t, svc, url(2), "10.2.0.3_site3")
+	waitFor(t, "the agent on broker 3 ONLINE", 15*time.Second, func() bool { return online(svc, "10.2.0.3_site3") })
+	nc := operatorConn(t, url(1), newOperator(t, svc, "ops", "admin"))
+	m, err := nc.Request(fleet.FnSubject("10.2.0.3_site3", "machine-info"), nil, 5*time.Second)
+	if err != nil || m.Header.Get(fleet.HeaderMachine) != "10.2.0.3_site3" {
+		t.Fatalf("call from broker 2 to the agent on broker 3: %v %v", err, m)
+	}
+}

@@ -1,0 +1,79 @@
+package e2e
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/commandcontrol/commandcontrol/agent"
+	"github.com/commandcontrol/commandcontrol/agent/functions"
+	"github.com/commandcontrol/commandcontrol/broker"
+	"github.com/commandcontrol/commandcontrol/controlsvc"
+	"github.com/commandcontrol/commandcontrol/fleet"
+	"github.com/nats-io/nkeys"
+)
+
+// TestOperatorDefinedFunctionsAndRoles: one definitions directory given to
+// the agent and to the control service; the viewer may call the function
+// defined with role viewer and is refused by the broker for the admin one;
+// the admin may call both.
+func TestOperatorDefinedFunctionsAndRoles(t *testing.T) {
+	dir := t.TempDir()
+	write := func(name, body string) {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(body), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write("hello.json", `{"name":"hello","description":"says hello","command":["/bin/echo","hello","{{who}}"],
+		"args":[{"name":"who","type":"string","required":true}],"role":"viewer","read_only":true,"timeout":"5s"}`)
+	write("wipe.json", `{"name":"wipe","description":"mutates","command":["/bin/true"],"role":"admin","read_only":false}`)
+	defs, errs := functions.LoadDefinitions(dir)
+	if len(errs) > 0 || len(defs) != 2 {
+		t.Fatalf("definitions: %d, errors %v", len(defs), errs)
+	}
+	svc, err := controlsvc.New(controlsvc.Config{DataDir: t.TempDir(), Broker: broker.Config{Listen: "127.0.0.1:0"},
+		ReadOnlyFunctions: append(append([]string{}, controlsvc.DefaultReadOnlyFunctions...), functions.ViewerFunctions(defs)...)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	if err := svc.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	defer svc.Close()
+	kp, _ := nkeys.CreateUser()
+	const id = "10.0.0.9_custom"
+	a, err := agent.New(agent.Config{URL: svc.ClientURL(), Key: kp, MachineID: id, FunctionsDir: dir, NoSamplers: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := svc.Registry().AddMachine(id, a.PublicKey(), nil, "test", false); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	waitFor(t, "agent online", 5*time.Second, func() bool { return online(svc, id) })
+
+	viewer := operatorConn(t, svc.ClientURL(), newOperator(t, svc, "val", "viewer"))
+	m, err := viewer.Request(fleet.FnSubject(id, "hello"), []byte(`{"who":"a; rm -rf /"}`), 5*time.Second)
+	if err != nil {
+		t.Fatalf("viewer calling a viewer function: %v", err)
+	}
+	if !strings.Contains(string(m.Data), `hello a; rm -rf /`) {
+		t.Fatalf("hello: got %q (the argument must reach argv literally)", m.Data)
+	}
+	if _, err := viewer.Request(fleet.FnSubject(id, "wipe"), nil, time.Second); err == nil {
+		t.Fatal("viewer called an admin-only function")
+	}
+	admin := operatorConn(t, svc.ClientURL(), svc.AdminKeyPath())
+	m, err = admin.Request(fleet.FnSubject(id, "wipe"), nil, 5*time.Second)
+	if err != nil || m.Header.Get(fleet.HeaderErrorCode) != "" {
+		t.Fatalf("admin calling wipe: %v %v", err, m.Header)
+	}
+}
