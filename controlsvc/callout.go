@@ -1,7 +1,9 @@
 package controlsvc
 
 import (
+	"bytes"
 	"encoding/base64"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -59,6 +61,9 @@ func (c *callout) init() error {
 			c.initErr = fmt.Errorf("issuer key: %w", err)
 			return
 		}
+		if c.keys.XKey == nil {
+			return // requests arrive unencrypted
+		}
 		if c.box, err = newBoxCache(c.keys.XKey); err != nil {
 			c.initErr = fmt.Errorf("xkey: %w", err)
 		}
@@ -99,6 +104,10 @@ func (c *callout) handle(m *nats.Msg) {
 		serverXKey = m.Header.Get("Nats-Server-Xkey")
 	}
 	out, err := c.authorize(m.Data, serverXKey)
+	if errors.Is(err, errStaleRequest) {
+		c.log.Debug("auth callout request skipped", "error", err)
+		return
+	}
 	if err != nil {
 		c.log.Error("auth callout request not answered", "error", err)
 		return
@@ -113,10 +122,20 @@ func (c *callout) authorize(data []byte, serverXKey string) ([]byte, error) {
 		return nil, fmt.Errorf("callout keys unusable: %w", err)
 	}
 	if serverXKey != "" {
+		if c.box == nil {
+			return nil, errors.New("the request is encrypted but this service has no xkey")
+		}
 		var err error
 		if data, err = c.box.open(data, serverXKey); err != nil {
 			return nil, fmt.Errorf("cannot decrypt the request: %w", err)
 		}
+	}
+	if expiredRequest(data, time.Now()) {
+		// The broker has already given up on this connection (its auth
+		// timeout passed while the request queued): answering would only
+		// cost the CPU that live requests need. Under a reconnect storm
+		// this keeps the callout working on requests that can still succeed.
+		return nil, errStaleRequest
 	}
 	req, err := jwt.DecodeAuthorizationRequestClaims(string(data))
 	if err != nil {
@@ -205,6 +224,28 @@ func (c *callout) refuse(kind, who, key, ip, reason string) error {
 		c.onAudit(kind, who, key, ip, reason)
 	}
 	return errors.New(reason)
+}
+
+var errStaleRequest = errors.New("request expired before it was handled (broker auth timeout passed); skipped")
+
+// expiredRequest reads the expiry of a request JWT without verifying it
+// (the full decode verifies it afterwards) and reports whether it passed.
+func expiredRequest(token []byte, now time.Time) bool {
+	parts := bytes.SplitN(token, []byte("."), 3)
+	if len(parts) != 3 {
+		return false
+	}
+	payload, err := base64.RawURLEncoding.DecodeString(string(parts[1]))
+	if err != nil {
+		return false
+	}
+	var c struct {
+		Exp int64 `json:"exp"`
+	}
+	if json.Unmarshal(payload, &c) != nil || c.Exp == 0 {
+		return false
+	}
+	return now.Unix() > c.Exp
 }
 
 // verifyNonce checks that sig is key's signature over the server nonce. The

@@ -2,6 +2,7 @@ package controlsvc
 
 import (
 	"encoding/base64"
+	"errors"
 	"io"
 	"log/slog"
 	"path/filepath"
@@ -442,5 +443,27 @@ func noWildcardRoots(t *testing.T, p jwt.Permissions) {
 				t.Errorf("permission %q is too broad", s)
 			}
 		}
+	}
+}
+
+func TestExpiredRequestSkipped(t *testing.T) {
+	f := newCalloutFixture(t)
+	server, _ := nkeys.CreateServer()
+	req := request(t, f.webKP, "10.0.0.5_web01")
+	req.Expires = time.Now().Add(-time.Second).Unix()
+	tok, err := req.Encode(server)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.c.authorize([]byte(tok), ""); !errors.Is(err, errStaleRequest) {
+		t.Fatalf("expired request: got %v, want errStaleRequest", err)
+	}
+	req.Expires = time.Now().Add(time.Minute).Unix()
+	tok, _ = req.Encode(server)
+	if _, err := f.c.authorize([]byte(tok), ""); err != nil {
+		t.Fatalf("live request: %v", err)
+	}
+	if expiredRequest([]byte("not.a.jwt!"), time.Now()) || expiredRequest([]byte("x"), time.Now()) {
+		t.Fatal("garbage counted as expired")
 	}
 }
