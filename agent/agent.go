@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"net"
 	"strconv"
 	"strings"
 	"sync"
@@ -60,9 +61,11 @@ type Config struct {
 	NoSamplers bool
 	// OnConnect is called each time the connection is (re)established.
 	OnConnect func()
-	// NATSOptions are appended to the agent's connection options (e.g. a
-	// dialer with a source address, for simulators).
+	// NATSOptions are appended to the agent's connection options.
 	NATSOptions []nats.Option
+	// Dialer opens the agent's sockets (e.g. with a source address, for
+	// simulators); nil uses a plain one.
+	Dialer *net.Dialer
 	// FunctionsDir holds operators' function definitions (*.json, see
 	// docs/FUNCTIONS.md); empty for none. They are loaded on Start and
 	// reloaded when a file changes (polled every FunctionsPoll) or on
@@ -202,6 +205,7 @@ func (a *Agent) natsOptions() []nats.Option {
 	maxDelay := a.cfg.MaxReconnectDelay
 	return append([]nats.Option{
 		nats.Name(a.id),
+		nats.SetCustomDialer(newClosingDialer(a.cfg.Dialer)),
 		nats.Nkey(a.pub, a.sign),
 		nats.RetryOnFailedConnect(true),
 		nats.MaxReconnects(-1),

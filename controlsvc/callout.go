@@ -77,7 +77,7 @@ func (c *callout) subscribe(nc *nats.Conn) (*nats.Subscription, func(), error) {
 	if err := c.init(); err != nil {
 		return nil, nil, err
 	}
-	ch := make(chan *nats.Msg, 8192)
+	ch := make(chan *nats.Msg, 1<<16) // a reconnect storm queues here; stale entries are skipped cheaply
 	sub, err := nc.ChanQueueSubscribe(AuthCalloutSubject, "cc-control", ch)
 	if err != nil {
 		return nil, nil, fmt.Errorf("subscribe to auth callout: %w", err)

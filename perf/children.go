@@ -14,8 +14,9 @@ import (
 
 // perChild bounds the agents one cc-swarm process runs: a process may not
 // hold more than the open-file limit (20,000 here, which an unprivileged
-// container cannot raise), and each agent is one socket.
-const perChild = 15000
+// container cannot raise), and each agent is one socket — two while it
+// reconnects, since nats.go keeps the dead socket until the new one is up.
+const perChild = 5000
 
 // swarmProcs are cc-swarm child processes.
 type swarmProcs struct{ cmds []*exec.Cmd }

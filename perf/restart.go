@@ -1,8 +1,11 @@
 package perf
 
 import (
+	"strings"
+
 	"context"
 	"fmt"
+	"github.com/nats-io/nats-server/v2/server"
 	"net"
 	"os"
 	"time"
@@ -42,15 +45,18 @@ func restartRow(ctx context.Context, cfg Config, n int) (Row, error) {
 		b.Shutdown()
 		return Row{}, err
 	}
-	defer st.close()
 	b.Shutdown()
 	start := time.Now()
 	if b, err = startBroker(bcfg); err != nil {
+		st.close()
 		return Row{}, err
 	}
-	defer b.Shutdown()
-	// Every machine must have left and joined again: ONLINE since the restart.
-	if err := waitOnlineSince(ctx, st.svc, n, start, 2*time.Minute); err != nil {
+	// The fleet goes before the broker: nats-server v2.15.2 can crash when
+	// clients still authenticate while it shuts down.
+	defer func() { st.close(); b.Shutdown() }()
+	// Every agent has a connection to the new broker, and presence counts
+	// all of them ONLINE.
+	if err := waitReconnected(ctx, b, st.svc, n, 2*time.Minute); err != nil {
 		return Row{}, err
 	}
 	took := time.Since(start)
@@ -77,22 +83,26 @@ func freePort() (string, error) {
 	return l.Addr().String(), nil
 }
 
-// waitOnlineSince polls until n machines are ONLINE, each since t.
-func waitOnlineSince(ctx context.Context, svc *controlsvc.Service, n int, t time.Time, limit time.Duration) error {
+// waitReconnected polls until the broker holds at least n agent
+// connections and presence shows n machines ONLINE.
+func waitReconnected(ctx context.Context, b *broker.Broker, svc *controlsvc.Service, n int, limit time.Duration) error {
 	deadline := time.Now().Add(limit)
 	for {
-		fresh := 0
-		for _, s := range svc.Snapshot().Servers {
-			if !s.Since.Before(t) {
-				fresh++
+		agents := 0
+		if cz, err := b.Server().Connz(&server.ConnzOptions{Account: broker.FleetAccount, Username: true, Limit: n + 100}); err == nil {
+			for _, c := range cz.Conns {
+				if strings.HasPrefix(c.AuthorizedUser, "agent:") {
+					agents++
+				}
 			}
 		}
-		if fresh >= n {
+		online := len(svc.Snapshot().Servers)
+		if agents >= n && online >= n {
 			return nil
 		}
 		if time.Now().After(deadline) || ctx.Err() != nil {
-			return fmt.Errorf("%d of %d machines back ONLINE after %s", fresh, n, limit)
+			return fmt.Errorf("after %s: %d of %d agents reconnected, %d ONLINE", limit, agents, n, online)
 		}
-		time.Sleep(10 * time.Millisecond)
+		time.Sleep(20 * time.Millisecond)
 	}
 }

@@ -203,14 +203,14 @@ func (s *Swarm) newAgent(i int, onConnect func()) (*agent.Agent, error) {
 		}
 	}
 	opts := []nats.Option{nats.ReconnectBufSize(64 << 10), nats.Timeout(30 * time.Second)}
+	dialer := &net.Dialer{Timeout: 10 * time.Second}
 	if loopbackOnly(s.cfg.URL) {
-		src := net.IPv4(127, 0, 0, byte(2+i%s.cfg.SourceAddrs))
-		opts = append(opts, nats.SetCustomDialer(&net.Dialer{Timeout: 10 * time.Second, LocalAddr: &net.TCPAddr{IP: src}}))
+		dialer.LocalAddr = &net.TCPAddr{IP: net.IPv4(127, 0, 0, byte(2+i%s.cfg.SourceAddrs))}
 	}
 	return agent.New(agent.Config{
 		URL: s.cfg.URL, Key: m.kp, MachineID: m.ID, Root: root, Functions: fns,
 		NoSamplers: true, OnConnect: onConnect, MaxReconnectDelay: s.cfg.MaxReconnectDelay,
-		NATSOptions: opts, Logger: s.cfg.Logger,
+		NATSOptions: opts, Dialer: dialer, Logger: s.cfg.Logger,
 	})
 }
 
