@@ -97,6 +97,16 @@ type Env struct {
 	Version string
 	// Logger is never nil after [New].
 	Logger *slog.Logger
+
+	dbOnce sync.Once
+	db     *pkgDB
+}
+
+// packageDB is the installed-package database every function of this Env
+// shares, so sw-list and installed-sec-patches parse and cache it once.
+func (e *Env) packageDB() *pkgDB {
+	e.dbOnce.Do(func() { e.db = &pkgDB{root: e.Root} })
+	return e.db
 }
 
 // Factory creates a function for env.

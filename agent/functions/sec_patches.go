@@ -156,7 +156,7 @@ type secPatches struct {
 }
 
 func newSecPatches(env *Env) (Function, error) {
-	return &secPatches{root: env.Root, db: &pkgDB{root: env.Root}, lookPath: exec.LookPath, tools: &toolCache{ttl: toolCacheTTL}}, nil
+	return &secPatches{root: env.Root, db: env.packageDB(), lookPath: exec.LookPath, tools: &toolCache{ttl: toolCacheTTL}}, nil
 }
 
 func (f *secPatches) Spec() Spec {

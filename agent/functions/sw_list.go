@@ -16,7 +16,7 @@ type SwListReply struct {
 type swList struct{ db *pkgDB }
 
 func newSwList(env *Env) (Function, error) {
-	return &swList{db: &pkgDB{root: env.Root}}, nil
+	return &swList{db: env.packageDB()}, nil
 }
 
 func (f *swList) Spec() Spec {
