@@ -97,8 +97,14 @@ type Config struct {
 	ClusterName   string
 	ClusterListen string
 	Routes        []string
-	// LeafListen accepts leaf-node connections from remote sites.
+	// LeafListen accepts leaf-node connections from the remote sites in
+	// LeafSites (a hub). Each site links the three accounts over its own
+	// leaf connections; a site that is not listed is refused.
 	LeafListen string
+	LeafSites  []LeafSite
+	// Hub, when set, makes this broker a remote site's leaf node of the
+	// hub broker at Hub.URLs (see LeafHub).
+	Hub *LeafHub
 	// MonitorListen serves the NATS monitoring HTTP endpoints when set.
 	MonitorListen string
 	// MaxPayload bounds one message (default 1 MiB).
@@ -219,12 +225,8 @@ func clusterOptions(cfg *Config, opts *server.Options) error {
 	} else if len(cfg.Routes) > 0 {
 		return errors.New("broker: routes given without a cluster listen address")
 	}
-	if cfg.LeafListen != "" {
-		h, p, err := splitHostPort("leaf listen", cfg.LeafListen)
-		if err != nil {
-			return err
-		}
-		opts.LeafNode.Host, opts.LeafNode.Port = h, p
+	if err := leafOptions(cfg, opts); err != nil {
+		return err
 	}
 	if cfg.MonitorListen != "" {
 		h, p, err := splitHostPort("monitor listen", cfg.MonitorListen)

@@ -3,6 +3,7 @@ package broker_test
 import (
 	"context"
 	"errors"
+	"maps"
 	"strings"
 	"testing"
 	"time"
@@ -91,6 +92,28 @@ func TestOptionsErrors(t *testing.T) {
 		{"routes without cluster", func(c *broker.Config) { c.Routes = []string{"nats-route://127.0.0.1:6222"} }, "without a cluster listen"},
 		{"bad cluster listen", func(c *broker.Config) { c.ClusterListen = "nowhere" }, "cluster listen address"},
 		{"bad leaf listen", func(c *broker.Config) { c.LeafListen = "127.0.0.1:x" }, "leaf listen address"},
+		{"leaf listen without sites", func(c *broker.Config) { c.LeafListen = "127.0.0.1:7422" }, "at least one leaf site"},
+		{"leaf sites without listen", func(c *broker.Config) { c.LeafSites = []broker.LeafSite{{Name: "dc2", PasswordBcrypt: testHash}} }, "without a leaf listen"},
+		{"bad site name", func(c *broker.Config) {
+			c.LeafListen, c.LeafSites = "127.0.0.1:7422", []broker.LeafSite{{Name: "dc 2", PasswordBcrypt: testHash}}
+		}, `leaf site name "dc 2"`},
+		{"site listed twice", func(c *broker.Config) {
+			c.LeafListen, c.LeafSites = "127.0.0.1:7422", []broker.LeafSite{{Name: "dc2", PasswordBcrypt: testHash}, {Name: "dc2", PasswordBcrypt: testHash}}
+		}, "listed twice"},
+		{"plain password", func(c *broker.Config) {
+			c.LeafListen, c.LeafSites = "127.0.0.1:7422", []broker.LeafSite{{Name: "dc2", PasswordBcrypt: "hunter2"}}
+		}, "not a bcrypt hash"},
+		{"hub and site at once", func(c *broker.Config) {
+			c.LeafListen, c.LeafSites = "127.0.0.1:7422", []broker.LeafSite{{Name: "dc2", PasswordBcrypt: testHash}}
+			c.Hub = &broker.LeafHub{URLs: []string{"nats-leaf://127.0.0.1:7423"}, Site: "dc3", Secret: "s"}
+		}, "not both"},
+		{"site without hub URL", func(c *broker.Config) { c.Hub = &broker.LeafHub{Site: "dc2", Secret: "s"} }, "hub's leaf URL"},
+		{"site with a bad hub URL", func(c *broker.Config) {
+			c.Hub = &broker.LeafHub{URLs: []string{"http://hub:7422"}, Site: "dc2", Secret: "s"}
+		}, "want nats-leaf://host:port"},
+		{"site without secret", func(c *broker.Config) {
+			c.Hub = &broker.LeafHub{URLs: []string{"nats-leaf://hub:7422"}, Site: "dc2"}
+		}, "no secret"},
 		{"bad monitor listen", func(c *broker.Config) { c.MonitorListen = ":99999" }, "monitor listen address"},
 	}
 	for _, tt := range tests {
@@ -179,7 +202,8 @@ func TestOptionsKeepExplicitValues(t *testing.T) {
 
 func TestOptionsCluster(t *testing.T) {
 	cfg := broker.Config{Listen: "127.0.0.1:0", Auth: validAuth(t), ClusterListen: "127.0.0.1:0",
-		Routes: []string{"nats-route://127.0.0.1:6222", "nats-route://127.0.0.1:6223"}, LeafListen: "127.0.0.1:7422", MonitorListen: "127.0.0.1:8222"}
+		Routes: []string{"nats-route://127.0.0.1:6222", "nats-route://127.0.0.1:6223"}, LeafListen: "127.0.0.1:7422",
+		LeafSites: []broker.LeafSite{{Name: "dc2", PasswordBcrypt: testHash}}, MonitorListen: "127.0.0.1:8222"}
 	opts, err := broker.Options(&cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -192,6 +216,46 @@ func TestOptionsCluster(t *testing.T) {
 	}
 	if opts.LeafNode.Port != 7422 || opts.HTTPPort != 8222 {
 		t.Errorf("leaf/monitor ports: got %d/%d, want 7422/8222", opts.LeafNode.Port, opts.HTTPPort)
+	}
+}
+
+// testHash has the shape of a bcrypt hash; Options checks no more.
+const testHash = "$2a$04$e6nB5rC0u6Vf4IuqJd7Iy.Uv5tN0k2QmD2wKQxR7i5jv3E0Fq9kXK"
+
+// TestOptionsLeaf: a hub gets one leaf user per site and account, bound to
+// that account; a site gets one remote per account, each with its user.
+func TestOptionsLeaf(t *testing.T) {
+	hub := broker.Config{Auth: validAuth(t), LeafListen: "127.0.0.1:7422",
+		LeafSites: []broker.LeafSite{{Name: "dc2", PasswordBcrypt: testHash}, {Name: "dc3", PasswordBcrypt: testHash}}}
+	opts, err := broker.Options(&hub)
+	if err != nil {
+		t.Fatal(err)
+	}
+	users := map[string]string{}
+	for _, u := range opts.LeafNode.Users {
+		users[u.Username] = u.Account.Name
+	}
+	want := map[string]string{"dc2.fleet": "FLEET", "dc2.control": "CONTROL", "dc2.sys": "SYS", "dc3.fleet": "FLEET", "dc3.control": "CONTROL", "dc3.sys": "SYS"}
+	if !maps.Equal(users, want) {
+		t.Errorf("hub leaf users: got %v, want %v", users, want)
+	}
+	site := broker.Config{Auth: validAuth(t), Hub: &broker.LeafHub{URLs: []string{"nats-leaf://hub-a:7422", "nats-leaf://hub-b:7422"}, Site: "dc2", Secret: "s3cret"}}
+	opts, err = broker.Options(&site)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(opts.LeafNode.Remotes) != 3 {
+		t.Fatalf("site remotes: got %d, want one per account", len(opts.LeafNode.Remotes))
+	}
+	for _, r := range opts.LeafNode.Remotes {
+		if len(r.URLs) != 2 {
+			t.Fatalf("remote %s: %d URLs, want 2", r.LocalAccount, len(r.URLs))
+		}
+		u := r.URLs[0]
+		pw, _ := u.User.Password()
+		if u.User.Username() != broker.LeafUser("dc2", r.LocalAccount) || pw != "s3cret" || u.Host != "hub-a:7422" {
+			t.Errorf("remote %s: got %s", r.LocalAccount, u.Redacted())
+		}
 	}
 }
 

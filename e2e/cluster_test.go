@@ -2,11 +2,14 @@ package e2e
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -16,6 +19,7 @@ import (
 	"github.com/commandcontrol/commandcontrol/broker"
 	"github.com/commandcontrol/commandcontrol/controlsvc"
 	"github.com/commandcontrol/commandcontrol/fleet"
+	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nkeys"
 )
 
@@ -75,12 +79,62 @@ func startCluster(t *testing.T, dataDir string, n int) []*broker.Broker {
 		t.Cleanup(b.Shutdown)
 		bs = append(bs, b)
 	}
-	for i, b := range bs {
-		waitFor(t, fmt.Sprintf("broker %d routed to the others", i+1), 10*time.Second, func() bool {
-			return b.Server().NumRoutes() >= n-1
-		})
-	}
+	waitMeshSettled(t, n, func(i int) (*server.Routez, error) {
+		return bs[i].Server().Routez(&server.RoutezOptions{})
+	})
 	return bs
+}
+
+// waitMeshSettled waits until each of n brokers has its full pool of
+// route connections to every peer and the set of route connections has
+// not changed for a second. Brokers that start together dial each other
+// at once and close the duplicates; interest sent on a route that is
+// about to be closed as a duplicate is lost, so tests start clients only
+// once that churn is over.
+func waitMeshSettled(t *testing.T, n int, routez func(i int) (*server.Routez, error)) {
+	t.Helper()
+	snapshot := func() (string, bool) {
+		var key strings.Builder
+		for i := range n {
+			rz, err := routez(i)
+			if err != nil {
+				return "", false
+			}
+			perPeer := map[string]int{}
+			var rids []uint64
+			for _, r := range rz.Routes {
+				perPeer[r.RemoteName]++
+				rids = append(rids, r.Rid)
+			}
+			// Every peer with the same number of connections: the
+			// pool (3 by default) plus the system account's own route.
+			if len(perPeer) != n-1 {
+				return "", false
+			}
+			for _, c := range perPeer {
+				if c != perPeer[rz.Routes[0].RemoteName] || c < 2 {
+					return "", false
+				}
+			}
+			slices.Sort(rids)
+			fmt.Fprintf(&key, "%d:%v;", i, rids)
+		}
+		return key.String(), true
+	}
+	var last string
+	var since time.Time
+	waitFor(t, "the route mesh to settle", 20*time.Second, func() bool {
+		k, ok := snapshot()
+		switch {
+		case !ok:
+			last = ""
+			return false
+		case k != last:
+			last, since = k, time.Now()
+			return false
+		}
+		return time.Since(since) >= time.Second
+	})
 }
 
 // clusterAgent starts a registered agent connected to url.
@@ -199,7 +253,7 @@ func TestClusterConfigExamples(t *testing.T) {
 	if _, err := controlsvc.LoadOrCreateKeys(dir); err != nil {
 		t.Fatal(err)
 	}
-	client, cluster := freePorts(t, 3), freePorts(t, 3)
+	client, cluster, monitor := freePorts(t, 3), freePorts(t, 3), freePorts(t, 3)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	for i := range 3 {
@@ -213,7 +267,7 @@ func TestClusterConfigExamples(t *testing.T) {
 		}
 		cfg = strings.ReplaceAll(cfg, "0.0.0.0:6222", fmt.Sprintf("127.0.0.1:%d", cluster[i]))
 		cfg = strings.ReplaceAll(cfg, "0.0.0.0:4222", fmt.Sprintf("127.0.0.1:%d", client[i]))
-		cfg = strings.ReplaceAll(cfg, "127.0.0.1:8222", "127.0.0.1:0")
+		cfg = strings.ReplaceAll(cfg, "127.0.0.1:8222", fmt.Sprintf("127.0.0.1:%d", monitor[i]))
 		cfg = strings.ReplaceAll(cfg, "/etc/commandcontrol/broker-auth.json", filepath.Join(dir, controlsvc.BrokerAuthFile))
 		path := filepath.Join(t.TempDir(), "broker.json")
 		if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
@@ -234,6 +288,15 @@ func TestClusterConfigExamples(t *testing.T) {
 		})
 	}
 	url := func(i int) string { return fmt.Sprintf("nats://127.0.0.1:%d", client[i]) }
+	waitMeshSettled(t, 3, func(i int) (*server.Routez, error) {
+		resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/routez", monitor[i]))
+		if err != nil {
+			return nil, err
+		}
+		defer resp.Body.Close()
+		var rz server.Routez
+		return &rz, json.NewDecoder(resp.Body).Decode(&rz)
+	})
 	var svc *controlsvc.Service
 	waitFor(t, "the control service to connect through broker 1", 15*time.Second, func() bool {
 		s, err := controlsvc.New(controlsvc.Config{DataDir: dir, BrokerURL: url(0), Logger: testLogger(t)})

@@ -37,6 +37,18 @@ type fileConfig struct {
 	PingInterval  string   `json:"ping_interval"`
 	MaxPingsOut   int      `json:"max_pings_out"`
 	StoreDir      string   `json:"store_dir"`
+	// A hub lists the sites it accepts: inline, or in a file of their own.
+	LeafSites     []broker.LeafSite `json:"leaf_sites"`
+	LeafSitesFile string            `json:"leaf_sites_file"`
+	// A site names its hub.
+	Hub *hubConfig `json:"hub"`
+}
+
+// hubConfig is a site broker's link to its hub.
+type hubConfig struct {
+	URLs       []string `json:"urls"`
+	Site       string   `json:"site"`
+	SecretFile string   `json:"secret_file"`
 }
 
 func main() {
@@ -51,6 +63,9 @@ func main() {
 }
 
 func run(ctx context.Context, args []string, stderr io.Writer) error {
+	if len(args) > 0 && args[0] == "leaf-site" {
+		return leafSite(args[1:], os.Stdout, stderr)
+	}
 	cfg, lf, err := parse(args, stderr)
 	if err != nil {
 		return err
@@ -64,7 +79,18 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	log.Info("broker starting", "listen", cfg.Listen, "cluster", cfg.ClusterListen, "leaf", cfg.LeafListen, "store_dir", cfg.StoreDir)
+	attrs := []any{"listen", cfg.Listen, "cluster", cfg.ClusterListen, "leaf", cfg.LeafListen, "store_dir", cfg.StoreDir}
+	if len(cfg.LeafSites) > 0 {
+		var names []string
+		for _, s := range cfg.LeafSites {
+			names = append(names, s.Name)
+		}
+		attrs = append(attrs, "leaf_sites", strings.Join(names, ","))
+	}
+	if cfg.Hub != nil {
+		attrs = append(attrs, "site", cfg.Hub.Site, "hub", strings.Join(cfg.Hub.URLs, ","))
+	}
+	log.Info("broker starting", attrs...)
 	return b.Run(ctx)
 }
 
@@ -76,6 +102,7 @@ func parse(args []string, stderr io.Writer) (*broker.Config, *logging.Flags, err
 	fs.SetOutput(stderr)
 	fs.Usage = func() {
 		fmt.Fprint(stderr, `Usage: cc-broker --auth FILE [flags]
+       cc-broker leaf-site NAME [--secret-out FILE]
 
 Runs the commandcontrol broker alone. Point it at the broker-auth.json the
 control service writes into its data directory, then start the control
@@ -84,18 +111,29 @@ service with --broker:
   cc-broker --auth cc-data/broker-auth.json --listen 0.0.0.0:4222
   cc-control --data cc-data --broker nats://127.0.0.1:4222
 
+A remote site joins through a leaf node: create the site on the hub side
+(cc-broker leaf-site dc2 prints what goes where), start the hub with
+--leaf-listen and --leaf-sites, and the site's broker with --hub, --site
+and --site-secret-file. Agents at the site connect to the site's broker.
+
 Flags:
 `)
 		fs.PrintDefaults()
 	}
-	fs.StringVar(&configFile, "config", "", "JSON config file (fields: listen, name, auth, cluster_name, cluster_listen, routes, leaf_listen, monitor_listen, ping_interval, max_pings_out, store_dir)")
+	var hubURLs string
+	hub := &hubConfig{}
+	fs.StringVar(&configFile, "config", "", "JSON config file (fields: listen, name, auth, cluster_name, cluster_listen, routes, leaf_listen, leaf_sites, leaf_sites_file, hub {urls, site, secret_file}, monitor_listen, ping_interval, max_pings_out, store_dir)")
 	fs.StringVar(&fc.Auth, "auth", "", "the control service's broker-auth.json (required)")
 	fs.StringVar(&fc.Listen, "listen", "127.0.0.1:4222", "client listen address HOST:PORT")
 	fs.StringVar(&fc.Name, "name", "", "server name")
 	fs.StringVar(&fc.ClusterName, "cluster-name", "commandcontrol", "cluster name")
 	fs.StringVar(&fc.ClusterListen, "cluster-listen", "", "listen for cluster routes on HOST:PORT")
 	fs.StringVar(&routes, "routes", "", "comma-separated routes to other brokers (nats-route://host:port)")
-	fs.StringVar(&fc.LeafListen, "leaf-listen", "", "accept leaf-node connections on HOST:PORT")
+	fs.StringVar(&fc.LeafListen, "leaf-listen", "", "hub: accept remote sites' leaf-node connections on HOST:PORT (needs --leaf-sites)")
+	fs.StringVar(&fc.LeafSitesFile, "leaf-sites", "", "hub: JSON file listing the sites it accepts, [{\"site\": NAME, \"password_bcrypt\": HASH}] (cc-broker leaf-site NAME prints an entry)")
+	fs.StringVar(&hubURLs, "hub", "", "site: comma-separated leaf URLs of the hub (nats-leaf://hub.example:7422)")
+	fs.StringVar(&hub.Site, "site", "", "site: this site's name, as the hub lists it")
+	fs.StringVar(&hub.SecretFile, "site-secret-file", "", "site: the file cc-broker leaf-site wrote the site's secret to (mode 0600)")
 	fs.StringVar(&fc.MonitorListen, "monitor-listen", "", "serve NATS monitoring on HOST:PORT")
 	fs.StringVar(&ping, "ping-interval", broker.DefaultPingInterval.String(), "ping interval; a silent client is dropped after (max-pings-out+1) intervals")
 	fs.IntVar(&fc.MaxPingsOut, "max-pings-out", broker.DefaultMaxPingsOut, "unanswered pings before a client is dropped")
@@ -109,6 +147,10 @@ Flags:
 	}
 	set := map[string]bool{}
 	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	if hubURLs != "" || hub.Site != "" || hub.SecretFile != "" {
+		hub.URLs = splitComma(hubURLs)
+		fc.Hub = hub
+	}
 	if configFile != "" {
 		if err := mergeFile(configFile, &fc, &routes, &ping, set); err != nil {
 			return nil, nil, err
@@ -130,12 +172,41 @@ Flags:
 		LeafListen: fc.LeafListen, MonitorListen: fc.MonitorListen, PingInterval: pi, MaxPingsOut: fc.MaxPingsOut,
 		StoreDir: fc.StoreDir,
 	}
-	for _, r := range strings.Split(routes, ",") {
-		if r = strings.TrimSpace(r); r != "" {
-			cfg.Routes = append(cfg.Routes, r)
+	cfg.Routes = splitComma(routes)
+	cfg.LeafSites = fc.LeafSites
+	if fc.LeafSitesFile != "" {
+		sites, err := broker.LoadLeafSites(fc.LeafSitesFile)
+		if err != nil {
+			return nil, nil, err
 		}
+		cfg.LeafSites = append(cfg.LeafSites, sites...)
+	}
+	if h := fc.Hub; h != nil {
+		switch {
+		case len(h.URLs) == 0:
+			return nil, nil, errors.New("a site needs its hub's leaf URL: --hub nats-leaf://HUB:7422")
+		case h.Site == "":
+			return nil, nil, errors.New("a site needs its name: --site NAME (as the hub's leaf sites list it)")
+		case h.SecretFile == "":
+			return nil, nil, errors.New("a site needs its secret: --site-secret-file FILE (written by cc-broker leaf-site NAME)")
+		}
+		secret, err := broker.ReadLeafSecret(h.SecretFile)
+		if err != nil {
+			return nil, nil, err
+		}
+		cfg.Hub = &broker.LeafHub{URLs: h.URLs, Site: h.Site, Secret: secret}
 	}
 	return cfg, lf, nil
+}
+
+func splitComma(s string) []string {
+	var out []string
+	for _, r := range strings.Split(s, ",") {
+		if r = strings.TrimSpace(r); r != "" {
+			out = append(out, r)
+		}
+	}
+	return out
 }
 
 // mergeFile fills every option not given as a flag from the config file.
@@ -165,6 +236,18 @@ func mergeFile(path string, fc *fileConfig, routes, ping *string, set map[string
 	pick("ping-interval", ping, f.PingInterval)
 	pick("routes", routes, strings.Join(f.Routes, ","))
 	pick("store-dir", &fc.StoreDir, f.StoreDir)
+	pick("leaf-sites", &fc.LeafSitesFile, f.LeafSitesFile)
+	fc.LeafSites = f.LeafSites
+	if f.Hub != nil {
+		if fc.Hub == nil {
+			fc.Hub = &hubConfig{}
+		}
+		if !set["hub"] {
+			fc.Hub.URLs = f.Hub.URLs
+		}
+		pick("site", &fc.Hub.Site, f.Hub.Site)
+		pick("site-secret-file", &fc.Hub.SecretFile, f.Hub.SecretFile)
+	}
 	if !set["max-pings-out"] && f.MaxPingsOut > 0 {
 		fc.MaxPingsOut = f.MaxPingsOut
 	}

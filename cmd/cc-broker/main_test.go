@@ -87,3 +87,87 @@ func TestRunServesUntilCancelled(t *testing.T) {
 		t.Fatal("run did not return")
 	}
 }
+
+// TestLeafSiteCommand: leaf-site writes a private secret file, never
+// overwrites one, and prints the hub's entry, which matches the secret.
+func TestLeafSiteCommand(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "dc2.secret")
+	var out strings.Builder
+	if err := leafSite([]string{"dc2", "--secret-out", path}, &out, io.Discard); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{`"site":"dc2"`, `"password_bcrypt":"$2a$`, "--hub nats-leaf://HUB:7422 --site dc2 --site-secret-file " + path} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("leaf-site output lacks %q:\n%s", want, out.String())
+		}
+	}
+	st, err := os.Stat(path)
+	if err != nil || st.Mode().Perm() != 0o600 {
+		t.Fatalf("secret file: %v %v, want mode 0600", st, err)
+	}
+	if err := leafSite([]string{"dc2", "--secret-out", path}, io.Discard, io.Discard); err == nil || !strings.Contains(err.Error(), "never overwritten") {
+		t.Fatalf("second leaf-site on the same file: got %v, want a refusal", err)
+	}
+	if err := leafSite([]string{"dc 2", "--secret-out", filepath.Join(dir, "x")}, io.Discard, io.Discard); err == nil || !strings.Contains(err.Error(), `site name "dc 2"`) {
+		t.Fatalf("bad name: got %v", err)
+	}
+	if err := leafSite(nil, io.Discard, io.Discard); err == nil || !strings.Contains(err.Error(), "give the site's name") {
+		t.Fatalf("no name: got %v", err)
+	}
+}
+
+// TestLeafFlagsAndFiles: a hub's sites come from the config and the
+// --leaf-sites file; a site's hub from flags or the config's "hub".
+func TestLeafFlagsAndFiles(t *testing.T) {
+	auth := authFile(t)
+	dir := t.TempDir()
+	secret := filepath.Join(dir, "dc2.secret")
+	var entry strings.Builder
+	if err := leafSite([]string{"dc2", "--secret-out", secret, "--json"}, &entry, io.Discard); err != nil {
+		t.Fatal(err)
+	}
+	sites := filepath.Join(dir, "sites.json")
+	if err := os.WriteFile(sites, []byte("["+entry.String()+"]"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg, _, err := parse([]string{"--auth", auth, "--leaf-listen", "127.0.0.1:7422", "--leaf-sites", sites}, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(cfg.LeafSites) != 1 || cfg.LeafSites[0].Name != "dc2" {
+		t.Errorf("hub sites: %+v", cfg.LeafSites)
+	}
+	cfg, _, err = parse([]string{"--auth", auth, "--hub", "nats-leaf://127.0.0.1:7422", "--site", "dc2", "--site-secret-file", secret}, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Hub == nil || cfg.Hub.Site != "dc2" || len(cfg.Hub.Secret) < 40 || len(cfg.Hub.URLs) != 1 {
+		t.Errorf("site's hub: %+v", cfg.Hub)
+	}
+	file := writeFile(t, `{"auth":"`+auth+`","hub":{"urls":["nats-leaf://10.0.0.1:7422"],"site":"dc2","secret_file":"`+secret+`"}}`)
+	cfg, _, err = parse([]string{"--config", file}, io.Discard)
+	if err != nil || cfg.Hub == nil || cfg.Hub.URLs[0] != "nats-leaf://10.0.0.1:7422" {
+		t.Fatalf("site from the config file: %+v %v", cfg, err)
+	}
+	for _, tt := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--auth", auth, "--site", "dc2", "--site-secret-file", secret}, "hub's leaf URL"},
+		{[]string{"--auth", auth, "--hub", "nats-leaf://h:7422", "--site-secret-file", secret}, "--site NAME"},
+		{[]string{"--auth", auth, "--hub", "nats-leaf://h:7422", "--site", "dc2"}, "--site-secret-file"},
+		{[]string{"--auth", auth, "--hub", "nats-leaf://h:7422", "--site", "dc2", "--site-secret-file", sites + ".missing"}, "no such file"},
+		{[]string{"--auth", auth, "--leaf-listen", "127.0.0.1:7422", "--leaf-sites", secret}, "want a JSON list"},
+	} {
+		if _, _, err := parse(tt.args, io.Discard); err == nil || !strings.Contains(err.Error(), tt.want) {
+			t.Errorf("parse %v: got %v, want an error containing %q", tt.args, err, tt.want)
+		}
+	}
+	if err := os.Chmod(secret, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := parse([]string{"--auth", auth, "--hub", "nats-leaf://h:7422", "--site", "dc2", "--site-secret-file", secret}, io.Discard); err == nil || !strings.Contains(err.Error(), "chmod 600") {
+		t.Errorf("world-readable secret: got %v", err)
+	}
+}

@@ -30,6 +30,7 @@ type options struct {
 	data, listen, brokerURL     string
 	clusterName, clusterListen  string
 	routes, leafListen, monitor string
+	leafSites                   string
 	pingInterval, userTTL       time.Duration
 	maxPingsOut                 int
 	viewerFns                   string
@@ -64,7 +65,8 @@ Flags:
 	fs.StringVar(&o.clusterName, "cluster-name", "commandcontrol", "embedded broker: cluster name")
 	fs.StringVar(&o.clusterListen, "cluster-listen", "", "embedded broker: listen for cluster routes on HOST:PORT")
 	fs.StringVar(&o.routes, "routes", "", "embedded broker: comma-separated routes to other brokers (nats-route://host:port)")
-	fs.StringVar(&o.leafListen, "leaf-listen", "", "embedded broker: accept leaf-node connections on HOST:PORT")
+	fs.StringVar(&o.leafListen, "leaf-listen", "", "embedded broker: accept remote sites' leaf-node connections on HOST:PORT (needs --leaf-sites)")
+	fs.StringVar(&o.leafSites, "leaf-sites", "", "embedded broker: JSON file of the remote sites it accepts (cc-broker leaf-site NAME prints an entry)")
 	fs.StringVar(&o.monitor, "monitor-listen", "", "embedded broker: serve NATS monitoring on HOST:PORT")
 	fs.DurationVar(&o.pingInterval, "ping-interval", broker.DefaultPingInterval, "embedded broker: ping interval; a silent client is dropped after (max-pings-out+1) intervals")
 	fs.IntVar(&o.maxPingsOut, "max-pings-out", broker.DefaultMaxPingsOut, "embedded broker: unanswered pings before a client is dropped")
@@ -123,12 +125,18 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	var sites []broker.LeafSite
+	if o.leafSites != "" {
+		if sites, err = broker.LoadLeafSites(o.leafSites); err != nil {
+			return err
+		}
+	}
 	svc, err := controlsvc.New(controlsvc.Config{
 		DataDir:   o.data,
 		BrokerURL: o.brokerURL,
 		Broker: broker.Config{
 			Listen: o.listen, ClusterName: o.clusterName, ClusterListen: o.clusterListen,
-			Routes: splitList(o.routes), LeafListen: o.leafListen, MonitorListen: o.monitor,
+			Routes: splitList(o.routes), LeafListen: o.leafListen, LeafSites: sites, MonitorListen: o.monitor,
 			PingInterval: o.pingInterval, MaxPingsOut: o.maxPingsOut,
 		},
 		UserTTL:           o.userTTL,
