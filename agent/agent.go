@@ -17,6 +17,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/commandcontrol/commandcontrol/agent/functions"
@@ -34,6 +35,13 @@ const (
 	DefaultCallTimeout       = 30 * time.Second
 	DefaultMaxConcurrent     = 32
 	DefaultMaxReconnectDelay = 5 * time.Second
+	// DefaultConnectTimeout bounds dialling plus the handshake, auth
+	// callout included. It is longer than the broker's auth timeout (5 s
+	// by default) on purpose: a client that gives up first leaves the
+	// broker and the control service finishing an authorisation nobody
+	// waits for, and under a reconnect storm those orphans are most of
+	// the work (nats.go's default is 2 s).
+	DefaultConnectTimeout = 10 * time.Second
 )
 
 // Config configures an agent.
@@ -56,6 +64,8 @@ type Config struct {
 	MaxConcurrent int
 	// MaxReconnectDelay caps the jittered reconnect backoff.
 	MaxReconnectDelay time.Duration
+	// ConnectTimeout bounds one connection attempt (dial and handshake).
+	ConnectTimeout time.Duration
 	// NoSamplers skips the functions' background samplers (a swarm of
 	// simulated agents shares one machine and needs none).
 	NoSamplers bool
@@ -93,6 +103,8 @@ type Agent struct {
 	sign        nats.SignatureHandler
 	created     bool
 	reload      chan struct{}
+	// window is the reconnect window (ns) the control service last hinted.
+	window atomic.Int64
 }
 
 // New loads or creates the machine's key and works out its machine id.
@@ -111,6 +123,9 @@ func New(cfg Config) (*Agent, error) {
 	}
 	if cfg.MaxReconnectDelay <= 0 {
 		cfg.MaxReconnectDelay = DefaultMaxReconnectDelay
+	}
+	if cfg.ConnectTimeout <= 0 {
+		cfg.ConnectTimeout = DefaultConnectTimeout
 	}
 	a := &Agent{cfg: cfg, key: cfg.Key, sem: make(chan struct{}, cfg.MaxConcurrent), reload: make(chan struct{}, 1)}
 	if a.key == nil {
@@ -208,13 +223,12 @@ func (a *Agent) natsOptions() []nats.Option {
 		nats.SetCustomDialer(newClosingDialer(a.cfg.Dialer)),
 		nats.Nkey(a.pub, a.sign),
 		nats.RetryOnFailedConnect(true),
+		nats.Timeout(a.cfg.ConnectTimeout),
 		nats.MaxReconnects(-1),
 		nats.IgnoreAuthErrorAbort(),
 		nats.PingInterval(20 * time.Second),
 		nats.CustomReconnectDelay(func(attempts int) time.Duration {
-			d := time.Duration(250<<min(attempts, 6)) * time.Millisecond
-			d = min(d, maxDelay)
-			return d/2 + time.Duration(rand.Int64N(int64(d/2)+1))
+			return reconnectDelay(attempts, maxDelay, time.Duration(a.window.Load()))
 		}),
 		nats.ConnectHandler(func(*nats.Conn) {
 			a.log.Info("connected; serving functions", "url", a.cfg.URL)
@@ -237,6 +251,34 @@ func (a *Agent) natsOptions() []nats.Option {
 		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) { a.connectError(err) }),
 	}, a.cfg.NATSOptions...)
 }
+
+// reconnectDelay is the pause before reconnection attempt n (from 1). The
+// first is uniform over the fleet's reconnect window (fleet.AgentHint,
+// half a second without a hint), so a fleet that lost its broker at the
+// same moment comes back spread out rather than all at once; later ones
+// back off exponentially with jitter up to the larger of maxDelay and
+// the window.
+func reconnectDelay(n int, maxDelay, window time.Duration) time.Duration {
+	window = max(window, 500*time.Millisecond)
+	if n <= 1 {
+		return time.Duration(rand.Int64N(int64(window) + 1))
+	}
+	d := min(time.Duration(250<<min(n, 10))*time.Millisecond, max(maxDelay, window))
+	return d/2 + time.Duration(rand.Int64N(int64(d/2)+1))
+}
+
+// hint takes the control service's advice (fleet.AgentHint).
+func (a *Agent) hint(m *nats.Msg) {
+	var h fleet.AgentHint
+	if json.Unmarshal(m.Data, &h) != nil || h.ReconnectWindowMS < 0 {
+		return
+	}
+	a.window.Store(int64(min(time.Duration(h.ReconnectWindowMS)*time.Millisecond, 10*time.Minute)))
+}
+
+// ReconnectWindow is the reconnect window the control service last hinted
+// (0 before any hint).
+func (a *Agent) ReconnectWindow() time.Duration { return time.Duration(a.window.Load()) }
 
 // connectError logs why the broker refused us, with what to do about it,
 // at most every 30 seconds.
@@ -271,6 +313,9 @@ func (a *Agent) serve() error {
 		return fmt.Errorf("agent: start service: %w", err)
 	}
 	a.svc = svc
+	if _, err := a.nc.Subscribe(fleet.AgentHintSubject, a.hint); err != nil {
+		return fmt.Errorf("agent: %w", err)
+	}
 	h := micro.HandlerFunc(a.handle)
 	if err := svc.AddEndpoint("call", h, micro.WithEndpointSubject(fleet.FnRoot+"."+fleet.MachineToken(a.id)+".*")); err != nil {
 		return fmt.Errorf("agent: %w", err)

@@ -73,29 +73,99 @@ func (c *callout) init() error {
 
 // subscribe starts answering callout requests on nc with a pool of workers;
 // replicas share the load through a queue group.
+//
+// Requests wait in a LIFO stack, not a FIFO queue. When connections arrive
+// faster than they can be authorised (every agent reconnecting after a
+// broker restart), a FIFO serves each request only after all older ones,
+// so under sustained overload every request waits past the client's and
+// the broker's timeouts and the work is wasted: the reconnect storm never
+// ends. Newest-first keeps serving requests whose clients are still
+// waiting while the old ones expire unanswered (and are skipped without
+// crypto); when nothing is queued up the order makes no difference.
 func (c *callout) subscribe(nc *nats.Conn) (*nats.Subscription, func(), error) {
 	if err := c.init(); err != nil {
 		return nil, nil, err
 	}
-	ch := make(chan *nats.Msg, 1<<16) // a reconnect storm queues here; stale entries are skipped cheaply
-	sub, err := nc.ChanQueueSubscribe(AuthCalloutSubject, "cc-control", ch)
+	q := newLIFO(1 << 16)
+	sub, err := nc.QueueSubscribe(AuthCalloutSubject, "cc-control", q.push)
 	if err != nil {
 		return nil, nil, fmt.Errorf("subscribe to auth callout: %w", err)
 	}
+	_ = sub.SetPendingLimits(-1, -1) // the stack bounds what is held
 	var wg sync.WaitGroup
 	for range max(2, runtime.GOMAXPROCS(0)*2) {
 		wg.Go(func() {
-			for m := range ch {
+			for {
+				m, ok := q.pop()
+				if !ok {
+					return
+				}
 				c.handle(m)
 			}
 		})
 	}
 	stop := func() {
 		_ = sub.Unsubscribe()
-		close(ch)
+		q.close()
 		wg.Wait()
 	}
 	return sub, stop, nil
+}
+
+// lifo is a bounded stack of callout requests: pop takes the newest, and a
+// push onto a full stack drops the oldest (whose client has waited
+// longest and is the likeliest to have given up).
+type lifo struct {
+	mu     sync.Mutex
+	cond   *sync.Cond
+	items  []*nats.Msg
+	limit  int
+	closed bool
+}
+
+func newLIFO(limit int) *lifo {
+	q := &lifo{limit: limit}
+	q.cond = sync.NewCond(&q.mu)
+	return q
+}
+
+func (q *lifo) push(m *nats.Msg) {
+	q.mu.Lock()
+	if q.closed {
+		q.mu.Unlock()
+		return
+	}
+	if len(q.items) >= q.limit {
+		n := copy(q.items, q.items[len(q.items)/4:]) // drop the oldest quarter at once
+		clear(q.items[n:])
+		q.items = q.items[:n]
+	}
+	q.items = append(q.items, m)
+	q.mu.Unlock()
+	q.cond.Signal()
+}
+
+func (q *lifo) pop() (*nats.Msg, bool) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	for len(q.items) == 0 && !q.closed {
+		q.cond.Wait()
+	}
+	if len(q.items) == 0 {
+		return nil, false
+	}
+	m := q.items[len(q.items)-1]
+	q.items[len(q.items)-1] = nil
+	q.items = q.items[:len(q.items)-1]
+	return m, true
+}
+
+func (q *lifo) close() {
+	q.mu.Lock()
+	q.closed = true
+	q.items = nil
+	q.mu.Unlock()
+	q.cond.Broadcast()
 }
 
 func (c *callout) handle(m *nats.Msg) {
@@ -130,16 +200,16 @@ func (c *callout) authorize(data []byte, serverXKey string) ([]byte, error) {
 			return nil, fmt.Errorf("cannot decrypt the request: %w", err)
 		}
 	}
-	if expiredRequest(data, time.Now()) {
+	req, err := decodeRequest(data)
+	if err != nil {
+		return nil, fmt.Errorf("malformed request: %w", err)
+	}
+	if req.Expires != 0 && time.Now().Unix() > req.Expires {
 		// The broker has already given up on this connection (its auth
 		// timeout passed while the request queued): answering would only
 		// cost the CPU that live requests need. Under a reconnect storm
 		// this keeps the callout working on requests that can still succeed.
 		return nil, errStaleRequest
-	}
-	req, err := jwt.DecodeAuthorizationRequestClaims(string(data))
-	if err != nil {
-		return nil, fmt.Errorf("malformed request: %w", err)
 	}
 	resp := jwt.NewAuthorizationResponseClaims(req.UserNkey)
 	resp.Audience = req.Server.ID
@@ -228,24 +298,36 @@ func (c *callout) refuse(kind, who, key, ip, reason string) error {
 
 var errStaleRequest = errors.New("request expired before it was handled (broker auth timeout passed); skipped")
 
-// expiredRequest reads the expiry of a request JWT without verifying it
-// (the full decode verifies it afterwards) and reports whether it passed.
-func expiredRequest(token []byte, now time.Time) bool {
+// decodeRequest parses the broker's authorization request JWT without
+// checking its signature. That signature is the broker's own server key,
+// which nothing pins: whoever could publish a forged request could sign it
+// with a key of their own, so checking it proves nothing and costs an
+// ed25519 verification per connection. What does authenticate the
+// connection is checked in decide: the client's signature over the nonce,
+// by the key on record. (Only the brokers can publish on the callout
+// subject: the CONTROL account holds just the control service's users,
+// whom the broker denies that subject.)
+func decodeRequest(token []byte) (*jwt.AuthorizationRequestClaims, error) {
 	parts := bytes.SplitN(token, []byte("."), 3)
 	if len(parts) != 3 {
-		return false
+		return nil, errors.New("not a JWT")
 	}
-	payload, err := base64.RawURLEncoding.DecodeString(string(parts[1]))
+	payload := make([]byte, base64.RawURLEncoding.DecodedLen(len(parts[1])))
+	n, err := base64.RawURLEncoding.Decode(payload, parts[1])
 	if err != nil {
-		return false
+		return nil, fmt.Errorf("JWT payload: %w", err)
 	}
-	var c struct {
-		Exp int64 `json:"exp"`
+	var req jwt.AuthorizationRequestClaims
+	if err := json.Unmarshal(payload[:n], &req); err != nil {
+		return nil, fmt.Errorf("JWT payload: %w", err)
 	}
-	if json.Unmarshal(payload, &c) != nil || c.Exp == 0 {
-		return false
+	if req.Type != jwt.AuthorizationRequestClaim {
+		return nil, fmt.Errorf("JWT type %q, want %q", req.Type, jwt.AuthorizationRequestClaim)
 	}
-	return now.Unix() > c.Exp
+	if !nkeys.IsValidPublicUserKey(req.UserNkey) {
+		return nil, fmt.Errorf("request user nkey %q is not a user public key", req.UserNkey)
+	}
+	return &req, nil
 }
 
 // verifyNonce checks that sig is key's signature over the server nonce. The

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -15,6 +16,7 @@ import (
 	"github.com/commandcontrol/commandcontrol/broker"
 	"github.com/commandcontrol/commandcontrol/fleet"
 	"github.com/nats-io/jwt/v2"
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nkeys"
 )
 
@@ -201,7 +203,7 @@ func TestDecideRegisteredMachine(t *testing.T) {
 	}
 	checkUserClaims(t, f, req, uc, "agent:10.0.0.5_web01")
 	p := uc.Permissions
-	want := append([]string{"sys.commandControl.fn.10~0~0~5_web01.*", "sys.commandControl.all.*"}, srvSubjects()...)
+	want := append([]string{"sys.commandControl.fn.10~0~0~5_web01.*", "sys.commandControl.all.*", "sys.commandControl.agent.hint"}, srvSubjects()...)
 	if got := []string(p.Sub.Allow); !sameSet(got, want) {
 		t.Errorf("agent sub allow:\n got %q\nwant %q", got, want)
 	}
@@ -463,7 +465,67 @@ func TestExpiredRequestSkipped(t *testing.T) {
 	if _, err := f.c.authorize([]byte(tok), ""); err != nil {
 		t.Fatalf("live request: %v", err)
 	}
-	if expiredRequest([]byte("not.a.jwt!"), time.Now()) || expiredRequest([]byte("x"), time.Now()) {
-		t.Fatal("garbage counted as expired")
+}
+
+// TestDecodeRequestRefusesWhatIsNotARequest: the request is parsed
+// without its (unpinned) server signature, so its shape is checked.
+func TestDecodeRequestRefusesWhatIsNotARequest(t *testing.T) {
+	f := newCalloutFixture(t)
+	server, _ := nkeys.CreateServer()
+	user, _ := nkeys.CreateUser()
+	upub, _ := user.PublicKey()
+	uc := jwt.NewUserClaims(upub)
+	userJWT, err := uc.Encode(f.c.keys.Issuer)
+	if err != nil {
+		t.Fatal(err)
 	}
+	noUser := request(t, f.webKP, "10.0.0.5_web01")
+	noUser.UserNkey = "not-a-key"
+	noUserJWT, _ := noUser.Encode(server)
+	for name, tok := range map[string]string{
+		"garbage":          "x",
+		"bad base64":       "a.!!!.b",
+		"bad JSON":         "a." + base64.RawURLEncoding.EncodeToString([]byte("{")) + ".b",
+		"a user JWT":       userJWT,
+		"no user nkey":     noUserJWT,
+		"JSON not a claim": "a." + base64.RawURLEncoding.EncodeToString([]byte(`{"nats":{}}`)) + ".b",
+	} {
+		if _, err := decodeRequest([]byte(tok)); err == nil {
+			t.Errorf("%s: decoded", name)
+		}
+		if _, err := f.c.authorize([]byte(tok), ""); err == nil || errors.Is(err, errStaleRequest) {
+			t.Errorf("%s: authorize answered (%v)", name, err)
+		}
+	}
+}
+
+// TestLIFO: newest first; a full stack drops its oldest; close ends pops.
+func TestLIFO(t *testing.T) {
+	q := newLIFO(8)
+	for i := range 10 {
+		q.push(&nats.Msg{Subject: strconv.Itoa(i)})
+	}
+	var got []string
+	for range 8 {
+		m, ok := q.pop()
+		if !ok {
+			break
+		}
+		got = append(got, m.Subject)
+		if len(q.items) == 0 {
+			break
+		}
+	}
+	// 0..7 filled it; 8 dropped 0 and 1; 9 fit.
+	if want := []string{"9", "8", "7", "6", "5", "4", "3", "2"}; !slices.Equal(got, want) {
+		t.Fatalf("popped %v, want %v", got, want)
+	}
+	done := make(chan bool)
+	go func() { _, ok := q.pop(); done <- ok }()
+	time.Sleep(10 * time.Millisecond)
+	q.close()
+	if ok := <-done; ok {
+		t.Fatal("pop after close returned a message")
+	}
+	q.push(&nats.Msg{}) // ignored once closed
 }

@@ -17,10 +17,12 @@ import (
 // shared key on every Seal/Open; both are fixed for the service's life, so
 // they are derived once here. The wire formats are nkeys' own.
 
-// cachedSigner is an nkeys.KeyPair whose Sign uses a precomputed key.
+// cachedSigner is an nkeys.KeyPair whose Sign and PublicKey use values
+// derived once (jwt's Encode asks for the public key on every call).
 type cachedSigner struct {
 	nkeys.KeyPair
 	priv ed25519.PrivateKey
+	pub  string
 }
 
 func newCachedSigner(kp nkeys.KeyPair) (nkeys.KeyPair, error) {
@@ -35,8 +37,15 @@ func newCachedSigner(kp nkeys.KeyPair) (nkeys.KeyPair, error) {
 	if len(raw) != ed25519.SeedSize {
 		return nil, errors.New("not an ed25519 seed")
 	}
-	return &cachedSigner{KeyPair: kp, priv: ed25519.NewKeyFromSeed(raw)}, nil
+	pub, err := kp.PublicKey()
+	if err != nil {
+		return nil, err
+	}
+	return &cachedSigner{KeyPair: kp, priv: ed25519.NewKeyFromSeed(raw), pub: pub}, nil
 }
+
+// PublicKey returns the cached public key.
+func (s *cachedSigner) PublicKey() (string, error) { return s.pub, nil }
 
 // Sign signs input with the cached private key.
 func (s *cachedSigner) Sign(input []byte) ([]byte, error) { return ed25519.Sign(s.priv, input), nil }

@@ -20,11 +20,11 @@ func srvSubjects() []string {
 	return out
 }
 
-// agentPermissions: receive its own and broadcast calls and micro discovery
-// pings; publish nothing but replies to requests it received.
+// agentPermissions: receive its own and broadcast calls, the control
+// service's hints and micro discovery pings; publish nothing but replies to requests it received.
 func agentPermissions(machineID string) jwt.Permissions {
 	var p jwt.Permissions
-	p.Sub.Allow.Add(fleet.FnRoot+"."+fleet.MachineToken(machineID)+".*", fleet.AllRoot+".*")
+	p.Sub.Allow.Add(fleet.FnRoot+"."+fleet.MachineToken(machineID)+".*", fleet.AllRoot+".*", fleet.AgentHintSubject)
 	p.Sub.Allow.Add(srvSubjects()...)
 	p.Pub.Deny.Add(">")
 	p.Resp = &jwt.ResponsePermission{MaxMsgs: 1}

@@ -227,6 +227,13 @@ func (p *presence) snapshot() fleet.PresenceSnapshot {
 	return out
 }
 
+// count is the number of machines ONLINE.
+func (p *presence) count() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return len(p.machines)
+}
+
 // online reports whether machine id is ONLINE.
 func (p *presence) online(id string) bool {
 	p.mu.Lock()

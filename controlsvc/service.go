@@ -32,6 +32,8 @@ const AdminKeyFile = "admin.nk"
 const (
 	DefaultUserTTL        = time.Hour
 	DefaultResyncInterval = time.Minute
+	// DefaultReconnectRate is Config.ReconnectRate's default.
+	DefaultReconnectRate = 1000.0
 )
 
 // Config configures the control service.
@@ -49,6 +51,15 @@ type Config struct {
 	ReadOnlyFunctions []string
 	// ResyncInterval is how often presence is re-checked against CONNZ.
 	ResyncInterval time.Duration
+	// ReconnectRate is the authorisations per second the deployment's
+	// brokers and control service sustain (DefaultReconnectRate, measured
+	// on a 2-core machine; cc-perf measures yours). Agents spread their
+	// reconnection after a broker restart over ONLINE / ReconnectRate
+	// seconds (fleet.AgentHint).
+	ReconnectRate float64
+	// HintInterval is how often the agents' hint is repeated for agents
+	// that connected since the last one (default a minute).
+	HintInterval time.Duration
 	// CallWait is how long the call watcher waits for a call's replies
 	// before auditing the missing targets as no-response (default
 	// DefaultCallWait).
@@ -96,6 +107,12 @@ func New(cfg Config) (*Service, error) {
 	}
 	if cfg.ResyncInterval <= 0 {
 		cfg.ResyncInterval = DefaultResyncInterval
+	}
+	if cfg.ReconnectRate <= 0 {
+		cfg.ReconnectRate = DefaultReconnectRate
+	}
+	if cfg.HintInterval <= 0 {
+		cfg.HintInterval = time.Minute
 	}
 	if cfg.CallWait <= 0 {
 		cfg.CallWait = DefaultCallWait
@@ -284,6 +301,7 @@ func (s *Service) startServing(ctx context.Context) error {
 	}
 	go s.resyncLoop(rctx)
 	go s.flushLoop(rctx)
+	go s.hintLoop(rctx)
 	s.closers = append(s.closers, func() { _ = s.reg.FlushPending() })
 	for _, nc := range []*nats.Conn{s.sys, s.ctl, s.fl} {
 		if err := nc.Flush(); err != nil {
@@ -334,6 +352,39 @@ func (s *Service) resyncLoop(ctx context.Context) {
 		}
 		s.savePresence()
 	}
+}
+
+// hintLoop tells the agents how to spread a reconnection (fleet.AgentHint):
+// at once when the window moved by a fifth or more since the last hint,
+// and every HintInterval for agents that connected since.
+func (s *Service) hintLoop(ctx context.Context) {
+	t := time.NewTicker(min(2*time.Second, s.cfg.HintInterval))
+	defer t.Stop()
+	var sent time.Duration
+	var at time.Time
+	for {
+		online := s.presence.count()
+		w := ReconnectWindow(online, s.cfg.ReconnectRate)
+		if moved := w - sent; time.Since(at) >= s.cfg.HintInterval || moved > sent/5 || -moved > sent/5 {
+			b, _ := json.Marshal(fleet.AgentHint{ReconnectWindowMS: w.Milliseconds(), Online: online})
+			if s.fl != nil && s.fl.Publish(fleet.AgentHintSubject, b) == nil {
+				sent, at = w, time.Now()
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// ReconnectWindow is how long a fleet of online machines should spread its
+// reconnection over for the callout to admit them at rate per second,
+// with a quarter of headroom; at least half a second, at most ten minutes.
+func ReconnectWindow(online int, rate float64) time.Duration {
+	w := time.Duration(float64(online) / rate * 1.25 * float64(time.Second))
+	return min(max(w, 500*time.Millisecond), 10*time.Minute)
 }
 
 // flushLoop writes newly pending machines to disk every few seconds.

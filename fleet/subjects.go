@@ -23,6 +23,9 @@ const (
 	PresenceEventsWildcard = PresenceEventRoot + ".>"
 	// CtlRoot prefixes control API requests: CtlRoot.<operator-key>.<op>.
 	CtlRoot = Prefix + ".ctl"
+	// AgentHintSubject carries the control service's [AgentHint] to every
+	// agent; only the control service may publish on it.
+	AgentHintSubject = Prefix + ".agent.hint"
 	// InboxRoot prefixes every operator's private reply inbox.
 	InboxRoot = "_INBOX_cc"
 )

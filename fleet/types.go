@@ -167,3 +167,18 @@ type MachineImport struct {
 type ImportResult struct {
 	Added int `json:"added"`
 }
+
+// AgentHint is what the control service tells every agent on
+// [AgentHintSubject], when it changes and once a minute.
+type AgentHint struct {
+	// ReconnectWindowMS spreads a fleet's reconnection: after losing the
+	// broker, an agent makes its first attempt at a uniformly random
+	// moment within this many milliseconds, so a whole fleet coming back
+	// after a broker restart arrives at a rate the auth callout can serve
+	// instead of all at once. The control service sizes it from the
+	// number of machines ONLINE and the authorisation rate it is
+	// configured for.
+	ReconnectWindowMS int64 `json:"reconnect_window_ms"`
+	// Online is the number of machines ONLINE when the hint was sent.
+	Online int `json:"online"`
+}

@@ -88,20 +88,30 @@ func freePort() (string, error) {
 func waitReconnected(ctx context.Context, b *broker.Broker, svc *controlsvc.Service, n int, limit time.Duration) error {
 	deadline := time.Now().Add(limit)
 	for {
-		agents := 0
+		agents := map[string]bool{}
 		if cz, err := b.Server().Connz(&server.ConnzOptions{Account: broker.FleetAccount, Username: true, Limit: n + 100}); err == nil {
 			for _, c := range cz.Conns {
-				if strings.HasPrefix(c.AuthorizedUser, "agent:") {
-					agents++
+				if id, ok := strings.CutPrefix(c.AuthorizedUser, "agent:"); ok {
+					agents[id] = true
 				}
 			}
 		}
-		online := len(svc.Snapshot().Servers)
-		if agents >= n && online >= n {
+		snap := svc.Snapshot().Servers
+		if len(agents) >= n && len(snap) >= n {
 			return nil
 		}
 		if time.Now().After(deadline) || ctx.Err() != nil {
-			return fmt.Errorf("after %s: %d of %d agents reconnected, %d ONLINE", limit, agents, n, online)
+			connected := len(agents)
+			var missing []string
+			for _, s := range snap {
+				delete(agents, s.Machine)
+			}
+			for id := range agents {
+				if missing = append(missing, id); len(missing) == 5 {
+					break
+				}
+			}
+			return fmt.Errorf("after %s: %d of %d agents reconnected, %d ONLINE (connected but not ONLINE, up to 5: %v)", limit, connected, n, len(snap), missing)
 		}
 		time.Sleep(20 * time.Millisecond)
 	}

@@ -32,6 +32,7 @@ type options struct {
 	routes, leafListen, monitor string
 	leafSites                   string
 	pingInterval, userTTL       time.Duration
+	reconnectRate               float64
 	maxPingsOut                 int
 	viewerFns                   string
 	localAgent                  bool
@@ -70,6 +71,7 @@ Flags:
 	fs.StringVar(&o.monitor, "monitor-listen", "", "embedded broker: serve NATS monitoring on HOST:PORT")
 	fs.DurationVar(&o.pingInterval, "ping-interval", broker.DefaultPingInterval, "embedded broker: ping interval; a silent client is dropped after (max-pings-out+1) intervals")
 	fs.IntVar(&o.maxPingsOut, "max-pings-out", broker.DefaultMaxPingsOut, "embedded broker: unanswered pings before a client is dropped")
+	fs.Float64Var(&o.reconnectRate, "reconnect-rate", controlsvc.DefaultReconnectRate, "authorisations per second your brokers and this service sustain (cc-perf measures it); agents spread a reconnection after a broker restart over ONLINE/rate seconds")
 	fs.DurationVar(&o.userTTL, "user-ttl", controlsvc.DefaultUserTTL, "lifetime of issued credentials; clients re-authorise transparently")
 	fs.StringVar(&o.viewerFns, "viewer-functions", strings.Join(controlsvc.DefaultReadOnlyFunctions, ","), "comma-separated functions the viewer role may call")
 	fs.StringVar(&o.functionsDir, "functions-dir", "", "operators' function definitions (as given to cc-agent --functions-dir): those with role viewer are added to --viewer-functions")
@@ -140,6 +142,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			PingInterval: o.pingInterval, MaxPingsOut: o.maxPingsOut,
 		},
 		UserTTL:           o.userTTL,
+		ReconnectRate:     o.reconnectRate,
 		ReadOnlyFunctions: viewerFunctions(o, log),
 		CallMetrics:       o.metricsListen != "",
 		Logger:            log,

@@ -41,7 +41,7 @@ func main() {
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("cc-perf", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	sizes := fs.String("sizes", "1000,10000,50000", "fleet sizes for the full-fleet call")
+	sizes := fs.String("sizes", "1000,10000,50000", "fleet sizes for the full-fleet call (\"\" or 0 skips them)")
 	reps := fs.Int("reps", 20, "full-fleet calls timed per size")
 	direct := fs.Int("direct-reps", 1000, "single direct calls timed (each way)")
 	presence := fs.Int("presence-reps", 100, "connect/close cycles for presence latency")
@@ -59,7 +59,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		cfg.Logger = slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
 	}
 	for _, s := range strings.Split(*sizes, ",") {
-		n, err := strconv.Atoi(strings.TrimSpace(s))
+		if s = strings.TrimSpace(s); s == "" || s == "0" {
+			continue
+		}
+		n, err := strconv.Atoi(s)
 		if err != nil || n < 1 {
 			return fmt.Errorf("--sizes: %q is not a positive number", s)
 		}
