@@ -5,7 +5,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"sync/atomic"
 
 	"github.com/commandcontrol/commandcontrol/fleet"
 	"github.com/nats-io/nats.go"
@@ -20,18 +19,16 @@ import (
 const maxFunctionLabels = 64
 
 // metrics are the control service's Prometheus metrics. Machine counts
-// are read at scrape time; authorisations are counted by the callout; calls
-// are counted from the replies agents send to operators' inboxes, which
-// carry the machine, the function, the duration and the error code (see
-// [Service.observeCalls]). The control service never subscribes to call
-// subjects: that would make it a responder and hide the broker's "no
-// responders" from callers.
+// are read at scrape time; authorisations are counted by the callout;
+// calls are counted from the call watcher's records (the same records the
+// audit log keeps, see [Service.OnCall]): every target's outcome, no
+// response included, and the time from the call to its reply. Counting
+// costs no extra message: the watcher already sees every reply.
 type metrics struct {
 	reg     *prometheus.Registry
 	authz   *prometheus.CounterVec
 	calls   *prometheus.CounterVec
 	latency *prometheus.HistogramVec
-	sub     atomic.Pointer[nats.Subscription]
 
 	mu  sync.Mutex
 	fns map[string]bool
@@ -45,28 +42,17 @@ func newMetrics(s *Service) *metrics {
 	}, []string{"kind", "result"})
 	m.calls = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "cc_calls_total",
-		Help: "Function replies seen from agents, by function and outcome (ok, or the error code).",
+		Help: "Function calls per target, by function and outcome (ok, the error code, or no_response).",
 	}, []string{"function", "outcome"})
 	m.latency = prometheus.NewHistogramVec(prometheus.HistogramOpts{
 		Name:    "cc_call_duration_seconds",
-		Help:    "How long agents took to answer a function call, as reported in their replies.",
+		Help:    "Time from a function call to each agent's reply (ok or error), as the control service saw it.",
 		Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30},
 	}, []string{"function"})
-	dropped := prometheus.NewCounterFunc(prometheus.CounterOpts{
-		Name: "cc_call_replies_dropped_total",
-		Help: "Replies the call observer could not keep up with (cc_calls_total misses them).",
-	}, func() float64 {
-		if sub := m.sub.Load(); sub != nil {
-			if n, err := sub.Dropped(); err == nil {
-				return float64(n)
-			}
-		}
-		return 0
-	})
 	gauge := func(name, help string, f func() float64) prometheus.Collector {
 		return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help}, f)
 	}
-	m.reg.MustRegister(m.authz, m.calls, m.latency, dropped,
+	m.reg.MustRegister(m.authz, m.calls, m.latency,
 		gauge("cc_machines_online", "Machines ONLINE now (at least one authorised connection).",
 			func() float64 { return float64(len(s.presence.snapshot().Servers)) }),
 		gauge("cc_machines_pending", "Machines refused and waiting to be accepted.",
@@ -104,40 +90,28 @@ func (m *metrics) fnLabel(fn string) string {
 	return fn
 }
 
-// reply counts one function reply. Messages that are not agents' function
-// replies (control API answers, presence snapshots, discovery) are ignored.
-func (m *metrics) reply(msg *nats.Msg) {
-	fn := msg.Header.Get(fleet.HeaderFunction)
-	if fn == "" || msg.Header.Get(fleet.HeaderMachine) == "" {
+// call counts one watched call's outcomes.
+func (m *metrics) call(rec fleet.AuditRecord) {
+	if rec.Kind != fleet.AuditCall {
 		return
 	}
-	outcome := "ok"
-	if code := msg.Header.Get(fleet.HeaderErrorCode); code != "" {
-		if _, err := strconv.Atoi(code); err != nil {
-			code = "invalid"
+	label := m.fnLabel(rec.Function)
+	for _, o := range rec.Outcomes {
+		outcome := "ok"
+		switch o.Status {
+		case fleet.OutcomeNoResponse:
+			outcome = "no_response"
+		case fleet.OutcomeError:
+			outcome = "error"
+			if o.Code > 0 {
+				outcome = strconv.Itoa(o.Code)
+			}
 		}
-		outcome = code
+		m.calls.WithLabelValues(label, outcome).Inc()
+		if o.Status != fleet.OutcomeNoResponse {
+			m.latency.WithLabelValues(label).Observe(float64(o.DurationMS) / 1000)
+		}
 	}
-	label := m.fnLabel(fn)
-	m.calls.WithLabelValues(label, outcome).Inc()
-	if d, err := strconv.ParseFloat(msg.Header.Get(fleet.HeaderDuration), 64); err == nil && d >= 0 {
-		m.latency.WithLabelValues(label).Observe(d)
-	}
-}
-
-// observeCalls subscribes to every operator's inbox to count function
-// replies. It costs one extra delivery per reply (a broadcast to N agents
-// brings N replies here too), so it runs only with Config.CallMetrics.
-func (s *Service) observeCalls() (func(), error) {
-	sub, err := s.fl.Subscribe(fleet.InboxRoot+".>", s.metrics.reply)
-	if err != nil {
-		return nil, err
-	}
-	// Dropping is better than slowing the connection that also answers
-	// presence snapshots; drops are counted.
-	_ = sub.SetPendingLimits(65536, 64<<20)
-	s.metrics.sub.Store(sub)
-	return func() { _ = sub.Unsubscribe() }, nil
 }
 
 // healthy reports nil when every broker connection of the service is up.

@@ -65,11 +65,6 @@ type Config struct {
 	// DefaultCallWait).
 	CallWait time.Duration
 	Logger   *slog.Logger
-
-	// CallMetrics counts function calls for the metrics (cc_calls_total,
-	// cc_call_duration_seconds) from the replies agents send operators;
-	// it costs one extra delivery per reply. See HTTPHandler.
-	CallMetrics bool
 }
 
 // Service is a running control service.
@@ -135,6 +130,7 @@ func New(cfg Config) (*Service, error) {
 	s.presence = newPresence(reg.Labels, s.publishEvent)
 	s.restorePresence()
 	s.metrics = newMetrics(s)
+	s.callHooks = append(s.callHooks, s.metrics.call)
 	if err := s.ensureAdmin(); err != nil {
 		return nil, err
 	}
@@ -292,13 +288,6 @@ func (s *Service) startServing(ctx context.Context) error {
 		return err
 	}
 	s.closers = append(s.closers, func() { _ = api.Stop() })
-	if s.cfg.CallMetrics {
-		stopObs, err := s.observeCalls()
-		if err != nil {
-			return err
-		}
-		s.closers = append(s.closers, stopObs)
-	}
 	go s.resyncLoop(rctx)
 	go s.flushLoop(rctx)
 	go s.hintLoop(rctx)

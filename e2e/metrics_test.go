@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -13,6 +14,8 @@ import (
 	"github.com/commandcontrol/commandcontrol/broker"
 	"github.com/commandcontrol/commandcontrol/controlsvc"
 	"github.com/commandcontrol/commandcontrol/fleet"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nkeys"
 )
 
 // TestMetrics scrapes the control service's /metrics over 127.0.0.1 after
@@ -20,10 +23,9 @@ import (
 // succeeds and one that fails, and checks every family the issue names.
 func TestMetrics(t *testing.T) {
 	svc, err := controlsvc.New(controlsvc.Config{
-		DataDir:     t.TempDir(),
-		Broker:      broker.Config{Listen: "127.0.0.1:0"},
-		CallMetrics: true,
-		Logger:      testLogger(t),
+		DataDir: t.TempDir(),
+		Broker:  broker.Config{Listen: "127.0.0.1:0"},
+		Logger:  testLogger(t),
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -55,16 +57,26 @@ func TestMetrics(t *testing.T) {
 	if err != nil || m.Header.Get(fleet.HeaderErrorCode) != "404" {
 		t.Fatalf("call nope: %v %v", err, m)
 	}
+	// A registered machine that is not connected: no response.
+	kp, _ := nkeys.CreateUser()
+	pub, _ := kp.PublicKey()
+	if _, err := svc.Registry().AddMachine("10.0.0.6_web02", pub, nil, "test", false); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := nc.Request(fleet.FnSubject("10.0.0.6_web02", "current-load"), nil, 5*time.Second); !errors.Is(err, nats.ErrNoResponders) {
+		t.Fatalf("call to an offline machine: got %v, want no responders", err)
+	}
 
 	want := []string{
 		"cc_machines_online 1",
 		"cc_machines_pending 1",
-		"cc_machines_registered 1",
+		"cc_machines_registered 2",
 		`cc_authorisations_total{kind="agent",result="granted"} 1`,
 		`cc_authorisations_total{kind="agent",result="refused"}`,
 		`cc_authorisations_total{kind="operator",result="granted"} 1`,
 		`cc_calls_total{function="current-load",outcome="ok"} 1`,
 		`cc_calls_total{function="nope",outcome="404"} 1`,
+		`cc_calls_total{function="current-load",outcome="no_response"} 1`,
 		`cc_call_duration_seconds_count{function="current-load"} 1`,
 		`cc_call_duration_seconds_bucket{function="current-load",le="+Inf"} 1`,
 		"cc_broker_connected 1",
@@ -102,7 +114,7 @@ func TestMetrics(t *testing.T) {
 // TestMetricsFunctionLabelsBounded: an operator calling made-up function
 // names cannot grow the label set without bound.
 func TestMetricsFunctionLabelsBounded(t *testing.T) {
-	svc, err := controlsvc.New(controlsvc.Config{DataDir: t.TempDir(), Broker: broker.Config{Listen: "127.0.0.1:0"}, CallMetrics: true})
+	svc, err := controlsvc.New(controlsvc.Config{DataDir: t.TempDir(), Broker: broker.Config{Listen: "127.0.0.1:0"}})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,8 +1,8 @@
 package fleet
 
 // Reply headers an agent sets besides [HeaderMachine] and the error
-// headers, so an observer of replies alone (the control service's metrics)
-// knows what was called and how long it took.
+// headers, so an observer of replies alone (the control service's call
+// watcher, a script) knows what was called and how long it took.
 const (
 	// HeaderFunction names the function a reply answers.
 	HeaderFunction = "Cc-Function"

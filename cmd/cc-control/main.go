@@ -144,7 +144,6 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		UserTTL:           o.userTTL,
 		ReconnectRate:     o.reconnectRate,
 		ReadOnlyFunctions: viewerFunctions(o, log),
-		CallMetrics:       o.metricsListen != "",
 		Logger:            log,
 	})
 	if err != nil {
