@@ -2,6 +2,7 @@ package functions
 
 import (
 	"context"
+	"encoding/json"
 	"sync"
 	"time"
 )
@@ -24,6 +25,20 @@ type LoadReply struct {
 	// estimates one from the processor queue length, sampled in the
 	// background from the first call on (so the first values are 0).
 	Emulated bool `json:"emulated,omitempty"`
+
+	// enc is the reply's JSON, encoded once per reading: a fleet-wide
+	// call makes every agent answer at once, and encoding the pressure
+	// maps afresh for each call of a cached reading is wasted work.
+	enc []byte
+}
+
+// MarshalJSON returns the reading's JSON, encoded once.
+func (r *LoadReply) MarshalJSON() ([]byte, error) {
+	if r.enc != nil {
+		return r.enc, nil
+	}
+	type plain LoadReply
+	return json.Marshal((*plain)(r))
 }
 
 // loadCacheFor is how long a current-load reading is reused. The kernel
@@ -45,6 +60,7 @@ func (f *currentLoad) Spec() Spec {
 		Name:     "current-load",
 		Help:     "load averages, running and blocked processes, CPU count and pressure stall information",
 		ReadOnly: true,
+		Instant:  true, // one read of /proc/loadavg and /proc/pressure a second, cached
 	}
 }
 
@@ -56,6 +72,9 @@ func (f *currentLoad) Call(ctx context.Context, _ Args) (any, error) {
 	}
 	r, err := readLoad(ctx, f.root)
 	if err != nil {
+		return nil, err
+	}
+	if r.enc, err = r.MarshalJSON(); err != nil {
 		return nil, err
 	}
 	f.last, f.at = r, time.Now()

@@ -45,6 +45,12 @@ type Spec struct {
 	Help     string `json:"help"`
 	ReadOnly bool   `json:"read_only"`
 	Args     []Arg  `json:"args,omitempty"`
+	// Instant marks a function that answers from memory or one small
+	// read of /proc, in microseconds, and never blocks: the agent runs it
+	// where the call arrives instead of on a goroutine of its own with a
+	// timeout. Never set it for anything that runs a program or reads a
+	// package database.
+	Instant bool `json:"instant,omitempty"`
 }
 
 // Args are a call's arguments after validation: each value has the Go type

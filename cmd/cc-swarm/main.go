@@ -20,6 +20,8 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"path/filepath"
+	"runtime/pprof"
 	"strings"
 	"syscall"
 	"time"
@@ -61,6 +63,18 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	if fs.NArg() > 0 {
 		return fmt.Errorf("unexpected argument %q (see --help)", fs.Arg(0))
+	}
+	if dir := os.Getenv("CC_SWARM_CPUPROFILE"); dir != "" {
+		// cc-perf's children: profile each into the directory named.
+		f, err := os.Create(filepath.Join(dir, fmt.Sprintf("swarm-%d.prof", os.Getpid())))
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return err
+		}
+		defer pprof.StopCPUProfile()
 	}
 	if *baseline {
 		return runBaseline(ctx, *server, *n, stdout)
