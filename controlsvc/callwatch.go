@@ -214,17 +214,17 @@ func inboxOwner(reply string) (string, bool) {
 // expectOnline makes every ONLINE machine a target of broadcast c.
 func (w *callWatch) expectOnline(c *watchedCall, reply string) {
 	c.rec.Broadcast = true
-	snap := w.pres.snapshot()
-	for _, s := range snap.Servers {
-		if _, ok := c.machines[s.Machine]; ok || len(c.order) >= maxCallTargets {
+	ids := w.pres.onlineIDs()
+	for _, id := range ids {
+		if _, ok := c.machines[id]; ok || len(c.order) >= maxCallTargets {
 			continue
 		}
-		o := &fleet.AuditOutcome{Machine: s.Machine, Status: fleet.OutcomeNoResponse}
-		c.machines[s.Machine] = o
+		o := &fleet.AuditOutcome{Machine: id, Status: fleet.OutcomeNoResponse}
+		c.machines[id] = o
 		c.order = append(c.order, o)
 		c.pending++
 	}
-	if len(snap.Servers) == 0 {
+	if len(ids) == 0 {
 		w.noResponders(reply)
 	}
 }

@@ -44,10 +44,12 @@ type presence struct {
 	tombstones map[connKey]time.Time
 	gen        uint64
 	seq        uint64
-	graceGen   uint64
-	now        func() time.Time
-	labels     func(id string) map[string]string
-	emit       func(fleet.PresenceEvent) // called under mu, in seq order
+	// ver changes whenever anything a snapshot shows changes.
+	ver      uint64
+	graceGen uint64
+	now      func() time.Time
+	labels   func(id string) map[string]string
+	emit     func(fleet.PresenceEvent) // called under mu, in seq order
 	// known are the machines a previous run of the service saw ONLINE
 	// (see presencestate.go): their first joined is not repeated.
 	known map[string]bool
@@ -79,6 +81,7 @@ func (p *presence) addLocked(k connKey, user string) {
 		return
 	}
 	p.gen++
+	p.ver++
 	p.conns[k] = connState{user: user, gen: p.gen}
 	id, ok := strings.CutPrefix(user, agentUserPrefix)
 	if !ok {
@@ -118,6 +121,7 @@ func (p *presence) removeLocked(k connKey, reason string) {
 		return
 	}
 	delete(p.conns, k)
+	p.ver++
 	id, ok := strings.CutPrefix(c.user, agentUserPrefix)
 	if !ok {
 		return
@@ -157,6 +161,7 @@ func (p *presence) expireGrace(id string, g uint64) {
 
 func (p *presence) emitLocked(event, id, reason string) {
 	p.seq++
+	p.ver++
 	p.emit(fleet.PresenceEvent{Event: event, Machine: id, Labels: p.labels(id), Time: p.now().UTC(), Seq: p.seq, Reason: reason})
 }
 
@@ -225,6 +230,25 @@ func (p *presence) snapshot() fleet.PresenceSnapshot {
 	}
 	sort.Slice(out.Servers, func(i, j int) bool { return out.Servers[i].Machine < out.Servers[j].Machine })
 	return out
+}
+
+// onlineIDs returns the ONLINE machines' ids, sorted.
+func (p *presence) onlineIDs() []string {
+	p.mu.Lock()
+	ids := make([]string, 0, len(p.machines))
+	for id := range p.machines {
+		ids = append(ids, id)
+	}
+	p.mu.Unlock()
+	sort.Strings(ids)
+	return ids
+}
+
+// version changes whenever anything snapshot returns but Time changes.
+func (p *presence) version() uint64 {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.ver
 }
 
 // count is the number of machines ONLINE.

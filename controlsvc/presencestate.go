@@ -51,6 +51,7 @@ func (p *presence) restore(st presenceState) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.seq = st.Seq + seqMargin
+	p.ver++
 	p.known = make(map[string]bool, len(st.Online))
 	for _, id := range st.Online {
 		p.known[id] = true

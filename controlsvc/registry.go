@@ -7,6 +7,7 @@ import (
 	"os"
 	"sort"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/commandcontrol/commandcontrol/fleet"
@@ -31,6 +32,9 @@ type Registry struct {
 	// pendingDirty is set when pending entries changed in memory only;
 	// FlushPending (called periodically) writes them.
 	pendingDirty bool
+	// changes counts writes (and undone changes), so caches of what the
+	// registry says (labels in presence snapshots) know when to renew.
+	changes atomic.Uint64
 }
 
 type registryData struct {
@@ -116,6 +120,7 @@ func (d *registryData) validate() error {
 }
 
 func (r *Registry) saveLocked() error {
+	r.changes.Add(1)
 	b, err := json.MarshalIndent(&r.data, "", "  ")
 	if err != nil {
 		return err
@@ -132,6 +137,7 @@ func (r *Registry) saveLocked() error {
 func (r *Registry) commitLocked(undo func()) error {
 	if err := r.saveLocked(); err != nil {
 		undo()
+		r.changes.Add(1)
 		return fmt.Errorf("registry not changed: %w", err)
 	}
 	return nil

@@ -13,6 +13,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strconv"
 	"sync"
 	"time"
 
@@ -85,6 +86,7 @@ type Service struct {
 	metrics      *metrics
 	audit        *auditLog
 	callHooks    []CallHook
+	snapCache    snapCache
 	calls        *nats.Conn
 }
 
@@ -302,28 +304,74 @@ func (s *Service) startServing(ctx context.Context) error {
 }
 
 // answerSnapshot replies with the ONLINE list, in parts of at most
-// fleet.SnapshotChunk servers when the fleet is large.
+// fleet.SnapshotChunk servers when the fleet is large. Every broadcast a
+// workbench makes starts with this request, so each server's entry is
+// encoded once and reused until presence or the registry changes; only
+// the envelope (with the current time) is written per request.
 func (s *Service) answerSnapshot(m *nats.Msg) {
 	if m.Reply == "" {
 		return
 	}
-	snap := s.presence.snapshot()
-	if len(snap.Servers) <= fleet.SnapshotChunk {
-		b, _ := json.Marshal(snap)
-		_ = m.Respond(b)
-		return
-	}
-	all := snap.Servers
-	snap.Parts = (len(all) + fleet.SnapshotChunk - 1) / fleet.SnapshotChunk
-	for i := range snap.Parts {
-		snap.Part = i + 1
-		snap.Servers = all[i*fleet.SnapshotChunk : min(len(all), (i+1)*fleet.SnapshotChunk)]
-		b, _ := json.Marshal(snap)
+	seq, entries := s.snapshotEntries()
+	now, _ := json.Marshal(time.Now().UTC())
+	parts := max(1, (len(entries)+fleet.SnapshotChunk-1)/fleet.SnapshotChunk)
+	for i := range parts {
+		chunk := entries[min(len(entries), i*fleet.SnapshotChunk):min(len(entries), (i+1)*fleet.SnapshotChunk)]
+		b := make([]byte, 0, 64+len(now)+len(chunk)*160)
+		b = append(b, `{"seq":`...)
+		b = strconv.AppendUint(b, seq, 10)
+		b = append(b, `,"servers":[`...)
+		for j, e := range chunk {
+			if j > 0 {
+				b = append(b, ',')
+			}
+			b = append(b, e...)
+		}
+		b = append(b, `],"time":`...)
+		b = append(b, now...)
+		if parts > 1 {
+			b = append(b, `,"part":`...)
+			b = strconv.AppendInt(b, int64(i+1), 10)
+			b = append(b, `,"parts":`...)
+			b = strconv.AppendInt(b, int64(parts), 10)
+		}
+		b = append(b, '}')
 		if err := s.fl.Publish(m.Reply, b); err != nil {
 			s.log.Warn("snapshot reply not sent", "error", err)
 			return
 		}
 	}
+}
+
+// snapCache holds each ONLINE server's snapshot entry, encoded.
+type snapCache struct {
+	mu        sync.Mutex
+	presVer   uint64
+	regChange uint64
+	valid     bool
+	seq       uint64
+	entries   [][]byte
+}
+
+// snapshotEntries returns the snapshot's seq and its servers' entries,
+// encoded, renewing them when presence or the registry changed.
+func (s *Service) snapshotEntries() (uint64, [][]byte) {
+	c := &s.snapCache
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	pv, rv := s.presence.version(), s.reg.changes.Load()
+	if c.valid && c.presVer == pv && c.regChange == rv {
+		return c.seq, c.entries
+	}
+	snap := s.presence.snapshot()
+	entries := make([][]byte, len(snap.Servers))
+	for i, sv := range snap.Servers {
+		entries[i], _ = json.Marshal(sv)
+	}
+	// Versions read before the snapshot: a change in between renews the
+	// cache on the next request rather than hiding.
+	c.presVer, c.regChange, c.valid, c.seq, c.entries = pv, rv, true, snap.Seq, entries
+	return c.seq, c.entries
 }
 
 func (s *Service) resyncLoop(ctx context.Context) {

@@ -1,0 +1,96 @@
+package controlsvc
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"testing"
+	"time"
+
+	"github.com/commandcontrol/commandcontrol/broker"
+	"github.com/commandcontrol/commandcontrol/fleet"
+)
+
+// TestSnapshotPartsAndCache: a snapshot larger than one part comes in
+// parts that together list every machine once; the encoded entries are
+// reused while nothing changes and renewed when presence or the registry
+// (labels) changes.
+func TestSnapshotPartsAndCache(t *testing.T) {
+	s, err := New(Config{DataDir: t.TempDir(), Broker: broker.Config{Listen: "127.0.0.1:0"},
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	if err := s.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	const n = 2*fleet.SnapshotChunk + 500
+	id := func(i int) string { return fmt.Sprintf("10.9.%d.%d_m%d", i/250, i%250, i) }
+	for i := range n {
+		s.presence.connected(connKey{server: "NTEST", cid: uint64(i + 1)}, agentUserPrefix+id(i))
+	}
+	ask := func() map[string]fleet.Server {
+		t.Helper()
+		inbox := s.fl.NewRespInbox()
+		sub, err := s.fl.SubscribeSync(inbox)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer sub.Unsubscribe()
+		if err := s.fl.PublishRequest(fleet.PresenceSnapshotSubject, inbox, nil); err != nil {
+			t.Fatal(err)
+		}
+		got := map[string]fleet.Server{}
+		for part := 1; ; part++ {
+			m, err := sub.NextMsg(5 * time.Second)
+			if err != nil {
+				t.Fatalf("part %d: %v", part, err)
+			}
+			var snap fleet.PresenceSnapshot
+			if err := json.Unmarshal(m.Data, &snap); err != nil {
+				t.Fatalf("part %d is not a snapshot: %v", part, err)
+			}
+			if snap.Part != part || snap.Parts != 3 || snap.Time.IsZero() || snap.Seq == 0 {
+				t.Fatalf("part %d: part %d of %d, time %v, seq %d", part, snap.Part, snap.Parts, snap.Time, snap.Seq)
+			}
+			for _, sv := range snap.Servers {
+				if _, dup := got[sv.Machine]; dup {
+					t.Fatalf("%s listed twice", sv.Machine)
+				}
+				got[sv.Machine] = sv
+			}
+			if part == snap.Parts {
+				return got
+			}
+		}
+	}
+	got := ask()
+	if len(got) != n {
+		t.Fatalf("snapshot lists %d machines, want %d", len(got), n)
+	}
+	_, first := s.snapshotEntries()
+	_, again := s.snapshotEntries()
+	if &first[0] != &again[0] {
+		t.Error("entries re-encoded although nothing changed")
+	}
+	// A label (registry) change shows at once.
+	_, pub := newUser(t)
+	if _, err := s.reg.AddMachine(id(7), pub, map[string]string{"role": "db"}, "test", false); err != nil {
+		t.Fatal(err)
+	}
+	if got := ask(); got[id(7)].Labels["role"] != "db" {
+		t.Errorf("label not in the snapshot: %+v", got[id(7)])
+	}
+	// So does a machine leaving (presence change).
+	s.presence.disconnected(connKey{server: "NTEST", cid: 1}, "test")
+	if got := ask(); len(got) != n-1 {
+		t.Errorf("after one left: %d machines, want %d", len(got), n-1)
+	} else if _, still := got[id(0)]; still {
+		t.Errorf("%s still listed after it left", id(0))
+	}
+}
