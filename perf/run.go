@@ -51,6 +51,7 @@ func Run(ctx context.Context, cfg Config) ([]Row, error) {
 				Met: "NO", Note: fmt.Sprintf("one broker process may hold at most %d open files here (hard limit; raising it needs CAP_SYS_RESOURCE, which this machine does not grant), and every agent connection is one", limit)})
 			continue
 		}
+		waitQuiet(ctx, cfg.Progress)
 		r, err := fanoutRows(ctx, cfg, n, i == 0)
 		if err != nil {
 			return rows, fmt.Errorf("fleet of %d: %w", n, err)
@@ -58,6 +59,7 @@ func Run(ctx context.Context, cfg Config) ([]Row, error) {
 		rows = append(rows, r...)
 	}
 	if cfg.RestartN > 0 {
+		waitQuiet(ctx, cfg.Progress)
 		fmt.Fprintf(cfg.Progress, "broker restart with %d agents…\n", cfg.RestartN)
 		r, err := restartRow(ctx, cfg, cfg.RestartN)
 		if err != nil {
