@@ -209,7 +209,9 @@ func (p *presence) resync(gen uint64, snap map[string]map[uint64]string, alive m
 	}
 	for server, conns := range snap {
 		for cid, user := range conns {
-			p.addLocked(connKey{server, cid}, user)
+			if user != keepUser {
+				p.addLocked(connKey{server, cid}, user)
+			}
 		}
 	}
 	cutoff := p.now().Add(-2 * time.Minute)
@@ -218,6 +220,26 @@ func (p *presence) resync(gen uint64, snap map[string]map[uint64]string, alive m
 			delete(p.tombstones, k)
 		}
 	}
+}
+
+// missingFrom lists the connections, known since before gen, of servers
+// that answered in snap but that snap does not list: the ones resync
+// would drop.
+func (p *presence) missingFrom(gen uint64, snap map[string]map[uint64]string) []connKey {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	var out []connKey
+	for k, c := range p.conns {
+		if c.gen > gen {
+			continue
+		}
+		if conns, answered := snap[k.server]; answered {
+			if _, listed := conns[k.cid]; !listed {
+				out = append(out, k)
+			}
+		}
+	}
+	return out
 }
 
 // snapshot returns the ONLINE machines and the seq of the last event folded in.

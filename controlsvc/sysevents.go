@@ -134,9 +134,54 @@ func (s *Service) resync(ctx context.Context) error {
 	if len(snap) == 0 {
 		return fmt.Errorf("no broker answered CONNZ")
 	}
+	s.confirmMissing(ctx, gen, snap)
 	s.presence.resync(gen, snap, alive)
 	return nil
 }
+
+// maxConfirm bounds the connections one resync checks one by one.
+const maxConfirm = 1000
+
+// confirmMissing asks the broker about each connection presence holds
+// that the CONNZ pages did not list, before the resync drops it. CONNZ
+// pages by offset: when connections close between two page requests the
+// later pages shift and skip live connections, and a broker with more
+// than one page of agents churning (a reconnect storm) would have machines
+// that are connected shown as gone. A connection the broker still has is
+// put back into snap; past maxConfirm the rest are kept as they are.
+func (s *Service) confirmMissing(ctx context.Context, gen uint64, snap map[string]map[uint64]string) {
+	missing := s.presence.missingFrom(gen, snap)
+	for i, k := range missing {
+		if i >= maxConfirm {
+			for _, k := range missing[i:] {
+				snap[k.server][k.cid] = keepUser
+			}
+			s.log.Warn("presence resync: too many connections to confirm one by one; kept the rest as they were", "unconfirmed", len(missing)-i)
+			return
+		}
+		req, _ := json.Marshal(map[string]any{"acc": broker.FleetAccount, "auth": true, "cid": k.cid})
+		m, err := s.sys.RequestWithContext(withTimeout(ctx, 2*time.Second), "$SYS.REQ.SERVER."+k.server+".CONNZ", req)
+		if err != nil {
+			snap[k.server][k.cid] = keepUser // cannot tell: keep it
+			continue
+		}
+		var r serverAPIResponse
+		var c connzData
+		if json.Unmarshal(m.Data, &r) != nil || r.Error != nil || json.Unmarshal(r.Data, &c) != nil {
+			snap[k.server][k.cid] = keepUser
+			continue
+		}
+		for _, cn := range c.Conns {
+			if cn.Cid == k.cid {
+				snap[k.server][k.cid] = cn.User
+			}
+		}
+	}
+}
+
+// keepUser marks a connection in a CONNZ snapshot that could not be
+// confirmed either way: presence keeps it as it is.
+const keepUser = "\x00keep"
 
 // pingServers lists the ids of every broker in the cluster.
 func (s *Service) pingServers(ctx context.Context) ([]string, error) {
