@@ -451,6 +451,9 @@ func (s *Service) publishEvent(ev fleet.PresenceEvent) {
 // Snapshot is the current ONLINE list.
 func (s *Service) Snapshot() fleet.PresenceSnapshot { return s.presence.snapshot() }
 
+// OnlineCount is the number of machines ONLINE (cheaper than Snapshot).
+func (s *Service) OnlineCount() int { return s.presence.count() }
+
 // Run starts the service and serves until ctx ends.
 func (s *Service) Run(ctx context.Context) error {
 	if err := s.Start(ctx); err != nil {

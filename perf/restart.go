@@ -88,31 +88,51 @@ func freePort() (string, error) {
 func waitReconnected(ctx context.Context, b *broker.Broker, svc *controlsvc.Service, n int, limit time.Duration) error {
 	deadline := time.Now().Add(limit)
 	for {
-		agents := map[string]bool{}
-		if cz, err := b.Server().Connz(&server.ConnzOptions{Account: broker.FleetAccount, Username: true, Limit: n + 100}); err == nil {
-			for _, c := range cz.Conns {
-				if id, ok := strings.CutPrefix(c.AuthorizedUser, "agent:"); ok {
-					agents[id] = true
+		// Presence first, cheaply; the broker's CONNZ (which holds its
+		// locks while it lists 10,000 connections, and would slow the
+		// very reconnections being measured) only once presence says so.
+		if svc.OnlineCount() >= n {
+			agents := map[string]bool{}
+			if cz, err := b.Server().Connz(&server.ConnzOptions{Account: broker.FleetAccount, Username: true, Limit: n + 100}); err == nil {
+				for _, c := range cz.Conns {
+					if id, ok := strings.CutPrefix(c.AuthorizedUser, "agent:"); ok {
+						agents[id] = true
+					}
 				}
 			}
-		}
-		snap := svc.Snapshot().Servers
-		if len(agents) >= n && len(snap) >= n {
-			return nil
+			if len(agents) >= n {
+				return nil
+			}
 		}
 		if time.Now().After(deadline) || ctx.Err() != nil {
-			connected := len(agents)
-			var missing []string
-			for _, s := range snap {
-				delete(agents, s.Machine)
-			}
-			for id := range agents {
-				if missing = append(missing, id); len(missing) == 5 {
-					break
-				}
-			}
-			return fmt.Errorf("after %s: %d of %d agents reconnected, %d ONLINE (connected but not ONLINE, up to 5: %v)", limit, connected, n, len(snap), missing)
+			return lostAgents(b, svc, n, limit)
 		}
-		time.Sleep(20 * time.Millisecond)
+		time.Sleep(10 * time.Millisecond)
 	}
+}
+
+// lostAgents explains a restart that did not complete: how many agents
+// have a connection, how many are ONLINE, and some that are one but not
+// the other.
+func lostAgents(b *broker.Broker, svc *controlsvc.Service, n int, limit time.Duration) error {
+	agents := map[string]bool{}
+	if cz, err := b.Server().Connz(&server.ConnzOptions{Account: broker.FleetAccount, Username: true, Limit: n + 100}); err == nil {
+		for _, c := range cz.Conns {
+			if id, ok := strings.CutPrefix(c.AuthorizedUser, "agent:"); ok {
+				agents[id] = true
+			}
+		}
+	}
+	snap := svc.Snapshot().Servers
+	connected := len(agents)
+	var missing []string
+	for _, s := range snap {
+		delete(agents, s.Machine)
+	}
+	for id := range agents {
+		if missing = append(missing, id); len(missing) == 5 {
+			break
+		}
+	}
+	return fmt.Errorf("after %s: %d of %d agents reconnected, %d ONLINE (connected but not ONLINE, up to 5: %v)", limit, connected, n, len(snap), missing)
 }

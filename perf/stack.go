@@ -75,14 +75,14 @@ func (st *stack) addSwarm(ctx context.Context, bin string, n int) error {
 func waitOnline(ctx context.Context, svc *controlsvc.Service, n int, limit time.Duration) error {
 	deadline := time.Now().Add(limit)
 	for {
-		got := len(svc.Snapshot().Servers)
+		got := svc.OnlineCount()
 		if got >= n {
 			return nil
 		}
 		if time.Now().After(deadline) || ctx.Err() != nil {
 			return fmt.Errorf("%d of %d machines ONLINE after %s", got, n, limit)
 		}
-		time.Sleep(5 * time.Millisecond)
+		time.Sleep(10 * time.Millisecond)
 	}
 }
 
