@@ -165,23 +165,29 @@ func Options(cfg *Config) (*server.Options, error) {
 	}
 	// The server pings a client still waiting for the callout; a client
 	// mid-handshake takes that PING for a protocol error. Keep the auth
-	// timeout inside the first ping interval.
+	// timeout inside the first ping interval — the configured one: the
+	// server's short first ping (2 s after CONNECT, for a quick RTT
+	// estimate) is turned off below, since it cut every handshake whose
+	// callout took over 2 s, however long the auth timeout. Under load
+	// the broker then finished authorisations for clients that had given
+	// up (a reconnect storm's "joined", then "left: Read Error").
 	cfg.AuthTimeout = min(cfg.AuthTimeout, cfg.PingInterval*4/5)
 	sys := server.NewAccount(SystemAccount)
 	ctl := server.NewAccount(ControlAccount)
 	fl := server.NewAccount(FleetAccount)
 	opts := &server.Options{
-		ServerName:        cfg.Name,
-		Host:              host,
-		Port:              port,
-		PingInterval:      cfg.PingInterval,
-		MaxPingsOut:       cfg.MaxPingsOut,
-		AuthTimeout:       cfg.AuthTimeout.Seconds(),
-		MaxPayload:        cfg.MaxPayload,
-		Accounts:          []*server.Account{sys, ctl, fl},
-		SystemAccount:     SystemAccount,
-		AlwaysEnableNonce: true,
-		NoSigs:            true,
+		ServerName:            cfg.Name,
+		Host:                  host,
+		Port:                  port,
+		PingInterval:          cfg.PingInterval,
+		MaxPingsOut:           cfg.MaxPingsOut,
+		AuthTimeout:           cfg.AuthTimeout.Seconds(),
+		MaxPayload:            cfg.MaxPayload,
+		Accounts:              []*server.Account{sys, ctl, fl},
+		SystemAccount:         SystemAccount,
+		AlwaysEnableNonce:     true,
+		DisableShortFirstPing: true,
+		NoSigs:                true,
 		Nkeys: []*server.NkeyUser{
 			{Nkey: cfg.Auth.SysUser, Account: sys},
 			{Nkey: cfg.Auth.ControlUser, Account: ctl},

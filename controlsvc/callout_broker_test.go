@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/commandcontrol/commandcontrol/broker"
 	"github.com/commandcontrol/commandcontrol/broker/brokertest"
 	"github.com/commandcontrol/commandcontrol/fleet"
 	"github.com/nats-io/nats.go"
@@ -104,4 +105,49 @@ func TestCalloutThroughBroker(t *testing.T) {
 	if p := reg.Pending(); len(p) != 1 || p[0].ID != "10.0.0.9_new" {
 		t.Fatalf("pending: got %+v, want 10.0.0.9_new", p)
 	}
+}
+
+// TestSlowCalloutStillAdmits: a callout answered after 3 s (a loaded
+// control service) still admits the client when the auth timeout allows
+// it. nats-server pings a new client 2 s after CONNECT unless told not to,
+// and a client still in its handshake takes that PING for an error and
+// drops the connection the broker is about to admit.
+func TestSlowCalloutStillAdmits(t *testing.T) {
+	b, bk := brokertest.Start(t, brokertest.WithAuthTimeout(6*time.Second), brokertest.WithConfig(func(c *broker.Config) {
+		c.PingInterval = 10 * time.Second
+	}))
+	reg, err := OpenRegistry(filepath.Join(t.TempDir(), RegistryFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	agentKP, agentPub := newUser(t)
+	if _, err := reg.AddMachine("10.0.0.5_web01", agentPub, nil, "test", false); err != nil {
+		t.Fatal(err)
+	}
+	c := &callout{
+		keys: &Keys{Issuer: bk.Issuer, XKey: bk.XKey, Sys: bk.Sys, Control: bk.Control, Fleet: bk.Fleet},
+		reg:  reg, log: slog.New(slog.NewTextHandler(io.Discard, nil)), ttl: time.Hour,
+	}
+	if err := c.init(); err != nil {
+		t.Fatal(err)
+	}
+	ctl := brokertest.Connect(t, b, bk.Control)
+	sub, err := ctl.Subscribe(AuthCalloutSubject, func(m *nats.Msg) {
+		time.Sleep(3 * time.Second)
+		c.handle(m)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = sub.Unsubscribe() })
+	if err := ctl.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	nc, err := nats.Connect(b.ClientURL(), nats.Nkey(agentPub, agentKP.Sign), nats.Name("10.0.0.5_web01"),
+		nats.Timeout(10*time.Second), nats.NoReconnect())
+	if err != nil {
+		t.Fatalf("refused after %s: %v", time.Since(start).Round(time.Millisecond), err)
+	}
+	nc.Close()
 }
