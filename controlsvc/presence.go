@@ -188,7 +188,16 @@ func (p *presence) generation() uint64 {
 // connections become exactly the snapshot's (bar those added since gen or
 // already known to be closed). A server that is alive (answered the ping)
 // but sent no CONNZ keeps what is known of it; any other server is gone.
-func (p *presence) resync(gen uint64, snap map[string]map[uint64]string, alive map[string]bool) {
+//
+// taken is when the snapshot was asked for. A tombstone (a disconnect
+// event) older than taken by more than tombstoneTrust loses to a snapshot
+// that still lists the connection: events arrive within milliseconds, so
+// a connection the broker still lists seconds after its disconnect event
+// is alive, and the event was not about it as presence understood (seen
+// once in a 10,000-agent reconnect storm, where it left a connected,
+// subscribed agent out of presence for good). The zero time trusts every
+// tombstone.
+func (p *presence) resync(gen uint64, snap map[string]map[uint64]string, alive map[string]bool, taken time.Time) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	for k, c := range p.conns {
@@ -209,9 +218,14 @@ func (p *presence) resync(gen uint64, snap map[string]map[uint64]string, alive m
 	}
 	for server, conns := range snap {
 		for cid, user := range conns {
-			if user != keepUser {
-				p.addLocked(connKey{server, cid}, user)
+			if user == keepUser {
+				continue
 			}
+			k := connKey{server, cid}
+			if t, dead := p.tombstones[k]; dead && !taken.IsZero() && t.Before(taken.Add(-tombstoneTrust)) {
+				delete(p.tombstones, k)
+			}
+			p.addLocked(k, user)
 		}
 	}
 	cutoff := p.now().Add(-2 * time.Minute)
@@ -221,6 +235,10 @@ func (p *presence) resync(gen uint64, snap map[string]map[uint64]string, alive m
 		}
 	}
 }
+
+// tombstoneTrust is how long a disconnect event outranks a CONNZ snapshot
+// that still lists the connection.
+const tombstoneTrust = 5 * time.Second
 
 // missingFrom lists the connections, known since before gen, of servers
 // that answered in snap but that snap does not list: the ones resync

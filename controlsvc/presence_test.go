@@ -137,7 +137,7 @@ func TestPresenceOperatorsNeverEmit(t *testing.T) {
 	}
 	p.disconnected(k, "Client Closed")
 	p.serverGone("A")
-	p.resync(p.generation(), map[string]map[uint64]string{"A": {9: "operator:bob"}}, nil)
+	p.resync(p.generation(), map[string]map[uint64]string{"A": {9: "operator:bob"}}, nil, time.Time{})
 	wantEvents(t, rec)
 	if p.online("alice") || p.online("operator:alice") {
 		t.Fatal("operator reported online")
@@ -162,6 +162,26 @@ func TestPresenceConnsOf(t *testing.T) {
 // TestPresenceTombstoneStopsGhost: the snapshot was taken while the
 // connection was open, but its disconnect is handled before the snapshot
 // is folded in. It must not come back as a ghost.
+// TestPresenceStaleTombstoneLosesToCONNZ: a disconnect event for a
+// connection the broker still lists seconds later does not keep that
+// machine out of presence for good; a fresh one still wins.
+func TestPresenceStaleTombstoneLosesToCONNZ(t *testing.T) {
+	p, rec := newTestPresence(t)
+	k := connKey{"A", 7}
+	p.disconnected(k, "Client Closed")
+	// A snapshot asked for at once still lists it: the event wins.
+	p.resync(p.generation(), map[string]map[uint64]string{"A": {7: "agent:web07"}}, nil, time.Now())
+	if p.online("web07") {
+		t.Fatal("a snapshot taken right after the disconnect event resurrected the connection")
+	}
+	// Asked for well after the event and still listed: alive.
+	p.resync(p.generation(), map[string]map[uint64]string{"A": {7: "agent:web07"}}, nil, time.Now().Add(tombstoneTrust+time.Second))
+	if !p.online("web07") {
+		t.Fatal("a connection the broker keeps listing stayed out of presence")
+	}
+	wantEvents(t, rec, "joined web07")
+}
+
 func TestPresenceTombstoneStopsGhost(t *testing.T) {
 	t.Run("connect seen", func(t *testing.T) {
 		p, rec := newTestPresence(t)
@@ -170,7 +190,7 @@ func TestPresenceTombstoneStopsGhost(t *testing.T) {
 		gen := p.generation()
 		p.disconnected(k, "Client Closed")
 		wantEvents(t, rec, "joined web01", "left web01")
-		p.resync(gen, map[string]map[uint64]string{"A": {1: "agent:web01"}}, nil)
+		p.resync(gen, map[string]map[uint64]string{"A": {1: "agent:web01"}}, nil, time.Time{})
 		wantEvents(t, rec)
 		if p.online("web01") {
 			t.Fatal("a closed connection came back from a stale snapshot")
@@ -181,7 +201,7 @@ func TestPresenceTombstoneStopsGhost(t *testing.T) {
 		k := connKey{"A", 1}
 		gen := p.generation()
 		p.disconnected(k, "Client Closed")
-		p.resync(gen, map[string]map[uint64]string{"A": {1: "agent:web01"}}, nil)
+		p.resync(gen, map[string]map[uint64]string{"A": {1: "agent:web01"}}, nil, time.Time{})
 		wantEvents(t, rec)
 		// A late connect event for the closed connection is ignored too.
 		p.connected(k, "agent:web01")
@@ -200,7 +220,7 @@ func TestPresenceTombstonesArePruned(t *testing.T) {
 	now = now.Add(time.Minute)
 	p.disconnected(connKey{"A", 2}, "Client Closed")
 	now = now.Add(90 * time.Second)
-	p.resync(p.generation(), map[string]map[uint64]string{"A": {}}, nil)
+	p.resync(p.generation(), map[string]map[uint64]string{"A": {}}, nil, time.Time{})
 	p.mu.Lock()
 	_, old := p.tombstones[connKey{"A", 1}]
 	_, recent := p.tombstones[connKey{"A", 2}]
@@ -223,7 +243,7 @@ func TestPresenceResync(t *testing.T) {
 	p.resync(gen, map[string]map[uint64]string{
 		"A": {2: "agent:web02", 5: "agent:web05"}, // web05: a connect we missed
 		"C": {1: "agent:web06", 2: "operator:x"},
-	}, nil)
+	}, nil, time.Time{})
 	got := rec.take()
 	sort.Strings(got)
 	want := []string{"joined web05", "joined web06", "left web01", "left web03"}
@@ -244,7 +264,7 @@ func TestPresenceResync(t *testing.T) {
 	p.resync(p.generation(), map[string]map[uint64]string{
 		"A": {2: "agent:web02", 3: "agent:web04", 5: "agent:web05"},
 		"C": {1: "agent:web06", 2: "operator:x"},
-	}, nil)
+	}, nil, time.Time{})
 	wantEvents(t, rec)
 }
 
@@ -253,7 +273,7 @@ func TestPresenceResyncKeepsMachineWithOtherConnection(t *testing.T) {
 	p.connected(connKey{"A", 1}, "agent:web01")
 	p.connected(connKey{"B", 1}, "agent:web01")
 	rec.take()
-	p.resync(p.generation(), map[string]map[uint64]string{"B": {1: "agent:web01"}}, nil)
+	p.resync(p.generation(), map[string]map[uint64]string{"B": {1: "agent:web01"}}, nil, time.Time{})
 	wantEvents(t, rec)
 	if s := p.snapshot(); len(s.Servers) != 1 || s.Servers[0].Connections != 1 {
 		t.Fatalf("snapshot: got %+v, want web01 with one connection", s.Servers)

@@ -115,7 +115,7 @@ type connzData struct {
 // into presence. It is run at start (after the event subscription, so
 // nothing falls between), after a reconnect, and periodically.
 func (s *Service) resync(ctx context.Context) error {
-	gen := s.presence.generation()
+	gen, taken := s.presence.generation(), time.Now()
 	servers, err := s.pingServers(ctx)
 	if err != nil {
 		return err
@@ -135,7 +135,7 @@ func (s *Service) resync(ctx context.Context) error {
 		return fmt.Errorf("no broker answered CONNZ")
 	}
 	s.confirmMissing(ctx, gen, snap)
-	s.presence.resync(gen, snap, alive)
+	s.presence.resync(gen, snap, alive, taken)
 	return nil
 }
 
