@@ -15,29 +15,36 @@ import (
 	"github.com/nats-io/nkeys"
 )
 
-// TestCalloutThroughBroker runs the callout responder (handle: xkey
-// decryption, JWT issue, encryption) against a real broker from
-// brokertest, without the rest of the service.
-func TestCalloutThroughBroker(t *testing.T) {
-	b, bk := brokertest.Start(t, brokertest.WithAuthTimeout(2*time.Second))
+// brokerCallout is a callout for the brokertest broker's keys with a
+// registry holding machine 10.0.0.5_web01, whose key it returns.
+func brokerCallout(t *testing.T, bk *brokertest.Keys) (*callout, nkeys.KeyPair) {
+	t.Helper()
 	reg, err := OpenRegistry(filepath.Join(t.TempDir(), RegistryFile))
 	if err != nil {
-		t.Fatal(err)
-	}
-	opKP, opPub := newUser(t)
-	if _, err := reg.AddOperator("alice", opPub, fleet.RoleViewer); err != nil {
 		t.Fatal(err)
 	}
 	agentKP, agentPub := newUser(t)
 	if _, err := reg.AddMachine("10.0.0.5_web01", agentPub, nil, "test", false); err != nil {
 		t.Fatal(err)
 	}
-	c := &callout{
+	return &callout{
 		keys:     &Keys{Issuer: bk.Issuer, XKey: bk.XKey, Sys: bk.Sys, Control: bk.Control, Fleet: bk.Fleet},
 		reg:      reg,
 		log:      slog.New(slog.NewTextHandler(io.Discard, nil)),
 		ttl:      time.Hour,
 		readOnly: DefaultReadOnlyFunctions,
+	}, agentKP
+}
+
+// TestCalloutThroughBroker runs the callout responder (handle: xkey
+// decryption, JWT issue, encryption) against a real broker from
+// brokertest, without the rest of the service.
+func TestCalloutThroughBroker(t *testing.T) {
+	b, bk := brokertest.Start(t, brokertest.WithAuthTimeout(2*time.Second))
+	c, agentKP := brokerCallout(t, bk)
+	opKP, opPub := newUser(t)
+	if _, err := c.reg.AddOperator("alice", opPub, fleet.RoleViewer); err != nil {
+		t.Fatal(err)
 	}
 	ctl := brokertest.Connect(t, b, bk.Control)
 	_, stop, err := c.subscribe(ctl)
@@ -102,7 +109,7 @@ func TestCalloutThroughBroker(t *testing.T) {
 		nc.Close()
 		t.Fatal("an unknown machine connected")
 	}
-	if p := reg.Pending(); len(p) != 1 || p[0].ID != "10.0.0.9_new" {
+	if p := c.reg.Pending(); len(p) != 1 || p[0].ID != "10.0.0.9_new" {
 		t.Fatalf("pending: got %+v, want 10.0.0.9_new", p)
 	}
 }
@@ -116,18 +123,8 @@ func TestSlowCalloutStillAdmits(t *testing.T) {
 	b, bk := brokertest.Start(t, brokertest.WithAuthTimeout(6*time.Second), brokertest.WithConfig(func(c *broker.Config) {
 		c.PingInterval = 10 * time.Second
 	}))
-	reg, err := OpenRegistry(filepath.Join(t.TempDir(), RegistryFile))
-	if err != nil {
-		t.Fatal(err)
-	}
-	agentKP, agentPub := newUser(t)
-	if _, err := reg.AddMachine("10.0.0.5_web01", agentPub, nil, "test", false); err != nil {
-		t.Fatal(err)
-	}
-	c := &callout{
-		keys: &Keys{Issuer: bk.Issuer, XKey: bk.XKey, Sys: bk.Sys, Control: bk.Control, Fleet: bk.Fleet},
-		reg:  reg, log: slog.New(slog.NewTextHandler(io.Discard, nil)), ttl: time.Hour,
-	}
+	c, agentKP := brokerCallout(t, bk)
+	agentPub, _ := agentKP.PublicKey()
 	if err := c.init(); err != nil {
 		t.Fatal(err)
 	}

@@ -14,22 +14,30 @@ import (
 	"github.com/nats-io/nats.go"
 )
 
-// TestSnapshotPartsAndCache: a snapshot larger than one part comes in
-// parts that together list every machine once; the encoded entries are
-// reused while nothing changes and renewed when presence or the registry
-// (labels) changes.
-func TestSnapshotPartsAndCache(t *testing.T) {
+// startTestService starts a service with an embedded broker on a free
+// port, closed when the test ends.
+func startTestService(t *testing.T) (*Service, context.Context) {
+	t.Helper()
 	s, err := New(Config{DataDir: t.TempDir(), Broker: broker.Config{Listen: "127.0.0.1:0"},
 		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	if err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
 	if err := s.Start(ctx); err != nil {
+		cancel()
 		t.Fatal(err)
 	}
-	defer s.Close()
+	t.Cleanup(func() { cancel(); s.Close() })
+	return s, ctx
+}
+
+// TestSnapshotPartsAndCache: a snapshot larger than one part comes in
+// parts that together list every machine once; the encoded entries are
+// reused while nothing changes and renewed when presence or the registry
+// (labels) changes.
+func TestSnapshotPartsAndCache(t *testing.T) {
+	s, _ := startTestService(t)
 	const n = 2*fleet.SnapshotChunk + 500
 	id := func(i int) string { return fmt.Sprintf("10.9.%d.%d_m%d", i/250, i%250, i) }
 	for i := range n {
@@ -101,17 +109,7 @@ func TestSnapshotPartsAndCache(t *testing.T) {
 // about by itself and stays ONLINE; one the broker really no longer has
 // is dropped.
 func TestResyncConfirmsWhatCONNZPagesMissed(t *testing.T) {
-	s, err := New(Config{DataDir: t.TempDir(), Broker: broker.Config{Listen: "127.0.0.1:0"},
-		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	if err := s.Start(ctx); err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
+	s, ctx := startTestService(t)
 	kp, pub := newUser(t)
 	if _, err := s.reg.AddMachine("10.0.0.5_web01", pub, nil, "test", false); err != nil {
 		t.Fatal(err)

@@ -6,8 +6,6 @@ import (
 	"fmt"
 	"net"
 	"net/http"
-	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -48,14 +46,7 @@ func freePorts(t *testing.T, n int) []int {
 // deploy/cluster/*.json does with cc-broker --config).
 func startCluster(t *testing.T, dataDir string, n int) []*broker.Broker {
 	t.Helper()
-	keys, err := controlsvc.LoadOrCreateKeys(dataDir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	auth, err := keys.BrokerAuth()
-	if err != nil {
-		t.Fatal(err)
-	}
+	auth := brokerAuthFor(t, dataDir)
 	ports := freePorts(t, n)
 	var bs []*broker.Broker
 	for i := range n {
@@ -166,17 +157,7 @@ func clusterAgent(t *testing.T, svc *controlsvc.Service, url, id string) *agent.
 func TestClusterOfThreeBrokers(t *testing.T) {
 	dir := t.TempDir()
 	bs := startCluster(t, dir, 3)
-	svc, err := controlsvc.New(controlsvc.Config{DataDir: dir, BrokerURL: bs[0].ClientURL(),
-		ResyncInterval: 5 * time.Second, Logger: testLogger(t).With("side", "control")})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	if err := svc.Start(ctx); err != nil {
-		t.Fatal(err)
-	}
-	defer svc.Close()
+	svc := controlBehind(t, dir, bs[0].ClientURL(), 5*time.Second)
 
 	clusterAgent(t, svc, bs[1].ClientURL(), "10.1.0.2_node2")
 	a3 := clusterAgent(t, svc, bs[2].ClientURL(), "10.1.0.3_node3")
@@ -186,30 +167,9 @@ func TestClusterOfThreeBrokers(t *testing.T) {
 
 	nc := operatorConn(t, bs[2].ClientURL(), newOperator(t, svc, "ops", "admin"))
 	// Direct call from node 3 to the agent on node 2.
-	m, err := nc.Request(fleet.FnSubject("10.1.0.2_node2", "current-load"), []byte("{}"), 5*time.Second)
-	if err != nil {
-		t.Fatalf("call across nodes: %v", err)
-	}
-	if got := m.Header.Get(fleet.HeaderMachine); got != "10.1.0.2_node2" || !strings.Contains(string(m.Data), "load1") {
-		t.Fatalf("reply from %q: %s", got, m.Data)
-	}
+	callLoad(t, nc, "10.1.0.2_node2", "call across nodes")
 	// A broadcast reaches the agents on both other nodes.
-	inbox := nc.NewRespInbox()
-	sub, err := nc.SubscribeSync(inbox)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := nc.PublishRequest(fleet.AllSubject("current-load"), inbox, []byte("{}")); err != nil {
-		t.Fatal(err)
-	}
-	seen := map[string]bool{}
-	for len(seen) < 2 {
-		r, err := sub.NextMsg(5 * time.Second)
-		if err != nil {
-			t.Fatalf("broadcast replies %v: %v", seen, err)
-		}
-		seen[r.Header.Get(fleet.HeaderMachine)] = true
-	}
+	broadcastReaches(t, nc, 2, "broadcast across nodes")
 	// The presence snapshot, asked on node 3, lists both.
 	snap, err := nc.Request(fleet.PresenceSnapshotSubject, nil, 5*time.Second)
 	if err != nil {
@@ -243,25 +203,14 @@ func TestClusterConfigExamples(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds cc-broker")
 	}
-	bin := t.TempDir()
-	build := exec.Command("go", "build", "-o", bin+string(os.PathSeparator), "./cmd/cc-broker")
-	build.Dir = ".."
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
+	bin := buildCCBroker(t)
 	dir := t.TempDir()
-	if _, err := controlsvc.LoadOrCreateKeys(dir); err != nil {
-		t.Fatal(err)
-	}
+	brokerAuthFor(t, dir)
 	client, cluster, monitor := freePorts(t, 3), freePorts(t, 3), freePorts(t, 3)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	for i := range 3 {
-		b, err := os.ReadFile(fmt.Sprintf("../deploy/cluster/broker-%d.json", i+1))
-		if err != nil {
-			t.Fatal(err)
-		}
-		cfg := string(b)
+		cfg := readDeploy(t, fmt.Sprintf("cluster/broker-%d.json", i+1))
 		for j := range 3 {
 			cfg = strings.ReplaceAll(cfg, fmt.Sprintf("cc-broker-%d:6222", j+1), fmt.Sprintf("127.0.0.1:%d", cluster[j]))
 		}
@@ -269,23 +218,7 @@ func TestClusterConfigExamples(t *testing.T) {
 		cfg = strings.ReplaceAll(cfg, "0.0.0.0:4222", fmt.Sprintf("127.0.0.1:%d", client[i]))
 		cfg = strings.ReplaceAll(cfg, "127.0.0.1:8222", fmt.Sprintf("127.0.0.1:%d", monitor[i]))
 		cfg = strings.ReplaceAll(cfg, "/etc/commandcontrol/broker-auth.json", filepath.Join(dir, controlsvc.BrokerAuthFile))
-		path := filepath.Join(t.TempDir(), "broker.json")
-		if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
-			t.Fatal(err)
-		}
-		cmd := exec.CommandContext(ctx, filepath.Join(bin, "cc-broker"), "--config", path)
-		var out logBuffer
-		cmd.Stdout, cmd.Stderr = &out, &out
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() {
-			_ = cmd.Process.Kill()
-			_ = cmd.Wait()
-			if t.Failed() {
-				t.Logf("broker-%d.json output:\n%s", i+1, out.String())
-			}
-		})
+		runCCBroker(t, ctx, bin, fmt.Sprintf("broker-%d.json", i+1), cfg)
 	}
 	url := func(i int) string { return fmt.Sprintf("nats://127.0.0.1:%d", client[i]) }
 	waitMeshSettled(t, 3, func(i int) (*server.Routez, error) {
@@ -297,18 +230,7 @@ func TestClusterConfigExamples(t *testing.T) {
 		var rz server.Routez
 		return &rz, json.NewDecoder(resp.Body).Decode(&rz)
 	})
-	var svc *controlsvc.Service
-	waitFor(t, "the control service to connect through broker 1", 15*time.Second, func() bool {
-		s, err := controlsvc.New(controlsvc.Config{DataDir: dir, BrokerURL: url(0), Logger: testLogger(t)})
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := s.Start(ctx); err != nil {
-			return false
-		}
-		svc = s
-		return true
-	})
+	svc := controlBehindRetrying(t, ctx, dir, url(0))
 	defer svc.Close()
 	clusterAgent(t, svc, url(2), "10.2.0.3_site3")
 	waitFor(t, "the agent on broker 3 ONLINE", 15*time.Second, func() bool { return online(svc, "10.2.0.3_site3") })

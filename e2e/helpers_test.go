@@ -34,12 +34,19 @@ func startControl(t *testing.T, dataDir string) *controlsvc.Service {
 	if dataDir == "" {
 		dataDir = t.TempDir()
 	}
-	svc, err := controlsvc.New(controlsvc.Config{
+	return startControlWith(t, controlsvc.Config{
 		DataDir:        dataDir,
 		Broker:         broker.Config{Listen: "127.0.0.1:0", PingInterval: time.Second, MaxPingsOut: 2},
 		ResyncInterval: 5 * time.Second,
 		Logger:         testLogger(t).With("side", "control"),
 	})
+}
+
+// startControlWith starts a control service configured by cfg, closed when
+// the test ends.
+func startControlWith(t *testing.T, cfg controlsvc.Config) *controlsvc.Service {
+	t.Helper()
+	svc, err := controlsvc.New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}

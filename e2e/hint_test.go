@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"context"
 	"encoding/json"
 	"errors"
 	"strings"
@@ -18,20 +17,10 @@ import (
 // fleet's reconnect window from the machines ONLINE and tells every
 // agent; an agent takes it; an operator may read it but not forge it.
 func TestAgentsLearnTheReconnectWindow(t *testing.T) {
-	dir := t.TempDir()
-	svc, err := controlsvc.New(controlsvc.Config{
-		DataDir: dir, Broker: broker.Config{Listen: "127.0.0.1:0"},
+	svc := startControlWith(t, controlsvc.Config{
+		DataDir: t.TempDir(), Broker: broker.Config{Listen: "127.0.0.1:0"},
 		ReconnectRate: 1, HintInterval: 200 * time.Millisecond, Logger: testLogger(t),
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	if err := svc.Start(ctx); err != nil {
-		t.Fatal(err)
-	}
-	defer svc.Close()
 	a := clusterAgent(t, svc, svc.ClientURL(), "10.5.0.1_web01")
 	clusterAgent(t, svc, svc.ClientURL(), "10.5.0.2_web02")
 	// Two machines at one authorisation per second, with a quarter of

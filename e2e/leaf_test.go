@@ -21,14 +21,7 @@ import (
 // leaf listener, and one site broker per site linked to it with secret.
 func startLeafSites(t *testing.T, dataDir string, secret string, sites ...string) (*broker.Broker, []*broker.Broker) {
 	t.Helper()
-	keys, err := controlsvc.LoadOrCreateKeys(dataDir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	auth, err := keys.BrokerAuth()
-	if err != nil {
-		t.Fatal(err)
-	}
+	auth := brokerAuthFor(t, dataDir)
 	hash, err := bcrypt.GenerateFromPassword([]byte(secret), bcrypt.MinCost)
 	if err != nil {
 		t.Fatal(err)
@@ -75,17 +68,7 @@ func startLeafSites(t *testing.T, dataDir string, secret string, sites ...string
 func TestLeafSite(t *testing.T) {
 	dir := t.TempDir()
 	hub, sites := startLeafSites(t, dir, "site-secret-0123456789", "dc2")
-	svc, err := controlsvc.New(controlsvc.Config{DataDir: dir, BrokerURL: hub.ClientURL(),
-		ResyncInterval: 2 * time.Second, Logger: testLogger(t).With("side", "control")})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	if err := svc.Start(ctx); err != nil {
-		t.Fatal(err)
-	}
-	defer svc.Close()
+	svc := controlBehind(t, dir, hub.ClientURL(), 2*time.Second)
 
 	clusterAgent(t, svc, hub.ClientURL(), "10.3.0.1_hq")
 	remote := clusterAgent(t, svc, sites[0].ClientURL(), "10.3.2.7_dc2-web")
@@ -94,32 +77,11 @@ func TestLeafSite(t *testing.T) {
 		waitFor(t, id+" ONLINE", 10*time.Second, func() bool { return online(svc, id) })
 	}
 	nc := operatorConn(t, hub.ClientURL(), newOperator(t, svc, "ops", "admin"))
-	m, err := nc.Request(fleet.FnSubject("10.3.2.7_dc2-web", "current-load"), []byte("{}"), 5*time.Second)
-	if err != nil {
-		t.Fatalf("call from the hub to the site's agent: %v", err)
-	}
-	if got := m.Header.Get(fleet.HeaderMachine); got != "10.3.2.7_dc2-web" || !strings.Contains(string(m.Data), "load1") {
-		t.Fatalf("reply from %q: %s", got, m.Data)
-	}
+	callLoad(t, nc, "10.3.2.7_dc2-web", "call from the hub to the site's agent")
 	// A broadcast from an operator at the site reaches all three machines.
 	siteSeed := newOperator(t, svc, "site-ops", "admin")
 	siteOp := operatorConn(t, sites[0].ClientURL(), siteSeed)
-	inbox := siteOp.NewRespInbox()
-	sub, err := siteOp.SubscribeSync(inbox)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := siteOp.PublishRequest(fleet.AllSubject("current-load"), inbox, []byte("{}")); err != nil {
-		t.Fatal(err)
-	}
-	seen := map[string]bool{}
-	for len(seen) < 3 {
-		r, err := sub.NextMsg(5 * time.Second)
-		if err != nil {
-			t.Fatalf("broadcast from the site, replies %v: %v", seen, err)
-		}
-		seen[r.Header.Get(fleet.HeaderMachine)] = true
-	}
+	broadcastReaches(t, siteOp, 3, "broadcast from the site")
 
 	// An unregistered machine at the site: refused, recorded as pending.
 	kp, _ := nkeys.CreateUser()
@@ -158,7 +120,7 @@ func TestLeafSite(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer cl.Close()
-	res, err := cl.RemoveMachine(ctx, "10.3.2.8_dc2-db")
+	res, err := cl.RemoveMachine(context.Background(), "10.3.2.8_dc2-db")
 	if err != nil || res.Closed != 1 {
 		t.Fatalf("remove the site's machine: %+v %v", res, err)
 	}
@@ -174,18 +136,11 @@ func TestLeafConfigExamples(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds cc-broker")
 	}
-	bin := t.TempDir()
-	build := exec.Command("go", "build", "-o", bin+string(os.PathSeparator), "./cmd/cc-broker")
-	build.Dir = ".."
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
+	bin := buildCCBroker(t)
 	dir, etc := t.TempDir(), t.TempDir()
-	if _, err := controlsvc.LoadOrCreateKeys(dir); err != nil {
-		t.Fatal(err)
-	}
+	brokerAuthFor(t, dir)
 	secret := filepath.Join(etc, "leaf-dc2.secret")
-	entry, err := exec.Command(filepath.Join(bin, "cc-broker"), "leaf-site", "dc2", "--secret-out", secret, "--json").Output()
+	entry, err := exec.Command(bin, "leaf-site", "dc2", "--secret-out", secret, "--json").Output()
 	if err != nil {
 		t.Fatalf("cc-broker leaf-site: %v", err)
 	}
@@ -196,49 +151,18 @@ func TestLeafConfigExamples(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	start := func(file string, replace ...string) {
-		b, err := os.ReadFile("../deploy/leaf/" + file)
-		if err != nil {
-			t.Fatal(err)
-		}
 		cfg := strings.NewReplacer(append(replace,
 			"/etc/commandcontrol/broker-auth.json", filepath.Join(dir, controlsvc.BrokerAuthFile),
 			"/etc/commandcontrol/", etc+"/",
 			"/var/lib/cc-broker/jetstream", filepath.Join(t.TempDir(), "js"),
-			"127.0.0.1:8222", "127.0.0.1:0")...).Replace(string(b))
-		path := filepath.Join(t.TempDir(), file)
-		if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
-			t.Fatal(err)
-		}
-		cmd := exec.CommandContext(ctx, filepath.Join(bin, "cc-broker"), "--config", path)
-		var out logBuffer
-		cmd.Stdout, cmd.Stderr = &out, &out
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() {
-			_ = cmd.Process.Kill()
-			_ = cmd.Wait()
-			if t.Failed() {
-				t.Logf("%s output:\n%s", file, out.String())
-			}
-		})
+			"127.0.0.1:8222", "127.0.0.1:0")...).Replace(readDeploy(t, "leaf/"+file))
+		runCCBroker(t, ctx, bin, file, cfg)
 	}
 	url := func(p int) string { return "nats://127.0.0.1:" + itoa(p) }
 	start("hub.json", "0.0.0.0:4222", "127.0.0.1:"+itoa(ports[0]), "0.0.0.0:7422", "127.0.0.1:"+itoa(ports[1]))
 	start("site-dc2.json", "0.0.0.0:4222", "127.0.0.1:"+itoa(ports[2]), "cc-hub.example.net:7422", "127.0.0.1:"+itoa(ports[1]))
 
-	var svc *controlsvc.Service
-	waitFor(t, "the control service to connect through the hub", 15*time.Second, func() bool {
-		s, err := controlsvc.New(controlsvc.Config{DataDir: dir, BrokerURL: url(ports[0]), Logger: testLogger(t)})
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := s.Start(ctx); err != nil {
-			return false
-		}
-		svc = s
-		return true
-	})
+	svc := controlBehindRetrying(t, ctx, dir, url(ports[0]))
 	defer svc.Close()
 	// The site's broker may still be linking: the agent retries until the
 	// callout answers across the leaf connection.
