@@ -155,13 +155,17 @@ type bplist struct {
 	data    []byte
 	offsets []uint64
 	refSize int
-	visits  int // objects decoded so far, bounded by maxBplistVisits
+	work    int    // objects and references decoded so far, bounded by maxBplistWork
+	open    []bool // containers being decoded: a reference to one is a cycle
 }
 
-// maxBplistVisits bounds the objects decoded from one binary plist: objects
-// may be shared, so a small hostile file could otherwise expand
-// exponentially.
-const maxBplistVisits = 1 << 20
+// maxBplistWork bounds the objects and references decoded from one binary
+// plist: objects may be shared, so a small hostile file could otherwise
+// expand exponentially (an array of a thousand references to an array of a
+// thousand references …), and every visit of a container reads all its
+// references. Real Info.plist and InstallHistory.plist files need a few
+// thousand.
+const maxBplistWork = 1 << 20
 
 // appleEpoch is where binary plist dates count from.
 var appleEpoch = time.Date(2001, 1, 1, 0, 0, 0, 0, time.UTC)
@@ -179,7 +183,7 @@ func parseBinaryPlist(data []byte) (any, error) {
 		table > uint64(len(data)) || num*uint64(offSize) > uint64(len(data))-table {
 		return nil, errors.New("bplist: bad trailer")
 	}
-	p := &bplist{data: data, refSize: refSize, offsets: make([]uint64, num)}
+	p := &bplist{data: data, refSize: refSize, offsets: make([]uint64, num), open: make([]bool, num)}
 	for i := range p.offsets {
 		p.offsets[i] = beUint(data[table+uint64(i*offSize):][:offSize])
 	}
@@ -199,11 +203,14 @@ func (p *bplist) object(ref uint64, depth int) (any, error) {
 	if depth > maxPlistDepth {
 		return nil, errors.New("bplist: nested too deeply")
 	}
-	if p.visits++; p.visits > maxBplistVisits {
+	if p.work++; p.work > maxBplistWork {
 		return nil, errors.New("bplist: too many objects")
 	}
 	if ref >= uint64(len(p.offsets)) || p.offsets[ref] >= uint64(len(p.data)) {
 		return nil, errors.New("bplist: object reference out of range")
+	}
+	if p.open[ref] {
+		return nil, fmt.Errorf("bplist: object %d contains itself", ref)
 	}
 	off := p.offsets[ref]
 	marker := p.data[off]
@@ -265,6 +272,8 @@ func (p *bplist) object(ref uint64, depth int) (any, error) {
 		if err != nil {
 			return nil, err
 		}
+		p.open[ref] = true
+		defer func() { p.open[ref] = false }()
 		a := make([]any, 0, len(refs))
 		for _, r := range refs {
 			v, err := p.object(r, depth+1)
@@ -279,6 +288,8 @@ func (p *bplist) object(ref uint64, depth int) (any, error) {
 		if err != nil {
 			return nil, err
 		}
+		p.open[ref] = true
+		defer func() { p.open[ref] = false }()
 		m := make(map[string]any, count)
 		for i := uint64(0); i < count; i++ {
 			k, err := p.object(refs[i], depth+1)
@@ -322,6 +333,9 @@ func (p *bplist) count(info int, body []byte) (uint64, []byte, error) {
 func (p *bplist) refs(body []byte, n uint64) ([]uint64, error) {
 	if n > uint64(len(body))/uint64(p.refSize) {
 		return nil, errors.New("bplist: truncated references")
+	}
+	if p.work += int(n); p.work > maxBplistWork {
+		return nil, errors.New("bplist: too many objects")
 	}
 	out := make([]uint64, n)
 	for i := range out {

@@ -1,8 +1,10 @@
 package functions
 
 import (
+	"encoding/binary"
 	"fmt"
 	"os"
+	"strings"
 	"testing"
 	"time"
 )
@@ -204,5 +206,59 @@ func TestWindowsPatchesParsers(t *testing.T) {
 	}
 	if r.PendingCount != 2 || r.Pending[0].Advisory != "KB5034770" || r.Pending[0].Severity != "Critical" || r.Pending[1].Advisory != "KB5034686" {
 		t.Errorf("pending (the Defender definitions are not a security update): got %+v", r.Pending)
+	}
+}
+
+// buildBplist writes a binary plist from encoded objects (object 0 on top),
+// with one-byte object references.
+func buildBplist(objects [][]byte) []byte {
+	out := []byte("bplist00")
+	var offsets []uint32
+	for _, o := range objects {
+		offsets = append(offsets, uint32(len(out)))
+		out = append(out, o...)
+	}
+	table := len(out)
+	for _, off := range offsets {
+		out = binary.BigEndian.AppendUint32(out, off)
+	}
+	trailer := make([]byte, 32)
+	trailer[6], trailer[7] = 4, 1
+	binary.BigEndian.PutUint64(trailer[8:], uint64(len(objects)))
+	binary.BigEndian.PutUint64(trailer[24:], uint64(table))
+	return append(out, trailer...)
+}
+
+// bplistArray encodes an array of n one-byte references to ref.
+func bplistArray(n int, ref byte) []byte {
+	o := []byte{0xAF, 0x11, byte(n >> 8), byte(n)}
+	for range n {
+		o = append(o, ref)
+	}
+	return o
+}
+
+func TestParsePlistHostileBinary(t *testing.T) {
+	// An array that contains itself: a cycle, refused at once.
+	if _, err := parsePlist(buildBplist([][]byte{bplistArray(1000, 0)})); err == nil || !strings.Contains(err.Error(), "contains itself") {
+		t.Errorf("self-containing array: %v", err)
+	}
+	// Ten levels of 200 references each to the next level: 200^10 objects
+	// if expanded; a budget on objects and references read stops it.
+	var objects [][]byte
+	for i := range 10 {
+		objects = append(objects, bplistArray(200, byte(i+1)))
+	}
+	objects = append(objects, []byte{0x10, 7})
+	if _, err := parsePlist(buildBplist(objects)); err == nil || !strings.Contains(err.Error(), "too many objects") {
+		t.Errorf("exponential sharing: %v", err)
+	}
+	// Sharing within the budget is fine: two levels of 200.
+	v, err := parsePlist(buildBplist([][]byte{bplistArray(200, 1), bplistArray(200, 2), {0x10, 7}}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a := v.([]any); len(a) != 200 || len(a[199].([]any)) != 200 || a[199].([]any)[0] != int64(7) {
+		t.Errorf("shared arrays decoded as %v", v)
 	}
 }
