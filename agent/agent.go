@@ -89,15 +89,19 @@ type Config struct {
 
 // Agent is one machine's agent.
 type Agent struct {
-	cfg         Config
-	log         *slog.Logger
-	key         nkeys.KeyPair
-	pub         string
-	id          string
-	fns         *functions.Set
-	sem         chan struct{}
+	cfg Config
+	log *slog.Logger
+	key nkeys.KeyPair
+	pub string
+	id  string
+	fns *functions.Set
+	sem chan struct{}
+	// connMu guards nc, svc and closed: Close may run while Start is
+	// still connecting.
+	connMu      sync.Mutex
 	nc          *nats.Conn
 	svc         micro.Service
+	closed      bool
 	mu          sync.Mutex
 	lastRefusal time.Time
 	sign        nats.SignatureHandler
@@ -207,6 +211,12 @@ func (a *Agent) Start(ctx context.Context) error {
 	nc, err := nats.Connect(a.cfg.URL, a.natsOptions()...)
 	if err != nil {
 		return fmt.Errorf("agent: connect to %s: %w", a.cfg.URL, err)
+	}
+	a.connMu.Lock()
+	defer a.connMu.Unlock()
+	if a.closed {
+		nc.Close()
+		return errors.New("agent: closed before it connected")
 	}
 	a.nc = nc
 	if err := a.serve(); err != nil {
@@ -429,14 +439,24 @@ func headerSafe(s string) string {
 }
 
 // Conn is the agent's NATS connection (nil before Start).
-func (a *Agent) Conn() *nats.Conn { return a.nc }
+func (a *Agent) Conn() *nats.Conn {
+	a.connMu.Lock()
+	defer a.connMu.Unlock()
+	return a.nc
+}
 
-// Close stops serving and closes the connection.
+// Close stops serving and closes the connection. It is safe to call while
+// Start is still running (Start then closes what it connected and fails),
+// and more than once.
 func (a *Agent) Close() {
-	if a.svc != nil {
-		_ = a.svc.Stop()
+	a.connMu.Lock()
+	a.closed = true
+	svc, nc := a.svc, a.nc
+	a.connMu.Unlock()
+	if svc != nil {
+		_ = svc.Stop()
 	}
-	if a.nc != nil {
-		a.nc.Close()
+	if nc != nil {
+		nc.Close()
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"reflect"
+	"sync"
 	"testing"
 	"time"
 
@@ -130,15 +131,16 @@ func TestWatchManyEventsInOrder(t *testing.T) {
 	var got []fleet.PresenceEvent
 	var synced uint64
 	joined := map[string]bool{}
+	var starting sync.WaitGroup
 	err := c.Watch(ctx, func(ev fleet.PresenceEvent) {
 		if ev.Event == bench.EventSynced {
 			synced = ev.Seq
 			for _, a := range agents {
-				go func() {
+				starting.Go(func() {
 					if err := a.Start(t.Context()); err != nil {
 						t.Error(err)
 					}
-				}()
+				})
 			}
 			return
 		}
@@ -150,6 +152,7 @@ func TestWatchManyEventsInOrder(t *testing.T) {
 			cancel()
 		}
 	})
+	starting.Wait() // a machine joins before its Start has returned
 	if !errors.Is(err, context.Canceled) {
 		t.Fatal(err)
 	}
