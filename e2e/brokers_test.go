@@ -9,28 +9,13 @@ import (
 	"testing"
 	"time"
 
-	"github.com/commandcontrol/commandcontrol/broker"
 	"github.com/commandcontrol/commandcontrol/controlsvc"
 	"github.com/commandcontrol/commandcontrol/fleet"
+	"github.com/commandcontrol/commandcontrol/internal/stacktest"
 	"github.com/nats-io/nats.go"
 )
 
 // Helpers for tests with several brokers (cluster routes, leaf sites).
-
-// brokerAuthFor creates the control service keys in dataDir and returns
-// what every broker must know of them.
-func brokerAuthFor(t *testing.T, dataDir string) broker.AuthKeys {
-	t.Helper()
-	keys, err := controlsvc.LoadOrCreateKeys(dataDir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	auth, err := keys.BrokerAuth()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return auth
-}
 
 // controlBehind starts a control service on dataDir using the external
 // broker at url.
@@ -116,7 +101,7 @@ func runCCBroker(t *testing.T, ctx context.Context, bin, name, config string) {
 		t.Fatal(err)
 	}
 	cmd := exec.CommandContext(ctx, bin, "--config", path)
-	var out logBuffer
+	var out stacktest.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)

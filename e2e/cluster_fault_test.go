@@ -12,11 +12,9 @@ import (
 	"time"
 
 	"github.com/commandcontrol/commandcontrol/agent"
-	"github.com/commandcontrol/commandcontrol/agent/functions"
 	"github.com/commandcontrol/commandcontrol/bench"
 	"github.com/commandcontrol/commandcontrol/broker"
 	"github.com/commandcontrol/commandcontrol/controlsvc"
-	"github.com/nats-io/nkeys"
 )
 
 // brokerProcess is a cc-broker child process in the cluster.
@@ -76,7 +74,7 @@ func TestFaultClusterBrokerKilled(t *testing.T) {
 	var ids []string
 	var agents []*agent.Agent
 	for i := range n {
-		a := startAgentURL(t, svc, all, fmt.Sprintf("10.0.2.%d_node", i+1))
+		a := startAgentAt(t, svc, all, fmt.Sprintf("10.0.2.%d_node", i+1), true, nil, echoFn())
 		ids = append(ids, a.MachineID())
 		agents = append(agents, a)
 	}
@@ -120,14 +118,8 @@ func TestFaultClusterBrokerKilled(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitFor(t, "the fleet view to converge", 20*time.Second, func() bool {
-		s := svc.Snapshot()
-		if len(s.Servers) != n {
+		if !allOnlineOnce(svc, n) {
 			return false
-		}
-		for _, srv := range s.Servers {
-			if srv.Connections != 1 {
-				return false
-			}
 		}
 		for _, a := range agents {
 			if !a.Conn().IsConnected() || a.Conn().ConnectedServerName() == victim.name {
@@ -148,30 +140,4 @@ func TestFaultClusterBrokerKilled(t *testing.T) {
 			t.Errorf("watcher: %s not ONLINE", id)
 		}
 	}
-}
-
-// startAgentURL starts a registered in-process agent that knows the
-// brokers at url (comma-separated).
-func startAgentURL(t *testing.T, svc *controlsvc.Service, url, id string) *agent.Agent {
-	t.Helper()
-	kp, _ := nkeys.CreateUser()
-	set := functions.New(&functions.Env{MachineID: id, Root: "/"})
-	if err := set.Add(echoFn()); err != nil {
-		t.Fatal(err)
-	}
-	a, err := agent.New(agent.Config{URL: url, Key: kp, MachineID: id, Functions: set,
-		MaxReconnectDelay: 300 * time.Millisecond, Logger: testLogger(t).With("side", "agent")})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := svc.Registry().AddMachine(id, a.PublicKey(), nil, "test", false); err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	if err := a.Start(ctx); err != nil {
-		cancel()
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cancel(); a.Close() })
-	return a
 }

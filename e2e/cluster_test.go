@@ -12,13 +12,11 @@ import (
 	"testing"
 	"time"
 
-	"github.com/commandcontrol/commandcontrol/agent"
-	"github.com/commandcontrol/commandcontrol/agent/functions"
 	"github.com/commandcontrol/commandcontrol/broker"
 	"github.com/commandcontrol/commandcontrol/controlsvc"
 	"github.com/commandcontrol/commandcontrol/fleet"
+	"github.com/commandcontrol/commandcontrol/internal/stacktest"
 	"github.com/nats-io/nats-server/v2/server"
-	"github.com/nats-io/nkeys"
 )
 
 // freePorts reserves n loopback ports and releases them: cluster routes
@@ -46,7 +44,7 @@ func freePorts(t *testing.T, n int) []int {
 // deploy/cluster/*.json does with cc-broker --config).
 func startCluster(t *testing.T, dataDir string, n int) []*broker.Broker {
 	t.Helper()
-	auth := brokerAuthFor(t, dataDir)
+	auth := stacktest.BrokerAuth(t, dataDir)
 	ports := freePorts(t, n)
 	var bs []*broker.Broker
 	for i := range n {
@@ -128,28 +126,6 @@ func waitMeshSettled(t *testing.T, n int, routez func(i int) (*server.Routez, er
 	})
 }
 
-// clusterAgent starts a registered agent connected to url.
-func clusterAgent(t *testing.T, svc *controlsvc.Service, url, id string) *agent.Agent {
-	t.Helper()
-	kp, _ := nkeys.CreateUser()
-	pub, _ := kp.PublicKey()
-	if _, err := svc.Registry().AddMachine(id, pub, map[string]string{"site": "cluster"}, "test", false); err != nil {
-		t.Fatal(err)
-	}
-	a, err := agent.New(agent.Config{URL: url, Key: kp, MachineID: id, Functions: functions.New(&functions.Env{MachineID: id, Root: "/"}),
-		MaxReconnectDelay: 300 * time.Millisecond, Logger: testLogger(t).With("agent", id)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	if err := a.Start(ctx); err != nil {
-		cancel()
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cancel(); a.Close() })
-	return a
-}
-
 // TestClusterOfThreeBrokers: the control service sits behind one of three
 // routed brokers; agents and an operator connect to the others. The
 // callout admits them across routes, presence sees all of them, calls
@@ -159,8 +135,8 @@ func TestClusterOfThreeBrokers(t *testing.T) {
 	bs := startCluster(t, dir, 3)
 	svc := controlBehind(t, dir, bs[0].ClientURL(), 5*time.Second)
 
-	clusterAgent(t, svc, bs[1].ClientURL(), "10.1.0.2_node2")
-	a3 := clusterAgent(t, svc, bs[2].ClientURL(), "10.1.0.3_node3")
+	startAgentAt(t, svc, bs[1].ClientURL(), "10.1.0.2_node2", true, nil)
+	a3 := startAgentAt(t, svc, bs[2].ClientURL(), "10.1.0.3_node3", true, nil)
 	for _, id := range []string{"10.1.0.2_node2", "10.1.0.3_node3"} {
 		waitFor(t, id+" ONLINE through another node", 10*time.Second, func() bool { return online(svc, id) })
 	}
@@ -205,7 +181,7 @@ func TestClusterConfigExamples(t *testing.T) {
 	}
 	bin := buildCCBroker(t)
 	dir := t.TempDir()
-	brokerAuthFor(t, dir)
+	stacktest.BrokerAuth(t, dir)
 	client, cluster, monitor := freePorts(t, 3), freePorts(t, 3), freePorts(t, 3)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
@@ -232,7 +208,7 @@ func TestClusterConfigExamples(t *testing.T) {
 	})
 	svc := controlBehindRetrying(t, ctx, dir, url(0))
 	defer svc.Close()
-	clusterAgent(t, svc, url(2), "10.2.0.3_site3")
+	startAgentAt(t, svc, url(2), "10.2.0.3_site3", true, nil)
 	waitFor(t, "the agent on broker 3 ONLINE", 15*time.Second, func() bool { return online(svc, "10.2.0.3_site3") })
 	nc := operatorConn(t, url(1), newOperator(t, svc, "ops", "admin"))
 	m, err := nc.Request(fleet.FnSubject("10.2.0.3_site3", "machine-info"), nil, 5*time.Second)

@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"context"
 	"os"
 	"path/filepath"
 	"strings"
@@ -34,17 +33,8 @@ func TestOperatorDefinedFunctionsAndRoles(t *testing.T) {
 	if len(errs) > 0 || len(defs) != 2 {
 		t.Fatalf("definitions: %d, errors %v", len(defs), errs)
 	}
-	svc, err := controlsvc.New(controlsvc.Config{DataDir: t.TempDir(), Broker: broker.Config{Listen: "127.0.0.1:0"},
+	svc := startControlWith(t, controlsvc.Config{DataDir: t.TempDir(), Broker: broker.Config{Listen: "127.0.0.1:0"},
 		ReadOnlyFunctions: append(append([]string{}, controlsvc.DefaultReadOnlyFunctions...), functions.ViewerFunctions(defs)...)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	if err := svc.Start(ctx); err != nil {
-		t.Fatal(err)
-	}
-	defer svc.Close()
 	kp, _ := nkeys.CreateUser()
 	const id = "10.0.0.9_custom"
 	a, err := agent.New(agent.Config{URL: svc.ClientURL(), Key: kp, MachineID: id, FunctionsDir: dir, NoSamplers: true})
@@ -54,7 +44,7 @@ func TestOperatorDefinedFunctionsAndRoles(t *testing.T) {
 	if _, err := svc.Registry().AddMachine(id, a.PublicKey(), nil, "test", false); err != nil {
 		t.Fatal(err)
 	}
-	if err := a.Start(ctx); err != nil {
+	if err := a.Start(t.Context()); err != nil {
 		t.Fatal(err)
 	}
 	defer a.Close()

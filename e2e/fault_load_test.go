@@ -105,17 +105,8 @@ func TestFault100CallsOn1000Agents(t *testing.T) {
 	// would drop a client that a loaded CI machine leaves unscheduled for
 	// three seconds, and NATS does not redeliver what a dropped
 	// connection missed. This test is about delivery, not detection.
-	svc, err := controlsvc.New(controlsvc.Config{DataDir: t.TempDir(), Logger: testLogger(t),
+	svc := startControlWith(t, controlsvc.Config{DataDir: t.TempDir(), Logger: testLogger(t),
 		Broker: broker.Config{Listen: "127.0.0.1:0"}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	sctx, scancel := context.WithCancel(context.Background())
-	defer scancel()
-	if err := svc.Start(sctx); err != nil {
-		t.Fatal(err)
-	}
-	defer svc.Close()
 	start := time.Now()
 	startFleet(t, svc, agents, echoOnlySet(), "sim")
 	waitFor(t, "1,000 agents online", 10*time.Second, func() bool { return len(svc.Snapshot().Servers) == agents })

@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"context"
 	"testing"
 	"time"
 
@@ -18,17 +17,8 @@ func TestFaultHostSilentlyGone(t *testing.T) {
 	ns, hostAddr, nsDev := netnsPair(t)
 	bin := buildAgent(t)
 	const ping, maxOut = time.Second, 2
-	svc, err := controlsvc.New(controlsvc.Config{DataDir: t.TempDir(), Logger: testLogger(t),
+	svc := startControlWith(t, controlsvc.Config{DataDir: t.TempDir(), Logger: testLogger(t),
 		Broker: broker.Config{Listen: hostAddr + ":0", PingInterval: ping, MaxPingsOut: maxOut}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	if err := svc.Start(ctx); err != nil {
-		t.Fatal(err)
-	}
-	defer svc.Close()
 	op := operatorConn(t, svc.ClientURL(), svc.AdminKeyPath())
 	events := watchEvents(t, op)
 	const id = "10.231.0.2_silent"

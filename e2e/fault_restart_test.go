@@ -3,15 +3,14 @@ package e2e
 import (
 	"context"
 	"net"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/commandcontrol/commandcontrol/agent"
 	"github.com/commandcontrol/commandcontrol/bench"
 	"github.com/commandcontrol/commandcontrol/broker"
-	"github.com/commandcontrol/commandcontrol/controlsvc"
 	"github.com/commandcontrol/commandcontrol/fleet"
+	"github.com/commandcontrol/commandcontrol/internal/stacktest"
 	"github.com/nats-io/nkeys"
 )
 
@@ -30,14 +29,7 @@ func freeAddr(t *testing.T) string {
 // control service whose data directory is dataDir (as cc-broker does).
 func brokerAt(t *testing.T, dataDir, addr string, mutate ...func(*broker.Config)) *broker.Broker {
 	t.Helper()
-	keys, err := controlsvc.LoadOrCreateKeys(dataDir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	auth, err := keys.BrokerAuth()
-	if err != nil {
-		t.Fatal(err)
-	}
+	auth := stacktest.BrokerAuth(t, dataDir)
 	cfg := broker.Config{Listen: addr, Auth: auth, PingInterval: time.Second, MaxPingsOut: 2, AuthTimeout: 2 * time.Second}
 	for _, m := range mutate {
 		m(&cfg)
@@ -53,21 +45,16 @@ func brokerAt(t *testing.T, dataDir, addr string, mutate ...func(*broker.Config)
 	return b
 }
 
-// watchLog runs bench.Watch on its own operator connection and records
-// what it reports.
-type watchLog struct {
-	mu  sync.Mutex
-	evs []fleet.PresenceEvent
-}
-
-func startWatch(t *testing.T, url, seedFile string) *watchLog {
+// startWatch runs bench.Watch on its own operator connection and records
+// what it reports (the current list first, then joined and left).
+func startWatch(t *testing.T, url, seedFile string) *eventLog {
 	t.Helper()
 	c, err := bench.Connect(url, bench.WithSeedFile(seedFile))
 	if err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	w := &watchLog{}
+	w := &eventLog{}
 	synced := make(chan struct{})
 	done := make(chan struct{})
 	go func() {
@@ -90,47 +77,6 @@ func startWatch(t *testing.T, url, seedFile string) *watchLog {
 	return w
 }
 
-func (w *watchLog) count(event, id string) int {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	n := 0
-	for _, e := range w.evs {
-		if e.Event == event && e.Machine == id {
-			n++
-		}
-	}
-	return n
-}
-
-func (w *watchLog) total(event string) int {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	n := 0
-	for _, e := range w.evs {
-		if e.Event == event {
-			n++
-		}
-	}
-	return n
-}
-
-// online reports the machines the watcher holds ONLINE: present or
-// joined, minus left, in order.
-func (w *watchLog) online() map[string]bool {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	on := map[string]bool{}
-	for _, e := range w.evs {
-		switch e.Event {
-		case bench.EventPresent, fleet.EventJoined:
-			on[e.Machine] = true
-		case fleet.EventLeft:
-			delete(on, e.Machine)
-		}
-	}
-	return on
-}
-
 // TestFaultBrokerRestart: the broker goes away and comes back on the same
 // address; every agent reconnects by itself and is ONLINE again, once,
 // and no `left` stands for a machine that is up.
@@ -151,18 +97,7 @@ func TestFaultBrokerRestart(t *testing.T) {
 	waitFor(t, "presence emptied by the broker's shutdown", 5*time.Second, func() bool { return len(svc.Snapshot().Servers) == 0 })
 	start := time.Now()
 	b2 := brokerAt(t, data, addr)
-	waitFor(t, "every agent ONLINE again", 15*time.Second, func() bool {
-		s := svc.Snapshot()
-		if len(s.Servers) != n {
-			return false
-		}
-		for _, srv := range s.Servers {
-			if srv.Connections != 1 {
-				return false
-			}
-		}
-		return true
-	})
+	waitFor(t, "every agent ONLINE again", 15*time.Second, func() bool { return allOnlineOnce(svc, n) })
 	t.Logf("broker restart: %d agents ONLINE again %s after the new broker started", n, time.Since(start))
 	// A watcher that starts now sees every machine, and nothing else; the
 	// control service's list agrees; every agent answers.

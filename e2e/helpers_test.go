@@ -100,9 +100,23 @@ func newOperator(t *testing.T, svc *controlsvc.Service, name, role string) strin
 	return p
 }
 
-// startAgent starts a real agent for machine id with a fresh key; when
-// register is set the key is added to the registry first.
+// startAgent starts a real agent for machine id with a fresh key on the
+// control service's embedded broker; when register is set the key is added
+// to the registry first (labelled role=test).
 func startAgent(t *testing.T, svc *controlsvc.Service, id string, register bool, extra ...functions.Function) *agent.Agent {
+	t.Helper()
+	var labels map[string]string
+	if register {
+		labels = map[string]string{"role": "test"}
+	}
+	return startAgentAt(t, svc, svc.ClientURL(), id, register, labels, extra...)
+}
+
+// startAgentAt starts a real agent for machine id with a fresh key,
+// connecting to url (one broker or several, comma-separated), serving the
+// built-in functions and extra; when register is set the key is added to
+// svc's registry with labels first. It is closed when the test ends.
+func startAgentAt(t *testing.T, svc *controlsvc.Service, url, id string, register bool, labels map[string]string, extra ...functions.Function) *agent.Agent {
 	t.Helper()
 	kp, _ := nkeys.CreateUser()
 	set := functions.New(&functions.Env{MachineID: id, Root: "/"})
@@ -111,13 +125,13 @@ func startAgent(t *testing.T, svc *controlsvc.Service, id string, register bool,
 			t.Fatal(err)
 		}
 	}
-	a, err := agent.New(agent.Config{URL: svc.ClientURL(), Key: kp, MachineID: id, Functions: set,
-		MaxReconnectDelay: 300 * time.Millisecond, Logger: testLogger(t).With("side", "agent")})
+	a, err := agent.New(agent.Config{URL: url, Key: kp, MachineID: id, Functions: set,
+		MaxReconnectDelay: 300 * time.Millisecond, Logger: testLogger(t).With("side", "agent", "machine", id)})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if register {
-		if _, err := svc.Registry().AddMachine(id, a.PublicKey(), map[string]string{"role": "test"}, "test", false); err != nil {
+		if _, err := svc.Registry().AddMachine(id, a.PublicKey(), labels, "test", false); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -150,4 +164,20 @@ func online(svc *controlsvc.Service, id string) bool {
 		}
 	}
 	return false
+}
+
+// allOnlineOnce reports whether the control service holds exactly n
+// machines ONLINE, each on one connection (no duplicate session left over
+// from a reconnect).
+func allOnlineOnce(svc *controlsvc.Service, n int) bool {
+	s := svc.Snapshot()
+	if len(s.Servers) != n {
+		return false
+	}
+	for _, srv := range s.Servers {
+		if srv.Connections != 1 {
+			return false
+		}
+	}
+	return true
 }

@@ -21,8 +21,8 @@ func TestAgentsLearnTheReconnectWindow(t *testing.T) {
 		DataDir: t.TempDir(), Broker: broker.Config{Listen: "127.0.0.1:0"},
 		ReconnectRate: 1, HintInterval: 200 * time.Millisecond, Logger: testLogger(t),
 	})
-	a := clusterAgent(t, svc, svc.ClientURL(), "10.5.0.1_web01")
-	clusterAgent(t, svc, svc.ClientURL(), "10.5.0.2_web02")
+	a := startAgentAt(t, svc, svc.ClientURL(), "10.5.0.1_web01", true, nil)
+	startAgentAt(t, svc, svc.ClientURL(), "10.5.0.2_web02", true, nil)
 	// Two machines at one authorisation per second, with a quarter of
 	// headroom: 2.5 s.
 	waitFor(t, "the agent to learn a 2.5 s window", 10*time.Second, func() bool {

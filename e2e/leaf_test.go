@@ -13,6 +13,7 @@ import (
 	"github.com/commandcontrol/commandcontrol/broker"
 	"github.com/commandcontrol/commandcontrol/controlsvc"
 	"github.com/commandcontrol/commandcontrol/fleet"
+	"github.com/commandcontrol/commandcontrol/internal/stacktest"
 	"github.com/nats-io/nkeys"
 	"golang.org/x/crypto/bcrypt"
 )
@@ -21,7 +22,7 @@ import (
 // leaf listener, and one site broker per site linked to it with secret.
 func startLeafSites(t *testing.T, dataDir string, secret string, sites ...string) (*broker.Broker, []*broker.Broker) {
 	t.Helper()
-	auth := brokerAuthFor(t, dataDir)
+	auth := stacktest.BrokerAuth(t, dataDir)
 	hash, err := bcrypt.GenerateFromPassword([]byte(secret), bcrypt.MinCost)
 	if err != nil {
 		t.Fatal(err)
@@ -70,9 +71,9 @@ func TestLeafSite(t *testing.T) {
 	hub, sites := startLeafSites(t, dir, "site-secret-0123456789", "dc2")
 	svc := controlBehind(t, dir, hub.ClientURL(), 2*time.Second)
 
-	clusterAgent(t, svc, hub.ClientURL(), "10.3.0.1_hq")
-	remote := clusterAgent(t, svc, sites[0].ClientURL(), "10.3.2.7_dc2-web")
-	clusterAgent(t, svc, sites[0].ClientURL(), "10.3.2.8_dc2-db")
+	startAgentAt(t, svc, hub.ClientURL(), "10.3.0.1_hq", true, nil)
+	remote := startAgentAt(t, svc, sites[0].ClientURL(), "10.3.2.7_dc2-web", true, nil)
+	startAgentAt(t, svc, sites[0].ClientURL(), "10.3.2.8_dc2-db", true, nil)
 	for _, id := range []string{"10.3.0.1_hq", "10.3.2.7_dc2-web", "10.3.2.8_dc2-db"} {
 		waitFor(t, id+" ONLINE", 10*time.Second, func() bool { return online(svc, id) })
 	}
@@ -138,7 +139,7 @@ func TestLeafConfigExamples(t *testing.T) {
 	}
 	bin := buildCCBroker(t)
 	dir, etc := t.TempDir(), t.TempDir()
-	brokerAuthFor(t, dir)
+	stacktest.BrokerAuth(t, dir)
 	secret := filepath.Join(etc, "leaf-dc2.secret")
 	entry, err := exec.Command(bin, "leaf-site", "dc2", "--secret-out", secret, "--json").Output()
 	if err != nil {
@@ -166,7 +167,7 @@ func TestLeafConfigExamples(t *testing.T) {
 	defer svc.Close()
 	// The site's broker may still be linking: the agent retries until the
 	// callout answers across the leaf connection.
-	clusterAgent(t, svc, url(ports[2]), "10.4.2.7_dc2-app")
+	startAgentAt(t, svc, url(ports[2]), "10.4.2.7_dc2-app", true, nil)
 	waitFor(t, "the agent at the site ONLINE", 20*time.Second, func() bool { return online(svc, "10.4.2.7_dc2-app") })
 	nc := operatorConn(t, url(ports[0]), newOperator(t, svc, "ops", "admin"))
 	m, err := nc.Request(fleet.FnSubject("10.4.2.7_dc2-app", "machine-info"), nil, 5*time.Second)

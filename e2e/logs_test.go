@@ -9,33 +9,16 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
-	"sync"
 	"testing"
 	"time"
+
+	"github.com/commandcontrol/commandcontrol/internal/stacktest"
 )
 
 // seedRE matches an nkey seed: "S", the key type (U user, A account, X
 // curve, O operator, N server, C cluster), then 56 base32 characters. A
 // public key (56 characters, starting U/A/X/…) cannot contain one.
 var seedRE = regexp.MustCompile(`S[UAXONC][A-Z2-7]{56}`)
-
-// logBuffer is a bytes.Buffer safe for a process's stdout and stderr.
-type logBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *logBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *logBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 // TestNoSecretInLogs runs the real binaries — cc-control (embedded broker,
 // local agent, metrics), a cc-agent that is refused then accepted, and
@@ -79,7 +62,7 @@ func fullRun(t *testing.T, bin, format string) (control, agentLog, benchOut stri
 	data := filepath.Join(t.TempDir(), "data")
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	var cOut logBuffer
+	var cOut stacktest.Buffer
 	cc := exec.CommandContext(ctx, filepath.Join(bin, "cc-control"), "--data", data, "--listen", "127.0.0.1:0",
 		"--metrics-listen", "127.0.0.1:0", "--local-agent", "--local-agent-id", "10.9.9.1_local",
 		"--log-format", format, "--log-level", "debug")
@@ -101,7 +84,7 @@ func fullRun(t *testing.T, bin, format string) (control, agentLog, benchOut stri
 		t.Fatalf("admin key %s: %v (the pattern must match a real seed)", admin, err)
 	}
 
-	var aOut logBuffer
+	var aOut stacktest.Buffer
 	ag := exec.CommandContext(ctx, filepath.Join(bin, "cc-agent"), "--server", url, "--key", filepath.Join(t.TempDir(), "agent.nk"),
 		"--id", "10.9.9.2_remote", "--log-format", format, "--log-level", "debug")
 	ag.Stdout, ag.Stderr = &aOut, &aOut

@@ -114,14 +114,7 @@ func TestMetrics(t *testing.T) {
 // TestMetricsFunctionLabelsBounded: an operator calling made-up function
 // names cannot grow the label set without bound.
 func TestMetricsFunctionLabelsBounded(t *testing.T) {
-	svc, err := controlsvc.New(controlsvc.Config{DataDir: t.TempDir(), Broker: broker.Config{Listen: "127.0.0.1:0"}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := svc.Start(t.Context()); err != nil {
-		t.Fatal(err)
-	}
-	defer svc.Close()
+	svc := startControlWith(t, controlsvc.Config{DataDir: t.TempDir(), Broker: broker.Config{Listen: "127.0.0.1:0"}})
 	web := httptest.NewServer(svc.HTTPHandler())
 	defer web.Close()
 	startAgent(t, svc, "10.0.0.5_web01", true)

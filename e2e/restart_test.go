@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"context"
 	"testing"
 	"time"
 
@@ -15,38 +14,13 @@ import (
 // service's data directory, as cc-broker does.
 func startExternal(t *testing.T, dataDir string) *broker.Broker {
 	t.Helper()
-	keys, err := controlsvc.LoadOrCreateKeys(dataDir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	auth, err := keys.BrokerAuth()
-	if err != nil {
-		t.Fatal(err)
-	}
-	b, err := broker.New(broker.Config{Listen: "127.0.0.1:0", Auth: auth, PingInterval: time.Second, AuthTimeout: 2 * time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := b.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(b.Shutdown)
-	return b
+	// The broker's default number of unanswered pings, not brokerAt's 2.
+	return brokerAt(t, dataDir, "127.0.0.1:0", func(c *broker.Config) { c.MaxPingsOut = 0 })
 }
 
 func startControlOn(t *testing.T, dataDir, url string) *controlsvc.Service {
 	t.Helper()
-	svc, err := controlsvc.New(controlsvc.Config{DataDir: dataDir, BrokerURL: url, ResyncInterval: 5 * time.Second, Logger: testLogger(t)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	if err := svc.Start(ctx); err != nil {
-		cancel()
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cancel(); svc.Close() })
-	return svc
+	return startControlWith(t, controlsvc.Config{DataDir: dataDir, BrokerURL: url, ResyncInterval: 5 * time.Second, Logger: testLogger(t)})
 }
 
 // TestControlServiceRestart: the registry survives, presence is rebuilt

@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/commandcontrol/commandcontrol/bench"
 	"github.com/commandcontrol/commandcontrol/fleet"
 	"github.com/nats-io/nats.go"
 )
@@ -59,6 +60,35 @@ func (l *eventLog) count(event, machine string) int {
 		}
 	}
 	return n
+}
+
+func (l *eventLog) total(event string) int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	n := 0
+	for _, e := range l.evs {
+		if e.Event == event {
+			n++
+		}
+	}
+	return n
+}
+
+// online reports the machines the watcher holds ONLINE: present or
+// joined, minus left, in order.
+func (l *eventLog) online() map[string]bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	on := map[string]bool{}
+	for _, e := range l.evs {
+		switch e.Event {
+		case bench.EventPresent, fleet.EventJoined:
+			on[e.Machine] = true
+		case fleet.EventLeft:
+			delete(on, e.Machine)
+		}
+	}
+	return on
 }
 
 func TestAdmissionPresenceAndRevocation(t *testing.T) {

@@ -21,6 +21,7 @@ import (
 	"github.com/commandcontrol/commandcontrol/broker"
 	"github.com/commandcontrol/commandcontrol/controlsvc"
 	"github.com/commandcontrol/commandcontrol/fleet"
+	"github.com/commandcontrol/commandcontrol/internal/stacktest"
 	"github.com/nats-io/jwt/v2"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nkeys"
@@ -385,17 +386,8 @@ func TestThreatRevokedOperatorKicked(t *testing.T) {
 // when its credentials expire, because re-authorisation fails.
 func TestThreatCredentialsExpire(t *testing.T) {
 	data := t.TempDir()
-	svc, err := controlsvc.New(controlsvc.Config{DataDir: data, UserTTL: 2 * time.Second, Logger: testLogger(t),
+	svc := startControlWith(t, controlsvc.Config{DataDir: data, UserTTL: 2 * time.Second, Logger: testLogger(t),
 		Broker: broker.Config{Listen: "127.0.0.1:0", PingInterval: time.Second, MaxPingsOut: 2}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	if err := svc.Start(ctx); err != nil {
-		t.Fatal(err)
-	}
-	defer svc.Close()
 	seed := newOperator(t, svc, "temp", fleet.RoleViewer)
 	kp, _ := nkeys.FromSeed(mustRead(t, seed))
 	nc, err := connectAs(svc.ClientURL(), kp, "temp", nats.MaxReconnects(3), nats.ReconnectWait(100*time.Millisecond))
@@ -418,17 +410,8 @@ func TestThreatCredentialsExpire(t *testing.T) {
 func TestThreatConnectionFlood(t *testing.T) {
 	// The production ping interval, so the handshake bound (AuthTimeout)
 	// is the default 5 s rather than the 0.8 s the fast-ping tests get.
-	svc, err := controlsvc.New(controlsvc.Config{DataDir: t.TempDir(), Logger: testLogger(t),
+	svc := startControlWith(t, controlsvc.Config{DataDir: t.TempDir(), Logger: testLogger(t),
 		Broker: broker.Config{Listen: "127.0.0.1:0"}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	if err := svc.Start(ctx); err != nil {
-		t.Fatal(err)
-	}
-	defer svc.Close()
 	const n = 300
 	var wg sync.WaitGroup
 	var mu sync.Mutex
@@ -540,7 +523,7 @@ func TestThreatAgentOverload(t *testing.T) {
 // seed appears in the logs or in the files the service shares.
 func TestThreatSecretsOnDisk(t *testing.T) {
 	data := t.TempDir()
-	var logs syncBuffer
+	var logs stacktest.Buffer
 	logger := slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	svc, err := controlsvc.New(controlsvc.Config{DataDir: data, Logger: logger,
 		Broker: broker.Config{Listen: "127.0.0.1:0", PingInterval: time.Second, Debug: true}})
@@ -612,21 +595,4 @@ func TestThreatSecretsOnDisk(t *testing.T) {
 	if _, err := agent.New(agent.Config{KeyFile: agentKey, MachineID: "10.0.0.2_x"}); err == nil {
 		t.Fatal("the agent started with a group-readable key")
 	}
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) Bytes() []byte {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return append([]byte(nil), s.b.Bytes()...)
 }

@@ -1,42 +1,23 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"path/filepath"
 	"regexp"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/commandcontrol/commandcontrol/bench"
+	"github.com/commandcontrol/commandcontrol/internal/stacktest"
 )
-
-// syncBuffer is a bytes.Buffer safe for one writer and one reader.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 // TestQuickStart runs the whole program as the README's quick start does,
 // on a free port with a fresh data directory, and queries it as an
 // operator would.
 func TestQuickStart(t *testing.T) {
 	data := t.TempDir()
-	var stdout, stderr syncBuffer
+	var stdout, stderr stacktest.Buffer
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() {
@@ -113,7 +94,7 @@ func TestBadFlagsNameTheProblem(t *testing.T) {
 			if tt.args[0] != "--listen" {
 				args = append(args, "--listen", "127.0.0.1:0")
 			}
-			var stdout, stderr syncBuffer
+			var stdout, stderr stacktest.Buffer
 			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 			defer cancel()
 			err := run(ctx, args, &stdout, &stderr)

@@ -151,11 +151,9 @@ func StartControl(t testing.TB, opts ...Option) *controlsvc.Service {
 	return svc
 }
 
-// StartBroker starts a stand-alone broker configured from the keys in the
-// control service's data directory dataDir (creating them), as cc-broker
-// does, and shuts it down when the test ends. Start the control service on
-// it with StartControl(t, WithDataDir(dataDir), WithBroker(b.ClientURL())).
-func StartBroker(t testing.TB, dataDir string) *broker.Broker {
+// BrokerAuth creates the control service's keys in its data directory
+// dataDir (or loads them) and returns what every broker must know of them.
+func BrokerAuth(t testing.TB, dataDir string) broker.AuthKeys {
 	t.Helper()
 	keys, err := controlsvc.LoadOrCreateKeys(dataDir)
 	if err != nil {
@@ -165,6 +163,16 @@ func StartBroker(t testing.TB, dataDir string) *broker.Broker {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return auth
+}
+
+// StartBroker starts a stand-alone broker configured from the keys in the
+// control service's data directory dataDir (creating them), as cc-broker
+// does, and shuts it down when the test ends. Start the control service on
+// it with StartControl(t, WithDataDir(dataDir), WithBroker(b.ClientURL())).
+func StartBroker(t testing.TB, dataDir string) *broker.Broker {
+	t.Helper()
+	auth := BrokerAuth(t, dataDir)
 	b, err := broker.New(broker.Config{Listen: "127.0.0.1:0", Auth: auth, PingInterval: ExternalPingInterval, Logger: Logger().With("side", "broker")})
 	if err != nil {
 		t.Fatal(err)

@@ -149,7 +149,7 @@ func TestWatchCommand(t *testing.T) {
 	}{{"watch", []string{"watch"}}, {"watch_json", []string{"watch", "--json", "--where", "role=web"}}} {
 		name, args := tt.name, tt.args
 		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-		out := &syncBuffer{}
+		out := &stacktest.Buffer{}
 		done := make(chan int)
 		go func() {
 			_, _, code := ccCtx(ctx, t, f.env(), out, args...)
@@ -171,7 +171,7 @@ func TestWatchCommand(t *testing.T) {
 }
 
 // waitFor waits until out holds one of the strings.
-func waitFor(t *testing.T, out *syncBuffer, any ...string) {
+func waitFor(t *testing.T, out *stacktest.Buffer, any ...string) {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
 	for time.Now().Before(deadline) {

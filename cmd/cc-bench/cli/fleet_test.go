@@ -14,7 +14,6 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -80,33 +79,15 @@ func (f *testFleet) agent(id string, labels map[string]string, fns ...functions.
 	stacktest.StartAgent(f.t, f.svc, id, labels, fns...)
 }
 
-// syncBuffer is a bytes.Buffer safe for a writer and a reader at once.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // cc runs cc-bench with env vars (KEY=value) and args.
 func cc(t *testing.T, vars map[string]string, args ...string) (stdout, stderr string, code int) {
 	t.Helper()
-	return ccCtx(context.Background(), t, vars, &syncBuffer{}, args...)
+	return ccCtx(context.Background(), t, vars, &stacktest.Buffer{}, args...)
 }
 
-func ccCtx(ctx context.Context, t *testing.T, vars map[string]string, out *syncBuffer, args ...string) (stdout, stderr string, code int) {
+func ccCtx(ctx context.Context, t *testing.T, vars map[string]string, out *stacktest.Buffer, args ...string) (stdout, stderr string, code int) {
 	t.Helper()
-	var errb syncBuffer
+	var errb stacktest.Buffer
 	code = run(ctx, args, out, &errb, func(k string) string { return vars[k] })
 	return out.String(), errb.String(), code
 }
