@@ -75,20 +75,25 @@ log "3 agents ONLINE"
 
 out=$("${bench[@]}" call current-load --json) || fail "call current-load: $out"
 for m in demo-1 demo-2 demo-3; do
-  echo "$out" | grep -q "\"machine\":\"$m\",\"status\":\"ok\"" || fail "no ok reply from $m in: $out"
+  grep -q "\"machine\":\"$m\",\"status\":\"ok\"" <<<"$out" || fail "no ok reply from $m in: $out"
 done
 out=$("${bench[@]}" call machine-info --where role=web --json) || fail "call machine-info --where role=web: $out"
 [ "$(echo "$out" | grep -c '"status":"ok"')" = 2 ] || fail "want 2 web machines to answer: $out"
 log "calls answered (all three; role=web selected two)"
 
-"${compose[@]}" exec -T control cc-bench --key /data/admin.nk servers --json | grep -q '"demo-2"' \
-  || fail "cc-bench inside the control container does not see demo-2"
+# Output is captured before grep reads it: "producer | grep -q" under
+# pipefail fails whenever grep exits before the producer has written its
+# last line (SIGPIPE / BrokenPipeError in docker-compose's relay).
+out=$("${compose[@]}" exec -T control cc-bench --key /data/admin.nk servers --json) \
+  || fail "cc-bench inside the control container: $out"
+grep -q '"machine":"demo-2"' <<<"$out" || fail "cc-bench inside the control container does not see demo-2: $out"
 log "cc-bench inside the container sees the fleet"
 
-curl -fsS "http://127.0.0.1:$CC_METRICS_PORT/healthz" | grep -q ok || fail "healthz"
+health=$(curl -fsS "http://127.0.0.1:$CC_METRICS_PORT/healthz") || fail "healthz: $health"
+grep -q ok <<<"$health" || fail "healthz: $health"
 metrics=$(curl -fsS "http://127.0.0.1:$CC_METRICS_PORT/metrics")
-echo "$metrics" | grep -q '^cc_machines_online 3$' || fail "metrics: cc_machines_online is not 3"
-echo "$metrics" | grep -q '^cc_calls_total{function="current-load",outcome="ok"} 3$' || fail "metrics: current-load ok calls"
+grep -q '^cc_machines_online 3$' <<<"$metrics" || fail "metrics: cc_machines_online is not 3"
+grep -q '^cc_calls_total{function="current-load",outcome="ok"} 3$' <<<"$metrics" || fail "metrics: current-load ok calls"
 log "metrics and healthz served"
 
 "${bench[@]}" watch --json >/tmp/cc-watch.$$ 2>&1 &
