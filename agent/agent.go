@@ -358,8 +358,12 @@ func (a *Agent) handle(req micro.Request) {
 		a.reply(reply, "", 0, nil, fleet.Errorf(fleet.CodeBadRequest, "%v", err))
 		return
 	}
-	if f, ok := a.fns.Lookup(fn); ok && f.Spec().Instant {
-		// Answered from memory in microseconds: no goroutine, no timer.
+	if f, ok := a.fns.Lookup(fn); !ok || f.Spec().Instant || len(data) > functions.MaxRequestSize {
+		// Answered in place, in microseconds, without taking a slot: an
+		// instant function (from memory: no goroutine, no timer), and a
+		// call Call refuses before any work (an unknown function, an
+		// oversized request), so its caller hears the precise error even
+		// when the agent is busy.
 		start := time.Now()
 		res, err := a.fns.Call(context.Background(), fn, data)
 		a.reply(reply, fn, time.Since(start), res, err)

@@ -503,16 +503,30 @@ func TestThreatAgentOverload(t *testing.T) {
 	if d := time.Since(start); d > time.Second {
 		t.Fatalf("the 503 took %s", d)
 	}
+	// An oversized request or an unknown function is refused with its
+	// own error even while every slot is taken.
 	big := []byte(`{"msg":"` + strings.Repeat("x", functions.MaxRequestSize) + `"}`)
-	release <- struct{}{}
-	release <- struct{}{}
 	m, err = op.Request(fleet.FnSubject(a.MachineID(), "echo"), big, 2*time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if e := fleet.ErrorFromHeader(m.Header.Get(fleet.HeaderErrorCode), m.Header.Get(fleet.HeaderError)); e == nil || e.Code != fleet.CodeTooLarge {
-		t.Fatalf("oversized request: got %v, want 413", e)
+		t.Fatalf("oversized request on a full agent: got %v, want 413", e)
 	}
+	m, err = op.Request(fleet.FnSubject(a.MachineID(), "no-such-fn"), nil, 2*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if e := fleet.ErrorFromHeader(m.Header.Get(fleet.HeaderErrorCode), m.Header.Get(fleet.HeaderError)); e == nil || e.Code != fleet.CodeNotFound {
+		t.Fatalf("unknown function on a full agent: got %v, want 404", e)
+	}
+	// Once the blocked calls finish, the agent answers again.
+	release <- struct{}{}
+	release <- struct{}{}
+	waitFor(t, "echo answered after the slots freed", 5*time.Second, func() bool {
+		m, err := op.Request(fleet.FnSubject(a.MachineID(), "echo"), []byte(`{"msg":"x"}`), 2*time.Second)
+		return err == nil && m.Header.Get(fleet.HeaderErrorCode) == ""
+	})
 	if err := op.Publish(fleet.AllSubject("echo"), make([]byte, op.MaxPayload()+1)); !errors.Is(err, nats.ErrMaxPayload) {
 		t.Fatalf("over the broker's limit: got %v, want %v", err, nats.ErrMaxPayload)
 	}
