@@ -86,10 +86,33 @@ func (s *Service) handleEvent(m *nats.Msg) {
 	}
 	k := connKey{ev.Server.ID, ev.Client.ID}
 	if m.Subject == connectSubject {
+		if !s.onRecord(ev.Client.User) {
+			// Authorised, then removed before this event arrived: the
+			// removal's kick could not see the connection yet. It never
+			// shows as ONLINE and is closed now.
+			s.log.Warn("closing a connection whose identity was removed after it was authorised",
+				"user", ev.Client.User, "name", ev.Client.Name, "host", ev.Client.Host)
+			go s.kick(context.Background(), []connKey{k})
+			return
+		}
 		s.presence.connected(k, ev.Client.User)
 	} else {
 		s.presence.disconnected(k, ev.Reason)
 	}
+}
+
+// onRecord reports whether the identity behind a FLEET user name (as the
+// callout named it) is still in the registry.
+func (s *Service) onRecord(user string) bool {
+	if id, ok := strings.CutPrefix(user, agentUserPrefix); ok {
+		_, ok := s.reg.Machine(id)
+		return ok
+	}
+	if name, ok := strings.CutPrefix(user, operatorUserPrefix); ok {
+		_, ok := s.reg.Operator(name)
+		return ok
+	}
+	return true
 }
 
 type serverAPIResponse struct {

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/commandcontrol/commandcontrol/fleet"
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 )
@@ -25,9 +26,29 @@ func eventMsg(t *testing.T, subject, serverID string, cid uint64, user, reason s
 	return &nats.Msg{Subject: subject, Data: b}
 }
 
+// registryWith returns a registry holding the given machines and
+// operators (admins), each with a fresh key.
+func registryWith(t *testing.T, machines, operators []string) *Registry {
+	t.Helper()
+	reg, _ := openTestRegistry(t)
+	for _, id := range machines {
+		_, pub := newUser(t)
+		if _, err := reg.AddMachine(id, pub, nil, "test", false); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, name := range operators {
+		_, pub := newUser(t)
+		if _, err := reg.AddOperator(name, pub, fleet.RoleAdmin); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return reg
+}
+
 func TestHandleEvent(t *testing.T) {
 	rec := &recorder{}
-	s := &Service{log: slog.New(slog.DiscardHandler)}
+	s := &Service{log: slog.New(slog.DiscardHandler), reg: registryWith(t, []string{"web01", "web02"}, []string{"alice"})}
 	s.presence = newPresence(func(string) map[string]string { return nil }, rec.emit)
 
 	s.handleEvent(eventMsg(t, connectSubject, "NA", 1, "agent:web01", ""))
@@ -53,6 +74,56 @@ func TestHandleEvent(t *testing.T) {
 	wantEvents(t, rec, "left web02")
 	if evs[0].Reason != "broker NB shut down" {
 		t.Errorf("reason: got %q", evs[0].Reason)
+	}
+}
+
+// TestConnectOfRemovedIdentityIsClosed: a connection authorised just
+// before its machine or operator was removed reaches the service's event
+// loop after the removal (whose kick could not see it yet). The service
+// closes it through the broker and never shows it ONLINE.
+func TestConnectOfRemovedIdentityIsClosed(t *testing.T) {
+	rec := &recorder{}
+	sys := fakeSys(t, nil)
+	kicked := make(chan uint64, 4)
+	if _, err := sys.Subscribe("$SYS.REQ.SERVER.NA.KICK", func(m *nats.Msg) {
+		var req struct {
+			CID uint64 `json:"cid"`
+		}
+		_ = json.Unmarshal(m.Data, &req)
+		kicked <- req.CID
+		_ = m.Respond([]byte(`{"server":{"id":"NA"},"data":{}}`))
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if err := sys.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	s := &Service{log: slog.New(slog.DiscardHandler), sys: sys, reg: registryWith(t, []string{"web01"}, nil)}
+	s.presence = newPresence(func(string) map[string]string { return nil }, rec.emit)
+
+	s.handleEvent(eventMsg(t, connectSubject, "NA", 7, "agent:gone01", ""))
+	s.handleEvent(eventMsg(t, connectSubject, "NA", 8, "operator:mallory", ""))
+	s.handleEvent(eventMsg(t, connectSubject, "NA", 9, "agent:web01", ""))
+	wantEvents(t, rec, "joined web01")
+	got := map[uint64]bool{}
+	for range 2 {
+		select {
+		case cid := <-kicked:
+			got[cid] = true
+		case <-time.After(5 * time.Second):
+			t.Fatalf("kicked %v, want connections 7 and 8", got)
+		}
+	}
+	if !got[7] || !got[8] {
+		t.Fatalf("kicked %v, want connections 7 and 8", got)
+	}
+	select {
+	case cid := <-kicked:
+		t.Fatalf("kicked connection %d of a machine on record", cid)
+	case <-time.After(100 * time.Millisecond):
+	}
+	if s.presence.online("gone01") {
+		t.Fatal("a removed machine shows ONLINE")
 	}
 }
 

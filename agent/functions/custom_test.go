@@ -233,10 +233,19 @@ func TestCustomFunctionFloodIs413(t *testing.T) {
 }
 
 func TestCustomFunctionConcurrencyLimit(t *testing.T) {
-	s := customSet(t, `{"name":"slow","max_concurrent":1,"timeout":"2s","command":["/bin/sleep","0.5"]}`)
+	// The first call marks that it is running, so the second is made
+	// only while the first holds the slot.
+	started := filepath.Join(t.TempDir(), "started")
+	s := customSet(t, `{"name":"slow","max_concurrent":1,"timeout":"5s","command":["/bin/sh","-c","echo > \"$0\"; sleep 2",`+strconv.Quote(started)+`]}`)
 	done := make(chan error)
 	go func() { _, err := s.Call(t.Context(), "slow", nil); done <- err }()
-	time.Sleep(100 * time.Millisecond)
+	deadline := time.Now().Add(5 * time.Second)
+	for _, err := os.Stat(started); err != nil; _, err = os.Stat(started) {
+		if time.Now().After(deadline) {
+			t.Fatal("the first call did not start within 5s")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 	_, err := s.Call(t.Context(), "slow", nil)
 	wantCode(t, err, 503, "max_concurrent")
 	if err := <-done; err != nil {
