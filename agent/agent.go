@@ -96,6 +96,8 @@ type Agent struct {
 	id  string
 	fns *functions.Set
 	sem chan struct{}
+	// calls catches re-sent copies of a call (fleet.HeaderCallID).
+	calls *recentCalls
 	// connMu guards nc, svc and closed: Close may run while Start is
 	// still connecting.
 	connMu      sync.Mutex
@@ -131,7 +133,7 @@ func New(cfg Config) (*Agent, error) {
 	if cfg.ConnectTimeout <= 0 {
 		cfg.ConnectTimeout = DefaultConnectTimeout
 	}
-	a := &Agent{cfg: cfg, key: cfg.Key, sem: make(chan struct{}, cfg.MaxConcurrent), reload: make(chan struct{}, 1)}
+	a := &Agent{cfg: cfg, key: cfg.Key, sem: make(chan struct{}, cfg.MaxConcurrent), calls: newRecentCalls(recentCallIDs), reload: make(chan struct{}, 1)}
 	if a.key == nil {
 		if cfg.KeyFile == "" {
 			return nil, errors.New("agent: no key: pass --key FILE (it is created on first start)")
@@ -357,6 +359,18 @@ func (a *Agent) handle(req micro.Request) {
 	if err != nil {
 		a.reply(reply, "", 0, nil, fleet.Errorf(fleet.CodeBadRequest, "%v", err))
 		return
+	}
+	if id := req.Headers().Get(fleet.HeaderCallID); id != "" {
+		if len(id) > fleet.MaxCallIDLen {
+			a.reply(reply, fn, 0, nil, fleet.Errorf(fleet.CodeBadRequest, "the %s header is %d bytes; at most %d are allowed", fleet.HeaderCallID, len(id), fleet.MaxCallIDLen))
+			return
+		}
+		if !a.calls.first(id) {
+			// A re-sent copy of a call this agent already has: the
+			// first copy's reply answers it.
+			a.log.Debug("repeat of a call ignored", "subject", subject, "call", id)
+			return
+		}
 	}
 	if f, ok := a.fns.Lookup(fn); !ok || f.Spec().Instant || len(data) > functions.MaxRequestSize {
 		// Answered in place, in microseconds, without taking a slot: an

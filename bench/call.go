@@ -65,6 +65,9 @@ type Summary struct {
 	// Duplicates counts further answers from a machine that had answered
 	// (for example a machine with two live sessions).
 	Duplicates int
+	// Resent counts the copies of the call sent again to machines that had
+	// not answered yet (see Stream).
+	Resent int
 	// Took is the time from publishing to the end of the call.
 	Took time.Duration
 	// TimedOut is set when the deadline, not the last answer, ended the call.
@@ -121,8 +124,15 @@ func (c *Client) Call(ctx context.Context, fn string, args map[string]any, opts 
 // The expected machines are opts.Machines, or the presence snapshot filtered
 // by opts.Where. When that is every machine online the call is one publish on
 // [fleet.AllSubject], otherwise one [fleet.FnSubject] publish per machine.
+// Every copy carries one call id ([fleet.HeaderCallID]). A machine that has
+// not answered when replies pause is sent the call again on its own
+// subject (first after a quarter of the timeout, at most 250 ms, then
+// every second), and an agent runs a call id at most once: a machine that
+// was ONLINE but not yet reachable when the call went out (its
+// subscriptions still on their way after a reconnect or a move between
+// brokers) still answers, and none runs the call twice.
 // The call ends the moment every expected machine has answered (or the
-// broker reported it has no subscriber), or at the deadline. A machine that
+// broker twice reported it has no subscriber), or at the deadline. A machine that
 // answers but was not expected (it came online after the snapshot) is
 // reported with Unexpected set, until the call ends.
 //

@@ -26,7 +26,9 @@ type collector struct {
 	targets    []string       // sorted
 	index      map[string]int // machine → position in targets
 	state      []uint8
+	noSub      []bool // the broker once said nobody subscribes: final on the next such answer
 	remaining  int
+	handled    int // messages handled: re-sends wait while it grows
 	unexpected map[string]bool
 	sum        Summary
 	each       func(Reply)
@@ -38,6 +40,7 @@ func newCollector(fn string, targets []string, each func(Reply)) *collector {
 		targets:    targets,
 		index:      make(map[string]int, len(targets)),
 		state:      make([]uint8, len(targets)),
+		noSub:      make([]bool, len(targets)),
 		remaining:  len(targets),
 		unexpected: map[string]bool{},
 		each:       each,
@@ -59,14 +62,23 @@ func isNoResponders(msg *nats.Msg) bool {
 // the position of the machine its reply subject names, or -1 (broadcast).
 func (cl *collector) handle(msg *nats.Msg, target int) {
 	if isNoResponders(msg) {
+		// Nobody subscribed at that moment. An agent that has just
+		// (re)connected may not have its subscriptions in yet, or not yet
+		// across a cluster's routes, so the first such answer keeps the
+		// machine pending for a re-send; the second one is final.
 		for i := range cl.state {
 			if cl.state[i] == pending && (target < 0 || i == target) {
+				if !cl.noSub[i] {
+					cl.noSub[i] = true
+					continue
+				}
 				cl.state[i] = noResponder
 				cl.remaining--
 			}
 		}
 		return
 	}
+	cl.handled++
 	r := Reply{Machine: msg.Header.Get(fleet.HeaderMachine), Duration: time.Since(cl.start)}
 	if r.Machine == "" && target >= 0 {
 		r.Machine = cl.targets[target]
@@ -112,7 +124,7 @@ func (cl *collector) summary() *Summary {
 			continue
 		}
 		r := Reply{Machine: cl.targets[i], Status: StatusNoResponse, Duration: cl.sum.Took}
-		if st == noResponder {
+		if st == noResponder || cl.noSub[i] {
 			r.Err = fleet.Errorf(fleet.CodeUnavailable, "no agent is listening (offline?)")
 		}
 		cl.sum.NoResponse = append(cl.sum.NoResponse, r.Machine)
@@ -138,12 +150,16 @@ func (c *Client) run(ctx context.Context, cl *collector, fn string, body []byte,
 	cl.start = time.Now()
 	timer := time.NewTimer(timeout)
 	defer timer.Stop()
-	if err := c.publish(cl, fn, body, inbox, broadcast); err != nil {
+	callID := inbox[strings.LastIndexByte(inbox, '.')+1:]
+	if err := c.publish(cl, fn, body, inbox, callID, broadcast); err != nil {
 		return nil, err
 	}
 	if published != nil {
 		published(len(cl.targets))
 	}
+	retry := time.NewTimer(firstResend(timeout))
+	defer retry.Stop()
+	seen := 0 // cl.handled when the re-send timer last fired
 	prefix, suffix := fleet.FnRoot+".", "."+fn
 	if broadcast {
 		prefix, suffix = fleet.AllSubject(fn), ""
@@ -156,6 +172,18 @@ func (c *Client) run(ctx context.Context, cl *collector, fn string, body []byte,
 			if deniedFor(err, prefix, suffix, inbox) {
 				return cl.summary(), fleet.Errorf(fleet.CodeForbidden, "the broker denied this call (%v): does your operator role allow %s?", err, fn)
 			}
+		case <-retry.C:
+			if cl.handled != seen {
+				// Replies are still coming in: the rest are likely
+				// queued, not lost. Look again once they pause.
+				seen = cl.handled
+				retry.Reset(resendQuiet)
+				continue
+			}
+			if err := c.resend(cl, fn, body, inbox, callID); err != nil {
+				return cl.drain(msgs, inbox), err
+			}
+			retry.Reset(resendEvery)
 		case <-timer.C:
 			cl.sum.TimedOut = true
 			return cl.drain(msgs, inbox), nil
@@ -178,17 +206,56 @@ func (cl *collector) drain(msgs chan *nats.Msg, inbox string) *Summary {
 	}
 }
 
-func (c *Client) publish(cl *collector, fn string, body []byte, inbox string, broadcast bool) error {
+// Re-sends: a machine that has not answered is sent the call again, on its
+// own subject, with the same call id (an agent runs an id at most once).
+// This closes the window in which a machine is ONLINE but its subscriptions
+// have not reached the broker the caller is on yet (just after it
+// connected, or moved to another broker of a cluster), where the first
+// copy finds nobody. The first re-send comes after firstResend, later
+// ones every resendEvery, and only once no reply has arrived for
+// resendQuiet, so a busy fleet whose answers are still streaming in is
+// not sent more work.
+const (
+	resendFirstMax = 250 * time.Millisecond
+	resendEvery    = time.Second
+	resendQuiet    = 100 * time.Millisecond
+)
+
+func firstResend(timeout time.Duration) time.Duration {
+	return min(timeout/4, resendFirstMax)
+}
+
+// callMsg is the call's request to subject with its reply subject and id.
+func callMsg(subject, reply, callID string, body []byte) *nats.Msg {
+	m := &nats.Msg{Subject: subject, Reply: reply, Data: body, Header: nats.Header{}}
+	m.Header.Set(fleet.HeaderCallID, callID)
+	return m
+}
+
+func (c *Client) publish(cl *collector, fn string, body []byte, inbox, callID string, broadcast bool) error {
 	if broadcast {
-		if err := c.nc.PublishMsg(&nats.Msg{Subject: fleet.AllSubject(fn), Reply: inbox + ".all", Data: body}); err != nil {
+		if err := c.nc.PublishMsg(callMsg(fleet.AllSubject(fn), inbox+".all", callID, body)); err != nil {
 			return fmt.Errorf("call %s: publish: %w", fn, err)
 		}
 		return nil
 	}
 	for i, id := range cl.targets {
-		msg := &nats.Msg{Subject: fleet.FnSubject(id, fn), Reply: inbox + "." + strconv.Itoa(i), Data: body}
-		if err := c.nc.PublishMsg(msg); err != nil {
+		if err := c.nc.PublishMsg(callMsg(fleet.FnSubject(id, fn), inbox+"."+strconv.Itoa(i), callID, body)); err != nil {
 			return fmt.Errorf("call %s on %s: publish: %w", fn, id, err)
+		}
+	}
+	return nil
+}
+
+// resend sends the call again to every machine still pending.
+func (c *Client) resend(cl *collector, fn string, body []byte, inbox, callID string) error {
+	for i, id := range cl.targets {
+		if cl.state[i] != pending {
+			continue
+		}
+		cl.sum.Resent++
+		if err := c.nc.PublishMsg(callMsg(fleet.FnSubject(id, fn), inbox+"."+strconv.Itoa(i), callID, body)); err != nil {
+			return fmt.Errorf("call %s on %s: re-send: %w", fn, id, err)
 		}
 	}
 	return nil

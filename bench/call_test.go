@@ -1,9 +1,14 @@
 package bench_test
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"reflect"
+	"slices"
+	"strconv"
+	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -11,6 +16,7 @@ import (
 	"github.com/commandcontrol/commandcontrol/bench"
 	"github.com/commandcontrol/commandcontrol/fleet"
 	"github.com/commandcontrol/commandcontrol/internal/stacktest"
+	"github.com/nats-io/nats.go"
 )
 
 // generous is far below the calls' 10 s deadline and far above what a
@@ -95,8 +101,9 @@ func TestCallSelectionNoResponseAndErrors(t *testing.T) {
 
 // TestCallOfflineMachineEndsAtOnce: a selected machine goes offline after
 // the caller's presence snapshot was answered but before the call is
-// published. Nobody serves its subject any more, so the call ends at once
-// with it in the no-response set; it does not wait for the deadline.
+// published. Nobody serves its subject any more, so the call ends at the
+// first re-send (the broker's second "no responders") with it in the
+// no-response set; it does not wait for the deadline.
 func TestCallOfflineMachineEndsAtOnce(t *testing.T) {
 	f := startFleet(t)
 	f.agent("10.0.0.1_web01", nil)
@@ -157,6 +164,93 @@ func TestCallUnexpectedResponder(t *testing.T) {
 	}
 	if !streamed[0].Unexpected || streamed[0].Status != bench.StatusOK || streamed[1].Unexpected {
 		t.Errorf("streamed %+v: want only the first marked unexpected", streamed)
+	}
+}
+
+// TestCallReachesMachineNotYetSubscribed: the call goes out while a machine
+// has no subscription at the broker yet (as just after it reconnected, or
+// moved to another broker of a cluster): the broker answers "no
+// responders". The machine is then up before the re-send, which reaches it.
+func TestCallReachesMachineNotYetSubscribed(t *testing.T) {
+	f := startFleet(t)
+	stacktest.RegisterMachine(t, f.Svc, "10.0.0.2_late", nil)
+	late := stacktest.NewAgent(t, f.Svc, "10.0.0.2_late", stacktest.Echo("machine-info", "10.0.0.2_late"))
+	c := f.connect(f.Admin, stacktest.WithHooks(stacktest.Hook{
+		Received: "No Responders",
+		Fn: func() {
+			if err := stacktest.Launch(t.Context(), f.Svc, late); err != nil {
+				t.Error(err)
+				return
+			}
+			if err := late.Conn().Flush(); err != nil { // its subscriptions are in
+				t.Error(err)
+			}
+		},
+	}))
+	res, err := c.Call(testCtx(t), "machine-info", nil, bench.CallOptions{
+		Machines: []string{"10.0.0.2_late"}, Timeout: 10 * time.Second,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !res.AllOK() || res.Resent < 1 || res.TimedOut || res.Took > generous {
+		t.Fatalf("got %+v in %v: want the re-send answered", res.Summary, res.Took)
+	}
+}
+
+// TestCallIDRunsOnce: copies of one call (the broadcast and a re-send on
+// the machine's own subject) run the function once and are answered once;
+// another call id runs again; an oversized id is refused.
+func TestCallIDRunsOnce(t *testing.T) {
+	f := startFleet(t)
+	var runs atomic.Int32
+	f.agent("10.0.0.1_web01", nil, stacktest.Func("count", func(context.Context, functions.Args) (any, error) {
+		return runs.Add(1), nil
+	}))
+	nc := f.connect(f.Admin).Conn()
+	inbox := nc.NewInbox()
+	sub, err := nc.SubscribeSync(inbox + ".*")
+	if err != nil {
+		t.Fatal(err)
+	}
+	sent := 0
+	send := func(subject, id string) {
+		t.Helper()
+		// A reply subject per copy, as the workbench uses: an agent may
+		// answer each message it was sent once.
+		sent++
+		m := nats.NewMsg(subject)
+		m.Reply = inbox + "." + strconv.Itoa(sent)
+		m.Header.Set(fleet.HeaderCallID, id)
+		if err := nc.PublishMsg(m); err != nil {
+			t.Fatal(err)
+		}
+	}
+	send(fleet.AllSubject("count"), "call-1")
+	send(fleet.FnSubject("10.0.0.1_web01", "count"), "call-1")
+	send(fleet.FnSubject("10.0.0.1_web01", "count"), "call-2")
+	send(fleet.FnSubject("10.0.0.1_web01", "count"), strings.Repeat("x", fleet.MaxCallIDLen+1))
+	var got []string
+	for range 3 {
+		m, err := sub.NextMsg(5 * time.Second)
+		if err != nil {
+			t.Fatalf("after %q: %v", got, err)
+		}
+		if code := m.Header.Get(fleet.HeaderErrorCode); code != "" {
+			got = append(got, code)
+		} else {
+			got = append(got, string(m.Data))
+		}
+	}
+	slices.Sort(got)
+	if want := []string{"1", "2", "400"}; !slices.Equal(got, want) {
+		t.Fatalf("replies %q, want %q", got, want)
+	}
+	if m, err := sub.NextMsg(300 * time.Millisecond); err == nil {
+		t.Fatalf("a fourth reply: %q %v", m.Data, m.Header)
+	}
+	if n := runs.Load(); n != 2 {
+		t.Fatalf("the function ran %d times, want 2", n)
 	}
 }
 

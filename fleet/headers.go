@@ -10,3 +10,15 @@ const (
 	// a decimal number ("0.0012").
 	HeaderDuration = "Cc-Duration"
 )
+
+// HeaderCallID is a request header: the caller's id for one call. A caller
+// that re-sends a call to machines that have not answered yet (the
+// workbench does, see bench.Client.Stream) sends every copy with the same
+// id, and an agent runs a call id at most once, answering only the first
+// copy that reaches it. Calls without it (a hand-made `nats req`) are run
+// as they come.
+const HeaderCallID = "Cc-Call"
+
+// MaxCallIDLen bounds a call id; an agent refuses a longer one (400), so
+// the ids it remembers take bounded memory.
+const MaxCallIDLen = 64
