@@ -365,7 +365,10 @@ func (a *Agent) handle(req micro.Request) {
 			a.reply(reply, fn, 0, nil, fleet.Errorf(fleet.CodeBadRequest, "the %s header is %d bytes; at most %d are allowed", fleet.HeaderCallID, len(id), fleet.MaxCallIDLen))
 			return
 		}
-		if !a.calls.first(id) {
+		// Ids are the caller's: keyed by the inbox owner (the
+		// operator's key), one operator cannot suppress another's call.
+		owner, _, _ := strings.Cut(strings.TrimPrefix(reply, fleet.InboxRoot+"."), ".")
+		if !a.calls.first(owner + " " + id) {
 			// A re-sent copy of a call this agent already has: the
 			// first copy's reply answers it.
 			a.log.Debug("repeat of a call ignored", "subject", subject, "call", id)

@@ -126,13 +126,15 @@ func (c *Client) Call(ctx context.Context, fn string, args map[string]any, opts 
 // [fleet.AllSubject], otherwise one [fleet.FnSubject] publish per machine.
 // Every copy carries one call id ([fleet.HeaderCallID]). A machine that has
 // not answered when replies pause is sent the call again on its own
-// subject (first after a quarter of the timeout, at most 250 ms, then
-// every second), and an agent runs a call id at most once: a machine that
-// was ONLINE but not yet reachable when the call went out (its
-// subscriptions still on their way after a reconnect or a move between
-// brokers) still answers, and none runs the call twice.
-// The call ends the moment every expected machine has answered (or the
-// broker twice reported it has no subscriber), or at the deadline. A machine that
+// subject (after a quarter of the timeout, at most 250 ms, and once more a
+// second later; never in the last quarter of the timeout), and an agent
+// runs a call id at most once: a machine that was ONLINE but not yet
+// reachable when the call went out (its subscriptions still on their way
+// after a reconnect or a move between brokers) still answers, and an
+// agent of this version does not run the call twice.
+// The call ends the moment every expected machine has answered (or was
+// twice reported to have no subscriber: by the broker, or by the control
+// service for a machine it knows is offline), or at the deadline. A machine that
 // answers but was not expected (it came online after the snapshot) is
 // reported with Unexpected set, until the call ends.
 //

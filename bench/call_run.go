@@ -26,7 +26,8 @@ type collector struct {
 	targets    []string       // sorted
 	index      map[string]int // machine → position in targets
 	state      []uint8
-	noSub      []bool // the broker once said nobody subscribes: final on the next such answer
+	noSub      []bool // "no responders" once: final on the next one that answers a later copy
+	resentSub  []bool // a copy went out after noSub was set
 	remaining  int
 	handled    int // messages handled: re-sends wait while it grows
 	unexpected map[string]bool
@@ -41,6 +42,7 @@ func newCollector(fn string, targets []string, each func(Reply)) *collector {
 		index:      make(map[string]int, len(targets)),
 		state:      make([]uint8, len(targets)),
 		noSub:      make([]bool, len(targets)),
+		resentSub:  make([]bool, len(targets)),
 		remaining:  len(targets),
 		unexpected: map[string]bool{},
 		each:       each,
@@ -65,13 +67,17 @@ func (cl *collector) handle(msg *nats.Msg, target int) {
 		// Nobody subscribed at that moment. An agent that has just
 		// (re)connected may not have its subscriptions in yet, or not yet
 		// across a cluster's routes, so the first such answer keeps the
-		// machine pending for a re-send; the second one is final.
+		// machine pending for a re-send. One answering a copy sent after
+		// that is final; one answering an earlier copy (they come in
+		// order) changes nothing.
 		for i := range cl.state {
-			if cl.state[i] == pending && (target < 0 || i == target) {
-				if !cl.noSub[i] {
-					cl.noSub[i] = true
-					continue
-				}
+			if cl.state[i] != pending || (target >= 0 && i != target) {
+				continue
+			}
+			switch {
+			case !cl.noSub[i]:
+				cl.noSub[i] = true
+			case cl.resentSub[i]:
 				cl.state[i] = noResponder
 				cl.remaining--
 			}
@@ -150,6 +156,7 @@ func (c *Client) run(ctx context.Context, cl *collector, fn string, body []byte,
 	cl.start = time.Now()
 	timer := time.NewTimer(timeout)
 	defer timer.Stop()
+	deadline := cl.start.Add(timeout)
 	callID := inbox[strings.LastIndexByte(inbox, '.')+1:]
 	if err := c.publish(cl, fn, body, inbox, callID, broadcast); err != nil {
 		return nil, err
@@ -160,6 +167,7 @@ func (c *Client) run(ctx context.Context, cl *collector, fn string, body []byte,
 	retry := time.NewTimer(firstResend(timeout))
 	defer retry.Stop()
 	seen := 0 // cl.handled when the re-send timer last fired
+	resends := 0
 	prefix, suffix := fleet.FnRoot+".", "."+fn
 	if broadcast {
 		prefix, suffix = fleet.AllSubject(fn), ""
@@ -180,10 +188,17 @@ func (c *Client) run(ctx context.Context, cl *collector, fn string, body []byte,
 				retry.Reset(resendQuiet)
 				continue
 			}
+			if time.Until(deadline) < timeout/4 {
+				// Too late: a copy that runs now would likely answer
+				// after the caller stopped listening.
+				continue
+			}
 			if err := c.resend(cl, fn, body, inbox, callID); err != nil {
 				return cl.drain(msgs, inbox), err
 			}
-			retry.Reset(resendEvery)
+			if resends++; resends < maxResends {
+				retry.Reset(resendEvery)
+			}
 		case <-timer.C:
 			cl.sum.TimedOut = true
 			return cl.drain(msgs, inbox), nil
@@ -211,15 +226,20 @@ func (cl *collector) drain(msgs chan *nats.Msg, inbox string) *Summary {
 // This closes the window in which a machine is ONLINE but its subscriptions
 // have not reached the broker the caller is on yet (just after it
 // connected, or moved to another broker of a cluster), where the first
-// copy finds nobody. The first re-send comes after firstResend, later
-// ones every resendEvery, and only once no reply has arrived for
-// resendQuiet, so a busy fleet whose answers are still streaming in is
-// not sent more work.
+// copy finds nobody. The first re-send comes after firstResend, the
+// second resendEvery later, none in the last quarter of the timeout, and
+// only once no reply has arrived for resendQuiet, so a busy fleet whose
+// answers are still streaming in is not sent more work. A machine that
+// is merely slow gets at most maxResends small copies it ignores.
 const (
-	resendFirstMax = 250 * time.Millisecond
-	resendEvery    = time.Second
-	resendQuiet    = 100 * time.Millisecond
+	resendEvery = time.Second
+	resendQuiet = 100 * time.Millisecond
+	maxResends  = 2
 )
+
+// resendFirstMax bounds the delay before the first re-send (a variable
+// so a test can widen it).
+var resendFirstMax = 250 * time.Millisecond
 
 func firstResend(timeout time.Duration) time.Duration {
 	return min(timeout/4, resendFirstMax)
@@ -252,6 +272,9 @@ func (c *Client) resend(cl *collector, fn string, body []byte, inbox, callID str
 	for i, id := range cl.targets {
 		if cl.state[i] != pending {
 			continue
+		}
+		if cl.noSub[i] {
+			cl.resentSub[i] = true
 		}
 		cl.sum.Resent++
 		if err := c.nc.PublishMsg(callMsg(fleet.FnSubject(id, fn), inbox+"."+strconv.Itoa(i), callID, body)); err != nil {

@@ -168,10 +168,14 @@ func TestCallUnexpectedResponder(t *testing.T) {
 }
 
 // TestCallReachesMachineNotYetSubscribed: the call goes out while a machine
-// has no subscription at the broker yet (as just after it reconnected, or
-// moved to another broker of a cluster): the broker answers "no
-// responders". The machine is then up before the re-send, which reaches it.
+// cannot be reached yet (as just after it reconnected, or moved to another
+// broker of a cluster): "no responders" comes back (here from the control
+// service's call watcher, which knows the machine is not ONLINE). The
+// machine is up before the re-send, which reaches it.
 func TestCallReachesMachineNotYetSubscribed(t *testing.T) {
+	// The hook holds the client's reader while the agent starts; the
+	// re-send waits long enough for that even on a loaded machine.
+	t.Cleanup(bench.SetFirstResend(2 * time.Second))
 	f := startFleet(t)
 	stacktest.RegisterMachine(t, f.Svc, "10.0.0.2_late", nil)
 	late := stacktest.NewAgent(t, f.Svc, "10.0.0.2_late", stacktest.Echo("machine-info", "10.0.0.2_late"))
@@ -216,8 +220,8 @@ func TestCallIDRunsOnce(t *testing.T) {
 	sent := 0
 	send := func(subject, id string) {
 		t.Helper()
-		// A reply subject per copy, as the workbench uses: an agent may
-		// answer each message it was sent once.
+		// A reply subject per message: the broker lets an agent answer a
+		// reply subject once.
 		sent++
 		m := nats.NewMsg(subject)
 		m.Reply = inbox + "." + strconv.Itoa(sent)

@@ -191,10 +191,11 @@ func (s *Service) apiMachinesRemove(ctx context.Context, _ operatorIdentity, bod
 	if err := decode(body, &r); err != nil {
 		return nil, err
 	}
-	if err := s.reg.RemoveMachine(r.ID); err != nil {
+	conns, err := s.removeIdentity(agentUserPrefix+r.ID, func() error { return s.reg.RemoveMachine(r.ID) })
+	if err != nil {
 		return nil, err
 	}
-	closed := s.kick(ctx, s.presence.connsOf(agentUserPrefix+r.ID))
+	closed := s.kick(ctx, conns)
 	return fleet.RemoveResult{ID: r.ID, Closed: closed}, nil
 }
 
@@ -228,10 +229,14 @@ func (s *Service) apiOperatorsRemove(ctx context.Context, _ operatorIdentity, bo
 	if err := decode(body, &r); err != nil {
 		return nil, err
 	}
-	if _, err := s.reg.RemoveOperator(r.Name); err != nil {
+	conns, err := s.removeIdentity(operatorUserPrefix+r.Name, func() error {
+		_, err := s.reg.RemoveOperator(r.Name)
+		return err
+	})
+	if err != nil {
 		return nil, err
 	}
-	closed := s.kick(ctx, s.presence.connsOf(operatorUserPrefix+r.Name))
+	closed := s.kick(ctx, conns)
 	return fleet.RemoveResult{ID: r.Name, Closed: closed}, nil
 }
 

@@ -157,11 +157,30 @@ func (w *callWatch) request(m *nats.Msg) {
 		c = w.open(key, fn, m)
 	}
 	now := w.now()
-	c.deadline = now.Add(w.wait)
 	if _, dup := w.byReply[m.Reply]; !dup {
 		w.byReply[m.Reply] = c
 		c.replies = append(c.replies, m.Reply)
 	}
+	if tok != "" {
+		id, err := fleet.MachineFromToken(tok)
+		if err != nil {
+			id = tok
+		}
+		if o := c.outcome(m.Reply, id); o != nil {
+			// A re-sent copy (the workbench re-sends to machines that
+			// have not answered): no new target and no longer wait; an
+			// offline machine's copy still gets its "no responders".
+			c.direct[m.Reply] = o
+			if !w.pres.online(id) {
+				w.noResponders(m.Reply)
+				if isOpen(o) {
+					w.settle(c, o, fleet.OutcomeNoResponse, fleet.CodeUnavailable, "no agent is listening (offline?)", now)
+				}
+			}
+			return
+		}
+	}
+	c.deadline = now.Add(w.wait)
 	if tok == "" {
 		w.expectOnline(c, m.Reply)
 		if c.pending <= 0 {
@@ -261,11 +280,14 @@ func (w *callWatch) reply(m *nats.Msg) {
 	} else if o = c.direct[m.Subject]; o == nil {
 		return
 	}
-	if o.Status != fleet.OutcomeNoResponse || o.Code != 0 {
-		return // a duplicate; the first answer stands
+	noResponders := machine == "" && m.Header.Get("Status") == "503" && len(m.Data) == 0
+	if !isOpen(o) && (!isOffline(o) || noResponders) {
+		// A duplicate; the first answer stands. Only "offline" gives way,
+		// to the answer of a re-sent copy that reached the machine.
+		return
 	}
 	switch e := fleet.ErrorFromHeader(m.Header.Get(fleet.HeaderErrorCode), m.Header.Get(fleet.HeaderError)); {
-	case machine == "" && m.Header.Get("Status") == "503" && len(m.Data) == 0:
+	case noResponders:
 		w.settle(c, o, fleet.OutcomeNoResponse, fleet.CodeUnavailable, "no agent is listening (offline?)", now)
 	case e != nil:
 		w.settle(c, o, fleet.OutcomeError, e.Code, e.Description, now)
@@ -274,12 +296,29 @@ func (w *callWatch) reply(m *nats.Msg) {
 	}
 }
 
+// outcome returns the target a copy of call c on reply subject for
+// machine id belongs to, if the call has it already.
+func (c *watchedCall) outcome(reply, id string) *fleet.AuditOutcome {
+	if o := c.direct[reply]; o != nil {
+		return o
+	}
+	if c.rec.Broadcast {
+		return c.machines[id]
+	}
+	return nil
+}
+
+// settle records o's outcome; only an open one counts against pending.
 func (w *callWatch) settle(c *watchedCall, o *fleet.AuditOutcome, status string, code int, desc string, now time.Time) {
 	if len(desc) > 200 {
 		desc = desc[:200] + "…"
 	}
+	wasOpen := isOpen(o)
 	o.Status, o.Code, o.Error = status, code, desc
 	o.DurationMS = now.Sub(c.start).Milliseconds()
+	if !wasOpen {
+		return
+	}
 	c.pending--
 	if c.pending <= 0 {
 		c.deadline = now.Add(callLinger)
@@ -372,4 +411,14 @@ func (s *Service) watchCalls() error {
 	}
 	s.closers = append(s.closers, w.stop)
 	return nil
+}
+
+// isOpen reports whether target o has had no answer yet.
+func isOpen(o *fleet.AuditOutcome) bool {
+	return o.Status == fleet.OutcomeNoResponse && o.Code == 0
+}
+
+// isOffline reports whether o was settled by a "no responders" answer.
+func isOffline(o *fleet.AuditOutcome) bool {
+	return o.Status == fleet.OutcomeNoResponse && o.Code == fleet.CodeUnavailable
 }

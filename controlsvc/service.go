@@ -77,6 +77,10 @@ type Service struct {
 	presence *presence
 	broker   *broker.Broker
 	url      string
+	// admitMu orders adding a connection to presence (after checking its
+	// identity is on record) against removing an identity (and then
+	// listing its connections to close), so neither misses the other.
+	admitMu sync.Mutex
 
 	sys, ctl, fl *nats.Conn
 	closers      []func()
@@ -453,6 +457,12 @@ func (s *Service) Snapshot() fleet.PresenceSnapshot { return s.presence.snapshot
 
 // OnlineCount is the number of machines ONLINE (cheaper than Snapshot).
 func (s *Service) OnlineCount() int { return s.presence.count() }
+
+// OperatorConnections is how many live connections operator name has, as
+// the broker's events have reported them to the service.
+func (s *Service) OperatorConnections(name string) int {
+	return len(s.presence.connsOf(operatorUserPrefix + name))
+}
 
 // Run starts the service and serves until ctx ends.
 func (s *Service) Run(ctx context.Context) error {

@@ -86,16 +86,20 @@ func (s *Service) handleEvent(m *nats.Msg) {
 	}
 	k := connKey{ev.Server.ID, ev.Client.ID}
 	if m.Subject == connectSubject {
-		if !s.onRecord(ev.Client.User) {
+		s.admitMu.Lock()
+		ok := s.onRecord(ev.Client.User)
+		if ok {
+			s.presence.connected(k, ev.Client.User)
+		}
+		s.admitMu.Unlock()
+		if !ok {
 			// Authorised, then removed before this event arrived: the
 			// removal's kick could not see the connection yet. It never
 			// shows as ONLINE and is closed now.
 			s.log.Warn("closing a connection whose identity was removed after it was authorised",
 				"user", ev.Client.User, "name", ev.Client.Name, "host", ev.Client.Host)
 			go s.kick(context.Background(), []connKey{k})
-			return
 		}
-		s.presence.connected(k, ev.Client.User)
 	} else {
 		s.presence.disconnected(k, ev.Reason)
 	}
@@ -158,8 +162,37 @@ func (s *Service) resync(ctx context.Context) error {
 		return fmt.Errorf("no broker answered CONNZ")
 	}
 	s.confirmMissing(ctx, gen, snap)
+	// A connection whose identity is no longer on record (its connect
+	// event lost, or the kick failed) is not put back; it is closed.
+	var stale []connKey
+	s.admitMu.Lock()
+	for server, conns := range snap {
+		for cid, user := range conns {
+			if !s.onRecord(user) {
+				delete(conns, cid)
+				stale = append(stale, connKey{server, cid})
+			}
+		}
+	}
 	s.presence.resync(gen, snap, alive, taken)
+	s.admitMu.Unlock()
+	if len(stale) > 0 {
+		s.log.Warn("closing connections whose identity was removed", "connections", len(stale))
+		go s.kick(context.Background(), stale)
+	}
 	return nil
+}
+
+// removeIdentity runs remove (taking user's identity off the registry)
+// and returns user's connections, with no connect event admitted between
+// the two.
+func (s *Service) removeIdentity(user string, remove func() error) ([]connKey, error) {
+	s.admitMu.Lock()
+	defer s.admitMu.Unlock()
+	if err := remove(); err != nil {
+		return nil, err
+	}
+	return s.presence.connsOf(user), nil
 }
 
 // maxConfirm bounds the connections one resync checks one by one.

@@ -84,20 +84,7 @@ func TestHandleEvent(t *testing.T) {
 func TestConnectOfRemovedIdentityIsClosed(t *testing.T) {
 	rec := &recorder{}
 	sys := fakeSys(t, nil)
-	kicked := make(chan uint64, 4)
-	if _, err := sys.Subscribe("$SYS.REQ.SERVER.NA.KICK", func(m *nats.Msg) {
-		var req struct {
-			CID uint64 `json:"cid"`
-		}
-		_ = json.Unmarshal(m.Data, &req)
-		kicked <- req.CID
-		_ = m.Respond([]byte(`{"server":{"id":"NA"},"data":{}}`))
-	}); err != nil {
-		t.Fatal(err)
-	}
-	if err := sys.Flush(); err != nil {
-		t.Fatal(err)
-	}
+	kicked := kicks(t, sys)
 	s := &Service{log: slog.New(slog.DiscardHandler), sys: sys, reg: registryWith(t, []string{"web01"}, nil)}
 	s.presence = newPresence(func(string) map[string]string { return nil }, rec.emit)
 
@@ -125,6 +112,27 @@ func TestConnectOfRemovedIdentityIsClosed(t *testing.T) {
 	if s.presence.online("gone01") {
 		t.Fatal("a removed machine shows ONLINE")
 	}
+}
+
+// kicks answers the KICK requests to broker NA on sys and passes on the
+// connection ids.
+func kicks(t *testing.T, sys *nats.Conn) chan uint64 {
+	t.Helper()
+	kicked := make(chan uint64, 4)
+	if _, err := sys.Subscribe("$SYS.REQ.SERVER.NA.KICK", func(m *nats.Msg) {
+		var req struct {
+			CID uint64 `json:"cid"`
+		}
+		_ = json.Unmarshal(m.Data, &req)
+		kicked <- req.CID
+		_ = m.Respond([]byte(`{"server":{"id":"NA"},"data":{}}`))
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if err := sys.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	return kicked
 }
 
 // fakeSys starts a plain NATS server (no system account) and answers the
@@ -171,7 +179,9 @@ func fakeSys(t *testing.T, naConns map[uint64]string) *nats.Conn {
 
 func TestResyncFoldsConnz(t *testing.T) {
 	rec := &recorder{}
-	s := &Service{log: slog.New(slog.DiscardHandler), sys: fakeSys(t, map[uint64]string{1: "agent:web01", 2: "operator:alice"})}
+	sys := fakeSys(t, map[uint64]string{1: "agent:web01", 2: "operator:alice", 3: "agent:removed01"})
+	kicked := kicks(t, sys)
+	s := &Service{log: slog.New(slog.DiscardHandler), sys: sys, reg: registryWith(t, []string{"web01", "gone"}, []string{"alice"})}
 	s.presence = newPresence(func(string) map[string]string { return nil }, rec.emit)
 	s.presence.connected(connKey{"NA", 9}, "agent:gone")
 	rec.take()
@@ -182,7 +192,15 @@ func TestResyncFoldsConnz(t *testing.T) {
 	}
 	got := rec.take()
 	if len(got) != 2 || !contains(got, "joined web01") || !contains(got, "left gone") {
-		t.Fatalf("events: got %q, want joined web01 and left gone", got)
+		t.Fatalf("events: got %q, want joined web01 and left gone (and nothing for a machine no longer on record)", got)
+	}
+	select {
+	case cid := <-kicked:
+		if cid != 3 {
+			t.Fatalf("kicked connection %d, want 3 (removed01)", cid)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the connection of a machine no longer on record was not closed")
 	}
 }
 
@@ -192,7 +210,7 @@ func TestResyncFoldsConnz(t *testing.T) {
 // reported as left.
 func TestResyncKeepsBrokerWhoseConnzFailed(t *testing.T) {
 	rec := &recorder{}
-	s := &Service{log: slog.New(slog.DiscardHandler), sys: fakeSys(t, map[uint64]string{1: "agent:web01"})}
+	s := &Service{log: slog.New(slog.DiscardHandler), sys: fakeSys(t, map[uint64]string{1: "agent:web01"}), reg: registryWith(t, []string{"web01", "web02"}, nil)}
 	s.presence = newPresence(func(string) map[string]string { return nil }, rec.emit)
 	s.presence.connected(connKey{"NA", 1}, "agent:web01")
 	s.presence.connected(connKey{"NB", 1}, "agent:web02")

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -194,5 +195,76 @@ func TestCallHookSeesEveryCall(t *testing.T) {
 		}
 	case <-time.After(3 * time.Second):
 		t.Fatal("the hook saw no call")
+	}
+}
+
+// TestCallRecordWithResends: the workbench re-sends a call to machines
+// that have not answered; the call watcher counts each machine once. A
+// slow machine that gets re-sent copies, and an offline one whose copies
+// all get "no responders", leave a record with one outcome each, written
+// when the call ends (not at the watcher's 35 s limit), and the slow
+// function ran once.
+func TestCallRecordWithResends(t *testing.T) {
+	svc, err := controlsvc.New(controlsvc.Config{DataDir: t.TempDir(), Logger: testLogger(t),
+		Broker: broker.Config{Listen: "127.0.0.1:0"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := make(chan fleet.AuditRecord, 16)
+	svc.OnCall(func(r fleet.AuditRecord) { got <- r })
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	if err := svc.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	defer svc.Close()
+	var runs atomic.Int32
+	slow := functions.FuncOf(functions.Spec{Name: "slow", Help: "slow", ReadOnly: true}, func(ctx context.Context, _ functions.Args) (any, error) {
+		runs.Add(1)
+		select {
+		case <-time.After(1500 * time.Millisecond):
+		case <-ctx.Done():
+		}
+		return "done", nil
+	})
+	quick := functions.FuncOf(functions.Spec{Name: "slow", Help: "quick here", ReadOnly: true}, func(context.Context, functions.Args) (any, error) {
+		return "done", nil
+	})
+	a1 := startAgent(t, svc, "10.0.0.1_web01", true, slow)
+	a2 := startAgent(t, svc, "10.0.0.2_web02", true, quick)
+	waitFor(t, "agents online", 5*time.Second, func() bool { return online(svc, a1.MachineID()) && online(svc, a2.MachineID()) })
+	c, err := bench.Connect(svc.ClientURL(), bench.WithSeedFile(svc.AdminKeyPath()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+
+	record := func(what string) fleet.AuditRecord {
+		t.Helper()
+		select {
+		case r := <-got:
+			return r
+		case <-time.After(5 * time.Second):
+			t.Fatalf("no record of %s within 5 s of the call's end", what)
+		}
+		return fleet.AuditRecord{}
+	}
+	res, err := c.Call(ctx, "slow", nil, bench.CallOptions{Timeout: 5 * time.Second})
+	if err != nil || res.NumOK != 2 || res.Resent < 1 {
+		t.Fatalf("broadcast with a slow machine: %v %+v (want 2 ok and a re-send)", err, res)
+	}
+	if r := record("the broadcast"); !r.Broadcast || r.Targets != 2 || r.OK != 2 || len(r.Outcomes) != 2 {
+		t.Fatalf("broadcast record: %+v", r)
+	}
+	if n := runs.Load(); n != 1 {
+		t.Fatalf("the slow function ran %d times", n)
+	}
+
+	res, err = c.Call(ctx, "slow", nil, bench.CallOptions{Machines: []string{"10.0.0.9_gone"}, Timeout: 5 * time.Second})
+	if err != nil || len(res.NoResponse) != 1 {
+		t.Fatalf("call to an offline machine: %v %+v", err, res)
+	}
+	if r := record("the offline call"); r.Targets != 1 || r.NoResp != 1 || r.Outcomes[0].Code != fleet.CodeUnavailable {
+		t.Fatalf("offline record: %+v", r)
 	}
 }

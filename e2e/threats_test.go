@@ -391,15 +391,33 @@ func TestThreatCredentialsExpire(t *testing.T) {
 		Broker: broker.Config{Listen: "127.0.0.1:0", PingInterval: time.Second, MaxPingsOut: 2}})
 	seed := newOperator(t, svc, "temp", fleet.RoleViewer)
 	kp, _ := nkeys.FromSeed(mustRead(t, seed))
-	nc, err := connectAs(svc.ClientURL(), kp, "temp", nats.MaxReconnects(3), nats.ReconnectWait(100*time.Millisecond))
+	expired := make(chan struct{}, 1)
+	nc, err := connectAs(svc.ClientURL(), kp, "temp", nats.MaxReconnects(3), nats.ReconnectWait(100*time.Millisecond),
+		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
+			if errors.Is(err, nats.ErrAuthExpired) {
+				select {
+				case expired <- struct{}{}:
+				default:
+				}
+			}
+		}))
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer nc.Close()
+	// The service must know the connection before the key goes, or it
+	// closes it as soon as it hears of it (TestThreatRevokedOperatorKicked)
+	// and this would not test expiry.
+	waitFor(t, "the service to see the operator's connection", 5*time.Second, func() bool { return svc.OperatorConnections("temp") == 1 })
 	if _, err := svc.Registry().RemoveOperator("temp"); err != nil {
 		t.Fatal(err)
 	}
 	waitFor(t, "expired credentials to cut the connection", 6*time.Second, func() bool { return !nc.IsConnected() })
+	select {
+	case <-expired:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the connection was not cut for expired credentials")
+	}
 	if _, err := connectAs(svc.ClientURL(), kp, "temp"); !isAuthErr(err) {
 		t.Fatalf("removed key: got %v, want refused", err)
 	}
