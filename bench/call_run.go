@@ -145,7 +145,7 @@ func (cl *collector) summary() *Summary {
 func (c *Client) run(ctx context.Context, cl *collector, fn string, body []byte, broadcast bool, timeout time.Duration, published func(int)) (*Summary, error) {
 	inbox := c.nc.NewInbox()
 	msgs := make(chan *nats.Msg, len(cl.targets)+4096)
-	sub, err := c.nc.ChanSubscribe(inbox+".*", msgs)
+	sub, err := c.nc.ChanSubscribe(inbox+".>", msgs)
 	if err != nil {
 		return nil, fmt.Errorf("call %s: subscribe to replies: %w", fn, err)
 	}
@@ -193,10 +193,11 @@ func (c *Client) run(ctx context.Context, cl *collector, fn string, body []byte,
 				// after the caller stopped listening.
 				continue
 			}
-			if err := c.resend(cl, fn, body, inbox, callID); err != nil {
+			resends++
+			if err := c.resend(cl, fn, body, inbox, callID, resends); err != nil {
 				return cl.drain(msgs, inbox), err
 			}
-			if resends++; resends < maxResends {
+			if resends < maxResends {
 				retry.Reset(resendEvery)
 			}
 		case <-timer.C:
@@ -267,8 +268,12 @@ func (c *Client) publish(cl *collector, fn string, body []byte, inbox, callID st
 	return nil
 }
 
-// resend sends the call again to every machine still pending.
-func (c *Client) resend(cl *collector, fn string, body []byte, inbox, callID string) error {
+// resend sends the call again to every machine still pending. Copy k of
+// target i replies on <inbox>.<i>.<k>: a reply subject of its own, because
+// the broker lets an agent answer each reply subject it was sent once, and
+// sending one reply subject twice uses that up.
+func (c *Client) resend(cl *collector, fn string, body []byte, inbox, callID string, k int) error {
+	suffix := "." + strconv.Itoa(k)
 	for i, id := range cl.targets {
 		if cl.state[i] != pending {
 			continue
@@ -277,7 +282,7 @@ func (c *Client) resend(cl *collector, fn string, body []byte, inbox, callID str
 			cl.resentSub[i] = true
 		}
 		cl.sum.Resent++
-		if err := c.nc.PublishMsg(callMsg(fleet.FnSubject(id, fn), inbox+"."+strconv.Itoa(i), callID, body)); err != nil {
+		if err := c.nc.PublishMsg(callMsg(fleet.FnSubject(id, fn), inbox+"."+strconv.Itoa(i)+suffix, callID, body)); err != nil {
 			return fmt.Errorf("call %s on %s: re-send: %w", fn, id, err)
 		}
 	}
@@ -286,7 +291,8 @@ func (c *Client) resend(cl *collector, fn string, body []byte, inbox, callID str
 
 // replyTarget returns the target position a reply subject names, or -1.
 func (cl *collector) replyTarget(subject, inbox string) int {
-	n, err := strconv.Atoi(strings.TrimPrefix(subject, inbox+"."))
+	tok, _, _ := strings.Cut(strings.TrimPrefix(subject, inbox+"."), ".")
+	n, err := strconv.Atoi(tok)
 	if err != nil || n < 0 || n >= len(cl.targets) {
 		return -1
 	}

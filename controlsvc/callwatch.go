@@ -65,16 +65,18 @@ type callWatch struct {
 }
 
 type watchedCall struct {
-	key       string
-	rec       fleet.AuditRecord
-	start     time.Time
-	deadline  time.Time
-	replies   []string
-	direct    map[string]*fleet.AuditOutcome // by reply subject
-	machines  map[string]*fleet.AuditOutcome // broadcast: by machine
-	order     []*fleet.AuditOutcome
-	pending   int
-	truncated bool
+	key      string
+	rec      fleet.AuditRecord
+	start    time.Time
+	deadline time.Time
+	replies  []string
+	direct   map[string]*fleet.AuditOutcome // by reply subject
+	// directByMachine: a direct target's first outcome, for re-sent copies.
+	directByMachine map[string]*fleet.AuditOutcome
+	machines        map[string]*fleet.AuditOutcome // broadcast: by machine
+	order           []*fleet.AuditOutcome
+	pending         int
+	truncated       bool
 }
 
 func newCallWatch(nc *nats.Conn, log *slog.Logger, reg *Registry, pres *presence, wait time.Duration, hooks []CallHook) *callWatch {
@@ -144,11 +146,7 @@ func (w *callWatch) request(m *nats.Msg) {
 	if err != nil {
 		return
 	}
-	prefix := m.Reply
-	if i := strings.LastIndexByte(prefix, '.'); i > 0 {
-		prefix = prefix[:i]
-	}
-	key := prefix + " " + fn
+	key := callPrefix(m.Reply) + " " + fn
 	c := w.calls[key]
 	if c == nil || c.truncated {
 		if len(w.calls) >= maxWatchedCalls {
@@ -166,7 +164,7 @@ func (w *callWatch) request(m *nats.Msg) {
 		if err != nil {
 			id = tok
 		}
-		if o := c.outcome(m.Reply, id); o != nil {
+		if o := c.outcome(m.Reply, id, m.Header.Get(fleet.HeaderCallID) != ""); o != nil {
 			// A re-sent copy (the workbench re-sends to machines that
 			// have not answered): no new target and no longer wait; an
 			// offline machine's copy still gets its "no responders".
@@ -198,6 +196,9 @@ func (w *callWatch) request(m *nats.Msg) {
 		return
 	}
 	c.direct[m.Reply] = o
+	if _, ok := c.directByMachine[id]; !ok {
+		c.directByMachine[id] = o
+	}
 	c.order = append(c.order, o)
 	c.pending++
 	if !w.pres.online(id) {
@@ -207,7 +208,7 @@ func (w *callWatch) request(m *nats.Msg) {
 }
 
 func (w *callWatch) open(key, fn string, m *nats.Msg) *watchedCall {
-	c := &watchedCall{key: key, start: w.now(), direct: map[string]*fleet.AuditOutcome{}, machines: map[string]*fleet.AuditOutcome{}}
+	c := &watchedCall{key: key, start: w.now(), direct: map[string]*fleet.AuditOutcome{}, directByMachine: map[string]*fleet.AuditOutcome{}, machines: map[string]*fleet.AuditOutcome{}}
 	c.rec = fleet.AuditRecord{Time: c.start.UTC(), Kind: fleet.AuditCall, Function: fn, Subject: m.Subject,
 		Args: truncateJSON(m.Data, fleet.AuditMaxArgs)}
 	if key, ok := inboxOwner(m.Reply); ok {
@@ -297,15 +298,41 @@ func (w *callWatch) reply(m *nats.Msg) {
 }
 
 // outcome returns the target a copy of call c on reply subject for
-// machine id belongs to, if the call has it already.
-func (c *watchedCall) outcome(reply, id string) *fleet.AuditOutcome {
+// machine id belongs to, if the call has it already. A copy with a call id
+// (the workbench's re-send, on a reply subject of its own) is the same
+// target as the machine's earlier copy; without one, each reply subject
+// is a request of its own.
+func (c *watchedCall) outcome(reply, id string, hasCallID bool) *fleet.AuditOutcome {
 	if o := c.direct[reply]; o != nil {
 		return o
 	}
 	if c.rec.Broadcast {
 		return c.machines[id]
 	}
+	if hasCallID {
+		return c.directByMachine[id]
+	}
 	return nil
+}
+
+// callPrefix is the part of a reply subject shared by one call's copies:
+// _INBOX_cc.<operator key>.<id> of the workbench's
+// _INBOX_cc.<key>.<id>.<target>[.<copy>] and of nats.go's request mux
+// _INBOX_cc.<key>.<mux id>.<token>; for a shorter subject, all but its
+// last token.
+func callPrefix(reply string) string {
+	n := 0
+	for i := 0; i < len(reply); i++ {
+		if reply[i] == '.' {
+			if n++; n == 3 {
+				return reply[:i]
+			}
+		}
+	}
+	if i := strings.LastIndexByte(reply, '.'); i > 0 {
+		return reply[:i]
+	}
+	return reply
 }
 
 // settle records o's outcome; only an open one counts against pending.

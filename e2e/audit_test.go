@@ -230,7 +230,16 @@ func TestCallRecordWithResends(t *testing.T) {
 	quick := functions.FuncOf(functions.Spec{Name: "slow", Help: "quick here", ReadOnly: true}, func(context.Context, functions.Args) (any, error) {
 		return "done", nil
 	})
-	a1 := startAgent(t, svc, "10.0.0.1_web01", true, slow)
+	var waits atomic.Int32
+	wait1s := functions.FuncOf(functions.Spec{Name: "wait1s", Help: "takes a second", ReadOnly: true}, func(ctx context.Context, _ functions.Args) (any, error) {
+		waits.Add(1)
+		select {
+		case <-time.After(time.Second):
+		case <-ctx.Done():
+		}
+		return "done", nil
+	})
+	a1 := startAgent(t, svc, "10.0.0.1_web01", true, slow, wait1s)
 	a2 := startAgent(t, svc, "10.0.0.2_web02", true, quick)
 	waitFor(t, "agents online", 5*time.Second, func() bool { return online(svc, a1.MachineID()) && online(svc, a2.MachineID()) })
 	c, err := bench.Connect(svc.ClientURL(), bench.WithSeedFile(svc.AdminKeyPath()))
@@ -258,6 +267,22 @@ func TestCallRecordWithResends(t *testing.T) {
 	}
 	if n := runs.Load(); n != 1 {
 		t.Fatalf("the slow function ran %d times", n)
+	}
+
+	// The same on one machine by name: the first copy and the re-sends go
+	// to the same subject, each with a reply subject of its own (the broker
+	// lets the agent answer a reply subject once; one sent twice would use
+	// that up and the late answer would be refused).
+	// The answer comes after the first re-send and before the second.
+	res, err = c.Call(ctx, "wait1s", nil, bench.CallOptions{Machines: []string{a1.MachineID()}, Timeout: 5 * time.Second})
+	if err != nil || res.NumOK != 1 || res.Resent < 1 {
+		t.Fatalf("direct call to a slow machine: %v %+v (want ok after a re-send)", err, res)
+	}
+	if r := record("the direct call"); r.Broadcast || r.Targets != 1 || r.OK != 1 {
+		t.Fatalf("direct record: %+v", r)
+	}
+	if n := waits.Load(); n != 1 {
+		t.Fatalf("the function ran %d times", n)
 	}
 
 	res, err = c.Call(ctx, "slow", nil, bench.CallOptions{Machines: []string{"10.0.0.9_gone"}, Timeout: 5 * time.Second})

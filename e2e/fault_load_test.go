@@ -154,8 +154,8 @@ func TestFault100CallsOn1000Agents(t *testing.T) {
 		}
 		r := o.res
 		if r.Expected != agents || r.NumOK != agents || len(r.NoResponse) != 0 || r.NumUnexpected != 0 || r.Duplicates != 0 {
-			t.Errorf("%s: expected %d, ok %d, error %d, no response %d, unexpected %d, duplicates %d",
-				o.token, r.Expected, r.NumOK, r.NumError, len(r.NoResponse), r.NumUnexpected, r.Duplicates)
+			t.Errorf("%s: expected %d, ok %d, error %d, no response %d (%.3q), unexpected %d, duplicates %d, re-sent %d, took %s",
+				o.token, r.Expected, r.NumOK, r.NumError, len(r.NoResponse), r.NoResponse[:min(3, len(r.NoResponse))], r.NumUnexpected, r.Duplicates, r.Resent, r.Took)
 		}
 		seen := map[string]bool{}
 		for _, rep := range r.Replied {
