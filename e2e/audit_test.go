@@ -166,9 +166,10 @@ func TestAuditDurable(t *testing.T) {
 	t.Logf("cc-bench audit:\n%s", out.String())
 }
 
-// TestCallHookSeesEveryCall: the call watcher's hook (what metrics use)
-// gets one record per call with every target's outcome.
-func TestCallHookSeesEveryCall(t *testing.T) {
+// startControlWithCallHook starts a control service whose call watcher
+// sends each call record it writes to the returned channel.
+func startControlWithCallHook(t *testing.T) (*controlsvc.Service, chan fleet.AuditRecord) {
+	t.Helper()
 	svc, err := controlsvc.New(controlsvc.Config{DataDir: t.TempDir(), Logger: testLogger(t),
 		Broker: broker.Config{Listen: "127.0.0.1:0"}})
 	if err != nil {
@@ -177,11 +178,18 @@ func TestCallHookSeesEveryCall(t *testing.T) {
 	got := make(chan fleet.AuditRecord, 16)
 	svc.OnCall(func(r fleet.AuditRecord) { got <- r })
 	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
+	t.Cleanup(cancel)
 	if err := svc.Start(ctx); err != nil {
 		t.Fatal(err)
 	}
-	defer svc.Close()
+	t.Cleanup(svc.Close)
+	return svc, got
+}
+
+// TestCallHookSeesEveryCall: the call watcher's hook (what metrics use)
+// gets one record per call with every target's outcome.
+func TestCallHookSeesEveryCall(t *testing.T) {
+	svc, got := startControlWithCallHook(t)
 	a := startAgent(t, svc, "10.0.0.1_web01", true, echoFn())
 	waitFor(t, "agent online", 5*time.Second, func() bool { return online(svc, a.MachineID()) })
 	op := operatorConn(t, svc.ClientURL(), svc.AdminKeyPath())
@@ -205,19 +213,7 @@ func TestCallHookSeesEveryCall(t *testing.T) {
 // when the call ends (not at the watcher's 35 s limit), and the slow
 // function ran once.
 func TestCallRecordWithResends(t *testing.T) {
-	svc, err := controlsvc.New(controlsvc.Config{DataDir: t.TempDir(), Logger: testLogger(t),
-		Broker: broker.Config{Listen: "127.0.0.1:0"}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	got := make(chan fleet.AuditRecord, 16)
-	svc.OnCall(func(r fleet.AuditRecord) { got <- r })
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	if err := svc.Start(ctx); err != nil {
-		t.Fatal(err)
-	}
-	defer svc.Close()
+	svc, got := startControlWithCallHook(t)
 	var runs atomic.Int32
 	slow := functions.FuncOf(functions.Spec{Name: "slow", Help: "slow", ReadOnly: true}, func(ctx context.Context, _ functions.Args) (any, error) {
 		runs.Add(1)
@@ -258,6 +254,7 @@ func TestCallRecordWithResends(t *testing.T) {
 		}
 		return fleet.AuditRecord{}
 	}
+	ctx := t.Context()
 	res, err := c.Call(ctx, "slow", nil, bench.CallOptions{Timeout: 5 * time.Second})
 	if err != nil || res.NumOK != 2 || res.Resent < 1 {
 		t.Fatalf("broadcast with a slow machine: %v %+v (want 2 ok and a re-send)", err, res)
