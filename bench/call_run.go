@@ -14,20 +14,23 @@ import (
 	"github.com/commandcontrol/commandcontrol/fleet"
 )
 
-// Target states in a collector.
+// Target states in a collector. The first three are still waiting.
 const (
-	pending     uint8 = iota
-	answered          // replied, ok or error
-	noResponder       // the broker said nobody subscribes to its subject
+	pending           uint8 = iota
+	unreachable             // "no responders" once; kept for a re-send
+	unreachableResent       // and re-sent since: the next "no responders" is final
+	answered                // replied, ok or error
+	noResponder             // the broker said nobody subscribes to its subject
 )
+
+// waiting reports whether a target in state st has not been accounted for.
+func waiting(st uint8) bool { return st < answered }
 
 // collector tracks one call: who is expected, who answered, the counts.
 type collector struct {
 	targets    []string       // sorted
 	index      map[string]int // machine → position in targets
 	state      []uint8
-	noSub      []bool // "no responders" once: final on the next one that answers a later copy
-	resentSub  []bool // a copy went out after noSub was set
 	remaining  int
 	handled    int // messages handled: re-sends wait while it grows
 	unexpected map[string]bool
@@ -41,8 +44,6 @@ func newCollector(fn string, targets []string, each func(Reply)) *collector {
 		targets:    targets,
 		index:      make(map[string]int, len(targets)),
 		state:      make([]uint8, len(targets)),
-		noSub:      make([]bool, len(targets)),
-		resentSub:  make([]bool, len(targets)),
 		remaining:  len(targets),
 		unexpected: map[string]bool{},
 		each:       each,
@@ -70,14 +71,14 @@ func (cl *collector) handle(msg *nats.Msg, target int) {
 		// machine pending for a re-send. One answering a copy sent after
 		// that is final; one answering an earlier copy (they come in
 		// order) changes nothing.
-		for i := range cl.state {
-			if cl.state[i] != pending || (target >= 0 && i != target) {
+		for i, st := range cl.state {
+			if target >= 0 && i != target {
 				continue
 			}
-			switch {
-			case !cl.noSub[i]:
-				cl.noSub[i] = true
-			case cl.resentSub[i]:
+			switch st {
+			case pending:
+				cl.state[i] = unreachable
+			case unreachableResent:
 				cl.state[i] = noResponder
 				cl.remaining--
 			}
@@ -108,7 +109,7 @@ func (cl *collector) handle(msg *nats.Msg, target int) {
 		r.Unexpected = true
 		cl.sum.NumUnexpected++
 	default:
-		if cl.state[i] == pending {
+		if waiting(cl.state[i]) {
 			cl.remaining--
 		}
 		cl.state[i] = answered
@@ -130,7 +131,7 @@ func (cl *collector) summary() *Summary {
 			continue
 		}
 		r := Reply{Machine: cl.targets[i], Status: StatusNoResponse, Duration: cl.sum.Took}
-		if st == noResponder || cl.noSub[i] {
+		if st != pending {
 			r.Err = fleet.Errorf(fleet.CodeUnavailable, "no agent is listening (offline?)")
 		}
 		cl.sum.NoResponse = append(cl.sum.NoResponse, r.Machine)
@@ -275,11 +276,12 @@ func (c *Client) publish(cl *collector, fn string, body []byte, inbox, callID st
 func (c *Client) resend(cl *collector, fn string, body []byte, inbox, callID string, k int) error {
 	suffix := "." + strconv.Itoa(k)
 	for i, id := range cl.targets {
-		if cl.state[i] != pending {
+		switch cl.state[i] {
+		case pending:
+		case unreachable:
+			cl.state[i] = unreachableResent
+		default:
 			continue
-		}
-		if cl.noSub[i] {
-			cl.resentSub[i] = true
 		}
 		cl.sum.Resent++
 		if err := c.nc.PublishMsg(callMsg(fleet.FnSubject(id, fn), inbox+"."+strconv.Itoa(i)+suffix, callID, body)); err != nil {
