@@ -84,7 +84,15 @@ type Config struct {
 	// FunctionsPoll is how often FunctionsDir is checked for changes
 	// (0: functions.DefaultReloadInterval; negative: only on Reload).
 	FunctionsPoll time.Duration
-	Logger        *slog.Logger
+	// CallerRate and CallerBurst bound the calls one operator may start
+	// on this agent (per second, sustained, and at once); more are
+	// answered 429. Zero: DefaultCallerRate, DefaultCallerBurst; a
+	// negative rate: unlimited.
+	CallerRate  float64
+	CallerBurst float64
+	// Now is the clock the rate limits read (nil: time.Now).
+	Now    func() time.Time
+	Logger *slog.Logger
 }
 
 // Agent is one machine's agent.
@@ -98,6 +106,10 @@ type Agent struct {
 	sem chan struct{}
 	// calls catches re-sent copies of a call (fleet.HeaderCallID).
 	calls *recentCalls
+	// share bounds each caller's rate and slots.
+	share *fairShare
+	// tok is the machine's subject token.
+	tok string
 	// connMu guards nc, svc and closed: Close may run while Start is
 	// still connecting.
 	connMu      sync.Mutex
@@ -158,6 +170,15 @@ func New(cfg Config) (*Agent, error) {
 		return nil, fmt.Errorf("agent: %w", err)
 	}
 	a.log = cfg.Logger.With("machine", a.id)
+	a.tok = fleet.MachineToken(a.id)
+	rate, burst := cfg.CallerRate, cfg.CallerBurst
+	if rate == 0 {
+		rate = DefaultCallerRate
+	}
+	if burst <= 0 {
+		burst = DefaultCallerBurst
+	}
+	a.share = newFairShare(rate, burst, cfg.MaxConcurrent, cfg.Now)
 	a.fns = cfg.Functions
 	if a.fns == nil {
 		a.fns = functions.New(&functions.Env{Root: cfg.Root, MachineID: a.id, Version: Version, Logger: a.log})
@@ -329,51 +350,54 @@ func (a *Agent) serve() error {
 		return fmt.Errorf("agent: %w", err)
 	}
 	h := micro.HandlerFunc(a.handle)
-	if err := svc.AddEndpoint("call", h, micro.WithEndpointSubject(fleet.FnRoot+"."+fleet.MachineToken(a.id)+".*")); err != nil {
+	if err := svc.AddEndpoint("call", h, micro.WithEndpointSubject(fleet.FnRoot+"."+a.tok+".*.*")); err != nil {
 		return fmt.Errorf("agent: %w", err)
 	}
-	if err := svc.AddEndpoint("broadcast", h, micro.WithEndpointSubject(fleet.AllRoot+".*")); err != nil {
+	if err := svc.AddEndpoint("broadcast", h, micro.WithEndpointSubject(fleet.AllRoot+".*.*")); err != nil {
 		return fmt.Errorf("agent: %w", err)
 	}
 	return nil
 }
 
 // handle dispatches one call on its own goroutine so a slow function never
-// holds up the others; past MaxConcurrent calls it answers 503 at once.
-// Instant functions (functions.Spec) are answered in place.
+// holds up the others; past MaxConcurrent calls, or past the caller's
+// share of them, it answers 503 at once. Instant functions
+// (functions.Spec) are answered in place.
 // Replies are published directly (not through micro.Request, whose state
-// micro reads when the handler returns).
+// micro reads when the handler returns), on the subject fleet.AgentReply
+// derives from the caller's reply subject: the broker lets this machine
+// publish nowhere else.
 func (a *Agent) handle(req micro.Request) {
-	reply, subject, data := req.Reply(), req.Subject(), req.Data()
-	if reply == "" {
-		return
+	subject, data := req.Subject(), req.Data()
+	call, err := fleet.ParseFnSubject(subject)
+	if err != nil || req.Reply() == "" {
+		return // the broker delivers only well-formed call subjects
 	}
-	if !strings.HasPrefix(reply, fleet.InboxRoot+".") {
-		// The broker lets an agent answer on whatever reply subject the
-		// caller chose; only an operator inbox is a legitimate one, so a
-		// caller cannot make this agent publish on, say, a presence subject.
-		a.log.Warn("call refused: its reply subject is not an operator inbox", "subject", subject, "reply", reply)
-		return
-	}
-	_, fn, err := fleet.ParseFnSubject(subject)
+	reply, err := fleet.AgentReply(req.Reply(), call.Caller, a.tok)
 	if err != nil {
-		a.reply(reply, "", 0, nil, fleet.Errorf(fleet.CodeBadRequest, "%v", err))
+		// The caller chose a reply subject this machine may not (or
+		// must not) answer on; there is nowhere to send an error.
+		a.log.Warn("call refused: "+err.Error(), "subject", subject)
 		return
 	}
+	fn := call.Function
 	if id := req.Headers().Get(fleet.HeaderCallID); id != "" {
 		if len(id) > fleet.MaxCallIDLen {
 			a.reply(reply, fn, 0, nil, fleet.Errorf(fleet.CodeBadRequest, "the %s header is %d bytes; at most %d are allowed", fleet.HeaderCallID, len(id), fleet.MaxCallIDLen))
 			return
 		}
-		// Ids are the caller's: keyed by the inbox owner (the
-		// operator's key), one operator cannot suppress another's call.
-		owner, _, _ := strings.Cut(strings.TrimPrefix(reply, fleet.InboxRoot+"."), ".")
-		if !a.calls.first(owner + " " + id) {
+		// Ids are the caller's, keyed by the caller the broker checked,
+		// so one operator cannot suppress another's call.
+		if !a.calls.first(call.Caller + " " + id) {
 			// A re-sent copy of a call this agent already has: the
 			// first copy's reply answers it.
 			a.log.Debug("repeat of a call ignored", "subject", subject, "call", id)
 			return
 		}
+	}
+	if err := a.share.admit(call.Caller); err != nil {
+		a.reply(reply, fn, 0, nil, err)
+		return
 	}
 	if f, ok := a.fns.Lookup(fn); !ok || f.Spec().Instant || len(data) > functions.MaxRequestSize {
 		// Answered in place, in microseconds, without taking a slot: an
@@ -386,14 +410,19 @@ func (a *Agent) handle(req micro.Request) {
 		a.reply(reply, fn, time.Since(start), res, err)
 		return
 	}
+	if !a.share.hold(call.Caller) {
+		a.reply(reply, fn, 0, nil, fleet.Errorf(fleet.CodeUnavailable, "%s is busy: operator %s already has %d calls running here (its share); retry later", a.id, short(call.Caller), a.share.perCall))
+		return
+	}
 	select {
 	case a.sem <- struct{}{}:
 	default:
+		a.share.release(call.Caller)
 		a.reply(reply, fn, 0, nil, fleet.Errorf(fleet.CodeUnavailable, "%s is busy: %d calls running; retry later", a.id, a.cfg.MaxConcurrent))
 		return
 	}
 	go func() {
-		defer func() { <-a.sem }()
+		defer func() { <-a.sem; a.share.release(call.Caller) }()
 		start := time.Now()
 		ctx, cancel := context.WithTimeout(context.Background(), a.cfg.CallTimeout)
 		defer cancel()

@@ -5,11 +5,10 @@ import (
 	"encoding/json"
 	"fmt"
 	"sort"
-	"strconv"
-	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nuid"
 
 	"github.com/commandcontrol/commandcontrol/fleet"
 )
@@ -29,7 +28,9 @@ func waiting(st uint8) bool { return st < answered }
 // collector tracks one call: who is expected, who answered, the counts.
 type collector struct {
 	targets    []string       // sorted
+	tokens     []string       // targets' subject tokens
 	index      map[string]int // machine → position in targets
+	byToken    map[string]int // token → position in targets
 	state      []uint8
 	remaining  int
 	handled    int // messages handled: re-sends wait while it grows
@@ -43,6 +44,8 @@ func newCollector(fn string, targets []string, each func(Reply)) *collector {
 	cl := &collector{
 		targets:    targets,
 		index:      make(map[string]int, len(targets)),
+		tokens:     make([]string, len(targets)),
+		byToken:    make(map[string]int, len(targets)),
 		state:      make([]uint8, len(targets)),
 		remaining:  len(targets),
 		unexpected: map[string]bool{},
@@ -51,6 +54,8 @@ func newCollector(fn string, targets []string, each func(Reply)) *collector {
 	}
 	for i, id := range targets {
 		cl.index[id] = i
+		cl.tokens[i] = fleet.MachineToken(id)
+		cl.byToken[cl.tokens[i]] = i
 	}
 	cl.sum.Function, cl.sum.Expected = fn, len(targets)
 	return cl
@@ -62,7 +67,8 @@ func isNoResponders(msg *nats.Msg) bool {
 }
 
 // handle records one message that arrived on the call's inbox; target is
-// the position of the machine its reply subject names, or -1 (broadcast).
+// the position of the machine its reply subject names, -1 for the
+// broadcast's own reply subject, -2 for a machine not targeted.
 func (cl *collector) handle(msg *nats.Msg, target int) {
 	if isNoResponders(msg) {
 		// Nobody subscribed at that moment. An agent that has just
@@ -71,6 +77,9 @@ func (cl *collector) handle(msg *nats.Msg, target int) {
 		// machine pending for a re-send. One answering a copy sent after
 		// that is final; one answering an earlier copy (they come in
 		// order) changes nothing.
+		if target == -2 {
+			return
+		}
 		for i, st := range cl.state {
 			if target >= 0 && i != target {
 				continue
@@ -85,10 +94,21 @@ func (cl *collector) handle(msg *nats.Msg, target int) {
 		}
 		return
 	}
+	if target == -1 {
+		return // only a status comes on a broadcast's own reply subject
+	}
 	cl.handled++
-	r := Reply{Machine: msg.Header.Get(fleet.HeaderMachine), Duration: time.Since(cl.start)}
-	if r.Machine == "" && target >= 0 {
+	r := Reply{Duration: time.Since(cl.start)}
+	if target >= 0 {
 		r.Machine = cl.targets[target]
+	} else {
+		rs, err := fleet.ParseCallReply(msg.Subject)
+		if err != nil {
+			return
+		}
+		if r.Machine, err = fleet.MachineFromToken(rs.Target); err != nil {
+			return
+		}
 	}
 	if fe := replyError(msg); fe != nil {
 		r.Status, r.Err = StatusError, fe
@@ -144,9 +164,12 @@ func (cl *collector) summary() *Summary {
 // run publishes the call and collects replies until every target is
 // accounted for, the deadline passes or ctx ends.
 func (c *Client) run(ctx context.Context, cl *collector, fn string, body []byte, broadcast bool, timeout time.Duration, published func(int)) (*Summary, error) {
-	inbox := c.nc.NewInbox()
+	if c.key == "" {
+		return nil, fmt.Errorf("call %s: %w: a call's replies come back to the caller's own inbox, named by its key", fn, ErrNoKey)
+	}
+	callID := nuid.Next()
 	msgs := make(chan *nats.Msg, len(cl.targets)+4096)
-	sub, err := c.nc.ChanSubscribe(inbox+".>", msgs)
+	sub, err := c.nc.ChanSubscribe(fleet.CallReplies(c.key, callID), msgs)
 	if err != nil {
 		return nil, fmt.Errorf("call %s: subscribe to replies: %w", fn, err)
 	}
@@ -158,8 +181,7 @@ func (c *Client) run(ctx context.Context, cl *collector, fn string, body []byte,
 	timer := time.NewTimer(timeout)
 	defer timer.Stop()
 	deadline := cl.start.Add(timeout)
-	callID := inbox[strings.LastIndexByte(inbox, '.')+1:]
-	if err := c.publish(cl, fn, body, inbox, callID, broadcast); err != nil {
+	if err := c.publish(cl, fn, body, callID, broadcast); err != nil {
 		return nil, err
 	}
 	if published != nil {
@@ -169,16 +191,16 @@ func (c *Client) run(ctx context.Context, cl *collector, fn string, body []byte,
 	defer retry.Stop()
 	seen := 0 // cl.handled when the re-send timer last fired
 	resends := 0
-	prefix, suffix := fleet.FnRoot+".", "."+fn
+	prefix, suffix := fleet.FnRoot+".", "."+fn+"."+c.key
 	if broadcast {
-		prefix, suffix = fleet.AllSubject(fn), ""
+		prefix, suffix = fleet.AllSubject(fn, c.key), ""
 	}
 	for cl.remaining > 0 {
 		select {
 		case msg := <-msgs:
-			cl.handle(msg, cl.replyTarget(msg.Subject, inbox))
+			cl.handle(msg, cl.replyTarget(msg.Subject))
 		case err := <-asyncErrs:
-			if deniedFor(err, prefix, suffix, inbox) {
+			if deniedFor(err, prefix, suffix, fleet.CallReplies(c.key, callID)) {
 				return cl.summary(), fleet.Errorf(fleet.CodeForbidden, "the broker denied this call (%v): does your operator role allow %s?", err, fn)
 			}
 		case <-retry.C:
@@ -195,28 +217,28 @@ func (c *Client) run(ctx context.Context, cl *collector, fn string, body []byte,
 				continue
 			}
 			resends++
-			if err := c.resend(cl, fn, body, inbox, callID, resends); err != nil {
-				return cl.drain(msgs, inbox), err
+			if err := c.resend(cl, fn, body, callID, resends); err != nil {
+				return cl.drain(msgs), err
 			}
 			if resends < maxResends {
 				retry.Reset(resendEvery)
 			}
 		case <-timer.C:
 			cl.sum.TimedOut = true
-			return cl.drain(msgs, inbox), nil
+			return cl.drain(msgs), nil
 		case <-ctx.Done():
-			return cl.drain(msgs, inbox), ctx.Err()
+			return cl.drain(msgs), ctx.Err()
 		}
 	}
-	return cl.drain(msgs, inbox), nil
+	return cl.drain(msgs), nil
 }
 
 // drain handles the replies already received, then summarises.
-func (cl *collector) drain(msgs chan *nats.Msg, inbox string) *Summary {
+func (cl *collector) drain(msgs chan *nats.Msg) *Summary {
 	for {
 		select {
 		case msg := <-msgs:
-			cl.handle(msg, cl.replyTarget(msg.Subject, inbox))
+			cl.handle(msg, cl.replyTarget(msg.Subject))
 		default:
 			return cl.summary()
 		}
@@ -254,15 +276,15 @@ func callMsg(subject, reply, callID string, body []byte) *nats.Msg {
 	return m
 }
 
-func (c *Client) publish(cl *collector, fn string, body []byte, inbox, callID string, broadcast bool) error {
+func (c *Client) publish(cl *collector, fn string, body []byte, callID string, broadcast bool) error {
 	if broadcast {
-		if err := c.nc.PublishMsg(callMsg(fleet.AllSubject(fn), inbox+".all", callID, body)); err != nil {
+		if err := c.nc.PublishMsg(callMsg(fleet.AllSubject(fn, c.key), fleet.CallReply(c.key, fleet.ReplyToAll, callID, 0), callID, body)); err != nil {
 			return fmt.Errorf("call %s: publish: %w", fn, err)
 		}
 		return nil
 	}
 	for i, id := range cl.targets {
-		if err := c.nc.PublishMsg(callMsg(fleet.FnSubject(id, fn), inbox+"."+strconv.Itoa(i), callID, body)); err != nil {
+		if err := c.nc.PublishMsg(callMsg(fleet.FnSubject(id, fn, c.key), fleet.CallReply(c.key, cl.tokens[i], callID, 0), callID, body)); err != nil {
 			return fmt.Errorf("call %s on %s: publish: %w", fn, id, err)
 		}
 	}
@@ -270,11 +292,10 @@ func (c *Client) publish(cl *collector, fn string, body []byte, inbox, callID st
 }
 
 // resend sends the call again to every machine still pending. Copy k of
-// target i replies on <inbox>.<i>.<k>: a reply subject of its own, because
-// the broker lets an agent answer each reply subject it was sent once, and
-// sending one reply subject twice uses that up.
-func (c *Client) resend(cl *collector, fn string, body []byte, inbox, callID string, k int) error {
-	suffix := "." + strconv.Itoa(k)
+// a call to machine m replies on fleet.CallReply(key, m, call, k): each
+// copy has a reply subject of its own, so a late answer to an earlier
+// copy is still told apart.
+func (c *Client) resend(cl *collector, fn string, body []byte, callID string, k int) error {
 	for i, id := range cl.targets {
 		switch cl.state[i] {
 		case pending:
@@ -284,19 +305,27 @@ func (c *Client) resend(cl *collector, fn string, body []byte, inbox, callID str
 			continue
 		}
 		cl.sum.Resent++
-		if err := c.nc.PublishMsg(callMsg(fleet.FnSubject(id, fn), inbox+"."+strconv.Itoa(i)+suffix, callID, body)); err != nil {
+		if err := c.nc.PublishMsg(callMsg(fleet.FnSubject(id, fn, c.key), fleet.CallReply(c.key, cl.tokens[i], callID, k), callID, body)); err != nil {
 			return fmt.Errorf("call %s on %s: re-send: %w", fn, id, err)
 		}
 	}
 	return nil
 }
 
-// replyTarget returns the target position a reply subject names, or -1.
-func (cl *collector) replyTarget(subject, inbox string) int {
-	tok, _, _ := strings.Cut(strings.TrimPrefix(subject, inbox+"."), ".")
-	n, err := strconv.Atoi(tok)
-	if err != nil || n < 0 || n >= len(cl.targets) {
+// replyTarget returns the position of the machine a reply subject names,
+// -1 for a broadcast's own subject and -2 for a machine not targeted. The
+// broker lets only that machine publish under its token: this is who
+// answered, whatever the reply's headers say.
+func (cl *collector) replyTarget(subject string) int {
+	r, err := fleet.ParseCallReply(subject)
+	if err != nil {
+		return -2
+	}
+	if r.Target == fleet.ReplyToAll {
 		return -1
 	}
-	return n
+	if i, ok := cl.byToken[r.Target]; ok {
+		return i
+	}
+	return -2
 }

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"reflect"
 	"slices"
-	"strconv"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -109,7 +108,7 @@ func TestCallOfflineMachineEndsAtOnce(t *testing.T) {
 	f.agent("10.0.0.1_web01", nil)
 	gone := stacktest.StartAgent(t, f.Svc, "10.0.0.9_gone", nil)
 	c := f.connect(f.Admin, stacktest.WithHooks(stacktest.Hook{
-		Sent: fleet.FnSubject("10.0.0.9_gone", "machine-info"),
+		Sent: fleet.FnSubject("10.0.0.9_gone", "machine-info", stacktest.PublicKey(f.Admin)),
 		Fn: func() {
 			gone.Close()
 			if err := stacktest.Await(f.Svc, "10.0.0.9_gone", false); err != nil {
@@ -141,7 +140,7 @@ func TestCallUnexpectedResponder(t *testing.T) {
 	stacktest.RegisterMachine(t, f.Svc, "10.0.0.2_late", nil)
 	late := stacktest.NewAgent(t, f.Svc, "10.0.0.2_late", stacktest.Echo("machine-info", "10.0.0.2_late"))
 	c := f.connect(f.Admin, stacktest.WithHooks(stacktest.Hook{
-		Sent: fleet.AllSubject("machine-info"),
+		Sent: fleet.AllSubject("machine-info", stacktest.PublicKey(f.Admin)),
 		Fn: func() {
 			if err := stacktest.Launch(t.Context(), f.Svc, late); err != nil {
 				t.Error(err)
@@ -212,28 +211,27 @@ func TestCallIDRunsOnce(t *testing.T) {
 		return runs.Add(1), nil
 	}))
 	nc := f.connect(f.Admin).Conn()
-	inbox := nc.NewInbox()
-	sub, err := nc.SubscribeSync(inbox + ".*")
+	key := nc.Opts.Nkey
+	sub, err := nc.SubscribeSync(fleet.OperatorInbox(key) + ".>")
 	if err != nil {
 		t.Fatal(err)
 	}
 	sent := 0
-	send := func(subject, id string) {
+	send := func(subject, target, id string) {
 		t.Helper()
-		// A reply subject per message: the broker lets an agent answer a
-		// reply subject once.
 		sent++
 		m := nats.NewMsg(subject)
-		m.Reply = inbox + "." + strconv.Itoa(sent)
+		m.Reply = fleet.CallReply(key, target, "c", sent)
 		m.Header.Set(fleet.HeaderCallID, id)
 		if err := nc.PublishMsg(m); err != nil {
 			t.Fatal(err)
 		}
 	}
-	send(fleet.AllSubject("count"), "call-1")
-	send(fleet.FnSubject("10.0.0.1_web01", "count"), "call-1")
-	send(fleet.FnSubject("10.0.0.1_web01", "count"), "call-2")
-	send(fleet.FnSubject("10.0.0.1_web01", "count"), strings.Repeat("x", fleet.MaxCallIDLen+1))
+	web01 := fleet.MachineToken("10.0.0.1_web01")
+	send(fleet.AllSubject("count", key), fleet.ReplyToAll, "call-1")
+	send(fleet.FnSubject("10.0.0.1_web01", "count", key), web01, "call-1")
+	send(fleet.FnSubject("10.0.0.1_web01", "count", key), web01, "call-2")
+	send(fleet.FnSubject("10.0.0.1_web01", "count", key), web01, strings.Repeat("x", fleet.MaxCallIDLen+1))
 	var got []string
 	for range 3 {
 		m, err := sub.NextMsg(5 * time.Second)

@@ -19,6 +19,8 @@ import (
 
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nkeys"
+
+	"github.com/commandcontrol/commandcontrol/fleet"
 )
 
 // Account names.
@@ -191,7 +193,7 @@ func Options(cfg *Config) (*server.Options, error) {
 		Nkeys: []*server.NkeyUser{
 			{Nkey: cfg.Auth.SysUser, Account: sys},
 			{Nkey: cfg.Auth.ControlUser, Account: ctl},
-			{Nkey: cfg.Auth.FleetUser, Account: fl},
+			{Nkey: cfg.Auth.FleetUser, Account: fl, Permissions: controlFleetPermissions()},
 		},
 		AuthCallout: &server.AuthCallout{
 			Issuer:    cfg.Auth.CalloutIssuer,
@@ -257,6 +259,18 @@ func splitHostPort(what, hp string) (string, int, error) {
 		n = server.RANDOM_PORT
 	}
 	return h, n, nil
+}
+
+// controlFleetPermissions are the control service's own FLEET user's: it
+// may read everything there (calls, replies, control requests), but
+// publish only into operators' inboxes (control API answers, snapshots,
+// "no responders" for offline machines), presence events and the agents'
+// hint. A reply subject a client chooses can then never make the control
+// service publish on a control subject or a call subject.
+func controlFleetPermissions() *server.Permissions {
+	return &server.Permissions{Publish: &server.SubjectPermission{
+		Allow: []string{fleet.InboxRoot + ".>", fleet.PresenceEventsWildcard, fleet.AgentHintSubject},
+	}}
 }
 
 // Start starts the server and waits until it accepts connections.

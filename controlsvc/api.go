@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/commandcontrol/commandcontrol/fleet"
@@ -64,6 +65,15 @@ func sanitizeEndpoint(s string) string {
 
 func (s *Service) apiEndpoint(name string, h apiHandler) micro.HandlerFunc {
 	return func(req micro.Request) {
+		if !answersToAsker(req.Subject(), req.Reply()) {
+			// The requester picks the reply subject. Answering anywhere but
+			// the asking operator's own inbox would publish, from this
+			// service's connection, wherever the asker chose: another
+			// operator's control subject, say. Such a request is not run.
+			s.log.Warn("control API request refused: its reply subject is not the asking operator's inbox",
+				"subject", req.Subject(), "reply", req.Reply())
+			return
+		}
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
 		res, err := s.runAPI(ctx, name, req.Subject(), req.Data(), h)
@@ -78,6 +88,13 @@ func (s *Service) apiEndpoint(name string, h apiHandler) micro.HandlerFunc {
 		}
 		_ = req.RespondJSON(res)
 	}
+}
+
+// answersToAsker reports whether reply is under the inbox of the operator
+// whose key the control subject names.
+func answersToAsker(subject, reply string) bool {
+	key, _, err := fleet.ParseCtlSubject(subject)
+	return err == nil && strings.HasPrefix(reply, fleet.OperatorInbox(key)+".")
 }
 
 func (s *Service) runAPI(ctx context.Context, name, subject string, body []byte, h apiHandler) (res any, err error) {

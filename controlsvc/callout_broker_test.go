@@ -75,7 +75,7 @@ func TestCalloutThroughBroker(t *testing.T) {
 
 	// The viewer may call a read-only function on the agent, and the agent
 	// may answer; it may not call a write function.
-	sub, err := ag.Subscribe(fleet.FnSubject("10.0.0.5_web01", "machine-info"), func(m *nats.Msg) { _ = m.Respond([]byte(`{"ok":true}`)) })
+	sub, err := ag.Subscribe(fleet.FnSubject("10.0.0.5_web01", "machine-info", opPub), func(m *nats.Msg) { _ = m.Respond([]byte(`{"ok":true}`)) })
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -83,7 +83,15 @@ func TestCalloutThroughBroker(t *testing.T) {
 	if err := ag.Flush(); err != nil {
 		t.Fatal(err)
 	}
-	m, err := op.Request(fleet.FnSubject("10.0.0.5_web01", "machine-info"), nil, 5*time.Second)
+	reply := fleet.CallReply(opPub, fleet.MachineToken("10.0.0.5_web01"), "c1", 0)
+	replies, err := op.SubscribeSync(reply)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := op.PublishRequest(fleet.FnSubject("10.0.0.5_web01", "machine-info", opPub), reply, nil); err != nil {
+		t.Fatal(err)
+	}
+	m, err := replies.NextMsg(5 * time.Second)
 	if err != nil {
 		t.Fatalf("viewer call: %v", err)
 	}
@@ -92,7 +100,7 @@ func TestCalloutThroughBroker(t *testing.T) {
 	}
 	errs := make(chan error, 4)
 	op.SetErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) { errs <- err })
-	if err := op.Publish(fleet.FnSubject("10.0.0.5_web01", "reboot"), nil); err != nil {
+	if err := op.Publish(fleet.FnSubject("10.0.0.5_web01", "reboot", opPub), nil); err != nil {
 		t.Fatal(err)
 	}
 	select {

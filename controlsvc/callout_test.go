@@ -141,7 +141,7 @@ func TestDecideAdminOperator(t *testing.T) {
 	checkUserClaims(t, f, req, uc, "operator:alice")
 	key, _ := f.adminKP.PublicKey()
 	p := uc.Permissions
-	for _, s := range []string{fleet.FnRoot + ".>", fleet.AllRoot + ".>", fleet.CtlRoot + "." + key + ".>", fleet.PresenceSnapshotSubject, "$SRV.>"} {
+	for _, s := range []string{fleet.FnRoot + ".*.*." + key, fleet.AllRoot + ".*." + key, fleet.CtlRoot + "." + key + ".>", fleet.PresenceSnapshotSubject, "$SRV.>"} {
 		if !p.Pub.Allow.Contains(s) {
 			t.Errorf("admin may not publish %q (allow %v)", s, p.Pub.Allow)
 		}
@@ -168,7 +168,7 @@ func TestDecideViewerOperator(t *testing.T) {
 	p := uc.Permissions
 	var want []string
 	for _, fn := range DefaultReadOnlyFunctions {
-		want = append(want, fleet.FnRoot+".*."+fn, fleet.AllRoot+"."+fn)
+		want = append(want, fleet.FnRoot+".*."+fn+"."+key, fleet.AllRoot+"."+fn+"."+key)
 	}
 	want = append(want, fleet.CtlRoot+"."+key+".>", fleet.PresenceSnapshotSubject, "$SRV.>")
 	if got := []string(p.Pub.Allow); !sameSet(got, want) {
@@ -189,7 +189,8 @@ func TestDecideViewerCustomReadOnly(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !uc.Permissions.Pub.Allow.Contains(fleet.FnRoot+".*.uptime") || uc.Permissions.Pub.Allow.Contains(fleet.FnRoot+".*.machine-info") {
+	key, _ := f.viewerKP.PublicKey()
+	if !uc.Permissions.Pub.Allow.Contains(fleet.FnRoot+".*.uptime."+key) || uc.Permissions.Pub.Allow.Contains(fleet.FnRoot+".*.machine-info."+key) {
 		t.Fatalf("viewer pub allow: got %q, want only uptime calls", uc.Permissions.Pub.Allow)
 	}
 }
@@ -203,23 +204,23 @@ func TestDecideRegisteredMachine(t *testing.T) {
 	}
 	checkUserClaims(t, f, req, uc, "agent:10.0.0.5_web01")
 	p := uc.Permissions
-	want := append([]string{"sys.commandControl.fn.10~0~0~5_web01.*", "sys.commandControl.all.*", "sys.commandControl.agent.hint"}, srvSubjects()...)
+	want := append([]string{"sys.commandControl.fn.10~0~0~5_web01.*.*", "sys.commandControl.all.*.*", "sys.commandControl.agent.hint"}, srvSubjects()...)
 	if got := []string(p.Sub.Allow); !sameSet(got, want) {
 		t.Errorf("agent sub allow:\n got %q\nwant %q", got, want)
 	}
 	for _, s := range p.Sub.Allow {
-		if strings.HasPrefix(s, fleet.FnRoot) && s != "sys.commandControl.fn.10~0~0~5_web01.*" {
+		if strings.HasPrefix(s, fleet.FnRoot) && s != "sys.commandControl.fn.10~0~0~5_web01.*.*" {
 			t.Errorf("agent may subscribe to another machine's calls: %q", s)
 		}
 	}
-	if got := []string(p.Pub.Deny); !sameSet(got, []string{">"}) {
-		t.Errorf("agent pub deny: got %q, want [\">\"]", got)
+	// Replies only under a subject naming this machine, and discovery
+	// answers; no response permission that a requester could aim.
+	wantPub := []string{"_INBOX_cc.*.10~0~0~5_web01.>", "_INBOX_cc.*.@srv.>"}
+	if got := []string(p.Pub.Allow); !sameSet(got, wantPub) {
+		t.Errorf("agent pub allow: got %q, want %q", got, wantPub)
 	}
-	if len(p.Pub.Allow) != 0 {
-		t.Errorf("agent pub allow: got %q, want none", p.Pub.Allow)
-	}
-	if p.Resp == nil || p.Resp.MaxMsgs != 1 {
-		t.Errorf("agent resp permission: got %+v, want MaxMsgs 1", p.Resp)
+	if p.Resp != nil {
+		t.Errorf("agent resp permission: got %+v, want none", p.Resp)
 	}
 	for _, want := range []string{"$SRV.PING", "$SRV.INFO.cc-agent", "$SRV.STATS.cc-agent.*"} {
 		if !p.Sub.Allow.Contains(want) {

@@ -2,8 +2,10 @@ package controlsvc
 
 import (
 	"fmt"
+	"hash/fnv"
 	"log/slog"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -44,45 +46,51 @@ const (
 
 // callWatch sees every call (on sys.commandControl.fn.> and .all.>) and
 // every reply (on the operators' inboxes, _INBOX_cc.>) on a FLEET
-// connection of its own, correlates them by reply subject and emits one
-// record per call. It also answers "no responders" for a direct call to
-// a machine that is not ONLINE: its own subscription would otherwise hide
-// from the broker that nobody serves that subject.
+// connection of its own, correlates them and emits one record per call.
+// Who called is the key a call subject ends with and who answered the
+// token a reply subject names: the broker lets only that operator, and
+// only that machine, publish those. It also answers "no responders" for a
+// direct call to a machine that is not ONLINE: its own subscription would
+// otherwise hide from the broker that nobody serves that subject.
 type callWatch struct {
-	nc      *nats.Conn
-	log     *slog.Logger
-	reg     *Registry
-	pres    *presence
-	wait    time.Duration
-	hooks   []CallHook
-	now     func() time.Time
-	calls   map[string]*watchedCall // by inbox prefix + function
-	byReply map[string]*watchedCall
-	msgs    chan *nats.Msg
-	subs    []*nats.Subscription
-	quit    chan struct{}
-	done    sync.WaitGroup
+	nc    *nats.Conn
+	log   *slog.Logger
+	reg   *Registry
+	pres  *presence
+	wait  time.Duration
+	hooks []CallHook
+	now   func() time.Time
+	// publish sends the watcher's own answers (nc.PublishMsg).
+	publish func(*nats.Msg) error
+	// calls by key (caller, call token, function, arguments); groups by
+	// the reply subject's (caller, call token[, copy]).
+	calls  map[string]*watchedCall
+	groups map[string][]*watchedCall
+	msgs   chan *nats.Msg
+	subs   []*nats.Subscription
+	quit   chan struct{}
+	done   sync.WaitGroup
 }
 
 type watchedCall struct {
 	key      string
+	group    string
 	rec      fleet.AuditRecord
 	start    time.Time
 	deadline time.Time
-	replies  []string
-	direct   map[string]*fleet.AuditOutcome // by reply subject
-	// directByMachine: a direct target's first outcome, for re-sent copies.
-	directByMachine map[string]*fleet.AuditOutcome
-	machines        map[string]*fleet.AuditOutcome // broadcast: by machine
-	order           []*fleet.AuditOutcome
-	pending         int
-	truncated       bool
+	targets  map[string]*fleet.AuditOutcome // by machine id
+	order    []*fleet.AuditOutcome
+	pending  int
 }
 
 func newCallWatch(nc *nats.Conn, log *slog.Logger, reg *Registry, pres *presence, wait time.Duration, hooks []CallHook) *callWatch {
-	return &callWatch{nc: nc, log: log, reg: reg, pres: pres, wait: wait, hooks: hooks, now: time.Now,
-		calls: map[string]*watchedCall{}, byReply: map[string]*watchedCall{},
+	w := &callWatch{nc: nc, log: log, reg: reg, pres: pres, wait: wait, hooks: hooks, now: time.Now,
+		calls: map[string]*watchedCall{}, groups: map[string][]*watchedCall{},
 		msgs: make(chan *nats.Msg, 1<<18), quit: make(chan struct{})}
+	if nc != nil {
+		w.publish = nc.PublishMsg
+	}
+	return w
 }
 
 // start subscribes and processes on one goroutine, so a reply is never
@@ -138,97 +146,106 @@ func (w *callWatch) loop() {
 	}
 }
 
-func (w *callWatch) request(m *nats.Msg) {
-	if m.Reply == "" {
-		return // nobody answers a call without a reply subject
+// groupKey is what a call's copies share in their reply subjects: the
+// caller and the call token, and the copy too for a request without a
+// call id (each hand-made request is a call of its own).
+func groupKey(r fleet.ReplySubject, withCopy bool) string {
+	if withCopy {
+		return r.Caller + " " + r.Call + " " + r.Copy
 	}
-	tok, fn, err := fleet.ParseFnSubject(m.Subject)
-	if err != nil {
+	return r.Caller + " " + r.Call
+}
+
+func (w *callWatch) request(m *nats.Msg) {
+	call, err := fleet.ParseFnSubject(m.Subject)
+	if err != nil || m.Reply == "" {
 		return
 	}
-	key := callPrefix(m.Reply) + " " + fn
+	rs, err := fleet.ParseCallReply(m.Reply)
+	if err == nil && rs.Target != fleet.ReplyToAll && rs.Target != call.Token {
+		err = fmt.Errorf("the reply subject names %q", rs.Target)
+	}
+	if err != nil || rs.Caller != call.Caller {
+		// No agent answers it (fleet.AgentReply): nothing runs. Tell a
+		// caller who asked into its own inbox what the subject must be.
+		if owner, ok := fleet.InboxOwner(m.Reply); ok && owner == call.Caller {
+			w.refuse(m.Reply, fmt.Sprintf("no agent answers on the reply subject %s: use %s.<the machine's token, or %s for a broadcast>.<call id>[.<copy>]; with the nats CLI, --inbox-prefix %s",
+				m.Reply, fleet.OperatorInbox(call.Caller), fleet.ReplyToAll, fleet.DirectInbox(call.Caller, "<machine id>")))
+		}
+		return
+	}
+	hasID := m.Header.Get(fleet.HeaderCallID) != ""
+	group := groupKey(rs, !hasID)
+	key := group + " " + call.Function + " " + argsDigest(m.Data)
 	c := w.calls[key]
-	if c == nil || c.truncated {
+	if c == nil {
 		if len(w.calls) >= maxWatchedCalls {
 			w.flushOldest()
 		}
-		c = w.open(key, fn, m)
+		c = w.open(key, group, call, m)
 	}
 	now := w.now()
-	if _, dup := w.byReply[m.Reply]; !dup {
-		w.byReply[m.Reply] = c
-		c.replies = append(c.replies, m.Reply)
-	}
-	if tok != "" {
-		id, err := fleet.MachineFromToken(tok)
-		if err != nil {
-			id = tok
-		}
-		if o := c.outcome(m.Reply, id, m.Header.Get(fleet.HeaderCallID) != ""); o != nil {
-			// A re-sent copy (the workbench re-sends to machines that
-			// have not answered): no new target and no longer wait; an
-			// offline machine's copy still gets its "no responders".
-			c.direct[m.Reply] = o
-			if !w.pres.online(id) {
-				w.noResponders(m.Reply)
-				if isOpen(o) {
-					w.settle(c, o, fleet.OutcomeNoResponse, fleet.CodeUnavailable, "no agent is listening (offline?)", now)
-				}
-			}
-			return
-		}
-	}
 	c.deadline = now.Add(w.wait)
-	if tok == "" {
+	if call.Token == "" {
 		w.expectOnline(c, m.Reply)
 		if c.pending <= 0 {
 			c.deadline = now.Add(callLinger)
 		}
 		return
 	}
-	id, err := fleet.MachineFromToken(tok)
+	id, err := fleet.MachineFromToken(call.Token)
 	if err != nil {
-		id = tok
-	}
-	o := &fleet.AuditOutcome{Machine: id, Status: fleet.OutcomeNoResponse}
-	if len(c.order) >= maxCallTargets {
-		c.truncated = true
 		return
 	}
-	c.direct[m.Reply] = o
-	if _, ok := c.directByMachine[id]; !ok {
-		c.directByMachine[id] = o
+	o := c.target(id)
+	if o == nil {
+		return
 	}
-	c.order = append(c.order, o)
-	c.pending++
-	if !w.pres.online(id) {
+	if !w.pres.online(id) && (rs.Target == call.Token || rs.Target == fleet.ReplyToAll) {
+		// A copy to an offline machine (a first one, or a re-send the
+		// workbench sends to machines that have not answered) gets its
+		// "no responders"; an offline verdict gives way to an answer.
 		w.noResponders(m.Reply)
-		w.settle(c, o, fleet.OutcomeNoResponse, fleet.CodeUnavailable, "no agent is listening (offline?)", now)
+		if isOpen(o) {
+			w.settle(c, o, fleet.OutcomeNoResponse, fleet.CodeUnavailable, "no agent is listening (offline?)", now)
+		}
 	}
 }
 
-func (w *callWatch) open(key, fn string, m *nats.Msg) *watchedCall {
-	c := &watchedCall{key: key, start: w.now(), direct: map[string]*fleet.AuditOutcome{}, directByMachine: map[string]*fleet.AuditOutcome{}, machines: map[string]*fleet.AuditOutcome{}}
-	c.rec = fleet.AuditRecord{Time: c.start.UTC(), Kind: fleet.AuditCall, Function: fn, Subject: m.Subject,
-		Args: truncateJSON(m.Data, fleet.AuditMaxArgs)}
-	if key, ok := inboxOwner(m.Reply); ok {
-		c.rec.OperatorKey = key
-		if op, ok := w.reg.OperatorByKey(key); ok {
-			c.rec.Operator = op.Name
-		}
+// argsDigest tells calls with different arguments apart, so each call's
+// own arguments are recorded whatever reply subject it was given.
+func argsDigest(b []byte) string {
+	h := fnv.New64a()
+	_, _ = h.Write(b)
+	return strconv.FormatUint(h.Sum64(), 36) + ":" + strconv.Itoa(len(b))
+}
+
+func (w *callWatch) open(key, group string, call fleet.Call, m *nats.Msg) *watchedCall {
+	c := &watchedCall{key: key, group: group, start: w.now(), targets: map[string]*fleet.AuditOutcome{}}
+	c.rec = fleet.AuditRecord{Time: c.start.UTC(), Kind: fleet.AuditCall, Function: call.Function, Subject: m.Subject,
+		Args: truncateJSON(m.Data, fleet.AuditMaxArgs), OperatorKey: call.Caller}
+	if op, ok := w.reg.OperatorByKey(call.Caller); ok {
+		c.rec.Operator = op.Name
 	}
 	w.calls[key] = c
+	w.groups[group] = append(w.groups[group], c)
 	return c
 }
 
-// inboxOwner returns the operator key of an _INBOX_cc.<key>.… subject.
-func inboxOwner(reply string) (string, bool) {
-	rest, ok := strings.CutPrefix(reply, fleet.InboxRoot+".")
-	if !ok {
-		return "", false
+// target returns call c's outcome for machine id, adding it as a target
+// (nil when the call has as many as it may hold).
+func (c *watchedCall) target(id string) *fleet.AuditOutcome {
+	if o := c.targets[id]; o != nil {
+		return o
 	}
-	key, _, _ := strings.Cut(rest, ".")
-	return key, key != ""
+	if len(c.order) >= maxCallTargets {
+		return nil
+	}
+	o := &fleet.AuditOutcome{Machine: id, Status: fleet.OutcomeNoResponse}
+	c.targets[id] = o
+	c.order = append(c.order, o)
+	c.pending++
+	return o
 }
 
 // expectOnline makes every ONLINE machine a target of broadcast c.
@@ -236,13 +253,7 @@ func (w *callWatch) expectOnline(c *watchedCall, reply string) {
 	c.rec.Broadcast = true
 	ids := w.pres.onlineIDs()
 	for _, id := range ids {
-		if _, ok := c.machines[id]; ok || len(c.order) >= maxCallTargets {
-			continue
-		}
-		o := &fleet.AuditOutcome{Machine: id, Status: fleet.OutcomeNoResponse}
-		c.machines[id] = o
-		c.order = append(c.order, o)
-		c.pending++
+		c.target(id)
 	}
 	if len(ids) == 0 {
 		w.noResponders(reply)
@@ -254,39 +265,35 @@ func (w *callWatch) noResponders(reply string) {
 	m := nats.NewMsg(reply)
 	m.Header.Set("Status", "503")
 	m.Header.Set("Description", "No Responders")
-	_ = w.nc.PublishMsg(m)
+	_ = w.publish(m)
+}
+
+// refuse answers a request nobody will run with a 400 naming the problem.
+func (w *callWatch) refuse(reply, desc string) {
+	m := nats.NewMsg(reply)
+	m.Header.Set(fleet.HeaderErrorCode, strconv.Itoa(fleet.CodeBadRequest))
+	m.Header.Set(fleet.HeaderError, desc)
+	_ = w.publish(m)
 }
 
 func (w *callWatch) reply(m *nats.Msg) {
-	c := w.byReply[m.Subject]
-	if c == nil {
+	rs, err := fleet.ParseCallReply(m.Subject)
+	if err != nil || rs.Target == fleet.ReplyToAll {
+		return // nothing an agent sends, or a status for the whole call
+	}
+	id, err := fleet.MachineFromToken(rs.Target)
+	if err != nil {
+		return
+	}
+	noResponders := m.Header.Get("Status") == "503" && len(m.Data) == 0
+	c, o := w.match(rs, id, m.Header.Get(fleet.HeaderFunction))
+	if c == nil || (!isOpen(o) && (!isOffline(o) || noResponders)) {
+		// Not a call we saw, or a duplicate: the first answer stands.
+		// Only "offline" gives way, to the answer of a re-sent copy
+		// that reached the machine.
 		return
 	}
 	now := w.now()
-	machine := m.Header.Get(fleet.HeaderMachine)
-	var o *fleet.AuditOutcome
-	if c.rec.Broadcast {
-		if machine == "" {
-			return
-		}
-		if o = c.machines[machine]; o == nil {
-			if len(c.order) >= maxCallTargets {
-				return
-			}
-			o = &fleet.AuditOutcome{Machine: machine, Status: fleet.OutcomeNoResponse}
-			c.machines[machine] = o
-			c.order = append(c.order, o)
-			c.pending++
-		}
-	} else if o = c.direct[m.Subject]; o == nil {
-		return
-	}
-	noResponders := machine == "" && m.Header.Get("Status") == "503" && len(m.Data) == 0
-	if !isOpen(o) && (!isOffline(o) || noResponders) {
-		// A duplicate; the first answer stands. Only "offline" gives way,
-		// to the answer of a re-sent copy that reached the machine.
-		return
-	}
 	switch e := fleet.ErrorFromHeader(m.Header.Get(fleet.HeaderErrorCode), m.Header.Get(fleet.HeaderError)); {
 	case noResponders:
 		w.settle(c, o, fleet.OutcomeNoResponse, fleet.CodeUnavailable, "no agent is listening (offline?)", now)
@@ -297,42 +304,37 @@ func (w *callWatch) reply(m *nats.Msg) {
 	}
 }
 
-// outcome returns the target a copy of call c on reply subject for
-// machine id belongs to, if the call has it already. A copy with a call id
-// (the workbench's re-send, on a reply subject of its own) is the same
-// target as the machine's earlier copy; without one, each reply subject
-// is a request of its own.
-func (c *watchedCall) outcome(reply, id string, hasCallID bool) *fleet.AuditOutcome {
-	if o := c.direct[reply]; o != nil {
-		return o
+// match finds the call a reply from machine id belongs to, among the
+// calls sharing its reply subject's group: one with that function (the
+// machine's own answer says which) whose outcome for id is still open,
+// else the first one that has id at all. A broadcast gains id as a
+// target if it answers unexpectedly.
+func (w *callWatch) match(rs fleet.ReplySubject, id, fn string) (*watchedCall, *fleet.AuditOutcome) {
+	cands := w.groups[groupKey(rs, true)]
+	if len(cands) == 0 {
+		cands = w.groups[groupKey(rs, false)]
 	}
-	if c.rec.Broadcast {
-		return c.machines[id]
-	}
-	if hasCallID {
-		return c.directByMachine[id]
-	}
-	return nil
-}
-
-// callPrefix is the part of a reply subject shared by one call's copies:
-// _INBOX_cc.<operator key>.<id> of the workbench's
-// _INBOX_cc.<key>.<id>.<target>[.<copy>] and of nats.go's request mux
-// _INBOX_cc.<key>.<mux id>.<token>; for a shorter subject, all but its
-// last token.
-func callPrefix(reply string) string {
-	n := 0
-	for i := 0; i < len(reply); i++ {
-		if reply[i] == '.' {
-			if n++; n == 3 {
-				return reply[:i]
-			}
+	var first *watchedCall
+	for _, c := range cands {
+		if fn != "" && c.rec.Function != fn {
+			continue
+		}
+		o := c.targets[id]
+		if o != nil && isOpen(o) {
+			return c, o
+		}
+		if first == nil && (o != nil || c.rec.Broadcast) {
+			first = c
 		}
 	}
-	if i := strings.LastIndexByte(reply, '.'); i > 0 {
-		return reply[:i]
+	if first == nil {
+		return nil, nil
 	}
-	return reply
+	o := first.target(id)
+	if o == nil {
+		return nil, nil
+	}
+	return first, o
 }
 
 // settle records o's outcome; only an open one counts against pending.
@@ -376,10 +378,17 @@ func (w *callWatch) flushOldest() {
 
 func (w *callWatch) flush(c *watchedCall) {
 	delete(w.calls, c.key)
-	for _, r := range c.replies {
-		if w.byReply[r] == c {
-			delete(w.byReply, r)
+	g := w.groups[c.group]
+	for i, x := range g {
+		if x == c {
+			g = append(g[:i], g[i+1:]...)
+			break
 		}
+	}
+	if len(g) == 0 {
+		delete(w.groups, c.group)
+	} else {
+		w.groups[c.group] = g
 	}
 	rec := c.rec
 	rec.Targets = len(c.order)

@@ -21,26 +21,31 @@ func srvSubjects() []string {
 }
 
 // agentPermissions: receive its own and broadcast calls, the control
-// service's hints and micro discovery pings; publish nothing but replies to requests it received.
+// service's hints and micro discovery pings; publish only replies under a
+// subject that names the machine itself (and discovery answers). No
+// response permission: with one, whoever sends the agent a request could
+// aim its answer at any subject (a control subject, a presence event),
+// since the requester picks the reply subject.
 func agentPermissions(machineID string) jwt.Permissions {
 	var p jwt.Permissions
-	p.Sub.Allow.Add(fleet.FnRoot+"."+fleet.MachineToken(machineID)+".*", fleet.AllRoot+".*", fleet.AgentHintSubject)
+	tok := fleet.MachineToken(machineID)
+	p.Sub.Allow.Add(fleet.FnRoot+"."+tok+".*.*", fleet.AllRoot+".*.*", fleet.AgentHintSubject)
 	p.Sub.Allow.Add(srvSubjects()...)
-	p.Pub.Deny.Add(">")
-	p.Resp = &jwt.ResponsePermission{MaxMsgs: 1}
+	p.Pub.Allow.Add(fleet.MachineReplies(tok), fleet.DiscoveryReplies())
 	return p
 }
 
-// operatorPermissions: publish the calls the role allows, its own control
-// subjects, presence snapshot requests and micro discovery; subscribe to its
-// own inbox and to presence events only.
+// operatorPermissions: publish the calls the role allows, signed with its
+// own key as the subject's last token, its own control subjects, presence
+// snapshot requests and micro discovery; subscribe to its own inbox and to
+// presence events only. No response permission.
 func operatorPermissions(op operatorIdentity, readOnlyFns []string) jwt.Permissions {
 	var p jwt.Permissions
 	if op.Role == fleet.RoleAdmin {
-		p.Pub.Allow.Add(fleet.FnRoot+".>", fleet.AllRoot+".>")
+		p.Pub.Allow.Add(fleet.FnRoot+".*.*."+op.Key, fleet.AllRoot+".*."+op.Key)
 	} else {
 		for _, fn := range readOnlyFns {
-			p.Pub.Allow.Add(fleet.FnRoot+".*."+fn, fleet.AllRoot+"."+fn)
+			p.Pub.Allow.Add(fleet.FnRoot+".*."+fn+"."+op.Key, fleet.AllSubject(fn, op.Key))
 		}
 	}
 	p.Pub.Allow.Add(fleet.CtlRoot+"."+op.Key+".>", fleet.PresenceSnapshotSubject, "$SRV.>")

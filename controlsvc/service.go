@@ -313,7 +313,9 @@ func (s *Service) startServing(ctx context.Context) error {
 // encoded once and reused until presence or the registry changes; only
 // the envelope (with the current time) is written per request.
 func (s *Service) answerSnapshot(m *nats.Msg) {
-	if m.Reply == "" {
+	if _, ok := fleet.InboxOwner(m.Reply); !ok {
+		// Only an operator inbox is a place to answer; the broker would
+		// refuse anything else from this connection too.
 		return
 	}
 	seq, entries := s.snapshotEntries()

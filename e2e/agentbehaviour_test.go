@@ -8,6 +8,7 @@ import (
 
 	"github.com/commandcontrol/commandcontrol/agent/functions"
 	"github.com/commandcontrol/commandcontrol/fleet"
+	"github.com/commandcontrol/commandcontrol/internal/stacktest"
 )
 
 // TestSlowOrPanickingFunctionHarmsNothing: a wedged function on one agent
@@ -32,18 +33,18 @@ func TestSlowOrPanickingFunctionHarmsNothing(t *testing.T) {
 	op := operatorConn(t, svc.ClientURL(), svc.AdminKeyPath())
 
 	for range 3 {
-		if err := op.PublishRequest(fleet.FnSubject(a.MachineID(), "wedged"), op.NewRespInbox(), nil); err != nil {
+		if err := stacktest.Send(op, a.MachineID(), "wedged", nil); err != nil {
 			t.Fatal(err)
 		}
 	}
-	m, err := op.Request(fleet.FnSubject(a.MachineID(), "echo"), []byte(`{"msg":"x"}`), 2*time.Second)
+	m, err := stacktest.Request(op, a.MachineID(), "echo", []byte(`{"msg":"x"}`), 2*time.Second)
 	if err != nil {
 		t.Fatalf("echo behind three wedged calls: %v", err)
 	}
 	if string(m.Data) != `{"msg":"x"}` {
 		t.Fatalf("echo: got %q", m.Data)
 	}
-	m, err = op.Request(fleet.FnSubject(a.MachineID(), "boom"), nil, 2*time.Second)
+	m, err = stacktest.Request(op, a.MachineID(), "boom", nil, 2*time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -51,7 +52,7 @@ func TestSlowOrPanickingFunctionHarmsNothing(t *testing.T) {
 	if e == nil || e.Code != fleet.CodeInternal || !strings.Contains(e.Description, "kaboom") {
 		t.Fatalf("panicking function: got %v, want a 500 naming the panic", e)
 	}
-	if _, err := op.Request(fleet.FnSubject(a.MachineID(), "echo"), []byte(`{}`), 2*time.Second); err != nil {
+	if _, err := stacktest.Request(op, a.MachineID(), "echo", []byte(`{}`), 2*time.Second); err != nil {
 		t.Fatalf("agent dead after a panic: %v", err)
 	}
 }

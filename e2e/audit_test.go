@@ -15,6 +15,7 @@ import (
 	"github.com/commandcontrol/commandcontrol/cmd/cc-bench/cli"
 	"github.com/commandcontrol/commandcontrol/controlsvc"
 	"github.com/commandcontrol/commandcontrol/fleet"
+	"github.com/commandcontrol/commandcontrol/internal/stacktest"
 	"github.com/nats-io/nkeys"
 )
 
@@ -193,7 +194,7 @@ func TestCallHookSeesEveryCall(t *testing.T) {
 	a := startAgent(t, svc, "10.0.0.1_web01", true, echoFn())
 	waitFor(t, "agent online", 5*time.Second, func() bool { return online(svc, a.MachineID()) })
 	op := operatorConn(t, svc.ClientURL(), svc.AdminKeyPath())
-	if _, err := op.Request(fleet.FnSubject(a.MachineID(), "echo"), []byte(`{"msg":"x"}`), 3*time.Second); err != nil {
+	if _, err := stacktest.Request(op, a.MachineID(), "echo", []byte(`{"msg":"x"}`), 3*time.Second); err != nil {
 		t.Fatal(err)
 	}
 	select {

@@ -7,6 +7,7 @@ import (
 
 	"github.com/commandcontrol/commandcontrol/agent/functions"
 	"github.com/commandcontrol/commandcontrol/fleet"
+	"github.com/commandcontrol/commandcontrol/internal/stacktest"
 	"github.com/nats-io/nats.go"
 )
 
@@ -24,13 +25,13 @@ func TestBadInputGetsCodedErrors(t *testing.T) {
 		code          int
 		desc          string
 	}{
-		{"unknown function", fleet.FnSubject(a.MachineID(), "no-such-fn"), nil, fleet.CodeNotFound, "not found"},
-		{"not JSON", fleet.FnSubject(a.MachineID(), "echo"), []byte("{oops"), fleet.CodeBadRequest, "JSON object"},
-		{"JSON array", fleet.FnSubject(a.MachineID(), "echo"), []byte("[1,2]"), fleet.CodeBadRequest, "JSON object"},
-		{"unknown argument", fleet.FnSubject(a.MachineID(), "echo"), []byte(`{"nope":1}`), fleet.CodeBadRequest, `no argument "nope"`},
-		{"wrong type", fleet.FnSubject(a.MachineID(), "echo"), []byte(`{"msg":42}`), fleet.CodeBadRequest, "want a string"},
-		{"oversized", fleet.FnSubject(a.MachineID(), "echo"), []byte(`{"msg":"` + strings.Repeat("x", functions.MaxRequestSize) + `"}`), fleet.CodeTooLarge, "at most"},
-		{"sw-list bad glob", fleet.FnSubject(a.MachineID(), "sw-list"), []byte(`{"name":"[x"}`), fleet.CodeBadRequest, ""},
+		{"unknown function", "fn:" + "no-such-fn", nil, fleet.CodeNotFound, "not found"},
+		{"not JSON", "fn:" + "echo", []byte("{oops"), fleet.CodeBadRequest, "JSON object"},
+		{"JSON array", "fn:" + "echo", []byte("[1,2]"), fleet.CodeBadRequest, "JSON object"},
+		{"unknown argument", "fn:" + "echo", []byte(`{"nope":1}`), fleet.CodeBadRequest, `no argument "nope"`},
+		{"wrong type", "fn:" + "echo", []byte(`{"msg":42}`), fleet.CodeBadRequest, "want a string"},
+		{"oversized", "fn:" + "echo", []byte(`{"msg":"` + strings.Repeat("x", functions.MaxRequestSize) + `"}`), fleet.CodeTooLarge, "at most"},
+		{"sw-list bad glob", "fn:" + "sw-list", []byte(`{"name":"[x"}`), fleet.CodeBadRequest, ""},
 		{"control API not JSON", fleet.CtlSubject(op.Opts.Nkey, fleet.OpMachinesAccept), []byte("garbage"), fleet.CodeBadRequest, "JSON"},
 		{"control API unknown machine", fleet.CtlSubject(op.Opts.Nkey, fleet.OpMachinesAccept), []byte(`{"id":"1.2.3.4_ghost"}`), fleet.CodeNotFound, "not pending"},
 		{"control API bad key", fleet.CtlSubject(op.Opts.Nkey, fleet.OpMachinesAdd), []byte(`{"id":"1.2.3.4_x","key":"nope"}`), fleet.CodeBadRequest, "not a public user nkey"},
@@ -38,7 +39,13 @@ func TestBadInputGetsCodedErrors(t *testing.T) {
 	}
 	for _, c := range calls {
 		t.Run(c.name, func(t *testing.T) {
-			m, err := op.Request(c.subject, c.body, 3*time.Second)
+			var m *nats.Msg
+			var err error
+			if fn, ok := strings.CutPrefix(c.subject, "fn:"); ok {
+				m, err = stacktest.Request(op, a.MachineID(), fn, c.body, 3*time.Second)
+			} else {
+				m, err = op.Request(c.subject, c.body, 3*time.Second)
+			}
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -52,7 +59,7 @@ func TestBadInputGetsCodedErrors(t *testing.T) {
 		})
 	}
 	// Both still answer.
-	m, err := op.Request(fleet.FnSubject(a.MachineID(), "echo"), []byte(`{"msg":"ok"}`), 3*time.Second)
+	m, err := stacktest.Request(op, a.MachineID(), "echo", []byte(`{"msg":"ok"}`), 3*time.Second)
 	if err != nil || m.Header.Get(fleet.HeaderErrorCode) != "" {
 		t.Fatalf("agent unhealthy after bad input: %v %v", err, m.Header)
 	}
@@ -66,7 +73,7 @@ func TestMessageOverBrokerLimitRefused(t *testing.T) {
 	svc := startControl(t, "")
 	op := operatorConn(t, svc.ClientURL(), svc.AdminKeyPath())
 	huge := make([]byte, op.MaxPayload()+1)
-	if err := op.Publish(fleet.AllSubject("echo"), huge); err != nats.ErrMaxPayload {
+	if err := op.Publish(fleet.AllSubject("echo", op.Opts.Nkey), huge); err != nats.ErrMaxPayload {
 		t.Fatalf("got %v, want %v", err, nats.ErrMaxPayload)
 	}
 	var who fleet.WhoAmI

@@ -48,7 +48,7 @@ func controlBehindRetrying(t *testing.T, ctx context.Context, dataDir, url strin
 // callLoad calls current-load on machine id and checks who answered.
 func callLoad(t *testing.T, nc *nats.Conn, id, what string) {
 	t.Helper()
-	m, err := nc.Request(fleet.FnSubject(id, "current-load"), []byte("{}"), 5*time.Second)
+	m, err := stacktest.Request(nc, id, "current-load", []byte("{}"), 5*time.Second)
 	if err != nil {
 		t.Fatalf("%s: %v", what, err)
 	}
@@ -61,22 +61,18 @@ func callLoad(t *testing.T, nc *nats.Conn, id, what string) {
 // distinct machines to answer.
 func broadcastReaches(t *testing.T, nc *nats.Conn, n int, what string) {
 	t.Helper()
-	inbox := nc.NewRespInbox()
-	sub, err := nc.SubscribeSync(inbox)
+	sub, err := stacktest.Broadcast(nc, "current-load", []byte("{}"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer sub.Unsubscribe()
-	if err := nc.PublishRequest(fleet.AllSubject("current-load"), inbox, []byte("{}")); err != nil {
-		t.Fatal(err)
-	}
 	seen := map[string]bool{}
 	for len(seen) < n {
 		r, err := sub.NextMsg(5 * time.Second)
 		if err != nil {
 			t.Fatalf("%s, replies %v: %v", what, seen, err)
 		}
-		seen[r.Header.Get(fleet.HeaderMachine)] = true
+		seen[stacktest.Replier(r)] = true
 	}
 }
 

@@ -211,7 +211,7 @@ func TestClusterConfigExamples(t *testing.T) {
 	startAgentAt(t, svc, url(2), "10.2.0.3_site3", true, nil)
 	waitFor(t, "the agent on broker 3 ONLINE", 15*time.Second, func() bool { return online(svc, "10.2.0.3_site3") })
 	nc := operatorConn(t, url(1), newOperator(t, svc, "ops", "admin"))
-	m, err := nc.Request(fleet.FnSubject("10.2.0.3_site3", "machine-info"), nil, 5*time.Second)
+	m, err := stacktest.Request(nc, "10.2.0.3_site3", "machine-info", nil, 5*time.Second)
 	if err != nil || m.Header.Get(fleet.HeaderMachine) != "10.2.0.3_site3" {
 		t.Fatalf("call from broker 2 to the agent on broker 3: %v %v", err, m)
 	}

@@ -12,6 +12,7 @@ import (
 	"github.com/commandcontrol/commandcontrol/broker"
 	"github.com/commandcontrol/commandcontrol/controlsvc"
 	"github.com/commandcontrol/commandcontrol/fleet"
+	"github.com/commandcontrol/commandcontrol/internal/stacktest"
 	"github.com/nats-io/nkeys"
 )
 
@@ -51,18 +52,18 @@ func TestOperatorDefinedFunctionsAndRoles(t *testing.T) {
 	waitFor(t, "agent online", 5*time.Second, func() bool { return online(svc, id) })
 
 	viewer := operatorConn(t, svc.ClientURL(), newOperator(t, svc, "val", "viewer"))
-	m, err := viewer.Request(fleet.FnSubject(id, "hello"), []byte(`{"who":"a; rm -rf /"}`), 5*time.Second)
+	m, err := stacktest.Request(viewer, id, "hello", []byte(`{"who":"a; rm -rf /"}`), 5*time.Second)
 	if err != nil {
 		t.Fatalf("viewer calling a viewer function: %v", err)
 	}
 	if !strings.Contains(string(m.Data), `hello a; rm -rf /`) {
 		t.Fatalf("hello: got %q (the argument must reach argv literally)", m.Data)
 	}
-	if _, err := viewer.Request(fleet.FnSubject(id, "wipe"), nil, time.Second); err == nil {
+	if _, err := stacktest.Request(viewer, id, "wipe", nil, time.Second); err == nil {
 		t.Fatal("viewer called an admin-only function")
 	}
 	admin := operatorConn(t, svc.ClientURL(), svc.AdminKeyPath())
-	m, err = admin.Request(fleet.FnSubject(id, "wipe"), nil, 5*time.Second)
+	m, err = stacktest.Request(admin, id, "wipe", nil, 5*time.Second)
 	if err != nil || m.Header.Get(fleet.HeaderErrorCode) != "" {
 		t.Fatalf("admin calling wipe: %v %v", err, m.Header)
 	}

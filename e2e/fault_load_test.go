@@ -14,6 +14,7 @@ import (
 	"github.com/commandcontrol/commandcontrol/broker"
 	"github.com/commandcontrol/commandcontrol/controlsvc"
 	"github.com/commandcontrol/commandcontrol/fleet"
+	"github.com/commandcontrol/commandcontrol/internal/stacktest"
 	"github.com/nats-io/nkeys"
 )
 
@@ -230,7 +231,7 @@ func TestFaultWedgedAgentDelaysNoOne(t *testing.T) {
 		t.Logf("round %d: 9 healthy replies, slowest %s; the wedged agent reported no-response at %s", round, slowest, res.Took)
 		// The wedged agent's other function answers at once.
 		start := time.Now()
-		m, err := c.Conn().Request(fleet.FnSubject(stuck.MachineID(), "echo"), []byte(`{"msg":"still here"}`), time.Second)
+		m, err := stacktest.Request(c.Conn(), stuck.MachineID(), "echo", []byte(`{"msg":"still here"}`), time.Second)
 		if err != nil || string(m.Data) != `{"msg":"still here"}` {
 			t.Fatalf("round %d: the wedged agent's echo: %v %v", round, err, m)
 		}

@@ -13,6 +13,7 @@ import (
 
 	"github.com/commandcontrol/commandcontrol/controlsvc"
 	"github.com/commandcontrol/commandcontrol/fleet"
+	"github.com/commandcontrol/commandcontrol/internal/stacktest"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nkeys"
 )
@@ -114,7 +115,7 @@ func waitAnswer(t *testing.T, op *nats.Conn, id, fn string) {
 	t.Helper()
 	var err error
 	for range 20 {
-		if _, err = op.Request(fleet.FnSubject(id, fn), nil, 500*time.Millisecond); err == nil {
+		if _, err = stacktest.Request(op, id, fn, nil, 500*time.Millisecond); err == nil {
 			return
 		}
 	}

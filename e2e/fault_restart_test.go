@@ -157,7 +157,7 @@ func TestFaultControlServiceRestart(t *testing.T) {
 
 	svc.Close()
 	// Established connections still work.
-	if _, err := op.Request(fleet.FnSubject(stay1.MachineID(), "echo"), []byte(`{"msg":"x"}`), 3*time.Second); err != nil {
+	if _, err := stacktest.Request(op, stay1.MachineID(), "echo", []byte(`{"msg":"x"}`), 3*time.Second); err != nil {
 		t.Fatalf("call while the control service is down: %v", err)
 	}
 	goner.Close()

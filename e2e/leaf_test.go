@@ -170,7 +170,7 @@ func TestLeafConfigExamples(t *testing.T) {
 	startAgentAt(t, svc, url(ports[2]), "10.4.2.7_dc2-app", true, nil)
 	waitFor(t, "the agent at the site ONLINE", 20*time.Second, func() bool { return online(svc, "10.4.2.7_dc2-app") })
 	nc := operatorConn(t, url(ports[0]), newOperator(t, svc, "ops", "admin"))
-	m, err := nc.Request(fleet.FnSubject("10.4.2.7_dc2-app", "machine-info"), nil, 5*time.Second)
+	m, err := stacktest.Request(nc, "10.4.2.7_dc2-app", "machine-info", nil, 5*time.Second)
 	if err != nil || m.Header.Get(fleet.HeaderMachine) != "10.4.2.7_dc2-app" {
 		t.Fatalf("call from the hub to the agent at the site: %v %v", err, m)
 	}

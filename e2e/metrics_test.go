@@ -14,6 +14,7 @@ import (
 	"github.com/commandcontrol/commandcontrol/broker"
 	"github.com/commandcontrol/commandcontrol/controlsvc"
 	"github.com/commandcontrol/commandcontrol/fleet"
+	"github.com/commandcontrol/commandcontrol/internal/stacktest"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nkeys"
 )
@@ -50,10 +51,10 @@ func TestMetrics(t *testing.T) {
 	waitFor(t, "stranger pending", 5*time.Second, func() bool { return len(svc.Registry().Pending()) == 1 })
 
 	nc := operatorConn(t, svc.ClientURL(), newOperator(t, svc, "ops", "admin"))
-	if _, err := nc.Request(fleet.FnSubject("10.0.0.5_web01", "current-load"), nil, 5*time.Second); err != nil {
+	if _, err := stacktest.Request(nc, "10.0.0.5_web01", "current-load", nil, 5*time.Second); err != nil {
 		t.Fatal(err)
 	}
-	m, err := nc.Request(fleet.FnSubject("10.0.0.5_web01", "nope"), nil, 5*time.Second)
+	m, err := stacktest.Request(nc, "10.0.0.5_web01", "nope", nil, 5*time.Second)
 	if err != nil || m.Header.Get(fleet.HeaderErrorCode) != "404" {
 		t.Fatalf("call nope: %v %v", err, m)
 	}
@@ -63,7 +64,7 @@ func TestMetrics(t *testing.T) {
 	if _, err := svc.Registry().AddMachine("10.0.0.6_web02", pub, nil, "test", false); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := nc.Request(fleet.FnSubject("10.0.0.6_web02", "current-load"), nil, 5*time.Second); !errors.Is(err, nats.ErrNoResponders) {
+	if _, err := stacktest.Request(nc, "10.0.0.6_web02", "current-load", nil, 5*time.Second); !errors.Is(err, nats.ErrNoResponders) {
 		t.Fatalf("call to an offline machine: got %v, want no responders", err)
 	}
 
@@ -122,7 +123,7 @@ func TestMetricsFunctionLabelsBounded(t *testing.T) {
 	nc := operatorConn(t, svc.ClientURL(), newOperator(t, svc, "ops", "admin"))
 	const n = 80
 	for i := range n {
-		if _, err := nc.Request(fleet.FnSubject("10.0.0.5_web01", fmt.Sprintf("made-up-%d", i)), nil, 5*time.Second); err != nil {
+		if _, err := stacktest.Request(nc, "10.0.0.5_web01", fmt.Sprintf("made-up-%d", i), nil, 5*time.Second); err != nil {
 			t.Fatal(err)
 		}
 	}

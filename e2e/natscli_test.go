@@ -47,16 +47,22 @@ func TestNatsCLI(t *testing.T) {
 	seed := newOperator(t, svc, "cli", "admin")
 	pub := publicKeyOf(t, seed)
 	home := t.TempDir()
-	nats := func(args ...string) (string, error) {
+	natsIn := func(inbox string, args ...string) (string, error) {
 		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 		defer cancel()
-		base := []string{"--server", svc.ClientURL(), "--nkey", seed, "--inbox-prefix", fleet.OperatorInbox(pub), "--timeout", "5s"}
+		base := []string{"--server", svc.ClientURL(), "--nkey", seed, "--inbox-prefix", inbox, "--timeout", "5s"}
 		cmd := exec.CommandContext(ctx, bin, append(base, args...)...)
 		// Keep the user's nats contexts out of it.
 		cmd.Env = append(os.Environ(), "HOME="+home, "XDG_CONFIG_HOME="+home, "NATS_CONTEXT=")
 		out, err := cmd.CombinedOutput()
 		return string(out), err
 	}
+	nats := func(args ...string) (string, error) { return natsIn(fleet.OperatorInbox(pub), args...) }
+	// A call to one machine: the inbox prefix names it, so the machine
+	// may answer there (and only it may).
+	web01 := fleet.DirectInbox(pub, "10.0.0.5_web01")
+	// Discovery answers come under the operator's discovery inbox.
+	discovery := fleet.DiscoveryInbox(pub)
 	mustHave := func(out string, err error, want ...string) {
 		t.Helper()
 		if err != nil {
@@ -69,26 +75,31 @@ func TestNatsCLI(t *testing.T) {
 		}
 	}
 
-	out, err := nats("req", "sys.commandControl.fn.10~0~0~5_web01.current-load", "{}")
+	out, err := natsIn(web01, "req", "sys.commandControl.fn.10~0~0~5_web01.current-load."+pub, "{}")
 	mustHave(out, err, `"load1"`, "Cc-Machine: 10.0.0.5_web01")
 
-	out, err = nats("req", "sys.commandControl.fn.10~0~0~5_web01.nope", "{}")
+	out, err = natsIn(web01, "req", "sys.commandControl.fn.10~0~0~5_web01.nope."+pub, "{}")
 	mustHave(out, err, "Nats-Service-Error-Code: 404")
+
+	// With the plain operator inbox no agent may answer; the control
+	// service says what the inbox must be.
+	out, err = nats("req", "sys.commandControl.fn.10~0~0~5_web01.current-load."+pub, "{}")
+	mustHave(out, err, "Nats-Service-Error-Code: 400", "--inbox-prefix "+fleet.OperatorInbox(pub))
 
 	out, err = nats("req", fleet.PresenceSnapshotSubject, "")
 	mustHave(out, err, "10.0.0.5_web01", "10.0.0.6_web02")
 
-	out, err = nats("micro", "ls")
+	out, err = natsIn(discovery, "micro", "ls")
 	mustHave(out, err, fleet.AgentServiceName, fleet.ControlServiceName)
 
 	// micro ls shows one row per instance: every agent is one.
-	out, err = nats("micro", "ls", "--json")
+	out, err = natsIn(discovery, "micro", "ls", "--json")
 	mustHave(out, err, "10.0.0.5_web01", "10.0.0.6_web02")
 
-	out, err = nats("micro", "info", fleet.AgentServiceName)
-	mustHave(out, err, "commandcontrol agent on 10.0.0.", "sys.commandControl.all.*")
+	out, err = natsIn(discovery, "micro", "info", fleet.AgentServiceName)
+	mustHave(out, err, "commandcontrol agent on 10.0.0.", "sys.commandControl.all.*.*")
 
-	out, err = nats("micro", "stats", fleet.AgentServiceName, "--json")
+	out, err = natsIn(discovery, "micro", "stats", fleet.AgentServiceName, "--json")
 	mustHave(out, err, `"num_requests"`)
 
 	// Without the inbox prefix the broker refuses the reply subscription:
@@ -96,7 +107,7 @@ func TestNatsCLI(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, bin, "--server", svc.ClientURL(), "--nkey", seed, "--timeout", "2s",
-		"req", "sys.commandControl.fn.10~0~0~5_web01.current-load", "{}")
+		"req", "sys.commandControl.fn.10~0~0~5_web01.current-load."+pub, "{}")
 	cmd.Env = append(os.Environ(), "HOME="+home, "XDG_CONFIG_HOME="+home, "NATS_CONTEXT=")
 	b, _ := cmd.CombinedOutput()
 	if !strings.Contains(string(b), "Permissions Violation") || strings.Contains(string(b), "load1") {

@@ -7,6 +7,7 @@ import (
 	"github.com/commandcontrol/commandcontrol/broker"
 	"github.com/commandcontrol/commandcontrol/controlsvc"
 	"github.com/commandcontrol/commandcontrol/fleet"
+	"github.com/commandcontrol/commandcontrol/internal/stacktest"
 	"github.com/nats-io/nkeys"
 )
 
@@ -39,7 +40,7 @@ func TestControlServiceRestart(t *testing.T) {
 	svc.Close()
 
 	// Established connections still work while the control service is down.
-	m, err := op.Request(fleet.FnSubject(a1.MachineID(), "echo"), []byte(`{"msg":"still here"}`), 3*time.Second)
+	m, err := stacktest.Request(op, a1.MachineID(), "echo", []byte(`{"msg":"still here"}`), 3*time.Second)
 	if err != nil {
 		t.Fatalf("call with the control service down: %v", err)
 	}

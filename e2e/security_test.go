@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/commandcontrol/commandcontrol/fleet"
+	"github.com/commandcontrol/commandcontrol/internal/stacktest"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nkeys"
 )
@@ -109,7 +110,7 @@ func TestAgentConfinedToItsOwnSubjects(t *testing.T) {
 	}
 	expectViolation(t, errs, "subscribe to every agent's subjects")
 	// Calling another agent is refused.
-	if err := nc.PublishRequest(fleet.FnSubject(victim.MachineID(), "echo"), "x", nil); err != nil {
+	if err := nc.PublishRequest(fleet.FnSubject(victim.MachineID(), "echo", pub), "x", nil); err != nil {
 		t.Fatal(err)
 	}
 	expectViolation(t, errs, "call another agent")
@@ -164,7 +165,7 @@ func TestViewerLimits(t *testing.T) {
 		t.Fatalf("viewer operators.add: got %v, want a 403", err)
 	}
 	// A function outside the read-only list cannot even be published.
-	_, err = viewer.Request(fleet.FnSubject("10.0.0.2_web02", "echo"), nil, time.Second)
+	_, err = stacktest.Request(viewer, "10.0.0.2_web02", "echo", nil, time.Second)
 	if err == nil {
 		t.Fatal("viewer called a function outside the read-only list")
 	}

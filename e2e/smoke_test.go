@@ -7,6 +7,7 @@ import (
 
 	"github.com/commandcontrol/commandcontrol/agent/functions"
 	"github.com/commandcontrol/commandcontrol/fleet"
+	"github.com/commandcontrol/commandcontrol/internal/stacktest"
 )
 
 func echoFn() functions.Function {
@@ -22,7 +23,7 @@ func TestSmokeCall(t *testing.T) {
 	a := startAgent(t, svc, "10.0.0.5_web01", true, echoFn())
 	waitFor(t, "agent online", 5*time.Second, func() bool { return online(svc, a.MachineID()) })
 	nc := operatorConn(t, svc.ClientURL(), svc.AdminKeyPath())
-	m, err := nc.Request(fleet.FnSubject(a.MachineID(), "echo"), []byte(`{"msg":"hi"}`), 3*time.Second)
+	m, err := stacktest.Request(nc, a.MachineID(), "echo", []byte(`{"msg":"hi"}`), 3*time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}

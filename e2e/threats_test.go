@@ -215,30 +215,31 @@ func TestThreatAgentCannotImpersonateOrEavesdrop(t *testing.T) {
 		}
 		expectViolation(t, errs, s.what)
 	}
-	// One request, one reply: a second answer to the same request is refused.
-	sub, err := nc.SubscribeSync(fleet.FnRoot + "." + fleet.MachineToken(id) + ".*")
+	// It answers only under its own token: a reply for another machine,
+	// even into the very inbox of a call it received, is refused.
+	sub, err := nc.SubscribeSync(fleet.FnRoot + "." + fleet.MachineToken(id) + ".*.*")
 	if err != nil {
 		t.Fatal(err)
 	}
 	_ = nc.Flush()
-	inbox := op.NewRespInbox()
-	replies, _ := op.SubscribeSync(inbox)
+	key := op.Opts.Nkey
+	replies, _ := op.SubscribeSync(fleet.CallReplies(key, "c1"))
 	_ = op.Flush()
-	if err := op.PublishRequest(fleet.FnSubject(id, "echo"), inbox, nil); err != nil {
+	if err := op.PublishRequest(fleet.FnSubject(id, "echo", key), fleet.CallReply(key, fleet.MachineToken(id), "c1", 0), nil); err != nil {
 		t.Fatal(err)
 	}
 	req, err := sub.NextMsg(3 * time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}
-	_ = req.Respond([]byte(`"first"`))
-	_ = req.Respond([]byte(`"second"`))
-	expectViolation(t, errs, "answer one request twice")
-	if m, err := replies.NextMsg(2 * time.Second); err != nil || string(m.Data) != `"first"` {
-		t.Fatalf("first reply: got %v %v", m, err)
+	if err := nc.Publish(fleet.CallReply(key, fleet.MachineToken("10.0.0.2_web02"), "c1", 0), []byte(`"forged"`)); err != nil {
+		t.Fatal(err)
 	}
-	if m, err := replies.NextMsg(300 * time.Millisecond); err == nil {
-		t.Fatalf("a second reply got through: %q", m.Data)
+	expectViolation(t, errs, "answer for another machine")
+	_ = req.Respond([]byte(`"mine"`))
+	m, err := replies.NextMsg(2 * time.Second)
+	if err != nil || string(m.Data) != `"mine"` || stacktest.Replier(m) != id {
+		t.Fatalf("own reply: got %v %v", m, err)
 	}
 }
 
@@ -256,13 +257,13 @@ func TestThreatAgentNotTurnedIntoAPublisher(t *testing.T) {
 	}
 	_ = op.Flush()
 	forged := fleet.PresenceEventSubject(fleet.EventLeft, a.MachineID())
-	if err := op.PublishRequest(fleet.FnSubject(a.MachineID(), "echo"), forged, []byte(`{"msg":"{\"event\":\"left\"}"}`)); err != nil {
+	if err := op.PublishRequest(fleet.FnSubject(a.MachineID(), "echo", op.Opts.Nkey), forged, []byte(`{"msg":"{\"event\":\"left\"}"}`)); err != nil {
 		t.Fatal(err)
 	}
 	if m, err := events.NextMsg(time.Second); err == nil {
 		t.Fatalf("the agent published on %s: %q", m.Subject, m.Data)
 	}
-	if _, err := op.Request(fleet.FnSubject(a.MachineID(), "echo"), []byte(`{"msg":"ok"}`), 2*time.Second); err != nil {
+	if _, err := stacktest.Request(op, a.MachineID(), "echo", []byte(`{"msg":"ok"}`), 2*time.Second); err != nil {
 		t.Fatalf("a normal call after the refused one: %v", err)
 	}
 }
@@ -321,11 +322,11 @@ func TestThreatViewerLimitedByTheBroker(t *testing.T) {
 	waitFor(t, "agent online", 5*time.Second, func() bool { return online(svc, a.MachineID()) })
 	kp, _ := nkeys.FromSeed(mustRead(t, newOperator(t, svc, "val", fleet.RoleViewer)))
 	nc, errs := permConn(t, svc.ClientURL(), kp, "val")
-	if err := nc.PublishRequest(fleet.FnSubject(a.MachineID(), "reboot"), nc.NewRespInbox(), nil); err != nil {
+	if err := stacktest.Send(nc, a.MachineID(), "reboot", nil); err != nil {
 		t.Fatal(err)
 	}
 	expectViolation(t, errs, "viewer calls reboot on one machine")
-	if err := nc.PublishRequest(fleet.AllSubject("reboot"), nc.NewRespInbox(), nil); err != nil {
+	if err := nc.PublishRequest(fleet.AllSubject("reboot", kpPub(kp)), fleet.CallReply(kpPub(kp), fleet.ReplyToAll, "c", 0), nil); err != nil {
 		t.Fatal(err)
 	}
 	expectViolation(t, errs, "viewer calls reboot on every machine")
@@ -336,7 +337,7 @@ func TestThreatViewerLimitedByTheBroker(t *testing.T) {
 	}
 	mu.Unlock()
 	// A read-only function is fine.
-	if _, err := nc.Request(fleet.FnSubject(a.MachineID(), "current-load"), nil, 3*time.Second); err != nil {
+	if _, err := stacktest.Request(nc, a.MachineID(), "current-load", nil, 3*time.Second); err != nil {
 		t.Fatalf("viewer read-only call: %v", err)
 	}
 	for _, op := range []string{fleet.OpMachinesRemove, fleet.OpMachinesAccept, fleet.OpMachinesLabel, fleet.OpOperatorsRemove, fleet.OpAudit} {
@@ -505,7 +506,7 @@ func TestThreatAgentOverload(t *testing.T) {
 	waitFor(t, "agent online", 5*time.Second, func() bool { return online(svc, a.MachineID()) })
 	op := operatorConn(t, svc.ClientURL(), svc.AdminKeyPath())
 	for range 2 {
-		if err := op.PublishRequest(fleet.FnSubject(a.MachineID(), "block"), op.NewRespInbox(), nil); err != nil {
+		if err := stacktest.Send(op, a.MachineID(), "block", nil); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -519,11 +520,11 @@ func TestThreatAgentOverload(t *testing.T) {
 		return 0
 	}
 	waitFor(t, "both slots taken", 5*time.Second, func() bool {
-		m, err := op.Request(fleet.FnSubject(a.MachineID(), "echo"), []byte(`{"msg":"x"}`), 2*time.Second)
+		m, err := stacktest.Request(op, a.MachineID(), "echo", []byte(`{"msg":"x"}`), 2*time.Second)
 		return err == nil && code(m) == fleet.CodeUnavailable
 	})
 	start := time.Now()
-	m, err := op.Request(fleet.FnSubject(a.MachineID(), "echo"), []byte(`{"msg":"x"}`), 2*time.Second)
+	m, err := stacktest.Request(op, a.MachineID(), "echo", []byte(`{"msg":"x"}`), 2*time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -536,14 +537,14 @@ func TestThreatAgentOverload(t *testing.T) {
 	// An oversized request or an unknown function is refused with its
 	// own error even while every slot is taken.
 	big := []byte(`{"msg":"` + strings.Repeat("x", functions.MaxRequestSize) + `"}`)
-	m, err = op.Request(fleet.FnSubject(a.MachineID(), "echo"), big, 2*time.Second)
+	m, err = stacktest.Request(op, a.MachineID(), "echo", big, 2*time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if e := fleet.ErrorFromHeader(m.Header.Get(fleet.HeaderErrorCode), m.Header.Get(fleet.HeaderError)); e == nil || e.Code != fleet.CodeTooLarge {
 		t.Fatalf("oversized request on a full agent: got %v, want 413", e)
 	}
-	m, err = op.Request(fleet.FnSubject(a.MachineID(), "no-such-fn"), nil, 2*time.Second)
+	m, err = stacktest.Request(op, a.MachineID(), "no-such-fn", nil, 2*time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -554,10 +555,10 @@ func TestThreatAgentOverload(t *testing.T) {
 	release <- struct{}{}
 	release <- struct{}{}
 	waitFor(t, "echo answered after the slots freed", 5*time.Second, func() bool {
-		m, err := op.Request(fleet.FnSubject(a.MachineID(), "echo"), []byte(`{"msg":"x"}`), 2*time.Second)
+		m, err := stacktest.Request(op, a.MachineID(), "echo", []byte(`{"msg":"x"}`), 2*time.Second)
 		return err == nil && m.Header.Get(fleet.HeaderErrorCode) == ""
 	})
-	if err := op.Publish(fleet.AllSubject("echo"), make([]byte, op.MaxPayload()+1)); !errors.Is(err, nats.ErrMaxPayload) {
+	if err := op.Publish(fleet.AllSubject("echo", op.Opts.Nkey), make([]byte, op.MaxPayload()+1)); !errors.Is(err, nats.ErrMaxPayload) {
 		t.Fatalf("over the broker's limit: got %v, want %v", err, nats.ErrMaxPayload)
 	}
 }
@@ -639,4 +640,9 @@ func TestThreatSecretsOnDisk(t *testing.T) {
 	if _, err := agent.New(agent.Config{KeyFile: agentKey, MachineID: "10.0.0.2_x"}); err == nil {
 		t.Fatal("the agent started with a group-readable key")
 	}
+}
+
+func kpPub(kp nkeys.KeyPair) string {
+	pub, _ := kp.PublicKey()
+	return pub
 }

@@ -17,14 +17,16 @@ const (
 
 // Error codes, HTTP-like, carried in [HeaderErrorCode].
 const (
-	CodeBadRequest  = 400 // malformed request, unknown or mistyped argument
-	CodeForbidden   = 403 // the caller's role does not allow this
-	CodeNotFound    = 404 // unknown function, machine or operator
-	CodeConflict    = 409 // already exists
-	CodeTooLarge    = 413 // request or output over the size limit
-	CodeInternal    = 500 // the function failed or panicked
-	CodeUnavailable = 503 // a source the function needs is absent
-	CodeTimeout     = 504 // the function did not finish in time
+	CodeBadRequest = 400 // malformed request, unknown or mistyped argument
+	CodeForbidden  = 403 // the caller's role does not allow this
+	CodeNotFound   = 404 // unknown function, machine or operator
+	CodeConflict   = 409 // already exists
+	CodeTooLarge   = 413 // request or output over the size limit
+	// CodeTooManyRequests: the caller is over its rate limit; retry later.
+	CodeTooManyRequests = 429
+	CodeInternal        = 500 // the function failed or panicked
+	CodeUnavailable     = 503 // a source the function needs is absent
+	CodeTimeout         = 504 // the function did not finish in time
 )
 
 // Error is an error with a code, as sent to a caller.

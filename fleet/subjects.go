@@ -37,13 +37,18 @@ const AgentServiceName = "cc-agent"
 // ControlServiceName is the nats micro service name of the control API.
 const ControlServiceName = "cc-control"
 
-// FnSubject is the subject that calls function fn on one machine.
-func FnSubject(machineID, fn string) string {
-	return FnRoot + "." + MachineToken(machineID) + "." + fn
+// FnSubject is the subject on which the operator whose public nkey is
+// caller calls function fn on one machine:
+// FnRoot.<machine-token>.<function>.<caller>. The broker lets an operator
+// publish calls only with its own key as the last token, so whoever reads
+// a call (the agent, the control service's audit) knows who sent it.
+func FnSubject(machineID, fn, caller string) string {
+	return FnRoot + "." + MachineToken(machineID) + "." + fn + "." + caller
 }
 
-// AllSubject is the subject that calls function fn on every agent.
-func AllSubject(fn string) string { return AllRoot + "." + fn }
+// AllSubject is the subject on which caller calls fn on every agent:
+// AllRoot.<function>.<caller>.
+func AllSubject(fn, caller string) string { return AllRoot + "." + fn + "." + caller }
 
 // PresenceEventSubject is the subject a presence event is published on.
 func PresenceEventSubject(event, machineID string) string {
@@ -51,8 +56,9 @@ func PresenceEventSubject(event, machineID string) string {
 }
 
 // CtlSubject is the control API subject for op, sent by the operator whose
-// public nkey is operatorKey. The broker lets an operator publish only under
-// its own key, so the control service knows who asks from the subject alone.
+// public nkey is operatorKey. Only that operator may publish under its key
+// (nobody holds a response permission that could be aimed there), so the
+// control service knows who asks from the subject alone.
 func CtlSubject(operatorKey, op string) string { return CtlRoot + "." + operatorKey + "." + op }
 
 // OperatorInbox is the inbox prefix the operator with public nkey operatorKey
@@ -61,25 +67,37 @@ func CtlSubject(operatorKey, op string) string { return CtlRoot + "." + operator
 // another's replies.
 func OperatorInbox(operatorKey string) string { return InboxRoot + "." + operatorKey }
 
-// ParseFnSubject splits a direct or broadcast call subject into the machine
-// token ("" for a broadcast) and the function name.
-func ParseFnSubject(subject string) (token, fn string, err error) {
+// Call is a parsed call subject.
+type Call struct {
+	// Token is the machine token of a direct call, "" for a broadcast.
+	Token string
+	// Function is the function called.
+	Function string
+	// Caller is the calling operator's public key, as the broker checked.
+	Caller string
+}
+
+// ParseFnSubject splits a direct or broadcast call subject.
+func ParseFnSubject(subject string) (Call, error) {
+	var c Call
+	var parts []string
 	switch {
 	case strings.HasPrefix(subject, FnRoot+"."):
-		rest := strings.TrimPrefix(subject, FnRoot+".")
-		tok, f, ok := strings.Cut(rest, ".")
-		if !ok || tok == "" || f == "" || strings.Contains(f, ".") {
-			return "", "", fmt.Errorf("malformed call subject %q: want %s.<machine>.<function>", subject, FnRoot)
+		parts = strings.Split(strings.TrimPrefix(subject, FnRoot+"."), ".")
+		if len(parts) != 3 || parts[0] == "" || parts[1] == "" || parts[2] == "" {
+			return Call{}, fmt.Errorf("malformed call subject %q: want %s.<machine>.<function>.<caller key>", subject, FnRoot)
 		}
-		return tok, f, nil
+		c = Call{Token: parts[0], Function: parts[1], Caller: parts[2]}
 	case strings.HasPrefix(subject, AllRoot+"."):
-		f := strings.TrimPrefix(subject, AllRoot+".")
-		if f == "" || strings.Contains(f, ".") {
-			return "", "", fmt.Errorf("malformed call subject %q: want %s.<function>", subject, AllRoot)
+		parts = strings.Split(strings.TrimPrefix(subject, AllRoot+"."), ".")
+		if len(parts) != 2 || parts[0] == "" || parts[1] == "" {
+			return Call{}, fmt.Errorf("malformed call subject %q: want %s.<function>.<caller key>", subject, AllRoot)
 		}
-		return "", f, nil
+		c = Call{Function: parts[0], Caller: parts[1]}
+	default:
+		return Call{}, fmt.Errorf("subject %q is not a call subject", subject)
 	}
-	return "", "", fmt.Errorf("subject %q is not a call subject", subject)
+	return c, nil
 }
 
 // ParseCtlSubject splits a control API subject into the operator's public

@@ -3,7 +3,10 @@ package perf
 import (
 	"context"
 	"fmt"
+	"strconv"
 	"time"
+
+	"github.com/nats-io/nats.go"
 
 	"github.com/commandcontrol/commandcontrol/bench"
 	"github.com/commandcontrol/commandcontrol/fleet"
@@ -31,7 +34,16 @@ func fleetCall(ctx context.Context, c *bench.Client, n, reps int) (Durations, er
 // directCall times a single-machine call through the SDK and the same
 // request as a plain nats.go Request to the same agent, interleaved.
 func directCall(ctx context.Context, c *bench.Client, machine string, reps int) (sdk, raw Durations, err error) {
-	subject := fleet.FnSubject(machine, "current-load")
+	// The raw side: one subscription for its replies (as nats.go's
+	// request mux has), a request published per repetition.
+	key := c.Key()
+	subject := fleet.FnSubject(machine, "current-load", key)
+	replies := make(chan *nats.Msg, 1)
+	sub, err := c.Conn().ChanSubscribe(fleet.DirectInbox(key, machine)+".raw.*", replies)
+	if err != nil {
+		return nil, nil, err
+	}
+	defer func() { _ = sub.Unsubscribe() }()
 	for i := 0; i < reps; i++ {
 		start := time.Now()
 		s, err := c.Stream(ctx, "current-load", nil, bench.CallOptions{Machines: []string{machine}, Timeout: 10 * time.Second}, func(bench.Reply) {})
@@ -43,8 +55,13 @@ func directCall(ctx context.Context, c *bench.Client, machine string, reps int) 
 		}
 		sdk = append(sdk, time.Since(start))
 		start = time.Now()
-		if _, err := c.Conn().Request(subject, nil, 10*time.Second); err != nil {
+		if err := c.Conn().PublishRequest(subject, fleet.DirectInbox(key, machine)+".raw."+strconv.Itoa(i), nil); err != nil {
 			return nil, nil, err
+		}
+		select {
+		case <-replies:
+		case <-time.After(10 * time.Second):
+			return nil, nil, fmt.Errorf("raw direct call: no reply within 10s")
 		}
 		raw = append(raw, time.Since(start))
 	}

@@ -1,0 +1,123 @@
+package agent
+
+import (
+	"sync"
+	"time"
+
+	"github.com/commandcontrol/commandcontrol/fleet"
+)
+
+// Per-caller limits. The caller of a call is the operator key its subject
+// ends with, which the broker lets only that operator publish, so one
+// operator cannot spend another's share.
+const (
+	// DefaultCallerRate is how many calls per second one operator may
+	// start on one agent, sustained (a token bucket refilled at this rate).
+	DefaultCallerRate = 50
+	// DefaultCallerBurst is how many calls one operator may start on one
+	// agent at once, above the rate.
+	DefaultCallerBurst = 200
+	// maxTrackedCallers bounds the per-caller state an agent keeps; idle
+	// callers are forgotten first.
+	maxTrackedCallers = 1024
+)
+
+// callerShare is one caller's state: its token bucket and its calls
+// holding a slot.
+type callerShare struct {
+	tokens  float64
+	last    time.Time
+	running int
+}
+
+// fairShare gives each caller its own rate limit and at most half of the
+// agent's call slots (at least one), so a flood from one operator is
+// refused 429/503 while another operator's calls still run.
+type fairShare struct {
+	mu       sync.Mutex
+	rate     float64 // tokens per second; <= 0: unlimited
+	burst    float64
+	perCall  int // slots one caller may hold
+	now      func() time.Time
+	callers  map[string]*callerShare
+	totalCap int
+}
+
+func newFairShare(rate, burst float64, maxConcurrent int, now func() time.Time) *fairShare {
+	if now == nil {
+		now = time.Now
+	}
+	if burst < 1 {
+		burst = max(1, rate)
+	}
+	return &fairShare{rate: rate, burst: burst, perCall: max(1, maxConcurrent/2), now: now,
+		callers: map[string]*callerShare{}, totalCap: maxConcurrent}
+}
+
+// share returns caller's state, creating it (and forgetting an idle
+// caller when the map is full).
+func (f *fairShare) share(caller string, now time.Time) *callerShare {
+	if s := f.callers[caller]; s != nil {
+		return s
+	}
+	if len(f.callers) >= maxTrackedCallers {
+		for k, s := range f.callers {
+			if s.running == 0 {
+				delete(f.callers, k)
+				break
+			}
+		}
+	}
+	s := &callerShare{tokens: f.burst, last: now}
+	f.callers[caller] = s
+	return s
+}
+
+// admit takes one token of caller's rate, or returns a 429 error.
+func (f *fairShare) admit(caller string) error {
+	if f.rate <= 0 {
+		return nil
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	now := f.now()
+	s := f.share(caller, now)
+	if el := now.Sub(s.last).Seconds(); el > 0 {
+		s.tokens = min(f.burst, s.tokens+el*f.rate)
+	}
+	s.last = now
+	if s.tokens < 1 {
+		return fleet.Errorf(fleet.CodeTooManyRequests, "operator %s is over its rate on this agent (%g calls/s, bursts of %g); slow down and retry", short(caller), f.rate, f.burst)
+	}
+	s.tokens--
+	return nil
+}
+
+// hold takes one of caller's slots, or reports that caller holds its
+// share already.
+func (f *fairShare) hold(caller string) bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	s := f.share(caller, f.now())
+	if s.running >= f.perCall {
+		return false
+	}
+	s.running++
+	return true
+}
+
+// release gives back a slot taken by hold.
+func (f *fairShare) release(caller string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if s := f.callers[caller]; s != nil && s.running > 0 {
+		s.running--
+	}
+}
+
+func short(key string) string {
+	if len(key) > 12 {
+		return key[:12] + "…"
+	}
+	return key
+}

@@ -1,0 +1,128 @@
+package fleet
+
+import (
+	"fmt"
+	"strconv"
+	"strings"
+)
+
+// Reply subjects. Every answer to a call travels on
+//
+//	_INBOX_cc.<caller>.<target>.<call>[.<copy>…]
+//
+// where caller is the calling operator's public key (the inbox owner),
+// target is the answering machine's token, call identifies the call and
+// copy the copy of it (a re-send has a reply subject of its own). The
+// broker lets a machine publish only under _INBOX_cc.*.<its own token>.>,
+// so the target token of a reply is the machine whose credentials sent it:
+// a reply is attributed by its subject, never by a header the sender wrote.
+//
+// A broadcast is sent with the target [ReplyToAll]; each agent answers on
+// the same subject with that token replaced by its own. Micro discovery
+// ($SRV.PING/INFO/STATS) is answered on the caller's [DiscoveryInbox].
+const (
+	// ReplyToAll is the target token of a broadcast's reply subject.
+	// It cannot be a machine token ('@' is not allowed in machine ids).
+	ReplyToAll = "@all"
+	// replyToDiscovery is the target token under which agents answer
+	// micro discovery requests.
+	replyToDiscovery = "@srv"
+)
+
+// CallReply is the reply subject of copy n of call on target (a machine
+// token, or [ReplyToAll]) for caller.
+func CallReply(caller, target, call string, n int) string {
+	return InboxRoot + "." + caller + "." + target + "." + call + "." + strconv.Itoa(n)
+}
+
+// CallReplies is the wildcard that matches every reply to call: one
+// subscription a caller makes per call.
+func CallReplies(caller, call string) string {
+	return InboxRoot + "." + caller + ".*." + call + ".>"
+}
+
+// DirectInbox is the inbox prefix a hand-made request to one machine uses
+// (`nats req --inbox-prefix`): the machine may answer under it.
+func DirectInbox(caller, machineID string) string {
+	return InboxRoot + "." + caller + "." + MachineToken(machineID)
+}
+
+// DiscoveryInbox is the inbox prefix under which every agent may answer
+// micro discovery ($SRV.PING/INFO/STATS): `nats micro ls --inbox-prefix`.
+// Discovery answers are what an agent says of itself, nothing more.
+func DiscoveryInbox(caller string) string {
+	return InboxRoot + "." + caller + "." + replyToDiscovery
+}
+
+// MachineReplies is the subject pattern a machine with token tok may
+// publish replies on; discovery answers go under DiscoveryReplies.
+func MachineReplies(tok string) string { return InboxRoot + ".*." + tok + ".>" }
+
+// DiscoveryReplies is the subject pattern under which every agent may
+// answer micro discovery.
+func DiscoveryReplies() string { return InboxRoot + ".*." + replyToDiscovery + ".>" }
+
+// ReplySubject is a parsed reply subject.
+type ReplySubject struct {
+	// Caller is the inbox owner's key.
+	Caller string
+	// Target is the machine token or [ReplyToAll].
+	Target string
+	// Call is the call's token and Copy what follows it ("" for none).
+	Call, Copy string
+}
+
+// ParseCallReply splits a reply subject _INBOX_cc.<caller>.<target>.<call>[.<copy>…].
+func ParseCallReply(subject string) (ReplySubject, error) {
+	rest, ok := strings.CutPrefix(subject, InboxRoot+".")
+	if !ok {
+		return ReplySubject{}, fmt.Errorf("reply subject %q is not under %s", subject, InboxRoot)
+	}
+	parts := strings.SplitN(rest, ".", 4)
+	if len(parts) < 3 || parts[0] == "" || parts[1] == "" || parts[2] == "" || (len(parts) == 4 && parts[3] == "") {
+		return ReplySubject{}, fmt.Errorf("reply subject %q: want %s.<caller key>.<machine token or %s>.<call>[.<copy>]", subject, InboxRoot, ReplyToAll)
+	}
+	r := ReplySubject{Caller: parts[0], Target: parts[1], Call: parts[2]}
+	if len(parts) == 4 {
+		r.Copy = parts[3]
+	}
+	return r, nil
+}
+
+// InboxOwner returns the operator key of an _INBOX_cc.<key>.… subject.
+func InboxOwner(subject string) (string, bool) {
+	rest, ok := strings.CutPrefix(subject, InboxRoot+".")
+	if !ok {
+		return "", false
+	}
+	key, _, _ := strings.Cut(rest, ".")
+	return key, key != ""
+}
+
+// AgentReply returns the subject on which the machine with token tok
+// answers a call from caller that asked for replies on reply: the reply
+// subject itself when it names the machine, with the machine's token in
+// place of [ReplyToAll] for a broadcast. It refuses a reply subject that
+// is not the caller's own inbox, or that names another target: the broker
+// would refuse the answer anyway, and a caller cannot make one identity's
+// call land in another's inbox.
+func AgentReply(reply, caller, tok string) (string, error) {
+	r, err := ParseCallReply(reply)
+	if err != nil {
+		return "", err
+	}
+	if r.Caller != caller {
+		return "", fmt.Errorf("reply subject %q is not the caller's inbox %s", reply, OperatorInbox(caller))
+	}
+	switch r.Target {
+	case tok:
+		return reply, nil
+	case ReplyToAll:
+		out := InboxRoot + "." + caller + "." + tok + "." + r.Call
+		if r.Copy != "" {
+			out += "." + r.Copy
+		}
+		return out, nil
+	}
+	return "", fmt.Errorf("reply subject %q names target %q, not this machine (%s) or %s", reply, r.Target, tok, ReplyToAll)
+}
