@@ -46,11 +46,23 @@ type callout struct {
 	reg      *Registry
 	log      *slog.Logger
 	ttl      time.Duration
+	// now is the clock a request's deadline and an issued JWT's expiry
+	// are read from (nil means time.Now). The broker checks both against
+	// its own clock, so outside unit tests it is the real time.
+	now      func() time.Time
 	readOnly []string
 	onRefuse func(kind, who, ip, reason string)
 	onGrant  func(kind, who string)
 	// onAudit records a refusal with the key presented.
 	onAudit func(kind, who, key, ip, reason string)
+}
+
+// clock returns now, or time.Now when it is nil.
+func (c *callout) clock() time.Time {
+	if c.now != nil {
+		return c.now()
+	}
+	return time.Now()
 }
 
 // init derives the signing and sealing keys, once.
@@ -204,7 +216,7 @@ func (c *callout) authorize(data []byte, serverXKey string) ([]byte, error) {
 	if err != nil {
 		return nil, fmt.Errorf("malformed request: %w", err)
 	}
-	if req.Expires != 0 && time.Now().Unix() > req.Expires {
+	if req.Expires != 0 && c.clock().Unix() > req.Expires {
 		// The broker has already given up on this connection (its auth
 		// timeout passed while the request queued): answering would only
 		// cost the CPU that live requests need. Under a reconnect storm
@@ -275,7 +287,7 @@ func (c *callout) userClaims(req *jwt.AuthorizationRequestClaims, name string) *
 	uc := jwt.NewUserClaims(req.UserNkey)
 	uc.Audience = broker.FleetAccount
 	uc.Name = name
-	uc.Expires = time.Now().Add(c.ttl).Unix()
+	uc.Expires = c.clock().Add(c.ttl).Unix()
 	return uc
 }
 

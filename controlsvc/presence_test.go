@@ -167,15 +167,17 @@ func TestPresenceConnsOf(t *testing.T) {
 // machine out of presence for good; a fresh one still wins.
 func TestPresenceStaleTombstoneLosesToCONNZ(t *testing.T) {
 	p, rec := newTestPresence(t)
+	now := time.Date(2046, 1, 2, 3, 4, 5, 0, time.UTC) // any date: only the tombstone's age counts
+	p.now = func() time.Time { return now }
 	k := connKey{"A", 7}
 	p.disconnected(k, "Client Closed")
 	// A snapshot asked for at once still lists it: the event wins.
-	p.resync(p.generation(), map[string]map[uint64]string{"A": {7: "agent:web07"}}, nil, time.Now())
+	p.resync(p.generation(), map[string]map[uint64]string{"A": {7: "agent:web07"}}, nil, now)
 	if p.online("web07") {
 		t.Fatal("a snapshot taken right after the disconnect event resurrected the connection")
 	}
 	// Asked for well after the event and still listed: alive.
-	p.resync(p.generation(), map[string]map[uint64]string{"A": {7: "agent:web07"}}, nil, time.Now().Add(tombstoneTrust+time.Second))
+	p.resync(p.generation(), map[string]map[uint64]string{"A": {7: "agent:web07"}}, nil, now.Add(tombstoneTrust+time.Second))
 	if !p.online("web07") {
 		t.Fatal("a connection the broker keeps listing stayed out of presence")
 	}

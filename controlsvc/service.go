@@ -66,6 +66,12 @@ type Config struct {
 	// DefaultCallWait).
 	CallWait time.Duration
 	Logger   *slog.Logger
+	// Now is the service's clock (default time.Now): the callout's
+	// request deadlines and JWT expiry, registry and presence times,
+	// tombstone ages and the hint interval read it. The broker checks
+	// issued JWTs against its own clock, so with a broker it must be the
+	// broker's time; tests move it only where no broker judges it.
+	Now func() time.Time
 }
 
 // Service is a running control service.
@@ -121,6 +127,9 @@ func New(cfg Config) (*Service, error) {
 	if cfg.ReadOnlyFunctions == nil {
 		cfg.ReadOnlyFunctions = DefaultReadOnlyFunctions
 	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("data directory: %w", err)
 	}
@@ -132,8 +141,10 @@ func New(cfg Config) (*Service, error) {
 	if err != nil {
 		return nil, err
 	}
+	reg.now = cfg.Now
 	s := &Service{cfg: cfg, log: cfg.Logger, keys: keys, reg: reg, resyncNow: make(chan struct{}, 1)}
 	s.presence = newPresence(reg.Labels, s.publishEvent)
+	s.presence.now = cfg.Now
 	s.restorePresence()
 	s.metrics = newMetrics(s)
 	s.callHooks = append(s.callHooks, s.metrics.call)
@@ -263,7 +274,7 @@ func (s *Service) startServing(ctx context.Context) error {
 	if err := s.watchCalls(); err != nil {
 		return err
 	}
-	co := &callout{keys: s.keys, reg: s.reg, log: s.log.With("component", "callout"), ttl: s.cfg.UserTTL, readOnly: s.cfg.ReadOnlyFunctions}
+	co := &callout{keys: s.keys, reg: s.reg, log: s.log.With("component", "callout"), ttl: s.cfg.UserTTL, now: s.cfg.Now, readOnly: s.cfg.ReadOnlyFunctions}
 	co.onGrant, co.onRefuse = s.metrics.granted, s.metrics.refused
 	co.onAudit = s.auditRefused
 	_, stop, err := co.subscribe(s.ctl)
@@ -319,7 +330,7 @@ func (s *Service) answerSnapshot(m *nats.Msg) {
 		return
 	}
 	seq, entries := s.snapshotEntries()
-	now, _ := json.Marshal(time.Now().UTC())
+	now, _ := json.Marshal(s.cfg.Now().UTC())
 	parts := max(1, (len(entries)+fleet.SnapshotChunk-1)/fleet.SnapshotChunk)
 	for i := range parts {
 		chunk := entries[min(len(entries), i*fleet.SnapshotChunk):min(len(entries), (i+1)*fleet.SnapshotChunk)]
@@ -408,10 +419,10 @@ func (s *Service) hintLoop(ctx context.Context) {
 	for {
 		online := s.presence.count()
 		w := ReconnectWindow(online, s.cfg.ReconnectRate)
-		if moved := w - sent; time.Since(at) >= s.cfg.HintInterval || moved > sent/5 || -moved > sent/5 {
+		if moved := w - sent; s.cfg.Now().Sub(at) >= s.cfg.HintInterval || moved > sent/5 || -moved > sent/5 {
 			b, _ := json.Marshal(fleet.AgentHint{ReconnectWindowMS: w.Milliseconds(), Online: online})
 			if s.fl != nil && s.fl.Publish(fleet.AgentHintSubject, b) == nil {
-				sent, at = w, time.Now()
+				sent, at = w, s.cfg.Now()
 			}
 		}
 		select {

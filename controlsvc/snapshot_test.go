@@ -131,7 +131,7 @@ func TestResyncConfirmsWhatCONNZPagesMissed(t *testing.T) {
 	// CONNZ as if a page had skipped web01: the broker answered, without it.
 	snap := map[string]map[uint64]string{server: {}}
 	s.confirmMissing(ctx, gen, snap)
-	s.presence.resync(gen, snap, map[string]bool{server: true}, time.Now())
+	s.presence.resync(gen, snap, map[string]bool{server: true}, s.presence.now())
 	if !s.presence.online("10.0.0.5_web01") {
 		t.Error("a live connection a CONNZ page missed was dropped")
 	}

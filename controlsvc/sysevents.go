@@ -142,7 +142,7 @@ type connzData struct {
 // into presence. It is run at start (after the event subscription, so
 // nothing falls between), after a reconnect, and periodically.
 func (s *Service) resync(ctx context.Context) error {
-	gen, taken := s.presence.generation(), time.Now()
+	gen, taken := s.presence.generation(), s.presence.now()
 	servers, err := s.pingServers(ctx)
 	if err != nil {
 		return err

@@ -550,7 +550,7 @@ func TestSecPatchesAptDetailsSnapshot(t *testing.T) {
 
 func TestSecPatchesAptDetailsCached(t *testing.T) {
 	root := securitySnapshotRoot(t)
-	fn, _ := newSecPatches(&Env{Root: root})
+	fn, _ := newSecPatches(&Env{Root: root, Now: fixtureNow})
 	// A caller changing its reply does not change the cache.
 	for range 2 {
 		res, err := fn.Call(t.Context(), Args{"name": "openssl"})

@@ -41,7 +41,7 @@ func BenchmarkSwListCached(b *testing.B) {
 func BenchmarkSecPatchesCold(b *testing.B) {
 	ctx := context.Background()
 	for b.Loop() {
-		fn, _ := newSecPatches(&Env{Root: debianRoot})
+		fn, _ := newSecPatches(&Env{Root: debianRoot, Now: fixtureNow})
 		if _, err := fn.Call(ctx, Args{}); err != nil {
 			b.Fatal(err)
 		}
@@ -49,7 +49,7 @@ func BenchmarkSecPatchesCold(b *testing.B) {
 }
 
 func BenchmarkSecPatchesCached(b *testing.B) {
-	fn, _ := newSecPatches(&Env{Root: debianRoot})
+	fn, _ := newSecPatches(&Env{Root: debianRoot, Now: fixtureNow})
 	benchCall(b, fn)
 }
 
@@ -117,7 +117,7 @@ func benchSwListCold(b *testing.B, root string) {
 }
 
 func BenchmarkSecPatchesAlpineCached(b *testing.B) {
-	fn, _ := newSecPatches(&Env{Root: "testdata/alpine-index"})
+	fn, _ := newSecPatches(&Env{Root: "testdata/alpine-index", Now: fixtureNow})
 	benchCall(b, fn)
 }
 
@@ -146,7 +146,7 @@ func BenchmarkSecPatchesWithCVEs(b *testing.B) {
 		}
 	}
 	b.Run("cached", func(b *testing.B) {
-		fn, _ := newSecPatches(&Env{Root: root})
+		fn, _ := newSecPatches(&Env{Root: root, Now: fixtureNow})
 		r, err := fn.Call(context.Background(), Args{})
 		if err != nil {
 			b.Fatal(err)
@@ -155,7 +155,7 @@ func BenchmarkSecPatchesWithCVEs(b *testing.B) {
 		benchCall(b, fn)
 	})
 	b.Run("changelogs-cold", func(b *testing.B) {
-		fn, _ := newSecPatches(&Env{Root: root})
+		fn, _ := newSecPatches(&Env{Root: root, Now: fixtureNow})
 		f := fn.(*secPatches)
 		ctx := context.Background()
 		for b.Loop() {
@@ -184,7 +184,7 @@ func cveBenchRoot(b testing.TB) string {
 	} {
 		copyFile(b, debianRoot+"/"+aptListsPath+"/"+name, filepath.Join(root, aptListsPath, name))
 	}
-	fn, _ := newSecPatches(&Env{Root: root})
+	fn, _ := newSecPatches(&Env{Root: root, Now: fixtureNow})
 	res, err := fn.Call(context.Background(), Args{})
 	if err != nil {
 		b.Fatal(err)

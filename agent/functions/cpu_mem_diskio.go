@@ -71,6 +71,7 @@ type cpuMemDiskIO struct {
 	interval time.Duration // between readings
 	warmup   time.Duration // between the first and second reading
 	read     func(ctx context.Context, root string) (*ioSample, error)
+	now      func() time.Time // Env.Now: stamps readings that read left unstamped
 
 	mu        sync.Mutex
 	prev, cur *ioSample
@@ -78,7 +79,7 @@ type cpuMemDiskIO struct {
 }
 
 func newCPUMemDiskIO(env *Env) (Function, error) {
-	return &cpuMemDiskIO{root: env.Root, interval: DefaultSampleInterval, warmup: time.Second, read: readIOSample}, nil
+	return &cpuMemDiskIO{root: env.Root, interval: DefaultSampleInterval, warmup: time.Second, read: readIOSample, now: env.clock()}, nil
 }
 
 func (f *cpuMemDiskIO) Spec() Spec {
@@ -114,7 +115,15 @@ const minSampleGap = 200 * time.Millisecond
 // [minSampleGap] after the previous one (a call's baseline racing the
 // sampler's first reading) replaces it instead.
 func (f *cpuMemDiskIO) sample(ctx context.Context) {
+	now := time.Now
+	if f.now != nil {
+		now = f.now
+	}
+	at := now()
 	s, err := f.read(ctx, f.root)
+	if err == nil && s.at.IsZero() {
+		s.at = at
+	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.lastErr = err

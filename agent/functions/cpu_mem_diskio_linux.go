@@ -4,12 +4,11 @@ import (
 	"context"
 	"os"
 	"path/filepath"
-	"time"
 )
 
-// readIOSample reads <root>/proc/stat and /proc/diskstats.
+// readIOSample reads <root>/proc/stat and /proc/diskstats; the sampler
+// stamps the reading with its clock.
 func readIOSample(_ context.Context, root string) (*ioSample, error) {
-	at := time.Now()
 	data, err := os.ReadFile(filepath.Join(root, "proc", "stat"))
 	if err != nil {
 		return nil, err
@@ -18,7 +17,7 @@ func readIOSample(_ context.Context, root string) (*ioSample, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &ioSample{at: at, cpu: st}
+	s := &ioSample{cpu: st}
 	if data, err := os.ReadFile(filepath.Join(root, "proc", "diskstats")); err == nil {
 		s.disks = parseDiskstats(data)
 	}

@@ -5,16 +5,15 @@ package functions
 import (
 	"context"
 	"errors"
-	"time"
 
 	"github.com/shirou/gopsutil/v4/cpu"
 	"github.com/shirou/gopsutil/v4/disk"
 )
 
 // readIOSample asks gopsutil for CPU times and disk counters; root is not
-// used off Linux.
+// used off Linux. The sampler stamps the reading with its clock.
 func readIOSample(ctx context.Context, _ string) (*ioSample, error) {
-	s := &ioSample{at: time.Now()}
+	s := &ioSample{}
 	total, err := cpu.TimesWithContext(ctx, false)
 	if err != nil {
 		return nil, err

@@ -75,7 +75,8 @@ func TestCPUMemDiskIOWarmUpAndSampler(t *testing.T) {
 	if runtime.GOOS != "linux" {
 		t.Skip("reads /proc under Env.Root on Linux only")
 	}
-	set := New(&Env{Root: linuxRoot})
+	now := fixtureTime
+	set := New(&Env{Root: linuxRoot, Now: func() time.Time { return now }})
 	fn, _ := set.Lookup("current-cpu-mem-diskio")
 	f := fn.(*cpuMemDiskIO)
 	res, err := set.Call(context.Background(), "current-cpu-mem-diskio", nil)
@@ -90,14 +91,13 @@ func TestCPUMemDiskIOWarmUpAndSampler(t *testing.T) {
 		t.Errorf("memory: got %q, want %q", got, want)
 	}
 	// A second reading (what Run takes one second in) gives rates; one
-	// taken too soon replaces the first.
+	// taken too soon replaces the first. Env.Now stamps the readings.
+	now = now.Add(minSampleGap - time.Millisecond)
 	f.sample(context.Background())
 	if f.prev != nil {
 		t.Error("a reading right after the first one was kept as a second")
 	}
-	f.mu.Lock()
-	f.cur.at = f.cur.at.Add(-time.Second)
-	f.mu.Unlock()
+	now = now.Add(time.Second)
 	f.sample(context.Background())
 	res, _ = set.Call(context.Background(), "current-cpu-mem-diskio", nil)
 	if r := res.(*CPUMemDiskIOReply); r.WarmingUp || r.CPUPercent == nil || *r.CPUPercent != 0 || len(r.Disks) != 4 {

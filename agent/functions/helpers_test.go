@@ -6,6 +6,7 @@ import (
 	"os"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/commandcontrol/commandcontrol/fleet"
 )
@@ -17,6 +18,15 @@ const (
 	alpineRoot     = "testdata/alpine"
 	linuxRoot      = "testdata/linux"
 )
+
+// fixtureTime is the time the fixture tests run at: an hour after the
+// debian fixture's security index was published (its InRelease says
+// Date: Tue, 24 Nov 2026 00:34:33 UTC, Valid-Until a week later), so no
+// result depends on the day the tests run.
+var fixtureTime = time.Date(2026, 11, 24, 1, 34, 33, 0, time.UTC)
+
+// fixtureNow is the clock ([Env.Now]) of the fixture tests.
+func fixtureNow() time.Time { return fixtureTime }
 
 // readTable reads a tab- or comma-separated expectations file and returns
 // its rows without the header.
@@ -40,7 +50,7 @@ func readTable(t testing.TB, path string, sep rune) [][]string {
 // callFn builds the set for root and calls one function with body.
 func callFn(t testing.TB, root, name, body string) (any, error) {
 	t.Helper()
-	set := New(&Env{Root: root, MachineID: "10.0.0.5_test", Version: "test"})
+	set := New(&Env{Root: root, MachineID: "10.0.0.5_test", Version: "test", Now: fixtureNow})
 	return set.Call(context.Background(), name, []byte(body))
 }
 

@@ -48,12 +48,13 @@ const loadCacheFor = time.Second
 
 type currentLoad struct {
 	root string
+	now  func() time.Time // Env.Now: the cached reading's age
 	mu   sync.Mutex
 	last *LoadReply
 	at   time.Time
 }
 
-func newLoad(env *Env) (Function, error) { return &currentLoad{root: env.Root}, nil }
+func newLoad(env *Env) (Function, error) { return &currentLoad{root: env.Root, now: env.clock()}, nil }
 
 func (f *currentLoad) Spec() Spec {
 	return Spec{
@@ -67,7 +68,7 @@ func (f *currentLoad) Spec() Spec {
 func (f *currentLoad) Call(ctx context.Context, _ Args) (any, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	if f.last != nil && time.Since(f.at) < loadCacheFor {
+	if f.last != nil && f.now().Sub(f.at) < loadCacheFor {
 		return f.last, nil
 	}
 	r, err := readLoad(ctx, f.root)
@@ -77,6 +78,6 @@ func (f *currentLoad) Call(ctx context.Context, _ Args) (any, error) {
 	if r.enc, err = r.MarshalJSON(); err != nil {
 		return nil, err
 	}
-	f.last, f.at = r, time.Now()
+	f.last, f.at = r, f.now()
 	return r, nil
 }

@@ -5,6 +5,7 @@ import (
 	"os"
 	"runtime"
 	"testing"
+	"time"
 )
 
 func TestParseLoadavg(t *testing.T) {
@@ -93,4 +94,38 @@ func TestCurrentLoadFixture(t *testing.T) {
 	}
 	_, err = callFn(t, t.TempDir(), "current-load", "")
 	wantCode(t, err, 503, "loadavg")
+}
+
+// TestCurrentLoadCacheAgeReadsEnvClock: a reading is reused for
+// loadCacheFor by Env.Now, then read again.
+func TestCurrentLoadCacheAgeReadsEnvClock(t *testing.T) {
+	if runtime.GOOS != "linux" {
+		t.Skip("reads /proc under Env.Root on Linux only")
+	}
+	root := t.TempDir()
+	copyFile(t, linuxRoot+"/proc/loadavg", root+"/proc/loadavg")
+	now := fixtureTime.AddDate(30, 0, 0) // any date: only the age counts
+	fn, _ := newLoad(&Env{Root: root, Now: func() time.Time { return now }})
+	load1 := func() float64 {
+		t.Helper()
+		res, err := fn.Call(t.Context(), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return res.(*LoadReply).Load1
+	}
+	if got := load1(); got != 12.5 {
+		t.Fatalf("got load1 %v, want 12.5", got)
+	}
+	if err := os.WriteFile(root+"/proc/loadavg", []byte("0.50 0.25 0.05 1/100 42\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	now = now.Add(loadCacheFor - time.Nanosecond)
+	if got := load1(); got != 12.5 {
+		t.Errorf("within %v: got load1 %v, want the cached 12.5", loadCacheFor, got)
+	}
+	now = now.Add(time.Nanosecond)
+	if got := load1(); got != 0.5 {
+		t.Errorf("after %v: got load1 %v, want 0.5 read again", loadCacheFor, got)
+	}
 }

@@ -93,7 +93,7 @@ func (f *machineInfo) Call(ctx context.Context, _ Args) (any, error) {
 	r.MachineID, r.AgentVersion = f.env.MachineID, f.env.Version
 	r.Hostname, _ = os.Hostname()
 	if !r.BootTime.IsZero() {
-		r.UptimeSeconds = uint64(time.Since(r.BootTime).Seconds())
+		r.UptimeSeconds = uint64(max(0, f.env.clock()().Sub(r.BootTime).Seconds()))
 	}
 	if vm, err := mem.VirtualMemoryWithContext(ctx); err == nil {
 		r.MemoryTotalBytes = vm.Total
@@ -107,7 +107,7 @@ func (f *machineInfo) Call(ctx context.Context, _ Args) (any, error) {
 func (f *machineInfo) staticInfo(ctx context.Context) *MachineInfoReply {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	if f.static != nil && time.Since(f.staticAt) < staticInfoTTL {
+	if f.static != nil && f.env.clock()().Sub(f.staticAt) < staticInfoTTL {
 		return f.static
 	}
 	r := &MachineInfoReply{OS: runtime.GOOS, Arch: runtime.GOARCH}
@@ -135,7 +135,7 @@ func (f *machineInfo) staticInfo(ctx context.Context) *MachineInfoReply {
 	if r.CPU.Logical == 0 {
 		r.CPU.Logical = runtime.NumCPU()
 	}
-	f.static, f.staticAt = r, time.Now()
+	f.static, f.staticAt = r, f.env.clock()()
 	return r
 }
 

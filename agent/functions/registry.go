@@ -15,6 +15,7 @@ import (
 	"runtime/debug"
 	"sort"
 	"sync"
+	"time"
 
 	"github.com/commandcontrol/commandcontrol/fleet"
 )
@@ -103,9 +104,21 @@ type Env struct {
 	Version string
 	// Logger is never nil after [New].
 	Logger *slog.Logger
+	// Now is the clock every time-based decision of the functions reads
+	// (an index's Valid-Until, cache ages, uptime); nil means time.Now.
+	// Tests set a fixed time so no result depends on the day they run.
+	Now func() time.Time
 
 	dbOnce sync.Once
 	db     *pkgDB
+}
+
+// clock returns [Env.Now], or time.Now when it is nil.
+func (e *Env) clock() func() time.Time {
+	if e.Now != nil {
+		return e.Now
+	}
+	return time.Now
 }
 
 // packageDB is the installed-package database every function of this Env

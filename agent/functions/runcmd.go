@@ -64,6 +64,7 @@ func (e *toolError) Error() string {
 // package database) is unchanged, for at most ttl.
 type toolCache struct {
 	ttl time.Duration
+	now func() time.Time // nil means time.Now
 
 	mu  sync.Mutex
 	sig string
@@ -76,13 +77,17 @@ type toolCache struct {
 func (c *toolCache) get(sig string, fill func() (any, error)) (any, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.val != nil && c.sig == sig && time.Since(c.at) < c.ttl {
+	now := time.Now
+	if c.now != nil {
+		now = c.now
+	}
+	if c.val != nil && c.sig == sig && now().Sub(c.at) < c.ttl {
 		return c.val, nil
 	}
 	v, err := fill()
 	if err != nil {
 		return nil, err
 	}
-	c.sig, c.at, c.val = sig, time.Now(), v
+	c.sig, c.at, c.val = sig, now(), v
 	return v, nil
 }

@@ -66,7 +66,7 @@ case "$*" in
 *--installed*) cat %s/dnf4-installed.txt ;;
 *) cat %s/dnf4-available.txt ;;
 esac`, args, abs, abs)})
-	fn, _ := newSecPatches(&Env{Root: "testdata/rpm-sqlite"})
+	fn, _ := newSecPatches(&Env{Root: "testdata/rpm-sqlite", Now: fixtureNow})
 	f := fn.(*secPatches)
 	f.lookPath = lookPath
 	res, err := f.Call(t.Context(), Args{})
@@ -102,7 +102,7 @@ esac`, args, abs, abs)})
 }
 
 func TestSecPatchesRpmUnavailable(t *testing.T) {
-	fn, _ := newSecPatches(&Env{Root: "testdata/rpm-ndb"})
+	fn, _ := newSecPatches(&Env{Root: "testdata/rpm-ndb", Now: fixtureNow})
 	f := fn.(*secPatches)
 	f.lookPath = fakeTools(t, nil)
 	_, err := f.Call(t.Context(), Args{})

@@ -143,6 +143,7 @@ type secPatches struct {
 	// replace it with fakes).
 	lookPath func(string) (string, error)
 	tools    *toolCache
+	now      func() time.Time // Env.Now: expiry of the apt indexes
 	apkCache apkIndexCache
 	// history and changelogs back the apt installed list's dates and CVEs.
 	history    historyCache
@@ -156,7 +157,8 @@ type secPatches struct {
 }
 
 func newSecPatches(env *Env) (Function, error) {
-	return &secPatches{root: env.Root, db: env.packageDB(), lookPath: exec.LookPath, tools: &toolCache{ttl: toolCacheTTL}}, nil
+	return &secPatches{root: env.Root, db: env.packageDB(), lookPath: exec.LookPath,
+		tools: &toolCache{ttl: toolCacheTTL, now: env.clock()}, now: env.clock()}, nil
 }
 
 func (f *secPatches) Spec() Spec {
@@ -202,7 +204,7 @@ func (f *secPatches) apt(pkgs []Package, filter nameFilter) (any, error) {
 		Installed: installed, InstalledCount: len(installed),
 		Notes: notes,
 	}
-	now := time.Now()
+	now := f.now()
 	for _, r := range releases {
 		reply.SecurityIndex = append(reply.SecurityIndex, SecurityIndex{
 			Suite: r.Suite, Codename: r.Codename, Date: r.Date, ValidUntil: r.ValidUntil, File: r.File, Packages: r.Packages})

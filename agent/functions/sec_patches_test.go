@@ -140,3 +140,35 @@ func copyFile(t testing.TB, from, to string) {
 		t.Fatal(err)
 	}
 }
+
+// TestSecPatchesIndexExpiryReadsEnvClock: whether the security index has
+// expired is decided by Env.Now, not the wall clock: within Valid-Until
+// (Tue, 01 Dec 2026 00:34:33 UTC) there is no note, a second after it and
+// years after it the note says when it expired.
+func TestSecPatchesIndexExpiryReadsEnvClock(t *testing.T) {
+	validUntil := time.Date(2026, 12, 1, 0, 34, 33, 0, time.UTC)
+	const note = "deb.debian.org_debian-security_dists_bookworm-security_InRelease expired on 2026-12-01T00:34:33Z: the pending list may be out of date; run apt-get update"
+	for _, c := range []struct {
+		now     time.Time
+		expired bool
+	}{
+		{fixtureTime, false},
+		{validUntil, false},
+		{validUntil.Add(time.Second), true},
+		{validUntil.AddDate(20, 0, 0), true},
+	} {
+		fn, _ := newSecPatches(&Env{Root: debianRoot, Now: func() time.Time { return c.now }})
+		res, err := fn.Call(t.Context(), Args{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		notes := res.(*SecPatchesReply).Notes
+		has := false
+		for _, n := range notes {
+			has = has || n == note
+		}
+		if has != c.expired {
+			t.Errorf("at %v: got notes %q, want the expiry note %v", c.now, notes, c.expired)
+		}
+	}
+}
