@@ -144,10 +144,12 @@ func New(cfg Config) (*Service, error) {
 }
 
 // ensureAdmin creates <data>/admin.nk and registers it as operator "admin"
-// when the registry has no operator yet.
+// when the registry has no operator yet. On every later start an admin.nk
+// that group or others can read is refused too: it is an admin's identity,
+// whoever can read it is an admin.
 func (s *Service) ensureAdmin() error {
 	if len(s.reg.Operators()) > 0 {
-		return nil
+		return checkSeedMode(s.AdminKeyPath())
 	}
 	kp, err := LoadOrCreateSeed(s.AdminKeyPath(), nkeys.CreateUser)
 	if err != nil {
