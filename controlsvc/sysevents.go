@@ -90,6 +90,9 @@ func (s *Service) handleEvent(m *nats.Msg) {
 		s.admitMu.Lock()
 		ok := s.onRecord(ev.Client.User)
 		var older []connKey
+		if id, agent := strings.CutPrefix(ev.Client.User, agentUserPrefix); agent {
+			s.limit.connected(id)
+		}
 		if ok {
 			older = s.olderAgentConns(k, ev.Client.User)
 			s.presence.connected(k, ev.Client.User)
