@@ -9,6 +9,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 
 	"github.com/nats-io/nats.go"
@@ -44,8 +45,10 @@ func LoadOrCreateKey(path string) (nkeys.KeyPair, bool, error) {
 	if err != nil {
 		return nil, false, fmt.Errorf("key file: %w", err)
 	}
-	if fi.Mode().Perm()&0o077 != 0 {
-		return nil, false, fmt.Errorf("key file %s has mode %v: it must be readable by its owner only; run: chmod 600 %s", path, fi.Mode().Perm(), path)
+	// Windows has no such mode bits (Go reports 0666 for every writable
+	// file): there the file's ACL is the administrator's to set.
+	if perm := fi.Mode().Perm(); runtime.GOOS != "windows" && perm&0o077 != 0 {
+		return nil, false, fmt.Errorf("key file %s has mode %#o (%v): it must be readable by its owner only; run: chmod 600 %s", path, perm, perm, path)
 	}
 	b, err := os.ReadFile(path)
 	if err != nil {

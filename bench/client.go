@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"runtime"
 	"strings"
 	"time"
 
@@ -32,6 +33,8 @@ var (
 	ErrNoKey = errors.New("no operator key")
 	// ErrBadSeed means the key given is not an operator (user) nkey seed.
 	ErrBadSeed = errors.New("not an operator nkey seed")
+	// ErrKeyFileMode means the seed file can be read by group or others.
+	ErrKeyFileMode = errors.New("key file readable by others")
 	// ErrUnreachable means no broker accepted a connection at the URL.
 	ErrUnreachable = errors.New("broker unreachable")
 	// ErrRefused means the broker refused the key: it is not registered as
@@ -66,6 +69,19 @@ type Option func(*config)
 // from path.
 func WithSeedFile(path string) Option {
 	return func(c *config) {
+		fi, err := os.Stat(path)
+		if err != nil {
+			c.seedErr = fmt.Errorf("read operator key: %w", err)
+			return
+		}
+		// Whoever can read the seed is that operator: the same rule
+		// cc-control and cc-agent apply to theirs. Windows has no such
+		// mode bits (Go reports 0666 for every writable file).
+		if perm := fi.Mode().Perm(); runtime.GOOS != "windows" && perm&0o077 != 0 {
+			c.seedErr = fmt.Errorf("%w: operator key file %s has mode %#o (%v): a key must be readable by its owner only; run: chmod 600 %s",
+				ErrKeyFileMode, path, perm, perm, path)
+			return
+		}
 		b, err := os.ReadFile(path)
 		if err != nil {
 			c.seedErr = fmt.Errorf("read operator key: %w", err)

@@ -5,6 +5,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/nats-io/nats.go"
@@ -165,5 +166,26 @@ func TestControlWithoutKey(t *testing.T) {
 	defer c.Close()
 	if _, err := c.WhoAmI(testCtx(t)); !errors.Is(err, bench.ErrNoKey) {
 		t.Errorf("err = %v, want ErrNoKey", err)
+	}
+}
+
+// TestSeedFileReadableByOthers: the SDK refuses an operator seed that group
+// or others can read, before it dials, naming the file, its mode and the fix.
+func TestSeedFileReadableByOthers(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "admin.nk")
+	if err := os.WriteFile(p, stacktest.Seed(t, stacktest.Key(t, "op")), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(p, 0o640); err != nil {
+		t.Fatal(err)
+	}
+	_, err := bench.Connect("nats://127.0.0.1:1", bench.WithSeedFile(p))
+	if !errors.Is(err, bench.ErrKeyFileMode) {
+		t.Fatalf("got %v, want ErrKeyFileMode", err)
+	}
+	for _, want := range []string{p + " has mode 0640", "chmod 600 " + p} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error %q does not say %q", err, want)
+		}
 	}
 }

@@ -55,6 +55,8 @@ type callout struct {
 	onGrant  func(kind, who string)
 	// onAudit records a refusal with the key presented.
 	onAudit func(kind, who, key, ip, reason string)
+	// limit bounds each machine's connections (nil: no bound).
+	limit *connLimiter
 }
 
 // clock returns now, or time.Now when it is nil.
@@ -276,6 +278,9 @@ func (c *callout) decide(req *jwt.AuthorizationRequestClaims) (*jwt.UserClaims, 
 		reason := fmt.Sprintf("machine %s presented key %s but the key on record is %s; if the machine was rebuilt, re-accept it with: cc-bench machines accept %s", id, opts.Nkey, m.Key, id)
 		c.reg.RecordPending(id, opts.Nkey, ci.Host, "key does not match the key on record")
 		return nil, c.refuse("agent", id, opts.Nkey, ci.Host, reason)
+	}
+	if err := c.limit.admit(id); err != nil {
+		return nil, c.refuse("agent", id, opts.Nkey, ci.Host, err.Error())
 	}
 	uc := c.userClaims(req, agentUserPrefix+id)
 	uc.Permissions = agentPermissions(id)

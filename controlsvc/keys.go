@@ -7,6 +7,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 
 	"github.com/commandcontrol/commandcontrol/broker"
@@ -128,8 +129,8 @@ func LoadSeed(path string) (nkeys.KeyPair, error) {
 	if err != nil {
 		return nil, err
 	}
-	if fi.Mode().Perm()&0o077 != 0 {
-		return nil, fmt.Errorf("key file %s has mode %v: a key must be readable by its owner only; run: chmod 600 %s", path, fi.Mode().Perm(), path)
+	if err := seedModeError(path, fi); err != nil {
+		return nil, err
 	}
 	b, err := os.ReadFile(path)
 	if err != nil {
@@ -140,6 +141,29 @@ func LoadSeed(path string) (nkeys.KeyPair, error) {
 		return nil, fmt.Errorf("key file %s does not hold an nkey seed: %w", path, err)
 	}
 	return kp, nil
+}
+
+// checkSeedMode refuses a seed file at path that group or others can read;
+// a missing file is not an error.
+func checkSeedMode(path string) error {
+	fi, err := os.Stat(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("key file %s: %w", path, err)
+	}
+	return seedModeError(path, fi)
+}
+
+// seedModeError says what to do about a seed file group or others can
+// read. Windows has no such mode bits (Go reports 0666 for every writable
+// file), so there the file's ACL is left to the administrator.
+func seedModeError(path string, fi os.FileInfo) error {
+	if runtime.GOOS == "windows" || fi.Mode().Perm()&0o077 == 0 {
+		return nil
+	}
+	return fmt.Errorf("key file %s has mode %#o (%v): a key must be readable by its owner only; run: chmod 600 %s", path, fi.Mode().Perm(), fi.Mode().Perm(), path)
 }
 
 // writeFileAtomic writes data to a temporary file beside path and renames

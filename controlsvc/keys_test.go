@@ -2,6 +2,7 @@ package controlsvc
 
 import (
 	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -255,5 +256,42 @@ func TestLoadOrCreateKeysChecksKind(t *testing.T) {
 	}
 	if _, err := LoadOrCreateKeys(dir); err == nil {
 		t.Fatal("a user seed was accepted as the callout issuer")
+	}
+}
+
+// TestAdminSeedReadableByOthersIsRefused: admin.nk is read on the first
+// start only, but it stays an admin's identity, so every start refuses it
+// when group or others can read it, as keys/*.nk are refused.
+func TestAdminSeedReadableByOthersIsRefused(t *testing.T) {
+	dir := t.TempDir()
+	if _, err := New(Config{DataDir: dir}); err != nil {
+		t.Fatal(err)
+	}
+	p := filepath.Join(dir, AdminKeyFile)
+	if _, err := New(Config{DataDir: dir}); err != nil {
+		t.Fatalf("second start with admin.nk at 0600: %v", err)
+	}
+	for _, mode := range []os.FileMode{0o644, 0o640, 0o604} {
+		if err := os.Chmod(p, mode); err != nil {
+			t.Fatal(err)
+		}
+		_, err := New(Config{DataDir: dir})
+		want := fmt.Sprintf("key file %s has mode %#o", p, mode)
+		if err == nil || !strings.Contains(err.Error(), want) || !strings.Contains(err.Error(), "chmod 600 "+p) {
+			t.Fatalf("mode %v: got %v, want a refusal saying %q and chmod 600 %s", mode, err, want, p)
+		}
+	}
+	// On the first start too (the admin seed placed before it).
+	first := t.TempDir()
+	kp, _ := newUser(t)
+	seed, _ := kp.Seed()
+	if err := os.WriteFile(filepath.Join(first, AdminKeyFile), seed, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(filepath.Join(first, AdminKeyFile), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := New(Config{DataDir: first}); err == nil || !strings.Contains(err.Error(), "chmod 600") {
+		t.Fatalf("first start with admin.nk at 0644: got %v, want a refusal", err)
 	}
 }

@@ -1,11 +1,14 @@
 package controlsvc
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
+	"slices"
 	"sort"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -74,11 +77,8 @@ func OpenRegistry(path string) (*Registry, error) {
 	case err != nil:
 		return nil, fmt.Errorf("read registry: %w", err)
 	default:
-		if err := json.Unmarshal(b, &r.data); err != nil {
-			return nil, fmt.Errorf("registry file %s is not valid JSON: %w (restore it from a backup or move it away to start empty)", path, err)
-		}
-		if err := r.data.validate(); err != nil {
-			return nil, fmt.Errorf("registry file %s: %w", path, err)
+		if err := decodeRegistry(b, &r.data); err != nil {
+			return nil, fmt.Errorf("registry file %s: %w (restore it from a backup, or move it away to start with an empty registry)", path, err)
 		}
 	}
 	r.data.Version = 1
@@ -92,6 +92,54 @@ func OpenRegistry(path string) (*Registry, error) {
 		r.data.Operators = map[string]*fleet.Operator{}
 	}
 	return r, nil
+}
+
+// registryFields are the registry file's top-level fields, and whether
+// each must be present and not null. A file without its machines or
+// operators is damaged (cc-control always writes them): loading it as an
+// empty fleet would make the loss permanent at the next write.
+var registryFields = []struct {
+	name     string
+	required bool
+}{{"version", true}, {"machines", true}, {"operators", true}, {"pending", false}}
+
+// decodeRegistry parses a registry file, refusing unknown fields (a
+// misspelt "machines" would otherwise be ignored) and missing or null
+// required ones, and checks every entry.
+func decodeRegistry(b []byte, d *registryData) error {
+	var top map[string]json.RawMessage
+	if err := json.Unmarshal(b, &top); err != nil {
+		return fmt.Errorf("not valid JSON: %w", err)
+	}
+	if top == nil {
+		return errors.New("it holds null, not a registry object")
+	}
+	known := make([]string, 0, len(registryFields))
+	for _, f := range registryFields {
+		known = append(known, f.name)
+	}
+	for name := range top {
+		if !slices.Contains(known, name) {
+			return fmt.Errorf("unknown top-level field %q (the fields are %s)", name, strings.Join(known, ", "))
+		}
+	}
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(d); err != nil {
+		return fmt.Errorf("not valid JSON: %w", err)
+	}
+	if err := d.validate(); err != nil {
+		return err
+	}
+	for _, f := range registryFields {
+		if v, ok := top[f.name]; f.required && (!ok || string(bytes.TrimSpace(v)) == "null") {
+			return fmt.Errorf("the top-level field %q is missing or null", f.name)
+		}
+	}
+	if d.Version != 1 {
+		return fmt.Errorf("version %d is not one this cc-control reads (1)", d.Version)
+	}
+	return nil
 }
 
 func (d *registryData) validate() error {

@@ -543,3 +543,51 @@ func TestFailedSaveIsNotApplied(t *testing.T) {
 		t.Fatal("AddOperator returned an error, yet the operator exists")
 	}
 }
+
+// TestOpenRegistryRefusesMissingFields: a registry whose machines (or
+// operators) are misspelt, missing or null used to load as an empty fleet,
+// and the next write made the loss permanent. Each is refused, naming the
+// field and the file, and the file is left as it was.
+func TestOpenRegistryRefusesMissingFields(t *testing.T) {
+	_, ukey := newUser(t)
+	machines := fmt.Sprintf(`{"10.0.0.1_a":{"id":"10.0.0.1_a","key":%q}}`, ukey)
+	operators := fmt.Sprintf(`{"bob":{"name":"bob","key":%q,"role":"admin"}}`, ukey)
+	tests := []struct {
+		name, content, want string
+	}{
+		{"misspelt machines", `{"version":1,"machnes":` + machines + `,"operators":` + operators + `}`, `unknown top-level field "machnes"`},
+		{"null machines", `{"version":1,"machines":null,"operators":` + operators + `}`, `top-level field "machines" is missing or null`},
+		{"missing machines", `{"version":1,"operators":` + operators + `}`, `top-level field "machines" is missing or null`},
+		{"null operators", `{"version":1,"machines":` + machines + `,"operators":null}`, `top-level field "operators" is missing or null`},
+		{"missing version", `{"machines":` + machines + `,"operators":` + operators + `}`, `top-level field "version" is missing or null`},
+		{"other version", `{"version":2,"machines":` + machines + `,"operators":` + operators + `}`, `version 2 is not one this cc-control reads`},
+		{"null file", `null`, `it holds null`},
+		{"empty object", `{}`, `top-level field "version" is missing or null`},
+		{"unknown machine field", `{"version":1,"machines":{"10.0.0.1_a":{"id":"10.0.0.1_a","key":"` + ukey + `","lables":{}}},"operators":` + operators + `}`, `unknown field "lables"`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			path := filepath.Join(t.TempDir(), RegistryFile)
+			if err := os.WriteFile(path, []byte(tt.content), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			_, err := OpenRegistry(path)
+			if err == nil || !strings.Contains(err.Error(), tt.want) || !strings.Contains(err.Error(), path) {
+				t.Fatalf("got %v, want an error naming %s and containing %q", err, path, tt.want)
+			}
+			if b, _ := os.ReadFile(path); string(b) != tt.content {
+				t.Fatalf("the file was rewritten: %s", b)
+			}
+		})
+	}
+	// A file as cc-control writes it loads, without "pending" too.
+	path := filepath.Join(t.TempDir(), RegistryFile)
+	good := `{"version":1,"machines":` + machines + `,"operators":` + operators + `}`
+	if err := os.WriteFile(path, []byte(good), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	r, err := OpenRegistry(path)
+	if err != nil || len(r.Machines()) != 1 || len(r.Operators()) != 1 {
+		t.Fatalf("a good file: %v", err)
+	}
+}

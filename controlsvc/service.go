@@ -7,6 +7,7 @@
 package controlsvc
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -48,6 +49,10 @@ type Config struct {
 	// UserTTL is how long an issued user JWT lives; the client then
 	// re-authorises transparently.
 	UserTTL time.Duration
+	// MaxAgentConnections bounds the connections one machine's key may
+	// hold at once (default DefaultMaxAgentConnections; negative: no
+	// bound).
+	MaxAgentConnections int
 	// ReadOnlyFunctions are the functions a viewer may call.
 	ReadOnlyFunctions []string
 	// ResyncInterval is how often presence is re-checked against CONNZ.
@@ -98,6 +103,8 @@ type Service struct {
 	callHooks    []CallHook
 	snapCache    snapCache
 	calls        *nats.Conn
+	// limit bounds each machine's connections; connect events feed it.
+	limit *connLimiter
 }
 
 // New loads (or creates) the data directory: keys, registry and, on first
@@ -155,10 +162,12 @@ func New(cfg Config) (*Service, error) {
 }
 
 // ensureAdmin creates <data>/admin.nk and registers it as operator "admin"
-// when the registry has no operator yet.
+// when the registry has no operator yet. On every later start an admin.nk
+// that group or others can read is refused too: it is an admin's identity,
+// whoever can read it is an admin.
 func (s *Service) ensureAdmin() error {
 	if len(s.reg.Operators()) > 0 {
-		return nil
+		return checkSeedMode(s.AdminKeyPath())
 	}
 	kp, err := LoadOrCreateSeed(s.AdminKeyPath(), nkeys.CreateUser)
 	if err != nil {
@@ -277,6 +286,10 @@ func (s *Service) startServing(ctx context.Context) error {
 	co := &callout{keys: s.keys, reg: s.reg, log: s.log.With("component", "callout"), ttl: s.cfg.UserTTL, now: s.cfg.Now, readOnly: s.cfg.ReadOnlyFunctions}
 	co.onGrant, co.onRefuse = s.metrics.granted, s.metrics.refused
 	co.onAudit = s.auditRefused
+	if s.cfg.MaxAgentConnections >= 0 {
+		s.limit = newConnLimiter(cmp.Or(s.cfg.MaxAgentConnections, DefaultMaxAgentConnections), time.Now, s.presence.machineConns)
+		co.limit = s.limit
+	}
 	_, stop, err := co.subscribe(s.ctl)
 	if err != nil {
 		return err

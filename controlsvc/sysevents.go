@@ -3,6 +3,7 @@ package controlsvc
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"strings"
 	"time"
@@ -88,10 +89,18 @@ func (s *Service) handleEvent(m *nats.Msg) {
 	if m.Subject == connectSubject {
 		s.admitMu.Lock()
 		ok := s.onRecord(ev.Client.User)
+		var older []connKey
+		if id, agent := strings.CutPrefix(ev.Client.User, agentUserPrefix); agent {
+			s.limit.connected(id)
+		}
 		if ok {
+			older = s.olderAgentConns(k, ev.Client.User)
 			s.presence.connected(k, ev.Client.User)
 		}
 		s.admitMu.Unlock()
+		if len(older) > 0 {
+			go s.supersede(ev, older)
+		}
 		if !ok {
 			// Authorised, then removed before this event arrived: the
 			// removal's kick could not see the connection yet. It never
@@ -102,6 +111,48 @@ func (s *Service) handleEvent(m *nats.Msg) {
 		}
 	} else {
 		s.presence.disconnected(k, ev.Reason)
+	}
+}
+
+// olderAgentConns returns the other connections presence holds for an
+// agent user: one machine is served by one connection, the newest (see
+// supersede). Operators may hold several.
+func (s *Service) olderAgentConns(k connKey, user string) []connKey {
+	if !strings.HasPrefix(user, agentUserPrefix) {
+		return nil
+	}
+	var out []connKey
+	for _, c := range s.presence.connsOf(user) {
+		if c != k {
+			out = append(out, c)
+		}
+	}
+	return out
+}
+
+// supersede closes a machine's older connections when a newer one
+// arrives: two agents with the same id and key would otherwise both
+// answer every call and race. The newest wins because a machine that
+// reconnects (its old connection half-open, or moved to another broker)
+// is the newest, and the old one is dead anyway. A connection that was
+// really open and is closed is logged and audited as refused; one already
+// gone (its broker died) is not. A second agent sharing the id and key
+// reconnects in turn and closes the first: each round is recorded, so the
+// duplicate shows in the log and the audit until one of them is stopped
+// or the machine re-keyed.
+func (s *Service) supersede(ev connEvent, older []connKey) {
+	id := strings.TrimPrefix(ev.Client.User, agentUserPrefix)
+	for _, k := range older {
+		if err := s.kickOne(context.Background(), k); err != nil {
+			s.log.Debug("older connection of a machine already gone", "machine", id, "server", k.server, "cid", k.cid, "error", err)
+			continue
+		}
+		reason := fmt.Sprintf("machine %s connected again from %s (connection %d on %s), so its older connection %d on %s was closed: "+
+			"one machine is served by its newest connection. If this repeats, two agents run with the same id and key: "+
+			"stop one, or give it its own key and id", id, ev.Client.Host, ev.Client.ID, ev.Server.ID, k.cid, k.server)
+		s.log.Warn("closed a machine's older connection", "machine", id, "server", k.server, "cid", k.cid,
+			"new_host", ev.Client.Host, "new_cid", ev.Client.ID)
+		s.auditRefused("agent", id, "", ev.Client.Host, reason)
 	}
 }
 
@@ -303,20 +354,27 @@ func (s *Service) serverConnz(ctx context.Context, server string) (map[uint64]st
 func (s *Service) kick(ctx context.Context, conns []connKey) int {
 	n := 0
 	for _, k := range conns {
-		req, _ := json.Marshal(map[string]uint64{"cid": k.cid})
-		m, err := s.sys.RequestWithContext(withTimeout(ctx, 2*time.Second), "$SYS.REQ.SERVER."+k.server+".KICK", req)
-		if err != nil {
+		if err := s.kickOne(ctx, k); err != nil {
 			s.log.Error("closing connection failed", "server", k.server, "cid", k.cid, "error", err)
-			continue
-		}
-		var r serverAPIResponse
-		if json.Unmarshal(m.Data, &r) == nil && r.Error != nil {
-			s.log.Error("closing connection failed", "server", k.server, "cid", k.cid, "error", r.Error.Description)
 			continue
 		}
 		n++
 	}
 	return n
+}
+
+// kickOne tells connection k's broker to close it.
+func (s *Service) kickOne(ctx context.Context, k connKey) error {
+	req, _ := json.Marshal(map[string]uint64{"cid": k.cid})
+	m, err := s.sys.RequestWithContext(withTimeout(ctx, 2*time.Second), "$SYS.REQ.SERVER."+k.server+".KICK", req)
+	if err != nil {
+		return err
+	}
+	var r serverAPIResponse
+	if json.Unmarshal(m.Data, &r) == nil && r.Error != nil {
+		return errors.New(r.Error.Description)
+	}
+	return nil
 }
 
 func withTimeout(ctx context.Context, d time.Duration) context.Context {

@@ -3,6 +3,8 @@ package functions
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -63,8 +65,10 @@ func NewCustomFunction(def Definition, env *Env) Function {
 func (f *customFunction) Spec() Spec { return f.def.Spec() }
 
 // Call runs the command: no shell, a scrubbed environment, stdin empty,
-// bounded in time (504), output (413) and concurrency (503). The whole
-// process group is killed on timeout or overflow.
+// bounded in time (504), output (413) and concurrency (503). On timeout or
+// overflow the whole process group is killed, and on Linux every process
+// descending from the command or carrying its run tag (setsid'd children
+// and orphans too).
 func (f *customFunction) Call(ctx context.Context, args Args) (any, error) {
 	select {
 	case f.sem <- struct{}{}:
@@ -80,14 +84,20 @@ func (f *customFunction) Call(ctx context.Context, args Args) (any, error) {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
-	cmd.Env = f.environ()
+	tag := runTag()
+	cmd.Env = append(f.environ(), runTagVar+"="+tag)
 	cmd.Dir = f.def.Dir
 	stdout := &limitWriter{max: f.def.MaxOutputBytes, onOverflow: cancel}
 	stderr := &tailWriter{max: stderrKeep}
 	cmd.Stdout, cmd.Stderr = stdout, stderr
 	cmd.WaitDelay = killGrace
-	killProcessGroup(cmd)
+	killProcessGroup(cmd, tag)
 	err = cmd.Run()
+	if ctx.Err() != nil {
+		// The command may have exited before its time was up and left a
+		// child holding its output open: Cancel was not called for it.
+		killLeftovers(tag)
+	}
 	switch {
 	case stdout.overflow:
 		return nil, fleet.Errorf(fleet.CodeTooLarge, "%s wrote more than %d bytes to stdout (its max_output_bytes); the process was killed", f.def.Name, f.def.MaxOutputBytes)
@@ -104,6 +114,18 @@ func (f *customFunction) Call(ctx context.Context, args Args) (any, error) {
 		return nil, fleet.Errorf(fleet.CodeInternal, "%s: cannot run %s: %v", f.def.Name, argv[0], err)
 	}
 	return f.result(stdout.buf.Bytes(), stderr.String())
+}
+
+// runTagVar is set, to a random tag of its own, in each custom command's
+// environment: when the command is killed, every process carrying its tag
+// is killed too (where the agent can list processes' environments).
+const runTagVar = "CC_RUN_ID"
+
+// runTag returns a fresh random tag.
+func runTag() string {
+	var b [16]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
 }
 
 // result passes JSON stdout through or wraps text, as the output mode says.

@@ -8,12 +8,21 @@ import (
 )
 
 // killProcessGroup starts the command in a process group of its own and
-// makes cancelling it kill the whole group, so a script's children die
-// with it.
-func killProcessGroup(cmd *exec.Cmd) {
+// makes cancelling it kill the whole group and then every process that
+// descends from it or carries its run tag (see killTree), so a script's
+// children die with it, those that left the group (setsid) too.
+func killProcessGroup(cmd *exec.Cmd, tag string) {
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
+	cmd.Cancel = func() error {
+		err := syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+		killTree(cmd.Process.Pid, tag)
+		return err
+	}
 }
+
+// killLeftovers kills what still carries the run tag after the command
+// was waited for (its pid may be reused now, so it is not walked).
+func killLeftovers(tag string) { killTree(0, tag) }
 
 // baseEnv is the environment every custom function gets on Unix.
 func baseEnv() []string {

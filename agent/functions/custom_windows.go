@@ -6,7 +6,10 @@ import "os/exec"
 
 // killProcessGroup keeps exec's default on Windows (the process is
 // killed); WaitDelay bounds the wait for pipes a child may still hold.
-func killProcessGroup(*exec.Cmd) {}
+func killProcessGroup(*exec.Cmd, string) {}
+
+// killLeftovers does nothing on Windows (see killProcessGroup).
+func killLeftovers(string) {}
 
 // baseEnv is the environment every custom function gets on Windows: what
 // programs there cannot start without.

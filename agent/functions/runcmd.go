@@ -27,13 +27,17 @@ func runTool(ctx context.Context, argv ...string) ([]byte, error) {
 	ctx, cancel := context.WithTimeout(ctx, toolTimeout)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
-	cmd.Env = baseEnv()
+	tag := runTag()
+	cmd.Env = append(baseEnv(), runTagVar+"="+tag)
 	stdout := &limitWriter{max: toolOutputLimit, onOverflow: cancel}
 	stderr := &tailWriter{max: stderrInError}
 	cmd.Stdout, cmd.Stderr = stdout, stderr
 	cmd.WaitDelay = killGrace
-	killProcessGroup(cmd)
+	killProcessGroup(cmd, tag)
 	err := cmd.Run()
+	if ctx.Err() != nil {
+		killLeftovers(tag)
+	}
 	switch {
 	case stdout.overflow:
 		return nil, fmt.Errorf("%s printed more than %d bytes; it was killed", argv[0], toolOutputLimit)

@@ -34,6 +34,7 @@ type options struct {
 	pingInterval, userTTL       time.Duration
 	reconnectRate               float64
 	maxPingsOut                 int
+	maxAgentConns               int
 	viewerFns                   string
 	localAgent                  bool
 	localAgentID                string
@@ -72,6 +73,8 @@ Flags:
 	fs.DurationVar(&o.pingInterval, "ping-interval", broker.DefaultPingInterval, "embedded broker: ping interval; a silent client is dropped after (max-pings-out+1) intervals")
 	fs.IntVar(&o.maxPingsOut, "max-pings-out", broker.DefaultMaxPingsOut, "embedded broker: unanswered pings before a client is dropped")
 	fs.Float64Var(&o.reconnectRate, "reconnect-rate", controlsvc.DefaultReconnectRate, "authorisations per second your brokers and this service sustain (cc-perf measures it); agents spread a reconnection after a broker restart over ONLINE/rate seconds")
+	fs.IntVar(&o.maxAgentConns, "max-agent-connections", controlsvc.DefaultMaxAgentConnections,
+		"connections one machine's key may hold at once (its newest connection serves, older ones are closed); a further one is refused and audited; negative: no bound")
 	fs.DurationVar(&o.userTTL, "user-ttl", controlsvc.DefaultUserTTL, "lifetime of issued credentials; clients re-authorise transparently")
 	fs.StringVar(&o.viewerFns, "viewer-functions", strings.Join(controlsvc.DefaultReadOnlyFunctions, ","), "comma-separated functions the viewer role may call")
 	fs.StringVar(&o.functionsDir, "functions-dir", "", "operators' function definitions (as given to cc-agent --functions-dir): those with role viewer are added to --viewer-functions")
@@ -141,10 +144,11 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			Routes: splitList(o.routes), LeafListen: o.leafListen, LeafSites: sites, MonitorListen: o.monitor,
 			PingInterval: o.pingInterval, MaxPingsOut: o.maxPingsOut,
 		},
-		UserTTL:           o.userTTL,
-		ReconnectRate:     o.reconnectRate,
-		ReadOnlyFunctions: viewerFunctions(o, log),
-		Logger:            log,
+		UserTTL:             o.userTTL,
+		MaxAgentConnections: o.maxAgentConns,
+		ReconnectRate:       o.reconnectRate,
+		ReadOnlyFunctions:   viewerFunctions(o, log),
+		Logger:              log,
 	})
 	if err != nil {
 		return err

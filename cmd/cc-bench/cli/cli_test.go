@@ -2,6 +2,7 @@ package cli
 
 import (
 	"net"
+	"os"
 	"strings"
 	"testing"
 
@@ -95,6 +96,17 @@ func TestConnectErrors(t *testing.T) {
 	stranger := t.TempDir() + "/stranger.nk"
 	seed, _ := operatorKey(t, 3)
 	writeFile(t, stranger, seed)
+	// A copy of the admin's seed that others can read is refused before
+	// it is used, as cc-control and cc-agent refuse theirs.
+	readable := t.TempDir() + "/admin-copy.nk"
+	adminSeed, err := os.ReadFile(f.adminKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	writeFile(t, readable, adminSeed)
+	if err := os.Chmod(readable, 0o644); err != nil {
+		t.Fatal(err)
+	}
 
 	tests := []struct {
 		name    string
@@ -104,6 +116,7 @@ func TestConnectErrors(t *testing.T) {
 		{"no key", map[string]string{"CC_SERVER": f.url}, "no operator key: pass --key FILE or set CC_KEY (the control service printed the admin key path"},
 		{"missing file", map[string]string{"CC_SERVER": f.url, "CC_KEY": "/nonexistent.nk"}, "operator key file /nonexistent.nk does not exist"},
 		{"refused", map[string]string{"CC_SERVER": closed, "CC_KEY": f.adminKey}, "cannot reach the broker at " + closed + ": is cc-control running?"},
+		{"readable key", map[string]string{"CC_SERVER": f.url, "CC_KEY": readable}, "operator key file " + readable + " has mode 0644 (-rw-r--r--): a key must be readable by its owner only; run: chmod 600 " + readable},
 		{"unknown key", map[string]string{"CC_SERVER": f.url, "CC_KEY": stranger}, "the broker at " + f.url + " refused this key: is it registered as an operator? An admin adds it with: cc-bench operators add NAME --key " + strangerPub},
 	}
 	for _, tt := range tests {
