@@ -45,34 +45,74 @@ func (c *Client) WhoAmI(ctx context.Context) (*fleet.WhoAmI, error) {
 	return &w, nil
 }
 
-// Machines lists the registry, each machine marked online or not.
+// Machines lists the registry, each machine marked online or not. It
+// follows the service's pages (see [fleet.ListRequest]) until the last.
 func (c *Client) Machines(ctx context.Context) ([]fleet.Machine, error) {
-	var l fleet.MachineList
-	if err := c.Control(ctx, fleet.OpMachinesList, nil, &l); err != nil {
-		return nil, err
-	}
-	return l.Machines, nil
+	return listAll(ctx, c, fleet.OpMachinesList, func(l *fleet.MachineList) ([]fleet.Machine, fleet.ListPage) {
+		return l.Machines, l.ListPage
+	})
 }
 
-// PendingMachines lists the machines that tried to connect but are not in
-// the registry.
+// PendingMachines lists the machine ids that tried to connect but are not
+// in the registry (or presented another key), with every key that tried
+// each; [fleet.Pending.MultipleKeys] flags an id tried with several.
 func (c *Client) PendingMachines(ctx context.Context) ([]fleet.Pending, error) {
-	var l fleet.PendingList
-	if err := c.Control(ctx, fleet.OpMachinesPending, nil, &l); err != nil {
-		return nil, err
+	return listAll(ctx, c, fleet.OpMachinesPending, func(l *fleet.PendingList) ([]fleet.Pending, fleet.ListPage) {
+		return l.Pending, l.ListPage
+	})
+}
+
+// listAll requests op's pages one after the other and returns every entry.
+// A service that predates pages answers everything at once, with no Next.
+func listAll[L, T any](ctx context.Context, c *Client, op string, items func(*L) ([]T, fleet.ListPage)) ([]T, error) {
+	var out []T
+	after := ""
+	for {
+		var l L
+		if err := c.Control(ctx, op, fleet.ListRequest{After: after}, &l); err != nil {
+			return nil, err
+		}
+		page, lp := items(&l)
+		out = append(out, page...)
+		if lp.Next == "" {
+			return out, nil
+		}
+		if lp.Next <= after {
+			return nil, fmt.Errorf("%s: the service sent the page cursor %q after %q; it must advance (is cc-control up to date?)", op, lp.Next, after)
+		}
+		after = lp.Next
 	}
-	return l.Pending, nil
 }
 
-// AcceptMachine moves a pending machine into the registry with the key it
-// presented, and returns the registry entry (nil if the service sent none).
-func (c *Client) AcceptMachine(ctx context.Context, id string) (*fleet.Machine, error) {
-	return c.machineOp(ctx, fleet.OpMachinesAccept, fleet.MachineRequest{ID: id})
+// AcceptMachine registers the pending machine id with key, the public key
+// the operator checked on the host (cc-agent --print-key), or a unique
+// prefix of one of the keys that tried the id. key may be "" only when a
+// single key tried the id; otherwise the service refuses (code 409) and
+// lists the keys. When id was registered with another key, the reply's
+// ReplacedKey names it and the old key's live connections are closed.
+func (c *Client) AcceptMachine(ctx context.Context, id, key string) (*fleet.MachineChange, error) {
+	return machineChange(ctx, c, fleet.OpMachinesAccept, fleet.MachineRequest{ID: id, Key: key})
 }
 
-// AddMachine registers machine id with its public nkey and labels.
+// AddMachine registers machine id with its public nkey and labels. It is
+// refused (code 409) when id is registered already: see [Client.ReplaceMachine].
 func (c *Client) AddMachine(ctx context.Context, id, key string, labels map[string]string) (*fleet.Machine, error) {
 	return c.machineOp(ctx, fleet.OpMachinesAdd, fleet.MachineRequest{ID: id, Key: key, Labels: labels})
+}
+
+// ReplaceMachine registers machine id with key and labels, replacing its
+// entry if it has one; when that gives it another key, the reply's
+// ReplacedKey names the old key, whose live connections are closed.
+func (c *Client) ReplaceMachine(ctx context.Context, id, key string, labels map[string]string) (*fleet.MachineChange, error) {
+	return machineChange(ctx, c, fleet.OpMachinesAdd, fleet.MachineRequest{ID: id, Key: key, Labels: labels, Replace: true})
+}
+
+func machineChange(ctx context.Context, c *Client, op string, req fleet.MachineRequest) (*fleet.MachineChange, error) {
+	var raw json.RawMessage
+	if err := c.Control(ctx, op, req, &raw); err != nil {
+		return nil, err
+	}
+	return decodeOptional[fleet.MachineChange](raw), nil
 }
 
 // ImportMachines registers many machines in one registry write (admin).
@@ -109,11 +149,9 @@ func (c *Client) machineOp(ctx context.Context, op string, req fleet.MachineRequ
 
 // Operators lists the operators and their roles.
 func (c *Client) Operators(ctx context.Context) ([]fleet.Operator, error) {
-	var l fleet.OperatorList
-	if err := c.Control(ctx, fleet.OpOperatorsList, nil, &l); err != nil {
-		return nil, err
-	}
-	return l.Operators, nil
+	return listAll(ctx, c, fleet.OpOperatorsList, func(l *fleet.OperatorList) ([]fleet.Operator, fleet.ListPage) {
+		return l.Operators, l.ListPage
+	})
 }
 
 // AddOperator registers an operator: a name, its public nkey and a role

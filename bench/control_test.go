@@ -47,7 +47,7 @@ func TestControlAPI(t *testing.T) {
 	if err != nil || len(pend) != 1 || pend[0].ID != "10.0.0.7_new" || pend[0].Attempts != 2 {
 		t.Fatalf("pending = %+v, %v", pend, err)
 	}
-	if m, err := c.AcceptMachine(ctx, "10.0.0.7_new"); err != nil || m == nil || m.Key != newPub {
+	if m, err := c.AcceptMachine(ctx, "10.0.0.7_new", ""); err != nil || m == nil || m.Key != newPub {
 		t.Fatalf("accept = %+v, %v", m, err)
 	}
 	webPub := stacktest.Pub(t, stacktest.Key(t, "web"))

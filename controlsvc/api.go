@@ -116,7 +116,7 @@ func (s *Service) runAPI(ctx context.Context, name, subject string, body []byte,
 	if !fleet.ReadOnlyOps[name] && op.Role != fleet.RoleAdmin {
 		s.log.Warn("control API refused", "operator", op.Name, "role", op.Role, "op", name)
 		if name != fleet.OpAudit {
-			s.auditRegistry(op, name, body, fleet.Errorf(fleet.CodeForbidden, "role %s may not %s", op.Role, name))
+			s.auditRegistry(op, name, body, fleet.Errorf(fleet.CodeForbidden, "role %s may not %s", op.Role, name), "")
 		}
 		return nil, fleet.Errorf(fleet.CodeForbidden, "operator %s has role %s; %s needs role %s", op.Name, op.Role, name, fleet.RoleAdmin)
 	}
@@ -125,16 +125,32 @@ func (s *Service) runAPI(ctx context.Context, name, subject string, body []byte,
 	}
 	res, err = h(ctx, op, body)
 	if !fleet.ReadOnlyOps[name] && name != fleet.OpAudit {
-		s.auditRegistry(op, name, body, err)
+		s.auditRegistry(op, name, body, err, changeNote(res))
 	}
 	if !fleet.ReadOnlyOps[name] {
 		logged := string(body)
 		if len(logged) > 512 {
 			logged = logged[:512] + "…"
 		}
-		s.log.Info("control API", "operator", op.Name, "op", name, "request", logged, "error", errString(err))
+		s.log.Info("control API", "operator", op.Name, "op", name, "request", logged, "note", changeNote(res), "error", errString(err))
 	}
 	return res, mapRegistryError(err)
+}
+
+// changeNote says what a registry change did beyond its request: a
+// replaced machine key is recorded as such, not only as an accept or add.
+func changeNote(res any) string {
+	switch r := res.(type) {
+	case fleet.MachineChange:
+		if r.ReplacedKey != "" {
+			return fmt.Sprintf("replaced key %s of machine %s with %s; closed %d live connection(s) made with the old key", r.ReplacedKey, r.ID, r.Key, r.Closed)
+		}
+	case fleet.ImportResult:
+		if r.Replaced > 0 {
+			return fmt.Sprintf("replaced the key of %d registered machine(s); closed %d live connection(s) made with the old keys", r.Replaced, r.Closed)
+		}
+	}
+	return ""
 }
 
 func errString(err error) string {
@@ -172,27 +188,15 @@ func (s *Service) apiWhoAmI(_ context.Context, op operatorIdentity, _ []byte) (a
 	return fleet.WhoAmI{Operator: op.Name, Role: op.Role, Key: op.Key}, nil
 }
 
-func (s *Service) apiMachinesList(_ context.Context, _ operatorIdentity, _ []byte) (any, error) {
-	ms := s.reg.Machines()
-	for i := range ms {
-		ms[i].Online = s.presence.online(ms[i].ID)
-	}
-	return fleet.MachineList{Machines: ms}, nil
-}
-
-func (s *Service) apiMachinesPending(_ context.Context, _ operatorIdentity, _ []byte) (any, error) {
-	return fleet.PendingList{Pending: s.reg.Pending()}, nil
-}
-
-func (s *Service) apiMachinesAccept(_ context.Context, op operatorIdentity, body []byte) (any, error) {
+func (s *Service) apiMachinesAccept(ctx context.Context, op operatorIdentity, body []byte) (any, error) {
 	var r fleet.MachineRequest
 	if err := decode(body, &r); err != nil {
 		return nil, err
 	}
-	return s.reg.Accept(r.ID, r.Key, op.Name)
+	return s.changeMachineKey(ctx, r.ID, func() (fleet.MachineChange, error) { return s.reg.Accept(r.ID, r.Key, op.Name) })
 }
 
-func (s *Service) apiMachinesAdd(_ context.Context, op operatorIdentity, body []byte) (any, error) {
+func (s *Service) apiMachinesAdd(ctx context.Context, op operatorIdentity, body []byte) (any, error) {
 	var r fleet.MachineRequest
 	if err := decode(body, &r); err != nil {
 		return nil, err
@@ -200,7 +204,9 @@ func (s *Service) apiMachinesAdd(_ context.Context, op operatorIdentity, body []
 	if _, ok := s.reg.OperatorByKey(r.Key); ok {
 		return nil, fleet.Errorf(fleet.CodeConflict, "key %s belongs to an operator; a machine needs its own key", r.Key)
 	}
-	return s.reg.AddMachine(r.ID, r.Key, r.Labels, op.Name, false)
+	return s.changeMachineKey(ctx, r.ID, func() (fleet.MachineChange, error) {
+		return s.reg.SetMachine(r.ID, r.Key, r.Labels, op.Name, r.Replace)
+	})
 }
 
 func (s *Service) apiMachinesRemove(ctx context.Context, _ operatorIdentity, body []byte) (any, error) {
@@ -222,10 +228,6 @@ func (s *Service) apiMachinesLabel(_ context.Context, _ operatorIdentity, body [
 		return nil, err
 	}
 	return s.reg.Label(r.ID, r.Labels, r.Remove)
-}
-
-func (s *Service) apiOperatorsList(_ context.Context, _ operatorIdentity, _ []byte) (any, error) {
-	return fleet.OperatorList{Operators: s.reg.Operators()}, nil
 }
 
 func (s *Service) apiOperatorsAdd(_ context.Context, _ operatorIdentity, body []byte) (any, error) {
@@ -266,7 +268,7 @@ func maxBody(op string) int {
 	return 64 * 1024
 }
 
-func (s *Service) apiMachinesImport(_ context.Context, op operatorIdentity, body []byte) (any, error) {
+func (s *Service) apiMachinesImport(ctx context.Context, op operatorIdentity, body []byte) (any, error) {
 	var r fleet.MachineImport
 	if err := decode(body, &r); err != nil {
 		return nil, err
@@ -276,9 +278,5 @@ func (s *Service) apiMachinesImport(_ context.Context, op operatorIdentity, body
 			return nil, fleet.Errorf(fleet.CodeConflict, "machine %s: key %s belongs to an operator", m.ID, m.Key)
 		}
 	}
-	n, err := s.reg.AddMachines(r.Machines, op.Name)
-	if err != nil {
-		return nil, err
-	}
-	return fleet.ImportResult{Added: n}, nil
+	return s.importMachines(ctx, r.Machines, op.Name)
 }

@@ -216,12 +216,13 @@ func (s *Service) auditRefused(kind, name, key, ip, reason string) {
 }
 
 // auditRegistry records a control API change (or a refused attempt).
-func (s *Service) auditRegistry(op operatorIdentity, name string, body []byte, err error) {
+// note says what it did beyond the request ("" when nothing).
+func (s *Service) auditRegistry(op operatorIdentity, name string, body []byte, err error, note string) {
 	if s.audit == nil {
 		return
 	}
 	s.audit.record(fleet.AuditRecord{Kind: fleet.AuditRegistry, Operator: op.Name, OperatorKey: op.Key,
-		Op: name, Request: truncateJSON(body, fleet.AuditMaxArgs), Error: errString(err)})
+		Op: name, Request: truncateJSON(body, fleet.AuditMaxArgs), Note: note, Error: errString(err)})
 }
 
 // apiAudit answers OpAudit.

@@ -283,6 +283,7 @@ func (c *callout) decide(req *jwt.AuthorizationRequestClaims) (*jwt.UserClaims, 
 		return nil, c.refuse("agent", id, opts.Nkey, ci.Host, err.Error())
 	}
 	uc := c.userClaims(req, agentUserPrefix+id)
+	uc.Tags.Add(keyTagPrefix + opts.Nkey) // lets a re-key close this connection (see onRecord)
 	uc.Permissions = agentPermissions(id)
 	c.granted("agent", id)
 	return uc, nil

@@ -38,6 +38,10 @@ type Registry struct {
 	// changes counts writes (and undone changes), so caches of what the
 	// registry says (labels in presence snapshots) know when to renew.
 	changes atomic.Uint64
+	// sortedIDs caches the machine ids in order for list pages, valid
+	// while changes is sortedAt.
+	sortedIDs []string
+	sortedAt  uint64
 }
 
 type registryData struct {
@@ -237,24 +241,38 @@ func (r *Registry) Labels(id string) map[string]string {
 // AddMachine registers id with key and labels. It replaces an existing
 // entry's key and labels when replace is true.
 func (r *Registry) AddMachine(id, key string, labels map[string]string, by string, replace bool) (fleet.Machine, error) {
+	c, err := r.SetMachine(id, key, labels, by, replace)
+	return c.Machine, err
+}
+
+// SetMachine is [Registry.AddMachine] that also says which key, if any,
+// the change replaced (the caller closes that key's connections).
+func (r *Registry) SetMachine(id, key string, labels map[string]string, by string, replace bool) (fleet.MachineChange, error) {
 	if err := fleet.ValidateMachineID(id); err != nil {
-		return fleet.Machine{}, invalid(err)
+		return fleet.MachineChange{}, invalid(err)
 	}
 	if !nkeys.IsValidPublicUserKey(key) {
-		return fleet.Machine{}, invalidf("key %q is not a public user nkey (56 characters starting with U; cc-agent --print-key shows it)", key)
+		return fleet.MachineChange{}, invalidf("key %q is not a public user nkey (56 characters starting with U; cc-agent --print-key shows it)", key)
 	}
 	if err := validateLabels(labels); err != nil {
-		return fleet.Machine{}, err
+		return fleet.MachineChange{}, err
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	return r.setMachineLocked(id, key, labels, by, replace)
+}
+
+func (r *Registry) setMachineLocked(id, key string, labels map[string]string, by string, replace bool) (fleet.MachineChange, error) {
 	old, had := r.data.Machines[id]
 	if had && !replace {
-		return fleet.Machine{}, fmt.Errorf("machine %s is already registered (key %s): %w", id, old.Key, ErrExists)
+		if old.Key == key {
+			return fleet.MachineChange{}, fmt.Errorf("machine %s is already registered with this key: %w", id, ErrExists)
+		}
+		return fleet.MachineChange{}, fmt.Errorf("machine %s is already registered with key %s; to replace that key (its live connections are closed) run: cc-bench machines add %s --pubkey %s --replace: %w", id, old.Key, id, key, ErrExists)
 	}
 	for _, o := range r.data.Operators {
 		if o.Key == key {
-			return fleet.Machine{}, fmt.Errorf("key %s belongs to operator %s; a machine needs a key of its own: %w", key, o.Name, ErrExists)
+			return fleet.MachineChange{}, fmt.Errorf("key %s belongs to operator %s; a machine needs a key of its own: %w", key, o.Name, ErrExists)
 		}
 	}
 	oldPending, hadPending := r.data.Pending[id]
@@ -266,30 +284,100 @@ func (r *Registry) AddMachine(id, key string, labels map[string]string, by strin
 		restore(r.data.Pending, id, oldPending, hadPending)
 	})
 	if err != nil {
-		return fleet.Machine{}, err
+		return fleet.MachineChange{}, err
 	}
-	return copyMachine(m), nil
+	c := fleet.MachineChange{Machine: copyMachine(m)}
+	if had && old.Key != key {
+		c.ReplacedKey = old.Key
+	}
+	return c, nil
 }
 
-// Accept registers the pending machine id with the key it presented. When
-// wantKey is set, the pending key must be that one: an operator accepts the
-// key that was shown, not one another client slipped in since.
-func (r *Registry) Accept(id, wantKey, by string) (fleet.Machine, error) {
-	r.mu.RLock()
+// Accept registers the pending machine id with the key the operator
+// reviewed: want is that key, or a unique prefix of one of the keys that
+// tried the id. want may be empty only when a single key tried the id:
+// anyone may try any id with a key of their own, so with several keys the
+// operator must say which one is the machine's.
+func (r *Registry) Accept(id, want, by string) (fleet.MachineChange, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
 	p, ok := r.data.Pending[id]
-	var key string
-	if ok {
-		key = p.Key
-	}
-	r.mu.RUnlock()
 	if !ok {
-		return fleet.Machine{}, fmt.Errorf("machine %s is not pending (list pending machines with: cc-bench machines pending): %w", id, ErrNotFound)
+		return fleet.MachineChange{}, fmt.Errorf("machine %s is not pending (list pending machines with: cc-bench machines pending): %w", id, ErrNotFound)
 	}
-	if wantKey != "" && wantKey != key {
-		return fleet.Machine{}, fmt.Errorf("machine %s is pending with key %s, not %s; check which host is asking before accepting: %w", id, key, wantKey, ErrConflict)
+	key, err := pickPendingKey(p, want)
+	if err != nil {
+		return fleet.MachineChange{}, err
 	}
-	labels := r.Labels(id)
-	return r.AddMachine(id, key, labels, by, true)
+	var labels map[string]string
+	if m, ok := r.data.Machines[id]; ok {
+		labels = m.Labels
+	}
+	return r.setMachineLocked(id, key, labels, by, true)
+}
+
+// pickPendingKey chooses the key of p that want names (see Accept).
+func pickPendingKey(p *fleet.Pending, want string) (string, error) {
+	keys := pendingKeys(p)
+	if want == "" {
+		if len(keys) == 1 && p.KeysDropped == 0 {
+			return keys[0].Key, nil
+		}
+		return "", fmt.Errorf("machine %s was tried with %d different keys%s, so someone other than the machine may be asking (%s); "+
+			"check the key on the host itself (cc-agent --print-key) and accept that one with: cc-bench machines accept %s --pubkey KEY: %w",
+			p.ID, len(keys)+p.KeysDropped, droppedNote(p), listKeys(keys), p.ID, ErrConflict)
+	}
+	var found []string
+	for _, k := range keys {
+		if k.Key == want {
+			return k.Key, nil
+		}
+		if strings.HasPrefix(k.Key, want) {
+			found = append(found, k.Key)
+		}
+	}
+	switch len(found) {
+	case 1:
+		return found[0], nil
+	case 0:
+		return "", fmt.Errorf("no key that tried machine %s starts with %q; the keys that tried it are %s; "+
+			"if the host's key (cc-agent --print-key) is not among them, register it in full with: cc-bench machines add %s --pubkey KEY: %w",
+			p.ID, want, listKeys(keys), p.ID, ErrConflict)
+	}
+	return "", invalidf("%q is the start of %d keys that tried machine %s (%s); give more of the key", want, len(found), p.ID, strings.Join(found, ", "))
+}
+
+// pendingKeys is p's keys, or its one Key for an entry recorded before
+// entries kept several.
+func pendingKeys(p *fleet.Pending) []fleet.PendingKey {
+	if len(p.Keys) == 0 && p.Key != "" {
+		return []fleet.PendingKey{{Key: p.Key, IP: p.IP, FirstSeen: p.FirstSeen, LastSeen: p.LastSeen, Attempts: p.Attempts, Reason: p.Reason}}
+	}
+	return p.Keys
+}
+
+func droppedNote(p *fleet.Pending) string {
+	if p.KeysDropped == 0 {
+		return ""
+	}
+	return fmt.Sprintf(" (%d not kept)", p.KeysDropped)
+}
+
+// listKeys names keys for an error message (one line: it travels in a
+// header).
+func listKeys(keys []fleet.PendingKey) string {
+	parts := make([]string, len(keys))
+	for i, k := range keys {
+		parts[i] = fmt.Sprintf("%s: %d attempt(s), last from %s", k.Key, k.Attempts, orUnknown(k.IP))
+	}
+	return strings.Join(parts, "; ")
+}
+
+func orUnknown(s string) string {
+	if s == "" {
+		return "an unknown address"
+	}
+	return s
 }
 
 // RemoveMachine deletes id from the registry (and from pending).
@@ -340,21 +428,42 @@ func (r *Registry) Label(id string, set map[string]string, remove []string) (fle
 // RecordPending notes a refused machine so an operator can accept it. It
 // only changes memory: [Registry.FlushPending], run periodically, writes
 // it, so a flood of unknown machines never stalls the callout on disk.
+//
+// Each distinct key that tries an id is kept (most recent first, at most
+// [fleet.MaxPendingKeys]): a later attempt with another key never replaces
+// the key an operator may be reviewing.
 func (r *Registry) RecordPending(id, key, ip, reason string) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	now := r.now().UTC()
 	p, ok := r.data.Pending[id]
-	if ok && p.Key == key {
-		p.LastSeen, p.IP, p.Reason = now, ip, reason
-		p.Attempts++
-		return
+	if !ok {
+		if len(r.data.Pending) >= MaxPending {
+			r.dropOldestPendingLocked()
+		}
+		p = &fleet.Pending{ID: id, FirstSeen: now}
+		r.data.Pending[id] = p
+		r.pendingDirty = true
 	}
-	if !ok && len(r.data.Pending) >= MaxPending {
-		r.dropOldestPendingLocked()
+	p.Keys = pendingKeys(p)
+	p.Key, p.IP, p.Reason, p.LastSeen = key, ip, reason, now
+	p.Attempts++
+	i := slices.IndexFunc(p.Keys, func(k fleet.PendingKey) bool { return k.Key == key })
+	if i < 0 {
+		if len(p.Keys) >= fleet.MaxPendingKeys {
+			p.Keys = p.Keys[:fleet.MaxPendingKeys-1] // the least recently seen is last
+			p.KeysDropped++
+		}
+		p.Keys = append(p.Keys, fleet.PendingKey{Key: key, FirstSeen: now})
+		i = len(p.Keys) - 1
+		r.pendingDirty = true
 	}
-	r.data.Pending[id] = &fleet.Pending{ID: id, Key: key, IP: ip, FirstSeen: now, LastSeen: now, Attempts: 1, Reason: reason}
-	r.pendingDirty = true
+	k := p.Keys[i]
+	k.IP, k.Reason, k.LastSeen = ip, reason, now
+	k.Attempts++
+	copy(p.Keys[1:i+1], p.Keys[:i]) // most recent first
+	p.Keys[0] = k
+	p.MultipleKeys = len(p.Keys) > 1 || p.KeysDropped > 0
 }
 
 func (r *Registry) dropOldestPendingLocked() {
@@ -374,7 +483,9 @@ func (r *Registry) Pending() []fleet.Pending {
 	defer r.mu.RUnlock()
 	out := make([]fleet.Pending, 0, len(r.data.Pending))
 	for _, p := range r.data.Pending {
-		out = append(out, *p)
+		c := *p
+		c.Keys = slices.Clone(pendingKeys(p))
+		out = append(out, c)
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
 	return out
@@ -518,15 +629,22 @@ func (r *Registry) Operator(name string) (fleet.Operator, bool) {
 // with the same id. Nothing is changed unless every entry is valid and the
 // write succeeds.
 func (r *Registry) AddMachines(reqs []fleet.MachineRequest, by string) (int, error) {
+	n, _, err := r.ImportMachines(reqs, by)
+	return n, err
+}
+
+// ImportMachines is [Registry.AddMachines] that also returns the ids whose
+// key it replaced.
+func (r *Registry) ImportMachines(reqs []fleet.MachineRequest, by string) (int, []string, error) {
 	for i, q := range reqs {
 		if err := fleet.ValidateMachineID(q.ID); err != nil {
-			return 0, invalidf("machine %d: %v", i, err)
+			return 0, nil, invalidf("machine %d: %v", i, err)
 		}
 		if !nkeys.IsValidPublicUserKey(q.Key) {
-			return 0, invalidf("machine %s: key %q is not a public user nkey", q.ID, q.Key)
+			return 0, nil, invalidf("machine %s: key %q is not a public user nkey", q.ID, q.Key)
 		}
 		if err := validateLabels(q.Labels); err != nil {
-			return 0, err
+			return 0, nil, err
 		}
 	}
 	r.mu.Lock()
@@ -555,7 +673,14 @@ func (r *Registry) AddMachines(reqs []fleet.MachineRequest, by string) (int, err
 		}
 	})
 	if err != nil {
-		return 0, err
+		return 0, nil, err
 	}
-	return len(reqs), nil
+	var rekeyed []string
+	for id, u := range undo {
+		if u.had && u.m.Key != r.data.Machines[id].Key {
+			rekeyed = append(rekeyed, id)
+		}
+	}
+	sort.Strings(rekeyed)
+	return len(reqs), rekeyed, nil
 }

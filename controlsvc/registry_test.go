@@ -242,6 +242,9 @@ func TestAcceptKeepsLabelsOnReaccept(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	if m.ReplacedKey != k1 {
+		t.Fatalf("re-accepted: replaced key %q, want %q", m.ReplacedKey, k1)
+	}
 	if m.Key != k2 || m.Labels["env"] != "prod" {
 		t.Fatalf("re-accepted: got key %q labels %v, want key %q labels env=prod", m.Key, m.Labels, k2)
 	}
@@ -282,8 +285,10 @@ func TestRecordPendingUpdatesInMemory(t *testing.T) {
 	if !strings.Contains(string(b), key2) {
 		t.Fatal("a changed key was not written")
 	}
-	if p := r.Pending()[0]; p.Attempts != 1 || p.Key != key2 {
-		t.Fatalf("after key change: got %+v, want 1 attempt with the new key", p)
+	// The first key is kept beside the new one (it may be the real
+	// machine's), and the id is flagged.
+	if p := r.Pending()[0]; p.Attempts != 3 || p.Key != key2 || len(p.Keys) != 2 || p.Keys[0].Key != key2 || p.Keys[1].Key != key || p.Keys[1].Attempts != 2 || !p.MultipleKeys {
+		t.Fatalf("after key change: got %+v, want both keys, the new one first", p)
 	}
 }
 
@@ -589,5 +594,53 @@ func TestOpenRegistryRefusesMissingFields(t *testing.T) {
 	r, err := OpenRegistry(path)
 	if err != nil || len(r.Machines()) != 1 || len(r.Operators()) != 1 {
 		t.Fatalf("a good file: %v", err)
+	}
+}
+
+// TestAcceptPicksReviewedKey: with several keys pending for an id, accept
+// needs the key (or a unique prefix), and binds that one whatever tried last.
+func TestAcceptPicksReviewedKey(t *testing.T) {
+	r, _ := openTestRegistry(t)
+	_, real := newUser(t)
+	_, thief := newUser(t)
+	r.RecordPending("web01", real, "10.0.0.1", "not in the registry")
+	for range 3 {
+		r.RecordPending("web01", thief, "10.6.6.6", "not in the registry")
+	}
+	if _, err := r.Accept("web01", "", "admin"); !errors.Is(err, ErrConflict) || !strings.Contains(err.Error(), "--pubkey KEY") {
+		t.Fatalf("accept without a key: got %v, want ErrConflict naming --pubkey", err)
+	}
+	if _, err := r.Accept("web01", "UNOSUCHKEY", "admin"); !errors.Is(err, ErrConflict) || !strings.Contains(err.Error(), "machines add web01 --pubkey KEY") {
+		t.Fatalf("accept with an unknown prefix: got %v", err)
+	}
+	if _, err := r.Accept("web01", "U", "admin"); !errors.Is(err, ErrInvalid) {
+		t.Fatalf("accept with an ambiguous prefix: got %v, want ErrInvalid", err)
+	}
+	m, err := r.Accept("web01", real[:8], "admin")
+	if err != nil || m.Key != real {
+		t.Fatalf("accept %s: got %+v, %v; want key %s", real[:8], m, err, real)
+	}
+}
+
+// TestRecordPendingKeysBounded: at most MaxPendingKeys keys are kept per
+// id; the least recently seen goes first and is counted.
+func TestRecordPendingKeysBounded(t *testing.T) {
+	r, _ := openTestRegistry(t)
+	var first string
+	for i := range fleet.MaxPendingKeys + 1 {
+		_, k := newUser(t)
+		if i == 0 {
+			first = k
+		}
+		r.RecordPending("web01", k, "", "not in the registry")
+	}
+	p := r.Pending()[0]
+	if len(p.Keys) != fleet.MaxPendingKeys || p.KeysDropped != 1 || !p.MultipleKeys || p.Attempts != fleet.MaxPendingKeys+1 {
+		t.Fatalf("got %d keys, %d dropped, %d attempts", len(p.Keys), p.KeysDropped, p.Attempts)
+	}
+	for _, k := range p.Keys {
+		if k.Key == first {
+			t.Fatal("the least recently seen key was kept")
+		}
 	}
 }

@@ -30,6 +30,8 @@ type connEvent struct {
 		User string `json:"user"`
 		Name string `json:"name"`
 		Host string `json:"host"`
+		// Tags are the issued JWT's tags: an agent's carry its key.
+		Tags []string `json:"tags"`
 	} `json:"client"`
 	Reason string `json:"reason"`
 }
@@ -88,7 +90,7 @@ func (s *Service) handleEvent(m *nats.Msg) {
 	k := connKey{ev.Server.ID, ev.Client.ID}
 	if m.Subject == connectSubject {
 		s.admitMu.Lock()
-		ok := s.onRecord(ev.Client.User)
+		ok := s.onRecord(ev.Client.User, ev.Client.Tags)
 		var older []connKey
 		if id, agent := strings.CutPrefix(ev.Client.User, agentUserPrefix); agent {
 			s.limit.connected(id)
@@ -157,11 +159,17 @@ func (s *Service) supersede(ev connEvent, older []connKey) {
 }
 
 // onRecord reports whether the identity behind a FLEET user name (as the
-// callout named it) is still in the registry.
-func (s *Service) onRecord(user string) bool {
+// callout named it) is still in the registry and, for a machine whose JWT
+// tags name the key it connected with, whether that key is still the one
+// on record: a connection made with a key that was since replaced is not
+// admitted.
+func (s *Service) onRecord(user string, tags []string) bool {
+	if user == staleUser {
+		return false
+	}
 	if id, ok := strings.CutPrefix(user, agentUserPrefix); ok {
-		_, ok := s.reg.Machine(id)
-		return ok
+		m, ok := s.reg.Machine(id)
+		return ok && keyTagMatches(tags, m.Key)
 	}
 	if name, ok := strings.CutPrefix(user, operatorUserPrefix); ok {
 		_, ok := s.reg.Operator(name)
@@ -184,8 +192,9 @@ type serverAPIResponse struct {
 type connzData struct {
 	Total int `json:"total"`
 	Conns []struct {
-		Cid  uint64 `json:"cid"`
-		User string `json:"authorized_user"`
+		Cid  uint64   `json:"cid"`
+		User string   `json:"authorized_user"`
+		Tags []string `json:"tags"`
 	} `json:"connections"`
 }
 
@@ -219,7 +228,7 @@ func (s *Service) resync(ctx context.Context) error {
 	s.admitMu.Lock()
 	for server, conns := range snap {
 		for cid, user := range conns {
-			if !s.onRecord(user) {
+			if !s.onRecord(user, nil) {
 				delete(conns, cid)
 				stale = append(stale, connKey{server, cid})
 			}
@@ -280,7 +289,7 @@ func (s *Service) confirmMissing(ctx context.Context, gen uint64, snap map[strin
 		}
 		for _, cn := range c.Conns {
 			if cn.Cid == k.cid {
-				snap[k.server][k.cid] = cn.User
+				snap[k.server][k.cid] = s.connUser(cn.User, cn.Tags)
 			}
 		}
 	}
@@ -342,7 +351,7 @@ func (s *Service) serverConnz(ctx context.Context, server string) (map[uint64]st
 			return nil, err
 		}
 		for _, cn := range c.Conns {
-			out[cn.Cid] = cn.User
+			out[cn.Cid] = s.connUser(cn.User, cn.Tags)
 		}
 		if len(c.Conns) < page {
 			return out, nil

@@ -75,6 +75,9 @@ type AuditRecord struct {
 	// Registry: the control operation and its request body.
 	Op      string          `json:"op,omitempty"`
 	Request json.RawMessage `json:"request,omitempty"`
+	// Note says what a registry change did beyond its request, e.g. that
+	// it replaced a machine's key and closed the old key's connections.
+	Note string `json:"note,omitempty"`
 
 	// Refused connection: the name presented, the key, the address and why.
 	Name   string `json:"name,omitempty"`

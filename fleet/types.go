@@ -30,9 +30,20 @@ type Machine struct {
 	Online bool `json:"online"`
 }
 
-// Pending is a machine that tried to connect but is not in the registry.
+// Pending is a machine id that tried to connect but is not in the registry
+// (or presented a key other than the one on record).
+//
+// Nothing proves who is behind an unregistered id: anyone who can reach
+// the broker may try any id with a key of their own. So a pending entry
+// keeps every distinct key that tried the id (at most [MaxPendingKeys]),
+// and an id tried with more than one key is flagged (MultipleKeys); the
+// operator accepts the key it has checked on the host (cc-agent
+// --print-key), naming it: see [MachineRequest].
 type Pending struct {
-	ID        string    `json:"id"`
+	ID string `json:"id"`
+	// Key, IP and Reason are those of the most recent attempt, kept for
+	// clients that predate Keys; Attempts, FirstSeen and LastSeen cover
+	// every key.
 	Key       string    `json:"key"`
 	IP        string    `json:"ip,omitempty"`
 	FirstSeen time.Time `json:"first_seen"`
@@ -41,6 +52,27 @@ type Pending struct {
 	// Reason says why it was refused, e.g. "not in the registry" or
 	// "key does not match the key on record".
 	Reason string `json:"reason,omitempty"`
+	// Keys lists each distinct key that tried the id, most recent first.
+	Keys []PendingKey `json:"keys,omitempty"`
+	// MultipleKeys is set when more than one key tried the id: someone
+	// other than the machine may be asking, and accepting needs the key.
+	MultipleKeys bool `json:"multiple_keys,omitempty"`
+	// KeysDropped counts keys that tried the id but were not kept, past
+	// [MaxPendingKeys] (the least recently seen goes first).
+	KeysDropped int `json:"keys_dropped,omitempty"`
+}
+
+// MaxPendingKeys bounds the distinct keys a pending entry keeps.
+const MaxPendingKeys = 8
+
+// PendingKey is one key that tried a pending id.
+type PendingKey struct {
+	Key       string    `json:"key"`
+	IP        string    `json:"ip,omitempty"`
+	FirstSeen time.Time `json:"first_seen"`
+	LastSeen  time.Time `json:"last_seen"`
+	Attempts  int       `json:"attempts"`
+	Reason    string    `json:"reason,omitempty"`
 }
 
 // Operator is a human or script identity allowed to use the workbench.
@@ -118,23 +150,63 @@ type WhoAmI struct {
 }
 
 // MachineRequest is the body of machines.accept, machines.add,
-// machines.rm and machines.label. Key is needed by add only; Labels by add
-// and label; Remove (label keys to drop) by label only.
+// machines.rm and machines.label. Labels is used by add and label; Remove
+// (label keys to drop) by label only.
+//
+// Key is a machine's PUBLIC nkey (U…; the CLI's --pubkey; the wire name
+// stays "key"). add needs it in full. accept takes it, or a unique prefix
+// of one of the keys that tried the id, to bind the key the operator
+// reviewed; without it accept is refused when the id was tried with more
+// than one key. Replace lets add give an already registered id another
+// key (its live connections are closed).
 type MachineRequest struct {
-	ID     string            `json:"id"`
-	Key    string            `json:"key,omitempty"`
-	Labels map[string]string `json:"labels,omitempty"`
-	Remove []string          `json:"remove,omitempty"`
+	ID      string            `json:"id"`
+	Key     string            `json:"key,omitempty"`
+	Labels  map[string]string `json:"labels,omitempty"`
+	Remove  []string          `json:"remove,omitempty"`
+	Replace bool              `json:"replace,omitempty"`
 }
 
-// MachineList answers machines.list.
+// MachineChange answers machines.accept and machines.add: the registry
+// entry, and when the id was registered with another key before, that key
+// (ReplacedKey) and how many of its live connections were closed.
+type MachineChange struct {
+	Machine
+	ReplacedKey string `json:"replaced_key,omitempty"`
+	Closed      int    `json:"closed,omitempty"`
+}
+
+// ListRequest pages a list (machines.list, machines.pending,
+// operators.list): the entries sorted after After (an id or a name; ""
+// from the start), at most Limit of them (0: the service's default). A
+// reply holds fewer when they would not fit in one message; its Next is
+// the After of the following page, "" on the last page. An empty body
+// asks for the first page.
+type ListRequest struct {
+	After string `json:"after,omitempty"`
+	Limit int    `json:"limit,omitempty"`
+}
+
+// ListPage is the paging part of a list reply: Total entries in all, and
+// Next, the After of the following page ("" when this is the last).
+type ListPage struct {
+	Total int    `json:"total"`
+	Next  string `json:"next,omitempty"`
+}
+
+// MaxListLimit is the largest Limit a list request may ask for.
+const MaxListLimit = 10000
+
+// MachineList answers machines.list (one page).
 type MachineList struct {
 	Machines []Machine `json:"machines"`
+	ListPage
 }
 
-// PendingList answers machines.pending.
+// PendingList answers machines.pending (one page).
 type PendingList struct {
 	Pending []Pending `json:"pending"`
+	ListPage
 }
 
 // RemoveResult answers machines.rm and operators.rm: Closed counts the live
@@ -144,16 +216,19 @@ type RemoveResult struct {
 	Closed int    `json:"closed"`
 }
 
-// OperatorRequest is the body of operators.add and operators.rm.
+// OperatorRequest is the body of operators.add and operators.rm. Key is
+// the operator's PUBLIC nkey (the CLI's --pubkey; the wire name stays
+// "key").
 type OperatorRequest struct {
 	Name string `json:"name"`
 	Key  string `json:"key,omitempty"`
 	Role string `json:"role,omitempty"`
 }
 
-// OperatorList answers operators.list.
+// OperatorList answers operators.list (one page).
 type OperatorList struct {
 	Operators []Operator `json:"operators"`
+	ListPage
 }
 
 // MachineImport is the body of machines.import: many machines registered
@@ -163,9 +238,13 @@ type MachineImport struct {
 	Machines []MachineRequest `json:"machines"`
 }
 
-// ImportResult answers machines.import.
+// ImportResult answers machines.import: Replaced counts the machines
+// that were registered with another key before (their live connections,
+// Closed in all, were closed).
 type ImportResult struct {
-	Added int `json:"added"`
+	Added    int `json:"added"`
+	Replaced int `json:"replaced,omitempty"`
+	Closed   int `json:"closed,omitempty"`
 }
 
 // AgentHint is what the control service tells every agent on

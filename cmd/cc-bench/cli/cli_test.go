@@ -33,14 +33,17 @@ func TestUsageErrors(t *testing.T) {
 		{[]string{"machines"}, "machines needs a subcommand"},
 		{[]string{"machines", "explode"}, `unknown machines subcommand "explode"`},
 		{[]string{"machines", "accept"}, "accept needs ID"},
-		{[]string{"machines", "add", "10.0.0.1_a"}, "--key PUBKEY is required"},
-		{[]string{"machines", "add", "10.0.0.1_a", "--key", "SUAxxx"}, "not a seed"},
-		{[]string{"machines", "add", "10.0.0.1_a", "--key", "Ubad"}, "not a public user nkey"},
+		{[]string{"machines", "add", "10.0.0.1_a"}, "--pubkey KEY is required"},
+		{[]string{"machines", "add", "10.0.0.1_a", "--pubkey", "SUAxxx"}, "not a seed"},
+		{[]string{"machines", "add", "10.0.0.1_a", "--pubkey", "Ubad"}, "not a public user nkey"},
+		{[]string{"machines", "add", "10.0.0.1_a", "--key", "UDVEU3DD4KOFECV66VIHWEZOYX4ZKR3WV27L464SIIPOU2IUI3JCYSJF"}, "--key is your own nkey seed FILE; give the public key to register with --pubkey UDVEU3DD4K"},
+		{[]string{"machines", "accept", "a", "b"}, "accept needs ID"},
 		{[]string{"machines", "label", "10.0.0.1_a"}, "usage: cc-bench machines label"},
 		{[]string{"machines", "label", "10.0.0.1_a", "novalue"}, `label "novalue": want key=value`},
-		{[]string{"operators", "add", "bob", "--key", "UAAA"}, "not a public user nkey"},
-		{[]string{"operators", "add", "bob"}, "--key PUBKEY is required"},
-		{[]string{"operators", "add", "b.b", "--key", "U"}, "operator name"},
+		{[]string{"operators", "add", "bob", "--pubkey", "UAAA"}, "not a public user nkey"},
+		{[]string{"operators", "add", "bob"}, "--pubkey KEY is required"},
+		{[]string{"operators", "add", "b.b", "--pubkey", "U"}, "operator name"},
+		{[]string{"operators", "add", "bob", "--key", "UDVEU3DD4KOFECV66VIHWEZOYX4ZKR3WV27L464SIIPOU2IUI3JCYSJF"}, "give the public key to register with --pubkey"},
 		{[]string{"operators", "rm"}, "rm needs NAME"},
 		{[]string{"whoami", "me"}, "whoami takes no arguments"},
 	}
@@ -54,7 +57,7 @@ func TestUsageErrors(t *testing.T) {
 
 func TestOperatorsAddRoleChecked(t *testing.T) {
 	_, pub := operatorKey(t, 9)
-	_, stderr, code := cc(t, nil, "operators", "add", "bob", "--key", pub, "--role", "god")
+	_, stderr, code := cc(t, nil, "operators", "add", "bob", "--pubkey", pub, "--role", "god")
 	if code != exitUsage || !strings.Contains(stderr, `--role "god": want admin or viewer`) {
 		t.Errorf("exit %d, stderr %q", code, stderr)
 	}
@@ -117,7 +120,7 @@ func TestConnectErrors(t *testing.T) {
 		{"missing file", map[string]string{"CC_SERVER": f.url, "CC_KEY": "/nonexistent.nk"}, "operator key file /nonexistent.nk does not exist"},
 		{"refused", map[string]string{"CC_SERVER": closed, "CC_KEY": f.adminKey}, "cannot reach the broker at " + closed + ": is cc-control running?"},
 		{"readable key", map[string]string{"CC_SERVER": f.url, "CC_KEY": readable}, "operator key file " + readable + " has mode 0644 (-rw-r--r--): a key must be readable by its owner only; run: chmod 600 " + readable},
-		{"unknown key", map[string]string{"CC_SERVER": f.url, "CC_KEY": stranger}, "the broker at " + f.url + " refused this key: is it registered as an operator? An admin adds it with: cc-bench operators add NAME --key " + strangerPub},
+		{"unknown key", map[string]string{"CC_SERVER": f.url, "CC_KEY": stranger}, "the broker at " + f.url + " refused this key: is it registered as an operator? An admin adds it with: cc-bench operators add NAME --pubkey " + strangerPub},
 	}
 	for _, tt := range tests {
 		_, stderr, code := cc(t, tt.vars, "servers")
@@ -154,25 +157,5 @@ func TestNoControlService(t *testing.T) {
 	_, stderr, code = cc(t, vars, "servers")
 	if code != exitFailure || !strings.Contains(stderr, "refused this key") || !strings.Contains(stderr, "cc-control may be down") {
 		t.Errorf("stand-alone broker: exit %d, stderr %q", code, stderr)
-	}
-}
-
-func TestFirstPositional(t *testing.T) {
-	tests := []struct {
-		args []string
-		want int
-	}{
-		{nil, -1},
-		{[]string{"add", "x"}, 0},
-		{[]string{"--json", "add"}, 1},
-		{[]string{"--where", "a=b", "add"}, 2},
-		{[]string{"--where=a=b", "add"}, 1},
-		{[]string{"--", "add"}, 1},
-		{[]string{"--timeout", "1s"}, -1},
-	}
-	for _, tt := range tests {
-		if got := firstPositional(tt.args); got != tt.want {
-			t.Errorf("firstPositional(%q) = %d, want %d", tt.args, got, tt.want)
-		}
 	}
 }

@@ -195,15 +195,30 @@ func TestMachinesCommands(t *testing.T) {
 			t.Fatal("10.0.0.7_new connected; want it refused")
 		}
 	}
+	// Two keys try the id 10.0.0.9_twice: accepting it needs --pubkey.
+	_, twinPub := operatorKey(t, 8)
+	for _, n := range []byte{8, 6} {
+		seed, _ := operatorKey(t, n)
+		kp, _ := nkeys.FromSeed(seed)
+		if nc, err := stacktest.Dial(f.url, kp, "10.0.0.9_twice"); err == nil {
+			nc.Close()
+			t.Fatal("10.0.0.9_twice connected; want it refused")
+		}
+	}
+	_, otherPub := operatorKey(t, 4)
 	steps := []struct {
 		args []string
 		code int
 	}{
 		{[]string{"machines", "pending"}, exitOK},
+		{[]string{"machines", "accept", "10.0.0.9_twice"}, exitFailure},
+		{[]string{"machines", "accept", "10.0.0.9_twice", "--pubkey", "UX"}, exitFailure},
+		{[]string{"machines", "accept", "10.0.0.9_twice", "--pubkey", twinPub[:12]}, exitOK},
 		{[]string{"machines", "accept", "10.0.0.7_new"}, exitOK},
 		{[]string{"machines", "accept", "10.0.0.7_new"}, exitFailure},
-		{[]string{"machines", "add", "10.0.0.8_web04", "--key", newPub, "--label", "role=web", "--label", "env=prod"}, exitOK},
-		{[]string{"machines", "add", "10.0.0.8_web04", "--key", newPub}, exitFailure},
+		{[]string{"machines", "add", "10.0.0.8_web04", "--pubkey", newPub, "--label", "role=web", "--label", "env=prod"}, exitOK},
+		{[]string{"machines", "add", "10.0.0.8_web04", "--pubkey", otherPub}, exitFailure},
+		{[]string{"machines", "add", "10.0.0.8_web04", "--pubkey", otherPub, "--label", "role=web", "--replace"}, exitOK},
 		{[]string{"machines", "label", "10.0.0.8_web04", "location=New-Jersey", "--rm-label", "env"}, exitOK},
 		{[]string{"machines", "rm", "10.0.0.1_web01"}, exitOK},
 		{[]string{"machines", "ls"}, exitOK},
@@ -235,7 +250,7 @@ func TestOperatorsCommands(t *testing.T) {
 	var log strings.Builder
 	for _, args := range [][]string{
 		{"whoami"},
-		{"operators", "add", "bob", "--key", bobPub, "--role", "viewer"},
+		{"operators", "add", "bob", "--pubkey", bobPub, "--role", "viewer"},
 		{"operators", "ls"},
 		{"operators", "rm", "bob"},
 	} {

@@ -33,7 +33,7 @@ func (e *env) connect() (*bench.Client, error) {
 			"or point --server (or CC_SERVER) at the broker", e.g.server)
 	case errors.Is(err, bench.ErrRefused):
 		return nil, fmt.Errorf("the broker at %s refused this key: is it registered as an operator? "+
-			"An admin adds it with: cc-bench operators add NAME --key %s --role viewer\n"+
+			"An admin adds it with: cc-bench operators add NAME --pubkey %s --role viewer\n"+
 			"  if it is registered, cc-control may be down: while it is, the broker refuses every new connection", e.g.server, publicKeyOf(e.g.key))
 	}
 	return nil, err

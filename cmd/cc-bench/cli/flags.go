@@ -132,29 +132,3 @@ func keyValues(what string, pairs []string) (map[string]string, error) {
 	}
 	return m, nil
 }
-
-// firstPositional returns the index of the first argument that is not a
-// flag, or -1. A flag's separate value ("--where role=web") is skipped when
-// the flag is one that takes a value.
-func firstPositional(args []string) int {
-	for i := 0; i < len(args); i++ {
-		a := args[i]
-		if a == "--" {
-			if i+1 < len(args) {
-				return i + 1
-			}
-			return -1
-		}
-		if !strings.HasPrefix(a, "-") || a == "-" {
-			return i
-		}
-		name := strings.TrimLeft(a, "-")
-		if !strings.Contains(name, "=") && !boolFlags[name] {
-			i++ // skip the value
-		}
-	}
-	return -1
-}
-
-// boolFlags are the flags that take no separate value.
-var boolFlags = map[string]bool{"json": true, "help": true, "h": true}

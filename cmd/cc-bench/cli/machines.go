@@ -12,34 +12,49 @@ import (
 )
 
 var machinesHelp = help{
-	usage: `cc-bench machines ls | pending | accept ID | add ID --key PUBKEY [--label k=v]... |
+	usage: `cc-bench machines ls | pending | accept ID [--pubkey KEY] |
+                         add ID --pubkey KEY [--label k=v]... [--replace] |
                          rm ID | label ID k=v... [--rm-label k]...`,
 	about: `Manage the registry of machines allowed to join (admins; viewers may ls
 and pending).
 
   ls       every registered machine, online or not, with its labels
-  pending  machines that tried to connect but are not registered
-  accept   register a pending machine with the key it presented
-  add      register a machine with its public nkey (U…) and labels
+  pending  machines that tried to connect but are not registered, with every
+           key that tried each id; an id tried with more than one key is
+           flagged: anyone may try any id, so check the key on the host
+  accept   register a pending machine with the key it presented; --pubkey
+           names the key you checked on the host (cc-agent --print-key), in
+           full or a unique prefix, and is required when the id was tried
+           with more than one key
+  add      register a machine with its public nkey (U…) and labels; with
+           --replace, give a registered machine another key
   rm       unregister a machine; its live connections are closed now
-  label    set labels (k=v) and remove some (--rm-label k)`,
+  label    set labels (k=v) and remove some (--rm-label k)
+
+Replacing a machine's key (accept or add --replace) closes every live
+connection made with the old key. --key stays the global flag for your own
+seed file; public keys are given with --pubkey.`,
 	examples: `cc-bench machines pending
 cc-bench machines accept 10.0.0.5_web01
-cc-bench machines add 10.0.0.6_web02 --key UABC... --label role=web --label location=New-Jersey
+cc-bench machines accept 10.0.0.5_web01 --pubkey UDVEU3DD4K
+cc-bench machines add 10.0.0.6_web02 --pubkey UABC... --label role=web --label location=New-Jersey
 cc-bench machines label 10.0.0.6_web02 env=prod --rm-label staging`,
 }
 
 func runMachines(e *env, args []string) error {
-	// For add, --key is the machine's public key, not the global operator
-	// key file, so add parses its own flags.
-	if i := firstPositional(args); i >= 0 && args[i] == "add" {
-		return runMachinesAdd(e, append(args[:i:i], args[i+1:]...))
-	}
 	fs := e.flagSet("machines")
-	var rmLabels listFlag
+	var rmLabels, labels listFlag
+	var pubkey string
+	var replace bool
 	fs.Var(&rmLabels, "rm-label", "a label `key` to remove, for label (repeatable)")
+	fs.Var(&labels, "label", "a label `k=v` for add (repeatable)")
+	fs.StringVar(&pubkey, "pubkey", "", "the machine's public nkey `KEY` (U…; cc-agent --print-key shows it): in full for add, in full or a unique prefix for accept")
+	fs.BoolVar(&replace, "replace", false, "for add: replace the key and labels of a registered machine (its live connections are closed)")
 	pos, err := e.parse(fs, args, machinesHelp)
 	if err != nil {
+		return err
+	}
+	if err := notAPublicKey(e.g.key); err != nil {
 		return err
 	}
 	if len(pos) == 0 {
@@ -52,7 +67,12 @@ func runMachines(e *env, args []string) error {
 	case "pending":
 		return needArgs(sub, pos, 0, "", func() error { return machinesPending(e) })
 	case "accept":
-		return needArgs(sub, pos, 1, "ID", func() error { return machinesAccept(e, pos[0]) })
+		return needArgs(sub, pos, 1, "ID", func() error { return machinesAccept(e, pos[0], pubkey) })
+	case "add":
+		if len(pos) != 1 {
+			return usageErrorf("usage: cc-bench machines add ID --pubkey KEY [--label k=v]... [--replace]")
+		}
+		return machinesAdd(e, pos[0], pubkey, labels, replace)
 	case "rm", "remove":
 		return needArgs(sub, pos, 1, "ID", func() error { return machinesRemove(e, pos[0]) })
 	case "label":
@@ -66,6 +86,15 @@ func runMachines(e *env, args []string) error {
 		return machinesLabel(e, pos[0], set, rmLabels)
 	}
 	return usageErrorf("unknown machines subcommand %q; want ls, pending, accept, add, rm or label", sub)
+}
+
+// notAPublicKey refuses a public key given as --key, the caller's own seed
+// file (the commands that register keys took --key before --pubkey).
+func notAPublicKey(keyFile string) error {
+	if nkeys.IsValidPublicUserKey(keyFile) {
+		return usageErrorf("--key is your own nkey seed FILE; give the public key to register with --pubkey %s", keyFile)
+	}
+	return nil
 }
 
 // needArgs runs fn when pos has exactly n arguments.
@@ -121,29 +150,89 @@ func machinesPending(e *env) error {
 			fmt.Fprintln(e.stderr, "no machine is waiting to be accepted")
 			return nil
 		}
-		t := newTable(e.stdout, "ID", "IP", "ATTEMPTS", "LAST SEEN", "KEY", "REASON")
+		// One row per key that tried an id: the key is what the operator
+		// compares with the host's own (cc-agent --print-key).
+		t := newTable(e.stdout, "ID", "KEYS", "KEY", "ATTEMPTS", "LAST SEEN", "IP", "REASON")
+		var flagged []fleet.Pending
 		for _, p := range ps {
-			t.row(p.ID, dash(p.IP), fmt.Sprint(p.Attempts), timeText(p.LastSeen), shortKey(p.Key), dash(p.Reason))
+			keys := p.Keys
+			if len(keys) == 0 {
+				keys = []fleet.PendingKey{{Key: p.Key, IP: p.IP, LastSeen: p.LastSeen, Attempts: p.Attempts, Reason: p.Reason}}
+			}
+			n := fmt.Sprint(len(keys) + p.KeysDropped)
+			if p.MultipleKeys {
+				n += " !"
+				flagged = append(flagged, p)
+			}
+			for i, k := range keys {
+				id := p.ID
+				if i > 0 {
+					id, n = `"`, ""
+				}
+				t.row(id, n, k.Key, fmt.Sprint(k.Attempts), timeText(k.LastSeen), dash(k.IP), dash(k.Reason))
+			}
 		}
 		if err := t.flush(); err != nil {
 			return err
 		}
-		fmt.Fprintf(e.stderr, "accept one with: cc-bench machines accept %s\n", ps[0].ID)
+		for _, p := range flagged {
+			fmt.Fprintf(e.stderr, "WARNING: %s was tried with %d different keys: someone other than the machine may be asking.\n"+
+				"  Check the key on the host (cc-agent --print-key) and accept that one with: cc-bench machines accept %s --pubkey KEY\n",
+				p.ID, len(p.Keys)+p.KeysDropped, p.ID)
+		}
+		if len(flagged) < len(ps) {
+			fmt.Fprintln(e.stderr, "check a machine's key on the host (cc-agent --print-key), then accept it with: cc-bench machines accept ID --pubkey KEY")
+		}
 		return nil
 	})
 }
 
-func machinesAccept(e *env, id string) error {
+func machinesAccept(e *env, id, pubkey string) error {
 	return e.withClient(func(c *bench.Client) error {
 		ctx, cancel := e.requestCtx()
 		defer cancel()
-		m, err := c.AcceptMachine(ctx, id)
+		m, err := c.AcceptMachine(ctx, id, pubkey)
 		const hint = "cc-bench machines pending"
 		if fe := (*fleet.Error)(nil); errors.As(err, &fe) && fe.Code == fleet.CodeNotFound && !strings.Contains(fe.Description, hint) {
 			return fmt.Errorf("%w\n  list the machines waiting with: %s", err, hint)
 		}
-		return e.done(m, err, "accepted %s; it may connect now", id)
+		if err != nil || e.g.json || m == nil {
+			return e.done(m, err, "accepted %s; it may connect now", id)
+		}
+		return e.done(m, nil, "accepted %s with key %s; it may connect now%s", id, m.Key, replacedText(m))
 	})
+}
+
+func machinesAdd(e *env, id, pubkey string, labels []string, replace bool) error {
+	if err := checkPublicKey("--pubkey", pubkey); err != nil {
+		return err
+	}
+	set, err := keyValues("--label", labels)
+	if err != nil {
+		return err
+	}
+	return e.withClient(func(c *bench.Client) error {
+		ctx, cancel := e.requestCtx()
+		defer cancel()
+		if !replace {
+			m, err := c.AddMachine(ctx, id, pubkey, set)
+			return e.done(m, err, "added %s", id)
+		}
+		m, err := c.ReplaceMachine(ctx, id, pubkey, set)
+		if err != nil || e.g.json || m == nil {
+			return e.done(m, err, "added %s", id)
+		}
+		return e.done(m, nil, "added %s with key %s%s", id, m.Key, replacedText(m))
+	})
+}
+
+// replacedText says that a change replaced a machine's key, and what
+// became of the old key's connections.
+func replacedText(m *fleet.MachineChange) string {
+	if m.ReplacedKey == "" {
+		return ""
+	}
+	return fmt.Sprintf("\nreplaced its key %s: closed %d live connection%s made with the old key", m.ReplacedKey, m.Closed, plural(m.Closed))
 }
 
 func machinesRemove(e *env, id string) error {
@@ -172,43 +261,11 @@ func machinesLabel(e *env, id string, set map[string]string, remove []string) er
 	})
 }
 
-func runMachinesAdd(e *env, args []string) error {
-	// Here --key is the machine's public key, not the operator's key file
-	// (give that with CC_KEY, or --key before the command).
-	fs := e.flagSet("machines add", "key")
-	var key string
-	var labels listFlag
-	fs.StringVar(&key, "key", "", "the machine's public nkey `PUBKEY` (U…, printed by cc-agent at first start)")
-	fs.Var(&labels, "label", "a label `k=v` (repeatable)")
-	h := machinesHelp
-	h.usage = "cc-bench machines add ID --key PUBKEY [--label k=v]..."
-	pos, err := e.parse(fs, args, h)
-	if err != nil {
-		return err
-	}
-	if len(pos) != 1 {
-		return usageErrorf("usage: %s", h.usage)
-	}
-	if err := checkPublicKey("--key", key); err != nil {
-		return err
-	}
-	set, err := keyValues("--label", labels)
-	if err != nil {
-		return err
-	}
-	return e.withClient(func(c *bench.Client) error {
-		ctx, cancel := e.requestCtx()
-		defer cancel()
-		m, err := c.AddMachine(ctx, pos[0], key, set)
-		return e.done(m, err, "added %s", pos[0])
-	})
-}
-
 // checkPublicKey checks a public user nkey given on the command line.
 func checkPublicKey(flagName, key string) error {
 	switch {
 	case key == "":
-		return usageErrorf("%s PUBKEY is required: the public nkey (U…, 56 characters)", flagName)
+		return usageErrorf("%s KEY is required: the public nkey (U…, 56 characters)", flagName)
 	case strings.HasPrefix(key, "S"):
 		return usageErrorf("%s wants a PUBLIC key (U…), not a seed: keep the seed secret", flagName)
 	case !nkeys.IsValidPublicUserKey(key):

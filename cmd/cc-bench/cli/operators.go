@@ -8,7 +8,7 @@ import (
 )
 
 var operatorsHelp = help{
-	usage: "cc-bench operators ls | add NAME --key PUBKEY --role admin|viewer | rm NAME",
+	usage: "cc-bench operators ls | add NAME --pubkey KEY --role admin|viewer | rm NAME",
 	about: `Manage the operators: the people and scripts allowed to use the workbench,
 each with an nkey and a role. An admin may call every function and manage the
 registry and the operators; a viewer may call read-only functions and list.
@@ -16,19 +16,25 @@ registry and the operators; a viewer may call read-only functions and list.
   ls   list the operators
   add  register an operator with its public nkey (U…): create one with
        nk -gen user, or the nats CLI
-  rm   remove an operator; its live connections are closed`,
+  rm   remove an operator; its live connections are closed
+
+--key stays the global flag for your own seed file; the new operator's
+public key is given with --pubkey.`,
 	examples: `cc-bench operators ls
-cc-bench operators add alice --key UABC... --role viewer
+cc-bench operators add alice --pubkey UABC... --role viewer
 cc-bench operators rm alice`,
 }
 
 func runOperators(e *env, args []string) error {
-	if i := firstPositional(args); i >= 0 && args[i] == "add" {
-		return runOperatorsAdd(e, append(args[:i:i], args[i+1:]...))
-	}
 	fs := e.flagSet("operators")
+	var pubkey, role string
+	fs.StringVar(&pubkey, "pubkey", "", "for add: the operator's public nkey `KEY` (U…)")
+	fs.StringVar(&role, "role", "", "for add: `admin` or viewer")
 	pos, err := e.parse(fs, args, operatorsHelp)
 	if err != nil {
+		return err
+	}
+	if err := notAPublicKey(e.g.key); err != nil {
 		return err
 	}
 	if len(pos) == 0 {
@@ -38,6 +44,8 @@ func runOperators(e *env, args []string) error {
 	switch sub {
 	case "ls", "list":
 		return needArgs(sub, pos, 0, "", func() error { return operatorsList(e) })
+	case "add":
+		return operatorsAdd(e, pos, pubkey, role)
 	case "rm", "remove":
 		return needArgs(sub, pos, 1, "NAME", func() error {
 			return e.withClient(func(c *bench.Client) error {
@@ -70,25 +78,15 @@ func operatorsList(e *env) error {
 	})
 }
 
-func runOperatorsAdd(e *env, args []string) error {
-	// Here --key is the new operator's public key, not the key file.
-	fs := e.flagSet("operators add", "key")
-	var key, role string
-	fs.StringVar(&key, "key", "", "the operator's public nkey `PUBKEY` (U…)")
-	fs.StringVar(&role, "role", "", "`admin` or viewer")
-	h := operatorsHelp
-	h.usage = "cc-bench operators add NAME --key PUBKEY --role admin|viewer"
-	pos, err := e.parse(fs, args, h)
-	if err != nil {
-		return err
-	}
+func operatorsAdd(e *env, pos []string, key, role string) error {
+	const usage = "cc-bench operators add NAME --pubkey KEY --role admin|viewer"
 	if len(pos) != 1 {
-		return usageErrorf("usage: %s", h.usage)
+		return usageErrorf("usage: %s", usage)
 	}
 	if err := fleet.ValidateName("operator name", pos[0]); err != nil {
 		return usageErrorf("%v", err)
 	}
-	if err := checkPublicKey("--key", key); err != nil {
+	if err := checkPublicKey("--pubkey", key); err != nil {
 		return err
 	}
 	if !fleet.ValidRole(role) {

@@ -1,0 +1,160 @@
+package controlsvc
+
+import (
+	"context"
+	"encoding/json"
+	"sort"
+
+	"github.com/commandcontrol/commandcontrol/fleet"
+)
+
+// A list reply (machines, pending machines, operators) is one page: the
+// entries sorted after the request's After, as many as fit in half the
+// broker's payload limit and at most the request's Limit. Without pages
+// a registry of a few thousand machines made a reply larger than the
+// broker carries, and the list failed for everyone with a timeout.
+
+// defaultListLimit is a page's size when the request names none; the
+// byte budget usually ends a page first.
+const defaultListLimit = 5000
+
+// listLimit checks a request's limit and applies the default.
+func listLimit(req fleet.ListRequest) (int, error) {
+	switch {
+	case req.Limit < 0 || req.Limit > fleet.MaxListLimit:
+		return 0, fleet.Errorf(fleet.CodeBadRequest, "limit %d is out of range; ask for 1 to %d entries (0 for the default)", req.Limit, fleet.MaxListLimit)
+	case req.Limit == 0:
+		return defaultListLimit, nil
+	}
+	return req.Limit, nil
+}
+
+// decodeList decodes a list request; an empty body asks for the first page.
+func decodeList(body []byte) (fleet.ListRequest, int, error) {
+	var req fleet.ListRequest
+	if len(body) > 0 {
+		if err := decode(body, &req); err != nil {
+			return req, 0, err
+		}
+	}
+	limit, err := listLimit(req)
+	return req, limit, err
+}
+
+// replyBudget is how many bytes of entries one list reply may carry.
+func (s *Service) replyBudget() int {
+	limit := 1 << 20
+	if s.fl != nil {
+		if mp := int(s.fl.MaxPayload()); mp > 0 {
+			limit = mp
+		}
+	}
+	return limit / 2
+}
+
+// fitPage keeps the longest prefix of items whose JSON fits in budget
+// bytes (at least one entry: a page that could hold none would stall the
+// reader) and says whether entries were cut.
+func fitPage[T any](items []T, budget int) ([]T, bool) {
+	used := 0
+	for i, it := range items {
+		b, err := json.Marshal(it)
+		if err != nil {
+			return items[:i], true
+		}
+		used += len(b) + 1
+		if used > budget && i > 0 {
+			return items[:i], true
+		}
+	}
+	return items, false
+}
+
+// pageAfter returns the entries of sorted (ordered by key) that come after
+// after, at most limit of them, and whether more follow.
+func pageAfter[T any](sorted []T, key func(T) string, after string, limit int) ([]T, bool) {
+	i := 0
+	if after != "" {
+		i = sort.Search(len(sorted), func(i int) bool { return key(sorted[i]) > after })
+	}
+	rest := sorted[i:]
+	if len(rest) > limit {
+		return rest[:limit], true
+	}
+	return rest, false
+}
+
+// finishPage trims page to the reply budget and fills in the paging part.
+func finishPage[T any](page []T, more bool, total, budget int, key func(T) string) ([]T, fleet.ListPage) {
+	page, cut := fitPage(page, budget)
+	lp := fleet.ListPage{Total: total}
+	if (more || cut) && len(page) > 0 {
+		lp.Next = key(page[len(page)-1])
+	}
+	if page == nil {
+		page = []T{}
+	}
+	return page, lp
+}
+
+func machineID(m fleet.Machine) string     { return m.ID }
+func pendingID(p fleet.Pending) string     { return p.ID }
+func operatorName(o fleet.Operator) string { return o.Name }
+
+func (s *Service) apiMachinesList(_ context.Context, _ operatorIdentity, body []byte) (any, error) {
+	req, limit, err := decodeList(body)
+	if err != nil {
+		return nil, err
+	}
+	page, more, total := s.reg.MachinesAfter(req.After, limit)
+	page, lp := finishPage(page, more, total, s.replyBudget(), machineID)
+	for i := range page {
+		page[i].Online = s.presence.online(page[i].ID)
+	}
+	return fleet.MachineList{Machines: page, ListPage: lp}, nil
+}
+
+func (s *Service) apiMachinesPending(_ context.Context, _ operatorIdentity, body []byte) (any, error) {
+	req, limit, err := decodeList(body)
+	if err != nil {
+		return nil, err
+	}
+	all := s.reg.Pending()
+	page, more := pageAfter(all, pendingID, req.After, limit)
+	page, lp := finishPage(page, more, len(all), s.replyBudget(), pendingID)
+	return fleet.PendingList{Pending: page, ListPage: lp}, nil
+}
+
+func (s *Service) apiOperatorsList(_ context.Context, _ operatorIdentity, body []byte) (any, error) {
+	req, limit, err := decodeList(body)
+	if err != nil {
+		return nil, err
+	}
+	all := s.reg.Operators()
+	page, more := pageAfter(all, operatorName, req.After, limit)
+	page, lp := finishPage(page, more, len(all), s.replyBudget(), operatorName)
+	return fleet.OperatorList{Operators: page, ListPage: lp}, nil
+}
+
+// MachinesAfter returns at most limit registered machines with ids after
+// after, in id order, whether more follow, and how many there are in all.
+// The sorted ids are kept until the registry changes, so paging through a
+// large fleet does not sort it once per page.
+func (r *Registry) MachinesAfter(after string, limit int) ([]fleet.Machine, bool, int) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if v := r.changes.Load(); r.sortedIDs == nil || r.sortedAt != v || len(r.sortedIDs) != len(r.data.Machines) {
+		ids := make([]string, 0, len(r.data.Machines))
+		for id := range r.data.Machines {
+			ids = append(ids, id)
+		}
+		sort.Strings(ids)
+		r.sortedIDs, r.sortedAt = ids, v
+	}
+	ids, more := pageAfter(r.sortedIDs, func(id string) string { return id }, after, limit)
+	out := make([]fleet.Machine, 0, len(ids))
+	for _, id := range ids {
+		out = append(out, copyMachine(r.data.Machines[id]))
+	}
+	return out, more, len(r.data.Machines)
+}
