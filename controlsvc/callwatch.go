@@ -209,8 +209,8 @@ func (w *callWatch) request(m *nats.Msg) {
 
 func (w *callWatch) open(key, fn string, m *nats.Msg) *watchedCall {
 	c := &watchedCall{key: key, start: w.now(), direct: map[string]*fleet.AuditOutcome{}, directByMachine: map[string]*fleet.AuditOutcome{}, machines: map[string]*fleet.AuditOutcome{}}
-	c.rec = fleet.AuditRecord{Time: c.start.UTC(), Kind: fleet.AuditCall, Function: fn, Subject: m.Subject,
-		Args: truncateJSON(m.Data, fleet.AuditMaxArgs)}
+	c.rec = fleet.AuditRecord{Time: c.start.UTC(), Kind: fleet.AuditCall, Function: fn, Subject: m.Subject}
+	setCallArgs(&c.rec, m.Data)
 	if key, ok := inboxOwner(m.Reply); ok {
 		c.rec.OperatorKey = key
 		if op, ok := w.reg.OperatorByKey(key); ok {

@@ -65,7 +65,10 @@ type Config struct {
 	// before auditing the missing targets as no-response (default
 	// DefaultCallWait).
 	CallWait time.Duration
-	Logger   *slog.Logger
+	// Audit bounds the audit logs and says whether the service may start
+	// without a durable audit.
+	Audit  AuditConfig
+	Logger *slog.Logger
 }
 
 // Service is a running control service.
@@ -251,15 +254,23 @@ func (s *Service) connect() error {
 	if s.fl, err = dial("cc-control-fleet", s.keys.Fleet); err != nil {
 		return err
 	}
-	if s.calls, err = dial("cc-control-calls", s.keys.Fleet, nats.NoEcho()); err != nil {
+	if s.calls, err = dial("cc-control-calls", s.keys.Fleet, nats.NoEcho(), nats.ErrorHandler(s.callsAsyncError)); err != nil {
 		return err
 	}
 	return nil
 }
 
 func (s *Service) startServing(ctx context.Context) error {
-	s.audit = openAuditLog(ctx, s.ctl, s.log.With("component", "audit"))
-	s.closers = append(s.closers, s.audit.close)
+	audit := newAuditLog(s.ctl, s.log.With("component", "audit"), s.cfg.Audit)
+	audit.onDrop, audit.onSlow = s.metrics.auditDropped, s.metrics.slowConsumer
+	if err := audit.open(ctx, s.cfg.Audit.NotDurable, s.auditStore); err != nil {
+		return err
+	}
+	s.mu.Lock()
+	s.audit = audit
+	s.mu.Unlock()
+	audit.start()
+	s.closers = append(s.closers, audit.close)
 	if err := s.watchCalls(); err != nil {
 		return err
 	}
