@@ -2,18 +2,20 @@ package bench
 
 import (
 	"context"
+	"maps"
 	"time"
 
 	"github.com/commandcontrol/commandcontrol/fleet"
 )
 
 // Audit reads the audit log (admin only): calls with their outcome per
-// target, registry changes and refused connections, oldest first, from
-// since (zero: from the start), at most limit records (0: all, paging
-// through as many replies as that takes).
-func (c *Client) Audit(ctx context.Context, since time.Time, limit int) ([]fleet.AuditRecord, error) {
+// target, registry changes, refused connections and notes of lost
+// records, oldest first, from since (zero: from the start), at most limit
+// records (0: all, paging through as many replies as that takes), of the
+// logs named (fleet.AuditLogChanges, …; none: all of them).
+func (c *Client) Audit(ctx context.Context, since time.Time, limit int, logs ...string) ([]fleet.AuditRecord, error) {
 	var out []fleet.AuditRecord
-	req := fleet.AuditRequest{Since: since}
+	req := fleet.AuditRequest{Since: since, Logs: logs}
 	for page := 0; page < 100000; page++ {
 		req.Limit = 0
 		if limit > 0 {
@@ -24,10 +26,11 @@ func (c *Client) Audit(ctx context.Context, since time.Time, limit int) ([]fleet
 			return out, err
 		}
 		out = append(out, l.Records...)
-		if !l.More || len(l.Records) == 0 || (limit > 0 && len(out) >= limit) {
+		// A page may hold no record but move on (records before since).
+		if !l.More || (len(l.Records) == 0 && maps.Equal(l.Next, req.After)) || (limit > 0 && len(out) >= limit) {
 			return out, nil
 		}
-		req.AfterSeq, req.Since = l.Records[len(l.Records)-1].Seq, time.Time{}
+		req.After = l.Next
 	}
 	return out, nil
 }

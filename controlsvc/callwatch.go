@@ -223,7 +223,8 @@ func argsDigest(b []byte) string {
 func (w *callWatch) open(key, group string, call fleet.Call, m *nats.Msg) *watchedCall {
 	c := &watchedCall{key: key, group: group, start: w.now(), targets: map[string]*fleet.AuditOutcome{}}
 	c.rec = fleet.AuditRecord{Time: c.start.UTC(), Kind: fleet.AuditCall, Function: call.Function, Subject: m.Subject,
-		Args: truncateJSON(m.Data, fleet.AuditMaxArgs), OperatorKey: call.Caller}
+		OperatorKey: call.Caller}
+	setCallArgs(&c.rec, m.Data)
 	if op, ok := w.reg.OperatorByKey(call.Caller); ok {
 		c.rec.Operator = op.Name
 	}
@@ -442,6 +443,9 @@ func (s *Service) watchCalls() error {
 	}}, s.callHooks...)
 	s.mu.Unlock()
 	w := newCallWatch(s.calls, s.log.With("component", "callwatch"), s.reg, s.presence, s.cfg.CallWait, hooks)
+	if s.cfg.Now != nil {
+		w.now = s.cfg.Now
+	}
 	if err := w.start(); err != nil {
 		return fmt.Errorf("watch calls: %w", err)
 	}

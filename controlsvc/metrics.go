@@ -29,6 +29,10 @@ type metrics struct {
 	authz   *prometheus.CounterVec
 	calls   *prometheus.CounterVec
 	latency *prometheus.HistogramVec
+	// auditLost counts audit records lost, by log; slow counts the call
+	// watcher's slow-consumer events.
+	auditLost *prometheus.CounterVec
+	slow      prometheus.Counter
 
 	mu  sync.Mutex
 	fns map[string]bool
@@ -49,10 +53,18 @@ func newMetrics(s *Service) *metrics {
 		Help:    "Time from a function call to each agent's reply (ok or error), as the control service saw it.",
 		Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30},
 	}, []string{"function"})
+	m.auditLost = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "cc_audit_records_lost_total",
+		Help: "Audit records lost (the writer fell behind, or the call watcher overflowed), by log; each loss is also noted in the changes log.",
+	}, []string{"log"})
+	m.slow = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "cc_callwatch_slow_consumer_total",
+		Help: "Times the call watcher's subscriptions overflowed (slow consumer): calls or replies it missed are not in the audit.",
+	})
 	gauge := func(name, help string, f func() float64) prometheus.Collector {
 		return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help}, f)
 	}
-	m.reg.MustRegister(m.authz, m.calls, m.latency,
+	m.reg.MustRegister(m.authz, m.calls, m.latency, m.auditLost, m.slow,
 		gauge("cc_machines_online", "Machines ONLINE now (at least one authorised connection).",
 			func() float64 { return float64(len(s.presence.snapshot().Servers)) }),
 		gauge("cc_machines_pending", "Machines refused and waiting to be accepted.",
@@ -71,6 +83,10 @@ func newMetrics(s *Service) *metrics {
 	)
 	return m
 }
+
+func (m *metrics) auditDropped(log string, n int) { m.auditLost.WithLabelValues(log).Add(float64(n)) }
+
+func (m *metrics) slowConsumer() { m.slow.Inc() }
 
 func (m *metrics) granted(kind, _ string) { m.authz.WithLabelValues(kind, "granted").Inc() }
 

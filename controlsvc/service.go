@@ -70,12 +70,16 @@ type Config struct {
 	// before auditing the missing targets as no-response (default
 	// DefaultCallWait).
 	CallWait time.Duration
-	Logger   *slog.Logger
+	// Audit bounds the audit logs and says whether the service may start
+	// without a durable audit.
+	Audit  AuditConfig
+	Logger *slog.Logger
 	// Now is the service's clock (default time.Now): the callout's
 	// request deadlines and JWT expiry, registry and presence times,
-	// tombstone ages and the hint interval read it. The broker checks
-	// issued JWTs against its own clock, so with a broker it must be the
-	// broker's time; tests move it only where no broker judges it.
+	// tombstone ages, the call watcher's waits and the hint interval
+	// read it. The broker checks issued JWTs against its own clock, so
+	// with a broker it must be the broker's time; tests move it only
+	// where no broker judges it.
 	Now func() time.Time
 }
 
@@ -271,15 +275,23 @@ func (s *Service) connect() error {
 	if s.fl, err = dial("cc-control-fleet", s.keys.Fleet); err != nil {
 		return err
 	}
-	if s.calls, err = dial("cc-control-calls", s.keys.Fleet, nats.NoEcho()); err != nil {
+	if s.calls, err = dial("cc-control-calls", s.keys.Fleet, nats.NoEcho(), nats.ErrorHandler(s.callsAsyncError)); err != nil {
 		return err
 	}
 	return nil
 }
 
 func (s *Service) startServing(ctx context.Context) error {
-	s.audit = openAuditLog(ctx, s.ctl, s.log.With("component", "audit"))
-	s.closers = append(s.closers, s.audit.close)
+	audit := newAuditLog(s.ctl, s.log.With("component", "audit"), s.cfg.Audit)
+	audit.onDrop, audit.onSlow = s.metrics.auditDropped, s.metrics.slowConsumer
+	if err := audit.open(ctx, s.cfg.Audit.NotDurable, s.auditStore); err != nil {
+		return err
+	}
+	s.mu.Lock()
+	s.audit = audit
+	s.mu.Unlock()
+	audit.start()
+	s.closers = append(s.closers, audit.close)
 	if err := s.watchCalls(); err != nil {
 		return err
 	}

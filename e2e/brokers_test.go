@@ -21,7 +21,7 @@ import (
 // broker at url.
 func controlBehind(t *testing.T, dataDir, url string, resync time.Duration) *controlsvc.Service {
 	t.Helper()
-	return startControlWith(t, controlsvc.Config{DataDir: dataDir, BrokerURL: url,
+	return startControlWith(t, controlsvc.Config{DataDir: dataDir, BrokerURL: url, Audit: controlsvc.AuditConfig{NotDurable: true},
 		ResyncInterval: resync, Logger: testLogger(t).With("side", "control")})
 }
 
@@ -32,7 +32,7 @@ func controlBehindRetrying(t *testing.T, ctx context.Context, dataDir, url strin
 	t.Helper()
 	var svc *controlsvc.Service
 	waitFor(t, "the control service to connect through "+url, 15*time.Second, func() bool {
-		s, err := controlsvc.New(controlsvc.Config{DataDir: dataDir, BrokerURL: url, Logger: testLogger(t)})
+		s, err := controlsvc.New(controlsvc.Config{DataDir: dataDir, BrokerURL: url, Audit: controlsvc.AuditConfig{NotDurable: true}, Logger: testLogger(t)})
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -22,7 +22,7 @@ func startExternal(t *testing.T, dataDir string) *broker.Broker {
 
 func startControlOn(t *testing.T, dataDir, url string) *controlsvc.Service {
 	t.Helper()
-	return startControlWith(t, controlsvc.Config{DataDir: dataDir, BrokerURL: url, ResyncInterval: 5 * time.Second, Logger: testLogger(t)})
+	return startControlWith(t, controlsvc.Config{DataDir: dataDir, BrokerURL: url, Audit: controlsvc.AuditConfig{NotDurable: true}, ResyncInterval: 5 * time.Second, Logger: testLogger(t)})
 }
 
 // TestControlServiceRestart: the registry survives, presence is rebuilt

@@ -30,24 +30,45 @@ const (
 	OutcomeNoResponse = "no-response"
 )
 
+// The audit is kept in three logs, each with its own retention (size and
+// age), so that records of one kind cannot evict another's: the changes
+// (registry and operator changes made through the control API, and the
+// notes of records lost), the refused (connections the callout refused
+// and control operations refused), and the calls.
+const (
+	AuditLogChanges = "changes"
+	AuditLogRefused = "refused"
+	AuditLogCalls   = "calls"
+)
+
+// AuditLogs lists the audit logs.
+var AuditLogs = []string{AuditLogChanges, AuditLogRefused, AuditLogCalls}
+
 // AuditRequest is the body of [OpAudit]: records at or after Since (zero:
-// from the start) and after sequence AfterSeq, at most Limit of them.
+// from the start) of the logs named in Logs (empty: all), after the
+// positions in After (the previous page's [AuditList.Next]), at most Limit
+// of them.
 type AuditRequest struct {
-	Since    time.Time `json:"since,omitzero"`
-	AfterSeq uint64    `json:"after_seq,omitempty"`
-	Limit    int       `json:"limit,omitempty"`
+	Since time.Time         `json:"since,omitzero"`
+	Logs  []string          `json:"logs,omitempty"`
+	After map[string]uint64 `json:"after,omitempty"`
+	Limit int               `json:"limit,omitempty"`
 }
 
-// AuditList answers [OpAudit], oldest first. More is set when further
-// records match: ask again with AfterSeq set to the last record's Seq.
+// AuditList answers [OpAudit], the logs merged oldest first. More is set
+// when further records match: ask again with the same Since and Logs and
+// After set to Next.
 type AuditList struct {
-	Records []AuditRecord `json:"records"`
-	More    bool          `json:"more,omitempty"`
+	Records []AuditRecord     `json:"records"`
+	More    bool              `json:"more,omitempty"`
+	Next    map[string]uint64 `json:"next,omitempty"`
 }
 
 // AuditRecord is one entry of the audit log.
 type AuditRecord struct {
-	// Seq is the record's position in the log (set when read back).
+	// Log and Seq are the record's log and its position there (set when
+	// read back).
+	Log  string    `json:"log,omitempty"`
 	Seq  uint64    `json:"seq,omitempty"`
 	Time time.Time `json:"time"`
 	Kind string    `json:"kind"`
@@ -57,7 +78,7 @@ type AuditRecord struct {
 	OperatorKey string `json:"operator_key,omitempty"`
 
 	// Call: the function, the subject it was sent on, the arguments
-	// (truncated to [AuditMaxArgs] bytes), whether it was a broadcast,
+	// (truncated to [AuditMaxCallArgs] bytes), whether it was a broadcast,
 	// and the outcome per target. A call to more than
 	// [AuditMaxOutcomes] targets is recorded in several parts.
 	Function  string          `json:"function,omitempty"`
@@ -85,10 +106,24 @@ type AuditRecord struct {
 	IP     string `json:"ip,omitempty"`
 	Reason string `json:"reason,omitempty"`
 
+	// Cut: Args (of a call) or Request (of a registry change) was
+	// truncated; the whole was Size bytes with this SHA-256 (hex).
+	Cut *AuditCut `json:"cut,omitempty"`
+
 	// Error is why a registry change failed ("" when it succeeded).
 	Error string `json:"error,omitempty"`
-	// Dropped counts records lost before this one.
-	Dropped int `json:"dropped,omitempty"`
+	// Dropped (kind dropped) counts records that were lost: of kind
+	// DroppedKind, of Operator (when known), from DroppedSince to Time;
+	// Reason says why.
+	Dropped      int       `json:"dropped,omitempty"`
+	DroppedKind  string    `json:"dropped_kind,omitempty"`
+	DroppedSince time.Time `json:"dropped_since,omitzero"`
+}
+
+// AuditCut describes a body the audit record holds only the start of.
+type AuditCut struct {
+	Size   int    `json:"size"`
+	SHA256 string `json:"sha256"`
 }
 
 // AuditOutcome is what one target of a call answered.
@@ -103,6 +138,10 @@ type AuditOutcome struct {
 
 // Audit limits: what one record may hold.
 const (
+	// AuditMaxArgs bounds a registry change's request body,
+	// AuditMaxCallArgs a call's arguments: longer ones are cut, with
+	// their size and hash kept ([AuditCut]).
 	AuditMaxArgs     = 4096
+	AuditMaxCallArgs = 1024
 	AuditMaxOutcomes = 500
 )

@@ -35,6 +35,9 @@ func startStack(ctx context.Context, cfg Config, n int, dataDir, brokerURL strin
 		st.dir = d
 	}
 	svc, err := controlsvc.New(controlsvc.Config{DataDir: st.dir, BrokerURL: brokerURL,
+		// An external broker may have no JetStream; the audit is not what
+		// is measured.
+		Audit:  controlsvc.AuditConfig{NotDurable: brokerURL != ""},
 		Broker: broker.Config{Listen: "127.0.0.1:0"}, Logger: log})
 	if err != nil {
 		return nil, err

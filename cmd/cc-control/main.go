@@ -15,6 +15,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -40,6 +41,7 @@ type options struct {
 	localAgentID                string
 	functionsDir                string
 	metricsListen, preregister  string
+	audit                       controlsvc.AuditConfig
 	log                         logging.Flags
 }
 
@@ -57,6 +59,13 @@ and serves the control API. It embeds the NATS broker unless --broker is given.
 Quick start (this machine's agent included and already accepted):
   cc-control --local-agent
 
+The audit is kept durably in JetStream (<data>/jetstream) in three logs,
+each bounded by size and age: changes (registry and operator changes),
+refused (refused connections and operations) and calls. A flood of calls
+or refused connections cannot evict a change. The sizes are reserved at
+start: when the volume lacks the space, cc-control says how much is needed,
+free and where, and refuses to start (unless --no-durable-audit).
+
 Flags:
 `)
 		fs.PrintDefaults()
@@ -65,7 +74,7 @@ Flags:
 	fs.StringVar(&o.listen, "listen", "127.0.0.1:4222", "embedded broker: client listen address HOST:PORT")
 	fs.StringVar(&o.brokerURL, "broker", "", "use this external broker (nats://host:port) instead of embedding one")
 	fs.StringVar(&o.clusterName, "cluster-name", "commandcontrol", "embedded broker: cluster name")
-	fs.StringVar(&o.clusterListen, "cluster-listen", "", "embedded broker: listen for cluster routes on HOST:PORT")
+	fs.StringVar(&o.clusterListen, "cluster-listen", "", "embedded broker: listen for cluster routes on HOST:PORT (a clustered embedded broker has no JetStream: add --no-durable-audit, or use cc-broker with --store-dir)")
 	fs.StringVar(&o.routes, "routes", "", "embedded broker: comma-separated routes to other brokers (nats-route://host:port)")
 	fs.StringVar(&o.leafListen, "leaf-listen", "", "embedded broker: accept remote sites' leaf-node connections on HOST:PORT (needs --leaf-sites)")
 	fs.StringVar(&o.leafSites, "leaf-sites", "", "embedded broker: JSON file of the remote sites it accepts (cc-broker leaf-site NAME prints an entry)")
@@ -82,6 +91,18 @@ Flags:
 	fs.StringVar(&o.localAgentID, "local-agent-id", "", "machine id of the local agent (default <primary IP>_<hostname>)")
 	fs.StringVar(&o.metricsListen, "metrics-listen", "", "serve Prometheus /metrics and /healthz on HOST:PORT (e.g. 127.0.0.1:9464); also counts calls from agents' replies")
 	fs.StringVar(&o.preregister, "preregister", "", "JSON file of machines and operators to register before accepting connections: {\"machines\":[{\"id\",\"key\",\"labels\"}],\"operators\":[{\"name\",\"key\",\"role\"}]}")
+	o.audit = controlsvc.AuditConfig{
+		Changes: controlsvc.AuditLimits{MaxBytes: controlsvc.DefaultAuditMaxBytes},
+		Refused: controlsvc.AuditLimits{MaxBytes: controlsvc.DefaultAuditRefusedMaxBytes, MaxAge: controlsvc.DefaultAuditRefusedMaxAge},
+		Calls:   controlsvc.AuditLimits{MaxBytes: controlsvc.DefaultAuditCallsMaxBytes, MaxAge: controlsvc.DefaultAuditCallsMaxAge},
+	}
+	fs.Var((*byteSize)(&o.audit.Changes.MaxBytes), "audit-max-bytes", "audit: `SIZE` of the changes log (registry and operator changes, notes of lost records), e.g. 192MiB; the oldest go first past it. Calls and refused connections have logs of their own and cannot evict it")
+	fs.Var((*days)(&o.audit.Changes.MaxAge), "audit-max-age", "audit: `AGE` past which changes are deleted (e.g. 400d, 8760h); 0 keeps them until --audit-max-bytes")
+	fs.Var((*byteSize)(&o.audit.Refused.MaxBytes), "audit-refused-max-bytes", "audit: `SIZE` of the refused log (refused connections and control operations)")
+	fs.Var((*days)(&o.audit.Refused.MaxAge), "audit-refused-max-age", "audit: `AGE` past which refused records are deleted; 0: none")
+	fs.Var((*byteSize)(&o.audit.Calls.MaxBytes), "audit-calls-max-bytes", "audit: `SIZE` of the calls log (one record per call; arguments past 1 KiB are cut, their size and SHA-256 kept)")
+	fs.Var((*days)(&o.audit.Calls.MaxAge), "audit-calls-max-age", "audit: `AGE` past which call records are deleted; 0: none")
+	fs.BoolVar(&o.audit.NotDurable, "no-durable-audit", false, "start even when the audit cannot be stored durably in JetStream (no JetStream, e.g. a clustered broker, or too little space for the sizes above); records then go to this log only. Without it cc-control refuses to start and says why")
 	o.log.Register(fs)
 	if err := fs.Parse(args); err != nil {
 		return nil, err
@@ -148,6 +169,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		MaxAgentConnections: o.maxAgentConns,
 		ReconnectRate:       o.reconnectRate,
 		ReadOnlyFunctions:   viewerFunctions(o, log),
+		Audit:               o.audit,
 		Logger:              log,
 	})
 	if err != nil {
@@ -237,4 +259,72 @@ func viewerFunctions(o *options, log *slog.Logger) []string {
 		log.Warn("function definition skipped", "error", err)
 	}
 	return append(fns, functions.ViewerFunctions(defs)...)
+}
+
+// byteSize is a flag of a size in bytes: 1048576, 512KiB, 192MiB, 1GiB,
+// 1TiB, 1PiB (KB, MB, GB, TB are taken as powers of 1024 too).
+type byteSize int64
+
+func (b *byteSize) String() string {
+	if b == nil || *b == 0 {
+		return "0"
+	}
+	n := int64(*b)
+	for _, u := range []string{"PiB", "TiB", "GiB", "MiB", "KiB"} {
+		m := int64(1) << (10 * (strings.Index("KMGTP", u[:1]) + 1))
+		if n%m == 0 {
+			return strconv.FormatInt(n/m, 10) + u
+		}
+	}
+	return strconv.FormatInt(n, 10)
+}
+
+func (b *byteSize) Set(s string) error {
+	t := strings.ToUpper(strings.TrimSpace(s))
+	t = strings.TrimSuffix(strings.TrimSuffix(t, "B"), "I")
+	mult := int64(1)
+	if t != "" {
+		if i := strings.IndexByte("KMGTP", t[len(t)-1]); i >= 0 {
+			mult = int64(1) << (10 * (i + 1))
+			t = t[:len(t)-1]
+		}
+	}
+	n, err := strconv.ParseInt(strings.TrimSpace(t), 10, 64)
+	if err != nil || n <= 0 || n > (1<<62)/mult {
+		return fmt.Errorf("want a positive size such as 512MiB, 2GiB or 1073741824 bytes, got %q", s)
+	}
+	*b = byteSize(n * mult)
+	return nil
+}
+
+// days is a duration flag that also takes days (400d); 0 means none.
+type days time.Duration
+
+func (d *days) String() string {
+	if d == nil || *d == 0 {
+		return "0"
+	}
+	if time.Duration(*d)%(24*time.Hour) == 0 {
+		return strconv.FormatInt(int64(time.Duration(*d)/(24*time.Hour)), 10) + "d"
+	}
+	return time.Duration(*d).String()
+}
+
+func (d *days) Set(s string) error {
+	s = strings.TrimSpace(s)
+	if n, ok := strings.CutSuffix(s, "d"); ok {
+		if v, err := strconv.Atoi(n); err == nil && v >= 0 {
+			*d = days(time.Duration(v) * 24 * time.Hour)
+			return nil
+		}
+	}
+	v, err := time.ParseDuration(s)
+	if s == "0" {
+		v, err = 0, nil
+	}
+	if err != nil || v < 0 {
+		return fmt.Errorf("want an age such as 90d, 720h or 0 (no age limit), got %q", s)
+	}
+	*d = days(v)
+	return nil
 }

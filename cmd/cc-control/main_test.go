@@ -87,6 +87,11 @@ func TestBadFlagsNameTheProblem(t *testing.T) {
 		{[]string{"--no-such-flag"}, "no-such-flag"},
 		{[]string{"extra"}, `unexpected argument "extra"`},
 		{[]string{"--local-agent", "--local-agent-id", "bad id"}, "machine id"},
+		{[]string{"--audit-calls-max-bytes", "lots"}, "512MiB"},
+		{[]string{"--audit-max-age", "-3d"}, "90d"},
+		// A store the audit does not fit in: refused, saying why.
+		{[]string{"--audit-calls-max-bytes", "1PiB"}, "1.0 PiB (--audit-calls-max-bytes)"},
+		{[]string{"--audit-max-bytes", "1PiB"}, "--no-durable-audit"},
 	}
 	for _, tt := range tests {
 		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {
@@ -105,5 +110,45 @@ func TestBadFlagsNameTheProblem(t *testing.T) {
 				t.Fatalf("got %q (stderr %q), want it to mention %q", err, stderr.String(), tt.want)
 			}
 		})
+	}
+}
+
+// TestAuditFlags: sizes and ages as people write them; --no-durable-audit
+// lets cc-control start when the audit does not fit (here 1 PiB).
+func TestAuditFlags(t *testing.T) {
+	o, err := parseFlags([]string{"--audit-max-bytes", "2GiB", "--audit-calls-max-bytes", "1048576", "--audit-refused-max-bytes", "512kb",
+		"--audit-calls-max-age", "7d", "--audit-max-age", "0", "--audit-refused-max-age", "36h"}, &stacktest.Buffer{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := o.audit
+	if a.Changes.MaxBytes != 2<<30 || a.Calls.MaxBytes != 1<<20 || a.Refused.MaxBytes != 512<<10 ||
+		a.Calls.MaxAge != 7*24*time.Hour || a.Changes.MaxAge != 0 || a.Refused.MaxAge != 36*time.Hour || a.NotDurable {
+		t.Fatalf("parsed %+v", a)
+	}
+	var stdout, stderr stacktest.Buffer
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		done <- run(ctx, []string{"--data", t.TempDir(), "--listen", "127.0.0.1:0", "--audit-calls-max-bytes", "1PiB", "--no-durable-audit"}, &stdout, &stderr)
+	}()
+	deadline := time.Now().Add(10 * time.Second)
+	for !strings.Contains(stdout.String(), "Query the fleet") {
+		select {
+		case err := <-done:
+			t.Fatalf("cc-control --no-durable-audit did not start: %v\n%s", err, stderr.String())
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no welcome after 10s; stderr:\n%s", stderr.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if !strings.Contains(stderr.String(), "NOT durable") {
+		t.Errorf("no warning that the audit is not durable:\n%s", stderr.String())
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
 	}
 }

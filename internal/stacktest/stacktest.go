@@ -136,8 +136,10 @@ func StartControl(t testing.TB, opts ...Option) *controlsvc.Service {
 	svc, err := controlsvc.New(controlsvc.Config{
 		DataDir:   cfg.dataDir,
 		BrokerURL: cfg.brokerURL,
-		Broker:    broker.Config{Listen: "127.0.0.1:0", PingInterval: PingInterval},
-		Logger:    Logger().With("side", "control"),
+		// StartBroker's brokers have no JetStream: no durable audit.
+		Audit:  controlsvc.AuditConfig{NotDurable: cfg.brokerURL != ""},
+		Broker: broker.Config{Listen: "127.0.0.1:0", PingInterval: PingInterval},
+		Logger: Logger().With("side", "control"),
 	})
 	if err != nil {
 		t.Fatal(err)

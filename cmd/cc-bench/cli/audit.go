@@ -2,6 +2,7 @@ package cli
 
 import (
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -11,18 +12,23 @@ import (
 )
 
 var auditHelp = help{
-	usage: "cc-bench audit [--since D] [--limit N] [--json]",
+	usage: "cc-bench audit [--since D] [--limit N] [--log changes|refused|calls] [--json]",
 	about: `Show the audit log (admin only), oldest first: every function call with
 the operator, the arguments and the outcome per target, every registry or
 operator change (and refused attempt), and every refused connection. The
 log is kept durably by the control service (JetStream, in its data
-directory) and survives its restarts.
+directory) and survives its restarts, in three logs each with its own
+size and age limits (cc-control --audit-*): changes (registry and operator
+changes, notes of lost records), refused (refused connections and
+operations) and calls, so a flood of calls cannot evict a change. A call's
+arguments past 1 KiB are cut; the record keeps their size and SHA-256.
 
 --since takes a duration back from now (90m, 24h, 7d) or a time
 (2026-01-02T15:04:05Z); 0 reads from the start. --json prints one record per
 line with every outcome.`,
 	examples: `cc-bench audit
 cc-bench audit --since 7d --json
+cc-bench audit --since 0 --log changes
 cc-bench audit --since 2026-01-02T00:00:00Z --limit 50`,
 }
 
@@ -30,12 +36,20 @@ func runAudit(e *env, args []string) error {
 	fs := e.flagSet("audit")
 	sinceText := fs.String("since", "24h", "records from `D` ago (e.g. 90m, 7d) or from a time (RFC 3339); 0 for all")
 	limit := fs.Int("limit", 1000, "at most `N` records (0: no limit)")
+	logName := fs.String("log", "", "only this `LOG`: changes, refused or calls (default all)")
 	pos, err := e.parse(fs, args, auditHelp)
 	if err != nil {
 		return err
 	}
 	if len(pos) > 0 {
 		return usageErrorf("audit takes no arguments, got %q", pos)
+	}
+	var logs []string
+	if *logName != "" {
+		if !slices.Contains(fleet.AuditLogs, *logName) {
+			return usageErrorf("--log %q: want one of %s", *logName, strings.Join(fleet.AuditLogs, ", "))
+		}
+		logs = []string{*logName}
 	}
 	since, err := parseSince(*sinceText, now())
 	if err != nil {
@@ -44,7 +58,7 @@ func runAudit(e *env, args []string) error {
 	return e.withClient(func(c *bench.Client) error {
 		ctx, cancel := e.requestCtx()
 		defer cancel()
-		recs, err := c.Audit(ctx, since, *limit)
+		recs, err := c.Audit(ctx, since, *limit, logs...)
 		if err != nil || e.g.json {
 			return jsonLines(e, recs, err)
 		}
@@ -94,6 +108,9 @@ func auditText(r fleet.AuditRecord) (what, outcome string) {
 		if len(r.Args) > 0 && string(r.Args) != "{}" && string(r.Args) != "null" {
 			what += " " + truncate(string(r.Args), 60)
 		}
+		if r.Cut != nil {
+			what += fmt.Sprintf(" (args %d bytes, sha256 %.12s…)", r.Cut.Size, r.Cut.SHA256)
+		}
 		if r.Parts > 1 {
 			what += fmt.Sprintf(" (part %d/%d)", r.Part, r.Parts)
 		}
@@ -110,7 +127,11 @@ func auditText(r fleet.AuditRecord) (what, outcome string) {
 	case fleet.AuditRefused:
 		return fmt.Sprintf("%s key %s from %s", dash(r.Name), dash(r.Key), dash(r.IP)), truncate(r.Reason, 100)
 	case fleet.AuditDropped:
-		return "audit writer fell behind", fmt.Sprintf("%d records lost", r.Dropped)
+		who := ""
+		if r.Operator != "" {
+			who = " of " + r.Operator
+		}
+		return fmt.Sprintf("%d %s records%s lost since %s", r.Dropped, dash(r.DroppedKind), who, timeText(r.DroppedSince)), truncate(r.Reason, 100)
 	}
 	return "-", "-"
 }
