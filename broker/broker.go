@@ -53,6 +53,10 @@ type AuthKeys struct {
 	SysUser     string `json:"sys_user"`
 	ControlUser string `json:"control_user"`
 	FleetUser   string `json:"fleet_user"`
+	// AnnounceUser is the control service's FLEET user that publishes
+	// presence events and the agents' hint, and nothing else; it serves
+	// no requests, so no reply subject can aim it anywhere.
+	AnnounceUser string `json:"announce_user"`
 }
 
 // Validate checks that every required key is present, of the right kind
@@ -66,6 +70,7 @@ func (k AuthKeys) Validate() error {
 		{"sys_user", k.SysUser, "a user public key (U…)", nkeys.IsValidPublicUserKey},
 		{"control_user", k.ControlUser, "a user public key (U…)", nkeys.IsValidPublicUserKey},
 		{"fleet_user", k.FleetUser, "a user public key (U…)", nkeys.IsValidPublicUserKey},
+		{"announce_user", k.AnnounceUser, "a user public key (U…); broker-auth.json files written before it existed lack it: copy the one cc-control writes now", nkeys.IsValidPublicUserKey},
 	}
 	if k.CalloutXKey != "" {
 		checks = append(checks, struct {
@@ -194,11 +199,12 @@ func Options(cfg *Config) (*server.Options, error) {
 			{Nkey: cfg.Auth.SysUser, Account: sys},
 			{Nkey: cfg.Auth.ControlUser, Account: ctl},
 			{Nkey: cfg.Auth.FleetUser, Account: fl, Permissions: controlFleetPermissions()},
+			{Nkey: cfg.Auth.AnnounceUser, Account: fl, Permissions: announcePermissions()},
 		},
 		AuthCallout: &server.AuthCallout{
 			Issuer:    cfg.Auth.CalloutIssuer,
 			Account:   ControlAccount,
-			AuthUsers: []string{cfg.Auth.SysUser, cfg.Auth.ControlUser, cfg.Auth.FleetUser},
+			AuthUsers: []string{cfg.Auth.SysUser, cfg.Auth.ControlUser, cfg.Auth.FleetUser, cfg.Auth.AnnounceUser},
 			XKey:      cfg.Auth.CalloutXKey,
 		},
 		Debug: cfg.Debug,
@@ -261,16 +267,23 @@ func splitHostPort(what, hp string) (string, int, error) {
 	return h, n, nil
 }
 
-// controlFleetPermissions are the control service's own FLEET user's: it
-// may read everything there (calls, replies, control requests), but
-// publish only into operators' inboxes (control API answers, snapshots,
-// "no responders" for offline machines), presence events and the agents'
-// hint. A reply subject a client chooses can then never make the control
-// service publish on a control subject or a call subject.
+// controlFleetPermissions are the control service's own FLEET user's,
+// the one that serves requests (the control API, snapshots, micro
+// discovery) and watches calls: it may read everything there, but publish
+// only into operators' inboxes. Whatever reply subject a client chooses,
+// this user cannot be made to publish on a control, call, presence or
+// hint subject.
 func controlFleetPermissions() *server.Permissions {
-	return &server.Permissions{Publish: &server.SubjectPermission{
-		Allow: []string{fleet.InboxRoot + ".>", fleet.PresenceEventsWildcard, fleet.AgentHintSubject},
-	}}
+	return &server.Permissions{Publish: &server.SubjectPermission{Allow: []string{fleet.InboxRoot + ".>"}}}
+}
+
+// announcePermissions are the announcing user's: publish presence events
+// and the agents' hint, subscribe to nothing.
+func announcePermissions() *server.Permissions {
+	return &server.Permissions{
+		Publish:   &server.SubjectPermission{Allow: []string{fleet.PresenceEventsWildcard, fleet.AgentHintSubject}},
+		Subscribe: &server.SubjectPermission{Deny: []string{">"}},
+	}
 }
 
 // Start starts the server and waits until it accepts connections.

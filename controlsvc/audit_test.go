@@ -152,7 +152,7 @@ func TestCallWatchSlowConsumerRecorded(t *testing.T) {
 	s := &Service{log: a.log, audit: a}
 	nc := brokertest.Connect(t, b, keys.Fleet, nats.ErrorHandler(s.callsAsyncError))
 	block := make(chan struct{})
-	sub, err := nc.Subscribe("sys.commandControl.fn.>", func(*nats.Msg) { <-block })
+	sub, err := nc.Subscribe("_INBOX_cc.>", func(*nats.Msg) { <-block })
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -166,7 +166,7 @@ func TestCallWatchSlowConsumerRecorded(t *testing.T) {
 		if time.Now().After(deadline) {
 			t.Fatal("no slow-consumer event")
 		}
-		_ = pub.Publish("sys.commandControl.fn.m.f", []byte("x"))
+		_ = pub.Publish("_INBOX_cc.K.m.c.0", []byte("x"))
 		_ = pub.Flush()
 	}
 	a.start()
@@ -178,7 +178,7 @@ func TestCallWatchSlowConsumerRecorded(t *testing.T) {
 	var noted bool
 	for _, r := range got.Records {
 		noted = noted || (r.Kind == fleet.AuditDropped && r.DroppedKind == "slow-consumer" && r.Dropped >= 1 &&
-			strings.Contains(r.Reason, "sys.commandControl.fn.>"))
+			strings.Contains(r.Reason, "_INBOX_cc.>"))
 	}
 	mu.Lock()
 	logged := logs.String()

@@ -185,8 +185,8 @@ func (w *callWatch) request(m *nats.Msg) {
 		c = w.open(key, group, call, m)
 	}
 	now := w.now()
-	c.deadline = now.Add(w.wait)
 	if call.Token == "" {
+		c.deadline = now.Add(w.wait)
 		w.expectOnline(c, m.Reply)
 		if c.pending <= 0 {
 			c.deadline = now.Add(callLinger)
@@ -196,6 +196,11 @@ func (w *callWatch) request(m *nats.Msg) {
 	id, err := fleet.MachineFromToken(call.Token)
 	if err != nil {
 		return
+	}
+	if c.targets[id] == nil {
+		// A new target waits its full time; a re-sent copy does not
+		// push the call's end out.
+		c.deadline = now.Add(w.wait)
 	}
 	o := c.target(id)
 	if o == nil {

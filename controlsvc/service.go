@@ -107,6 +107,8 @@ type Service struct {
 	callHooks    []CallHook
 	snapCache    snapCache
 	calls        *nats.Conn
+	// announce publishes presence events and hints (and serves nothing).
+	announce *nats.Conn
 	// limit bounds each machine's connections; connect events feed it.
 	limit *connLimiter
 }
@@ -278,6 +280,9 @@ func (s *Service) connect() error {
 	if s.calls, err = dial("cc-control-calls", s.keys.Fleet, nats.NoEcho(), nats.ErrorHandler(s.callsAsyncError)); err != nil {
 		return err
 	}
+	if s.announce, err = dial("cc-control-announce", s.keys.Announce); err != nil {
+		return err
+	}
 	return nil
 }
 
@@ -446,7 +451,7 @@ func (s *Service) hintLoop(ctx context.Context) {
 		w := ReconnectWindow(online, s.cfg.ReconnectRate)
 		if moved := w - sent; s.cfg.Now().Sub(at) >= s.cfg.HintInterval || moved > sent/5 || -moved > sent/5 {
 			b, _ := json.Marshal(fleet.AgentHint{ReconnectWindowMS: w.Milliseconds(), Online: online})
-			if s.fl != nil && s.fl.Publish(fleet.AgentHintSubject, b) == nil {
+			if s.announce != nil && s.announce.Publish(fleet.AgentHintSubject, b) == nil {
 				sent, at = w, s.cfg.Now()
 			}
 		}
@@ -485,8 +490,8 @@ func (s *Service) flushLoop(ctx context.Context) {
 func (s *Service) publishEvent(ev fleet.PresenceEvent) {
 	s.log.Info("presence", "event", ev.Event, "machine", ev.Machine, "reason", ev.Reason)
 	b, _ := json.Marshal(ev)
-	if s.fl != nil {
-		_ = s.fl.Publish(fleet.PresenceEventSubject(ev.Event, ev.Machine), b)
+	if s.announce != nil {
+		_ = s.announce.Publish(fleet.PresenceEventSubject(ev.Event, ev.Machine), b)
 	}
 }
 
@@ -520,7 +525,7 @@ func (s *Service) Close() {
 		s.closers[i]()
 	}
 	s.closers = nil
-	for _, nc := range []*nats.Conn{s.calls, s.fl, s.ctl, s.sys} {
+	for _, nc := range []*nats.Conn{s.announce, s.calls, s.fl, s.ctl, s.sys} {
 		if nc != nil {
 			nc.Close()
 		}

@@ -19,8 +19,8 @@ import (
 // service's three users. They carry their seeds, so a test can both
 // connect as those users and sign callout responses.
 type Keys struct {
-	Issuer, XKey        nkeys.KeyPair
-	Sys, Control, Fleet nkeys.KeyPair
+	Issuer, XKey                  nkeys.KeyPair
+	Sys, Control, Fleet, Announce nkeys.KeyPair
 }
 
 // Auth returns the public halves, as the broker is configured with them.
@@ -38,6 +38,7 @@ func (k *Keys) Auth() broker.AuthKeys {
 		SysUser:       pub(k.Sys),
 		ControlUser:   pub(k.Control),
 		FleetUser:     pub(k.Fleet),
+		AnnounceUser:  pub(k.Announce),
 	}
 }
 
@@ -70,11 +71,12 @@ func NewKeys(t testing.TB) *Keys {
 		return kp
 	}
 	return &Keys{
-		Issuer:  must(nkeys.CreateAccount()),
-		XKey:    must(nkeys.CreateCurveKeys()),
-		Sys:     must(nkeys.CreateUser()),
-		Control: must(nkeys.CreateUser()),
-		Fleet:   must(nkeys.CreateUser()),
+		Issuer:   must(nkeys.CreateAccount()),
+		XKey:     must(nkeys.CreateCurveKeys()),
+		Sys:      must(nkeys.CreateUser()),
+		Control:  must(nkeys.CreateUser()),
+		Fleet:    must(nkeys.CreateUser()),
+		Announce: must(nkeys.CreateUser()),
 	}
 }
 
