@@ -120,7 +120,7 @@ func TestAgentConfinedToItsOwnSubjects(t *testing.T) {
 	}
 	expectViolation(t, errs, "agent watching presence")
 	// Its own subjects are fine.
-	if _, err := nc.SubscribeSync(fleet.FnRoot + "." + fleet.MachineToken("10.0.0.1_web01") + ".*"); err != nil {
+	if _, err := nc.SubscribeSync(fleet.FnRoot + "." + fleet.MachineToken("10.0.0.1_web01") + ".*.*"); err != nil {
 		t.Fatal(err)
 	}
 	if err := nc.Flush(); err != nil {
