@@ -27,6 +27,9 @@ type options struct {
 	functionsPoll         time.Duration
 	callTimeout           time.Duration
 	printKey              bool
+	maxConcurrent         int
+	callerRate            float64
+	callerBurst           float64
 	log                   logging.Flags
 }
 
@@ -64,6 +67,11 @@ Flags:
 	fs.DurationVar(&o.functionsPoll, "functions-poll", functions.DefaultReloadInterval,
 		"how often --functions-dir is checked for changes (0: only on SIGHUP)")
 	fs.DurationVar(&o.callTimeout, "call-timeout", agent.DefaultCallTimeout, "longest a function may run")
+	fs.IntVar(&o.maxConcurrent, "max-concurrent", agent.DefaultMaxConcurrent,
+		"calls that may run at once; one operator may hold at most half of them, more are answered 503")
+	fs.Float64Var(&o.callerRate, "caller-rate", agent.DefaultCallerRate,
+		"calls per second one operator may start here, sustained; past it they are answered 429 (negative: no limit)")
+	fs.Float64Var(&o.callerBurst, "caller-burst", agent.DefaultCallerBurst, "calls one operator may start here at once, above --caller-rate")
 	fs.BoolVar(&o.printKey, "print-key", false, "print the machine id and public key (creating the key if needed) and exit")
 	o.log.Register(fs)
 	if err := fs.Parse(args); err != nil {
@@ -100,7 +108,11 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if poll <= 0 {
 		poll = -1 // agent.Config: only on request
 	}
+	if o.maxConcurrent < 1 || o.callerBurst < 1 {
+		return fmt.Errorf("--max-concurrent %d and --caller-burst %g must be at least 1", o.maxConcurrent, o.callerBurst)
+	}
 	a, err := agent.New(agent.Config{URL: o.server, KeyFile: o.key, MachineID: o.id, Root: o.root, CallTimeout: o.callTimeout,
+		MaxConcurrent: o.maxConcurrent, CallerRate: o.callerRate, CallerBurst: o.callerBurst,
 		FunctionsDir: o.functionsDir, FunctionsPoll: poll, Logger: log})
 	if err != nil {
 		return err
