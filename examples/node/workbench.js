@@ -9,8 +9,11 @@
 // Everything it does is the documented protocol (docs/DEPLOY.md): connect
 // with the operator's nkey, use the inbox prefix _INBOX_cc.<public key>,
 // request sys.commandControl.presence.snapshot, then call each selected
-// machine on sys.commandControl.fn.<machine token>.<function>, where the
-// token is the machine id with every "." replaced by "~".
+// machine on sys.commandControl.fn.<machine token>.<function>.<public key>
+// with the reply subject _INBOX_cc.<public key>.<machine token>.<call>.0,
+// where the token is the machine id with every "." replaced by "~". The
+// broker lets only that machine answer there, so the subject says who
+// answered.
 "use strict";
 
 const fs = require("node:fs");
@@ -75,12 +78,22 @@ async function snapshot(nc, inboxPrefix, timeout) {
   return servers;
 }
 
-async function call(nc, machine, fn, timeout) {
+async function call(nc, publicKey, machine, fn, timeout) {
+  const token = machineToken(machine);
+  const call = createInbox("x").slice(2); // a fresh NUID
+  const reply = `_INBOX_cc.${publicKey}.${token}.${call}.0`;
+  const sub = nc.subscribe(reply, { max: 1, timeout });
+  nc.publish(`sys.commandControl.fn.${token}.${fn}.${publicKey}`, jc.encode({}), { reply });
   try {
-    const m = await nc.request(`sys.commandControl.fn.${machineToken(machine)}.${fn}`, jc.encode({}), { timeout });
-    const code = m.headers && m.headers.get("Nats-Service-Error-Code");
-    if (code) return { machine, status: "error", code: Number(code), error: m.headers.get("Nats-Service-Error") };
-    return { machine, status: "ok", result: jc.decode(m.data) };
+    for await (const m of sub) {
+      if (m.headers && m.headers.code === 503 && m.data.length === 0) {
+        return { machine, status: "no-response", error: "no agent is listening (offline?)" };
+      }
+      const code = m.headers && m.headers.get("Nats-Service-Error-Code");
+      if (code) return { machine, status: "error", code: Number(code), error: m.headers.get("Nats-Service-Error") };
+      return { machine, status: "ok", result: jc.decode(m.data) };
+    }
+    return { machine, status: "no-response", error: "no reply" };
   } catch (err) {
     return { machine, status: "no-response", error: String(err.message || err) };
   }
@@ -104,7 +117,7 @@ async function main() {
 
     const selected = online.filter(selector(o.where));
     console.log(`selected (${o.where || "all"}): ${selected.map((s) => s.machine).join(" ") || "none"}`);
-    const results = await Promise.all(selected.map((s) => call(nc, s.machine, o.fn, o.timeout)));
+    const results = await Promise.all(selected.map((s) => call(nc, publicKey, s.machine, o.fn, o.timeout)));
 
     let failed = 0;
     for (const r of results) {
