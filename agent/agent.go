@@ -90,7 +90,8 @@ type Config struct {
 	// negative rate: unlimited.
 	CallerRate  float64
 	CallerBurst float64
-	// Now is the clock the rate limits read (nil: time.Now).
+	// Now is the clock the rate limits, the refusal log's pacing and the
+	// built-in functions read (nil: time.Now).
 	Now    func() time.Time
 	Logger *slog.Logger
 }
@@ -181,7 +182,7 @@ func New(cfg Config) (*Agent, error) {
 	a.share = newFairShare(rate, burst, cfg.MaxConcurrent, cfg.Now)
 	a.fns = cfg.Functions
 	if a.fns == nil {
-		a.fns = functions.New(&functions.Env{Root: cfg.Root, MachineID: a.id, Version: Version, Logger: a.log})
+		a.fns = functions.New(&functions.Env{Root: cfg.Root, MachineID: a.id, Version: Version, Logger: a.log, Now: cfg.Now})
 	}
 	return a, nil
 }
@@ -318,10 +319,11 @@ func (a *Agent) ReconnectWindow() time.Duration { return time.Duration(a.window.
 func (a *Agent) connectError(err error) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	if time.Since(a.lastRefusal) < 30*time.Second {
+	now := a.share.now()
+	if now.Sub(a.lastRefusal) < 30*time.Second {
 		return
 	}
-	a.lastRefusal = time.Now()
+	a.lastRefusal = now
 	if errors.Is(err, nats.ErrAuthorization) || strings.Contains(strings.ToLower(err.Error()), "authorization") {
 		a.log.Warn("the broker refused this machine; retrying until it is accepted",
 			"key", a.pub, "accept_with", "cc-bench machines accept "+a.id)

@@ -9,14 +9,15 @@ import (
 )
 
 // BenchmarkCollect50k: the workbench's share of a 50,000-machine call —
-// every reply's header read, JSON checked, machine matched and counted.
+// every reply's subject parsed for the machine that sent it, JSON
+// checked, machine matched and counted.
 func BenchmarkCollect50k(b *testing.B) {
 	const n = 50000
 	targets := make([]string, n)
 	msgs := make([]*nats.Msg, n)
 	for i := range targets {
 		targets[i] = fmt.Sprintf("10.%d.%d.%d_sim%d", i>>16&255, i>>8&255, i&255, i)
-		m := nats.NewMsg("_INBOX_cc.x.y")
+		m := nats.NewMsg(fleet.CallReply("UKEY", fleet.MachineToken(targets[i]), "call", 0))
 		m.Header.Set(fleet.HeaderMachine, targets[i])
 		m.Data = []byte(`{"load1":0.3,"load5":0.54,"load15":0.91,"procs_running":3,"procs_blocked":0,"cpus":2}`)
 		msgs[i] = m
@@ -25,7 +26,7 @@ func BenchmarkCollect50k(b *testing.B) {
 	for b.Loop() {
 		cl := newCollector("current-load", targets, func(Reply) {})
 		for _, m := range msgs {
-			cl.handle(m, -1)
+			cl.handle(m, cl.replyTarget(m.Subject))
 		}
 		if s := cl.summary(); s.NumOK != n {
 			b.Fatalf("%d ok", s.NumOK)
