@@ -175,13 +175,13 @@ func TestOptionsDefaults(t *testing.T) {
 	for _, u := range opts.AuthCallout.AuthUsers {
 		bypass[u] = true
 	}
-	for _, u := range []string{cfg.Auth.SysUser, cfg.Auth.ControlUser, cfg.Auth.FleetUser} {
+	for _, u := range []string{cfg.Auth.SysUser, cfg.Auth.ControlUser, cfg.Auth.FleetUser, cfg.Auth.AnnounceUser} {
 		if !bypass[u] {
 			t.Errorf("service user %s does not bypass the callout", u)
 		}
 	}
-	if len(bypass) != 3 {
-		t.Errorf("callout bypass list: got %d users, want 3", len(bypass))
+	if len(bypass) != 4 {
+		t.Errorf("callout bypass list: got %d users, want 4", len(bypass))
 	}
 }
 

@@ -3,6 +3,7 @@ package broker_test
 import (
 	"errors"
 	"testing"
+	"time"
 
 	"github.com/commandcontrol/commandcontrol/broker"
 	"github.com/commandcontrol/commandcontrol/broker/brokertest"
@@ -32,10 +33,20 @@ func TestJetStreamForControlAccountOnly(t *testing.T) {
 	if _, err := js.AccountInfo(); err != nil {
 		t.Fatalf("CONTROL account info: %v", err)
 	}
-	fl := brokertest.Connect(t, b, keys.Fleet)
-	fjs, _ := fl.JetStream()
-	if _, err := fjs.AccountInfo(); !errors.Is(err, nats.ErrJetStreamNotEnabledForAccount) && !errors.Is(err, nats.ErrJetStreamNotEnabled) {
-		t.Fatalf("FLEET account info: got %v, want JetStream not enabled", err)
+	// The control service's own FLEET users may not even ask (they
+	// publish only into inboxes, presence events and the hint).
+	errs := make(chan error, 4)
+	fl := brokertest.Connect(t, b, keys.Fleet, nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) { errs <- err }))
+	if err := fl.PublishRequest("$JS.API.INFO", "_INBOX_cc.x.y", nil); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-errs:
+		if !errors.Is(err, nats.ErrPermissionViolation) {
+			t.Fatalf("FLEET user asking JetStream: got %v, want a permissions violation", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("FLEET user asked JetStream without a permissions violation")
 	}
 }
 
