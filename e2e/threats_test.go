@@ -504,13 +504,15 @@ func TestThreatAgentOverload(t *testing.T) {
 	}
 	defer a.Close()
 	waitFor(t, "agent online", 5*time.Second, func() bool { return online(svc, a.MachineID()) })
+	// Two operators each start a blocking call: one operator may hold
+	// only half the slots (row 17), so it takes two to fill the agent.
 	op := operatorConn(t, svc.ClientURL(), svc.AdminKeyPath())
-	for range 2 {
-		if err := stacktest.Send(op, a.MachineID(), "block", nil); err != nil {
+	for _, who := range []*nats.Conn{operatorConn(t, svc.ClientURL(), newOperator(t, svc, "b1", fleet.RoleAdmin)), operatorConn(t, svc.ClientURL(), newOperator(t, svc, "b2", fleet.RoleAdmin))} {
+		if err := stacktest.Send(who, a.MachineID(), "block", nil); err != nil {
 			t.Fatal(err)
 		}
+		_ = who.Flush()
 	}
-	_ = op.Flush()
 	// The two blocking calls take both slots once the agent has them (a
 	// quick echo that gets in first frees its slot at once).
 	code := func(m *nats.Msg) int {
