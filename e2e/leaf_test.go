@@ -14,6 +14,7 @@ import (
 	"github.com/commandcontrol/commandcontrol/controlsvc"
 	"github.com/commandcontrol/commandcontrol/fleet"
 	"github.com/commandcontrol/commandcontrol/internal/stacktest"
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nkeys"
 	"golang.org/x/crypto/bcrypt"
 )
@@ -170,8 +171,16 @@ func TestLeafConfigExamples(t *testing.T) {
 	startAgentAt(t, svc, url(ports[2]), "10.4.2.7_dc2-app", true, nil)
 	waitFor(t, "the agent at the site ONLINE", 20*time.Second, func() bool { return online(svc, "10.4.2.7_dc2-app") })
 	nc := operatorConn(t, url(ports[0]), newOperator(t, svc, "ops", "admin"))
-	m, err := stacktest.Request(nc, "10.4.2.7_dc2-app", "machine-info", nil, 5*time.Second)
-	if err != nil || m.Header.Get(fleet.HeaderMachine) != "10.4.2.7_dc2-app" {
-		t.Fatalf("call from the hub to the agent at the site: %v %v", err, m)
+	// ONLINE comes with the connect event; the agent's subscriptions
+	// reach the hub over the leaf link on their own, so a call right then
+	// may find nobody yet (the SDK re-sends for that). Wait for an answer.
+	var m *nats.Msg
+	waitFor(t, "a call from the hub answered by the agent at the site", 15*time.Second, func() bool {
+		var err error
+		m, err = stacktest.Request(nc, "10.4.2.7_dc2-app", "machine-info", nil, time.Second)
+		return err == nil
+	})
+	if stacktest.Replier(m) != "10.4.2.7_dc2-app" {
+		t.Fatalf("call from the hub to the agent at the site: answered on %s", m.Subject)
 	}
 }
