@@ -73,20 +73,19 @@ type ReplySubject struct {
 }
 
 // ParseCallReply splits a reply subject _INBOX_cc.<caller>.<target>.<call>[.<copy>…].
+// It allocates nothing: the workbench parses every reply of a call.
 func ParseCallReply(subject string) (ReplySubject, error) {
 	rest, ok := strings.CutPrefix(subject, InboxRoot+".")
 	if !ok {
 		return ReplySubject{}, fmt.Errorf("reply subject %q is not under %s", subject, InboxRoot)
 	}
-	parts := strings.SplitN(rest, ".", 4)
-	if len(parts) < 3 || parts[0] == "" || parts[1] == "" || parts[2] == "" || (len(parts) == 4 && parts[3] == "") {
+	caller, rest, ok1 := strings.Cut(rest, ".")
+	target, rest, ok2 := strings.Cut(rest, ".")
+	call, cp, hasCopy := strings.Cut(rest, ".")
+	if !ok1 || !ok2 || caller == "" || target == "" || call == "" || (hasCopy && cp == "") {
 		return ReplySubject{}, fmt.Errorf("reply subject %q: want %s.<caller key>.<machine token or %s>.<call>[.<copy>]", subject, InboxRoot, ReplyToAll)
 	}
-	r := ReplySubject{Caller: parts[0], Target: parts[1], Call: parts[2]}
-	if len(parts) == 4 {
-		r.Copy = parts[3]
-	}
-	return r, nil
+	return ReplySubject{Caller: caller, Target: target, Call: call, Copy: cp}, nil
 }
 
 // InboxOwner returns the operator key of an _INBOX_cc.<key>.… subject.
