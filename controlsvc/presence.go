@@ -311,6 +311,16 @@ func (p *presence) connsOf(user string) []connKey {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	var out []connKey
+	if id, ok := strings.CutPrefix(user, agentUserPrefix); ok {
+		// Every agent connect event asks (newest wins): a scan of all
+		// connections made a 10,000-agent fleet's admission quadratic.
+		if m := p.machines[id]; m != nil {
+			for k := range m.conns {
+				out = append(out, k)
+			}
+		}
+		return out
+	}
 	for k, c := range p.conns {
 		if c.user == user {
 			out = append(out, k)
