@@ -209,7 +209,7 @@ func (c *Client) run(ctx context.Context, cl *collector, fn string, body []byte,
 	if published != nil {
 		published(len(cl.targets))
 	}
-	retry := time.NewTimer(firstResend(timeout))
+	retry := time.NewTimer(firstResend(timeout, len(cl.targets)))
 	defer retry.Stop()
 	seen := 0 // cl.handled when the re-send timer last fired
 	resends := 0
@@ -230,7 +230,7 @@ func (c *Client) run(ctx context.Context, cl *collector, fn string, body []byte,
 				// Replies are still coming in: the rest are likely
 				// queued, not lost. Look again once they pause.
 				seen = cl.handled
-				retry.Reset(resendQuiet)
+				retry.Reset(quietFor(len(cl.targets)))
 				continue
 			}
 			if time.Until(deadline) < timeout/4 {
@@ -275,20 +275,31 @@ func (cl *collector) drain(msgs chan *nats.Msg) *Summary {
 // copy finds nobody. The first re-send comes after firstResend, the
 // second resendEvery later, none in the last quarter of the timeout, and
 // only once no reply has arrived for resendQuiet, so a busy fleet whose
-// answers are still streaming in is not sent more work. A machine that
-// is merely slow gets at most maxResends small copies it ignores.
+// answers are still streaming in is not sent more work. Both waits grow
+// with the number of targets (resendPerTarget each): on two cores a
+// 10,000-machine broadcast took 100–450 ms to bring its first answer and
+// paused as long between answers, and a re-send to every machine then
+// doubled the work of nearly every call. A machine that is merely slow
+// gets at most maxResends small copies it ignores.
 const (
-	resendEvery = time.Second
-	resendQuiet = 100 * time.Millisecond
-	maxResends  = 2
+	resendEvery     = time.Second
+	resendQuiet     = 100 * time.Millisecond
+	resendPerTarget = 25 * time.Microsecond
+	maxResends      = 2
 )
+
+// quietFor is how long replies must pause before machines that have not
+// answered are sent the call again.
+func quietFor(targets int) time.Duration {
+	return resendQuiet + time.Duration(targets)*resendPerTarget
+}
 
 // resendFirstMax bounds the delay before the first re-send (a variable
 // so a test can widen it).
 var resendFirstMax = 250 * time.Millisecond
 
-func firstResend(timeout time.Duration) time.Duration {
-	return min(timeout/4, resendFirstMax)
+func firstResend(timeout time.Duration, targets int) time.Duration {
+	return min(timeout/4, resendFirstMax+time.Duration(targets)*resendPerTarget)
 }
 
 // callMsg is the call's request to subject with its reply subject and id.
