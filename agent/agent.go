@@ -383,6 +383,12 @@ func (a *Agent) handle(req micro.Request) {
 		return
 	}
 	fn := call.Function
+	// The caller's rate first: repeats of a call id cost the agent little,
+	// but each is a call the audit must track.
+	if err := a.share.admit(call.Caller); err != nil {
+		a.reply(reply, fn, 0, nil, err)
+		return
+	}
 	if id := req.Headers().Get(fleet.HeaderCallID); id != "" {
 		if len(id) > fleet.MaxCallIDLen {
 			a.reply(reply, fn, 0, nil, fleet.Errorf(fleet.CodeBadRequest, "the %s header is %d bytes; at most %d are allowed", fleet.HeaderCallID, len(id), fleet.MaxCallIDLen))
@@ -396,10 +402,6 @@ func (a *Agent) handle(req micro.Request) {
 			a.log.Debug("repeat of a call ignored", "subject", subject, "call", id)
 			return
 		}
-	}
-	if err := a.share.admit(call.Caller); err != nil {
-		a.reply(reply, fn, 0, nil, err)
-		return
 	}
 	if f, ok := a.fns.Lookup(fn); !ok || f.Spec().Instant || len(data) > functions.MaxRequestSize {
 		// Answered in place, in microseconds, without taking a slot: an

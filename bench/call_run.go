@@ -2,13 +2,13 @@ package bench
 
 import (
 	"context"
+	"crypto/rand"
 	"encoding/json"
 	"fmt"
 	"sort"
 	"time"
 
 	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nuid"
 
 	"github.com/commandcontrol/commandcontrol/fleet"
 )
@@ -119,6 +119,13 @@ func (cl *collector) handle(msg *nats.Msg, target int) {
 	if target == -1 {
 		return // only a status comes on a broadcast's own reply subject
 	}
+	if msg.Header.Get(fleet.HeaderFunction) != cl.sum.Function {
+		// Not this call's answer: the subject proves which machine sent
+		// it, this header that the machine's agent sent it as the answer
+		// to this function (a micro discovery reply aimed here, say,
+		// carries none). It neither counts nor shadows the real answer.
+		return
+	}
 	cl.handled++
 	r := Reply{Duration: time.Since(cl.start)}
 	if target >= 0 {
@@ -189,7 +196,10 @@ func (c *Client) run(ctx context.Context, cl *collector, fn string, body []byte,
 	if c.key == "" {
 		return nil, fmt.Errorf("call %s: %w: a call's replies come back to the caller's own inbox, named by its key", fn, ErrNoKey)
 	}
-	callID := nuid.Next()
+	// Random, not the process's NUID sequence, which nats.go's request
+	// inboxes also draw from: agents see call ids, and must learn
+	// nothing from them about this client's other inboxes.
+	callID := rand.Text()
 	msgs := make(chan *nats.Msg, len(cl.targets)+4096)
 	sub, err := c.nc.ChanSubscribe(fleet.CallReplies(c.key, callID), msgs)
 	if err != nil {

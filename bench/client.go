@@ -132,7 +132,7 @@ func Connect(url string, opts ...Option) (*Client, error) {
 		if key, err = kp.PublicKey(); err != nil || !nkeys.IsValidPublicUserKey(key) {
 			return nil, fmt.Errorf("%w: the seed is not a user seed (it should start with SU)", ErrBadSeed)
 		}
-		nopts = append(nopts, nats.Nkey(key, kp.Sign), nats.CustomInboxPrefix(fleet.OperatorInbox(key)))
+		nopts = append(nopts, nats.Nkey(key, kp.Sign), nats.CustomInboxPrefix(fleet.ControlInbox(key)))
 	}
 	nc, err := nats.Connect(url, append(nopts, cfg.natsOpt...)...)
 	switch {
@@ -148,7 +148,7 @@ func Connect(url string, opts ...Option) (*Client, error) {
 
 // NewClient wraps an established connection. operatorKey is the public key
 // the connection authenticated with ("" for none); the connection should use
-// the inbox prefix [fleet.OperatorInbox] of that key. Close on the client
+// the inbox prefix [fleet.ControlInbox] of that key. Close on the client
 // does not close nc.
 func NewClient(nc *nats.Conn, operatorKey string) *Client {
 	return &Client{nc: nc, key: operatorKey}

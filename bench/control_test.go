@@ -145,8 +145,8 @@ func TestConnectSeedFileAndKey(t *testing.T) {
 	if c.Key() != pub {
 		t.Errorf("Key() = %s, want %s", c.Key(), pub)
 	}
-	if c.Conn().Opts.InboxPrefix != fleet.OperatorInbox(pub) {
-		t.Errorf("inbox prefix %q, want %q", c.Conn().Opts.InboxPrefix, fleet.OperatorInbox(pub))
+	if c.Conn().Opts.InboxPrefix != fleet.ControlInbox(pub) {
+		t.Errorf("inbox prefix %q, want %q", c.Conn().Opts.InboxPrefix, fleet.ControlInbox(pub))
 	}
 }
 
@@ -159,7 +159,7 @@ func TestControlWithoutKey(t *testing.T) {
 		t.Fatal(err)
 	}
 	pub := stacktest.Pub(t, kp)
-	c, err := bench.Connect(f.URL, bench.WithNATSOptions(nats.Nkey(pub, kp.Sign), nats.CustomInboxPrefix(fleet.OperatorInbox(pub))))
+	c, err := bench.Connect(f.URL, bench.WithNATSOptions(nats.Nkey(pub, kp.Sign), nats.CustomInboxPrefix(fleet.ControlInbox(pub))))
 	if err != nil {
 		t.Fatal(err)
 	}

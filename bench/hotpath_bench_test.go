@@ -19,6 +19,7 @@ func BenchmarkCollect50k(b *testing.B) {
 		targets[i] = fmt.Sprintf("10.%d.%d.%d_sim%d", i>>16&255, i>>8&255, i&255, i)
 		m := nats.NewMsg(fleet.CallReply("UKEY", fleet.MachineToken(targets[i]), "call", 0))
 		m.Header.Set(fleet.HeaderMachine, targets[i])
+		m.Header.Set(fleet.HeaderFunction, "current-load")
 		m.Data = []byte(`{"load1":0.3,"load5":0.54,"load15":0.91,"procs_running":3,"procs_blocked":0,"cpus":2}`)
 		msgs[i] = m
 	}

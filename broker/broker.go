@@ -53,6 +53,9 @@ type AuthKeys struct {
 	SysUser     string `json:"sys_user"`
 	ControlUser string `json:"control_user"`
 	FleetUser   string `json:"fleet_user"`
+	// CallsUser is the control service's FLEET user that watches calls
+	// for the audit and answers for offline machines.
+	CallsUser string `json:"calls_user"`
 	// AnnounceUser is the control service's FLEET user that publishes
 	// presence events and the agents' hint, and nothing else; it serves
 	// no requests, so no reply subject can aim it anywhere.
@@ -70,6 +73,7 @@ func (k AuthKeys) Validate() error {
 		{"sys_user", k.SysUser, "a user public key (U…)", nkeys.IsValidPublicUserKey},
 		{"control_user", k.ControlUser, "a user public key (U…)", nkeys.IsValidPublicUserKey},
 		{"fleet_user", k.FleetUser, "a user public key (U…)", nkeys.IsValidPublicUserKey},
+		{"calls_user", k.CallsUser, "a user public key (U…); broker-auth.json files written before it existed lack it: copy the one cc-control writes now", nkeys.IsValidPublicUserKey},
 		{"announce_user", k.AnnounceUser, "a user public key (U…); broker-auth.json files written before it existed lack it: copy the one cc-control writes now", nkeys.IsValidPublicUserKey},
 	}
 	if k.CalloutXKey != "" {
@@ -199,12 +203,13 @@ func Options(cfg *Config) (*server.Options, error) {
 			{Nkey: cfg.Auth.SysUser, Account: sys},
 			{Nkey: cfg.Auth.ControlUser, Account: ctl},
 			{Nkey: cfg.Auth.FleetUser, Account: fl, Permissions: controlFleetPermissions()},
+			{Nkey: cfg.Auth.CallsUser, Account: fl, Permissions: callsPermissions()},
 			{Nkey: cfg.Auth.AnnounceUser, Account: fl, Permissions: announcePermissions()},
 		},
 		AuthCallout: &server.AuthCallout{
 			Issuer:    cfg.Auth.CalloutIssuer,
 			Account:   ControlAccount,
-			AuthUsers: []string{cfg.Auth.SysUser, cfg.Auth.ControlUser, cfg.Auth.FleetUser, cfg.Auth.AnnounceUser},
+			AuthUsers: []string{cfg.Auth.SysUser, cfg.Auth.ControlUser, cfg.Auth.FleetUser, cfg.Auth.CallsUser, cfg.Auth.AnnounceUser},
 			XKey:      cfg.Auth.CalloutXKey,
 		},
 		Debug: cfg.Debug,
@@ -269,11 +274,21 @@ func splitHostPort(what, hp string) (string, int, error) {
 
 // controlFleetPermissions are the control service's own FLEET user's,
 // the one that serves requests (the control API, snapshots, micro
-// discovery) and watches calls: it may read everything there, but publish
-// only into operators' inboxes. Whatever reply subject a client chooses,
-// this user cannot be made to publish on a control, call, presence or
-// hint subject.
+// discovery): it may read everything there, but publish only under the
+// operators' control and discovery inboxes (_INBOX_cc.<key>.@ctl and
+// .@srv). Whatever reply subject a client chooses, this user cannot be
+// made to publish on a control, call, presence or hint subject, nor on a
+// machine's reply subject.
 func controlFleetPermissions() *server.Permissions {
+	return &server.Permissions{Publish: &server.SubjectPermission{Allow: []string{fleet.ControlReplies(), fleet.DiscoveryReplies()}}}
+}
+
+// callsPermissions are the call watcher's user's: it reads calls and
+// replies, and answers "no responders" for offline machines (and 400 for
+// requests no agent will answer) only into the calling operator's own
+// inbox, which the watcher checks against the key the call subject ends
+// with.
+func callsPermissions() *server.Permissions {
 	return &server.Permissions{Publish: &server.SubjectPermission{Allow: []string{fleet.InboxRoot + ".>"}}}
 }
 

@@ -175,13 +175,13 @@ func TestOptionsDefaults(t *testing.T) {
 	for _, u := range opts.AuthCallout.AuthUsers {
 		bypass[u] = true
 	}
-	for _, u := range []string{cfg.Auth.SysUser, cfg.Auth.ControlUser, cfg.Auth.FleetUser, cfg.Auth.AnnounceUser} {
+	for _, u := range []string{cfg.Auth.SysUser, cfg.Auth.ControlUser, cfg.Auth.FleetUser, cfg.Auth.CallsUser, cfg.Auth.AnnounceUser} {
 		if !bypass[u] {
 			t.Errorf("service user %s does not bypass the callout", u)
 		}
 	}
-	if len(bypass) != 4 {
-		t.Errorf("callout bypass list: got %d users, want 4", len(bypass))
+	if len(bypass) != 5 {
+		t.Errorf("callout bypass list: got %d users, want 5", len(bypass))
 	}
 }
 

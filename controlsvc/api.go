@@ -90,11 +90,11 @@ func (s *Service) apiEndpoint(name string, h apiHandler) micro.HandlerFunc {
 	}
 }
 
-// answersToAsker reports whether reply is under the inbox of the operator
-// whose key the control subject names.
+// answersToAsker reports whether reply is under the control inbox of the
+// operator whose key the control subject names.
 func answersToAsker(subject, reply string) bool {
 	key, _, err := fleet.ParseCtlSubject(subject)
-	return err == nil && strings.HasPrefix(reply, fleet.OperatorInbox(key)+".")
+	return err == nil && strings.HasPrefix(reply, fleet.ControlInbox(key)+".")
 }
 
 func (s *Service) runAPI(ctx context.Context, name, subject string, body []byte, h apiHandler) (res any, err error) {

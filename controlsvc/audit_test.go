@@ -160,7 +160,7 @@ func TestCallWatchSlowConsumerRecorded(t *testing.T) {
 	if err := sub.SetPendingLimits(2, -1); err != nil {
 		t.Fatal(err)
 	}
-	pub := brokertest.Connect(t, b, keys.Fleet)
+	pub := brokertest.Connect(t, b, keys.Calls)
 	deadline := time.Now().Add(5 * time.Second)
 	for slow.Load() == 0 {
 		if time.Now().After(deadline) {

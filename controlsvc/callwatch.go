@@ -40,6 +40,10 @@ const (
 	// maxWatchedCalls bounds the calls held open; past it the oldest is
 	// recorded early.
 	maxWatchedCalls = 10000
+	// maxWatchedPerCaller bounds one operator's open calls; past it that
+	// operator's oldest is recorded early, so a flood of calls nobody
+	// answers cannot push other operators' calls out.
+	maxWatchedPerCaller = maxWatchedCalls / 4
 	// maxCallTargets bounds the targets one watched call collects.
 	maxCallTargets = 200000
 )
@@ -66,10 +70,12 @@ type callWatch struct {
 	// the reply subject's (caller, call token[, copy]).
 	calls  map[string]*watchedCall
 	groups map[string][]*watchedCall
-	msgs   chan *nats.Msg
-	subs   []*nats.Subscription
-	quit   chan struct{}
-	done   sync.WaitGroup
+	// open counts each caller's open calls.
+	open map[string]int
+	msgs chan *nats.Msg
+	subs []*nats.Subscription
+	quit chan struct{}
+	done sync.WaitGroup
 }
 
 type watchedCall struct {
@@ -85,7 +91,7 @@ type watchedCall struct {
 
 func newCallWatch(nc *nats.Conn, log *slog.Logger, reg *Registry, pres *presence, wait time.Duration, hooks []CallHook) *callWatch {
 	w := &callWatch{nc: nc, log: log, reg: reg, pres: pres, wait: wait, hooks: hooks, now: time.Now,
-		calls: map[string]*watchedCall{}, groups: map[string][]*watchedCall{},
+		calls: map[string]*watchedCall{}, groups: map[string][]*watchedCall{}, open: map[string]int{},
 		msgs: make(chan *nats.Msg, 1<<18), quit: make(chan struct{})}
 	if nc != nil {
 		w.publish = nc.PublishMsg
@@ -179,10 +185,12 @@ func (w *callWatch) request(m *nats.Msg) {
 	key := group + " " + call.Function + " " + argsDigest(m.Data)
 	c := w.calls[key]
 	if c == nil {
-		if len(w.calls) >= maxWatchedCalls {
-			w.flushOldest()
+		if w.open[call.Caller] >= maxWatchedPerCaller {
+			w.flushOldest(call.Caller)
+		} else if len(w.calls) >= maxWatchedCalls {
+			w.flushOldest("")
 		}
-		c = w.open(key, group, call, m)
+		c = w.openCall(key, group, call, m)
 	}
 	now := w.now()
 	if call.Token == "" {
@@ -225,7 +233,7 @@ func argsDigest(b []byte) string {
 	return strconv.FormatUint(h.Sum64(), 36) + ":" + strconv.Itoa(len(b))
 }
 
-func (w *callWatch) open(key, group string, call fleet.Call, m *nats.Msg) *watchedCall {
+func (w *callWatch) openCall(key, group string, call fleet.Call, m *nats.Msg) *watchedCall {
 	c := &watchedCall{key: key, group: group, start: w.now(), targets: map[string]*fleet.AuditOutcome{}}
 	c.rec = fleet.AuditRecord{Time: c.start.UTC(), Kind: fleet.AuditCall, Function: call.Function, Subject: m.Subject,
 		OperatorKey: call.Caller}
@@ -235,6 +243,7 @@ func (w *callWatch) open(key, group string, call fleet.Call, m *nats.Msg) *watch
 	}
 	w.calls[key] = c
 	w.groups[group] = append(w.groups[group], c)
+	w.open[call.Caller]++
 	return c
 }
 
@@ -292,7 +301,14 @@ func (w *callWatch) reply(m *nats.Msg) {
 		return
 	}
 	noResponders := m.Header.Get("Status") == "503" && len(m.Data) == 0
-	c, o := w.match(rs, id, m.Header.Get(fleet.HeaderFunction))
+	fn := m.Header.Get(fleet.HeaderFunction)
+	if fn == "" && !noResponders {
+		// Every answer of an agent names its function; anything else
+		// published on a machine's reply subject (its micro discovery
+		// reply, aimed here) is not an answer to a call.
+		return
+	}
+	c, o := w.match(rs, id, fn)
 	if c == nil || (!isOpen(o) && (!isOffline(o) || noResponders)) {
 		// Not a call we saw, or a duplicate: the first answer stands.
 		// Only "offline" gives way, to the answer of a re-sent copy
@@ -370,9 +386,13 @@ func (w *callWatch) flushDue(now time.Time) {
 	}
 }
 
-func (w *callWatch) flushOldest() {
+// flushOldest records the oldest open call of caller ("" for anyone's).
+func (w *callWatch) flushOldest(caller string) {
 	var oldest *watchedCall
 	for _, c := range w.calls {
+		if caller != "" && c.rec.OperatorKey != caller {
+			continue
+		}
 		if oldest == nil || c.start.Before(oldest.start) {
 			oldest = c
 		}
@@ -384,6 +404,9 @@ func (w *callWatch) flushOldest() {
 
 func (w *callWatch) flush(c *watchedCall) {
 	delete(w.calls, c.key)
+	if w.open[c.rec.OperatorKey]--; w.open[c.rec.OperatorKey] <= 0 {
+		delete(w.open, c.rec.OperatorKey)
+	}
 	g := w.groups[c.group]
 	for i, x := range g {
 		if x == c {

@@ -196,3 +196,43 @@ func TestCallWatchDeadlineByClock(t *testing.T) {
 		t.Fatalf("got %+v, want 1 ok and 1 no-response", f.recs)
 	}
 }
+
+// Something published on a machine's reply subject that is not an agent's
+// answer (its micro discovery reply, aimed there) neither counts nor
+// shadows the machine's real answer.
+func TestCallWatchIgnoresNonAnswers(t *testing.T) {
+	f := newWatchFixture(t, "web01")
+	f.request(fleet.FnSubject("web01", "sw-list", wBob), fleet.CallReply(wBob, "web01", "c7", 0), "c7", `{}`)
+	f.w.reply(&nats.Msg{Subject: fleet.CallReply(wBob, "web01", "c7", 0) + ".x", Data: []byte(`{"type":"io.nats.micro.v1.ping_response"}`), Header: nats.Header{}})
+	f.answer(fleet.CallReply(wBob, "web01", "c7", 0), "sw-list", "web01", fleet.CodeUnavailable)
+	f.flushAll()
+	if len(f.recs) != 1 || outcomes(f.recs[0])["web01"] != fleet.OutcomeError {
+		t.Fatalf("got %+v, want web01's own answer (an error)", f.recs)
+	}
+}
+
+// One operator's flood of calls nobody answers records its own oldest
+// calls early, not another operator's open call.
+func TestCallWatchFloodEvictsTheFloodersCalls(t *testing.T) {
+	f := newWatchFixture(t, "web01")
+	f.request(fleet.FnSubject("web01", "sw-list", wBob), fleet.CallReply(wBob, "web01", "bob", 0), "bob", `{}`)
+	for i := range maxWatchedPerCaller + 100 {
+		c := "v" + strconv.Itoa(i)
+		f.request(fleet.FnSubject("web01", "sw-list", wAlice), fleet.CallReply(wAlice, "web01", c, 0), c, `{}`)
+	}
+	for _, r := range f.recs {
+		if r.OperatorKey == wBob {
+			t.Fatalf("bob's open call was recorded early: %+v", r)
+		}
+	}
+	if len(f.recs) != 100 {
+		t.Fatalf("%d of the flooder's calls recorded early, want 100", len(f.recs))
+	}
+	f.answer(fleet.CallReply(wBob, "web01", "bob", 0), "sw-list", "web01", 0)
+	f.flushAll()
+	for _, r := range f.recs {
+		if r.OperatorKey == wBob && r.OK != 1 {
+			t.Fatalf("bob's call: %+v, want its answer", r)
+		}
+	}
+}

@@ -22,9 +22,9 @@ type Keys struct {
 	// XKey decrypts callout requests and encrypts responses (a curve key).
 	XKey nkeys.KeyPair
 	// Sys, Control and Fleet are the service's users in the SYS, CONTROL
-	// and FLEET accounts; Announce is its FLEET user that publishes
-	// presence events and hints only.
-	Sys, Control, Fleet, Announce nkeys.KeyPair
+	// and FLEET accounts; Calls watches calls (FLEET) and Announce
+	// publishes presence events and hints only (FLEET).
+	Sys, Control, Fleet, Calls, Announce nkeys.KeyPair
 }
 
 // BrokerAuthFile is the file, in the data directory, holding the public
@@ -41,6 +41,7 @@ var keySpecs = []struct {
 	{"control-sys.nk", nkeys.CreateUser, func(k *Keys) *nkeys.KeyPair { return &k.Sys }},
 	{"control-auth.nk", nkeys.CreateUser, func(k *Keys) *nkeys.KeyPair { return &k.Control }},
 	{"control-fleet.nk", nkeys.CreateUser, func(k *Keys) *nkeys.KeyPair { return &k.Fleet }},
+	{"control-calls.nk", nkeys.CreateUser, func(k *Keys) *nkeys.KeyPair { return &k.Calls }},
 	{"control-announce.nk", nkeys.CreateUser, func(k *Keys) *nkeys.KeyPair { return &k.Announce }},
 }
 
@@ -90,6 +91,7 @@ func (k *Keys) BrokerAuth() (broker.AuthKeys, error) {
 	a.SysUser = pub(k.Sys)
 	a.ControlUser = pub(k.Control)
 	a.FleetUser = pub(k.Fleet)
+	a.CallsUser = pub(k.Calls)
 	a.AnnounceUser = pub(k.Announce)
 	return a, err
 }

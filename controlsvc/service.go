@@ -15,6 +15,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -277,7 +278,7 @@ func (s *Service) connect() error {
 	if s.fl, err = dial("cc-control-fleet", s.keys.Fleet); err != nil {
 		return err
 	}
-	if s.calls, err = dial("cc-control-calls", s.keys.Fleet, nats.NoEcho(), nats.ErrorHandler(s.callsAsyncError)); err != nil {
+	if s.calls, err = dial("cc-control-calls", s.keys.Calls, nats.NoEcho(), nats.ErrorHandler(s.callsAsyncError)); err != nil {
 		return err
 	}
 	if s.announce, err = dial("cc-control-announce", s.keys.Announce); err != nil {
@@ -354,9 +355,9 @@ func (s *Service) startServing(ctx context.Context) error {
 // encoded once and reused until presence or the registry changes; only
 // the envelope (with the current time) is written per request.
 func (s *Service) answerSnapshot(m *nats.Msg) {
-	if _, ok := fleet.InboxOwner(m.Reply); !ok {
-		// Only an operator inbox is a place to answer; the broker would
-		// refuse anything else from this connection too.
+	if owner, ok := fleet.InboxOwner(m.Reply); !ok || !strings.HasPrefix(m.Reply, fleet.ControlInbox(owner)+".") {
+		// Only an operator's control inbox is a place to answer; the
+		// broker would refuse anything else from this connection too.
 		return
 	}
 	seq, entries := s.snapshotEntries()

@@ -47,7 +47,7 @@ func TestSnapshotPartsAndCache(t *testing.T) {
 		t.Helper()
 		// The service's own connection may not publish requests; hand
 		// the handler one, as an operator's would arrive.
-		inbox := fleet.OperatorInbox("UTESTOPERATOR") + ".snap"
+		inbox := fleet.ControlInbox("UTESTOPERATOR") + ".snap"
 		sub, err := s.fl.SubscribeSync(inbox)
 		if err != nil {
 			t.Fatal(err)

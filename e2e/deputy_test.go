@@ -253,6 +253,7 @@ func TestThreatAgentCannotAnswerForOthers(t *testing.T) {
 			own, _ := fleet.AgentReply(m.Reply, r.Caller, fleet.MachineToken(evil))
 			f = nats.NewMsg(own)
 			f.Header.Set(fleet.HeaderMachine, v)
+			f.Header.Set(fleet.HeaderFunction, "patches")
 			f.Data = []byte(`{"pending":0}`)
 			_ = nc.PublishMsg(f)
 		}
@@ -303,6 +304,94 @@ func TestThreatAgentCannotAnswerForOthers(t *testing.T) {
 			for _, v := range victims {
 				if seen[v] != 1 {
 					t.Errorf("audit: %s has %d outcomes, want 1", v, seen[v])
+				}
+			}
+			return
+		case <-time.After(10 * time.Second):
+			t.Fatal("no audit record of the call")
+		}
+	}
+}
+
+// TestThreatAimedAnswersDoNotStandInForMachines: a compromised agent learns
+// an admin's call id from the broadcast it receives, and a viewer aims
+// answers it can trigger — the agents' and the control service's micro
+// discovery, the presence snapshot — at each machine's reply subject of
+// that call, before the machines answer. Nothing of that counts: the
+// workbench and the audit report every machine's real answer.
+func TestThreatAimedAnswersDoNotStandInForMachines(t *testing.T) {
+	svc, records := startControlWithCallHook(t)
+	viewer := operatorConn(t, svc.ClientURL(), newOperator(t, svc, "victor", fleet.RoleViewer))
+	var victims []string
+	for i := range 3 {
+		id := fmt.Sprintf("10.0.2.%d_db%d", i+1, i+1)
+		startAgent(t, svc, id, true, stacktest.Slow("patches", 300*time.Millisecond, map[string]int{"pending": 7}))
+		victims = append(victims, id)
+	}
+	for _, id := range victims {
+		waitFor(t, id+" online", 5*time.Second, func() bool { return online(svc, id) })
+	}
+	spy, _ := compromisedAgent(t, svc, "10.6.6.7_spy", []byte(`{}`))
+	aimed := make(chan int, 1)
+	if _, err := spy.Subscribe(fleet.AllRoot+".patches.*", func(m *nats.Msg) {
+		r, err := fleet.ParseCallReply(m.Reply)
+		if err != nil {
+			return
+		}
+		// The spy answers for itself, so the call ends at once.
+		own, _ := fleet.AgentReply(m.Reply, r.Caller, fleet.MachineToken("10.6.6.7_spy"))
+		a := nats.NewMsg(own)
+		a.Header.Set(fleet.HeaderFunction, "patches")
+		a.Data = []byte(`{"pending":0}`)
+		_ = spy.PublishMsg(a)
+		n := 0
+		for _, v := range victims {
+			subj := fleet.CallReply(r.Caller, fleet.MachineToken(v), r.Call, 0) + ".x"
+			for _, ask := range []string{"$SRV.PING.cc-agent", "$SRV.INFO.cc-agent", "$SRV.PING.cc-control", fleet.PresenceSnapshotSubject} {
+				if viewer.PublishRequest(ask, subj, nil) == nil {
+					n++
+				}
+			}
+		}
+		_ = viewer.Flush()
+		aimed <- n
+	}); err != nil {
+		t.Fatal(err)
+	}
+	_ = spy.Flush()
+	c, err := bench.Connect(svc.ClientURL(), bench.WithSeedFile(svc.AdminKeyPath()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	res, err := c.Call(t.Context(), "patches", nil, bench.CallOptions{Timeout: 5 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case n := <-aimed:
+		t.Logf("%d answers aimed at the machines' reply subjects", n)
+	case <-time.After(5 * time.Second):
+		t.Fatal("the compromised agent never saw the call")
+	}
+	got := map[string]string{}
+	for _, r := range res.Replied {
+		got[r.Machine] = string(r.Result)
+	}
+	for _, v := range victims {
+		if got[v] != `{"pending":7}` {
+			t.Errorf("%s: got %q, want its real answer", v, got[v])
+		}
+	}
+	for {
+		select {
+		case r := <-records:
+			if r.Function != "patches" {
+				continue
+			}
+			for _, o := range r.Outcomes {
+				if slices.Contains(victims, o.Machine) && (o.Status != fleet.OutcomeOK || o.DurationMS < 250) {
+					t.Errorf("audit: %s %s after %d ms, want its real answer after ~300 ms", o.Machine, o.Status, o.DurationMS)
 				}
 			}
 			return

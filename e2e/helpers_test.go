@@ -80,7 +80,7 @@ func operatorConn(t *testing.T, url, seedPath string) *nats.Conn {
 
 func connectAs(url string, kp nkeys.KeyPair, name string, extra ...nats.Option) (*nats.Conn, error) {
 	pub, _ := kp.PublicKey()
-	opts := append([]nats.Option{nats.Name(name), nats.Nkey(pub, kp.Sign), nats.CustomInboxPrefix(fleet.OperatorInbox(pub)), nats.Timeout(3 * time.Second)}, extra...)
+	opts := append([]nats.Option{nats.Name(name), nats.Nkey(pub, kp.Sign), nats.CustomInboxPrefix(fleet.ControlInbox(pub)), nats.Timeout(3 * time.Second)}, extra...)
 	return nats.Connect(url, opts...)
 }
 

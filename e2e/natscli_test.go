@@ -57,7 +57,7 @@ func TestNatsCLI(t *testing.T) {
 		out, err := cmd.CombinedOutput()
 		return string(out), err
 	}
-	nats := func(args ...string) (string, error) { return natsIn(fleet.OperatorInbox(pub), args...) }
+	nats := func(args ...string) (string, error) { return natsIn(fleet.ControlInbox(pub), args...) }
 	// A call to one machine: the inbox prefix names it, so the machine
 	// may answer there (and only it may).
 	web01 := fleet.DirectInbox(pub, "10.0.0.5_web01")

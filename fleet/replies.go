@@ -27,7 +27,22 @@ const (
 	// replyToDiscovery is the target token under which agents answer
 	// micro discovery requests.
 	replyToDiscovery = "@srv"
+	// replyToControl is the token under which the control service
+	// answers control and snapshot requests: not a machine's, so its
+	// answers can never stand in for a machine's.
+	replyToControl = "@ctl"
 )
+
+// ControlInbox is the inbox prefix an operator's client uses for control
+// API and presence snapshot requests (the SDK's nats.CustomInboxPrefix,
+// `nats --inbox-prefix`): the control service answers only there.
+func ControlInbox(caller string) string {
+	return InboxRoot + "." + caller + "." + replyToControl
+}
+
+// ControlReplies is the subject pattern the control service's serving
+// user may publish answers on.
+func ControlReplies() string { return InboxRoot + ".*." + replyToControl + ".>" }
 
 // CallReply is the reply subject of copy n of call on target (a machine
 // token, or [ReplyToAll]) for caller.

@@ -19,8 +19,8 @@ import (
 // service's three users. They carry their seeds, so a test can both
 // connect as those users and sign callout responses.
 type Keys struct {
-	Issuer, XKey                  nkeys.KeyPair
-	Sys, Control, Fleet, Announce nkeys.KeyPair
+	Issuer, XKey                         nkeys.KeyPair
+	Sys, Control, Fleet, Calls, Announce nkeys.KeyPair
 }
 
 // Auth returns the public halves, as the broker is configured with them.
@@ -38,6 +38,7 @@ func (k *Keys) Auth() broker.AuthKeys {
 		SysUser:       pub(k.Sys),
 		ControlUser:   pub(k.Control),
 		FleetUser:     pub(k.Fleet),
+		CallsUser:     pub(k.Calls),
 		AnnounceUser:  pub(k.Announce),
 	}
 }
@@ -76,6 +77,7 @@ func NewKeys(t testing.TB) *Keys {
 		Sys:      must(nkeys.CreateUser()),
 		Control:  must(nkeys.CreateUser()),
 		Fleet:    must(nkeys.CreateUser()),
+		Calls:    must(nkeys.CreateUser()),
 		Announce: must(nkeys.CreateUser()),
 	}
 }

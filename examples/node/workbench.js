@@ -103,7 +103,8 @@ async function main() {
   const o = parseArgs(process.argv.slice(2));
   const seed = new TextEncoder().encode(fs.readFileSync(o.key, "utf8").trim());
   const publicKey = nkeys.fromSeed(seed).getPublicKey();
-  const inboxPrefix = `_INBOX_cc.${publicKey}`;
+  // Control and snapshot answers come only under the control inbox.
+  const inboxPrefix = `_INBOX_cc.${publicKey}.@ctl`;
   const nc = await connect({
     servers: o.server.split(","),
     authenticator: nkeyAuthenticator(seed),

@@ -228,7 +228,7 @@ func Dial(url string, kp nkeys.KeyPair, name string, opts ...nats.Option) (*nats
 		return nil, err
 	}
 	base := []nats.Option{
-		nats.Name(name), nats.Nkey(pub, kp.Sign), nats.CustomInboxPrefix(fleet.OperatorInbox(pub)),
+		nats.Name(name), nats.Nkey(pub, kp.Sign), nats.CustomInboxPrefix(fleet.ControlInbox(pub)),
 		nats.Timeout(5 * time.Second), nats.NoReconnect(),
 	}
 	return nats.Connect(url, append(base, opts...)...)
