@@ -264,15 +264,7 @@ func TestThreatAgentCannotAnswerForOthers(t *testing.T) {
 	_ = nc.Flush()
 	waitFor(t, "evil online", 5*time.Second, func() bool { return online(svc, evil) })
 
-	c, err := bench.Connect(svc.ClientURL(), bench.WithSeedFile(svc.AdminKeyPath()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	res, err := c.Call(t.Context(), "patches", nil, bench.CallOptions{Timeout: 5 * time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
+	res := adminCall(t, svc, "patches")
 	got := map[string]string{}
 	for _, r := range res.Replied {
 		got[r.Machine] = string(r.Result)
@@ -291,24 +283,14 @@ func TestThreatAgentCannotAnswerForOthers(t *testing.T) {
 	}
 	// The audit holds the real outcomes: every victim ok, the forger's
 	// own subject only for the forger.
-	for {
-		select {
-		case r := <-records:
-			if r.Function != "patches" {
-				continue
-			}
-			seen := map[string]int{}
-			for _, o := range r.Outcomes {
-				seen[o.Machine]++
-			}
-			for _, v := range victims {
-				if seen[v] != 1 {
-					t.Errorf("audit: %s has %d outcomes, want 1", v, seen[v])
-				}
-			}
-			return
-		case <-time.After(10 * time.Second):
-			t.Fatal("no audit record of the call")
+	r := callRecord(t, records, "patches")
+	seen := map[string]int{}
+	for _, o := range r.Outcomes {
+		seen[o.Machine]++
+	}
+	for _, v := range victims {
+		if seen[v] != 1 {
+			t.Errorf("audit: %s has %d outcomes, want 1", v, seen[v])
 		}
 	}
 }
@@ -359,15 +341,7 @@ func TestThreatAimedAnswersDoNotStandInForMachines(t *testing.T) {
 		t.Fatal(err)
 	}
 	_ = spy.Flush()
-	c, err := bench.Connect(svc.ClientURL(), bench.WithSeedFile(svc.AdminKeyPath()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	res, err := c.Call(t.Context(), "patches", nil, bench.CallOptions{Timeout: 5 * time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
+	res := adminCall(t, svc, "patches")
 	select {
 	case n := <-aimed:
 		t.Logf("%d answers aimed at the machines' reply subjects", n)
@@ -383,20 +357,39 @@ func TestThreatAimedAnswersDoNotStandInForMachines(t *testing.T) {
 			t.Errorf("%s: got %q, want its real answer", v, got[v])
 		}
 	}
+	for _, o := range callRecord(t, records, "patches").Outcomes {
+		if slices.Contains(victims, o.Machine) && (o.Status != fleet.OutcomeOK || o.DurationMS < 250) {
+			t.Errorf("audit: %s %s after %d ms, want its real answer after ~300 ms", o.Machine, o.Status, o.DurationMS)
+		}
+	}
+}
+
+// adminCall calls fn on every machine as the first admin, through the SDK.
+func adminCall(t *testing.T, svc *controlsvc.Service, fn string) *bench.Results {
+	t.Helper()
+	c, err := bench.Connect(svc.ClientURL(), bench.WithSeedFile(svc.AdminKeyPath()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	res, err := c.Call(t.Context(), fn, nil, bench.CallOptions{Timeout: 5 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return res
+}
+
+// callRecord waits for the call watcher's record of a call of fn.
+func callRecord(t *testing.T, records chan fleet.AuditRecord, fn string) fleet.AuditRecord {
+	t.Helper()
 	for {
 		select {
 		case r := <-records:
-			if r.Function != "patches" {
-				continue
+			if r.Function == fn {
+				return r
 			}
-			for _, o := range r.Outcomes {
-				if slices.Contains(victims, o.Machine) && (o.Status != fleet.OutcomeOK || o.DurationMS < 250) {
-					t.Errorf("audit: %s %s after %d ms, want its real answer after ~300 ms", o.Machine, o.Status, o.DurationMS)
-				}
-			}
-			return
 		case <-time.After(10 * time.Second):
-			t.Fatal("no audit record of the call")
+			t.Fatalf("no audit record of a call of %s", fn)
 		}
 	}
 }

@@ -6,7 +6,6 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nkeys"
 
 	"github.com/commandcontrol/commandcontrol/agent"
 	"github.com/commandcontrol/commandcontrol/agent/functions"
@@ -16,31 +15,11 @@ import (
 )
 
 // startLimitedAgent starts a registered agent with cfg's limits, serving
-// the built-ins and extra.
+// the built-ins and extra, and waits until it is ONLINE.
 func startLimitedAgent(t *testing.T, svc *controlsvc.Service, id string, cfg agent.Config, extra ...functions.Function) *agent.Agent {
 	t.Helper()
-	kp, _ := nkeys.CreateUser()
-	set := functions.New(&functions.Env{MachineID: id, Root: "/"})
-	for _, f := range extra {
-		if err := set.Add(f); err != nil {
-			t.Fatal(err)
-		}
-	}
-	cfg.URL, cfg.Key, cfg.MachineID, cfg.Functions = svc.ClientURL(), kp, id, set
-	cfg.Logger = testLogger(t).With("side", "agent")
-	a, err := agent.New(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := svc.Registry().AddMachine(id, a.PublicKey(), nil, "test", false); err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	if err := a.Start(ctx); err != nil {
-		cancel()
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cancel(); a.Close() })
+	cfg.URL, cfg.MachineID = svc.ClientURL(), id
+	a := startAgentWith(t, svc, cfg, true, nil, extra...)
 	waitFor(t, id+" online", 5*time.Second, func() bool { return online(svc, id) })
 	return a
 }

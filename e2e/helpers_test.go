@@ -118,6 +118,14 @@ func startAgent(t *testing.T, svc *controlsvc.Service, id string, register bool,
 // svc's registry with labels first. It is closed when the test ends.
 func startAgentAt(t *testing.T, svc *controlsvc.Service, url, id string, register bool, labels map[string]string, extra ...functions.Function) *agent.Agent {
 	t.Helper()
+	return startAgentWith(t, svc, agent.Config{URL: url, MachineID: id}, register, labels, extra...)
+}
+
+// startAgentWith is [startAgentAt] with cfg's limits (URL and MachineID
+// from cfg; a fresh key, the built-ins and extra, a test logger).
+func startAgentWith(t *testing.T, svc *controlsvc.Service, cfg agent.Config, register bool, labels map[string]string, extra ...functions.Function) *agent.Agent {
+	t.Helper()
+	id := cfg.MachineID
 	kp, _ := nkeys.CreateUser()
 	set := functions.New(&functions.Env{MachineID: id, Root: "/"})
 	for _, f := range extra {
@@ -125,8 +133,10 @@ func startAgentAt(t *testing.T, svc *controlsvc.Service, url, id string, registe
 			t.Fatal(err)
 		}
 	}
-	a, err := agent.New(agent.Config{URL: url, Key: kp, MachineID: id, Functions: set,
-		MaxReconnectDelay: 300 * time.Millisecond, Logger: testLogger(t).With("side", "agent", "machine", id)})
+	cfg.Key, cfg.Functions = kp, set
+	cfg.MaxReconnectDelay = 300 * time.Millisecond
+	cfg.Logger = testLogger(t).With("side", "agent", "machine", id)
+	a, err := agent.New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
