@@ -122,7 +122,8 @@ func startAgentAt(t *testing.T, svc *controlsvc.Service, url, id string, registe
 }
 
 // startAgentWith is [startAgentAt] with cfg's limits (URL and MachineID
-// from cfg; a fresh key, the built-ins and extra, a test logger).
+// from cfg; a fresh key, the built-ins and extra, a test logger). svc is
+// needed only to register the machine.
 func startAgentWith(t *testing.T, svc *controlsvc.Service, cfg agent.Config, register bool, labels map[string]string, extra ...functions.Function) *agent.Agent {
 	t.Helper()
 	id := cfg.MachineID
@@ -134,7 +135,9 @@ func startAgentWith(t *testing.T, svc *controlsvc.Service, cfg agent.Config, reg
 		}
 	}
 	cfg.Key, cfg.Functions = kp, set
-	cfg.MaxReconnectDelay = 300 * time.Millisecond
+	if cfg.MaxReconnectDelay == 0 {
+		cfg.MaxReconnectDelay = 300 * time.Millisecond
+	}
 	cfg.Logger = testLogger(t).With("side", "agent", "machine", id)
 	a, err := agent.New(cfg)
 	if err != nil {

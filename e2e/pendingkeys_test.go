@@ -12,7 +12,6 @@ import (
 	"github.com/nats-io/nkeys"
 
 	"github.com/commandcontrol/commandcontrol/agent"
-	"github.com/commandcontrol/commandcontrol/agent/functions"
 	"github.com/commandcontrol/commandcontrol/bench"
 	"github.com/commandcontrol/commandcontrol/controlsvc"
 	"github.com/commandcontrol/commandcontrol/fleet"
@@ -94,13 +93,7 @@ func TestRekeyClosesOldKeyConnections(t *testing.T) {
 	if _, err := svc.Registry().AddMachine(id, oldPub, nil, "test", false); err != nil {
 		t.Fatal(err)
 	}
-	closed := make(chan struct{})
-	oldConn, err := connectAs(url, old, id, nats.NoReconnect(), nats.ClosedHandler(func(*nats.Conn) { close(closed) }))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer oldConn.Close()
-	waitFor(t, "the old key ONLINE", 10*time.Second, func() bool { return online(svc, id) })
+	_, closed := connectOnline(t, svc, url, id, old)
 
 	rebuilt, _ := nkeys.CreateUser()
 	newPub, _ := rebuilt.PublicKey()
@@ -156,13 +149,7 @@ func TestRekeyByAddReplace(t *testing.T) {
 	if _, err := admin.AddMachine(testCtx(t), id, oldPub, nil); err != nil {
 		t.Fatal(err)
 	}
-	closed := make(chan struct{})
-	oldConn, err := connectAs(url, old, id, nats.NoReconnect(), nats.ClosedHandler(func(*nats.Conn) { close(closed) }))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer oldConn.Close()
-	waitFor(t, "the old key ONLINE", 10*time.Second, func() bool { return online(svc, id) })
+	_, closed := connectOnline(t, svc, url, id, old)
 	fresh, _ := nkeys.CreateUser()
 	freshPub, _ := fresh.PublicKey()
 	if _, err := admin.AddMachine(testCtx(t), id, freshPub, nil); err == nil || !strings.Contains(err.Error(), "--replace") {
@@ -208,19 +195,7 @@ func pendingHas(p fleet.Pending, key string) bool {
 // is in no registry: it keeps retrying until accepted.
 func startUnregisteredAgent(t *testing.T, url, id string) *agent.Agent {
 	t.Helper()
-	kp, _ := nkeys.CreateUser()
-	a, err := agent.New(agent.Config{URL: url, Key: kp, MachineID: id, Functions: functions.New(&functions.Env{MachineID: id, Root: "/"}),
-		MaxReconnectDelay: 100 * time.Millisecond, Logger: testLogger(t).With("side", "agent", "machine", id)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	if err := a.Start(ctx); err != nil {
-		cancel()
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cancel(); a.Close() })
-	return a
+	return startAgentWith(t, nil, agent.Config{URL: url, MachineID: id, MaxReconnectDelay: 100 * time.Millisecond}, false, nil)
 }
 
 // retryConnect tries id with kp over and over (as the attacker did, every
@@ -243,4 +218,18 @@ func retryConnect(t *testing.T, url string, kp nkeys.KeyPair, id string) (stop f
 	})
 	var once sync.Once
 	return func() { once.Do(func() { close(done); wg.Wait() }) }
+}
+
+// connectOnline connects as machine id with kp, without reconnecting, and
+// waits until it is ONLINE; closed is closed when the connection is.
+func connectOnline(t *testing.T, svc *controlsvc.Service, url, id string, kp nkeys.KeyPair) (*nats.Conn, chan struct{}) {
+	t.Helper()
+	closed := make(chan struct{})
+	nc, err := connectAs(url, kp, id, nats.NoReconnect(), nats.ClosedHandler(func(*nats.Conn) { close(closed) }))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	waitFor(t, "the old key ONLINE", 10*time.Second, func() bool { return online(svc, id) })
+	return nc, closed
 }
