@@ -341,11 +341,13 @@ func (a *auditLog) drop(l int, kind, operator, opKey, reason string, n int64, no
 // them (total so far: dropped). It is counted, logged and noted.
 func (a *auditLog) slowConsumer(subject string, dropped int) {
 	a.slowEvents.Add(1)
-	a.onSlow()
 	a.log.Warn("call watcher is a slow consumer: messages dropped, calls may be missing from the audit",
 		"subject", subject, "dropped_total", dropped)
 	a.drop(logCalls, "slow-consumer", "", "", "the call watcher's subscription on "+subject+
 		" overflowed (slow consumer); calls and replies it missed are not recorded", 1, a.now().UTC())
+	// Counted once noted: whoever reads the metric and then closes the
+	// log finds the note written.
+	a.onSlow()
 }
 
 // noteDrops writes one record per tally of lost records (to the changes
