@@ -69,7 +69,7 @@ type callWatch struct {
 	// calls by key (caller, call token, function, arguments); groups by
 	// the reply subject's (caller, call token[, copy]).
 	calls  map[string]*watchedCall
-	groups map[string][]*watchedCall
+	groups map[callGroup][]*watchedCall
 	// open counts each caller's open calls.
 	open map[string]int
 	msgs chan *nats.Msg
@@ -80,7 +80,7 @@ type callWatch struct {
 
 type watchedCall struct {
 	key      string
-	group    string
+	group    callGroup
 	rec      fleet.AuditRecord
 	start    time.Time
 	deadline time.Time
@@ -91,7 +91,7 @@ type watchedCall struct {
 
 func newCallWatch(nc *nats.Conn, log *slog.Logger, reg *Registry, pres *presence, wait time.Duration, hooks []CallHook) *callWatch {
 	w := &callWatch{nc: nc, log: log, reg: reg, pres: pres, wait: wait, hooks: hooks, now: time.Now,
-		calls: map[string]*watchedCall{}, groups: map[string][]*watchedCall{}, open: map[string]int{},
+		calls: map[string]*watchedCall{}, groups: map[callGroup][]*watchedCall{}, open: map[string]int{},
 		msgs: make(chan *nats.Msg, 1<<18), quit: make(chan struct{})}
 	if nc != nil {
 		w.publish = nc.PublishMsg
@@ -152,14 +152,17 @@ func (w *callWatch) loop() {
 	}
 }
 
-// groupKey is what a call's copies share in their reply subjects: the
+// callGroup is what a call's copies share in their reply subjects: the
 // caller and the call token, and the copy too for a request without a
-// call id (each hand-made request is a call of its own).
-func groupKey(r fleet.ReplySubject, withCopy bool) string {
+// call id (each hand-made request is a call of its own). Its fields are
+// parts of the reply subject, so looking a reply up allocates nothing.
+type callGroup struct{ caller, call, copy string }
+
+func groupOf(r fleet.ReplySubject, withCopy bool) callGroup {
 	if withCopy {
-		return r.Caller + " " + r.Call + " " + r.Copy
+		return callGroup{r.Caller, r.Call, r.Copy}
 	}
-	return r.Caller + " " + r.Call
+	return callGroup{caller: r.Caller, call: r.Call}
 }
 
 func (w *callWatch) request(m *nats.Msg) {
@@ -181,8 +184,8 @@ func (w *callWatch) request(m *nats.Msg) {
 		return
 	}
 	hasID := m.Header.Get(fleet.HeaderCallID) != ""
-	group := groupKey(rs, !hasID)
-	key := group + " " + call.Function + " " + argsDigest(m.Data)
+	group := groupOf(rs, !hasID)
+	key := group.caller + " " + group.call + " " + group.copy + " " + call.Function + " " + argsDigest(m.Data)
 	c := w.calls[key]
 	if c == nil {
 		if w.open[call.Caller] >= maxWatchedPerCaller {
@@ -233,7 +236,7 @@ func argsDigest(b []byte) string {
 	return strconv.FormatUint(h.Sum64(), 36) + ":" + strconv.Itoa(len(b))
 }
 
-func (w *callWatch) openCall(key, group string, call fleet.Call, m *nats.Msg) *watchedCall {
+func (w *callWatch) openCall(key string, group callGroup, call fleet.Call, m *nats.Msg) *watchedCall {
 	c := &watchedCall{key: key, group: group, start: w.now(), targets: map[string]*fleet.AuditOutcome{}}
 	c.rec = fleet.AuditRecord{Time: c.start.UTC(), Kind: fleet.AuditCall, Function: call.Function, Subject: m.Subject,
 		OperatorKey: call.Caller}
@@ -332,9 +335,9 @@ func (w *callWatch) reply(m *nats.Msg) {
 // else the first one that has id at all. A broadcast gains id as a
 // target if it answers unexpectedly.
 func (w *callWatch) match(rs fleet.ReplySubject, id, fn string) (*watchedCall, *fleet.AuditOutcome) {
-	cands := w.groups[groupKey(rs, true)]
+	cands := w.groups[groupOf(rs, true)]
 	if len(cands) == 0 {
-		cands = w.groups[groupKey(rs, false)]
+		cands = w.groups[groupOf(rs, false)]
 	}
 	var first *watchedCall
 	for _, c := range cands {
