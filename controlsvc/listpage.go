@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"sort"
+	"strconv"
 
 	"github.com/commandcontrol/commandcontrol/fleet"
 )
@@ -52,24 +53,6 @@ func (s *Service) replyBudget() int {
 	return limit / 2
 }
 
-// fitPage keeps the longest prefix of items whose JSON fits in budget
-// bytes (at least one entry: a page that could hold none would stall the
-// reader) and says whether entries were cut.
-func fitPage[T any](items []T, budget int) ([]T, bool) {
-	used := 0
-	for i, it := range items {
-		b, err := json.Marshal(it)
-		if err != nil {
-			return items[:i], true
-		}
-		used += len(b) + 1
-		if used > budget && i > 0 {
-			return items[:i], true
-		}
-	}
-	return items, false
-}
-
 // pageAfter returns the entries of sorted (ordered by key) that come after
 // after, at most limit of them, and whether more follow.
 func pageAfter[T any](sorted []T, key func(T) string, after string, limit int) ([]T, bool) {
@@ -84,17 +67,40 @@ func pageAfter[T any](sorted []T, key func(T) string, after string, limit int) (
 	return rest, false
 }
 
-// finishPage trims page to the reply budget and fills in the paging part.
-func finishPage[T any](page []T, more bool, total, budget int, key func(T) string) ([]T, fleet.ListPage) {
-	page, cut := fitPage(page, budget)
-	lp := fleet.ListPage{Total: total}
-	if (more || cut) && len(page) > 0 {
-		lp.Next = key(page[len(page)-1])
+// encodePage encodes a list reply, {"<field>":[…],"total":…,"next":…},
+// from the longest prefix of page whose entries fit in budget bytes (at
+// least one: a page that could hold none would stall the reader). Each
+// entry is encoded once: measuring a page and then encoding it again
+// doubled the work of listing a large fleet.
+func encodePage[T any](field string, page []T, more bool, total, budget int, key func(T) string) (json.RawMessage, error) {
+	out := make([]byte, 0, 1024)
+	out = append(out, '{')
+	out = strconv.AppendQuote(out, field)
+	out = append(out, ':', '[')
+	used, n := 0, 0
+	for _, it := range page {
+		b, err := json.Marshal(it)
+		if err != nil {
+			return nil, fleet.Errorf(fleet.CodeInternal, "encode %s: %v", field, err)
+		}
+		if used+len(b)+1 > budget && n > 0 {
+			break
+		}
+		if n > 0 {
+			out = append(out, ',')
+		}
+		out = append(out, b...)
+		used += len(b) + 1
+		n++
 	}
-	if page == nil {
-		page = []T{}
+	out = append(out, `],"total":`...)
+	out = strconv.AppendInt(out, int64(total), 10)
+	if (more || n < len(page)) && n > 0 {
+		next, _ := json.Marshal(key(page[n-1]))
+		out = append(out, `,"next":`...)
+		out = append(out, next...)
 	}
-	return page, lp
+	return append(out, '}'), nil
 }
 
 func machineID(m fleet.Machine) string     { return m.ID }
@@ -107,11 +113,10 @@ func (s *Service) apiMachinesList(_ context.Context, _ operatorIdentity, body []
 		return nil, err
 	}
 	page, more, total := s.reg.MachinesAfter(req.After, limit)
-	page, lp := finishPage(page, more, total, s.replyBudget(), machineID)
 	for i := range page {
 		page[i].Online = s.presence.online(page[i].ID)
 	}
-	return fleet.MachineList{Machines: page, ListPage: lp}, nil
+	return encodePage("machines", page, more, total, s.replyBudget(), machineID)
 }
 
 func (s *Service) apiMachinesPending(_ context.Context, _ operatorIdentity, body []byte) (any, error) {
@@ -119,10 +124,8 @@ func (s *Service) apiMachinesPending(_ context.Context, _ operatorIdentity, body
 	if err != nil {
 		return nil, err
 	}
-	all := s.reg.Pending()
-	page, more := pageAfter(all, pendingID, req.After, limit)
-	page, lp := finishPage(page, more, len(all), s.replyBudget(), pendingID)
-	return fleet.PendingList{Pending: page, ListPage: lp}, nil
+	page, more, total := s.reg.PendingAfter(req.After, limit)
+	return encodePage("pending", page, more, total, s.replyBudget(), pendingID)
 }
 
 func (s *Service) apiOperatorsList(_ context.Context, _ operatorIdentity, body []byte) (any, error) {
@@ -132,8 +135,7 @@ func (s *Service) apiOperatorsList(_ context.Context, _ operatorIdentity, body [
 	}
 	all := s.reg.Operators()
 	page, more := pageAfter(all, operatorName, req.After, limit)
-	page, lp := finishPage(page, more, len(all), s.replyBudget(), operatorName)
-	return fleet.OperatorList{Operators: page, ListPage: lp}, nil
+	return encodePage("operators", page, more, len(all), s.replyBudget(), operatorName)
 }
 
 // MachinesAfter returns at most limit registered machines with ids after

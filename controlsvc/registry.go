@@ -491,6 +491,34 @@ func (r *Registry) Pending() []fleet.Pending {
 	return out
 }
 
+// PendingAfter returns at most limit pending entries with ids after
+// after, in id order, whether more follow, and how many there are in all.
+// Only the page is copied: listing 10,000 pending machines page by page
+// copied (keys included) and sorted all of them for every page.
+func (r *Registry) PendingAfter(after string, limit int) ([]fleet.Pending, bool, int) {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	ids := make([]string, 0, len(r.data.Pending))
+	for id := range r.data.Pending {
+		if id > after {
+			ids = append(ids, id)
+		}
+	}
+	sort.Strings(ids)
+	more := len(ids) > limit
+	if more {
+		ids = ids[:limit]
+	}
+	out := make([]fleet.Pending, 0, len(ids))
+	for _, id := range ids {
+		p := r.data.Pending[id]
+		c := *p
+		c.Keys = slices.Clone(pendingKeys(p))
+		out = append(out, c)
+	}
+	return out, more, len(r.data.Pending)
+}
+
 // OperatorByKey finds the operator whose public key is key.
 func (r *Registry) OperatorByKey(key string) (fleet.Operator, bool) {
 	r.mu.RLock()
