@@ -8,6 +8,7 @@ package agent
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -22,6 +23,7 @@ import (
 
 	"github.com/commandcontrol/commandcontrol/agent/functions"
 	"github.com/commandcontrol/commandcontrol/fleet"
+	"github.com/commandcontrol/commandcontrol/internal/natstls"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/micro"
 	"github.com/nats-io/nkeys"
@@ -48,6 +50,19 @@ const (
 type Config struct {
 	// URL of the broker (comma-separated for several).
 	URL string
+	// TLSCA is a PEM file of the CA that signed the broker's certificate:
+	// the agent then speaks TLS and verifies the broker against it. A
+	// tls:// URL turns TLS on too (verified against the system's roots).
+	TLSCA string
+	// TLSCert and TLSKey are the machine's client certificate, for a
+	// broker that requires mutual TLS.
+	TLSCert, TLSKey string
+	// TLS is a ready TLS configuration (TLSCA and TLSCert add to a copy).
+	TLS *tls.Config
+	// AllowPlaintext lets the agent speak plain text to a broker off this
+	// host (a network you trust). Without it, and without TLS, New
+	// refuses a URL that is not loopback.
+	AllowPlaintext bool
 	// KeyFile holds the machine's nkey seed; created on first start.
 	KeyFile string
 	// Key, when set, is used instead of KeyFile (the swarm simulator).
@@ -124,6 +139,9 @@ type Agent struct {
 	reload      chan struct{}
 	// window is the reconnect window (ns) the control service last hinted.
 	window atomic.Int64
+	// conn is how the agent reaches the broker: TLS, or plain text on
+	// loopback (or explicitly allowed).
+	conn *natstls.Decision
 }
 
 // New loads or creates the machine's key and works out its machine id.
@@ -146,7 +164,13 @@ func New(cfg Config) (*Agent, error) {
 	if cfg.ConnectTimeout <= 0 {
 		cfg.ConnectTimeout = DefaultConnectTimeout
 	}
-	a := &Agent{cfg: cfg, key: cfg.Key, sem: make(chan struct{}, cfg.MaxConcurrent), calls: newRecentCalls(recentCallIDs), reload: make(chan struct{}, 1)}
+	conn, err := natstls.Config{CAFile: cfg.TLSCA, CertFile: cfg.TLSCert, KeyFile: cfg.TLSKey, TLS: cfg.TLS,
+		AllowPlaintext: cfg.AllowPlaintext}.Decide(cfg.URL)
+	if err != nil {
+		return nil, fmt.Errorf("agent: %w", err)
+	}
+	a := &Agent{cfg: cfg, key: cfg.Key, sem: make(chan struct{}, cfg.MaxConcurrent), calls: newRecentCalls(recentCallIDs),
+		reload: make(chan struct{}, 1), conn: conn}
 	if a.key == nil {
 		if cfg.KeyFile == "" {
 			return nil, errors.New("agent: no key: pass --key FILE (it is created on first start)")
@@ -234,7 +258,7 @@ func (a *Agent) Start(ctx context.Context) error {
 	}
 	nc, err := nats.Connect(a.cfg.URL, a.natsOptions()...)
 	if err != nil {
-		return fmt.Errorf("agent: connect to %s: %w", a.cfg.URL, err)
+		return fmt.Errorf("agent: connect to %s: %w", a.cfg.URL, a.conn.Explain(err, a.cfg.URL))
 	}
 	a.connMu.Lock()
 	defer a.connMu.Unlock()
@@ -252,15 +276,15 @@ func (a *Agent) Start(ctx context.Context) error {
 
 func (a *Agent) natsOptions() []nats.Option {
 	maxDelay := a.cfg.MaxReconnectDelay
-	return append([]nats.Option{
+	opts := a.conn.Options(newClosingDialer(a.cfg.Dialer), 0)
+	return append(append(opts,
 		nats.Name(a.id),
-		nats.SetCustomDialer(newClosingDialer(a.cfg.Dialer)),
 		nats.Nkey(a.pub, a.sign),
 		nats.RetryOnFailedConnect(true),
 		nats.Timeout(a.cfg.ConnectTimeout),
 		nats.MaxReconnects(-1),
 		nats.IgnoreAuthErrorAbort(),
-		nats.PingInterval(20 * time.Second),
+		nats.PingInterval(20*time.Second),
 		nats.CustomReconnectDelay(func(attempts int) time.Duration {
 			return reconnectDelay(attempts, maxDelay, time.Duration(a.window.Load()))
 		}),
@@ -283,7 +307,7 @@ func (a *Agent) natsOptions() []nats.Option {
 		}),
 		nats.ReconnectErrHandler(func(_ *nats.Conn, err error) { a.connectError(err) }),
 		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) { a.connectError(err) }),
-	}, a.cfg.NATSOptions...)
+	), a.cfg.NATSOptions...)
 }
 
 // reconnectDelay is the pause before reconnection attempt n (from 1). The
@@ -327,6 +351,11 @@ func (a *Agent) connectError(err error) {
 	if errors.Is(err, nats.ErrAuthorization) || strings.Contains(strings.ToLower(err.Error()), "authorization") {
 		a.log.Warn("the broker refused this machine; retrying until it is accepted",
 			"key", a.pub, "accept_with", "cc-bench machines accept "+a.id)
+		return
+	}
+	var te *natstls.Error
+	if errors.As(a.conn.Explain(err, a.cfg.URL), &te) {
+		a.log.Error("cannot connect to the broker safely; retrying", "url", a.cfg.URL, "error", te.Error())
 		return
 	}
 	a.log.Warn("cannot reach the broker; retrying", "url", a.cfg.URL, "error", err)

@@ -2,6 +2,7 @@ package bench
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"os"
@@ -13,6 +14,7 @@ import (
 	"github.com/nats-io/nkeys"
 
 	"github.com/commandcontrol/commandcontrol/fleet"
+	"github.com/commandcontrol/commandcontrol/internal/natstls"
 )
 
 // DefaultName is the connection name a [Client] uses unless [WithName] says
@@ -43,6 +45,15 @@ var (
 	// ErrNoService means nobody answers a presence or control request: the
 	// control service is not running.
 	ErrNoService = errors.New("no control service answered")
+	// ErrPlaintext means Connect refused, before dialling, to speak plain
+	// text to a broker that is not on this host (loopback): verify it with
+	// [WithTLSCA] (or a tls:// URL), or allow plain text with
+	// [WithPlaintext].
+	ErrPlaintext = natstls.ErrPlaintext
+	// ErrTLS means the TLS handshake with the broker failed: its
+	// certificate is not signed by the CA given, does not name the host,
+	// or the broker wants a client certificate ([WithClientCert]).
+	ErrTLS = natstls.ErrTLS
 )
 
 // Client is one operator connection to the broker. It is safe for
@@ -60,6 +71,7 @@ type config struct {
 	seed    []byte
 	seedErr error
 	natsOpt []nats.Option
+	tls     natstls.Config
 }
 
 // Option configures [Connect].
@@ -103,7 +115,32 @@ func WithName(name string) Option { return func(c *config) { c.name = name } }
 // WithConnectTimeout bounds the connect handshake (default [DefaultTimeout]).
 func WithConnectTimeout(d time.Duration) Option { return func(c *config) { c.timeout = d } }
 
-// WithNATSOptions passes further options to nats.Connect, e.g. TLS settings.
+// WithTLSCA verifies the broker against the CA certificate(s) in the PEM
+// file at path, and turns TLS on for every URL.
+func WithTLSCA(path string) Option { return func(c *config) { c.tls.CAFile = path } }
+
+// WithClientCert presents the client certificate in certFile (PEM, with
+// its key in keyFile) to a broker that requires mutual TLS; it turns TLS
+// on.
+func WithClientCert(certFile, keyFile string) Option {
+	return func(c *config) { c.tls.CertFile, c.tls.KeyFile = certFile, keyFile }
+}
+
+// WithTLS uses cfg for TLS (e.g. certificates held in memory); it turns
+// TLS on. [WithTLSCA] and [WithClientCert] add to a copy of it.
+func WithTLS(cfg *tls.Config) Option { return func(c *config) { c.tls.TLS = cfg } }
+
+// WithPlaintext allows plain text to a broker that is not on this host,
+// for a network you trust. Without it, and without TLS, [Connect]
+// refuses such a URL with [ErrPlaintext] before dialling; loopback
+// (127.0.0.0/8, ::1, localhost) is always allowed.
+func WithPlaintext() Option { return func(c *config) { c.tls.AllowPlaintext = true } }
+
+// sdkNames spell the TLS settings in Connect's errors.
+var sdkNames = natstls.Names{CA: "bench.WithTLSCA(file)", Cert: "bench.WithClientCert(certFile, keyFile)", Plaintext: "bench.WithPlaintext()"}
+
+// WithNATSOptions passes further options to nats.Connect. Use the
+// options above for TLS: Connect decides plain text or TLS from them.
 func WithNATSOptions(opts ...nats.Option) Option {
 	return func(c *config) { c.natsOpt = append(c.natsOpt, opts...) }
 }
@@ -111,18 +148,27 @@ func WithNATSOptions(opts ...nats.Option) Option {
 // Connect dials the broker at url (comma-separated for several) as an
 // operator. With a seed it signs the broker's nonce with the operator's nkey
 // and uses the operator's private inbox prefix, [fleet.OperatorInbox]; the
-// broker lets an operator read replies only there. Errors wrap
-// [ErrUnreachable], [ErrRefused] or [ErrBadSeed] where they apply.
+// broker lets an operator read replies only there.
+//
+// The connection is TLS when [WithTLSCA], [WithClientCert] or [WithTLS] is
+// given or a URL is tls://; plain text goes only to loopback addresses
+// unless [WithPlaintext]. Errors wrap [ErrUnreachable], [ErrRefused],
+// [ErrBadSeed], [ErrPlaintext] or [ErrTLS] where they apply.
 func Connect(url string, opts ...Option) (*Client, error) {
-	cfg := config{name: DefaultName, timeout: DefaultTimeout}
+	cfg := config{name: DefaultName, timeout: DefaultTimeout, tls: natstls.Config{Names: sdkNames}}
 	for _, o := range opts {
 		o(&cfg)
 	}
 	if cfg.seedErr != nil {
 		return nil, cfg.seedErr
 	}
+	conn, err := cfg.tls.Decide(url)
+	if err != nil {
+		return nil, err
+	}
 	hub := &errHub{}
-	nopts := []nats.Option{nats.Name(cfg.name), nats.Timeout(cfg.timeout), nats.ErrorHandler(hub.handler)}
+	nopts := append([]nats.Option{nats.Name(cfg.name), nats.Timeout(cfg.timeout), nats.ErrorHandler(hub.handler)},
+		conn.Options(nil, cfg.timeout)...)
 	var key string
 	if len(cfg.seed) > 0 {
 		kp, err := nkeys.FromSeed([]byte(strings.TrimSpace(string(cfg.seed))))
@@ -135,9 +181,12 @@ func Connect(url string, opts ...Option) (*Client, error) {
 		nopts = append(nopts, nats.Nkey(key, kp.Sign), nats.CustomInboxPrefix(fleet.ControlInbox(key)))
 	}
 	nc, err := nats.Connect(url, append(nopts, cfg.natsOpt...)...)
+	err = conn.Explain(err, url)
 	switch {
 	case errors.Is(err, nats.ErrAuthorization):
 		return nil, fmt.Errorf("%w (%s at %s): %v", ErrRefused, key, url, err)
+	case errors.Is(err, ErrTLS):
+		return nil, err
 	case errors.Is(err, nats.ErrNoServers):
 		return nil, fmt.Errorf("%w at %s: %v", ErrUnreachable, url, err)
 	case err != nil:

@@ -12,6 +12,10 @@
 //	sel, _ := bench.ParseSelector("role=web,location=New-Brunswick")
 //	res, err := c.Call(ctx, "current-load", nil, bench.CallOptions{Where: sel})
 //
+// A broker that is not on this host is reached over TLS, verified against
+// the CA that signed its certificate ([WithTLSCA], [WithClientCert] for
+// mutual TLS); [Connect] refuses plain text to it unless [WithPlaintext].
+//
 // # Calls
 //
 // A call knows whom it expects before it publishes: the presence snapshot

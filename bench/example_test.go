@@ -22,6 +22,18 @@ func ExampleConnect() {
 	fmt.Println("connected as", c.Key())
 }
 
+// A broker across the network is reached over TLS, verified against the
+// CA that signed its certificate; a client certificate is added where the
+// broker requires mutual TLS. Plain text to it would be refused.
+func ExampleWithTLSCA() {
+	c, err := bench.Connect("tls://control.example:4222", bench.WithSeedFile("admin.nk"),
+		bench.WithTLSCA("/etc/cc/ca.pem"), bench.WithClientCert("/etc/cc/operator.pem", "/etc/cc/operator-key.pem"))
+	if err != nil {
+		log.Fatal(err) // e.g. bench.ErrTLS: the broker's certificate is not signed by that CA
+	}
+	defer c.Close()
+}
+
 func ExampleClient_Call() {
 	c, err := bench.Connect("nats://127.0.0.1:4222", bench.WithSeedFile("cc-data/admin.nk"))
 	if err != nil {

@@ -9,6 +9,7 @@ package controlsvc
 import (
 	"cmp"
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"fmt"
 	"log/slog"
@@ -21,6 +22,7 @@ import (
 
 	"github.com/commandcontrol/commandcontrol/broker"
 	"github.com/commandcontrol/commandcontrol/fleet"
+	"github.com/commandcontrol/commandcontrol/internal/natstls"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nkeys"
 )
@@ -47,6 +49,18 @@ type Config struct {
 	// by Broker (its Auth is filled in from the service's keys).
 	BrokerURL string
 	Broker    broker.Config
+
+	// BrokerTLSCA, with BrokerURL, is a PEM file of the CA that signed
+	// the external broker's certificate: the service speaks TLS and
+	// verifies it. BrokerTLSCert and BrokerTLSKey are a client
+	// certificate for a broker that requires mutual TLS; BrokerTLS a
+	// ready configuration (the files add to a copy). Without TLS, plain
+	// text is refused to a broker off this host unless
+	// BrokerAllowPlaintext.
+	BrokerTLSCA, BrokerTLSCert, BrokerTLSKey string
+	BrokerTLS                                *tls.Config
+	BrokerAllowPlaintext                     bool
+
 	// UserTTL is how long an issued user JWT lives; the client then
 	// re-authorises transparently.
 	UserTTL time.Duration
@@ -112,6 +126,9 @@ type Service struct {
 	announce *nats.Conn
 	// limit bounds each machine's connections; connect events feed it.
 	limit *connLimiter
+	// brokerConn is how the service reaches an external broker (nil:
+	// its own embedded one).
+	brokerConn *natstls.Decision
 }
 
 // New loads (or creates) the data directory: keys, registry and, on first
@@ -200,6 +217,10 @@ func (s *Service) Registry() *Registry { return s.reg }
 // Keys are the service's own keys.
 func (s *Service) Keys() *Keys { return s.keys }
 
+// brokerTLSNames spell the external broker's TLS settings (cc-control's
+// flags) in errors.
+var brokerTLSNames = natstls.Names{CA: "--broker-tls-ca FILE", Cert: "--broker-tls-cert FILE --broker-tls-key FILE", Plaintext: "--broker-allow-plaintext"}
+
 // ClientURL is the URL agents and operators connect to (the embedded
 // broker's, or the external one).
 func (s *Service) ClientURL() string { return s.url }
@@ -211,7 +232,14 @@ func (s *Service) Broker() *broker.Broker { return s.broker }
 // answering the callout, tracking presence and serving the control API.
 func (s *Service) Start(ctx context.Context) error {
 	s.url = s.cfg.BrokerURL
-	if s.url == "" {
+	if s.url != "" {
+		conn, err := natstls.Config{CAFile: s.cfg.BrokerTLSCA, CertFile: s.cfg.BrokerTLSCert, KeyFile: s.cfg.BrokerTLSKey,
+			TLS: s.cfg.BrokerTLS, AllowPlaintext: s.cfg.BrokerAllowPlaintext, Names: brokerTLSNames}.Decide(s.url)
+		if err != nil {
+			return fmt.Errorf("control service: %w", err)
+		}
+		s.brokerConn = conn
+	} else {
 		bc := s.cfg.Broker
 		auth, err := s.keys.BrokerAuth()
 		if err != nil {
@@ -256,8 +284,14 @@ func (s *Service) connect() error {
 			nats.ReconnectWait(250 * time.Millisecond), nats.ReconnectJitter(250*time.Millisecond, time.Second),
 			nats.Timeout(5 * time.Second),
 		}, extra...)
+		if s.brokerConn != nil {
+			opts = append(opts, s.brokerConn.Options(nil, 5*time.Second)...)
+		}
 		nc, err := nats.Connect(s.url, opts...)
 		if err != nil {
+			if s.brokerConn != nil {
+				err = s.brokerConn.Explain(err, s.url)
+			}
 			return nil, fmt.Errorf("control service %s connection to %s: %w", name, s.url, err)
 		}
 		return nc, nil

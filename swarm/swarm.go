@@ -7,6 +7,7 @@ package swarm
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -21,6 +22,7 @@ import (
 	"github.com/commandcontrol/commandcontrol/agent"
 	"github.com/commandcontrol/commandcontrol/agent/functions"
 	"github.com/commandcontrol/commandcontrol/fleet"
+	"github.com/commandcontrol/commandcontrol/internal/natstls"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nkeys"
 )
@@ -29,6 +31,11 @@ import (
 type Config struct {
 	// URL of the broker(s), comma-separated.
 	URL string
+	// TLSCA and AllowPlaintext are the members' agent.Config fields of
+	// the same names: the CA that signed the broker's certificate, or
+	// plain text to a broker off this host, allowed explicitly.
+	TLSCA          string
+	AllowPlaintext bool
 	// N is the number of simulated agents.
 	N int
 	// Prefix names the machines: 10.a.b.c_<prefix><i>.
@@ -66,6 +73,8 @@ type Swarm struct {
 	agents    []*agent.Agent
 	connected atomic.Int64
 	tmp       string
+	// tls is loaded from Config.TLSCA once for every member.
+	tls *tls.Config
 }
 
 // New creates the members' identities and synthetic hosts; Start connects them.
@@ -92,6 +101,13 @@ func New(cfg Config) (*Swarm, error) {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
 	s := &Swarm{cfg: cfg}
+	if cfg.TLSCA != "" {
+		d, err := natstls.Config{CAFile: cfg.TLSCA}.Decide(cfg.URL)
+		if err != nil {
+			return nil, fmt.Errorf("swarm: %w", err)
+		}
+		s.tls = d.TLS
+	}
 	if cfg.Dir == "" {
 		d, err := os.MkdirTemp("", "cc-swarm-")
 		if err != nil {
@@ -208,7 +224,7 @@ func (s *Swarm) newAgent(i int, onConnect func()) (*agent.Agent, error) {
 		dialer.LocalAddr = &net.TCPAddr{IP: net.IPv4(127, 0, 0, byte(2+i%s.cfg.SourceAddrs))}
 	}
 	return agent.New(agent.Config{
-		URL: s.cfg.URL, Key: m.kp, MachineID: m.ID, Root: root, Functions: fns,
+		URL: s.cfg.URL, TLS: s.tls, AllowPlaintext: s.cfg.AllowPlaintext, Key: m.kp, MachineID: m.ID, Root: root, Functions: fns,
 		NoSamplers: true, OnConnect: onConnect, MaxReconnectDelay: s.cfg.MaxReconnectDelay,
 		NATSOptions: opts, Dialer: dialer, Logger: s.cfg.Logger,
 		// A benchmark's one workbench calls one simulated machine

@@ -22,15 +22,17 @@ import (
 )
 
 type options struct {
-	server, key, id, root string
-	functionsDir          string
-	functionsPoll         time.Duration
-	callTimeout           time.Duration
-	printKey              bool
-	maxConcurrent         int
-	callerRate            float64
-	callerBurst           float64
-	log                   logging.Flags
+	server, key, id, root  string
+	tlsCA, tlsCert, tlsKey string
+	allowPlaintext         bool
+	functionsDir           string
+	functionsPoll          time.Duration
+	callTimeout            time.Duration
+	printKey               bool
+	maxConcurrent          int
+	callerRate             float64
+	callerBurst            float64
+	log                    logging.Flags
 }
 
 func envOr(k, def string) string {
@@ -51,14 +53,23 @@ Connects this machine to the commandcontrol network and serves its client
 functions. The key file is created on first start (mode 0600); an operator
 then accepts the machine:  cc-bench machines accept <machine-id>
 
+The connection to the broker is TLS, verified against --tls-ca, unless
+the broker is on this host (loopback): plain text to another address is
+refused unless --allow-plaintext says the network is trusted.
+
 Example:
-  cc-agent --server nats://control.example:4222 --key /var/lib/cc-agent/agent.nk
+  cc-agent --server tls://control.example:4222 --tls-ca /etc/cc-agent/ca.pem --key /var/lib/cc-agent/agent.nk
 
 Flags:
 `)
 		fs.PrintDefaults()
 	}
 	fs.StringVar(&o.server, "server", envOr("CC_SERVER", "nats://127.0.0.1:4222"), "broker URL, comma-separated for several (env CC_SERVER)")
+	fs.StringVar(&o.tlsCA, "tls-ca", envOr("CC_TLS_CA", ""), "PEM `FILE` of the CA that signed the broker's certificate: speak TLS and verify the broker (env CC_TLS_CA)")
+	fs.StringVar(&o.tlsCert, "tls-cert", envOr("CC_TLS_CERT", ""), "client certificate `FILE` (PEM), for a broker that requires mutual TLS; with --tls-key (env CC_TLS_CERT)")
+	fs.StringVar(&o.tlsKey, "tls-key", envOr("CC_TLS_KEY", ""), "private key `FILE` (PEM) of --tls-cert (env CC_TLS_KEY)")
+	fs.BoolVar(&o.allowPlaintext, "allow-plaintext", envOr("CC_ALLOW_PLAINTEXT", "") != "",
+		"allow plain text to a broker that is not on this host, on a network you trust (env CC_ALLOW_PLAINTEXT=1); without it only loopback may be plain")
 	fs.StringVar(&o.key, "key", envOr("CC_AGENT_KEY", "cc-agent.nk"), "the machine's nkey seed file, created on first start (env CC_AGENT_KEY)")
 	fs.StringVar(&o.id, "id", "", "machine id (default <primary IP>_<hostname>)")
 	fs.StringVar(&o.root, "root", "/", "filesystem root the functions read under (for containers with the host mounted)")
@@ -111,9 +122,16 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if o.maxConcurrent < 1 || o.callerBurst < 1 {
 		return fmt.Errorf("--max-concurrent %d and --caller-burst %g must be at least 1", o.maxConcurrent, o.callerBurst)
 	}
-	a, err := agent.New(agent.Config{URL: o.server, KeyFile: o.key, MachineID: o.id, Root: o.root, CallTimeout: o.callTimeout,
+	cfg := agent.Config{URL: o.server, TLSCA: o.tlsCA, TLSCert: o.tlsCert, TLSKey: o.tlsKey, AllowPlaintext: o.allowPlaintext,
+		KeyFile: o.key, MachineID: o.id, Root: o.root, CallTimeout: o.callTimeout,
 		MaxConcurrent: o.maxConcurrent, CallerRate: o.callerRate, CallerBurst: o.callerBurst,
-		FunctionsDir: o.functionsDir, FunctionsPoll: poll, Logger: log})
+		FunctionsDir: o.functionsDir, FunctionsPoll: poll, Logger: log}
+	if o.printKey {
+		// Printing the key dials nothing: it works before the broker's
+		// CA is installed.
+		cfg.URL, cfg.TLSCA, cfg.TLSCert, cfg.TLSKey = "", "", "", ""
+	}
+	a, err := agent.New(cfg)
 	if err != nil {
 		return err
 	}

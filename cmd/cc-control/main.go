@@ -25,10 +25,12 @@ import (
 	"github.com/commandcontrol/commandcontrol/broker"
 	"github.com/commandcontrol/commandcontrol/controlsvc"
 	"github.com/commandcontrol/commandcontrol/internal/logging"
+	"github.com/commandcontrol/commandcontrol/internal/natstls"
 )
 
 type options struct {
 	data, listen, brokerURL     string
+	brokerTLS                   natstls.Config
 	clusterName, clusterListen  string
 	routes, leafListen, monitor string
 	leafSites                   string
@@ -72,7 +74,12 @@ Flags:
 	}
 	fs.StringVar(&o.data, "data", envOr("CC_DATA", "cc-data"), "data directory: keys, registry, admin key (env CC_DATA)")
 	fs.StringVar(&o.listen, "listen", "127.0.0.1:4222", "embedded broker: client listen address HOST:PORT")
-	fs.StringVar(&o.brokerURL, "broker", "", "use this external broker (nats://host:port) instead of embedding one")
+	fs.StringVar(&o.brokerURL, "broker", "", "use this external broker (tls://host:port, comma-separated for several) instead of embedding one")
+	fs.StringVar(&o.brokerTLS.CAFile, "broker-tls-ca", "", "with --broker: verify the broker against the CA certificate in PEM `FILE`; turns TLS on")
+	fs.StringVar(&o.brokerTLS.CertFile, "broker-tls-cert", "", "with --broker: client certificate PEM `FILE`, for a broker that requires mutual TLS")
+	fs.StringVar(&o.brokerTLS.KeyFile, "broker-tls-key", "", "with --broker: private key PEM `FILE` of --broker-tls-cert")
+	fs.BoolVar(&o.brokerTLS.AllowPlaintext, "broker-allow-plaintext", false,
+		"with --broker: allow plain text to a broker not on this host, on a network you trust; without it only loopback may be plain")
 	fs.StringVar(&o.clusterName, "cluster-name", "commandcontrol", "embedded broker: cluster name")
 	fs.StringVar(&o.clusterListen, "cluster-listen", "", "embedded broker: listen for cluster routes on HOST:PORT (a clustered embedded broker has no JetStream: add --no-durable-audit, or use cc-broker with --store-dir)")
 	fs.StringVar(&o.routes, "routes", "", "embedded broker: comma-separated routes to other brokers (nats-route://host:port)")
@@ -157,9 +164,16 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			return err
 		}
 	}
+	if err := checkBrokerTLS(o); err != nil {
+		return err
+	}
 	svc, err := controlsvc.New(controlsvc.Config{
-		DataDir:   o.data,
-		BrokerURL: o.brokerURL,
+		DataDir:              o.data,
+		BrokerURL:            o.brokerURL,
+		BrokerTLSCA:          o.brokerTLS.CAFile,
+		BrokerTLSCert:        o.brokerTLS.CertFile,
+		BrokerTLSKey:         o.brokerTLS.KeyFile,
+		BrokerAllowPlaintext: o.brokerTLS.AllowPlaintext,
 		Broker: broker.Config{
 			Listen: o.listen, ClusterName: o.clusterName, ClusterListen: o.clusterListen,
 			Routes: splitList(o.routes), LeafListen: o.leafListen, LeafSites: sites, MonitorListen: o.monitor,
@@ -204,9 +218,25 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	return nil
 }
 
+// checkBrokerTLS refuses the --broker-tls-* flags without --broker.
+func checkBrokerTLS(o *options) error {
+	c := o.brokerTLS
+	if o.brokerURL == "" && (c.CAFile != "" || c.CertFile != "" || c.KeyFile != "" || c.AllowPlaintext) {
+		return errors.New("--broker-tls-ca, --broker-tls-cert, --broker-tls-key and --broker-allow-plaintext are for an external --broker; " +
+			"the embedded broker's own TLS is configured with --tls-cert and --tls-key")
+	}
+	return nil
+}
+
+// startLocalAgent runs this machine's agent in-process. It reaches the
+// external broker as the service does; the embedded broker's listener is
+// on this host, whatever address it has, so plain text to it stays here.
 func startLocalAgent(ctx context.Context, o *options, svc *controlsvc.Service, log interface{ Info(string, ...any) }) (*agent.Agent, error) {
+	b := o.brokerTLS
 	a, err := agent.New(agent.Config{
-		URL: svc.ClientURL(), KeyFile: filepath.Join(o.data, "local-agent.nk"), MachineID: o.localAgentID,
+		URL: svc.ClientURL(), TLSCA: b.CAFile, TLSCert: b.CertFile, TLSKey: b.KeyFile,
+		AllowPlaintext: svc.Broker() != nil || b.AllowPlaintext,
+		KeyFile:        filepath.Join(o.data, "local-agent.nk"), MachineID: o.localAgentID,
 		Logger: svc.Logger().With("component", "local-agent"),
 	})
 	if err != nil {
@@ -243,7 +273,8 @@ func printWelcome(w io.Writer, o *options, svc *controlsvc.Service, local *agent
 	}
 	fmt.Fprintf(w, "\nQuery the fleet from another terminal:\n  %s --key %s%s servers\n  %s --key %s%s call current-load\n",
 		bench, key, flags, bench, key, flags)
-	fmt.Fprintf(w, "Start an agent on another machine:  cc-agent --server nats://<this host>:4222 --key /var/lib/cc-agent/agent.nk\n")
+	fmt.Fprintf(w, "Start an agent on another machine:  cc-agent --server tls://<this host>:4222 --tls-ca ca.pem --key /var/lib/cc-agent/agent.nk\n")
+	fmt.Fprintf(w, "  (the broker needs TLS for that, see docs/DEPLOY.md; plain text off this host only with --allow-plaintext)\n")
 	fmt.Fprintf(w, "then accept it:                     %s --key %s machines accept <machine-id>\n\n", bench, key)
 }
 

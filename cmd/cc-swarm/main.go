@@ -52,6 +52,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("cc-swarm", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	server := fs.String("server", envOr("CC_SERVER", "nats://127.0.0.1:4222"), "broker URL (env CC_SERVER)")
+	tlsCA := fs.String("tls-ca", envOr("CC_TLS_CA", ""), "PEM `FILE` of the CA that signed the broker's certificate: speak TLS and verify it (env CC_TLS_CA)")
+	allowPlain := fs.Bool("allow-plaintext", false, "allow plain text to a broker not on this host, on a network you trust")
 	key := fs.String("key", envOr("CC_KEY", ""), "admin operator's nkey seed file, to register the swarm (env CC_KEY)")
 	n := fs.Int("agents", 100, "number of simulated agents")
 	prefix := fs.String("prefix", "sim", "machine names: 10.a.b.c_<prefix><i>")
@@ -83,13 +85,20 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	sw, err := swarm.New(swarm.Config{URL: *server, N: *n, Prefix: *prefix, Labels: lab, Concurrency: *conc})
+	sw, err := swarm.New(swarm.Config{URL: *server, TLSCA: *tlsCA, AllowPlaintext: *allowPlain, N: *n, Prefix: *prefix, Labels: lab, Concurrency: *conc})
 	if err != nil {
 		return err
 	}
 	defer sw.Close()
 	if *key != "" {
-		if err := register(ctx, *server, *key, sw); err != nil {
+		var conn []bench.Option
+		if *tlsCA != "" {
+			conn = append(conn, bench.WithTLSCA(*tlsCA))
+		}
+		if *allowPlain {
+			conn = append(conn, bench.WithPlaintext())
+		}
+		if err := register(ctx, *server, *key, sw, conn...); err != nil {
 			return err
 		}
 	} else {
@@ -105,8 +114,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	return nil
 }
 
-func register(ctx context.Context, server, key string, sw *swarm.Swarm) error {
-	c, err := bench.Connect(server, bench.WithSeedFile(key), bench.WithName("cc-swarm (operator)"))
+func register(ctx context.Context, server, key string, sw *swarm.Swarm, conn ...bench.Option) error {
+	c, err := bench.Connect(server, append(conn, bench.WithSeedFile(key), bench.WithName("cc-swarm (operator)"))...)
 	if err != nil {
 		return err
 	}

@@ -11,6 +11,7 @@ package stacktest
 import (
 	"context"
 	"crypto/sha256"
+	"crypto/tls"
 	"fmt"
 	"log/slog"
 	"os"
@@ -96,6 +97,7 @@ func WriteSeed(t testing.TB, name string, seed []byte) string {
 type controlConfig struct {
 	dataDir   string
 	brokerURL string
+	brokerTLS *tls.Config
 	admin     nkeys.KeyPair
 }
 
@@ -109,6 +111,10 @@ func WithDataDir(dir string) Option { return func(c *controlConfig) { c.dataDir 
 // WithBroker makes the control service use the broker at url (see
 // [StartBroker]) instead of embedding one.
 func WithBroker(url string) Option { return func(c *controlConfig) { c.brokerURL = url } }
+
+// WithBrokerTLS makes the control service reach [WithBroker]'s broker
+// with TLS configured by cfg (see [StartTLSBroker] and [ClientTLS]).
+func WithBrokerTLS(cfg *tls.Config) Option { return func(c *controlConfig) { c.brokerTLS = cfg } }
 
 // WithAdminKey makes kp the first admin's key: it is written to the data
 // directory's admin.nk before the first start, where the control service
@@ -136,6 +142,7 @@ func StartControl(t testing.TB, opts ...Option) *controlsvc.Service {
 	svc, err := controlsvc.New(controlsvc.Config{
 		DataDir:   cfg.dataDir,
 		BrokerURL: cfg.brokerURL,
+		BrokerTLS: cfg.brokerTLS,
 		// StartBroker's brokers have no JetStream: no durable audit.
 		Audit:  controlsvc.AuditConfig{NotDurable: cfg.brokerURL != ""},
 		Broker: broker.Config{Listen: "127.0.0.1:0", PingInterval: PingInterval},

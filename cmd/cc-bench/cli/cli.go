@@ -34,6 +34,10 @@ type globals struct {
 	key     string
 	json    bool
 	timeout time.Duration
+	// TLS to the broker: a CA to verify it, a client certificate, or
+	// plain text to an address off this host, allowed explicitly.
+	tlsCA, tlsCert, tlsKey string
+	allowPlaintext         bool
 }
 
 // env is what a command runs with.
@@ -74,7 +78,8 @@ func Run(args []string, stdout, stderr io.Writer) int {
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer, getenv func(string) string) int {
 	e := &env{ctx: ctx, stdout: stdout, stderr: stderr, getenv: getenv}
-	e.g = globals{server: getenv("CC_SERVER"), key: getenv("CC_KEY"), timeout: 5 * time.Second}
+	e.g = globals{server: getenv("CC_SERVER"), key: getenv("CC_KEY"), timeout: 5 * time.Second,
+		tlsCA: getenv("CC_TLS_CA"), tlsCert: getenv("CC_TLS_CERT"), tlsKey: getenv("CC_TLS_KEY"), allowPlaintext: getenv("CC_ALLOW_PLAINTEXT") != ""}
 	if e.g.server == "" {
 		e.g.server = DefaultServer
 	}

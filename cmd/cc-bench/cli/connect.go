@@ -11,6 +11,7 @@ import (
 
 	"github.com/commandcontrol/commandcontrol/bench"
 	"github.com/commandcontrol/commandcontrol/fleet"
+	"github.com/commandcontrol/commandcontrol/internal/natstls"
 )
 
 // connect opens the operator connection the global flags describe.
@@ -19,10 +20,26 @@ func (e *env) connect() (*bench.Client, error) {
 		return nil, errors.New("no operator key: pass --key FILE or set CC_KEY " +
 			"(the control service printed the admin key path at first start, e.g. ./cc-data/admin.nk)")
 	}
-	c, err := bench.Connect(e.g.server, bench.WithSeedFile(e.g.key), bench.WithConnectTimeout(e.g.timeout))
+	opts := []bench.Option{bench.WithSeedFile(e.g.key), bench.WithConnectTimeout(e.g.timeout)}
+	if e.g.tlsCA != "" {
+		opts = append(opts, bench.WithTLSCA(e.g.tlsCA))
+	}
+	if e.g.tlsCert != "" || e.g.tlsKey != "" {
+		opts = append(opts, bench.WithClientCert(e.g.tlsCert, e.g.tlsKey))
+	}
+	if e.g.allowPlaintext {
+		opts = append(opts, bench.WithPlaintext())
+	}
+	c, err := bench.Connect(e.g.server, opts...)
+	var te *natstls.Error
 	switch {
 	case err == nil:
 		return c, nil
+	case errors.As(err, &te):
+		// The SDK's advice names its options; a user of cc-bench needs
+		// the flags.
+		te.Names = cliTLSNames
+		return nil, te
 	case errors.Is(err, os.ErrNotExist):
 		return nil, fmt.Errorf("operator key file %s does not exist: pass --key FILE or set CC_KEY "+
 			"(the control service printed the admin key path at first start, e.g. ./cc-data/admin.nk)", e.g.key)
@@ -38,6 +55,9 @@ func (e *env) connect() (*bench.Client, error) {
 	}
 	return nil, err
 }
+
+// cliTLSNames spell the TLS settings in cc-bench's errors.
+var cliTLSNames = natstls.Names{CA: "--tls-ca FILE (or CC_TLS_CA)", Cert: "--tls-cert FILE --tls-key FILE", Plaintext: "--allow-plaintext"}
 
 // publicKeyOf returns the public key of the seed in file, or a placeholder.
 func publicKeyOf(file string) string {

@@ -43,6 +43,19 @@ func (e *env) flagSet(name string, except ...string) *flagSet {
 	add("server", func() { fs.StringVar(&e.g.server, "server", e.g.server, "broker `URL` (env CC_SERVER)") })
 	add("key", func() { fs.StringVar(&e.g.key, "key", e.g.key, "the operator's nkey seed `FILE` (env CC_KEY)") })
 	add("json", func() { fs.BoolVar(&e.g.json, "json", e.g.json, "print JSON Lines, one object per line") })
+	add("tls-ca", func() {
+		fs.StringVar(&e.g.tlsCA, "tls-ca", e.g.tlsCA, "verify the broker against the CA certificate in PEM `FILE`; turns TLS on (env CC_TLS_CA)")
+	})
+	add("tls-cert", func() {
+		fs.StringVar(&e.g.tlsCert, "tls-cert", e.g.tlsCert, "client certificate PEM `FILE`, for a broker that requires mutual TLS (env CC_TLS_CERT)")
+	})
+	add("tls-key", func() {
+		fs.StringVar(&e.g.tlsKey, "tls-key", e.g.tlsKey, "private key PEM `FILE` of --tls-cert (env CC_TLS_KEY)")
+	})
+	add("allow-plaintext", func() {
+		fs.BoolVar(&e.g.allowPlaintext, "allow-plaintext", e.g.allowPlaintext,
+			"allow plain text to a broker not on this host, on a network you trust (env CC_ALLOW_PLAINTEXT=1)")
+	})
 	add("timeout", func() {
 		fs.DurationVar(&e.g.timeout, "timeout", e.g.timeout, "wait at most `D` for replies, e.g. 10s")
 	})
