@@ -122,7 +122,7 @@ func Connect(url string, opts ...Option) (*Client, error) {
 		return nil, cfg.seedErr
 	}
 	hub := &errHub{}
-	nopts := []nats.Option{nats.Name(cfg.name), nats.Timeout(cfg.timeout), nats.ErrorHandler(hub.handler)}
+	nopts := []nats.Option{nats.Name(cfg.name), nats.Timeout(cfg.timeout), nats.ErrorHandler(hub.handler), nats.DisconnectErrHandler(hub.disconnected)}
 	var key string
 	if len(cfg.seed) > 0 {
 		kp, err := nkeys.FromSeed([]byte(strings.TrimSpace(string(cfg.seed))))
