@@ -319,7 +319,7 @@ func (w *watcher) lostReason() string {
 
 func (w *watcher) closedErr() error {
 	if err := w.c.nc.LastError(); err != nil {
-		return fmt.Errorf("watch: %w (%v): start the watch again once the broker accepts this key", nats.ErrConnectionClosed, err)
+		return fmt.Errorf("watch: %w (%v): start the watch again (if the broker refuses the key, is it still registered as an operator?)", nats.ErrConnectionClosed, err)
 	}
 	return fmt.Errorf("watch: %w: start the watch again", nats.ErrConnectionClosed)
 }

@@ -222,6 +222,37 @@ func TestWatchCommandResyncs(t *testing.T) {
 	}
 }
 
+// TestWatchCommandExitsWhenRefused: the watching operator is removed; the
+// broker closes its connection and refuses it back, and the watch exits
+// with status 1 saying why, instead of waiting for ever.
+func TestWatchCommandExitsWhenRefused(t *testing.T) {
+	f := startFleet(t)
+	env := map[string]string{"CC_SERVER": f.url, "CC_KEY": f.viewerKey}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	out := &stacktest.Buffer{}
+	type result struct {
+		stderr string
+		code   int
+	}
+	done := make(chan result, 1)
+	go func() {
+		_, stderr, code := ccCtx(ctx, t, env, out, "watch")
+		done <- result{stderr, code}
+	}()
+	waitFor(t, out, "-- 0 online")
+	if _, stderr, code := cc(t, f.env(), "operators", "rm", "viewer"); code != exitOK {
+		t.Fatalf("operators rm: exit %d: %s", code, stderr)
+	}
+	r := <-done
+	if r.code != exitFailure || !strings.Contains(r.stderr, "start the watch again") {
+		t.Errorf("exit %d, stderr %q; want 1 and how to go on", r.code, r.stderr)
+	}
+	if !strings.Contains(out.String(), "stale: ") {
+		t.Errorf("the watch did not say it was stale before exiting:\n%s", out.String())
+	}
+}
+
 // staleRe matches the reason of a stale record, which names the error the
 // connection saw (EOF, a reset).
 var staleRe = regexp.MustCompile(`(stale: |"reason":")connection to the broker lost[^\n"]*`)
