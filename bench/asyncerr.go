@@ -13,6 +13,29 @@ import (
 type errHub struct {
 	mu   sync.Mutex
 	subs map[chan error]struct{}
+	// lost is why the connection last dropped (nil: never, or no reason).
+	lost error
+}
+
+// disconnected records why the connection dropped, for a watch to tell.
+func (h *errHub) disconnected(_ *nats.Conn, err error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.lost = err
+}
+
+// takeLost returns why the connection last dropped, or nil, and forgets
+// it. (The handler runs on nats.go's callback goroutine and may come late:
+// then the drop is reported without its reason.)
+func (h *errHub) takeLost() error {
+	if h == nil {
+		return nil
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	err := h.lost
+	h.lost = nil
+	return err
 }
 
 func (h *errHub) handler(_ *nats.Conn, _ *nats.Subscription, err error) {

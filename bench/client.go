@@ -167,7 +167,8 @@ func Connect(url string, opts ...Option) (*Client, error) {
 		return nil, err
 	}
 	hub := &errHub{}
-	nopts := append([]nats.Option{nats.Name(cfg.name), nats.Timeout(cfg.timeout), nats.ErrorHandler(hub.handler)},
+	nopts := append([]nats.Option{nats.Name(cfg.name), nats.Timeout(cfg.timeout), nats.ErrorHandler(hub.handler),
+		nats.DisconnectErrHandler(hub.disconnected)},
 		conn.Options(nil, cfg.timeout)...)
 	var key string
 	if len(cfg.seed) > 0 {

@@ -31,7 +31,9 @@
 //
 // [Client.Watch] delivers the current list first, then live joined / left
 // events, without a gap: it subscribes to the events before it asks for the
-// snapshot and drops the events the snapshot already contains.
+// snapshot and drops the events the snapshot already contains. When it may
+// have missed events (a jump in their sequence numbers, a reconnection, events
+// dropped) it says so and resynchronises from a fresh snapshot.
 //
 // # Selectors and filters
 //

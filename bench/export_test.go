@@ -9,3 +9,11 @@ func SetFirstResend(d time.Duration) (restore func()) {
 	resendFirstMax = d
 	return func() { resendFirstMax = old }
 }
+
+// SetWatchPendingBytes sets how many bytes of events a watch holds unread
+// before it drops them, and returns a function that restores it.
+func SetWatchPendingBytes(n int) (restore func()) {
+	old := watchPendingBytes
+	watchPendingBytes = n
+	return func() { watchPendingBytes = old }
+}

@@ -12,17 +12,6 @@ import (
 	"github.com/commandcontrol/commandcontrol/fleet"
 )
 
-// Event names [Client.Watch] adds to the live [fleet.EventJoined] and
-// [fleet.EventLeft].
-const (
-	// EventPresent marks a machine that was ONLINE when the watch started
-	// (from the presence snapshot); its Time is when it came online.
-	EventPresent = "present"
-	// EventSynced follows the last EventPresent: the current list is
-	// complete and live events follow. It names no machine.
-	EventSynced = "synced"
-)
-
 // Snapshot asks the control service who is ONLINE now. A large fleet's
 // list arrives in parts ([fleet.PresenceSnapshot.Parts]); Snapshot
 // gathers them into one.
@@ -75,63 +64,4 @@ func (c *Client) Servers(ctx context.Context, sel Selector) ([]fleet.Server, err
 		return nil, err
 	}
 	return sel.Filter(snap.Servers), nil
-}
-
-// Watch calls fn with the current list of ONLINE machines, then with every
-// presence change until ctx ends: first one [EventPresent] per machine
-// (sorted by id), then one [EventSynced], then live [fleet.EventJoined] and
-// [fleet.EventLeft] events in order. Nothing is missed or repeated between
-// the list and the live events: Watch subscribes to the events before it
-// asks for the snapshot and drops the events the snapshot already holds.
-//
-// fn runs on Watch's goroutine; a slow fn delays, but does not lose, events
-// (up to the subscription's buffer, after which Watch fails rather than
-// skip). Watch returns ctx.Err() when ctx ends, or the error that stopped it.
-func (c *Client) Watch(ctx context.Context, fn func(fleet.PresenceEvent)) error {
-	sub, err := c.nc.SubscribeSync(fleet.PresenceEventsWildcard)
-	if err != nil {
-		return fmt.Errorf("watch: subscribe to presence events: %w", err)
-	}
-	defer func() { _ = sub.Unsubscribe() }()
-	_ = sub.SetPendingLimits(-1, 256<<20)
-	fctx, cancel := withTimeout(ctx)
-	err = c.nc.FlushWithContext(fctx)
-	cancel()
-	if err != nil {
-		return fmt.Errorf("watch: %w", err)
-	}
-	snap, err := c.Snapshot(ctx)
-	if err != nil {
-		return fmt.Errorf("watch: %w", err)
-	}
-	servers := append([]fleet.Server(nil), snap.Servers...)
-	sort.Slice(servers, func(i, j int) bool { return servers[i].Machine < servers[j].Machine })
-	for _, s := range servers {
-		fn(fleet.PresenceEvent{Event: EventPresent, Machine: s.Machine, Labels: s.Labels, Time: s.Since, Seq: snap.Seq})
-	}
-	fn(fleet.PresenceEvent{Event: EventSynced, Time: snap.Time, Seq: snap.Seq})
-	return watchLive(ctx, sub, snap.Seq, fn)
-}
-
-func watchLive(ctx context.Context, sub *nats.Subscription, after uint64, fn func(fleet.PresenceEvent)) error {
-	for {
-		msg, err := sub.NextMsgWithContext(ctx)
-		if err != nil {
-			if ctx.Err() != nil {
-				return ctx.Err()
-			}
-			if errors.Is(err, nats.ErrSlowConsumer) {
-				return fmt.Errorf("watch: presence events were dropped (the handler is too slow): %w", err)
-			}
-			return fmt.Errorf("watch: %w", err)
-		}
-		var ev fleet.PresenceEvent
-		if err := json.Unmarshal(msg.Data, &ev); err != nil || ev.Machine == "" {
-			continue // not an event we understand; a newer control service?
-		}
-		if ev.Seq <= after {
-			continue // already folded into the snapshot
-		}
-		fn(ev)
-	}
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"reflect"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -168,5 +169,93 @@ func TestWatchManyEventsInOrder(t *testing.T) {
 	}
 	if len(got) > n {
 		t.Logf("%d events for %d joins: some machines flapped (reasons are in the left events)", len(got), n)
+	}
+}
+
+// TestWatchResyncsAfterDroppingEvents: fn stalls while 30 machines join,
+// and the watch's buffer holds fewer of their events than that, so some
+// are dropped. The watch says so, resynchronises, and holds all 30.
+func TestWatchResyncsAfterDroppingEvents(t *testing.T) {
+	defer bench.SetWatchPendingBytes(2048)()
+	f := startFleet(t)
+	const n = 30
+	agents := make([]*agent.Agent, n)
+	for i := range agents {
+		id := fmt.Sprintf("10.0.1.%d_m", i)
+		stacktest.RegisterMachine(t, f.Svc, id, nil)
+		agents[i] = stacktest.NewAgent(t, f.Svc, id)
+	}
+	c := f.connect(f.Viewer)
+	ctx, cancel := context.WithCancel(testCtx(t))
+	online := map[string]bool{}
+	var resyncs []string
+	started := false
+	err := c.Watch(ctx, func(ev fleet.PresenceEvent) {
+		switch ev.Event {
+		case bench.EventPresent, fleet.EventJoined:
+			online[ev.Machine] = true
+		case fleet.EventLeft:
+			delete(online, ev.Machine)
+		case bench.EventResync:
+			resyncs = append(resyncs, ev.Reason)
+		case bench.EventSynced:
+			if !started { // stall: every machine joins before fn returns
+				started = true
+				for _, a := range agents {
+					stacktest.RunAgent(t, f.Svc, a)
+				}
+			} else if len(online) == n {
+				cancel()
+			}
+		}
+	})
+	if !errors.Is(err, context.Canceled) {
+		t.Fatalf("Watch returned %v after resyncs %q, holding %d online; want it to resync and hold %d", err, resyncs, len(online), n)
+	}
+	if len(resyncs) == 0 || !strings.HasPrefix(resyncs[0], "events dropped") {
+		t.Errorf("resyncs %q, want one for dropped events", resyncs)
+	}
+}
+
+// TestWatchResyncsOnSequenceGap: the control service restarts (numbering
+// its events well above the old run's) while the watcher stays connected
+// and a machine leaves; the watcher sees the jump and resynchronises.
+func TestWatchResyncsOnSequenceGap(t *testing.T) {
+	data := t.TempDir()
+	b := stacktest.StartBroker(t, data)
+	svc := stacktest.StartControl(t, stacktest.WithDataDir(data), stacktest.WithBroker(b.ClientURL()))
+	stay := stacktest.StartAgent(t, svc, "10.0.0.1_stay", nil)
+	gone := stacktest.StartAgent(t, svc, "10.0.0.2_gone", nil)
+	c, err := bench.Connect(b.ClientURL(), bench.WithSeed(stacktest.AdminSeed(t, svc)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	ctx, cancel := context.WithCancel(testCtx(t))
+	var got []string
+	restarted := false
+	err = c.Watch(ctx, func(ev fleet.PresenceEvent) {
+		got = append(got, strings.Join(strings.Fields(ev.Event+" "+ev.Machine+" "+ev.Reason), " "))
+		switch {
+		case ev.Event == bench.EventSynced && !restarted:
+			restarted = true
+			svc.Close()
+			gone.Close()
+			stacktest.StartControl(t, stacktest.WithDataDir(data), stacktest.WithBroker(b.ClientURL()))
+		case ev.Event == bench.EventSynced:
+			cancel()
+		}
+	})
+	if !errors.Is(err, context.Canceled) {
+		t.Fatalf("Watch returned %v", err)
+	}
+	want := []string{"present " + stay.MachineID(), "present " + gone.MachineID(), "synced",
+		"resync sequence gap", "left " + gone.MachineID() + " " + bench.FoundByResync, "synced"}
+	if len(got) != len(want) || !strings.HasPrefix(got[3], want[3]) {
+		t.Fatalf("events:\n got %q\nwant %q", got, want)
+	}
+	got[3] = want[3]
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("events:\n got %q\nwant %q", got, want)
 	}
 }

@@ -3,6 +3,7 @@ package e2e
 import (
 	"context"
 	"net"
+	"sync"
 	"testing"
 	"time"
 
@@ -56,6 +57,7 @@ func startWatch(t *testing.T, url, seedFile string) *eventLog {
 	ctx, cancel := context.WithCancel(context.Background())
 	w := &eventLog{}
 	synced := make(chan struct{})
+	var once sync.Once
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
@@ -63,8 +65,8 @@ func startWatch(t *testing.T, url, seedFile string) *eventLog {
 			w.mu.Lock()
 			w.evs = append(w.evs, ev)
 			w.mu.Unlock()
-			if ev.Event == bench.EventSynced {
-				close(synced)
+			if ev.Event == bench.EventSynced { // again after each resync
+				once.Do(func() { close(synced) })
 			}
 		})
 	}()

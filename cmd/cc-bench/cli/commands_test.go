@@ -5,12 +5,14 @@ import (
 	"encoding/json"
 	"os"
 	"reflect"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/nats-io/nkeys"
 
+	"github.com/commandcontrol/commandcontrol/agent"
 	"github.com/commandcontrol/commandcontrol/agent/functions"
 	"github.com/commandcontrol/commandcontrol/fleet"
 	"github.com/commandcontrol/commandcontrol/internal/stacktest"
@@ -167,6 +169,103 @@ func TestWatchCommand(t *testing.T) {
 		// both are a clean stop of the agent.
 		golden(t, name, strings.ReplaceAll(out.String(), "Read Error", "Client Closed"))
 		joinLeave()
+	}
+}
+
+// TestWatchCommandResyncs: the watch's connection is cut and kept from
+// coming back (a proxy in front of the broker holds it) while one machine
+// leaves and another joins. The watch says it is stale, then, reconnected,
+// that it resyncs, and shows both changes.
+func TestWatchCommandResyncs(t *testing.T) {
+	f := startFleet(t)
+	web := map[string]string{"role": "web"}
+	f.agent("10.0.0.2_db01", map[string]string{"role": "db"})
+	stacktest.RegisterMachine(t, f.svc, "10.0.0.1_web01", web)
+	stacktest.RegisterMachine(t, f.svc, "10.0.0.3_web02", web)
+	start := func(id string) *agent.Agent {
+		a := stacktest.NewAgent(t, f.svc, id)
+		stacktest.RunAgent(t, f.svc, a)
+		return a
+	}
+	leaver, joiner := start("10.0.0.1_web01"), "10.0.0.3_web02"
+	for _, tt := range []struct {
+		name string
+		args []string
+	}{{"watch_resync", []string{"watch"}}, {"watch_resync_json", []string{"watch", "--json"}}} {
+		proxy := stacktest.StartProxy(t, f.url)
+		env := f.env()
+		env["CC_SERVER"] = proxy.URL()
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		out := &stacktest.Buffer{}
+		done := make(chan int)
+		go func() {
+			_, _, code := ccCtx(ctx, t, env, out, tt.args...)
+			done <- code
+		}()
+		waitFor(t, out, "-- 2 online", `"event":"synced"`)
+		proxy.HoldNew()
+		proxy.Cut()
+		waitFor(t, out, "stale: ", `"event":"stale"`)
+		leaver.Close()
+		stacktest.WaitOffline(t, f.svc, leaver.MachineID())
+		joined := start(joiner)
+		proxy.Resume()
+		waitUntil(t, out, func(s string) bool {
+			return strings.Contains(s, "online after the resync") || strings.Count(s, `"event":"synced"`) == 2
+		})
+		cancel()
+		if code := <-done; code != exitOK {
+			t.Errorf("%q: exit %d after Ctrl-C", tt.args, code)
+		}
+		golden(t, tt.name, staleRe.ReplaceAllString(out.String(), "${1}connection to the broker lost (REASON); reconnecting"))
+		leaver, joiner = joined, leaver.MachineID()
+	}
+}
+
+// TestWatchCommandExitsWhenRefused: the watching operator is removed; the
+// broker closes its connection and refuses it back, and the watch exits
+// with status 1 saying why, instead of waiting for ever.
+func TestWatchCommandExitsWhenRefused(t *testing.T) {
+	f := startFleet(t)
+	env := map[string]string{"CC_SERVER": f.url, "CC_KEY": f.viewerKey}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	out := &stacktest.Buffer{}
+	type result struct {
+		stderr string
+		code   int
+	}
+	done := make(chan result, 1)
+	go func() {
+		_, stderr, code := ccCtx(ctx, t, env, out, "watch")
+		done <- result{stderr, code}
+	}()
+	waitFor(t, out, "-- 0 online")
+	if _, stderr, code := cc(t, f.env(), "operators", "rm", "viewer"); code != exitOK {
+		t.Fatalf("operators rm: exit %d: %s", code, stderr)
+	}
+	r := <-done
+	if r.code != exitFailure || !strings.Contains(r.stderr, "start the watch again") {
+		t.Errorf("exit %d, stderr %q; want 1 and how to go on", r.code, r.stderr)
+	}
+	if !strings.Contains(out.String(), "stale: ") {
+		t.Errorf("the watch did not say it was stale before exiting:\n%s", out.String())
+	}
+}
+
+// staleRe matches the reason of a stale record, which names the error the
+// connection saw (EOF, a reset).
+var staleRe = regexp.MustCompile(`(stale: |"reason":")connection to the broker lost[^\n"]*`)
+
+// waitUntil waits until cond holds for out.
+func waitUntil(t *testing.T, out *stacktest.Buffer, cond func(string) bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond(out.String()) {
+		if time.Now().After(deadline) {
+			t.Fatalf("output never got there:\n%s", out.String())
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 }
 

@@ -14,13 +14,14 @@ import (
 	"github.com/commandcontrol/commandcontrol/internal/natstls"
 )
 
-// connect opens the operator connection the global flags describe.
-func (e *env) connect() (*bench.Client, error) {
+// connect opens the operator connection the global flags describe, with
+// extra options.
+func (e *env) connect(extra ...bench.Option) (*bench.Client, error) {
 	if e.g.key == "" {
 		return nil, errors.New("no operator key: pass --key FILE or set CC_KEY " +
 			"(the control service printed the admin key path at first start, e.g. ./cc-data/admin.nk)")
 	}
-	opts := []bench.Option{bench.WithSeedFile(e.g.key), bench.WithConnectTimeout(e.g.timeout)}
+	opts := append([]bench.Option{bench.WithSeedFile(e.g.key), bench.WithConnectTimeout(e.g.timeout)}, extra...)
 	if e.g.tlsCA != "" {
 		opts = append(opts, bench.WithTLSCA(e.g.tlsCA))
 	}

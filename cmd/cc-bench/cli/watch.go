@@ -5,6 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go"
 
 	"github.com/commandcontrol/commandcontrol/bench"
 	"github.com/commandcontrol/commandcontrol/fleet"
@@ -16,10 +19,29 @@ var watchHelp = help{
 online ("joined") or goes offline ("left"), until Ctrl-C. Nothing is missed
 between the list and the live events.
 
+When the watch may have missed events — its connection to the broker was
+lost and re-established (a broker restart, credentials renewed, the process
+stopped for a while), the events' numbers jump, or it fell behind — it says
+so ("resync" and why), reads a fresh list and shows what changed meanwhile
+as joined or left "(found by resync)". While the connection is down it
+says "stale" and keeps reconnecting; it exits (status 1) only when the
+broker refuses the key.
+
 --json prints one object per line: {"event", "machine", "labels", "time",
-"seq", "reason"}; the event is present, joined or left.`,
+"seq", "reason"} for present, joined and left; {"event", "time", "seq",
+"online"} for synced (the list is complete, at the start and after each
+resync); {"event", "time", "seq", "reason"} for stale and resync.`,
 	examples: `cc-bench watch
 cc-bench watch --where role=web --json | jq -c 'select(.event == "left")'`,
+}
+
+// watchNote is the JSON record of a watch event that names no machine.
+type watchNote struct {
+	Event  string    `json:"event"`
+	Time   time.Time `json:"time"`
+	Seq    uint64    `json:"seq"`
+	Online *int      `json:"online,omitempty"`
+	Reason string    `json:"reason,omitempty"`
 }
 
 func runWatch(e *env, args []string) error {
@@ -36,28 +58,33 @@ func runWatch(e *env, args []string) error {
 	if err != nil {
 		return err
 	}
-	c, err := e.connect()
+	// A watch runs for hours: it reconnects for as long as it takes
+	// (nats.go still gives up when the broker refuses the key).
+	c, err := e.connect(bench.WithNATSOptions(nats.MaxReconnects(-1)))
 	if err != nil {
 		return err
 	}
 	defer c.Close()
-	online := 0
+	shown := map[string]bool{} // the selected machines ONLINE
+	resynced := false
 	var werr error
 	err = c.Watch(e.ctx, func(ev fleet.PresenceEvent) {
 		if werr != nil {
 			return
 		}
-		if ev.Event == bench.EventSynced {
-			if !e.g.json {
-				_, werr = fmt.Fprintf(e.stdout, "-- %d online; watching for changes (Ctrl-C to stop)\n", online)
-			}
+		switch ev.Event {
+		case bench.EventSynced, bench.EventStale, bench.EventResync:
+			werr = watchNoteOut(e, ev, len(shown), resynced)
+			resynced = resynced || ev.Event == bench.EventResync
 			return
 		}
 		if !sel.Match(ev.Machine, ev.Labels) {
 			return
 		}
-		if ev.Event == bench.EventPresent {
-			online++
+		if ev.Event == fleet.EventLeft {
+			delete(shown, ev.Machine)
+		} else {
+			shown[ev.Machine] = true
 		}
 		if e.g.json {
 			werr = jsonLine(e.stdout, ev)
@@ -70,6 +97,30 @@ func runWatch(e *env, args []string) error {
 	}
 	if errors.Is(err, context.Canceled) {
 		return nil // Ctrl-C
+	}
+	return err
+}
+
+// watchNoteOut prints a synced, stale or resync event; online is how many
+// selected machines are ONLINE, resynced whether a resync came before.
+func watchNoteOut(e *env, ev fleet.PresenceEvent, online int, resynced bool) error {
+	if e.g.json {
+		n := watchNote{Event: ev.Event, Time: ev.Time, Seq: ev.Seq, Reason: ev.Reason}
+		if ev.Event == bench.EventSynced {
+			n.Online = &online
+		}
+		return jsonLine(e.stdout, n)
+	}
+	var err error
+	switch {
+	case ev.Event == bench.EventStale:
+		_, err = fmt.Fprintf(e.stdout, "-- %s  stale: %s\n", timeText(ev.Time), ev.Reason)
+	case ev.Event == bench.EventResync:
+		_, err = fmt.Fprintf(e.stdout, "-- %s  resync: %s; reading the list again\n", timeText(ev.Time), ev.Reason)
+	case resynced:
+		_, err = fmt.Fprintf(e.stdout, "-- %d online after the resync; watching for changes (Ctrl-C to stop)\n", online)
+	default:
+		_, err = fmt.Fprintf(e.stdout, "-- %d online; watching for changes (Ctrl-C to stop)\n", online)
 	}
 	return err
 }
