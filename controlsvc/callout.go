@@ -303,7 +303,11 @@ func (c *callout) granted(kind, who string) {
 	}
 }
 
+// refuse logs, counts and audits a refused connection. who and key are
+// what the client presented, unchecked: they are cut to
+// fleet.AuditMaxClientText bytes before they are kept anywhere.
 func (c *callout) refuse(kind, who, key, ip, reason string) error {
+	who, key = boundClientText(who), boundClientText(key)
 	c.log.Warn("connection refused", "kind", kind, "name", who, "ip", ip, "reason", reason)
 	if c.onRefuse != nil {
 		c.onRefuse(kind, who, ip, reason)
@@ -356,7 +360,7 @@ func verifyNonce(key, nonce, sig string) error {
 	}
 	kp, err := nkeys.FromPublicKey(key)
 	if err != nil || !nkeys.IsValidPublicUserKey(key) {
-		return fmt.Errorf("presented key %q is not a user nkey", key)
+		return fmt.Errorf("presented key %q is not a user nkey", boundClientText(key))
 	}
 	raw, err := base64.RawURLEncoding.DecodeString(sig)
 	if err != nil {
