@@ -49,7 +49,7 @@ func runWatch(e *env, args []string) error {
 		}
 		if ev.Event == bench.EventSynced {
 			if !e.g.json {
-				_, werr = fmt.Fprintf(e.stdout, "-- %d online; watching for changes (Ctrl-C to stop)\n", online)
+				werr = printf(e.stdout, "-- %d online; watching for changes (Ctrl-C to stop)\n", online)
 			}
 			return
 		}
@@ -63,7 +63,7 @@ func runWatch(e *env, args []string) error {
 			werr = jsonLine(e.stdout, ev)
 			return
 		}
-		_, werr = fmt.Fprintln(e.stdout, eventText(ev))
+		werr = printf(e.stdout, "%s\n", eventText(ev))
 	})
 	if werr != nil {
 		return werr
