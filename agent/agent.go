@@ -301,7 +301,10 @@ func (a *Agent) natsOptions() []nats.Option {
 			}
 		}),
 		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
-			if err != nil {
+			switch {
+			case errors.Is(err, nats.ErrAuthExpired):
+				a.log.Info("credentials expired; authorising again")
+			case err != nil:
 				a.log.Warn("disconnected", "error", err)
 			}
 		}),
@@ -341,6 +344,12 @@ func (a *Agent) ReconnectWindow() time.Duration { return time.Duration(a.window.
 // connectError logs why the broker refused us, with what to do about it,
 // at most every 30 seconds.
 func (a *Agent) connectError(err error) {
+	if errors.Is(err, nats.ErrAuthExpired) {
+		// Routine (cc-control --user-ttl, --site-user-ttl): the client
+		// authorises again. Not a refusal, and it must not hold back the
+		// message of a real one that may follow.
+		return
+	}
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	now := a.share.now()

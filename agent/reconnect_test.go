@@ -1,8 +1,14 @@
 package agent
 
 import (
+	"bytes"
+	"log/slog"
+	"strings"
 	"testing"
 	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nkeys"
 )
 
 // TestReconnectDelay: the first attempt falls anywhere in the fleet's
@@ -33,5 +39,29 @@ func TestReconnectDelay(t *testing.T) {
 				t.Fatalf("window %s attempt %d: %s outside [%s, %s]", tt.window, n, d, full/2, full)
 			}
 		}
+	}
+}
+
+// TestExpiryIsNotARefusal: credentials expire routinely (cc-control
+// --user-ttl, --site-user-ttl) and the agent authorises again. That is no
+// refusal, and it must not use up the 30-second allowance of the
+// refusal message: a machine removed meanwhile is refused right after,
+// and that refusal, with what to do, is logged.
+func TestExpiryIsNotARefusal(t *testing.T) {
+	var log bytes.Buffer
+	kp, _ := nkeys.CreateUser()
+	at := time.Date(2040, 1, 2, 3, 4, 5, 0, time.UTC)
+	a, err := New(Config{Key: kp, MachineID: "10.0.0.5_web01", Now: func() time.Time { return at },
+		Logger: slog.New(slog.NewTextHandler(&log, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	a.connectError(nats.ErrAuthExpired)
+	if log.Len() != 0 {
+		t.Errorf("an expiry was logged as a problem: %s", log.String())
+	}
+	a.connectError(nats.ErrAuthorization)
+	if !strings.Contains(log.String(), "the broker refused this machine") {
+		t.Errorf("the refusal after an expiry was not logged: %q", log.String())
 	}
 }

@@ -57,6 +57,13 @@ type callout struct {
 	onAudit func(kind, who, key, ip, reason string)
 	// limit bounds each machine's connections (nil: no bound).
 	limit *connLimiter
+	// siteTTL, when above 0 and below ttl, is the lifetime of credentials
+	// for connections at a broker that is not the hub's; hub says which
+	// broker that is (see sitettl.go).
+	siteTTL time.Duration
+	hub     func() (id, cluster string)
+	// issued, when set, sees every user JWT before it is signed (tests).
+	issued func(req *jwt.AuthorizationRequestClaims, uc *jwt.UserClaims)
 }
 
 // clock returns now, or time.Now when it is nil.
@@ -99,6 +106,9 @@ func (c *callout) init() error {
 func (c *callout) subscribe(nc *nats.Conn) (*nats.Subscription, func(), error) {
 	if err := c.init(); err != nil {
 		return nil, nil, err
+	}
+	if c.hub == nil {
+		c.hub = hubServer(nc)
 	}
 	q := newLIFO(1 << 16)
 	sub, err := nc.QueueSubscribe(AuthCalloutSubject, "cc-control", q.push)
@@ -228,6 +238,9 @@ func (c *callout) authorize(data []byte, serverXKey string) ([]byte, error) {
 	resp := jwt.NewAuthorizationResponseClaims(req.UserNkey)
 	resp.Audience = req.Server.ID
 	uc, err := c.decide(req)
+	if err == nil && c.issued != nil {
+		c.issued(req, uc)
+	}
 	if err != nil {
 		resp.Error = err.Error()
 	} else if resp.Jwt, err = uc.Encode(c.signer); err != nil {
@@ -293,7 +306,7 @@ func (c *callout) userClaims(req *jwt.AuthorizationRequestClaims, name string) *
 	uc := jwt.NewUserClaims(req.UserNkey)
 	uc.Audience = broker.FleetAccount
 	uc.Name = name
-	uc.Expires = c.clock().Add(c.ttl).Unix()
+	uc.Expires = c.clock().Add(c.userTTL(req.Server)).Unix()
 	return uc
 }
 
@@ -303,7 +316,11 @@ func (c *callout) granted(kind, who string) {
 	}
 }
 
+// refuse logs, counts and audits a refused connection. who and key are
+// what the client presented, unchecked: they are cut to
+// fleet.AuditMaxClientText bytes before they are kept anywhere.
 func (c *callout) refuse(kind, who, key, ip, reason string) error {
+	who, key = boundClientText(who), boundClientText(key)
 	c.log.Warn("connection refused", "kind", kind, "name", who, "ip", ip, "reason", reason)
 	if c.onRefuse != nil {
 		c.onRefuse(kind, who, ip, reason)
@@ -356,7 +373,7 @@ func verifyNonce(key, nonce, sig string) error {
 	}
 	kp, err := nkeys.FromPublicKey(key)
 	if err != nil || !nkeys.IsValidPublicUserKey(key) {
-		return fmt.Errorf("presented key %q is not a user nkey", key)
+		return fmt.Errorf("presented key %q is not a user nkey", boundClientText(key))
 	}
 	raw, err := base64.RawURLEncoding.DecodeString(sig)
 	if err != nil {

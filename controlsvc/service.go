@@ -64,6 +64,11 @@ type Config struct {
 	// UserTTL is how long an issued user JWT lives; the client then
 	// re-authorises transparently.
 	UserTTL time.Duration
+	// SiteUserTTL is how long a user JWT lives when it is issued for a
+	// connection at a remote site's broker (a leaf node of the hub): a
+	// removal at a site cut off from the hub takes effect when it expires
+	// (see sitettl.go). Default DefaultSiteUserTTL; at most UserTTL.
+	SiteUserTTL time.Duration
 	// MaxAgentConnections bounds the connections one machine's key may
 	// hold at once (default DefaultMaxAgentConnections; negative: no
 	// bound).
@@ -143,6 +148,10 @@ func New(cfg Config) (*Service, error) {
 	if cfg.UserTTL <= 0 {
 		cfg.UserTTL = DefaultUserTTL
 	}
+	if cfg.SiteUserTTL <= 0 {
+		cfg.SiteUserTTL = DefaultSiteUserTTL
+	}
+	cfg.SiteUserTTL = min(cfg.SiteUserTTL, cfg.UserTTL)
 	if cfg.ResyncInterval <= 0 {
 		cfg.ResyncInterval = DefaultResyncInterval
 	}
@@ -335,7 +344,7 @@ func (s *Service) startServing(ctx context.Context) error {
 	if err := s.watchCalls(); err != nil {
 		return err
 	}
-	co := &callout{keys: s.keys, reg: s.reg, log: s.log.With("component", "callout"), ttl: s.cfg.UserTTL, now: s.cfg.Now, readOnly: s.cfg.ReadOnlyFunctions}
+	co := &callout{keys: s.keys, reg: s.reg, log: s.log.With("component", "callout"), ttl: s.cfg.UserTTL, siteTTL: s.cfg.SiteUserTTL, now: s.cfg.Now, readOnly: s.cfg.ReadOnlyFunctions}
 	co.onGrant, co.onRefuse = s.metrics.granted, s.metrics.refused
 	co.onAudit = s.auditRefused
 	if s.cfg.MaxAgentConnections >= 0 {

@@ -144,4 +144,8 @@ const (
 	AuditMaxArgs     = 4096
 	AuditMaxCallArgs = 1024
 	AuditMaxOutcomes = 500
+	// AuditMaxClientText bounds what a refused connection chose itself
+	// (its name, the key it presented): longer text is cut at a character
+	// boundary and ends in "…(N bytes)", N its whole length.
+	AuditMaxClientText = 128
 )

@@ -29,22 +29,22 @@ import (
 )
 
 type options struct {
-	data, listen, brokerURL     string
-	brokerTLS                   natstls.Config
-	clusterName, clusterListen  string
-	routes, leafListen, monitor string
-	leafSites                   string
-	pingInterval, userTTL       time.Duration
-	reconnectRate               float64
-	maxPingsOut                 int
-	maxAgentConns               int
-	viewerFns                   string
-	localAgent                  bool
-	localAgentID                string
-	functionsDir                string
-	metricsListen, preregister  string
-	audit                       controlsvc.AuditConfig
-	log                         logging.Flags
+	data, listen, brokerURL            string
+	brokerTLS                          natstls.Config
+	clusterName, clusterListen         string
+	routes, leafListen, monitor        string
+	leafSites                          string
+	pingInterval, userTTL, siteUserTTL time.Duration
+	reconnectRate                      float64
+	maxPingsOut                        int
+	maxAgentConns                      int
+	viewerFns                          string
+	localAgent                         bool
+	localAgentID                       string
+	functionsDir                       string
+	metricsListen, preregister         string
+	audit                              controlsvc.AuditConfig
+	log                                logging.Flags
 }
 
 func parseFlags(args []string, stderr io.Writer) (*options, error) {
@@ -92,6 +92,8 @@ Flags:
 	fs.IntVar(&o.maxAgentConns, "max-agent-connections", controlsvc.DefaultMaxAgentConnections,
 		"connections one machine's key may hold at once (its newest connection serves, older ones are closed); a further one is refused and audited; negative: no bound")
 	fs.DurationVar(&o.userTTL, "user-ttl", controlsvc.DefaultUserTTL, "lifetime of issued credentials; clients re-authorise transparently")
+	fs.DurationVar(&o.siteUserTTL, "site-user-ttl", controlsvc.DefaultSiteUserTTL,
+		"lifetime of credentials issued for connections at a remote site's broker (a leaf node of the hub; at most --user-ttl): a removal at a site cut off from the hub takes effect within it, and a site cut off for longer loses its connections until the link returns")
 	fs.StringVar(&o.viewerFns, "viewer-functions", strings.Join(controlsvc.DefaultReadOnlyFunctions, ","), "comma-separated functions the viewer role may call")
 	fs.StringVar(&o.functionsDir, "functions-dir", "", "operators' function definitions (as given to cc-agent --functions-dir): those with role viewer are added to --viewer-functions")
 	fs.BoolVar(&o.localAgent, "local-agent", false, "also run this machine's agent in-process, registered and accepted (key <data>/local-agent.nk)")
@@ -180,6 +182,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			PingInterval: o.pingInterval, MaxPingsOut: o.maxPingsOut,
 		},
 		UserTTL:             o.userTTL,
+		SiteUserTTL:         o.siteUserTTL,
 		MaxAgentConnections: o.maxAgentConns,
 		ReconnectRate:       o.reconnectRate,
 		ReadOnlyFunctions:   viewerFunctions(o, log),

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/commandcontrol/commandcontrol/bench"
+	"github.com/commandcontrol/commandcontrol/controlsvc"
 	"github.com/commandcontrol/commandcontrol/internal/stacktest"
 )
 
@@ -110,6 +111,18 @@ func TestBadFlagsNameTheProblem(t *testing.T) {
 				t.Fatalf("got %q (stderr %q), want it to mention %q", err, stderr.String(), tt.want)
 			}
 		})
+	}
+}
+
+// TestSiteUserTTLFlag: --site-user-ttl defaults to five minutes and is
+// what the control service is given.
+func TestSiteUserTTLFlag(t *testing.T) {
+	o, err := parseFlags(nil, &stacktest.Buffer{})
+	if err != nil || o.siteUserTTL != controlsvc.DefaultSiteUserTTL {
+		t.Fatalf("default: %v %v", o.siteUserTTL, err)
+	}
+	if o, err = parseFlags([]string{"--site-user-ttl", "90s"}, &stacktest.Buffer{}); err != nil || o.siteUserTTL != 90*time.Second {
+		t.Fatalf("--site-user-ttl 90s: %v %v", o.siteUserTTL, err)
 	}
 }
 

@@ -174,7 +174,7 @@ func (o *callOutput) finish(sum *bench.Summary) error {
 	line += fmt.Sprintf(" (took %s)", tookText(sum.Took))
 	if o.e.g.json {
 		if isTerminal(o.e.stderr) {
-			fmt.Fprintln(o.e.stderr, line)
+			_ = printf(o.e.stderr, "%s\n", line)
 		}
 		return nil
 	}
@@ -191,8 +191,7 @@ func (o *callOutput) finish(sum *bench.Summary) error {
 			return err
 		}
 	}
-	_, err := fmt.Fprintln(o.e.stdout, line)
-	return err
+	return printf(o.e.stdout, "%s\n", line)
 }
 
 func statusText(r bench.Reply) string {

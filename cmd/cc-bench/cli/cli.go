@@ -13,6 +13,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/commandcontrol/commandcontrol/internal/termsafe"
 )
 
 // Exit codes.
@@ -168,10 +170,13 @@ func (e *env) fail(err error) int {
 	var ee *exitError
 	if errors.As(err, &ee) {
 		if ee.msg != "" {
-			fmt.Fprintf(e.stderr, "cc-bench: %s\n", ee.msg)
+			_, _ = io.WriteString(e.stderr, "cc-bench: "+termsafe.Text(ee.msg)+"\n")
 		}
 		return ee.code
 	}
-	fmt.Fprintf(e.stderr, "cc-bench: %s\n", explain(err))
+	// An error may span lines (a hint under it) and may quote what a
+	// server or a client sent: its newlines stay, anything else a
+	// terminal would act on is escaped.
+	_, _ = io.WriteString(e.stderr, "cc-bench: "+termsafe.Text(explain(err))+"\n")
 	return exitFailure
 }

@@ -176,7 +176,7 @@ func machinesPending(e *env) error {
 			return err
 		}
 		for _, p := range flagged {
-			fmt.Fprintf(e.stderr, "WARNING: %s was tried with %d different keys: someone other than the machine may be asking.\n"+
+			_ = printf(e.stderr, "WARNING: %s was tried with %d different keys: someone other than the machine may be asking.\n"+
 				"  Check the key on the host (cc-agent --print-key) and accept that one with: cc-bench machines accept %s --pubkey KEY\n",
 				p.ID, len(p.Keys)+p.KeysDropped, p.ID)
 		}
@@ -228,11 +228,11 @@ func machinesAdd(e *env, id, pubkey string, labels []string, replace bool) error
 
 // replacedText says that a change replaced a machine's key, and what
 // became of the old key's connections.
-func replacedText(m *fleet.MachineChange) string {
+func replacedText(m *fleet.MachineChange) lines {
 	if m.ReplacedKey == "" {
 		return ""
 	}
-	return fmt.Sprintf("\nreplaced its key %s: closed %d live connection%s made with the old key", m.ReplacedKey, m.Closed, plural(m.Closed))
+	return lines(fmt.Sprintf("\nreplaced its key %s: closed %d live connection%s made with the old key", m.ReplacedKey, m.Closed, plural(m.Closed)))
 }
 
 func machinesRemove(e *env, id string) error {
@@ -243,8 +243,7 @@ func machinesRemove(e *env, id string) error {
 		if err != nil || e.g.json {
 			return e.done(r, err, "")
 		}
-		_, err = fmt.Fprintf(e.stdout, "removed %s (closed %d live connection%s)\n", id, r.Closed, plural(r.Closed))
-		return err
+		return printf(e.stdout, "removed %s (closed %d live connection%s)\n", id, r.Closed, plural(r.Closed))
 	})
 }
 
@@ -256,8 +255,7 @@ func machinesLabel(e *env, id string, set map[string]string, remove []string) er
 		if err != nil || e.g.json || m == nil {
 			return e.done(m, err, "labelled %s", id)
 		}
-		_, err = fmt.Fprintf(e.stdout, "%s: %s\n", id, labelText(m.Labels))
-		return err
+		return printf(e.stdout, "%s: %s\n", id, labelText(m.Labels))
 	})
 }
 

@@ -1,8 +1,6 @@
 package cli
 
 import (
-	"fmt"
-
 	"github.com/commandcontrol/commandcontrol/bench"
 	"github.com/commandcontrol/commandcontrol/fleet"
 )
@@ -121,7 +119,6 @@ func runWhoAmI(e *env, args []string) error {
 		if err != nil || e.g.json {
 			return e.done(w, err, "")
 		}
-		_, err = fmt.Fprintf(e.stdout, "%s (%s)\nkey %s\nbroker %s\n", w.Operator, w.Role, c.Key(), e.g.server)
-		return err
+		return printf(e.stdout, "%s (%s)\nkey %s\nbroker %s\n", w.Operator, w.Role, c.Key(), e.g.server)
 	})
 }

@@ -10,6 +10,8 @@ import (
 	"text/tabwriter"
 	"time"
 	"unicode/utf8"
+
+	"github.com/commandcontrol/commandcontrol/internal/termsafe"
 )
 
 // jsonLine writes v as one line of JSON.
@@ -22,7 +24,13 @@ func jsonLine(w io.Writer, v any) error {
 	return err
 }
 
-// table writes aligned columns.
+// Every human-readable line goes out through table.row or printf, which
+// escape what a terminal would act on (termsafe): labels, connection
+// names, replies and error descriptions come from the network, some from
+// clients that were never authenticated. JSON output (jsonLine) stays
+// exact.
+
+// table writes aligned columns, each cell escaped for the terminal.
 type table struct{ tw *tabwriter.Writer }
 
 func newTable(w io.Writer, header ...string) *table {
@@ -31,8 +39,42 @@ func newTable(w io.Writer, header ...string) *table {
 	return t
 }
 
-func (t *table) row(cols ...string) { fmt.Fprintln(t.tw, strings.Join(cols, "\t")) }
-func (t *table) flush() error       { return t.tw.Flush() }
+func (t *table) row(cols ...string) {
+	for i, c := range cols {
+		cols[i] = termsafe.String(c)
+	}
+	fmt.Fprintln(t.tw, strings.Join(cols, "\t"))
+}
+
+func (t *table) flush() error { return t.tw.Flush() }
+
+// lines is text of several lines given to printf as an argument: its
+// newlines and tabs stay, everything else is escaped as in a string.
+type lines string
+
+// printf writes a line (or lines) for a person: each argument that is
+// text (a string, an error, a Stringer) is escaped for the terminal as a
+// single line, so a value cannot add a line or an escape of its own; the
+// newlines and tabs of format stay.
+func printf(w io.Writer, format string, args ...any) error {
+	safe := make([]any, len(args))
+	for i, a := range args {
+		switch v := a.(type) {
+		case lines:
+			safe[i] = termsafe.Text(string(v))
+		case string:
+			safe[i] = termsafe.String(v)
+		case error:
+			safe[i] = termsafe.String(v.Error())
+		case fmt.Stringer:
+			safe[i] = termsafe.String(v.String())
+		default:
+			safe[i] = a
+		}
+	}
+	_, err := io.WriteString(w, termsafe.Text(fmt.Sprintf(format, safe...)))
+	return err
+}
 
 // labelText renders labels as k=v,k=v sorted by key, or "-".
 func labelText(labels map[string]string) string {
@@ -136,8 +178,7 @@ func (e *env) done(v any, err error, format string, args ...any) error {
 	case format == "":
 		return nil
 	}
-	_, err = fmt.Fprintf(e.stdout, format+"\n", args...)
-	return err
+	return printf(e.stdout, format+"\n", args...)
 }
 
 func dash(s string) string {

@@ -67,7 +67,7 @@ func runServers(e *env, args []string) error {
 		if sel.Empty() {
 			fmt.Fprintln(e.stderr, "no machine is ONLINE")
 		} else {
-			fmt.Fprintf(e.stderr, "no ONLINE machine matches %s\n", sel)
+			_ = printf(e.stderr, "no ONLINE machine matches %s\n", sel)
 		}
 		return nil
 	}

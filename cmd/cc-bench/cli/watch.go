@@ -90,7 +90,7 @@ func runWatch(e *env, args []string) error {
 			werr = jsonLine(e.stdout, ev)
 			return
 		}
-		_, werr = fmt.Fprintln(e.stdout, eventText(ev))
+		werr = printf(e.stdout, "%s\n", eventText(ev))
 	})
 	if werr != nil {
 		return werr
@@ -114,13 +114,13 @@ func watchNoteOut(e *env, ev fleet.PresenceEvent, online int, resynced bool) err
 	var err error
 	switch {
 	case ev.Event == bench.EventStale:
-		_, err = fmt.Fprintf(e.stdout, "-- %s  stale: %s\n", timeText(ev.Time), ev.Reason)
+		err = printf(e.stdout, "-- %s  stale: %s\n", timeText(ev.Time), ev.Reason)
 	case ev.Event == bench.EventResync:
-		_, err = fmt.Fprintf(e.stdout, "-- %s  resync: %s; reading the list again\n", timeText(ev.Time), ev.Reason)
+		err = printf(e.stdout, "-- %s  resync: %s; reading the list again\n", timeText(ev.Time), ev.Reason)
 	case resynced:
-		_, err = fmt.Fprintf(e.stdout, "-- %d online after the resync; watching for changes (Ctrl-C to stop)\n", online)
+		err = printf(e.stdout, "-- %d online after the resync; watching for changes (Ctrl-C to stop)\n", online)
 	default:
-		_, err = fmt.Fprintf(e.stdout, "-- %d online; watching for changes (Ctrl-C to stop)\n", online)
+		err = printf(e.stdout, "-- %d online; watching for changes (Ctrl-C to stop)\n", online)
 	}
 	return err
 }
