@@ -256,7 +256,8 @@ func (s *Service) connect() error {
 			nats.ReconnectWait(250 * time.Millisecond), nats.ReconnectJitter(250*time.Millisecond, time.Second),
 			nats.Timeout(5 * time.Second),
 		}, extra...)
-		nc, err := nats.Connect(s.url, opts...)
+		url, inProcess := s.embeddedDial()
+		nc, err := nats.Connect(url, append(opts, inProcess...)...)
 		if err != nil {
 			return nil, fmt.Errorf("control service %s connection to %s: %w", name, s.url, err)
 		}
@@ -285,6 +286,17 @@ func (s *Service) connect() error {
 		return err
 	}
 	return nil
+}
+
+// embeddedDial connects the service to its own embedded broker in
+// process when that broker's client port requires TLS: the service needs
+// no certificate of its own, and nothing crosses a socket. The URL is
+// nats://, not the broker's tls://, which would ask for TLS in process.
+func (s *Service) embeddedDial() (string, []nats.Option) {
+	if s.broker == nil || !s.broker.TLSRequired() {
+		return s.url, nil
+	}
+	return "nats://" + s.broker.Server().Addr().String(), []nats.Option{nats.InProcessServer(s.broker.Server())}
 }
 
 func (s *Service) startServing(ctx context.Context) error {

@@ -25,6 +25,7 @@ import (
 	"github.com/commandcontrol/commandcontrol/broker"
 	"github.com/commandcontrol/commandcontrol/controlsvc"
 	"github.com/commandcontrol/commandcontrol/internal/logging"
+	"github.com/nats-io/nats.go"
 )
 
 type options struct {
@@ -32,6 +33,9 @@ type options struct {
 	clusterName, clusterListen  string
 	routes, leafListen, monitor string
 	leafSites                   string
+	tls                         broker.TLSFiles
+	clusterSecretFile           string
+	allowPlaintextLeaf          bool
 	pingInterval, userTTL       time.Duration
 	reconnectRate               float64
 	maxPingsOut                 int
@@ -78,7 +82,13 @@ Flags:
 	fs.StringVar(&o.routes, "routes", "", "embedded broker: comma-separated routes to other brokers (nats-route://host:port)")
 	fs.StringVar(&o.leafListen, "leaf-listen", "", "embedded broker: accept remote sites' leaf-node connections on HOST:PORT (needs --leaf-sites)")
 	fs.StringVar(&o.leafSites, "leaf-sites", "", "embedded broker: JSON file of the remote sites it accepts (cc-broker leaf-site NAME prints an entry)")
-	fs.StringVar(&o.monitor, "monitor-listen", "", "embedded broker: serve NATS monitoring on HOST:PORT")
+	fs.StringVar(&o.monitor, "monitor-listen", "", "embedded broker: serve NATS monitoring on HOST:PORT (HTTPS with --tls-cert)")
+	fs.StringVar(&o.tls.CertFile, "tls-cert", "", "embedded broker: TLS certificate (PEM) for the client port, HTTPS monitoring, routes and the leaf listener")
+	fs.StringVar(&o.tls.KeyFile, "tls-key", "", "embedded broker: the key of --tls-cert (PEM)")
+	fs.StringVar(&o.tls.CAFile, "tls-ca", "", "embedded broker: CA (PEM) that other brokers' route certificates (routes are mutual TLS) and, with --tls-verify, clients' certificates must chain to")
+	fs.BoolVar(&o.tls.Verify, "tls-verify", false, "embedded broker: require every client to present a certificate signed by --tls-ca")
+	fs.StringVar(&o.clusterSecretFile, "cluster-secret-file", "", "embedded broker: file with the secret every route must present, the same on every broker (cc-broker cluster-secret writes one); a non-loopback --cluster-listen needs it or --tls-cert/--tls-key/--tls-ca")
+	fs.BoolVar(&o.allowPlaintextLeaf, "allow-plaintext-leaf", false, "embedded broker: let a non-loopback --leaf-listen run without TLS (only inside a VPN or similar)")
 	fs.DurationVar(&o.pingInterval, "ping-interval", broker.DefaultPingInterval, "embedded broker: ping interval; a silent client is dropped after (max-pings-out+1) intervals")
 	fs.IntVar(&o.maxPingsOut, "max-pings-out", broker.DefaultMaxPingsOut, "embedded broker: unanswered pings before a client is dropped")
 	fs.Float64Var(&o.reconnectRate, "reconnect-rate", controlsvc.DefaultReconnectRate, "authorisations per second your brokers and this service sustain (cc-perf measures it); agents spread a reconnection after a broker restart over ONLINE/rate seconds")
@@ -157,6 +167,12 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			return err
 		}
 	}
+	var clusterSecret string
+	if o.clusterSecretFile != "" {
+		if clusterSecret, err = broker.ReadClusterSecret(o.clusterSecretFile); err != nil {
+			return err
+		}
+	}
 	svc, err := controlsvc.New(controlsvc.Config{
 		DataDir:   o.data,
 		BrokerURL: o.brokerURL,
@@ -164,6 +180,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			Listen: o.listen, ClusterName: o.clusterName, ClusterListen: o.clusterListen,
 			Routes: splitList(o.routes), LeafListen: o.leafListen, LeafSites: sites, MonitorListen: o.monitor,
 			PingInterval: o.pingInterval, MaxPingsOut: o.maxPingsOut,
+			TLS: o.tls, ClusterSecret: clusterSecret, AllowPlaintextLeaf: o.allowPlaintextLeaf,
 		},
 		UserTTL:             o.userTTL,
 		MaxAgentConnections: o.maxAgentConns,
@@ -205,9 +222,11 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 }
 
 func startLocalAgent(ctx context.Context, o *options, svc *controlsvc.Service, log interface{ Info(string, ...any) }) (*agent.Agent, error) {
+	url, inProcess := localAgentDial(svc)
 	a, err := agent.New(agent.Config{
-		URL: svc.ClientURL(), KeyFile: filepath.Join(o.data, "local-agent.nk"), MachineID: o.localAgentID,
-		Logger: svc.Logger().With("component", "local-agent"),
+		URL: url, KeyFile: filepath.Join(o.data, "local-agent.nk"), MachineID: o.localAgentID,
+		Logger:      svc.Logger().With("component", "local-agent"),
+		NATSOptions: inProcess,
 	})
 	if err != nil {
 		return nil, err
@@ -220,6 +239,17 @@ func startLocalAgent(ctx context.Context, o *options, svc *controlsvc.Service, l
 		log.Info("registered the local agent", "machine", a.MachineID())
 	}
 	return a, a.Start(ctx)
+}
+
+// localAgentDial connects the local agent in process to an embedded
+// broker whose client port requires TLS (it has no certificate to check
+// the broker with, and needs none in the same process), with a nats://
+// URL: the broker's tls:// would ask for TLS in process too.
+func localAgentDial(svc *controlsvc.Service) (string, []nats.Option) {
+	if b := svc.Broker(); b != nil && b.TLSRequired() {
+		return "nats://" + b.Server().Addr().String(), []nats.Option{nats.InProcessServer(b.Server())}
+	}
+	return svc.ClientURL(), nil
 }
 
 func printWelcome(w io.Writer, o *options, svc *controlsvc.Service, local *agent.Agent) {
@@ -243,7 +273,15 @@ func printWelcome(w io.Writer, o *options, svc *controlsvc.Service, local *agent
 	}
 	fmt.Fprintf(w, "\nQuery the fleet from another terminal:\n  %s --key %s%s servers\n  %s --key %s%s call current-load\n",
 		bench, key, flags, bench, key, flags)
-	fmt.Fprintf(w, "Start an agent on another machine:  cc-agent --server nats://<this host>:4222 --key /var/lib/cc-agent/agent.nk\n")
+	if o.tls.CAFile != "" || o.tls.CertFile != "" {
+		ca := o.tls.CAFile
+		if ca == "" {
+			ca = "<CA of --tls-cert>"
+		}
+		fmt.Fprintf(w, "Start an agent on another machine:  cc-agent --server tls://<this host>:4222 --tls-ca %s --key /var/lib/cc-agent/agent.nk\n", ca)
+	} else {
+		fmt.Fprintf(w, "Start an agent on another machine:  cc-agent --server nats://<this host>:4222 --key /var/lib/cc-agent/agent.nk\n")
+	}
 	fmt.Fprintf(w, "then accept it:                     %s --key %s machines accept <machine-id>\n\n", bench, key)
 }
 
