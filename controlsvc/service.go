@@ -47,6 +47,10 @@ type Config struct {
 	// by Broker (its Auth is filled in from the service's keys).
 	BrokerURL string
 	Broker    broker.Config
+	// NATSOptions are added to every connection the service makes to
+	// its broker, e.g. nats.RootCAs and nats.ClientCert for an external
+	// broker over TLS.
+	NATSOptions []nats.Option
 	// UserTTL is how long an issued user JWT lives; the client then
 	// re-authorises transparently.
 	UserTTL time.Duration
@@ -257,7 +261,8 @@ func (s *Service) connect() error {
 			nats.Timeout(5 * time.Second),
 		}, extra...)
 		url, inProcess := s.embeddedDial()
-		nc, err := nats.Connect(url, append(opts, inProcess...)...)
+		opts = append(append(opts, s.cfg.NATSOptions...), inProcess...)
+		nc, err := nats.Connect(url, opts...)
 		if err != nil {
 			return nil, fmt.Errorf("control service %s connection to %s: %w", name, s.url, err)
 		}
