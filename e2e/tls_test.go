@@ -1,11 +1,14 @@
 package e2e
 
 import (
+	"bufio"
 	"crypto/tls"
 	"crypto/x509"
 	"fmt"
+	"net"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -99,4 +102,66 @@ func startRogue(t *testing.T, log *rogueLog, routes string) *server.Server {
 		}
 	})
 	return s
+}
+
+// TestTLSOpensslRecipe runs DEPLOY.md's openssl commands (the host names
+// changed to localhost) and routes two brokers over mutual TLS with what
+// they make; a client trusting the CA connects over TLS.
+func TestTLSOpensslRecipe(t *testing.T) {
+	if _, err := exec.LookPath("openssl"); err != nil {
+		t.Skip("no openssl")
+	}
+	doc, err := os.ReadFile(filepath.Join("..", "docs", "DEPLOY.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, rest, ok := strings.Cut(string(doc), "# once: the CA")
+	recipe, _, ok2 := strings.Cut(rest, "```")
+	if !ok || !ok2 {
+		t.Fatal("DEPLOY.md has no openssl recipe starting with '# once: the CA'")
+	}
+	recipe = "# once: the CA" + recipe
+	recipe = strings.ReplaceAll(recipe, "for b in cc-broker-1 cc-broker-2 cc-broker-3; do", "for b in localhost; do")
+	dir := t.TempDir()
+	cmd := exec.Command("bash", "-euo", "pipefail", "-c", recipe)
+	cmd.Dir = dir
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("the recipe: %v\n%s\n%s", err, recipe, out)
+	}
+	files := broker.TLSFiles{CertFile: filepath.Join(dir, "localhost.pem"), KeyFile: filepath.Join(dir, "localhost-key.pem"), CAFile: filepath.Join(dir, "ca.pem")}
+	data := t.TempDir()
+	ports := freePorts(t, 2)
+	var bs []*broker.Broker
+	for i := range 2 {
+		b := brokerAt(t, data, "127.0.0.1:0", func(c *broker.Config) {
+			c.Name, c.TLS, c.ClusterSecret = fmt.Sprintf("b%d", i+1), files, clusterSecret
+			c.ClusterListen = fmt.Sprintf("127.0.0.1:%d", ports[i])
+			c.Routes = []string{fmt.Sprintf("nats-route://localhost:%d", ports[1-i])}
+		})
+		bs = append(bs, b)
+	}
+	waitFor(t, "routes over mutual TLS with the recipe's certificates", 10*time.Second, func() bool {
+		return bs[0].Server().NumRoutes() > 0 && bs[1].Server().NumRoutes() > 0
+	})
+	// A client trusting the CA verifies the client port's certificate.
+	pem, err := os.ReadFile(files.CAFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(pem)
+	port := bs[1].Server().Addr().(*net.TCPAddr).Port
+	raw, err := net.DialTimeout("tcp", fmt.Sprintf("localhost:%d", port), 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer raw.Close()
+	_ = raw.SetDeadline(time.Now().Add(5 * time.Second))
+	// NATS sends INFO in clear text first, then the client starts TLS.
+	if _, err := bufio.NewReader(raw).ReadString('\n'); err != nil {
+		t.Fatal(err)
+	}
+	if err := tls.Client(raw, &tls.Config{ServerName: "localhost", RootCAs: pool, MinVersion: tls.VersionTLS12}).Handshake(); err != nil {
+		t.Fatalf("TLS to the client port with the recipe's CA: %v", err)
+	}
 }
