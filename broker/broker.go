@@ -137,6 +137,7 @@ type Config struct {
 	LeafTLS TLSFiles
 	// HubTLS is a site's TLS to its hub: CAFile verifies the hub,
 	// CertFile/KeyFile are presented when the hub asks (LeafTLS.Verify).
+	// Zero means TLS.CAFile, if set, verifies the hub.
 	HubTLS TLSFiles
 	// AllowPlaintextLeaf lets a leaf listener or a link to a hub off
 	// loopback run without TLS (e.g. inside a VPN).

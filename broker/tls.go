@@ -132,6 +132,15 @@ func (c *Config) leafTLS() TLSFiles {
 	return c.LeafTLS
 }
 
+// hubTLS is a site's TLS to its hub: HubTLS, or else the CA of the
+// client port's setting (the CA other brokers' certificates chain to).
+func (c *Config) hubTLS() TLSFiles {
+	if c.HubTLS.IsZero() && c.TLS.CAFile != "" {
+		return TLSFiles{CAFile: c.TLS.CAFile}
+	}
+	return c.HubTLS
+}
+
 // tlsOptions puts TLS on every listener and link cfg asks for, and
 // refuses a cluster or leaf listener on a non-loopback address that would
 // let anyone in or run in clear text.
@@ -218,7 +227,8 @@ func leafTLSOptions(cfg *Config, opts *server.Options) error {
 		}
 		return nil
 	}
-	useTLS := !cfg.HubTLS.IsZero()
+	ht := cfg.hubTLS()
+	useTLS := !ht.IsZero()
 	for _, r := range opts.LeafNode.Remotes {
 		for _, u := range r.URLs {
 			if u.Scheme == "tls" {
@@ -231,13 +241,13 @@ func leafTLSOptions(cfg *Config, opts *server.Options) error {
 			for _, u := range r.URLs {
 				if !isLoopback(u.Hostname()) && !cfg.AllowPlaintextLeaf {
 					return fmt.Errorf("broker: the link to hub %s would run in clear text, the site's secret with it: "+
-						"add --hub-tls-ca FILE (the CA that signed the hub's certificate), or --allow-plaintext-leaf if the link is protected otherwise (a VPN)", u.Host)
+						"add --hub-tls-ca FILE (the CA that signed the hub's certificate; --tls-ca serves too), or --allow-plaintext-leaf if the link is protected otherwise (a VPN)", u.Host)
 				}
 			}
 		}
 		return nil
 	}
-	tc, err := cfg.HubTLS.ClientConfig("hub link (--hub-tls-ca, --hub-tls-cert, --hub-tls-key)")
+	tc, err := ht.ClientConfig("hub link (--hub-tls-ca, --hub-tls-cert, --hub-tls-key)")
 	if err != nil {
 		return err
 	}
@@ -270,7 +280,7 @@ func securityWarnings(cfg *Config, opts *server.Options) []string {
 	if cfg.ClusterListen != "" && opts.Cluster.TLSConfig == nil && !isLoopback(opts.Cluster.Host) {
 		w = append(w, fmt.Sprintf("routes on %s run in clear text: the cluster secret crosses the network, and a host that takes over a listed route's address is let in (add --tls-cert, --tls-key and --tls-ca for mutual TLS)", cfg.ClusterListen))
 	}
-	if cfg.AllowPlaintextLeaf && ((cfg.LeafListen != "" && opts.LeafNode.TLSConfig == nil) || (cfg.Hub != nil && cfg.HubTLS.IsZero())) {
+	if cfg.AllowPlaintextLeaf && ((cfg.LeafListen != "" && opts.LeafNode.TLSConfig == nil) || (cfg.Hub != nil && cfg.hubTLS().IsZero())) {
 		w = append(w, "leaf links run in clear text (--allow-plaintext-leaf): sites' secrets cross the network unencrypted")
 	}
 	return w

@@ -371,6 +371,10 @@ func TestOptionsRefuseOpenListeners(t *testing.T) {
 		}, nil},
 		{"hub link, tls:// with the system's roots", func(c *broker.Config) { site(c, "tls://hub.example.net:7422") }, nil},
 		{"hub link on loopback", func(c *broker.Config) { site(c, "nats-leaf://127.0.0.1:7422") }, nil},
+		{"hub link verified with --tls-ca", func(c *broker.Config) {
+			site(c, "nats-leaf://hub.example.net:7422")
+			c.TLS = broker.TLSFiles{CertFile: certs.Cert, KeyFile: certs.Key, CAFile: certs.CA}
+		}, nil},
 		{"bad certificate file", func(c *broker.Config) { c.TLS = broker.TLSFiles{CertFile: certs.CA + ".none", KeyFile: certs.Key} }, []string{"--tls-cert", ".none"}},
 		{"certificate without key", func(c *broker.Config) { c.TLS = broker.TLSFiles{CertFile: certs.Cert} }, []string{"certificate and its key"}},
 		{"CA file with no certificate", func(c *broker.Config) {

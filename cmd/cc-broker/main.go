@@ -176,7 +176,7 @@ Flags:
 	fs.StringVar(&fc.LeafTLS.KeyFile, "leaf-tls-key", "", "hub: the key of --leaf-tls-cert")
 	fs.StringVar(&fc.LeafTLS.CAFile, "leaf-tls-ca", "", "hub: CA the sites' certificates must chain to (with --leaf-tls-verify)")
 	fs.BoolVar(&fc.LeafTLS.Verify, "leaf-tls-verify", false, "hub: require every site to present a certificate signed by --leaf-tls-ca (mutual TLS on leaf links)")
-	fs.StringVar(&hubTLS.CAFile, "hub-tls-ca", "", "site: CA (PEM) the hub's certificate must chain to; the link to the hub runs over TLS")
+	fs.StringVar(&hubTLS.CAFile, "hub-tls-ca", "", "site: CA (PEM) the hub's certificate must chain to, if not --tls-ca; the link to the hub runs over TLS")
 	fs.StringVar(&hubTLS.CertFile, "hub-tls-cert", "", "site: certificate to present to a hub that requires one (--leaf-tls-verify there)")
 	fs.StringVar(&hubTLS.KeyFile, "hub-tls-key", "", "site: the key of --hub-tls-cert")
 	fs.BoolVar(&fc.AllowPlaintextLeaf, "allow-plaintext-leaf", false, "let a leaf listener or the link to a hub on a non-loopback address run without TLS (only inside a VPN or similar: the site's secret crosses in clear text)")
