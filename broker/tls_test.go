@@ -3,6 +3,7 @@ package broker_test
 import (
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/json"
 	"fmt"
 	"io"
 	"log/slog"
@@ -208,6 +209,15 @@ func TestThreatRogueServerCannotRoute(t *testing.T) {
 		c.ClusterSecret, c.Routes = testClusterSecret, []string{b.ClusterURL()}
 	})
 	waitFor(t, "the real peer to route", 10*time.Second, func() bool { return b.Server().NumRoutes() > 0 && b2.Server().NumRoutes() > 0 })
+	// The secret is in neither log nor in what monitoring shows.
+	vz, err := b2.Server().Varz(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	shown, _ := json.Marshal(vz)
+	if strings.Contains(blog.String()+log2.String()+string(shown), testClusterSecret) {
+		t.Error("the cluster secret appears in a broker's log or /varz")
+	}
 }
 
 // routeTLS is a broker's route TLS from certs (mutual: Options forces

@@ -271,6 +271,9 @@ func printWelcome(w io.Writer, o *options, svc *controlsvc.Service, local *agent
 	if u := svc.ClientURL(); u != "nats://127.0.0.1:4222" {
 		flags = " --server " + u
 	}
+	if o.tls.CAFile != "" {
+		flags += " --tls-ca " + o.tls.CAFile
+	}
 	fmt.Fprintf(w, "\nQuery the fleet from another terminal:\n  %s --key %s%s servers\n  %s --key %s%s call current-load\n",
 		bench, key, flags, bench, key, flags)
 	if o.tls.CAFile != "" || o.tls.CertFile != "" {
