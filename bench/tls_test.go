@@ -95,7 +95,7 @@ func TestConnectTLS(t *testing.T) {
 // fall back to plain text when the broker offers none.
 func TestConnectTLSToPlainBroker(t *testing.T) {
 	svc := stacktest.StartControl(t)
-	ca, _, _, _, _ := stacktest.TLSFiles(t)
+	ca, _, _, _, _ := stacktest.TLSFiles(t).Files()
 	_, err := bench.Connect(svc.ClientURL(), bench.WithSeed(stacktest.AdminSeed(t, svc)), bench.WithTLSCA(ca))
 	if !errors.Is(err, bench.ErrTLS) || !strings.Contains(err.Error(), "does not offer TLS") {
 		t.Fatalf("err = %v; want ErrTLS: does not offer TLS", err)

@@ -14,7 +14,9 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/url"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
@@ -116,8 +118,30 @@ type Config struct {
 	// Hub, when set, makes this broker a remote site's leaf node of the
 	// hub broker at Hub.URLs (see LeafHub).
 	Hub *LeafHub
-	// MonitorListen serves the NATS monitoring HTTP endpoints when set.
+	// MonitorListen serves the NATS monitoring HTTP endpoints when set
+	// (over HTTPS when TLS has a certificate).
 	MonitorListen string
+	// TLS is the client port's certificate (also HTTPS monitoring's, and
+	// routes' and the leaf listener's unless ClusterTLS or LeafTLS name
+	// their own); Verify requires clients' certificates signed by CAFile.
+	TLS TLSFiles
+	// ClusterTLS is the routes' TLS (mutual: both ends verify each other
+	// against CAFile); zero means TLS's certificate and CA.
+	ClusterTLS TLSFiles
+	// ClusterSecret, when set, is the secret every route must present
+	// (user RouteUser); ReadClusterSecret reads it from its file. A
+	// cluster listener off loopback needs it or route TLS.
+	ClusterSecret string
+	// LeafTLS is the hub's leaf listener's TLS; zero means TLS's
+	// certificate. Verify requires sites' certificates (mutual TLS).
+	LeafTLS TLSFiles
+	// HubTLS is a site's TLS to its hub: CAFile verifies the hub,
+	// CertFile/KeyFile are presented when the hub asks (LeafTLS.Verify).
+	// Zero means TLS.CAFile, if set, verifies the hub.
+	HubTLS TLSFiles
+	// AllowPlaintextLeaf lets a leaf listener or a link to a hub off
+	// loopback run without TLS (e.g. inside a VPN).
+	AllowPlaintextLeaf bool
 	// MaxPayload bounds one message (default 1 MiB).
 	MaxPayload int32
 	// Logger receives the server's log; nil discards it.
@@ -135,6 +159,7 @@ type Config struct {
 type Broker struct {
 	srv *server.Server
 	cfg Config
+	tls bool
 }
 
 // New validates cfg and builds (but does not start) a broker.
@@ -149,8 +174,11 @@ func New(cfg Config) (*Broker, error) {
 	}
 	if cfg.Logger != nil {
 		srv.SetLoggerV2(&logAdapter{l: cfg.Logger}, cfg.Debug, false, false)
+		for _, w := range securityWarnings(&cfg, opts) {
+			cfg.Logger.Warn("insecure: " + w)
+		}
 	}
-	return &Broker{srv: srv, cfg: cfg}, nil
+	return &Broker{srv: srv, cfg: cfg, tls: opts.TLSConfig != nil}, nil
 }
 
 // Options turns cfg into nats-server options; it fills cfg's defaults.
@@ -220,6 +248,9 @@ func Options(cfg *Config) (*server.Options, error) {
 	if err := clusterOptions(cfg, opts); err != nil {
 		return nil, err
 	}
+	if err := tlsOptions(cfg, opts); err != nil {
+		return nil, err
+	}
 	return opts, nil
 }
 
@@ -235,11 +266,14 @@ func clusterOptions(cfg *Config, opts *server.Options) error {
 		}
 		opts.Cluster.Host, opts.Cluster.Port = h, p
 		for _, r := range cfg.Routes {
-			u := server.RoutesFromStr(r)
-			if len(u) == 0 {
+			u, err := url.Parse(strings.TrimSpace(r))
+			if err != nil || u.Host == "" {
 				return fmt.Errorf("broker: route %q: want nats-route://host:port", r)
 			}
-			opts.Routes = append(opts.Routes, u...)
+			if u.User != nil {
+				return fmt.Errorf("broker: route %s carries credentials: give the cluster secret as a file instead (--cluster-secret-file), it is put into every route", u.Redacted())
+			}
+			opts.Routes = append(opts.Routes, u)
 		}
 	} else if len(cfg.Routes) > 0 {
 		return errors.New("broker: routes given without a cluster listen address")
@@ -346,6 +380,9 @@ func (b *Broker) Shutdown() {
 	b.srv.Shutdown()
 	b.srv.WaitForShutdown()
 }
+
+// TLSRequired reports whether the client port requires TLS.
+func (b *Broker) TLSRequired() bool { return b.tls }
 
 // ClientURL is the nats:// URL clients connect to.
 func (b *Broker) ClientURL() string { return b.srv.ClientURL() }

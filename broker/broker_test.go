@@ -239,7 +239,7 @@ func TestOptionsLeaf(t *testing.T) {
 	if !maps.Equal(users, want) {
 		t.Errorf("hub leaf users: got %v, want %v", users, want)
 	}
-	site := broker.Config{Auth: validAuth(t), Hub: &broker.LeafHub{URLs: []string{"nats-leaf://hub-a:7422", "nats-leaf://hub-b:7422"}, Site: "dc2", Secret: "s3cret"}}
+	site := broker.Config{Auth: validAuth(t), AllowPlaintextLeaf: true, Hub: &broker.LeafHub{URLs: []string{"nats-leaf://hub-a:7422", "nats-leaf://hub-b:7422"}, Site: "dc2", Secret: "s3cret"}}
 	opts, err = broker.Options(&site)
 	if err != nil {
 		t.Fatal(err)

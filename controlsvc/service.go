@@ -61,6 +61,10 @@ type Config struct {
 	BrokerTLS                                *tls.Config
 	BrokerAllowPlaintext                     bool
 
+	// NATSOptions are added to every connection the service makes to
+	// its broker, e.g. nats.RootCAs and nats.ClientCert for an external
+	// broker over TLS.
+	NATSOptions []nats.Option
 	// UserTTL is how long an issued user JWT lives; the client then
 	// re-authorises transparently.
 	UserTTL time.Duration
@@ -293,10 +297,12 @@ func (s *Service) connect() error {
 			nats.ReconnectWait(250 * time.Millisecond), nats.ReconnectJitter(250*time.Millisecond, time.Second),
 			nats.Timeout(5 * time.Second),
 		}, extra...)
+		url, inProcess := s.embeddedDial()
+		opts = append(append(opts, s.cfg.NATSOptions...), inProcess...)
 		if s.brokerConn != nil {
 			opts = append(opts, s.brokerConn.Options(nil, 5*time.Second)...)
 		}
-		nc, err := nats.Connect(s.url, opts...)
+		nc, err := nats.Connect(url, opts...)
 		if err != nil {
 			if s.brokerConn != nil {
 				err = s.brokerConn.Explain(err, s.url)
@@ -328,6 +334,17 @@ func (s *Service) connect() error {
 		return err
 	}
 	return nil
+}
+
+// embeddedDial connects the service to its own embedded broker in
+// process when that broker's client port requires TLS: the service needs
+// no certificate of its own, and nothing crosses a socket. The URL is
+// nats://, not the broker's tls://, which would ask for TLS in process.
+func (s *Service) embeddedDial() (string, []nats.Option) {
+	if s.broker == nil || !s.broker.TLSRequired() {
+		return s.url, nil
+	}
+	return "nats://" + s.broker.Server().Addr().String(), []nats.Option{nats.InProcessServer(s.broker.Server())}
 }
 
 func (s *Service) startServing(ctx context.Context) error {

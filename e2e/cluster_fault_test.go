@@ -38,7 +38,7 @@ func startBrokerProcess(t *testing.T, bin, name, authFile, route string) *broker
 	t.Helper()
 	listen := freeAddr(t)
 	cmd := exec.Command(bin, "--auth", authFile, "--name", name, "--listen", listen, "--cluster-listen", freeAddr(t),
-		"--routes", route, "--ping-interval", "1s", "--log-level", "warn")
+		"--routes", route, "--cluster-secret-file", writeClusterSecret(t), "--ping-interval", "1s", "--log-level", "warn")
 	if testLogger(t).Enabled(context.Background(), 0) {
 		cmd.Stderr = os.Stderr
 	}
@@ -62,7 +62,7 @@ func TestFaultClusterBrokerKilled(t *testing.T) {
 	}
 	authFile := filepath.Join(data, controlsvc.BrokerAuthFile)
 	b1 := brokerAt(t, data, "127.0.0.1:0", func(c *broker.Config) {
-		c.Name, c.ClusterName, c.ClusterListen = "b1", "commandcontrol", "127.0.0.1:0"
+		c.Name, c.ClusterName, c.ClusterListen, c.ClusterSecret = "b1", "commandcontrol", "127.0.0.1:0", clusterSecret
 	})
 	b2 := startBrokerProcess(t, bin, "b2", authFile, b1.ClusterURL())
 	b3 := startBrokerProcess(t, bin, "b3", authFile, b1.ClusterURL())

@@ -5,18 +5,22 @@ import (
 	"encoding/json"
 	"fmt"
 	"net"
-	"net/http"
+	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/commandcontrol/commandcontrol/agent"
 	"github.com/commandcontrol/commandcontrol/broker"
 	"github.com/commandcontrol/commandcontrol/controlsvc"
 	"github.com/commandcontrol/commandcontrol/fleet"
 	"github.com/commandcontrol/commandcontrol/internal/stacktest"
 	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nkeys"
 )
 
 // freePorts reserves n loopback ports and releases them: cluster routes
@@ -40,11 +44,14 @@ func freePorts(t *testing.T, n int) []int {
 }
 
 // startCluster starts n brokers routed to each other on 127.0.0.1, all
-// configured with the control service keys in dataDir (what
-// deploy/cluster/*.json does with cc-broker --config).
+// configured with the control service keys in dataDir, their routes
+// authenticated by the cluster secret and mutual TLS (what
+// deploy/cluster/*.json does with cc-broker --config; clients stay in
+// clear text on loopback).
 func startCluster(t *testing.T, dataDir string, n int) []*broker.Broker {
 	t.Helper()
 	auth := stacktest.BrokerAuth(t, dataDir)
+	certs := stacktest.TLSFiles(t)
 	ports := freePorts(t, n)
 	var bs []*broker.Broker
 	for i := range n {
@@ -56,7 +63,8 @@ func startCluster(t *testing.T, dataDir string, n int) []*broker.Broker {
 		}
 		b, err := broker.New(broker.Config{
 			Listen: "127.0.0.1:0", Name: fmt.Sprintf("b%d", i+1), Auth: auth,
-			ClusterListen: fmt.Sprintf("127.0.0.1:%d", ports[i]), Routes: routes,
+			ClusterListen: fmt.Sprintf("127.0.0.1:%d", ports[i]), Routes: routes, ClusterSecret: clusterSecret,
+			ClusterTLS:   broker.TLSFiles{CertFile: certs.Cert, KeyFile: certs.Key, CAFile: certs.CA},
 			PingInterval: time.Second, Logger: testLogger(t).With("broker", i+1),
 		})
 		if err != nil {
@@ -72,6 +80,20 @@ func startCluster(t *testing.T, dataDir string, n int) []*broker.Broker {
 		return bs[i].Server().Routez(&server.RoutezOptions{})
 	})
 	return bs
+}
+
+// clusterSecret is the route secret of the test clusters.
+const clusterSecret = "cluster-secret-0123456789abcdef"
+
+// writeClusterSecret writes clusterSecret to a 0600 file for cc-broker
+// --cluster-secret-file.
+func writeClusterSecret(t *testing.T) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), "cluster.secret")
+	if err := os.WriteFile(p, []byte(clusterSecret+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
 }
 
 // waitMeshSettled waits until each of n brokers has its full pool of
@@ -172,16 +194,30 @@ func TestClusterOfThreeBrokers(t *testing.T) {
 }
 
 // TestClusterConfigExamples runs deploy/cluster/broker-{1,2,3}.json with
-// the real cc-broker, only their addresses moved to 127.0.0.1 ports, puts
-// the control service behind broker 1 and an agent and an operator on
-// broker 3: the agent is admitted, ONLINE, and answers a call.
+// the real cc-broker, only their addresses moved to 127.0.0.1 ports and
+// their files (certificates from a test CA, the cluster secret written
+// by cc-broker cluster-secret) into the test. The routes form over
+// mutual TLS with the secret; the control service sits behind broker 1,
+// an agent and an operator on broker 3, all over TLS: the agent is
+// admitted, ONLINE, and answers a call. A client that does not trust the
+// CA is refused, and a rogue nats-server routing to broker 1 never
+// routes.
 func TestClusterConfigExamples(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds cc-broker")
 	}
 	bin := buildCCBroker(t)
-	dir := t.TempDir()
+	dir, etc := t.TempDir(), t.TempDir()
 	stacktest.BrokerAuth(t, dir)
+	if out, err := exec.Command(bin, "cluster-secret", "--secret-out", filepath.Join(etc, "cluster.secret")).CombinedOutput(); err != nil {
+		t.Fatalf("cc-broker cluster-secret: %v\n%s", err, out)
+	}
+	certs := stacktest.TLSFiles(t)
+	copyFile(t, certs.CA, filepath.Join(etc, "tls", "ca.pem"))
+	for i := range 3 {
+		copyFile(t, certs.Cert, filepath.Join(etc, "tls", fmt.Sprintf("cc-broker-%d.pem", i+1)))
+		copyFile(t, certs.Key, filepath.Join(etc, "tls", fmt.Sprintf("cc-broker-%d-key.pem", i+1)))
+	}
 	client, cluster, monitor := freePorts(t, 3), freePorts(t, 3), freePorts(t, 3)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
@@ -190,15 +226,20 @@ func TestClusterConfigExamples(t *testing.T) {
 		for j := range 3 {
 			cfg = strings.ReplaceAll(cfg, fmt.Sprintf("cc-broker-%d:6222", j+1), fmt.Sprintf("127.0.0.1:%d", cluster[j]))
 		}
-		cfg = strings.ReplaceAll(cfg, "0.0.0.0:6222", fmt.Sprintf("127.0.0.1:%d", cluster[i]))
-		cfg = strings.ReplaceAll(cfg, "0.0.0.0:4222", fmt.Sprintf("127.0.0.1:%d", client[i]))
-		cfg = strings.ReplaceAll(cfg, "127.0.0.1:8222", fmt.Sprintf("127.0.0.1:%d", monitor[i]))
-		cfg = strings.ReplaceAll(cfg, "/etc/commandcontrol/broker-auth.json", filepath.Join(dir, controlsvc.BrokerAuthFile))
+		cfg = strings.NewReplacer(
+			"0.0.0.0:6222", fmt.Sprintf("127.0.0.1:%d", cluster[i]),
+			"0.0.0.0:4222", fmt.Sprintf("127.0.0.1:%d", client[i]),
+			"127.0.0.1:8222", fmt.Sprintf("127.0.0.1:%d", monitor[i]),
+			"/etc/commandcontrol/broker-auth.json", filepath.Join(dir, controlsvc.BrokerAuthFile),
+			"/etc/commandcontrol/", etc+"/",
+		).Replace(cfg)
 		runCCBroker(t, ctx, bin, fmt.Sprintf("broker-%d.json", i+1), cfg)
 	}
-	url := func(i int) string { return fmt.Sprintf("nats://127.0.0.1:%d", client[i]) }
+	trust := nats.RootCAs(certs.CA)
+	url := func(i int) string { return fmt.Sprintf("tls://127.0.0.1:%d", client[i]) }
+	https := httpsClient(t, certs.CA)
 	waitMeshSettled(t, 3, func(i int) (*server.Routez, error) {
-		resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/routez", monitor[i]))
+		resp, err := https.Get(fmt.Sprintf("https://127.0.0.1:%d/routez", monitor[i]))
 		if err != nil {
 			return nil, err
 		}
@@ -206,13 +247,44 @@ func TestClusterConfigExamples(t *testing.T) {
 		var rz server.Routez
 		return &rz, json.NewDecoder(resp.Body).Decode(&rz)
 	})
-	svc := controlBehindRetrying(t, ctx, dir, url(0))
+	svc := controlBehindRetrying(t, ctx, dir, url(0), trust)
 	defer svc.Close()
-	startAgentAt(t, svc, url(2), "10.2.0.3_site3", true, nil)
+	startAgentWith(t, svc, agent.Config{URL: url(2), MachineID: "10.2.0.3_site3", NATSOptions: []nats.Option{trust}}, true, nil)
 	waitFor(t, "the agent on broker 3 ONLINE", 15*time.Second, func() bool { return online(svc, "10.2.0.3_site3") })
-	nc := operatorConn(t, url(1), newOperator(t, svc, "ops", "admin"))
+	op := newOperator(t, svc, "ops", "admin")
+	nc := operatorConn(t, url(1), op, trust)
 	m, err := stacktest.Request(nc, "10.2.0.3_site3", "machine-info", nil, 5*time.Second)
 	if err != nil || m.Header.Get(fleet.HeaderMachine) != "10.2.0.3_site3" {
 		t.Fatalf("call from broker 2 to the agent on broker 3: %v %v", err, m)
+	}
+	// A client that does not trust the CA gets nowhere.
+	kp, _ := nkeys.FromSeed(readSeed(t, op))
+	if nc, err := connectAs(url(1), kp, "op-untrusting", nats.NoReconnect()); err == nil {
+		nc.Close()
+		t.Fatal("a client without the CA connected to a shipped broker")
+	}
+	// A rogue nats-server routing to broker 1 (no certificate, no
+	// secret) never becomes a route.
+	var rlog rogueLog
+	rogue := startRogue(t, &rlog, fmt.Sprintf("nats-route://127.0.0.1:%d", cluster[0]))
+	waitFor(t, "the rogue's route refused twice (or let in)", 15*time.Second, func() bool {
+		return rlog.count("connection closed") >= 2 || rogue.NumRoutes() > 0
+	})
+	if n := rogue.NumRoutes(); n != 0 {
+		t.Fatalf("the rogue has %d routes into the shipped cluster", n)
+	}
+	resp, err := https.Get(fmt.Sprintf("https://127.0.0.1:%d/routez", monitor[0]))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var rz server.Routez
+	if err := json.NewDecoder(resp.Body).Decode(&rz); err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range rz.Routes {
+		if r.RemoteName == "rogue" {
+			t.Fatalf("broker 1 has a route to the rogue: %+v", r)
+		}
 	}
 }

@@ -60,7 +60,7 @@ func startControlWith(t *testing.T, cfg controlsvc.Config) *controlsvc.Service {
 }
 
 // operatorConn connects as the operator whose seed is in path.
-func operatorConn(t *testing.T, url, seedPath string) *nats.Conn {
+func operatorConn(t *testing.T, url, seedPath string, extra ...nats.Option) *nats.Conn {
 	t.Helper()
 	b, err := os.ReadFile(seedPath)
 	if err != nil {
@@ -70,7 +70,7 @@ func operatorConn(t *testing.T, url, seedPath string) *nats.Conn {
 	if err != nil {
 		t.Fatal(err)
 	}
-	nc, err := connectAs(url, kp, "op-test")
+	nc, err := connectAs(url, kp, "op-test", extra...)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/commandcontrol/commandcontrol/agent"
 	"github.com/commandcontrol/commandcontrol/bench"
 	"github.com/commandcontrol/commandcontrol/broker"
 	"github.com/commandcontrol/commandcontrol/controlsvc"
@@ -130,10 +131,12 @@ func TestLeafSite(t *testing.T) {
 }
 
 // TestLeafConfigExamples runs deploy/leaf/hub.json and site-dc2.json with
-// the real cc-broker, only addresses and paths moved into the test: the
-// site is created with `cc-broker leaf-site dc2` exactly as the README
-// says, the control service sits behind the hub, an agent connects to the
-// site's broker, is admitted, ONLINE, and answers an operator at the hub.
+// the real cc-broker, only addresses and paths moved into the test (the
+// certificates from a test CA): the site is created with `cc-broker
+// leaf-site dc2` exactly as the README says, links to the hub over TLS,
+// the control service sits behind the hub, an agent connects to the
+// site's broker, is admitted, ONLINE, and answers an operator at the
+// hub; every client connection is TLS.
 func TestLeafConfigExamples(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds cc-broker")
@@ -149,6 +152,13 @@ func TestLeafConfigExamples(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(etc, "leaf-sites.json"), []byte("["+string(entry)+"]"), 0o600); err != nil {
 		t.Fatal(err)
 	}
+	certs := stacktest.TLSFiles(t)
+	copyFile(t, certs.CA, filepath.Join(etc, "tls", "ca.pem"))
+	for _, name := range []string{"cc-hub", "cc-site-dc2"} {
+		copyFile(t, certs.Cert, filepath.Join(etc, "tls", name+".pem"))
+		copyFile(t, certs.Key, filepath.Join(etc, "tls", name+"-key.pem"))
+	}
+	trust := nats.RootCAs(certs.CA)
 	ports := freePorts(t, 3) // hub clients, hub leaf listener, site clients
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
@@ -160,17 +170,17 @@ func TestLeafConfigExamples(t *testing.T) {
 			"127.0.0.1:8222", "127.0.0.1:0")...).Replace(readDeploy(t, "leaf/"+file))
 		runCCBroker(t, ctx, bin, file, cfg)
 	}
-	url := func(p int) string { return "nats://127.0.0.1:" + itoa(p) }
+	url := func(p int) string { return "tls://127.0.0.1:" + itoa(p) }
 	start("hub.json", "0.0.0.0:4222", "127.0.0.1:"+itoa(ports[0]), "0.0.0.0:7422", "127.0.0.1:"+itoa(ports[1]))
 	start("site-dc2.json", "0.0.0.0:4222", "127.0.0.1:"+itoa(ports[2]), "cc-hub.example.net:7422", "127.0.0.1:"+itoa(ports[1]))
 
-	svc := controlBehindRetrying(t, ctx, dir, url(ports[0]))
+	svc := controlBehindRetrying(t, ctx, dir, url(ports[0]), trust)
 	defer svc.Close()
 	// The site's broker may still be linking: the agent retries until the
 	// callout answers across the leaf connection.
-	startAgentAt(t, svc, url(ports[2]), "10.4.2.7_dc2-app", true, nil)
+	startAgentWith(t, svc, agent.Config{URL: url(ports[2]), MachineID: "10.4.2.7_dc2-app", NATSOptions: []nats.Option{trust}}, true, nil)
 	waitFor(t, "the agent at the site ONLINE", 20*time.Second, func() bool { return online(svc, "10.4.2.7_dc2-app") })
-	nc := operatorConn(t, url(ports[0]), newOperator(t, svc, "ops", "admin"))
+	nc := operatorConn(t, url(ports[0]), newOperator(t, svc, "ops", "admin"), trust)
 	// ONLINE comes with the connect event; the agent's subscriptions
 	// reach the hub over the leaf link on their own, so a call right then
 	// may find nobody yet (the SDK re-sends for that). Wait for an answer.

@@ -75,12 +75,15 @@ cc-broker --config, or the JSON list given to --leaf-sites):
 
   %s
 
-and listen for sites: --leaf-listen 0.0.0.0:7422
+and listen for sites over TLS (the link carries the secret):
+--leaf-listen 0.0.0.0:7422 --tls-cert hub.pem --tls-key hub-key.pem
 
-On the site's broker (with the same broker-auth.json as the hub):
+On the site's broker (with the same broker-auth.json as the hub), trusting
+the CA that signed the hub's certificate:
 
   cc-broker --auth broker-auth.json --listen 0.0.0.0:4222 \
-    --hub nats-leaf://HUB:7422 --site %s --site-secret-file %s
+    --hub nats-leaf://HUB:7422 --site %s --site-secret-file %s \
+    --hub-tls-ca ca.pem --tls-cert site.pem --tls-key site-key.pem
 
 Agents at the site connect to the site's broker; operators may use either.
 `, name, path, entry, name, path)

@@ -17,8 +17,8 @@ import (
 // CA it does not start and says which CA failed.
 func TestExternalBrokerTLS(t *testing.T) {
 	data := t.TempDir()
-	ca, cert, key, _, _ := stacktest.TLSFiles(t)
-	other, _, _, _, _ := stacktest.TLSFiles(t)
+	ca, cert, key, _, _ := stacktest.TLSFiles(t).Files()
+	other, _, _, _, _ := stacktest.TLSFiles(t).Files()
 	url := stacktest.StartTLSBroker(t, data, cert, key, "")
 
 	err := run(t.Context(), []string{"--data", data, "--broker", url, "--broker-tls-ca", other, "--no-durable-audit"}, &stacktest.Buffer{}, &stacktest.Buffer{})

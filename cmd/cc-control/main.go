@@ -26,14 +26,18 @@ import (
 	"github.com/commandcontrol/commandcontrol/controlsvc"
 	"github.com/commandcontrol/commandcontrol/internal/logging"
 	"github.com/commandcontrol/commandcontrol/internal/natstls"
+	"github.com/nats-io/nats.go"
 )
 
 type options struct {
 	data, listen, brokerURL            string
-	brokerTLS                          natstls.Config
 	clusterName, clusterListen         string
 	routes, leafListen, monitor        string
 	leafSites                          string
+	brokerTLS                          natstls.Config
+	tls                                broker.TLSFiles
+	clusterSecretFile                  string
+	allowPlaintextLeaf                 bool
 	pingInterval, userTTL, siteUserTTL time.Duration
 	reconnectRate                      float64
 	maxPingsOut                        int
@@ -85,7 +89,13 @@ Flags:
 	fs.StringVar(&o.routes, "routes", "", "embedded broker: comma-separated routes to other brokers (nats-route://host:port)")
 	fs.StringVar(&o.leafListen, "leaf-listen", "", "embedded broker: accept remote sites' leaf-node connections on HOST:PORT (needs --leaf-sites)")
 	fs.StringVar(&o.leafSites, "leaf-sites", "", "embedded broker: JSON file of the remote sites it accepts (cc-broker leaf-site NAME prints an entry)")
-	fs.StringVar(&o.monitor, "monitor-listen", "", "embedded broker: serve NATS monitoring on HOST:PORT")
+	fs.StringVar(&o.monitor, "monitor-listen", "", "embedded broker: serve NATS monitoring on HOST:PORT (HTTPS with --tls-cert)")
+	fs.StringVar(&o.tls.CertFile, "tls-cert", "", "embedded broker: TLS certificate (PEM) for the client port, HTTPS monitoring, routes and the leaf listener")
+	fs.StringVar(&o.tls.KeyFile, "tls-key", "", "embedded broker: the key of --tls-cert (PEM)")
+	fs.StringVar(&o.tls.CAFile, "tls-ca", "", "embedded broker: CA (PEM) that other brokers' route certificates (routes are mutual TLS) and, with --tls-verify, clients' certificates must chain to")
+	fs.BoolVar(&o.tls.Verify, "tls-verify", false, "embedded broker: require every client to present a certificate signed by --tls-ca")
+	fs.StringVar(&o.clusterSecretFile, "cluster-secret-file", "", "embedded broker: file with the secret every route must present, the same on every broker (cc-broker cluster-secret writes one); a non-loopback --cluster-listen needs it or --tls-cert/--tls-key/--tls-ca")
+	fs.BoolVar(&o.allowPlaintextLeaf, "allow-plaintext-leaf", false, "embedded broker: let a non-loopback --leaf-listen run without TLS (only inside a VPN or similar)")
 	fs.DurationVar(&o.pingInterval, "ping-interval", broker.DefaultPingInterval, "embedded broker: ping interval; a silent client is dropped after (max-pings-out+1) intervals")
 	fs.IntVar(&o.maxPingsOut, "max-pings-out", broker.DefaultMaxPingsOut, "embedded broker: unanswered pings before a client is dropped")
 	fs.Float64Var(&o.reconnectRate, "reconnect-rate", controlsvc.DefaultReconnectRate, "authorisations per second your brokers and this service sustain (cc-perf measures it); agents spread a reconnection after a broker restart over ONLINE/rate seconds")
@@ -169,6 +179,12 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err := checkBrokerTLS(o); err != nil {
 		return err
 	}
+	var clusterSecret string
+	if o.clusterSecretFile != "" {
+		if clusterSecret, err = broker.ReadClusterSecret(o.clusterSecretFile); err != nil {
+			return err
+		}
+	}
 	svc, err := controlsvc.New(controlsvc.Config{
 		DataDir:              o.data,
 		BrokerURL:            o.brokerURL,
@@ -180,6 +196,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			Listen: o.listen, ClusterName: o.clusterName, ClusterListen: o.clusterListen,
 			Routes: splitList(o.routes), LeafListen: o.leafListen, LeafSites: sites, MonitorListen: o.monitor,
 			PingInterval: o.pingInterval, MaxPingsOut: o.maxPingsOut,
+			TLS: o.tls, ClusterSecret: clusterSecret, AllowPlaintextLeaf: o.allowPlaintextLeaf,
 		},
 		UserTTL:             o.userTTL,
 		SiteUserTTL:         o.siteUserTTL,
@@ -235,12 +252,14 @@ func checkBrokerTLS(o *options) error {
 // external broker as the service does; the embedded broker's listener is
 // on this host, whatever address it has, so plain text to it stays here.
 func startLocalAgent(ctx context.Context, o *options, svc *controlsvc.Service, log interface{ Info(string, ...any) }) (*agent.Agent, error) {
+	url, inProcess := localAgentDial(svc)
 	b := o.brokerTLS
 	a, err := agent.New(agent.Config{
-		URL: svc.ClientURL(), TLSCA: b.CAFile, TLSCert: b.CertFile, TLSKey: b.KeyFile,
+		URL: url, TLSCA: b.CAFile, TLSCert: b.CertFile, TLSKey: b.KeyFile,
 		AllowPlaintext: svc.Broker() != nil || b.AllowPlaintext,
 		KeyFile:        filepath.Join(o.data, "local-agent.nk"), MachineID: o.localAgentID,
-		Logger: svc.Logger().With("component", "local-agent"),
+		Logger:      svc.Logger().With("component", "local-agent"),
+		NATSOptions: inProcess,
 	})
 	if err != nil {
 		return nil, err
@@ -253,6 +272,17 @@ func startLocalAgent(ctx context.Context, o *options, svc *controlsvc.Service, l
 		log.Info("registered the local agent", "machine", a.MachineID())
 	}
 	return a, a.Start(ctx)
+}
+
+// localAgentDial connects the local agent in process to an embedded
+// broker whose client port requires TLS (it has no certificate to check
+// the broker with, and needs none in the same process), with a nats://
+// URL: the broker's tls:// would ask for TLS in process too.
+func localAgentDial(svc *controlsvc.Service) (string, []nats.Option) {
+	if b := svc.Broker(); b != nil && b.TLSRequired() {
+		return "nats://" + b.Server().Addr().String(), []nats.Option{nats.InProcessServer(b.Server())}
+	}
+	return svc.ClientURL(), nil
 }
 
 func printWelcome(w io.Writer, o *options, svc *controlsvc.Service, local *agent.Agent) {
@@ -274,10 +304,21 @@ func printWelcome(w io.Writer, o *options, svc *controlsvc.Service, local *agent
 	if u := svc.ClientURL(); u != "nats://127.0.0.1:4222" {
 		flags = " --server " + u
 	}
+	if o.tls.CAFile != "" {
+		flags += " --tls-ca " + o.tls.CAFile
+	}
 	fmt.Fprintf(w, "\nQuery the fleet from another terminal:\n  %s --key %s%s servers\n  %s --key %s%s call current-load\n",
 		bench, key, flags, bench, key, flags)
-	fmt.Fprintf(w, "Start an agent on another machine:  cc-agent --server tls://<this host>:4222 --tls-ca ca.pem --key /var/lib/cc-agent/agent.nk\n")
-	fmt.Fprintf(w, "  (the broker needs TLS for that, see docs/DEPLOY.md; plain text off this host only with --allow-plaintext)\n")
+	if o.tls.CAFile != "" || o.tls.CertFile != "" {
+		ca := o.tls.CAFile
+		if ca == "" {
+			ca = "<CA of --tls-cert>"
+		}
+		fmt.Fprintf(w, "Start an agent on another machine:  cc-agent --server tls://<this host>:4222 --tls-ca %s --key /var/lib/cc-agent/agent.nk\n", ca)
+	} else {
+		fmt.Fprintf(w, "Start an agent on another machine:  cc-agent --server nats://<this host>:4222 --allow-plaintext --key /var/lib/cc-agent/agent.nk\n")
+		fmt.Fprintf(w, "  (plain text across the network: serve TLS with --tls-cert/--tls-key/--tls-ca instead, see docs/DEPLOY.md)\n")
+	}
 	fmt.Fprintf(w, "then accept it:                     %s --key %s machines accept <machine-id>\n\n", bench, key)
 }
 

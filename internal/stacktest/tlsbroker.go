@@ -92,8 +92,8 @@ type TLSStack struct {
 // TLS (with the client certificate), both stopped when the test ends.
 func StartTLSStack(t testing.TB, mutual bool, opts ...Option) *TLSStack {
 	t.Helper()
-	ca, cert, key, clientCert, clientKey := TLSFiles(t)
-	other, _, _, otherCert, otherKey := TLSFiles(t)
+	ca, cert, key, clientCert, clientKey := TLSFiles(t).Files()
+	other, _, _, otherCert, otherKey := TLSFiles(t).Files()
 	clientCA := ""
 	if mutual {
 		clientCA = ca

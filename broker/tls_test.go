@@ -1,0 +1,616 @@
+package broker_test
+
+import (
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/commandcontrol/commandcontrol/broker"
+	"github.com/commandcontrol/commandcontrol/broker/brokertest"
+	"github.com/commandcontrol/commandcontrol/internal/stacktest"
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"golang.org/x/crypto/bcrypt"
+)
+
+// Route authentication and TLS on every listener, with real servers on
+// loopback: brokers from this package and rogue plain nats-servers.
+
+const testClusterSecret = "route-secret-0123456789abcdef"
+
+// serverLog is a nats-server logger (and slog sink) that keeps every line.
+type serverLog struct{ stacktest.Buffer }
+
+func (l *serverLog) logf(level, format string, v ...any) {
+	fmt.Fprintf(&l.Buffer, "["+level+"] "+format+"\n", v...)
+}
+func (l *serverLog) Noticef(format string, v ...any) { l.logf("INF", format, v...) }
+func (l *serverLog) Warnf(format string, v ...any)   { l.logf("WRN", format, v...) }
+func (l *serverLog) Fatalf(format string, v ...any)  { l.logf("FTL", format, v...) }
+func (l *serverLog) Errorf(format string, v ...any)  { l.logf("ERR", format, v...) }
+func (l *serverLog) Debugf(format string, v ...any)  { l.logf("DBG", format, v...) }
+func (l *serverLog) Tracef(format string, v ...any)  { l.logf("TRC", format, v...) }
+
+// count is how many lines contain all of parts.
+func (l *serverLog) count(parts ...string) int {
+	n := 0
+	for _, line := range strings.Split(l.String(), "\n") {
+		all := true
+		for _, p := range parts {
+			all = all && strings.Contains(line, p)
+		}
+		if all {
+			n++
+		}
+	}
+	return n
+}
+
+func (l *serverLog) slog() *slog.Logger { return slog.New(slog.NewTextHandler(&l.Buffer, nil)) }
+
+// waitFor polls cond until it holds or the deadline passes.
+func waitFor(t *testing.T, what string, d time.Duration, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %v waiting for %s", d, what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// clusterBroker starts a broker with keys' auth whose cluster listener is
+// on a free loopback port; tweak sets the rest.
+func clusterBroker(t *testing.T, keys *brokertest.Keys, name string, log *serverLog, tweak func(*broker.Config)) *broker.Broker {
+	t.Helper()
+	b, _ := brokertest.Start(t, brokertest.WithConfig(func(c *broker.Config) {
+		c.Auth, c.Name, c.ClusterListen, c.Logger = keys.Auth(), name, "127.0.0.1:0", log.slog()
+		if tweak != nil {
+			tweak(c)
+		}
+	}))
+	return b
+}
+
+// rogueServer starts a plain nats-server, configured like an attacker
+// who knows the cluster's name and accounts, with a FLEET user of its own.
+func rogueServer(t *testing.T, log *serverLog, tweak func(*server.Options)) *server.Server {
+	t.Helper()
+	sys, ctl, fl := server.NewAccount(broker.SystemAccount), server.NewAccount(broker.ControlAccount), server.NewAccount(broker.FleetAccount)
+	opts := &server.Options{
+		ServerName: "rogue", Host: "127.0.0.1", Port: -1, NoSigs: true,
+		Cluster:       server.ClusterOpts{Name: "commandcontrol", Host: "127.0.0.1", Port: -1},
+		Accounts:      []*server.Account{sys, ctl, fl},
+		SystemAccount: broker.SystemAccount,
+		Users:         []*server.User{{Username: "rogue", Password: "rogue", Account: fl}},
+	}
+	if tweak != nil {
+		tweak(opts)
+	}
+	s, err := server.NewServer(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.SetLoggerV2(log, false, false, false)
+	go s.Start()
+	if !s.ReadyForConnections(10 * time.Second) {
+		t.Fatal("rogue server not ready")
+	}
+	t.Cleanup(func() { s.Shutdown(); s.WaitForShutdown() })
+	return s
+}
+
+// fleetSpy subscribes as the control service's FLEET user on b to what a
+// rogue would publish.
+func fleetSpy(t *testing.T, b *broker.Broker, keys *brokertest.Keys, opts ...nats.Option) *nats.Subscription {
+	t.Helper()
+	nc := brokertest.Connect(t, b, keys.Fleet, opts...)
+	sub, err := nc.SubscribeSync("rogue.>")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	return sub
+}
+
+// rogueSays publishes from a client of the rogue server into its FLEET.
+func rogueSays(t *testing.T, rogue *server.Server, n int) {
+	t.Helper()
+	nc, err := nats.Connect(rogue.ClientURL(), nats.UserInfo("rogue", "rogue"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	for i := range n {
+		if err := nc.Publish(fmt.Sprintf("rogue.%d", i), []byte("forged")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// noRoutes checks that neither server has a route.
+func noRoutes(t *testing.T, what string, servers ...*server.Server) {
+	t.Helper()
+	for _, s := range servers {
+		if n := s.NumRoutes(); n != 0 {
+			var peers []string
+			if rz, err := s.Routez(nil); err == nil {
+				for _, r := range rz.Routes {
+					peers = append(peers, r.RemoteName)
+				}
+			}
+			t.Fatalf("%s: %s has %d routes, to %v", what, s.Name(), n, peers)
+		}
+	}
+}
+
+func nothingArrives(t *testing.T, sub *nats.Subscription, what string) {
+	t.Helper()
+	if m, err := sub.NextMsg(200 * time.Millisecond); err == nil {
+		t.Fatalf("%s: the cluster received %s %q from the rogue", what, m.Subject, m.Data)
+	}
+}
+
+// TestThreatRogueServerCannotRoute: a plain nats-server, without the
+// cluster secret or with a wrong one, pointing a route at a broker's
+// authenticated cluster port is refused every time: no route on either
+// side, and what its clients publish never reaches the cluster. A real
+// broker with the secret joins the same port.
+func TestThreatRogueServerCannotRoute(t *testing.T) {
+	keys := brokertest.NewKeys(t)
+	var blog serverLog
+	b := clusterBroker(t, keys, "b1", &blog, func(c *broker.Config) { c.ClusterSecret = testClusterSecret })
+	spy := fleetSpy(t, b, keys)
+	for _, tc := range []struct{ name, userinfo string }{
+		{"no credentials", ""},
+		{"wrong secret", broker.RouteUser + ":not-the-secret-0123456789@"},
+		{"wrong user", "admin:" + testClusterSecret + "@"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			before := blog.count("Router connection closed: Authentication Failure")
+			var rlog serverLog
+			rogue := rogueServer(t, &rlog, func(o *server.Options) {
+				o.Routes = server.RoutesFromStr("nats-route://" + tc.userinfo + strings.TrimPrefix(b.ClusterURL(), "nats-route://"))
+			})
+			// The rogue retries its route every second: wait for two
+			// refusals, then nothing is routed either way.
+			t.Cleanup(func() {
+				if t.Failed() {
+					t.Logf("broker log:\n%s\nrogue log:\n%s", blog.String(), rlog.String())
+				}
+			})
+			waitFor(t, "the broker to refuse the rogue's route twice (or let it in)", 10*time.Second, func() bool {
+				return blog.count("Router connection closed: Authentication Failure") >= before+2 || rogue.NumRoutes() > 0
+			})
+			noRoutes(t, tc.name, b.Server(), rogue)
+			rogueSays(t, rogue, 10)
+			nothingArrives(t, spy, tc.name)
+			noRoutes(t, tc.name, b.Server(), rogue)
+		})
+	}
+	// The real peer with the secret joins through the same port.
+	var log2 serverLog
+	b2 := clusterBroker(t, keys, "b2", &log2, func(c *broker.Config) {
+		c.ClusterSecret, c.Routes = testClusterSecret, []string{b.ClusterURL()}
+	})
+	waitFor(t, "the real peer to route", 10*time.Second, func() bool { return b.Server().NumRoutes() > 0 && b2.Server().NumRoutes() > 0 })
+	// The secret is in neither log nor in what monitoring shows.
+	vz, err := b2.Server().Varz(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	shown, _ := json.Marshal(vz)
+	if strings.Contains(blog.String()+log2.String()+string(shown), testClusterSecret) {
+		t.Error("the cluster secret appears in a broker's log or /varz")
+	}
+}
+
+// routeTLS is a broker's route TLS from certs (mutual: Options forces
+// Verify on routes).
+func routeTLS(c stacktest.TLSCerts) broker.TLSFiles {
+	return broker.TLSFiles{CertFile: c.Cert, KeyFile: c.Key, CAFile: c.CA}
+}
+
+func serverTLS(t *testing.T, c stacktest.TLSCerts, verify bool) *tls.Config {
+	t.Helper()
+	tc, err := broker.TLSFiles{CertFile: c.Cert, KeyFile: c.Key, CAFile: c.CA, Verify: verify}.ServerConfig("test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tc
+}
+
+// TestThreatRogueCannotAcceptRoute: a broker lists a route to an address
+// a rogue server now holds (a DNS or address takeover). With routes over
+// mutual TLS the broker checks the server it dials: a rogue with a
+// certificate from another CA, or with no TLS, never becomes a route, and
+// nothing its clients publish reaches the cluster.
+func TestThreatRogueCannotAcceptRoute(t *testing.T) {
+	certs, otherCA := stacktest.TLSFiles(t), stacktest.TLSFiles(t)
+	for _, tc := range []struct {
+		name   string
+		rogue  func(*server.Options)
+		reason string
+	}{
+		{"certificate from another CA", func(o *server.Options) {
+			o.Cluster.TLSConfig, o.Cluster.TLSTimeout = serverTLS(t, otherCA, false), 2
+		}, "certificate signed by unknown authority"},
+		{"no TLS", nil, "TLS"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			keys := brokertest.NewKeys(t)
+			var rlog, blog serverLog
+			rogue := rogueServer(t, &rlog, tc.rogue)
+			t.Cleanup(func() {
+				if t.Failed() {
+					t.Logf("broker log:\n%s\nrogue log:\n%s", blog.String(), rlog.String())
+				}
+			})
+			rogueURL := fmt.Sprintf("nats-route://%s", rogue.ClusterAddr())
+			b := clusterBroker(t, keys, "b1", &blog, func(c *broker.Config) {
+				c.ClusterTLS, c.ClusterSecret, c.Routes = routeTLS(certs), testClusterSecret, []string{rogueURL}
+			})
+			spy := fleetSpy(t, b, keys)
+			waitFor(t, "the broker's route to the rogue to fail twice (or succeed)", 10*time.Second, func() bool {
+				return blog.count("rid:", "TLS route handshake error") >= 2 || rogue.NumRoutes() > 0
+			})
+			if !strings.Contains(blog.String(), tc.reason) {
+				t.Errorf("the broker's log does not say why (%q)", tc.reason)
+			}
+			noRoutes(t, tc.name, b.Server(), rogue)
+			rogueSays(t, rogue, 10)
+			nothingArrives(t, spy, tc.name)
+		})
+	}
+}
+
+// TestRouteMutualTLS: brokers whose route certificates come from the
+// configured CA route to each other with no secret; a broker whose
+// certificate another CA signed is refused at both ends.
+func TestRouteMutualTLS(t *testing.T) {
+	certs, otherCA := stacktest.TLSFiles(t), stacktest.TLSFiles(t)
+	keys := brokertest.NewKeys(t)
+	var log1, log2, log3 serverLog
+	b1 := clusterBroker(t, keys, "b1", &log1, func(c *broker.Config) { c.ClusterTLS = routeTLS(certs) })
+	b2 := clusterBroker(t, keys, "b2", &log2, func(c *broker.Config) {
+		c.ClusterTLS, c.Routes = routeTLS(certs), []string{b1.ClusterURL()}
+	})
+	waitFor(t, "routes over mutual TLS", 10*time.Second, func() bool { return b1.Server().NumRoutes() > 0 && b2.Server().NumRoutes() > 0 })
+	vz, err := b1.Server().Varz(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !vz.Cluster.TLSRequired || !vz.Cluster.TLSVerify {
+		t.Errorf("routes: TLS required %v, verified %v; want both", vz.Cluster.TLSRequired, vz.Cluster.TLSVerify)
+	}
+	// A message crosses the route: the route is real.
+	sub, err := brokertest.Connect(t, b1, keys.Control).SubscribeSync("probe")
+	if err != nil {
+		t.Fatal(err)
+	}
+	pub := brokertest.Connect(t, b2, keys.Control)
+	waitFor(t, "a message to cross the route", 10*time.Second, func() bool {
+		_ = pub.Publish("probe", []byte("peer"))
+		_ = pub.Flush()
+		_, err := sub.NextMsg(100 * time.Millisecond)
+		return err == nil
+	})
+
+	b3 := clusterBroker(t, keys, "b3", &log3, func(c *broker.Config) {
+		c.ClusterTLS, c.Routes = routeTLS(otherCA), []string{b1.ClusterURL()}
+	})
+	waitFor(t, "the other CA's broker to be refused twice (or let in)", 10*time.Second, func() bool {
+		return log3.count("rid:", "TLS route handshake error") >= 2 || b3.Server().NumRoutes() > 0
+	})
+	noRoutes(t, "a broker with another CA's certificate", b3.Server())
+	for _, r := range rzRoutes(t, b1) {
+		if r.RemoteName == "b3" {
+			t.Fatalf("b1 has a route to b3")
+		}
+	}
+}
+
+func rzRoutes(t *testing.T, b *broker.Broker) []*server.RouteInfo {
+	t.Helper()
+	rz, err := b.Server().Routez(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return rz.Routes
+}
+
+// TestOptionsRefuseOpenListeners: a cluster listener off loopback without
+// route authentication, a leaf listener or a hub link off loopback in
+// clear text are refused at start, each saying what to add.
+func TestOptionsRefuseOpenListeners(t *testing.T) {
+	certs := stacktest.TLSFiles(t)
+	site := func(c *broker.Config, url string) {
+		c.Hub = &broker.LeafHub{URLs: []string{url}, Site: "dc2", Secret: "s3cret-s3cret"}
+	}
+	hub := func(c *broker.Config, listen string) {
+		c.LeafListen, c.LeafSites = listen, []broker.LeafSite{{Name: "dc2", PasswordBcrypt: testHash}}
+	}
+	for _, tc := range []struct {
+		name string
+		set  func(*broker.Config)
+		want []string // "" means accepted
+	}{
+		{"cluster on every interface, no auth", func(c *broker.Config) { c.ClusterListen = "0.0.0.0:6222" },
+			[]string{"not a loopback address", "--cluster-secret-file", "cc-broker cluster-secret", "--tls-cert", "--tls-ca"}},
+		{"cluster on a LAN address, no auth", func(c *broker.Config) { c.ClusterListen = "10.1.2.3:6222" }, []string{"--cluster-secret-file"}},
+		{"cluster on no host, no auth", func(c *broker.Config) { c.ClusterListen = ":6222" }, []string{"--cluster-secret-file"}},
+		{"cluster with a secret", func(c *broker.Config) { c.ClusterListen, c.ClusterSecret = "0.0.0.0:6222", testClusterSecret }, nil},
+		{"cluster with mutual TLS", func(c *broker.Config) { c.ClusterListen, c.ClusterTLS = "0.0.0.0:6222", routeTLS(certs) }, nil},
+		{"cluster with the client certificate", func(c *broker.Config) {
+			c.ClusterListen, c.TLS = "0.0.0.0:6222", broker.TLSFiles{CertFile: certs.Cert, KeyFile: certs.Key, CAFile: certs.CA}
+		}, nil},
+		{"cluster TLS without a CA", func(c *broker.Config) {
+			c.ClusterListen, c.ClusterTLS = "0.0.0.0:6222", broker.TLSFiles{CertFile: certs.Cert, KeyFile: certs.Key}
+		}, []string{"--cluster-tls-ca"}},
+		{"cluster on loopback, no auth", func(c *broker.Config) { c.ClusterListen = "127.0.0.1:6222" }, nil},
+		{"route URL with a password", func(c *broker.Config) {
+			c.ClusterListen, c.ClusterSecret, c.Routes = "127.0.0.1:6222", testClusterSecret, []string{"nats-route://u:pw@10.0.0.2:6222"}
+		}, []string{"carries credentials", "--cluster-secret-file"}},
+		{"secret without a cluster", func(c *broker.Config) { c.ClusterSecret = testClusterSecret }, []string{"--cluster-listen"}},
+		{"leaf listener in clear text", func(c *broker.Config) { hub(c, "0.0.0.0:7422") }, []string{"--tls-cert", "--leaf-tls-cert", "--allow-plaintext-leaf"}},
+		{"leaf listener in clear text, allowed", func(c *broker.Config) { hub(c, "0.0.0.0:7422"); c.AllowPlaintextLeaf = true }, nil},
+		{"leaf listener over TLS", func(c *broker.Config) {
+			hub(c, "0.0.0.0:7422")
+			c.LeafTLS = broker.TLSFiles{CertFile: certs.Cert, KeyFile: certs.Key}
+		}, nil},
+		{"leaf listener on loopback", func(c *broker.Config) { hub(c, "127.0.0.1:7422") }, nil},
+		{"hub link in clear text", func(c *broker.Config) { site(c, "nats-leaf://hub.example.net:7422") }, []string{"--hub-tls-ca", "--allow-plaintext-leaf"}},
+		{"hub link over TLS", func(c *broker.Config) {
+			site(c, "nats-leaf://hub.example.net:7422")
+			c.HubTLS.CAFile = certs.CA
+		}, nil},
+		{"hub link, tls:// with the system's roots", func(c *broker.Config) { site(c, "tls://hub.example.net:7422") }, nil},
+		{"hub link on loopback", func(c *broker.Config) { site(c, "nats-leaf://127.0.0.1:7422") }, nil},
+		{"hub link verified with --tls-ca", func(c *broker.Config) {
+			site(c, "nats-leaf://hub.example.net:7422")
+			c.TLS = broker.TLSFiles{CertFile: certs.Cert, KeyFile: certs.Key, CAFile: certs.CA}
+		}, nil},
+		{"bad certificate file", func(c *broker.Config) { c.TLS = broker.TLSFiles{CertFile: certs.CA + ".none", KeyFile: certs.Key} }, []string{"--tls-cert", ".none"}},
+		{"certificate without key", func(c *broker.Config) { c.TLS = broker.TLSFiles{CertFile: certs.Cert} }, []string{"certificate and its key"}},
+		{"CA file with no certificate", func(c *broker.Config) {
+			c.TLS = broker.TLSFiles{CertFile: certs.Cert, KeyFile: certs.Key, CAFile: certs.Key}
+		}, []string{"holds no PEM certificate"}},
+		{"verify without a CA", func(c *broker.Config) {
+			c.TLS = broker.TLSFiles{CertFile: certs.Cert, KeyFile: certs.Key, Verify: true}
+		}, []string{"needs the CA"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg := broker.Config{Listen: "127.0.0.1:0", Auth: validAuth(t)}
+			tc.set(&cfg)
+			_, err := broker.Options(&cfg)
+			if tc.want == nil {
+				if err != nil {
+					t.Fatalf("refused: %v", err)
+				}
+				return
+			}
+			if err == nil {
+				t.Fatalf("accepted, want an error mentioning %q", tc.want)
+			}
+			for _, w := range tc.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error %q does not mention %q", err, w)
+				}
+			}
+		})
+	}
+}
+
+// TestTLSClientPort: with a certificate the client port speaks only TLS.
+// A client that trusts the CA connects; one that does not is refused, and
+// one that speaks plain text is never answered. With Verify, a client
+// needs a certificate from the CA.
+func TestTLSClientPort(t *testing.T) {
+	certs, otherCA := stacktest.TLSFiles(t), stacktest.TLSFiles(t)
+	b, keys := brokertest.Start(t, brokertest.WithConfig(func(c *broker.Config) {
+		c.TLS = broker.TLSFiles{CertFile: certs.Cert, KeyFile: certs.Key, CAFile: certs.CA}
+	}))
+	if !b.TLSRequired() {
+		t.Fatal("TLSRequired is false")
+	}
+	nc := brokertest.Connect(t, b, keys.Control, nats.RootCAs(certs.CA))
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := nc.TLSConnectionState(); err != nil {
+		t.Fatalf("connection with the CA is not TLS: %v", err)
+	}
+	pub, _ := keys.Control.PublicKey()
+	for _, tc := range []struct {
+		name string
+		opts []nats.Option
+		want string
+	}{
+		{"no CA", nil, "certificate signed by unknown authority"},
+		{"another CA", []nats.Option{nats.RootCAs(otherCA.CA)}, "certificate signed by unknown authority"},
+	} {
+		nc, err := nats.Connect(b.ClientURL(), append(tc.opts, nats.Nkey(pub, keys.Control.Sign), nats.NoReconnect())...)
+		if err == nil {
+			nc.Close()
+			t.Fatalf("%s: connected", tc.name)
+		}
+		if !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: got %v, want %q", tc.name, err, tc.want)
+		}
+	}
+	// Plain text on the TLS port: INFO says TLS is required, and a
+	// CONNECT and PING in clear text get no PONG.
+	if got := plainTextSession(t, b.Server().Addr().String()); strings.Contains(got, "PONG") || !strings.Contains(got, `"tls_required":true`) {
+		t.Fatalf("plain-text client got: %q", got)
+	}
+
+	// Mutual TLS on the client port.
+	mb, mkeys := brokertest.Start(t, brokertest.WithConfig(func(c *broker.Config) {
+		c.TLS = broker.TLSFiles{CertFile: certs.Cert, KeyFile: certs.Key, CAFile: certs.CA, Verify: true}
+	}))
+	mpub, _ := mkeys.Control.PublicKey()
+	if nc, err := nats.Connect(mb.ClientURL(), nats.RootCAs(certs.CA), nats.Nkey(mpub, mkeys.Control.Sign), nats.NoReconnect()); err == nil {
+		nc.Close()
+		t.Fatal("a client without a certificate connected to a --tls-verify broker")
+	}
+	if nc, err := nats.Connect(mb.ClientURL(), nats.RootCAs(certs.CA), nats.ClientCert(otherCA.ClientCert, otherCA.ClientKey),
+		nats.Nkey(mpub, mkeys.Control.Sign), nats.NoReconnect()); err == nil {
+		nc.Close()
+		t.Fatal("a client with another CA's certificate connected to a --tls-verify broker")
+	}
+	brokertest.Connect(t, mb, mkeys.Control, nats.RootCAs(certs.CA), nats.ClientCert(certs.ClientCert, certs.ClientKey))
+}
+
+// plainTextSession speaks NATS in clear text to addr and returns what the
+// server said until it closed the connection (or 5 s passed).
+func plainTextSession(t *testing.T, addr string) string {
+	t.Helper()
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+	_, _ = c.Write([]byte("CONNECT {\"verbose\":false}\r\nPING\r\n"))
+	got, _ := io.ReadAll(c)
+	return string(got)
+}
+
+// TestTLSMonitoringHTTPS: with a certificate, monitoring is HTTPS only.
+func TestTLSMonitoringHTTPS(t *testing.T) {
+	certs := stacktest.TLSFiles(t)
+	b, _ := brokertest.Start(t, brokertest.WithConfig(func(c *broker.Config) {
+		c.TLS = broker.TLSFiles{CertFile: certs.Cert, KeyFile: certs.Key, CAFile: certs.CA, Verify: true}
+		c.MonitorListen = "127.0.0.1:0"
+	}))
+	addr := b.Server().MonitorAddr()
+	if addr == nil {
+		t.Fatal("no monitoring listener")
+	}
+	pool := x509.NewCertPool()
+	pem, err := os.ReadFile(certs.CA)
+	if err != nil || !pool.AppendCertsFromPEM(pem) {
+		t.Fatalf("CA: %v", err)
+	}
+	// Monitoring asks for no client certificate, even with Verify.
+	hc := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}
+	resp, err := hc.Get(fmt.Sprintf("https://%s/varz", addr))
+	if err != nil {
+		t.Fatalf("HTTPS monitoring: %v", err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || resp.TLS == nil {
+		t.Fatalf("HTTPS monitoring: status %d, TLS %v", resp.StatusCode, resp.TLS != nil)
+	}
+	resp, err = (&http.Client{Timeout: 5 * time.Second}).Get(fmt.Sprintf("http://%s/varz", addr))
+	if err == nil {
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode == http.StatusOK {
+			t.Fatalf("plain HTTP monitoring answered: %s", body)
+		}
+	}
+}
+
+func freeLoopbackPort(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
+
+// TestLeafLinkTLS: a site links to a hub whose leaf listener is TLS when
+// it verifies the hub with the CA (and, when the hub requires one,
+// presents a certificate from it). A site in clear text, one that trusts
+// another CA, and one without a certificate where one is required never
+// link.
+func TestLeafLinkTLS(t *testing.T) {
+	certs, otherCA := stacktest.TLSFiles(t), stacktest.TLSFiles(t)
+	keys := brokertest.NewKeys(t)
+	hash, err := bcrypt.GenerateFromPassword([]byte("site-secret-0123456789"), bcrypt.MinCost)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hub := func(t *testing.T, verify bool) string {
+		addr := freeLoopbackPort(t)
+		brokertest.Start(t, brokertest.WithConfig(func(c *broker.Config) {
+			c.Auth, c.Name, c.LeafListen = keys.Auth(), "hub", addr
+			c.LeafSites = []broker.LeafSite{{Name: "dc2", PasswordBcrypt: string(hash)}}
+			c.LeafTLS = broker.TLSFiles{CertFile: certs.Cert, KeyFile: certs.Key, CAFile: certs.CA, Verify: verify}
+		}))
+		return "nats-leaf://" + addr
+	}
+	site := func(t *testing.T, url string, hubTLS broker.TLSFiles) (*broker.Broker, *serverLog) {
+		var log serverLog
+		b, _ := brokertest.Start(t, brokertest.WithConfig(func(c *broker.Config) {
+			c.Auth, c.Name, c.Logger = keys.Auth(), "site-dc2", log.slog()
+			c.Hub = &broker.LeafHub{URLs: []string{url}, Site: "dc2", Secret: "site-secret-0123456789"}
+			c.HubTLS = hubTLS
+		}))
+		t.Cleanup(func() {
+			if t.Failed() {
+				t.Logf("site log:\n%s", log.String())
+			}
+		})
+		return b, &log
+	}
+	t.Run("server TLS", func(t *testing.T) {
+		url := hub(t, false)
+		s, _ := site(t, url, broker.TLSFiles{CAFile: certs.CA})
+		waitFor(t, "the site linked over TLS for all three accounts", 10*time.Second, func() bool { return s.Server().NumLeafNodes() == 3 })
+		// The hub's leaf listener takes nothing but TLS (a site in
+		// clear text fails below), so this link is TLS.
+		for _, tc := range []struct {
+			name   string
+			tls    broker.TLSFiles
+			reason string
+		}{
+			{"clear text", broker.TLSFiles{}, "TLS"},
+			{"another CA", broker.TLSFiles{CAFile: otherCA.CA}, "certificate signed by unknown authority"},
+		} {
+			t.Run(tc.name, func(t *testing.T) {
+				s, log := site(t, url, tc.tls)
+				waitFor(t, "the site's link to fail twice (or form)", 10*time.Second, func() bool {
+					return log.count("level=ERROR")+log.count("Leafnode connection closed") >= 2 || s.Server().NumLeafNodes() > 0
+				})
+				if n := s.Server().NumLeafNodes(); n != 0 {
+					t.Fatalf("%s: the site linked (%d leaf connections)", tc.name, n)
+				}
+				if !strings.Contains(log.String(), tc.reason) {
+					t.Errorf("the site's log does not say %q:\n%s", tc.reason, log.String())
+				}
+			})
+		}
+	})
+	t.Run("mutual TLS", func(t *testing.T) {
+		url := hub(t, true)
+		s, log := site(t, url, broker.TLSFiles{CAFile: certs.CA})
+		waitFor(t, "the site without a certificate to fail twice (or link)", 10*time.Second, func() bool {
+			return log.count("level=ERROR")+log.count("Leafnode connection closed") >= 2 || s.Server().NumLeafNodes() > 0
+		})
+		if n := s.Server().NumLeafNodes(); n != 0 {
+			t.Fatalf("a site without a certificate linked (%d leaf connections)", n)
+
+		}
+		s, _ = site(t, url, broker.TLSFiles{CAFile: certs.CA, CertFile: certs.ClientCert, KeyFile: certs.ClientKey})
+		waitFor(t, "the site with a certificate linked", 10*time.Second, func() bool { return s.Server().NumLeafNodes() == 3 })
+	})
+}

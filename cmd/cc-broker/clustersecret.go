@@ -1,0 +1,67 @@
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+
+	"github.com/commandcontrol/commandcontrol/broker"
+)
+
+// clusterSecret creates the secret every broker of a cluster presents on
+// its routes, in a 0600 file to copy to each of them.
+func clusterSecret(args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("cc-broker cluster-secret", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	out := fs.String("secret-out", "cluster.secret", "write the secret to FILE (never overwritten)")
+	fs.Usage = func() {
+		fmt.Fprint(stderr, `Usage: cc-broker cluster-secret [--secret-out FILE]
+
+Creates a cluster's route secret: a random secret written to a file (mode
+0600). Copy that file to every broker of the cluster and start each with
+--cluster-secret-file FILE: a route that does not present it is refused.
+Routes should also run over mutual TLS (--tls-cert, --tls-key, --tls-ca),
+which checks the broker at the other end too.
+
+Flags:
+`)
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		fs.Usage()
+		return fmt.Errorf("cluster-secret: unexpected argument %q", fs.Arg(0))
+	}
+	if *out == "" {
+		return errors.New("cluster-secret: --secret-out needs a file name")
+	}
+	secret, err := broker.NewClusterSecret()
+	if err != nil {
+		return fmt.Errorf("cluster-secret: %w", err)
+	}
+	f, err := os.OpenFile(*out, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return fmt.Errorf("cluster-secret: %w (an existing secret is never overwritten; remove it or pick --secret-out)", err)
+	}
+	if _, err := fmt.Fprintln(f, secret); err != nil {
+		f.Close()
+		return fmt.Errorf("cluster-secret: %w", err)
+	}
+	if err := f.Close(); err != nil {
+		return fmt.Errorf("cluster-secret: %w", err)
+	}
+	fmt.Fprintf(stdout, `The cluster secret is in %s (mode 0600). Copy it to every broker of the
+cluster (it is a broker credential: nothing else needs it) and start each with
+
+  cc-broker --auth broker-auth.json --cluster-listen 0.0.0.0:6222 \
+    --routes nats-route://OTHER-BROKER:6222 --cluster-secret-file %s \
+    --tls-cert broker.pem --tls-key broker-key.pem --tls-ca ca.pem
+
+(or "cluster_secret_file" in a --config file).
+`, *out, *out)
+	return nil
+}
