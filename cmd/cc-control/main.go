@@ -245,6 +245,10 @@ func checkBrokerTLS(o *options) error {
 		return errors.New("--broker-tls-ca, --broker-tls-cert, --broker-tls-key and --broker-allow-plaintext are for an external --broker; " +
 			"the embedded broker's own TLS is configured with --tls-cert and --tls-key")
 	}
+	if t := o.tls; o.brokerURL != "" && (t.CAFile != "" || t.CertFile != "" || t.KeyFile != "" || t.Verify) {
+		return errors.New("--tls-cert, --tls-key, --tls-ca and --tls-verify configure the embedded broker, which --broker replaces; " +
+			"to verify the external broker use --broker-tls-ca (and --broker-tls-cert/--broker-tls-key for mutual TLS)")
+	}
 	return nil
 }
 
