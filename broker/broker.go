@@ -129,8 +129,8 @@ type Config struct {
 	// against CAFile); zero means TLS's certificate and CA.
 	ClusterTLS TLSFiles
 	// ClusterSecret, when set, is the secret every route must present
-	// (user RouteUser); ReadClusterSecret reads it from its file. A
-	// cluster listener off loopback needs it or route TLS.
+	// (user RouteUser); ReadClusterSecret reads it from its file. Every
+	// cluster listener needs it; off loopback, route TLS as well.
 	ClusterSecret string
 	// LeafTLS is the hub's leaf listener's TLS; zero means TLS's
 	// certificate. Verify requires sites' certificates (mutual TLS).

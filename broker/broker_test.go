@@ -201,7 +201,7 @@ func TestOptionsKeepExplicitValues(t *testing.T) {
 }
 
 func TestOptionsCluster(t *testing.T) {
-	cfg := broker.Config{Listen: "127.0.0.1:0", Auth: validAuth(t), ClusterListen: "127.0.0.1:0",
+	cfg := broker.Config{Listen: "127.0.0.1:0", Auth: validAuth(t), ClusterListen: "127.0.0.1:0", ClusterSecret: testClusterSecret,
 		Routes: []string{"nats-route://127.0.0.1:6222", "nats-route://127.0.0.1:6223"}, LeafListen: "127.0.0.1:7422",
 		LeafSites: []broker.LeafSite{{Name: "dc2", PasswordBcrypt: testHash}}, MonitorListen: "127.0.0.1:8222"}
 	opts, err := broker.Options(&cfg)
@@ -336,7 +336,7 @@ func TestRunStopsWithContext(t *testing.T) {
 }
 
 func TestClusterURL(t *testing.T) {
-	b, _ := brokertest.Start(t, brokertest.WithConfig(func(c *broker.Config) { c.ClusterListen = "127.0.0.1:0" }))
+	b, _ := brokertest.Start(t, brokertest.WithConfig(func(c *broker.Config) { c.ClusterListen, c.ClusterSecret = "127.0.0.1:0", testClusterSecret }))
 	if u := b.ClusterURL(); !strings.HasPrefix(u, "nats-route://127.0.0.1:") {
 		t.Fatalf("ClusterURL: got %q, want nats-route://127.0.0.1:<port>", u)
 	}

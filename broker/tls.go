@@ -191,10 +191,14 @@ func routeOptions(cfg *Config, opts *server.Options) error {
 			r.User = url.UserPassword(RouteUser, cfg.ClusterSecret)
 		}
 	}
-	if cfg.ClusterSecret == "" && rt.IsZero() && !isLoopback(opts.Cluster.Host) {
-		return fmt.Errorf("broker: cluster listen %s is not a loopback address and routes are not authenticated: any server that reaches it would join the cluster. "+
-			"Add --cluster-secret-file FILE (create it with: cc-broker cluster-secret; the same file on every broker) "+
-			"and mutual TLS for routes with --tls-cert, --tls-key and --tls-ca (or --cluster-tls-cert, --cluster-tls-key, --cluster-tls-ca)", cfg.ClusterListen)
+	// The secret is required even with route TLS and even on loopback:
+	// a certificate from the routes' CA may be a client's or a site
+	// broker's (the same CA often signs them), and on a shared host any
+	// local user could start a server; either would join the cluster.
+	if cfg.ClusterSecret == "" {
+		return fmt.Errorf("broker: cluster listen %s has no cluster secret: any server that reaches it (on this host, or with any certificate the CA signed) would join the cluster and act in everyone's name. "+
+			"Add --cluster-secret-file FILE (create it with: cc-broker cluster-secret; the same file on every broker), "+
+			"and off loopback mutual TLS for routes with --tls-cert, --tls-key and --tls-ca (or --cluster-tls-cert, --cluster-tls-key, --cluster-tls-ca)", cfg.ClusterListen)
 	}
 	return nil
 }

@@ -75,6 +75,7 @@ func clusterBroker(t *testing.T, keys *brokertest.Keys, name string, log *server
 	t.Helper()
 	b, _ := brokertest.Start(t, brokertest.WithConfig(func(c *broker.Config) {
 		c.Auth, c.Name, c.ClusterListen, c.Logger = keys.Auth(), name, "127.0.0.1:0", log.slog()
+		c.ClusterSecret = testClusterSecret
 		if tweak != nil {
 			tweak(c)
 		}
@@ -280,8 +281,8 @@ func TestThreatRogueCannotAcceptRoute(t *testing.T) {
 }
 
 // TestRouteMutualTLS: brokers whose route certificates come from the
-// configured CA route to each other with no secret; a broker whose
-// certificate another CA signed is refused at both ends.
+// configured CA route to each other; a broker whose certificate another
+// CA signed is refused at both ends, though it has the secret.
 func TestRouteMutualTLS(t *testing.T) {
 	certs, otherCA := stacktest.TLSFiles(t), stacktest.TLSFiles(t)
 	keys := brokertest.NewKeys(t)
@@ -351,18 +352,21 @@ func TestOptionsRefuseOpenListeners(t *testing.T) {
 		want []string // "" means accepted
 	}{
 		{"cluster on every interface, no auth", func(c *broker.Config) { c.ClusterListen = "0.0.0.0:6222" },
-			[]string{"not a loopback address", "--cluster-secret-file", "cc-broker cluster-secret", "--tls-cert", "--tls-ca"}},
+			[]string{"no cluster secret", "--cluster-secret-file", "cc-broker cluster-secret", "--tls-cert", "--tls-ca"}},
 		{"cluster on a LAN address, no auth", func(c *broker.Config) { c.ClusterListen = "10.1.2.3:6222" }, []string{"--cluster-secret-file"}},
 		{"cluster on no host, no auth", func(c *broker.Config) { c.ClusterListen = ":6222" }, []string{"--cluster-secret-file"}},
 		{"cluster with a secret", func(c *broker.Config) { c.ClusterListen, c.ClusterSecret = "0.0.0.0:6222", testClusterSecret }, nil},
-		{"cluster with mutual TLS", func(c *broker.Config) { c.ClusterListen, c.ClusterTLS = "0.0.0.0:6222", routeTLS(certs) }, nil},
-		{"cluster with the client certificate", func(c *broker.Config) {
-			c.ClusterListen, c.TLS = "0.0.0.0:6222", broker.TLSFiles{CertFile: certs.Cert, KeyFile: certs.Key, CAFile: certs.CA}
+		{"cluster with mutual TLS and no secret", func(c *broker.Config) { c.ClusterListen, c.ClusterTLS = "0.0.0.0:6222", routeTLS(certs) }, []string{"--cluster-secret-file"}},
+		{"cluster with mutual TLS and the secret", func(c *broker.Config) {
+			c.ClusterListen, c.ClusterTLS, c.ClusterSecret = "0.0.0.0:6222", routeTLS(certs), testClusterSecret
 		}, nil},
+		{"cluster with the client certificate and no secret", func(c *broker.Config) {
+			c.ClusterListen, c.TLS = "0.0.0.0:6222", broker.TLSFiles{CertFile: certs.Cert, KeyFile: certs.Key, CAFile: certs.CA}
+		}, []string{"--cluster-secret-file"}},
 		{"cluster TLS without a CA", func(c *broker.Config) {
-			c.ClusterListen, c.ClusterTLS = "0.0.0.0:6222", broker.TLSFiles{CertFile: certs.Cert, KeyFile: certs.Key}
+			c.ClusterListen, c.ClusterTLS, c.ClusterSecret = "0.0.0.0:6222", broker.TLSFiles{CertFile: certs.Cert, KeyFile: certs.Key}, testClusterSecret
 		}, []string{"--cluster-tls-ca"}},
-		{"cluster on loopback, no auth", func(c *broker.Config) { c.ClusterListen = "127.0.0.1:6222" }, nil},
+		{"cluster on loopback, no auth", func(c *broker.Config) { c.ClusterListen = "127.0.0.1:6222" }, []string{"--cluster-secret-file"}},
 		{"route URL with a password", func(c *broker.Config) {
 			c.ClusterListen, c.ClusterSecret, c.Routes = "127.0.0.1:6222", testClusterSecret, []string{"nats-route://u:pw@10.0.0.2:6222"}
 		}, []string{"carries credentials", "--cluster-secret-file"}},
@@ -613,4 +617,37 @@ func TestLeafLinkTLS(t *testing.T) {
 		s, _ = site(t, url, broker.TLSFiles{CAFile: certs.CA, CertFile: certs.ClientCert, KeyFile: certs.ClientKey})
 		waitFor(t, "the site with a certificate linked", 10*time.Second, func() bool { return s.Server().NumLeafNodes() == 3 })
 	})
+}
+
+// TestThreatClientCertificateCannotOpenRoute: the CA that signs the
+// brokers' route certificates often signs clients' certificates too (for
+// --tls-verify) and site brokers'. A rogue server presenting such a
+// client-only certificate passes the routes' mutual TLS, but without the
+// cluster secret it never routes and nothing it publishes arrives.
+func TestThreatClientCertificateCannotOpenRoute(t *testing.T) {
+	certs := stacktest.TLSFiles(t)
+	keys := brokertest.NewKeys(t)
+	var blog, rlog serverLog
+	b := clusterBroker(t, keys, "b1", &blog, func(c *broker.Config) { c.ClusterTLS = routeTLS(certs) })
+	spy := fleetSpy(t, b, keys)
+	clientTLS, err := broker.TLSFiles{CertFile: certs.ClientCert, KeyFile: certs.ClientKey, CAFile: certs.CA, Verify: true}.ServerConfig("rogue")
+	if err != nil {
+		t.Fatal(err)
+	}
+	before := blog.count("Authentication Failure")
+	rogue := rogueServer(t, &rlog, func(o *server.Options) {
+		o.Cluster.TLSConfig, o.Cluster.TLSTimeout = clientTLS, 2
+		o.Routes = server.RoutesFromStr(b.ClusterURL())
+	})
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("broker log:\n%s\nrogue log:\n%s", blog.String(), rlog.String())
+		}
+	})
+	waitFor(t, "the broker to refuse the rogue's route twice (or let it in)", 10*time.Second, func() bool {
+		return blog.count("Authentication Failure") >= before+2 || rogue.NumRoutes() > 0
+	})
+	noRoutes(t, "client certificate, no secret", b.Server(), rogue)
+	rogueSays(t, rogue, 10)
+	nothingArrives(t, spy, "client certificate, no secret")
 }

@@ -62,9 +62,10 @@ func TestSiteTTLHubAndSite(t *testing.T) {
 		t.Cleanup(b.Shutdown)
 		return b
 	}
-	hubA := start(broker.Config{Name: "hub-a", ClusterListen: "127.0.0.1:" + strconv.Itoa(ports[0]),
+	const clusterSecret = "route-secret-0123456789abcdef"
+	hubA := start(broker.Config{Name: "hub-a", ClusterListen: "127.0.0.1:" + strconv.Itoa(ports[0]), ClusterSecret: clusterSecret,
 		LeafListen: "127.0.0.1:" + strconv.Itoa(ports[1]), LeafSites: []broker.LeafSite{{Name: "dc2", PasswordBcrypt: string(hash)}}})
-	hubB := start(broker.Config{Name: "hub-b", ClusterListen: "127.0.0.1:0", Routes: []string{hubA.ClusterURL()}})
+	hubB := start(broker.Config{Name: "hub-b", ClusterListen: "127.0.0.1:0", ClusterSecret: clusterSecret, Routes: []string{hubA.ClusterURL()}})
 	site := start(broker.Config{Name: "site-dc2",
 		Hub: &broker.LeafHub{URLs: []string{"nats-leaf://127.0.0.1:" + strconv.Itoa(ports[1])}, Site: "dc2", Secret: secret}})
 	waitFor(t, "the hub's route and the site's leaf link", 10*time.Second, func() bool {

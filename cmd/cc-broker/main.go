@@ -21,6 +21,7 @@ import (
 	"github.com/commandcontrol/commandcontrol/broker"
 	"github.com/commandcontrol/commandcontrol/controlsvc"
 	"github.com/commandcontrol/commandcontrol/internal/logging"
+	"github.com/commandcontrol/commandcontrol/internal/termsafe"
 )
 
 // fileConfig is the --config file: JSON with any of these fields; flags
@@ -69,7 +70,7 @@ func main() {
 	defer stop()
 	if err := run(ctx, os.Args[1:], os.Stderr); err != nil {
 		if !errors.Is(err, flag.ErrHelp) {
-			fmt.Fprintln(os.Stderr, "cc-broker:", err)
+			fmt.Fprintln(os.Stderr, "cc-broker:", termsafe.Text(err.Error()))
 		}
 		os.Exit(2)
 	}
@@ -141,8 +142,8 @@ routes and the leaf listener. --tls-ca is the CA other brokers' (and, with
 A cluster: every broker gets the same secret (cc-broker cluster-secret
 writes one) with --cluster-secret-file, and routes run over mutual TLS
 (--tls-cert, --tls-key, --tls-ca: each broker verifies the other). A
-cluster or leaf listener on a non-loopback address is refused without
-route authentication (secret or mutual TLS) or leaf TLS.
+cluster listener is refused without the secret (on loopback too), and a
+leaf listener on a non-loopback address without TLS.
 
 Flags:
 `)
