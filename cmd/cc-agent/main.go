@@ -19,6 +19,7 @@ import (
 	"github.com/commandcontrol/commandcontrol/agent"
 	"github.com/commandcontrol/commandcontrol/agent/functions"
 	"github.com/commandcontrol/commandcontrol/internal/logging"
+	"github.com/commandcontrol/commandcontrol/internal/termsafe"
 )
 
 type options struct {
@@ -100,7 +101,7 @@ func main() {
 	defer stop()
 	if err := run(ctx, os.Args[1:], os.Stdout, os.Stderr); err != nil {
 		if !errors.Is(err, flag.ErrHelp) {
-			fmt.Fprintln(os.Stderr, "cc-agent:", err)
+			fmt.Fprintln(os.Stderr, "cc-agent:", termsafe.Text(err.Error()))
 		}
 		os.Exit(2)
 	}

@@ -26,6 +26,7 @@ import (
 	"github.com/commandcontrol/commandcontrol/controlsvc"
 	"github.com/commandcontrol/commandcontrol/internal/logging"
 	"github.com/commandcontrol/commandcontrol/internal/natstls"
+	"github.com/commandcontrol/commandcontrol/internal/termsafe"
 	"github.com/nats-io/nats.go"
 )
 
@@ -155,7 +156,7 @@ func main() {
 	defer stop()
 	if err := run(ctx, os.Args[1:], os.Stdout, os.Stderr); err != nil {
 		if !errors.Is(err, flag.ErrHelp) {
-			fmt.Fprintln(os.Stderr, "cc-control:", err)
+			fmt.Fprintln(os.Stderr, "cc-control:", termsafe.Text(err.Error()))
 		}
 		os.Exit(2)
 	}

@@ -26,6 +26,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/commandcontrol/commandcontrol/internal/termsafe"
 	"github.com/commandcontrol/commandcontrol/perf"
 )
 
@@ -33,7 +34,7 @@ func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	if err := run(ctx, os.Args[1:], os.Stdout, os.Stderr); err != nil {
-		fmt.Fprintln(os.Stderr, "cc-perf:", err)
+		fmt.Fprintln(os.Stderr, "cc-perf:", termsafe.Text(err.Error()))
 		os.Exit(1)
 	}
 }

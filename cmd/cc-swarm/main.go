@@ -27,6 +27,7 @@ import (
 	"time"
 
 	"github.com/commandcontrol/commandcontrol/bench"
+	"github.com/commandcontrol/commandcontrol/internal/termsafe"
 	"github.com/commandcontrol/commandcontrol/swarm"
 )
 
@@ -35,7 +36,7 @@ func main() {
 	defer stop()
 	if err := run(ctx, os.Args[1:], os.Stdout, os.Stderr); err != nil {
 		if !errors.Is(err, flag.ErrHelp) {
-			fmt.Fprintln(os.Stderr, "cc-swarm:", err)
+			fmt.Fprintln(os.Stderr, "cc-swarm:", termsafe.Text(err.Error()))
 		}
 		os.Exit(2)
 	}

@@ -7,6 +7,8 @@ import (
 	"strings"
 
 	"github.com/nats-io/nats.go"
+
+	"github.com/commandcontrol/commandcontrol/internal/termsafe"
 )
 
 // Sentinel errors an *Error matches with errors.Is.
@@ -73,7 +75,9 @@ func (e *Error) Error() string {
 		msg = fmt.Sprintf("the broker at %s did not accept this client certificate: check that %s names one signed by the CA the broker trusts for clients", e.URL, n.Cert)
 	}
 	if e.Err != nil {
-		msg += " (" + e.Err.Error() + ")"
+		// The cause may quote the peer's certificate (its names), which
+		// whoever answers at the address chose: no terminal escapes.
+		msg += " (" + termsafe.String(e.Err.Error()) + ")"
 	}
 	return msg
 }
@@ -115,7 +119,12 @@ func (d *Decision) Explain(err error, urls string) error {
 	case errors.Is(err, nats.ErrSecureConnWanted):
 		e.Kind = KindNoTLS
 	case strings.Contains(msg, "certificate required"):
+		// Go's client sends no certificate when the one it has is not
+		// from a CA the broker lists: then it was the wrong one.
 		e.Kind = KindNeedClientCert
+		if d.hasClientCert() {
+			e.Kind = KindCertRejected
+		}
 	case strings.Contains(msg, "bad certificate") || strings.Contains(msg, "unknown certificate authority") ||
 		errors.Is(err, nats.ErrTLS) && strings.Contains(msg, "closed by remote after TLS handshake"):
 		// The broker hung up on the handshake we finished: with TLS 1.3

@@ -210,3 +210,19 @@ func writeCA(t *testing.T) string {
 	}
 	return p
 }
+
+// TestErrorEscapesThePeersText: a TLS failure quotes the peer's
+// certificate (the names it is valid for), which whoever answers at the
+// broker's address chose; the message carries no terminal escapes.
+func TestErrorEscapesThePeersText(t *testing.T) {
+	peer := "x509: certificate is valid for \x1b]0;owned\a\x1b[2J\x1b[Hall machines OK, not localhost"
+	for _, k := range []Kind{KindWrongHost, KindUntrusted, KindInvalid} {
+		msg := (&Error{Kind: k, URL: "tls://localhost:4222", Host: "localhost", Err: errors.New(peer)}).Error()
+		if strings.ContainsAny(msg, "\x1b\a") {
+			t.Errorf("kind %v: message carries raw escapes: %q", k, msg)
+		}
+		if !strings.Contains(msg, `\x1b]0;owned`) {
+			t.Errorf("kind %v: the peer's text is not shown escaped: %q", k, msg)
+		}
+	}
+}
