@@ -46,7 +46,7 @@ func (c *Client) Snapshot(ctx context.Context) (*fleet.PresenceSnapshot, error) 
 			snap = &part
 			continue
 		}
-		if part.Seq != snap.Seq {
+		if part.Seq != snap.Seq || part.Epoch != snap.Epoch {
 			return nil, fmt.Errorf("presence snapshot: parts of different snapshots (seq %d and %d)", snap.Seq, part.Seq)
 		}
 		snap.Servers = append(snap.Servers, part.Servers...)

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
 	"reflect"
 	"strings"
 	"sync"
@@ -12,6 +14,7 @@ import (
 
 	"github.com/commandcontrol/commandcontrol/agent"
 	"github.com/commandcontrol/commandcontrol/bench"
+	"github.com/commandcontrol/commandcontrol/controlsvc"
 	"github.com/commandcontrol/commandcontrol/fleet"
 	"github.com/commandcontrol/commandcontrol/internal/stacktest"
 )
@@ -251,6 +254,54 @@ func TestWatchResyncsOnSequenceGap(t *testing.T) {
 	}
 	want := []string{"present " + stay.MachineID(), "present " + gone.MachineID(), "synced",
 		"resync sequence gap", "left " + gone.MachineID() + " " + bench.FoundByResync, "synced"}
+	if len(got) != len(want) || !strings.HasPrefix(got[3], want[3]) {
+		t.Fatalf("events:\n got %q\nwant %q", got, want)
+	}
+	got[3] = want[3]
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("events:\n got %q\nwant %q", got, want)
+	}
+}
+
+// TestWatchResyncsWhenNumberingRestarts: a control service restarted
+// without its saved state (presence.json lost, a new host) numbers events
+// from 1 again. A watcher that holds a higher number must not drop them
+// as already seen: the events carry the new run's epoch, and the watcher
+// resyncs and reports the machine that left meanwhile.
+func TestWatchResyncsWhenNumberingRestarts(t *testing.T) {
+	data := t.TempDir()
+	b := stacktest.StartBroker(t, data)
+	svc := stacktest.StartControl(t, stacktest.WithDataDir(data), stacktest.WithBroker(b.ClientURL()))
+	stay := stacktest.StartAgent(t, svc, "10.0.0.1_stay", nil)
+	gone := stacktest.StartAgent(t, svc, "10.0.0.2_gone", nil)
+	c, err := bench.Connect(b.ClientURL(), bench.WithSeed(stacktest.AdminSeed(t, svc)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	ctx, cancel := context.WithCancel(testCtx(t))
+	var got []string
+	restarted := false
+	err = c.Watch(ctx, func(ev fleet.PresenceEvent) {
+		got = append(got, strings.Join(strings.Fields(ev.Event+" "+ev.Machine+" "+ev.Reason), " "))
+		switch {
+		case ev.Event == bench.EventSynced && !restarted:
+			restarted = true
+			svc.Close()
+			gone.Close()
+			if err := os.Remove(filepath.Join(data, controlsvc.PresenceStateFile)); err != nil {
+				t.Error(err)
+			}
+			stacktest.StartControl(t, stacktest.WithDataDir(data), stacktest.WithBroker(b.ClientURL()))
+		case ev.Event == bench.EventSynced:
+			cancel()
+		}
+	})
+	if !errors.Is(err, context.Canceled) {
+		t.Fatalf("Watch returned %v", err)
+	}
+	want := []string{"present " + stay.MachineID(), "present " + gone.MachineID(), "synced",
+		"resync the control service's event numbering changed", "left " + gone.MachineID() + " " + bench.FoundByResync, "synced"}
 	if len(got) != len(want) || !strings.HasPrefix(got[3], want[3]) {
 		t.Fatalf("events:\n got %q\nwant %q", got, want)
 	}

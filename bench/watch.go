@@ -92,7 +92,7 @@ func (c *Client) Watch(ctx context.Context, fn func(fleet.PresenceEvent)) error 
 		w.online[s.Machine] = s.Labels
 		fn(fleet.PresenceEvent{Event: EventPresent, Machine: s.Machine, Labels: s.Labels, Time: s.Since, Seq: snap.Seq})
 	}
-	w.last = snap.Seq
+	w.last, w.epoch = snap.Seq, snap.Epoch
 	fn(fleet.PresenceEvent{Event: EventSynced, Time: snap.Time, Seq: snap.Seq})
 
 	rctx, stop := context.WithCancel(ctx)
@@ -110,8 +110,10 @@ type watcher struct {
 	status chan nats.Status
 	// online holds the machines fn was told are ONLINE, with their labels.
 	online map[string]map[string]string
-	// last is the sequence number of the last event folded in.
-	last uint64
+	// last is the sequence number of the last event folded in, epoch
+	// the numbering it belongs to.
+	last  uint64
+	epoch string
 	// reconnects is the connection's reconnect count when the list was
 	// last read: a higher count means events may have been lost.
 	reconnects uint64
@@ -193,6 +195,10 @@ func (w *watcher) deliver(ctx context.Context, d delivery) error {
 		return nil // not an event we understand; a newer control service?
 	}
 	switch {
+	case ev.Epoch != w.epoch:
+		// Numbered by another run of the control service (one restarted
+		// without its saved state, or a second one): seq says nothing.
+		return w.resync(ctx, "the control service's event numbering changed (restarted or replaced)")
 	case ev.Seq <= w.last:
 		return nil // already folded into the snapshot
 	case ev.Seq != w.last+1:
@@ -243,7 +249,7 @@ func (w *watcher) resync(ctx context.Context, reason string) error {
 			w.fn(fleet.PresenceEvent{Event: fleet.EventJoined, Machine: s.Machine, Labels: s.Labels, Time: s.Since, Seq: snap.Seq, Reason: FoundByResync})
 		}
 	}
-	w.last = snap.Seq
+	w.last, w.epoch = snap.Seq, snap.Epoch
 	w.fn(fleet.PresenceEvent{Event: EventSynced, Time: snap.Time, Seq: snap.Seq})
 	return nil
 }

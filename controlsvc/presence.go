@@ -1,6 +1,8 @@
 package controlsvc
 
 import (
+	"crypto/rand"
+	"encoding/hex"
 	"sort"
 	"strings"
 	"sync"
@@ -38,6 +40,8 @@ type machineState struct {
 // events and CONNZ snapshots, de-duplicated by (server, client id). A
 // machine is ONLINE while it has at least one connection.
 type presence struct {
+	// epoch names this run's numbering of events (fleet.PresenceSnapshot).
+	epoch      string
 	mu         sync.Mutex
 	conns      map[connKey]connState
 	machines   map[string]*machineState
@@ -57,6 +61,7 @@ type presence struct {
 
 func newPresence(labels func(string) map[string]string, emit func(fleet.PresenceEvent)) *presence {
 	return &presence{
+		epoch:      newEpoch(),
 		conns:      map[connKey]connState{},
 		machines:   map[string]*machineState{},
 		tombstones: map[connKey]time.Time{},
@@ -162,7 +167,7 @@ func (p *presence) expireGrace(id string, g uint64) {
 func (p *presence) emitLocked(event, id, reason string) {
 	p.seq++
 	p.ver++
-	p.emit(fleet.PresenceEvent{Event: event, Machine: id, Labels: p.labels(id), Time: p.now().UTC(), Seq: p.seq, Reason: reason})
+	p.emit(fleet.PresenceEvent{Event: event, Machine: id, Labels: p.labels(id), Time: p.now().UTC(), Seq: p.seq, Epoch: p.epoch, Reason: reason})
 }
 
 // serverGone drops every connection of a broker that shut down.
@@ -264,7 +269,7 @@ func (p *presence) missingFrom(gen uint64, snap map[string]map[uint64]string) []
 func (p *presence) snapshot() fleet.PresenceSnapshot {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	out := fleet.PresenceSnapshot{Seq: p.seq, Time: p.now().UTC(), Servers: make([]fleet.Server, 0, len(p.machines))}
+	out := fleet.PresenceSnapshot{Seq: p.seq, Epoch: p.epoch, Time: p.now().UTC(), Servers: make([]fleet.Server, 0, len(p.machines))}
 	for id, m := range p.machines {
 		out.Servers = append(out.Servers, fleet.Server{Machine: id, Labels: p.labels(id), Since: m.since, Connections: len(m.conns)})
 	}
@@ -327,4 +332,11 @@ func (p *presence) connsOf(user string) []connKey {
 		}
 	}
 	return out
+}
+
+// newEpoch is a random name for this run's numbering of presence events.
+func newEpoch() string {
+	var b [8]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
 }

@@ -21,7 +21,10 @@ const PresenceStateFile = "presence.json"
 const seqMargin = 1 << 24
 
 type presenceState struct {
-	Seq    uint64   `json:"seq"`
+	Seq uint64 `json:"seq"`
+	// Epoch is the numbering Seq belongs to: kept, so a restart that
+	// reads this file continues it (above a margin) and watchers go on.
+	Epoch  string   `json:"epoch,omitempty"`
 	Online []string `json:"online"`
 }
 
@@ -51,6 +54,9 @@ func (p *presence) restore(st presenceState) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.seq = st.Seq + seqMargin
+	if st.Epoch != "" {
+		p.epoch = st.Epoch
+	}
 	p.ver++
 	p.known = make(map[string]bool, len(st.Online))
 	for _, id := range st.Online {
@@ -61,7 +67,7 @@ func (p *presence) restore(st presenceState) {
 func (p *presence) state() presenceState {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	st := presenceState{Seq: p.seq, Online: make([]string, 0, len(p.machines))}
+	st := presenceState{Seq: p.seq, Epoch: p.epoch, Online: make([]string, 0, len(p.machines))}
 	for id := range p.machines {
 		st.Online = append(st.Online, id)
 	}

@@ -420,7 +420,7 @@ func (s *Service) answerSnapshot(m *nats.Msg) {
 		// broker would refuse anything else from this connection too.
 		return
 	}
-	seq, entries := s.snapshotEntries()
+	seq, epoch, entries := s.snapshotEntries()
 	now, _ := json.Marshal(s.cfg.Now().UTC())
 	parts := max(1, (len(entries)+fleet.SnapshotChunk-1)/fleet.SnapshotChunk)
 	for i := range parts {
@@ -428,7 +428,9 @@ func (s *Service) answerSnapshot(m *nats.Msg) {
 		b := make([]byte, 0, 64+len(now)+len(chunk)*160)
 		b = append(b, `{"seq":`...)
 		b = strconv.AppendUint(b, seq, 10)
-		b = append(b, `,"servers":[`...)
+		b = append(b, `,"epoch":"`...)
+		b = append(b, epoch...)
+		b = append(b, `","servers":[`...)
 		for j, e := range chunk {
 			if j > 0 {
 				b = append(b, ',')
@@ -458,18 +460,19 @@ type snapCache struct {
 	regChange uint64
 	valid     bool
 	seq       uint64
+	epoch     string
 	entries   [][]byte
 }
 
 // snapshotEntries returns the snapshot's seq and its servers' entries,
 // encoded, renewing them when presence or the registry changed.
-func (s *Service) snapshotEntries() (uint64, [][]byte) {
+func (s *Service) snapshotEntries() (uint64, string, [][]byte) {
 	c := &s.snapCache
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	pv, rv := s.presence.version(), s.reg.changes.Load()
 	if c.valid && c.presVer == pv && c.regChange == rv {
-		return c.seq, c.entries
+		return c.seq, c.epoch, c.entries
 	}
 	snap := s.presence.snapshot()
 	entries := make([][]byte, len(snap.Servers))
@@ -478,8 +481,8 @@ func (s *Service) snapshotEntries() (uint64, [][]byte) {
 	}
 	// Versions read before the snapshot: a change in between renews the
 	// cache on the next request rather than hiding.
-	c.presVer, c.regChange, c.valid, c.seq, c.entries = pv, rv, true, snap.Seq, entries
-	return c.seq, c.entries
+	c.presVer, c.regChange, c.valid, c.seq, c.epoch, c.entries = pv, rv, true, snap.Seq, snap.Epoch, entries
+	return c.seq, c.epoch, c.entries
 }
 
 func (s *Service) resyncLoop(ctx context.Context) {

@@ -85,8 +85,8 @@ func TestSnapshotPartsAndCache(t *testing.T) {
 	if len(got) != n {
 		t.Fatalf("snapshot lists %d machines, want %d", len(got), n)
 	}
-	_, first := s.snapshotEntries()
-	_, again := s.snapshotEntries()
+	_, _, first := s.snapshotEntries()
+	_, _, again := s.snapshotEntries()
 	if &first[0] != &again[0] {
 		t.Error("entries re-encoded although nothing changed")
 	}

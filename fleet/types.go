@@ -98,8 +98,14 @@ type Server struct {
 // A large fleet's snapshot comes as several replies to the one request,
 // each with the same Seq and Time, Part 1…Parts, so no message exceeds the
 // broker's payload limit; Parts is 0 (omitted) when one reply holds all.
+//
+// Epoch names the control service's run that numbered Seq (random per
+// start): sequence numbers compare only within one epoch, so a watcher
+// that sees an event of another epoch has missed the change of numbering
+// and reads a fresh snapshot.
 type PresenceSnapshot struct {
 	Seq     uint64    `json:"seq"`
+	Epoch   string    `json:"epoch,omitempty"`
 	Servers []Server  `json:"servers"`
 	Time    time.Time `json:"time"`
 	Part    int       `json:"part,omitempty"`
@@ -117,6 +123,8 @@ type PresenceEvent struct {
 	Labels  map[string]string `json:"labels,omitempty"`
 	Time    time.Time         `json:"time"`
 	Seq     uint64            `json:"seq"`
+	// Epoch is the numbering Seq belongs to (see [PresenceSnapshot]).
+	Epoch string `json:"epoch,omitempty"`
 	// Reason is the broker's disconnect reason for a left event.
 	Reason string `json:"reason,omitempty"`
 }

@@ -87,6 +87,7 @@ func runWatch(e *env, args []string) error {
 			shown[ev.Machine] = true
 		}
 		if e.g.json {
+			ev.Epoch = "" // the watcher's business: it resyncs when it changes
 			werr = jsonLine(e.stdout, ev)
 			return
 		}
