@@ -57,6 +57,12 @@ type callout struct {
 	onAudit func(kind, who, key, ip, reason string)
 	// limit bounds each machine's connections (nil: no bound).
 	limit *connLimiter
+	// sites are the remote sites whose leaf links the hub accepts: name
+	// to the bcrypt hash of the site's secret (see leaflinks.go).
+	sites map[string]string
+	// onLink is told of every leaf link authorised, to keep one per site
+	// and account.
+	onLink func(l leafLink)
 }
 
 // clock returns now, or time.Now when it is nil.
@@ -106,6 +112,13 @@ func (c *callout) subscribe(nc *nats.Conn) (*nats.Subscription, func(), error) {
 		return nil, nil, fmt.Errorf("subscribe to auth callout: %w", err)
 	}
 	_ = sub.SetPendingLimits(-1, -1) // the stack bounds what is held
+	// Remote sites' brokers' requests arrive renamed under their site.
+	siteSub, err := nc.QueueSubscribe(fleet.SiteAuthWildcard, "cc-control", q.push)
+	if err != nil {
+		_ = sub.Unsubscribe()
+		return nil, nil, fmt.Errorf("subscribe to the sites' auth callout: %w", err)
+	}
+	_ = siteSub.SetPendingLimits(-1, -1)
 	var wg sync.WaitGroup
 	for range max(2, runtime.GOMAXPROCS(0)*2) {
 		wg.Go(func() {
@@ -120,6 +133,7 @@ func (c *callout) subscribe(nc *nats.Conn) (*nats.Subscription, func(), error) {
 	}
 	stop := func() {
 		_ = sub.Unsubscribe()
+		_ = siteSub.Unsubscribe()
 		q.close()
 		wg.Wait()
 	}
@@ -187,7 +201,15 @@ func (c *callout) handle(m *nats.Msg) {
 	if m.Header != nil {
 		serverXKey = m.Header.Get("Nats-Server-Xkey")
 	}
-	out, err := c.authorize(m.Data, serverXKey)
+	site := ""
+	if m.Subject != AuthCalloutSubject {
+		var err error
+		if site, err = fleet.ParseSiteAuthSubject(m.Subject); err != nil {
+			c.log.Error("auth callout request not answered", "error", err)
+			return
+		}
+	}
+	out, err := c.authorizeAt(m.Data, serverXKey, site)
 	if errors.Is(err, errStaleRequest) {
 		c.log.Debug("auth callout request skipped", "error", err)
 		return
@@ -202,6 +224,12 @@ func (c *callout) handle(m *nats.Msg) {
 // authorize turns one (possibly encrypted) authorization request into the
 // signed (and then encrypted) response the broker expects.
 func (c *callout) authorize(data []byte, serverXKey string) ([]byte, error) {
+	return c.authorizeAt(data, serverXKey, "")
+}
+
+// authorizeAt is authorize for a request from the brokers of site ("":
+// the hub's own).
+func (c *callout) authorizeAt(data []byte, serverXKey, site string) ([]byte, error) {
 	if err := c.init(); err != nil {
 		return nil, fmt.Errorf("callout keys unusable: %w", err)
 	}
@@ -227,7 +255,7 @@ func (c *callout) authorize(data []byte, serverXKey string) ([]byte, error) {
 	}
 	resp := jwt.NewAuthorizationResponseClaims(req.UserNkey)
 	resp.Audience = req.Server.ID
-	uc, err := c.decide(req)
+	uc, err := c.decideAt(req, site)
 	if err != nil {
 		resp.Error = err.Error()
 	} else if resp.Jwt, err = uc.Encode(c.signer); err != nil {
@@ -247,10 +275,20 @@ func (c *callout) authorize(data []byte, serverXKey string) ([]byte, error) {
 	return out, nil
 }
 
-// decide returns the user claims for an authorised connection, or the
-// reason it is refused.
+// decide returns the user claims for an authorised connection to the
+// hub's brokers, or the reason it is refused.
 func (c *callout) decide(req *jwt.AuthorizationRequestClaims) (*jwt.UserClaims, error) {
+	return c.decideAt(req, "")
+}
+
+// decideAt is decide for a connection to the brokers of site ("": the
+// hub's own). A site's broker admits only the machines registered to that
+// site; operators and the other machines connect at the hub.
+func (c *callout) decideAt(req *jwt.AuthorizationRequestClaims, site string) (*jwt.UserClaims, error) {
 	opts, ci := req.ConnectOptions, req.ClientInformation
+	if ci.Kind == leafKind {
+		return c.decideLeaf(req, site)
+	}
 	if opts.Nkey == "" {
 		return nil, c.refuse("unknown", opts.Name, opts.Nkey, ci.Host, "no nkey presented: agents connect with the machine's nkey (cc-agent --key FILE), operators with theirs (cc-bench --key FILE)")
 	}
@@ -258,6 +296,10 @@ func (c *callout) decide(req *jwt.AuthorizationRequestClaims) (*jwt.UserClaims, 
 		return nil, c.refuse("unknown", opts.Name, opts.Nkey, ci.Host, err.Error())
 	}
 	if op, ok := c.reg.OperatorByKey(opts.Nkey); ok {
+		if site != "" {
+			return nil, c.refuse("operator", op.Name, opts.Nkey, ci.Host, fmt.Sprintf(
+				"operators connect to the hub, not to site %s's broker: a site's link carries only its own machines' calls", site))
+		}
 		id := operatorIdentity{Name: op.Name, Key: op.Key, Role: op.Role}
 		uc := c.userClaims(req, operatorUserPrefix+op.Name)
 		uc.Permissions = operatorPermissions(id, c.readOnly)
@@ -278,6 +320,9 @@ func (c *callout) decide(req *jwt.AuthorizationRequestClaims) (*jwt.UserClaims, 
 		reason := fmt.Sprintf("machine %s presented key %s but the key on record is %s; if the machine was rebuilt, re-accept it with: cc-bench machines accept %s", id, opts.Nkey, m.Key, id)
 		c.reg.RecordPending(id, opts.Nkey, ci.Host, "key does not match the key on record")
 		return nil, c.refuse("agent", id, opts.Nkey, ci.Host, reason)
+	}
+	if m.Site != site {
+		return nil, c.refuse("agent", id, opts.Nkey, ci.Host, siteMismatch(id, m.Site, site))
 	}
 	if err := c.limit.admit(id); err != nil {
 		return nil, c.refuse("agent", id, opts.Nkey, ci.Host, err.Error())

@@ -77,7 +77,7 @@ Flags:
 	fs.StringVar(&o.clusterListen, "cluster-listen", "", "embedded broker: listen for cluster routes on HOST:PORT (a clustered embedded broker has no JetStream: add --no-durable-audit, or use cc-broker with --store-dir)")
 	fs.StringVar(&o.routes, "routes", "", "embedded broker: comma-separated routes to other brokers (nats-route://host:port)")
 	fs.StringVar(&o.leafListen, "leaf-listen", "", "embedded broker: accept remote sites' leaf-node connections on HOST:PORT (needs --leaf-sites)")
-	fs.StringVar(&o.leafSites, "leaf-sites", "", "embedded broker: JSON file of the remote sites it accepts (cc-broker leaf-site NAME prints an entry)")
+	fs.StringVar(&o.leafSites, "leaf-sites", "", "the hub's leaf sites file (cc-broker leaf-site NAME prints an entry): the remote sites whose leaf links the callout authorises, and the embedded broker's sites with --leaf-listen; behind a cc-broker hub give it the hub's file")
 	fs.StringVar(&o.monitor, "monitor-listen", "", "embedded broker: serve NATS monitoring on HOST:PORT")
 	fs.DurationVar(&o.pingInterval, "ping-interval", broker.DefaultPingInterval, "embedded broker: ping interval; a silent client is dropped after (max-pings-out+1) intervals")
 	fs.IntVar(&o.maxPingsOut, "max-pings-out", broker.DefaultMaxPingsOut, "embedded broker: unanswered pings before a client is dropped")
@@ -165,6 +165,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			Routes: splitList(o.routes), LeafListen: o.leafListen, LeafSites: sites, MonitorListen: o.monitor,
 			PingInterval: o.pingInterval, MaxPingsOut: o.maxPingsOut,
 		},
+		LeafSites:           sites,
 		UserTTL:             o.userTTL,
 		MaxAgentConnections: o.maxAgentConns,
 		ReconnectRate:       o.reconnectRate,
