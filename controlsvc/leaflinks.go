@@ -2,9 +2,11 @@ package controlsvc
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/commandcontrol/commandcontrol/broker"
 	"github.com/commandcontrol/commandcontrol/fleet"
@@ -26,6 +28,7 @@ type leafLink struct {
 	site, account string
 	conn          connKey // the hub's server id and the link's cid there
 	host          string
+	seq           uint64 // when it was recorded (leafLinks.seq)
 }
 
 // decideLeaf authorises a leaf link to the hub. Its user is
@@ -105,6 +108,15 @@ func siteMismatch(id, want, at string) string {
 type leafLinks struct {
 	mu    sync.Mutex
 	links map[string]leafLink // site + "." + account
+	seq   uint64              // counts links recorded
+}
+
+// mark returns the current record count: links recorded after it are
+// newer than anything found live since.
+func (ll *leafLinks) mark() uint64 {
+	ll.mu.Lock()
+	defer ll.mu.Unlock()
+	return ll.seq
 }
 
 // linked records l as its site's link for its account and returns the
@@ -117,6 +129,8 @@ func (ll *leafLinks) linked(l leafLink) (leafLink, bool) {
 	}
 	k := l.site + "." + l.account
 	old, had := ll.links[k]
+	ll.seq++
+	l.seq = ll.seq
 	ll.links[k] = l
 	return old, had && old.conn != l.conn
 }
@@ -169,4 +183,110 @@ func (s *Service) onSitesChanged(sites ...string) {
 			}
 		}()
 	}
+}
+
+// leafzData is the part of a broker's LEAFZ answer read here.
+type leafzData struct {
+	Leafs []struct {
+		ID      uint64 `json:"id"`
+		Account string `json:"account"`
+		IP      string `json:"ip"`
+	} `json:"leafs"`
+}
+
+// checkLinks finds, at every resync, each site's live leaf links on the
+// hub's brokers (LEAFZ for the site's own accounts; the FLEET CONNZ in
+// snap, where a link's user is its name "site:<site>.fleet") and keeps
+// one per site and account: links made before this service started (or
+// whose callout it did not see) are known from here on, and a second one
+// is closed, logged and audited like a replaced link.
+//
+// since is the links' mark taken before snap was asked for: a link
+// recorded after it is newer than anything found.
+func (s *Service) checkLinks(ctx context.Context, snap map[string]map[uint64]string, since uint64) {
+	accounts := map[string]leafLink{}
+	for _, site := range s.cfg.LeafSites {
+		accounts[broker.SiteSysAccount(site.Name)] = leafLink{site: site.Name, account: broker.SystemAccount}
+		accounts[broker.SiteControlAccount(site.Name)] = leafLink{site: site.Name, account: broker.ControlAccount}
+	}
+	var seen []leafLink
+	for server, conns := range snap {
+		if site, _ := serverSite(server); site != "" {
+			continue
+		}
+		for cid, user := range conns {
+			if site, acc, ok := broker.ParseLeafUser(strings.TrimPrefix(user, "site:")); ok && strings.HasPrefix(user, "site:") && acc == broker.FleetAccount {
+				seen = append(seen, leafLink{site: site, account: acc, conn: connKey{server, cid}})
+			}
+		}
+		m, err := s.sys.RequestWithContext(withTimeout(ctx, 2*time.Second), serverRequest(server, "LEAFZ"), nil)
+		if err != nil {
+			s.log.Debug("LEAFZ failed", "server", server, "error", err)
+			continue
+		}
+		var r serverAPIResponse
+		var lz leafzData
+		if json.Unmarshal(m.Data, &r) != nil || r.Error != nil || json.Unmarshal(r.Data, &lz) != nil {
+			continue
+		}
+		for _, l := range lz.Leafs {
+			if link, ok := accounts[l.Account]; ok {
+				link.conn, link.host = connKey{server, l.ID}, l.IP
+				seen = append(seen, link)
+			}
+		}
+	}
+	for _, extra := range s.links.adopt(seen, since) {
+		if err := s.kickOne(ctx, extra.conn); err != nil {
+			continue
+		}
+		reason := fmt.Sprintf("site %s had two live leaf links (%s); the one from %s (connection %d on %s) was closed: "+
+			"one link per site. If this repeats, two brokers run with site %s's secret: stop the one that is not the site's, "+
+			"and if it is not yours create a new secret (cc-broker leaf-site %s)",
+			extra.site, strings.ToLower(extra.account), orUnknown(extra.host), extra.conn.cid, extra.conn.server, extra.site, extra.site)
+		s.log.Warn("closed a site's second leaf link", "site", extra.site, "account", extra.account, "cid", extra.conn.cid)
+		s.auditRefused("site", extra.site, "", extra.host, reason)
+	}
+}
+
+// adopt folds the links found live (by a look that began at mark since)
+// into what is kept: for each site and account, the recorded link if it
+// is among them or was recorded after the look began, else the newest
+// found (highest connection id); it returns the others.
+func (ll *leafLinks) adopt(seen []leafLink, since uint64) []leafLink {
+	ll.mu.Lock()
+	defer ll.mu.Unlock()
+	if ll.links == nil {
+		ll.links = map[string]leafLink{}
+	}
+	groups := map[string][]leafLink{}
+	for _, l := range seen {
+		k := l.site + "." + l.account
+		groups[k] = append(groups[k], l)
+	}
+	var extra []leafLink
+	for k, ls := range groups {
+		keep, ok := ll.links[k]
+		found := ok && keep.seq > since
+		for _, l := range ls {
+			if ok && l.conn == keep.conn {
+				found = true
+			}
+		}
+		if !found {
+			keep = ls[0]
+			for _, l := range ls[1:] {
+				if l.conn.cid > keep.conn.cid {
+					keep = l
+				}
+			}
+			ll.links[k] = keep
+		}
+		for _, l := range ls {
+			if l.conn != keep.conn {
+				extra = append(extra, l)
+			}
+		}
+	}
+	return extra
 }

@@ -109,6 +109,36 @@ func TestDecideLeafLink(t *testing.T) {
 	}
 }
 
+// TestAdoptLinks: links found live are kept one per site and account:
+// the recorded one if found or newer than the look, else the newest found.
+func TestAdoptLinks(t *testing.T) {
+	var ll leafLinks
+	link := func(acc string, cid uint64) leafLink {
+		return leafLink{site: "dc2", account: acc, conn: connKey{"S", cid}}
+	}
+	if extra := ll.adopt([]leafLink{link("SYS", 3), link("SYS", 7), link("FLEET", 4)}, ll.mark()); len(extra) != 1 || extra[0].conn.cid != 3 {
+		t.Fatalf("unknown links: closed %+v, want the older SYS link", extra)
+	}
+	if l, _ := ll.link("dc2", "SYS"); l.conn.cid != 7 {
+		t.Fatalf("kept %+v", l)
+	}
+	ll.linked(link("SYS", 5)) // recorded, found later
+	if extra := ll.adopt([]leafLink{link("SYS", 5), link("SYS", 7)}, ll.mark()); len(extra) != 1 || extra[0].conn.cid != 7 {
+		t.Fatalf("recorded link found: closed %+v, want the other", extra)
+	}
+	mark := ll.mark()
+	ll.linked(link("SYS", 9)) // recorded after the look began
+	if extra := ll.adopt([]leafLink{link("SYS", 5)}, mark); len(extra) != 1 || extra[0].conn.cid != 5 {
+		t.Fatalf("newer recorded link: closed %+v, want the one found", extra)
+	}
+	if extra := ll.adopt([]leafLink{link("SYS", 5)}, ll.mark()); len(extra) != 0 {
+		t.Fatalf("recorded link gone: closed %+v, want none", extra)
+	}
+	if l, _ := ll.link("dc2", "SYS"); l.conn.cid != 5 {
+		t.Fatalf("recorded link gone: kept %+v, want the one found", l)
+	}
+}
+
 // TestRegistrySites: a machine's site is validated, kept, and every
 // change to a site's set of machines is reported.
 func TestRegistrySites(t *testing.T) {

@@ -266,7 +266,7 @@ type connzData struct {
 // into presence. It is run at start (after the event subscription, so
 // nothing falls between), after a reconnect, and periodically.
 func (s *Service) resync(ctx context.Context) error {
-	gen, taken := s.presence.generation(), s.presence.now()
+	gen, taken, links := s.presence.generation(), s.presence.now(), s.links.mark()
 	servers, err := s.pingServers(ctx)
 	if err != nil {
 		return err
@@ -284,6 +284,9 @@ func (s *Service) resync(ctx context.Context) error {
 	}
 	if len(snap) == 0 {
 		return fmt.Errorf("no broker answered CONNZ")
+	}
+	if len(s.cfg.LeafSites) > 0 {
+		s.checkLinks(ctx, snap, links)
 	}
 	s.confirmMissing(ctx, gen, snap)
 	// A connection whose identity is no longer on record (its connect

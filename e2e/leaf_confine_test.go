@@ -504,3 +504,35 @@ func drain(sub *nats.Subscription) {
 		}
 	}
 }
+
+// TestLeafSiteOneLinkAcrossRestart: a control service that starts while a
+// site is linked learns the site's links from the hub (LEAFZ and CONNZ),
+// so a second broker with the site's secret still replaces the live link
+// and is audited, as if the service had seen the first link authorised.
+func TestLeafSiteOneLinkAcrossRestart(t *testing.T) {
+	dir := t.TempDir()
+	hub, auth, leafPort, ls := startLeafHub(t, dir, leafSecret, "dc2")
+	first := controlBehindSites(t, dir, hub.ClientURL(), time.Minute, ls)
+	real := startSiteBroker(t, auth, leafPort, "dc2", leafSecret, "site-dc2")
+	waitLinked(t, real)
+	first.Close()
+	svc := controlBehindSites(t, dir, hub.ClientURL(), time.Minute, ls)
+	startRogueSite(t, leafPort, "dc2", leafSecret)
+	admin, err := bench.Connect(hub.ClientURL(), bench.WithSeedFile(svc.AdminKeyPath()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer admin.Close()
+	waitFor(t, "the real site's link, made before the restart, replaced and audited", 15*time.Second, func() bool {
+		recs, err := admin.Audit(context.Background(), time.Time{}, 0, fleet.AuditLogRefused)
+		if err != nil {
+			return false
+		}
+		for _, r := range recs {
+			if r.Kind == fleet.AuditRefused && r.Name == "dc2" && strings.Contains(r.Reason, "replaced the live one") {
+				return true
+			}
+		}
+		return false
+	})
+}
