@@ -90,7 +90,7 @@ Flags:
 	fs.BoolVar(&o.localAgent, "local-agent", false, "also run this machine's agent in-process, registered and accepted (key <data>/local-agent.nk)")
 	fs.StringVar(&o.localAgentID, "local-agent-id", "", "machine id of the local agent (default <primary IP>_<hostname>)")
 	fs.StringVar(&o.metricsListen, "metrics-listen", "", "serve Prometheus /metrics and /healthz on HOST:PORT (e.g. 127.0.0.1:9464); also counts calls from agents' replies")
-	fs.StringVar(&o.preregister, "preregister", "", "JSON file of machines and operators to register before accepting connections: {\"machines\":[{\"id\",\"key\",\"labels\"}],\"operators\":[{\"name\",\"key\",\"role\"}]}")
+	fs.StringVar(&o.preregister, "preregister", "", "JSON file of machines and operators to register before accepting connections: {\"machines\":[{\"id\",\"key\",\"labels\",\"site\"}],\"operators\":[{\"name\",\"key\",\"role\"}]}")
 	o.audit = controlsvc.AuditConfig{
 		Changes: controlsvc.AuditLimits{MaxBytes: controlsvc.DefaultAuditMaxBytes},
 		Refused: controlsvc.AuditLimits{MaxBytes: controlsvc.DefaultAuditRefusedMaxBytes, MaxAge: controlsvc.DefaultAuditRefusedMaxAge},
