@@ -125,7 +125,8 @@ func startSiteAgent(t *testing.T, svc *controlsvc.Service, url, id, site string)
 // link, are ONLINE, answer direct and broadcast calls from an operator at
 // the hub, and are seen leaving. An unregistered machine at the site is
 // refused and listed as pending; a machine of the hub, an operator, and
-// a machine registered to another site are refused at the site. (Before
+// a machine registered to another site are refused at the site; a machine
+// moved to another site is closed where it was. (Before
 // issue #11 operators could connect at a site and broadcast to the whole
 // fleet through it: a site's link now carries only its own machines'
 // calls, so operators connect to the hub.)
@@ -139,7 +140,7 @@ func TestLeafSite(t *testing.T) {
 	startSiteAgent(t, svc, hub.ClientURL(), "10.3.0.1_hq", "")
 	remote := startSiteAgent(t, svc, sites[0].ClientURL(), "10.3.2.7_dc2-web", "dc2")
 	startSiteAgent(t, svc, sites[0].ClientURL(), "10.3.2.8_dc2-db", "dc2")
-	startSiteAgent(t, svc, sites[1].ClientURL(), "10.3.3.1_dc3-app", "dc3")
+	app := startSiteAgent(t, svc, sites[1].ClientURL(), "10.3.3.1_dc3-app", "dc3")
 	for _, id := range []string{"10.3.0.1_hq", "10.3.2.7_dc2-web", "10.3.2.8_dc2-db", "10.3.3.1_dc3-app"} {
 		waitFor(t, id+" ONLINE", 10*time.Second, func() bool { return online(svc, id) })
 	}
@@ -218,6 +219,13 @@ func TestLeafSite(t *testing.T) {
 		t.Fatalf("remove the site's machine: %+v %v", res, err)
 	}
 	waitFor(t, "the removed machine to leave", 5*time.Second, func() bool { return !online(svc, "10.3.2.8_dc2-db") })
+	// Moving a machine to another site closes its connection where it
+	// was; it is refused there from now on.
+	ch, err := cl.AddMachineAt(context.Background(), "10.3.3.1_dc3-app", app.PublicKey(), "dc2", nil, true)
+	if err != nil || ch.Closed != 1 || ch.Site != "dc2" {
+		t.Fatalf("move dc3's machine to dc2: %+v %v", ch, err)
+	}
+	waitFor(t, "the moved machine to leave", 5*time.Second, func() bool { return !online(svc, "10.3.3.1_dc3-app") })
 }
 
 // seedKey reads the nkey seed file path.
