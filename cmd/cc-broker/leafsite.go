@@ -75,14 +75,18 @@ cc-broker --config, or the JSON list given to --leaf-sites):
 
   %s
 
-and listen for sites: --leaf-listen 0.0.0.0:7422
+and listen for sites: --leaf-listen 0.0.0.0:7422. The control service
+behind the hub authorises the sites' links: give it the same file
+(cc-control --leaf-sites FILE).
 
 On the site's broker (with the same broker-auth.json as the hub):
 
   cc-broker --auth broker-auth.json --listen 0.0.0.0:4222 \
     --hub nats-leaf://HUB:7422 --site %s --site-secret-file %s
 
-Agents at the site connect to the site's broker; operators may use either.
-`, name, path, entry, name, path)
+Register the site's machines to it (cc-bench machines add ID --pubkey KEY
+--site %s); their agents connect to the site's broker, which admits only
+them. Operators connect to the hub.
+`, name, path, entry, name, path, name)
 	return nil
 }
