@@ -115,7 +115,7 @@ func (c *Client) AddMachineAt(ctx context.Context, id, key, site string, labels 
 }
 
 // AcceptMachineAt is [Client.AcceptMachine] placing the machine at
-// remote site ("": the hub).
+// remote site ("": where it is registered already, else the hub).
 func (c *Client) AcceptMachineAt(ctx context.Context, id, key, site string) (*fleet.MachineChange, error) {
 	return machineChange(ctx, c, fleet.OpMachinesAccept, fleet.MachineRequest{ID: id, Key: key, Site: site})
 }

@@ -158,6 +158,12 @@ func TestRegistrySites(t *testing.T) {
 	if got := f.reg.SiteMachines("dc3"); !slices.Equal(got, []string{"10.2.0.1_dc2-a"}) {
 		t.Errorf("dc3's machines: %v", got)
 	}
+	// A re-keyed machine (accept without a site) stays at its site.
+	_, pub2 := newUser(t)
+	f.reg.RecordPending("10.2.0.1_dc2-a", pub2, "192.0.2.9", "key does not match")
+	if c, err := f.reg.AcceptAt("10.2.0.1_dc2-a", pub2, "", "test"); err != nil || c.Site != "dc3" {
+		t.Errorf("re-keyed machine: %+v %v, want it still at dc3", c, err)
+	}
 	if _, err := f.reg.Label("10.2.0.1_dc2-a", map[string]string{"a": "b"}, nil); err != nil {
 		t.Fatal(err)
 	}

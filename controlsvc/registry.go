@@ -325,7 +325,7 @@ func (r *Registry) Accept(id, want, by string) (fleet.MachineChange, error) {
 }
 
 // AcceptAt is [Registry.Accept] placing the machine at remote site ("":
-// the hub).
+// where it is registered already, else the hub).
 func (r *Registry) AcceptAt(id, want, site, by string) (fleet.MachineChange, error) {
 	if err := validateSite(site); err != nil {
 		return fleet.MachineChange{}, err
@@ -343,6 +343,9 @@ func (r *Registry) AcceptAt(id, want, site, by string) (fleet.MachineChange, err
 	var labels map[string]string
 	if m, ok := r.data.Machines[id]; ok {
 		labels = m.Labels
+		if site == "" {
+			site = m.Site // a re-keyed machine stays where it is
+		}
 	}
 	return r.setMachineLocked(id, key, site, labels, by, true)
 }

@@ -33,8 +33,9 @@ and pending).
 
 --site S (accept, add) places the machine at remote site S: it connects to
 that site's broker, which admits only its own site's machines, and the hub
-believes only that site about it. Without --site the machine belongs to
-the hub; add --replace without --site moves a site's machine to the hub.
+believes only that site about it. Without --site a new machine belongs to
+the hub; accept keeps a registered machine's site, add --replace without
+--site moves it to the hub.
 
 Replacing a machine's key (accept or add --replace) closes every live
 connection made with the old key. --key stays the global flag for your own
