@@ -313,6 +313,9 @@ func (c *callout) decideAt(req *jwt.AuthorizationRequestClaims, site string) (*j
 	m, ok := c.reg.Machine(id)
 	if !ok {
 		reason := fmt.Sprintf("machine %s is not in the registry; accept it with: cc-bench machines accept %s", id, id)
+		if site != "" {
+			reason = fmt.Sprintf("machine %s (at site %s's broker) is not in the registry; accept it with: cc-bench machines accept %s --site %s", id, site, id, site)
+		}
 		c.reg.RecordPending(id, opts.Nkey, ci.Host, "not in the registry")
 		return nil, c.refuse("agent", id, opts.Nkey, ci.Host, reason)
 	}

@@ -32,6 +32,7 @@ func TestDecideAtSite(t *testing.T) {
 		{"site machine at another site", request(t, kp, "10.2.0.1_dc2-a"), "dc3", "registered to site dc2, not to site dc3"},
 		{"hub machine at a site", request(t, f.webKP, "10.0.0.5_web01"), "dc2", "registered to the hub"},
 		{"operator at a site", request(t, f.adminKP, "cc-bench"), "dc2", "operators connect to the hub"},
+		{"unregistered machine at a site", request(t, kp, "10.2.0.2_dc2-new"), "dc2", "machines accept 10.2.0.2_dc2-new --site dc2"},
 	} {
 		if _, err := f.c.decideAt(tc.req, tc.at); err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%s: got %v, want a refusal saying %q", tc.name, err, tc.want)
