@@ -107,6 +107,19 @@ func (c *Client) ReplaceMachine(ctx context.Context, id, key string, labels map[
 	return machineChange(ctx, c, fleet.OpMachinesAdd, fleet.MachineRequest{ID: id, Key: key, Labels: labels, Replace: true})
 }
 
+// AddMachineAt registers machine id with key and labels at remote site
+// (its broker then admits it, and the hub's ONLINE list believes only that
+// site about it); replace as [Client.ReplaceMachine]. site "" is the hub.
+func (c *Client) AddMachineAt(ctx context.Context, id, key, site string, labels map[string]string, replace bool) (*fleet.MachineChange, error) {
+	return machineChange(ctx, c, fleet.OpMachinesAdd, fleet.MachineRequest{ID: id, Key: key, Labels: labels, Site: site, Replace: replace})
+}
+
+// AcceptMachineAt is [Client.AcceptMachine] placing the machine at
+// remote site ("": where it is registered already, else the hub).
+func (c *Client) AcceptMachineAt(ctx context.Context, id, key, site string) (*fleet.MachineChange, error) {
+	return machineChange(ctx, c, fleet.OpMachinesAccept, fleet.MachineRequest{ID: id, Key: key, Site: site})
+}
+
 func machineChange(ctx context.Context, c *Client, op string, req fleet.MachineRequest) (*fleet.MachineChange, error) {
 	var raw json.RawMessage
 	if err := c.Control(ctx, op, req, &raw); err != nil {

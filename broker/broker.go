@@ -342,6 +342,10 @@ func (b *Broker) Start() error {
 		b.srv.Shutdown()
 		return fmt.Errorf("broker: not ready to accept connections on %s within 10s (is the port in use?)", b.cfg.Listen)
 	}
+	if err := wireLeafSites(b.srv, b.cfg.LeafSites); err != nil {
+		b.Shutdown()
+		return err
+	}
 	if b.cfg.StoreDir != "" {
 		if err := b.enableControlJetStream(); err != nil {
 			b.Shutdown()

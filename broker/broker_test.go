@@ -3,7 +3,7 @@ package broker_test
 import (
 	"context"
 	"errors"
-	"maps"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -222,8 +222,10 @@ func TestOptionsCluster(t *testing.T) {
 // testHash has the shape of a bcrypt hash; Options checks no more.
 const testHash = "$2a$04$e6nB5rC0u6Vf4IuqJd7Iy.Uv5tN0k2QmD2wKQxR7i5jv3E0Fq9kXK"
 
-// TestOptionsLeaf: a hub gets one leaf user per site and account, bound to
-// that account; a site gets one remote per account, each with its user.
+// TestOptionsLeaf: a hub has no leaf users of its own (the callout
+// authorises every link) and an account of its own per site for the
+// site's SYS and CONTROL links; a site gets one remote per account, each
+// with its user.
 func TestOptionsLeaf(t *testing.T) {
 	hub := broker.Config{Auth: validAuth(t), LeafListen: "127.0.0.1:7422",
 		LeafSites: []broker.LeafSite{{Name: "dc2", PasswordBcrypt: testHash}, {Name: "dc3", PasswordBcrypt: testHash}}}
@@ -231,13 +233,29 @@ func TestOptionsLeaf(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	users := map[string]string{}
-	for _, u := range opts.LeafNode.Users {
-		users[u.Username] = u.Account.Name
+	if len(opts.LeafNode.Users) != 0 || opts.LeafNode.Username != "" {
+		t.Errorf("hub leaf users: got %d, want none (the callout authorises links)", len(opts.LeafNode.Users))
 	}
-	want := map[string]string{"dc2.fleet": "FLEET", "dc2.control": "CONTROL", "dc2.sys": "SYS", "dc3.fleet": "FLEET", "dc3.control": "CONTROL", "dc3.sys": "SYS"}
-	if !maps.Equal(users, want) {
-		t.Errorf("hub leaf users: got %v, want %v", users, want)
+	var accounts []string
+	for _, a := range opts.Accounts {
+		accounts = append(accounts, a.Name)
+	}
+	for _, want := range []string{"SITE_dc2_SYS", "SITE_dc2_CONTROL", "SITE_dc3_SYS", "SITE_dc3_CONTROL"} {
+		if !slices.Contains(accounts, want) {
+			t.Errorf("hub accounts %v lack %s", accounts, want)
+		}
+	}
+	for user, want := range map[string]string{"dc2.sys": "SITE_dc2_SYS", "dc2.control": "SITE_dc2_CONTROL", "dc2.fleet": "FLEET"} {
+		site, acc, ok := broker.ParseLeafUser(user)
+		got, ok2 := broker.LeafLinkAccount(site, acc)
+		if !ok || !ok2 || site != "dc2" || got != want {
+			t.Errorf("leaf user %s: bound to %q (%v %v), want %s", user, got, ok, ok2, want)
+		}
+	}
+	for _, bad := range []string{"dc2", "dc2.SYS.x", "dc2.jetstream", ".fleet", "d c2.fleet", "dc2.FLEET"} {
+		if _, _, ok := broker.ParseLeafUser(bad); ok {
+			t.Errorf("leaf user %q accepted", bad)
+		}
 	}
 	site := broker.Config{Auth: validAuth(t), AllowPlaintextLeaf: true, Hub: &broker.LeafHub{URLs: []string{"nats-leaf://hub-a:7422", "nats-leaf://hub-b:7422"}, Site: "dc2", Secret: "s3cret"}}
 	opts, err = broker.Options(&site)

@@ -14,6 +14,8 @@ import (
 
 	"github.com/nats-io/nats-server/v2/server"
 	"golang.org/x/crypto/bcrypt"
+
+	"github.com/commandcontrol/commandcontrol/fleet"
 )
 
 // A remote site joins the hub through leaf-node connections, one per
@@ -23,12 +25,33 @@ import (
 // sees the site's machines come and go. Agents at the site connect to the
 // site's broker; nothing at the site talks to the hub but that broker.
 //
-// The hub authenticates each leaf connection by user name and password
-// (never through the auth callout): the user is "<site>.<account>" and
-// the password the site's secret, which the hub keeps only as a bcrypt
-// hash. A site broker is trusted like a cluster peer — it runs the auth
-// callout for its own clients and publishes system events — so its
-// secret is a broker credential, not something to hand to machines.
+// A site broker is trusted with its own site only: whoever holds a site's
+// secret (or runs its broker) must not reach beyond it. So at the hub:
+//
+//   - The site's SYS and CONTROL links are bound to accounts of the site's
+//     own (SiteSysAccount, SiteControlAccount), not to the hub's SYS and
+//     CONTROL. Only what is wired below crosses into the hub's accounts:
+//     the site's connect, disconnect and shutdown events arrive in SYS
+//     renamed under fleet.SiteSysSubject(site, …), so the control service
+//     knows the site of every event by its subject, and the control service
+//     reaches the site's brokers (PING, CONNZ, KICK) only through
+//     fleet.SiteSysSubject requests, which go to that site alone. The site
+//     can neither request nor kick anything at the hub, nor see the hub's
+//     events. The site's callout requests reach the control service on
+//     fleet.SiteAuthSubject(site), through a service import, so the site
+//     sees no other request or reply in CONTROL (no audit, no $JS API, no
+//     control subjects, no callout queue).
+//   - Every leaf link is authorised by the auth callout (the hub has no
+//     leaf users of its own): the control service checks the site's secret
+//     against the bcrypt hash it holds (the same leaf sites file), binds
+//     the link to its account, keeps one live link per site and account
+//     (a newer one replaces the older, logged and audited), and gives the
+//     FLEET link permissions computed from the registry: calls to and
+//     replies from the site's own machines only.
+//
+// A site broker runs the auth callout for its own clients through the
+// hub's control service and publishes system events; its secret is a
+// broker credential, not something to hand to machines.
 
 // LeafSite is a remote site the hub accepts on its leaf listener.
 type LeafSite struct {
@@ -68,10 +91,6 @@ func leafOptions(cfg *Config, opts *server.Options) error {
 			return errors.New("broker: a leaf listen address needs at least one leaf site (create one with: cc-broker leaf-site NAME)")
 		}
 		opts.LeafNode.Host, opts.LeafNode.Port = h, p
-		accounts := map[string]*server.Account{}
-		for _, a := range opts.Accounts {
-			accounts[a.Name] = a
-		}
 		seen := map[string]bool{}
 		for _, s := range cfg.LeafSites {
 			if !siteName.MatchString(s.Name) {
@@ -84,11 +103,10 @@ func leafOptions(cfg *Config, opts *server.Options) error {
 			if !strings.HasPrefix(s.PasswordBcrypt, "$2") {
 				return fmt.Errorf("broker: leaf site %q: password_bcrypt is not a bcrypt hash (cc-broker leaf-site %s prints one)", s.Name, s.Name)
 			}
-			for _, acc := range leafAccounts {
-				opts.LeafNode.Users = append(opts.LeafNode.Users, &server.User{
-					Username: LeafUser(s.Name, acc), Password: s.PasswordBcrypt, Account: accounts[acc],
-				})
-			}
+			// The site's links are authorised by the callout (see the
+			// top of this file); its SYS and CONTROL links land in
+			// accounts of its own, wired in wireLeafSites.
+			opts.Accounts = append(opts.Accounts, server.NewAccount(SiteSysAccount(s.Name)), server.NewAccount(SiteControlAccount(s.Name)))
 		}
 	} else if len(cfg.LeafSites) > 0 {
 		return errors.New("broker: leaf sites given without a leaf listen address")
@@ -121,6 +139,125 @@ func leafOptions(cfg *Config, opts *server.Options) error {
 	}
 	return nil
 }
+
+// SiteSysAccount is the hub account site's SYS link is bound to.
+func SiteSysAccount(site string) string { return "SITE_" + site + "_SYS" }
+
+// SiteControlAccount is the hub account site's CONTROL link is bound to.
+func SiteControlAccount(site string) string { return "SITE_" + site + "_CONTROL" }
+
+// LeafLinkAccount is the hub account the callout binds site's link for
+// the site-side account to: the site's own for SYS and CONTROL, FLEET for
+// FLEET (confined by the permissions the callout gives it). ok is false
+// for any other account.
+func LeafLinkAccount(site, account string) (string, bool) {
+	switch account {
+	case SystemAccount:
+		return SiteSysAccount(site), true
+	case ControlAccount:
+		return SiteControlAccount(site), true
+	case FleetAccount:
+		return FleetAccount, true
+	}
+	return "", false
+}
+
+// ParseLeafUser splits a leaf link's user name into the site and the
+// site-side account (SYS, CONTROL or FLEET).
+func ParseLeafUser(user string) (site, account string, ok bool) {
+	site, acc, found := strings.Cut(user, ".")
+	if !found || !siteName.MatchString(site) {
+		return "", "", false
+	}
+	for _, a := range leafAccounts {
+		if strings.ToLower(a) == acc {
+			return site, a, true
+		}
+	}
+	return "", "", false
+}
+
+// siteSysEvents are the system events a site's broker sends that reach
+// the hub's SYS account, renamed under fleet.SiteSysSubject.
+var siteSysEvents = []string{
+	"$SYS.ACCOUNT." + FleetAccount + ".CONNECT",
+	"$SYS.ACCOUNT." + FleetAccount + ".DISCONNECT",
+	"$SYS.SERVER.*.SHUTDOWN",
+}
+
+// siteSysRequests are the system requests the hub's SYS account may send
+// to a site's brokers, as fleet.SiteSysSubject(site, request).
+var siteSysRequests = []string{
+	"$SYS.REQ.SERVER.PING",
+	"$SYS.REQ.SERVER.*.CONNZ",
+	"$SYS.REQ.SERVER.*.KICK",
+}
+
+// wireLeafSites connects each site's own accounts to the hub's (see the
+// top of this file). It runs once the server is up: the server's own
+// per-account system imports, added at start, would otherwise take the
+// site's CONNZ export for a cycle. A link is authorised by the control
+// service's callout, a round trip that takes longer than this.
+func wireLeafSites(srv *server.Server, sites []LeafSite) error {
+	lookup := func(name string) (*server.Account, error) {
+		a, err := srv.LookupAccount(name)
+		if err != nil {
+			return nil, fmt.Errorf("broker: account %s: %w", name, err)
+		}
+		return a, nil
+	}
+	sys, err := lookup(SystemAccount)
+	if err != nil {
+		return err
+	}
+	ctl, err := lookup(ControlAccount)
+	if err != nil {
+		return err
+	}
+	for _, s := range sites {
+		ssys, err := lookup(SiteSysAccount(s.Name))
+		if err != nil {
+			return err
+		}
+		sctl, err := lookup(SiteControlAccount(s.Name))
+		if err != nil {
+			return err
+		}
+		wire := func(what string, err error) error {
+			if err != nil {
+				return fmt.Errorf("broker: leaf site %s: %s: %w", s.Name, what, err)
+			}
+			return nil
+		}
+		for _, ev := range siteSysEvents {
+			if err := wire("export "+ev, ssys.AddStreamExport(ev, []*server.Account{sys})); err != nil {
+				return err
+			}
+			if err := wire("import "+ev, sys.AddMappedStreamImport(ssys, ev, fleet.SiteSysSubject(s.Name, ev))); err != nil {
+				return err
+			}
+		}
+		for _, req := range siteSysRequests {
+			if err := wire("export "+req, ssys.AddServiceExport(req, []*server.Account{sys})); err != nil {
+				return err
+			}
+			if err := wire("import "+req, sys.AddServiceImport(ssys, fleet.SiteSysSubject(s.Name, req), req)); err != nil {
+				return err
+			}
+		}
+		auth := fleet.SiteAuthSubject(s.Name)
+		if err := wire("export "+auth, ctl.AddServiceExport(auth, []*server.Account{sctl})); err != nil {
+			return err
+		}
+		if err := wire("import "+auth, sctl.AddServiceImport(ctl, authCalloutSubject, auth)); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// authCalloutSubject is where a broker sends its auth callout requests.
+const authCalloutSubject = "$SYS.REQ.USER.AUTH"
 
 // NewLeafSite creates a site's secret and the bcrypt hash the hub keeps.
 func NewLeafSite(name string) (secret string, site LeafSite, err error) {

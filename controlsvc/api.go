@@ -193,7 +193,7 @@ func (s *Service) apiMachinesAccept(ctx context.Context, op operatorIdentity, bo
 	if err := decode(body, &r); err != nil {
 		return nil, err
 	}
-	return s.changeMachineKey(ctx, r.ID, func() (fleet.MachineChange, error) { return s.reg.Accept(r.ID, r.Key, op.Name) })
+	return s.changeMachineKey(ctx, r.ID, func() (fleet.MachineChange, error) { return s.reg.AcceptAt(r.ID, r.Key, r.Site, op.Name) })
 }
 
 func (s *Service) apiMachinesAdd(ctx context.Context, op operatorIdentity, body []byte) (any, error) {
@@ -205,7 +205,7 @@ func (s *Service) apiMachinesAdd(ctx context.Context, op operatorIdentity, body 
 		return nil, fleet.Errorf(fleet.CodeConflict, "key %s belongs to an operator; a machine needs its own key", r.Key)
 	}
 	return s.changeMachineKey(ctx, r.ID, func() (fleet.MachineChange, error) {
-		return s.reg.SetMachine(r.ID, r.Key, r.Labels, op.Name, r.Replace)
+		return s.reg.SetMachineAt(r.ID, r.Key, r.Site, r.Labels, op.Name, r.Replace)
 	})
 }
 
@@ -219,6 +219,10 @@ func (s *Service) apiMachinesRemove(ctx context.Context, _ operatorIdentity, bod
 		return nil, err
 	}
 	closed := s.kick(ctx, conns)
+	// A removed machine is not ONLINE, even where the kick could not
+	// reach (a site cut off from the hub: its credentials there expire
+	// within --site-user-ttl, and it cannot be authorised again).
+	s.presence.dropped(conns, "removed from the registry")
 	return fleet.RemoveResult{ID: r.ID, Closed: closed}, nil
 }
 

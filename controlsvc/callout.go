@@ -58,12 +58,16 @@ type callout struct {
 	// limit bounds each machine's connections (nil: no bound).
 	limit *connLimiter
 	// siteTTL, when above 0 and below ttl, is the lifetime of credentials
-	// for connections at a broker that is not the hub's; hub says which
-	// broker that is (see sitettl.go).
+	// for connections at a remote site's broker (see sitettl.go).
 	siteTTL time.Duration
-	hub     func() (id, cluster string)
 	// issued, when set, sees every user JWT before it is signed (tests).
 	issued func(req *jwt.AuthorizationRequestClaims, uc *jwt.UserClaims)
+	// sites are the remote sites whose leaf links the hub accepts: name
+	// to the bcrypt hash of the site's secret (see leaflinks.go).
+	sites map[string]string
+	// onLink is told of every leaf link authorised, to keep one per site
+	// and account.
+	onLink func(l leafLink)
 }
 
 // clock returns now, or time.Now when it is nil.
@@ -107,15 +111,19 @@ func (c *callout) subscribe(nc *nats.Conn) (*nats.Subscription, func(), error) {
 	if err := c.init(); err != nil {
 		return nil, nil, err
 	}
-	if c.hub == nil {
-		c.hub = hubServer(nc)
-	}
 	q := newLIFO(1 << 16)
 	sub, err := nc.QueueSubscribe(AuthCalloutSubject, "cc-control", q.push)
 	if err != nil {
 		return nil, nil, fmt.Errorf("subscribe to auth callout: %w", err)
 	}
 	_ = sub.SetPendingLimits(-1, -1) // the stack bounds what is held
+	// Remote sites' brokers' requests arrive renamed under their site.
+	siteSub, err := nc.QueueSubscribe(fleet.SiteAuthWildcard, "cc-control", q.push)
+	if err != nil {
+		_ = sub.Unsubscribe()
+		return nil, nil, fmt.Errorf("subscribe to the sites' auth callout: %w", err)
+	}
+	_ = siteSub.SetPendingLimits(-1, -1)
 	var wg sync.WaitGroup
 	for range max(2, runtime.GOMAXPROCS(0)*2) {
 		wg.Go(func() {
@@ -130,6 +138,7 @@ func (c *callout) subscribe(nc *nats.Conn) (*nats.Subscription, func(), error) {
 	}
 	stop := func() {
 		_ = sub.Unsubscribe()
+		_ = siteSub.Unsubscribe()
 		q.close()
 		wg.Wait()
 	}
@@ -197,7 +206,15 @@ func (c *callout) handle(m *nats.Msg) {
 	if m.Header != nil {
 		serverXKey = m.Header.Get("Nats-Server-Xkey")
 	}
-	out, err := c.authorize(m.Data, serverXKey)
+	site := ""
+	if m.Subject != AuthCalloutSubject {
+		var err error
+		if site, err = fleet.ParseSiteAuthSubject(m.Subject); err != nil {
+			c.log.Error("auth callout request not answered", "error", err)
+			return
+		}
+	}
+	out, err := c.authorizeAt(m.Data, serverXKey, site)
 	if errors.Is(err, errStaleRequest) {
 		c.log.Debug("auth callout request skipped", "error", err)
 		return
@@ -212,6 +229,12 @@ func (c *callout) handle(m *nats.Msg) {
 // authorize turns one (possibly encrypted) authorization request into the
 // signed (and then encrypted) response the broker expects.
 func (c *callout) authorize(data []byte, serverXKey string) ([]byte, error) {
+	return c.authorizeAt(data, serverXKey, "")
+}
+
+// authorizeAt is authorize for a request from the brokers of site ("":
+// the hub's own).
+func (c *callout) authorizeAt(data []byte, serverXKey, site string) ([]byte, error) {
 	if err := c.init(); err != nil {
 		return nil, fmt.Errorf("callout keys unusable: %w", err)
 	}
@@ -237,7 +260,7 @@ func (c *callout) authorize(data []byte, serverXKey string) ([]byte, error) {
 	}
 	resp := jwt.NewAuthorizationResponseClaims(req.UserNkey)
 	resp.Audience = req.Server.ID
-	uc, err := c.decide(req)
+	uc, err := c.decideAt(req, site)
 	if err == nil && c.issued != nil {
 		c.issued(req, uc)
 	}
@@ -260,10 +283,20 @@ func (c *callout) authorize(data []byte, serverXKey string) ([]byte, error) {
 	return out, nil
 }
 
-// decide returns the user claims for an authorised connection, or the
-// reason it is refused.
+// decide returns the user claims for an authorised connection to the
+// hub's brokers, or the reason it is refused.
 func (c *callout) decide(req *jwt.AuthorizationRequestClaims) (*jwt.UserClaims, error) {
+	return c.decideAt(req, "")
+}
+
+// decideAt is decide for a connection to the brokers of site ("": the
+// hub's own). A site's broker admits only the machines registered to that
+// site; operators and the other machines connect at the hub.
+func (c *callout) decideAt(req *jwt.AuthorizationRequestClaims, site string) (*jwt.UserClaims, error) {
 	opts, ci := req.ConnectOptions, req.ClientInformation
+	if ci.Kind == leafKind {
+		return c.decideLeaf(req, site)
+	}
 	if opts.Nkey == "" {
 		return nil, c.refuse("unknown", opts.Name, opts.Nkey, ci.Host, "no nkey presented: agents connect with the machine's nkey (cc-agent --key FILE), operators with theirs (cc-bench --key FILE)")
 	}
@@ -271,8 +304,12 @@ func (c *callout) decide(req *jwt.AuthorizationRequestClaims) (*jwt.UserClaims, 
 		return nil, c.refuse("unknown", opts.Name, opts.Nkey, ci.Host, err.Error())
 	}
 	if op, ok := c.reg.OperatorByKey(opts.Nkey); ok {
+		if site != "" {
+			return nil, c.refuse("operator", op.Name, opts.Nkey, ci.Host, fmt.Sprintf(
+				"operators connect to the hub, not to site %s's broker: a site's link carries only its own machines' calls", site))
+		}
 		id := operatorIdentity{Name: op.Name, Key: op.Key, Role: op.Role}
-		uc := c.userClaims(req, operatorUserPrefix+op.Name)
+		uc := c.userClaims(req, operatorUserPrefix+op.Name, site)
 		uc.Permissions = operatorPermissions(id, c.readOnly)
 		c.granted("operator", op.Name)
 		return uc, nil
@@ -284,6 +321,9 @@ func (c *callout) decide(req *jwt.AuthorizationRequestClaims) (*jwt.UserClaims, 
 	m, ok := c.reg.Machine(id)
 	if !ok {
 		reason := fmt.Sprintf("machine %s is not in the registry; accept it with: cc-bench machines accept %s", id, id)
+		if site != "" {
+			reason = fmt.Sprintf("machine %s (at site %s's broker) is not in the registry; accept it with: cc-bench machines accept %s --site %s", id, site, id, site)
+		}
 		c.reg.RecordPending(id, opts.Nkey, ci.Host, "not in the registry")
 		return nil, c.refuse("agent", id, opts.Nkey, ci.Host, reason)
 	}
@@ -292,21 +332,24 @@ func (c *callout) decide(req *jwt.AuthorizationRequestClaims) (*jwt.UserClaims, 
 		c.reg.RecordPending(id, opts.Nkey, ci.Host, "key does not match the key on record")
 		return nil, c.refuse("agent", id, opts.Nkey, ci.Host, reason)
 	}
+	if m.Site != site {
+		return nil, c.refuse("agent", id, opts.Nkey, ci.Host, siteMismatch(id, m.Site, site))
+	}
 	if err := c.limit.admit(id); err != nil {
 		return nil, c.refuse("agent", id, opts.Nkey, ci.Host, err.Error())
 	}
-	uc := c.userClaims(req, agentUserPrefix+id)
+	uc := c.userClaims(req, agentUserPrefix+id, site)
 	uc.Tags.Add(keyTagPrefix + opts.Nkey) // lets a re-key close this connection (see onRecord)
 	uc.Permissions = agentPermissions(id)
 	c.granted("agent", id)
 	return uc, nil
 }
 
-func (c *callout) userClaims(req *jwt.AuthorizationRequestClaims, name string) *jwt.UserClaims {
+func (c *callout) userClaims(req *jwt.AuthorizationRequestClaims, name, site string) *jwt.UserClaims {
 	uc := jwt.NewUserClaims(req.UserNkey)
 	uc.Audience = broker.FleetAccount
 	uc.Name = name
-	uc.Expires = c.clock().Add(c.userTTL(req.Server)).Unix()
+	uc.Expires = c.clock().Add(c.userTTL(site)).Unix()
 	return uc
 }
 

@@ -120,6 +120,19 @@ func (p *presence) disconnected(k connKey, reason string) {
 	p.removeLocked(k, reason)
 }
 
+// dropped removes connections presence should no longer count, whatever
+// their broker says later: a removed machine's, when the kick could not
+// reach its broker (a site cut off from the hub). Their disconnect events,
+// if they ever come, find nothing to remove.
+func (p *presence) dropped(conns []connKey, reason string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, k := range conns {
+		p.tombstones[k] = p.now()
+		p.removeLocked(k, reason)
+	}
+}
+
 func (p *presence) removeLocked(k connKey, reason string) {
 	c, ok := p.conns[k]
 	if !ok {

@@ -38,6 +38,9 @@ type Registry struct {
 	// changes counts writes (and undone changes), so caches of what the
 	// registry says (labels in presence snapshots) know when to renew.
 	changes atomic.Uint64
+	// onSites, when set, is told (under the registry's lock; it must not
+	// block) which remote sites' sets of machines a change altered.
+	onSites func(sites ...string)
 	// sortedIDs caches the machine ids in order for list pages, valid
 	// while changes is sortedAt.
 	sortedIDs []string
@@ -157,6 +160,11 @@ func (d *registryData) validate() error {
 		if !nkeys.IsValidPublicUserKey(m.Key) {
 			return fmt.Errorf("machine %q has an invalid key %q", id, m.Key)
 		}
+		if m.Site != "" {
+			if err := fleet.ValidateSiteName(m.Site); err != nil {
+				return fmt.Errorf("machine %q: %w", id, err)
+			}
+		}
 	}
 	for name, o := range d.Operators {
 		if o == nil || o.Name != name || !fleet.ValidRole(o.Role) || !nkeys.IsValidPublicUserKey(o.Key) {
@@ -248,6 +256,15 @@ func (r *Registry) AddMachine(id, key string, labels map[string]string, by strin
 // SetMachine is [Registry.AddMachine] that also says which key, if any,
 // the change replaced (the caller closes that key's connections).
 func (r *Registry) SetMachine(id, key string, labels map[string]string, by string, replace bool) (fleet.MachineChange, error) {
+	return r.SetMachineAt(id, key, "", labels, by, replace)
+}
+
+// SetMachineAt is [Registry.SetMachine] for a machine at remote site
+// ("": the hub).
+func (r *Registry) SetMachineAt(id, key, site string, labels map[string]string, by string, replace bool) (fleet.MachineChange, error) {
+	if err := validateSite(site); err != nil {
+		return fleet.MachineChange{}, err
+	}
 	if err := fleet.ValidateMachineID(id); err != nil {
 		return fleet.MachineChange{}, invalid(err)
 	}
@@ -259,10 +276,10 @@ func (r *Registry) SetMachine(id, key string, labels map[string]string, by strin
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	return r.setMachineLocked(id, key, labels, by, replace)
+	return r.setMachineLocked(id, key, site, labels, by, replace)
 }
 
-func (r *Registry) setMachineLocked(id, key string, labels map[string]string, by string, replace bool) (fleet.MachineChange, error) {
+func (r *Registry) setMachineLocked(id, key, site string, labels map[string]string, by string, replace bool) (fleet.MachineChange, error) {
 	old, had := r.data.Machines[id]
 	if had && !replace {
 		if old.Key == key {
@@ -276,7 +293,7 @@ func (r *Registry) setMachineLocked(id, key string, labels map[string]string, by
 		}
 	}
 	oldPending, hadPending := r.data.Pending[id]
-	m := &fleet.Machine{ID: id, Key: key, Labels: copyLabels(labels), AddedAt: r.now().UTC(), AddedBy: by}
+	m := &fleet.Machine{ID: id, Key: key, Labels: copyLabels(labels), Site: site, AddedAt: r.now().UTC(), AddedBy: by}
 	r.data.Machines[id] = m
 	delete(r.data.Pending, id)
 	err := r.commitLocked(func() {
@@ -285,6 +302,11 @@ func (r *Registry) setMachineLocked(id, key string, labels map[string]string, by
 	})
 	if err != nil {
 		return fleet.MachineChange{}, err
+	}
+	if !had {
+		r.sitesChangedLocked(site)
+	} else if old.Site != site {
+		r.sitesChangedLocked(old.Site, site)
 	}
 	c := fleet.MachineChange{Machine: copyMachine(m)}
 	if had && old.Key != key {
@@ -299,6 +321,15 @@ func (r *Registry) setMachineLocked(id, key string, labels map[string]string, by
 // anyone may try any id with a key of their own, so with several keys the
 // operator must say which one is the machine's.
 func (r *Registry) Accept(id, want, by string) (fleet.MachineChange, error) {
+	return r.AcceptAt(id, want, "", by)
+}
+
+// AcceptAt is [Registry.Accept] placing the machine at remote site ("":
+// where it is registered already, else the hub).
+func (r *Registry) AcceptAt(id, want, site, by string) (fleet.MachineChange, error) {
+	if err := validateSite(site); err != nil {
+		return fleet.MachineChange{}, err
+	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	p, ok := r.data.Pending[id]
@@ -312,8 +343,11 @@ func (r *Registry) Accept(id, want, by string) (fleet.MachineChange, error) {
 	var labels map[string]string
 	if m, ok := r.data.Machines[id]; ok {
 		labels = m.Labels
+		if site == "" {
+			site = m.Site // a re-keyed machine stays where it is
+		}
 	}
-	return r.setMachineLocked(id, key, labels, by, true)
+	return r.setMachineLocked(id, key, site, labels, by, true)
 }
 
 // pickPendingKey chooses the key of p that want names (see Accept).
@@ -391,10 +425,57 @@ func (r *Registry) RemoveMachine(id string) error {
 	}
 	delete(r.data.Machines, id)
 	delete(r.data.Pending, id)
-	return r.commitLocked(func() {
+	if err := r.commitLocked(func() {
 		restore(r.data.Machines, id, m, reg)
 		restore(r.data.Pending, id, p, pend)
-	})
+	}); err != nil {
+		return err
+	}
+	if reg {
+		r.sitesChangedLocked(m.Site)
+	}
+	return nil
+}
+
+// sitesChangedLocked tells onSites about the remote sites among sites.
+func (r *Registry) sitesChangedLocked(sites ...string) {
+	if r.onSites == nil {
+		return
+	}
+	var out []string
+	for _, s := range sites {
+		if s != "" && !slices.Contains(out, s) {
+			out = append(out, s)
+		}
+	}
+	if len(out) > 0 {
+		r.onSites(out...)
+	}
+}
+
+// SiteMachines lists the ids of the machines registered to remote site,
+// sorted.
+func (r *Registry) SiteMachines(site string) []string {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	var out []string
+	for id, m := range r.data.Machines {
+		if m.Site == site {
+			out = append(out, id)
+		}
+	}
+	sort.Strings(out)
+	return out
+}
+
+func validateSite(site string) error {
+	if site == "" {
+		return nil
+	}
+	if err := fleet.ValidateSiteName(site); err != nil {
+		return invalid(err)
+	}
+	return nil
 }
 
 // Label sets and removes labels on machine id.
@@ -674,6 +755,9 @@ func (r *Registry) ImportMachines(reqs []fleet.MachineRequest, by string) (int, 
 		if err := validateLabels(q.Labels); err != nil {
 			return 0, nil, err
 		}
+		if err := validateSite(q.Site); err != nil {
+			return 0, nil, fmt.Errorf("machine %s: %w", q.ID, err)
+		}
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -691,7 +775,7 @@ func (r *Registry) ImportMachines(reqs []fleet.MachineRequest, by string) (int, 
 			p, hadPend := r.data.Pending[q.ID]
 			undo[q.ID] = prev{m, had, p, hadPend}
 		}
-		r.data.Machines[q.ID] = &fleet.Machine{ID: q.ID, Key: q.Key, Labels: copyLabels(q.Labels), AddedAt: now, AddedBy: by}
+		r.data.Machines[q.ID] = &fleet.Machine{ID: q.ID, Key: q.Key, Labels: copyLabels(q.Labels), Site: q.Site, AddedAt: now, AddedBy: by}
 		delete(r.data.Pending, q.ID)
 	}
 	err := r.commitLocked(func() {
@@ -703,12 +787,19 @@ func (r *Registry) ImportMachines(reqs []fleet.MachineRequest, by string) (int, 
 	if err != nil {
 		return 0, nil, err
 	}
-	var rekeyed []string
+	var rekeyed, sites []string
 	for id, u := range undo {
 		if u.had && u.m.Key != r.data.Machines[id].Key {
 			rekeyed = append(rekeyed, id)
 		}
+		if !u.had || u.m.Site != r.data.Machines[id].Site {
+			sites = append(sites, r.data.Machines[id].Site)
+			if u.had {
+				sites = append(sites, u.m.Site)
+			}
+		}
 	}
+	r.sitesChangedLocked(sites...)
 	sort.Strings(rekeyed)
 	return len(reqs), rekeyed, nil
 }

@@ -55,18 +55,28 @@ func (s *Service) connUser(user string, tags []string) string {
 // another key; when it replaced one, every live connection of the machine
 // is closed. No connect event is admitted between the change and the
 // listing of the connections to close.
+//
+// A machine moved to another site (or between a site and the hub) is
+// closed too: it is admitted, and believed ONLINE, only at its own place.
 func (s *Service) changeMachineKey(ctx context.Context, id string, change func() (fleet.MachineChange, error)) (fleet.MachineChange, error) {
 	s.admitMu.Lock()
+	old, had := s.reg.Machine(id)
 	c, err := change()
+	moved := err == nil && had && old.Site != c.Site
 	var conns []connKey
-	if err == nil && c.ReplacedKey != "" {
+	if err == nil && (c.ReplacedKey != "" || moved) {
 		conns = s.presence.connsOf(agentUserPrefix + id)
 	}
 	s.admitMu.Unlock()
-	if err != nil || c.ReplacedKey == "" {
+	if err != nil || (c.ReplacedKey == "" && !moved) {
 		return c, err
 	}
 	c.Closed = s.kick(ctx, conns)
+	if c.ReplacedKey == "" {
+		s.log.Warn("machine moved; closed its connections at its old place", "machine", id,
+			"from_site", old.Site, "to_site", c.Site, "closed", c.Closed)
+		return c, nil
+	}
 	s.log.Warn("machine key replaced; closed the connections made with the old key",
 		"machine", id, "old_key", c.ReplacedKey, "new_key", c.Key, "closed", c.Closed)
 	return c, nil

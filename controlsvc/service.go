@@ -94,6 +94,10 @@ type Config struct {
 	// before auditing the missing targets as no-response (default
 	// DefaultCallWait).
 	CallWait time.Duration
+	// LeafSites are the remote sites whose leaf links the hub accepts
+	// (the hub's leaf sites file): the callout authorises those links
+	// (see leaflinks.go). With an embedded broker, Broker.LeafSites.
+	LeafSites []broker.LeafSite
 	// Audit bounds the audit logs and says whether the service may start
 	// without a durable audit.
 	Audit  AuditConfig
@@ -138,6 +142,8 @@ type Service struct {
 	// brokerConn is how the service reaches an external broker (nil:
 	// its own embedded one).
 	brokerConn *natstls.Decision
+	// links are the remote sites' live leaf links.
+	links leafLinks
 }
 
 // New loads (or creates) the data directory: keys, registry and, on first
@@ -174,6 +180,9 @@ func New(cfg Config) (*Service, error) {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
+	if cfg.LeafSites == nil {
+		cfg.LeafSites = cfg.Broker.LeafSites
+	}
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("data directory: %w", err)
 	}
@@ -187,6 +196,7 @@ func New(cfg Config) (*Service, error) {
 	}
 	reg.now = cfg.Now
 	s := &Service{cfg: cfg, log: cfg.Logger, keys: keys, reg: reg, resyncNow: make(chan struct{}, 1)}
+	reg.onSites = s.onSitesChanged
 	s.presence = newPresence(reg.Labels, s.publishEvent)
 	s.presence.now = cfg.Now
 	s.restorePresence()
@@ -364,6 +374,10 @@ func (s *Service) startServing(ctx context.Context) error {
 	co := &callout{keys: s.keys, reg: s.reg, log: s.log.With("component", "callout"), ttl: s.cfg.UserTTL, siteTTL: s.cfg.SiteUserTTL, now: s.cfg.Now, readOnly: s.cfg.ReadOnlyFunctions}
 	co.onGrant, co.onRefuse = s.metrics.granted, s.metrics.refused
 	co.onAudit = s.auditRefused
+	co.sites, co.onLink = map[string]string{}, s.onLeafLink
+	for _, site := range s.cfg.LeafSites {
+		co.sites[site.Name] = site.PasswordBcrypt
+	}
 	if s.cfg.MaxAgentConnections >= 0 {
 		s.limit = newConnLimiter(cmp.Or(s.cfg.MaxAgentConnections, DefaultMaxAgentConnections), time.Now, s.presence.machineConns)
 		co.limit = s.limit

@@ -2,9 +2,6 @@ package controlsvc
 
 import (
 	"time"
-
-	"github.com/nats-io/jwt/v2"
-	"github.com/nats-io/nats.go"
 )
 
 // DefaultSiteUserTTL is Config.SiteUserTTL's default.
@@ -25,42 +22,16 @@ const DefaultSiteUserTTL = 5 * time.Minute
 // connections until the link returns, as it cannot admit new ones
 // meanwhile anyway.
 //
-// Which broker asks: every authorization request carries the asking
-// server's name, id and cluster name. This service is connected to a hub
-// broker; a request comes from the hub when its server is that broker
-// (same id) or one routed to it (same cluster name, when there is one).
-// A site's broker reaches the hub only as a leaf node, and nats-server
-// refuses a leaf connection whose cluster name is the hub's, so a site's
-// broker never matches. Anything else, including a request while this
-// service is not connected, counts as a site: the rule fails short.
+// Which broker asks is structural: a remote site's broker reaches the
+// callout only through its own CONTROL link, whose requests arrive renamed
+// under the site (fleet.SiteAuthSubject, see broker/leaf.go), so the site
+// of a request is known from its subject and cannot be claimed by a
+// request's contents.
 
-// hubServer returns the id and cluster name of the broker nc is connected
-// to, which is the hub's.
-func hubServer(nc *nats.Conn) func() (id, cluster string) {
-	return func() (string, string) { return nc.ConnectedServerId(), nc.ConnectedClusterName() }
-}
-
-// fromHub reports whether server, the broker that sent an authorization
-// request, is one of the hub's: the broker with id hubID, or one in its
-// cluster hubCluster.
-func fromHub(server jwt.ServerID, hubID, hubCluster string) bool {
-	if hubCluster != "" && server.Cluster == hubCluster {
-		return true
-	}
-	return hubID != "" && server.ID == hubID
-}
-
-// userTTL is how long the credentials issued for a connection at server
-// live: the site TTL when server is not a hub broker.
-func (c *callout) userTTL(server jwt.ServerID) time.Duration {
-	if c.siteTTL <= 0 || c.siteTTL >= c.ttl {
-		return c.ttl
-	}
-	var id, cluster string
-	if c.hub != nil {
-		id, cluster = c.hub()
-	}
-	if fromHub(server, id, cluster) {
+// userTTL is how long the credentials issued for a connection at site
+// ("" for the hub) live: the site TTL at a remote site.
+func (c *callout) userTTL(site string) time.Duration {
+	if site == "" || c.siteTTL <= 0 || c.siteTTL >= c.ttl {
 		return c.ttl
 	}
 	return c.siteTTL

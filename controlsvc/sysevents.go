@@ -6,9 +6,11 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/commandcontrol/commandcontrol/broker"
+	"github.com/commandcontrol/commandcontrol/fleet"
 	"github.com/nats-io/nats.go"
 )
 
@@ -42,7 +44,10 @@ type connEvent struct {
 func (s *Service) watchEvents(ctx context.Context, nc *nats.Conn) (func(), error) {
 	ch := make(chan *nats.Msg, 1<<16)
 	var subs []*nats.Subscription
-	for _, subj := range []string{connectSubject, disconnectSubject, shutdownSubject} {
+	// Remote sites' events arrive renamed under their site (see
+	// broker/leaf.go): the subject, not the event, says where from.
+	for _, subj := range []string{connectSubject, disconnectSubject, shutdownSubject,
+		fleet.SiteSysWildcard(connectSubject), fleet.SiteSysWildcard(disconnectSubject), fleet.SiteSysWildcard(shutdownSubject)} {
 		sub, err := nc.ChanSubscribe(subj, ch)
 		if err != nil {
 			return nil, fmt.Errorf("subscribe %s: %w", subj, err)
@@ -74,11 +79,19 @@ func (s *Service) watchEvents(ctx context.Context, nc *nats.Conn) (func(), error
 }
 
 func (s *Service) handleEvent(m *nats.Msg) {
-	if strings.HasSuffix(m.Subject, ".SHUTDOWN") {
-		parts := strings.Split(m.Subject, ".")
+	site, subject := "", m.Subject
+	if !strings.HasPrefix(subject, "$SYS.") {
+		var err error
+		if site, subject, err = fleet.ParseSiteSysSubject(subject); err != nil {
+			s.log.Error("malformed site event", "error", err)
+			return
+		}
+	}
+	if strings.HasSuffix(subject, ".SHUTDOWN") {
+		parts := strings.Split(subject, ".")
 		if len(parts) == 4 {
-			s.log.Info("broker shut down", "server", parts[2])
-			s.presence.serverGone(parts[2])
+			s.log.Info("broker shut down", "site", site, "server", parts[2])
+			s.presence.serverGone(siteServer(site, parts[2]))
 		}
 		return
 	}
@@ -87,12 +100,15 @@ func (s *Service) handleEvent(m *nats.Msg) {
 		s.log.Error("malformed broker event", "subject", m.Subject, "error", err)
 		return
 	}
+	// A site's events name servers of that site only, whatever id they
+	// carry: a site cannot speak for the hub's brokers or another site's.
+	ev.Server.ID = siteServer(site, ev.Server.ID)
 	k := connKey{ev.Server.ID, ev.Client.ID}
-	if m.Subject == connectSubject {
+	if subject == connectSubject {
 		s.admitMu.Lock()
-		ok := s.onRecord(ev.Client.User, ev.Client.Tags)
+		ok := s.onRecord(ev.Client.User, ev.Client.Tags, site)
 		var older []connKey
-		if id, agent := strings.CutPrefix(ev.Client.User, agentUserPrefix); agent {
+		if id, agent := strings.CutPrefix(ev.Client.User, agentUserPrefix); agent && ok {
 			s.limit.connected(id)
 		}
 		if ok {
@@ -103,7 +119,18 @@ func (s *Service) handleEvent(m *nats.Msg) {
 		if len(older) > 0 {
 			go s.supersede(ev, older)
 		}
-		if !ok {
+		_, agent := strings.CutPrefix(ev.Client.User, agentUserPrefix)
+		if !ok && site != "" && agent {
+			// The callout admits at a site only that site's machines:
+			// a site's claim about any other machine is not believed.
+			s.log.Warn("site claimed a connection of a machine that is not one of its own; ignored, and closed at the site",
+				"site", site, "user", ev.Client.User, "name", ev.Client.Name, "host", ev.Client.Host)
+			go s.kick(context.Background(), []connKey{k})
+		} else if !ok && site != "" {
+			// The site's own leaf link and the like: nothing presence
+			// tracks at a site.
+			s.log.Debug("site connection that is not a machine; ignored", "site", site, "user", ev.Client.User)
+		} else if !ok {
 			// Authorised, then removed before this event arrived: the
 			// removal's kick could not see the connection yet. It never
 			// shows as ONLINE and is closed now.
@@ -114,6 +141,36 @@ func (s *Service) handleEvent(m *nats.Msg) {
 	} else {
 		s.presence.disconnected(k, ev.Reason)
 	}
+}
+
+// siteServer names server id of remote site ("": the hub) in presence:
+// "<site>/<id>" (server ids never hold a '/').
+func siteServer(site, id string) string {
+	if site == "" {
+		return id
+	}
+	return site + "/" + id
+}
+
+// serverSite returns the remote site of a server as siteServer names it
+// ("" for the hub's), and its id.
+func serverSite(server string) (site, id string) {
+	if site, id, ok := strings.Cut(server, "/"); ok {
+		return site, id
+	}
+	return "", server
+}
+
+// serverRequest is the subject of system request verb (CONNZ, KICK) to
+// server, as siteServer names it: a site's brokers are reached through
+// the site's own account at the hub only.
+func serverRequest(server, verb string) string {
+	site, id := serverSite(server)
+	subj := "$SYS.REQ.SERVER." + id + "." + verb
+	if site == "" {
+		return subj
+	}
+	return fleet.SiteSysSubject(site, subj)
 }
 
 // olderAgentConns returns the other connections presence holds for an
@@ -163,13 +220,20 @@ func (s *Service) supersede(ev connEvent, older []connKey) {
 // tags name the key it connected with, whether that key is still the one
 // on record: a connection made with a key that was since replaced is not
 // admitted.
-func (s *Service) onRecord(user string, tags []string) bool {
+//
+// A connection at remote site (site != "") is on record only if it is a
+// machine registered to that site; one at the hub, only if it is not a
+// site's machine.
+func (s *Service) onRecord(user string, tags []string, site string) bool {
 	if user == staleUser {
 		return false
 	}
 	if id, ok := strings.CutPrefix(user, agentUserPrefix); ok {
 		m, ok := s.reg.Machine(id)
-		return ok && keyTagMatches(tags, m.Key)
+		return ok && m.Site == site && keyTagMatches(tags, m.Key)
+	}
+	if site != "" {
+		return false
 	}
 	if name, ok := strings.CutPrefix(user, operatorUserPrefix); ok {
 		_, ok := s.reg.Operator(name)
@@ -202,7 +266,7 @@ type connzData struct {
 // into presence. It is run at start (after the event subscription, so
 // nothing falls between), after a reconnect, and periodically.
 func (s *Service) resync(ctx context.Context) error {
-	gen, taken := s.presence.generation(), s.presence.now()
+	gen, taken, links := s.presence.generation(), s.presence.now(), s.links.mark()
 	servers, err := s.pingServers(ctx)
 	if err != nil {
 		return err
@@ -221,16 +285,22 @@ func (s *Service) resync(ctx context.Context) error {
 	if len(snap) == 0 {
 		return fmt.Errorf("no broker answered CONNZ")
 	}
+	if len(s.cfg.LeafSites) > 0 {
+		s.checkLinks(ctx, snap, links)
+	}
 	s.confirmMissing(ctx, gen, snap)
 	// A connection whose identity is no longer on record (its connect
 	// event lost, or the kick failed) is not put back; it is closed.
 	var stale []connKey
 	s.admitMu.Lock()
 	for server, conns := range snap {
+		site, _ := serverSite(server)
 		for cid, user := range conns {
-			if !s.onRecord(user, nil) {
+			if !s.onRecord(user, nil, site) {
 				delete(conns, cid)
-				stale = append(stale, connKey{server, cid})
+				if _, agent := strings.CutPrefix(user, agentUserPrefix); agent || site == "" {
+					stale = append(stale, connKey{server, cid})
+				}
 			}
 		}
 	}
@@ -276,7 +346,7 @@ func (s *Service) confirmMissing(ctx context.Context, gen uint64, snap map[strin
 			return
 		}
 		req, _ := json.Marshal(map[string]any{"acc": broker.FleetAccount, "auth": true, "cid": k.cid})
-		m, err := s.sys.RequestWithContext(withTimeout(ctx, 2*time.Second), "$SYS.REQ.SERVER."+k.server+".CONNZ", req)
+		m, err := s.sys.RequestWithContext(withTimeout(ctx, 2*time.Second), serverRequest(k.server, "CONNZ"), req)
 		if err != nil {
 			snap[k.server][k.cid] = keepUser // cannot tell: keep it
 			continue
@@ -299,15 +369,51 @@ func (s *Service) confirmMissing(ctx context.Context, gen uint64, snap map[strin
 // confirmed either way: presence keeps it as it is.
 const keepUser = "\x00keep"
 
-// pingServers lists the ids of every broker in the cluster.
+// pingServers lists the ids of every broker: the hub's (the cluster's)
+// and, through each remote site's own account, that site's (named by
+// siteServer).
 func (s *Service) pingServers(ctx context.Context) ([]string, error) {
+	targets := []string{""}
+	for _, site := range s.cfg.LeafSites {
+		targets = append(targets, site.Name)
+	}
+	found := make([][]string, len(targets))
+	var wg sync.WaitGroup
+	for i, site := range targets {
+		wg.Go(func() {
+			subj := serverPingSubject
+			if site != "" {
+				subj = fleet.SiteSysSubject(site, serverPingSubject)
+			}
+			ids, err := s.pingAt(ctx, subj)
+			if err != nil {
+				s.log.Debug("server ping failed", "site", site, "error", err)
+			}
+			for _, id := range ids {
+				found[i] = append(found[i], siteServer(site, id))
+			}
+		})
+	}
+	wg.Wait()
+	var ids []string
+	for _, f := range found {
+		ids = append(ids, f...)
+	}
+	if len(ids) == 0 {
+		return nil, fmt.Errorf("no broker answered %s", serverPingSubject)
+	}
+	return ids, nil
+}
+
+// pingAt collects the server ids that answer a ping on subject.
+func (s *Service) pingAt(ctx context.Context, subject string) ([]string, error) {
 	inbox := s.sys.NewRespInbox()
 	sub, err := s.sys.SubscribeSync(inbox)
 	if err != nil {
 		return nil, err
 	}
 	defer sub.Unsubscribe()
-	if err := s.sys.PublishRequest(serverPingSubject, inbox, nil); err != nil {
+	if err := s.sys.PublishRequest(subject, inbox, nil); err != nil {
 		return nil, err
 	}
 	var ids []string
@@ -318,13 +424,10 @@ func (s *Service) pingServers(ctx context.Context) ([]string, error) {
 			break
 		}
 		var r serverAPIResponse
-		if json.Unmarshal(m.Data, &r) == nil && r.Server.ID != "" {
+		if json.Unmarshal(m.Data, &r) == nil && r.Server.ID != "" && !strings.Contains(r.Server.ID, "/") {
 			ids = append(ids, r.Server.ID)
 		}
 		wait = 300 * time.Millisecond
-	}
-	if len(ids) == 0 {
-		return nil, fmt.Errorf("no broker answered %s", serverPingSubject)
 	}
 	return ids, nil
 }
@@ -335,7 +438,7 @@ func (s *Service) serverConnz(ctx context.Context, server string) (map[uint64]st
 	const page = 5000
 	for offset := 0; ; offset += page {
 		req, _ := json.Marshal(map[string]any{"acc": broker.FleetAccount, "auth": true, "offset": offset, "limit": page})
-		m, err := s.sys.RequestWithContext(withTimeout(ctx, 5*time.Second), "$SYS.REQ.SERVER."+server+".CONNZ", req)
+		m, err := s.sys.RequestWithContext(withTimeout(ctx, 5*time.Second), serverRequest(server, "CONNZ"), req)
 		if err != nil {
 			return nil, err
 		}
@@ -375,7 +478,7 @@ func (s *Service) kick(ctx context.Context, conns []connKey) int {
 // kickOne tells connection k's broker to close it.
 func (s *Service) kickOne(ctx context.Context, k connKey) error {
 	req, _ := json.Marshal(map[string]uint64{"cid": k.cid})
-	m, err := s.sys.RequestWithContext(withTimeout(ctx, 2*time.Second), "$SYS.REQ.SERVER."+k.server+".KICK", req)
+	m, err := s.sys.RequestWithContext(withTimeout(ctx, 2*time.Second), serverRequest(k.server, "KICK"), req)
 	if err != nil {
 		return err
 	}

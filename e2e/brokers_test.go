@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/commandcontrol/commandcontrol/broker"
 	"github.com/commandcontrol/commandcontrol/controlsvc"
 	"github.com/commandcontrol/commandcontrol/fleet"
 	"github.com/commandcontrol/commandcontrol/internal/stacktest"
@@ -28,11 +29,13 @@ func controlBehind(t *testing.T, dataDir, url string, resync time.Duration) *con
 // controlBehindRetrying is controlBehind for brokers that may still be
 // starting (real cc-broker processes): it retries until one connects. The
 // caller closes it.
-func controlBehindRetrying(t *testing.T, ctx context.Context, dataDir, url string, opts ...nats.Option) *controlsvc.Service {
+// With sites, it authorises those sites' leaf links.
+func controlBehindRetrying(t *testing.T, ctx context.Context, dataDir, url string, sites []broker.LeafSite, opts ...nats.Option) *controlsvc.Service {
 	t.Helper()
 	var svc *controlsvc.Service
 	waitFor(t, "the control service to connect through "+url, 15*time.Second, func() bool {
-		s, err := controlsvc.New(controlsvc.Config{DataDir: dataDir, BrokerURL: url, NATSOptions: opts, Audit: controlsvc.AuditConfig{NotDurable: true}, Logger: testLogger(t)})
+		s, err := controlsvc.New(controlsvc.Config{DataDir: dataDir, BrokerURL: url, NATSOptions: opts, Audit: controlsvc.AuditConfig{NotDurable: true},
+			LeafSites: sites, Logger: testLogger(t)})
 		if err != nil {
 			t.Fatal(err)
 		}

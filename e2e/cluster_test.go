@@ -247,7 +247,7 @@ func TestClusterConfigExamples(t *testing.T) {
 		var rz server.Routez
 		return &rz, json.NewDecoder(resp.Body).Decode(&rz)
 	})
-	svc := controlBehindRetrying(t, ctx, dir, url(0), trust)
+	svc := controlBehindRetrying(t, ctx, dir, url(0), nil, trust)
 	defer svc.Close()
 	startAgentWith(t, svc, agent.Config{URL: url(2), MachineID: "10.2.0.3_site3", NATSOptions: []nats.Option{trust}}, true, nil)
 	waitFor(t, "the agent on broker 3 ONLINE", 15*time.Second, func() bool { return online(svc, "10.2.0.3_site3") })

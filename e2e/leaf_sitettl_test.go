@@ -14,34 +14,35 @@ import (
 	"time"
 
 	"github.com/commandcontrol/commandcontrol/bench"
-	"github.com/commandcontrol/commandcontrol/broker"
 	"github.com/commandcontrol/commandcontrol/controlsvc"
-	"github.com/commandcontrol/commandcontrol/internal/stacktest"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nkeys"
-	"golang.org/x/crypto/bcrypt"
 )
 
-// TestLeafSiteTTLCutOff: the finding 7 with real processes' parts
-// in-process. A site's broker links to the hub through a loopback proxy
-// the test can cut. An admin connected at the site calls the site's
-// machine; the link is cut; the admin is removed at the hub, which cannot
-// reach the site ("closed 0"). The removed admin's connection at the site
-// ends when its credentials expire, --site-user-ttl after they were
-// issued, while the link is still down (and presence resync is an hour
-// away, so it is not what ends it). A hub operator's connection, with the
-// normal hour-long credentials, is untouched throughout. When the link
-// returns the removed admin stays out and the site's machine comes back.
+// TestLeafSiteTTLCutOff: the finding 7 with real brokers and a
+// real control service in-process. A site's broker links to the hub
+// through a loopback proxy the test can cut. A machine registered to the
+// site is connected there; the link is cut; the machine is removed at the
+// hub, which cannot reach the site ("closed 0"). Its connection at the
+// site ends when its credentials expire, --site-user-ttl after they were
+// issued, while the link is still down (presence resync is an hour away,
+// so it is not what ends it), and its reconnection is refused. A hub
+// operator's connection, with the normal hour-long credentials, is
+// untouched throughout. When the link returns the removed machine stays
+// out and the site's other machine comes back.
 func TestLeafSiteTTLCutOff(t *testing.T) {
 	const siteTTL = 2 * time.Second
 	dir := t.TempDir()
-	hub, site, link := startLeafSiteViaProxy(t, dir, "site-secret-0123456789", "dc2")
+	hub, auth, leafPort, sites := startLeafHub(t, dir, leafSecret, "dc2")
 	svc := startControlWith(t, controlsvc.Config{DataDir: dir, BrokerURL: hub.ClientURL(),
 		Audit: controlsvc.AuditConfig{NotDurable: true}, ResyncInterval: time.Hour, SiteUserTTL: siteTTL,
-		Logger: testLogger(t).With("side", "control")})
+		LeafSites: sites, Logger: testLogger(t).With("side", "control")})
+	link := startTCPLink(t, "127.0.0.1:"+itoa(leafPort))
+	site := startSiteBrokerAt(t, auth, "nats-leaf://"+link.addr(), "dc2", leafSecret, "site-dc2")
+	waitLinked(t, site)
 
 	const machine = "10.3.2.7_dc2-web"
-	startAgentAt(t, svc, site.ClientURL(), machine, true, nil)
+	startSiteAgent(t, svc, site.ClientURL(), machine, "dc2")
 	waitFor(t, machine+" ONLINE", 10*time.Second, func() bool { return online(svc, machine) })
 
 	opsSeed := newOperator(t, svc, "ops", "admin")
@@ -53,13 +54,14 @@ func TestLeafSiteTTLCutOff(t *testing.T) {
 		hubDrops = append(hubDrops, err)
 	}))
 
-	malloryKP, _ := nkeys.CreateUser()
-	malloryPub, _ := malloryKP.PublicKey()
-	if _, err := svc.Registry().AddOperator("mallory", malloryPub, "admin"); err != nil {
+	const victim = "10.3.2.8_dc2-stolen"
+	victimKP, _ := nkeys.CreateUser()
+	victimPub, _ := victimKP.PublicKey()
+	if _, err := svc.Registry().SetMachineAt(victim, victimPub, "dc2", nil, "test", false); err != nil {
 		t.Fatal(err)
 	}
 	var errsMu sync.Mutex
-	var errs []error // what the broker told mallory's connection, in order
+	var errs []error // what the broker told the victim's connection, in order
 	errsSince := func(i int, match func(error) bool) bool {
 		errsMu.Lock()
 		defer errsMu.Unlock()
@@ -71,7 +73,7 @@ func TestLeafSiteTTLCutOff(t *testing.T) {
 		return false
 	}
 	isExpiry := func(err error) bool { return errors.Is(err, nats.ErrAuthExpired) }
-	mallory, err := connectAs(site.ClientURL(), malloryKP, "mallory", nats.ReconnectWait(50*time.Millisecond), nats.MaxReconnects(-1),
+	vc, err := connectAs(site.ClientURL(), victimKP, victim, nats.ReconnectWait(50*time.Millisecond), nats.MaxReconnects(-1),
 		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
 			errsMu.Lock()
 			defer errsMu.Unlock()
@@ -80,14 +82,11 @@ func TestLeafSiteTTLCutOff(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer mallory.Close()
+	defer vc.Close()
 	// Credentials at the site expire every siteTTL and are renewed
-	// transparently: the admin keeps calling across renewals.
-	waitFor(t, "mallory's credentials at the site to expire", siteTTL+5*time.Second, func() bool { return errsSince(0, isExpiry) })
-	waitFor(t, "a call from mallory at the site answered after a renewal", 10*time.Second, func() bool {
-		_, err := stacktest.Request(mallory, machine, "current-load", []byte("{}"), time.Second)
-		return err == nil
-	})
+	// transparently.
+	waitFor(t, "the machine's credentials at the site to expire", siteTTL+5*time.Second, func() bool { return errsSince(0, isExpiry) })
+	waitFor(t, "the machine reconnected after a renewal and ONLINE", 10*time.Second, func() bool { return vc.IsConnected() && online(svc, victim) })
 
 	link.cut()
 	waitFor(t, "the site's leaf link down", 10*time.Second, func() bool {
@@ -98,38 +97,39 @@ func TestLeafSiteTTLCutOff(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer cl.Close()
-	res, err := cl.RemoveOperator(context.Background(), "mallory")
+	res, err := cl.RemoveMachine(context.Background(), victim)
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Logf("operators rm across the cut link: closed %d live connections", res.Closed)
+	t.Logf("machines rm across the cut link: closed %d live connections", res.Closed)
 	errsMu.Lock()
 	removedAt := len(errs)
 	errsMu.Unlock()
-	// Her credentials were issued before the cut: they expire within
-	// siteTTL, and she cannot be authorised again without the hub: her
+	// Its credentials were issued before the cut: they expire within
+	// siteTTL, and it cannot be authorised again without the hub: its
 	// connection is down, and its next attempt is refused.
-	waitFor(t, "the removed admin's connection at the cut-off site to end", siteTTL+5*time.Second, func() bool {
-		return !mallory.IsConnected()
+	waitFor(t, "the removed machine's connection at the cut-off site to end", siteTTL+5*time.Second, func() bool {
+		return !vc.IsConnected()
 	})
-	waitFor(t, "the removed admin refused at the cut-off site", 15*time.Second, func() bool {
+	waitFor(t, "the removed machine refused at the cut-off site", 15*time.Second, func() bool {
 		return errsSince(removedAt, func(err error) bool { return !isExpiry(err) })
 	})
 	if !link.isCut() || site.Server().NumLeafNodes() != 0 {
 		t.Fatalf("the link came back (site leaf connections %d) before the removal took effect; the test proves nothing", site.Server().NumLeafNodes())
 	}
-	if mallory.IsConnected() {
-		t.Fatal("the removed admin is connected at the site while the link is down")
+	if vc.IsConnected() {
+		t.Fatal("the removed machine is connected at the site while the link is down")
 	}
 	errsMu.Lock()
-	t.Logf("mallory's connection was told: %v", errs[removedAt:])
+	t.Logf("the removed machine's connection was told: %v", errs[removedAt:])
 	errsMu.Unlock()
 
 	link.heal()
 	waitFor(t, machine+" back ONLINE after the link returned", 20*time.Second, func() bool { return online(svc, machine) })
-	if mallory.IsConnected() {
-		t.Error("the removed admin was admitted again after the link returned")
+	if vc.IsConnected() {
+		t.Error("the removed machine was admitted again after the link returned")
 	}
+	waitFor(t, "the removed machine not ONLINE", 10*time.Second, func() bool { return !online(svc, victim) })
 	if !ops.IsConnected() {
 		t.Error("the hub operator's connection is down")
 	}
@@ -157,44 +157,6 @@ func operatorConnWith(t *testing.T, url, seedPath string, extra ...nats.Option) 
 	}
 	t.Cleanup(nc.Close)
 	return nc
-}
-
-// startLeafSiteViaProxy starts a hub broker with a leaf listener and one
-// site broker that links to it through a loopback proxy (see tcpLink),
-// and waits for the link.
-func startLeafSiteViaProxy(t *testing.T, dataDir, secret, name string) (hub, site *broker.Broker, link *tcpLink) {
-	t.Helper()
-	auth := stacktest.BrokerAuth(t, dataDir)
-	hash, err := bcrypt.GenerateFromPassword([]byte(secret), bcrypt.MinCost)
-	if err != nil {
-		t.Fatal(err)
-	}
-	leafPort := freePorts(t, 1)[0]
-	hub, err = broker.New(broker.Config{Listen: "127.0.0.1:0", Name: "hub", Auth: auth, PingInterval: time.Second,
-		LeafListen: "127.0.0.1:" + itoa(leafPort), LeafSites: []broker.LeafSite{{Name: name, PasswordBcrypt: string(hash)}},
-		Logger: testLogger(t).With("broker", "hub")})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := hub.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(hub.Shutdown)
-	link = startTCPLink(t, "127.0.0.1:"+itoa(leafPort))
-	site, err = broker.New(broker.Config{Listen: "127.0.0.1:0", Name: "site-" + name, Auth: auth, PingInterval: time.Second,
-		Hub:    &broker.LeafHub{URLs: []string{"nats-leaf://" + link.addr()}, Site: name, Secret: secret},
-		Logger: testLogger(t).With("broker", name)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := site.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(site.Shutdown)
-	waitFor(t, "site "+name+" linked to the hub for all three accounts", 10*time.Second, func() bool {
-		return site.Server().NumLeafNodes() == 3
-	})
-	return hub, site, link
 }
 
 // tcpLink is a loopback TCP proxy to target that the test can cut (close

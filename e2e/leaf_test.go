@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/commandcontrol/commandcontrol/agent"
+	"github.com/commandcontrol/commandcontrol/agent/functions"
 	"github.com/commandcontrol/commandcontrol/bench"
 	"github.com/commandcontrol/commandcontrol/broker"
 	"github.com/commandcontrol/commandcontrol/controlsvc"
@@ -20,9 +21,27 @@ import (
 	"golang.org/x/crypto/bcrypt"
 )
 
+// leafSecret is the secret the test sites share.
+const leafSecret = "site-secret-0123456789"
+
 // startLeafSites starts a hub broker that accepts the given sites on a
 // leaf listener, and one site broker per site linked to it with secret.
-func startLeafSites(t *testing.T, dataDir string, secret string, sites ...string) (*broker.Broker, []*broker.Broker) {
+// The links are authorised by the control service's callout: start it
+// with the returned leaf sites (controlBehindSites), then waitLinked.
+func startLeafSites(t *testing.T, dataDir string, secret string, sites ...string) (*broker.Broker, []*broker.Broker, []broker.LeafSite) {
+	t.Helper()
+	hub, auth, leafPort, ls := startLeafHub(t, dataDir, secret, sites...)
+	var out []*broker.Broker
+	for _, s := range sites {
+		out = append(out, startSiteBroker(t, auth, leafPort, s, secret, "site-"+s))
+	}
+	return hub, out, ls
+}
+
+// startLeafHub starts a hub broker (with JetStream, for the audit) that
+// accepts sites on a leaf listener; it returns the hub, the brokers' auth
+// keys, the leaf port and the leaf sites for the control service.
+func startLeafHub(t *testing.T, dataDir string, secret string, sites ...string) (*broker.Broker, broker.AuthKeys, int, []broker.LeafSite) {
 	t.Helper()
 	auth := stacktest.BrokerAuth(t, dataDir)
 	hash, err := bcrypt.GenerateFromPassword([]byte(secret), bcrypt.MinCost)
@@ -35,7 +54,7 @@ func startLeafSites(t *testing.T, dataDir string, secret string, sites ...string
 	}
 	leafPort := freePorts(t, 1)[0]
 	hub, err := broker.New(broker.Config{Listen: "127.0.0.1:0", Name: "hub", Auth: auth, PingInterval: time.Second,
-		LeafListen: "127.0.0.1:" + itoa(leafPort), LeafSites: ls, Logger: testLogger(t).With("broker", "hub")})
+		LeafListen: "127.0.0.1:" + itoa(leafPort), LeafSites: ls, StoreDir: t.TempDir(), Logger: testLogger(t).With("broker", "hub")})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -43,50 +62,108 @@ func startLeafSites(t *testing.T, dataDir string, secret string, sites ...string
 		t.Fatal(err)
 	}
 	t.Cleanup(hub.Shutdown)
-	var out []*broker.Broker
-	for _, s := range sites {
-		b, err := broker.New(broker.Config{Listen: "127.0.0.1:0", Name: "site-" + s, Auth: auth, PingInterval: time.Second,
-			Hub:    &broker.LeafHub{URLs: []string{"nats-leaf://127.0.0.1:" + itoa(leafPort)}, Site: s, Secret: secret},
-			Logger: testLogger(t).With("broker", s)})
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := b.Start(); err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(b.Shutdown)
-		waitFor(t, "site "+s+" linked to the hub for all three accounts", 10*time.Second, func() bool {
-			return b.Server().NumLeafNodes() == 3
-		})
-		out = append(out, b)
+	return hub, auth, leafPort, ls
+}
+
+// startSiteBroker starts a broker for site linked to the hub's leaf port.
+func startSiteBroker(t *testing.T, auth broker.AuthKeys, leafPort int, site, secret, name string) *broker.Broker {
+	t.Helper()
+	return startSiteBrokerAt(t, auth, "nats-leaf://127.0.0.1:"+itoa(leafPort), site, secret, name)
+}
+
+// startSiteBrokerAt starts a broker for site linked to the hub at hubURL.
+func startSiteBrokerAt(t *testing.T, auth broker.AuthKeys, hubURL, site, secret, name string) *broker.Broker {
+	t.Helper()
+	b, err := broker.New(broker.Config{Listen: "127.0.0.1:0", Name: name, Auth: auth, PingInterval: time.Second,
+		Hub:    &broker.LeafHub{URLs: []string{hubURL}, Site: site, Secret: secret},
+		Logger: testLogger(t).With("broker", name)})
+	if err != nil {
+		t.Fatal(err)
 	}
-	return hub, out
+	if err := b.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(b.Shutdown)
+	return b
+}
+
+// waitLinked waits for a site broker's three leaf links to be up.
+func waitLinked(t *testing.T, b *broker.Broker) {
+	t.Helper()
+	waitFor(t, b.Server().Name()+" linked to the hub for all three accounts", 15*time.Second, func() bool {
+		return b.Server().NumLeafNodes() == 3
+	})
+}
+
+// controlBehindSites is controlBehind for a hub that accepts sites.
+func controlBehindSites(t *testing.T, dataDir, url string, resync time.Duration, sites []broker.LeafSite) *controlsvc.Service {
+	t.Helper()
+	return startControlWith(t, controlsvc.Config{DataDir: dataDir, BrokerURL: url, Audit: controlsvc.AuditConfig{NotDurable: true},
+		ResyncInterval: resync, LeafSites: sites, Logger: testLogger(t).With("side", "control")})
+}
+
+// startSiteAgent starts a real agent for machine id at site's broker url,
+// registered to site first (site "" registers it to the hub).
+func startSiteAgent(t *testing.T, svc *controlsvc.Service, url, id, site string, opts ...nats.Option) *agent.Agent {
+	t.Helper()
+	kp, _ := nkeys.CreateUser()
+	pub, _ := kp.PublicKey()
+	if _, err := svc.Registry().SetMachineAt(id, pub, site, nil, "test", false); err != nil {
+		t.Fatal(err)
+	}
+	a, err := agent.New(agent.Config{URL: url, MachineID: id, Key: kp, MaxReconnectDelay: 300 * time.Millisecond, NATSOptions: opts,
+		Functions: functions.New(&functions.Env{MachineID: id, Root: "/"}), Logger: testLogger(t).With("side", "agent", "machine", id)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	if err := a.Start(ctx); err != nil {
+		cancel()
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cancel(); a.Close() })
+	return a
 }
 
 // TestLeafSite: a remote site's broker joins the hub as a leaf node; the
-// control service sits behind the hub. An agent at the site is admitted
-// by the callout across the leaf link, is ONLINE, answers direct and
-// broadcast calls from an operator at the hub, and is seen leaving. An
-// unregistered machine at the site is refused and listed as pending.
+// control service sits behind the hub and authorises the links. Agents
+// registered to the site are admitted by the callout across the leaf
+// link, are ONLINE, answer direct and broadcast calls from an operator at
+// the hub, and are seen leaving. An unregistered machine at the site is
+// refused and listed as pending; a machine of the hub, an operator, and
+// a machine registered to another site are refused at the site; a machine
+// moved to another site is closed where it was. (Before
+// issue #11 operators could connect at a site and broadcast to the whole
+// fleet through it: a site's link now carries only its own machines'
+// calls, so operators connect to the hub.)
 func TestLeafSite(t *testing.T) {
 	dir := t.TempDir()
-	hub, sites := startLeafSites(t, dir, "site-secret-0123456789", "dc2")
-	svc := controlBehind(t, dir, hub.ClientURL(), 2*time.Second)
+	hub, sites, ls := startLeafSites(t, dir, leafSecret, "dc2", "dc3")
+	svc := controlBehindSites(t, dir, hub.ClientURL(), 2*time.Second, ls)
+	waitLinked(t, sites[0])
+	waitLinked(t, sites[1])
 
-	startAgentAt(t, svc, hub.ClientURL(), "10.3.0.1_hq", true, nil)
-	remote := startAgentAt(t, svc, sites[0].ClientURL(), "10.3.2.7_dc2-web", true, nil)
-	startAgentAt(t, svc, sites[0].ClientURL(), "10.3.2.8_dc2-db", true, nil)
-	for _, id := range []string{"10.3.0.1_hq", "10.3.2.7_dc2-web", "10.3.2.8_dc2-db"} {
+	startSiteAgent(t, svc, hub.ClientURL(), "10.3.0.1_hq", "")
+	remote := startSiteAgent(t, svc, sites[0].ClientURL(), "10.3.2.7_dc2-web", "dc2")
+	startSiteAgent(t, svc, sites[0].ClientURL(), "10.3.2.8_dc2-db", "dc2")
+	app := startSiteAgent(t, svc, sites[1].ClientURL(), "10.3.3.1_dc3-app", "dc3")
+	for _, id := range []string{"10.3.0.1_hq", "10.3.2.7_dc2-web", "10.3.2.8_dc2-db", "10.3.3.1_dc3-app"} {
 		waitFor(t, id+" ONLINE", 10*time.Second, func() bool { return online(svc, id) })
 	}
-	nc := operatorConn(t, hub.ClientURL(), newOperator(t, svc, "ops", "admin"))
+	admin := newOperator(t, svc, "ops", "admin")
+	nc := operatorConn(t, hub.ClientURL(), admin)
+	// The FLEET links re-authorised as machines were registered: wait for
+	// the call to get through.
+	waitFor(t, "a call from the hub answered at the site", 10*time.Second, func() bool {
+		_, err := stacktest.Request(nc, "10.3.2.7_dc2-web", "current-load", []byte("{}"), time.Second)
+		return err == nil
+	})
 	callLoad(t, nc, "10.3.2.7_dc2-web", "call from the hub to the site's agent")
-	// A broadcast from an operator at the site reaches all three machines.
-	siteSeed := newOperator(t, svc, "site-ops", "admin")
-	siteOp := operatorConn(t, sites[0].ClientURL(), siteSeed)
-	broadcastReaches(t, siteOp, 3, "broadcast from the site")
+	callLoad(t, nc, "10.3.3.1_dc3-app", "call from the hub to the other site's agent")
+	broadcastReaches(t, nc, 4, "broadcast from the hub")
 
-	// An unregistered machine at the site: refused, recorded as pending.
+	// Refused at the site: an unregistered machine (recorded as pending),
+	// the hub's machine, another site's machine, an operator.
 	kp, _ := nkeys.CreateUser()
 	if _, err := connectAs(sites[0].ClientURL(), kp, "10.3.2.99_dc2-new"); !isAuthErr(err) {
 		t.Fatalf("unregistered machine at the site: got %v, want an authorization violation", err)
@@ -99,6 +176,26 @@ func TestLeafSite(t *testing.T) {
 		}
 		return false
 	})
+	for _, id := range []string{"10.3.0.2_hq-b", "10.3.3.2_dc3-b"} {
+		kp, _ := nkeys.CreateUser()
+		pub, _ := kp.PublicKey()
+		site := map[string]string{"10.3.0.2_hq-b": "", "10.3.3.2_dc3-b": "dc3"}[id]
+		if _, err := svc.Registry().SetMachineAt(id, pub, site, nil, "test", false); err != nil {
+			t.Fatal(err)
+		}
+		if nc, err := connectAs(sites[0].ClientURL(), kp, id); !isAuthErr(err) {
+			if nc != nil {
+				nc.Close()
+			}
+			t.Fatalf("machine %s (site %q) at site dc2: got %v, want an authorization violation", id, site, err)
+		}
+	}
+	if nc, err := connectAs(sites[0].ClientURL(), seedKey(t, admin), "op"); !isAuthErr(err) {
+		if nc != nil {
+			nc.Close()
+		}
+		t.Fatalf("operator at site dc2: got %v, want an authorization violation", err)
+	}
 
 	// Leaving at the site is seen behind the hub.
 	events, err := nc.SubscribeSync(fleet.PresenceEventSubject("left", "10.3.2.7_dc2-web"))
@@ -110,15 +207,15 @@ func TestLeafSite(t *testing.T) {
 	if _, err := events.NextMsg(5 * time.Second); err != nil {
 		t.Fatalf("no left event for the site's agent: %v", err)
 	}
-	// A resync (CONNZ across the leaf link) keeps the site's other
+	// A resync (CONNZ through the site's account) keeps the site's other
 	// machines and does not resurrect the one that left.
 	time.Sleep(2500 * time.Millisecond)
-	if online(svc, "10.3.2.7_dc2-web") || !online(svc, "10.3.0.1_hq") || !online(svc, "10.3.2.8_dc2-db") {
+	if online(svc, "10.3.2.7_dc2-web") || !online(svc, "10.3.0.1_hq") || !online(svc, "10.3.2.8_dc2-db") || !online(svc, "10.3.3.1_dc3-app") {
 		t.Errorf("after a resync: snapshot %+v", svc.Snapshot().Servers)
 	}
-	// Removing a machine at the site, from the site, closes its
-	// connection there at once (the broker's KICK across the leaf link).
-	cl, err := bench.Connect(sites[0].ClientURL(), bench.WithSeedFile(siteSeed))
+	// Removing a machine at the site, from the hub, closes its
+	// connection there at once (KICK through the site's account).
+	cl, err := bench.Connect(hub.ClientURL(), bench.WithSeedFile(admin))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -128,6 +225,27 @@ func TestLeafSite(t *testing.T) {
 		t.Fatalf("remove the site's machine: %+v %v", res, err)
 	}
 	waitFor(t, "the removed machine to leave", 5*time.Second, func() bool { return !online(svc, "10.3.2.8_dc2-db") })
+	// Moving a machine to another site closes its connection where it
+	// was; it is refused there from now on.
+	ch, err := cl.AddMachineAt(context.Background(), "10.3.3.1_dc3-app", app.PublicKey(), "dc2", nil, true)
+	if err != nil || ch.Closed != 1 || ch.Site != "dc2" {
+		t.Fatalf("move dc3's machine to dc2: %+v %v", ch, err)
+	}
+	waitFor(t, "the moved machine to leave", 5*time.Second, func() bool { return !online(svc, "10.3.3.1_dc3-app") })
+}
+
+// seedKey reads the nkey seed file path.
+func seedKey(t *testing.T, path string) nkeys.KeyPair {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kp, err := nkeys.FromSeed([]byte(strings.TrimSpace(string(b))))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return kp
 }
 
 // TestLeafConfigExamples runs deploy/leaf/hub.json and site-dc2.json with
@@ -174,11 +292,15 @@ func TestLeafConfigExamples(t *testing.T) {
 	start("hub.json", "0.0.0.0:4222", "127.0.0.1:"+itoa(ports[0]), "0.0.0.0:7422", "127.0.0.1:"+itoa(ports[1]))
 	start("site-dc2.json", "0.0.0.0:4222", "127.0.0.1:"+itoa(ports[2]), "cc-hub.example.net:7422", "127.0.0.1:"+itoa(ports[1]))
 
-	svc := controlBehindRetrying(t, ctx, dir, url(ports[0]), trust)
+	sites, err := broker.LoadLeafSites(filepath.Join(etc, "leaf-sites.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	svc := controlBehindRetrying(t, ctx, dir, url(ports[0]), sites, trust)
 	defer svc.Close()
-	// The site's broker may still be linking: the agent retries until the
-	// callout answers across the leaf connection.
-	startAgentWith(t, svc, agent.Config{URL: url(ports[2]), MachineID: "10.4.2.7_dc2-app", NATSOptions: []nats.Option{trust}}, true, nil)
+	// The site's broker may still be linking (the callout authorises its
+	// links): the agent retries until the callout answers across them.
+	startSiteAgent(t, svc, url(ports[2]), "10.4.2.7_dc2-app", "dc2", trust)
 	waitFor(t, "the agent at the site ONLINE", 20*time.Second, func() bool { return online(svc, "10.4.2.7_dc2-app") })
 	nc := operatorConn(t, url(ports[0]), newOperator(t, svc, "ops", "admin"), trust)
 	// ONLINE comes with the connect event; the agent's subscriptions

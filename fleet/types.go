@@ -21,11 +21,15 @@ const (
 
 // Machine is a registered (whitelisted) machine.
 type Machine struct {
-	ID      string            `json:"id"`
-	Key     string            `json:"key"`
-	Labels  map[string]string `json:"labels,omitempty"`
-	AddedAt time.Time         `json:"added_at"`
-	AddedBy string            `json:"added_by,omitempty"`
+	ID     string            `json:"id"`
+	Key    string            `json:"key"`
+	Labels map[string]string `json:"labels,omitempty"`
+	// Site is the remote site whose broker the machine connects to ("":
+	// the hub). A site's broker admits only its own machines, and the
+	// hub believes a site only about those (see broker/leaf.go).
+	Site    string    `json:"site,omitempty"`
+	AddedAt time.Time `json:"added_at"`
+	AddedBy string    `json:"added_by,omitempty"`
 	// Online is filled in by the control service when listing.
 	Online bool `json:"online"`
 }
@@ -173,6 +177,8 @@ type MachineRequest struct {
 	Labels  map[string]string `json:"labels,omitempty"`
 	Remove  []string          `json:"remove,omitempty"`
 	Replace bool              `json:"replace,omitempty"`
+	// Site places the machine at a remote site (add, accept, import).
+	Site string `json:"site,omitempty"`
 }
 
 // MachineChange answers machines.accept and machines.add: the registry

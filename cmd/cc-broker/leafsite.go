@@ -77,6 +77,8 @@ cc-broker --config, or the JSON list given to --leaf-sites):
 
 and listen for sites over TLS (the link carries the secret):
 --leaf-listen 0.0.0.0:7422 --tls-cert hub.pem --tls-key hub-key.pem
+The control service behind the hub authorises the sites' links: give it
+the same file (cc-control --leaf-sites FILE).
 
 On the site's broker (with the same broker-auth.json as the hub), trusting
 the CA that signed the hub's certificate:
@@ -85,7 +87,9 @@ the CA that signed the hub's certificate:
     --hub nats-leaf://HUB:7422 --site %s --site-secret-file %s \
     --hub-tls-ca ca.pem --tls-cert site.pem --tls-key site-key.pem
 
-Agents at the site connect to the site's broker; operators may use either.
-`, name, path, entry, name, path)
+Register the site's machines to it (cc-bench machines add ID --pubkey KEY
+--site %s); their agents connect to the site's broker, which admits only
+them. Operators connect to the hub.
+`, name, path, entry, name, path, name)
 	return nil
 }

@@ -131,8 +131,11 @@ service with --broker:
 
 A remote site joins through a leaf node: create the site on the hub side
 (cc-broker leaf-site dc2 prints what goes where), start the hub with
---leaf-listen and --leaf-sites, and the site's broker with --hub, --site
-and --site-secret-file. Agents at the site connect to the site's broker.
+--leaf-listen and --leaf-sites (and the control service behind it with
+the same --leaf-sites: it authorises the sites' links), and the site's
+broker with --hub, --site and --site-secret-file. Agents at the site,
+registered to it (cc-bench machines add … --site NAME), connect to the
+site's broker.
 
 TLS: --tls-cert and --tls-key serve the client port over TLS, monitoring
 over HTTPS, and (unless --cluster-tls-* or --leaf-tls-* name their own)

@@ -89,13 +89,13 @@ Flags:
 	fs.StringVar(&o.clusterListen, "cluster-listen", "", "embedded broker: listen for cluster routes on HOST:PORT (a clustered embedded broker has no JetStream: add --no-durable-audit, or use cc-broker with --store-dir)")
 	fs.StringVar(&o.routes, "routes", "", "embedded broker: comma-separated routes to other brokers (nats-route://host:port)")
 	fs.StringVar(&o.leafListen, "leaf-listen", "", "embedded broker: accept remote sites' leaf-node connections on HOST:PORT (needs --leaf-sites)")
-	fs.StringVar(&o.leafSites, "leaf-sites", "", "embedded broker: JSON file of the remote sites it accepts (cc-broker leaf-site NAME prints an entry)")
+	fs.StringVar(&o.leafSites, "leaf-sites", "", "the hub's leaf sites file (cc-broker leaf-site NAME prints an entry): the remote sites whose leaf links the callout authorises, and the embedded broker's sites with --leaf-listen; behind a cc-broker hub give it the hub's file")
 	fs.StringVar(&o.monitor, "monitor-listen", "", "embedded broker: serve NATS monitoring on HOST:PORT (HTTPS with --tls-cert)")
 	fs.StringVar(&o.tls.CertFile, "tls-cert", "", "embedded broker: TLS certificate (PEM) for the client port, HTTPS monitoring, routes and the leaf listener")
 	fs.StringVar(&o.tls.KeyFile, "tls-key", "", "embedded broker: the key of --tls-cert (PEM)")
 	fs.StringVar(&o.tls.CAFile, "tls-ca", "", "embedded broker: CA (PEM) that other brokers' route certificates (routes are mutual TLS) and, with --tls-verify, clients' certificates must chain to")
 	fs.BoolVar(&o.tls.Verify, "tls-verify", false, "embedded broker: require every client to present a certificate signed by --tls-ca")
-	fs.StringVar(&o.clusterSecretFile, "cluster-secret-file", "", "embedded broker: file with the secret every route must present, the same on every broker (cc-broker cluster-secret writes one); a non-loopback --cluster-listen needs it or --tls-cert/--tls-key/--tls-ca")
+	fs.StringVar(&o.clusterSecretFile, "cluster-secret-file", "", "embedded broker: file with the secret every route must present, the same on every broker (cc-broker cluster-secret writes one); every --cluster-listen needs it, and off loopback --tls-cert/--tls-key/--tls-ca as well")
 	fs.BoolVar(&o.allowPlaintextLeaf, "allow-plaintext-leaf", false, "embedded broker: let a non-loopback --leaf-listen run without TLS (only inside a VPN or similar)")
 	fs.DurationVar(&o.pingInterval, "ping-interval", broker.DefaultPingInterval, "embedded broker: ping interval; a silent client is dropped after (max-pings-out+1) intervals")
 	fs.IntVar(&o.maxPingsOut, "max-pings-out", broker.DefaultMaxPingsOut, "embedded broker: unanswered pings before a client is dropped")
@@ -110,7 +110,7 @@ Flags:
 	fs.BoolVar(&o.localAgent, "local-agent", false, "also run this machine's agent in-process, registered and accepted (key <data>/local-agent.nk)")
 	fs.StringVar(&o.localAgentID, "local-agent-id", "", "machine id of the local agent (default <primary IP>_<hostname>)")
 	fs.StringVar(&o.metricsListen, "metrics-listen", "", "serve Prometheus /metrics and /healthz on HOST:PORT (e.g. 127.0.0.1:9464); also counts calls from agents' replies")
-	fs.StringVar(&o.preregister, "preregister", "", "JSON file of machines and operators to register before accepting connections: {\"machines\":[{\"id\",\"key\",\"labels\"}],\"operators\":[{\"name\",\"key\",\"role\"}]}")
+	fs.StringVar(&o.preregister, "preregister", "", "JSON file of machines and operators to register before accepting connections: {\"machines\":[{\"id\",\"key\",\"labels\",\"site\"}],\"operators\":[{\"name\",\"key\",\"role\"}]}")
 	o.audit = controlsvc.AuditConfig{
 		Changes: controlsvc.AuditLimits{MaxBytes: controlsvc.DefaultAuditMaxBytes},
 		Refused: controlsvc.AuditLimits{MaxBytes: controlsvc.DefaultAuditRefusedMaxBytes, MaxAge: controlsvc.DefaultAuditRefusedMaxAge},
@@ -199,6 +199,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			PingInterval: o.pingInterval, MaxPingsOut: o.maxPingsOut,
 			TLS: o.tls, ClusterSecret: clusterSecret, AllowPlaintextLeaf: o.allowPlaintextLeaf,
 		},
+		LeafSites:           sites,
 		UserTTL:             o.userTTL,
 		SiteUserTTL:         o.siteUserTTL,
 		MaxAgentConnections: o.maxAgentConns,

@@ -33,14 +33,14 @@ func preregister(reg *controlsvc.Registry, path string, log *slog.Logger) error 
 	}
 	var f preregisterFile
 	if err := json.Unmarshal(b, &f); err != nil {
-		return fmt.Errorf("--preregister %s: %w (want {\"machines\":[{\"id\",\"key\",\"labels\"}],\"operators\":[{\"name\",\"key\",\"role\"}]})", path, err)
+		return fmt.Errorf("--preregister %s: %w (want {\"machines\":[{\"id\",\"key\",\"labels\",\"site\"}],\"operators\":[{\"name\",\"key\",\"role\"}]})", path, err)
 	}
 	var changed []fleet.MachineRequest
 	for _, m := range f.Machines {
-		if old, ok := reg.Machine(m.ID); ok && old.Key == m.Key && maps.Equal(old.Labels, m.Labels) {
+		if old, ok := reg.Machine(m.ID); ok && old.Key == m.Key && maps.Equal(old.Labels, m.Labels) && old.Site == m.Site {
 			continue
 		}
-		changed = append(changed, fleet.MachineRequest{ID: m.ID, Key: m.Key, Labels: m.Labels})
+		changed = append(changed, fleet.MachineRequest{ID: m.ID, Key: m.Key, Labels: m.Labels, Site: m.Site})
 	}
 	if len(changed) > 0 {
 		if _, err := reg.AddMachines(changed, "cc-control --preregister"); err != nil {

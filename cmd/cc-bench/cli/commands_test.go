@@ -305,6 +305,7 @@ func TestMachinesCommands(t *testing.T) {
 		}
 	}
 	_, otherPub := operatorKey(t, 4)
+	_, sitePub := operatorKey(t, 3)
 	steps := []struct {
 		args []string
 		code int
@@ -320,6 +321,8 @@ func TestMachinesCommands(t *testing.T) {
 		{[]string{"machines", "add", "10.0.0.8_web04", "--pubkey", otherPub, "--label", "role=web", "--replace"}, exitOK},
 		{[]string{"machines", "label", "10.0.0.8_web04", "location=New-Jersey", "--rm-label", "env"}, exitOK},
 		{[]string{"machines", "rm", "10.0.0.1_web01"}, exitOK},
+		{[]string{"machines", "add", "10.3.2.7_dc2-web", "--pubkey", sitePub, "--site", "dc 2"}, exitUsage},
+		{[]string{"machines", "add", "10.3.2.7_dc2-web", "--pubkey", sitePub, "--site", "dc2"}, exitOK},
 		{[]string{"machines", "ls"}, exitOK},
 	}
 	var log strings.Builder

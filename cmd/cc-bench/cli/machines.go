@@ -12,8 +12,8 @@ import (
 )
 
 var machinesHelp = help{
-	usage: `cc-bench machines ls | pending | accept ID [--pubkey KEY] |
-                         add ID --pubkey KEY [--label k=v]... [--replace] |
+	usage: `cc-bench machines ls | pending | accept ID [--pubkey KEY] [--site S] |
+                         add ID --pubkey KEY [--label k=v]... [--site S] [--replace] |
                          rm ID | label ID k=v... [--rm-label k]...`,
 	about: `Manage the registry of machines allowed to join (admins; viewers may ls
 and pending).
@@ -31,6 +31,12 @@ and pending).
   rm       unregister a machine; its live connections are closed now
   label    set labels (k=v) and remove some (--rm-label k)
 
+--site S (accept, add) places the machine at remote site S: it connects to
+that site's broker, which admits only its own site's machines, and the hub
+believes only that site about it. Without --site a new machine belongs to
+the hub; accept keeps a registered machine's site, add --replace without
+--site moves it to the hub.
+
 Replacing a machine's key (accept or add --replace) closes every live
 connection made with the old key. --key stays the global flag for your own
 seed file; public keys are given with --pubkey.`,
@@ -38,17 +44,19 @@ seed file; public keys are given with --pubkey.`,
 cc-bench machines accept 10.0.0.5_web01
 cc-bench machines accept 10.0.0.5_web01 --pubkey UDVEU3DD4K
 cc-bench machines add 10.0.0.6_web02 --pubkey UABC... --label role=web --label location=New-Jersey
+cc-bench machines accept 10.3.2.7_dc2-web --site dc2
 cc-bench machines label 10.0.0.6_web02 env=prod --rm-label staging`,
 }
 
 func runMachines(e *env, args []string) error {
 	fs := e.flagSet("machines")
 	var rmLabels, labels listFlag
-	var pubkey string
+	var pubkey, site string
 	var replace bool
 	fs.Var(&rmLabels, "rm-label", "a label `key` to remove, for label (repeatable)")
 	fs.Var(&labels, "label", "a label `k=v` for add (repeatable)")
 	fs.StringVar(&pubkey, "pubkey", "", "the machine's public nkey `KEY` (U…; cc-agent --print-key shows it): in full for add, in full or a unique prefix for accept")
+	fs.StringVar(&site, "site", "", "for accept and add: the remote `SITE` whose broker the machine connects to (as in the hub's leaf sites; default: the hub)")
 	fs.BoolVar(&replace, "replace", false, "for add: replace the key and labels of a registered machine (its live connections are closed)")
 	pos, err := e.parse(fs, args, machinesHelp)
 	if err != nil {
@@ -67,12 +75,12 @@ func runMachines(e *env, args []string) error {
 	case "pending":
 		return needArgs(sub, pos, 0, "", func() error { return machinesPending(e) })
 	case "accept":
-		return needArgs(sub, pos, 1, "ID", func() error { return machinesAccept(e, pos[0], pubkey) })
+		return needArgs(sub, pos, 1, "ID", func() error { return machinesAccept(e, pos[0], pubkey, site) })
 	case "add":
 		if len(pos) != 1 {
-			return usageErrorf("usage: cc-bench machines add ID --pubkey KEY [--label k=v]... [--replace]")
+			return usageErrorf("usage: cc-bench machines add ID --pubkey KEY [--label k=v]... [--site S] [--replace]")
 		}
-		return machinesAdd(e, pos[0], pubkey, labels, replace)
+		return machinesAdd(e, pos[0], pubkey, site, labels, replace)
 	case "rm", "remove":
 		return needArgs(sub, pos, 1, "ID", func() error { return machinesRemove(e, pos[0]) })
 	case "label":
@@ -126,13 +134,13 @@ func machinesList(e *env) error {
 		if err != nil || e.g.json {
 			return jsonLines(e, ms, err)
 		}
-		t := newTable(e.stdout, "ID", "ONLINE", "LABELS", "ADDED", "BY", "KEY")
+		t := newTable(e.stdout, "ID", "ONLINE", "SITE", "LABELS", "ADDED", "BY", "KEY")
 		for _, m := range ms {
 			online := "no"
 			if m.Online {
 				online = "yes"
 			}
-			t.row(m.ID, online, labelText(m.Labels), timeText(m.AddedAt), dash(m.AddedBy), shortKey(m.Key))
+			t.row(m.ID, online, dash(m.Site), labelText(m.Labels), timeText(m.AddedAt), dash(m.AddedBy), shortKey(m.Key))
 		}
 		return t.flush()
 	})
@@ -187,25 +195,48 @@ func machinesPending(e *env) error {
 	})
 }
 
-func machinesAccept(e *env, id, pubkey string) error {
+func machinesAccept(e *env, id, pubkey, site string) error {
+	if site != "" {
+		if err := fleet.ValidateSiteName(site); err != nil {
+			return usageErrorf("--site: %v", err)
+		}
+	}
 	return e.withClient(func(c *bench.Client) error {
 		ctx, cancel := e.requestCtx()
 		defer cancel()
-		m, err := c.AcceptMachine(ctx, id, pubkey)
+		m, err := c.AcceptMachineAt(ctx, id, pubkey, site)
 		const hint = "cc-bench machines pending"
 		if fe := (*fleet.Error)(nil); errors.As(err, &fe) && fe.Code == fleet.CodeNotFound && !strings.Contains(fe.Description, hint) {
 			return fmt.Errorf("%w\n  list the machines waiting with: %s", err, hint)
 		}
 		if err != nil || e.g.json || m == nil {
-			return e.done(m, err, "accepted %s; it may connect now", id)
+			return e.done(m, err, "accepted %s%s; it may connect now", id, atSite(site))
 		}
-		return e.done(m, nil, "accepted %s with key %s; it may connect now%s", id, m.Key, replacedText(m))
+		return e.done(m, nil, "accepted %s%s with key %s; it may connect now%s", id, atSite(site), m.Key, replacedText(m))
 	})
 }
 
-func machinesAdd(e *env, id, pubkey string, labels []string, replace bool) error {
+func machinesAdd(e *env, id, pubkey, site string, labels []string, replace bool) error {
 	if err := checkPublicKey("--pubkey", pubkey); err != nil {
 		return err
+	}
+	if site != "" {
+		if err := fleet.ValidateSiteName(site); err != nil {
+			return usageErrorf("--site: %v", err)
+		}
+		set, err := keyValues("--label", labels)
+		if err != nil {
+			return err
+		}
+		return e.withClient(func(c *bench.Client) error {
+			ctx, cancel := e.requestCtx()
+			defer cancel()
+			m, err := c.AddMachineAt(ctx, id, pubkey, site, set, replace)
+			if err != nil || e.g.json || m == nil {
+				return e.done(m, err, "added %s at site %s", id, site)
+			}
+			return e.done(m, nil, "added %s at site %s with key %s%s", id, site, m.Key, replacedText(m))
+		})
 	}
 	set, err := keyValues("--label", labels)
 	if err != nil {
@@ -224,6 +255,14 @@ func machinesAdd(e *env, id, pubkey string, labels []string, replace bool) error
 		}
 		return e.done(m, nil, "added %s with key %s%s", id, m.Key, replacedText(m))
 	})
+}
+
+// atSite is " at site S", or "" for the hub.
+func atSite(site string) string {
+	if site == "" {
+		return ""
+	}
+	return " at site " + site
 }
 
 // replacedText says that a change replaced a machine's key, and what
