@@ -94,6 +94,9 @@ func TestOptionsErrors(t *testing.T) {
 		{"bad leaf listen", func(c *broker.Config) { c.LeafListen = "127.0.0.1:x" }, "leaf listen address"},
 		{"leaf listen without sites", func(c *broker.Config) { c.LeafListen = "127.0.0.1:7422" }, "at least one leaf site"},
 		{"leaf sites without listen", func(c *broker.Config) { c.LeafSites = []broker.LeafSite{{Name: "dc2", PasswordBcrypt: testHash}} }, "without a leaf listen"},
+		{"hub URL with credentials", func(c *broker.Config) {
+			c.Hub = &broker.LeafHub{URLs: []string{"nats-leaf://dc2.fleet:pw@127.0.0.1:7422"}, Site: "dc2", Secret: "s3cret-s3cret"}
+		}, "carries credentials"},
 		{"bad site name", func(c *broker.Config) {
 			c.LeafListen, c.LeafSites = "127.0.0.1:7422", []broker.LeafSite{{Name: "dc 2", PasswordBcrypt: testHash}}
 		}, `leaf site name "dc 2"`},

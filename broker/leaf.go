@@ -131,6 +131,10 @@ func leafOptions(cfg *Config, opts *server.Options) error {
 				if err != nil || u.Host == "" || (u.Scheme != "nats-leaf" && u.Scheme != "nats" && u.Scheme != "tls") {
 					return fmt.Errorf("broker: hub URL %q: want nats-leaf://host:port", raw)
 				}
+				if u.User != nil {
+					u.User = nil
+					return fmt.Errorf("broker: hub URL %s carries credentials: give none there (they would be logged); the site's secret is read from --site-secret-file", u)
+				}
 				u.User = url.UserPassword(LeafUser(h.Site, acc), h.Secret)
 				r.URLs = append(r.URLs, u)
 			}

@@ -11,6 +11,8 @@ import (
 	"strings"
 
 	"github.com/nats-io/nats-server/v2/server"
+
+	"github.com/commandcontrol/commandcontrol/internal/natstls"
 )
 
 // TLS on the broker's listeners and links.
@@ -50,7 +52,7 @@ func (f TLSFiles) ServerConfig(what string) (*tls.Config, error) {
 	if f.CertFile == "" || f.KeyFile == "" {
 		return nil, fmt.Errorf("broker: %s TLS needs both a certificate and its key (cert %q, key %q)", what, f.CertFile, f.KeyFile)
 	}
-	cert, err := tls.LoadX509KeyPair(f.CertFile, f.KeyFile)
+	cert, err := natstls.LoadKeyPair(f.CertFile, f.KeyFile)
 	if err != nil {
 		return nil, fmt.Errorf("broker: %s TLS certificate %s / key %s: %v", what, f.CertFile, f.KeyFile, err)
 	}
@@ -89,7 +91,7 @@ func (f TLSFiles) ClientConfig(what string) (*tls.Config, error) {
 		if f.CertFile == "" || f.KeyFile == "" {
 			return nil, fmt.Errorf("broker: %s TLS client certificate needs both the certificate and its key (cert %q, key %q)", what, f.CertFile, f.KeyFile)
 		}
-		cert, err := tls.LoadX509KeyPair(f.CertFile, f.KeyFile)
+		cert, err := natstls.LoadKeyPair(f.CertFile, f.KeyFile)
 		if err != nil {
 			return nil, fmt.Errorf("broker: %s TLS certificate %s / key %s: %v", what, f.CertFile, f.KeyFile, err)
 		}
@@ -278,8 +280,12 @@ func securityWarnings(cfg *Config, opts *server.Options) []string {
 	if opts.TLSConfig == nil && !isLoopback(opts.Host) {
 		w = append(w, fmt.Sprintf("client port %s is not loopback and has no TLS: agents' and operators' traffic crosses the network in clear text (add --tls-cert and --tls-key)", cfg.Listen))
 	}
-	if cfg.MonitorListen != "" && opts.TLSConfig == nil && !isLoopback(opts.HTTPHost) {
-		w = append(w, fmt.Sprintf("monitoring %s is not loopback and is served over plain HTTP: anyone who reaches it reads every connection's name and address (add --tls-cert and --tls-key for HTTPS, or listen on 127.0.0.1)", cfg.MonitorListen))
+	if cfg.MonitorListen != "" && !isLoopback(opts.HTTPHost) {
+		how := "over plain HTTP"
+		if opts.TLSConfig != nil {
+			how = "over HTTPS but without authentication"
+		}
+		w = append(w, fmt.Sprintf("monitoring %s is not loopback and is served %s: anyone who reaches it reads every connection's name, address and subscriptions (listen on 127.0.0.1, or put an authenticating proxy in front)", cfg.MonitorListen, how))
 	}
 	if cfg.ClusterListen != "" && opts.Cluster.TLSConfig == nil && !isLoopback(opts.Cluster.Host) {
 		w = append(w, fmt.Sprintf("routes on %s run in clear text: the cluster secret crosses the network, and a host that takes over a listed route's address is let in (add --tls-cert, --tls-key and --tls-ca for mutual TLS)", cfg.ClusterListen))

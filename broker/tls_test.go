@@ -19,7 +19,6 @@ import (
 	"github.com/commandcontrol/commandcontrol/internal/stacktest"
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
-	"golang.org/x/crypto/bcrypt"
 )
 
 // Route authentication and TLS on every listener, with real servers on
@@ -531,94 +530,6 @@ func TestTLSMonitoringHTTPS(t *testing.T) {
 	}
 }
 
-func freeLoopbackPort(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
-}
-
-// TestLeafLinkTLS: a site links to a hub whose leaf listener is TLS when
-// it verifies the hub with the CA (and, when the hub requires one,
-// presents a certificate from it). A site in clear text, one that trusts
-// another CA, and one without a certificate where one is required never
-// link.
-func TestLeafLinkTLS(t *testing.T) {
-	certs, otherCA := stacktest.TLSFiles(t), stacktest.TLSFiles(t)
-	keys := brokertest.NewKeys(t)
-	hash, err := bcrypt.GenerateFromPassword([]byte("site-secret-0123456789"), bcrypt.MinCost)
-	if err != nil {
-		t.Fatal(err)
-	}
-	hub := func(t *testing.T, verify bool) string {
-		addr := freeLoopbackPort(t)
-		brokertest.Start(t, brokertest.WithConfig(func(c *broker.Config) {
-			c.Auth, c.Name, c.LeafListen = keys.Auth(), "hub", addr
-			c.LeafSites = []broker.LeafSite{{Name: "dc2", PasswordBcrypt: string(hash)}}
-			c.LeafTLS = broker.TLSFiles{CertFile: certs.Cert, KeyFile: certs.Key, CAFile: certs.CA, Verify: verify}
-		}))
-		return "nats-leaf://" + addr
-	}
-	site := func(t *testing.T, url string, hubTLS broker.TLSFiles) (*broker.Broker, *serverLog) {
-		var log serverLog
-		b, _ := brokertest.Start(t, brokertest.WithConfig(func(c *broker.Config) {
-			c.Auth, c.Name, c.Logger = keys.Auth(), "site-dc2", log.slog()
-			c.Hub = &broker.LeafHub{URLs: []string{url}, Site: "dc2", Secret: "site-secret-0123456789"}
-			c.HubTLS = hubTLS
-		}))
-		t.Cleanup(func() {
-			if t.Failed() {
-				t.Logf("site log:\n%s", log.String())
-			}
-		})
-		return b, &log
-	}
-	t.Run("server TLS", func(t *testing.T) {
-		url := hub(t, false)
-		s, _ := site(t, url, broker.TLSFiles{CAFile: certs.CA})
-		waitFor(t, "the site linked over TLS for all three accounts", 10*time.Second, func() bool { return s.Server().NumLeafNodes() == 3 })
-		// The hub's leaf listener takes nothing but TLS (a site in
-		// clear text fails below), so this link is TLS.
-		for _, tc := range []struct {
-			name   string
-			tls    broker.TLSFiles
-			reason string
-		}{
-			{"clear text", broker.TLSFiles{}, "TLS"},
-			{"another CA", broker.TLSFiles{CAFile: otherCA.CA}, "certificate signed by unknown authority"},
-		} {
-			t.Run(tc.name, func(t *testing.T) {
-				s, log := site(t, url, tc.tls)
-				waitFor(t, "the site's link to fail twice (or form)", 10*time.Second, func() bool {
-					return log.count("level=ERROR")+log.count("Leafnode connection closed") >= 2 || s.Server().NumLeafNodes() > 0
-				})
-				if n := s.Server().NumLeafNodes(); n != 0 {
-					t.Fatalf("%s: the site linked (%d leaf connections)", tc.name, n)
-				}
-				if !strings.Contains(log.String(), tc.reason) {
-					t.Errorf("the site's log does not say %q:\n%s", tc.reason, log.String())
-				}
-			})
-		}
-	})
-	t.Run("mutual TLS", func(t *testing.T) {
-		url := hub(t, true)
-		s, log := site(t, url, broker.TLSFiles{CAFile: certs.CA})
-		waitFor(t, "the site without a certificate to fail twice (or link)", 10*time.Second, func() bool {
-			return log.count("level=ERROR")+log.count("Leafnode connection closed") >= 2 || s.Server().NumLeafNodes() > 0
-		})
-		if n := s.Server().NumLeafNodes(); n != 0 {
-			t.Fatalf("a site without a certificate linked (%d leaf connections)", n)
-
-		}
-		s, _ = site(t, url, broker.TLSFiles{CAFile: certs.CA, CertFile: certs.ClientCert, KeyFile: certs.ClientKey})
-		waitFor(t, "the site with a certificate linked", 10*time.Second, func() bool { return s.Server().NumLeafNodes() == 3 })
-	})
-}
-
 // TestThreatClientCertificateCannotOpenRoute: the CA that signs the
 // brokers' route certificates often signs clients' certificates too (for
 // --tls-verify) and site brokers'. A rogue server presenting such a
@@ -650,4 +561,27 @@ func TestThreatClientCertificateCannotOpenRoute(t *testing.T) {
 	noRoutes(t, "client certificate, no secret", b.Server(), rogue)
 	rogueSays(t, rogue, 10)
 	nothingArrives(t, spy, "client certificate, no secret")
+}
+
+// TestMonitoringOffLoopbackWarned: monitoring off loopback is warned about
+// at start even over HTTPS: it has no authentication and shows every
+// connection's name, address and subscriptions.
+func TestMonitoringOffLoopbackWarned(t *testing.T) {
+	certs := stacktest.TLSFiles(t)
+	for _, tc := range []struct {
+		name string
+		tls  broker.TLSFiles
+		want string
+	}{
+		{"plain HTTP", broker.TLSFiles{}, "over plain HTTP"},
+		{"HTTPS", broker.TLSFiles{CertFile: certs.Cert, KeyFile: certs.Key}, "over HTTPS but without authentication"},
+	} {
+		var log serverLog
+		if _, err := broker.New(broker.Config{Listen: "127.0.0.1:0", Auth: validAuth(t), MonitorListen: "0.0.0.0:0", TLS: tc.tls, Logger: log.slog()}); err != nil {
+			t.Fatal(err)
+		}
+		if log.count("insecure: monitoring 0.0.0.0:0", tc.want) != 1 {
+			t.Errorf("%s: no warning saying %q:\n%s", tc.name, tc.want, log.String())
+		}
+	}
 }

@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/http"
 	"os"
@@ -17,6 +18,7 @@ import (
 	"github.com/commandcontrol/commandcontrol/broker"
 	"github.com/commandcontrol/commandcontrol/internal/stacktest"
 	"github.com/nats-io/nats-server/v2/server"
+	"golang.org/x/crypto/bcrypt"
 )
 
 // Helpers for the TLS and route-authentication tests.
@@ -165,3 +167,103 @@ func TestTLSOpensslRecipe(t *testing.T) {
 		t.Fatalf("TLS to the client port with the recipe's CA: %v", err)
 	}
 }
+
+// TestLeafLinkTLS: a site links to a hub whose leaf listener is TLS when
+// it verifies the hub with the CA (and, when the hub requires one,
+// presents a certificate from it). A site in clear text, one that trusts
+// another CA, and one without a certificate where one is required never
+// link.
+func TestLeafLinkTLS(t *testing.T) {
+	certs, otherCA := stacktest.TLSFiles(t), stacktest.TLSFiles(t)
+	hash, err := bcrypt.GenerateFromPassword([]byte(leafSecret), bcrypt.MinCost)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sites := []broker.LeafSite{{Name: "dc2", PasswordBcrypt: string(hash)}}
+	var auth broker.AuthKeys
+	// hub starts a hub whose leaf listener is TLS, with the control
+	// service behind it to authorise the sites' links.
+	hub := func(t *testing.T, verify bool) string {
+		dir := t.TempDir()
+		auth = stacktest.BrokerAuth(t, dir)
+		port := freePorts(t, 1)[0]
+		b, err := broker.New(broker.Config{Listen: "127.0.0.1:0", Name: "hub", Auth: auth, LeafListen: "127.0.0.1:" + itoa(port),
+			LeafSites: sites, LeafTLS: broker.TLSFiles{CertFile: certs.Cert, KeyFile: certs.Key, CAFile: certs.CA, Verify: verify},
+			Logger: testLogger(t).With("broker", "hub")})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := b.Start(); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(b.Shutdown)
+		controlBehindSites(t, dir, b.ClientURL(), time.Minute, sites)
+		return "nats-leaf://127.0.0.1:" + itoa(port)
+	}
+	site := func(t *testing.T, url string, hubTLS broker.TLSFiles) (*broker.Broker, *siteLog) {
+		log := &siteLog{}
+		b, err := broker.New(broker.Config{Listen: "127.0.0.1:0", Name: "site-dc2", Auth: auth, HubTLS: hubTLS,
+			Hub:    &broker.LeafHub{URLs: []string{url}, Site: "dc2", Secret: leafSecret},
+			Logger: slog.New(slog.NewTextHandler(&log.Buffer, nil))})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := b.Start(); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(b.Shutdown)
+		t.Cleanup(func() {
+			if t.Failed() {
+				t.Logf("site log:\n%s", log.String())
+			}
+		})
+		return b, log
+	}
+	t.Run("server TLS", func(t *testing.T) {
+		url := hub(t, false)
+		s, _ := site(t, url, broker.TLSFiles{CAFile: certs.CA})
+		waitFor(t, "the site linked over TLS for all three accounts", 10*time.Second, func() bool { return s.Server().NumLeafNodes() == 3 })
+		// The hub's leaf listener takes nothing but TLS (a site in
+		// clear text fails below), so this link is TLS.
+		for _, tc := range []struct {
+			name   string
+			tls    broker.TLSFiles
+			reason string
+		}{
+			{"clear text", broker.TLSFiles{}, "TLS"},
+			{"another CA", broker.TLSFiles{CAFile: otherCA.CA}, "certificate signed by unknown authority"},
+		} {
+			t.Run(tc.name, func(t *testing.T) {
+				s, log := site(t, url, tc.tls)
+				waitFor(t, "the site's link to fail twice (or form)", 10*time.Second, func() bool {
+					return log.count("level=ERROR")+log.count("Leafnode connection closed") >= 2 || s.Server().NumLeafNodes() > 0
+				})
+				if n := s.Server().NumLeafNodes(); n != 0 {
+					t.Fatalf("%s: the site linked (%d leaf connections)", tc.name, n)
+				}
+				if !strings.Contains(log.String(), tc.reason) {
+					t.Errorf("the site's log does not say %q:\n%s", tc.reason, log.String())
+				}
+			})
+		}
+	})
+	t.Run("mutual TLS", func(t *testing.T) {
+		url := hub(t, true)
+		s, log := site(t, url, broker.TLSFiles{CAFile: certs.CA})
+		waitFor(t, "the site without a certificate to fail twice (or link)", 10*time.Second, func() bool {
+			return log.count("level=ERROR")+log.count("Leafnode connection closed") >= 2 || s.Server().NumLeafNodes() > 0
+		})
+		if n := s.Server().NumLeafNodes(); n != 0 {
+			t.Fatalf("a site without a certificate linked (%d leaf connections)", n)
+
+		}
+		s, _ = site(t, url, broker.TLSFiles{CAFile: certs.CA, CertFile: certs.ClientCert, KeyFile: certs.ClientKey})
+		waitFor(t, "the site with a certificate linked", 10*time.Second, func() bool { return s.Server().NumLeafNodes() == 3 })
+	})
+}
+
+// siteLog is a site broker's log, kept to count and show lines.
+type siteLog struct{ stacktest.Buffer }
+
+// count is how many lines contain s.
+func (l *siteLog) count(s string) int { return strings.Count(l.String(), s) }

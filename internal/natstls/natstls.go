@@ -122,7 +122,7 @@ func (c Config) tlsConfig() (*tls.Config, error) {
 		return nil, fmt.Errorf("a client certificate needs both its certificate file and its key file (got certificate %q, key %q)", c.CertFile, c.KeyFile)
 	}
 	if c.CertFile != "" {
-		cert, err := tls.LoadX509KeyPair(c.CertFile, c.KeyFile)
+		cert, err := LoadKeyPair(c.CertFile, c.KeyFile)
 		if err != nil {
 			return nil, fmt.Errorf("client certificate %s with key %s: %w", c.CertFile, c.KeyFile, err)
 		}
