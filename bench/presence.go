@@ -25,10 +25,24 @@ const (
 
 // Snapshot asks the control service who is ONLINE now. A large fleet's
 // list arrives in parts ([fleet.PresenceSnapshot.Parts]); Snapshot
-// gathers them into one.
+// gathers them into one. It asks on the operator's own control subject
+// (fleet.OpPresenceSnapshot), within the operator's snapshot limit: past
+// it the error is a *fleet.Error with code 429 saying when to retry. A
+// client without a key, or a control service that predates the control
+// subject, is asked on [fleet.PresenceSnapshotSubject].
 func (c *Client) Snapshot(ctx context.Context) (*fleet.PresenceSnapshot, error) {
 	ctx, cancel := withTimeout(ctx)
 	defer cancel()
+	if c.key != "" {
+		snap, err := c.snapshot(ctx, fleet.CtlSubject(c.key, fleet.OpPresenceSnapshot))
+		if !errors.Is(err, ErrNoService) {
+			return snap, err
+		}
+	}
+	return c.snapshot(ctx, fleet.PresenceSnapshotSubject)
+}
+
+func (c *Client) snapshot(ctx context.Context, subject string) (*fleet.PresenceSnapshot, error) {
 	inbox := c.nc.NewRespInbox()
 	sub, err := c.nc.SubscribeSync(inbox)
 	if err != nil {
@@ -36,7 +50,7 @@ func (c *Client) Snapshot(ctx context.Context) (*fleet.PresenceSnapshot, error) 
 	}
 	defer sub.Unsubscribe()
 	_ = sub.SetPendingLimits(-1, -1)
-	if err := c.nc.PublishRequest(fleet.PresenceSnapshotSubject, inbox, nil); err != nil {
+	if err := c.nc.PublishRequest(subject, inbox, nil); err != nil {
 		return nil, fmt.Errorf("presence snapshot: %w", err)
 	}
 	var snap *fleet.PresenceSnapshot
@@ -44,10 +58,13 @@ func (c *Client) Snapshot(ctx context.Context) (*fleet.PresenceSnapshot, error) 
 		msg, err := sub.NextMsgWithContext(ctx)
 		// NextMsg reports the broker's "no responders" status as an error.
 		if errors.Is(err, nats.ErrNoResponders) || err == nil && isNoResponders(msg) {
-			return nil, fmt.Errorf("%w on %s: is cc-control running?", ErrNoService, fleet.PresenceSnapshotSubject)
+			return nil, fmt.Errorf("%w on %s: is cc-control running?", ErrNoService, subject)
 		}
 		if err != nil {
 			return nil, fmt.Errorf("presence snapshot: no complete reply in time: %w", err)
+		}
+		if fe := replyError(msg); fe != nil {
+			return nil, fmt.Errorf("presence snapshot: %w", fe)
 		}
 		var part fleet.PresenceSnapshot
 		if err := json.Unmarshal(msg.Data, &part); err != nil {

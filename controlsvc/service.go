@@ -71,6 +71,16 @@ type Config struct {
 	// before auditing the missing targets as no-response (default
 	// DefaultCallWait).
 	CallWait time.Duration
+	// SnapshotRate and SnapshotBurst limit the presence snapshots one
+	// operator may ask for: per second sustained, and at once (defaults
+	// DefaultSnapshotRate, DefaultSnapshotBurst; a negative rate: no
+	// limit). Past them the operator is answered 429 at once.
+	SnapshotRate  float64
+	SnapshotBurst int
+	// ControlRate and ControlBurst limit one operator's control API
+	// requests the same way (DefaultControlRate, DefaultControlBurst).
+	ControlRate  float64
+	ControlBurst int
 	// Audit bounds the audit logs and says whether the service may start
 	// without a durable audit.
 	Audit  AuditConfig
@@ -107,11 +117,16 @@ type Service struct {
 	audit        *auditLog
 	callHooks    []CallHook
 	snapCache    snapCache
+	snapWork     *fairQueue
 	calls        *nats.Conn
 	// announce publishes presence events and hints (and serves nothing).
 	announce *nats.Conn
 	// limit bounds each machine's connections; connect events feed it.
 	limit *connLimiter
+	// snapLimit and ctlLimit are the per-operator request limits;
+	// legacySnapLimit those of snapshots asked on the unattributed
+	// fleet.PresenceSnapshotSubject, keyed by the reply's inbox owner.
+	snapLimit, legacySnapLimit, ctlLimit *opLimiter
 }
 
 // New loads (or creates) the data directory: keys, registry and, on first
@@ -144,6 +159,18 @@ func New(cfg Config) (*Service, error) {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
+	if cfg.SnapshotRate == 0 {
+		cfg.SnapshotRate = DefaultSnapshotRate
+	}
+	if cfg.SnapshotBurst <= 0 {
+		cfg.SnapshotBurst = DefaultSnapshotBurst
+	}
+	if cfg.ControlRate == 0 {
+		cfg.ControlRate = DefaultControlRate
+	}
+	if cfg.ControlBurst <= 0 {
+		cfg.ControlBurst = DefaultControlBurst
+	}
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("data directory: %w", err)
 	}
@@ -156,7 +183,10 @@ func New(cfg Config) (*Service, error) {
 		return nil, err
 	}
 	reg.now = cfg.Now
-	s := &Service{cfg: cfg, log: cfg.Logger, keys: keys, reg: reg, resyncNow: make(chan struct{}, 1)}
+	s := &Service{cfg: cfg, log: cfg.Logger, keys: keys, reg: reg, resyncNow: make(chan struct{}, 1), snapWork: newFairQueue(snapshotQueue)}
+	s.snapLimit = newOpLimiter("presence snapshot", "snapshot", cfg.SnapshotRate, cfg.SnapshotBurst, cfg.Now)
+	s.legacySnapLimit = newOpLimiter("presence snapshot", "snapshot", cfg.SnapshotRate, cfg.SnapshotBurst, cfg.Now)
+	s.ctlLimit = newOpLimiter("control API", "control", cfg.ControlRate, cfg.ControlBurst, cfg.Now)
 	s.presence = newPresence(reg.Labels, s.publishEvent)
 	s.presence.now = cfg.Now
 	s.restorePresence()
@@ -326,11 +356,20 @@ func (s *Service) startServing(ctx context.Context) error {
 	s.presence.settleKnown()
 	s.savePresence()
 	s.closers = append(s.closers, s.savePresence)
-	snapSub, err := s.fl.QueueSubscribe(fleet.PresenceSnapshotSubject, "cc-control", s.answerSnapshot)
-	if err != nil {
-		return err
+	s.snapshotWorkers(rctx)
+	for subject, h := range map[string]nats.MsgHandler{
+		fleet.PresenceSnapshotSubject:                   s.answerSnapshot,
+		fleet.CtlSubject("*", fleet.OpPresenceSnapshot): s.answerCtlSnapshot,
+	} {
+		snapSub, err := s.fl.QueueSubscribe(subject, "cc-control", h)
+		if err != nil {
+			return err
+		}
+		// A flood waits here, not in the broker, and is worked off at
+		// a map lookup per request.
+		_ = snapSub.SetPendingLimits(-1, 256<<20)
+		s.closers = append(s.closers, func() { _ = snapSub.Unsubscribe() })
 	}
-	s.closers = append(s.closers, func() { _ = snapSub.Unsubscribe() })
 	api, err := s.serveAPI()
 	if err != nil {
 		return err
@@ -349,17 +388,124 @@ func (s *Service) startServing(ctx context.Context) error {
 	return nil
 }
 
-// answerSnapshot replies with the ONLINE list, in parts of at most
-// fleet.SnapshotChunk servers when the fleet is large. Every broadcast a
-// workbench makes starts with this request, so each server's entry is
-// encoded once and reused until presence or the registry changes; only
-// the envelope (with the current time) is written per request.
+// answerSnapshot answers a snapshot request on the unattributed
+// fleet.PresenceSnapshotSubject (the SDK asks on
+// ctl.<key>.presence.snapshot, see answerCtlSnapshot). Whoever sent it is
+// not known; it is limited as the operator whose control inbox it names
+// as its reply, which only that operator can read.
 func (s *Service) answerSnapshot(m *nats.Msg) {
-	if owner, ok := fleet.InboxOwner(m.Reply); !ok || !strings.HasPrefix(m.Reply, fleet.ControlInbox(owner)+".") {
+	owner, ok := fleet.InboxOwner(m.Reply)
+	if !ok || !strings.HasPrefix(m.Reply, fleet.ControlInbox(owner)+".") {
 		// Only an operator's control inbox is a place to answer; the
 		// broker would refuse anything else from this connection too.
 		return
 	}
+	if _, ok := s.reg.OperatorByKey(owner); !ok {
+		return // nobody can read that inbox
+	}
+	if s.limited(s.legacySnapLimit, owner, m.Reply) {
+		return
+	}
+	// Queued apart from the owner's own requests on its control
+	// subject: whoever sent this may not be the owner.
+	s.queueSnapshot("inbox "+owner, m.Reply)
+}
+
+// answerCtlSnapshot answers ctl.<key>.presence.snapshot: the broker lets
+// only the operator with that key publish it, so that operator's own
+// limit applies. A flood costs little here (the limit is checked first,
+// refusals past the operator's answered ones are dropped) and the
+// snapshots themselves are sent by snapshotWorkers, each operator in
+// turn, so another operator's request does not wait behind the flood's.
+func (s *Service) answerCtlSnapshot(m *nats.Msg) {
+	if !answersToAsker(m.Subject, m.Reply) {
+		return // as apiEndpoint: answer only the asker's own inbox
+	}
+	key, _, _ := fleet.ParseCtlSubject(m.Subject)
+	if s.limited(s.snapLimit, key, m.Reply) {
+		return
+	}
+	if _, ok := s.reg.OperatorByKey(key); !ok {
+		s.replyError(m.Reply, fleet.Errorf(fleet.CodeForbidden, "key %s is not an operator", key))
+		return
+	}
+	s.queueSnapshot(key, m.Reply)
+}
+
+// Snapshots admitted wait in a fairQueue, one queue per asker, for
+// snapshotWorkers to send them.
+const (
+	// snapshotQueue bounds the snapshots one asker may have waiting.
+	snapshotQueue   = 256
+	snapshotWorkers = 4
+)
+
+// queueSnapshot queues the snapshot for reply as owner's; with owner's
+// queue full it is answered 503.
+func (s *Service) queueSnapshot(owner, reply string) {
+	if !s.snapWork.push(owner, reply) {
+		s.replyError(reply, fleet.Errorf(fleet.CodeUnavailable, "%d presence snapshots for this operator are already waiting to be sent; retry in a second", snapshotQueue))
+	}
+}
+
+// snapshotWorkers sends the queued snapshots, each asker in turn, until
+// ctx ends.
+func (s *Service) snapshotWorkers(ctx context.Context) {
+	go func() {
+		<-ctx.Done()
+		s.snapWork.close()
+	}()
+	for range snapshotWorkers {
+		go func() {
+			for {
+				reply, ok := s.snapWork.pop()
+				if !ok {
+					return
+				}
+				s.sendSnapshot(reply)
+			}
+		}()
+	}
+}
+
+// limited takes one of operator key's tokens from l and reports whether
+// the request was refused. A refused request is answered 429 on reply
+// (within the operator's answered refusals; past them it is dropped),
+// counted, and logged now and then.
+func (s *Service) limited(l *opLimiter, key, reply string) bool {
+	r := l.allow(key)
+	if r == nil {
+		return false
+	}
+	s.metrics.limitedRequest(l.kind)
+	if r.Log {
+		name := key
+		if o, ok := s.reg.OperatorByKey(key); ok {
+			name = o.Name
+		}
+		s.log.Warn("operator over its request limit; refused", "operator", name, "limit", l.kind,
+			"refused", r.Count, "error", r.Err.Description)
+	}
+	if r.Answer {
+		s.replyError(reply, r.Err)
+	}
+	return true
+}
+
+// replyError sends err to reply in the micro error headers.
+func (s *Service) replyError(reply string, err *fleet.Error) {
+	m := nats.NewMsg(reply)
+	m.Header.Set(fleet.HeaderErrorCode, strconv.Itoa(err.Code))
+	m.Header.Set(fleet.HeaderError, err.Description)
+	_ = s.fl.PublishMsg(m)
+}
+
+// sendSnapshot publishes the ONLINE list to reply, in parts of at most
+// fleet.SnapshotChunk servers when the fleet is large. Every broadcast a
+// workbench makes starts with this request, so each server's entry is
+// encoded once and reused until presence or the registry changes; only
+// the envelope (with the current time) is written per request.
+func (s *Service) sendSnapshot(reply string) {
 	seq, entries := s.snapshotEntries()
 	now, _ := json.Marshal(s.cfg.Now().UTC())
 	parts := max(1, (len(entries)+fleet.SnapshotChunk-1)/fleet.SnapshotChunk)
@@ -384,7 +530,7 @@ func (s *Service) answerSnapshot(m *nats.Msg) {
 			b = strconv.AppendInt(b, int64(parts), 10)
 		}
 		b = append(b, '}')
-		if err := s.fl.Publish(m.Reply, b); err != nil {
+		if err := s.fl.Publish(reply, b); err != nil {
 			s.log.Warn("snapshot reply not sent", "error", err)
 			return
 		}
