@@ -199,6 +199,14 @@ func Options(cfg *Config) (*server.Options, error) {
 		AlwaysEnableNonce:     true,
 		DisableShortFirstPing: true,
 		NoSigs:                true,
+		// A client that does not read its messages fast enough has them
+		// dropped (and, past max pending, is closed as a slow consumer);
+		// the publisher is never made to wait for it. With the default
+		// stall, the control service's serving connection waited up to
+		// 10 ms per read for one viewer's wedged inbox, and every other
+		// operator's snapshot queued behind (issue #11, finding 5;
+		// e2e TestSnapshotSlowReaderDelaysNoOne).
+		NoFastProducerStall: true,
 		Nkeys: []*server.NkeyUser{
 			{Nkey: cfg.Auth.SysUser, Account: sys},
 			{Nkey: cfg.Auth.ControlUser, Account: ctl},
