@@ -15,9 +15,11 @@ import (
 // requests use its own buckets and are answered as before.
 const (
 	// DefaultSnapshotRate is Config.SnapshotRate's default: presence
-	// snapshots per second one operator may ask for, sustained. Every
-	// `cc-bench servers`, `call` and `watch` starts with one. The same
-	// as an agent's per-caller call rate (agent.DefaultCallerRate).
+	// snapshot parts per second one operator may ask for, sustained (a
+	// snapshot of up to fleet.SnapshotChunk machines is one part, so on
+	// most fleets this counts snapshots; on a fleet of 60,000 one costs
+	// 30). Every `cc-bench servers`, `call` and `watch` starts with one.
+	// The same as an agent's per-caller call rate (agent.DefaultCallerRate).
 	DefaultSnapshotRate = 50.0
 	// DefaultSnapshotBurst is Config.SnapshotBurst's default.
 	DefaultSnapshotBurst = 200
@@ -76,11 +78,17 @@ type limitRefusal struct {
 	Count  int
 }
 
-// allow takes a token from key's bucket, or returns what to do with the refused request.
-func (l *opLimiter) allow(key string) *limitRefusal {
+// allow takes a token from key's bucket, or returns what to do with the
+// refused request.
+func (l *opLimiter) allow(key string) *limitRefusal { return l.allowN(key, 1) }
+
+// allowN takes cost tokens (at most the burst) from key's bucket, or
+// returns what to do with the refused request.
+func (l *opLimiter) allowN(key string, cost int) *limitRefusal {
 	if l == nil {
 		return nil
 	}
+	need := math.Min(float64(max(cost, 1)), l.burst)
 	now := l.now()
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -94,8 +102,8 @@ func (l *opLimiter) allow(key string) *limitRefusal {
 		b.answers = math.Min(l.burst, b.answers+d.Seconds()*l.rate)
 		b.last = now
 	}
-	if b.tokens >= 1 {
-		b.tokens--
+	if b.tokens >= need {
+		b.tokens -= need
 		return nil
 	}
 	r := &limitRefusal{}
@@ -113,7 +121,7 @@ func (l *opLimiter) allow(key string) *limitRefusal {
 	}
 	wait := time.Second
 	if l.rate > 0 {
-		wait = time.Duration((1 - b.tokens) / l.rate * float64(time.Second)).Round(time.Millisecond)
+		wait = time.Duration((need - b.tokens) / l.rate * float64(time.Second)).Round(time.Millisecond)
 	}
 	r.Err = fleet.Errorf(fleet.CodeTooManyRequests,
 		"over the %s limit of this operator (%g per second, bursts of %g; cc-control --%s-rate and --%s-burst set it): retry in %v",

@@ -81,3 +81,29 @@ func TestOperatorLimitOff(t *testing.T) {
 		}
 	}
 }
+
+// TestOperatorLimitCostsParts: a snapshot of several parts costs one
+// token per part (at most the burst, so a snapshot larger than the burst
+// is still possible with a full bucket), and the retry time counts what
+// is missing.
+func TestOperatorLimitCostsParts(t *testing.T) {
+	at := time.Date(2030, 1, 2, 3, 4, 5, 0, time.UTC)
+	l := newOpLimiter("presence snapshot", "snapshot", 2, 5, func() time.Time { return at })
+	if r := l.allowN("UVIEWER", 3); r != nil {
+		t.Fatalf("first 3-part snapshot refused: %v", r.Err)
+	}
+	r := l.allowN("UVIEWER", 3)
+	if r == nil {
+		t.Fatal("second 3-part snapshot let through with 2 tokens left")
+	}
+	if !strings.Contains(r.Err.Description, "retry in 500ms") {
+		t.Errorf("refusal %q: want retry in 500ms (1 token missing at 2/s)", r.Err.Description)
+	}
+	at = at.Add(time.Hour)
+	if r := l.allowN("UVIEWER", 30); r != nil {
+		t.Fatalf("a 30-part snapshot with a full bucket of 5 refused: %v", r.Err)
+	}
+	if r := l.allowN("UVIEWER", 1); r == nil {
+		t.Fatal("the 30-part snapshot did not empty the bucket")
+	}
+}

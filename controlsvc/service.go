@@ -118,6 +118,7 @@ type Service struct {
 	callHooks    []CallHook
 	snapCache    snapCache
 	snapWork     *fairQueue
+	snapSubs     snapshotSubs
 	calls        *nats.Conn
 	// announce publishes presence events and hints (and serves nothing).
 	announce *nats.Conn
@@ -332,7 +333,13 @@ func (s *Service) startServing(ctx context.Context) error {
 		return err
 	}
 	co := &callout{keys: s.keys, reg: s.reg, log: s.log.With("component", "callout"), ttl: s.cfg.UserTTL, now: s.cfg.Now, readOnly: s.cfg.ReadOnlyFunctions}
-	co.onGrant, co.onRefuse = s.metrics.granted, s.metrics.refused
+	co.onGrant = func(kind, who string) {
+		s.metrics.granted(kind, who)
+		if kind == "operator" {
+			s.ensureSnapshotSub(who)
+		}
+	}
+	co.onRefuse = s.metrics.refused
 	co.onAudit = s.auditRefused
 	if s.cfg.MaxAgentConnections >= 0 {
 		s.limit = newConnLimiter(cmp.Or(s.cfg.MaxAgentConnections, DefaultMaxAgentConnections), time.Now, s.presence.machineConns)
@@ -357,19 +364,19 @@ func (s *Service) startServing(ctx context.Context) error {
 	s.savePresence()
 	s.closers = append(s.closers, s.savePresence)
 	s.snapshotWorkers(rctx)
-	for subject, h := range map[string]nats.MsgHandler{
-		fleet.PresenceSnapshotSubject:                   s.answerSnapshot,
-		fleet.CtlSubject("*", fleet.OpPresenceSnapshot): s.answerCtlSnapshot,
-	} {
-		snapSub, err := s.fl.QueueSubscribe(subject, "cc-control", h)
-		if err != nil {
-			return err
-		}
-		// A flood waits here, not in the broker, and is worked off at
-		// a map lookup per request.
-		_ = snapSub.SetPendingLimits(-1, 256<<20)
-		s.closers = append(s.closers, func() { _ = snapSub.Unsubscribe() })
+	snapSub, err := s.fl.QueueSubscribe(fleet.PresenceSnapshotSubject, "cc-control", s.answerSnapshot)
+	if err != nil {
+		return err
 	}
+	// A flood waits here, not in the broker, and is worked off at a map
+	// lookup per request.
+	_ = snapSub.SetPendingLimits(-1, 256<<20)
+	s.closers = append(s.closers, func() { _ = snapSub.Unsubscribe() })
+	if err := s.syncSnapshotSubs(); err != nil {
+		return err
+	}
+	s.closers = append(s.closers, s.stopSnapshotSubs)
+	go s.snapshotSubsLoop(rctx)
 	api, err := s.serveAPI()
 	if err != nil {
 		return err
@@ -403,7 +410,7 @@ func (s *Service) answerSnapshot(m *nats.Msg) {
 	if _, ok := s.reg.OperatorByKey(owner); !ok {
 		return // nobody can read that inbox
 	}
-	if s.limited(s.legacySnapLimit, owner, m.Reply) {
+	if s.limitedN(s.legacySnapLimit, owner, m.Reply, s.snapshotParts()) {
 		return
 	}
 	// Queued apart from the owner's own requests on its control
@@ -422,7 +429,7 @@ func (s *Service) answerCtlSnapshot(m *nats.Msg) {
 		return // as apiEndpoint: answer only the asker's own inbox
 	}
 	key, _, _ := fleet.ParseCtlSubject(m.Subject)
-	if s.limited(s.snapLimit, key, m.Reply) {
+	if s.limitedN(s.snapLimit, key, m.Reply, s.snapshotParts()) {
 		return
 	}
 	if _, ok := s.reg.OperatorByKey(key); !ok {
@@ -430,6 +437,114 @@ func (s *Service) answerCtlSnapshot(m *nats.Msg) {
 		return
 	}
 	s.queueSnapshot(key, m.Reply)
+}
+
+// snapshotParts is how many parts a snapshot has now: what it costs
+// against the operator's snapshot limit, so the limit bounds bytes on a
+// large fleet too.
+func (s *Service) snapshotParts() int {
+	return max(1, (s.presence.count()+fleet.SnapshotChunk-1)/fleet.SnapshotChunk)
+}
+
+// snapshotSubs are the subscriptions to each operator's
+// ctl.<key>.presence.snapshot: one per operator, so a flood waits in its
+// sender's own subscription and another operator's request, in its own,
+// is taken at once (one wildcard subscription would queue it behind the
+// whole flood).
+type snapshotSubs struct {
+	mu   sync.Mutex
+	subs map[string]*nats.Subscription
+	seen uint64 // the registry's change count they were made for
+}
+
+// syncSnapshotSubs subscribes to the snapshot subject of every operator
+// and unsubscribes from those of removed ones.
+func (s *Service) syncSnapshotSubs() error {
+	c := &s.snapSubs
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	seen := s.reg.changes.Load()
+	want := map[string]bool{}
+	for _, o := range s.reg.Operators() {
+		want[o.Key] = true
+	}
+	if c.subs == nil {
+		c.subs = map[string]*nats.Subscription{}
+	}
+	for key, sub := range c.subs {
+		if !want[key] {
+			_ = sub.Unsubscribe()
+			delete(c.subs, key)
+		}
+	}
+	for key := range want {
+		if c.subs[key] != nil {
+			continue
+		}
+		sub, err := s.fl.QueueSubscribe(fleet.CtlSubject(key, fleet.OpPresenceSnapshot), "cc-control", s.answerCtlSnapshot)
+		if err != nil {
+			return fmt.Errorf("presence snapshot subscription: %w", err)
+		}
+		_ = sub.SetPendingLimits(-1, 64<<20)
+		c.subs[key] = sub
+	}
+	c.seen = seen
+	return nil
+}
+
+// ensureSnapshotSub makes sure operator name's snapshot subscription is
+// on the broker before its connection is let in (the callout calls it
+// before answering), so its first snapshot request finds it.
+func (s *Service) ensureSnapshotSub(name string) {
+	o, ok := s.reg.Operator(name)
+	if !ok {
+		return
+	}
+	s.snapSubs.mu.Lock()
+	have := s.snapSubs.subs[o.Key] != nil
+	s.snapSubs.mu.Unlock()
+	if have {
+		return
+	}
+	if err := s.syncSnapshotSubs(); err != nil {
+		s.log.Warn("presence snapshot subscription failed", "operator", name, "error", err)
+		return
+	}
+	_ = s.fl.FlushTimeout(time.Second)
+}
+
+// snapshotSubsLoop follows the operator list every quarter second (for
+// removed operators; a new one's subscription is made when it connects).
+// Were one missing, the SDK would find no responders on the operator's
+// subject and ask on fleet.PresenceSnapshotSubject.
+func (s *Service) snapshotSubsLoop(ctx context.Context) {
+	t := time.NewTicker(250 * time.Millisecond)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		s.snapSubs.mu.Lock()
+		changed := s.snapSubs.seen != s.reg.changes.Load()
+		s.snapSubs.mu.Unlock()
+		if changed {
+			if err := s.syncSnapshotSubs(); err != nil && ctx.Err() == nil {
+				s.log.Warn("following the operators' snapshot subjects failed; retrying", "error", err)
+			}
+		}
+	}
+}
+
+func (s *Service) stopSnapshotSubs() {
+	c := &s.snapSubs
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for key, sub := range c.subs {
+		_ = sub.Unsubscribe()
+		delete(c.subs, key)
+	}
 }
 
 // Snapshots admitted wait in a fairQueue, one queue per asker, for
@@ -472,8 +587,11 @@ func (s *Service) snapshotWorkers(ctx context.Context) {
 // the request was refused. A refused request is answered 429 on reply
 // (within the operator's answered refusals; past them it is dropped),
 // counted, and logged now and then.
-func (s *Service) limited(l *opLimiter, key, reply string) bool {
-	r := l.allow(key)
+func (s *Service) limited(l *opLimiter, key, reply string) bool { return s.limitedN(l, key, reply, 1) }
+
+// limitedN is limited for a request that costs cost tokens.
+func (s *Service) limitedN(l *opLimiter, key, reply string, cost int) bool {
+	r := l.allowN(key, cost)
 	if r == nil {
 		return false
 	}

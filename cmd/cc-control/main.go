@@ -86,7 +86,7 @@ Flags:
 	fs.Float64Var(&o.reconnectRate, "reconnect-rate", controlsvc.DefaultReconnectRate, "authorisations per second your brokers and this service sustain (cc-perf measures it); agents spread a reconnection after a broker restart over ONLINE/rate seconds")
 	fs.IntVar(&o.maxAgentConns, "max-agent-connections", controlsvc.DefaultMaxAgentConnections,
 		"connections one machine's key may hold at once (its newest connection serves, older ones are closed); a further one is refused and audited; negative: no bound")
-	fs.Float64Var(&o.snapshotRate, "snapshot-rate", controlsvc.DefaultSnapshotRate, "presence snapshots per second one operator may ask for, sustained (every cc-bench servers, call and watch starts with one); past it and --snapshot-burst the operator is answered 429 at once, other operators are not affected; 0: no limit")
+	fs.Float64Var(&o.snapshotRate, "snapshot-rate", controlsvc.DefaultSnapshotRate, "presence snapshots per second one operator may ask for, sustained (every cc-bench servers, call and watch starts with one; a snapshot of more than 2,000 machines counts once per 2,000); past it and --snapshot-burst the operator is answered 429 at once, other operators are not affected; 0: no limit")
 	fs.IntVar(&o.snapshotBurst, "snapshot-burst", controlsvc.DefaultSnapshotBurst, "presence snapshots one operator may ask for at once, above --snapshot-rate")
 	fs.Float64Var(&o.controlRate, "control-rate", controlsvc.DefaultControlRate, "control API requests per second one operator may make, sustained (a listing is one per page); past it and --control-burst: 429; 0: no limit")
 	fs.IntVar(&o.controlBurst, "control-burst", controlsvc.DefaultControlBurst, "control API requests one operator may make at once, above --control-rate")
