@@ -118,7 +118,7 @@ type Service struct {
 	callHooks    []CallHook
 	snapCache    snapCache
 	snapWork     *fairQueue
-	snapSubs     snapshotSubs
+	snapConns    snapshotConns
 	calls        *nats.Conn
 	// announce publishes presence events and hints (and serves nothing).
 	announce *nats.Conn
@@ -336,7 +336,7 @@ func (s *Service) startServing(ctx context.Context) error {
 	co.onGrant = func(kind, who string) {
 		s.metrics.granted(kind, who)
 		if kind == "operator" {
-			s.ensureSnapshotSub(who)
+			s.serveSnapshots(who)
 		}
 	}
 	co.onRefuse = s.metrics.refused
@@ -372,11 +372,9 @@ func (s *Service) startServing(ctx context.Context) error {
 	// lookup per request.
 	_ = snapSub.SetPendingLimits(-1, 256<<20)
 	s.closers = append(s.closers, func() { _ = snapSub.Unsubscribe() })
-	if err := s.syncSnapshotSubs(); err != nil {
-		return err
-	}
-	s.closers = append(s.closers, s.stopSnapshotSubs)
-	go s.snapshotSubsLoop(rctx)
+	s.serveConnectedOperators()
+	s.closers = append(s.closers, s.closeSnapshotConns)
+	go s.snapshotConnsLoop(rctx)
 	api, err := s.serveAPI()
 	if err != nil {
 		return err
@@ -397,7 +395,7 @@ func (s *Service) startServing(ctx context.Context) error {
 
 // answerSnapshot answers a snapshot request on the unattributed
 // fleet.PresenceSnapshotSubject (the SDK asks on
-// ctl.<key>.presence.snapshot, see answerCtlSnapshot). Whoever sent it is
+// ctl.<key>.presence.snapshot, see serveSnapshots). Whoever sent it is
 // not known; it is limited as the operator whose control inbox it names
 // as its reply, which only that operator can read.
 func (s *Service) answerSnapshot(m *nats.Msg) {
@@ -410,7 +408,7 @@ func (s *Service) answerSnapshot(m *nats.Msg) {
 	if _, ok := s.reg.OperatorByKey(owner); !ok {
 		return // nobody can read that inbox
 	}
-	if s.limitedN(s.legacySnapLimit, owner, m.Reply, s.snapshotParts()) {
+	if s.limitedN(s.fl, s.legacySnapLimit, owner, m.Reply, s.snapshotParts()) {
 		return
 	}
 	// Queued apart from the owner's own requests on its control
@@ -418,133 +416,11 @@ func (s *Service) answerSnapshot(m *nats.Msg) {
 	s.queueSnapshot("inbox "+owner, m.Reply)
 }
 
-// answerCtlSnapshot answers ctl.<key>.presence.snapshot: the broker lets
-// only the operator with that key publish it, so that operator's own
-// limit applies. A flood costs little here (the limit is checked first,
-// refusals past the operator's answered ones are dropped) and the
-// snapshots themselves are sent by snapshotWorkers, each operator in
-// turn, so another operator's request does not wait behind the flood's.
-func (s *Service) answerCtlSnapshot(m *nats.Msg) {
-	if !answersToAsker(m.Subject, m.Reply) {
-		return // as apiEndpoint: answer only the asker's own inbox
-	}
-	key, _, _ := fleet.ParseCtlSubject(m.Subject)
-	if s.limitedN(s.snapLimit, key, m.Reply, s.snapshotParts()) {
-		return
-	}
-	if _, ok := s.reg.OperatorByKey(key); !ok {
-		s.replyError(m.Reply, fleet.Errorf(fleet.CodeForbidden, "key %s is not an operator", key))
-		return
-	}
-	s.queueSnapshot(key, m.Reply)
-}
-
 // snapshotParts is how many parts a snapshot has now: what it costs
 // against the operator's snapshot limit, so the limit bounds bytes on a
 // large fleet too.
 func (s *Service) snapshotParts() int {
 	return max(1, (s.presence.count()+fleet.SnapshotChunk-1)/fleet.SnapshotChunk)
-}
-
-// snapshotSubs are the subscriptions to each operator's
-// ctl.<key>.presence.snapshot: one per operator, so a flood waits in its
-// sender's own subscription and another operator's request, in its own,
-// is taken at once (one wildcard subscription would queue it behind the
-// whole flood).
-type snapshotSubs struct {
-	mu   sync.Mutex
-	subs map[string]*nats.Subscription
-	seen uint64 // the registry's change count they were made for
-}
-
-// syncSnapshotSubs subscribes to the snapshot subject of every operator
-// and unsubscribes from those of removed ones.
-func (s *Service) syncSnapshotSubs() error {
-	c := &s.snapSubs
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	seen := s.reg.changes.Load()
-	want := map[string]bool{}
-	for _, o := range s.reg.Operators() {
-		want[o.Key] = true
-	}
-	if c.subs == nil {
-		c.subs = map[string]*nats.Subscription{}
-	}
-	for key, sub := range c.subs {
-		if !want[key] {
-			_ = sub.Unsubscribe()
-			delete(c.subs, key)
-		}
-	}
-	for key := range want {
-		if c.subs[key] != nil {
-			continue
-		}
-		sub, err := s.fl.QueueSubscribe(fleet.CtlSubject(key, fleet.OpPresenceSnapshot), "cc-control", s.answerCtlSnapshot)
-		if err != nil {
-			return fmt.Errorf("presence snapshot subscription: %w", err)
-		}
-		_ = sub.SetPendingLimits(-1, 64<<20)
-		c.subs[key] = sub
-	}
-	c.seen = seen
-	return nil
-}
-
-// ensureSnapshotSub makes sure operator name's snapshot subscription is
-// on the broker before its connection is let in (the callout calls it
-// before answering), so its first snapshot request finds it.
-func (s *Service) ensureSnapshotSub(name string) {
-	o, ok := s.reg.Operator(name)
-	if !ok {
-		return
-	}
-	s.snapSubs.mu.Lock()
-	have := s.snapSubs.subs[o.Key] != nil
-	s.snapSubs.mu.Unlock()
-	if have {
-		return
-	}
-	if err := s.syncSnapshotSubs(); err != nil {
-		s.log.Warn("presence snapshot subscription failed", "operator", name, "error", err)
-		return
-	}
-	_ = s.fl.FlushTimeout(time.Second)
-}
-
-// snapshotSubsLoop follows the operator list every quarter second (for
-// removed operators; a new one's subscription is made when it connects).
-// Were one missing, the SDK would find no responders on the operator's
-// subject and ask on fleet.PresenceSnapshotSubject.
-func (s *Service) snapshotSubsLoop(ctx context.Context) {
-	t := time.NewTicker(250 * time.Millisecond)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-		s.snapSubs.mu.Lock()
-		changed := s.snapSubs.seen != s.reg.changes.Load()
-		s.snapSubs.mu.Unlock()
-		if changed {
-			if err := s.syncSnapshotSubs(); err != nil && ctx.Err() == nil {
-				s.log.Warn("following the operators' snapshot subjects failed; retrying", "error", err)
-			}
-		}
-	}
-}
-
-func (s *Service) stopSnapshotSubs() {
-	c := &s.snapSubs
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	for key, sub := range c.subs {
-		_ = sub.Unsubscribe()
-		delete(c.subs, key)
-	}
 }
 
 // Snapshots admitted wait in a fairQueue, one queue per asker, for
@@ -559,7 +435,7 @@ const (
 // queue full it is answered 503.
 func (s *Service) queueSnapshot(owner, reply string) {
 	if !s.snapWork.push(owner, reply) {
-		s.replyError(reply, fleet.Errorf(fleet.CodeUnavailable, "%d presence snapshots for this operator are already waiting to be sent; retry in a second", snapshotQueue))
+		s.replyError(s.fl, reply, fleet.Errorf(fleet.CodeUnavailable, "%d presence snapshots for this operator are already waiting to be sent; retry in a second", snapshotQueue))
 	}
 }
 
@@ -577,7 +453,7 @@ func (s *Service) snapshotWorkers(ctx context.Context) {
 				if !ok {
 					return
 				}
-				s.sendSnapshot(reply)
+				s.sendSnapshot(s.fl, reply)
 			}
 		}()
 	}
@@ -587,10 +463,13 @@ func (s *Service) snapshotWorkers(ctx context.Context) {
 // the request was refused. A refused request is answered 429 on reply
 // (within the operator's answered refusals; past them it is dropped),
 // counted, and logged now and then.
-func (s *Service) limited(l *opLimiter, key, reply string) bool { return s.limitedN(l, key, reply, 1) }
+func (s *Service) limited(l *opLimiter, key, reply string) bool {
+	return s.limitedN(s.fl, l, key, reply, 1)
+}
 
-// limitedN is limited for a request that costs cost tokens.
-func (s *Service) limitedN(l *opLimiter, key, reply string, cost int) bool {
+// limitedN is limited for a request that costs cost tokens, answered on
+// nc.
+func (s *Service) limitedN(nc *nats.Conn, l *opLimiter, key, reply string, cost int) bool {
 	r := l.allowN(key, cost)
 	if r == nil {
 		return false
@@ -605,25 +484,25 @@ func (s *Service) limitedN(l *opLimiter, key, reply string, cost int) bool {
 			"refused", r.Count, "error", r.Err.Description)
 	}
 	if r.Answer {
-		s.replyError(reply, r.Err)
+		s.replyError(nc, reply, r.Err)
 	}
 	return true
 }
 
-// replyError sends err to reply in the micro error headers.
-func (s *Service) replyError(reply string, err *fleet.Error) {
+// replyError sends err to reply on nc, in the micro error headers.
+func (s *Service) replyError(nc *nats.Conn, reply string, err *fleet.Error) {
 	m := nats.NewMsg(reply)
 	m.Header.Set(fleet.HeaderErrorCode, strconv.Itoa(err.Code))
 	m.Header.Set(fleet.HeaderError, err.Description)
-	_ = s.fl.PublishMsg(m)
+	_ = nc.PublishMsg(m)
 }
 
-// sendSnapshot publishes the ONLINE list to reply, in parts of at most
+// sendSnapshot publishes the ONLINE list to reply on nc, in parts of at most
 // fleet.SnapshotChunk servers when the fleet is large. Every broadcast a
 // workbench makes starts with this request, so each server's entry is
 // encoded once and reused until presence or the registry changes; only
 // the envelope (with the current time) is written per request.
-func (s *Service) sendSnapshot(reply string) {
+func (s *Service) sendSnapshot(nc *nats.Conn, reply string) {
 	seq, entries := s.snapshotEntries()
 	now, _ := json.Marshal(s.cfg.Now().UTC())
 	parts := max(1, (len(entries)+fleet.SnapshotChunk-1)/fleet.SnapshotChunk)
@@ -648,7 +527,7 @@ func (s *Service) sendSnapshot(reply string) {
 			b = strconv.AppendInt(b, int64(parts), 10)
 		}
 		b = append(b, '}')
-		if err := s.fl.Publish(reply, b); err != nil {
+		if err := nc.Publish(reply, b); err != nil {
 			s.log.Warn("snapshot reply not sent", "error", err)
 			return
 		}
