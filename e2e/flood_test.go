@@ -128,8 +128,11 @@ func TestSnapshotSlowReaderDelaysNoOne(t *testing.T) {
 	sent := 0
 	go func() {
 		defer wg.Done()
+		// Both snapshot subjects: the viewer's own (answered on its own
+		// connection) and the unattributed one (on the shared one).
+		subjects := []string{fleet.CtlSubject(viewer, fleet.OpPresenceSnapshot), fleet.PresenceSnapshotSubject}
 		for ; sent < 20000 && ctx.Err() == nil; sent++ {
-			if err := flooder.PublishRequest(fleet.PresenceSnapshotSubject, sinkSubject, nil); err != nil {
+			if err := flooder.PublishRequest(subjects[sent%2], sinkSubject, nil); err != nil {
 				return
 			}
 		}
