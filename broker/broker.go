@@ -148,7 +148,7 @@ func New(cfg Config) (*Broker, error) {
 		return nil, fmt.Errorf("broker: %w", err)
 	}
 	if cfg.Logger != nil {
-		srv.SetLoggerV2(&logAdapter{l: cfg.Logger}, cfg.Debug, false, false)
+		srv.SetLoggerV2(newLogAdapter(cfg.Logger, nil), cfg.Debug, false, false)
 	}
 	return &Broker{srv: srv, cfg: cfg}, nil
 }
