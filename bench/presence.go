@@ -27,19 +27,27 @@ const (
 // list arrives in parts ([fleet.PresenceSnapshot.Parts]); Snapshot
 // gathers them into one. It asks on the operator's own control subject
 // (fleet.OpPresenceSnapshot), within the operator's snapshot limit: past
-// it the error is a *fleet.Error with code 429 saying when to retry. A
+// it Snapshot waits as long as the service says and asks again, when ctx
+// leaves room for that; else the error wraps a *fleet.Error with code 429
+// saying when to retry. A
 // client without a key, or a control service that predates the control
 // subject, is asked on [fleet.PresenceSnapshotSubject].
 func (c *Client) Snapshot(ctx context.Context) (*fleet.PresenceSnapshot, error) {
 	ctx, cancel := withTimeout(ctx)
 	defer cancel()
+	subject := fleet.PresenceSnapshotSubject
 	if c.key != "" {
-		snap, err := c.snapshot(ctx, fleet.CtlSubject(c.key, fleet.OpPresenceSnapshot))
-		if !errors.Is(err, ErrNoService) {
+		subject = fleet.CtlSubject(c.key, fleet.OpPresenceSnapshot)
+	}
+	for {
+		snap, err := c.snapshot(ctx, subject)
+		switch {
+		case errors.Is(err, ErrNoService) && subject != fleet.PresenceSnapshotSubject:
+			subject = fleet.PresenceSnapshotSubject // an older control service
+		case !waitToRetry(ctx, err):
 			return snap, err
 		}
 	}
-	return c.snapshot(ctx, fleet.PresenceSnapshotSubject)
 }
 
 func (c *Client) snapshot(ctx context.Context, subject string) (*fleet.PresenceSnapshot, error) {
@@ -63,8 +71,8 @@ func (c *Client) snapshot(ctx context.Context, subject string) (*fleet.PresenceS
 		if err != nil {
 			return nil, fmt.Errorf("presence snapshot: no complete reply in time: %w", err)
 		}
-		if fe := replyError(msg); fe != nil {
-			return nil, fmt.Errorf("presence snapshot: %w", fe)
+		if err := replyErr(msg); err != nil {
+			return nil, fmt.Errorf("presence snapshot: %w", err)
 		}
 		var part fleet.PresenceSnapshot
 		if err := json.Unmarshal(msg.Data, &part); err != nil {

@@ -24,11 +24,11 @@ const (
 	// DefaultSnapshotBurst is Config.SnapshotBurst's default.
 	DefaultSnapshotBurst = 200
 	// DefaultControlRate is Config.ControlRate's default: control API
-	// requests per second one operator may make, sustained (a listing of
-	// a large registry is one request per page).
-	DefaultControlRate = 50.0
+	// requests per second one operator may make, sustained (a listing is
+	// one request per page: reading 1,100 audit pages takes a second).
+	DefaultControlRate = 200.0
 	// DefaultControlBurst is Config.ControlBurst's default.
-	DefaultControlBurst = 200
+	DefaultControlBurst = 1000
 )
 
 // opLimiter is one kind of request's token buckets, one per operator key.
@@ -73,6 +73,7 @@ const limitLogEvery = 10 * time.Second
 // limitLogEvery), with Count the refusals since the last log line.
 type limitRefusal struct {
 	Err    *fleet.Error
+	Wait   time.Duration // until the request would be let through
 	Answer bool
 	Log    bool
 	Count  int
@@ -123,8 +124,9 @@ func (l *opLimiter) allowN(key string, cost int) *limitRefusal {
 	if l.rate > 0 {
 		wait = time.Duration((need - b.tokens) / l.rate * float64(time.Second)).Round(time.Millisecond)
 	}
+	r.Wait = max(wait, time.Millisecond)
 	r.Err = fleet.Errorf(fleet.CodeTooManyRequests,
 		"over the %s limit of this operator (%g per second, bursts of %g; cc-control --%s-rate and --%s-burst set it): retry in %v",
-		l.kind, l.rate, l.burst, l.flag, l.flag, max(wait, time.Millisecond))
+		l.kind, l.rate, l.burst, l.flag, l.flag, r.Wait)
 	return r
 }

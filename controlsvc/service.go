@@ -484,16 +484,25 @@ func (s *Service) limitedN(nc *nats.Conn, l *opLimiter, key, reply string, cost 
 			"refused", r.Count, "error", r.Err.Description)
 	}
 	if r.Answer {
-		s.replyError(nc, reply, r.Err)
+		s.replyErrorRetry(nc, reply, r.Err, r.Wait)
 	}
 	return true
 }
 
 // replyError sends err to reply on nc, in the micro error headers.
 func (s *Service) replyError(nc *nats.Conn, reply string, err *fleet.Error) {
+	s.replyErrorRetry(nc, reply, err, 0)
+}
+
+// replyErrorRetry is replyError saying, when wait is set, when to retry
+// (fleet.HeaderRetryAfter), for the SDK to wait and retry by itself.
+func (s *Service) replyErrorRetry(nc *nats.Conn, reply string, err *fleet.Error, wait time.Duration) {
 	m := nats.NewMsg(reply)
 	m.Header.Set(fleet.HeaderErrorCode, strconv.Itoa(err.Code))
 	m.Header.Set(fleet.HeaderError, err.Description)
+	if wait > 0 {
+		m.Header.Set(fleet.HeaderRetryAfter, strconv.FormatInt(wait.Milliseconds(), 10))
+	}
 	_ = nc.PublishMsg(m)
 }
 

@@ -335,3 +335,31 @@ func TestSrvPingViewerNoFanOut(t *testing.T) {
 	}
 	waitFor(t, "every agent to answer the admin's discovery", stacktest.WaitTimeout, func() bool { return adminAnswers.Load() == agents })
 }
+
+// TestLimitedSDKWaitsItsTurn: past its limit an SDK client is told when
+// to retry, and waits that long and asks again when its context leaves
+// room: a script or a paged listing is slowed to the limit, not failed.
+func TestLimitedSDKWaitsItsTurn(t *testing.T) {
+	svc := startControlWith(t, controlsvc.Config{
+		DataDir: t.TempDir(),
+		Broker:  broker.Config{Listen: "127.0.0.1:0", PingInterval: stacktest.PingInterval},
+		Logger:  testLogger(t).With("side", "control"),
+		// Two at once, then one every 50 ms.
+		SnapshotRate: 20, SnapshotBurst: 2,
+		ControlRate: 20, ControlBurst: 2,
+	})
+	stacktest.StartAgent(t, svc, "10.0.3.1_wait", nil)
+	viewer, err := bench.Connect(svc.ClientURL(), bench.WithSeed(stacktest.OperatorSeed(t, svc, "patient", fleet.RoleViewer)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(viewer.Close)
+	for i := range 8 {
+		if snap, err := viewer.Snapshot(t.Context()); err != nil || len(snap.Servers) != 1 {
+			t.Fatalf("snapshot %d: %v", i+1, err)
+		}
+		if _, err := viewer.WhoAmI(t.Context()); err != nil {
+			t.Fatalf("whoami %d: %v", i+1, err)
+		}
+	}
+}
