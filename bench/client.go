@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"runtime"
+	"strconv"
 	"strings"
 	"time"
 
@@ -231,6 +232,48 @@ func withTimeout(ctx context.Context) (context.Context, context.CancelFunc) {
 func (c *Client) request(ctx context.Context, subject string, body []byte) ([]byte, error) {
 	ctx, cancel := withTimeout(ctx)
 	defer cancel()
+	for {
+		data, err := c.requestOnce(ctx, subject, body)
+		if !waitToRetry(ctx, err) {
+			return data, err
+		}
+	}
+}
+
+// waitToRetry reports whether err is the control service's 429 with a
+// retry time that ctx leaves room for, after waiting it out: a paged
+// listing or a script past its operator's limit is slowed down to the
+// limit rather than failed. A wait longer than ctx allows returns false,
+// and the 429 is the caller's.
+func waitToRetry(ctx context.Context, err error) bool {
+	var fe *retryable
+	if !errors.As(err, &fe) || fe.after <= 0 {
+		return false
+	}
+	if d, ok := ctx.Deadline(); ok && time.Until(d) < fe.after {
+		return false
+	}
+	t := time.NewTimer(fe.after)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
+}
+
+// retryable is a 429 that says when to retry; it unwraps to the
+// *fleet.Error.
+type retryable struct {
+	fe    *fleet.Error
+	after time.Duration
+}
+
+func (r *retryable) Error() string { return r.fe.Error() }
+func (r *retryable) Unwrap() error { return r.fe }
+
+func (c *Client) requestOnce(ctx context.Context, subject string, body []byte) ([]byte, error) {
 	msg, err := c.nc.RequestWithContext(ctx, subject, body)
 	switch {
 	case errors.Is(err, nats.ErrNoResponders):
@@ -240,10 +283,23 @@ func (c *Client) request(ctx context.Context, subject string, body []byte) ([]by
 	case err != nil:
 		return nil, fmt.Errorf("request %s: %w", subject, err)
 	}
-	if fe := replyError(msg); fe != nil {
-		return nil, fe
+	if err := replyErr(msg); err != nil {
+		return nil, err
 	}
 	return msg.Data, nil
+}
+
+// replyErr is replyError as an error: a *retryable when the reply says
+// when to retry, else the *fleet.Error, or nil.
+func replyErr(msg *nats.Msg) error {
+	fe := replyError(msg)
+	if fe == nil {
+		return nil
+	}
+	if ms, err := strconv.Atoi(msg.Header.Get(fleet.HeaderRetryAfter)); err == nil && fe.Code == fleet.CodeTooManyRequests && ms > 0 {
+		return &retryable{fe: fe, after: time.Duration(ms) * time.Millisecond}
+	}
+	return fe
 }
 
 // replyError returns the *fleet.Error a reply carries in its micro error

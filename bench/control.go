@@ -12,6 +12,8 @@ import (
 // with req encoded as JSON (nil for an empty body) and decodes the reply into
 // reply (nil to ignore it). An error the control service answers is a
 // *fleet.Error, e.g. code 403 for a viewer attempting an admin operation.
+// Past the operator's control limit (429) Control waits as long as the
+// service says and asks again, when ctx leaves room for that.
 func (c *Client) Control(ctx context.Context, op string, req, reply any) error {
 	if c.key == "" {
 		return fmt.Errorf("%s: %w: the control API knows operators by their key; connect with WithSeedFile", op, ErrNoKey)

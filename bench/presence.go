@@ -14,10 +14,32 @@ import (
 
 // Snapshot asks the control service who is ONLINE now. A large fleet's
 // list arrives in parts ([fleet.PresenceSnapshot.Parts]); Snapshot
-// gathers them into one.
+// gathers them into one. It asks on the operator's own control subject
+// (fleet.OpPresenceSnapshot), within the operator's snapshot limit: past
+// it Snapshot waits as long as the service says and asks again, when ctx
+// leaves room for that; else the error wraps a *fleet.Error with code 429
+// saying when to retry. A
+// client without a key, or a control service that predates the control
+// subject, is asked on [fleet.PresenceSnapshotSubject].
 func (c *Client) Snapshot(ctx context.Context) (*fleet.PresenceSnapshot, error) {
 	ctx, cancel := withTimeout(ctx)
 	defer cancel()
+	subject := fleet.PresenceSnapshotSubject
+	if c.key != "" {
+		subject = fleet.CtlSubject(c.key, fleet.OpPresenceSnapshot)
+	}
+	for {
+		snap, err := c.snapshot(ctx, subject)
+		switch {
+		case errors.Is(err, ErrNoService) && subject != fleet.PresenceSnapshotSubject:
+			subject = fleet.PresenceSnapshotSubject // an older control service
+		case !waitToRetry(ctx, err):
+			return snap, err
+		}
+	}
+}
+
+func (c *Client) snapshot(ctx context.Context, subject string) (*fleet.PresenceSnapshot, error) {
 	inbox := c.nc.NewRespInbox()
 	sub, err := c.nc.SubscribeSync(inbox)
 	if err != nil {
@@ -25,7 +47,7 @@ func (c *Client) Snapshot(ctx context.Context) (*fleet.PresenceSnapshot, error) 
 	}
 	defer sub.Unsubscribe()
 	_ = sub.SetPendingLimits(-1, -1)
-	if err := c.nc.PublishRequest(fleet.PresenceSnapshotSubject, inbox, nil); err != nil {
+	if err := c.nc.PublishRequest(subject, inbox, nil); err != nil {
 		return nil, fmt.Errorf("presence snapshot: %w", err)
 	}
 	var snap *fleet.PresenceSnapshot
@@ -33,10 +55,13 @@ func (c *Client) Snapshot(ctx context.Context) (*fleet.PresenceSnapshot, error) 
 		msg, err := sub.NextMsgWithContext(ctx)
 		// NextMsg reports the broker's "no responders" status as an error.
 		if errors.Is(err, nats.ErrNoResponders) || err == nil && isNoResponders(msg) {
-			return nil, fmt.Errorf("%w on %s: is cc-control running?", ErrNoService, fleet.PresenceSnapshotSubject)
+			return nil, fmt.Errorf("%w on %s: is cc-control running?", ErrNoService, subject)
 		}
 		if err != nil {
 			return nil, fmt.Errorf("presence snapshot: no complete reply in time: %w", err)
+		}
+		if err := replyErr(msg); err != nil {
+			return nil, fmt.Errorf("presence snapshot: %w", err)
 		}
 		var part fleet.PresenceSnapshot
 		if err := json.Unmarshal(msg.Data, &part); err != nil {

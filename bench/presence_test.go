@@ -60,7 +60,7 @@ func TestWatchGapFree(t *testing.T) {
 		}
 	}
 	c := f.connect(f.Viewer, stacktest.WithHooks(
-		stacktest.Hook{Sent: fleet.PresenceSnapshotSubject, Fn: launch("10.0.0.3_early")},
+		stacktest.Hook{Sent: fleet.OpPresenceSnapshot, Fn: launch("10.0.0.3_early")}, // either snapshot subject
 		stacktest.Hook{Received: `"servers":`, Fn: launch("10.0.0.4_late")},
 	))
 

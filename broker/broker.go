@@ -173,7 +173,7 @@ func New(cfg Config) (*Broker, error) {
 		return nil, fmt.Errorf("broker: %w", err)
 	}
 	if cfg.Logger != nil {
-		srv.SetLoggerV2(&logAdapter{l: cfg.Logger}, cfg.Debug, false, false)
+		srv.SetLoggerV2(newLogAdapter(cfg.Logger, nil), cfg.Debug, false, false)
 		for _, w := range securityWarnings(&cfg, opts) {
 			cfg.Logger.Warn("insecure: " + w)
 		}
@@ -227,6 +227,14 @@ func Options(cfg *Config) (*server.Options, error) {
 		AlwaysEnableNonce:     true,
 		DisableShortFirstPing: true,
 		NoSigs:                true,
+		// A client that does not read its messages fast enough has them
+		// dropped (and, past max pending, is closed as a slow consumer);
+		// the publisher is never made to wait for it. With the default
+		// stall, the control service's serving connection waited up to
+		// 10 ms per read for one viewer's wedged inbox, and every other
+		// operator's snapshot queued behind (issue #11, finding 5;
+		// e2e TestSnapshotSlowReaderDelaysNoOne).
+		NoFastProducerStall: true,
 		Nkeys: []*server.NkeyUser{
 			{Nkey: cfg.Auth.SysUser, Account: sys},
 			{Nkey: cfg.Auth.ControlUser, Account: ctl},

@@ -74,6 +74,11 @@ func (s *Service) apiEndpoint(name string, h apiHandler) micro.HandlerFunc {
 				"subject", req.Subject(), "reply", req.Reply())
 			return
 		}
+		// The broker lets only the operator with this key publish here:
+		// the key's own limit applies.
+		if key, _, err := fleet.ParseCtlSubject(req.Subject()); err != nil || s.limited(s.ctlLimit, key, req.Reply()) {
+			return
+		}
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
 		res, err := s.runAPI(ctx, name, req.Subject(), req.Data(), h)

@@ -33,6 +33,8 @@ type metrics struct {
 	// watcher's slow-consumer events.
 	auditLost *prometheus.CounterVec
 	slow      prometheus.Counter
+	// limited counts requests refused for an operator's rate limit.
+	limited *prometheus.CounterVec
 
 	mu  sync.Mutex
 	fns map[string]bool
@@ -61,10 +63,14 @@ func newMetrics(s *Service) *metrics {
 		Name: "cc_callwatch_slow_consumer_total",
 		Help: "Times the call watcher's subscriptions overflowed (slow consumer): calls or replies it missed are not in the audit.",
 	})
+	m.limited = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "cc_requests_limited_total",
+		Help: "Requests refused 429 because their operator was over its limit, by limit (presence snapshot, control API).",
+	}, []string{"limit"})
 	gauge := func(name, help string, f func() float64) prometheus.Collector {
 		return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help}, f)
 	}
-	m.reg.MustRegister(m.authz, m.calls, m.latency, m.auditLost, m.slow,
+	m.reg.MustRegister(m.authz, m.calls, m.latency, m.auditLost, m.slow, m.limited,
 		gauge("cc_machines_online", "Machines ONLINE now (at least one authorised connection).",
 			func() float64 { return float64(len(s.presence.snapshot().Servers)) }),
 		gauge("cc_machines_pending", "Machines refused and waiting to be accepted.",
@@ -87,6 +93,8 @@ func newMetrics(s *Service) *metrics {
 func (m *metrics) auditDropped(log string, n int) { m.auditLost.WithLabelValues(log).Add(float64(n)) }
 
 func (m *metrics) slowConsumer() { m.slow.Inc() }
+
+func (m *metrics) limitedRequest(limit string) { m.limited.WithLabelValues(limit).Inc() }
 
 func (m *metrics) granted(kind, _ string) { m.authz.WithLabelValues(kind, "granted").Inc() }
 

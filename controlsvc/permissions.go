@@ -36,9 +36,14 @@ func agentPermissions(machineID string) jwt.Permissions {
 }
 
 // operatorPermissions: publish the calls the role allows, signed with its
-// own key as the subject's last token, its own control subjects, presence
-// snapshot requests and micro discovery; subscribe to its own inbox and to
-// presence events only. No response permission.
+// own key as the subject's last token, its own control subjects and
+// presence snapshot requests; an admin also micro discovery ($SRV, which
+// every agent answers: one request, one reply per machine). Subscribe to
+// its own inbox and to presence events only. No response permission.
+//
+// A viewer learns who is ONLINE from the presence snapshot, which the
+// control service answers within the viewer's own limit; with $SRV a
+// viewer multiplied each request by the fleet's size.
 func operatorPermissions(op operatorIdentity, readOnlyFns []string) jwt.Permissions {
 	var p jwt.Permissions
 	if op.Role == fleet.RoleAdmin {
@@ -48,7 +53,10 @@ func operatorPermissions(op operatorIdentity, readOnlyFns []string) jwt.Permissi
 			p.Pub.Allow.Add(fleet.FnRoot+".*."+fn+"."+op.Key, fleet.AllSubject(fn, op.Key))
 		}
 	}
-	p.Pub.Allow.Add(fleet.CtlRoot+"."+op.Key+".>", fleet.PresenceSnapshotSubject, "$SRV.>")
+	p.Pub.Allow.Add(fleet.CtlRoot+"."+op.Key+".>", fleet.PresenceSnapshotSubject)
+	if op.Role == fleet.RoleAdmin {
+		p.Pub.Allow.Add("$SRV.>")
+	}
 	p.Sub.Allow.Add(fleet.OperatorInbox(op.Key)+".>", fleet.PresenceEventsWildcard)
 	return p
 }

@@ -98,6 +98,16 @@ type Config struct {
 	// (the hub's leaf sites file): the callout authorises those links
 	// (see leaflinks.go). With an embedded broker, Broker.LeafSites.
 	LeafSites []broker.LeafSite
+	// SnapshotRate and SnapshotBurst limit the presence snapshots one
+	// operator may ask for: per second sustained, and at once (defaults
+	// DefaultSnapshotRate, DefaultSnapshotBurst; a negative rate: no
+	// limit). Past them the operator is answered 429 at once.
+	SnapshotRate  float64
+	SnapshotBurst int
+	// ControlRate and ControlBurst limit one operator's control API
+	// requests the same way (DefaultControlRate, DefaultControlBurst).
+	ControlRate  float64
+	ControlBurst int
 	// Audit bounds the audit logs and says whether the service may start
 	// without a durable audit.
 	Audit  AuditConfig
@@ -134,6 +144,8 @@ type Service struct {
 	audit        *auditLog
 	callHooks    []CallHook
 	snapCache    snapCache
+	snapWork     *fairQueue
+	snapConns    snapshotConns
 	calls        *nats.Conn
 	// announce publishes presence events and hints (and serves nothing).
 	announce *nats.Conn
@@ -144,6 +156,10 @@ type Service struct {
 	brokerConn *natstls.Decision
 	// links are the remote sites' live leaf links.
 	links leafLinks
+	// snapLimit and ctlLimit are the per-operator request limits;
+	// legacySnapLimit those of snapshots asked on the unattributed
+	// fleet.PresenceSnapshotSubject, keyed by the reply's inbox owner.
+	snapLimit, legacySnapLimit, ctlLimit *opLimiter
 }
 
 // New loads (or creates) the data directory: keys, registry and, on first
@@ -183,6 +199,18 @@ func New(cfg Config) (*Service, error) {
 	if cfg.LeafSites == nil {
 		cfg.LeafSites = cfg.Broker.LeafSites
 	}
+	if cfg.SnapshotRate == 0 {
+		cfg.SnapshotRate = DefaultSnapshotRate
+	}
+	if cfg.SnapshotBurst <= 0 {
+		cfg.SnapshotBurst = DefaultSnapshotBurst
+	}
+	if cfg.ControlRate == 0 {
+		cfg.ControlRate = DefaultControlRate
+	}
+	if cfg.ControlBurst <= 0 {
+		cfg.ControlBurst = DefaultControlBurst
+	}
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("data directory: %w", err)
 	}
@@ -195,8 +223,11 @@ func New(cfg Config) (*Service, error) {
 		return nil, err
 	}
 	reg.now = cfg.Now
-	s := &Service{cfg: cfg, log: cfg.Logger, keys: keys, reg: reg, resyncNow: make(chan struct{}, 1)}
+	s := &Service{cfg: cfg, log: cfg.Logger, keys: keys, reg: reg, resyncNow: make(chan struct{}, 1), snapWork: newFairQueue(snapshotQueue)}
 	reg.onSites = s.onSitesChanged
+	s.snapLimit = newOpLimiter("presence snapshot", "snapshot", cfg.SnapshotRate, cfg.SnapshotBurst, cfg.Now)
+	s.legacySnapLimit = newOpLimiter("presence snapshot", "snapshot", cfg.SnapshotRate, cfg.SnapshotBurst, cfg.Now)
+	s.ctlLimit = newOpLimiter("control API", "control", cfg.ControlRate, cfg.ControlBurst, cfg.Now)
 	s.presence = newPresence(reg.Labels, s.publishEvent)
 	s.presence.now = cfg.Now
 	s.restorePresence()
@@ -372,7 +403,13 @@ func (s *Service) startServing(ctx context.Context) error {
 		return err
 	}
 	co := &callout{keys: s.keys, reg: s.reg, log: s.log.With("component", "callout"), ttl: s.cfg.UserTTL, siteTTL: s.cfg.SiteUserTTL, now: s.cfg.Now, readOnly: s.cfg.ReadOnlyFunctions}
-	co.onGrant, co.onRefuse = s.metrics.granted, s.metrics.refused
+	co.onGrant = func(kind, who string) {
+		s.metrics.granted(kind, who)
+		if kind == "operator" {
+			s.serveSnapshots(who)
+		}
+	}
+	co.onRefuse = s.metrics.refused
 	co.onAudit = s.auditRefused
 	co.sites, co.onLink = map[string]string{}, s.onLeafLink
 	for _, site := range s.cfg.LeafSites {
@@ -400,11 +437,18 @@ func (s *Service) startServing(ctx context.Context) error {
 	s.presence.settleKnown()
 	s.savePresence()
 	s.closers = append(s.closers, s.savePresence)
+	s.snapshotWorkers(rctx)
 	snapSub, err := s.fl.QueueSubscribe(fleet.PresenceSnapshotSubject, "cc-control", s.answerSnapshot)
 	if err != nil {
 		return err
 	}
+	// A flood waits here, not in the broker, and is worked off at a map
+	// lookup per request.
+	_ = snapSub.SetPendingLimits(-1, 256<<20)
 	s.closers = append(s.closers, func() { _ = snapSub.Unsubscribe() })
+	s.serveConnectedOperators()
+	s.closers = append(s.closers, s.closeSnapshotConns)
+	go s.snapshotConnsLoop(rctx)
 	api, err := s.serveAPI()
 	if err != nil {
 		return err
@@ -423,17 +467,125 @@ func (s *Service) startServing(ctx context.Context) error {
 	return nil
 }
 
-// answerSnapshot replies with the ONLINE list, in parts of at most
-// fleet.SnapshotChunk servers when the fleet is large. Every broadcast a
-// workbench makes starts with this request, so each server's entry is
-// encoded once and reused until presence or the registry changes; only
-// the envelope (with the current time) is written per request.
+// answerSnapshot answers a snapshot request on the unattributed
+// fleet.PresenceSnapshotSubject (the SDK asks on
+// ctl.<key>.presence.snapshot, see serveSnapshots). Whoever sent it is
+// not known; it is limited as the operator whose control inbox it names
+// as its reply, which only that operator can read.
 func (s *Service) answerSnapshot(m *nats.Msg) {
-	if owner, ok := fleet.InboxOwner(m.Reply); !ok || !strings.HasPrefix(m.Reply, fleet.ControlInbox(owner)+".") {
+	owner, ok := fleet.InboxOwner(m.Reply)
+	if !ok || !strings.HasPrefix(m.Reply, fleet.ControlInbox(owner)+".") {
 		// Only an operator's control inbox is a place to answer; the
 		// broker would refuse anything else from this connection too.
 		return
 	}
+	if _, ok := s.reg.OperatorByKey(owner); !ok {
+		return // nobody can read that inbox
+	}
+	if s.limitedN(s.fl, s.legacySnapLimit, owner, m.Reply, s.snapshotParts()) {
+		return
+	}
+	// Queued apart from the owner's own requests on its control
+	// subject: whoever sent this may not be the owner.
+	s.queueSnapshot("inbox "+owner, m.Reply)
+}
+
+// snapshotParts is how many parts a snapshot has now: what it costs
+// against the operator's snapshot limit, so the limit bounds bytes on a
+// large fleet too.
+func (s *Service) snapshotParts() int {
+	return max(1, (s.presence.count()+fleet.SnapshotChunk-1)/fleet.SnapshotChunk)
+}
+
+// Snapshots admitted wait in a fairQueue, one queue per asker, for
+// snapshotWorkers to send them.
+const (
+	// snapshotQueue bounds the snapshots one asker may have waiting.
+	snapshotQueue   = 256
+	snapshotWorkers = 4
+)
+
+// queueSnapshot queues the snapshot for reply as owner's; with owner's
+// queue full it is answered 503.
+func (s *Service) queueSnapshot(owner, reply string) {
+	if !s.snapWork.push(owner, reply) {
+		s.replyError(s.fl, reply, fleet.Errorf(fleet.CodeUnavailable, "%d presence snapshots for this operator are already waiting to be sent; retry in a second", snapshotQueue))
+	}
+}
+
+// snapshotWorkers sends the queued snapshots, each asker in turn, until
+// ctx ends.
+func (s *Service) snapshotWorkers(ctx context.Context) {
+	go func() {
+		<-ctx.Done()
+		s.snapWork.close()
+	}()
+	for range snapshotWorkers {
+		go func() {
+			for {
+				reply, ok := s.snapWork.pop()
+				if !ok {
+					return
+				}
+				s.sendSnapshot(s.fl, reply)
+			}
+		}()
+	}
+}
+
+// limited takes one of operator key's tokens from l and reports whether
+// the request was refused. A refused request is answered 429 on reply
+// (within the operator's answered refusals; past them it is dropped),
+// counted, and logged now and then.
+func (s *Service) limited(l *opLimiter, key, reply string) bool {
+	return s.limitedN(s.fl, l, key, reply, 1)
+}
+
+// limitedN is limited for a request that costs cost tokens, answered on
+// nc.
+func (s *Service) limitedN(nc *nats.Conn, l *opLimiter, key, reply string, cost int) bool {
+	r := l.allowN(key, cost)
+	if r == nil {
+		return false
+	}
+	s.metrics.limitedRequest(l.kind)
+	if r.Log {
+		name := key
+		if o, ok := s.reg.OperatorByKey(key); ok {
+			name = o.Name
+		}
+		s.log.Warn("operator over its request limit; refused", "operator", name, "limit", l.kind,
+			"refused", r.Count, "error", r.Err.Description)
+	}
+	if r.Answer {
+		s.replyErrorRetry(nc, reply, r.Err, r.Wait)
+	}
+	return true
+}
+
+// replyError sends err to reply on nc, in the micro error headers.
+func (s *Service) replyError(nc *nats.Conn, reply string, err *fleet.Error) {
+	s.replyErrorRetry(nc, reply, err, 0)
+}
+
+// replyErrorRetry is replyError saying, when wait is set, when to retry
+// (fleet.HeaderRetryAfter), for the SDK to wait and retry by itself.
+func (s *Service) replyErrorRetry(nc *nats.Conn, reply string, err *fleet.Error, wait time.Duration) {
+	m := nats.NewMsg(reply)
+	m.Header.Set(fleet.HeaderErrorCode, strconv.Itoa(err.Code))
+	m.Header.Set(fleet.HeaderError, err.Description)
+	if wait > 0 {
+		m.Header.Set(fleet.HeaderRetryAfter, strconv.FormatInt(wait.Milliseconds(), 10))
+	}
+	_ = nc.PublishMsg(m)
+}
+
+// sendSnapshot publishes the ONLINE list to reply on nc, in parts of at most
+// fleet.SnapshotChunk servers when the fleet is large. Every broadcast a
+// workbench makes starts with this request, so each server's entry is
+// encoded once and reused until presence or the registry changes; only
+// the envelope (with the current time) is written per request.
+func (s *Service) sendSnapshot(nc *nats.Conn, reply string) {
 	seq, epoch, entries := s.snapshotEntries()
 	now, _ := json.Marshal(s.cfg.Now().UTC())
 	parts := max(1, (len(entries)+fleet.SnapshotChunk-1)/fleet.SnapshotChunk)
@@ -460,7 +612,7 @@ func (s *Service) answerSnapshot(m *nats.Msg) {
 			b = strconv.AppendInt(b, int64(parts), 10)
 		}
 		b = append(b, '}')
-		if err := s.fl.Publish(m.Reply, b); err != nil {
+		if err := nc.Publish(reply, b); err != nil {
 			s.log.Warn("snapshot reply not sent", "error", err)
 			return
 		}

@@ -56,7 +56,7 @@ func TestSnapshotPartsAndCache(t *testing.T) {
 		if err := s.fl.Flush(); err != nil {
 			t.Fatal(err)
 		}
-		s.answerSnapshot(&nats.Msg{Subject: fleet.PresenceSnapshotSubject, Reply: inbox})
+		s.sendSnapshot(s.fl, inbox)
 		got := map[string]fleet.Server{}
 		for part := 1; ; part++ {
 			m, err := sub.NextMsg(5 * time.Second)

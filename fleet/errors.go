@@ -13,6 +13,9 @@ const (
 	HeaderErrorCode = "Nats-Service-Error-Code"
 	// HeaderMachine names the machine that sent a function reply.
 	HeaderMachine = "Cc-Machine"
+	// HeaderRetryAfter, on a 429 from the control service, is how many
+	// milliseconds until the request would be let through.
+	HeaderRetryAfter = "Cc-Retry-After-Ms"
 )
 
 // Error codes, HTTP-like, carried in [HeaderErrorCode].

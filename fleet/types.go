@@ -146,6 +146,10 @@ const (
 	OpOperatorsList   = "operators.list"
 	OpOperatorsAdd    = "operators.add"
 	OpOperatorsRemove = "operators.rm"
+	// OpPresenceSnapshot answers a [PresenceSnapshot] (in parts, like
+	// [PresenceSnapshotSubject]) to the operator the subject names, within
+	// that operator's snapshot limit.
+	OpPresenceSnapshot = "presence.snapshot"
 )
 
 // ReadOnlyOps are the control operations a viewer may use.

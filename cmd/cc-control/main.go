@@ -41,6 +41,8 @@ type options struct {
 	allowPlaintextLeaf                 bool
 	pingInterval, userTTL, siteUserTTL time.Duration
 	reconnectRate                      float64
+	snapshotRate, controlRate          float64
+	snapshotBurst, controlBurst        int
 	maxPingsOut                        int
 	maxAgentConns                      int
 	viewerFns                          string
@@ -102,6 +104,10 @@ Flags:
 	fs.Float64Var(&o.reconnectRate, "reconnect-rate", controlsvc.DefaultReconnectRate, "authorisations per second your brokers and this service sustain (cc-perf measures it); agents spread a reconnection after a broker restart over ONLINE/rate seconds")
 	fs.IntVar(&o.maxAgentConns, "max-agent-connections", controlsvc.DefaultMaxAgentConnections,
 		"connections one machine's key may hold at once (its newest connection serves, older ones are closed); a further one is refused and audited; negative: no bound")
+	fs.Float64Var(&o.snapshotRate, "snapshot-rate", controlsvc.DefaultSnapshotRate, "presence snapshots per second one operator may ask for, sustained (every cc-bench servers, call and watch starts with one; a snapshot of more than 2,000 machines counts once per 2,000); past it and --snapshot-burst the operator is answered 429 at once, other operators are not affected; 0: no limit")
+	fs.IntVar(&o.snapshotBurst, "snapshot-burst", controlsvc.DefaultSnapshotBurst, "presence snapshots one operator may ask for at once, above --snapshot-rate")
+	fs.Float64Var(&o.controlRate, "control-rate", controlsvc.DefaultControlRate, "control API requests per second one operator may make, sustained (a listing is one per page); past it and --control-burst: 429; 0: no limit")
+	fs.IntVar(&o.controlBurst, "control-burst", controlsvc.DefaultControlBurst, "control API requests one operator may make at once, above --control-rate")
 	fs.DurationVar(&o.userTTL, "user-ttl", controlsvc.DefaultUserTTL, "lifetime of issued credentials; clients re-authorise transparently")
 	fs.DurationVar(&o.siteUserTTL, "site-user-ttl", controlsvc.DefaultSiteUserTTL,
 		"lifetime of credentials issued for connections at a remote site's broker (a leaf node of the hub; at most --user-ttl): a removal at a site cut off from the hub takes effect within it, and a site cut off for longer loses its connections until the link returns")
@@ -131,7 +137,28 @@ Flags:
 		fs.Usage()
 		return nil, fmt.Errorf("unexpected argument %q", fs.Arg(0))
 	}
+	for _, l := range []struct {
+		name  string
+		rate  float64
+		burst int
+	}{{"snapshot", o.snapshotRate, o.snapshotBurst}, {"control", o.controlRate, o.controlBurst}} {
+		if l.rate < 0 {
+			return nil, fmt.Errorf("--%s-rate %g: want requests per second, or 0 for no limit", l.name, l.rate)
+		}
+		if l.burst < 1 {
+			return nil, fmt.Errorf("--%s-burst %d: want at least 1 request", l.name, l.burst)
+		}
+	}
 	return o, nil
+}
+
+// noLimitIfZero turns a rate flag's 0 ("no limit") into the negative
+// rate controlsvc.Config takes for it (its 0 is the default).
+func noLimitIfZero(rate float64) float64 {
+	if rate == 0 {
+		return -1
+	}
+	return rate
 }
 
 func envOr(k, def string) string {
@@ -204,6 +231,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		SiteUserTTL:         o.siteUserTTL,
 		MaxAgentConnections: o.maxAgentConns,
 		ReconnectRate:       o.reconnectRate,
+		SnapshotRate:        noLimitIfZero(o.snapshotRate),
+		SnapshotBurst:       o.snapshotBurst,
+		ControlRate:         noLimitIfZero(o.controlRate),
+		ControlBurst:        o.controlBurst,
 		ReadOnlyFunctions:   viewerFunctions(o, log),
 		Audit:               o.audit,
 		Logger:              log,

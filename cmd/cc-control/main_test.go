@@ -90,6 +90,8 @@ func TestBadFlagsNameTheProblem(t *testing.T) {
 		{[]string{"--local-agent", "--local-agent-id", "bad id"}, "machine id"},
 		{[]string{"--audit-calls-max-bytes", "lots"}, "512MiB"},
 		{[]string{"--audit-max-age", "-3d"}, "90d"},
+		{[]string{"--snapshot-rate", "-1"}, "--snapshot-rate -1: want requests per second, or 0 for no limit"},
+		{[]string{"--control-burst", "0"}, "--control-burst 0: want at least 1"},
 		// A store the audit does not fit in: refused, saying why.
 		{[]string{"--audit-calls-max-bytes", "1PiB"}, "1.0 PiB (--audit-calls-max-bytes)"},
 		{[]string{"--audit-max-bytes", "1PiB"}, "--no-durable-audit"},

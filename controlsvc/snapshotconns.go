@@ -1,0 +1,141 @@
+package controlsvc
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/commandcontrol/commandcontrol/fleet"
+	"github.com/nats-io/nats.go"
+)
+
+// snapshotConns serve each operator's ctl.<key>.presence.snapshot on a
+// connection of its own. A flood of snapshot requests then waits in its
+// sender's connection (in the broker's buffer toward it and in its one
+// subscription) and another operator's request, on its own connection,
+// is taken at once: on one shared connection, or one wildcard
+// subscription, it queued behind the whole flood. The answers go out on
+// the same connection, so an operator that does not read its answers
+// backs up only its own.
+type snapshotConns struct {
+	mu    sync.Mutex
+	conns map[string]*nats.Conn // operator key → its connection
+	seen  uint64                // the registry's change count last followed
+	shut  bool                  // the service is closing: serve no more
+}
+
+// serveSnapshots makes sure operator name's snapshot subject is served.
+// The callout calls it before it lets the operator's connection in, so
+// the first request finds it (the subscription is flushed to the broker).
+func (s *Service) serveSnapshots(name string) {
+	o, ok := s.reg.Operator(name)
+	if !ok {
+		return
+	}
+	c := &s.snapConns
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.conns == nil {
+		c.conns = map[string]*nats.Conn{}
+	}
+	if c.shut || c.conns[o.Key] != nil {
+		return
+	}
+	nc, err := s.dialSnapshots(o.Key)
+	if err != nil {
+		// The SDK then finds no responders and asks on
+		// fleet.PresenceSnapshotSubject, served on the fleet connection.
+		s.log.Warn("cannot serve an operator's presence snapshots on a connection of its own", "operator", name, "error", err)
+		return
+	}
+	c.conns[o.Key] = nc
+}
+
+func (s *Service) dialSnapshots(key string) (*nats.Conn, error) {
+	pub, _ := s.keys.Fleet.PublicKey()
+	nc, err := nats.Connect(s.url, nats.Name("cc-control-snapshots"), nats.Nkey(pub, s.keys.Fleet.Sign),
+		nats.MaxReconnects(-1), nats.ReconnectWait(250*time.Millisecond), nats.Timeout(5*time.Second))
+	if err != nil {
+		return nil, err
+	}
+	sub, err := nc.Subscribe(fleet.CtlSubject(key, fleet.OpPresenceSnapshot), func(m *nats.Msg) { s.answerCtlSnapshot(nc, m) })
+	if err == nil {
+		// A flood waits here, and is worked off at a map lookup per
+		// request.
+		_ = sub.SetPendingLimits(-1, 64<<20)
+		err = nc.FlushTimeout(5 * time.Second)
+	}
+	if err != nil {
+		nc.Close()
+		return nil, fmt.Errorf("subscribe to %s: %w", fleet.CtlSubject(key, fleet.OpPresenceSnapshot), err)
+	}
+	return nc, nil
+}
+
+// answerCtlSnapshot answers ctl.<key>.presence.snapshot on nc, the
+// operator's own connection: the broker lets only the operator with that
+// key publish it, so that operator's own limit applies.
+func (s *Service) answerCtlSnapshot(nc *nats.Conn, m *nats.Msg) {
+	if !answersToAsker(m.Subject, m.Reply) {
+		return // as apiEndpoint: answer only the asker's own inbox
+	}
+	key, _, _ := fleet.ParseCtlSubject(m.Subject)
+	if s.limitedN(nc, s.snapLimit, key, m.Reply, s.snapshotParts()) {
+		return
+	}
+	if _, ok := s.reg.OperatorByKey(key); !ok {
+		s.replyError(nc, m.Reply, fleet.Errorf(fleet.CodeForbidden, "key %s is not an operator", key))
+		return
+	}
+	s.sendSnapshot(nc, m.Reply)
+}
+
+// serveConnectedOperators serves the snapshots of the operators connected
+// now (their connections were let in before this start and do not pass
+// the callout again).
+func (s *Service) serveConnectedOperators() {
+	for _, o := range s.reg.Operators() {
+		if s.OperatorConnections(o.Name) > 0 {
+			s.serveSnapshots(o.Name)
+		}
+	}
+}
+
+// snapshotConnsLoop closes the connection of a removed operator, at most
+// a quarter second after the registry changed.
+func (s *Service) snapshotConnsLoop(ctx context.Context) {
+	t := time.NewTicker(250 * time.Millisecond)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		v := s.reg.changes.Load()
+		c := &s.snapConns
+		c.mu.Lock()
+		if c.seen != v {
+			c.seen = v
+			for key, nc := range c.conns {
+				if _, ok := s.reg.OperatorByKey(key); !ok {
+					nc.Close()
+					delete(c.conns, key)
+				}
+			}
+		}
+		c.mu.Unlock()
+	}
+}
+
+func (s *Service) closeSnapshotConns() {
+	c := &s.snapConns
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.shut = true
+	for key, nc := range c.conns {
+		nc.Close()
+		delete(c.conns, key)
+	}
+}
