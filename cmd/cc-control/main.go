@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/url"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -346,14 +347,18 @@ func printWelcome(w io.Writer, o *options, svc *controlsvc.Service, local *agent
 	}
 	fmt.Fprintf(w, "\nQuery the fleet from another terminal:\n  %s --key %s%s servers\n  %s --key %s%s call current-load\n",
 		bench, key, flags, bench, key, flags)
+	port := "4222"
+	if u, err := url.Parse(svc.ClientURL()); err == nil && u.Port() != "" {
+		port = u.Port()
+	}
 	if o.tls.CAFile != "" || o.tls.CertFile != "" {
 		ca := o.tls.CAFile
 		if ca == "" {
 			ca = "<CA of --tls-cert>"
 		}
-		fmt.Fprintf(w, "Start an agent on another machine:  cc-agent --server tls://<this host>:4222 --tls-ca %s --key /var/lib/cc-agent/agent.nk\n", ca)
+		fmt.Fprintf(w, "Start an agent on another machine:  cc-agent --server tls://<this host>:%s --tls-ca %s --key /var/lib/cc-agent/agent.nk\n", port, ca)
 	} else {
-		fmt.Fprintf(w, "Start an agent on another machine:  cc-agent --server nats://<this host>:4222 --allow-plaintext --key /var/lib/cc-agent/agent.nk\n")
+		fmt.Fprintf(w, "Start an agent on another machine:  cc-agent --server nats://<this host>:%s --allow-plaintext --key /var/lib/cc-agent/agent.nk\n", port)
 		fmt.Fprintf(w, "  (plain text across the network: serve TLS with --tls-cert/--tls-key/--tls-ca instead, see docs/DEPLOY.md)\n")
 	}
 	fmt.Fprintf(w, "then accept it:                     %s --key %s machines accept <machine-id>\n\n", bench, key)
