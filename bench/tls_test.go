@@ -2,6 +2,7 @@ package bench_test
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"strings"
 	"testing"
@@ -9,7 +10,10 @@ import (
 
 	"github.com/commandcontrol/commandcontrol/agent"
 	"github.com/commandcontrol/commandcontrol/bench"
+	"github.com/commandcontrol/commandcontrol/fleet"
 	"github.com/commandcontrol/commandcontrol/internal/stacktest"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nkeys"
 )
 
 // startTLSAgent starts machine id's agent, registered, reaching the TLS
@@ -148,5 +152,33 @@ func TestConnectRefusesPlaintextOffHost(t *testing.T) {
 			t.Fatal(err)
 		}
 		c.Close()
+	}
+}
+
+// TestSnapshotOwnConnectionOverTLS: the control service serves each
+// operator's attributed snapshot subject on a connection of its own; that
+// connection reaches a mutual-TLS broker the way the service's others do
+// (it once dialled the bare URL, failed, and every snapshot fell back to
+// the shared subject).
+func TestSnapshotOwnConnectionOverTLS(t *testing.T) {
+	st := stacktest.StartTLSStack(t, true)
+	kp, err := nkeys.FromSeed(stacktest.AdminSeed(t, st.Svc))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pub, _ := kp.PublicKey()
+	nc, err := nats.Connect(st.URL, nats.Secure(stacktest.ClientTLS(t, st.CA, st.ClientCert, st.ClientKey)),
+		nats.Nkey(pub, kp.Sign), nats.CustomInboxPrefix(fleet.ControlInbox(pub)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	m, err := nc.Request(fleet.CtlSubject(pub, fleet.OpPresenceSnapshot), nil, 5*time.Second)
+	if err != nil {
+		t.Fatalf("snapshot on the operator's own subject: %v", err)
+	}
+	var snap fleet.PresenceSnapshot
+	if err := json.Unmarshal(m.Data, &snap); err != nil || snap.Epoch == "" {
+		t.Fatalf("snapshot: %v, %s", err, m.Data)
 	}
 }

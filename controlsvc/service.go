@@ -329,29 +329,34 @@ func (s *Service) Start(ctx context.Context) error {
 	return nil
 }
 
+// dial opens one of the service's connections to its broker as kp, the
+// way every one of them goes: in process to its own TLS broker, or with
+// the TLS an external broker needs.
+func (s *Service) dial(name string, kp nkeys.KeyPair, extra ...nats.Option) (*nats.Conn, error) {
+	pub, _ := kp.PublicKey()
+	opts := append([]nats.Option{
+		nats.Name(name), nats.Nkey(pub, kp.Sign), nats.MaxReconnects(-1),
+		nats.ReconnectWait(250 * time.Millisecond), nats.ReconnectJitter(250*time.Millisecond, time.Second),
+		nats.Timeout(5 * time.Second),
+	}, extra...)
+	url, inProcess := s.embeddedDial()
+	opts = append(append(opts, s.cfg.NATSOptions...), inProcess...)
+	if s.brokerConn != nil {
+		opts = append(opts, s.brokerConn.Options(nil, 5*time.Second)...)
+	}
+	nc, err := nats.Connect(url, opts...)
+	if err != nil {
+		if s.brokerConn != nil {
+			err = s.brokerConn.Explain(err, s.url)
+		}
+		return nil, fmt.Errorf("control service %s connection to %s: %w", name, s.url, err)
+	}
+	return nc, nil
+}
+
 func (s *Service) connect() error {
 	var err error
-	dial := func(name string, kp nkeys.KeyPair, extra ...nats.Option) (*nats.Conn, error) {
-		pub, _ := kp.PublicKey()
-		opts := append([]nats.Option{
-			nats.Name(name), nats.Nkey(pub, kp.Sign), nats.MaxReconnects(-1),
-			nats.ReconnectWait(250 * time.Millisecond), nats.ReconnectJitter(250*time.Millisecond, time.Second),
-			nats.Timeout(5 * time.Second),
-		}, extra...)
-		url, inProcess := s.embeddedDial()
-		opts = append(append(opts, s.cfg.NATSOptions...), inProcess...)
-		if s.brokerConn != nil {
-			opts = append(opts, s.brokerConn.Options(nil, 5*time.Second)...)
-		}
-		nc, err := nats.Connect(url, opts...)
-		if err != nil {
-			if s.brokerConn != nil {
-				err = s.brokerConn.Explain(err, s.url)
-			}
-			return nil, fmt.Errorf("control service %s connection to %s: %w", name, s.url, err)
-		}
-		return nc, nil
-	}
+	dial := s.dial
 	onReconnect := nats.ReconnectHandler(func(*nats.Conn) {
 		s.log.Info("reconnected to broker; re-syncing presence")
 		select {

@@ -53,9 +53,7 @@ func (s *Service) serveSnapshots(name string) {
 }
 
 func (s *Service) dialSnapshots(key string) (*nats.Conn, error) {
-	pub, _ := s.keys.Fleet.PublicKey()
-	nc, err := nats.Connect(s.url, nats.Name("cc-control-snapshots"), nats.Nkey(pub, s.keys.Fleet.Sign),
-		nats.MaxReconnects(-1), nats.ReconnectWait(250*time.Millisecond), nats.Timeout(5*time.Second))
+	nc, err := s.dial("cc-control-snapshots", s.keys.Fleet)
 	if err != nil {
 		return nil, err
 	}
