@@ -224,43 +224,7 @@ func TestWatchResyncsAfterDroppingEvents(t *testing.T) {
 // its events well above the old run's) while the watcher stays connected
 // and a machine leaves; the watcher sees the jump and resynchronises.
 func TestWatchResyncsOnSequenceGap(t *testing.T) {
-	data := t.TempDir()
-	b := stacktest.StartBroker(t, data)
-	svc := stacktest.StartControl(t, stacktest.WithDataDir(data), stacktest.WithBroker(b.ClientURL()))
-	stay := stacktest.StartAgent(t, svc, "10.0.0.1_stay", nil)
-	gone := stacktest.StartAgent(t, svc, "10.0.0.2_gone", nil)
-	c, err := bench.Connect(b.ClientURL(), bench.WithSeed(stacktest.AdminSeed(t, svc)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	ctx, cancel := context.WithCancel(testCtx(t))
-	var got []string
-	restarted := false
-	err = c.Watch(ctx, func(ev fleet.PresenceEvent) {
-		got = append(got, strings.Join(strings.Fields(ev.Event+" "+ev.Machine+" "+ev.Reason), " "))
-		switch {
-		case ev.Event == bench.EventSynced && !restarted:
-			restarted = true
-			svc.Close()
-			gone.Close()
-			stacktest.StartControl(t, stacktest.WithDataDir(data), stacktest.WithBroker(b.ClientURL()))
-		case ev.Event == bench.EventSynced:
-			cancel()
-		}
-	})
-	if !errors.Is(err, context.Canceled) {
-		t.Fatalf("Watch returned %v", err)
-	}
-	want := []string{"present " + stay.MachineID(), "present " + gone.MachineID(), "synced",
-		"resync sequence gap", "left " + gone.MachineID() + " " + bench.FoundByResync, "synced"}
-	if len(got) != len(want) || !strings.HasPrefix(got[3], want[3]) {
-		t.Fatalf("events:\n got %q\nwant %q", got, want)
-	}
-	got[3] = want[3]
-	if !reflect.DeepEqual(got, want) {
-		t.Errorf("events:\n got %q\nwant %q", got, want)
-	}
+	watchAcrossControlRestart(t, false, "resync sequence gap")
 }
 
 // TestWatchResyncsWhenNumberingRestarts: a control service restarted
@@ -269,6 +233,15 @@ func TestWatchResyncsOnSequenceGap(t *testing.T) {
 // as already seen: the events carry the new run's epoch, and the watcher
 // resyncs and reports the machine that left meanwhile.
 func TestWatchResyncsWhenNumberingRestarts(t *testing.T) {
+	watchAcrossControlRestart(t, true, "resync the control service's event numbering changed")
+}
+
+// watchAcrossControlRestart watches two machines, restarts the control
+// service (losing its saved presence state when loseState) while one of
+// them leaves, and checks that the watcher resyncs with the reason that
+// starts wantResync and reports the one that left.
+func watchAcrossControlRestart(t *testing.T, loseState bool, wantResync string) {
+	t.Helper()
 	data := t.TempDir()
 	b := stacktest.StartBroker(t, data)
 	svc := stacktest.StartControl(t, stacktest.WithDataDir(data), stacktest.WithBroker(b.ClientURL()))
@@ -289,8 +262,10 @@ func TestWatchResyncsWhenNumberingRestarts(t *testing.T) {
 			restarted = true
 			svc.Close()
 			gone.Close()
-			if err := os.Remove(filepath.Join(data, controlsvc.PresenceStateFile)); err != nil {
-				t.Error(err)
+			if loseState {
+				if err := os.Remove(filepath.Join(data, controlsvc.PresenceStateFile)); err != nil {
+					t.Error(err)
+				}
 			}
 			stacktest.StartControl(t, stacktest.WithDataDir(data), stacktest.WithBroker(b.ClientURL()))
 		case ev.Event == bench.EventSynced:
@@ -301,7 +276,7 @@ func TestWatchResyncsWhenNumberingRestarts(t *testing.T) {
 		t.Fatalf("Watch returned %v", err)
 	}
 	want := []string{"present " + stay.MachineID(), "present " + gone.MachineID(), "synced",
-		"resync the control service's event numbering changed", "left " + gone.MachineID() + " " + bench.FoundByResync, "synced"}
+		wantResync, "left " + gone.MachineID() + " " + bench.FoundByResync, "synced"}
 	if len(got) != len(want) || !strings.HasPrefix(got[3], want[3]) {
 		t.Fatalf("events:\n got %q\nwant %q", got, want)
 	}
