@@ -101,7 +101,8 @@ type Config struct {
 	FunctionsPoll time.Duration
 	// CallerRate and CallerBurst bound the calls one operator may start
 	// on this agent (per second, sustained, and at once); more are
-	// answered 429. Zero: DefaultCallerRate, DefaultCallerBurst; a
+	// answered 429 (at most RefusalAnswerBurst at once and
+	// RefusalAnswerRate a second, the rest dropped unanswered). Zero: DefaultCallerRate, DefaultCallerBurst; a
 	// negative rate: unlimited.
 	CallerRate  float64
 	CallerBurst float64
@@ -401,7 +402,8 @@ func (a *Agent) serve() error {
 
 // handle dispatches one call on its own goroutine so a slow function never
 // holds up the others; past MaxConcurrent calls, or past the caller's
-// share of them, it answers 503 at once. Instant functions
+// share of them, it answers 503 at once (within the caller's refusal
+// answers, see refuse; past them it drops the call). Instant functions
 // (functions.Spec) are answered in place.
 // Replies are published directly (not through micro.Request, whose state
 // micro reads when the handler returns), on the subject fleet.AgentReply
@@ -424,7 +426,7 @@ func (a *Agent) handle(req micro.Request) {
 	// The caller's rate first: repeats of a call id cost the agent little,
 	// but each is a call the audit must track.
 	if err := a.share.admit(call.Caller); err != nil {
-		a.reply(reply, fn, 0, nil, err)
+		a.refuse(reply, fn, call.Caller, err)
 		return
 	}
 	if id := req.Headers().Get(fleet.HeaderCallID); id != "" {
@@ -453,14 +455,14 @@ func (a *Agent) handle(req micro.Request) {
 		return
 	}
 	if !a.share.hold(call.Caller) {
-		a.reply(reply, fn, 0, nil, fleet.Errorf(fleet.CodeUnavailable, "%s is busy: operator %s already has %d calls running here (its share); retry later", a.id, short(call.Caller), a.share.perCall))
+		a.refuse(reply, fn, call.Caller, fleet.Errorf(fleet.CodeUnavailable, "%s is busy: operator %s already has %d calls running here (its share); retry later", a.id, short(call.Caller), a.share.perCall))
 		return
 	}
 	select {
 	case a.sem <- struct{}{}:
 	default:
 		a.share.release(call.Caller)
-		a.reply(reply, fn, 0, nil, fleet.Errorf(fleet.CodeUnavailable, "%s is busy: %d calls running; retry later", a.id, a.cfg.MaxConcurrent))
+		a.refuse(reply, fn, call.Caller, fleet.Errorf(fleet.CodeUnavailable, "%s is busy: %d calls running; retry later", a.id, a.cfg.MaxConcurrent))
 		return
 	}
 	go func() {
@@ -475,6 +477,20 @@ func (a *Agent) handle(req micro.Request) {
 		a.reply(reply, fn, time.Since(start), res, err)
 	}()
 }
+
+// refuse answers a call refused for caller's rate or share, or for the
+// agent being full, with err, while caller has refusal answers left
+// (RefusalAnswerRate, RefusalAnswerBurst); past them the call is dropped
+// unanswered, so a flood is not answered reply for call by every agent.
+func (a *Agent) refuse(reply, fn, caller string, err error) {
+	if a.share.answer(caller) {
+		a.reply(reply, fn, 0, nil, err)
+	}
+}
+
+// RefusalsDropped is how many refused calls this agent dropped without a
+// reply because their caller had used up its refusal answers.
+func (a *Agent) RefusalsDropped() int64 { return a.share.dropped.Load() }
 
 // reply sends a result, or an error as micro-style error headers, with
 // the function's name and how long it took (fn "" when the subject named

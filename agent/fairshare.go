@@ -2,6 +2,7 @@ package agent
 
 import (
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/commandcontrol/commandcontrol/fleet"
@@ -17,6 +18,17 @@ const (
 	// DefaultCallerBurst is how many calls one operator may start on one
 	// agent at once, above the rate.
 	DefaultCallerBurst = 200
+	// RefusalAnswerRate and RefusalAnswerBurst bound the refusals (429
+	// over the rate, 503 over the share or when the agent is full) one
+	// operator is answered by one agent, per second sustained and at once;
+	// past them a refused call is dropped without a reply (counted, see
+	// [Agent.RefusalsDropped]). A flood of broadcasts so costs each agent
+	// a map lookup per call, not a reply: a fleet of N agents would
+	// otherwise turn every refused broadcast into N replies. A caller that
+	// hears nothing treats the agent as not answering, as for any lost
+	// reply; the refusals it is answered tell it to slow down.
+	RefusalAnswerRate  = 2
+	RefusalAnswerBurst = 10
 	// maxTrackedCallers bounds the per-caller state an agent keeps; idle
 	// callers are forgotten first.
 	maxTrackedCallers = 1024
@@ -28,6 +40,10 @@ type callerShare struct {
 	tokens  float64
 	last    time.Time
 	running int
+	// answers is the refusals left to answer (RefusalAnswerBurst at
+	// most), refilled at RefusalAnswerRate since answered.
+	answers  float64
+	answered time.Time
 }
 
 // fairShare gives each caller its own rate limit and at most half of the
@@ -41,6 +57,8 @@ type fairShare struct {
 	now      func() time.Time
 	callers  map[string]*callerShare
 	totalCap int
+	// dropped counts refusals not answered (over the refusal budget).
+	dropped atomic.Int64
 }
 
 func newFairShare(rate, burst float64, maxConcurrent int, now func() time.Time) *fairShare {
@@ -68,7 +86,7 @@ func (f *fairShare) share(caller string, now time.Time) *callerShare {
 			}
 		}
 	}
-	s := &callerShare{tokens: f.burst, last: now}
+	s := &callerShare{tokens: f.burst, last: now, answers: RefusalAnswerBurst, answered: now}
 	f.callers[caller] = s
 	return s
 }
@@ -103,6 +121,26 @@ func (f *fairShare) hold(caller string) bool {
 		return false
 	}
 	s.running++
+	return true
+}
+
+// answer reports whether a refusal to caller is to be answered, taking
+// one of its refusal answers; false (counted in dropped): drop the call
+// without a reply.
+func (f *fairShare) answer(caller string) bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	now := f.now()
+	s := f.share(caller, now)
+	if el := now.Sub(s.answered).Seconds(); el > 0 {
+		s.answers = min(RefusalAnswerBurst, s.answers+el*RefusalAnswerRate)
+	}
+	s.answered = now
+	if s.answers < 1 {
+		f.dropped.Add(1)
+		return false
+	}
+	s.answers--
 	return true
 }
 

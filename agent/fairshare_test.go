@@ -62,3 +62,40 @@ func TestFairShareSlots(t *testing.T) {
 		t.Fatalf("unlimited rate: %v", err)
 	}
 }
+
+// TestFairShareRefusalAnswers: a caller's refusals are answered up to
+// RefusalAnswerBurst at once and RefusalAnswerRate a second; the rest are
+// dropped and counted, and another caller has its own answers.
+func TestFairShareRefusalAnswers(t *testing.T) {
+	now := time.Date(2031, 1, 1, 0, 0, 0, 0, time.UTC)
+	f := newFairShare(1, 1, 8, func() time.Time { return now })
+	answered := 0
+	for range 1000 {
+		if f.answer("A") {
+			answered++
+		}
+	}
+	if answered != RefusalAnswerBurst || f.dropped.Load() != 1000-RefusalAnswerBurst {
+		t.Fatalf("1000 refusals at once: %d answered, %d dropped; want %d answered", answered, f.dropped.Load(), RefusalAnswerBurst)
+	}
+	if !f.answer("B") {
+		t.Fatal("another caller's refusal dropped")
+	}
+	now = now.Add(time.Second / RefusalAnswerRate) // one answer back
+	if !f.answer("A") {
+		t.Fatal("no answer after the refill")
+	}
+	if f.answer("A") {
+		t.Fatal("two answers after one came back")
+	}
+	now = now.Add(time.Hour) // refills only up to the burst
+	answered = 0
+	for range 100 {
+		if f.answer("A") {
+			answered++
+		}
+	}
+	if answered != RefusalAnswerBurst {
+		t.Fatalf("after an hour: %d answered, want %d", answered, RefusalAnswerBurst)
+	}
+}

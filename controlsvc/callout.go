@@ -68,6 +68,9 @@ type callout struct {
 	// onLink is told of every leaf link authorised, to keep one per site
 	// and account.
 	onLink func(l leafLink)
+	// linkSize refuses a site's FLEET link too large for the broker
+	// (nil: not checked; see linksize.go).
+	linkSize *linkSize
 }
 
 // clock returns now, or time.Now when it is nil.

@@ -60,7 +60,11 @@ func (c *callout) decideLeaf(req *jwt.AuthorizationRequestClaims, at string) (*j
 	// No expiry: a link re-authorises when it reconnects, and is closed
 	// (to reconnect with new permissions) when its site's machines change.
 	if account == broker.FleetAccount {
-		uc.Permissions = siteFleetPermissions(c.reg.SiteMachines(site))
+		ids := c.reg.SiteMachines(site)
+		uc.Permissions = siteFleetPermissions(ids)
+		if err := c.checkLinkSize(req, uc, site, len(ids)); err != nil {
+			return nil, err
+		}
 	}
 	c.log.Info("leaf link authorised", "site", site, "account", account, "bound_to", target, "host", ci.Host, "cid", ci.ID)
 	if c.onLink != nil {

@@ -1,6 +1,7 @@
 package controlsvc
 
 import (
+	"cmp"
 	"math"
 	"sync"
 	"time"
@@ -42,6 +43,9 @@ type opLimiter struct {
 
 	mu      sync.Mutex
 	buckets map[string]*bucket
+
+	// whose says whose limit it is in refusals: "" for "this operator".
+	whose string
 }
 
 type bucket struct {
@@ -126,7 +130,7 @@ func (l *opLimiter) allowN(key string, cost int) *limitRefusal {
 	}
 	r.Wait = max(wait, time.Millisecond)
 	r.Err = fleet.Errorf(fleet.CodeTooManyRequests,
-		"over the %s limit of this operator (%g per second, bursts of %g; cc-control --%s-rate and --%s-burst set it): retry in %v",
-		l.kind, l.rate, l.burst, l.flag, l.flag, r.Wait)
+		"over the %s limit %s (%g per second, bursts of %g; cc-control --%s-rate and --%s-burst set it): retry in %v",
+		l.kind, cmp.Or(l.whose, "of this operator"), l.rate, l.burst, l.flag, l.flag, r.Wait)
 	return r
 }

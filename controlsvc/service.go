@@ -157,8 +157,8 @@ type Service struct {
 	// links are the remote sites' live leaf links.
 	links leafLinks
 	// snapLimit and ctlLimit are the per-operator request limits;
-	// legacySnapLimit those of snapshots asked on the unattributed
-	// fleet.PresenceSnapshotSubject, keyed by the reply's inbox owner.
+	// legacySnapLimit is one bucket (legacySnapshotKey) shared by every
+	// snapshot asked on the unattributed fleet.PresenceSnapshotSubject.
 	snapLimit, legacySnapLimit, ctlLimit *opLimiter
 }
 
@@ -227,6 +227,10 @@ func New(cfg Config) (*Service, error) {
 	reg.onSites = s.onSitesChanged
 	s.snapLimit = newOpLimiter("presence snapshot", "snapshot", cfg.SnapshotRate, cfg.SnapshotBurst, cfg.Now)
 	s.legacySnapLimit = newOpLimiter("presence snapshot", "snapshot", cfg.SnapshotRate, cfg.SnapshotBurst, cfg.Now)
+	if s.legacySnapLimit != nil {
+		s.legacySnapLimit.whose = "shared by everyone asking on " + fleet.PresenceSnapshotSubject +
+			" (ask on " + fleet.CtlRoot + ".<your key>." + fleet.OpPresenceSnapshot + " for a limit of your own, as cc-bench does)"
+	}
 	s.ctlLimit = newOpLimiter("control API", "control", cfg.ControlRate, cfg.ControlBurst, cfg.Now)
 	s.presence = newPresence(reg.Labels, s.publishEvent)
 	s.presence.now = cfg.Now
@@ -417,6 +421,7 @@ func (s *Service) startServing(ctx context.Context) error {
 	co.onRefuse = s.metrics.refused
 	co.onAudit = s.auditRefused
 	co.sites, co.onLink = map[string]string{}, s.onLeafLink
+	co.linkSize = newLinkSize(s.ctl.MaxPayload) // the callout answers on s.ctl
 	for _, site := range s.cfg.LeafSites {
 		co.sites[site.Name] = site.PasswordBcrypt
 	}
@@ -472,11 +477,18 @@ func (s *Service) startServing(ctx context.Context) error {
 	return nil
 }
 
+// legacySnapshotKey is the one bucket of legacySnapLimit.
+const legacySnapshotKey = "anyone on " + fleet.PresenceSnapshotSubject
+
 // answerSnapshot answers a snapshot request on the unattributed
 // fleet.PresenceSnapshotSubject (the SDK asks on
-// ctl.<key>.presence.snapshot, see serveSnapshots). Whoever sent it is
-// not known; it is limited as the operator whose control inbox it names
-// as its reply, which only that operator can read.
+// ctl.<key>.presence.snapshot, see serveSnapshots), best effort. Whoever
+// sent it is not known: it names a reply in an operator's control inbox,
+// which only that operator can read, but any operator may name any
+// operator's. So all of them share one bucket, which no operator's own
+// subject uses: a flood there refuses only the legacy subject, for
+// everyone, and never an operator's own snapshots; and naming many
+// operators' inboxes does not multiply what the subject may cost.
 func (s *Service) answerSnapshot(m *nats.Msg) {
 	owner, ok := fleet.InboxOwner(m.Reply)
 	if !ok || !strings.HasPrefix(m.Reply, fleet.ControlInbox(owner)+".") {
@@ -487,7 +499,7 @@ func (s *Service) answerSnapshot(m *nats.Msg) {
 	if _, ok := s.reg.OperatorByKey(owner); !ok {
 		return // nobody can read that inbox
 	}
-	if s.limitedN(s.fl, s.legacySnapLimit, owner, m.Reply, s.snapshotParts()) {
+	if s.limitedN(s.fl, s.legacySnapLimit, legacySnapshotKey, m.Reply, s.snapshotParts()) {
 		return
 	}
 	// Queued apart from the owner's own requests on its control

@@ -2,6 +2,8 @@ package e2e
 
 import (
 	"context"
+	"strconv"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -105,5 +107,89 @@ func TestThreatCallerRateLimited(t *testing.T) {
 	t.Logf("refused: %s", m.Header.Get(fleet.HeaderError))
 	if m, err := stacktest.Request(other, a.MachineID(), "current-load", nil, 5*time.Second); err != nil || errorCode(m) != 0 {
 		t.Fatalf("another operator: %v %v", err, m.Header)
+	}
+}
+
+// TestThreatBroadcastFloodRepliesBounded (review 2, F5): a viewer floods
+// a read-only broadcast. Each agent answers the calls within the viewer's
+// rate and at most RefusalAnswerBurst refusals (429) while its clock
+// stands still, and drops the rest unanswered, so the replies the flood
+// draws are bounded by agents × (burst + refusal answers), not by
+// agents × broadcasts. Another operator's broadcast is still answered by
+// every agent.
+func TestThreatBroadcastFloodRepliesBounded(t *testing.T) {
+	svc := startControl(t, "")
+	frozen := time.Date(2031, 5, 6, 7, 8, 9, 0, time.UTC)
+	const agents, burst, flood = 5, 5, 2000
+	var fleetAgents []*agent.Agent
+	for i := range agents {
+		id := "10.0.3." + strconv.Itoa(i+1) + "_bc" + strconv.Itoa(i)
+		fleetAgents = append(fleetAgents, startLimitedAgent(t, svc, id, agent.Config{CallerRate: 1, CallerBurst: burst,
+			Now: func() time.Time { return frozen }}))
+	}
+	viewer := operatorConn(t, svc.ClientURL(), newOperator(t, svc, "flooder", fleet.RoleViewer))
+	other := operatorConn(t, svc.ClientURL(), newOperator(t, svc, "other", fleet.RoleViewer))
+	vk := viewer.Opts.Nkey
+	var total, ok, tooMany, othersCodes atomic.Int64
+	sub, err := viewer.Subscribe(fleet.OperatorInbox(vk)+".>", func(m *nats.Msg) {
+		total.Add(1)
+		switch errorCode(m) {
+		case 0:
+			ok.Add(1)
+		case fleet.CodeTooManyRequests:
+			tooMany.Add(1)
+		default:
+			othersCodes.Add(1)
+		}
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = sub.SetPendingLimits(-1, -1)
+	for i := range flood {
+		call := "flood" + strconv.Itoa(i)
+		if err := viewer.PublishRequest(fleet.AllSubject("current-load", vk), fleet.CallReply(vk, fleet.ReplyToAll, call, 0), nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := viewer.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	// Every agent handles broadcasts in order on one subscription: once
+	// it answers the other operator's broadcast, sent after the flood, it
+	// has handled the whole flood, and its replies to the viewer, sent
+	// first on the same connection, are queued to the viewer before the
+	// viewer's Flush below returns.
+	replies, err := stacktest.Broadcast(other, "current-load", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range agents {
+		m, err := replies.NextMsg(10 * time.Second)
+		if err != nil || errorCode(m) != 0 {
+			t.Fatalf("the other operator's broadcast after the flood: reply %d: %v %v", i, err, m)
+		}
+	}
+	if err := viewer.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	// Calls let through run on their own goroutines: wait for their results.
+	waitFor(t, "the admitted calls' results", 10*time.Second, func() bool { return ok.Load() >= agents*burst })
+	var dropped int64
+	for _, a := range fleetAgents {
+		dropped += a.RefusalsDropped()
+	}
+	limit := int64(agents * (burst + agent.RefusalAnswerBurst))
+	t.Logf("%d broadcasts on %d agents: %d replies to the viewer (%d results, %d refused 429, %d other), %d refusals dropped",
+		flood, agents, total.Load(), ok.Load(), tooMany.Load(), othersCodes.Load(), dropped)
+	if total.Load() > limit {
+		t.Fatalf("the flood drew %d replies, want at most agents × (burst + refusal answers) = %d", total.Load(), limit)
+	}
+	if ok.Load() != agents*burst || tooMany.Load() != agents*agent.RefusalAnswerBurst {
+		t.Fatalf("got %d results and %d 429s, want %d and %d: refusals within the budget are answered",
+			ok.Load(), tooMany.Load(), agents*burst, agents*agent.RefusalAnswerBurst)
+	}
+	if want := int64(agents * (flood - burst - agent.RefusalAnswerBurst)); dropped != want {
+		t.Fatalf("agents dropped %d refusals, want %d", dropped, want)
 	}
 }

@@ -201,8 +201,8 @@ func code429(t *testing.T, err error, flag string) bool {
 // naming the limit (a burst of refusals is answered; past those a flood
 // is dropped unanswered, see TestOperatorLimitTokenBucket); the admin,
 // asking meanwhile, is answered every time: the limit is per operator.
-// The unattributed snapshot subject is limited per inbox owner the same
-// way.
+// The unattributed snapshot subject is limited the same way, by one
+// bucket all its senders share (see TestThreatLegacySnapshotSharedBucket).
 func TestSnapshotFloodRefusedForViewer(t *testing.T) {
 	const burst, asks = 5, 10
 	svc := startLimitedControl(t, burst)
