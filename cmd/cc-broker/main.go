@@ -14,6 +14,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -37,6 +38,7 @@ type fileConfig struct {
 	MonitorListen string   `json:"monitor_listen"`
 	PingInterval  string   `json:"ping_interval"`
 	MaxPingsOut   int      `json:"max_pings_out"`
+	MaxPayload    int32    `json:"max_payload"`
 	StoreDir      string   `json:"store_dir"`
 	// A hub lists the sites it accepts: inline, or in a file of their own.
 	LeafSites     []broker.LeafSite `json:"leaf_sites"`
@@ -155,7 +157,7 @@ Flags:
 	var hubURLs string
 	var hubTLS TLSFiles
 	hub := &hubConfig{}
-	fs.StringVar(&configFile, "config", "", "JSON config file (fields: listen, name, auth, cluster_name, cluster_listen, routes, leaf_listen, leaf_sites, leaf_sites_file, hub {urls, site, secret_file, tls {ca, cert, key}}, monitor_listen, ping_interval, max_pings_out, store_dir, tls {cert, key, ca, verify}, cluster_secret_file, cluster_tls {cert, key, ca}, leaf_tls {cert, key, ca, verify}, allow_plaintext_leaf)")
+	fs.StringVar(&configFile, "config", "", "JSON config file (fields: listen, name, auth, cluster_name, cluster_listen, routes, leaf_listen, leaf_sites, leaf_sites_file, hub {urls, site, secret_file, tls {ca, cert, key}}, monitor_listen, ping_interval, max_pings_out, max_payload, store_dir, tls {cert, key, ca, verify}, cluster_secret_file, cluster_tls {cert, key, ca}, leaf_tls {cert, key, ca, verify}, allow_plaintext_leaf)")
 	fs.StringVar(&fc.Auth, "auth", "", "the control service's broker-auth.json (required)")
 	fs.StringVar(&fc.Listen, "listen", "127.0.0.1:4222", "client listen address HOST:PORT")
 	fs.StringVar(&fc.Name, "name", "", "server name")
@@ -186,6 +188,14 @@ Flags:
 	fs.BoolVar(&fc.AllowPlaintextLeaf, "allow-plaintext-leaf", false, "let a leaf listener or the link to a hub on a non-loopback address run without TLS (only inside a VPN or similar: the site's secret crosses in clear text)")
 	fs.StringVar(&ping, "ping-interval", broker.DefaultPingInterval.String(), "ping interval; a silent client is dropped after (max-pings-out+1) intervals")
 	fs.IntVar(&fc.MaxPingsOut, "max-pings-out", broker.DefaultMaxPingsOut, "unanswered pings before a client is dropped")
+	fs.Func("max-payload", "largest message in bytes (default 1 MiB); a hub with a remote site of more than about 6,000 machines needs more (the site link's permissions are one message)", func(v string) error {
+		n, err := strconv.ParseInt(v, 10, 32)
+		if err != nil || n < 1024 {
+			return fmt.Errorf("want a number of bytes of at least 1024, e.g. 4194304")
+		}
+		fc.MaxPayload = int32(n)
+		return nil
+	})
 	fs.StringVar(&fc.StoreDir, "store-dir", "", "JetStream file storage for the CONTROL account only, where cc-control keeps its durable audit log (e.g. /var/lib/cc-broker/jetstream); without it the audit log is not durable")
 	lf.Register(fs)
 	if err := fs.Parse(args); err != nil {
@@ -218,7 +228,7 @@ Flags:
 	}
 	cfg := &broker.Config{
 		Listen: fc.Listen, Name: fc.Name, Auth: auth, ClusterName: fc.ClusterName, ClusterListen: fc.ClusterListen,
-		LeafListen: fc.LeafListen, MonitorListen: fc.MonitorListen, PingInterval: pi, MaxPingsOut: fc.MaxPingsOut,
+		LeafListen: fc.LeafListen, MonitorListen: fc.MonitorListen, PingInterval: pi, MaxPingsOut: fc.MaxPingsOut, MaxPayload: fc.MaxPayload,
 		StoreDir: fc.StoreDir, TLS: fc.TLS, ClusterTLS: fc.ClusterTLS, LeafTLS: fc.LeafTLS, AllowPlaintextLeaf: fc.AllowPlaintextLeaf,
 	}
 	if fc.ClusterSecretFile != "" {
@@ -332,6 +342,9 @@ func mergeFile(path string, fc *fileConfig, routes, ping *string, set map[string
 	}
 	if !set["allow-plaintext-leaf"] && f.AllowPlaintextLeaf {
 		fc.AllowPlaintextLeaf = true
+	}
+	if !set["max-payload"] && f.MaxPayload > 0 {
+		fc.MaxPayload = f.MaxPayload
 	}
 	if !set["max-pings-out"] && f.MaxPingsOut > 0 {
 		fc.MaxPingsOut = f.MaxPingsOut

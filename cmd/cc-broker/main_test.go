@@ -45,6 +45,7 @@ func TestParseErrorsNameTheProblem(t *testing.T) {
 		{[]string{"--auth", auth, "--config", writeFile(t, `{"lisen": "x"}`)}, `unknown field "lisen"`},
 		{[]string{"--auth", auth, "--config", "/no/such.json"}, "config"},
 		{[]string{"--auth", auth, "stray"}, `unexpected argument "stray"`},
+		{[]string{"--auth", auth, "--max-payload", "lots"}, "at least 1024"},
 	}
 	for _, tt := range tests {
 		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {
@@ -58,7 +59,7 @@ func TestParseErrorsNameTheProblem(t *testing.T) {
 
 func TestConfigFileAndFlags(t *testing.T) {
 	auth := authFile(t)
-	cfgFile := writeFile(t, `{"auth":"`+auth+`","listen":"127.0.0.1:5222","name":"edge","routes":["nats-route://127.0.0.1:6222"],"cluster_listen":"127.0.0.1:6223","ping_interval":"3s","max_pings_out":4}`)
+	cfgFile := writeFile(t, `{"auth":"`+auth+`","listen":"127.0.0.1:5222","name":"edge","routes":["nats-route://127.0.0.1:6222"],"cluster_listen":"127.0.0.1:6223","ping_interval":"3s","max_pings_out":4,"max_payload":4194304}`)
 	cfg, _, err := parse([]string{"--config", cfgFile, "--listen", "127.0.0.1:7222"}, io.Discard)
 	if err != nil {
 		t.Fatal(err)
@@ -66,7 +67,7 @@ func TestConfigFileAndFlags(t *testing.T) {
 	if cfg.Listen != "127.0.0.1:7222" {
 		t.Errorf("listen: got %q, want the flag's value to win", cfg.Listen)
 	}
-	if cfg.Name != "edge" || cfg.ClusterListen != "127.0.0.1:6223" || len(cfg.Routes) != 1 || cfg.PingInterval != 3*time.Second || cfg.MaxPingsOut != 4 {
+	if cfg.Name != "edge" || cfg.ClusterListen != "127.0.0.1:6223" || len(cfg.Routes) != 1 || cfg.PingInterval != 3*time.Second || cfg.MaxPingsOut != 4 || cfg.MaxPayload != 4194304 {
 		t.Errorf("config file values not applied: %+v", cfg)
 	}
 }
