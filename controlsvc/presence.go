@@ -216,10 +216,16 @@ func (p *presence) generation() uint64 {
 // subscribed agent out of presence for good). The zero time trusts every
 // tombstone.
 func (p *presence) resync(gen uint64, snap map[string]map[uint64]string, alive map[string]bool, taken time.Time) {
+	p.resyncIn(nil, gen, snap, alive, taken)
+}
+
+// resyncIn is resync for the servers in (nil: all) only: the connections
+// of other servers are left as they are.
+func (p *presence) resyncIn(in func(server string) bool, gen uint64, snap map[string]map[uint64]string, alive map[string]bool, taken time.Time) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	for k, c := range p.conns {
-		if c.gen > gen {
+		if c.gen > gen || in != nil && !in(k.server) {
 			continue
 		}
 		conns, answered := snap[k.server]
