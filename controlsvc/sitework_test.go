@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/commandcontrol/commandcontrol/fleet"
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 )
@@ -223,5 +224,44 @@ func TestServerConnzBudget(t *testing.T) {
 		if want := int64(b/5000 + 1); pages.Load() != want {
 			t.Fatalf("budget %d: %d pages asked, want %d", b, pages.Load(), want)
 		}
+	}
+}
+
+// TestSiteForgedConnectsOfOwnMachineBounded: a site forging connect
+// events for one of its own machines with ever new connection ids adds
+// one connection to presence (the newest), not one per event; its
+// forged disconnects of made-up connections keep a bounded number of
+// tombstones.
+func TestSiteForgedConnectsOfOwnMachineBounded(t *testing.T) {
+	rec := &recorder{}
+	sys, _ := plainConn(t)
+	reg := registryWith(t, nil, nil)
+	_, pub := newUser(t)
+	if _, err := reg.SetMachineAt("web01", pub, "dc2", nil, "test", false); err != nil {
+		t.Fatal(err)
+	}
+	s := &Service{log: slog.New(slog.DiscardHandler), sys: sys, reg: reg}
+	s.presence = newPresence(func(string) map[string]string { return nil }, rec.emit)
+	subject := fleet.SiteSysSubject("dc2", connectSubject)
+	for cid := range uint64(2000) {
+		s.handleEvent(eventMsg(t, subject, "NX", cid+1, "agent:web01", ""))
+	}
+	if n := len(s.presence.connsOf("agent:web01")); n != 1 {
+		t.Fatalf("presence holds %d connections of web01 after 2,000 forged connects, want 1", n)
+	}
+	wantEvents(t, rec, "joined web01")
+
+	subject = fleet.SiteSysSubject("dc2", disconnectSubject)
+	for cid := range uint64(maxSiteTombstones + 500) {
+		s.handleEvent(eventMsg(t, subject, "NX", 1_000_000+cid, "agent:web01", "Client Closed"))
+	}
+	s.presence.mu.Lock()
+	n := len(s.presence.tombstones)
+	s.presence.mu.Unlock()
+	if n > maxSiteTombstones {
+		t.Fatalf("%d tombstones after %d forged disconnects, want at most %d", n, maxSiteTombstones+500, maxSiteTombstones)
+	}
+	if !s.presence.online("web01") {
+		t.Fatal("forged disconnects of other connections took web01 offline")
 	}
 }

@@ -158,6 +158,9 @@ func (s *Service) handleEvent(m *nats.Msg) {
 		if ok {
 			older = s.olderAgentConns(k, ev.Client.User)
 			s.presence.connected(k, ev.Client.User)
+			if site != "" {
+				s.presence.superseded(older)
+			}
 		}
 		s.admitMu.Unlock()
 		if len(older) > 0 && site != "" {
