@@ -116,7 +116,10 @@ func (p *presence) addLocked(k connKey, user string) {
 func (p *presence) disconnected(k connKey, reason string) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	p.tombstones[k] = p.now()
+	_, held := p.conns[k]
+	if site, _ := serverSite(k.server); held || site == "" || len(p.tombstones) < maxSiteTombstones {
+		p.tombstones[k] = p.now()
+	}
 	p.removeLocked(k, reason)
 }
 
@@ -132,6 +135,25 @@ func (p *presence) dropped(conns []connKey, reason string) {
 		p.removeLocked(k, reason)
 	}
 }
+
+// superseded removes a machine's older connections at a remote site as
+// its newer one arrives (one machine, one connection: the newer wins, see
+// Service.supersede), without waiting for their disconnect events: a site
+// that forges connects for its own machines with ever new ids adds one
+// connection to presence, not one per event. No tombstone is kept.
+func (p *presence) superseded(conns []connKey) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, k := range conns {
+		p.removeLocked(k, "superseded by a newer connection")
+	}
+}
+
+// maxSiteTombstones bounds the tombstones kept while remote sites' ones
+// are still added: past it a site's disconnect of a connection presence
+// does not hold leaves none (the hub's always do). A site forging
+// disconnects for made-up connections cannot grow the map without bound.
+const maxSiteTombstones = 100000
 
 func (p *presence) removeLocked(k connKey, reason string) {
 	c, ok := p.conns[k]
@@ -216,10 +238,16 @@ func (p *presence) generation() uint64 {
 // subscribed agent out of presence for good). The zero time trusts every
 // tombstone.
 func (p *presence) resync(gen uint64, snap map[string]map[uint64]string, alive map[string]bool, taken time.Time) {
+	p.resyncIn(nil, gen, snap, alive, taken)
+}
+
+// resyncIn is resync for the servers in (nil: all) only: the connections
+// of other servers are left as they are.
+func (p *presence) resyncIn(in func(server string) bool, gen uint64, snap map[string]map[uint64]string, alive map[string]bool, taken time.Time) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	for k, c := range p.conns {
-		if c.gen > gen {
+		if c.gen > gen || in != nil && !in(k.server) {
 			continue
 		}
 		conns, answered := snap[k.server]

@@ -75,20 +75,30 @@ func (p *presence) state() presenceState {
 	return st
 }
 
-// settleKnown runs after the first resync: a machine the previous run
-// had ONLINE that is not ONLINE now left while the service was down.
-func (p *presence) settleKnown() {
+// settleKnownIf runs after each part of a resync (the hub's, or one
+// site's) for the machines it covers (which; nil: all): a machine the
+// previous run had ONLINE that is not ONLINE now left while the service
+// was down. The others stay known until their part is done.
+func (p *presence) settleKnownIf(which func(id string) bool) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	if len(p.known) == 0 {
+		return
+	}
 	ids := make([]string, 0, len(p.known))
 	for id := range p.known {
-		ids = append(ids, id)
+		if which == nil || which(id) {
+			ids = append(ids, id)
+		}
 	}
 	sort.Strings(ids)
 	for _, id := range ids {
+		delete(p.known, id)
 		if _, on := p.machines[id]; !on {
 			p.emitLocked(fleet.EventLeft, id, "left while the control service was down")
 		}
 	}
-	p.known = nil
+	if len(p.known) == 0 {
+		p.known = nil
+	}
 }

@@ -160,6 +160,8 @@ type Service struct {
 	// legacySnapLimit is one bucket (legacySnapshotKey) shared by every
 	// snapshot asked on the unattributed fleet.PresenceSnapshotSubject.
 	snapLimit, legacySnapLimit, ctlLimit *opLimiter
+	// sites bounds what each remote site can make the service do.
+	sites siteWork
 }
 
 // New loads (or creates) the data directory: keys, registry and, on first
@@ -441,10 +443,11 @@ func (s *Service) startServing(ctx context.Context) error {
 		return err
 	}
 	s.closers = append(s.closers, stopEvents)
-	if err := s.resync(rctx); err != nil {
+	// Remote sites are resynced in the background: a site cannot hold
+	// up the start (sysevents.go, resyncParts).
+	if err := s.resyncParts(rctx, false); err != nil {
 		return fmt.Errorf("initial presence snapshot: %w", err)
 	}
-	s.presence.settleKnown()
 	s.savePresence()
 	s.closers = append(s.closers, s.savePresence)
 	s.snapshotWorkers(rctx)

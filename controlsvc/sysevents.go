@@ -39,43 +39,87 @@ type connEvent struct {
 }
 
 // watchEvents feeds the broker's events to presence, in the order they
-// arrive, on one goroutine so a connect is never handled after its own
-// disconnect.
+// arrive: the hub's on one goroutine, each remote site's on one of its
+// own, so a connect is never handled after its own disconnect and a site
+// that floods events does not hold up the hub's (see sitework.go).
 func (s *Service) watchEvents(ctx context.Context, nc *nats.Conn) (func(), error) {
-	ch := make(chan *nats.Msg, 1<<16)
 	var subs []*nats.Subscription
-	// Remote sites' events arrive renamed under their site (see
-	// broker/leaf.go): the subject, not the event, says where from.
-	for _, subj := range []string{connectSubject, disconnectSubject, shutdownSubject,
-		fleet.SiteSysWildcard(connectSubject), fleet.SiteSysWildcard(disconnectSubject), fleet.SiteSysWildcard(shutdownSubject)} {
-		sub, err := nc.ChanSubscribe(subj, ch)
-		if err != nil {
-			return nil, fmt.Errorf("subscribe %s: %w", subj, err)
-		}
-		_ = sub.SetPendingLimits(-1, -1)
-		subs = append(subs, sub)
-	}
-	done, quit := make(chan struct{}), make(chan struct{})
-	go func() {
-		defer close(done)
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case <-quit:
-				return
-			case m := <-ch:
-				s.handleEvent(m)
-			}
-		}
-	}()
-	return func() {
+	quit := make(chan struct{})
+	var loops sync.WaitGroup
+	stop := func() {
 		for _, sub := range subs {
 			_ = sub.Unsubscribe()
 		}
 		close(quit)
-		<-done
-	}, nil
+		loops.Wait()
+	}
+	loop := func(site string, ch chan *nats.Msg, siteSubs []*nats.Subscription) {
+		loops.Go(func() {
+			reported := 0
+			for {
+				select {
+				case <-ctx.Done():
+					return
+				case <-quit:
+					return
+				case m := <-ch:
+					s.handleEvent(m)
+					if site != "" && len(ch) == 0 {
+						reported = s.reportDroppedEvents(site, siteSubs, reported)
+					}
+				}
+			}
+		})
+	}
+	subscribe := func(ch chan *nats.Msg, subjects ...string) ([]*nats.Subscription, error) {
+		var out []*nats.Subscription
+		for _, subj := range subjects {
+			sub, err := nc.ChanSubscribe(subj, ch)
+			if err != nil {
+				return nil, fmt.Errorf("subscribe %s: %w", subj, err)
+			}
+			out = append(out, sub)
+			subs = append(subs, sub)
+		}
+		return out, nil
+	}
+	hub := make(chan *nats.Msg, 1<<16)
+	if _, err := subscribe(hub, connectSubject, disconnectSubject, shutdownSubject); err != nil {
+		stop()
+		return nil, err
+	}
+	loop("", hub, nil)
+	// Remote sites' events arrive renamed under their site (see
+	// broker/leaf.go): the subject, not the event, says where from. A
+	// site's queue is bounded: past it the client drops them (counted by
+	// its subscriptions, reported by reportDroppedEvents).
+	for _, site := range s.cfg.LeafSites {
+		ch := make(chan *nats.Msg, siteEventQueue)
+		siteSubs, err := subscribe(ch, fleet.SiteSysSubject(site.Name, connectSubject),
+			fleet.SiteSysSubject(site.Name, disconnectSubject), fleet.SiteSysSubject(site.Name, shutdownSubject))
+		if err != nil {
+			stop()
+			return nil, err
+		}
+		loop(site.Name, ch, siteSubs)
+	}
+	return stop, nil
+}
+
+// reportDroppedEvents logs (rate-limited) the events of site its
+// subscriptions dropped since reported of them were; it returns how many
+// have been now.
+func (s *Service) reportDroppedEvents(site string, subs []*nats.Subscription, reported int) int {
+	n := 0
+	for _, sub := range subs {
+		d, _ := sub.Dropped()
+		n += d
+	}
+	if n > reported {
+		s.siteWarn(site, "events", fmt.Sprintf("a site sent more events than its queue holds (%d); the rest were dropped, and its presence is repaired by the next resync", siteEventQueue),
+			"dropped_total", n)
+	}
+	return n
 }
 
 func (s *Service) handleEvent(m *nats.Msg) {
@@ -114,18 +158,27 @@ func (s *Service) handleEvent(m *nats.Msg) {
 		if ok {
 			older = s.olderAgentConns(k, ev.Client.User)
 			s.presence.connected(k, ev.Client.User)
+			if site != "" {
+				s.presence.superseded(older)
+			}
 		}
 		s.admitMu.Unlock()
-		if len(older) > 0 {
+		if len(older) > 0 && site != "" {
+			s.siteJob(site, "closing a machine's older connection", func() { s.supersede(ev, older) })
+		} else if len(older) > 0 {
 			go s.supersede(ev, older)
 		}
 		_, agent := strings.CutPrefix(ev.Client.User, agentUserPrefix)
 		if !ok && site != "" && agent {
 			// The callout admits at a site only that site's machines:
 			// a site's claim about any other machine is not believed.
-			s.log.Warn("site claimed a connection of a machine that is not one of its own; ignored, and closed at the site",
-				"site", site, "user", ev.Client.User, "name", ev.Client.Name, "host", ev.Client.Host)
-			go s.kick(context.Background(), []connKey{k})
+			s.siteWarn(site, "claims", "site claimed a connection of a machine that is not one of its own; ignored, and closed at the site",
+				"user", ev.Client.User, "name", ev.Client.Name, "host", ev.Client.Host)
+			s.siteJob(site, "a claimed connection", func() {
+				if err := s.kickOne(context.Background(), k); err != nil {
+					s.log.Debug("closing a site's claimed connection failed", "site", site, "server", k.server, "cid", k.cid, "error", err)
+				}
+			})
 		} else if !ok && site != "" {
 			// The site's own leaf link and the like: nothing presence
 			// tracks at a site.
@@ -265,17 +318,53 @@ type connzData struct {
 // resync asks every broker for its FLEET connections and folds the answer
 // into presence. It is run at start (after the event subscription, so
 // nothing falls between), after a reconnect, and periodically.
-func (s *Service) resync(ctx context.Context) error {
+//
+// The hub's brokers and each remote site are asked in parallel, and each
+// part is folded on its own: a site has siteResyncWait and the bounds of
+// resyncSite, and a site past them keeps what is known of it while the
+// hub's part (and the other sites') go on. resync returns when every part
+// is done or out of time.
+func (s *Service) resync(ctx context.Context) error { return s.resyncParts(ctx, true) }
+
+// resyncParts is resync; with waitSites false it returns once the hub's
+// part is folded, the sites' parts going on (under their deadline) on
+// their own: the service's start does not wait on remote sites.
+func (s *Service) resyncParts(ctx context.Context, waitSites bool) error {
 	gen, taken, links := s.presence.generation(), s.presence.now(), s.links.mark()
-	servers, err := s.pingServers(ctx)
+	var wg sync.WaitGroup
+	for _, site := range s.cfg.LeafSites {
+		if !s.startSiteResync(site.Name) {
+			s.siteWarn(site.Name, "resync", "the previous presence resync of a site is still running; keeping what is known of it")
+			continue
+		}
+		wg.Go(func() {
+			defer s.endSiteResync(site.Name)
+			sctx, cancel := context.WithTimeout(ctx, siteResyncWait)
+			defer cancel()
+			s.resyncSite(sctx, site.Name, gen, taken)
+		})
+	}
+	err := s.resyncHub(ctx, gen, taken, links)
+	if waitSites {
+		wg.Wait()
+	}
+	return err
+}
+
+// resyncHub is the hub's brokers' part of resync.
+func (s *Service) resyncHub(ctx context.Context, gen uint64, taken time.Time, links uint64) error {
+	servers, err := s.pingAt(ctx, serverPingSubject, maxHubServers)
 	if err != nil {
-		return err
+		s.log.Warn("server ping", "error", err)
+	}
+	if len(servers) == 0 {
+		return fmt.Errorf("no broker answered %s", serverPingSubject)
 	}
 	snap := map[string]map[uint64]string{}
 	alive := map[string]bool{}
 	for _, id := range servers {
 		alive[id] = true
-		conns, err := s.serverConnz(ctx, id)
+		conns, err := s.serverConnz(ctx, id, nil)
 		if err != nil {
 			s.log.Warn("CONNZ failed; keeping what is known of that broker", "server", id, "error", err)
 			continue
@@ -288,13 +377,67 @@ func (s *Service) resync(ctx context.Context) error {
 	if len(s.cfg.LeafSites) > 0 {
 		s.checkLinks(ctx, snap, links)
 	}
+	s.foldResync(ctx, "", gen, snap, alive, taken)
+	return nil
+}
+
+// resyncSite is site's part of resync, under ctx's deadline. Its brokers
+// are asked through the site's own account; what they say is believed
+// only within bounds: at most maxSiteServers brokers, and at most two
+// connections per machine registered to the site plus siteConnSlack in
+// all. A site past a bound or the deadline keeps what is known of it (its
+// machines stay as they are) and is logged; a site no broker of which
+// answers the ping is gone (its link is down) as before.
+func (s *Service) resyncSite(ctx context.Context, site string, gen uint64, taken time.Time) {
+	keep := func(why string, args ...any) {
+		s.siteWarn(site, "resync", "presence resync of a site "+why+"; keeping what is known of its machines, "+
+			"and taking it up again at the next resync. If this repeats, check the site's brokers (a broker that is not the site's may hold its secret)",
+			args...)
+	}
+	servers, err := s.pingAt(ctx, fleet.SiteSysSubject(site, serverPingSubject), maxSiteServers)
+	if err != nil {
+		keep("stopped", "error", err)
+		return
+	}
+	if ctx.Err() != nil {
+		keep("ran out of time", "wait", siteResyncWait)
+		return
+	}
+	budget := 2*len(s.reg.SiteMachines(site)) + siteConnSlack
+	snap := map[string]map[uint64]string{}
+	alive := map[string]bool{}
+	for _, id := range servers {
+		server := siteServer(site, id)
+		alive[server] = true
+		conns, err := s.serverConnz(ctx, server, &budget)
+		switch {
+		case errors.Is(err, errTooManyConns):
+			keep("stopped: its brokers listed more connections than it may have", "server", server,
+				"limit", 2*len(s.reg.SiteMachines(site))+siteConnSlack)
+			return
+		case ctx.Err() != nil:
+			keep("ran out of time", "wait", siteResyncWait, "server", server)
+			return
+		case err != nil:
+			s.siteWarn(site, "connz", "CONNZ failed; keeping what is known of that broker", "server", server, "error", err)
+			continue
+		}
+		snap[server] = conns
+	}
+	s.foldResync(ctx, site, gen, snap, alive, taken)
+}
+
+// foldResync folds one part of a resync (the hub's brokers, site "", or
+// one site's) into presence: only connections of that part's brokers
+// change.
+func (s *Service) foldResync(ctx context.Context, site string, gen uint64, snap map[string]map[uint64]string, alive map[string]bool, taken time.Time) {
 	s.confirmMissing(ctx, gen, snap)
+	inPart := func(server string) bool { st, _ := serverSite(server); return st == site }
 	// A connection whose identity is no longer on record (its connect
 	// event lost, or the kick failed) is not put back; it is closed.
 	var stale []connKey
 	s.admitMu.Lock()
 	for server, conns := range snap {
-		site, _ := serverSite(server)
 		for cid, user := range conns {
 			if !s.onRecord(user, nil, site) {
 				delete(conns, cid)
@@ -304,13 +447,23 @@ func (s *Service) resync(ctx context.Context) error {
 			}
 		}
 	}
-	s.presence.resync(gen, snap, alive, taken)
+	s.presence.resyncIn(inPart, gen, snap, alive, taken)
 	s.admitMu.Unlock()
-	if len(stale) > 0 {
+	s.presence.settleKnownIf(func(id string) bool { return s.resyncPartOf(id) == site })
+	if len(stale) == 0 {
+		return
+	}
+	if site == "" {
 		s.log.Warn("closing connections whose identity was removed", "connections", len(stale))
 		go s.kick(context.Background(), stale)
+		return
 	}
-	return nil
+	s.siteWarn(site, "stale", "closing connections at a site whose machine is not one of the site's", "connections", len(stale))
+	for _, k := range stale {
+		if !s.siteJob(site, "a stale connection", func() { _ = s.kickOne(context.Background(), k) }) {
+			break
+		}
+	}
 }
 
 // removeIdentity runs remove (taking user's identity off the registry)
@@ -369,44 +522,36 @@ func (s *Service) confirmMissing(ctx context.Context, gen uint64, snap map[strin
 // confirmed either way: presence keeps it as it is.
 const keepUser = "\x00keep"
 
-// pingServers lists the ids of every broker: the hub's (the cluster's)
-// and, through each remote site's own account, that site's (named by
-// siteServer).
-func (s *Service) pingServers(ctx context.Context) ([]string, error) {
-	targets := []string{""}
+// maxHubServers bounds the hub's brokers one ping collects.
+const maxHubServers = 1024
+
+// Ping waits: for the first answer, after each answer for the next, and
+// in all (a hard deadline, however many answers keep coming).
+const (
+	pingFirstWait = 2 * time.Second
+	pingNextWait  = 300 * time.Millisecond
+	pingMaxWait   = 3 * time.Second
+)
+
+// resyncPartOf names the part of a resync that covers machine id: its
+// site's, or the hub's ("") for a machine of the hub, one no longer
+// registered, or one of a site this service does not link.
+func (s *Service) resyncPartOf(id string) string {
+	m, ok := s.reg.Machine(id)
+	if !ok || m.Site == "" {
+		return ""
+	}
 	for _, site := range s.cfg.LeafSites {
-		targets = append(targets, site.Name)
+		if site.Name == m.Site {
+			return m.Site
+		}
 	}
-	found := make([][]string, len(targets))
-	var wg sync.WaitGroup
-	for i, site := range targets {
-		wg.Go(func() {
-			subj := serverPingSubject
-			if site != "" {
-				subj = fleet.SiteSysSubject(site, serverPingSubject)
-			}
-			ids, err := s.pingAt(ctx, subj)
-			if err != nil {
-				s.log.Debug("server ping failed", "site", site, "error", err)
-			}
-			for _, id := range ids {
-				found[i] = append(found[i], siteServer(site, id))
-			}
-		})
-	}
-	wg.Wait()
-	var ids []string
-	for _, f := range found {
-		ids = append(ids, f...)
-	}
-	if len(ids) == 0 {
-		return nil, fmt.Errorf("no broker answered %s", serverPingSubject)
-	}
-	return ids, nil
+	return ""
 }
 
-// pingAt collects the server ids that answer a ping on subject.
-func (s *Service) pingAt(ctx context.Context, subject string) ([]string, error) {
+// pingAt collects the (distinct) server ids that answer a ping on subject
+// within pingMaxWait; more than max of them is an error.
+func (s *Service) pingAt(ctx context.Context, subject string, max int) ([]string, error) {
 	inbox := s.sys.NewRespInbox()
 	sub, err := s.sys.SubscribeSync(inbox)
 	if err != nil {
@@ -416,28 +561,46 @@ func (s *Service) pingAt(ctx context.Context, subject string) ([]string, error) 
 	if err := s.sys.PublishRequest(subject, inbox, nil); err != nil {
 		return nil, err
 	}
+	pctx, cancel := context.WithTimeout(ctx, pingMaxWait)
+	defer cancel()
 	var ids []string
-	wait := 2 * time.Second
+	seen := map[string]bool{}
+	wait := pingFirstWait
 	for {
-		m, err := sub.NextMsgWithContext(withTimeout(ctx, wait))
+		wctx, wcancel := context.WithTimeout(pctx, wait)
+		m, err := sub.NextMsgWithContext(wctx)
+		wcancel()
 		if err != nil {
-			break
+			return ids, nil
 		}
 		var r serverAPIResponse
-		if json.Unmarshal(m.Data, &r) == nil && r.Server.ID != "" && !strings.Contains(r.Server.ID, "/") {
+		if json.Unmarshal(m.Data, &r) == nil && r.Server.ID != "" && !strings.Contains(r.Server.ID, "/") && !seen[r.Server.ID] {
+			if len(ids) == max {
+				return ids, fmt.Errorf("more than %d servers answered %s", max, subject)
+			}
+			seen[r.Server.ID] = true
 			ids = append(ids, r.Server.ID)
 		}
-		wait = 300 * time.Millisecond
+		wait = pingNextWait
 	}
-	return ids, nil
 }
 
-// serverConnz pages through one broker's FLEET connections.
-func (s *Service) serverConnz(ctx context.Context, server string) (map[uint64]string, error) {
+// errTooManyConns is serverConnz's answer past its budget.
+var errTooManyConns = errors.New("more connections listed than allowed")
+
+// serverConnz pages through one broker's FLEET connections. With budget
+// (not nil) it takes at most *budget of them, and takes what it took off
+// *budget: past it, errTooManyConns.
+func (s *Service) serverConnz(ctx context.Context, server string, budget *int) (map[uint64]string, error) {
 	out := map[uint64]string{}
 	const page = 5000
-	for offset := 0; ; offset += page {
-		req, _ := json.Marshal(map[string]any{"acc": broker.FleetAccount, "auth": true, "offset": offset, "limit": page})
+	for offset := 0; ; {
+		limit := page
+		if budget != nil {
+			// One more than the budget: a full page past it is known.
+			limit = min(page, *budget+1)
+		}
+		req, _ := json.Marshal(map[string]any{"acc": broker.FleetAccount, "auth": true, "offset": offset, "limit": limit})
 		m, err := s.sys.RequestWithContext(withTimeout(ctx, 5*time.Second), serverRequest(server, "CONNZ"), req)
 		if err != nil {
 			return nil, err
@@ -453,12 +616,18 @@ func (s *Service) serverConnz(ctx context.Context, server string) (map[uint64]st
 		if err := json.Unmarshal(r.Data, &c); err != nil {
 			return nil, err
 		}
+		if budget != nil {
+			if *budget -= len(c.Conns); *budget < 0 {
+				return nil, errTooManyConns
+			}
+		}
 		for _, cn := range c.Conns {
 			out[cn.Cid] = s.connUser(cn.User, cn.Tags)
 		}
-		if len(c.Conns) < page {
+		if len(c.Conns) < limit {
 			return out, nil
 		}
+		offset += limit
 	}
 }
 
