@@ -415,7 +415,7 @@ func (s *Service) startServing(ctx context.Context) error {
 		}
 	}
 	co.onRefuse = s.metrics.refused
-	co.onAudit = s.auditRefused
+	co.onAudit = s.auditRefusedAt
 	co.sites, co.onLink = map[string]string{}, s.onLeafLink
 	for _, site := range s.cfg.LeafSites {
 		co.sites[site.Name] = site.PasswordBcrypt
