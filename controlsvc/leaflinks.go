@@ -51,7 +51,7 @@ func (c *callout) decideLeaf(req *jwt.AuthorizationRequestClaims, at string) (*j
 		return nil, c.refuse("site", site, "", ci.Host, fmt.Sprintf("site %s is not in cc-control's leaf sites; "+
 			"give cc-control the hub's leaf sites file (--leaf-sites FILE, from cc-broker leaf-site %s)", site, site))
 	}
-	switch c.secrets.check(site, hash, opts.Password, ci.Host, c.clock()) {
+	switch c.secrets.check(site, hash, opts.Password, ci.Host, c.clock) {
 	case secretBusy:
 		return nil, c.refuse("site", site, "", ci.Host, fmt.Sprintf("the hub is checking another leaf link's secret: "+
 			"site %s's broker retries by itself (if this repeats, someone without the secret may be trying leaf links: check the hub's leaf port)", site))
@@ -84,8 +84,8 @@ const (
 )
 
 // siteSecretRetry is how long a host that gave a wrong secret is refused
-// without a check.
-const siteSecretRetry = time.Second
+// without a check, from when the check ended.
+const siteSecretRetry = 2 * time.Second
 
 // maxSecretFailures bounds the hosts remembered for siteSecretRetry.
 const maxSecretFailures = 4096
@@ -104,7 +104,9 @@ const maxSecretFailures = 4096
 //     finds one running is refused at once ("busy, retry"; a site's
 //     broker retries by itself) instead of queueing;
 //   - a host that gave a wrong secret is refused without a check for
-//     siteSecretRetry, so one source cannot keep the check busy.
+//     siteSecretRetry after the check, so one source cannot keep the check
+//     busy (many sources can, until the site's first link: its broker
+//     then links when it finds no check running).
 //
 // The zero value is ready to use.
 type siteSecrets struct {
@@ -118,8 +120,8 @@ type siteSecrets struct {
 }
 
 // check says whether secret is site's, whose bcrypt hash is hash, for a
-// link from host at now.
-func (s *siteSecrets) check(site, hash, secret, host string, now time.Time) int {
+// link from host; now is the clock.
+func (s *siteSecrets) check(site, hash, secret, host string, now func() time.Time) int {
 	sum := sha256.Sum256([]byte(secret))
 	s.mu.Lock()
 	want, known := s.known[site]
@@ -131,7 +133,7 @@ func (s *siteSecrets) check(site, hash, secret, host string, now time.Time) int 
 		}
 		return secretWrong
 	}
-	if failed && now.Before(until) {
+	if failed && now().Before(until) {
 		return secretWrong
 	}
 	if !s.bcrypt.TryLock() {
@@ -149,7 +151,7 @@ func (s *siteSecrets) check(site, hash, secret, host string, now time.Time) int 
 		if s.failed == nil || len(s.failed) >= maxSecretFailures {
 			s.failed = map[string]time.Time{} // forgetting only costs a check
 		}
-		s.failed[host] = now.Add(siteSecretRetry)
+		s.failed[host] = now().Add(siteSecretRetry)
 		return secretWrong
 	}
 	if s.known == nil {

@@ -18,7 +18,7 @@ import (
 // checked out, every later attempt is compared with its SHA-256 (a wrong
 // one costs no bcrypt either); before that one bcrypt runs at a time (an
 // attempt that finds one running is refused as busy at once), and a host
-// that gave a wrong secret is refused without a check for a second.
+// that gave a wrong secret is refused without a check for a while.
 func TestSiteSecretsCheckOnce(t *testing.T) {
 	hash, _ := bcrypt.GenerateFromPassword([]byte("s3cret"), bcrypt.MinCost)
 	var s siteSecrets
@@ -27,24 +27,25 @@ func TestSiteSecretsCheckOnce(t *testing.T) {
 	at := calloutTime
 	check := func(secret, host string, want, wantBcrypts int) {
 		t.Helper()
-		if got := s.check("dc2", string(hash), secret, host, at); got != want || bcrypts != wantBcrypts {
+		if got := s.check("dc2", string(hash), secret, host, func() time.Time { return at }); got != want || bcrypts != wantBcrypts {
 			t.Fatalf("check(%q from %s) = %d after %d bcrypts; want %d after %d", secret, host, got, bcrypts, want, wantBcrypts)
 		}
 	}
 	check("wrong", "192.0.2.1", secretWrong, 1)
-	check("wrong2", "192.0.2.1", secretWrong, 1) // the same host within the second: no bcrypt
+	check("wrong2", "192.0.2.1", secretWrong, 1) // the same host soon after: no bcrypt
+	check("wrong2", "192.0.2.9", secretWrong, 2) // another host: checked
 	at = at.Add(siteSecretRetry)
-	check("wrong3", "192.0.2.1", secretWrong, 2)
+	check("wrong3", "192.0.2.1", secretWrong, 3)
 	s.bcrypt.Lock() // a check is running
-	check("s3cret", "192.0.2.2", secretBusy, 2)
+	check("s3cret", "192.0.2.2", secretBusy, 3)
 	s.bcrypt.Unlock()
-	check("s3cret", "192.0.2.2", secretOK, 3)
+	check("s3cret", "192.0.2.2", secretOK, 4)
 	s.bcrypt.Lock() // known now: no bcrypt needed, busy or not
 	for range 5 {
-		check("wrong", "192.0.2.3", secretWrong, 3)
-		check("s3cret", "192.0.2.2", secretOK, 3)
+		check("wrong", "192.0.2.3", secretWrong, 4)
+		check("s3cret", "192.0.2.2", secretOK, 4)
 	}
-	check("s3cret", "192.0.2.1", secretOK, 3) // the host that failed, with the right secret
+	check("s3cret", "192.0.2.1", secretOK, 4) // the host that failed, with the right secret
 	s.bcrypt.Unlock()
 }
 

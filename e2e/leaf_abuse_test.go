@@ -139,7 +139,7 @@ func adminLogins(t *testing.T, url, path string, n int, when string) {
 // made admin logins at the hub fail (review 2, finding 1). Now a site's
 // secret costs one bcrypt: later attempts compare its SHA-256, at most one
 // bcrypt runs at a time and a host that gave a wrong secret is not
-// checked again for a second. During floods from another address and
+// checked again for a while. During floods from another address and
 // then from the site's own: the site links for the first time, admin
 // logins at the hub all succeed, and the site re-links (a new broker).
 func TestThreatSiteLeafSecretFlood(t *testing.T) {
