@@ -178,10 +178,11 @@ const (
 	DefaultSiteCalloutBurst = 400
 	// siteQueueLimit bounds the requests one site has waiting.
 	siteQueueLimit = 512
-	// calloutMaxWait is how long a request may wait for a worker, whatever
-	// its expiry says (a site chooses that; a request without one would
-	// otherwise never be stale): the hub's brokers give up on a
-	// connection's authentication sooner (broker.DefaultAuthTimeout).
+	// calloutMaxWait is how long a site's request (or one without an
+	// expiry) may wait for a worker, whatever its expiry says (a site
+	// chooses that, and a request without one would never be stale):
+	// brokers give up on a connection's authentication by then unless
+	// configured otherwise (broker.DefaultAuthTimeout).
 	calloutMaxWait = broker.DefaultAuthTimeout
 )
 
@@ -378,8 +379,8 @@ func (c *callout) authorizeAt(data []byte, serverXKey, site string) ([]byte, err
 }
 
 // authorizeQueued is authorizeAt for a request that arrived at received
-// (zero: now): one that waited past calloutMaxWait is stale whatever its
-// expiry says.
+// (zero: now): a site's request (or one without an expiry) that waited
+// past calloutMaxWait is stale whatever its expiry says.
 func (c *callout) authorizeQueued(data []byte, serverXKey, site string, received time.Time) ([]byte, error) {
 	if err := c.init(); err != nil {
 		return nil, fmt.Errorf("callout keys unusable: %w", err)
@@ -398,14 +399,16 @@ func (c *callout) authorizeQueued(data []byte, serverXKey, site string, received
 		return nil, fmt.Errorf("malformed request: %w", err)
 	}
 	now := c.clock()
-	if (req.Expires != 0 && now.Unix() > req.Expires) || (!received.IsZero() && now.Sub(received) > calloutMaxWait) {
+	waited := !received.IsZero() && now.Sub(received) > calloutMaxWait && (site != "" || req.Expires == 0)
+	if (req.Expires != 0 && now.Unix() > req.Expires) || waited {
 		// The broker has already given up on this connection (its auth
 		// timeout passed while the request queued): answering would only
 		// cost the CPU that live requests need. Under a reconnect storm
 		// this keeps the callout working on requests that can still succeed.
-		// A request without an expiry (or one far off, which a site
-		// may claim) is stale once it has waited longer than any broker
-		// waits.
+		// A site's request, or one without an expiry, is stale once it
+		// has waited longer than a broker waits, whatever it claims (the
+		// hub's own brokers' expiry is believed: their auth timeout may
+		// be set longer).
 		return nil, errStaleRequest
 	}
 	resp := jwt.NewAuthorizationResponseClaims(req.UserNkey)

@@ -107,6 +107,19 @@ func TestSiteRequestWithoutExpiryGoesStale(t *testing.T) {
 			t.Errorf("expiry %d, fresh: %v", exp, err)
 		}
 	}
+	// The hub's own brokers' expiry is believed (their auth timeout may
+	// be longer than calloutMaxWait); without one the wait bounds it.
+	req := request(t, f.webKP, "10.0.0.5_web01")
+	req.Expires = calloutTime.Add(time.Minute).Unix()
+	tok, _ := req.Encode(server)
+	if _, err := f.c.authorizeQueued([]byte(tok), "", "", calloutTime.Add(-calloutMaxWait-time.Second)); err != nil {
+		t.Errorf("hub request within its expiry: %v", err)
+	}
+	req.Expires = 0
+	tok, _ = req.Encode(server)
+	if _, err := f.c.authorizeQueued([]byte(tok), "", "", calloutTime.Add(-calloutMaxWait-time.Second)); !errors.Is(err, errStaleRequest) {
+		t.Errorf("hub request without an expiry, waited past calloutMaxWait: got %v, want errStaleRequest", err)
+	}
 }
 
 // TestDecideAtSiteBelievesItAboutItsOwn: a site is believed only about its
