@@ -221,10 +221,10 @@ func (q *lifo) push(m *nats.Msg, at time.Time) {
 }
 
 // pushBounded appends it to the stack items of at most limit, dropping
-// the oldest quarter at once when it is full.
+// the oldest quarter (at least one) at once when it is full.
 func pushBounded(items []queued, it queued, limit int) []queued {
 	if len(items) >= limit {
-		n := copy(items, items[len(items)/4:])
+		n := copy(items, items[max(1, len(items)/4):])
 		clear(items[n:])
 		items = items[:n]
 	}

@@ -72,7 +72,7 @@ func TestSiteQueuesRateAndTurns(t *testing.T) {
 		got = append(got, it.m.Reply)
 	}
 	// dc2 held a, b, c; d arrived on the full stack and dropped the oldest
-	// quarter (a): b, c, d. dc3 held a, b.
+	// (a quarter, at least one: a): b, c, d. dc3 held a, b.
 	want := []string{"dc2.d", "dc3.b", "dc2.c", "dc3.a", "dc2.b"}
 	if strings.Join(got, " ") != strings.Join(want, " ") {
 		t.Fatalf("popped %v, want %v", got, want)
@@ -81,6 +81,12 @@ func TestSiteQueuesRateAndTurns(t *testing.T) {
 	push("dc2", 3)
 	if it, _ := q.pop(); it.m.Reply != "dc2.a" {
 		t.Fatalf("after a refill: popped %q", it.m.Reply)
+	}
+	q.mu.Lock()
+	left := len(q.turn) + len(q.stacks)
+	q.mu.Unlock()
+	if left != 0 {
+		t.Fatalf("requests left after every one was popped: turn %v", q.turn)
 	}
 	done := make(chan bool)
 	go func() { _, ok := q.pop(); done <- ok }()
