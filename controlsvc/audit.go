@@ -619,10 +619,16 @@ func setCallArgs(rec *fleet.AuditRecord, body []byte) {
 
 // auditRefused records a connection the callout refused.
 func (s *Service) auditRefused(kind, name, key, ip, reason string) {
+	s.auditRefusedAt(kind, name, key, ip, "", reason)
+}
+
+// auditRefusedAt records a connection the callout refused when remote
+// site's broker asked about it ("": the hub's own brokers).
+func (s *Service) auditRefusedAt(kind, name, key, ip, site, reason string) {
 	if s.audit == nil {
 		return
 	}
-	s.audit.record(fleet.AuditRecord{Kind: fleet.AuditRefused, Name: name, Key: key, IP: ip, Reason: kind + ": " + reason})
+	s.audit.record(fleet.AuditRecord{Kind: fleet.AuditRefused, Name: name, Key: key, IP: ip, Site: site, Reason: kind + ": " + reason})
 }
 
 // auditRegistry records a control API change (or a refused attempt).

@@ -2,6 +2,7 @@ package controlsvc
 
 import (
 	"bytes"
+	"cmp"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
@@ -53,8 +54,9 @@ type callout struct {
 	readOnly []string
 	onRefuse func(kind, who, ip, reason string)
 	onGrant  func(kind, who string)
-	// onAudit records a refusal with the key presented.
-	onAudit func(kind, who, key, ip, reason string)
+	// onAudit records a refusal with the key presented; site is the
+	// remote site whose broker asked ("": the hub's own).
+	onAudit func(kind, who, key, ip, site, reason string)
 	// limit bounds each machine's connections (nil: no bound).
 	limit *connLimiter
 	// siteTTL, when above 0 and below ttl, is the lifetime of credentials
@@ -71,6 +73,13 @@ type callout struct {
 	// linkSize refuses a site's FLEET link too large for the broker
 	// (nil: not checked; see linksize.go).
 	linkSize *linkSize
+	// secrets remembers the sites' secrets once checked, so a wrong one
+	// costs no bcrypt (see leaflinks.go).
+	secrets siteSecrets
+	// siteRate and siteBurst bound each remote site's callout requests
+	// (0: DefaultSiteCalloutRate, DefaultSiteCalloutBurst).
+	siteRate  float64
+	siteBurst int
 }
 
 // clock returns now, or time.Now when it is nil.
@@ -110,42 +119,80 @@ func (c *callout) init() error {
 // ends. Newest-first keeps serving requests whose clients are still
 // waiting while the old ones expire unanswered (and are skipped without
 // crypto); when nothing is queued up the order makes no difference.
+//
+// Remote sites' requests never wait in the hub's stack: whoever controls
+// a site's broker may publish what it likes on its site's callout
+// subject. Each site has a stack of its own, bounded and fed at most at
+// its rate (siteRate requests per second, bursts of siteBurst; past it
+// they are dropped unanswered, at the cost of a map lookup), served in
+// turn by workers of their own: a site's flood delays only that site's
+// admissions, never the hub's.
 func (c *callout) subscribe(nc *nats.Conn) (*nats.Subscription, func(), error) {
 	if err := c.init(); err != nil {
 		return nil, nil, err
 	}
 	q := newLIFO(1 << 16)
-	sub, err := nc.QueueSubscribe(AuthCalloutSubject, "cc-control", q.push)
+	sub, err := nc.QueueSubscribe(AuthCalloutSubject, "cc-control", func(m *nats.Msg) { q.push(m, c.clock()) })
 	if err != nil {
 		return nil, nil, fmt.Errorf("subscribe to auth callout: %w", err)
 	}
 	_ = sub.SetPendingLimits(-1, -1) // the stack bounds what is held
 	// Remote sites' brokers' requests arrive renamed under their site.
-	siteSub, err := nc.QueueSubscribe(fleet.SiteAuthWildcard, "cc-control", q.push)
+	sq := newSiteQueues(cmp.Or(c.siteRate, DefaultSiteCalloutRate), cmp.Or(c.siteBurst, DefaultSiteCalloutBurst), siteQueueLimit, c.clock, c.log)
+	siteSub, err := nc.QueueSubscribe(fleet.SiteAuthWildcard, "cc-control", sq.push)
 	if err != nil {
 		_ = sub.Unsubscribe()
 		return nil, nil, fmt.Errorf("subscribe to the sites' auth callout: %w", err)
 	}
-	_ = siteSub.SetPendingLimits(-1, -1)
+	_ = siteSub.SetPendingLimits(-1, -1) // the rate and the stacks bound what is held
 	var wg sync.WaitGroup
-	for range max(2, runtime.GOMAXPROCS(0)*2) {
-		wg.Go(func() {
-			for {
-				m, ok := q.pop()
-				if !ok {
-					return
-				}
-				c.handle(m)
+	serve := func(pop func() (queued, bool)) {
+		for {
+			it, ok := pop()
+			if !ok {
+				return
 			}
-		})
+			c.handle(it.m, it.at)
+		}
+	}
+	for range max(2, runtime.GOMAXPROCS(0)*2) {
+		wg.Go(func() { serve(q.pop) })
+	}
+	for range max(1, runtime.GOMAXPROCS(0)/2) {
+		wg.Go(func() { serve(sq.pop) })
 	}
 	stop := func() {
 		_ = sub.Unsubscribe()
 		_ = siteSub.Unsubscribe()
 		q.close()
+		sq.close()
 		wg.Wait()
 	}
 	return sub, stop, nil
+}
+
+// Remote sites' callout requests (see subscribe).
+const (
+	// DefaultSiteCalloutRate is the requests per second one site's
+	// brokers may send the callout, sustained: a site of 2,000 machines
+	// all reconnecting at once is admitted in 10 s.
+	DefaultSiteCalloutRate = 200.0
+	// DefaultSiteCalloutBurst is the requests a site may send at once.
+	DefaultSiteCalloutBurst = 400
+	// siteQueueLimit bounds the requests one site has waiting.
+	siteQueueLimit = 512
+	// calloutMaxWait is how long a site's request (or one without an
+	// expiry) may wait for a worker, whatever its expiry says (a site
+	// chooses that, and a request without one would never be stale):
+	// brokers give up on a connection's authentication by then unless
+	// configured otherwise (broker.DefaultAuthTimeout).
+	calloutMaxWait = broker.DefaultAuthTimeout
+)
+
+// queued is a callout request and when it arrived.
+type queued struct {
+	m  *nats.Msg
+	at time.Time
 }
 
 // lifo is a bounded stack of callout requests: pop takes the newest, and a
@@ -154,7 +201,7 @@ func (c *callout) subscribe(nc *nats.Conn) (*nats.Subscription, func(), error) {
 type lifo struct {
 	mu     sync.Mutex
 	cond   *sync.Cond
-	items  []*nats.Msg
+	items  []queued
 	limit  int
 	closed bool
 }
@@ -165,35 +212,47 @@ func newLIFO(limit int) *lifo {
 	return q
 }
 
-func (q *lifo) push(m *nats.Msg) {
+func (q *lifo) push(m *nats.Msg, at time.Time) {
 	q.mu.Lock()
 	if q.closed {
 		q.mu.Unlock()
 		return
 	}
-	if len(q.items) >= q.limit {
-		n := copy(q.items, q.items[len(q.items)/4:]) // drop the oldest quarter at once
-		clear(q.items[n:])
-		q.items = q.items[:n]
-	}
-	q.items = append(q.items, m)
+	q.items = pushBounded(q.items, queued{m, at}, q.limit)
 	q.mu.Unlock()
 	q.cond.Signal()
 }
 
-func (q *lifo) pop() (*nats.Msg, bool) {
+// pushBounded appends it to the stack items of at most limit, dropping
+// the oldest quarter (at least one) at once when it is full.
+func pushBounded(items []queued, it queued, limit int) []queued {
+	if len(items) >= limit {
+		n := copy(items, items[max(1, len(items)/4):])
+		clear(items[n:])
+		items = items[:n]
+	}
+	return append(items, it)
+}
+
+// popNewest takes the newest of a non-empty stack.
+func popNewest(items []queued) (queued, []queued) {
+	it := items[len(items)-1]
+	items[len(items)-1] = queued{}
+	return it, items[:len(items)-1]
+}
+
+func (q *lifo) pop() (queued, bool) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	for len(q.items) == 0 && !q.closed {
 		q.cond.Wait()
 	}
 	if len(q.items) == 0 {
-		return nil, false
+		return queued{}, false
 	}
-	m := q.items[len(q.items)-1]
-	q.items[len(q.items)-1] = nil
-	q.items = q.items[:len(q.items)-1]
-	return m, true
+	var it queued
+	it, q.items = popNewest(q.items)
+	return it, true
 }
 
 func (q *lifo) close() {
@@ -204,7 +263,88 @@ func (q *lifo) close() {
 	q.cond.Broadcast()
 }
 
-func (c *callout) handle(m *nats.Msg) {
+// siteQueues holds remote sites' callout requests: a bounded stack per
+// site, fed at most at the site's rate, popped one site after another.
+type siteQueues struct {
+	limit *opLimiter // one bucket per site
+	max   int
+	now   func() time.Time
+	log   *slog.Logger
+
+	mu     sync.Mutex
+	cond   *sync.Cond
+	stacks map[string][]queued
+	turn   []string // sites with requests waiting, next to serve first
+	closed bool
+}
+
+func newSiteQueues(rate float64, burst, limit int, now func() time.Time, log *slog.Logger) *siteQueues {
+	q := &siteQueues{limit: newOpLimiter("site callout", "", rate, burst, now), max: limit, now: now, log: log, stacks: map[string][]queued{}}
+	q.cond = sync.NewCond(&q.mu)
+	return q
+}
+
+// push queues m for its site, or drops it when the subject names no site
+// or the site is over its rate.
+func (q *siteQueues) push(m *nats.Msg) {
+	site, err := fleet.ParseSiteAuthSubject(m.Subject)
+	if err != nil {
+		return // the broker's import names the site; nothing else arrives here
+	}
+	if r := q.limit.allow(site); r != nil {
+		if r.Log {
+			q.log.Warn("a site's callout requests are over its rate; the excess is dropped unanswered (its connections retry)",
+				"site", site, "dropped", r.Count, "rate", q.limit.rate, "burst", q.limit.burst)
+		}
+		return
+	}
+	at := q.now()
+	q.mu.Lock()
+	if q.closed {
+		q.mu.Unlock()
+		return
+	}
+	st := q.stacks[site]
+	if len(st) == 0 {
+		q.turn = append(q.turn, site)
+	}
+	q.stacks[site] = pushBounded(st, queued{m, at}, q.max)
+	q.mu.Unlock()
+	q.cond.Signal()
+}
+
+// pop takes the newest request of the site whose turn it is.
+func (q *siteQueues) pop() (queued, bool) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	for len(q.turn) == 0 && !q.closed {
+		q.cond.Wait()
+	}
+	if q.closed {
+		return queued{}, false
+	}
+	site := q.turn[0]
+	q.turn = q.turn[1:]
+	it, st := popNewest(q.stacks[site])
+	if len(st) > 0 {
+		q.stacks[site] = st
+		q.turn = append(q.turn, site)
+	} else {
+		delete(q.stacks, site)
+	}
+	return it, true
+}
+
+func (q *siteQueues) close() {
+	q.mu.Lock()
+	q.closed = true
+	q.stacks, q.turn = nil, nil
+	q.mu.Unlock()
+	q.cond.Broadcast()
+}
+
+// handle answers request m, which arrived at at.
+func (c *callout) handle(m *nats.Msg, at time.Time) {
 	var serverXKey string
 	if m.Header != nil {
 		serverXKey = m.Header.Get("Nats-Server-Xkey")
@@ -217,7 +357,7 @@ func (c *callout) handle(m *nats.Msg) {
 			return
 		}
 	}
-	out, err := c.authorizeAt(m.Data, serverXKey, site)
+	out, err := c.authorizeQueued(m.Data, serverXKey, site, at)
 	if errors.Is(err, errStaleRequest) {
 		c.log.Debug("auth callout request skipped", "error", err)
 		return
@@ -238,6 +378,13 @@ func (c *callout) authorize(data []byte, serverXKey string) ([]byte, error) {
 // authorizeAt is authorize for a request from the brokers of site ("":
 // the hub's own).
 func (c *callout) authorizeAt(data []byte, serverXKey, site string) ([]byte, error) {
+	return c.authorizeQueued(data, serverXKey, site, time.Time{})
+}
+
+// authorizeQueued is authorizeAt for a request that arrived at received
+// (zero: now): a site's request (or one without an expiry) that waited
+// past calloutMaxWait is stale whatever its expiry says.
+func (c *callout) authorizeQueued(data []byte, serverXKey, site string, received time.Time) ([]byte, error) {
 	if err := c.init(); err != nil {
 		return nil, fmt.Errorf("callout keys unusable: %w", err)
 	}
@@ -254,11 +401,17 @@ func (c *callout) authorizeAt(data []byte, serverXKey, site string) ([]byte, err
 	if err != nil {
 		return nil, fmt.Errorf("malformed request: %w", err)
 	}
-	if req.Expires != 0 && c.clock().Unix() > req.Expires {
+	now := c.clock()
+	waited := !received.IsZero() && now.Sub(received) > calloutMaxWait && (site != "" || req.Expires == 0)
+	if (req.Expires != 0 && now.Unix() > req.Expires) || waited {
 		// The broker has already given up on this connection (its auth
 		// timeout passed while the request queued): answering would only
 		// cost the CPU that live requests need. Under a reconnect storm
 		// this keeps the callout working on requests that can still succeed.
+		// A site's request, or one without an expiry, is stale once it
+		// has waited longer than a broker waits, whatever it claims (the
+		// hub's own brokers' expiry is believed: their auth timeout may
+		// be set longer).
 		return nil, errStaleRequest
 	}
 	resp := jwt.NewAuthorizationResponseClaims(req.UserNkey)
@@ -301,14 +454,14 @@ func (c *callout) decideAt(req *jwt.AuthorizationRequestClaims, site string) (*j
 		return c.decideLeaf(req, site)
 	}
 	if opts.Nkey == "" {
-		return nil, c.refuse("unknown", opts.Name, opts.Nkey, ci.Host, "no nkey presented: agents connect with the machine's nkey (cc-agent --key FILE), operators with theirs (cc-bench --key FILE)")
+		return nil, c.refuseAt("unknown", opts.Name, opts.Nkey, ci.Host, site, "no nkey presented: agents connect with the machine's nkey (cc-agent --key FILE), operators with theirs (cc-bench --key FILE)")
 	}
 	if err := verifyNonce(opts.Nkey, ci.Nonce, opts.SignedNonce); err != nil {
-		return nil, c.refuse("unknown", opts.Name, opts.Nkey, ci.Host, err.Error())
+		return nil, c.refuseAt("unknown", opts.Name, opts.Nkey, ci.Host, site, err.Error())
 	}
 	if op, ok := c.reg.OperatorByKey(opts.Nkey); ok {
 		if site != "" {
-			return nil, c.refuse("operator", op.Name, opts.Nkey, ci.Host, fmt.Sprintf(
+			return nil, c.refuseAt("operator", op.Name, opts.Nkey, ci.Host, site, fmt.Sprintf(
 				"operators connect to the hub, not to site %s's broker: a site's link carries only its own machines' calls", site))
 		}
 		id := operatorIdentity{Name: op.Name, Key: op.Key, Role: op.Role}
@@ -319,27 +472,36 @@ func (c *callout) decideAt(req *jwt.AuthorizationRequestClaims, site string) (*j
 	}
 	id := opts.Name
 	if err := fleet.ValidateMachineID(id); err != nil {
-		return nil, c.refuse("agent", id, opts.Nkey, ci.Host, "the connection name must be the machine id: "+err.Error())
+		return nil, c.refuseAt("agent", id, opts.Nkey, ci.Host, site, "the connection name must be the machine id: "+err.Error())
 	}
+	// A site's broker is believed only about that site's machines: a
+	// compromised site may present any id with a key of its own (signed
+	// over a nonce it chose) and say any address. So the machine's site is
+	// checked before its key, a site's attempts are recorded as pending
+	// only for ids not in the registry and for its own machines, with the
+	// site named, and a site is never told the key on record.
 	m, ok := c.reg.Machine(id)
 	if !ok {
 		reason := fmt.Sprintf("machine %s is not in the registry; accept it with: cc-bench machines accept %s", id, id)
 		if site != "" {
 			reason = fmt.Sprintf("machine %s (at site %s's broker) is not in the registry; accept it with: cc-bench machines accept %s --site %s", id, site, id, site)
 		}
-		c.reg.RecordPending(id, opts.Nkey, ci.Host, "not in the registry")
-		return nil, c.refuse("agent", id, opts.Nkey, ci.Host, reason)
+		c.reg.RecordPendingAt(id, opts.Nkey, ci.Host, site, "not in the registry")
+		return nil, c.refuseAt("agent", id, opts.Nkey, ci.Host, site, reason)
+	}
+	if m.Site != site {
+		return nil, c.refuseAt("agent", id, opts.Nkey, ci.Host, site, siteMismatch(id, m.Site, site))
 	}
 	if m.Key != opts.Nkey {
 		reason := fmt.Sprintf("machine %s presented key %s but the key on record is %s; if the machine was rebuilt, re-accept it with: cc-bench machines accept %s", id, opts.Nkey, m.Key, id)
-		c.reg.RecordPending(id, opts.Nkey, ci.Host, "key does not match the key on record")
-		return nil, c.refuse("agent", id, opts.Nkey, ci.Host, reason)
-	}
-	if m.Site != site {
-		return nil, c.refuse("agent", id, opts.Nkey, ci.Host, siteMismatch(id, m.Site, site))
+		if site != "" {
+			reason = fmt.Sprintf("machine %s (at site %s's broker) presented key %s, not the key on record; if the machine was rebuilt, re-accept it with: cc-bench machines accept %s", id, site, opts.Nkey, id)
+		}
+		c.reg.RecordPendingAt(id, opts.Nkey, ci.Host, site, "key does not match the key on record")
+		return nil, c.refuseAt("agent", id, opts.Nkey, ci.Host, site, reason)
 	}
 	if err := c.limit.admit(id); err != nil {
-		return nil, c.refuse("agent", id, opts.Nkey, ci.Host, err.Error())
+		return nil, c.refuseAt("agent", id, opts.Nkey, ci.Host, site, err.Error())
 	}
 	uc := c.userClaims(req, agentUserPrefix+id, site)
 	uc.Tags.Add(keyTagPrefix + opts.Nkey) // lets a re-key close this connection (see onRecord)
@@ -366,13 +528,24 @@ func (c *callout) granted(kind, who string) {
 // what the client presented, unchecked: they are cut to
 // fleet.AuditMaxClientText bytes before they are kept anywhere.
 func (c *callout) refuse(kind, who, key, ip, reason string) error {
-	who, key = boundClientText(who), boundClientText(key)
-	c.log.Warn("connection refused", "kind", kind, "name", who, "ip", ip, "reason", reason)
+	return c.refuseAt(kind, who, key, ip, "", reason)
+}
+
+// refuseAt is refuse for a connection remote site's broker asked about
+// ("": the hub's own): the log and the audit name the site, whose word
+// the name, key and address are.
+func (c *callout) refuseAt(kind, who, key, ip, site, reason string) error {
+	who, key, ip = boundClientText(who), boundClientText(key), boundClientText(ip)
+	if site != "" {
+		c.log.Warn("connection refused", "kind", kind, "name", who, "ip", ip, "reported_by_site", site, "reason", reason)
+	} else {
+		c.log.Warn("connection refused", "kind", kind, "name", who, "ip", ip, "reason", reason)
+	}
 	if c.onRefuse != nil {
 		c.onRefuse(kind, who, ip, reason)
 	}
 	if c.onAudit != nil {
-		c.onAudit(kind, who, key, ip, reason)
+		c.onAudit(kind, who, key, ip, site, reason)
 	}
 	return errors.New(reason)
 }

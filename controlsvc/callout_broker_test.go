@@ -139,7 +139,7 @@ func TestSlowCalloutStillAdmits(t *testing.T) {
 	ctl := brokertest.Connect(t, b, bk.Control)
 	sub, err := ctl.Subscribe(AuthCalloutSubject, func(m *nats.Msg) {
 		time.Sleep(3 * time.Second)
-		c.handle(m)
+		c.handle(m, time.Time{})
 	})
 	if err != nil {
 		t.Fatal(err)

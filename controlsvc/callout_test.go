@@ -512,15 +512,15 @@ func TestDecodeRequestRefusesWhatIsNotARequest(t *testing.T) {
 func TestLIFO(t *testing.T) {
 	q := newLIFO(8)
 	for i := range 10 {
-		q.push(&nats.Msg{Subject: strconv.Itoa(i)})
+		q.push(&nats.Msg{Subject: strconv.Itoa(i)}, calloutTime)
 	}
 	var got []string
 	for range 8 {
-		m, ok := q.pop()
+		it, ok := q.pop()
 		if !ok {
 			break
 		}
-		got = append(got, m.Subject)
+		got = append(got, it.m.Subject)
 		if len(q.items) == 0 {
 			break
 		}
@@ -536,5 +536,5 @@ func TestLIFO(t *testing.T) {
 	if ok := <-done; ok {
 		t.Fatal("pop after close returned a message")
 	}
-	q.push(&nats.Msg{}) // ignored once closed
+	q.push(&nats.Msg{}, calloutTime) // ignored once closed
 }

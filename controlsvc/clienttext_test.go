@@ -38,7 +38,7 @@ func TestBoundClientText(t *testing.T) {
 func TestRefusedNameAndKeyBounded(t *testing.T) {
 	f := newCalloutFixture(t)
 	var audited []string
-	f.c.onAudit = func(_, who, key, _, reason string) { audited = append(audited, who, key, reason) }
+	f.c.onAudit = func(_, who, key, _, _, reason string) { audited = append(audited, who, key, reason) }
 	evil := "\x1b]0;owned\a\x1b[8m" + strings.Repeat("x", 4000)
 	// A key that is no nkey at all: refused before any signature check.
 	if _, err := f.c.decide(rawRequest(t, evil, evil, testNonce, "c2ln")); err == nil {

@@ -112,7 +112,7 @@ func FuzzCalloutHandle(f *testing.F) {
 			m.Data = sealed
 			m.Header.Set("Nats-Server-Xkey", spub)
 		}
-		c.handle(m) // unbound message: the reply is dropped, never sent
+		c.handle(m, time.Time{}) // unbound message: the reply is dropped, never sent
 	})
 }
 

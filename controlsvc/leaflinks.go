@@ -2,6 +2,8 @@ package controlsvc
 
 import (
 	"context"
+	"crypto/sha256"
+	"crypto/subtle"
 	"encoding/json"
 	"fmt"
 	"strings"
@@ -49,7 +51,11 @@ func (c *callout) decideLeaf(req *jwt.AuthorizationRequestClaims, at string) (*j
 		return nil, c.refuse("site", site, "", ci.Host, fmt.Sprintf("site %s is not in cc-control's leaf sites; "+
 			"give cc-control the hub's leaf sites file (--leaf-sites FILE, from cc-broker leaf-site %s)", site, site))
 	}
-	if bcrypt.CompareHashAndPassword([]byte(hash), []byte(opts.Password)) != nil {
+	switch c.secrets.check(site, hash, opts.Password, ci.Host, c.clock) {
+	case secretBusy:
+		return nil, c.refuse("site", site, "", ci.Host, fmt.Sprintf("the hub is checking another leaf link's secret: "+
+			"site %s's broker retries by itself (if this repeats, someone without the secret may be trying leaf links: check the hub's leaf port)", site))
+	case secretWrong:
 		return nil, c.refuse("site", site, "", ci.Host, fmt.Sprintf("wrong secret for site %s: the site's broker needs "+
 			"the secret file cc-broker leaf-site %s wrote, matching the hash in the leaf sites file", site, site))
 	}
@@ -72,6 +78,91 @@ func (c *callout) decideLeaf(req *jwt.AuthorizationRequestClaims, at string) (*j
 	}
 	c.granted("site", site)
 	return uc, nil
+}
+
+// Outcomes of siteSecrets.check.
+const (
+	secretOK = iota
+	secretWrong
+	secretBusy
+)
+
+// siteSecretRetry is how long a host that gave a wrong secret is refused
+// without a check, from when the check ended.
+const siteSecretRetry = 2 * time.Second
+
+// maxSecretFailures bounds the hosts remembered for siteSecretRetry.
+const maxSecretFailures = 4096
+
+// siteSecrets checks leaf links' secrets against the sites' bcrypt hashes
+// without letting anyone who can reach the leaf port slow the hub's
+// admissions. bcrypt (at the cost cc-broker leaf-site uses) takes tens of
+// milliseconds of CPU, on the callout workers every admission shares:
+// checked per attempt, a flood of wrong secrets blocked hub logins.
+// So:
+//   - once a site's secret has checked out, its SHA-256 is kept and every
+//     later attempt is compared with that in constant time: the hashes
+//     are read once at start, so any other secret is wrong, and a link
+//     that re-links costs no bcrypt;
+//   - before that, at most one bcrypt runs at a time: an attempt that
+//     finds one running is refused at once ("busy, retry"; a site's
+//     broker retries by itself) instead of queueing;
+//   - a host that gave a wrong secret is refused without a check for
+//     siteSecretRetry after the check, so one source cannot keep the check
+//     busy (many sources can, until the site's first link: its broker
+//     then links when it finds no check running).
+//
+// The zero value is ready to use.
+type siteSecrets struct {
+	bcrypt sync.Mutex // held while a bcrypt runs (TryLock only)
+	// compare is the bcrypt check (nil: bcrypt.CompareHashAndPassword).
+	compare func(hash, secret []byte) error
+
+	mu     sync.Mutex
+	known  map[string][sha256.Size]byte // site: SHA-256 of its checked secret
+	failed map[string]time.Time         // host: refused without a check until
+}
+
+// check says whether secret is site's, whose bcrypt hash is hash, for a
+// link from host; now is the clock.
+func (s *siteSecrets) check(site, hash, secret, host string, now func() time.Time) int {
+	sum := sha256.Sum256([]byte(secret))
+	s.mu.Lock()
+	want, known := s.known[site]
+	until, failed := s.failed[host]
+	s.mu.Unlock()
+	if known {
+		if subtle.ConstantTimeCompare(sum[:], want[:]) == 1 {
+			return secretOK
+		}
+		return secretWrong
+	}
+	if failed && now().Before(until) {
+		return secretWrong
+	}
+	if !s.bcrypt.TryLock() {
+		return secretBusy
+	}
+	compare := s.compare
+	if compare == nil {
+		compare = bcrypt.CompareHashAndPassword
+	}
+	err := compare([]byte(hash), []byte(secret))
+	s.bcrypt.Unlock()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err != nil {
+		if s.failed == nil || len(s.failed) >= maxSecretFailures {
+			s.failed = map[string]time.Time{} // forgetting only costs a check
+		}
+		s.failed[host] = now().Add(siteSecretRetry)
+		return secretWrong
+	}
+	if s.known == nil {
+		s.known = map[string][sha256.Size]byte{}
+	}
+	s.known[site] = sum
+	return secretOK
 }
 
 // siteFleetPermissions are a site's FLEET link's, as the site sees them

@@ -32,7 +32,7 @@ func TestSiteLinkTooLarge(t *testing.T) {
 	var logs bytes.Buffer
 	f.c.log = slog.New(slog.NewTextHandler(&logs, nil))
 	var audits []string
-	f.c.onAudit = func(kind, who, key, ip, reason string) { audits = append(audits, kind+" "+who+": "+reason) }
+	f.c.onAudit = func(kind, who, key, ip, _, reason string) { audits = append(audits, kind+" "+who+": "+reason) }
 
 	_, pub := newUser(t)
 	var reqs []fleet.MachineRequest

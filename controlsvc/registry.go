@@ -325,7 +325,14 @@ func (r *Registry) Accept(id, want, by string) (fleet.MachineChange, error) {
 }
 
 // AcceptAt is [Registry.Accept] placing the machine at remote site ("":
-// where it is registered already, else the hub).
+// the site whose broker reported the key, else where the machine is
+// registered already, else the hub).
+//
+// A key a remote site reported is accepted only at that site: a site
+// says what it likes about the machines at its broker (a compromised one
+// can present a key of its own for any id), and the hub believes a site
+// only about its own machines. Placing such a machine elsewhere takes the
+// key checked on the host: cc-bench machines add ID --pubkey KEY.
 func (r *Registry) AcceptAt(id, want, site, by string) (fleet.MachineChange, error) {
 	if err := validateSite(site); err != nil {
 		return fleet.MachineChange{}, err
@@ -336,9 +343,18 @@ func (r *Registry) AcceptAt(id, want, site, by string) (fleet.MachineChange, err
 	if !ok {
 		return fleet.MachineChange{}, fmt.Errorf("machine %s is not pending (list pending machines with: cc-bench machines pending): %w", id, ErrNotFound)
 	}
-	key, err := pickPendingKey(p, want)
+	k, err := pickPendingKey(p, want)
 	if err != nil {
 		return fleet.MachineChange{}, err
+	}
+	if k.Site != "" && site != "" && site != k.Site {
+		return fleet.MachineChange{}, fmt.Errorf("key %s tried machine %s through site %s's broker, so it may be accepted only at that site "+
+			"(cc-bench machines accept %s --pubkey %s --site %s); to place the machine at site %s, check its key on the host "+
+			"(cc-agent --print-key) and run: cc-bench machines add %s --pubkey KEY --site %s --replace: %w",
+			k.Key, id, k.Site, id, k.Key, k.Site, site, id, site, ErrConflict)
+	}
+	if site == "" {
+		site = k.Site
 	}
 	var labels map[string]string
 	if m, ok := r.data.Machines[id]; ok {
@@ -347,45 +363,45 @@ func (r *Registry) AcceptAt(id, want, site, by string) (fleet.MachineChange, err
 			site = m.Site // a re-keyed machine stays where it is
 		}
 	}
-	return r.setMachineLocked(id, key, site, labels, by, true)
+	return r.setMachineLocked(id, k.Key, site, labels, by, true)
 }
 
 // pickPendingKey chooses the key of p that want names (see Accept).
-func pickPendingKey(p *fleet.Pending, want string) (string, error) {
+func pickPendingKey(p *fleet.Pending, want string) (fleet.PendingKey, error) {
 	keys := pendingKeys(p)
 	if want == "" {
 		if len(keys) == 1 && p.KeysDropped == 0 {
-			return keys[0].Key, nil
+			return keys[0], nil
 		}
-		return "", fmt.Errorf("machine %s was tried with %d different keys%s, so someone other than the machine may be asking (%s); "+
+		return fleet.PendingKey{}, fmt.Errorf("machine %s was tried with %d different keys%s, so someone other than the machine may be asking (%s); "+
 			"check the key on the host itself (cc-agent --print-key) and accept that one with: cc-bench machines accept %s --pubkey KEY: %w",
 			p.ID, len(keys)+p.KeysDropped, droppedNote(p), listKeys(keys), p.ID, ErrConflict)
 	}
-	var found []string
+	var found []fleet.PendingKey
 	for _, k := range keys {
 		if k.Key == want {
-			return k.Key, nil
+			return k, nil
 		}
 		if strings.HasPrefix(k.Key, want) {
-			found = append(found, k.Key)
+			found = append(found, k)
 		}
 	}
 	switch len(found) {
 	case 1:
 		return found[0], nil
 	case 0:
-		return "", fmt.Errorf("no key that tried machine %s starts with %q; the keys that tried it are %s; "+
+		return fleet.PendingKey{}, fmt.Errorf("no key that tried machine %s starts with %q; the keys that tried it are %s; "+
 			"if the host's key (cc-agent --print-key) is not among them, register it in full with: cc-bench machines add %s --pubkey KEY: %w",
 			p.ID, want, listKeys(keys), p.ID, ErrConflict)
 	}
-	return "", invalidf("%q is the start of %d keys that tried machine %s (%s); give more of the key", want, len(found), p.ID, strings.Join(found, ", "))
+	return fleet.PendingKey{}, invalidf("%q is the start of %d keys that tried machine %s (%s); give more of the key", want, len(found), p.ID, listKeys(found))
 }
 
 // pendingKeys is p's keys, or its one Key for an entry recorded before
 // entries kept several.
 func pendingKeys(p *fleet.Pending) []fleet.PendingKey {
 	if len(p.Keys) == 0 && p.Key != "" {
-		return []fleet.PendingKey{{Key: p.Key, IP: p.IP, FirstSeen: p.FirstSeen, LastSeen: p.LastSeen, Attempts: p.Attempts, Reason: p.Reason}}
+		return []fleet.PendingKey{{Key: p.Key, IP: p.IP, FirstSeen: p.FirstSeen, LastSeen: p.LastSeen, Attempts: p.Attempts, Reason: p.Reason, Site: p.Site}}
 	}
 	return p.Keys
 }
@@ -402,7 +418,11 @@ func droppedNote(p *fleet.Pending) string {
 func listKeys(keys []fleet.PendingKey) string {
 	parts := make([]string, len(keys))
 	for i, k := range keys {
-		parts[i] = fmt.Sprintf("%s: %d attempt(s), last from %s", k.Key, k.Attempts, orUnknown(k.IP))
+		from := orUnknown(k.IP)
+		if k.Site != "" {
+			from += " as reported by site " + k.Site
+		}
+		parts[i] = fmt.Sprintf("%s: %d attempt(s), last from %s", k.Key, k.Attempts, from)
 	}
 	return strings.Join(parts, "; ")
 }
@@ -514,12 +534,25 @@ func (r *Registry) Label(id string, set map[string]string, remove []string) (fle
 // [fleet.MaxPendingKeys]): a later attempt with another key never replaces
 // the key an operator may be reviewing.
 func (r *Registry) RecordPending(id, key, ip, reason string) {
+	r.RecordPendingAt(id, key, ip, "", reason)
+}
+
+// RecordPendingAt is [Registry.RecordPending] for an attempt that remote
+// site's broker reported ("": the hub's own brokers). The caller records
+// a site's attempts only for ids not in the registry and the site's own
+// machines (see callout.decideAt). A site's attempt at a new id is not
+// recorded when the list is full: it never pushes out another entry, so
+// a compromised site cannot flush the hub's pending machines.
+func (r *Registry) RecordPendingAt(id, key, ip, site, reason string) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	now := r.now().UTC()
 	p, ok := r.data.Pending[id]
 	if !ok {
 		if len(r.data.Pending) >= MaxPending {
+			if site != "" {
+				return // a site's attempts never push others' entries out
+			}
 			r.dropOldestPendingLocked()
 		}
 		p = &fleet.Pending{ID: id, FirstSeen: now}
@@ -527,7 +560,7 @@ func (r *Registry) RecordPending(id, key, ip, reason string) {
 		r.pendingDirty = true
 	}
 	p.Keys = pendingKeys(p)
-	p.Key, p.IP, p.Reason, p.LastSeen = key, ip, reason, now
+	p.Key, p.IP, p.Reason, p.Site, p.LastSeen = key, ip, reason, site, now
 	p.Attempts++
 	i := slices.IndexFunc(p.Keys, func(k fleet.PendingKey) bool { return k.Key == key })
 	if i < 0 {
@@ -540,7 +573,7 @@ func (r *Registry) RecordPending(id, key, ip, reason string) {
 		r.pendingDirty = true
 	}
 	k := p.Keys[i]
-	k.IP, k.Reason, k.LastSeen = ip, reason, now
+	k.IP, k.Reason, k.Site, k.LastSeen = ip, reason, site, now
 	k.Attempts++
 	copy(p.Keys[1:i+1], p.Keys[:i]) // most recent first
 	p.Keys[0] = k

@@ -421,7 +421,7 @@ func (s *Service) startServing(ctx context.Context) error {
 		}
 	}
 	co.onRefuse = s.metrics.refused
-	co.onAudit = s.auditRefused
+	co.onAudit = s.auditRefusedAt
 	co.sites, co.onLink = map[string]string{}, s.onLeafLink
 	co.linkSize = newLinkSize(s.ctl.MaxPayload) // the callout answers on s.ctl
 	for _, site := range s.cfg.LeafSites {

@@ -105,6 +105,10 @@ type AuditRecord struct {
 	Key    string `json:"key,omitempty"`
 	IP     string `json:"ip,omitempty"`
 	Reason string `json:"reason,omitempty"`
+	// Site is the remote site whose broker asked about the refused
+	// connection ("": the hub's own brokers): Name, Key and IP are then
+	// as that site reported them.
+	Site string `json:"site,omitempty"`
 
 	// Cut: Args (of a call) or Request (of a registry change) was
 	// truncated; the whole was Size bytes with this SHA-256 (hex).

@@ -56,6 +56,9 @@ type Pending struct {
 	// Reason says why it was refused, e.g. "not in the registry" or
 	// "key does not match the key on record".
 	Reason string `json:"reason,omitempty"`
+	// Site is the remote site whose broker reported the most recent
+	// attempt ("": the hub's own brokers); IP is then as that site said.
+	Site string `json:"site,omitempty"`
 	// Keys lists each distinct key that tried the id, most recent first.
 	Keys []PendingKey `json:"keys,omitempty"`
 	// MultipleKeys is set when more than one key tried the id: someone
@@ -77,6 +80,11 @@ type PendingKey struct {
 	LastSeen  time.Time `json:"last_seen"`
 	Attempts  int       `json:"attempts"`
 	Reason    string    `json:"reason,omitempty"`
+	// Site is the remote site whose broker reported this key's most
+	// recent attempt ("": the hub's own brokers). A site reports what it
+	// likes about the machines at its broker, so its IP is the site's
+	// word, and a key a site reported is accepted only at that site.
+	Site string `json:"site,omitempty"`
 }
 
 // Operator is a human or script identity allowed to use the workbench.

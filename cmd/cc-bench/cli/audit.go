@@ -125,7 +125,11 @@ func auditText(r fleet.AuditRecord) (what, outcome string) {
 		}
 		return what, "ok"
 	case fleet.AuditRefused:
-		return fmt.Sprintf("%s key %s from %s", dash(r.Name), dash(r.Key), dash(r.IP)), truncate(r.Reason, 100)
+		from := dash(r.IP)
+		if r.Site != "" {
+			from += " as reported by site " + r.Site
+		}
+		return fmt.Sprintf("%s key %s from %s", dash(r.Name), dash(r.Key), from), truncate(r.Reason, 100)
 	case fleet.AuditDropped:
 		who := ""
 		if r.Operator != "" {

@@ -25,7 +25,8 @@ and pending).
   accept   register a pending machine with the key it presented; --pubkey
            names the key you checked on the host (cc-agent --print-key), in
            full or a unique prefix, and is required when the id was tried
-           with more than one key
+           with more than one key. A key a remote site reported (SITE in
+           pending) is accepted at that site only
   add      register a machine with its public nkey (U…) and labels; with
            --replace, give a registered machine another key
   rm       unregister a machine; its live connections are closed now
@@ -160,12 +161,13 @@ func machinesPending(e *env) error {
 		}
 		// One row per key that tried an id: the key is what the operator
 		// compares with the host's own (cc-agent --print-key).
-		t := newTable(e.stdout, "ID", "KEYS", "KEY", "ATTEMPTS", "LAST SEEN", "IP", "REASON")
+		t := newTable(e.stdout, "ID", "KEYS", "KEY", "ATTEMPTS", "LAST SEEN", "SITE", "IP", "REASON")
 		var flagged []fleet.Pending
+		fromSite := false
 		for _, p := range ps {
 			keys := p.Keys
 			if len(keys) == 0 {
-				keys = []fleet.PendingKey{{Key: p.Key, IP: p.IP, LastSeen: p.LastSeen, Attempts: p.Attempts, Reason: p.Reason}}
+				keys = []fleet.PendingKey{{Key: p.Key, IP: p.IP, LastSeen: p.LastSeen, Attempts: p.Attempts, Reason: p.Reason, Site: p.Site}}
 			}
 			n := fmt.Sprint(len(keys) + p.KeysDropped)
 			if p.MultipleKeys {
@@ -177,7 +179,8 @@ func machinesPending(e *env) error {
 				if i > 0 {
 					id, n = `"`, ""
 				}
-				t.row(id, n, k.Key, fmt.Sprint(k.Attempts), timeText(k.LastSeen), dash(k.IP), dash(k.Reason))
+				fromSite = fromSite || k.Site != ""
+				t.row(id, n, k.Key, fmt.Sprint(k.Attempts), timeText(k.LastSeen), dash(k.Site), dash(k.IP), dash(k.Reason))
 			}
 		}
 		if err := t.flush(); err != nil {
@@ -187,6 +190,10 @@ func machinesPending(e *env) error {
 			_ = printf(e.stderr, "WARNING: %s was tried with %d different keys: someone other than the machine may be asking.\n"+
 				"  Check the key on the host (cc-agent --print-key) and accept that one with: cc-bench machines accept %s --pubkey KEY\n",
 				p.ID, len(p.Keys)+p.KeysDropped, p.ID)
+		}
+		if fromSite {
+			fmt.Fprintln(e.stderr, "SITE names the remote site whose broker reported the attempt (- the hub's): its IP is that site's word, "+
+				"and a key a site reported is accepted at that site only")
 		}
 		if len(flagged) < len(ps) {
 			fmt.Fprintln(e.stderr, "check a machine's key on the host (cc-agent --print-key), then accept it with: cc-bench machines accept ID --pubkey KEY")
@@ -212,7 +219,7 @@ func machinesAccept(e *env, id, pubkey, site string) error {
 		if err != nil || e.g.json || m == nil {
 			return e.done(m, err, "accepted %s%s; it may connect now", id, atSite(site))
 		}
-		return e.done(m, nil, "accepted %s%s with key %s; it may connect now%s", id, atSite(site), m.Key, replacedText(m))
+		return e.done(m, nil, "accepted %s%s with key %s; it may connect now%s", id, atSite(m.Site), m.Key, replacedText(m))
 	})
 }
 
