@@ -3,7 +3,9 @@ package broker
 import (
 	"bytes"
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/base64"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -13,7 +15,6 @@ import (
 	"strings"
 
 	"github.com/nats-io/nats-server/v2/server"
-	"golang.org/x/crypto/bcrypt"
 
 	"github.com/commandcontrol/commandcontrol/fleet"
 )
@@ -57,9 +58,44 @@ import (
 type LeafSite struct {
 	// Name identifies the site (letters, digits, '-' and '_').
 	Name string `json:"site"`
-	// PasswordBcrypt is the bcrypt hash of the site's secret
-	// (cc-broker leaf-site NAME prints it).
-	PasswordBcrypt string `json:"password_bcrypt"`
+	// SecretSHA256 is the hex SHA-256 of the site's secret (cc-broker
+	// leaf-site NAME prints it). The secret is 256 random bits, so a
+	// fast hash is as hard to reverse as a slow one, and the control
+	// service checks a link against it in constant time: nobody who
+	// reaches the leaf port can make that check cost the hub anything.
+	SecretSHA256 string `json:"secret_sha256,omitempty"`
+	// PasswordBcrypt is the bcrypt hash of the secret, as entries made
+	// before SecretSHA256 existed carry. It is still accepted, but each
+	// check of it costs tens of milliseconds, so the control service runs
+	// one at a time until the site's first link: recreate such a site
+	// (cc-broker leaf-site NAME) to get the fast check.
+	PasswordBcrypt string `json:"password_bcrypt,omitempty"`
+}
+
+// Verifier returns the SHA-256 of the site's secret from SecretSHA256,
+// and false when the entry has none (or it is not 64 hex digits).
+func (s LeafSite) Verifier() ([sha256.Size]byte, bool) {
+	var sum [sha256.Size]byte
+	b, err := hex.DecodeString(s.SecretSHA256)
+	if err != nil || len(b) != sha256.Size {
+		return sum, false
+	}
+	copy(sum[:], b)
+	return sum, true
+}
+
+// check says what is wrong with the entry's secret hashes, if anything.
+func (s LeafSite) check() error {
+	if s.SecretSHA256 == "" && s.PasswordBcrypt == "" {
+		return fmt.Errorf("broker: leaf site %q has neither secret_sha256 nor password_bcrypt (cc-broker leaf-site %s prints the entry)", s.Name, s.Name)
+	}
+	if _, ok := s.Verifier(); s.SecretSHA256 != "" && !ok {
+		return fmt.Errorf("broker: leaf site %q: secret_sha256 is not 64 hex digits (cc-broker leaf-site %s prints the entry)", s.Name, s.Name)
+	}
+	if s.PasswordBcrypt != "" && !strings.HasPrefix(s.PasswordBcrypt, "$2") {
+		return fmt.Errorf("broker: leaf site %q: password_bcrypt is not a bcrypt hash (cc-broker leaf-site %s prints a new entry)", s.Name, s.Name)
+	}
+	return nil
 }
 
 // LeafHub is the hub a site broker links to.
@@ -100,8 +136,8 @@ func leafOptions(cfg *Config, opts *server.Options) error {
 				return fmt.Errorf("broker: leaf site %q listed twice", s.Name)
 			}
 			seen[s.Name] = true
-			if !strings.HasPrefix(s.PasswordBcrypt, "$2") {
-				return fmt.Errorf("broker: leaf site %q: password_bcrypt is not a bcrypt hash (cc-broker leaf-site %s prints one)", s.Name, s.Name)
+			if err := s.check(); err != nil {
+				return err
 			}
 			// The site's links are authorised by the callout (see the
 			// top of this file); its SYS and CONTROL links land in
@@ -263,7 +299,8 @@ func wireLeafSites(srv *server.Server, sites []LeafSite) error {
 // authCalloutSubject is where a broker sends its auth callout requests.
 const authCalloutSubject = "$SYS.REQ.USER.AUTH"
 
-// NewLeafSite creates a site's secret and the bcrypt hash the hub keeps.
+// NewLeafSite creates a site's secret and the SHA-256 of it that the hub's
+// leaf sites file keeps.
 func NewLeafSite(name string) (secret string, site LeafSite, err error) {
 	if !siteName.MatchString(name) {
 		return "", LeafSite{}, fmt.Errorf("site name %q: use 1 to 64 letters, digits, '-' or '_'", name)
@@ -273,11 +310,8 @@ func NewLeafSite(name string) (secret string, site LeafSite, err error) {
 		return "", LeafSite{}, err
 	}
 	secret = base64.RawURLEncoding.EncodeToString(b)
-	hash, err := bcrypt.GenerateFromPassword([]byte(secret), bcrypt.DefaultCost)
-	if err != nil {
-		return "", LeafSite{}, err
-	}
-	return secret, LeafSite{Name: name, PasswordBcrypt: string(hash)}, nil
+	sum := sha256.Sum256([]byte(secret))
+	return secret, LeafSite{Name: name, SecretSHA256: hex.EncodeToString(sum[:])}, nil
 }
 
 // LoadLeafSites reads a JSON list of LeafSite.
@@ -290,7 +324,7 @@ func LoadLeafSites(path string) ([]LeafSite, error) {
 	dec := json.NewDecoder(bytes.NewReader(b))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&sites); err != nil {
-		return nil, fmt.Errorf("leaf sites %s: %w (want a JSON list of {\"site\": NAME, \"password_bcrypt\": HASH})", path, err)
+		return nil, fmt.Errorf("leaf sites %s: %w (want a JSON list of {\"site\": NAME, \"secret_sha256\": HEX} as cc-broker leaf-site prints)", path, err)
 	}
 	return sites, nil
 }

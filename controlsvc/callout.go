@@ -3,6 +3,7 @@ package controlsvc
 import (
 	"bytes"
 	"cmp"
+	"crypto/sha256"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
@@ -73,6 +74,10 @@ type callout struct {
 	// linkSize refuses a site's FLEET link too large for the broker
 	// (nil: not checked; see linksize.go).
 	linkSize *linkSize
+	// siteSums are the SHA-256 verifiers of the sites' secrets (the
+	// leaf sites' secret_sha256): a link is checked against them in
+	// constant time, never with bcrypt (see leaflinks.go).
+	siteSums map[string][sha256.Size]byte
 	// secrets remembers the sites' secrets once checked, so a wrong one
 	// costs no bcrypt (see leaflinks.go).
 	secrets siteSecrets

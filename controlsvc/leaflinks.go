@@ -51,7 +51,17 @@ func (c *callout) decideLeaf(req *jwt.AuthorizationRequestClaims, at string) (*j
 		return nil, c.refuse("site", site, "", ci.Host, fmt.Sprintf("site %s is not in cc-control's leaf sites; "+
 			"give cc-control the hub's leaf sites file (--leaf-sites FILE, from cc-broker leaf-site %s)", site, site))
 	}
-	switch c.secrets.check(site, hash, opts.Password, ci.Host, c.clock) {
+	outcome := secretOK
+	if sum, ok := c.siteSums[site]; ok {
+		outcome = checkSiteSum(sum, opts.Password)
+	} else {
+		outcome = c.secrets.check(site, hash, opts.Password, ci.Host, c.clock)
+	}
+	switch outcome {
+	case secretNotChecked:
+		return nil, c.refuse("site", site, "", ci.Host, fmt.Sprintf("not checked: a wrong secret for site %s came from this address "+
+			"less than %v ago; the site's broker retries by itself (if this repeats, someone at this address is trying leaf links "+
+			"with a wrong secret; recreating site %s with cc-broker leaf-site gives a check that needs no wait)", site, siteSecretRetry, site))
 	case secretBusy:
 		return nil, c.refuse("site", site, "", ci.Host, fmt.Sprintf("the hub is checking another leaf link's secret: "+
 			"site %s's broker retries by itself (if this repeats, someone without the secret may be trying leaf links: check the hub's leaf port)", site))
@@ -80,12 +90,24 @@ func (c *callout) decideLeaf(req *jwt.AuthorizationRequestClaims, at string) (*j
 	return uc, nil
 }
 
-// Outcomes of siteSecrets.check.
+// Outcomes of siteSecrets.check and checkSiteSum.
 const (
 	secretOK = iota
 	secretWrong
 	secretBusy
+	secretNotChecked
 )
+
+// checkSiteSum compares the SHA-256 of secret with a site's verifier in
+// constant time: the cheap check every site made by cc-broker leaf-site
+// has, which a flood of wrong secrets cannot make expensive.
+func checkSiteSum(want [sha256.Size]byte, secret string) int {
+	sum := sha256.Sum256([]byte(secret))
+	if subtle.ConstantTimeCompare(sum[:], want[:]) == 1 {
+		return secretOK
+	}
+	return secretWrong
+}
 
 // siteSecretRetry is how long a host that gave a wrong secret is refused
 // without a check, from when the check ended.
@@ -107,10 +129,13 @@ const maxSecretFailures = 4096
 //   - before that, at most one bcrypt runs at a time: an attempt that
 //     finds one running is refused at once ("busy, retry"; a site's
 //     broker retries by itself) instead of queueing;
-//   - a host that gave a wrong secret is refused without a check for
-//     siteSecretRetry after the check, so one source cannot keep the check
-//     busy (many sources can, until the site's first link: its broker
-//     then links when it finds no check running).
+//   - a host that gave a wrong secret for a site is refused without a
+//     check for that site for siteSecretRetry after the check ("not
+//     checked", never "wrong"), so one source cannot keep the check busy
+//     (many sources can, until the site's first link; and a source
+//     sharing the real site's address can delay it: sites made by
+//     cc-broker leaf-site carry a SHA-256 verifier instead, checkSiteSum,
+//     and never come here).
 //
 // The zero value is ready to use.
 type siteSecrets struct {
@@ -120,7 +145,7 @@ type siteSecrets struct {
 
 	mu     sync.Mutex
 	known  map[string][sha256.Size]byte // site: SHA-256 of its checked secret
-	failed map[string]time.Time         // host: refused without a check until
+	failed map[string]time.Time         // host and site: refused without a check until
 }
 
 // check says whether secret is site's, whose bcrypt hash is hash, for a
@@ -129,7 +154,7 @@ func (s *siteSecrets) check(site, hash, secret, host string, now func() time.Tim
 	sum := sha256.Sum256([]byte(secret))
 	s.mu.Lock()
 	want, known := s.known[site]
-	until, failed := s.failed[host]
+	until, failed := s.failed[host+" "+site]
 	s.mu.Unlock()
 	if known {
 		if subtle.ConstantTimeCompare(sum[:], want[:]) == 1 {
@@ -138,7 +163,7 @@ func (s *siteSecrets) check(site, hash, secret, host string, now func() time.Tim
 		return secretWrong
 	}
 	if failed && now().Before(until) {
-		return secretWrong
+		return secretNotChecked
 	}
 	if !s.bcrypt.TryLock() {
 		return secretBusy
@@ -155,7 +180,7 @@ func (s *siteSecrets) check(site, hash, secret, host string, now func() time.Tim
 		if s.failed == nil || len(s.failed) >= maxSecretFailures {
 			s.failed = map[string]time.Time{} // forgetting only costs a check
 		}
-		s.failed[host] = now().Add(siteSecretRetry)
+		s.failed[host+" "+site] = now().Add(siteSecretRetry)
 		return secretWrong
 	}
 	if s.known == nil {

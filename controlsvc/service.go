@@ -9,6 +9,7 @@ package controlsvc
 import (
 	"cmp"
 	"context"
+	"crypto/sha256"
 	"crypto/tls"
 	"encoding/json"
 	"fmt"
@@ -426,6 +427,12 @@ func (s *Service) startServing(ctx context.Context) error {
 	co.linkSize = newLinkSize(s.ctl.MaxPayload) // the callout answers on s.ctl
 	for _, site := range s.cfg.LeafSites {
 		co.sites[site.Name] = site.PasswordBcrypt
+		if sum, ok := site.Verifier(); ok {
+			if co.siteSums == nil {
+				co.siteSums = map[string][sha256.Size]byte{}
+			}
+			co.siteSums[site.Name] = sum
+		}
 	}
 	if s.cfg.MaxAgentConnections >= 0 {
 		s.limit = newConnLimiter(cmp.Or(s.cfg.MaxAgentConnections, DefaultMaxAgentConnections), time.Now, s.presence.machineConns)

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/commandcontrol/commandcontrol/broker"
 	"github.com/commandcontrol/commandcontrol/fleet"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nkeys"
@@ -32,8 +33,8 @@ func TestSiteSecretsCheckOnce(t *testing.T) {
 		}
 	}
 	check("wrong", "192.0.2.1", secretWrong, 1)
-	check("wrong2", "192.0.2.1", secretWrong, 1) // the same host soon after: no bcrypt
-	check("wrong2", "192.0.2.9", secretWrong, 2) // another host: checked
+	check("wrong2", "192.0.2.1", secretNotChecked, 1) // the same host soon after: not checked, never called wrong
+	check("wrong2", "192.0.2.9", secretWrong, 2)      // another host: checked
 	at = at.Add(siteSecretRetry)
 	check("wrong3", "192.0.2.1", secretWrong, 3)
 	s.bcrypt.Lock() // a check is running
@@ -204,6 +205,48 @@ func TestSitePendingNeverEvicts(t *testing.T) {
 	for _, p := range r.Pending() {
 		if p.ID == "m000005" && (p.Attempts != 2 || p.Site != "dc2") {
 			t.Errorf("updated entry %+v", p)
+		}
+	}
+}
+
+// TestSiteSecretWaitIsPerSite: a wrong secret for one site from an
+// address does not hold back another site's link from the same address
+// (a hub behind a proxy, two sites behind one NAT), and the right secret
+// for the site that failed is told "not checked", never "wrong".
+func TestSiteSecretWaitIsPerSite(t *testing.T) {
+	hash, _ := bcrypt.GenerateFromPassword([]byte("s3cret"), bcrypt.MinCost)
+	var s siteSecrets
+	at := func() time.Time { return calloutTime }
+	if got := s.check("dc3", string(hash), "wrong", "192.0.2.1", at); got != secretWrong {
+		t.Fatalf("wrong secret for dc3: %d", got)
+	}
+	if got := s.check("dc2", string(hash), "s3cret", "192.0.2.1", at); got != secretOK {
+		t.Fatalf("dc2's right secret from the address that failed for dc3: %d, want OK", got)
+	}
+	if got := s.check("dc3", string(hash), "s3cret", "192.0.2.1", at); got != secretNotChecked {
+		t.Fatalf("dc3's right secret within the wait: %d, want not checked", got)
+	}
+}
+
+// TestSiteSecretVerifierNeedsNoBcrypt: a site whose entry carries the
+// SHA-256 verifier (what cc-broker leaf-site writes) is checked in
+// constant time: the right secret passes, a wrong one fails, and no
+// bcrypt ever runs, busy or not.
+func TestSiteSecretVerifierNeedsNoBcrypt(t *testing.T) {
+	secret, site, err := broker.NewLeafSite("dc2")
+	if err != nil {
+		t.Fatal(err)
+	}
+	sum, ok := site.Verifier()
+	if !ok {
+		t.Fatalf("NewLeafSite wrote no verifier: %+v", site)
+	}
+	if got := checkSiteSum(sum, secret); got != secretOK {
+		t.Fatalf("the right secret: %d", got)
+	}
+	for _, wrong := range []string{"", "x", secret + "x", secret[:len(secret)-1]} {
+		if got := checkSiteSum(sum, wrong); got != secretWrong {
+			t.Fatalf("secret %q: %d, want wrong", wrong, got)
 		}
 	}
 }

@@ -341,3 +341,20 @@ func TestThreatSiteCalloutFlood(t *testing.T) {
 	t.Logf("the site sent %d forged callout requests and got %d answers", sent.Load(), answers.Load())
 	adminLogins(t, hub.ClientURL(), admin, 3, "after a site's callout flood")
 }
+
+// TestThreatSiteLeafFloodBeforeFirstLink: a flood of wrong-secret leaf
+// links from the site's own address (behind the same NAT, a machine at
+// the site, or every caller when the hub sits behind a proxy), started
+// before the real site's broker has ever linked, does not keep the site
+// out: its entry carries the SHA-256 verifier cc-broker leaf-site writes,
+// checked in constant time with no bcrypt slot and no wait to hold. (With
+// a per-address wait the review saw the site out for 20 s.)
+func TestThreatSiteLeafFloodBeforeFirstLink(t *testing.T) {
+	dir := t.TempDir()
+	hub, auth, leafPort, ls := startLeafHub(t, dir, leafSecret, "dc2")
+	controlBehindSites(t, dir, hub.ClientURL(), time.Minute, ls)
+	f := startLeafFlood(t, leafPort, "127.0.0.1", "dc2.fleet", 2)
+	site := startSiteBroker(t, auth, leafPort, "dc2", leafSecret, "site-dc2")
+	waitLinked(t, site)
+	t.Logf("the site linked during a same-address flood (%d wrong-secret attempts refused)", f.refused.Load())
+}

@@ -2,6 +2,8 @@ package e2e
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -18,7 +20,6 @@ import (
 	"github.com/commandcontrol/commandcontrol/internal/stacktest"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nkeys"
-	"golang.org/x/crypto/bcrypt"
 )
 
 // leafSecret is the secret the test sites share.
@@ -44,13 +45,11 @@ func startLeafSites(t *testing.T, dataDir string, secret string, sites ...string
 func startLeafHub(t *testing.T, dataDir string, secret string, sites ...string) (*broker.Broker, broker.AuthKeys, int, []broker.LeafSite) {
 	t.Helper()
 	auth := stacktest.BrokerAuth(t, dataDir)
-	hash, err := bcrypt.GenerateFromPassword([]byte(secret), bcrypt.MinCost)
-	if err != nil {
-		t.Fatal(err)
-	}
+	// The entries cc-broker leaf-site writes: the secret's SHA-256.
+	sum := sha256.Sum256([]byte(secret))
 	var ls []broker.LeafSite
 	for _, s := range sites {
-		ls = append(ls, broker.LeafSite{Name: s, PasswordBcrypt: string(hash)})
+		ls = append(ls, broker.LeafSite{Name: s, SecretSHA256: hex.EncodeToString(sum[:])})
 	}
 	leafPort := freePorts(t, 1)[0]
 	hub, err := broker.New(broker.Config{Listen: "127.0.0.1:0", Name: "hub", Auth: auth, PingInterval: time.Second,

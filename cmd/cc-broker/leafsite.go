@@ -12,7 +12,7 @@ import (
 )
 
 // leafSite creates a remote site: its secret goes to a 0600 file for the
-// site's broker, its bcrypt hash to stdout for the hub's leaf sites.
+// site's broker, its SHA-256 to stdout for the hub's leaf sites.
 func leafSite(args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("cc-broker leaf-site", flag.ContinueOnError)
 	fs.SetOutput(stderr)
@@ -22,8 +22,8 @@ func leafSite(args []string, stdout, stderr io.Writer) error {
 		fmt.Fprint(stderr, `Usage: cc-broker leaf-site NAME [--secret-out FILE] [--json]
 
 Creates remote site NAME: a random secret, written to a file (mode 0600)
-that belongs on the site's broker only, and the bcrypt hash of it, which
-the hub lists in its leaf sites. Prints both halves of the configuration.
+that belongs on the site's broker only, and the SHA-256 of it, which the
+hub and the control service list in their leaf sites. Prints both halves of the configuration.
 
 Flags:
 `)

@@ -165,7 +165,7 @@ Flags:
 	fs.StringVar(&fc.ClusterListen, "cluster-listen", "", "listen for cluster routes on HOST:PORT")
 	fs.StringVar(&routes, "routes", "", "comma-separated routes to other brokers (nats-route://host:port)")
 	fs.StringVar(&fc.LeafListen, "leaf-listen", "", "hub: accept remote sites' leaf-node connections on HOST:PORT (needs --leaf-sites)")
-	fs.StringVar(&fc.LeafSitesFile, "leaf-sites", "", "hub: JSON file listing the sites it accepts, [{\"site\": NAME, \"password_bcrypt\": HASH}] (cc-broker leaf-site NAME prints an entry)")
+	fs.StringVar(&fc.LeafSitesFile, "leaf-sites", "", "hub: JSON file listing the sites it accepts, [{\"site\": NAME, \"secret_sha256\": HEX}] (cc-broker leaf-site NAME prints an entry)")
 	fs.StringVar(&hubURLs, "hub", "", "site: comma-separated leaf URLs of the hub (nats-leaf://hub.example:7422)")
 	fs.StringVar(&hub.Site, "site", "", "site: this site's name, as the hub lists it")
 	fs.StringVar(&hub.SecretFile, "site-secret-file", "", "site: the file cc-broker leaf-site wrote the site's secret to (mode 0600)")

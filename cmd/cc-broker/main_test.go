@@ -2,6 +2,8 @@ package main
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"io"
 	"os"
 	"path/filepath"
@@ -9,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/commandcontrol/commandcontrol/broker"
 	"github.com/commandcontrol/commandcontrol/controlsvc"
 )
 
@@ -98,7 +101,12 @@ func TestLeafSiteCommand(t *testing.T) {
 	if err := leafSite([]string{"dc2", "--secret-out", path}, &out, io.Discard); err != nil {
 		t.Fatal(err)
 	}
-	for _, want := range []string{`"site":"dc2"`, `"password_bcrypt":"$2a$`, "--hub nats-leaf://HUB:7422 --site dc2 --site-secret-file " + path} {
+	secret, err := broker.ReadLeafSecret(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sum := sha256.Sum256([]byte(secret))
+	for _, want := range []string{`"site":"dc2"`, `"secret_sha256":"` + hex.EncodeToString(sum[:]) + `"`, "--hub nats-leaf://HUB:7422 --site dc2 --site-secret-file " + path} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("leaf-site output lacks %q:\n%s", want, out.String())
 		}
