@@ -87,6 +87,24 @@ func newMetrics(s *Service) *metrics {
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	)
+	// Per remote site (the sites file bounds the label set): how stale
+	// what the hub shows of it may be, and what its rate dropped.
+	seen := map[string]bool{}
+	for _, site := range s.cfg.LeafSites {
+		if seen[site.Name] {
+			continue
+		}
+		seen[site.Name] = true
+		labels := prometheus.Labels{"site": site.Name}
+		m.reg.MustRegister(
+			prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "cc_site_resync_age_seconds", ConstLabels: labels,
+				Help: "Seconds since a presence resync last confirmed the site's machines (before the first, since the control service started): what the hub shows of the site is as old as that."},
+				func() float64 { age, _, _ := s.siteResyncAge(site.Name); return age.Seconds() }),
+			prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "cc_site_events_dropped_total", ConstLabels: labels,
+				Help: "The site's connect, disconnect and shutdown events dropped for its rate (sized from its machines); each drop schedules a resync of the site."},
+				func() float64 { return float64(s.siteEventsDropped(site.Name)) }),
+		)
+	}
 	return m
 }
 

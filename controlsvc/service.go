@@ -688,7 +688,9 @@ func (s *Service) resyncLoop(ctx context.Context) {
 		case <-t.C:
 		case <-s.resyncNow:
 		}
-		if err := s.resync(ctx); err != nil && ctx.Err() == nil {
+		// Sites' parts go on in the background (one at a time per site):
+		// a slow site does not hold up the hub's next resync.
+		if err := s.resyncParts(ctx, false); err != nil && ctx.Err() == nil {
 			s.log.Warn("presence resync failed", "error", err)
 		}
 		s.savePresence()

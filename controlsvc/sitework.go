@@ -1,6 +1,7 @@
 package controlsvc
 
 import (
+	"context"
 	"fmt"
 	"sync"
 	"time"
@@ -11,8 +12,11 @@ import (
 // amount of work and memory, and the hub's own brokers are served first:
 //
 //   - its events wait in a queue of their own (siteEventQueue), handled
-//     on a goroutine of their own; past the bound they are dropped (the
-//     next resync repairs what they would have told);
+//     on a goroutine of their own; past the bound they are dropped;
+//   - its events are let through at a rate and burst sized from the
+//     machines registered to it (siteEventAllowance); the rest are
+//     dropped, counted, and the site's presence is repaired by a resync
+//     of the site soon after (siteDropResyncDelay; at most one waiting);
 //   - the connections the control service closes there (forged claims,
 //     superseded connections, stale ones found by resync) wait in a
 //     bounded queue (siteJobQueue) worked off by at most one goroutine;
@@ -30,12 +34,30 @@ const (
 	// beyond two per machine registered to the site.
 	siteConnSlack = 1024
 	siteWarnEvery = 10 * time.Second
+	// siteEventResize is how often a site's event allowance is sized
+	// again from the machines registered to it.
+	siteEventResize = 5 * time.Second
+	// siteDropResyncDelay is how soon after a site's events were dropped
+	// its presence is resynced.
+	siteDropResyncDelay = time.Second
 )
+
+// siteEventAllowance is the rate (per second) and burst of events a site
+// with machines registered to it may send: two per machine per second (a
+// connect and a disconnect) and four in a burst, at least 50 and 200, so
+// a site's machines can all reconnect at once while a site toggling its
+// own machines cannot flood the hub's watchers.
+func siteEventAllowance(machines int) (rate, burst float64) {
+	return float64(max(50, 2*machines)), float64(max(200, 4*machines))
+}
 
 // siteWork is the per-site state of that bounding.
 type siteWork struct {
 	mu    sync.Mutex
 	sites map[string]*siteState
+	// start is when the service began watching sites' events: a site
+	// not yet resynced has been unconfirmed since then.
+	start time.Time
 }
 
 type siteState struct {
@@ -43,6 +65,18 @@ type siteState struct {
 	working   bool
 	resyncing bool
 	warns     map[string]*warnState
+
+	// The site's event bucket: tokens left, refilled at rate up to burst
+	// since filled; rate and burst were sized at sized.
+	tokens, rate, burst float64
+	filled, sized       time.Time
+	// dropped counts the site's events dropped for its rate.
+	dropped int64
+	// resyncPending is set while a resync of the site is scheduled.
+	resyncPending bool
+	// lastResync is when the site's last good resync part took its
+	// snapshot (zero: none yet).
+	lastResync time.Time
 }
 
 type warnState struct {
@@ -74,6 +108,12 @@ func (s *Service) now() time.Time {
 // siteWarn logs msg about site at most once per siteWarnEvery for kind,
 // saying how many like it were held back since the last one.
 func (s *Service) siteWarn(site, kind, msg string, args ...any) {
+	s.siteWarnWith(site, kind, msg, func() []any { return args })
+}
+
+// siteWarnWith is siteWarn whose attributes are made only for a line
+// that is logged.
+func (s *Service) siteWarnWith(site, kind, msg string, attrs func() []any) {
 	now := s.now()
 	s.sites.mu.Lock()
 	ws := s.sites.site(site).warns[kind]
@@ -89,7 +129,7 @@ func (s *Service) siteWarn(site, kind, msg string, args ...any) {
 	held := ws.held
 	ws.last, ws.held = now, 0
 	s.sites.mu.Unlock()
-	args = append([]any{"site", site}, args...)
+	args := append([]any{"site", site}, attrs()...)
 	if held > 0 {
 		args = append(args, "like_lines_held_back", held)
 	}
@@ -155,4 +195,148 @@ func (s *Service) endSiteResync(site string) {
 	s.sites.mu.Lock()
 	defer s.sites.mu.Unlock()
 	s.sites.site(site).resyncing = false
+}
+
+// admitSiteEvent takes one of site's event tokens; false when there is
+// none: the event is dropped, counted, logged (rate-limited, saying how
+// long the site's presence has gone unconfirmed) and a resync of the site
+// is scheduled (under ctx).
+func (s *Service) admitSiteEvent(ctx context.Context, site string) bool {
+	now := s.now()
+	s.sites.mu.Lock()
+	st := s.sites.site(site)
+	if st.sized.IsZero() || now.Sub(st.sized) >= siteEventResize || now.Before(st.sized) {
+		// The registry is read outside the lock: it may call back into
+		// the service with its own lock held.
+		s.sites.mu.Unlock()
+		rate, burst := siteEventAllowance(len(s.reg.SiteMachines(site)))
+		s.sites.mu.Lock()
+		if st.sized.IsZero() {
+			st.tokens, st.filled = burst, now
+		}
+		st.rate, st.burst, st.sized = rate, burst, now
+	}
+	if now.After(st.filled) {
+		st.tokens = min(st.burst, st.tokens+now.Sub(st.filled).Seconds()*st.rate)
+		st.filled = now
+	}
+	if st.tokens >= 1 {
+		st.tokens--
+		s.sites.mu.Unlock()
+		return true
+	}
+	st.dropped++
+	dropped, rate, burst := st.dropped, st.rate, st.burst
+	arm := !st.resyncPending
+	st.resyncPending = true
+	s.sites.mu.Unlock()
+	if arm {
+		s.armSiteResync(ctx, site)
+	}
+	s.siteWarnWith(site, "rate", "a site sent more events than its machines account for; the rest were dropped, and its presence is resynced shortly. "+
+		"If this repeats, check the site's brokers: one may be compromised, or the site's machines reconnect in a loop",
+		func() []any {
+			return append([]any{"rate_per_second", rate, "burst", burst, "dropped_total", dropped}, s.siteStaleArgs(site)...)
+		})
+	return false
+}
+
+// siteEventsDropped returns how many of site's events were dropped for
+// its rate.
+func (s *Service) siteEventsDropped(site string) int64 {
+	s.sites.mu.Lock()
+	defer s.sites.mu.Unlock()
+	return s.sites.site(site).dropped
+}
+
+// scheduleSiteResync resyncs site's presence siteDropResyncDelay from now
+// (under ctx), unless one is scheduled already: at most one waits, and
+// one runs, per site.
+func (s *Service) scheduleSiteResync(ctx context.Context, site string) {
+	s.sites.mu.Lock()
+	st := s.sites.site(site)
+	pending := st.resyncPending
+	st.resyncPending = true
+	s.sites.mu.Unlock()
+	if !pending {
+		s.armSiteResync(ctx, site)
+	}
+}
+
+// armSiteResync runs the scheduled resync of site siteDropResyncDelay
+// from now.
+func (s *Service) armSiteResync(ctx context.Context, site string) {
+	time.AfterFunc(siteDropResyncDelay, func() { s.runScheduledSiteResync(ctx, site) })
+}
+
+func (s *Service) runScheduledSiteResync(ctx context.Context, site string) {
+	if ctx.Err() != nil {
+		return
+	}
+	if !s.startSiteResync(site) {
+		// The one running may have taken its snapshot before what was
+		// dropped: this one runs after it.
+		s.armSiteResync(ctx, site)
+		return
+	}
+	defer s.endSiteResync(site)
+	// Cleared before the snapshot is taken: what is dropped from now on
+	// schedules the next one.
+	s.sites.mu.Lock()
+	s.sites.site(site).resyncPending = false
+	s.sites.mu.Unlock()
+	s.resyncSitePart(ctx, site, s.presence.generation(), s.presence.now())
+}
+
+// siteResynced records that a resync part of site took its snapshot at
+// taken and folded it.
+func (s *Service) siteResynced(site string, taken time.Time) {
+	if taken.IsZero() {
+		taken = s.now()
+	}
+	s.sites.mu.Lock()
+	defer s.sites.mu.Unlock()
+	if st := s.sites.site(site); taken.After(st.lastResync) {
+		st.lastResync = taken
+	}
+}
+
+// siteResyncAge is how long ago site's presence was last confirmed by a
+// resync part of it (never is false), or, before the first, how long ago
+// the service began watching it; ok is false when neither is known.
+func (s *Service) siteResyncAge(site string) (age time.Duration, never, ok bool) {
+	now := s.now()
+	s.sites.mu.Lock()
+	defer s.sites.mu.Unlock()
+	last := s.sites.site(site).lastResync
+	if last.IsZero() {
+		if s.sites.start.IsZero() {
+			return 0, true, false
+		}
+		return max(0, now.Sub(s.sites.start)), true, true
+	}
+	return max(0, now.Sub(last)), false, true
+}
+
+// siteStaleArgs are the log attributes saying how long site's presence
+// has gone unconfirmed by a resync.
+func (s *Service) siteStaleArgs(site string) []any {
+	age, never, ok := s.siteResyncAge(site)
+	switch {
+	case !ok:
+		return []any{"last_good_resync", "never"}
+	case never:
+		return []any{"last_good_resync", "never", "unconfirmed_for", age.Round(time.Second).String()}
+	}
+	return []any{"last_good_resync_ago", age.Round(time.Second).String()}
+}
+
+// startWatchingSites records when the service began watching sites.
+func (s *Service) startWatchingSites() {
+	now := s.now()
+	s.sites.mu.Lock()
+	defer s.sites.mu.Unlock()
+	if s.sites.start.IsZero() {
+		s.sites.start = now
+	}
 }

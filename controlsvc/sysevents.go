@@ -41,8 +41,10 @@ type connEvent struct {
 // watchEvents feeds the broker's events to presence, in the order they
 // arrive: the hub's on one goroutine, each remote site's on one of its
 // own, so a connect is never handled after its own disconnect and a site
-// that floods events does not hold up the hub's (see sitework.go).
+// that floods events does not hold up the hub's (see sitework.go). A
+// site's events pass its rate first (admitSiteEvent); the hub's have none.
 func (s *Service) watchEvents(ctx context.Context, nc *nats.Conn) (func(), error) {
+	s.startWatchingSites()
 	var subs []*nats.Subscription
 	quit := make(chan struct{})
 	var loops sync.WaitGroup
@@ -63,9 +65,11 @@ func (s *Service) watchEvents(ctx context.Context, nc *nats.Conn) (func(), error
 				case <-quit:
 					return
 				case m := <-ch:
-					s.handleEvent(m)
+					if site == "" || s.admitSiteEvent(ctx, site) {
+						s.handleEvent(m)
+					}
 					if site != "" && len(ch) == 0 {
-						reported = s.reportDroppedEvents(site, siteSubs, reported)
+						reported = s.reportDroppedEvents(ctx, site, siteSubs, reported)
 					}
 				}
 			}
@@ -107,17 +111,18 @@ func (s *Service) watchEvents(ctx context.Context, nc *nats.Conn) (func(), error
 }
 
 // reportDroppedEvents logs (rate-limited) the events of site its
-// subscriptions dropped since reported of them were; it returns how many
-// have been now.
-func (s *Service) reportDroppedEvents(site string, subs []*nats.Subscription, reported int) int {
+// subscriptions dropped since reported of them were, and schedules a
+// resync of the site; it returns how many have been now.
+func (s *Service) reportDroppedEvents(ctx context.Context, site string, subs []*nats.Subscription, reported int) int {
 	n := 0
 	for _, sub := range subs {
 		d, _ := sub.Dropped()
 		n += d
 	}
 	if n > reported {
-		s.siteWarn(site, "events", fmt.Sprintf("a site sent more events than its queue holds (%d); the rest were dropped, and its presence is repaired by the next resync", siteEventQueue),
-			"dropped_total", n)
+		s.scheduleSiteResync(ctx, site)
+		s.siteWarn(site, "events", fmt.Sprintf("a site sent more events than its queue holds (%d); the rest were dropped, and its presence is resynced shortly", siteEventQueue),
+			append([]any{"dropped_total", n}, s.siteStaleArgs(site)...)...)
 	}
 	return n
 }
@@ -339,9 +344,7 @@ func (s *Service) resyncParts(ctx context.Context, waitSites bool) error {
 		}
 		wg.Go(func() {
 			defer s.endSiteResync(site.Name)
-			sctx, cancel := context.WithTimeout(ctx, siteResyncWait)
-			defer cancel()
-			s.resyncSite(sctx, site.Name, gen, taken)
+			s.resyncSitePart(ctx, site.Name, gen, taken)
 		})
 	}
 	err := s.resyncHub(ctx, gen, taken, links)
@@ -381,18 +384,27 @@ func (s *Service) resyncHub(ctx context.Context, gen uint64, taken time.Time, li
 	return nil
 }
 
+// resyncSitePart is site's part of resync, under siteResyncWait.
+func (s *Service) resyncSitePart(ctx context.Context, site string, gen uint64, taken time.Time) {
+	sctx, cancel := context.WithTimeout(ctx, siteResyncWait)
+	defer cancel()
+	s.resyncSite(sctx, site, gen, taken)
+}
+
 // resyncSite is site's part of resync, under ctx's deadline. Its brokers
 // are asked through the site's own account; what they say is believed
 // only within bounds: at most maxSiteServers brokers, and at most two
 // connections per machine registered to the site plus siteConnSlack in
 // all. A site past a bound or the deadline keeps what is known of it (its
 // machines stay as they are) and is logged; a site no broker of which
-// answers the ping is gone (its link is down) as before.
+// answers the ping is gone (its link is down) as before. A part that
+// folds is the site's last good resync (siteResynced): what a site shows
+// is as old as that (siteResyncAge, cc_site_resync_age_seconds).
 func (s *Service) resyncSite(ctx context.Context, site string, gen uint64, taken time.Time) {
 	keep := func(why string, args ...any) {
 		s.siteWarn(site, "resync", "presence resync of a site "+why+"; keeping what is known of its machines, "+
 			"and taking it up again at the next resync. If this repeats, check the site's brokers (a broker that is not the site's may hold its secret)",
-			args...)
+			append(args, s.siteStaleArgs(site)...)...)
 	}
 	servers, err := s.pingAt(ctx, fleet.SiteSysSubject(site, serverPingSubject), maxSiteServers)
 	if err != nil {
@@ -425,6 +437,7 @@ func (s *Service) resyncSite(ctx context.Context, site string, gen uint64, taken
 		snap[server] = conns
 	}
 	s.foldResync(ctx, site, gen, snap, alive, taken)
+	s.siteResynced(site, taken)
 }
 
 // foldResync folds one part of a resync (the hub's brokers, site "", or
