@@ -401,9 +401,10 @@ func (a *Agent) serve() error {
 }
 
 // handle dispatches one call on its own goroutine so a slow function never
-// holds up the others; past MaxConcurrent calls, or past the caller's
-// share of them, it answers 503 at once (within the caller's refusal
-// answers, see refuse; past them it drops the call). Instant functions
+// holds up the others; past the caller's share of MaxConcurrent calls it
+// answers 503 at once (within the caller's refusal answers, see refuse;
+// past them it drops the call), and past MaxConcurrent calls while the
+// caller is within its share it always answers 503. Instant functions
 // (functions.Spec) are answered in place.
 // Replies are published directly (not through micro.Request, whose state
 // micro reads when the handler returns), on the subject fleet.AgentReply
@@ -429,19 +430,19 @@ func (a *Agent) handle(req micro.Request) {
 		a.refuse(reply, fn, call.Caller, err)
 		return
 	}
-	if id := req.Headers().Get(fleet.HeaderCallID); id != "" {
-		if len(id) > fleet.MaxCallIDLen {
-			a.reply(reply, fn, 0, nil, fleet.Errorf(fleet.CodeBadRequest, "the %s header is %d bytes; at most %d are allowed", fleet.HeaderCallID, len(id), fleet.MaxCallIDLen))
-			return
-		}
-		// Ids are the caller's, keyed by the caller the broker checked,
-		// so one operator cannot suppress another's call.
-		if !a.calls.first(call.Caller + " " + id) {
-			// A re-sent copy of a call this agent already has: the
-			// first copy's reply answers it.
-			a.log.Debug("repeat of a call ignored", "subject", subject, "call", id)
-			return
-		}
+	// Ids are the caller's, keyed by the caller the broker checked, so
+	// one operator cannot suppress another's call. An id is recorded only
+	// once its call runs (in place, or with a slot): a call refused 503
+	// is not, so its re-sent copy runs once a slot is free.
+	id := req.Headers().Get(fleet.HeaderCallID)
+	if len(id) > fleet.MaxCallIDLen {
+		a.reply(reply, fn, 0, nil, fleet.Errorf(fleet.CodeBadRequest, "the %s header is %d bytes; at most %d are allowed", fleet.HeaderCallID, len(id), fleet.MaxCallIDLen))
+		return
+	}
+	key := call.Caller + " " + id
+	if id != "" && a.calls.has(key) {
+		a.repeat(subject, id)
+		return
 	}
 	if f, ok := a.fns.Lookup(fn); !ok || f.Spec().Instant || len(data) > functions.MaxRequestSize {
 		// Answered in place, in microseconds, without taking a slot: an
@@ -449,6 +450,10 @@ func (a *Agent) handle(req micro.Request) {
 		// call Call refuses before any work (an unknown function, an
 		// oversized request), so its caller hears the precise error even
 		// when the agent is busy.
+		if id != "" && !a.calls.first(key) {
+			a.repeat(subject, id)
+			return
+		}
 		start := time.Now()
 		res, err := a.fns.Call(context.Background(), fn, data)
 		a.reply(reply, fn, time.Since(start), res, err)
@@ -461,8 +466,21 @@ func (a *Agent) handle(req micro.Request) {
 	select {
 	case a.sem <- struct{}{}:
 	default:
+		// The agent is full but this caller is within its share: the
+		// others filled it. Always answered (not from this caller's
+		// refusal answers, which those others would otherwise use up and
+		// turn "busy" into silence); its caller's rate (admit) bounds
+		// these answers.
 		a.share.release(call.Caller)
-		a.refuse(reply, fn, call.Caller, fleet.Errorf(fleet.CodeUnavailable, "%s is busy: %d calls running; retry later", a.id, a.cfg.MaxConcurrent))
+		a.reply(reply, fn, 0, nil, fleet.Errorf(fleet.CodeUnavailable, "%s is busy: all %d call slots are taken by other operators' calls; retry later", a.id, a.cfg.MaxConcurrent))
+		return
+	}
+	if id != "" && !a.calls.first(key) {
+		// Another copy of this call got its slot first (copies arrive on
+		// the machine's subject and the broadcast one concurrently).
+		<-a.sem
+		a.share.release(call.Caller)
+		a.repeat(subject, id)
 		return
 	}
 	go func() {
@@ -478,8 +496,14 @@ func (a *Agent) handle(req micro.Request) {
 	}()
 }
 
-// refuse answers a call refused for caller's rate or share, or for the
-// agent being full, with err, while caller has refusal answers left
+// repeat ignores a re-sent copy of a call this agent already ran or runs:
+// the first copy's reply answers it.
+func (a *Agent) repeat(subject, id string) {
+	a.log.Debug("repeat of a call ignored", "subject", subject, "call", id)
+}
+
+// refuse answers a call refused for caller's rate or share with err,
+// while caller has refusal answers left
 // (RefusalAnswerRate, RefusalAnswerBurst); past them the call is dropped
 // unanswered, so a flood is not answered reply for call by every agent.
 func (a *Agent) refuse(reply, fn, caller string, err error) {

@@ -19,14 +19,17 @@ const (
 	// agent at once, above the rate.
 	DefaultCallerBurst = 200
 	// RefusalAnswerRate and RefusalAnswerBurst bound the refusals (429
-	// over the rate, 503 over the share or when the agent is full) one
-	// operator is answered by one agent, per second sustained and at once;
+	// over the rate, 503 over the share) one operator is answered by one
+	// agent, per second sustained and at once;
 	// past them a refused call is dropped without a reply (counted, see
 	// [Agent.RefusalsDropped]). A flood of broadcasts so costs each agent
 	// a map lookup per call, not a reply: a fleet of N agents would
 	// otherwise turn every refused broadcast into N replies. A caller that
 	// hears nothing treats the agent as not answering, as for any lost
-	// reply; the refusals it is answered tell it to slow down.
+	// reply; the refusals it is answered tell it to slow down. A 503 for
+	// an agent full of other operators' calls, while this one is within
+	// its share, is not one of these: it is always answered (bounded by
+	// the caller's rate), so others cannot turn "busy" into silence.
 	RefusalAnswerRate  = 2
 	RefusalAnswerBurst = 10
 	// maxTrackedCallers bounds the per-caller state an agent keeps; idle

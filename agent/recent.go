@@ -36,3 +36,12 @@ func (r *recentCalls) first(id string) bool {
 	r.seen[id] = struct{}{}
 	return true
 }
+
+// has reports whether id was seen, without recording it: a call refused
+// before it got a slot is not recorded, so its re-sent copy may run.
+func (r *recentCalls) has(id string) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	_, ok := r.seen[id]
+	return ok
+}

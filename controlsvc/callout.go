@@ -464,9 +464,17 @@ func (c *callout) decideAt(req *jwt.AuthorizationRequestClaims, site string) (*j
 	if err := verifyNonce(opts.Nkey, ci.Nonce, opts.SignedNonce); err != nil {
 		return nil, c.refuseAt("unknown", opts.Name, opts.Nkey, ci.Host, site, err.Error())
 	}
+	id := opts.Name
+	if site != "" {
+		// A site is told about the name before anything of the key's
+		// (see refuseSite), so that no reply tells an operator's key.
+		if err := fleet.ValidateMachineID(id); err != nil {
+			return nil, c.refuseAt("agent", id, opts.Nkey, ci.Host, site, "the connection name must be the machine id: "+err.Error())
+		}
+	}
 	if op, ok := c.reg.OperatorByKey(opts.Nkey); ok {
 		if site != "" {
-			return nil, c.refuseAt("operator", op.Name, opts.Nkey, ci.Host, site, fmt.Sprintf(
+			return nil, c.refuseSite("operator", op.Name, opts.Name, opts.Nkey, ci.Host, site, fmt.Sprintf(
 				"operators connect to the hub, not to site %s's broker: a site's link carries only its own machines' calls", site))
 		}
 		id := operatorIdentity{Name: op.Name, Key: op.Key, Role: op.Role}
@@ -475,7 +483,6 @@ func (c *callout) decideAt(req *jwt.AuthorizationRequestClaims, site string) (*j
 		c.granted("operator", op.Name)
 		return uc, nil
 	}
-	id := opts.Name
 	if err := fleet.ValidateMachineID(id); err != nil {
 		return nil, c.refuseAt("agent", id, opts.Nkey, ci.Host, site, "the connection name must be the machine id: "+err.Error())
 	}
@@ -485,6 +492,9 @@ func (c *callout) decideAt(req *jwt.AuthorizationRequestClaims, site string) (*j
 	// checked before its key, a site's attempts are recorded as pending
 	// only for ids not in the registry and for its own machines, with the
 	// site named, and a site is never told the key on record.
+	// The site itself is answered one text for all of these (refuseSite):
+	// the details, in the hub's log and audit, would tell a probing site
+	// which ids the registry holds and where.
 	m, ok := c.reg.Machine(id)
 	if !ok {
 		reason := fmt.Sprintf("machine %s is not in the registry; accept it with: cc-bench machines accept %s", id, id)
@@ -492,18 +502,18 @@ func (c *callout) decideAt(req *jwt.AuthorizationRequestClaims, site string) (*j
 			reason = fmt.Sprintf("machine %s (at site %s's broker) is not in the registry; accept it with: cc-bench machines accept %s --site %s", id, site, id, site)
 		}
 		c.reg.RecordPendingAt(id, opts.Nkey, ci.Host, site, "not in the registry")
-		return nil, c.refuseAt("agent", id, opts.Nkey, ci.Host, site, reason)
+		return nil, c.refuseSite("agent", id, id, opts.Nkey, ci.Host, site, reason)
 	}
 	if m.Site != site {
-		return nil, c.refuseAt("agent", id, opts.Nkey, ci.Host, site, siteMismatch(id, m.Site, site))
+		return nil, c.refuseSite("agent", id, id, opts.Nkey, ci.Host, site, siteMismatch(id, m.Site, site))
 	}
 	if m.Key != opts.Nkey {
 		reason := fmt.Sprintf("machine %s presented key %s but the key on record is %s; if the machine was rebuilt, re-accept it with: cc-bench machines accept %s", id, opts.Nkey, m.Key, id)
 		if site != "" {
-			reason = fmt.Sprintf("machine %s (at site %s's broker) presented key %s, not the key on record; if the machine was rebuilt, re-accept it with: cc-bench machines accept %s", id, site, opts.Nkey, id)
+			reason = fmt.Sprintf("machine %s (at site %s's broker) presented key %s, not the key on record; if the machine was rebuilt, re-accept it with: cc-bench machines accept %s --site %s", id, site, opts.Nkey, id, site)
 		}
 		c.reg.RecordPendingAt(id, opts.Nkey, ci.Host, site, "key does not match the key on record")
-		return nil, c.refuseAt("agent", id, opts.Nkey, ci.Host, site, reason)
+		return nil, c.refuseSite("agent", id, id, opts.Nkey, ci.Host, site, reason)
 	}
 	if err := c.limit.admit(id); err != nil {
 		return nil, c.refuseAt("agent", id, opts.Nkey, ci.Host, site, err.Error())
@@ -553,6 +563,28 @@ func (c *callout) refuseAt(kind, who, key, ip, site, reason string) error {
 		c.onAudit(kind, who, key, ip, site, reason)
 	}
 	return errors.New(reason)
+}
+
+// refuseSite is refuseAt for a refusal on who's identity (its name and
+// key, the registry's entry for it). The log and the audit keep reason;
+// a remote site is answered siteRefusal(name, site) whatever the reason,
+// so a site probing ids and keys learns only that they are not admitted
+// there, not whether the id is registered, to the hub or to another site,
+// or with another key. The hub's own brokers are answered reason: their
+// clients connect to the hub itself.
+func (c *callout) refuseSite(kind, who, name, key, ip, site, reason string) error {
+	err := c.refuseAt(kind, who, key, ip, site, reason)
+	if site == "" {
+		return err
+	}
+	return errors.New(siteRefusal(name, site))
+}
+
+// siteRefusal is the one text a remote site is answered for a refused
+// identity (see refuseSite).
+func siteRefusal(name, site string) string {
+	return fmt.Sprintf("machine %q is not admitted at site %s; an operator at the hub can see why in the audit (cc-bench audit --log refused)",
+		boundClientText(name), site)
 }
 
 var errStaleRequest = errors.New("request expired before it was handled (broker auth timeout passed); skipped")

@@ -12,9 +12,12 @@ import (
 
 // TestDecideAtSite: a site's broker admits only the machines registered
 // to that site; the hub refuses them, and operators connect at the hub
-// only.
+// only. The hub's own broker is told why; a remote site is told one text
+// for every refused identity (review 3, R6), while the audit keeps why.
 func TestDecideAtSite(t *testing.T) {
 	f := newCalloutFixture(t)
+	var audited []string
+	f.c.onAudit = func(_, _, _, _, _, reason string) { audited = append(audited, reason) }
 	kp, pub := newUser(t)
 	if _, err := f.reg.SetMachineAt("10.2.0.1_dc2-a", pub, "dc2", nil, "test", false); err != nil {
 		t.Fatal(err)
@@ -22,21 +25,74 @@ func TestDecideAtSite(t *testing.T) {
 	if uc, err := f.c.decideAt(request(t, kp, "10.2.0.1_dc2-a"), "dc2"); err != nil || uc.Name != "agent:10.2.0.1_dc2-a" {
 		t.Fatalf("site machine at its site: %v", err)
 	}
+	other, _ := newUser(t)
 	for _, tc := range []struct {
 		name string
 		req  *jwt.AuthorizationRequestClaims
 		at   string
-		want string
+		want string // in the audit, and in the reply to the hub's broker
 	}{
 		{"site machine at the hub", request(t, kp, "10.2.0.1_dc2-a"), "", "registered to site dc2"},
 		{"site machine at another site", request(t, kp, "10.2.0.1_dc2-a"), "dc3", "registered to site dc2, not to site dc3"},
+		{"site machine with another key", request(t, other, "10.2.0.1_dc2-a"), "dc2", "not the key on record; if the machine was rebuilt, re-accept it with: cc-bench machines accept 10.2.0.1_dc2-a --site dc2"},
 		{"hub machine at a site", request(t, f.webKP, "10.0.0.5_web01"), "dc2", "registered to the hub"},
 		{"operator at a site", request(t, f.adminKP, "cc-bench"), "dc2", "operators connect to the hub"},
 		{"unregistered machine at a site", request(t, kp, "10.2.0.2_dc2-new"), "dc2", "machines accept 10.2.0.2_dc2-new --site dc2"},
 	} {
-		if _, err := f.c.decideAt(tc.req, tc.at); err == nil || !strings.Contains(err.Error(), tc.want) {
-			t.Errorf("%s: got %v, want a refusal saying %q", tc.name, err, tc.want)
+		audited = nil
+		_, err := f.c.decideAt(tc.req, tc.at)
+		if err == nil {
+			t.Errorf("%s: admitted", tc.name)
+			continue
 		}
+		if len(audited) != 1 || !strings.Contains(audited[0], tc.want) {
+			t.Errorf("%s: audited %q, want a reason saying %q", tc.name, audited, tc.want)
+		}
+		want := tc.want
+		if tc.at != "" {
+			want = siteRefusal(tc.req.ConnectOptions.Name, tc.at)
+			if err.Error() != want {
+				t.Errorf("%s: site %s was told %q, want only %q", tc.name, tc.at, err, want)
+			}
+		}
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("%s: got %v, want a refusal saying %q", tc.name, err, want)
+		}
+	}
+}
+
+// TestSiteCannotProbeRegistry (review 3, R6): a site that presents one
+// id after another, each with a key of its own, is answered the same text
+// for an id not in the registry, one registered to the hub, one registered
+// to another site and its own machine's id: it cannot map the registry.
+// An id that is not a machine id is told so before any key is looked up,
+// so an operator's key is not told apart either.
+func TestSiteCannotProbeRegistry(t *testing.T) {
+	f := newCalloutFixture(t)
+	_, pub := newUser(t)
+	for id, site := range map[string]string{"10.3.0.1_dc3-a": "dc3", "10.2.0.1_dc2-a": "dc2"} {
+		if _, err := f.reg.SetMachineAt(id, pub, site, nil, "test", false); err != nil {
+			t.Fatal(err)
+		}
+	}
+	evil, _ := newUser(t)
+	var replies []string
+	for _, id := range []string{"10.9.9.9_nowhere", "10.0.0.5_web01", "10.3.0.1_dc3-a", "10.2.0.1_dc2-a"} {
+		_, err := f.c.decideAt(request(t, evil, id), "dc2")
+		if err == nil {
+			t.Fatalf("%s admitted", id)
+		}
+		replies = append(replies, strings.ReplaceAll(err.Error(), id, "ID"))
+	}
+	for i, r := range replies[1:] {
+		if r != replies[0] {
+			t.Errorf("reply %d %q differs from %q", i+1, r, replies[0])
+		}
+	}
+	_, errOp := f.c.decideAt(request(t, f.adminKP, "not a machine"), "dc2")
+	_, errAny := f.c.decideAt(request(t, evil, "not a machine"), "dc2")
+	if errOp == nil || errAny == nil || errOp.Error() != errAny.Error() {
+		t.Errorf("an invalid name with an operator's key: %v; with another key: %v; want the same refusal", errOp, errAny)
 	}
 }
 

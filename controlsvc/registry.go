@@ -325,14 +325,15 @@ func (r *Registry) Accept(id, want, by string) (fleet.MachineChange, error) {
 }
 
 // AcceptAt is [Registry.Accept] placing the machine at remote site ("":
-// the site whose broker reported the key, else where the machine is
-// registered already, else the hub).
+// where the machine is registered already, else the hub).
 //
-// A key a remote site reported is accepted only at that site: a site
-// says what it likes about the machines at its broker (a compromised one
-// can present a key of its own for any id), and the hub believes a site
-// only about its own machines. Placing such a machine elsewhere takes the
-// key checked on the host: cc-bench machines add ID --pubkey KEY.
+// A key a remote site reported is accepted only at that site, and only
+// when site names it: a site says what it likes about the machines at its
+// broker (a compromised one can present a key of its own for any id, even
+// one the hub is about to add), and the hub believes a site only about
+// its own machines, so an operator must say that the machine is there.
+// Placing such a machine elsewhere takes the key checked on the host:
+// cc-bench machines add ID --pubkey KEY.
 func (r *Registry) AcceptAt(id, want, site, by string) (fleet.MachineChange, error) {
 	if err := validateSite(site); err != nil {
 		return fleet.MachineChange{}, err
@@ -353,8 +354,11 @@ func (r *Registry) AcceptAt(id, want, site, by string) (fleet.MachineChange, err
 			"(cc-agent --print-key) and run: cc-bench machines add %s --pubkey KEY --site %s --replace: %w",
 			k.Key, id, k.Site, id, k.Key, k.Site, site, id, site, ErrConflict)
 	}
-	if site == "" {
-		site = k.Site
+	if k.Site != "" && site == "" {
+		return fleet.MachineChange{}, fmt.Errorf("key %s tried machine %s through site %s's broker, not the hub's: if the machine is at site %s, "+
+			"say so with: cc-bench machines accept %s --pubkey %s --site %s; a site may report any id, so if it is not there, check its key "+
+			"on the host (cc-agent --print-key) and run: cc-bench machines add %s --pubkey KEY: %w",
+			k.Key, id, k.Site, k.Site, id, k.Key, k.Site, id, ErrConflict)
 	}
 	var labels map[string]string
 	if m, ok := r.data.Machines[id]; ok {

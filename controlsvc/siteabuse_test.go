@@ -145,8 +145,11 @@ func TestDecideAtSiteBelievesItAboutItsOwn(t *testing.T) {
 	evil, evilPub := newUser(t)
 
 	_, err := f.c.decideAt(request(t, evil, "10.0.0.5_web01"), "dc2")
-	if err == nil || strings.Contains(err.Error(), webKey) || !strings.Contains(err.Error(), "registered to the hub") {
-		t.Fatalf("hub machine with another key at site dc2: got %v, want a refusal on its site without the key on record", err)
+	if err == nil || strings.Contains(err.Error(), webKey) || err.Error() != siteRefusal("10.0.0.5_web01", "dc2") {
+		t.Fatalf("hub machine with another key at site dc2: got %v, want the sites' one refusal, without the key on record", err)
+	}
+	if last := recs[len(recs)-1]; !strings.Contains(last.reason, "registered to the hub") || strings.Contains(last.reason, webKey) {
+		t.Errorf("audited %q, want it refused on its site, without the key on record", last.reason)
 	}
 	if ps := f.reg.Pending(); len(ps) != 0 {
 		t.Fatalf("a site planted a pending key for the hub's machine: %+v", ps)
@@ -163,8 +166,11 @@ func TestDecideAtSiteBelievesItAboutItsOwn(t *testing.T) {
 	}
 	_ = own
 	_, err = f.c.decideAt(request(t, evil, "10.2.0.1_dc2-a"), "dc2")
-	if err == nil || strings.Contains(err.Error(), ownPub) || !strings.Contains(err.Error(), "not the key on record") {
-		t.Fatalf("site machine with another key: got %v, want a refusal without the key on record", err)
+	if err == nil || strings.Contains(err.Error(), ownPub) || err.Error() != siteRefusal("10.2.0.1_dc2-a", "dc2") {
+		t.Fatalf("site machine with another key: got %v, want the sites' one refusal, without the key on record", err)
+	}
+	if last := recs[len(recs)-1]; !strings.Contains(last.reason, "not the key on record") || strings.Contains(last.reason, ownPub) {
+		t.Errorf("audited %q, want a refusal on the key, without the key on record", last.reason)
 	}
 	// A new id at the site: pending with the site.
 	if _, err := f.c.decideAt(request(t, evil, "10.2.0.9_dc2-new"), "dc2"); err == nil {
@@ -179,8 +185,16 @@ func TestDecideAtSiteBelievesItAboutItsOwn(t *testing.T) {
 	if _, err := f.reg.AcceptAt("10.2.0.9_dc2-new", "", "dc3", "test"); !errors.Is(err, ErrConflict) || !strings.Contains(err.Error(), "--site dc2") {
 		t.Fatalf("accept a site's key at another site: got %v, want a conflict naming site dc2", err)
 	}
-	if c, err := f.reg.AcceptAt("10.2.0.9_dc2-new", "", "", "test"); err != nil || c.Site != "dc2" || c.Key != evilPub {
-		t.Fatalf("accept a site's key: %+v %v, want it registered at site dc2", c, err)
+	// Not by default (review 3, R6): a site may pre-plant a key for an
+	// id the hub is about to add; the operator must name the site.
+	if _, err := f.reg.AcceptAt("10.2.0.9_dc2-new", "", "", "test"); !errors.Is(err, ErrConflict) || !strings.Contains(err.Error(), "--site dc2") {
+		t.Fatalf("accept a site's key without --site: got %v, want a conflict naming site dc2 and the flag", err)
+	}
+	if _, ok := f.reg.Machine("10.2.0.9_dc2-new"); ok {
+		t.Fatal("a refused accept registered the machine")
+	}
+	if c, err := f.reg.AcceptAt("10.2.0.9_dc2-new", "", "dc2", "test"); err != nil || c.Site != "dc2" || c.Key != evilPub {
+		t.Fatalf("accept a site's key with --site dc2: %+v %v, want it registered at site dc2", c, err)
 	}
 }
 

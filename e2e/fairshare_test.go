@@ -11,6 +11,7 @@ import (
 
 	"github.com/commandcontrol/commandcontrol/agent"
 	"github.com/commandcontrol/commandcontrol/agent/functions"
+	"github.com/commandcontrol/commandcontrol/broker"
 	"github.com/commandcontrol/commandcontrol/controlsvc"
 	"github.com/commandcontrol/commandcontrol/fleet"
 	"github.com/commandcontrol/commandcontrol/internal/stacktest"
@@ -192,4 +193,97 @@ func TestThreatBroadcastFloodRepliesBounded(t *testing.T) {
 	if want := int64(agents * (flood - burst - agent.RefusalAnswerBurst)); dropped != want {
 		t.Fatalf("agents dropped %d refusals, want %d", dropped, want)
 	}
+}
+
+// callWithID sends copy n of call id to fn on machine, as the workbench
+// does (the id in fleet.HeaderCallID and in the reply subject), and
+// returns its reply.
+func callWithID(nc *nats.Conn, machine, fn, id string, n int, body []byte, timeout time.Duration) (*nats.Msg, error) {
+	key := nc.Opts.Nkey
+	reply := fleet.CallReply(key, fleet.MachineToken(machine), id, n)
+	sub, err := nc.SubscribeSync(reply)
+	if err != nil {
+		return nil, err
+	}
+	defer func() { _ = sub.Unsubscribe() }()
+	m := &nats.Msg{Subject: fleet.FnSubject(machine, fn, key), Reply: reply, Data: body, Header: nats.Header{}}
+	m.Header.Set(fleet.HeaderCallID, id)
+	if err := nc.PublishMsg(m); err != nil {
+		return nil, err
+	}
+	return sub.NextMsg(timeout)
+}
+
+// TestThreatOthersCannotSilenceBusy (review 3, R3): two viewers fill an
+// agent with slow read-only calls, each within its share. The admin's
+// calls are then refused 503 "busy", and every one is answered, beyond
+// the admin's refusal answers (RefusalAnswerBurst, with the clock frozen
+// so none refill): the viewers did the filling, not the admin, so they
+// cannot turn the admin's "busy" into silence. A refused call's id is not
+// recorded: once a slot frees, its re-sent copy (same call id, as the
+// workbench re-sends) runs instead of being ignored as a repeat.
+func TestThreatOthersCannotSilenceBusy(t *testing.T) {
+	svc := startControlWith(t, controlsvc.Config{
+		DataDir:           t.TempDir(),
+		Broker:            broker.Config{Listen: "127.0.0.1:0", PingInterval: time.Second, MaxPingsOut: 2},
+		ResyncInterval:    5 * time.Second,
+		Logger:            testLogger(t).With("side", "control"),
+		ReadOnlyFunctions: append(append([]string{}, controlsvc.DefaultReadOnlyFunctions...), "work"),
+	})
+	frozen := time.Date(2031, 5, 6, 7, 8, 9, 0, time.UTC)
+	started, release := make(chan struct{}, 2), make(chan struct{})
+	defer close(release)
+	work := stacktest.Func("work", func(ctx context.Context, a functions.Args) (any, error) {
+		if a.Bool("block") {
+			started <- struct{}{}
+			select {
+			case <-release:
+			case <-ctx.Done():
+			}
+		}
+		return "ok", nil
+	}, functions.Arg{Name: "block", Type: "bool"})
+	a := startLimitedAgent(t, svc, "10.0.0.1_web01", agent.Config{MaxConcurrent: 2, Now: func() time.Time { return frozen }}, work)
+	for _, name := range []string{"v1", "v2"} {
+		v := operatorConn(t, svc.ClientURL(), newOperator(t, svc, name, fleet.RoleViewer))
+		if err := stacktest.Send(v, a.MachineID(), "work", []byte(`{"block":true}`)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for range 2 {
+		select {
+		case <-started:
+		case <-time.After(5 * time.Second):
+			t.Fatal("the viewers' slow calls did not start")
+		}
+	}
+	admin := operatorConn(t, svc.ClientURL(), svc.AdminKeyPath())
+	for i := range agent.RefusalAnswerBurst + 5 {
+		m, err := callWithID(admin, a.MachineID(), "work", "busy"+strconv.Itoa(i), 0, nil, 2*time.Second)
+		if err != nil {
+			t.Fatalf("admin call %d on the full agent: %v, want a 503 answer (not silence)", i, err)
+		}
+		if errorCode(m) != fleet.CodeUnavailable {
+			t.Fatalf("admin call %d on the full agent: got %q %v, want 503", i, m.Data, m.Header)
+		}
+	}
+	if n := a.RefusalsDropped(); n != 0 {
+		t.Fatalf("the agent dropped %d refusals, want 0", n)
+	}
+	const id = "resent"
+	m, err := callWithID(admin, a.MachineID(), "work", id, 0, nil, 2*time.Second)
+	if err != nil || errorCode(m) != fleet.CodeUnavailable {
+		t.Fatalf("the call to re-send, on the full agent: %v %v, want 503", err, m)
+	}
+	release <- struct{}{} // one viewer's call ends, freeing its slot
+	n := 0
+	waitFor(t, "the re-sent copy runs once a slot frees", 5*time.Second, func() bool {
+		n++
+		m, err := callWithID(admin, a.MachineID(), "work", id, n, nil, time.Second)
+		if err != nil {
+			t.Logf("re-send %d: %v", n, err)
+			return false
+		}
+		return errorCode(m) == 0 && string(m.Data) == `"ok"`
+	})
 }

@@ -201,7 +201,11 @@ func forgeAuthRequest(t *testing.T, kp nkeys.KeyPair, id, host string) []byte {
 // is pending, the reply holds no key on record, and accept finds nothing.
 // A site's attempt at an id not in the registry is pending with the site
 // named (and audited so), and accepting it places the machine at that
-// site only.
+// site only, and only when the operator names the site (review 3, R6:
+// before, accept without --site placed the planted key at the site). The
+// site is answered one text whether the id is not in the registry,
+// registered to the hub or registered to another site (review 3, R6:
+// before, each reply said which), so it cannot map the registry.
 func TestThreatSitePlantsPendingKey(t *testing.T) {
 	dir := t.TempDir()
 	hub, _, leafPort, ls := startLeafHubCost(t, dir, leafSecret, bcrypt.MinCost, "dc2", "dc3")
@@ -231,12 +235,31 @@ func TestThreatSitePlantsPendingKey(t *testing.T) {
 	if rc.Jwt != "" || rc.Error == "" || strings.Contains(rc.Error, hqMachine.Key) {
 		t.Fatalf("the site got back %q (jwt %v); want a refusal that does not hold the key on record", rc.Error, rc.Jwt != "")
 	}
+	// Probing: the hub's machine (above), a new id, and dc3's machine are
+	// all answered alike.
+	const elsewhere = "10.6.0.1_dc3-a"
+	if _, err := svc.Registry().SetMachineAt(elsewhere, evilPub, "dc3", nil, "test", false); err != nil {
+		t.Fatal(err)
+	}
+	replies := map[string]string{hq: strings.ReplaceAll(rc.Error, hq, "ID")}
 	// A forged request for a new id, answered after the first: by then
 	// the first was recorded, if it ever is.
 	const planted = "10.9.0.1_planted"
-	if _, err := rogue.ctl.Request(controlsvcAuthSubject, forgeAuthRequest(t, evil, planted, "203.0.113.9"), 5*time.Second); err != nil {
-		t.Fatal(err)
+	for _, id := range []string{planted, elsewhere} {
+		m, err := rogue.ctl.Request(controlsvcAuthSubject, forgeAuthRequest(t, evil, id, "203.0.113.9"), 5*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		rc, err := jwt.DecodeAuthorizationResponseClaims(string(m.Data))
+		if err != nil || rc.Jwt != "" {
+			t.Fatalf("%s from the site: %v, jwt %v", id, err, rc.Jwt != "")
+		}
+		replies[id] = strings.ReplaceAll(rc.Error, id, "ID")
 	}
+	if replies[planted] != replies[hq] || replies[elsewhere] != replies[hq] || strings.Contains(replies[hq], "registered") {
+		t.Fatalf("the site can tell ids apart: not in the registry %q, the hub's %q, dc3's %q; want one text", replies[planted], replies[hq], replies[elsewhere])
+	}
+	t.Logf("the site is told: %s", replies[hq])
 	pend, err := admin.PendingMachines(ctx)
 	if err != nil {
 		t.Fatal(err)
@@ -274,9 +297,16 @@ func TestThreatSitePlantsPendingKey(t *testing.T) {
 	if _, err := admin.AcceptMachineAt(ctx, planted, "", "dc3"); !errors.As(err, &fe) || !strings.Contains(fe.Description, "--site dc2") {
 		t.Fatalf("accept the site's key at site dc3: %v, want a refusal naming site dc2", err)
 	}
-	ch, err := admin.AcceptMachine(ctx, planted, "")
+	// Not without --site: the operator may have meant the id for the hub.
+	if _, err := admin.AcceptMachine(ctx, planted, ""); !errors.As(err, &fe) || fe.Code != fleet.CodeConflict || !strings.Contains(fe.Description, "--site dc2") {
+		t.Fatalf("accept the site's key without --site: %v, want 409 naming site dc2 and the flag", err)
+	}
+	if _, ok := svc.Registry().Machine(planted); ok {
+		t.Fatalf("a refused accept registered %s", planted)
+	}
+	ch, err := admin.AcceptMachineAt(ctx, planted, "", "dc2")
 	if err != nil || ch.Site != "dc2" {
-		t.Fatalf("accept %s: %+v %v, want it at site dc2", planted, ch, err)
+		t.Fatalf("accept %s --site dc2: %+v %v, want it at site dc2", planted, ch, err)
 	}
 	if nc, err := connectAs(hub.ClientURL(), evil, planted); !isAuthErr(err) {
 		if nc != nil {

@@ -307,7 +307,8 @@ func TestMachinesCommands(t *testing.T) {
 	_, otherPub := operatorKey(t, 4)
 	_, sitePub := operatorKey(t, 3)
 	// Site dc2's broker reported a key for a new id: it is accepted at
-	// that site only.
+	// that site only, and only when --site names it (a site may plant a
+	// key for an id the hub is about to add).
 	_, reportedPub := operatorKey(t, 9)
 	f.svc.Registry().RecordPendingAt("10.3.2.9_dc2-new", reportedPub, "203.0.113.9", "dc2", "not in the registry")
 	steps := []struct {
@@ -316,7 +317,8 @@ func TestMachinesCommands(t *testing.T) {
 	}{
 		{[]string{"machines", "pending"}, exitOK},
 		{[]string{"machines", "accept", "10.3.2.9_dc2-new", "--site", "dc3"}, exitFailure},
-		{[]string{"machines", "accept", "10.3.2.9_dc2-new"}, exitOK},
+		{[]string{"machines", "accept", "10.3.2.9_dc2-new"}, exitFailure},
+		{[]string{"machines", "accept", "10.3.2.9_dc2-new", "--site", "dc2"}, exitOK},
 		{[]string{"machines", "accept", "10.0.0.9_twice"}, exitFailure},
 		{[]string{"machines", "accept", "10.0.0.9_twice", "--pubkey", "UX"}, exitFailure},
 		{[]string{"machines", "accept", "10.0.0.9_twice", "--pubkey", twinPub[:12]}, exitOK},

@@ -26,7 +26,9 @@ and pending).
            names the key you checked on the host (cc-agent --print-key), in
            full or a unique prefix, and is required when the id was tried
            with more than one key. A key a remote site reported (SITE in
-           pending) is accepted at that site only
+           pending) is accepted at that site only, and only with --site
+           naming it: a site may report any id, even one you meant for
+           the hub
   add      register a machine with its public nkey (U…) and labels; with
            --replace, give a registered machine another key
   rm       unregister a machine; its live connections are closed now
@@ -35,8 +37,9 @@ and pending).
 --site S (accept, add) places the machine at remote site S: it connects to
 that site's broker, which admits only its own site's machines, and the hub
 believes only that site about it. Without --site a new machine belongs to
-the hub; accept keeps a registered machine's site, add --replace without
---site moves it to the hub.
+the hub; accept keeps a registered machine's site (but refuses a key a site
+reported: name that site with --site), add --replace without --site moves
+it to the hub.
 
 Replacing a machine's key (accept or add --replace) closes every live
 connection made with the old key. --key stays the global flag for your own
@@ -193,7 +196,7 @@ func machinesPending(e *env) error {
 		}
 		if fromSite {
 			fmt.Fprintln(e.stderr, "SITE names the remote site whose broker reported the attempt (- the hub's): its IP is that site's word, "+
-				"and a key a site reported is accepted at that site only")
+				"and a key a site reported is accepted at that site only, with: cc-bench machines accept ID --site SITE")
 		}
 		if len(flagged) < len(ps) {
 			fmt.Fprintln(e.stderr, "check a machine's key on the host (cc-agent --print-key), then accept it with: cc-bench machines accept ID --pubkey KEY")
