@@ -40,12 +40,22 @@ type rogueSite struct {
 // as site with secret, and connects a client in each of its accounts.
 func startRogueSite(t *testing.T, leafPort int, site, secret string) *rogueSite {
 	t.Helper()
-	accs := map[string]*server.Account{}
+	return startRogueSiteWith(t, leafPort, site, secret, broker.SystemAccount)
+}
+
+// startRogueSiteWith is startRogueSite with sysAccount as the server's
+// system account: broker.SystemAccount makes it behave like a site broker,
+// anything else makes its SYS an ordinary account that only the
+// attacker's client answers in.
+func startRogueSiteWith(t *testing.T, leafPort int, site, secret, sysAccount string) *rogueSite {
+	t.Helper()
 	opts := &server.Options{Host: "127.0.0.1", Port: -1, ServerName: "rogue-" + site, NoSigs: true, NoLog: true,
-		SystemAccount: broker.SystemAccount}
+		SystemAccount: sysAccount}
+	if sysAccount != broker.SystemAccount {
+		opts.Accounts = append(opts.Accounts, server.NewAccount(sysAccount))
+	}
 	for _, name := range []string{broker.SystemAccount, broker.ControlAccount, broker.FleetAccount} {
 		a := server.NewAccount(name)
-		accs[name] = a
 		opts.Accounts = append(opts.Accounts, a)
 		opts.Users = append(opts.Users, &server.User{Username: strings.ToLower(name), Password: "x", Account: a})
 		u, err := url.Parse("nats-leaf://127.0.0.1:" + itoa(leafPort))

@@ -2,7 +2,6 @@ package e2e
 
 import (
 	"context"
-	"net/url"
 	"runtime"
 	"strconv"
 	"strings"
@@ -31,41 +30,7 @@ import (
 // events.
 func startRogueSiteOwnSys(t *testing.T, leafPort int, site, secret string) *rogueSite {
 	t.Helper()
-	opts := &server.Options{Host: "127.0.0.1", Port: -1, ServerName: "rogue-own-sys-" + site, NoSigs: true, NoLog: true,
-		SystemAccount: "RSYS"}
-	opts.Accounts = append(opts.Accounts, server.NewAccount("RSYS"))
-	for _, name := range []string{broker.SystemAccount, broker.ControlAccount, broker.FleetAccount} {
-		a := server.NewAccount(name)
-		opts.Accounts = append(opts.Accounts, a)
-		opts.Users = append(opts.Users, &server.User{Username: strings.ToLower(name), Password: "x", Account: a})
-		u, err := url.Parse("nats-leaf://127.0.0.1:" + itoa(leafPort))
-		if err != nil {
-			t.Fatal(err)
-		}
-		u.User = url.UserPassword(broker.LeafUser(site, name), secret)
-		opts.LeafNode.Remotes = append(opts.LeafNode.Remotes, &server.RemoteLeafOpts{LocalAccount: name, URLs: []*url.URL{u}})
-	}
-	opts.LeafNode.ReconnectInterval = 200 * time.Millisecond
-	srv, err := server.NewServer(opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	go srv.Start()
-	if !srv.ReadyForConnections(10 * time.Second) {
-		t.Fatal("rogue site broker not ready")
-	}
-	t.Cleanup(srv.Shutdown)
-	r := &rogueSite{srv: srv}
-	for name, c := range map[string]**nats.Conn{"sys": &r.sys, "control": &r.ctl, "fleet": &r.flee} {
-		nc, err := nats.Connect(srv.ClientURL(), nats.UserInfo(name, "x"))
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(nc.Close)
-		*c = nc
-	}
-	waitFor(t, "the rogue site linked for all three accounts", 15*time.Second, func() bool { return srv.NumLeafNodes() == 3 })
-	return r
+	return startRogueSiteWith(t, leafPort, site, secret, "RSYS")
 }
 
 // rogueAnswers makes the rogue site answer the hub's server PING with a
