@@ -424,22 +424,32 @@ func (a *Agent) handle(req micro.Request) {
 		return
 	}
 	fn := call.Function
+	// Ids are the caller's, keyed by the caller the broker checked, so
+	// one operator cannot suppress another's call. An id is recorded once
+	// its call runs (in place, or with a slot) or once it is answered a
+	// refusal: the caller then holds a final answer for it, and a later
+	// copy must not run behind that answer. A refusal dropped unanswered
+	// (past the caller's refusal answers) leaves the id free, so the
+	// workbench's re-sent copy runs once the agent has room.
+	id := req.Headers().Get(fleet.HeaderCallID)
+	key := call.Caller + " " + id
+	settled := func() {
+		if id != "" && len(id) <= fleet.MaxCallIDLen {
+			a.calls.first(key)
+		}
+	}
 	// The caller's rate first: repeats of a call id cost the agent little,
 	// but each is a call the audit must track.
 	if err := a.share.admit(call.Caller); err != nil {
-		a.refuse(reply, fn, call.Caller, err)
+		if a.refuse(reply, fn, call.Caller, err) {
+			settled()
+		}
 		return
 	}
-	// Ids are the caller's, keyed by the caller the broker checked, so
-	// one operator cannot suppress another's call. An id is recorded only
-	// once its call runs (in place, or with a slot): a call refused 503
-	// is not, so its re-sent copy runs once a slot is free.
-	id := req.Headers().Get(fleet.HeaderCallID)
 	if len(id) > fleet.MaxCallIDLen {
 		a.reply(reply, fn, 0, nil, fleet.Errorf(fleet.CodeBadRequest, "the %s header is %d bytes; at most %d are allowed", fleet.HeaderCallID, len(id), fleet.MaxCallIDLen))
 		return
 	}
-	key := call.Caller + " " + id
 	if id != "" && a.calls.has(key) {
 		a.repeat(subject, id)
 		return
@@ -460,7 +470,9 @@ func (a *Agent) handle(req micro.Request) {
 		return
 	}
 	if !a.share.hold(call.Caller) {
-		a.refuse(reply, fn, call.Caller, fleet.Errorf(fleet.CodeUnavailable, "%s is busy: operator %s already has %d calls running here (its share); retry later", a.id, short(call.Caller), a.share.perCall))
+		if a.refuse(reply, fn, call.Caller, fleet.Errorf(fleet.CodeUnavailable, "%s is busy: operator %s already has %d calls running here (its share); retry later", a.id, short(call.Caller), a.share.perCall)) {
+			settled()
+		}
 		return
 	}
 	select {
@@ -472,6 +484,10 @@ func (a *Agent) handle(req micro.Request) {
 		// turn "busy" into silence); its caller's rate (admit) bounds
 		// these answers.
 		a.share.release(call.Caller)
+		if id != "" && !a.calls.first(key) {
+			a.repeat(subject, id) // a copy of it runs already
+			return
+		}
 		a.reply(reply, fn, 0, nil, fleet.Errorf(fleet.CodeUnavailable, "%s is busy: all %d call slots are taken by other operators' calls; retry later", a.id, a.cfg.MaxConcurrent))
 		return
 	}
@@ -506,10 +522,13 @@ func (a *Agent) repeat(subject, id string) {
 // while caller has refusal answers left
 // (RefusalAnswerRate, RefusalAnswerBurst); past them the call is dropped
 // unanswered, so a flood is not answered reply for call by every agent.
-func (a *Agent) refuse(reply, fn, caller string, err error) {
-	if a.share.answer(caller) {
-		a.reply(reply, fn, 0, nil, err)
+// It reports whether it answered.
+func (a *Agent) refuse(reply, fn, caller string, err error) bool {
+	if !a.share.answer(caller) {
+		return false
 	}
+	a.reply(reply, fn, 0, nil, err)
+	return true
 }
 
 // RefusalsDropped is how many refused calls this agent dropped without a

@@ -3,6 +3,7 @@ package e2e
 import (
 	"context"
 	"strconv"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -214,14 +215,23 @@ func callWithID(nc *nats.Conn, machine, fn, id string, n int, body []byte, timeo
 	return sub.NextMsg(timeout)
 }
 
+// sendWithID publishes a call with call id id (copy n) and does not wait
+// for its answer.
+func sendWithID(nc *nats.Conn, machine, fn, id string, n int, body []byte) error {
+	key := nc.Opts.Nkey
+	m := &nats.Msg{Subject: fleet.FnSubject(machine, fn, key), Reply: fleet.CallReply(key, fleet.MachineToken(machine), id, n), Data: body, Header: nats.Header{}}
+	m.Header.Set(fleet.HeaderCallID, id)
+	return nc.PublishMsg(m)
+}
+
 // TestThreatOthersCannotSilenceBusy (review 3, R3): two viewers fill an
 // agent with slow read-only calls, each within its share. The admin's
 // calls are then refused 503 "busy", and every one is answered, beyond
 // the admin's refusal answers (RefusalAnswerBurst, with the clock frozen
 // so none refill): the viewers did the filling, not the admin, so they
-// cannot turn the admin's "busy" into silence. A refused call's id is not
-// recorded: once a slot frees, its re-sent copy (same call id, as the
-// workbench re-sends) runs instead of being ignored as a repeat.
+// cannot turn the admin's "busy" into silence. A call answered 503 holds
+// its final answer: a later copy of it (same call id) does not run behind
+// it once a slot frees (review 4: it did, while the caller was told busy).
 func TestThreatOthersCannotSilenceBusy(t *testing.T) {
 	svc := startControlWith(t, controlsvc.Config{
 		DataDir:           t.TempDir(),
@@ -270,19 +280,29 @@ func TestThreatOthersCannotSilenceBusy(t *testing.T) {
 	if n := a.RefusalsDropped(); n != 0 {
 		t.Fatalf("the agent dropped %d refusals, want 0", n)
 	}
-	const id = "resent"
+	// A call answered 503 holds a final answer: a later copy of it (the
+	// broadcast copy queued behind the machine's, or a workbench retry)
+	// must not run behind that answer, even once a slot frees.
+	const id = "answered"
 	m, err := callWithID(admin, a.MachineID(), "work", id, 0, nil, 2*time.Second)
 	if err != nil || errorCode(m) != fleet.CodeUnavailable {
-		t.Fatalf("the call to re-send, on the full agent: %v %v, want 503", err, m)
+		t.Fatalf("the call, on the full agent: %v %v, want 503", err, m)
 	}
 	release <- struct{}{} // one viewer's call ends, freeing its slot
-	n := 0
-	waitFor(t, "the re-sent copy runs once a slot frees", 5*time.Second, func() bool {
-		n++
-		m, err := callWithID(admin, a.MachineID(), "work", id, n, nil, time.Second)
+	if err := sendWithID(admin, a.MachineID(), "work", id, 1, []byte(`{"block":true}`)); err != nil {
+		t.Fatal(err)
+	}
+	// The agent handles the machine's subject in order: had the copy run,
+	// it would hold the admin's one slot (its share) and this call would
+	// be refused over its share.
+	waitFor(t, "a later call runs in the freed slot", 5*time.Second, func() bool {
+		m, err := callWithID(admin, a.MachineID(), "work", "after", 0, nil, time.Second)
 		if err != nil {
-			t.Logf("re-send %d: %v", n, err)
+			t.Logf("later call: %v", err)
 			return false
+		}
+		if errorCode(m) == fleet.CodeUnavailable && strings.Contains(m.Header.Get(fleet.HeaderError), "its share") {
+			t.Fatalf("the copy of a call answered 503 ran: %s", m.Header.Get(fleet.HeaderError))
 		}
 		return errorCode(m) == 0 && string(m.Data) == `"ok"`
 	})
