@@ -3,6 +3,8 @@ package broker_test
 import (
 	"context"
 	"errors"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -360,5 +362,39 @@ func TestClusterURL(t *testing.T) {
 	b, _ := brokertest.Start(t, brokertest.WithConfig(func(c *broker.Config) { c.ClusterListen, c.ClusterSecret = "127.0.0.1:0", testClusterSecret }))
 	if u := b.ClusterURL(); !strings.HasPrefix(u, "nats-route://127.0.0.1:") {
 		t.Fatalf("ClusterURL: got %q, want nats-route://127.0.0.1:<port>", u)
+	}
+}
+
+// TestLoadLeafSitesChecksEntries: the leaf sites file cc-control reads
+// (behind an external hub too) is checked like the hub's: a bad verifier,
+// an entry with no hash, or one with two hashes (possibly of two secrets,
+// one left from before a rotation) is refused, naming the site.
+func TestLoadLeafSitesChecksEntries(t *testing.T) {
+	_, good, err := broker.NewLeafSite("dc2")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name, body, want string
+	}{
+		{"bad verifier", `[{"site":"dc2","secret_sha256":"abc"}]`, "not 64 hex digits"},
+		{"no hash", `[{"site":"dc2"}]`, "neither secret_sha256 nor password_bcrypt"},
+		{"two hashes", `[{"site":"dc2","secret_sha256":"` + good.SecretSHA256 + `","password_bcrypt":"` + testHash + `"}]`, "both secret_sha256 and password_bcrypt"},
+		{"bad name", `[{"site":"dc 2","secret_sha256":"` + good.SecretSHA256 + `"}]`, `site name "dc 2"`},
+	} {
+		path := filepath.Join(t.TempDir(), "sites.json")
+		if err := os.WriteFile(path, []byte(tc.body), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := broker.LoadLeafSites(path); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: got %v, want an error mentioning %q", tc.name, err, tc.want)
+		}
+	}
+	path := filepath.Join(t.TempDir(), "sites.json")
+	if err := os.WriteFile(path, []byte(`[{"site":"dc2","secret_sha256":"`+good.SecretSHA256+`"}]`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if sites, err := broker.LoadLeafSites(path); err != nil || len(sites) != 1 {
+		t.Fatalf("a good entry: %v %v", sites, err)
 	}
 }

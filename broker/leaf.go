@@ -89,6 +89,11 @@ func (s LeafSite) check() error {
 	if s.SecretSHA256 == "" && s.PasswordBcrypt == "" {
 		return fmt.Errorf("broker: leaf site %q has neither secret_sha256 nor password_bcrypt (cc-broker leaf-site %s prints the entry)", s.Name, s.Name)
 	}
+	if s.SecretSHA256 != "" && s.PasswordBcrypt != "" {
+		// Two hashes could be of two secrets (one left from before a
+		// rotation): only one may say which secret is the site's.
+		return fmt.Errorf("broker: leaf site %q has both secret_sha256 and password_bcrypt: keep the entry cc-broker leaf-site %s printed (secret_sha256) and remove password_bcrypt", s.Name, s.Name)
+	}
 	if _, ok := s.Verifier(); s.SecretSHA256 != "" && !ok {
 		return fmt.Errorf("broker: leaf site %q: secret_sha256 is not 64 hex digits (cc-broker leaf-site %s prints the entry)", s.Name, s.Name)
 	}
@@ -325,6 +330,14 @@ func LoadLeafSites(path string) ([]LeafSite, error) {
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&sites); err != nil {
 		return nil, fmt.Errorf("leaf sites %s: %w (want a JSON list of {\"site\": NAME, \"secret_sha256\": HEX} as cc-broker leaf-site prints)", path, err)
+	}
+	for _, s := range sites {
+		if !siteName.MatchString(s.Name) {
+			return nil, fmt.Errorf("leaf sites %s: site name %q: use 1 to 64 letters, digits, '-' or '_'", path, s.Name)
+		}
+		if err := s.check(); err != nil {
+			return nil, fmt.Errorf("leaf sites %s: %w", path, err)
+		}
 	}
 	return sites, nil
 }
