@@ -3,6 +3,7 @@ package controlsvc
 import (
 	"context"
 	"log/slog"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -248,5 +249,28 @@ func TestSiteResyncAgeMetric(t *testing.T) {
 	}
 	if a := age("dc2"); a != 5 {
 		t.Fatalf("after a failed resync: age %v, want still 5", a)
+	}
+}
+
+// TestSiteResyncBacksOff: resyncs scheduled for a site that keeps sending
+// events over its rate back off (1 s, 2 s, 4 s … up to the periodic
+// interval), and start again at 1 s after a quiet spell: a site cannot
+// make the hub walk its presence every second.
+func TestSiteResyncBacksOff(t *testing.T) {
+	var st siteState
+	now := time.Date(2031, 1, 2, 3, 4, 5, 0, time.UTC)
+	var got []time.Duration
+	for range 8 {
+		d := st.siteResyncBackoff(now, time.Minute)
+		got = append(got, d)
+		now = now.Add(d)
+	}
+	want := []time.Duration{time.Second, 2 * time.Second, 4 * time.Second, 8 * time.Second, 16 * time.Second, 32 * time.Second, time.Minute, time.Minute}
+	if !slices.Equal(got, want) {
+		t.Fatalf("delays %v, want %v", got, want)
+	}
+	now = now.Add(2 * time.Minute) // quiet
+	if d := st.siteResyncBackoff(now, time.Minute); d != time.Second {
+		t.Fatalf("after a quiet spell: %v, want 1s", d)
 	}
 }

@@ -74,6 +74,11 @@ type siteState struct {
 	dropped int64
 	// resyncPending is set while a resync of the site is scheduled.
 	resyncPending bool
+	// backoff is the delay of the next scheduled resync, armed the last
+	// time one was: a site that floods without pause makes them back
+	// off to the periodic interval (siteResyncBackoff).
+	backoff time.Duration
+	armed   time.Time
 	// lastResync is when the site's last good resync part took its
 	// snapshot (zero: none yet).
 	lastResync time.Time
@@ -266,7 +271,27 @@ func (s *Service) scheduleSiteResync(ctx context.Context, site string) {
 // armSiteResync runs the scheduled resync of site siteDropResyncDelay
 // from now.
 func (s *Service) armSiteResync(ctx context.Context, site string) {
-	time.AfterFunc(siteDropResyncDelay, func() { s.runScheduledSiteResync(ctx, site) })
+	s.sites.mu.Lock()
+	d := s.sites.site(site).siteResyncBackoff(s.now(), s.cfg.ResyncInterval)
+	s.sites.mu.Unlock()
+	time.AfterFunc(d, func() { s.runScheduledSiteResync(ctx, site) })
+}
+
+// siteResyncBackoff is the delay of a resync scheduled at now: the first
+// after a quiet spell (longer than ceiling since the last) waits
+// siteDropResyncDelay, each one after it twice the one before, up to
+// ceiling (the periodic resync interval). A resync of a site walks the
+// hub's presence under the locks the hub's admissions take: a site that
+// keeps its events over its rate must not have one every second.
+func (st *siteState) siteResyncBackoff(now time.Time, ceiling time.Duration) time.Duration {
+	ceiling = max(ceiling, siteDropResyncDelay)
+	if st.backoff == 0 || now.Sub(st.armed) > ceiling {
+		st.backoff = siteDropResyncDelay
+	} else {
+		st.backoff = min(2*st.backoff, ceiling)
+	}
+	st.armed = now
+	return st.backoff
 }
 
 func (s *Service) runScheduledSiteResync(ctx context.Context, site string) {
