@@ -18,20 +18,8 @@ import (
 // operator would.
 func TestQuickStart(t *testing.T) {
 	data := t.TempDir()
-	var stdout, stderr stacktest.Buffer
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() {
-		done <- run(ctx, []string{"--data", data, "--listen", "127.0.0.1:0", "--local-agent", "--local-agent-id", "127.0.0.1_quickstart"}, &stdout, &stderr)
-	}()
-	deadline := time.Now().Add(10 * time.Second)
-	for !strings.Contains(stdout.String(), "Query the fleet") {
-		if time.Now().After(deadline) {
-			t.Fatalf("no welcome after 10s; stdout:\n%s\nstderr:\n%s", stdout.String(), stderr.String())
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	out := stdout.String()
+	p := startProgram(t, "--data", data, "--listen", "127.0.0.1:0", "--local-agent", "--local-agent-id", "127.0.0.1_quickstart")
+	out := p.stdout.String()
 	url := regexp.MustCompile(`broker:\s+(nats://\S+)`).FindStringSubmatch(out)
 	if url == nil {
 		t.Fatalf("no broker URL in:\n%s", out)
@@ -47,32 +35,75 @@ func TestQuickStart(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	var servers []string
-	for time.Now().Before(deadline) && len(servers) == 0 {
-		ss, err := c.Servers(context.Background(), bench.Selector{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, s := range ss {
-			servers = append(servers, s.Machine)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	if len(servers) != 1 || servers[0] != "127.0.0.1_quickstart" {
-		t.Fatalf("servers: got %q, want the local agent", servers)
-	}
+	waitServers(t, c, "127.0.0.1_quickstart")
 	res, err := c.Call(context.Background(), "current-load", nil, bench.CallOptions{Timeout: 10 * time.Second})
 	if err != nil || !res.AllOK() {
 		t.Fatalf("call: %v %+v", err, res)
 	}
-	cancel()
+	p.stop(t)
+}
+
+// program is cc-control's run started in the test, as from the shell.
+type program struct {
+	stdout, stderr stacktest.Buffer
+	cancel         context.CancelFunc
+	done           chan error
+}
+
+// startProgram runs cc-control with args and waits for its welcome
+// (failing the test if it stops first or takes over 10 s).
+func startProgram(t *testing.T, args ...string) *program {
+	t.Helper()
+	p := &program{done: make(chan error, 1)}
+	ctx, cancel := context.WithCancel(context.Background())
+	p.cancel = cancel
+	t.Cleanup(cancel)
+	go func() { p.done <- run(ctx, args, &p.stdout, &p.stderr) }()
+	deadline := time.Now().Add(10 * time.Second)
+	for !strings.Contains(p.stdout.String(), "Query the fleet") {
+		select {
+		case err := <-p.done:
+			t.Fatalf("cc-control stopped: %v\n%s", err, p.stderr.String())
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no welcome after 10s; stdout:\n%s\nstderr:\n%s", p.stdout.String(), p.stderr.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return p
+}
+
+// stop ends the program and waits for run to return without an error.
+func (p *program) stop(t *testing.T) {
+	t.Helper()
+	p.cancel()
 	select {
-	case err := <-done:
+	case err := <-p.done:
 		if err != nil {
 			t.Fatalf("run returned %v", err)
 		}
 	case <-time.After(10 * time.Second):
 		t.Fatal("run did not return after its context ended")
+	}
+}
+
+// waitServers waits until c lists exactly machine ONLINE.
+func waitServers(t *testing.T, c *bench.Client, machine string) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		ss, err := c.Servers(context.Background(), bench.Selector{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(ss) == 1 && ss[0].Machine == machine {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("servers: got %+v, want %s", ss, machine)
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }
 

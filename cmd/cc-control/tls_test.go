@@ -21,26 +21,9 @@ import (
 func TestQuickStartTLS(t *testing.T) {
 	certs := stacktest.TLSFiles(t)
 	data := t.TempDir()
-	var stdout, stderr stacktest.Buffer
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() {
-		done <- run(ctx, []string{"--data", data, "--listen", "127.0.0.1:0", "--local-agent", "--local-agent-id", "127.0.0.1_tls",
-			"--tls-cert", certs.Cert, "--tls-key", certs.Key, "--tls-ca", certs.CA}, &stdout, &stderr)
-	}()
-	deadline := time.Now().Add(10 * time.Second)
-	for !strings.Contains(stdout.String(), "Query the fleet") {
-		select {
-		case err := <-done:
-			t.Fatalf("cc-control stopped: %v\n%s", err, stderr.String())
-		default:
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("no welcome after 10s; stdout:\n%s\nstderr:\n%s", stdout.String(), stderr.String())
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	out := stdout.String()
+	p := startProgram(t, "--data", data, "--listen", "127.0.0.1:0", "--local-agent", "--local-agent-id", "127.0.0.1_tls",
+		"--tls-cert", certs.Cert, "--tls-key", certs.Key, "--tls-ca", certs.CA)
+	out := p.stdout.String()
 	url := regexp.MustCompile(`broker:\s+(tls://\S+)`).FindStringSubmatch(out)
 	if url == nil {
 		t.Fatalf("no tls:// broker URL in:\n%s", out)
@@ -57,32 +40,12 @@ func TestQuickStartTLS(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	for {
-		ss, err := c.Servers(context.Background(), bench.Selector{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		if len(ss) == 1 && ss[0].Machine == "127.0.0.1_tls" {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("servers: got %+v, want the local agent", ss)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	waitServers(t, c, "127.0.0.1_tls")
 	res, err := c.Call(context.Background(), "current-load", nil, bench.CallOptions{Timeout: 10 * time.Second})
 	if err != nil || !res.AllOK() {
 		t.Fatalf("call over TLS: %v %+v", err, res)
 	}
-	cancel()
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Fatalf("run returned %v", err)
-		}
-	case <-time.After(10 * time.Second):
-		t.Fatal("run did not return after its context ended")
-	}
+	p.stop(t)
 }
 
 // TestRefusesOpenClusterListen: the embedded broker follows the same rule
