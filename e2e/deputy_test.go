@@ -137,7 +137,8 @@ func TestThreatNoReplyReachesForbiddenSubjects(t *testing.T) {
 	}
 	asks := func(key string, fns ...string) []string {
 		out := []string{"$SRV.PING", "$SRV.INFO.cc-agent", "$SRV.STATS", fleet.PresenceSnapshotSubject,
-			fleet.CtlSubject(key, fleet.OpWhoAmI), fleet.CtlSubject(key, fleet.OpMachinesList), fleet.CtlSubject(key, fleet.OpMachinesPending)}
+			fleet.CtlSubject(key, fleet.OpWhoAmI), fleet.CtlSubject(key, fleet.OpMachinesList), fleet.CtlSubject(key, fleet.OpMachinesPending),
+			fleet.CtlSubject(key, fleet.OpPresenceSnapshot)}
 		for _, fn := range fns {
 			out = append(out, fleet.FnSubject(real.MachineID(), fn, key), fleet.FnSubject("10.6.6.6_evil", fn, key), fleet.AllSubject(fn, key))
 		}
