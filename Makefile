@@ -8,7 +8,8 @@ STATICCHECK ?= $(shell $(GO) env GOPATH)/bin/staticcheck
 COMPOSE     ?= $(shell docker compose version >/dev/null 2>&1 && echo "docker compose" || echo docker-compose)
 PREFIX      ?= /usr/local
 
-.PHONY: all build static test test-short lint fmt vet staticcheck images demo-keys \
+.PHONY: all build static test test-deps test-unit test-e2e test-short test-slow \
+        test-clock test-load fuzz lint fmt vet staticcheck images demo-keys \
         compose-up compose-down docker-test systemd-verify install clean
 
 all: build
@@ -21,12 +22,41 @@ build:
 static:
 	deploy/docker/build.sh
 
-## test: the whole suite, as CI runs it
-test:
-	$(GO) test -race -count=1 ./...
+## test: every test, as CI runs them: the tools the tests drive, then the
+## fast tier (every package but e2e), then the end-to-end tier
+test: test-deps test-unit test-e2e
+
+## test-deps: the nats CLI and the Node example's client, which e2e tests drive
+## (without them those tests skip; with CI=1 set they fail)
+test-deps:
+	$(GO) install github.com/nats-io/natscli/nats@v0.5.0
+	cd examples/node && npm ci --no-audit --no-fund
+
+## test-unit: the fast tier, minutes: every package but e2e, with -race
+test-unit:
+	$(GO) test -race -count=1 $$($(GO) list ./... | grep -v '/e2e$$')
+
+## test-e2e: the whole stack in-process (real broker, callout, agents)
+test-e2e:
+	$(GO) test -race -count=1 ./e2e/
 
 test-short:
 	$(GO) test -count=1 ./...
+
+## test-slow: what CI runs after the tiers: clock moved, fleet load, fuzzing
+test-slow: test-clock test-load fuzz
+
+## test-clock: no test depends on today's date: time.Now moved 20 years ahead
+test-clock:
+	CLOCK_SHIFT=175320h .ci/clock-shift.sh ./fleet/ ./agent/... ./controlsvc/ ./bench/
+
+## test-load: 100 concurrent fleet calls on 1,000 agents (skipped under -race)
+test-load:
+	$(GO) test -count=1 -run 'TestFault100CallsOn1000Agents' ./e2e/
+
+## fuzz: every fuzz target briefly (FUZZTIME inputs each, default 10000x)
+fuzz:
+	.ci/fuzz.sh
 
 ## lint: gofmt, go vet, staticcheck
 lint: fmt vet staticcheck
