@@ -451,7 +451,7 @@ func (s *Service) startServing(ctx context.Context) error {
 	}
 	s.closers = append(s.closers, stopEvents)
 	// Remote sites are resynced in the background: a site cannot hold
-	// up the start (sysevents.go, resyncParts).
+	// up the start (presence_events.go, resyncParts).
 	if err := s.resyncParts(rctx, false); err != nil {
 		return fmt.Errorf("initial presence snapshot: %w", err)
 	}
