@@ -41,10 +41,10 @@ type connEvent struct {
 // watchEvents feeds the broker's events to presence, in the order they
 // arrive: the hub's on one goroutine, each remote site's on one of its
 // own, so a connect is never handled after its own disconnect and a site
-// that floods events does not hold up the hub's (see sitework.go). A
+// that floods events does not hold up the hub's (see presence_sites.go). A
 // site's events pass its rate first (admitSiteEvent); the hub's have none.
-func (s *Service) watchEvents(ctx context.Context, nc *nats.Conn) (func(), error) {
-	s.startWatchingSites()
+func (tr *presenceTracker) watchEvents(ctx context.Context, nc *nats.Conn) (func(), error) {
+	tr.startWatchingSites()
 	var subs []*nats.Subscription
 	quit := make(chan struct{})
 	var loops sync.WaitGroup
@@ -65,11 +65,11 @@ func (s *Service) watchEvents(ctx context.Context, nc *nats.Conn) (func(), error
 				case <-quit:
 					return
 				case m := <-ch:
-					if site == "" || s.admitSiteEvent(ctx, site) {
-						s.handleEvent(m)
+					if site == "" || tr.admitSiteEvent(ctx, site) {
+						tr.handleEvent(m)
 					}
 					if site != "" && len(ch) == 0 {
-						reported = s.reportDroppedEvents(ctx, site, siteSubs, reported)
+						reported = tr.reportDroppedEvents(ctx, site, siteSubs, reported)
 					}
 				}
 			}
@@ -97,7 +97,7 @@ func (s *Service) watchEvents(ctx context.Context, nc *nats.Conn) (func(), error
 	// broker/leaf.go): the subject, not the event, says where from. A
 	// site's queue is bounded: past it the client drops them (counted by
 	// its subscriptions, reported by reportDroppedEvents).
-	for _, site := range s.cfg.LeafSites {
+	for _, site := range tr.leafSites {
 		ch := make(chan *nats.Msg, siteEventQueue)
 		siteSubs, err := subscribe(ch, fleet.SiteSysSubject(site.Name, connectSubject),
 			fleet.SiteSysSubject(site.Name, disconnectSubject), fleet.SiteSysSubject(site.Name, shutdownSubject))
@@ -113,40 +113,40 @@ func (s *Service) watchEvents(ctx context.Context, nc *nats.Conn) (func(), error
 // reportDroppedEvents logs (rate-limited) the events of site its
 // subscriptions dropped since reported of them were, and schedules a
 // resync of the site; it returns how many have been now.
-func (s *Service) reportDroppedEvents(ctx context.Context, site string, subs []*nats.Subscription, reported int) int {
+func (tr *presenceTracker) reportDroppedEvents(ctx context.Context, site string, subs []*nats.Subscription, reported int) int {
 	n := 0
 	for _, sub := range subs {
 		d, _ := sub.Dropped()
 		n += d
 	}
 	if n > reported {
-		s.scheduleSiteResync(ctx, site)
-		s.siteWarn(site, "events", fmt.Sprintf("a site sent more events than its queue holds (%d); the rest were dropped, and its presence is resynced shortly", siteEventQueue),
-			append([]any{"dropped_total", n}, s.siteStaleArgs(site)...)...)
+		tr.scheduleSiteResync(ctx, site)
+		tr.siteWarn(site, "events", fmt.Sprintf("a site sent more events than its queue holds (%d); the rest were dropped, and its presence is resynced shortly", siteEventQueue),
+			append([]any{"dropped_total", n}, tr.siteStaleArgs(site)...)...)
 	}
 	return n
 }
 
-func (s *Service) handleEvent(m *nats.Msg) {
+func (tr *presenceTracker) handleEvent(m *nats.Msg) {
 	site, subject := "", m.Subject
 	if !strings.HasPrefix(subject, "$SYS.") {
 		var err error
 		if site, subject, err = fleet.ParseSiteSysSubject(subject); err != nil {
-			s.log.Error("malformed site event", "error", err)
+			tr.log.Error("malformed site event", "error", err)
 			return
 		}
 	}
 	if strings.HasSuffix(subject, ".SHUTDOWN") {
 		parts := strings.Split(subject, ".")
 		if len(parts) == 4 {
-			s.log.Info("broker shut down", "site", site, "server", parts[2])
-			s.presence.serverGone(siteServer(site, parts[2]))
+			tr.log.Info("broker shut down", "site", site, "server", parts[2])
+			tr.state.serverGone(siteServer(site, parts[2]))
 		}
 		return
 	}
 	var ev connEvent
 	if err := json.Unmarshal(m.Data, &ev); err != nil {
-		s.log.Error("malformed broker event", "subject", m.Subject, "error", err)
+		tr.log.Error("malformed broker event", "subject", m.Subject, "error", err)
 		return
 	}
 	// A site's events name servers of that site only, whatever id they
@@ -154,50 +154,50 @@ func (s *Service) handleEvent(m *nats.Msg) {
 	ev.Server.ID = siteServer(site, ev.Server.ID)
 	k := connKey{ev.Server.ID, ev.Client.ID}
 	if subject == connectSubject {
-		s.admitMu.Lock()
-		ok := s.onRecord(ev.Client.User, ev.Client.Tags, site)
+		tr.admitMu.Lock()
+		ok := tr.onRecord(ev.Client.User, ev.Client.Tags, site)
 		var older []connKey
 		if id, agent := strings.CutPrefix(ev.Client.User, agentUserPrefix); agent && ok {
-			s.limit.connected(id)
+			tr.limit.connected(id)
 		}
 		if ok {
-			older = s.olderAgentConns(k, ev.Client.User)
-			s.presence.connected(k, ev.Client.User)
+			older = tr.olderAgentConns(k, ev.Client.User)
+			tr.state.connected(k, ev.Client.User)
 			if site != "" {
-				s.presence.superseded(older)
+				tr.state.superseded(older)
 			}
 		}
-		s.admitMu.Unlock()
+		tr.admitMu.Unlock()
 		if len(older) > 0 && site != "" {
-			s.siteJob(site, "closing a machine's older connection", func() { s.supersede(ev, older) })
+			tr.siteJob(site, "closing a machine's older connection", func() { tr.supersede(ev, older) })
 		} else if len(older) > 0 {
-			go s.supersede(ev, older)
+			go tr.supersede(ev, older)
 		}
 		_, agent := strings.CutPrefix(ev.Client.User, agentUserPrefix)
 		if !ok && site != "" && agent {
 			// The callout admits at a site only that site's machines:
 			// a site's claim about any other machine is not believed.
-			s.siteWarn(site, "claims", "site claimed a connection of a machine that is not one of its own; ignored, and closed at the site",
+			tr.siteWarn(site, "claims", "site claimed a connection of a machine that is not one of its own; ignored, and closed at the site",
 				"user", ev.Client.User, "name", ev.Client.Name, "host", ev.Client.Host)
-			s.siteJob(site, "a claimed connection", func() {
-				if err := s.kickOne(context.Background(), k); err != nil {
-					s.log.Debug("closing a site's claimed connection failed", "site", site, "server", k.server, "cid", k.cid, "error", err)
+			tr.siteJob(site, "a claimed connection", func() {
+				if err := tr.kickOne(context.Background(), k); err != nil {
+					tr.log.Debug("closing a site's claimed connection failed", "site", site, "server", k.server, "cid", k.cid, "error", err)
 				}
 			})
 		} else if !ok && site != "" {
 			// The site's own leaf link and the like: nothing presence
 			// tracks at a site.
-			s.log.Debug("site connection that is not a machine; ignored", "site", site, "user", ev.Client.User)
+			tr.log.Debug("site connection that is not a machine; ignored", "site", site, "user", ev.Client.User)
 		} else if !ok {
 			// Authorised, then removed before this event arrived: the
 			// removal's kick could not see the connection yet. It never
 			// shows as ONLINE and is closed now.
-			s.log.Warn("closing a connection whose identity was removed after it was authorised",
+			tr.log.Warn("closing a connection whose identity was removed after it was authorised",
 				"user", ev.Client.User, "name", ev.Client.Name, "host", ev.Client.Host)
-			go s.kick(context.Background(), []connKey{k})
+			go tr.kick(context.Background(), []connKey{k})
 		}
 	} else {
-		s.presence.disconnected(k, ev.Reason)
+		tr.state.disconnected(k, ev.Reason)
 	}
 }
 
@@ -234,12 +234,12 @@ func serverRequest(server, verb string) string {
 // olderAgentConns returns the other connections presence holds for an
 // agent user: one machine is served by one connection, the newest (see
 // supersede). Operators may hold several.
-func (s *Service) olderAgentConns(k connKey, user string) []connKey {
+func (tr *presenceTracker) olderAgentConns(k connKey, user string) []connKey {
 	if !strings.HasPrefix(user, agentUserPrefix) {
 		return nil
 	}
 	var out []connKey
-	for _, c := range s.presence.connsOf(user) {
+	for _, c := range tr.state.connsOf(user) {
 		if c != k {
 			out = append(out, c)
 		}
@@ -257,19 +257,19 @@ func (s *Service) olderAgentConns(k connKey, user string) []connKey {
 // reconnects in turn and closes the first: each round is recorded, so the
 // duplicate shows in the log and the audit until one of them is stopped
 // or the machine re-keyed.
-func (s *Service) supersede(ev connEvent, older []connKey) {
+func (tr *presenceTracker) supersede(ev connEvent, older []connKey) {
 	id := strings.TrimPrefix(ev.Client.User, agentUserPrefix)
 	for _, k := range older {
-		if err := s.kickOne(context.Background(), k); err != nil {
-			s.log.Debug("older connection of a machine already gone", "machine", id, "server", k.server, "cid", k.cid, "error", err)
+		if err := tr.kickOne(context.Background(), k); err != nil {
+			tr.log.Debug("older connection of a machine already gone", "machine", id, "server", k.server, "cid", k.cid, "error", err)
 			continue
 		}
 		reason := fmt.Sprintf("machine %s connected again from %s (connection %d on %s), so its older connection %d on %s was closed: "+
 			"one machine is served by its newest connection. If this repeats, two agents run with the same id and key: "+
 			"stop one, or give it its own key and id", id, ev.Client.Host, ev.Client.ID, ev.Server.ID, k.cid, k.server)
-		s.log.Warn("closed a machine's older connection", "machine", id, "server", k.server, "cid", k.cid,
+		tr.log.Warn("closed a machine's older connection", "machine", id, "server", k.server, "cid", k.cid,
 			"new_host", ev.Client.Host, "new_cid", ev.Client.ID)
-		s.auditRefused("agent", id, "", ev.Client.Host, reason)
+		tr.audit("agent", id, "", ev.Client.Host, reason)
 	}
 }
 
@@ -282,19 +282,19 @@ func (s *Service) supersede(ev connEvent, older []connKey) {
 // A connection at remote site (site != "") is on record only if it is a
 // machine registered to that site; one at the hub, only if it is not a
 // site's machine.
-func (s *Service) onRecord(user string, tags []string, site string) bool {
+func (tr *presenceTracker) onRecord(user string, tags []string, site string) bool {
 	if user == staleUser {
 		return false
 	}
 	if id, ok := strings.CutPrefix(user, agentUserPrefix); ok {
-		m, ok := s.reg.Machine(id)
+		m, ok := tr.reg.Machine(id)
 		return ok && m.Site == site && keyTagMatches(tags, m.Key)
 	}
 	if site != "" {
 		return false
 	}
 	if name, ok := strings.CutPrefix(user, operatorUserPrefix); ok {
-		_, ok := s.reg.Operator(name)
+		_, ok := tr.reg.Operator(name)
 		return ok
 	}
 	return true
@@ -329,25 +329,29 @@ type connzData struct {
 // resyncSite, and a site past them keeps what is known of it while the
 // hub's part (and the other sites') go on. resync returns when every part
 // is done or out of time.
-func (s *Service) resync(ctx context.Context) error { return s.resyncParts(ctx, true) }
+func (tr *presenceTracker) resync(ctx context.Context) error { return tr.resyncParts(ctx, true) }
 
 // resyncParts is resync; with waitSites false it returns once the hub's
 // part is folded, the sites' parts going on (under their deadline) on
 // their own: the service's start does not wait on remote sites.
-func (s *Service) resyncParts(ctx context.Context, waitSites bool) error {
-	gen, taken, links := s.presence.generation(), s.presence.now(), s.links.mark()
+func (tr *presenceTracker) resyncParts(ctx context.Context, waitSites bool) error {
+	gen, taken := tr.state.generation(), tr.state.now()
+	var links uint64
+	if tr.markLinks != nil {
+		links = tr.markLinks()
+	}
 	var wg sync.WaitGroup
-	for _, site := range s.cfg.LeafSites {
-		if !s.startSiteResync(site.Name) {
-			s.siteWarn(site.Name, "resync", "the previous presence resync of a site is still running; keeping what is known of it")
+	for _, site := range tr.leafSites {
+		if !tr.startSiteResync(site.Name) {
+			tr.siteWarn(site.Name, "resync", "the previous presence resync of a site is still running; keeping what is known of it")
 			continue
 		}
 		wg.Go(func() {
-			defer s.endSiteResync(site.Name)
-			s.resyncSitePart(ctx, site.Name, gen, taken)
+			defer tr.endSiteResync(site.Name)
+			tr.resyncSitePart(ctx, site.Name, gen, taken)
 		})
 	}
-	err := s.resyncHub(ctx, gen, taken, links)
+	err := tr.resyncHub(ctx, gen, taken, links)
 	if waitSites {
 		wg.Wait()
 	}
@@ -355,10 +359,10 @@ func (s *Service) resyncParts(ctx context.Context, waitSites bool) error {
 }
 
 // resyncHub is the hub's brokers' part of resync.
-func (s *Service) resyncHub(ctx context.Context, gen uint64, taken time.Time, links uint64) error {
-	servers, err := s.pingAt(ctx, serverPingSubject, maxHubServers)
+func (tr *presenceTracker) resyncHub(ctx context.Context, gen uint64, taken time.Time, links uint64) error {
+	servers, err := tr.pingAt(ctx, serverPingSubject, maxHubServers)
 	if err != nil {
-		s.log.Warn("server ping", "error", err)
+		tr.log.Warn("server ping", "error", err)
 	}
 	if len(servers) == 0 {
 		return fmt.Errorf("no broker answered %s", serverPingSubject)
@@ -367,9 +371,9 @@ func (s *Service) resyncHub(ctx context.Context, gen uint64, taken time.Time, li
 	alive := map[string]bool{}
 	for _, id := range servers {
 		alive[id] = true
-		conns, err := s.serverConnz(ctx, id, nil)
+		conns, err := tr.serverConnz(ctx, id, nil)
 		if err != nil {
-			s.log.Warn("CONNZ failed; keeping what is known of that broker", "server", id, "error", err)
+			tr.log.Warn("CONNZ failed; keeping what is known of that broker", "server", id, "error", err)
 			continue
 		}
 		snap[id] = conns
@@ -377,18 +381,18 @@ func (s *Service) resyncHub(ctx context.Context, gen uint64, taken time.Time, li
 	if len(snap) == 0 {
 		return fmt.Errorf("no broker answered CONNZ")
 	}
-	if len(s.cfg.LeafSites) > 0 {
-		s.checkLinks(ctx, snap, links)
+	if len(tr.leafSites) > 0 && tr.checkLinks != nil {
+		tr.checkLinks(ctx, snap, links)
 	}
-	s.foldResync(ctx, "", gen, snap, alive, taken)
+	tr.foldResync(ctx, "", gen, snap, alive, taken)
 	return nil
 }
 
 // resyncSitePart is site's part of resync, under siteResyncWait.
-func (s *Service) resyncSitePart(ctx context.Context, site string, gen uint64, taken time.Time) {
+func (tr *presenceTracker) resyncSitePart(ctx context.Context, site string, gen uint64, taken time.Time) {
 	sctx, cancel := context.WithTimeout(ctx, siteResyncWait)
 	defer cancel()
-	s.resyncSite(sctx, site, gen, taken)
+	tr.resyncSite(sctx, site, gen, taken)
 }
 
 // resyncSite is site's part of resync, under ctx's deadline. Its brokers
@@ -400,13 +404,13 @@ func (s *Service) resyncSitePart(ctx context.Context, site string, gen uint64, t
 // answers the ping is gone (its link is down) as before. A part that
 // folds is the site's last good resync (siteResynced): what a site shows
 // is as old as that (siteResyncAge, cc_site_resync_age_seconds).
-func (s *Service) resyncSite(ctx context.Context, site string, gen uint64, taken time.Time) {
+func (tr *presenceTracker) resyncSite(ctx context.Context, site string, gen uint64, taken time.Time) {
 	keep := func(why string, args ...any) {
-		s.siteWarn(site, "resync", "presence resync of a site "+why+"; keeping what is known of its machines, "+
+		tr.siteWarn(site, "resync", "presence resync of a site "+why+"; keeping what is known of its machines, "+
 			"and taking it up again at the next resync. If this repeats, check the site's brokers (a broker that is not the site's may hold its secret)",
-			append(args, s.siteStaleArgs(site)...)...)
+			append(args, tr.siteStaleArgs(site)...)...)
 	}
-	servers, err := s.pingAt(ctx, fleet.SiteSysSubject(site, serverPingSubject), maxSiteServers)
+	servers, err := tr.pingAt(ctx, fleet.SiteSysSubject(site, serverPingSubject), maxSiteServers)
 	if err != nil {
 		keep("stopped", "error", err)
 		return
@@ -415,44 +419,44 @@ func (s *Service) resyncSite(ctx context.Context, site string, gen uint64, taken
 		keep("ran out of time", "wait", siteResyncWait)
 		return
 	}
-	budget := 2*len(s.reg.SiteMachines(site)) + siteConnSlack
+	budget := 2*len(tr.reg.SiteMachines(site)) + siteConnSlack
 	snap := map[string]map[uint64]string{}
 	alive := map[string]bool{}
 	for _, id := range servers {
 		server := siteServer(site, id)
 		alive[server] = true
-		conns, err := s.serverConnz(ctx, server, &budget)
+		conns, err := tr.serverConnz(ctx, server, &budget)
 		switch {
 		case errors.Is(err, errTooManyConns):
 			keep("stopped: its brokers listed more connections than it may have", "server", server,
-				"limit", 2*len(s.reg.SiteMachines(site))+siteConnSlack)
+				"limit", 2*len(tr.reg.SiteMachines(site))+siteConnSlack)
 			return
 		case ctx.Err() != nil:
 			keep("ran out of time", "wait", siteResyncWait, "server", server)
 			return
 		case err != nil:
-			s.siteWarn(site, "connz", "CONNZ failed; keeping what is known of that broker", "server", server, "error", err)
+			tr.siteWarn(site, "connz", "CONNZ failed; keeping what is known of that broker", "server", server, "error", err)
 			continue
 		}
 		snap[server] = conns
 	}
-	s.foldResync(ctx, site, gen, snap, alive, taken)
-	s.siteResynced(site, taken)
+	tr.foldResync(ctx, site, gen, snap, alive, taken)
+	tr.siteResynced(site, taken)
 }
 
 // foldResync folds one part of a resync (the hub's brokers, site "", or
 // one site's) into presence: only connections of that part's brokers
 // change.
-func (s *Service) foldResync(ctx context.Context, site string, gen uint64, snap map[string]map[uint64]string, alive map[string]bool, taken time.Time) {
-	s.confirmMissing(ctx, gen, snap)
+func (tr *presenceTracker) foldResync(ctx context.Context, site string, gen uint64, snap map[string]map[uint64]string, alive map[string]bool, taken time.Time) {
+	tr.confirmMissing(ctx, gen, snap)
 	inPart := func(server string) bool { st, _ := serverSite(server); return st == site }
 	// A connection whose identity is no longer on record (its connect
 	// event lost, or the kick failed) is not put back; it is closed.
 	var stale []connKey
-	s.admitMu.Lock()
+	tr.admitMu.Lock()
 	for server, conns := range snap {
 		for cid, user := range conns {
-			if !s.onRecord(user, nil, site) {
+			if !tr.onRecord(user, nil, site) {
 				delete(conns, cid)
 				if _, agent := strings.CutPrefix(user, agentUserPrefix); agent || site == "" {
 					stale = append(stale, connKey{server, cid})
@@ -460,20 +464,20 @@ func (s *Service) foldResync(ctx context.Context, site string, gen uint64, snap 
 			}
 		}
 	}
-	s.presence.resyncIn(inPart, gen, snap, alive, taken)
-	s.admitMu.Unlock()
-	s.presence.settleKnownIf(func(id string) bool { return s.resyncPartOf(id) == site })
+	tr.state.resyncIn(inPart, gen, snap, alive, taken)
+	tr.admitMu.Unlock()
+	tr.state.settleKnownIf(func(id string) bool { return tr.resyncPartOf(id) == site })
 	if len(stale) == 0 {
 		return
 	}
 	if site == "" {
-		s.log.Warn("closing connections whose identity was removed", "connections", len(stale))
-		go s.kick(context.Background(), stale)
+		tr.log.Warn("closing connections whose identity was removed", "connections", len(stale))
+		go tr.kick(context.Background(), stale)
 		return
 	}
-	s.siteWarn(site, "stale", "closing connections at a site whose machine is not one of the site's", "connections", len(stale))
+	tr.siteWarn(site, "stale", "closing connections at a site whose machine is not one of the site's", "connections", len(stale))
 	for _, k := range stale {
-		if !s.siteJob(site, "a stale connection", func() { _ = s.kickOne(context.Background(), k) }) {
+		if !tr.siteJob(site, "a stale connection", func() { _ = tr.kickOne(context.Background(), k) }) {
 			break
 		}
 	}
@@ -482,13 +486,15 @@ func (s *Service) foldResync(ctx context.Context, site string, gen uint64, snap 
 // removeIdentity runs remove (taking user's identity off the registry)
 // and returns user's connections, with no connect event admitted between
 // the two.
-func (s *Service) removeIdentity(user string, remove func() error) ([]connKey, error) {
-	s.admitMu.Lock()
-	defer s.admitMu.Unlock()
-	if err := remove(); err != nil {
-		return nil, err
-	}
-	return s.presence.connsOf(user), nil
+func (tr *presenceTracker) removeIdentity(user string, remove func() error) ([]connKey, error) {
+	var err error
+	conns := tr.admitted(func() []string {
+		if err = remove(); err != nil {
+			return nil
+		}
+		return []string{user}
+	})
+	return conns, err
 }
 
 // maxConfirm bounds the connections one resync checks one by one.
@@ -501,18 +507,18 @@ const maxConfirm = 1000
 // than one page of agents churning (a reconnect storm) would have machines
 // that are connected shown as gone. A connection the broker still has is
 // put back into snap; past maxConfirm the rest are kept as they are.
-func (s *Service) confirmMissing(ctx context.Context, gen uint64, snap map[string]map[uint64]string) {
-	missing := s.presence.missingFrom(gen, snap)
+func (tr *presenceTracker) confirmMissing(ctx context.Context, gen uint64, snap map[string]map[uint64]string) {
+	missing := tr.state.missingFrom(gen, snap)
 	for i, k := range missing {
 		if i >= maxConfirm {
 			for _, k := range missing[i:] {
 				snap[k.server][k.cid] = keepUser
 			}
-			s.log.Warn("presence resync: too many connections to confirm one by one; kept the rest as they were", "unconfirmed", len(missing)-i)
+			tr.log.Warn("presence resync: too many connections to confirm one by one; kept the rest as they were", "unconfirmed", len(missing)-i)
 			return
 		}
 		req, _ := json.Marshal(map[string]any{"acc": broker.FleetAccount, "auth": true, "cid": k.cid})
-		m, err := s.sys.RequestWithContext(withTimeout(ctx, 2*time.Second), serverRequest(k.server, "CONNZ"), req)
+		m, err := tr.sys.RequestWithContext(withTimeout(ctx, 2*time.Second), serverRequest(k.server, "CONNZ"), req)
 		if err != nil {
 			snap[k.server][k.cid] = keepUser // cannot tell: keep it
 			continue
@@ -525,7 +531,7 @@ func (s *Service) confirmMissing(ctx context.Context, gen uint64, snap map[strin
 		}
 		for _, cn := range c.Conns {
 			if cn.Cid == k.cid {
-				snap[k.server][k.cid] = s.connUser(cn.User, cn.Tags)
+				snap[k.server][k.cid] = connUser(tr.reg, cn.User, cn.Tags)
 			}
 		}
 	}
@@ -549,12 +555,12 @@ const (
 // resyncPartOf names the part of a resync that covers machine id: its
 // site's, or the hub's ("") for a machine of the hub, one no longer
 // registered, or one of a site this service does not link.
-func (s *Service) resyncPartOf(id string) string {
-	m, ok := s.reg.Machine(id)
+func (tr *presenceTracker) resyncPartOf(id string) string {
+	m, ok := tr.reg.Machine(id)
 	if !ok || m.Site == "" {
 		return ""
 	}
-	for _, site := range s.cfg.LeafSites {
+	for _, site := range tr.leafSites {
 		if site.Name == m.Site {
 			return m.Site
 		}
@@ -564,14 +570,14 @@ func (s *Service) resyncPartOf(id string) string {
 
 // pingAt collects the (distinct) server ids that answer a ping on subject
 // within pingMaxWait; more than max of them is an error.
-func (s *Service) pingAt(ctx context.Context, subject string, max int) ([]string, error) {
-	inbox := s.sys.NewRespInbox()
-	sub, err := s.sys.SubscribeSync(inbox)
+func (tr *presenceTracker) pingAt(ctx context.Context, subject string, max int) ([]string, error) {
+	inbox := tr.sys.NewRespInbox()
+	sub, err := tr.sys.SubscribeSync(inbox)
 	if err != nil {
 		return nil, err
 	}
 	defer sub.Unsubscribe()
-	if err := s.sys.PublishRequest(subject, inbox, nil); err != nil {
+	if err := tr.sys.PublishRequest(subject, inbox, nil); err != nil {
 		return nil, err
 	}
 	pctx, cancel := context.WithTimeout(ctx, pingMaxWait)
@@ -604,7 +610,7 @@ var errTooManyConns = errors.New("more connections listed than allowed")
 // serverConnz pages through one broker's FLEET connections. With budget
 // (not nil) it takes at most *budget of them, and takes what it took off
 // *budget: past it, errTooManyConns.
-func (s *Service) serverConnz(ctx context.Context, server string, budget *int) (map[uint64]string, error) {
+func (tr *presenceTracker) serverConnz(ctx context.Context, server string, budget *int) (map[uint64]string, error) {
 	out := map[uint64]string{}
 	const page = 5000
 	for offset := 0; ; {
@@ -614,7 +620,7 @@ func (s *Service) serverConnz(ctx context.Context, server string, budget *int) (
 			limit = min(page, *budget+1)
 		}
 		req, _ := json.Marshal(map[string]any{"acc": broker.FleetAccount, "auth": true, "offset": offset, "limit": limit})
-		m, err := s.sys.RequestWithContext(withTimeout(ctx, 5*time.Second), serverRequest(server, "CONNZ"), req)
+		m, err := tr.sys.RequestWithContext(withTimeout(ctx, 5*time.Second), serverRequest(server, "CONNZ"), req)
 		if err != nil {
 			return nil, err
 		}
@@ -635,7 +641,7 @@ func (s *Service) serverConnz(ctx context.Context, server string, budget *int) (
 			}
 		}
 		for _, cn := range c.Conns {
-			out[cn.Cid] = s.connUser(cn.User, cn.Tags)
+			out[cn.Cid] = connUser(tr.reg, cn.User, cn.Tags)
 		}
 		if len(c.Conns) < limit {
 			return out, nil
@@ -645,11 +651,11 @@ func (s *Service) serverConnz(ctx context.Context, server string, budget *int) (
 }
 
 // kick tells the brokers to close the connections now.
-func (s *Service) kick(ctx context.Context, conns []connKey) int {
+func (tr *presenceTracker) kick(ctx context.Context, conns []connKey) int {
 	n := 0
 	for _, k := range conns {
-		if err := s.kickOne(ctx, k); err != nil {
-			s.log.Error("closing connection failed", "server", k.server, "cid", k.cid, "error", err)
+		if err := tr.kickOne(ctx, k); err != nil {
+			tr.log.Error("closing connection failed", "server", k.server, "cid", k.cid, "error", err)
 			continue
 		}
 		n++
@@ -658,9 +664,9 @@ func (s *Service) kick(ctx context.Context, conns []connKey) int {
 }
 
 // kickOne tells connection k's broker to close it.
-func (s *Service) kickOne(ctx context.Context, k connKey) error {
+func (tr *presenceTracker) kickOne(ctx context.Context, k connKey) error {
 	req, _ := json.Marshal(map[string]uint64{"cid": k.cid})
-	m, err := s.sys.RequestWithContext(withTimeout(ctx, 2*time.Second), serverRequest(k.server, "KICK"), req)
+	m, err := tr.sys.RequestWithContext(withTimeout(ctx, 2*time.Second), serverRequest(k.server, "KICK"), req)
 	if err != nil {
 		return err
 	}
@@ -675,4 +681,12 @@ func withTimeout(ctx context.Context, d time.Duration) context.Context {
 	c, cancel := context.WithTimeout(ctx, d)
 	go func() { <-c.Done(); cancel() }()
 	return c
+}
+
+func (tr *presenceTracker) publishEvent(ev fleet.PresenceEvent) {
+	tr.log.Info("presence", "event", ev.Event, "machine", ev.Machine, "reason", ev.Reason)
+	b, _ := json.Marshal(ev)
+	if tr.announce != nil {
+		_ = tr.announce.Publish(fleet.PresenceEventSubject(ev.Event, ev.Machine), b)
+	}
 }

@@ -48,18 +48,18 @@ func registryWith(t *testing.T, machines, operators []string) *Registry {
 
 func TestHandleEvent(t *testing.T) {
 	rec := &recorder{}
-	s := &Service{log: slog.New(slog.DiscardHandler), reg: registryWith(t, []string{"web01", "web02"}, []string{"alice"})}
-	s.presence = newPresence(func(string) map[string]string { return nil }, rec.emit)
+	tr := &presenceTracker{log: slog.New(slog.DiscardHandler), reg: registryWith(t, []string{"web01", "web02"}, []string{"alice"})}
+	tr.state = newPresence(func(string) map[string]string { return nil }, rec.emit)
 
-	s.handleEvent(eventMsg(t, connectSubject, "NA", 1, "agent:web01", ""))
-	s.handleEvent(eventMsg(t, connectSubject, "NB", 1, "agent:web02", ""))
-	s.handleEvent(eventMsg(t, connectSubject, "NA", 2, "operator:alice", ""))
+	tr.handleEvent(eventMsg(t, connectSubject, "NA", 1, "agent:web01", ""))
+	tr.handleEvent(eventMsg(t, connectSubject, "NB", 1, "agent:web02", ""))
+	tr.handleEvent(eventMsg(t, connectSubject, "NA", 2, "operator:alice", ""))
 	wantEvents(t, rec, "joined web01", "joined web02")
 
-	s.handleEvent(&nats.Msg{Subject: connectSubject, Data: []byte("{not json")})
+	tr.handleEvent(&nats.Msg{Subject: connectSubject, Data: []byte("{not json")})
 	wantEvents(t, rec)
 
-	s.handleEvent(eventMsg(t, disconnectSubject, "NA", 1, "agent:web01", "Client Closed"))
+	tr.handleEvent(eventMsg(t, disconnectSubject, "NA", 1, "agent:web01", "Client Closed"))
 	evs := rec.events()
 	wantEvents(t, rec, "left web01")
 	if evs[0].Reason != "Client Closed" {
@@ -67,9 +67,9 @@ func TestHandleEvent(t *testing.T) {
 	}
 
 	// A shutdown of another server leaves NB's machines alone.
-	s.handleEvent(&nats.Msg{Subject: "$SYS.SERVER.NA.SHUTDOWN"})
+	tr.handleEvent(&nats.Msg{Subject: "$SYS.SERVER.NA.SHUTDOWN"})
 	wantEvents(t, rec)
-	s.handleEvent(&nats.Msg{Subject: "$SYS.SERVER.NB.SHUTDOWN"})
+	tr.handleEvent(&nats.Msg{Subject: "$SYS.SERVER.NB.SHUTDOWN"})
 	evs = rec.events()
 	wantEvents(t, rec, "left web02")
 	if evs[0].Reason != "broker NB shut down" {
@@ -85,12 +85,12 @@ func TestConnectOfRemovedIdentityIsClosed(t *testing.T) {
 	rec := &recorder{}
 	sys := fakeSys(t, nil)
 	kicked := kicks(t, sys)
-	s := &Service{log: slog.New(slog.DiscardHandler), sys: sys, reg: registryWith(t, []string{"web01"}, nil)}
-	s.presence = newPresence(func(string) map[string]string { return nil }, rec.emit)
+	tr := &presenceTracker{log: slog.New(slog.DiscardHandler), sys: sys, reg: registryWith(t, []string{"web01"}, nil)}
+	tr.state = newPresence(func(string) map[string]string { return nil }, rec.emit)
 
-	s.handleEvent(eventMsg(t, connectSubject, "NA", 7, "agent:gone01", ""))
-	s.handleEvent(eventMsg(t, connectSubject, "NA", 8, "operator:mallory", ""))
-	s.handleEvent(eventMsg(t, connectSubject, "NA", 9, "agent:web01", ""))
+	tr.handleEvent(eventMsg(t, connectSubject, "NA", 7, "agent:gone01", ""))
+	tr.handleEvent(eventMsg(t, connectSubject, "NA", 8, "operator:mallory", ""))
+	tr.handleEvent(eventMsg(t, connectSubject, "NA", 9, "agent:web01", ""))
 	wantEvents(t, rec, "joined web01")
 	got := map[uint64]bool{}
 	for range 2 {
@@ -109,7 +109,7 @@ func TestConnectOfRemovedIdentityIsClosed(t *testing.T) {
 		t.Fatalf("kicked connection %d of a machine on record", cid)
 	case <-time.After(100 * time.Millisecond):
 	}
-	if s.presence.online("gone01") {
+	if tr.state.online("gone01") {
 		t.Fatal("a removed machine shows ONLINE")
 	}
 }
@@ -181,13 +181,13 @@ func TestResyncFoldsConnz(t *testing.T) {
 	rec := &recorder{}
 	sys := fakeSys(t, map[uint64]string{1: "agent:web01", 2: "operator:alice", 3: "agent:removed01"})
 	kicked := kicks(t, sys)
-	s := &Service{log: slog.New(slog.DiscardHandler), sys: sys, reg: registryWith(t, []string{"web01", "gone"}, []string{"alice"})}
-	s.presence = newPresence(func(string) map[string]string { return nil }, rec.emit)
-	s.presence.connected(connKey{"NA", 9}, "agent:gone")
+	tr := &presenceTracker{log: slog.New(slog.DiscardHandler), sys: sys, reg: registryWith(t, []string{"web01", "gone"}, []string{"alice"})}
+	tr.state = newPresence(func(string) map[string]string { return nil }, rec.emit)
+	tr.state.connected(connKey{"NA", 9}, "agent:gone")
 	rec.take()
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 	defer cancel()
-	if err := s.resync(ctx); err != nil {
+	if err := tr.resync(ctx); err != nil {
 		t.Fatal(err)
 	}
 	got := rec.take()
@@ -210,20 +210,20 @@ func TestResyncFoldsConnz(t *testing.T) {
 // reported as left.
 func TestResyncKeepsBrokerWhoseConnzFailed(t *testing.T) {
 	rec := &recorder{}
-	s := &Service{log: slog.New(slog.DiscardHandler), sys: fakeSys(t, map[uint64]string{1: "agent:web01"}), reg: registryWith(t, []string{"web01", "web02"}, nil)}
-	s.presence = newPresence(func(string) map[string]string { return nil }, rec.emit)
-	s.presence.connected(connKey{"NA", 1}, "agent:web01")
-	s.presence.connected(connKey{"NB", 1}, "agent:web02")
+	tr := &presenceTracker{log: slog.New(slog.DiscardHandler), sys: fakeSys(t, map[uint64]string{1: "agent:web01"}), reg: registryWith(t, []string{"web01", "web02"}, nil)}
+	tr.state = newPresence(func(string) map[string]string { return nil }, rec.emit)
+	tr.state.connected(connKey{"NA", 1}, "agent:web01")
+	tr.state.connected(connKey{"NB", 1}, "agent:web02")
 	rec.take()
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 	defer cancel()
-	if err := s.resync(ctx); err != nil {
+	if err := tr.resync(ctx); err != nil {
 		t.Fatal(err)
 	}
 	if got := rec.take(); len(got) != 0 {
 		t.Fatalf("events: got %q, want none", got)
 	}
-	if !s.presence.online("web02") {
+	if !tr.state.online("web02") {
 		t.Fatal("web02, on the broker whose CONNZ failed, went offline")
 	}
 }
