@@ -11,7 +11,6 @@ import (
 
 	"github.com/commandcontrol/commandcontrol/broker"
 	"github.com/commandcontrol/commandcontrol/fleet"
-	"github.com/nats-io/nats.go"
 )
 
 // startTestService starts a service with an embedded broker on a free
@@ -104,38 +103,5 @@ func TestSnapshotPartsAndCache(t *testing.T) {
 		t.Errorf("after one left: %d machines, want %d", len(got), n-1)
 	} else if _, still := got[id(0)]; still {
 		t.Errorf("%s still listed after it left", id(0))
-	}
-}
-
-// TestResyncConfirmsWhatCONNZPagesMissed: a connection that a CONNZ page
-// skipped (pages shift when connections close between requests) is asked
-// about by itself and stays ONLINE; one the broker really no longer has
-// is dropped.
-func TestResyncConfirmsWhatCONNZPagesMissed(t *testing.T) {
-	s, ctx := startTestService(t)
-	kp, pub := newUser(t)
-	if _, err := s.reg.AddMachine("10.0.0.5_web01", pub, nil, "test", false); err != nil {
-		t.Fatal(err)
-	}
-	nc, err := nats.Connect(s.ClientURL(), nats.Nkey(pub, kp.Sign), nats.Name("10.0.0.5_web01"), nats.NoReconnect())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	waitFor(t, "web01 ONLINE", 5*time.Second, func() bool { return s.presence.online("10.0.0.5_web01") })
-	server := s.Broker().ID()
-	// A connection presence believes in that the broker does not have.
-	s.presence.state.connected(connKey{server: server, cid: 999999}, agentUserPrefix+"10.0.0.6_ghost")
-
-	gen := s.presence.state.generation()
-	// CONNZ as if a page had skipped web01: the broker answered, without it.
-	snap := map[string]map[uint64]string{server: {}}
-	s.presence.confirmMissing(ctx, gen, snap)
-	s.presence.state.resync(gen, snap, map[string]bool{server: true}, s.presence.state.now())
-	if !s.presence.online("10.0.0.5_web01") {
-		t.Error("a live connection a CONNZ page missed was dropped")
-	}
-	if s.presence.online("10.0.0.6_ghost") {
-		t.Error("a connection the broker does not have survived the resync")
 	}
 }

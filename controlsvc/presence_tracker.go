@@ -175,6 +175,20 @@ func (tr *presenceTracker) admitted(change func() []string) []connKey {
 	return conns
 }
 
+// removeIdentity runs remove (taking user's identity off the registry)
+// and returns user's connections, with no connect event admitted between
+// the two.
+func (tr *presenceTracker) removeIdentity(user string, remove func() error) ([]connKey, error) {
+	var err error
+	conns := tr.admitted(func() []string {
+		if err = remove(); err != nil {
+			return nil
+		}
+		return []string{user}
+	})
+	return conns, err
+}
+
 // audit audits a connection the tracker closed as refused.
 func (tr *presenceTracker) audit(kind, name, key, ip, reason string) {
 	if tr.onRefused != nil {
