@@ -219,15 +219,15 @@ func (s *Service) apiMachinesRemove(ctx context.Context, _ operatorIdentity, bod
 	if err := decode(body, &r); err != nil {
 		return nil, err
 	}
-	conns, err := s.removeIdentity(agentUserPrefix+r.ID, func() error { return s.reg.RemoveMachine(r.ID) })
+	conns, err := s.presence.removeIdentity(agentUserPrefix+r.ID, func() error { return s.reg.RemoveMachine(r.ID) })
 	if err != nil {
 		return nil, err
 	}
-	closed := s.kick(ctx, conns)
+	closed := s.presence.kick(ctx, conns)
 	// A removed machine is not ONLINE, even where the kick could not
 	// reach (a site cut off from the hub: its credentials there expire
 	// within --site-user-ttl, and it cannot be authorised again).
-	s.presence.dropped(conns, "removed from the registry")
+	s.presence.state.dropped(conns, "removed from the registry")
 	return fleet.RemoveResult{ID: r.ID, Closed: closed}, nil
 }
 
@@ -257,14 +257,14 @@ func (s *Service) apiOperatorsRemove(ctx context.Context, _ operatorIdentity, bo
 	if err := decode(body, &r); err != nil {
 		return nil, err
 	}
-	conns, err := s.removeIdentity(operatorUserPrefix+r.Name, func() error {
+	conns, err := s.presence.removeIdentity(operatorUserPrefix+r.Name, func() error {
 		_, err := s.reg.RemoveOperator(r.Name)
 		return err
 	})
 	if err != nil {
 		return nil, err
 	}
-	closed := s.kick(ctx, conns)
+	closed := s.presence.kick(ctx, conns)
 	return fleet.RemoveResult{ID: r.Name, Closed: closed}, nil
 }
 

@@ -77,7 +77,7 @@ func apiService(t *testing.T) (*Service, string, string) {
 		t.Fatal(err)
 	}
 	s := &Service{log: slog.New(slog.DiscardHandler), reg: reg}
-	s.presence = newPresence(reg.Labels, func(fleet.PresenceEvent) {})
+	s.presence = &presenceTracker{log: s.log, reg: reg, state: newPresence(reg.Labels, func(fleet.PresenceEvent) {})}
 	return s, admin, viewer
 }
 

@@ -473,7 +473,7 @@ func (s *Service) watchCalls() error {
 		}
 	}}, s.callHooks...)
 	s.mu.Unlock()
-	w := newCallWatch(s.calls, s.log.With("component", "callwatch"), s.reg, s.presence, s.cfg.CallWait, hooks)
+	w := newCallWatch(s.calls, s.log.With("component", "callwatch"), s.reg, s.presence.state, s.cfg.CallWait, hooks)
 	if s.cfg.Now != nil {
 		w.now = s.cfg.Now
 	}

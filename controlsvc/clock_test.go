@@ -19,8 +19,11 @@ func TestConfigNowIsTheServiceClock(t *testing.T) {
 	if len(ops) != 1 || !ops[0].AddedAt.Equal(at) {
 		t.Fatalf("got operators %+v, want the admin added at %v", ops, at)
 	}
-	if got := s.presence.now(); !got.Equal(at) {
+	if got := s.presence.state.now(); !got.Equal(at) {
 		t.Errorf("presence clock: got %v, want %v", got, at)
+	}
+	if got := s.presence.clock(); !got.Equal(at) {
+		t.Errorf("presence tracker clock: got %v, want %v", got, at)
 	}
 	if got := s.cfg.Now(); !got.Equal(at) {
 		t.Errorf("service clock: got %v, want %v", got, at)

@@ -163,7 +163,7 @@ func FuzzControlAPI(f *testing.F) {
 		f.Fatal(err)
 	}
 	s := &Service{log: slog.New(slog.DiscardHandler), reg: reg}
-	s.presence = newPresence(reg.Labels, func(fleet.PresenceEvent) {})
+	s.presence = &presenceTracker{log: s.log, reg: reg, state: newPresence(reg.Labels, func(fleet.PresenceEvent) {})}
 	ops := map[string]apiHandler{
 		fleet.OpWhoAmI: s.apiWhoAmI, fleet.OpMachinesList: s.apiMachinesList, fleet.OpMachinesPending: s.apiMachinesPending,
 		fleet.OpMachinesAccept: s.apiMachinesAccept, fleet.OpMachinesAdd: s.apiMachinesAdd, fleet.OpMachinesRemove: s.apiMachinesRemove,

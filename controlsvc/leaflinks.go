@@ -274,7 +274,7 @@ func (s *Service) onLeafLink(l leafLink) {
 		return
 	}
 	go func() {
-		if err := s.kickOne(context.Background(), old.conn); err != nil {
+		if err := s.presence.kickOne(context.Background(), old.conn); err != nil {
 			s.log.Debug("older leaf link already gone", "site", l.site, "account", l.account, "cid", old.conn.cid, "error", err)
 			return
 		}
@@ -298,7 +298,7 @@ func (s *Service) onSitesChanged(sites ...string) {
 		}
 		go func() {
 			s.log.Info("a site's machines changed; its FLEET link re-authorises", "site", site)
-			if err := s.kickOne(context.Background(), l.conn); err != nil {
+			if err := s.presence.kickOne(context.Background(), l.conn); err != nil {
 				s.log.Debug("site FLEET link already gone", "site", site, "error", err)
 			}
 		}()
@@ -357,7 +357,7 @@ func (s *Service) checkLinks(ctx context.Context, snap map[string]map[uint64]str
 		}
 	}
 	for _, extra := range s.links.adopt(seen, since) {
-		if err := s.kickOne(ctx, extra.conn); err != nil {
+		if err := s.presence.kickOne(ctx, extra.conn); err != nil {
 			continue
 		}
 		reason := fmt.Sprintf("site %s had two live leaf links (%s); the one from %s (connection %d on %s) was closed: "+

@@ -72,7 +72,7 @@ func newMetrics(s *Service) *metrics {
 	}
 	m.reg.MustRegister(m.authz, m.calls, m.latency, m.auditLost, m.slow, m.limited,
 		gauge("cc_machines_online", "Machines ONLINE now (at least one authorised connection).",
-			func() float64 { return float64(len(s.presence.snapshot().Servers)) }),
+			func() float64 { return float64(len(s.presence.state.snapshot().Servers)) }),
 		gauge("cc_machines_pending", "Machines refused and waiting to be accepted.",
 			func() float64 { return float64(len(s.reg.Pending())) }),
 		gauge("cc_machines_registered", "Machines in the registry.",
@@ -99,10 +99,10 @@ func newMetrics(s *Service) *metrics {
 		m.reg.MustRegister(
 			prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "cc_site_resync_age_seconds", ConstLabels: labels,
 				Help: "Seconds since a presence resync last confirmed the site's machines (before the first, since the control service started): what the hub shows of the site is as old as that."},
-				func() float64 { age, _, _ := s.siteResyncAge(site.Name); return age.Seconds() }),
+				func() float64 { age, _, _ := s.presence.siteResyncAge(site.Name); return age.Seconds() }),
 			prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "cc_site_events_dropped_total", ConstLabels: labels,
 				Help: "The site's connect, disconnect and shutdown events dropped for its rate (sized from its machines); each drop schedules a resync of the site."},
-				func() float64 { return float64(s.siteEventsDropped(site.Name)) }),
+				func() float64 { return float64(s.presence.siteEventsDropped(site.Name)) }),
 		)
 	}
 	return m

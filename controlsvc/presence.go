@@ -55,7 +55,7 @@ type presence struct {
 	labels   func(id string) map[string]string
 	emit     func(fleet.PresenceEvent) // called under mu, in seq order
 	// known are the machines a previous run of the service saw ONLINE
-	// (see presencestate.go): their first joined is not repeated.
+	// (see presence_store.go): their first joined is not repeated.
 	known map[string]bool
 }
 

@@ -42,9 +42,9 @@ func keyTagMatches(tags []string, key string) bool {
 
 // connUser is user, or staleUser when the connection's key tag names a key
 // other than the one on record for its machine.
-func (s *Service) connUser(user string, tags []string) string {
+func connUser(reg *Registry, user string, tags []string) string {
 	if id, ok := strings.CutPrefix(user, agentUserPrefix); ok {
-		if m, ok := s.reg.Machine(id); ok && !keyTagMatches(tags, m.Key) {
+		if m, ok := reg.Machine(id); ok && !keyTagMatches(tags, m.Key) {
 			return staleUser
 		}
 	}
@@ -59,19 +59,25 @@ func (s *Service) connUser(user string, tags []string) string {
 // A machine moved to another site (or between a site and the hub) is
 // closed too: it is admitted, and believed ONLINE, only at its own place.
 func (s *Service) changeMachineKey(ctx context.Context, id string, change func() (fleet.MachineChange, error)) (fleet.MachineChange, error) {
-	s.admitMu.Lock()
-	old, had := s.reg.Machine(id)
-	c, err := change()
-	moved := err == nil && had && old.Site != c.Site
-	var conns []connKey
-	if err == nil && (c.ReplacedKey != "" || moved) {
-		conns = s.presence.connsOf(agentUserPrefix + id)
-	}
-	s.admitMu.Unlock()
+	var (
+		old   fleet.Machine
+		had   bool
+		c     fleet.MachineChange
+		err   error
+		moved bool
+	)
+	conns := s.presence.admitted(func() []string {
+		old, had = s.reg.Machine(id)
+		c, err = change()
+		if moved = err == nil && had && old.Site != c.Site; err == nil && (c.ReplacedKey != "" || moved) {
+			return []string{agentUserPrefix + id}
+		}
+		return nil
+	})
 	if err != nil || (c.ReplacedKey == "" && !moved) {
 		return c, err
 	}
-	c.Closed = s.kick(ctx, conns)
+	c.Closed = s.presence.kick(ctx, conns)
 	if c.ReplacedKey == "" {
 		s.log.Warn("machine moved; closed its connections at its old place", "machine", id,
 			"from_site", old.Site, "to_site", c.Site, "closed", c.Closed)
@@ -85,19 +91,25 @@ func (s *Service) changeMachineKey(ctx context.Context, id string, change func()
 // importMachines runs an import and closes the live connections of every
 // machine whose key it replaced.
 func (s *Service) importMachines(ctx context.Context, reqs []fleet.MachineRequest, by string) (fleet.ImportResult, error) {
-	s.admitMu.Lock()
-	n, rekeyed, err := s.reg.ImportMachines(reqs, by)
-	var conns []connKey
-	for _, id := range rekeyed {
-		conns = append(conns, s.presence.connsOf(agentUserPrefix+id)...)
-	}
-	s.admitMu.Unlock()
+	var (
+		n       int
+		rekeyed []string
+		err     error
+	)
+	conns := s.presence.admitted(func() []string {
+		n, rekeyed, err = s.reg.ImportMachines(reqs, by)
+		users := make([]string, len(rekeyed))
+		for i, id := range rekeyed {
+			users[i] = agentUserPrefix + id
+		}
+		return users
+	})
 	if err != nil {
 		return fleet.ImportResult{}, err
 	}
 	r := fleet.ImportResult{Added: n, Replaced: len(rekeyed)}
 	if len(conns) > 0 {
-		r.Closed = s.kick(ctx, conns)
+		r.Closed = s.presence.kick(ctx, conns)
 		s.log.Warn("import replaced machine keys; closed the connections made with the old keys",
 			"machines", len(rekeyed), "closed", r.Closed)
 	}

@@ -11,13 +11,11 @@ import (
 	"context"
 	"crypto/sha256"
 	"crypto/tls"
-	"encoding/json"
 	"fmt"
 	"log/slog"
 	"os"
 	"path/filepath"
 	"strconv"
-	"strings"
 	"sync"
 	"time"
 
@@ -124,45 +122,33 @@ type Config struct {
 
 // Service is a running control service.
 type Service struct {
-	cfg      Config
-	log      *slog.Logger
-	keys     *Keys
-	reg      *Registry
-	presence *presence
+	cfg  Config
+	log  *slog.Logger
+	keys *Keys
+	reg  *Registry
+	// presence is the presence tracker (presence_tracker.go).
+	presence *presenceTracker
 	broker   *broker.Broker
 	url      string
-	// admitMu orders adding a connection to presence (after checking its
-	// identity is on record) against removing an identity (and then
-	// listing its connections to close), so neither misses the other.
-	admitMu sync.Mutex
 
 	sys, ctl, fl *nats.Conn
 	closers      []func()
 	mu           sync.Mutex
-	resyncNow    chan struct{}
 	adminCreated bool
 	metrics      *metrics
 	audit        *auditLog
 	callHooks    []CallHook
-	snapCache    snapCache
-	snapWork     *fairQueue
-	snapConns    snapshotConns
 	calls        *nats.Conn
 	// announce publishes presence events and hints (and serves nothing).
 	announce *nats.Conn
-	// limit bounds each machine's connections; connect events feed it.
-	limit *connLimiter
 	// brokerConn is how the service reaches an external broker (nil:
 	// its own embedded one).
 	brokerConn *natstls.Decision
 	// links are the remote sites' live leaf links.
 	links leafLinks
-	// snapLimit and ctlLimit are the per-operator request limits;
-	// legacySnapLimit is one bucket (legacySnapshotKey) shared by every
-	// snapshot asked on the unattributed fleet.PresenceSnapshotSubject.
-	snapLimit, legacySnapLimit, ctlLimit *opLimiter
-	// sites bounds what each remote site can make the service do.
-	sites siteWork
+	// ctlLimit is the per-operator control API request limit (the
+	// snapshot limits are the presence tracker's).
+	ctlLimit *opLimiter
 }
 
 // New loads (or creates) the data directory: keys, registry and, on first
@@ -226,24 +212,39 @@ func New(cfg Config) (*Service, error) {
 		return nil, err
 	}
 	reg.now = cfg.Now
-	s := &Service{cfg: cfg, log: cfg.Logger, keys: keys, reg: reg, resyncNow: make(chan struct{}, 1), snapWork: newFairQueue(snapshotQueue)}
+	s := &Service{cfg: cfg, log: cfg.Logger, keys: keys, reg: reg}
 	reg.onSites = s.onSitesChanged
-	s.snapLimit = newOpLimiter("presence snapshot", "snapshot", cfg.SnapshotRate, cfg.SnapshotBurst, cfg.Now)
-	s.legacySnapLimit = newOpLimiter("presence snapshot", "snapshot", cfg.SnapshotRate, cfg.SnapshotBurst, cfg.Now)
-	if s.legacySnapLimit != nil {
-		s.legacySnapLimit.whose = "shared by everyone asking on " + fleet.PresenceSnapshotSubject +
-			" (ask on " + fleet.CtlRoot + ".<your key>." + fleet.OpPresenceSnapshot + " for a limit of your own, as cc-bench does)"
-	}
 	s.ctlLimit = newOpLimiter("control API", "control", cfg.ControlRate, cfg.ControlBurst, cfg.Now)
-	s.presence = newPresence(reg.Labels, s.publishEvent)
-	s.presence.now = cfg.Now
-	s.restorePresence()
+	s.presence = s.newPresenceTracker()
 	s.metrics = newMetrics(s)
 	s.callHooks = append(s.callHooks, s.metrics.call)
 	if err := s.ensureAdmin(); err != nil {
 		return nil, err
 	}
 	return s, nil
+}
+
+// newPresenceTracker wires the presence tracker to the service's clock,
+// registry, connections (once connected), leaf links, audit and limits,
+// and restores what a previous run saved.
+func (s *Service) newPresenceTracker() *presenceTracker {
+	cfg := s.cfg
+	tr := &presenceTracker{log: s.log, now: cfg.Now, reg: s.reg, dataDir: cfg.DataDir, leafSites: cfg.LeafSites,
+		resyncInterval: cfg.ResyncInterval, reconnectRate: cfg.ReconnectRate, hintInterval: cfg.HintInterval,
+		resyncNow: make(chan struct{}, 1), snapWork: newFairQueue(snapshotQueue)}
+	tr.dialFleet = func(name string) (*nats.Conn, error) { return s.dial(name, s.keys.Fleet) }
+	tr.markLinks, tr.checkLinks, tr.onRefused = s.links.mark, s.checkLinks, s.auditRefused
+	tr.limited = s.limitedN
+	tr.snapLimit = newOpLimiter("presence snapshot", "snapshot", cfg.SnapshotRate, cfg.SnapshotBurst, cfg.Now)
+	tr.legacySnapLimit = newOpLimiter("presence snapshot", "snapshot", cfg.SnapshotRate, cfg.SnapshotBurst, cfg.Now)
+	if tr.legacySnapLimit != nil {
+		tr.legacySnapLimit.whose = "shared by everyone asking on " + fleet.PresenceSnapshotSubject +
+			" (ask on " + fleet.CtlRoot + ".<your key>." + fleet.OpPresenceSnapshot + " for a limit of your own, as cc-bench does)"
+	}
+	tr.state = newPresence(s.reg.Labels, tr.publishEvent)
+	tr.state.now = cfg.Now
+	tr.restorePresence()
+	return tr
 }
 
 // ensureAdmin creates <data>/admin.nk and registers it as operator "admin"
@@ -366,10 +367,7 @@ func (s *Service) connect() error {
 	dial := s.dial
 	onReconnect := nats.ReconnectHandler(func(*nats.Conn) {
 		s.log.Info("reconnected to broker; re-syncing presence")
-		select {
-		case s.resyncNow <- struct{}{}:
-		default:
-		}
+		s.presence.resyncSoon()
 	})
 	if s.sys, err = dial("cc-control-sys", s.keys.Sys, onReconnect); err != nil {
 		return err
@@ -401,6 +399,9 @@ func (s *Service) embeddedDial() (string, []nats.Option) {
 }
 
 func (s *Service) startServing(ctx context.Context) error {
+	// The tracker closes connections (leaf links the callout replaces,
+	// removed identities) before it starts following events.
+	s.presence.sys, s.presence.fl, s.presence.announce = s.sys, s.fl, s.announce
 	audit := newAuditLog(s.ctl, s.log.With("component", "audit"), s.cfg.Audit)
 	audit.onDrop, audit.onSlow = s.metrics.auditDropped, s.metrics.slowConsumer
 	if err := audit.open(ctx, s.cfg.Audit.NotDurable, s.auditStore); err != nil {
@@ -418,7 +419,7 @@ func (s *Service) startServing(ctx context.Context) error {
 	co.onGrant = func(kind, who string) {
 		s.metrics.granted(kind, who)
 		if kind == "operator" {
-			s.serveSnapshots(who)
+			s.presence.serveSnapshots(who)
 		}
 	}
 	co.onRefuse = s.metrics.refused
@@ -435,8 +436,8 @@ func (s *Service) startServing(ctx context.Context) error {
 		}
 	}
 	if s.cfg.MaxAgentConnections >= 0 {
-		s.limit = newConnLimiter(cmp.Or(s.cfg.MaxAgentConnections, DefaultMaxAgentConnections), time.Now, s.presence.machineConns)
-		co.limit = s.limit
+		co.limit = newConnLimiter(cmp.Or(s.cfg.MaxAgentConnections, DefaultMaxAgentConnections), time.Now, s.presence.state.machineConns)
+		s.presence.limit = co.limit
 	}
 	_, stop, err := co.subscribe(s.ctl)
 	if err != nil {
@@ -445,38 +446,17 @@ func (s *Service) startServing(ctx context.Context) error {
 	s.closers = append(s.closers, stop)
 	rctx, cancel := context.WithCancel(ctx)
 	s.closers = append(s.closers, cancel)
-	stopEvents, err := s.watchEvents(rctx, s.sys)
+	stopPresence, err := s.presence.start(rctx)
 	if err != nil {
 		return err
 	}
-	s.closers = append(s.closers, stopEvents)
-	// Remote sites are resynced in the background: a site cannot hold
-	// up the start (sysevents.go, resyncParts).
-	if err := s.resyncParts(rctx, false); err != nil {
-		return fmt.Errorf("initial presence snapshot: %w", err)
-	}
-	s.savePresence()
-	s.closers = append(s.closers, s.savePresence)
-	s.snapshotWorkers(rctx)
-	snapSub, err := s.fl.QueueSubscribe(fleet.PresenceSnapshotSubject, "cc-control", s.answerSnapshot)
-	if err != nil {
-		return err
-	}
-	// A flood waits here, not in the broker, and is worked off at a map
-	// lookup per request.
-	_ = snapSub.SetPendingLimits(-1, 256<<20)
-	s.closers = append(s.closers, func() { _ = snapSub.Unsubscribe() })
-	s.serveConnectedOperators()
-	s.closers = append(s.closers, s.closeSnapshotConns)
-	go s.snapshotConnsLoop(rctx)
+	s.closers = append(s.closers, stopPresence)
 	api, err := s.serveAPI()
 	if err != nil {
 		return err
 	}
 	s.closers = append(s.closers, func() { _ = api.Stop() })
-	go s.resyncLoop(rctx)
 	go s.flushLoop(rctx)
-	go s.hintLoop(rctx)
 	s.closers = append(s.closers, func() { _ = s.reg.FlushPending() })
 	for _, nc := range []*nats.Conn{s.sys, s.ctl, s.fl} {
 		if err := nc.Flush(); err != nil {
@@ -485,79 +465,6 @@ func (s *Service) startServing(ctx context.Context) error {
 	}
 	s.log.Info("control service ready", "url", s.url, "data", s.cfg.DataDir)
 	return nil
-}
-
-// legacySnapshotKey is the one bucket of legacySnapLimit.
-const legacySnapshotKey = "anyone on " + fleet.PresenceSnapshotSubject
-
-// answerSnapshot answers a snapshot request on the unattributed
-// fleet.PresenceSnapshotSubject (the SDK asks on
-// ctl.<key>.presence.snapshot, see serveSnapshots), best effort. Whoever
-// sent it is not known: it names a reply in an operator's control inbox,
-// which only that operator can read, but any operator may name any
-// operator's. So all of them share one bucket, which no operator's own
-// subject uses: a flood there refuses only the legacy subject, for
-// everyone, and never an operator's own snapshots; and naming many
-// operators' inboxes does not multiply what the subject may cost.
-func (s *Service) answerSnapshot(m *nats.Msg) {
-	owner, ok := fleet.InboxOwner(m.Reply)
-	if !ok || !strings.HasPrefix(m.Reply, fleet.ControlInbox(owner)+".") {
-		// Only an operator's control inbox is a place to answer; the
-		// broker would refuse anything else from this connection too.
-		return
-	}
-	if _, ok := s.reg.OperatorByKey(owner); !ok {
-		return // nobody can read that inbox
-	}
-	if s.limitedN(s.fl, s.legacySnapLimit, legacySnapshotKey, m.Reply, s.snapshotParts()) {
-		return
-	}
-	// Queued apart from the owner's own requests on its control
-	// subject: whoever sent this may not be the owner.
-	s.queueSnapshot("inbox "+owner, m.Reply)
-}
-
-// snapshotParts is how many parts a snapshot has now: what it costs
-// against the operator's snapshot limit, so the limit bounds bytes on a
-// large fleet too.
-func (s *Service) snapshotParts() int {
-	return max(1, (s.presence.count()+fleet.SnapshotChunk-1)/fleet.SnapshotChunk)
-}
-
-// Snapshots admitted wait in a fairQueue, one queue per asker, for
-// snapshotWorkers to send them.
-const (
-	// snapshotQueue bounds the snapshots one asker may have waiting.
-	snapshotQueue   = 256
-	snapshotWorkers = 4
-)
-
-// queueSnapshot queues the snapshot for reply as owner's; with owner's
-// queue full it is answered 503.
-func (s *Service) queueSnapshot(owner, reply string) {
-	if !s.snapWork.push(owner, reply) {
-		s.replyError(s.fl, reply, fleet.Errorf(fleet.CodeUnavailable, "%d presence snapshots for this operator are already waiting to be sent; retry in a second", snapshotQueue))
-	}
-}
-
-// snapshotWorkers sends the queued snapshots, each asker in turn, until
-// ctx ends.
-func (s *Service) snapshotWorkers(ctx context.Context) {
-	go func() {
-		<-ctx.Done()
-		s.snapWork.close()
-	}()
-	for range snapshotWorkers {
-		go func() {
-			for {
-				reply, ok := s.snapWork.pop()
-				if !ok {
-					return
-				}
-				s.sendSnapshot(s.fl, reply)
-			}
-		}()
-	}
 }
 
 // limited takes one of operator key's tokens from l and reports whether
@@ -590,14 +497,16 @@ func (s *Service) limitedN(nc *nats.Conn, l *opLimiter, key, reply string, cost 
 	return true
 }
 
-// replyError sends err to reply on nc, in the micro error headers.
-func (s *Service) replyError(nc *nats.Conn, reply string, err *fleet.Error) {
-	s.replyErrorRetry(nc, reply, err, 0)
+// replyErrorRetry sends err to reply on nc, saying, when wait is set,
+// when to retry (fleet.HeaderRetryAfter), for the SDK to wait and retry
+// by itself.
+func (s *Service) replyErrorRetry(nc *nats.Conn, reply string, err *fleet.Error, wait time.Duration) {
+	sendError(nc, reply, err, wait)
 }
 
-// replyErrorRetry is replyError saying, when wait is set, when to retry
-// (fleet.HeaderRetryAfter), for the SDK to wait and retry by itself.
-func (s *Service) replyErrorRetry(nc *nats.Conn, reply string, err *fleet.Error, wait time.Duration) {
+// sendError sends err to reply on nc, in the micro error headers, saying,
+// when wait is set, when to retry (fleet.HeaderRetryAfter).
+func sendError(nc *nats.Conn, reply string, err *fleet.Error, wait time.Duration) {
 	m := nats.NewMsg(reply)
 	m.Header.Set(fleet.HeaderErrorCode, strconv.Itoa(err.Code))
 	m.Header.Set(fleet.HeaderError, err.Description)
@@ -605,129 +514,6 @@ func (s *Service) replyErrorRetry(nc *nats.Conn, reply string, err *fleet.Error,
 		m.Header.Set(fleet.HeaderRetryAfter, strconv.FormatInt(wait.Milliseconds(), 10))
 	}
 	_ = nc.PublishMsg(m)
-}
-
-// sendSnapshot publishes the ONLINE list to reply on nc, in parts of at most
-// fleet.SnapshotChunk servers when the fleet is large. Every broadcast a
-// workbench makes starts with this request, so each server's entry is
-// encoded once and reused until presence or the registry changes; only
-// the envelope (with the current time) is written per request.
-func (s *Service) sendSnapshot(nc *nats.Conn, reply string) {
-	seq, epoch, entries := s.snapshotEntries()
-	now, _ := json.Marshal(s.cfg.Now().UTC())
-	parts := max(1, (len(entries)+fleet.SnapshotChunk-1)/fleet.SnapshotChunk)
-	for i := range parts {
-		chunk := entries[min(len(entries), i*fleet.SnapshotChunk):min(len(entries), (i+1)*fleet.SnapshotChunk)]
-		b := make([]byte, 0, 64+len(now)+len(chunk)*160)
-		b = append(b, `{"seq":`...)
-		b = strconv.AppendUint(b, seq, 10)
-		b = append(b, `,"epoch":"`...)
-		b = append(b, epoch...)
-		b = append(b, `","servers":[`...)
-		for j, e := range chunk {
-			if j > 0 {
-				b = append(b, ',')
-			}
-			b = append(b, e...)
-		}
-		b = append(b, `],"time":`...)
-		b = append(b, now...)
-		if parts > 1 {
-			b = append(b, `,"part":`...)
-			b = strconv.AppendInt(b, int64(i+1), 10)
-			b = append(b, `,"parts":`...)
-			b = strconv.AppendInt(b, int64(parts), 10)
-		}
-		b = append(b, '}')
-		if err := nc.Publish(reply, b); err != nil {
-			s.log.Warn("snapshot reply not sent", "error", err)
-			return
-		}
-	}
-}
-
-// snapCache holds each ONLINE server's snapshot entry, encoded.
-type snapCache struct {
-	mu        sync.Mutex
-	presVer   uint64
-	regChange uint64
-	valid     bool
-	seq       uint64
-	epoch     string
-	entries   [][]byte
-}
-
-// snapshotEntries returns the snapshot's seq and its servers' entries,
-// encoded, renewing them when presence or the registry changed.
-func (s *Service) snapshotEntries() (uint64, string, [][]byte) {
-	c := &s.snapCache
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	pv, rv := s.presence.version(), s.reg.changes.Load()
-	if c.valid && c.presVer == pv && c.regChange == rv {
-		return c.seq, c.epoch, c.entries
-	}
-	snap := s.presence.snapshot()
-	entries := make([][]byte, len(snap.Servers))
-	for i, sv := range snap.Servers {
-		entries[i], _ = json.Marshal(sv)
-	}
-	// Versions read before the snapshot: a change in between renews the
-	// cache on the next request rather than hiding.
-	c.presVer, c.regChange, c.valid, c.seq, c.epoch, c.entries = pv, rv, true, snap.Seq, snap.Epoch, entries
-	return c.seq, c.epoch, c.entries
-}
-
-func (s *Service) resyncLoop(ctx context.Context) {
-	t := time.NewTicker(s.cfg.ResyncInterval)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		case <-s.resyncNow:
-		}
-		// Sites' parts go on in the background (one at a time per site):
-		// a slow site does not hold up the hub's next resync.
-		if err := s.resyncParts(ctx, false); err != nil && ctx.Err() == nil {
-			s.log.Warn("presence resync failed", "error", err)
-		}
-		s.savePresence()
-	}
-}
-
-// hintLoop tells the agents how to spread a reconnection (fleet.AgentHint):
-// at once when the window moved by a fifth or more since the last hint,
-// and every HintInterval for agents that connected since.
-func (s *Service) hintLoop(ctx context.Context) {
-	t := time.NewTicker(min(2*time.Second, s.cfg.HintInterval))
-	defer t.Stop()
-	var sent time.Duration
-	var at time.Time
-	for {
-		online := s.presence.count()
-		w := ReconnectWindow(online, s.cfg.ReconnectRate)
-		if moved := w - sent; s.cfg.Now().Sub(at) >= s.cfg.HintInterval || moved > sent/5 || -moved > sent/5 {
-			b, _ := json.Marshal(fleet.AgentHint{ReconnectWindowMS: w.Milliseconds(), Online: online})
-			if s.announce != nil && s.announce.Publish(fleet.AgentHintSubject, b) == nil {
-				sent, at = w, s.cfg.Now()
-			}
-		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-	}
-}
-
-// ReconnectWindow is how long a fleet of online machines should spread its
-// reconnection over for the callout to admit them at rate per second,
-// with a quarter of headroom; at least half a second, at most ten minutes.
-func ReconnectWindow(online int, rate float64) time.Duration {
-	w := time.Duration(float64(online) / rate * 1.25 * float64(time.Second))
-	return min(max(w, 500*time.Millisecond), 10*time.Minute)
 }
 
 // flushLoop writes newly pending machines to disk every few seconds.
@@ -746,24 +532,16 @@ func (s *Service) flushLoop(ctx context.Context) {
 	}
 }
 
-func (s *Service) publishEvent(ev fleet.PresenceEvent) {
-	s.log.Info("presence", "event", ev.Event, "machine", ev.Machine, "reason", ev.Reason)
-	b, _ := json.Marshal(ev)
-	if s.announce != nil {
-		_ = s.announce.Publish(fleet.PresenceEventSubject(ev.Event, ev.Machine), b)
-	}
-}
-
 // Snapshot is the current ONLINE list.
-func (s *Service) Snapshot() fleet.PresenceSnapshot { return s.presence.snapshot() }
+func (s *Service) Snapshot() fleet.PresenceSnapshot { return s.presence.state.snapshot() }
 
 // OnlineCount is the number of machines ONLINE (cheaper than Snapshot).
-func (s *Service) OnlineCount() int { return s.presence.count() }
+func (s *Service) OnlineCount() int { return s.presence.state.count() }
 
 // OperatorConnections is how many live connections operator name has, as
 // the broker's events have reported them to the service.
 func (s *Service) OperatorConnections(name string) int {
-	return len(s.presence.connsOf(operatorUserPrefix + name))
+	return s.presence.operatorConnections(name)
 }
 
 // Run starts the service and serves until ctx ends.

@@ -29,24 +29,24 @@ type presenceState struct {
 }
 
 // restorePresence loads the state a previous run saved.
-func (s *Service) restorePresence() {
-	b, err := os.ReadFile(filepath.Join(s.cfg.DataDir, PresenceStateFile))
+func (tr *presenceTracker) restorePresence() {
+	b, err := os.ReadFile(filepath.Join(tr.dataDir, PresenceStateFile))
 	if err != nil {
 		return
 	}
 	var st presenceState
 	if err := json.Unmarshal(b, &st); err != nil {
-		s.log.Warn("presence state unreadable; watchers may see joined again", "file", PresenceStateFile, "error", err)
+		tr.log.Warn("presence state unreadable; watchers may see joined again", "file", PresenceStateFile, "error", err)
 		return
 	}
-	s.presence.restore(st)
+	tr.state.restore(st)
 }
 
 // savePresence writes the current state.
-func (s *Service) savePresence() {
-	b, _ := json.Marshal(s.presence.state())
-	if err := writeFileAtomic(filepath.Join(s.cfg.DataDir, PresenceStateFile), append(b, '\n'), 0o600); err != nil {
-		s.log.Warn("presence state not saved", "error", err)
+func (tr *presenceTracker) savePresence() {
+	b, _ := json.Marshal(tr.state.state())
+	if err := writeFileAtomic(filepath.Join(tr.dataDir, PresenceStateFile), append(b, '\n'), 0o600); err != nil {
+		tr.log.Warn("presence state not saved", "error", err)
 	}
 }
 

@@ -61,8 +61,9 @@ func siteService(t *testing.T, clock *testClock, h slog.Handler, dc2Machines int
 	for _, name := range sites {
 		s.cfg.LeafSites = append(s.cfg.LeafSites, broker.LeafSite{Name: name})
 	}
-	s.presence = newPresence(func(string) map[string]string { return nil }, (&recorder{}).emit)
-	s.presence.now = clock.now
+	s.presence = &presenceTracker{log: s.log, now: clock.now, reg: reg, leafSites: s.cfg.LeafSites}
+	s.presence.state = newPresence(func(string) map[string]string { return nil }, (&recorder{}).emit)
+	s.presence.state.now = clock.now
 	return s
 }
 
@@ -77,7 +78,7 @@ func TestSiteEventRate(t *testing.T) {
 	clock := &testClock{at: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
 	h := &countingHandler{}
 	s := siteService(t, clock, h, 1)
-	s.startWatchingSites()
+	s.presence.startWatchingSites()
 	clock.add(90 * time.Second)
 	// Scheduled resyncs find the service stopped: only the bucket is
 	// under test here (TestSiteDropSchedulesOneResync runs them).
@@ -86,7 +87,7 @@ func TestSiteEventRate(t *testing.T) {
 	admitted := func(site string, n int) int {
 		ok := 0
 		for range n {
-			if s.admitSiteEvent(ctx, site) {
+			if s.presence.admitSiteEvent(ctx, site) {
 				ok++
 			}
 		}
@@ -95,7 +96,7 @@ func TestSiteEventRate(t *testing.T) {
 	if got := admitted("dc2", 1000); got != 200 {
 		t.Fatalf("1,000 events of a site with one machine at once: %d let through, want the burst, 200", got)
 	}
-	if got := s.siteEventsDropped("dc2"); got != 800 {
+	if got := s.presence.siteEventsDropped("dc2"); got != 800 {
 		t.Fatalf("dropped %d, want 800", got)
 	}
 	lines := h.take()
@@ -127,7 +128,7 @@ func TestSiteEventRate(t *testing.T) {
 	if got := admitted("dc2", 1000); got != 400 {
 		t.Fatalf("after %v with 100 machines: %d let through, want the burst, 400", siteEventResize, got)
 	}
-	s.siteResynced("dc2", clock.now())
+	s.presence.siteResynced("dc2", clock.now())
 	clock.add(siteWarnEvery)
 	if got := admitted("dc2", 401); got != 400 {
 		t.Fatalf("%d let through, want 400", got)
@@ -147,7 +148,7 @@ func TestSiteDropSchedulesOneResync(t *testing.T) {
 	clock := &testClock{at: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
 	s := siteService(t, clock, slog.DiscardHandler, 1, "dc2")
 	sys, peer := plainConn(t)
-	s.sys = sys
+	s.presence.sys = sys
 	var pings atomic.Int64
 	if _, err := peer.Subscribe(fleet.SiteSysSubject("dc2", serverPingSubject), func(m *nats.Msg) {
 		pings.Add(1)
@@ -163,16 +164,16 @@ func TestSiteDropSchedulesOneResync(t *testing.T) {
 	if err := peer.Flush(); err != nil {
 		t.Fatal(err)
 	}
-	s.startWatchingSites()
+	s.presence.startWatchingSites()
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	resyncedAt := func() time.Time {
-		s.sites.mu.Lock()
-		defer s.sites.mu.Unlock()
-		return s.sites.site("dc2").lastResync
+		s.presence.sites.mu.Lock()
+		defer s.presence.sites.mu.Unlock()
+		return s.presence.sites.site("dc2").lastResync
 	}
 	for range 1000 {
-		s.admitSiteEvent(ctx, "dc2")
+		s.presence.admitSiteEvent(ctx, "dc2")
 	}
 	waitFor(t, "the scheduled resync of dc2", 15*time.Second, func() bool { return !resyncedAt().IsZero() })
 	if n := pings.Load(); n != 1 {
@@ -185,13 +186,13 @@ func TestSiteDropSchedulesOneResync(t *testing.T) {
 		t.Fatalf("last good resync %v, want the snapshot's time %v", got, clock.now())
 	}
 	clock.add(time.Minute)
-	if age, never, ok := s.siteResyncAge("dc2"); !ok || never || age != time.Minute {
+	if age, never, ok := s.presence.siteResyncAge("dc2"); !ok || never || age != time.Minute {
 		t.Fatalf("resync age %v (never %v, ok %v), want 1m", age, never, ok)
 	}
 	// The bucket is still empty at this time: the next drop schedules
 	// the next resync.
 	clock.add(-time.Minute)
-	s.admitSiteEvent(ctx, "dc2")
+	s.presence.admitSiteEvent(ctx, "dc2")
 	waitFor(t, "the second scheduled resync of dc2", 15*time.Second, func() bool { return pings.Load() == 2 })
 }
 
@@ -204,7 +205,7 @@ func TestSiteResyncAgeMetric(t *testing.T) {
 	h := &countingHandler{}
 	s := siteService(t, clock, h, 1, "dc2", "dc3")
 	s.metrics = newMetrics(s)
-	s.startWatchingSites()
+	s.presence.startWatchingSites()
 	age := func(site string) float64 {
 		t.Helper()
 		fams, err := s.metrics.reg.Gather()
@@ -230,7 +231,7 @@ func TestSiteResyncAgeMetric(t *testing.T) {
 	if a := age("dc2"); a != 30 {
 		t.Fatalf("dc2 never resynced, 30 s after the start: age %v, want 30", a)
 	}
-	s.siteResynced("dc2", clock.now())
+	s.presence.siteResynced("dc2", clock.now())
 	clock.add(5 * time.Second)
 	if a, b := age("dc2"), age("dc3"); a != 5 || b != 35 {
 		t.Fatalf("ages dc2 %v, dc3 %v; want 5 and 35", a, b)
@@ -238,11 +239,11 @@ func TestSiteResyncAgeMetric(t *testing.T) {
 
 	// A resync of dc2 out of time keeps its machines and says since when.
 	sys, _ := plainConn(t)
-	s.sys = sys
+	s.presence.sys = sys
 	h.take()
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
-	s.resyncSite(ctx, "dc2", s.presence.generation(), clock.now())
+	s.presence.resyncSite(ctx, "dc2", s.presence.state.generation(), clock.now())
 	lines := h.take()
 	if len(lines) != 1 || attr(lines[0], "site") != "dc2" || attr(lines[0], "last_good_resync_ago") != "5s" {
 		t.Fatalf("%d lines, want 1 naming dc2 with last_good_resync_ago 5s", len(lines))

@@ -11,7 +11,6 @@ import (
 
 	"github.com/commandcontrol/commandcontrol/broker"
 	"github.com/commandcontrol/commandcontrol/fleet"
-	"github.com/nats-io/nats.go"
 )
 
 // startTestService starts a service with an embedded broker on a free
@@ -41,7 +40,7 @@ func TestSnapshotPartsAndCache(t *testing.T) {
 	const n = 2*fleet.SnapshotChunk + 500
 	id := func(i int) string { return fmt.Sprintf("10.9.%d.%d_m%d", i/250, i%250, i) }
 	for i := range n {
-		s.presence.connected(connKey{server: "NTEST", cid: uint64(i + 1)}, agentUserPrefix+id(i))
+		s.presence.state.connected(connKey{server: "NTEST", cid: uint64(i + 1)}, agentUserPrefix+id(i))
 	}
 	ask := func() map[string]fleet.Server {
 		t.Helper()
@@ -56,7 +55,7 @@ func TestSnapshotPartsAndCache(t *testing.T) {
 		if err := s.fl.Flush(); err != nil {
 			t.Fatal(err)
 		}
-		s.sendSnapshot(s.fl, inbox)
+		s.presence.sendSnapshot(s.fl, inbox)
 		got := map[string]fleet.Server{}
 		for part := 1; ; part++ {
 			m, err := sub.NextMsg(5 * time.Second)
@@ -85,8 +84,8 @@ func TestSnapshotPartsAndCache(t *testing.T) {
 	if len(got) != n {
 		t.Fatalf("snapshot lists %d machines, want %d", len(got), n)
 	}
-	_, _, first := s.snapshotEntries()
-	_, _, again := s.snapshotEntries()
+	_, _, first := s.presence.snapshotEntries()
+	_, _, again := s.presence.snapshotEntries()
 	if &first[0] != &again[0] {
 		t.Error("entries re-encoded although nothing changed")
 	}
@@ -99,43 +98,10 @@ func TestSnapshotPartsAndCache(t *testing.T) {
 		t.Errorf("label not in the snapshot: %+v", got[id(7)])
 	}
 	// So does a machine leaving (presence change).
-	s.presence.disconnected(connKey{server: "NTEST", cid: 1}, "test")
+	s.presence.state.disconnected(connKey{server: "NTEST", cid: 1}, "test")
 	if got := ask(); len(got) != n-1 {
 		t.Errorf("after one left: %d machines, want %d", len(got), n-1)
 	} else if _, still := got[id(0)]; still {
 		t.Errorf("%s still listed after it left", id(0))
-	}
-}
-
-// TestResyncConfirmsWhatCONNZPagesMissed: a connection that a CONNZ page
-// skipped (pages shift when connections close between requests) is asked
-// about by itself and stays ONLINE; one the broker really no longer has
-// is dropped.
-func TestResyncConfirmsWhatCONNZPagesMissed(t *testing.T) {
-	s, ctx := startTestService(t)
-	kp, pub := newUser(t)
-	if _, err := s.reg.AddMachine("10.0.0.5_web01", pub, nil, "test", false); err != nil {
-		t.Fatal(err)
-	}
-	nc, err := nats.Connect(s.ClientURL(), nats.Nkey(pub, kp.Sign), nats.Name("10.0.0.5_web01"), nats.NoReconnect())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	waitFor(t, "web01 ONLINE", 5*time.Second, func() bool { return s.presence.online("10.0.0.5_web01") })
-	server := s.Broker().ID()
-	// A connection presence believes in that the broker does not have.
-	s.presence.connected(connKey{server: server, cid: 999999}, agentUserPrefix+"10.0.0.6_ghost")
-
-	gen := s.presence.generation()
-	// CONNZ as if a page had skipped web01: the broker answered, without it.
-	snap := map[string]map[uint64]string{server: {}}
-	s.confirmMissing(ctx, gen, snap)
-	s.presence.resync(gen, snap, map[string]bool{server: true}, s.presence.now())
-	if !s.presence.online("10.0.0.5_web01") {
-		t.Error("a live connection a CONNZ page missed was dropped")
-	}
-	if s.presence.online("10.0.0.6_ghost") {
-		t.Error("a connection the broker does not have survived the resync")
 	}
 }

@@ -28,12 +28,12 @@ type snapshotConns struct {
 // serveSnapshots makes sure operator name's snapshot subject is served.
 // The callout calls it before it lets the operator's connection in, so
 // the first request finds it (the subscription is flushed to the broker).
-func (s *Service) serveSnapshots(name string) {
-	o, ok := s.reg.Operator(name)
+func (tr *presenceTracker) serveSnapshots(name string) {
+	o, ok := tr.reg.Operator(name)
 	if !ok {
 		return
 	}
-	c := &s.snapConns
+	c := &tr.snapConns
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.conns == nil {
@@ -42,22 +42,22 @@ func (s *Service) serveSnapshots(name string) {
 	if c.shut || c.conns[o.Key] != nil {
 		return
 	}
-	nc, err := s.dialSnapshots(o.Key)
+	nc, err := tr.dialSnapshots(o.Key)
 	if err != nil {
 		// The SDK then finds no responders and asks on
 		// fleet.PresenceSnapshotSubject, served on the fleet connection.
-		s.log.Warn("cannot serve an operator's presence snapshots on a connection of its own", "operator", name, "error", err)
+		tr.log.Warn("cannot serve an operator's presence snapshots on a connection of its own", "operator", name, "error", err)
 		return
 	}
 	c.conns[o.Key] = nc
 }
 
-func (s *Service) dialSnapshots(key string) (*nats.Conn, error) {
-	nc, err := s.dial("cc-control-snapshots", s.keys.Fleet)
+func (tr *presenceTracker) dialSnapshots(key string) (*nats.Conn, error) {
+	nc, err := tr.dialFleet("cc-control-snapshots")
 	if err != nil {
 		return nil, err
 	}
-	sub, err := nc.Subscribe(fleet.CtlSubject(key, fleet.OpPresenceSnapshot), func(m *nats.Msg) { s.answerCtlSnapshot(nc, m) })
+	sub, err := nc.Subscribe(fleet.CtlSubject(key, fleet.OpPresenceSnapshot), func(m *nats.Msg) { tr.answerCtlSnapshot(nc, m) })
 	if err == nil {
 		// A flood waits here, and is worked off at a map lookup per
 		// request.
@@ -74,35 +74,35 @@ func (s *Service) dialSnapshots(key string) (*nats.Conn, error) {
 // answerCtlSnapshot answers ctl.<key>.presence.snapshot on nc, the
 // operator's own connection: the broker lets only the operator with that
 // key publish it, so that operator's own limit applies.
-func (s *Service) answerCtlSnapshot(nc *nats.Conn, m *nats.Msg) {
+func (tr *presenceTracker) answerCtlSnapshot(nc *nats.Conn, m *nats.Msg) {
 	if !answersToAsker(m.Subject, m.Reply) {
 		return // as apiEndpoint: answer only the asker's own inbox
 	}
 	key, _, _ := fleet.ParseCtlSubject(m.Subject)
-	if s.limitedN(nc, s.snapLimit, key, m.Reply, s.snapshotParts()) {
+	if tr.limited(nc, tr.snapLimit, key, m.Reply, tr.snapshotParts()) {
 		return
 	}
-	if _, ok := s.reg.OperatorByKey(key); !ok {
-		s.replyError(nc, m.Reply, fleet.Errorf(fleet.CodeForbidden, "key %s is not an operator", key))
+	if _, ok := tr.reg.OperatorByKey(key); !ok {
+		sendError(nc, m.Reply, fleet.Errorf(fleet.CodeForbidden, "key %s is not an operator", key), 0)
 		return
 	}
-	s.sendSnapshot(nc, m.Reply)
+	tr.sendSnapshot(nc, m.Reply)
 }
 
 // serveConnectedOperators serves the snapshots of the operators connected
 // now (their connections were let in before this start and do not pass
 // the callout again).
-func (s *Service) serveConnectedOperators() {
-	for _, o := range s.reg.Operators() {
-		if s.OperatorConnections(o.Name) > 0 {
-			s.serveSnapshots(o.Name)
+func (tr *presenceTracker) serveConnectedOperators() {
+	for _, o := range tr.reg.Operators() {
+		if tr.operatorConnections(o.Name) > 0 {
+			tr.serveSnapshots(o.Name)
 		}
 	}
 }
 
 // snapshotConnsLoop closes the connection of a removed operator, at most
 // a quarter second after the registry changed.
-func (s *Service) snapshotConnsLoop(ctx context.Context) {
+func (tr *presenceTracker) snapshotConnsLoop(ctx context.Context) {
 	t := time.NewTicker(250 * time.Millisecond)
 	defer t.Stop()
 	for {
@@ -111,13 +111,13 @@ func (s *Service) snapshotConnsLoop(ctx context.Context) {
 			return
 		case <-t.C:
 		}
-		v := s.reg.changes.Load()
-		c := &s.snapConns
+		v := tr.reg.changes.Load()
+		c := &tr.snapConns
 		c.mu.Lock()
 		if c.seen != v {
 			c.seen = v
 			for key, nc := range c.conns {
-				if _, ok := s.reg.OperatorByKey(key); !ok {
+				if _, ok := tr.reg.OperatorByKey(key); !ok {
 					nc.Close()
 					delete(c.conns, key)
 				}
@@ -127,8 +127,8 @@ func (s *Service) snapshotConnsLoop(ctx context.Context) {
 	}
 }
 
-func (s *Service) closeSnapshotConns() {
-	c := &s.snapConns
+func (tr *presenceTracker) closeSnapshotConns() {
+	c := &tr.snapConns
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.shut = true

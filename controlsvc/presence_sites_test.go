@@ -46,17 +46,17 @@ func (h *countingHandler) take() []slog.Record {
 func TestSiteWarnRateLimited(t *testing.T) {
 	h := &countingHandler{}
 	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
-	s := &Service{log: slog.New(h), cfg: Config{Now: func() time.Time { return now }}}
+	tr := &presenceTracker{log: slog.New(h), now: func() time.Time { return now }}
 	for range 100 {
-		s.siteWarn("dc2", "claims", "claimed")
+		tr.siteWarn("dc2", "claims", "claimed")
 	}
-	s.siteWarn("dc3", "claims", "claimed")
-	s.siteWarn("dc2", "events", "dropped")
+	tr.siteWarn("dc3", "claims", "claimed")
+	tr.siteWarn("dc2", "events", "dropped")
 	if got := h.take(); len(got) != 3 {
 		t.Fatalf("%d lines for 100 claims of dc2 and one of dc3 and one drop of dc2, want 3", len(got))
 	}
 	now = now.Add(siteWarnEvery)
-	s.siteWarn("dc2", "claims", "claimed")
+	tr.siteWarn("dc2", "claims", "claimed")
 	got := h.take()
 	if len(got) != 1 {
 		t.Fatalf("%d lines after siteWarnEvery, want 1", len(got))
@@ -76,12 +76,12 @@ func TestSiteWarnRateLimited(t *testing.T) {
 // TestSiteJobsBounded: a site's jobs wait in a bounded queue, run one at
 // a time; past the bound they are dropped.
 func TestSiteJobsBounded(t *testing.T) {
-	s := &Service{log: slog.New(slog.DiscardHandler)}
+	tr := &presenceTracker{log: slog.New(slog.DiscardHandler)}
 	release := make(chan struct{})
 	var running, ran atomic.Int64
 	accepted := 0
 	for range siteJobQueue * 3 {
-		if s.siteJob("dc2", "test", func() {
+		if tr.siteJob("dc2", "test", func() {
 			if running.Add(1) > 1 {
 				t.Error("two jobs of one site at once")
 			}
@@ -163,7 +163,7 @@ func TestPingAtBounded(t *testing.T) {
 	if err := peer.Flush(); err != nil {
 		t.Fatal(err)
 	}
-	s := &Service{log: slog.New(slog.DiscardHandler), sys: sys}
+	tr := &presenceTracker{log: slog.New(slog.DiscardHandler), sys: sys}
 
 	type result struct {
 		ids []string
@@ -171,7 +171,7 @@ func TestPingAtBounded(t *testing.T) {
 	}
 	done := make(chan result, 1)
 	go func() {
-		ids, err := s.pingAt(context.Background(), serverPingSubject, maxSiteServers)
+		ids, err := tr.pingAt(context.Background(), serverPingSubject, maxSiteServers)
 		done <- result{ids, err}
 	}()
 	select {
@@ -183,7 +183,7 @@ func TestPingAtBounded(t *testing.T) {
 		t.Fatal("a ping whose answers keep coming never ended")
 	}
 
-	ids, err := s.pingAt(context.Background(), "many.PING", maxSiteServers)
+	ids, err := tr.pingAt(context.Background(), "many.PING", maxSiteServers)
 	if err == nil || len(ids) != maxSiteServers {
 		t.Fatalf("40 servers answering: %d ids, error %v; want %d and an error", len(ids), err, maxSiteServers)
 	}
@@ -212,13 +212,13 @@ func TestServerConnzBudget(t *testing.T) {
 	if err := peer.Flush(); err != nil {
 		t.Fatal(err)
 	}
-	s := &Service{log: slog.New(slog.DiscardHandler), sys: sys, reg: registryWith(t, nil, nil)}
+	tr := &presenceTracker{log: slog.New(slog.DiscardHandler), sys: sys, reg: registryWith(t, nil, nil)}
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	for _, b := range []int{10, 12000} {
 		pages.Store(0)
 		budget := b
-		if _, err := s.serverConnz(ctx, "NA", &budget); !errors.Is(err, errTooManyConns) {
+		if _, err := tr.serverConnz(ctx, "NA", &budget); !errors.Is(err, errTooManyConns) {
 			t.Fatalf("budget %d: %v, want %v", b, err, errTooManyConns)
 		}
 		if want := int64(b/5000 + 1); pages.Load() != want {
@@ -240,28 +240,28 @@ func TestSiteForgedConnectsOfOwnMachineBounded(t *testing.T) {
 	if _, err := reg.SetMachineAt("web01", pub, "dc2", nil, "test", false); err != nil {
 		t.Fatal(err)
 	}
-	s := &Service{log: slog.New(slog.DiscardHandler), sys: sys, reg: reg}
-	s.presence = newPresence(func(string) map[string]string { return nil }, rec.emit)
+	tr := &presenceTracker{log: slog.New(slog.DiscardHandler), sys: sys, reg: reg}
+	tr.state = newPresence(func(string) map[string]string { return nil }, rec.emit)
 	subject := fleet.SiteSysSubject("dc2", connectSubject)
 	for cid := range uint64(2000) {
-		s.handleEvent(eventMsg(t, subject, "NX", cid+1, "agent:web01", ""))
+		tr.handleEvent(eventMsg(t, subject, "NX", cid+1, "agent:web01", ""))
 	}
-	if n := len(s.presence.connsOf("agent:web01")); n != 1 {
+	if n := len(tr.state.connsOf("agent:web01")); n != 1 {
 		t.Fatalf("presence holds %d connections of web01 after 2,000 forged connects, want 1", n)
 	}
 	wantEvents(t, rec, "joined web01")
 
 	subject = fleet.SiteSysSubject("dc2", disconnectSubject)
 	for cid := range uint64(maxSiteTombstones + 500) {
-		s.handleEvent(eventMsg(t, subject, "NX", 1_000_000+cid, "agent:web01", "Client Closed"))
+		tr.handleEvent(eventMsg(t, subject, "NX", 1_000_000+cid, "agent:web01", "Client Closed"))
 	}
-	s.presence.mu.Lock()
-	n := len(s.presence.tombstones)
-	s.presence.mu.Unlock()
+	tr.state.mu.Lock()
+	n := len(tr.state.tombstones)
+	tr.state.mu.Unlock()
 	if n > maxSiteTombstones {
 		t.Fatalf("%d tombstones after %d forged disconnects, want at most %d", n, maxSiteTombstones+500, maxSiteTombstones)
 	}
-	if !s.presence.online("web01") {
+	if !tr.state.online("web01") {
 		t.Fatal("forged disconnects of other connections took web01 offline")
 	}
 }

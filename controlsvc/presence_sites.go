@@ -102,43 +102,35 @@ func (w *siteWork) site(name string) *siteState {
 	return st
 }
 
-// now is the service's clock.
-func (s *Service) now() time.Time {
-	if s.cfg.Now != nil {
-		return s.cfg.Now()
-	}
-	return time.Now()
-}
-
 // siteWarn logs msg about site at most once per siteWarnEvery for kind,
 // saying how many like it were held back since the last one.
-func (s *Service) siteWarn(site, kind, msg string, args ...any) {
-	s.siteWarnWith(site, kind, msg, func() []any { return args })
+func (tr *presenceTracker) siteWarn(site, kind, msg string, args ...any) {
+	tr.siteWarnWith(site, kind, msg, func() []any { return args })
 }
 
 // siteWarnWith is siteWarn whose attributes are made only for a line
 // that is logged.
-func (s *Service) siteWarnWith(site, kind, msg string, attrs func() []any) {
-	now := s.now()
-	s.sites.mu.Lock()
-	ws := s.sites.site(site).warns[kind]
+func (tr *presenceTracker) siteWarnWith(site, kind, msg string, attrs func() []any) {
+	now := tr.clock()
+	tr.sites.mu.Lock()
+	ws := tr.sites.site(site).warns[kind]
 	if ws == nil {
 		ws = &warnState{}
-		s.sites.site(site).warns[kind] = ws
+		tr.sites.site(site).warns[kind] = ws
 	}
 	if !ws.last.IsZero() && now.Sub(ws.last) < siteWarnEvery {
 		ws.held++
-		s.sites.mu.Unlock()
+		tr.sites.mu.Unlock()
 		return
 	}
 	held := ws.held
 	ws.last, ws.held = now, 0
-	s.sites.mu.Unlock()
+	tr.sites.mu.Unlock()
 	args := append([]any{"site", site}, attrs()...)
 	if held > 0 {
 		args = append(args, "like_lines_held_back", held)
 	}
-	s.log.Warn(msg, args...)
+	tr.log.Warn(msg, args...)
 }
 
 // siteJob queues job (closing connections at site) to run after the
@@ -146,38 +138,38 @@ func (s *Service) siteWarnWith(site, kind, msg string, attrs func() []any) {
 // jobs already waiting it is dropped (and logged, rate-limited): a site
 // that never answers its KICKs costs a bounded queue, not a goroutine per
 // request it provoked.
-func (s *Service) siteJob(site, what string, job func()) bool {
-	s.sites.mu.Lock()
-	st := s.sites.site(site)
+func (tr *presenceTracker) siteJob(site, what string, job func()) bool {
+	tr.sites.mu.Lock()
+	st := tr.sites.site(site)
 	if len(st.jobs) >= siteJobQueue {
-		s.sites.mu.Unlock()
-		s.siteWarn(site, "jobs", fmt.Sprintf("too many connections waiting to be closed at a site (%d); not closing more until they are done", siteJobQueue),
+		tr.sites.mu.Unlock()
+		tr.siteWarn(site, "jobs", fmt.Sprintf("too many connections waiting to be closed at a site (%d); not closing more until they are done", siteJobQueue),
 			"dropped", what)
 		return false
 	}
 	st.jobs = append(st.jobs, job)
 	start := !st.working
 	st.working = true
-	s.sites.mu.Unlock()
+	tr.sites.mu.Unlock()
 	if start {
-		go s.runSiteJobs(site)
+		go tr.runSiteJobs(site)
 	}
 	return true
 }
 
-func (s *Service) runSiteJobs(site string) {
+func (tr *presenceTracker) runSiteJobs(site string) {
 	for {
-		s.sites.mu.Lock()
-		st := s.sites.site(site)
+		tr.sites.mu.Lock()
+		st := tr.sites.site(site)
 		if len(st.jobs) == 0 {
 			st.working = false
-			s.sites.mu.Unlock()
+			tr.sites.mu.Unlock()
 			return
 		}
 		job := st.jobs[0]
 		st.jobs[0] = nil
 		st.jobs = st.jobs[1:]
-		s.sites.mu.Unlock()
+		tr.sites.mu.Unlock()
 		job()
 	}
 }
@@ -185,10 +177,10 @@ func (s *Service) runSiteJobs(site string) {
 // startSiteResync marks site's part of a resync as running; false when
 // the previous one still is (it has a deadline: the next resync takes
 // the site up again).
-func (s *Service) startSiteResync(site string) bool {
-	s.sites.mu.Lock()
-	defer s.sites.mu.Unlock()
-	st := s.sites.site(site)
+func (tr *presenceTracker) startSiteResync(site string) bool {
+	tr.sites.mu.Lock()
+	defer tr.sites.mu.Unlock()
+	st := tr.sites.site(site)
 	if st.resyncing {
 		return false
 	}
@@ -196,26 +188,26 @@ func (s *Service) startSiteResync(site string) bool {
 	return true
 }
 
-func (s *Service) endSiteResync(site string) {
-	s.sites.mu.Lock()
-	defer s.sites.mu.Unlock()
-	s.sites.site(site).resyncing = false
+func (tr *presenceTracker) endSiteResync(site string) {
+	tr.sites.mu.Lock()
+	defer tr.sites.mu.Unlock()
+	tr.sites.site(site).resyncing = false
 }
 
 // admitSiteEvent takes one of site's event tokens; false when there is
 // none: the event is dropped, counted, logged (rate-limited, saying how
 // long the site's presence has gone unconfirmed) and a resync of the site
 // is scheduled (under ctx).
-func (s *Service) admitSiteEvent(ctx context.Context, site string) bool {
-	now := s.now()
-	s.sites.mu.Lock()
-	st := s.sites.site(site)
+func (tr *presenceTracker) admitSiteEvent(ctx context.Context, site string) bool {
+	now := tr.clock()
+	tr.sites.mu.Lock()
+	st := tr.sites.site(site)
 	if st.sized.IsZero() || now.Sub(st.sized) >= siteEventResize || now.Before(st.sized) {
 		// The registry is read outside the lock: it may call back into
 		// the service with its own lock held.
-		s.sites.mu.Unlock()
-		rate, burst := siteEventAllowance(len(s.reg.SiteMachines(site)))
-		s.sites.mu.Lock()
+		tr.sites.mu.Unlock()
+		rate, burst := siteEventAllowance(len(tr.reg.SiteMachines(site)))
+		tr.sites.mu.Lock()
 		if st.sized.IsZero() {
 			st.tokens, st.filled = burst, now
 		}
@@ -227,54 +219,54 @@ func (s *Service) admitSiteEvent(ctx context.Context, site string) bool {
 	}
 	if st.tokens >= 1 {
 		st.tokens--
-		s.sites.mu.Unlock()
+		tr.sites.mu.Unlock()
 		return true
 	}
 	st.dropped++
 	dropped, rate, burst := st.dropped, st.rate, st.burst
 	arm := !st.resyncPending
 	st.resyncPending = true
-	s.sites.mu.Unlock()
+	tr.sites.mu.Unlock()
 	if arm {
-		s.armSiteResync(ctx, site)
+		tr.armSiteResync(ctx, site)
 	}
-	s.siteWarnWith(site, "rate", "a site sent more events than its machines account for; the rest were dropped, and its presence is resynced shortly. "+
+	tr.siteWarnWith(site, "rate", "a site sent more events than its machines account for; the rest were dropped, and its presence is resynced shortly. "+
 		"If this repeats, check the site's brokers: one may be compromised, or the site's machines reconnect in a loop",
 		func() []any {
-			return append([]any{"rate_per_second", rate, "burst", burst, "dropped_total", dropped}, s.siteStaleArgs(site)...)
+			return append([]any{"rate_per_second", rate, "burst", burst, "dropped_total", dropped}, tr.siteStaleArgs(site)...)
 		})
 	return false
 }
 
 // siteEventsDropped returns how many of site's events were dropped for
 // its rate.
-func (s *Service) siteEventsDropped(site string) int64 {
-	s.sites.mu.Lock()
-	defer s.sites.mu.Unlock()
-	return s.sites.site(site).dropped
+func (tr *presenceTracker) siteEventsDropped(site string) int64 {
+	tr.sites.mu.Lock()
+	defer tr.sites.mu.Unlock()
+	return tr.sites.site(site).dropped
 }
 
 // scheduleSiteResync resyncs site's presence siteDropResyncDelay from now
 // (under ctx), unless one is scheduled already: at most one waits, and
 // one runs, per site.
-func (s *Service) scheduleSiteResync(ctx context.Context, site string) {
-	s.sites.mu.Lock()
-	st := s.sites.site(site)
+func (tr *presenceTracker) scheduleSiteResync(ctx context.Context, site string) {
+	tr.sites.mu.Lock()
+	st := tr.sites.site(site)
 	pending := st.resyncPending
 	st.resyncPending = true
-	s.sites.mu.Unlock()
+	tr.sites.mu.Unlock()
 	if !pending {
-		s.armSiteResync(ctx, site)
+		tr.armSiteResync(ctx, site)
 	}
 }
 
 // armSiteResync runs the scheduled resync of site siteDropResyncDelay
 // from now.
-func (s *Service) armSiteResync(ctx context.Context, site string) {
-	s.sites.mu.Lock()
-	d := s.sites.site(site).siteResyncBackoff(s.now(), s.cfg.ResyncInterval)
-	s.sites.mu.Unlock()
-	time.AfterFunc(d, func() { s.runScheduledSiteResync(ctx, site) })
+func (tr *presenceTracker) armSiteResync(ctx context.Context, site string) {
+	tr.sites.mu.Lock()
+	d := tr.sites.site(site).siteResyncBackoff(tr.clock(), tr.resyncInterval)
+	tr.sites.mu.Unlock()
+	time.AfterFunc(d, func() { tr.runScheduledSiteResync(ctx, site) })
 }
 
 // siteResyncBackoff is the delay of a resync scheduled at now: the first
@@ -294,34 +286,34 @@ func (st *siteState) siteResyncBackoff(now time.Time, ceiling time.Duration) tim
 	return st.backoff
 }
 
-func (s *Service) runScheduledSiteResync(ctx context.Context, site string) {
+func (tr *presenceTracker) runScheduledSiteResync(ctx context.Context, site string) {
 	if ctx.Err() != nil {
 		return
 	}
-	if !s.startSiteResync(site) {
+	if !tr.startSiteResync(site) {
 		// The one running may have taken its snapshot before what was
 		// dropped: this one runs after it.
-		s.armSiteResync(ctx, site)
+		tr.armSiteResync(ctx, site)
 		return
 	}
-	defer s.endSiteResync(site)
+	defer tr.endSiteResync(site)
 	// Cleared before the snapshot is taken: what is dropped from now on
 	// schedules the next one.
-	s.sites.mu.Lock()
-	s.sites.site(site).resyncPending = false
-	s.sites.mu.Unlock()
-	s.resyncSitePart(ctx, site, s.presence.generation(), s.presence.now())
+	tr.sites.mu.Lock()
+	tr.sites.site(site).resyncPending = false
+	tr.sites.mu.Unlock()
+	tr.resyncSitePart(ctx, site, tr.state.generation(), tr.state.now())
 }
 
 // siteResynced records that a resync part of site took its snapshot at
 // taken and folded it.
-func (s *Service) siteResynced(site string, taken time.Time) {
+func (tr *presenceTracker) siteResynced(site string, taken time.Time) {
 	if taken.IsZero() {
-		taken = s.now()
+		taken = tr.clock()
 	}
-	s.sites.mu.Lock()
-	defer s.sites.mu.Unlock()
-	if st := s.sites.site(site); taken.After(st.lastResync) {
+	tr.sites.mu.Lock()
+	defer tr.sites.mu.Unlock()
+	if st := tr.sites.site(site); taken.After(st.lastResync) {
 		st.lastResync = taken
 	}
 }
@@ -329,24 +321,24 @@ func (s *Service) siteResynced(site string, taken time.Time) {
 // siteResyncAge is how long ago site's presence was last confirmed by a
 // resync part of it (never is false), or, before the first, how long ago
 // the service began watching it; ok is false when neither is known.
-func (s *Service) siteResyncAge(site string) (age time.Duration, never, ok bool) {
-	now := s.now()
-	s.sites.mu.Lock()
-	defer s.sites.mu.Unlock()
-	last := s.sites.site(site).lastResync
+func (tr *presenceTracker) siteResyncAge(site string) (age time.Duration, never, ok bool) {
+	now := tr.clock()
+	tr.sites.mu.Lock()
+	defer tr.sites.mu.Unlock()
+	last := tr.sites.site(site).lastResync
 	if last.IsZero() {
-		if s.sites.start.IsZero() {
+		if tr.sites.start.IsZero() {
 			return 0, true, false
 		}
-		return max(0, now.Sub(s.sites.start)), true, true
+		return max(0, now.Sub(tr.sites.start)), true, true
 	}
 	return max(0, now.Sub(last)), false, true
 }
 
 // siteStaleArgs are the log attributes saying how long site's presence
 // has gone unconfirmed by a resync.
-func (s *Service) siteStaleArgs(site string) []any {
-	age, never, ok := s.siteResyncAge(site)
+func (tr *presenceTracker) siteStaleArgs(site string) []any {
+	age, never, ok := tr.siteResyncAge(site)
 	switch {
 	case !ok:
 		return []any{"last_good_resync", "never"}
@@ -357,11 +349,11 @@ func (s *Service) siteStaleArgs(site string) []any {
 }
 
 // startWatchingSites records when the service began watching sites.
-func (s *Service) startWatchingSites() {
-	now := s.now()
-	s.sites.mu.Lock()
-	defer s.sites.mu.Unlock()
-	if s.sites.start.IsZero() {
-		s.sites.start = now
+func (tr *presenceTracker) startWatchingSites() {
+	now := tr.clock()
+	tr.sites.mu.Lock()
+	defer tr.sites.mu.Unlock()
+	if tr.sites.start.IsZero() {
+		tr.sites.start = now
 	}
 }
