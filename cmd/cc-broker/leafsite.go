@@ -6,9 +6,9 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"os"
 
 	"github.com/commandcontrol/commandcontrol/broker"
+	"github.com/commandcontrol/commandcontrol/internal/keyfile"
 )
 
 // leafSite creates a remote site: its secret goes to a 0600 file for the
@@ -51,16 +51,8 @@ Flags:
 	if path == "" {
 		path = "leaf-" + name + ".secret"
 	}
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
-	if err != nil {
+	if err := keyfile.Create(path, []byte(secret+"\n")); err != nil {
 		return fmt.Errorf("leaf-site: %w (an existing secret is never overwritten; remove it or pick --secret-out)", err)
-	}
-	if _, err := fmt.Fprintln(f, secret); err != nil {
-		f.Close()
-		return fmt.Errorf("leaf-site: %w", err)
-	}
-	if err := f.Close(); err != nil {
-		return fmt.Errorf("leaf-site: %w", err)
 	}
 	entry, _ := json.Marshal(site)
 	if *asJSON {
