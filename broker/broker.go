@@ -10,11 +10,13 @@ package broker
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"net/url"
+	"os"
 	"strconv"
 	"strings"
 	"time"
@@ -90,6 +92,24 @@ func (k AuthKeys) Validate() error {
 		}
 	}
 	return nil
+}
+
+// AuthFile is the file, in the control service's data directory, where it
+// writes the AuthKeys a stand-alone broker (cc-broker --auth FILE) needs.
+const AuthFile = "broker-auth.json"
+
+// LoadAuthKeys reads and validates an AuthFile written by the control
+// service.
+func LoadAuthKeys(path string) (AuthKeys, error) {
+	var a AuthKeys
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return a, fmt.Errorf("read broker auth file: %w (cc-control writes it to <data>/%s on start)", err, AuthFile)
+	}
+	if err := json.Unmarshal(b, &a); err != nil {
+		return a, fmt.Errorf("broker auth file %s: %w", path, err)
+	}
+	return a, a.Validate()
 }
 
 // Config configures a broker. The zero value plus Auth listens on

@@ -27,8 +27,9 @@ type Keys struct {
 }
 
 // BrokerAuthFile is the file, in the data directory, holding the public
-// keys a stand-alone broker (cc-broker --auth FILE) needs.
-const BrokerAuthFile = "broker-auth.json"
+// keys a stand-alone broker (cc-broker --auth FILE) needs; the broker
+// reads it with broker.LoadAuthKeys.
+const BrokerAuthFile = broker.AuthFile
 
 var keySpecs = []struct {
 	file   string
@@ -93,19 +94,6 @@ func (k *Keys) BrokerAuth() (broker.AuthKeys, error) {
 	a.CallsUser = pub(k.Calls)
 	a.AnnounceUser = pub(k.Announce)
 	return a, err
-}
-
-// LoadBrokerAuth reads a broker-auth.json written by the control service.
-func LoadBrokerAuth(path string) (broker.AuthKeys, error) {
-	var a broker.AuthKeys
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return a, fmt.Errorf("read broker auth file: %w (cc-control writes it to <data>/%s on start)", err, BrokerAuthFile)
-	}
-	if err := json.Unmarshal(b, &a); err != nil {
-		return a, fmt.Errorf("broker auth file %s: %w", path, err)
-	}
-	return a, a.Validate()
 }
 
 // LoadOrCreateSeed reads an nkey seed file, or creates it with mode 0600

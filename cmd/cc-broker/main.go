@@ -20,7 +20,6 @@ import (
 	"time"
 
 	"github.com/commandcontrol/commandcontrol/broker"
-	"github.com/commandcontrol/commandcontrol/controlsvc"
 	"github.com/commandcontrol/commandcontrol/internal/logging"
 	"github.com/commandcontrol/commandcontrol/internal/termsafe"
 )
@@ -218,7 +217,7 @@ Flags:
 	if fc.Auth == "" {
 		return nil, nil, errors.New("--auth FILE is required: the broker-auth.json that cc-control writes into its data directory")
 	}
-	auth, err := controlsvc.LoadBrokerAuth(fc.Auth)
+	auth, err := broker.LoadAuthKeys(fc.Auth)
 	if err != nil {
 		return nil, nil, err
 	}
