@@ -10,6 +10,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/commandcontrol/commandcontrol/internal/cli"
 )
 
 // Flags are a broker's command-line flags and its --config file: cc-broker
@@ -158,11 +160,11 @@ func (f *Flags) Config() (Config, error) {
 	set := map[string]bool{}
 	f.fs.Visit(func(fl *flag.Flag) { set[fl.Name] = true })
 	fc := f.fc
-	fc.Routes = splitComma(f.routes)
+	fc.Routes = cli.SplitList(f.routes)
 	fc.PingInterval = f.ping.String()
 	if f.hubURLs != "" || f.hub.Site != "" || f.hub.SecretFile != "" {
 		hub := f.hub
-		hub.URLs = splitComma(f.hubURLs)
+		hub.URLs = cli.SplitList(f.hubURLs)
 		fc.Hub = &hub
 	}
 	if f.configFile != "" {
@@ -278,7 +280,7 @@ func (f *Flags) mergeFile(fc *fileConfig, set map[string]bool) error {
 	pick("monitor-listen", &fc.MonitorListen, file.MonitorListen)
 	pick("ping-interval", &fc.PingInterval, file.PingInterval)
 	if !set["routes"] && len(file.Routes) > 0 {
-		fc.Routes = splitComma(strings.Join(file.Routes, ","))
+		fc.Routes = cli.SplitList(strings.Join(file.Routes, ","))
 	}
 	pick("store-dir", &fc.StoreDir, file.StoreDir)
 	pick("leaf-sites", &fc.LeafSitesFile, file.LeafSitesFile)
@@ -316,15 +318,4 @@ func (f *Flags) mergeFile(fc *fileConfig, set map[string]bool) error {
 		fc.MaxPingsOut = file.MaxPingsOut
 	}
 	return nil
-}
-
-// splitComma splits a comma-separated list, dropping blanks.
-func splitComma(s string) []string {
-	var out []string
-	for _, r := range strings.Split(s, ",") {
-		if r = strings.TrimSpace(r); r != "" {
-			out = append(out, r)
-		}
-	}
-	return out
 }

@@ -43,8 +43,8 @@ Flags:
 	if err != nil {
 		return fmt.Errorf("cluster-secret: %w", err)
 	}
-	if err := keyfile.Create(*out, []byte(secret+"\n")); err != nil {
-		return fmt.Errorf("cluster-secret: %w (an existing secret is never overwritten; remove it or pick --secret-out)", err)
+	if err := writeSecret("cluster-secret", *out, secret); err != nil {
+		return err
 	}
 	fmt.Fprintf(stdout, `The cluster secret is in %s (mode 0600). Copy it to every broker of the
 cluster (it is a broker credential: nothing else needs it) and start each with
@@ -55,5 +55,14 @@ cluster (it is a broker credential: nothing else needs it) and start each with
 
 (or "cluster_secret_file" in a --config file).
 `, *out, *out)
+	return nil
+}
+
+// writeSecret writes a new secret file for command cmd (mode 0600),
+// never overwriting one.
+func writeSecret(cmd, path, secret string) error {
+	if err := keyfile.Create(path, []byte(secret+"\n")); err != nil {
+		return fmt.Errorf("%s: %w (an existing secret is never overwritten; remove it or pick --secret-out)", cmd, err)
+	}
 	return nil
 }

@@ -8,7 +8,6 @@ import (
 	"io"
 
 	"github.com/commandcontrol/commandcontrol/broker"
-	"github.com/commandcontrol/commandcontrol/internal/keyfile"
 )
 
 // leafSite creates a remote site: its secret goes to a 0600 file for the
@@ -51,8 +50,8 @@ Flags:
 	if path == "" {
 		path = "leaf-" + name + ".secret"
 	}
-	if err := keyfile.Create(path, []byte(secret+"\n")); err != nil {
-		return fmt.Errorf("leaf-site: %w (an existing secret is never overwritten; remove it or pick --secret-out)", err)
+	if err := writeSecret("leaf-site", path, secret); err != nil {
+		return err
 	}
 	entry, _ := json.Marshal(site)
 	if *asJSON {

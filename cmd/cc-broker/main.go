@@ -7,29 +7,19 @@ package main
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"os"
-	"os/signal"
 	"strings"
-	"syscall"
 
 	"github.com/commandcontrol/commandcontrol/broker"
+	"github.com/commandcontrol/commandcontrol/internal/cli"
 	"github.com/commandcontrol/commandcontrol/internal/logging"
-	"github.com/commandcontrol/commandcontrol/internal/termsafe"
 )
 
 func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	if err := run(ctx, os.Args[1:], os.Stderr); err != nil {
-		if !errors.Is(err, flag.ErrHelp) {
-			fmt.Fprintln(os.Stderr, "cc-broker:", termsafe.Text(err.Error()))
-		}
-		os.Exit(2)
-	}
+	cli.Main("cc-broker", func(ctx context.Context, args []string, _, stderr io.Writer) error { return run(ctx, args, stderr) })
 }
 
 func run(ctx context.Context, args []string, stderr io.Writer) error {

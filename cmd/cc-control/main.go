@@ -14,20 +14,18 @@ import (
 	"log/slog"
 	"net/url"
 	"os"
-	"os/signal"
 	"path/filepath"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/commandcontrol/commandcontrol/agent"
 	"github.com/commandcontrol/commandcontrol/agent/functions"
 	"github.com/commandcontrol/commandcontrol/broker"
 	"github.com/commandcontrol/commandcontrol/controlsvc"
+	"github.com/commandcontrol/commandcontrol/internal/cli"
 	"github.com/commandcontrol/commandcontrol/internal/logging"
 	"github.com/commandcontrol/commandcontrol/internal/natstls"
-	"github.com/commandcontrol/commandcontrol/internal/termsafe"
 	"github.com/nats-io/nats.go"
 )
 
@@ -79,7 +77,7 @@ Flags:
 `)
 		fs.PrintDefaults()
 	}
-	fs.StringVar(&o.data, "data", envOr("CC_DATA", "cc-data"), "data directory: keys, registry, admin key (env CC_DATA)")
+	fs.StringVar(&o.data, "data", cli.EnvOr("CC_DATA", "cc-data"), "data directory: keys, registry, admin key (env CC_DATA)")
 	fs.StringVar(&o.brokerURL, "broker", "", "use this external broker (tls://host:port, comma-separated for several) instead of embedding one")
 	fs.StringVar(&o.brokerTLS.CAFile, "broker-tls-ca", "", "with --broker: verify the broker against the CA certificate in PEM `FILE`; turns TLS on")
 	fs.StringVar(&o.brokerTLS.CertFile, "broker-tls-cert", "", "with --broker: client certificate PEM `FILE`, for a broker that requires mutual TLS")
@@ -147,33 +145,7 @@ func noLimitIfZero(rate float64) float64 {
 	return rate
 }
 
-func envOr(k, def string) string {
-	if v := os.Getenv(k); v != "" {
-		return v
-	}
-	return def
-}
-
-func splitList(s string) []string {
-	var out []string
-	for _, p := range strings.Split(s, ",") {
-		if p = strings.TrimSpace(p); p != "" {
-			out = append(out, p)
-		}
-	}
-	return out
-}
-
-func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	if err := run(ctx, os.Args[1:], os.Stdout, os.Stderr); err != nil {
-		if !errors.Is(err, flag.ErrHelp) {
-			fmt.Fprintln(os.Stderr, "cc-control:", termsafe.Text(err.Error()))
-		}
-		os.Exit(2)
-	}
-}
+func main() { cli.Main("cc-control", run) }
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	o, err := parseFlags(args, stderr)
@@ -340,7 +312,7 @@ func printWelcome(w io.Writer, o *options, tls broker.TLSFiles, svc *controlsvc.
 // viewerFunctions is --viewer-functions plus the viewer-role functions
 // defined in --functions-dir.
 func viewerFunctions(o *options, log *slog.Logger) []string {
-	fns := splitList(o.viewerFns)
+	fns := cli.SplitList(o.viewerFns)
 	if o.functionsDir == "" {
 		return fns
 	}
