@@ -131,9 +131,6 @@ func unwrapLink(err error) error {
 	return err
 }
 
-// Write replaces the file at path with data, mode 0600, atomically.
-func Write(path string, data []byte) error { return WriteAtomic(path, data, 0o600) }
-
 // WriteAtomic replaces the file at path with data and mode perm: the data
 // goes to a temporary file beside path, synced and renamed into place, so
 // a crash never leaves a half-written file.

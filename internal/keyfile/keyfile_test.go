@@ -84,13 +84,13 @@ func TestCreateNeverOverwrites(t *testing.T) {
 	}
 }
 
-// TestWriteReplaces: Write replaces the file atomically with mode 0600.
-func TestWriteReplaces(t *testing.T) {
+// TestWriteAtomicReplaces: WriteAtomic replaces the file, mode and all.
+func TestWriteAtomicReplaces(t *testing.T) {
 	p := filepath.Join(t.TempDir(), "k")
 	if err := os.WriteFile(p, []byte("old"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	if err := keyfile.Write(p, []byte("new")); err != nil {
+	if err := keyfile.WriteAtomic(p, []byte("new"), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	fi, _ := os.Stat(p)
