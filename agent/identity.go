@@ -3,65 +3,28 @@ package agent
 import (
 	"bufio"
 	"crypto/ed25519"
-	"errors"
 	"fmt"
-	"io/fs"
 	"net"
 	"os"
-	"path/filepath"
-	"runtime"
 	"strings"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nkeys"
+
+	"github.com/commandcontrol/commandcontrol/internal/keyfile"
 )
 
 // LoadOrCreateKey reads the agent's nkey seed from path, creating it (mode
 // 0600) on first start. A key file that group or others can read is refused.
 func LoadOrCreateKey(path string) (nkeys.KeyPair, bool, error) {
-	fi, err := os.Stat(path)
-	if errors.Is(err, fs.ErrNotExist) {
-		kp, err := nkeys.CreateUser()
-		if err != nil {
-			return nil, false, err
-		}
-		seed, _ := kp.Seed()
-		if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
-			return nil, false, fmt.Errorf("create key directory: %w", err)
-		}
-		f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
-		if err != nil {
-			return nil, false, fmt.Errorf("create key file: %w", err)
-		}
-		_, werr := f.Write(append(seed, '\n'))
-		if cerr := f.Close(); werr == nil {
-			werr = cerr
-		}
-		if werr != nil {
-			return nil, false, fmt.Errorf("write key file %s: %w", path, werr)
-		}
-		return kp, true, nil
-	}
+	kp, created, err := keyfile.LoadOrCreateSeed("key file", path, nkeys.CreateUser)
 	if err != nil {
-		return nil, false, fmt.Errorf("key file: %w", err)
-	}
-	// Windows has no such mode bits (Go reports 0666 for every writable
-	// file): there the file's ACL is the administrator's to set.
-	if perm := fi.Mode().Perm(); runtime.GOOS != "windows" && perm&0o077 != 0 {
-		return nil, false, fmt.Errorf("key file %s has mode %#o (%v): it must be readable by its owner only; run: chmod 600 %s", path, perm, perm, path)
-	}
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return nil, false, fmt.Errorf("key file: %w", err)
-	}
-	kp, err := nkeys.FromSeed([]byte(strings.TrimSpace(string(b))))
-	if err != nil {
-		return nil, false, fmt.Errorf("key file %s does not hold a user nkey seed: %w", path, err)
+		return nil, false, err
 	}
 	if pub, _ := kp.PublicKey(); !nkeys.IsValidPublicUserKey(pub) {
 		return nil, false, fmt.Errorf("key file %s holds a %c key; an agent needs a user key (seed starting SU)", path, pub[0])
 	}
-	return kp, false, nil
+	return kp, created, nil
 }
 
 // DefaultMachineID is <primary IP>_<hostname>: the IPv4 address of the

@@ -5,8 +5,6 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
-	"os"
-	"runtime"
 	"strconv"
 	"strings"
 	"time"
@@ -15,6 +13,7 @@ import (
 	"github.com/nats-io/nkeys"
 
 	"github.com/commandcontrol/commandcontrol/fleet"
+	"github.com/commandcontrol/commandcontrol/internal/keyfile"
 	"github.com/commandcontrol/commandcontrol/internal/natstls"
 )
 
@@ -37,7 +36,7 @@ var (
 	// ErrBadSeed means the key given is not an operator (user) nkey seed.
 	ErrBadSeed = errors.New("not an operator nkey seed")
 	// ErrKeyFileMode means the seed file can be read by group or others.
-	ErrKeyFileMode = errors.New("key file readable by others")
+	ErrKeyFileMode = keyfile.ErrReadable
 	// ErrUnreachable means no broker accepted a connection at the URL.
 	ErrUnreachable = errors.New("broker unreachable")
 	// ErrRefused means the broker refused the key: it is not registered as
@@ -82,20 +81,13 @@ type Option func(*config)
 // from path.
 func WithSeedFile(path string) Option {
 	return func(c *config) {
-		fi, err := os.Stat(path)
-		if err != nil {
-			c.seedErr = fmt.Errorf("read operator key: %w", err)
-			return
-		}
 		// Whoever can read the seed is that operator: the same rule
-		// cc-control and cc-agent apply to theirs. Windows has no such
-		// mode bits (Go reports 0666 for every writable file).
-		if perm := fi.Mode().Perm(); runtime.GOOS != "windows" && perm&0o077 != 0 {
-			c.seedErr = fmt.Errorf("%w: operator key file %s has mode %#o (%v): a key must be readable by its owner only; run: chmod 600 %s",
-				ErrKeyFileMode, path, perm, perm, path)
+		// cc-control and cc-agent apply to theirs.
+		b, err := keyfile.Read("operator key file", path)
+		if errors.Is(err, keyfile.ErrReadable) {
+			c.seedErr = err
 			return
 		}
-		b, err := os.ReadFile(path)
 		if err != nil {
 			c.seedErr = fmt.Errorf("read operator key: %w", err)
 			return

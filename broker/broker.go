@@ -10,11 +10,13 @@ package broker
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"net/url"
+	"os"
 	"strconv"
 	"strings"
 	"time"
@@ -92,6 +94,24 @@ func (k AuthKeys) Validate() error {
 	return nil
 }
 
+// AuthFile is the file, in the control service's data directory, where it
+// writes the AuthKeys a stand-alone broker (cc-broker --auth FILE) needs.
+const AuthFile = "broker-auth.json"
+
+// LoadAuthKeys reads and validates an AuthFile written by the control
+// service.
+func LoadAuthKeys(path string) (AuthKeys, error) {
+	var a AuthKeys
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return a, fmt.Errorf("read broker auth file: %w (cc-control writes it to <data>/%s on start)", err, AuthFile)
+	}
+	if err := json.Unmarshal(b, &a); err != nil {
+		return a, fmt.Errorf("broker auth file %s: %w", path, err)
+	}
+	return a, a.Validate()
+}
+
 // Config configures a broker. The zero value plus Auth listens on
 // 127.0.0.1:4222.
 type Config struct {
@@ -164,6 +184,7 @@ type Broker struct {
 
 // New validates cfg and builds (but does not start) a broker.
 func New(cfg Config) (*Broker, error) {
+	cfg = cfg.WithDefaults()
 	opts, err := Options(&cfg)
 	if err != nil {
 		return nil, err
@@ -181,17 +202,12 @@ func New(cfg Config) (*Broker, error) {
 	return &Broker{srv: srv, cfg: cfg, tls: opts.TLSConfig != nil}, nil
 }
 
-// Options turns cfg into nats-server options; it fills cfg's defaults.
-func Options(cfg *Config) (*server.Options, error) {
-	if err := cfg.Auth.Validate(); err != nil {
-		return nil, fmt.Errorf("broker: %w", err)
-	}
+// WithDefaults returns cfg with every default filled in: the listen
+// address, the ping interval and count, and the auth timeout (kept within
+// the ping interval).
+func (cfg Config) WithDefaults() Config {
 	if cfg.Listen == "" {
 		cfg.Listen = "127.0.0.1:4222"
-	}
-	host, port, err := splitHostPort("listen", cfg.Listen)
-	if err != nil {
-		return nil, err
 	}
 	if cfg.PingInterval <= 0 {
 		cfg.PingInterval = DefaultPingInterval
@@ -211,6 +227,21 @@ func Options(cfg *Config) (*server.Options, error) {
 	// the broker then finished authorisations for clients that had given
 	// up (a reconnect storm's "joined", then "left: Read Error").
 	cfg.AuthTimeout = min(cfg.AuthTimeout, cfg.PingInterval*4/5)
+	return cfg
+}
+
+// Options turns cfg, with its defaults (WithDefaults), into nats-server
+// options. It does not modify *cfg.
+func Options(cfg *Config) (*server.Options, error) {
+	if err := cfg.Auth.Validate(); err != nil {
+		return nil, fmt.Errorf("broker: %w", err)
+	}
+	c := cfg.WithDefaults()
+	cfg = &c
+	host, port, err := splitHostPort("listen", cfg.Listen)
+	if err != nil {
+		return nil, err
+	}
 	sys := server.NewAccount(SystemAccount)
 	ctl := server.NewAccount(ControlAccount)
 	fl := server.NewAccount(FleetAccount)

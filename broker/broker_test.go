@@ -151,6 +151,9 @@ func TestOptionsDefaults(t *testing.T) {
 	if got, want := opts.AuthTimeout, 5.0; got != want {
 		t.Errorf("AuthTimeout: got %v, want %v", got, want)
 	}
+	// Options leaves cfg alone (TestOptionsLeavesConfigAlone): the
+	// defaults it used are WithDefaults'.
+	cfg = cfg.WithDefaults()
 	if got, want := cfg.Listen, "127.0.0.1:4222"; got != want {
 		t.Errorf("Listen default: got %q, want %q", got, want)
 	}

@@ -3,9 +3,12 @@ package broker
 import (
 	"crypto/rand"
 	"encoding/base64"
+	"errors"
 	"fmt"
-	"os"
+	"io/fs"
 	"strings"
+
+	"github.com/commandcontrol/commandcontrol/internal/keyfile"
 )
 
 // Routes join brokers into one cluster. Each broker that accepts a route
@@ -27,15 +30,13 @@ func NewClusterSecret() (string, error) {
 // ReadClusterSecret reads the cluster secret file (written by cc-broker
 // cluster-secret); it must not be readable by group or others.
 func ReadClusterSecret(path string) (string, error) {
-	st, err := os.Stat(path)
-	if err != nil {
+	b, err := keyfile.Read("cluster secret", path)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
 		return "", fmt.Errorf("cluster secret: %w (create one with: cc-broker cluster-secret --secret-out %s)", err, path)
-	}
-	if st.Mode().Perm()&0o077 != 0 {
-		return "", fmt.Errorf("cluster secret %s is readable by others (mode %v); chmod 600 it", path, st.Mode().Perm())
-	}
-	b, err := os.ReadFile(path)
-	if err != nil {
+	case errors.Is(err, keyfile.ErrReadable):
+		return "", err
+	case err != nil:
 		return "", fmt.Errorf("cluster secret: %w", err)
 	}
 	s := strings.TrimSpace(string(b))

@@ -17,6 +17,7 @@ import (
 	"github.com/nats-io/nats-server/v2/server"
 
 	"github.com/commandcontrol/commandcontrol/fleet"
+	"github.com/commandcontrol/commandcontrol/internal/keyfile"
 )
 
 // A remote site joins the hub through leaf-node connections, one per
@@ -345,14 +346,10 @@ func LoadLeafSites(path string) ([]LeafSite, error) {
 // ReadLeafSecret reads a site's secret file (written by
 // cc-broker leaf-site); it must not be readable by group or others.
 func ReadLeafSecret(path string) (string, error) {
-	st, err := os.Stat(path)
-	if err != nil {
-		return "", fmt.Errorf("site secret: %w", err)
+	b, err := keyfile.Read("site secret", path)
+	if errors.Is(err, keyfile.ErrReadable) {
+		return "", err
 	}
-	if st.Mode().Perm()&0o077 != 0 {
-		return "", fmt.Errorf("site secret %s is readable by others (mode %v); chmod 600 it", path, st.Mode().Perm())
-	}
-	b, err := os.ReadFile(path)
 	if err != nil {
 		return "", fmt.Errorf("site secret: %w", err)
 	}

@@ -7,10 +7,9 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
-	"runtime"
-	"strings"
 
 	"github.com/commandcontrol/commandcontrol/broker"
+	"github.com/commandcontrol/commandcontrol/internal/keyfile"
 	"github.com/nats-io/nkeys"
 )
 
@@ -28,8 +27,9 @@ type Keys struct {
 }
 
 // BrokerAuthFile is the file, in the data directory, holding the public
-// keys a stand-alone broker (cc-broker --auth FILE) needs.
-const BrokerAuthFile = "broker-auth.json"
+// keys a stand-alone broker (cc-broker --auth FILE) needs; the broker
+// reads it with broker.LoadAuthKeys.
+const BrokerAuthFile = broker.AuthFile
 
 var keySpecs = []struct {
 	file   string
@@ -96,106 +96,35 @@ func (k *Keys) BrokerAuth() (broker.AuthKeys, error) {
 	return a, err
 }
 
-// LoadBrokerAuth reads a broker-auth.json written by the control service.
-func LoadBrokerAuth(path string) (broker.AuthKeys, error) {
-	var a broker.AuthKeys
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return a, fmt.Errorf("read broker auth file: %w (cc-control writes it to <data>/%s on start)", err, BrokerAuthFile)
-	}
-	if err := json.Unmarshal(b, &a); err != nil {
-		return a, fmt.Errorf("broker auth file %s: %w", path, err)
-	}
-	return a, a.Validate()
-}
-
 // LoadOrCreateSeed reads an nkey seed file, or creates it with mode 0600
 // when it does not exist. A seed file readable by group or others is
 // refused: fix it with chmod 600.
 func LoadOrCreateSeed(path string, create func() (nkeys.KeyPair, error)) (nkeys.KeyPair, error) {
-	kp, err := LoadSeed(path)
-	if err == nil || !errors.Is(err, fs.ErrNotExist) {
-		return kp, err
-	}
-	kp, err = create()
-	if err != nil {
-		return nil, fmt.Errorf("create key %s: %w", path, err)
-	}
-	seed, _ := kp.Seed()
-	if err := writeFileAtomic(path, append(seed, '\n'), 0o600); err != nil {
-		return nil, err
-	}
-	return kp, nil
+	kp, _, err := keyfile.LoadOrCreateSeed(seedWhat, path, create)
+	return kp, err
 }
 
 // LoadSeed reads an nkey seed file, refusing one that group or others can read.
-func LoadSeed(path string) (nkeys.KeyPair, error) {
-	fi, err := os.Stat(path)
-	if err != nil {
-		return nil, err
-	}
-	if err := seedModeError(path, fi); err != nil {
-		return nil, err
-	}
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return nil, err
-	}
-	kp, err := nkeys.FromSeed([]byte(strings.TrimSpace(string(b))))
-	if err != nil {
-		return nil, fmt.Errorf("key file %s does not hold an nkey seed: %w", path, err)
-	}
-	return kp, nil
-}
+func LoadSeed(path string) (nkeys.KeyPair, error) { return keyfile.ReadSeed(seedWhat, path) }
+
+// seedWhat is what the service's refusals call a seed file.
+const seedWhat = "key file"
 
 // checkSeedMode refuses a seed file at path that group or others can read;
 // a missing file is not an error.
 func checkSeedMode(path string) error {
-	fi, err := os.Stat(path)
-	if errors.Is(err, fs.ErrNotExist) {
+	err := keyfile.Check(seedWhat, path)
+	switch {
+	case err == nil, errors.Is(err, fs.ErrNotExist):
 		return nil
+	case errors.Is(err, keyfile.ErrReadable):
+		return err
 	}
-	if err != nil {
-		return fmt.Errorf("key file %s: %w", path, err)
-	}
-	return seedModeError(path, fi)
-}
-
-// seedModeError says what to do about a seed file group or others can
-// read. Windows has no such mode bits (Go reports 0666 for every writable
-// file), so there the file's ACL is left to the administrator.
-func seedModeError(path string, fi os.FileInfo) error {
-	if runtime.GOOS == "windows" || fi.Mode().Perm()&0o077 == 0 {
-		return nil
-	}
-	return fmt.Errorf("key file %s has mode %#o (%v): a key must be readable by its owner only; run: chmod 600 %s", path, fi.Mode().Perm(), fi.Mode().Perm(), path)
+	return fmt.Errorf("key file %s: %w", path, err)
 }
 
 // writeFileAtomic writes data to a temporary file beside path and renames
 // it into place, so a crash never leaves a half-written file.
 func writeFileAtomic(path string, data []byte, perm os.FileMode) error {
-	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp*")
-	if err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	defer os.Remove(tmp.Name())
-	if err := tmp.Chmod(perm); err != nil {
-		tmp.Close()
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	if _, err := tmp.Write(data); err != nil {
-		tmp.Close()
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	if err := tmp.Close(); err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	if err := os.Rename(tmp.Name(), path); err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	return nil
+	return keyfile.WriteAtomic(path, data, perm)
 }

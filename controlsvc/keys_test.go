@@ -1,7 +1,6 @@
 package controlsvc
 
 import (
-	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -9,6 +8,8 @@ import (
 	"testing"
 
 	"github.com/nats-io/nkeys"
+
+	"github.com/commandcontrol/commandcontrol/broker"
 )
 
 var seedFiles = []string{"callout-issuer.nk", "callout-xkey.nk", "control-sys.nk", "control-auth.nk", "control-fleet.nk"}
@@ -57,7 +58,7 @@ func TestLoadOrCreateKeysCreates(t *testing.T) {
 		}
 	}
 
-	auth, err := LoadBrokerAuth(filepath.Join(dir, BrokerAuthFile))
+	auth, err := broker.LoadAuthKeys(filepath.Join(dir, BrokerAuthFile))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -119,7 +120,7 @@ func TestLoadOrCreateKeysCreatesOnlyMissing(t *testing.T) {
 	if a1 != a2 {
 		t.Fatalf("other keys changed: got %+v, want %+v", a2, a1)
 	}
-	got, err := LoadBrokerAuth(filepath.Join(dir, BrokerAuthFile))
+	got, err := broker.LoadAuthKeys(filepath.Join(dir, BrokerAuthFile))
 	if err != nil || got != a2 {
 		t.Fatalf("broker-auth.json not rewritten: got %+v, %v; want %+v", got, err, a2)
 	}
@@ -192,52 +193,6 @@ func TestLoadSeedErrors(t *testing.T) {
 	}
 	if gp, _ := got.PublicKey(); gp != pub {
 		t.Fatalf("got key %q, want %q", gp, pub)
-	}
-}
-
-func TestLoadBrokerAuth(t *testing.T) {
-	dir := t.TempDir()
-	k, err := LoadOrCreateKeys(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	good, _ := k.BrokerAuth()
-	noX := good
-	noX.CalloutXKey = ""
-	b, _ := json.Marshal(noX)
-	p := filepath.Join(dir, "noxkey.json")
-	if err := os.WriteFile(p, b, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	got, err := LoadBrokerAuth(p)
-	if err != nil || got != noX {
-		t.Fatalf("without xkey: got %+v, %v; want %+v", got, err, noX)
-	}
-
-	bad := good
-	bad.SysUser = good.CalloutIssuer
-	badJSON, _ := json.Marshal(bad)
-	tests := []struct {
-		name, content, want string
-	}{
-		{"not json", "{", "broker auth file"},
-		{"empty object", "{}", "callout_issuer"},
-		{"wrong kind", string(badJSON), "sys_user"},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			p := filepath.Join(dir, tt.name+".json")
-			if err := os.WriteFile(p, []byte(tt.content), 0o644); err != nil {
-				t.Fatal(err)
-			}
-			if _, err := LoadBrokerAuth(p); err == nil || !strings.Contains(err.Error(), tt.want) {
-				t.Fatalf("got %v, want an error containing %q", err, tt.want)
-			}
-		})
-	}
-	_, err = LoadBrokerAuth(filepath.Join(dir, "missing.json"))
-	if err == nil || !strings.Contains(err.Error(), BrokerAuthFile) {
-		t.Fatalf("missing file: got %v, want an error naming %s", err, BrokerAuthFile)
 	}
 }
 

@@ -8,7 +8,8 @@ import (
 
 // TestDependencyDirection keeps the layering of DESIGN.md: the agent never
 // links nats-server, the workbench never links the broker or the control
-// service, and the wire package imports nothing of this module.
+// service, the wire package imports nothing of this module, and the
+// stand-alone broker links no control service.
 func TestDependencyDirection(t *testing.T) {
 	const mod = "github.com/commandcontrol/commandcontrol/"
 	rules := []struct {
@@ -18,6 +19,9 @@ func TestDependencyDirection(t *testing.T) {
 		{"./agent/...", []string{"github.com/nats-io/nats-server", mod + "broker", mod + "controlsvc", mod + "bench"}},
 		{"./bench/...", []string{mod + "broker", mod + "controlsvc", mod + "agent", "github.com/nats-io/nats-server"}},
 		{"./fleet", []string{mod}},
+		// The stand-alone broker reads the control service's
+		// broker-auth.json through package broker alone.
+		{"./cmd/cc-broker", []string{mod + "controlsvc", mod + "agent", mod + "bench"}},
 	}
 	for _, r := range rules {
 		out, err := listDeps(r.pkg)

@@ -7,7 +7,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -18,8 +17,8 @@ import (
 
 	"github.com/commandcontrol/commandcontrol/agent"
 	"github.com/commandcontrol/commandcontrol/agent/functions"
+	"github.com/commandcontrol/commandcontrol/internal/cli"
 	"github.com/commandcontrol/commandcontrol/internal/logging"
-	"github.com/commandcontrol/commandcontrol/internal/termsafe"
 )
 
 type options struct {
@@ -34,13 +33,6 @@ type options struct {
 	callerRate             float64
 	callerBurst            float64
 	log                    logging.Flags
-}
-
-func envOr(k, def string) string {
-	if v := os.Getenv(k); v != "" {
-		return v
-	}
-	return def
 }
 
 func parseFlags(args []string, stderr io.Writer) (*options, error) {
@@ -65,13 +57,13 @@ Flags:
 `)
 		fs.PrintDefaults()
 	}
-	fs.StringVar(&o.server, "server", envOr("CC_SERVER", "nats://127.0.0.1:4222"), "broker URL, comma-separated for several (env CC_SERVER)")
-	fs.StringVar(&o.tlsCA, "tls-ca", envOr("CC_TLS_CA", ""), "PEM `FILE` of the CA that signed the broker's certificate: speak TLS and verify the broker (env CC_TLS_CA)")
-	fs.StringVar(&o.tlsCert, "tls-cert", envOr("CC_TLS_CERT", ""), "client certificate `FILE` (PEM), for a broker that requires mutual TLS; with --tls-key (env CC_TLS_CERT)")
-	fs.StringVar(&o.tlsKey, "tls-key", envOr("CC_TLS_KEY", ""), "private key `FILE` (PEM) of --tls-cert (env CC_TLS_KEY)")
-	fs.BoolVar(&o.allowPlaintext, "allow-plaintext", envOr("CC_ALLOW_PLAINTEXT", "") != "",
+	fs.StringVar(&o.server, "server", cli.EnvOr("CC_SERVER", "nats://127.0.0.1:4222"), "broker URL, comma-separated for several (env CC_SERVER)")
+	fs.StringVar(&o.tlsCA, "tls-ca", cli.EnvOr("CC_TLS_CA", ""), "PEM `FILE` of the CA that signed the broker's certificate: speak TLS and verify the broker (env CC_TLS_CA)")
+	fs.StringVar(&o.tlsCert, "tls-cert", cli.EnvOr("CC_TLS_CERT", ""), "client certificate `FILE` (PEM), for a broker that requires mutual TLS; with --tls-key (env CC_TLS_CERT)")
+	fs.StringVar(&o.tlsKey, "tls-key", cli.EnvOr("CC_TLS_KEY", ""), "private key `FILE` (PEM) of --tls-cert (env CC_TLS_KEY)")
+	fs.BoolVar(&o.allowPlaintext, "allow-plaintext", cli.EnvOr("CC_ALLOW_PLAINTEXT", "") != "",
 		"allow plain text to a broker that is not on this host, on a network you trust (env CC_ALLOW_PLAINTEXT=1); without it only loopback may be plain")
-	fs.StringVar(&o.key, "key", envOr("CC_AGENT_KEY", "cc-agent.nk"), "the machine's nkey seed file, created on first start (env CC_AGENT_KEY)")
+	fs.StringVar(&o.key, "key", cli.EnvOr("CC_AGENT_KEY", "cc-agent.nk"), "the machine's nkey seed file, created on first start (env CC_AGENT_KEY)")
 	fs.StringVar(&o.id, "id", "", "machine id (default <primary IP>_<hostname>)")
 	fs.StringVar(&o.root, "root", "/", "filesystem root the functions read under (for containers with the host mounted)")
 	fs.StringVar(&o.functionsDir, "functions-dir", functions.DefaultFunctionsDir,
@@ -96,16 +88,7 @@ Flags:
 	return o, nil
 }
 
-func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	if err := run(ctx, os.Args[1:], os.Stdout, os.Stderr); err != nil {
-		if !errors.Is(err, flag.ErrHelp) {
-			fmt.Fprintln(os.Stderr, "cc-agent:", termsafe.Text(err.Error()))
-		}
-		os.Exit(2)
-	}
-}
+func main() { cli.Main("cc-agent", run) }
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	o, err := parseFlags(args, stderr)

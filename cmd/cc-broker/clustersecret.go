@@ -5,9 +5,9 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"os"
 
 	"github.com/commandcontrol/commandcontrol/broker"
+	"github.com/commandcontrol/commandcontrol/internal/keyfile"
 )
 
 // clusterSecret creates the secret every broker of a cluster presents on
@@ -43,16 +43,8 @@ Flags:
 	if err != nil {
 		return fmt.Errorf("cluster-secret: %w", err)
 	}
-	f, err := os.OpenFile(*out, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
-	if err != nil {
-		return fmt.Errorf("cluster-secret: %w (an existing secret is never overwritten; remove it or pick --secret-out)", err)
-	}
-	if _, err := fmt.Fprintln(f, secret); err != nil {
-		f.Close()
-		return fmt.Errorf("cluster-secret: %w", err)
-	}
-	if err := f.Close(); err != nil {
-		return fmt.Errorf("cluster-secret: %w", err)
+	if err := writeSecret("cluster-secret", *out, secret); err != nil {
+		return err
 	}
 	fmt.Fprintf(stdout, `The cluster secret is in %s (mode 0600). Copy it to every broker of the
 cluster (it is a broker credential: nothing else needs it) and start each with
@@ -63,5 +55,14 @@ cluster (it is a broker credential: nothing else needs it) and start each with
 
 (or "cluster_secret_file" in a --config file).
 `, *out, *out)
+	return nil
+}
+
+// writeSecret writes a new secret file for command cmd (mode 0600),
+// never overwriting one.
+func writeSecret(cmd, path, secret string) error {
+	if err := keyfile.Create(path, []byte(secret+"\n")); err != nil {
+		return fmt.Errorf("%s: %w (an existing secret is never overwritten; remove it or pick --secret-out)", cmd, err)
+	}
 	return nil
 }

@@ -6,7 +6,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"os"
 
 	"github.com/commandcontrol/commandcontrol/broker"
 )
@@ -51,16 +50,8 @@ Flags:
 	if path == "" {
 		path = "leaf-" + name + ".secret"
 	}
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
-	if err != nil {
-		return fmt.Errorf("leaf-site: %w (an existing secret is never overwritten; remove it or pick --secret-out)", err)
-	}
-	if _, err := fmt.Fprintln(f, secret); err != nil {
-		f.Close()
-		return fmt.Errorf("leaf-site: %w", err)
-	}
-	if err := f.Close(); err != nil {
-		return fmt.Errorf("leaf-site: %w", err)
+	if err := writeSecret("leaf-site", path, secret); err != nil {
+		return err
 	}
 	entry, _ := json.Marshal(site)
 	if *asJSON {

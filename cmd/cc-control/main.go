@@ -14,45 +14,37 @@ import (
 	"log/slog"
 	"net/url"
 	"os"
-	"os/signal"
 	"path/filepath"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/commandcontrol/commandcontrol/agent"
 	"github.com/commandcontrol/commandcontrol/agent/functions"
 	"github.com/commandcontrol/commandcontrol/broker"
 	"github.com/commandcontrol/commandcontrol/controlsvc"
+	"github.com/commandcontrol/commandcontrol/internal/cli"
 	"github.com/commandcontrol/commandcontrol/internal/logging"
 	"github.com/commandcontrol/commandcontrol/internal/natstls"
-	"github.com/commandcontrol/commandcontrol/internal/termsafe"
 	"github.com/nats-io/nats.go"
 )
 
 type options struct {
-	data, listen, brokerURL            string
-	clusterName, clusterListen         string
-	routes, leafListen, monitor        string
-	leafSites                          string
-	brokerTLS                          natstls.Config
-	tls                                broker.TLSFiles
-	clusterSecretFile                  string
-	allowPlaintextLeaf                 bool
-	pingInterval, userTTL, siteUserTTL time.Duration
-	reconnectRate                      float64
-	snapshotRate, controlRate          float64
-	snapshotBurst, controlBurst        int
-	maxPingsOut                        int
-	maxAgentConns                      int
-	viewerFns                          string
-	localAgent                         bool
-	localAgentID                       string
-	functionsDir                       string
-	metricsListen, preregister         string
-	audit                              controlsvc.AuditConfig
-	log                                logging.Flags
+	data, brokerURL             string
+	brokerTLS                   natstls.Config
+	broker                      broker.Flags // the embedded broker's, as cc-broker's
+	userTTL, siteUserTTL        time.Duration
+	reconnectRate               float64
+	snapshotRate, controlRate   float64
+	snapshotBurst, controlBurst int
+	maxAgentConns               int
+	viewerFns                   string
+	localAgent                  bool
+	localAgentID                string
+	functionsDir                string
+	metricsListen, preregister  string
+	audit                       controlsvc.AuditConfig
+	log                         logging.Flags
 }
 
 func parseFlags(args []string, stderr io.Writer) (*options, error) {
@@ -65,6 +57,11 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 Runs the commandcontrol control service: it decides who may join the
 network (auth callout + machine registry), knows which machines are ONLINE,
 and serves the control API. It embeds the NATS broker unless --broker is given.
+The embedded broker takes cc-broker's flags (--listen, --tls-*, --cluster-*,
+--leaf-*, --store-dir, --config …; not --auth or a site's --hub), and its
+keys from the data directory. A clustered embedded broker keeps the audit
+in JetStream only with --store-dir and --name on each broker; otherwise add
+--no-durable-audit, or run cc-broker apart.
 
 Quick start (this machine's agent included and already accepted):
   cc-control --local-agent
@@ -80,28 +77,14 @@ Flags:
 `)
 		fs.PrintDefaults()
 	}
-	fs.StringVar(&o.data, "data", envOr("CC_DATA", "cc-data"), "data directory: keys, registry, admin key (env CC_DATA)")
-	fs.StringVar(&o.listen, "listen", "127.0.0.1:4222", "embedded broker: client listen address HOST:PORT")
+	fs.StringVar(&o.data, "data", cli.EnvOr("CC_DATA", "cc-data"), "data directory: keys, registry, admin key (env CC_DATA)")
 	fs.StringVar(&o.brokerURL, "broker", "", "use this external broker (tls://host:port, comma-separated for several) instead of embedding one")
 	fs.StringVar(&o.brokerTLS.CAFile, "broker-tls-ca", "", "with --broker: verify the broker against the CA certificate in PEM `FILE`; turns TLS on")
 	fs.StringVar(&o.brokerTLS.CertFile, "broker-tls-cert", "", "with --broker: client certificate PEM `FILE`, for a broker that requires mutual TLS")
 	fs.StringVar(&o.brokerTLS.KeyFile, "broker-tls-key", "", "with --broker: private key PEM `FILE` of --broker-tls-cert")
 	fs.BoolVar(&o.brokerTLS.AllowPlaintext, "broker-allow-plaintext", false,
 		"with --broker: allow plain text to a broker not on this host, on a network you trust; without it only loopback may be plain")
-	fs.StringVar(&o.clusterName, "cluster-name", "commandcontrol", "embedded broker: cluster name")
-	fs.StringVar(&o.clusterListen, "cluster-listen", "", "embedded broker: listen for cluster routes on HOST:PORT (a clustered embedded broker has no JetStream: add --no-durable-audit, or use cc-broker with --store-dir)")
-	fs.StringVar(&o.routes, "routes", "", "embedded broker: comma-separated routes to other brokers (nats-route://host:port)")
-	fs.StringVar(&o.leafListen, "leaf-listen", "", "embedded broker: accept remote sites' leaf-node connections on HOST:PORT (needs --leaf-sites)")
-	fs.StringVar(&o.leafSites, "leaf-sites", "", "the hub's leaf sites file (cc-broker leaf-site NAME prints an entry): the remote sites whose leaf links the callout authorises, and the embedded broker's sites with --leaf-listen; behind a cc-broker hub give it the hub's file")
-	fs.StringVar(&o.monitor, "monitor-listen", "", "embedded broker: serve NATS monitoring on HOST:PORT (HTTPS with --tls-cert)")
-	fs.StringVar(&o.tls.CertFile, "tls-cert", "", "embedded broker: TLS certificate (PEM) for the client port, HTTPS monitoring, routes and the leaf listener")
-	fs.StringVar(&o.tls.KeyFile, "tls-key", "", "embedded broker: the key of --tls-cert (PEM)")
-	fs.StringVar(&o.tls.CAFile, "tls-ca", "", "embedded broker: CA (PEM) that other brokers' route certificates (routes are mutual TLS) and, with --tls-verify, clients' certificates must chain to")
-	fs.BoolVar(&o.tls.Verify, "tls-verify", false, "embedded broker: require every client to present a certificate signed by --tls-ca")
-	fs.StringVar(&o.clusterSecretFile, "cluster-secret-file", "", "embedded broker: file with the secret every route must present, the same on every broker (cc-broker cluster-secret writes one); every --cluster-listen needs it, and off loopback --tls-cert/--tls-key/--tls-ca as well")
-	fs.BoolVar(&o.allowPlaintextLeaf, "allow-plaintext-leaf", false, "embedded broker: let a non-loopback --leaf-listen run without TLS (only inside a VPN or similar)")
-	fs.DurationVar(&o.pingInterval, "ping-interval", broker.DefaultPingInterval, "embedded broker: ping interval; a silent client is dropped after (max-pings-out+1) intervals")
-	fs.IntVar(&o.maxPingsOut, "max-pings-out", broker.DefaultMaxPingsOut, "embedded broker: unanswered pings before a client is dropped")
+	o.broker.Register(fs)
 	fs.Float64Var(&o.reconnectRate, "reconnect-rate", controlsvc.DefaultReconnectRate, "authorisations per second your brokers and this service sustain (cc-perf measures it); agents spread a reconnection after a broker restart over ONLINE/rate seconds")
 	fs.IntVar(&o.maxAgentConns, "max-agent-connections", controlsvc.DefaultMaxAgentConnections,
 		"connections one machine's key may hold at once (its newest connection serves, older ones are closed); a further one is refused and audited; negative: no bound")
@@ -162,33 +145,7 @@ func noLimitIfZero(rate float64) float64 {
 	return rate
 }
 
-func envOr(k, def string) string {
-	if v := os.Getenv(k); v != "" {
-		return v
-	}
-	return def
-}
-
-func splitList(s string) []string {
-	var out []string
-	for _, p := range strings.Split(s, ",") {
-		if p = strings.TrimSpace(p); p != "" {
-			out = append(out, p)
-		}
-	}
-	return out
-}
-
-func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	if err := run(ctx, os.Args[1:], os.Stdout, os.Stderr); err != nil {
-		if !errors.Is(err, flag.ErrHelp) {
-			fmt.Fprintln(os.Stderr, "cc-control:", termsafe.Text(err.Error()))
-		}
-		os.Exit(2)
-	}
-}
+func main() { cli.Main("cc-control", run) }
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	o, err := parseFlags(args, stderr)
@@ -199,20 +156,12 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	var sites []broker.LeafSite
-	if o.leafSites != "" {
-		if sites, err = broker.LoadLeafSites(o.leafSites); err != nil {
-			return err
-		}
-	}
-	if err := checkBrokerTLS(o); err != nil {
+	bcfg, err := o.broker.Config()
+	if err != nil {
 		return err
 	}
-	var clusterSecret string
-	if o.clusterSecretFile != "" {
-		if clusterSecret, err = broker.ReadClusterSecret(o.clusterSecretFile); err != nil {
-			return err
-		}
+	if err := checkBrokerTLS(o, bcfg.TLS); err != nil {
+		return err
 	}
 	svc, err := controlsvc.New(controlsvc.Config{
 		DataDir:              o.data,
@@ -221,24 +170,19 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		BrokerTLSCert:        o.brokerTLS.CertFile,
 		BrokerTLSKey:         o.brokerTLS.KeyFile,
 		BrokerAllowPlaintext: o.brokerTLS.AllowPlaintext,
-		Broker: broker.Config{
-			Listen: o.listen, ClusterName: o.clusterName, ClusterListen: o.clusterListen,
-			Routes: splitList(o.routes), LeafListen: o.leafListen, LeafSites: sites, MonitorListen: o.monitor,
-			PingInterval: o.pingInterval, MaxPingsOut: o.maxPingsOut,
-			TLS: o.tls, ClusterSecret: clusterSecret, AllowPlaintextLeaf: o.allowPlaintextLeaf,
-		},
-		LeafSites:           sites,
-		UserTTL:             o.userTTL,
-		SiteUserTTL:         o.siteUserTTL,
-		MaxAgentConnections: o.maxAgentConns,
-		ReconnectRate:       o.reconnectRate,
-		SnapshotRate:        noLimitIfZero(o.snapshotRate),
-		SnapshotBurst:       o.snapshotBurst,
-		ControlRate:         noLimitIfZero(o.controlRate),
-		ControlBurst:        o.controlBurst,
-		ReadOnlyFunctions:   viewerFunctions(o, log),
-		Audit:               o.audit,
-		Logger:              log,
+		Broker:               bcfg,
+		LeafSites:            bcfg.LeafSites,
+		UserTTL:              o.userTTL,
+		SiteUserTTL:          o.siteUserTTL,
+		MaxAgentConnections:  o.maxAgentConns,
+		ReconnectRate:        o.reconnectRate,
+		SnapshotRate:         noLimitIfZero(o.snapshotRate),
+		SnapshotBurst:        o.snapshotBurst,
+		ControlRate:          noLimitIfZero(o.controlRate),
+		ControlBurst:         o.controlBurst,
+		ReadOnlyFunctions:    viewerFunctions(o, log),
+		Audit:                o.audit,
+		Logger:               log,
 	})
 	if err != nil {
 		return err
@@ -266,20 +210,21 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		}
 		defer local.Close()
 	}
-	printWelcome(stdout, o, svc, local)
+	printWelcome(stdout, o, bcfg.TLS, svc, local)
 	<-ctx.Done()
 	log.Info("shutting down")
 	return nil
 }
 
-// checkBrokerTLS refuses the --broker-tls-* flags without --broker.
-func checkBrokerTLS(o *options) error {
+// checkBrokerTLS refuses the --broker-tls-* flags without --broker, and
+// the embedded broker's TLS (t) with it.
+func checkBrokerTLS(o *options, t broker.TLSFiles) error {
 	c := o.brokerTLS
 	if o.brokerURL == "" && (c.CAFile != "" || c.CertFile != "" || c.KeyFile != "" || c.AllowPlaintext) {
 		return errors.New("--broker-tls-ca, --broker-tls-cert, --broker-tls-key and --broker-allow-plaintext are for an external --broker; " +
 			"the embedded broker's own TLS is configured with --tls-cert and --tls-key")
 	}
-	if t := o.tls; o.brokerURL != "" && (t.CAFile != "" || t.CertFile != "" || t.KeyFile != "" || t.Verify) {
+	if o.brokerURL != "" && (t.CAFile != "" || t.CertFile != "" || t.KeyFile != "" || t.Verify) {
 		return errors.New("--tls-cert, --tls-key, --tls-ca and --tls-verify configure the embedded broker, which --broker replaces; " +
 			"to verify the external broker use --broker-tls-ca (and --broker-tls-cert/--broker-tls-key for mutual TLS)")
 	}
@@ -323,7 +268,7 @@ func localAgentDial(svc *controlsvc.Service) (string, []nats.Option) {
 	return svc.ClientURL(), nil
 }
 
-func printWelcome(w io.Writer, o *options, svc *controlsvc.Service, local *agent.Agent) {
+func printWelcome(w io.Writer, o *options, tls broker.TLSFiles, svc *controlsvc.Service, local *agent.Agent) {
 	bench := "cc-bench"
 	if _, err := os.Stat("cmd/cc-bench"); err == nil {
 		bench = "go run ./cmd/cc-bench"
@@ -342,8 +287,8 @@ func printWelcome(w io.Writer, o *options, svc *controlsvc.Service, local *agent
 	if u := svc.ClientURL(); u != "nats://127.0.0.1:4222" {
 		flags = " --server " + u
 	}
-	if o.tls.CAFile != "" {
-		flags += " --tls-ca " + o.tls.CAFile
+	if tls.CAFile != "" {
+		flags += " --tls-ca " + tls.CAFile
 	}
 	fmt.Fprintf(w, "\nQuery the fleet from another terminal:\n  %s --key %s%s servers\n  %s --key %s%s call current-load\n",
 		bench, key, flags, bench, key, flags)
@@ -351,8 +296,8 @@ func printWelcome(w io.Writer, o *options, svc *controlsvc.Service, local *agent
 	if u, err := url.Parse(svc.ClientURL()); err == nil && u.Port() != "" {
 		port = u.Port()
 	}
-	if o.tls.CAFile != "" || o.tls.CertFile != "" {
-		ca := o.tls.CAFile
+	if tls.CAFile != "" || tls.CertFile != "" {
+		ca := tls.CAFile
 		if ca == "" {
 			ca = "<CA of --tls-cert>"
 		}
@@ -367,7 +312,7 @@ func printWelcome(w io.Writer, o *options, svc *controlsvc.Service, local *agent
 // viewerFunctions is --viewer-functions plus the viewer-role functions
 // defined in --functions-dir.
 func viewerFunctions(o *options, log *slog.Logger) []string {
-	fns := splitList(o.viewerFns)
+	fns := cli.SplitList(o.viewerFns)
 	if o.functionsDir == "" {
 		return fns
 	}

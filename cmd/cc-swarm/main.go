@@ -14,48 +14,28 @@ package main
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"os"
-	"os/signal"
 	"path/filepath"
-	"runtime/pprof"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/commandcontrol/commandcontrol/bench"
-	"github.com/commandcontrol/commandcontrol/internal/termsafe"
+	"github.com/commandcontrol/commandcontrol/internal/cli"
 	"github.com/commandcontrol/commandcontrol/swarm"
 )
 
-func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	if err := run(ctx, os.Args[1:], os.Stdout, os.Stderr); err != nil {
-		if !errors.Is(err, flag.ErrHelp) {
-			fmt.Fprintln(os.Stderr, "cc-swarm:", termsafe.Text(err.Error()))
-		}
-		os.Exit(2)
-	}
-}
-
-func envOr(k, def string) string {
-	if v := os.Getenv(k); v != "" {
-		return v
-	}
-	return def
-}
+func main() { cli.Main("cc-swarm", run) }
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("cc-swarm", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	server := fs.String("server", envOr("CC_SERVER", "nats://127.0.0.1:4222"), "broker URL (env CC_SERVER)")
-	tlsCA := fs.String("tls-ca", envOr("CC_TLS_CA", ""), "PEM `FILE` of the CA that signed the broker's certificate: speak TLS and verify it (env CC_TLS_CA)")
+	server := fs.String("server", cli.EnvOr("CC_SERVER", "nats://127.0.0.1:4222"), "broker URL (env CC_SERVER)")
+	tlsCA := fs.String("tls-ca", cli.EnvOr("CC_TLS_CA", ""), "PEM `FILE` of the CA that signed the broker's certificate: speak TLS and verify it (env CC_TLS_CA)")
 	allowPlain := fs.Bool("allow-plaintext", false, "allow plain text to a broker not on this host, on a network you trust")
-	key := fs.String("key", envOr("CC_KEY", ""), "admin operator's nkey seed file, to register the swarm (env CC_KEY)")
+	key := fs.String("key", cli.EnvOr("CC_KEY", ""), "admin operator's nkey seed file, to register the swarm (env CC_KEY)")
 	n := fs.Int("agents", 100, "number of simulated agents")
 	prefix := fs.String("prefix", "sim", "machine names: 10.a.b.c_<prefix><i>")
 	labels := fs.String("labels", "", "extra labels for every member, k=v,k=v")
@@ -69,15 +49,11 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	if dir := os.Getenv("CC_SWARM_CPUPROFILE"); dir != "" {
 		// cc-perf's children: profile each into the directory named.
-		f, err := os.Create(filepath.Join(dir, fmt.Sprintf("swarm-%d.prof", os.Getpid())))
+		stop, err := cli.StartCPUProfile(filepath.Join(dir, fmt.Sprintf("swarm-%d.prof", os.Getpid())))
 		if err != nil {
 			return err
 		}
-		defer f.Close()
-		if err := pprof.StartCPUProfile(f); err != nil {
-			return err
-		}
-		defer pprof.StopCPUProfile()
+		defer stop()
 	}
 	if *baseline {
 		return runBaseline(ctx, *server, *n, stdout)

@@ -2,9 +2,8 @@ package natstls
 
 import (
 	"crypto/tls"
-	"fmt"
-	"os"
-	"runtime"
+
+	"github.com/commandcontrol/commandcontrol/internal/keyfile"
 )
 
 // LoadKeyPair loads a certificate and its private key, refusing a key file
@@ -12,14 +11,8 @@ import (
 // key is the identity the certificate vouches for. Windows has no such
 // mode bits; there it is not checked.
 func LoadKeyPair(certFile, keyFile string) (tls.Certificate, error) {
-	if runtime.GOOS != "windows" {
-		st, err := os.Stat(keyFile)
-		if err != nil {
-			return tls.Certificate{}, err
-		}
-		if perm := st.Mode().Perm(); perm&0o077 != 0 {
-			return tls.Certificate{}, fmt.Errorf("TLS key %s is readable by others (mode %v); chmod 600 it", keyFile, perm)
-		}
+	if err := keyfile.Check("TLS key", keyFile); err != nil {
+		return tls.Certificate{}, err
 	}
 	return tls.LoadX509KeyPair(certFile, keyFile)
 }
