@@ -40,6 +40,13 @@ func ControlInbox(caller string) string {
 	return InboxRoot + "." + caller + "." + replyToControl
 }
 
+// IsControlReply reports whether reply is a subject in the control inbox
+// of the operator with key caller: the only place the control service
+// answers that operator.
+func IsControlReply(reply, caller string) bool {
+	return strings.HasPrefix(reply, ControlInbox(caller)+".")
+}
+
 // ControlReplies is the subject pattern the control service's serving
 // user may publish answers on.
 func ControlReplies() string { return InboxRoot + ".*." + replyToControl + ".>" }
