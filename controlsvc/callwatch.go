@@ -6,7 +6,6 @@ import (
 	"log/slog"
 	"sort"
 	"strconv"
-	"strings"
 	"sync"
 	"time"
 
@@ -102,7 +101,7 @@ func newCallWatch(nc *nats.Conn, log *slog.Logger, reg *Registry, pres *presence
 // start subscribes and processes on one goroutine, so a reply is never
 // handled before the request it answers when both come the same way.
 func (w *callWatch) start() error {
-	for _, subj := range []string{fleet.FnRoot + ".>", fleet.AllRoot + ".>", fleet.InboxRoot + ".>"} {
+	for _, subj := range []string{fleet.DirectCallsWildcard, fleet.BroadcastsWildcard, fleet.InboxesWildcard} {
 		sub, err := w.nc.ChanSubscribe(subj, w.msgs)
 		if err != nil {
 			w.stop()
@@ -141,7 +140,7 @@ func (w *callWatch) loop() {
 			w.flushDue(time.Time{})
 			return
 		case m := <-w.msgs:
-			if strings.HasPrefix(m.Subject, fleet.InboxRoot+".") {
+			if fleet.IsInboxSubject(m.Subject) {
 				w.reply(m)
 			} else {
 				w.request(m)
@@ -281,8 +280,8 @@ func (w *callWatch) expectOnline(c *watchedCall, reply string) {
 // noResponders answers as the broker would when nobody serves a subject.
 func (w *callWatch) noResponders(reply string) {
 	m := nats.NewMsg(reply)
-	m.Header.Set("Status", "503")
-	m.Header.Set("Description", "No Responders")
+	m.Header.Set(fleet.HeaderStatus, fleet.StatusNoResponders)
+	m.Header.Set(fleet.HeaderDescription, fleet.DescriptionNoResponders)
 	_ = w.publish(m)
 }
 
@@ -303,7 +302,7 @@ func (w *callWatch) reply(m *nats.Msg) {
 	if err != nil {
 		return
 	}
-	noResponders := m.Header.Get("Status") == "503" && len(m.Data) == 0
+	noResponders := fleet.IsNoResponders(m.Header.Get(fleet.HeaderStatus), len(m.Data))
 	fn := m.Header.Get(fleet.HeaderFunction)
 	if fn == "" && !noResponders {
 		// Every answer of an agent names its function; anything else

@@ -17,7 +17,6 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
-	"strings"
 	"sync"
 	"time"
 
@@ -501,7 +500,7 @@ const legacySnapshotKey = "anyone on " + fleet.PresenceSnapshotSubject
 // operators' inboxes does not multiply what the subject may cost.
 func (s *Service) answerSnapshot(m *nats.Msg) {
 	owner, ok := fleet.InboxOwner(m.Reply)
-	if !ok || !strings.HasPrefix(m.Reply, fleet.ControlInbox(owner)+".") {
+	if !ok || !fleet.IsControlReply(m.Reply, owner) {
 		// Only an operator's control inbox is a place to answer; the
 		// broker would refuse anything else from this connection too.
 		return

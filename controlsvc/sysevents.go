@@ -16,10 +16,10 @@ import (
 
 // System subjects the control service uses on its SYS connection.
 var (
-	connectSubject    = "$SYS.ACCOUNT." + broker.FleetAccount + ".CONNECT"
-	disconnectSubject = "$SYS.ACCOUNT." + broker.FleetAccount + ".DISCONNECT"
-	shutdownSubject   = "$SYS.SERVER.*.SHUTDOWN"
-	serverPingSubject = "$SYS.REQ.SERVER.PING"
+	connectSubject    = fleet.AccountConnectSubject(broker.FleetAccount)
+	disconnectSubject = fleet.AccountDisconnectSubject(broker.FleetAccount)
+	shutdownSubject   = fleet.ServerShutdownWildcard
+	serverPingSubject = fleet.ServerPingSubject
 )
 
 // connEvent is the part of the broker's connect/disconnect event we read.
@@ -129,7 +129,7 @@ func (s *Service) reportDroppedEvents(ctx context.Context, site string, subs []*
 
 func (s *Service) handleEvent(m *nats.Msg) {
 	site, subject := "", m.Subject
-	if !strings.HasPrefix(subject, "$SYS.") {
+	if !fleet.IsSysSubject(subject) {
 		var err error
 		if site, subject, err = fleet.ParseSiteSysSubject(subject); err != nil {
 			s.log.Error("malformed site event", "error", err)
@@ -137,10 +137,9 @@ func (s *Service) handleEvent(m *nats.Msg) {
 		}
 	}
 	if strings.HasSuffix(subject, ".SHUTDOWN") {
-		parts := strings.Split(subject, ".")
-		if len(parts) == 4 {
-			s.log.Info("broker shut down", "site", site, "server", parts[2])
-			s.presence.serverGone(siteServer(site, parts[2]))
+		if ev, err := fleet.ParseServerEvent(subject); err == nil && ev.Kind == fleet.SysShutdown {
+			s.log.Info("broker shut down", "site", site, "server", ev.Server)
+			s.presence.serverGone(siteServer(site, ev.Server))
 		}
 		return
 	}
@@ -224,7 +223,7 @@ func serverSite(server string) (site, id string) {
 // the site's own account at the hub only.
 func serverRequest(server, verb string) string {
 	site, id := serverSite(server)
-	subj := "$SYS.REQ.SERVER." + id + "." + verb
+	subj := fleet.ServerRequestSubject(id, verb)
 	if site == "" {
 		return subj
 	}
