@@ -6,10 +6,8 @@ import (
 )
 
 // DefaultReadOnlyFunctions are the functions a viewer may call: the
-// built-ins, all of which only read.
-var DefaultReadOnlyFunctions = []string{
-	"machine-info", "sw-list", "installed-sec-patches", "current-cpu-mem-diskio", "current-load",
-}
+// read-only built-ins (fleet.BuiltinFunctions).
+var DefaultReadOnlyFunctions = fleet.ReadOnlyBuiltins()
 
 // agentPermissions: receive its own and broadcast calls, the control
 // service's hints and micro discovery pings; publish only replies under a
