@@ -110,6 +110,23 @@ func ParseCallReply(subject string) (ReplySubject, error) {
 	return ReplySubject{Caller: caller, Target: target, Call: call, Copy: cp}, nil
 }
 
+// CallReplyFor parses the reply subject of call c as the control service
+// reads it: in c's caller's inbox, naming c's machine token, or
+// [ReplyToAll] (the only target a broadcast's reply subject may name).
+func CallReplyFor(c Call, reply string) (ReplySubject, error) {
+	r, err := ParseCallReply(reply)
+	if err != nil {
+		return ReplySubject{}, err
+	}
+	if r.Caller != c.Caller {
+		return ReplySubject{}, fmt.Errorf("reply subject %q is not the caller's inbox %s", reply, OperatorInbox(c.Caller))
+	}
+	if r.Target != ReplyToAll && r.Target != c.Token {
+		return ReplySubject{}, fmt.Errorf("reply subject %q names target %q, not the call's machine or %s", reply, r.Target, ReplyToAll)
+	}
+	return r, nil
+}
+
 // InboxOwner returns the operator key of an _INBOX_cc.<key>.… subject.
 func InboxOwner(subject string) (string, bool) {
 	rest, ok := strings.CutPrefix(subject, InboxRoot+".")

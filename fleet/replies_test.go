@@ -66,6 +66,41 @@ func TestParseCallReply(t *testing.T) {
 	}
 }
 
+func TestCallReplyFor(t *testing.T) {
+	direct := Call{Token: "web01", Function: "sw-list", Caller: "K"}
+	all := Call{Function: "sw-list", Caller: "K"}
+	tests := []struct {
+		name    string
+		call    Call
+		reply   string
+		want    ReplySubject
+		wantErr string
+	}{
+		{"direct", direct, "_INBOX_cc.K.web01.c1.0", ReplySubject{Caller: "K", Target: "web01", Call: "c1", Copy: "0"}, ""},
+		{"direct, @all", direct, "_INBOX_cc.K.@all.c1.0", ReplySubject{Caller: "K", Target: ReplyToAll, Call: "c1", Copy: "0"}, ""},
+		{"broadcast", all, "_INBOX_cc.K.@all.c1", ReplySubject{Caller: "K", Target: ReplyToAll, Call: "c1"}, ""},
+		{"direct, another machine", direct, "_INBOX_cc.K.web02.c1.0", ReplySubject{}, "names target \"web02\""},
+		{"broadcast naming a machine", all, "_INBOX_cc.K.web01.c1.0", ReplySubject{}, "names target \"web01\""},
+		{"another caller's inbox", direct, "_INBOX_cc.J.web01.c1.0", ReplySubject{}, "not the caller's inbox _INBOX_cc.K"},
+		{"plain inbox", direct, "_INBOX_cc.K.x", ReplySubject{}, "want _INBOX_cc"},
+		{"not an inbox", direct, "sys.commandControl.ctl.K.whoami", ReplySubject{}, "not under _INBOX_cc"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := CallReplyFor(tt.call, tt.reply)
+			if tt.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.wantErr) || got != (ReplySubject{}) {
+					t.Fatalf("CallReplyFor(%+v, %q) = (%+v, %v), want an error containing %q", tt.call, tt.reply, got, err, tt.wantErr)
+				}
+				return
+			}
+			if err != nil || got != tt.want {
+				t.Fatalf("CallReplyFor(%+v, %q) = (%+v, %v), want %+v", tt.call, tt.reply, got, err, tt.want)
+			}
+		})
+	}
+}
+
 func TestInboxOwner(t *testing.T) {
 	tests := []struct {
 		subject, want string
