@@ -1,31 +1,14 @@
 package controlsvc
 
 import (
-	"fmt"
 	"hash/fnv"
-	"log/slog"
 	"sort"
 	"strconv"
-	"sync"
 	"time"
 
 	"github.com/commandcontrol/commandcontrol/fleet"
 	"github.com/nats-io/nats.go"
 )
-
-// CallHook is told of every function call the control service observed,
-// once its replies are in or it stopped waiting for them: operator,
-// function, arguments and the outcome per target (all of them, in one
-// record). Hooks run on the watcher's goroutine and must not block.
-// Metrics can hang off the same hook as the audit log.
-type CallHook func(fleet.AuditRecord)
-
-// OnCall registers h; call it before Start.
-func (s *Service) OnCall(h CallHook) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.callHooks = append(s.callHooks, h)
-}
 
 // Call-watch bounds.
 const (
@@ -47,34 +30,31 @@ const (
 	maxCallTargets = 200000
 )
 
-// callWatch sees every call (on sys.commandControl.fn.> and .all.>) and
-// every reply (on the operators' inboxes, _INBOX_cc.>) on a FLEET
-// connection of its own, correlates them and emits one record per call.
-// Who called is the key a call subject ends with and who answered the
-// token a reply subject names: the broker lets only that operator, and
-// only that machine, publish those. It also answers "no responders" for a
-// direct call to a machine that is not ONLINE: its own subscription would
-// otherwise hide from the broker that nobody serves that subject.
-type callWatch struct {
-	nc    *nats.Conn
-	log   *slog.Logger
-	reg   *Registry
-	pres  *presence
-	wait  time.Duration
-	hooks []CallHook
-	now   func() time.Time
-	// publish sends the watcher's own answers (nc.PublishMsg).
-	publish func(*nats.Msg) error
+// callMatcher matches the calls the control service sees to their
+// replies and emits one audit record per call once its replies are in or
+// it stopped waiting for them. Who called is the key a call subject ends
+// with and who answered the token a reply subject names: the broker lets
+// only that operator, and only that machine, publish those. It is
+// bookkeeping only: it sends nothing (see offlineResponder), reads the
+// time from now and is fed the messages by callWatch.
+type callMatcher struct {
+	machines onlineMachines
+	// operatorName names the operator with a key, for the record.
+	operatorName func(key string) (string, bool)
+	wait         time.Duration
+	now          func() time.Time
+	emit         func(fleet.AuditRecord)
 	// calls by key (caller, call token, function, arguments); groups by
 	// the reply subject's (caller, call token[, copy]).
 	calls  map[string]*watchedCall
 	groups map[callGroup][]*watchedCall
 	// open counts each caller's open calls.
 	open map[string]int
-	msgs chan *nats.Msg
-	subs []*nats.Subscription
-	quit chan struct{}
-	done sync.WaitGroup
+}
+
+func newCallMatcher(machines onlineMachines, operatorName func(string) (string, bool), wait time.Duration, now func() time.Time, emit func(fleet.AuditRecord)) *callMatcher {
+	return &callMatcher{machines: machines, operatorName: operatorName, wait: wait, now: now, emit: emit,
+		calls: map[string]*watchedCall{}, groups: map[callGroup][]*watchedCall{}, open: map[string]int{}}
 }
 
 type watchedCall struct {
@@ -86,69 +66,6 @@ type watchedCall struct {
 	targets  map[string]*fleet.AuditOutcome // by machine id
 	order    []*fleet.AuditOutcome
 	pending  int
-}
-
-func newCallWatch(nc *nats.Conn, log *slog.Logger, reg *Registry, pres *presence, wait time.Duration, hooks []CallHook) *callWatch {
-	w := &callWatch{nc: nc, log: log, reg: reg, pres: pres, wait: wait, hooks: hooks, now: time.Now,
-		calls: map[string]*watchedCall{}, groups: map[callGroup][]*watchedCall{}, open: map[string]int{},
-		msgs: make(chan *nats.Msg, 1<<18), quit: make(chan struct{})}
-	if nc != nil {
-		w.publish = nc.PublishMsg
-	}
-	return w
-}
-
-// start subscribes and processes on one goroutine, so a reply is never
-// handled before the request it answers when both come the same way.
-func (w *callWatch) start() error {
-	for _, subj := range []string{fleet.DirectCallsWildcard, fleet.BroadcastsWildcard, fleet.InboxesWildcard} {
-		sub, err := w.nc.ChanSubscribe(subj, w.msgs)
-		if err != nil {
-			w.stop()
-			return err
-		}
-		w.subs = append(w.subs, sub)
-	}
-	if err := w.nc.Flush(); err != nil {
-		w.stop()
-		return err
-	}
-	w.done.Add(1)
-	go w.loop()
-	return nil
-}
-
-func (w *callWatch) stop() {
-	for _, s := range w.subs {
-		_ = s.Unsubscribe()
-	}
-	select {
-	case <-w.quit:
-	default:
-		close(w.quit)
-	}
-	w.done.Wait()
-}
-
-func (w *callWatch) loop() {
-	defer w.done.Done()
-	t := time.NewTicker(100 * time.Millisecond)
-	defer t.Stop()
-	for {
-		select {
-		case <-w.quit:
-			w.flushDue(time.Time{})
-			return
-		case m := <-w.msgs:
-			if fleet.IsInboxSubject(m.Subject) {
-				w.reply(m)
-			} else {
-				w.request(m)
-			}
-		case <-t.C:
-			w.flushDue(w.now())
-		}
-	}
 }
 
 // callGroup is what a call's copies share in their reply subjects: the
@@ -164,24 +81,13 @@ func groupOf(r fleet.ReplySubject, withCopy bool) callGroup {
 	return callGroup{caller: r.Caller, call: r.Call}
 }
 
-func (w *callWatch) request(m *nats.Msg) {
-	call, err := fleet.ParseFnSubject(m.Subject)
-	if err != nil || m.Reply == "" {
+// request opens call req, or adds a copy or target to the call it is one
+// of. A call no agent answers (its reply subject is refused) is not one.
+func (w *callMatcher) request(req callRequest) {
+	if req.replyErr != nil {
 		return
 	}
-	rs, err := fleet.ParseCallReply(m.Reply)
-	if err == nil && rs.Target != fleet.ReplyToAll && rs.Target != call.Token {
-		err = fmt.Errorf("the reply subject names %q", rs.Target)
-	}
-	if err != nil || rs.Caller != call.Caller {
-		// No agent answers it (fleet.AgentReply): nothing runs. Tell a
-		// caller who asked into its own inbox what the subject must be.
-		if owner, ok := fleet.InboxOwner(m.Reply); ok && owner == call.Caller {
-			w.refuse(m.Reply, fmt.Sprintf("no agent answers on the reply subject %s: use %s.<the machine's token, or %s for a broadcast>.<call id>[.<copy>]; with the nats CLI, --inbox-prefix %s",
-				m.Reply, fleet.OperatorInbox(call.Caller), fleet.ReplyToAll, fleet.DirectInbox(call.Caller, "<machine id>")))
-		}
-		return
-	}
+	call, rs, m := req.call, req.reply, req.msg
 	hasID := m.Header.Get(fleet.HeaderCallID) != ""
 	group := groupOf(rs, !hasID)
 	key := group.caller + " " + group.call + " " + group.copy + " " + call.Function + " " + argsDigest(m.Data)
@@ -197,7 +103,7 @@ func (w *callWatch) request(m *nats.Msg) {
 	now := w.now()
 	if call.Token == "" {
 		c.deadline = now.Add(w.wait)
-		w.expectOnline(c, m.Reply)
+		w.expectOnline(c)
 		if c.pending <= 0 {
 			c.deadline = now.Add(callLinger)
 		}
@@ -216,14 +122,12 @@ func (w *callWatch) request(m *nats.Msg) {
 	if o == nil {
 		return
 	}
-	if !w.pres.online(id) && (rs.Target == call.Token || rs.Target == fleet.ReplyToAll) {
+	if !w.machines.online(id) && isOpen(o) {
 		// A copy to an offline machine (a first one, or a re-send the
-		// workbench sends to machines that have not answered) gets its
-		// "no responders"; an offline verdict gives way to an answer.
-		w.noResponders(m.Reply)
-		if isOpen(o) {
-			w.settle(c, o, fleet.OutcomeNoResponse, fleet.CodeUnavailable, "no agent is listening (offline?)", now)
-		}
+		// workbench sends to machines that have not answered) is
+		// answered "no responders" (offlineResponder); an offline
+		// verdict gives way to an answer.
+		w.settle(c, o, fleet.OutcomeNoResponse, fleet.CodeUnavailable, "no agent is listening (offline?)", now)
 	}
 }
 
@@ -235,13 +139,13 @@ func argsDigest(b []byte) string {
 	return strconv.FormatUint(h.Sum64(), 36) + ":" + strconv.Itoa(len(b))
 }
 
-func (w *callWatch) openCall(key string, group callGroup, call fleet.Call, m *nats.Msg) *watchedCall {
+func (w *callMatcher) openCall(key string, group callGroup, call fleet.Call, m *nats.Msg) *watchedCall {
 	c := &watchedCall{key: key, group: group, start: w.now(), targets: map[string]*fleet.AuditOutcome{}}
 	c.rec = fleet.AuditRecord{Time: c.start.UTC(), Kind: fleet.AuditCall, Function: call.Function, Subject: m.Subject,
 		OperatorKey: call.Caller}
 	setCallArgs(&c.rec, m.Data)
-	if op, ok := w.reg.OperatorByKey(call.Caller); ok {
-		c.rec.Operator = op.Name
+	if name, ok := w.operatorName(call.Caller); ok {
+		c.rec.Operator = name
 	}
 	w.calls[key] = c
 	w.groups[group] = append(w.groups[group], c)
@@ -266,34 +170,14 @@ func (c *watchedCall) target(id string) *fleet.AuditOutcome {
 }
 
 // expectOnline makes every ONLINE machine a target of broadcast c.
-func (w *callWatch) expectOnline(c *watchedCall, reply string) {
+func (w *callMatcher) expectOnline(c *watchedCall) {
 	c.rec.Broadcast = true
-	ids := w.pres.onlineIDs()
-	for _, id := range ids {
+	for _, id := range w.machines.onlineIDs() {
 		c.target(id)
 	}
-	if len(ids) == 0 {
-		w.noResponders(reply)
-	}
 }
 
-// noResponders answers as the broker would when nobody serves a subject.
-func (w *callWatch) noResponders(reply string) {
-	m := nats.NewMsg(reply)
-	m.Header.Set(fleet.HeaderStatus, fleet.StatusNoResponders)
-	m.Header.Set(fleet.HeaderDescription, fleet.DescriptionNoResponders)
-	_ = w.publish(m)
-}
-
-// refuse answers a request nobody will run with a 400 naming the problem.
-func (w *callWatch) refuse(reply, desc string) {
-	m := nats.NewMsg(reply)
-	m.Header.Set(fleet.HeaderErrorCode, strconv.Itoa(fleet.CodeBadRequest))
-	m.Header.Set(fleet.HeaderError, desc)
-	_ = w.publish(m)
-}
-
-func (w *callWatch) reply(m *nats.Msg) {
+func (w *callMatcher) reply(m *nats.Msg) {
 	rs, err := fleet.ParseCallReply(m.Subject)
 	if err != nil || rs.Target == fleet.ReplyToAll {
 		return // nothing an agent sends, or a status for the whole call
@@ -333,7 +217,7 @@ func (w *callWatch) reply(m *nats.Msg) {
 // machine's own answer says which) whose outcome for id is still open,
 // else the first one that has id at all. A broadcast gains id as a
 // target if it answers unexpectedly.
-func (w *callWatch) match(rs fleet.ReplySubject, id, fn string) (*watchedCall, *fleet.AuditOutcome) {
+func (w *callMatcher) match(rs fleet.ReplySubject, id, fn string) (*watchedCall, *fleet.AuditOutcome) {
 	cands := w.groups[groupOf(rs, true)]
 	if len(cands) == 0 {
 		cands = w.groups[groupOf(rs, false)]
@@ -362,7 +246,7 @@ func (w *callWatch) match(rs fleet.ReplySubject, id, fn string) (*watchedCall, *
 }
 
 // settle records o's outcome; only an open one counts against pending.
-func (w *callWatch) settle(c *watchedCall, o *fleet.AuditOutcome, status string, code int, desc string, now time.Time) {
+func (w *callMatcher) settle(c *watchedCall, o *fleet.AuditOutcome, status string, code int, desc string, now time.Time) {
 	if len(desc) > 200 {
 		desc = desc[:200] + "…"
 	}
@@ -380,7 +264,7 @@ func (w *callWatch) settle(c *watchedCall, o *fleet.AuditOutcome, status string,
 
 // flushDue records the calls whose deadline passed (all of them when
 // now is zero).
-func (w *callWatch) flushDue(now time.Time) {
+func (w *callMatcher) flushDue(now time.Time) {
 	for _, c := range w.calls {
 		if now.IsZero() || !now.Before(c.deadline) {
 			w.flush(c)
@@ -389,7 +273,7 @@ func (w *callWatch) flushDue(now time.Time) {
 }
 
 // flushOldest records the oldest open call of caller ("" for anyone's).
-func (w *callWatch) flushOldest(caller string) {
+func (w *callMatcher) flushOldest(caller string) {
 	var oldest *watchedCall
 	for _, c := range w.calls {
 		if caller != "" && c.rec.OperatorKey != caller {
@@ -404,7 +288,7 @@ func (w *callWatch) flushOldest(caller string) {
 	}
 }
 
-func (w *callWatch) flush(c *watchedCall) {
+func (w *callMatcher) flush(c *watchedCall) {
 	delete(w.calls, c.key)
 	if w.open[c.rec.OperatorKey]--; w.open[c.rec.OperatorKey] <= 0 {
 		delete(w.open, c.rec.OperatorKey)
@@ -436,51 +320,7 @@ func (w *callWatch) flush(c *watchedCall) {
 		}
 	}
 	sort.SliceStable(rec.Outcomes, func(i, j int) bool { return rec.Outcomes[i].Machine < rec.Outcomes[j].Machine })
-	for _, h := range w.hooks {
-		h(rec)
-	}
-}
-
-// splitCallRecord cuts a call record into parts of at most
-// fleet.AuditMaxOutcomes outcomes each, every part with the totals.
-func splitCallRecord(rec fleet.AuditRecord) []fleet.AuditRecord {
-	if len(rec.Outcomes) <= fleet.AuditMaxOutcomes {
-		return []fleet.AuditRecord{rec}
-	}
-	all := rec.Outcomes
-	n := (len(all) + fleet.AuditMaxOutcomes - 1) / fleet.AuditMaxOutcomes
-	out := make([]fleet.AuditRecord, 0, n)
-	for i := range n {
-		p := rec
-		p.Part, p.Parts = i+1, n
-		p.Outcomes = all[i*fleet.AuditMaxOutcomes : min(len(all), (i+1)*fleet.AuditMaxOutcomes)]
-		if i > 0 {
-			p.Args = nil
-		}
-		out = append(out, p)
-	}
-	return out
-}
-
-// watchCalls starts the call watcher on the service's calls connection;
-// the audit log is its first hook.
-func (s *Service) watchCalls() error {
-	s.mu.Lock()
-	hooks := append([]CallHook{func(rec fleet.AuditRecord) {
-		for _, p := range splitCallRecord(rec) {
-			s.audit.record(p)
-		}
-	}}, s.callHooks...)
-	s.mu.Unlock()
-	w := newCallWatch(s.calls, s.log.With("component", "callwatch"), s.reg, s.presence, s.cfg.CallWait, hooks)
-	if s.cfg.Now != nil {
-		w.now = s.cfg.Now
-	}
-	if err := w.start(); err != nil {
-		return fmt.Errorf("watch calls: %w", err)
-	}
-	s.closers = append(s.closers, w.stop)
-	return nil
+	w.emit(rec)
 }
 
 // isOpen reports whether target o has had no answer yet.

@@ -1,0 +1,181 @@
+package controlsvc
+
+import (
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/commandcontrol/commandcontrol/fleet"
+	"github.com/nats-io/nats.go"
+)
+
+// CallHook is told of every function call the control service observed,
+// once its replies are in or it stopped waiting for them: operator,
+// function, arguments and the outcome per target (all of them, in one
+// record). Hooks run on the watcher's goroutine and must not block.
+// Metrics can hang off the same hook as the audit log.
+type CallHook func(fleet.AuditRecord)
+
+// OnCall registers h; call it before Start.
+func (s *Service) OnCall(h CallHook) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.callHooks = append(s.callHooks, h)
+}
+
+// callWatch sees every call (on sys.commandControl.fn.> and .all.>) and
+// every reply (on the operators' inboxes, _INBOX_cc.>) on a FLEET
+// connection of its own, and hands each call to the offlineResponder
+// (noresponders.go), which answers those no agent will, and each call
+// and reply to the callMatcher (callmatch.go), which records them.
+type callWatch struct {
+	nc        *nats.Conn
+	responder *offlineResponder
+	matcher   *callMatcher
+	msgs      chan *nats.Msg
+	subs      []*nats.Subscription
+	quit      chan struct{}
+	done      sync.WaitGroup
+}
+
+func newCallWatch(nc *nats.Conn, responder *offlineResponder, matcher *callMatcher) *callWatch {
+	return &callWatch{nc: nc, responder: responder, matcher: matcher,
+		msgs: make(chan *nats.Msg, 1<<18), quit: make(chan struct{})}
+}
+
+// callRequest is a call the watcher saw, parsed once for the responder
+// and the matcher.
+type callRequest struct {
+	msg  *nats.Msg
+	call fleet.Call
+	// reply is the parsed reply subject; replyErr says why no agent
+	// answers on it.
+	reply    fleet.ReplySubject
+	replyErr error
+}
+
+// parseCallRequest parses a message seen on a call subject; ok is false
+// for one that is no call or that wants no answer.
+func parseCallRequest(m *nats.Msg) (req callRequest, ok bool) {
+	call, err := fleet.ParseFnSubject(m.Subject)
+	if err != nil || m.Reply == "" {
+		return callRequest{}, false
+	}
+	req = callRequest{msg: m, call: call}
+	req.reply, req.replyErr = fleet.CallReplyFor(call, m.Reply)
+	return req, true
+}
+
+// start subscribes and processes on one goroutine, so a reply is never
+// handled before the request it answers when both come the same way.
+func (w *callWatch) start() error {
+	for _, subj := range []string{fleet.DirectCallsWildcard, fleet.BroadcastsWildcard, fleet.InboxesWildcard} {
+		sub, err := w.nc.ChanSubscribe(subj, w.msgs)
+		if err != nil {
+			w.stop()
+			return err
+		}
+		w.subs = append(w.subs, sub)
+	}
+	if err := w.nc.Flush(); err != nil {
+		w.stop()
+		return err
+	}
+	w.done.Add(1)
+	go w.loop()
+	return nil
+}
+
+func (w *callWatch) stop() {
+	for _, s := range w.subs {
+		_ = s.Unsubscribe()
+	}
+	select {
+	case <-w.quit:
+	default:
+		close(w.quit)
+	}
+	w.done.Wait()
+}
+
+func (w *callWatch) loop() {
+	defer w.done.Done()
+	t := time.NewTicker(100 * time.Millisecond)
+	defer t.Stop()
+	for {
+		select {
+		case <-w.quit:
+			w.matcher.flushDue(time.Time{})
+			return
+		case m := <-w.msgs:
+			w.handle(m)
+		case <-t.C:
+			w.matcher.flushDue(w.matcher.now())
+		}
+	}
+}
+
+// handle passes one message seen to the responder and the matcher.
+func (w *callWatch) handle(m *nats.Msg) {
+	if fleet.IsInboxSubject(m.Subject) {
+		w.matcher.reply(m)
+		return
+	}
+	if req, ok := parseCallRequest(m); ok {
+		w.responder.request(req)
+		w.matcher.request(req)
+	}
+}
+
+// splitCallRecord cuts a call record into parts of at most
+// fleet.AuditMaxOutcomes outcomes each, every part with the totals.
+func splitCallRecord(rec fleet.AuditRecord) []fleet.AuditRecord {
+	if len(rec.Outcomes) <= fleet.AuditMaxOutcomes {
+		return []fleet.AuditRecord{rec}
+	}
+	all := rec.Outcomes
+	n := (len(all) + fleet.AuditMaxOutcomes - 1) / fleet.AuditMaxOutcomes
+	out := make([]fleet.AuditRecord, 0, n)
+	for i := range n {
+		p := rec
+		p.Part, p.Parts = i+1, n
+		p.Outcomes = all[i*fleet.AuditMaxOutcomes : min(len(all), (i+1)*fleet.AuditMaxOutcomes)]
+		if i > 0 {
+			p.Args = nil
+		}
+		out = append(out, p)
+	}
+	return out
+}
+
+// watchCalls starts the call watcher on the service's calls connection;
+// the audit log is its first hook.
+func (s *Service) watchCalls() error {
+	s.mu.Lock()
+	hooks := append([]CallHook{func(rec fleet.AuditRecord) {
+		for _, p := range splitCallRecord(rec) {
+			s.audit.record(p)
+		}
+	}}, s.callHooks...)
+	s.mu.Unlock()
+	now := time.Now
+	if s.cfg.Now != nil {
+		now = s.cfg.Now
+	}
+	operatorName := func(key string) (string, bool) {
+		op, ok := s.reg.OperatorByKey(key)
+		return op.Name, ok
+	}
+	emit := func(rec fleet.AuditRecord) {
+		for _, h := range hooks {
+			h(rec)
+		}
+	}
+	w := newCallWatch(s.calls, &offlineResponder{machines: s.presence, publish: s.calls.PublishMsg},
+		newCallMatcher(s.presence, operatorName, s.cfg.CallWait, now, emit))
+	if err := w.start(); err != nil {
+		return fmt.Errorf("watch calls: %w", err)
+	}
+	s.closers = append(s.closers, w.stop)
+	return nil
+}
