@@ -66,6 +66,9 @@ type watchedCall struct {
 	targets  map[string]*fleet.AuditOutcome // by machine id
 	order    []*fleet.AuditOutcome
 	pending  int
+	// everyone: the call reaches every ONLINE machine, so one that
+	// answers unexpected (it came online meanwhile) is a target too.
+	everyone bool
 }
 
 // callGroup is what a call's copies share in their reply subjects: the
@@ -102,6 +105,10 @@ func (w *callMatcher) request(req callRequest) {
 	}
 	now := w.now()
 	if call.Token == "" {
+		c.rec.Broadcast = true
+	}
+	if req.target == "" {
+		c.everyone = true
 		c.deadline = now.Add(w.wait)
 		w.expectOnline(c)
 		if c.pending <= 0 {
@@ -109,7 +116,7 @@ func (w *callMatcher) request(req callRequest) {
 		}
 		return
 	}
-	id, err := fleet.MachineFromToken(call.Token)
+	id, err := fleet.MachineFromToken(req.target)
 	if err != nil {
 		return
 	}
@@ -171,7 +178,6 @@ func (c *watchedCall) target(id string) *fleet.AuditOutcome {
 
 // expectOnline makes every ONLINE machine a target of broadcast c.
 func (w *callMatcher) expectOnline(c *watchedCall) {
-	c.rec.Broadcast = true
 	for _, id := range w.machines.onlineIDs() {
 		c.target(id)
 	}
@@ -215,8 +221,8 @@ func (w *callMatcher) reply(m *nats.Msg) {
 // match finds the call a reply from machine id belongs to, among the
 // calls sharing its reply subject's group: one with that function (the
 // machine's own answer says which) whose outcome for id is still open,
-// else the first one that has id at all. A broadcast gains id as a
-// target if it answers unexpectedly.
+// else the first one that has id at all. A call to every machine gains
+// id as a target if it answers unexpectedly.
 func (w *callMatcher) match(rs fleet.ReplySubject, id, fn string) (*watchedCall, *fleet.AuditOutcome) {
 	cands := w.groups[groupOf(rs, true)]
 	if len(cands) == 0 {
@@ -231,7 +237,7 @@ func (w *callMatcher) match(rs fleet.ReplySubject, id, fn string) (*watchedCall,
 		if o != nil && isOpen(o) {
 			return c, o
 		}
-		if first == nil && (o != nil || c.rec.Broadcast) {
+		if first == nil && (o != nil || c.everyone) {
 			first = c
 		}
 	}

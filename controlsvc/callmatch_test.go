@@ -322,3 +322,18 @@ func TestCallMatcherIgnoresRefusedCalls(t *testing.T) {
 		t.Fatalf("recorded calls no agent runs: %+v", f.recs)
 	}
 }
+
+// A broadcast whose reply subject names one machine is answered by that
+// machine alone (fleet.AgentReply): it is recorded as a broadcast with
+// that one target, and another machine's answer does not join it.
+func TestCallMatcherBroadcastAimedAtOneMachine(t *testing.T) {
+	f := newMatchFixture(t, "web01", "web02")
+	f.request(fleet.AllSubject(fleet.FnSwList, wAlice), fleet.CallReply(wAlice, "web01", "a1", 0), "a1", `{}`)
+	f.answer(fleet.CallReply(wAlice, "web02", "a1", 0), fleet.FnSwList, 0, "")
+	f.answer(fleet.CallReply(wAlice, "web01", "a1", 0), fleet.FnSwList, 0, "")
+	f.advance(callLinger)
+	r := f.one()
+	if got := outcomes(r); !r.Broadcast || len(got) != 1 || got["web01"] != fleet.OutcomeOK {
+		t.Fatalf("got %+v (%v), want a broadcast with web01 alone, ok", r, got)
+	}
+}

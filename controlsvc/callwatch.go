@@ -52,6 +52,10 @@ type callRequest struct {
 	// answers on it.
 	reply    fleet.ReplySubject
 	replyErr error
+	// target is the token of the one machine that answers the call, ""
+	// for every ONLINE machine: a direct call's, or that of the machine a
+	// broadcast's reply subject names (only it answers, fleet.AgentReply).
+	target string
 }
 
 // parseCallRequest parses a message seen on a call subject; ok is false
@@ -63,6 +67,10 @@ func parseCallRequest(m *nats.Msg) (req callRequest, ok bool) {
 	}
 	req = callRequest{msg: m, call: call}
 	req.reply, req.replyErr = fleet.CallReplyFor(call, m.Reply)
+	req.target = call.Token
+	if req.target == "" && req.replyErr == nil && req.reply.Target != fleet.ReplyToAll {
+		req.target = req.reply.Target
+	}
 	return req, true
 }
 

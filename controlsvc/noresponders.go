@@ -43,13 +43,13 @@ func (r *offlineResponder) request(req callRequest) {
 		}
 		return
 	}
-	if call.Token == "" {
+	if req.target == "" {
 		if r.machines.count() == 0 {
 			r.noResponders(reply)
 		}
 		return
 	}
-	id, err := fleet.MachineFromToken(call.Token)
+	id, err := fleet.MachineFromToken(req.target)
 	if err == nil && !r.machines.online(id) {
 		// Every copy: the first one, and each re-send the workbench
 		// sends to machines that have not answered.

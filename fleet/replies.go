@@ -111,8 +111,10 @@ func ParseCallReply(subject string) (ReplySubject, error) {
 }
 
 // CallReplyFor parses the reply subject of call c as the control service
-// reads it: in c's caller's inbox, naming c's machine token, or
-// [ReplyToAll] (the only target a broadcast's reply subject may name).
+// reads it: in c's caller's inbox, naming [ReplyToAll] or, for a direct
+// call, c's machine token. A broadcast's reply subject may name one
+// machine's token instead: that machine alone answers it (see
+// [AgentReply]), so the call is one to that machine.
 func CallReplyFor(c Call, reply string) (ReplySubject, error) {
 	r, err := ParseCallReply(reply)
 	if err != nil {
@@ -121,10 +123,16 @@ func CallReplyFor(c Call, reply string) (ReplySubject, error) {
 	if r.Caller != c.Caller {
 		return ReplySubject{}, fmt.Errorf("reply subject %q is not the caller's inbox %s", reply, OperatorInbox(c.Caller))
 	}
-	if r.Target != ReplyToAll && r.Target != c.Token {
-		return ReplySubject{}, fmt.Errorf("reply subject %q names target %q, not the call's machine or %s", reply, r.Target, ReplyToAll)
+	if r.Target == ReplyToAll || r.Target == c.Token {
+		return r, nil
 	}
-	return r, nil
+	if c.Token == "" {
+		if _, err := MachineFromToken(r.Target); err == nil {
+			return r, nil
+		}
+		return ReplySubject{}, fmt.Errorf("reply subject %q names target %q, which is no machine token nor %s", reply, r.Target, ReplyToAll)
+	}
+	return ReplySubject{}, fmt.Errorf("reply subject %q names target %q, not the call's machine or %s", reply, r.Target, ReplyToAll)
 }
 
 // InboxOwner returns the operator key of an _INBOX_cc.<key>.… subject.

@@ -138,6 +138,14 @@ var wireParsers = map[string]func(a []string) (map[string]string, error){
 		r, err := AgentReply(a[0], a[1], a[2])
 		return map[string]string{"reply": r}, err
 	},
+	"CallReplyFor": func(a []string) (map[string]string, error) {
+		c, err := ParseFnSubject(a[0])
+		if err != nil {
+			return nil, err
+		}
+		r, err := CallReplyFor(c, a[1])
+		return map[string]string{"caller": r.Caller, "target": r.Target, "call": r.Call, "copy": r.Copy}, err
+	},
 	"IsControlReply": func(a []string) (map[string]string, error) {
 		return map[string]string{"ok": strconv.FormatBool(IsControlReply(a[0], a[1]))}, nil
 	},
