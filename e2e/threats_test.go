@@ -193,6 +193,9 @@ func TestThreatAgentCannotImpersonateOrEavesdrop(t *testing.T) {
 		t.Fatal(err)
 	}
 	nc, errs := permConn(t, svc.ClientURL(), kp, id)
+	// ONLINE before it is called: a call to a machine presence has not
+	// seen yet is answered "no responders" by the control service.
+	waitFor(t, "machine online", 5*time.Second, func() bool { return online(svc, id) })
 	steps := []struct {
 		what string
 		try  func() error
