@@ -70,9 +70,8 @@ func (h *errHub) listen() (<-chan error, func()) {
 }
 
 // deniedFor reports whether err is the broker refusing a publish on one of
-// the call's subjects (its subject starts with prefix and ends with suffix)
-// or the subscription on its inbox.
-func deniedFor(err error, prefix, suffix, inbox string) bool {
+// the call's subjects (isCall says which) or the subscription on its inbox.
+func deniedFor(err error, isCall func(subject string) bool, inbox string) bool {
 	if !errors.Is(err, nats.ErrPermissionViolation) {
 		return false
 	}
@@ -85,5 +84,5 @@ func deniedFor(err error, prefix, suffix, inbox string) bool {
 		return false
 	}
 	subj, _, _ = strings.Cut(subj, `"`)
-	return strings.HasPrefix(subj, prefix) && strings.HasSuffix(subj, suffix)
+	return isCall(subj)
 }

@@ -85,7 +85,7 @@ func machineTokens(ids []string) []string {
 
 // isNoResponders reports whether msg is the broker's "no responders" status.
 func isNoResponders(msg *nats.Msg) bool {
-	return len(msg.Data) == 0 && msg.Header != nil && msg.Header.Get("Status") == "503"
+	return len(msg.Data) == 0 && msg.Header != nil && fleet.IsNoResponders(msg.Header.Get(fleet.HeaderStatus), len(msg.Data))
 }
 
 // handle records one message that arrived on the call's inbox; target is
@@ -223,16 +223,16 @@ func (c *Client) run(ctx context.Context, cl *collector, fn string, body []byte,
 	defer retry.Stop()
 	seen := 0 // cl.handled when the re-send timer last fired
 	resends := 0
-	prefix, suffix := fleet.FnRoot+".", "."+fn+"."+c.key
-	if broadcast {
-		prefix, suffix = fleet.AllSubject(fn, c.key), ""
+	isCall := func(subject string) bool {
+		call, err := fleet.ParseFnSubject(subject)
+		return err == nil && call.Function == fn && call.Caller == c.key && (call.Token == "") == broadcast
 	}
 	for cl.remaining > 0 {
 		select {
 		case msg := <-msgs:
 			cl.handle(msg, cl.replyTarget(msg.Subject))
 		case err := <-asyncErrs:
-			if deniedFor(err, prefix, suffix, fleet.CallReplies(c.key, callID)) {
+			if deniedFor(err, isCall, fleet.CallReplies(c.key, callID)) {
 				return cl.summary(), fleet.Errorf(fleet.CodeForbidden, "the broker denied this call (%v): does your operator role allow %s?", err, fn)
 			}
 		case <-retry.C:

@@ -212,7 +212,7 @@ func TestCallIDRunsOnce(t *testing.T) {
 	}))
 	nc := f.connect(f.Admin).Conn()
 	key := nc.Opts.Nkey
-	sub, err := nc.SubscribeSync(fleet.OperatorInbox(key) + ".>")
+	sub, err := nc.SubscribeSync(fleet.OperatorInboxWildcard(key))
 	if err != nil {
 		t.Fatal(err)
 	}

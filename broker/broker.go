@@ -362,7 +362,7 @@ func controlFleetPermissions() *server.Permissions {
 // inbox, which the watcher checks against the key the call subject ends
 // with.
 func callsPermissions() *server.Permissions {
-	return &server.Permissions{Publish: &server.SubjectPermission{Allow: []string{fleet.InboxRoot + ".>"}}}
+	return &server.Permissions{Publish: &server.SubjectPermission{Allow: []string{fleet.InboxesWildcard}}}
 }
 
 // announcePermissions are the announcing user's: publish presence events

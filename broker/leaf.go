@@ -226,17 +226,17 @@ func ParseLeafUser(user string) (site, account string, ok bool) {
 // siteSysEvents are the system events a site's broker sends that reach
 // the hub's SYS account, renamed under fleet.SiteSysSubject.
 var siteSysEvents = []string{
-	"$SYS.ACCOUNT." + FleetAccount + ".CONNECT",
-	"$SYS.ACCOUNT." + FleetAccount + ".DISCONNECT",
-	"$SYS.SERVER.*.SHUTDOWN",
+	fleet.AccountConnectSubject(FleetAccount),
+	fleet.AccountDisconnectSubject(FleetAccount),
+	fleet.ServerShutdownWildcard,
 }
 
 // siteSysRequests are the system requests the hub's SYS account may send
 // to a site's brokers, as fleet.SiteSysSubject(site, request).
 var siteSysRequests = []string{
-	"$SYS.REQ.SERVER.PING",
-	"$SYS.REQ.SERVER.*.CONNZ",
-	"$SYS.REQ.SERVER.*.KICK",
+	fleet.ServerPingSubject,
+	fleet.ServerRequestWildcard("CONNZ"),
+	fleet.ServerRequestWildcard("KICK"),
 }
 
 // wireLeafSites connects each site's own accounts to the hub's (see the
@@ -295,15 +295,12 @@ func wireLeafSites(srv *server.Server, sites []LeafSite) error {
 		if err := wire("export "+auth, ctl.AddServiceExport(auth, []*server.Account{sctl})); err != nil {
 			return err
 		}
-		if err := wire("import "+auth, sctl.AddServiceImport(ctl, authCalloutSubject, auth)); err != nil {
+		if err := wire("import "+auth, sctl.AddServiceImport(ctl, fleet.AuthCalloutSubject, auth)); err != nil {
 			return err
 		}
 	}
 	return nil
 }
-
-// authCalloutSubject is where a broker sends its auth callout requests.
-const authCalloutSubject = "$SYS.REQ.USER.AUTH"
 
 // NewLeafSite creates a site's secret and the SHA-256 of it that the hub's
 // leaf sites file keeps.

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/commandcontrol/commandcontrol/fleet"
@@ -46,7 +45,7 @@ func (s *Service) serveAPI() (micro.Service, error) {
 	for name, h := range ops {
 		ep := "ctl-" + name
 		if err := svc.AddEndpoint(sanitizeEndpoint(ep), s.apiEndpoint(name, h),
-			micro.WithEndpointSubject(fleet.CtlRoot+".*."+name)); err != nil {
+			micro.WithEndpointSubject(fleet.CtlOpWildcard(name))); err != nil {
 			return nil, fmt.Errorf("control API endpoint %s: %w", name, err)
 		}
 	}
@@ -99,7 +98,7 @@ func (s *Service) apiEndpoint(name string, h apiHandler) micro.HandlerFunc {
 // operator whose key the control subject names.
 func answersToAsker(subject, reply string) bool {
 	key, _, err := fleet.ParseCtlSubject(subject)
-	return err == nil && strings.HasPrefix(reply, fleet.ControlInbox(key)+".")
+	return err == nil && fleet.IsControlReply(reply, key)
 }
 
 func (s *Service) runAPI(ctx context.Context, name, subject string, body []byte, h apiHandler) (res any, err error) {

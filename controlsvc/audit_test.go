@@ -152,7 +152,7 @@ func TestCallWatchSlowConsumerRecorded(t *testing.T) {
 	s := &Service{log: a.log, audit: a}
 	nc := brokertest.Connect(t, b, keys.Fleet, nats.ErrorHandler(s.callsAsyncError))
 	block := make(chan struct{})
-	sub, err := nc.Subscribe("_INBOX_cc.>", func(*nats.Msg) { <-block })
+	sub, err := nc.Subscribe(fleet.InboxesWildcard, func(*nats.Msg) { <-block })
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -166,7 +166,7 @@ func TestCallWatchSlowConsumerRecorded(t *testing.T) {
 		if time.Now().After(deadline) {
 			t.Fatal("no slow-consumer event")
 		}
-		_ = pub.Publish("_INBOX_cc.K.m.c.0", []byte("x"))
+		_ = pub.Publish(fleet.CallReply("K", "m", "c", 0), []byte("x"))
 		_ = pub.Flush()
 	}
 	a.start()

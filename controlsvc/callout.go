@@ -21,7 +21,7 @@ import (
 )
 
 // AuthCalloutSubject is where the broker sends authorization requests.
-const AuthCalloutSubject = "$SYS.REQ.USER.AUTH"
+const AuthCalloutSubject = fleet.AuthCalloutSubject
 
 // Usernames the callout gives connections, as they appear in the broker's
 // connect/disconnect events and CONNZ.

@@ -147,12 +147,12 @@ func TestDecideAdminOperator(t *testing.T) {
 	checkUserClaims(t, f, req, uc, "operator:alice")
 	key, _ := f.adminKP.PublicKey()
 	p := uc.Permissions
-	for _, s := range []string{fleet.FnRoot + ".*.*." + key, fleet.AllRoot + ".*." + key, fleet.CtlRoot + "." + key + ".>", fleet.PresenceSnapshotSubject, "$SRV.>"} {
+	for _, s := range append(fleet.CallerCallsWildcards(key), fleet.CtlWildcard(key), fleet.PresenceSnapshotSubject, fleet.DiscoveryWildcard) {
 		if !p.Pub.Allow.Contains(s) {
 			t.Errorf("admin may not publish %q (allow %v)", s, p.Pub.Allow)
 		}
 	}
-	wantSub := []string{fleet.OperatorInbox(key) + ".>", fleet.PresenceEventsWildcard}
+	wantSub := []string{fleet.OperatorInboxWildcard(key), fleet.PresenceEventsWildcard}
 	if got := []string(p.Sub.Allow); !sameSet(got, wantSub) {
 		t.Errorf("sub allow: got %q, want %q", got, wantSub)
 	}
@@ -174,15 +174,15 @@ func TestDecideViewerOperator(t *testing.T) {
 	p := uc.Permissions
 	var want []string
 	for _, fn := range DefaultReadOnlyFunctions {
-		want = append(want, fleet.FnRoot+".*."+fn+"."+key, fleet.AllRoot+"."+fn+"."+key)
+		want = append(want, fleet.CallerFnWildcards(fn, key)...)
 	}
 	// No $SRV: every agent answers discovery, so a viewer's ping was
 	// multiplied by the fleet's size (issue #11 finding 5).
-	want = append(want, fleet.CtlRoot+"."+key+".>", fleet.PresenceSnapshotSubject)
+	want = append(want, fleet.CtlWildcard(key), fleet.PresenceSnapshotSubject)
 	if got := []string(p.Pub.Allow); !sameSet(got, want) {
 		t.Errorf("viewer pub allow:\n got %q\nwant %q", got, want)
 	}
-	for _, s := range []string{fleet.FnRoot + ".>", fleet.AllRoot + ".>"} {
+	for _, s := range []string{fleet.DirectCallsWildcard, fleet.BroadcastsWildcard} {
 		if p.Pub.Allow.Contains(s) {
 			t.Errorf("viewer may publish %q", s)
 		}
@@ -198,7 +198,7 @@ func TestDecideViewerCustomReadOnly(t *testing.T) {
 		t.Fatal(err)
 	}
 	key, _ := f.viewerKP.PublicKey()
-	if !uc.Permissions.Pub.Allow.Contains(fleet.FnRoot+".*.uptime."+key) || uc.Permissions.Pub.Allow.Contains(fleet.FnRoot+".*.machine-info."+key) {
+	if !uc.Permissions.Pub.Allow.Contains(fleet.CallerFnWildcards("uptime", key)[0]) || uc.Permissions.Pub.Allow.Contains(fleet.CallerFnWildcards("machine-info", key)[0]) {
 		t.Fatalf("viewer pub allow: got %q, want only uptime calls", uc.Permissions.Pub.Allow)
 	}
 }
@@ -212,7 +212,7 @@ func TestDecideRegisteredMachine(t *testing.T) {
 	}
 	checkUserClaims(t, f, req, uc, "agent:10.0.0.5_web01")
 	p := uc.Permissions
-	want := append([]string{"sys.commandControl.fn.10~0~0~5_web01.*.*", "sys.commandControl.all.*.*", "sys.commandControl.agent.hint"}, srvSubjects()...)
+	want := append([]string{"sys.commandControl.fn.10~0~0~5_web01.*.*", "sys.commandControl.all.*.*", "sys.commandControl.agent.hint"}, fleet.DiscoverySubjects(fleet.AgentServiceName)...)
 	if got := []string(p.Sub.Allow); !sameSet(got, want) {
 		t.Errorf("agent sub allow:\n got %q\nwant %q", got, want)
 	}

@@ -2,11 +2,6 @@ package controlsvc
 
 import (
 	"fmt"
-	"hash/fnv"
-	"log/slog"
-	"sort"
-	"strconv"
-	"strings"
 	"sync"
 	"time"
 
@@ -28,81 +23,61 @@ func (s *Service) OnCall(h CallHook) {
 	s.callHooks = append(s.callHooks, h)
 }
 
-// Call-watch bounds.
-const (
-	// DefaultCallWait is how long the watcher waits for a call's replies
-	// before recording the missing targets as no-response: the agents'
-	// default call timeout plus a margin.
-	DefaultCallWait = 35 * time.Second
-	// callLinger is how long a complete call stays open so requests sent
-	// right after it under the same inbox (nats.go's request mux) join it.
-	callLinger = 200 * time.Millisecond
-	// maxWatchedCalls bounds the calls held open; past it the oldest is
-	// recorded early.
-	maxWatchedCalls = 10000
-	// maxWatchedPerCaller bounds one operator's open calls; past it that
-	// operator's oldest is recorded early, so a flood of calls nobody
-	// answers cannot push other operators' calls out.
-	maxWatchedPerCaller = maxWatchedCalls / 4
-	// maxCallTargets bounds the targets one watched call collects.
-	maxCallTargets = 200000
-)
-
 // callWatch sees every call (on sys.commandControl.fn.> and .all.>) and
 // every reply (on the operators' inboxes, _INBOX_cc.>) on a FLEET
-// connection of its own, correlates them and emits one record per call.
-// Who called is the key a call subject ends with and who answered the
-// token a reply subject names: the broker lets only that operator, and
-// only that machine, publish those. It also answers "no responders" for a
-// direct call to a machine that is not ONLINE: its own subscription would
-// otherwise hide from the broker that nobody serves that subject.
+// connection of its own, and hands each call to the offlineResponder
+// (noresponders.go), which answers those no agent will, and each call
+// and reply to the callMatcher (callmatch.go), which records them.
 type callWatch struct {
-	nc    *nats.Conn
-	log   *slog.Logger
-	reg   *Registry
-	pres  *presence
-	wait  time.Duration
-	hooks []CallHook
-	now   func() time.Time
-	// publish sends the watcher's own answers (nc.PublishMsg).
-	publish func(*nats.Msg) error
-	// calls by key (caller, call token, function, arguments); groups by
-	// the reply subject's (caller, call token[, copy]).
-	calls  map[string]*watchedCall
-	groups map[callGroup][]*watchedCall
-	// open counts each caller's open calls.
-	open map[string]int
-	msgs chan *nats.Msg
-	subs []*nats.Subscription
-	quit chan struct{}
-	done sync.WaitGroup
+	nc        *nats.Conn
+	responder *offlineResponder
+	matcher   *callMatcher
+	msgs      chan *nats.Msg
+	subs      []*nats.Subscription
+	quit      chan struct{}
+	done      sync.WaitGroup
 }
 
-type watchedCall struct {
-	key      string
-	group    callGroup
-	rec      fleet.AuditRecord
-	start    time.Time
-	deadline time.Time
-	targets  map[string]*fleet.AuditOutcome // by machine id
-	order    []*fleet.AuditOutcome
-	pending  int
-}
-
-func newCallWatch(nc *nats.Conn, log *slog.Logger, reg *Registry, pres *presence, wait time.Duration, hooks []CallHook) *callWatch {
-	w := &callWatch{nc: nc, log: log, reg: reg, pres: pres, wait: wait, hooks: hooks, now: time.Now,
-		calls: map[string]*watchedCall{}, groups: map[callGroup][]*watchedCall{}, open: map[string]int{},
+func newCallWatch(nc *nats.Conn, responder *offlineResponder, matcher *callMatcher) *callWatch {
+	return &callWatch{nc: nc, responder: responder, matcher: matcher,
 		msgs: make(chan *nats.Msg, 1<<18), quit: make(chan struct{})}
-	if nc != nil {
-		w.publish = nc.PublishMsg
+}
+
+// callRequest is a call the watcher saw, parsed once for the responder
+// and the matcher.
+type callRequest struct {
+	msg  *nats.Msg
+	call fleet.Call
+	// reply is the parsed reply subject; replyErr says why no agent
+	// answers on it.
+	reply    fleet.ReplySubject
+	replyErr error
+	// target is the token of the one machine that answers the call, ""
+	// for every ONLINE machine: a direct call's, or that of the machine a
+	// broadcast's reply subject names (only it answers, fleet.AgentReply).
+	target string
+}
+
+// parseCallRequest parses a message seen on a call subject; ok is false
+// for one that is no call or that wants no answer.
+func parseCallRequest(m *nats.Msg) (req callRequest, ok bool) {
+	call, err := fleet.ParseFnSubject(m.Subject)
+	if err != nil || m.Reply == "" {
+		return callRequest{}, false
 	}
-	return w
+	req = callRequest{msg: m, call: call}
+	req.reply, req.replyErr = fleet.CallReplyFor(call, m.Reply)
+	req.target = call.Token
+	if req.target == "" && req.replyErr == nil && req.reply.Target != fleet.ReplyToAll {
+		req.target = req.reply.Target
+	}
+	return req, true
 }
 
 // start subscribes and processes on one goroutine, so a reply is never
 // handled before the request it answers when both come the same way.
 func (w *callWatch) start() error {
-	for _, subj := range []string{fleet.FnRoot + ".>", fleet.AllRoot + ".>", fleet.InboxRoot + ".>"} {
+	for _, subj := range []string{fleet.DirectCallsWildcard, fleet.BroadcastsWildcard, fleet.InboxesWildcard} {
 		sub, err := w.nc.ChanSubscribe(subj, w.msgs)
 		if err != nil {
 			w.stop()
@@ -138,307 +113,25 @@ func (w *callWatch) loop() {
 	for {
 		select {
 		case <-w.quit:
-			w.flushDue(time.Time{})
+			w.matcher.flushDue(time.Time{})
 			return
 		case m := <-w.msgs:
-			if strings.HasPrefix(m.Subject, fleet.InboxRoot+".") {
-				w.reply(m)
-			} else {
-				w.request(m)
-			}
+			w.handle(m)
 		case <-t.C:
-			w.flushDue(w.now())
+			w.matcher.flushDue(w.matcher.now())
 		}
 	}
 }
 
-// callGroup is what a call's copies share in their reply subjects: the
-// caller and the call token, and the copy too for a request without a
-// call id (each hand-made request is a call of its own). Its fields are
-// parts of the reply subject, so looking a reply up allocates nothing.
-type callGroup struct{ caller, call, copy string }
-
-func groupOf(r fleet.ReplySubject, withCopy bool) callGroup {
-	if withCopy {
-		return callGroup{r.Caller, r.Call, r.Copy}
-	}
-	return callGroup{caller: r.Caller, call: r.Call}
-}
-
-func (w *callWatch) request(m *nats.Msg) {
-	call, err := fleet.ParseFnSubject(m.Subject)
-	if err != nil || m.Reply == "" {
+// handle passes one message seen to the responder and the matcher.
+func (w *callWatch) handle(m *nats.Msg) {
+	if fleet.IsInboxSubject(m.Subject) {
+		w.matcher.reply(m)
 		return
 	}
-	rs, err := fleet.ParseCallReply(m.Reply)
-	if err == nil && rs.Target != fleet.ReplyToAll && rs.Target != call.Token {
-		err = fmt.Errorf("the reply subject names %q", rs.Target)
-	}
-	if err != nil || rs.Caller != call.Caller {
-		// No agent answers it (fleet.AgentReply): nothing runs. Tell a
-		// caller who asked into its own inbox what the subject must be.
-		if owner, ok := fleet.InboxOwner(m.Reply); ok && owner == call.Caller {
-			w.refuse(m.Reply, fmt.Sprintf("no agent answers on the reply subject %s: use %s.<the machine's token, or %s for a broadcast>.<call id>[.<copy>]; with the nats CLI, --inbox-prefix %s",
-				m.Reply, fleet.OperatorInbox(call.Caller), fleet.ReplyToAll, fleet.DirectInbox(call.Caller, "<machine id>")))
-		}
-		return
-	}
-	hasID := m.Header.Get(fleet.HeaderCallID) != ""
-	group := groupOf(rs, !hasID)
-	key := group.caller + " " + group.call + " " + group.copy + " " + call.Function + " " + argsDigest(m.Data)
-	c := w.calls[key]
-	if c == nil {
-		if w.open[call.Caller] >= maxWatchedPerCaller {
-			w.flushOldest(call.Caller)
-		} else if len(w.calls) >= maxWatchedCalls {
-			w.flushOldest("")
-		}
-		c = w.openCall(key, group, call, m)
-	}
-	now := w.now()
-	if call.Token == "" {
-		c.deadline = now.Add(w.wait)
-		w.expectOnline(c, m.Reply)
-		if c.pending <= 0 {
-			c.deadline = now.Add(callLinger)
-		}
-		return
-	}
-	id, err := fleet.MachineFromToken(call.Token)
-	if err != nil {
-		return
-	}
-	if c.targets[id] == nil {
-		// A new target waits its full time; a re-sent copy does not
-		// push the call's end out.
-		c.deadline = now.Add(w.wait)
-	}
-	o := c.target(id)
-	if o == nil {
-		return
-	}
-	if !w.pres.online(id) && (rs.Target == call.Token || rs.Target == fleet.ReplyToAll) {
-		// A copy to an offline machine (a first one, or a re-send the
-		// workbench sends to machines that have not answered) gets its
-		// "no responders"; an offline verdict gives way to an answer.
-		w.noResponders(m.Reply)
-		if isOpen(o) {
-			w.settle(c, o, fleet.OutcomeNoResponse, fleet.CodeUnavailable, "no agent is listening (offline?)", now)
-		}
-	}
-}
-
-// argsDigest tells calls with different arguments apart, so each call's
-// own arguments are recorded whatever reply subject it was given.
-func argsDigest(b []byte) string {
-	h := fnv.New64a()
-	_, _ = h.Write(b)
-	return strconv.FormatUint(h.Sum64(), 36) + ":" + strconv.Itoa(len(b))
-}
-
-func (w *callWatch) openCall(key string, group callGroup, call fleet.Call, m *nats.Msg) *watchedCall {
-	c := &watchedCall{key: key, group: group, start: w.now(), targets: map[string]*fleet.AuditOutcome{}}
-	c.rec = fleet.AuditRecord{Time: c.start.UTC(), Kind: fleet.AuditCall, Function: call.Function, Subject: m.Subject,
-		OperatorKey: call.Caller}
-	setCallArgs(&c.rec, m.Data)
-	if op, ok := w.reg.OperatorByKey(call.Caller); ok {
-		c.rec.Operator = op.Name
-	}
-	w.calls[key] = c
-	w.groups[group] = append(w.groups[group], c)
-	w.open[call.Caller]++
-	return c
-}
-
-// target returns call c's outcome for machine id, adding it as a target
-// (nil when the call has as many as it may hold).
-func (c *watchedCall) target(id string) *fleet.AuditOutcome {
-	if o := c.targets[id]; o != nil {
-		return o
-	}
-	if len(c.order) >= maxCallTargets {
-		return nil
-	}
-	o := &fleet.AuditOutcome{Machine: id, Status: fleet.OutcomeNoResponse}
-	c.targets[id] = o
-	c.order = append(c.order, o)
-	c.pending++
-	return o
-}
-
-// expectOnline makes every ONLINE machine a target of broadcast c.
-func (w *callWatch) expectOnline(c *watchedCall, reply string) {
-	c.rec.Broadcast = true
-	ids := w.pres.onlineIDs()
-	for _, id := range ids {
-		c.target(id)
-	}
-	if len(ids) == 0 {
-		w.noResponders(reply)
-	}
-}
-
-// noResponders answers as the broker would when nobody serves a subject.
-func (w *callWatch) noResponders(reply string) {
-	m := nats.NewMsg(reply)
-	m.Header.Set("Status", "503")
-	m.Header.Set("Description", "No Responders")
-	_ = w.publish(m)
-}
-
-// refuse answers a request nobody will run with a 400 naming the problem.
-func (w *callWatch) refuse(reply, desc string) {
-	m := nats.NewMsg(reply)
-	m.Header.Set(fleet.HeaderErrorCode, strconv.Itoa(fleet.CodeBadRequest))
-	m.Header.Set(fleet.HeaderError, desc)
-	_ = w.publish(m)
-}
-
-func (w *callWatch) reply(m *nats.Msg) {
-	rs, err := fleet.ParseCallReply(m.Subject)
-	if err != nil || rs.Target == fleet.ReplyToAll {
-		return // nothing an agent sends, or a status for the whole call
-	}
-	id, err := fleet.MachineFromToken(rs.Target)
-	if err != nil {
-		return
-	}
-	noResponders := m.Header.Get("Status") == "503" && len(m.Data) == 0
-	fn := m.Header.Get(fleet.HeaderFunction)
-	if fn == "" && !noResponders {
-		// Every answer of an agent names its function; anything else
-		// published on a machine's reply subject (its micro discovery
-		// reply, aimed here) is not an answer to a call.
-		return
-	}
-	c, o := w.match(rs, id, fn)
-	if c == nil || (!isOpen(o) && (!isOffline(o) || noResponders)) {
-		// Not a call we saw, or a duplicate: the first answer stands.
-		// Only "offline" gives way, to the answer of a re-sent copy
-		// that reached the machine.
-		return
-	}
-	now := w.now()
-	switch e := fleet.ErrorFromHeader(m.Header.Get(fleet.HeaderErrorCode), m.Header.Get(fleet.HeaderError)); {
-	case noResponders:
-		w.settle(c, o, fleet.OutcomeNoResponse, fleet.CodeUnavailable, "no agent is listening (offline?)", now)
-	case e != nil:
-		w.settle(c, o, fleet.OutcomeError, e.Code, e.Description, now)
-	default:
-		w.settle(c, o, fleet.OutcomeOK, 0, "", now)
-	}
-}
-
-// match finds the call a reply from machine id belongs to, among the
-// calls sharing its reply subject's group: one with that function (the
-// machine's own answer says which) whose outcome for id is still open,
-// else the first one that has id at all. A broadcast gains id as a
-// target if it answers unexpectedly.
-func (w *callWatch) match(rs fleet.ReplySubject, id, fn string) (*watchedCall, *fleet.AuditOutcome) {
-	cands := w.groups[groupOf(rs, true)]
-	if len(cands) == 0 {
-		cands = w.groups[groupOf(rs, false)]
-	}
-	var first *watchedCall
-	for _, c := range cands {
-		if fn != "" && c.rec.Function != fn {
-			continue
-		}
-		o := c.targets[id]
-		if o != nil && isOpen(o) {
-			return c, o
-		}
-		if first == nil && (o != nil || c.rec.Broadcast) {
-			first = c
-		}
-	}
-	if first == nil {
-		return nil, nil
-	}
-	o := first.target(id)
-	if o == nil {
-		return nil, nil
-	}
-	return first, o
-}
-
-// settle records o's outcome; only an open one counts against pending.
-func (w *callWatch) settle(c *watchedCall, o *fleet.AuditOutcome, status string, code int, desc string, now time.Time) {
-	if len(desc) > 200 {
-		desc = desc[:200] + "…"
-	}
-	wasOpen := isOpen(o)
-	o.Status, o.Code, o.Error = status, code, desc
-	o.DurationMS = now.Sub(c.start).Milliseconds()
-	if !wasOpen {
-		return
-	}
-	c.pending--
-	if c.pending <= 0 {
-		c.deadline = now.Add(callLinger)
-	}
-}
-
-// flushDue records the calls whose deadline passed (all of them when
-// now is zero).
-func (w *callWatch) flushDue(now time.Time) {
-	for _, c := range w.calls {
-		if now.IsZero() || !now.Before(c.deadline) {
-			w.flush(c)
-		}
-	}
-}
-
-// flushOldest records the oldest open call of caller ("" for anyone's).
-func (w *callWatch) flushOldest(caller string) {
-	var oldest *watchedCall
-	for _, c := range w.calls {
-		if caller != "" && c.rec.OperatorKey != caller {
-			continue
-		}
-		if oldest == nil || c.start.Before(oldest.start) {
-			oldest = c
-		}
-	}
-	if oldest != nil {
-		w.flush(oldest)
-	}
-}
-
-func (w *callWatch) flush(c *watchedCall) {
-	delete(w.calls, c.key)
-	if w.open[c.rec.OperatorKey]--; w.open[c.rec.OperatorKey] <= 0 {
-		delete(w.open, c.rec.OperatorKey)
-	}
-	g := w.groups[c.group]
-	for i, x := range g {
-		if x == c {
-			g = append(g[:i], g[i+1:]...)
-			break
-		}
-	}
-	if len(g) == 0 {
-		delete(w.groups, c.group)
-	} else {
-		w.groups[c.group] = g
-	}
-	rec := c.rec
-	rec.Targets = len(c.order)
-	rec.Outcomes = make([]fleet.AuditOutcome, 0, len(c.order))
-	for _, o := range c.order {
-		rec.Outcomes = append(rec.Outcomes, *o)
-		switch o.Status {
-		case fleet.OutcomeOK:
-			rec.OK++
-		case fleet.OutcomeError:
-			rec.Errors++
-		default:
-			rec.NoResp++
-		}
-	}
-	sort.SliceStable(rec.Outcomes, func(i, j int) bool { return rec.Outcomes[i].Machine < rec.Outcomes[j].Machine })
-	for _, h := range w.hooks {
-		h(rec)
+	if req, ok := parseCallRequest(m); ok {
+		w.responder.request(req)
+		w.matcher.request(req)
 	}
 }
 
@@ -473,23 +166,24 @@ func (s *Service) watchCalls() error {
 		}
 	}}, s.callHooks...)
 	s.mu.Unlock()
-	w := newCallWatch(s.calls, s.log.With("component", "callwatch"), s.reg, s.presence.state, s.cfg.CallWait, hooks)
+	now := time.Now
 	if s.cfg.Now != nil {
-		w.now = s.cfg.Now
+		now = s.cfg.Now
 	}
+	operatorName := func(key string) (string, bool) {
+		op, ok := s.reg.OperatorByKey(key)
+		return op.Name, ok
+	}
+	emit := func(rec fleet.AuditRecord) {
+		for _, h := range hooks {
+			h(rec)
+		}
+	}
+	w := newCallWatch(s.calls, &offlineResponder{machines: s.presence.state, publish: s.calls.PublishMsg},
+		newCallMatcher(s.presence.state, operatorName, s.cfg.CallWait, now, emit))
 	if err := w.start(); err != nil {
 		return fmt.Errorf("watch calls: %w", err)
 	}
 	s.closers = append(s.closers, w.stop)
 	return nil
-}
-
-// isOpen reports whether target o has had no answer yet.
-func isOpen(o *fleet.AuditOutcome) bool {
-	return o.Status == fleet.OutcomeNoResponse && o.Code == 0
-}
-
-// isOffline reports whether o was settled by a "no responders" answer.
-func isOffline(o *fleet.AuditOutcome) bool {
-	return o.Status == fleet.OutcomeNoResponse && o.Code == fleet.CodeUnavailable
 }

@@ -1,7 +1,6 @@
 package controlsvc
 
 import (
-	"log/slog"
 	"path/filepath"
 	"strconv"
 	"testing"
@@ -12,8 +11,9 @@ import (
 	"github.com/commandcontrol/commandcontrol/fleet"
 )
 
-// watchFixture is a call watcher fed synthetic messages, with a clock the
-// test moves and the records and answers it produced.
+// watchFixture is a call watcher (responder and matcher) fed synthetic
+// messages, with a clock the test moves and the records and answers it
+// produced.
 type watchFixture struct {
 	w     *callWatch
 	clock time.Time
@@ -37,10 +37,14 @@ func newWatchFixture(t *testing.T, online ...string) *watchFixture {
 		pres.connected(connKey{server: "S", cid: uint64(i + 1)}, agentUserPrefix+id)
 	}
 	f := &watchFixture{clock: time.Date(2031, 1, 2, 3, 4, 5, 0, time.UTC)}
-	f.w = newCallWatch(nil, slog.New(slog.DiscardHandler), reg, pres, 10*time.Second,
-		[]CallHook{func(r fleet.AuditRecord) { f.recs = append(f.recs, r) }})
-	f.w.now = func() time.Time { return f.clock }
-	f.w.publish = func(m *nats.Msg) error { f.sent = append(f.sent, m); return nil }
+	operatorName := func(key string) (string, bool) {
+		op, ok := reg.OperatorByKey(key)
+		return op.Name, ok
+	}
+	f.w = newCallWatch(nil,
+		&offlineResponder{machines: pres, publish: func(m *nats.Msg) error { f.sent = append(f.sent, m); return nil }},
+		newCallMatcher(pres, operatorName, 10*time.Second, func() time.Time { return f.clock },
+			func(r fleet.AuditRecord) { f.recs = append(f.recs, r) }))
 	return f
 }
 
@@ -49,7 +53,7 @@ func (f *watchFixture) request(subject, reply, callID, args string) {
 	if callID != "" {
 		m.Header.Set(fleet.HeaderCallID, callID)
 	}
-	f.w.request(m)
+	f.w.handle(m)
 }
 
 // answer is machine's reply on subject; header is what the reply claims
@@ -62,10 +66,10 @@ func (f *watchFixture) answer(subject, fn, header string, code int) {
 		m.Header.Set(fleet.HeaderErrorCode, strconv.Itoa(code))
 		m.Header.Set(fleet.HeaderError, "failed")
 	}
-	f.w.reply(m)
+	f.w.handle(m)
 }
 
-func (f *watchFixture) flushAll() { f.clock = f.clock.Add(time.Hour); f.w.flushDue(f.clock) }
+func (f *watchFixture) flushAll() { f.clock = f.clock.Add(time.Hour); f.w.matcher.flushDue(f.clock) }
 
 func outcomes(r fleet.AuditRecord) map[string]string {
 	out := map[string]string{}
@@ -186,12 +190,12 @@ func TestCallWatchDeadlineByClock(t *testing.T) {
 	f.request(fleet.AllSubject("current-load", wAlice), fleet.CallReply(wAlice, fleet.ReplyToAll, "c6", 0), "c6", ``)
 	f.answer(fleet.CallReply(wAlice, "web01", "c6", 0), "current-load", "web01", 0)
 	f.clock = f.clock.Add(9 * time.Second)
-	f.w.flushDue(f.clock)
+	f.w.matcher.flushDue(f.clock)
 	if len(f.recs) != 0 {
 		t.Fatalf("recorded before the wait ended: %+v", f.recs)
 	}
 	f.clock = f.clock.Add(2 * time.Second)
-	f.w.flushDue(f.clock)
+	f.w.matcher.flushDue(f.clock)
 	if len(f.recs) != 1 || f.recs[0].OK != 1 || f.recs[0].NoResp != 1 {
 		t.Fatalf("got %+v, want 1 ok and 1 no-response", f.recs)
 	}
@@ -203,7 +207,7 @@ func TestCallWatchDeadlineByClock(t *testing.T) {
 func TestCallWatchIgnoresNonAnswers(t *testing.T) {
 	f := newWatchFixture(t, "web01")
 	f.request(fleet.FnSubject("web01", "sw-list", wBob), fleet.CallReply(wBob, "web01", "c7", 0), "c7", `{}`)
-	f.w.reply(&nats.Msg{Subject: fleet.CallReply(wBob, "web01", "c7", 0) + ".x", Data: []byte(`{"type":"io.nats.micro.v1.ping_response"}`), Header: nats.Header{}})
+	f.w.handle(&nats.Msg{Subject: fleet.CallReply(wBob, "web01", "c7", 0) + ".x", Data: []byte(`{"type":"io.nats.micro.v1.ping_response"}`), Header: nats.Header{}})
 	f.answer(fleet.CallReply(wBob, "web01", "c7", 0), "sw-list", "web01", fleet.CodeUnavailable)
 	f.flushAll()
 	if len(f.recs) != 1 || outcomes(f.recs[0])["web01"] != fleet.OutcomeError {

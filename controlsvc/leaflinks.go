@@ -199,12 +199,12 @@ func (s *siteSecrets) check(site, hash, secret, host string, now func() time.Tim
 func siteFleetPermissions(ids []string) jwt.Permissions {
 	var p jwt.Permissions
 	p.Pub.Allow.Add(fleet.DiscoveryReplies())
-	p.Sub.Allow.Add(fleet.AllRoot+".*.*", fleet.AgentHintSubject)
-	p.Sub.Allow.Add(srvSubjects()...)
+	p.Sub.Allow.Add(fleet.BroadcastCallsWildcard, fleet.AgentHintSubject)
+	p.Sub.Allow.Add(fleet.DiscoverySubjects(fleet.AgentServiceName)...)
 	for _, id := range ids {
 		tok := fleet.MachineToken(id)
 		p.Pub.Allow.Add(fleet.MachineReplies(tok))
-		p.Sub.Allow.Add(fleet.FnRoot + "." + tok + ".*.*")
+		p.Sub.Allow.Add(fleet.MachineCallsWildcard(tok))
 	}
 	return p
 }

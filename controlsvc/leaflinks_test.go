@@ -125,7 +125,7 @@ func TestDecideLeafLink(t *testing.T) {
 		}
 		p := uc.Permissions
 		tok := fleet.MachineToken("10.2.0.1_dc2-a")
-		if !slices.Contains(p.Pub.Allow, fleet.MachineReplies(tok)) || !slices.Contains(p.Sub.Allow, fleet.FnRoot+"."+tok+".*.*") {
+		if !slices.Contains(p.Pub.Allow, fleet.MachineReplies(tok)) || !slices.Contains(p.Sub.Allow, fleet.MachineCallsWildcard(tok)) {
 			t.Errorf("FLEET link permissions %+v lack the site's machine", p)
 		}
 		for _, s := range append(p.Pub.Allow, p.Sub.Allow...) {
@@ -133,7 +133,7 @@ func TestDecideLeafLink(t *testing.T) {
 				t.Errorf("FLEET link may use %s", s)
 			}
 		}
-		if slices.Contains(p.Pub.Allow, fleet.AgentHintSubject) || slices.Contains(p.Pub.Allow, fleet.AllRoot+".*.*") {
+		if slices.Contains(p.Pub.Allow, fleet.AgentHintSubject) || slices.Contains(p.Pub.Allow, fleet.BroadcastCallsWildcard) {
 			t.Errorf("FLEET link may publish %v", p.Pub.Allow)
 		}
 	}

@@ -6,19 +6,8 @@ import (
 )
 
 // DefaultReadOnlyFunctions are the functions a viewer may call: the
-// built-ins, all of which only read.
-var DefaultReadOnlyFunctions = []string{
-	"machine-info", "sw-list", "installed-sec-patches", "current-cpu-mem-diskio", "current-load",
-}
-
-// srvSubjects are the nats micro discovery subjects an agent answers.
-func srvSubjects() []string {
-	var out []string
-	for _, verb := range []string{"PING", "INFO", "STATS"} {
-		out = append(out, "$SRV."+verb, "$SRV."+verb+"."+fleet.AgentServiceName, "$SRV."+verb+"."+fleet.AgentServiceName+".*")
-	}
-	return out
-}
+// read-only built-ins (fleet.BuiltinFunctions).
+var DefaultReadOnlyFunctions = fleet.ReadOnlyBuiltins()
 
 // agentPermissions: receive its own and broadcast calls, the control
 // service's hints and micro discovery pings; publish only replies under a
@@ -29,8 +18,8 @@ func srvSubjects() []string {
 func agentPermissions(machineID string) jwt.Permissions {
 	var p jwt.Permissions
 	tok := fleet.MachineToken(machineID)
-	p.Sub.Allow.Add(fleet.FnRoot+"."+tok+".*.*", fleet.AllRoot+".*.*", fleet.AgentHintSubject)
-	p.Sub.Allow.Add(srvSubjects()...)
+	p.Sub.Allow.Add(fleet.MachineCallsWildcard(tok), fleet.BroadcastCallsWildcard, fleet.AgentHintSubject)
+	p.Sub.Allow.Add(fleet.DiscoverySubjects(fleet.AgentServiceName)...)
 	p.Pub.Allow.Add(fleet.MachineReplies(tok), fleet.DiscoveryReplies())
 	return p
 }
@@ -47,16 +36,16 @@ func agentPermissions(machineID string) jwt.Permissions {
 func operatorPermissions(op operatorIdentity, readOnlyFns []string) jwt.Permissions {
 	var p jwt.Permissions
 	if op.Role == fleet.RoleAdmin {
-		p.Pub.Allow.Add(fleet.FnRoot+".*.*."+op.Key, fleet.AllRoot+".*."+op.Key)
+		p.Pub.Allow.Add(fleet.CallerCallsWildcards(op.Key)...)
 	} else {
 		for _, fn := range readOnlyFns {
-			p.Pub.Allow.Add(fleet.FnRoot+".*."+fn+"."+op.Key, fleet.AllSubject(fn, op.Key))
+			p.Pub.Allow.Add(fleet.CallerFnWildcards(fn, op.Key)...)
 		}
 	}
-	p.Pub.Allow.Add(fleet.CtlRoot+"."+op.Key+".>", fleet.PresenceSnapshotSubject)
+	p.Pub.Allow.Add(fleet.CtlWildcard(op.Key), fleet.PresenceSnapshotSubject)
 	if op.Role == fleet.RoleAdmin {
-		p.Pub.Allow.Add("$SRV.>")
+		p.Pub.Allow.Add(fleet.DiscoveryWildcard)
 	}
-	p.Sub.Allow.Add(fleet.OperatorInbox(op.Key)+".>", fleet.PresenceEventsWildcard)
+	p.Sub.Allow.Add(fleet.OperatorInboxWildcard(op.Key), fleet.PresenceEventsWildcard)
 	return p
 }

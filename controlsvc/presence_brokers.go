@@ -18,7 +18,7 @@ import (
 // at the hub (serverRequest).
 
 // serverPingSubject asks every broker reachable for its id.
-const serverPingSubject = "$SYS.REQ.SERVER.PING"
+const serverPingSubject = fleet.ServerPingSubject
 
 // siteServer names server id of remote site ("": the hub) in presence:
 // "<site>/<id>" (server ids never hold a '/').
@@ -43,7 +43,7 @@ func serverSite(server string) (site, id string) {
 // the site's own account at the hub only.
 func serverRequest(server, verb string) string {
 	site, id := serverSite(server)
-	subj := "$SYS.REQ.SERVER." + id + "." + verb
+	subj := fleet.ServerRequestSubject(id, verb)
 	if site == "" {
 		return subj
 	}

@@ -14,9 +14,9 @@ import (
 
 // The brokers' events the tracker follows on its SYS connection.
 var (
-	connectSubject    = "$SYS.ACCOUNT." + broker.FleetAccount + ".CONNECT"
-	disconnectSubject = "$SYS.ACCOUNT." + broker.FleetAccount + ".DISCONNECT"
-	shutdownSubject   = "$SYS.SERVER.*.SHUTDOWN"
+	connectSubject    = fleet.AccountConnectSubject(broker.FleetAccount)
+	disconnectSubject = fleet.AccountDisconnectSubject(broker.FleetAccount)
+	shutdownSubject   = fleet.ServerShutdownWildcard
 )
 
 // connEvent is the part of the broker's connect/disconnect event we read.
@@ -126,7 +126,7 @@ func (tr *presenceTracker) reportDroppedEvents(ctx context.Context, site string,
 
 func (tr *presenceTracker) handleEvent(m *nats.Msg) {
 	site, subject := "", m.Subject
-	if !strings.HasPrefix(subject, "$SYS.") {
+	if !fleet.IsSysSubject(subject) {
 		var err error
 		if site, subject, err = fleet.ParseSiteSysSubject(subject); err != nil {
 			tr.log.Error("malformed site event", "error", err)
@@ -134,10 +134,9 @@ func (tr *presenceTracker) handleEvent(m *nats.Msg) {
 		}
 	}
 	if strings.HasSuffix(subject, ".SHUTDOWN") {
-		parts := strings.Split(subject, ".")
-		if len(parts) == 4 {
-			tr.log.Info("broker shut down", "site", site, "server", parts[2])
-			tr.state.serverGone(siteServer(site, parts[2]))
+		if ev, err := fleet.ParseServerEvent(subject); err == nil && ev.Kind == fleet.SysShutdown {
+			tr.log.Info("broker shut down", "site", site, "server", ev.Server)
+			tr.state.serverGone(siteServer(site, ev.Server))
 		}
 		return
 	}

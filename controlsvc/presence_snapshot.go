@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"strconv"
-	"strings"
 	"sync"
 
 	"github.com/commandcontrol/commandcontrol/fleet"
@@ -25,7 +24,7 @@ const legacySnapshotKey = "anyone on " + fleet.PresenceSnapshotSubject
 // operators' inboxes does not multiply what the subject may cost.
 func (tr *presenceTracker) answerSnapshot(m *nats.Msg) {
 	owner, ok := fleet.InboxOwner(m.Reply)
-	if !ok || !strings.HasPrefix(m.Reply, fleet.ControlInbox(owner)+".") {
+	if !ok || !fleet.IsControlReply(m.Reply, owner) {
 		// Only an operator's control inbox is a place to answer; the
 		// broker would refuse anything else from this connection too.
 		return

@@ -39,7 +39,7 @@ func compromisedAgent(t *testing.T, svc *controlsvc.Service, id string, body []b
 			_ = m.Respond(body)
 		}
 	}
-	for _, subj := range []string{fleet.FnRoot + "." + fleet.MachineToken(id) + ".*.*", fleet.AllRoot + ".*.*", "$SRV.PING", "$SRV.INFO.cc-agent", "$SRV.STATS.cc-agent"} {
+	for _, subj := range []string{fleet.MachineCallsWildcard(fleet.MachineToken(id)), fleet.BroadcastCallsWildcard, "$SRV.PING", "$SRV.INFO.cc-agent", "$SRV.STATS.cc-agent"} {
 		if _, err := nc.Subscribe(subj, answer); err != nil {
 			t.Fatal(err)
 		}
@@ -259,7 +259,7 @@ func TestThreatAgentCannotAnswerForOthers(t *testing.T) {
 			_ = nc.PublishMsg(f)
 		}
 	}
-	if _, err := nc.Subscribe(fleet.AllRoot+".*.*", forge); err != nil {
+	if _, err := nc.Subscribe(fleet.BroadcastCallsWildcard, forge); err != nil {
 		t.Fatal(err)
 	}
 	_ = nc.Flush()
@@ -316,7 +316,7 @@ func TestThreatAimedAnswersDoNotStandInForMachines(t *testing.T) {
 	}
 	spy, _ := compromisedAgent(t, svc, "10.6.6.7_spy", []byte(`{}`))
 	aimed := make(chan int, 1)
-	if _, err := spy.Subscribe(fleet.AllRoot+".patches.*", func(m *nats.Msg) {
+	if _, err := spy.Subscribe(fleet.AllSubject("patches", "*"), func(m *nats.Msg) {
 		r, err := fleet.ParseCallReply(m.Reply)
 		if err != nil {
 			return

@@ -57,7 +57,7 @@ func TestThreatOneOperatorCannotStarveAnother(t *testing.T) {
 	flooder := operatorConn(t, svc.ClientURL(), newOperator(t, svc, "flooder", fleet.RoleAdmin))
 	other := operatorConn(t, svc.ClientURL(), newOperator(t, svc, "other", fleet.RoleAdmin))
 
-	replies, err := flooder.SubscribeSync(fleet.OperatorInbox(flooder.Opts.Nkey) + ".>")
+	replies, err := flooder.SubscribeSync(fleet.OperatorInboxWildcard(flooder.Opts.Nkey))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -133,7 +133,7 @@ func TestThreatBroadcastFloodRepliesBounded(t *testing.T) {
 	other := operatorConn(t, svc.ClientURL(), newOperator(t, svc, "other", fleet.RoleViewer))
 	vk := viewer.Opts.Nkey
 	var total, ok, tooMany, othersCodes atomic.Int64
-	sub, err := viewer.Subscribe(fleet.OperatorInbox(vk)+".>", func(m *nats.Msg) {
+	sub, err := viewer.Subscribe(fleet.OperatorInboxWildcard(vk), func(m *nats.Msg) {
 		total.Add(1)
 		switch errorCode(m) {
 		case 0:

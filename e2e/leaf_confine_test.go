@@ -311,7 +311,7 @@ func TestLeafSiteFleetConfined(t *testing.T) {
 				if err != nil {
 					return false
 				}
-				if strings.HasPrefix(m.Subject, fleet.AllRoot+".") {
+				if isBroadcastCall(m.Subject) {
 					return true
 				}
 			}
@@ -332,7 +332,7 @@ func TestLeafSiteFleetConfined(t *testing.T) {
 			if m.Subject == fleet.AllSubject("machine-info", f.adminKey) {
 				break
 			}
-			if !strings.HasPrefix(m.Subject, fleet.AllRoot+".") {
+			if !isBroadcastCall(m.Subject) {
 				t.Fatalf("the site saw %s (%.80s)", m.Subject, m.Data)
 			}
 		}
@@ -545,4 +545,10 @@ func TestLeafSiteOneLinkAcrossRestart(t *testing.T) {
 		}
 		return false
 	})
+}
+
+// isBroadcastCall reports whether subject is a broadcast call's.
+func isBroadcastCall(subject string) bool {
+	c, err := fleet.ParseFnSubject(subject)
+	return err == nil && c.Token == ""
 }

@@ -105,7 +105,7 @@ func TestAgentConfinedToItsOwnSubjects(t *testing.T) {
 	}
 	expectViolation(t, errs, "subscribe to another agent's subjects")
 	// So is a wildcard over every agent.
-	if _, err := nc.SubscribeSync(fleet.FnRoot + ".>"); err != nil {
+	if _, err := nc.SubscribeSync(fleet.DirectCallsWildcard); err != nil {
 		t.Fatal(err)
 	}
 	expectViolation(t, errs, "subscribe to every agent's subjects")
@@ -120,7 +120,7 @@ func TestAgentConfinedToItsOwnSubjects(t *testing.T) {
 	}
 	expectViolation(t, errs, "agent watching presence")
 	// Its own subjects are fine.
-	if _, err := nc.SubscribeSync(fleet.FnRoot + "." + fleet.MachineToken("10.0.0.1_web01") + ".*.*"); err != nil {
+	if _, err := nc.SubscribeSync(fleet.MachineCallsWildcard(fleet.MachineToken("10.0.0.1_web01"))); err != nil {
 		t.Fatal(err)
 	}
 	if err := nc.Flush(); err != nil {
@@ -177,7 +177,7 @@ func TestOperatorCannotReadAnothersReplies(t *testing.T) {
 	seed := newOperator(t, svc, "bob", "viewer")
 	b, _ := nkeys.FromSeed(mustRead(t, seed))
 	nc, errs := permConn(t, svc.ClientURL(), b, "bob")
-	if _, err := nc.SubscribeSync(fleet.OperatorInbox(admin.Opts.Nkey) + ".>"); err != nil {
+	if _, err := nc.SubscribeSync(fleet.OperatorInboxWildcard(admin.Opts.Nkey)); err != nil {
 		t.Fatal(err)
 	}
 	expectViolation(t, errs, "subscribe to the admin's inbox")

@@ -193,6 +193,9 @@ func TestThreatAgentCannotImpersonateOrEavesdrop(t *testing.T) {
 		t.Fatal(err)
 	}
 	nc, errs := permConn(t, svc.ClientURL(), kp, id)
+	// ONLINE before it is called: a call to a machine presence has not
+	// seen yet is answered "no responders" by the control service.
+	waitFor(t, "machine online", 5*time.Second, func() bool { return online(svc, id) })
 	steps := []struct {
 		what string
 		try  func() error
@@ -206,7 +209,7 @@ func TestThreatAgentCannotImpersonateOrEavesdrop(t *testing.T) {
 			return nc.Publish(fleet.OperatorInbox(op.Opts.Nkey)+".forged.1", []byte(`{"load1":0}`))
 		}},
 		{"subscribe to $SYS", func() error { _, err := nc.SubscribeSync("$SYS.>"); return err }},
-		{"subscribe to operator inboxes", func() error { _, err := nc.SubscribeSync(fleet.InboxRoot + ".>"); return err }},
+		{"subscribe to operator inboxes", func() error { _, err := nc.SubscribeSync(fleet.InboxesWildcard); return err }},
 		{"publish to $SYS", func() error { return nc.Publish("$SYS.REQ.SERVER.PING", nil) }},
 		{"reach JetStream", func() error { return nc.PublishRequest("$JS.API.INFO", "_INBOX_cc.x.y", nil) }},
 	}
@@ -218,7 +221,7 @@ func TestThreatAgentCannotImpersonateOrEavesdrop(t *testing.T) {
 	}
 	// It answers only under its own token: a reply for another machine,
 	// even into the very inbox of a call it received, is refused.
-	sub, err := nc.SubscribeSync(fleet.FnRoot + "." + fleet.MachineToken(id) + ".*.*")
+	sub, err := nc.SubscribeSync(fleet.MachineCallsWildcard(fleet.MachineToken(id)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -284,12 +287,12 @@ func TestThreatOperatorConfined(t *testing.T) {
 	}{
 		{"subscribe to $SYS.>", func() error { _, err := nc.SubscribeSync("$SYS.>"); return err }},
 		{"subscribe to another operator's inbox", func() error {
-			_, err := nc.SubscribeSync(fleet.OperatorInbox(admin.Opts.Nkey) + ".>")
+			_, err := nc.SubscribeSync(fleet.OperatorInboxWildcard(admin.Opts.Nkey))
 			return err
 		}},
-		{"subscribe to every inbox", func() error { _, err := nc.SubscribeSync(fleet.InboxRoot + ".>"); return err }},
-		{"subscribe to call subjects", func() error { _, err := nc.SubscribeSync(fleet.FnRoot + ".>"); return err }},
-		{"subscribe to broadcast calls", func() error { _, err := nc.SubscribeSync(fleet.AllRoot + ".>"); return err }},
+		{"subscribe to every inbox", func() error { _, err := nc.SubscribeSync(fleet.InboxesWildcard); return err }},
+		{"subscribe to call subjects", func() error { _, err := nc.SubscribeSync(fleet.DirectCallsWildcard); return err }},
+		{"subscribe to broadcast calls", func() error { _, err := nc.SubscribeSync(fleet.BroadcastsWildcard); return err }},
 		{"subscribe to control requests", func() error { _, err := nc.SubscribeSync(fleet.CtlRoot + ".>"); return err }},
 		{"forge a presence event", func() error {
 			return nc.Publish(fleet.PresenceEventSubject(fleet.EventLeft, "10.0.0.1_web01"), []byte(`{"event":"left"}`))

@@ -22,3 +22,19 @@ const HeaderCallID = "Cc-Call"
 // MaxCallIDLen bounds a call id; an agent refuses a longer one (400), so
 // the ids it remembers take bounded memory.
 const MaxCallIDLen = 64
+
+// The NATS status headers a broker sets on a "no responders" answer (a
+// request nobody serves): an empty body with Status 503. The control
+// service sends the same for a call to a machine that is not ONLINE.
+const (
+	HeaderStatus            = "Status"
+	HeaderDescription       = "Description"
+	StatusNoResponders      = "503"
+	DescriptionNoResponders = "No Responders"
+)
+
+// IsNoResponders reports whether a reply with Status header status and a
+// body of bodyLen bytes is a "no responders" answer.
+func IsNoResponders(status string, bodyLen int) bool {
+	return status == StatusNoResponders && bodyLen == 0
+}

@@ -40,6 +40,13 @@ func ControlInbox(caller string) string {
 	return InboxRoot + "." + caller + "." + replyToControl
 }
 
+// IsControlReply reports whether reply is a subject in the control inbox
+// of the operator with key caller: the only place the control service
+// answers that operator.
+func IsControlReply(reply, caller string) bool {
+	return strings.HasPrefix(reply, ControlInbox(caller)+".")
+}
+
 // ControlReplies is the subject pattern the control service's serving
 // user may publish answers on.
 func ControlReplies() string { return InboxRoot + ".*." + replyToControl + ".>" }
@@ -101,6 +108,31 @@ func ParseCallReply(subject string) (ReplySubject, error) {
 		return ReplySubject{}, fmt.Errorf("reply subject %q: want %s.<caller key>.<machine token or %s>.<call>[.<copy>]", subject, InboxRoot, ReplyToAll)
 	}
 	return ReplySubject{Caller: caller, Target: target, Call: call, Copy: cp}, nil
+}
+
+// CallReplyFor parses the reply subject of call c as the control service
+// reads it: in c's caller's inbox, naming [ReplyToAll] or, for a direct
+// call, c's machine token. A broadcast's reply subject may name one
+// machine's token instead: that machine alone answers it (see
+// [AgentReply]), so the call is one to that machine.
+func CallReplyFor(c Call, reply string) (ReplySubject, error) {
+	r, err := ParseCallReply(reply)
+	if err != nil {
+		return ReplySubject{}, err
+	}
+	if r.Caller != c.Caller {
+		return ReplySubject{}, fmt.Errorf("reply subject %q is not the caller's inbox %s", reply, OperatorInbox(c.Caller))
+	}
+	if r.Target == ReplyToAll || r.Target == c.Token {
+		return r, nil
+	}
+	if c.Token == "" {
+		if _, err := MachineFromToken(r.Target); err == nil {
+			return r, nil
+		}
+		return ReplySubject{}, fmt.Errorf("reply subject %q names target %q, which is no machine token nor %s", reply, r.Target, ReplyToAll)
+	}
+	return ReplySubject{}, fmt.Errorf("reply subject %q names target %q, not the call's machine or %s", reply, r.Target, ReplyToAll)
 }
 
 // InboxOwner returns the operator key of an _INBOX_cc.<key>.… subject.

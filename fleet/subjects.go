@@ -67,6 +67,51 @@ func CtlSubject(operatorKey, op string) string { return CtlRoot + "." + operator
 // another's replies.
 func OperatorInbox(operatorKey string) string { return InboxRoot + "." + operatorKey }
 
+// Subscription and permission patterns.
+const (
+	// DirectCallsWildcard matches every direct call.
+	DirectCallsWildcard = FnRoot + ".>"
+	// BroadcastsWildcard matches every broadcast call.
+	BroadcastsWildcard = AllRoot + ".>"
+	// BroadcastCallsWildcard is what an agent subscribes to for
+	// broadcasts: AllRoot.<function>.<caller>.
+	BroadcastCallsWildcard = AllRoot + ".*.*"
+	// InboxesWildcard matches every operator's replies.
+	InboxesWildcard = InboxRoot + ".>"
+)
+
+// MachineCallsWildcard matches the direct calls to the machine with token
+// tok: what its agent subscribes to.
+func MachineCallsWildcard(tok string) string { return FnRoot + "." + tok + ".*.*" }
+
+// CallerCallsWildcards match every direct and broadcast call the operator
+// with key caller may send.
+func CallerCallsWildcards(caller string) []string {
+	return []string{FnRoot + ".*.*." + caller, AllRoot + ".*." + caller}
+}
+
+// CallerFnWildcards match the direct and broadcast calls of function fn
+// the operator with key caller may send.
+func CallerFnWildcards(fn, caller string) []string {
+	return []string{FnRoot + ".*." + fn + "." + caller, AllSubject(fn, caller)}
+}
+
+// CtlWildcard matches every control API request of the operator with key
+// operatorKey.
+func CtlWildcard(operatorKey string) string { return CtlRoot + "." + operatorKey + ".>" }
+
+// CtlOpWildcard matches control API requests for op from any operator:
+// what the control service serves.
+func CtlOpWildcard(op string) string { return CtlRoot + ".*." + op }
+
+// OperatorInboxWildcard matches every reply in the inbox of the operator
+// with key operatorKey.
+func OperatorInboxWildcard(operatorKey string) string { return OperatorInbox(operatorKey) + ".>" }
+
+// IsInboxSubject reports whether subject is in an operator's inbox (a
+// reply), as opposed to a call.
+func IsInboxSubject(subject string) bool { return strings.HasPrefix(subject, InboxRoot+".") }
+
 // Call is a parsed call subject.
 type Call struct {
 	// Token is the machine token of a direct call, "" for a broadcast.

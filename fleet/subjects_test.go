@@ -26,6 +26,14 @@ func TestSubjectBuilders(t *testing.T) {
 		{"PresenceEventSubject left", PresenceEventSubject(EventLeft, "web01"), "sys.commandControl.presence.event.left.web01"},
 		{"PresenceSnapshotSubject", PresenceSnapshotSubject, "sys.commandControl.presence.snapshot"},
 		{"PresenceEventsWildcard", PresenceEventsWildcard, "sys.commandControl.presence.event.>"},
+		{"DirectCallsWildcard", DirectCallsWildcard, "sys.commandControl.fn.>"},
+		{"BroadcastsWildcard", BroadcastsWildcard, "sys.commandControl.all.>"},
+		{"BroadcastCallsWildcard", BroadcastCallsWildcard, "sys.commandControl.all.*.*"},
+		{"MachineCallsWildcard", MachineCallsWildcard(MachineToken("10.0.0.5_web01")), "sys.commandControl.fn.10~0~0~5_web01.*.*"},
+		{"CallerCallsWildcards", strings.Join(CallerCallsWildcards("K"), " "), "sys.commandControl.fn.*.*.K sys.commandControl.all.*.K"},
+		{"CallerFnWildcards", strings.Join(CallerFnWildcards("sw-list", "K"), " "), "sys.commandControl.fn.*.sw-list.K sys.commandControl.all.sw-list.K"},
+		{"CtlWildcard", CtlWildcard("K"), "sys.commandControl.ctl.K.>"},
+		{"CtlOpWildcard", CtlOpWildcard(OpWhoAmI), "sys.commandControl.ctl.*.whoami"},
 	}
 	for _, tt := range tests {
 		if tt.got != tt.want {

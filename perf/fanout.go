@@ -18,7 +18,7 @@ func fleetCall(ctx context.Context, c *bench.Client, n, reps int) (Durations, er
 	var d Durations
 	for i := 0; i < reps; i++ {
 		start := time.Now()
-		s, err := c.Stream(ctx, "current-load", nil, bench.CallOptions{Timeout: 60 * time.Second}, func(bench.Reply) {})
+		s, err := c.Stream(ctx, fleet.FnCurrentLoad, nil, bench.CallOptions{Timeout: 60 * time.Second}, func(bench.Reply) {})
 		if err != nil {
 			return nil, err
 		}
@@ -37,7 +37,7 @@ func directCall(ctx context.Context, c *bench.Client, machine string, reps int) 
 	// The raw side: one subscription for its replies (as nats.go's
 	// request mux has), a request published per repetition.
 	key := c.Key()
-	subject := fleet.FnSubject(machine, "current-load", key)
+	subject := fleet.FnSubject(machine, fleet.FnCurrentLoad, key)
 	replies := make(chan *nats.Msg, 1)
 	sub, err := c.Conn().ChanSubscribe(fleet.DirectInbox(key, machine)+".raw.*", replies)
 	if err != nil {
@@ -46,7 +46,7 @@ func directCall(ctx context.Context, c *bench.Client, machine string, reps int) 
 	defer func() { _ = sub.Unsubscribe() }()
 	for i := 0; i < reps; i++ {
 		start := time.Now()
-		s, err := c.Stream(ctx, "current-load", nil, bench.CallOptions{Machines: []string{machine}, Timeout: 10 * time.Second}, func(bench.Reply) {})
+		s, err := c.Stream(ctx, fleet.FnCurrentLoad, nil, bench.CallOptions{Machines: []string{machine}, Timeout: 10 * time.Second}, func(bench.Reply) {})
 		if err != nil {
 			return nil, nil, err
 		}

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/commandcontrol/commandcontrol/agent/functions"
+	"github.com/commandcontrol/commandcontrol/fleet"
 	"github.com/nats-io/nats.go"
 )
 
@@ -86,7 +87,7 @@ func baselineResponder(url string, fns *functions.Set, loopback bool, src int) (
 		return nil, err
 	}
 	_, err = nc.Subscribe(BaselineSubject, func(m *nats.Msg) {
-		res, err := fns.Call(context.Background(), "current-load", m.Data)
+		res, err := fns.Call(context.Background(), fleet.FnCurrentLoad, m.Data)
 		if err != nil {
 			return
 		}

@@ -214,7 +214,7 @@ func (s *Swarm) newAgent(i int, onConnect func()) (*agent.Agent, error) {
 	// their caches), as processes on one machine would; machine-info stays
 	// each member's own, since it reports the machine id.
 	for _, spec := range s.shared[m.profile].Specs() {
-		if f, ok := s.shared[m.profile].Lookup(spec.Name); ok && spec.Name != "machine-info" {
+		if f, ok := s.shared[m.profile].Lookup(spec.Name); ok && spec.Name != fleet.FnMachineInfo {
 			_ = fns.Add(f)
 		}
 	}

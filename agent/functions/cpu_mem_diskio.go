@@ -6,10 +6,11 @@ import (
 	"sync"
 	"time"
 
+	"github.com/commandcontrol/commandcontrol/fleet"
 	"github.com/shirou/gopsutil/v4/mem"
 )
 
-func init() { Register("current-cpu-mem-diskio", newCPUMemDiskIO) }
+func init() { Register(fleet.FnCurrentCPUMemDiskIO, newCPUMemDiskIO) }
 
 // DefaultSampleInterval is how often the cpu/disk sampler reads counters.
 const DefaultSampleInterval = 5 * time.Second
@@ -84,9 +85,9 @@ func newCPUMemDiskIO(env *Env) (Function, error) {
 
 func (f *cpuMemDiskIO) Spec() Spec {
 	return Spec{
-		Name:     "current-cpu-mem-diskio",
+		Name:     fleet.FnCurrentCPUMemDiskIO,
 		Help:     "CPU use (total and per core), memory, swap and per-disk I/O rates from a background sampler",
-		ReadOnly: true,
+		ReadOnly: fleet.ReadOnlyBuiltin(fleet.FnCurrentCPUMemDiskIO),
 	}
 }
 

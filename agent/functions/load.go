@@ -5,9 +5,11 @@ import (
 	"encoding/json"
 	"sync"
 	"time"
+
+	"github.com/commandcontrol/commandcontrol/fleet"
 )
 
-func init() { Register("current-load", newLoad) }
+func init() { Register(fleet.FnCurrentLoad, newLoad) }
 
 // LoadReply answers current-load. Load averages are top-level numbers so a
 // workbench can filter on `load1 > 10`.
@@ -58,9 +60,9 @@ func newLoad(env *Env) (Function, error) { return &currentLoad{root: env.Root, n
 
 func (f *currentLoad) Spec() Spec {
 	return Spec{
-		Name:     "current-load",
+		Name:     fleet.FnCurrentLoad,
 		Help:     "load averages, running and blocked processes, CPU count and pressure stall information",
-		ReadOnly: true,
+		ReadOnly: fleet.ReadOnlyBuiltin(fleet.FnCurrentLoad),
 		Instant:  true, // one read of /proc/loadavg and /proc/pressure a second, cached
 	}
 }

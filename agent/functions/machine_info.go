@@ -10,12 +10,13 @@ import (
 	"sync"
 	"time"
 
+	"github.com/commandcontrol/commandcontrol/fleet"
 	"github.com/shirou/gopsutil/v4/cpu"
 	"github.com/shirou/gopsutil/v4/host"
 	"github.com/shirou/gopsutil/v4/mem"
 )
 
-func init() { Register("machine-info", newMachineInfo) }
+func init() { Register(fleet.FnMachineInfo, newMachineInfo) }
 
 // staticInfoTTL is how long facts that change only with a reboot or an
 // upgrade (platform, kernel, CPU model, virtualization) are cached.
@@ -81,9 +82,9 @@ func newMachineInfo(env *Env) (Function, error) { return &machineInfo{env: env},
 
 func (f *machineInfo) Spec() Spec {
 	return Spec{
-		Name:     "machine-info",
+		Name:     fleet.FnMachineInfo,
 		Help:     "host facts: hostname, OS, kernel, virtualization, uptime, CPU, memory and IP addresses",
-		ReadOnly: true,
+		ReadOnly: fleet.ReadOnlyBuiltin(fleet.FnMachineInfo),
 	}
 }
 

@@ -10,9 +10,11 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/commandcontrol/commandcontrol/fleet"
 )
 
-func init() { Register("installed-sec-patches", newSecPatches) }
+func init() { Register(fleet.FnInstalledSecPatches, newSecPatches) }
 
 // SecPatchesReply answers installed-sec-patches.
 //
@@ -163,9 +165,9 @@ func newSecPatches(env *Env) (Function, error) {
 
 func (f *secPatches) Spec() Spec {
 	return Spec{
-		Name:     "installed-sec-patches",
+		Name:     fleet.FnInstalledSecPatches,
 		Help:     "security updates pending and installed: apt's -security index, dnf/yum advisories, apk upgrades, Windows hotfixes, macOS install history",
-		ReadOnly: true,
+		ReadOnly: fleet.ReadOnlyBuiltin(fleet.FnInstalledSecPatches),
 		Args: []Arg{{Name: "name", Type: TypeString,
 			Help: "only packages whose name contains this text, or matches this glob"}},
 	}

@@ -2,9 +2,11 @@ package functions
 
 import (
 	"context"
+
+	"github.com/commandcontrol/commandcontrol/fleet"
 )
 
-func init() { Register("sw-list", newSwList) }
+func init() { Register(fleet.FnSwList, newSwList) }
 
 // SwListReply answers sw-list.
 type SwListReply struct {
@@ -21,9 +23,9 @@ func newSwList(env *Env) (Function, error) {
 
 func (f *swList) Spec() Spec {
 	return Spec{
-		Name:     "sw-list",
+		Name:     fleet.FnSwList,
 		Help:     "installed software (dpkg, rpm, apk; Windows Uninstall keys; macOS apps and Homebrew) with version, arch, source, vendor and install time",
-		ReadOnly: true,
+		ReadOnly: fleet.ReadOnlyBuiltin(fleet.FnSwList),
 		Args: []Arg{{Name: "name", Type: TypeString,
 			Help: "only packages whose name contains this text, or matches this glob (lib*ssl*)"}},
 	}

@@ -36,7 +36,7 @@ func Request(nc *nats.Conn, machine, fn string, body []byte, timeout time.Durati
 		}
 		return nil, err
 	}
-	if len(msg.Data) == 0 && msg.Header.Get("Status") == "503" {
+	if fleet.IsNoResponders(msg.Header.Get(fleet.HeaderStatus), len(msg.Data)) {
 		return nil, nats.ErrNoResponders
 	}
 	return msg, nil

@@ -1,0 +1,340 @@
+package controlsvc
+
+import (
+	"hash/fnv"
+	"sort"
+	"strconv"
+	"time"
+
+	"github.com/commandcontrol/commandcontrol/fleet"
+	"github.com/nats-io/nats.go"
+)
+
+// Call-watch bounds.
+const (
+	// DefaultCallWait is how long the watcher waits for a call's replies
+	// before recording the missing targets as no-response: the agents'
+	// default call timeout plus a margin.
+	DefaultCallWait = 35 * time.Second
+	// callLinger is how long a complete call stays open so requests sent
+	// right after it under the same inbox (nats.go's request mux) join it.
+	callLinger = 200 * time.Millisecond
+	// maxWatchedCalls bounds the calls held open; past it the oldest is
+	// recorded early.
+	maxWatchedCalls = 10000
+	// maxWatchedPerCaller bounds one operator's open calls; past it that
+	// operator's oldest is recorded early, so a flood of calls nobody
+	// answers cannot push other operators' calls out.
+	maxWatchedPerCaller = maxWatchedCalls / 4
+	// maxCallTargets bounds the targets one watched call collects.
+	maxCallTargets = 200000
+)
+
+// callMatcher matches the calls the control service sees to their
+// replies and emits one audit record per call once its replies are in or
+// it stopped waiting for them. Who called is the key a call subject ends
+// with and who answered the token a reply subject names: the broker lets
+// only that operator, and only that machine, publish those. It is
+// bookkeeping only: it sends nothing (see offlineResponder), reads the
+// time from now and is fed the messages by callWatch.
+type callMatcher struct {
+	machines onlineMachines
+	// operatorName names the operator with a key, for the record.
+	operatorName func(key string) (string, bool)
+	wait         time.Duration
+	now          func() time.Time
+	emit         func(fleet.AuditRecord)
+	// calls by key (caller, call token, function, arguments); groups by
+	// the reply subject's (caller, call token[, copy]).
+	calls  map[string]*watchedCall
+	groups map[callGroup][]*watchedCall
+	// open counts each caller's open calls.
+	open map[string]int
+}
+
+func newCallMatcher(machines onlineMachines, operatorName func(string) (string, bool), wait time.Duration, now func() time.Time, emit func(fleet.AuditRecord)) *callMatcher {
+	return &callMatcher{machines: machines, operatorName: operatorName, wait: wait, now: now, emit: emit,
+		calls: map[string]*watchedCall{}, groups: map[callGroup][]*watchedCall{}, open: map[string]int{}}
+}
+
+type watchedCall struct {
+	key      string
+	group    callGroup
+	rec      fleet.AuditRecord
+	start    time.Time
+	deadline time.Time
+	targets  map[string]*fleet.AuditOutcome // by machine id
+	order    []*fleet.AuditOutcome
+	pending  int
+	// everyone: the call reaches every ONLINE machine, so one that
+	// answers unexpected (it came online meanwhile) is a target too.
+	everyone bool
+}
+
+// callGroup is what a call's copies share in their reply subjects: the
+// caller and the call token, and the copy too for a request without a
+// call id (each hand-made request is a call of its own). Its fields are
+// parts of the reply subject, so looking a reply up allocates nothing.
+type callGroup struct{ caller, call, copy string }
+
+func groupOf(r fleet.ReplySubject, withCopy bool) callGroup {
+	if withCopy {
+		return callGroup{r.Caller, r.Call, r.Copy}
+	}
+	return callGroup{caller: r.Caller, call: r.Call}
+}
+
+// request opens call req, or adds a copy or target to the call it is one
+// of. A call no agent answers (its reply subject is refused) is not one.
+func (w *callMatcher) request(req callRequest) {
+	if req.replyErr != nil {
+		return
+	}
+	call, rs, m := req.call, req.reply, req.msg
+	hasID := m.Header.Get(fleet.HeaderCallID) != ""
+	group := groupOf(rs, !hasID)
+	key := group.caller + " " + group.call + " " + group.copy + " " + call.Function + " " + argsDigest(m.Data)
+	c := w.calls[key]
+	if c == nil {
+		if w.open[call.Caller] >= maxWatchedPerCaller {
+			w.flushOldest(call.Caller)
+		} else if len(w.calls) >= maxWatchedCalls {
+			w.flushOldest("")
+		}
+		c = w.openCall(key, group, call, m)
+	}
+	now := w.now()
+	if call.Token == "" {
+		c.rec.Broadcast = true
+	}
+	if req.target == "" {
+		c.everyone = true
+		c.deadline = now.Add(w.wait)
+		w.expectOnline(c)
+		if c.pending <= 0 {
+			c.deadline = now.Add(callLinger)
+		}
+		return
+	}
+	id, err := fleet.MachineFromToken(req.target)
+	if err != nil {
+		return
+	}
+	if c.targets[id] == nil {
+		// A new target waits its full time; a re-sent copy does not
+		// push the call's end out.
+		c.deadline = now.Add(w.wait)
+	}
+	o := c.target(id)
+	if o == nil {
+		return
+	}
+	if !w.machines.online(id) && isOpen(o) {
+		// A copy to an offline machine (a first one, or a re-send the
+		// workbench sends to machines that have not answered) is
+		// answered "no responders" (offlineResponder); an offline
+		// verdict gives way to an answer.
+		w.settle(c, o, fleet.OutcomeNoResponse, fleet.CodeUnavailable, "no agent is listening (offline?)", now)
+	}
+}
+
+// argsDigest tells calls with different arguments apart, so each call's
+// own arguments are recorded whatever reply subject it was given.
+func argsDigest(b []byte) string {
+	h := fnv.New64a()
+	_, _ = h.Write(b)
+	return strconv.FormatUint(h.Sum64(), 36) + ":" + strconv.Itoa(len(b))
+}
+
+func (w *callMatcher) openCall(key string, group callGroup, call fleet.Call, m *nats.Msg) *watchedCall {
+	c := &watchedCall{key: key, group: group, start: w.now(), targets: map[string]*fleet.AuditOutcome{}}
+	c.rec = fleet.AuditRecord{Time: c.start.UTC(), Kind: fleet.AuditCall, Function: call.Function, Subject: m.Subject,
+		OperatorKey: call.Caller}
+	setCallArgs(&c.rec, m.Data)
+	if name, ok := w.operatorName(call.Caller); ok {
+		c.rec.Operator = name
+	}
+	w.calls[key] = c
+	w.groups[group] = append(w.groups[group], c)
+	w.open[call.Caller]++
+	return c
+}
+
+// target returns call c's outcome for machine id, adding it as a target
+// (nil when the call has as many as it may hold).
+func (c *watchedCall) target(id string) *fleet.AuditOutcome {
+	if o := c.targets[id]; o != nil {
+		return o
+	}
+	if len(c.order) >= maxCallTargets {
+		return nil
+	}
+	o := &fleet.AuditOutcome{Machine: id, Status: fleet.OutcomeNoResponse}
+	c.targets[id] = o
+	c.order = append(c.order, o)
+	c.pending++
+	return o
+}
+
+// expectOnline makes every ONLINE machine a target of broadcast c.
+func (w *callMatcher) expectOnline(c *watchedCall) {
+	for _, id := range w.machines.onlineIDs() {
+		c.target(id)
+	}
+}
+
+func (w *callMatcher) reply(m *nats.Msg) {
+	rs, err := fleet.ParseCallReply(m.Subject)
+	if err != nil || rs.Target == fleet.ReplyToAll {
+		return // nothing an agent sends, or a status for the whole call
+	}
+	id, err := fleet.MachineFromToken(rs.Target)
+	if err != nil {
+		return
+	}
+	noResponders := fleet.IsNoResponders(m.Header.Get(fleet.HeaderStatus), len(m.Data))
+	fn := m.Header.Get(fleet.HeaderFunction)
+	if fn == "" && !noResponders {
+		// Every answer of an agent names its function; anything else
+		// published on a machine's reply subject (its micro discovery
+		// reply, aimed here) is not an answer to a call.
+		return
+	}
+	c, o := w.match(rs, id, fn)
+	if c == nil || (!isOpen(o) && (!isOffline(o) || noResponders)) {
+		// Not a call we saw, or a duplicate: the first answer stands.
+		// Only "offline" gives way, to the answer of a re-sent copy
+		// that reached the machine.
+		return
+	}
+	now := w.now()
+	switch e := fleet.ErrorFromHeader(m.Header.Get(fleet.HeaderErrorCode), m.Header.Get(fleet.HeaderError)); {
+	case noResponders:
+		w.settle(c, o, fleet.OutcomeNoResponse, fleet.CodeUnavailable, "no agent is listening (offline?)", now)
+	case e != nil:
+		w.settle(c, o, fleet.OutcomeError, e.Code, e.Description, now)
+	default:
+		w.settle(c, o, fleet.OutcomeOK, 0, "", now)
+	}
+}
+
+// match finds the call a reply from machine id belongs to, among the
+// calls sharing its reply subject's group: one with that function (the
+// machine's own answer says which) whose outcome for id is still open,
+// else the first one that has id at all. A call to every machine gains
+// id as a target if it answers unexpectedly.
+func (w *callMatcher) match(rs fleet.ReplySubject, id, fn string) (*watchedCall, *fleet.AuditOutcome) {
+	cands := w.groups[groupOf(rs, true)]
+	if len(cands) == 0 {
+		cands = w.groups[groupOf(rs, false)]
+	}
+	var first *watchedCall
+	for _, c := range cands {
+		if fn != "" && c.rec.Function != fn {
+			continue
+		}
+		o := c.targets[id]
+		if o != nil && isOpen(o) {
+			return c, o
+		}
+		if first == nil && (o != nil || c.everyone) {
+			first = c
+		}
+	}
+	if first == nil {
+		return nil, nil
+	}
+	o := first.target(id)
+	if o == nil {
+		return nil, nil
+	}
+	return first, o
+}
+
+// settle records o's outcome; only an open one counts against pending.
+func (w *callMatcher) settle(c *watchedCall, o *fleet.AuditOutcome, status string, code int, desc string, now time.Time) {
+	if len(desc) > 200 {
+		desc = desc[:200] + "…"
+	}
+	wasOpen := isOpen(o)
+	o.Status, o.Code, o.Error = status, code, desc
+	o.DurationMS = now.Sub(c.start).Milliseconds()
+	if !wasOpen {
+		return
+	}
+	c.pending--
+	if c.pending <= 0 {
+		c.deadline = now.Add(callLinger)
+	}
+}
+
+// flushDue records the calls whose deadline passed (all of them when
+// now is zero).
+func (w *callMatcher) flushDue(now time.Time) {
+	for _, c := range w.calls {
+		if now.IsZero() || !now.Before(c.deadline) {
+			w.flush(c)
+		}
+	}
+}
+
+// flushOldest records the oldest open call of caller ("" for anyone's).
+func (w *callMatcher) flushOldest(caller string) {
+	var oldest *watchedCall
+	for _, c := range w.calls {
+		if caller != "" && c.rec.OperatorKey != caller {
+			continue
+		}
+		if oldest == nil || c.start.Before(oldest.start) {
+			oldest = c
+		}
+	}
+	if oldest != nil {
+		w.flush(oldest)
+	}
+}
+
+func (w *callMatcher) flush(c *watchedCall) {
+	delete(w.calls, c.key)
+	if w.open[c.rec.OperatorKey]--; w.open[c.rec.OperatorKey] <= 0 {
+		delete(w.open, c.rec.OperatorKey)
+	}
+	g := w.groups[c.group]
+	for i, x := range g {
+		if x == c {
+			g = append(g[:i], g[i+1:]...)
+			break
+		}
+	}
+	if len(g) == 0 {
+		delete(w.groups, c.group)
+	} else {
+		w.groups[c.group] = g
+	}
+	rec := c.rec
+	rec.Targets = len(c.order)
+	rec.Outcomes = make([]fleet.AuditOutcome, 0, len(c.order))
+	for _, o := range c.order {
+		rec.Outcomes = append(rec.Outcomes, *o)
+		switch o.Status {
+		case fleet.OutcomeOK:
+			rec.OK++
+		case fleet.OutcomeError:
+			rec.Errors++
+		default:
+			rec.NoResp++
+		}
+	}
+	sort.SliceStable(rec.Outcomes, func(i, j int) bool { return rec.Outcomes[i].Machine < rec.Outcomes[j].Machine })
+	w.emit(rec)
+}
+
+// isOpen reports whether target o has had no answer yet.
+func isOpen(o *fleet.AuditOutcome) bool {
+	return o.Status == fleet.OutcomeNoResponse && o.Code == 0
+}
+
+// isOffline reports whether o was settled by a "no responders" answer.
+func isOffline(o *fleet.AuditOutcome) bool {
+	return o.Status == fleet.OutcomeNoResponse && o.Code == fleet.CodeUnavailable
+}
