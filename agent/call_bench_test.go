@@ -23,24 +23,10 @@ import (
 func BenchmarkAgentCall(b *testing.B) {
 	svc := stacktest.StartControl(b)
 	const id = "10.0.9.1_bench"
-	set := functions.New(&functions.Env{MachineID: id})
-	for _, f := range []functions.Function{
+	runAgent(b, svc, id, agent.Config{CallerRate: -1},
 		functions.FuncOf(functions.Spec{Name: "bench-instant", Help: "a benchmark function", ReadOnly: true, Instant: true},
 			func(context.Context, functions.Args) (any, error) { return map[string]int{"n": 1}, nil }),
-		stacktest.Result("bench-slot", map[string]int{"n": 1}),
-	} {
-		if err := set.Add(f); err != nil {
-			b.Fatal(err)
-		}
-	}
-	stacktest.RegisterMachine(b, svc, id, nil)
-	a, err := agent.New(agent.Config{URL: svc.ClientURL(), Key: stacktest.MachineKey(b, id), MachineID: id,
-		Functions: set, CallerRate: -1, NoSamplers: true, Logger: stacktest.Logger()})
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(a.Close)
-	stacktest.RunAgent(b, svc, a)
+		stacktest.Result("bench-slot", map[string]int{"n": 1}))
 	kp, err := nkeys.FromSeed(stacktest.OperatorSeed(b, svc, "bencher", fleet.RoleAdmin))
 	if err != nil {
 		b.Fatal(err)
