@@ -221,9 +221,6 @@ func (a *Agent) PublicKey() string { return a.pub }
 // KeyCreated reports whether New created the key file.
 func (a *Agent) KeyCreated() bool { return a.created }
 
-// Functions is the set of functions the agent serves.
-func (a *Agent) Functions() *functions.Set { return a.fns }
-
 // Run connects (retrying forever, also while refused) and serves until
 // ctx ends.
 func (a *Agent) Run(ctx context.Context) error {
