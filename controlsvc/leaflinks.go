@@ -199,7 +199,7 @@ func (s *siteSecrets) check(site, hash, secret, host string, now func() time.Tim
 func siteFleetPermissions(ids []string) jwt.Permissions {
 	var p jwt.Permissions
 	p.Pub.Allow.Add(fleet.DiscoveryReplies())
-	p.Sub.Allow.Add(fleet.AllRoot+".*.*", fleet.AgentHintSubject)
+	p.Sub.Allow.Add(fleet.BroadcastCalls(), fleet.AgentHintSubject)
 	p.Sub.Allow.Add(srvSubjects()...)
 	for _, id := range ids {
 		tok := fleet.MachineToken(id)

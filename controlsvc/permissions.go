@@ -14,8 +14,8 @@ var DefaultReadOnlyFunctions = []string{
 // srvSubjects are the nats micro discovery subjects an agent answers.
 func srvSubjects() []string {
 	var out []string
-	for _, verb := range []string{"PING", "INFO", "STATS"} {
-		out = append(out, "$SRV."+verb, "$SRV."+verb+"."+fleet.AgentServiceName, "$SRV."+verb+"."+fleet.AgentServiceName+".*")
+	for _, verb := range fleet.SrvVerbs() {
+		out = append(out, fleet.AgentSrvSubjects(verb, "*")...)
 	}
 	return out
 }
@@ -29,7 +29,7 @@ func srvSubjects() []string {
 func agentPermissions(machineID string) jwt.Permissions {
 	var p jwt.Permissions
 	tok := fleet.MachineToken(machineID)
-	p.Sub.Allow.Add(fleet.FnRoot+"."+tok+".*.*", fleet.AllRoot+".*.*", fleet.AgentHintSubject)
+	p.Sub.Allow.Add(fleet.MachineCalls(tok), fleet.BroadcastCalls(), fleet.AgentHintSubject)
 	p.Sub.Allow.Add(srvSubjects()...)
 	p.Pub.Allow.Add(fleet.MachineReplies(tok), fleet.DiscoveryReplies())
 	return p
