@@ -25,7 +25,6 @@ import (
 	"github.com/commandcontrol/commandcontrol/fleet"
 	"github.com/commandcontrol/commandcontrol/internal/natstls"
 	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/micro"
 	"github.com/nats-io/nkeys"
 )
 
@@ -106,8 +105,9 @@ type Config struct {
 	// negative rate: unlimited.
 	CallerRate  float64
 	CallerBurst float64
-	// Now is the clock the rate limits, the refusal log's pacing and the
-	// built-in functions read (nil: time.Now).
+	// Now is the clock the rate limits, the refusal log's pacing, the
+	// micro statistics' processing times and the built-in functions read
+	// (nil: time.Now).
 	Now    func() time.Time
 	Logger *slog.Logger
 }
@@ -131,7 +131,7 @@ type Agent struct {
 	// still connecting.
 	connMu      sync.Mutex
 	nc          *nats.Conn
-	svc         micro.Service
+	svc         *service
 	closed      bool
 	mu          sync.Mutex
 	lastRefusal time.Time
@@ -221,9 +221,6 @@ func (a *Agent) PublicKey() string { return a.pub }
 // KeyCreated reports whether New created the key file.
 func (a *Agent) KeyCreated() bool { return a.created }
 
-// Functions is the set of functions the agent serves.
-func (a *Agent) Functions() *functions.Set { return a.fns }
-
 // Run connects (retrying forever, also while refused) and serves until
 // ctx ends.
 func (a *Agent) Run(ctx context.Context) error {
@@ -310,7 +307,10 @@ func (a *Agent) natsOptions() []nats.Option {
 			}
 		}),
 		nats.ReconnectErrHandler(func(_ *nats.Conn, err error) { a.connectError(err) }),
-		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) { a.connectError(err) }),
+		nats.ErrorHandler(func(_ *nats.Conn, sub *nats.Subscription, err error) {
+			a.subscriptionError(sub, err)
+			a.connectError(err)
+		}),
 	), a.cfg.NATSOptions...)
 }
 
@@ -371,56 +371,59 @@ func (a *Agent) connectError(err error) {
 	a.log.Warn("cannot reach the broker; retrying", "url", a.cfg.URL, "error", err)
 }
 
+// serve registers the micro service cc-agent (service) and the hint.
 func (a *Agent) serve() error {
 	names := make([]string, 0)
 	for _, s := range a.fns.Specs() {
 		names = append(names, s.Name)
 	}
-	svc, err := micro.AddService(a.nc, micro.Config{
-		Name:               fleet.AgentServiceName,
-		Version:            Version,
-		Description:        "commandcontrol agent on " + a.id,
-		Metadata:           map[string]string{"machine": a.id, "functions": strings.Join(names, ",")},
-		QueueGroupDisabled: true,
-	})
-	if err != nil {
-		return fmt.Errorf("agent: start service: %w", err)
-	}
-	a.svc = svc
+	a.svc = newService(a.nc, a.log, a.id, a.tok, names, a.share.now)
 	if _, err := a.nc.Subscribe(fleet.AgentHintSubject, a.hint); err != nil {
 		return fmt.Errorf("agent: %w", err)
 	}
-	h := micro.HandlerFunc(a.handle)
-	if err := svc.AddEndpoint("call", h, micro.WithEndpointSubject(fleet.FnRoot+"."+a.tok+".*.*")); err != nil {
-		return fmt.Errorf("agent: %w", err)
-	}
-	if err := svc.AddEndpoint("broadcast", h, micro.WithEndpointSubject(fleet.AllRoot+".*.*")); err != nil {
-		return fmt.Errorf("agent: %w", err)
-	}
-	return nil
+	return a.svc.serve(a.handle)
 }
 
-// handle dispatches one call on its own goroutine so a slow function never
-// holds up the others; past the caller's share of MaxConcurrent calls it
-// answers 503 at once (within the caller's refusal answers, see refuse;
-// past them it drops the call), and past MaxConcurrent calls while the
-// caller is within its share it always answers 503. Instant functions
-// (functions.Spec) are answered in place.
-// Replies are published directly (not through micro.Request, whose state
-// micro reads when the handler returns), on the subject fleet.AgentReply
-// derives from the caller's reply subject: the broker lets this machine
-// publish nowhere else.
-func (a *Agent) handle(req micro.Request) {
-	subject, data := req.Subject(), req.Data()
-	call, err := fleet.ParseFnSubject(subject)
-	if err != nil || req.Reply() == "" {
-		return // the broker delivers only well-formed call subjects
+// subscriptionError counts an error the client library reported on one
+// of the endpoints' subscriptions in the endpoint's statistics.
+func (a *Agent) subscriptionError(sub *nats.Subscription, err error) {
+	a.connMu.Lock()
+	svc := a.svc
+	a.connMu.Unlock()
+	if svc != nil && sub != nil {
+		svc.asyncError(sub, err)
 	}
-	reply, err := fleet.AgentReply(req.Reply(), call.Caller, a.tok)
+}
+
+// handle dispatches one call, received at r, on its own goroutine so a
+// slow function never holds up the others; past the caller's share of
+// MaxConcurrent calls it answers 503 at once (within the caller's refusal
+// answers, see refuse; past them it drops the call), and past
+// MaxConcurrent calls while the caller is within its share it always
+// answers 503. Instant functions (functions.Spec) are answered in place.
+// Every path settles r once, for the endpoint's statistics.
+// Replies are published directly on the subject fleet.AgentReply derives
+// from the caller's reply subject (the broker lets this machine publish
+// nowhere else): not through a micro.Request, which answers only on the
+// reply subject itself and only before the handler returns.
+func (a *Agent) handle(r receipt, m *nats.Msg) {
+	subject, data := m.Subject, m.Data
+	call, err := fleet.ParseFnSubject(subject)
+	if err != nil || m.Reply == "" {
+		// The broker delivers only well-formed call subjects; a call
+		// without a reply subject has nowhere to be answered.
+		if err == nil {
+			err = fmt.Errorf("call on %s has no reply subject", subject)
+		}
+		r.settle(dropped{fleet.Errorf(fleet.CodeBadRequest, "%v", err), "nowhere to answer"})
+		return
+	}
+	reply, err := fleet.AgentReply(m.Reply, call.Caller, a.tok)
 	if err != nil {
 		// The caller chose a reply subject this machine may not (or
 		// must not) answer on; there is nowhere to send an error.
 		a.log.Warn("call refused: "+err.Error(), "subject", subject)
+		r.settle(dropped{fleet.Errorf(fleet.CodeBadRequest, "%v", err), "nowhere this machine may answer"})
 		return
 	}
 	fn := call.Function
@@ -431,7 +434,7 @@ func (a *Agent) handle(req micro.Request) {
 	// copy must not run behind that answer. A refusal dropped unanswered
 	// (past the caller's refusal answers) leaves the id free, so the
 	// workbench's re-sent copy runs once the agent has room.
-	id := req.Headers().Get(fleet.HeaderCallID)
+	id := m.Header.Get(fleet.HeaderCallID)
 	key := call.Caller + " " + id
 	settled := func() {
 		if id != "" && len(id) <= fleet.MaxCallIDLen {
@@ -441,17 +444,17 @@ func (a *Agent) handle(req micro.Request) {
 	// The caller's rate first: repeats of a call id cost the agent little,
 	// but each is a call the audit must track.
 	if err := a.share.admit(call.Caller); err != nil {
-		if a.refuse(reply, fn, call.Caller, err) {
+		if a.refuse(r, reply, fn, call.Caller, err) {
 			settled()
 		}
 		return
 	}
 	if len(id) > fleet.MaxCallIDLen {
-		a.reply(reply, fn, 0, nil, fleet.Errorf(fleet.CodeBadRequest, "the %s header is %d bytes; at most %d are allowed", fleet.HeaderCallID, len(id), fleet.MaxCallIDLen))
+		a.reply(r, reply, fn, 0, nil, fleet.Errorf(fleet.CodeBadRequest, "the %s header is %d bytes; at most %d are allowed", fleet.HeaderCallID, len(id), fleet.MaxCallIDLen))
 		return
 	}
 	if id != "" && a.calls.has(key) {
-		a.repeat(subject, id)
+		a.repeat(r, subject, id)
 		return
 	}
 	if f, ok := a.fns.Lookup(fn); !ok || f.Spec().Instant || len(data) > functions.MaxRequestSize {
@@ -461,16 +464,16 @@ func (a *Agent) handle(req micro.Request) {
 		// oversized request), so its caller hears the precise error even
 		// when the agent is busy.
 		if id != "" && !a.calls.first(key) {
-			a.repeat(subject, id)
+			a.repeat(r, subject, id)
 			return
 		}
 		start := time.Now()
 		res, err := a.fns.Call(context.Background(), fn, data)
-		a.reply(reply, fn, time.Since(start), res, err)
+		a.reply(r, reply, fn, time.Since(start), res, err)
 		return
 	}
 	if !a.share.hold(call.Caller) {
-		if a.refuse(reply, fn, call.Caller, fleet.Errorf(fleet.CodeUnavailable, "%s is busy: operator %s already has %d calls running here (its share); retry later", a.id, short(call.Caller), a.share.perCall)) {
+		if a.refuse(r, reply, fn, call.Caller, fleet.Errorf(fleet.CodeUnavailable, "%s is busy: operator %s already has %d calls running here (its share); retry later", a.id, short(call.Caller), a.share.perCall)) {
 			settled()
 		}
 		return
@@ -485,10 +488,10 @@ func (a *Agent) handle(req micro.Request) {
 		// these answers.
 		a.share.release(call.Caller)
 		if id != "" && !a.calls.first(key) {
-			a.repeat(subject, id) // a copy of it runs already
+			a.repeat(r, subject, id) // a copy of it runs already
 			return
 		}
-		a.reply(reply, fn, 0, nil, fleet.Errorf(fleet.CodeUnavailable, "%s is busy: all %d call slots are taken by other operators' calls; retry later", a.id, a.cfg.MaxConcurrent))
+		a.reply(r, reply, fn, 0, nil, fleet.Errorf(fleet.CodeUnavailable, "%s is busy: all %d call slots are taken by other operators' calls; retry later", a.id, a.cfg.MaxConcurrent))
 		return
 	}
 	if id != "" && !a.calls.first(key) {
@@ -496,7 +499,7 @@ func (a *Agent) handle(req micro.Request) {
 		// the machine's subject and the broadcast one concurrently).
 		<-a.sem
 		a.share.release(call.Caller)
-		a.repeat(subject, id)
+		a.repeat(r, subject, id)
 		return
 	}
 	go func() {
@@ -508,14 +511,15 @@ func (a *Agent) handle(req micro.Request) {
 		if err == nil && ctx.Err() != nil {
 			err = fleet.Errorf(fleet.CodeTimeout, "%s did not finish within %s", fn, a.cfg.CallTimeout)
 		}
-		a.reply(reply, fn, time.Since(start), res, err)
+		a.reply(r, reply, fn, time.Since(start), res, err)
 	}()
 }
 
 // repeat ignores a re-sent copy of a call this agent already ran or runs:
-// the first copy's reply answers it.
-func (a *Agent) repeat(subject, id string) {
+// the first copy's reply answers it (so it is no error).
+func (a *Agent) repeat(r receipt, subject, id string) {
 	a.log.Debug("repeat of a call ignored", "subject", subject, "call", id)
+	r.settle(nil)
 }
 
 // refuse answers a call refused for caller's rate or share with err,
@@ -523,11 +527,12 @@ func (a *Agent) repeat(subject, id string) {
 // (RefusalAnswerRate, RefusalAnswerBurst); past them the call is dropped
 // unanswered, so a flood is not answered reply for call by every agent.
 // It reports whether it answered.
-func (a *Agent) refuse(reply, fn, caller string, err error) bool {
+func (a *Agent) refuse(r receipt, reply, fn, caller string, err error) bool {
 	if !a.share.answer(caller) {
+		r.settle(dropped{err, "the caller's refusal answers are used up"})
 		return false
 	}
-	a.reply(reply, fn, 0, nil, err)
+	a.reply(r, reply, fn, 0, nil, err)
 	return true
 }
 
@@ -537,8 +542,8 @@ func (a *Agent) RefusalsDropped() int64 { return a.share.dropped.Load() }
 
 // reply sends a result, or an error as micro-style error headers, with
 // the function's name and how long it took (fn "" when the subject named
-// none).
-func (a *Agent) reply(subject, fn string, took time.Duration, res any, err error) {
+// none), and settles r with what it answered.
+func (a *Agent) reply(r receipt, subject, fn string, took time.Duration, res any, err error) {
 	m := nats.NewMsg(subject)
 	m.Header.Set(fleet.HeaderMachine, a.id)
 	if fn != "" {
@@ -558,17 +563,18 @@ func (a *Agent) reply(subject, fn string, took time.Duration, res any, err error
 		}
 	}
 	if err != nil {
-		desc := err.Error()
-		var fe *fleet.Error
-		if errors.As(err, &fe) {
-			desc = fe.Description
-		}
-		m.Header.Set(fleet.HeaderErrorCode, strconv.Itoa(fleet.CodeOf(err)))
-		m.Header.Set(fleet.HeaderError, headerSafe(desc))
+		code, desc := describe(err)
+		m.Header.Set(fleet.HeaderErrorCode, code)
+		m.Header.Set(fleet.HeaderError, desc)
 	}
 	if perr := a.nc.PublishMsg(m); perr != nil {
 		a.log.Warn("reply not sent", "error", perr)
+		if err == nil {
+			err = perr
+		}
+		err = dropped{err, "the reply could not be sent"}
 	}
+	r.settle(err)
 }
 
 // replyHeadroom is what a reply's headers and protocol line may take of
@@ -602,11 +608,8 @@ func (a *Agent) Conn() *nats.Conn {
 func (a *Agent) Close() {
 	a.connMu.Lock()
 	a.closed = true
-	svc, nc := a.svc, a.nc
+	nc := a.nc
 	a.connMu.Unlock()
-	if svc != nil {
-		_ = svc.Stop()
-	}
 	if nc != nil {
 		nc.Close()
 	}

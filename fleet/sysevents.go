@@ -82,25 +82,3 @@ func ParseServerEvent(subject string) (ServerEvent, error) {
 	return ServerEvent{}, fmt.Errorf("subject %q is not a server event: want %s, %s or %s",
 		subject, AccountConnectSubject("<account>"), AccountDisconnectSubject("<account>"), ServerShutdownWildcard)
 }
-
-// Micro discovery: every nats micro service answers
-// $SRV.<verb>[.<service>[.<instance id>]].
-const (
-	// DiscoveryWildcard matches every discovery request.
-	DiscoveryWildcard = "$SRV.>"
-)
-
-// discoveryVerbs are the micro discovery requests.
-var discoveryVerbs = []string{"PING", "INFO", "STATS"}
-
-// DiscoverySubjects are the discovery requests a service named service
-// answers: each verb for all services, for service, and for one of its
-// instances.
-func DiscoverySubjects(service string) []string {
-	out := make([]string, 0, 3*len(discoveryVerbs))
-	for _, verb := range discoveryVerbs {
-		v := "$SRV." + verb
-		out = append(out, v, v+"."+service, v+"."+service+".*")
-	}
-	return out
-}

@@ -1,0 +1,134 @@
+package agent
+
+import (
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/commandcontrol/commandcontrol/fleet"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/micro"
+	"github.com/nats-io/nuid"
+)
+
+// service is the agent's nats micro service cc-agent: its endpoints "call"
+// and "broadcast", and micro discovery ($SRV.PING, INFO and STATS), which
+// it answers itself in micro's v1 schemas, so `nats micro ls/info/stats`
+// show it as any micro service, with statistics that are true (see
+// callStats for why micro.AddService cannot keep them). It answers
+// discovery only under the asker's discovery inbox
+// (fleet.CheckDiscoveryReply).
+type service struct {
+	nc          *nats.Conn
+	log         *slog.Logger
+	ident       micro.ServiceIdentity
+	description string
+	started     time.Time
+	endpoints   []*callStats
+
+	mu sync.Mutex
+	// subs maps each endpoint's subscription to its statistics.
+	subs map[*nats.Subscription]*callStats
+}
+
+// newService describes machine id's service (token tok) serving fns, its
+// statistics read from now.
+func newService(nc *nats.Conn, log *slog.Logger, id, tok string, fns []string, now func() time.Time) *service {
+	return &service{
+		nc:  nc,
+		log: log,
+		ident: micro.ServiceIdentity{Name: fleet.AgentServiceName, ID: nuid.Next(), Version: Version,
+			Metadata: map[string]string{"machine": id, "functions": strings.Join(fns, ",")}},
+		description: "commandcontrol agent on " + id,
+		started:     now().UTC(),
+		endpoints: []*callStats{
+			newCallStats(fleet.AgentCallEndpoint, fleet.MachineCallsWildcard(tok), now),
+			newCallStats(fleet.AgentBroadcastEndpoint, fleet.BroadcastCallsWildcard, now),
+		},
+		subs: map[*nats.Subscription]*callStats{},
+	}
+}
+
+// serve subscribes the endpoints, each call going to handle with its
+// receipt, and then discovery.
+func (s *service) serve(handle func(receipt, *nats.Msg)) error {
+	for _, ep := range s.endpoints {
+		sub, err := s.nc.Subscribe(ep.subject, func(m *nats.Msg) { handle(ep.receive(), m) })
+		if err != nil {
+			return fmt.Errorf("agent: endpoint %s: %w", ep.name, err)
+		}
+		s.mu.Lock()
+		s.subs[sub] = ep
+		s.mu.Unlock()
+	}
+	for _, verb := range fleet.SrvVerbs() {
+		answer := s.discovery(verb)
+		for _, subj := range fleet.AgentSrvSubjects(verb, s.ident.ID) {
+			if _, err := s.nc.Subscribe(subj, answer); err != nil {
+				return fmt.Errorf("agent: micro discovery: %w", err)
+			}
+		}
+	}
+	return nil
+}
+
+// discovery answers verb, on the asker's discovery inbox only.
+func (s *service) discovery(verb string) nats.MsgHandler {
+	return func(m *nats.Msg) {
+		if err := fleet.CheckDiscoveryReply(m.Reply); err != nil {
+			s.log.Debug("micro discovery not answered: "+err.Error(), "subject", m.Subject)
+			return
+		}
+		var v any
+		switch verb {
+		case fleet.SrvPing:
+			v = s.ping()
+		case fleet.SrvInfo:
+			v = s.info()
+		default:
+			v = s.stats()
+		}
+		b, err := json.Marshal(v)
+		if err == nil {
+			err = s.nc.Publish(m.Reply, b)
+		}
+		if err != nil {
+			s.log.Warn("micro discovery answer not sent", "verb", verb, "error", err)
+		}
+	}
+}
+
+func (s *service) ping() micro.Ping {
+	return micro.Ping{ServiceIdentity: s.ident, Type: micro.PingResponseType}
+}
+
+func (s *service) info() micro.Info {
+	eps := make([]micro.EndpointInfo, 0, len(s.endpoints))
+	for _, ep := range s.endpoints {
+		eps = append(eps, micro.EndpointInfo{Name: ep.name, Subject: ep.subject})
+	}
+	return micro.Info{ServiceIdentity: s.ident, Type: micro.InfoResponseType, Description: s.description, Endpoints: eps}
+}
+
+func (s *service) stats() micro.Stats {
+	eps := make([]*micro.EndpointStats, 0, len(s.endpoints))
+	for _, ep := range s.endpoints {
+		st := ep.snapshot()
+		eps = append(eps, &st)
+	}
+	return micro.Stats{ServiceIdentity: s.ident, Type: micro.StatsResponseType, Started: s.started, Endpoints: eps}
+}
+
+// asyncError counts an error the client library reported on sub (a slow
+// consumer) when sub is one of the endpoints'.
+func (s *service) asyncError(sub *nats.Subscription, err error) {
+	s.mu.Lock()
+	ep := s.subs[sub]
+	s.mu.Unlock()
+	if ep != nil {
+		ep.asyncError(err)
+	}
+}

@@ -1,0 +1,129 @@
+package fleet
+
+import (
+	"slices"
+	"strings"
+	"testing"
+)
+
+func TestAgentSubjects(t *testing.T) {
+	tests := []struct {
+		name, got, want string
+	}{
+		{"MachineCallsWildcard", MachineCallsWildcard(MachineToken("10.0.0.5_web01")), "sys.commandControl.fn.10~0~0~5_web01.*.*"},
+		{"MachineCallsWildcard plain", MachineCallsWildcard("web01"), "sys.commandControl.fn.web01.*.*"},
+		{"BroadcastCallsWildcard", BroadcastCallsWildcard, "sys.commandControl.all.*.*"},
+		{"SrvSubject all", SrvSubject(SrvPing, "", ""), "$SRV.PING"},
+		{"SrvSubject kind", SrvSubject(SrvInfo, AgentServiceName, ""), "$SRV.INFO.cc-agent"},
+		{"SrvSubject instance", SrvSubject(SrvStats, AgentServiceName, "ID1"), "$SRV.STATS.cc-agent.ID1"},
+		{"SrvSubject id without name", SrvSubject(SrvStats, "", "ID1"), "$SRV.STATS"},
+	}
+	for _, tt := range tests {
+		if tt.got != tt.want {
+			t.Errorf("%s: got %q, want %q", tt.name, tt.got, tt.want)
+		}
+	}
+	// A call subject falls under its endpoint's pattern.
+	for _, tt := range []struct{ subject, pattern string }{
+		{FnSubject("10.0.0.5_web01", "current-load", opKey), MachineCallsWildcard(MachineToken("10.0.0.5_web01"))},
+		{AllSubject("sw-list", opKey), BroadcastCallsWildcard},
+	} {
+		if !matches(tt.pattern, tt.subject) {
+			t.Errorf("call subject %q is not under its endpoint %q", tt.subject, tt.pattern)
+		}
+	}
+}
+
+func TestAgentSrvSubjects(t *testing.T) {
+	got := AgentSrvSubjects(SrvStats, "ID1")
+	want := []string{"$SRV.STATS", "$SRV.STATS.cc-agent", "$SRV.STATS.cc-agent.ID1"}
+	if !slices.Equal(got, want) {
+		t.Errorf("AgentSrvSubjects: got %q, want %q", got, want)
+	}
+	// The broker's patterns ("*" for the id) cover what an agent subscribes.
+	for _, verb := range SrvVerbs() {
+		pats := AgentSrvSubjects(verb, "*")
+		for _, s := range AgentSrvSubjects(verb, "NUID123") {
+			if !slices.ContainsFunc(pats, func(p string) bool { return matches(p, s) }) {
+				t.Errorf("%s is not covered by the patterns %q", s, pats)
+			}
+		}
+	}
+	if got := SrvVerbs(); !slices.Equal(got, []string{"PING", "INFO", "STATS"}) {
+		t.Errorf("SrvVerbs: got %q", got)
+	}
+}
+
+func TestCheckDiscoveryReply(t *testing.T) {
+	tests := []struct {
+		reply string
+		ok    bool
+	}{
+		{DiscoveryInbox(opKey) + ".abc", true},
+		{DiscoveryInbox("K") + ".nuid.7", true},
+		{DiscoveryInbox("K") + ".a.b.c.d", true},
+
+		{"", false},
+		{DiscoveryInbox("K"), false},       // the prefix itself, no token of the asker's
+		{DiscoveryInbox("K") + ".", false}, // an empty token
+		{DiscoveryInbox("K") + "..x", false},
+		{DiscoveryInbox("K") + ".*", false},
+		{DiscoveryInbox("K") + ".>", false},
+		{DiscoveryInbox("K") + ".a b", false},
+		{DiscoveryInbox("K") + ".a\r\nPUB x", false},
+		{"_INBOX_cc.*.@srv.x", false},
+		{"_INBOX_cc..@srv.x", false},
+		{"_INBOX_cc.K.@srvx.y", false},
+		{"_INBOX_cc.K.x.@srv.y", false},
+		{CallReply("K", "web01", "c1", 0), false},    // another call's replies
+		{CallReply("K", ReplyToAll, "c1", 0), false}, // a broadcast's
+		{ControlInbox("K") + ".x", false},
+		{"_INBOX.abc", false},
+		{PresenceEventSubject(EventJoined, "web01"), false},
+		{"$SRV.PING", false},
+	}
+	for _, tt := range tests {
+		err := CheckDiscoveryReply(tt.reply)
+		if (err == nil) != tt.ok {
+			t.Errorf("CheckDiscoveryReply(%q): got %v, want ok=%v", tt.reply, err, tt.ok)
+		}
+		if err != nil && !strings.Contains(err.Error(), "--inbox-prefix _INBOX_cc.<your key>.@srv") {
+			t.Errorf("CheckDiscoveryReply(%q): %q does not say which prefix to ask with", tt.reply, err)
+		}
+	}
+}
+
+// FuzzCheckDiscoveryReply: whatever a requester sends as reply subject,
+// an accepted one is a literal subject under the pattern the broker lets
+// agents answer discovery on, and never one of a call's replies.
+func FuzzCheckDiscoveryReply(f *testing.F) {
+	for _, s := range []string{DiscoveryInbox("K") + ".x", CallReply("K", "web01", "c", 0), "_INBOX_cc.K.@srv.", "$SRV.PING", ""} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, reply string) {
+		if CheckDiscoveryReply(reply) != nil {
+			return
+		}
+		if !matches(DiscoveryReplies(), reply) || !publishable(reply) {
+			t.Fatalf("accepted %q, outside %s", reply, DiscoveryReplies())
+		}
+		if r, err := ParseCallReply(reply); err != nil || !strings.HasPrefix(reply, DiscoveryInbox(r.Caller)+".") {
+			t.Fatalf("accepted %q: parsed %+v, %v", reply, r, err)
+		}
+	})
+}
+
+// matches reports whether the NATS subject pattern (with * and a final >)
+// matches subject.
+func matches(pattern, subject string) bool {
+	p, s := strings.Split(pattern, "."), strings.Split(subject, ".")
+	for i, tok := range p {
+		if tok == ">" {
+			return len(s) > i
+		}
+		if i >= len(s) || (tok != "*" && tok != s[i]) {
+			return false
+		}
+	}
+	return len(p) == len(s)
+}
