@@ -6,6 +6,8 @@ import (
 	"reflect"
 	"strings"
 	"time"
+
+	"github.com/commandcontrol/commandcontrol/agent/internal/filestamp"
 )
 
 // DefaultReloadInterval is how often [Set.WatchDir] looks for changed
@@ -106,7 +108,7 @@ func (s *Set) WatchDir(ctx context.Context, dir string, interval time.Duration, 
 	if interval <= 0 {
 		interval = DefaultReloadInterval
 	}
-	sig := dirSignature(dir)
+	sig := filestamp.Dir(dir)
 	if changed, _ := s.LoadDir(dir); changed && onChange != nil {
 		onChange()
 	}
@@ -119,12 +121,12 @@ func (s *Set) WatchDir(ctx context.Context, dir string, interval time.Duration, 
 		case <-reload:
 			s.env.Logger.Info("reloading operator functions", "dir", dir)
 		case <-t.C:
-			now := dirSignature(dir)
+			now := filestamp.Dir(dir)
 			if now == sig {
 				continue
 			}
 		}
-		sig = dirSignature(dir)
+		sig = filestamp.Dir(dir)
 		if changed, _ := s.LoadDir(dir); changed && onChange != nil {
 			onChange()
 		}

@@ -2,22 +2,28 @@ package functions
 
 import (
 	"context"
-	"encoding/csv"
-	"os"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/commandcontrol/commandcontrol/agent/pkgdb"
 	"github.com/commandcontrol/commandcontrol/fleet"
 )
 
-// Fixture roots (see testdata/README.md).
+// Fixture roots: /proc and cgroup trees in testdata, the package database
+// trees in agent/pkgdb's testdata (see each README.md).
 const (
-	debianRoot     = "testdata/debian"
-	distrolessRoot = "testdata/distroless"
-	alpineRoot     = "testdata/alpine"
+	pkgdbData      = "../pkgdb/testdata/"
+	debianRoot     = pkgdbData + "debian"
+	distrolessRoot = pkgdbData + "distroless"
+	alpineRoot     = pkgdbData + "alpine"
+	macosRoot      = pkgdbData + "macos"
+	windowsRoot    = pkgdbData + "windows"
 	linuxRoot      = "testdata/linux"
 )
+
+// docRoot holds the fixture changelogs, usr/share/doc/<pkg>/changelog.Debian.gz.
+const docRoot = debianRoot + "/" + pkgdb.DocPath
 
 // fixtureTime is the time the fixture tests run at: an hour after the
 // debian fixture's security index was published (its InRelease says
@@ -27,25 +33,6 @@ var fixtureTime = time.Date(2026, 11, 24, 1, 34, 33, 0, time.UTC)
 
 // fixtureNow is the clock ([Env.Now]) of the fixture tests.
 func fixtureNow() time.Time { return fixtureTime }
-
-// readTable reads a tab- or comma-separated expectations file and returns
-// its rows without the header.
-func readTable(t testing.TB, path string, sep rune) [][]string {
-	t.Helper()
-	f, err := os.Open(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	r := csv.NewReader(f)
-	r.Comma = sep
-	r.LazyQuotes = sep == '\t'
-	rows, err := r.ReadAll()
-	if err != nil {
-		t.Fatalf("%s: %v", path, err)
-	}
-	return rows[1:]
-}
 
 // callFn builds the set for root and calls one function with body.
 func callFn(t testing.TB, root, name, body string) (any, error) {

@@ -6,6 +6,8 @@ import (
 	"runtime"
 	"testing"
 	"time"
+
+	"github.com/commandcontrol/commandcontrol/agent/pkgdb/pkgdbtest"
 )
 
 func TestParseLoadavg(t *testing.T) {
@@ -84,7 +86,7 @@ func TestCurrentLoadFixture(t *testing.T) {
 	}
 	// No PSI, no stat: pressure is left out, load still answers.
 	root := t.TempDir()
-	copyFile(t, linuxRoot+"/proc/loadavg", root+"/proc/loadavg")
+	pkgdbtest.CopyFile(t, linuxRoot+"/proc/loadavg", root+"/proc/loadavg")
 	res, err = callFn(t, root, "current-load", "")
 	if err != nil {
 		t.Fatal(err)
@@ -103,7 +105,7 @@ func TestCurrentLoadCacheAgeReadsEnvClock(t *testing.T) {
 		t.Skip("reads /proc under Env.Root on Linux only")
 	}
 	root := t.TempDir()
-	copyFile(t, linuxRoot+"/proc/loadavg", root+"/proc/loadavg")
+	pkgdbtest.CopyFile(t, linuxRoot+"/proc/loadavg", root+"/proc/loadavg")
 	now := fixtureTime.AddDate(30, 0, 0) // any date: only the age counts
 	fn, _ := newLoad(&Env{Root: root, Now: func() time.Time { return now }})
 	load1 := func() float64 {

@@ -17,6 +17,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/commandcontrol/commandcontrol/agent/pkgdb"
 	"github.com/commandcontrol/commandcontrol/fleet"
 )
 
@@ -110,7 +111,7 @@ type Env struct {
 	Now func() time.Time
 
 	dbOnce sync.Once
-	db     *pkgDB
+	db     *pkgdb.DB
 }
 
 // clock returns [Env.Now], or time.Now when it is nil.
@@ -123,8 +124,8 @@ func (e *Env) clock() func() time.Time {
 
 // packageDB is the installed-package database every function of this Env
 // shares, so sw-list and installed-sec-patches parse and cache it once.
-func (e *Env) packageDB() *pkgDB {
-	e.dbOnce.Do(func() { e.db = &pkgDB{root: e.Root} })
+func (e *Env) packageDB() *pkgdb.DB {
+	e.dbOnce.Do(func() { e.db = pkgdb.NewDB(e.Root) })
 	return e.db
 }
 

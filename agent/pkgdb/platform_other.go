@@ -1,6 +1,6 @@
 //go:build !windows && !darwin
 
-package functions
+package pkgdb
 
 // platformLookedFor is added to the "no package database" message; Linux
 // and the BSDs have no platform-specific source beyond the package managers.

@@ -1,4 +1,4 @@
-package functions
+package pkgdb
 
 import (
 	"strconv"
@@ -32,9 +32,9 @@ func parseDebVersion(v string) debVersion {
 	return dv
 }
 
-// compareDebVersions orders two Debian versions as `dpkg --compare-versions`
+// CompareDebVersions orders two Debian versions as `dpkg --compare-versions`
 // does: negative when a < b, zero when equal, positive when a > b.
-func compareDebVersions(a, b string) int {
+func CompareDebVersions(a, b string) int {
 	va, vb := parseDebVersion(a), parseDebVersion(b)
 	switch {
 	case va.epoch < vb.epoch:

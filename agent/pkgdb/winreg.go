@@ -1,4 +1,4 @@
-package functions
+package pkgdb
 
 import (
 	"strings"
@@ -6,7 +6,7 @@ import (
 )
 
 // Windows keeps one subkey per installed program under this key, in a
-// 64-bit and a 32-bit (WOW6432Node) registry view; sw-list reads both.
+// 64-bit and a 32-bit (WOW6432Node) registry view; both are read.
 const winUninstallKey = `SOFTWARE\Microsoft\Windows\CurrentVersion\Uninstall`
 
 // uninstallPackage builds a Package from the values of one Uninstall

@@ -1,4 +1,4 @@
-package functions
+package pkgdb
 
 import (
 	"bytes"
@@ -12,11 +12,13 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/commandcontrol/commandcontrol/agent/internal/filestamp"
 )
 
-// aptLogPath is apt's log folder, relative to [Env.Root]; history.log is
+// AptLogPath is apt's log folder, relative to the root; history.log is
 // rotated by logrotate to history.log.1.gz, history.log.2.gz, ….
-const aptLogPath = "var/log/apt"
+const AptLogPath = "var/log/apt"
 
 // Bounds on reading the history logs: each file's decompressed size, and
 // the total over the current and rotated files (newest read first).
@@ -163,37 +165,37 @@ func appendHistoryChanges(out []aptChange, action, s string) []aptChange {
 	}
 }
 
-// histEvent is when a package version was last installed, and from which
+// HistEvent is when a package version was last installed, and from which
 // version it was upgraded.
-type histEvent struct {
-	at       time.Time
-	previous string
+type HistEvent struct {
+	At       time.Time
+	Previous string
 }
 
-// historyKey identifies a package version in the history index. The
+// HistoryKey identifies a package version in the history index. The
 // architecture is left out: apt logs arch-all packages under the native
 // one, and Multi-Arch copies of a version are installed together.
-func historyKey(name, version string) string { return name + "\x00" + version }
+func HistoryKey(name, version string) string { return name + "\x00" + version }
 
 // indexHistory returns, for each package version, the most recent
 // transaction that installed it (Install, Upgrade, Downgrade, Reinstall).
 // A Reinstall keeps the previous version of the install before it.
-func indexHistory(txs []aptTransaction) map[string]histEvent {
+func indexHistory(txs []aptTransaction) map[string]HistEvent {
 	sorted := slicesSortedByTime(txs)
-	idx := map[string]histEvent{}
+	idx := map[string]HistEvent{}
 	for _, t := range sorted {
 		at := t.when()
 		for _, c := range t.Changes {
 			if c.New == "" {
 				continue
 			}
-			k := historyKey(c.Name, c.New)
-			ev := histEvent{at: at, previous: c.Old}
+			k := HistoryKey(c.Name, c.New)
+			ev := HistEvent{At: at, Previous: c.Old}
 			if c.Action == "Reinstall" {
-				ev.previous = idx[k].previous
+				ev.Previous = idx[k].Previous
 			}
 			if c.Action == "Install" {
-				ev.previous = ""
+				ev.Previous = ""
 			}
 			idx[k] = ev
 		}
@@ -281,20 +283,20 @@ func readHistoryFile(path string, limit int64) (data []byte, truncated bool, err
 	return data, false, err
 }
 
-// historyCache keeps the parsed history logs until a file in the log folder
+// HistoryCache keeps the parsed history logs until a file in the log folder
 // changes.
-type historyCache struct {
+type HistoryCache struct {
 	mu    sync.Mutex
 	sig   string
-	idx   map[string]histEvent
+	idx   map[string]HistEvent
 	notes []string
 }
 
 // load returns the history index of root's apt logs and notes about what
 // could not be read. Dates are read in the zone of root's /etc/localtime.
-func (c *historyCache) load(root string) (map[string]histEvent, []string) {
-	dir := filepath.Join(root, aptLogPath)
-	sig := dirSignature(dir)
+func (c *HistoryCache) Load(root string) (map[string]HistEvent, []string) {
+	dir := filepath.Join(root, AptLogPath)
+	sig := filestamp.Dir(dir)
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.idx != nil && sig == c.sig {
@@ -307,10 +309,10 @@ func (c *historyCache) load(root string) (map[string]histEvent, []string) {
 
 // readHistory reads and indexes every history log in dir, newest first,
 // within maxHistoryTotalBytes.
-func readHistory(dir string, loc *time.Location) (map[string]histEvent, []string) {
+func readHistory(dir string, loc *time.Location) (map[string]HistEvent, []string) {
 	names, err := historyFiles(dir)
 	if err != nil || len(names) == 0 {
-		return map[string]histEvent{}, []string{fmt.Sprintf(
+		return map[string]HistEvent{}, []string{fmt.Sprintf(
 			"no apt history log in %s: installed_on and previous_version are unknown", dir)}
 	}
 	var notes []string

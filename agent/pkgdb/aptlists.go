@@ -1,4 +1,4 @@
-package functions
+package pkgdb
 
 import (
 	"bytes"
@@ -16,16 +16,16 @@ import (
 	"github.com/pierrec/lz4/v4"
 )
 
-// aptListsPath is where apt keeps downloaded indexes, relative to [Env.Root].
-const aptListsPath = "var/lib/apt/lists"
+// AptListsPath is where apt keeps downloaded indexes, relative to the root.
+const AptListsPath = "var/lib/apt/lists"
 
 // maxIndexSize bounds a decompressed Packages index (the Debian main
 // archive's is about 50 MB) so a corrupt file cannot exhaust memory.
 const maxIndexSize = 512 << 20
 
-// aptRelease is the header of one Release or InRelease file and the
+// Release is the header of one Release or InRelease file and the
 // Packages indexes downloaded with it.
-type aptRelease struct {
+type Release struct {
 	File       string // base name of the Release file
 	Suite      string
 	Codename   string
@@ -37,9 +37,9 @@ type aptRelease struct {
 
 // parseRelease reads the fields of a Release file; an InRelease file's
 // OpenPGP clear-signing armour is stripped first.
-func parseRelease(data []byte) aptRelease {
+func parseRelease(data []byte) Release {
 	data = stripClearsign(data)
-	var r aptRelease
+	var r Release
 	scanStanzas(data, func(s stanza) bool {
 		r.Suite, r.Codename, r.Label = s.get("Suite"), s.get("Codename"), s.get("Label")
 		r.Date = parseReleaseDate(s.get("Date"))
@@ -80,15 +80,15 @@ func parseReleaseDate(s string) time.Time {
 
 // isSecurity reports whether the release is a security pocket: a suite or
 // codename ending in -security (Debian, Ubuntu), or the Debian-Security label.
-func (r aptRelease) isSecurity() bool {
+func (r Release) isSecurity() bool {
 	return strings.HasSuffix(r.Suite, "-security") || strings.HasSuffix(r.Codename, "-security") ||
 		strings.EqualFold(r.Label, "Debian-Security")
 }
 
-// findSecurityReleases lists the security releases in an apt lists folder,
+// FindSecurityReleases lists the security releases in an apt lists folder,
 // each with its Packages files (one per component and arch, whatever the
 // compression).
-func findSecurityReleases(lists string) ([]aptRelease, error) {
+func FindSecurityReleases(lists string) ([]Release, error) {
 	entries, err := os.ReadDir(lists)
 	if err != nil {
 		return nil, err
@@ -99,7 +99,7 @@ func findSecurityReleases(lists string) ([]aptRelease, error) {
 			names = append(names, e.Name())
 		}
 	}
-	var out []aptRelease
+	var out []Release
 	seen := map[string]bool{}
 	for _, name := range names {
 		prefix, ok := strings.CutSuffix(name, "InRelease")
@@ -153,9 +153,9 @@ func packagesFiles(names []string, prefix string) []string {
 	return out
 }
 
-// readIndex reads and decompresses one Packages index by its extension:
+// ReadIndex reads and decompresses one Packages index by its extension:
 // none, .lz4 (what apt stores), .gz, .bz2 or .zst. .xz is not supported.
-func readIndex(path string) ([]byte, error) {
+func ReadIndex(path string) ([]byte, error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return nil, err
@@ -193,4 +193,26 @@ func readIndex(path string) ([]byte, error) {
 		return nil, fmt.Errorf("%s: decompresses to more than %d bytes", filepath.Base(path), maxIndexSize)
 	}
 	return data, nil
+}
+
+// SecEntry is one stanza of a security Packages index.
+type SecEntry struct{ Arch, Version, Source string }
+
+// SecIndex maps a binary package name to its stanzas in the security indexes.
+type SecIndex map[string][]SecEntry
+
+// ParsePackagesIndex adds the stanzas of an apt Packages index to idx.
+func ParsePackagesIndex(data []byte, idx SecIndex) {
+	scanStanzas(data, func(s stanza) bool {
+		name, ver := s.get("Package"), s.get("Version")
+		if name == "" || ver == "" {
+			return true
+		}
+		src, _, _ := strings.Cut(s.get("Source"), " ")
+		if src == "" {
+			src = name
+		}
+		idx[name] = append(idx[name], SecEntry{Arch: s.get("Architecture"), Version: ver, Source: src})
+		return true
+	})
 }

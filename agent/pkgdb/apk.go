@@ -1,9 +1,9 @@
-package functions
+package pkgdb
 
 import "bytes"
 
-// apkInstalledPath is Alpine's installed database, relative to [Env.Root].
-const apkInstalledPath = "lib/apk/db/installed"
+// ApkInstalledPath is Alpine's installed database, relative to the root.
+const ApkInstalledPath = "lib/apk/db/installed"
 
 // parseApkInstalled returns the packages of an apk installed database:
 // blank-line separated records of "X:value" lines, where P is the name, V the

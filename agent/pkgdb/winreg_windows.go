@@ -1,6 +1,6 @@
 //go:build windows
 
-package functions
+package pkgdb
 
 import (
 	"strconv"

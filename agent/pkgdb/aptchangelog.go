@@ -1,4 +1,4 @@
-package functions
+package pkgdb
 
 import (
 	"bufio"
@@ -13,11 +13,13 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/commandcontrol/commandcontrol/agent/internal/filestamp"
 )
 
-// docPath is where packages install their documentation, changelogs
-// included, relative to [Env.Root].
-const docPath = "usr/share/doc"
+// DocPath is where packages install their documentation, changelogs
+// included, relative to the root.
+const DocPath = "usr/share/doc"
 
 // Bounds on reading a changelog, which is package-supplied text: at most
 // maxChangelogBytes decompressed bytes, maxChangelogLine bytes a line,
@@ -37,8 +39,8 @@ var changelogNames = []string{"changelog.Debian.gz", "changelog.Debian"}
 // cveRE matches a CVE id; the case of "CVE" is normalised on output.
 var cveRE = regexp.MustCompile(`(?i)\bCVE-[0-9]{4}-[0-9]{4,19}\b`)
 
-// changelogInfo is what a Debian changelog tells about one installed version.
-type changelogInfo struct {
+// ChangelogInfo is what a Debian changelog tells about one installed version.
+type ChangelogInfo struct {
 	// Found is true when the changelog has an entry for the version.
 	Found bool
 	// Date is that entry's trailer date, in the zone it was written in.
@@ -63,9 +65,9 @@ type changelogInfo struct {
 // security uploads brings their fixes too. Reading stops at the first entry not wanted, so only the
 // top of a long changelog is read. The error is a read error (a corrupt
 // gzip stream, an over-long line); what was parsed before it is returned.
-func parseChangelog(r io.Reader, version, previous string) (changelogInfo, error) {
-	var info changelogInfo
-	if previous != "" && compareDebVersions(previous, version) >= 0 {
+func parseChangelog(r io.Reader, version, previous string) (ChangelogInfo, error) {
+	var info ChangelogInfo
+	if previous != "" && CompareDebVersions(previous, version) >= 0 {
 		previous = "" // a downgrade or reinstall: only the version's own entry counts
 	}
 	sc := bufio.NewScanner(r)
@@ -85,13 +87,13 @@ func parseChangelog(r io.Reader, version, previous string) (changelogInfo, error
 				// is the package's history (a ~deb12u1 backport's
 				// ancestor 590-2.1 sorts higher than it): collect down
 				// to the first entry not newer than previous.
-				if previous == "" || compareDebVersions(v, previous) <= 0 {
+				if previous == "" || CompareDebVersions(v, previous) <= 0 {
 					break
 				}
 				collecting = true
 				continue
 			}
-			c := compareDebVersions(v, version)
+			c := CompareDebVersions(v, version)
 			if c > 0 { // a newer entry: another package's doc folder, or a shared one
 				collecting = false
 				continue
@@ -184,11 +186,11 @@ func changelogDate(trailer string) time.Time {
 	return t
 }
 
-// changelogCache keeps each changelog's answer until the file changes, and
+// ChangelogCache keeps each changelog's answer until the file changes, and
 // which packages have no changelog file until the doc folder changes
 // (stat of a missing file is not free, and minimal images leave out
 // /usr/share/doc altogether).
-type changelogCache struct {
+type ChangelogCache struct {
 	mu       sync.Mutex
 	m        map[string]changelogCached
 	docStamp string
@@ -199,7 +201,7 @@ type changelogCached struct {
 	size              int64
 	mtime             time.Time
 	version, previous string
-	info              changelogInfo
+	info              ChangelogInfo
 	err               error
 }
 
@@ -210,9 +212,9 @@ const maxChangelogCache = 8192
 // refresh forgets which packages had no changelog when root's doc folder
 // has changed (a package's doc folder is created or removed with it). Call
 // it once before a round of lookups.
-func (c *changelogCache) refresh(root string) {
+func (c *ChangelogCache) Refresh(root string) {
 	var b strings.Builder
-	stampFile(&b, filepath.Join(root, docPath))
+	filestamp.File(&b, filepath.Join(root, DocPath))
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if b.String() != c.docStamp || c.missing == nil {
@@ -223,13 +225,13 @@ func (c *changelogCache) refresh(root string) {
 // lookup finds the changelog of a package under root (its own doc folder,
 // else its source package's) and returns what it says about version since
 // previous. ok is false when there is no changelog file at all.
-func (c *changelogCache) lookup(root, name, source, version, previous string) (info changelogInfo, path string, ok bool, err error) {
+func (c *ChangelogCache) Lookup(root, name, source, version, previous string) (info ChangelogInfo, path string, ok bool, err error) {
 	key := name + "\x00" + source + "\x00" + version
 	c.mu.Lock()
 	known := c.missing[key]
 	c.mu.Unlock()
 	if known {
-		return changelogInfo{}, "", false, nil
+		return ChangelogInfo{}, "", false, nil
 	}
 	path, st, ok := findChangelog(root, name, source)
 	c.mu.Lock()
@@ -238,7 +240,7 @@ func (c *changelogCache) lookup(root, name, source, version, previous string) (i
 		if c.missing != nil && len(c.missing) < maxChangelogCache {
 			c.missing[key] = true
 		}
-		return changelogInfo{}, "", false, nil
+		return ChangelogInfo{}, "", false, nil
 	}
 	if e, hit := c.m[path]; hit && e.size == st.Size() && e.mtime.Equal(st.ModTime()) && e.version == version && e.previous == previous {
 		return e.info, path, true, e.err
@@ -263,7 +265,7 @@ func findChangelog(root, name, source string) (string, os.FileInfo, bool) {
 			continue
 		}
 		for _, n := range changelogNames {
-			p := filepath.Join(root, docPath, d, n)
+			p := filepath.Join(root, DocPath, d, n)
 			if st, err := os.Stat(p); err == nil && st.Mode().IsRegular() {
 				return p, st, true
 			}
@@ -274,17 +276,17 @@ func findChangelog(root, name, source string) (string, os.FileInfo, bool) {
 
 // readChangelog opens a changelog, gunzipping a .gz one, and parses at most
 // maxChangelogBytes of it.
-func readChangelog(path, version, previous string) (changelogInfo, error) {
+func readChangelog(path, version, previous string) (ChangelogInfo, error) {
 	f, err := os.Open(path)
 	if err != nil {
-		return changelogInfo{}, err
+		return ChangelogInfo{}, err
 	}
 	defer f.Close()
 	var r io.Reader = f
 	if strings.HasSuffix(path, ".gz") {
 		gz, err := gzip.NewReader(f)
 		if err != nil {
-			return changelogInfo{}, fmt.Errorf("%s: %w", path, err)
+			return ChangelogInfo{}, fmt.Errorf("%s: %w", path, err)
 		}
 		defer gz.Close()
 		r = gz

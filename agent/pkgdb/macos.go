@@ -1,19 +1,20 @@
-package functions
+package pkgdb
 
 import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
 	"time"
+
+	"github.com/commandcontrol/commandcontrol/agent/internal/filestamp"
 )
 
-// macOS software sources, relative to [Env.Root]. These readers are plain
+// macOS software sources, relative to the root. These readers are plain
 // file reads, so they are tested on fixture trees here; only the darwin
-// build wires them into sw-list. No macOS machine exists where this is
+// build reads them in [DB.Load] (platform_darwin.go). No macOS machine exists where this is
 // developed: the fixtures were written by hand to the documented formats.
 var (
 	macAppDirs      = []string{"Applications", "Applications/Utilities", "System/Applications", "System/Applications/Utilities"}
@@ -94,7 +95,7 @@ func appPackage(bundle string, infoPlist []byte) (Package, bool) {
 	return p, true
 }
 
-// brewReceipt is the part of a Homebrew INSTALL_RECEIPT.json sw-list uses.
+// brewReceipt is the part of a Homebrew INSTALL_RECEIPT.json that is read.
 type brewReceipt struct {
 	Time   int64  `json:"time"`
 	Arch   string `json:"arch"`
@@ -175,18 +176,18 @@ func readCaskroom(dir string) ([]Package, bool) {
 func macSignature(root string) string {
 	var b strings.Builder
 	for _, dir := range macAppDirs {
-		b.WriteString(dirSignature(filepath.Join(root, dir)))
+		b.WriteString(filestamp.Dir(filepath.Join(root, dir)))
 	}
 	for _, prefix := range homebrewPrefixs {
 		for _, sub := range []string{"Cellar", "Caskroom"} {
-			b.WriteString(dirSignature(filepath.Join(root, prefix, sub)))
+			b.WriteString(filestamp.Dir(filepath.Join(root, prefix, sub)))
 		}
 	}
 	return b.String()
 }
 
-// macInstallHistoryPath is macOS's log of installed packages and updates.
-const macInstallHistoryPath = "Library/Receipts/InstallHistory.plist"
+// MacInstallHistoryPath is macOS's log of installed packages and updates.
+const MacInstallHistoryPath = "Library/Receipts/InstallHistory.plist"
 
 // MacInstall is one entry of InstallHistory.plist.
 type MacInstall struct {
@@ -238,14 +239,12 @@ func macSecurityContent(name string) bool {
 	return false
 }
 
-// readInstallHistory reads root's InstallHistory.plist.
-func readInstallHistory(root string) ([]MacInstall, error) {
-	data, err := os.ReadFile(filepath.Join(root, macInstallHistoryPath))
-	if errors.Is(err, fs.ErrNotExist) {
-		return nil, errUnavailable("no %s: this is not a macOS machine, or it has never installed an update", macInstallHistoryPath)
-	}
+// ReadInstallHistory reads root's InstallHistory.plist. When it does not
+// exist the error wraps [fs.ErrNotExist].
+func ReadInstallHistory(root string) ([]MacInstall, error) {
+	data, err := os.ReadFile(filepath.Join(root, MacInstallHistoryPath))
 	if err != nil {
-		return nil, fmt.Errorf("read %s: %w", macInstallHistoryPath, err)
+		return nil, fmt.Errorf("read %s: %w", MacInstallHistoryPath, err)
 	}
 	return parseInstallHistory(data)
 }

@@ -1,6 +1,6 @@
 //go:build darwin
 
-package functions
+package pkgdb
 
 // platformLookedFor is added to the "no package database" message.
 const platformLookedFor = ", /Applications/*.app and Homebrew's Cellar and Caskroom (macOS)"

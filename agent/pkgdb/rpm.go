@@ -1,4 +1,4 @@
-package functions
+package pkgdb
 
 import (
 	"fmt"
@@ -12,7 +12,7 @@ import (
 	rpmdb "github.com/knqyf263/go-rpmdb/pkg"
 )
 
-// rpmDBPaths are where rpm keeps its database, relative to [Env.Root], in
+// rpmDBPaths are where rpm keeps its database, relative to the root, in
 // the order they are tried: the sqlite backend (rpm ≥ 4.16: Fedora ≥ 33,
 // RHEL 9; Fedora ≥ 36 moved it to /usr/lib/sysimage/rpm), SUSE's ndb, then
 // the classic Berkeley DB hash file (RHEL ≤ 8, CentOS, Amazon Linux 2).
@@ -103,7 +103,7 @@ func rpmPackage(p *rpmdb.PackageInfo) Package {
 		v = fmt.Sprintf("%d:%s", *p.Epoch, v)
 	}
 	pkg := Package{Name: p.Name, Version: v, Arch: p.Arch, Vendor: p.Vendor, Manager: "rpm"}
-	pkg.Source, pkg.SourceVersion = splitSourceRpm(p.SourceRpm)
+	pkg.Source, pkg.SourceVersion = SplitSourceRpm(p.SourceRpm)
 	if pkg.Source == "" {
 		pkg.Source, pkg.SourceVersion = p.Name, p.Version+"-"+p.Release
 	}
@@ -113,10 +113,10 @@ func rpmPackage(p *rpmdb.PackageInfo) Package {
 	return pkg
 }
 
-// splitSourceRpm splits "util-linux-2.32.1-42.el8_8.src.rpm" into
+// SplitSourceRpm splits "util-linux-2.32.1-42.el8_8.src.rpm" into
 // "util-linux" and "2.32.1-42.el8_8". Names may contain dashes; version and
 // release may not, so the last two dashes separate them.
-func splitSourceRpm(s string) (name, version string) {
+func SplitSourceRpm(s string) (name, version string) {
 	s = strings.TrimSuffix(s, ".rpm")
 	s = strings.TrimSuffix(strings.TrimSuffix(s, ".src"), ".nosrc")
 	r := strings.LastIndexByte(s, '-')

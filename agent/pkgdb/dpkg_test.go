@@ -1,18 +1,20 @@
-package functions
+package pkgdb
 
 import (
 	"fmt"
 	"os"
 	"testing"
+
+	"github.com/commandcontrol/commandcontrol/agent/pkgdb/pkgdbtest"
 )
 
 func TestParseDpkgStatusFixture(t *testing.T) {
-	data, err := os.ReadFile(debianRoot + "/" + dpkgStatusPath)
+	data, err := os.ReadFile(debianRoot + "/" + DpkgStatusPath)
 	if err != nil {
 		t.Fatal(err)
 	}
 	got := parseDpkgStatus(data)
-	want := readTable(t, "testdata/expected/packages.tsv", '\t')
+	want := pkgdbtest.ReadTable(t, "testdata/expected/packages.tsv", '\t')
 	if len(got) != len(want) || len(got) != 749 {
 		t.Fatalf("got %d packages, want %d (749)", len(got), len(want))
 	}
@@ -91,12 +93,12 @@ func TestReadDpkgStatusD(t *testing.T) {
 }
 
 func TestParseApkInstalledFixture(t *testing.T) {
-	data, err := os.ReadFile(alpineRoot + "/" + apkInstalledPath)
+	data, err := os.ReadFile(alpineRoot + "/" + ApkInstalledPath)
 	if err != nil {
 		t.Fatal(err)
 	}
 	got := parseApkInstalled(data)
-	want := readTable(t, "testdata/expected/apk-packages.csv", ',')
+	want := pkgdbtest.ReadTable(t, "testdata/expected/apk-packages.csv", ',')
 	if len(got) != len(want) || len(got) != 15 {
 		t.Fatalf("got %d packages, want %d (15)", len(got), len(want))
 	}

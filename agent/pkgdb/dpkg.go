@@ -1,4 +1,4 @@
-package functions
+package pkgdb
 
 import (
 	"errors"
@@ -11,11 +11,11 @@ import (
 	"time"
 )
 
-// Paths of the dpkg database, relative to [Env.Root].
+// Paths of the dpkg database, relative to the root.
 const (
-	dpkgStatusPath  = "var/lib/dpkg/status"
-	dpkgStatusDPath = "var/lib/dpkg/status.d"
-	dpkgInfoPath    = "var/lib/dpkg/info"
+	DpkgStatusPath  = "var/lib/dpkg/status"
+	DpkgStatusDPath = "var/lib/dpkg/status.d"
+	DpkgInfoPath    = "var/lib/dpkg/info"
 )
 
 // Package is one installed package, normalised across package managers.
@@ -101,7 +101,7 @@ func dpkgPackage(s stanza) (Package, bool) {
 // distroless status.d folder, whichever exist. found is false when neither
 // does. Install times come from the mtime of each package's info/*.list file.
 func readDpkgDB(root string) (pkgs []Package, found bool, err error) {
-	data, err := os.ReadFile(filepath.Join(root, dpkgStatusPath))
+	data, err := os.ReadFile(filepath.Join(root, DpkgStatusPath))
 	switch {
 	case err == nil:
 		found = true
@@ -109,7 +109,7 @@ func readDpkgDB(root string) (pkgs []Package, found bool, err error) {
 	case !errors.Is(err, fs.ErrNotExist):
 		return nil, false, fmt.Errorf("read dpkg status: %w", err)
 	}
-	dir := filepath.Join(root, dpkgStatusDPath)
+	dir := filepath.Join(root, DpkgStatusDPath)
 	entries, err := os.ReadDir(dir)
 	switch {
 	case err == nil:
@@ -154,7 +154,7 @@ func isStanzaFile(e fs.DirEntry) bool {
 // addInstallTimes sets InstallTime from var/lib/dpkg/info/<name>[:<arch>].list,
 // which dpkg rewrites when it unpacks a package.
 func addInstallTimes(root string, pkgs []Package) {
-	info := filepath.Join(root, dpkgInfoPath)
+	info := filepath.Join(root, DpkgInfoPath)
 	if _, err := os.Stat(info); err != nil {
 		return
 	}

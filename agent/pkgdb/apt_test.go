@@ -1,4 +1,4 @@
-package functions
+package pkgdb
 
 import (
 	"bytes"
@@ -10,10 +10,12 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/commandcontrol/commandcontrol/agent/pkgdb/pkgdbtest"
 )
 
 // docRoot holds the fixture changelogs, usr/share/doc/<pkg>/changelog.Debian.gz.
-const docRoot = debianRoot + "/" + docPath
+const docRoot = debianRoot + "/" + DocPath
 
 // readGz returns the decompressed content of a fixture.
 func readGz(t testing.TB, path string) []byte {
@@ -34,8 +36,8 @@ func readGz(t testing.TB, path string) []byte {
 	return data
 }
 
-// describeChangelog prints a changelogInfo for comparison.
-func describeChangelog(info changelogInfo) string {
+// describeChangelog prints a ChangelogInfo for comparison.
+func describeChangelog(info ChangelogInfo) string {
 	date := "-"
 	if !info.Date.IsZero() {
 		date = info.Date.Format(time.RFC3339)
@@ -156,9 +158,9 @@ func TestParseChangelogLongLine(t *testing.T) {
 func TestChangelogCache(t *testing.T) {
 	root := t.TempDir()
 	// libexpat1-dev has no doc folder of its own: the source's (expat) is used.
-	copyFile(t, docRoot+"/libexpat1/changelog.Debian.gz", filepath.Join(root, docPath, "expat", "changelog.Debian.gz"))
-	var c changelogCache
-	info, path, ok, err := c.lookup(root, "libexpat1-dev", "expat", "2.5.0-1+deb12u1", "")
+	pkgdbtest.CopyFile(t, docRoot+"/libexpat1/changelog.Debian.gz", filepath.Join(root, DocPath, "expat", "changelog.Debian.gz"))
+	var c ChangelogCache
+	info, path, ok, err := c.Lookup(root, "libexpat1-dev", "expat", "2.5.0-1+deb12u1", "")
 	if err != nil || !ok || filepath.Base(filepath.Dir(path)) != "expat" {
 		t.Fatalf("got %q, %v, %v", path, ok, err)
 	}
@@ -166,14 +168,14 @@ func TestChangelogCache(t *testing.T) {
 		t.Errorf("got %q, want %q", got, want)
 	}
 	// A plain changelog.Debian in the package's own folder comes first.
-	plain := filepath.Join(root, docPath, "libexpat1-dev", "changelog.Debian")
+	plain := filepath.Join(root, DocPath, "libexpat1-dev", "changelog.Debian")
 	if err := os.MkdirAll(filepath.Dir(plain), 0o755); err != nil {
 		t.Fatal(err)
 	}
 	if err := os.WriteFile(plain, []byte("expat (2.5.0-1+deb12u1) bookworm-security; urgency=high\n  * CVE-2099-0001\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	info, _, _, _ = c.lookup(root, "libexpat1-dev", "expat", "2.5.0-1+deb12u1", "")
+	info, _, _, _ = c.Lookup(root, "libexpat1-dev", "expat", "2.5.0-1+deb12u1", "")
 	if got, want := fmt.Sprint(info.CVEs), "[CVE-2099-0001]"; got != want {
 		t.Errorf("got %q, want %q", got, want)
 	}
@@ -185,20 +187,20 @@ func TestChangelogCache(t *testing.T) {
 	if err := os.Chtimes(plain, later, later); err != nil {
 		t.Fatal(err)
 	}
-	info, _, _, _ = c.lookup(root, "libexpat1-dev", "expat", "2.5.0-1+deb12u1", "")
+	info, _, _, _ = c.Lookup(root, "libexpat1-dev", "expat", "2.5.0-1+deb12u1", "")
 	if got, want := fmt.Sprint(info.CVEs), "[CVE-2099-0001 CVE-2099-0002]"; got != want {
 		t.Errorf("after rewrite: got %q, want %q", got, want)
 	}
 	// No changelog anywhere; path elements are not followed.
 	for _, name := range []string{"nothing", "..", "a/b"} {
-		if _, _, ok, _ := c.lookup(root, name, name, "1", ""); ok {
+		if _, _, ok, _ := c.Lookup(root, name, name, "1", ""); ok {
 			t.Errorf("%q: found a changelog", name)
 		}
 	}
 	// A corrupt gzip file is an error, not a panic.
-	bad := filepath.Join(root, docPath, "bad", "changelog.Debian.gz")
-	copyFile(t, plain, bad)
-	if _, _, ok, err := c.lookup(root, "bad", "bad", "1", ""); !ok || err == nil {
+	bad := filepath.Join(root, DocPath, "bad", "changelog.Debian.gz")
+	pkgdbtest.CopyFile(t, plain, bad)
+	if _, _, ok, err := c.Lookup(root, "bad", "bad", "1", ""); !ok || err == nil {
 		t.Errorf("corrupt gzip: got %v, %v", ok, err)
 	}
 }
@@ -213,7 +215,7 @@ func describeTx(tx aptTransaction) string {
 }
 
 func TestParseHistoryLogFixture(t *testing.T) {
-	data, err := os.ReadFile(debianRoot + "/" + aptLogPath + "/history.log")
+	data, err := os.ReadFile(debianRoot + "/" + AptLogPath + "/history.log")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -317,8 +319,8 @@ func TestIndexHistory(t *testing.T) {
 		{"b", "4", "2024-06-01 10:00:01 from "}, // purged, then installed afresh
 		{"c", "1", "0001-01-01 00:00:00 from "},
 	} {
-		ev := idx[historyKey(tt.name, tt.version)]
-		if got := ev.at.Format(time.DateTime) + " from " + ev.previous; got != tt.want {
+		ev := idx[HistoryKey(tt.name, tt.version)]
+		if got := ev.At.Format(time.DateTime) + " from " + ev.Previous; got != tt.want {
 			t.Errorf("%s %s: got %q, want %q", tt.name, tt.version, got, tt.want)
 		}
 	}
@@ -353,8 +355,8 @@ func TestReadHistoryRotated(t *testing.T) {
 	}
 	idx, notes := readHistory(dir, time.UTC)
 	var got []string
-	for _, k := range []string{historyKey("a", "3"), historyKey("a", "2"), historyKey("b", "9")} {
-		got = append(got, idx[k].at.Format(time.DateTime)+" "+idx[k].previous)
+	for _, k := range []string{HistoryKey("a", "3"), HistoryKey("a", "2"), HistoryKey("b", "9")} {
+		got = append(got, idx[k].At.Format(time.DateTime)+" "+idx[k].Previous)
 	}
 	if want := "[2024-03-01 10:00:01 2 2024-02-01 10:00:01 1 2024-01-01 10:00:01 ]"; fmt.Sprint(got) != want {
 		t.Errorf("got %q, want %q", got, want)
@@ -407,182 +409,4 @@ func fixedZoneTZif(offset int32) []byte {
 	b.Write([]byte{byte(offset >> 24), byte(offset >> 16), byte(offset >> 8), byte(offset), 0, 0})
 	b.WriteString("TST\x00")
 	return b.Bytes()
-}
-
-// describeInstalled prints an installed item's apt details; installed_on
-// in wall-clock time, which is what history.log holds.
-func describeInstalled(p InstalledPatch) string {
-	on, cl := "-", "-"
-	if !p.InstalledOn.IsZero() {
-		on = p.InstalledOn.Format(time.DateTime)
-	}
-	if !p.ChangelogDate.IsZero() {
-		cl = p.ChangelogDate.Format(time.RFC3339)
-	}
-	return fmt.Sprintf("%s %s on=%s prev=%s changelog=%s cves=%v", p.Name, p.Version, on, p.PreviousVersion, cl, p.CVEs)
-}
-
-func TestSecPatchesAptDetails(t *testing.T) {
-	res, err := callFn(t, debianRoot, "installed-sec-patches", "")
-	if err != nil {
-		t.Fatal(err)
-	}
-	r := res.(*SecPatchesReply)
-	got := map[string]string{}
-	withDate := 0
-	for _, p := range r.Installed {
-		got[p.Name] = describeInstalled(p)
-		if !p.InstalledOn.IsZero() {
-			withDate++
-		}
-	}
-	for _, want := range []string{
-		// The only fixture changelog of a package installed from -security
-		// (openssl, libssl3 and libexpat1 are pending; curl is not a
-		// security update).
-		"less 590-2.1~deb12u2 on=2025-06-24 14:37:04 prev= changelog=2024-05-02T20:30:51+02:00 cves=[]",
-		"libsystemd0 252.38-1~deb12u1 on=2025-06-24 14:36:25 prev=252.36-1~deb12u1 changelog=- cves=[]",
-		"libicu72 72.1-3+deb12u1 on=2026-05-09 07:29:30 prev=72.1-3 changelog=- cves=[]",
-		// In the base image, before the history log begins.
-		"libtasn1-6 4.19.0-2+deb12u1 on=- prev= changelog=- cves=[]",
-	} {
-		name, _, _ := strings.Cut(want, " ")
-		if got[name] != want {
-			t.Errorf("got %q, want %q", got[name], want)
-		}
-	}
-	for _, name := range []string{"curl", "openssl", "libssl3", "libexpat1"} {
-		if got[name] != "" {
-			t.Errorf("%s listed as installed from -security: %q", name, got[name])
-		}
-	}
-	if r.InstalledCount != 40 || withDate != 39 {
-		t.Errorf("got %d installed, %d with a date; want 40, 39", r.InstalledCount, withDate)
-	}
-	if want := "39 of 40 installed security updates have no changelog entry"; len(r.Notes) != 1 || !strings.HasPrefix(r.Notes[0], want) {
-		t.Errorf("got notes %q, want one starting %q", r.Notes, want)
-	}
-}
-
-// securitySnapshotRoot builds a root in which the security index is as it
-// was when openssl 3.0.19-1~deb12u2 and expat 2.5.0-1+deb12u1 were current:
-// the fixture's dpkg status, history log and changelogs, and a small
-// hand-written security index naming them (and an older curl). expat's
-// changelog is also in usr/share/doc/expat, for libexpat1-dev.
-func securitySnapshotRoot(t testing.TB) string {
-	t.Helper()
-	root := t.TempDir()
-	copyFile(t, debianRoot+"/"+dpkgStatusPath, filepath.Join(root, dpkgStatusPath))
-	copyFile(t, debianRoot+"/"+aptLogPath+"/history.log", filepath.Join(root, aptLogPath, "history.log"))
-	for _, p := range []string{"openssl", "libssl3", "less", "libexpat1", "curl"} {
-		copyFile(t, docRoot+"/"+p+"/changelog.Debian.gz", filepath.Join(root, docPath, p, "changelog.Debian.gz"))
-	}
-	copyFile(t, docRoot+"/libexpat1/changelog.Debian.gz", filepath.Join(root, docPath, "expat", "changelog.Debian.gz"))
-	lists := filepath.Join(root, aptListsPath)
-	if err := os.MkdirAll(lists, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	release := "Origin: Debian\nLabel: Debian-Security\nSuite: stable-security\nCodename: bookworm-security\nDate: Sat, 04 Apr 2026 10:00:00 UTC\n"
-	index := ""
-	for _, s := range [][3]string{
-		{"openssl", "3.0.19-1~deb12u2", ""}, {"libssl3", "3.0.19-1~deb12u2", "openssl"},
-		{"libexpat1", "2.5.0-1+deb12u1", "expat"}, {"libexpat1-dev", "2.5.0-1+deb12u1", "expat"},
-		{"less", "590-2.1~deb12u2", ""}, {"curl", "7.88.1-10+deb12u8", ""},
-	} {
-		index += "Package: " + s[0] + "\nVersion: " + s[1] + "\nArchitecture: amd64\n"
-		if s[2] != "" {
-			index += "Source: " + s[2] + "\n"
-		}
-		index += "\n"
-	}
-	for name, text := range map[string]string{
-		"x_dists_bookworm-security_InRelease":                  release,
-		"x_dists_bookworm-security_main_binary-amd64_Packages": index,
-	} {
-		if err := os.WriteFile(filepath.Join(lists, name), []byte(text), 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-	return root
-}
-
-func TestSecPatchesAptDetailsSnapshot(t *testing.T) {
-	root := securitySnapshotRoot(t)
-	res, err := callFn(t, root, "installed-sec-patches", "")
-	if err != nil {
-		t.Fatal(err)
-	}
-	r := res.(*SecPatchesReply)
-	var got []string
-	for _, p := range r.Installed {
-		got = append(got, describeInstalled(p))
-	}
-	since3016 := "[CVE-2025-9230 CVE-2025-9232 CVE-2025-15467 CVE-2025-68160 CVE-2025-69418 CVE-2025-69419 CVE-2025-69420 CVE-2025-69421 " +
-		"CVE-2026-22795 CVE-2026-22796 CVE-2026-28387 CVE-2026-28389 CVE-2026-28390 CVE-2026-31789 CVE-2026-31790]"
-	want := []string{
-		"less 590-2.1~deb12u2 on=2025-06-24 14:37:04 prev= changelog=2024-05-02T20:30:51+02:00 cves=[]",
-		"libexpat1 2.5.0-1+deb12u1 on=2025-06-24 14:37:04 prev= changelog=2024-09-08T08:44:19+02:00 cves=[CVE-2024-45490 CVE-2024-45491 CVE-2024-45492]",
-		"libexpat1-dev 2.5.0-1+deb12u1 on=2025-06-24 14:37:04 prev= changelog=2024-09-08T08:44:19+02:00 cves=[CVE-2024-45490 CVE-2024-45491 CVE-2024-45492]",
-		"libssl3 3.0.19-1~deb12u2 on=2026-05-09 07:29:30 prev=3.0.16-1~deb12u1 changelog=2026-04-03T14:29:32+02:00 cves=" + since3016,
-		"openssl 3.0.19-1~deb12u2 on=2026-05-09 07:29:30 prev=3.0.16-1~deb12u1 changelog=2026-04-03T14:29:32+02:00 cves=" + since3016,
-	}
-	if len(got) != len(want) {
-		t.Fatalf("got %d installed, want %d:\n%s", len(got), len(want), strings.Join(got, "\n"))
-	}
-	for i := range want {
-		if got[i] != want[i] {
-			t.Errorf("got  %q\nwant %q", got[i], want[i])
-		}
-	}
-	if len(r.Notes) != 0 {
-		t.Errorf("got notes %q", r.Notes)
-	}
-	// The name filter narrows what is looked up.
-	res, err = callFn(t, root, "installed-sec-patches", `{"name":"openssl"}`)
-	if err != nil {
-		t.Fatal(err)
-	}
-	r = res.(*SecPatchesReply)
-	if len(r.Installed) != 1 || len(r.Installed[0].CVEs) != 15 {
-		t.Fatalf("got %+v", r.Installed)
-	}
-}
-
-func TestSecPatchesAptDetailsCached(t *testing.T) {
-	root := securitySnapshotRoot(t)
-	fn, _ := newSecPatches(&Env{Root: root, Now: fixtureNow})
-	// A caller changing its reply does not change the cache.
-	for range 2 {
-		res, err := fn.Call(t.Context(), Args{"name": "openssl"})
-		if err != nil {
-			t.Fatal(err)
-		}
-		cves := res.(*SecPatchesReply).Installed[0].CVEs
-		if cves[0] != "CVE-2025-9230" {
-			t.Fatalf("got %q, want CVE-2025-9230 first", cves)
-		}
-		cves[0] = "changed"
-	}
-	// A new history block upgrades less to the same version (a reinstall
-	// logged as an upgrade from an older build).
-	h := filepath.Join(root, aptLogPath, "history.log")
-	f, err := os.OpenFile(h, os.O_APPEND|os.O_WRONLY, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	fmt.Fprint(f, "\nStart-Date: 2026-12-01  09:00:00\nUpgrade: less:amd64 (590-2, 590-2.1~deb12u2)\nEnd-Date: 2026-12-01  09:00:03\n")
-	f.Close()
-	later := time.Now().Add(time.Minute)
-	if err := os.Chtimes(h, later, later); err != nil {
-		t.Fatal(err)
-	}
-	res, err := fn.Call(t.Context(), Args{"name": "less"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	got := describeInstalled(res.(*SecPatchesReply).Installed[0])
-	want := "less 590-2.1~deb12u2 on=2026-12-01 09:00:03 prev=590-2 changelog=2024-05-02T20:30:51+02:00 cves=[CVE-2022-48624 CVE-2024-32487]"
-	if got != want {
-		t.Errorf("got %q, want %q", got, want)
-	}
 }

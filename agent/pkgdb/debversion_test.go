@@ -1,4 +1,4 @@
-package functions
+package pkgdb
 
 import (
 	"os/exec"
@@ -46,10 +46,10 @@ var versionTests = []struct {
 
 func TestCompareDebVersions(t *testing.T) {
 	for _, tt := range versionTests {
-		if got := compareDebVersions(tt.a, tt.b); got != tt.want {
+		if got := CompareDebVersions(tt.a, tt.b); got != tt.want {
 			t.Errorf("compare(%q, %q): got %d, want %d", tt.a, tt.b, got, tt.want)
 		}
-		if got := compareDebVersions(tt.b, tt.a); got != -tt.want {
+		if got := CompareDebVersions(tt.b, tt.a); got != -tt.want {
 			t.Errorf("compare(%q, %q): got %d, want %d", tt.b, tt.a, got, -tt.want)
 		}
 	}
@@ -68,5 +68,11 @@ func TestCompareDebVersionsAgainstDpkg(t *testing.T) {
 		if err := exec.Command(dpkg, "--compare-versions", tt.a, op, tt.b).Run(); err != nil {
 			t.Errorf("dpkg says %q %s %q is false", tt.a, op, tt.b)
 		}
+	}
+}
+
+func BenchmarkCompareDebVersions(b *testing.B) {
+	for b.Loop() {
+		CompareDebVersions("1:9.2p1-2+deb12u6", "1:9.2p1-2+deb12u9")
 	}
 }

@@ -1,6 +1,6 @@
 //go:build linux
 
-package functions
+package pkgdb
 
 // The pure-Go sqlite driver (registered as "sqlite", the name go-rpmdb
 // opens) is linked only where rpm databases exist.
