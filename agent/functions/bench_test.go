@@ -118,12 +118,6 @@ func BenchmarkSecPatchesAlpineCached(b *testing.B) {
 	benchCall(b, fn)
 }
 
-func BenchmarkCustomFunctionEcho(b *testing.B) {
-	fn := NewCustomFunction(Definition{Name: "echo", Command: []string{"/bin/echo", "{}"}, Timeout: Duration(5 * time.Second),
-		Output: OutputAuto, MaxOutputBytes: DefaultCustomOutputBytes, MaxConcurrent: 1}, &Env{})
-	benchCall(b, fn)
-}
-
 // BenchmarkSecPatchesWithCVEs measures installed-sec-patches on the debian
 // fixture with a history log and a changelog for every one of its 40
 // installed security updates (the fixture has real changelogs for only a

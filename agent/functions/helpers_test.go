@@ -2,12 +2,10 @@ package functions
 
 import (
 	"context"
-	"strings"
 	"testing"
 	"time"
 
 	"github.com/commandcontrol/commandcontrol/agent/pkgdb"
-	"github.com/commandcontrol/commandcontrol/fleet"
 )
 
 // Fixture roots: /proc and cgroup trees in testdata, the package database
@@ -39,21 +37,4 @@ func callFn(t testing.TB, root, name, body string) (any, error) {
 	t.Helper()
 	set := New(&Env{Root: root, MachineID: "10.0.0.5_test", Version: "test", Now: fixtureNow})
 	return set.Call(context.Background(), name, []byte(body))
-}
-
-// wantCode fails unless err is a *fleet.Error with code, and its
-// description contains each of substrings.
-func wantCode(t testing.TB, err error, code int, substrings ...string) {
-	t.Helper()
-	if err == nil {
-		t.Fatalf("got no error, want code %d", code)
-	}
-	if got := fleet.CodeOf(err); got != code {
-		t.Fatalf("got code %d (%v), want %d", got, err, code)
-	}
-	for _, s := range substrings {
-		if !strings.Contains(err.Error(), s) {
-			t.Errorf("error %q does not mention %q", err, s)
-		}
-	}
 }

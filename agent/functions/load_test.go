@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/commandcontrol/commandcontrol/agent/functions/functionstest"
 	"github.com/commandcontrol/commandcontrol/agent/pkgdb/pkgdbtest"
 )
 
@@ -95,7 +96,7 @@ func TestCurrentLoadFixture(t *testing.T) {
 		t.Errorf("without PSI: got %+v", r)
 	}
 	_, err = callFn(t, t.TempDir(), "current-load", "")
-	wantCode(t, err, 503, "loadavg")
+	functionstest.WantCode(t, err, 503, "loadavg")
 }
 
 // TestCurrentLoadCacheAgeReadsEnvClock: a reading is reused for

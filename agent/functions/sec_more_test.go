@@ -10,6 +10,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/commandcontrol/commandcontrol/agent/functions/functionstest"
 )
 
 // fakeTools writes shell scripts standing in for dnf (or another tool)
@@ -83,16 +85,16 @@ func TestSecPatchesRpmUnavailable(t *testing.T) {
 	f := fn.(*secPatches)
 	f.lookPath = fakeTools(t, nil)
 	_, err := f.Call(t.Context(), Args{})
-	wantCode(t, err, 503, "neither dnf nor yum")
+	functionstest.WantCode(t, err, 503, "neither dnf nor yum")
 	f.lookPath = fakeTools(t, map[string]string{"yum": "echo 'Cache-only enabled but no cache for base' >&2; exit 1"})
 	_, err = f.Call(t.Context(), Args{})
-	wantCode(t, err, 503, "yum makecache")
+	functionstest.WantCode(t, err, 503, "yum makecache")
 	f.lookPath = fakeTools(t, map[string]string{"dnf": "sleep 60"})
 	// A hanging dnf is bounded by the call's deadline.
 	short, stop := contextWithTimeout(t.Context(), 300)
 	defer stop()
 	_, err = f.Call(short, Args{})
-	wantCode(t, err, 504, "did not finish")
+	functionstest.WantCode(t, err, 504, "did not finish")
 }
 
 func TestSecPatchesAlpineUpgrades(t *testing.T) {
@@ -112,7 +114,7 @@ func TestSecPatchesAlpineUpgrades(t *testing.T) {
 	}
 	// No index: 503 naming what to do, never an empty list.
 	_, err = callFn(t, alpineRoot, "installed-sec-patches", "")
-	wantCode(t, err, 503, "apk update")
+	functionstest.WantCode(t, err, 503, "apk update")
 }
 
 // contextWithTimeout is context.WithTimeout in milliseconds.

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/commandcontrol/commandcontrol/agent/functions/functionstest"
 	"github.com/commandcontrol/commandcontrol/agent/pkgdb"
 	"github.com/commandcontrol/commandcontrol/agent/pkgdb/pkgdbtest"
 )
@@ -69,18 +70,18 @@ func TestSecPatchesUnavailable(t *testing.T) {
 	root := t.TempDir()
 	pkgdbtest.CopyFile(t, debianRoot+"/"+pkgdb.DpkgStatusPath, filepath.Join(root, pkgdb.DpkgStatusPath))
 	_, err := callFn(t, root, "installed-sec-patches", "")
-	wantCode(t, err, 503, "apt")
+	functionstest.WantCode(t, err, 503, "apt")
 	if err := os.MkdirAll(filepath.Join(root, pkgdb.AptListsPath), 0o755); err != nil {
 		t.Fatal(err)
 	}
 	_, err = callFn(t, root, "installed-sec-patches", "")
-	wantCode(t, err, 503, "no -security suite", "apt-get update")
+	functionstest.WantCode(t, err, 503, "no -security suite", "apt-get update")
 	// No dpkg at all.
 	_, err = callFn(t, t.TempDir(), "installed-sec-patches", "")
-	wantCode(t, err, 503, pkgdb.DpkgStatusPath)
+	functionstest.WantCode(t, err, 503, pkgdb.DpkgStatusPath)
 	// apk machine.
 	_, err = callFn(t, alpineRoot, "installed-sec-patches", "")
-	wantCode(t, err, 503, "apk")
+	functionstest.WantCode(t, err, 503, "apk")
 }
 
 // TestSecPatchesIndexExpiryReadsEnvClock: whether the security index has

@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/commandcontrol/commandcontrol/agent/functions/functionstest"
 	"github.com/commandcontrol/commandcontrol/agent/pkgdb"
 )
 
@@ -29,7 +30,7 @@ func TestMacReply(t *testing.T) {
 	}
 	f := &secPatches{root: t.TempDir()}
 	_, err = f.macPatches(context.Background(), nameFilter{})
-	wantCode(t, err, 503, "InstallHistory.plist")
+	functionstest.WantCode(t, err, 503, "InstallHistory.plist")
 }
 
 func TestWindowsReply(t *testing.T) {

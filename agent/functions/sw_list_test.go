@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/commandcontrol/commandcontrol/agent/functions/functionstest"
 	"github.com/commandcontrol/commandcontrol/agent/pkgdb"
 	"github.com/commandcontrol/commandcontrol/agent/pkgdb/pkgdbtest"
 )
@@ -54,7 +55,7 @@ func TestSwListFilter(t *testing.T) {
 		}
 	}
 	_, err := callFn(t, debianRoot, "sw-list", `{"name":"[a-"}`)
-	wantCode(t, err, 400, "glob")
+	functionstest.WantCode(t, err, 400, "glob")
 }
 
 func TestSwListOtherLayouts(t *testing.T) {
@@ -73,7 +74,7 @@ func TestSwListOtherLayouts(t *testing.T) {
 		t.Errorf("alpine: got %+v, want apk with busybox and busybox-binsh", r)
 	}
 	_, err = callFn(t, t.TempDir(), "sw-list", "")
-	wantCode(t, err, 503, pkgdb.DpkgStatusPath, pkgdb.DpkgStatusDPath, pkgdb.ApkInstalledPath)
+	functionstest.WantCode(t, err, 503, pkgdb.DpkgStatusPath, pkgdb.DpkgStatusDPath, pkgdb.ApkInstalledPath)
 }
 
 func TestSwListCacheAndInstallTime(t *testing.T) {

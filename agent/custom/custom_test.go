@@ -1,6 +1,6 @@
 //go:build !windows
 
-package functions
+package custom
 
 import (
 	"context"
@@ -14,6 +14,9 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/commandcontrol/commandcontrol/agent/functions"
+	"github.com/commandcontrol/commandcontrol/agent/functions/functionstest"
 )
 
 // writeDef writes a definition file into dir.
@@ -28,14 +31,14 @@ func writeDef(t testing.TB, dir, file, text string) string {
 
 // customSet serves the definitions of dir on a set with no built-ins
 // needed; it fails the test on a definition error.
-func customSet(t testing.TB, defs ...string) *Set {
+func customSet(t testing.TB, defs ...string) *functions.Set {
 	t.Helper()
 	dir := t.TempDir()
 	for i, d := range defs {
 		writeDef(t, dir, fmt.Sprintf("f%d.json", i), d)
 	}
-	s := New(&Env{Root: t.TempDir(), MachineID: "10.0.0.5_test"})
-	if _, errs := s.LoadDir(dir); len(errs) > 0 {
+	s := functions.New(&functions.Env{Root: t.TempDir(), MachineID: "10.0.0.5_test"})
+	if _, errs := NewLoader(s).LoadDir(dir); len(errs) > 0 {
 		t.Fatal(errs)
 	}
 	return s
@@ -77,7 +80,7 @@ func TestLoadDefinitionsNamesFileAndField(t *testing.T) {
 		t.Fatalf("got %d definitions %+v, want disk-free only", len(defs), defs)
 	}
 	d := defs[0]
-	if time.Duration(d.Timeout) != 5*time.Second || d.MaxOutputBytes != DefaultCustomOutputBytes || d.MaxConcurrent != DefaultCustomMaxConcurrent ||
+	if time.Duration(d.Timeout) != 5*time.Second || d.MaxOutputBytes != DefaultOutputBytes || d.MaxConcurrent != DefaultMaxConcurrent ||
 		d.Output != OutputAuto || d.File != filepath.Join(dir, "a-good.json") {
 		t.Errorf("defaults: got %+v", d)
 	}
@@ -134,15 +137,15 @@ func TestCustomFunctionOutputs(t *testing.T) {
 		t.Errorf("a bare JSON number in auto mode: got %#v, want it wrapped as text", res)
 	}
 	_, err = s.Call(t.Context(), "must-json", nil)
-	wantCode(t, err, 500, "not JSON")
+	functionstest.WantCode(t, err, 500, "not JSON")
 	res, _ = s.Call(t.Context(), "as-text", nil)
 	if o, ok := res.(*CommandOutput); !ok || o.Stdout != "{}\n" {
 		t.Errorf("output text: got %#v, want {} wrapped", res)
 	}
 	_, err = s.Call(t.Context(), "fails", nil)
-	wantCode(t, err, 500, "exited with status 3", "line1 | it broke")
+	functionstest.WantCode(t, err, 500, "exited with status 3", "line1 | it broke")
 	_, err = s.Call(t.Context(), "missing", nil)
-	wantCode(t, err, 503, "/no/such/program", "not found")
+	functionstest.WantCode(t, err, 503, "/no/such/program", "not found")
 }
 
 func TestCustomFunctionArgumentsReachArgvLiterally(t *testing.T) {
@@ -161,13 +164,13 @@ func TestCustomFunctionArgumentsReachArgvLiterally(t *testing.T) {
 		t.Errorf("got %q, want %q (opt absent: its element left out)", got, want)
 	}
 	_, err = s.Call(t.Context(), "echo-args", []byte(`{"name":"a","n":"seven"}`))
-	wantCode(t, err, 400, `"n"`, "integer")
+	functionstest.WantCode(t, err, 400, `"n"`, "integer")
 	_, err = s.Call(t.Context(), "echo-args", []byte(`{"name":"a","bogus":1}`))
-	wantCode(t, err, 400, `"bogus"`)
+	functionstest.WantCode(t, err, 400, `"bogus"`)
 	_, err = s.Call(t.Context(), "echo-args", []byte(`{}`))
-	wantCode(t, err, 400, `"name"`, "required")
-	_, err = s.Call(t.Context(), "echo-args", []byte(`{"name":"`+strings.Repeat("a", MaxRequestSize)+`"}`))
-	wantCode(t, err, 413)
+	functionstest.WantCode(t, err, 400, `"name"`, "required")
+	_, err = s.Call(t.Context(), "echo-args", []byte(`{"name":"`+strings.Repeat("a", functions.MaxRequestSize)+`"}`))
+	functionstest.WantCode(t, err, 413)
 }
 
 func TestCustomFunctionPattern(t *testing.T) {
@@ -176,9 +179,9 @@ func TestCustomFunctionPattern(t *testing.T) {
 		t.Fatal(err)
 	}
 	_, err := s.Call(t.Context(), "svc", []byte(`{"unit":"--help"}`))
-	wantCode(t, err, 400, "does not match")
+	functionstest.WantCode(t, err, 400, "does not match")
 	_, err = s.Call(t.Context(), "svc", []byte(`{"unit":"ok\nbad"}`))
-	wantCode(t, err, 400, "does not match")
+	functionstest.WantCode(t, err, 400, "does not match")
 }
 
 // alive reports whether process pid exists.
@@ -203,7 +206,7 @@ func TestCustomFunctionHangIsKilled(t *testing.T) {
 		"command":["/bin/sh","-c","sleep 60 & echo $! > %[1]s/child; echo $$ > %[1]s/parent; wait"]}`, pids))
 	start := time.Now()
 	_, err := s.Call(t.Context(), "hang", nil)
-	wantCode(t, err, 504, "300ms", "killed")
+	functionstest.WantCode(t, err, 504, "300ms", "killed")
 	if d := time.Since(start); d > 5*time.Second {
 		t.Errorf("the call took %v", d)
 	}
@@ -223,13 +226,13 @@ func TestCustomFunctionFloodIs413(t *testing.T) {
 	s := customSet(t, `{"name":"flood","max_output_bytes":4096,"timeout":"10s","command":["/bin/sh","-c","while :; do echo xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx; done"]}`)
 	start := time.Now()
 	_, err := s.Call(t.Context(), "flood", nil)
-	wantCode(t, err, 413, "4096", "killed")
+	functionstest.WantCode(t, err, 413, "4096", "killed")
 	if d := time.Since(start); d > 5*time.Second {
 		t.Errorf("the flood was stopped after %v", d)
 	}
 	// The agent is unharmed: the same function answers again.
 	_, err = s.Call(t.Context(), "flood", nil)
-	wantCode(t, err, 413)
+	functionstest.WantCode(t, err, 413)
 }
 
 func TestCustomFunctionConcurrencyLimit(t *testing.T) {
@@ -247,7 +250,7 @@ func TestCustomFunctionConcurrencyLimit(t *testing.T) {
 		time.Sleep(10 * time.Millisecond)
 	}
 	_, err := s.Call(t.Context(), "slow", nil)
-	wantCode(t, err, 503, "max_concurrent")
+	functionstest.WantCode(t, err, 503, "max_concurrent")
 	if err := <-done; err != nil {
 		t.Fatal(err)
 	}
@@ -273,10 +276,11 @@ func TestCustomFunctionEnvIsScrubbed(t *testing.T) {
 
 func TestWatchDirReloadsWithoutRestart(t *testing.T) {
 	dir := t.TempDir()
-	s := New(&Env{Root: t.TempDir()})
+	s := functions.New(&functions.Env{Root: t.TempDir()})
 	reload := make(chan struct{}, 1)
 	changes := make(chan struct{}, 10)
-	go s.WatchDir(t.Context(), dir, 20*time.Millisecond, reload, func() { changes <- struct{}{} })
+	l := NewLoader(s)
+	go l.WatchDir(t.Context(), dir, 20*time.Millisecond, reload, func() { changes <- struct{}{} })
 	waitFor := func(what string, cond func() bool) {
 		t.Helper()
 		deadline := time.Now().Add(5 * time.Second)
@@ -299,7 +303,7 @@ func TestWatchDirReloadsWithoutRestart(t *testing.T) {
 		t.Fatalf("got %v %v", res, err)
 	}
 	writeDef(t, dir, "hi.json", `{"name":"hi","command":["/bin/echo","hello again"],"description":"changed"}`)
-	waitFor("hi to change", func() bool { return s.Custom()["hi"].Description == "changed" })
+	waitFor("hi to change", func() bool { return l.Definitions()["hi"].Description == "changed" })
 	if err := os.Remove(filepath.Join(dir, "hi.json")); err != nil {
 		t.Fatal(err)
 	}
@@ -315,11 +319,11 @@ func TestWatchDirReloadsWithoutRestart(t *testing.T) {
 }
 
 func TestSetCustomKeepsGoFunctions(t *testing.T) {
-	s := New(&Env{Root: t.TempDir()})
-	if err := s.Add(FuncOf(Spec{Name: "mine"}, func(_ context.Context, _ Args) (any, error) { return "go", nil })); err != nil {
+	s := functions.New(&functions.Env{Root: t.TempDir()})
+	if err := s.Add(functions.FuncOf(functions.Spec{Name: "mine"}, func(_ context.Context, _ functions.Args) (any, error) { return "go", nil })); err != nil {
 		t.Fatal(err)
 	}
-	_, errs := s.SetCustom([]Definition{{Name: "mine", Command: []string{"/bin/true"}, MaxConcurrent: 1}})
+	_, errs := NewLoader(s).Set([]Definition{{Name: "mine", Command: []string{"/bin/true"}, MaxConcurrent: 1}})
 	if len(errs) != 1 || !strings.Contains(errs[0].Error(), "already served") {
 		t.Errorf("got %v, want a refusal", errs)
 	}

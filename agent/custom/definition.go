@@ -1,4 +1,13 @@
-package functions
+// Package custom serves operators' own functions: JSON definitions in the
+// agent's functions directory (cc-agent --functions-dir, docs/FUNCTIONS.md)
+// that run a command without a shell. [LoadDefinitions] reads and
+// validates them (cc-control uses it too, for [ViewerFunctions]);
+// [Loader] serves them on a [functions.Set] beside the built-ins and
+// reloads them when the directory changes; [NewFunction] runs one.
+//
+// custom imports functions (for Spec, Env and Set), never the reverse:
+// the agent composes the two (agent.Agent.Start).
+package custom
 
 import (
 	"bytes"
@@ -12,15 +21,16 @@ import (
 	"strings"
 	"time"
 
+	"github.com/commandcontrol/commandcontrol/agent/functions"
 	"github.com/commandcontrol/commandcontrol/fleet"
 )
 
 // Limits and defaults of operators' own functions (see [Definition]).
 const (
-	DefaultCustomTimeout       = 30 * time.Second
-	DefaultCustomOutputBytes   = 1 << 20
-	MaxCustomOutputBytes       = 16 << 20
-	DefaultCustomMaxConcurrent = 4
+	DefaultTimeout       = 30 * time.Second
+	DefaultOutputBytes   = 1 << 20
+	MaxOutputBytes       = 16 << 20
+	DefaultMaxConcurrent = 4
 	// DefaultFunctionsDir is where cc-agent looks for definitions.
 	DefaultFunctionsDir = "/etc/cc-agent/functions.d"
 	// maxDefinitionFile bounds one definition file.
@@ -72,7 +82,7 @@ type Definition struct {
 // DefArg is a typed argument of a definition: an [Arg] plus an optional
 // regular expression a string value must match in full.
 type DefArg struct {
-	Arg
+	functions.Arg
 	Pattern string `json:"pattern,omitempty"`
 }
 
@@ -152,7 +162,7 @@ func LoadDefinitions(dir string) (defs []Definition, errs []error) {
 		if err == nil {
 			if prev, dup := seen[d.Name]; dup {
 				err = &DefinitionError{File: path, Field: "name", Err: fmt.Errorf("%q is already defined in %s", d.Name, prev)}
-			} else if isBuiltin(d.Name) {
+			} else if functions.IsBuiltin(d.Name) {
 				err = &DefinitionError{File: path, Field: "name", Err: fmt.Errorf("%q is a built-in function", d.Name)}
 			}
 		}
@@ -177,14 +187,6 @@ func ViewerFunctions(defs []Definition) []string {
 	}
 	sort.Strings(out)
 	return out
-}
-
-// isBuiltin reports whether name is registered by a built-in's init().
-func isBuiltin(name string) bool {
-	factoriesMu.Lock()
-	defer factoriesMu.Unlock()
-	_, ok := factories[name]
-	return ok
 }
 
 // ReadDefinition reads and validates one definition file. Unknown fields
@@ -253,9 +255,9 @@ func (d *Definition) validate() (string, error) {
 		}
 		args[a.Name] = true
 		switch a.Type {
-		case TypeString, TypeInt, TypeFloat, TypeBool:
+		case functions.TypeString, functions.TypeInt, functions.TypeFloat, functions.TypeBool:
 		case "":
-			d.Args[i].Type = TypeString
+			d.Args[i].Type = functions.TypeString
 		default:
 			return field + ".type", fmt.Errorf("unknown type %q: want string, int, float or bool", a.Type)
 		}
@@ -281,7 +283,7 @@ func (d *Definition) defaults() (string, error) {
 	case d.Timeout < 0:
 		return "timeout", errors.New("must not be negative")
 	case d.Timeout == 0:
-		d.Timeout = Duration(DefaultCustomTimeout)
+		d.Timeout = Duration(DefaultTimeout)
 	}
 	switch d.Role {
 	case "":
@@ -302,16 +304,16 @@ func (d *Definition) defaults() (string, error) {
 		return "output", fmt.Errorf("unknown output %q: want auto, json or text", d.Output)
 	}
 	switch {
-	case d.MaxOutputBytes < 0 || d.MaxOutputBytes > MaxCustomOutputBytes:
-		return "max_output_bytes", fmt.Errorf("want 1 to %d", MaxCustomOutputBytes)
+	case d.MaxOutputBytes < 0 || d.MaxOutputBytes > MaxOutputBytes:
+		return "max_output_bytes", fmt.Errorf("want 1 to %d", MaxOutputBytes)
 	case d.MaxOutputBytes == 0:
-		d.MaxOutputBytes = DefaultCustomOutputBytes
+		d.MaxOutputBytes = DefaultOutputBytes
 	}
 	switch {
 	case d.MaxConcurrent < 0:
 		return "max_concurrent", errors.New("must not be negative")
 	case d.MaxConcurrent == 0:
-		d.MaxConcurrent = DefaultCustomMaxConcurrent
+		d.MaxConcurrent = DefaultMaxConcurrent
 	}
 	for k := range d.Env {
 		if k == "" || strings.ContainsAny(k, "=\x00") {
@@ -322,8 +324,8 @@ func (d *Definition) defaults() (string, error) {
 }
 
 // Spec is the function's spec as callers see it.
-func (d *Definition) Spec() Spec {
-	s := Spec{Name: d.Name, Help: d.Description, ReadOnly: d.ReadOnly}
+func (d *Definition) Spec() functions.Spec {
+	s := functions.Spec{Name: d.Name, Help: d.Description, ReadOnly: d.ReadOnly}
 	for _, a := range d.Args {
 		s.Args = append(s.Args, a.Arg)
 	}

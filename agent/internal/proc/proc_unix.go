@@ -1,6 +1,6 @@
 //go:build !windows
 
-package functions
+package proc
 
 import (
 	"os/exec"
@@ -24,8 +24,8 @@ func killProcessGroup(cmd *exec.Cmd, tag string) {
 // was waited for (its pid may be reused now, so it is not walked).
 func killLeftovers(tag string) { killTree(0, tag) }
 
-// baseEnv is the environment every custom function gets on Unix.
-func baseEnv() []string {
+// BaseEnv is the environment every program the agent runs gets on Unix.
+func BaseEnv() []string {
 	env := []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "LANG=C.UTF-8"}
 	return append(env, lookEnv("HOME", "TZ")...)
 }

@@ -1,6 +1,6 @@
 //go:build windows
 
-package functions
+package proc
 
 import "os/exec"
 
@@ -11,9 +11,9 @@ func killProcessGroup(*exec.Cmd, string) {}
 // killLeftovers does nothing on Windows (see killProcessGroup).
 func killLeftovers(string) {}
 
-// baseEnv is the environment every custom function gets on Windows: what
+// BaseEnv is the environment every program the agent runs gets on Windows: what
 // programs there cannot start without.
-func baseEnv() []string {
+func BaseEnv() []string {
 	return lookEnv("SystemRoot", "SystemDrive", "windir", "PATH", "PATHEXT", "ComSpec", "TEMP", "TMP",
 		"ProgramData", "ProgramFiles", "ProgramFiles(x86)", "CommonProgramFiles", "USERPROFILE", "NUMBER_OF_PROCESSORS")
 }

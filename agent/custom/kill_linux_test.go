@@ -1,4 +1,4 @@
-package functions
+package custom
 
 import (
 	"fmt"
@@ -8,6 +8,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/commandcontrol/commandcontrol/agent/functions/functionstest"
 )
 
 // running reports whether pid is a live process (a zombie is dead: it
@@ -36,7 +38,7 @@ echo > "$0/ready"
 sleep 300`
 	s := customSet(t, fmt.Sprintf(`{"name":"escape","timeout":"2s","command":["/bin/sh","-c",%q,%q]}`, script, dir))
 	_, err := s.Call(t.Context(), "escape", nil)
-	wantCode(t, err, 504, "killed")
+	functionstest.WantCode(t, err, 504, "killed")
 	if _, err := os.Stat(filepath.Join(dir, "ready")); err != nil {
 		t.Fatalf("the script did not start both grandchildren within its timeout: %v", err)
 	}

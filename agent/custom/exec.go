@@ -1,21 +1,20 @@
-package functions
+package custom
 
 import (
 	"bytes"
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io/fs"
-	"os"
 	"os/exec"
 	"regexp"
 	"strconv"
 	"strings"
 	"time"
 
+	"github.com/commandcontrol/commandcontrol/agent/functions"
+	"github.com/commandcontrol/commandcontrol/agent/internal/proc"
 	"github.com/commandcontrol/commandcontrol/fleet"
 )
 
@@ -24,10 +23,6 @@ import (
 const (
 	stderrKeep    = 64 << 10
 	stderrInError = 1 << 10
-	// killGrace is how long Wait waits for the output pipes after the
-	// process was killed (a grandchild that left the process group may
-	// hold them open).
-	killGrace = 2 * time.Second
 )
 
 // CommandOutput is the reply of a custom function whose stdout is not
@@ -46,10 +41,10 @@ type customFunction struct {
 	patterns map[string]*regexp.Regexp
 }
 
-// NewCustomFunction returns the function that runs def, which must come
+// NewFunction returns the function that runs def, which must come
 // from [ReadDefinition] or [LoadDefinitions] (validated, defaults filled).
 // env gives the machine id passed to the command as CC_MACHINE_ID.
-func NewCustomFunction(def Definition, env *Env) Function {
+func NewFunction(def Definition, env *functions.Env) functions.Function {
 	f := &customFunction{def: def, sem: make(chan struct{}, def.MaxConcurrent), patterns: map[string]*regexp.Regexp{}}
 	if env != nil {
 		f.machine = env.MachineID
@@ -62,14 +57,14 @@ func NewCustomFunction(def Definition, env *Env) Function {
 	return f
 }
 
-func (f *customFunction) Spec() Spec { return f.def.Spec() }
+func (f *customFunction) Spec() functions.Spec { return f.def.Spec() }
 
 // Call runs the command: no shell, a scrubbed environment, stdin empty,
 // bounded in time (504), output (413) and concurrency (503). On timeout or
 // overflow the whole process group is killed, and on Linux every process
 // descending from the command or carrying its run tag (setsid'd children
 // and orphans too).
-func (f *customFunction) Call(ctx context.Context, args Args) (any, error) {
+func (f *customFunction) Call(ctx context.Context, args functions.Args) (any, error) {
 	select {
 	case f.sem <- struct{}{}:
 		defer func() { <-f.sem }()
@@ -83,49 +78,24 @@ func (f *customFunction) Call(ctx context.Context, args Args) (any, error) {
 	timeout := time.Duration(f.def.Timeout)
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
-	tag := runTag()
-	cmd.Env = append(f.environ(), runTagVar+"="+tag)
-	cmd.Dir = f.def.Dir
-	stdout := &limitWriter{max: f.def.MaxOutputBytes, onOverflow: cancel}
-	stderr := &tailWriter{max: stderrKeep}
-	cmd.Stdout, cmd.Stderr = stdout, stderr
-	cmd.WaitDelay = killGrace
-	killProcessGroup(cmd, tag)
-	err = cmd.Run()
-	if ctx.Err() != nil {
-		// The command may have exited before its time was up and left a
-		// child holding its output open: Cancel was not called for it.
-		killLeftovers(tag)
-	}
+	res := proc.Run(ctx, proc.Cmd{Argv: argv, Env: f.environ(), Dir: f.def.Dir, MaxStdout: f.def.MaxOutputBytes, StderrKeep: stderrKeep})
 	switch {
-	case stdout.overflow:
+	case res.Overflow:
 		return nil, fleet.Errorf(fleet.CodeTooLarge, "%s wrote more than %d bytes to stdout (its max_output_bytes); the process was killed", f.def.Name, f.def.MaxOutputBytes)
 	case ctx.Err() != nil:
 		return nil, fleet.Errorf(fleet.CodeTimeout, "%s did not finish within %s; the process was killed", f.def.Name, timeout)
 	}
+	err = res.Err
 	var exitErr *exec.ExitError
 	switch {
 	case errors.As(err, &exitErr):
-		return nil, fleet.Errorf(fleet.CodeInternal, "%s exited with status %d: %s", f.def.Name, exitErr.ExitCode(), oneLine(tail(stderr.String(), stderrInError)))
+		return nil, fleet.Errorf(fleet.CodeInternal, "%s exited with status %d: %s", f.def.Name, exitErr.ExitCode(), proc.OneLine(proc.Tail(res.Stderr, stderrInError)))
 	case errors.Is(err, exec.ErrNotFound) || errors.Is(err, fs.ErrNotExist):
 		return nil, fleet.Errorf(fleet.CodeUnavailable, "%s: program %s not found on this machine", f.def.Name, argv[0])
 	case err != nil:
 		return nil, fleet.Errorf(fleet.CodeInternal, "%s: cannot run %s: %v", f.def.Name, argv[0], err)
 	}
-	return f.result(stdout.buf.Bytes(), stderr.String())
-}
-
-// runTagVar is set, to a random tag of its own, in each custom command's
-// environment: when the command is killed, every process carrying its tag
-// is killed too (where the agent can list processes' environments).
-const runTagVar = "CC_RUN_ID"
-
-// runTag returns a fresh random tag.
-func runTag() string {
-	var b [16]byte
-	_, _ = rand.Read(b[:])
-	return hex.EncodeToString(b[:])
+	return f.result(res.Stdout, res.Stderr)
 }
 
 // result passes JSON stdout through or wraps text, as the output mode says.
@@ -135,7 +105,7 @@ func (f *customFunction) result(stdout []byte, stderr string) (any, error) {
 	switch f.def.Output {
 	case OutputJSON:
 		if !isJSON {
-			return nil, fleet.Errorf(fleet.CodeInternal, "%s: stdout is not JSON (its output is \"json\"): %s", f.def.Name, oneLine(tail(string(stdout), stderrInError)))
+			return nil, fleet.Errorf(fleet.CodeInternal, "%s: stdout is not JSON (its output is \"json\"): %s", f.def.Name, proc.OneLine(proc.Tail(string(stdout), stderrInError)))
 		}
 		return json.RawMessage(trimmed), nil
 	case OutputAuto:
@@ -149,7 +119,7 @@ func (f *customFunction) result(stdout []byte, stderr string) (any, error) {
 // argv substitutes the arguments into the command. Each placeholder is
 // replaced by the value's text; the element stays one argument. An element
 // naming an argument the call did not give is left out.
-func (f *customFunction) argv(args Args) ([]string, error) {
+func (f *customFunction) argv(args functions.Args) ([]string, error) {
 	for name, re := range f.patterns {
 		if v, ok := args[name]; ok && !re.MatchString(argText(v)) {
 			return nil, fleet.Errorf(fleet.CodeBadRequest, "%s: argument %q: %q does not match %s", f.def.Name, name, argText(v), re)
@@ -193,86 +163,10 @@ func argText(v any) string {
 // platform cannot run without, CC_MACHINE_ID and CC_FUNCTION, and the
 // definition's env. Nothing else of the agent's environment is passed on.
 func (f *customFunction) environ() []string {
-	env := baseEnv()
+	env := proc.BaseEnv()
 	env = append(env, "CC_MACHINE_ID="+f.machine, "CC_FUNCTION="+f.def.Name)
 	for k, v := range f.def.Env {
 		env = append(env, k+"="+v)
 	}
 	return env
-}
-
-// limitWriter keeps up to max bytes; past that it sets overflow, calls
-// onOverflow once (which kills the process) and discards the rest.
-type limitWriter struct {
-	max        int64
-	buf        bytes.Buffer
-	overflow   bool
-	onOverflow func()
-}
-
-func (w *limitWriter) Write(p []byte) (int, error) {
-	if w.overflow {
-		return len(p), nil
-	}
-	if room := w.max - int64(w.buf.Len()); int64(len(p)) > room {
-		w.buf.Write(p[:room])
-		w.overflow = true
-		w.onOverflow()
-		return len(p), nil
-	}
-	return w.buf.Write(p)
-}
-
-// tailWriter keeps the last max bytes written.
-type tailWriter struct {
-	max int
-	buf []byte
-}
-
-func (w *tailWriter) Write(p []byte) (int, error) {
-	w.buf = append(w.buf, p...)
-	if len(w.buf) > 2*w.max {
-		w.buf = append(w.buf[:0], w.buf[len(w.buf)-w.max:]...)
-	}
-	return len(p), nil
-}
-
-func (w *tailWriter) String() string { return tail(string(w.buf), w.max) }
-
-// tail returns the last n bytes of s, on a UTF-8 boundary.
-func tail(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	s = s[len(s)-n:]
-	for i := 0; i < len(s) && i < 4; i++ {
-		if s[i]&0xC0 != 0x80 {
-			return "…" + s[i:]
-		}
-	}
-	return "…" + s
-}
-
-// oneLine makes text fit one header line: newlines become " | ", other
-// control characters spaces.
-func oneLine(s string) string {
-	s = strings.TrimSpace(strings.ToValidUTF8(s, "\uFFFD"))
-	s = strings.ReplaceAll(strings.ReplaceAll(s, "\r\n", "\n"), "\n", " | ")
-	return strings.Map(func(r rune) rune {
-		if r < 0x20 || r == 0x7f {
-			return ' '
-		}
-		return r
-	}, s)
-}
-
-// lookEnv returns KEY=value for each of keys set in the agent's environment.
-func lookEnv(keys ...string) []string {
-	var out []string
-	for _, k := range keys {
-		if v, ok := os.LookupEnv(k); ok {
-			out = append(out, k+"="+v)
-		}
-	}
-	return out
 }
