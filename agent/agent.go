@@ -21,6 +21,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/commandcontrol/commandcontrol/agent/custom"
 	"github.com/commandcontrol/commandcontrol/agent/functions"
 	"github.com/commandcontrol/commandcontrol/fleet"
 	"github.com/commandcontrol/commandcontrol/internal/natstls"
@@ -96,7 +97,7 @@ type Config struct {
 	// [Agent.Reload], without a restart.
 	FunctionsDir string
 	// FunctionsPoll is how often FunctionsDir is checked for changes
-	// (0: functions.DefaultReloadInterval; negative: only on Reload).
+	// (0: custom.DefaultReloadInterval; negative: only on Reload).
 	FunctionsPoll time.Duration
 	// CallerRate and CallerBurst bound the calls one operator may start
 	// on this agent (per second, sustained, and at once); more are
@@ -247,12 +248,13 @@ func (a *Agent) Start(ctx context.Context) error {
 		a.fns.Start(ctx)
 	}
 	if dir := a.cfg.FunctionsDir; dir != "" {
-		a.fns.LoadDir(dir)
+		ops := custom.NewLoader(a.fns)
+		ops.LoadDir(dir)
 		poll := a.cfg.FunctionsPoll
 		if poll < 0 {
 			poll = 1<<63 - 1 // never: reload on request only
 		}
-		go a.fns.WatchDir(ctx, dir, poll, a.reload, nil)
+		go ops.WatchDir(ctx, dir, poll, a.reload, nil)
 	}
 	nc, err := nats.Connect(a.cfg.URL, a.natsOptions()...)
 	if err != nil {

@@ -8,7 +8,7 @@ import (
 	"time"
 
 	"github.com/commandcontrol/commandcontrol/agent"
-	"github.com/commandcontrol/commandcontrol/agent/functions"
+	"github.com/commandcontrol/commandcontrol/agent/custom"
 	"github.com/commandcontrol/commandcontrol/broker"
 	"github.com/commandcontrol/commandcontrol/controlsvc"
 	"github.com/commandcontrol/commandcontrol/fleet"
@@ -30,12 +30,12 @@ func TestOperatorDefinedFunctionsAndRoles(t *testing.T) {
 	write("hello.json", `{"name":"hello","description":"says hello","command":["/bin/echo","hello","{{who}}"],
 		"args":[{"name":"who","type":"string","required":true}],"role":"viewer","read_only":true,"timeout":"5s"}`)
 	write("wipe.json", `{"name":"wipe","description":"mutates","command":["/bin/true"],"role":"admin","read_only":false}`)
-	defs, errs := functions.LoadDefinitions(dir)
+	defs, errs := custom.LoadDefinitions(dir)
 	if len(errs) > 0 || len(defs) != 2 {
 		t.Fatalf("definitions: %d, errors %v", len(defs), errs)
 	}
 	svc := startControlWith(t, controlsvc.Config{DataDir: t.TempDir(), Broker: broker.Config{Listen: "127.0.0.1:0"},
-		ReadOnlyFunctions: append(append([]string{}, controlsvc.DefaultReadOnlyFunctions...), functions.ViewerFunctions(defs)...)})
+		ReadOnlyFunctions: append(append([]string{}, controlsvc.DefaultReadOnlyFunctions...), custom.ViewerFunctions(defs)...)})
 	kp, _ := nkeys.CreateUser()
 	const id = "10.0.0.9_custom"
 	a, err := agent.New(agent.Config{URL: svc.ClientURL(), Key: kp, MachineID: id, FunctionsDir: dir, NoSamplers: true})

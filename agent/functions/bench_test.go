@@ -10,6 +10,9 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/commandcontrol/commandcontrol/agent/pkgdb"
+	"github.com/commandcontrol/commandcontrol/agent/pkgdb/pkgdbtest"
 )
 
 // benchCall calls fn b.N times and fails the benchmark on an error.
@@ -91,18 +94,12 @@ func BenchmarkCPUMemDiskIOSample(b *testing.B) {
 	}
 }
 
-func BenchmarkCompareDebVersions(b *testing.B) {
-	for b.Loop() {
-		compareDebVersions("1:9.2p1-2+deb12u6", "1:9.2p1-2+deb12u9")
-	}
-}
-
-func BenchmarkSwListRpmSqliteCold(b *testing.B) { benchSwListCold(b, "testdata/rpm-sqlite") }
-func BenchmarkSwListRpmNdbCold(b *testing.B)    { benchSwListCold(b, "testdata/rpm-ndb") }
-func BenchmarkSwListRpmBdbCold(b *testing.B)    { benchSwListCold(b, "testdata/rpm-bdb") }
+func BenchmarkSwListRpmSqliteCold(b *testing.B) { benchSwListCold(b, pkgdbData+"rpm-sqlite") }
+func BenchmarkSwListRpmNdbCold(b *testing.B)    { benchSwListCold(b, pkgdbData+"rpm-ndb") }
+func BenchmarkSwListRpmBdbCold(b *testing.B)    { benchSwListCold(b, pkgdbData+"rpm-bdb") }
 
 func BenchmarkSwListRpmSqliteCached(b *testing.B) {
-	fn, _ := newSwList(&Env{Root: "testdata/rpm-sqlite"})
+	fn, _ := newSwList(&Env{Root: pkgdbData + "rpm-sqlite"})
 	benchCall(b, fn)
 }
 
@@ -117,13 +114,7 @@ func benchSwListCold(b *testing.B, root string) {
 }
 
 func BenchmarkSecPatchesAlpineCached(b *testing.B) {
-	fn, _ := newSecPatches(&Env{Root: "testdata/alpine-index", Now: fixtureNow})
-	benchCall(b, fn)
-}
-
-func BenchmarkCustomFunctionEcho(b *testing.B) {
-	fn := NewCustomFunction(Definition{Name: "echo", Command: []string{"/bin/echo", "{}"}, Timeout: Duration(5 * time.Second),
-		Output: OutputAuto, MaxOutputBytes: DefaultCustomOutputBytes, MaxConcurrent: 1}, &Env{})
+	fn, _ := newSecPatches(&Env{Root: pkgdbData + "alpine-index", Now: fixtureNow})
 	benchCall(b, fn)
 }
 
@@ -159,8 +150,8 @@ func BenchmarkSecPatchesWithCVEs(b *testing.B) {
 		f := fn.(*secPatches)
 		ctx := context.Background()
 		for b.Loop() {
-			f.history = historyCache{}
-			f.changelogs = changelogCache{}
+			f.history = pkgdb.HistoryCache{}
+			f.changelogs = pkgdb.ChangelogCache{}
 			r, err := fn.Call(ctx, Args{})
 			if err != nil {
 				b.Fatal(err)
@@ -176,20 +167,20 @@ func BenchmarkSecPatchesWithCVEs(b *testing.B) {
 func cveBenchRoot(b testing.TB) string {
 	b.Helper()
 	root := b.TempDir()
-	copyFile(b, debianRoot+"/"+dpkgStatusPath, filepath.Join(root, dpkgStatusPath))
-	copyFile(b, debianRoot+"/"+aptLogPath+"/history.log", filepath.Join(root, aptLogPath, "history.log"))
+	pkgdbtest.CopyFile(b, debianRoot+"/"+pkgdb.DpkgStatusPath, filepath.Join(root, pkgdb.DpkgStatusPath))
+	pkgdbtest.CopyFile(b, debianRoot+"/"+pkgdb.AptLogPath+"/history.log", filepath.Join(root, pkgdb.AptLogPath, "history.log"))
 	for _, name := range []string{
 		"deb.debian.org_debian-security_dists_bookworm-security_InRelease",
 		"deb.debian.org_debian-security_dists_bookworm-security_main_binary-amd64_Packages.lz4",
 	} {
-		copyFile(b, debianRoot+"/"+aptListsPath+"/"+name, filepath.Join(root, aptListsPath, name))
+		pkgdbtest.CopyFile(b, debianRoot+"/"+pkgdb.AptListsPath+"/"+name, filepath.Join(root, pkgdb.AptListsPath, name))
 	}
 	fn, _ := newSecPatches(&Env{Root: root, Now: fixtureNow})
 	res, err := fn.Call(context.Background(), Args{})
 	if err != nil {
 		b.Fatal(err)
 	}
-	_, pkgs, _ := fn.(*secPatches).db.load()
+	_, pkgs, _ := fn.(*secPatches).db.Load()
 	versions := map[string]string{}
 	for _, p := range pkgs {
 		versions[p.Name+"/"+p.Arch] = p.SourceVersion
@@ -204,7 +195,7 @@ func cveBenchRoot(b testing.TB) string {
 		zw := gzip.NewWriter(&gz)
 		zw.Write([]byte(text.String()))
 		zw.Close()
-		path := filepath.Join(root, docPath, p.Name, "changelog.Debian.gz")
+		path := filepath.Join(root, pkgdb.DocPath, p.Name, "changelog.Debian.gz")
 		if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 			b.Fatal(err)
 		}

@@ -10,7 +10,7 @@ func TestReadCgroupMemory(t *testing.T) {
 		{"testdata/cgroup2", "&{Version:2 Path:/ LimitBytes:536870912 UsageBytes:134217728 UsedPercent:25}"},
 		{"testdata/cgroup1", "&{Version:1 Path:/docker/4f1c LimitBytes:1073741824 UsageBytes:268435456 UsedPercent:25}"},
 		{"testdata/cgroup2-nolimit", "<nil>"},
-		{"testdata/debian", "<nil>"},
+		{debianRoot, "<nil>"},
 	}
 	for _, tt := range tests {
 		if got := fmt.Sprintf("%+v", readCgroupMemory(tt.root)); got != tt.want {
@@ -31,7 +31,7 @@ func TestDetectContainer(t *testing.T) {
 	tests := []struct{ root, want string }{
 		{"testdata/container", "&{Runtime:docker Evidence:/.dockerenv}"},
 		{"testdata/kube", "&{Runtime:kubernetes Evidence:/proc/1/cgroup}"},
-		{"testdata/debian", "<nil>"},
+		{debianRoot, "<nil>"},
 	}
 	for _, tt := range tests {
 		if got := fmt.Sprintf("%+v", detectContainer(tt.root)); got != tt.want {

@@ -6,6 +6,9 @@ import (
 	"runtime"
 	"testing"
 	"time"
+
+	"github.com/commandcontrol/commandcontrol/agent/functions/functionstest"
+	"github.com/commandcontrol/commandcontrol/agent/pkgdb/pkgdbtest"
 )
 
 func TestParseLoadavg(t *testing.T) {
@@ -84,7 +87,7 @@ func TestCurrentLoadFixture(t *testing.T) {
 	}
 	// No PSI, no stat: pressure is left out, load still answers.
 	root := t.TempDir()
-	copyFile(t, linuxRoot+"/proc/loadavg", root+"/proc/loadavg")
+	pkgdbtest.CopyFile(t, linuxRoot+"/proc/loadavg", root+"/proc/loadavg")
 	res, err = callFn(t, root, "current-load", "")
 	if err != nil {
 		t.Fatal(err)
@@ -93,7 +96,7 @@ func TestCurrentLoadFixture(t *testing.T) {
 		t.Errorf("without PSI: got %+v", r)
 	}
 	_, err = callFn(t, t.TempDir(), "current-load", "")
-	wantCode(t, err, 503, "loadavg")
+	functionstest.WantCode(t, err, 503, "loadavg")
 }
 
 // TestCurrentLoadCacheAgeReadsEnvClock: a reading is reused for
@@ -103,7 +106,7 @@ func TestCurrentLoadCacheAgeReadsEnvClock(t *testing.T) {
 		t.Skip("reads /proc under Env.Root on Linux only")
 	}
 	root := t.TempDir()
-	copyFile(t, linuxRoot+"/proc/loadavg", root+"/proc/loadavg")
+	pkgdbtest.CopyFile(t, linuxRoot+"/proc/loadavg", root+"/proc/loadavg")
 	now := fixtureTime.AddDate(30, 0, 0) // any date: only the age counts
 	fn, _ := newLoad(&Env{Root: root, Now: func() time.Time { return now }})
 	load1 := func() float64 {

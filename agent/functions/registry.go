@@ -2,9 +2,12 @@
 // the manner of node_exporter's collectors: each file registers its function
 // from init() with [Register]; [New] builds the set an agent serves.
 //
-// Reading is split from parsing so parsers are tested on fixture text, and
-// every filesystem path is taken relative to [Env.Root] so tests point at
-// fixture trees. A failing or panicking function answers an error; it never
+// Reading is split from parsing: the package databases are parsed by
+// agent/pkgdb (as procfs does for node_exporter), so a function here turns
+// parsed data into its reply, and every filesystem path is taken relative
+// to [Env.Root] so tests point at fixture trees. Operators' own functions
+// (JSON definitions) are served by agent/custom, which imports this
+// package. A failing or panicking function answers an error; it never
 // takes the agent down.
 package functions
 
@@ -17,6 +20,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/commandcontrol/commandcontrol/agent/pkgdb"
 	"github.com/commandcontrol/commandcontrol/fleet"
 )
 
@@ -110,7 +114,7 @@ type Env struct {
 	Now func() time.Time
 
 	dbOnce sync.Once
-	db     *pkgDB
+	db     *pkgdb.DB
 }
 
 // clock returns [Env.Now], or time.Now when it is nil.
@@ -123,8 +127,8 @@ func (e *Env) clock() func() time.Time {
 
 // packageDB is the installed-package database every function of this Env
 // shares, so sw-list and installed-sec-patches parse and cache it once.
-func (e *Env) packageDB() *pkgDB {
-	e.dbOnce.Do(func() { e.db = &pkgDB{root: e.Root} })
+func (e *Env) packageDB() *pkgdb.DB {
+	e.dbOnce.Do(func() { e.db = pkgdb.NewDB(e.Root) })
 	return e.db
 }
 
@@ -147,14 +151,19 @@ func Register(name string, f Factory) {
 	factories[name] = f
 }
 
+// IsBuiltin reports whether name is registered by a built-in's init().
+func IsBuiltin(name string) bool {
+	factoriesMu.Lock()
+	defer factoriesMu.Unlock()
+	_, ok := factories[name]
+	return ok
+}
+
 // Set is the functions one agent serves.
 type Set struct {
-	env    *Env
-	mu     sync.RWMutex
-	fns    map[string]Function
-	custom map[string]Definition // the operators' definitions being served
-
-	lastErrs string // the last LoadDir's errors, so each is logged once
+	env *Env
+	mu  sync.RWMutex
+	fns map[string]Function
 }
 
 // New instantiates every registered built-in function for env. A factory that
@@ -195,11 +204,14 @@ func build(name string, f Factory, env *Env) (fn Function, err error) {
 	return fn, err
 }
 
+// Env is the environment the set's functions were built for.
+func (s *Set) Env() *Env { return s.env }
+
 // Add serves fn alongside the built-ins: the Go API for operators' own
 // functions, registered the same way the built-ins are. It replaces a
 // function of the same name (a definition loaded from the functions
-// directory included: the Go function wins until the next reload refuses
-// the definition).
+// directory by package custom included: the Go function wins until the
+// next reload refuses the definition).
 func (s *Set) Add(fn Function) error {
 	if fn == nil {
 		return fmt.Errorf("cannot add a nil function")
@@ -210,7 +222,6 @@ func (s *Set) Add(fn Function) error {
 	}
 	s.mu.Lock()
 	s.fns[spec.Name] = fn
-	delete(s.custom, spec.Name)
 	s.mu.Unlock()
 	return nil
 }
@@ -219,8 +230,17 @@ func (s *Set) Add(fn Function) error {
 func (s *Set) Remove(name string) {
 	s.mu.Lock()
 	delete(s.fns, name)
-	delete(s.custom, name)
 	s.mu.Unlock()
+}
+
+// Update runs update on the served functions, by name, under the set's
+// lock, and serves what it leaves: the way package custom adds, replaces
+// and removes the operators' functions in one step, beside the built-ins.
+// update must not call the set's methods.
+func (s *Set) Update(update func(fns map[string]Function)) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	update(s.fns)
 }
 
 // Specs lists every served function, sorted by name.

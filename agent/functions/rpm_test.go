@@ -4,6 +4,9 @@ import (
 	"fmt"
 	"testing"
 	"time"
+
+	"github.com/commandcontrol/commandcontrol/agent/pkgdb"
+	"github.com/commandcontrol/commandcontrol/agent/pkgdb/pkgdbtest"
 )
 
 // rpmFixtures are the rpm databases of all three formats, copied from
@@ -12,10 +15,10 @@ var rpmFixtures = []struct {
 	root, csv string
 	count     int
 }{
-	{"testdata/rpm-sqlite", "testdata/expected/rpm-sqlite.csv", 129},
-	{"testdata/rpm-ndb", "testdata/expected/rpm-ndb.csv", 35},
-	{"testdata/rpm-bdb", "testdata/expected/rpm-bdb.csv", 1},
-	{"testdata/rpm-bdb-epoch", "testdata/expected/rpm-bdb-epoch.csv", 1},
+	{pkgdbData + "rpm-sqlite", pkgdbData + "expected/rpm-sqlite.csv", 129},
+	{pkgdbData + "rpm-ndb", pkgdbData + "expected/rpm-ndb.csv", 35},
+	{pkgdbData + "rpm-bdb", pkgdbData + "expected/rpm-bdb.csv", 1},
+	{pkgdbData + "rpm-bdb-epoch", pkgdbData + "expected/rpm-bdb-epoch.csv", 1},
 }
 
 func TestSwListRpmAllFormats(t *testing.T) {
@@ -26,7 +29,7 @@ func TestSwListRpmAllFormats(t *testing.T) {
 				t.Fatal(err)
 			}
 			r := res.(*SwListReply)
-			rows := readTable(t, fx.csv, ',')
+			rows := pkgdbtest.ReadTable(t, fx.csv, ',')
 			if r.Manager != "rpm" || r.Count != fx.count || len(rows) != fx.count {
 				t.Fatalf("got manager %q with %d packages (%d expected rows), want rpm with %d", r.Manager, r.Count, len(rows), fx.count)
 			}
@@ -39,7 +42,7 @@ func TestSwListRpmAllFormats(t *testing.T) {
 				if row[1] != "" && row[1] != "0" {
 					v = row[1] + ":" + v
 				}
-				src, srcVer := splitSourceRpm(row[5])
+				src, srcVer := pkgdb.SplitSourceRpm(row[5])
 				want[fmt.Sprintf("%s|%s|%s|%s|%s|%s", row[0], v, row[4], src, srcVer, row[8])] = true
 			}
 			for _, p := range r.Packages {
@@ -60,11 +63,11 @@ func TestSwListRpmAllFormats(t *testing.T) {
 }
 
 func TestSwListRpmDetails(t *testing.T) {
-	res, err := callFn(t, "testdata/rpm-sqlite", "sw-list", `{"name":"curl"}`)
+	res, err := callFn(t, pkgdbData+"rpm-sqlite", "sw-list", `{"name":"curl"}`)
 	if err != nil {
 		t.Fatal(err)
 	}
-	var curl *Package
+	var curl *pkgdb.Package
 	for i, p := range res.(*SwListReply).Packages {
 		if p.Name == "curl" {
 			curl = &res.(*SwListReply).Packages[i]
@@ -73,38 +76,23 @@ func TestSwListRpmDetails(t *testing.T) {
 	if curl == nil {
 		t.Fatal("no curl in the sqlite fixture")
 	}
-	want := Package{Name: "curl", Version: "7.76.0-6.cm2", Arch: "x86_64", Source: "curl", SourceVersion: "7.76.0-6.cm2",
+	want := pkgdb.Package{Name: "curl", Version: "7.76.0-6.cm2", Arch: "x86_64", Source: "curl", SourceVersion: "7.76.0-6.cm2",
 		Vendor: "Microsoft Corporation", InstallTime: time.Unix(1643279454, 0).UTC(), Manager: "rpm"}
 	if *curl != want {
 		t.Errorf("got %+v\nwant %+v", *curl, want)
 	}
-	res, err = callFn(t, "testdata/rpm-bdb-epoch", "sw-list", "")
+	res, err = callFn(t, pkgdbData+"rpm-bdb-epoch", "sw-list", "")
 	if err != nil {
 		t.Fatal(err)
 	}
 	if p := res.(*SwListReply).Packages[0]; p.Version != "1:0.0.1-rls" || p.Source != "hello" || p.SourceVersion != "0.0.1-rls" || p.Vendor != "" {
 		t.Errorf("epoch package: got %+v, want hello 1:0.0.1-rls from hello 0.0.1-rls", p)
 	}
-	res, err = callFn(t, "testdata/rpm-bdb", "sw-list", "")
+	res, err = callFn(t, pkgdbData+"rpm-bdb", "sw-list", "")
 	if err != nil {
 		t.Fatal(err)
 	}
 	if p := res.(*SwListReply).Packages[0]; p.Source != "util-linux" || p.SourceVersion != "2.32.1-42.el8_8" {
 		t.Errorf("libuuid: got source %q %q, want util-linux 2.32.1-42.el8_8", p.Source, p.SourceVersion)
-	}
-}
-
-func TestSplitSourceRpm(t *testing.T) {
-	tests := []struct{ in, name, version string }{
-		{"util-linux-2.32.1-42.el8_8.src.rpm", "util-linux", "2.32.1-42.el8_8"},
-		{"hello-0.0.1-rls.src.rpm", "hello", "0.0.1-rls"},
-		{"kernel-5.14.0-1.nosrc.rpm", "kernel", "5.14.0-1"},
-		{"nodash.src.rpm", "", ""},
-		{"", "", ""},
-	}
-	for _, tt := range tests {
-		if n, v := splitSourceRpm(tt.in); n != tt.name || v != tt.version {
-			t.Errorf("splitSourceRpm(%q) = %q, %q; want %q, %q", tt.in, n, v, tt.name, tt.version)
-		}
 	}
 }

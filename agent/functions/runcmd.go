@@ -8,6 +8,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/commandcontrol/commandcontrol/agent/internal/proc"
 	"github.com/commandcontrol/commandcontrol/fleet"
 )
 
@@ -16,41 +17,34 @@ import (
 // end it sooner.
 const toolTimeout = 25 * time.Second
 
-// toolOutputLimit bounds what a system tool may print.
-const toolOutputLimit = 8 << 20
+// toolOutputLimit bounds what a system tool may print, and toolStderrKeep
+// how much of its stderr's end an error quotes.
+const (
+	toolOutputLimit = 8 << 20
+	toolStderrKeep  = 1 << 10
+)
 
 // runTool runs argv without a shell, with the scrubbed environment of
-// custom functions, bounded by [toolTimeout] and [toolOutputLimit]; its
+// custom functions ([proc.BaseEnv]), bounded by [toolTimeout] and [toolOutputLimit]; its
 // process group is killed on either. It returns stdout, and an error
 // carrying the stderr tail when the tool failed.
 func runTool(ctx context.Context, argv ...string) ([]byte, error) {
 	ctx, cancel := context.WithTimeout(ctx, toolTimeout)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
-	tag := runTag()
-	cmd.Env = append(baseEnv(), runTagVar+"="+tag)
-	stdout := &limitWriter{max: toolOutputLimit, onOverflow: cancel}
-	stderr := &tailWriter{max: stderrInError}
-	cmd.Stdout, cmd.Stderr = stdout, stderr
-	cmd.WaitDelay = killGrace
-	killProcessGroup(cmd, tag)
-	err := cmd.Run()
-	if ctx.Err() != nil {
-		killLeftovers(tag)
-	}
+	res := proc.Run(ctx, proc.Cmd{Argv: argv, Env: proc.BaseEnv(), MaxStdout: toolOutputLimit, StderrKeep: toolStderrKeep})
 	switch {
-	case stdout.overflow:
+	case res.Overflow:
 		return nil, fmt.Errorf("%s printed more than %d bytes; it was killed", argv[0], toolOutputLimit)
 	case ctx.Err() != nil:
 		return nil, fleet.Errorf(fleet.CodeTimeout, "%s did not finish in time (at most %s, or the call's deadline); it was killed", argv[0], toolTimeout)
-	case err != nil:
+	case res.Err != nil:
 		var ee *exec.ExitError
-		if errors.As(err, &ee) {
-			return stdout.buf.Bytes(), &toolError{tool: argv[0], code: ee.ExitCode(), stderr: oneLine(stderr.String())}
+		if errors.As(res.Err, &ee) {
+			return res.Stdout, &toolError{tool: argv[0], code: ee.ExitCode(), stderr: proc.OneLine(res.Stderr)}
 		}
-		return nil, err
+		return nil, res.Err
 	}
-	return stdout.buf.Bytes(), nil
+	return res.Stdout, nil
 }
 
 // toolError is a tool that exited non-zero.

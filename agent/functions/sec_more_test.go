@@ -10,30 +10,9 @@ import (
 	"strings"
 	"testing"
 	"time"
-)
 
-func TestParseUpdateinfo(t *testing.T) {
-	read := func(name string) string {
-		data, err := os.ReadFile("testdata/rhel/" + name)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return string(data)
-	}
-	tests := []struct{ file, want string }{
-		{"dnf4-available.txt", "[{RHSA-2025:1234 Important openssl-libs 1:3.0.7-28.el9_4 x86_64} {RHSA-2025:1234 Important openssl 1:3.0.7-28.el9_4 x86_64} " +
-			"{RHSA-2025:2001 Moderate curl 7.76.1-29.el9_4.1 x86_64} {RHSA-2025:2001 Moderate libcurl 7.76.1-29.el9_4.1 x86_64} " +
-			"{RHSA-2025:3003 Low tzdata 2025b-1.el9 noarch} {FEDORA-2025-1a2b3c4d5e  python3-libs 3.12.4-1.fc40 x86_64}]"},
-		{"dnf4-installed.txt", "[{RHSA-2024:0001 Critical openssl-libs 1:3.0.7-24.el9 x86_64} {RHSA-2024:0456  bash 5.1.8-9.el9 x86_64}]"},
-		{"dnf5-available.txt", "[{FEDORA-2025-0e3c2c3a1b Important curl 8.9.1-3.fc41 x86_64} {FEDORA-2025-77aa11bb22  glibc 2.40-12.fc41 x86_64}]"},
-		{"yum-installed.txt", "[{RHSA-2019:2030 Important python 2.7.5-86.el7 x86_64} {RHSA-2020:0374 Moderate kernel 3.10.0-1062.12.1.el7 x86_64}]"},
-	}
-	for _, tt := range tests {
-		if got := fmt.Sprint(parseUpdateinfo(read(tt.file))); got != tt.want {
-			t.Errorf("%s:\ngot  %s\nwant %s", tt.file, got, tt.want)
-		}
-	}
-}
+	"github.com/commandcontrol/commandcontrol/agent/functions/functionstest"
+)
 
 // fakeTools writes shell scripts standing in for dnf (or another tool)
 // and returns a lookPath that finds them.
@@ -58,7 +37,7 @@ func fakeTools(t *testing.T, scripts map[string]string) func(string) (string, er
 }
 
 func TestSecPatchesRpmThroughDnf(t *testing.T) {
-	abs, _ := filepath.Abs("testdata/rhel")
+	abs, _ := filepath.Abs(pkgdbData + "rhel")
 	// The fake dnf answers from the fixtures and records its arguments.
 	args := filepath.Join(t.TempDir(), "args")
 	lookPath := fakeTools(t, map[string]string{"dnf": fmt.Sprintf(`echo "$@" >> %s
@@ -66,7 +45,7 @@ case "$*" in
 *--installed*) cat %s/dnf4-installed.txt ;;
 *) cat %s/dnf4-available.txt ;;
 esac`, args, abs, abs)})
-	fn, _ := newSecPatches(&Env{Root: "testdata/rpm-sqlite", Now: fixtureNow})
+	fn, _ := newSecPatches(&Env{Root: pkgdbData + "rpm-sqlite", Now: fixtureNow})
 	f := fn.(*secPatches)
 	f.lookPath = lookPath
 	res, err := f.Call(t.Context(), Args{})
@@ -89,7 +68,7 @@ esac`, args, abs, abs)})
 		t.Errorf("curl: got %+v", curl)
 	}
 	data, _ := os.ReadFile(args)
-	if !strings.Contains(string(data), "-q -C --installroot=testdata/rpm-sqlite updateinfo list --security --available") {
+	if !strings.Contains(string(data), "-q -C --installroot="+pkgdbData+"rpm-sqlite updateinfo list --security --available") {
 		t.Errorf("dnf ran with %q", data)
 	}
 	// Cached: dnf does not run again while the rpm database is unchanged.
@@ -102,24 +81,24 @@ esac`, args, abs, abs)})
 }
 
 func TestSecPatchesRpmUnavailable(t *testing.T) {
-	fn, _ := newSecPatches(&Env{Root: "testdata/rpm-ndb", Now: fixtureNow})
+	fn, _ := newSecPatches(&Env{Root: pkgdbData + "rpm-ndb", Now: fixtureNow})
 	f := fn.(*secPatches)
 	f.lookPath = fakeTools(t, nil)
 	_, err := f.Call(t.Context(), Args{})
-	wantCode(t, err, 503, "neither dnf nor yum")
+	functionstest.WantCode(t, err, 503, "neither dnf nor yum")
 	f.lookPath = fakeTools(t, map[string]string{"yum": "echo 'Cache-only enabled but no cache for base' >&2; exit 1"})
 	_, err = f.Call(t.Context(), Args{})
-	wantCode(t, err, 503, "yum makecache")
+	functionstest.WantCode(t, err, 503, "yum makecache")
 	f.lookPath = fakeTools(t, map[string]string{"dnf": "sleep 60"})
 	// A hanging dnf is bounded by the call's deadline.
 	short, stop := contextWithTimeout(t.Context(), 300)
 	defer stop()
 	_, err = f.Call(short, Args{})
-	wantCode(t, err, 504, "did not finish")
+	functionstest.WantCode(t, err, 504, "did not finish")
 }
 
 func TestSecPatchesAlpineUpgrades(t *testing.T) {
-	res, err := callFn(t, "testdata/alpine-index", "installed-sec-patches", "")
+	res, err := callFn(t, pkgdbData+"alpine-index", "installed-sec-patches", "")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -135,48 +114,7 @@ func TestSecPatchesAlpineUpgrades(t *testing.T) {
 	}
 	// No index: 503 naming what to do, never an empty list.
 	_, err = callFn(t, alpineRoot, "installed-sec-patches", "")
-	wantCode(t, err, 503, "apk update")
-}
-
-func TestCompareApkVersions(t *testing.T) {
-	tests := []struct {
-		a, b string
-		want int
-	}{
-		{"1.36.1-r2", "1.36.0-r9", 1},
-		{"1.2.4-r2", "1.2.4-r0", 1},
-		{"1.2.4", "1.2.4-r0", 0},
-		{"3.1.4-r1", "3.1.10-r0", -1},
-		{"2.14.0_rc1-r0", "2.14.0-r0", -1},
-		{"2.14.0_p1-r0", "2.14.0-r0", 1},
-		{"1.0_alpha2", "1.0_beta1", -1},
-		{"1.2.13_git20230101-r1", "1.2.13-r1", 1},
-		{"1.0a", "1.0", 1},
-		{"1.0b", "1.0a", 1},
-		{"1.0.1", "1.0", 1},
-		{"20230506-r0", "20230506-r0", 0},
-		{"1.0~abc123", "1.0", 0},
-	}
-	for _, tt := range tests {
-		if got := compareApkVersions(tt.a, tt.b); got != tt.want {
-			t.Errorf("compareApkVersions(%q, %q) = %d, want %d", tt.a, tt.b, got, tt.want)
-		}
-		if got := compareApkVersions(tt.b, tt.a); got != -tt.want {
-			t.Errorf("compareApkVersions(%q, %q) = %d, want %d", tt.b, tt.a, got, -tt.want)
-		}
-	}
-}
-
-func TestSplitNEVRA(t *testing.T) {
-	n, evr, arch, ok := splitNEVRA("openssl-libs-1:3.0.7-27.el9.x86_64")
-	if !ok || n != "openssl-libs" || evr != "1:3.0.7-27.el9" || arch != "x86_64" {
-		t.Errorf("got %q %q %q %v", n, evr, arch, ok)
-	}
-	for _, bad := range []string{"noarch", "a.b", "a-b.x86_64", ""} {
-		if _, _, _, ok := splitNEVRA(bad); ok {
-			t.Errorf("splitNEVRA(%q) accepted", bad)
-		}
-	}
+	functionstest.WantCode(t, err, 503, "apk update")
 }
 
 // contextWithTimeout is context.WithTimeout in milliseconds.

@@ -7,10 +7,11 @@ import (
 	"path/filepath"
 	"slices"
 	"sort"
-	"strings"
 	"sync"
 	"time"
 
+	"github.com/commandcontrol/commandcontrol/agent/internal/filestamp"
+	"github.com/commandcontrol/commandcontrol/agent/pkgdb"
 	"github.com/commandcontrol/commandcontrol/fleet"
 )
 
@@ -84,53 +85,31 @@ type InstalledPatch struct {
 	ChangelogDate time.Time `json:"changelog_date,omitzero"`
 }
 
-// secEntry is one stanza of a security Packages index.
-type secEntry struct{ arch, version, source string }
-
-// secIndex maps a binary package name to its stanzas in the security indexes.
-type secIndex map[string][]secEntry
-
-// parsePackagesIndex adds the stanzas of an apt Packages index to idx.
-func parsePackagesIndex(data []byte, idx secIndex) {
-	scanStanzas(data, func(s stanza) bool {
-		name, ver := s.get("Package"), s.get("Version")
-		if name == "" || ver == "" {
-			return true
-		}
-		src, _, _ := strings.Cut(s.get("Source"), " ")
-		if src == "" {
-			src = name
-		}
-		idx[name] = append(idx[name], secEntry{arch: s.get("Architecture"), version: ver, source: src})
-		return true
-	})
-}
-
 // compareWithIndex finds, for every installed package that filter matches,
 // the highest version of the same name in idx for its arch (or "all"):
 // higher than installed means pending; a stanza with exactly the installed
 // version means the package came from the security suite.
-func compareWithIndex(pkgs []Package, idx secIndex, filter nameFilter) ([]PendingPatch, []InstalledPatch) {
+func compareWithIndex(pkgs []pkgdb.Package, idx pkgdb.SecIndex, filter nameFilter) ([]PendingPatch, []InstalledPatch) {
 	pending, installed := []PendingPatch{}, []InstalledPatch{}
 	for _, p := range pkgs {
 		if !filter.match(p.Name) {
 			continue
 		}
-		var best *secEntry
+		var best *pkgdb.SecEntry
 		same := false
 		for i, e := range idx[p.Name] {
-			if e.arch != p.Arch && e.arch != "all" && p.Arch != "all" {
+			if e.Arch != p.Arch && e.Arch != "all" && p.Arch != "all" {
 				continue
 			}
-			if best == nil || compareDebVersions(e.version, best.version) > 0 {
+			if best == nil || pkgdb.CompareDebVersions(e.Version, best.Version) > 0 {
 				best = &idx[p.Name][i]
 			}
-			same = same || compareDebVersions(e.version, p.Version) == 0
+			same = same || pkgdb.CompareDebVersions(e.Version, p.Version) == 0
 		}
 		switch {
 		case best == nil:
-		case compareDebVersions(best.version, p.Version) > 0:
-			pending = append(pending, PendingPatch{Name: p.Name, Arch: p.Arch, Installed: p.Version, Available: best.version, Source: best.source})
+		case pkgdb.CompareDebVersions(best.Version, p.Version) > 0:
+			pending = append(pending, PendingPatch{Name: p.Name, Arch: p.Arch, Installed: p.Version, Available: best.Version, Source: best.Source})
 		case same:
 			installed = append(installed, InstalledPatch{Name: p.Name, Arch: p.Arch, Version: p.Version, Source: p.Source})
 		}
@@ -140,21 +119,21 @@ func compareWithIndex(pkgs []Package, idx secIndex, filter nameFilter) ([]Pendin
 
 type secPatches struct {
 	root string
-	db   *pkgDB
+	db   *pkgdb.DB
 	// lookPath finds dnf, yum, PowerShell and softwareupdate (tests
 	// replace it with fakes).
 	lookPath func(string) (string, error)
 	tools    *toolCache
 	now      func() time.Time // Env.Now: expiry of the apt indexes
-	apkCache apkIndexCache
+	apkCache pkgdb.APKIndexCache
 	// history and changelogs back the apt installed list's dates and CVEs.
-	history    historyCache
-	changelogs changelogCache
+	history    pkgdb.HistoryCache
+	changelogs pkgdb.ChangelogCache
 
 	mu       sync.Mutex
 	sig      string
-	releases []aptRelease
-	idx      secIndex
+	releases []pkgdb.Release
+	idx      pkgdb.SecIndex
 	notes    []string
 }
 
@@ -178,7 +157,7 @@ func (f *secPatches) Call(ctx context.Context, args Args) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	manager, pkgs, err := f.db.load()
+	manager, pkgs, err := loadPackages(f.db)
 	if err != nil {
 		return nil, err
 	}
@@ -194,7 +173,7 @@ func (f *secPatches) Call(ctx context.Context, args Args) (any, error) {
 }
 
 // apt compares dpkg's packages with apt's -security indexes.
-func (f *secPatches) apt(pkgs []Package, filter nameFilter) (any, error) {
+func (f *secPatches) apt(pkgs []pkgdb.Package, filter nameFilter) (any, error) {
 	releases, idx, notes, err := f.index()
 	if err != nil {
 		return nil, err
@@ -220,31 +199,31 @@ func (f *secPatches) apt(pkgs []Package, filter nameFilter) (any, error) {
 
 // index returns the parsed security indexes, reading them again only when a
 // file in the lists folder changed.
-func (f *secPatches) index() ([]aptRelease, secIndex, []string, error) {
-	lists := filepath.Join(f.root, aptListsPath)
-	sig := dirSignature(lists)
+func (f *secPatches) index() ([]pkgdb.Release, pkgdb.SecIndex, []string, error) {
+	lists := filepath.Join(f.root, pkgdb.AptListsPath)
+	sig := filestamp.Dir(lists)
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if sig == f.sig && f.idx != nil {
 		return f.releases, f.idx, f.notes, nil
 	}
-	releases, err := findSecurityReleases(lists)
+	releases, err := pkgdb.FindSecurityReleases(lists)
 	if err != nil {
 		return nil, nil, nil, errUnavailable("cannot read apt lists %s: %v; is this a Debian or Ubuntu machine?", lists, err)
 	}
 	if len(releases) == 0 {
 		return nil, nil, nil, errUnavailable("no -security suite in %s; add the security source to apt and run apt-get update", lists)
 	}
-	idx, notes := secIndex{}, []string{}
+	idx, notes := pkgdb.SecIndex{}, []string{}
 	read := 0
 	for _, r := range releases {
 		for _, name := range r.Packages {
-			data, err := readIndex(filepath.Join(lists, name))
+			data, err := pkgdb.ReadIndex(filepath.Join(lists, name))
 			if err != nil {
 				notes = append(notes, "skipped "+err.Error())
 				continue
 			}
-			parsePackagesIndex(data, idx)
+			pkgdb.ParsePackagesIndex(data, idx)
 			read++
 		}
 	}
@@ -258,17 +237,17 @@ func (f *secPatches) index() ([]aptRelease, secIndex, []string, error) {
 // aptDetails adds to each installed security update the date and previous
 // version of the apt history transaction that installed it, and the CVE ids
 // and date of its changelog entry. It returns notes on what is missing.
-// pkgs is sorted by name and arch (see [pkgDB.load]) and holds every
+// pkgs is sorted by name and arch (see [pkgdb.DB.Load]) and holds every
 // package of installed.
-func (f *secPatches) aptDetails(pkgs []Package, installed []InstalledPatch) []string {
+func (f *secPatches) aptDetails(pkgs []pkgdb.Package, installed []InstalledPatch) []string {
 	if len(installed) == 0 {
 		return nil
 	}
-	hist, histNotes := f.history.load(f.root)
+	hist, histNotes := f.history.Load(f.root)
 	notes := slices.Clone(histNotes) // the cache's slice is shared
 	noEntry, unreadable := 0, 0
 	var firstErr error
-	f.changelogs.refresh(f.root)
+	f.changelogs.Refresh(f.root)
 	for i := range installed {
 		ip := &installed[i]
 		j := sort.Search(len(pkgs), func(j int) bool {
@@ -278,12 +257,12 @@ func (f *secPatches) aptDetails(pkgs []Package, installed []InstalledPatch) []st
 			continue
 		}
 		p := pkgs[j]
-		if ev, ok := hist[historyKey(p.Name, p.Version)]; ok {
-			ip.InstalledOn, ip.PreviousVersion = ev.at, ev.previous
+		if ev, ok := hist[pkgdb.HistoryKey(p.Name, p.Version)]; ok {
+			ip.InstalledOn, ip.PreviousVersion = ev.At, ev.Previous
 		}
 		// Changelogs carry source versions: a binNMU (1.0-1+b2) is listed
 		// under its source version (1.0-1).
-		info, _, found, err := f.changelogs.lookup(f.root, p.Name, p.Source, p.SourceVersion, ip.PreviousVersion)
+		info, _, found, err := f.changelogs.Lookup(f.root, p.Name, p.Source, p.SourceVersion, ip.PreviousVersion)
 		switch {
 		case err != nil && !info.Found:
 			unreadable++
@@ -298,7 +277,7 @@ func (f *secPatches) aptDetails(pkgs []Package, installed []InstalledPatch) []st
 	}
 	if noEntry > 0 {
 		notes = append(notes, fmt.Sprintf("%d of %d installed security updates have no changelog entry for their version in %s/<package>/changelog.Debian.gz: no cves or changelog_date for them",
-			noEntry, len(installed), filepath.Join(f.root, docPath)))
+			noEntry, len(installed), filepath.Join(f.root, pkgdb.DocPath)))
 	}
 	if unreadable > 0 {
 		notes = append(notes, fmt.Sprintf("%d changelogs could not be read (%v)", unreadable, firstErr))

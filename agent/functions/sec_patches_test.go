@@ -6,6 +6,10 @@ import (
 	"path/filepath"
 	"testing"
 	"time"
+
+	"github.com/commandcontrol/commandcontrol/agent/functions/functionstest"
+	"github.com/commandcontrol/commandcontrol/agent/pkgdb"
+	"github.com/commandcontrol/commandcontrol/agent/pkgdb/pkgdbtest"
 )
 
 func TestSecPatchesFixture(t *testing.T) {
@@ -14,7 +18,7 @@ func TestSecPatchesFixture(t *testing.T) {
 		t.Fatal(err)
 	}
 	r := res.(*SecPatchesReply)
-	want := readTable(t, "testdata/expected/pending-security.tsv", '\t')
+	want := pkgdbtest.ReadTable(t, pkgdbData+"expected/pending-security.tsv", '\t')
 	if r.PendingCount != len(want) || len(r.Pending) != 82 {
 		t.Fatalf("got %d pending (count %d), want %d (82)", len(r.Pending), r.PendingCount, len(want))
 	}
@@ -64,81 +68,20 @@ func TestSecPatchesFilter(t *testing.T) {
 func TestSecPatchesUnavailable(t *testing.T) {
 	// dpkg present, no security index.
 	root := t.TempDir()
-	copyFile(t, debianRoot+"/"+dpkgStatusPath, filepath.Join(root, dpkgStatusPath))
+	pkgdbtest.CopyFile(t, debianRoot+"/"+pkgdb.DpkgStatusPath, filepath.Join(root, pkgdb.DpkgStatusPath))
 	_, err := callFn(t, root, "installed-sec-patches", "")
-	wantCode(t, err, 503, "apt")
-	if err := os.MkdirAll(filepath.Join(root, aptListsPath), 0o755); err != nil {
+	functionstest.WantCode(t, err, 503, "apt")
+	if err := os.MkdirAll(filepath.Join(root, pkgdb.AptListsPath), 0o755); err != nil {
 		t.Fatal(err)
 	}
 	_, err = callFn(t, root, "installed-sec-patches", "")
-	wantCode(t, err, 503, "no -security suite", "apt-get update")
+	functionstest.WantCode(t, err, 503, "no -security suite", "apt-get update")
 	// No dpkg at all.
 	_, err = callFn(t, t.TempDir(), "installed-sec-patches", "")
-	wantCode(t, err, 503, dpkgStatusPath)
+	functionstest.WantCode(t, err, 503, pkgdb.DpkgStatusPath)
 	// apk machine.
 	_, err = callFn(t, alpineRoot, "installed-sec-patches", "")
-	wantCode(t, err, 503, "apk")
-}
-
-func TestSecurityReleaseDetection(t *testing.T) {
-	tests := []struct {
-		name string
-		r    aptRelease
-		want bool
-	}{
-		{"debian suite", aptRelease{Suite: "oldstable-security", Codename: "bookworm-security"}, true},
-		{"debian label", aptRelease{Suite: "stable", Label: "Debian-Security"}, true},
-		{"ubuntu", aptRelease{Suite: "jammy-security", Codename: "jammy", Label: "Ubuntu"}, true},
-		{"updates", aptRelease{Suite: "jammy-updates", Codename: "jammy"}, false},
-		{"main", aptRelease{Suite: "stable", Codename: "bookworm", Label: "Debian"}, false},
-	}
-	for _, tt := range tests {
-		if got := tt.r.isSecurity(); got != tt.want {
-			t.Errorf("%s: got %v, want %v", tt.name, got, tt.want)
-		}
-	}
-}
-
-func TestPackagesFiles(t *testing.T) {
-	names := []string{
-		"x_dists_s-security_InRelease",
-		"x_dists_s-security_main_binary-amd64_Packages",
-		"x_dists_s-security_main_binary-amd64_Packages.lz4",
-		"x_dists_s-security_main_binary-all_Packages.gz",
-		"x_dists_s-security_main_i18n_Translation-en",
-		"x_dists_s-security_main_dep11_Components-amd64.yml.gz",
-		"x_dists_s-security-other_main_binary-amd64_Packages",
-		"x_dists_s_main_binary-amd64_Packages.lz4",
-	}
-	got := fmt.Sprint(packagesFiles(names, "x_dists_s-security_"))
-	want := "[x_dists_s-security_main_binary-all_Packages.gz x_dists_s-security_main_binary-amd64_Packages]"
-	if got != want {
-		t.Errorf("got %q, want %q", got, want)
-	}
-}
-
-func TestParseReleaseClearsigned(t *testing.T) {
-	text := "-----BEGIN PGP SIGNED MESSAGE-----\nHash: SHA512\n\nOrigin: Debian\nLabel: Debian-Security\nSuite: stable-security\nDate: Sat, 01 Jun 2024 10:00:00 UTC\nSHA256:\n abc 1 main/binary-amd64/Packages\n-----BEGIN PGP SIGNATURE-----\n\nxyz\n-----END PGP SIGNATURE-----\n"
-	r := parseRelease([]byte(text))
-	got := fmt.Sprintf("%s|%s|%s", r.Suite, r.Label, r.Date.Format(time.RFC3339))
-	want := "stable-security|Debian-Security|2024-06-01T10:00:00Z"
-	if got != want {
-		t.Errorf("got %q, want %q", got, want)
-	}
-}
-
-func copyFile(t testing.TB, from, to string) {
-	t.Helper()
-	data, err := os.ReadFile(from)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.MkdirAll(filepath.Dir(to), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(to, data, 0o644); err != nil {
-		t.Fatal(err)
-	}
+	functionstest.WantCode(t, err, 503, "apk")
 }
 
 // TestSecPatchesIndexExpiryReadsEnvClock: whether the security index has

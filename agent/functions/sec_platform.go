@@ -1,13 +1,14 @@
 package functions
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
+	"errors"
 	"fmt"
+	"io/fs"
 	"strings"
 	"time"
 
+	"github.com/commandcontrol/commandcontrol/agent/pkgdb"
 	"github.com/commandcontrol/commandcontrol/fleet"
 )
 
@@ -37,44 +38,10 @@ const (
 		`KB=($_.KBArticleIDs -join ','); Severity=$_.MsrcSeverity; Categories=(($_.Categories | ForEach-Object { $_.Name }) -join ',')} } | ConvertTo-Json -Compress`
 )
 
-// winHotfix is one Get-HotFix entry.
-type winHotfix struct {
-	HotFixID    string `json:"HotFixID"`
-	Description string `json:"Description"`
-	InstalledOn string `json:"InstalledOn"`
-}
-
-// winUpdate is one pending Windows Update entry.
-type winUpdate struct {
-	Title      string `json:"Title"`
-	KB         string `json:"KB"`
-	Severity   string `json:"Severity"`
-	Categories string `json:"Categories"`
-}
-
-// decodePSList decodes ConvertTo-Json output, which is an object for one
-// item, an array for several and empty for none.
-func decodePSList[T any](out []byte) ([]T, error) {
-	out = bytes.TrimSpace(bytes.TrimPrefix(out, []byte("\xef\xbb\xbf")))
-	if len(out) == 0 {
-		return nil, nil
-	}
-	if out[0] == '{' {
-		var one T
-		if err := json.Unmarshal(out, &one); err != nil {
-			return nil, err
-		}
-		return []T{one}, nil
-	}
-	var many []T
-	err := json.Unmarshal(out, &many)
-	return many, err
-}
-
 // windowsReply builds the reply from hotfixes and pending updates; pending
 // keeps security updates (a Microsoft severity or the "Security Updates"
 // category).
-func windowsReply(hotfixes []winHotfix, pending []winUpdate, filter nameFilter) *SecPatchesReply {
+func windowsReply(hotfixes []pkgdb.WinHotfix, pending []pkgdb.WinUpdate, filter nameFilter) *SecPatchesReply {
 	r := &SecPatchesReply{Source: "windows-update", Pending: []PendingPatch{}, Installed: []InstalledPatch{}}
 	for _, h := range hotfixes {
 		if !filter.match(h.HotFixID) {
@@ -112,10 +79,10 @@ func (f *secPatches) windowsPatches(ctx context.Context, filter nameFilter) (any
 		return nil, errUnavailable("PowerShell is not on PATH; installed-sec-patches needs it to list hotfixes and pending updates")
 	}
 	type answer struct {
-		hotfixes []winHotfix
-		pending  []winUpdate
+		hotfixes []pkgdb.WinHotfix
+		pending  []pkgdb.WinUpdate
 	}
-	v, err := f.tools.get("windows"+f.db.signature(), func() (any, error) {
+	v, err := f.tools.get("windows"+f.db.Signature(), func() (any, error) {
 		out, err := runTool(ctx, ps, "-NoProfile", "-NonInteractive", "-Command", psHotfixes)
 		if fleet.CodeOf(err) == fleet.CodeTimeout {
 			return nil, err
@@ -124,12 +91,12 @@ func (f *secPatches) windowsPatches(ctx context.Context, filter nameFilter) (any
 			return nil, errUnavailable("cannot list hotfixes: %v", err)
 		}
 		a := &answer{}
-		if a.hotfixes, err = decodePSList[winHotfix](out); err != nil {
+		if a.hotfixes, err = pkgdb.DecodePSList[pkgdb.WinHotfix](out); err != nil {
 			return nil, fmt.Errorf("cannot read Get-HotFix output: %w", err)
 		}
 		out, err = runTool(ctx, ps, "-NoProfile", "-NonInteractive", "-Command", psPending)
 		if err == nil {
-			a.pending, err = decodePSList[winUpdate](out)
+			a.pending, err = pkgdb.DecodePSList[pkgdb.WinUpdate](out)
 		}
 		if err != nil {
 			return nil, errUnavailable("cannot list pending updates from Windows Update: %v", err)
@@ -143,47 +110,10 @@ func (f *secPatches) windowsPatches(ctx context.Context, filter nameFilter) (any
 	return windowsReply(a.hotfixes, a.pending, filter), nil
 }
 
-// macUpdate is one entry of `softwareupdate --list`.
-type macUpdate struct {
-	Label, Title, Version string
-	Recommended           bool
-}
-
-// parseSoftwareUpdateList reads `softwareupdate --list` output:
-//
-//   - Label: macOS Sonoma 14.6-23G80
-//     Title: macOS Sonoma 14.6, Version: 14.6, Size: 1234567K, Recommended: YES, Action: restart,
-func parseSoftwareUpdateList(text string) []macUpdate {
-	out := []macUpdate{}
-	for _, line := range strings.Split(text, "\n") {
-		t := strings.TrimSpace(line)
-		if label, ok := strings.CutPrefix(t, "* Label:"); ok {
-			out = append(out, macUpdate{Label: strings.TrimSpace(label)})
-			continue
-		}
-		if !strings.HasPrefix(t, "Title:") || len(out) == 0 {
-			continue
-		}
-		u := &out[len(out)-1]
-		for _, kv := range strings.Split(t, ",") {
-			k, v, _ := strings.Cut(kv, ":")
-			switch strings.TrimSpace(k) {
-			case "Title":
-				u.Title = strings.TrimSpace(v)
-			case "Version":
-				u.Version = strings.TrimSpace(v)
-			case "Recommended":
-				u.Recommended = strings.TrimSpace(v) == "YES"
-			}
-		}
-	}
-	return out
-}
-
 // macReply joins the install history with pending updates. Installed
 // keeps Apple's updates and security content; pending lists every update
 // softwareupdate offers (Apple ships security fixes inside them).
-func macReply(history []MacInstall, pending []macUpdate, filter nameFilter) *SecPatchesReply {
+func macReply(history []pkgdb.MacInstall, pending []pkgdb.MacUpdate, filter nameFilter) *SecPatchesReply {
 	r := &SecPatchesReply{Source: "softwareupdate", Pending: []PendingPatch{}, Installed: []InstalledPatch{}}
 	other := 0
 	for _, h := range history {
@@ -205,14 +135,17 @@ func macReply(history []MacInstall, pending []macUpdate, filter nameFilter) *Sec
 		}
 	}
 	r.InstalledCount, r.PendingCount = len(r.Installed), len(r.Pending)
-	r.Notes = append(r.Notes, fmt.Sprintf("installed is from %s: Apple's updates and security content; %d other installs left out", macInstallHistoryPath, other),
+	r.Notes = append(r.Notes, fmt.Sprintf("installed is from %s: Apple's updates and security content; %d other installs left out", pkgdb.MacInstallHistoryPath, other),
 		"pending is from softwareupdate's last scan (--no-scan)")
 	return r
 }
 
 // macPatches reads the install history and asks softwareupdate.
 func (f *secPatches) macPatches(ctx context.Context, filter nameFilter) (any, error) {
-	history, err := readInstallHistory(f.root)
+	history, err := pkgdb.ReadInstallHistory(f.root)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, errUnavailable("no %s: this is not a macOS machine, or it has never installed an update", pkgdb.MacInstallHistoryPath)
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -220,7 +153,7 @@ func (f *secPatches) macPatches(ctx context.Context, filter nameFilter) (any, er
 	if err != nil {
 		return nil, errUnavailable("softwareupdate is not on PATH; pending updates are unknown")
 	}
-	v, err := f.tools.get("macos"+f.db.signature(), func() (any, error) {
+	v, err := f.tools.get("macos"+f.db.Signature(), func() (any, error) {
 		out, err := runTool(ctx, su, "--list", "--no-scan")
 		if fleet.CodeOf(err) == fleet.CodeTimeout {
 			return nil, err
@@ -228,10 +161,10 @@ func (f *secPatches) macPatches(ctx context.Context, filter nameFilter) (any, er
 		if err != nil {
 			return nil, errUnavailable("cannot list pending updates: %v", err)
 		}
-		return parseSoftwareUpdateList(string(out)), nil
+		return pkgdb.ParseSoftwareUpdateList(string(out)), nil
 	})
 	if err != nil {
 		return nil, err
 	}
-	return macReply(history, v.([]macUpdate), filter), nil
+	return macReply(history, v.([]pkgdb.MacUpdate), filter), nil
 }

@@ -3,6 +3,7 @@ package functions
 import (
 	"context"
 
+	"github.com/commandcontrol/commandcontrol/agent/pkgdb"
 	"github.com/commandcontrol/commandcontrol/fleet"
 )
 
@@ -10,12 +11,12 @@ func init() { Register(fleet.FnSwList, newSwList) }
 
 // SwListReply answers sw-list.
 type SwListReply struct {
-	Manager  string    `json:"manager"`
-	Count    int       `json:"count"`
-	Packages []Package `json:"packages"`
+	Manager  string          `json:"manager"`
+	Count    int             `json:"count"`
+	Packages []pkgdb.Package `json:"packages"`
 }
 
-type swList struct{ db *pkgDB }
+type swList struct{ db *pkgdb.DB }
 
 func newSwList(env *Env) (Function, error) {
 	return &swList{db: env.packageDB()}, nil
@@ -36,11 +37,11 @@ func (f *swList) Call(ctx context.Context, args Args) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	manager, pkgs, err := f.db.load()
+	manager, pkgs, err := loadPackages(f.db)
 	if err != nil {
 		return nil, err
 	}
-	out := make([]Package, 0, len(pkgs))
+	out := make([]pkgdb.Package, 0, len(pkgs))
 	for _, p := range pkgs {
 		if filter.match(p.Name) {
 			out = append(out, p)

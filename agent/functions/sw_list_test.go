@@ -6,6 +6,10 @@ import (
 	"path/filepath"
 	"testing"
 	"time"
+
+	"github.com/commandcontrol/commandcontrol/agent/functions/functionstest"
+	"github.com/commandcontrol/commandcontrol/agent/pkgdb"
+	"github.com/commandcontrol/commandcontrol/agent/pkgdb/pkgdbtest"
 )
 
 func TestSwListFixture(t *testing.T) {
@@ -14,7 +18,7 @@ func TestSwListFixture(t *testing.T) {
 		t.Fatal(err)
 	}
 	r := res.(*SwListReply)
-	want := readTable(t, "testdata/expected/packages.tsv", '\t')
+	want := pkgdbtest.ReadTable(t, pkgdbData+"expected/packages.tsv", '\t')
 	if r.Manager != "dpkg" || r.Count != len(want) || len(r.Packages) != 749 {
 		t.Fatalf("got manager %q count %d (%d packages), want dpkg 749", r.Manager, r.Count, len(r.Packages))
 	}
@@ -51,7 +55,7 @@ func TestSwListFilter(t *testing.T) {
 		}
 	}
 	_, err := callFn(t, debianRoot, "sw-list", `{"name":"[a-"}`)
-	wantCode(t, err, 400, "glob")
+	functionstest.WantCode(t, err, 400, "glob")
 }
 
 func TestSwListOtherLayouts(t *testing.T) {
@@ -70,12 +74,12 @@ func TestSwListOtherLayouts(t *testing.T) {
 		t.Errorf("alpine: got %+v, want apk with busybox and busybox-binsh", r)
 	}
 	_, err = callFn(t, t.TempDir(), "sw-list", "")
-	wantCode(t, err, 503, dpkgStatusPath, dpkgStatusDPath, apkInstalledPath)
+	functionstest.WantCode(t, err, 503, pkgdb.DpkgStatusPath, pkgdb.DpkgStatusDPath, pkgdb.ApkInstalledPath)
 }
 
 func TestSwListCacheAndInstallTime(t *testing.T) {
 	root := t.TempDir()
-	status := filepath.Join(root, dpkgStatusPath)
+	status := filepath.Join(root, pkgdb.DpkgStatusPath)
 	write := func(text string) {
 		t.Helper()
 		if err := os.MkdirAll(filepath.Dir(status), 0o755); err != nil {
@@ -86,8 +90,8 @@ func TestSwListCacheAndInstallTime(t *testing.T) {
 		}
 	}
 	write("Package: a\nStatus: install ok installed\nVersion: 1\nArchitecture: all\n")
-	info := filepath.Join(root, dpkgInfoPath, "a.list")
-	copyFile(t, status, info)
+	info := filepath.Join(root, pkgdb.DpkgInfoPath, "a.list")
+	pkgdbtest.CopyFile(t, status, info)
 	stamp := time.Date(2025, 6, 24, 14, 36, 25, 0, time.UTC)
 	if err := os.Chtimes(info, stamp, stamp); err != nil {
 		t.Fatal(err)

@@ -16,7 +16,7 @@ import (
 	"time"
 
 	"github.com/commandcontrol/commandcontrol/agent"
-	"github.com/commandcontrol/commandcontrol/agent/functions"
+	"github.com/commandcontrol/commandcontrol/agent/custom"
 	"github.com/commandcontrol/commandcontrol/internal/cli"
 	"github.com/commandcontrol/commandcontrol/internal/logging"
 )
@@ -66,9 +66,9 @@ Flags:
 	fs.StringVar(&o.key, "key", cli.EnvOr("CC_AGENT_KEY", "cc-agent.nk"), "the machine's nkey seed file, created on first start (env CC_AGENT_KEY)")
 	fs.StringVar(&o.id, "id", "", "machine id (default <primary IP>_<hostname>)")
 	fs.StringVar(&o.root, "root", "/", "filesystem root the functions read under (for containers with the host mounted)")
-	fs.StringVar(&o.functionsDir, "functions-dir", functions.DefaultFunctionsDir,
+	fs.StringVar(&o.functionsDir, "functions-dir", custom.DefaultFunctionsDir,
 		"directory of operators' function definitions (*.json, see docs/FUNCTIONS.md); reloaded on change and on SIGHUP; empty for none")
-	fs.DurationVar(&o.functionsPoll, "functions-poll", functions.DefaultReloadInterval,
+	fs.DurationVar(&o.functionsPoll, "functions-poll", custom.DefaultReloadInterval,
 		"how often --functions-dir is checked for changes (0: only on SIGHUP)")
 	fs.DurationVar(&o.callTimeout, "call-timeout", agent.DefaultCallTimeout, "longest a function may run")
 	fs.IntVar(&o.maxConcurrent, "max-concurrent", agent.DefaultMaxConcurrent,

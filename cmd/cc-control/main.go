@@ -20,7 +20,7 @@ import (
 	"time"
 
 	"github.com/commandcontrol/commandcontrol/agent"
-	"github.com/commandcontrol/commandcontrol/agent/functions"
+	"github.com/commandcontrol/commandcontrol/agent/custom"
 	"github.com/commandcontrol/commandcontrol/broker"
 	"github.com/commandcontrol/commandcontrol/controlsvc"
 	"github.com/commandcontrol/commandcontrol/internal/cli"
@@ -316,11 +316,11 @@ func viewerFunctions(o *options, log *slog.Logger) []string {
 	if o.functionsDir == "" {
 		return fns
 	}
-	defs, errs := functions.LoadDefinitions(o.functionsDir)
+	defs, errs := custom.LoadDefinitions(o.functionsDir)
 	for _, err := range errs {
 		log.Warn("function definition skipped", "error", err)
 	}
-	return append(fns, functions.ViewerFunctions(defs)...)
+	return append(fns, custom.ViewerFunctions(defs)...)
 }
 
 // byteSize is a flag of a size in bytes: 1048576, 512KiB, 192MiB, 1GiB,
