@@ -6,10 +6,12 @@ import (
 	"testing"
 )
 
-// TestDependencyDirection keeps the layering of DESIGN.md: the agent never
+// TestDependencyDirection keeps the layering of docs/ARCHITECTURE.md: the agent never
 // links nats-server, the workbench never links the broker or the control
-// service, the wire package imports nothing of this module, and the
-// stand-alone broker links no control service.
+// service, the wire package imports nothing of this module, the
+// stand-alone broker links no control service, package databases are a
+// library that knows nothing of functions or the wire, and the built-in
+// functions know nothing of operators' custom ones.
 func TestDependencyDirection(t *testing.T) {
 	const mod = "github.com/commandcontrol/commandcontrol/"
 	rules := []struct {
@@ -19,6 +21,8 @@ func TestDependencyDirection(t *testing.T) {
 		{"./agent/...", []string{"github.com/nats-io/nats-server", mod + "broker", mod + "controlsvc", mod + "bench"}},
 		{"./bench/...", []string{mod + "broker", mod + "controlsvc", mod + "agent", "github.com/nats-io/nats-server"}},
 		{"./fleet", []string{mod}},
+		{"./agent/pkgdb/...", []string{mod + "agent/functions", mod + "agent/custom", mod + "fleet"}},
+		{"./agent/functions/...", []string{mod + "agent/custom"}},
 		// The stand-alone broker reads the control service's
 		// broker-auth.json through package broker alone.
 		{"./cmd/cc-broker", []string{mod + "controlsvc", mod + "agent", mod + "bench"}},
