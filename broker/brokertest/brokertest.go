@@ -5,7 +5,6 @@
 package brokertest
 
 import (
-	"log/slog"
 	"testing"
 	"time"
 
@@ -50,11 +49,6 @@ type Option func(*broker.Config)
 // which bounds how long the broker waits for an auth callout answer.
 func WithAuthTimeout(d time.Duration) Option {
 	return func(c *broker.Config) { c.AuthTimeout = d }
-}
-
-// WithLogger sends the broker's log to l (it is discarded by default).
-func WithLogger(l *slog.Logger) Option {
-	return func(c *broker.Config) { c.Logger = l }
 }
 
 // WithConfig lets a test change any field of the configuration. Auth is
