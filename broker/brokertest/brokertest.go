@@ -85,6 +85,14 @@ func Start(t testing.TB, opts ...Option) (*broker.Broker, *Keys) {
 	for _, o := range opts {
 		o(&cfg)
 	}
+	return StartWith(t, cfg), keys
+}
+
+// StartWith starts a broker configured by cfg as it is (its auth keys,
+// listen address and links are the caller's), and shuts it down when the
+// test ends.
+func StartWith(t testing.TB, cfg broker.Config) *broker.Broker {
+	t.Helper()
 	b, err := broker.New(cfg)
 	if err != nil {
 		t.Fatalf("brokertest: %v", err)
@@ -93,7 +101,7 @@ func Start(t testing.TB, opts ...Option) (*broker.Broker, *Keys) {
 		t.Fatalf("brokertest: %v", err)
 	}
 	t.Cleanup(b.Shutdown)
-	return b, keys
+	return b
 }
 
 // Connect connects to b as the nkey user kp (for example keys.Sys), and
