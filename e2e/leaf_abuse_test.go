@@ -16,6 +16,7 @@ import (
 
 	"github.com/commandcontrol/commandcontrol/bench"
 	"github.com/commandcontrol/commandcontrol/broker"
+	"github.com/commandcontrol/commandcontrol/broker/brokertest"
 	"github.com/commandcontrol/commandcontrol/controlsvc"
 	"github.com/commandcontrol/commandcontrol/fleet"
 	"github.com/commandcontrol/commandcontrol/internal/stacktest"
@@ -43,15 +44,8 @@ func startLeafHubCost(t *testing.T, dataDir, secret string, cost int, sites ...s
 		ls = append(ls, broker.LeafSite{Name: s, PasswordBcrypt: string(hash)})
 	}
 	leafPort := freePorts(t, 1)[0]
-	hub, err := broker.New(broker.Config{Listen: "127.0.0.1:0", Name: "hub", Auth: auth, PingInterval: time.Second,
-		LeafListen: "127.0.0.1:" + itoa(leafPort), LeafSites: ls, StoreDir: t.TempDir(), Logger: testLogger(t).With("broker", "hub")})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := hub.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(hub.Shutdown)
+	hub := brokertest.StartWith(t, broker.Config{Listen: "127.0.0.1:0", Name: "hub", Auth: auth, PingInterval: time.Second,
+		LeafListen: "127.0.0.1:" + itoa(leafPort), LeafSites: ls, StoreDir: t.TempDir(), Logger: stacktest.Logger().With("broker", "hub")})
 	return hub, auth, leafPort, ls
 }
 
@@ -109,7 +103,7 @@ func startLeafFlood(t *testing.T, port int, from, user string, n int) *leafFlood
 	}
 	var once sync.Once
 	t.Cleanup(func() { once.Do(f.halt) })
-	waitFor(t, "the leaf flood from "+from+" refused", 20*time.Second, func() bool { return f.refused.Load() >= 10 })
+	stacktest.WaitFor(t, "the leaf flood from "+from+" refused", 20*time.Second, func() bool { return f.refused.Load() >= 10 })
 	return f
 }
 
@@ -123,7 +117,7 @@ func (f *leafFlood) halt() {
 // timeout.
 func adminLogins(t *testing.T, url, path string, n int, when string) {
 	t.Helper()
-	kp := seedKey(t, path)
+	kp := stacktest.LoadKey(t, path)
 	for i := range n {
 		nc, err := connectAs(url, kp, "op")
 		if err != nil {
@@ -213,7 +207,7 @@ func TestThreatSitePlantsPendingKey(t *testing.T) {
 	svc := controlBehindSites(t, dir, hub.ClientURL(), time.Minute, ls)
 	const hq = "10.5.0.1_hq"
 	startSiteAgent(t, svc, hub.ClientURL(), hq, "")
-	waitFor(t, hq+" ONLINE", 10*time.Second, func() bool { return online(svc, hq) })
+	stacktest.WaitFor(t, hq+" ONLINE", 10*time.Second, func() bool { return stacktest.Online(svc, hq) })
 	hqMachine, _ := svc.Registry().Machine(hq)
 	admin, err := bench.Connect(hub.ClientURL(), bench.WithSeedFile(svc.AdminKeyPath()))
 	if err != nil {
@@ -283,7 +277,7 @@ func TestThreatSitePlantsPendingKey(t *testing.T) {
 	if now, _ := svc.Registry().Machine(hq); now.Key != hqMachine.Key || now.Site != "" {
 		t.Fatalf("%s is now %+v", hq, now)
 	}
-	waitFor(t, "the site's forged refusal audited with the site", 10*time.Second, func() bool {
+	stacktest.WaitFor(t, "the site's forged refusal audited with the site", 10*time.Second, func() bool {
 		recs, _ := admin.Audit(ctx, time.Time{}, 0, fleet.AuditLogRefused)
 		for _, r := range recs {
 			if r.Name == hq && r.Key == evilPub && r.Site == "dc2" {
@@ -337,8 +331,8 @@ func TestThreatSiteCalloutFlood(t *testing.T) {
 	// refills, so however long the flood takes on a loaded machine, the
 	// site can be answered at most its burst.
 	frozen := time.Now()
-	svc := startControlWith(t, controlsvc.Config{DataDir: dir, BrokerURL: hub.ClientURL(), Audit: controlsvc.AuditConfig{NotDurable: true},
-		ResyncInterval: time.Minute, LeafSites: ls, Now: func() time.Time { return frozen }, Logger: testLogger(t).With("side", "control")})
+	svc := stacktest.StartControlWith(t, controlsvc.Config{DataDir: dir, BrokerURL: hub.ClientURL(), Audit: controlsvc.AuditConfig{NotDurable: true},
+		ResyncInterval: time.Minute, LeafSites: ls, Now: func() time.Time { return frozen }, Logger: stacktest.Logger().With("side", "control")})
 	admin := newOperator(t, svc, "ops", "admin")
 	rogue := startRogueSite(t, leafPort, "dc2", leafSecret)
 
@@ -362,7 +356,7 @@ func TestThreatSiteCalloutFlood(t *testing.T) {
 			sent.Add(batch)
 		}
 	}()
-	waitFor(t, "the flood under way", 20*time.Second, func() bool { return sent.Load() >= 5*batch })
+	stacktest.WaitFor(t, "the flood under way", 20*time.Second, func() bool { return sent.Load() >= 5*batch })
 	adminLogins(t, hub.ClientURL(), admin, 15, "during a site's callout flood")
 	<-done
 	// Limited, the site gets its burst and never more (its clock stands

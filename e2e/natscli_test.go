@@ -10,7 +10,7 @@ import (
 	"time"
 
 	"github.com/commandcontrol/commandcontrol/fleet"
-	"github.com/nats-io/nkeys"
+	"github.com/commandcontrol/commandcontrol/internal/stacktest"
 )
 
 // natsCLI finds the nats CLI (github.com/nats-io/natscli v0.5.0): on PATH or
@@ -42,10 +42,10 @@ func TestNatsCLI(t *testing.T) {
 	svc := startControl(t, "")
 	for _, id := range []string{"10.0.0.5_web01", "10.0.0.6_web02"} {
 		startAgent(t, svc, id, true)
-		waitFor(t, id+" ONLINE", 5*time.Second, func() bool { return online(svc, id) })
+		stacktest.WaitFor(t, id+" ONLINE", 5*time.Second, func() bool { return stacktest.Online(svc, id) })
 	}
 	seed := newOperator(t, svc, "cli", "admin")
-	pub := publicKeyOf(t, seed)
+	pub := stacktest.Pub(t, stacktest.LoadKey(t, seed))
 	home := t.TempDir()
 	natsIn := func(inbox string, args ...string) (string, error) {
 		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
@@ -113,18 +113,4 @@ func TestNatsCLI(t *testing.T) {
 	if !strings.Contains(string(b), "Permissions Violation") || strings.Contains(string(b), "load1") {
 		t.Errorf("nats req without --inbox-prefix: want a permissions violation and no reply:\n%s", b)
 	}
-}
-
-func publicKeyOf(t *testing.T, seedPath string) string {
-	t.Helper()
-	b, err := os.ReadFile(seedPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	kp, err := nkeys.FromSeed([]byte(strings.TrimSpace(string(b))))
-	if err != nil {
-		t.Fatal(err)
-	}
-	pub, _ := kp.PublicKey()
-	return pub
 }
