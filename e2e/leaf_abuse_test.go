@@ -157,29 +157,32 @@ func TestThreatSiteLeafSecretFlood(t *testing.T) {
 	t.Logf("wrong-secret leaf links refused: %d from 127.0.0.2, %d from 127.0.0.1", other.refused.Load(), same.refused.Load())
 }
 
-// forgeAuthRequest is an authorization request as a compromised site's
-// broker may forge it: machine id presenting kp's key, validly signed
-// over a nonce the site chose, from an address the site chose.
-func forgeAuthRequest(t *testing.T, kp nkeys.KeyPair, id, host string) []byte {
+// authRequest is an authorization request as a broker called server (with
+// a fresh server key) sends it to the callout for a client called name
+// connecting from host. With kp the client presents kp's key, validly
+// signed over a nonce the sender chose (as a compromised site's broker may
+// forge it); without, no key (so it is refused).
+func authRequest(t *testing.T, server, name, host string, kp nkeys.KeyPair) []byte {
 	t.Helper()
-	pub, _ := kp.PublicKey()
-	nonce := "chosen-by-the-site"
-	sig, err := kp.Sign([]byte(nonce))
-	if err != nil {
-		t.Fatal(err)
-	}
 	srv, _ := nkeys.CreateServer()
 	spub, _ := srv.PublicKey()
 	user, _ := nkeys.CreateUser()
 	upub, _ := user.PublicKey()
 	req := jwt.NewAuthorizationRequestClaims(upub)
 	req.UserNkey = upub
-	req.Server = jwt.ServerID{Name: "hub", ID: spub}
-	req.ConnectOptions.Name = id
-	req.ConnectOptions.Nkey = pub
-	req.ConnectOptions.SignedNonce = base64.RawURLEncoding.EncodeToString(sig)
-	req.ClientInformation.Nonce = nonce
+	req.Server = jwt.ServerID{Name: server, ID: spub}
+	req.ConnectOptions.Name = name
 	req.ClientInformation.Host = host
+	if kp != nil {
+		nonce := "chosen-by-the-site"
+		sig, err := kp.Sign([]byte(nonce))
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.ConnectOptions.Nkey = stacktest.Pub(t, kp)
+		req.ConnectOptions.SignedNonce = base64.RawURLEncoding.EncodeToString(sig)
+		req.ClientInformation.Nonce = nonce
+	}
 	tok, err := req.Encode(srv)
 	if err != nil {
 		t.Fatal(err)
@@ -219,7 +222,7 @@ func TestThreatSitePlantsPendingKey(t *testing.T) {
 
 	evil, _ := nkeys.CreateUser()
 	evilPub, _ := evil.PublicKey()
-	m, err := rogue.ctl.Request(controlsvcAuthSubject, forgeAuthRequest(t, evil, hq, "10.5.0.1"), 5*time.Second)
+	m, err := rogue.ctl.Request(controlsvcAuthSubject, authRequest(t, "hub", hq, "10.5.0.1", evil), 5*time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -241,7 +244,7 @@ func TestThreatSitePlantsPendingKey(t *testing.T) {
 	// the first was recorded, if it ever is.
 	const planted = "10.9.0.1_planted"
 	for _, id := range []string{planted, elsewhere} {
-		m, err := rogue.ctl.Request(controlsvcAuthSubject, forgeAuthRequest(t, evil, id, "203.0.113.9"), 5*time.Second)
+		m, err := rogue.ctl.Request(controlsvcAuthSubject, authRequest(t, "hub", id, "203.0.113.9", evil), 5*time.Second)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -343,7 +346,7 @@ func TestThreatSiteCalloutFlood(t *testing.T) {
 		t.Fatal(err)
 	}
 	_ = sub.SetPendingLimits(-1, -1)
-	req := calloutRequest(t, "flood")
+	req := authRequest(t, "rogue", "flood", "127.0.0.1", nil)
 	var sent atomic.Int64
 	done := make(chan struct{})
 	go func() {

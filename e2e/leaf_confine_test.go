@@ -16,7 +16,6 @@ import (
 	"github.com/commandcontrol/commandcontrol/controlsvc"
 	"github.com/commandcontrol/commandcontrol/fleet"
 	"github.com/commandcontrol/commandcontrol/internal/stacktest"
-	"github.com/nats-io/jwt/v2"
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nkeys"
@@ -225,7 +224,7 @@ func TestLeafSiteControlConfined(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer admin.Close()
-	if _, err := rogue.ctl.Request(controlsvc.AuthCalloutSubject, calloutRequest(t, "live-audit-probe"), 5*time.Second); err != nil {
+	if _, err := rogue.ctl.Request(controlsvc.AuthCalloutSubject, authRequest(t, "rogue", "live-audit-probe", "127.0.0.1", nil), 5*time.Second); err != nil {
 		t.Fatalf("the site's own callout request: %v", err)
 	}
 	stacktest.WaitFor(t, "the probe's refusal audited", 10*time.Second, func() bool {
@@ -240,7 +239,7 @@ func TestLeafSiteControlConfined(t *testing.T) {
 		}
 		return false
 	})
-	if _, err := rogue.ctl.Request(controlsvc.AuthCalloutSubject, calloutRequest(t, "marker"), 5*time.Second); err != nil {
+	if _, err := rogue.ctl.Request(controlsvc.AuthCalloutSubject, authRequest(t, "rogue", "marker", "127.0.0.1", nil), 5*time.Second); err != nil {
 		t.Fatalf("the site's own callout request: %v", err)
 	}
 	if m, err := records.NextMsg(0); !errors.Is(err, nats.ErrTimeout) {
@@ -476,26 +475,6 @@ func TestLeafSiteOneLink(t *testing.T) {
 	}
 	rogue.srv.Shutdown()
 	waitLinked(t, real)
-}
-
-// calloutRequest is an authorization request as a broker sends it, for
-// a client called name that presents no key (so it is refused).
-func calloutRequest(t *testing.T, name string) []byte {
-	t.Helper()
-	user, _ := nkeys.CreateUser()
-	upub, _ := user.PublicKey()
-	srv, _ := nkeys.CreateServer()
-	spub, _ := srv.PublicKey()
-	req := jwt.NewAuthorizationRequestClaims(upub)
-	req.UserNkey = upub
-	req.Server = jwt.ServerID{Name: "rogue", ID: spub}
-	req.ConnectOptions.Name = name
-	req.ClientInformation.Host = "127.0.0.1"
-	tok, err := req.Encode(srv)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return []byte(tok)
 }
 
 // msgData is m's data, or "" without a message.
