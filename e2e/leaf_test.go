@@ -4,9 +4,13 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -100,6 +104,47 @@ func startSiteAgent(t *testing.T, svc *controlsvc.Service, url, id, site string,
 	return a
 }
 
+// siteResyncAge is the control service's cc_site_resync_age_seconds for
+// site, read from its /metrics.
+func siteResyncAge(t *testing.T, svc *controlsvc.Service, site string) float64 {
+	t.Helper()
+	rec := httptest.NewRecorder()
+	svc.HTTPHandler().ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/metrics", nil))
+	name := `cc_site_resync_age_seconds{site="` + site + `"}`
+	f := strings.Fields(grepPrefix(rec.Body.String(), name))
+	if len(f) != 2 {
+		t.Fatalf("/metrics has no single %s: %q", name, f)
+	}
+	age, err := strconv.ParseFloat(f[1], 64)
+	if err != nil {
+		t.Fatalf("%s: %v", name, err)
+	}
+	return age
+}
+
+// waitSiteResyncs waits until the control service has finished n
+// presence resyncs of each of sites since the call: each is seen as the
+// site's resync age falling (it grows between resyncs).
+func waitSiteResyncs(t *testing.T, svc *controlsvc.Service, n int, d time.Duration, sites ...string) {
+	t.Helper()
+	prev, seen := map[string]float64{}, map[string]int{}
+	for _, s := range sites {
+		prev[s] = siteResyncAge(t, svc, s)
+	}
+	stacktest.WaitFor(t, fmt.Sprintf("%d presence resyncs of %s", n, strings.Join(sites, " and ")), d, func() bool {
+		done := true
+		for _, s := range sites {
+			age := siteResyncAge(t, svc, s)
+			if age < prev[s] {
+				seen[s]++
+			}
+			prev[s] = age
+			done = done && seen[s] >= n
+		}
+		return done
+	})
+}
+
 // TestLeafSite: a remote site's broker joins the hub as a leaf node; the
 // control service sits behind the hub and authorises the links. Agents
 // registered to the site are admitted by the callout across the leaf
@@ -183,8 +228,10 @@ func TestLeafSite(t *testing.T) {
 		t.Fatalf("no left event for the site's agent: %v", err)
 	}
 	// A resync (CONNZ through the site's account) keeps the site's other
-	// machines and does not resurrect the one that left.
-	time.Sleep(2500 * time.Millisecond)
+	// machines and does not resurrect the one that left. Two resyncs of
+	// each site: the second began after the first ended, so after the
+	// leave.
+	waitSiteResyncs(t, svc, 2, 15*time.Second, "dc2", "dc3")
 	if stacktest.Online(svc, "10.3.2.7_dc2-web") || !stacktest.Online(svc, "10.3.0.1_hq") || !stacktest.Online(svc, "10.3.2.8_dc2-db") || !stacktest.Online(svc, "10.3.3.1_dc3-app") {
 		t.Errorf("after a resync: snapshot %+v", svc.Snapshot().Servers)
 	}
