@@ -140,8 +140,16 @@ func TestAdmissionPresenceAndRevocation(t *testing.T) {
 	}
 	stacktest.WaitFor(t, "removed machine left", time.Second, func() bool { return events.has(fleet.EventLeft, a1.MachineID()) })
 	t.Logf("removed machine left after %s", time.Since(start))
-	// ... and stays out: it retries but is refused.
-	time.Sleep(700 * time.Millisecond)
+	// ... and stays out: it retries but is refused (its key, unknown
+	// now, is listed as pending).
+	stacktest.WaitFor(t, "the removed machine's retry refused and pending", 5*time.Second, func() bool {
+		for _, p := range svc.Registry().Pending() {
+			if p.ID == a1.MachineID() && p.Key == a1.PublicKey() {
+				return true
+			}
+		}
+		return false
+	})
 	if stacktest.Online(svc, a1.MachineID()) {
 		t.Fatal("removed machine came back ONLINE")
 	}
