@@ -13,6 +13,7 @@ import (
 	"github.com/commandcontrol/commandcontrol/broker/brokertest"
 	"github.com/commandcontrol/commandcontrol/fleet"
 	"github.com/commandcontrol/commandcontrol/internal/stacktest"
+	"github.com/nats-io/nats-server/v2/server"
 )
 
 // freeAddr returns a loopback address with a port free right now.
@@ -157,7 +158,18 @@ func TestFaultControlServiceRestart(t *testing.T) {
 	goner.Close()
 	// A newcomer (already registered) is refused while the service is down.
 	late := startAgentWith(t, svc, agent.Config{URL: b.ClientURL(), MachineID: "10.0.0.4_late"}, true, nil)
-	time.Sleep(time.Second)
+	stacktest.WaitFor(t, "the broker to close the newcomer's first attempt", 10*time.Second, func() bool {
+		cz, err := b.Server().Connz(&server.ConnzOptions{State: server.ConnClosed, Limit: 10000})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, c := range cz.Conns {
+			if c.Name == late.MachineID() {
+				return true
+			}
+		}
+		return false
+	})
 	if late.Conn().IsConnected() {
 		t.Fatal("a new agent got in while the control service was down")
 	}
