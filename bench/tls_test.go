@@ -22,17 +22,11 @@ import (
 func startTLSAgent(t *testing.T, st *stacktest.TLSStack, id string, mutual bool) {
 	t.Helper()
 	stacktest.RegisterMachine(t, st.Svc, id, nil)
-	cfg := agent.Config{URL: st.URL, TLSCA: st.CA, Key: stacktest.MachineKey(t, id), MachineID: id,
-		MaxReconnectDelay: 300 * time.Millisecond, NoSamplers: true, Logger: stacktest.Logger()}
+	cfg := agent.Config{URL: st.URL, TLSCA: st.CA, MachineID: id, NoSamplers: true}
 	if mutual {
 		cfg.TLSCert, cfg.TLSKey = st.ClientCert, st.ClientKey
 	}
-	a, err := agent.New(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(a.Close)
-	stacktest.RunAgent(t, st.Svc, a)
+	stacktest.RunAgent(t, st.Svc, stacktest.NewAgentWith(t, cfg))
 }
 
 // callOK calls machine-info through c and wants an ok answer from id.

@@ -315,17 +315,12 @@ func (r *Registry) setMachineLocked(id, key, site string, labels map[string]stri
 	return c, nil
 }
 
-// Accept registers the pending machine id with the key the operator
-// reviewed: want is that key, or a unique prefix of one of the keys that
-// tried the id. want may be empty only when a single key tried the id:
-// anyone may try any id with a key of their own, so with several keys the
-// operator must say which one is the machine's.
-func (r *Registry) Accept(id, want, by string) (fleet.MachineChange, error) {
-	return r.AcceptAt(id, want, "", by)
-}
-
-// AcceptAt is [Registry.Accept] placing the machine at remote site ("":
-// where the machine is registered already, else the hub).
+// AcceptAt registers the pending machine id with the key the operator
+// reviewed, placing it at remote site ("": where the machine is
+// registered already, else the hub). want is that key, or a unique prefix
+// of one of the keys that tried the id. want may be empty only when a
+// single key tried the id: anyone may try any id with a key of their own,
+// so with several keys the operator must say which one is the machine's.
 //
 // A key a remote site reported is accepted only at that site, and only
 // when site names it: a site says what it likes about the machines at its
@@ -530,19 +525,15 @@ func (r *Registry) Label(id string, set map[string]string, remove []string) (fle
 	return copyMachine(m), nil
 }
 
-// RecordPending notes a refused machine so an operator can accept it. It
-// only changes memory: [Registry.FlushPending], run periodically, writes
-// it, so a flood of unknown machines never stalls the callout on disk.
+// RecordPendingAt notes a refused machine so an operator can accept it,
+// for an attempt that remote site's broker reported ("": the hub's own
+// brokers). It only changes memory: [Registry.FlushPending], run
+// periodically, writes it, so a flood of unknown machines never stalls
+// the callout on disk.
 //
 // Each distinct key that tries an id is kept (most recent first, at most
 // [fleet.MaxPendingKeys]): a later attempt with another key never replaces
-// the key an operator may be reviewing.
-func (r *Registry) RecordPending(id, key, ip, reason string) {
-	r.RecordPendingAt(id, key, ip, "", reason)
-}
-
-// RecordPendingAt is [Registry.RecordPending] for an attempt that remote
-// site's broker reported ("": the hub's own brokers). The caller records
+// the key an operator may be reviewing. The caller records
 // a site's attempts only for ids not in the registry and the site's own
 // machines (see callout.decideAt). A site's attempt at a new id is not
 // recorded when the list is full: it never pushes out another entry, so

@@ -644,3 +644,15 @@ func TestRecordPendingKeysBounded(t *testing.T) {
 		}
 	}
 }
+
+// Accept is [Registry.AcceptAt] at the machine's own place (the tests'
+// shorthand; the control API always names the site).
+func (r *Registry) Accept(id, want, by string) (fleet.MachineChange, error) {
+	return r.AcceptAt(id, want, "", by)
+}
+
+// RecordPending is [Registry.RecordPendingAt] for an attempt at the hub's
+// own brokers (the tests' shorthand).
+func (r *Registry) RecordPending(id, key, ip, reason string) {
+	r.RecordPendingAt(id, key, ip, "", reason)
+}

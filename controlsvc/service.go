@@ -544,16 +544,6 @@ func (s *Service) OperatorConnections(name string) int {
 	return s.presence.operatorConnections(name)
 }
 
-// Run starts the service and serves until ctx ends.
-func (s *Service) Run(ctx context.Context) error {
-	if err := s.Start(ctx); err != nil {
-		return err
-	}
-	<-ctx.Done()
-	s.Close()
-	return nil
-}
-
 // Close stops serving, closes the connections and the embedded broker.
 func (s *Service) Close() {
 	s.mu.Lock()

@@ -29,7 +29,7 @@ func TestSlowOrPanickingFunctionHarmsNothing(t *testing.T) {
 	boom := functions.FuncOf(functions.Spec{Name: "boom", Help: "panics", ReadOnly: true},
 		func(context.Context, functions.Args) (any, error) { panic("kaboom") })
 	a := startAgent(t, svc, "10.0.0.1_web01", true, echoFn(), wedged, boom)
-	waitFor(t, "agent online", 5*time.Second, func() bool { return online(svc, a.MachineID()) })
+	stacktest.WaitFor(t, "agent online", 5*time.Second, func() bool { return stacktest.Online(svc, a.MachineID()) })
 	op := operatorConn(t, svc.ClientURL(), svc.AdminKeyPath())
 
 	for range 3 {

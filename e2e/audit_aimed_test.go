@@ -7,6 +7,7 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/commandcontrol/commandcontrol/fleet"
+	"github.com/commandcontrol/commandcontrol/internal/stacktest"
 )
 
 // A broadcast whose reply subject names one machine runs on that machine
@@ -18,7 +19,9 @@ func TestAuditBroadcastAimedAtOneMachine(t *testing.T) {
 	svc, got := startControlWithCallHook(t)
 	a1 := startAgent(t, svc, "10.0.0.1_web01", true, echoFn())
 	a2 := startAgent(t, svc, "10.0.0.2_web02", true, echoFn())
-	waitFor(t, "agents online", 5*time.Second, func() bool { return online(svc, a1.MachineID()) && online(svc, a2.MachineID()) })
+	stacktest.WaitFor(t, "agents online", 5*time.Second, func() bool {
+		return stacktest.Online(svc, a1.MachineID()) && stacktest.Online(svc, a2.MachineID())
+	})
 	op := operatorConn(t, svc.ClientURL(), svc.AdminKeyPath())
 	key := op.Opts.Nkey
 	reply := fleet.CallReply(key, fleet.MachineToken(a1.MachineID()), "aimed", 0)

@@ -14,6 +14,7 @@ import (
 	"github.com/commandcontrol/commandcontrol/broker"
 	"github.com/commandcontrol/commandcontrol/controlsvc"
 	"github.com/commandcontrol/commandcontrol/fleet"
+	"github.com/commandcontrol/commandcontrol/internal/stacktest"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
@@ -85,7 +86,7 @@ func floodCalls(t *testing.T, svc *controlsvc.Service, name, fn string, body []b
 // size and SHA-256) and the calls log stays within its size.
 func TestAuditCallFloodKeepsChanges(t *testing.T) {
 	const callsMax = 48 << 10
-	svc := startControlWith(t, controlsvc.Config{DataDir: t.TempDir(), Logger: testLogger(t),
+	svc := stacktest.StartControlWith(t, controlsvc.Config{DataDir: t.TempDir(), Logger: stacktest.Logger(),
 		Broker: broker.Config{Listen: "127.0.0.1:0"},
 		Audit:  controlsvc.AuditConfig{Calls: controlsvc.AuditLimits{MaxBytes: callsMax}, Changes: controlsvc.AuditLimits{MaxBytes: callsMax}}})
 	admin, err := bench.Connect(svc.ClientURL(), bench.WithSeedFile(svc.AdminKeyPath()))
@@ -106,7 +107,7 @@ func TestAuditCallFloodKeepsChanges(t *testing.T) {
 	floodCalls(t, svc, "viewer1", fn, body, n)
 
 	js := auditStreams(t, svc)
-	waitFor(t, "every call recorded", 10*time.Second, func() bool {
+	stacktest.WaitFor(t, "every call recorded", 10*time.Second, func() bool {
 		return streamState(t, js, controlsvc.AuditCallsStream).LastSeq >= n
 	})
 	calls := streamState(t, js, controlsvc.AuditCallsStream)
@@ -172,7 +173,7 @@ func TestAuditReadsLeaveNoConsumers(t *testing.T) {
 	if _, err := admin.AddOperator(ctx, "v2", freshPub(t), fleet.RoleViewer); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "calls recorded", 10*time.Second, func() bool {
+	stacktest.WaitFor(t, "calls recorded", 10*time.Second, func() bool {
 		recs, err := admin.Audit(ctx, time.Time{}, 0)
 		return err == nil && len(recs) >= 21
 	})
@@ -212,7 +213,7 @@ func TestAuditReadsLeaveNoConsumers(t *testing.T) {
 func TestAuditStoreTooSmall(t *testing.T) {
 	data := t.TempDir()
 	huge := controlsvc.AuditLimits{MaxBytes: 1 << 50} // 1 PiB
-	svc, err := controlsvc.New(controlsvc.Config{DataDir: data, Logger: testLogger(t),
+	svc, err := controlsvc.New(controlsvc.Config{DataDir: data, Logger: stacktest.Logger(),
 		Broker: broker.Config{Listen: "127.0.0.1:0"}, Audit: controlsvc.AuditConfig{Calls: huge}})
 	if err != nil {
 		t.Fatal(err)
@@ -231,7 +232,7 @@ func TestAuditStoreTooSmall(t *testing.T) {
 	}
 	t.Logf("refusal: %s", msg)
 
-	svc = startControlWith(t, controlsvc.Config{DataDir: data, Logger: testLogger(t),
+	svc = stacktest.StartControlWith(t, controlsvc.Config{DataDir: data, Logger: stacktest.Logger(),
 		Broker: broker.Config{Listen: "127.0.0.1:0"}, Audit: controlsvc.AuditConfig{Calls: huge, NotDurable: true}})
 	admin, err := bench.Connect(svc.ClientURL(), bench.WithSeedFile(svc.AdminKeyPath()))
 	if err != nil {

@@ -31,7 +31,7 @@ func TestAuditDurable(t *testing.T) {
 	})
 	a1 := startAgent(t, svc, "10.0.0.1_web01", true, echoFn(), fail)
 	a2 := startAgent(t, svc, "10.0.0.2_web02", true, echoFn(), fail)
-	waitFor(t, "agents online", 5*time.Second, func() bool { return online(svc, a1.MachineID()) && online(svc, a2.MachineID()) })
+	stacktest.WaitFor(t, "agents online", 5*time.Second, func() bool { return stacktest.Online(svc, a1.MachineID()) && stacktest.Online(svc, a2.MachineID()) })
 	c, err := bench.Connect(svc.ClientURL(), bench.WithSeedFile(svc.AdminKeyPath()))
 	if err != nil {
 		t.Fatal(err)
@@ -171,7 +171,7 @@ func TestAuditDurable(t *testing.T) {
 // sends each call record it writes to the returned channel.
 func startControlWithCallHook(t *testing.T) (*controlsvc.Service, chan fleet.AuditRecord) {
 	t.Helper()
-	svc, err := controlsvc.New(controlsvc.Config{DataDir: t.TempDir(), Logger: testLogger(t),
+	svc, err := controlsvc.New(controlsvc.Config{DataDir: t.TempDir(), Logger: stacktest.Logger(),
 		Broker: broker.Config{Listen: "127.0.0.1:0"}})
 	if err != nil {
 		t.Fatal(err)
@@ -192,7 +192,7 @@ func startControlWithCallHook(t *testing.T) (*controlsvc.Service, chan fleet.Aud
 func TestCallHookSeesEveryCall(t *testing.T) {
 	svc, got := startControlWithCallHook(t)
 	a := startAgent(t, svc, "10.0.0.1_web01", true, echoFn())
-	waitFor(t, "agent online", 5*time.Second, func() bool { return online(svc, a.MachineID()) })
+	stacktest.WaitFor(t, "agent online", 5*time.Second, func() bool { return stacktest.Online(svc, a.MachineID()) })
 	op := operatorConn(t, svc.ClientURL(), svc.AdminKeyPath())
 	if _, err := stacktest.Request(op, a.MachineID(), "echo", []byte(`{"msg":"x"}`), 3*time.Second); err != nil {
 		t.Fatal(err)
@@ -238,7 +238,7 @@ func TestCallRecordWithResends(t *testing.T) {
 	})
 	a1 := startAgent(t, svc, "10.0.0.1_web01", true, slow, wait1s)
 	a2 := startAgent(t, svc, "10.0.0.2_web02", true, quick)
-	waitFor(t, "agents online", 5*time.Second, func() bool { return online(svc, a1.MachineID()) && online(svc, a2.MachineID()) })
+	stacktest.WaitFor(t, "agents online", 5*time.Second, func() bool { return stacktest.Online(svc, a1.MachineID()) && stacktest.Online(svc, a2.MachineID()) })
 	c, err := bench.Connect(svc.ClientURL(), bench.WithSeedFile(svc.AdminKeyPath()))
 	if err != nil {
 		t.Fatal(err)

@@ -16,7 +16,7 @@ import (
 func TestBadInputGetsCodedErrors(t *testing.T) {
 	svc := startControl(t, "")
 	a := startAgent(t, svc, "10.0.0.1_web01", true, echoFn())
-	waitFor(t, "agent online", 5*time.Second, func() bool { return online(svc, a.MachineID()) })
+	stacktest.WaitFor(t, "agent online", 5*time.Second, func() bool { return stacktest.Online(svc, a.MachineID()) })
 	op := operatorConn(t, svc.ClientURL(), svc.AdminKeyPath())
 
 	calls := []struct {

@@ -22,8 +22,8 @@ import (
 // broker at url.
 func controlBehind(t *testing.T, dataDir, url string, resync time.Duration) *controlsvc.Service {
 	t.Helper()
-	return startControlWith(t, controlsvc.Config{DataDir: dataDir, BrokerURL: url, Audit: controlsvc.AuditConfig{NotDurable: true},
-		ResyncInterval: resync, Logger: testLogger(t).With("side", "control")})
+	return stacktest.StartControlWith(t, controlsvc.Config{DataDir: dataDir, BrokerURL: url, Audit: controlsvc.AuditConfig{NotDurable: true},
+		ResyncInterval: resync, Logger: stacktest.Logger().With("side", "control")})
 }
 
 // controlBehindRetrying is controlBehind for brokers that may still be
@@ -33,9 +33,9 @@ func controlBehind(t *testing.T, dataDir, url string, resync time.Duration) *con
 func controlBehindRetrying(t *testing.T, ctx context.Context, dataDir, url string, sites []broker.LeafSite, opts ...nats.Option) *controlsvc.Service {
 	t.Helper()
 	var svc *controlsvc.Service
-	waitFor(t, "the control service to connect through "+url, 15*time.Second, func() bool {
+	stacktest.WaitFor(t, "the control service to connect through "+url, 15*time.Second, func() bool {
 		s, err := controlsvc.New(controlsvc.Config{DataDir: dataDir, BrokerURL: url, NATSOptions: opts, Audit: controlsvc.AuditConfig{NotDurable: true},
-			LeafSites: sites, Logger: testLogger(t)})
+			LeafSites: sites, Logger: stacktest.Logger()})
 		if err != nil {
 			t.Fatal(err)
 		}

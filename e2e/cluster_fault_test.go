@@ -15,6 +15,7 @@ import (
 	"github.com/commandcontrol/commandcontrol/bench"
 	"github.com/commandcontrol/commandcontrol/broker"
 	"github.com/commandcontrol/commandcontrol/controlsvc"
+	"github.com/commandcontrol/commandcontrol/internal/stacktest"
 )
 
 // brokerProcess is a cc-broker child process in the cluster.
@@ -39,7 +40,7 @@ func startBrokerProcess(t *testing.T, bin, name, authFile, route string) *broker
 	listen := freeAddr(t)
 	cmd := exec.Command(bin, "--auth", authFile, "--name", name, "--listen", listen, "--cluster-listen", freeAddr(t),
 		"--routes", route, "--cluster-secret-file", writeClusterSecret(t), "--ping-interval", "1s", "--log-level", "warn")
-	if testLogger(t).Enabled(context.Background(), 0) {
+	if stacktest.Logger().Enabled(context.Background(), 0) {
 		cmd.Stderr = os.Stderr
 	}
 	if err := cmd.Start(); err != nil {
@@ -66,7 +67,7 @@ func TestFaultClusterBrokerKilled(t *testing.T) {
 	})
 	b2 := startBrokerProcess(t, bin, "b2", authFile, b1.ClusterURL())
 	b3 := startBrokerProcess(t, bin, "b3", authFile, b1.ClusterURL())
-	waitFor(t, "a three-broker cluster", 15*time.Second, func() bool { return b1.Server().NumRemotes() == 2 })
+	stacktest.WaitFor(t, "a three-broker cluster", 15*time.Second, func() bool { return b1.Server().NumRemotes() == 2 })
 	all := strings.Join([]string{b1.ClientURL(), b2.url, b3.url}, ",")
 
 	svc := startControlOn(t, data, b1.ClientURL())
@@ -78,7 +79,7 @@ func TestFaultClusterBrokerKilled(t *testing.T) {
 		ids = append(ids, a.MachineID())
 		agents = append(agents, a)
 	}
-	waitFor(t, "agents online across the cluster", 15*time.Second, func() bool { return len(svc.Snapshot().Servers) == n })
+	stacktest.WaitFor(t, "agents online across the cluster", 15*time.Second, func() bool { return len(svc.Snapshot().Servers) == n })
 	// Agents connect to a random broker of the three; kill the child
 	// broker that holds the most of them.
 	place := map[string][]string{}
@@ -117,7 +118,7 @@ func TestFaultClusterBrokerKilled(t *testing.T) {
 	if err := victim.cmd.Process.Signal(syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "the fleet view to converge", 20*time.Second, func() bool {
+	stacktest.WaitFor(t, "the fleet view to converge", 20*time.Second, func() bool {
 		if !allOnlineOnce(svc, n) {
 			return false
 		}
@@ -134,7 +135,7 @@ func TestFaultClusterBrokerKilled(t *testing.T) {
 		t.Fatalf("call after the kill: %v, %d of %d ok (no response: %v)", err, res.NumOK, n, res.NoResponse)
 	}
 	// The watcher on a surviving node ends with every machine ONLINE.
-	waitFor(t, "the watcher to hold every machine ONLINE", 5*time.Second, func() bool { return len(wB.online()) == n })
+	stacktest.WaitFor(t, "the watcher to hold every machine ONLINE", 5*time.Second, func() bool { return len(wB.online()) == n })
 	for _, id := range ids {
 		if !wB.online()[id] {
 			t.Errorf("watcher: %s not ONLINE", id)

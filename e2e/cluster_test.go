@@ -15,12 +15,12 @@ import (
 
 	"github.com/commandcontrol/commandcontrol/agent"
 	"github.com/commandcontrol/commandcontrol/broker"
+	"github.com/commandcontrol/commandcontrol/broker/brokertest"
 	"github.com/commandcontrol/commandcontrol/controlsvc"
 	"github.com/commandcontrol/commandcontrol/fleet"
 	"github.com/commandcontrol/commandcontrol/internal/stacktest"
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nkeys"
 )
 
 // freePorts reserves n loopback ports and releases them: cluster routes
@@ -61,19 +61,12 @@ func startCluster(t *testing.T, dataDir string, n int) []*broker.Broker {
 				routes = append(routes, fmt.Sprintf("nats-route://127.0.0.1:%d", p))
 			}
 		}
-		b, err := broker.New(broker.Config{
+		b := brokertest.StartWith(t, broker.Config{
 			Listen: "127.0.0.1:0", Name: fmt.Sprintf("b%d", i+1), Auth: auth,
 			ClusterListen: fmt.Sprintf("127.0.0.1:%d", ports[i]), Routes: routes, ClusterSecret: clusterSecret,
 			ClusterTLS:   broker.TLSFiles{CertFile: certs.Cert, KeyFile: certs.Key, CAFile: certs.CA},
-			PingInterval: time.Second, Logger: testLogger(t).With("broker", i+1),
+			PingInterval: time.Second, Logger: stacktest.Logger().With("broker", i+1),
 		})
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := b.Start(); err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(b.Shutdown)
 		bs = append(bs, b)
 	}
 	waitMeshSettled(t, n, func(i int) (*server.Routez, error) {
@@ -134,7 +127,7 @@ func waitMeshSettled(t *testing.T, n int, routez func(i int) (*server.Routez, er
 	}
 	var last string
 	var since time.Time
-	waitFor(t, "the route mesh to settle", 20*time.Second, func() bool {
+	stacktest.WaitFor(t, "the route mesh to settle", 20*time.Second, func() bool {
 		k, ok := snapshot()
 		switch {
 		case !ok:
@@ -160,7 +153,7 @@ func TestClusterOfThreeBrokers(t *testing.T) {
 	startAgentAt(t, svc, bs[1].ClientURL(), "10.1.0.2_node2", true, nil)
 	a3 := startAgentAt(t, svc, bs[2].ClientURL(), "10.1.0.3_node3", true, nil)
 	for _, id := range []string{"10.1.0.2_node2", "10.1.0.3_node3"} {
-		waitFor(t, id+" ONLINE through another node", 10*time.Second, func() bool { return online(svc, id) })
+		stacktest.WaitFor(t, id+" ONLINE through another node", 10*time.Second, func() bool { return stacktest.Online(svc, id) })
 	}
 
 	nc := operatorConn(t, bs[2].ClientURL(), newOperator(t, svc, "ops", "admin"))
@@ -188,7 +181,7 @@ func TestClusterOfThreeBrokers(t *testing.T) {
 	if _, err := events.NextMsg(5 * time.Second); err != nil {
 		t.Fatalf("no left event for node3's agent: %v", err)
 	}
-	if online(svc, "10.1.0.3_node3") {
+	if stacktest.Online(svc, "10.1.0.3_node3") {
 		t.Error("node3's agent still ONLINE after it closed")
 	}
 }
@@ -250,7 +243,7 @@ func TestClusterConfigExamples(t *testing.T) {
 	svc := controlBehindRetrying(t, ctx, dir, url(0), nil, trust)
 	defer svc.Close()
 	startAgentWith(t, svc, agent.Config{URL: url(2), MachineID: "10.2.0.3_site3", NATSOptions: []nats.Option{trust}}, true, nil)
-	waitFor(t, "the agent on broker 3 ONLINE", 15*time.Second, func() bool { return online(svc, "10.2.0.3_site3") })
+	stacktest.WaitFor(t, "the agent on broker 3 ONLINE", 15*time.Second, func() bool { return stacktest.Online(svc, "10.2.0.3_site3") })
 	op := newOperator(t, svc, "ops", "admin")
 	nc := operatorConn(t, url(1), op, trust)
 	m, err := stacktest.Request(nc, "10.2.0.3_site3", "machine-info", nil, 5*time.Second)
@@ -258,7 +251,7 @@ func TestClusterConfigExamples(t *testing.T) {
 		t.Fatalf("call from broker 2 to the agent on broker 3: %v %v", err, m)
 	}
 	// A client that does not trust the CA gets nowhere.
-	kp, _ := nkeys.FromSeed(readSeed(t, op))
+	kp := stacktest.LoadKey(t, op)
 	if nc, err := connectAs(url(1), kp, "op-untrusting", nats.NoReconnect()); err == nil {
 		nc.Close()
 		t.Fatal("a client without the CA connected to a shipped broker")
@@ -267,7 +260,7 @@ func TestClusterConfigExamples(t *testing.T) {
 	// secret) never becomes a route.
 	var rlog rogueLog
 	rogue := startRogue(t, &rlog, fmt.Sprintf("nats-route://127.0.0.1:%d", cluster[0]))
-	waitFor(t, "the rogue's route refused twice (or let in)", 15*time.Second, func() bool {
+	stacktest.WaitFor(t, "the rogue's route refused twice (or let in)", 15*time.Second, func() bool {
 		return rlog.count("connection closed") >= 2 || rogue.NumRoutes() > 0
 	})
 	if n := rogue.NumRoutes(); n != 0 {

@@ -22,11 +22,11 @@ import (
 // (2 here) the burst is refused and each refusal audited; the newest-wins
 // rule closes what got in but one.
 func TestMachineConnectionBurstIsBounded(t *testing.T) {
-	svc := startControlWith(t, controlsvc.Config{
+	svc := stacktest.StartControlWith(t, controlsvc.Config{
 		DataDir:             t.TempDir(),
 		Broker:              broker.Config{Listen: "127.0.0.1:0", PingInterval: time.Second, MaxPingsOut: 2},
 		MaxAgentConnections: 2,
-		Logger:              testLogger(t).With("side", "control"),
+		Logger:              stacktest.Logger().With("side", "control"),
 	})
 	const id = "10.0.0.9_burst"
 	stacktest.RegisterMachine(t, svc, id, nil)
@@ -68,7 +68,7 @@ func TestMachineConnectionBurstIsBounded(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	waitFor(t, "the refusals in the audit", 10*time.Second, func() bool {
+	stacktest.WaitFor(t, "the refusals in the audit", 10*time.Second, func() bool {
 		recs, err := c.Audit(context.Background(), time.Time{}, 0)
 		if err != nil {
 			return false
@@ -81,7 +81,7 @@ func TestMachineConnectionBurstIsBounded(t *testing.T) {
 		return false
 	})
 	// Newest wins: what got in is closed down to one connection.
-	waitFor(t, "one connection left", 10*time.Second, func() bool {
+	stacktest.WaitFor(t, "one connection left", 10*time.Second, func() bool {
 		open := 0
 		mu.Lock()
 		defer mu.Unlock()

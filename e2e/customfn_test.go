@@ -13,7 +13,6 @@ import (
 	"github.com/commandcontrol/commandcontrol/controlsvc"
 	"github.com/commandcontrol/commandcontrol/fleet"
 	"github.com/commandcontrol/commandcontrol/internal/stacktest"
-	"github.com/nats-io/nkeys"
 )
 
 // TestOperatorDefinedFunctionsAndRoles: one definitions directory given to
@@ -34,22 +33,11 @@ func TestOperatorDefinedFunctionsAndRoles(t *testing.T) {
 	if len(errs) > 0 || len(defs) != 2 {
 		t.Fatalf("definitions: %d, errors %v", len(defs), errs)
 	}
-	svc := startControlWith(t, controlsvc.Config{DataDir: t.TempDir(), Broker: broker.Config{Listen: "127.0.0.1:0"},
+	svc := stacktest.StartControlWith(t, controlsvc.Config{DataDir: t.TempDir(), Broker: broker.Config{Listen: "127.0.0.1:0"},
 		ReadOnlyFunctions: append(append([]string{}, controlsvc.DefaultReadOnlyFunctions...), custom.ViewerFunctions(defs)...)})
-	kp, _ := nkeys.CreateUser()
 	const id = "10.0.0.9_custom"
-	a, err := agent.New(agent.Config{URL: svc.ClientURL(), Key: kp, MachineID: id, FunctionsDir: dir, NoSamplers: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := svc.Registry().AddMachine(id, a.PublicKey(), nil, "test", false); err != nil {
-		t.Fatal(err)
-	}
-	if err := a.Start(t.Context()); err != nil {
-		t.Fatal(err)
-	}
-	defer a.Close()
-	waitFor(t, "agent online", 5*time.Second, func() bool { return online(svc, id) })
+	startAgentWith(t, svc, agent.Config{URL: svc.ClientURL(), MachineID: id, FunctionsDir: dir, NoSamplers: true}, true, nil)
+	stacktest.WaitFor(t, "agent online", 5*time.Second, func() bool { return stacktest.Online(svc, id) })
 
 	viewer := operatorConn(t, svc.ClientURL(), newOperator(t, svc, "val", "viewer"))
 	m, err := stacktest.Request(viewer, id, "hello", []byte(`{"who":"a; rm -rf /"}`), 5*time.Second)

@@ -47,7 +47,7 @@ func compromisedAgent(t *testing.T, svc *controlsvc.Service, id string, body []b
 	if err := nc.Flush(); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, id+" online", 5*time.Second, func() bool { return online(svc, id) })
+	stacktest.WaitFor(t, id+" online", 5*time.Second, func() bool { return stacktest.Online(svc, id) })
 	return nc, errs
 }
 
@@ -111,7 +111,7 @@ func TestThreatNoReplyReachesForbiddenSubjects(t *testing.T) {
 	admin := operatorConn(t, svc.ClientURL(), svc.AdminKeyPath())
 	viewer := operatorConn(t, svc.ClientURL(), newOperator(t, svc, "victor", fleet.RoleViewer))
 	real := startAgent(t, svc, "10.0.0.1_web01", true, echoFn())
-	waitFor(t, "agent online", 5*time.Second, func() bool { return online(svc, real.MachineID()) })
+	stacktest.WaitFor(t, "agent online", 5*time.Second, func() bool { return stacktest.Online(svc, real.MachineID()) })
 	mkp, _ := nkeys.CreateUser()
 	mallory, _ := mkp.PublicKey()
 	evil, evilErrs := compromisedAgent(t, svc, "10.6.6.6_evil", fmt.Appendf(nil, `{"name":"mallory","key":%q,"role":"admin"}`, mallory))
@@ -193,7 +193,7 @@ func TestThreatViewerCannotMakeControlServiceImport(t *testing.T) {
 	admin := operatorConn(t, svc.ClientURL(), svc.AdminKeyPath())
 	viewer := operatorConn(t, svc.ClientURL(), newOperator(t, svc, "victor", fleet.RoleViewer))
 	a := startAgent(t, svc, "10.0.0.7_owned", true)
-	waitFor(t, "agent online", 5*time.Second, func() bool { return online(svc, a.MachineID()) })
+	stacktest.WaitFor(t, "agent online", 5*time.Second, func() bool { return stacktest.Online(svc, a.MachineID()) })
 	sp := startSpy(t, svc, fleet.CtlSubject(admin.Opts.Nkey, fleet.OpMachinesImport))
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
@@ -231,7 +231,7 @@ func TestThreatAgentCannotAnswerForOthers(t *testing.T) {
 		victims = append(victims, id)
 	}
 	for _, id := range victims {
-		waitFor(t, id+" online", 5*time.Second, func() bool { return online(svc, id) })
+		stacktest.WaitFor(t, id+" online", 5*time.Second, func() bool { return stacktest.Online(svc, id) })
 	}
 	kp, _ := nkeys.CreateUser()
 	pub, _ := kp.PublicKey()
@@ -263,7 +263,7 @@ func TestThreatAgentCannotAnswerForOthers(t *testing.T) {
 		t.Fatal(err)
 	}
 	_ = nc.Flush()
-	waitFor(t, "evil online", 5*time.Second, func() bool { return online(svc, evil) })
+	stacktest.WaitFor(t, "evil online", 5*time.Second, func() bool { return stacktest.Online(svc, evil) })
 
 	res := adminCall(t, svc, "patches")
 	got := map[string]string{}
@@ -312,7 +312,7 @@ func TestThreatAimedAnswersDoNotStandInForMachines(t *testing.T) {
 		victims = append(victims, id)
 	}
 	for _, id := range victims {
-		waitFor(t, id+" online", 5*time.Second, func() bool { return online(svc, id) })
+		stacktest.WaitFor(t, id+" online", 5*time.Second, func() bool { return stacktest.Online(svc, id) })
 	}
 	spy, _ := compromisedAgent(t, svc, "10.6.6.7_spy", []byte(`{}`))
 	aimed := make(chan int, 1)

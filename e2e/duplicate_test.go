@@ -20,7 +20,7 @@ import (
 // in the audit; the second serves the machine's calls alone.
 func TestDuplicateAgentNewestWins(t *testing.T) {
 	logs := &stacktest.Buffer{}
-	svc := startControlWith(t, controlsvc.Config{
+	svc := stacktest.StartControlWith(t, controlsvc.Config{
 		DataDir: t.TempDir(),
 		Broker:  broker.Config{Listen: "127.0.0.1:0", PingInterval: time.Second, MaxPingsOut: 2},
 		Logger:  slog.New(slog.NewTextHandler(logs, nil)),
@@ -32,7 +32,7 @@ func TestDuplicateAgentNewestWins(t *testing.T) {
 	if err := second.Start(t.Context()); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "the first agent's connection to be closed", 10*time.Second, func() bool {
+	stacktest.WaitFor(t, "the first agent's connection to be closed", 10*time.Second, func() bool {
 		return firstConn.Stats().Reconnects > 0
 	})
 	// The first agent would reconnect and win in turn (each round logged
@@ -47,7 +47,7 @@ func TestDuplicateAgentNewestWins(t *testing.T) {
 	defer c.Close()
 	ctx := context.Background()
 	var res *bench.Results
-	waitFor(t, "the second agent answering alone", 15*time.Second, func() bool {
+	stacktest.WaitFor(t, "the second agent answering alone", 15*time.Second, func() bool {
 		res, err = c.Call(ctx, "who", nil, bench.CallOptions{Machines: []string{id}, Timeout: 2 * time.Second})
 		return err == nil && len(res.Replied) == 1
 	})
@@ -56,7 +56,7 @@ func TestDuplicateAgentNewestWins(t *testing.T) {
 	}
 
 	const said = "its older connection"
-	waitFor(t, "the audit record of the closed connection", 10*time.Second, func() bool {
+	stacktest.WaitFor(t, "the audit record of the closed connection", 10*time.Second, func() bool {
 		recs, err := c.Audit(ctx, time.Time{}, 0)
 		if err != nil {
 			return false
@@ -68,7 +68,7 @@ func TestDuplicateAgentNewestWins(t *testing.T) {
 		}
 		return false
 	})
-	waitFor(t, "the log line", 5*time.Second, func() bool {
+	stacktest.WaitFor(t, "the log line", 5*time.Second, func() bool {
 		return strings.Contains(logs.String(), "closed a machine's older connection") && strings.Contains(logs.String(), id)
 	})
 }

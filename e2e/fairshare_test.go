@@ -24,7 +24,7 @@ func startLimitedAgent(t *testing.T, svc *controlsvc.Service, id string, cfg age
 	t.Helper()
 	cfg.URL, cfg.MachineID = svc.ClientURL(), id
 	a := startAgentWith(t, svc, cfg, true, nil, extra...)
-	waitFor(t, id+" online", 5*time.Second, func() bool { return online(svc, id) })
+	stacktest.WaitFor(t, id+" online", 5*time.Second, func() bool { return stacktest.Online(svc, id) })
 	return a
 }
 
@@ -176,7 +176,7 @@ func TestThreatBroadcastFloodRepliesBounded(t *testing.T) {
 		t.Fatal(err)
 	}
 	// Calls let through run on their own goroutines: wait for their results.
-	waitFor(t, "the admitted calls' results", 10*time.Second, func() bool { return ok.Load() >= agents*burst })
+	stacktest.WaitFor(t, "the admitted calls' results", 10*time.Second, func() bool { return ok.Load() >= agents*burst })
 	var dropped int64
 	for _, a := range fleetAgents {
 		dropped += a.RefusalsDropped()
@@ -233,11 +233,11 @@ func sendWithID(nc *nats.Conn, machine, fn, id string, n int, body []byte) error
 // its final answer: a later copy of it (same call id) does not run behind
 // it once a slot frees (review 4: it did, while the caller was told busy).
 func TestThreatOthersCannotSilenceBusy(t *testing.T) {
-	svc := startControlWith(t, controlsvc.Config{
+	svc := stacktest.StartControlWith(t, controlsvc.Config{
 		DataDir:           t.TempDir(),
 		Broker:            broker.Config{Listen: "127.0.0.1:0", PingInterval: time.Second, MaxPingsOut: 2},
 		ResyncInterval:    5 * time.Second,
-		Logger:            testLogger(t).With("side", "control"),
+		Logger:            stacktest.Logger().With("side", "control"),
 		ReadOnlyFunctions: append(append([]string{}, controlsvc.DefaultReadOnlyFunctions...), "work"),
 	})
 	frozen := time.Date(2031, 5, 6, 7, 8, 9, 0, time.UTC)
@@ -295,7 +295,7 @@ func TestThreatOthersCannotSilenceBusy(t *testing.T) {
 	// The agent handles the machine's subject in order: had the copy run,
 	// it would hold the admin's one slot (its share) and this call would
 	// be refused over its share.
-	waitFor(t, "a later call runs in the freed slot", 5*time.Second, func() bool {
+	stacktest.WaitFor(t, "a later call runs in the freed slot", 5*time.Second, func() bool {
 		m, err := callWithID(admin, a.MachineID(), "work", "after", 0, nil, time.Second)
 		if err != nil {
 			t.Logf("later call: %v", err)

@@ -60,7 +60,7 @@ func startFleet(t *testing.T, svc *controlsvc.Service, n int, set *functions.Set
 			kp, _ := nkeys.CreateUser()
 			id := fmt.Sprintf("10.%d.%d.%d_%s", 100+i/65536, (i/256)%256, i%256, prefix)
 			a, err := agent.New(agent.Config{URL: svc.ClientURL(), Key: kp, MachineID: id, Functions: set, MaxConcurrent: 256,
-				MaxReconnectDelay: time.Second, Logger: testLogger(t)})
+				MaxReconnectDelay: time.Second, Logger: stacktest.Logger()})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -79,7 +79,7 @@ func startFleet(t *testing.T, svc *controlsvc.Service, n int, set *functions.Set
 		for err := range errs {
 			t.Fatal(err)
 		}
-		waitFor(t, fmt.Sprintf("agents %d to %d online", from+1, to), 60*time.Second, func() bool {
+		stacktest.WaitFor(t, fmt.Sprintf("agents %d to %d online", from+1, to), 60*time.Second, func() bool {
 			return len(svc.Snapshot().Servers) >= base+to
 		})
 	}
@@ -106,11 +106,11 @@ func TestFault100CallsOn1000Agents(t *testing.T) {
 	// would drop a client that a loaded CI machine leaves unscheduled for
 	// three seconds, and NATS does not redeliver what a dropped
 	// connection missed. This test is about delivery, not detection.
-	svc := startControlWith(t, controlsvc.Config{DataDir: t.TempDir(), Logger: testLogger(t),
+	svc := stacktest.StartControlWith(t, controlsvc.Config{DataDir: t.TempDir(), Logger: stacktest.Logger(),
 		Broker: broker.Config{Listen: "127.0.0.1:0"}})
 	start := time.Now()
 	startFleet(t, svc, agents, echoOnlySet(), "sim")
-	waitFor(t, "1,000 agents online", 10*time.Second, func() bool { return len(svc.Snapshot().Servers) == agents })
+	stacktest.WaitFor(t, "1,000 agents online", 10*time.Second, func() bool { return len(svc.Snapshot().Servers) == agents })
 	t.Logf("1,000 agents ONLINE in %s", time.Since(start))
 
 	clients := make([]*bench.Client, operators)
@@ -203,7 +203,7 @@ func TestFaultWedgedAgentDelaysNoOne(t *testing.T) {
 		})
 	stuck := startAgent(t, svc, "10.0.3.0_stuck", true, echoFn(), wedged)
 	startFleet(t, svc, 9, echoOnlySet(fast), "ok")
-	waitFor(t, "ten agents online", 10*time.Second, func() bool { return len(svc.Snapshot().Servers) == 10 })
+	stacktest.WaitFor(t, "ten agents online", 10*time.Second, func() bool { return len(svc.Snapshot().Servers) == 10 })
 	c, err := bench.Connect(svc.ClientURL(), bench.WithSeedFile(svc.AdminKeyPath()))
 	if err != nil {
 		t.Fatal(err)

@@ -7,6 +7,7 @@ import (
 	"github.com/commandcontrol/commandcontrol/broker"
 	"github.com/commandcontrol/commandcontrol/controlsvc"
 	"github.com/commandcontrol/commandcontrol/fleet"
+	"github.com/commandcontrol/commandcontrol/internal/stacktest"
 )
 
 // TestFaultHostSilentlyGone: an agent on a "host" (its own network
@@ -17,13 +18,13 @@ func TestFaultHostSilentlyGone(t *testing.T) {
 	ns, hostAddr, nsDev := netnsPair(t)
 	bin := buildAgent(t)
 	const ping, maxOut = time.Second, 2
-	svc := startControlWith(t, controlsvc.Config{DataDir: t.TempDir(), Logger: testLogger(t),
+	svc := stacktest.StartControlWith(t, controlsvc.Config{DataDir: t.TempDir(), Logger: stacktest.Logger(),
 		Broker: broker.Config{Listen: hostAddr + ":0", PingInterval: ping, MaxPingsOut: maxOut}})
 	op := operatorConn(t, svc.ClientURL(), svc.AdminKeyPath())
 	events := watchEvents(t, op)
 	const id = "10.231.0.2_silent"
 	startAgentProcess(t, bin, svc.ClientURL(), agentKeyFile(t, svc, id), id, "ip", "netns", "exec", ns)
-	waitFor(t, "agent in the namespace online", 15*time.Second, func() bool { return events.has(fleet.EventJoined, id) })
+	stacktest.WaitFor(t, "agent in the namespace online", 15*time.Second, func() bool { return events.has(fleet.EventJoined, id) })
 	waitAnswer(t, op, id, "current-load")
 
 	start := time.Now()

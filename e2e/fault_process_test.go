@@ -60,7 +60,7 @@ func startAgentProcess(t *testing.T, bin, url, keyFile, id string, prefix ...str
 		args = append(args, "--allow-plaintext")
 	}
 	cmd := exec.Command(args[0], args[1:]...)
-	if testLogger(t).Enabled(context.Background(), 0) {
+	if stacktest.Logger().Enabled(context.Background(), 0) {
 		cmd.Stderr = os.Stderr
 	}
 	if err := cmd.Start(); err != nil {
@@ -102,7 +102,7 @@ func TestFaultAgentSIGKILL(t *testing.T) {
 	events := watchEvents(t, op)
 	const id = "10.0.0.1_killed"
 	cmd := startAgentProcess(t, bin, svc.ClientURL(), agentKeyFile(t, svc, id), id)
-	waitFor(t, "agent process online", 10*time.Second, func() bool { return events.has(fleet.EventJoined, id) })
+	stacktest.WaitFor(t, "agent process online", 10*time.Second, func() bool { return events.has(fleet.EventJoined, id) })
 	waitAnswer(t, op, id, "current-load")
 	start := time.Now()
 	if err := cmd.Process.Signal(syscall.SIGKILL); err != nil {
@@ -110,7 +110,7 @@ func TestFaultAgentSIGKILL(t *testing.T) {
 	}
 	took := leftAfter(t, events, id, start, time.Second)
 	t.Logf("SIGKILL → left after %s", took)
-	if online(svc, id) {
+	if stacktest.Online(svc, id) {
 		t.Fatal("killed agent still ONLINE")
 	}
 }

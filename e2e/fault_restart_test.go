@@ -10,9 +10,10 @@ import (
 	"github.com/commandcontrol/commandcontrol/agent"
 	"github.com/commandcontrol/commandcontrol/bench"
 	"github.com/commandcontrol/commandcontrol/broker"
+	"github.com/commandcontrol/commandcontrol/broker/brokertest"
 	"github.com/commandcontrol/commandcontrol/fleet"
 	"github.com/commandcontrol/commandcontrol/internal/stacktest"
-	"github.com/nats-io/nkeys"
+	"github.com/nats-io/nats-server/v2/server"
 )
 
 // freeAddr returns a loopback address with a port free right now.
@@ -35,15 +36,7 @@ func brokerAt(t *testing.T, dataDir, addr string, mutate ...func(*broker.Config)
 	for _, m := range mutate {
 		m(&cfg)
 	}
-	b, err := broker.New(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := b.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(b.Shutdown)
-	return b
+	return brokertest.StartWith(t, cfg)
 }
 
 // startWatch runs bench.Watch on its own operator connection and records
@@ -93,13 +86,13 @@ func TestFaultBrokerRestart(t *testing.T) {
 		a := startAgent(t, svc, "10.0.1."+itoa(i+1)+"_node", true, echoFn())
 		ids = append(ids, a.MachineID())
 	}
-	waitFor(t, "agents online", 10*time.Second, func() bool { return len(svc.Snapshot().Servers) == n })
+	stacktest.WaitFor(t, "agents online", 10*time.Second, func() bool { return len(svc.Snapshot().Servers) == n })
 
 	b.Shutdown()
-	waitFor(t, "presence emptied by the broker's shutdown", 5*time.Second, func() bool { return len(svc.Snapshot().Servers) == 0 })
+	stacktest.WaitFor(t, "presence emptied by the broker's shutdown", 5*time.Second, func() bool { return len(svc.Snapshot().Servers) == 0 })
 	start := time.Now()
 	b2 := brokerAt(t, data, addr)
-	waitFor(t, "every agent ONLINE again", 15*time.Second, func() bool { return allOnlineOnce(svc, n) })
+	stacktest.WaitFor(t, "every agent ONLINE again", 15*time.Second, func() bool { return allOnlineOnce(svc, n) })
 	t.Logf("broker restart: %d agents ONLINE again %s after the new broker started", n, time.Since(start))
 	// A watcher that starts now sees every machine, and nothing else; the
 	// control service's list agrees; every agent answers.
@@ -153,7 +146,7 @@ func TestFaultControlServiceRestart(t *testing.T) {
 	stay1 := startAgent(t, svc, "10.0.0.1_stay1", true, echoFn())
 	goner := startAgent(t, svc, "10.0.0.2_goner", true, echoFn())
 	stay2 := startAgent(t, svc, "10.0.0.3_stay2", true, echoFn())
-	waitFor(t, "three online", 5*time.Second, func() bool { return len(svc.Snapshot().Servers) == 3 })
+	stacktest.WaitFor(t, "three online", 5*time.Second, func() bool { return len(svc.Snapshot().Servers) == 3 })
 	w := startWatch(t, b.ClientURL(), svc.AdminKeyPath())
 	op := operatorConn(t, b.ClientURL(), svc.AdminKeyPath())
 
@@ -164,29 +157,26 @@ func TestFaultControlServiceRestart(t *testing.T) {
 	}
 	goner.Close()
 	// A newcomer (already registered) is refused while the service is down.
-	kp, _ := nkeys.CreateUser()
-	late, err := agent.New(agent.Config{URL: b.ClientURL(), Key: kp, MachineID: "10.0.0.4_late", Functions: nil,
-		MaxReconnectDelay: 300 * time.Millisecond, Logger: testLogger(t)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := svc.Registry().AddMachine(late.MachineID(), late.PublicKey(), nil, "test", false); err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	if err := late.Start(ctx); err != nil {
-		t.Fatal(err)
-	}
-	defer late.Close()
-	time.Sleep(time.Second)
+	late := startAgentWith(t, svc, agent.Config{URL: b.ClientURL(), MachineID: "10.0.0.4_late"}, true, nil)
+	stacktest.WaitFor(t, "the broker to close the newcomer's first attempt", 10*time.Second, func() bool {
+		cz, err := b.Server().Connz(&server.ConnzOptions{State: server.ConnClosed, Limit: 10000})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, c := range cz.Conns {
+			if c.Name == late.MachineID() {
+				return true
+			}
+		}
+		return false
+	})
 	if late.Conn().IsConnected() {
 		t.Fatal("a new agent got in while the control service was down")
 	}
 
 	start := time.Now()
 	svc2 := startControlOn(t, data, b.ClientURL())
-	waitFor(t, "left for the machine gone while down, joined for the newcomer", 10*time.Second, func() bool {
+	stacktest.WaitFor(t, "left for the machine gone while down, joined for the newcomer", 10*time.Second, func() bool {
 		return w.count(fleet.EventLeft, goner.MachineID()) == 1 && w.count(fleet.EventJoined, late.MachineID()) == 1
 	})
 	t.Logf("control service restart: watcher had left/joined %s after the restart", time.Since(start))

@@ -88,10 +88,10 @@ func labelled(i, n, size int) map[string]string {
 // queued behind). The snapshot limit is off here: the limit only makes
 // the flood smaller.
 func TestSnapshotSlowReaderDelaysNoOne(t *testing.T) {
-	svc := startControlWith(t, controlsvc.Config{
+	svc := stacktest.StartControlWith(t, controlsvc.Config{
 		DataDir:      t.TempDir(),
 		Broker:       broker.Config{Listen: "127.0.0.1:0", PingInterval: stacktest.PingInterval},
-		Logger:       testLogger(t).With("side", "control"),
+		Logger:       stacktest.Logger().With("side", "control"),
 		SnapshotRate: -1,
 	})
 	for i := range 8 {
@@ -171,10 +171,10 @@ func TestSnapshotSlowReaderDelaysNoOne(t *testing.T) {
 // token in a thousand seconds, so within a test the burst is all there is.
 func startLimitedControl(t *testing.T, burst int) *controlsvc.Service {
 	t.Helper()
-	return startControlWith(t, controlsvc.Config{
+	return stacktest.StartControlWith(t, controlsvc.Config{
 		DataDir: t.TempDir(),
 		Broker:  broker.Config{Listen: "127.0.0.1:0", PingInterval: stacktest.PingInterval},
-		Logger:  testLogger(t).With("side", "control"),
+		Logger:  stacktest.Logger().With("side", "control"),
 		// One token in a thousand seconds: within a test the burst is
 		// all an operator has, whatever the clock says.
 		SnapshotRate: 0.001, SnapshotBurst: burst,
@@ -333,17 +333,17 @@ func TestSrvPingViewerNoFanOut(t *testing.T) {
 	if err := admin.PublishRequest("$SRV.PING."+fleet.AgentServiceName, ainbox+".1", nil); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "every agent to answer the admin's discovery", stacktest.WaitTimeout, func() bool { return adminAnswers.Load() == agents })
+	stacktest.WaitFor(t, "every agent to answer the admin's discovery", stacktest.WaitTimeout, func() bool { return adminAnswers.Load() == agents })
 }
 
 // TestLimitedSDKWaitsItsTurn: past its limit an SDK client is told when
 // to retry, and waits that long and asks again when its context leaves
 // room: a script or a paged listing is slowed to the limit, not failed.
 func TestLimitedSDKWaitsItsTurn(t *testing.T) {
-	svc := startControlWith(t, controlsvc.Config{
+	svc := stacktest.StartControlWith(t, controlsvc.Config{
 		DataDir: t.TempDir(),
 		Broker:  broker.Config{Listen: "127.0.0.1:0", PingInterval: stacktest.PingInterval},
-		Logger:  testLogger(t).With("side", "control"),
+		Logger:  stacktest.Logger().With("side", "control"),
 		// Two at once, then one every 50 ms.
 		SnapshotRate: 20, SnapshotBurst: 2,
 		ControlRate: 20, ControlBurst: 2,

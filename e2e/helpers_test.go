@@ -4,10 +4,6 @@
 package e2e
 
 import (
-	"context"
-	"log/slog"
-	"os"
-	"path/filepath"
 	"testing"
 	"time"
 
@@ -15,62 +11,33 @@ import (
 	"github.com/commandcontrol/commandcontrol/agent/functions"
 	"github.com/commandcontrol/commandcontrol/broker"
 	"github.com/commandcontrol/commandcontrol/controlsvc"
-	"github.com/commandcontrol/commandcontrol/fleet"
+	"github.com/commandcontrol/commandcontrol/internal/stacktest"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nkeys"
 )
 
-func testLogger(t *testing.T) *slog.Logger {
-	if os.Getenv("E2E_LOG") != "" {
-		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	}
-	return slog.New(slog.DiscardHandler)
-}
-
 // startControl starts a control service with an embedded broker on a free
-// loopback port and a fresh data directory.
+// loopback port and a fresh data directory (or dataDir), with e2e's timing:
+// the broker pings every second and drops a client after two unanswered
+// pings, and the service resyncs presence every 5s, so losses show fast.
 func startControl(t *testing.T, dataDir string) *controlsvc.Service {
 	t.Helper()
 	if dataDir == "" {
 		dataDir = t.TempDir()
 	}
-	return startControlWith(t, controlsvc.Config{
+	return stacktest.StartControlWith(t, controlsvc.Config{
 		DataDir:        dataDir,
 		Broker:         broker.Config{Listen: "127.0.0.1:0", PingInterval: time.Second, MaxPingsOut: 2},
 		ResyncInterval: 5 * time.Second,
-		Logger:         testLogger(t).With("side", "control"),
+		Logger:         stacktest.Logger().With("side", "control"),
 	})
 }
 
-// startControlWith starts a control service configured by cfg, closed when
-// the test ends.
-func startControlWith(t *testing.T, cfg controlsvc.Config) *controlsvc.Service {
-	t.Helper()
-	svc, err := controlsvc.New(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	if err := svc.Start(ctx); err != nil {
-		cancel()
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cancel(); svc.Close() })
-	return svc
-}
-
-// operatorConn connects as the operator whose seed is in path.
+// operatorConn connects as the operator whose seed is in path (see
+// [connectAs]), closed when the test ends.
 func operatorConn(t *testing.T, url, seedPath string, extra ...nats.Option) *nats.Conn {
 	t.Helper()
-	b, err := os.ReadFile(seedPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	kp, err := nkeys.FromSeed(b[:len(b)-1])
-	if err != nil {
-		t.Fatal(err)
-	}
-	nc, err := connectAs(url, kp, "op-test", extra...)
+	nc, err := connectAs(url, stacktest.LoadKey(t, seedPath), "op-test", extra...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -78,26 +45,17 @@ func operatorConn(t *testing.T, url, seedPath string, extra ...nats.Option) *nat
 	return nc
 }
 
+// connectAs is [stacktest.Dial] as an operator's tools connect: they
+// reconnect (across a broker restart) and give up connecting after 3s.
 func connectAs(url string, kp nkeys.KeyPair, name string, extra ...nats.Option) (*nats.Conn, error) {
-	pub, _ := kp.PublicKey()
-	opts := append([]nats.Option{nats.Name(name), nats.Nkey(pub, kp.Sign), nats.CustomInboxPrefix(fleet.ControlInbox(pub)), nats.Timeout(3 * time.Second)}, extra...)
-	return nats.Connect(url, opts...)
+	return stacktest.Dial(url, kp, name, append([]nats.Option{stacktest.Reconnecting, nats.Timeout(3 * time.Second)}, extra...)...)
 }
 
-// newOperator creates a key, registers it with role and returns its seed path.
+// newOperator registers operator name with role and a fresh random key,
+// and returns the path of its seed file.
 func newOperator(t *testing.T, svc *controlsvc.Service, name, role string) string {
 	t.Helper()
-	kp, _ := nkeys.CreateUser()
-	pub, _ := kp.PublicKey()
-	seed, _ := kp.Seed()
-	p := filepath.Join(t.TempDir(), name+".nk")
-	if err := os.WriteFile(p, append(seed, '\n'), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := svc.Registry().AddOperator(name, pub, role); err != nil {
-		t.Fatal(err)
-	}
-	return p
+	return stacktest.WriteSeed(t, name, stacktest.AddOperator(t, svc, name, role, stacktest.NewKey(t)))
 }
 
 // startAgent starts a real agent for machine id with a fresh key on the
@@ -121,62 +79,18 @@ func startAgentAt(t *testing.T, svc *controlsvc.Service, url, id string, registe
 	return startAgentWith(t, svc, agent.Config{URL: url, MachineID: id}, register, labels, extra...)
 }
 
-// startAgentWith is [startAgentAt] with cfg's limits (URL and MachineID
-// from cfg; a fresh key, the built-ins and extra, a test logger). svc is
-// needed only to register the machine.
+// startAgentWith is [startAgentAt] with cfg's limits (see
+// [stacktest.NewAgentWith]) and a fresh random key. It does not wait for
+// the machine to be ONLINE: an unregistered one is refused.
 func startAgentWith(t *testing.T, svc *controlsvc.Service, cfg agent.Config, register bool, labels map[string]string, extra ...functions.Function) *agent.Agent {
 	t.Helper()
-	id := cfg.MachineID
-	kp, _ := nkeys.CreateUser()
-	set := functions.New(&functions.Env{MachineID: id, Root: "/"})
-	for _, f := range extra {
-		if err := set.Add(f); err != nil {
-			t.Fatal(err)
-		}
-	}
-	cfg.Key, cfg.Functions = kp, set
-	if cfg.MaxReconnectDelay == 0 {
-		cfg.MaxReconnectDelay = 300 * time.Millisecond
-	}
-	cfg.Logger = testLogger(t).With("side", "agent", "machine", id)
-	a, err := agent.New(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
+	cfg.Key = stacktest.NewKey(t)
+	a := stacktest.NewAgentWith(t, cfg, extra...)
 	if register {
-		if _, err := svc.Registry().AddMachine(id, a.PublicKey(), labels, "test", false); err != nil {
-			t.Fatal(err)
-		}
+		stacktest.RegisterKey(t, svc, cfg.MachineID, a.PublicKey(), labels)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	if err := a.Start(ctx); err != nil {
-		cancel()
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cancel(); a.Close() })
+	stacktest.Spawn(t, a)
 	return a
-}
-
-// waitFor polls cond until it holds or the deadline passes.
-func waitFor(t *testing.T, what string, d time.Duration, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for time.Now().Before(deadline) {
-		if cond() {
-			return
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	t.Fatalf("timed out after %s waiting for %s", d, what)
-}
-
-func online(svc *controlsvc.Service, id string) bool {
-	for _, s := range svc.Snapshot().Servers {
-		if s.Machine == id {
-			return true
-		}
-	}
-	return false
 }
 
 // allOnlineOnce reports whether the control service holds exactly n

@@ -10,6 +10,7 @@ import (
 	"github.com/commandcontrol/commandcontrol/broker"
 	"github.com/commandcontrol/commandcontrol/controlsvc"
 	"github.com/commandcontrol/commandcontrol/fleet"
+	"github.com/commandcontrol/commandcontrol/internal/stacktest"
 	"github.com/nats-io/nats.go"
 )
 
@@ -17,15 +18,15 @@ import (
 // fleet's reconnect window from the machines ONLINE and tells every
 // agent; an agent takes it; an operator may read it but not forge it.
 func TestAgentsLearnTheReconnectWindow(t *testing.T) {
-	svc := startControlWith(t, controlsvc.Config{
+	svc := stacktest.StartControlWith(t, controlsvc.Config{
 		DataDir: t.TempDir(), Broker: broker.Config{Listen: "127.0.0.1:0"},
-		ReconnectRate: 1, HintInterval: 200 * time.Millisecond, Logger: testLogger(t),
+		ReconnectRate: 1, HintInterval: 200 * time.Millisecond, Logger: stacktest.Logger(),
 	})
 	a := startAgentAt(t, svc, svc.ClientURL(), "10.5.0.1_web01", true, nil)
 	startAgentAt(t, svc, svc.ClientURL(), "10.5.0.2_web02", true, nil)
 	// Two machines at one authorisation per second, with a quarter of
 	// headroom: 2.5 s.
-	waitFor(t, "the agent to learn a 2.5 s window", 10*time.Second, func() bool {
+	stacktest.WaitFor(t, "the agent to learn a 2.5 s window", 10*time.Second, func() bool {
 		return a.ReconnectWindow() == 2500*time.Millisecond
 	})
 	if got := controlsvc.ReconnectWindow(10000, 1000); got != 12500*time.Millisecond {

@@ -16,6 +16,7 @@ import (
 
 	"github.com/commandcontrol/commandcontrol/bench"
 	"github.com/commandcontrol/commandcontrol/broker"
+	"github.com/commandcontrol/commandcontrol/broker/brokertest"
 	"github.com/commandcontrol/commandcontrol/controlsvc"
 	"github.com/commandcontrol/commandcontrol/fleet"
 	"github.com/commandcontrol/commandcontrol/internal/stacktest"
@@ -43,15 +44,8 @@ func startLeafHubCost(t *testing.T, dataDir, secret string, cost int, sites ...s
 		ls = append(ls, broker.LeafSite{Name: s, PasswordBcrypt: string(hash)})
 	}
 	leafPort := freePorts(t, 1)[0]
-	hub, err := broker.New(broker.Config{Listen: "127.0.0.1:0", Name: "hub", Auth: auth, PingInterval: time.Second,
-		LeafListen: "127.0.0.1:" + itoa(leafPort), LeafSites: ls, StoreDir: t.TempDir(), Logger: testLogger(t).With("broker", "hub")})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := hub.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(hub.Shutdown)
+	hub := brokertest.StartWith(t, broker.Config{Listen: "127.0.0.1:0", Name: "hub", Auth: auth, PingInterval: time.Second,
+		LeafListen: "127.0.0.1:" + itoa(leafPort), LeafSites: ls, StoreDir: t.TempDir(), Logger: stacktest.Logger().With("broker", "hub")})
 	return hub, auth, leafPort, ls
 }
 
@@ -109,7 +103,7 @@ func startLeafFlood(t *testing.T, port int, from, user string, n int) *leafFlood
 	}
 	var once sync.Once
 	t.Cleanup(func() { once.Do(f.halt) })
-	waitFor(t, "the leaf flood from "+from+" refused", 20*time.Second, func() bool { return f.refused.Load() >= 10 })
+	stacktest.WaitFor(t, "the leaf flood from "+from+" refused", 20*time.Second, func() bool { return f.refused.Load() >= 10 })
 	return f
 }
 
@@ -123,7 +117,7 @@ func (f *leafFlood) halt() {
 // timeout.
 func adminLogins(t *testing.T, url, path string, n int, when string) {
 	t.Helper()
-	kp := seedKey(t, path)
+	kp := stacktest.LoadKey(t, path)
 	for i := range n {
 		nc, err := connectAs(url, kp, "op")
 		if err != nil {
@@ -163,29 +157,32 @@ func TestThreatSiteLeafSecretFlood(t *testing.T) {
 	t.Logf("wrong-secret leaf links refused: %d from 127.0.0.2, %d from 127.0.0.1", other.refused.Load(), same.refused.Load())
 }
 
-// forgeAuthRequest is an authorization request as a compromised site's
-// broker may forge it: machine id presenting kp's key, validly signed
-// over a nonce the site chose, from an address the site chose.
-func forgeAuthRequest(t *testing.T, kp nkeys.KeyPair, id, host string) []byte {
+// authRequest is an authorization request as a broker called server (with
+// a fresh server key) sends it to the callout for a client called name
+// connecting from host. With kp the client presents kp's key, validly
+// signed over a nonce the sender chose (as a compromised site's broker may
+// forge it); without, no key (so it is refused).
+func authRequest(t *testing.T, server, name, host string, kp nkeys.KeyPair) []byte {
 	t.Helper()
-	pub, _ := kp.PublicKey()
-	nonce := "chosen-by-the-site"
-	sig, err := kp.Sign([]byte(nonce))
-	if err != nil {
-		t.Fatal(err)
-	}
 	srv, _ := nkeys.CreateServer()
 	spub, _ := srv.PublicKey()
 	user, _ := nkeys.CreateUser()
 	upub, _ := user.PublicKey()
 	req := jwt.NewAuthorizationRequestClaims(upub)
 	req.UserNkey = upub
-	req.Server = jwt.ServerID{Name: "hub", ID: spub}
-	req.ConnectOptions.Name = id
-	req.ConnectOptions.Nkey = pub
-	req.ConnectOptions.SignedNonce = base64.RawURLEncoding.EncodeToString(sig)
-	req.ClientInformation.Nonce = nonce
+	req.Server = jwt.ServerID{Name: server, ID: spub}
+	req.ConnectOptions.Name = name
 	req.ClientInformation.Host = host
+	if kp != nil {
+		nonce := "chosen-by-the-site"
+		sig, err := kp.Sign([]byte(nonce))
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.ConnectOptions.Nkey = stacktest.Pub(t, kp)
+		req.ConnectOptions.SignedNonce = base64.RawURLEncoding.EncodeToString(sig)
+		req.ClientInformation.Nonce = nonce
+	}
 	tok, err := req.Encode(srv)
 	if err != nil {
 		t.Fatal(err)
@@ -213,7 +210,7 @@ func TestThreatSitePlantsPendingKey(t *testing.T) {
 	svc := controlBehindSites(t, dir, hub.ClientURL(), time.Minute, ls)
 	const hq = "10.5.0.1_hq"
 	startSiteAgent(t, svc, hub.ClientURL(), hq, "")
-	waitFor(t, hq+" ONLINE", 10*time.Second, func() bool { return online(svc, hq) })
+	stacktest.WaitFor(t, hq+" ONLINE", 10*time.Second, func() bool { return stacktest.Online(svc, hq) })
 	hqMachine, _ := svc.Registry().Machine(hq)
 	admin, err := bench.Connect(hub.ClientURL(), bench.WithSeedFile(svc.AdminKeyPath()))
 	if err != nil {
@@ -225,7 +222,7 @@ func TestThreatSitePlantsPendingKey(t *testing.T) {
 
 	evil, _ := nkeys.CreateUser()
 	evilPub, _ := evil.PublicKey()
-	m, err := rogue.ctl.Request(controlsvcAuthSubject, forgeAuthRequest(t, evil, hq, "10.5.0.1"), 5*time.Second)
+	m, err := rogue.ctl.Request(controlsvcAuthSubject, authRequest(t, "hub", hq, "10.5.0.1", evil), 5*time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -247,7 +244,7 @@ func TestThreatSitePlantsPendingKey(t *testing.T) {
 	// the first was recorded, if it ever is.
 	const planted = "10.9.0.1_planted"
 	for _, id := range []string{planted, elsewhere} {
-		m, err := rogue.ctl.Request(controlsvcAuthSubject, forgeAuthRequest(t, evil, id, "203.0.113.9"), 5*time.Second)
+		m, err := rogue.ctl.Request(controlsvcAuthSubject, authRequest(t, "hub", id, "203.0.113.9", evil), 5*time.Second)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -283,7 +280,7 @@ func TestThreatSitePlantsPendingKey(t *testing.T) {
 	if now, _ := svc.Registry().Machine(hq); now.Key != hqMachine.Key || now.Site != "" {
 		t.Fatalf("%s is now %+v", hq, now)
 	}
-	waitFor(t, "the site's forged refusal audited with the site", 10*time.Second, func() bool {
+	stacktest.WaitFor(t, "the site's forged refusal audited with the site", 10*time.Second, func() bool {
 		recs, _ := admin.Audit(ctx, time.Time{}, 0, fleet.AuditLogRefused)
 		for _, r := range recs {
 			if r.Name == hq && r.Key == evilPub && r.Site == "dc2" {
@@ -337,8 +334,8 @@ func TestThreatSiteCalloutFlood(t *testing.T) {
 	// refills, so however long the flood takes on a loaded machine, the
 	// site can be answered at most its burst.
 	frozen := time.Now()
-	svc := startControlWith(t, controlsvc.Config{DataDir: dir, BrokerURL: hub.ClientURL(), Audit: controlsvc.AuditConfig{NotDurable: true},
-		ResyncInterval: time.Minute, LeafSites: ls, Now: func() time.Time { return frozen }, Logger: testLogger(t).With("side", "control")})
+	svc := stacktest.StartControlWith(t, controlsvc.Config{DataDir: dir, BrokerURL: hub.ClientURL(), Audit: controlsvc.AuditConfig{NotDurable: true},
+		ResyncInterval: time.Minute, LeafSites: ls, Now: func() time.Time { return frozen }, Logger: stacktest.Logger().With("side", "control")})
 	admin := newOperator(t, svc, "ops", "admin")
 	rogue := startRogueSite(t, leafPort, "dc2", leafSecret)
 
@@ -349,7 +346,7 @@ func TestThreatSiteCalloutFlood(t *testing.T) {
 		t.Fatal(err)
 	}
 	_ = sub.SetPendingLimits(-1, -1)
-	req := calloutRequest(t, "flood")
+	req := authRequest(t, "rogue", "flood", "127.0.0.1", nil)
 	var sent atomic.Int64
 	done := make(chan struct{})
 	go func() {
@@ -362,7 +359,7 @@ func TestThreatSiteCalloutFlood(t *testing.T) {
 			sent.Add(batch)
 		}
 	}()
-	waitFor(t, "the flood under way", 20*time.Second, func() bool { return sent.Load() >= 5*batch })
+	stacktest.WaitFor(t, "the flood under way", 20*time.Second, func() bool { return sent.Load() >= 5*batch })
 	adminLogins(t, hub.ClientURL(), admin, 15, "during a site's callout flood")
 	<-done
 	// Limited, the site gets its burst and never more (its clock stands

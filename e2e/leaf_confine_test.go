@@ -16,7 +16,6 @@ import (
 	"github.com/commandcontrol/commandcontrol/controlsvc"
 	"github.com/commandcontrol/commandcontrol/fleet"
 	"github.com/commandcontrol/commandcontrol/internal/stacktest"
-	"github.com/nats-io/jwt/v2"
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nkeys"
@@ -84,7 +83,7 @@ func startRogueSiteWith(t *testing.T, leafPort int, site, secret, sysAccount str
 		t.Cleanup(nc.Close)
 		*c = nc
 	}
-	waitFor(t, "the rogue site linked for all three accounts", 15*time.Second, func() bool { return srv.NumLeafNodes() == 3 })
+	stacktest.WaitFor(t, "the rogue site linked for all three accounts", 15*time.Second, func() bool { return srv.NumLeafNodes() == 3 })
 	return r
 }
 
@@ -118,10 +117,10 @@ func newConfinedFixture(t *testing.T) *confinedFixture {
 		t.Fatal(err)
 	}
 	for _, id := range []string{f.hq, "10.5.3.1_dc3-app"} {
-		waitFor(t, id+" ONLINE", 10*time.Second, func() bool { return online(f.svc, id) })
+		stacktest.WaitFor(t, id+" ONLINE", 10*time.Second, func() bool { return stacktest.Online(f.svc, id) })
 	}
 	f.admin = newOperator(t, f.svc, "ops", "admin")
-	f.adminKey, _ = seedKey(t, f.admin).PublicKey()
+	f.adminKey, _ = stacktest.LoadKey(t, f.admin).PublicKey()
 	return f
 }
 
@@ -171,7 +170,7 @@ func TestLeafSiteSysConfined(t *testing.T) {
 	// the site (events are handled in order, so the SHUTDOWN before it
 	// was handled too).
 	var kick *nats.Msg
-	waitFor(t, "the forged connect refused (closed at the claiming site)", 10*time.Second, func() bool {
+	stacktest.WaitFor(t, "the forged connect refused (closed at the claiming site)", 10*time.Second, func() bool {
 		if err := forge(); err != nil {
 			t.Fatal(err)
 		}
@@ -181,10 +180,10 @@ func TestLeafSiteSysConfined(t *testing.T) {
 	if !strings.Contains(string(kick.Data), "4242") {
 		t.Fatalf("kick at the site: %s %s", kick.Subject, kick.Data)
 	}
-	if online(f.svc, f.never) {
+	if stacktest.Online(f.svc, f.never) {
 		t.Fatalf("machine %s of site dc3 shows ONLINE on site dc2's word", f.never)
 	}
-	if !online(f.svc, f.hq) {
+	if !stacktest.Online(f.svc, f.hq) {
 		t.Fatalf("the hub's machine %s dropped from ONLINE on a SHUTDOWN forged by site dc2", f.hq)
 	}
 }
@@ -225,10 +224,10 @@ func TestLeafSiteControlConfined(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer admin.Close()
-	if _, err := rogue.ctl.Request(controlsvc.AuthCalloutSubject, calloutRequest(t, "live-audit-probe"), 5*time.Second); err != nil {
+	if _, err := rogue.ctl.Request(controlsvc.AuthCalloutSubject, authRequest(t, "rogue", "live-audit-probe", "127.0.0.1", nil), 5*time.Second); err != nil {
 		t.Fatalf("the site's own callout request: %v", err)
 	}
-	waitFor(t, "the probe's refusal audited", 10*time.Second, func() bool {
+	stacktest.WaitFor(t, "the probe's refusal audited", 10*time.Second, func() bool {
 		recs, err := admin.Audit(context.Background(), time.Time{}, 0, fleet.AuditLogRefused)
 		if err != nil {
 			return false
@@ -240,7 +239,7 @@ func TestLeafSiteControlConfined(t *testing.T) {
 		}
 		return false
 	})
-	if _, err := rogue.ctl.Request(controlsvc.AuthCalloutSubject, calloutRequest(t, "marker"), 5*time.Second); err != nil {
+	if _, err := rogue.ctl.Request(controlsvc.AuthCalloutSubject, authRequest(t, "rogue", "marker", "127.0.0.1", nil), 5*time.Second); err != nil {
 		t.Fatalf("the site's own callout request: %v", err)
 	}
 	if m, err := records.NextMsg(0); !errors.Is(err, nats.ErrTimeout) {
@@ -261,7 +260,7 @@ func TestLeafSiteControlConfined(t *testing.T) {
 	}
 	for i := range 10 {
 		start := time.Now()
-		nc, err := connectAs(f.hub.ClientURL(), seedKey(t, f.admin), "op")
+		nc, err := connectAs(f.hub.ClientURL(), stacktest.LoadKey(t, f.admin), "op")
 		if err != nil {
 			t.Fatalf("admin login %d at the hub with the site's queue member: %v", i, err)
 		}
@@ -300,7 +299,7 @@ func TestLeafSiteFleetConfined(t *testing.T) {
 		}
 		// Broadcasts do reach the site (its machines answer them): wait
 		// until one arrives, so the site's subscription is at the hub.
-		waitFor(t, "a broadcast to reach the site", 10*time.Second, func() bool {
+		stacktest.WaitFor(t, "a broadcast to reach the site", 10*time.Second, func() bool {
 			sub, err := stacktest.Broadcast(nc, "current-load", []byte("{}"))
 			if err != nil {
 				t.Fatal(err)
@@ -458,7 +457,7 @@ func TestLeafSiteOneLink(t *testing.T) {
 	}
 	defer admin.Close()
 	var rec fleet.AuditRecord
-	waitFor(t, "the replaced link audited", 15*time.Second, func() bool {
+	stacktest.WaitFor(t, "the replaced link audited", 15*time.Second, func() bool {
 		recs, err := admin.Audit(context.Background(), time.Time{}, 0, fleet.AuditLogRefused)
 		if err != nil {
 			return false
@@ -476,26 +475,6 @@ func TestLeafSiteOneLink(t *testing.T) {
 	}
 	rogue.srv.Shutdown()
 	waitLinked(t, real)
-}
-
-// calloutRequest is an authorization request as a broker sends it, for
-// a client called name that presents no key (so it is refused).
-func calloutRequest(t *testing.T, name string) []byte {
-	t.Helper()
-	user, _ := nkeys.CreateUser()
-	upub, _ := user.PublicKey()
-	srv, _ := nkeys.CreateServer()
-	spub, _ := srv.PublicKey()
-	req := jwt.NewAuthorizationRequestClaims(upub)
-	req.UserNkey = upub
-	req.Server = jwt.ServerID{Name: "rogue", ID: spub}
-	req.ConnectOptions.Name = name
-	req.ClientInformation.Host = "127.0.0.1"
-	tok, err := req.Encode(srv)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return []byte(tok)
 }
 
 // msgData is m's data, or "" without a message.
@@ -533,7 +512,7 @@ func TestLeafSiteOneLinkAcrossRestart(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer admin.Close()
-	waitFor(t, "the real site's link, made before the restart, replaced and audited", 15*time.Second, func() bool {
+	stacktest.WaitFor(t, "the real site's link, made before the restart, replaced and audited", 15*time.Second, func() bool {
 		recs, err := admin.Audit(context.Background(), time.Time{}, 0, fleet.AuditLogRefused)
 		if err != nil {
 			return false

@@ -11,6 +11,7 @@ import (
 
 	"github.com/commandcontrol/commandcontrol/controlsvc"
 	"github.com/commandcontrol/commandcontrol/fleet"
+	"github.com/commandcontrol/commandcontrol/internal/stacktest"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nkeys"
 )
@@ -36,8 +37,8 @@ func TestThreatSiteOwnMachineToggleFlood(t *testing.T) {
 	// (It starts at now: the brokers judge the credentials it issues by
 	// their own clock.)
 	frozen := time.Now()
-	svc := startControlWith(t, controlsvc.Config{DataDir: dir, BrokerURL: hub.ClientURL(), Audit: controlsvc.AuditConfig{NotDurable: true},
-		ResyncInterval: time.Hour, LeafSites: ls, Now: func() time.Time { return frozen }, Logger: testLogger(t).With("side", "control")})
+	svc := stacktest.StartControlWith(t, controlsvc.Config{DataDir: dir, BrokerURL: hub.ClientURL(), Audit: controlsvc.AuditConfig{NotDurable: true},
+		ResyncInterval: time.Hour, LeafSites: ls, Now: func() time.Time { return frozen }, Logger: stacktest.Logger().With("side", "control")})
 	kp, _ := nkeys.CreateUser()
 	pub, _ := kp.PublicKey()
 	const own = "10.6.0.1_dc2"
@@ -45,7 +46,7 @@ func TestThreatSiteOwnMachineToggleFlood(t *testing.T) {
 		t.Fatal(err)
 	}
 	admin := newOperator(t, svc, "ops", "admin")
-	nc, err := connectAs(hub.ClientURL(), seedKey(t, admin), "op")
+	nc, err := connectAs(hub.ClientURL(), stacktest.LoadKey(t, admin), "op")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -76,7 +77,7 @@ func TestThreatSiteOwnMachineToggleFlood(t *testing.T) {
 		t.Fatal(err)
 	}
 	startSiteAgent(t, svc, hub.ClientURL(), "10.5.0.1_hq", "")
-	waitFor(t, "hq ONLINE", 15*time.Second, func() bool { return online(svc, "10.5.0.1_hq") })
+	stacktest.WaitFor(t, "hq ONLINE", 15*time.Second, func() bool { return stacktest.Online(svc, "10.5.0.1_hq") })
 
 	const minPairs, maxPairs = 20_000, 400_000
 	evs.Store(0)
@@ -109,17 +110,17 @@ func TestThreatSiteOwnMachineToggleFlood(t *testing.T) {
 		}
 	}
 	defer stopFlood()
-	waitFor(t, "the flood under way", 15*time.Second, func() bool { return sent.Load() >= minPairs/4 })
+	stacktest.WaitFor(t, "the flood under way", 15*time.Second, func() bool { return sent.Load() >= minPairs/4 })
 	startSiteAgent(t, svc, hub.ClientURL(), "10.5.0.2_hq2", "")
-	waitFor(t, "a hub machine ONLINE during the site's flood", 15*time.Second, func() bool { return online(svc, "10.5.0.2_hq2") })
-	waitFor(t, "the flood's pairs sent", 15*time.Second, func() bool { return sent.Load() >= minPairs })
+	stacktest.WaitFor(t, "a hub machine ONLINE during the site's flood", 15*time.Second, func() bool { return stacktest.Online(svc, "10.5.0.2_hq2") })
+	stacktest.WaitFor(t, "the flood's pairs sent", 15*time.Second, func() bool { return sent.Load() >= minPairs })
 	stopFlood()
 	pairs := sent.Load()
 
 	// The drops scheduled a resync of the site: the site's brokers are
 	// asked again after the flood, and the machine shows as they list it.
 	asked := connz.Load()
-	waitFor(t, "the site resynced after its events were dropped (its brokers asked again, the machine ONLINE on 1 connection)", 15*time.Second, func() bool {
+	stacktest.WaitFor(t, "the site resynced after its events were dropped (its brokers asked again, the machine ONLINE on 1 connection)", 15*time.Second, func() bool {
 		return connz.Load() > asked && connsOf(svc, own) == 1
 	})
 	got := evs.Load()

@@ -105,7 +105,7 @@ func TestThreatSiteCannotStallResync(t *testing.T) {
 
 	const hq = "10.5.0.1_hq"
 	a := startSiteAgent(t, svc, hub.ClientURL(), hq, "")
-	waitFor(t, hq+" ONLINE", 15*time.Second, func() bool { return online(svc, hq) })
+	stacktest.WaitFor(t, hq+" ONLINE", 15*time.Second, func() bool { return stacktest.Online(svc, hq) })
 	// bounded checks, while waiting, that the site never got more than a
 	// page per resync asked of it (a page needs its ping first).
 	bounded := func() {
@@ -117,22 +117,22 @@ func TestThreatSiteCannotStallResync(t *testing.T) {
 
 	proxy.Pause()
 	a.Close()
-	waitFor(t, hq+"'s connection closed at the hub", 10*time.Second, func() bool {
+	stacktest.WaitFor(t, hq+"'s connection closed at the hub", 10*time.Second, func() bool {
 		bounded()
 		return !hubHasUser(t, hub, "agent:"+hq)
 	})
 	proxy.Cut() // its disconnect event, stalled on the way, is lost
 	proxy.Resume()
-	if !online(svc, hq) {
+	if !stacktest.Online(svc, hq) {
 		t.Fatal("the disconnect event was not lost: the test does not test the resync")
 	}
-	waitFor(t, "a resync to drop "+hq+" (left while its event was lost)", 30*time.Second, func() bool {
+	stacktest.WaitFor(t, "a resync to drop "+hq+" (left while its event was lost)", 30*time.Second, func() bool {
 		bounded()
-		return !online(svc, hq)
+		return !stacktest.Online(svc, hq)
 	})
 	// Resyncs go on, each bounded.
 	after := pings.Load()
-	waitFor(t, "two more resyncs", 20*time.Second, func() bool {
+	stacktest.WaitFor(t, "two more resyncs", 20*time.Second, func() bool {
 		bounded()
 		return pings.Load() >= after+2
 	})
@@ -154,13 +154,13 @@ func TestThreatSiteDoesNotBlockStart(t *testing.T) {
 	adminSeed := newOperator(t, first, "ops", "admin")
 	const hq = "10.5.0.1_hq"
 	startSiteAgent(t, first, hub.ClientURL(), hq, "")
-	waitFor(t, hq+" ONLINE", 15*time.Second, func() bool { return online(first, hq) })
+	stacktest.WaitFor(t, hq+" ONLINE", 15*time.Second, func() bool { return stacktest.Online(first, hq) })
 	rogue := startRogueSiteOwnSys(t, leafPort, "dc2", leafSecret)
 	_, pages := rogueAnswers(t, rogue)
 	first.Close()
 
 	svc, err := controlsvc.New(controlsvc.Config{DataDir: dir, BrokerURL: hub.ClientURL(), Audit: controlsvc.AuditConfig{NotDurable: true},
-		ResyncInterval: time.Hour, LeafSites: ls, Logger: testLogger(t).With("side", "control")})
+		ResyncInterval: time.Hour, LeafSites: ls, Logger: stacktest.Logger().With("side", "control")})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -184,7 +184,7 @@ func TestThreatSiteDoesNotBlockStart(t *testing.T) {
 	case <-time.After(15 * time.Second):
 		t.Fatalf("Start has not returned after 15s with a rogue site linked (it served %d CONNZ pages)", pages.Load())
 	}
-	if !online(svc, hq) {
+	if !stacktest.Online(svc, hq) {
 		t.Fatalf("%s is not ONLINE after Start: the hub's part of the initial resync is not done", hq)
 	}
 	admin, err := bench.Connect(hub.ClientURL(), bench.WithSeedFile(adminSeed))
@@ -224,7 +224,7 @@ func TestThreatSiteEventFlood(t *testing.T) {
 		t.Fatal(err)
 	}
 	startSiteAgent(t, svc, hub.ClientURL(), "10.5.0.1_hq", "")
-	waitFor(t, "10.5.0.1_hq ONLINE", 15*time.Second, func() bool { return online(svc, "10.5.0.1_hq") })
+	stacktest.WaitFor(t, "10.5.0.1_hq ONLINE", 15*time.Second, func() bool { return stacktest.Online(svc, "10.5.0.1_hq") })
 	base := runtime.NumGoroutine()
 
 	peak := base
@@ -250,11 +250,11 @@ func TestThreatSiteEventFlood(t *testing.T) {
 	startSiteAgent(t, svc, hub.ClientURL(), hq2, "")
 	// Until the hub's agent is ONLINE and the site's queue has worked
 	// through a couple of its (unanswered, 2 s each) KICKs.
-	waitFor(t, hq2+" ONLINE during the flood of forged events", 15*time.Second, func() bool {
+	stacktest.WaitFor(t, hq2+" ONLINE during the flood of forged events", 15*time.Second, func() bool {
 		sample()
-		return online(svc, hq2)
+		return stacktest.Online(svc, hq2)
 	})
-	waitFor(t, "the forged claims' KICKs reaching the site", 15*time.Second, func() bool {
+	stacktest.WaitFor(t, "the forged claims' KICKs reaching the site", 15*time.Second, func() bool {
 		sample()
 		return kicks.Load() >= 2
 	})

@@ -8,13 +8,13 @@ import (
 	"errors"
 	"io"
 	"net"
-	"os"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/commandcontrol/commandcontrol/bench"
 	"github.com/commandcontrol/commandcontrol/controlsvc"
+	"github.com/commandcontrol/commandcontrol/internal/stacktest"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nkeys"
 )
@@ -34,21 +34,21 @@ func TestLeafSiteTTLCutOff(t *testing.T) {
 	const siteTTL = 2 * time.Second
 	dir := t.TempDir()
 	hub, auth, leafPort, sites := startLeafHub(t, dir, leafSecret, "dc2")
-	svc := startControlWith(t, controlsvc.Config{DataDir: dir, BrokerURL: hub.ClientURL(),
+	svc := stacktest.StartControlWith(t, controlsvc.Config{DataDir: dir, BrokerURL: hub.ClientURL(),
 		Audit: controlsvc.AuditConfig{NotDurable: true}, ResyncInterval: time.Hour, SiteUserTTL: siteTTL,
-		LeafSites: sites, Logger: testLogger(t).With("side", "control")})
+		LeafSites: sites, Logger: stacktest.Logger().With("side", "control")})
 	link := startTCPLink(t, "127.0.0.1:"+itoa(leafPort))
 	site := startSiteBrokerAt(t, auth, "nats-leaf://"+link.addr(), "dc2", leafSecret, "site-dc2")
 	waitLinked(t, site)
 
 	const machine = "10.3.2.7_dc2-web"
 	startSiteAgent(t, svc, site.ClientURL(), machine, "dc2")
-	waitFor(t, machine+" ONLINE", 10*time.Second, func() bool { return online(svc, machine) })
+	stacktest.WaitFor(t, machine+" ONLINE", 10*time.Second, func() bool { return stacktest.Online(svc, machine) })
 
 	opsSeed := newOperator(t, svc, "ops", "admin")
 	var hubDrops []error
 	var mu sync.Mutex
-	ops := operatorConnWith(t, hub.ClientURL(), opsSeed, nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
+	ops := operatorConn(t, hub.ClientURL(), opsSeed, nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
 		mu.Lock()
 		defer mu.Unlock()
 		hubDrops = append(hubDrops, err)
@@ -85,11 +85,11 @@ func TestLeafSiteTTLCutOff(t *testing.T) {
 	defer vc.Close()
 	// Credentials at the site expire every siteTTL and are renewed
 	// transparently.
-	waitFor(t, "the machine's credentials at the site to expire", siteTTL+5*time.Second, func() bool { return errsSince(0, isExpiry) })
-	waitFor(t, "the machine reconnected after a renewal and ONLINE", 10*time.Second, func() bool { return vc.IsConnected() && online(svc, victim) })
+	stacktest.WaitFor(t, "the machine's credentials at the site to expire", siteTTL+5*time.Second, func() bool { return errsSince(0, isExpiry) })
+	stacktest.WaitFor(t, "the machine reconnected after a renewal and ONLINE", 10*time.Second, func() bool { return vc.IsConnected() && stacktest.Online(svc, victim) })
 
 	link.cut()
-	waitFor(t, "the site's leaf link down", 10*time.Second, func() bool {
+	stacktest.WaitFor(t, "the site's leaf link down", 10*time.Second, func() bool {
 		return site.Server().NumLeafNodes() == 0 && hub.Server().NumLeafNodes() == 0
 	})
 	cl, err := bench.Connect(hub.ClientURL(), bench.WithSeedFile(opsSeed))
@@ -108,10 +108,10 @@ func TestLeafSiteTTLCutOff(t *testing.T) {
 	// Its credentials were issued before the cut: they expire within
 	// siteTTL, and it cannot be authorised again without the hub: its
 	// connection is down, and its next attempt is refused.
-	waitFor(t, "the removed machine's connection at the cut-off site to end", siteTTL+5*time.Second, func() bool {
+	stacktest.WaitFor(t, "the removed machine's connection at the cut-off site to end", siteTTL+5*time.Second, func() bool {
 		return !vc.IsConnected()
 	})
-	waitFor(t, "the removed machine refused at the cut-off site", 15*time.Second, func() bool {
+	stacktest.WaitFor(t, "the removed machine refused at the cut-off site", 15*time.Second, func() bool {
 		return errsSince(removedAt, func(err error) bool { return !isExpiry(err) })
 	})
 	if !link.isCut() || site.Server().NumLeafNodes() != 0 {
@@ -125,11 +125,11 @@ func TestLeafSiteTTLCutOff(t *testing.T) {
 	errsMu.Unlock()
 
 	link.heal()
-	waitFor(t, machine+" back ONLINE after the link returned", 20*time.Second, func() bool { return online(svc, machine) })
+	stacktest.WaitFor(t, machine+" back ONLINE after the link returned", 20*time.Second, func() bool { return stacktest.Online(svc, machine) })
 	if vc.IsConnected() {
 		t.Error("the removed machine was admitted again after the link returned")
 	}
-	waitFor(t, "the removed machine not ONLINE", 10*time.Second, func() bool { return !online(svc, victim) })
+	stacktest.WaitFor(t, "the removed machine not ONLINE", 10*time.Second, func() bool { return !stacktest.Online(svc, victim) })
 	if !ops.IsConnected() {
 		t.Error("the hub operator's connection is down")
 	}
@@ -138,25 +138,6 @@ func TestLeafSiteTTLCutOff(t *testing.T) {
 	if len(hubDrops) > 0 {
 		t.Errorf("the hub operator's connection (normal credentials) dropped: %v", hubDrops)
 	}
-}
-
-// operatorConnWith is operatorConn with extra options.
-func operatorConnWith(t *testing.T, url, seedPath string, extra ...nats.Option) *nats.Conn {
-	t.Helper()
-	b, err := os.ReadFile(seedPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	kp, err := nkeys.FromSeed(bytes.TrimSpace(b))
-	if err != nil {
-		t.Fatal(err)
-	}
-	nc, err := connectAs(url, kp, "op-test", extra...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	return nc
 }
 
 // tcpLink is a loopback TCP proxy to target that the test can cut (close

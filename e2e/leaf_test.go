@@ -4,17 +4,21 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/commandcontrol/commandcontrol/agent"
-	"github.com/commandcontrol/commandcontrol/agent/functions"
 	"github.com/commandcontrol/commandcontrol/bench"
 	"github.com/commandcontrol/commandcontrol/broker"
+	"github.com/commandcontrol/commandcontrol/broker/brokertest"
 	"github.com/commandcontrol/commandcontrol/controlsvc"
 	"github.com/commandcontrol/commandcontrol/fleet"
 	"github.com/commandcontrol/commandcontrol/internal/stacktest"
@@ -52,15 +56,8 @@ func startLeafHub(t *testing.T, dataDir string, secret string, sites ...string) 
 		ls = append(ls, broker.LeafSite{Name: s, SecretSHA256: hex.EncodeToString(sum[:])})
 	}
 	leafPort := freePorts(t, 1)[0]
-	hub, err := broker.New(broker.Config{Listen: "127.0.0.1:0", Name: "hub", Auth: auth, PingInterval: time.Second,
-		LeafListen: "127.0.0.1:" + itoa(leafPort), LeafSites: ls, StoreDir: t.TempDir(), Logger: testLogger(t).With("broker", "hub")})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := hub.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(hub.Shutdown)
+	hub := brokertest.StartWith(t, broker.Config{Listen: "127.0.0.1:0", Name: "hub", Auth: auth, PingInterval: time.Second,
+		LeafListen: "127.0.0.1:" + itoa(leafPort), LeafSites: ls, StoreDir: t.TempDir(), Logger: stacktest.Logger().With("broker", "hub")})
 	return hub, auth, leafPort, ls
 }
 
@@ -73,23 +70,16 @@ func startSiteBroker(t *testing.T, auth broker.AuthKeys, leafPort int, site, sec
 // startSiteBrokerAt starts a broker for site linked to the hub at hubURL.
 func startSiteBrokerAt(t *testing.T, auth broker.AuthKeys, hubURL, site, secret, name string) *broker.Broker {
 	t.Helper()
-	b, err := broker.New(broker.Config{Listen: "127.0.0.1:0", Name: name, Auth: auth, PingInterval: time.Second,
+	b := brokertest.StartWith(t, broker.Config{Listen: "127.0.0.1:0", Name: name, Auth: auth, PingInterval: time.Second,
 		Hub:    &broker.LeafHub{URLs: []string{hubURL}, Site: site, Secret: secret},
-		Logger: testLogger(t).With("broker", name)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := b.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(b.Shutdown)
+		Logger: stacktest.Logger().With("broker", name)})
 	return b
 }
 
 // waitLinked waits for a site broker's three leaf links to be up.
 func waitLinked(t *testing.T, b *broker.Broker) {
 	t.Helper()
-	waitFor(t, b.Server().Name()+" linked to the hub for all three accounts", 15*time.Second, func() bool {
+	stacktest.WaitFor(t, b.Server().Name()+" linked to the hub for all three accounts", 15*time.Second, func() bool {
 		return b.Server().NumLeafNodes() == 3
 	})
 }
@@ -97,31 +87,62 @@ func waitLinked(t *testing.T, b *broker.Broker) {
 // controlBehindSites is controlBehind for a hub that accepts sites.
 func controlBehindSites(t *testing.T, dataDir, url string, resync time.Duration, sites []broker.LeafSite) *controlsvc.Service {
 	t.Helper()
-	return startControlWith(t, controlsvc.Config{DataDir: dataDir, BrokerURL: url, Audit: controlsvc.AuditConfig{NotDurable: true},
-		ResyncInterval: resync, LeafSites: sites, Logger: testLogger(t).With("side", "control")})
+	return stacktest.StartControlWith(t, controlsvc.Config{DataDir: dataDir, BrokerURL: url, Audit: controlsvc.AuditConfig{NotDurable: true},
+		ResyncInterval: resync, LeafSites: sites, Logger: stacktest.Logger().With("side", "control")})
 }
 
 // startSiteAgent starts a real agent for machine id at site's broker url,
 // registered to site first (site "" registers it to the hub).
 func startSiteAgent(t *testing.T, svc *controlsvc.Service, url, id, site string, opts ...nats.Option) *agent.Agent {
 	t.Helper()
-	kp, _ := nkeys.CreateUser()
-	pub, _ := kp.PublicKey()
-	if _, err := svc.Registry().SetMachineAt(id, pub, site, nil, "test", false); err != nil {
+	kp := stacktest.NewKey(t)
+	if _, err := svc.Registry().SetMachineAt(id, stacktest.Pub(t, kp), site, nil, "test", false); err != nil {
 		t.Fatal(err)
 	}
-	a, err := agent.New(agent.Config{URL: url, MachineID: id, Key: kp, MaxReconnectDelay: 300 * time.Millisecond, NATSOptions: opts,
-		Functions: functions.New(&functions.Env{MachineID: id, Root: "/"}), Logger: testLogger(t).With("side", "agent", "machine", id)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	if err := a.Start(ctx); err != nil {
-		cancel()
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cancel(); a.Close() })
+	a := stacktest.NewAgentWith(t, agent.Config{URL: url, MachineID: id, Key: kp, NATSOptions: opts})
+	stacktest.Spawn(t, a)
 	return a
+}
+
+// siteResyncAge is the control service's cc_site_resync_age_seconds for
+// site, read from its /metrics.
+func siteResyncAge(t *testing.T, svc *controlsvc.Service, site string) float64 {
+	t.Helper()
+	rec := httptest.NewRecorder()
+	svc.HTTPHandler().ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/metrics", nil))
+	name := `cc_site_resync_age_seconds{site="` + site + `"}`
+	f := strings.Fields(grepPrefix(rec.Body.String(), name))
+	if len(f) != 2 {
+		t.Fatalf("/metrics has no single %s: %q", name, f)
+	}
+	age, err := strconv.ParseFloat(f[1], 64)
+	if err != nil {
+		t.Fatalf("%s: %v", name, err)
+	}
+	return age
+}
+
+// waitSiteResyncs waits until the control service has finished n
+// presence resyncs of each of sites since the call: each is seen as the
+// site's resync age falling (it grows between resyncs).
+func waitSiteResyncs(t *testing.T, svc *controlsvc.Service, n int, d time.Duration, sites ...string) {
+	t.Helper()
+	prev, seen := map[string]float64{}, map[string]int{}
+	for _, s := range sites {
+		prev[s] = siteResyncAge(t, svc, s)
+	}
+	stacktest.WaitFor(t, fmt.Sprintf("%d presence resyncs of %s", n, strings.Join(sites, " and ")), d, func() bool {
+		done := true
+		for _, s := range sites {
+			age := siteResyncAge(t, svc, s)
+			if age < prev[s] {
+				seen[s]++
+			}
+			prev[s] = age
+			done = done && seen[s] >= n
+		}
+		return done
+	})
 }
 
 // TestLeafSite: a remote site's broker joins the hub as a leaf node; the
@@ -147,13 +168,13 @@ func TestLeafSite(t *testing.T) {
 	startSiteAgent(t, svc, sites[0].ClientURL(), "10.3.2.8_dc2-db", "dc2")
 	app := startSiteAgent(t, svc, sites[1].ClientURL(), "10.3.3.1_dc3-app", "dc3")
 	for _, id := range []string{"10.3.0.1_hq", "10.3.2.7_dc2-web", "10.3.2.8_dc2-db", "10.3.3.1_dc3-app"} {
-		waitFor(t, id+" ONLINE", 10*time.Second, func() bool { return online(svc, id) })
+		stacktest.WaitFor(t, id+" ONLINE", 10*time.Second, func() bool { return stacktest.Online(svc, id) })
 	}
 	admin := newOperator(t, svc, "ops", "admin")
 	nc := operatorConn(t, hub.ClientURL(), admin)
 	// The FLEET links re-authorised as machines were registered: wait for
 	// the call to get through.
-	waitFor(t, "a call from the hub answered at the site", 10*time.Second, func() bool {
+	stacktest.WaitFor(t, "a call from the hub answered at the site", 10*time.Second, func() bool {
 		_, err := stacktest.Request(nc, "10.3.2.7_dc2-web", "current-load", []byte("{}"), time.Second)
 		return err == nil
 	})
@@ -167,7 +188,7 @@ func TestLeafSite(t *testing.T) {
 	if _, err := connectAs(sites[0].ClientURL(), kp, "10.3.2.99_dc2-new"); !isAuthErr(err) {
 		t.Fatalf("unregistered machine at the site: got %v, want an authorization violation", err)
 	}
-	waitFor(t, "the stranger pending", 5*time.Second, func() bool {
+	stacktest.WaitFor(t, "the stranger pending", 5*time.Second, func() bool {
 		for _, p := range svc.Registry().Pending() {
 			if p.ID == "10.3.2.99_dc2-new" {
 				return true
@@ -189,7 +210,7 @@ func TestLeafSite(t *testing.T) {
 			t.Fatalf("machine %s (site %q) at site dc2: got %v, want an authorization violation", id, site, err)
 		}
 	}
-	if nc, err := connectAs(sites[0].ClientURL(), seedKey(t, admin), "op"); !isAuthErr(err) {
+	if nc, err := connectAs(sites[0].ClientURL(), stacktest.LoadKey(t, admin), "op"); !isAuthErr(err) {
 		if nc != nil {
 			nc.Close()
 		}
@@ -207,9 +228,11 @@ func TestLeafSite(t *testing.T) {
 		t.Fatalf("no left event for the site's agent: %v", err)
 	}
 	// A resync (CONNZ through the site's account) keeps the site's other
-	// machines and does not resurrect the one that left.
-	time.Sleep(2500 * time.Millisecond)
-	if online(svc, "10.3.2.7_dc2-web") || !online(svc, "10.3.0.1_hq") || !online(svc, "10.3.2.8_dc2-db") || !online(svc, "10.3.3.1_dc3-app") {
+	// machines and does not resurrect the one that left. Two resyncs of
+	// each site: the second began after the first ended, so after the
+	// leave.
+	waitSiteResyncs(t, svc, 2, 15*time.Second, "dc2", "dc3")
+	if stacktest.Online(svc, "10.3.2.7_dc2-web") || !stacktest.Online(svc, "10.3.0.1_hq") || !stacktest.Online(svc, "10.3.2.8_dc2-db") || !stacktest.Online(svc, "10.3.3.1_dc3-app") {
 		t.Errorf("after a resync: snapshot %+v", svc.Snapshot().Servers)
 	}
 	// Removing a machine at the site, from the hub, closes its
@@ -223,28 +246,14 @@ func TestLeafSite(t *testing.T) {
 	if err != nil || res.Closed != 1 {
 		t.Fatalf("remove the site's machine: %+v %v", res, err)
 	}
-	waitFor(t, "the removed machine to leave", 5*time.Second, func() bool { return !online(svc, "10.3.2.8_dc2-db") })
+	stacktest.WaitFor(t, "the removed machine to leave", 5*time.Second, func() bool { return !stacktest.Online(svc, "10.3.2.8_dc2-db") })
 	// Moving a machine to another site closes its connection where it
 	// was; it is refused there from now on.
 	ch, err := cl.AddMachineAt(context.Background(), "10.3.3.1_dc3-app", app.PublicKey(), "dc2", nil, true)
 	if err != nil || ch.Closed != 1 || ch.Site != "dc2" {
 		t.Fatalf("move dc3's machine to dc2: %+v %v", ch, err)
 	}
-	waitFor(t, "the moved machine to leave", 5*time.Second, func() bool { return !online(svc, "10.3.3.1_dc3-app") })
-}
-
-// seedKey reads the nkey seed file path.
-func seedKey(t *testing.T, path string) nkeys.KeyPair {
-	t.Helper()
-	b, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	kp, err := nkeys.FromSeed([]byte(strings.TrimSpace(string(b))))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return kp
+	stacktest.WaitFor(t, "the moved machine to leave", 5*time.Second, func() bool { return !stacktest.Online(svc, "10.3.3.1_dc3-app") })
 }
 
 // TestLeafConfigExamples runs deploy/leaf/hub.json and site-dc2.json with
@@ -300,13 +309,13 @@ func TestLeafConfigExamples(t *testing.T) {
 	// The site's broker may still be linking (the callout authorises its
 	// links): the agent retries until the callout answers across them.
 	startSiteAgent(t, svc, url(ports[2]), "10.4.2.7_dc2-app", "dc2", trust)
-	waitFor(t, "the agent at the site ONLINE", 20*time.Second, func() bool { return online(svc, "10.4.2.7_dc2-app") })
+	stacktest.WaitFor(t, "the agent at the site ONLINE", 20*time.Second, func() bool { return stacktest.Online(svc, "10.4.2.7_dc2-app") })
 	nc := operatorConn(t, url(ports[0]), newOperator(t, svc, "ops", "admin"), trust)
 	// ONLINE comes with the connect event; the agent's subscriptions
 	// reach the hub over the leaf link on their own, so a call right then
 	// may find nobody yet (the SDK re-sends for that). Wait for an answer.
 	var m *nats.Msg
-	waitFor(t, "a call from the hub answered by the agent at the site", 15*time.Second, func() bool {
+	stacktest.WaitFor(t, "a call from the hub answered by the agent at the site", 15*time.Second, func() bool {
 		var err error
 		m, err = stacktest.Request(nc, "10.4.2.7_dc2-app", "machine-info", nil, time.Second)
 		return err == nil

@@ -51,7 +51,7 @@ func TestThreatLegacySnapshotSharedBucket(t *testing.T) {
 	const burst, victims, each = 5, 4, 20
 	svc := startLimitedControl(t, burst)
 	stacktest.StartAgent(t, svc, "10.0.4.1_legacy", nil)
-	waitFor(t, "agent online", 5*time.Second, func() bool { return online(svc, "10.0.4.1_legacy") })
+	stacktest.WaitFor(t, "agent online", 5*time.Second, func() bool { return stacktest.Online(svc, "10.0.4.1_legacy") })
 
 	adminKP, err := nkeys.FromSeed(stacktest.AdminSeed(t, svc))
 	if err != nil {
@@ -97,7 +97,7 @@ func TestThreatLegacySnapshotSharedBucket(t *testing.T) {
 	}
 	// Every request is either refused (counted in the metric) or answered
 	// with a snapshot: wait until all are accounted for.
-	waitFor(t, "every flood request refused or answered", 10*time.Second, func() bool {
+	stacktest.WaitFor(t, "every flood request refused or answered", 10*time.Second, func() bool {
 		return limitedRequests(t, svc, "presence snapshot")+int(snapshots.Load()) == victims*each
 	})
 	t.Logf("%d legacy requests naming %d operators' inboxes: %d snapshots sent, %d refusals answered, %d refused in all",

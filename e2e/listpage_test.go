@@ -38,14 +38,14 @@ func TestListsPagedAtScale(t *testing.T) {
 		t.Fatal(err)
 	}
 	for i := range pending {
-		reg.RecordPending(fmt.Sprintf("stranger%05d", i), pub, "192.0.2.1", "not in the registry")
+		reg.RecordPendingAt(fmt.Sprintf("stranger%05d", i), pub, "192.0.2.1", "", "not in the registry")
 	}
 	// Some pending ids carry several keys: the largest entries.
 	for i := range 500 {
 		for range fleet.MaxPendingKeys {
 			k, _ := nkeys.CreateUser()
 			p, _ := k.PublicKey()
-			reg.RecordPending(fmt.Sprintf("stranger%05d", i), p, "192.0.2.2", "not in the registry")
+			reg.RecordPendingAt(fmt.Sprintf("stranger%05d", i), p, "192.0.2.2", "", "not in the registry")
 		}
 	}
 

@@ -72,7 +72,7 @@ func fullRun(t *testing.T, bin, format string) (control, agentLog, benchOut stri
 	}
 	defer func() { _ = cc.Process.Kill(); _ = cc.Wait() }()
 	var url string
-	waitFor(t, "cc-control to print its broker URL", 15*time.Second, func() bool {
+	stacktest.WaitFor(t, "cc-control to print its broker URL", 15*time.Second, func() bool {
 		m := regexp.MustCompile(`broker:\s+(nats://127\.0\.0\.1:\d+)`).FindStringSubmatch(cOut.String())
 		if m != nil {
 			url = m[1]
@@ -99,14 +99,14 @@ func fullRun(t *testing.T, bin, format string) (control, agentLog, benchOut stri
 		c.Stdout, c.Stderr = &bOut, &bOut
 		return c.Run()
 	}
-	waitFor(t, "the agent to be pending", 15*time.Second, func() bool {
+	stacktest.WaitFor(t, "the agent to be pending", 15*time.Second, func() bool {
 		_ = bench("machines", "pending")
 		return strings.Contains(bOut.String(), "10.9.9.2_remote")
 	})
 	if err := bench("machines", "accept", "10.9.9.2_remote"); err != nil {
 		t.Fatalf("accept: %v\n%s", err, bOut.String())
 	}
-	waitFor(t, "two machines answering", 15*time.Second, func() bool {
+	stacktest.WaitFor(t, "two machines answering", 15*time.Second, func() bool {
 		before := bOut.Len()
 		err := bench("call", "current-load", "--json")
 		return err == nil && strings.Count(bOut.String()[before:], `"status":"ok"`) == 2

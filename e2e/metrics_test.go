@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -23,32 +22,18 @@ import (
 // real traffic: a granted and a refused agent, an operator, a call that
 // succeeds and one that fails, and checks every family the issue names.
 func TestMetrics(t *testing.T) {
-	svc, err := controlsvc.New(controlsvc.Config{
+	svc := stacktest.StartControlWith(t, controlsvc.Config{
 		DataDir: t.TempDir(),
 		Broker:  broker.Config{Listen: "127.0.0.1:0"},
-		Logger:  testLogger(t),
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	if err := svc.Start(ctx); err != nil {
-		t.Fatal(err)
-	}
-	closed := false
-	t.Cleanup(func() {
-		if !closed {
-			svc.Close()
-		}
+		Logger:  stacktest.Logger(),
 	})
 	web := httptest.NewServer(svc.HTTPHandler())
 	defer web.Close()
 
 	startAgent(t, svc, "10.0.0.5_web01", true)
-	waitFor(t, "web01 ONLINE", 5*time.Second, func() bool { return online(svc, "10.0.0.5_web01") })
+	stacktest.WaitFor(t, "web01 ONLINE", 5*time.Second, func() bool { return stacktest.Online(svc, "10.0.0.5_web01") })
 	startAgent(t, svc, "10.0.0.9_stranger", false) // refused, pending
-	waitFor(t, "stranger pending", 5*time.Second, func() bool { return len(svc.Registry().Pending()) == 1 })
+	stacktest.WaitFor(t, "stranger pending", 5*time.Second, func() bool { return len(svc.Registry().Pending()) == 1 })
 
 	nc := operatorConn(t, svc.ClientURL(), newOperator(t, svc, "ops", "admin"))
 	if _, err := stacktest.Request(nc, "10.0.0.5_web01", "current-load", nil, 5*time.Second); err != nil {
@@ -105,8 +90,7 @@ func TestMetrics(t *testing.T) {
 	if got := get(t, web.URL+"/healthz", http.StatusOK); strings.TrimSpace(got) != "ok" {
 		t.Errorf("healthz = %q, want ok", got)
 	}
-	svc.Close()
-	closed = true
+	svc.Close() // again when the test ends: a no-op
 	if got := get(t, web.URL+"/healthz", http.StatusServiceUnavailable); !strings.Contains(got, "not connected") {
 		t.Errorf("healthz after Close = %q, want not connected", got)
 	}
@@ -115,11 +99,11 @@ func TestMetrics(t *testing.T) {
 // TestMetricsFunctionLabelsBounded: an operator calling made-up function
 // names cannot grow the label set without bound.
 func TestMetricsFunctionLabelsBounded(t *testing.T) {
-	svc := startControlWith(t, controlsvc.Config{DataDir: t.TempDir(), Broker: broker.Config{Listen: "127.0.0.1:0"}})
+	svc := stacktest.StartControlWith(t, controlsvc.Config{DataDir: t.TempDir(), Broker: broker.Config{Listen: "127.0.0.1:0"}})
 	web := httptest.NewServer(svc.HTTPHandler())
 	defer web.Close()
 	startAgent(t, svc, "10.0.0.5_web01", true)
-	waitFor(t, "web01 ONLINE", 5*time.Second, func() bool { return online(svc, "10.0.0.5_web01") })
+	stacktest.WaitFor(t, "web01 ONLINE", 5*time.Second, func() bool { return stacktest.Online(svc, "10.0.0.5_web01") })
 	nc := operatorConn(t, svc.ClientURL(), newOperator(t, svc, "ops", "admin"))
 	const n = 80
 	for i := range n {
@@ -127,7 +111,7 @@ func TestMetricsFunctionLabelsBounded(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	waitFor(t, "other label", 5*time.Second, func() bool {
+	stacktest.WaitFor(t, "other label", 5*time.Second, func() bool {
 		return strings.Contains(get(t, web.URL+"/metrics", http.StatusOK), `cc_calls_total{function="other",outcome="404"}`)
 	})
 	if got := strings.Count(grepPrefix(get(t, web.URL+"/metrics", http.StatusOK), "cc_calls_total{"), "\n"); got > 65 {

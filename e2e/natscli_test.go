@@ -16,7 +16,6 @@ import (
 	"github.com/commandcontrol/commandcontrol/fleet"
 	"github.com/commandcontrol/commandcontrol/internal/stacktest"
 	"github.com/nats-io/nats.go/micro"
-	"github.com/nats-io/nkeys"
 )
 
 // natsCLI finds the nats CLI (github.com/nats-io/natscli v0.5.0): on PATH or
@@ -48,10 +47,10 @@ func TestNatsCLI(t *testing.T) {
 	svc := startControl(t, "")
 	for _, id := range []string{"10.0.0.5_web01", "10.0.0.6_web02"} {
 		startAgent(t, svc, id, true)
-		waitFor(t, id+" ONLINE", 5*time.Second, func() bool { return online(svc, id) })
+		stacktest.WaitFor(t, id+" ONLINE", 5*time.Second, func() bool { return stacktest.Online(svc, id) })
 	}
 	seed := newOperator(t, svc, "cli", "admin")
-	pub := publicKeyOf(t, seed)
+	pub := stacktest.Pub(t, stacktest.LoadKey(t, seed))
 	home := t.TempDir()
 	natsIn := func(inbox string, args ...string) (string, error) {
 		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
@@ -179,7 +178,7 @@ func TestNatsCLIMicroStats(t *testing.T) {
 		expect("tick", fleet.CodeTooManyRequests)
 	}
 
-	pub := publicKeyOf(t, seed)
+	pub, _ := stacktest.LoadKey(t, seed).PublicKey()
 	home := t.TempDir()
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
@@ -219,18 +218,4 @@ func TestNatsCLIMicroStats(t *testing.T) {
 	if bc.NumRequests != 1 || bc.NumErrors != 0 || bc.ProcessingTime != step || bc.AverageProcessingTime != step {
 		t.Errorf("broadcast endpoint: %+v, want one request of %s", *bc, step)
 	}
-}
-
-func publicKeyOf(t *testing.T, seedPath string) string {
-	t.Helper()
-	b, err := os.ReadFile(seedPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	kp, err := nkeys.FromSeed([]byte(strings.TrimSpace(string(b))))
-	if err != nil {
-		t.Fatal(err)
-	}
-	pub, _ := kp.PublicKey()
-	return pub
 }

@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/commandcontrol/commandcontrol/internal/stacktest"
 )
 
 // TestNodeWorkbench runs examples/node/workbench.js (the official nats npm
@@ -36,7 +38,7 @@ func TestNodeWorkbench(t *testing.T) {
 		if _, err := svc.Registry().AddMachine(id, a.PublicKey(), l, "test", false); err != nil {
 			t.Fatal(err)
 		}
-		waitFor(t, id+" ONLINE", 10*time.Second, func() bool { return online(svc, id) })
+		stacktest.WaitFor(t, id+" ONLINE", 10*time.Second, func() bool { return stacktest.Online(svc, id) })
 	}
 	seed := newOperator(t, svc, "node", "viewer")
 	run := func(args ...string) string {

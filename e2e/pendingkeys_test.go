@@ -15,6 +15,7 @@ import (
 	"github.com/commandcontrol/commandcontrol/bench"
 	"github.com/commandcontrol/commandcontrol/controlsvc"
 	"github.com/commandcontrol/commandcontrol/fleet"
+	"github.com/commandcontrol/commandcontrol/internal/stacktest"
 )
 
 // TestPendingKeySwapRefused: an attacker with no credentials keeps trying
@@ -38,7 +39,7 @@ func TestPendingKeySwapRefused(t *testing.T) {
 	defer stop()
 
 	var p fleet.Pending
-	waitFor(t, "both keys pending", 10*time.Second, func() bool {
+	stacktest.WaitFor(t, "both keys pending", 10*time.Second, func() bool {
 		ps, err := admin.PendingMachines(testCtx(t))
 		if err != nil || len(ps) != 1 {
 			return false
@@ -69,7 +70,7 @@ func TestPendingKeySwapRefused(t *testing.T) {
 		t.Fatalf("accept --pubkey %s: got %+v, %v; want the host's key %s", hostPub[:12], m, err, hostPub)
 	}
 	stop()
-	waitFor(t, "the host ONLINE", 10*time.Second, func() bool { return online(svc, id) })
+	stacktest.WaitFor(t, "the host ONLINE", 10*time.Second, func() bool { return stacktest.Online(svc, id) })
 	if nc, err := connectAs(url, thief, id); !isAuthErr(err) {
 		if nc != nil {
 			nc.Close()
@@ -122,7 +123,7 @@ func TestRekeyClosesOldKeyConnections(t *testing.T) {
 	}
 	nc.Close()
 
-	waitFor(t, "the re-key in the audit", 10*time.Second, func() bool {
+	stacktest.WaitFor(t, "the re-key in the audit", 10*time.Second, func() bool {
 		recs, err := admin.Audit(testCtx(t), start, 0)
 		if err != nil {
 			return false
@@ -230,6 +231,6 @@ func connectOnline(t *testing.T, svc *controlsvc.Service, url, id string, kp nke
 		t.Fatal(err)
 	}
 	t.Cleanup(nc.Close)
-	waitFor(t, "the old key ONLINE", 10*time.Second, func() bool { return online(svc, id) })
+	stacktest.WaitFor(t, "the old key ONLINE", 10*time.Second, func() bool { return stacktest.Online(svc, id) })
 	return nc, closed
 }

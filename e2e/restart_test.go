@@ -22,7 +22,7 @@ func startExternal(t *testing.T, dataDir string) *broker.Broker {
 
 func startControlOn(t *testing.T, dataDir, url string) *controlsvc.Service {
 	t.Helper()
-	return startControlWith(t, controlsvc.Config{DataDir: dataDir, BrokerURL: url, Audit: controlsvc.AuditConfig{NotDurable: true}, ResyncInterval: 5 * time.Second, Logger: testLogger(t)})
+	return stacktest.StartControlWith(t, controlsvc.Config{DataDir: dataDir, BrokerURL: url, Audit: controlsvc.AuditConfig{NotDurable: true}, ResyncInterval: 5 * time.Second, Logger: stacktest.Logger()})
 }
 
 // TestControlServiceRestart: the registry survives, presence is rebuilt
@@ -35,7 +35,7 @@ func TestControlServiceRestart(t *testing.T) {
 	svc := startControlOn(t, data, b.ClientURL())
 	a1 := startAgent(t, svc, "10.0.0.1_web01", true, echoFn())
 	a2 := startAgent(t, svc, "10.0.0.2_web02", true, echoFn())
-	waitFor(t, "agents online", 5*time.Second, func() bool { return online(svc, a1.MachineID()) && online(svc, a2.MachineID()) })
+	stacktest.WaitFor(t, "agents online", 5*time.Second, func() bool { return stacktest.Online(svc, a1.MachineID()) && stacktest.Online(svc, a2.MachineID()) })
 	op := operatorConn(t, b.ClientURL(), svc.AdminKeyPath())
 
 	svc.Close()
@@ -90,13 +90,13 @@ func TestDuplicateSessionDoesNotFlap(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer c1.Close()
-	waitFor(t, "joined", 3*time.Second, func() bool { return events.has(fleet.EventJoined, id) })
+	stacktest.WaitFor(t, "joined", 3*time.Second, func() bool { return events.has(fleet.EventJoined, id) })
 	c2, err := connectAs(svc.ClientURL(), kp, id)
 	if err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "the older connection closed", 5*time.Second, c1.IsClosed)
-	waitFor(t, "one connection", 3*time.Second, func() bool {
+	stacktest.WaitFor(t, "the older connection closed", 5*time.Second, c1.IsClosed)
+	stacktest.WaitFor(t, "one connection", 3*time.Second, func() bool {
 		s := svc.Snapshot()
 		return len(s.Servers) == 1 && s.Servers[0].Connections == 1
 	})
@@ -104,5 +104,5 @@ func TestDuplicateSessionDoesNotFlap(t *testing.T) {
 		t.Fatalf("machine flapped: %+v", events.evs)
 	}
 	c2.Close()
-	waitFor(t, "left after the last connection", 3*time.Second, func() bool { return events.has(fleet.EventLeft, id) })
+	stacktest.WaitFor(t, "left after the last connection", 3*time.Second, func() bool { return events.has(fleet.EventLeft, id) })
 }

@@ -21,7 +21,7 @@ func echoFn() functions.Function {
 func TestSmokeCall(t *testing.T) {
 	svc := startControl(t, "")
 	a := startAgent(t, svc, "10.0.0.5_web01", true, echoFn())
-	waitFor(t, "agent online", 5*time.Second, func() bool { return online(svc, a.MachineID()) })
+	stacktest.WaitFor(t, "agent online", 5*time.Second, func() bool { return stacktest.Online(svc, a.MachineID()) })
 	nc := operatorConn(t, svc.ClientURL(), svc.AdminKeyPath())
 	m, err := stacktest.Request(nc, a.MachineID(), "echo", []byte(`{"msg":"hi"}`), 3*time.Second)
 	if err != nil {

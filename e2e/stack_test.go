@@ -8,6 +8,7 @@ import (
 
 	"github.com/commandcontrol/commandcontrol/bench"
 	"github.com/commandcontrol/commandcontrol/fleet"
+	"github.com/commandcontrol/commandcontrol/internal/stacktest"
 	"github.com/nats-io/nats.go"
 )
 
@@ -99,14 +100,14 @@ func TestAdmissionPresenceAndRevocation(t *testing.T) {
 	a1 := startAgent(t, svc, "10.0.0.1_web01", true)
 	a2 := startAgent(t, svc, "10.0.0.2_web02", true)
 	a3 := startAgent(t, svc, "10.0.0.3_db01", false)
-	waitFor(t, "two accepted agents joined", 5*time.Second, func() bool {
+	stacktest.WaitFor(t, "two accepted agents joined", 5*time.Second, func() bool {
 		return events.has(fleet.EventJoined, a1.MachineID()) && events.has(fleet.EventJoined, a2.MachineID())
 	})
 
 	// The unregistered third machine is refused and recorded as pending
 	// with the key it presented.
 	var pend fleet.PendingList
-	waitFor(t, "third machine pending", 5*time.Second, func() bool {
+	stacktest.WaitFor(t, "third machine pending", 5*time.Second, func() bool {
 		pend = fleet.PendingList{}
 		ctl(t, op, fleet.OpMachinesPending, nil, &pend)
 		return len(pend.Pending) == 1
@@ -117,18 +118,18 @@ func TestAdmissionPresenceAndRevocation(t *testing.T) {
 	if got, want := pend.Pending[0].Key, a3.PublicKey(); got != want {
 		t.Fatalf("pending key: got %q, want %q", got, want)
 	}
-	if online(svc, a3.MachineID()) {
+	if stacktest.Online(svc, a3.MachineID()) {
 		t.Fatal("unregistered machine is ONLINE")
 	}
 
 	// Accepting it lets the retrying agent in without a restart.
 	var m fleet.Machine
 	ctl(t, op, fleet.OpMachinesAccept, fleet.MachineRequest{ID: a3.MachineID()}, &m)
-	waitFor(t, "accepted machine joined", 5*time.Second, func() bool { return events.has(fleet.EventJoined, a3.MachineID()) })
+	stacktest.WaitFor(t, "accepted machine joined", 5*time.Second, func() bool { return events.has(fleet.EventJoined, a3.MachineID()) })
 
 	// A stopped agent leaves.
 	a2.Close()
-	waitFor(t, "stopped agent left", 3*time.Second, func() bool { return events.has(fleet.EventLeft, a2.MachineID()) })
+	stacktest.WaitFor(t, "stopped agent left", 3*time.Second, func() bool { return events.has(fleet.EventLeft, a2.MachineID()) })
 
 	// A removed machine's live connection is closed within a second.
 	var rm fleet.RemoveResult
@@ -137,11 +138,19 @@ func TestAdmissionPresenceAndRevocation(t *testing.T) {
 	if rm.Closed != 1 {
 		t.Fatalf("removal closed %d connections, want 1", rm.Closed)
 	}
-	waitFor(t, "removed machine left", time.Second, func() bool { return events.has(fleet.EventLeft, a1.MachineID()) })
+	stacktest.WaitFor(t, "removed machine left", time.Second, func() bool { return events.has(fleet.EventLeft, a1.MachineID()) })
 	t.Logf("removed machine left after %s", time.Since(start))
-	// ... and stays out: it retries but is refused.
-	time.Sleep(700 * time.Millisecond)
-	if online(svc, a1.MachineID()) {
+	// ... and stays out: it retries but is refused (its key, unknown
+	// now, is listed as pending).
+	stacktest.WaitFor(t, "the removed machine's retry refused and pending", 5*time.Second, func() bool {
+		for _, p := range svc.Registry().Pending() {
+			if p.ID == a1.MachineID() && p.Key == a1.PublicKey() {
+				return true
+			}
+		}
+		return false
+	})
+	if stacktest.Online(svc, a1.MachineID()) {
 		t.Fatal("removed machine came back ONLINE")
 	}
 	if n := events.count(fleet.EventJoined, a3.MachineID()); n != 1 {

@@ -195,7 +195,7 @@ func TestThreatAgentCannotImpersonateOrEavesdrop(t *testing.T) {
 	nc, errs := permConn(t, svc.ClientURL(), kp, id)
 	// ONLINE before it is called: a call to a machine presence has not
 	// seen yet is answered "no responders" by the control service.
-	waitFor(t, "machine online", 5*time.Second, func() bool { return online(svc, id) })
+	stacktest.WaitFor(t, "machine online", 5*time.Second, func() bool { return stacktest.Online(svc, id) })
 	steps := []struct {
 		what string
 		try  func() error
@@ -253,7 +253,7 @@ func TestThreatAgentCannotImpersonateOrEavesdrop(t *testing.T) {
 func TestThreatAgentNotTurnedIntoAPublisher(t *testing.T) {
 	svc := startControl(t, "")
 	a := startAgent(t, svc, "10.0.0.1_web01", true, echoFn())
-	waitFor(t, "agent online", 5*time.Second, func() bool { return online(svc, a.MachineID()) })
+	stacktest.WaitFor(t, "agent online", 5*time.Second, func() bool { return stacktest.Online(svc, a.MachineID()) })
 	op := operatorConn(t, svc.ClientURL(), svc.AdminKeyPath())
 	events, err := op.SubscribeSync(fleet.PresenceEventsWildcard)
 	if err != nil {
@@ -323,7 +323,7 @@ func TestThreatViewerLimitedByTheBroker(t *testing.T) {
 		return "rebooting", nil
 	})
 	a := startAgent(t, svc, "10.0.0.1_web01", true, mutate)
-	waitFor(t, "agent online", 5*time.Second, func() bool { return online(svc, a.MachineID()) })
+	stacktest.WaitFor(t, "agent online", 5*time.Second, func() bool { return stacktest.Online(svc, a.MachineID()) })
 	kp, _ := nkeys.FromSeed(mustRead(t, newOperator(t, svc, "val", fleet.RoleViewer)))
 	nc, errs := permConn(t, svc.ClientURL(), kp, "val")
 	if err := stacktest.Send(nc, a.MachineID(), "reboot", nil); err != nil {
@@ -392,7 +392,7 @@ func TestThreatRevokedOperatorKicked(t *testing.T) {
 // when its credentials expire, because re-authorisation fails.
 func TestThreatCredentialsExpire(t *testing.T) {
 	data := t.TempDir()
-	svc := startControlWith(t, controlsvc.Config{DataDir: data, UserTTL: 2 * time.Second, Logger: testLogger(t),
+	svc := stacktest.StartControlWith(t, controlsvc.Config{DataDir: data, UserTTL: 2 * time.Second, Logger: stacktest.Logger(),
 		Broker: broker.Config{Listen: "127.0.0.1:0", PingInterval: time.Second, MaxPingsOut: 2}})
 	seed := newOperator(t, svc, "temp", fleet.RoleViewer)
 	kp, _ := nkeys.FromSeed(mustRead(t, seed))
@@ -413,11 +413,11 @@ func TestThreatCredentialsExpire(t *testing.T) {
 	// The service must know the connection before the key goes, or it
 	// closes it as soon as it hears of it (TestThreatRevokedOperatorKicked)
 	// and this would not test expiry.
-	waitFor(t, "the service to see the operator's connection", 5*time.Second, func() bool { return svc.OperatorConnections("temp") == 1 })
+	stacktest.WaitFor(t, "the service to see the operator's connection", 5*time.Second, func() bool { return svc.OperatorConnections("temp") == 1 })
 	if _, err := svc.Registry().RemoveOperator("temp"); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "expired credentials to cut the connection", 6*time.Second, func() bool { return !nc.IsConnected() })
+	stacktest.WaitFor(t, "expired credentials to cut the connection", 6*time.Second, func() bool { return !nc.IsConnected() })
 	select {
 	case <-expired:
 	case <-time.After(5 * time.Second):
@@ -434,7 +434,7 @@ func TestThreatCredentialsExpire(t *testing.T) {
 func TestThreatConnectionFlood(t *testing.T) {
 	// The production ping interval, so the handshake bound (AuthTimeout)
 	// is the default 5 s rather than the 0.8 s the fast-ping tests get.
-	svc := startControlWith(t, controlsvc.Config{DataDir: t.TempDir(), Logger: testLogger(t),
+	svc := stacktest.StartControlWith(t, controlsvc.Config{DataDir: t.TempDir(), Logger: stacktest.Logger(),
 		Broker: broker.Config{Listen: "127.0.0.1:0"}})
 	const n = 300
 	var wg sync.WaitGroup
@@ -490,24 +490,8 @@ func TestThreatAgentOverload(t *testing.T) {
 		}
 		return "done", nil
 	})
-	set := functions.New(&functions.Env{MachineID: "10.0.0.1_web01", Root: "/"})
-	_ = set.Add(block)
-	_ = set.Add(echoFn())
-	kp, _ := nkeys.CreateUser()
-	a, err := agent.New(agent.Config{URL: svc.ClientURL(), Key: kp, MachineID: "10.0.0.1_web01", Functions: set, MaxConcurrent: 2, Logger: testLogger(t)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := svc.Registry().AddMachine(a.MachineID(), a.PublicKey(), nil, "test", false); err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	if err := a.Start(ctx); err != nil {
-		t.Fatal(err)
-	}
-	defer a.Close()
-	waitFor(t, "agent online", 5*time.Second, func() bool { return online(svc, a.MachineID()) })
+	a := startAgentWith(t, svc, agent.Config{URL: svc.ClientURL(), MachineID: "10.0.0.1_web01", MaxConcurrent: 2}, true, nil, block, echoFn())
+	stacktest.WaitFor(t, "agent online", 5*time.Second, func() bool { return stacktest.Online(svc, a.MachineID()) })
 	// Two operators each start a blocking call: one operator may hold
 	// only half the slots (row 17), so it takes two to fill the agent.
 	op := operatorConn(t, svc.ClientURL(), svc.AdminKeyPath())
@@ -525,7 +509,7 @@ func TestThreatAgentOverload(t *testing.T) {
 		}
 		return 0
 	}
-	waitFor(t, "both slots taken", 5*time.Second, func() bool {
+	stacktest.WaitFor(t, "both slots taken", 5*time.Second, func() bool {
 		m, err := stacktest.Request(op, a.MachineID(), "echo", []byte(`{"msg":"x"}`), 2*time.Second)
 		return err == nil && code(m) == fleet.CodeUnavailable
 	})
@@ -560,7 +544,7 @@ func TestThreatAgentOverload(t *testing.T) {
 	// Once the blocked calls finish, the agent answers again.
 	release <- struct{}{}
 	release <- struct{}{}
-	waitFor(t, "echo answered after the slots freed", 5*time.Second, func() bool {
+	stacktest.WaitFor(t, "echo answered after the slots freed", 5*time.Second, func() bool {
 		m, err := stacktest.Request(op, a.MachineID(), "echo", []byte(`{"msg":"x"}`), 2*time.Second)
 		return err == nil && m.Header.Get(fleet.HeaderErrorCode) == ""
 	})
@@ -578,22 +562,13 @@ func TestThreatSecretsOnDisk(t *testing.T) {
 	data := t.TempDir()
 	var logs stacktest.Buffer
 	logger := slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	svc, err := controlsvc.New(controlsvc.Config{DataDir: data, Logger: logger,
+	svc := stacktest.StartControlWith(t, controlsvc.Config{DataDir: data, Logger: logger,
 		Broker: broker.Config{Listen: "127.0.0.1:0", PingInterval: time.Second, Debug: true}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	if err := svc.Start(ctx); err != nil {
-		cancel()
-		t.Fatal(err)
-	}
 	a := startAgent(t, svc, "10.0.0.1_web01", true)
-	waitFor(t, "agent online", 5*time.Second, func() bool { return online(svc, a.MachineID()) })
+	stacktest.WaitFor(t, "agent online", 5*time.Second, func() bool { return stacktest.Online(svc, a.MachineID()) })
 	op := operatorConn(t, svc.ClientURL(), svc.AdminKeyPath())
 	var who fleet.WhoAmI
 	ctl(t, op, fleet.OpWhoAmI, nil, &who)
-	cancel()
 	svc.Close()
 
 	keyFiles, _ := filepath.Glob(filepath.Join(data, "keys", "*.nk"))

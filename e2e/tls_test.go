@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/commandcontrol/commandcontrol/broker"
+	"github.com/commandcontrol/commandcontrol/broker/brokertest"
 	"github.com/commandcontrol/commandcontrol/internal/stacktest"
 	"github.com/nats-io/nats-server/v2/server"
 	"golang.org/x/crypto/bcrypt"
@@ -38,28 +39,10 @@ func copyFile(t *testing.T, src, dst string) {
 	}
 }
 
-// readSeed reads a seed file without its newline.
-func readSeed(t *testing.T, path string) []byte {
-	t.Helper()
-	b, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return []byte(strings.TrimSpace(string(b)))
-}
-
 // httpsClient trusts only the CA in caFile.
 func httpsClient(t *testing.T, caFile string) *http.Client {
 	t.Helper()
-	pem, err := os.ReadFile(caFile)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pool := x509.NewCertPool()
-	if !pool.AppendCertsFromPEM(pem) {
-		t.Fatalf("no certificate in %s", caFile)
-	}
-	return &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}}}
+	return &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{TLSClientConfig: stacktest.ClientTLS(t, caFile, "", "")}}
 }
 
 // rogueLog keeps a rogue server's log lines.
@@ -142,7 +125,7 @@ func TestTLSOpensslRecipe(t *testing.T) {
 		})
 		bs = append(bs, b)
 	}
-	waitFor(t, "routes over mutual TLS with the recipe's certificates", 10*time.Second, func() bool {
+	stacktest.WaitFor(t, "routes over mutual TLS with the recipe's certificates", 10*time.Second, func() bool {
 		return bs[0].Server().NumRoutes() > 0 && bs[1].Server().NumRoutes() > 0
 	})
 	// A client trusting the CA verifies the client port's certificate.
@@ -187,31 +170,17 @@ func TestLeafLinkTLS(t *testing.T) {
 		dir := t.TempDir()
 		auth = stacktest.BrokerAuth(t, dir)
 		port := freePorts(t, 1)[0]
-		b, err := broker.New(broker.Config{Listen: "127.0.0.1:0", Name: "hub", Auth: auth, LeafListen: "127.0.0.1:" + itoa(port),
+		b := brokertest.StartWith(t, broker.Config{Listen: "127.0.0.1:0", Name: "hub", Auth: auth, LeafListen: "127.0.0.1:" + itoa(port),
 			LeafSites: sites, LeafTLS: broker.TLSFiles{CertFile: certs.Cert, KeyFile: certs.Key, CAFile: certs.CA, Verify: verify},
-			Logger: testLogger(t).With("broker", "hub")})
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := b.Start(); err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(b.Shutdown)
+			Logger: stacktest.Logger().With("broker", "hub")})
 		controlBehindSites(t, dir, b.ClientURL(), time.Minute, sites)
 		return "nats-leaf://127.0.0.1:" + itoa(port)
 	}
 	site := func(t *testing.T, url string, hubTLS broker.TLSFiles) (*broker.Broker, *siteLog) {
 		log := &siteLog{}
-		b, err := broker.New(broker.Config{Listen: "127.0.0.1:0", Name: "site-dc2", Auth: auth, HubTLS: hubTLS,
+		b := brokertest.StartWith(t, broker.Config{Listen: "127.0.0.1:0", Name: "site-dc2", Auth: auth, HubTLS: hubTLS,
 			Hub:    &broker.LeafHub{URLs: []string{url}, Site: "dc2", Secret: leafSecret},
 			Logger: slog.New(slog.NewTextHandler(&log.Buffer, nil))})
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := b.Start(); err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(b.Shutdown)
 		t.Cleanup(func() {
 			if t.Failed() {
 				t.Logf("site log:\n%s", log.String())
@@ -222,7 +191,7 @@ func TestLeafLinkTLS(t *testing.T) {
 	t.Run("server TLS", func(t *testing.T) {
 		url := hub(t, false)
 		s, _ := site(t, url, broker.TLSFiles{CAFile: certs.CA})
-		waitFor(t, "the site linked over TLS for all three accounts", 10*time.Second, func() bool { return s.Server().NumLeafNodes() == 3 })
+		stacktest.WaitFor(t, "the site linked over TLS for all three accounts", 10*time.Second, func() bool { return s.Server().NumLeafNodes() == 3 })
 		// The hub's leaf listener takes nothing but TLS (a site in
 		// clear text fails below), so this link is TLS.
 		for _, tc := range []struct {
@@ -235,7 +204,7 @@ func TestLeafLinkTLS(t *testing.T) {
 		} {
 			t.Run(tc.name, func(t *testing.T) {
 				s, log := site(t, url, tc.tls)
-				waitFor(t, "the site's link to fail twice (or form)", 10*time.Second, func() bool {
+				stacktest.WaitFor(t, "the site's link to fail twice (or form)", 10*time.Second, func() bool {
 					return log.count("level=ERROR")+log.count("Leafnode connection closed") >= 2 || s.Server().NumLeafNodes() > 0
 				})
 				if n := s.Server().NumLeafNodes(); n != 0 {
@@ -250,7 +219,7 @@ func TestLeafLinkTLS(t *testing.T) {
 	t.Run("mutual TLS", func(t *testing.T) {
 		url := hub(t, true)
 		s, log := site(t, url, broker.TLSFiles{CAFile: certs.CA})
-		waitFor(t, "the site without a certificate to fail twice (or link)", 10*time.Second, func() bool {
+		stacktest.WaitFor(t, "the site without a certificate to fail twice (or link)", 10*time.Second, func() bool {
 			return log.count("level=ERROR")+log.count("Leafnode connection closed") >= 2 || s.Server().NumLeafNodes() > 0
 		})
 		if n := s.Server().NumLeafNodes(); n != 0 {
@@ -258,7 +227,7 @@ func TestLeafLinkTLS(t *testing.T) {
 
 		}
 		s, _ = site(t, url, broker.TLSFiles{CAFile: certs.CA, CertFile: certs.ClientCert, KeyFile: certs.ClientKey})
-		waitFor(t, "the site with a certificate linked", 10*time.Second, func() bool { return s.Server().NumLeafNodes() == 3 })
+		stacktest.WaitFor(t, "the site with a certificate linked", 10*time.Second, func() bool { return s.Server().NumLeafNodes() == 3 })
 	})
 }
 

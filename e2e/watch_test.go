@@ -153,7 +153,7 @@ func requireResync(t *testing.T, w *eventLog, left, joined []string) {
 // always opens, made wide enough to be sure; then the fleet churns on
 // through two more renewals. The watcher ends with the service's list.
 func TestWatchResyncsAfterCredentialsExpire(t *testing.T) {
-	svc := startControlWith(t, controlsvc.Config{DataDir: t.TempDir(), UserTTL: 2 * time.Second, Logger: testLogger(t),
+	svc := stacktest.StartControlWith(t, controlsvc.Config{DataDir: t.TempDir(), UserTTL: 2 * time.Second, Logger: stacktest.Logger(),
 		ResyncInterval: 5 * time.Second, Broker: broker.Config{Listen: "127.0.0.1:0", PingInterval: time.Second, MaxPingsOut: 2}})
 	stay := startAgent(t, svc, "10.0.0.1_stay", true)
 	gone := startAgent(t, svc, "10.0.0.2_gone", true)
@@ -164,14 +164,14 @@ func TestWatchResyncsAfterCredentialsExpire(t *testing.T) {
 	w, c := watchThrough(t, proxy.URL(), newOperator(t, svc, "watcher", fleet.RoleViewer))
 
 	proxy.HoldNew()
-	waitFor(t, "the watcher's credentials to expire", 15*time.Second, func() bool { return !c.Conn().IsConnected() })
+	stacktest.WaitFor(t, "the watcher's credentials to expire", 15*time.Second, func() bool { return !c.Conn().IsConnected() })
 	// gone re-authorised too (or is about to): closed while connected, it
 	// leaves at once rather than after the grace an expiry gets.
-	waitFor(t, gone.MachineID()+" to re-authorise", 10*time.Second, func() bool { return gone.Conn().IsConnected() })
+	stacktest.WaitFor(t, gone.MachineID()+" to re-authorise", 10*time.Second, func() bool { return gone.Conn().IsConnected() })
 	gone.Close()
 	churn1 := stacktest.NewAgent(t, svc, "10.0.0.3_churn1")
 	stacktest.RunAgent(t, svc, churn1)
-	waitFor(t, "the service to see "+gone.MachineID()+" leave", 20*time.Second, func() bool { return !online(svc, gone.MachineID()) })
+	stacktest.WaitFor(t, "the service to see "+gone.MachineID()+" leave", 20*time.Second, func() bool { return !stacktest.Online(svc, gone.MachineID()) })
 	proxy.Resume()
 	waitView(t, w, svc, 15*time.Second)
 	requireResync(t, w, []string{gone.MachineID()}, []string{churn1.MachineID()})
@@ -189,7 +189,7 @@ func TestWatchResyncsAfterCredentialsExpire(t *testing.T) {
 		stacktest.WaitOffline(t, svc, "10.0.0.4_churn2")
 	}
 	churn1.Close()
-	waitFor(t, "churn1 to leave", 20*time.Second, func() bool { return !online(svc, churn1.MachineID()) })
+	stacktest.WaitFor(t, "churn1 to leave", 20*time.Second, func() bool { return !stacktest.Online(svc, churn1.MachineID()) })
 	waitView(t, w, svc, 15*time.Second)
 }
 
@@ -205,10 +205,10 @@ func TestWatchResyncsAfterStall(t *testing.T) {
 	stacktest.WaitOnline(t, svc, stay.MachineID(), k1.MachineID(), k2.MachineID())
 	proxy := stacktest.StartProxy(t, svc.ClientURL())
 	w, _ := watchThrough(t, proxy.URL(), newOperator(t, svc, "watcher", fleet.RoleViewer))
-	waitFor(t, "the service to see the watcher", 5*time.Second, func() bool { return svc.OperatorConnections("watcher") == 1 })
+	stacktest.WaitFor(t, "the service to see the watcher", 5*time.Second, func() bool { return svc.OperatorConnections("watcher") == 1 })
 
 	proxy.Pause()
-	waitFor(t, "the broker to drop the stalled watcher", 15*time.Second, func() bool { return svc.OperatorConnections("watcher") == 0 })
+	stacktest.WaitFor(t, "the broker to drop the stalled watcher", 15*time.Second, func() bool { return svc.OperatorConnections("watcher") == 0 })
 	k1.Close()
 	k2.Close()
 	stacktest.WaitOffline(t, svc, k1.MachineID(), k2.MachineID())
@@ -240,9 +240,9 @@ func TestWatchResyncsAfterBrokerRestart(t *testing.T) {
 	proxy.HoldNew()
 	b.Shutdown()
 	goner.Close()
-	waitFor(t, "the watcher to lose the broker", 5*time.Second, func() bool { return !c.Conn().IsConnected() })
+	stacktest.WaitFor(t, "the watcher to lose the broker", 5*time.Second, func() bool { return !c.Conn().IsConnected() })
 	brokerAt(t, data, addr)
-	waitFor(t, stay.MachineID()+" back ONLINE", 20*time.Second, func() bool { return online(svc, stay.MachineID()) })
+	stacktest.WaitFor(t, stay.MachineID()+" back ONLINE", 20*time.Second, func() bool { return stacktest.Online(svc, stay.MachineID()) })
 	late := stacktest.NewAgent(t, svc, "10.0.0.3_late")
 	stacktest.RunAgent(t, svc, late)
 	proxy.Resume()

@@ -9,6 +9,7 @@ import (
 
 	"github.com/commandcontrol/commandcontrol/bench"
 	"github.com/commandcontrol/commandcontrol/fleet"
+	"github.com/commandcontrol/commandcontrol/internal/stacktest"
 )
 
 // TestFleetCallThroughWorkbench: a call on all three machines with the
@@ -20,7 +21,7 @@ func TestFleetCallThroughWorkbench(t *testing.T) {
 	for _, id := range ids {
 		startAgent(t, svc, id, true)
 	}
-	waitFor(t, "three agents online", 5*time.Second, func() bool { return len(svc.Snapshot().Servers) == 3 })
+	stacktest.WaitFor(t, "three agents online", 5*time.Second, func() bool { return len(svc.Snapshot().Servers) == 3 })
 	c, err := bench.Connect(svc.ClientURL(), bench.WithSeedFile(svc.AdminKeyPath()))
 	if err != nil {
 		t.Fatal(err)
@@ -90,7 +91,7 @@ func TestLateWatcherSeesCurrentListFirst(t *testing.T) {
 	svc := startControl(t, "")
 	a1 := startAgent(t, svc, "10.0.0.1_web01", true)
 	startAgent(t, svc, "10.0.0.2_web02", true)
-	waitFor(t, "agents online", 5*time.Second, func() bool { return len(svc.Snapshot().Servers) == 2 })
+	stacktest.WaitFor(t, "agents online", 5*time.Second, func() bool { return len(svc.Snapshot().Servers) == 2 })
 	c, err := bench.Connect(svc.ClientURL(), bench.WithSeedFile(svc.AdminKeyPath()))
 	if err != nil {
 		t.Fatal(err)
@@ -110,10 +111,10 @@ func TestLateWatcherSeesCurrentListFirst(t *testing.T) {
 		})
 	}()
 	snapshotOf := func() []string { mu.Lock(); defer mu.Unlock(); return append([]string(nil), seen...) }
-	waitFor(t, "snapshot delivered", 5*time.Second, func() bool { return len(snapshotOf()) >= 3 })
+	stacktest.WaitFor(t, "snapshot delivered", 5*time.Second, func() bool { return len(snapshotOf()) >= 3 })
 	a3 := startAgent(t, svc, "10.0.0.3_db01", true)
 	a1.Close()
-	waitFor(t, "live events", 5*time.Second, func() bool { return len(snapshotOf()) >= 5 })
+	stacktest.WaitFor(t, "live events", 5*time.Second, func() bool { return len(snapshotOf()) >= 5 })
 	got := snapshotOf()
 	want := []string{"present 10.0.0.1_web01", "present 10.0.0.2_web02", bench.EventSynced + " "}
 	for i, w := range want {

@@ -145,9 +145,6 @@ func MachineID(prefix string, i int) string {
 	return fmt.Sprintf("10.%d.%d.%d_%s%d", (n>>16)&255, (n>>8)&255, n&255, prefix, i)
 }
 
-// Members lists the simulated machines.
-func (s *Swarm) Members() []Member { return s.members }
-
 // Registrations are the members as machines.import entries.
 func (s *Swarm) Registrations() []fleet.MachineRequest {
 	out := make([]fleet.MachineRequest, len(s.members))
@@ -250,9 +247,6 @@ func loopbackOnly(urls string) bool {
 	}
 	return true
 }
-
-// Agents are the running agents (nil entries for members not started).
-func (s *Swarm) Agents() []*agent.Agent { return s.agents }
 
 // Close disconnects every member and removes the synthetic hosts.
 func (s *Swarm) Close() {

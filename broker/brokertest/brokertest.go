@@ -5,7 +5,6 @@
 package brokertest
 
 import (
-	"log/slog"
 	"testing"
 	"time"
 
@@ -52,11 +51,6 @@ func WithAuthTimeout(d time.Duration) Option {
 	return func(c *broker.Config) { c.AuthTimeout = d }
 }
 
-// WithLogger sends the broker's log to l (it is discarded by default).
-func WithLogger(l *slog.Logger) Option {
-	return func(c *broker.Config) { c.Logger = l }
-}
-
 // WithConfig lets a test change any field of the configuration. Auth is
 // filled in before the options run; Listen defaults to 127.0.0.1:0.
 func WithConfig(f func(*broker.Config)) Option { return Option(f) }
@@ -91,6 +85,14 @@ func Start(t testing.TB, opts ...Option) (*broker.Broker, *Keys) {
 	for _, o := range opts {
 		o(&cfg)
 	}
+	return StartWith(t, cfg), keys
+}
+
+// StartWith starts a broker configured by cfg as it is (its auth keys,
+// listen address and links are the caller's), and shuts it down when the
+// test ends.
+func StartWith(t testing.TB, cfg broker.Config) *broker.Broker {
+	t.Helper()
 	b, err := broker.New(cfg)
 	if err != nil {
 		t.Fatalf("brokertest: %v", err)
@@ -99,7 +101,7 @@ func Start(t testing.TB, opts ...Option) (*broker.Broker, *Keys) {
 		t.Fatalf("brokertest: %v", err)
 	}
 	t.Cleanup(b.Shutdown)
-	return b, keys
+	return b
 }
 
 // Connect connects to b as the nkey user kp (for example keys.Sys), and

@@ -1,18 +1,22 @@
 package main
 
 import (
+	"bufio"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"io"
+	"net"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/commandcontrol/commandcontrol/broker"
 	"github.com/commandcontrol/commandcontrol/controlsvc"
+	"github.com/commandcontrol/commandcontrol/internal/stacktest"
 )
 
 func authFile(t *testing.T) string {
@@ -75,12 +79,31 @@ func TestConfigFileAndFlags(t *testing.T) {
 	}
 }
 
-// TestRunServesUntilCancelled starts the real broker on a free port.
+// TestRunServesUntilCancelled starts the real broker on a free port,
+// waits until it greets a client there, and stops it by cancelling: run
+// returns and the port no longer serves.
 func TestRunServesUntilCancelled(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var log stacktest.Buffer
 	done := make(chan error, 1)
-	go func() { done <- run(ctx, []string{"--auth", authFile(t), "--listen", "127.0.0.1:0"}, io.Discard) }()
-	time.Sleep(300 * time.Millisecond)
+	go func() { done <- run(ctx, []string{"--auth", authFile(t), "--listen", "127.0.0.1:0"}, &log) }()
+	listening := regexp.MustCompile(`Listening for client connections on (127\.0\.0\.1:\d+)`)
+	var addr string
+	stacktest.WaitFor(t, "the broker to listen (its log says where)", 10*time.Second, func() bool {
+		select {
+		case err := <-done:
+			t.Fatalf("run returned before it was cancelled: %v\n%s", err, log.String())
+		default:
+		}
+		if m := listening.FindStringSubmatch(log.String()); m != nil {
+			addr = m[1]
+		}
+		return addr != ""
+	})
+	if greeting := natsGreeting(addr); !strings.HasPrefix(greeting, "INFO {") {
+		t.Fatalf("a client at %s got %q, want the broker's INFO", addr, greeting)
+	}
 	cancel()
 	select {
 	case err := <-done:
@@ -90,6 +113,22 @@ func TestRunServesUntilCancelled(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("run did not return")
 	}
+	if greeting := natsGreeting(addr); greeting != "" {
+		t.Fatalf("%s still serves after run returned: %q", addr, greeting)
+	}
+}
+
+// natsGreeting is the first line a client connecting to addr reads ("" when
+// nothing answers there).
+func natsGreeting(addr string) string {
+	c, err := net.DialTimeout("tcp", addr, 5*time.Second)
+	if err != nil {
+		return ""
+	}
+	defer c.Close()
+	_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	line, _ := bufio.NewReader(c).ReadString('\n')
+	return line
 }
 
 // TestLeafSiteCommand: leaf-site writes a private secret file, never

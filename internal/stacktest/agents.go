@@ -25,7 +25,14 @@ func MachineKey(t testing.TB, id string) nkeys.KeyPair {
 // registry, added by "test".
 func RegisterMachine(t testing.TB, svc *controlsvc.Service, id string, labels map[string]string) {
 	t.Helper()
-	if _, err := svc.Registry().AddMachine(id, Pub(t, MachineKey(t, id)), labels, "test", false); err != nil {
+	RegisterKey(t, svc, id, Pub(t, MachineKey(t, id)), labels)
+}
+
+// RegisterKey adds machine id with public key pub and labels to the
+// registry, added by "test".
+func RegisterKey(t testing.TB, svc *controlsvc.Service, id, pub string, labels map[string]string) {
+	t.Helper()
+	if _, err := svc.Registry().AddMachine(id, pub, labels, "test", false); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -36,21 +43,53 @@ func RegisterMachine(t testing.TB, svc *controlsvc.Service, id string, labels ma
 // Start it with a.Start(ctx); whether it is let in depends on the registry.
 func NewAgent(t testing.TB, svc *controlsvc.Service, id string, fns ...functions.Function) *agent.Agent {
 	t.Helper()
-	set := functions.New(&functions.Env{MachineID: id})
-	for _, f := range fns {
-		if err := set.Add(f); err != nil {
-			t.Fatal(err)
-		}
+	return NewAgentWith(t, agent.Config{URL: svc.ClientURL(), MachineID: id}, fns...)
+}
+
+// NewAgentWith is [NewAgent] configured by cfg (its URL, MachineID, limits
+// and NATS options): what cfg leaves unset is filled in — the key is the
+// [MachineKey], the functions are the built-ins and fns, reconnects are
+// at most 300ms apart, the log is [Logger]'s. It is closed when the test
+// ends.
+func NewAgentWith(t testing.TB, cfg agent.Config, fns ...functions.Function) *agent.Agent {
+	t.Helper()
+	id := cfg.MachineID
+	if cfg.Key == nil && cfg.KeyFile == "" {
+		cfg.Key = MachineKey(t, id)
 	}
-	a, err := agent.New(agent.Config{
-		URL: svc.ClientURL(), Key: MachineKey(t, id), MachineID: id, Functions: set,
-		MaxReconnectDelay: 300 * time.Millisecond, Logger: Logger().With("side", "agent"),
-	})
+	if cfg.Functions == nil && cfg.FunctionsDir == "" {
+		set := functions.New(&functions.Env{MachineID: id})
+		for _, f := range fns {
+			if err := set.Add(f); err != nil {
+				t.Fatal(err)
+			}
+		}
+		cfg.Functions = set
+	} else if len(fns) > 0 {
+		t.Fatal("stacktest.NewAgentWith: fns and cfg's functions both given")
+	}
+	if cfg.MaxReconnectDelay == 0 {
+		cfg.MaxReconnectDelay = 300 * time.Millisecond
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = Logger().With("side", "agent", "machine", id)
+	}
+	a, err := agent.New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(a.Close)
 	return a
+}
+
+// Spawn starts a (see [NewAgentWith]) without waiting for anything: it
+// may be let in or refused, as the test wants to see. The agent runs until
+// the test ends or a.Close.
+func Spawn(t testing.TB, a *agent.Agent) {
+	t.Helper()
+	if err := a.Start(t.Context()); err != nil {
+		t.Fatal(err)
+	}
 }
 
 // StartAgent registers machine id with labels, starts its agent (see

@@ -17,12 +17,11 @@ type Proxy struct {
 	ln     net.Listener
 	target string
 
-	mu       sync.Mutex
-	paused   bool          // no byte and no close crosses
-	holding  bool          // new connections wait
-	resume   chan struct{} // closed by Resume
-	conns    map[net.Conn]struct{}
-	accepted int
+	mu      sync.Mutex
+	paused  bool          // no byte and no close crosses
+	holding bool          // new connections wait
+	resume  chan struct{} // closed by Resume
+	conns   map[net.Conn]struct{}
 }
 
 // StartProxy listens on a free loopback port and forwards each connection
@@ -83,13 +82,6 @@ func (p *Proxy) Cut() {
 	}
 }
 
-// Accepted is how many connections the proxy has accepted so far.
-func (p *Proxy) Accepted() int {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return p.accepted
-}
-
 // wait returns once the gate is open: held (a new connection) or paused
 // (an established one).
 func (p *Proxy) wait(held func() bool) {
@@ -114,7 +106,6 @@ func (p *Proxy) serve() {
 			return
 		}
 		p.mu.Lock()
-		p.accepted++
 		p.conns[c] = struct{}{}
 		p.mu.Unlock()
 		go p.forward(c)

@@ -5,10 +5,12 @@
 // the helpers only choose identities and wait for the state a test needs.
 //
 // Keys derived with [Key] are deterministic, so golden files can show them.
-// Set STACKTEST_LOG=1 to see the control service's and the agents' logs.
+// Set STACKTEST_LOG=1 (or E2E_LOG=1) to see the control service's, the
+// brokers' and the agents' logs.
 package stacktest
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"crypto/tls"
@@ -23,6 +25,7 @@ import (
 	"github.com/nats-io/nkeys"
 
 	"github.com/commandcontrol/commandcontrol/broker"
+	"github.com/commandcontrol/commandcontrol/broker/brokertest"
 	"github.com/commandcontrol/commandcontrol/controlsvc"
 	"github.com/commandcontrol/commandcontrol/fleet"
 )
@@ -42,10 +45,10 @@ const PingInterval = 5 * time.Second
 // the control service being down does not wait long for the refusal.
 const ExternalPingInterval = 2 * time.Second
 
-// Logger returns a logger for the stack: discarded unless STACKTEST_LOG is
-// set.
+// Logger returns a logger for the stack: discarded unless STACKTEST_LOG
+// or E2E_LOG is set.
 func Logger() *slog.Logger {
-	if os.Getenv("STACKTEST_LOG") != "" {
+	if os.Getenv("STACKTEST_LOG") != "" || os.Getenv("E2E_LOG") != "" {
 		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	}
 	return slog.New(slog.DiscardHandler)
@@ -59,6 +62,32 @@ func Key(t testing.TB, name string) nkeys.KeyPair {
 	kp, err := nkeys.FromRawSeed(nkeys.PrefixByteUser, raw[:])
 	if err != nil {
 		t.Fatal(err)
+	}
+	return kp
+}
+
+// NewKey returns a fresh random user nkey, for a test that needs a key no
+// other test derives.
+func NewKey(t testing.TB) nkeys.KeyPair {
+	t.Helper()
+	kp, err := nkeys.CreateUser()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return kp
+}
+
+// LoadKey reads the nkey seed file path (as [WriteSeed] or the control
+// service writes it: the seed and a newline).
+func LoadKey(t testing.TB, path string) nkeys.KeyPair {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kp, err := nkeys.FromSeed(bytes.TrimSpace(b))
+	if err != nil {
+		t.Fatalf("seed file %s: %v", path, err)
 	}
 	return kp
 }
@@ -139,7 +168,7 @@ func StartControl(t testing.TB, opts ...Option) *controlsvc.Service {
 			t.Fatal(err)
 		}
 	}
-	svc, err := controlsvc.New(controlsvc.Config{
+	return StartControlWith(t, controlsvc.Config{
 		DataDir:   cfg.dataDir,
 		BrokerURL: cfg.brokerURL,
 		BrokerTLS: cfg.brokerTLS,
@@ -148,6 +177,14 @@ func StartControl(t testing.TB, opts ...Option) *controlsvc.Service {
 		Broker: broker.Config{Listen: "127.0.0.1:0", PingInterval: PingInterval},
 		Logger: Logger().With("side", "control"),
 	})
+}
+
+// StartControlWith starts a control service configured by cfg as it is
+// (an empty DataDir is the caller's mistake, not a default) and stops it
+// when the test ends; a test may Close it earlier.
+func StartControlWith(t testing.TB, cfg controlsvc.Config) *controlsvc.Service {
+	t.Helper()
+	svc, err := controlsvc.New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -182,15 +219,7 @@ func BrokerAuth(t testing.TB, dataDir string) broker.AuthKeys {
 func StartBroker(t testing.TB, dataDir string) *broker.Broker {
 	t.Helper()
 	auth := BrokerAuth(t, dataDir)
-	b, err := broker.New(broker.Config{Listen: "127.0.0.1:0", Auth: auth, PingInterval: ExternalPingInterval, Logger: Logger().With("side", "broker")})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := b.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(b.Shutdown)
-	return b
+	return brokertest.StartWith(t, broker.Config{Listen: "127.0.0.1:0", Auth: auth, PingInterval: ExternalPingInterval, Logger: Logger().With("side", "broker")})
 }
 
 // AdminSeed returns the seed of the admin key the control service created
@@ -241,6 +270,14 @@ func Dial(url string, kp nkeys.KeyPair, name string, opts ...nats.Option) (*nats
 	return nats.Connect(url, append(base, opts...)...)
 }
 
+// Reconnecting is a [Dial] option that undoes its nats.NoReconnect: the
+// connection reconnects as an operator's tools do, e.g. across a broker
+// restart.
+var Reconnecting nats.Option = func(o *nats.Options) error {
+	o.AllowReconnect = true
+	return nil
+}
+
 // Connect is [Dial] that fails the test on an error and closes the
 // connection when the test ends.
 func Connect(t testing.TB, url string, kp nkeys.KeyPair, name string, opts ...nats.Option) *nats.Conn {
@@ -287,16 +324,35 @@ func WaitOffline(t testing.TB, svc *controlsvc.Service, ids ...string) {
 // [WaitTimeout]. Unlike WaitOnline and WaitOffline it may run on any
 // goroutine, e.g. in a [Hook].
 func Await(svc *controlsvc.Service, id string, online bool) error {
-	deadline := time.Now().Add(WaitTimeout)
-	for Online(svc, id) != online {
-		if time.Now().After(deadline) {
-			state := "ONLINE"
-			if !online {
-				state = "OFFLINE"
-			}
-			return fmt.Errorf("machine %s is not %s after %s", id, state, WaitTimeout)
-		}
-		time.Sleep(5 * time.Millisecond)
+	if poll(WaitTimeout, 5*time.Millisecond, func() bool { return Online(svc, id) == online }) {
+		return nil
 	}
-	return nil
+	state := "ONLINE"
+	if !online {
+		state = "OFFLINE"
+	}
+	return fmt.Errorf("machine %s is not %s after %s", id, state, WaitTimeout)
+}
+
+// poll checks cond every interval until it holds (true) or d has passed
+// (false).
+func poll(d, every time.Duration, cond func() bool) bool {
+	deadline := time.Now().Add(d)
+	for !cond() {
+		if time.Now().After(deadline) {
+			return false
+		}
+		time.Sleep(every)
+	}
+	return true
+}
+
+// WaitFor checks cond every 20ms until it holds, for at most d, and fails
+// the test naming what it waited for when it does not. cond may do a
+// round trip (a call, a control request): the pace keeps that cheap.
+func WaitFor(t testing.TB, what string, d time.Duration, cond func() bool) {
+	t.Helper()
+	if !poll(d, 20*time.Millisecond, cond) {
+		t.Fatalf("timed out after %s waiting for %s", d, what)
+	}
 }
