@@ -374,18 +374,6 @@ func (c *callout) handle(m *nats.Msg, at time.Time) {
 	_ = m.Respond(out)
 }
 
-// authorize turns one (possibly encrypted) authorization request into the
-// signed (and then encrypted) response the broker expects.
-func (c *callout) authorize(data []byte, serverXKey string) ([]byte, error) {
-	return c.authorizeAt(data, serverXKey, "")
-}
-
-// authorizeAt is authorize for a request from the brokers of site ("":
-// the hub's own).
-func (c *callout) authorizeAt(data []byte, serverXKey, site string) ([]byte, error) {
-	return c.authorizeQueued(data, serverXKey, site, time.Time{})
-}
-
 // authorizeQueued is authorizeAt for a request that arrived at received
 // (zero: now): a site's request (or one without an expiry) that waited
 // past calloutMaxWait is stale whatever its expiry says.
@@ -442,12 +430,6 @@ func (c *callout) authorizeQueued(data []byte, serverXKey, site string, received
 		}
 	}
 	return out, nil
-}
-
-// decide returns the user claims for an authorised connection to the
-// hub's brokers, or the reason it is refused.
-func (c *callout) decide(req *jwt.AuthorizationRequestClaims) (*jwt.UserClaims, error) {
-	return c.decideAt(req, "")
 }
 
 // decideAt is decide for a connection to the brokers of site ("": the

@@ -104,9 +104,6 @@ func LoadOrCreateSeed(path string, create func() (nkeys.KeyPair, error)) (nkeys.
 	return kp, err
 }
 
-// LoadSeed reads an nkey seed file, refusing one that group or others can read.
-func LoadSeed(path string) (nkeys.KeyPair, error) { return keyfile.ReadSeed(seedWhat, path) }
-
 // seedWhat is what the service's refusals call a seed file.
 const seedWhat = "key file"
 

@@ -184,9 +184,6 @@ func (p *presence) removeLocked(k connKey, reason string) {
 	p.emitLocked(fleet.EventLeft, id, reason)
 }
 
-// expire ends the grace of machine id now (whichever grace is running).
-func (p *presence) expire(id string) { p.expireGrace(id, 0) }
-
 // expireGrace ends the grace of machine id if grace g (0: any) is still the
 // one running, so a stale timer that lost the race to a reconnect cannot
 // cut a later grace short.

@@ -331,3 +331,16 @@ func TestSetCustomKeepsGoFunctions(t *testing.T) {
 		t.Errorf("the Go function was replaced: %v", res)
 	}
 }
+
+// Definitions lists the definitions being served, by name.
+func (l *Loader) Definitions() map[string]Definition {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	out := make(map[string]Definition, len(l.served))
+	for k, v := range l.served {
+		if fn, ok := l.set.Lookup(k); ok && fn == v.fn {
+			out[k] = v.def
+		}
+	}
+	return out
+}

@@ -80,19 +80,6 @@ func (l *Loader) Set(defs []Definition) (changed bool, errs []error) {
 	return changed, errs
 }
 
-// Definitions lists the definitions being served, by name.
-func (l *Loader) Definitions() map[string]Definition {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	out := make(map[string]Definition, len(l.served))
-	for k, v := range l.served {
-		if fn, ok := l.set.Lookup(k); ok && fn == v.fn {
-			out[k] = v.def
-		}
-	}
-	return out
-}
-
 // LoadDir (re)loads the definitions of dir and serves them ([Loader.Set]).
 // Each bad file is logged with its file and field and left out; the others
 // are served. When dir itself cannot be read (other than not existing) the

@@ -28,6 +28,7 @@ import (
 	"github.com/commandcontrol/commandcontrol/broker/brokertest"
 	"github.com/commandcontrol/commandcontrol/controlsvc"
 	"github.com/commandcontrol/commandcontrol/fleet"
+	"github.com/commandcontrol/commandcontrol/internal/keyfile"
 )
 
 // WaitTimeout bounds every wait of this package (a machine coming ONLINE,
@@ -226,7 +227,7 @@ func StartBroker(t testing.TB, dataDir string) *broker.Broker {
 // (or was given) at first start.
 func AdminSeed(t testing.TB, svc *controlsvc.Service) []byte {
 	t.Helper()
-	kp, err := controlsvc.LoadSeed(svc.AdminKeyPath())
+	kp, err := keyfile.ReadSeed("key file", svc.AdminKeyPath())
 	if err != nil {
 		t.Fatal(err)
 	}
