@@ -64,3 +64,21 @@ func (f nameFilter) match(name string) bool {
 func errUnavailable(format string, args ...any) error {
 	return fleet.Errorf(fleet.CodeUnavailable, format, args...)
 }
+
+// nameArg is the optional `name` argument of the functions that list
+// packages; example shows a glob.
+func nameArg(example string) Arg {
+	return Arg{Name: "name", Type: TypeString,
+		Help: "only packages whose name contains this text, or matches this glob" + example}
+}
+
+// packagesNamed reads the installed packages and the `name` filter of
+// args: what every function that lists packages starts with.
+func packagesNamed(db *pkgdb.DB, args Args) (nameFilter, string, []pkgdb.Package, error) {
+	filter, err := newNameFilter(args.String("name"))
+	if err != nil {
+		return nameFilter{}, "", nil, err
+	}
+	manager, pkgs, err := loadPackages(db)
+	return filter, manager, pkgs, err
+}

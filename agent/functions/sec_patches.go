@@ -147,17 +147,12 @@ func (f *secPatches) Spec() Spec {
 		Name:     fleet.FnInstalledSecPatches,
 		Help:     "security updates pending and installed: apt's -security index, dnf/yum advisories, apk upgrades, Windows hotfixes, macOS install history",
 		ReadOnly: fleet.ReadOnlyBuiltin(fleet.FnInstalledSecPatches),
-		Args: []Arg{{Name: "name", Type: TypeString,
-			Help: "only packages whose name contains this text, or matches this glob"}},
+		Args:     []Arg{nameArg("")},
 	}
 }
 
 func (f *secPatches) Call(ctx context.Context, args Args) (any, error) {
-	filter, err := newNameFilter(args.String("name"))
-	if err != nil {
-		return nil, err
-	}
-	manager, pkgs, err := loadPackages(f.db)
+	filter, manager, pkgs, err := packagesNamed(f.db, args)
 	if err != nil {
 		return nil, err
 	}

@@ -27,17 +27,12 @@ func (f *swList) Spec() Spec {
 		Name:     fleet.FnSwList,
 		Help:     "installed software (dpkg, rpm, apk; Windows Uninstall keys; macOS apps and Homebrew) with version, arch, source, vendor and install time",
 		ReadOnly: fleet.ReadOnlyBuiltin(fleet.FnSwList),
-		Args: []Arg{{Name: "name", Type: TypeString,
-			Help: "only packages whose name contains this text, or matches this glob (lib*ssl*)"}},
+		Args:     []Arg{nameArg(" (lib*ssl*)")},
 	}
 }
 
 func (f *swList) Call(ctx context.Context, args Args) (any, error) {
-	filter, err := newNameFilter(args.String("name"))
-	if err != nil {
-		return nil, err
-	}
-	manager, pkgs, err := loadPackages(f.db)
+	filter, manager, pkgs, err := packagesNamed(f.db, args)
 	if err != nil {
 		return nil, err
 	}

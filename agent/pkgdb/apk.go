@@ -25,11 +25,7 @@ func parseApkInstalled(data []byte) []Package {
 	}
 	for len(data) > 0 {
 		var line []byte
-		if i := bytes.IndexByte(data, '\n'); i >= 0 {
-			line, data = data[:i], data[i+1:]
-		} else {
-			line, data = data, nil
-		}
+		line, data = nextLine(data)
 		line = bytes.TrimRight(line, "\r")
 		if len(line) == 0 {
 			flush()

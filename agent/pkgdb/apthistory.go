@@ -79,11 +79,7 @@ func parseHistoryLog(data []byte, loc *time.Location) []aptTransaction {
 	}
 	for len(data) > 0 {
 		var line []byte
-		if i := bytes.IndexByte(data, '\n'); i >= 0 {
-			line, data = data[:i], data[i+1:]
-		} else {
-			line, data = data, nil
-		}
+		line, data = nextLine(data)
 		line = bytes.TrimRight(line, " \t\r")
 		if len(line) == 0 {
 			flush()

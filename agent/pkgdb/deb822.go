@@ -32,11 +32,7 @@ func scanStanzas(data []byte, fn func(stanza) bool) {
 	var cur stanza
 	for len(data) > 0 {
 		var line []byte
-		if i := bytes.IndexByte(data, '\n'); i >= 0 {
-			line, data = data[:i], data[i+1:]
-		} else {
-			line, data = data, nil
-		}
+		line, data = nextLine(data)
 		line = bytes.TrimSuffix(line, []byte("\r"))
 		if len(bytes.Trim(line, " \t")) == 0 {
 			if len(cur) > 0 && !fn(cur) {
@@ -57,4 +53,13 @@ func scanStanzas(data []byte, fn func(stanza) bool) {
 	if len(cur) > 0 {
 		fn(cur)
 	}
+}
+
+// nextLine splits data at its first newline: the line without it, and
+// what follows (nil after the last line).
+func nextLine(data []byte) (line, rest []byte) {
+	if i := bytes.IndexByte(data, '\n'); i >= 0 {
+		return data[:i], data[i+1:]
+	}
+	return data, nil
 }
