@@ -455,6 +455,12 @@ func (a *Agent) handle(r receipt, m *nats.Msg) {
 		a.reply(r, reply, fn, 0, nil, fleet.Errorf(fleet.CodeBadRequest, "the %s header is %d bytes; at most %d are allowed", fleet.HeaderCallID, len(id), fleet.MaxCallIDLen))
 		return
 	}
+	if err := fleet.CheckCallID(reply, id); err != nil {
+		// One call id, one call token: the audit tells calls apart by
+		// the reply subject, so copies under one token must be one call.
+		a.reply(r, reply, fn, 0, nil, fleet.Errorf(fleet.CodeBadRequest, "%v", err))
+		return
+	}
 	if id != "" && a.calls.has(key) {
 		a.repeat(r, subject, id)
 		return

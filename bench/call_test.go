@@ -221,7 +221,7 @@ func TestCallIDRunsOnce(t *testing.T) {
 		t.Helper()
 		sent++
 		m := nats.NewMsg(subject)
-		m.Reply = fleet.CallReply(key, target, "c", sent)
+		m.Reply = fleet.CallReply(key, target, id, sent)
 		m.Header.Set(fleet.HeaderCallID, id)
 		if err := nc.PublishMsg(m); err != nil {
 			t.Fatal(err)
@@ -253,6 +253,53 @@ func TestCallIDRunsOnce(t *testing.T) {
 	}
 	if n := runs.Load(); n != 2 {
 		t.Fatalf("the function ran %d times, want 2", n)
+	}
+}
+
+// TestCallIDMustBeTheCallToken: copies under one reply call token with
+// other call ids (each would run, and the audit, which tells calls apart
+// by the token, would record one) are refused 400 without running; the
+// copy whose id is the token runs once.
+func TestCallIDMustBeTheCallToken(t *testing.T) {
+	f := startFleet(t)
+	var runs atomic.Int32
+	f.agent("10.0.0.1_web01", nil, stacktest.Func("bump", func(context.Context, functions.Args) (any, error) {
+		return runs.Add(1), nil
+	}))
+	nc := f.connect(f.Admin).Conn()
+	key := nc.Opts.Nkey
+	sub, err := nc.SubscribeSync(fleet.OperatorInboxWildcard(key))
+	if err != nil {
+		t.Fatal(err)
+	}
+	web01 := fleet.MachineToken("10.0.0.1_web01")
+	for i, id := range []string{"tok", "other-1", "other-2"} {
+		m := nats.NewMsg(fleet.FnSubject("10.0.0.1_web01", "bump", key))
+		m.Reply = fleet.CallReply(key, web01, "tok", i)
+		m.Header.Set(fleet.HeaderCallID, id)
+		if err := nc.PublishMsg(m); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var got []string
+	for range 3 {
+		m, err := sub.NextMsg(5 * time.Second)
+		if err != nil {
+			t.Fatalf("after %q: %v", got, err)
+		}
+		if code := m.Header.Get(fleet.HeaderErrorCode); code != "" {
+			got = append(got, code+" "+m.Header.Get(fleet.HeaderError))
+		} else {
+			got = append(got, string(m.Data))
+		}
+	}
+	slices.Sort(got)
+	if len(got) != 3 || got[0] != "1" || !strings.HasPrefix(got[1], "400 ") || !strings.HasPrefix(got[2], "400 ") ||
+		!strings.Contains(got[1], "is not the call token") {
+		t.Fatalf("replies %q, want one run and two 400s naming the call token", got)
+	}
+	if n := runs.Load(); n != 1 {
+		t.Fatalf("the function ran %d times, want 1", n)
 	}
 }
 

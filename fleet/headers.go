@@ -15,8 +15,9 @@ const (
 // that re-sends a call to machines that have not answered yet (the
 // workbench does, see bench.Client.Stream) sends every copy with the same
 // id, and an agent runs a call id at most once, answering only the first
-// copy that reaches it. Calls without it (a hand-made `nats req`) are run
-// as they come.
+// copy that reaches it. It must be the call token of the reply subject
+// (see [CheckCallID]); an agent refuses any other (400). Calls without it
+// (a hand-made `nats req`) are run as they come.
 const HeaderCallID = "Cc-Call"
 
 // MaxCallIDLen bounds a call id; an agent refuses a longer one (400), so

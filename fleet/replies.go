@@ -172,3 +172,22 @@ func AgentReply(reply, caller, tok string) (string, error) {
 	}
 	return "", fmt.Errorf("reply subject %q names target %q, not this machine (%s) or %s", reply, r.Target, tok, ReplyToAll)
 }
+
+// CheckCallID accepts a call id (the [HeaderCallID] header) only when it is
+// the call token of the call's reply subject ("" is no id: accepted). An
+// agent runs a call id once, and the control service's audit tells calls
+// apart by their reply subjects' call tokens: were the two free, copies
+// with other ids under one token would each run and be audited as one.
+func CheckCallID(reply, id string) error {
+	if id == "" {
+		return nil
+	}
+	r, err := ParseCallReply(reply)
+	if err != nil {
+		return err
+	}
+	if r.Call != id {
+		return fmt.Errorf("the %s header %q is not the call token %q of the reply subject %s: give each call its own token, and every copy of it the same %s", HeaderCallID, id, r.Call, reply, HeaderCallID)
+	}
+	return nil
+}
