@@ -423,8 +423,16 @@ func (a *Agent) handle(r receipt, m *nats.Msg) {
 	reply, err := fleet.AgentReply(m.Reply, call.Caller, a.tok)
 	if err != nil {
 		// The caller chose a reply subject this machine may not (or
-		// must not) answer on; there is nowhere to send an error.
-		a.log.Warn("call refused: "+err.Error(), "subject", subject)
+		// must not) answer on; there is nowhere to send an error. It
+		// costs the caller's rate like any call, and is logged at WARN
+		// only within the caller's refusal budget: a flood of them (a
+		// viewer's broadcasts) costs each agent a bounded log.
+		_ = a.share.admit(call.Caller)
+		if a.share.answer(call.Caller) {
+			a.log.Warn("call refused: "+err.Error(), "subject", subject)
+		} else {
+			a.log.Debug("call refused: "+err.Error(), "subject", subject)
+		}
 		r.settle(dropped{fleet.Errorf(fleet.CodeBadRequest, "%v", err), "nowhere this machine may answer"})
 		return
 	}
