@@ -143,6 +143,29 @@ func TestCallMatcherCopiesWithoutCallID(t *testing.T) {
 	}
 }
 
+// The same id-less request sent twice on one reply subject runs twice on
+// the agent (it has no id to tell a repeat by), so it is two records,
+// each with its own answer; a third answer is a duplicate.
+func TestCallMatcherRepeatsWithoutCallID(t *testing.T) {
+	f := newMatchFixture(t, "web01")
+	subj := fleet.FnSubject("web01", "bump", wBob)
+	reply := fleet.CallReply(wBob, "web01", "same", 0)
+	f.request(subj, reply, "", `{"n":1}`)
+	f.request(subj, reply, "", `{"n":1}`)
+	f.answer(reply, "bump", 0, "")
+	f.answer(reply, "bump", 0, "")
+	f.answer(reply, "bump", 0, "")
+	f.advance(time.Second)
+	if len(f.recs) != 2 {
+		t.Fatalf("got %d records, want 2 (the agent ran it twice): %+v", len(f.recs), f.recs)
+	}
+	for _, r := range f.recs {
+		if r.Targets != 1 || r.OK != 1 || string(r.Args) != `{"n":1}` {
+			t.Fatalf("record %+v, want one target answered ok with the call's arguments", r)
+		}
+	}
+}
+
 // A broadcast expects every ONLINE machine; one that answers unexpected
 // (it came online meanwhile) is added; those silent are no-response.
 func TestCallMatcherBroadcast(t *testing.T) {
