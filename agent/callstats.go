@@ -3,10 +3,12 @@ package agent
 import (
 	"errors"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
 	"github.com/commandcontrol/commandcontrol/fleet"
+	"github.com/commandcontrol/commandcontrol/internal/termsafe"
 	"github.com/nats-io/nats.go/micro"
 )
 
@@ -75,7 +77,7 @@ func (s *callStats) asyncError(err error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.errors++
-	s.lastError = err.Error()
+	s.lastError = statsText(err.Error())
 }
 
 // snapshot is the endpoint's statistics in micro's schema.
@@ -93,14 +95,30 @@ func (s *callStats) snapshot() micro.EndpointStats {
 // statsError is err as micro's last_error shows an error answered with
 // micro.Request.Error, "code:description": the code and description the
 // caller was answered, or would have been for a call dropped unanswered.
+//
+// Any admin reads it (`nats micro stats`), whoever's call it was, and a
+// description may quote what a caller sent: so it is cut, like the
+// audit's, to maxStatsError bytes, and escaped (internal/termsafe) so no
+// caller's control or bidi characters reach an admin's terminal.
 func statsError(err error) string {
 	var d dropped
 	if errors.As(err, &d) {
 		code, desc := describe(d.err)
-		return code + ":" + desc + " (not answered: " + d.reason + ")"
+		return code + ":" + statsText(desc) + " (not answered: " + d.reason + ")"
 	}
 	code, desc := describe(err)
-	return code + ":" + desc
+	return code + ":" + statsText(desc)
+}
+
+// maxStatsError bounds the description a last_error shows.
+const maxStatsError = 200
+
+// statsText is desc cut to maxStatsError bytes and made safe to print.
+func statsText(desc string) string {
+	if len(desc) > maxStatsError {
+		desc = strings.ToValidUTF8(desc[:maxStatsError], "") + "…"
+	}
+	return termsafe.String(desc)
 }
 
 // describe is err as a reply's error headers carry it: its code

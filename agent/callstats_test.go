@@ -85,6 +85,15 @@ func TestCallStats(t *testing.T) {
 	if st := s.snapshot(); st.LastError != "500:line one line two" {
 		t.Errorf("last error: got %q", st.LastError)
 	}
+
+	// Any admin reads it: a caller's text is cut like the audit's and its
+	// C1 and bidi controls are escaped before they reach a terminal.
+	s.receive().settle(fleet.Errorf(fleet.CodeBadRequest, "%s", "bad \u009b31m \u202eevil"+strings.Repeat("x", 500)))
+	st = s.snapshot()
+	if strings.ContainsRune(st.LastError, '\u009b') || strings.ContainsRune(st.LastError, '\u202e') ||
+		len(st.LastError) > len("400:")+maxStatsError*4+len("…") || !strings.HasPrefix(st.LastError, "400:bad ") {
+		t.Errorf("a caller's text in last_error: got %q (%d bytes), want it cut and escaped", st.LastError, len(st.LastError))
+	}
 }
 
 // TestCallStatsConcurrent: calls settled from many goroutines at once
