@@ -42,6 +42,11 @@ const (
 	DefaultAuthTimeout  = 5 * time.Second
 )
 
+// MinMaxPayload is the smallest max payload a broker accepts (flag or
+// config file): below it the callout's and the control service's own
+// messages do not fit.
+const MinMaxPayload = 1024
+
 // AuthKeys are the public keys the broker must know about the control
 // service: who may sign user JWTs in callout responses and which nkey users
 // bypass the callout because they are the control service itself.
@@ -162,7 +167,8 @@ type Config struct {
 	// AllowPlaintextLeaf lets a leaf listener or a link to a hub off
 	// loopback run without TLS (e.g. inside a VPN).
 	AllowPlaintextLeaf bool
-	// MaxPayload bounds one message (default 1 MiB).
+	// MaxPayload bounds one message (default 1 MiB; at least
+	// MinMaxPayload).
 	MaxPayload int32
 	// Logger receives the server's log; nil discards it.
 	Logger *slog.Logger
@@ -235,6 +241,9 @@ func (cfg Config) WithDefaults() Config {
 func Options(cfg *Config) (*server.Options, error) {
 	if err := cfg.Auth.Validate(); err != nil {
 		return nil, fmt.Errorf("broker: %w", err)
+	}
+	if cfg.MaxPayload != 0 && cfg.MaxPayload < MinMaxPayload {
+		return nil, fmt.Errorf("broker: max payload %d bytes is too small: the callout's and the control service's messages need at least %d; give e.g. 4194304, or nothing for 1 MiB", cfg.MaxPayload, MinMaxPayload)
 	}
 	c := cfg.WithDefaults()
 	cfg = &c

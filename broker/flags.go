@@ -127,8 +127,8 @@ func (f *Flags) Register(fs *flag.FlagSet) {
 	fs.IntVar(&fc.MaxPingsOut, "max-pings-out", DefaultMaxPingsOut, "broker: unanswered pings before a client is dropped")
 	fs.Func("max-payload", "broker: largest message in bytes (default 1 MiB); a hub with a remote site of more than about 6,000 machines needs more (the site link's permissions are one message)", func(v string) error {
 		n, err := strconv.ParseInt(v, 10, 32)
-		if err != nil || n < 1024 {
-			return fmt.Errorf("want a number of bytes of at least 1024, e.g. 4194304")
+		if err != nil || n < MinMaxPayload {
+			return fmt.Errorf("want a number of bytes of at least %d, e.g. 4194304", MinMaxPayload)
 		}
 		fc.MaxPayload = int32(n)
 		return nil
@@ -311,8 +311,8 @@ func (f *Flags) mergeFile(fc *fileConfig, set map[string]bool) error {
 	if !set["allow-plaintext-leaf"] && file.AllowPlaintextLeaf {
 		fc.AllowPlaintextLeaf = true
 	}
-	if !set["max-payload"] && file.MaxPayload > 0 {
-		fc.MaxPayload = file.MaxPayload
+	if !set["max-payload"] && file.MaxPayload != 0 {
+		fc.MaxPayload = file.MaxPayload // checked by Options, as a flag's
 	}
 	if !set["max-pings-out"] && file.MaxPingsOut > 0 {
 		fc.MaxPingsOut = file.MaxPingsOut

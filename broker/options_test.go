@@ -3,6 +3,7 @@ package broker_test
 import (
 	"reflect"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -53,5 +54,20 @@ func TestOptionsLeavesConfigAlone(t *testing.T) {
 				t.Errorf("Options changed the hub: before %+v, after %+v", before.Hub, cfg.Hub)
 			}
 		})
+	}
+}
+
+// TestOptionsRefusesTinyMaxPayload: a max payload below broker.MinMaxPayload is
+// refused whichever way it came (a config file skips the flag's check).
+func TestOptionsRefusesTinyMaxPayload(t *testing.T) {
+	for _, n := range []int32{16, -5, broker.MinMaxPayload - 1} {
+		cfg := broker.Config{Auth: validAuth(t), Listen: "127.0.0.1:0", MaxPayload: n}
+		if _, err := broker.Options(&cfg); err == nil || !strings.Contains(err.Error(), "max payload") {
+			t.Errorf("max payload %d: got %v, want a refusal naming it", n, err)
+		}
+	}
+	cfg := broker.Config{Auth: validAuth(t), Listen: "127.0.0.1:0", MaxPayload: broker.MinMaxPayload}
+	if _, err := broker.Options(&cfg); err != nil {
+		t.Errorf("max payload %d: %v", broker.MinMaxPayload, err)
 	}
 }
