@@ -222,7 +222,14 @@ func Create(path string, data []byte) error {
 		return err
 	}
 	defer os.Remove(tmp)
-	if err := os.Link(tmp, path); err != nil {
+	err = link(tmp, path)
+	if err != nil && linkUnsupported(err) {
+		// No hard links here (vfat, some FUSE or SMB mounts): create the
+		// file itself, exclusively. A crash while writing may leave it
+		// half-written, which reading it then reports.
+		return createExcl(path, data)
+	}
+	if err != nil {
 		if errors.Is(err, fs.ErrExist) {
 			if fi, lerr := os.Lstat(path); lerr == nil && fi.Mode()&fs.ModeSymlink != 0 {
 				return fmt.Errorf("create %s: %w", path, symlinkError("file", path))
@@ -231,6 +238,44 @@ func Create(path string, data []byte) error {
 		return fmt.Errorf("create %s: %w", path, unwrapLink(err))
 	}
 	return nil
+}
+
+// link is os.Link; tests replace it to stand for a filesystem without
+// hard links.
+var link = os.Link
+
+// createExcl writes data to a new file at path, mode 0600, that must not
+// exist (not even as a symbolic link), synced before it is closed.
+func createExcl(path string, data []byte) error {
+	f, err := openExcl(path)
+	if err != nil {
+		if fi, lerr := os.Lstat(path); lerr == nil && fi.Mode()&fs.ModeSymlink != 0 {
+			return fmt.Errorf("create %s: %w", path, symlinkError("file", path))
+		}
+		return fmt.Errorf("create %s: %w", path, unwrapPath(err))
+	}
+	_, err = f.Write(data)
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		os.Remove(path)
+		return fmt.Errorf("create %s: %w", path, err)
+	}
+	return nil
+}
+
+// unwrapPath turns an *fs.PathError into its underlying error, the path
+// being said already.
+func unwrapPath(err error) error {
+	var pe *fs.PathError
+	if errors.As(err, &pe) {
+		return pe.Err
+	}
+	return err
 }
 
 // unwrapLink turns os.Link's error about both names into the underlying

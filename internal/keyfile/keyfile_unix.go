@@ -3,6 +3,7 @@
 package keyfile
 
 import (
+	"errors"
 	"io/fs"
 	"os"
 	"syscall"
@@ -18,6 +19,12 @@ func openNoFollow(path string) (*os.File, error) {
 	return os.OpenFile(path, os.O_RDONLY|syscall.O_NOFOLLOW|syscall.O_NONBLOCK, 0)
 }
 
+// openExcl creates path, mode 0600, failing when anything is there, a
+// symbolic link included.
+func openExcl(path string) (*os.File, error) {
+	return os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL|syscall.O_NOFOLLOW, 0o600)
+}
+
 // fileOwner returns the uid that owns fi.
 func fileOwner(fi fs.FileInfo) (int, bool) {
 	st, ok := fi.Sys().(*syscall.Stat_t)
@@ -25,4 +32,16 @@ func fileOwner(fi fs.FileInfo) (int, bool) {
 		return 0, false
 	}
 	return int(st.Uid), true
+}
+
+// linkUnsupported says os.Link failed because the filesystem cannot make
+// a hard link there (vfat, some FUSE or SMB mounts), not because of the
+// file: then Create writes the file itself.
+func linkUnsupported(err error) bool {
+	for _, e := range []error{syscall.EPERM, syscall.ENOTSUP, syscall.EOPNOTSUPP, syscall.EXDEV, syscall.EMLINK} {
+		if errors.Is(err, e) {
+			return true
+		}
+	}
+	return false
 }

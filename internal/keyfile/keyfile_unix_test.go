@@ -179,3 +179,65 @@ func TestFIFOKeyRefused(t *testing.T) {
 	_, err := keyfile.Read("key file", p)
 	wantUnsafe(t, "fifo", err, "key file "+p+" is not a regular file")
 }
+
+// TestCreateWithoutHardLinks: where link(2) fails for want of support
+// (vfat, some FUSE or SMB mounts), Create writes the file itself: 0600,
+// never over an existing file or through a symbolic link, and no
+// temporary file is left behind.
+func TestCreateWithoutHardLinks(t *testing.T) {
+	for _, errno := range []syscall.Errno{syscall.EPERM, syscall.ENOTSUP, syscall.EOPNOTSUPP, syscall.EXDEV, syscall.EMLINK} {
+		t.Run(errno.Error(), func(t *testing.T) {
+			calls := 0
+			defer keyfile.SetLink(func(o, n string) error {
+				calls++
+				return &os.LinkError{Op: "link", Old: o, New: n, Err: errno}
+			})()
+			dir := t.TempDir()
+			p := filepath.Join(dir, "leaf-dc2.secret")
+			if err := keyfile.Create(p, []byte("first\n")); err != nil {
+				t.Fatalf("Create: %v", err)
+			}
+			if calls != 1 {
+				t.Errorf("link called %d times, want 1", calls)
+			}
+			fi, err := os.Lstat(p)
+			if err != nil || !fi.Mode().IsRegular() || fi.Mode().Perm() != 0o600 {
+				t.Fatalf("created %v, %v; want a regular file of mode 0600", fi, err)
+			}
+			if b, err := keyfile.Read("site secret", p); err != nil || string(b) != "first\n" {
+				t.Errorf("read back %q, %v", b, err)
+			}
+			if err := keyfile.Create(p, []byte("second\n")); !errors.Is(err, fs.ErrExist) {
+				t.Errorf("second Create: got %v, want fs.ErrExist", err)
+			}
+			if b, _ := os.ReadFile(p); string(b) != "first\n" {
+				t.Errorf("file holds %q after a refused Create", b)
+			}
+			if ents, _ := os.ReadDir(dir); len(ents) != 1 {
+				t.Errorf("directory holds %d entries, want the file only", len(ents))
+			}
+			elsewhere := filepath.Join(dir, "elsewhere")
+			link := filepath.Join(dir, "linked.secret")
+			if err := os.Symlink(elsewhere, link); err != nil {
+				t.Fatal(err)
+			}
+			if err := keyfile.Create(link, []byte("x\n")); !errors.Is(err, keyfile.ErrUnsafe) {
+				t.Errorf("Create over a dangling symlink: got %v, want a refusal", err)
+			}
+			if _, err := os.Lstat(elsewhere); !errors.Is(err, fs.ErrNotExist) {
+				t.Errorf("Create followed the symlink to %s", elsewhere)
+			}
+		})
+	}
+	// Any other link failure is reported, not worked around.
+	defer keyfile.SetLink(func(o, n string) error {
+		return &os.LinkError{Op: "link", Old: o, New: n, Err: syscall.EIO}
+	})()
+	p := filepath.Join(t.TempDir(), "s")
+	if err := keyfile.Create(p, []byte("x")); !errors.Is(err, syscall.EIO) {
+		t.Errorf("EIO: got %v", err)
+	}
+	if _, err := os.Lstat(p); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("EIO: a file was left at %s", p)
+	}
+}
