@@ -82,7 +82,7 @@ images: static demo-keys
 
 ## compose-up / compose-down: the demo stack (control + 3 accepted agents)
 compose-up: images
-	$(COMPOSE) up -d
+	CC_UID=$$(id -u) CC_GID=$$(id -g) $(COMPOSE) up -d
 	@echo "query it: bin/cc-bench --key deploy/compose/demo/keys/operator.nk servers  (make build first)"
 
 compose-down:

@@ -54,6 +54,7 @@ cleanup() {
   if [ $rc -ne 0 ]; then "${compose[@]}" logs --tail=40 2>&1 || true; fi
   "${compose[@]}" down -v --remove-orphans >/dev/null 2>&1 || true
   [ -n "${watch_pid:-}" ] && kill "$watch_pid" 2>/dev/null || true
+  if [ -n "${chowned:-}" ]; then chown 0:0 deploy/compose/demo/keys/demo-*.nk || true; fi
   if [ -n "$dockerd_pid" ]; then kill "$dockerd_pid" 2>/dev/null || true; wait "$dockerd_pid" 2>/dev/null || true; fi
   exit $rc
 }
@@ -62,6 +63,18 @@ trap cleanup EXIT
 log "building binaries, demo keys and the image"
 make -s images COMPOSE="${compose[*]}"
 go build -o bin/ ./cmd/cc-bench
+
+# The agents run as the user who owns their keys (cc-agent refuses a key
+# another user owns): CC_UID/CC_GID, as make compose-up sets them. Run as
+# root (CI), play a developer with uid 1000 who ran make demo-keys.
+export CC_UID CC_GID
+CC_UID=$(id -u)
+CC_GID=$(id -g)
+if [ "$CC_UID" = 0 ]; then
+  chowned=1
+  chown 1000:1000 deploy/compose/demo/keys/demo-*.nk
+  CC_UID=1000 CC_GID=1000
+fi
 
 log "up (broker on 127.0.0.1:$CC_PORT, metrics on 127.0.0.1:$CC_METRICS_PORT)"
 "${compose[@]}" up -d

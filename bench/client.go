@@ -35,8 +35,10 @@ var (
 	ErrNoKey = errors.New("no operator key")
 	// ErrBadSeed means the key given is not an operator (user) nkey seed.
 	ErrBadSeed = errors.New("not an operator nkey seed")
-	// ErrKeyFileMode means the seed file can be read by group or others.
-	ErrKeyFileMode = keyfile.ErrReadable
+	// ErrKeyFileMode means the seed file is refused as unsafe: group or
+	// others can read it, it is a symbolic link, another user owns it, or
+	// others can write its directory (the error says which, and the fix).
+	ErrKeyFileMode = keyfile.ErrUnsafe
 	// ErrUnreachable means no broker accepted a connection at the URL.
 	ErrUnreachable = errors.New("broker unreachable")
 	// ErrRefused means the broker refused the key: it is not registered as
@@ -84,7 +86,7 @@ func WithSeedFile(path string) Option {
 		// Whoever can read the seed is that operator: the same rule
 		// cc-control and cc-agent apply to theirs.
 		b, err := keyfile.Read("operator key file", path)
-		if errors.Is(err, keyfile.ErrReadable) {
+		if errors.Is(err, keyfile.ErrUnsafe) {
 			c.seedErr = err
 			return
 		}

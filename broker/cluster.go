@@ -34,7 +34,7 @@ func ReadClusterSecret(path string) (string, error) {
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
 		return "", fmt.Errorf("cluster secret: %w (create one with: cc-broker cluster-secret --secret-out %s)", err, path)
-	case errors.Is(err, keyfile.ErrReadable):
+	case errors.Is(err, keyfile.ErrUnsafe):
 		return "", err
 	case err != nil:
 		return "", fmt.Errorf("cluster secret: %w", err)

@@ -344,7 +344,7 @@ func LoadLeafSites(path string) ([]LeafSite, error) {
 // cc-broker leaf-site); it must not be readable by group or others.
 func ReadLeafSecret(path string) (string, error) {
 	b, err := keyfile.Read("site secret", path)
-	if errors.Is(err, keyfile.ErrReadable) {
+	if errors.Is(err, keyfile.ErrUnsafe) {
 		return "", err
 	}
 	if err != nil {

@@ -114,7 +114,7 @@ func checkSeedMode(path string) error {
 	switch {
 	case err == nil, errors.Is(err, fs.ErrNotExist):
 		return nil
-	case errors.Is(err, keyfile.ErrReadable):
+	case errors.Is(err, keyfile.ErrUnsafe):
 		return err
 	}
 	return fmt.Errorf("key file %s: %w", path, err)

@@ -1,22 +1,30 @@
 // Package keyfile reads and writes the files that hold secrets: nkey
 // seeds, the cluster and site secrets, TLS private keys. Each is written
-// with mode 0600 and refused, on reading, when group or others can read
-// it: whoever can read the file holds the identity or secret it carries.
-// Every refusal says the same thing (ModeError): the file, its mode, and
-// the chmod to run.
+// with mode 0600 and, on reading, refused (like ssh's StrictModes) when
+// another user could read it or could have put it there:
+//
+//   - group or others can read it (ModeError: the file, its mode and the
+//     chmod to run);
+//   - it is a symbolic link, or not a regular file;
+//   - it belongs to a user other than the one reading it (or root);
+//   - its directory is writable by group or others without the sticky bit.
+//
+// The file is opened once, without following a final symbolic link, and
+// checked (fstat) and read through that one handle: nothing can swap it
+// between the check and the read.
 //
 // Windows has no such mode bits (Go reports 0666 for every writable
-// file), so there the file's ACL is left to the administrator and no mode
-// is checked.
+// file) nor Unix owners, so there the file's ACL is left to the
+// administrator and only the file's kind is checked.
 package keyfile
 
 import (
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
-	"runtime"
 	"strings"
 
 	"github.com/nats-io/nkeys"
@@ -24,6 +32,10 @@ import (
 
 // ErrReadable is what every ModeError is (test with errors.Is).
 var ErrReadable = errors.New("key file readable by others")
+
+// ErrUnsafe is what every refusal of a key file is (test with
+// errors.Is): a ModeError or an UnsafeError.
+var ErrUnsafe = errors.New("key file unsafe")
 
 // ModeError refuses a file that group or others can read.
 type ModeError struct {
@@ -38,33 +50,128 @@ func (e *ModeError) Error() string {
 		e.What, e.Path, e.Mode, e.Mode, e.Path)
 }
 
-// Is makes errors.Is(err, ErrReadable) true.
-func (e *ModeError) Is(target error) bool { return target == ErrReadable }
+// Is makes errors.Is(err, ErrReadable) and errors.Is(err, ErrUnsafe) true.
+func (e *ModeError) Is(target error) bool { return target == ErrReadable || target == ErrUnsafe }
 
-// Check refuses the file at path, described as what, when group or others
-// can read it. Its error for a file that cannot be stat'ed (one that does
-// not exist: errors.Is fs.ErrNotExist) is os.Stat's.
+// UnsafeError refuses a key file another user could have planted or
+// swapped: a symbolic link, a file owned by someone else, a file in a
+// directory others can write. Its message names the file, what is wrong,
+// and what to do.
+type UnsafeError struct {
+	What string
+	Path string
+	// Problem says what is wrong ("is a symbolic link…"), Fix what to do.
+	Problem, Fix string
+}
+
+func (e *UnsafeError) Error() string {
+	return fmt.Sprintf("%s %s %s; %s", e.What, e.Path, e.Problem, e.Fix)
+}
+
+// Is makes errors.Is(err, ErrUnsafe) true.
+func (e *UnsafeError) Is(target error) bool { return target == ErrUnsafe }
+
+// Check refuses the file at path, described as what, when it is unsafe
+// (see the package comment). Its error for a file that does not exist
+// wraps fs.ErrNotExist.
 func Check(what, path string) error {
-	fi, err := os.Stat(path)
+	f, err := open(what, path)
 	if err != nil {
 		return err
 	}
-	return checkMode(what, path, fi)
+	return f.Close()
 }
 
-func checkMode(what, path string, fi fs.FileInfo) error {
-	if perm := fi.Mode().Perm(); runtime.GOOS != "windows" && perm&0o077 != 0 {
+// Read returns the contents of the file at path after Check, read through
+// the handle that was checked.
+func Read(what, path string) ([]byte, error) {
+	f, err := open(what, path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	b, err := io.ReadAll(f)
+	if err != nil {
+		return nil, fmt.Errorf("read %s %s: %w", what, path, err)
+	}
+	return b, nil
+}
+
+// open checks the directory of path, opens path without following a final
+// symbolic link and checks the open file (checkFile); the caller reads
+// from and closes the file returned.
+func open(what, path string) (*os.File, error) {
+	if err := checkDir(what, path); err != nil {
+		return nil, err
+	}
+	f, err := openNoFollow(path)
+	if err != nil {
+		if fi, lerr := os.Lstat(path); lerr == nil && fi.Mode()&fs.ModeSymlink != 0 {
+			return nil, symlinkError(what, path)
+		}
+		return nil, err
+	}
+	fi, err := f.Stat()
+	if err == nil {
+		err = checkFile(what, path, fi)
+	}
+	if err != nil {
+		f.Close()
+		return nil, err
+	}
+	return f, nil
+}
+
+func symlinkError(what, path string) error {
+	target, _ := os.Readlink(path)
+	return &UnsafeError{What: what, Path: path,
+		Problem: fmt.Sprintf("is a symbolic link (to %s): a key is read only from a regular file, since whoever can change the link chooses the key", target),
+		Fix:     "pass the real file's path, or replace the link with the file itself"}
+}
+
+// checkFile refuses the open file fi at path unless it is a regular
+// file, and, where there are Unix modes and owners, one that only its
+// owner can read and that belongs to this process's user or to root.
+func checkFile(what, path string, fi fs.FileInfo) error {
+	if !fi.Mode().IsRegular() {
+		return &UnsafeError{What: what, Path: path,
+			Problem: fmt.Sprintf("is not a regular file (%v)", fi.Mode().Type()),
+			Fix:     "a key must be a regular file: pass the path of one"}
+	}
+	if !unixModes {
+		return nil
+	}
+	if perm := fi.Mode().Perm(); perm&0o077 != 0 {
 		return &ModeError{What: what, Path: path, Mode: perm}
+	}
+	if uid, ok := fileOwner(fi); ok {
+		if me := os.Geteuid(); uid != me && uid != 0 {
+			return &UnsafeError{What: what, Path: path,
+				Problem: fmt.Sprintf("is owned by uid %d, not by uid %d who runs this: a key must belong to the user that uses it (or root), or that user holds it too", uid, me),
+				Fix:     fmt.Sprintf("if it is yours, run: chown %d %s; to use another user's (a service's) key, use a copy you own: install -m 600 -o %d %s COPY", me, path, me, path)}
+		}
 	}
 	return nil
 }
 
-// Read returns the file at path after Check.
-func Read(what, path string) ([]byte, error) {
-	if err := Check(what, path); err != nil {
-		return nil, err
+// checkDir refuses path when its directory is writable by group or others
+// without the sticky bit: another user could then replace the key. A
+// directory that cannot be stat'ed is left to open to report.
+func checkDir(what, path string) error {
+	if !unixModes {
+		return nil
 	}
-	return os.ReadFile(path)
+	dir := filepath.Dir(path)
+	fi, err := os.Stat(dir)
+	if err != nil {
+		return nil
+	}
+	if m := fi.Mode(); m.Perm()&0o022 != 0 && m&fs.ModeSticky == 0 {
+		return &UnsafeError{What: what, Path: path,
+			Problem: fmt.Sprintf("is in directory %s of mode %#o (%v), which others can write: they could replace the key", dir, m.Perm(), m.Perm()),
+			Fix:     "run: chmod go-w " + dir}
+	}
+	return nil
 }
 
 // ReadSeed reads an nkey seed (surrounding white space ignored) from the
@@ -115,10 +222,60 @@ func Create(path string, data []byte) error {
 		return err
 	}
 	defer os.Remove(tmp)
-	if err := os.Link(tmp, path); err != nil {
+	err = link(tmp, path)
+	if err != nil && linkUnsupported(err) {
+		// No hard links here (vfat, some FUSE or SMB mounts): create the
+		// file itself, exclusively. A crash while writing may leave it
+		// half-written, which reading it then reports.
+		return createExcl(path, data)
+	}
+	if err != nil {
+		if errors.Is(err, fs.ErrExist) {
+			if fi, lerr := os.Lstat(path); lerr == nil && fi.Mode()&fs.ModeSymlink != 0 {
+				return fmt.Errorf("create %s: %w", path, symlinkError("file", path))
+			}
+		}
 		return fmt.Errorf("create %s: %w", path, unwrapLink(err))
 	}
 	return nil
+}
+
+// link is os.Link; tests replace it to stand for a filesystem without
+// hard links.
+var link = os.Link
+
+// createExcl writes data to a new file at path, mode 0600, that must not
+// exist (not even as a symbolic link), synced before it is closed.
+func createExcl(path string, data []byte) error {
+	f, err := openExcl(path)
+	if err != nil {
+		if fi, lerr := os.Lstat(path); lerr == nil && fi.Mode()&fs.ModeSymlink != 0 {
+			return fmt.Errorf("create %s: %w", path, symlinkError("file", path))
+		}
+		return fmt.Errorf("create %s: %w", path, unwrapPath(err))
+	}
+	_, err = f.Write(data)
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		os.Remove(path)
+		return fmt.Errorf("create %s: %w", path, err)
+	}
+	return nil
+}
+
+// unwrapPath turns an *fs.PathError into its underlying error, the path
+// being said already.
+func unwrapPath(err error) error {
+	var pe *fs.PathError
+	if errors.As(err, &pe) {
+		return pe.Err
+	}
+	return err
 }
 
 // unwrapLink turns os.Link's error about both names into the underlying
