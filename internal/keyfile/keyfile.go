@@ -145,13 +145,28 @@ func checkFile(what, path string, fi fs.FileInfo) error {
 		return &ModeError{What: what, Path: path, Mode: perm}
 	}
 	if uid, ok := fileOwner(fi); ok {
-		if me := os.Geteuid(); uid != me && uid != 0 {
+		if me := os.Geteuid(); uid != me && uid != 0 && !(me == 0 && privateDirOf(path, uid)) {
 			return &UnsafeError{What: what, Path: path,
-				Problem: fmt.Sprintf("is owned by uid %d, not by uid %d who runs this: a key must belong to the user that uses it (or root), or that user holds it too", uid, me),
+				Problem: fmt.Sprintf("is owned by uid %d, not by uid %d who runs this: a key must belong to the user that uses it or root (root may also use one in its owner's private directory, mode 0700)", uid, me),
 				Fix:     fmt.Sprintf("if it is yours, run: chown %d %s; to use another user's (a service's) key, use a copy you own: install -m 600 -o %d %s COPY", me, path, me, path)}
 		}
 	}
 	return nil
+}
+
+// privateDirOf reports whether path's directory belongs to uid and no one
+// else may enter it (mode 0700 or less): a service's own state directory
+// (systemd's StateDirectory under a DynamicUser), where only uid and root
+// can have put a file. Root may read a key owned by uid there (`sudo
+// cc-bench --key /var/lib/cc-control/admin.nk`); anywhere else another
+// user's key could have been planted for root to use.
+func privateDirOf(path string, uid int) bool {
+	fi, err := os.Stat(filepath.Dir(path))
+	if err != nil {
+		return false
+	}
+	owner, ok := fileOwner(fi)
+	return ok && owner == uid && fi.Mode().Perm()&0o077 == 0
 }
 
 // checkDir refuses path when its directory is writable by group or others

@@ -4,6 +4,7 @@ package keyfile_test
 
 import (
 	"errors"
+	"fmt"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -239,5 +240,42 @@ func TestCreateWithoutHardLinks(t *testing.T) {
 	}
 	if _, err := os.Lstat(p); !errors.Is(err, fs.ErrNotExist) {
 		t.Errorf("EIO: a file was left at %s", p)
+	}
+}
+
+// TestRootReadsServiceKeyInItsPrivateDir: root may use a key owned by
+// another user in that user's own private directory (a systemd
+// DynamicUser's StateDirectory, mode 0700: `sudo cc-bench --key
+// /var/lib/cc-control/admin.nk`), where only that user and root can have
+// put it; the same key in a directory others may enter is refused.
+func TestRootReadsServiceKeyInItsPrivateDir(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to own files as another user")
+	}
+	for _, tc := range []struct {
+		mode fs.FileMode
+		ok   bool
+	}{{0o700, true}, {0o750, false}, {0o755, false}} {
+		dir := filepath.Join(t.TempDir(), "state")
+		if err := os.Mkdir(dir, tc.mode); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chmod(dir, tc.mode); err != nil { // past the umask
+			t.Fatal(err)
+		}
+		key := filepath.Join(dir, "admin.nk")
+		plantSeed(t, key)
+		for _, p := range []string{key, dir} {
+			if err := os.Chown(p, 65534, 65534); err != nil {
+				t.Fatal(err)
+			}
+		}
+		_, err := keyfile.Read("key file", key)
+		if tc.ok && err != nil {
+			t.Errorf("service key in its %#o directory: %v", tc.mode, err)
+		}
+		if !tc.ok {
+			wantUnsafe(t, fmt.Sprintf("service key in a %#o directory", tc.mode), err, "owned by uid 65534")
+		}
 	}
 }
