@@ -90,9 +90,12 @@ func Read(what, path string) ([]byte, error) {
 		return nil, err
 	}
 	defer f.Close()
-	b, err := io.ReadAll(f)
+	b, err := io.ReadAll(io.LimitReader(f, MaxSize+1))
 	if err != nil {
 		return nil, fmt.Errorf("read %s %s: %w", what, path, err)
+	}
+	if len(b) > MaxSize {
+		return nil, sizeError(what, path)
 	}
 	return b, nil
 }
@@ -122,6 +125,17 @@ func open(what, path string) (*os.File, error) {
 	return f, nil
 }
 
+// MaxSize bounds a key or secret file: a PEM private key or an nkey seed
+// is a few KiB at most, and a planted huge (or sparse) file must not fill
+// the reader's memory.
+const MaxSize = 64 << 10
+
+func sizeError(what, path string) error {
+	return &UnsafeError{What: what, Path: path,
+		Problem: fmt.Sprintf("is larger than %d KiB, which no key is", MaxSize>>10),
+		Fix:     "pass the path of the key file itself"}
+}
+
 func symlinkError(what, path string) error {
 	target, _ := os.Readlink(path)
 	return &UnsafeError{What: what, Path: path,
@@ -138,6 +152,9 @@ func checkFile(what, path string, fi fs.FileInfo) error {
 			Problem: fmt.Sprintf("is not a regular file (%v)", fi.Mode().Type()),
 			Fix:     "a key must be a regular file: pass the path of one"}
 	}
+	if fi.Size() > MaxSize {
+		return sizeError(what, path)
+	}
 	if !unixModes {
 		return nil
 	}
@@ -145,28 +162,53 @@ func checkFile(what, path string, fi fs.FileInfo) error {
 		return &ModeError{What: what, Path: path, Mode: perm}
 	}
 	if uid, ok := fileOwner(fi); ok {
-		if me := os.Geteuid(); uid != me && uid != 0 && !(me == 0 && privateDirOf(path, uid)) {
+		if me := os.Geteuid(); uid != me && uid != 0 && !(me == 0 && privateDirOf(path, uid, fi)) {
 			return &UnsafeError{What: what, Path: path,
-				Problem: fmt.Sprintf("is owned by uid %d, not by uid %d who runs this: a key must belong to the user that uses it or root (root may also use one in its owner's private directory, mode 0700)", uid, me),
+				Problem: fmt.Sprintf("is owned by uid %d, not by uid %d who runs this: a key must belong to the user that uses it or root (root may also use one in a service's private state directory: mode 0700, below directories only root can write)", uid, me),
 				Fix:     fmt.Sprintf("if it is yours, run: chown %d %s; to use another user's (a service's) key, use a copy you own: install -m 600 -o %d %s COPY", me, path, me, path)}
 		}
 	}
 	return nil
 }
 
-// privateDirOf reports whether path's directory belongs to uid and no one
-// else may enter it (mode 0700 or less): a service's own state directory
-// (systemd's StateDirectory under a DynamicUser), where only uid and root
-// can have put a file. Root may read a key owned by uid there (`sudo
-// cc-bench --key /var/lib/cc-control/admin.nk`); anywhere else another
-// user's key could have been planted for root to use.
-func privateDirOf(path string, uid int) bool {
-	fi, err := os.Stat(filepath.Dir(path))
+// privateDirOf reports whether the file opened (fi) at path lies in a
+// service's own state directory: one that belongs to uid, that no one
+// else may enter (mode 0700 or less), and whose every ancestor belongs to
+// root and is writable by no one else (as systemd's StateDirectory of a
+// DynamicUser, /var/lib/private/<name>). Only uid and root can have put a
+// file there, or moved the directory, so root may read uid's key in it
+// (`sudo cc-bench --key /var/lib/cc-control/admin.nk`). Anywhere else —
+// a user's own private directory, or one below a directory a user owns —
+// that user could have planted a key for root to use.
+func privateDirOf(path string, uid int, fi fs.FileInfo) bool {
+	dir, err := filepath.EvalSymlinks(filepath.Dir(path))
 	if err != nil {
 		return false
 	}
-	owner, ok := fileOwner(fi)
-	return ok && owner == uid && fi.Mode().Perm()&0o077 == 0
+	dfi, err := os.Lstat(dir)
+	if err != nil {
+		return false
+	}
+	if owner, ok := fileOwner(dfi); !ok || owner != uid || !dfi.IsDir() || dfi.Mode().Perm()&0o077 != 0 {
+		return false
+	}
+	// The file opened is the one in that directory, whatever the path
+	// named on the way.
+	if here, err := os.Lstat(filepath.Join(dir, filepath.Base(path))); err != nil || !os.SameFile(here, fi) {
+		return false
+	}
+	for d := filepath.Dir(dir); ; d = filepath.Dir(d) {
+		afi, err := os.Lstat(d)
+		if err != nil {
+			return false
+		}
+		if owner, ok := fileOwner(afi); !ok || owner != 0 || !afi.IsDir() || afi.Mode().Perm()&0o022 != 0 {
+			return false
+		}
+		if d == filepath.Dir(d) {
+			return true
+		}
+	}
 }
 
 // checkDir refuses path when its directory is writable by group or others

@@ -4,7 +4,6 @@ package keyfile_test
 
 import (
 	"errors"
-	"fmt"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -243,39 +242,115 @@ func TestCreateWithoutHardLinks(t *testing.T) {
 	}
 }
 
+// rootOnlyDir makes a directory whose every ancestor belongs to root and
+// is writable by no one else (t.TempDir() is below /tmp, which everyone
+// may write), or skips.
+func rootOnlyDir(t *testing.T) string {
+	for _, base := range []string{"/run", "/var/lib", "/"} {
+		if fi, err := os.Stat(base); err != nil || fi.Mode().Perm()&0o022 != 0 {
+			continue
+		}
+		dir, err := os.MkdirTemp(base, "cc-keyfile-test-")
+		if err != nil {
+			continue
+		}
+		t.Cleanup(func() { os.RemoveAll(dir) })
+		return dir
+	}
+	t.Skip("no directory below root-only ones to test in")
+	return ""
+}
+
 // TestRootReadsServiceKeyInItsPrivateDir: root may use a key owned by
-// another user in that user's own private directory (a systemd
-// DynamicUser's StateDirectory, mode 0700: `sudo cc-bench --key
-// /var/lib/cc-control/admin.nk`), where only that user and root can have
-// put it; the same key in a directory others may enter is refused.
+// another user in a service's private state directory (systemd's
+// StateDirectory of a DynamicUser: 0700, below directories only root can
+// write: `sudo cc-bench --key /var/lib/cc-control/admin.nk`), where only
+// that user and root can have put it. It refuses the same key in a
+// directory others may enter, in a user's own private directory below a
+// directory anyone can write, and in a private directory below one the
+// user owns (who could swap the whole directory for one of their own).
 func TestRootReadsServiceKeyInItsPrivateDir(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("needs root to own files as another user")
 	}
-	for _, tc := range []struct {
-		mode fs.FileMode
-		ok   bool
-	}{{0o700, true}, {0o750, false}, {0o755, false}} {
-		dir := filepath.Join(t.TempDir(), "state")
-		if err := os.Mkdir(dir, tc.mode); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.Chmod(dir, tc.mode); err != nil { // past the umask
-			t.Fatal(err)
-		}
-		key := filepath.Join(dir, "admin.nk")
-		plantSeed(t, key)
-		for _, p := range []string{key, dir} {
-			if err := os.Chown(p, 65534, 65534); err != nil {
+	const svc = 65534
+	chown := func(uid int, paths ...string) {
+		for _, p := range paths {
+			if err := os.Chown(p, uid, uid); err != nil {
 				t.Fatal(err)
 			}
 		}
+	}
+	mkdir := func(dir string, mode fs.FileMode) string {
+		if err := os.Mkdir(dir, mode); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chmod(dir, mode); err != nil { // past the umask
+			t.Fatal(err)
+		}
+		return dir
+	}
+	for _, tc := range []struct {
+		name string
+		base string
+		mode fs.FileMode
+		ok   bool
+	}{
+		{"service state dir", rootOnlyDir(t), 0o700, true},
+		{"dir others may enter", rootOnlyDir(t), 0o750, false},
+		{"private dir below /tmp", t.TempDir(), 0o700, false},
+	} {
+		dir := mkdir(filepath.Join(tc.base, "state"), tc.mode)
+		key := filepath.Join(dir, "admin.nk")
+		plantSeed(t, key)
+		chown(svc, key, dir)
 		_, err := keyfile.Read("key file", key)
 		if tc.ok && err != nil {
-			t.Errorf("service key in its %#o directory: %v", tc.mode, err)
+			t.Errorf("%s: %v", tc.name, err)
 		}
 		if !tc.ok {
-			wantUnsafe(t, fmt.Sprintf("service key in a %#o directory", tc.mode), err, "owned by uid 65534")
+			wantUnsafe(t, tc.name, err, "owned by uid 65534")
 		}
 	}
+
+	// A user who owns a directory above the key's can swap the key's
+	// directory for a private one of their own.
+	app := mkdir(filepath.Join(rootOnlyDir(t), "app"), 0o755)
+	chown(svc, app)
+	keys := mkdir(filepath.Join(app, "keys"), 0o700)
+	key := filepath.Join(keys, "agent.nk")
+	plantSeed(t, key)
+	chown(svc, key, keys)
+	_, err := keyfile.Read("key file", key)
+	wantUnsafe(t, "private dir below a user's", err, "owned by uid 65534")
+
+	// Through a symbolic link to the service's directory: the directory
+	// checked is the one the file is in.
+	state := mkdir(filepath.Join(rootOnlyDir(t), "state"), 0o700)
+	skey := filepath.Join(state, "admin.nk")
+	plantSeed(t, skey)
+	chown(svc, skey, state)
+	via := filepath.Join(rootOnlyDir(t), "link")
+	if err := os.Symlink(state, via); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := keyfile.Read("key file", filepath.Join(via, "admin.nk")); err != nil {
+		t.Errorf("service key through a link to its directory: %v", err)
+	}
+}
+
+// TestHugeKeyRefused: a key file larger than MaxSize (a planted sparse
+// file, say) is refused before it is read.
+func TestHugeKeyRefused(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "huge.nk")
+	f, err := os.OpenFile(p, os.O_CREATE|os.O_WRONLY, 0o600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Truncate(4 << 30); err != nil { // sparse: no disk used
+		t.Fatal(err)
+	}
+	f.Close()
+	_, err = keyfile.Read("key file", p)
+	wantUnsafe(t, "huge", err, "is larger than 64 KiB")
 }
