@@ -445,6 +445,9 @@ func (a *Agent) handle(r receipt, m *nats.Msg) {
 	// (past the caller's refusal answers) leaves the id free, so the
 	// workbench's re-sent copy runs once the agent has room.
 	id := m.Header.Get(fleet.HeaderCallID)
+	if len(id) <= fleet.MaxCallIDLen {
+		r.callID = id // echoed in the answer, for the audit to match it
+	}
 	key := call.Caller + " " + id
 	settled := func() {
 		if id != "" && len(id) <= fleet.MaxCallIDLen {
@@ -562,6 +565,9 @@ func (a *Agent) RefusalsDropped() int64 { return a.share.dropped.Load() }
 func (a *Agent) reply(r receipt, subject, fn string, took time.Duration, res any, err error) {
 	m := nats.NewMsg(subject)
 	m.Header.Set(fleet.HeaderMachine, a.id)
+	if r.callID != "" {
+		m.Header.Set(fleet.HeaderCallID, r.callID)
+	}
 	if fn != "" {
 		m.Header.Set(fleet.HeaderFunction, fn)
 		m.Header.Set(fleet.HeaderDuration, strconv.FormatFloat(took.Seconds(), 'f', -1, 64))

@@ -51,6 +51,8 @@ func newCallStats(name, subject string, now func() time.Time) *callStats {
 type receipt struct {
 	stats *callStats
 	at    time.Time
+	// callID is the call's id (fleet.HeaderCallID), echoed in its answer.
+	callID string
 }
 
 // receive notes a call received now.

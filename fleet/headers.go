@@ -16,8 +16,9 @@ const (
 // workbench does, see bench.Client.Stream) sends every copy with the same
 // id, and an agent runs a call id at most once, answering only the first
 // copy that reaches it. It must be the call token of the reply subject
-// (see [CheckCallID]); an agent refuses any other (400). Calls without it
-// (a hand-made `nats req`) are run as they come.
+// (see [CheckCallID]); an agent refuses any other (400), and echoes it in
+// its answer so the audit matches the answer to the call it answers.
+// Calls without it (a hand-made `nats req`) are run as they come.
 const HeaderCallID = "Cc-Call"
 
 // MaxCallIDLen bounds a call id; an agent refuses a longer one (400), so
