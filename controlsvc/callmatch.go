@@ -51,22 +51,29 @@ type callMatcher struct {
 	groups map[callGroup][]*watchedCall
 	// open counts each caller's open calls.
 	open map[string]int
+	// latest is the newest open repeat of an id-less call by its base key
+	// (see request), repeatN the number it has.
+	latest  map[string]string
+	repeatN map[string]int
 }
 
 func newCallMatcher(machines onlineMachines, operatorName func(string) (string, bool), wait time.Duration, now func() time.Time, emit func(fleet.AuditRecord)) *callMatcher {
 	return &callMatcher{machines: machines, operatorName: operatorName, wait: wait, now: now, emit: emit,
-		calls: map[string]*watchedCall{}, groups: map[callGroup][]*watchedCall{}, open: map[string]int{}}
+		calls: map[string]*watchedCall{}, groups: map[callGroup][]*watchedCall{}, open: map[string]int{},
+		latest: map[string]string{}, repeatN: map[string]int{}}
 }
 
 type watchedCall struct {
-	key      string
-	group    callGroup
-	rec      fleet.AuditRecord
-	start    time.Time
-	deadline time.Time
-	targets  map[string]*fleet.AuditOutcome // by machine id
-	order    []*fleet.AuditOutcome
-	pending  int
+	// key is the call's key in calls; base its key before a repeat's
+	// " #n" (see request).
+	key, base string
+	group     callGroup
+	rec       fleet.AuditRecord
+	start     time.Time
+	deadline  time.Time
+	targets   map[string]*fleet.AuditOutcome // by machine id
+	order     []*fleet.AuditOutcome
+	pending   int
 	// everyone: the call reaches every ONLINE machine, so one that
 	// answers unexpected (it came online meanwhile) is a target too.
 	everyone bool
@@ -85,6 +92,20 @@ func groupOf(r fleet.ReplySubject, withCopy bool) callGroup {
 	return callGroup{caller: r.Caller, call: r.Call}
 }
 
+// repeats reports whether an id-less request to target ("": every
+// machine) reaches a machine call c already reaches: the agent runs it
+// again.
+func repeats(c *watchedCall, target string) bool {
+	if c.everyone {
+		return true
+	}
+	if target == "" {
+		return len(c.targets) > 0
+	}
+	id, err := fleet.MachineFromToken(target)
+	return err == nil && c.targets[id] != nil
+}
+
 // request opens call req, or adds a copy or target to the call it is one
 // of. A call no agent answers (its reply subject is refused) is not one.
 func (w *callMatcher) request(req callRequest) {
@@ -94,20 +115,25 @@ func (w *callMatcher) request(req callRequest) {
 	call, rs, m := req.call, req.reply, req.msg
 	hasID := m.Header.Get(fleet.HeaderCallID) != ""
 	group := groupOf(rs, !hasID)
-	key := group.caller + " " + group.call + " " + group.copy + " " + call.Function + " " + argsDigest(m.Data)
+	base := group.caller + " " + group.call + " " + group.copy + " " + call.Function + " " + argsDigest(m.Data)
+	key := base
+	if last, ok := w.latest[base]; ok {
+		key = last
+	}
 	c := w.calls[key]
-	if !hasID && req.target != "" {
+	if !hasID && c != nil && repeats(c, req.target) {
 		// Without an id an agent runs every request that reaches it (it
-		// has nothing to tell a repeat by), so a repeat to a machine the
-		// call already holds is a call of its own, with a record of its
-		// own: the same request sent twice is audited twice.
-		if tid, err := fleet.MachineFromToken(req.target); err == nil {
-			base := key
-			for n := 1; c != nil && c.targets[tid] != nil; n++ {
-				key = base + " #" + strconv.Itoa(n)
-				c = w.calls[key]
+		// has nothing to tell a repeat by), so a repeat to machines the
+		// call already reaches is a call of its own, with a record of
+		// its own: the same request sent twice is audited twice.
+		for n := w.repeatN[base] + 1; ; n++ {
+			key = base + " #" + strconv.Itoa(n)
+			if w.calls[key] == nil {
+				w.repeatN[base], w.latest[base] = n, key
+				break
 			}
 		}
+		c = nil
 	}
 	if c == nil {
 		if w.open[call.Caller] >= maxWatchedPerCaller {
@@ -115,15 +141,19 @@ func (w *callMatcher) request(req callRequest) {
 		} else if len(w.calls) >= maxWatchedCalls {
 			w.flushOldest("")
 		}
-		c = w.openCall(key, group, call, m)
+		c = w.openCall(key, base, group, call, m)
 	}
 	now := w.now()
 	if call.Token == "" {
 		c.rec.Broadcast = true
 	}
 	if req.target == "" {
+		if !c.everyone {
+			// A re-sent broadcast copy does not push the call's end
+			// out, as a direct one does not.
+			c.deadline = now.Add(w.wait)
+		}
 		c.everyone = true
-		c.deadline = now.Add(w.wait)
 		w.expectOnline(c)
 		if c.pending <= 0 {
 			c.deadline = now.Add(callLinger)
@@ -161,8 +191,8 @@ func argsDigest(b []byte) string {
 	return hex.EncodeToString(h[:16]) + ":" + strconv.Itoa(len(b))
 }
 
-func (w *callMatcher) openCall(key string, group callGroup, call fleet.Call, m *nats.Msg) *watchedCall {
-	c := &watchedCall{key: key, group: group, start: w.now(), targets: map[string]*fleet.AuditOutcome{}}
+func (w *callMatcher) openCall(key, base string, group callGroup, call fleet.Call, m *nats.Msg) *watchedCall {
+	c := &watchedCall{key: key, base: base, group: group, start: w.now(), targets: map[string]*fleet.AuditOutcome{}}
 	c.rec = fleet.AuditRecord{Time: c.start.UTC(), Kind: fleet.AuditCall, Function: call.Function, Subject: m.Subject,
 		OperatorKey: call.Caller}
 	setCallArgs(&c.rec, m.Data)
@@ -215,7 +245,7 @@ func (w *callMatcher) reply(m *nats.Msg) {
 		// reply, aimed here) is not an answer to a call.
 		return
 	}
-	c, o := w.match(rs, id, fn)
+	c, o := w.match(rs, id, fn, m.Header.Get(fleet.HeaderCallID) != "")
 	if c == nil || (!isOpen(o) && (!isOffline(o) || noResponders)) {
 		// Not a call we saw, or a duplicate: the first answer stands.
 		// Only "offline" gives way, to the answer of a re-sent copy
@@ -238,10 +268,12 @@ func (w *callMatcher) reply(m *nats.Msg) {
 // machine's own answer says which) whose outcome for id is still open,
 // else the first one that has id at all. A call to every machine gains
 // id as a target if it answers unexpectedly.
-func (w *callMatcher) match(rs fleet.ReplySubject, id, fn string) (*watchedCall, *fleet.AuditOutcome) {
-	cands := w.groups[groupOf(rs, true)]
+func (w *callMatcher) match(rs fleet.ReplySubject, id, fn string, echoedID bool) (*watchedCall, *fleet.AuditOutcome) {
+	// An answer to a call with an id echoes it (fleet.HeaderCallID):
+	// such calls are grouped without their copy, id-less ones with it.
+	cands := w.groups[groupOf(rs, !echoedID)]
 	if len(cands) == 0 {
-		cands = w.groups[groupOf(rs, false)]
+		cands = w.groups[groupOf(rs, echoedID)]
 	}
 	var first *watchedCall
 	for _, c := range cands {
@@ -311,6 +343,10 @@ func (w *callMatcher) flushOldest(caller string) {
 
 func (w *callMatcher) flush(c *watchedCall) {
 	delete(w.calls, c.key)
+	if w.latest[c.base] == c.key {
+		delete(w.latest, c.base)
+		delete(w.repeatN, c.base)
+	}
 	if w.open[c.rec.OperatorKey]--; w.open[c.rec.OperatorKey] <= 0 {
 		delete(w.open, c.rec.OperatorKey)
 	}

@@ -360,3 +360,80 @@ func TestCallMatcherBroadcastAimedAtOneMachine(t *testing.T) {
 		t.Fatalf("got %+v (%v), want a broadcast with web01 alone, ok", r, got)
 	}
 }
+
+// answerWithID is answer as an agent answers a call with an id: echoing it.
+func (f *matchFixture) answerWithID(subject, fn, callID string) {
+	m := &nats.Msg{Subject: subject, Data: []byte(`{}`), Header: nats.Header{}}
+	m.Header.Set(fleet.HeaderFunction, fn)
+	m.Header.Set(fleet.HeaderCallID, callID)
+	f.m.reply(m)
+}
+
+// An id-less broadcast sent twice on one reply subject runs twice on
+// every agent, and so does an id-less direct call followed by an id-less
+// broadcast under the same token: each is a record of its own, each
+// answer counted once.
+func TestCallMatcherIdlessBroadcastRepeats(t *testing.T) {
+	f := newMatchFixture(t, "web01", "web02")
+	subj := fleet.AllSubject("bump", wBob)
+	reply := fleet.CallReply(wBob, fleet.ReplyToAll, "t", 0)
+	f.request(subj, reply, "", `{}`)
+	f.request(subj, reply, "", `{}`)
+	for range 2 {
+		f.answer(fleet.CallReply(wBob, "web01", "t", 0), "bump", 0, "")
+		f.answer(fleet.CallReply(wBob, "web02", "t", 0), "bump", 0, "")
+	}
+	f.advance(time.Second)
+	if len(f.recs) != 2 || f.recs[0].OK != 2 || f.recs[1].OK != 2 {
+		t.Fatalf("got %+v, want two broadcast records of 2 ok each (4 runs)", f.recs)
+	}
+
+	f = newMatchFixture(t, "web01")
+	f.request(fleet.FnSubject("web01", "bump", wBob), fleet.CallReply(wBob, "web01", "t", 0), "", `{}`)
+	f.request(subj, reply, "", `{}`)
+	f.answer(fleet.CallReply(wBob, "web01", "t", 0), "bump", 0, "")
+	f.answer(fleet.CallReply(wBob, "web01", "t", 0), "bump", 0, "")
+	f.advance(time.Second)
+	ok := 0
+	for _, r := range f.recs {
+		ok += r.OK
+	}
+	if len(f.recs) != 2 || ok != 2 {
+		t.Fatalf("got %+v, want the direct call and the broadcast recorded apart, 2 runs", f.recs)
+	}
+}
+
+// A copy with an id and a copy without one on the same reply subject are
+// two calls; each answer goes to its own (the agent echoes the id).
+func TestCallMatcherEchoedIDPicksTheCall(t *testing.T) {
+	f := newMatchFixture(t, "web01")
+	subj := fleet.FnSubject("web01", "bump", wBob)
+	reply := fleet.CallReply(wBob, "web01", "X", 1)
+	f.request(subj, reply, "X", `{}`)
+	f.request(subj, reply, "", `{}`)
+	f.answerWithID(reply, "bump", "X")
+	f.answer(reply, "bump", fleet.CodeInternal, "failed")
+	f.advance(time.Second)
+	if len(f.recs) != 2 {
+		t.Fatalf("got %d records, want 2: %+v", len(f.recs), f.recs)
+	}
+	for _, r := range f.recs {
+		if r.Targets != 1 || r.OK+r.Errors != 1 {
+			t.Fatalf("got %+v, want each call answered once", f.recs)
+		}
+	}
+}
+
+// A re-sent broadcast copy does not push the call's end out: a call with
+// a silent machine is recorded wait after its first copy.
+func TestCallMatcherBroadcastResendKeepsTheDeadline(t *testing.T) {
+	f := newMatchFixture(t, "web01")
+	subj := fleet.AllSubject(fleet.FnMachineInfo, wAlice)
+	for i := range 5 {
+		f.request(subj, fleet.CallReply(wAlice, fleet.ReplyToAll, "b", i), "b", ``)
+		f.advance(matchWait / 4)
+	}
+	if len(f.recs) != 1 || f.recs[0].NoResp != 1 {
+		t.Fatalf("after %s of re-sends: %+v, want the call recorded with web01 silent", matchWait*5/4, f.recs)
+	}
+}
