@@ -27,6 +27,8 @@ const (
 	// operator's oldest is recorded early, so a flood of calls nobody
 	// answers cannot push other operators' calls out.
 	maxWatchedPerCaller = maxWatchedCalls / 4
+	// maxCopiesKept bounds the copy tokens a watched call remembers.
+	maxCopiesKept = 64
 	// maxCallTargets bounds the targets one watched call collects.
 	maxCallTargets = 200000
 )
@@ -74,6 +76,9 @@ type watchedCall struct {
 	targets   map[string]*fleet.AuditOutcome // by machine id
 	order     []*fleet.AuditOutcome
 	pending   int
+	// copies are the copy tokens the call was sent under (at most
+	// maxCopiesKept): an answer on one of them is this call's.
+	copies map[string]bool
 	// everyone: the call reaches every ONLINE machine, so one that
 	// answers unexpected (it came online meanwhile) is a target too.
 	everyone bool
@@ -143,6 +148,9 @@ func (w *callMatcher) request(req callRequest) {
 		}
 		c = w.openCall(key, base, group, call, m)
 	}
+	if len(c.copies) < maxCopiesKept {
+		c.copies[rs.Copy] = true
+	}
 	now := w.now()
 	if call.Token == "" {
 		c.rec.Broadcast = true
@@ -192,7 +200,8 @@ func argsDigest(b []byte) string {
 }
 
 func (w *callMatcher) openCall(key, base string, group callGroup, call fleet.Call, m *nats.Msg) *watchedCall {
-	c := &watchedCall{key: key, base: base, group: group, start: w.now(), targets: map[string]*fleet.AuditOutcome{}}
+	c := &watchedCall{key: key, base: base, group: group, start: w.now(), targets: map[string]*fleet.AuditOutcome{},
+		copies: map[string]bool{}}
 	c.rec = fleet.AuditRecord{Time: c.start.UTC(), Kind: fleet.AuditCall, Function: call.Function, Subject: m.Subject,
 		OperatorKey: call.Caller}
 	setCallArgs(&c.rec, m.Data)
@@ -275,18 +284,29 @@ func (w *callMatcher) match(rs fleet.ReplySubject, id, fn string, echoedID bool)
 	if len(cands) == 0 {
 		cands = w.groups[groupOf(rs, echoedID)]
 	}
-	var first *watchedCall
+	var first, open *watchedCall
+	var openO *fleet.AuditOutcome
 	for _, c := range cands {
 		if fn != "" && c.rec.Function != fn {
 			continue
 		}
 		o := c.targets[id]
 		if o != nil && isOpen(o) {
-			return c, o
+			// The call the answered copy was sent as, when several
+			// calls (other arguments under one id) are open.
+			if c.copies[rs.Copy] {
+				return c, o
+			}
+			if open == nil {
+				open, openO = c, o
+			}
 		}
 		if first == nil && (o != nil || c.everyone) {
 			first = c
 		}
+	}
+	if open != nil {
+		return open, openO
 	}
 	if first == nil {
 		return nil, nil

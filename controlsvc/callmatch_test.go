@@ -437,3 +437,24 @@ func TestCallMatcherBroadcastResendKeepsTheDeadline(t *testing.T) {
 		t.Fatalf("after %s of re-sends: %+v, want the call recorded with web01 silent", matchWait*5/4, f.recs)
 	}
 }
+
+// Two calls under one id with other arguments (the first copy dropped by
+// the agent unanswered, the second run): the answer on the second copy
+// is credited to the second call's arguments, not the first's.
+func TestCallMatcherAnswerCreditsTheCopySent(t *testing.T) {
+	f := newMatchFixture(t, "web01")
+	subj := fleet.FnSubject("web01", "run", wBob)
+	f.request(subj, fleet.CallReply(wBob, "web01", "X", 0), "X", `{"cmd":"harmless"}`)
+	f.request(subj, fleet.CallReply(wBob, "web01", "X", 1), "X", `{"cmd":"harmful"}`)
+	f.answerWithID(fleet.CallReply(wBob, "web01", "X", 1), "run", "X")
+	f.advance(matchWait)
+	if len(f.recs) != 2 {
+		t.Fatalf("got %d records, want 2: %+v", len(f.recs), f.recs)
+	}
+	for _, r := range f.recs {
+		ran := r.OK == 1
+		if harmful := string(r.Args) == `{"cmd":"harmful"}`; ran != harmful {
+			t.Fatalf("record %s: ok %d; want only the harmful arguments' call answered", r.Args, r.OK)
+		}
+	}
+}
