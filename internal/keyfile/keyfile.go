@@ -173,15 +173,20 @@ func checkFile(what, path string, fi fs.FileInfo) error {
 
 // privateDirOf reports whether the file opened (fi) at path lies in a
 // service's own state directory: one that belongs to uid, that no one
-// else may enter (mode 0700 or less), and whose every ancestor belongs to
-// root and is writable by no one else (as systemd's StateDirectory of a
+// else may enter (mode 0700 or less), whose parent belongs to root and is
+// closed to everyone else, and whose every ancestor belongs to root and
+// is writable by no one else (as systemd's StateDirectory of a
 // DynamicUser, /var/lib/private/<name>). Only uid and root can have put a
 // file there, or moved the directory, so root may read uid's key in it
 // (`sudo cc-bench --key /var/lib/cc-control/admin.nk`). Anywhere else —
 // a user's own private directory, or one below a directory a user owns —
 // that user could have planted a key for root to use.
 func privateDirOf(path string, uid int, fi fs.FileInfo) bool {
-	dir, err := filepath.EvalSymlinks(filepath.Dir(path))
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		return false
+	}
+	dir, err := filepath.EvalSymlinks(filepath.Dir(abs))
 	if err != nil {
 		return false
 	}
@@ -194,7 +199,13 @@ func privateDirOf(path string, uid int, fi fs.FileInfo) bool {
 	}
 	// The file opened is the one in that directory, whatever the path
 	// named on the way.
-	if here, err := os.Lstat(filepath.Join(dir, filepath.Base(path))); err != nil || !os.SameFile(here, fi) {
+	if here, err := os.Lstat(filepath.Join(dir, filepath.Base(abs))); err != nil || !os.SameFile(here, fi) {
+		return false
+	}
+	// Its parent is root's and closed to everyone else, as systemd's
+	// /var/lib/private is: a user's own 0700 home or /run/user/<uid>
+	// sits in a directory others may enter, and is refused.
+	if pfi, err := os.Lstat(filepath.Dir(dir)); err != nil || pfi.Mode().Perm()&0o077 != 0 {
 		return false
 	}
 	for d := filepath.Dir(dir); ; d = filepath.Dir(d) {

@@ -313,6 +313,19 @@ func TestRootReadsServiceKeyInItsPrivateDir(t *testing.T) {
 		}
 	}
 
+	// A user's own top-level private directory (a 0700 home, or
+	// /run/user/<uid>) sits in a directory others may enter: refused.
+	home := rootOnlyDir(t)
+	if err := os.Chmod(home, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	user := mkdir(filepath.Join(home, "zz"), 0o700)
+	ukey := filepath.Join(user, "cc-agent.nk")
+	plantSeed(t, ukey)
+	chown(svc, ukey, user)
+	_, err := keyfile.Read("key file", ukey)
+	wantUnsafe(t, "a user's own 0700 home", err, "owned by uid 65534")
+
 	// A user who owns a directory above the key's can swap the key's
 	// directory for a private one of their own.
 	app := mkdir(filepath.Join(rootOnlyDir(t), "app"), 0o755)
@@ -321,7 +334,7 @@ func TestRootReadsServiceKeyInItsPrivateDir(t *testing.T) {
 	key := filepath.Join(keys, "agent.nk")
 	plantSeed(t, key)
 	chown(svc, key, keys)
-	_, err := keyfile.Read("key file", key)
+	_, err = keyfile.Read("key file", key)
 	wantUnsafe(t, "private dir below a user's", err, "owned by uid 65534")
 
 	// Through a symbolic link to the service's directory: the directory
@@ -336,6 +349,11 @@ func TestRootReadsServiceKeyInItsPrivateDir(t *testing.T) {
 	}
 	if _, err := keyfile.Read("key file", filepath.Join(via, "admin.nk")); err != nil {
 		t.Errorf("service key through a link to its directory: %v", err)
+	}
+	// A relative path, from inside the service's directory.
+	t.Chdir(state)
+	if _, err := keyfile.Read("key file", "admin.nk"); err != nil {
+		t.Errorf("service key by a relative path: %v", err)
 	}
 }
 
