@@ -28,6 +28,10 @@ const (
 	OutcomeOK         = "ok"
 	OutcomeError      = "error"
 	OutcomeNoResponse = "no-response"
+	// OutcomeUntracked: the call was recorded before this target's
+	// answer was in (its operator, or everyone, had too many calls
+	// open): whether it ran is not known.
+	OutcomeUntracked = "untracked"
 )
 
 // The audit is kept in three logs, each with its own retention (size and

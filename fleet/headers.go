@@ -1,5 +1,11 @@
 package fleet
 
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"strconv"
+)
+
 // Reply headers an agent sets besides [HeaderMachine] and the error
 // headers, so an observer of replies alone (the control service's call
 // watcher, a script) knows what was called and how long it took.
@@ -20,6 +26,21 @@ const (
 // its answer so the audit matches the answer to the call it answers.
 // Calls without it (a hand-made `nats req`) are run as they come.
 const HeaderCallID = "Cc-Call"
+
+// HeaderArgs is an answer header: [ArgsDigest] of the arguments the agent
+// ran the call with. Calls under one id or one reply subject may differ
+// in their arguments (a caller chooses both), so the audit credits an
+// answer to the call whose arguments it names, never by the order of
+// answers.
+const HeaderArgs = "Cc-Args"
+
+// ArgsDigest names a call's arguments (its request body) in [HeaderArgs]
+// and in the audit: half a SHA-256 in hex and the length, so no caller
+// can find other arguments that share it.
+func ArgsDigest(body []byte) string {
+	h := sha256.Sum256(body)
+	return hex.EncodeToString(h[:16]) + ":" + strconv.Itoa(len(body))
+}
 
 // MaxCallIDLen bounds a call id; an agent refuses a longer one (400), so
 // the ids it remembers take bounded memory.

@@ -203,12 +203,13 @@ func TestWireHeaders(t *testing.T) {
 			BodyLen      int `json:"body_len"`
 			Want         bool
 		} `json:"no_responders"`
+		ArgsDigests []struct{ Name, Body, Want string } `json:"args_digests"`
 	}
 	readVectors(t, "headers.json", &v)
 	consts := map[string]string{
 		"HeaderError": HeaderError, "HeaderErrorCode": HeaderErrorCode, "HeaderMachine": HeaderMachine,
 		"HeaderRetryAfter": HeaderRetryAfter, "HeaderFunction": HeaderFunction, "HeaderDuration": HeaderDuration,
-		"HeaderCallID": HeaderCallID, "HeaderStatus": HeaderStatus, "HeaderDescription": HeaderDescription,
+		"HeaderCallID": HeaderCallID, "HeaderArgs": HeaderArgs, "HeaderStatus": HeaderStatus, "HeaderDescription": HeaderDescription,
 		"StatusNoResponders": StatusNoResponders, "DescriptionNoResponders": DescriptionNoResponders,
 		"MaxCallIDLen": strconv.Itoa(MaxCallIDLen),
 	}
@@ -228,6 +229,14 @@ func TestWireHeaders(t *testing.T) {
 		got := ErrorFromHeader(tt.Code, tt.Description)
 		if !reflect.DeepEqual(got, tt.Want) {
 			t.Errorf("%s: ErrorFromHeader(%q, %q) = %+v, want %+v", tt.Name, tt.Code, tt.Description, got, tt.Want)
+		}
+	}
+	if len(v.ArgsDigests) == 0 {
+		t.Error("headers.json has no args_digests")
+	}
+	for _, tt := range v.ArgsDigests {
+		if got := ArgsDigest([]byte(tt.Body)); got != tt.Want {
+			t.Errorf("%s: ArgsDigest(%q) = %q, want %q", tt.Name, tt.Body, got, tt.Want)
 		}
 	}
 	for _, tt := range v.NoResponders {
