@@ -448,6 +448,7 @@ func (a *Agent) handle(r receipt, m *nats.Msg) {
 	if len(id) <= fleet.MaxCallIDLen {
 		r.callID = id // echoed in the answer, for the audit to match it
 	}
+	r.args = fleet.ArgsDigest(data)
 	key := call.Caller + " " + id
 	settled := func() {
 		if id != "" && len(id) <= fleet.MaxCallIDLen {
@@ -567,6 +568,9 @@ func (a *Agent) reply(r receipt, subject, fn string, took time.Duration, res any
 	m.Header.Set(fleet.HeaderMachine, a.id)
 	if r.callID != "" {
 		m.Header.Set(fleet.HeaderCallID, r.callID)
+	}
+	if r.args != "" {
+		m.Header.Set(fleet.HeaderArgs, r.args)
 	}
 	if fn != "" {
 		m.Header.Set(fleet.HeaderFunction, fn)

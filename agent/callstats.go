@@ -51,8 +51,9 @@ func newCallStats(name, subject string, now func() time.Time) *callStats {
 type receipt struct {
 	stats *callStats
 	at    time.Time
-	// callID is the call's id (fleet.HeaderCallID), echoed in its answer.
-	callID string
+	// callID is the call's id (fleet.HeaderCallID) and args the digest of
+	// its arguments (fleet.ArgsDigest), echoed in its answer.
+	callID, args string
 }
 
 // receive notes a call received now.
