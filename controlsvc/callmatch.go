@@ -1,8 +1,6 @@
 package controlsvc
 
 import (
-	"crypto/sha256"
-	"encoding/hex"
 	"sort"
 	"strconv"
 	"time"
@@ -33,6 +31,15 @@ const (
 	maxCallTargets = 200000
 )
 
+// maxHeldTargets bounds the targets all open calls hold (a broadcast
+// holds one per ONLINE machine), maxHeldPerCaller one operator's: past
+// them the oldest calls are recorded early. Variables so a test can
+// lower them.
+var (
+	maxHeldTargets   = 4_000_000
+	maxHeldPerCaller = maxHeldTargets / 4
+)
+
 // callMatcher matches the calls the control service sees to their
 // replies and emits one audit record per call once its replies are in or
 // it stopped waiting for them. Who called is the key a call subject ends
@@ -57,25 +64,32 @@ type callMatcher struct {
 	// (see request), repeatN the number it has.
 	latest  map[string]string
 	repeatN map[string]int
+	// held counts the targets each caller's open calls hold, heldAll
+	// everyone's.
+	held    map[string]int
+	heldAll int
 }
 
 func newCallMatcher(machines onlineMachines, operatorName func(string) (string, bool), wait time.Duration, now func() time.Time, emit func(fleet.AuditRecord)) *callMatcher {
 	return &callMatcher{machines: machines, operatorName: operatorName, wait: wait, now: now, emit: emit,
 		calls: map[string]*watchedCall{}, groups: map[callGroup][]*watchedCall{}, open: map[string]int{},
-		latest: map[string]string{}, repeatN: map[string]int{}}
+		latest: map[string]string{}, repeatN: map[string]int{}, held: map[string]int{}}
 }
 
 type watchedCall struct {
 	// key is the call's key in calls; base its key before a repeat's
 	// " #n" (see request).
 	key, base string
-	group     callGroup
-	rec       fleet.AuditRecord
-	start     time.Time
-	deadline  time.Time
-	targets   map[string]*fleet.AuditOutcome // by machine id
-	order     []*fleet.AuditOutcome
-	pending   int
+	// digest is fleet.ArgsDigest of the call's arguments, which an
+	// agent's answer echoes (fleet.HeaderArgs).
+	digest   string
+	group    callGroup
+	rec      fleet.AuditRecord
+	start    time.Time
+	deadline time.Time
+	targets  map[string]*fleet.AuditOutcome // by machine id
+	order    []*fleet.AuditOutcome
+	pending  int
 	// copies are the copy tokens the call was sent under (at most
 	// maxCopiesKept): an answer on one of them is this call's.
 	copies map[string]bool
@@ -88,11 +102,16 @@ type watchedCall struct {
 // caller and the call token, and the copy too for a request without a
 // call id (each hand-made request is a call of its own). Its fields are
 // parts of the reply subject, so looking a reply up allocates nothing.
-type callGroup struct{ caller, call, copy string }
+// A call with an id and one without never share a group, even when the
+// reply subject has no copy token.
+type callGroup struct {
+	caller, call, copy string
+	idless             bool
+}
 
-func groupOf(r fleet.ReplySubject, withCopy bool) callGroup {
-	if withCopy {
-		return callGroup{r.Caller, r.Call, r.Copy}
+func groupOf(r fleet.ReplySubject, idless bool) callGroup {
+	if idless {
+		return callGroup{r.Caller, r.Call, r.Copy, true}
 	}
 	return callGroup{caller: r.Caller, call: r.Call}
 }
@@ -120,7 +139,8 @@ func (w *callMatcher) request(req callRequest) {
 	call, rs, m := req.call, req.reply, req.msg
 	hasID := m.Header.Get(fleet.HeaderCallID) != ""
 	group := groupOf(rs, !hasID)
-	base := group.caller + " " + group.call + " " + group.copy + " " + call.Function + " " + argsDigest(m.Data)
+	digest := fleet.ArgsDigest(m.Data)
+	base := group.caller + " " + group.call + " " + group.copy + " " + strconv.FormatBool(group.idless) + " " + call.Function + " " + digest
 	key := base
 	if last, ok := w.latest[base]; ok {
 		key = last
@@ -144,6 +164,14 @@ func (w *callMatcher) request(req callRequest) {
 		if w.open[call.Caller] >= maxWatchedPerCaller {
 			w.flushOldest(call.Caller)
 		} else if len(w.calls) >= maxWatchedCalls {
+			w.flushOldest("")
+		}
+		// The targets the caller's open calls hold are bounded too: a
+		// broadcast holds one per ONLINE machine.
+		for w.held[call.Caller] >= maxHeldPerCaller && w.open[call.Caller] > 0 {
+			w.flushOldest(call.Caller)
+		}
+		for w.heldAll >= maxHeldTargets && len(w.calls) > 0 {
 			w.flushOldest("")
 		}
 		c = w.openCall(key, base, group, call, m)
@@ -177,7 +205,7 @@ func (w *callMatcher) request(req callRequest) {
 		// push the call's end out.
 		c.deadline = now.Add(w.wait)
 	}
-	o := c.target(id)
+	o := w.target(c, id)
 	if o == nil {
 		return
 	}
@@ -190,18 +218,9 @@ func (w *callMatcher) request(req callRequest) {
 	}
 }
 
-// argsDigest tells calls with different arguments apart, so each call's
-// own arguments are recorded whatever reply subject it was given.
-// It is SHA-256 (half of it): a caller must not find arguments that
-// share another call's digest and so hide in its record.
-func argsDigest(b []byte) string {
-	h := sha256.Sum256(b)
-	return hex.EncodeToString(h[:16]) + ":" + strconv.Itoa(len(b))
-}
-
 func (w *callMatcher) openCall(key, base string, group callGroup, call fleet.Call, m *nats.Msg) *watchedCall {
-	c := &watchedCall{key: key, base: base, group: group, start: w.now(), targets: map[string]*fleet.AuditOutcome{},
-		copies: map[string]bool{}}
+	c := &watchedCall{key: key, base: base, digest: fleet.ArgsDigest(m.Data), group: group, start: w.now(),
+		targets: map[string]*fleet.AuditOutcome{}, copies: map[string]bool{}}
 	c.rec = fleet.AuditRecord{Time: c.start.UTC(), Kind: fleet.AuditCall, Function: call.Function, Subject: m.Subject,
 		OperatorKey: call.Caller}
 	setCallArgs(&c.rec, m.Data)
@@ -230,10 +249,21 @@ func (c *watchedCall) target(id string) *fleet.AuditOutcome {
 	return o
 }
 
+// target is c.target, counting what the caller's calls hold.
+func (w *callMatcher) target(c *watchedCall, id string) *fleet.AuditOutcome {
+	n := len(c.order)
+	o := c.target(id)
+	if len(c.order) > n {
+		w.held[c.rec.OperatorKey]++
+		w.heldAll++
+	}
+	return o
+}
+
 // expectOnline makes every ONLINE machine a target of broadcast c.
 func (w *callMatcher) expectOnline(c *watchedCall) {
 	for _, id := range w.machines.onlineIDs() {
-		c.target(id)
+		w.target(c, id)
 	}
 }
 
@@ -254,7 +284,7 @@ func (w *callMatcher) reply(m *nats.Msg) {
 		// reply, aimed here) is not an answer to a call.
 		return
 	}
-	c, o := w.match(rs, id, fn, m.Header.Get(fleet.HeaderCallID) != "")
+	c, o := w.match(rs, id, fn, m.Header.Get(fleet.HeaderCallID) != "", m.Header.Get(fleet.HeaderArgs))
 	if c == nil || (!isOpen(o) && (!isOffline(o) || noResponders)) {
 		// Not a call we saw, or a duplicate: the first answer stands.
 		// Only "offline" gives way, to the answer of a re-sent copy
@@ -277,7 +307,7 @@ func (w *callMatcher) reply(m *nats.Msg) {
 // machine's own answer says which) whose outcome for id is still open,
 // else the first one that has id at all. A call to every machine gains
 // id as a target if it answers unexpectedly.
-func (w *callMatcher) match(rs fleet.ReplySubject, id, fn string, echoedID bool) (*watchedCall, *fleet.AuditOutcome) {
+func (w *callMatcher) match(rs fleet.ReplySubject, id, fn string, echoedID bool, digest string) (*watchedCall, *fleet.AuditOutcome) {
 	// An answer to a call with an id echoes it (fleet.HeaderCallID):
 	// such calls are grouped without their copy, id-less ones with it.
 	cands := w.groups[groupOf(rs, !echoedID)]
@@ -288,6 +318,11 @@ func (w *callMatcher) match(rs fleet.ReplySubject, id, fn string, echoedID bool)
 	var openO *fleet.AuditOutcome
 	for _, c := range cands {
 		if fn != "" && c.rec.Function != fn {
+			continue
+		}
+		if digest != "" && c.digest != digest {
+			// An agent's answer names the arguments it ran
+			// (fleet.HeaderArgs): this call is not the one it ran.
 			continue
 		}
 		o := c.targets[id]
@@ -311,7 +346,7 @@ func (w *callMatcher) match(rs fleet.ReplySubject, id, fn string, echoedID bool)
 	if first == nil {
 		return nil, nil
 	}
-	o := first.target(id)
+	o := w.target(first, id)
 	if o == nil {
 		return nil, nil
 	}
@@ -357,9 +392,19 @@ func (w *callMatcher) flushOldest(caller string) {
 		}
 	}
 	if oldest != nil {
+		// Its replies are not all in: what is still open is not known,
+		// which is not the same as no answer.
+		for _, o := range oldest.order {
+			if isOpen(o) {
+				o.Status, o.Error = fleet.OutcomeUntracked, untrackedText
+			}
+		}
 		w.flush(oldest)
 	}
 }
+
+// untrackedText says why an outcome is untracked.
+const untrackedText = "recorded before its answer was in: the operator (or everyone) had too many calls open; whether it ran is not known"
 
 func (w *callMatcher) flush(c *watchedCall) {
 	delete(w.calls, c.key)
@@ -369,6 +414,10 @@ func (w *callMatcher) flush(c *watchedCall) {
 	}
 	if w.open[c.rec.OperatorKey]--; w.open[c.rec.OperatorKey] <= 0 {
 		delete(w.open, c.rec.OperatorKey)
+	}
+	w.heldAll -= len(c.order)
+	if w.held[c.rec.OperatorKey] -= len(c.order); w.held[c.rec.OperatorKey] <= 0 {
+		delete(w.held, c.rec.OperatorKey)
 	}
 	g := w.groups[c.group]
 	for i, x := range g {
@@ -392,6 +441,7 @@ func (w *callMatcher) flush(c *watchedCall) {
 			rec.OK++
 		case fleet.OutcomeError:
 			rec.Errors++
+		case fleet.OutcomeUntracked:
 		default:
 			rec.NoResp++
 		}

@@ -458,3 +458,120 @@ func TestCallMatcherAnswerCreditsTheCopySent(t *testing.T) {
 		}
 	}
 }
+
+// answerRan is an agent's answer naming the call id and the arguments it
+// ran (fleet.HeaderArgs), with code 0 for a result.
+func (f *matchFixture) answerRan(subject, fn, callID, args string, code int) {
+	m := &nats.Msg{Subject: subject, Data: []byte(`{}`), Header: nats.Header{}}
+	m.Header.Set(fleet.HeaderFunction, fn)
+	if callID != "" {
+		m.Header.Set(fleet.HeaderCallID, callID)
+	}
+	m.Header.Set(fleet.HeaderArgs, fleet.ArgsDigest([]byte(args)))
+	if code != 0 {
+		m.Header.Set(fleet.HeaderErrorCode, strconv.Itoa(code))
+		m.Header.Set(fleet.HeaderError, "failed")
+	}
+	f.m.reply(m)
+}
+
+// okByArgs is each record's ok count by its arguments.
+func (f *matchFixture) okByArgs() map[string]int {
+	out := map[string]int{}
+	for _, r := range f.recs {
+		out[string(r.Args)] += r.OK
+	}
+	return out
+}
+
+// Answers are credited by the arguments the agent names, not by copy
+// tokens or order: two calls under one id on one reply subject (the
+// first dropped by the agent, the second run), and two id-less calls on
+// one reply subject answered in reverse order.
+func TestCallMatcherCreditsTheArgumentsThatRan(t *testing.T) {
+	f := newMatchFixture(t, "web01")
+	subj := fleet.FnSubject("web01", "run", wBob)
+	reply := fleet.CallReply(wBob, "web01", "X", 0)
+	f.request(subj, reply, "X", `{"cmd":"harmless"}`)
+	f.request(subj, reply, "X", `{"cmd":"harmful"}`)
+	f.answerRan(reply, "run", "X", `{"cmd":"harmful"}`, 0)
+	f.advance(matchWait)
+	if got := f.okByArgs(); got[`{"cmd":"harmful"}`] != 1 || got[`{"cmd":"harmless"}`] != 0 {
+		t.Fatalf("one id, one reply subject: ok by arguments %v, want only the harmful call's", got)
+	}
+
+	f = newMatchFixture(t, "web01")
+	f.request(subj, reply, "", `{"cmd":"slow"}`)
+	f.request(subj, reply, "", `{"cmd":"fast"}`)
+	f.answerRan(reply, "run", "", `{"cmd":"fast"}`, 0)
+	f.answerRan(reply, "run", "", `{"cmd":"slow"}`, fleet.CodeInternal)
+	f.advance(time.Second)
+	for _, r := range f.recs {
+		if fast := string(r.Args) == `{"cmd":"fast"}`; (r.OK == 1) != fast || (r.Errors == 1) == fast {
+			t.Fatalf("id-less, answered out of order: %s got ok %d errors %d", r.Args, r.OK, r.Errors)
+		}
+	}
+}
+
+// An id-less request and one with an id on a reply subject without a
+// copy token are two calls, not one.
+func TestCallMatcherIdlessAndIDApart(t *testing.T) {
+	f := newMatchFixture(t, "web01")
+	subj := fleet.FnSubject("web01", "run", wBob)
+	reply := fleet.InboxRoot + "." + wBob + ".web01.Z"
+	f.request(subj, reply, "", `{}`)
+	f.request(subj, reply, "Z", `{}`)
+	f.answerRan(reply, "run", "", `{}`, 0)
+	f.answerRan(reply, "run", "Z", `{}`, 0)
+	f.advance(time.Second)
+	if len(f.recs) != 2 || f.recs[0].OK != 1 || f.recs[1].OK != 1 {
+		t.Fatalf("got %+v, want two calls, each answered", f.recs)
+	}
+}
+
+// A call recorded early (its operator's flood) shows its open targets as
+// untracked, not as machines that did not answer.
+func TestCallMatcherEvictedIsUntracked(t *testing.T) {
+	f := newMatchFixture(t, "web01")
+	f.request(fleet.FnSubject("web01", "run", wAlice), fleet.CallReply(wAlice, "web01", "first", 0), "first", `{}`)
+	for i := range maxWatchedPerCaller {
+		c := "f" + strconv.Itoa(i)
+		f.request(fleet.FnSubject("web01", "run", wAlice), fleet.CallReply(wAlice, "web01", c, 0), c, `{}`)
+	}
+	r := f.one()
+	if r.NoResp != 0 || r.Outcomes[0].Status != fleet.OutcomeUntracked || !strings.Contains(r.Outcomes[0].Error, "not known") {
+		t.Fatalf("evicted call: %+v, want its target untracked", r)
+	}
+}
+
+// The targets one operator's open calls hold are bounded: broadcasts to
+// a large fleet record that operator's oldest early, not another's.
+func TestCallMatcherHeldTargetsBounded(t *testing.T) {
+	defer func(all, per int) { maxHeldTargets, maxHeldPerCaller = all, per }(maxHeldTargets, maxHeldPerCaller)
+	maxHeldTargets, maxHeldPerCaller = 400, 100
+	var online []string
+	for i := range 30 {
+		online = append(online, "m"+strconv.Itoa(i))
+	}
+	f := newMatchFixture(t, online...)
+	f.request(fleet.AllSubject("run", wBob), fleet.CallReply(wBob, fleet.ReplyToAll, "bob", 0), "bob", `{}`)
+	for i := range 10 {
+		c := "b" + strconv.Itoa(i)
+		f.request(fleet.AllSubject("run", wAlice), fleet.CallReply(wAlice, fleet.ReplyToAll, c, 0), c, `{}`)
+		if f.m.held[wAlice] > maxHeldPerCaller+len(online) {
+			t.Fatalf("alice's calls hold %d targets, bound %d", f.m.held[wAlice], maxHeldPerCaller)
+		}
+	}
+	for _, r := range f.recs {
+		if r.OperatorKey == wBob {
+			t.Fatalf("bob's call was recorded early: %+v", r)
+		}
+	}
+	if len(f.recs) == 0 {
+		t.Fatal("no call of alice's was recorded early")
+	}
+	f.m.flushDue(time.Time{})
+	if f.m.heldAll != 0 || len(f.m.held) != 0 {
+		t.Fatalf("after every call is recorded: held %d, by caller %v", f.m.heldAll, f.m.held)
+	}
+}
