@@ -322,18 +322,23 @@ func createExcl(path string, data []byte) error {
 		}
 		return fmt.Errorf("create %s: %w", path, unwrapPath(err))
 	}
-	_, err = f.Write(data)
+	if err := fill(f, data); err != nil {
+		os.Remove(path)
+		return fmt.Errorf("create %s: %w", path, err)
+	}
+	return nil
+}
+
+// fill writes data to f, syncs and closes it: the first error is said.
+func fill(f *os.File, data []byte) error {
+	_, err := f.Write(data)
 	if err == nil {
 		err = f.Sync()
 	}
 	if cerr := f.Close(); err == nil {
 		err = cerr
 	}
-	if err != nil {
-		os.Remove(path)
-		return fmt.Errorf("create %s: %w", path, err)
-	}
-	return nil
+	return err
 }
 
 // unwrapPath turns an *fs.PathError into its underlying error, the path
@@ -378,15 +383,10 @@ func writeTemp(path string, data []byte, perm fs.FileMode) (string, error) {
 	if err != nil {
 		return "", fmt.Errorf("write %s: %w", path, err)
 	}
-	err = f.Chmod(perm)
-	if err == nil {
-		_, err = f.Write(data)
-	}
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
+	if err = f.Chmod(perm); err != nil {
+		f.Close()
+	} else {
+		err = fill(f, data)
 	}
 	if err != nil {
 		os.Remove(f.Name())
