@@ -232,19 +232,7 @@ func TestCallIDRunsOnce(t *testing.T) {
 	send(fleet.FnSubject("10.0.0.1_web01", "count", key), web01, "call-1")
 	send(fleet.FnSubject("10.0.0.1_web01", "count", key), web01, "call-2")
 	send(fleet.FnSubject("10.0.0.1_web01", "count", key), web01, strings.Repeat("x", fleet.MaxCallIDLen+1))
-	var got []string
-	for range 3 {
-		m, err := sub.NextMsg(5 * time.Second)
-		if err != nil {
-			t.Fatalf("after %q: %v", got, err)
-		}
-		if code := m.Header.Get(fleet.HeaderErrorCode); code != "" {
-			got = append(got, code)
-		} else {
-			got = append(got, string(m.Data))
-		}
-	}
-	slices.Sort(got)
+	got := nextReplies(t, sub, 3, false)
 	if want := []string{"1", "2", "400"}; !slices.Equal(got, want) {
 		t.Fatalf("replies %q, want %q", got, want)
 	}
@@ -254,6 +242,30 @@ func TestCallIDRunsOnce(t *testing.T) {
 	if n := runs.Load(); n != 2 {
 		t.Fatalf("the function ran %d times, want 2", n)
 	}
+}
+
+// nextReplies reads n replies from sub, sorted: each its body, or its
+// error code (with the description when withDesc).
+func nextReplies(t *testing.T, sub *nats.Subscription, n int, withDesc bool) []string {
+	t.Helper()
+	var got []string
+	for range n {
+		m, err := sub.NextMsg(5 * time.Second)
+		if err != nil {
+			t.Fatalf("after %q: %v", got, err)
+		}
+		code := m.Header.Get(fleet.HeaderErrorCode)
+		switch {
+		case code != "" && withDesc:
+			got = append(got, code+" "+m.Header.Get(fleet.HeaderError))
+		case code != "":
+			got = append(got, code)
+		default:
+			got = append(got, string(m.Data))
+		}
+	}
+	slices.Sort(got)
+	return got
 }
 
 // TestCallIDMustBeTheCallToken: copies under one reply call token with
@@ -281,19 +293,7 @@ func TestCallIDMustBeTheCallToken(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	var got []string
-	for range 3 {
-		m, err := sub.NextMsg(5 * time.Second)
-		if err != nil {
-			t.Fatalf("after %q: %v", got, err)
-		}
-		if code := m.Header.Get(fleet.HeaderErrorCode); code != "" {
-			got = append(got, code+" "+m.Header.Get(fleet.HeaderError))
-		} else {
-			got = append(got, string(m.Data))
-		}
-	}
-	slices.Sort(got)
+	got := nextReplies(t, sub, 3, true)
 	if len(got) != 3 || got[0] != "1" || !strings.HasPrefix(got[1], "400 ") || !strings.HasPrefix(got[2], "400 ") ||
 		!strings.Contains(got[1], "is not the call token") {
 		t.Fatalf("replies %q, want one run and two 400s naming the call token", got)
