@@ -137,9 +137,17 @@ func (tr *presenceTracker) start(ctx context.Context) (stop func(), err error) {
 	stops = append(stops, func() { _ = snapSub.Unsubscribe() })
 	tr.serveConnectedOperators()
 	stops = append(stops, tr.closeSnapshotConns)
-	go tr.snapshotConnsLoop(ctx)
-	go tr.resyncLoop(ctx)
-	go tr.hintLoop(ctx)
+	// The loops end before stop goes on: a resync still running (a slow
+	// site's) must not save presence.json after the service is closed.
+	lctx, cancel := context.WithCancel(ctx)
+	var loops sync.WaitGroup
+	loops.Go(func() { tr.snapshotConnsLoop(lctx) })
+	loops.Go(func() { tr.resyncLoop(lctx) })
+	loops.Go(func() { tr.hintLoop(lctx) })
+	stops = append(stops, func() {
+		cancel()
+		loops.Wait()
+	})
 	return stop, nil
 }
 

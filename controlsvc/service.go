@@ -456,8 +456,19 @@ func (s *Service) startServing(ctx context.Context) error {
 		return err
 	}
 	s.closers = append(s.closers, func() { _ = api.Stop() })
-	go s.flushLoop(rctx)
-	s.closers = append(s.closers, func() { _ = s.reg.FlushPending() })
+	// The loop ends before the last flush: nothing writes the registry
+	// after Close.
+	fctx, fcancel := context.WithCancel(rctx)
+	flushed := make(chan struct{})
+	go func() {
+		defer close(flushed)
+		s.flushLoop(fctx)
+	}()
+	s.closers = append(s.closers, func() {
+		fcancel()
+		<-flushed
+		_ = s.reg.FlushPending()
+	})
 	for _, nc := range []*nats.Conn{s.sys, s.ctl, s.fl} {
 		if err := nc.Flush(); err != nil {
 			return err
