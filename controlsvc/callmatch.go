@@ -174,7 +174,7 @@ func (w *callMatcher) request(req callRequest) {
 		for w.heldAll >= maxHeldTargets && len(w.calls) > 0 {
 			w.flushOldest("")
 		}
-		c = w.openCall(key, base, group, call, m)
+		c = w.openCall(key, base, digest, group, call, m)
 	}
 	if len(c.copies) < maxCopiesKept {
 		c.copies[rs.Copy] = true
@@ -218,8 +218,8 @@ func (w *callMatcher) request(req callRequest) {
 	}
 }
 
-func (w *callMatcher) openCall(key, base string, group callGroup, call fleet.Call, m *nats.Msg) *watchedCall {
-	c := &watchedCall{key: key, base: base, digest: fleet.ArgsDigest(m.Data), group: group, start: w.now(),
+func (w *callMatcher) openCall(key, base, digest string, group callGroup, call fleet.Call, m *nats.Msg) *watchedCall {
+	c := &watchedCall{key: key, base: base, digest: digest, group: group, start: w.now(),
 		targets: map[string]*fleet.AuditOutcome{}, copies: map[string]bool{}}
 	c.rec = fleet.AuditRecord{Time: c.start.UTC(), Kind: fleet.AuditCall, Function: call.Function, Subject: m.Subject,
 		OperatorKey: call.Caller}
