@@ -205,17 +205,7 @@ func TestCallReachesMachineNotYetSubscribed(t *testing.T) {
 // the machine's own subject) run the function once and are answered once;
 // another call id runs again; an oversized id is refused.
 func TestCallIDRunsOnce(t *testing.T) {
-	f := startFleet(t)
-	var runs atomic.Int32
-	f.agent("10.0.0.1_web01", nil, stacktest.Func("count", func(context.Context, functions.Args) (any, error) {
-		return runs.Add(1), nil
-	}))
-	nc := f.connect(f.Admin).Conn()
-	key := nc.Opts.Nkey
-	sub, err := nc.SubscribeSync(fleet.OperatorInboxWildcard(key))
-	if err != nil {
-		t.Fatal(err)
-	}
+	nc, key, sub, runs := countingMachine(t, "count")
 	sent := 0
 	send := func(subject, target, id string) {
 		t.Helper()
@@ -242,6 +232,25 @@ func TestCallIDRunsOnce(t *testing.T) {
 	if n := runs.Load(); n != 2 {
 		t.Fatalf("the function ran %d times, want 2", n)
 	}
+}
+
+// countingMachine starts machine 10.0.0.1_web01 with function fn, which
+// answers how many times it ran, and an admin's connection subscribed to
+// its whole inbox.
+func countingMachine(t *testing.T, fn string) (nc *nats.Conn, key string, sub *nats.Subscription, runs *atomic.Int32) {
+	t.Helper()
+	f := startFleet(t)
+	runs = new(atomic.Int32)
+	f.agent("10.0.0.1_web01", nil, stacktest.Func(fn, func(context.Context, functions.Args) (any, error) {
+		return runs.Add(1), nil
+	}))
+	nc = f.connect(f.Admin).Conn()
+	key = nc.Opts.Nkey
+	sub, err := nc.SubscribeSync(fleet.OperatorInboxWildcard(key))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return nc, key, sub, runs
 }
 
 // nextReplies reads n replies from sub, sorted: each its body, or its
@@ -273,17 +282,7 @@ func nextReplies(t *testing.T, sub *nats.Subscription, n int, withDesc bool) []s
 // by the token, would record one) are refused 400 without running; the
 // copy whose id is the token runs once.
 func TestCallIDMustBeTheCallToken(t *testing.T) {
-	f := startFleet(t)
-	var runs atomic.Int32
-	f.agent("10.0.0.1_web01", nil, stacktest.Func("bump", func(context.Context, functions.Args) (any, error) {
-		return runs.Add(1), nil
-	}))
-	nc := f.connect(f.Admin).Conn()
-	key := nc.Opts.Nkey
-	sub, err := nc.SubscribeSync(fleet.OperatorInboxWildcard(key))
-	if err != nil {
-		t.Fatal(err)
-	}
+	nc, key, sub, runs := countingMachine(t, "bump")
 	web01 := fleet.MachineToken("10.0.0.1_web01")
 	for i, id := range []string{"tok", "other-1", "other-2"} {
 		m := nats.NewMsg(fleet.FnSubject("10.0.0.1_web01", "bump", key))
