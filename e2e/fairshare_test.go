@@ -295,8 +295,12 @@ func TestThreatOthersCannotSilenceBusy(t *testing.T) {
 	// The agent handles the machine's subject in order: had the copy run,
 	// it would hold the admin's one slot (its share) and this call would
 	// be refused over its share.
+	// Each try is a call of its own: a try answered 503 (the slot not
+	// free yet) holds its id, and a copy of it would be ignored.
+	tries := 0
 	stacktest.WaitFor(t, "a later call runs in the freed slot", 5*time.Second, func() bool {
-		m, err := callWithID(admin, a.MachineID(), "work", "after", 0, nil, time.Second)
+		tries++
+		m, err := callWithID(admin, a.MachineID(), "work", "after"+strconv.Itoa(tries), 0, nil, time.Second)
 		if err != nil {
 			t.Logf("later call: %v", err)
 			return false
