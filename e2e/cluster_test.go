@@ -47,23 +47,24 @@ func freePorts(t *testing.T, n int) []int {
 // configured with the control service keys in dataDir, their routes
 // authenticated by the cluster secret and mutual TLS (what
 // deploy/cluster/*.json does with cc-broker --config; clients stay in
-// clear text on loopback).
+// clear text on loopback). Every broker listens for routes on a port the
+// kernel picks; the first is the seed the others route to, and gossip
+// completes the mesh. (Reserving ports first and releasing them for the
+// brokers raced with other tests' listeners: a broker whose port was
+// taken in between never became ready.)
 func startCluster(t *testing.T, dataDir string, n int) []*broker.Broker {
 	t.Helper()
 	auth := stacktest.BrokerAuth(t, dataDir)
 	certs := stacktest.TLSFiles(t)
-	ports := freePorts(t, n)
 	var bs []*broker.Broker
 	for i := range n {
 		var routes []string
-		for j, p := range ports {
-			if j != i {
-				routes = append(routes, fmt.Sprintf("nats-route://127.0.0.1:%d", p))
-			}
+		if i > 0 {
+			routes = []string{bs[0].ClusterURL()}
 		}
 		b := brokertest.StartWith(t, broker.Config{
 			Listen: "127.0.0.1:0", Name: fmt.Sprintf("b%d", i+1), Auth: auth,
-			ClusterListen: fmt.Sprintf("127.0.0.1:%d", ports[i]), Routes: routes, ClusterSecret: clusterSecret,
+			ClusterListen: "127.0.0.1:0", Routes: routes, ClusterSecret: clusterSecret,
 			ClusterTLS:   broker.TLSFiles{CertFile: certs.Cert, KeyFile: certs.Key, CAFile: certs.CA},
 			PingInterval: time.Second, Logger: stacktest.Logger().With("broker", i+1),
 		})
