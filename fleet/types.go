@@ -93,7 +93,14 @@ type Operator struct {
 	Key     string    `json:"key"`
 	Role    string    `json:"role"`
 	AddedAt time.Time `json:"added_at"`
+	// Sessions lets a viewer list, watch and call sessions (an admin
+	// always may).
+	Sessions bool `json:"sessions,omitempty"`
 }
+
+// MaySeeSessions reports whether an operator of role with the sessions
+// permission may list, watch and call sessions.
+func MaySeeSessions(role string, sessions bool) bool { return role == RoleAdmin || sessions }
 
 // Server is one ONLINE machine in a presence snapshot.
 type Server struct {
@@ -101,6 +108,10 @@ type Server struct {
 	Labels      map[string]string `json:"labels,omitempty"`
 	Since       time.Time         `json:"since"`
 	Connections int               `json:"connections"`
+	// IP is the address of its connection, as the broker saw it.
+	IP string `json:"ip,omitempty"`
+	// Location is where IP is (--sites, --geoip).
+	Location *Location `json:"location,omitempty"`
 }
 
 // PresenceSnapshot answers [PresenceSnapshotSubject]. Seq is the sequence
@@ -249,6 +260,8 @@ type OperatorRequest struct {
 	Name string `json:"name"`
 	Key  string `json:"key,omitempty"`
 	Role string `json:"role,omitempty"`
+	// Sessions grants a viewer the sessions permission.
+	Sessions bool `json:"sessions,omitempty"`
 }
 
 // OperatorList answers operators.list (one page).

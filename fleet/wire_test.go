@@ -46,6 +46,7 @@ type subjectVectors struct {
 		Want       map[string]string
 		Error      string
 	} `json:"parse"`
+	Sessions sessionVectors `json:"sessions"`
 }
 
 func TestWireMachineIDs(t *testing.T) {
@@ -261,6 +262,12 @@ var wireTypes = map[string]func() any{
 	"AuditRequest": func() any { return new(AuditRequest) }, "AuditList": func() any { return new(AuditList) },
 	"AuditRecord": func() any { return new(AuditRecord) }, "AuditCut": func() any { return new(AuditCut) },
 	"AuditOutcome": func() any { return new(AuditOutcome) }, "Error": func() any { return new(Error) },
+	"App": func() any { return new(App) }, "AppRequest": func() any { return new(AppRequest) },
+	"AppCreated": func() any { return new(AppCreated) }, "AppRemoved": func() any { return new(AppRemoved) },
+	"SessionHello": func() any { return new(SessionHello) }, "Location": func() any { return new(Location) },
+	"Session": func() any { return new(Session) }, "SessionDeclared": func() any { return new(SessionDeclared) },
+	"SessionQuery": func() any { return new(SessionQuery) }, "SessionSnapshot": func() any { return new(SessionSnapshot) },
+	"SessionEvent": func() any { return new(SessionEvent) }, "SessionTokenClaims": func() any { return new(SessionTokenClaims) },
 }
 
 // Each message type's example decodes with no unknown field, sets every
