@@ -45,8 +45,9 @@ fi
 log "compose is: ${compose[*]} ($("${compose[@]}" version 2>/dev/null | head -1))"
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])' 2>/dev/null || echo $((20000 + RANDOM % 20000)); }
-export CC_PORT CC_METRICS_PORT
+export CC_PORT CC_METRICS_PORT CC_WS_PORT
 CC_PORT=$(free_port)
+CC_WS_PORT=$(free_port)
 CC_METRICS_PORT=$(free_port)
 
 cleanup() {
@@ -76,7 +77,7 @@ if [ "$CC_UID" = 0 ]; then
   CC_UID=1000 CC_GID=1000
 fi
 
-log "up (broker on 127.0.0.1:$CC_PORT, metrics on 127.0.0.1:$CC_METRICS_PORT)"
+log "up (broker on 127.0.0.1:$CC_PORT, WebSocket on 127.0.0.1:$CC_WS_PORT, metrics on 127.0.0.1:$CC_METRICS_PORT)"
 "${compose[@]}" up -d
 
 bench=(bin/cc-bench --server "nats://127.0.0.1:$CC_PORT" --key deploy/compose/demo/keys/operator.nk --timeout 5s)
@@ -85,6 +86,12 @@ three_online() { [ "$(online_count)" = 3 ]; }
 wait_until 60 three_online || fail "want 3 agents ONLINE, have $(online_count)"
 "${bench[@]}" servers
 log "3 agents ONLINE"
+
+# The same operator over the broker's WebSocket listener (issue #13).
+out=$(bin/cc-bench --server "ws://127.0.0.1:$CC_WS_PORT" --key deploy/compose/demo/keys/operator.nk --timeout 5s servers --json) \
+  || fail "cc-bench over WebSocket: $out"
+[ "$(grep -c '"machine"' <<<"$out")" = 3 ] || fail "over WebSocket want 3 machines: $out"
+log "cc-bench over WebSocket (ws://127.0.0.1:$CC_WS_PORT) sees the 3 agents"
 
 out=$("${bench[@]}" call current-load --json) || fail "call current-load: $out"
 for m in demo-1 demo-2 demo-3; do

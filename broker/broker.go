@@ -174,6 +174,20 @@ type Config struct {
 	Logger *slog.Logger
 	// Debug turns on the server's debug log.
 	Debug bool
+	// WebSocketListen, when set, serves NATS over WebSocket on
+	// HOST:PORT (port 0 picks a free one) for sessions and any client
+	// that speaks only HTTP(S), through the same auth callout as the
+	// client port (see websocket.go). With TLS's certificate it speaks
+	// only wss://; without, it is refused off loopback unless
+	// AllowPlaintextWebSocket.
+	WebSocketListen string
+	// WebSocketOrigins, when set, are the only origins
+	// (https://host[:port]) whose pages a browser may open a WebSocket
+	// connection from; empty lets any page.
+	WebSocketOrigins []string
+	// AllowPlaintextWebSocket lets the WebSocket listener on a
+	// non-loopback address run without TLS (behind a proxy that ends it).
+	AllowPlaintextWebSocket bool
 	// StoreDir, when set, turns JetStream on with file storage in this
 	// directory, for the CONTROL account only (the control service keeps
 	// its audit stream there). The FLEET account never gets JetStream:
@@ -186,6 +200,10 @@ type Broker struct {
 	srv *server.Server
 	cfg Config
 	tls bool
+	// wsTLS tells whether the WebSocket listener speaks TLS; wsPort is
+	// its port once started (0: none).
+	wsTLS  bool
+	wsPort int
 }
 
 // New validates cfg and builds (but does not start) a broker.
@@ -205,7 +223,7 @@ func New(cfg Config) (*Broker, error) {
 			cfg.Logger.Warn("insecure: " + w)
 		}
 	}
-	return &Broker{srv: srv, cfg: cfg, tls: opts.TLSConfig != nil}, nil
+	return &Broker{srv: srv, cfg: cfg, tls: opts.TLSConfig != nil, wsTLS: opts.Websocket.TLSConfig != nil}, nil
 }
 
 // WithDefaults returns cfg with every default filled in: the listen
@@ -299,6 +317,9 @@ func Options(cfg *Config) (*server.Options, error) {
 	if err := tlsOptions(cfg, opts); err != nil {
 		return nil, err
 	}
+	if err := websocketOptions(cfg, opts); err != nil {
+		return nil, err
+	}
 	return opts, nil
 }
 
@@ -389,6 +410,10 @@ func (b *Broker) Start() error {
 	if !b.srv.ReadyForConnections(10 * time.Second) {
 		b.srv.Shutdown()
 		return fmt.Errorf("broker: not ready to accept connections on %s within 10s (is the port in use?)", b.cfg.Listen)
+	}
+	if err := b.startedWebSocket(); err != nil {
+		b.Shutdown()
+		return err
 	}
 	if err := wireLeafSites(b.srv, b.cfg.LeafSites); err != nil {
 		b.Shutdown()

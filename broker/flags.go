@@ -33,6 +33,7 @@ type Flags struct {
 	fc         fileConfig
 	routes     string
 	hubURLs    string
+	wsOrigins  string
 	hub        hubConfig
 	hubTLS     TLSFiles
 	ping       durationFlag
@@ -64,6 +65,10 @@ type fileConfig struct {
 	LeafTLS            TLSFiles `json:"leaf_tls"`
 	ClusterSecretFile  string   `json:"cluster_secret_file"`
 	AllowPlaintextLeaf bool     `json:"allow_plaintext_leaf"`
+	// WebSocket: NATS over WebSocket for sessions (see websocket.go).
+	WebSocketListen         string   `json:"websocket_listen"`
+	WebSocketOrigins        []string `json:"websocket_origins"`
+	AllowPlaintextWebSocket bool     `json:"allow_plaintext_websocket"`
 }
 
 // hubConfig is a site broker's link to its hub.
@@ -78,7 +83,7 @@ type hubConfig struct {
 
 // configFields lists the --config file's fields for its flag's help.
 func (f *Flags) configFields() string {
-	fields := "listen, name, cluster_name, cluster_listen, routes, leaf_listen, leaf_sites, leaf_sites_file, monitor_listen, ping_interval, max_pings_out, max_payload, store_dir, tls {cert, key, ca, verify}, cluster_secret_file, cluster_tls {cert, key, ca}, leaf_tls {cert, key, ca, verify}, allow_plaintext_leaf"
+	fields := "listen, name, cluster_name, cluster_listen, routes, leaf_listen, leaf_sites, leaf_sites_file, monitor_listen, ping_interval, max_pings_out, max_payload, store_dir, tls {cert, key, ca, verify}, cluster_secret_file, cluster_tls {cert, key, ca}, leaf_tls {cert, key, ca, verify}, allow_plaintext_leaf, websocket_listen, websocket_origins, allow_plaintext_websocket"
 	if f.Standalone {
 		fields = "auth, " + fields + ", hub {urls, site, secret_file, tls {ca, cert, key}}"
 	}
@@ -123,6 +128,9 @@ func (f *Flags) Register(fs *flag.FlagSet) {
 	fs.StringVar(&fc.LeafTLS.CAFile, "leaf-tls-ca", "", "hub: CA the sites' certificates must chain to (with --leaf-tls-verify)")
 	fs.BoolVar(&fc.LeafTLS.Verify, "leaf-tls-verify", false, "hub: require every site to present a certificate signed by --leaf-tls-ca (mutual TLS on leaf links)")
 	fs.BoolVar(&fc.AllowPlaintextLeaf, "allow-plaintext-leaf", false, "let a leaf listener or the link to a hub on a non-loopback address run without TLS (only inside a VPN or similar: the site's secret crosses in clear text)")
+	fs.StringVar(&fc.WebSocketListen, "websocket-listen", "", "WebSocket: serve NATS over WebSocket on `HOST:PORT` for browsers, apps and devices (sessions), admitted by the same auth callout as the client port; wss:// with --tls-cert, plain ws:// only on loopback unless --allow-plaintext-websocket")
+	fs.StringVar(&f.wsOrigins, "websocket-origins", "", "WebSocket: comma-separated `ORIGINS` (https://app.example.com) whose web pages may connect from a browser; without it any page may")
+	fs.BoolVar(&fc.AllowPlaintextWebSocket, "allow-plaintext-websocket", false, "WebSocket: let --websocket-listen on a non-loopback address run without TLS (only behind a proxy that ends TLS: sessions' traffic crosses in clear text)")
 	fs.Var(&f.ping, "ping-interval", "broker: ping interval; a silent client is dropped after (max-pings-out+1) intervals")
 	fs.IntVar(&fc.MaxPingsOut, "max-pings-out", DefaultMaxPingsOut, "broker: unanswered pings before a client is dropped")
 	fs.Func("max-payload", "broker: largest message in bytes (default 1 MiB); a hub with a remote site of more than about 6,000 machines needs more (the site link's permissions are one message)", func(v string) error {
@@ -161,6 +169,7 @@ func (f *Flags) Config() (Config, error) {
 	f.fs.Visit(func(fl *flag.Flag) { set[fl.Name] = true })
 	fc := f.fc
 	fc.Routes = cli.SplitList(f.routes)
+	fc.WebSocketOrigins = cli.SplitList(f.wsOrigins)
 	fc.PingInterval = f.ping.String()
 	if f.hubURLs != "" || f.hub.Site != "" || f.hub.SecretFile != "" {
 		hub := f.hub
@@ -191,6 +200,7 @@ func (f *Flags) Config() (Config, error) {
 	cfg.Routes, cfg.LeafListen, cfg.MonitorListen = fc.Routes, fc.LeafListen, fc.MonitorListen
 	cfg.PingInterval, cfg.MaxPingsOut, cfg.MaxPayload, cfg.StoreDir = pi, fc.MaxPingsOut, fc.MaxPayload, fc.StoreDir
 	cfg.TLS, cfg.ClusterTLS, cfg.LeafTLS, cfg.AllowPlaintextLeaf = fc.TLS, fc.ClusterTLS, fc.LeafTLS, fc.AllowPlaintextLeaf
+	cfg.WebSocketListen, cfg.WebSocketOrigins, cfg.AllowPlaintextWebSocket = fc.WebSocketListen, fc.WebSocketOrigins, fc.AllowPlaintextWebSocket
 	if fc.ClusterSecretFile != "" {
 		if cfg.ClusterSecret, err = ReadClusterSecret(fc.ClusterSecretFile); err != nil {
 			return cfg, err
@@ -310,6 +320,13 @@ func (f *Flags) mergeFile(fc *fileConfig, set map[string]bool) error {
 	}
 	if !set["allow-plaintext-leaf"] && file.AllowPlaintextLeaf {
 		fc.AllowPlaintextLeaf = true
+	}
+	pick("websocket-listen", &fc.WebSocketListen, file.WebSocketListen)
+	if !set["websocket-origins"] && len(file.WebSocketOrigins) > 0 {
+		fc.WebSocketOrigins = cli.SplitList(strings.Join(file.WebSocketOrigins, ","))
+	}
+	if !set["allow-plaintext-websocket"] && file.AllowPlaintextWebSocket {
+		fc.AllowPlaintextWebSocket = true
 	}
 	if !set["max-payload"] && file.MaxPayload != 0 {
 		fc.MaxPayload = file.MaxPayload // checked by Options, as a flag's

@@ -60,11 +60,13 @@ func TestFlagsSameForBoth(t *testing.T) {
 		"max_pings_out": 4, "max_payload": 4194304, "store_dir": "/var/lib/js", "monitor_listen": "127.0.0.1:8222",
 		"tls":      map[string]any{"cert": "file.pem", "key": "file-key.pem", "ca": "ca.pem", "verify": true},
 		"leaf_tls": map[string]any{"ca": "lca.pem"}, "leaf_sites": []broker.LeafSite{{Name: "dc3", PasswordBcrypt: testHash}},
+		"websocket_listen": "127.0.0.1:9222", "websocket_origins": []string{"https://a.example", " https://b.example:8443"},
+		"allow_plaintext_websocket": true,
 	})
 	shared := []string{"--config", file, "--listen", "127.0.0.1:7222", "--cluster-name", "c1", "--cluster-listen", "127.0.0.1:6222",
 		"--cluster-secret-file", secret, "--cluster-tls-ca", "rca.pem", "--leaf-listen", "127.0.0.1:7422", "--leaf-sites", sites,
 		"--leaf-tls-cert", "leaf.pem", "--leaf-tls-key", "leaf-key.pem", "--leaf-tls-verify", "--tls-cert", "flag.pem",
-		"--allow-plaintext-leaf", "--max-pings-out", "3"}
+		"--allow-plaintext-leaf", "--max-pings-out", "3", "--websocket-listen", "0.0.0.0:8443"}
 	want := broker.Config{
 		Listen: "127.0.0.1:7222", Name: "edge", ClusterName: "c1", ClusterListen: "127.0.0.1:6222",
 		Routes: []string{"nats-route://10.0.0.2:6222"}, ClusterSecret: testClusterSecret, LeafListen: "127.0.0.1:7422",
@@ -74,6 +76,8 @@ func TestFlagsSameForBoth(t *testing.T) {
 		ClusterTLS:         broker.TLSFiles{CAFile: "rca.pem"},
 		LeafTLS:            broker.TLSFiles{CertFile: "leaf.pem", KeyFile: "leaf-key.pem", CAFile: "lca.pem", Verify: true},
 		AllowPlaintextLeaf: true,
+		WebSocketListen:    "0.0.0.0:8443", WebSocketOrigins: []string{"https://a.example", "https://b.example:8443"},
+		AllowPlaintextWebSocket: true,
 	}
 	embedded, err := parseFlags(&broker.Flags{}, shared...)
 	if err != nil {
@@ -120,5 +124,30 @@ func TestFlagsEmbeddedRefusesStandaloneOnly(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), field) {
 			t.Errorf("%v: got %v, want %q", body, err, field)
 		}
+	}
+}
+
+// TestFlagsWebSocket: the WebSocket flags win over the config file's
+// keys, origins are a comma-separated list, and with neither nothing is
+// served.
+func TestFlagsWebSocket(t *testing.T) {
+	file := writeJSON(t, "broker.json", map[string]any{
+		"websocket_listen": "127.0.0.1:9222", "websocket_origins": []string{"https://file.example"},
+	})
+	cfg, err := parseFlags(&broker.Flags{}, "--config", file, "--websocket-origins", "https://a.example, https://b.example:8443,",
+		"--allow-plaintext-websocket")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.WebSocketListen != "127.0.0.1:9222" || !reflect.DeepEqual(cfg.WebSocketOrigins, []string{"https://a.example", "https://b.example:8443"}) || !cfg.AllowPlaintextWebSocket {
+		t.Errorf("got listen %q, origins %q, plaintext %v; want the file's listen, the flag's origins, plaintext allowed",
+			cfg.WebSocketListen, cfg.WebSocketOrigins, cfg.AllowPlaintextWebSocket)
+	}
+	cfg, err = parseFlags(&broker.Flags{Standalone: true}, "--auth", authFileFor(t, validAuth(t)), "--config", file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.WebSocketListen != "127.0.0.1:9222" || !reflect.DeepEqual(cfg.WebSocketOrigins, []string{"https://file.example"}) || cfg.AllowPlaintextWebSocket {
+		t.Errorf("stand-alone from the file: got listen %q, origins %q, plaintext %v", cfg.WebSocketListen, cfg.WebSocketOrigins, cfg.AllowPlaintextWebSocket)
 	}
 }

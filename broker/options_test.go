@@ -15,6 +15,7 @@ import (
 func cloneConfig(c broker.Config) broker.Config {
 	c.Routes = slices.Clone(c.Routes)
 	c.LeafSites = slices.Clone(c.LeafSites)
+	c.WebSocketOrigins = slices.Clone(c.WebSocketOrigins)
 	if c.Hub != nil {
 		h := *c.Hub
 		h.URLs = slices.Clone(h.URLs)
@@ -38,6 +39,7 @@ func TestOptionsLeavesConfigAlone(t *testing.T) {
 			Routes: []string{"nats-route://127.0.0.1:6222", " nats-route://127.0.0.2:6222 "}, TLS: tlsFiles},
 		"hub": {Auth: auth, LeafListen: "127.0.0.1:0", LeafTLS: broker.TLSFiles{CertFile: certs.Cert, KeyFile: certs.Key, CAFile: certs.CA, Verify: true},
 			LeafSites: []broker.LeafSite{{Name: "dc2", PasswordBcrypt: testHash}, {Name: "dc3", PasswordBcrypt: testHash}}},
+		"websocket": {Auth: auth, WebSocketListen: "0.0.0.0:0", TLS: tlsFiles, WebSocketOrigins: []string{" https://a.example/", "http://b.example:8080"}},
 		"site": {Auth: auth, PingInterval: time.Second, Hub: &broker.LeafHub{URLs: []string{"nats-leaf://hub-a:7422", "nats-leaf://hub-b:7422"}, Site: "dc2", Secret: "s3cret"},
 			HubTLS: broker.TLSFiles{CAFile: certs.CA, CertFile: certs.Cert, KeyFile: certs.Key}},
 	}

@@ -293,5 +293,8 @@ func securityWarnings(cfg *Config, opts *server.Options) []string {
 	if cfg.AllowPlaintextLeaf && ((cfg.LeafListen != "" && opts.LeafNode.TLSConfig == nil) || (cfg.Hub != nil && cfg.hubTLS().IsZero())) {
 		w = append(w, "leaf links run in clear text (--allow-plaintext-leaf): sites' secrets cross the network unencrypted")
 	}
+	if s := websocketWarning(cfg, opts); s != "" {
+		w = append(w, s)
+	}
 	return w
 }

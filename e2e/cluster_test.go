@@ -54,6 +54,13 @@ func freePorts(t *testing.T, n int) []int {
 // taken in between never became ready.)
 func startCluster(t *testing.T, dataDir string, n int) []*broker.Broker {
 	t.Helper()
+	return startClusterWith(t, dataDir, n, nil)
+}
+
+// startClusterWith is [startCluster] with each(i, cfg) changing broker
+// i's configuration (from 0) before it starts; each may be nil.
+func startClusterWith(t *testing.T, dataDir string, n int, each func(i int, cfg *broker.Config)) []*broker.Broker {
+	t.Helper()
 	auth := stacktest.BrokerAuth(t, dataDir)
 	certs := stacktest.TLSFiles(t)
 	var bs []*broker.Broker
@@ -62,13 +69,16 @@ func startCluster(t *testing.T, dataDir string, n int) []*broker.Broker {
 		if i > 0 {
 			routes = []string{bs[0].ClusterURL()}
 		}
-		b := brokertest.StartWith(t, broker.Config{
+		cfg := broker.Config{
 			Listen: "127.0.0.1:0", Name: fmt.Sprintf("b%d", i+1), Auth: auth,
 			ClusterListen: "127.0.0.1:0", Routes: routes, ClusterSecret: clusterSecret,
 			ClusterTLS:   broker.TLSFiles{CertFile: certs.Cert, KeyFile: certs.Key, CAFile: certs.CA},
 			PingInterval: time.Second, Logger: stacktest.Logger().With("broker", i+1),
-		})
-		bs = append(bs, b)
+		}
+		if each != nil {
+			each(i, &cfg)
+		}
+		bs = append(bs, brokertest.StartWith(t, cfg))
 	}
 	waitMeshSettled(t, n, func(i int) (*server.Routez, error) {
 		return bs[i].Server().Routez(&server.RoutezOptions{})

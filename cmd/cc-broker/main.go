@@ -42,7 +42,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	attrs := []any{"listen", cfg.Listen, "tls", b.TLSRequired(), "cluster", cfg.ClusterListen, "leaf", cfg.LeafListen, "store_dir", cfg.StoreDir}
+	attrs := []any{"listen", cfg.Listen, "tls", b.TLSRequired(), "cluster", cfg.ClusterListen, "leaf", cfg.LeafListen, "websocket", cfg.WebSocketListen, "store_dir", cfg.StoreDir}
 	if len(cfg.LeafSites) > 0 {
 		var names []string
 		for _, s := range cfg.LeafSites {

@@ -275,6 +275,9 @@ func printWelcome(w io.Writer, o *options, tls broker.TLSFiles, svc *controlsvc.
 	}
 	key := svc.AdminKeyPath()
 	fmt.Fprintf(w, "commandcontrol control service is running\n  broker:    %s\n  data:      %s\n", svc.ClientURL(), o.data)
+	if b := svc.Broker(); b != nil && b.WebSocketURL() != "" {
+		fmt.Fprintf(w, "  websocket: %s\n", b.WebSocketURL())
+	}
 	if svc.AdminCreated() {
 		fmt.Fprintf(w, "  admin key: %s (created now; it is the admin's identity: keep it secret)\n", key)
 	} else {

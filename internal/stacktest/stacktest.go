@@ -129,6 +129,7 @@ type controlConfig struct {
 	brokerURL string
 	brokerTLS *tls.Config
 	admin     nkeys.KeyPair
+	websocket bool
 }
 
 // Option configures [StartControl].
@@ -151,6 +152,11 @@ func WithBrokerTLS(cfg *tls.Config) Option { return func(c *controlConfig) { c.b
 // picks it up instead of creating one.
 func WithAdminKey(kp nkeys.KeyPair) Option { return func(c *controlConfig) { c.admin = kp } }
 
+// WithWebSocket gives the embedded broker a WebSocket listener on a free
+// loopback port, in clear text; its URL is svc.Broker().WebSocketURL().
+// (With [StartControlWith], set Broker.WebSocketListen instead.)
+func WithWebSocket() Option { return func(c *controlConfig) { c.websocket = true } }
+
 // StartControl starts a control service with an embedded broker on a free
 // loopback port (or on the broker [WithBroker] names) and stops it when the
 // test ends.
@@ -169,13 +175,17 @@ func StartControl(t testing.TB, opts ...Option) *controlsvc.Service {
 			t.Fatal(err)
 		}
 	}
+	var ws string
+	if cfg.websocket {
+		ws = "127.0.0.1:0"
+	}
 	return StartControlWith(t, controlsvc.Config{
 		DataDir:   cfg.dataDir,
 		BrokerURL: cfg.brokerURL,
 		BrokerTLS: cfg.brokerTLS,
 		// StartBroker's brokers have no JetStream: no durable audit.
 		Audit:  controlsvc.AuditConfig{NotDurable: cfg.brokerURL != ""},
-		Broker: broker.Config{Listen: "127.0.0.1:0", PingInterval: PingInterval},
+		Broker: broker.Config{Listen: "127.0.0.1:0", PingInterval: PingInterval, WebSocketListen: ws},
 		Logger: Logger().With("side", "control"),
 	})
 }
