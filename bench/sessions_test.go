@@ -75,7 +75,7 @@ func sessionSeen(t *testing.T, app, city, region string) fleet.Session {
 	pub, _ := kp.PublicKey()
 	return fleet.Session{ID: fleet.SessionID(app, pub), App: app, Admission: fleet.AdmissionPublic, IP: "127.0.0.1",
 		Location: &fleet.Location{City: city, Region: region, Country: "United States", Source: fleet.LocationFromSites},
-		Since: time.Date(2026, 12, 1, 9, 0, 0, 0, time.UTC), Functions: []string{"latencyCheck"},
+		Since:    time.Date(2026, 12, 1, 9, 0, 0, 0, time.UTC), Functions: []string{"latencyCheck"},
 		Declared: fleet.SessionDeclared{Platform: fleet.PlatformBrowser}}
 }
 
@@ -185,14 +185,6 @@ func serveSession(t *testing.T, nc *nats.Conn, s fleet.Session, fn string, answe
 
 func rune2str(code int) string { b, _ := json.Marshal(code); return string(b) }
 
-func sessionIDs(rs []bench.Reply) []string {
-	var ids []string
-	for _, r := range rs {
-		ids = append(ids, r.Session)
-	}
-	return ids
-}
-
 // TestSessionsListSelectsAndGathersParts: the snapshot comes in parts and
 // from a service that ignores the query; Sessions returns exactly the
 // matching sessions, sorted, and refuses an unknown key before asking.
@@ -260,9 +252,6 @@ func TestCallSessionsByLocation(t *testing.T) {
 
 	snc := dialPlain(t, url)
 	fOK := serveSession(t, snc, okS, "latencyCheck", func(args map[string]any) (any, *fleet.Error) {
-		// An answer under another session's token on the same call
-		// (what a session answering for another would send) must be
-		// ignored: the call sent it nothing.
 		return map[string]any{"url": args["url"], "median_ms": 12}, nil
 	})
 	fBad := serveSession(t, snc, badS, "latencyCheck", func(map[string]any) (any, *fleet.Error) {
@@ -270,7 +259,9 @@ func TestCallSessionsByLocation(t *testing.T) {
 	})
 	fSilent := serveSession(t, snc, silentS, "latencyCheck", nil)
 	fNwk := serveSession(t, snc, nwk, "latencyCheck", func(map[string]any) (any, *fleet.Error) { return "newark", nil })
-	// A rogue answers every call it sees under a session id nobody called.
+	// A rogue answers every call it sees under a session id nobody
+	// called (what a session answering for another would send): the
+	// call sent it nothing, so its answer counts for nothing.
 	rogue := sessionSeen(t, "shop", "Nowhere", "")
 	if _, err := snc.Subscribe(fleet.SessionFnWildcard(okS.ID, "latencyCheck"), func(m *nats.Msg) {
 		r, err := fleet.ParseCallReply(m.Reply)
