@@ -269,9 +269,13 @@ func TestCallSessionsByLocation(t *testing.T) {
 			t.Error(err)
 			return
 		}
-		out := &nats.Msg{Subject: fleet.CallReply(r.Caller, rogue.ID, r.Call, 0), Header: nats.Header{}, Data: []byte(`"forged"`)}
-		out.Header.Set(fleet.HeaderFunction, "latencyCheck")
-		_ = snc.PublishMsg(out)
+		// Under a session id and under a machine's token: a machine
+		// may publish replies under its own token to any caller.
+		for _, tok := range []string{rogue.ID, fleet.MachineToken("10.0.0.9_rogue")} {
+			out := &nats.Msg{Subject: fleet.CallReply(r.Caller, tok, r.Call, 0), Header: nats.Header{}, Data: []byte(`"forged"`)}
+			out.Header.Set(fleet.HeaderFunction, "latencyCheck")
+			_ = snc.PublishMsg(out)
+		}
 	}); err != nil {
 		t.Fatal(err)
 	}
@@ -437,5 +441,59 @@ func TestWatchSessions(t *testing.T) {
 	}
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("events:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+}
+
+// TestSessionsDeniedByBroker: an operator the broker does not let ask for
+// the session snapshot, or publish session calls (a viewer without the
+// sessions permission), gets a 403 that says what is needed, at once
+// rather than at the deadline.
+func TestSessionsDeniedByBroker(t *testing.T) {
+	mk := func() (nkeys.KeyPair, string) {
+		kp, err := nkeys.CreateUser()
+		if err != nil {
+			t.Fatal(err)
+		}
+		pub, _ := kp.PublicKey()
+		return kp, pub
+	}
+	svcKey, svcPub := mk()
+	noList, noListPub := mk()
+	noCall, noCallPub := mk()
+	srv, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: -1, NoLog: true, NoSigs: true, NoSystemAccount: true,
+		Nkeys: []*server.NkeyUser{
+			{Nkey: svcPub},
+			{Nkey: noListPub, Permissions: &server.Permissions{Publish: &server.SubjectPermission{Deny: []string{fleet.SessionSnapshotSubject, fleet.SessionFnRoot + ".>"}}}},
+			{Nkey: noCallPub, Permissions: &server.Permissions{Publish: &server.SubjectPermission{Deny: []string{fleet.SessionFnRoot + ".>"}}}},
+		}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	go srv.Start()
+	if !srv.ReadyForConnections(10 * time.Second) {
+		t.Fatal("test server not ready")
+	}
+	t.Cleanup(func() { srv.Shutdown(); srv.WaitForShutdown() })
+	svc := &fakeSessionService{sessions: []fleet.Session{sessionSeen(t, "shop", "New Brunswick", "New Jersey")}, seq: 1, epoch: "e"}
+	svc.start(t, dialPlain(t, srv.ClientURL(), nats.Nkey(svcPub, svcKey.Sign)))
+	connect := func(kp nkeys.KeyPair) *bench.Client {
+		seed, _ := kp.Seed()
+		c, err := bench.Connect(srv.ClientURL(), bench.WithSeed(seed))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(c.Close)
+		return c
+	}
+	ctx, cancel := context.WithTimeout(testCtx(t), 20*time.Second)
+	defer cancel()
+	var fe *fleet.Error
+	_, err = connect(noList).Sessions(ctx, fleet.SessionQuery{})
+	if !errors.As(err, &fe) || fe.Code != fleet.CodeForbidden || !strings.Contains(err.Error(), "--sessions") || ctx.Err() != nil {
+		t.Errorf("listing denied: %v; want a 403 naming --sessions before the deadline", err)
+	}
+	res, err := connect(noCall).Call(ctx, "latencyCheck", nil, bench.CallOptions{Sessions: &fleet.SessionQuery{}, Timeout: 15 * time.Second})
+	if !errors.As(err, &fe) || fe.Code != fleet.CodeForbidden || !strings.Contains(err.Error(), "calling sessions needs") || res == nil || res.Took > generous {
+		t.Errorf("call denied: %v (%+v); want a 403 at once", err, res)
 	}
 }
