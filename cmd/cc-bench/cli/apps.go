@@ -66,7 +66,7 @@ func runApps(e *env, args []string) error {
 	fs.StringVar(&f.origins, "origins", "", "for add: the web origins its pages are served from, `URL,…`")
 	fs.StringVar(&f.keyOut, "key-out", "", "for add: write a signed app's signing key to the new `FILE` (mode 0600) instead of printing it")
 	fs.StringVar(&f.user, "user", "", "for token: the user `ID` the token admits (its sub)")
-	fs.DurationVar(&f.ttl, "ttl", 15*time.Minute, "for token: how long the token admits, at most 24h")
+	fs.DurationVar(&f.ttl, "ttl", 15*time.Minute, "for token: how long the token admits, `D`, at most 24h")
 	fs.Var(&f.claims, "claim", "for token: an attribute `k=v` of the user, shown with the session (repeatable)")
 	fs.StringVar(&f.bind, "bind", "", "for token: bind the token to the session public nkey `NKEY` (U…)")
 	pos, err := e.parse(fs, args, appsHelp)

@@ -34,10 +34,10 @@ online after the call started), "result" or "error": {"code",
 registered apps) instead of machines, with the same semantics: the sessions
 selected are expected, the call ends when all have answered, and each is
 reported ok, error or no response. --where then selects sessions by
-attribute (` + strings.Join(fleet.SessionWhereKeys, ", ") + `),
-case-insensitively, e.g. city="New Brunswick",region="New Jersey", and --app
-by app; rows and --json objects name "session", "app" and "location"
-instead of "machine". It needs an admin, or a viewer added with --sessions.
+attribute, case-insensitively (the keys: cc-bench sessions --help), e.g.
+city="New Brunswick",region="New Jersey", and --app by app; rows and --json
+objects name "session", "app" and "location" instead of "machine". It needs
+an admin, or a viewer added with cc-bench operators add … --sessions.
 
 Exit status: 0 when every expected machine (or session) answered ok, 1
 otherwise, 2 for a usage error.`,

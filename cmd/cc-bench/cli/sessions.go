@@ -20,7 +20,8 @@ and LOCATION are set by the control service and cannot be forged by the
 session; PLATFORM is what the session declares.
 
 --where selects sessions by attributes, all of which must hold; values match
-case-insensitively and exactly. Keys: ` + strings.Join(fleet.SessionWhereKeys, ", ") + `.
+case-insensitively and exactly. Keys:
+  ` + strings.Join(fleet.SessionWhereKeys, ", ") + `
 Quote a value that holds a comma: city="Washington, D.C." (in a shell, put
 the whole selector in single quotes).
 
@@ -39,7 +40,7 @@ func runSessions(e *env, args []string) error {
 	var app, where string
 	var limit int
 	fs.StringVar(&app, "app", "", "only the sessions of `APP`")
-	fs.StringVar(&where, "where", "", "select sessions by `KEY=VALUE,…` (city, region, country, app, ip, …)")
+	fs.StringVar(&where, "where", "", "only the sessions with these attributes, `KEY=VALUE,…` (keys above)")
 	fs.IntVar(&limit, "limit", 0, "list at most `N` sessions (0: all)")
 	pos, err := e.parse(fs, args, sessionsHelp)
 	if err != nil {
