@@ -29,6 +29,12 @@ type CallOptions struct {
 	// instead of a selection from the presence snapshot; Where must then be
 	// empty.
 	Machines []string
+	// Sessions, when not nil, makes the call one to sessions instead of
+	// machines: the ONLINE sessions the query selects (all of them for an
+	// empty query; see [Client.Sessions]), each called on its own
+	// [fleet.SessionFnSubject]. Where and Machines must then be empty.
+	// Replies name the session, its app and location.
+	Sessions *fleet.SessionQuery
 	// Timeout ends the call; partial results are results. Default
 	// [DefaultTimeout].
 	Timeout time.Duration
@@ -37,10 +43,15 @@ type CallOptions struct {
 	Published func(expected int)
 }
 
-// Reply is one machine's answer to a call.
+// Reply is one machine's (or session's) answer to a call.
 type Reply struct {
-	Machine string `json:"machine"`
-	Status  Status `json:"status"`
+	Machine string `json:"machine,omitempty"`
+	// Session is the session id, in a call to sessions; App and
+	// Location are the session's, as the control service knows them.
+	Session  string          `json:"session,omitempty"`
+	App      string          `json:"app,omitempty"`
+	Location *fleet.Location `json:"location,omitempty"`
+	Status   Status          `json:"status"`
 	// Unexpected is set when the machine was not among those expected.
 	Unexpected bool `json:"unexpected,omitempty"`
 	// Result is the JSON the function answered (StatusOK).
@@ -49,6 +60,14 @@ type Reply struct {
 	Err *fleet.Error `json:"error,omitempty"`
 	// Duration is the time from publishing the call to this reply.
 	Duration time.Duration `json:"-"`
+}
+
+// Target returns the machine id, or the session id in a call to sessions.
+func (r *Reply) Target() string {
+	if r.Session != "" {
+		return r.Session
+	}
+	return r.Machine
 }
 
 // Summary counts a call's outcome.
@@ -138,6 +157,12 @@ func (c *Client) Call(ctx context.Context, fn string, args map[string]any, opts 
 // answers but was not expected (it came online after the snapshot) is
 // reported with Unexpected set, until the call ends.
 //
+// A call to sessions ([CallOptions.Sessions]) runs the same way, but for
+// the broadcast: each session selected is sent its own copy on
+// [fleet.SessionFnSubject], answers under its session id, and an answer
+// from a session not selected is ignored (no session can join a call it
+// was not sent).
+//
 // When ctx ends first, Stream returns the summary so far and ctx.Err().
 func (c *Client) Stream(ctx context.Context, fn string, args map[string]any, opts CallOptions, each func(Reply)) (*Summary, error) {
 	if err := fleet.ValidateName("function name", fn); err != nil {
@@ -150,7 +175,17 @@ func (c *Client) Stream(ctx context.Context, fn string, args map[string]any, opt
 			return nil, fmt.Errorf("call %s: encode arguments: %w", fn, err)
 		}
 	}
-	targets, broadcast, err := c.targets(ctx, opts)
+	var (
+		targets   []string
+		sessions  []fleet.Session
+		broadcast bool
+		err       error
+	)
+	if opts.Sessions != nil {
+		targets, sessions, err = c.sessionTargets(ctx, opts)
+	} else {
+		targets, broadcast, err = c.targets(ctx, opts)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("call %s: %w", fn, err)
 	}
@@ -159,6 +194,9 @@ func (c *Client) Stream(ctx context.Context, fn string, args map[string]any, opt
 		timeout = DefaultTimeout
 	}
 	cl := newCollector(fn, targets, each)
+	if opts.Sessions != nil {
+		cl.sessions = append([]fleet.Session{}, sessions...) // never nil: a call to sessions
+	}
 	if len(targets) == 0 {
 		if opts.Published != nil {
 			opts.Published(0)
@@ -199,4 +237,21 @@ func (c *Client) targets(ctx context.Context, opts CallOptions) ([]string, bool,
 		ids[i] = s.Machine
 	}
 	return ids, len(ids) == len(snap.Servers), nil
+}
+
+// sessionTargets returns the sessions a call to sessions expects, sorted
+// by id, with what the control service knows of each.
+func (c *Client) sessionTargets(ctx context.Context, opts CallOptions) ([]string, []fleet.Session, error) {
+	if opts.Machines != nil || !opts.Where.Empty() {
+		return nil, nil, fmt.Errorf("a call to sessions selects them with its session query: give no machines nor machine selector")
+	}
+	sessions, err := c.Sessions(ctx, *opts.Sessions)
+	if err != nil {
+		return nil, nil, err
+	}
+	ids := make([]string, len(sessions))
+	for i, s := range sessions {
+		ids[i] = s.ID
+	}
+	return ids, sessions, nil
 }

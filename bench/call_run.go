@@ -37,6 +37,31 @@ type collector struct {
 	sum        Summary
 	each       func(Reply)
 	start      time.Time
+	// sessions, in a call to sessions, are the targets' sessions (same
+	// order); nil in a call to machines.
+	sessions []fleet.Session
+}
+
+// toSessions reports whether the call is one to sessions.
+func (cl *collector) toSessions() bool { return cl.sessions != nil }
+
+// subject is the subject of the call to target i.
+func (cl *collector) subject(i int, fn, caller string) string {
+	if cl.toSessions() {
+		return fleet.SessionFnSubject(cl.targets[i], fn, caller)
+	}
+	return fleet.FnSubject(cl.targets[i], fn, caller)
+}
+
+// name sets who r is from: target i's machine id, or its session id,
+// app and location.
+func (cl *collector) name(r *Reply, i int) {
+	if !cl.toSessions() {
+		r.Machine = cl.targets[i]
+		return
+	}
+	s := &cl.sessions[i]
+	r.Session, r.App, r.Location = s.ID, s.App, s.Location
 }
 
 func newCollector(fn string, targets []string, each func(Reply)) *collector {
@@ -119,7 +144,12 @@ func (cl *collector) handle(msg *nats.Msg, target int) {
 	if target == -1 {
 		return // only a status comes on a broadcast's own reply subject
 	}
-	if msg.Header.Get(fleet.HeaderFunction) != cl.sum.Function {
+	if target == -2 && cl.toSessions() {
+		// A call to sessions goes to each on its own subject; an answer
+		// under another session's token answers nothing this call sent.
+		return
+	}
+	if fn := msg.Header.Get(fleet.HeaderFunction); fn != cl.sum.Function && !(fn == "" && cl.toSessions()) {
 		// Not this call's answer: the subject proves which machine sent
 		// it, this header that the machine's agent sent it as the answer
 		// to this function (a micro discovery reply aimed here, say,
@@ -129,7 +159,7 @@ func (cl *collector) handle(msg *nats.Msg, target int) {
 	cl.handled++
 	r := Reply{Duration: time.Since(cl.start)}
 	if target >= 0 {
-		r.Machine = cl.targets[target]
+		cl.name(&r, target)
 	} else {
 		rs, err := fleet.ParseCallReply(msg.Subject)
 		if err != nil {
@@ -179,11 +209,16 @@ func (cl *collector) summary() *Summary {
 		if st == answered {
 			continue
 		}
-		r := Reply{Machine: cl.targets[i], Status: StatusNoResponse, Duration: cl.sum.Took}
-		if st != pending {
+		r := Reply{Status: StatusNoResponse, Duration: cl.sum.Took}
+		cl.name(&r, i)
+		switch {
+		case st == pending:
+		case cl.toSessions():
+			r.Err = fleet.Errorf(fleet.CodeUnavailable, "the session is not listening (it left, or its app does not let it expose this function)")
+		default:
 			r.Err = fleet.Errorf(fleet.CodeUnavailable, "no agent is listening (offline?)")
 		}
-		cl.sum.NoResponse = append(cl.sum.NoResponse, r.Machine)
+		cl.sum.NoResponse = append(cl.sum.NoResponse, cl.targets[i])
 		cl.each(r)
 	}
 	sort.Strings(cl.sum.NoResponse)
@@ -227,13 +262,21 @@ func (c *Client) run(ctx context.Context, cl *collector, fn string, body []byte,
 		call, err := fleet.ParseFnSubject(subject)
 		return err == nil && call.Function == fn && call.Caller == c.key && (call.Token == "") == broadcast
 	}
+	denied := "does your operator role allow " + fn + "?"
+	if cl.toSessions() {
+		isCall = func(subject string) bool {
+			call, err := fleet.ParseSessionFnSubject(subject)
+			return err == nil && call.Function == fn && call.Caller == c.key
+		}
+		denied = "calling sessions needs an admin, or a viewer added with --sessions"
+	}
 	for cl.remaining > 0 {
 		select {
 		case msg := <-msgs:
 			cl.handle(msg, cl.replyTarget(msg.Subject))
 		case err := <-asyncErrs:
 			if deniedFor(err, isCall, fleet.CallReplies(c.key, callID)) {
-				return cl.summary(), fleet.Errorf(fleet.CodeForbidden, "the broker denied this call (%v): does your operator role allow %s?", err, fn)
+				return cl.summary(), fleet.Errorf(fleet.CodeForbidden, "the broker denied this call (%v): %s", err, denied)
 			}
 		case <-retry.C:
 			if cl.handled != seen {
@@ -327,7 +370,7 @@ func (c *Client) publish(cl *collector, fn string, body []byte, callID string, b
 		return nil
 	}
 	for i, id := range cl.targets {
-		if err := c.nc.PublishMsg(callMsg(fleet.FnSubject(id, fn, c.key), fleet.CallReply(c.key, cl.tokens[i], callID, 0), callID, body)); err != nil {
+		if err := c.nc.PublishMsg(callMsg(cl.subject(i, fn, c.key), fleet.CallReply(c.key, cl.tokens[i], callID, 0), callID, body)); err != nil {
 			return fmt.Errorf("call %s on %s: publish: %w", fn, id, err)
 		}
 	}
@@ -348,7 +391,7 @@ func (c *Client) resend(cl *collector, fn string, body []byte, callID string, k 
 			continue
 		}
 		cl.sum.Resent++
-		if err := c.nc.PublishMsg(callMsg(fleet.FnSubject(id, fn, c.key), fleet.CallReply(c.key, cl.tokens[i], callID, k), callID, body)); err != nil {
+		if err := c.nc.PublishMsg(callMsg(cl.subject(i, fn, c.key), fleet.CallReply(c.key, cl.tokens[i], callID, k), callID, body)); err != nil {
 			return fmt.Errorf("call %s on %s: re-send: %w", fn, id, err)
 		}
 	}

@@ -35,6 +35,19 @@
 // have missed events (a jump in their sequence numbers, a reconnection, events
 // dropped) it says so and resynchronises from a fresh snapshot.
 //
+// # Sessions
+//
+// Sessions are browsers, mobile apps and devices of an operator-registered
+// app ([Client.AppsAdd]) that expose the app's functions. [Client.Sessions]
+// lists the ONLINE ones a [fleet.SessionQuery] selects (by app, location,
+// user, …), [Client.WatchSessions] follows them like [Client.Watch], and a
+// call with [CallOptions.Sessions] calls them with the same semantics as
+// machines:
+//
+//	q := fleet.SessionQuery{Where: map[string]string{"city": "New Brunswick", "region": "New Jersey"}}
+//	res, err := c.Call(ctx, "latencyCheck", map[string]any{"url": "https://example.com/"},
+//		bench.CallOptions{Sessions: &q})
+//
 // # Selectors and filters
 //
 // [ParseSelector] chooses machines by labels and facts before a call;

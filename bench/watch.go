@@ -68,11 +68,102 @@ const resyncRetryMax = 10 * time.Second
 // ends, or the error that stopped it: the first snapshot failed, or the
 // connection closed for good (reconnection refused or given up).
 func (c *Client) Watch(ctx context.Context, fn func(fleet.PresenceEvent)) error {
+	return watch(ctx, c, machineWatch, fn)
+}
+
+// WatchSessions is [Client.Watch] for sessions: fn gets one
+// [EventPresent] per ONLINE session (sorted by id), an [EventSynced], then
+// live [fleet.EventJoined] and [fleet.EventLeft] session events, with the
+// same resyncs on gaps, a changed epoch, reconnects and drops (session
+// events are numbered apart from the machines'). The events of
+// [EventSynced], [EventStale] and [EventResync] name no session. It needs
+// an admin, or a viewer with the sessions permission.
+func (c *Client) WatchSessions(ctx context.Context, fn func(fleet.SessionEvent)) error {
+	return watch(ctx, c, sessionWatch, fn)
+}
+
+// watchKind says how a watch reads one kind of presence: E is its event,
+// T what its snapshot lists (a machine, a session).
+type watchKind[E, T any] struct {
+	subject  string // the live events' wildcard
+	snapshot func(ctx context.Context, c *Client) (*watchSnap[T], error)
+	id       func(T) string
+	since    func(T) time.Time
+	// decode reads a live event: its name, item, seq and epoch; ok is
+	// false for one it does not understand (a newer control service?).
+	decode func(data []byte) (ev E, name string, item T, seq uint64, epoch string, ok bool)
+	// event makes a present, joined or left event about item.
+	event func(name string, item T, t time.Time, seq uint64, reason string) E
+	// note makes a synced, stale or resync event, which names no item.
+	note func(name string, t time.Time, seq uint64, reason string) E
+}
+
+// watchSnap is a snapshot as a watch folds it in.
+type watchSnap[T any] struct {
+	seq   uint64
+	epoch string
+	time  time.Time
+	items []T
+}
+
+var machineWatch = &watchKind[fleet.PresenceEvent, fleet.Server]{
+	subject: fleet.PresenceEventsWildcard,
+	snapshot: func(ctx context.Context, c *Client) (*watchSnap[fleet.Server], error) {
+		snap, err := c.Snapshot(ctx)
+		if err != nil {
+			return nil, err
+		}
+		return &watchSnap[fleet.Server]{seq: snap.Seq, epoch: snap.Epoch, time: snap.Time, items: snap.Servers}, nil
+	},
+	id:    func(s fleet.Server) string { return s.Machine },
+	since: func(s fleet.Server) time.Time { return s.Since },
+	decode: func(data []byte) (fleet.PresenceEvent, string, fleet.Server, uint64, string, bool) {
+		var ev fleet.PresenceEvent
+		if err := json.Unmarshal(data, &ev); err != nil || ev.Machine == "" {
+			return ev, "", fleet.Server{}, 0, "", false
+		}
+		return ev, ev.Event, fleet.Server{Machine: ev.Machine, Labels: ev.Labels}, ev.Seq, ev.Epoch, true
+	},
+	event: func(name string, s fleet.Server, t time.Time, seq uint64, reason string) fleet.PresenceEvent {
+		return fleet.PresenceEvent{Event: name, Machine: s.Machine, Labels: s.Labels, Time: t, Seq: seq, Reason: reason}
+	},
+	note: func(name string, t time.Time, seq uint64, reason string) fleet.PresenceEvent {
+		return fleet.PresenceEvent{Event: name, Time: t, Seq: seq, Reason: reason}
+	},
+}
+
+var sessionWatch = &watchKind[fleet.SessionEvent, fleet.Session]{
+	subject: fleet.SessionEventsWildcard,
+	snapshot: func(ctx context.Context, c *Client) (*watchSnap[fleet.Session], error) {
+		snap, err := c.SessionSnapshot(ctx, fleet.SessionQuery{})
+		if err != nil {
+			return nil, err
+		}
+		return &watchSnap[fleet.Session]{seq: snap.Seq, epoch: snap.Epoch, time: snap.Time, items: snap.Sessions}, nil
+	},
+	id:    func(s fleet.Session) string { return s.ID },
+	since: func(s fleet.Session) time.Time { return s.Since },
+	decode: func(data []byte) (fleet.SessionEvent, string, fleet.Session, uint64, string, bool) {
+		var ev fleet.SessionEvent
+		if err := json.Unmarshal(data, &ev); err != nil || fleet.ValidateSessionID(ev.Session.ID) != nil {
+			return ev, "", fleet.Session{}, 0, "", false
+		}
+		return ev, ev.Event, ev.Session, ev.Seq, ev.Epoch, true
+	},
+	event: func(name string, s fleet.Session, t time.Time, seq uint64, reason string) fleet.SessionEvent {
+		return fleet.SessionEvent{Event: name, Session: s, Time: t, Seq: seq, Reason: reason}
+	},
+	note: func(name string, t time.Time, seq uint64, reason string) fleet.SessionEvent {
+		return fleet.SessionEvent{Event: name, Time: t, Seq: seq, Reason: reason}
+	},
+}
+
+func watch[E, T any](ctx context.Context, c *Client, kind *watchKind[E, T], fn func(E)) error {
 	nc := c.nc
 	status := nc.StatusChanged(nats.CONNECTED, nats.RECONNECTING, nats.DISCONNECTED, nats.CLOSED)
 	defer nc.RemoveStatusListener(status)
-	w := &watcher{c: c, fn: fn, status: status, online: map[string]map[string]string{}, reconnects: nc.Stats().Reconnects}
-	sub, err := nc.SubscribeSync(fleet.PresenceEventsWildcard)
+	w := &watcher[E, T]{c: c, kind: kind, fn: fn, status: status, online: map[string]T{}, reconnects: nc.Stats().Reconnects}
+	sub, err := nc.SubscribeSync(kind.subject)
 	if err != nil {
 		return fmt.Errorf("watch: subscribe to presence events: %w", err)
 	}
@@ -84,16 +175,16 @@ func (c *Client) Watch(ctx context.Context, fn func(fleet.PresenceEvent)) error 
 	if err != nil {
 		return fmt.Errorf("watch: %w", err)
 	}
-	snap, err := c.Snapshot(ctx)
+	snap, err := kind.snapshot(ctx, c)
 	if err != nil {
 		return fmt.Errorf("watch: %w", err)
 	}
-	for _, s := range snap.Servers {
-		w.online[s.Machine] = s.Labels
-		fn(fleet.PresenceEvent{Event: EventPresent, Machine: s.Machine, Labels: s.Labels, Time: s.Since, Seq: snap.Seq})
+	for _, s := range snap.items {
+		w.online[kind.id(s)] = s
+		fn(kind.event(EventPresent, s, kind.since(s), snap.seq, ""))
 	}
-	w.last, w.epoch = snap.Seq, snap.Epoch
-	fn(fleet.PresenceEvent{Event: EventSynced, Time: snap.Time, Seq: snap.Seq})
+	w.last, w.epoch = snap.seq, snap.epoch
+	fn(kind.note(EventSynced, snap.time, snap.seq, ""))
 
 	rctx, stop := context.WithCancel(ctx)
 	msgs := make(chan delivery)
@@ -104,12 +195,13 @@ func (c *Client) Watch(ctx context.Context, fn func(fleet.PresenceEvent)) error 
 }
 
 // watcher is the state of one Watch: what fn has been told.
-type watcher struct {
+type watcher[E, T any] struct {
 	c      *Client
-	fn     func(fleet.PresenceEvent)
+	kind   *watchKind[E, T]
+	fn     func(E)
 	status chan nats.Status
-	// online holds the machines fn was told are ONLINE, with their labels.
-	online map[string]map[string]string
+	// online holds what fn was told is ONLINE, by id.
+	online map[string]T
 	// last is the sequence number of the last event folded in, epoch
 	// the numbering it belongs to.
 	last  uint64
@@ -146,7 +238,7 @@ func readEvents(ctx context.Context, sub *nats.Subscription, out chan<- delivery
 	}
 }
 
-func (w *watcher) loop(ctx context.Context, msgs <-chan delivery) error {
+func (w *watcher[E, T]) loop(ctx context.Context, msgs <-chan delivery) error {
 	for {
 		var err error
 		select {
@@ -165,7 +257,7 @@ func (w *watcher) loop(ctx context.Context, msgs <-chan delivery) error {
 
 // connChanged reacts to the connection's state: lost is reported once,
 // re-established resyncs, closed ends the watch.
-func (w *watcher) connChanged(ctx context.Context) error {
+func (w *watcher[E, T]) connChanged(ctx context.Context) error {
 	nc := w.c.nc
 	switch {
 	case nc.IsClosed():
@@ -178,7 +270,7 @@ func (w *watcher) connChanged(ctx context.Context) error {
 	return nil
 }
 
-func (w *watcher) deliver(ctx context.Context, d delivery) error {
+func (w *watcher[E, T]) deliver(ctx context.Context, d delivery) error {
 	if d.err != nil {
 		switch {
 		case ctx.Err() != nil:
@@ -190,26 +282,26 @@ func (w *watcher) deliver(ctx context.Context, d delivery) error {
 		}
 		return fmt.Errorf("watch: %w", d.err)
 	}
-	var ev fleet.PresenceEvent
-	if err := json.Unmarshal(d.msg.Data, &ev); err != nil || ev.Machine == "" {
+	ev, name, item, seq, epoch, ok := w.kind.decode(d.msg.Data)
+	if !ok {
 		return nil // not an event we understand; a newer control service?
 	}
 	switch {
-	case ev.Epoch != w.epoch:
+	case epoch != w.epoch:
 		// Numbered by another run of the control service (one restarted
 		// without its saved state, or a second one): seq says nothing.
 		return w.resync(ctx, "the control service's event numbering changed (restarted or replaced)")
-	case ev.Seq <= w.last:
+	case seq <= w.last:
 		return nil // already folded into the snapshot
-	case ev.Seq != w.last+1:
-		return w.resync(ctx, fmt.Sprintf("sequence gap %d→%d", w.last, ev.Seq))
+	case seq != w.last+1:
+		return w.resync(ctx, fmt.Sprintf("sequence gap %d→%d", w.last, seq))
 	}
-	w.last = ev.Seq
-	switch ev.Event {
+	w.last = seq
+	switch name {
 	case fleet.EventJoined:
-		w.online[ev.Machine] = ev.Labels
+		w.online[w.kind.id(item)] = item
 	case fleet.EventLeft:
-		delete(w.online, ev.Machine)
+		delete(w.online, w.kind.id(item))
 	}
 	w.fn(ev)
 	return nil
@@ -218,17 +310,18 @@ func (w *watcher) deliver(ctx context.Context, d delivery) error {
 // resync reads a fresh snapshot and reports what changed since fn's view.
 // Events the subscription holds or receives meanwhile are sorted out by
 // their sequence numbers afterwards, as at the start of the watch.
-func (w *watcher) resync(ctx context.Context, reason string) error {
-	w.fn(fleet.PresenceEvent{Event: EventResync, Reason: reason, Time: time.Now().UTC(), Seq: w.last})
+func (w *watcher[E, T]) resync(ctx context.Context, reason string) error {
+	k := w.kind
+	w.fn(k.note(EventResync, time.Now().UTC(), w.last, reason))
 	snap, err := w.freshSnapshot(ctx)
 	if err != nil {
 		return err
 	}
 	w.stale = false
 	_ = w.c.errs.takeLost() // the drop, if any, is dealt with
-	now := make(map[string]bool, len(snap.Servers))
-	for _, s := range snap.Servers {
-		now[s.Machine] = true
+	now := make(map[string]bool, len(snap.items))
+	for _, s := range snap.items {
+		now[k.id(s)] = true
 	}
 	var gone []string
 	for id := range w.online {
@@ -238,32 +331,33 @@ func (w *watcher) resync(ctx context.Context, reason string) error {
 	}
 	sort.Strings(gone)
 	for _, id := range gone {
-		labels := w.online[id]
+		item := w.online[id]
 		delete(w.online, id)
-		w.fn(fleet.PresenceEvent{Event: fleet.EventLeft, Machine: id, Labels: labels, Time: snap.Time, Seq: snap.Seq, Reason: FoundByResync})
+		w.fn(k.event(fleet.EventLeft, item, snap.time, snap.seq, FoundByResync))
 	}
-	for _, s := range snap.Servers {
-		_, had := w.online[s.Machine]
-		w.online[s.Machine] = s.Labels
+	for _, s := range snap.items {
+		id := k.id(s)
+		_, had := w.online[id]
+		w.online[id] = s
 		if !had {
-			w.fn(fleet.PresenceEvent{Event: fleet.EventJoined, Machine: s.Machine, Labels: s.Labels, Time: s.Since, Seq: snap.Seq, Reason: FoundByResync})
+			w.fn(k.event(fleet.EventJoined, s, k.since(s), snap.seq, FoundByResync))
 		}
 	}
-	w.last, w.epoch = snap.Seq, snap.Epoch
-	w.fn(fleet.PresenceEvent{Event: EventSynced, Time: snap.Time, Seq: snap.Seq})
+	w.last, w.epoch = snap.seq, snap.epoch
+	w.fn(k.note(EventSynced, snap.time, snap.seq, ""))
 	return nil
 }
 
 // freshSnapshot reads the snapshot once the connection is up, retrying
 // (and saying so) until it succeeds, ctx ends or the connection closes.
-func (w *watcher) freshSnapshot(ctx context.Context) (*fleet.PresenceSnapshot, error) {
+func (w *watcher[E, T]) freshSnapshot(ctx context.Context) (*watchSnap[T], error) {
 	wait := 250 * time.Millisecond
 	for {
 		if err := w.awaitConnected(ctx); err != nil {
 			return nil, err
 		}
 		w.reconnects = w.c.nc.Stats().Reconnects
-		snap, err := w.c.Snapshot(ctx)
+		snap, err := w.kind.snapshot(ctx, w.c)
 		switch {
 		case err == nil:
 			return snap, nil
@@ -273,8 +367,7 @@ func (w *watcher) freshSnapshot(ctx context.Context) (*fleet.PresenceSnapshot, e
 			return nil, w.closedErr()
 		}
 		w.stale = true
-		w.fn(fleet.PresenceEvent{Event: EventStale, Time: time.Now().UTC(), Seq: w.last,
-			Reason: fmt.Sprintf("resync failed (%v); retrying in %s", err, wait)})
+		w.fn(w.kind.note(EventStale, time.Now().UTC(), w.last, fmt.Sprintf("resync failed (%v); retrying in %s", err, wait)))
 		t := time.NewTimer(wait)
 		select {
 		case <-ctx.Done():
@@ -288,7 +381,7 @@ func (w *watcher) freshSnapshot(ctx context.Context) (*fleet.PresenceSnapshot, e
 
 // awaitConnected returns once the connection is up, reporting it stale
 // while it is not.
-func (w *watcher) awaitConnected(ctx context.Context) error {
+func (w *watcher[E, T]) awaitConnected(ctx context.Context) error {
 	nc := w.c.nc
 	for !nc.IsConnected() {
 		if nc.IsClosed() {
@@ -304,15 +397,15 @@ func (w *watcher) awaitConnected(ctx context.Context) error {
 	return nil
 }
 
-func (w *watcher) markStale(reason string) {
+func (w *watcher[E, T]) markStale(reason string) {
 	if w.stale {
 		return
 	}
 	w.stale = true
-	w.fn(fleet.PresenceEvent{Event: EventStale, Reason: reason, Time: time.Now().UTC(), Seq: w.last})
+	w.fn(w.kind.note(EventStale, time.Now().UTC(), w.last, reason))
 }
 
-func (w *watcher) lostReason() string {
+func (w *watcher[E, T]) lostReason() string {
 	err := w.c.errs.takeLost()
 	if err == nil {
 		err = w.c.nc.LastError()
@@ -323,7 +416,7 @@ func (w *watcher) lostReason() string {
 	return "connection to the broker lost; reconnecting"
 }
 
-func (w *watcher) closedErr() error {
+func (w *watcher[E, T]) closedErr() error {
 	if err := w.c.nc.LastError(); err != nil {
 		return fmt.Errorf("watch: %w (%v): start the watch again (if the broker refuses the key, is it still registered as an operator?)", nats.ErrConnectionClosed, err)
 	}

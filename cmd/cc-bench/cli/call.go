@@ -14,7 +14,8 @@ import (
 )
 
 var callHelp = help{
-	usage: "cc-bench call FUNCTION [--where SELECTOR] [--arg k=v]... [--filter EXPR] [--timeout D] [--json]",
+	usage: `cc-bench call FUNCTION [--where SELECTOR | --machine ID...] [--arg k=v]... [--filter EXPR] [--timeout D] [--json]
+       cc-bench call FUNCTION --sessions [--app APP] [--where KEY=VALUE,…] [--arg k=v]... [--filter EXPR] [--timeout D] [--json]`,
 	about: `Call FUNCTION on every ONLINE machine the selector chooses (all of them
 without --where) and list each machine's reply, then a summary. The call ends
 as soon as every expected machine has answered, or at --timeout.
@@ -29,16 +30,30 @@ no-response), "unexpected" (a machine that was not expected, e.g. came
 online after the call started), "result" or "error": {"code",
 "description"}, "duration_ms"}.
 
-Exit status: 0 when every expected machine answered ok, 1 otherwise, 2 for
-a usage error.`,
+--sessions calls the ONLINE sessions (browsers, mobile apps, devices of the
+registered apps) instead of machines, with the same semantics: the sessions
+selected are expected, the call ends when all have answered, and each is
+reported ok, error or no response. --where then selects sessions by
+attribute, case-insensitively (the keys: cc-bench sessions --help), e.g.
+city="New Brunswick",region="New Jersey", and --app by app; rows and --json
+objects name "session", "app" and "location" instead of "machine". It needs
+an admin, or a viewer added with cc-bench operators add … --sessions.
+
+Exit status: 0 when every expected machine (or session) answered ok, 1
+otherwise, 2 for a usage error.`,
 	examples: `cc-bench call machine-info
 cc-bench call current-load --where location=New-Jersey --filter 'load1 > 10'
-cc-bench call sw-list --arg name=openssl --machine 10.0.0.5_web01 --json`,
+cc-bench call sw-list --arg name=openssl --machine 10.0.0.5_web01 --json
+cc-bench call latencyCheck --sessions --where 'city=New Brunswick,region=New Jersey' --arg url=https://example.com/
+cc-bench call latencyCheck --sessions --app shop --arg url=https://example.com/ --json`,
 }
 
-// callLine is one machine in --json output.
+// callLine is one machine (or session) in --json output.
 type callLine struct {
-	Machine    string          `json:"machine"`
+	Machine    string          `json:"machine,omitempty"`
+	Session    string          `json:"session,omitempty"`
+	App        string          `json:"app,omitempty"`
+	Location   *fleet.Location `json:"location,omitempty"`
 	Status     bench.Status    `json:"status"`
 	Unexpected bool            `json:"unexpected,omitempty"`
 	Result     json.RawMessage `json:"result,omitempty"`
@@ -47,8 +62,9 @@ type callLine struct {
 }
 
 type callFlags struct {
-	where, filter string
-	args, targets listFlag
+	where, filter, app string
+	args, targets      listFlag
+	sessions           bool
 }
 
 func runCall(e *env, args []string) error {
@@ -58,6 +74,8 @@ func runCall(e *env, args []string) error {
 	fs.Var(&f.args, "arg", "a function argument `k=v` (repeatable)")
 	fs.StringVar(&f.filter, "filter", "", "list only the results for which this `expression` holds")
 	fs.Var(&f.targets, "machine", "call this machine `ID`, online or not, instead of a selection (repeatable)")
+	fs.BoolVar(&f.sessions, "sessions", false, "call the ONLINE sessions (browsers, apps, devices) --where and --app select, instead of machines")
+	fs.StringVar(&f.app, "app", "", "with --sessions: only the sessions of `APP`")
 	pos, err := e.parse(fs, args, callHelp)
 	if err != nil {
 		return err
@@ -79,7 +97,7 @@ func runCall(e *env, args []string) error {
 		return err
 	}
 	defer c.Close()
-	out := &callOutput{e: e, filter: filter}
+	out := &callOutput{e: e, filter: filter, sessions: opts.Sessions != nil}
 	prog := startProgress(e.stderr, e.g.timeout)
 	opts.Published = prog.published
 	sum, err := c.Stream(e.ctx, fn, fargs, opts, func(r bench.Reply) {
@@ -108,8 +126,22 @@ func runCall(e *env, args []string) error {
 func (f *callFlags) options() (bench.CallOptions, *bench.Filter, map[string]any, error) {
 	var opts bench.CallOptions
 	var err error
-	if opts.Where, err = parseWhere(f.where); err != nil {
-		return opts, nil, nil, err
+	switch {
+	case f.sessions && len(f.targets) > 0:
+		return opts, nil, nil, usageErrorf("--machine names machines; --sessions calls sessions: give one")
+	case f.sessions:
+		q, err := sessionQuery(f.app, f.where)
+		if err != nil {
+			return opts, nil, nil, err
+		}
+		opts.Sessions = &q
+	case f.app != "":
+		return opts, nil, nil, usageErrorf("--app selects sessions: add --sessions")
+	}
+	if !f.sessions {
+		if opts.Where, err = parseWhere(f.where); err != nil {
+			return opts, nil, nil, err
+		}
 	}
 	if len(f.targets) > 0 {
 		if f.where != "" {
@@ -139,11 +171,12 @@ func (f *callFlags) options() (bench.CallOptions, *bench.Filter, map[string]any,
 
 // callOutput prints replies: streamed as JSON Lines, or a sorted table.
 type callOutput struct {
-	e       *env
-	filter  *bench.Filter
-	rows    []bench.Reply
-	matched int
-	err     error
+	e        *env
+	sessions bool // a call to sessions
+	filter   *bench.Filter
+	rows     []bench.Reply
+	matched  int
+	err      error
 }
 
 func (o *callOutput) add(r bench.Reply) {
@@ -157,7 +190,7 @@ func (o *callOutput) add(r bench.Reply) {
 	}
 	if o.err == nil {
 		o.err = jsonLine(o.e.stdout, callLine{
-			Machine: r.Machine, Status: r.Status, Unexpected: r.Unexpected,
+			Machine: r.Machine, Session: r.Session, App: r.App, Location: r.Location, Status: r.Status, Unexpected: r.Unexpected,
 			Result: r.Result, Error: r.Err, DurationMS: r.Duration.Milliseconds(),
 		})
 	}
@@ -179,13 +212,26 @@ func (o *callOutput) finish(sum *bench.Summary) error {
 		return nil
 	}
 	if sum.Expected == 0 && len(o.rows) == 0 {
-		fmt.Fprintln(o.e.stderr, "no ONLINE machine matches; see which are with: cc-bench servers")
+		if o.sessions {
+			fmt.Fprintln(o.e.stderr, "no ONLINE session matches; see which are with: cc-bench sessions")
+		} else {
+			fmt.Fprintln(o.e.stderr, "no ONLINE machine matches; see which are with: cc-bench servers")
+		}
 	}
 	if len(o.rows) > 0 {
-		sort.SliceStable(o.rows, func(i, j int) bool { return o.rows[i].Machine < o.rows[j].Machine })
-		t := newTable(o.e.stdout, "MACHINE", "STATUS", "RESULT")
+		sort.SliceStable(o.rows, func(i, j int) bool { return o.rows[i].Target() < o.rows[j].Target() })
+		var t *table
+		if o.sessions {
+			t = newTable(o.e.stdout, "SESSION", "APP", "LOCATION", "STATUS", "RESULT")
+		} else {
+			t = newTable(o.e.stdout, "MACHINE", "STATUS", "RESULT")
+		}
 		for _, r := range o.rows {
-			t.row(r.Machine, statusText(r), resultText(r))
+			if o.sessions {
+				t.row(r.Session, dash(r.App), locationText(r.Location), statusText(r), resultText(r))
+			} else {
+				t.row(r.Machine, statusText(r), resultText(r))
+			}
 		}
 		if err := t.flush(); err != nil {
 			return err

@@ -1,5 +1,5 @@
 // Package cli is the cc-bench command line: one file per noun (servers,
-// watch, call, machines, operators), each a thin layer over the bench SDK.
+// sessions, watch, call, machines, apps, operators), each a thin layer over the bench SDK.
 // cmd/cc-bench only calls [Run].
 package cli
 
@@ -61,8 +61,10 @@ func commands() []command {
 	return []command{
 		{"servers", "list the ONLINE machines", runServers},
 		{"watch", "show the ONLINE machines, then live joined / left events", runWatch},
-		{"call", "call a function on the selected machines and list the replies", runCall},
+		{"call", "call a function on the selected machines (or sessions) and list the replies", runCall},
+		{"sessions", "list the ONLINE sessions (browsers, apps, devices) by app and location", runSessions},
 		{"machines", "manage the registry: ls, pending, accept, add, rm, label", runMachines},
+		{"apps", "manage the apps whose sessions may join: ls, add, rm, token", runApps},
 		{"operators", "manage the operators: ls, add, rm", runOperators},
 		{"whoami", "show which operator this key is, and its role", runWhoAmI},
 		{"audit", "show the audit log: calls, registry changes, refused connections", runAudit},
@@ -142,6 +144,7 @@ Global flags (also accepted after the command):
 Examples:
   cc-bench --key ./cc-data/admin.nk servers --where role=web
   cc-bench call current-load --where location=New-Jersey --filter 'load1 > 10'
+  cc-bench call latencyCheck --sessions --where 'city=New Brunswick,region=New Jersey' --arg url=https://example.com/
 
 Run cc-bench COMMAND --help for a command's flags.
 `)

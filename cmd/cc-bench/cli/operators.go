@@ -1,15 +1,20 @@
 package cli
 
 import (
+	"fmt"
+
 	"github.com/commandcontrol/commandcontrol/bench"
 	"github.com/commandcontrol/commandcontrol/fleet"
 )
 
 var operatorsHelp = help{
-	usage: "cc-bench operators ls | add NAME --pubkey KEY --role admin|viewer | rm NAME",
+	usage: "cc-bench operators ls | add NAME --pubkey KEY --role admin|viewer [--sessions] | rm NAME",
 	about: `Manage the operators: the people and scripts allowed to use the workbench,
 each with an nkey and a role. An admin may call every function and manage the
 registry and the operators; a viewer may call read-only functions and list.
+Sessions (browsers, apps, devices) are for admins, and for a viewer added
+with --sessions, who may then list, watch and call them (ROLE shows
+viewer+sessions).
 
   ls   list the operators
   add  register an operator with its public nkey (U…): create one with
@@ -20,6 +25,7 @@ registry and the operators; a viewer may call read-only functions and list.
 public key is given with --pubkey.`,
 	examples: `cc-bench operators ls
 cc-bench operators add alice --pubkey UABC... --role viewer
+cc-bench operators add noc --pubkey UDEF... --role viewer --sessions
 cc-bench operators rm alice`,
 }
 
@@ -28,6 +34,7 @@ func runOperators(e *env, args []string) error {
 	var pubkey, role string
 	fs.StringVar(&pubkey, "pubkey", "", "for add: the operator's public nkey `KEY` (U…)")
 	fs.StringVar(&role, "role", "", "for add: `admin` or viewer")
+	sessions := fs.Bool("sessions", false, "for add: let a viewer list, watch and call sessions (an admin always may)")
 	pos, err := e.parse(fs, args, operatorsHelp)
 	if err != nil {
 		return err
@@ -43,7 +50,7 @@ func runOperators(e *env, args []string) error {
 	case "ls", "list":
 		return needArgs(sub, pos, 0, "", func() error { return operatorsList(e) })
 	case "add":
-		return operatorsAdd(e, pos, pubkey, role)
+		return operatorsAdd(e, pos, pubkey, role, *sessions)
 	case "rm", "remove":
 		return needArgs(sub, pos, 1, "NAME", func() error {
 			return e.withClient(func(c *bench.Client) error {
@@ -70,14 +77,18 @@ func operatorsList(e *env) error {
 		}
 		t := newTable(e.stdout, "NAME", "ROLE", "ADDED", "KEY")
 		for _, o := range ops {
-			t.row(o.Name, o.Role, timeText(o.AddedAt), o.Key)
+			role := o.Role
+			if o.Sessions && o.Role != fleet.RoleAdmin {
+				role += "+sessions"
+			}
+			t.row(o.Name, role, timeText(o.AddedAt), o.Key)
 		}
 		return t.flush()
 	})
 }
 
-func operatorsAdd(e *env, pos []string, key, role string) error {
-	const usage = "cc-bench operators add NAME --pubkey KEY --role admin|viewer"
+func operatorsAdd(e *env, pos []string, key, role string, sessions bool) error {
+	const usage = "cc-bench operators add NAME --pubkey KEY --role admin|viewer [--sessions]"
 	if len(pos) != 1 {
 		return usageErrorf("usage: %s", usage)
 	}
@@ -93,8 +104,16 @@ func operatorsAdd(e *env, pos []string, key, role string) error {
 	return e.withClient(func(c *bench.Client) error {
 		ctx, cancel := e.requestCtx()
 		defer cancel()
-		o, err := c.AddOperator(ctx, pos[0], key, role)
-		return e.done(o, err, "added operator %s (%s)", pos[0], role)
+		if !sessions {
+			o, err := c.AddOperator(ctx, pos[0], key, role)
+			return e.done(o, err, "added operator %s (%s)", pos[0], role)
+		}
+		o, err := c.AddOperatorWith(ctx, fleet.OperatorRequest{Name: pos[0], Key: key, Role: role, Sessions: true})
+		if err == nil && o != nil && !o.Sessions && o.Role != fleet.RoleAdmin {
+			return fmt.Errorf("operator %s was added without the sessions permission: is cc-control up to date? "+
+				"Remove it (cc-bench operators rm %s) and add it again once it is", pos[0], pos[0])
+		}
+		return e.done(o, err, "added operator %s (%s, may list, watch and call sessions)", pos[0], role)
 	})
 }
 

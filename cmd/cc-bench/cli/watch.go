@@ -14,7 +14,7 @@ import (
 )
 
 var watchHelp = help{
-	usage: "cc-bench watch [--where SELECTOR] [--json]",
+	usage: "cc-bench watch [--where SELECTOR] [--json] | --sessions [--app APP] [--where KEY=VALUE,…] [--json]",
 	about: `Show the machines ONLINE now ("present"), then every machine that comes
 online ("joined") or goes offline ("left"), until Ctrl-C. Nothing is missed
 between the list and the live events.
@@ -30,9 +30,18 @@ broker refuses the key.
 --json prints one object per line: {"event", "machine", "labels", "time",
 "seq", "reason"} for present, joined and left; {"event", "time", "seq",
 "online"} for synced (the list is complete, at the start and after each
-resync); {"event", "time", "seq", "reason"} for stale and resync.`,
+resync); {"event", "time", "seq", "reason"} for stale and resync.
+
+--sessions watches sessions instead of machines (their events are apart):
+present, joined and left lines name the session id, app, IP, location and
+declared platform; --where then selects sessions by attribute, as in
+cc-bench sessions (e.g. city="New Brunswick",region="New Jersey"), and
+--app by app. With --json, present, joined and left are
+{"event", "session": {…}, "time", "seq", "reason"}.`,
 	examples: `cc-bench watch
-cc-bench watch --where role=web --json | jq -c 'select(.event == "left")'`,
+cc-bench watch --where role=web --json | jq -c 'select(.event == "left")'
+cc-bench watch --sessions --app shop
+cc-bench watch --sessions --where 'city=New Brunswick,region=New Jersey' --json`,
 }
 
 // watchNote is the JSON record of a watch event that names no machine.
@@ -46,13 +55,25 @@ type watchNote struct {
 
 func runWatch(e *env, args []string) error {
 	fs := e.flagSet("watch")
-	where := fs.String("where", "", "show only machines matching this `selector`")
+	where := fs.String("where", "", "show only machines matching this `selector` (with --sessions: sessions with these attributes)")
+	sessions := fs.Bool("sessions", false, "watch the sessions (browsers, apps, devices) instead of the machines")
+	app := fs.String("app", "", "with --sessions: only the sessions of `APP`")
 	pos, err := e.parse(fs, args, watchHelp)
 	if err != nil {
 		return err
 	}
 	if len(pos) > 0 {
 		return usageErrorf("watch takes no arguments, got %q", pos[0])
+	}
+	if *sessions {
+		q, err := sessionQuery(*app, *where)
+		if err != nil {
+			return err
+		}
+		return watchSessions(e, q)
+	}
+	if *app != "" {
+		return usageErrorf("--app selects sessions: add --sessions")
 	}
 	sel, err := parseWhere(*where)
 	if err != nil {
@@ -93,6 +114,12 @@ func runWatch(e *env, args []string) error {
 		}
 		werr = printf(e.stdout, "%s\n", eventText(ev))
 	})
+	return watchEnd(werr, err)
+}
+
+// watchEnd is a watch's outcome: an output error, nothing after Ctrl-C,
+// or what ended it.
+func watchEnd(werr, err error) error {
 	if werr != nil {
 		return werr
 	}
