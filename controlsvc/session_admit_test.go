@@ -10,6 +10,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/commandcontrol/commandcontrol/fleet"
 	"github.com/nats-io/jwt/v2"
@@ -531,4 +533,31 @@ func TestAPIOperatorsAddSessions(t *testing.T) {
 	if o, ok := s.reg.Operator("sam"); !ok || !o.Sessions {
 		t.Fatalf("operator %+v: want the sessions permission stored", o)
 	}
+}
+
+// FuzzSessionHello: whatever a client sends as its auth_token, parsing
+// never panics, a refusal quotes at most a bounded piece of it, and what
+// is kept as declared is bounded and printable.
+func FuzzSessionHello(f *testing.F) {
+	for _, s := range []string{`{"app":"speedtest","platform":"browser"}`, `{"app":"a","user_agent":"\u202e\u0000x"}`, `{`, `"x"`, `{"app":"ok"}{}`, ""} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, token string) {
+		h, err := parseSessionHello(token)
+		if err != nil {
+			if len(err.Error()) > 600 {
+				t.Fatalf("error of %d bytes", len(err.Error()))
+			}
+			return
+		}
+		if fleet.ValidateName("app", h.App) != nil {
+			t.Fatalf("accepted app %q", h.App)
+		}
+		d := declared(h)
+		for _, v := range []string{d.Platform, d.UserAgent, d.AppVersion} {
+			if len(v) > maxDeclaredUserAgent || !utf8.ValidString(v) || strings.ContainsFunc(v, func(r rune) bool { return !unicode.IsPrint(r) }) {
+				t.Fatalf("declared %q", v)
+			}
+		}
+	})
 }
