@@ -110,12 +110,14 @@ type Config struct {
 	// SessionRatePerIP and SessionBurstPerIP limit the session connection
 	// attempts of one source address: per second sustained, and at once
 	// (defaults DefaultSessionRatePerIP, DefaultSessionBurstPerIP; a
-	// negative rate: no limit). Past them an attempt is refused before
-	// any signature is checked. Agents and operators are not counted.
+	// negative rate: no limit; cc-control --session-rate, --session-burst).
+	// Past them an attempt is refused before any signature is checked.
+	// Agents and operators are not counted.
 	SessionRatePerIP  float64
 	SessionBurstPerIP int
 	// MaxSessionsPerApp caps the ONLINE sessions of an app registered
-	// without max_sessions (default DefaultMaxSessionsPerApp).
+	// without max_sessions (default DefaultMaxSessionsPerApp;
+	// cc-control --max-sessions-per-app).
 	MaxSessionsPerApp int
 	// Locate says where an address is (nil: no location): sessions and
 	// machines carry it.

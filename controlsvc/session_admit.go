@@ -285,7 +285,7 @@ type ipRefusal struct {
 }
 
 func (r *ipRefusal) Error() string {
-	return fmt.Sprintf("too many session connections from %s (%g per second, bursts of %g; cc-control --session-rate-per-ip and --session-burst-per-ip set it): retry in %v",
+	return fmt.Sprintf("too many session connections from %s (%g per second, bursts of %g; cc-control --session-rate and --session-burst set it): retry in %v",
 		boundClientText(r.ip), r.rate, r.burst, r.wait)
 }
 
