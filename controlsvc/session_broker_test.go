@@ -309,6 +309,29 @@ func TestSignedSessionAdmission(t *testing.T) {
 	st.refused(t, kp, fleet.SessionHello{App: "bank", Token: good}, "not signed by the app's key")
 	sess, _ = st.mustSession(t, kp, fleet.SessionHello{App: "bank", Token: signToken(t, claims, again.Seed)})
 	sess.Close()
+
+	// The refusals are in the audit, with the key presented and why;
+	// the app's removal and addition are registry changes there.
+	var refused, changes []fleet.AuditRecord
+	waitFor(t, "the session refusals and app changes in the audit", 10*time.Second, func() bool {
+		var l fleet.AuditList
+		if err := ctlCall(st.admin, fleet.OpAudit, fleet.AuditRequest{Limit: 1000}, &l); err != nil {
+			t.Fatal(err)
+		}
+		refused, changes = nil, nil
+		for _, r := range l.Records {
+			switch {
+			case r.Kind == fleet.AuditRefused && strings.HasPrefix(r.Reason, "session: ") && r.Key == pub && r.Name == "bank":
+				refused = append(refused, r)
+			case r.Kind == fleet.AuditRegistry && strings.HasPrefix(r.Op, "apps."):
+				changes = append(changes, r)
+			}
+		}
+		return len(refused) == 7 && len(changes) == 4
+	})
+	if !strings.Contains(refused[4].Reason, "session token has expired") || changes[2].Op != fleet.OpAppsRemove || changes[2].Operator != "admin" {
+		t.Fatalf("audit: refused %+v, changes %+v", refused, changes)
+	}
 }
 
 // TestPublicSessionFlood: connections from one address past its burst
