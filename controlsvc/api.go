@@ -41,6 +41,9 @@ func (s *Service) serveAPI() (micro.Service, error) {
 		fleet.OpOperatorsAdd:    s.apiOperatorsAdd,
 		fleet.OpOperatorsRemove: s.apiOperatorsRemove,
 		fleet.OpAudit:           s.apiAudit,
+		fleet.OpAppsAdd:         s.apiAppsAdd,
+		fleet.OpAppsList:        s.apiAppsList,
+		fleet.OpAppsRemove:      s.apiAppsRemove,
 	}
 	for name, h := range ops {
 		ep := "ctl-" + name
@@ -116,7 +119,7 @@ func (s *Service) runAPI(ctx context.Context, name, subject string, body []byte,
 	if !ok {
 		return nil, fleet.Errorf(fleet.CodeForbidden, "key %s is not an operator", key)
 	}
-	op := operatorIdentity{Name: o.Name, Key: o.Key, Role: o.Role}
+	op := operatorIdentity{Name: o.Name, Key: o.Key, Role: o.Role, Sessions: o.Sessions}
 	if !fleet.ReadOnlyOps[name] && op.Role != fleet.RoleAdmin {
 		s.log.Warn("control API refused", "operator", op.Name, "role", op.Role, "op", name)
 		if name != fleet.OpAudit {
@@ -128,10 +131,10 @@ func (s *Service) runAPI(ctx context.Context, name, subject string, body []byte,
 		return nil, fleet.Errorf(fleet.CodeTooLarge, "request is %d bytes; at most %d are allowed", len(body), limit)
 	}
 	res, err = h(ctx, op, body)
-	if !fleet.ReadOnlyOps[name] && name != fleet.OpAudit {
+	if !fleet.ReadOnlyOps[name] && !adminReadOps[name] && name != fleet.OpAudit {
 		s.auditRegistry(op, name, body, err, changeNote(res))
 	}
-	if !fleet.ReadOnlyOps[name] {
+	if !fleet.ReadOnlyOps[name] && !adminReadOps[name] {
 		logged := string(body)
 		if len(logged) > 512 {
 			logged = logged[:512] + "…"
@@ -248,7 +251,7 @@ func (s *Service) apiOperatorsAdd(_ context.Context, _ operatorIdentity, body []
 			return nil, fleet.Errorf(fleet.CodeConflict, "key %s belongs to machine %s; an operator needs its own key", r.Key, m.ID)
 		}
 	}
-	return s.reg.AddOperator(r.Name, r.Key, r.Role)
+	return s.reg.AddOperatorWith(r.Name, r.Key, r.Role, r.Sessions)
 }
 
 func (s *Service) apiOperatorsRemove(ctx context.Context, _ operatorIdentity, body []byte) (any, error) {

@@ -32,6 +32,8 @@ const (
 
 type operatorIdentity struct {
 	Name, Key, Role string
+	// Sessions is the operator's sessions permission (fleet.MaySeeSessions).
+	Sessions bool
 }
 
 // callout answers the broker's auth callout: it verifies the connection's
@@ -85,6 +87,8 @@ type callout struct {
 	// (0: DefaultSiteCalloutRate, DefaultSiteCalloutBurst).
 	siteRate  float64
 	siteBurst int
+	// sessions admits the sessions of apps (session_admit.go).
+	sessions sessionAdmission
 }
 
 // clock returns now, or time.Now when it is nil.
@@ -440,6 +444,9 @@ func (c *callout) decideAt(req *jwt.AuthorizationRequestClaims, site string) (*j
 	if ci.Kind == leafKind {
 		return c.decideLeaf(req, site)
 	}
+	if opts.Token != "" {
+		return c.decideSession(req, site) // only sessions send a token
+	}
 	if opts.Nkey == "" {
 		return nil, c.refuseAt("unknown", opts.Name, opts.Nkey, ci.Host, site, "no nkey presented: agents connect with the machine's nkey (cc-agent --key FILE), operators with theirs (cc-bench --key FILE)")
 	}
@@ -459,7 +466,7 @@ func (c *callout) decideAt(req *jwt.AuthorizationRequestClaims, site string) (*j
 			return nil, c.refuseSite("operator", op.Name, opts.Name, opts.Nkey, ci.Host, site, fmt.Sprintf(
 				"operators connect to the hub, not to site %s's broker: a site's link carries only its own machines' calls", site))
 		}
-		id := operatorIdentity{Name: op.Name, Key: op.Key, Role: op.Role}
+		id := operatorIdentity{Name: op.Name, Key: op.Key, Role: op.Role, Sessions: op.Sessions}
 		uc := c.userClaims(req, operatorUserPrefix+op.Name, site)
 		uc.Permissions = operatorPermissions(id, c.readOnly)
 		c.granted("operator", op.Name)

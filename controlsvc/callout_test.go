@@ -147,12 +147,14 @@ func TestDecideAdminOperator(t *testing.T) {
 	checkUserClaims(t, f, req, uc, "operator:alice")
 	key, _ := f.adminKP.PublicKey()
 	p := uc.Permissions
-	for _, s := range append(fleet.CallerCallsWildcards(key), fleet.CtlWildcard(key), fleet.PresenceSnapshotSubject, fleet.DiscoveryWildcard) {
+	for _, s := range append(fleet.CallerCallsWildcards(key), fleet.CtlWildcard(key), fleet.PresenceSnapshotSubject, fleet.DiscoveryWildcard,
+		fleet.CallerSessionCallsWildcard(key), fleet.SessionSnapshotSubject) {
 		if !p.Pub.Allow.Contains(s) {
 			t.Errorf("admin may not publish %q (allow %v)", s, p.Pub.Allow)
 		}
 	}
-	wantSub := []string{fleet.OperatorInboxWildcard(key), fleet.PresenceEventsWildcard}
+	// An admin may always list, watch and call sessions.
+	wantSub := []string{fleet.OperatorInboxWildcard(key), fleet.PresenceEventsWildcard, fleet.SessionEventsWildcard}
 	if got := []string(p.Sub.Allow); !sameSet(got, wantSub) {
 		t.Errorf("sub allow: got %q, want %q", got, wantSub)
 	}

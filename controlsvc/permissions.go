@@ -47,5 +47,11 @@ func operatorPermissions(op operatorIdentity, readOnlyFns []string) jwt.Permissi
 		p.Pub.Allow.Add(fleet.DiscoveryWildcard)
 	}
 	p.Sub.Allow.Add(fleet.OperatorInboxWildcard(op.Key), fleet.PresenceEventsWildcard)
+	if fleet.MaySeeSessions(op.Role, op.Sessions) {
+		// Sessions: call them (signed with its own key), read who is
+		// ONLINE and watch them join and leave.
+		p.Pub.Allow.Add(fleet.CallerSessionCallsWildcard(op.Key), fleet.SessionSnapshotSubject)
+		p.Sub.Allow.Add(fleet.SessionEventsWildcard)
+	}
 	return p
 }

@@ -52,6 +52,8 @@ type registryData struct {
 	Machines  map[string]*fleet.Machine  `json:"machines"`
 	Pending   map[string]*fleet.Pending  `json:"pending"`
 	Operators map[string]*fleet.Operator `json:"operators"`
+	// Apps are the apps whose sessions may join (apps.go).
+	Apps map[string]*fleet.App `json:"apps,omitempty"`
 }
 
 // Errors callers branch on.
@@ -98,6 +100,9 @@ func OpenRegistry(path string) (*Registry, error) {
 	if r.data.Operators == nil {
 		r.data.Operators = map[string]*fleet.Operator{}
 	}
+	if r.data.Apps == nil {
+		r.data.Apps = map[string]*fleet.App{}
+	}
 	return r, nil
 }
 
@@ -108,7 +113,7 @@ func OpenRegistry(path string) (*Registry, error) {
 var registryFields = []struct {
 	name     string
 	required bool
-}{{"version", true}, {"machines", true}, {"operators", true}, {"pending", false}}
+}{{"version", true}, {"machines", true}, {"operators", true}, {"pending", false}, {"apps", false}}
 
 // decodeRegistry parses a registry file, refusing unknown fields (a
 // misspelt "machines" would otherwise be ignored) and missing or null
@@ -176,7 +181,7 @@ func (d *registryData) validate() error {
 			return fmt.Errorf("pending entry %q is malformed", id)
 		}
 	}
-	return nil
+	return validateApps(d.Apps)
 }
 
 func (r *Registry) saveLocked() error {
@@ -654,6 +659,12 @@ func (r *Registry) Operators() []fleet.Operator {
 
 // AddOperator registers an operator.
 func (r *Registry) AddOperator(name, key, role string) (fleet.Operator, error) {
+	return r.AddOperatorWith(name, key, role, false)
+}
+
+// AddOperatorWith is [Registry.AddOperator] that also grants (or not) the
+// sessions permission (fleet.Operator.Sessions).
+func (r *Registry) AddOperatorWith(name, key, role string, sessions bool) (fleet.Operator, error) {
 	if err := fleet.ValidateName("operator name", name); err != nil {
 		return fleet.Operator{}, invalid(err)
 	}
@@ -678,7 +689,7 @@ func (r *Registry) AddOperator(name, key, role string) (fleet.Operator, error) {
 			return fleet.Operator{}, fmt.Errorf("key %s belongs to machine %s; an operator needs a key of its own: %w", key, m.ID, ErrExists)
 		}
 	}
-	o := &fleet.Operator{Name: name, Key: key, Role: role, AddedAt: r.now().UTC()}
+	o := &fleet.Operator{Name: name, Key: key, Role: role, AddedAt: r.now().UTC(), Sessions: sessions}
 	r.data.Operators[name] = o
 	if err := r.commitLocked(func() { delete(r.data.Operators, name) }); err != nil {
 		return fleet.Operator{}, err

@@ -107,6 +107,21 @@ type Config struct {
 	// requests the same way (DefaultControlRate, DefaultControlBurst).
 	ControlRate  float64
 	ControlBurst int
+	// SessionRatePerIP and SessionBurstPerIP limit the session connection
+	// attempts of one source address: per second sustained, and at once
+	// (defaults DefaultSessionRatePerIP, DefaultSessionBurstPerIP; a
+	// negative rate: no limit; cc-control --session-rate, --session-burst).
+	// Past them an attempt is refused before any signature is checked.
+	// Agents and operators are not counted.
+	SessionRatePerIP  float64
+	SessionBurstPerIP int
+	// MaxSessionsPerApp caps the ONLINE sessions of an app registered
+	// without max_sessions (default DefaultMaxSessionsPerApp;
+	// cc-control --max-sessions-per-app).
+	MaxSessionsPerApp int
+	// Locate says where an address is (nil: no location): sessions and
+	// machines carry it.
+	Locate func(ip string) *fleet.Location
 	// Audit bounds the audit logs and says whether the service may start
 	// without a durable audit.
 	Audit  AuditConfig
@@ -149,6 +164,12 @@ type Service struct {
 	// ctlLimit is the per-operator control API request limit (the
 	// snapshot limits are the presence tracker's).
 	ctlLimit *opLimiter
+	// sessions is session presence: told of admitted sessions, it counts
+	// an app's ONLINE ones and closes them (nil: none is tracked).
+	sessions sessionGate
+	// sessionNow, when set, is the clock session tokens are checked
+	// against (tests; default the service's clock).
+	sessionNow func() time.Time
 }
 
 // New loads (or creates) the data directory: keys, registry and, on first
@@ -424,6 +445,13 @@ func (s *Service) startServing(ctx context.Context) error {
 	}
 	co.onRefuse = s.metrics.refused
 	co.onAudit = s.auditRefusedAt
+	co.sessions = sessionAdmission{
+		gate:      s.sessions,
+		perIP:     newIPLimiter(cmp.Or(s.cfg.SessionRatePerIP, DefaultSessionRatePerIP), cmp.Or(s.cfg.SessionBurstPerIP, DefaultSessionBurstPerIP), maxSessionIPs, s.cfg.Now),
+		maxPerApp: cmp.Or(s.cfg.MaxSessionsPerApp, DefaultMaxSessionsPerApp),
+		locate:    s.cfg.Locate,
+		now:       s.sessionNow,
+	}
 	co.sites, co.onLink = map[string]string{}, s.onLeafLink
 	co.linkSize = newLinkSize(s.ctl.MaxPayload) // the callout answers on s.ctl
 	for _, site := range s.cfg.LeafSites {

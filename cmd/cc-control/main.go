@@ -37,6 +37,8 @@ type options struct {
 	reconnectRate               float64
 	snapshotRate, controlRate   float64
 	snapshotBurst, controlBurst int
+	sessionRate                 float64
+	sessionBurst, maxSessions   int
 	maxAgentConns               int
 	viewerFns                   string
 	localAgent                  bool
@@ -92,6 +94,9 @@ Flags:
 	fs.IntVar(&o.snapshotBurst, "snapshot-burst", controlsvc.DefaultSnapshotBurst, "presence snapshots one operator may ask for at once, above --snapshot-rate")
 	fs.Float64Var(&o.controlRate, "control-rate", controlsvc.DefaultControlRate, "control API requests per second one operator may make, sustained (a listing is one per page); past it and --control-burst: 429; 0: no limit")
 	fs.IntVar(&o.controlBurst, "control-burst", controlsvc.DefaultControlBurst, "control API requests one operator may make at once, above --control-rate")
+	fs.Float64Var(&o.sessionRate, "session-rate", controlsvc.DefaultSessionRatePerIP, "session connection attempts per second one source address may make, sustained; past it and --session-burst they are refused before any signature is checked (agents and operators are not counted); 0: no limit")
+	fs.IntVar(&o.sessionBurst, "session-burst", controlsvc.DefaultSessionBurstPerIP, "session connection attempts one source address may make at once, above --session-rate")
+	fs.IntVar(&o.maxSessions, "max-sessions-per-app", controlsvc.DefaultMaxSessionsPerApp, "ONLINE sessions an app registered without --max-sessions may have; past it new ones are refused")
 	fs.DurationVar(&o.userTTL, "user-ttl", controlsvc.DefaultUserTTL, "lifetime of issued credentials; clients re-authorise transparently")
 	fs.DurationVar(&o.siteUserTTL, "site-user-ttl", controlsvc.DefaultSiteUserTTL,
 		"lifetime of credentials issued for connections at a remote site's broker (a leaf node of the hub; at most --user-ttl): a removal at a site cut off from the hub takes effect within it, and a site cut off for longer loses its connections until the link returns")
@@ -125,13 +130,16 @@ Flags:
 		name  string
 		rate  float64
 		burst int
-	}{{"snapshot", o.snapshotRate, o.snapshotBurst}, {"control", o.controlRate, o.controlBurst}} {
+	}{{"snapshot", o.snapshotRate, o.snapshotBurst}, {"control", o.controlRate, o.controlBurst}, {"session", o.sessionRate, o.sessionBurst}} {
 		if l.rate < 0 {
 			return nil, fmt.Errorf("--%s-rate %g: want requests per second, or 0 for no limit", l.name, l.rate)
 		}
 		if l.burst < 1 {
 			return nil, fmt.Errorf("--%s-burst %d: want at least 1 request", l.name, l.burst)
 		}
+	}
+	if o.maxSessions < 1 {
+		return nil, fmt.Errorf("--max-sessions-per-app %d: want at least 1 session (an app's own --max-sessions overrides it)", o.maxSessions)
 	}
 	return o, nil
 }
@@ -180,6 +188,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		SnapshotBurst:        o.snapshotBurst,
 		ControlRate:          noLimitIfZero(o.controlRate),
 		ControlBurst:         o.controlBurst,
+		SessionRatePerIP:     noLimitIfZero(o.sessionRate),
+		SessionBurstPerIP:    o.sessionBurst,
+		MaxSessionsPerApp:    o.maxSessions,
 		ReadOnlyFunctions:    viewerFunctions(o, log),
 		Audit:                o.audit,
 		Logger:               log,

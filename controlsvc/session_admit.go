@@ -1,0 +1,354 @@
+package controlsvc
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"math"
+	"strings"
+	"sync"
+	"time"
+	"unicode"
+	"unicode/utf8"
+
+	"github.com/commandcontrol/commandcontrol/fleet"
+	"github.com/nats-io/jwt/v2"
+)
+
+// Session admission. A connection whose CONNECT carries an auth_token is
+// a session of an app (fleet.SessionHello): agents and operators never
+// send one. It proves a key of its own (the nonce signature, as every
+// client); the app must be registered; a signed app's session presents a
+// token its backend signed with the app key; a public app's sessions are
+// anonymous. Every session attempt is rate-limited per source address
+// before any signature is checked, and each app's ONLINE sessions are
+// capped. The session gets credentials for exactly its app's functions
+// under its own id, and the replies to them.
+
+// sessionUserPrefix starts the user name of a session's connection:
+// "session:<id>" (the presence events show it).
+const sessionUserPrefix = "session:"
+
+// sessionAppTagPrefix tags a session's credentials with its app.
+const sessionAppTagPrefix = "app:"
+
+// Session admission defaults.
+const (
+	// DefaultSessionRatePerIP is Config.SessionRatePerIP's default:
+	// session connection attempts per second one source address may make,
+	// sustained.
+	DefaultSessionRatePerIP = 5.0
+	// DefaultSessionBurstPerIP is Config.SessionBurstPerIP's default.
+	DefaultSessionBurstPerIP = 20
+	// DefaultMaxSessionsPerApp is Config.MaxSessionsPerApp's default: the
+	// ONLINE sessions of an app registered without max_sessions.
+	DefaultMaxSessionsPerApp = 10000
+	// maxSessionIPs bounds the source addresses whose attempts are
+	// remembered; past it the idle ones are forgotten first.
+	maxSessionIPs = 1 << 16
+)
+
+// Bounds of what a session declares of itself (fleet.SessionDeclared).
+const (
+	maxDeclaredPlatform   = 32
+	maxDeclaredUserAgent  = 256
+	maxDeclaredAppVersion = 64
+)
+
+// sessionGate is what admission needs of session presence: it is told of
+// each admitted session (with all its attributes, before the broker
+// confirms the connection), counts an app's ONLINE sessions (the cap) and
+// closes them all when the app is removed.
+type sessionGate interface {
+	admitted(s fleet.Session)
+	onlineOf(app string) int
+	closeApp(ctx context.Context, app string) int
+}
+
+// noSessions is the gate when the service has no session presence: it
+// counts nothing (no cap applies) and closes nothing.
+type noSessions struct{}
+
+func (noSessions) admitted(fleet.Session)               { /* nothing tracks sessions */ }
+func (noSessions) onlineOf(string) int                  { return 0 }
+func (noSessions) closeApp(context.Context, string) int { return 0 }
+
+// sessionAdmission holds the callout's session settings.
+type sessionAdmission struct {
+	gate sessionGate
+	// perIP bounds each source address's session attempts (nil: none).
+	perIP *ipLimiter
+	// maxPerApp caps the ONLINE sessions of an app without max_sessions.
+	maxPerApp int
+	// locate says where an address is (nil: nowhere).
+	locate func(ip string) *fleet.Location
+	// now is the clock session tokens are checked against (nil: the
+	// callout's).
+	now func() time.Time
+}
+
+// sessionGate returns the gate (a no-op one when none is set).
+func (c *callout) sessionGate() sessionGate {
+	if c.sessions.gate == nil {
+		return noSessions{}
+	}
+	return c.sessions.gate
+}
+
+// decideSession admits (or refuses) the session whose CONNECT carried an
+// auth_token, for a connection to the brokers of site.
+func (c *callout) decideSession(req *jwt.AuthorizationRequestClaims, site string) (*jwt.UserClaims, error) {
+	opts, ci := req.ConnectOptions, req.ClientInformation
+	refuse := func(who, reason string) error {
+		return c.refuseAt("session", who, opts.Nkey, ci.Host, site, reason)
+	}
+	if site != "" {
+		return nil, refuse("", fmt.Sprintf("sessions connect to the hub, not to site %s's broker", site))
+	}
+	if r := c.sessions.perIP.allow(ci.Host); r != nil {
+		if !r.log {
+			// A flood is logged and audited once per limitLogEvery
+			// per address (with the count), not once per attempt.
+			if c.onRefuse != nil {
+				c.onRefuse("session", "", boundClientText(ci.Host), "rate")
+			}
+			return nil, r
+		}
+		return nil, refuse("", fmt.Sprintf("%v (%d attempt(s) refused since the last report)", r, r.count))
+	}
+	hello, err := parseSessionHello(opts.Token)
+	if err != nil {
+		return nil, refuse("", err.Error())
+	}
+	who := hello.App
+	if opts.Nkey == "" {
+		return nil, refuse(who, "no nkey presented: a session connects with a key of its own (a fresh user nkey) and signs the server nonce with it")
+	}
+	if err := verifyNonce(opts.Nkey, ci.Nonce, opts.SignedNonce); err != nil {
+		return nil, refuse(who, err.Error())
+	}
+	app, ok := c.reg.App(hello.App)
+	if !ok {
+		return nil, refuse(who, fmt.Sprintf("app %s is not registered; an operator registers it with: cc-bench apps add %s --fn FUNCTION", hello.App, hello.App))
+	}
+	s := fleet.Session{App: app.Name, Admission: app.Admission, IP: ci.Host, Functions: app.Functions, Declared: declared(hello)}
+	switch app.Admission {
+	case fleet.AdmissionSigned:
+		if hello.Token == "" {
+			return nil, refuse(who, fmt.Sprintf("app %s admits only sessions with a token signed by its key; the app's backend signs one for each user (cc-bench apps token)", app.Name))
+		}
+		tokenNow := c.clock
+		if c.sessions.now != nil {
+			tokenNow = c.sessions.now
+		}
+		claims, err := fleet.ParseSessionToken(hello.Token, app.Key, tokenNow())
+		if err != nil {
+			return nil, refuse(who, fmt.Sprintf("app %s: %v", app.Name, err))
+		}
+		if claims.App != app.Name {
+			return nil, refuse(who, fmt.Sprintf("the session token is for app %q, not %s", boundClientText(claims.App), app.Name))
+		}
+		if claims.Key != "" && claims.Key != opts.Nkey {
+			return nil, refuse(who, fmt.Sprintf("app %s: the session token is bound to key %s, not to the key %s presented", app.Name, boundClientText(claims.Key), opts.Nkey))
+		}
+		s.User, s.Claims = claims.Subject, claims.Claims
+	case fleet.AdmissionPublic:
+		if hello.Token != "" {
+			return nil, refuse(who, fmt.Sprintf("app %s is public: its sessions present no token (leave it out)", app.Name))
+		}
+	default:
+		return nil, refuse(who, fmt.Sprintf("app %s has admission %q, which this service does not know", app.Name, app.Admission))
+	}
+	limit := app.MaxSessions
+	if limit == 0 {
+		limit = c.sessions.maxPerApp
+	}
+	if limit == 0 {
+		limit = DefaultMaxSessionsPerApp
+	}
+	gate := c.sessionGate()
+	if n := gate.onlineOf(app.Name); n >= limit {
+		return nil, refuse(who, fmt.Sprintf("app %s has %d sessions ONLINE, its cap (max_sessions %d); try again later", app.Name, n, limit))
+	}
+	s.ID = fleet.SessionID(app.Name, opts.Nkey)
+	s.Since = c.clock().UTC()
+	if c.sessions.locate != nil {
+		s.Location = c.sessions.locate(ci.Host)
+	}
+	uc := c.userClaims(req, sessionUserPrefix+s.ID, site)
+	uc.Tags.Add(sessionAppTagPrefix + app.Name)
+	uc.Permissions = sessionPermissions(s.ID, app.Functions)
+	gate.admitted(s)
+	c.granted("session", s.ID)
+	return uc, nil
+}
+
+// sessionPermissions: receive only its own calls of its app's functions,
+// publish only the replies that name it as the target. No response
+// permission (the caller picks the reply subject), no presence, no calls.
+func sessionPermissions(id string, fns []string) jwt.Permissions {
+	var p jwt.Permissions
+	for _, fn := range fns {
+		p.Sub.Allow.Add(fleet.SessionFnWildcard(id, fn))
+	}
+	p.Pub.Allow.Add(fleet.MachineReplies(id))
+	return p
+}
+
+// parseSessionHello decodes a session's auth_token.
+func parseSessionHello(token string) (fleet.SessionHello, error) {
+	var h fleet.SessionHello
+	if len(token) > fleet.MaxSessionHello {
+		return h, fmt.Errorf("session hello (the connection's auth token) is %d bytes; at most %d are allowed", len(token), fleet.MaxSessionHello)
+	}
+	if !strings.HasPrefix(strings.TrimSpace(token), "{") {
+		return h, fmt.Errorf("the connection's auth token is not a session hello: want a JSON object {\"app\": NAME, ...}; agents and operators send no token")
+	}
+	dec := json.NewDecoder(bytes.NewReader([]byte(token)))
+	if err := dec.Decode(&h); err != nil {
+		return h, fmt.Errorf("session hello is not valid JSON of a fleet.SessionHello: %s", boundClientText(err.Error()))
+	}
+	if dec.More() {
+		return h, fmt.Errorf("session hello has text after its JSON object")
+	}
+	if err := fleet.ValidateName("session hello app", h.App); err != nil {
+		return h, fmt.Errorf("%s", boundClientText(err.Error()))
+	}
+	return h, nil
+}
+
+// declared is what hello says of the session, cut to sane lengths and
+// without control or format characters: shown as declared, never trusted.
+func declared(h fleet.SessionHello) fleet.SessionDeclared {
+	return fleet.SessionDeclared{
+		Platform:   cleanDeclared(h.Platform, maxDeclaredPlatform),
+		UserAgent:  cleanDeclared(h.UserAgent, maxDeclaredUserAgent),
+		AppVersion: cleanDeclared(h.AppVersion, maxDeclaredAppVersion),
+	}
+}
+
+// cleanDeclared keeps the printable characters of s (no control, format
+// or invalid bytes: they could move a terminal's cursor or reorder text)
+// up to max bytes, cut at a character boundary.
+func cleanDeclared(s string, max int) string {
+	var b strings.Builder
+	for _, r := range s {
+		if r == utf8.RuneError || !unicode.IsPrint(r) && r != ' ' {
+			continue
+		}
+		if b.Len()+utf8.RuneLen(r) > max {
+			break
+		}
+		b.WriteRune(r)
+	}
+	return strings.TrimSpace(b.String())
+}
+
+// ipLimiter is a token bucket per source address with a bounded map:
+// when it is full the buckets that have refilled (as good as new) are
+// forgotten, and if that is not enough, any half of them.
+type ipLimiter struct {
+	rate, burst float64
+	max         int
+	now         func() time.Time
+
+	mu      sync.Mutex
+	buckets map[string]*ipBucket
+}
+
+type ipBucket struct {
+	tokens float64
+	last   time.Time
+	// refused counts refusals since the last report about this address.
+	refused int
+	logged  time.Time
+}
+
+// newIPLimiter returns a limiter, or nil (no limit) when rate is negative.
+func newIPLimiter(rate float64, burst, maxIPs int, now func() time.Time) *ipLimiter {
+	if rate < 0 {
+		return nil
+	}
+	return &ipLimiter{rate: rate, burst: float64(max(burst, 1)), max: max(maxIPs, 1), now: now, buckets: map[string]*ipBucket{}}
+}
+
+// ipRefusal is a refused attempt: log says to report it (the first
+// refusal, then at most every limitLogEvery), count is the refusals since
+// the last report.
+type ipRefusal struct {
+	ip          string
+	rate, burst float64
+	wait        time.Duration
+	log         bool
+	count       int
+}
+
+func (r *ipRefusal) Error() string {
+	return fmt.Sprintf("too many session connections from %s (%g per second, bursts of %g; cc-control --session-rate and --session-burst set it): retry in %v",
+		boundClientText(r.ip), r.rate, r.burst, r.wait)
+}
+
+// allow takes a token from ip's bucket, or says why not.
+func (l *ipLimiter) allow(ip string) *ipRefusal {
+	if l == nil {
+		return nil
+	}
+	now := l.now()
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	b := l.buckets[ip]
+	if b == nil {
+		if len(l.buckets) >= l.max {
+			l.sweepLocked(now)
+		}
+		b = &ipBucket{tokens: l.burst, last: now}
+		l.buckets[ip] = b
+	}
+	l.refillLocked(b, now)
+	if b.tokens >= 1 {
+		b.tokens--
+		return nil
+	}
+	wait := time.Second
+	if l.rate > 0 {
+		wait = time.Duration((1 - b.tokens) / l.rate * float64(time.Second)).Round(time.Millisecond)
+	}
+	r := &ipRefusal{ip: ip, rate: l.rate, burst: l.burst, wait: max(wait, time.Millisecond)}
+	b.refused++
+	if b.logged.IsZero() || now.Sub(b.logged) >= limitLogEvery {
+		r.log, r.count = true, b.refused
+		b.logged, b.refused = now, 0
+	}
+	return r
+}
+
+func (l *ipLimiter) refillLocked(b *ipBucket, now time.Time) {
+	if d := now.Sub(b.last); d > 0 {
+		b.tokens = math.Min(l.burst, b.tokens+d.Seconds()*l.rate)
+		b.last = now
+	}
+}
+
+// sweepLocked forgets full buckets, then any half if still full.
+func (l *ipLimiter) sweepLocked(now time.Time) {
+	for ip, b := range l.buckets {
+		l.refillLocked(b, now)
+		if b.tokens >= l.burst && now.Sub(b.logged) >= limitLogEvery {
+			delete(l.buckets, ip)
+		}
+	}
+	for ip := range l.buckets {
+		if len(l.buckets) < l.max/2 {
+			break
+		}
+		delete(l.buckets, ip)
+	}
+}
+
+// size is how many addresses the limiter remembers (tests).
+func (l *ipLimiter) size() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return len(l.buckets)
+}
