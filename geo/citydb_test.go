@@ -1,6 +1,7 @@
 package geo
 
 import (
+	"errors"
 	"os"
 	"path/filepath"
 	"strings"
@@ -159,6 +160,9 @@ func TestCityDBRefused(t *testing.T) {
 			if !strings.Contains(err.Error(), w) {
 				t.Errorf("%s: error %q lacks %q", tc.name, err, w)
 			}
+		}
+		if oe, ok := errors.AsType[*OpenError](err); !ok || oe.Source != fleet.LocationFromGeoIP || !strings.Contains(tc.path, oe.Path) {
+			t.Errorf("%s: error %#v is no OpenError of a City database", tc.name, err)
 		}
 	}
 }

@@ -63,7 +63,7 @@ func Open(cityDB, sitesFile string) (*Locator, error) {
 	if sitesFile != "" {
 		s, err := loadSites(sitesFile)
 		if err != nil {
-			return nil, err
+			return nil, &OpenError{Source: fleet.LocationFromSites, Path: sitesFile, Err: err}
 		}
 		l.sites = s
 	}
@@ -74,12 +74,24 @@ func Open(cityDB, sitesFile string) (*Locator, error) {
 		db, err := openCityDB(path)
 		if err != nil {
 			l.Close()
-			return nil, err
+			return nil, &OpenError{Source: fleet.LocationFromGeoIP, Path: path, Err: err}
 		}
 		l.dbs = append(l.dbs, db)
 	}
 	return l, nil
 }
+
+// OpenError is Open's error: which file, of which kind, and why.
+type OpenError struct {
+	// Source is fleet.LocationFromSites (the sites file) or
+	// fleet.LocationFromGeoIP (a City database).
+	Source string
+	Path   string
+	Err    error
+}
+
+func (e *OpenError) Error() string { return e.Err.Error() }
+func (e *OpenError) Unwrap() error { return e.Err }
 
 // Empty reports whether l has nothing to look addresses up in.
 func (l *Locator) Empty() bool {

@@ -1,6 +1,7 @@
 package geo
 
 import (
+	"errors"
 	"os"
 	"path/filepath"
 	"strings"
@@ -128,6 +129,9 @@ func TestSitesRefused(t *testing.T) {
 			if !strings.Contains(msg, w) {
 				t.Errorf("%s: error %q lacks %q", tc.name, msg, w)
 			}
+		}
+		if oe, ok := errors.AsType[*OpenError](err); !ok || oe.Source != fleet.LocationFromSites || oe.Path != path {
+			t.Errorf("%s: error %#v is no OpenError of the sites file", tc.name, err)
 		}
 	}
 }
