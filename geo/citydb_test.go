@@ -198,3 +198,35 @@ func writeFile(t testing.TB, name, content string) string {
 	}
 	return p
 }
+
+// TestLocateWhileClosing: lookups racing Close answer or return nil; none
+// reads a closed database (run with -race).
+func TestLocateWhileClosing(t *testing.T) {
+	l, err := Open(maxmindCity(t)+","+flatCity(t), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	started := make(chan struct{}, 4)
+	done := make(chan struct{})
+	for range 4 {
+		go func() {
+			defer func() { done <- struct{}{} }()
+			for i := range 2000 {
+				l.Locate([]string{"81.2.69.1", "128.6.1.1", "::ffff:81.2.69.9", "2001:db8:1::1"}[i%4])
+				if i == 0 {
+					started <- struct{}{}
+				}
+			}
+		}()
+	}
+	for range 4 {
+		<-started
+	}
+	l.Close()
+	for range 4 {
+		<-done
+	}
+	if got := l.Locate("81.2.69.1"); got != nil {
+		t.Errorf("after Close: %+v", got)
+	}
+}
