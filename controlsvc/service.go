@@ -119,9 +119,6 @@ type Config struct {
 	// without max_sessions (default DefaultMaxSessionsPerApp;
 	// cc-control --max-sessions-per-app).
 	MaxSessionsPerApp int
-	// Locate says where an address is (nil: no location): sessions and
-	// machines carry it.
-	Locate func(ip string) *fleet.Location
 	// Audit bounds the audit logs and says whether the service may start
 	// without a durable audit.
 	Audit  AuditConfig
