@@ -124,6 +124,7 @@ func (tr *presenceTracker) resyncHub(ctx context.Context, gen uint64, taken time
 		tr.noteIP(k, ip)
 	}
 	if tr.sessions != nil {
+		tr.confirmMissingSessions(ctx, sgen, sessSnap)
 		if closeConns := tr.sessions.resync(sgen, sessSnap, alive, taken); len(closeConns) > 0 {
 			tr.log.Warn("closing session connections found by resync: a second connection of a session, or of a removed app", "connections", len(closeConns))
 			go tr.sessions.close(closeConns)

@@ -1,8 +1,11 @@
 package controlsvc
 
 import (
+	"context"
 	"encoding/json"
+	"time"
 
+	"github.com/commandcontrol/commandcontrol/broker"
 	"github.com/commandcontrol/commandcontrol/fleet"
 )
 
@@ -44,3 +47,33 @@ func (tr *presenceTracker) publishSessionEvent(ev fleet.SessionEvent) {
 
 // noteIP records the address of machine connection k (and where it is).
 func (tr *presenceTracker) noteIP(k connKey, ip string) { tr.state.noteIP(k, ip, tr.locate) }
+
+// confirmMissingSessions asks the brokers about each session connection
+// presence holds that the CONNZ pages of a resync did not list, as
+// confirmMissing does for machines (CONNZ pages by offset and skips live
+// connections while others close); a connection still there, or one that
+// cannot be checked, is put back into snap. Past maxConfirm the rest are
+// kept.
+func (tr *presenceTracker) confirmMissingSessions(ctx context.Context, gen uint64, snap map[string]map[uint64]sessionConnInfo) {
+	i := 0
+	for k, id := range tr.sessions.missingFrom(gen, snap) {
+		held := sessionConnInfo{id: id}
+		if i++; i > maxConfirm {
+			snap[k.server][k.cid] = held
+			continue
+		}
+		req, _ := json.Marshal(map[string]any{"acc": broker.FleetAccount, "auth": true, "cid": k.cid})
+		m, err := tr.sys.RequestWithContext(withTimeout(ctx, 2*time.Second), serverRequest(k.server, "CONNZ"), req)
+		var r serverAPIResponse
+		var c connzData
+		if err != nil || json.Unmarshal(m.Data, &r) != nil || r.Error != nil || json.Unmarshal(r.Data, &c) != nil {
+			snap[k.server][k.cid] = held // cannot tell: keep it
+			continue
+		}
+		for _, cn := range c.Conns {
+			if cn.Cid == k.cid && cn.User == sessionUserPrefix+id {
+				snap[k.server][k.cid] = sessionConnInfo{id: id, ip: cn.IP, tags: cn.Tags}
+			}
+		}
+	}
+}

@@ -468,6 +468,26 @@ func (p *sessionPresence) resync(gen uint64, snap map[string]map[uint64]sessionC
 	return closeConns
 }
 
+// missingFrom lists the session connections, known since before gen, of
+// servers that answered in snap but that snap does not list: the ones
+// resync would drop (see presenceTracker.confirmMissing).
+func (p *sessionPresence) missingFrom(gen uint64, snap map[string]map[uint64]sessionConnInfo) map[connKey]string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	out := map[connKey]string{}
+	for k, c := range p.conns {
+		if c.gen > gen {
+			continue
+		}
+		if conns, answered := snap[k.server]; answered {
+			if _, listed := conns[k.cid]; !listed {
+				out[k] = c.id
+			}
+		}
+	}
+	return out
+}
+
 // snapshot returns the ONLINE sessions sorted by id, the seq of the last
 // event folded in, and the version (it changes whenever they do).
 func (p *sessionPresence) snapshot() (sessions []fleet.Session, seq uint64, epoch string, ver uint64) {

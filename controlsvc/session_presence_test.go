@@ -476,3 +476,26 @@ func TestConnzCarriesAddress(t *testing.T) {
 		}
 	}
 }
+
+// Before a resync drops a session connection its CONNZ pages did not
+// list, the broker is asked about that connection: one it no longer has
+// goes, one that cannot be checked stays.
+func TestSessionResyncConfirmsMissing(t *testing.T) {
+	s, ctx := startTestService(t)
+	p := s.sessions
+	gone, unsure := connKey{s.broker.ID(), 999999}, connKey{"NOSUCHSERVER", 1}
+	p.connected(gone, sessionConnInfo{id: sidA, tags: []string{"app:demo"}})
+	p.connected(unsure, sessionConnInfo{id: sidB, tags: []string{"app:demo"}})
+	snap := map[string]map[uint64]sessionConnInfo{gone.server: {}, unsure.server: {}}
+	s.presence.confirmMissingSessions(ctx, p.generation(), snap)
+	if _, kept := snap[gone.server][gone.cid]; kept {
+		t.Error("a connection the broker does not have was put back")
+	}
+	if c, kept := snap[unsure.server][unsure.cid]; !kept || c.id != sidB {
+		t.Error("a connection that could not be checked was not kept")
+	}
+	p.resync(p.generation(), snap, map[string]bool{gone.server: true, unsure.server: true}, time.Time{})
+	if p.isOnline(sidA) || !p.isOnline(sidB) {
+		t.Errorf("after resync: A online %v (want false), B online %v (want true)", p.isOnline(sidA), p.isOnline(sidB))
+	}
+}
