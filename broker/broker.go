@@ -396,10 +396,11 @@ func callsPermissions() *server.Permissions {
 }
 
 // announcePermissions are the announcing user's: publish presence events
-// and the agents' hint, subscribe to nothing.
+// (the machines' and the sessions') and the agents' hint, subscribe to
+// nothing.
 func announcePermissions() *server.Permissions {
 	return &server.Permissions{
-		Publish:   &server.SubjectPermission{Allow: []string{fleet.PresenceEventsWildcard, fleet.AgentHintSubject}},
+		Publish:   &server.SubjectPermission{Allow: []string{fleet.PresenceEventsWildcard, fleet.SessionEventsWildcard, fleet.AgentHintSubject}},
 		Subscribe: &server.SubjectPermission{Deny: []string{">"}},
 	}
 }

@@ -49,6 +49,10 @@ var (
 // time from now and is fed the messages by callWatch.
 type callMatcher struct {
 	machines onlineMachines
+	// sessions says which sessions are ONLINE (nil: none is). A call
+	// to a session is matched like a direct call to a machine, the
+	// session id standing for the machine.
+	sessions onlineSessions
 	// operatorName names the operator with a key, for the record.
 	operatorName func(key string) (string, bool)
 	wait         time.Duration
@@ -126,8 +130,25 @@ func repeats(c *watchedCall, target string) bool {
 	if target == "" {
 		return len(c.targets) > 0
 	}
-	id, err := fleet.MachineFromToken(target)
+	id, err := targetID(target)
 	return err == nil && c.targets[id] != nil
+}
+
+// targetID is the machine id or session id a reply subject's target
+// token names.
+func targetID(tok string) (string, error) {
+	if fleet.IsSessionID(tok) {
+		return tok, nil
+	}
+	return fleet.MachineFromToken(tok)
+}
+
+// online reports whether target id (a machine or a session) is ONLINE.
+func (w *callMatcher) online(id string) bool {
+	if fleet.IsSessionID(id) {
+		return sessionOnline(w.sessions, id)
+	}
+	return w.machines.online(id)
 }
 
 // request opens call req, or adds a copy or target to the call it is one
@@ -196,8 +217,8 @@ func (w *callMatcher) request(req callRequest) {
 		}
 		return
 	}
-	id, err := fleet.MachineFromToken(req.target)
-	if err != nil {
+	id, err := targetID(req.target)
+	if err != nil || fleet.IsSessionID(id) != req.session {
 		return
 	}
 	if c.targets[id] == nil {
@@ -209,7 +230,7 @@ func (w *callMatcher) request(req callRequest) {
 	if o == nil {
 		return
 	}
-	if !w.machines.online(id) && isOpen(o) {
+	if !w.online(id) && isOpen(o) {
 		// A copy to an offline machine (a first one, or a re-send the
 		// workbench sends to machines that have not answered) is
 		// answered "no responders" (offlineResponder); an offline
@@ -272,13 +293,13 @@ func (w *callMatcher) reply(m *nats.Msg) {
 	if err != nil || rs.Target == fleet.ReplyToAll {
 		return // nothing an agent sends, or a status for the whole call
 	}
-	id, err := fleet.MachineFromToken(rs.Target)
+	id, err := targetID(rs.Target)
 	if err != nil {
 		return
 	}
 	noResponders := fleet.IsNoResponders(m.Header.Get(fleet.HeaderStatus), len(m.Data))
 	fn := m.Header.Get(fleet.HeaderFunction)
-	if fn == "" && !noResponders {
+	if fn == "" && !noResponders && !fleet.IsSessionID(id) {
 		// Every answer of an agent names its function; anything else
 		// published on a machine's reply subject (its micro discovery
 		// reply, aimed here) is not an answer to a call.
@@ -336,7 +357,9 @@ func (w *callMatcher) match(rs fleet.ReplySubject, id, fn string, echoedID bool,
 				open, openO = c, o
 			}
 		}
-		if first == nil && (o != nil || c.everyone) {
+		// A broadcast reaches machines only: a session cannot join
+		// one by answering under its call token.
+		if first == nil && (o != nil || c.everyone && !fleet.IsSessionID(id)) {
 			first = c
 		}
 	}

@@ -2,6 +2,7 @@ package controlsvc
 
 import (
 	"fmt"
+	"strings"
 	"sync"
 	"time"
 
@@ -23,7 +24,8 @@ func (s *Service) OnCall(h CallHook) {
 	s.callHooks = append(s.callHooks, h)
 }
 
-// callWatch sees every call (on sys.commandControl.fn.> and .all.>) and
+// callWatch sees every call (on sys.commandControl.fn.>, .all.> and, to
+// sessions, .sfn.>) and
 // every reply (on the operators' inboxes, _INBOX_cc.>) on a FLEET
 // connection of its own, and hands each call to the offlineResponder
 // (noresponders.go), which answers those no agent will, and each call
@@ -55,17 +57,27 @@ type callRequest struct {
 	// target is the token of the one machine that answers the call, ""
 	// for every ONLINE machine: a direct call's, or that of the machine a
 	// broadcast's reply subject names (only it answers, fleet.AgentReply).
+	// For a call to a session, the session id.
 	target string
+	// session: a call to a session (fleet.SessionFnSubject).
+	session bool
 }
 
 // parseCallRequest parses a message seen on a call subject; ok is false
 // for one that is no call or that wants no answer.
 func parseCallRequest(m *nats.Msg) (req callRequest, ok bool) {
 	call, err := fleet.ParseFnSubject(m.Subject)
+	session := false
+	if strings.HasPrefix(m.Subject, fleet.SessionFnRoot+".") {
+		// A call to a session: its token is the session id, the one
+		// target (sessions have no broadcast).
+		call, err = fleet.ParseSessionFnSubject(m.Subject)
+		session = true
+	}
 	if err != nil || m.Reply == "" {
 		return callRequest{}, false
 	}
-	req = callRequest{msg: m, call: call}
+	req = callRequest{msg: m, call: call, session: session}
 	req.reply, req.replyErr = fleet.CallReplyFor(call, m.Reply)
 	req.target = call.Token
 	if req.target == "" && req.replyErr == nil && req.reply.Target != fleet.ReplyToAll {
@@ -77,7 +89,7 @@ func parseCallRequest(m *nats.Msg) (req callRequest, ok bool) {
 // start subscribes and processes on one goroutine, so a reply is never
 // handled before the request it answers when both come the same way.
 func (w *callWatch) start() error {
-	for _, subj := range []string{fleet.DirectCallsWildcard, fleet.BroadcastsWildcard, fleet.InboxesWildcard} {
+	for _, subj := range []string{fleet.DirectCallsWildcard, fleet.BroadcastsWildcard, fleet.SessionCallsWildcard, fleet.InboxesWildcard} {
 		sub, err := w.nc.ChanSubscribe(subj, w.msgs)
 		if err != nil {
 			w.stop()
@@ -179,8 +191,9 @@ func (s *Service) watchCalls() error {
 			h(rec)
 		}
 	}
-	w := newCallWatch(s.calls, &offlineResponder{machines: s.presence.state, publish: s.calls.PublishMsg},
-		newCallMatcher(s.presence.state, operatorName, s.cfg.CallWait, now, emit))
+	matcher := newCallMatcher(s.presence.state, operatorName, s.cfg.CallWait, now, emit)
+	matcher.sessions = s.sessions
+	w := newCallWatch(s.calls, &offlineResponder{machines: s.presence.state, sessions: s.sessions, publish: s.calls.PublishMsg}, matcher)
 	if err := w.start(); err != nil {
 		return fmt.Errorf("watch calls: %w", err)
 	}

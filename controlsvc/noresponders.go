@@ -16,6 +16,8 @@ import (
 // for a call whose reply subject no agent answers on.
 type offlineResponder struct {
 	machines onlineMachines
+	// sessions says which sessions are ONLINE (nil: none is).
+	sessions onlineSessions
 	// publish sends an answer (the calls connection's PublishMsg).
 	publish func(*nats.Msg) error
 }
@@ -30,9 +32,24 @@ type onlineMachines interface {
 	count() int
 }
 
+// onlineSessions is what call watching needs to know of the sessions.
+type onlineSessions interface {
+	// isOnline reports whether session id is ONLINE.
+	isOnline(id string) bool
+}
+
+// sessionOnline reports whether session id is ONLINE in s (nil: none is).
+func sessionOnline(s onlineSessions, id string) bool {
+	return s != nil && s.isOnline(id)
+}
+
 // request answers call req if no agent will.
 func (r *offlineResponder) request(req callRequest) {
 	call, reply := req.call, req.msg.Reply
+	if req.session {
+		r.sessionRequest(req)
+		return
+	}
 	if req.replyErr != nil {
 		// No agent answers it (fleet.AgentReply): nothing runs. Tell a
 		// caller who asked into its own inbox what the subject must be;
@@ -71,4 +88,23 @@ func (r *offlineResponder) refuse(reply, desc string) {
 	m.Header.Set(fleet.HeaderErrorCode, strconv.Itoa(fleet.CodeBadRequest))
 	m.Header.Set(fleet.HeaderError, desc)
 	_ = r.publish(m)
+}
+
+// sessionRequest answers a call to a session that is not ONLINE "no
+// responders" (each copy), and one whose reply subject the session will
+// not answer on a 400 naming the right one; both only into the caller's
+// own inbox.
+func (r *offlineResponder) sessionRequest(req callRequest) {
+	call, reply := req.call, req.msg.Reply
+	if owner, ok := fleet.InboxOwner(reply); !ok || owner != call.Caller {
+		return
+	}
+	if req.replyErr != nil {
+		r.refuse(reply, fmt.Sprintf("no session answers on the reply subject %s: use %s.%s.<call id>[.<copy>]; with the nats CLI, --inbox-prefix %s.%s",
+			reply, fleet.OperatorInbox(call.Caller), call.Token, fleet.OperatorInbox(call.Caller), call.Token))
+		return
+	}
+	if !sessionOnline(r.sessions, call.Token) {
+		r.noResponders(reply)
+	}
 }

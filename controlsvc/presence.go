@@ -25,6 +25,10 @@ type connKey struct {
 type connState struct {
 	user string // "agent:<id>" or "operator:<name>"
 	gen  uint64 // presence generation when it was added
+	// ip is the connection's address as its broker reported it, loc
+	// where that is (noteIP).
+	ip  string
+	loc *fleet.Location
 }
 
 type machineState struct {
@@ -109,6 +113,32 @@ func (p *presence) addLocked(k connKey, user string) {
 			return
 		}
 		p.emitLocked(fleet.EventJoined, id, "")
+	}
+}
+
+// noteIP records connection k's address ip (from its connect event or
+// CONNZ) and where it is (locate, nil: nowhere), if presence holds k and
+// did not know it yet. A change shows in the next snapshot.
+func (p *presence) noteIP(k connKey, ip string, locate func(string) *fleet.Location) {
+	if ip == "" {
+		return
+	}
+	p.mu.Lock()
+	c, ok := p.conns[k]
+	p.mu.Unlock()
+	if !ok || c.ip == ip {
+		return
+	}
+	var loc *fleet.Location
+	if locate != nil {
+		loc = locate(ip) // outside the lock: a database lookup
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if c, ok := p.conns[k]; ok && c.ip != ip {
+		c.ip, c.loc = ip, loc
+		p.conns[k] = c
+		p.ver++
 	}
 }
 
@@ -309,7 +339,16 @@ func (p *presence) snapshot() fleet.PresenceSnapshot {
 	defer p.mu.Unlock()
 	out := fleet.PresenceSnapshot{Seq: p.seq, Epoch: p.epoch, Time: p.now().UTC(), Servers: make([]fleet.Server, 0, len(p.machines))}
 	for id, m := range p.machines {
-		out.Servers = append(out.Servers, fleet.Server{Machine: id, Labels: p.labels(id), Since: m.since, Connections: len(m.conns)})
+		sv := fleet.Server{Machine: id, Labels: p.labels(id), Since: m.since, Connections: len(m.conns)}
+		// The address of its newest connection (one machine, one
+		// connection, bar a moment while the older is closed).
+		var newest uint64
+		for k := range m.conns {
+			if c := p.conns[k]; c.ip != "" && c.gen >= newest {
+				newest, sv.IP, sv.Location = c.gen, c.ip, c.loc
+			}
+		}
+		out.Servers = append(out.Servers, sv)
 	}
 	sort.Slice(out.Servers, func(i, j int) bool { return out.Servers[i].Machine < out.Servers[j].Machine })
 	return out

@@ -67,7 +67,14 @@ type connzData struct {
 		Cid  uint64   `json:"cid"`
 		User string   `json:"authorized_user"`
 		Tags []string `json:"tags"`
+		IP   string   `json:"ip"`
 	} `json:"connections"`
+}
+
+// connzConn is what the tracker keeps of one connection CONNZ listed.
+type connzConn struct {
+	user, ip string
+	tags     []string
 }
 
 // maxHubServers bounds the hub's brokers one ping collects.
@@ -124,7 +131,20 @@ var errTooManyConns = errors.New("more connections listed than allowed")
 // (not nil) it takes at most *budget of them, and takes what it took off
 // *budget: past it, errTooManyConns.
 func (tr *presenceTracker) serverConnz(ctx context.Context, server string, budget *int) (map[uint64]string, error) {
-	out := map[uint64]string{}
+	conns, err := tr.serverConnzInfo(ctx, server, budget)
+	if err != nil {
+		return nil, err
+	}
+	out := make(map[uint64]string, len(conns))
+	for cid, c := range conns {
+		out[cid] = c.user
+	}
+	return out, nil
+}
+
+// serverConnzInfo is serverConnz with each connection's address and tags.
+func (tr *presenceTracker) serverConnzInfo(ctx context.Context, server string, budget *int) (map[uint64]connzConn, error) {
+	out := map[uint64]connzConn{}
 	const page = 5000
 	for offset := 0; ; {
 		limit := page
@@ -154,7 +174,7 @@ func (tr *presenceTracker) serverConnz(ctx context.Context, server string, budge
 			}
 		}
 		for _, cn := range c.Conns {
-			out[cn.Cid] = connUser(tr.reg, cn.User, cn.Tags)
+			out[cn.Cid] = connzConn{user: connUser(tr.reg, cn.User, cn.Tags), ip: cn.IP, tags: cn.Tags}
 		}
 		if len(c.Conns) < limit {
 			return out, nil

@@ -137,6 +137,9 @@ func (tr *presenceTracker) handleEvent(m *nats.Msg) {
 		if ev, err := fleet.ParseServerEvent(subject); err == nil && ev.Kind == fleet.SysShutdown {
 			tr.log.Info("broker shut down", "site", site, "server", ev.Server)
 			tr.state.serverGone(siteServer(site, ev.Server))
+			if tr.sessions != nil {
+				tr.sessions.serverGone(siteServer(site, ev.Server))
+			}
 		}
 		return
 	}
@@ -149,6 +152,10 @@ func (tr *presenceTracker) handleEvent(m *nats.Msg) {
 	// carry: a site cannot speak for the hub's brokers or another site's.
 	ev.Server.ID = siteServer(site, ev.Server.ID)
 	k := connKey{ev.Server.ID, ev.Client.ID}
+	if strings.HasPrefix(ev.Client.User, sessionUserPrefix) {
+		tr.handleSessionEvent(site, subject, ev, k)
+		return
+	}
 	if subject == connectSubject {
 		tr.admitMu.Lock()
 		ok := tr.onRecord(ev.Client.User, ev.Client.Tags, site)
@@ -159,6 +166,7 @@ func (tr *presenceTracker) handleEvent(m *nats.Msg) {
 		if ok {
 			older = tr.olderAgentConns(k, ev.Client.User)
 			tr.state.connected(k, ev.Client.User)
+			tr.noteIP(k, ev.Client.Host)
 			if site != "" {
 				tr.state.superseded(older)
 			}

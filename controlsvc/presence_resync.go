@@ -74,6 +74,10 @@ func (tr *presenceTracker) resyncParts(ctx context.Context, waitSites bool) erro
 
 // resyncHub is the hub's brokers' part of resync.
 func (tr *presenceTracker) resyncHub(ctx context.Context, gen uint64, taken time.Time, links uint64) error {
+	var sgen uint64
+	if tr.sessions != nil {
+		sgen = tr.sessions.generation()
+	}
 	servers, err := tr.pingAt(ctx, serverPingSubject, maxHubServers)
 	if err != nil {
 		tr.log.Warn("server ping", "error", err)
@@ -82,15 +86,32 @@ func (tr *presenceTracker) resyncHub(ctx context.Context, gen uint64, taken time
 		return fmt.Errorf("no broker answered %s", serverPingSubject)
 	}
 	snap := map[string]map[uint64]string{}
+	// Sessions' connections go to the sessions' resync, the others'
+	// addresses to noteIP.
+	sessSnap := map[string]map[uint64]sessionConnInfo{}
+	ips := map[connKey]string{}
 	alive := map[string]bool{}
 	for _, id := range servers {
 		alive[id] = true
-		conns, err := tr.serverConnz(ctx, id, nil)
+		info, err := tr.serverConnzInfo(ctx, id, nil)
 		if err != nil {
 			tr.log.Warn("CONNZ failed; keeping what is known of that broker", "server", id, "error", err)
 			continue
 		}
-		snap[id] = conns
+		conns, sess := make(map[uint64]string, len(info)), map[uint64]sessionConnInfo{}
+		for cid, c := range info {
+			if sid, ok := strings.CutPrefix(c.user, sessionUserPrefix); ok {
+				if fleet.ValidateSessionID(sid) == nil {
+					sess[cid] = sessionConnInfo{id: sid, ip: c.ip, tags: c.tags}
+				}
+				continue
+			}
+			conns[cid] = c.user
+			if c.ip != "" {
+				ips[connKey{id, cid}] = c.ip
+			}
+		}
+		snap[id], sessSnap[id] = conns, sess
 	}
 	if len(snap) == 0 {
 		return fmt.Errorf("no broker answered CONNZ")
@@ -99,6 +120,16 @@ func (tr *presenceTracker) resyncHub(ctx context.Context, gen uint64, taken time
 		tr.checkLinks(ctx, snap, links)
 	}
 	tr.foldResync(ctx, "", gen, snap, alive, taken)
+	for k, ip := range ips {
+		tr.noteIP(k, ip)
+	}
+	if tr.sessions != nil {
+		tr.confirmMissingSessions(ctx, sgen, sessSnap)
+		if closeConns := tr.sessions.resync(sgen, sessSnap, alive, taken); len(closeConns) > 0 {
+			tr.log.Warn("closing session connections found by resync: a second connection of a session, or of a removed app", "connections", len(closeConns))
+			go tr.sessions.close(closeConns)
+		}
+	}
 	return nil
 }
 

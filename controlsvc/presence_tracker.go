@@ -38,6 +38,12 @@ type presenceTracker struct {
 	reg *Registry
 	// state is the ONLINE set.
 	state *presence
+	// sessions is the ONLINE set of sessions (session_presence.go):
+	// connections of users "session:<id>" go there, not to state (nil:
+	// they are ignored).
+	sessions *sessionPresence
+	// locate finds where a machine's address is (nil: nowhere).
+	locate func(ip string) *fleet.Location
 	// dataDir holds PresenceStateFile.
 	dataDir string
 	// leafSites are the remote sites whose events and brokers are
@@ -88,6 +94,11 @@ type presenceTracker struct {
 	snapConns                  snapshotConns
 	snapLimit, legacySnapLimit *opLimiter
 	limited                    func(nc *nats.Conn, l *opLimiter, key, reply string, cost int) bool
+
+	// sessSnapLimit limits the session snapshots answered into each
+	// operator's inbox; sessSnapCache holds their encoded entries.
+	sessSnapLimit *opLimiter
+	sessSnapCache sessionSnapCache
 }
 
 // clock returns now, or time.Now when it is nil.
@@ -135,6 +146,14 @@ func (tr *presenceTracker) start(ctx context.Context) (stop func(), err error) {
 	// lookup per request.
 	_ = snapSub.SetPendingLimits(-1, 256<<20)
 	stops = append(stops, func() { _ = snapSub.Unsubscribe() })
+	if tr.sessions != nil {
+		sessSub, err := tr.fl.QueueSubscribe(fleet.SessionSnapshotSubject, "cc-control", tr.answerSessionSnapshot)
+		if err != nil {
+			return nil, err
+		}
+		_ = sessSub.SetPendingLimits(-1, 64<<20)
+		stops = append(stops, func() { _ = sessSub.Unsubscribe() })
+	}
 	tr.serveConnectedOperators()
 	stops = append(stops, tr.closeSnapshotConns)
 	// The loops end before stop goes on: a resync still running (a slow

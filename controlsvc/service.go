@@ -123,6 +123,10 @@ type Config struct {
 	// without a durable audit.
 	Audit  AuditConfig
 	Logger *slog.Logger
+	// Locate finds where an address is (a session's, a machine's
+	// connection's): from the operator's --sites map, then a --geoip
+	// database. Nil: no location.
+	Locate func(ip string) *fleet.Location
 	// Now is the service's clock (default time.Now): the callout's
 	// request deadlines and JWT expiry, registry and presence times,
 	// tombstone ages, the call watcher's waits and the hint interval
@@ -145,6 +149,11 @@ type Service struct {
 	reg  *Registry
 	// presence is the presence tracker (presence_tracker.go).
 	presence *presenceTracker
+	// sessions is the ONLINE set of sessions (session_presence.go), fed
+	// by the presence tracker's events; the callout tells it what it
+	// admits (admitted), asks it for an app's cap (onlineOf), apps.rm
+	// closes an app's sessions through it (closeApp).
+	sessions *sessionPresence
 	broker   *broker.Broker
 	url      string
 
@@ -239,6 +248,7 @@ func New(cfg Config) (*Service, error) {
 	reg.onSites = s.onSitesChanged
 	s.ctlLimit = newOpLimiter("control API", "control", cfg.ControlRate, cfg.ControlBurst, cfg.Now)
 	s.presence = s.newPresenceTracker()
+	s.sessions = s.presence.sessions
 	s.metrics = newMetrics(s)
 	s.callHooks = append(s.callHooks, s.metrics.call)
 	if err := s.ensureAdmin(); err != nil {
@@ -266,6 +276,10 @@ func (s *Service) newPresenceTracker() *presenceTracker {
 	}
 	tr.state = newPresence(s.reg.Labels, tr.publishEvent)
 	tr.state.now = cfg.Now
+	tr.locate = cfg.Locate
+	tr.sessions = newSessionPresence(cfg.Now, tr.publishSessionEvent)
+	tr.sessions.locate, tr.sessions.kick = cfg.Locate, tr.kick
+	tr.sessSnapLimit = newOpLimiter("session snapshot", "snapshot", cfg.SnapshotRate, cfg.SnapshotBurst, cfg.Now)
 	tr.restorePresence()
 	return tr
 }

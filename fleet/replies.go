@@ -115,6 +115,11 @@ func ParseCallReply(subject string) (ReplySubject, error) {
 // call, c's machine token. A broadcast's reply subject may name one
 // machine's token instead: that machine alone answers it (see
 // [AgentReply]), so the call is one to that machine.
+//
+// A call to a session (c parsed by [ParseSessionFnSubject]: its Token is
+// a session id) has one reply subject: the session answers only on its
+// own id's (its publish permission is [MachineReplies] of its id), never
+// on [ReplyToAll].
 func CallReplyFor(c Call, reply string) (ReplySubject, error) {
 	r, err := ParseCallReply(reply)
 	if err != nil {
@@ -122,6 +127,13 @@ func CallReplyFor(c Call, reply string) (ReplySubject, error) {
 	}
 	if r.Caller != c.Caller {
 		return ReplySubject{}, fmt.Errorf("reply subject %q is not the caller's inbox %s", reply, OperatorInbox(c.Caller))
+	}
+	if IsSessionID(c.Token) {
+		if r.Target == c.Token {
+			return r, nil
+		}
+		return ReplySubject{}, fmt.Errorf("reply subject %q names target %q, not the call's session %s: a session answers only on %s.%s.%s.<call>[.<copy>]",
+			reply, r.Target, c.Token, InboxRoot, c.Caller, c.Token)
 	}
 	if r.Target == ReplyToAll || r.Target == c.Token {
 		return r, nil

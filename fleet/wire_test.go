@@ -141,6 +141,9 @@ var wireParsers = map[string]func(a []string) (map[string]string, error){
 	},
 	"CallReplyFor": func(a []string) (map[string]string, error) {
 		c, err := ParseFnSubject(a[0])
+		if strings.HasPrefix(a[0], SessionFnRoot+".") {
+			c, err = ParseSessionFnSubject(a[0])
+		}
 		if err != nil {
 			return nil, err
 		}
