@@ -25,7 +25,7 @@ func (s *Service) apiAppsList(_ context.Context, _ operatorIdentity, _ []byte) (
 	apps := s.reg.Apps()
 	g := s.sessionGate()
 	for i := range apps {
-		apps[i].Online = g.onlineOf(apps[i].Name)
+		apps[i].Online = g.connectedOf(apps[i].Name)
 	}
 	return apps, nil
 }

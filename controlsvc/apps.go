@@ -187,6 +187,23 @@ func (r *Registry) App(name string) (fleet.App, bool) {
 	return copyApp(a), true
 }
 
+// AppFold returns a copy of the app whose name is name but for case (a
+// JWT tag names a session's app lower-cased; AddApp refuses names that
+// differ only in case, so at most one matches).
+func (r *Registry) AppFold(name string) (fleet.App, bool) {
+	if a, ok := r.App(name); ok {
+		return a, true
+	}
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	for n, a := range r.data.Apps {
+		if strings.EqualFold(n, name) {
+			return copyApp(a), true
+		}
+	}
+	return fleet.App{}, false
+}
+
 // Apps lists the apps sorted by name.
 func (r *Registry) Apps() []fleet.App {
 	r.mu.RLock()

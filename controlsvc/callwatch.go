@@ -192,8 +192,8 @@ func (s *Service) watchCalls() error {
 		}
 	}
 	matcher := newCallMatcher(s.presence.state, operatorName, s.cfg.CallWait, now, emit)
-	matcher.sessions = s.sessions
-	w := newCallWatch(s.calls, &offlineResponder{machines: s.presence.state, sessions: s.sessions, publish: s.calls.PublishMsg}, matcher)
+	matcher.sessions = s.presence.sessions
+	w := newCallWatch(s.calls, &offlineResponder{machines: s.presence.state, sessions: s.presence.sessions, publish: s.calls.PublishMsg}, matcher)
 	if err := w.start(); err != nil {
 		return fmt.Errorf("watch calls: %w", err)
 	}

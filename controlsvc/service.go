@@ -123,9 +123,10 @@ type Config struct {
 	// without a durable audit.
 	Audit  AuditConfig
 	Logger *slog.Logger
-	// Locate finds where an address is (a session's, a machine's
-	// connection's): from the operator's --sites map, then a --geoip
-	// database. Nil: no location.
+	// Locate says where an IP address is, or nil when it does not know:
+	// the Location of sessions and machines (package geo builds it from
+	// cc-control's --sites and --geoip). It must be safe for concurrent
+	// use. Nil: no locations.
 	Locate func(ip string) *fleet.Location
 	// Now is the service's clock (default time.Now): the callout's
 	// request deadlines and JWT expiry, registry and presence times,
@@ -134,11 +135,6 @@ type Config struct {
 	// with a broker it must be the broker's time; tests move it only
 	// where no broker judges it.
 	Now func() time.Time
-	// Locate says where an IP address is, or nil when it does not know:
-	// the Location of sessions and machines (package geo builds it from
-	// cc-control's --sites and --geoip). It must be safe for concurrent
-	// use. Nil: no locations.
-	Locate func(ip string) *fleet.Location
 }
 
 // Service is a running control service.
@@ -153,7 +149,7 @@ type Service struct {
 	// by the presence tracker's events; the callout tells it what it
 	// admits (admitted), asks it for an app's cap (onlineOf), apps.rm
 	// closes an app's sessions through it (closeApp).
-	sessions *sessionPresence
+	sessions sessionGate
 	broker   *broker.Broker
 	url      string
 
@@ -175,9 +171,6 @@ type Service struct {
 	// ctlLimit is the per-operator control API request limit (the
 	// snapshot limits are the presence tracker's).
 	ctlLimit *opLimiter
-	// sessions is session presence: told of admitted sessions, it counts
-	// an app's ONLINE ones and closes them (nil: none is tracked).
-	sessions sessionGate
 	// sessionNow, when set, is the clock session tokens are checked
 	// against (tests; default the service's clock).
 	sessionNow func() time.Time
@@ -248,6 +241,7 @@ func New(cfg Config) (*Service, error) {
 	reg.onSites = s.onSitesChanged
 	s.ctlLimit = newOpLimiter("control API", "control", cfg.ControlRate, cfg.ControlBurst, cfg.Now)
 	s.presence = s.newPresenceTracker()
+	s.presence.sessions.appOf = reg.AppFold
 	s.sessions = s.presence.sessions
 	s.metrics = newMetrics(s)
 	s.callHooks = append(s.callHooks, s.metrics.call)

@@ -63,6 +63,9 @@ const (
 type sessionGate interface {
 	admitted(s fleet.Session)
 	onlineOf(app string) int
+	// connectedOf counts only the ONLINE ones (apps.list); onlineOf
+	// also counts those admitted but not yet connected (the cap).
+	connectedOf(app string) int
 	closeApp(ctx context.Context, app string) int
 }
 
@@ -72,6 +75,7 @@ type noSessions struct{}
 
 func (noSessions) admitted(fleet.Session)               { /* nothing tracks sessions */ }
 func (noSessions) onlineOf(string) int                  { return 0 }
+func (noSessions) connectedOf(string) int               { return 0 }
 func (noSessions) closeApp(context.Context, string) int { return 0 }
 
 // sessionAdmission holds the callout's session settings.

@@ -44,6 +44,8 @@ func (g *fakeGate) onlineOf(app string) int {
 	return n
 }
 
+func (g *fakeGate) connectedOf(app string) int { return g.onlineOf(app) }
+
 func (g *fakeGate) closeApp(_ context.Context, app string) int {
 	n := g.onlineOf(app)
 	g.mu.Lock()

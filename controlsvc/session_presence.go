@@ -10,15 +10,6 @@ import (
 	"github.com/commandcontrol/commandcontrol/fleet"
 )
 
-// sessionUserPrefix starts the user name the callout gives a session's
-// connection: "session:<session id>" (H2's session_admit.go defines the
-// same constant; one of them goes when both are merged).
-const sessionUserPrefix = "session:"
-
-// sessionAppTag starts the JWT tag that names a session's app
-// ("app:<name>", lower-cased by the JWT library like every tag).
-const sessionAppTag = "app:"
-
 // Admitted sessions wait for their connection's CONNECT event.
 const (
 	// sessionPendingTTL is how long the attributes of an admitted
@@ -208,7 +199,7 @@ type sessionConnInfo struct {
 // appFromTags returns the app a session connection's JWT tags name.
 func appFromTags(tags []string) string {
 	for _, t := range tags {
-		if a, ok := strings.CutPrefix(t, sessionAppTag); ok {
+		if a, ok := strings.CutPrefix(t, sessionAppTagPrefix); ok {
 			return a
 		}
 	}

@@ -62,7 +62,7 @@ func sessionEventMsg(t *testing.T, subject, serverID string, cid uint64, id, app
 	ev.Client.ID = cid
 	ev.Client.User = sessionUserPrefix + id
 	ev.Client.Host = host
-	ev.Client.Tags = []string{sessionAppTag + app}
+	ev.Client.Tags = []string{sessionAppTagPrefix + app}
 	ev.Reason = reason
 	b, err := json.Marshal(ev)
 	if err != nil {
@@ -431,7 +431,7 @@ func TestSessionEventsThroughBroker(t *testing.T) {
 	if err := s.fl.Flush(); err != nil {
 		t.Fatal(err)
 	}
-	s.sessions.admitted(demoSession(sidA, "demo", "192.0.2.7"))
+	s.presence.sessions.admitted(demoSession(sidA, "demo", "192.0.2.7"))
 	s.presence.handleEvent(sessionEventMsg(t, connectSubject, "NTEST", 1, sidA, "demo", "192.0.2.7", ""))
 	s.presence.handleEvent(sessionEventMsg(t, disconnectSubject, "NTEST", 1, sidA, "demo", "192.0.2.7", "Client Closed"))
 	for i, want := range []string{fleet.EventJoined, fleet.EventLeft} {
@@ -482,7 +482,7 @@ func TestConnzCarriesAddress(t *testing.T) {
 // goes, one that cannot be checked stays.
 func TestSessionResyncConfirmsMissing(t *testing.T) {
 	s, ctx := startTestService(t)
-	p := s.sessions
+	p := s.presence.sessions
 	gone, unsure := connKey{s.broker.ID(), 999999}, connKey{"NOSUCHSERVER", 1}
 	p.connected(gone, sessionConnInfo{id: sidA, tags: []string{"app:demo"}})
 	p.connected(unsure, sessionConnInfo{id: sidB, tags: []string{"app:demo"}})

@@ -64,7 +64,7 @@ func TestSessionSnapshot(t *testing.T) {
 	if _, err := s.reg.AddOperator("viewer", viewerKey, fleet.RoleViewer); err != nil {
 		t.Fatal(err)
 	}
-	s.sessions.locate = testLocate
+	s.presence.sessions.locate = testLocate
 	const n = 10000
 	for i := range n {
 		app, ip := "demo", fmt.Sprintf("192.0.2.%d", i%250)
@@ -77,8 +77,8 @@ func TestSessionSnapshot(t *testing.T) {
 		id := fleet.SessionID(app, fmt.Sprintf("UKEY%d", i))
 		ss := demoSession(id, app, ip)
 		ss.Declared.UserAgent = "Mozilla/5.0 (X11; Linux x86_64; rv:140.0) Gecko/20100101 Firefox/140.0"
-		s.sessions.admitted(ss)
-		s.sessions.connected(connKey{"NTEST", uint64(i + 1)}, sessionConnInfo{id: id, ip: ip, tags: []string{"app:" + app}})
+		s.presence.sessions.admitted(ss)
+		s.presence.sessions.connected(connKey{"NTEST", uint64(i + 1)}, sessionConnInfo{id: id, ip: ip, tags: []string{"app:" + app}})
 	}
 	inbox := fleet.ControlInbox(admin.Key) + ".s1"
 
@@ -91,7 +91,7 @@ func TestSessionSnapshot(t *testing.T) {
 	}
 	seen := map[string]bool{}
 	for i, p := range parts {
-		if p.Part != i+1 || p.Parts != len(parts) || p.Total != n || p.Seq != n || p.Epoch != s.sessions.epoch || p.Time.IsZero() {
+		if p.Part != i+1 || p.Parts != len(parts) || p.Total != n || p.Seq != n || p.Epoch != s.presence.sessions.epoch || p.Time.IsZero() {
 			t.Fatalf("part %d: part %d of %d, total %d, seq %d", i+1, p.Part, p.Parts, p.Total, p.Seq)
 		}
 		for _, ss := range p.Sessions {

@@ -1,12 +1,7 @@
-//go:build issue13
-
 // These end-to-end tests run the workbench side of sessions (issue #13)
 // against the whole stack: the real broker and callout admitting sessions
 // (apps, public and signed), session presence with locations, and the
-// bench SDK listing, watching and calling sessions. They need the control
-// service side (controlsvc: apps API, session admission and presence;
-// Config.Locate), so they build only with -tags issue13 until it is
-// merged; then drop the build line.
+// bench SDK listing, watching and calling sessions.
 //
 // A session here is what the contract says one is: a NATS connection
 // with its own fresh user nkey (signature over the nonce) and, as its

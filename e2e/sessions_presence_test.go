@@ -1,8 +1,3 @@
-//go:build sessions_callout
-
-// Enable once the session callout (issue #13, H2) is merged: remove the
-// build tag above, or run `go test -tags sessions_callout ./e2e/`.
-
 package e2e
 
 import (
