@@ -56,6 +56,10 @@ var (
 	elsewhere = fleet.Location{Site: "chi", City: "Chicago", Region: "Illinois", Country: "United States", CountryCode: "US"}
 )
 
+// sdkSessionCalls, when set (built with the workbench's session calls),
+// times the call through bench.Client.Stream as well.
+var sdkSessionCalls func(ctx context.Context, c *bench.Client, city, reps int) (Durations, error)
+
 // cityNet is the smallest network at cityNetBase with city usable
 // addresses (sessions bind its addresses 1 … city).
 func cityNet(city int) string {
@@ -96,7 +100,7 @@ func sessionRows(ctx context.Context, cfg Config) ([]Row, error) {
 		notes = append(notes, "cc-control has no --sites here: the city's sessions are called by their ids, not selected by location")
 	}
 	if err := cp.c.Control(ctx, fleet.OpAppsAdd, fleet.AppRequest{Name: sessionApp, Functions: []string{swarm.FnLatencyCheck}, Public: true, MaxSessions: n + 100}, nil); err != nil {
-		return nil, fmt.Errorf("sessions: register app %s: %w (does this control service admit sessions? issue #13)", sessionApp, err)
+		return nil, fmt.Errorf("register app %s: %w (does this control service admit sessions? issue #13)", sessionApp, err)
 	}
 	before, err := settledRSS(cp.cmd.Process.Pid)
 	if err != nil {
@@ -137,6 +141,13 @@ func sessionRows(ctx context.Context, cfg Config) ([]Row, error) {
 	if err != nil {
 		return nil, err
 	}
+	var sdk Durations
+	if sdkSessionCalls != nil && selected {
+		fmt.Fprintf(cfg.Progress, "sessions: %d calls through the workbench SDK…\n", reps)
+		if sdk, err = sdkSessionCalls(ctx, cp.c, city, reps); err != nil {
+			return nil, err
+		}
+	}
 	procs.stop()
 	cp.stop()
 
@@ -160,7 +171,19 @@ func sessionRows(ctx context.Context, cfg Config) ([]Row, error) {
 		call.Baseline = ms(raw.Quantile(0.5)) + " / " + ms(raw.Quantile(0.99))
 		call.Ratio = ratio(d.Quantile(0.5), raw.Quantile(0.5))
 	}
-	rows = append(rows, call, Row{
+	rows = append(rows, call)
+	if sdk != nil {
+		r := Row{
+			What:  fmt.Sprintf("  the same through the workbench SDK: city selected by the control service, then called (p50 / p99 over %d)", reps),
+			Value: ms(sdk.Quantile(0.5)) + " / " + ms(sdk.Quantile(0.99)),
+		}
+		if rawErr == nil {
+			r.Baseline = call.Baseline
+			r.Ratio = ratio(sdk.Quantile(0.5), raw.Quantile(0.5))
+		}
+		rows = append(rows, r)
+	}
+	rows = append(rows, Row{
 		What:  "control service (embedded broker) memory per session",
 		Value: fmt.Sprintf("%.1f KiB", perSession),
 		Note:  fmt.Sprintf("VmRSS %.1f MiB before the %d sessions, %.1f MiB with them", float64(before)/1024, n, float64(after)/1024),
@@ -245,7 +268,7 @@ func startControlProc(ctx context.Context, cfg Config, data, sites string) (*con
 	// The harness is the only operator: no snapshot or control rate
 	// limits its polling.
 	args := []string{"--data", data, "--listen", listen, "--websocket-listen", ws, "--snapshot-rate", "0", "--control-rate", "0"}
-	if help, _ := exec.CommandContext(ctx, cfg.ControlBinary, "--help").CombinedOutput(); bytes.Contains(help, []byte("-sites")) {
+	if help, _ := exec.CommandContext(ctx, cfg.ControlBinary, "--help").CombinedOutput(); bytes.Contains(help, []byte("\n  -sites ")) {
 		args = append(args, "--sites", sites)
 		cp.sites = true
 	} else {
@@ -271,9 +294,17 @@ func startControlProc(ctx context.Context, cfg Config, data, sites string) (*con
 		default:
 		}
 		if _, err := os.Stat(key); err == nil {
-			if c, err := bench.Connect("nats://"+listen, bench.WithSeedFile(key), bench.WithName("cc-perf (operator)")); err == nil {
-				cp.c = c
-				break
+			if cp.c == nil {
+				cp.c, _ = bench.Connect("nats://"+listen, bench.WithSeedFile(key), bench.WithName("cc-perf (operator)"))
+			}
+			// Connected: the control API serves once it answers.
+			if cp.c != nil {
+				wctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+				_, err := cp.c.WhoAmI(wctx)
+				cancel()
+				if err == nil {
+					break
+				}
 			}
 		}
 		if time.Now().After(deadline) || ctx.Err() != nil {
@@ -373,6 +404,9 @@ func sessionSnapshot(ctx context.Context, c *bench.Client, q fleet.SessionQuery)
 	var snap *fleet.SessionSnapshot
 	for got := 0; snap == nil || got < snap.Parts; got++ {
 		msg, err := sub.NextMsgWithContext(ctx)
+		if errors.Is(err, nats.ErrNoResponders) {
+			return nil, errNoSessionPresence
+		}
 		if err != nil {
 			return nil, fmt.Errorf("session snapshot: %w", err)
 		}
