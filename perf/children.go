@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"strconv"
@@ -25,12 +26,7 @@ type swarmProcs struct{ cmds []*exec.Cmd }
 // responders) against url and waits until all have connected. connect is
 // the longest time a child took to connect its share.
 func spawnSwarm(ctx context.Context, bin, url, key string, n int, prefix string, baseline bool) (*swarmProcs, time.Duration, error) {
-	p := &swarmProcs{}
-	type ready struct {
-		secs float64
-		err  error
-	}
-	done := make(chan ready, 1+n/perChild)
+	var children [][]string
 	for i := 0; i*perChild < n; i++ {
 		share := min(perChild, n-i*perChild)
 		args := []string{"--server", url, "--agents", strconv.Itoa(share), "--prefix", fmt.Sprintf("%s%d-", prefix, i)}
@@ -39,8 +35,24 @@ func spawnSwarm(ctx context.Context, bin, url, key string, n int, prefix string,
 		} else {
 			args = append(args, "--key", key)
 		}
+		children = append(children, args)
+	}
+	return spawnChildren(ctx, bin, children, os.Stderr)
+}
+
+// spawnChildren starts one cc-swarm per argument list and waits, at most
+// 5 minutes, until each has said "ready" (connected its share). connect
+// is the longest time a child took.
+func spawnChildren(ctx context.Context, bin string, children [][]string, stderr io.Writer) (*swarmProcs, time.Duration, error) {
+	p := &swarmProcs{}
+	type ready struct {
+		secs float64
+		err  error
+	}
+	done := make(chan ready, len(children))
+	for _, args := range children {
 		cmd := exec.Command(bin, args...)
-		cmd.Stderr = os.Stderr
+		cmd.Stderr = stderr
 		out, err := cmd.StdoutPipe()
 		if err != nil {
 			p.stop()
@@ -57,10 +69,12 @@ func spawnSwarm(ctx context.Context, bin, url, key string, n int, prefix string,
 				if f := strings.Fields(sc.Text()); len(f) == 3 && f[0] == "ready" {
 					s, _ := strconv.ParseFloat(f[2], 64)
 					done <- ready{secs: s}
+					// Drain the rest, so the child never blocks writing.
+					_, _ = io.Copy(io.Discard, out)
 					return
 				}
 			}
-			done <- ready{err: fmt.Errorf("cc-swarm exited before all its agents connected")}
+			done <- ready{err: fmt.Errorf("cc-swarm %s exited before all its members connected (its errors are above)", strings.Join(args, " "))}
 		}()
 	}
 	var longest float64

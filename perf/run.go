@@ -29,6 +29,15 @@ type Config struct {
 	// SwarmBinary is a built cc-swarm: fleets run in child processes, at
 	// most 15,000 agents each (the per-process open-file limit).
 	SwarmBinary string
+	// Sessions, when above 0, runs the sessions benchmark: that many
+	// simulated sessions over WebSocket, City of them in one city called
+	// SessionReps times, against plain WebSocket responders.
+	Sessions, City, SessionReps int
+	// ControlBinary is a built cc-control: the sessions benchmark runs
+	// the control service in a process of its own, to read its memory.
+	ControlBinary string
+	// Verbose copies cc-control's log to Progress.
+	Verbose bool
 	// Progress receives a line per step; nil discards.
 	Progress io.Writer
 	Logger   *slog.Logger
@@ -57,6 +66,19 @@ func Run(ctx context.Context, cfg Config) ([]Row, error) {
 			return rows, fmt.Errorf("fleet of %d: %w", n, err)
 		}
 		rows = append(rows, r...)
+	}
+	if cfg.Sessions > 0 {
+		if cfg.Sessions > limit-500 {
+			rows = append(rows, Row{What: fmt.Sprintf("sessions benchmark, %d sessions", cfg.Sessions), Value: "not measured", Met: "NO",
+				Note: fmt.Sprintf("one broker process may hold at most %d open files here, and every session connection is one", limit)})
+		} else {
+			waitQuiet(ctx, cfg.Progress)
+			r, err := sessionRows(ctx, cfg)
+			if err != nil {
+				return rows, fmt.Errorf("sessions: %w", err)
+			}
+			rows = append(rows, r...)
+		}
 	}
 	if cfg.RestartN > 0 {
 		waitQuiet(ctx, cfg.Progress)

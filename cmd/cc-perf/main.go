@@ -6,6 +6,7 @@
 //
 //	go run ./cmd/cc-perf                          # 1,000 / 10,000 / 50,000 agents
 //	go run ./cmd/cc-perf --sizes 200 --reps 5     # a quick look
+//	go run ./cmd/cc-perf --sizes 0 --restart 0 --idle 0 --sessions 10000 --city 1000   # sessions only
 package main
 
 import (
@@ -39,13 +40,20 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	restart := fs.Int("restart", 10000, "fleet size for the broker-restart measure (0 skips)")
 	idle := fs.Duration("idle", 30*time.Second, "how long the agent's idle footprint is measured (0 skips)")
 	agentBin := fs.String("agent-binary", "", "cc-agent binary for the idle measure (default: built from ./cmd/cc-agent)")
+	sessions := fs.Int("sessions", 0, "sessions benchmark: simulate `N` sessions over WebSocket on one control service (0 skips it)")
+	city := fs.Int("city", 1000, "sessions benchmark: how many of them are in the one city called")
+	sessionReps := fs.Int("session-reps", 20, "sessions benchmark: calls timed on the city's sessions (each way)")
 	markdown := fs.Bool("markdown", false, "print the table as Markdown")
 	verbose := fs.Bool("v", false, "log the control service and broker to stderr")
 	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the whole run to this file")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	cfg := perf.Config{Reps: *reps, DirectReps: *direct, PresenceReps: *presence, RestartN: *restart, IdleFor: *idle, Progress: stderr}
+	cfg := perf.Config{Reps: *reps, DirectReps: *direct, PresenceReps: *presence, RestartN: *restart, IdleFor: *idle, Progress: stderr,
+		Sessions: *sessions, City: min(*city, *sessions), SessionReps: *sessionReps, Verbose: *verbose}
+	if *sessions < 0 || (*sessions > 0 && (*city < 1 || *sessionReps < 1)) {
+		return fmt.Errorf("--sessions %d --city %d --session-reps %d: want --sessions 0 (skip) or more, and a city and repetitions of at least 1", *sessions, *city, *sessionReps)
+	}
 	if *verbose {
 		cfg.Logger = slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
 	}
@@ -75,6 +83,11 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	if cfg.SwarmBinary, err = build("cc-swarm"); err != nil {
 		return err
+	}
+	if cfg.Sessions > 0 {
+		if cfg.ControlBinary, err = build("cc-control"); err != nil {
+			return err
+		}
 	}
 	if *idle > 0 {
 		cfg.AgentBinary = *agentBin

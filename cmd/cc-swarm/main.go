@@ -10,6 +10,15 @@
 //
 // With --baseline it runs plain nats.go responders instead (no framework,
 // no auth): the benchmark harness's baseline.
+//
+// With --sessions N it simulates sessions of an app instead of agents:
+// each a real connection over the broker's WebSocket listener with a user
+// nkey of its own, answering latencyCheck (fixed numbers, no fetch) on its
+// own subjects. With --key it registers the app first (public):
+//
+//	cc-control --websocket-listen 127.0.0.1:8080 &
+//	cc-swarm --server ws://127.0.0.1:8080 --key cc-data/admin.nk --sessions 1000 --app demo
+//	cc-bench --key cc-data/admin.nk call latencyCheck --sessions --arg url=https://example.com/
 package main
 
 import (
@@ -41,6 +50,15 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	labels := fs.String("labels", "", "extra labels for every member, k=v,k=v")
 	conc := fs.Int("concurrency", 512, "connections being set up at once")
 	baseline := fs.Bool("baseline", false, "run plain nats.go responders on raw.all.current-load instead (benchmark baseline; no auth)")
+	var so sessionOpts
+	fs.IntVar(&so.n, "sessions", 0, "simulate `N` sessions over WebSocket instead of agents (--server ws://HOST:PORT, the broker's --websocket-listen)")
+	fs.StringVar(&so.app, "app", "demo", "sessions: the app they join; with --key it is registered (public, function latencyCheck) unless it exists")
+	fs.IntVar(&so.maxSessions, "app-max-sessions", 0, "sessions: max_sessions of the app --key registers (0: the service's default)")
+	fs.StringVar(&so.net, "session-net", swarm.DefaultSessionNet, "sessions: IPv4 `CIDR` on loopback their source addresses come from, one each (session i binds the net's address 1+i), so the service sees (and locates, with cc-control --sites) each apart")
+	fs.IntVar(&so.first, "session-first", 0, "sessions: index in --session-net of the first session (to split a fleet over processes)")
+	fs.StringVar(&so.platform, "platform", "device", "sessions: the platform they declare (browser, mobile, device)")
+	fs.BoolVar(&so.baseline, "sessions-baseline", false, "sessions: plain responders instead, no key and no hello, answering raw.sfn.<index>.latencyCheck (benchmark baseline against a plain nats-server with WebSocket)")
+	fs.StringVar(&so.idsFile, "ids", "", "sessions: write `FILE` with each session's index, id and source address, one per line, before they connect")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -57,6 +75,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	if *baseline {
 		return runBaseline(ctx, *server, *n, stdout)
+	}
+	if so.n > 0 || so.baseline {
+		so.server, so.key, so.tlsCA, so.allowPlain, so.conc = *server, *key, *tlsCA, *allowPlain, *conc
+		return runSessions(ctx, so, stdout, stderr)
 	}
 	lab, err := parseLabels(*labels)
 	if err != nil {
