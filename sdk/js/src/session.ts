@@ -296,8 +296,9 @@ export class Session {
    */
   async expose(name: string, fn: SessionFunction, opts: ExposeOptions = {}): Promise<void> {
     const nc = this.conn();
-    if (!/^[A-Za-z0-9_-]+$/.test(name) || name.length > 64) {
-      throw new Error(`expose: function name ${JSON.stringify(name)}: use 1 to 64 letters, digits, _ or -`);
+    // fleet.ValidateName: a function name is one subject token.
+    if (!/^[A-Za-z0-9_-]{1,128}$/.test(name)) {
+      throw new Error(`expose: function name ${JSON.stringify(name)}: use 1 to 128 letters, digits, - and _`);
     }
     if (typeof fn !== "function") throw new Error(`expose ${name}: give a function`);
     if (this.fns.has(name)) throw new Error(`expose ${name}: this session already exposes it`);
@@ -386,42 +387,44 @@ export class Session {
   /**
    * refreshHello builds the SessionHello, calling the token function
    * when there is one. The first time a failure is thrown; on reconnects
-   * it is reported and the last hello kept.
+   * it is reported (status "token") and the last hello kept.
    */
   private refreshHello(first: boolean): Promise<void> {
     if (!first && typeof this.opts.token !== "function") return Promise.resolve();
     if (this.refreshing) return this.refreshing;
-    this.refreshing = (async () => {
-      let token = "";
-      const src = this.opts.token;
-      if (typeof src === "function") {
-        const start = Date.now();
-        try {
-          token = await src({ app: this.app, publicKey: this.publicKey, id: this.id });
-          this.tokenFetchMs = Date.now() - start;
-        } catch (e) {
-          const err = asError(e, "the token function failed");
-          if (first) throw new Error(`cannot join app "${this.app}": the token function failed: ${err.message}`);
-          this.emit({ type: "token", error: err });
-          return;
-        }
-        if (typeof token !== "string" || token === "") {
-          const err = new Error(`cannot join app "${this.app}": the token function returned ${JSON.stringify(token)}, not a session token`);
-          if (first) throw err;
-          this.emit({ type: "token", error: err });
-          return;
-        }
-      } else if (typeof src === "string") {
-        token = src;
-      } else if (src !== undefined) {
-        throw new Error("connectSession: token must be a string or a function returning one");
-      }
-      this.hello = buildHello(this.opts, token);
-    })().finally(() => {
-      this.refreshing = undefined;
-      this.lastRefresh = Date.now();
-    });
+    this.refreshing = this.buildHelloNow()
+      .catch((e: unknown) => {
+        const err = asError(e, "the token function failed");
+        if (first) throw new Error(`cannot join app "${this.app}": ${err.message}`);
+        this.emit({ type: "token", error: err });
+      })
+      .finally(() => {
+        this.refreshing = undefined;
+        this.lastRefresh = Date.now();
+      });
     return this.refreshing;
+  }
+
+  private async buildHelloNow(): Promise<void> {
+    const src = this.opts.token;
+    let token = "";
+    if (typeof src === "function") {
+      const start = Date.now();
+      try {
+        token = await src({ app: this.app, publicKey: this.publicKey, id: this.id });
+      } catch (e) {
+        throw new Error(`the token function failed: ${asError(e, "no reason given").message}`);
+      }
+      this.tokenFetchMs = Date.now() - start;
+      if (typeof token !== "string" || token === "") {
+        throw new Error(`the token function returned ${JSON.stringify(token)}, not a session token`);
+      }
+    } else if (typeof src === "string") {
+      token = src;
+    } else if (src !== undefined) {
+      throw new Error("token must be a string or a function returning one");
+    }
+    this.hello = buildHello(this.opts, token);
   }
 
   private reconnectDelay(): number {
