@@ -40,29 +40,51 @@ import (
 // Debian's chromium; without them they skip, and with CI set they fail.
 
 // sessionStack is what a session test talks to: the WebSocket URL
-// sessions join at, and an operator connection allowed to call sessions.
+// sessions join at, an operator connection allowed to call sessions, and
+// the signing seeds of the signed apps.
 type sessionStack struct {
 	WSURL     string
 	Caller    *nats.Conn
 	CallerKey string
+	// Seeds are the signed apps' seeds (fleet.AppCreated.Seed) by name.
+	Seeds map[string]string
 	// gate admits sessions (a stand-in for the control service's
 	// callout) and srv is the broker: only the reconnect test uses them.
 	gate *sessionGateStub
 	srv  *server.Server
 }
 
-// startSessionStack starts where sessions of apps (app name → its
-// functions) join. It is the one function to change when the control
-// service admits sessions through its callout: until then a real
-// nats-server with its WebSocket listener admits them by
-// sessionGateStub, which checks what the callout checks of a session
-// (its nkey's signature over the nonce, its fleet.SessionHello, the app)
-// and gives it the permissions the callout gives (subscribe only to its
-// own calls of its app's functions, publish only its replies).
-func startSessionStack(t *testing.T, apps map[string][]string) *sessionStack {
+// sessionTokenTime is the time the stand-in gate checks session tokens
+// at (tests give it to the session's token function: no wall clock).
+var sessionTokenTime = time.Unix(1924924000, 0)
+
+// startSessionStack starts where sessions of apps join. It is the one
+// function to change when the control service admits sessions through
+// its callout (apps added with Registry.AddApp, the broker's WebSocket
+// listener, an operator allowed sessions): until then a real nats-server
+// with its WebSocket listener admits them by sessionGateStub, which
+// checks what the callout checks of a session (its nkey's signature over
+// the nonce, its fleet.SessionHello, the app, a signed app's token with
+// fleet.ParseSessionToken) and gives it the permissions the callout
+// gives (subscribe only to its own calls of its app's functions, publish
+// only its replies).
+func startSessionStack(t *testing.T, apps ...fleet.AppRequest) *sessionStack {
 	t.Helper()
 	caller := stacktest.NewKey(t)
-	gate := &sessionGateStub{apps: apps, caller: stacktest.Pub(t, caller)}
+	gate := &sessionGateStub{apps: map[string]fleet.App{}, caller: stacktest.Pub(t, caller), now: func() time.Time { return sessionTokenTime }}
+	seeds := map[string]string{}
+	for _, q := range apps {
+		app := fleet.App{Name: q.Name, Functions: q.Functions, Admission: fleet.AdmissionPublic}
+		if !q.Public {
+			kp, err := nkeys.CreateAccount()
+			if err != nil {
+				t.Fatal(err)
+			}
+			app.Admission, app.Key = fleet.AdmissionSigned, stacktest.Pub(t, kp)
+			seeds[q.Name] = string(stacktest.Seed(t, kp))
+		}
+		gate.apps[q.Name] = app
+	}
 	opts := &server.Options{
 		Host: "127.0.0.1", Port: server.RANDOM_PORT, NoLog: true, NoSigs: true,
 		AlwaysEnableNonce:          true,
@@ -91,6 +113,7 @@ func startSessionStack(t *testing.T, apps map[string][]string) *sessionStack {
 		WSURL:     fmt.Sprintf("ws://127.0.0.1:%d", vz.Websocket.Port),
 		Caller:    nc,
 		CallerKey: gate.caller,
+		Seeds:     seeds,
 		gate:      gate,
 		srv:       srv,
 	}
@@ -106,8 +129,9 @@ type sessionAdmission struct {
 
 // sessionGateStub admits the operator key caller and sessions of apps.
 type sessionGateStub struct {
-	apps   map[string][]string
+	apps   map[string]fleet.App
 	caller string
+	now    func() time.Time
 
 	mu       sync.Mutex
 	admitted []sessionAdmission
@@ -155,12 +179,22 @@ func (g *sessionGateStub) check(c server.ClientAuthentication) (bool, string) {
 	if err := dec.Decode(&h); err != nil {
 		return false, "hello: " + err.Error()
 	}
-	fns, ok := g.apps[h.App]
+	app, ok := g.apps[h.App]
 	if !ok {
 		return false, "unknown app " + h.App
 	}
-	if h.Token != "" {
-		// A token admits once here: a reconnect must bring a fresh one.
+	if app.Admission == fleet.AdmissionSigned {
+		claims, err := fleet.ParseSessionToken(h.Token, app.Key, g.now())
+		switch {
+		case err != nil:
+			return false, "token: " + err.Error()
+		case claims.App != h.App:
+			return false, "token for app " + claims.App
+		case claims.Key != "" && claims.Key != o.Nkey:
+			return false, "token bound to another key"
+		}
+		// A token admits once here (standing in for its expiry): a
+		// reconnect must bring a fresh one.
 		g.mu.Lock()
 		for _, a := range g.admitted {
 			if a.Hello.Token == h.Token {
@@ -171,8 +205,8 @@ func (g *sessionGateStub) check(c server.ClientAuthentication) (bool, string) {
 		g.mu.Unlock()
 	}
 	id := fleet.SessionID(h.App, o.Nkey)
-	subs := make([]string, len(fns))
-	for i, fn := range fns {
+	subs := make([]string, len(app.Functions))
+	for i, fn := range app.Functions {
 		subs[i] = fleet.SessionFnWildcard(id, fn)
 	}
 	c.RegisterUser(&server.User{Username: "session:" + id, Permissions: &server.Permissions{
@@ -332,11 +366,11 @@ func (p *nodeProc) wait(t *testing.T, what string, d time.Duration, match func(j
 			if !ok {
 				t.Fatalf("waiting for %s: the program exited\n%s", what, p.output())
 			}
-			if ev.str("event") == "failed" {
-				t.Fatalf("waiting for %s: %s\n%s", what, ev.str("error"), p.output())
-			}
 			if match(ev) {
 				return ev
+			}
+			if ev.str("event") == "failed" {
+				t.Fatalf("waiting for %s: %s\n%s", what, ev.str("error"), p.output())
 			}
 		case <-deadline:
 			t.Fatalf("waiting for %s: nothing after %s\n%s", what, d, p.output())
@@ -519,7 +553,7 @@ func TestSessionJSArgsMatchGo(t *testing.T) {
 // not answered.
 func TestSessionJSNodeLatencyCheck(t *testing.T) {
 	node, dir := nodeReady(t)
-	st := startSessionStack(t, map[string][]string{"demo": {"latencyCheck"}})
+	st := startSessionStack(t, fleet.AppRequest{Name: "demo", Functions: []string{"latencyCheck"}, Public: true})
 	lt := startLatencyTarget(t)
 	p := startNode(t, node, dir, "e2e/session.mjs", "--server", st.WSURL, "--app", "demo", "--call-timeout-ms", "3000")
 	joined := p.wait(t, "the session to join", 30*time.Second, isEvent("joined"))
@@ -627,25 +661,37 @@ func TestSessionJSNodeLatencyCheck(t *testing.T) {
 	}
 }
 
-// TestSessionJSNodeReconnect: a session whose connection drops joins
-// again by itself, with the same key (so the same id), a fresh token from
-// its token function (waited for, not dialed without), and its functions
-// served again.
+// TestSessionJSNodeReconnect: a session of a signed app joins with a
+// token its token function signed with the app's seed (bound to its
+// key); when its connection drops it joins again by itself, with the
+// same key (so the same id) and a fresh token (waited for, not dialed
+// without), and answers calls again.
 func TestSessionJSNodeReconnect(t *testing.T) {
 	node, dir := nodeReady(t)
-	st := startSessionStack(t, map[string][]string{"shop": {"latencyCheck"}})
+	st := startSessionStack(t, fleet.AppRequest{Name: "shop", Functions: []string{"latencyCheck"}})
 	lt := startLatencyTarget(t)
 	// The token function takes a while, as a backend's would: longer
 	// than the first reconnect's backoff (at most 625 ms), so a session
 	// that redialed at once would present its spent token.
-	p := startNode(t, node, dir, "e2e/session.mjs", "--server", st.WSURL, "--app", "shop", "--token-fn", "--token-delay-ms", "1500")
+	p := startNode(t, node, dir, "e2e/session.mjs", "--server", st.WSURL, "--app", "shop",
+		"--app-seed", st.Seeds["shop"], "--token-time", strconv.FormatInt(sessionTokenTime.Unix(), 10), "--token-delay-ms", "1500")
 	id := p.wait(t, "the session to join", 30*time.Second, isEvent("joined")).str("id")
 	body := []byte(`{"url":"` + lt.URL + `/ok","count":"1"}`)
 	checkMeasurement(t, st.callSession(t, id, "latencyCheck", body, "c1", ""), lt, "c1", body, 1)
 
+	claimsOf := func(a sessionAdmission) fleet.SessionTokenClaims {
+		c, err := fleet.ParseSessionToken(a.Hello.Token, st.gate.apps["shop"].Key, sessionTokenTime)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
 	first := st.gate.admissions()
-	if len(first) != 1 || !strings.HasPrefix(first[0].Hello.Token, "tok-1-") {
-		t.Fatalf("admitted %+v: want one session with token tok-1-…", first)
+	if len(first) != 1 || first[0].ID != id {
+		t.Fatalf("admitted %+v: want the one session %s", first, id)
+	}
+	if c := claimsOf(first[0]); c.App != "shop" || c.Subject != "e2e-user" || c.Key != first[0].Key || c.Claims["fetch"] != "1" {
+		t.Fatalf("the first token says %+v: want app shop, sub e2e-user, bound to %s, fetch 1", c, first[0].Key)
 	}
 	if err := st.srv.DisconnectClientByID(first[0].Client); err != nil {
 		t.Fatal(err)
@@ -654,9 +700,8 @@ func TestSessionJSNodeReconnect(t *testing.T) {
 		return ev.str("event") == "status" && ev.str("type") == "reconnect"
 	})
 	again := st.gate.admissions()
-	last := again[len(again)-1]
-	if len(again) != 2 || last.ID != id || last.Key != first[0].Key || !strings.HasPrefix(last.Hello.Token, "tok-2-") {
-		t.Fatalf("admitted %+v after the drop: want the same key and id with a fresh token", again)
+	if len(again) != 2 || again[1].ID != id || again[1].Key != first[0].Key || claimsOf(again[1]).Claims["fetch"] != "2" {
+		t.Fatalf("admitted %+v after the drop: want the same key and id with a fresh token (fetch 2)", again)
 	}
 	// It waited for the fresh token rather than dial with the spent one.
 	st.gate.mu.Lock()
@@ -670,6 +715,32 @@ func TestSessionJSNodeReconnect(t *testing.T) {
 		m, err := st.trySessionCall(id, "latencyCheck", body, "", "", 2*time.Second)
 		return err == nil && m.Header.Get(fleet.HeaderErrorCode) == ""
 	})
+}
+
+// TestSessionJSNodeRefused: a session the broker refuses (a token signed
+// by another key than the app's) fails to join with an error saying so.
+func TestSessionJSNodeRefused(t *testing.T) {
+	node, dir := nodeReady(t)
+	st := startSessionStack(t, fleet.AppRequest{Name: "shop", Functions: []string{"latencyCheck"}})
+	other, err := nkeys.CreateAccount()
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := startNode(t, node, dir, "e2e/session.mjs", "--server", st.WSURL, "--app", "shop",
+		"--app-seed", string(stacktest.Seed(t, other)), "--token-time", strconv.FormatInt(sessionTokenTime.Unix(), 10))
+	ev := p.wait(t, "the join to fail", 30*time.Second, func(ev jsEvent) bool {
+		return ev.str("event") == "failed" || ev.str("event") == "joined"
+	})
+	if want := `cannot join app "shop" at ` + st.WSURL; ev.str("event") != "failed" ||
+		!strings.HasPrefix(ev.str("error"), want) || !strings.Contains(ev.str("error"), "the broker refused the session") {
+		t.Fatalf("got %v: want the join to fail with %q… the broker refused the session", ev, want)
+	}
+	st.gate.mu.Lock()
+	refused := st.gate.refused
+	st.gate.mu.Unlock()
+	if len(refused) != 1 || !strings.Contains(refused[0], "not signed by the app's key") {
+		t.Errorf("the gate refused %q: want one refusal of a token not signed by the app's key", refused)
+	}
 }
 
 // TestSessionJSBrowser: the browser example (examples/browser), bundled
@@ -712,7 +783,7 @@ func TestSessionJSBrowser(t *testing.T) {
 	site := httptest.NewServer(mux)
 	t.Cleanup(site.Close)
 
-	st := startSessionStack(t, map[string][]string{"demo": {"latencyCheck"}})
+	st := startSessionStack(t, fleet.AppRequest{Name: "demo", Functions: []string{"latencyCheck"}, Public: true})
 	lt := startLatencyTarget(t)
 	p := startNode(t, node, dir, "e2e/browser.mjs", "--chromium", chromium,
 		"--page", site.URL+"/?server="+st.WSURL+"&app=demo")

@@ -3,15 +3,17 @@
 // lines on stdout; it leaves when its stdin closes.
 //
 //   node e2e/session.mjs --server ws://127.0.0.1:PORT --app demo
-//        [--token-fn [--token-delay-ms N]] [--call-timeout-ms N]
+//        [--app-seed SA… [--token-time UNIX] [--token-delay-ms N]] [--call-timeout-ms N]
 //
-// --token-fn gives the session a token function answering "tok-1-…",
-// "tok-2-…", … (one per connection), each after N ms, as a signed app's
-// backend would.
+// --app-seed gives the session a token function, as a signed app's
+// backend would: each call (one per connection) signs a fresh token with
+// the app's seed, bound to the session's key, issued at --token-time
+// (default now) for 10 minutes, numbered in its claims (fetch=1, 2, …),
+// after --token-delay-ms.
 import { parseArgs } from "node:util";
 import { WebSocket } from "ws";
 
-import { connectSession, latencyCheck } from "../dist/index.js";
+import { connectSession, latencyCheck, signSessionToken } from "../dist/index.js";
 
 // Node.js 20 has no global WebSocket: the library uses ws's.
 globalThis.WebSocket = WebSocket;
@@ -20,7 +22,8 @@ const { values: flags } = parseArgs({
   options: {
     server: { type: "string" },
     app: { type: "string", default: "demo" },
-    "token-fn": { type: "boolean", default: false },
+    "app-seed": { type: "string" },
+    "token-time": { type: "string" },
     "token-delay-ms": { type: "string", default: "0" },
     "call-timeout-ms": { type: "string" },
   },
@@ -28,16 +31,18 @@ const { values: flags } = parseArgs({
 const out = (o) => process.stdout.write(JSON.stringify(o) + "\n");
 
 let tokens = 0;
-const fetchToken = async ({ publicKey }) => {
+const fetchToken = async ({ app, publicKey }) => {
   await new Promise((r) => setTimeout(r, Number(flags["token-delay-ms"])));
-  return `tok-${++tokens}-${publicKey.slice(0, 8)}`;
+  const iat = flags["token-time"] ? Number(flags["token-time"]) : Math.floor(Date.now() / 1000);
+  const claims = { app, sub: "e2e-user", iat, exp: iat + 600, nkey: publicKey, claims: { fetch: String(++tokens) } };
+  return signSessionToken(claims, flags["app-seed"]);
 };
 try {
   const s = await connectSession({
     servers: flags.server,
     app: flags.app,
     appVersion: "e2e-1",
-    token: flags["token-fn"] ? fetchToken : undefined,
+    token: flags["app-seed"] ? fetchToken : undefined,
     callTimeoutMs: flags["call-timeout-ms"] ? Number(flags["call-timeout-ms"]) : undefined,
     onStatus: (st) => out({ event: "status", type: st.type, error: st.error?.message }),
     onCall: (c) => out({ event: "call", ...c }),

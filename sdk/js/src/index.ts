@@ -41,3 +41,5 @@ export {
 } from "./wire.js";
 export type { ReplySubject, SessionCall } from "./wire.js";
 export { sha256 } from "./sha256.js";
+export { base64url, encodeSessionToken, signSessionToken } from "./token.js";
+export type { SessionTokenClaims } from "./token.js";
