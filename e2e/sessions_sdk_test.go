@@ -393,7 +393,8 @@ func isEvent(name string) func(jsEvent) bool {
 // a page), /hang answers only when the client gives up or the test ends.
 type latencyTarget struct {
 	*httptest.Server
-	hits atomic.Int64
+	hits atomic.Int64 // requests of /ok
+	hung atomic.Int64 // requests of /hang
 	body string
 }
 
@@ -409,6 +410,7 @@ func startLatencyTarget(t *testing.T) *latencyTarget {
 		_, _ = io.WriteString(w, lt.body)
 	})
 	mux.HandleFunc("/hang", func(w http.ResponseWriter, r *http.Request) {
+		lt.hung.Add(1)
 		w.Header().Set("Access-Control-Allow-Origin", "*")
 		select {
 		case <-r.Context().Done():
@@ -658,6 +660,78 @@ func TestSessionJSNodeLatencyCheck(t *testing.T) {
 	p.mu.Unlock()
 	if strings.Contains(seen, `"type":"error"`) {
 		t.Errorf("the session saw broker errors:\n%s", seen)
+	}
+}
+
+// TestSessionJSNodeFunctions: what an exposed function answers reaches
+// the caller as the agent would answer it: its arguments as sent, a
+// thrown CallError's code, 500 for any other error or a result that is
+// no JSON, 413 for a result over the broker's limit, 503 past the
+// session's call slots; and a function the app does not have cannot be
+// exposed (the broker refuses the subscription) with an error that says
+// who must add it.
+func TestSessionJSNodeFunctions(t *testing.T) {
+	node, dir := nodeReady(t)
+	st := startSessionStack(t, fleet.AppRequest{Name: "demo", Functions: []string{"latencyCheck", "echo", "fail", "big"}, Public: true})
+	lt := startLatencyTarget(t)
+	p := startNode(t, node, dir, "e2e/session.mjs", "--server", st.WSURL, "--app", "demo",
+		"--test-functions", "--max-concurrent", "1", "--call-timeout-ms", "3000", "--try-expose", "screenshot")
+	refused := p.wait(t, "screenshot refused", 30*time.Second, func(ev jsEvent) bool {
+		return ev.str("event") == "refused" || ev.str("event") == "exposed"
+	})
+	if !strings.Contains(refused.str("error"), "expose screenshot: the broker refused it") ||
+		!strings.Contains(refused.str("error"), `the operator must give app "demo" the function screenshot`) {
+		t.Errorf("exposing a function the app lacks: %v", refused)
+	}
+	id := p.wait(t, "the session to join", 30*time.Second, isEvent("joined")).str("id")
+
+	m := st.callSession(t, id, "echo", []byte(`{"a":"1","b":2}`), "", "")
+	if m.Header.Get(fleet.HeaderErrorCode) != "" || string(m.Data) != `{"a":"1","b":2}` {
+		t.Errorf("echo answered %v %s: want its arguments as sent", m.Header, m.Data)
+	}
+	for _, c := range []struct {
+		fn, body string
+		code     int
+		want     string
+	}{
+		{"fail", `{}`, fleet.CodeInternal, "boom"},
+		{"fail", `{"code":"404"}`, fleet.CodeNotFound, "nothing here"},
+		{"fail", `{"mode":"fn"}`, fleet.CodeInternal, "cannot encode the result"},
+		{"big", `{"bytes":"2000000"}`, fleet.CodeTooLarge, "more than the broker's 1048576-byte message limit"},
+		{"echo", `{"a":` + strings.Repeat(" ", 70<<10) + `1}`, fleet.CodeTooLarge, "at most 65536 are allowed"},
+	} {
+		call := nuid.Next()
+		m := st.callSession(t, id, c.fn, []byte(c.body), call, "")
+		wantCallError(t, m, c.code, c.want, call, []byte(c.body))
+		if len(m.Data) != 0 {
+			t.Errorf("%s %s: an error answer has a body: %q", c.fn, c.body, m.Data)
+		}
+	}
+
+	// One call slot: a call while another runs is answered busy.
+	hang := []byte(`{"url":"` + lt.URL + `/hang","count":"1","timeout_ms":"60000"}`)
+	hangReply := fleet.CallReply(st.CallerKey, id, "h1", 0)
+	hangSub, err := st.Caller.SubscribeSync(hangReply)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hm := nats.NewMsg(fleet.SessionFnSubject(id, "latencyCheck", st.CallerKey))
+	hm.Reply, hm.Data = hangReply, hang
+	hm.Header.Set(fleet.HeaderCallID, "h1")
+	if err := st.Caller.PublishMsg(hm); err != nil {
+		t.Fatal(err)
+	}
+	stacktest.WaitFor(t, "the first call to fetch", 20*time.Second, func() bool { return lt.hung.Load() == 1 })
+	busy := st.callSession(t, id, "echo", []byte(`{}`), "e1", "")
+	wantCallError(t, busy, fleet.CodeUnavailable, "busy: all 1 call slots are taken; retry later", "e1", []byte(`{}`))
+	// The running call ends at the session's call timeout, and frees its slot.
+	late, err := hangSub.NextMsg(20 * time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantCallError(t, late, fleet.CodeTimeout, "latencyCheck did not finish within 3000 ms", "h1", hang)
+	if m := st.callSession(t, id, "echo", []byte(`{}`), "e2", ""); m.Header.Get(fleet.HeaderErrorCode) != "" {
+		t.Errorf("after the slot was freed echo answered %v", m.Header)
 	}
 }
 

@@ -4,16 +4,23 @@
 //
 //   node e2e/session.mjs --server ws://127.0.0.1:PORT --app demo
 //        [--app-seed SA… [--token-time UNIX] [--token-delay-ms N]] [--call-timeout-ms N]
+//        [--test-functions] [--max-concurrent N] [--try-expose NAME]
 //
 // --app-seed gives the session a token function, as a signed app's
 // backend would: each call (one per connection) signs a fresh token with
 // the app's seed, bound to the session's key, issued at --token-time
 // (default now) for 10 minutes, numbered in its claims (fetch=1, 2, …),
 // after --token-delay-ms.
+//
+// --test-functions also exposes echo (its arguments as sent), fail
+// (throws: a CallError with --arg code, else an Error; mode=fn returns a
+// function, which is no JSON) and big (a result of --arg bytes).
+// --try-expose exposes one more function and reports whether the broker
+// let it ("exposed" or "refused").
 import { parseArgs } from "node:util";
 import { WebSocket } from "ws";
 
-import { connectSession, latencyCheck, signSessionToken } from "../dist/index.js";
+import { CallError, connectSession, latencyCheck, signSessionToken } from "../dist/index.js";
 
 // Node.js 20 has no global WebSocket: the library uses ws's.
 globalThis.WebSocket = WebSocket;
@@ -26,6 +33,9 @@ const { values: flags } = parseArgs({
     "token-time": { type: "string" },
     "token-delay-ms": { type: "string", default: "0" },
     "call-timeout-ms": { type: "string" },
+    "test-functions": { type: "boolean", default: false },
+    "max-concurrent": { type: "string" },
+    "try-expose": { type: "string" },
   },
 });
 const out = (o) => process.stdout.write(JSON.stringify(o) + "\n");
@@ -44,10 +54,28 @@ try {
     appVersion: "e2e-1",
     token: flags["app-seed"] ? fetchToken : undefined,
     callTimeoutMs: flags["call-timeout-ms"] ? Number(flags["call-timeout-ms"]) : undefined,
+    maxConcurrent: flags["max-concurrent"] ? Number(flags["max-concurrent"]) : undefined,
     onStatus: (st) => out({ event: "status", type: st.type, error: st.error?.message }),
     onCall: (c) => out({ event: "call", ...c }),
   });
   await s.expose("latencyCheck", latencyCheck);
+  if (flags["test-functions"]) {
+    await s.expose("echo", (args) => args);
+    await s.expose("fail", (args) => {
+      if (args.mode === "fn") return () => 1;
+      if (args.code) throw new CallError(Number(args.code), "nothing here");
+      throw new Error("boom");
+    });
+    await s.expose("big", (args) => "x".repeat(Number(args.bytes)));
+  }
+  if (flags["try-expose"]) {
+    try {
+      await s.expose(flags["try-expose"], () => "hello");
+      out({ event: "exposed", name: flags["try-expose"] });
+    } catch (e) {
+      out({ event: "refused", name: flags["try-expose"], error: e.message });
+    }
+  }
   out({ event: "joined", id: s.id, key: s.publicKey });
   process.stdin.resume();
   process.stdin.on("end", async () => {

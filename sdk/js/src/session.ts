@@ -311,7 +311,9 @@ export class Session {
           this.emit({ type: "error", error: err });
           return;
         }
-        void this.handle(name, e, m);
+        this.handle(name, e, m).catch((err: unknown) =>
+          this.emit({ type: "error", error: asError(err, `a call of ${name} failed unanswered`) }),
+        );
       },
     });
     await nc.flush();
@@ -444,8 +446,8 @@ export class Session {
 
   private async handle(name: string, e: Exposed, m: Msg): Promise<void> {
     let caller = "";
-    const drop = (why: string) =>
-      this.record({ function: name, caller, call: "", code: 0, ms: 0, dropped: why });
+    const drop = (why: string, call = "") =>
+      this.record({ function: name, caller, call, code: 0, ms: 0, dropped: why });
     try {
       const c = parseSessionFnSubject(m.subject);
       caller = c.caller;
@@ -467,31 +469,31 @@ export class Session {
     const body = m.data ?? new Uint8Array();
     const ans: Answer = { reply, fn: name, caller, call: id.length <= MaxCallIDLen ? id : "", args: argsDigest(body) };
     if (id.length > MaxCallIDLen) {
-      return this.answer(ans, 0, undefined, new CallError(Codes.BadRequest, `the ${Headers.CallID} header is ${id.length} bytes; at most ${MaxCallIDLen} are allowed`));
+      return this.fail(ans, 0, new CallError(Codes.BadRequest, `the ${Headers.CallID} header is ${id.length} bytes; at most ${MaxCallIDLen} are allowed`));
     }
     try {
       checkCallId(reply, id);
     } catch (err) {
-      return this.answer(ans, 0, undefined, new CallError(Codes.BadRequest, asError(err, "bad call id").message));
+      return this.fail(ans, 0, new CallError(Codes.BadRequest, asError(err, "bad call id").message));
     }
     const key = caller + " " + id;
     if (id !== "") {
-      if (this.calls.has(key)) return drop(`repeat of call ${id}: answered once already`);
+      if (this.calls.has(key)) return drop(`repeat of call ${id}: answered once already`, id);
       this.calls.add(key);
       if (this.calls.size > rememberedCalls) this.calls.delete(this.calls.values().next().value as string);
     }
     if (body.length > MaxRequestSize) {
-      return this.answer(ans, 0, undefined, new CallError(Codes.TooLarge, `request is ${body.length} bytes; at most ${MaxRequestSize} are allowed`));
+      return this.fail(ans, 0, new CallError(Codes.TooLarge, `request is ${body.length} bytes; at most ${MaxRequestSize} are allowed`));
     }
     const max = this.opts.maxConcurrent ?? 8;
     if (this.running >= max) {
-      return this.answer(ans, 0, undefined, new CallError(Codes.Unavailable, `session ${this.id} is busy: all ${max} call slots are taken; retry later`));
+      return this.fail(ans, 0, new CallError(Codes.Unavailable, `session ${this.id} is busy: all ${max} call slots are taken; retry later`));
     }
     let args: unknown;
     try {
       args = parseArgs(name, e.spec, body);
     } catch (err) {
-      return this.answer(ans, 0, undefined, err);
+      return this.fail(ans, 0, err);
     }
     this.running++;
     const ctl = new AbortController();
@@ -509,9 +511,9 @@ export class Session {
         Promise.resolve().then(() => e.fn(args, { function: name, caller, callId: id, signal: ctl.signal })),
         timeout,
       ]);
-      this.answer(ans, performance.now() - start, res, undefined);
+      this.answer(ans, performance.now() - start, true, res);
     } catch (err) {
-      this.answer(ans, performance.now() - start, undefined, err);
+      this.fail(ans, performance.now() - start, err);
     } finally {
       clearTimeout(timer);
       this.aborts.delete(ctl);
@@ -519,8 +521,16 @@ export class Session {
     }
   }
 
-  /** answer sends a result, or err as the micro-style error headers. */
-  private answer(a: Answer, ms: number, res: unknown, err: unknown): void {
+  /** fail answers the error err. */
+  private fail(a: Answer, ms: number, err: unknown): void {
+    this.answer(a, ms, false, undefined, err);
+  }
+
+  /**
+   * answer sends the result res (ok), or err as the micro-style error
+   * headers.
+   */
+  private answer(a: Answer, ms: number, ok: boolean, res: unknown, err?: unknown): void {
     const nc = this.nc;
     if (!nc || nc.isClosed()) {
       return this.record({ function: a.fn, caller: a.caller, call: a.call, code: 0, ms, dropped: "the session is closed" });
@@ -531,22 +541,26 @@ export class Session {
     h.set(Headers.Function, a.fn);
     h.set(Headers.Duration, formatSeconds(ms));
     let data: Uint8Array | undefined;
-    if (err === undefined) {
+    if (ok) {
       try {
-        data = new TextEncoder().encode(JSON.stringify(res === undefined ? null : res));
+        const json: string | undefined = JSON.stringify(res === undefined ? null : res);
+        if (json === undefined) throw new Error(`a ${typeof res} is not JSON`);
+        data = new TextEncoder().encode(json);
         const limit = nc.info ? nc.info.max_payload - replyHeadroom : Infinity;
         if (data.length > limit) {
+          ok = false;
           err = new CallError(Codes.TooLarge, `the result is ${data.length} bytes, more than the broker's ${nc.info?.max_payload}-byte message limit; narrow the call with its arguments`);
           data = undefined;
         }
       } catch (e) {
+        ok = false;
         err = new CallError(Codes.Internal, `cannot encode the result: ${asError(e, "not JSON").message}`);
         data = undefined;
       }
     }
     let code = 0;
     let desc: string | undefined;
-    if (err !== undefined) {
+    if (!ok) {
       code = err instanceof CallError ? err.code : Codes.Internal;
       desc = headerSafe(asError(err, "the function failed").message);
       h.set(Headers.ErrorCode, String(code));
