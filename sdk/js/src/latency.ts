@@ -118,6 +118,36 @@ latencyCheck.args = [
   { name: "timeout_ms", type: "int", help: "how long each fetch may take (default 5000)" },
 ] as const satisfies readonly ArgSpec[];
 
+/**
+ * latencyCheckOf is latencyCheck limited to URLs of the given origins
+ * ("https://cdn.example.com"): a caller who names any other URL is
+ * answered 403, and the session fetches nothing. Expose it instead of
+ * latencyCheck when the sessions should only ever measure your own
+ * servers, not whatever an operator names (an address on the user's own
+ * network, say).
+ */
+export function latencyCheckOf(opts: { origins: readonly string[] }): typeof latencyCheck {
+  const allowed = new Set(
+    opts.origins.map((o) => {
+      const u = new URL(o);
+      if (u.protocol !== "http:" && u.protocol !== "https:") {
+        throw new Error(`latencyCheckOf: origin ${JSON.stringify(o)} is not http(s)`);
+      }
+      return u.origin;
+    }),
+  );
+  if (allowed.size === 0) throw new Error("latencyCheckOf: give the origins it may fetch");
+  const limited = async (args: LatencyCheckArgs, ctx: CallContext = {}): Promise<LatencyCheckResult> => {
+    const url = checkURL(args.url);
+    if (!allowed.has(new URL(url).origin)) {
+      throw new CallError(Codes.Forbidden, `latencyCheck: this session measures only ${[...allowed].join(", ")}; ${new URL(url).origin} is not one of them`);
+    }
+    return latencyCheck(args, ctx);
+  };
+  limited.args = latencyCheck.args;
+  return limited;
+}
+
 function checkURL(raw: unknown): string {
   if (typeof raw !== "string" || raw === "") {
     throw new CallError(Codes.BadRequest, "latencyCheck: give the url to fetch (--arg url=https://…)");

@@ -29,6 +29,7 @@ export const Headers = {
 /** Error codes, HTTP-like, carried in Nats-Service-Error-Code (fleet.Code*). */
 export const Codes = {
   BadRequest: 400,
+  Forbidden: 403,
   NotFound: 404,
   TooLarge: 413,
   Internal: 500,

@@ -5,7 +5,7 @@ import { once } from "node:events";
 import { createServer } from "node:http";
 import { after, before, test } from "node:test";
 
-import { CallError, Codes, latencyCheck } from "../dist/index.js";
+import { CallError, Codes, latencyCheck, latencyCheckOf } from "../dist/index.js";
 
 let server;
 let base;
@@ -87,4 +87,18 @@ test("a server nobody runs is a 503", async () => {
 
 test("it declares its arguments for the workbench's strings", () => {
   assert.deepEqual(latencyCheck.args.map((a) => `${a.name}:${a.type}${a.required ? "!" : ""}`), ["url:string!", "count:int", "timeout_ms:int"]);
+});
+
+test("latencyCheckOf fetches only its origins; others are a 403 with no fetch", async () => {
+  const own = latencyCheckOf({ origins: [base] });
+  hits = 0;
+  const r = await own({ url: base + "/ok", count: 1 });
+  assert.equal(r.status, 200);
+  assert.equal(hits, 1);
+  await assert.rejects(own({ url: "http://192.168.1.1/admin", count: 1 }), failsWith(Codes.Forbidden, `measures only ${base}; http://192.168.1.1 is not one of them`));
+  await assert.rejects(own({ url: base.replace("127.0.0.1", "localhost") + "/ok", count: 1 }), failsWith(Codes.Forbidden, "is not one of them"));
+  assert.equal(hits, 1);
+  assert.deepEqual(own.args, latencyCheck.args);
+  assert.throws(() => latencyCheckOf({ origins: [] }), /give the origins/);
+  assert.throws(() => latencyCheckOf({ origins: ["file:///etc"] }), /is not http\(s\)/);
 });
