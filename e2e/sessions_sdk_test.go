@@ -1,0 +1,885 @@
+package e2e
+
+import (
+	"bufio"
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"reflect"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nkeys"
+	"github.com/nats-io/nuid"
+
+	"github.com/commandcontrol/commandcontrol/agent/functions"
+	"github.com/commandcontrol/commandcontrol/fleet"
+	"github.com/commandcontrol/commandcontrol/internal/stacktest"
+)
+
+// Sessions in JavaScript: the session library (sdk/js) in Node.js and in
+// a real headless Chromium, over a real broker's WebSocket listener, with
+// real nkeys; a Go operator calls them on fleet.SessionFnSubject and
+// checks their answers as the workbench and the audit read them.
+//
+// They need `npm ci` in sdk/js (make test-deps) and, for the browser,
+// Debian's chromium; without them they skip, and with CI set they fail.
+
+// sessionStack is what a session test talks to: the WebSocket URL
+// sessions join at, an operator connection allowed to call sessions, and
+// the signing seeds of the signed apps.
+type sessionStack struct {
+	WSURL     string
+	Caller    *nats.Conn
+	CallerKey string
+	// Seeds are the signed apps' seeds (fleet.AppCreated.Seed) by name.
+	Seeds map[string]string
+	// gate admits sessions (a stand-in for the control service's
+	// callout) and srv is the broker: only the reconnect test uses them.
+	gate *sessionGateStub
+	srv  *server.Server
+}
+
+// sessionTokenTime is the time the stand-in gate checks session tokens
+// at (tests give it to the session's token function: no wall clock).
+var sessionTokenTime = time.Unix(1924924000, 0)
+
+// startSessionStack starts where sessions of apps join. It is the one
+// function to change when the control service admits sessions through
+// its callout (apps added with Registry.AddApp, the broker's WebSocket
+// listener, an operator allowed sessions): until then a real nats-server
+// with its WebSocket listener admits them by sessionGateStub, which
+// checks what the callout checks of a session (its nkey's signature over
+// the nonce, its fleet.SessionHello, the app, a signed app's token with
+// fleet.ParseSessionToken) and gives it the permissions the callout
+// gives (subscribe only to its own calls of its app's functions, publish
+// only its replies).
+func startSessionStack(t *testing.T, apps ...fleet.AppRequest) *sessionStack {
+	t.Helper()
+	caller := stacktest.NewKey(t)
+	gate := &sessionGateStub{apps: map[string]fleet.App{}, caller: stacktest.Pub(t, caller), now: func() time.Time { return sessionTokenTime }}
+	seeds := map[string]string{}
+	for _, q := range apps {
+		app := fleet.App{Name: q.Name, Functions: q.Functions, Admission: fleet.AdmissionPublic}
+		if !q.Public {
+			kp, err := nkeys.CreateAccount()
+			if err != nil {
+				t.Fatal(err)
+			}
+			app.Admission, app.Key = fleet.AdmissionSigned, stacktest.Pub(t, kp)
+			seeds[q.Name] = string(stacktest.Seed(t, kp))
+		}
+		gate.apps[q.Name] = app
+	}
+	opts := &server.Options{
+		Host: "127.0.0.1", Port: server.RANDOM_PORT, NoLog: true, NoSigs: true,
+		AlwaysEnableNonce:          true,
+		CustomClientAuthentication: gate,
+		Websocket:                  server.WebsocketOpts{Host: "127.0.0.1", Port: server.RANDOM_PORT, NoTLS: true},
+	}
+	srv, err := server.NewServer(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	go srv.Start()
+	t.Cleanup(srv.Shutdown)
+	if !srv.ReadyForConnections(10 * time.Second) {
+		t.Fatal("the broker did not start within 10s")
+	}
+	vz, err := srv.Varz(nil)
+	if err != nil || vz.Websocket.Port <= 0 {
+		t.Fatalf("the broker's WebSocket port: %v (port %d)", err, vz.Websocket.Port)
+	}
+	nc, err := stacktest.Dial(srv.ClientURL(), caller, "op-sessions")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	return &sessionStack{
+		WSURL:     fmt.Sprintf("ws://127.0.0.1:%d", vz.Websocket.Port),
+		Caller:    nc,
+		CallerKey: gate.caller,
+		Seeds:     seeds,
+		gate:      gate,
+		srv:       srv,
+	}
+}
+
+// sessionAdmission is one connection the gate admitted as a session.
+type sessionAdmission struct {
+	Client uint64
+	Key    string
+	ID     string
+	Hello  fleet.SessionHello
+}
+
+// sessionGateStub admits the operator key caller and sessions of apps.
+type sessionGateStub struct {
+	apps   map[string]fleet.App
+	caller string
+	now    func() time.Time
+
+	mu       sync.Mutex
+	admitted []sessionAdmission
+	refused  []string
+}
+
+func (g *sessionGateStub) Check(c server.ClientAuthentication) bool {
+	ok, why := g.check(c)
+	if !ok {
+		g.mu.Lock()
+		g.refused = append(g.refused, why)
+		g.mu.Unlock()
+	}
+	return ok
+}
+
+func (g *sessionGateStub) check(c server.ClientAuthentication) (bool, string) {
+	o := c.GetOpts()
+	if o == nil || !nkeys.IsValidPublicUserKey(o.Nkey) {
+		return false, "no user nkey"
+	}
+	sig, err := base64.RawURLEncoding.DecodeString(o.Sig)
+	if err != nil {
+		if sig, err = base64.StdEncoding.DecodeString(o.Sig); err != nil {
+			return false, "signature not base64"
+		}
+	}
+	pub, err := nkeys.FromPublicKey(o.Nkey)
+	if err != nil || pub.Verify(c.GetNonce(), sig) != nil {
+		return false, "the signature over the nonce does not verify"
+	}
+	if o.Nkey == g.caller {
+		c.RegisterUser(&server.User{Username: "op-sessions", Permissions: &server.Permissions{
+			Publish:   &server.SubjectPermission{Allow: []string{fleet.CallerSessionCallsWildcard(g.caller)}},
+			Subscribe: &server.SubjectPermission{Allow: []string{fleet.InboxRoot + "." + g.caller + ".>"}},
+		}})
+		return true, ""
+	}
+	if o.Token == "" || len(o.Token) > fleet.MaxSessionHello {
+		return false, "no session hello"
+	}
+	var h fleet.SessionHello
+	dec := json.NewDecoder(strings.NewReader(o.Token))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&h); err != nil {
+		return false, "hello: " + err.Error()
+	}
+	app, ok := g.apps[h.App]
+	if !ok {
+		return false, "unknown app " + h.App
+	}
+	if app.Admission == fleet.AdmissionSigned {
+		claims, err := fleet.ParseSessionToken(h.Token, app.Key, g.now())
+		switch {
+		case err != nil:
+			return false, "token: " + err.Error()
+		case claims.App != h.App:
+			return false, "token for app " + claims.App
+		case claims.Key != "" && claims.Key != o.Nkey:
+			return false, "token bound to another key"
+		}
+		// A token admits once here (standing in for its expiry): a
+		// reconnect must bring a fresh one.
+		g.mu.Lock()
+		for _, a := range g.admitted {
+			if a.Hello.Token == h.Token {
+				g.mu.Unlock()
+				return false, "token already used"
+			}
+		}
+		g.mu.Unlock()
+	}
+	id := fleet.SessionID(h.App, o.Nkey)
+	subs := make([]string, len(app.Functions))
+	for i, fn := range app.Functions {
+		subs[i] = fleet.SessionFnWildcard(id, fn)
+	}
+	c.RegisterUser(&server.User{Username: "session:" + id, Permissions: &server.Permissions{
+		Publish:   &server.SubjectPermission{Allow: []string{fleet.MachineReplies(id)}},
+		Subscribe: &server.SubjectPermission{Allow: subs},
+	}})
+	g.mu.Lock()
+	g.admitted = append(g.admitted, sessionAdmission{Client: c.GetID(), Key: o.Nkey, ID: id, Hello: h})
+	g.mu.Unlock()
+	return true, ""
+}
+
+// admissions returns the sessions admitted so far, in order.
+func (g *sessionGateStub) admissions() []sessionAdmission {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return append([]sessionAdmission(nil), g.admitted...)
+}
+
+// callSession calls fn on session id as the workbench does: on
+// fleet.SessionFnSubject, with the reply subject reply (the call's own,
+// fleet.CallReply, when "") and the call id callID. It returns the answer.
+func (st *sessionStack) callSession(t *testing.T, id, fn string, body []byte, callID, reply string) *nats.Msg {
+	t.Helper()
+	m, err := st.trySessionCall(id, fn, body, callID, reply, 20*time.Second)
+	if err != nil {
+		t.Fatalf("call %s on %s: %v", fn, id, err)
+	}
+	return m
+}
+
+func (st *sessionStack) trySessionCall(id, fn string, body []byte, callID, reply string, timeout time.Duration) (*nats.Msg, error) {
+	if callID == "" {
+		callID = nuid.Next()
+	}
+	if reply == "" {
+		reply = fleet.CallReply(st.CallerKey, id, callID, 0)
+	}
+	sub, err := st.Caller.SubscribeSync(reply)
+	if err != nil {
+		return nil, err
+	}
+	defer func() { _ = sub.Unsubscribe() }()
+	m := nats.NewMsg(fleet.SessionFnSubject(id, fn, st.CallerKey))
+	m.Reply = reply
+	m.Data = body
+	m.Header.Set(fleet.HeaderCallID, callID)
+	if err := st.Caller.PublishMsg(m); err != nil {
+		return nil, err
+	}
+	return sub.NextMsg(timeout)
+}
+
+// nodeReady finds node and sdk/js's installed packages, and builds the
+// library (tsc) once per test binary; it skips the test without them
+// (fails with CI set).
+func nodeReady(t *testing.T) (node, dir string) {
+	t.Helper()
+	dir, _ = filepath.Abs("../sdk/js")
+	node, err := exec.LookPath("node")
+	if _, serr := os.Stat(filepath.Join(dir, "node_modules", "@nats-io", "nats-core")); err != nil || serr != nil {
+		const msg = "node or sdk/js/node_modules is missing: run make test-deps (or cd sdk/js && npm ci)"
+		if os.Getenv("CI") != "" {
+			t.Fatal(msg)
+		}
+		t.Skip(msg)
+	}
+	sdkBuild.Do(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+		defer cancel()
+		cmd := exec.CommandContext(ctx, node, filepath.Join(dir, "node_modules", "typescript", "bin", "tsc"), "-p", dir)
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			sdkBuildErr = fmt.Errorf("build sdk/js (tsc): %v\n%s", err, out)
+		}
+	})
+	if sdkBuildErr != nil {
+		t.Fatal(sdkBuildErr)
+	}
+	return node, dir
+}
+
+var (
+	sdkBuild    sync.Once
+	sdkBuildErr error
+)
+
+// jsEvent is one JSON line a test program under sdk/js/e2e printed.
+type jsEvent map[string]any
+
+func (e jsEvent) str(k string) string { s, _ := e[k].(string); return s }
+
+// nodeProc is a running node program that reports JSON lines.
+type nodeProc struct {
+	cmd    *exec.Cmd
+	stdin  io.WriteCloser
+	events chan jsEvent
+	stderr stacktest.Buffer
+	mu     sync.Mutex
+	seen   []string
+}
+
+// startNode runs node with args in dir; it is stopped (stdin closed,
+// then killed if it lingers) when the test ends.
+func startNode(t *testing.T, node, dir string, args ...string) *nodeProc {
+	t.Helper()
+	p := &nodeProc{cmd: exec.Command(node, args...), events: make(chan jsEvent, 256)}
+	p.cmd.Dir = dir
+	p.cmd.Stderr = &p.stderr
+	stdout, err := p.cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p.stdin, err = p.cmd.StdinPipe(); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		defer close(p.events)
+		sc := bufio.NewScanner(stdout)
+		sc.Buffer(make([]byte, 0, 64<<10), 1<<20)
+		for sc.Scan() {
+			p.mu.Lock()
+			p.seen = append(p.seen, sc.Text())
+			p.mu.Unlock()
+			var ev jsEvent
+			if json.Unmarshal(sc.Bytes(), &ev) == nil {
+				p.events <- ev
+			}
+		}
+	}()
+	t.Cleanup(func() {
+		_ = p.stdin.Close()
+		select {
+		case <-done:
+		case <-time.After(15 * time.Second):
+			_ = p.cmd.Process.Kill()
+			<-done
+		}
+		_ = p.cmd.Wait()
+	})
+	return p
+}
+
+// wait returns the next event that match accepts, failing the test on a
+// "failed" event, at the program's exit or after d.
+func (p *nodeProc) wait(t *testing.T, what string, d time.Duration, match func(jsEvent) bool) jsEvent {
+	t.Helper()
+	deadline := time.After(d)
+	for {
+		select {
+		case ev, ok := <-p.events:
+			if !ok {
+				t.Fatalf("waiting for %s: the program exited\n%s", what, p.output())
+			}
+			if match(ev) {
+				return ev
+			}
+			if ev.str("event") == "failed" {
+				t.Fatalf("waiting for %s: %s\n%s", what, ev.str("error"), p.output())
+			}
+		case <-deadline:
+			t.Fatalf("waiting for %s: nothing after %s\n%s", what, d, p.output())
+		}
+	}
+}
+
+func (p *nodeProc) output() string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return "stdout:\n" + strings.Join(p.seen, "\n") + "\nstderr:\n" + p.stderr.String()
+}
+
+func isEvent(name string) func(jsEvent) bool {
+	return func(ev jsEvent) bool { return ev.str("event") == name }
+}
+
+// latencyTarget is an HTTP server a session measures: /ok answers a
+// fixed body (and lets any origin read it, as a measured server must for
+// a page), /hang answers only when the client gives up or the test ends.
+type latencyTarget struct {
+	*httptest.Server
+	hits atomic.Int64 // requests of /ok
+	hung atomic.Int64 // requests of /hang
+	body string
+}
+
+func startLatencyTarget(t *testing.T) *latencyTarget {
+	t.Helper()
+	lt := &latencyTarget{body: strings.Repeat("commandcontrol ", 100)}
+	release := make(chan struct{})
+	mux := http.NewServeMux()
+	mux.HandleFunc("/ok", func(w http.ResponseWriter, r *http.Request) {
+		lt.hits.Add(1)
+		w.Header().Set("Access-Control-Allow-Origin", "*")
+		w.Header().Set("Cache-Control", "no-store")
+		_, _ = io.WriteString(w, lt.body)
+	})
+	mux.HandleFunc("/hang", func(w http.ResponseWriter, r *http.Request) {
+		lt.hung.Add(1)
+		w.Header().Set("Access-Control-Allow-Origin", "*")
+		select {
+		case <-r.Context().Done():
+		case <-release:
+		}
+	})
+	lt.Server = httptest.NewServer(mux)
+	t.Cleanup(func() { close(release); lt.Close() })
+	return lt
+}
+
+// closedURL is an http URL on a loopback port nobody listens on.
+func closedURL(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	u := "http://" + ln.Addr().String() + "/"
+	_ = ln.Close()
+	return u
+}
+
+// latencyResult is latencyCheck's answer.
+type latencyResult struct {
+	URL      string  `json:"url"`
+	Count    int     `json:"count"`
+	MinMS    float64 `json:"min_ms"`
+	MedianMS float64 `json:"median_ms"`
+	MaxMS    float64 `json:"max_ms"`
+	Status   int     `json:"status"`
+	Bytes    int     `json:"bytes"`
+}
+
+// checkMeasurement checks a latencyCheck answer to the call with id
+// callID and request body as the workbench and the audit read it.
+func checkMeasurement(t *testing.T, m *nats.Msg, lt *latencyTarget, callID string, body []byte, count int) latencyResult {
+	t.Helper()
+	if code := m.Header.Get(fleet.HeaderErrorCode); code != "" {
+		t.Fatalf("latencyCheck answered %s %s", code, m.Header.Get(fleet.HeaderError))
+	}
+	for h, want := range map[string]string{
+		fleet.HeaderCallID:   callID,
+		fleet.HeaderArgs:     fleet.ArgsDigest(body),
+		fleet.HeaderFunction: "latencyCheck",
+	} {
+		if got := m.Header.Get(h); got != want {
+			t.Errorf("header %s = %q, want %q", h, got, want)
+		}
+	}
+	if d, err := strconv.ParseFloat(m.Header.Get(fleet.HeaderDuration), 64); err != nil || d <= 0 || d > 20 {
+		t.Errorf("header %s = %q: want the seconds the call took", fleet.HeaderDuration, m.Header.Get(fleet.HeaderDuration))
+	}
+	var r latencyResult
+	dec := json.NewDecoder(strings.NewReader(string(m.Data)))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&r); err != nil {
+		t.Fatalf("latencyCheck result %s: %v", m.Data, err)
+	}
+	if r.URL != lt.URL+"/ok" || r.Count != count || r.Status != http.StatusOK || r.Bytes != len(lt.body) {
+		t.Errorf("latencyCheck result %+v: want %d fetches of %s/ok, status 200, %d bytes", r, count, lt.URL, len(lt.body))
+	}
+	if !(r.MinMS > 0 && r.MinMS <= r.MedianMS && r.MedianMS <= r.MaxMS) {
+		t.Errorf("latencyCheck times %+v: want 0 < min <= median <= max", r)
+	}
+	return r
+}
+
+// wantCallError checks that m is the error answer code whose description
+// contains want, with the call's headers echoed.
+func wantCallError(t *testing.T, m *nats.Msg, code int, want, callID string, body []byte) {
+	t.Helper()
+	if got := m.Header.Get(fleet.HeaderErrorCode); got != strconv.Itoa(code) || !strings.Contains(m.Header.Get(fleet.HeaderError), want) {
+		t.Errorf("answer %s %q (body %q), want %d with %q", got, m.Header.Get(fleet.HeaderError), m.Data, code, want)
+	}
+	if m.Header.Get(fleet.HeaderCallID) != callID || m.Header.Get(fleet.HeaderArgs) != fleet.ArgsDigest(body) {
+		t.Errorf("error answer headers %v: want %s=%q and %s=%q", m.Header, fleet.HeaderCallID, callID, fleet.HeaderArgs, fleet.ArgsDigest(body))
+	}
+}
+
+// TestSessionJSArgsMatchGo runs the argument table the JavaScript library
+// is tested on (sdk/js/test/testdata/args.json) through the agent's own
+// decoder: a function gets the same arguments from a session as from an
+// agent, and the same refusals.
+func TestSessionJSArgsMatchGo(t *testing.T) {
+	raw, err := os.ReadFile("../sdk/js/test/testdata/args.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	type tcase struct {
+		Name  string          `json:"name"`
+		Body  string          `json:"body"`
+		Want  json.RawMessage `json:"want"`
+		Error string          `json:"error"`
+	}
+	var table struct {
+		About      string          `json:"about"`
+		Spec       []functions.Arg `json:"spec"`
+		Cases      []tcase         `json:"cases"`
+		NoArgsSpec []tcase         `json:"no_args_spec"`
+	}
+	dec := json.NewDecoder(strings.NewReader(string(raw)))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&table); err != nil {
+		t.Fatal(err)
+	}
+	run := func(spec functions.Spec, cases []tcase) {
+		for _, c := range cases {
+			got, err := functions.ParseArgs(spec, []byte(c.Body))
+			if c.Error != "" {
+				if err == nil || fleet.CodeOf(err) != fleet.CodeBadRequest || !strings.Contains(err.Error(), c.Error) {
+					t.Errorf("%s: got %v, %v; want a 400 error with %q", c.Name, got, err, c.Error)
+				}
+				continue
+			}
+			if err != nil {
+				t.Errorf("%s: %v", c.Name, err)
+				continue
+			}
+			var want, have any
+			b, _ := json.Marshal(got)
+			_ = json.Unmarshal(c.Want, &want)
+			_ = json.Unmarshal(b, &have)
+			if !reflect.DeepEqual(want, have) {
+				t.Errorf("%s: got %s, want %s", c.Name, b, c.Want)
+			}
+		}
+	}
+	if len(table.Cases) < 20 || len(table.NoArgsSpec) < 4 {
+		t.Fatalf("the table has %d+%d cases: it was cut", len(table.Cases), len(table.NoArgsSpec))
+	}
+	run(functions.Spec{Name: "fn", Args: table.Spec}, table.Cases)
+	run(functions.Spec{Name: "fn"}, table.NoArgsSpec)
+}
+
+// TestSessionJSNodeLatencyCheck: a Node.js session joins over WebSocket
+// with its own nkey and hello, exposes latencyCheck, and an operator's
+// call returns its measurement of a local HTTP server with the headers
+// the workbench and the audit check; bad arguments, a call id that is not
+// the reply's call token, a failed fetch and a function out of time are
+// answered with their codes; a reply subject the session may not use is
+// not answered.
+func TestSessionJSNodeLatencyCheck(t *testing.T) {
+	node, dir := nodeReady(t)
+	st := startSessionStack(t, fleet.AppRequest{Name: "demo", Functions: []string{"latencyCheck"}, Public: true})
+	lt := startLatencyTarget(t)
+	p := startNode(t, node, dir, "e2e/session.mjs", "--server", st.WSURL, "--app", "demo", "--call-timeout-ms", "3000")
+	joined := p.wait(t, "the session to join", 30*time.Second, isEvent("joined"))
+	id, key := joined.str("id"), joined.str("key")
+	if id != fleet.SessionID("demo", key) {
+		t.Fatalf("the session says its id is %q; fleet.SessionID(demo, %s) is %q", id, key, fleet.SessionID("demo", key))
+	}
+	adm := st.gate.admissions()
+	if len(adm) != 1 || adm[0].Key != key || adm[0].Hello.App != "demo" || adm[0].Hello.Token != "" ||
+		adm[0].Hello.Platform != fleet.PlatformDevice || adm[0].Hello.AppVersion != "e2e-1" {
+		t.Fatalf("admitted %+v: want one session of demo with key %s, no token, platform device, app version e2e-1", adm, key)
+	}
+
+	body := []byte(`{"url":"` + lt.URL + `/ok","count":"3"}`) // as cc-bench --arg sends them
+	m := st.callSession(t, id, "latencyCheck", body, "c1", "")
+	checkMeasurement(t, m, lt, "c1", body, 3)
+	if n := lt.hits.Load(); n != 3 {
+		t.Errorf("the target got %d requests, want 3", n)
+	}
+
+	t.Run("errors have codes", func(t *testing.T) {
+		closed := closedURL(t)
+		cases := []struct {
+			name, body string
+			code       int
+			want       string
+		}{
+			{"a bad count", `{"url":"` + lt.URL + `/ok","count":"ten"}`, fleet.CodeBadRequest, `argument "count": want an integer`},
+			{"no url", `{}`, fleet.CodeBadRequest, `argument "url" (string) is required`},
+			{"an unknown argument", `{"url":"x","verbose":"1"}`, fleet.CodeBadRequest, `has no argument "verbose"`},
+			{"not JSON", `url=x`, fleet.CodeBadRequest, "must be a JSON object of arguments"},
+			{"a file URL", `{"url":"file:///etc/passwd"}`, fleet.CodeBadRequest, "only http: and https: URLs are fetched"},
+			{"nobody listening", `{"url":"` + closed + `","count":"1"}`, fleet.CodeUnavailable, "fetch 1 of 1 of " + closed + " failed"},
+			{"a fetch out of time", `{"url":"` + lt.URL + `/hang","count":"1","timeout_ms":"100"}`, fleet.CodeTimeout, "took more than 100 ms"},
+			{"the call out of time", `{"url":"` + lt.URL + `/hang","count":"1","timeout_ms":"60000"}`, fleet.CodeTimeout, "latencyCheck did not finish within 3000 ms"},
+		}
+		for i, c := range cases {
+			call := fmt.Sprintf("e%d", i)
+			m := st.callSession(t, id, "latencyCheck", []byte(c.body), call, "")
+			wantCallError(t, m, c.code, c.want, call, []byte(c.body))
+		}
+	})
+
+	t.Run("a call id that is not the reply's call token", func(t *testing.T) {
+		reply := fleet.CallReply(st.CallerKey, id, "tokA", 0)
+		m := st.callSession(t, id, "latencyCheck", body, "tokB", reply)
+		wantCallError(t, m, fleet.CodeBadRequest, `the Cc-Call header "tokB" is not the call token "tokA"`, "tokB", body)
+	})
+
+	t.Run("a repeated call id runs once", func(t *testing.T) {
+		before := lt.hits.Load()
+		st.callSession(t, id, "latencyCheck", body, "r1", "")
+		// The workbench's re-sent copy: same call id, its own reply subject.
+		copy1 := fleet.CallReply(st.CallerKey, id, "r1", 1)
+		sub, err := st.Caller.SubscribeSync(copy1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		m := nats.NewMsg(fleet.SessionFnSubject(id, "latencyCheck", st.CallerKey))
+		m.Reply, m.Data = copy1, body
+		m.Header.Set(fleet.HeaderCallID, "r1")
+		if err := st.Caller.PublishMsg(m); err != nil {
+			t.Fatal(err)
+		}
+		// The session reports the copy dropped instead of answering it.
+		p.wait(t, "the repeat dropped", 10*time.Second, func(ev jsEvent) bool {
+			return ev.str("event") == "call" && strings.Contains(ev.str("dropped"), "repeat of call r1")
+		})
+		if err := st.Caller.Flush(); err != nil {
+			t.Fatal(err)
+		}
+		if n, _, _ := sub.Pending(); n != 0 {
+			t.Errorf("the repeat of call r1 was answered %d times", n)
+		}
+		if n := lt.hits.Load() - before; n != 3 {
+			t.Errorf("call r1 and its repeat fetched %d times, want 3 (once)", n)
+		}
+	})
+
+	t.Run("replies it may not send are dropped", func(t *testing.T) {
+		for _, r := range []struct{ reply, why string }{
+			{fleet.CallReply(st.CallerKey, fleet.ReplyToAll, "b1", 0), "not this session"},                      // no broadcast to sessions
+			{fleet.CallReply(st.CallerKey, fleet.SessionID("demo", st.CallerKey), "b2", 0), "not this session"}, // another session
+			{fleet.CallReply("UOTHEROPERATOR", id, "b3", 0), "is not the caller's inbox"},                       // another caller's inbox
+			{"_INBOX." + nuid.Next(), "not under _INBOX_cc"},                                                    // a plain inbox
+		} {
+			m := nats.NewMsg(fleet.SessionFnSubject(id, "latencyCheck", st.CallerKey))
+			m.Reply = r.reply
+			m.Data = body
+			if err := st.Caller.PublishMsg(m); err != nil {
+				t.Fatal(err)
+			}
+			p.wait(t, "the call on "+r.reply+" dropped", 10*time.Second, func(ev jsEvent) bool {
+				return ev.str("event") == "call" && strings.Contains(ev.str("dropped"), r.why)
+			})
+		}
+	})
+
+	// Nothing the session sent was refused by the broker.
+	p.mu.Lock()
+	seen := strings.Join(p.seen, "\n")
+	p.mu.Unlock()
+	if strings.Contains(seen, `"type":"error"`) {
+		t.Errorf("the session saw broker errors:\n%s", seen)
+	}
+}
+
+// TestSessionJSNodeFunctions: what an exposed function answers reaches
+// the caller as the agent would answer it: its arguments as sent, a
+// thrown CallError's code, 500 for any other error or a result that is
+// no JSON, 413 for a result over the broker's limit, 503 past the
+// session's call slots; and a function the app does not have cannot be
+// exposed (the broker refuses the subscription) with an error that says
+// who must add it.
+func TestSessionJSNodeFunctions(t *testing.T) {
+	node, dir := nodeReady(t)
+	st := startSessionStack(t, fleet.AppRequest{Name: "demo", Functions: []string{"latencyCheck", "echo", "fail", "big"}, Public: true})
+	lt := startLatencyTarget(t)
+	p := startNode(t, node, dir, "e2e/session.mjs", "--server", st.WSURL, "--app", "demo",
+		"--test-functions", "--max-concurrent", "1", "--call-timeout-ms", "3000", "--try-expose", "screenshot")
+	refused := p.wait(t, "screenshot refused", 30*time.Second, func(ev jsEvent) bool {
+		return ev.str("event") == "refused" || ev.str("event") == "exposed"
+	})
+	if !strings.Contains(refused.str("error"), "expose screenshot: the broker refused it") ||
+		!strings.Contains(refused.str("error"), `the operator must give app "demo" the function screenshot`) {
+		t.Errorf("exposing a function the app lacks: %v", refused)
+	}
+	id := p.wait(t, "the session to join", 30*time.Second, isEvent("joined")).str("id")
+
+	m := st.callSession(t, id, "echo", []byte(`{"a":"1","b":2}`), "", "")
+	if m.Header.Get(fleet.HeaderErrorCode) != "" || string(m.Data) != `{"a":"1","b":2}` {
+		t.Errorf("echo answered %v %s: want its arguments as sent", m.Header, m.Data)
+	}
+	for _, c := range []struct {
+		fn, body string
+		code     int
+		want     string
+	}{
+		{"fail", `{}`, fleet.CodeInternal, "boom"},
+		{"fail", `{"code":"404"}`, fleet.CodeNotFound, "nothing here"},
+		{"fail", `{"mode":"fn"}`, fleet.CodeInternal, "cannot encode the result"},
+		{"big", `{"bytes":"2000000"}`, fleet.CodeTooLarge, "more than the broker's 1048576-byte message limit"},
+		{"echo", `{"a":` + strings.Repeat(" ", 70<<10) + `1}`, fleet.CodeTooLarge, "at most 65536 are allowed"},
+	} {
+		call := nuid.Next()
+		m := st.callSession(t, id, c.fn, []byte(c.body), call, "")
+		wantCallError(t, m, c.code, c.want, call, []byte(c.body))
+		if len(m.Data) != 0 {
+			t.Errorf("%s %s: an error answer has a body: %q", c.fn, c.body, m.Data)
+		}
+	}
+
+	// One call slot: a call while another runs is answered busy.
+	hang := []byte(`{"url":"` + lt.URL + `/hang","count":"1","timeout_ms":"60000"}`)
+	hangReply := fleet.CallReply(st.CallerKey, id, "h1", 0)
+	hangSub, err := st.Caller.SubscribeSync(hangReply)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hm := nats.NewMsg(fleet.SessionFnSubject(id, "latencyCheck", st.CallerKey))
+	hm.Reply, hm.Data = hangReply, hang
+	hm.Header.Set(fleet.HeaderCallID, "h1")
+	if err := st.Caller.PublishMsg(hm); err != nil {
+		t.Fatal(err)
+	}
+	stacktest.WaitFor(t, "the first call to fetch", 20*time.Second, func() bool { return lt.hung.Load() == 1 })
+	busy := st.callSession(t, id, "echo", []byte(`{}`), "e1", "")
+	wantCallError(t, busy, fleet.CodeUnavailable, "busy: all 1 call slots are taken; retry later", "e1", []byte(`{}`))
+	// The running call ends at the session's call timeout, and frees its slot.
+	late, err := hangSub.NextMsg(20 * time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantCallError(t, late, fleet.CodeTimeout, "latencyCheck did not finish within 3000 ms", "h1", hang)
+	if m := st.callSession(t, id, "echo", []byte(`{}`), "e2", ""); m.Header.Get(fleet.HeaderErrorCode) != "" {
+		t.Errorf("after the slot was freed echo answered %v", m.Header)
+	}
+}
+
+// TestSessionJSNodeReconnect: a session of a signed app joins with a
+// token its token function signed with the app's seed (bound to its
+// key); when its connection drops it joins again by itself, with the
+// same key (so the same id) and a fresh token (waited for, not dialed
+// without), and answers calls again.
+func TestSessionJSNodeReconnect(t *testing.T) {
+	node, dir := nodeReady(t)
+	st := startSessionStack(t, fleet.AppRequest{Name: "shop", Functions: []string{"latencyCheck"}})
+	lt := startLatencyTarget(t)
+	// The token function takes a while, as a backend's would: longer
+	// than the first reconnect's backoff (at most 625 ms), so a session
+	// that redialed at once would present its spent token.
+	p := startNode(t, node, dir, "e2e/session.mjs", "--server", st.WSURL, "--app", "shop",
+		"--app-seed", st.Seeds["shop"], "--token-time", strconv.FormatInt(sessionTokenTime.Unix(), 10), "--token-delay-ms", "1500")
+	id := p.wait(t, "the session to join", 30*time.Second, isEvent("joined")).str("id")
+	body := []byte(`{"url":"` + lt.URL + `/ok","count":"1"}`)
+	checkMeasurement(t, st.callSession(t, id, "latencyCheck", body, "c1", ""), lt, "c1", body, 1)
+
+	claimsOf := func(a sessionAdmission) fleet.SessionTokenClaims {
+		c, err := fleet.ParseSessionToken(a.Hello.Token, st.gate.apps["shop"].Key, sessionTokenTime)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	first := st.gate.admissions()
+	if len(first) != 1 || first[0].ID != id {
+		t.Fatalf("admitted %+v: want the one session %s", first, id)
+	}
+	if c := claimsOf(first[0]); c.App != "shop" || c.Subject != "e2e-user" || c.Key != first[0].Key || c.Claims["fetch"] != "1" {
+		t.Fatalf("the first token says %+v: want app shop, sub e2e-user, bound to %s, fetch 1", c, first[0].Key)
+	}
+	if err := st.srv.DisconnectClientByID(first[0].Client); err != nil {
+		t.Fatal(err)
+	}
+	p.wait(t, "the session to reconnect", 30*time.Second, func(ev jsEvent) bool {
+		return ev.str("event") == "status" && ev.str("type") == "reconnect"
+	})
+	again := st.gate.admissions()
+	if len(again) != 2 || again[1].ID != id || again[1].Key != first[0].Key || claimsOf(again[1]).Claims["fetch"] != "2" {
+		t.Fatalf("admitted %+v after the drop: want the same key and id with a fresh token (fetch 2)", again)
+	}
+	// It waited for the fresh token rather than dial with the spent one.
+	st.gate.mu.Lock()
+	refused := st.gate.refused
+	st.gate.mu.Unlock()
+	if len(refused) != 0 {
+		t.Errorf("the broker refused the session's reconnects: %q", refused)
+	}
+	// Re-subscribed: the same id answers again.
+	stacktest.WaitFor(t, "latencyCheck answered after the reconnect", 20*time.Second, func() bool {
+		m, err := st.trySessionCall(id, "latencyCheck", body, "", "", 2*time.Second)
+		return err == nil && m.Header.Get(fleet.HeaderErrorCode) == ""
+	})
+}
+
+// TestSessionJSNodeRefused: a session the broker refuses (a token signed
+// by another key than the app's) fails to join with an error saying so.
+func TestSessionJSNodeRefused(t *testing.T) {
+	node, dir := nodeReady(t)
+	st := startSessionStack(t, fleet.AppRequest{Name: "shop", Functions: []string{"latencyCheck"}})
+	other, err := nkeys.CreateAccount()
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := startNode(t, node, dir, "e2e/session.mjs", "--server", st.WSURL, "--app", "shop",
+		"--app-seed", string(stacktest.Seed(t, other)), "--token-time", strconv.FormatInt(sessionTokenTime.Unix(), 10))
+	ev := p.wait(t, "the join to fail", 30*time.Second, func(ev jsEvent) bool {
+		return ev.str("event") == "failed" || ev.str("event") == "joined"
+	})
+	if want := `cannot join app "shop" at ` + st.WSURL; ev.str("event") != "failed" ||
+		!strings.HasPrefix(ev.str("error"), want) || !strings.Contains(ev.str("error"), "the broker refused the session") {
+		t.Fatalf("got %v: want the join to fail with %q… the broker refused the session", ev, want)
+	}
+	st.gate.mu.Lock()
+	refused := st.gate.refused
+	st.gate.mu.Unlock()
+	if len(refused) != 1 || !strings.Contains(refused[0], "not signed by the app's key") {
+		t.Errorf("the gate refused %q: want one refusal of a token not signed by the app's key", refused)
+	}
+}
+
+// TestSessionJSBrowser: the browser example (examples/browser), bundled
+// with esbuild, in a real headless Chromium: the page joins as a public
+// session of demo and exposes latencyCheck; an operator's call returns
+// the browser's own measurement of a local HTTP server (fetched across
+// origins, as a page must). A reload keeps the session id (the key is in
+// localStorage) and the page answers again.
+func TestSessionJSBrowser(t *testing.T) {
+	node, dir := nodeReady(t)
+	chromium := os.Getenv("CHROMIUM")
+	if chromium == "" {
+		chromium = "/usr/bin/chromium"
+	}
+	if _, err := os.Stat(chromium); err != nil {
+		msg := "no Chromium at " + chromium + ": apt-get install chromium (or set CHROMIUM)"
+		if os.Getenv("CI") != "" {
+			t.Fatal(msg)
+		}
+		t.Skip(msg)
+	}
+	example, _ := filepath.Abs("../examples/browser")
+	bundle := t.TempDir()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	build := exec.CommandContext(ctx, node, "scripts/example.mjs", "--outdir", bundle)
+	build.Dir = dir
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("esbuild the example: %v\n%s", err, out)
+	}
+	mux := http.NewServeMux()
+	mux.Handle("/dist/", http.StripPrefix("/dist/", http.FileServer(http.Dir(bundle))))
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/" {
+			http.NotFound(w, r)
+			return
+		}
+		http.ServeFile(w, r, filepath.Join(example, "index.html"))
+	})
+	site := httptest.NewServer(mux)
+	t.Cleanup(site.Close)
+
+	st := startSessionStack(t, fleet.AppRequest{Name: "demo", Functions: []string{"latencyCheck"}, Public: true})
+	lt := startLatencyTarget(t)
+	p := startNode(t, node, dir, "e2e/browser.mjs", "--chromium", chromium,
+		"--page", site.URL+"/?server="+st.WSURL+"&app=demo")
+	id := p.wait(t, "the page to join", 60*time.Second, isEvent("joined")).str("id")
+	adm := st.gate.admissions()
+	if len(adm) != 1 || adm[0].ID != id || adm[0].Hello.Platform != fleet.PlatformBrowser ||
+		!strings.Contains(adm[0].Hello.UserAgent, "Chrome") || adm[0].Hello.AppVersion != "browser-example-1" {
+		t.Fatalf("admitted %+v: want the page's session %s, platform browser, a Chrome user agent", adm, id)
+	}
+
+	body := []byte(`{"url":"` + lt.URL + `/ok","count":"5"}`)
+	checkMeasurement(t, st.callSession(t, id, "latencyCheck", body, "b1", ""), lt, "b1", body, 5)
+	if n := lt.hits.Load(); n != 5 {
+		t.Errorf("the target got %d requests from the browser, want 5", n)
+	}
+
+	if _, err := io.WriteString(p.stdin, "reload\n"); err != nil {
+		t.Fatal(err)
+	}
+	again := p.wait(t, "the reloaded page to join", 60*time.Second, isEvent("joined")).str("id")
+	if again != id {
+		t.Fatalf("after a reload the session id is %s, was %s: the key must stay in localStorage", again, id)
+	}
+	checkMeasurement(t, st.callSession(t, id, "latencyCheck", body, "b2", ""), lt, "b2", body, 5)
+}

@@ -1,0 +1,88 @@
+// A Node.js session for the end-to-end tests (e2e/sessions_sdk_test.go):
+// joins an app, exposes latencyCheck and reports what happens as JSON
+// lines on stdout; it leaves when its stdin closes.
+//
+//   node e2e/session.mjs --server ws://127.0.0.1:PORT --app demo
+//        [--app-seed SA… [--token-time UNIX] [--token-delay-ms N]] [--call-timeout-ms N]
+//        [--test-functions] [--max-concurrent N] [--try-expose NAME]
+//
+// --app-seed gives the session a token function, as a signed app's
+// backend would: each call (one per connection) signs a fresh token with
+// the app's seed, bound to the session's key, issued at --token-time
+// (default now) for 10 minutes, numbered in its claims (fetch=1, 2, …),
+// after --token-delay-ms.
+//
+// --test-functions also exposes echo (its arguments as sent), fail
+// (throws: a CallError with --arg code, else an Error; mode=fn returns a
+// function, which is no JSON) and big (a result of --arg bytes).
+// --try-expose exposes one more function and reports whether the broker
+// let it ("exposed" or "refused").
+import { parseArgs } from "node:util";
+import { WebSocket } from "ws";
+
+import { CallError, connectSession, latencyCheck, signSessionToken } from "../dist/index.js";
+
+// Node.js 20 has no global WebSocket: the library uses ws's.
+globalThis.WebSocket = WebSocket;
+
+const { values: flags } = parseArgs({
+  options: {
+    server: { type: "string" },
+    app: { type: "string", default: "demo" },
+    "app-seed": { type: "string" },
+    "token-time": { type: "string" },
+    "token-delay-ms": { type: "string", default: "0" },
+    "call-timeout-ms": { type: "string" },
+    "test-functions": { type: "boolean", default: false },
+    "max-concurrent": { type: "string" },
+    "try-expose": { type: "string" },
+  },
+});
+const out = (o) => process.stdout.write(JSON.stringify(o) + "\n");
+
+let tokens = 0;
+const fetchToken = async ({ app, publicKey }) => {
+  await new Promise((r) => setTimeout(r, Number(flags["token-delay-ms"])));
+  const iat = flags["token-time"] ? Number(flags["token-time"]) : Math.floor(Date.now() / 1000);
+  const claims = { app, sub: "e2e-user", iat, exp: iat + 600, nkey: publicKey, claims: { fetch: String(++tokens) } };
+  return signSessionToken(claims, flags["app-seed"]);
+};
+try {
+  const s = await connectSession({
+    servers: flags.server,
+    app: flags.app,
+    appVersion: "e2e-1",
+    token: flags["app-seed"] ? fetchToken : undefined,
+    callTimeoutMs: flags["call-timeout-ms"] ? Number(flags["call-timeout-ms"]) : undefined,
+    maxConcurrent: flags["max-concurrent"] ? Number(flags["max-concurrent"]) : undefined,
+    onStatus: (st) => out({ event: "status", type: st.type, error: st.error?.message }),
+    onCall: (c) => out({ event: "call", ...c }),
+  });
+  await s.expose("latencyCheck", latencyCheck);
+  if (flags["test-functions"]) {
+    await s.expose("echo", (args) => args);
+    await s.expose("fail", (args) => {
+      if (args.mode === "fn") return () => 1;
+      if (args.code) throw new CallError(Number(args.code), "nothing here");
+      throw new Error("boom");
+    });
+    await s.expose("big", (args) => "x".repeat(Number(args.bytes)));
+  }
+  if (flags["try-expose"]) {
+    try {
+      await s.expose(flags["try-expose"], () => "hello");
+      out({ event: "exposed", name: flags["try-expose"] });
+    } catch (e) {
+      out({ event: "refused", name: flags["try-expose"], error: e.message });
+    }
+  }
+  out({ event: "joined", id: s.id, key: s.publicKey });
+  process.stdin.resume();
+  process.stdin.on("end", async () => {
+    await s.close();
+    process.exit(0);
+  });
+} catch (e) {
+  out({ event: "failed", error: e.message });
+  process.exit(1);
+}
