@@ -1,5 +1,3 @@
-//go:build issue13
-
 package perf
 
 import (
