@@ -18,21 +18,30 @@ import (
 	"github.com/nats-io/nkeys"
 )
 
-// fakeGate is a session gate for tests: it counts the sessions admitted
-// per app (none ever leaves) and records closeApp calls.
+// fakeGate is a session gate for tests: it records the sessions admitted
+// and the closeApp calls. Alone it counts the sessions admitted per app
+// (none ever leaves); with next (the service's real session presence)
+// it passes everything on and answers with next's counts.
 type fakeGate struct {
 	mu       sync.Mutex
 	sessions []fleet.Session
 	closed   []string
+	next     sessionGate
 }
 
 func (g *fakeGate) admitted(s fleet.Session) {
 	g.mu.Lock()
-	defer g.mu.Unlock()
 	g.sessions = append(g.sessions, s)
+	g.mu.Unlock()
+	if g.next != nil {
+		g.next.admitted(s)
+	}
 }
 
 func (g *fakeGate) onlineOf(app string) int {
+	if g.next != nil {
+		return g.next.onlineOf(app)
+	}
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	n := 0
@@ -44,10 +53,18 @@ func (g *fakeGate) onlineOf(app string) int {
 	return n
 }
 
-func (g *fakeGate) connectedOf(app string) int { return g.onlineOf(app) }
+func (g *fakeGate) connectedOf(app string) int {
+	if g.next != nil {
+		return g.next.connectedOf(app)
+	}
+	return g.onlineOf(app)
+}
 
-func (g *fakeGate) closeApp(_ context.Context, app string) int {
+func (g *fakeGate) closeApp(ctx context.Context, app string) int {
 	n := g.onlineOf(app)
+	if g.next != nil {
+		n = g.next.closeApp(ctx, app)
+	}
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	g.closed = append(g.closed, app)

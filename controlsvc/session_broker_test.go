@@ -17,9 +17,9 @@ import (
 	"github.com/nats-io/nkeys"
 )
 
-// sessionStack is a real control service (embedded broker, real callout)
-// with a fake session gate, a token clock the test moves and its log
-// kept.
+// sessionStack is a real control service (embedded broker, real callout,
+// real session presence) with a gate recording what admission tells
+// session presence, a token clock the test moves and its log kept.
 type sessionStack struct {
 	svc  *Service
 	gate *fakeGate
@@ -62,6 +62,7 @@ func startSessionStack(t *testing.T, mod func(*Config)) *sessionStack {
 	if err != nil {
 		t.Fatal(err)
 	}
+	st.gate.next = svc.sessions
 	svc.sessions = st.gate
 	svc.sessionNow = func() time.Time { return svc.cfg.Now().Add(time.Duration(st.tokenOffset.Load())) }
 	ctx, cancel := context.WithCancel(context.Background())
@@ -126,6 +127,17 @@ func (st *sessionStack) mustSession(t *testing.T, kp nkeys.KeyPair, h fleet.Sess
 		t.Fatalf("session of %s refused: %v", h.App, err)
 	}
 	t.Cleanup(nc.Close)
+	// Calls go to ONLINE sessions (the service answers "no responders"
+	// for the others): wait until presence has it.
+	pub, _ := kp.PublicKey()
+	id := fleet.SessionID(h.App, pub)
+	deadline := time.Now().Add(10 * time.Second)
+	for !st.svc.presence.sessions.isOnline(id) {
+		if time.Now().After(deadline) {
+			t.Fatalf("session %s of %s never ONLINE", id, h.App)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
 	return nc, errs
 }
 
@@ -205,7 +217,7 @@ func TestSessionConfinedToItsOwnSubjects(t *testing.T) {
 	}
 	m, err := sub.NextMsg(5 * time.Second)
 	if err != nil {
-		t.Fatalf("the session did not get its call: %v", err)
+		t.Fatalf("the session did not get its call: %v\n%s", err, st.log.String())
 	}
 	if err := sess.Publish(m.Reply, []byte(`{"ms":3}`)); err != nil {
 		t.Fatal(err)
@@ -286,16 +298,22 @@ func TestSignedSessionAdmission(t *testing.T) {
 	st.tokenOffset.Store(int64(2 * time.Minute))
 	st.refused(t, kp, fleet.SessionHello{App: "bank", Token: good}, "session token has expired")
 	st.tokenOffset.Store(0)
-	sess, _ = st.mustSession(t, kp, fleet.SessionHello{App: "bank", Token: good})
-	sess.Close()
+	live, _ := st.mustSession(t, kp, fleet.SessionHello{App: "bank", Token: good})
 
-	// Removing the app refuses its sessions and closes the live ones.
+	// Removing the app refuses its sessions and closes the live one.
 	var removed fleet.AppRemoved
 	if err := ctlCall(st.admin, fleet.OpAppsRemove, fleet.AppRequest{Name: "bank"}, &removed); err != nil {
 		t.Fatal(err)
 	}
-	if removed.Closed != 2 || len(st.gate.closed) != 1 || st.gate.closed[0] != "bank" {
+	if removed.Closed != 1 || len(st.gate.closed) != 1 || st.gate.closed[0] != "bank" {
 		t.Fatalf("removed %+v, gate closed %v", removed, st.gate.closed)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for !live.IsClosed() {
+		if time.Now().After(deadline) {
+			t.Fatal("the removed app's live session is still connected")
+		}
+		time.Sleep(5 * time.Millisecond)
 	}
 	st.refused(t, kp, fleet.SessionHello{App: "bank", Token: good}, "app bank is not registered")
 	// Added again, it has a new key: the old tokens are worthless.

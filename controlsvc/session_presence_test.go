@@ -419,7 +419,7 @@ func TestMachineSnapshotIPAndLocation(t *testing.T) {
 // the announcing user (whom the broker lets publish them): a session
 // watcher gets them, numbered, and a machine watcher gets none.
 func TestSessionEventsThroughBroker(t *testing.T) {
-	s, _ := startTestService(t)
+	s, _ := startSessionTestService(t)
 	sessEvents, err := s.fl.SubscribeSync(fleet.SessionEventsWildcard)
 	if err != nil {
 		t.Fatal(err)
@@ -462,7 +462,7 @@ func TestSessionEventsThroughBroker(t *testing.T) {
 // connection's address (the machines' snapshot and the sessions found by
 // a resync take it from there).
 func TestConnzCarriesAddress(t *testing.T) {
-	s, ctx := startTestService(t)
+	s, ctx := startSessionTestService(t)
 	info, err := s.presence.serverConnzInfo(ctx, s.broker.ID(), nil)
 	if err != nil {
 		t.Fatal(err)
@@ -481,7 +481,7 @@ func TestConnzCarriesAddress(t *testing.T) {
 // list, the broker is asked about that connection: one it no longer has
 // goes, one that cannot be checked stays.
 func TestSessionResyncConfirmsMissing(t *testing.T) {
-	s, ctx := startTestService(t)
+	s, ctx := startSessionTestService(t)
 	p := s.presence.sessions
 	gone, unsure := connKey{s.broker.ID(), 999999}, connKey{"NOSUCHSERVER", 1}
 	p.connected(gone, sessionConnInfo{id: sidA, tags: []string{"app:demo"}})
@@ -498,4 +498,18 @@ func TestSessionResyncConfirmsMissing(t *testing.T) {
 	if p.isOnline(sidA) || !p.isOnline(sidB) {
 		t.Errorf("after resync: A online %v (want false), B online %v (want true)", p.isOnline(sidA), p.isOnline(sidB))
 	}
+}
+
+// startSessionTestService is startTestService with the apps these tests'
+// sessions belong to registered (a session of an app not registered is
+// closed as soon as it connects).
+func startSessionTestService(t *testing.T) (*Service, context.Context) {
+	t.Helper()
+	s, ctx := startTestService(t)
+	for _, app := range []string{"demo", "shop", "many", "speedtest"} {
+		if _, err := s.reg.AddApp(fleet.AppRequest{Name: app, Functions: []string{"latencyCheck"}, Public: true}, "test"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return s, ctx
 }

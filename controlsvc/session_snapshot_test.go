@@ -58,7 +58,7 @@ func askSessions(t *testing.T, s *Service, inbox, body string) ([]fleet.SessionS
 // bad key is a 400 naming the keys, an operator who may not see sessions
 // is refused, and nothing is sent outside an operator's control inbox.
 func TestSessionSnapshot(t *testing.T) {
-	s, _ := startTestService(t)
+	s, _ := startSessionTestService(t)
 	admin, _ := s.reg.Operator("admin")
 	_, viewerKey := newUser(t)
 	if _, err := s.reg.AddOperator("viewer", viewerKey, fleet.RoleViewer); err != nil {
