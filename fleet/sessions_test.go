@@ -119,10 +119,18 @@ func TestSessionTokenRefusals(t *testing.T) {
 	tampered := parts[0] + "." + b64.EncodeToString([]byte(`{"app":"shop","sub":"admin","iat":2000000000,"exp":2000000600}`)) + "." + parts[2]
 	noSub := ok
 	noSub.Subject = ""
+	// exp - iat of 1e10 s overflows a time.Duration (nanoseconds) into a
+	// negative lifetime; it must still be refused.
+	overflow := ok
+	overflow.Expires = ok.IssuedAt + 1e10
+	huge := ok
+	huge.IssuedAt, huge.Expires = -9e18, 9e18
 	for name, tc := range map[string]struct{ tok, want string }{
 		"another key":  {sign(other, ok), "not signed by the app"},
 		"tampered":     {tampered, "not signed by the app"},
 		"too long":     {sign(app, long), "at most"},
+		"overflowing":  {sign(app, overflow), "at most"},
+		"huge range":   {sign(app, huge), "Unix times"},
 		"no subject":   {sign(app, noSub), "subject"},
 		"not a JWT":    {"abc", "not a JWT"},
 		"bad header":   {"e30." + parts[1] + "." + parts[2], "header"},

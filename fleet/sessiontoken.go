@@ -50,6 +50,8 @@ const (
 	MaxSessionToken = 4 << 10
 )
 
+const maxTTLSeconds = int64(MaxSessionTokenTTL / time.Second)
+
 const sessionTokenHeader = `{"typ":"JWT","alg":"ed25519-nkey"}`
 
 var b64 = base64.RawURLEncoding
@@ -120,16 +122,20 @@ func (c *SessionTokenClaims) check(now time.Time) error {
 	switch {
 	case c.Subject == "" || len(c.Subject) > MaxIDLen:
 		return fmt.Errorf("session token subject (sub) must be 1–%d bytes", MaxIDLen)
-	case c.IssuedAt == 0 || c.Expires == 0:
-		return errors.New("session token needs iat and exp")
+	case c.IssuedAt <= 0 || c.Expires <= 0 || c.IssuedAt > 1<<40 || c.Expires > 1<<40:
+		return errors.New("session token needs iat and exp: Unix times in seconds")
 	case c.Expires <= c.IssuedAt:
 		return errors.New("session token expires before it was issued")
-	case time.Duration(c.Expires-c.IssuedAt)*time.Second > MaxSessionTokenTTL:
-		return fmt.Errorf("session token lives %s; at most %s is allowed", time.Duration(c.Expires-c.IssuedAt)*time.Second, MaxSessionTokenTTL)
-	case time.Unix(c.IssuedAt, 0).After(now.Add(SessionTokenSkew)):
+	// In seconds, never as a Duration: exp - iat of centuries would
+	// overflow one and pass.
+	case c.Expires-c.IssuedAt > maxTTLSeconds:
+		return fmt.Errorf("session token lives %d s; at most %s is allowed", c.Expires-c.IssuedAt, MaxSessionTokenTTL)
+	case c.IssuedAt > now.Unix()+int64(SessionTokenSkew/time.Second):
 		return errors.New("session token is issued in the future (check the app backend's clock)")
-	case !now.Before(time.Unix(c.Expires, 0)):
+	case now.Unix() >= c.Expires:
 		return errors.New("session token has expired; the app must fetch a fresh one")
+	case c.Expires-now.Unix() > maxTTLSeconds+int64(SessionTokenSkew/time.Second):
+		return fmt.Errorf("session token expires more than %s from now", MaxSessionTokenTTL)
 	case len(c.Claims) > MaxSessionClaims:
 		return fmt.Errorf("session token has %d claims; at most %d are allowed", len(c.Claims), MaxSessionClaims)
 	}
