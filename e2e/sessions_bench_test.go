@@ -49,17 +49,7 @@ func startSessionControl(t *testing.T) *controlsvc.Service {
 		DataDir: t.TempDir(),
 		Broker:  broker.Config{Listen: "127.0.0.1:0", PingInterval: time.Second, MaxPingsOut: 2},
 		Logger:  stacktest.Logger().With("side", "control"),
-		Locate: func(ip string) *fleet.Location {
-			switch ip {
-			case nbAddr:
-				l := newBrunswick
-				return &l
-			case newarkAddr:
-				l := newark
-				return &l
-			}
-			return nil
-		},
+		Locate:  sitesLocate,
 	})
 }
 

@@ -3,7 +3,6 @@ package e2e
 import (
 	"bufio"
 	"context"
-	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -14,6 +13,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"reflect"
+	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -27,203 +27,145 @@ import (
 	"github.com/nats-io/nuid"
 
 	"github.com/commandcontrol/commandcontrol/agent/functions"
+	"github.com/commandcontrol/commandcontrol/bench"
+	"github.com/commandcontrol/commandcontrol/broker"
+	"github.com/commandcontrol/commandcontrol/controlsvc"
 	"github.com/commandcontrol/commandcontrol/fleet"
 	"github.com/commandcontrol/commandcontrol/internal/stacktest"
 )
 
 // Sessions in JavaScript: the session library (sdk/js) in Node.js and in
-// a real headless Chromium, over a real broker's WebSocket listener, with
-// real nkeys; a Go operator calls them on fleet.SessionFnSubject and
-// checks their answers as the workbench and the audit read them.
+// a real headless Chromium, through the whole stack — the control
+// service's embedded broker with its WebSocket listener, the real auth
+// callout admitting sessions of apps added by the admin's workbench,
+// session presence with locations from a sites-like map, the audit — with
+// real nkeys and tokens; a Go operator calls them on
+// fleet.SessionFnSubject, and the workbench by location, and checks their
+// answers as the workbench and the audit read them.
 //
 // They need `npm ci` in sdk/js (make test-deps) and, for the browser,
 // Debian's chromium; without them they skip, and with CI set they fail.
 
-// sessionStack is what a session test talks to: the WebSocket URL
-// sessions join at, an operator connection allowed to call sessions, and
-// the signing seeds of the signed apps.
+// sessionStack is what a session test talks to: the whole stack — the
+// control service with its embedded broker serving WebSocket, the real
+// callout admitting sessions of apps added through the control API,
+// session presence placing them by a sites-like map (sitesLocate) — and
+// the WebSocket URL sessions join at, an operator connection allowed to
+// call sessions (the first admin's), the admin's workbench, and the
+// signing seeds of the signed apps.
 type sessionStack struct {
+	Svc       *controlsvc.Service
+	Bench     *bench.Client
 	WSURL     string
 	Caller    *nats.Conn
 	CallerKey string
 	// Seeds are the signed apps' seeds (fleet.AppCreated.Seed) by name.
 	Seeds map[string]string
-	// gate admits sessions (a stand-in for the control service's
-	// callout) and srv is the broker: only the reconnect test uses them.
-	gate *sessionGateStub
-	srv  *server.Server
+	// Keys are the signed apps' public keys by name.
+	Keys map[string]string
 }
 
-// sessionTokenTime is the time the stand-in gate checks session tokens
-// at (tests give it to the session's token function: no wall clock).
-var sessionTokenTime = time.Unix(1924924000, 0)
+// sitesLocate places loopback addresses as an operator's --sites map
+// would: nbAddr in New Brunswick, newarkAddr in Newark (New Jersey).
+func sitesLocate(ip string) *fleet.Location {
+	switch ip {
+	case nbAddr:
+		l := newBrunswick
+		return &l
+	case newarkAddr:
+		l := newark
+		return &l
+	}
+	return nil
+}
 
-// startSessionStack starts where sessions of apps join. It is the one
-// function to change when the control service admits sessions through
-// its callout (apps added with Registry.AddApp, the broker's WebSocket
-// listener, an operator allowed sessions): until then a real nats-server
-// with its WebSocket listener admits them by sessionGateStub, which
-// checks what the callout checks of a session (its nkey's signature over
-// the nonce, its fleet.SessionHello, the app, a signed app's token with
-// fleet.ParseSessionToken) and gives it the permissions the callout
-// gives (subscribe only to its own calls of its app's functions, publish
-// only its replies).
+// startSessionStack starts the stack sessions of apps join (each app
+// added by the admin's workbench, apps.add).
 func startSessionStack(t *testing.T, apps ...fleet.AppRequest) *sessionStack {
 	t.Helper()
-	caller := stacktest.NewKey(t)
-	gate := &sessionGateStub{apps: map[string]fleet.App{}, caller: stacktest.Pub(t, caller), now: func() time.Time { return sessionTokenTime }}
-	seeds := map[string]string{}
+	return startSessionStackOrigins(t, nil, apps...)
+}
+
+// startSessionStackOrigins is startSessionStack with the broker's
+// --websocket-origins set to origins (nil: any page may connect).
+func startSessionStackOrigins(t *testing.T, origins []string, apps ...fleet.AppRequest) *sessionStack {
+	t.Helper()
+	svc := stacktest.StartControlWith(t, controlsvc.Config{
+		DataDir: t.TempDir(),
+		Broker: broker.Config{Listen: "127.0.0.1:0", WebSocketListen: "127.0.0.1:0", WebSocketOrigins: origins,
+			PingInterval: time.Second, MaxPingsOut: 2},
+		Logger: stacktest.Logger().With("side", "control"),
+		Locate: sitesLocate,
+	})
+	st := &sessionStack{Svc: svc, Bench: adminBench(t, svc), WSURL: svc.Broker().WebSocketURL(),
+		Seeds: map[string]string{}, Keys: map[string]string{}}
 	for _, q := range apps {
-		app := fleet.App{Name: q.Name, Functions: q.Functions, Admission: fleet.AdmissionPublic}
+		created, err := st.Bench.AppsAdd(ctxFor(t), q)
+		if err != nil {
+			t.Fatalf("apps add %s: %v", q.Name, err)
+		}
 		if !q.Public {
-			kp, err := nkeys.CreateAccount()
-			if err != nil {
+			st.Seeds[q.Name], st.Keys[q.Name] = created.Seed, created.App.Key
+		}
+	}
+	admin := stacktest.LoadKey(t, svc.AdminKeyPath())
+	st.Caller = stacktest.Connect(t, svc.ClientURL(), admin, "op-sessions")
+	st.CallerKey = stacktest.Pub(t, admin)
+	return st
+}
+
+// sessionOf waits until the control service lists exactly one session
+// of the query q, and ok accepts it; it returns that session.
+func (st *sessionStack) sessionOf(t *testing.T, q fleet.SessionQuery, ok func(fleet.Session) bool) fleet.Session {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		ss, err := st.Bench.Sessions(ctxFor(t), q)
+		if err == nil && len(ss) == 1 && ok(ss[0]) {
+			return ss[0]
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("sessions of %v: %+v (%v), want one as wanted", q.Where, ss, err)
+		}
+		time.Sleep(20 * time.Millisecond) // polling a condition with a deadline
+	}
+}
+
+// sessionRefusals returns the reasons of the session connections the
+// callout refused, as the audit recorded them.
+func (st *sessionStack) sessionRefusals(t *testing.T) []string {
+	t.Helper()
+	recs, err := st.Bench.Audit(ctxFor(t), time.Time{}, 0)
+	if err != nil {
+		t.Fatalf("audit: %v", err)
+	}
+	var out []string
+	for _, r := range recs {
+		if r.Kind == fleet.AuditRefused && strings.HasPrefix(r.Reason, "session: ") {
+			out = append(out, r.Reason)
+		}
+	}
+	return out
+}
+
+// kick closes the broker connection of session id (user "session:<id>")
+// as the broker would on a network failure.
+func (st *sessionStack) kick(t *testing.T, id string) {
+	t.Helper()
+	srv := st.Svc.Broker().Server()
+	cz, err := srv.Connz(&server.ConnzOptions{Username: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range cz.Conns {
+		if c.AuthorizedUser == "session:"+id {
+			if err := srv.DisconnectClientByID(c.Cid); err != nil {
 				t.Fatal(err)
 			}
-			app.Admission, app.Key = fleet.AdmissionSigned, stacktest.Pub(t, kp)
-			seeds[q.Name] = string(stacktest.Seed(t, kp))
-		}
-		gate.apps[q.Name] = app
-	}
-	opts := &server.Options{
-		Host: "127.0.0.1", Port: server.RANDOM_PORT, NoLog: true, NoSigs: true,
-		AlwaysEnableNonce:          true,
-		CustomClientAuthentication: gate,
-		Websocket:                  server.WebsocketOpts{Host: "127.0.0.1", Port: server.RANDOM_PORT, NoTLS: true},
-	}
-	srv, err := server.NewServer(opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	go srv.Start()
-	t.Cleanup(srv.Shutdown)
-	if !srv.ReadyForConnections(10 * time.Second) {
-		t.Fatal("the broker did not start within 10s")
-	}
-	vz, err := srv.Varz(nil)
-	if err != nil || vz.Websocket.Port <= 0 {
-		t.Fatalf("the broker's WebSocket port: %v (port %d)", err, vz.Websocket.Port)
-	}
-	nc, err := stacktest.Dial(srv.ClientURL(), caller, "op-sessions")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	return &sessionStack{
-		WSURL:     fmt.Sprintf("ws://127.0.0.1:%d", vz.Websocket.Port),
-		Caller:    nc,
-		CallerKey: gate.caller,
-		Seeds:     seeds,
-		gate:      gate,
-		srv:       srv,
-	}
-}
-
-// sessionAdmission is one connection the gate admitted as a session.
-type sessionAdmission struct {
-	Client uint64
-	Key    string
-	ID     string
-	Hello  fleet.SessionHello
-}
-
-// sessionGateStub admits the operator key caller and sessions of apps.
-type sessionGateStub struct {
-	apps   map[string]fleet.App
-	caller string
-	now    func() time.Time
-
-	mu       sync.Mutex
-	admitted []sessionAdmission
-	refused  []string
-}
-
-func (g *sessionGateStub) Check(c server.ClientAuthentication) bool {
-	ok, why := g.check(c)
-	if !ok {
-		g.mu.Lock()
-		g.refused = append(g.refused, why)
-		g.mu.Unlock()
-	}
-	return ok
-}
-
-func (g *sessionGateStub) check(c server.ClientAuthentication) (bool, string) {
-	o := c.GetOpts()
-	if o == nil || !nkeys.IsValidPublicUserKey(o.Nkey) {
-		return false, "no user nkey"
-	}
-	sig, err := base64.RawURLEncoding.DecodeString(o.Sig)
-	if err != nil {
-		if sig, err = base64.StdEncoding.DecodeString(o.Sig); err != nil {
-			return false, "signature not base64"
+			return
 		}
 	}
-	pub, err := nkeys.FromPublicKey(o.Nkey)
-	if err != nil || pub.Verify(c.GetNonce(), sig) != nil {
-		return false, "the signature over the nonce does not verify"
-	}
-	if o.Nkey == g.caller {
-		c.RegisterUser(&server.User{Username: "op-sessions", Permissions: &server.Permissions{
-			Publish:   &server.SubjectPermission{Allow: []string{fleet.CallerSessionCallsWildcard(g.caller)}},
-			Subscribe: &server.SubjectPermission{Allow: []string{fleet.InboxRoot + "." + g.caller + ".>"}},
-		}})
-		return true, ""
-	}
-	if o.Token == "" || len(o.Token) > fleet.MaxSessionHello {
-		return false, "no session hello"
-	}
-	var h fleet.SessionHello
-	dec := json.NewDecoder(strings.NewReader(o.Token))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&h); err != nil {
-		return false, "hello: " + err.Error()
-	}
-	app, ok := g.apps[h.App]
-	if !ok {
-		return false, "unknown app " + h.App
-	}
-	if app.Admission == fleet.AdmissionSigned {
-		claims, err := fleet.ParseSessionToken(h.Token, app.Key, g.now())
-		switch {
-		case err != nil:
-			return false, "token: " + err.Error()
-		case claims.App != h.App:
-			return false, "token for app " + claims.App
-		case claims.Key != "" && claims.Key != o.Nkey:
-			return false, "token bound to another key"
-		}
-		// A token admits once here (standing in for its expiry): a
-		// reconnect must bring a fresh one.
-		g.mu.Lock()
-		for _, a := range g.admitted {
-			if a.Hello.Token == h.Token {
-				g.mu.Unlock()
-				return false, "token already used"
-			}
-		}
-		g.mu.Unlock()
-	}
-	id := fleet.SessionID(h.App, o.Nkey)
-	subs := make([]string, len(app.Functions))
-	for i, fn := range app.Functions {
-		subs[i] = fleet.SessionFnWildcard(id, fn)
-	}
-	c.RegisterUser(&server.User{Username: "session:" + id, Permissions: &server.Permissions{
-		Publish:   &server.SubjectPermission{Allow: []string{fleet.MachineReplies(id)}},
-		Subscribe: &server.SubjectPermission{Allow: subs},
-	}})
-	g.mu.Lock()
-	g.admitted = append(g.admitted, sessionAdmission{Client: c.GetID(), Key: o.Nkey, ID: id, Hello: h})
-	g.mu.Unlock()
-	return true, ""
-}
-
-// admissions returns the sessions admitted so far, in order.
-func (g *sessionGateStub) admissions() []sessionAdmission {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	return append([]sessionAdmission(nil), g.admitted...)
+	t.Fatalf("no connection of user session:%s", id)
 }
 
 // callSession calls fn on session id as the workbench does: on
@@ -479,6 +421,23 @@ func checkMeasurement(t *testing.T, m *nats.Msg, lt *latencyTarget, callID strin
 	return r
 }
 
+// checkResult checks a latencyCheck result the workbench returned: count
+// fetches of lt's /ok, all answered.
+func checkResult(t *testing.T, r bench.Reply, lt *latencyTarget, count int) latencyResult {
+	t.Helper()
+	var res latencyResult
+	dec := json.NewDecoder(strings.NewReader(string(r.Result)))
+	dec.DisallowUnknownFields()
+	if r.Status != bench.StatusOK || dec.Decode(&res) != nil {
+		t.Fatalf("reply of %s: %+v (result %s), want a latencyCheck result", r.Target(), r, r.Result)
+	}
+	if res.URL != lt.URL+"/ok" || res.Count != count || res.Status != http.StatusOK || res.Bytes != len(lt.body) ||
+		!(res.MinMS > 0 && res.MinMS <= res.MedianMS && res.MedianMS <= res.MaxMS) {
+		t.Errorf("reply of %s: %+v, want %d fetches of %s/ok, status 200, %d bytes, 0 < min <= median <= max", r.Target(), res, count, lt.URL, len(lt.body))
+	}
+	return res
+}
+
 // wantCallError checks that m is the error answer code whose description
 // contains want, with the call's headers echoed.
 func wantCallError(t *testing.T, m *nats.Msg, code int, want, callID string, body []byte) {
@@ -563,10 +522,13 @@ func TestSessionJSNodeLatencyCheck(t *testing.T) {
 	if id != fleet.SessionID("demo", key) {
 		t.Fatalf("the session says its id is %q; fleet.SessionID(demo, %s) is %q", id, key, fleet.SessionID("demo", key))
 	}
-	adm := st.gate.admissions()
-	if len(adm) != 1 || adm[0].Key != key || adm[0].Hello.App != "demo" || adm[0].Hello.Token != "" ||
-		adm[0].Hello.Platform != fleet.PlatformDevice || adm[0].Hello.AppVersion != "e2e-1" {
-		t.Fatalf("admitted %+v: want one session of demo with key %s, no token, platform device, app version e2e-1", adm, key)
+	// The control service admitted it as what it is: a public session of
+	// demo, no user, from the address its broker saw (placed by the
+	// sites map), with what it declared.
+	s := st.sessionOf(t, fleet.SessionQuery{Where: map[string]string{"app": "demo"}}, func(s fleet.Session) bool { return s.ID == id })
+	if s.Admission != fleet.AdmissionPublic || s.User != "" || s.IP != nbAddr || s.Location == nil || s.Location.City != "New Brunswick" ||
+		s.Declared.Platform != fleet.PlatformDevice || s.Declared.AppVersion != "e2e-1" {
+		t.Fatalf("session %+v: want one public session of demo from %s in New Brunswick, platform device, app version e2e-1", s, nbAddr)
 	}
 
 	body := []byte(`{"url":"` + lt.URL + `/ok","count":"3"}`) // as cc-bench --arg sends them
@@ -735,11 +697,13 @@ func TestSessionJSNodeFunctions(t *testing.T) {
 	}
 }
 
-// TestSessionJSNodeReconnect: a session of a signed app joins with a
-// token its token function signed with the app's seed (bound to its
-// key); when its connection drops it joins again by itself, with the
-// same key (so the same id) and a fresh token (waited for, not dialed
-// without), and answers calls again.
+// TestSessionJSNodeReconnect: a session of a signed app joins through
+// the real callout with a token its token function signed with the app's
+// seed (bound to its key); when the broker drops its connection it joins
+// again by itself, with the same key (so the same id) and a fresh token
+// (waited for, not dialed without: the control service lists the new
+// token's claims, and its audit shows no refused session), and answers
+// calls again.
 func TestSessionJSNodeReconnect(t *testing.T) {
 	node, dir := nodeReady(t)
 	st := startSessionStack(t, fleet.AppRequest{Name: "shop", Functions: []string{"latencyCheck"}})
@@ -748,41 +712,32 @@ func TestSessionJSNodeReconnect(t *testing.T) {
 	// than the first reconnect's backoff (at most 625 ms), so a session
 	// that redialed at once would present its spent token.
 	p := startNode(t, node, dir, "e2e/session.mjs", "--server", st.WSURL, "--app", "shop",
-		"--app-seed", st.Seeds["shop"], "--token-time", strconv.FormatInt(sessionTokenTime.Unix(), 10), "--token-delay-ms", "1500")
-	id := p.wait(t, "the session to join", 30*time.Second, isEvent("joined")).str("id")
+		"--app-seed", st.Seeds["shop"], "--token-delay-ms", "1500")
+	joined := p.wait(t, "the session to join", 30*time.Second, isEvent("joined"))
+	id, key := joined.str("id"), joined.str("key")
+	if id != fleet.SessionID("shop", key) {
+		t.Fatalf("the session says its id is %q; fleet.SessionID(shop, %s) is %q", id, key, fleet.SessionID("shop", key))
+	}
 	body := []byte(`{"url":"` + lt.URL + `/ok","count":"1"}`)
 	checkMeasurement(t, st.callSession(t, id, "latencyCheck", body, "c1", ""), lt, "c1", body, 1)
 
-	claimsOf := func(a sessionAdmission) fleet.SessionTokenClaims {
-		c, err := fleet.ParseSessionToken(a.Hello.Token, st.gate.apps["shop"].Key, sessionTokenTime)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return c
+	shop := fleet.SessionQuery{Where: map[string]string{"app": "shop"}}
+	first := st.sessionOf(t, shop, func(s fleet.Session) bool { return s.ID == id })
+	if first.Admission != fleet.AdmissionSigned || first.User != "e2e-user" || first.Claims["fetch"] != "1" {
+		t.Fatalf("the first admission %+v: want signed, user e2e-user, the first token (fetch 1)", first)
 	}
-	first := st.gate.admissions()
-	if len(first) != 1 || first[0].ID != id {
-		t.Fatalf("admitted %+v: want the one session %s", first, id)
-	}
-	if c := claimsOf(first[0]); c.App != "shop" || c.Subject != "e2e-user" || c.Key != first[0].Key || c.Claims["fetch"] != "1" {
-		t.Fatalf("the first token says %+v: want app shop, sub e2e-user, bound to %s, fetch 1", c, first[0].Key)
-	}
-	if err := st.srv.DisconnectClientByID(first[0].Client); err != nil {
-		t.Fatal(err)
-	}
+	st.kick(t, id)
 	p.wait(t, "the session to reconnect", 30*time.Second, func(ev jsEvent) bool {
 		return ev.str("event") == "status" && ev.str("type") == "reconnect"
 	})
-	again := st.gate.admissions()
-	if len(again) != 2 || again[1].ID != id || again[1].Key != first[0].Key || claimsOf(again[1]).Claims["fetch"] != "2" {
-		t.Fatalf("admitted %+v after the drop: want the same key and id with a fresh token (fetch 2)", again)
+	// Admitted again with the same key and id and a fresh token.
+	again := st.sessionOf(t, shop, func(s fleet.Session) bool { return s.Claims["fetch"] == "2" })
+	if again.ID != id || again.User != "e2e-user" {
+		t.Fatalf("after the drop the service lists %+v: want session %s again, with a fresh token (fetch 2)", again, id)
 	}
 	// It waited for the fresh token rather than dial with the spent one.
-	st.gate.mu.Lock()
-	refused := st.gate.refused
-	st.gate.mu.Unlock()
-	if len(refused) != 0 {
-		t.Errorf("the broker refused the session's reconnects: %q", refused)
+	if refused := st.sessionRefusals(t); len(refused) != 0 {
+		t.Errorf("the callout refused the session's reconnects: %q", refused)
 	}
 	// Re-subscribed: the same id answers again.
 	stacktest.WaitFor(t, "latencyCheck answered after the reconnect", 20*time.Second, func() bool {
@@ -791,8 +746,9 @@ func TestSessionJSNodeReconnect(t *testing.T) {
 	})
 }
 
-// TestSessionJSNodeRefused: a session the broker refuses (a token signed
-// by another key than the app's) fails to join with an error saying so.
+// TestSessionJSNodeRefused: a session the callout refuses (a token signed
+// by another key than the app's) fails to join with an error saying so,
+// and the audit records the refusal with its reason.
 func TestSessionJSNodeRefused(t *testing.T) {
 	node, dir := nodeReady(t)
 	st := startSessionStack(t, fleet.AppRequest{Name: "shop", Functions: []string{"latencyCheck"}})
@@ -801,7 +757,7 @@ func TestSessionJSNodeRefused(t *testing.T) {
 		t.Fatal(err)
 	}
 	p := startNode(t, node, dir, "e2e/session.mjs", "--server", st.WSURL, "--app", "shop",
-		"--app-seed", string(stacktest.Seed(t, other)), "--token-time", strconv.FormatInt(sessionTokenTime.Unix(), 10))
+		"--app-seed", string(stacktest.Seed(t, other)))
 	ev := p.wait(t, "the join to fail", 30*time.Second, func(ev jsEvent) bool {
 		return ev.str("event") == "failed" || ev.str("event") == "joined"
 	})
@@ -809,12 +765,143 @@ func TestSessionJSNodeRefused(t *testing.T) {
 		!strings.HasPrefix(ev.str("error"), want) || !strings.Contains(ev.str("error"), "the broker refused the session") {
 		t.Fatalf("got %v: want the join to fail with %q… the broker refused the session", ev, want)
 	}
-	st.gate.mu.Lock()
-	refused := st.gate.refused
-	st.gate.mu.Unlock()
+	var refused []string
+	stacktest.WaitFor(t, "the refusal in the audit", 10*time.Second, func() bool {
+		refused = st.sessionRefusals(t)
+		return len(refused) > 0
+	})
 	if len(refused) != 1 || !strings.Contains(refused[0], "not signed by the app's key") {
-		t.Errorf("the gate refused %q: want one refusal of a token not signed by the app's key", refused)
+		t.Errorf("the callout refused %q: want one refusal of a token not signed by the app's key", refused)
 	}
+	if ss, err := st.Bench.Sessions(ctxFor(t), fleet.SessionQuery{}); err != nil || len(ss) != 0 {
+		t.Errorf("sessions %+v (%v): want none", ss, err)
+	}
+}
+
+// TestSessionJSNodeByLocation is issue #13's end to end: the broker with
+// its WebSocket listener, the control service, a public and a signed app,
+// sessions of the JavaScript library running in Node.js from two loopback
+// addresses that the sites map places in New Brunswick and Newark (New
+// Jersey). The workbench, calling latencyCheck by location, gets exactly
+// the New Brunswick sessions' measurements (of both apps), each as the
+// control service knows the session; a Node process killed makes its
+// session "left" for a workbench watching sessions.
+func TestSessionJSNodeByLocation(t *testing.T) {
+	node, dir := nodeReady(t)
+	st := startSessionStack(t,
+		fleet.AppRequest{Name: "demo", Functions: []string{"latencyCheck"}, Public: true},
+		fleet.AppRequest{Name: "shop", Functions: []string{"latencyCheck"}})
+	lt := startLatencyTarget(t)
+	type nodeSession struct {
+		app, from string
+		p         *nodeProc
+		id        string
+	}
+	sessions := []*nodeSession{{app: "demo", from: nbAddr}, {app: "demo", from: nbAddr}, {app: "shop", from: nbAddr},
+		{app: "demo", from: newarkAddr}, {app: "shop", from: newarkAddr}}
+	for _, s := range sessions {
+		args := []string{"e2e/session.mjs", "--server", st.WSURL, "--app", s.app, "--local-address", s.from}
+		if s.app == "shop" {
+			args = append(args, "--app-seed", st.Seeds["shop"])
+		}
+		s.p = startNode(t, node, dir, args...)
+	}
+	byID := map[string]*nodeSession{}
+	var nbIDs []string
+	for _, s := range sessions {
+		s.id = s.p.wait(t, "a "+s.app+" session from "+s.from+" to join", 30*time.Second, isEvent("joined")).str("id")
+		byID[s.id] = s
+		if s.from == nbAddr {
+			nbIDs = append(nbIDs, s.id)
+		}
+	}
+	var all []string
+	for id := range byID {
+		all = append(all, id)
+	}
+	awaitSessions(t, st.Bench, fleet.SessionQuery{}, all...)
+	nb := fleet.SessionQuery{Where: map[string]string{"city": "New Brunswick", "region": "New Jersey"}}
+	for _, s := range awaitSessions(t, st.Bench, nb, nbIDs...) {
+		if s.IP != nbAddr || s.Location == nil || *s.Location != newBrunswick || s.App != byID[s.ID].app {
+			t.Errorf("session %+v: want app %s from %s in New Brunswick", s, byID[s.ID].app, nbAddr)
+		}
+	}
+
+	// A workbench watching sessions, to see one leave.
+	events := make(chan fleet.SessionEvent, 64)
+	wctx, stopWatch := context.WithCancel(ctxFor(t))
+	watched := make(chan struct{})
+	var watchErr error
+	go func() {
+		defer close(watched)
+		watchErr = st.Bench.WatchSessions(wctx, func(ev fleet.SessionEvent) {
+			select {
+			case events <- ev:
+			case <-wctx.Done():
+			}
+		})
+	}()
+	t.Cleanup(func() { stopWatch(); <-watched })
+	waitEvent := func(what string, match func(fleet.SessionEvent) bool) fleet.SessionEvent {
+		t.Helper()
+		deadline := time.After(20 * time.Second)
+		for {
+			select {
+			case ev := <-events:
+				if match(ev) {
+					return ev
+				}
+			case <-watched:
+				t.Fatalf("waiting for %s: the watch ended: %v", what, watchErr)
+			case <-deadline:
+				t.Fatalf("waiting for %s: nothing after 20s", what)
+			}
+		}
+	}
+	waitEvent("the watch to sync", func(ev fleet.SessionEvent) bool { return ev.Event == bench.EventSynced })
+
+	res, err := st.Bench.Call(ctxFor(t), "latencyCheck", map[string]any{"url": lt.URL + "/ok", "count": "2"},
+		bench.CallOptions{Sessions: &nb, Timeout: 20 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Expected != len(nbIDs) || !res.AllOK() || res.TimedOut || len(res.Unexpected) != 0 || len(res.Replied) != len(nbIDs) {
+		t.Fatalf("the call by location: %+v, replies %+v; want the %d New Brunswick sessions answering", res.Summary, res.Replied, len(nbIDs))
+	}
+	var replied []string
+	for _, r := range res.Replied {
+		replied = append(replied, r.Session)
+		s := byID[r.Session]
+		if s == nil || s.from != nbAddr || r.App != s.app || r.Location == nil || *r.Location != newBrunswick {
+			t.Errorf("reply %+v: want a New Brunswick session's, with its app and location", r)
+		}
+		checkResult(t, r, lt, 2)
+	}
+	sort.Strings(replied)
+	sort.Strings(nbIDs)
+	if !reflect.DeepEqual(replied, nbIDs) {
+		t.Errorf("replies from %v, want exactly the New Brunswick sessions %v", replied, nbIDs)
+	}
+	if n := lt.hits.Load(); n != int64(2*len(nbIDs)) {
+		t.Errorf("the target got %d requests, want %d (2 from each New Brunswick session, none from Newark)", n, 2*len(nbIDs))
+	}
+
+	// A Node process killed: its session leaves.
+	gone := sessions[1]
+	if err := gone.p.cmd.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	left := waitEvent("session "+gone.id+" to leave", func(ev fleet.SessionEvent) bool { return ev.Event == fleet.EventLeft })
+	if left.Session.ID != gone.id || left.Session.App != "demo" {
+		t.Errorf("left %+v: want the killed process's session %s", left.Session, gone.id)
+	}
+	var still []string
+	for _, id := range nbIDs {
+		if id != gone.id {
+			still = append(still, id)
+		}
+	}
+	awaitSessions(t, st.Bench, nb, still...)
 }
 
 // TestSessionJSBrowser: the browser example (examples/browser), bundled
@@ -857,21 +944,37 @@ func TestSessionJSBrowser(t *testing.T) {
 	site := httptest.NewServer(mux)
 	t.Cleanup(site.Close)
 
-	st := startSessionStack(t, fleet.AppRequest{Name: "demo", Functions: []string{"latencyCheck"}, Public: true})
+	// Only the test page's origin may open a WebSocket from a browser.
+	st := startSessionStackOrigins(t, []string{site.URL}, fleet.AppRequest{Name: "demo", Functions: []string{"latencyCheck"}, Public: true})
 	lt := startLatencyTarget(t)
 	p := startNode(t, node, dir, "e2e/browser.mjs", "--chromium", chromium,
 		"--page", site.URL+"/?server="+st.WSURL+"&app=demo")
 	id := p.wait(t, "the page to join", 60*time.Second, isEvent("joined")).str("id")
-	adm := st.gate.admissions()
-	if len(adm) != 1 || adm[0].ID != id || adm[0].Hello.Platform != fleet.PlatformBrowser ||
-		!strings.Contains(adm[0].Hello.UserAgent, "Chrome") || adm[0].Hello.AppVersion != "browser-example-1" {
-		t.Fatalf("admitted %+v: want the page's session %s, platform browser, a Chrome user agent", adm, id)
+	s := st.sessionOf(t, fleet.SessionQuery{Where: map[string]string{"app": "demo"}}, func(s fleet.Session) bool { return s.ID == id })
+	if s.Admission != fleet.AdmissionPublic || s.Declared.Platform != fleet.PlatformBrowser ||
+		!strings.Contains(s.Declared.UserAgent, "Chrome") || s.Declared.AppVersion != "browser-example-1" ||
+		s.IP != nbAddr || s.Location == nil || s.Location.City != "New Brunswick" {
+		t.Fatalf("session %+v: want the page's public session %s, platform browser, a Chrome user agent, from %s in New Brunswick", s, id, nbAddr)
 	}
 
 	body := []byte(`{"url":"` + lt.URL + `/ok","count":"5"}`)
 	checkMeasurement(t, st.callSession(t, id, "latencyCheck", body, "b1", ""), lt, "b1", body, 5)
 	if n := lt.hits.Load(); n != 5 {
 		t.Errorf("the target got %d requests from the browser, want 5", n)
+	}
+	// The workbench, calling by location, gets the browser's measurement.
+	nb := fleet.SessionQuery{Where: map[string]string{"city": "New Brunswick", "region": "New Jersey"}}
+	res, err := st.Bench.Call(ctxFor(t), "latencyCheck", map[string]any{"url": lt.URL + "/ok", "count": "2"},
+		bench.CallOptions{Sessions: &nb, Timeout: 20 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Expected != 1 || !res.AllOK() || len(res.Replied) != 1 || res.Replied[0].Session != id {
+		t.Fatalf("the call by location: %+v, replies %+v; want the page's session %s answering", res.Summary, res.Replied, id)
+	}
+	checkResult(t, res.Replied[0], lt, 2)
+	if n := lt.hits.Load(); n != 7 {
+		t.Errorf("the target got %d requests from the browser, want 7", n)
 	}
 
 	if _, err := io.WriteString(p.stdin, "reload\n"); err != nil {

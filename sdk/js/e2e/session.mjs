@@ -5,6 +5,7 @@
 //   node e2e/session.mjs --server ws://127.0.0.1:PORT --app demo
 //        [--app-seed SA… [--token-time UNIX] [--token-delay-ms N]] [--call-timeout-ms N]
 //        [--test-functions] [--max-concurrent N] [--try-expose NAME]
+//        [--local-address 127.0.0.x]
 //
 // --app-seed gives the session a token function, as a signed app's
 // backend would: each call (one per connection) signs a fresh token with
@@ -17,13 +18,16 @@
 // function, which is no JSON) and big (a result of --arg bytes).
 // --try-expose exposes one more function and reports whether the broker
 // let it ("exposed" or "refused").
+//
+// --local-address dials the broker from that local address (ws's
+// localAddress option), so that sessions on one machine come from
+// different loopback addresses, which the control service's sites map
+// places in different cities.
 import { parseArgs } from "node:util";
 import { WebSocket } from "ws";
 
 import { CallError, connectSession, latencyCheck, signSessionToken } from "../dist/index.js";
 
-// Node.js 20 has no global WebSocket: the library uses ws's.
-globalThis.WebSocket = WebSocket;
 
 const { values: flags } = parseArgs({
   options: {
@@ -36,8 +40,20 @@ const { values: flags } = parseArgs({
     "test-functions": { type: "boolean", default: false },
     "max-concurrent": { type: "string" },
     "try-expose": { type: "string" },
+    "local-address": { type: "string" },
   },
 });
+
+// Node.js 20 has no global WebSocket: the library uses ws's (dialing
+// from --local-address when given).
+const localAddress = flags["local-address"];
+globalThis.WebSocket = localAddress
+  ? class extends WebSocket {
+      constructor(url, protocols, options) {
+        super(url, protocols, { ...options, localAddress });
+      }
+    }
+  : WebSocket;
 const out = (o) => process.stdout.write(JSON.stringify(o) + "\n");
 
 let tokens = 0;
