@@ -444,9 +444,17 @@ func (c *callout) decideAt(req *jwt.AuthorizationRequestClaims, site string) (*j
 	if ci.Kind == leafKind {
 		return c.decideLeaf(req, site)
 	}
+	if limitedAddress(req, site) {
+		if err := c.limitAddress(req); err != nil {
+			return nil, err
+		}
+	}
 	if opts.Token != "" {
 		return c.decideSession(req, site) // only sessions send a token
 	}
+	// Over the hub's WebSocket listener nothing unknown is recorded (a
+	// remote site's requests are bounded by the site's rate instead).
+	overWS := site == "" && ci.Type == wsClientType
 	if opts.Nkey == "" {
 		return nil, c.refuseAt("unknown", opts.Name, opts.Nkey, ci.Host, site, "no nkey presented: agents connect with the machine's nkey (cc-agent --key FILE), operators with theirs (cc-bench --key FILE)")
 	}
@@ -485,6 +493,12 @@ func (c *callout) decideAt(req *jwt.AuthorizationRequestClaims, site string) (*j
 	// the details, in the hub's log and audit, would tell a probing site
 	// which ids the registry holds and where.
 	m, ok := c.reg.Machine(id)
+	if !ok && overWS {
+		// The WebSocket listener is public: anyone may make up machine
+		// ids there, and recording them would push real machines out of
+		// the pending list. Unknown machines are met on the client port.
+		return nil, c.refuseAt("agent", id, opts.Nkey, ci.Host, site, wsUnknownMachine(id))
+	}
 	if !ok {
 		reason := fmt.Sprintf("machine %s is not in the registry; accept it with: cc-bench machines accept %s", id, id)
 		if site != "" {
@@ -501,6 +515,10 @@ func (c *callout) decideAt(req *jwt.AuthorizationRequestClaims, site string) (*j
 		if site != "" {
 			reason = fmt.Sprintf("machine %s (at site %s's broker) presented key %s, not the key on record; if the machine was rebuilt, re-accept it with: cc-bench machines accept %s --site %s", id, site, opts.Nkey, id, site)
 		}
+		if overWS {
+			return nil, c.refuseAt("agent", id, opts.Nkey, ci.Host, site, fmt.Sprintf(
+				"machine %s presented a key that is not the key on record, over WebSocket; a rebuilt machine connects on the client port (where its new key is recorded as pending), or an operator gives it its new key with: cc-bench machines add %s --pubkey KEY --replace", id, id))
+		}
 		c.reg.RecordPendingAt(id, opts.Nkey, ci.Host, site, "key does not match the key on record")
 		return nil, c.refuseSite("agent", id, id, opts.Nkey, ci.Host, site, reason)
 	}
@@ -512,6 +530,12 @@ func (c *callout) decideAt(req *jwt.AuthorizationRequestClaims, site string) (*j
 	uc.Permissions = agentPermissions(id)
 	c.granted("agent", id)
 	return uc, nil
+}
+
+// wsUnknownMachine is the refusal of an unregistered machine id over
+// WebSocket: it is not recorded as pending.
+func wsUnknownMachine(id string) string {
+	return fmt.Sprintf("machine %s is not in the registry, and machines unknown to the registry are not recorded over WebSocket: connect it first on the client port (it is then pending: cc-bench machines accept %s), or register it with: cc-bench machines add %s --pubkey KEY", id, id, id)
 }
 
 func (c *callout) userClaims(req *jwt.AuthorizationRequestClaims, name, site string) *jwt.UserClaims {
