@@ -14,6 +14,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/commandcontrol/commandcontrol/fleet"
+	"github.com/commandcontrol/commandcontrol/internal/termsafe"
 	"github.com/nats-io/jwt/v2"
 )
 
@@ -147,7 +148,7 @@ func (c *callout) decideSession(req *jwt.AuthorizationRequestClaims, site string
 		if claims.Key != "" && claims.Key != opts.Nkey {
 			return nil, refuse(who, fmt.Sprintf("app %s: the session token is bound to key %s, not to the key %s presented", app.Name, boundClientText(claims.Key), opts.Nkey))
 		}
-		s.User, s.Claims = claims.Subject, claims.Claims
+		s.User, s.Claims = signedUser(claims)
 	case fleet.AdmissionPublic:
 		if hello.Token != "" {
 			return nil, refuse(who, fmt.Sprintf("app %s is public: its sessions present no token (leave it out)", app.Name))
@@ -249,6 +250,27 @@ func parseSessionHello(token string) (fleet.SessionHello, error) {
 		return h, fmt.Errorf("%s", boundClientText(err.Error()))
 	}
 	return h, nil
+}
+
+// signedUser is the user and claims of a session token, without control
+// or format characters (they could move a terminal's cursor or reorder
+// the text where an operator reads them): the app's backend signed them,
+// but they may come from its users. The token bounds their lengths.
+func signedUser(c fleet.SessionTokenClaims) (string, map[string]string) {
+	user := cleanDeclared(c.Subject, len(c.Subject))
+	if user == "" {
+		user = termsafe.String(c.Subject) // only such characters: shown escaped
+	}
+	if len(c.Claims) == 0 {
+		return user, c.Claims
+	}
+	claims := make(map[string]string, len(c.Claims))
+	for k, v := range c.Claims {
+		if k = cleanDeclared(k, len(k)); k != "" {
+			claims[k] = cleanDeclared(v, len(v))
+		}
+	}
+	return user, claims
 }
 
 // declared is what hello says of the session, cut to sane lengths and

@@ -15,6 +15,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/commandcontrol/commandcontrol/fleet"
+	"github.com/commandcontrol/commandcontrol/internal/termsafe"
 	"github.com/nats-io/jwt/v2"
 	"github.com/nats-io/nkeys"
 )
@@ -581,4 +582,28 @@ func FuzzSessionHello(f *testing.F) {
 			}
 		}
 	})
+}
+
+// TestSessionSignedUserCleaned: the user and claims of a signed token
+// reach presence without control or format characters.
+func TestSessionSignedUserCleaned(t *testing.T) {
+	f, g, _, bank := sessionFixture(t)
+	kp, pub := newUser(t)
+	tok := signToken(t, fleet.SessionTokenClaims{App: "bank", Subject: "mallory\x1b[2J\u202e", IssuedAt: calloutTime.Unix(), Expires: calloutTime.Add(time.Minute).Unix(),
+		Key: pub, Claims: map[string]string{"tier\x07": "gold\x1b]0;pwned\x07", "\u2066": "x"}}, bank.Seed)
+	if _, err := f.c.decide(sessionRequest(t, kp, hello(t, fleet.SessionHello{App: "bank", Token: tok}))); err != nil {
+		t.Fatal(err)
+	}
+	s := g.all()[0]
+	if s.User != "mallory[2J" {
+		t.Errorf("user %q", s.User)
+	}
+	if len(s.Claims) != 1 || s.Claims["tier"] != "gold]0;pwned" {
+		t.Errorf("claims %q", s.Claims)
+	}
+	for k, v := range s.Claims {
+		if !termsafe.Safe(k) || !termsafe.Safe(v) {
+			t.Errorf("claim %q=%q unsafe to print", k, v)
+		}
+	}
 }
