@@ -366,6 +366,7 @@ func (s *Service) Start(ctx context.Context) error {
 		s.Close()
 		return err
 	}
+	s.warnOrigins(s.reg.Apps()...)
 	return nil
 }
 

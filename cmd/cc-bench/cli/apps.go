@@ -29,7 +29,13 @@ and the functions those sessions may expose (admins).
          keeps only its public half): --key-out FILE writes it to a new
          file of mode 0600 instead of printing it. --public admits anyone
          loading the app's page, without a token (rate-limited per address,
-         capped by --max-sessions)
+         capped by --max-sessions). --origins records the web origins
+         the app's pages are served from, for people to read: it is NOT
+         enforced (the broker does not tell the control service a
+         connection's Origin). Browsers are held only to the broker's own
+         list, cc-control --websocket-origins, for every app alike; the
+         control service logs a warning when that list is empty (any page
+         may connect) or leaves out an origin of the app
   rm     remove an app; its sessions are closed at once
   token  sign a session token offline with the app's key, as the app's
          backend does (for tests and scripts): --key is then the app's
@@ -63,7 +69,7 @@ func runApps(e *env, args []string) error {
 	fs.StringVar(&f.functions, "functions", "", "for add: the functions its sessions may expose, `FN,…`")
 	fs.BoolVar(&f.public, "public", false, "for add: admit anyone loading the app's page, without a session token")
 	fs.IntVar(&f.maxSessions, "max-sessions", 0, "for add: cap the app's ONLINE sessions at `N` (0: the service's default)")
-	fs.StringVar(&f.origins, "origins", "", "for add: the web origins its pages are served from, `URL,…`")
+	fs.StringVar(&f.origins, "origins", "", "for add: the web origins its pages are served from, `URL,…` (shown, not enforced: browsers are held to cc-control --websocket-origins)")
 	fs.StringVar(&f.keyOut, "key-out", "", "for add: write a signed app's signing key to the new `FILE` (mode 0600) instead of printing it")
 	fs.StringVar(&f.user, "user", "", "for token: the user `ID` the token admits (its sub)")
 	fs.DurationVar(&f.ttl, "ttl", 15*time.Minute, "for token: how long the token admits, `D`, at most 24h")
