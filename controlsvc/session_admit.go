@@ -23,9 +23,10 @@ import (
 // send one. It proves a key of its own (the nonce signature, as every
 // client); the app must be registered; a signed app's session presents a
 // token its backend signed with the app key; a public app's sessions are
-// anonymous. Every session attempt is rate-limited per source address
-// before any signature is checked, and each app's ONLINE sessions are
-// capped. The session gets credentials for exactly its app's functions
+// anonymous. Every session attempt, and every connection over the public
+// WebSocket listener, is rate-limited per source address (an IPv6
+// address's /64) before any signature is checked, and each app's ONLINE
+// sessions are capped. The session gets credentials for exactly its app's functions
 // under its own id, and the replies to them.
 
 // sessionUserPrefix starts the user name of a session's connection:
@@ -38,8 +39,8 @@ const sessionAppTagPrefix = "app:"
 // Session admission defaults.
 const (
 	// DefaultSessionRatePerIP is Config.SessionRatePerIP's default:
-	// session connection attempts per second one source address may make,
-	// sustained.
+	// session (or WebSocket) connection attempts per second one source
+	// address may make, sustained.
 	DefaultSessionRatePerIP = 5.0
 	// DefaultSessionBurstPerIP is Config.SessionBurstPerIP's default.
 	DefaultSessionBurstPerIP = 20
@@ -47,7 +48,8 @@ const (
 	// ONLINE sessions of an app registered without max_sessions.
 	DefaultMaxSessionsPerApp = 10000
 	// maxSessionIPs bounds the source addresses whose attempts are
-	// remembered; past it the idle ones are forgotten first.
+	// remembered; past it the ones as good as new are forgotten, and
+	// the others never (newcomers then share one bucket: ipLimiter).
 	maxSessionIPs = 1 << 16
 )
 
@@ -83,7 +85,8 @@ func (noSessions) closeApp(context.Context, string) int { return 0 }
 // sessionAdmission holds the callout's session settings.
 type sessionAdmission struct {
 	gate sessionGate
-	// perIP bounds each source address's session attempts (nil: none).
+	// perIP bounds each source address's session and WebSocket attempts
+	// (nil: none).
 	perIP *ipLimiter
 	// maxPerApp caps the ONLINE sessions of an app without max_sessions.
 	maxPerApp int
