@@ -4,6 +4,7 @@ import (
 	"encoding/base64"
 	"fmt"
 	"testing"
+	"time"
 
 	"github.com/nats-io/jwt/v2"
 	"github.com/nats-io/nkeys"
@@ -56,7 +57,9 @@ func BenchmarkCalloutAuthorise(b *testing.B) {
 // attempt refused by the per-address limit (a flood from one address over
 // WebSocket: made-up machine ids, or session hellos), as in production:
 // decrypt, decode, the limiter's lookup, then sign and encrypt the
-// refusal. "decide" is the decision alone (what precedes the answer).
+// refusal. "decide" is the decision alone (what precedes the answer);
+// "shared-worker" is what the workers shared with agents and operators
+// spend on it (decrypt and decode) before the sessions' workers take it.
 func BenchmarkCalloutRefusedPerAddress(b *testing.B) {
 	f := newCalloutFixture(&testing.T{})
 	f.c.onRefuse = func(kind, who, ip, reason string) {} // production counts it
@@ -98,6 +101,17 @@ func BenchmarkCalloutRefusedPerAddress(b *testing.B) {
 			for i := 0; b.Loop(); i++ {
 				if _, err := f.c.decideAt(reqs[i%len(reqs)], ""); err == nil {
 					b.Fatal("admitted")
+				}
+			}
+		})
+		b.Run(kind+"/shared-worker", func(b *testing.B) {
+			// What a shared worker spends before passing the request to
+			// the sessions' workers (see handle).
+			b.ReportAllocs()
+			for i := 0; b.Loop(); i++ {
+				req, err := f.c.decodeQueued(sealed[i%len(sealed)], serverXPub, "", time.Time{})
+				if err != nil || !limitedAddress(req, "") {
+					b.Fatal(err)
 				}
 			}
 		})

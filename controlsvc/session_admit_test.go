@@ -29,6 +29,15 @@ type fakeGate struct {
 	sessions []fleet.Session
 	closed   []string
 	next     sessionGate
+	// wait, when set, is called with the app of each admission's count
+	// (it may hold the admission).
+	wait func(app string)
+}
+
+func (g *fakeGate) setWait(f func(app string)) {
+	g.mu.Lock()
+	g.wait = f
+	g.mu.Unlock()
 }
 
 func (g *fakeGate) admitted(s fleet.Session) {
@@ -41,6 +50,12 @@ func (g *fakeGate) admitted(s fleet.Session) {
 }
 
 func (g *fakeGate) onlineOf(app string) int {
+	g.mu.Lock()
+	wait := g.wait
+	g.mu.Unlock()
+	if wait != nil {
+		wait(app)
+	}
 	if g.next != nil {
 		return g.next.onlineOf(app)
 	}

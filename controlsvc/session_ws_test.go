@@ -2,10 +2,13 @@ package controlsvc
 
 import (
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/commandcontrol/commandcontrol/fleet"
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nkeys"
 )
 
 // Attacks on admission over the public WebSocket listener, through the
@@ -92,4 +95,50 @@ func TestWebSocketAttemptsLimitedPerAddress(t *testing.T) {
 		return strings.Contains(st.log.String(), "too many session or WebSocket connections from 127.0.0.1")
 	})
 	st.operator(t, admin) // the client port is not limited
+}
+
+// TestSessionFloodDelaysOnlySessions: sessions are answered by workers of
+// their own. With every one of them held inside an admission, agents'
+// and operators' connections are still answered by the shared workers,
+// and no more sessions than those workers are ever being decided.
+func TestSessionFloodDelaysOnlySessions(t *testing.T) {
+	st := startSessionStack(t, func(c *Config) { c.SessionBurstPerIP = 1000 })
+	if err := ctlCall(st.admin, fleet.OpAppsAdd, fleet.AppRequest{Name: "slow", Functions: []string{"latencyCheck"}, Public: true}, nil); err != nil {
+		t.Fatal(err)
+	}
+	release := make(chan struct{})
+	var held atomic.Int32
+	st.gate.setWait(func(app string) {
+		if app == "slow" {
+			held.Add(1)
+			<-release
+		}
+	})
+	t.Cleanup(func() { close(release) }) // before the service stops
+	workers := sessionWorkers()
+	keys := make([]nkeys.KeyPair, workers+8)
+	for i := range keys {
+		keys[i], _ = newKP(t)
+	}
+	for _, kp := range keys {
+		go func() {
+			if nc, _, err := st.session(kp, fleet.SessionHello{App: "slow"}); err == nil {
+				nc.Close()
+			}
+		}()
+	}
+	waitFor(t, "every session worker held", 5*time.Second, func() bool { return held.Load() >= int32(workers) })
+	admin, err := LoadSeed(st.svc.AdminKeyPath())
+	if err != nil {
+		t.Fatal(err)
+	}
+	pub, _ := admin.PublicKey()
+	nc, err := nats.Connect(st.svc.ClientURL(), nats.Name("op"), nats.Nkey(pub, admin.Sign), nats.NoReconnect(), nats.Timeout(5*time.Second))
+	if err != nil {
+		t.Fatalf("an operator's connection while the sessions' workers are held: %v", err)
+	}
+	nc.Close()
+	if n := held.Load(); n > int32(workers) {
+		t.Errorf("%d session admissions held at once, more than the %d session workers: the shared workers took sessions", n, workers)
+	}
 }
