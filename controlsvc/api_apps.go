@@ -17,7 +17,11 @@ func (s *Service) apiAppsAdd(_ context.Context, op operatorIdentity, body []byte
 	if err := decode(body, &r); err != nil {
 		return nil, err
 	}
-	return s.reg.AddApp(r, op.Name)
+	created, err := s.reg.AddApp(r, op.Name)
+	if err == nil {
+		s.warnOrigins(created.App)
+	}
+	return created, err
 }
 
 // apiAppsList answers OpAppsList: the apps with their ONLINE sessions.

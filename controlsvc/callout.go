@@ -60,6 +60,9 @@ type callout struct {
 	// onAudit records a refusal with the key presented; site is the
 	// remote site whose broker asked ("": the hub's own).
 	onAudit func(kind, who, key, ip, site, reason string)
+	// sessionQ, once subscribed, holds the session and WebSocket
+	// requests for workers of their own (nil: answered in turn).
+	sessionQ *lifo
 	// limit bounds each machine's connections (nil: no bound).
 	limit *connLimiter
 	// siteTTL, when above 0 and below ttl, is the lifetime of credentials
@@ -136,11 +139,22 @@ func (c *callout) init() error {
 // they are dropped unanswered, at the cost of a map lookup), served in
 // turn by workers of their own: a site's flood delays only that site's
 // admissions, never the hub's.
+//
+// Sessions, and every connection over the public WebSocket listener,
+// are likewise answered by workers of their own (sessionWorkers) from a
+// bounded stack of their own: the shared workers only decode such a
+// request (the broker's encryption hides what it is until then) and pass
+// it on, so a flood of them delays only sessions and WebSocket clients,
+// never the agents and operators on the client port.
 func (c *callout) subscribe(nc *nats.Conn) (*nats.Subscription, func(), error) {
 	if err := c.init(); err != nil {
 		return nil, nil, err
 	}
 	q := newLIFO(1 << 16)
+	// Sessions' and WebSocket requests, routed here by handle once
+	// decoded, before any request can arrive.
+	ssq := newLIFO(sessionQueueLimit)
+	c.sessionQ = ssq
 	sub, err := nc.QueueSubscribe(AuthCalloutSubject, "cc-control", func(m *nats.Msg) { q.push(m, c.clock()) })
 	if err != nil {
 		return nil, nil, fmt.Errorf("subscribe to auth callout: %w", err)
@@ -170,15 +184,35 @@ func (c *callout) subscribe(nc *nats.Conn) (*nats.Subscription, func(), error) {
 	for range max(1, runtime.GOMAXPROCS(0)/2) {
 		wg.Go(func() { serve(sq.pop) })
 	}
+	for range sessionWorkers() {
+		wg.Go(func() {
+			for {
+				it, ok := ssq.pop()
+				if !ok {
+					return
+				}
+				c.answerSession(it)
+			}
+		})
+	}
 	stop := func() {
 		_ = sub.Unsubscribe()
 		_ = siteSub.Unsubscribe()
 		q.close()
 		sq.close()
+		ssq.close()
 		wg.Wait()
 	}
 	return sub, stop, nil
 }
+
+// sessionWorkers is how many workers answer the sessions' stack (see
+// handle).
+func sessionWorkers() int { return max(1, runtime.GOMAXPROCS(0)/2) }
+
+// sessionQueueLimit bounds the session and WebSocket requests waiting
+// for the sessions' workers (past it the oldest are dropped unanswered).
+const sessionQueueLimit = 4096
 
 // Remote sites' callout requests (see subscribe).
 const (
@@ -198,10 +232,13 @@ const (
 	calloutMaxWait = broker.DefaultAuthTimeout
 )
 
-// queued is a callout request and when it arrived.
+// queued is a callout request and when it arrived; in the sessions'
+// stack, also the request decoded and the broker's xkey.
 type queued struct {
-	m  *nats.Msg
-	at time.Time
+	m    *nats.Msg
+	at   time.Time
+	req  *jwt.AuthorizationRequestClaims
+	xkey string
 }
 
 // lifo is a bounded stack of callout requests: pop takes the newest, and a
@@ -221,13 +258,15 @@ func newLIFO(limit int) *lifo {
 	return q
 }
 
-func (q *lifo) push(m *nats.Msg, at time.Time) {
+func (q *lifo) push(m *nats.Msg, at time.Time) { q.pushItem(queued{m: m, at: at}) }
+
+func (q *lifo) pushItem(it queued) {
 	q.mu.Lock()
 	if q.closed {
 		q.mu.Unlock()
 		return
 	}
-	q.items = pushBounded(q.items, queued{m, at}, q.limit)
+	q.items = pushBounded(q.items, it, q.limit)
 	q.mu.Unlock()
 	q.cond.Signal()
 }
@@ -317,7 +356,7 @@ func (q *siteQueues) push(m *nats.Msg) {
 	if len(st) == 0 {
 		q.turn = append(q.turn, site)
 	}
-	q.stacks[site] = pushBounded(st, queued{m, at}, q.max)
+	q.stacks[site] = pushBounded(st, queued{m: m, at: at}, q.max)
 	q.mu.Unlock()
 	q.cond.Signal()
 }
@@ -366,7 +405,34 @@ func (c *callout) handle(m *nats.Msg, at time.Time) {
 			return
 		}
 	}
-	out, err := c.authorizeQueued(m.Data, serverXKey, site, at)
+	req, err := c.decodeQueued(m.Data, serverXKey, site, at)
+	if err == nil && c.sessionQ != nil && limitedAddress(req, site) {
+		// Sessions and WebSocket connections (the public listener) are
+		// answered by workers of their own: a flood there costs the
+		// shared workers only the decoding, and delays only sessions.
+		c.sessionQ.pushItem(queued{m: m, at: at, req: req, xkey: serverXKey})
+		return
+	}
+	var out []byte
+	if err == nil {
+		out, err = c.answer(req, serverXKey, site)
+	}
+	c.respond(m, out, err)
+}
+
+// answerSession answers a session or WebSocket request from the sessions'
+// stack, unless it waited there past the broker's patience.
+func (c *callout) answerSession(it queued) {
+	if c.stale(it.req, "", it.at) {
+		c.log.Debug("auth callout request skipped", "error", errStaleRequest)
+		return
+	}
+	out, err := c.answer(it.req, it.xkey, "")
+	c.respond(it.m, out, err)
+}
+
+// respond sends out as the answer to m, or logs why there is none.
+func (c *callout) respond(m *nats.Msg, out []byte, err error) {
 	if errors.Is(err, errStaleRequest) {
 		c.log.Debug("auth callout request skipped", "error", err)
 		return
@@ -382,6 +448,16 @@ func (c *callout) handle(m *nats.Msg, at time.Time) {
 // (zero: now): a site's request (or one without an expiry) that waited
 // past calloutMaxWait is stale whatever its expiry says.
 func (c *callout) authorizeQueued(data []byte, serverXKey, site string, received time.Time) ([]byte, error) {
+	req, err := c.decodeQueued(data, serverXKey, site, received)
+	if err != nil {
+		return nil, err
+	}
+	return c.answer(req, serverXKey, site)
+}
+
+// decodeQueued decrypts and decodes a request that arrived at received,
+// or says it is stale (see authorizeQueued).
+func (c *callout) decodeQueued(data []byte, serverXKey, site string, received time.Time) (*jwt.AuthorizationRequestClaims, error) {
 	if err := c.init(); err != nil {
 		return nil, fmt.Errorf("callout keys unusable: %w", err)
 	}
@@ -398,6 +474,15 @@ func (c *callout) authorizeQueued(data []byte, serverXKey, site string, received
 	if err != nil {
 		return nil, fmt.Errorf("malformed request: %w", err)
 	}
+	if c.stale(req, site, received) {
+		return nil, errStaleRequest
+	}
+	return req, nil
+}
+
+// stale tells whether the broker has given up on req, which arrived at
+// received (zero: now) from the brokers of site.
+func (c *callout) stale(req *jwt.AuthorizationRequestClaims, site string, received time.Time) bool {
 	now := c.clock()
 	waited := !received.IsZero() && now.Sub(received) > calloutMaxWait && (site != "" || req.Expires == 0)
 	if (req.Expires != 0 && now.Unix() > req.Expires) || waited {
@@ -409,8 +494,14 @@ func (c *callout) authorizeQueued(data []byte, serverXKey, site string, received
 		// has waited longer than a broker waits, whatever it claims (the
 		// hub's own brokers' expiry is believed: their auth timeout may
 		// be set longer).
-		return nil, errStaleRequest
+		return true
 	}
+	return false
+}
+
+// answer decides req and encodes (and, with serverXKey, encrypts) the
+// broker's response.
+func (c *callout) answer(req *jwt.AuthorizationRequestClaims, serverXKey, site string) ([]byte, error) {
 	resp := jwt.NewAuthorizationResponseClaims(req.UserNkey)
 	resp.Audience = req.Server.ID
 	uc, err := c.decideAt(req, site)
@@ -444,9 +535,17 @@ func (c *callout) decideAt(req *jwt.AuthorizationRequestClaims, site string) (*j
 	if ci.Kind == leafKind {
 		return c.decideLeaf(req, site)
 	}
+	if limitedAddress(req, site) {
+		if err := c.limitAddress(req); err != nil {
+			return nil, err
+		}
+	}
 	if opts.Token != "" {
 		return c.decideSession(req, site) // only sessions send a token
 	}
+	// Over the hub's WebSocket listener nothing unknown is recorded (a
+	// remote site's requests are bounded by the site's rate instead).
+	overWS := site == "" && ci.Type == wsClientType
 	if opts.Nkey == "" {
 		return nil, c.refuseAt("unknown", opts.Name, opts.Nkey, ci.Host, site, "no nkey presented: agents connect with the machine's nkey (cc-agent --key FILE), operators with theirs (cc-bench --key FILE)")
 	}
@@ -485,6 +584,12 @@ func (c *callout) decideAt(req *jwt.AuthorizationRequestClaims, site string) (*j
 	// the details, in the hub's log and audit, would tell a probing site
 	// which ids the registry holds and where.
 	m, ok := c.reg.Machine(id)
+	if !ok && overWS {
+		// The WebSocket listener is public: anyone may make up machine
+		// ids there, and recording them would push real machines out of
+		// the pending list. Unknown machines are met on the client port.
+		return nil, c.refuseAt("agent", id, opts.Nkey, ci.Host, site, wsUnknownMachine(id))
+	}
 	if !ok {
 		reason := fmt.Sprintf("machine %s is not in the registry; accept it with: cc-bench machines accept %s", id, id)
 		if site != "" {
@@ -501,6 +606,10 @@ func (c *callout) decideAt(req *jwt.AuthorizationRequestClaims, site string) (*j
 		if site != "" {
 			reason = fmt.Sprintf("machine %s (at site %s's broker) presented key %s, not the key on record; if the machine was rebuilt, re-accept it with: cc-bench machines accept %s --site %s", id, site, opts.Nkey, id, site)
 		}
+		if overWS {
+			return nil, c.refuseAt("agent", id, opts.Nkey, ci.Host, site, fmt.Sprintf(
+				"machine %s presented a key that is not the key on record, over WebSocket; a rebuilt machine connects on the client port (where its new key is recorded as pending), or an operator gives it its new key with: cc-bench machines add %s --pubkey KEY --replace", id, id))
+		}
 		c.reg.RecordPendingAt(id, opts.Nkey, ci.Host, site, "key does not match the key on record")
 		return nil, c.refuseSite("agent", id, id, opts.Nkey, ci.Host, site, reason)
 	}
@@ -512,6 +621,12 @@ func (c *callout) decideAt(req *jwt.AuthorizationRequestClaims, site string) (*j
 	uc.Permissions = agentPermissions(id)
 	c.granted("agent", id)
 	return uc, nil
+}
+
+// wsUnknownMachine is the refusal of an unregistered machine id over
+// WebSocket: it is not recorded as pending.
+func wsUnknownMachine(id string) string {
+	return fmt.Sprintf("machine %s is not in the registry, and machines unknown to the registry are not recorded over WebSocket: connect it first on the client port (it is then pending: cc-bench machines accept %s), or register it with: cc-bench machines add %s --pubkey KEY", id, id, id)
 }
 
 func (c *callout) userClaims(req *jwt.AuthorizationRequestClaims, name, site string) *jwt.UserClaims {

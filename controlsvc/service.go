@@ -107,12 +107,13 @@ type Config struct {
 	// requests the same way (DefaultControlRate, DefaultControlBurst).
 	ControlRate  float64
 	ControlBurst int
-	// SessionRatePerIP and SessionBurstPerIP limit the session connection
-	// attempts of one source address: per second sustained, and at once
+	// SessionRatePerIP and SessionBurstPerIP limit the connection
+	// attempts of one source address (an IPv6 address's /64) as a session,
+	// and over WebSocket whoever it is: per second sustained, and at once
 	// (defaults DefaultSessionRatePerIP, DefaultSessionBurstPerIP; a
 	// negative rate: no limit; cc-control --session-rate, --session-burst).
 	// Past them an attempt is refused before any signature is checked.
-	// Agents and operators are not counted.
+	// Agents and operators on the client port are not counted.
 	SessionRatePerIP  float64
 	SessionBurstPerIP int
 	// MaxSessionsPerApp caps the ONLINE sessions of an app registered
@@ -365,6 +366,7 @@ func (s *Service) Start(ctx context.Context) error {
 		s.Close()
 		return err
 	}
+	s.warnOrigins(s.reg.Apps()...)
 	return nil
 }
 

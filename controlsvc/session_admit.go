@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"math"
+	"net/netip"
 	"strings"
 	"sync"
 	"time"
@@ -13,6 +14,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/commandcontrol/commandcontrol/fleet"
+	"github.com/commandcontrol/commandcontrol/internal/termsafe"
 	"github.com/nats-io/jwt/v2"
 )
 
@@ -21,9 +23,10 @@ import (
 // send one. It proves a key of its own (the nonce signature, as every
 // client); the app must be registered; a signed app's session presents a
 // token its backend signed with the app key; a public app's sessions are
-// anonymous. Every session attempt is rate-limited per source address
-// before any signature is checked, and each app's ONLINE sessions are
-// capped. The session gets credentials for exactly its app's functions
+// anonymous. Every session attempt, and every connection over the public
+// WebSocket listener, is rate-limited per source address (an IPv6
+// address's /64) before any signature is checked, and each app's ONLINE
+// sessions are capped. The session gets credentials for exactly its app's functions
 // under its own id, and the replies to them.
 
 // sessionUserPrefix starts the user name of a session's connection:
@@ -36,8 +39,8 @@ const sessionAppTagPrefix = "app:"
 // Session admission defaults.
 const (
 	// DefaultSessionRatePerIP is Config.SessionRatePerIP's default:
-	// session connection attempts per second one source address may make,
-	// sustained.
+	// session (or WebSocket) connection attempts per second one source
+	// address may make, sustained.
 	DefaultSessionRatePerIP = 5.0
 	// DefaultSessionBurstPerIP is Config.SessionBurstPerIP's default.
 	DefaultSessionBurstPerIP = 20
@@ -45,7 +48,8 @@ const (
 	// ONLINE sessions of an app registered without max_sessions.
 	DefaultMaxSessionsPerApp = 10000
 	// maxSessionIPs bounds the source addresses whose attempts are
-	// remembered; past it the idle ones are forgotten first.
+	// remembered; past it the ones as good as new are forgotten, and
+	// the others never (newcomers then share one bucket: ipLimiter).
 	maxSessionIPs = 1 << 16
 )
 
@@ -81,7 +85,8 @@ func (noSessions) closeApp(context.Context, string) int { return 0 }
 // sessionAdmission holds the callout's session settings.
 type sessionAdmission struct {
 	gate sessionGate
-	// perIP bounds each source address's session attempts (nil: none).
+	// perIP bounds each source address's session and WebSocket attempts
+	// (nil: none).
 	perIP *ipLimiter
 	// maxPerApp caps the ONLINE sessions of an app without max_sessions.
 	maxPerApp int
@@ -110,17 +115,7 @@ func (c *callout) decideSession(req *jwt.AuthorizationRequestClaims, site string
 	if site != "" {
 		return nil, refuse("", fmt.Sprintf("sessions connect to the hub, not to site %s's broker", site))
 	}
-	if r := c.sessions.perIP.allow(ci.Host); r != nil {
-		if !r.log {
-			// A flood is logged and audited once per limitLogEvery
-			// per address (with the count), not once per attempt.
-			if c.onRefuse != nil {
-				c.onRefuse("session", "", boundClientText(ci.Host), "rate")
-			}
-			return nil, r
-		}
-		return nil, refuse("", fmt.Sprintf("%v (%d attempt(s) refused since the last report)", r, r.count))
-	}
+	// The per-address limit was applied by decideAt, before anything else.
 	hello, err := parseSessionHello(opts.Token)
 	if err != nil {
 		return nil, refuse("", err.Error())
@@ -156,7 +151,7 @@ func (c *callout) decideSession(req *jwt.AuthorizationRequestClaims, site string
 		if claims.Key != "" && claims.Key != opts.Nkey {
 			return nil, refuse(who, fmt.Sprintf("app %s: the session token is bound to key %s, not to the key %s presented", app.Name, boundClientText(claims.Key), opts.Nkey))
 		}
-		s.User, s.Claims = claims.Subject, claims.Claims
+		s.User, s.Claims = signedUser(claims)
 	case fleet.AdmissionPublic:
 		if hello.Token != "" {
 			return nil, refuse(who, fmt.Sprintf("app %s is public: its sessions present no token (leave it out)", app.Name))
@@ -186,6 +181,44 @@ func (c *callout) decideSession(req *jwt.AuthorizationRequestClaims, site string
 	gate.admitted(s)
 	c.granted("session", s.ID)
 	return uc, nil
+}
+
+// wsClientType is the ClientInformation.Type nats-server gives a client
+// connected over WebSocket (server/client.go clientTypeStringMap).
+const wsClientType = "websocket"
+
+// limitedAddress tells whether a connection's attempts count against its
+// source address's bucket: every session (it sends a hello) and everything
+// over WebSocket (the public listener: whoever loads a page may try
+// anything there, agents' and operators' ways in included). A remote
+// site's requests are bounded by the site's own rate instead (their
+// addresses are the site's word).
+func limitedAddress(req *jwt.AuthorizationRequestClaims, site string) bool {
+	return site == "" && (req.ConnectOptions.Token != "" || req.ClientInformation.Type == wsClientType)
+}
+
+// limitAddress takes a token from the connection's source address's
+// bucket, or refuses it. It runs before any signature is checked, so that a
+// refused attempt costs only the request's decoding and a map lookup; a
+// flood is logged and audited once per limitLogEvery per address (with
+// the count), not once per attempt.
+func (c *callout) limitAddress(req *jwt.AuthorizationRequestClaims) error {
+	ci := req.ClientInformation
+	r := c.sessions.perIP.allow(ci.Host)
+	if r == nil {
+		return nil
+	}
+	kind := "session"
+	if req.ConnectOptions.Token == "" {
+		kind = "websocket"
+	}
+	if !r.log {
+		if c.onRefuse != nil {
+			c.onRefuse(kind, "", boundClientText(ci.Host), "rate")
+		}
+		return r
+	}
+	return c.refuseAt(kind, "", req.ConnectOptions.Nkey, ci.Host, "", fmt.Sprintf("%v (%d attempt(s) refused since the last report)", r, r.count))
 }
 
 // sessionPermissions: receive only its own calls of its app's functions,
@@ -222,6 +255,27 @@ func parseSessionHello(token string) (fleet.SessionHello, error) {
 	return h, nil
 }
 
+// signedUser is the user and claims of a session token, without control
+// or format characters (they could move a terminal's cursor or reorder
+// the text where an operator reads them): the app's backend signed them,
+// but they may come from its users. The token bounds their lengths.
+func signedUser(c fleet.SessionTokenClaims) (string, map[string]string) {
+	user := cleanDeclared(c.Subject, len(c.Subject))
+	if user == "" {
+		user = termsafe.String(c.Subject) // only such characters: shown escaped
+	}
+	if len(c.Claims) == 0 {
+		return user, c.Claims
+	}
+	claims := make(map[string]string, len(c.Claims))
+	for k, v := range c.Claims {
+		if k = cleanDeclared(k, len(k)); k != "" {
+			claims[k] = cleanDeclared(v, len(v))
+		}
+	}
+	return user, claims
+}
+
 // declared is what hello says of the session, cut to sane lengths and
 // without control or format characters: shown as declared, never trusted.
 func declared(h fleet.SessionHello) fleet.SessionDeclared {
@@ -249,17 +303,34 @@ func cleanDeclared(s string, max int) string {
 	return strings.TrimSpace(b.String())
 }
 
-// ipLimiter is a token bucket per source address with a bounded map:
-// when it is full the buckets that have refilled (as good as new) are
-// forgotten, and if that is not enough, any half of them.
+// ipLimiter is a token bucket per source address with a bounded map.
+//
+// An address is keyed by what one party controls: an IPv4 address (an
+// IPv4-mapped IPv6 address counts as its IPv4), an IPv6 address's /64
+// (a host is handed a whole /64 and may rotate within it freely).
+// When the map is full, only buckets as good as new are forgotten (full,
+// and no refusal within limitLogEvery), at most once per sweepEvery; a
+// bucket in debt or recently refused is never dropped, so a churn of
+// fresh addresses cannot reset anyone's bucket. While the map stays full,
+// every address it does not know shares one overflow bucket: memory stays
+// bounded, and a flood from fresh addresses throttles only newcomers.
 type ipLimiter struct {
 	rate, burst float64
 	max         int
 	now         func() time.Time
 
-	mu      sync.Mutex
-	buckets map[string]*ipBucket
+	mu        sync.Mutex
+	buckets   map[string]*ipBucket
+	overflow  ipBucket
+	lastSweep time.Time
 }
+
+// sweepEvery bounds how often a full limiter looks for buckets to forget
+// (each look walks the whole map).
+const sweepEvery = time.Second
+
+// overflowKey names the shared bucket in refusals.
+const overflowKey = "new addresses (too many addresses in the limiter)"
 
 type ipBucket struct {
 	tokens float64
@@ -267,6 +338,8 @@ type ipBucket struct {
 	// refused counts refusals since the last report about this address.
 	refused int
 	logged  time.Time
+	// lastRefused is when the address was last refused.
+	lastRefused time.Time
 }
 
 // newIPLimiter returns a limiter, or nil (no limit) when rate is negative.
@@ -274,7 +347,25 @@ func newIPLimiter(rate float64, burst, maxIPs int, now func() time.Time) *ipLimi
 	if rate < 0 {
 		return nil
 	}
-	return &ipLimiter{rate: rate, burst: float64(max(burst, 1)), max: max(maxIPs, 1), now: now, buckets: map[string]*ipBucket{}}
+	l := &ipLimiter{rate: rate, burst: float64(max(burst, 1)), max: max(maxIPs, 1), now: now, buckets: map[string]*ipBucket{}}
+	l.overflow.tokens = l.burst
+	return l
+}
+
+// limiterKey is the key of address ip's bucket: the IPv4 address, or the
+// IPv6 address's /64. What does not parse as an address (the broker
+// always gives one) is its own key, cut to a bounded length.
+func limiterKey(ip string) string {
+	a, err := netip.ParseAddr(ip)
+	if err != nil {
+		return boundClientText(ip)
+	}
+	a = a.Unmap().WithZone("")
+	if a.Is4() {
+		return a.String()
+	}
+	p, _ := a.Prefix(64)
+	return p.String()
 }
 
 // ipRefusal is a refused attempt: log says to report it (the first
@@ -289,7 +380,7 @@ type ipRefusal struct {
 }
 
 func (r *ipRefusal) Error() string {
-	return fmt.Sprintf("too many session connections from %s (%g per second, bursts of %g; cc-control --session-rate and --session-burst set it): retry in %v",
+	return fmt.Sprintf("too many session or WebSocket connections from %s (%g per second, bursts of %g; cc-control --session-rate and --session-burst set it): retry in %v",
 		boundClientText(r.ip), r.rate, r.burst, r.wait)
 }
 
@@ -299,15 +390,20 @@ func (l *ipLimiter) allow(ip string) *ipRefusal {
 		return nil
 	}
 	now := l.now()
+	key := limiterKey(ip)
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	b := l.buckets[ip]
+	b := l.buckets[key]
 	if b == nil {
-		if len(l.buckets) >= l.max {
+		if len(l.buckets) >= l.max && now.Sub(l.lastSweep) >= sweepEvery {
 			l.sweepLocked(now)
 		}
-		b = &ipBucket{tokens: l.burst, last: now}
-		l.buckets[ip] = b
+		if len(l.buckets) >= l.max {
+			b, key = &l.overflow, overflowKey
+		} else {
+			b = &ipBucket{tokens: l.burst, last: now}
+			l.buckets[key] = b
+		}
 	}
 	l.refillLocked(b, now)
 	if b.tokens >= 1 {
@@ -318,8 +414,9 @@ func (l *ipLimiter) allow(ip string) *ipRefusal {
 	if l.rate > 0 {
 		wait = time.Duration((1 - b.tokens) / l.rate * float64(time.Second)).Round(time.Millisecond)
 	}
-	r := &ipRefusal{ip: ip, rate: l.rate, burst: l.burst, wait: max(wait, time.Millisecond)}
+	r := &ipRefusal{ip: key, rate: l.rate, burst: l.burst, wait: max(wait, time.Millisecond)}
 	b.refused++
+	b.lastRefused = now
 	if b.logged.IsZero() || now.Sub(b.logged) >= limitLogEvery {
 		r.log, r.count = true, b.refused
 		b.logged, b.refused = now, 0
@@ -328,25 +425,24 @@ func (l *ipLimiter) allow(ip string) *ipRefusal {
 }
 
 func (l *ipLimiter) refillLocked(b *ipBucket, now time.Time) {
+	if b.last.IsZero() {
+		b.last = now
+	}
 	if d := now.Sub(b.last); d > 0 {
 		b.tokens = math.Min(l.burst, b.tokens+d.Seconds()*l.rate)
 		b.last = now
 	}
 }
 
-// sweepLocked forgets full buckets, then any half if still full.
+// sweepLocked forgets the buckets as good as new: full, and not refused
+// within limitLogEvery. The others are kept, however many.
 func (l *ipLimiter) sweepLocked(now time.Time) {
-	for ip, b := range l.buckets {
+	l.lastSweep = now
+	for key, b := range l.buckets {
 		l.refillLocked(b, now)
-		if b.tokens >= l.burst && now.Sub(b.logged) >= limitLogEvery {
-			delete(l.buckets, ip)
+		if b.tokens >= l.burst && now.Sub(b.lastRefused) >= limitLogEvery {
+			delete(l.buckets, key)
 		}
-	}
-	for ip := range l.buckets {
-		if len(l.buckets) < l.max/2 {
-			break
-		}
-		delete(l.buckets, ip)
 	}
 }
 

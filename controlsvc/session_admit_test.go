@@ -3,6 +3,7 @@ package controlsvc
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
@@ -14,6 +15,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/commandcontrol/commandcontrol/fleet"
+	"github.com/commandcontrol/commandcontrol/internal/termsafe"
 	"github.com/nats-io/jwt/v2"
 	"github.com/nats-io/nkeys"
 )
@@ -27,6 +29,15 @@ type fakeGate struct {
 	sessions []fleet.Session
 	closed   []string
 	next     sessionGate
+	// wait, when set, is called with the app of each admission's count
+	// (it may hold the admission).
+	wait func(app string)
+}
+
+func (g *fakeGate) setWait(f func(app string)) {
+	g.mu.Lock()
+	g.wait = f
+	g.mu.Unlock()
 }
 
 func (g *fakeGate) admitted(s fleet.Session) {
@@ -39,6 +50,12 @@ func (g *fakeGate) admitted(s fleet.Session) {
 }
 
 func (g *fakeGate) onlineOf(app string) int {
+	g.mu.Lock()
+	wait := g.wait
+	g.mu.Unlock()
+	if wait != nil {
+		wait(app)
+	}
 	if g.next != nil {
 		return g.next.onlineOf(app)
 	}
@@ -300,7 +317,7 @@ func TestDecideSessionRatePerIP(t *testing.T) {
 			t.Fatalf("attempt %d: %v", i, err)
 		}
 	}
-	if _, err := f.c.decide(sessionRequest(t, kp, `{"app":"speedtest"}`)); err == nil || !strings.Contains(err.Error(), "too many session connections from 192.0.2.7") {
+	if _, err := f.c.decide(sessionRequest(t, kp, `{"app":"speedtest"}`)); err == nil || !strings.Contains(err.Error(), "too many session or WebSocket connections from 192.0.2.7") {
 		t.Fatalf("over the burst: got %v", err)
 	}
 	other := sessionRequest(t, kp, `{"app":"speedtest"}`)
@@ -324,7 +341,8 @@ func TestIPLimiterBounded(t *testing.T) {
 	now := calloutTime
 	l := newIPLimiter(1, 2, 10, func() time.Time { return now })
 	for i := range 100 {
-		if r := l.allow("10.0.0." + string(rune('a'+i%26)) + strings.Repeat("x", i/26)); r != nil {
+		r := l.allow(fmt.Sprintf("10.0.0.%d", i))
+		if i < 10 && r != nil {
 			t.Fatalf("new address %d refused: %v", i, r)
 		}
 		if l.size() > 10 {
@@ -579,4 +597,28 @@ func FuzzSessionHello(f *testing.F) {
 			}
 		}
 	})
+}
+
+// TestSessionSignedUserCleaned: the user and claims of a signed token
+// reach presence without control or format characters.
+func TestSessionSignedUserCleaned(t *testing.T) {
+	f, g, _, bank := sessionFixture(t)
+	kp, pub := newUser(t)
+	tok := signToken(t, fleet.SessionTokenClaims{App: "bank", Subject: "mallory\x1b[2J\u202e", IssuedAt: calloutTime.Unix(), Expires: calloutTime.Add(time.Minute).Unix(),
+		Key: pub, Claims: map[string]string{"tier\x07": "gold\x1b]0;pwned\x07", "\u2066": "x"}}, bank.Seed)
+	if _, err := f.c.decide(sessionRequest(t, kp, hello(t, fleet.SessionHello{App: "bank", Token: tok}))); err != nil {
+		t.Fatal(err)
+	}
+	s := g.all()[0]
+	if s.User != "mallory[2J" {
+		t.Errorf("user %q", s.User)
+	}
+	if len(s.Claims) != 1 || s.Claims["tier"] != "gold]0;pwned" {
+		t.Errorf("claims %q", s.Claims)
+	}
+	for k, v := range s.Claims {
+		if !termsafe.Safe(k) || !termsafe.Safe(v) {
+			t.Errorf("claim %q=%q unsafe to print", k, v)
+		}
+	}
 }

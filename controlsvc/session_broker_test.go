@@ -383,7 +383,7 @@ func TestPublicSessionFlood(t *testing.T) {
 		if strings.Contains(line, "its cap (max_sessions 5)") {
 			capped++
 		}
-		if strings.Contains(line, "too many session connections from 127.0.0.1") {
+		if strings.Contains(line, "too many session or WebSocket connections from 127.0.0.1") {
 			limited++
 		}
 	}

@@ -180,7 +180,8 @@ func TestWebSocketOrigins(t *testing.T) {
 // the first of two routed brokers; the second serves WebSocket. A
 // machine and an operator connecting there over WebSocket are admitted
 // by the callout across the route, the machine comes ONLINE and answers
-// the operator's call, and an unknown key is refused there too.
+// the operator's call, and an unknown machine is refused there too, and
+// not recorded as pending.
 func TestWebSocketClusterReachesCallout(t *testing.T) {
 	dir := t.TempDir()
 	bs := startClusterWith(t, dir, 2, func(i int, c *broker.Config) {
@@ -201,17 +202,24 @@ func TestWebSocketClusterReachesCallout(t *testing.T) {
 	if c := connInfo(t, bs[1].Server(), "op-test"); c.Type != "websocket" || c.Account != broker.FleetAccount {
 		t.Errorf("operator's connection on broker 2: type %q, account %q", c.Type, c.Account)
 	}
-	// The callout behind broker 1 refused it: the stranger waits to be
-	// accepted.
+	// The callout behind broker 1 refused it, without recording it as
+	// pending: anyone may make up ids on the public WebSocket listener.
+	// A stranger on broker 2's client port, refused after it, is pending.
 	notAdmitted(t, wsURL, stacktest.NewKey(t), "10.6.6.7_wsstranger")
-	stacktest.WaitFor(t, "the stranger pending", 10*time.Second, func() bool {
+	notAdmitted(t, bs[1].ClientURL(), stacktest.NewKey(t), "10.6.6.8_stranger")
+	stacktest.WaitFor(t, "the client port's stranger pending", 10*time.Second, func() bool {
 		for _, p := range svc.Registry().Pending() {
-			if p.ID == "10.6.6.7_wsstranger" {
+			if p.ID == "10.6.6.8_stranger" {
 				return true
 			}
 		}
 		return false
 	})
+	for _, p := range svc.Registry().Pending() {
+		if p.ID == "10.6.6.7_wsstranger" {
+			t.Errorf("the WebSocket stranger was recorded as pending: %+v", p)
+		}
+	}
 }
 
 // notAdmitted dials url as kp and fails the test if the connection is

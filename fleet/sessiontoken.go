@@ -31,7 +31,12 @@ type SessionTokenClaims struct {
 	IssuedAt int64  `json:"iat"`
 	Expires  int64  `json:"exp"`
 	// Key, when set, binds the token to one session key: only the
-	// session that proves that nkey may use it.
+	// session that proves that nkey may use it. Backends should bind
+	// (the session sends its public key with its request for a token):
+	// an unbound token admits ANY key until it expires, so whoever reads
+	// it (a log, a proxy, the page's script) may replay it to open many
+	// sessions in its user's name, up to the app's max_sessions; the
+	// control service does not cap sessions per user.
 	Key string `json:"nkey,omitempty"`
 	// Claims are the app's own attributes of the user, shown with the
 	// session (at most MaxSessionClaims, each value at most 256 bytes).

@@ -95,8 +95,8 @@ Flags:
 	fs.IntVar(&o.snapshotBurst, "snapshot-burst", controlsvc.DefaultSnapshotBurst, "presence snapshots one operator may ask for at once, above --snapshot-rate")
 	fs.Float64Var(&o.controlRate, "control-rate", controlsvc.DefaultControlRate, "control API requests per second one operator may make, sustained (a listing is one per page); past it and --control-burst: 429; 0: no limit")
 	fs.IntVar(&o.controlBurst, "control-burst", controlsvc.DefaultControlBurst, "control API requests one operator may make at once, above --control-rate")
-	fs.Float64Var(&o.sessionRate, "session-rate", controlsvc.DefaultSessionRatePerIP, "session connection attempts per second one source address may make, sustained; past it and --session-burst they are refused before any signature is checked (agents and operators are not counted); 0: no limit")
-	fs.IntVar(&o.sessionBurst, "session-burst", controlsvc.DefaultSessionBurstPerIP, "session connection attempts one source address may make at once, above --session-rate")
+	fs.Float64Var(&o.sessionRate, "session-rate", controlsvc.DefaultSessionRatePerIP, "connection attempts per second one source address may make as a session, or over WebSocket whoever it is, sustained; past it and --session-burst they are refused before any signature is checked (agents and operators on the client port are not counted; an IPv6 address counts as its /64); 0: no limit")
+	fs.IntVar(&o.sessionBurst, "session-burst", controlsvc.DefaultSessionBurstPerIP, "session or WebSocket connection attempts one source address may make at once, above --session-rate")
 	fs.IntVar(&o.maxSessions, "max-sessions-per-app", controlsvc.DefaultMaxSessionsPerApp, "ONLINE sessions an app registered without --max-sessions may have; past it new ones are refused")
 	fs.DurationVar(&o.userTTL, "user-ttl", controlsvc.DefaultUserTTL, "lifetime of issued credentials; clients re-authorise transparently")
 	fs.DurationVar(&o.siteUserTTL, "site-user-ttl", controlsvc.DefaultSiteUserTTL,

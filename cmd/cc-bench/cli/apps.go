@@ -29,12 +29,21 @@ and the functions those sessions may expose (admins).
          keeps only its public half): --key-out FILE writes it to a new
          file of mode 0600 instead of printing it. --public admits anyone
          loading the app's page, without a token (rate-limited per address,
-         capped by --max-sessions)
+         capped by --max-sessions). --origins records the web origins
+         the app's pages are served from, for people to read: it is NOT
+         enforced (the broker does not tell the control service a
+         connection's Origin). Browsers are held only to the broker's own
+         list, cc-control --websocket-origins, for every app alike; the
+         control service logs a warning when that list is empty (any page
+         may connect) or leaves out an origin of the app
   rm     remove an app; its sessions are closed at once
   token  sign a session token offline with the app's key, as the app's
          backend does (for tests and scripts): --key is then the app's
          signing key FILE (from add --key-out), not your operator key;
-         --bind ties the token to one session's public nkey
+         --bind ties the token to one session's public nkey: do bind
+         whenever you know the session's key. An unbound token admits
+         any key until it expires, so whoever copies it may open as many
+         sessions as the app's cap allows in that user's name
 
 A session token is a JWT signed with the app key (header alg ed25519-nkey):
 {"app", "sub" (--user), "iat", "exp" (at most 24h later), "nkey" (--bind),
@@ -42,7 +51,7 @@ A session token is a JWT signed with the app key (header alg ed25519-nkey):
 	examples: `cc-bench apps add shop --functions latencyCheck --key-out ./shop-app.nk
 cc-bench apps add demo --functions latencyCheck --public --max-sessions 500 --origins https://demo.example.com
 cc-bench apps ls
-cc-bench apps token shop --key ./shop-app.nk --user alice --ttl 15m --claim plan=pro
+cc-bench apps token shop --key ./shop-app.nk --user alice --ttl 15m --claim plan=pro --bind "$SESSION_PUBKEY"
 cc-bench apps rm demo`,
 }
 
@@ -63,12 +72,12 @@ func runApps(e *env, args []string) error {
 	fs.StringVar(&f.functions, "functions", "", "for add: the functions its sessions may expose, `FN,…`")
 	fs.BoolVar(&f.public, "public", false, "for add: admit anyone loading the app's page, without a session token")
 	fs.IntVar(&f.maxSessions, "max-sessions", 0, "for add: cap the app's ONLINE sessions at `N` (0: the service's default)")
-	fs.StringVar(&f.origins, "origins", "", "for add: the web origins its pages are served from, `URL,…`")
+	fs.StringVar(&f.origins, "origins", "", "for add: the web origins its pages are served from, `URL,…` (shown, not enforced: browsers are held to cc-control --websocket-origins)")
 	fs.StringVar(&f.keyOut, "key-out", "", "for add: write a signed app's signing key to the new `FILE` (mode 0600) instead of printing it")
 	fs.StringVar(&f.user, "user", "", "for token: the user `ID` the token admits (its sub)")
 	fs.DurationVar(&f.ttl, "ttl", 15*time.Minute, "for token: how long the token admits, `D`, at most 24h")
 	fs.Var(&f.claims, "claim", "for token: an attribute `k=v` of the user, shown with the session (repeatable)")
-	fs.StringVar(&f.bind, "bind", "", "for token: bind the token to the session public nkey `NKEY` (U…)")
+	fs.StringVar(&f.bind, "bind", "", "for token: bind the token to the session public nkey `NKEY` (U…); recommended: an unbound token admits any key, as often as it is presented, until it expires")
 	pos, err := e.parse(fs, args, appsHelp)
 	if err != nil {
 		return err
