@@ -13,7 +13,7 @@ export type {
   TokenRequest,
   TokenSource,
 } from "./session.js";
-export { latencyCheck, latencyCheckOf, LatencyCheckLimits } from "./latency.js";
+export { latencyCheck, latencyCheckOf, LatencyCheckLimits, MaxRedirects } from "./latency.js";
 export type { LatencyCheckArgs, LatencyCheckResult } from "./latency.js";
 export { parseArgs } from "./args.js";
 export type { ArgSpec, ArgType, ArgValue, Args } from "./args.js";
