@@ -1,7 +1,7 @@
 // @commandcontrol/session: join a commandcontrol fleet as a session and
 // expose functions the workbench calls. See README.md.
 
-export { connectSession, memoryStorage, buildHello, Session } from "./session.js";
+export { connectSession, memoryStorage, buildHello, Session, SupersededAfter, ShortConnectionMs } from "./session.js";
 export type {
   CallContext,
   CallRecord,
