@@ -709,8 +709,9 @@ func TestSessionJSNodeReconnect(t *testing.T) {
 	st := startSessionStack(t, fleet.AppRequest{Name: "shop", Functions: []string{"latencyCheck"}})
 	lt := startLatencyTarget(t)
 	// The token function takes a while, as a backend's would: longer
-	// than the first reconnect's backoff (at most 625 ms), so a session
-	// that redialed at once would present its spent token.
+	// than the first reconnect's backoff (at most 1250 ms: 500 ms, with
+	// jitter, doubled as the dropped connection was under 10 s old), so
+	// a session that redialed at once would present its spent token.
 	p := startNode(t, node, dir, "e2e/session.mjs", "--server", st.WSURL, "--app", "shop",
 		"--app-seed", st.Seeds["shop"], "--token-delay-ms", "1500")
 	joined := p.wait(t, "the session to join", 30*time.Second, isEvent("joined"))
@@ -743,6 +744,85 @@ func TestSessionJSNodeReconnect(t *testing.T) {
 	stacktest.WaitFor(t, "latencyCheck answered after the reconnect", 20*time.Second, func() bool {
 		m, err := st.trySessionCall(id, "latencyCheck", body, "", "", 2*time.Second)
 		return err == nil && m.Header.Get(fleet.HeaderErrorCode) == ""
+	})
+}
+
+// TestSessionJSNodeSuperseded: two sessions with one stored key (two tabs
+// sharing localStorage) are one session id, and the control service keeps
+// only the newest connection of an id. They do not close each other
+// forever: the kicks alternate, each connection closed soon after it was
+// made; the library backs off and, after SupersededAfter (3) short
+// connections in a row, one of them reports "superseded" and closes. Each
+// side is kicked at most 3 times (the first tab's first kick ends a long
+// connection), so at most 6 disconnects in all, counted, not timed; the
+// other keeps the id and answers calls.
+func TestSessionJSNodeSuperseded(t *testing.T) {
+	node, dir := nodeReady(t)
+	st := startSessionStack(t, fleet.AppRequest{Name: "demo", Functions: []string{"latencyCheck"}, Public: true})
+	lt := startLatencyTarget(t)
+	kp, err := nkeys.CreateUser()
+	if err != nil {
+		t.Fatal(err)
+	}
+	args := []string{"e2e/session.mjs", "--server", st.WSURL, "--app", "demo", "--seed", string(stacktest.Seed(t, kp))}
+	tabs := []*nodeProc{startNode(t, node, dir, args...)}
+	id := tabs[0].wait(t, "the first tab to join", 30*time.Second, isEvent("joined")).str("id")
+	if want := fleet.SessionID("demo", stacktest.Pub(t, kp)); id != want {
+		t.Fatalf("the first tab joined as %s, want %s (the stored key's id)", id, want)
+	}
+	tabs = append(tabs, startNode(t, node, dir, args...))
+
+	const maxDisconnects = 6
+	var disconnects [2]int
+	loser, closed := -1, false
+	deadline := time.After(60 * time.Second)
+	for loser < 0 || !closed {
+		var ev jsEvent
+		var ok bool
+		i := 0
+		select {
+		case ev, ok = <-tabs[0].events:
+		case ev, ok = <-tabs[1].events:
+			i = 1
+		case <-deadline:
+			t.Fatalf("no tab stopped after 60s (disconnects %v)\nfirst tab %s\nsecond tab %s", disconnects, tabs[0].output(), tabs[1].output())
+		}
+		if !ok {
+			t.Fatalf("tab %d exited\n%s", i, tabs[i].output())
+		}
+		switch {
+		case ev.str("event") == "failed":
+			t.Fatalf("tab %d failed: %s\n%s", i, ev.str("error"), tabs[i].output())
+		case ev.str("event") != "status":
+		case ev.str("type") == "disconnect":
+			disconnects[i]++
+			if disconnects[0]+disconnects[1] > maxDisconnects {
+				t.Fatalf("the tabs close each other: %v disconnects, want at most %d in all\nfirst tab %s\nsecond tab %s",
+					disconnects, maxDisconnects, tabs[0].output(), tabs[1].output())
+			}
+		case ev.str("type") == "superseded":
+			if loser >= 0 {
+				t.Fatalf("both tabs report superseded")
+			}
+			loser = i
+			if !strings.Contains(ev.str("error"), "another connection uses this session's key") {
+				t.Errorf("superseded status %v: want it to say another connection uses the key", ev)
+			}
+		case ev.str("type") == "closed":
+			if i != loser {
+				t.Fatalf("tab %d closed, but it was not superseded\n%s", i, tabs[i].output())
+			}
+			closed = true
+		}
+	}
+	t.Logf("disconnects %v; tab %d stopped", disconnects, loser)
+	// The other tab keeps the id: one session, and it answers.
+	st.sessionOf(t, fleet.SessionQuery{Where: map[string]string{"app": "demo"}}, func(s fleet.Session) bool { return s.ID == id })
+	body := []byte(`{"url":"` + lt.URL + `/ok","count":"1"}`)
+	checkMeasurement(t, st.callSession(t, id, "latencyCheck", body, "w1", ""), lt, "w1", body, 1)
+	winner := tabs[1-loser]
+	winner.wait(t, "the winner to answer", 10*time.Second, func(ev jsEvent) bool {
+		return ev.str("event") == "call" && ev.str("call") == "w1"
 	})
 }
 
@@ -909,7 +989,9 @@ func TestSessionJSNodeByLocation(t *testing.T) {
 // session of demo and exposes latencyCheck; an operator's call returns
 // the browser's own measurement of a local HTTP server (fetched across
 // origins, as a page must). A reload keeps the session id (the key is in
-// localStorage) and the page answers again.
+// the tab's sessionStorage) and the page answers again. The page in a
+// second tab of the same browser is a session of its own (a key of its
+// own): both are listed and both answer, neither superseding the other.
 func TestSessionJSBrowser(t *testing.T) {
 	node, dir := nodeReady(t)
 	chromium := os.Getenv("CHROMIUM")
@@ -982,7 +1064,19 @@ func TestSessionJSBrowser(t *testing.T) {
 	}
 	again := p.wait(t, "the reloaded page to join", 60*time.Second, isEvent("joined")).str("id")
 	if again != id {
-		t.Fatalf("after a reload the session id is %s, was %s: the key must stay in localStorage", again, id)
+		t.Fatalf("after a reload the session id is %s, was %s: the key must stay in sessionStorage", again, id)
 	}
 	checkMeasurement(t, st.callSession(t, id, "latencyCheck", body, "b2", ""), lt, "b2", body, 5)
+
+	// A second tab: same origin, same localStorage, its own sessionStorage.
+	if _, err := io.WriteString(p.stdin, "tab\n"); err != nil {
+		t.Fatal(err)
+	}
+	second := p.wait(t, "the second tab to join", 60*time.Second, isEvent("joined"))
+	if second.str("id") == id || second.str("id") == "" {
+		t.Fatalf("the second tab joined as %q, the first is %s: each tab must have a key of its own (one id is one connection)", second.str("id"), id)
+	}
+	awaitSessions(t, st.Bench, fleet.SessionQuery{Where: map[string]string{"app": "demo"}}, id, second.str("id"))
+	checkMeasurement(t, st.callSession(t, id, "latencyCheck", body, "b3", ""), lt, "b3", body, 5)
+	checkMeasurement(t, st.callSession(t, second.str("id"), "latencyCheck", body, "b4", ""), lt, "b4", body, 5)
 }

@@ -25,13 +25,17 @@ try {
     servers: server,
     app,
     appVersion: "browser-example-1",
-    // The key stays in this browser: a reload keeps the session id.
-    seedStorage: window.localStorage,
+    // The key stays in this tab: a reload keeps the session id, and each
+    // tab is a session of its own. (Not localStorage: all tabs would share
+    // one key, one session id, which is one connection: they would
+    // supersede each other.)
+    seedStorage: window.sessionStorage,
     onStatus: (s) => {
       log(`${s.type}${s.server ? " " + s.server : ""}${s.error ? ": " + s.error.message : ""}`);
       if (s.type === "disconnect" || s.type === "reconnecting") state("reconnecting", "bad");
       if (s.type === "reconnect") state("serving", "ok");
-      if (s.type === "closed") state("closed", "bad");
+      if (s.type === "superseded") state("superseded: another tab or device uses this session's key", "bad");
+      else if (s.type === "closed") state("closed", "bad");
     },
     onCall: (c) => {
       if (!c.dropped) $("calls").textContent = String(++calls);

@@ -1,8 +1,9 @@
 // Drives the browser example (examples/browser) in a real headless
 // Chromium for the end-to-end tests (e2e/sessions_sdk_test.go): opens the
 // page, reports the session it joined as JSON lines on stdout, reloads
-// it when told ("reload" on stdin) and closes the browser when stdin
-// closes.
+// it when told ("reload" on stdin), opens the page in a second tab of the
+// same browser ("tab": same origin, same localStorage, a sessionStorage
+// of its own) and closes the browser when stdin closes.
 //
 //   node e2e/browser.mjs --page URL [--chromium /usr/bin/chromium]
 //
@@ -28,24 +29,31 @@ const browser = await chromium.launch({
     "--disable-component-update", "--disable-sync", "--no-first-run",
   ],
 });
-const page = await browser.newPage();
-page.on("console", (m) => out({ event: "console", type: m.type(), text: m.text() }));
-page.on("pageerror", (e) => out({ event: "pageerror", error: e.message }));
+// One context: its pages are tabs of one browser profile.
+const context = await browser.newContext();
+
+async function newTab(tab) {
+  const page = await context.newPage();
+  page.on("console", (m) => out({ event: "console", tab, type: m.type(), text: m.text() }));
+  page.on("pageerror", (e) => out({ event: "pageerror", tab, error: e.message }));
+  return page;
+}
+const page = await newTab(0);
 
 // joined waits for the page to show its session joined (or failed).
-async function joined() {
+async function joined(page, tab = 0) {
   const h = await page.waitForFunction(() => {
     const st = document.querySelector("#state")?.textContent ?? "";
     return st === "serving" || st.startsWith("failed") ? st : false;
   }, null, { timeout: 30_000 });
   const state = await h.jsonValue();
   const id = await page.textContent("#session-id");
-  out({ event: state === "serving" ? "joined" : "failed", id, state });
+  out({ event: state === "serving" ? "joined" : "failed", id, state, tab });
 }
 
 try {
   await page.goto(flags.page);
-  await joined();
+  await joined(page);
 } catch (e) {
   out({ event: "failed", error: e.message });
   await browser.close();
@@ -57,7 +65,11 @@ for await (const line of rl) {
   try {
     if (line === "reload") {
       await page.reload();
-      await joined();
+      await joined(page);
+    } else if (line === "tab") {
+      const second = await newTab(1);
+      await second.goto(flags.page);
+      await joined(second, 1);
     } else if (line === "calls") {
       out({ event: "calls", text: await page.textContent("#calls") });
     }

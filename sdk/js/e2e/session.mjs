@@ -5,7 +5,7 @@
 //   node e2e/session.mjs --server ws://127.0.0.1:PORT --app demo
 //        [--app-seed SA… [--token-time UNIX] [--token-delay-ms N]] [--call-timeout-ms N]
 //        [--test-functions] [--max-concurrent N] [--try-expose NAME]
-//        [--local-address 127.0.0.x]
+//        [--local-address 127.0.0.x] [--seed SU…]
 //
 // --app-seed gives the session a token function, as a signed app's
 // backend would: each call (one per connection) signs a fresh token with
@@ -23,10 +23,13 @@
 // localAddress option), so that sessions on one machine come from
 // different loopback addresses, which the control service's sites map
 // places in different cities.
+//
+// --seed gives the session that key, as a storage holding it would (two
+// processes given one seed are two tabs sharing localStorage).
 import { parseArgs } from "node:util";
 import { WebSocket } from "ws";
 
-import { CallError, connectSession, latencyCheck, signSessionToken } from "../dist/index.js";
+import { CallError, connectSession, latencyCheck, memoryStorage, signSessionToken } from "../dist/index.js";
 
 
 const { values: flags } = parseArgs({
@@ -41,6 +44,7 @@ const { values: flags } = parseArgs({
     "max-concurrent": { type: "string" },
     "try-expose": { type: "string" },
     "local-address": { type: "string" },
+    seed: { type: "string" },
   },
 });
 
@@ -63,8 +67,14 @@ const fetchToken = async ({ app, publicKey }) => {
   const claims = { app, sub: "e2e-user", iat, exp: iat + 600, nkey: publicKey, claims: { fetch: String(++tokens) } };
   return signSessionToken(claims, flags["app-seed"]);
 };
+let seedStorage;
+if (flags.seed) {
+  seedStorage = memoryStorage();
+  seedStorage.setItem(`commandcontrol.session.${flags.app}`, flags.seed);
+}
 try {
   const s = await connectSession({
+    seedStorage,
     servers: flags.server,
     app: flags.app,
     appVersion: "e2e-1",

@@ -1,7 +1,7 @@
 // @commandcontrol/session: join a commandcontrol fleet as a session and
 // expose functions the workbench calls. See README.md.
 
-export { connectSession, memoryStorage, buildHello, Session } from "./session.js";
+export { connectSession, memoryStorage, buildHello, Session, SupersededAfter, ShortConnectionMs } from "./session.js";
 export type {
   CallContext,
   CallRecord,
@@ -13,7 +13,7 @@ export type {
   TokenRequest,
   TokenSource,
 } from "./session.js";
-export { latencyCheck, latencyCheckOf, LatencyCheckLimits } from "./latency.js";
+export { latencyCheck, latencyCheckOf, LatencyCheckLimits, MaxRedirects } from "./latency.js";
 export type { LatencyCheckArgs, LatencyCheckResult } from "./latency.js";
 export { parseArgs } from "./args.js";
 export type { ArgSpec, ArgType, ArgValue, Args } from "./args.js";

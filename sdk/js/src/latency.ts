@@ -45,13 +45,31 @@ interface CallContext {
  * error; bad arguments are a 400. An HTTP error status is a measurement,
  * not a failure: it is reported in status.
  *
+ * It fetches whatever http(s) URL the caller names, and follows its
+ * redirects wherever they go (fetch's default), from the user's device
+ * and network: expose latencyCheckOf instead to measure only your own
+ * servers.
+ *
  * Expose it with one line: `await session.expose("latencyCheck", latencyCheck)`.
  * A page can only fetch what its origin's CORS rules let it read: the
  * measured server must answer with Access-Control-Allow-Origin for the
  * page's origin (or *).
  */
 export async function latencyCheck(args: LatencyCheckArgs, ctx: CallContext = {}): Promise<LatencyCheckResult> {
+  return measure(args, ctx);
+}
+
+/** How many redirects latencyCheckOf follows, each to an allowed origin. */
+export const MaxRedirects = 5;
+
+/**
+ * measure is latencyCheck; with allowed, only URLs of those origins are
+ * fetched, redirects included: they are followed by hand, each hop's
+ * origin checked, instead of by fetch.
+ */
+async function measure(args: LatencyCheckArgs, ctx: CallContext, allowed?: Set<string>): Promise<LatencyCheckResult> {
   const url = checkURL(args.url);
+  if (allowed) checkOrigin(allowed, url);
   const count = args.count ?? 3;
   const timeoutMs = args.timeout_ms ?? 5000;
   if (!Number.isInteger(count) || count < 1 || count > LatencyCheckLimits.maxCount) {
@@ -74,12 +92,40 @@ export async function latencyCheck(args: LatencyCheckArgs, ctx: CallContext = {}
     ctx.signal?.addEventListener("abort", onAbort);
     const start = performance.now();
     try {
-      const res = await fetch(url, { cache: "no-store", signal: ctl.signal, redirect: "follow" });
-      const body = await res.arrayBuffer();
-      times.push(performance.now() - start);
-      status = res.status;
-      bytes = body.byteLength;
+      let target = url;
+      for (let hop = 0; ; hop++) {
+        const res = await fetch(target, { cache: "no-store", signal: ctl.signal, redirect: allowed ? "manual" : "follow" });
+        const body = await res.arrayBuffer();
+        if (allowed && res.url && !allowed.has(new URL(res.url).origin)) {
+          // A runtime whose fetch follows redirects despite "manual"
+          // (one built on XMLHttpRequest): what it reached is not told.
+          throw new CallError(Codes.Forbidden, `latencyCheck: ${target} was redirected to ${new URL(res.url).origin} (this runtime's fetch follows redirects): not reported; this session measures only ${[...allowed].join(", ")}`);
+        }
+        const location = res.headers.get("location");
+        if (allowed && res.status >= 300 && res.status < 400 && location !== null) {
+          // Node.js and React Native hand over the redirect itself: follow
+          // it only to an allowed origin. (A page gets an opaque redirect,
+          // status 0 and no Location: it is reported as it is.)
+          if (hop === MaxRedirects) {
+            throw new CallError(Codes.Unavailable, `latencyCheck: ${url} redirects more than ${MaxRedirects} times`);
+          }
+          let next: URL;
+          try {
+            next = new URL(location, target);
+          } catch {
+            throw new CallError(Codes.Unavailable, `latencyCheck: ${target} redirects to ${JSON.stringify(location)}, not a URL`);
+          }
+          checkOrigin(allowed, next.href, target);
+          target = next.href;
+          continue;
+        }
+        times.push(performance.now() - start);
+        status = res.status;
+        bytes = body.byteLength;
+        break;
+      }
     } catch (e) {
+      if (e instanceof CallError) throw e;
       if (timedOut) {
         throw new CallError(Codes.Timeout, `latencyCheck: fetch ${i + 1} of ${count} of ${url} took more than ${timeoutMs} ms`);
       }
@@ -111,6 +157,20 @@ export async function latencyCheck(args: LatencyCheckArgs, ctx: CallContext = {}
   };
 }
 
+/**
+ * checkOrigin refuses (403) url unless its origin is allowed; from names
+ * the URL that redirected to it.
+ */
+function checkOrigin(allowed: Set<string>, url: string, from?: string): void {
+  const origin = new URL(url).origin;
+  if (allowed.has(origin)) return;
+  const only = `this session measures only ${[...allowed].join(", ")}`;
+  if (from !== undefined) {
+    throw new CallError(Codes.Forbidden, `latencyCheck: ${from} redirects to ${origin}, which is not followed: ${only}`);
+  }
+  throw new CallError(Codes.Forbidden, `latencyCheck: ${only}; ${origin} is not one of them`);
+}
+
 /** latencyCheck's declared arguments: the workbench's `--arg count=5` arrives as a string. */
 latencyCheck.args = [
   { name: "url", type: "string", required: true, help: "the http(s) URL to fetch" },
@@ -125,6 +185,14 @@ latencyCheck.args = [
  * latencyCheck when the sessions should only ever measure your own
  * servers, not whatever an operator names (an address on the user's own
  * network, say).
+ *
+ * Redirects are followed by hand, at most MaxRedirects of them, each only
+ * to one of the origins: a redirect elsewhere is answered 403 and not
+ * fetched. In a page, fetch hides a redirect (an "opaque redirect"): the
+ * answer is then the redirect's own, status 0 and 0 bytes, and the
+ * redirect is not followed. A runtime whose fetch follows redirects anyway
+ * gets a 403 when it ended on another origin: what it reached is not
+ * reported.
  */
 export function latencyCheckOf(opts: { origins: readonly string[] }): typeof latencyCheck {
   const allowed = new Set(
@@ -137,13 +205,7 @@ export function latencyCheckOf(opts: { origins: readonly string[] }): typeof lat
     }),
   );
   if (allowed.size === 0) throw new Error("latencyCheckOf: give the origins it may fetch");
-  const limited = async (args: LatencyCheckArgs, ctx: CallContext = {}): Promise<LatencyCheckResult> => {
-    const url = checkURL(args.url);
-    if (!allowed.has(new URL(url).origin)) {
-      throw new CallError(Codes.Forbidden, `latencyCheck: this session measures only ${[...allowed].join(", ")}; ${new URL(url).origin} is not one of them`);
-    }
-    return latencyCheck(args, ctx);
-  };
+  const limited = (args: LatencyCheckArgs, ctx: CallContext = {}): Promise<LatencyCheckResult> => measure(args, ctx, allowed);
   limited.args = latencyCheck.args;
   return limited;
 }

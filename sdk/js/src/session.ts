@@ -32,9 +32,11 @@ import {
 } from "./wire.js";
 
 /**
- * Where a session keeps its key, so a reload keeps its id: localStorage
- * and sessionStorage fit, as does an AsyncStorage-like object (React
- * Native) or anything with these two methods.
+ * Where a session keeps its key, so a reload keeps its id:
+ * sessionStorage in a page (one key per tab), an AsyncStorage-like
+ * object (React Native) or anything with these two methods. Not
+ * localStorage: every tab of the browser would read the same key, and a
+ * session id is one connection (see Session's superseded status).
  */
 export interface SeedStorage {
   getItem(key: string): string | null | undefined | Promise<string | null | undefined>;
@@ -75,7 +77,9 @@ export interface SessionStatus {
    * starts), "reconnect" (connected again, functions served again),
    * "error" (the broker's error, e.g. a refused subscription), "token"
    * (the token function failed), "storage" (the key could not be kept:
-   * this run's id will not survive a reload), "closed".
+   * this run's id will not survive a reload), "superseded" (another
+   * connection uses this session's key: the session stopped, see
+   * SupersededAfter), "closed".
    */
   type: string;
   server?: string;
@@ -158,6 +162,21 @@ export interface ExposeOptions {
   /** How long it may run (default: the session's callTimeoutMs). */
   timeoutMs?: number;
 }
+
+/**
+ * A session id is one connection: the control service keeps the newest
+ * connection of an id and closes the older. Two sessions with one key
+ * (two tabs sharing localStorage, a duplicated tab's copied
+ * sessionStorage, one device's key copied to another) would close each
+ * other forever, each reconnect an admission charged to the address.
+ * So a connection closed within ShortConnectionMs of being made counts
+ * as short; each one in a row doubles the wait before the next dial, and
+ * after SupersededAfter of them in a row the session stops: status
+ * "superseded", then "closed". The other one keeps the id.
+ */
+export const SupersededAfter = 3;
+/** A connection closed sooner than this after being made is short (see SupersededAfter). */
+export const ShortConnectionMs = 10_000;
 
 /** How many call ids a session remembers, to run each call once. */
 const rememberedCalls = 4096;
@@ -248,6 +267,11 @@ export class Session {
   private tokenFetchMs = 0;
   private jitter = 1;
   private jitterFor = -1;
+  /** When the current connection was made; undefined while disconnected. */
+  private upSince?: number;
+  /** Connections in a row closed within ShortConnectionMs. */
+  private short = 0;
+  private superseded = false;
   private readonly aborts = new Set<AbortController>();
 
   /** @internal Use connectSession. */
@@ -285,6 +309,7 @@ export class Session {
     } catch (e) {
       throw joinError(this.app, this.servers, e);
     }
+    this.upSince = Date.now();
     void this.watch(this.nc);
     this.emit({ type: "connected", server: this.nc.getServer() });
   }
@@ -374,6 +399,7 @@ export class Session {
           break;
         case "reconnect":
           this.failures = 0;
+          this.upSince = Date.now();
           this.emit({ type: "reconnect", server: s.server });
           break;
         case "error":
@@ -430,13 +456,37 @@ export class Session {
   }
 
   private reconnectDelay(): number {
+    if (this.superseded) return 3_600_000; // closing: no dial, no token
+    // The first delay after a disconnect: was the connection short?
+    // (This runs as the client starts redialing, before the disconnect's
+    // status event is handled.)
+    if (this.upSince !== undefined) {
+      this.short = Date.now() - this.upSince < ShortConnectionMs ? this.short + 1 : 0;
+      this.upSince = undefined;
+      if (this.short >= SupersededAfter) {
+        this.superseded = true;
+        this.emit({
+          type: "superseded",
+          error: new Error(
+            `session ${this.id}: its last ${this.short} connections were closed within ${ShortConnectionMs / 1000} s of being made: ` +
+              "another connection uses this session's key (a session id is one connection; the newest wins), " +
+              "likely another tab sharing it through localStorage; stopped. Keep the key in sessionStorage (one per tab), or connect again with a key of its own",
+          ),
+        });
+        // Closed at once; the (long) delay keeps the client from dialing
+        // until then.
+        queueMicrotask(() => void this.close());
+        return 3_600_000;
+      }
+    }
     // A token function is asked again before a redial (not before the
     // first dial: its token is fresh), at most once a second.
     if (this.nc && typeof this.opts.token === "function" && !this.refreshing && Date.now() - this.lastRefresh > 1000) {
       void this.refreshHello(false);
     }
     const max = this.opts.maxReconnectDelayMs ?? 30_000;
-    const n = Math.min(this.failures, 6);
+    // Short connections in a row grow the delay as failed dials do.
+    const n = Math.min(this.failures + this.short, 6);
     if (n !== this.jitterFor) {
       this.jitterFor = n;
       this.jitter = 0.75 + Math.random() * 0.5;

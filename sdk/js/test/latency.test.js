@@ -102,3 +102,94 @@ test("latencyCheckOf fetches only its origins; others are a 403 with no fetch", 
   assert.throws(() => latencyCheckOf({ origins: [] }), /give the origins/);
   assert.throws(() => latencyCheckOf({ origins: ["file:///etc"] }), /is not http\(s\)/);
 });
+
+// A second server, on another port: an address the session must not be
+// led to by an allowed origin's redirect (an internal host, say).
+async function internalServer() {
+  let hits = 0;
+  const s = createServer((req, res) => {
+    hits++;
+    res.writeHead(200, { "Content-Type": "text/plain" });
+    res.end("internal secret ".repeat(64));
+  });
+  s.listen(0, "127.0.0.1");
+  await once(s, "listening");
+  return { url: `http://127.0.0.1:${s.address().port}`, hits: () => hits, close: () => { s.closeAllConnections(); s.close(); } };
+}
+
+// redirector answers every request with a 302 to to(req), counting them.
+async function redirector(to) {
+  let hits = 0;
+  const s = createServer((req, res) => {
+    hits++;
+    res.writeHead(302, { Location: to(req) });
+    res.end();
+  });
+  s.listen(0, "127.0.0.1");
+  await once(s, "listening");
+  return { url: `http://127.0.0.1:${s.address().port}`, hits: () => hits, close: () => { s.closeAllConnections(); s.close(); } };
+}
+
+test("latencyCheckOf does not follow a redirect to an origin not in its list", async () => {
+  const internal = await internalServer();
+  const open = await redirector(() => internal.url + "/admin");
+  try {
+    const own = latencyCheckOf({ origins: [open.url] });
+    await assert.rejects(own({ url: open.url + "/go", count: 2 }),
+      failsWith(Codes.Forbidden, `${open.url}/go redirects to ${internal.url}, which is not followed: this session measures only ${open.url}`));
+    assert.equal(open.hits(), 1, "the allowed origin was asked once");
+    assert.equal(internal.hits(), 0, "the internal server was never fetched");
+  } finally {
+    internal.close();
+    open.close();
+  }
+});
+
+test("latencyCheckOf follows redirects among its origins, at most 5", async () => {
+  hits = 0;
+  const hop = await redirector((req) => (req.url === "/loop" ? "/loop" : base + "/ok"));
+  try {
+    const own = latencyCheckOf({ origins: [hop.url, base] });
+    const r = await own({ url: hop.url + "/start", count: 2 });
+    assert.equal(r.url, hop.url + "/start");
+    assert.equal(r.status, 200);
+    assert.equal(r.bytes, body.length);
+    assert.equal(r.count, 2);
+    assert.equal(hits, 2, "the redirect's allowed target was fetched once per measurement");
+    const before = hop.hits();
+    await assert.rejects(own({ url: hop.url + "/loop", count: 1 }), failsWith(Codes.Unavailable, "redirects more than 5 times"));
+    assert.equal(hop.hits() - before, 6, "the first fetch and 5 redirects, no more");
+  } finally {
+    hop.close();
+  }
+});
+
+test("plain latencyCheck follows redirects (it fetches what the caller names)", async () => {
+  hits = 0;
+  const hop = await redirector(() => base + "/ok");
+  try {
+    const r = await latencyCheck({ url: hop.url + "/x", count: 1 });
+    assert.equal(r.status, 200);
+    assert.equal(hits, 1);
+  } finally {
+    hop.close();
+  }
+});
+
+test("latencyCheckOf reports nothing a fetch that follows redirects anyway reached", async () => {
+  // As a runtime whose fetch ignores redirect: "manual" (one built on
+  // XMLHttpRequest) would.
+  const internal = await internalServer();
+  const open = await redirector(() => internal.url + "/admin");
+  const saved = globalThis.fetch;
+  globalThis.fetch = (url, init) => saved(url, { ...init, redirect: "follow" });
+  try {
+    const own = latencyCheckOf({ origins: [open.url] });
+    await assert.rejects(own({ url: open.url + "/go", count: 1 }),
+      failsWith(Codes.Forbidden, `${open.url}/go was redirected to ${internal.url} (this runtime's fetch follows redirects): not reported`));
+  } finally {
+    globalThis.fetch = saved;
+    internal.close();
+    open.close();
+  }
+});
