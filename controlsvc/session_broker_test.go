@@ -4,7 +4,9 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"log/slog"
+	"net"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -446,5 +448,77 @@ func TestViewerSessionsPermission(t *testing.T) {
 			t.Fatal(err)
 		}
 		check("watches sessions")
+	}
+}
+
+// sessionFrom connects as a session holding kp with hello h from local
+// address ip (a loopback address: 127.0.0.0/8 is all this host's).
+func (st *sessionStack) sessionFrom(ip string, kp nkeys.KeyPair, h fleet.SessionHello) (*nats.Conn, error) {
+	pub, _ := kp.PublicKey()
+	b, _ := json.Marshal(h)
+	return nats.Connect(st.svc.ClientURL(), nats.Token(string(b)), nats.Nkey(pub, kp.Sign), nats.NoReconnect(), nats.Timeout(5*time.Second),
+		nats.SetCustomDialer(&net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(ip)}}))
+}
+
+// TestPublicSessionCapPerAddress: one address cannot fill a public app's
+// cap and keep it. With the rate limit out of the way (as a patient
+// attacker gets around it within a credential's lifetime), 127.0.0.1
+// holds at most --max-sessions-per-address sessions of the public app;
+// its next is refused saying which flag sets it, while 127.0.0.2 still
+// gets in; one of 127.0.0.1's leaving makes room for one more. A signed
+// app's sessions (its backend vouches for each) are not capped by
+// address.
+func TestPublicSessionCapPerAddress(t *testing.T) {
+	st := startSessionStack(t, func(c *Config) {
+		c.SessionRatePerIP = -1 // no rate limit: only the caps count
+		c.MaxSessionsPerIP = 3
+	})
+	if err := ctlCall(st.admin, fleet.OpAppsAdd, fleet.AppRequest{Name: "speedtest", Functions: []string{"latencyCheck"}, Public: true, MaxSessions: 60}, nil); err != nil {
+		t.Fatal(err)
+	}
+	var held []*nats.Conn
+	for i := range 3 {
+		kp, _ := newKP(t)
+		nc, err := st.sessionFrom("127.0.0.1", kp, fleet.SessionHello{App: "speedtest"})
+		if err != nil {
+			t.Fatalf("session %d from 127.0.0.1 refused under the cap of 3: %v", i+1, err)
+		}
+		t.Cleanup(nc.Close)
+		held = append(held, nc)
+	}
+	kp, _ := newKP(t)
+	st.refused(t, kp, fleet.SessionHello{App: "speedtest"}, "app speedtest has 3 sessions ONLINE from 127.0.0.1, the most one address may hold (cc-control --max-sessions-per-address 3)")
+	visitor, err := st.sessionFrom("127.0.0.2", kp, fleet.SessionHello{App: "speedtest"})
+	if err != nil {
+		t.Fatalf("a visitor from 127.0.0.2 refused while 127.0.0.1 holds its 3: %v", err)
+	}
+	visitor.Close()
+
+	// One of 127.0.0.1's leaves: once presence has seen it go, there is
+	// room for one more.
+	held[0].Close()
+	waitFor(t, "127.0.0.1's first session gone", 10*time.Second, func() bool { return st.gate.onlineFrom("speedtest", "127.0.0.1") < 3 })
+	kp, _ = newKP(t)
+	nc, err := st.sessionFrom("127.0.0.1", kp, fleet.SessionHello{App: "speedtest"})
+	if err != nil {
+		t.Fatalf("a session from 127.0.0.1 after one of its 3 left: %v", err)
+	}
+	nc.Close()
+
+	// A signed app: every session presents its backend's token, none is
+	// capped by address.
+	var bank fleet.AppCreated
+	if err := ctlCall(st.admin, fleet.OpAppsAdd, fleet.AppRequest{Name: "bank", Functions: []string{"latencyCheck"}}, &bank); err != nil {
+		t.Fatal(err)
+	}
+	now := st.svc.cfg.Now()
+	for i := range 5 {
+		kp, pub := newKP(t)
+		tok := signToken(t, fleet.SessionTokenClaims{App: "bank", Subject: fmt.Sprintf("user-%d", i), IssuedAt: now.Unix(), Expires: now.Add(time.Minute).Unix(), Key: pub}, bank.Seed)
+		nc, err := st.sessionFrom("127.0.0.1", kp, fleet.SessionHello{App: "bank", Token: tok})
+		if err != nil {
+			t.Fatalf("signed session %d from 127.0.0.1 refused: %v", i+1, err)
+		}
+		t.Cleanup(nc.Close)
 	}
 }
