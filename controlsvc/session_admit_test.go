@@ -413,7 +413,7 @@ func TestCleanDeclared(t *testing.T) {
 func TestOperatorPermissionsSessions(t *testing.T) {
 	_, key := newUser(t)
 	has := func(p jwt.Permissions) bool {
-		return slices.Contains(p.Pub.Allow, fleet.CallerSessionCallsWildcard(key)) && slices.Contains(p.Pub.Allow, fleet.SessionSnapshotSubject) &&
+		return slices.Contains(p.Pub.Allow, fleet.CallerSessionCallsWildcard(key)) &&
 			slices.Contains(p.Sub.Allow, fleet.SessionEventsWildcard)
 	}
 	for _, tt := range []struct {
