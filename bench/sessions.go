@@ -71,8 +71,14 @@ func (c *Client) SessionSnapshot(ctx context.Context, q fleet.SessionQuery) (*fl
 	}
 }
 
+// sessionSnapshot asks on the operator's own control subject
+// (fleet.OpSessionsSnapshot): the service answers into the operator's own
+// control inbox, within the operator's own session snapshot limit.
 func (c *Client) sessionSnapshot(ctx context.Context, body []byte) (*fleet.SessionSnapshot, error) {
-	const subject = fleet.SessionSnapshotSubject
+	if c.key == "" {
+		return nil, fmt.Errorf("sessions: %w: the session snapshot is asked on the operator's own control subject, named by its key", ErrNoKey)
+	}
+	subject := fleet.CtlSubject(c.key, fleet.OpSessionsSnapshot)
 	inbox := c.nc.NewRespInbox()
 	sub, err := c.nc.SubscribeSync(inbox)
 	if err != nil {

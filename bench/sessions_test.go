@@ -3,8 +3,8 @@ package bench_test
 // These tests prove the session side of the SDK (listing, calling,
 // watching sessions) against a plain in-process NATS server without
 // auth: a fake control service answers the session snapshot as the
-// contract says (fleet.SessionSnapshotSubject, in parts), and fake
-// sessions answer on their own subjects (fleet.SessionFnWildcard) the way
+// contract says (on the asker's ctl.<key>.sessions.snapshot, in parts),
+// and fake sessions answer on their own subjects (fleet.SessionFnWildcard) the way
 // the JavaScript library does. The real control service side (admission,
 // presence) is proven end to end in e2e/sessions_bench_test.go.
 
@@ -94,8 +94,14 @@ type fakeSessionService struct {
 
 func (f *fakeSessionService) start(t *testing.T, nc *nats.Conn) {
 	t.Helper()
-	_, err := nc.Subscribe(fleet.SessionSnapshotSubject, func(m *nats.Msg) {
+	_, err := nc.Subscribe(fleet.CtlOpWildcard(fleet.OpSessionsSnapshot), func(m *nats.Msg) {
 		f.queries.Add(1)
+		// Asked on the asker's own subject, answered into its own
+		// control inbox (the service answers nothing else).
+		if key, _, err := fleet.ParseCtlSubject(m.Subject); err != nil || !fleet.IsControlReply(m.Reply, key) {
+			t.Errorf("session snapshot asked on %s with reply %s: want the asker's own subject and control inbox", m.Subject, m.Reply)
+			return
+		}
 		var q fleet.SessionQuery
 		if err := json.Unmarshal(m.Data, &q); err != nil {
 			t.Errorf("session query %q: %v", m.Data, err)
@@ -463,7 +469,7 @@ func TestSessionsDeniedByBroker(t *testing.T) {
 	srv, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: -1, NoLog: true, NoSigs: true, NoSystemAccount: true,
 		Nkeys: []*server.NkeyUser{
 			{Nkey: svcPub},
-			{Nkey: noListPub, Permissions: &server.Permissions{Publish: &server.SubjectPermission{Deny: []string{fleet.SessionSnapshotSubject, fleet.SessionFnRoot + ".>"}}}},
+			{Nkey: noListPub, Permissions: &server.Permissions{Publish: &server.SubjectPermission{Deny: []string{fleet.CtlOpWildcard(fleet.OpSessionsSnapshot), fleet.SessionFnRoot + ".>"}}}},
 			{Nkey: noCallPub, Permissions: &server.Permissions{Publish: &server.SubjectPermission{Deny: []string{fleet.SessionFnRoot + ".>"}}}},
 		}})
 	if err != nil {

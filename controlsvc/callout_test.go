@@ -148,7 +148,7 @@ func TestDecideAdminOperator(t *testing.T) {
 	key, _ := f.adminKP.PublicKey()
 	p := uc.Permissions
 	for _, s := range append(fleet.CallerCallsWildcards(key), fleet.CtlWildcard(key), fleet.PresenceSnapshotSubject, fleet.DiscoveryWildcard,
-		fleet.CallerSessionCallsWildcard(key), fleet.SessionSnapshotSubject) {
+		fleet.CallerSessionCallsWildcard(key)) {
 		if !p.Pub.Allow.Contains(s) {
 			t.Errorf("admin may not publish %q (allow %v)", s, p.Pub.Allow)
 		}

@@ -48,9 +48,11 @@ func operatorPermissions(op operatorIdentity, readOnlyFns []string) jwt.Permissi
 	}
 	p.Sub.Allow.Add(fleet.OperatorInboxWildcard(op.Key), fleet.PresenceEventsWildcard)
 	if fleet.MaySeeSessions(op.Role, op.Sessions) {
-		// Sessions: call them (signed with its own key), read who is
-		// ONLINE and watch them join and leave.
-		p.Pub.Allow.Add(fleet.CallerSessionCallsWildcard(op.Key), fleet.SessionSnapshotSubject)
+		// Sessions: call them (signed with its own key) and watch them
+		// join and leave. Who is ONLINE it asks on its own control
+		// subject (ctl.<key>.sessions.snapshot, under CtlWildcard),
+		// answered only if it may see sessions.
+		p.Pub.Allow.Add(fleet.CallerSessionCallsWildcard(op.Key))
 		p.Sub.Allow.Add(fleet.SessionEventsWildcard)
 	}
 	return p

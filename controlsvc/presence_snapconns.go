@@ -10,8 +10,8 @@ import (
 	"github.com/nats-io/nats.go"
 )
 
-// snapshotConns serve each operator's ctl.<key>.presence.snapshot on a
-// connection of its own. A flood of snapshot requests then waits in its
+// snapshotConns serve each operator's ctl.<key>.presence.snapshot (and
+// ctl.<key>.sessions.snapshot) on a connection of its own. A flood of snapshot requests then waits in its
 // sender's connection (in the broker's buffer toward it and in its one
 // subscription) and another operator's request, on its own connection,
 // is taken at once: on one shared connection, or one wildcard
@@ -57,16 +57,27 @@ func (tr *presenceTracker) dialSnapshots(key string) (*nats.Conn, error) {
 	if err != nil {
 		return nil, err
 	}
-	sub, err := nc.Subscribe(fleet.CtlSubject(key, fleet.OpPresenceSnapshot), func(m *nats.Msg) { tr.answerCtlSnapshot(nc, m) })
-	if err == nil {
+	serve := map[string]nats.MsgHandler{
+		fleet.OpPresenceSnapshot: func(m *nats.Msg) { tr.answerCtlSnapshot(nc, m) },
+	}
+	if tr.sessions != nil {
+		// The session snapshot too: on the operator's own subject, so
+		// the sender is known and pays (session_snapshot.go).
+		serve[fleet.OpSessionsSnapshot] = func(m *nats.Msg) { tr.answerSessionSnapshot(nc, m) }
+	}
+	for op, h := range serve {
+		sub, err := nc.Subscribe(fleet.CtlSubject(key, op), h)
+		if err != nil {
+			nc.Close()
+			return nil, fmt.Errorf("subscribe to %s: %w", fleet.CtlSubject(key, op), err)
+		}
 		// A flood waits here, and is worked off at a map lookup per
 		// request.
 		_ = sub.SetPendingLimits(-1, 64<<20)
-		err = nc.FlushTimeout(5 * time.Second)
 	}
-	if err != nil {
+	if err := nc.FlushTimeout(5 * time.Second); err != nil {
 		nc.Close()
-		return nil, fmt.Errorf("subscribe to %s: %w", fleet.CtlSubject(key, fleet.OpPresenceSnapshot), err)
+		return nil, fmt.Errorf("subscribe to %s: %w", fleet.CtlWildcard(key), err)
 	}
 	return nc, nil
 }

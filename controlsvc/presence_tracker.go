@@ -95,8 +95,8 @@ type presenceTracker struct {
 	snapLimit, legacySnapLimit *opLimiter
 	limited                    func(nc *nats.Conn, l *opLimiter, key, reply string, cost int) bool
 
-	// sessSnapLimit limits the session snapshots answered into each
-	// operator's inbox; sessSnapCache holds their encoded entries.
+	// sessSnapLimit limits the session snapshots each operator asks for
+	// on its own subject; sessSnapCache holds their encoded entries.
 	sessSnapLimit *opLimiter
 	sessSnapCache sessionSnapCache
 }
@@ -146,14 +146,6 @@ func (tr *presenceTracker) start(ctx context.Context) (stop func(), err error) {
 	// lookup per request.
 	_ = snapSub.SetPendingLimits(-1, 256<<20)
 	stops = append(stops, func() { _ = snapSub.Unsubscribe() })
-	if tr.sessions != nil {
-		sessSub, err := tr.fl.QueueSubscribe(fleet.SessionSnapshotSubject, "cc-control", tr.answerSessionSnapshot)
-		if err != nil {
-			return nil, err
-		}
-		_ = sessSub.SetPendingLimits(-1, 64<<20)
-		stops = append(stops, func() { _ = sessSub.Unsubscribe() })
-	}
 	tr.serveConnectedOperators()
 	stops = append(stops, tr.closeSnapshotConns)
 	// The loops end before stop goes on: a resync still running (a slow

@@ -120,6 +120,14 @@ type Config struct {
 	// without max_sessions (default DefaultMaxSessionsPerApp;
 	// cc-control --max-sessions-per-app).
 	MaxSessionsPerApp int
+	// MaxSessionsPerIP caps the ONLINE sessions of a public app from one
+	// source address (an IPv4 address, an IPv6 address's /64), counting
+	// those admitted but not yet connected: the per-address rate alone
+	// lets one address fill an app's cap within a credential's lifetime.
+	// Signed apps are not capped by address (their backend vouches for
+	// each session). Default DefaultMaxSessionsPerIP; a negative value:
+	// no cap (cc-control --max-sessions-per-address).
+	MaxSessionsPerIP int
 	// Audit bounds the audit logs and says whether the service may start
 	// without a durable audit.
 	Audit  AuditConfig
@@ -461,6 +469,7 @@ func (s *Service) startServing(ctx context.Context) error {
 		gate:      s.sessions,
 		perIP:     newIPLimiter(cmp.Or(s.cfg.SessionRatePerIP, DefaultSessionRatePerIP), cmp.Or(s.cfg.SessionBurstPerIP, DefaultSessionBurstPerIP), maxSessionIPs, s.cfg.Now),
 		maxPerApp: cmp.Or(s.cfg.MaxSessionsPerApp, DefaultMaxSessionsPerApp),
+		maxPerIP:  max(0, cmp.Or(s.cfg.MaxSessionsPerIP, DefaultMaxSessionsPerIP)),
 		locate:    s.cfg.Locate,
 		now:       s.sessionNow,
 	}

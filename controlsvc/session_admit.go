@@ -26,8 +26,9 @@ import (
 // anonymous. Every session attempt, and every connection over the public
 // WebSocket listener, is rate-limited per source address (an IPv6
 // address's /64) before any signature is checked, and each app's ONLINE
-// sessions are capped. The session gets credentials for exactly its app's functions
-// under its own id, and the replies to them.
+// sessions are capped, a public app's also per source address. The
+// session gets credentials for exactly its app's functions under its own
+// id, and the replies to them.
 
 // sessionUserPrefix starts the user name of a session's connection:
 // "session:<id>" (the presence events show it).
@@ -47,6 +48,10 @@ const (
 	// DefaultMaxSessionsPerApp is Config.MaxSessionsPerApp's default: the
 	// ONLINE sessions of an app registered without max_sessions.
 	DefaultMaxSessionsPerApp = 10000
+	// DefaultMaxSessionsPerIP is Config.MaxSessionsPerIP's default: the
+	// ONLINE sessions of one public app one source address (an IPv6
+	// address's /64) may hold.
+	DefaultMaxSessionsPerIP = 100
 	// maxSessionIPs bounds the source addresses whose attempts are
 	// remembered; past it the ones as good as new are forgotten, and
 	// the others never (newcomers then share one bucket: ipLimiter).
@@ -67,6 +72,10 @@ const (
 type sessionGate interface {
 	admitted(s fleet.Session)
 	onlineOf(app string) int
+	// onlineFrom counts app's sessions from address ip (keyed as
+	// limiterKey keys it) the same way: ONLINE or admitted and not yet
+	// connected (the per-address cap of public apps).
+	onlineFrom(app, ip string) int
 	// connectedOf counts only the ONLINE ones (apps.list); onlineOf
 	// also counts those admitted but not yet connected (the cap).
 	connectedOf(app string) int
@@ -79,6 +88,7 @@ type noSessions struct{}
 
 func (noSessions) admitted(fleet.Session)               { /* nothing tracks sessions */ }
 func (noSessions) onlineOf(string) int                  { return 0 }
+func (noSessions) onlineFrom(string, string) int        { return 0 }
 func (noSessions) connectedOf(string) int               { return 0 }
 func (noSessions) closeApp(context.Context, string) int { return 0 }
 
@@ -90,6 +100,9 @@ type sessionAdmission struct {
 	perIP *ipLimiter
 	// maxPerApp caps the ONLINE sessions of an app without max_sessions.
 	maxPerApp int
+	// maxPerIP caps a public app's ONLINE sessions from one source
+	// address (0: no cap).
+	maxPerIP int
 	// locate says where an address is (nil: nowhere).
 	locate func(ip string) *fleet.Location
 	// now is the clock session tokens are checked against (nil: the
@@ -169,6 +182,16 @@ func (c *callout) decideSession(req *jwt.AuthorizationRequestClaims, site string
 	gate := c.sessionGate()
 	if n := gate.onlineOf(app.Name); n >= limit {
 		return nil, refuse(who, fmt.Sprintf("app %s has %d sessions ONLINE, its cap (max_sessions %d); try again later", app.Name, n, limit))
+	}
+	// A public app's sessions are anonymous: the rate limit alone lets
+	// one address fill the app's cap within a credential's lifetime, so
+	// each address may hold only so many. A signed app's backend vouches
+	// for each of its sessions: not capped by address.
+	if app.Admission == fleet.AdmissionPublic && c.sessions.maxPerIP > 0 {
+		if n := gate.onlineFrom(app.Name, ci.Host); n >= c.sessions.maxPerIP {
+			return nil, refuse(who, fmt.Sprintf("app %s has %d sessions ONLINE from %s, the most one address may hold (cc-control --max-sessions-per-address %d); close some, or try again later",
+				app.Name, n, limiterKey(ci.Host), c.sessions.maxPerIP))
+		}
 	}
 	s.ID = fleet.SessionID(app.Name, opts.Nkey)
 	s.Since = c.clock().UTC()

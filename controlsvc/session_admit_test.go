@@ -70,6 +70,21 @@ func (g *fakeGate) onlineOf(app string) int {
 	return n
 }
 
+func (g *fakeGate) onlineFrom(app, ip string) int {
+	if g.next != nil {
+		return g.next.onlineFrom(app, ip)
+	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	n := 0
+	for _, s := range g.sessions {
+		if s.App == app && limiterKey(s.IP) == limiterKey(ip) {
+			n++
+		}
+	}
+	return n
+}
+
 func (g *fakeGate) connectedOf(app string) int {
 	if g.next != nil {
 		return g.next.connectedOf(app)
@@ -398,7 +413,7 @@ func TestCleanDeclared(t *testing.T) {
 func TestOperatorPermissionsSessions(t *testing.T) {
 	_, key := newUser(t)
 	has := func(p jwt.Permissions) bool {
-		return slices.Contains(p.Pub.Allow, fleet.CallerSessionCallsWildcard(key)) && slices.Contains(p.Pub.Allow, fleet.SessionSnapshotSubject) &&
+		return slices.Contains(p.Pub.Allow, fleet.CallerSessionCallsWildcard(key)) &&
 			slices.Contains(p.Sub.Allow, fleet.SessionEventsWildcard)
 	}
 	for _, tt := range []struct {

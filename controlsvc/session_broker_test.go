@@ -4,7 +4,9 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"log/slog"
+	"net"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -237,7 +239,7 @@ func TestSessionConfinedToItsOwnSubjects(t *testing.T) {
 		{"answer as a machine", fleet.CallReply(adminKey, fleet.MachineToken("10.0.0.5_web01"), "c1", 0)},
 		{"publish a presence event", fleet.SessionEventSubject("joined", id)},
 		{"ask the presence snapshot", fleet.PresenceSnapshotSubject},
-		{"ask the session snapshot", fleet.SessionSnapshotSubject},
+		{"ask the session snapshot", fleet.CtlSubject(pub, fleet.OpSessionsSnapshot)},
 		{"use the control API", fleet.CtlSubject(pub, fleet.OpWhoAmI)},
 	} {
 		if err := sess.Publish(p.subject, []byte("x")); err != nil {
@@ -413,7 +415,8 @@ func TestPublicSessionFlood(t *testing.T) {
 }
 
 // TestViewerSessionsPermission: a viewer without the sessions permission
-// may not call a session nor read the session snapshot; with it, may.
+// may not call a session, read the session snapshot (403) nor watch
+// sessions; with it, may.
 func TestViewerSessionsPermission(t *testing.T) {
 	st := startSessionStack(t, nil)
 	for _, tt := range []struct {
@@ -438,13 +441,160 @@ func TestViewerSessionsPermission(t *testing.T) {
 			t.Fatal(err)
 		}
 		check("calls a session")
-		if err := nc.Publish(fleet.SessionSnapshotSubject, []byte("{}")); err != nil {
-			t.Fatal(err)
+		// The session snapshot is asked on the operator's own control
+		// subject (any operator may publish there) and answered only
+		// to one that may see sessions.
+		_, refused := askSessionSnapshot(t, nc, pub)
+		if tt.sessions && refused != "" || !tt.sessions && !strings.Contains(refused, "403 operator vera may not see sessions: an admin grants it with cc-bench operators add vera --sessions") {
+			t.Fatalf("%s reads the session snapshot: refused %q", tt.name, refused)
 		}
-		check("reads the session snapshot")
 		if _, err := nc.SubscribeSync(fleet.SessionEventsWildcard); err != nil {
 			t.Fatal(err)
 		}
 		check("watches sessions")
+	}
+}
+
+// sessionFrom connects as a session holding kp with hello h from local
+// address ip (a loopback address: 127.0.0.0/8 is all this host's).
+func (st *sessionStack) sessionFrom(ip string, kp nkeys.KeyPair, h fleet.SessionHello) (*nats.Conn, error) {
+	pub, _ := kp.PublicKey()
+	b, _ := json.Marshal(h)
+	return nats.Connect(st.svc.ClientURL(), nats.Token(string(b)), nats.Nkey(pub, kp.Sign), nats.NoReconnect(), nats.Timeout(5*time.Second),
+		nats.SetCustomDialer(&net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(ip)}}))
+}
+
+// TestPublicSessionCapPerAddress: one address cannot fill a public app's
+// cap and keep it. With the rate limit out of the way (as a patient
+// attacker gets around it within a credential's lifetime), 127.0.0.1
+// holds at most --max-sessions-per-address sessions of the public app;
+// its next is refused saying which flag sets it, while 127.0.0.2 still
+// gets in; one of 127.0.0.1's leaving makes room for one more. A signed
+// app's sessions (its backend vouches for each) are not capped by
+// address.
+func TestPublicSessionCapPerAddress(t *testing.T) {
+	st := startSessionStack(t, func(c *Config) {
+		c.SessionRatePerIP = -1 // no rate limit: only the caps count
+		c.MaxSessionsPerIP = 3
+	})
+	if err := ctlCall(st.admin, fleet.OpAppsAdd, fleet.AppRequest{Name: "speedtest", Functions: []string{"latencyCheck"}, Public: true, MaxSessions: 60}, nil); err != nil {
+		t.Fatal(err)
+	}
+	var held []*nats.Conn
+	for i := range 3 {
+		kp, _ := newKP(t)
+		nc, err := st.sessionFrom("127.0.0.1", kp, fleet.SessionHello{App: "speedtest"})
+		if err != nil {
+			t.Fatalf("session %d from 127.0.0.1 refused under the cap of 3: %v", i+1, err)
+		}
+		t.Cleanup(nc.Close)
+		held = append(held, nc)
+	}
+	kp, _ := newKP(t)
+	st.refused(t, kp, fleet.SessionHello{App: "speedtest"}, "app speedtest has 3 sessions ONLINE from 127.0.0.1, the most one address may hold (cc-control --max-sessions-per-address 3)")
+	visitor, err := st.sessionFrom("127.0.0.2", kp, fleet.SessionHello{App: "speedtest"})
+	if err != nil {
+		t.Fatalf("a visitor from 127.0.0.2 refused while 127.0.0.1 holds its 3: %v", err)
+	}
+	visitor.Close()
+
+	// One of 127.0.0.1's leaves: once presence has seen it go, there is
+	// room for one more.
+	held[0].Close()
+	waitFor(t, "127.0.0.1's first session gone", 10*time.Second, func() bool { return st.gate.onlineFrom("speedtest", "127.0.0.1") < 3 })
+	kp, _ = newKP(t)
+	nc, err := st.sessionFrom("127.0.0.1", kp, fleet.SessionHello{App: "speedtest"})
+	if err != nil {
+		t.Fatalf("a session from 127.0.0.1 after one of its 3 left: %v", err)
+	}
+	nc.Close()
+
+	// A signed app: every session presents its backend's token, none is
+	// capped by address.
+	var bank fleet.AppCreated
+	if err := ctlCall(st.admin, fleet.OpAppsAdd, fleet.AppRequest{Name: "bank", Functions: []string{"latencyCheck"}}, &bank); err != nil {
+		t.Fatal(err)
+	}
+	now := st.svc.cfg.Now()
+	for i := range 5 {
+		kp, pub := newKP(t)
+		tok := signToken(t, fleet.SessionTokenClaims{App: "bank", Subject: fmt.Sprintf("user-%d", i), IssuedAt: now.Unix(), Expires: now.Add(time.Minute).Unix(), Key: pub}, bank.Seed)
+		nc, err := st.sessionFrom("127.0.0.1", kp, fleet.SessionHello{App: "bank", Token: tok})
+		if err != nil {
+			t.Fatalf("signed session %d from 127.0.0.1 refused: %v", i+1, err)
+		}
+		t.Cleanup(nc.Close)
+	}
+}
+
+// askSessionSnapshot asks for the session snapshot on key's own control
+// subject, as the operator on nc, and returns the first part, or the
+// refusal ("code text").
+func askSessionSnapshot(t *testing.T, nc *nats.Conn, key string) (fleet.SessionSnapshot, string) {
+	t.Helper()
+	var snap fleet.SessionSnapshot
+	m, err := nc.Request(fleet.CtlSubject(key, fleet.OpSessionsSnapshot), []byte("{}"), 5*time.Second)
+	if err != nil {
+		t.Fatalf("session snapshot on %s: %v", fleet.CtlSubject(key, fleet.OpSessionsSnapshot), err)
+	}
+	if code := m.Header.Get(fleet.HeaderErrorCode); code != "" {
+		return snap, code + " " + m.Header.Get(fleet.HeaderError)
+	}
+	if err := json.Unmarshal(m.Data, &snap); err != nil {
+		t.Fatalf("session snapshot reply: %v", err)
+	}
+	return snap, ""
+}
+
+// TestSessionSnapshotBudgetIsTheSenders: an operator with the sessions
+// permission cannot spend another operator's session snapshot budget.
+// The snapshot is asked on the asker's own control subject, which the
+// broker lets only that operator publish; it is answered only into the
+// asker's own control inbox, within the asker's own limit. Eve's 200
+// requests naming the admin's inbox on her own subject are not answered
+// and cost the admin nothing; she may not publish on the admin's subject,
+// nor on the shared subject the snapshot was once asked on; her own
+// requests past her burst are refused (429) while the admin's are still
+// answered.
+func TestSessionSnapshotBudgetIsTheSenders(t *testing.T) {
+	st := startSessionStack(t, func(c *Config) {
+		c.SnapshotRate = 0.001 // nothing refills while the test runs
+		c.SnapshotBurst = 2
+	})
+	ekp, epub := newKP(t)
+	if err := ctlCall(st.admin, fleet.OpOperatorsAdd, fleet.OperatorRequest{Name: "eve", Key: epub, Role: fleet.RoleViewer, Sessions: true}, nil); err != nil {
+		t.Fatal(err)
+	}
+	errs := make(chan error, 16)
+	eve := st.operator(t, ekp, nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) { errs <- err }))
+	adminKey := st.admin.Opts.Nkey
+	adminInbox := fleet.ControlInbox(adminKey)
+	if err := eve.PublishRequest(fleet.CtlSubject(adminKey, fleet.OpSessionsSnapshot), adminInbox+".x", nil); err != nil {
+		t.Fatal(err)
+	}
+	violation(t, errs, "eve asks on the admin's subject")
+	if err := eve.PublishRequest("sys.commandControl.presence.sessions", adminInbox+".y", nil); err != nil {
+		t.Fatal(err)
+	}
+	violation(t, errs, "eve asks on the old shared subject")
+	for i := range 200 {
+		if err := eve.PublishRequest(fleet.CtlSubject(epub, fleet.OpSessionsSnapshot), fmt.Sprintf("%s.x%d", adminInbox, i), nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Her own requests are served after those, in order: once the first
+	// is answered, all 200 were handled.
+	for i := range 2 {
+		if _, refused := askSessionSnapshot(t, eve, epub); refused != "" {
+			t.Fatalf("eve's own request %d, within her burst of 2: refused %s", i+1, refused)
+		}
+	}
+	if _, refused := askSessionSnapshot(t, eve, epub); !strings.HasPrefix(refused, "429 ") {
+		t.Fatalf("eve's third request, past her burst: got %q, want a 429", refused)
+	}
+	for i := range 2 {
+		if _, refused := askSessionSnapshot(t, st.admin, adminKey); refused != "" {
+			t.Fatalf("the admin's own request %d after eve's flood: refused %s", i+1, refused)
+		}
 	}
 }

@@ -63,13 +63,18 @@ type sessionPresence struct {
 	conns      map[connKey]sessionConn
 	sessions   map[string]*sessionState
 	online     map[string]int // ONLINE, by app
+	// fromAddr counts the sessions ONLINE or admitted and not ONLINE
+	// (as online plus pendingNew), by app and source address
+	// (addrKey): the per-address cap of public apps.
+	fromAddr   map[string]int
 	tombstones map[connKey]time.Time
 }
 
 type pendingSession struct {
 	s  fleet.Session
 	at time.Time
-	// counted: counted in pendingNew (the session was not ONLINE).
+	// counted: counted in pendingNew and fromAddr (the session was not
+	// ONLINE).
 	counted bool
 }
 
@@ -86,7 +91,14 @@ type sessionConn struct {
 type sessionState struct {
 	s    fleet.Session
 	conn connKey
+	// addr is the fromAddr key the session is counted under.
+	addr string
 }
+
+// addrKey is the fromAddr key of app's sessions from address ip: the
+// app (case-insensitively) and the address as the per-address rate keys
+// it (an IPv4 address, an IPv6 address's /64).
+func addrKey(app, ip string) string { return strings.ToLower(app) + " " + limiterKey(ip) }
 
 func newSessionPresence(now func() time.Time, emit func(fleet.SessionEvent)) *sessionPresence {
 	if now == nil {
@@ -94,7 +106,7 @@ func newSessionPresence(now func() time.Time, emit func(fleet.SessionEvent)) *se
 	}
 	return &sessionPresence{epoch: newEpoch(), now: now, emit: emit,
 		pending: map[string]*pendingSession{}, pendingNew: map[string]int{}, conns: map[connKey]sessionConn{},
-		sessions: map[string]*sessionState{}, online: map[string]int{}, tombstones: map[connKey]time.Time{}}
+		sessions: map[string]*sessionState{}, online: map[string]int{}, fromAddr: map[string]int{}, tombstones: map[connKey]time.Time{}}
 }
 
 // admitted keeps the attributes of a session the callout is about to let
@@ -122,6 +134,7 @@ func (p *sessionPresence) admitted(s fleet.Session) {
 	e := &pendingSession{s: s, at: now, counted: p.sessions[s.ID] == nil}
 	if e.counted {
 		p.pendingNew[strings.ToLower(s.App)]++
+		p.countAddrLocked(addrKey(s.App, s.IP), 1)
 	}
 	p.pending[s.ID] = e
 	p.pendingQ = append(p.pendingQ, pendingRef{s.ID, now})
@@ -155,6 +168,7 @@ func (p *sessionPresence) dropPendingLocked(id string) {
 		if p.pendingNew[app]--; p.pendingNew[app] <= 0 {
 			delete(p.pendingNew, app)
 		}
+		p.countAddrLocked(addrKey(e.s.App, e.s.IP), -1)
 	}
 }
 
@@ -180,6 +194,23 @@ func (p *sessionPresence) onlineOf(app string) int {
 	p.prunePendingLocked(p.now())
 	app = strings.ToLower(app)
 	return p.online[app] + p.pendingNew[app]
+}
+
+// onlineFrom is how many sessions of app from address ip (its IPv4
+// address, its IPv6 /64) are ONLINE, or admitted in the last
+// sessionPendingTTL and not connected yet: what the per-address cap of a
+// public app counts.
+func (p *sessionPresence) onlineFrom(app, ip string) int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.prunePendingLocked(p.now())
+	return p.fromAddr[addrKey(app, ip)]
+}
+
+func (p *sessionPresence) countAddrLocked(key string, d int) {
+	if p.fromAddr[key] += d; p.fromAddr[key] <= 0 {
+		delete(p.fromAddr, key)
+	}
 }
 
 // connectedOf is how many sessions of app are ONLINE.
@@ -266,6 +297,11 @@ func (p *sessionPresence) addLocked(k connKey, c sessionConnInfo, now time.Time)
 			p.countOnlineLocked(st.s.App, -1)
 			p.countOnlineLocked(s.App, 1)
 		}
+		if a := addrKey(s.App, s.IP); a != st.addr {
+			p.countAddrLocked(st.addr, -1)
+			p.countAddrLocked(a, 1)
+			st.addr = a
+		}
 		st.s, st.conn = s, k
 		if older == k {
 			return nil
@@ -273,8 +309,10 @@ func (p *sessionPresence) addLocked(k connKey, c sessionConnInfo, now time.Time)
 		return []connKey{older}
 	}
 	s.Since = now.UTC()
-	p.sessions[c.id] = &sessionState{s: s, conn: k}
+	st := &sessionState{s: s, conn: k, addr: addrKey(s.App, s.IP)}
+	p.sessions[c.id] = st
 	p.countOnlineLocked(s.App, 1)
+	p.countAddrLocked(st.addr, 1)
 	p.emitLocked(fleet.EventJoined, s, "")
 	return nil
 }
@@ -307,6 +345,7 @@ func (p *sessionPresence) removeLocked(k connKey, reason string) {
 	}
 	delete(p.sessions, c.id)
 	p.countOnlineLocked(st.s.App, -1)
+	p.countAddrLocked(st.addr, -1)
 	p.emitLocked(fleet.EventLeft, st.s, reason)
 }
 

@@ -513,3 +513,50 @@ func startSessionTestService(t *testing.T) (*Service, context.Context) {
 	}
 	return s, ctx
 }
+
+// TestSessionCountsPerAddress: presence counts an app's sessions per
+// source address as the per-address rate keys it (an IPv4 address, an
+// IPv6 /64), those admitted and not yet connected included, until they
+// leave or their admission expires; a connection reported from another
+// address moves the session's count there.
+func TestSessionCountsPerAddress(t *testing.T) {
+	st := newSessionTracker(t)
+	p := st.tr.sessions
+	sidD := fleet.SessionID("demo", "UDKEY")
+	p.admitted(demoSession(sidA, "demo", "2001:db8:1:2::1"))
+	p.admitted(demoSession(sidB, "demo", "2001:db8:1:2::ffff")) // the same /64
+	p.admitted(demoSession(sidD, "demo", "192.0.2.7"))
+	p.admitted(demoSession(sidC, "shop", "2001:db8:1:2::1")) // another app
+	if n := p.onlineFrom("demo", "2001:db8:1:2::beef"); n != 2 {
+		t.Fatalf("onlineFrom(demo, the /64) = %d with two admitted from it, want 2", n)
+	}
+	if n := p.onlineFrom("DEMO", "::ffff:192.0.2.7"); n != 1 {
+		t.Fatalf("onlineFrom(DEMO, IPv4-mapped 192.0.2.7) = %d, want 1", n)
+	}
+	if n := p.onlineFrom("demo", "2001:db8:1:3::1"); n != 0 {
+		t.Fatalf("onlineFrom(demo, another /64) = %d, want 0", n)
+	}
+	// A connects: still counted once. B's connection comes from another
+	// address than it was admitted from: counted there.
+	st.tr.handleEvent(sessionEventMsg(t, connectSubject, "NA", 1, sidA, "demo", "2001:db8:1:2::1", ""))
+	st.tr.handleEvent(sessionEventMsg(t, connectSubject, "NA", 2, sidB, "demo", "198.51.100.4", ""))
+	if n, m := p.onlineFrom("demo", "2001:db8:1:2::1"), p.onlineFrom("demo", "198.51.100.4"); n != 1 || m != 1 {
+		t.Fatalf("after A and B connected: %d from the /64, %d from 198.51.100.4; want 1 and 1", n, m)
+	}
+	// D never connects: its admission expires.
+	st.clock.add(sessionPendingTTL + time.Second)
+	if n := p.onlineFrom("demo", "192.0.2.7"); n != 0 {
+		t.Fatalf("onlineFrom(demo, 192.0.2.7) = %d after D's admission expired, want 0", n)
+	}
+	st.tr.handleEvent(sessionEventMsg(t, disconnectSubject, "NA", 1, sidA, "demo", "2001:db8:1:2::1", "Client Closed"))
+	if n := p.onlineFrom("demo", "2001:db8:1:2::1"); n != 0 {
+		t.Fatalf("onlineFrom(demo, the /64) = %d after A left, want 0", n)
+	}
+	p.closeApp(context.Background(), "demo")
+	p.mu.Lock()
+	left := len(p.fromAddr)
+	p.mu.Unlock()
+	if left != 0 {
+		t.Fatalf("%d address counts left after every session left or expired, want none", left)
+	}
+}

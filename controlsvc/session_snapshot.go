@@ -45,44 +45,49 @@ func (tr *presenceTracker) sessionSnapshotEntries() ([]fleet.Session, [][]byte, 
 }
 
 // answerSessionSnapshot answers a fleet.SessionQuery on
-// fleet.SessionSnapshotSubject. Whoever sent it is not known (the subject
-// is shared): the answer goes only to the operator control inbox the
-// reply names, which only that operator reads, and only if that operator
-// may see sessions (fleet.MaySeeSessions); that operator's snapshot limit
-// pays for it, in parts.
-func (tr *presenceTracker) answerSessionSnapshot(m *nats.Msg) {
-	owner, ok := fleet.InboxOwner(m.Reply)
-	if !ok || !fleet.IsControlReply(m.Reply, owner) {
-		return // only an operator's control inbox is a place to answer
+// ctl.<key>.sessions.snapshot (fleet.OpSessionsSnapshot), on nc, the
+// operator's own snapshot connection (presence_snapconns.go): the broker
+// lets only the operator with that key publish there, so the sender is
+// known. It is answered only in its own control inbox, only if it may see
+// sessions (fleet.MaySeeSessions; 403 otherwise), and within its own
+// session snapshot limit, which a snapshot in parts costs once a part.
+// (A subject shared by all operators, as the machines' legacy one, could
+// not say who sent a request: the limit of whoever's inbox it named paid,
+// and any operator could spend another's.)
+func (tr *presenceTracker) answerSessionSnapshot(nc *nats.Conn, m *nats.Msg) {
+	if !answersToAsker(m.Subject, m.Reply) {
+		return // as apiEndpoint: answer only the asker's own inbox
 	}
-	op, ok := tr.reg.OperatorByKey(owner)
+	key, _, _ := fleet.ParseCtlSubject(m.Subject)
+	op, ok := tr.reg.OperatorByKey(key)
 	if !ok {
-		return // nobody can read that inbox
+		sendError(nc, m.Reply, fleet.Errorf(fleet.CodeForbidden, "key %s is not an operator", key), 0)
+		return
 	}
 	if !fleet.MaySeeSessions(op.Role, op.Sessions) {
-		sendError(tr.fl, m.Reply, fleet.Errorf(fleet.CodeForbidden,
+		sendError(nc, m.Reply, fleet.Errorf(fleet.CodeForbidden,
 			"operator %s may not see sessions: an admin grants it with cc-bench operators add %s --sessions", op.Name, op.Name), 0)
 		return
 	}
-	if tr.limited != nil && tr.limited(tr.fl, tr.sessSnapLimit, owner, m.Reply, max(1, (tr.sessions.count()+fleet.SnapshotChunk-1)/fleet.SnapshotChunk)) {
+	if tr.limited != nil && tr.limited(nc, tr.sessSnapLimit, key, m.Reply, max(1, (tr.sessions.count()+fleet.SnapshotChunk-1)/fleet.SnapshotChunk)) {
 		return
 	}
 	var q fleet.SessionQuery
 	if len(m.Data) > 0 {
 		if err := json.Unmarshal(m.Data, &q); err != nil {
-			sendError(tr.fl, m.Reply, fleet.Errorf(fleet.CodeBadRequest, "session query: %v; send {\"where\":{\"city\":\"Paris\"},\"limit\":100} or an empty body for all", err), 0)
+			sendError(nc, m.Reply, fleet.Errorf(fleet.CodeBadRequest, "session query: %v; send {\"where\":{\"city\":\"Paris\"},\"limit\":100} or an empty body for all", err), 0)
 			return
 		}
 	}
 	if q.Limit < 0 {
-		sendError(tr.fl, m.Reply, fleet.Errorf(fleet.CodeBadRequest, "session query: limit %d is negative; use 0 for all", q.Limit), 0)
+		sendError(nc, m.Reply, fleet.Errorf(fleet.CodeBadRequest, "session query: limit %d is negative; use 0 for all", q.Limit), 0)
 		return
 	}
 	if _, err := fleet.MatchSession(&fleet.Session{}, q.Where); err != nil {
-		sendError(tr.fl, m.Reply, fleet.Errorf(fleet.CodeBadRequest, "session query: %v", err), 0)
+		sendError(nc, m.Reply, fleet.Errorf(fleet.CodeBadRequest, "session query: %v", err), 0)
 		return
 	}
-	tr.sendSessionSnapshot(tr.fl, m.Reply, q)
+	tr.sendSessionSnapshot(nc, m.Reply, q)
 }
 
 // sendSessionSnapshot publishes the sessions q selects to reply, in as

@@ -15,8 +15,8 @@ import (
 )
 
 // askSessions hands the session snapshot handler a request (as the
-// broker delivers one an operator sent on fleet.SessionSnapshotSubject)
-// with reply in inbox, and collects the answer's parts through the
+// broker delivers one the operator owning inbox sent on its
+// ctl.<key>.sessions.snapshot) with reply in inbox, and collects the answer's parts through the
 // broker. It returns the parts, or the error header of a refusal.
 func askSessions(t *testing.T, s *Service, inbox, body string) ([]fleet.SessionSnapshot, string) {
 	t.Helper()
@@ -28,7 +28,8 @@ func askSessions(t *testing.T, s *Service, inbox, body string) ([]fleet.SessionS
 	if err := s.fl.Flush(); err != nil {
 		t.Fatal(err)
 	}
-	s.presence.answerSessionSnapshot(&nats.Msg{Subject: fleet.SessionSnapshotSubject, Reply: inbox, Data: []byte(body)})
+	owner, _ := fleet.InboxOwner(inbox)
+	s.presence.answerSessionSnapshot(s.fl, &nats.Msg{Subject: fleet.CtlSubject(owner, fleet.OpSessionsSnapshot), Reply: inbox, Data: []byte(body)})
 	var parts []fleet.SessionSnapshot
 	for {
 		m, err := sub.NextMsg(5 * time.Second)
@@ -133,14 +134,14 @@ func TestSessionSnapshot(t *testing.T) {
 		t.Errorf("viewer without the sessions permission: got %q, want a 403", refused)
 	}
 
-	// Not an operator's control inbox: nothing is sent.
+	// Not the asker's own control inbox: nothing is sent.
 	for _, reply := range []string{fleet.CallReply(admin.Key, "web01", "c", 0), fleet.ControlInbox("UNOBODY") + ".x", "somewhere.else"} {
 		sub, err := s.fl.SubscribeSync(reply)
 		if err != nil {
 			t.Fatal(err)
 		}
 		_ = s.fl.Flush()
-		s.presence.answerSessionSnapshot(&nats.Msg{Subject: fleet.SessionSnapshotSubject, Reply: reply})
+		s.presence.answerSessionSnapshot(s.fl, &nats.Msg{Subject: fleet.CtlSubject(admin.Key, fleet.OpSessionsSnapshot), Reply: reply})
 		// The handler publishes before it returns: a flush round trip
 		// later anything sent is in.
 		_ = s.fl.Flush()
@@ -193,8 +194,8 @@ func TestSessionSnapshotPartsByBytes(t *testing.T) {
 	}
 }
 
-// Session snapshots answered into an operator's inbox draw on a limit of
-// their own per operator (the snapshot rate and burst): past the burst,
+// Session snapshots an operator asks for draw on a limit of their own
+// per operator (the snapshot rate and burst): past the burst,
 // 429 until the clock refills it.
 func TestSessionSnapshotRateLimit(t *testing.T) {
 	clock := newTestClock()

@@ -84,7 +84,7 @@ func TestSessionPresenceEndToEnd(t *testing.T) {
 
 	// The snapshot lists it.
 	b, _ := json.Marshal(fleet.SessionQuery{Where: map[string]string{"app": "demo"}})
-	m, err = admin.Request(fleet.SessionSnapshotSubject, b, 5*time.Second)
+	m, err = admin.Request(fleet.CtlSubject(adminKey, fleet.OpSessionsSnapshot), b, 5*time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}

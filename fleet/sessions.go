@@ -26,9 +26,13 @@ const (
 	// machine permission (a viewer's read-only functions, a broadcast)
 	// ever reaches a session, and no session call reaches a machine.
 	SessionFnRoot = Prefix + ".sfn"
-	// SessionSnapshotSubject answers a [SessionSnapshot] for a
-	// [SessionQuery]: the ONLINE sessions, selected by the control service.
-	SessionSnapshotSubject = Prefix + ".presence.sessions"
+	// OpSessionsSnapshot is the control operation (the <op> of
+	// [CtlSubject]) answering a [SessionSnapshot] for a [SessionQuery]:
+	// the ONLINE sessions, selected by the control service, in parts, to
+	// the operator the subject names (only that operator may publish it)
+	// and within that operator's own snapshot limit; an operator that may
+	// not see sessions ([MaySeeSessions]) is answered 403.
+	OpSessionsSnapshot = "sessions.snapshot"
 	// SessionEventRoot prefixes session presence events:
 	// SessionEventRoot.<joined|left>.<session id>. They are numbered
 	// apart from the machines' (their own Seq and Epoch), so a machine
@@ -260,7 +264,7 @@ type SessionDeclared struct {
 	AppVersion string `json:"app_version,omitempty"`
 }
 
-// SessionQuery selects sessions in a [SessionSnapshotSubject] request.
+// SessionQuery selects sessions in an [OpSessionsSnapshot] request.
 // Where keys are session attributes: app, admission, user, ip, platform,
 // and the location's site, city, region, country, country_code; values
 // match case-insensitively and exactly. An empty query selects all.

@@ -37,6 +37,7 @@ var sessionBuilders = map[string]func(a []string) string{
 	"CallReply":                  func(a []string) string { return CallReply(a[0], a[1], a[2], int(a[3][0]-'0')) },
 	"CallerSessionCallsWildcard": func(a []string) string { return CallerSessionCallsWildcard(a[0]) },
 	"SessionEventSubject":        func(a []string) string { return SessionEventSubject(a[0], a[1]) },
+	"CtlSubject":                 func(a []string) string { return CtlSubject(a[0], a[1]) },
 }
 
 // TestWireSessions: session ids, subjects and tokens are what the shared
@@ -71,7 +72,7 @@ func TestWireSessions(t *testing.T) {
 			t.Errorf("%s: %s(%q) = %q, want %q", tt.Name, tt.Func, tt.Args, got, tt.Want)
 		}
 	}
-	consts := map[string]string{"SessionFnRoot": SessionFnRoot, "SessionSnapshotSubject": SessionSnapshotSubject,
+	consts := map[string]string{"SessionFnRoot": SessionFnRoot, "OpSessionsSnapshot": OpSessionsSnapshot,
 		"SessionEventsWildcard": SessionEventsWildcard, "SessionCallsWildcard": SessionCallsWildcard}
 	for k, want := range v.Constants {
 		if consts[k] != want {

@@ -396,7 +396,7 @@ func sessionSnapshot(ctx context.Context, c *bench.Client, q fleet.SessionQuery)
 	}
 	defer func() { _ = sub.Unsubscribe() }()
 	_ = sub.SetPendingLimits(-1, -1)
-	m := nats.NewMsg(fleet.SessionSnapshotSubject)
+	m := nats.NewMsg(fleet.CtlSubject(c.Key(), fleet.OpSessionsSnapshot))
 	m.Reply, m.Data = inbox, body
 	if err := nc.PublishMsg(m); err != nil {
 		return nil, err

@@ -39,6 +39,7 @@ type options struct {
 	snapshotBurst, controlBurst int
 	sessionRate                 float64
 	sessionBurst, maxSessions   int
+	maxSessionsPerIP            int
 	maxAgentConns               int
 	viewerFns                   string
 	localAgent                  bool
@@ -98,6 +99,7 @@ Flags:
 	fs.Float64Var(&o.sessionRate, "session-rate", controlsvc.DefaultSessionRatePerIP, "connection attempts per second one source address may make as a session, or over WebSocket whoever it is, sustained; past it and --session-burst they are refused before any signature is checked (agents and operators on the client port are not counted; an IPv6 address counts as its /64); 0: no limit")
 	fs.IntVar(&o.sessionBurst, "session-burst", controlsvc.DefaultSessionBurstPerIP, "session or WebSocket connection attempts one source address may make at once, above --session-rate")
 	fs.IntVar(&o.maxSessions, "max-sessions-per-app", controlsvc.DefaultMaxSessionsPerApp, "ONLINE sessions an app registered without --max-sessions may have; past it new ones are refused")
+	fs.IntVar(&o.maxSessionsPerIP, "max-sessions-per-address", controlsvc.DefaultMaxSessionsPerIP, "ONLINE sessions of one public app one source address may hold (an IPv6 address counts as its /64; those admitted and not yet connected count too); past it that address's new ones are refused, other addresses still get in (--session-rate bounds only how fast an address adds sessions, not how many it keeps). Signed apps are not capped by address; 0: no cap")
 	fs.DurationVar(&o.userTTL, "user-ttl", controlsvc.DefaultUserTTL, "lifetime of issued credentials; clients re-authorise transparently")
 	fs.DurationVar(&o.siteUserTTL, "site-user-ttl", controlsvc.DefaultSiteUserTTL,
 		"lifetime of credentials issued for connections at a remote site's broker (a leaf node of the hub; at most --user-ttl): a removal at a site cut off from the hub takes effect within it, and a site cut off for longer loses its connections until the link returns")
@@ -150,7 +152,19 @@ Flags:
 	if o.maxSessions < 1 {
 		return nil, fmt.Errorf("--max-sessions-per-app %d: want at least 1 session (an app's own --max-sessions overrides it)", o.maxSessions)
 	}
+	if o.maxSessionsPerIP < 0 {
+		return nil, fmt.Errorf("--max-sessions-per-address %d: want sessions per address, or 0 for no cap", o.maxSessionsPerIP)
+	}
 	return o, nil
+}
+
+// noCapIfZero turns a cap flag's 0 ("no cap") into the negative value
+// controlsvc.Config takes for it (its 0 is the default).
+func noCapIfZero(n int) int {
+	if n == 0 {
+		return -1
+	}
+	return n
 }
 
 // noLimitIfZero turns a rate flag's 0 ("no limit") into the negative
@@ -205,6 +219,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		SessionRatePerIP:     noLimitIfZero(o.sessionRate),
 		SessionBurstPerIP:    o.sessionBurst,
 		MaxSessionsPerApp:    o.maxSessions,
+		MaxSessionsPerIP:     noCapIfZero(o.maxSessionsPerIP),
 		ReadOnlyFunctions:    viewerFunctions(o, log),
 		Audit:                o.audit,
 		Locate:               locateFunc(locator),

@@ -126,6 +126,7 @@ func TestBadFlagsNameTheProblem(t *testing.T) {
 		{[]string{"--session-rate", "-2"}, "--session-rate -2: want requests per second, or 0 for no limit"},
 		{[]string{"--session-burst", "0"}, "--session-burst 0: want at least 1"},
 		{[]string{"--max-sessions-per-app", "0"}, "--max-sessions-per-app 0: want at least 1"},
+		{[]string{"--max-sessions-per-address", "-1"}, "--max-sessions-per-address -1: want sessions per address, or 0 for no cap"},
 		// A store the audit does not fit in: refused, saying why.
 		{[]string{"--audit-calls-max-bytes", "1PiB"}, "1.0 PiB (--audit-calls-max-bytes)"},
 		{[]string{"--audit-max-bytes", "1PiB"}, "--no-durable-audit"},

@@ -67,7 +67,7 @@ func startSessionWorld(t *testing.T, sessions ...fleet.Session) *sessionWorld {
 	}
 	t.Cleanup(nc.Close)
 	w := &sessionWorld{url: srv.ClientURL(), sessions: sessions, nc: nc}
-	_, err = nc.Subscribe(fleet.SessionSnapshotSubject, func(m *nats.Msg) {
+	_, err = nc.Subscribe(fleet.CtlOpWildcard(fleet.OpSessionsSnapshot), func(m *nats.Msg) {
 		var q fleet.SessionQuery
 		_ = json.Unmarshal(m.Data, &q)
 		var sel []fleet.Session
