@@ -39,6 +39,7 @@ type options struct {
 	snapshotBurst, controlBurst int
 	sessionRate                 float64
 	sessionBurst, maxSessions   int
+	sessionMaxPayload           int
 	maxAgentConns               int
 	viewerFns                   string
 	localAgent                  bool
@@ -97,6 +98,7 @@ Flags:
 	fs.IntVar(&o.controlBurst, "control-burst", controlsvc.DefaultControlBurst, "control API requests one operator may make at once, above --control-rate")
 	fs.Float64Var(&o.sessionRate, "session-rate", controlsvc.DefaultSessionRatePerIP, "connection attempts per second one source address may make as a session, or over WebSocket whoever it is, sustained; past it and --session-burst they are refused before any signature is checked (agents and operators on the client port are not counted; an IPv6 address counts as its /64); 0: no limit")
 	fs.IntVar(&o.sessionBurst, "session-burst", controlsvc.DefaultSessionBurstPerIP, "session or WebSocket connection attempts one source address may make at once, above --session-rate")
+	fs.IntVar(&o.sessionMaxPayload, "session-max-payload", controlsvc.DefaultSessionMaxPayload, "largest message (answer) in bytes a session may send, at most the broker's --max-payload; a session answering with more is closed")
 	fs.IntVar(&o.maxSessions, "max-sessions-per-app", controlsvc.DefaultMaxSessionsPerApp, "ONLINE sessions an app registered without --max-sessions may have; past it new ones are refused")
 	fs.DurationVar(&o.userTTL, "user-ttl", controlsvc.DefaultUserTTL, "lifetime of issued credentials; clients re-authorise transparently")
 	fs.DurationVar(&o.siteUserTTL, "site-user-ttl", controlsvc.DefaultSiteUserTTL,
@@ -146,6 +148,9 @@ Flags:
 		if l.burst < 1 {
 			return nil, fmt.Errorf("--%s-burst %d: want at least 1 request", l.name, l.burst)
 		}
+	}
+	if o.sessionMaxPayload < 1 {
+		return nil, fmt.Errorf("--session-max-payload %d: want a number of bytes, at least 1 (default %d)", o.sessionMaxPayload, controlsvc.DefaultSessionMaxPayload)
 	}
 	if o.maxSessions < 1 {
 		return nil, fmt.Errorf("--max-sessions-per-app %d: want at least 1 session (an app's own --max-sessions overrides it)", o.maxSessions)
@@ -205,6 +210,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		SessionRatePerIP:     noLimitIfZero(o.sessionRate),
 		SessionBurstPerIP:    o.sessionBurst,
 		MaxSessionsPerApp:    o.maxSessions,
+		SessionMaxPayload:    o.sessionMaxPayload,
 		ReadOnlyFunctions:    viewerFunctions(o, log),
 		Audit:                o.audit,
 		Locate:               locateFunc(locator),
