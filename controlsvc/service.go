@@ -17,6 +17,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/commandcontrol/commandcontrol/broker"
@@ -169,6 +170,7 @@ type Service struct {
 	callHooks    []CallHook
 	calls        *nats.Conn
 	floodLog     floodLog // sessions closed for flooding (sessionflood.go)
+	sessionIPs   atomic.Pointer[ipLimiter]
 	// announce publishes presence events and hints (and serves nothing).
 	announce *nats.Conn
 	// brokerConn is how the service reaches an external broker (nil:
@@ -479,6 +481,7 @@ func (s *Service) startServing(ctx context.Context) error {
 		now:       s.sessionNow,
 	}
 	co.sessions.maxPayload = s.sessionMaxPayload()
+	s.sessionIPs.Store(co.sessions.perIP)
 	co.sites, co.onLink = map[string]string{}, s.onLeafLink
 	co.linkSize = newLinkSize(s.ctl.MaxPayload) // the callout answers on s.ctl
 	for _, site := range s.cfg.LeafSites {

@@ -137,6 +137,31 @@ func (w *callMatcher) pruneBudgets(now time.Time) {
 	}
 }
 
+// penalize puts address ip's bucket in debt for d: its session (and
+// WebSocket) attempts are refused until then. A bucket in debt is never
+// forgotten. An address the limiter has no room for is not penalized (the
+// shared bucket of newcomers is not theirs to lose).
+func (l *ipLimiter) penalize(ip string, d time.Duration) {
+	if l == nil || ip == "" {
+		return
+	}
+	now := l.now()
+	key := limiterKey(ip)
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	b := l.buckets[key]
+	if b == nil {
+		if len(l.buckets) >= l.max {
+			return
+		}
+		b = &ipBucket{tokens: l.burst, last: now}
+		l.buckets[key] = b
+	}
+	l.refillLocked(b, now)
+	b.tokens = min(b.tokens, 0) - l.rate*d.Seconds()
+	b.lastRefused = now
+}
+
 // floodLog spaces the log lines about sessions closed for flooding.
 type floodLog struct {
 	last       time.Time
@@ -154,6 +179,9 @@ func (s *Service) sessionFlood(id, reason string) bool {
 		return false
 	}
 	s.auditRefusedAt("session", sess.ID, "", sess.IP, "", "connection closed: "+reason)
+	// Its address may not come straight back for another burst: its
+	// session attempts are refused for a window.
+	s.sessionIPs.Load().penalize(sess.IP, sessionReplyWindow)
 	t := s.cfg.Now()
 	s.mu.Lock()
 	fl := &s.floodLog

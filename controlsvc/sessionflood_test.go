@@ -293,6 +293,36 @@ func TestSessionFloodClosedAndCallsAudited(t *testing.T) {
 	if n := strings.Count(st.log.String(), "session closed"); n != 1 {
 		t.Fatalf("%d log lines about closed sessions, want 1 (the rest counted in the next)", n)
 	}
+	// The flooders' address does not come straight back.
+	kp, _ := newKP(t)
+	st.refused(t, kp, fleet.SessionHello{App: "speedtest"}, "too many session or WebSocket connections from 127.0.0.1")
+}
+
+// An address whose session was closed for flooding is refused sessions
+// for a window, then has its rate again; an address the full limiter
+// does not know is not penalized (newcomers share that bucket).
+func TestPenalizedAddress(t *testing.T) {
+	clock := time.Date(2031, 1, 2, 3, 4, 5, 0, time.UTC)
+	l := newIPLimiter(5, 20, 2, func() time.Time { return clock })
+	l.penalize("192.0.2.1", sessionReplyWindow)
+	if l.allow("192.0.2.1") == nil {
+		t.Fatal("a penalized address admitted at once")
+	}
+	if l.allow("192.0.2.2") != nil {
+		t.Fatal("another address refused")
+	}
+	clock = clock.Add(sessionReplyWindow)
+	if l.allow("192.0.2.1") == nil {
+		t.Fatal("a penalized address admitted before its window and one token passed")
+	}
+	clock = clock.Add(time.Second)
+	if r := l.allow("192.0.2.1"); r != nil {
+		t.Fatalf("after the window: %v", r)
+	}
+	l.penalize("192.0.2.3", sessionReplyWindow) // the limiter is full
+	if r := l.allow("192.0.2.3"); r != nil {
+		t.Fatalf("the newcomers' shared bucket was penalized: %v", r)
+	}
 }
 
 // A session answering with more than the session payload limit is
