@@ -52,8 +52,8 @@ type connzSubs struct {
 // checkSessionSubs closes the sessions holding more subscriptions than
 // their credentials allow.
 func (tr *presenceTracker) checkSessionSubs(ctx context.Context) {
-	if tr.sessions == nil || tr.sessions.appOf == nil || tr.sys == nil {
-		return
+	if tr.sessions == nil || tr.sessions.appOf == nil || tr.sys == nil || tr.sessions.count() == 0 {
+		return // no session ONLINE: nothing to sort the brokers' connections for
 	}
 	servers, _ := tr.pingAt(ctx, serverPingSubject, maxHubServers)
 	for _, server := range servers {
