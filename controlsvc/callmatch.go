@@ -1,6 +1,7 @@
 package controlsvc
 
 import (
+	"fmt"
 	"sort"
 	"strconv"
 	"time"
@@ -72,12 +73,20 @@ type callMatcher struct {
 	// everyone's.
 	held    map[string]int
 	heldAll int
+	// budget counts each session's answers that settle nothing
+	// (sessionflood.go); onFlood closes a session past it (nil: none is
+	// closed). maxSessionReply bounds one session answer's body (0: no
+	// bound); a longer one closes the session too.
+	budget          map[string]*replyBudget
+	budgetPruned    time.Time
+	onFlood         func(id, reason string) bool
+	maxSessionReply int
 }
 
 func newCallMatcher(machines onlineMachines, operatorName func(string) (string, bool), wait time.Duration, now func() time.Time, emit func(fleet.AuditRecord)) *callMatcher {
 	return &callMatcher{machines: machines, operatorName: operatorName, wait: wait, now: now, emit: emit,
 		calls: map[string]*watchedCall{}, groups: map[callGroup][]*watchedCall{}, open: map[string]int{},
-		latest: map[string]string{}, repeatN: map[string]int{}, held: map[string]int{}}
+		latest: map[string]string{}, repeatN: map[string]int{}, held: map[string]int{}, budget: map[string]*replyBudget{}}
 }
 
 type watchedCall struct {
@@ -100,6 +109,9 @@ type watchedCall struct {
 	// everyone: the call reaches every ONLINE machine, so one that
 	// answers unexpected (it came online meanwhile) is a target too.
 	everyone bool
+	// lossy: the watcher dropped messages while the call was open, so
+	// a target with no answer may have answered (see lost).
+	lossy bool
 }
 
 // callGroup is what a call's copies share in their reply subjects: the
@@ -290,16 +302,28 @@ func (w *callMatcher) expectOnline(c *watchedCall) {
 
 func (w *callMatcher) reply(m *nats.Msg) {
 	rs, err := fleet.ParseCallReply(m.Subject)
-	if err != nil || rs.Target == fleet.ReplyToAll {
+	if err != nil {
+		// A session may publish anything under its own reply subjects
+		// (fleet.MachineReplies): what is no answer is unsolicited too.
+		if id := sessionOfReply(m.Subject); id != "" {
+			w.unsolicited(id)
+		}
+		return
+	}
+	if rs.Target == fleet.ReplyToAll {
 		return // nothing an agent sends, or a status for the whole call
 	}
 	id, err := targetID(rs.Target)
 	if err != nil {
 		return
 	}
+	session := fleet.IsSessionID(id)
+	if session && w.maxSessionReply > 0 && len(m.Data) > w.maxSessionReply {
+		w.flood(id, fmt.Sprintf("answered with %d bytes, more than the %d a session may send (cc-control --session-max-payload)", len(m.Data), w.maxSessionReply))
+	}
 	noResponders := fleet.IsNoResponders(m.Header.Get(fleet.HeaderStatus), len(m.Data))
 	fn := m.Header.Get(fleet.HeaderFunction)
-	if fn == "" && !noResponders && !fleet.IsSessionID(id) {
+	if fn == "" && !noResponders && !session {
 		// Every answer of an agent names its function; anything else
 		// published on a machine's reply subject (its micro discovery
 		// reply, aimed here) is not an answer to a call.
@@ -309,7 +333,11 @@ func (w *callMatcher) reply(m *nats.Msg) {
 	if c == nil || (!isOpen(o) && (!isOffline(o) || noResponders)) {
 		// Not a call we saw, or a duplicate: the first answer stands.
 		// Only "offline" gives way, to the answer of a re-sent copy
-		// that reached the machine.
+		// that reached the machine. A session's counts against its
+		// budget.
+		if session {
+			w.unsolicited(id)
+		}
 		return
 	}
 	now := w.now()
@@ -417,19 +445,41 @@ func (w *callMatcher) flushOldest(caller string) {
 	if oldest != nil {
 		// Its replies are not all in: what is still open is not known,
 		// which is not the same as no answer.
-		for _, o := range oldest.order {
-			if isOpen(o) {
-				o.Status, o.Error = fleet.OutcomeUntracked, untrackedText
-			}
-		}
+		untrack(oldest, untrackedText)
 		w.flush(oldest)
+	}
+}
+
+// untrack records every target of c still open as untracked, why saying
+// why.
+func untrack(c *watchedCall, why string) {
+	for _, o := range c.order {
+		if isOpen(o) {
+			o.Status, o.Error = fleet.OutcomeUntracked, why
+		}
+	}
+}
+
+// lost tells the matcher the watcher dropped messages: an answer to any
+// call open now may be among them, so what those calls have not heard
+// from is recorded untracked, not no-response.
+func (w *callMatcher) lost() {
+	for _, c := range w.calls {
+		c.lossy = true
 	}
 }
 
 // untrackedText says why an outcome is untracked.
 const untrackedText = "recorded before its answer was in: the operator (or everyone) had too many calls open; whether it ran is not known"
 
+// lostText says why an outcome is untracked after the watcher dropped
+// messages.
+const lostText = "the control service's call watcher fell behind and dropped messages while this call was open; whether it answered is not known"
+
 func (w *callMatcher) flush(c *watchedCall) {
+	if c.lossy {
+		untrack(c, lostText)
+	}
 	delete(w.calls, c.key)
 	if w.latest[c.base] == c.key {
 		delete(w.latest, c.base)

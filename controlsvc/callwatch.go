@@ -38,6 +38,10 @@ type callWatch struct {
 	subs      []*nats.Subscription
 	quit      chan struct{}
 	done      sync.WaitGroup
+	// dropped counts the messages the subscriptions dropped (nil: their
+	// nats Dropped counts); lastDropped is what it was last seen.
+	dropped     func() int
+	lastDropped int
 }
 
 func newCallWatch(nc *nats.Conn, responder *offlineResponder, matcher *callMatcher) *callWatch {
@@ -130,8 +134,39 @@ func (w *callWatch) loop() {
 		case m := <-w.msgs:
 			w.handle(m)
 		case <-t.C:
-			w.matcher.flushDue(w.matcher.now())
+			w.checkDrops()
+			now := w.matcher.now()
+			w.matcher.flushDue(now)
+			w.matcher.pruneBudgets(now)
 		}
+	}
+}
+
+// checkDrops tells the matcher when the subscriptions dropped messages
+// since it last looked (a slow consumer), or the connection reconnected:
+// an answer may be lost, so the calls open are recorded untracked where
+// they have no answer. (A broker that drops messages to the connection
+// rather than stall their publisher does not say so: the flood limits of
+// sessionflood.go keep the connection from falling that far behind.)
+func (w *callWatch) checkDrops() {
+	n := 0
+	if w.dropped != nil {
+		n = w.dropped()
+	} else {
+		for _, s := range w.subs {
+			if d, err := s.Dropped(); err == nil {
+				n += d
+			}
+		}
+		if w.nc != nil {
+			// A reconnect (the broker closed the connection as a slow
+			// consumer, say) loses what was sent meanwhile.
+			n += int(w.nc.Stats().Reconnects)
+		}
+	}
+	if n != w.lastDropped {
+		w.lastDropped = n
+		w.matcher.lost()
 	}
 }
 
@@ -193,6 +228,7 @@ func (s *Service) watchCalls() error {
 	}
 	matcher := newCallMatcher(s.presence.state, operatorName, s.cfg.CallWait, now, emit)
 	matcher.sessions = s.presence.sessions
+	matcher.onFlood, matcher.maxSessionReply = s.sessionFlood, s.sessionMaxPayload()
 	w := newCallWatch(s.calls, &offlineResponder{machines: s.presence.state, sessions: s.presence.sessions, publish: s.calls.PublishMsg}, matcher)
 	if err := w.start(); err != nil {
 		return fmt.Errorf("watch calls: %w", err)

@@ -72,6 +72,10 @@ type presenceTracker struct {
 	limit *connLimiter
 	// resyncNow asks resyncLoop for a resync at once.
 	resyncNow chan struct{}
+	// closeSession closes a session found over its limits, logged and
+	// audited (Service.sessionFlood); false when presence does not hold
+	// it (the tracker then kicks the connection itself).
+	closeSession func(id, reason string) bool
 	// sites bounds what each remote site can make the tracker do.
 	sites siteWork
 
@@ -155,6 +159,7 @@ func (tr *presenceTracker) start(ctx context.Context) (stop func(), err error) {
 	loops.Go(func() { tr.snapshotConnsLoop(lctx) })
 	loops.Go(func() { tr.resyncLoop(lctx) })
 	loops.Go(func() { tr.hintLoop(lctx) })
+	loops.Go(func() { tr.sessionSubsLoop(lctx) })
 	stops = append(stops, func() {
 		cancel()
 		loops.Wait()

@@ -17,6 +17,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/commandcontrol/commandcontrol/broker"
@@ -128,6 +129,12 @@ type Config struct {
 	// each session). Default DefaultMaxSessionsPerIP; a negative value:
 	// no cap (cc-control --max-sessions-per-address).
 	MaxSessionsPerIP int
+	// SessionMaxPayload bounds each message a session publishes (its
+	// answers), in bytes (default DefaultSessionMaxPayload; at most the
+	// broker's max payload; cc-control --session-max-payload). It is put
+	// in the session's credentials, and the call watcher closes a
+	// session that answers with more.
+	SessionMaxPayload int
 	// Audit bounds the audit logs and says whether the service may start
 	// without a durable audit.
 	Audit  AuditConfig
@@ -170,6 +177,8 @@ type Service struct {
 	audit        *auditLog
 	callHooks    []CallHook
 	calls        *nats.Conn
+	floodLog     floodLog // sessions closed for flooding (sessionflood.go)
+	sessionIPs   atomic.Pointer[ipLimiter]
 	// announce publishes presence events and hints (and serves nothing).
 	announce *nats.Conn
 	// brokerConn is how the service reaches an external broker (nil:
@@ -212,6 +221,12 @@ func New(cfg Config) (*Service, error) {
 	}
 	if cfg.CallWait <= 0 {
 		cfg.CallWait = DefaultCallWait
+	}
+	if cfg.SessionMaxPayload == 0 {
+		cfg.SessionMaxPayload = DefaultSessionMaxPayload
+	}
+	if brokerMax := int(cmp.Or(cfg.Broker.MaxPayload, 1<<20)); cfg.SessionMaxPayload < 1 || cfg.SessionMaxPayload > brokerMax {
+		return nil, fmt.Errorf("session max payload %d bytes: give 1 to the broker's max payload (%d), e.g. %d", cfg.SessionMaxPayload, brokerMax, DefaultSessionMaxPayload)
 	}
 	if cfg.ReadOnlyFunctions == nil {
 		cfg.ReadOnlyFunctions = DefaultReadOnlyFunctions
@@ -270,6 +285,7 @@ func (s *Service) newPresenceTracker() *presenceTracker {
 		resyncNow: make(chan struct{}, 1), snapWork: newFairQueue(snapshotQueue)}
 	tr.dialFleet = func(name string) (*nats.Conn, error) { return s.dial(name, s.keys.Fleet) }
 	tr.markLinks, tr.checkLinks, tr.onRefused = s.links.mark, s.checkLinks, s.auditRefused
+	tr.closeSession = s.sessionFlood
 	tr.limited = s.limitedN
 	tr.snapLimit = newOpLimiter("presence snapshot", "snapshot", cfg.SnapshotRate, cfg.SnapshotBurst, cfg.Now)
 	tr.legacySnapLimit = newOpLimiter("presence snapshot", "snapshot", cfg.SnapshotRate, cfg.SnapshotBurst, cfg.Now)
@@ -281,7 +297,7 @@ func (s *Service) newPresenceTracker() *presenceTracker {
 	tr.state.now = cfg.Now
 	tr.locate = cfg.Locate
 	tr.sessions = newSessionPresence(cfg.Now, tr.publishSessionEvent)
-	tr.sessions.locate, tr.sessions.kick = cfg.Locate, tr.kick
+	tr.sessions.locate, tr.sessions.kick = cfg.Locate, s.kickSessions(tr.kick)
 	tr.sessSnapLimit = newOpLimiter("session snapshot", "snapshot", cfg.SnapshotRate, cfg.SnapshotBurst, cfg.Now)
 	tr.restorePresence()
 	return tr
@@ -473,6 +489,8 @@ func (s *Service) startServing(ctx context.Context) error {
 		locate:    s.cfg.Locate,
 		now:       s.sessionNow,
 	}
+	co.sessions.maxPayload = s.sessionMaxPayload()
+	s.sessionIPs.Store(co.sessions.perIP)
 	co.sites, co.onLink = map[string]string{}, s.onLeafLink
 	co.linkSize = newLinkSize(s.ctl.MaxPayload) // the callout answers on s.ctl
 	for _, site := range s.cfg.LeafSites {

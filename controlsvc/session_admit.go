@@ -108,6 +108,8 @@ type sessionAdmission struct {
 	// now is the clock session tokens are checked against (nil: the
 	// callout's).
 	now func() time.Time
+	// maxPayload bounds a session's messages (0: the broker's bound).
+	maxPayload int
 }
 
 // sessionGate returns the gate (a no-op one when none is set).
@@ -201,6 +203,7 @@ func (c *callout) decideSession(req *jwt.AuthorizationRequestClaims, site string
 	uc := c.userClaims(req, sessionUserPrefix+s.ID, site)
 	uc.Tags.Add(sessionAppTagPrefix + app.Name)
 	uc.Permissions = sessionPermissions(s.ID, app.Functions)
+	setSessionLimits(&uc.Limits, len(app.Functions), c.sessions.maxPayload)
 	gate.admitted(s)
 	c.granted("session", s.ID)
 	return uc, nil
@@ -254,6 +257,19 @@ func sessionPermissions(id string, fns []string) jwt.Permissions {
 	}
 	p.Pub.Allow.Add(fleet.MachineReplies(id))
 	return p
+}
+
+// setSessionLimits bounds a session's credentials: its messages to
+// maxPayload bytes (0: the broker's bound) and its subscriptions to one
+// per function of its app and a little slack. Not every broker applies a
+// callout user's limits (nats-server 2.15 does not): the call watcher
+// closes a session answering with more than maxPayload (sessionflood.go)
+// whatever the broker does.
+func setSessionLimits(l *jwt.Limits, functions, maxPayload int) {
+	l.Subs = int64(functions + sessionSubsSlack)
+	if maxPayload > 0 {
+		l.Payload = int64(maxPayload)
+	}
 }
 
 // parseSessionHello decodes a session's auth_token.

@@ -395,6 +395,39 @@ func (p *sessionPresence) closeApp(ctx context.Context, app string) int {
 	return len(conns)
 }
 
+// closeSession closes session id's connection (the call watcher found
+// it flooding): it leaves at once, as in closeApp, and the kick runs on a
+// goroutine of its own. False: id is not ONLINE.
+func (p *sessionPresence) closeSession(id, reason string) (fleet.Session, bool) {
+	if p == nil {
+		return fleet.Session{}, false
+	}
+	p.mu.Lock()
+	st := p.sessions[id]
+	if st == nil {
+		p.mu.Unlock()
+		return fleet.Session{}, false
+	}
+	s, conn := st.s, st.conn
+	p.tombstones[conn] = p.now()
+	p.removeLocked(conn, reason)
+	p.mu.Unlock()
+	if p.kick != nil {
+		go p.kick(context.Background(), []connKey{conn})
+	}
+	return s, true
+}
+
+// appOfSession is the app of ONLINE session id.
+func (p *sessionPresence) appOfSession(id string) (string, bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if st := p.sessions[id]; st != nil {
+		return st.s.App, true
+	}
+	return "", false
+}
+
 // close closes connections (through kick).
 func (p *sessionPresence) close(conns []connKey) {
 	if p.kick != nil {

@@ -40,6 +40,7 @@ type options struct {
 	sessionRate                 float64
 	sessionBurst, maxSessions   int
 	maxSessionsPerIP            int
+	sessionMaxPayload           int
 	maxAgentConns               int
 	viewerFns                   string
 	localAgent                  bool
@@ -98,6 +99,7 @@ Flags:
 	fs.IntVar(&o.controlBurst, "control-burst", controlsvc.DefaultControlBurst, "control API requests one operator may make at once, above --control-rate")
 	fs.Float64Var(&o.sessionRate, "session-rate", controlsvc.DefaultSessionRatePerIP, "connection attempts per second one source address may make as a session, or over WebSocket whoever it is, sustained; past it and --session-burst they are refused before any signature is checked (agents and operators on the client port are not counted; an IPv6 address counts as its /64); 0: no limit")
 	fs.IntVar(&o.sessionBurst, "session-burst", controlsvc.DefaultSessionBurstPerIP, "session or WebSocket connection attempts one source address may make at once, above --session-rate")
+	fs.IntVar(&o.sessionMaxPayload, "session-max-payload", controlsvc.DefaultSessionMaxPayload, "largest message (answer) in bytes a session may send, at most the broker's --max-payload; a session answering with more is closed")
 	fs.IntVar(&o.maxSessions, "max-sessions-per-app", controlsvc.DefaultMaxSessionsPerApp, "ONLINE sessions an app registered without --max-sessions may have; past it new ones are refused")
 	fs.IntVar(&o.maxSessionsPerIP, "max-sessions-per-address", controlsvc.DefaultMaxSessionsPerIP, "ONLINE sessions of one public app one source address may hold (an IPv6 address counts as its /64; those admitted and not yet connected count too); past it that address's new ones are refused, other addresses still get in (--session-rate bounds only how fast an address adds sessions, not how many it keeps). Signed apps are not capped by address; 0: no cap")
 	fs.DurationVar(&o.userTTL, "user-ttl", controlsvc.DefaultUserTTL, "lifetime of issued credentials; clients re-authorise transparently")
@@ -148,6 +150,9 @@ Flags:
 		if l.burst < 1 {
 			return nil, fmt.Errorf("--%s-burst %d: want at least 1 request", l.name, l.burst)
 		}
+	}
+	if o.sessionMaxPayload < 1 {
+		return nil, fmt.Errorf("--session-max-payload %d: want a number of bytes, at least 1 (default %d)", o.sessionMaxPayload, controlsvc.DefaultSessionMaxPayload)
 	}
 	if o.maxSessions < 1 {
 		return nil, fmt.Errorf("--max-sessions-per-app %d: want at least 1 session (an app's own --max-sessions overrides it)", o.maxSessions)
@@ -220,6 +225,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		SessionBurstPerIP:    o.sessionBurst,
 		MaxSessionsPerApp:    o.maxSessions,
 		MaxSessionsPerIP:     noCapIfZero(o.maxSessionsPerIP),
+		SessionMaxPayload:    o.sessionMaxPayload,
 		ReadOnlyFunctions:    viewerFunctions(o, log),
 		Audit:                o.audit,
 		Locate:               locateFunc(locator),

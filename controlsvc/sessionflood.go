@@ -1,0 +1,236 @@
+package controlsvc
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/commandcontrol/commandcontrol/fleet"
+)
+
+// A session may publish under its own reply subjects
+// (fleet.MachineReplies) whenever it likes, and the call watcher hears
+// every reply subject: a session sending answers nobody asked for could
+// push the watcher behind, and the broker then drops messages to it (it
+// runs with NoFastProducerStall), real answers too. So the watcher
+// counts, per session, the answers that settle no open call, over a
+// sliding window on the service's clock; past the budget the session's
+// connection is closed (session presence's kick), logged and audited as
+// refused. An answer longer than the session payload limit closes it at
+// once. Machines are registered and not counted.
+
+// Unsolicited-answer budget of one session.
+const (
+	// sessionReplyBudget is how many answers settling nothing a session
+	// may send per sessionReplyWindow.
+	sessionReplyBudget = 64
+	// sessionReplyWindow is the sliding window the budget counts over.
+	sessionReplyWindow = 10 * time.Second
+	// floodRetry spaces the attempts to close a session presence does
+	// not (yet) hold, while it goes on sending.
+	floodRetry = 100 * time.Millisecond
+	// floodLogEvery spaces the log lines about closed sessions.
+	floodLogEvery = 10 * time.Second
+)
+
+// DefaultSessionMaxPayload is Config.SessionMaxPayload's default: the
+// largest message a session may publish (its answers).
+const DefaultSessionMaxPayload = 64 << 10
+
+// sessionSubsSlack is how many subscriptions a session may hold beyond
+// one per function of its app (its client library may resubscribe, or
+// hold an inbox for requests of its own, which its permissions refuse).
+const sessionSubsSlack = 4
+
+// replyBudget is one session's count of answers settling nothing: cur in
+// the window starting at start, prev in the one before it.
+type replyBudget struct {
+	start     time.Time
+	prev, cur int
+	// next is when the session may be closed (again): a close asked
+	// for is not repeated for a window, a failed one for floodRetry.
+	next time.Time
+}
+
+// count adds one answer at now and returns the sliding estimate of the
+// answers in the last window: the current window's and the share of the
+// previous one still inside it.
+func (b *replyBudget) count(now time.Time) int {
+	if d := now.Sub(b.start); d >= sessionReplyWindow || d < 0 {
+		if d >= 2*sessionReplyWindow || d < 0 {
+			b.prev, b.start = 0, now
+		} else {
+			b.prev, b.start = b.cur, b.start.Add(sessionReplyWindow)
+		}
+		b.cur = 0
+	}
+	b.cur++
+	left := sessionReplyWindow - now.Sub(b.start)
+	return b.cur + int(int64(b.prev)*int64(left)/int64(sessionReplyWindow))
+}
+
+// sessionOfReply is the session id a reply subject names as its target
+// ("" when it names none): its third token (fleet.CallReply).
+func sessionOfReply(subject string) string {
+	rest, ok := strings.CutPrefix(subject, fleet.InboxRoot+".")
+	if !ok {
+		return ""
+	}
+	_, rest, ok = strings.Cut(rest, ".")
+	if !ok {
+		return ""
+	}
+	tok, _, _ := strings.Cut(rest, ".")
+	if !fleet.IsSessionID(tok) {
+		return ""
+	}
+	return tok
+}
+
+// unsolicited counts an answer of session id that settled nothing.
+func (w *callMatcher) unsolicited(id string) {
+	now := w.now()
+	b := w.budget[id]
+	if b == nil {
+		b = &replyBudget{start: now}
+		w.budget[id] = b
+	}
+	if n := b.count(now); n > sessionReplyBudget {
+		w.floodAt(b, id, fmt.Sprintf("sent %d answers in %s that answer no open call (at most %d)", n, sessionReplyWindow, sessionReplyBudget), now)
+	}
+}
+
+// flood closes session id now.
+func (w *callMatcher) flood(id, reason string) {
+	now := w.now()
+	b := w.budget[id]
+	if b == nil {
+		b = &replyBudget{start: now}
+		w.budget[id] = b
+	}
+	w.floodAt(b, id, reason, now)
+}
+
+func (w *callMatcher) floodAt(b *replyBudget, id, reason string, now time.Time) {
+	if w.onFlood == nil || now.Before(b.next) {
+		return
+	}
+	if w.onFlood(id, reason) {
+		b.next = now.Add(sessionReplyWindow)
+	} else {
+		b.next = now.Add(floodRetry)
+	}
+}
+
+// pruneBudgets forgets, once a window, the sessions whose count is all
+// in the past.
+func (w *callMatcher) pruneBudgets(now time.Time) {
+	if now.Sub(w.budgetPruned) < sessionReplyWindow {
+		return
+	}
+	w.budgetPruned = now
+	for id, b := range w.budget {
+		if now.Sub(b.start) >= 2*sessionReplyWindow && !now.Before(b.next) {
+			delete(w.budget, id)
+		}
+	}
+}
+
+// penalize puts address ip's bucket in debt for d: its session (and
+// WebSocket) attempts are refused until then. A bucket in debt is never
+// forgotten. An address the limiter has no room for is not penalized (the
+// shared bucket of newcomers is not theirs to lose).
+func (l *ipLimiter) penalize(ip string, d time.Duration) {
+	if l == nil || ip == "" {
+		return
+	}
+	now := l.now()
+	key := limiterKey(ip)
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	b := l.buckets[key]
+	if b == nil {
+		if len(l.buckets) >= l.max {
+			return
+		}
+		b = &ipBucket{tokens: l.burst, last: now}
+		l.buckets[key] = b
+	}
+	l.refillLocked(b, now)
+	b.tokens = min(b.tokens, 0) - l.rate*d.Seconds()
+	b.lastRefused = now
+}
+
+// floodLog spaces the log lines about sessions closed for flooding.
+type floodLog struct {
+	last       time.Time
+	suppressed int
+}
+
+// sessionFlood closes session id for reason (the call watcher's verdict):
+// it leaves presence at once, its connection is kicked, the closure is
+// audited as refused and logged (at most once per floodLogEvery, with the
+// count of those not logged). It runs on the watcher's goroutine and
+// does not block. False: the session is not ONLINE (yet).
+func (s *Service) sessionFlood(id, reason string) bool {
+	sess, ok := s.presence.sessions.closeSession(id, "closed: "+reason)
+	if !ok {
+		return false
+	}
+	s.auditRefusedAt("session", sess.ID, "", sess.IP, "", "connection closed: "+reason)
+	// Its address may not come straight back for another burst: its
+	// session attempts are refused for a window.
+	s.sessionIPs.Load().penalize(sess.IP, sessionReplyWindow)
+	t := s.cfg.Now()
+	s.mu.Lock()
+	fl := &s.floodLog
+	logIt := fl.last.IsZero() || t.Sub(fl.last) >= floodLogEvery
+	n := fl.suppressed
+	if logIt {
+		fl.last, fl.suppressed = t, 0
+	} else {
+		fl.suppressed++
+	}
+	s.mu.Unlock()
+	if logIt {
+		s.log.Warn("session closed", "session", sess.ID, "app", sess.App, "ip", sess.IP, "reason", reason, "closed_since_last_report", n)
+	}
+	return true
+}
+
+// sessionMaxPayload is the largest message a session may publish: the
+// configured bound, within what the broker takes.
+func (s *Service) sessionMaxPayload() int {
+	n := s.cfg.SessionMaxPayload
+	if s.calls != nil && s.calls.MaxPayload() > 0 {
+		n = min(n, int(s.calls.MaxPayload()))
+	}
+	return n
+}
+
+// kickSessions is kick with a fast path for connections to the embedded
+// broker: it closes them itself, at once, where a KICK request would
+// travel through the system account while a flooding session goes on
+// sending.
+func (s *Service) kickSessions(kick func(context.Context, []connKey) int) func(context.Context, []connKey) int {
+	return func(ctx context.Context, conns []connKey) int {
+		b := s.broker
+		if b == nil {
+			return kick(ctx, conns)
+		}
+		srv := b.Server()
+		n, rest := 0, conns[:0:0]
+		for _, k := range conns {
+			if k.server == srv.ID() && srv.DisconnectClientByID(k.cid) == nil {
+				n++
+				continue
+			}
+			rest = append(rest, k)
+		}
+		if len(rest) > 0 {
+			n += kick(ctx, rest)
+		}
+		return n
+	}
+}
