@@ -628,7 +628,7 @@ func TestSessionJSNodeLatencyCheck(t *testing.T) {
 // TestSessionJSNodeFunctions: what an exposed function answers reaches
 // the caller as the agent would answer it: its arguments as sent, a
 // thrown CallError's code, 500 for any other error or a result that is
-// no JSON, 413 for a result over the broker's limit, 503 past the
+// no JSON, 413 for a result over the answer limit (64 KiB), 503 past the
 // session's call slots; and a function the app does not have cannot be
 // exposed (the broker refuses the subscription) with an error that says
 // who must add it.
@@ -659,7 +659,11 @@ func TestSessionJSNodeFunctions(t *testing.T) {
 		{"fail", `{}`, fleet.CodeInternal, "boom"},
 		{"fail", `{"code":"404"}`, fleet.CodeNotFound, "nothing here"},
 		{"fail", `{"mode":"fn"}`, fleet.CodeInternal, "cannot encode the result"},
-		{"big", `{"bytes":"2000000"}`, fleet.CodeTooLarge, "more than the broker's 1048576-byte message limit"},
+		{"big", `{"bytes":"2000000"}`, fleet.CodeTooLarge, "more than the 65536-byte answer limit"},
+		// Over the service's --session-max-payload (64 KiB), under the
+		// broker's 1 MiB: answered 413, never sent (the service would
+		// close the session for it).
+		{"big", `{"bytes":"100000"}`, fleet.CodeTooLarge, "more than the 65536-byte answer limit"},
 		{"echo", `{"a":` + strings.Repeat(" ", 70<<10) + `1}`, fleet.CodeTooLarge, "at most 65536 are allowed"},
 	} {
 		call := nuid.Next()

@@ -29,6 +29,7 @@ export {
   machineReplies,
   MaxCallIDLen,
   MaxRequestSize,
+  DefaultMaxAnswer,
   MaxSessionHello,
   parseCallReply,
   parseSessionFnSubject,

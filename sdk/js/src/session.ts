@@ -24,6 +24,7 @@ import {
   Headers,
   MaxCallIDLen,
   MaxRequestSize,
+  DefaultMaxAnswer,
   MaxSessionHello,
   parseSessionFnSubject,
   sessionFnWildcard,
@@ -132,6 +133,13 @@ export interface SessionOptions {
   connectTimeoutMs?: number;
   /** Longest wait between two reconnect attempts (default 30000 ms). */
   maxReconnectDelayMs?: number;
+  /**
+   * Largest answer in bytes, headers included (default DefaultMaxAnswer,
+   * 64 KiB: the control service's default --session-max-payload; it
+   * closes a session that answers with more). A larger result is
+   * answered 413. Raise it only with the service's limit.
+   */
+  maxAnswerBytes?: number;
 }
 
 /** What an exposed function is told besides its arguments. */
@@ -596,10 +604,10 @@ export class Session {
         const json: string | undefined = JSON.stringify(res === undefined ? null : res);
         if (json === undefined) throw new Error(`a ${typeof res} is not JSON`);
         data = new TextEncoder().encode(json);
-        const limit = nc.info ? nc.info.max_payload - replyHeadroom : Infinity;
+        const limit = Math.min(nc.info ? nc.info.max_payload : Infinity, this.opts.maxAnswerBytes ?? DefaultMaxAnswer) - replyHeadroom;
         if (data.length > limit) {
           ok = false;
-          err = new CallError(Codes.TooLarge, `the result is ${data.length} bytes, more than the broker's ${nc.info?.max_payload}-byte message limit; narrow the call with its arguments`);
+          err = new CallError(Codes.TooLarge, `the result is ${data.length} bytes, more than the ${limit + replyHeadroom}-byte answer limit; narrow the call with its arguments`);
           data = undefined;
         }
       } catch (e) {

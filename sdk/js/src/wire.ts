@@ -41,6 +41,13 @@ export const Codes = {
 export const MaxCallIDLen = 64;
 /** The largest request body a session accepts (functions.MaxRequestSize). */
 export const MaxRequestSize = 64 * 1024;
+/**
+ * The largest answer a session sends by default: the control service's
+ * default --session-max-payload (controlsvc.DefaultSessionMaxPayload). A
+ * session answering with more is closed by the service, so a larger
+ * result is answered 413 instead.
+ */
+export const DefaultMaxAnswer = 64 * 1024;
 /** The largest SessionHello a session may send (fleet.MaxSessionHello). */
 export const MaxSessionHello = 8 << 10;
 
