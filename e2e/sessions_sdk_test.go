@@ -753,13 +753,16 @@ func TestSessionJSNodeReconnect(t *testing.T) {
 
 // TestSessionJSNodeSuperseded: two sessions with one stored key (two tabs
 // sharing localStorage) are one session id, and the control service keeps
-// only the newest connection of an id. They do not close each other
-// forever: the kicks alternate, each connection closed soon after it was
-// made; the library backs off and, after SupersededAfter (3) short
-// connections in a row, one of them reports "superseded" and closes. Each
-// side is kicked at most 3 times (the first tab's first kick ends a long
-// connection), so at most 6 disconnects in all, counted, not timed; the
-// other keeps the id and answers calls.
+// only the newest connection of an id. They do not close each other at
+// full speed, and neither stops for good: each connection is closed soon
+// after it was made, so each side backs off; after SupersededAfter (3)
+// short connections in a row a side reports "superseded" (a possibility,
+// worded as one) and keeps reconnecting up to supersededMaxDelayMs apart
+// (4 s here, 5 minutes by default). Over a 15 s window the disconnects
+// are counted: at most 2×SupersededAfter+1 before both sides are
+// superseded, then at most one per side per 0.75×cap (the jitter's
+// floor), plus one each for the window's edges. Neither tab closes; the
+// id stays listed and answers (whichever tab holds it).
 func TestSessionJSNodeSuperseded(t *testing.T) {
 	node, dir := nodeReady(t)
 	st := startSessionStack(t, fleet.AppRequest{Name: "demo", Functions: []string{"latencyCheck"}, Public: true})
@@ -768,7 +771,12 @@ func TestSessionJSNodeSuperseded(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	args := []string{"e2e/session.mjs", "--server", st.WSURL, "--app", "demo", "--seed", string(stacktest.Seed(t, kp))}
+	const (
+		capMs  = 4000
+		window = 15 * time.Second
+	)
+	args := []string{"e2e/session.mjs", "--server", st.WSURL, "--app", "demo", "--seed", string(stacktest.Seed(t, kp)),
+		"--max-reconnect-delay-ms", "1000", "--superseded-max-delay-ms", fmt.Sprint(capMs)}
 	tabs := []*nodeProc{startNode(t, node, dir, args...)}
 	id := tabs[0].wait(t, "the first tab to join", 30*time.Second, isEvent("joined")).str("id")
 	if want := fleet.SessionID("demo", stacktest.Pub(t, kp)); id != want {
@@ -776,11 +784,12 @@ func TestSessionJSNodeSuperseded(t *testing.T) {
 	}
 	tabs = append(tabs, startNode(t, node, dir, args...))
 
-	const maxDisconnects = 6
-	var disconnects [2]int
-	loser, closed := -1, false
-	deadline := time.After(60 * time.Second)
-	for loser < 0 || !closed {
+	// A tab reconnects at most once per 0.75×cap once superseded, and each
+	// reconnect closes the other tab's connection.
+	maxDisconnects := 2*3 + 1 + 2*(int(window/time.Millisecond)/(capMs*3/4)+1)
+	var disconnects, superseded [2]int
+	end := time.After(window)
+	for done := false; !done; {
 		var ev jsEvent
 		var ok bool
 		i := 0
@@ -788,8 +797,9 @@ func TestSessionJSNodeSuperseded(t *testing.T) {
 		case ev, ok = <-tabs[0].events:
 		case ev, ok = <-tabs[1].events:
 			i = 1
-		case <-deadline:
-			t.Fatalf("no tab stopped after 60s (disconnects %v)\nfirst tab %s\nsecond tab %s", disconnects, tabs[0].output(), tabs[1].output())
+		case <-end:
+			done = true
+			continue
 		}
 		if !ok {
 			t.Fatalf("tab %d exited\n%s", i, tabs[i].output())
@@ -801,32 +811,75 @@ func TestSessionJSNodeSuperseded(t *testing.T) {
 		case ev.str("type") == "disconnect":
 			disconnects[i]++
 			if disconnects[0]+disconnects[1] > maxDisconnects {
-				t.Fatalf("the tabs close each other: %v disconnects, want at most %d in all\nfirst tab %s\nsecond tab %s",
-					disconnects, maxDisconnects, tabs[0].output(), tabs[1].output())
+				t.Fatalf("the tabs close each other too often: %v disconnects within %s, want at most %d in all\nfirst tab %s\nsecond tab %s",
+					disconnects, window, maxDisconnects, tabs[0].output(), tabs[1].output())
 			}
 		case ev.str("type") == "superseded":
-			if loser >= 0 {
-				t.Fatalf("both tabs report superseded")
-			}
-			loser = i
-			if !strings.Contains(ev.str("error"), "another connection uses this session's key") {
-				t.Errorf("superseded status %v: want it to say another connection uses the key", ev)
+			superseded[i]++
+			if !strings.Contains(ev.str("error"), "another connection may be using this session's key, or the network keeps dropping it") {
+				t.Errorf("superseded status %v: want it to say another connection may be using the key", ev)
 			}
 		case ev.str("type") == "closed":
-			if i != loser {
-				t.Fatalf("tab %d closed, but it was not superseded\n%s", i, tabs[i].output())
-			}
-			closed = true
+			t.Fatalf("tab %d stopped: only close() may stop a session\n%s", i, tabs[i].output())
 		}
 	}
-	t.Logf("disconnects %v; tab %d stopped", disconnects, loser)
-	// The other tab keeps the id: one session, and it answers.
+	t.Logf("within %s: disconnects %v, superseded reports %v", window, disconnects, superseded)
+	if superseded[0]+superseded[1] == 0 {
+		t.Errorf("no tab reported superseded after %v disconnects\nfirst tab %s\nsecond tab %s", disconnects, tabs[0].output(), tabs[1].output())
+	}
+	// The id is one session, and it answers: whichever tab holds it now.
 	st.sessionOf(t, fleet.SessionQuery{Where: map[string]string{"app": "demo"}}, func(s fleet.Session) bool { return s.ID == id })
 	body := []byte(`{"url":"` + lt.URL + `/ok","count":"1"}`)
-	checkMeasurement(t, st.callSession(t, id, "latencyCheck", body, "w1", ""), lt, "w1", body, 1)
-	winner := tabs[1-loser]
-	winner.wait(t, "the winner to answer", 10*time.Second, func(ev jsEvent) bool {
-		return ev.str("event") == "call" && ev.str("call") == "w1"
+	stacktest.WaitFor(t, "the id to answer", 30*time.Second, func() bool {
+		m, err := st.trySessionCall(id, "latencyCheck", body, "", "", 2*time.Second)
+		return err == nil && m.Header.Get(fleet.HeaderErrorCode) == ""
+	})
+}
+
+// TestSessionJSNodeShortDrops: a lone session whose connection is dropped
+// soon after each (re)connect (a flaky network, a proxy reset, a rolling
+// broker restart) is not stopped by the superseded heuristic: after
+// SupersededAfter short connections it reports "superseded" as a
+// possibility and reconnects after its backoff (a 1 s cap here), each
+// time, and answers calls again. The drops are real: the broker closes
+// the session's connection (CONNZ user "session:<id>").
+func TestSessionJSNodeShortDrops(t *testing.T) {
+	node, dir := nodeReady(t)
+	st := startSessionStack(t, fleet.AppRequest{Name: "demo", Functions: []string{"latencyCheck"}, Public: true})
+	lt := startLatencyTarget(t)
+	p := startNode(t, node, dir, "e2e/session.mjs", "--server", st.WSURL, "--app", "demo",
+		"--max-reconnect-delay-ms", "500", "--superseded-max-delay-ms", "1000")
+	id := p.wait(t, "the session to join", 30*time.Second, isEvent("joined")).str("id")
+
+	const drops = 5
+	superseded := 0
+	for n := 1; n <= drops; n++ {
+		st.kick(t, id)
+		// The next connection, counting the superseded reports on the way.
+		p.wait(t, fmt.Sprintf("reconnect %d", n), 30*time.Second, func(ev jsEvent) bool {
+			if ev.str("event") != "status" {
+				return false
+			}
+			switch ev.str("type") {
+			case "superseded":
+				superseded++
+				if !strings.Contains(ev.str("error"), "another connection may be using this session's key, or the network keeps dropping it") {
+					t.Errorf("superseded status %v: want it worded as a possibility", ev)
+				}
+			case "closed":
+				t.Fatalf("the session stopped after %d drops: only close() may stop a session\n%s", n, p.output())
+			}
+			return ev.str("type") == "reconnect"
+		})
+	}
+	if superseded != 1 {
+		t.Errorf("%d superseded reports over %d short connections in a row, want 1 (at the %dth)", superseded, drops, 3)
+	}
+	// Connected again and serving: one connection of the id, answering.
+	body := []byte(`{"url":"` + lt.URL + `/ok","count":"1"}`)
+	stacktest.WaitFor(t, "latencyCheck answered after the drops", 20*time.Second, func() bool {
+		m, err := st.trySessionCall(id, "latencyCheck", body, "", "", 2*time.Second)
+		return err == nil && m.Header.Get(fleet.HeaderErrorCode) == ""
 	})
 }
 

@@ -34,7 +34,7 @@ try {
       log(`${s.type}${s.server ? " " + s.server : ""}${s.error ? ": " + s.error.message : ""}`);
       if (s.type === "disconnect" || s.type === "reconnecting") state("reconnecting", "bad");
       if (s.type === "reconnect") state("serving", "ok");
-      if (s.type === "superseded") state("superseded: another tab or device uses this session's key", "bad");
+      if (s.type === "superseded") state("reconnecting slowly: another tab or device may be using this session's key, or the network keeps dropping it", "bad");
       else if (s.type === "closed") state("closed", "bad");
     },
     onCall: (c) => {

@@ -6,6 +6,7 @@
 //        [--app-seed SA… [--token-time UNIX] [--token-delay-ms N]] [--call-timeout-ms N]
 //        [--test-functions] [--max-concurrent N] [--try-expose NAME]
 //        [--local-address 127.0.0.x] [--seed SU…]
+//        [--max-reconnect-delay-ms N] [--superseded-max-delay-ms N]
 //
 // --app-seed gives the session a token function, as a signed app's
 // backend would: each call (one per connection) signs a fresh token with
@@ -26,6 +27,10 @@
 //
 // --seed gives the session that key, as a storage holding it would (two
 // processes given one seed are two tabs sharing localStorage).
+//
+// --max-reconnect-delay-ms and --superseded-max-delay-ms set the
+// session's maxReconnectDelayMs and supersededMaxDelayMs (small caps keep
+// the reconnect tests short).
 import { parseArgs } from "node:util";
 import { WebSocket } from "ws";
 
@@ -45,6 +50,8 @@ const { values: flags } = parseArgs({
     "try-expose": { type: "string" },
     "local-address": { type: "string" },
     seed: { type: "string" },
+    "max-reconnect-delay-ms": { type: "string" },
+    "superseded-max-delay-ms": { type: "string" },
   },
 });
 
@@ -81,6 +88,8 @@ try {
     token: flags["app-seed"] ? fetchToken : undefined,
     callTimeoutMs: flags["call-timeout-ms"] ? Number(flags["call-timeout-ms"]) : undefined,
     maxConcurrent: flags["max-concurrent"] ? Number(flags["max-concurrent"]) : undefined,
+    maxReconnectDelayMs: flags["max-reconnect-delay-ms"] ? Number(flags["max-reconnect-delay-ms"]) : undefined,
+    supersededMaxDelayMs: flags["superseded-max-delay-ms"] ? Number(flags["superseded-max-delay-ms"]) : undefined,
     onStatus: (st) => out({ event: "status", type: st.type, error: st.error?.message }),
     onCall: (c) => out({ event: "call", ...c }),
   });

@@ -1,8 +1,9 @@
 // @commandcontrol/session: join a commandcontrol fleet as a session and
 // expose functions the workbench calls. See README.md.
 
-export { connectSession, memoryStorage, buildHello, Session, SupersededAfter, ShortConnectionMs } from "./session.js";
+export { connectSession, memoryStorage, buildHello, Session, SupersededAfter, ShortConnectionMs, SupersededMaxDelayMs, reconnectBackoff } from "./session.js";
 export type {
+  BackoffState,
   CallContext,
   CallRecord,
   ExposeOptions,

@@ -78,9 +78,11 @@ export interface SessionStatus {
    * starts), "reconnect" (connected again, functions served again),
    * "error" (the broker's error, e.g. a refused subscription), "token"
    * (the token function failed), "storage" (the key could not be kept:
-   * this run's id will not survive a reload), "superseded" (another
-   * connection uses this session's key: the session stopped, see
-   * SupersededAfter), "closed".
+   * this run's id will not survive a reload), "superseded" (the last
+   * SupersededAfter connections were each closed soon after being made:
+   * another connection may be using this session's key, or the network
+   * keeps dropping it; the session keeps reconnecting, further apart,
+   * see SupersededAfter), "closed" (after close()).
    */
   type: string;
   server?: string;
@@ -134,6 +136,13 @@ export interface SessionOptions {
   /** Longest wait between two reconnect attempts (default 30000 ms). */
   maxReconnectDelayMs?: number;
   /**
+   * Longest wait between two reconnect attempts once the connections
+   * keep being closed soon after being made (status "superseded"; default
+   * 300000 ms, 5 minutes). Two sessions with one key then take turns at
+   * most this often.
+   */
+  supersededMaxDelayMs?: number;
+  /**
    * Largest answer in bytes, headers included (default DefaultMaxAnswer,
    * 64 KiB: the control service's default --session-max-payload; it
    * closes a session that answers with more). A larger result is
@@ -178,13 +187,47 @@ export interface ExposeOptions {
  * sessionStorage, one device's key copied to another) would close each
  * other forever, each reconnect an admission charged to the address.
  * So a connection closed within ShortConnectionMs of being made counts
- * as short; each one in a row doubles the wait before the next dial, and
- * after SupersededAfter of them in a row the session stops: status
- * "superseded", then "closed". The other one keeps the id.
+ * as short; each one in a row doubles the wait before the next dial.
+ * After SupersededAfter of them in a row the session reports status
+ * "superseded" (a possibility: another connection may be using its key,
+ * or the network keeps dropping it) and keeps doubling the wait up to
+ * SessionOptions.supersededMaxDelayMs (5 minutes) instead of
+ * maxReconnectDelayMs; a connection that lasts ShortConnectionMs resets
+ * it. Two sessions with one key then take turns at most every few
+ * minutes; a lone session on a flaky network is never stopped by it.
+ * Only close() stops a session.
  */
 export const SupersededAfter = 3;
 /** A connection closed sooner than this after being made is short (see SupersededAfter). */
 export const ShortConnectionMs = 10_000;
+/** The default of SessionOptions.supersededMaxDelayMs: 5 minutes. */
+export const SupersededMaxDelayMs = 300_000;
+
+/** What reconnectBackoff needs to know. */
+export interface BackoffState {
+  /** Dials failed since the last connection. */
+  failures: number;
+  /** Connections in a row closed within ShortConnectionMs. */
+  short: number;
+  /** The longest wait (SessionOptions.maxReconnectDelayMs, default 30000). */
+  maxDelayMs?: number;
+  /** The longest wait once superseded (SessionOptions.supersededMaxDelayMs, default 300000). */
+  supersededMaxDelayMs?: number;
+}
+
+/**
+ * reconnectBackoff is the wait before the next dial, before jitter:
+ * 500 ms doubled for each failed dial and each short connection in a
+ * row, at most maxDelayMs; after SupersededAfter short connections in a
+ * row at most supersededMaxDelayMs (never less than maxDelayMs).
+ */
+export function reconnectBackoff(b: BackoffState): number {
+  const max = b.maxDelayMs ?? 30_000;
+  const n = Math.max(0, b.failures) + Math.max(0, b.short);
+  if (b.short < SupersededAfter) return Math.min(max, 500 * 2 ** Math.min(n, 6));
+  const cap = Math.max(max, b.supersededMaxDelayMs ?? SupersededMaxDelayMs);
+  return Math.min(cap, 500 * 2 ** Math.min(n, 30));
+}
 
 /** How many call ids a session remembers, to run each call once. */
 const rememberedCalls = 4096;
@@ -279,7 +322,6 @@ export class Session {
   private upSince?: number;
   /** Connections in a row closed within ShortConnectionMs. */
   private short = 0;
-  private superseded = false;
   private readonly aborts = new Set<AbortController>();
 
   /** @internal Use connectSession. */
@@ -464,27 +506,25 @@ export class Session {
   }
 
   private reconnectDelay(): number {
-    if (this.superseded) return 3_600_000; // closing: no dial, no token
     // The first delay after a disconnect: was the connection short?
     // (This runs as the client starts redialing, before the disconnect's
     // status event is handled.)
     if (this.upSince !== undefined) {
       this.short = Date.now() - this.upSince < ShortConnectionMs ? this.short + 1 : 0;
       this.upSince = undefined;
-      if (this.short >= SupersededAfter) {
-        this.superseded = true;
+      if (this.short === SupersededAfter) {
+        // Reported once a streak; the session keeps redialing, further
+        // apart (reconnectBackoff): only close() stops it.
         this.emit({
           type: "superseded",
           error: new Error(
             `session ${this.id}: its last ${this.short} connections were closed within ${ShortConnectionMs / 1000} s of being made: ` +
-              "another connection uses this session's key (a session id is one connection; the newest wins), " +
-              "likely another tab sharing it through localStorage; stopped. Keep the key in sessionStorage (one per tab), or connect again with a key of its own",
+              "another connection may be using this session's key, or the network keeps dropping it " +
+              "(a session id is one connection; the newest wins). Reconnecting less often, up to every " +
+              `${Math.round((this.opts.supersededMaxDelayMs ?? SupersededMaxDelayMs) / 1000)} s. ` +
+              "If another tab shares the key (localStorage), keep it in sessionStorage (one per tab) or give each its own key",
           ),
         });
-        // Closed at once; the (long) delay keeps the client from dialing
-        // until then.
-        queueMicrotask(() => void this.close());
-        return 3_600_000;
       }
     }
     // A token function is asked again before a redial (not before the
@@ -492,14 +532,20 @@ export class Session {
     if (this.nc && typeof this.opts.token === "function" && !this.refreshing && Date.now() - this.lastRefresh > 1000) {
       void this.refreshHello(false);
     }
-    const max = this.opts.maxReconnectDelayMs ?? 30_000;
     // Short connections in a row grow the delay as failed dials do.
-    const n = Math.min(this.failures + this.short, 6);
+    const n = this.failures + this.short;
     if (n !== this.jitterFor) {
       this.jitterFor = n;
       this.jitter = 0.75 + Math.random() * 0.5;
     }
-    return Math.min(max, 500 * 2 ** n) * this.jitter;
+    return (
+      reconnectBackoff({
+        failures: this.failures,
+        short: this.short,
+        maxDelayMs: this.opts.maxReconnectDelayMs,
+        supersededMaxDelayMs: this.opts.supersededMaxDelayMs,
+      }) * this.jitter
+    );
   }
 
   private async handle(name: string, e: Exposed, m: Msg): Promise<void> {
