@@ -138,8 +138,10 @@ func (w *callMatcher) pruneBudgets(now time.Time) {
 }
 
 // penalize puts address ip's bucket in debt for d: its session (and
-// WebSocket) attempts are refused until then. A bucket in debt is never
-// forgotten. An address the limiter has no room for is not penalized (the
+// WebSocket) attempts are refused until then. Penalties do not stack:
+// the debt is at most d's worth, so however many of its sessions were
+// closed, an address (a NAT may hold many honest users) is locked out at
+// most d after its last closure. A bucket in debt is never forgotten. An address the limiter has no room for is not penalized (the
 // shared bucket of newcomers is not theirs to lose).
 func (l *ipLimiter) penalize(ip string, d time.Duration) {
 	if l == nil || ip == "" {
@@ -158,7 +160,7 @@ func (l *ipLimiter) penalize(ip string, d time.Duration) {
 		l.buckets[key] = b
 	}
 	l.refillLocked(b, now)
-	b.tokens = min(b.tokens, 0) - l.rate*d.Seconds()
+	b.tokens = min(b.tokens, -l.rate*d.Seconds())
 	b.lastRefused = now
 }
 

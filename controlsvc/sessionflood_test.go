@@ -325,6 +325,28 @@ func TestPenalizedAddress(t *testing.T) {
 	}
 }
 
+// Penalties do not stack: an address whose sessions were closed many
+// times over (a NAT full of users, one of them flooding) is locked out
+// for one window after its last closure, not one per closure.
+func TestPenaltiesDoNotStack(t *testing.T) {
+	clock := time.Date(2031, 1, 2, 3, 4, 5, 0, time.UTC)
+	l := newIPLimiter(5, 20, 10, func() time.Time { return clock })
+	for range 100 {
+		l.penalize("192.0.2.1", sessionReplyWindow)
+	}
+	r := l.allow("192.0.2.1")
+	if r == nil {
+		t.Fatal("a penalized address admitted at once")
+	}
+	if r.wait > sessionReplyWindow+time.Second {
+		t.Fatalf("100 closures lock the address out for %v, want at most one window (%v) and a token", r.wait, sessionReplyWindow)
+	}
+	clock = clock.Add(sessionReplyWindow + time.Second)
+	if r := l.allow("192.0.2.1"); r != nil {
+		t.Fatalf("one window after the last closure: %v", r)
+	}
+}
+
 // A session answering with more than the session payload limit is
 // closed, though the broker takes up to 1 MiB.
 func TestSessionOversizeAnswerClosedByService(t *testing.T) {
