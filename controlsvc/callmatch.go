@@ -81,12 +81,21 @@ type callMatcher struct {
 	budgetPruned    time.Time
 	onFlood         func(id, reason string) bool
 	maxSessionReply int
+	// recent remembers, for recentFor, the sessions calls recorded
+	// (early, or at their deadline) left without an answer, by the
+	// calls' (caller, call token): their late answers are honest and
+	// not charged to the session (see closedCalls). excused marks the
+	// callers some of whose remembered calls were forgotten for room,
+	// until when their answers are not charged at all.
+	recent  closedCalls
+	excused map[string]time.Time
 }
 
 func newCallMatcher(machines onlineMachines, operatorName func(string) (string, bool), wait time.Duration, now func() time.Time, emit func(fleet.AuditRecord)) *callMatcher {
 	return &callMatcher{machines: machines, operatorName: operatorName, wait: wait, now: now, emit: emit,
 		calls: map[string]*watchedCall{}, groups: map[callGroup][]*watchedCall{}, open: map[string]int{},
-		latest: map[string]string{}, repeatN: map[string]int{}, held: map[string]int{}, budget: map[string]*replyBudget{}}
+		latest: map[string]string{}, repeatN: map[string]int{}, held: map[string]int{}, budget: map[string]*replyBudget{},
+		recent: closedCalls{calls: map[callToken]*closedCall{}}, excused: map[string]time.Time{}}
 }
 
 type watchedCall struct {
@@ -335,7 +344,7 @@ func (w *callMatcher) reply(m *nats.Msg) {
 		// Only "offline" gives way, to the answer of a re-sent copy
 		// that reached the machine. A session's counts against its
 		// budget.
-		if session {
+		if session && !w.lateAnswer(rs, id) {
 			w.unsolicited(id)
 		}
 		return
@@ -480,6 +489,7 @@ func (w *callMatcher) flush(c *watchedCall) {
 	if c.lossy {
 		untrack(c, lostText)
 	}
+	w.rememberClosed(c)
 	delete(w.calls, c.key)
 	if w.latest[c.base] == c.key {
 		delete(w.latest, c.base)

@@ -135,6 +135,11 @@ func (w *callMatcher) pruneBudgets(now time.Time) {
 			delete(w.budget, id)
 		}
 	}
+	for caller, until := range w.excused {
+		if !now.Before(until) {
+			delete(w.excused, caller)
+		}
+	}
 }
 
 // penalize puts address ip's bucket in debt for d: its session (and
@@ -235,4 +240,130 @@ func (s *Service) kickSessions(kick func(context.Context, []connKey) int) func(c
 		}
 		return n
 	}
+}
+
+// Late answers. A call is recorded when its replies are in, at its
+// deadline, or early when its caller (or everyone) has too many calls
+// open (flushOldest): an operator flooding calls nobody answers pushes
+// its own oldest out, calls to honest sessions among them. Their answers
+// arriving afterwards settle nothing, but they answer a call the watcher
+// saw: they are not the session's flood, and charging them would let an
+// operator get any honest session closed, its address penalized and the
+// audit blaming it. So the watcher remembers, for recentFor, which
+// sessions each recorded call left without an answer, by (caller, call
+// token), and their answers there are not charged (each at most
+// lateExcused times). Only answers under a (caller, call) the watcher
+// never saw, or from a session it did not call, are charged.
+const (
+	// recentFor is how long a recorded call's late answers are excused,
+	// in units of the call wait.
+	recentFor = 2
+	// lateExcused is how many late answers of one session to one call
+	// are excused (it may answer each re-sent copy).
+	lateExcused = 8
+)
+
+// maxRecentTargets bounds the sessions the remembered calls hold; past
+// it the oldest are forgotten and their callers' answers are not charged
+// at all for recentFor call waits. A variable so a test can lower it.
+var maxRecentTargets = 100000
+
+// callToken is a call's (caller, call token), as its reply subjects name
+// them.
+type callToken struct{ caller, call string }
+
+// closedCall is a recorded call's sessions that had not answered (with
+// the late answers each may still send uncharged), until until.
+type closedCall struct {
+	sessions map[string]int
+	until    time.Time
+}
+
+// closedCalls is the remembered calls, oldest first in order; n counts
+// the sessions they hold.
+type closedCalls struct {
+	calls map[callToken]*closedCall
+	order []callToken
+	n     int
+}
+
+// rememberClosed remembers the sessions call c, being recorded, has not
+// heard from.
+func (w *callMatcher) rememberClosed(c *watchedCall) {
+	now := w.now()
+	w.pruneRecent(now)
+	k := callToken{c.group.caller, c.group.call}
+	for _, o := range c.order {
+		if !fleet.IsSessionID(o.Machine) || !(isOpen(o) || o.Status == fleet.OutcomeUntracked) {
+			continue
+		}
+		cc := w.recent.calls[k]
+		if cc == nil {
+			cc = &closedCall{sessions: map[string]int{}}
+			w.recent.calls[k] = cc
+			w.recent.order = append(w.recent.order, k)
+		}
+		cc.until = now.Add(recentFor * w.wait)
+		if _, ok := cc.sessions[o.Machine]; !ok {
+			w.recent.n++
+		}
+		cc.sessions[o.Machine] = lateExcused
+	}
+	for w.recent.n > maxRecentTargets && len(w.recent.order) > 0 {
+		// No room: the oldest's caller is excused whole for a while.
+		old := w.recent.order[0]
+		w.excused[old.caller] = now.Add(recentFor * w.wait)
+		w.dropRecent()
+	}
+}
+
+// dropRecent forgets the oldest remembered call.
+func (w *callMatcher) dropRecent() {
+	k := w.recent.order[0]
+	w.recent.order[0] = callToken{}
+	w.recent.order = w.recent.order[1:]
+	if cc := w.recent.calls[k]; cc != nil {
+		w.recent.n -= len(cc.sessions)
+		delete(w.recent.calls, k)
+	}
+}
+
+// pruneRecent forgets the remembered calls past their time (the oldest
+// first: their times only grow along order, but for a call remembered
+// again, which stays until the older ones before it go).
+func (w *callMatcher) pruneRecent(now time.Time) {
+	for len(w.recent.order) > 0 {
+		cc := w.recent.calls[w.recent.order[0]]
+		if cc != nil && now.Before(cc.until) {
+			break
+		}
+		w.dropRecent()
+	}
+	if len(w.recent.order) == 0 {
+		w.recent.order = nil
+	}
+}
+
+// lateAnswer reports whether session id's answer on rs, which settles
+// no open call, answers a call recorded recently that had not heard
+// from it (or comes from a caller excused whole): it is not charged.
+func (w *callMatcher) lateAnswer(rs fleet.ReplySubject, id string) bool {
+	now := w.now()
+	w.pruneRecent(now)
+	if until, ok := w.excused[rs.Caller]; ok {
+		if now.Before(until) {
+			return true
+		}
+		delete(w.excused, rs.Caller)
+	}
+	cc := w.recent.calls[callToken{rs.Caller, rs.Call}]
+	if cc == nil || !now.Before(cc.until) {
+		return false
+	}
+	left, ok := cc.sessions[id]
+	if !ok || left <= 0 {
+		return false
+	}
+	cc.sessions[id] = left - 1
+	return true
 }

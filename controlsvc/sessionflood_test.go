@@ -325,6 +325,98 @@ func TestPenalizedAddress(t *testing.T) {
 	}
 }
 
+// An operator flooding calls to a session that is not there pushes its
+// own oldest calls out early, calls to an honest session among them: the
+// session's answers arriving afterwards answer calls the watcher saw and
+// are not charged to it (nor is a late answer after a call's deadline);
+// answers under a call the watcher never saw, or from a session the call
+// did not reach, still are, and late answers are excused only for a
+// while.
+func TestLateAnswersOfEvictedCallsNotCharged(t *testing.T) {
+	f, closed := floodFixture(t, sidA, sidB)
+	calls := 70
+	for i := range calls {
+		c := fmt.Sprintf("honest%d", i)
+		f.request(fleet.SessionFnSubject(sidA, "latencyCheck", wAlice), fleet.CallReply(wAlice, sidA, c, 0), c, `{}`)
+		f.clock = f.clock.Add(time.Millisecond)
+	}
+	gone := fleet.SessionID("demo", "UGONEKEY")
+	for i := range maxWatchedPerCaller + 100 {
+		c := fmt.Sprintf("cheap%d", i)
+		f.request(fleet.SessionFnSubject(gone, "latencyCheck", wAlice), fleet.CallReply(wAlice, gone, c, 0), c, `{}`)
+	}
+	evicted := 0
+	for _, r := range f.recs {
+		if strings.HasPrefix(r.Subject, fleet.SessionFnSubject(sidA, "latencyCheck", wAlice)) {
+			evicted++
+		}
+	}
+	if evicted != calls {
+		t.Fatalf("%d of the honest calls recorded early, want all %d (the repro needs them evicted)", evicted, calls)
+	}
+	f.clock = f.clock.Add(700 * time.Millisecond)
+	for i := range calls {
+		c := fmt.Sprintf("honest%d", i)
+		f.sessionAnswer(fleet.CallReply(wAlice, sidA, c, 0), c, `{}`, 0)
+	}
+	if len(*closed) != 0 {
+		t.Fatalf("an honest session answering calls recorded early was closed: %v", *closed)
+	}
+	// sidB was not called: its answers under those calls are its own flood.
+	for i := range sessionReplyBudget + 1 {
+		c := fmt.Sprintf("honest%d", i%calls)
+		f.sessionAnswer(fleet.CallReply(wAlice, sidB, c, 0), c, `{}`, 0)
+	}
+	if len(*closed) != 1 || !strings.HasPrefix((*closed)[0], sidB+": sent 65 answers") {
+		t.Fatalf("closed %v, want %s (never called) once", *closed, sidB)
+	}
+	// Past the excuse, late answers count again.
+	f.clock = f.clock.Add(recentFor*10*time.Second + time.Second)
+	for i := range sessionReplyBudget + 1 {
+		c := fmt.Sprintf("honest%d", i%calls)
+		f.sessionAnswer(fleet.CallReply(wAlice, sidA, c, 0), c, `{}`, 0)
+	}
+	if len(*closed) != 2 || !strings.HasPrefix((*closed)[1], sidA+": sent 65 answers") {
+		t.Fatalf("closed %v, want %s closed once its late answers are no longer excused", *closed, sidA)
+	}
+	if len(f.w.matcher.recent.calls) != 0 || f.w.matcher.recent.n != 0 {
+		t.Fatalf("remembered calls kept past their time: %d (%d sessions)", len(f.w.matcher.recent.calls), f.w.matcher.recent.n)
+	}
+}
+
+// The remembered calls are bounded: past the bound the oldest are
+// forgotten and their caller's answers are not charged for a while
+// (rather than charging honest late answers to the sessions).
+func TestRememberedCallsBounded(t *testing.T) {
+	defer func(n int) { maxRecentTargets = n }(maxRecentTargets)
+	maxRecentTargets = 5
+	f, closed := floodFixture(t, sidA)
+	for i := range 20 {
+		c := fmt.Sprintf("k%d", i)
+		f.request(fleet.SessionFnSubject(sidA, "latencyCheck", wAlice), fleet.CallReply(wAlice, sidA, c, 0), c, `{}`)
+		f.clock = f.clock.Add(time.Millisecond)
+	}
+	f.flushAll() // every call recorded unanswered
+	if n := f.w.matcher.recent.n; n > maxRecentTargets {
+		t.Fatalf("%d sessions remembered, bound %d", n, maxRecentTargets)
+	}
+	for i := range 20 * lateExcused {
+		c := fmt.Sprintf("k%d", i%20)
+		f.sessionAnswer(fleet.CallReply(wAlice, sidA, c, 0), c, `{}`, 0)
+	}
+	if len(*closed) != 0 {
+		t.Fatalf("late answers to forgotten calls charged: %v", *closed)
+	}
+	// Another caller's calls were never seen: charged.
+	for i := range sessionReplyBudget + 1 {
+		f.stray(sidA, i) // under wAlice: excused
+		f.w.handle(&nats.Msg{Subject: fleet.CallReply(wBob, sidA, fmt.Sprintf("x%d", i), 0), Data: []byte(`{}`), Header: nats.Header{}})
+	}
+	if len(*closed) != 1 {
+		t.Fatalf("closed %v, want %s once for answers under calls never made", *closed, sidA)
+	}
+}
+
 // Penalties do not stack: an address whose sessions were closed many
 // times over (a NAT full of users, one of them flooding) is locked out
 // for one window after its last closure, not one per closure.
