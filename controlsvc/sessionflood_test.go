@@ -1,6 +1,7 @@
 package controlsvc
 
 import (
+	"context"
 	"fmt"
 	"strings"
 	"testing"
@@ -490,4 +491,45 @@ func TestSessionSubscriptionLimit(t *testing.T) {
 	if within.IsClosed() || !st.svc.presence.sessions.isOnline(oid) {
 		t.Fatal("the session within its limit was closed too")
 	}
+}
+
+// Connections that may hold many subscriptions (operators, agents, the
+// service's own) can fill the first CONNZ page sorted by them: the check
+// pages on while the counts are above what any session may hold, and
+// finds the session over its limit behind them.
+func TestSessionSubscriptionLimitPagesOn(t *testing.T) {
+	top, pages := sessionSubsTop, sessionSubsPages
+	t.Cleanup(func() { sessionSubsTop, sessionSubsPages = top, pages })
+	sessionSubsTop, sessionSubsPages = 2, 20
+	st := startSessionStack(t, nil)
+	addPublicApp(t, st, "speedtest")
+	kp, err := LoadSeed(st.svc.AdminKeyPath())
+	if err != nil {
+		t.Fatal(err)
+	}
+	pub, _ := kp.PublicKey()
+	for i := range 4 {
+		op := st.operator(t, kp)
+		for j := range 50 {
+			if _, err := op.SubscribeSync(fmt.Sprintf("%s.busy%d.%d", fleet.ControlInbox(pub), i, j)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := op.Flush(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	skp, spub := newKP(t)
+	id := fleet.SessionID("speedtest", spub)
+	nc, _ := st.mustSession(t, skp, fleet.SessionHello{App: "speedtest"})
+	for range 2 + sessionSubsSlack { // one over its limit of 5
+		if _, err := nc.SubscribeSync(fleet.SessionFnWildcard(id, "latencyCheck")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	st.svc.presence.checkSessionSubs(context.Background())
+	waitFor(t, "the session over its subscriptions, behind busier connections, closed", 5*time.Second, nc.IsClosed)
 }
