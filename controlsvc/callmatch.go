@@ -89,13 +89,18 @@ type callMatcher struct {
 	// until when their answers are not charged at all.
 	recent  closedCalls
 	excused map[string]time.Time
+	// addrOf is ONLINE session id's address (nil or "": not known);
+	// addrs counts the unsolicited answers of each address's sessions
+	// together (sessionflood.go).
+	addrOf func(id string) string
+	addrs  map[string]*addrBudget
 }
 
 func newCallMatcher(machines onlineMachines, operatorName func(string) (string, bool), wait time.Duration, now func() time.Time, emit func(fleet.AuditRecord)) *callMatcher {
 	return &callMatcher{machines: machines, operatorName: operatorName, wait: wait, now: now, emit: emit,
 		calls: map[string]*watchedCall{}, groups: map[callGroup][]*watchedCall{}, open: map[string]int{},
 		latest: map[string]string{}, repeatN: map[string]int{}, held: map[string]int{}, budget: map[string]*replyBudget{},
-		recent: closedCalls{calls: map[callToken]*closedCall{}}, excused: map[string]time.Time{}}
+		recent: closedCalls{calls: map[callToken]*closedCall{}}, excused: map[string]time.Time{}, addrs: map[string]*addrBudget{}}
 }
 
 type watchedCall struct {
@@ -315,7 +320,7 @@ func (w *callMatcher) reply(m *nats.Msg) {
 		// A session may publish anything under its own reply subjects
 		// (fleet.MachineReplies): what is no answer is unsolicited too.
 		if id := sessionOfReply(m.Subject); id != "" {
-			w.unsolicited(id)
+			w.unsolicited(id, msgSize(m))
 		}
 		return
 	}
@@ -345,7 +350,7 @@ func (w *callMatcher) reply(m *nats.Msg) {
 		// that reached the machine. A session's counts against its
 		// budget.
 		if session && !w.lateAnswer(rs, id) {
-			w.unsolicited(id)
+			w.unsolicited(id, msgSize(m))
 		}
 		return
 	}

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/commandcontrol/commandcontrol/fleet"
+	"github.com/nats-io/nats.go"
 )
 
 // A session may publish under its own reply subjects
@@ -56,7 +57,10 @@ type replyBudget struct {
 // count adds one answer at now and returns the sliding estimate of the
 // answers in the last window: the current window's and the share of the
 // previous one still inside it.
-func (b *replyBudget) count(now time.Time) int {
+func (b *replyBudget) count(now time.Time) int { return b.add(now, 1) }
+
+// add is count for n at once.
+func (b *replyBudget) add(now time.Time, n int) int {
 	if d := now.Sub(b.start); d >= sessionReplyWindow || d < 0 {
 		if d >= 2*sessionReplyWindow || d < 0 {
 			b.prev, b.start = 0, now
@@ -65,7 +69,7 @@ func (b *replyBudget) count(now time.Time) int {
 		}
 		b.cur = 0
 	}
-	b.cur++
+	b.cur += n
 	left := sessionReplyWindow - now.Sub(b.start)
 	return b.cur + int(int64(b.prev)*int64(left)/int64(sessionReplyWindow))
 }
@@ -88,9 +92,11 @@ func sessionOfReply(subject string) string {
 	return tok
 }
 
-// unsolicited counts an answer of session id that settled nothing.
-func (w *callMatcher) unsolicited(id string) {
+// unsolicited counts an answer of session id, size bytes long, that
+// settled nothing.
+func (w *callMatcher) unsolicited(id string, size int) {
 	now := w.now()
+	w.unsolicitedFrom(id, size, now)
 	b := w.budget[id]
 	if b == nil {
 		b = &replyBudget{start: now}
@@ -133,6 +139,11 @@ func (w *callMatcher) pruneBudgets(now time.Time) {
 	for id, b := range w.budget {
 		if now.Sub(b.start) >= 2*sessionReplyWindow && !now.Before(b.next) {
 			delete(w.budget, id)
+		}
+	}
+	for key, a := range w.addrs {
+		if now.Sub(a.bytes.start) >= 2*sessionReplyWindow {
+			delete(w.addrs, key)
 		}
 	}
 	for caller, until := range w.excused {
@@ -366,4 +377,102 @@ func (w *callMatcher) lateAnswer(rs fleet.ReplySubject, id string) bool {
 	}
 	cc.sessions[id] = left - 1
 	return true
+}
+
+// Each session keeps within its own budget, but many of them together
+// (one address may hold many sessions: a public app admits them at its
+// rate) could still send the watcher more than it keeps up with, and the
+// broker drops what it cannot take. So the unsolicited answers of one
+// address's sessions (an IPv4 address, an IPv6 /64: the admission
+// limiter's keys) count together too, in bytes and messages over the
+// same window; past either, every session of the address that sent
+// unsolicited answers in the window is closed (the address's penalty
+// does not stack: ipLimiter.penalize).
+const (
+	// addrReplyBytes is how many bytes of unsolicited answers one
+	// address's sessions may send per sessionReplyWindow.
+	addrReplyBytes = 4 << 20
+	// addrReplyMessages is how many unsolicited answers one address's
+	// sessions may send per sessionReplyWindow.
+	addrReplyMessages = 512
+	// maxAddrBudgets bounds the addresses counted; past it a new
+	// address is not (its sessions' own budgets still hold).
+	maxAddrBudgets = 10000
+	// maxAddrSenders bounds the sessions one address's count
+	// remembers as senders (the one sending is closed however many).
+	maxAddrSenders = 1024
+)
+
+// addrBudget is one address's count of unsolicited answers: bytes and
+// messages, and the sessions that sent them (when last).
+type addrBudget struct {
+	bytes, msgs replyBudget
+	senders     map[string]time.Time
+}
+
+// msgSize is what message m costs the watcher, about.
+func msgSize(m *nats.Msg) int {
+	n := len(m.Subject) + len(m.Reply) + len(m.Data)
+	for k, vs := range m.Header {
+		n += len(k)
+		for _, v := range vs {
+			n += len(v)
+		}
+	}
+	return n
+}
+
+// unsolicitedFrom counts session id's unsolicited answer of size bytes
+// against its address's budget.
+func (w *callMatcher) unsolicitedFrom(id string, size int, now time.Time) {
+	if w.addrOf == nil {
+		return
+	}
+	ip := w.addrOf(id)
+	if ip == "" {
+		return
+	}
+	key := limiterKey(ip)
+	a := w.addrs[key]
+	if a == nil {
+		if len(w.addrs) >= maxAddrBudgets {
+			return
+		}
+		a = &addrBudget{bytes: replyBudget{start: now}, msgs: replyBudget{start: now}, senders: map[string]time.Time{}}
+		w.addrs[key] = a
+	}
+	if _, ok := a.senders[id]; ok || len(a.senders) < maxAddrSenders {
+		a.senders[id] = now
+	}
+	nb, nm := a.bytes.add(now, size), a.msgs.count(now)
+	if nb <= addrReplyBytes && nm <= addrReplyMessages {
+		return
+	}
+	reason := fmt.Sprintf("its address's sessions sent %d answers (%d bytes) in %s that answer no open call (at most %d answers, %d bytes, per address)",
+		nm, nb, sessionReplyWindow, addrReplyMessages, addrReplyBytes)
+	if _, ok := a.senders[id]; !ok {
+		w.flood(id, reason)
+	}
+	for sid, last := range a.senders {
+		if now.Sub(last) >= sessionReplyWindow {
+			delete(a.senders, sid)
+			continue
+		}
+		w.flood(sid, reason)
+		delete(a.senders, sid)
+	}
+}
+
+// ipOfSession is ONLINE session id's address ("" when not known); a nil
+// p knows none.
+func (p *sessionPresence) ipOfSession(id string) string {
+	if p == nil {
+		return ""
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if st := p.sessions[id]; st != nil {
+		return st.s.IP
+	}
+	return ""
 }

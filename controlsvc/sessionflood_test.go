@@ -533,3 +533,97 @@ func TestSessionSubscriptionLimitPagesOn(t *testing.T) {
 	st.svc.presence.checkSessionSubs(context.Background())
 	waitFor(t, "the session over its subscriptions, behind busier connections, closed", 5*time.Second, nc.IsClosed)
 }
+
+// Many sessions of one address, each within its own budget, together
+// past the address's budget (in answers, or in bytes) are closed, each
+// that sent unsolicited answers in the window; another address's
+// session is not.
+func TestSessionUnsolicitedAnswersPerAddress(t *testing.T) {
+	for _, tc := range []struct {
+		name           string
+		sessions, each int
+		size           int
+	}{
+		{"answers", 90, sessionReplyBudget - 4, 10},
+		{"bytes", 3, sessionReplyBudget - 4, 60 << 10},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var ids []string
+			host := map[string]int{}
+			for i := range tc.sessions {
+				id := fleet.SessionID("demo", fmt.Sprintf("UNAT%d", i))
+				ids, host[id] = append(ids, id), i+1
+			}
+			other := fleet.SessionID("demo", "UELSEWHERE")
+			f, closed := floodFixture(t, append([]string{other}, ids...)...)
+			f.w.matcher.addrOf = func(id string) string {
+				if id == other {
+					return "198.51.100.7"
+				}
+				return fmt.Sprintf("2001:db8::%x", host[id]) // one /64
+			}
+			body := []byte(strings.Repeat("x", tc.size))
+			send := func(id string, n int) {
+				f.w.handle(&nats.Msg{Subject: fleet.CallReply(wAlice, id, fmt.Sprintf("x%d", n), 0), Data: body, Header: nats.Header{}})
+			}
+			for i := range tc.each {
+				send(other, i)
+			}
+			for _, id := range ids {
+				for i := range tc.each {
+					send(id, i)
+				}
+			}
+			got := map[string]bool{}
+			for _, c := range *closed {
+				id, reason, _ := strings.Cut(c, ": ")
+				if !strings.Contains(reason, "its address's sessions sent") {
+					t.Fatalf("closed for %q, want the address's budget", reason)
+				}
+				got[id] = true
+			}
+			if got[other] {
+				t.Fatal("a session of another address was closed")
+			}
+			if len(got) != len(ids) {
+				t.Fatalf("closed %d of the address's %d sessions, want each that sent unsolicited answers", len(got), len(ids))
+			}
+		})
+	}
+}
+
+// On a real broker: sessions from one address (here all on loopback),
+// each sending fewer unsolicited answers than its own budget, are closed
+// once together they pass the address's budget, and the closures are
+// audited with the reason.
+func TestSessionAddressFloodClosed(t *testing.T) {
+	st := startSessionStack(t, func(c *Config) { c.SessionBurstPerIP, c.MaxSessionsPerIP = 50, 50 })
+	addPublicApp(t, st, "speedtest")
+	const sessions, each = 9, sessionReplyBudget - 4 // 540 answers, 4.3 MB: past the address budget with the last session
+	body := []byte(strings.Repeat("a", 8000))
+	var conns []*nats.Conn
+	for range sessions {
+		kp, pub := newKP(t)
+		id := fleet.SessionID("speedtest", pub)
+		nc, _ := st.mustSession(t, kp, fleet.SessionHello{App: "speedtest"})
+		waitFor(t, "the session ONLINE", 5*time.Second, func() bool { return st.svc.presence.sessions.isOnline(id) })
+		conns = append(conns, nc)
+		for n := range each {
+			if nc.Publish(fmt.Sprintf("%s.NOBODY.%s.x.%d", fleet.InboxRoot, id, n), body) != nil {
+				break
+			}
+		}
+		_ = nc.Flush()
+	}
+	waitFor(t, "every session of the address closed", 20*time.Second, func() bool {
+		for _, nc := range conns {
+			if !nc.IsClosed() {
+				return false
+			}
+		}
+		return true
+	})
+	if !strings.Contains(st.log.String(), "its address's sessions sent") {
+		t.Fatalf("log does not say why:\n%s", st.log.String())
+	}
+}
