@@ -627,3 +627,113 @@ func TestSessionAddressFloodClosed(t *testing.T) {
 		t.Fatalf("log does not say why:\n%s", st.log.String())
 	}
 }
+
+// On a real broker and callout: an operator sends calls to an honest
+// session, then enough cheap calls to a missing session that its own
+// oldest calls are recorded early; the honest session's answers arriving
+// afterwards do not get it closed, and it goes on answering.
+func TestLateAnswersOfEvictedCallsKeepTheSession(t *testing.T) {
+	st := startSessionStack(t, nil)
+	addPublicApp(t, st, "speedtest")
+	hkp, hpub := newKP(t)
+	hid := fleet.SessionID("speedtest", hpub)
+	honest, _ := st.mustSession(t, hkp, fleet.SessionHello{App: "speedtest"})
+	held := make(chan *nats.Msg, 100)
+	if _, err := honest.Subscribe(fleet.SessionFnWildcard(hid, "latencyCheck"), func(m *nats.Msg) { held <- m }); err != nil {
+		t.Fatal(err)
+	}
+	if err := honest.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the session ONLINE", 5*time.Second, func() bool { return st.svc.presence.sessions.isOnline(hid) })
+	adminKey := st.admin.Opts.Nkey
+	call := func(target, c string) {
+		m := nats.NewMsg(fleet.SessionFnSubject(target, "latencyCheck", adminKey))
+		m.Reply = fleet.CallReply(adminKey, target, c, 0)
+		m.Header.Set(fleet.HeaderCallID, c)
+		m.Data = []byte(`{}`)
+		if err := st.admin.PublishMsg(m); err != nil {
+			t.Fatal(err)
+		}
+	}
+	const calls = 70
+	for i := range calls {
+		call(hid, fmt.Sprintf("honest%d", i))
+	}
+	msgs := make([]*nats.Msg, 0, calls)
+	for range calls {
+		select {
+		case m := <-held:
+			msgs = append(msgs, m)
+		case <-time.After(10 * time.Second):
+			t.Fatalf("the session got %d of the %d calls", len(msgs), calls)
+		}
+	}
+	gone := fleet.SessionID("speedtest", "UGONEKEY")
+	for i := range maxWatchedPerCaller + 100 {
+		call(gone, fmt.Sprintf("cheap%d", i))
+	}
+	if err := st.admin.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	honestSubject := fleet.SessionFnSubject(hid, "latencyCheck", adminKey)
+	waitFor(t, "the honest calls recorded early", 30*time.Second, func() bool {
+		n := 0
+		for _, r := range auditOf(t, st) {
+			if r.Kind == fleet.AuditCall && r.Subject == honestSubject {
+				n++
+			}
+		}
+		return n == calls
+	})
+	for _, m := range msgs {
+		out := nats.NewMsg(m.Reply)
+		out.Header.Set(fleet.HeaderCallID, m.Header.Get(fleet.HeaderCallID))
+		out.Header.Set(fleet.HeaderArgs, fleet.ArgsDigest(m.Data))
+		out.Data = []byte(`{"ms":700}`)
+		if err := honest.PublishMsg(out); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := honest.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	// One more call, answered after the late ones (the watcher hears
+	// the session's messages in order): its audit says the watcher has
+	// heard them all.
+	sub, err := st.admin.SubscribeSync(fleet.CallReplies(adminKey, "last"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	call(hid, "last")
+	var last *nats.Msg
+	select {
+	case last = <-held:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the session never got the last call: closed?")
+	}
+	out := nats.NewMsg(last.Reply)
+	out.Header.Set(fleet.HeaderCallID, "last")
+	out.Header.Set(fleet.HeaderArgs, fleet.ArgsDigest(last.Data))
+	out.Data = []byte(`{"ms":1}`)
+	if err := honest.PublishMsg(out); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := sub.NextMsg(10 * time.Second); err != nil {
+		t.Fatalf("the last call was not answered: %v", err)
+	}
+	waitFor(t, "the last call audited", 20*time.Second, func() bool {
+		for _, r := range auditOf(t, st) {
+			if r.Kind == fleet.AuditCall && r.Subject == honestSubject && r.OK == 1 {
+				return true
+			}
+		}
+		return false
+	})
+	if honest.IsClosed() || !st.svc.presence.sessions.isOnline(hid) {
+		t.Fatalf("the honest session was closed for its late answers:\n%s", st.log.String())
+	}
+	if strings.Contains(st.log.String(), "session closed") {
+		t.Fatalf("a session was closed:\n%s", st.log.String())
+	}
+}
