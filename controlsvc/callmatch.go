@@ -81,12 +81,26 @@ type callMatcher struct {
 	budgetPruned    time.Time
 	onFlood         func(id, reason string) bool
 	maxSessionReply int
+	// recent remembers, for recentFor, the sessions calls recorded
+	// (early, or at their deadline) left without an answer, by the
+	// calls' (caller, call token): their late answers are honest and
+	// not charged to the session (see closedCalls). excused marks the
+	// callers some of whose remembered calls were forgotten for room,
+	// until when their answers are not charged at all.
+	recent  closedCalls
+	excused map[string]time.Time
+	// addrOf is ONLINE session id's address (nil or "": not known);
+	// addrs counts the unsolicited answers of each address's sessions
+	// together (sessionflood.go).
+	addrOf func(id string) string
+	addrs  map[string]*addrBudget
 }
 
 func newCallMatcher(machines onlineMachines, operatorName func(string) (string, bool), wait time.Duration, now func() time.Time, emit func(fleet.AuditRecord)) *callMatcher {
 	return &callMatcher{machines: machines, operatorName: operatorName, wait: wait, now: now, emit: emit,
 		calls: map[string]*watchedCall{}, groups: map[callGroup][]*watchedCall{}, open: map[string]int{},
-		latest: map[string]string{}, repeatN: map[string]int{}, held: map[string]int{}, budget: map[string]*replyBudget{}}
+		latest: map[string]string{}, repeatN: map[string]int{}, held: map[string]int{}, budget: map[string]*replyBudget{},
+		recent: closedCalls{calls: map[callToken]*closedCall{}}, excused: map[string]time.Time{}, addrs: map[string]*addrBudget{}}
 }
 
 type watchedCall struct {
@@ -306,7 +320,7 @@ func (w *callMatcher) reply(m *nats.Msg) {
 		// A session may publish anything under its own reply subjects
 		// (fleet.MachineReplies): what is no answer is unsolicited too.
 		if id := sessionOfReply(m.Subject); id != "" {
-			w.unsolicited(id)
+			w.unsolicited(id, msgSize(m))
 		}
 		return
 	}
@@ -335,8 +349,8 @@ func (w *callMatcher) reply(m *nats.Msg) {
 		// Only "offline" gives way, to the answer of a re-sent copy
 		// that reached the machine. A session's counts against its
 		// budget.
-		if session {
-			w.unsolicited(id)
+		if session && !w.lateAnswer(rs, id) {
+			w.unsolicited(id, msgSize(m))
 		}
 		return
 	}
@@ -480,6 +494,7 @@ func (w *callMatcher) flush(c *watchedCall) {
 	if c.lossy {
 		untrack(c, lostText)
 	}
+	w.rememberClosed(c)
 	delete(w.calls, c.key)
 	if w.latest[c.base] == c.key {
 		delete(w.latest, c.base)

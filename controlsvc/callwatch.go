@@ -229,6 +229,7 @@ func (s *Service) watchCalls() error {
 	matcher := newCallMatcher(s.presence.state, operatorName, s.cfg.CallWait, now, emit)
 	matcher.sessions = s.presence.sessions
 	matcher.onFlood, matcher.maxSessionReply = s.sessionFlood, s.sessionMaxPayload()
+	matcher.addrOf = s.presence.sessions.ipOfSession
 	w := newCallWatch(s.calls, &offlineResponder{machines: s.presence.state, sessions: s.presence.sessions, publish: s.calls.PublishMsg}, matcher)
 	if err := w.start(); err != nil {
 		return fmt.Errorf("watch calls: %w", err)

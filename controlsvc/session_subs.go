@@ -17,12 +17,18 @@ import (
 // connections holding the most subscriptions (CONNZ sorted by them) and
 // closes the sessions among them holding more than their app's functions
 // and sessionSubsSlack: one session cannot pile up subscriptions for
-// long (memory on the broker, matching on every message).
-const (
-	sessionSubsEvery = 2 * time.Second
-	// sessionSubsTop is how many of a broker's connections with the most
-	// subscriptions are looked at.
-	sessionSubsTop = 100
+// long (memory on the broker, matching on every message). It pages
+// through CONNZ while the page's last connection still holds more than
+// any session may (agents and operators may hold many and fill the first
+// pages), at most sessionSubsPages pages per broker and check.
+const sessionSubsEvery = 2 * time.Second
+
+// sessionSubsTop is how many connections one CONNZ page holds,
+// sessionSubsPages how many pages one check reads of a broker at most.
+// Variables so a test can lower them.
+var (
+	sessionSubsTop   = 100
+	sessionSubsPages = 20
 )
 
 // sessionSubsLoop checks the sessions' subscriptions every
@@ -57,41 +63,55 @@ func (tr *presenceTracker) checkSessionSubs(ctx context.Context) {
 	}
 	servers, _ := tr.pingAt(ctx, serverPingSubject, maxHubServers)
 	for _, server := range servers {
-		req, _ := json.Marshal(map[string]any{"acc": broker.FleetAccount, "auth": true, "sort": "subs", "limit": sessionSubsTop})
-		m, err := tr.sys.RequestWithContext(withTimeout(ctx, 5*time.Second), serverRequest(server, "CONNZ"), req)
-		if err != nil {
-			continue
-		}
-		var r serverAPIResponse
-		var c connzSubs
-		if json.Unmarshal(m.Data, &r) != nil || r.Error != nil || json.Unmarshal(r.Data, &c) != nil {
-			continue
-		}
-		for _, cn := range c.Conns {
-			id, ok := strings.CutPrefix(cn.User, sessionUserPrefix)
-			if !ok || fleet.ValidateSessionID(id) != nil {
-				continue
-			}
-			if cn.Subs <= sessionSubsSlack {
-				continue
-			}
-			// CONNZ shows no tags of a callout user: the app is
-			// presence's word (not ONLINE yet: the next check).
-			name, ok := tr.sessions.appOfSession(id)
-			if !ok {
-				continue
-			}
-			limit := sessionSubsSlack
-			if app, ok := tr.sessions.appOf(name); ok {
-				limit += len(app.Functions)
-			}
-			if cn.Subs <= limit {
-				continue
-			}
-			reason := fmt.Sprintf("held %d subscriptions, more than the %d its app's functions need", cn.Subs, limit)
-			if tr.closeSession == nil || !tr.closeSession(id, reason) {
-				go tr.kick(context.Background(), []connKey{{server: server, cid: cn.Cid}})
+		for page := range sessionSubsPages {
+			n, last, ok := tr.checkSessionSubsPage(ctx, server, page*sessionSubsTop)
+			if !ok || n < sessionSubsTop || last <= sessionSubsSlack {
+				break // the rest hold no more than any session may
 			}
 		}
 	}
+}
+
+// checkSessionSubsPage checks one page of server's FLEET connections
+// sorted by subscriptions, from offset: how many it held and the last
+// one's subscriptions; false if the broker did not answer.
+func (tr *presenceTracker) checkSessionSubsPage(ctx context.Context, server string, offset int) (n, last int, ok bool) {
+	req, _ := json.Marshal(map[string]any{"acc": broker.FleetAccount, "auth": true, "sort": "subs", "limit": sessionSubsTop, "offset": offset})
+	m, err := tr.sys.RequestWithContext(withTimeout(ctx, 5*time.Second), serverRequest(server, "CONNZ"), req)
+	if err != nil {
+		return 0, 0, false
+	}
+	var r serverAPIResponse
+	var c connzSubs
+	if json.Unmarshal(m.Data, &r) != nil || r.Error != nil || json.Unmarshal(r.Data, &c) != nil {
+		return 0, 0, false
+	}
+	for _, cn := range c.Conns {
+		last = cn.Subs
+		id, ok := strings.CutPrefix(cn.User, sessionUserPrefix)
+		if !ok || fleet.ValidateSessionID(id) != nil {
+			continue
+		}
+		if cn.Subs <= sessionSubsSlack {
+			continue
+		}
+		// CONNZ shows no tags of a callout user: the app is presence's
+		// word (not ONLINE yet: the next check).
+		name, ok := tr.sessions.appOfSession(id)
+		if !ok {
+			continue
+		}
+		limit := sessionSubsSlack
+		if app, ok := tr.sessions.appOf(name); ok {
+			limit += len(app.Functions)
+		}
+		if cn.Subs <= limit {
+			continue
+		}
+		reason := fmt.Sprintf("held %d subscriptions, more than the %d its app's functions need", cn.Subs, limit)
+		if tr.closeSession == nil || !tr.closeSession(id, reason) {
+			go tr.kick(context.Background(), []connKey{{server: server, cid: cn.Cid}})
+		}
+	}
+	return len(c.Conns), last, true
 }

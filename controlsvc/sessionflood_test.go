@@ -1,6 +1,7 @@
 package controlsvc
 
 import (
+	"context"
 	"fmt"
 	"strings"
 	"testing"
@@ -325,6 +326,120 @@ func TestPenalizedAddress(t *testing.T) {
 	}
 }
 
+// An operator flooding calls to a session that is not there pushes its
+// own oldest calls out early, calls to an honest session among them: the
+// session's answers arriving afterwards answer calls the watcher saw and
+// are not charged to it (nor is a late answer after a call's deadline);
+// answers under a call the watcher never saw, or from a session the call
+// did not reach, still are, and late answers are excused only for a
+// while.
+func TestLateAnswersOfEvictedCallsNotCharged(t *testing.T) {
+	f, closed := floodFixture(t, sidA, sidB)
+	calls := 70
+	for i := range calls {
+		c := fmt.Sprintf("honest%d", i)
+		f.request(fleet.SessionFnSubject(sidA, "latencyCheck", wAlice), fleet.CallReply(wAlice, sidA, c, 0), c, `{}`)
+		f.clock = f.clock.Add(time.Millisecond)
+	}
+	gone := fleet.SessionID("demo", "UGONEKEY")
+	for i := range maxWatchedPerCaller + 100 {
+		c := fmt.Sprintf("cheap%d", i)
+		f.request(fleet.SessionFnSubject(gone, "latencyCheck", wAlice), fleet.CallReply(wAlice, gone, c, 0), c, `{}`)
+	}
+	evicted := 0
+	for _, r := range f.recs {
+		if strings.HasPrefix(r.Subject, fleet.SessionFnSubject(sidA, "latencyCheck", wAlice)) {
+			evicted++
+		}
+	}
+	if evicted != calls {
+		t.Fatalf("%d of the honest calls recorded early, want all %d (the repro needs them evicted)", evicted, calls)
+	}
+	f.clock = f.clock.Add(700 * time.Millisecond)
+	for i := range calls {
+		c := fmt.Sprintf("honest%d", i)
+		f.sessionAnswer(fleet.CallReply(wAlice, sidA, c, 0), c, `{}`, 0)
+	}
+	if len(*closed) != 0 {
+		t.Fatalf("an honest session answering calls recorded early was closed: %v", *closed)
+	}
+	// sidB was not called: its answers under those calls are its own flood.
+	for i := range sessionReplyBudget + 1 {
+		c := fmt.Sprintf("honest%d", i%calls)
+		f.sessionAnswer(fleet.CallReply(wAlice, sidB, c, 0), c, `{}`, 0)
+	}
+	if len(*closed) != 1 || !strings.HasPrefix((*closed)[0], sidB+": sent 65 answers") {
+		t.Fatalf("closed %v, want %s (never called) once", *closed, sidB)
+	}
+	// Past the excuse, late answers count again.
+	f.clock = f.clock.Add(recentFor*10*time.Second + time.Second)
+	for i := range sessionReplyBudget + 1 {
+		c := fmt.Sprintf("honest%d", i%calls)
+		f.sessionAnswer(fleet.CallReply(wAlice, sidA, c, 0), c, `{}`, 0)
+	}
+	if len(*closed) != 2 || !strings.HasPrefix((*closed)[1], sidA+": sent 65 answers") {
+		t.Fatalf("closed %v, want %s closed once its late answers are no longer excused", *closed, sidA)
+	}
+	if len(f.w.matcher.recent.calls) != 0 || f.w.matcher.recent.n != 0 {
+		t.Fatalf("remembered calls kept past their time: %d (%d sessions)", len(f.w.matcher.recent.calls), f.w.matcher.recent.n)
+	}
+}
+
+// The remembered calls are bounded: past the bound the oldest are
+// forgotten and their caller's answers are not charged for a while
+// (rather than charging honest late answers to the sessions).
+func TestRememberedCallsBounded(t *testing.T) {
+	defer func(n int) { maxRecentTargets = n }(maxRecentTargets)
+	maxRecentTargets = 5
+	f, closed := floodFixture(t, sidA)
+	for i := range 20 {
+		c := fmt.Sprintf("k%d", i)
+		f.request(fleet.SessionFnSubject(sidA, "latencyCheck", wAlice), fleet.CallReply(wAlice, sidA, c, 0), c, `{}`)
+		f.clock = f.clock.Add(time.Millisecond)
+	}
+	f.flushAll() // every call recorded unanswered
+	if n := f.w.matcher.recent.n; n > maxRecentTargets {
+		t.Fatalf("%d sessions remembered, bound %d", n, maxRecentTargets)
+	}
+	for i := range 20 * lateExcused {
+		c := fmt.Sprintf("k%d", i%20)
+		f.sessionAnswer(fleet.CallReply(wAlice, sidA, c, 0), c, `{}`, 0)
+	}
+	if len(*closed) != 0 {
+		t.Fatalf("late answers to forgotten calls charged: %v", *closed)
+	}
+	// Another caller's calls were never seen: charged.
+	for i := range sessionReplyBudget + 1 {
+		f.stray(sidA, i) // under wAlice: excused
+		f.w.handle(&nats.Msg{Subject: fleet.CallReply(wBob, sidA, fmt.Sprintf("x%d", i), 0), Data: []byte(`{}`), Header: nats.Header{}})
+	}
+	if len(*closed) != 1 {
+		t.Fatalf("closed %v, want %s once for answers under calls never made", *closed, sidA)
+	}
+}
+
+// Penalties do not stack: an address whose sessions were closed many
+// times over (a NAT full of users, one of them flooding) is locked out
+// for one window after its last closure, not one per closure.
+func TestPenaltiesDoNotStack(t *testing.T) {
+	clock := time.Date(2031, 1, 2, 3, 4, 5, 0, time.UTC)
+	l := newIPLimiter(5, 20, 10, func() time.Time { return clock })
+	for range 100 {
+		l.penalize("192.0.2.1", sessionReplyWindow)
+	}
+	r := l.allow("192.0.2.1")
+	if r == nil {
+		t.Fatal("a penalized address admitted at once")
+	}
+	if r.wait > sessionReplyWindow+time.Second {
+		t.Fatalf("100 closures lock the address out for %v, want at most one window (%v) and a token", r.wait, sessionReplyWindow)
+	}
+	clock = clock.Add(sessionReplyWindow + time.Second)
+	if r := l.allow("192.0.2.1"); r != nil {
+		t.Fatalf("one window after the last closure: %v", r)
+	}
+}
+
 // A session answering with more than the session payload limit is
 // closed, though the broker takes up to 1 MiB.
 func TestSessionOversizeAnswerClosedByService(t *testing.T) {
@@ -375,5 +490,250 @@ func TestSessionSubscriptionLimit(t *testing.T) {
 	}
 	if within.IsClosed() || !st.svc.presence.sessions.isOnline(oid) {
 		t.Fatal("the session within its limit was closed too")
+	}
+}
+
+// Connections that may hold many subscriptions (operators, agents, the
+// service's own) can fill the first CONNZ page sorted by them: the check
+// pages on while the counts are above what any session may hold, and
+// finds the session over its limit behind them.
+func TestSessionSubscriptionLimitPagesOn(t *testing.T) {
+	top, pages := sessionSubsTop, sessionSubsPages
+	t.Cleanup(func() { sessionSubsTop, sessionSubsPages = top, pages })
+	sessionSubsTop, sessionSubsPages = 2, 20
+	st := startSessionStack(t, nil)
+	addPublicApp(t, st, "speedtest")
+	kp, err := LoadSeed(st.svc.AdminKeyPath())
+	if err != nil {
+		t.Fatal(err)
+	}
+	pub, _ := kp.PublicKey()
+	for i := range 4 {
+		op := st.operator(t, kp)
+		for j := range 50 {
+			if _, err := op.SubscribeSync(fmt.Sprintf("%s.busy%d.%d", fleet.ControlInbox(pub), i, j)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := op.Flush(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	skp, spub := newKP(t)
+	id := fleet.SessionID("speedtest", spub)
+	nc, _ := st.mustSession(t, skp, fleet.SessionHello{App: "speedtest"})
+	for range 2 + sessionSubsSlack { // one over its limit of 5
+		if _, err := nc.SubscribeSync(fleet.SessionFnWildcard(id, "latencyCheck")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	st.svc.presence.checkSessionSubs(context.Background())
+	waitFor(t, "the session over its subscriptions, behind busier connections, closed", 5*time.Second, nc.IsClosed)
+}
+
+// Many sessions of one address, each within its own budget, together
+// past the address's budget (in answers, or in bytes) are closed, each
+// that sent unsolicited answers in the window; another address's
+// session is not.
+func TestSessionUnsolicitedAnswersPerAddress(t *testing.T) {
+	for _, tc := range []struct {
+		name           string
+		sessions, each int
+		size           int
+	}{
+		{"answers", 90, sessionReplyBudget - 4, 10},
+		{"bytes", 3, sessionReplyBudget - 4, 60 << 10},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var ids []string
+			host := map[string]int{}
+			for i := range tc.sessions {
+				id := fleet.SessionID("demo", fmt.Sprintf("UNAT%d", i))
+				ids, host[id] = append(ids, id), i+1
+			}
+			other := fleet.SessionID("demo", "UELSEWHERE")
+			f, closed := floodFixture(t, append([]string{other}, ids...)...)
+			f.w.matcher.addrOf = func(id string) string {
+				if id == other {
+					return "198.51.100.7"
+				}
+				return fmt.Sprintf("2001:db8::%x", host[id]) // one /64
+			}
+			body := []byte(strings.Repeat("x", tc.size))
+			send := func(id string, n int) {
+				f.w.handle(&nats.Msg{Subject: fleet.CallReply(wAlice, id, fmt.Sprintf("x%d", n), 0), Data: body, Header: nats.Header{}})
+			}
+			for i := range tc.each {
+				send(other, i)
+			}
+			for _, id := range ids {
+				for i := range tc.each {
+					send(id, i)
+				}
+			}
+			got := map[string]bool{}
+			for _, c := range *closed {
+				id, reason, _ := strings.Cut(c, ": ")
+				if !strings.Contains(reason, "its address's sessions sent") {
+					t.Fatalf("closed for %q, want the address's budget", reason)
+				}
+				got[id] = true
+			}
+			if got[other] {
+				t.Fatal("a session of another address was closed")
+			}
+			if len(got) != len(ids) {
+				t.Fatalf("closed %d of the address's %d sessions, want each that sent unsolicited answers", len(got), len(ids))
+			}
+		})
+	}
+}
+
+// On a real broker: sessions from one address (here all on loopback),
+// each sending fewer unsolicited answers than its own budget, are closed
+// once together they pass the address's budget, and the closures are
+// audited with the reason.
+func TestSessionAddressFloodClosed(t *testing.T) {
+	st := startSessionStack(t, func(c *Config) { c.SessionBurstPerIP, c.MaxSessionsPerIP = 50, 50 })
+	addPublicApp(t, st, "speedtest")
+	const sessions, each = 9, sessionReplyBudget - 4 // 540 answers, 4.3 MB: past the address budget with the last session
+	body := []byte(strings.Repeat("a", 8000))
+	var conns []*nats.Conn
+	for range sessions {
+		kp, pub := newKP(t)
+		id := fleet.SessionID("speedtest", pub)
+		nc, _ := st.mustSession(t, kp, fleet.SessionHello{App: "speedtest"})
+		waitFor(t, "the session ONLINE", 5*time.Second, func() bool { return st.svc.presence.sessions.isOnline(id) })
+		conns = append(conns, nc)
+		for n := range each {
+			if nc.Publish(fmt.Sprintf("%s.NOBODY.%s.x.%d", fleet.InboxRoot, id, n), body) != nil {
+				break
+			}
+		}
+		_ = nc.Flush()
+	}
+	waitFor(t, "every session of the address closed", 20*time.Second, func() bool {
+		for _, nc := range conns {
+			if !nc.IsClosed() {
+				return false
+			}
+		}
+		return true
+	})
+	if !strings.Contains(st.log.String(), "its address's sessions sent") {
+		t.Fatalf("log does not say why:\n%s", st.log.String())
+	}
+}
+
+// On a real broker and callout: an operator sends calls to an honest
+// session, then enough cheap calls to a missing session that its own
+// oldest calls are recorded early; the honest session's answers arriving
+// afterwards do not get it closed, and it goes on answering.
+func TestLateAnswersOfEvictedCallsKeepTheSession(t *testing.T) {
+	st := startSessionStack(t, nil)
+	addPublicApp(t, st, "speedtest")
+	hkp, hpub := newKP(t)
+	hid := fleet.SessionID("speedtest", hpub)
+	honest, _ := st.mustSession(t, hkp, fleet.SessionHello{App: "speedtest"})
+	held := make(chan *nats.Msg, 100)
+	if _, err := honest.Subscribe(fleet.SessionFnWildcard(hid, "latencyCheck"), func(m *nats.Msg) { held <- m }); err != nil {
+		t.Fatal(err)
+	}
+	if err := honest.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the session ONLINE", 5*time.Second, func() bool { return st.svc.presence.sessions.isOnline(hid) })
+	adminKey := st.admin.Opts.Nkey
+	call := func(target, c string) {
+		m := nats.NewMsg(fleet.SessionFnSubject(target, "latencyCheck", adminKey))
+		m.Reply = fleet.CallReply(adminKey, target, c, 0)
+		m.Header.Set(fleet.HeaderCallID, c)
+		m.Data = []byte(`{}`)
+		if err := st.admin.PublishMsg(m); err != nil {
+			t.Fatal(err)
+		}
+	}
+	const calls = 70
+	for i := range calls {
+		call(hid, fmt.Sprintf("honest%d", i))
+	}
+	msgs := make([]*nats.Msg, 0, calls)
+	for range calls {
+		select {
+		case m := <-held:
+			msgs = append(msgs, m)
+		case <-time.After(10 * time.Second):
+			t.Fatalf("the session got %d of the %d calls", len(msgs), calls)
+		}
+	}
+	gone := fleet.SessionID("speedtest", "UGONEKEY")
+	for i := range maxWatchedPerCaller + 100 {
+		call(gone, fmt.Sprintf("cheap%d", i))
+	}
+	if err := st.admin.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	honestSubject := fleet.SessionFnSubject(hid, "latencyCheck", adminKey)
+	waitFor(t, "the honest calls recorded early", 30*time.Second, func() bool {
+		n := 0
+		for _, r := range auditOf(t, st) {
+			if r.Kind == fleet.AuditCall && r.Subject == honestSubject {
+				n++
+			}
+		}
+		return n == calls
+	})
+	for _, m := range msgs {
+		out := nats.NewMsg(m.Reply)
+		out.Header.Set(fleet.HeaderCallID, m.Header.Get(fleet.HeaderCallID))
+		out.Header.Set(fleet.HeaderArgs, fleet.ArgsDigest(m.Data))
+		out.Data = []byte(`{"ms":700}`)
+		if err := honest.PublishMsg(out); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := honest.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	// One more call, answered after the late ones (the watcher hears
+	// the session's messages in order): its audit says the watcher has
+	// heard them all.
+	sub, err := st.admin.SubscribeSync(fleet.CallReplies(adminKey, "last"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	call(hid, "last")
+	var last *nats.Msg
+	select {
+	case last = <-held:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the session never got the last call: closed?")
+	}
+	out := nats.NewMsg(last.Reply)
+	out.Header.Set(fleet.HeaderCallID, "last")
+	out.Header.Set(fleet.HeaderArgs, fleet.ArgsDigest(last.Data))
+	out.Data = []byte(`{"ms":1}`)
+	if err := honest.PublishMsg(out); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := sub.NextMsg(10 * time.Second); err != nil {
+		t.Fatalf("the last call was not answered: %v", err)
+	}
+	waitFor(t, "the last call audited", 20*time.Second, func() bool {
+		for _, r := range auditOf(t, st) {
+			if r.Kind == fleet.AuditCall && r.Subject == honestSubject && r.OK == 1 {
+				return true
+			}
+		}
+		return false
+	})
+	if honest.IsClosed() || !st.svc.presence.sessions.isOnline(hid) {
+		t.Fatalf("the honest session was closed for its late answers:\n%s", st.log.String())
+	}
+	if strings.Contains(st.log.String(), "session closed") {
+		t.Fatalf("a session was closed:\n%s", st.log.String())
 	}
 }
