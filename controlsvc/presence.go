@@ -273,21 +273,8 @@ func (p *presence) resync(gen uint64, snap map[string]map[uint64]string, alive m
 func (p *presence) resyncIn(in func(server string) bool, gen uint64, snap map[string]map[uint64]string, alive map[string]bool, taken time.Time) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	for k, c := range p.conns {
-		if c.gen > gen || in != nil && !in(k.server) {
-			continue
-		}
-		conns, answered := snap[k.server]
-		if !answered && alive[k.server] {
-			continue
-		}
-		if !answered {
-			p.removeLocked(k, "broker "+k.server+" no longer answers")
-			continue
-		}
-		if _, still := conns[k.cid]; !still {
-			p.removeLocked(k, "connection gone (found by resync)")
-		}
+	for _, g := range goneInResync(p.conns, func(c connState) uint64 { return c.gen }, in, gen, snap, alive) {
+		p.removeLocked(g.k, g.reason)
 	}
 	for server, conns := range snap {
 		for cid, user := range conns {
@@ -416,4 +403,36 @@ func newEpoch() string {
 	var b [8]byte
 	_, _ = rand.Read(b[:])
 	return hex.EncodeToString(b[:])
+}
+
+// goneConn is a connection a resync found gone, and why.
+type goneConn struct {
+	k      connKey
+	reason string
+}
+
+// goneInResync lists the connections of conns (machines' or sessions')
+// that a resync of generation gen shows gone: those of a server in (nil:
+// all) that no longer answers and is not alive, and those its CONNZ
+// pages in snap do not list. Connections added after gen are left alone.
+func goneInResync[C, S any](conns map[connKey]C, genOf func(C) uint64, in func(string) bool, gen uint64,
+	snap map[string]map[uint64]S, alive map[string]bool) []goneConn {
+	var gone []goneConn
+	for k, c := range conns {
+		if genOf(c) > gen || in != nil && !in(k.server) {
+			continue
+		}
+		listed, answered := snap[k.server]
+		if !answered && alive[k.server] {
+			continue
+		}
+		if !answered {
+			gone = append(gone, goneConn{k, "broker " + k.server + " no longer answers"})
+			continue
+		}
+		if _, still := listed[k.cid]; !still {
+			gone = append(gone, goneConn{k, "connection gone (found by resync)"})
+		}
+	}
+	return gone
 }

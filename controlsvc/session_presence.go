@@ -470,21 +470,8 @@ func (p *sessionPresence) generation() uint64 {
 func (p *sessionPresence) resync(gen uint64, snap map[string]map[uint64]sessionConnInfo, alive map[string]bool, taken time.Time) []connKey {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	for k, c := range p.conns {
-		if c.gen > gen {
-			continue
-		}
-		conns, answered := snap[k.server]
-		if !answered && alive[k.server] {
-			continue
-		}
-		if !answered {
-			p.removeLocked(k, "broker "+k.server+" no longer answers")
-			continue
-		}
-		if _, still := conns[k.cid]; !still {
-			p.removeLocked(k, "connection gone (found by resync)")
-		}
+	for _, g := range goneInResync(p.conns, func(c sessionConn) uint64 { return c.gen }, nil, gen, snap, alive) {
+		p.removeLocked(g.k, g.reason)
 	}
 	now := p.now()
 	var closeConns []connKey
