@@ -82,6 +82,11 @@ func startSessionWorld(t *testing.T, sessions ...fleet.Session) *sessionWorld {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// The server has the subscription before any workbench asks: without
+	// this a loaded machine could let the first request find nobody.
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
 	seed, _ := operatorKey(t, 7)
 	w.vars = map[string]string{"CC_SERVER": w.url, "CC_KEY": stacktest.WriteSeed(t, "op", seed)}
 	return w
