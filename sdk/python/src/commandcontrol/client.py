@@ -644,8 +644,12 @@ class AsyncWorkbench:
                     cl.result.resent += 1
                     await nc.publish(subject(i), body, reply=w.call_reply(key, cl.token(i), call_id, resends), headers=hdr)
                 retry_at = now + RESEND_EVERY if resends < MAX_RESENDS else deadline
-            # drain what already arrived: let the subscription's task run
-            await asyncio.sleep(0)
+            # Handle the replies already received (bench's drain): the
+            # subscription's queue holds them; its callback is synchronous,
+            # so none is half-handled.
+            pq = getattr(sub, "_pending_queue", None)
+            while pq is not None and not pq.empty():
+                cl.handle(pq.get_nowait())
         finally:
             self._listeners.discard(listener)
             try:
