@@ -5,8 +5,9 @@ fleet/testdata/wire/*.json."""
 
 from __future__ import annotations
 
+import base64
 import hashlib
-from typing import Mapping, NamedTuple, Optional
+from typing import Mapping, NamedTuple, Optional, Union
 
 from .errors import CCError, cc_error
 
@@ -116,6 +117,13 @@ def is_session_id(tok: str) -> bool:
         return False
     rest = tok[len(SESSION_ID_PREFIX):]
     return len(rest) == 16 and all(c in _SESSION_CHARS for c in rest)
+
+
+def session_id(app: str, key: str) -> str:
+    """The id the control service gives a session of app that proved key:
+    "s+" and base32 (lower case, unpadded) of SHA-256(app, 0, key)[:10]."""
+    h = hashlib.sha256((app + "\x00" + key).encode()).digest()[:10]
+    return SESSION_ID_PREFIX + base64.b32encode(h).decode().lower().rstrip("=")
 
 
 # ---- subjects ----
@@ -313,12 +321,24 @@ def args_digest(body: bytes) -> str:
     return hashlib.sha256(body).hexdigest()[:32] + ":" + str(len(body))
 
 
-def error_from_headers(headers: Optional[Mapping[str, str]]) -> Optional[CCError]:
-    """The CCError the micro error headers carry, or None (fleet.ErrorFromHeader)."""
-    if not headers:
-        return None
-    code = headers.get(HEADER_ERROR_CODE, "")
-    desc = headers.get(HEADER_ERROR, "")
+def error_from_headers(headers_or_code: Union[Mapping[str, str], str, None],
+                       description: Optional[str] = None) -> Optional[CCError]:
+    """The CCError the micro error headers carry, or None (fleet.ErrorFromHeader).
+
+    Give the message's headers (a mapping, or None), or the two header
+    values: error_from_headers(code, description). A code that is no number
+    is 500; a 429's Cc-Retry-After-Ms (from the headers) is kept as
+    retry_after_ms."""
+    if isinstance(headers_or_code, str) or description is not None:
+        code = headers_or_code if isinstance(headers_or_code, str) else ""
+        desc = description or ""
+        headers: Optional[Mapping[str, str]] = None
+    else:
+        headers = headers_or_code
+        if not headers:
+            return None
+        code = headers.get(HEADER_ERROR_CODE, "")
+        desc = headers.get(HEADER_ERROR, "")
     if code == "" and desc == "":
         return None
     try:
@@ -326,7 +346,7 @@ def error_from_headers(headers: Optional[Mapping[str, str]]) -> Optional[CCError
     except ValueError:
         n = CODE_INTERNAL
     retry: Optional[int] = None
-    if n == CODE_TOO_MANY_REQUESTS:
+    if n == CODE_TOO_MANY_REQUESTS and headers is not None:
         try:
             ms = int(headers.get(HEADER_RETRY_AFTER, ""))
             retry = ms if ms > 0 else None
@@ -335,6 +355,8 @@ def error_from_headers(headers: Optional[Mapping[str, str]]) -> Optional[CCError
     return cc_error(n, desc, retry)
 
 
-def is_no_responders(headers: Optional[Mapping[str, str]], body_len: int) -> bool:
-    """Whether a message is the broker's "no responders" status (503, empty body)."""
-    return body_len == 0 and headers is not None and headers.get(HEADER_STATUS) == STATUS_NO_RESPONDERS
+def is_no_responders(headers: Optional[Mapping[str, str]], body: Union[int, bytes, bytearray]) -> bool:
+    """Whether a message is the broker's "no responders" status (503, empty
+    body); body is the message's body or its length."""
+    n = body if isinstance(body, int) else len(body)
+    return n == 0 and headers is not None and headers.get(HEADER_STATUS) == STATUS_NO_RESPONDERS

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import importlib
 import ipaddress
 import json
 import os
@@ -10,6 +11,7 @@ import secrets
 import ssl
 import stat
 import time
+from datetime import datetime, timezone
 from typing import Any, AsyncIterator, Callable, Optional, Sequence, Union
 from urllib.parse import urlparse
 
@@ -55,6 +57,10 @@ def _read_seed_file(path: str) -> bytes:
         raise ConnectError(f"operator key file {path} is owned by another user: chown it or copy it")
     with open(path, "rb") as f:
         return f.read()
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc)
 
 
 def _is_loopback(host: str) -> bool:
@@ -195,7 +201,28 @@ class _CallState:
         return res
 
 
-class AsyncWorkbench:
+def _mixin(module: str, name: str, placeholder: type) -> Any:
+    """The control API and sessions mixins (control.py, sessions.py), when
+    installed; a placeholder otherwise."""
+    try:
+        return getattr(importlib.import_module(f"{__package__}.{module}"), name)
+    except (ImportError, AttributeError):
+        return placeholder
+
+
+class _NoControl:
+    pass
+
+
+class _NoSessions:
+    pass
+
+
+_ControlMixin: Any = _mixin("control", "ControlMixin", _NoControl)
+_SessionsMixin: Any = _mixin("sessions", "SessionsMixin", _NoSessions)
+
+
+class AsyncWorkbench(_ControlMixin, _SessionsMixin):  # type: ignore[misc]
     """One operator connection. Create with ``await AsyncWorkbench.connect(...)``."""
 
     def __init__(self, nc: NATS, key: str) -> None:
@@ -309,14 +336,16 @@ class AsyncWorkbench:
 
     # ---- requests ----
 
-    async def request_control(self, op: str, body: Union[bytes, str, Any] = b"", timeout: float = DEFAULT_TIMEOUT) -> bytes:
+    async def request_control(self, op: str, body: Any = None, timeout: float = DEFAULT_TIMEOUT) -> bytes:
         """Send a control API request ctl.<key>.<op> and return the reply body.
         body may be bytes, str or a JSON-able object. Raises CCError (its
         subclasses by code) for an error reply, NoService when cc-control
         does not answer. A 429 that says when to retry is waited out when
         the timeout leaves room."""
         self._need_key(f"control request {op}")
-        if isinstance(body, str):
+        if body is None:
+            data = b""
+        elif isinstance(body, str):
             data = body.encode()
         elif isinstance(body, (bytes, bytearray)):
             data = bytes(body)
@@ -401,6 +430,7 @@ class AsyncWorkbench:
             snap = PresenceSnapshot.from_json(first)
             snap.servers = [Server.from_json(s) for s in servers]
             snap.servers.sort(key=lambda s: s.machine)
+            snap.part = snap.parts = 0
             return snap
         finally:
             await sub.unsubscribe()
@@ -453,7 +483,7 @@ class AsyncWorkbench:
                 if kind == "disconnected":
                     if not stale:
                         stale = True
-                        yield PresenceEvent(EVENT_STALE, seq=last, reason="connection to the broker lost; reconnecting")
+                        yield PresenceEvent(EVENT_STALE, time=_now(), seq=last, reason="connection to the broker lost; reconnecting")
                     continue
                 if kind == "reconnected":
                     reason = "reconnected to the broker"
@@ -484,7 +514,7 @@ class AsyncWorkbench:
                 else:
                     continue
                 # resync
-                yield PresenceEvent(EVENT_RESYNC, seq=last, reason=reason)
+                yield PresenceEvent(EVENT_RESYNC, time=_now(), seq=last, reason=reason)
                 wait = 0.25
                 while True:
                     if nc.is_closed:
@@ -494,7 +524,7 @@ class AsyncWorkbench:
                         break
                     except Exception as e:  # keep trying, saying so
                         stale = True
-                        yield PresenceEvent(EVENT_STALE, seq=last, reason=f"resync failed ({e}); retrying in {wait}s")
+                        yield PresenceEvent(EVENT_STALE, time=_now(), seq=last, reason=f"resync failed ({e}); retrying in {wait}s")
                         await asyncio.sleep(wait)
                         wait = min(2 * wait, 10.0)
                 stale = False
@@ -533,12 +563,15 @@ class AsyncWorkbench:
         return [s.machine for s in chosen], len(chosen) == len(snap.servers)
 
     async def _session_targets(self, sessions: Any) -> tuple[list[str], list[Any]]:
-        """The sessions a call to sessions expects: P2's sessions() provides them."""
+        """The sessions a call to sessions expects, sorted by id: those the
+        sessions API (commandcontrol.sessions) selects. sessions is its
+        where (a mapping of attribute → value, or a SessionQuery); True or
+        {} means every ONLINE session."""
         fn = getattr(self, "sessions", None)
         if fn is None:
             raise NotImplementedError("calls to sessions need the sessions API (commandcontrol.sessions)")
-        items = await fn(**sessions) if isinstance(sessions, dict) else await fn(sessions)
-        items = sorted(items, key=lambda s: s.id)
+        items = list(await fn(None if sessions is True else sessions))
+        items.sort(key=lambda s: s.id)
         return [s.id for s in items], items
 
     async def _run(self, fn: str, args: Any, where: Where, machines: Optional[Sequence[str]], sessions: Any,

@@ -43,16 +43,34 @@ def parse_time(v: Any) -> datetime:
         return _EPOCH
 
 
+def format_time(d: datetime) -> str:
+    """d as Go's RFC 3339 (UTC, Z, fewest fraction digits)."""
+    if d.tzinfo is None:
+        d = d.replace(tzinfo=timezone.utc)
+    d = d.astimezone(timezone.utc)
+    s = f"{d.year:04d}-{d.month:02d}-{d.day:02d}T{d.hour:02d}:{d.minute:02d}:{d.second:02d}"
+    if d.microsecond:
+        s += ("." + f"{d.microsecond:06d}").rstrip("0")
+    return s + "Z"
+
+
+def _j(name: str, omit: bool = False, **kw: Any) -> Any:
+    """A field with its Go JSON name and whether Go omits it when zero."""
+    return field(metadata={"json": name, "omit": omit}, **kw)
+
+
 @dataclass
 class Location:
-    site: str = ""
-    city: str = ""
-    region: str = ""
-    country: str = ""
-    country_code: str = ""
-    latitude: float = 0.0
-    longitude: float = 0.0
-    source: str = ""
+    """Where an address is (fleet.Location)."""
+
+    site: str = _j("site", True, default="")
+    city: str = _j("city", True, default="")
+    region: str = _j("region", True, default="")
+    country: str = _j("country", True, default="")
+    country_code: str = _j("country_code", True, default="")
+    latitude: float = _j("latitude", True, default=0.0)
+    longitude: float = _j("longitude", True, default=0.0)
+    source: str = _j("source", default="")
 
     @classmethod
     def from_json(cls, d: Optional[Mapping[str, Any]]) -> Optional["Location"]:
@@ -63,17 +81,26 @@ class Location:
                    latitude=float(d.get("latitude", 0.0)), longitude=float(d.get("longitude", 0.0)),
                    source=d.get("source", ""))
 
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for k in ("site", "city", "region", "country", "country_code", "latitude", "longitude"):
+            v = getattr(self, k)
+            if v:
+                out[k] = v
+        out["source"] = self.source
+        return out
+
 
 @dataclass
 class Server:
-    """One ONLINE machine."""
+    """One ONLINE machine (fleet.Server)."""
 
-    machine: str
-    labels: dict[str, str] = field(default_factory=dict)
-    since: datetime = _EPOCH
-    connections: int = 0
-    ip: str = ""
-    location: Optional[Location] = None
+    machine: str = _j("machine")
+    labels: dict[str, str] = _j("labels", True, default_factory=dict)
+    since: datetime = _j("since", default=_EPOCH)
+    connections: int = _j("connections", default=0)
+    ip: str = _j("ip", True, default="")
+    location: Optional[Location] = _j("location", True, default=None)
 
     @classmethod
     def from_json(cls, d: Mapping[str, Any]) -> "Server":
@@ -81,20 +108,49 @@ class Server:
                    connections=int(d.get("connections", 0)), ip=d.get("ip", ""),
                    location=Location.from_json(d.get("location")))
 
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"machine": self.machine}
+        if self.labels:
+            out["labels"] = dict(self.labels)
+        out["since"] = format_time(self.since)
+        out["connections"] = self.connections
+        if self.ip:
+            out["ip"] = self.ip
+        if self.location is not None:
+            out["location"] = self.location.to_json()
+        return out
+
 
 @dataclass
 class PresenceSnapshot:
-    """Who is ONLINE; seq is the last event folded in, epoch its numbering."""
+    """Who is ONLINE; seq is the last event folded in, epoch its numbering.
+    part/parts number the replies of a snapshot sent in parts (0 once
+    gathered)."""
 
-    seq: int
-    epoch: str
-    servers: list[Server]
-    time: datetime
+    seq: int = _j("seq", default=0)
+    epoch: str = _j("epoch", True, default="")
+    servers: list[Server] = _j("servers", default_factory=list)
+    time: datetime = _j("time", default=_EPOCH)
+    part: int = _j("part", True, default=0)
+    parts: int = _j("parts", True, default=0)
 
     @classmethod
     def from_json(cls, d: Mapping[str, Any]) -> "PresenceSnapshot":
         return cls(seq=int(d.get("seq", 0)), epoch=d.get("epoch", ""),
-                   servers=[Server.from_json(s) for s in d.get("servers") or []], time=parse_time(d.get("time")))
+                   servers=[Server.from_json(s) for s in d.get("servers") or []], time=parse_time(d.get("time")),
+                   part=int(d.get("part", 0)), parts=int(d.get("parts", 0)))
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"seq": self.seq}
+        if self.epoch:
+            out["epoch"] = self.epoch
+        out["servers"] = [s.to_json() for s in self.servers]
+        out["time"] = format_time(self.time)
+        if self.part:
+            out["part"] = self.part
+        if self.parts:
+            out["parts"] = self.parts
+        return out
 
 
 @dataclass
@@ -102,19 +158,31 @@ class PresenceEvent:
     """A watch event: present, synced, joined, left, stale or resync (the
     last three name no machine: machine is "")."""
 
-    event: str
-    machine: str = ""
-    labels: dict[str, str] = field(default_factory=dict)
-    time: datetime = _EPOCH
-    seq: int = 0
-    epoch: str = ""
-    reason: str = ""
+    event: str = _j("event")
+    machine: str = _j("machine", default="")
+    labels: dict[str, str] = _j("labels", True, default_factory=dict)
+    time: datetime = _j("time", default=_EPOCH)
+    seq: int = _j("seq", default=0)
+    epoch: str = _j("epoch", True, default="")
+    reason: str = _j("reason", True, default="")
 
     @classmethod
     def from_json(cls, d: Mapping[str, Any]) -> "PresenceEvent":
         return cls(event=d.get("event", ""), machine=d.get("machine", ""), labels=dict(d.get("labels") or {}),
                    time=parse_time(d.get("time")), seq=int(d.get("seq", 0)), epoch=d.get("epoch", ""),
                    reason=d.get("reason", ""))
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"event": self.event, "machine": self.machine}
+        if self.labels:
+            out["labels"] = dict(self.labels)
+        out["time"] = format_time(self.time)
+        out["seq"] = self.seq
+        if self.epoch:
+            out["epoch"] = self.epoch
+        if self.reason:
+            out["reason"] = self.reason
+        return out
 
 
 @dataclass
