@@ -36,7 +36,8 @@ def test_parse_call_reply() -> None:
             w.parse_call_reply(bad)
     assert w.reply_target(f"_INBOX_cc.{KEY}.tok.abc.0") == "tok"
     assert w.inbox_owner(f"_INBOX_cc.{KEY}.@ctl.x") == KEY
-    assert w.inbox_owner("_INBOX.x") is None
+    with pytest.raises(ValueError):
+        w.inbox_owner("_INBOX.x")
 
 
 def test_agent_reply() -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import re
 from typing import Mapping, NamedTuple, Optional, Union
 
 from .errors import CCError, cc_error
@@ -73,8 +74,13 @@ _SESSION_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz234567")
 
 # ---- ids ----
 
+_ID_RE = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+
+
 def validate_machine_id(id: str) -> None:
     """Raise ValueError unless id is 1–128 characters from A–Z a–z 0–9 . _ : -."""
+    if _ID_RE.fullmatch(id) is not None and id.isascii():
+        return
     if id == "":
         raise ValueError("machine id is empty")
     if len(id) > MAX_ID_LEN:
@@ -97,7 +103,9 @@ def validate_name(what: str, name: str) -> None:
 
 
 def machine_token(id: str) -> str:
-    """A machine id as one subject token: every "." becomes "~"."""
+    """A machine id as one subject token: every "." becomes "~". ValueError
+    when id is no valid machine id (so no subject is built from one)."""
+    validate_machine_id(id)
     return id.replace(".", "~")
 
 
@@ -255,12 +263,15 @@ def reply_target(subject: str) -> str:
     return parts[2] if len(parts) >= 4 and parts[0] == INBOX_ROOT else ""
 
 
-def inbox_owner(subject: str) -> Optional[str]:
-    """The operator key of an _INBOX_cc.<key>… subject, or None."""
+def inbox_owner(subject: str) -> str:
+    """The operator key of an _INBOX_cc.<key>… subject; ValueError when
+    subject is no operator's inbox."""
     if not subject.startswith(_INBOX_DOT):
-        return None
+        raise ValueError(f"subject {subject!r} is not under {INBOX_ROOT}: no inbox owner")
     key = subject[_INBOX_DOT_LEN:].split(".", 1)[0]
-    return key or None
+    if not key:
+        raise ValueError(f"subject {subject!r} names no inbox owner: want {INBOX_ROOT}.<operator key>…")
+    return key
 
 
 def is_inbox_subject(subject: str) -> bool:

@@ -82,7 +82,9 @@ class _CallState:
                  sessions: Optional[list[Any]]) -> None:
         self.fn = fn
         self.targets = targets
-        toks = targets if sessions is not None else [w.machine_token(t) for t in targets]
+        # Targets are validated ids (from the snapshot or _targets): their
+        # tokens need no second check.
+        toks = targets if sessions is not None else [t.replace(".", "~") for t in targets]
         self.by_token = {t: i for i, t in enumerate(toks)}
         self.state = bytearray(len(targets))
         self.remaining = len(targets)
@@ -97,7 +99,7 @@ class _CallState:
 
     def token(self, i: int) -> str:
         t = self.targets[i]
-        return t if self.sessions is not None else w.machine_token(t)
+        return t if self.sessions is not None else t.replace(".", "~")
 
     def name(self, r: Reply, i: int) -> None:
         if self.sessions is None:
