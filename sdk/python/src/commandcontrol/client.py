@@ -246,8 +246,7 @@ class AsyncWorkbench(_ControlMixin, _SessionsMixin):  # type: ignore[misc]
         if key_file is not None:
             seed = _read_seed_file(key_file)
         key = ""
-        opts: dict[str, Any] = dict(name=name, connect_timeout=connect_timeout, allow_reconnect=True,
-                                    max_reconnect_attempts=-1)
+        opts: dict[str, Any] = dict(name=name, connect_timeout=connect_timeout)
         if seed is not None:
             raw = seed.encode() if isinstance(seed, str) else bytes(seed)
             raw = raw.strip()
@@ -299,7 +298,9 @@ class AsyncWorkbench(_ControlMixin, _SessionsMixin):  # type: ignore[misc]
         try:
             # The first connect fails at once on an unreachable broker;
             # reconnects after it never give up.
-            await nc.connect(servers=urls, **{**opts, "allow_reconnect": False})
+            # (nats-py tries each URL max_reconnect_attempts + 1 times.)
+            await nc.connect(servers=urls, **{"allow_reconnect": False, "max_reconnect_attempts": 1,
+                                              "reconnect_time_wait": 0.1, **opts})
         except ssl.SSLError as e:
             raise ConnectError(f"TLS handshake with {server} failed: {e}: is tls_ca the broker's CA, and does its certificate name the host?") from None
         except Exception as e:
@@ -311,6 +312,7 @@ class AsyncWorkbench(_ControlMixin, _SessionsMixin):  # type: ignore[misc]
             raise ConnectError(f"connect to {server}: {msg}") from None
         nc.options["allow_reconnect"] = True
         nc.options["max_reconnect_attempts"] = -1
+        nc.options["reconnect_time_wait"] = 2.0
         wb = cls(nc, key)
         return wb
 
@@ -603,25 +605,31 @@ class AsyncWorkbench(_ControlMixin, _SessionsMixin):  # type: ignore[misc]
             cl.handle(m)
 
         sub = await nc.subscribe(w.call_replies(key, call_id), cb=cb, pending_msgs_limit=-1, pending_bytes_limit=0)
-        denied_inbox = f'Subscription to "{w.call_replies(key, call_id)}'
         to_sessions = sess_items is not None
+        # nats-py reports a permissions violation in lower case: compare so.
+        denied_inbox = f'subscription to "{w.call_replies(key, call_id)}'.lower()
+        fn_l, key_l = fn.lower(), key.lower()
+        all_l = w.all_subject(fn, key).lower()
+        root_l = (w.SESSION_FN_ROOT if to_sessions else w.FN_ROOT).lower() + "."
 
-        def is_call(subject: str) -> bool:
-            try:
-                c = w.parse_session_fn_subject(subject) if to_sessions else w.parse_fn_subject(subject)
-            except ValueError:
+        def is_call(subject_l: str) -> bool:
+            if not to_sessions and broadcast:
+                return subject_l == all_l
+            if not subject_l.startswith(root_l):
                 return False
-            return c.function == fn and c.caller == key and (to_sessions or (c.token == "") == broadcast)
+            parts = subject_l[len(root_l):].split(".")
+            return len(parts) == 3 and parts[1] == fn_l and parts[2] == key_l
 
         def listener(kind: str, arg: Any) -> None:
             if kind != "error":
                 return
             msg = str(arg)
-            if "Permissions Violation" not in msg:
+            low = msg.lower()
+            if "permissions violation" not in low:
                 return
-            hit = denied_inbox in msg
-            if not hit and 'Publish to "' in msg:
-                hit = is_call(msg.split('Publish to "', 1)[1].split('"', 1)[0])
+            hit = denied_inbox in low
+            if not hit and 'publish to "' in low:
+                hit = is_call(low.split('publish to "', 1)[1].split('"', 1)[0])
             if hit:
                 why = "calling sessions needs an admin, or a viewer added with --sessions" if to_sessions \
                     else f"does your operator role allow {fn}?"
