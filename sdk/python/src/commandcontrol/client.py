@@ -380,6 +380,17 @@ class AsyncWorkbench(_ControlMixin, _SessionsMixin):  # type: ignore[misc]
 
     async def snapshot(self, timeout: float = DEFAULT_TIMEOUT) -> PresenceSnapshot:
         """Who is ONLINE now, gathered from every part, sorted by machine."""
+        first, servers = await self._snapshot_raw(timeout)
+        first["servers"] = []
+        snap = PresenceSnapshot.from_json(first)
+        snap.servers = [Server.from_json(s) for s in servers]
+        snap.servers.sort(key=lambda s: s.machine)
+        snap.part = snap.parts = 0
+        return snap
+
+    async def _snapshot_raw(self, timeout: float = DEFAULT_TIMEOUT) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+        """The snapshot's first part and every part's servers, as JSON: a
+        call needs only ids and labels, not a Server each."""
         subject = w.ctl_subject(self.key, w.OP_PRESENCE_SNAPSHOT) if self.key else w.PRESENCE_SNAPSHOT_SUBJECT
         deadline = time.monotonic() + timeout
         while True:
@@ -396,7 +407,7 @@ class AsyncWorkbench(_ControlMixin, _SessionsMixin):  # type: ignore[misc]
                     continue
                 raise
 
-    async def _snapshot(self, subject: str, deadline: float) -> PresenceSnapshot:
+    async def _snapshot(self, subject: str, deadline: float) -> tuple[dict[str, Any], list[dict[str, Any]]]:
         inbox = self._nc.new_inbox()
         q: asyncio.Queue[Msg] = asyncio.Queue()
 
@@ -430,12 +441,9 @@ class AsyncWorkbench(_ControlMixin, _SessionsMixin):  # type: ignore[misc]
                 elif part.get("seq") != first.get("seq") or part.get("epoch") != first.get("epoch"):
                     raise ValueError(f"presence snapshot: parts of different snapshots (seq {first.get('seq')} and {part.get('seq')})")
                 servers.extend(part.get("servers") or [])
-            first["servers"] = []
-            snap = PresenceSnapshot.from_json(first)
-            snap.servers = [Server.from_json(s) for s in servers]
-            snap.servers.sort(key=lambda s: s.machine)
-            snap.part = snap.parts = 0
-            return snap
+            if not isinstance(first, dict) or not all(isinstance(x, dict) for x in servers):
+                raise ValueError("presence snapshot: malformed reply: want an object with a list of servers")
+            return first, servers
         finally:
             await sub.unsubscribe()
 
@@ -450,7 +458,7 @@ class AsyncWorkbench(_ControlMixin, _SessionsMixin):  # type: ignore[misc]
         "joined"/"left" in order, gap-free: a sequence gap, changed epoch,
         reconnect or dropped events yield "resync", the differences
         (reason "found by resync") and "synced"; a lost connection yields
-        "stale" once. Ends when the connection closes for good."""
+        "stale" once. Raises ConnectError when the connection closes for good."""
         nc = self._nc
         q: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
         sub_ref: list[Any] = []
@@ -483,7 +491,7 @@ class AsyncWorkbench(_ControlMixin, _SessionsMixin):  # type: ignore[misc]
                 kind, arg = await q.get()
                 reason = ""
                 if kind == "closed":
-                    return
+                    raise ConnectError("watch: the connection to the broker closed: connect and start the watch again")
                 if kind == "disconnected":
                     if not stale:
                         stale = True
@@ -522,7 +530,7 @@ class AsyncWorkbench(_ControlMixin, _SessionsMixin):  # type: ignore[misc]
                 wait = 0.25
                 while True:
                     if nc.is_closed:
-                        return
+                        raise ConnectError("watch: the connection to the broker closed: connect and start the watch again")
                     try:
                         snap = await self.snapshot()
                         break
@@ -557,14 +565,20 @@ class AsyncWorkbench(_ControlMixin, _SessionsMixin):  # type: ignore[misc]
         if machines is not None:
             if not sel.empty():
                 raise ValueError("give either machines or where, not both")
-            ids = set()
+            given: set[str] = set()
             for m in machines:
                 w.validate_machine_id(m)
-                ids.add(m)
-            return sorted(ids), False
-        snap = await self.snapshot()
-        chosen = sel.filter(snap.servers)
-        return [s.machine for s in chosen], len(chosen) == len(snap.servers)
+                given.add(m)
+            return sorted(given), False
+        _, servers = await self._snapshot_raw()
+        ids: list[str] = []
+        match = sel.match
+        for d in servers:
+            mid = d.get("machine")
+            if isinstance(mid, str) and mid and (not sel.terms or match(mid, d.get("labels") or None)):
+                ids.append(mid)
+        ids.sort()
+        return ids, len(ids) == len(servers)
 
     async def _session_targets(self, sessions: Any) -> tuple[list[str], list[Any]]:
         """The sessions a call to sessions expects, sorted by id: those the

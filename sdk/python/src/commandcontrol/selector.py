@@ -114,6 +114,11 @@ class Selector:
     def parse(cls, text: str) -> "Selector":
         return cls(text)
 
+    @property
+    def terms(self) -> int:
+        """How many terms; 0 selects every machine."""
+        return len(self._terms)
+
     def empty(self) -> bool:
         return not self._terms
 
