@@ -59,6 +59,19 @@ def test_ids() -> None:
         w.validate_name("function name", "a.b")
 
 
+def test_machine_token_refuses_bad_ids() -> None:
+    with pytest.raises(ValueError, match="position"):
+        w.machine_token("a*b")
+    with pytest.raises(ValueError):
+        w.fn_subject("@all", "f", KEY)
+
+
+def test_session_id_shape() -> None:
+    sid = w.session_id("demo", "UKEY")
+    assert w.is_session_id(sid) and len(sid) == 18
+    assert not w.is_session_id("s+ABCDEFGHIJKLMNOP")
+
+
 def test_args_digest() -> None:
     # sha256("{}") = 44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a
     assert w.args_digest(b"{}") == "44136fa355b3678a1146ad16f7e8649e:2"
@@ -74,7 +87,11 @@ def test_error_headers() -> None:
     assert e is not None and e.code == 500
     e = w.error_from_headers({w.HEADER_ERROR_CODE: "429", w.HEADER_ERROR: "slow down", w.HEADER_RETRY_AFTER: "150"})
     assert isinstance(e, TooManyRequests) and e.retry_after_ms == 150
+    e = w.error_from_headers("404", "no such function")  # the two header values
+    assert isinstance(e, NotFound) and e.description == "no such function"
+    assert w.error_from_headers("", "") is None
     assert w.is_no_responders({"Status": "503"}, 0)
+    assert w.is_no_responders({"Status": "503"}, b"")
     assert not w.is_no_responders({"Status": "503"}, 3)
 
 
