@@ -59,6 +59,13 @@ def _read_seed_file(path: str) -> bytes:
         return f.read()
 
 
+async def _close_quietly(nc: NATS) -> None:
+    try:
+        await nc.close()
+    except Exception:
+        pass
+
+
 def _now() -> datetime:
     return datetime.now(timezone.utc)
 
@@ -70,6 +77,37 @@ def _is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host.strip("[]")).is_loopback
     except ValueError:
         return False
+
+
+_DOWNGRADE = ("the broker at {} did not offer TLS although TLS was asked for (tls_ca or a tls:// URL): "
+              "refusing to authenticate in plain text; check the URL and the broker's TLS settings")
+
+
+class _Conn(NATS):
+    """nats-py's client, refusing to sign the broker's nonce (and so to
+    authenticate) over plain text when TLS was asked for: nats-py upgrades
+    to TLS only when the broker's INFO requires it, so a broker (or a
+    man in the middle) that does not would otherwise get a signature it
+    could relay."""
+
+    _cc_require_tls = False
+    _cc_server = ""
+
+    def _cc_is_tls(self) -> bool:
+        info = getattr(self, "_server_info", None) or {}
+        return bool(info.get("tls_required")) or bool(self.options.get("tls_handshake_first"))
+
+    def _setup_nkeys_seed_connect(self) -> None:
+        super()._setup_nkeys_seed_connect()
+        inner = self._signature_cb
+        assert inner is not None
+
+        def sig(nonce: str) -> bytes:
+            if self._cc_require_tls and not self._cc_is_tls():
+                raise ConnectError(_DOWNGRADE.format(self._cc_server))
+            return inner(nonce)
+
+        self._signature_cb = sig
 
 
 class _CallState:
@@ -294,13 +332,18 @@ class AsyncWorkbench(_ControlMixin, _SessionsMixin):  # type: ignore[misc]
         opts.update(error_cb=error_cb, disconnected_cb=disconnected_cb, reconnected_cb=reconnected_cb,
                     closed_cb=closed_cb)
         opts.update(nats_options)
-        nc = NATS()
+        nc = _Conn()
+        nc._cc_require_tls = use_tls
+        nc._cc_server = server
         try:
             # The first connect fails at once on an unreachable broker;
             # reconnects after it never give up.
             # (nats-py tries each URL max_reconnect_attempts + 1 times.)
             await nc.connect(servers=urls, **{"allow_reconnect": False, "max_reconnect_attempts": 1,
                                               "reconnect_time_wait": 0.1, **opts})
+        except ConnectError:
+            await _close_quietly(nc)
+            raise
         except ssl.SSLError as e:
             raise ConnectError(f"TLS handshake with {server} failed: {e}: is tls_ca the broker's CA, and does its certificate name the host?") from None
         except Exception as e:
@@ -310,6 +353,9 @@ class AsyncWorkbench(_ControlMixin, _SessionsMixin):  # type: ignore[misc]
             if isinstance(e, (OSError, nats.errors.NoServersError, asyncio.TimeoutError)):
                 raise ConnectError(f"broker unreachable at {server} ({msg}): is it running, and is the URL right?") from None
             raise ConnectError(f"connect to {server}: {msg}") from None
+        if use_tls and not nc._cc_is_tls():
+            await _close_quietly(nc)
+            raise ConnectError(_DOWNGRADE.format(server))
         nc.options["allow_reconnect"] = True
         nc.options["max_reconnect_attempts"] = -1
         nc.options["reconnect_time_wait"] = 2.0
