@@ -199,3 +199,15 @@ def test_summary_and_time() -> None:
     assert cl.finish().summary == "1 expected: 1 ok, 0 error, 0 no response"
     t = parse_time("2026-12-02T05:40:41.385221123Z")
     assert (t.year, t.microsecond, t.utcoffset() is not None) == (2026, 385221, True)
+
+
+def test_selector_from_mapping() -> None:
+    from commandcontrol.selector import as_selector
+    sel = as_selector({"role": "web*", "dc": "eu-1"})
+    assert sel.match("x_y", {"role": "web*", "dc": "eu-1"})
+    assert not sel.match("x_y", {"role": "web1", "dc": "eu-1"})  # literal, no wildcards
+    assert str(sel) == "role=web*,dc=eu-1"
+    with pytest.raises(ValueError):
+        as_selector({"a b": "x"})
+    with pytest.raises(ValueError):
+        as_selector(5)  # type: ignore[arg-type]

@@ -12,7 +12,7 @@ import ssl
 import stat
 import time
 from datetime import datetime, timezone
-from typing import Any, AsyncIterator, Callable, Optional, Sequence, Union
+from typing import Any, AsyncIterator, Callable, Mapping, Optional, Sequence, Union
 from urllib.parse import urlparse
 
 import nats
@@ -39,7 +39,7 @@ MAX_RESENDS = 2
 # Target states.
 _PENDING, _UNREACHABLE, _UNREACHABLE_RESENT, _ANSWERED, _NO_RESPONDER = range(5)
 
-Where = Union[str, Selector, None]
+Where = Union[str, Selector, Mapping[str, str], None]
 
 
 def _read_seed_file(path: str) -> bytes:

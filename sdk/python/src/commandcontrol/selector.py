@@ -174,12 +174,26 @@ def _parse_term(s: str) -> _Term:
     return _Term(key, pattern, negate, glob)
 
 
-def as_selector(where: "str | Selector | None") -> Selector:
+def as_selector(where: "str | Selector | Mapping[str, str] | None") -> Selector:
+    """A selector from its text, a Selector, or a mapping of key → value
+    (each must equal, literally: no wildcards)."""
     if where is None:
         return Selector()
     if isinstance(where, Selector):
         return where
-    return Selector(where)
+    if isinstance(where, str):
+        return Selector(where)
+    if isinstance(where, Mapping):
+        sel = Selector()
+        for k, v in where.items():
+            if not isinstance(k, str) or not isinstance(v, str):
+                raise ValueError(f"selector mapping: want str keys and values, got {k!r}: {v!r}")
+            if not k.strip() or _BAD_KEY.search(k):
+                raise ValueError(f"selector mapping: key {k!r} is empty or has a character a key may not contain")
+            sel._terms.append(_Term(k, v, False, None))
+        sel.text = str(sel)
+        return sel
+    raise ValueError(f"where: want a selector string, a Selector or a mapping of label to value, not {type(where).__name__}")
 
 
 __all__ = ["Selector", "as_selector"]
