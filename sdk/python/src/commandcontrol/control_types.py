@@ -99,7 +99,7 @@ def format_time(d: datetime) -> str:
     if d.tzinfo is None:
         d = d.replace(tzinfo=timezone.utc)
     d = d.astimezone(timezone.utc)
-    s = d.strftime("%Y-%m-%dT%H:%M:%S")
+    s = f"{d.year:04d}-{d.month:02d}-{d.day:02d}T{d.hour:02d}:{d.minute:02d}:{d.second:02d}"
     if d.microsecond:
         s += ("." + f"{d.microsecond:06d}").rstrip("0")
     return s + "Z"
@@ -174,7 +174,10 @@ def _decode(tp: Any, v: Any, where: str, strict: bool) -> Any:
     if tp is datetime:
         if v is None:
             return ZERO_TIME
-        return parse_time(v)
+        try:
+            return parse_time(v)
+        except ValueError as e:
+            raise ValueError(f"{where}: {e}") from None
     if tp is bool:
         if v is None:
             return False
