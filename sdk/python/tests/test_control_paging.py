@@ -169,3 +169,10 @@ def test_session_query() -> None:
     with pytest.raises(ValueError, match="limit -1"):
         session_query(None, limit=-1)
     assert ZERO_TIME.year == 1
+
+
+def test_mixins_never_shadow_request_control() -> None:
+    # AsyncWorkbench provides request_control; a mixin placed before its
+    # base in the MRO must not hide it with a stub.
+    assert "request_control" not in vars(ControlMixin)
+    assert "request_control" not in vars(SessionsMixin)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 from datetime import datetime
-from typing import Any, Callable, Iterable, Mapping, Sequence, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Sequence, TypeVar
 
 from .control_types import (
     AUDIT_LOGS,
@@ -103,8 +103,10 @@ class ControlMixin:
     """Control API methods for AsyncWorkbench (which provides
     request_control)."""
 
-    async def request_control(self, op: str, body: object | None) -> bytes:  # pragma: no cover
-        raise NotImplementedError("request_control is provided by AsyncWorkbench")
+    if TYPE_CHECKING:
+        # Provided by AsyncWorkbench; declared for the type checker only,
+        # so that this mixin never shadows it, wherever it sits in the MRO.
+        async def request_control(self, op: str, body: object | None) -> bytes: ...
 
     async def _control(self, op: str, req: _Wire | None, reply: type[W]) -> W:
         return _decode(op, await self.request_control(op, _body(req)), reply)

@@ -19,7 +19,7 @@ import json
 import re
 import secrets
 import time
-from typing import Any, Iterable, Mapping
+from typing import TYPE_CHECKING, Any, Iterable, Mapping
 
 from .control_types import (
     SESSION_WHERE_KEYS,
@@ -170,8 +170,10 @@ class SessionsMixin:
     _nc: Any
     key: str
 
-    async def request_control(self, op: str, body: object | None) -> bytes:  # pragma: no cover
-        raise NotImplementedError("request_control is provided by AsyncWorkbench")
+    if TYPE_CHECKING:
+        # Provided by AsyncWorkbench; declared for the type checker only,
+        # so that this mixin never shadows it, wherever it sits in the MRO.
+        async def request_control(self, op: str, body: object | None) -> bytes: ...
 
     async def sessions(self, where: Mapping[str, str] | SessionQuery | None = None, app: str = "", *,
                        limit: int = 0, timeout: float = DEFAULT_TIMEOUT) -> list[Session]:
