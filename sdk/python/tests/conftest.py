@@ -31,6 +31,10 @@ import pytest_asyncio
 REPO = Path(__file__).resolve().parents[3]
 BINARIES = ("cc-control", "cc-agent", "cc-swarm", "cc-bench")
 
+# "No responders", from the broker (a status line) or from the control
+# service for a machine that is not ONLINE (a Status header).
+NO_RESPONDERS = (b"NATS/1.0 503", b"Status: 503")
+
 # Deadlines: generous for a loaded 2-core CI machine; a wait ends as soon
 # as its condition holds.
 START_DEADLINE = 60.0
@@ -398,7 +402,7 @@ class HoldingProxy:
         self.up_host, self.up_port = host, int(port)
         self.server: Optional[asyncio.AbstractServer] = None
         self.url = ""
-        self.trigger: Optional[bytes] = None
+        self.trigger: Optional[tuple[bytes, ...]] = None
         self.triggered = asyncio.Event()
         self.released = asyncio.Event()
         self.released.set()
@@ -413,8 +417,9 @@ class HoldingProxy:
         self.url = f"nats://127.0.0.1:{port}"
         return self
 
-    def hold_on(self, trigger: bytes) -> None:
-        """Hold both directions from the first broker message holding trigger."""
+    def hold_on(self, *trigger: bytes) -> None:
+        """Hold both directions from the first broker message holding one of
+        the byte strings trigger."""
         self.trigger = trigger
         self.triggered.clear()
 
@@ -449,7 +454,7 @@ class HoldingProxy:
                 if not data:
                     break
                 seen = tail + data
-                if from_broker and self.trigger is not None and self.trigger in seen:
+                if from_broker and self.trigger is not None and any(t in seen for t in self.trigger):
                     self.released.clear()
                     self.trigger = None
                     self.triggered.set()

@@ -14,8 +14,6 @@ import pytest
 from commandcontrol import CCError, Workbench
 from conftest import Agent, Stack
 
-pytestmark = pytest.mark.asyncio
-
 
 async def poll(what: str, probe: Any, deadline: float = 30.0) -> Any:
     """Awaits probe() until it returns something true; returns it."""
@@ -29,6 +27,7 @@ async def poll(what: str, probe: Any, deadline: float = 30.0) -> Any:
         await asyncio.sleep(0.05)
 
 
+@pytest.mark.asyncio
 async def test_whoami(stack: Stack, wb: Any, viewer_wb: Any) -> None:
     w = await wb.whoami()
     assert (w.operator, w.role, w.key) == ("admin", "admin", wb.key)
@@ -36,6 +35,7 @@ async def test_whoami(stack: Stack, wb: Any, viewer_wb: Any) -> None:
     assert (v.operator, v.role, v.key) == ("viewer1", "viewer", viewer_wb.key)
 
 
+@pytest.mark.asyncio
 async def test_machines_add_label_ls_rm(stack: Stack, agents: list[Agent], wb: Any) -> None:
     _, pub = stack.new_key("m-added")
     mid = "10.3.0.1_added"
@@ -61,6 +61,7 @@ async def test_machines_add_label_ls_rm(stack: Stack, agents: list[Agent], wb: A
     assert e.value.code == 404
 
 
+@pytest.mark.asyncio
 async def test_pending_then_accept(stack: Stack, agents: list[Agent], wb: Any) -> None:
     """An agent that is not registered tries to connect and is refused; it
     shows in pending with the key it presented; accepting that key lets it
@@ -84,6 +85,7 @@ async def test_pending_then_accept(stack: Stack, agents: list[Agent], wb: Any) -
     assert a.id not in {q.id for q in await wb.pending()}
 
 
+@pytest.mark.asyncio
 async def test_operators(stack: Stack, wb: Any) -> None:
     _, pub = stack.new_key("op-carol")
     await wb.add_operator("carol", key=pub, role="viewer")
@@ -94,6 +96,7 @@ async def test_operators(stack: Stack, wb: Any) -> None:
     assert "carol" not in {o.name for o in await wb.operators()}
 
 
+@pytest.mark.asyncio
 async def test_audit(stack: Stack, wb: Any) -> None:
     """Registry changes are in the audit log, oldest first, with who made
     them; limit bounds the records returned."""
@@ -118,6 +121,7 @@ async def test_audit(stack: Stack, wb: Any) -> None:
     assert [r.seq for r in some] == [r.seq for r in records[:3]]
 
 
+@pytest.mark.asyncio
 async def test_viewer_control_is_forbidden(stack: Stack, viewer_wb: Any) -> None:
     """A viewer may list, but every change (and the audit) is a 403."""
     assert isinstance(await viewer_wb.machines(), list)
@@ -138,6 +142,7 @@ async def test_viewer_control_is_forbidden(stack: Stack, viewer_wb: Any) -> None
         assert e.value.code == 403, e.value
 
 
+@pytest.mark.asyncio
 async def test_swarm_fleet(stack: Stack, wb: Any) -> None:
     """A cc-swarm fleet (simulated agents that registered themselves):
     listed with a selector, and a call reaches every one."""
@@ -162,3 +167,25 @@ def test_sync_facade(stack: Stack, agents: list[Agent]) -> None:
         assert [r.machine for r in res.ok] == [a.id]
         assert res.ok[0].result["machine_id"] == a.id
         assert a.id in {m.id for m in wb.machines()}
+
+
+@pytest.mark.asyncio
+async def test_lists_are_paged(stack: Stack, wb: Any) -> None:
+    """machines, pending and operators follow the service's pages: with a
+    page of 2 (or 1) entries the whole list comes back, the same as in one
+    page."""
+    tag = uuid.uuid4().hex[:6]
+    for i in range(7):
+        _, pub = stack.new_key(f"paged-{tag}-{i}")
+        await wb.add_machine(f"10.3.5.{i + 1}_paged{tag}", key=pub)
+    for i in range(3):
+        _, pub = stack.new_key(f"paged-op-{tag}-{i}")
+        await wb.add_operator(f"paged{tag}{i}", key=pub, role="viewer")
+
+    whole = [m.id for m in await wb.machines()]
+    assert len(whole) >= 7 and whole == sorted(whole)
+    assert [m.id for m in await wb.machines(page_size=2)] == whole
+    ops = [o.name for o in await wb.operators()]
+    assert len(ops) >= 4
+    assert [o.name for o in await wb.operators(page_size=1)] == ops
+    assert [p.id for p in await wb.pending(page_size=1)] == [p.id for p in await wb.pending()]
