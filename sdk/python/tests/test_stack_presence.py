@@ -72,3 +72,17 @@ async def test_watch_joined_then_left(stack: Stack, agents: list[Agent], wb: Any
         aclose = getattr(events, "aclose", None)
         if aclose is not None:
             await aclose()
+
+
+async def test_fleet_past_one_snapshot_part(stack: Stack, wb: Any) -> None:
+    """A cc-swarm fleet larger than one presence snapshot part (2,000
+    machines): servers() joins the parts, and a call to all of them gets
+    every answer."""
+    n = 2100
+    stack.swarm(n, "big", labels={"size": "big"})
+    servers = await wb.servers(where={"swarm": "big"})
+    assert len(servers) == n
+    assert len({s.machine for s in servers}) == n
+    res = await wb.call("current-load", where="swarm=big", timeout=60)
+    assert len(res.expected) == n
+    assert len(res.ok) == n, res.summary
