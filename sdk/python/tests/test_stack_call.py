@@ -128,3 +128,18 @@ async def test_viewer_call_limits(stack: Stack, agents: list[Agent], viewer_wb: 
     with pytest.raises(CCError) as e:
         await viewer_wb.call(ADMIN_FN["name"], where={"suite": suite}, timeout=10)
     assert e.value.code == 403, e.value
+
+
+async def test_stream(stack: Stack, agents: list[Agent], wb: Any) -> None:
+    """stream() yields each reply as it comes: the answers, then the
+    machines that gave none (a wedged agent) when the timeout passes."""
+    suite, a, b = two_agents(stack, agents, "stream")
+    got = [r async for r in wb.stream("machine-info", where={"suite": suite}, timeout=10)]
+    assert sorted((r.machine, r.status) for r in got) == [(a.id, "ok"), (b.id, "ok")]
+    assert b.proc is not None
+    b.proc.stop()
+    try:
+        got = [r async for r in wb.stream("machine-info", where={"suite": suite}, timeout=1.5)]
+        assert [(r.machine, r.status) for r in got] == [(a.id, "ok"), (b.id, "no-response")]
+    finally:
+        b.proc.cont()
