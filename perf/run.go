@@ -36,6 +36,10 @@ type Config struct {
 	// ControlBinary is a built cc-control: the sessions benchmark runs
 	// the control service in a process of its own, to read its memory.
 	ControlBinary string
+	// Python, when set, is a Python interpreter with the SDK in
+	// sdk/python installed: each fleet size is also called through it
+	// (sdk/python/bench/fanout.py), beside the Go SDK, in the same run.
+	Python string
 	// Verbose copies cc-control's log to Progress.
 	Verbose bool
 	// Progress receives a line per step; nil discards.
@@ -120,6 +124,10 @@ func fanoutRows(ctx context.Context, cfg Config, n int, first bool) ([]Row, erro
 	d, err := fleetCall(ctx, st.c, n, cfg.Reps)
 	if err != nil {
 		return nil, err
+	}
+	if cfg.Python != "" {
+		fmt.Fprintf(cfg.Progress, "fleet of %d: %d full-fleet calls through the Python SDK…\n", n, cfg.Reps)
+		rows = append(rows, pythonFleetCall(ctx, cfg, st, n, d))
 	}
 	if first {
 		r, err := directAndPresence(ctx, cfg, st)

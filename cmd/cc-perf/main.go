@@ -43,6 +43,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	sessions := fs.Int("sessions", 0, "sessions benchmark: simulate `N` sessions over WebSocket on one control service (0 skips it)")
 	city := fs.Int("city", 1000, "sessions benchmark: how many of them are in the one city called")
 	sessionReps := fs.Int("session-reps", 20, "sessions benchmark: calls timed on the city's sessions (each way)")
+	python := fs.String("python", "", "also time each fleet size's full-fleet calls through the Python SDK, with this `INTERPRETER` (one with sdk/python installed, e.g. sdk/python/.venv/bin/python after make test-python)")
 	markdown := fs.Bool("markdown", false, "print the table as Markdown")
 	verbose := fs.Bool("v", false, "log the control service and broker to stderr")
 	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the whole run to this file")
@@ -50,7 +51,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	cfg := perf.Config{Reps: *reps, DirectReps: *direct, PresenceReps: *presence, RestartN: *restart, IdleFor: *idle, Progress: stderr,
-		Sessions: *sessions, City: min(*city, *sessions), SessionReps: *sessionReps, Verbose: *verbose}
+		Sessions: *sessions, City: min(*city, *sessions), SessionReps: *sessionReps, Verbose: *verbose, Python: *python}
 	if *sessions < 0 || (*sessions > 0 && (*city < 1 || *sessionReps < 1)) {
 		return fmt.Errorf("--sessions %d --city %d --session-reps %d: want --sessions 0 (skip) or more, and a city and repetitions of at least 1", *sessions, *city, *sessionReps)
 	}

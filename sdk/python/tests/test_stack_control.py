@@ -189,3 +189,32 @@ async def test_lists_are_paged(stack: Stack, wb: Any) -> None:
     assert len(ops) >= 4
     assert [o.name for o in await wb.operators(page_size=1)] == ops
     assert [p.id for p in await wb.pending(page_size=1)] == [p.id for p in await wb.pending()]
+
+
+# A CA certificate whose key was thrown away when it was made: it only has
+# to load; the broker below never offers TLS.
+_UNUSED_CA = """-----BEGIN CERTIFICATE-----
+MIIBeTCCASugAwIBAgIUVErwxyClzgIuIh3a3zBqykIzFcIwBQYDK2VwMDExLzAt
+BgNVBAMMJmNvbW1hbmRjb250cm9sIHRlc3QgQ0EgKGtleSBkaXNjYXJkZWQpMCAX
+DTI2MTIwMjA1NTQxMFoYDzIxMjYxMTA4MDU1NDEwWjAxMS8wLQYDVQQDDCZjb21t
+YW5kY29udHJvbCB0ZXN0IENBIChrZXkgZGlzY2FyZGVkKTAqMAUGAytlcAMhAHdo
+AXgBvdHNY8CSogaZb/jQDuLkSdxqtoqd+46HjUiVo1MwUTAdBgNVHQ4EFgQU5dD/
+jemUNm0as47TTQel1d+XQGUwHwYDVR0jBBgwFoAU5dD/jemUNm0as47TTQel1d+X
+QGUwDwYDVR0TAQH/BAUwAwEB/zAFBgMrZXADQQB3wheAFroWmtZl1TeQ3PKvSkKl
+0dH3LKlYRYsXUVhpaKExmErrANthajdyFmMDKOXQ/aPVItVt/zmjP5WiLMUF
+-----END CERTIFICATE-----
+"""
+
+
+@pytest.mark.asyncio
+async def test_tls_asked_is_never_downgraded(stack: Stack, tmp_path: Any) -> None:
+    """With tls_ca given, a broker that offers no TLS (here the test
+    stack's plain loopback broker, standing in for a man in the middle
+    that strips it) gets no login: the SDK refuses before it signs the
+    broker's nonce, instead of falling back to plain text."""
+    from commandcontrol import AsyncWorkbench, ConnectError
+
+    ca = tmp_path / "ca.pem"
+    ca.write_text(_UNUSED_CA)
+    with pytest.raises(ConnectError, match="did not offer TLS"):
+        await AsyncWorkbench.connect(stack.url, key_file=str(stack.admin_key), tls_ca=str(ca))

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import importlib
 import ipaddress
 import json
 import os
@@ -21,8 +20,10 @@ from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 
 from . import _wire as w
+from .control import ControlMixin
 from .errors import CCError, ConnectError, NoKey, NoService, cc_error
 from .selector import Selector, as_selector
+from .sessions import SessionsMixin
 from .types import (EVENT_PRESENT, EVENT_RESYNC, EVENT_STALE, EVENT_SYNCED, FOUND_BY_RESYNC, STATUS_ERROR,
                     STATUS_NO_RESPONSE, STATUS_OK, CallResult, PresenceEvent, PresenceSnapshot, Reply, Server)
 
@@ -241,28 +242,7 @@ class _CallState:
         return res
 
 
-def _mixin(module: str, name: str, placeholder: type) -> Any:
-    """The control API and sessions mixins (control.py, sessions.py), when
-    installed; a placeholder otherwise."""
-    try:
-        return getattr(importlib.import_module(f"{__package__}.{module}"), name)
-    except (ImportError, AttributeError):
-        return placeholder
-
-
-class _NoControl:
-    pass
-
-
-class _NoSessions:
-    pass
-
-
-_ControlMixin: Any = _mixin("control", "ControlMixin", _NoControl)
-_SessionsMixin: Any = _mixin("sessions", "SessionsMixin", _NoSessions)
-
-
-class AsyncWorkbench(_ControlMixin, _SessionsMixin):  # type: ignore[misc]
+class AsyncWorkbench(ControlMixin, SessionsMixin):
     """One operator connection. Create with ``await AsyncWorkbench.connect(...)``."""
 
     def __init__(self, nc: NATS, key: str) -> None:
@@ -374,7 +354,8 @@ class AsyncWorkbench(_ControlMixin, _SessionsMixin):  # type: ignore[misc]
     @property
     def nc(self) -> NATS:
         """The underlying nats-py connection."""
-        return self._nc
+        nc: NATS = self._nc
+        return nc
 
     def _emit(self, kind: str, arg: Any) -> None:
         for fn in list(self._listeners):
