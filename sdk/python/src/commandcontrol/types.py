@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Mapping, Optional
 
+from .control_types import format_time
 from .errors import CCError
 
 STATUS_OK = "ok"
@@ -42,16 +43,6 @@ def parse_time(v: Any) -> datetime:
     except ValueError:
         return _EPOCH
 
-
-def format_time(d: datetime) -> str:
-    """d as Go's RFC 3339 (UTC, Z, fewest fraction digits)."""
-    if d.tzinfo is None:
-        d = d.replace(tzinfo=timezone.utc)
-    d = d.astimezone(timezone.utc)
-    s = f"{d.year:04d}-{d.month:02d}-{d.day:02d}T{d.hour:02d}:{d.minute:02d}:{d.second:02d}"
-    if d.microsecond:
-        s += ("." + f"{d.microsecond:06d}").rstrip("0")
-    return s + "Z"
 
 
 def _j(name: str, omit: bool = False, **kw: Any) -> Any:
