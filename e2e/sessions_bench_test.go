@@ -53,16 +53,6 @@ func startSessionControl(t *testing.T) *controlsvc.Service {
 	})
 }
 
-func adminBench(t *testing.T, svc *controlsvc.Service) *bench.Client {
-	t.Helper()
-	c, err := bench.Connect(svc.ClientURL(), bench.WithSeedFile(svc.AdminKeyPath()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(c.Close)
-	return c
-}
-
 func ctxFor(t *testing.T) context.Context {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	t.Cleanup(cancel)
@@ -155,7 +145,7 @@ func latency(args map[string]any) any { return map[string]any{"url": args["url"]
 // latencyCheck on exactly them.
 func TestSessionsBenchCallByLocation(t *testing.T) {
 	svc := startSessionControl(t)
-	c := adminBench(t, svc)
+	c := adminClient(t, svc)
 	ctx := ctxFor(t)
 	created, err := c.AppsAdd(ctx, fleet.AppRequest{Name: "demo", Functions: []string{"latencyCheck"}, Public: true, MaxSessions: 10})
 	if err != nil {
@@ -203,7 +193,7 @@ func TestSessionsBenchCallByLocation(t *testing.T) {
 // removal closes it.
 func TestSessionsBenchSignedApp(t *testing.T) {
 	svc := startSessionControl(t)
-	c := adminBench(t, svc)
+	c := adminClient(t, svc)
 	ctx := ctxFor(t)
 	created, err := c.AppsAdd(ctx, fleet.AppRequest{Name: "shop", Functions: []string{"latencyCheck"}})
 	if err != nil {
@@ -245,7 +235,7 @@ func TestSessionsBenchSignedApp(t *testing.T) {
 // one joining and one leaving.
 func TestSessionsBenchWatch(t *testing.T) {
 	svc := startSessionControl(t)
-	c := adminBench(t, svc)
+	c := adminClient(t, svc)
 	if _, err := c.AppsAdd(ctxFor(t), fleet.AppRequest{Name: "demo", Functions: []string{"latencyCheck"}, Public: true}); err != nil {
 		t.Fatal(err)
 	}
@@ -283,7 +273,7 @@ func TestSessionsBenchWatch(t *testing.T) {
 // sessions; a viewer added with the sessions permission may.
 func TestSessionsBenchViewerPermission(t *testing.T) {
 	svc := startSessionControl(t)
-	admin := adminBench(t, svc)
+	admin := adminClient(t, svc)
 	ctx := ctxFor(t)
 	if _, err := admin.AppsAdd(ctx, fleet.AppRequest{Name: "demo", Functions: []string{"latencyCheck"}, Public: true}); err != nil {
 		t.Fatal(err)

@@ -97,7 +97,7 @@ func startSessionStackOrigins(t *testing.T, origins []string, apps ...fleet.AppR
 		Logger: stacktest.Logger().With("side", "control"),
 		Locate: sitesLocate,
 	})
-	st := &sessionStack{Svc: svc, Bench: adminBench(t, svc), WSURL: svc.Broker().WebSocketURL(),
+	st := &sessionStack{Svc: svc, Bench: adminClient(t, svc), WSURL: svc.Broker().WebSocketURL(),
 		Seeds: map[string]string{}, Keys: map[string]string{}}
 	for _, q := range apps {
 		created, err := st.Bench.AppsAdd(ctxFor(t), q)
