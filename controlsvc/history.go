@@ -420,11 +420,14 @@ func (h *historyLog) query(ctx context.Context, req fleet.HistoryRequest) (fleet
 		return page, err
 	}
 	if info.Msgs == 0 {
+		page.Trimmed = info.FirstSeq > 1
 		return page, nil
 	}
 	if first, err := h.entryAt(ctx, info.FirstSeq); err == nil {
 		page.Oldest = first.Time
 	}
+	// Sequences start at 1: a later first one was deleted.
+	page.Trimmed = info.FirstSeq > 1
 	in := func(e fleet.HistoryEntry) bool {
 		return e.Machine != "" && (req.Since.IsZero() || !e.Time.Before(req.Since)) && (req.Until.IsZero() || e.Time.Before(req.Until))
 	}

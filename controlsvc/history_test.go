@@ -210,7 +210,7 @@ func TestHistoryRetention(t *testing.T) {
 	}
 	waitFor(t, "the entry expired", 10*time.Second, func() bool {
 		p, err := h.query(t.Context(), fleet.HistoryRequest{})
-		return err == nil && len(p.Entries) == 0 && p.Oldest.IsZero()
+		return err == nil && len(p.Entries) == 0 && p.Oldest.IsZero() && p.Trimmed
 	})
 }
 

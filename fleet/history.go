@@ -59,12 +59,15 @@ type HistoryEntry struct {
 
 // HistoryPage answers [OpHistory]. More is set when entries beyond this
 // page match: ask again with Cursor. Oldest is the time of the oldest
-// entry still kept (zero: none), and RetentionSeconds how long entries are
-// kept: older ones are gone, not missing.
+// entry still kept (zero: none), RetentionSeconds how long entries are
+// kept, and Trimmed is set once older entries have been deleted (past the
+// retention or the history's size): before Oldest they are gone, not
+// missing.
 type HistoryPage struct {
 	Entries          []HistoryEntry `json:"entries"`
 	More             bool           `json:"more,omitempty"`
 	Cursor           uint64         `json:"cursor,omitempty"`
 	Oldest           time.Time      `json:"oldest,omitzero"`
 	RetentionSeconds int64          `json:"retention_seconds"`
+	Trimmed          bool           `json:"trimmed,omitempty"`
 }
