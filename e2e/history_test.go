@@ -1,0 +1,140 @@
+package e2e
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/commandcontrol/commandcontrol/bench"
+	"github.com/commandcontrol/commandcontrol/controlsvc"
+	"github.com/commandcontrol/commandcontrol/fleet"
+	"github.com/commandcontrol/commandcontrol/internal/stacktest"
+)
+
+// historyOf reads every history entry as viewer seed file key.
+func historyOf(t *testing.T, url, key string, opts bench.HistoryOptions) *bench.History {
+	t.Helper()
+	c, err := bench.Connect(url, bench.WithSeedFile(key))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	h, err := c.History(ctx, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return h
+}
+
+func machinesOf(t *testing.T, url, key string) map[string]fleet.Machine {
+	t.Helper()
+	c, err := bench.Connect(url, bench.WithSeedFile(key))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	ms, err := c.Machines(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]fleet.Machine{}
+	for _, m := range ms {
+		out[m.ID] = m
+	}
+	return out
+}
+
+// TestPresenceHistory (issue 15, presence history): real agents join;
+// one is stopped (its connection closed), one's host stalls (the broker
+// finds its connection stale). A viewer reads the history: joined then
+// left, with the broker's reasons and the labels of the time; machines
+// ls shows them OFFLINE since they left, and a machine never seen as
+// such. After the control service restarts (its embedded broker too),
+// last-seen and the history are still there.
+func TestPresenceHistory(t *testing.T) {
+	data := t.TempDir()
+	svc := startControl(t, data)
+	viewer := newOperator(t, svc, "viewer", fleet.RoleViewer)
+	const closed, stale, never = "10.0.0.1_web01", "10.0.0.2_db01", "10.0.0.3_never"
+	a := startAgent(t, svc, closed, true)
+	proxy := stacktest.StartProxy(t, svc.ClientURL())
+	b := startAgentAt(t, svc, proxy.URL(), stale, true, map[string]string{"role": "db"})
+	stacktest.RegisterMachine(t, svc, never, nil)
+	stacktest.WaitFor(t, "both ONLINE", 10*time.Second, func() bool {
+		return stacktest.Online(svc, a.MachineID()) && stacktest.Online(svc, b.MachineID())
+	})
+	on := machinesOf(t, svc.ClientURL(), viewer)[closed]
+	if !on.Online || on.Seen == nil || !on.Seen.Online || on.Seen.Since.IsZero() {
+		t.Fatalf("an ONLINE machine's seen: %+v", on.Seen)
+	}
+
+	a.Close()
+	proxy.Pause() // the db host stops answering: the broker's pings go unanswered
+	var h *bench.History
+	stacktest.WaitFor(t, "both left in the history", 20*time.Second, func() bool {
+		h = historyOf(t, svc.ClientURL(), viewer, bench.HistoryOptions{})
+		return len(h.Entries) == 4
+	})
+	b.Close() // before the proxy lets it through again: it must not reconnect
+	proxy.Resume()
+	byMachine := map[string][]fleet.HistoryEntry{}
+	for _, e := range h.Entries {
+		byMachine[e.Machine] = append(byMachine[e.Machine], e)
+	}
+	for id, reason := range map[string]string{closed: "Client Closed", stale: "Stale Connection"} {
+		es := byMachine[id]
+		if len(es) != 2 || es[0].Event != fleet.EventJoined || es[1].Event != fleet.EventLeft || es[1].Reason != reason ||
+			es[1].Time.Before(es[0].Time) || es[0].Labels["role"] == "" {
+			t.Errorf("%s's history: %+v, want joined then left with %q", id, es, reason)
+		}
+	}
+	if h.Retention != controlsvc.DefaultHistoryRetention || h.Oldest.IsZero() {
+		t.Errorf("retention %v, oldest %v", h.Retention, h.Oldest)
+	}
+	// --where db, by the labels recorded.
+	if db := historyOf(t, svc.ClientURL(), viewer, bench.HistoryOptions{Where: mustSelector(t, "role=db")}); len(db.Entries) != 2 || db.Entries[0].Machine != stale {
+		t.Errorf("history where role=db: %+v", db.Entries)
+	}
+
+	check := func(when string, url string) {
+		t.Helper()
+		ms := machinesOf(t, url, viewer)
+		for id, e := range map[string]fleet.HistoryEntry{closed: byMachine[closed][1], stale: byMachine[stale][1]} {
+			m := ms[id]
+			if m.Online || m.Seen == nil || m.Seen.Online || !m.Seen.Since.Equal(e.Time) || !m.Seen.LastSeen.Equal(e.Time) || m.Seen.Reason != e.Reason {
+				t.Errorf("%s: %s seen %+v, want OFFLINE since %v (%s)", when, id, m.Seen, e.Time, e.Reason)
+			}
+		}
+		if m := ms[never]; m.Online || m.Seen != nil {
+			t.Errorf("%s: a machine never seen: %+v", when, m.Seen)
+		}
+	}
+	check("before the restart", svc.ClientURL())
+
+	svc.Close()
+	svc2 := startControl(t, data)
+	viewer2 := viewer // the registry, its operators too, survive
+	check("after the restart", svc2.ClientURL())
+	h2 := historyOf(t, svc2.ClientURL(), viewer2, bench.HistoryOptions{})
+	if len(h2.Entries) != 4 {
+		t.Fatalf("history after the restart: %+v", h2.Entries)
+	}
+	for i := range h2.Entries {
+		if h2.Entries[i].Seq != h.Entries[i].Seq || h2.Entries[i].Reason != h.Entries[i].Reason {
+			t.Errorf("entry %d after the restart: %+v, was %+v", i, h2.Entries[i], h.Entries[i])
+		}
+	}
+}
+
+func mustSelector(t *testing.T, s string) bench.Selector {
+	t.Helper()
+	sel, err := bench.ParseSelector(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return sel
+}
