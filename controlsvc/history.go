@@ -42,8 +42,10 @@ const (
 	// historyQueue bounds the events waiting to be written: a
 	// 10,000-machine reconnect storm is 20,000 events.
 	historyQueue = 1 << 16
-	// historyBatch is how many events one write round takes.
-	historyBatch = 4096
+	// historyBatch is how many events one write round takes: its
+	// entries and last-seen records (at most 2 × historyBatch) stay
+	// within the async publishes allowed in flight, so none stalls.
+	historyBatch = 1024
 	// historyDefaultLimit is a page's size when the request names none.
 	historyDefaultLimit = 1000
 	// historyReplyBytes bounds one OpHistory reply.
@@ -148,7 +150,7 @@ func (h *historyLog) open(ctx context.Context, notDurable bool) error {
 }
 
 func (h *historyLog) openStores(ctx context.Context) error {
-	js, err := jetstream.New(h.nc)
+	js, err := jetstream.New(h.nc, jetstream.WithPublishAsyncMaxPending(4*historyBatch))
 	if err != nil {
 		return err
 	}

@@ -1,6 +1,8 @@
 package controlsvc
 
 import (
+	"errors"
+	"fmt"
 	"log/slog"
 	"slices"
 	"testing"
@@ -10,6 +12,7 @@ import (
 	"github.com/commandcontrol/commandcontrol/broker/brokertest"
 	"github.com/commandcontrol/commandcontrol/fleet"
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 )
 
 // openHistoryLog opens a presence history on a real broker with
@@ -236,5 +239,120 @@ func TestHistoryNotDurable(t *testing.T) {
 	}
 	if _, err := h.query(t.Context(), fleet.HistoryRequest{}); fleet.CodeOf(err) != fleet.CodeUnavailable {
 		t.Errorf("query without a store: %v, want 503", err)
+	}
+}
+
+// TestHistoryStorm: a 10,000-machine reconnect storm (every machine
+// leaves and joins again: 20,000 events) is recorded whole, none dropped
+// or failed, and recording it never blocks (record returns at once; the
+// writer catches up).
+func TestHistoryStorm(t *testing.T) {
+	if testing.Short() {
+		t.Skip("writes 20,000 entries")
+	}
+	nc := historyBroker(t)
+	h := openHistoryLog(t, nc, historyQueue, HistoryConfig{})
+	h.start()
+	const n = 10000
+	start := time.Now()
+	for i := range n {
+		h.record(fleet.PresenceEvent{Event: fleet.EventLeft, Machine: fmt.Sprintf("10.0.%d.%d_m", i/256, i%256), Time: t0, Reason: "Stale Connection"})
+	}
+	for i := range n {
+		h.record(fleet.PresenceEvent{Event: fleet.EventJoined, Machine: fmt.Sprintf("10.0.%d.%d_m", i/256, i%256), Time: t0.Add(time.Second)})
+	}
+	queued := time.Since(start)
+	h.close()
+	t.Logf("20,000 events queued in %v, written in %v", queued, time.Since(start))
+	if d, f := h.dropped.Load(), h.failed.Load(); d != 0 || f != 0 {
+		t.Fatalf("dropped %d, failed %d; want none", d, f)
+	}
+	st, err := h.streamState(t.Context())
+	if err != nil || st.Msgs != 2*n {
+		t.Fatalf("stream holds %d entries (%v), want %d", st.Msgs, err, 2*n)
+	}
+	kv, err := h.kv.Status(t.Context())
+	if err != nil || kv.Values() != n {
+		t.Fatalf("last-seen holds %d records (%v), want %d", kv.Values(), err, n)
+	}
+}
+
+// TestSeenFollowsPresence: the history hook sits on presence's event
+// path (publishEvent), and machines.list's seen comes from it and from
+// presence, by the service's clock: a machine never seen has none; an
+// ONLINE one is ONLINE since it joined and last seen now; one that left
+// is OFFLINE since then, with the broker's reason, kept when it joins
+// again.
+func TestSeenFollowsPresence(t *testing.T) {
+	clock := t0
+	now := func() time.Time { return clock }
+	h := newHistoryLog(nil, slog.New(slog.DiscardHandler), HistoryConfig{}) // memory only
+	tr := &presenceTracker{log: slog.New(slog.DiscardHandler), now: now}
+	tr.state = newPresence(func(string) map[string]string { return nil }, tr.publishEvent)
+	tr.state.now = now
+	tr.onEvent = h.record
+	s := &Service{presence: tr, history: h}
+	const id = "10.0.0.1_web01"
+	if got := s.seenOf(id); got != nil {
+		t.Fatalf("never seen: %+v", got)
+	}
+	k := connKey{"S1", 7}
+	tr.state.connected(k, agentUserPrefix+id)
+	clock = t0.Add(5 * time.Minute)
+	if got := s.seenOf(id); got == nil || !got.Online || !got.Since.Equal(t0) || !got.LastSeen.Equal(clock) {
+		t.Fatalf("ONLINE: %+v", got)
+	}
+	clock = t0.Add(time.Hour)
+	tr.state.disconnected(k, "Stale Connection")
+	clock = t0.Add(90 * time.Minute)
+	want := fleet.Seen{Since: t0.Add(time.Hour), LastSeen: t0.Add(time.Hour), Reason: "Stale Connection"}
+	if got := s.seenOf(id); got == nil || *got != want {
+		t.Fatalf("left: %+v, want %+v", got, want)
+	}
+	clock = t0.Add(2 * time.Hour)
+	tr.state.connected(connKey{"S1", 8}, agentUserPrefix+id)
+	if got := s.seenOf(id); got == nil || !got.Online || !got.Since.Equal(clock) || got.Reason != "Stale Connection" {
+		t.Fatalf("back: %+v", got)
+	}
+}
+
+// TestHistoryReplicas: 3 replicas are asked for first; a broker that
+// cannot place them (not clustered, too few servers) gets 1, anything
+// else is an error. On a single broker the stream and bucket are R1.
+func TestHistoryReplicas(t *testing.T) {
+	for _, tt := range []struct {
+		err  error
+		want []int
+		ok   bool
+	}{
+		{nil, []int{3}, true},
+		{errors.New("nats: API error: code=500 err_code=10074 description=replicas > 1 not supported in non-clustered mode"), []int{3, 1}, true},
+		{errors.New("nats: API error: code=503 err_code=10023 description=insufficient resources"), []int{3, 1}, true},
+		{errors.New("nats: API error: code=400 err_code=10058 description=stream name already in use"), []int{3}, false},
+	} {
+		var asked []int
+		err := historyReplicas(slog.New(slog.DiscardHandler), "test", func(r int) error {
+			asked = append(asked, r)
+			if r == 3 {
+				return tt.err
+			}
+			return nil
+		})
+		if !slices.Equal(asked, tt.want) || (err == nil) != tt.ok {
+			t.Errorf("%v: asked %v, err %v; want %v, ok %v", tt.err, asked, err, tt.want, tt.ok)
+		}
+	}
+	nc := historyBroker(t)
+	h := openHistoryLog(t, nc, 1, HistoryConfig{})
+	s, err := h.js.Stream(t.Context(), HistoryStream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kv, err := h.kv.Status(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r := s.CachedInfo().Config.Replicas; r != 1 || kv.(*jetstream.KeyValueBucketStatus).StreamInfo().Config.Replicas != 1 {
+		t.Errorf("replicas on a single broker: stream %d, bucket %d; want 1", r, kv.(*jetstream.KeyValueBucketStatus).StreamInfo().Config.Replicas)
 	}
 }
