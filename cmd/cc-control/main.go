@@ -79,6 +79,12 @@ or refused connections cannot evict a change. The sizes are reserved at
 start: when the volume lacks the space, cc-control says how much is needed,
 free and where, and refuses to start (unless --no-durable-audit).
 
+Presence history is kept there too: each registered machine's last seen
+(ONLINE/OFFLINE since, why it last left; cc-bench machines ls and
+servers --all show it) and every join and leave for --history-retention
+(cc-bench history). With --no-durable-audit and no JetStream, last seen is
+kept in memory only and the history is off.
+
 Flags:
 `)
 		fs.PrintDefaults()
