@@ -9,6 +9,8 @@ import (
 	"github.com/commandcontrol/commandcontrol/controlsvc"
 	"github.com/commandcontrol/commandcontrol/fleet"
 	"github.com/commandcontrol/commandcontrol/internal/stacktest"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nkeys"
 )
 
 // historyOf reads every history entry as viewer seed file key.
@@ -137,4 +139,61 @@ func mustSelector(t *testing.T, s string) bench.Selector {
 		t.Fatal(err)
 	}
 	return sel
+}
+
+// TestThreatHistoryStoresConfined: the presence history and the
+// last-seen records live in the CONTROL account's JetStream: neither an
+// admin operator nor a machine can read them, forge a leave or rewrite a
+// machine's last seen (the broker refuses every attempt, and the stores
+// hold only what presence recorded). Only the control API's history and
+// machines.list read them out.
+func TestThreatHistoryStoresConfined(t *testing.T) {
+	svc := startControl(t, "")
+	const id = "10.0.0.1_web01"
+	agentKey := stacktest.NewKey(t)
+	stacktest.RegisterKey(t, svc, id, stacktest.Pub(t, agentKey), map[string]string{"role": "web"})
+	machine, machineErrs := permConn(t, svc.ClientURL(), agentKey, id)
+	stacktest.WaitFor(t, "machine ONLINE", 5*time.Second, func() bool { return stacktest.Online(svc, id) })
+	opKey, _ := nkeys.FromSeed(mustRead(t, newOperator(t, svc, "mallory", fleet.RoleAdmin)))
+	op, opErrs := permConn(t, svc.ClientURL(), opKey, "mallory")
+	forged := []byte(`{"event":"left","machine":"10.0.0.1_web01","time":"2030-01-01T00:00:00Z","reason":"forged"}`)
+	for who, c := range map[string]struct {
+		nc   *nats.Conn
+		errs chan error
+	}{"machine": {machine, machineErrs}, "admin operator": {op, opErrs}} {
+		for _, s := range []struct {
+			what string
+			try  func() error
+		}{
+			{"forge a history entry", func() error { return c.nc.Publish("cc.history.left."+fleet.MachineToken(id), forged) }},
+			{"rewrite a last-seen record", func() error {
+				return c.nc.Publish("$KV."+controlsvc.LastSeenBucket+".machine.MTAuMC4wLjFfd2ViMDE", forged)
+			}},
+			{"read the history directly", func() error {
+				return c.nc.PublishRequest("$JS.API.DIRECT.GET."+controlsvc.HistoryStream, fleet.OperatorInbox(stacktest.Pub(t, opKey)), []byte(`{"seq":1}`))
+			}},
+			{"follow the history", func() error { _, err := c.nc.SubscribeSync(controlsvc.HistorySubjectPrefix + ">"); return err }},
+			{"follow last-seen", func() error { _, err := c.nc.SubscribeSync("$KV." + controlsvc.LastSeenBucket + ".>"); return err }},
+		} {
+			if err := s.try(); err != nil {
+				t.Fatalf("%s: %s: %v", who, s.what, err)
+			}
+			expectViolation(t, c.errs, who+": "+s.what)
+		}
+	}
+	machine.Close()
+	viewer := newOperator(t, svc, "viewer", fleet.RoleViewer)
+	var h *bench.History
+	stacktest.WaitFor(t, "the real leave in the history", 10*time.Second, func() bool {
+		h = historyOf(t, svc.ClientURL(), viewer, bench.HistoryOptions{})
+		return len(h.Entries) == 2
+	})
+	for _, e := range h.Entries {
+		if e.Reason == "forged" || e.Machine != id {
+			t.Fatalf("history holds %+v", e)
+		}
+	}
+	if seen := machinesOf(t, svc.ClientURL(), viewer)[id].Seen; seen == nil || seen.Reason == "forged" || seen.Since.Year() == 2030 {
+		t.Fatalf("last seen: %+v", seen)
+	}
 }
