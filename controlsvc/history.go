@@ -15,6 +15,7 @@ import (
 	"github.com/commandcontrol/commandcontrol/fleet"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // Presence history: what is remembered of each machine's presence (its
@@ -680,6 +681,29 @@ func (s *Service) openHistory(ctx context.Context) error {
 	s.closers = append(s.closers, h.close)
 	s.presence.onEvent = h.record
 	return nil
+}
+
+// historyMetrics count the history's losses at scrape time.
+func historyMetrics(s *Service) []prometheus.Collector {
+	count := func(f func(h *historyLog) int64) func() float64 {
+		return func() float64 {
+			s.mu.Lock()
+			h := s.history
+			s.mu.Unlock()
+			if h == nil {
+				return 0
+			}
+			return float64(f(h))
+		}
+	}
+	return []prometheus.Collector{
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "cc_history_events_dropped_total",
+			Help: "Presence events left out of the history because its writer fell behind (queue full); last-seen in memory stays current."},
+			count(func(h *historyLog) int64 { return h.dropped.Load() })),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "cc_history_writes_failed_total",
+			Help: "History entries and last-seen records JetStream did not store (logged each)."},
+			count(func(h *historyLog) int64 { return h.failed.Load() })),
+	}
 }
 
 // apiHistory answers OpHistory.

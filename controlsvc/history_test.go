@@ -13,6 +13,7 @@ import (
 	"github.com/commandcontrol/commandcontrol/fleet"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // openHistoryLog opens a presence history on a real broker with
@@ -184,6 +185,12 @@ func TestHistoryQueueFullDrops(t *testing.T) {
 	}
 	if n := h.dropped.Load(); n != 3 {
 		t.Fatalf("dropped %d, want 3", n)
+	}
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(historyMetrics(&Service{history: h})...)
+	mfs, err := reg.Gather()
+	if err != nil || len(mfs) != 2 || mfs[0].GetName() != "cc_history_events_dropped_total" || mfs[0].GetMetric()[0].GetCounter().GetValue() != 3 {
+		t.Errorf("history metrics: %v %v, want cc_history_events_dropped_total 3", mfs, err)
 	}
 	if s, _ := h.seenOf("fe80::1_db01"); !s.Online || !s.Since.Equal(t0.Add(8*time.Hour)) {
 		t.Errorf("in-memory last-seen of db01: %+v", s)
