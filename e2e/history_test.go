@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/commandcontrol/commandcontrol/bench"
+	"github.com/commandcontrol/commandcontrol/broker"
 	"github.com/commandcontrol/commandcontrol/controlsvc"
 	"github.com/commandcontrol/commandcontrol/fleet"
 	"github.com/commandcontrol/commandcontrol/internal/stacktest"
@@ -195,5 +196,30 @@ func TestThreatHistoryStoresConfined(t *testing.T) {
 	}
 	if seen := machinesOf(t, svc.ClientURL(), viewer)[id].Seen; seen == nil || seen.Reason == "forged" || seen.Since.Year() == 2030 {
 		t.Fatalf("last seen: %+v", seen)
+	}
+}
+
+// TestHistoryRetention: the control service keeps joins and leaves for
+// its History.Retention (cc-control --history-retention), here a second:
+// an agent's join is in the history, then gone, and the reply says older
+// entries were deleted; the machine's last seen is kept regardless.
+func TestHistoryRetention(t *testing.T) {
+	svc := stacktest.StartControlWith(t, controlsvc.Config{
+		DataDir: t.TempDir(),
+		Broker:  broker.Config{Listen: "127.0.0.1:0", PingInterval: time.Second, MaxPingsOut: 2},
+		History: controlsvc.HistoryConfig{Retention: time.Second},
+		Logger:  stacktest.Logger().With("side", "control"),
+	})
+	viewer := newOperator(t, svc, "viewer", fleet.RoleViewer)
+	a := startAgent(t, svc, "10.0.0.1_web01", true)
+	stacktest.WaitFor(t, "the join in the history", 10*time.Second, func() bool {
+		return len(historyOf(t, svc.ClientURL(), viewer, bench.HistoryOptions{}).Entries) == 1
+	})
+	stacktest.WaitFor(t, "the join past the retention, gone", 15*time.Second, func() bool {
+		h := historyOf(t, svc.ClientURL(), viewer, bench.HistoryOptions{})
+		return len(h.Entries) == 0 && h.Trimmed && h.Retention == time.Second
+	})
+	if seen := machinesOf(t, svc.ClientURL(), viewer)[a.MachineID()].Seen; seen == nil || !seen.Online {
+		t.Fatalf("last seen after the history expired: %+v", seen)
 	}
 }
