@@ -729,6 +729,11 @@ func (s *Service) seenOf(id string) *fleet.Seen {
 		rec, known = s.history.seenOf(id)
 	}
 	if since, on := s.presence.state.onlineSince(id); on {
+		if known && rec.Online && rec.Since.Before(since) {
+			// ONLINE across a restart of the service: presence found it
+			// again, the record knows when it joined.
+			since = rec.Since
+		}
 		return &fleet.Seen{Online: true, Since: since, LastSeen: s.presence.clock().UTC(), Reason: rec.Reason}
 	}
 	if !known {

@@ -321,6 +321,21 @@ func TestSeenFollowsPresence(t *testing.T) {
 	if got := s.seenOf(id); got == nil || !got.Online || !got.Since.Equal(clock) || got.Reason != "Stale Connection" {
 		t.Fatalf("back: %+v", got)
 	}
+	// The service restarts (the same records, a new presence that finds
+	// the machine connected, and emits nothing for it): ONLINE since it
+	// joined, not since the restart.
+	joined := clock
+	clock = t0.Add(3 * time.Hour)
+	tr2 := &presenceTracker{log: slog.New(slog.DiscardHandler), now: now}
+	tr2.state = newPresence(func(string) map[string]string { return nil }, tr2.publishEvent)
+	tr2.state.now = now
+	tr2.state.restore(presenceState{Online: []string{id}})
+	tr2.onEvent = h.record
+	tr2.state.connected(connKey{"S2", 1}, agentUserPrefix+id)
+	s2 := &Service{presence: tr2, history: h}
+	if got := s2.seenOf(id); got == nil || !got.Online || !got.Since.Equal(joined) {
+		t.Fatalf("ONLINE across a restart: %+v, want since %v", got, joined)
+	}
 }
 
 // TestHistoryReplicas: 3 replicas are asked for first; a broker that
