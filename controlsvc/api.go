@@ -41,6 +41,7 @@ func (s *Service) serveAPI() (micro.Service, error) {
 		fleet.OpOperatorsAdd:    s.apiOperatorsAdd,
 		fleet.OpOperatorsRemove: s.apiOperatorsRemove,
 		fleet.OpAudit:           s.apiAudit,
+		fleet.OpHistory:         s.apiHistory,
 		fleet.OpAppsAdd:         s.apiAppsAdd,
 		fleet.OpAppsList:        s.apiAppsList,
 		fleet.OpAppsRemove:      s.apiAppsRemove,

@@ -87,6 +87,7 @@ func newMetrics(s *Service) *metrics {
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	)
+	m.reg.MustRegister(historyMetrics(s)...)
 	// Per remote site (the sites file bounds the label set): how stale
 	// what the hub shows of it may be, and what its rate dropped.
 	seen := map[string]bool{}

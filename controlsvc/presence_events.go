@@ -280,4 +280,7 @@ func (tr *presenceTracker) publishEvent(ev fleet.PresenceEvent) {
 	if tr.announce != nil {
 		_ = tr.announce.Publish(fleet.PresenceEventSubject(ev.Event, ev.Machine), b)
 	}
+	if tr.onEvent != nil {
+		tr.onEvent(ev)
+	}
 }

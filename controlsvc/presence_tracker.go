@@ -86,6 +86,9 @@ type presenceTracker struct {
 	// onRefused audits a connection closed as refused (nil: not
 	// audited).
 	onRefused func(kind, name, key, ip, reason string)
+	// onEvent is told each presence event published, under presence's
+	// lock, so it must not block: the history's record (nil: none).
+	onEvent func(fleet.PresenceEvent)
 
 	// Snapshot serving: the encoded entries, the queue of snapshots
 	// waiting to be sent, the operators' own connections, and the

@@ -137,8 +137,11 @@ type Config struct {
 	SessionMaxPayload int
 	// Audit bounds the audit logs and says whether the service may start
 	// without a durable audit.
-	Audit  AuditConfig
-	Logger *slog.Logger
+	Audit AuditConfig
+	// History bounds the presence history (history.go); it is durable
+	// where the audit is (Audit.NotDurable lets both start without).
+	History HistoryConfig
+	Logger  *slog.Logger
 	// Locate says where an IP address is, or nil when it does not know:
 	// the Location of sessions and machines (package geo builds it from
 	// cc-control's --sites and --geoip). It must be safe for concurrent
@@ -175,6 +178,7 @@ type Service struct {
 	adminCreated bool
 	metrics      *metrics
 	audit        *auditLog
+	history      *historyLog
 	callHooks    []CallHook
 	calls        *nats.Conn
 	floodLog     floodLog // sessions closed for flooding (sessionflood.go)
@@ -469,6 +473,9 @@ func (s *Service) startServing(ctx context.Context) error {
 	s.mu.Unlock()
 	audit.start()
 	s.closers = append(s.closers, audit.close)
+	if err := s.openHistory(ctx); err != nil {
+		return err
+	}
 	if err := s.watchCalls(); err != nil {
 		return err
 	}

@@ -32,6 +32,9 @@ type Machine struct {
 	AddedBy string    `json:"added_by,omitempty"`
 	// Online is filled in by the control service when listing.
 	Online bool `json:"online"`
+	// Seen is filled in by the control service when listing (nil: never
+	// seen since it was registered).
+	Seen *Seen `json:"seen,omitempty"`
 }
 
 // Pending is a machine id that tried to connect but is not in the registry
@@ -174,6 +177,7 @@ const (
 // ReadOnlyOps are the control operations a viewer may use.
 var ReadOnlyOps = map[string]bool{
 	OpWhoAmI: true, OpMachinesList: true, OpMachinesPending: true, OpOperatorsList: true,
+	OpHistory: true,
 }
 
 // WhoAmI answers [OpWhoAmI].

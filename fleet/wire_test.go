@@ -271,6 +271,8 @@ var wireTypes = map[string]func() any{
 	"Session": func() any { return new(Session) }, "SessionDeclared": func() any { return new(SessionDeclared) },
 	"SessionQuery": func() any { return new(SessionQuery) }, "SessionSnapshot": func() any { return new(SessionSnapshot) },
 	"SessionEvent": func() any { return new(SessionEvent) }, "SessionTokenClaims": func() any { return new(SessionTokenClaims) },
+	"Seen": func() any { return new(Seen) }, "HistoryRequest": func() any { return new(HistoryRequest) },
+	"HistoryEntry": func() any { return new(HistoryEntry) }, "HistoryPage": func() any { return new(HistoryPage) },
 }
 
 // Each message type's example decodes with no unknown field, sets every

@@ -49,6 +49,7 @@ type options struct {
 	metricsListen, preregister  string
 	geoip, sites                string
 	audit                       controlsvc.AuditConfig
+	history                     controlsvc.HistoryConfig
 	log                         logging.Flags
 }
 
@@ -77,6 +78,12 @@ refused (refused connections and operations) and calls. A flood of calls
 or refused connections cannot evict a change. The sizes are reserved at
 start: when the volume lacks the space, cc-control says how much is needed,
 free and where, and refuses to start (unless --no-durable-audit).
+
+Presence history is kept there too: each registered machine's last seen
+(ONLINE/OFFLINE since, why it last left; cc-bench machines ls and
+servers --all show it) and every join and leave for --history-retention
+(cc-bench history). With --no-durable-audit and no JetStream, last seen is
+kept in memory only and the history is off.
 
 Flags:
 `)
@@ -131,9 +138,15 @@ Flags:
 	fs.Var((*byteSize)(&o.audit.Calls.MaxBytes), "audit-calls-max-bytes", "audit: `SIZE` of the calls log (one record per call; arguments past 1 KiB are cut, their size and SHA-256 kept)")
 	fs.Var((*days)(&o.audit.Calls.MaxAge), "audit-calls-max-age", "audit: `AGE` past which call records are deleted; 0: none")
 	fs.BoolVar(&o.audit.NotDurable, "no-durable-audit", false, "start even when the audit cannot be stored durably in JetStream (no JetStream, e.g. a clustered broker, or too little space for the sizes above); records then go to this log only. Without it cc-control refuses to start and says why")
+	o.history = controlsvc.HistoryConfig{Retention: controlsvc.DefaultHistoryRetention, MaxBytes: controlsvc.DefaultHistoryMaxBytes}
+	fs.Var((*days)(&o.history.Retention), "history-retention", "presence history: `AGE` for which machines' joins and leaves are kept (e.g. 30d, 720h, 1h); older ones are deleted. cc-bench history reads them")
+	fs.Var((*byteSize)(&o.history.MaxBytes), "history-max-bytes", "presence history: `SIZE` the joins and leaves may take (e.g. 256MiB); past it the oldest go first, before --history-retention")
 	o.log.Register(fs)
 	if err := fs.Parse(args); err != nil {
 		return nil, err
+	}
+	if o.history.Retention <= 0 {
+		return nil, fmt.Errorf("--history-retention must be above 0 (e.g. 30d or 720h)")
 	}
 	if fs.NArg() > 0 {
 		fs.Usage()
@@ -228,6 +241,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		SessionMaxPayload:    o.sessionMaxPayload,
 		ReadOnlyFunctions:    viewerFunctions(o, log),
 		Audit:                o.audit,
+		History:              o.history,
 		Locate:               locateFunc(locator),
 		Logger:               log,
 	})

@@ -130,6 +130,9 @@ func TestBadFlagsNameTheProblem(t *testing.T) {
 		// A store the audit does not fit in: refused, saying why.
 		{[]string{"--audit-calls-max-bytes", "1PiB"}, "1.0 PiB (--audit-calls-max-bytes)"},
 		{[]string{"--audit-max-bytes", "1PiB"}, "--no-durable-audit"},
+		{[]string{"--history-retention", "0"}, "--history-retention must be above 0"},
+		{[]string{"--history-retention", "soon"}, "want an age such as 90d"},
+		{[]string{"--history-max-bytes", "lots"}, "512MiB"},
 	}
 	for _, tt := range tests {
 		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {
@@ -200,5 +203,18 @@ func TestAuditFlags(t *testing.T) {
 	cancel()
 	if err := <-done; err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestHistoryFlags: --history-retention and --history-max-bytes default
+// to 30 days and 256 MiB and are what the control service is given.
+func TestHistoryFlags(t *testing.T) {
+	o, err := parseFlags(nil, &stacktest.Buffer{})
+	if err != nil || o.history.Retention != controlsvc.DefaultHistoryRetention || o.history.MaxBytes != controlsvc.DefaultHistoryMaxBytes {
+		t.Fatalf("defaults: %+v %v", o.history, err)
+	}
+	o, err = parseFlags([]string{"--history-retention", "7d", "--history-max-bytes", "64MiB"}, &stacktest.Buffer{})
+	if err != nil || o.history.Retention != 7*24*time.Hour || o.history.MaxBytes != 64<<20 {
+		t.Fatalf("parsed %+v %v", o.history, err)
 	}
 }

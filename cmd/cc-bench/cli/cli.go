@@ -61,6 +61,7 @@ func commands() []command {
 	return []command{
 		{"servers", "list the ONLINE machines", runServers},
 		{"watch", "show the ONLINE machines, then live joined / left events", runWatch},
+		{"history", "show when machines joined and left, and why: what went down overnight", runHistory},
 		{"call", "call a function on the selected machines (or sessions) and list the replies", runCall},
 		{"sessions", "list the ONLINE sessions (browsers, apps, devices) by app and location", runSessions},
 		{"machines", "manage the registry: ls, pending, accept, add, rm, label", runMachines},

@@ -18,7 +18,11 @@ var machinesHelp = help{
 	about: `Manage the registry of machines allowed to join (admins; viewers may ls
 and pending).
 
-  ls       every registered machine, online or not, with its labels
+  ls       every registered machine, ONLINE or OFFLINE and since when, when
+           it was last seen (the control service remembers it across its
+           restarts; "never" for a machine not seen since it was
+           registered), with its labels. --json gives the seen object
+           (online, since, last_seen, reason: why it last left)
   pending  machines that tried to connect but are not registered, with every
            key that tried each id; an id tried with more than one key is
            flagged: anyone may try any id, so check the key on the host
@@ -138,13 +142,10 @@ func machinesList(e *env) error {
 		if err != nil || e.g.json {
 			return jsonLines(e, ms, err)
 		}
-		t := newTable(e.stdout, "ID", "ONLINE", "SITE", "LABELS", "ADDED", "BY", "KEY")
+		t := newTable(e.stdout, "ID", "STATE", "SINCE", "LAST SEEN", "SITE", "LABELS", "ADDED", "BY", "KEY")
 		for _, m := range ms {
-			online := "no"
-			if m.Online {
-				online = "yes"
-			}
-			t.row(m.ID, online, dash(m.Site), labelText(m.Labels), timeText(m.AddedAt), dash(m.AddedBy), shortKey(m.Key))
+			state, since, last := seenText(m)
+			t.row(m.ID, state, since, last, dash(m.Site), labelText(m.Labels), timeText(m.AddedAt), dash(m.AddedBy), shortKey(m.Key))
 		}
 		return t.flush()
 	})
@@ -319,4 +320,21 @@ func checkPublicKey(flagName, key string) error {
 		return usageErrorf("%s %q is not a public user nkey (U… and 56 characters)", flagName, key)
 	}
 	return nil
+}
+
+// seenText renders a machine's state, since when, and when it was last
+// seen, for machines ls.
+func seenText(m fleet.Machine) (state, since, last string) {
+	switch {
+	case m.Online:
+		state, since, last = "ONLINE", "-", "now"
+		if m.Seen != nil {
+			since = timeText(m.Seen.Since)
+		}
+	case m.Seen == nil:
+		state, since, last = "OFFLINE", "-", "never"
+	default:
+		state, since, last = "OFFLINE", timeText(m.Seen.Since), timeText(m.Seen.LastSeen)
+	}
+	return state, since, last
 }

@@ -2,15 +2,23 @@ package cli
 
 import (
 	"fmt"
+	"sort"
 
 	"github.com/commandcontrol/commandcontrol/bench"
+	"github.com/commandcontrol/commandcontrol/fleet"
 )
 
 var serversHelp = help{
-	usage: "cc-bench servers [--where SELECTOR] [--json]",
+	usage: "cc-bench servers [--where SELECTOR] [--all] [--json]",
 	about: `List the machines that are ONLINE now, with when they came online and
 their labels. --json prints one object per machine (machine, labels, since,
 connections).
+
+--all also lists the registered machines that are OFFLINE, with since when
+and why they left (as their broker said: Client Closed, Stale Connection,
+…); "never" marks one not seen since it was registered. With --json an
+OFFLINE machine is {"machine","labels","state":"OFFLINE","seen":{…}}.
+cc-bench history shows every join and leave.
 
 A SELECTOR is comma-separated terms that must all hold: key=value,
 key!=value or key=glob*; a key is a label or one of the facts machine, ip
@@ -18,7 +26,8 @@ and hostname (the machine id 10.0.0.5_web01 has ip 10.0.0.5 and hostname
 web01).`,
 	examples: `cc-bench servers
 cc-bench servers --where role=web,location=New-Brunswick
-cc-bench servers --where 'hostname=db*' --json`,
+cc-bench servers --where 'hostname=db*' --json
+cc-bench servers --all --where role=db`,
 }
 
 // parseWhere parses a --where selector as a usage error when bad.
@@ -33,6 +42,7 @@ func parseWhere(s string) (bench.Selector, error) {
 func runServers(e *env, args []string) error {
 	fs := e.flagSet("servers")
 	where := fs.String("where", "", "choose machines by labels and facts, e.g. `role=web,env=prod`")
+	all := fs.Bool("all", false, "also list the registered machines that are OFFLINE, with since when and why")
 	pos, err := e.parse(fs, args, serversHelp)
 	if err != nil {
 		return err
@@ -55,6 +65,13 @@ func runServers(e *env, args []string) error {
 	if err != nil {
 		return err
 	}
+	if *all {
+		ms, err := c.Machines(ctx)
+		if err != nil {
+			return err
+		}
+		return e.serversAll(servers, offlineOf(ms, servers, sel))
+	}
 	if e.g.json {
 		for _, s := range servers {
 			if err := jsonLine(e.stdout, s); err != nil {
@@ -74,6 +91,80 @@ func runServers(e *env, args []string) error {
 	t := newTable(e.stdout, "MACHINE", "SINCE", "UPTIME", "LABELS")
 	for _, s := range servers {
 		t.row(s.Machine, timeText(s.Since), ageText(now().Sub(s.Since)), labelText(s.Labels))
+	}
+	return t.flush()
+}
+
+// offline is a registered machine that is not ONLINE, as servers --all
+// prints it in JSON.
+type offline struct {
+	Machine string            `json:"machine"`
+	Labels  map[string]string `json:"labels,omitempty"`
+	State   string            `json:"state"`
+	Seen    *fleet.Seen       `json:"seen,omitempty"`
+}
+
+// offlineOf lists the machines of ms that sel selects and that are not
+// among the ONLINE servers, longest offline first.
+func offlineOf(ms []fleet.Machine, servers []fleet.Server, sel bench.Selector) []offline {
+	on := map[string]bool{}
+	for _, s := range servers {
+		on[s.Machine] = true
+	}
+	var out []offline
+	for _, m := range ms {
+		if on[m.ID] || !sel.Match(m.ID, m.Labels) {
+			continue
+		}
+		seen := m.Seen
+		if seen != nil && seen.Online {
+			// It left between the two answers.
+			seen = &fleet.Seen{Since: seen.LastSeen, LastSeen: seen.LastSeen, Reason: seen.Reason}
+		}
+		out = append(out, offline{Machine: m.ID, Labels: m.Labels, State: "OFFLINE", Seen: seen})
+	}
+	sort.SliceStable(out, func(i, j int) bool {
+		a, b := out[i].Seen, out[j].Seen
+		switch {
+		case a == nil || b == nil:
+			return a == nil && b != nil
+		case !a.Since.Equal(b.Since):
+			return a.Since.Before(b.Since)
+		}
+		return out[i].Machine < out[j].Machine
+	})
+	return out
+}
+
+// serversAll prints the ONLINE servers, then the OFFLINE machines.
+func (e *env) serversAll(servers []fleet.Server, off []offline) error {
+	if e.g.json {
+		for _, s := range servers {
+			if err := jsonLine(e.stdout, s); err != nil {
+				return err
+			}
+		}
+		for _, o := range off {
+			if err := jsonLine(e.stdout, o); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	if len(servers) == 0 && len(off) == 0 {
+		fmt.Fprintln(e.stderr, "no registered machine matches")
+		return nil
+	}
+	t := newTable(e.stdout, "MACHINE", "STATE", "SINCE", "FOR", "LABELS", "REASON")
+	for _, s := range servers {
+		t.row(s.Machine, "ONLINE", timeText(s.Since), ageText(now().Sub(s.Since)), labelText(s.Labels), "-")
+	}
+	for _, o := range off {
+		if o.Seen == nil {
+			t.row(o.Machine, "OFFLINE", "never", "-", labelText(o.Labels), "not seen since it was registered")
+			continue
+		}
+		t.row(o.Machine, "OFFLINE", timeText(o.Seen.Since), ageText(now().Sub(o.Seen.Since)), labelText(o.Labels), dash(o.Seen.Reason))
 	}
 	return t.flush()
 }

@@ -176,3 +176,38 @@ def test_mixins_never_shadow_request_control() -> None:
     # base in the MRO must not hide it with a stub.
     assert "request_control" not in vars(ControlMixin)
     assert "request_control" not in vars(SessionsMixin)
+
+
+def _h(seq: int, event: str, machine: str, role: str) -> dict[str, Any]:
+    return {"seq": seq, "event": event, "machine": machine, "time": "2031-01-02T03:04:05Z", "labels": {"role": role}}
+
+
+@pytest.mark.asyncio
+async def test_history_follows_the_cursor_and_filters() -> None:
+    wb = Scripted({"history": [
+        {"entries": [_h(1, "joined", "a", "web"), _h(2, "joined", "b", "db")], "more": True, "cursor": 2,
+         "oldest": "2031-01-01T00:00:00Z", "retention_seconds": 3600, "trimmed": True},
+        {"entries": [_h(3, "left", "b", "db")], "retention_seconds": 3600},
+    ]})
+    h = await wb.history(since=parse_time("2031-01-01T00:00:00Z"), where="role=db")
+    assert [(e.seq, e.event) for e in h.entries] == [(2, "joined"), (3, "left")]
+    assert h.retention_seconds == 3600 and h.more is False
+    assert [b for _, b in wb.sent] == [
+        {"since": "2031-01-01T00:00:00Z", "limit": 10000},
+        {"since": "2031-01-01T00:00:00Z", "limit": 10000, "cursor": 2},
+    ]
+
+
+@pytest.mark.asyncio
+async def test_history_limit_and_bad_arguments() -> None:
+    wb = Scripted({"history": [
+        {"entries": [_h(9, "left", "a", "web"), _h(8, "joined", "a", "web")], "more": True, "cursor": 8,
+         "retention_seconds": 60},
+    ]})
+    h = await wb.history(newest=True, limit=2)
+    assert [e.seq for e in h.entries] == [9, 8] and h.more is True
+    assert wb.sent == [("history", {"newest": True, "limit": 2})]
+    for kw, msg in [({"limit": -1}, "limit"), ({"machine": "a b"}, "machine id"),
+                    ({"since": parse_time("2031-01-02T00:00:00Z"), "until": parse_time("2031-01-01T00:00:00Z")}, "until")]:
+        with pytest.raises(ValueError, match=msg):
+            await wb.history(**kw)

@@ -218,3 +218,38 @@ async def test_tls_asked_is_never_downgraded(stack: Stack, tmp_path: Any) -> Non
     ca.write_text(_UNUSED_CA)
     with pytest.raises(ConnectError, match="did not offer TLS"):
         await AsyncWorkbench.connect(stack.url, key_file=str(stack.admin_key), tls_ca=str(ca))
+
+
+@pytest.mark.asyncio
+async def test_history_and_seen(stack: Stack, agents: list[Agent], viewer_wb: Any) -> None:
+    """A real agent joins and is SIGKILLed: a viewer's history() shows it
+    joined then left with the broker's reason and its labels; machines()
+    has it OFFLINE since the leave; where= selects by the labels recorded;
+    newest=True reads backwards."""
+    a = stack.agent("10.3.7.1_hist", {"role": "hist"})
+    agents.append(a)
+    by_id = {m.id: m for m in await viewer_wb.machines()}
+    assert by_id[a.id].seen is not None and by_id[a.id].seen.online is True
+    stack.kill_agent(a)
+
+    async def left() -> Any:
+        h = await viewer_wb.history(machine=a.id)
+        return h if [e.event for e in h.entries] == ["joined", "left"] else None
+
+    h = await poll("the agent's leave in the history", left)
+    joined, gone = h.entries
+    assert gone.reason and gone.time >= joined.time and gone.labels == {"role": "hist"}
+    assert h.retention_seconds == 30 * 24 * 3600 and h.oldest <= joined.time and h.trimmed is False
+
+    seen = {m.id: m for m in await viewer_wb.machines()}[a.id].seen
+    assert seen is not None and seen.online is False
+    assert (seen.since, seen.last_seen, seen.reason) == (gone.time, gone.time, gone.reason)
+
+    mine = await viewer_wb.history(where="role=hist")
+    assert [(e.event, e.machine) for e in mine.entries] == [("joined", a.id), ("left", a.id)]
+    latest = await viewer_wb.history(where="role=hist", newest=True, limit=1)
+    assert [e.event for e in latest.entries] == ["left"] and latest.more is True
+    with pytest.raises(ValueError, match="machine id"):
+        await viewer_wb.history(machine="web 01")
+    with Workbench.connect(stack.url, key_file=str(stack.admin_key)) as sync_wb:
+        assert [e.event for e in sync_wb.history(machine=a.id).entries] == ["joined", "left"]

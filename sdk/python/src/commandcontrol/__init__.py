@@ -6,6 +6,7 @@
 """
 
 from .client import DEFAULT_TIMEOUT, AsyncWorkbench
+from .control import History
 from .errors import (BadRequest, CCError, Conflict, ConnectError, Forbidden, NoKey, NoService, NotFound,
                      TooManyRequests, cc_error)
 from .selector import Selector
@@ -17,7 +18,7 @@ from .types import (EVENT_PRESENT, EVENT_RESYNC, EVENT_STALE, EVENT_SYNCED, FOUN
 __version__ = "0.1.0"
 
 __all__ = [
-    "AsyncWorkbench", "Workbench", "Selector", "DEFAULT_TIMEOUT",
+    "AsyncWorkbench", "Workbench", "Selector", "DEFAULT_TIMEOUT", "History",
     "CCError", "BadRequest", "Forbidden", "NotFound", "Conflict", "TooManyRequests", "NoService", "ConnectError",
     "NoKey", "cc_error",
     "Server", "PresenceSnapshot", "PresenceEvent", "Reply", "CallResult", "Location",

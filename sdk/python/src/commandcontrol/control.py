@@ -11,15 +11,21 @@ viewer attempting an admin operation).
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Sequence, TypeVar
 
+from ._wire import validate_machine_id
 from .control_types import (
     AUDIT_LOGS,
+    HISTORY_MAX_LIMIT,
     ZERO_TIME,
     AuditList,
     AuditRecord,
     AuditRequest,
+    HistoryEntry,
+    HistoryPage,
+    HistoryRequest,
     ImportResult,
     ListRequest,
     Machine,
@@ -36,8 +42,9 @@ from .control_types import (
     WhoAmI,
     _Wire,
 )
+from .selector import Selector, as_selector
 
-__all__ = ["ControlMixin", "ControlReplyError"]
+__all__ = ["ControlMixin", "ControlReplyError", "History"]
 
 # Control operations (fleet/types.go, fleet/audit.go).
 OP_WHOAMI = "whoami"
@@ -52,6 +59,7 @@ OP_OPERATORS_LIST = "operators.list"
 OP_OPERATORS_ADD = "operators.add"
 OP_OPERATORS_REMOVE = "operators.rm"
 OP_AUDIT = "audit"
+OP_HISTORY = "history"
 
 ROLES = ("admin", "viewer")
 
@@ -234,6 +242,59 @@ class ControlMixin:
                 return out
             req.after = dict(page.next)
         return out
+
+
+    async def history(self, since: datetime | None = None, until: datetime | None = None, *,
+                      machine: str = "", where: str | Selector | Mapping[str, str] | None = None, limit: int = 0,
+                      newest: bool = False) -> History:
+        """When machines joined and left (any operator, a viewer too), with
+        the broker's reason for each leave and the labels of the time:
+        entries at or after since and before until (None: unbounded), of
+        machine only when given, whose machine where selects by those
+        labels, oldest first (newest: newest first), at most limit (0: all,
+        paging through as many replies as that takes)."""
+        if limit < 0:
+            raise ValueError(f"history: limit {limit}: want 0 (all) or more")
+        if machine:
+            validate_machine_id(machine)
+        if since is not None and until is not None and until <= since:
+            raise ValueError(f"history: until ({until.isoformat()}) must be after since ({since.isoformat()})")
+        sel = as_selector(where)
+        out = History()
+        req = HistoryRequest(since=since or ZERO_TIME, until=until or ZERO_TIME, machine=machine, newest=newest)
+        for _ in range(_MAX_PAGES):
+            req.limit = HISTORY_MAX_LIMIT
+            if limit > 0 and sel.empty():
+                req.limit = min(limit - len(out.entries), HISTORY_MAX_LIMIT)
+            page = await self._control(OP_HISTORY, req, HistoryPage)
+            out.oldest, out.retention_seconds, out.trimmed = page.oldest, page.retention_seconds, page.trimmed
+            for e in page.entries:
+                if not sel.match(e.machine, e.labels):
+                    continue
+                if limit > 0 and len(out.entries) == limit:
+                    out.more = True
+                    return out
+                out.entries.append(e)
+            if not page.more or page.cursor in (0, req.cursor):
+                return out
+            if limit > 0 and len(out.entries) >= limit:
+                out.more = True
+                return out
+            req.cursor = page.cursor
+        return out
+
+
+@dataclass
+class History:
+    """What history read: the entries; more when limit cut them short;
+    the oldest entry the service still keeps, how long it keeps them, and
+    whether older ones have been deleted (then, before oldest, entries are
+    gone, not missing)."""
+    entries: list[HistoryEntry] = field(default_factory=list)
+    more: bool = False
+    oldest: datetime = ZERO_TIME
+    retention_seconds: int = 0
+    trimmed: bool = False
 
 
 def _need(what: str, name: str, v: Any) -> None:

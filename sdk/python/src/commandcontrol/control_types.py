@@ -276,8 +276,21 @@ class Location(_Wire):
 
 
 @dataclass
+class Seen(_Wire):
+    """What the control service remembers of a machine's presence, across
+    its restarts: ONLINE or not, since when (joined or left), when it was
+    last seen, and why its last connection closed (the broker's reason:
+    Client Closed, Stale Connection, …)."""
+    online: bool = _f(default=False)
+    since: datetime = _f(default=ZERO_TIME)
+    last_seen: datetime = _f(default=ZERO_TIME)
+    reason: str = _f(omit=True)
+
+
+@dataclass
 class Machine(_Wire):
-    """A registered machine; online is set when listing."""
+    """A registered machine; online and seen are set when listing (seen is
+    None for a machine not seen since it was registered)."""
     id: str = _f()
     key: str = _f()
     labels: dict[str, str] = _f(omit=True, factory=dict)
@@ -285,6 +298,7 @@ class Machine(_Wire):
     added_at: datetime = _f(default=ZERO_TIME)
     added_by: str = _f(omit=True)
     online: bool = _f(default=False)
+    seen: Seen | None = _f(omit=True, default=None)
 
 
 @dataclass
@@ -297,7 +311,7 @@ class MachineChange(Machine):
     def machine(self) -> Machine:
         """The registry entry alone."""
         return Machine(id=self.id, key=self.key, labels=dict(self.labels), site=self.site,
-                       added_at=self.added_at, added_by=self.added_by, online=self.online)
+                       added_at=self.added_at, added_by=self.added_by, online=self.online, seen=self.seen)
 
 
 @dataclass
@@ -499,6 +513,48 @@ class AuditList(_Wire):
     records: list[AuditRecord] = _f(factory=list)
     more: bool = _f(omit=True, default=False)
     next: dict[str, int] = _f(omit=True, factory=dict)
+
+
+HISTORY_MAX_LIMIT = 10_000
+
+
+@dataclass
+class HistoryRequest(_Wire):
+    """Body of the history operation: entries in [since, until) (zero:
+    unbounded), of machine only when set, oldest first (newest: newest
+    first), at most limit (0: the service's default); cursor, from the
+    previous page, continues after it."""
+    since: datetime = _f(omit=True, default=ZERO_TIME)
+    until: datetime = _f(omit=True, default=ZERO_TIME)
+    machine: str = _f(omit=True)
+    limit: int = _f(omit=True, default=0)
+    newest: bool = _f(omit=True, default=False)
+    cursor: int = _f(omit=True, default=0)
+
+
+@dataclass
+class HistoryEntry(_Wire):
+    """One join or leave of a machine, with the labels it had then and,
+    for a leave, the broker's reason."""
+    seq: int = _f(default=0)
+    event: str = _f()
+    machine: str = _f()
+    time: datetime = _f(default=ZERO_TIME)
+    reason: str = _f(omit=True)
+    labels: dict[str, str] = _f(omit=True, factory=dict)
+
+
+@dataclass
+class HistoryPage(_Wire):
+    """One page of history; more: ask again with cursor. oldest is the
+    oldest entry still kept, retention_seconds how long entries are kept,
+    trimmed whether older ones have been deleted."""
+    entries: list[HistoryEntry] = _f(factory=list)
+    more: bool = _f(omit=True, default=False)
+    cursor: int = _f(omit=True, default=0)
+    oldest: datetime = _f(omit=True, default=ZERO_TIME)
+    retention_seconds: int = _f(default=0)
+    trimmed: bool = _f(omit=True, default=False)
 
 
 @dataclass

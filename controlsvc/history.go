@@ -1,0 +1,755 @@
+package controlsvc
+
+import (
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/commandcontrol/commandcontrol/fleet"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Presence history: what is remembered of each machine's presence (its
+// last-seen record, KV bucket LastSeenBucket, one key per machine) and the
+// joins and leaves themselves (stream HistoryStream, kept for
+// HistoryConfig.Retention), both in the CONTROL account's JetStream:
+// nobody in FLEET can reach them, only the control API's OpHistory and
+// machines.list read them out.
+//
+// They are written from the presence event path (presenceTracker's
+// publishEvent), so only the replica that publishes presence events
+// writes them. Writing never holds up presence: events go to a bounded
+// queue and a writer publishes them asynchronously, a batch at a time,
+// the last-seen records coalesced per machine. Past the queue events are
+// dropped from the history (counted and logged); the in-memory last-seen
+// is updated regardless.
+const (
+	HistoryStream        = "CC_HISTORY"
+	HistorySubjectPrefix = "cc.history."
+	LastSeenBucket       = "cc_lastseen"
+
+	DefaultHistoryRetention = 30 * 24 * time.Hour
+	DefaultHistoryMaxBytes  = 256 << 20
+
+	// historyQueue bounds the events waiting to be written: a
+	// 10,000-machine reconnect storm is 20,000 events.
+	historyQueue = 1 << 16
+	// historyBatch is how many events one write round takes: its
+	// entries and last-seen records (at most 2 × historyBatch) stay
+	// within the async publishes allowed in flight, so none stalls.
+	historyBatch = 1024
+	// historyDefaultLimit is a page's size when the request names none.
+	historyDefaultLimit = 1000
+	// historyReplyBytes bounds one OpHistory reply.
+	historyReplyBytes = 512 << 10
+	// historyScan bounds the entries one newest-first page reads past
+	// (a machine's filter skips others' entries).
+	historyScan         = 200000
+	historyDropLogEvery = 10 * time.Second
+)
+
+// HistoryConfig bounds the presence history.
+type HistoryConfig struct {
+	// Retention is how long joins and leaves are kept (default
+	// DefaultHistoryRetention; cc-control --history-retention).
+	Retention time.Duration
+	// MaxBytes bounds the history stream: past it the oldest entries go
+	// (default DefaultHistoryMaxBytes; cc-control --history-max-bytes).
+	MaxBytes int64
+}
+
+func (c *HistoryConfig) fill() {
+	if c.Retention <= 0 {
+		c.Retention = DefaultHistoryRetention
+	}
+	if c.MaxBytes <= 0 {
+		c.MaxBytes = DefaultHistoryMaxBytes
+	}
+}
+
+// lastSeen is the value of a machine's key in LastSeenBucket.
+type lastSeen struct {
+	Machine string `json:"machine"`
+	fleet.Seen
+}
+
+// historyLog keeps the last-seen records and the history.
+type historyLog struct {
+	log *slog.Logger
+	nc  *nats.Conn
+	cfg HistoryConfig
+	js  jetstream.JetStream // nil: not durable (memory only)
+	kv  jetstream.KeyValue
+	// unavailable says why the history cannot be read.
+	unavailable string
+	queue       chan fleet.PresenceEvent
+
+	mu   sync.Mutex
+	seen map[string]lastSeen
+
+	dropped   atomic.Int64
+	lastDrop  atomic.Int64 // unix nanos of the last drop logged
+	failed    atomic.Int64
+	quit      chan struct{}
+	done      sync.WaitGroup
+	closeOnce sync.Once
+	stopWatch func()
+	// now is the clock for drop logging (nil: time.Now).
+	now func() time.Time
+}
+
+func newHistoryLog(nc *nats.Conn, log *slog.Logger, cfg HistoryConfig) *historyLog {
+	cfg.fill()
+	return &historyLog{log: log, nc: nc, cfg: cfg, queue: make(chan fleet.PresenceEvent, historyQueue),
+		seen: map[string]lastSeen{}, quit: make(chan struct{}), stopWatch: func() {}}
+}
+
+func (h *historyLog) clock() time.Time {
+	if h.now != nil {
+		return h.now()
+	}
+	return time.Now()
+}
+
+// lastSeenKey is machine id's key in LastSeenBucket: ids may hold ':',
+// which KV keys refuse, so the id is base64url-encoded.
+func lastSeenKey(id string) string {
+	return "machine." + base64.RawURLEncoding.EncodeToString([]byte(id))
+}
+
+// historySubject is where an event of machine id is stored.
+func historySubject(event, id string) string {
+	return HistorySubjectPrefix + event + "." + fleet.MachineToken(id)
+}
+
+// open creates (or updates) the history stream and the last-seen bucket
+// and loads what is remembered. When that fails it returns an error
+// saying why, unless notDurable: then the history is kept in memory
+// only (last-seen) and says so.
+func (h *historyLog) open(ctx context.Context, notDurable bool) error {
+	err := h.openStores(ctx)
+	if err == nil {
+		return h.load(ctx)
+	}
+	h.js, h.kv = nil, nil
+	h.unavailable = "the presence history is not durable here (cc-control runs with --no-durable-audit): " + err.Error() +
+		"; last-seen times are kept in memory until cc-control restarts"
+	if !notDurable {
+		return fmt.Errorf("presence history: %w. Run with --no-durable-audit to start without a durable history", err)
+	}
+	h.log.Warn("the presence history is NOT durable (--no-durable-audit): last-seen is kept in memory only", "why", err)
+	return nil
+}
+
+func (h *historyLog) openStores(ctx context.Context) error {
+	js, err := jetstream.New(h.nc, jetstream.WithPublishAsyncMaxPending(4*historyBatch))
+	if err != nil {
+		return err
+	}
+	scfg := jetstream.StreamConfig{
+		Name:        HistoryStream,
+		Description: "commandcontrol presence history: machines' joins and leaves",
+		Subjects:    []string{HistorySubjectPrefix + ">"},
+		Storage:     jetstream.FileStorage,
+		Retention:   jetstream.LimitsPolicy,
+		Discard:     jetstream.DiscardOld,
+		MaxAge:      h.cfg.Retention,
+		MaxBytes:    h.cfg.MaxBytes,
+		AllowDirect: true,
+	}
+	if err := historyReplicas(h.log, "stream "+HistoryStream, func(r int) error {
+		scfg.Replicas = r
+		cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		defer cancel()
+		_, err := js.CreateOrUpdateStream(cctx, scfg)
+		return err
+	}); err != nil {
+		return fmt.Errorf("stream %s: %w", HistoryStream, err)
+	}
+	kcfg := jetstream.KeyValueConfig{
+		Bucket:      LastSeenBucket,
+		Description: "commandcontrol: each registered machine's last-seen record",
+		History:     1,
+		Storage:     jetstream.FileStorage,
+	}
+	var kv jetstream.KeyValue
+	if err := historyReplicas(h.log, "bucket "+LastSeenBucket, func(r int) error {
+		kcfg.Replicas = r
+		cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		defer cancel()
+		var err error
+		kv, err = js.CreateOrUpdateKeyValue(cctx, kcfg)
+		return err
+	}); err != nil {
+		return fmt.Errorf("KV bucket %s: %w", LastSeenBucket, err)
+	}
+	h.js, h.kv = js, kv
+	return nil
+}
+
+// load reads every last-seen record, then keeps following the bucket:
+// whichever replica writes, every replica answers the same.
+func (h *historyLog) load(ctx context.Context) error {
+	wctx, cancel := context.WithCancel(context.Background())
+	w, err := h.kv.WatchAll(wctx, jetstream.IgnoreDeletes())
+	if err != nil {
+		cancel()
+		return fmt.Errorf("KV bucket %s: watch: %w", LastSeenBucket, err)
+	}
+	loaded := make(chan struct{})
+	h.done.Add(1)
+	go func() {
+		defer h.done.Done()
+		initial := true
+		for e := range w.Updates() {
+			if e == nil {
+				if initial {
+					initial = false
+					close(loaded)
+				}
+				continue
+			}
+			var rec lastSeen
+			if json.Unmarshal(e.Value(), &rec) != nil || rec.Machine == "" {
+				h.log.Warn("last-seen record unreadable; ignored", "key", e.Key())
+				continue
+			}
+			h.remember(rec)
+		}
+	}()
+	h.stopWatch = func() {
+		_ = w.Stop()
+		cancel()
+	}
+	select {
+	case <-loaded:
+		h.log.Info("last-seen records loaded", "machines", h.count())
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-time.After(30 * time.Second):
+		return fmt.Errorf("KV bucket %s: loading the last-seen records took over 30 s", LastSeenBucket)
+	}
+}
+
+// remember keeps rec unless a newer record of its machine is known.
+func (h *historyLog) remember(rec lastSeen) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if cur, ok := h.seen[rec.Machine]; ok && rec.LastSeen.Before(cur.LastSeen) {
+		return
+	}
+	h.seen[rec.Machine] = rec
+}
+
+func (h *historyLog) count() int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return len(h.seen)
+}
+
+// seenOf is what is remembered of machine id.
+func (h *historyLog) seenOf(id string) (fleet.Seen, bool) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	rec, ok := h.seen[id]
+	return rec.Seen, ok
+}
+
+// record takes a presence event (called under presence's lock, in event
+// order): the in-memory last-seen changes at once, the stores later. It
+// never blocks: past the queue the event is dropped from the history,
+// counted and logged.
+func (h *historyLog) record(ev fleet.PresenceEvent) {
+	if ev.Event != fleet.EventJoined && ev.Event != fleet.EventLeft {
+		return
+	}
+	h.mu.Lock()
+	rec := h.seen[ev.Machine]
+	rec.Machine = ev.Machine
+	rec.Online = ev.Event == fleet.EventJoined
+	rec.Since, rec.LastSeen = ev.Time, ev.Time
+	if !rec.Online {
+		rec.Reason = ev.Reason
+	}
+	h.seen[ev.Machine] = rec
+	h.mu.Unlock()
+	if h.js == nil {
+		return
+	}
+	select {
+	case h.queue <- ev:
+	default:
+		n := h.dropped.Add(1)
+		now := h.clock().UnixNano()
+		if last := h.lastDrop.Load(); now-last >= int64(historyDropLogEvery) && h.lastDrop.CompareAndSwap(last, now) {
+			h.log.Warn("presence history writer fell behind (queue full): events dropped from the history; last-seen in memory is current",
+				"dropped_total", n, "queue", historyQueue)
+		}
+	}
+}
+
+// start begins writing.
+func (h *historyLog) start() {
+	if h.js == nil {
+		return
+	}
+	h.done.Add(1)
+	go func() {
+		defer h.done.Done()
+		for {
+			select {
+			case <-h.quit:
+				for b := h.drain(nil); len(b) > 0; b = h.drain(nil) {
+					h.writeBatch(b)
+				}
+				return
+			case ev := <-h.queue:
+				h.writeBatch(h.drain([]fleet.PresenceEvent{ev}))
+			}
+		}
+	}()
+}
+
+// drain adds the queued events to batch, up to historyBatch.
+func (h *historyLog) drain(batch []fleet.PresenceEvent) []fleet.PresenceEvent {
+	for len(batch) < historyBatch {
+		select {
+		case ev := <-h.queue:
+			batch = append(batch, ev)
+		default:
+			return batch
+		}
+	}
+	return batch
+}
+
+// writeBatch publishes a batch's entries and, per machine, its last
+// last-seen record, asynchronously, and waits for the acknowledgements.
+func (h *historyLog) writeBatch(batch []fleet.PresenceEvent) {
+	if len(batch) == 0 {
+		return
+	}
+	var futures []jetstream.PubAckFuture
+	last := map[string]fleet.PresenceEvent{}
+	var order []string
+	for _, ev := range batch {
+		b, _ := json.Marshal(fleet.HistoryEntry{Event: ev.Event, Machine: ev.Machine, Time: ev.Time, Reason: ev.Reason, Labels: ev.Labels})
+		f, err := h.js.PublishAsync(historySubject(ev.Event, ev.Machine), b)
+		if err != nil {
+			h.failed.Add(1)
+			h.log.Error("presence history entry not stored", "machine", ev.Machine, "event", ev.Event, "error", err)
+			continue
+		}
+		futures = append(futures, f)
+		if _, ok := last[ev.Machine]; !ok {
+			order = append(order, ev.Machine)
+		}
+		last[ev.Machine] = ev
+	}
+	for _, id := range order {
+		h.mu.Lock()
+		rec := h.seen[id]
+		h.mu.Unlock()
+		b, _ := json.Marshal(rec)
+		f, err := h.js.PublishAsync("$KV."+LastSeenBucket+"."+lastSeenKey(id), b)
+		if err != nil {
+			h.failed.Add(1)
+			h.log.Error("last-seen record not stored", "machine", id, "error", err)
+			continue
+		}
+		futures = append(futures, f)
+	}
+	select {
+	case <-h.js.PublishAsyncComplete():
+	case <-time.After(30 * time.Second):
+	}
+	for _, f := range futures {
+		select {
+		case <-f.Ok():
+		case err := <-f.Err():
+			h.failed.Add(1)
+			h.log.Error("presence history write failed", "subject", f.Msg().Subject, "error", err)
+		default:
+			h.failed.Add(1)
+			h.log.Error("presence history write not acknowledged in 30 s", "subject", f.Msg().Subject)
+		}
+	}
+}
+
+// close writes what is queued and stops.
+func (h *historyLog) close() {
+	h.closeOnce.Do(func() {
+		close(h.quit)
+		h.stopWatch()
+	})
+	h.done.Wait()
+}
+
+// query answers OpHistory.
+func (h *historyLog) query(ctx context.Context, req fleet.HistoryRequest) (fleet.HistoryPage, error) {
+	page := fleet.HistoryPage{Entries: []fleet.HistoryEntry{}, RetentionSeconds: int64(h.cfg.Retention / time.Second)}
+	limit := req.Limit
+	switch {
+	case limit < 0 || limit > fleet.HistoryMaxLimit:
+		return page, fleet.Errorf(fleet.CodeBadRequest, "limit %d is out of range; ask for 1 to %d entries (0 for %d)", limit, fleet.HistoryMaxLimit, historyDefaultLimit)
+	case limit == 0:
+		limit = historyDefaultLimit
+	}
+	if !req.Since.IsZero() && !req.Until.IsZero() && !req.Until.After(req.Since) {
+		return page, fleet.Errorf(fleet.CodeBadRequest, "until (%s) must be after since (%s)", req.Until.Format(time.RFC3339), req.Since.Format(time.RFC3339))
+	}
+	filter := HistorySubjectPrefix + ">"
+	if req.Machine != "" {
+		if err := fleet.ValidateMachineID(req.Machine); err != nil {
+			return page, fleet.Errorf(fleet.CodeBadRequest, "%v", err)
+		}
+		filter = HistorySubjectPrefix + "*." + fleet.MachineToken(req.Machine)
+	}
+	if h.js == nil {
+		return page, fleet.Errorf(fleet.CodeUnavailable, "%s", h.unavailable)
+	}
+	info, err := h.streamState(ctx)
+	if err != nil {
+		return page, err
+	}
+	if info.Msgs == 0 {
+		page.Trimmed = info.FirstSeq > 1
+		return page, nil
+	}
+	if first, err := h.entryAt(ctx, info.FirstSeq); err == nil {
+		page.Oldest = first.Time
+	}
+	// Sequences start at 1: a later first one was deleted.
+	page.Trimmed = info.FirstSeq > 1
+	in := func(e fleet.HistoryEntry) bool {
+		return e.Machine != "" && (req.Since.IsZero() || !e.Time.Before(req.Since)) && (req.Until.IsZero() || e.Time.Before(req.Until))
+	}
+	if !req.Newest {
+		return h.forward(ctx, page, req, filter, limit, in)
+	}
+	return h.backward(ctx, page, req, filter, limit, info, in)
+}
+
+// forward reads oldest first, after req.Cursor (or from req.Since).
+func (h *historyLog) forward(ctx context.Context, page fleet.HistoryPage, req fleet.HistoryRequest, filter string, limit int,
+	in func(fleet.HistoryEntry) bool) (fleet.HistoryPage, error) {
+	seq := req.Cursor + 1
+	if req.Cursor == 0 && !req.Since.IsZero() {
+		var err error
+		if seq, err = h.seqAt(ctx, req.Since); err != nil {
+			return page, err
+		}
+	}
+	size := 0
+	for {
+		done := false
+		n, pending, err := h.batch(ctx, seq, filter, min(limit-len(page.Entries)+1, 1000), func(e fleet.HistoryEntry, sz int) bool {
+			seq = e.Seq + 1
+			if !req.Until.IsZero() && !e.Time.Before(req.Until) {
+				done = true
+				return false
+			}
+			if !in(e) {
+				return true
+			}
+			if len(page.Entries) == limit || size+sz > historyReplyBytes {
+				page.More, done = true, true
+				return false
+			}
+			page.Entries = append(page.Entries, e)
+			page.Cursor = e.Seq
+			size += sz
+			return true
+		})
+		if err != nil {
+			return page, err
+		}
+		if done || n == 0 || pending == 0 {
+			return page, nil
+		}
+	}
+}
+
+// backward reads newest first, before req.Cursor (or the end), a window
+// of sequence numbers at a time.
+func (h *historyLog) backward(ctx context.Context, page fleet.HistoryPage, req fleet.HistoryRequest, filter string, limit int,
+	info jetstream.StreamState, in func(fleet.HistoryEntry) bool) (fleet.HistoryPage, error) {
+	end := info.LastSeq
+	if !req.Until.IsZero() {
+		at, err := h.seqAt(ctx, req.Until)
+		if err != nil {
+			return page, err
+		}
+		if at <= info.FirstSeq {
+			return page, nil
+		}
+		end = min(end, at-1)
+	}
+	if req.Cursor > 0 {
+		if req.Cursor <= info.FirstSeq {
+			return page, nil
+		}
+		end = min(end, req.Cursor-1)
+	}
+	const window = 1000
+	size, scanned := 0, 0
+	for end >= info.FirstSeq {
+		lo := info.FirstSeq
+		if end-info.FirstSeq+1 > window {
+			lo = end - window + 1
+		}
+		var got []fleet.HistoryEntry
+		var sizes []int
+		older := false
+		seq := lo
+		for seq <= end {
+			n, _, err := h.batch(ctx, seq, filter, window, func(e fleet.HistoryEntry, sz int) bool {
+				if e.Seq > end {
+					seq = end + 1
+					return false
+				}
+				seq = e.Seq + 1
+				if !req.Since.IsZero() && e.Time.Before(req.Since) {
+					older = true
+				}
+				if in(e) {
+					got, sizes = append(got, e), append(sizes, sz)
+				}
+				return true
+			})
+			if err != nil {
+				return page, err
+			}
+			if n == 0 {
+				break
+			}
+		}
+		scanned += int(end - lo + 1)
+		for i := len(got) - 1; i >= 0; i-- {
+			if len(page.Entries) == limit || size+sizes[i] > historyReplyBytes {
+				page.More = true
+				return page, nil
+			}
+			page.Entries = append(page.Entries, got[i])
+			page.Cursor = got[i].Seq
+			size += sizes[i]
+		}
+		if older || lo == info.FirstSeq {
+			return page, nil
+		}
+		end = lo - 1
+		if scanned >= historyScan {
+			// Read enough for one answer: the next page goes on from here.
+			page.More, page.Cursor = true, lo
+			return page, nil
+		}
+	}
+	return page, nil
+}
+
+func (h *historyLog) streamState(ctx context.Context) (jetstream.StreamState, error) {
+	cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	s, err := h.js.Stream(cctx, HistoryStream)
+	if err == nil {
+		var info *jetstream.StreamInfo
+		if info, err = s.Info(cctx); err == nil {
+			return info.State, nil
+		}
+	}
+	return jetstream.StreamState{}, fleet.Errorf(fleet.CodeUnavailable, "history stream %s: %v; try again shortly", HistoryStream, err)
+}
+
+// seqAt finds the sequence of the first entry at or after t (the last
+// sequence + 1: none), by a binary search on the entries' own times (in
+// the order they were written): the stream's timestamps are the
+// broker's clock, the entries' the control service's.
+func (h *historyLog) seqAt(ctx context.Context, t time.Time) (uint64, error) {
+	info, err := h.streamState(ctx)
+	if err != nil {
+		return 0, err
+	}
+	lo, hi := info.FirstSeq, info.LastSeq+1
+	for lo < hi {
+		mid := lo + (hi-lo)/2
+		e, err := h.entryAt(ctx, mid)
+		switch {
+		case errors.Is(err, errNoEntry):
+			hi = mid
+		case err != nil:
+			return 0, err
+		case e.Time.Before(t):
+			lo = e.Seq + 1
+		default:
+			hi = mid
+		}
+	}
+	return lo, nil
+}
+
+var errNoEntry = errors.New("no history entry there")
+
+// entryAt reads the entry with sequence seq, or the first after it.
+func (h *historyLog) entryAt(ctx context.Context, seq uint64) (fleet.HistoryEntry, error) {
+	var out fleet.HistoryEntry
+	found := false
+	_, _, err := h.batch(ctx, seq, HistorySubjectPrefix+">", 1, func(e fleet.HistoryEntry, _ int) bool {
+		out, found = e, true
+		return false
+	})
+	if err == nil && !found {
+		err = errNoEntry
+	}
+	return out, err
+}
+
+// batch reads up to n entries with a batched direct get (no consumer is
+// created, so none is left behind): from sequence seq, matching filter ("": any). visit sees each until it returns
+// false. It returns how many were read and how many matching entries
+// follow the last read.
+func (h *historyLog) batch(ctx context.Context, seq uint64, filter string, n int,
+	visit func(e fleet.HistoryEntry, size int) bool) (int, uint64, error) {
+	sub, err := h.nc.SubscribeSync(h.nc.NewRespInbox())
+	if err != nil {
+		return 0, 0, fmt.Errorf("history: %w", err)
+	}
+	defer func() { _ = sub.Unsubscribe() }()
+	req := map[string]any{"batch": max(n, 1), "seq": max(seq, 1)}
+	if filter != "" {
+		req["next_by_subj"] = filter
+	}
+	b, _ := json.Marshal(req)
+	if err := h.nc.PublishRequest("$JS.API.DIRECT.GET."+HistoryStream, sub.Subject, b); err != nil {
+		return 0, 0, fmt.Errorf("history: %w", err)
+	}
+	read, stopped := 0, false
+	for {
+		m, err := sub.NextMsg(readWait(ctx))
+		if err != nil {
+			return read, 0, fleet.Errorf(fleet.CodeUnavailable, "history stream %s: reading: %v; try again shortly", HistoryStream, err)
+		}
+		switch m.Header.Get("Status") {
+		case "404", "408":
+			return read, 0, nil
+		case "204":
+			np, _ := strconv.ParseUint(m.Header.Get("Nats-Num-Pending"), 10, 64)
+			return read, np, nil
+		case "":
+			read++
+			if stopped {
+				continue
+			}
+			s, _ := strconv.ParseUint(m.Header.Get("Nats-Sequence"), 10, 64)
+			var e fleet.HistoryEntry
+			if json.Unmarshal(m.Data, &e) != nil || e.Machine == "" {
+				h.log.Warn("history entry unreadable; skipped", "seq", s)
+				e = fleet.HistoryEntry{}
+			}
+			// An unreadable entry (no machine) is not shown, but it
+			// moves the reader on.
+			e.Seq = s
+			if !visit(e, len(m.Data)) {
+				stopped = true
+			}
+		default:
+			return read, 0, fleet.Errorf(fleet.CodeUnavailable, "history stream %s: %s %s", HistoryStream, m.Header.Get("Status"), m.Header.Get("Description"))
+		}
+	}
+}
+
+// openHistory opens the presence history and hooks it to presence events.
+func (s *Service) openHistory(ctx context.Context) error {
+	h := newHistoryLog(s.ctl, s.log.With("component", "history"), s.cfg.History)
+	h.now = s.cfg.Now
+	if err := h.open(ctx, s.cfg.Audit.NotDurable); err != nil {
+		return err
+	}
+	s.mu.Lock()
+	s.history = h
+	s.mu.Unlock()
+	h.start()
+	s.closers = append(s.closers, h.close)
+	s.presence.onEvent = h.record
+	return nil
+}
+
+// historyMetrics count the history's losses at scrape time.
+func historyMetrics(s *Service) []prometheus.Collector {
+	count := func(f func(h *historyLog) int64) func() float64 {
+		return func() float64 {
+			s.mu.Lock()
+			h := s.history
+			s.mu.Unlock()
+			if h == nil {
+				return 0
+			}
+			return float64(f(h))
+		}
+	}
+	return []prometheus.Collector{
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "cc_history_events_dropped_total",
+			Help: "Presence events left out of the history because its writer fell behind (queue full); last-seen in memory stays current."},
+			count(func(h *historyLog) int64 { return h.dropped.Load() })),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "cc_history_writes_failed_total",
+			Help: "History entries and last-seen records JetStream did not store (logged each)."},
+			count(func(h *historyLog) int64 { return h.failed.Load() })),
+	}
+}
+
+// apiHistory answers OpHistory.
+func (s *Service) apiHistory(ctx context.Context, _ operatorIdentity, body []byte) (any, error) {
+	var r fleet.HistoryRequest
+	if len(body) > 0 {
+		if err := decode(body, &r); err != nil {
+			return nil, err
+		}
+	}
+	if s.history == nil {
+		return nil, fleet.Errorf(fleet.CodeUnavailable, "the presence history is not open")
+	}
+	return s.history.query(ctx, r)
+}
+
+// seenOf is what machines.list shows of machine id's presence: ONLINE
+// since it joined, last seen now; or what is remembered of it.
+func (s *Service) seenOf(id string) *fleet.Seen {
+	var rec fleet.Seen
+	known := false
+	if s.history != nil {
+		rec, known = s.history.seenOf(id)
+	}
+	if since, on := s.presence.state.onlineSince(id); on {
+		if known && rec.Online && rec.Since.Before(since) {
+			// ONLINE across a restart of the service: presence found it
+			// again, the record knows when it joined.
+			since = rec.Since
+		}
+		return &fleet.Seen{Online: true, Since: since, LastSeen: s.presence.clock().UTC(), Reason: rec.Reason}
+	}
+	if !known {
+		return nil
+	}
+	rec.Online = false
+	return &rec
+}
+
+// onlineSince reports whether machine id is ONLINE and since when.
+func (p *presence) onlineSince(id string) (time.Time, bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	m, ok := p.machines[id]
+	if !ok {
+		return time.Time{}, false
+	}
+	return m.since, true
+}

@@ -1,0 +1,380 @@
+package controlsvc
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/commandcontrol/commandcontrol/broker"
+	"github.com/commandcontrol/commandcontrol/broker/brokertest"
+	"github.com/commandcontrol/commandcontrol/fleet"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// openHistoryLog opens a presence history on a real broker with
+// JetStream (a temporary store), with a queue of queue events, not
+// started.
+func openHistoryLog(t *testing.T, nc *nats.Conn, queue int, cfg HistoryConfig) *historyLog {
+	t.Helper()
+	h := newHistoryLog(nc, slog.New(slog.DiscardHandler), cfg)
+	h.queue = make(chan fleet.PresenceEvent, queue)
+	if err := h.open(t.Context(), false); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(h.close)
+	return h
+}
+
+func historyBroker(t *testing.T) *nats.Conn {
+	t.Helper()
+	dir := t.TempDir()
+	b, keys := brokertest.Start(t, brokertest.WithConfig(func(c *broker.Config) { c.StoreDir = dir }))
+	return brokertest.Connect(t, b, keys.Control)
+}
+
+var t0 = time.Date(2030, 5, 1, 22, 0, 0, 0, time.UTC)
+
+// events is a night of a small fleet: web01 and db01 join, db01's host
+// goes down at 02:00 (stale connection), web01's agent is stopped at
+// 03:00, db01 comes back at 06:00. Ids hold ':', which KV keys refuse.
+func nightEvents() []fleet.PresenceEvent {
+	web, db := map[string]string{"role": "web"}, map[string]string{"role": "db"}
+	return []fleet.PresenceEvent{
+		{Event: fleet.EventJoined, Machine: "10.0.0.1_web01", Labels: web, Time: t0},
+		{Event: fleet.EventJoined, Machine: "fe80::1_db01", Labels: db, Time: t0.Add(time.Minute)},
+		{Event: fleet.EventLeft, Machine: "fe80::1_db01", Labels: db, Time: t0.Add(4 * time.Hour), Reason: "Stale Connection"},
+		{Event: fleet.EventLeft, Machine: "10.0.0.1_web01", Labels: web, Time: t0.Add(5 * time.Hour), Reason: "Client Closed"},
+		{Event: fleet.EventJoined, Machine: "fe80::1_db01", Labels: db, Time: t0.Add(8 * time.Hour)},
+	}
+}
+
+func entryText(es []fleet.HistoryEntry) []string {
+	var out []string
+	for _, e := range es {
+		out = append(out, e.Time.UTC().Format("15:04")+" "+e.Event+" "+e.Machine+" "+e.Reason)
+	}
+	return out
+}
+
+// TestHistoryQueries: the joins and leaves are stored in order with the
+// reasons and the labels of the time, and read back by time range, by
+// machine, oldest or newest first, a page at a time; bad requests get an
+// error naming what is wrong.
+func TestHistoryQueries(t *testing.T) {
+	nc := historyBroker(t)
+	h := openHistoryLog(t, nc, 64, HistoryConfig{})
+	for _, ev := range nightEvents() {
+		h.record(ev)
+	}
+	h.start()
+	h.close()
+	ctx := t.Context()
+	all := []string{
+		"22:00 joined 10.0.0.1_web01 ", "22:01 joined fe80::1_db01 ", "02:00 left fe80::1_db01 Stale Connection",
+		"03:00 left 10.0.0.1_web01 Client Closed", "06:00 joined fe80::1_db01 ",
+	}
+	p, err := h.query(ctx, fleet.HistoryRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := entryText(p.Entries); !slices.Equal(got, all) || p.More {
+		t.Fatalf("all: got %q more=%v, want %q", got, p.More, all)
+	}
+	if !p.Oldest.Equal(t0) || p.RetentionSeconds != int64(DefaultHistoryRetention/time.Second) {
+		t.Errorf("oldest %v retention %d, want %v and 30 days", p.Oldest, p.RetentionSeconds, t0)
+	}
+	if p.Entries[2].Labels["role"] != "db" || p.Entries[0].Seq == 0 {
+		t.Errorf("entry: %+v", p.Entries[2])
+	}
+	// What went down overnight: since midnight, until 05:00.
+	p, _ = h.query(ctx, fleet.HistoryRequest{Since: t0.Add(2 * time.Hour), Until: t0.Add(7 * time.Hour)})
+	if got := entryText(p.Entries); !slices.Equal(got, all[2:4]) {
+		t.Errorf("overnight: got %q", got)
+	}
+	p, _ = h.query(ctx, fleet.HistoryRequest{Machine: "fe80::1_db01"})
+	if got := entryText(p.Entries); !slices.Equal(got, []string{all[1], all[2], all[4]}) {
+		t.Errorf("db01: got %q", got)
+	}
+	// Pages of two, oldest first, then newest first.
+	var got []string
+	req := fleet.HistoryRequest{Limit: 2}
+	for range 5 {
+		p, err := h.query(ctx, req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got = append(got, entryText(p.Entries)...)
+		if !p.More {
+			break
+		}
+		req.Cursor = p.Cursor
+	}
+	if !slices.Equal(got, all) {
+		t.Errorf("paged: got %q", got)
+	}
+	got = nil
+	req = fleet.HistoryRequest{Limit: 2, Newest: true}
+	for range 5 {
+		p, err := h.query(ctx, req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got = append(got, entryText(p.Entries)...)
+		if !p.More {
+			break
+		}
+		req.Cursor = p.Cursor
+	}
+	rev := slices.Clone(all)
+	slices.Reverse(rev)
+	if !slices.Equal(got, rev) {
+		t.Errorf("newest first, paged: got %q want %q", got, rev)
+	}
+	p, _ = h.query(ctx, fleet.HistoryRequest{Newest: true, Machine: "10.0.0.1_web01", Since: t0.Add(time.Hour)})
+	if got := entryText(p.Entries); !slices.Equal(got, all[3:4]) {
+		t.Errorf("newest of web01 since 23:00: got %q", got)
+	}
+	for _, bad := range []fleet.HistoryRequest{{Limit: -1}, {Limit: fleet.HistoryMaxLimit + 1}, {Machine: "web 01"},
+		{Since: t0, Until: t0}} {
+		if _, err := h.query(ctx, bad); fleet.CodeOf(err) != fleet.CodeBadRequest {
+			t.Errorf("%+v: got %v, want a 400", bad, err)
+		}
+	}
+}
+
+// TestHistoryLastSeenSurvives: the last-seen records are durable: a new
+// history log on the same store (a restarted control service) knows
+// every machine's state, since when, and why it left.
+func TestHistoryLastSeenSurvives(t *testing.T) {
+	nc := historyBroker(t)
+	h := openHistoryLog(t, nc, 64, HistoryConfig{})
+	for _, ev := range nightEvents() {
+		h.record(ev)
+	}
+	h.start()
+	h.close()
+	h2 := openHistoryLog(t, nc, 64, HistoryConfig{})
+	web, ok := h2.seenOf("10.0.0.1_web01")
+	if !ok || web.Online || !web.Since.Equal(t0.Add(5*time.Hour)) || !web.LastSeen.Equal(web.Since) || web.Reason != "Client Closed" {
+		t.Errorf("web01 after reopening: %+v %v", web, ok)
+	}
+	db, ok := h2.seenOf("fe80::1_db01")
+	if !ok || !db.Online || !db.Since.Equal(t0.Add(8*time.Hour)) || db.Reason != "Stale Connection" {
+		t.Errorf("db01 after reopening: %+v %v", db, ok)
+	}
+	if _, ok := h2.seenOf("10.0.0.9_never"); ok {
+		t.Error("a machine never seen has a last-seen record")
+	}
+}
+
+// TestHistoryQueueFullDrops: past the queue, events are dropped from the
+// history (counted), never blocking presence; last-seen in memory stays
+// current.
+func TestHistoryQueueFullDrops(t *testing.T) {
+	nc := historyBroker(t)
+	h := openHistoryLog(t, nc, 2, HistoryConfig{})
+	clock := t0
+	h.now = func() time.Time { return clock }
+	for _, ev := range nightEvents() {
+		h.record(ev) // not started: the queue fills after two
+	}
+	if n := h.dropped.Load(); n != 3 {
+		t.Fatalf("dropped %d, want 3", n)
+	}
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(historyMetrics(&Service{history: h})...)
+	mfs, err := reg.Gather()
+	if err != nil || len(mfs) != 2 || mfs[0].GetName() != "cc_history_events_dropped_total" || mfs[0].GetMetric()[0].GetCounter().GetValue() != 3 {
+		t.Errorf("history metrics: %v %v, want cc_history_events_dropped_total 3", mfs, err)
+	}
+	if s, _ := h.seenOf("fe80::1_db01"); !s.Online || !s.Since.Equal(t0.Add(8*time.Hour)) {
+		t.Errorf("in-memory last-seen of db01: %+v", s)
+	}
+	h.start()
+	h.close()
+	p, err := h.query(t.Context(), fleet.HistoryRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(p.Entries) != 2 {
+		t.Errorf("stored %d entries, want the 2 queued", len(p.Entries))
+	}
+}
+
+// TestHistoryRetention: entries older than the retention (the stream's
+// MaxAge) are gone.
+func TestHistoryRetention(t *testing.T) {
+	nc := historyBroker(t)
+	h := openHistoryLog(t, nc, 64, HistoryConfig{Retention: time.Second})
+	h.record(nightEvents()[0])
+	h.start()
+	h.close()
+	p, err := h.query(t.Context(), fleet.HistoryRequest{})
+	if err != nil || len(p.Entries) != 1 || p.RetentionSeconds != 1 {
+		t.Fatalf("before expiry: %+v %v", p, err)
+	}
+	waitFor(t, "the entry expired", 10*time.Second, func() bool {
+		p, err := h.query(t.Context(), fleet.HistoryRequest{})
+		return err == nil && len(p.Entries) == 0 && p.Oldest.IsZero() && p.Trimmed
+	})
+}
+
+// TestHistoryNotDurable: without JetStream and with NotDurable the
+// history keeps last-seen in memory and OpHistory says why it cannot
+// answer; without NotDurable the service is told to refuse to start.
+func TestHistoryNotDurable(t *testing.T) {
+	b, keys := brokertest.Start(t)
+	nc := brokertest.Connect(t, b, keys.Control)
+	h := newHistoryLog(nc, slog.New(slog.DiscardHandler), HistoryConfig{})
+	if err := h.open(t.Context(), false); err == nil {
+		t.Fatal("opened with no JetStream and not NotDurable")
+	}
+	h = newHistoryLog(nc, slog.New(slog.DiscardHandler), HistoryConfig{})
+	if err := h.open(t.Context(), true); err != nil {
+		t.Fatal(err)
+	}
+	h.start()
+	defer h.close()
+	h.record(nightEvents()[0])
+	if s, ok := h.seenOf("10.0.0.1_web01"); !ok || !s.Online {
+		t.Errorf("in-memory last-seen: %+v", s)
+	}
+	if _, err := h.query(t.Context(), fleet.HistoryRequest{}); fleet.CodeOf(err) != fleet.CodeUnavailable {
+		t.Errorf("query without a store: %v, want 503", err)
+	}
+}
+
+// TestHistoryStorm: a 10,000-machine reconnect storm (every machine
+// leaves and joins again: 20,000 events) is recorded whole, none dropped
+// or failed, and recording it never blocks (record returns at once; the
+// writer catches up).
+func TestHistoryStorm(t *testing.T) {
+	if testing.Short() {
+		t.Skip("writes 20,000 entries")
+	}
+	nc := historyBroker(t)
+	h := openHistoryLog(t, nc, historyQueue, HistoryConfig{})
+	h.start()
+	const n = 10000
+	start := time.Now()
+	for i := range n {
+		h.record(fleet.PresenceEvent{Event: fleet.EventLeft, Machine: fmt.Sprintf("10.0.%d.%d_m", i/256, i%256), Time: t0, Reason: "Stale Connection"})
+	}
+	for i := range n {
+		h.record(fleet.PresenceEvent{Event: fleet.EventJoined, Machine: fmt.Sprintf("10.0.%d.%d_m", i/256, i%256), Time: t0.Add(time.Second)})
+	}
+	queued := time.Since(start)
+	h.close()
+	t.Logf("20,000 events queued in %v, written in %v", queued, time.Since(start))
+	if d, f := h.dropped.Load(), h.failed.Load(); d != 0 || f != 0 {
+		t.Fatalf("dropped %d, failed %d; want none", d, f)
+	}
+	st, err := h.streamState(t.Context())
+	if err != nil || st.Msgs != 2*n {
+		t.Fatalf("stream holds %d entries (%v), want %d", st.Msgs, err, 2*n)
+	}
+	kv, err := h.kv.Status(t.Context())
+	if err != nil || kv.Values() != n {
+		t.Fatalf("last-seen holds %d records (%v), want %d", kv.Values(), err, n)
+	}
+}
+
+// TestSeenFollowsPresence: the history hook sits on presence's event
+// path (publishEvent), and machines.list's seen comes from it and from
+// presence, by the service's clock: a machine never seen has none; an
+// ONLINE one is ONLINE since it joined and last seen now; one that left
+// is OFFLINE since then, with the broker's reason, kept when it joins
+// again.
+func TestSeenFollowsPresence(t *testing.T) {
+	clock := t0
+	now := func() time.Time { return clock }
+	h := newHistoryLog(nil, slog.New(slog.DiscardHandler), HistoryConfig{}) // memory only
+	tr := &presenceTracker{log: slog.New(slog.DiscardHandler), now: now}
+	tr.state = newPresence(func(string) map[string]string { return nil }, tr.publishEvent)
+	tr.state.now = now
+	tr.onEvent = h.record
+	s := &Service{presence: tr, history: h}
+	const id = "10.0.0.1_web01"
+	if got := s.seenOf(id); got != nil {
+		t.Fatalf("never seen: %+v", got)
+	}
+	k := connKey{"S1", 7}
+	tr.state.connected(k, agentUserPrefix+id)
+	clock = t0.Add(5 * time.Minute)
+	if got := s.seenOf(id); got == nil || !got.Online || !got.Since.Equal(t0) || !got.LastSeen.Equal(clock) {
+		t.Fatalf("ONLINE: %+v", got)
+	}
+	clock = t0.Add(time.Hour)
+	tr.state.disconnected(k, "Stale Connection")
+	clock = t0.Add(90 * time.Minute)
+	want := fleet.Seen{Since: t0.Add(time.Hour), LastSeen: t0.Add(time.Hour), Reason: "Stale Connection"}
+	if got := s.seenOf(id); got == nil || *got != want {
+		t.Fatalf("left: %+v, want %+v", got, want)
+	}
+	clock = t0.Add(2 * time.Hour)
+	tr.state.connected(connKey{"S1", 8}, agentUserPrefix+id)
+	if got := s.seenOf(id); got == nil || !got.Online || !got.Since.Equal(clock) || got.Reason != "Stale Connection" {
+		t.Fatalf("back: %+v", got)
+	}
+	// The service restarts (the same records, a new presence that finds
+	// the machine connected, and emits nothing for it): ONLINE since it
+	// joined, not since the restart.
+	joined := clock
+	clock = t0.Add(3 * time.Hour)
+	tr2 := &presenceTracker{log: slog.New(slog.DiscardHandler), now: now}
+	tr2.state = newPresence(func(string) map[string]string { return nil }, tr2.publishEvent)
+	tr2.state.now = now
+	tr2.state.restore(presenceState{Online: []string{id}})
+	tr2.onEvent = h.record
+	tr2.state.connected(connKey{"S2", 1}, agentUserPrefix+id)
+	s2 := &Service{presence: tr2, history: h}
+	if got := s2.seenOf(id); got == nil || !got.Online || !got.Since.Equal(joined) {
+		t.Fatalf("ONLINE across a restart: %+v, want since %v", got, joined)
+	}
+}
+
+// TestHistoryReplicas: 3 replicas are asked for first; a broker that
+// cannot place them (not clustered, too few servers) gets 1, anything
+// else is an error. On a single broker the stream and bucket are R1.
+func TestHistoryReplicas(t *testing.T) {
+	for _, tt := range []struct {
+		err  error
+		want []int
+		ok   bool
+	}{
+		{nil, []int{3}, true},
+		{errors.New("nats: API error: code=500 err_code=10074 description=replicas > 1 not supported in non-clustered mode"), []int{3, 1}, true},
+		{errors.New("nats: API error: code=503 err_code=10023 description=insufficient resources"), []int{3, 1}, true},
+		{errors.New("nats: API error: code=400 err_code=10058 description=stream name already in use"), []int{3}, false},
+	} {
+		var asked []int
+		err := historyReplicas(slog.New(slog.DiscardHandler), "test", func(r int) error {
+			asked = append(asked, r)
+			if r == 3 {
+				return tt.err
+			}
+			return nil
+		})
+		if !slices.Equal(asked, tt.want) || (err == nil) != tt.ok {
+			t.Errorf("%v: asked %v, err %v; want %v, ok %v", tt.err, asked, err, tt.want, tt.ok)
+		}
+	}
+	nc := historyBroker(t)
+	h := openHistoryLog(t, nc, 1, HistoryConfig{})
+	s, err := h.js.Stream(t.Context(), HistoryStream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kv, err := h.kv.Status(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r := s.CachedInfo().Config.Replicas; r != 1 || kv.(*jetstream.KeyValueBucketStatus).StreamInfo().Config.Replicas != 1 {
+		t.Errorf("replicas on a single broker: stream %d, bucket %d; want 1", r, kv.(*jetstream.KeyValueBucketStatus).StreamInfo().Config.Replicas)
+	}
+}
