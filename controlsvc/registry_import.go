@@ -230,6 +230,17 @@ func (r *Registry) checkRestore(kind, id string, val any) error {
 		key = v.Key
 	case *fleet.Operator:
 		key = v.Key
+		if old := r.data.Operators[id]; old != nil && old.Role == fleet.RoleAdmin && v.Role != fleet.RoleAdmin {
+			admins := 0
+			for _, o := range r.data.Operators {
+				if o.Role == fleet.RoleAdmin {
+					admins++
+				}
+			}
+			if admins == 1 {
+				return fmt.Errorf("operator %s is the last admin; the import would make it a %s: %w", id, v.Role, ErrConflict)
+			}
+		}
 	default:
 		return nil
 	}
