@@ -2,6 +2,7 @@ package controlsvc
 
 import (
 	"fmt"
+	"maps"
 	"slices"
 	"sort"
 	"time"
@@ -81,7 +82,8 @@ func (r *Registry) RecordPendingAt(id, key, ip, site, reason string) {
 	p.Keys[0] = k
 	p.MultipleKeys = len(p.Keys) > 1 || p.KeysDropped > 0
 	if r.kv != nil {
-		r.dirtyPending[id] = true
+		r.pendingSeq++
+		r.dirtyPending[id] = r.pendingSeq
 		delete(r.gonePending, id)
 	}
 }
@@ -127,17 +129,22 @@ func (r *Registry) flushPendingKV(kv *kvStore) error {
 	for id := range r.dirtyPending {
 		ids = append(ids, id)
 	}
-	for id := range r.gonePending {
-		ids = append(ids, id)
+	gone := maps.Clone(r.gonePending)
+	for id := range gone {
+		if _, dirty := r.dirtyPending[id]; !dirty {
+			ids = append(ids, id)
+		}
 	}
-	clear(r.dirtyPending)
+	// A dirty id stays dirty until its write succeeds (and nothing
+	// changed it meanwhile): the watcher merges, rather than replaces,
+	// another replica's record of it until then.
 	clear(r.gonePending)
 	r.mu.Unlock()
 	sort.Strings(ids)
 	var firstErr error
 	for len(ids) > 0 {
 		n := min(len(ids), pendingFlushBatch)
-		if err := r.flushPendingBatch(kv, ids[:n]); err != nil && firstErr == nil {
+		if err := r.flushPendingBatch(kv, ids[:n], gone); err != nil && firstErr == nil {
 			firstErr = err
 		}
 		ids = ids[n:]
@@ -145,15 +152,15 @@ func (r *Registry) flushPendingKV(kv *kvStore) error {
 	return firstErr
 }
 
-func (r *Registry) flushPendingBatch(kv *kvStore, ids []string) error {
+func (r *Registry) flushPendingBatch(kv *kvStore, ids []string, gone map[string]bool) error {
 	r.wmu.Lock()
 	defer r.wmu.Unlock()
 	var firstErr error
 	for _, id := range ids {
-		if err := r.flushPendingOne(kv, id); err != nil {
+		if err := r.flushPendingOne(kv, id, gone[id]); err != nil {
 			r.mu.Lock()
-			if _, ok := r.data.Pending[id]; ok {
-				r.dirtyPending[id] = true // the next flush tries again
+			if _, ok := r.data.Pending[id]; !ok && r.revs[entryKey(kindPending, id)] != 0 {
+				r.gonePending[id] = true // the next flush tries again (a dirty one stays dirty)
 			}
 			r.mu.Unlock()
 			if firstErr == nil {
@@ -166,17 +173,25 @@ func (r *Registry) flushPendingBatch(kv *kvStore, ids []string) error {
 
 // flushPendingOne writes (or deletes) pending entry id, merging it with
 // the bucket's when another replica wrote it meanwhile.
-func (r *Registry) flushPendingOne(kv *kvStore, id string) error {
+func (r *Registry) flushPendingOne(kv *kvStore, id string, gone bool) error {
 	for range maxPlanRuns {
 		r.mu.RLock()
 		c := regChange{kind: kindPending, id: id, rev: r.revs[entryKey(kindPending, id)]}
+		seq, dirty := r.dirtyPending[id]
 		if p, ok := r.data.Pending[id]; ok {
 			cp := copyPending(p)
 			c.val = &cp
 		}
 		r.mu.RUnlock()
-		if c.val == nil && c.rev == 0 {
-			return nil // dropped before it was ever written
+		if c.val == nil && (c.rev == 0 || !gone) {
+			// Dropped before it was ever written, or deleted since
+			// (accepted, removed): nothing to write.
+			r.mu.Lock()
+			if dirty && r.dirtyPending[id] == seq {
+				delete(r.dirtyPending, id)
+			}
+			r.mu.Unlock()
+			return nil
 		}
 		rev, err := kv.write(c)
 		if err == nil {
@@ -185,6 +200,9 @@ func (r *Registry) flushPendingOne(kv *kvStore, id string) error {
 				r.applyKVLocked(c.kind, c.id, nil, rev)
 			} else if rev > r.revs[c.key()] {
 				r.revs[c.key()] = rev // memory may hold newer attempts: keep them
+			}
+			if dirty && r.dirtyPending[id] == seq {
+				delete(r.dirtyPending, id)
 			}
 			r.mu.Unlock()
 			return nil
