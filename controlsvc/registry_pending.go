@@ -141,34 +141,42 @@ func (r *Registry) flushPendingKV(kv *kvStore) error {
 	clear(r.gonePending)
 	r.mu.Unlock()
 	sort.Strings(ids)
-	var firstErr error
 	for len(ids) > 0 {
 		n := min(len(ids), pendingFlushBatch)
-		if err := r.flushPendingBatch(kv, ids[:n], gone); err != nil && firstErr == nil {
-			firstErr = err
+		if err := r.flushPendingBatch(kv, ids[:n], gone); err != nil {
+			r.mu.Lock()
+			for _, id := range ids[n:] {
+				if gone[id] {
+					r.gonePending[id] = true // dirty ones stay dirty
+				}
+			}
+			r.mu.Unlock()
+			return err
 		}
 		ids = ids[n:]
 	}
-	return firstErr
+	return nil
 }
 
+// flushPendingBatch writes ids. It stops at the first failure (the bucket
+// unreachable: every other write would wait as long), leaving the rest
+// for the next flush.
 func (r *Registry) flushPendingBatch(kv *kvStore, ids []string, gone map[string]bool) error {
 	r.wmu.Lock()
 	defer r.wmu.Unlock()
-	var firstErr error
-	for _, id := range ids {
+	for i, id := range ids {
 		if err := r.flushPendingOne(kv, id, gone[id]); err != nil {
 			r.mu.Lock()
-			if _, ok := r.data.Pending[id]; !ok && r.revs[entryKey(kindPending, id)] != 0 {
-				r.gonePending[id] = true // the next flush tries again (a dirty one stays dirty)
+			for _, id := range ids[i:] {
+				if gone[id] {
+					r.gonePending[id] = true // dirty ones stay dirty
+				}
 			}
 			r.mu.Unlock()
-			if firstErr == nil {
-				firstErr = fmt.Errorf("write pending machine %s: %w", id, err)
-			}
+			return fmt.Errorf("write pending machine %s (%d left for the next flush): %w", id, len(ids)-i, err)
 		}
 	}
-	return firstErr
+	return nil
 }
 
 // flushPendingOne writes (or deletes) pending entry id, merging it with
