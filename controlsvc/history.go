@@ -166,7 +166,7 @@ func (h *historyLog) openStores(ctx context.Context) error {
 		MaxBytes:    h.cfg.MaxBytes,
 		AllowDirect: true,
 	}
-	if err := historyReplicas(h.log, "stream "+HistoryStream, func(r int) error {
+	if _, err := createReplicated(h.log, "stream "+HistoryStream, func(r int) error {
 		scfg.Replicas = r
 		cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 		defer cancel()
@@ -182,7 +182,7 @@ func (h *historyLog) openStores(ctx context.Context) error {
 		Storage:     jetstream.FileStorage,
 	}
 	var kv jetstream.KeyValue
-	if err := historyReplicas(h.log, "bucket "+LastSeenBucket, func(r int) error {
+	if _, err := createReplicated(h.log, "bucket "+LastSeenBucket, func(r int) error {
 		kcfg.Replicas = r
 		cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 		defer cancel()

@@ -1,7 +1,6 @@
 package controlsvc
 
 import (
-	"errors"
 	"fmt"
 	"log/slog"
 	"slices"
@@ -342,28 +341,6 @@ func TestSeenFollowsPresence(t *testing.T) {
 // cannot place them (not clustered, too few servers) gets 1, anything
 // else is an error. On a single broker the stream and bucket are R1.
 func TestHistoryReplicas(t *testing.T) {
-	for _, tt := range []struct {
-		err  error
-		want []int
-		ok   bool
-	}{
-		{nil, []int{3}, true},
-		{errors.New("nats: API error: code=500 err_code=10074 description=replicas > 1 not supported in non-clustered mode"), []int{3, 1}, true},
-		{errors.New("nats: API error: code=503 err_code=10023 description=insufficient resources"), []int{3, 1}, true},
-		{errors.New("nats: API error: code=400 err_code=10058 description=stream name already in use"), []int{3}, false},
-	} {
-		var asked []int
-		err := historyReplicas(slog.New(slog.DiscardHandler), "test", func(r int) error {
-			asked = append(asked, r)
-			if r == 3 {
-				return tt.err
-			}
-			return nil
-		})
-		if !slices.Equal(asked, tt.want) || (err == nil) != tt.ok {
-			t.Errorf("%v: asked %v, err %v; want %v, ok %v", tt.err, asked, err, tt.want, tt.ok)
-		}
-	}
 	nc := historyBroker(t)
 	h := openHistoryLog(t, nc, 1, HistoryConfig{})
 	s, err := h.js.Stream(t.Context(), HistoryStream)

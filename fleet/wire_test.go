@@ -273,6 +273,8 @@ var wireTypes = map[string]func() any{
 	"SessionEvent": func() any { return new(SessionEvent) }, "SessionTokenClaims": func() any { return new(SessionTokenClaims) },
 	"Seen": func() any { return new(Seen) }, "HistoryRequest": func() any { return new(HistoryRequest) },
 	"HistoryEntry": func() any { return new(HistoryEntry) }, "HistoryPage": func() any { return new(HistoryPage) },
+	"RegistryPart": func() any { return new(RegistryPart) }, "RegistryExportRequest": func() any { return new(RegistryExportRequest) },
+	"RegistryExportPage": func() any { return new(RegistryExportPage) }, "RegistryImportResult": func() any { return new(RegistryImportResult) },
 }
 
 // Each message type's example decodes with no unknown field, sets every
