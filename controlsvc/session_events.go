@@ -38,10 +38,14 @@ func (tr *presenceTracker) handleSessionEvent(site, subject string, ev connEvent
 // publishSessionEvent publishes a session event on the announcing
 // connection (called in seq order).
 func (tr *presenceTracker) publishSessionEvent(ev fleet.SessionEvent) {
+	if !tr.publishing() {
+		tr.log.Debug("session presence (published by the presence publisher)", "event", ev.Event, "session", ev.Session.ID, "reason", ev.Reason)
+		return
+	}
 	tr.log.Info("session presence", "event", ev.Event, "session", ev.Session.ID, "app", ev.Session.App, "reason", ev.Reason)
 	b, _ := json.Marshal(ev)
-	if tr.announce != nil {
-		_ = tr.announce.Publish(fleet.SessionEventSubject(ev.Event, ev.Session.ID), b)
+	if tr.announce != nil && tr.announce.Publish(fleet.SessionEventSubject(ev.Event, ev.Session.ID), b) == nil {
+		tr.published.Add(1)
 	}
 }
 
