@@ -68,11 +68,35 @@ type presenceLease struct {
 	renewed time.Time
 }
 
-// openLease opens (or creates) the lease's bucket on js, three replicas
-// when the cluster can place them. The bucket's TTL is the lease: a
-// bucket made by a replica with another lease keeps its own, said in the
-// log.
+// leaseOpenWait bounds how long a replica waits for the brokers'
+// JetStream to take the lease's bucket: a cluster that has just started
+// elects its meta leader first.
+const leaseOpenWait = 30 * time.Second
+
+// openLease opens the lease's bucket (openLeaseOnce), asking again while
+// JetStream is there but not ready, up to leaseOpenWait.
 func openLease(ctx context.Context, log *slog.Logger, js jetstream.JetStream, name string, ttl time.Duration) (*presenceLease, error) {
+	deadline := time.Now().Add(leaseOpenWait)
+	for {
+		l, err := openLeaseOnce(ctx, log, js, name, ttl)
+		if err == nil || errors.Is(err, jetstream.ErrJetStreamNotEnabled) || errors.Is(err, jetstream.ErrJetStreamNotEnabledForAccount) ||
+			errors.Is(err, nats.ErrNoResponders) || time.Now().After(deadline) {
+			return l, err
+		}
+		log.Info("waiting for JetStream to take the presence lease bucket", "error", err)
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(250 * time.Millisecond):
+		}
+	}
+}
+
+// openLeaseOnce opens (or creates) the lease's bucket on js, three
+// replicas when the cluster can place them. The bucket's TTL is the
+// lease: a bucket made by a replica with another lease keeps its own,
+// said in the log.
+func openLeaseOnce(ctx context.Context, log *slog.Logger, js jetstream.JetStream, name string, ttl time.Duration) (*presenceLease, error) {
 	var kv jetstream.KeyValue
 	_, err := createReplicated(log, LeaderBucket, func(replicas int) error {
 		cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
@@ -237,6 +261,7 @@ func (s *Service) leadPresence(ctx context.Context) (stop func()) {
 		return func() {}
 	}
 	s.lease = l
+	tr.awaitShared = sharedAdmissionWait // other replicas may admit sessions
 	if !l.try(ctx) {
 		log.Info("another replica is the presence publisher; this one tracks presence and takes over if it goes", "replica", s.cfg.ReplicaName)
 		tr.setLeading(false)

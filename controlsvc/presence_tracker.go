@@ -106,6 +106,10 @@ type presenceTracker struct {
 	// became true.
 	leading atomic.Bool
 	leadGen atomic.Uint64
+	// awaitShared is how long a session connection whose admission is
+	// not known waits for another replica's (session_share.go); 0: it
+	// does not (no other replica).
+	awaitShared time.Duration
 	// published and hinted count the presence (and session) events and
 	// the hints this replica published (metrics: which replica publishes).
 	published, hinted atomic.Uint64

@@ -501,8 +501,13 @@ func (s *Service) startServing(ctx context.Context) error {
 	}
 	co.onRefuse = s.metrics.refused
 	co.onAudit = s.auditRefusedAt
+	gate, stopSharing, err := s.shareAdmissions(s.ctl, s.sessions, s.presence.sessions)
+	if err != nil {
+		return err
+	}
+	s.closers = append(s.closers, stopSharing)
 	co.sessions = sessionAdmission{
-		gate:      s.sessions,
+		gate:      gate,
 		perIP:     newIPLimiter(cmp.Or(s.cfg.SessionRatePerIP, DefaultSessionRatePerIP), cmp.Or(s.cfg.SessionBurstPerIP, DefaultSessionBurstPerIP), maxSessionIPs, s.cfg.Now),
 		maxPerApp: cmp.Or(s.cfg.MaxSessionsPerApp, DefaultMaxSessionsPerApp),
 		maxPerIP:  max(0, cmp.Or(s.cfg.MaxSessionsPerIP, DefaultMaxSessionsPerIP)),

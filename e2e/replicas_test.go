@@ -17,6 +17,7 @@ import (
 	"github.com/commandcontrol/commandcontrol/controlsvc"
 	"github.com/commandcontrol/commandcontrol/fleet"
 	"github.com/commandcontrol/commandcontrol/internal/stacktest"
+	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 )
 
@@ -199,5 +200,130 @@ func TestTwoReplicasOnePublisher(t *testing.T) {
 		if got := metricValue(t, bsvc, m); got != want {
 			t.Errorf("B: %s = %v, want %v (counted once, from its takeover on)", m, got, want)
 		}
+	}
+}
+
+// startJetStreamCluster starts n brokers routed to each other as
+// [startClusterWith] does, each with a name and a store directory, each
+// listing every other as a route (a JetStream cluster does not start on
+// a seed broker with no route of its own): a JetStream cluster in which
+// the control service's stores are replicated. The cluster ports are
+// reserved first; each(i, cfg) may change broker i's configuration. It
+// returns the brokers and their configurations (to restart one on its
+// store).
+func startJetStreamCluster(t *testing.T, dataDir string, n int, each func(i int, cfg *broker.Config)) ([]*broker.Broker, []broker.Config) {
+	t.Helper()
+	auth := stacktest.BrokerAuth(t, dataDir)
+	certs := stacktest.TLSFiles(t)
+	ports := freePorts(t, n)
+	var cfgs []broker.Config
+	for i := range n {
+		var routes []string
+		for j, p := range ports {
+			if j != i {
+				routes = append(routes, "nats-route://127.0.0.1:"+strconv.Itoa(p))
+			}
+		}
+		cfg := broker.Config{
+			Listen: "127.0.0.1:0", Name: "js" + strconv.Itoa(i+1), Auth: auth,
+			ClusterListen: "127.0.0.1:" + strconv.Itoa(ports[i]), Routes: routes, ClusterSecret: clusterSecret,
+			ClusterTLS:   broker.TLSFiles{CertFile: certs.Cert, KeyFile: certs.Key, CAFile: certs.CA},
+			PingInterval: time.Second, StoreDir: t.TempDir(), Logger: stacktest.Logger().With("broker", i+1),
+		}
+		if each != nil {
+			each(i, &cfg)
+		}
+		cfgs = append(cfgs, cfg)
+	}
+	var bs []*broker.Broker
+	for _, cfg := range cfgs {
+		bs = append(bs, brokertest.StartWith(t, cfg))
+	}
+	waitMeshSettled(t, n, func(i int) (*server.Routez, error) {
+		return bs[i].Server().Routez(&server.RoutezOptions{})
+	})
+	return bs, cfgs
+}
+
+// TestSessionAdmittedByTheOtherReplica: two replicas on two brokers of a
+// JetStream cluster of three; sessions join until B's callout admits one
+// (either replica may: a queue group). A, the presence publisher,
+// announces it with what B admitted (what the session declared of
+// itself, which no broker event carries): B shared the admission, and A
+// waited for it when the broker's connect event came first (on another
+// route). Without the sharing A knows nothing of the session but its id,
+// and closes it as of no app.
+func TestSessionAdmittedByTheOtherReplica(t *testing.T) {
+	dirA := t.TempDir()
+	bs, _ := startJetStreamCluster(t, dirA, 3, nil)
+	a := startReplica(t, dirA, bs[0].ClientURL(), "A")
+	b := startReplica(t, copyKeys(t, dirA), bs[1].ClientURL(), "B")
+	if !a.Leading() || b.Leading() {
+		t.Fatalf("A leading %v, B leading %v: want A alone (it started first)", a.Leading(), b.Leading())
+	}
+	opKey := stacktest.NewKey(t)
+	for _, svc := range []*controlsvc.Service{a, b} {
+		stacktest.AddOperator(t, svc, "ops", fleet.RoleAdmin, opKey)
+		if _, err := svc.Registry().AddApp(fleet.AppRequest{Name: "demo", Functions: []string{"latencyCheck"}, Public: true}, "test"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	nc := operatorConn(t, bs[0].ClientURL(), stacktest.WriteSeed(t, "ops", stacktest.Seed(t, opKey)))
+	events, err := nc.SubscribeSync(fleet.SessionEventsWildcard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	// Who admitted it: each replica shares its admissions in the
+	// CONTROL account, naming itself.
+	ctl := stacktest.Connect(t, bs[2].ClientURL(), a.Keys().Control, "test-control")
+	shared, err := ctl.SubscribeSync(controlsvc.SessionAdmittedSubject)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := ctl.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	// Sessions join until one is admitted by B (the callout is a queue
+	// group: either replica may answer).
+	var id string
+	for i := 0; id == "" && i < 30; i++ {
+		s := mustJoin(t, bs[1].ClientURL(), "demo", "", nbAddr, "latencyCheck", latency)
+		m, err := shared.NextMsg(5 * time.Second)
+		if err != nil {
+			t.Fatalf("the admission of session %s was not shared: %v", s.id, err)
+		}
+		var sess fleet.Session
+		if err := json.Unmarshal(m.Data, &sess); err != nil || sess.ID != s.id {
+			t.Fatalf("shared admission %s (%v), want session %s", m.Data, err, s.id)
+		}
+		if m.Header.Get(controlsvc.ReplicaHeader) == "B" {
+			id = s.id
+		}
+	}
+	if id == "" {
+		t.Fatal("replica B admitted none of 30 sessions")
+	}
+	for {
+		m, err := events.NextMsg(10 * time.Second)
+		if err != nil {
+			t.Fatalf("no joined event for session %s: %v", id, err)
+		}
+		var ev fleet.SessionEvent
+		if err := json.Unmarshal(m.Data, &ev); err != nil {
+			t.Fatal(err)
+		}
+		if ev.Session.ID != id {
+			continue
+		}
+		if ev.Event != fleet.EventJoined || ev.Session.Declared.UserAgent != "e2e" || ev.Session.Declared.Platform != fleet.PlatformBrowser {
+			t.Fatalf("session event %+v: want joined for %s with what it declared to B (user agent e2e, platform %s)", ev, id, fleet.PlatformBrowser)
+		}
+		break
+	}
+	if got := metricValue(t, b, "cc_presence_events_published_total"); got != 0 {
+		t.Errorf("B published %v events; A publishes", got)
 	}
 }
