@@ -44,6 +44,8 @@ func (s *Service) serveAPI() (micro.Service, error) {
 		fleet.OpAppsAdd:         s.apiAppsAdd,
 		fleet.OpAppsList:        s.apiAppsList,
 		fleet.OpAppsRemove:      s.apiAppsRemove,
+		fleet.OpRegistryExport:  s.apiRegistryExport,
+		fleet.OpRegistryImport:  s.apiRegistryImport,
 	}
 	for name, h := range ops {
 		ep := "ctl-" + name
@@ -273,7 +275,7 @@ func (s *Service) apiOperatorsRemove(ctx context.Context, _ operatorIdentity, bo
 // maxBody bounds a control request: small, but an import carries many
 // machines (the broker's payload limit bounds it further).
 func maxBody(op string) int {
-	if op == fleet.OpMachinesImport {
+	if op == fleet.OpMachinesImport || op == fleet.OpRegistryImport {
 		return 64 << 20
 	}
 	return 64 * 1024

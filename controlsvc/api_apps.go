@@ -8,7 +8,7 @@ import (
 
 // adminReadOps are control operations only an admin may use that change
 // nothing: they are neither audited nor logged as registry changes.
-var adminReadOps = map[string]bool{fleet.OpAppsList: true}
+var adminReadOps = map[string]bool{fleet.OpAppsList: true, fleet.OpRegistryExport: true}
 
 // apiAppsAdd answers OpAppsAdd: the app as registered and, for a signed
 // app, its signing key's seed (shown this once).

@@ -209,10 +209,18 @@ func TestLastAdminProtection(t *testing.T) {
 
 func TestNewCreatesAdminOnce(t *testing.T) {
 	dir := t.TempDir()
-	s1, err := New(Config{DataDir: dir})
-	if err != nil {
-		t.Fatal(err)
+	start := func() *Service {
+		t.Helper()
+		s, err := New(Config{DataDir: dir, Broker: broker.Config{Listen: "127.0.0.1:0"}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := s.Start(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		return s
 	}
+	s1 := start()
 	if !s1.AdminCreated() {
 		t.Fatal("first start did not create the admin")
 	}
@@ -223,10 +231,9 @@ func TestNewCreatesAdminOnce(t *testing.T) {
 	if fi.Mode().Perm() != 0o600 {
 		t.Fatalf("admin key mode: got %v, want 0600", fi.Mode().Perm())
 	}
-	s2, err := New(Config{DataDir: dir})
-	if err != nil {
-		t.Fatal(err)
-	}
+	s1.Close()
+	s2 := start()
+	defer s2.Close()
 	if s2.AdminCreated() {
 		t.Fatal("second start created the admin again")
 	}

@@ -13,8 +13,8 @@ import (
 )
 
 // Apps are the operator-registered applications whose sessions may join
-// (see fleet.App). They live in the registry file next to the machines
-// and operators, written before a change is acknowledged.
+// (see fleet.App). They live in the registry next to the machines and
+// operators, stored before a change is acknowledged.
 
 // Bounds of an app.
 const (
@@ -141,20 +141,21 @@ func (r *Registry) AddApp(q fleet.AppRequest, by string) (fleet.AppCreated, erro
 		}
 		a.Admission = fleet.AdmissionSigned
 	}
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if old, ok := r.data.Apps[q.Name]; ok {
-		return fleet.AppCreated{}, fmt.Errorf("app %s is already registered (%s, added %s); to change it, remove it (cc-bench apps rm %s: its sessions are closed) and add it again: %w",
-			q.Name, old.Admission, old.AddedAt.Format("2006-01-02 15:04:05Z07:00"), q.Name, ErrExists)
-	}
-	for _, o := range r.data.Apps {
-		if strings.EqualFold(o.Name, q.Name) {
-			// Credentials carry the app as a tag, which NATS lower-cases.
-			return fleet.AppCreated{}, fmt.Errorf("app %s differs from the registered app %s only in case; choose another name: %w", q.Name, o.Name, ErrExists)
+	err := r.update(func(tx *regTx) error {
+		if old, ok := r.data.Apps[q.Name]; ok {
+			return fmt.Errorf("app %s is already registered (%s, added %s); to change it, remove it (cc-bench apps rm %s: its sessions are closed) and add it again: %w",
+				q.Name, old.Admission, old.AddedAt.Format("2006-01-02 15:04:05Z07:00"), q.Name, ErrExists)
 		}
-	}
-	r.data.Apps[q.Name] = a
-	if err := r.commitLocked(func() { delete(r.data.Apps, q.Name) }); err != nil {
+		for _, o := range r.data.Apps {
+			if strings.EqualFold(o.Name, q.Name) {
+				// Credentials carry the app as a tag, which NATS lower-cases.
+				return fmt.Errorf("app %s differs from the registered app %s only in case; choose another name: %w", q.Name, o.Name, ErrExists)
+			}
+		}
+		tx.put(kindApp, q.Name, a)
+		return nil
+	})
+	if err != nil {
 		return fleet.AppCreated{}, err
 	}
 	return fleet.AppCreated{App: copyApp(a), Seed: string(seed)}, nil
@@ -163,17 +164,20 @@ func (r *Registry) AddApp(q fleet.AppRequest, by string) (fleet.AppCreated, erro
 // RemoveApp deletes app name and returns what it was. Its sessions are
 // refused from now on; the caller closes the live ones.
 func (r *Registry) RemoveApp(name string) (fleet.App, error) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	a, ok := r.data.Apps[name]
-	if !ok {
-		return fleet.App{}, fmt.Errorf("app %s is not registered (list them with: cc-bench apps ls): %w", boundClientText(name), ErrNotFound)
-	}
-	delete(r.data.Apps, name)
-	if err := r.commitLocked(func() { r.data.Apps[name] = a }); err != nil {
-		return fleet.App{}, err
-	}
-	return copyApp(a), nil
+	var out fleet.App
+	err := r.update(func(tx *regTx) error {
+		a, ok := r.data.Apps[name]
+		if !ok {
+			if tx.mayReload(kindApp, name) {
+				return reloadError{kindApp, name}
+			}
+			return fmt.Errorf("app %s is not registered (list them with: cc-bench apps ls): %w", boundClientText(name), ErrNotFound)
+		}
+		tx.del(kindApp, name)
+		out = copyApp(a)
+		return nil
+	})
+	return out, err
 }
 
 // App returns a copy of app name.

@@ -219,9 +219,14 @@ func TestLoadOrCreateKeysChecksKind(t *testing.T) {
 // when group or others can read it, as keys/*.nk are refused.
 func TestAdminSeedReadableByOthersIsRefused(t *testing.T) {
 	dir := t.TempDir()
-	if _, err := New(Config{DataDir: dir}); err != nil {
+	s1, err := New(Config{DataDir: dir, Broker: broker.Config{Listen: "127.0.0.1:0"}})
+	if err != nil {
 		t.Fatal(err)
 	}
+	if err := s1.Start(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	s1.Close()
 	p := filepath.Join(dir, AdminKeyFile)
 	if _, err := New(Config{DataDir: dir}); err != nil {
 		t.Fatalf("second start with admin.nk at 0600: %v", err)

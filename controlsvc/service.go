@@ -144,8 +144,12 @@ type Config struct {
 	SessionMaxPayload int
 	// Audit bounds the audit logs and says whether the service may start
 	// without a durable audit.
-	Audit  AuditConfig
-	Logger *slog.Logger
+	Audit AuditConfig
+	// Preregister, when set, runs in Start once the registry is open and
+	// the first admin exists, before the service answers anyone: what
+	// cc-control --preregister registers.
+	Preregister func(*Registry) error
+	Logger      *slog.Logger
 	// Locate says where an IP address is, or nil when it does not know:
 	// the Location of sessions and machines (package geo builds it from
 	// cc-control's --sites and --geoip). It must be safe for concurrent
@@ -275,22 +279,23 @@ func New(cfg Config) (*Service, error) {
 	if err != nil {
 		return nil, err
 	}
-	reg, err := OpenRegistry(filepath.Join(cfg.DataDir, RegistryFile))
-	if err != nil {
-		return nil, err
-	}
-	reg.now = cfg.Now
+	// The registry is opened by Start, once the broker (and its
+	// JetStream) runs: until then it is empty.
+	reg := newRegistry(cfg.Now)
+	reg.path = filepath.Join(cfg.DataDir, RegistryFile)
 	s := &Service{cfg: cfg, log: cfg.Logger, keys: keys, reg: reg}
 	reg.onSites = s.onSitesChanged
+	// An admin.nk others can read is refused at once (ensureAdmin runs
+	// in Start).
+	if err := checkSeedMode(s.AdminKeyPath()); err != nil {
+		return nil, err
+	}
 	s.ctlLimit = newOpLimiter("control API", "control", cfg.ControlRate, cfg.ControlBurst, cfg.Now)
 	s.presence = s.newPresenceTracker()
 	s.presence.sessions.appOf = reg.AppFold
 	s.sessions = s.presence.sessions
 	s.metrics = newMetrics(s)
 	s.callHooks = append(s.callHooks, s.metrics.call)
-	if err := s.ensureAdmin(); err != nil {
-		return nil, err
-	}
 	return s, nil
 }
 
@@ -321,26 +326,6 @@ func (s *Service) newPresenceTracker() *presenceTracker {
 	tr.restorePresence()
 	tr.leading.Store(true)
 	return tr
-}
-
-// ensureAdmin creates <data>/admin.nk and registers it as operator "admin"
-// when the registry has no operator yet. On every later start an admin.nk
-// that group or others can read is refused too: it is an admin's identity,
-// whoever can read it is an admin.
-func (s *Service) ensureAdmin() error {
-	if len(s.reg.Operators()) > 0 {
-		return checkSeedMode(s.AdminKeyPath())
-	}
-	kp, err := LoadOrCreateSeed(s.AdminKeyPath(), nkeys.CreateUser)
-	if err != nil {
-		return err
-	}
-	pub, _ := kp.PublicKey()
-	if _, err := s.reg.AddOperator("admin", pub, fleet.RoleAdmin); err != nil {
-		return err
-	}
-	s.adminCreated = true
-	return nil
 }
 
 // AdminKeyPath is where the first admin's seed is written.
@@ -403,6 +388,10 @@ func (s *Service) Start(ctx context.Context) error {
 		s.url = b.ClientURL()
 	}
 	if err := s.connect(); err != nil {
+		s.Close()
+		return err
+	}
+	if err := s.openRegistry(ctx); err != nil {
 		s.Close()
 		return err
 	}
@@ -621,9 +610,14 @@ func sendError(nc *nats.Conn, reply string, err *fleet.Error, wait time.Duration
 	_ = nc.PublishMsg(m)
 }
 
-// flushLoop writes newly pending machines to disk every few seconds.
+// flushLoop writes newly pending machines every few seconds (to the
+// bucket, shortly after: another replica may be asked to accept one).
 func (s *Service) flushLoop(ctx context.Context) {
-	t := time.NewTicker(2 * time.Second)
+	every := 2 * time.Second
+	if s.reg.inBucket() {
+		every = pendingFlushKV
+	}
+	t := time.NewTicker(every)
 	defer t.Stop()
 	for {
 		select {

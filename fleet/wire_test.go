@@ -271,6 +271,8 @@ var wireTypes = map[string]func() any{
 	"Session": func() any { return new(Session) }, "SessionDeclared": func() any { return new(SessionDeclared) },
 	"SessionQuery": func() any { return new(SessionQuery) }, "SessionSnapshot": func() any { return new(SessionSnapshot) },
 	"SessionEvent": func() any { return new(SessionEvent) }, "SessionTokenClaims": func() any { return new(SessionTokenClaims) },
+	"RegistryPart": func() any { return new(RegistryPart) }, "RegistryExportRequest": func() any { return new(RegistryExportRequest) },
+	"RegistryExportPage": func() any { return new(RegistryExportPage) }, "RegistryImportResult": func() any { return new(RegistryImportResult) },
 }
 
 // Each message type's example decodes with no unknown field, sets every

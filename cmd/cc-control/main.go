@@ -236,15 +236,11 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		ReadOnlyFunctions:    viewerFunctions(o, log),
 		Audit:                o.audit,
 		Locate:               locateFunc(locator),
+		Preregister:          preregisterFunc(o.preregister, log),
 		Logger:               log,
 	})
 	if err != nil {
 		return err
-	}
-	if o.preregister != "" {
-		if err := preregister(svc.Registry(), o.preregister, log); err != nil {
-			return err
-		}
 	}
 	if err := svc.Start(ctx); err != nil {
 		return err

@@ -22,10 +22,19 @@ type preregisterFile struct {
 	} `json:"operators"`
 }
 
-// preregister registers what path lists before the broker accepts
-// connections. Machines missing, or recorded with another key or labels,
+// preregister registers what path lists once the registry is open, before
+// the control service answers anyone. Machines missing, or recorded with another key or labels,
 // are (re)registered; an operator name already recorded with another key is
 // an error, never silently replaced.
+// preregisterFunc is what the control service runs once its registry is
+// open (nil without --preregister).
+func preregisterFunc(path string, log *slog.Logger) func(*controlsvc.Registry) error {
+	if path == "" {
+		return nil
+	}
+	return func(reg *controlsvc.Registry) error { return preregister(reg, path, log) }
+}
+
 func preregister(reg *controlsvc.Registry, path string, log *slog.Logger) error {
 	b, err := os.ReadFile(path)
 	if err != nil {

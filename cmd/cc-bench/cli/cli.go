@@ -66,6 +66,7 @@ func commands() []command {
 		{"machines", "manage the registry: ls, pending, accept, add, rm, label", runMachines},
 		{"apps", "manage the apps whose sessions may join: ls, add, rm, token", runApps},
 		{"operators", "manage the operators: ls, add, rm", runOperators},
+		{"registry", "back up and restore the registry: export FILE, import FILE", runRegistry},
 		{"whoami", "show which operator this key is, and its role", runWhoAmI},
 		{"audit", "show the audit log: calls, registry changes, refused connections", runAudit},
 	}

@@ -1,0 +1,453 @@
+package controlsvc
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/commandcontrol/commandcontrol/fleet"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// The registry in JetStream: the KV bucket RegistryBucket in the CONTROL
+// account, one key per entry (machine.<id>, pending.<id>, operator.<name>,
+// app.<name>, meta.<…>), the value the fleet type's JSON. Every replica
+// of the control service keeps the whole registry in memory and watches
+// the bucket, so a change through one replica reaches every other within
+// milliseconds. Only the control service reaches the bucket: FLEET has no
+// JetStream and no import of CONTROL's.
+
+// RegistryBucket is the registry's KV bucket.
+const RegistryBucket = "cc_registry"
+
+const (
+	// kvTimeout bounds one request to the bucket.
+	kvTimeout = 5 * time.Second
+	// pendingMarkerTTL is how long the bucket keeps the marker of a
+	// deleted pending entry: pending entries come and go at the rate
+	// strangers knock, and their markers must not pile up for ever.
+	// (Deleted machines, operators and apps keep theirs: a replica
+	// whose watcher was cut off for longer still sees them go.)
+	pendingMarkerTTL = time.Hour
+	// kvOpHeader and its values mark deletes in a KV bucket.
+	kvOpHeader = "KV-Operation"
+	kvOpDel    = "DEL"
+	kvOpPurge  = "PURGE"
+)
+
+// kvStore is the registry's bucket and the watcher that applies other
+// replicas' changes to memory.
+type kvStore struct {
+	js       jetstream.JetStream
+	kv       jetstream.KeyValue
+	stream   jetstream.Stream
+	log      *slog.Logger
+	replicas int
+	stop     context.CancelFunc
+	done     chan struct{}
+}
+
+// entryKey is the bucket key of entry kind/id.
+func entryKey(kind, id string) string { return kind + "." + encodeKeyPart(id) }
+
+// encodeKeyPart spells s with the characters a KV key allows in one
+// token: letters, digits, '-' and '_' stand for themselves, every other
+// byte is =XX (hex). It is reversible (decodeKeyPart).
+func encodeKeyPart(s string) string {
+	var b strings.Builder
+	b.Grow(len(s))
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_' {
+			b.WriteByte(c)
+			continue
+		}
+		b.WriteByte('=')
+		b.WriteString(strings.ToUpper(strconv.FormatUint(uint64(c)|0x100, 16)[1:]))
+	}
+	return b.String()
+}
+
+// decodeKeyPart undoes encodeKeyPart.
+func decodeKeyPart(s string) (string, error) {
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		if s[i] != '=' {
+			b.WriteByte(s[i])
+			continue
+		}
+		if i+2 >= len(s) {
+			return "", fmt.Errorf("key part %q: = is not followed by two hex digits", s)
+		}
+		v, err := strconv.ParseUint(s[i+1:i+3], 16, 8)
+		if err != nil {
+			return "", fmt.Errorf("key part %q: = is not followed by two hex digits", s)
+		}
+		b.WriteByte(byte(v))
+		i += 2
+	}
+	return b.String(), nil
+}
+
+// parseEntryKey splits a bucket key into its kind and id.
+func parseEntryKey(key string) (kind, id string, err error) {
+	kind, enc, ok := strings.Cut(key, ".")
+	if !ok || enc == "" {
+		return "", "", fmt.Errorf("key %q is not <kind>.<id>", key)
+	}
+	id, err = decodeKeyPart(enc)
+	return kind, id, err
+}
+
+// decodeEntry decodes and checks the value of entry kind/id.
+func decodeEntry(kind, id string, b []byte) (any, error) {
+	var d registryData
+	d.fill()
+	var err error
+	switch kind {
+	case kindMachine:
+		var m fleet.Machine
+		if err = json.Unmarshal(b, &m); err == nil {
+			d.Machines[id] = &m
+		}
+	case kindPending:
+		var p fleet.Pending
+		if err = json.Unmarshal(b, &p); err == nil {
+			if p.ID != id {
+				return nil, fmt.Errorf("pending entry %q holds id %q", id, p.ID)
+			}
+			return &p, nil
+		}
+	case kindOperator:
+		var o fleet.Operator
+		if err = json.Unmarshal(b, &o); err == nil {
+			d.Operators[id] = &o
+		}
+	case kindApp:
+		var a fleet.App
+		if err = json.Unmarshal(b, &a); err == nil {
+			d.Apps[id] = &a
+		}
+	default:
+		return nil, fmt.Errorf("unknown kind %q", kind)
+	}
+	if err != nil {
+		return nil, err
+	}
+	if err := d.validate(); err != nil {
+		return nil, err
+	}
+	return d.value(kind, id), nil
+}
+
+// value is entry kind/id of d, or nil.
+func (d *registryData) value(kind, id string) any {
+	r := Registry{data: *d}
+	return r.valueLocked(kind, id)
+}
+
+// isConflict reports whether err is a compare-and-set write refused
+// because the entry's revision moved on.
+func isConflict(err error) bool {
+	if errors.Is(err, jetstream.ErrKeyExists) || errors.Is(err, jetstream.ErrKeyRevisionMismatch) {
+		return true
+	}
+	var apiErr *jetstream.APIError
+	return errors.As(err, &apiErr) && (apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence ||
+		apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant)
+}
+
+// openKVStore creates (or finds) the bucket, with three replicas where
+// the brokers can place them.
+func openKVStore(ctx context.Context, nc *nats.Conn, log *slog.Logger) (*kvStore, error) {
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return nil, err
+	}
+	s := &kvStore{js: js, log: log}
+	s.replicas, err = createReplicated(log, "KV bucket "+RegistryBucket, func(n int) error {
+		cctx, cancel := context.WithTimeout(ctx, 2*kvTimeout)
+		defer cancel()
+		kv, err := js.CreateOrUpdateKeyValue(cctx, jetstream.KeyValueConfig{
+			Bucket:      RegistryBucket,
+			Description: "commandcontrol registry: machines, pending machines, operators, apps",
+			Storage:     jetstream.FileStorage,
+			Replicas:    n,
+			// Per-message TTLs (the pending entries' delete markers).
+			LimitMarkerTTL: pendingMarkerTTL,
+		})
+		s.kv = kv
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	cctx, cancel := context.WithTimeout(ctx, kvTimeout)
+	defer cancel()
+	if s.stream, err = js.Stream(cctx, "KV_"+RegistryBucket); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// noJetStream reports whether err says the broker has no JetStream for
+// the CONTROL account (as opposed to a failure of one that has).
+func noJetStream(err error) bool {
+	return errors.Is(err, jetstream.ErrJetStreamNotEnabled) || errors.Is(err, jetstream.ErrJetStreamNotEnabledForAccount) ||
+		errors.Is(err, nats.ErrNoResponders) || errors.Is(err, jetstream.ErrNoStreamResponse)
+}
+
+// attachKV makes the bucket on nc's broker the registry's store: it loads
+// every entry into memory and keeps applying the bucket's changes until
+// the store is closed.
+func (r *Registry) attachKV(ctx context.Context, nc *nats.Conn, log *slog.Logger) (*kvStore, error) {
+	s, err := openKVStore(ctx, nc, log)
+	if err != nil {
+		return nil, err
+	}
+	wctx, stop := context.WithCancel(context.Background())
+	w, err := s.kv.WatchAll(wctx)
+	if err != nil {
+		stop()
+		return nil, fmt.Errorf("watch the registry bucket: %w", err)
+	}
+	d := registryData{}
+	d.fill()
+	revs := map[string]uint64{}
+	load := time.NewTimer(time.Minute)
+	defer load.Stop()
+loading:
+	for {
+		select {
+		case e, ok := <-w.Updates():
+			if !ok {
+				stop()
+				return nil, errors.New("the registry bucket's watcher ended while loading")
+			}
+			if e == nil {
+				break loading
+			}
+			if e.Operation() != jetstream.KeyValuePut {
+				continue
+			}
+			kind, id, val, ok := s.decode(e)
+			if ok {
+				tmp := Registry{data: d}
+				tmp.setLocked(kind, id, val)
+				revs[e.Key()] = e.Revision()
+			}
+		case <-load.C:
+			stop()
+			return nil, errors.New("loading the registry bucket took more than a minute")
+		case <-ctx.Done():
+			stop()
+			return nil, ctx.Err()
+		}
+	}
+	s.stop, s.done = stop, make(chan struct{})
+	r.wmu.Lock()
+	r.mu.Lock()
+	r.data, r.revs, r.kv, r.file = d, revs, s, false
+	r.changes.Add(1)
+	r.mu.Unlock()
+	r.wmu.Unlock()
+	go func() {
+		defer close(s.done)
+		defer func() { _ = w.Stop() }()
+		for e := range w.Updates() {
+			if e != nil {
+				r.applyWatched(s, e)
+			}
+		}
+	}()
+	log.Info("registry in JetStream", "bucket", RegistryBucket, "replicas", s.replicas,
+		"machines", len(d.Machines), "operators", len(d.Operators), "pending", len(d.Pending), "apps", len(d.Apps))
+	return s, nil
+}
+
+// close ends the watcher.
+func (s *kvStore) close() {
+	if s.stop != nil {
+		s.stop()
+		<-s.done
+	}
+}
+
+// decode reads a watched or fetched put; a malformed entry is logged and
+// skipped (ok false).
+func (s *kvStore) decode(e jetstream.KeyValueEntry) (kind, id string, val any, ok bool) {
+	kind, id, err := parseEntryKey(e.Key())
+	if err == nil && kind == kindMeta {
+		return kind, id, nil, false
+	}
+	if err == nil {
+		val, err = decodeEntry(kind, id, e.Value())
+	}
+	if err != nil {
+		s.log.Error("registry bucket entry skipped: it is malformed", "key", e.Key(), "revision", e.Revision(), "error", err)
+		return "", "", nil, false
+	}
+	return kind, id, val, true
+}
+
+// applyWatched applies a change the watcher delivered: another replica's,
+// or this one's own (already held, skipped by its revision).
+func (r *Registry) applyWatched(s *kvStore, e jetstream.KeyValueEntry) {
+	var kind, id string
+	var val any
+	if e.Operation() == jetstream.KeyValuePut {
+		var ok bool
+		if kind, id, val, ok = s.decode(e); !ok {
+			return
+		}
+	} else {
+		var err error
+		if kind, id, err = parseEntryKey(e.Key()); err != nil || kind == kindMeta {
+			return
+		}
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	key, rev := e.Key(), e.Revision()
+	if p, ok := val.(*fleet.Pending); ok && r.dirtyPending[id] {
+		if cur := r.data.Pending[id]; cur != nil {
+			val = mergePending(cur, p) // attempts recorded here, not yet written
+		}
+	}
+	r.sitesChangedLocked(r.applyKVLocked(kind, id, val, rev)...)
+	if val == nil && rev >= r.revs[key] {
+		delete(r.revs, key) // the delete is seen: nothing older can come
+	}
+	if kind == kindPending && val != nil {
+		for len(r.data.Pending) > MaxPending {
+			r.dropOldestPendingLocked()
+		}
+	}
+}
+
+// applyKVLocked puts val (nil: deletes) at revision rev in memory, unless
+// memory holds that revision or a later one already.
+func (r *Registry) applyKVLocked(kind, id string, val any, rev uint64) []string {
+	key := entryKey(kind, id)
+	if rev <= r.revs[key] {
+		return nil
+	}
+	r.revs[key] = rev
+	if kind == kindPending && val == nil {
+		delete(r.dirtyPending, id)
+	}
+	return r.setLocked(kind, id, val)
+}
+
+// write writes change c compare-and-set on its revision (a forced delete:
+// whatever the revision) and returns the entry's new revision.
+func (s *kvStore) write(c regChange) (uint64, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), kvTimeout)
+	defer cancel()
+	key := c.key()
+	if c.val != nil {
+		b, err := json.Marshal(c.val)
+		if err != nil {
+			return 0, err
+		}
+		if c.rev == 0 {
+			return s.kv.Create(ctx, key, b)
+		}
+		return s.kv.Update(ctx, key, b, c.rev)
+	}
+	// A delete marker, written as the KV client does, but through the
+	// stream to learn its revision (KeyValue.Delete does not say it).
+	m := nats.NewMsg("$KV." + RegistryBucket + "." + key)
+	var opts []jetstream.PublishOpt
+	if c.kind == kindPending {
+		m.Header.Set(kvOpHeader, kvOpPurge)
+		m.Header.Set(jetstream.MsgRollup, jetstream.MsgRollupSubject)
+		opts = append(opts, jetstream.WithMsgTTL(pendingMarkerTTL))
+	} else {
+		m.Header.Set(kvOpHeader, kvOpDel)
+	}
+	if !c.force {
+		opts = append(opts, jetstream.WithExpectLastSequencePerSubject(c.rev))
+	}
+	pa, err := s.js.PublishMsg(ctx, m, opts...)
+	if err != nil {
+		return 0, err
+	}
+	return pa.Sequence, nil
+}
+
+// commit writes cs in order, applying each to memory once the bucket has
+// it. A plan's first change is its compare-and-set one; on its conflict
+// nothing is written and the change is returned, for the plan to run
+// again. The forced deletes after it (pending entries made moot) cannot
+// conflict; one that fails is logged: the change itself stands.
+func (s *kvStore) commit(r *Registry, cs []regChange) (*regChange, error) {
+	for i, c := range cs {
+		rev, err := s.write(c)
+		switch {
+		case err == nil:
+		case isConflict(err):
+			return &cs[i], nil
+		case i > 0 && c.force:
+			s.log.Warn("registry: a pending entry made moot could not be deleted; it stays listed until removed",
+				"machine", c.id, "error", err)
+			continue
+		case i > 0:
+			return nil, fmt.Errorf("registry partly changed (%s %s not written): %w", c.kind, c.id, err)
+		default:
+			return nil, fmt.Errorf("registry not changed: %w", err)
+		}
+		r.mu.Lock()
+		r.sitesChangedLocked(r.applyKVLocked(c.kind, c.id, c.val, rev)...)
+		r.mu.Unlock()
+	}
+	return nil, nil
+}
+
+// reload reads entry kind/id from the bucket into memory (an entry
+// another replica wrote a moment ago, or changed under a write). A
+// pending entry held here too is merged with the bucket's.
+func (s *kvStore) reload(r *Registry, kind, id string) error {
+	ctx, cancel := context.WithTimeout(context.Background(), kvTimeout)
+	defer cancel()
+	key := entryKey(kind, id)
+	msg, err := s.stream.GetLastMsgForSubject(ctx, "$KV."+RegistryBucket+"."+key)
+	var val any
+	var rev uint64
+	switch {
+	case errors.Is(err, jetstream.ErrMsgNotFound):
+	case err != nil:
+		return err
+	default:
+		rev = msg.Sequence
+		if op := msg.Header.Get(kvOpHeader); op != kvOpDel && op != kvOpPurge {
+			if val, err = decodeEntry(kind, id, msg.Data); err != nil {
+				return fmt.Errorf("the bucket's %s is malformed: %w", key, err)
+			}
+		}
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if p, ok := val.(*fleet.Pending); ok {
+		if cur := r.data.Pending[id]; cur != nil {
+			val = mergePending(cur, p)
+		}
+	}
+	if rev == 0 {
+		// Nothing in the bucket, not even a marker (it expired).
+		if kind == kindPending && r.data.Pending[id] != nil {
+			return nil // recorded here, not written yet
+		}
+		delete(r.revs, key)
+		r.sitesChangedLocked(r.setLocked(kind, id, nil)...)
+		return nil
+	}
+	r.sitesChangedLocked(r.applyKVLocked(kind, id, val, rev)...)
+	return nil
+}
