@@ -135,32 +135,56 @@ func (l *presenceLease) leading() bool {
 // try renews the lease if held, or tries to take it; it reports whether
 // this replica holds it now and tells set when that changed.
 func (l *presenceLease) try(ctx context.Context) bool {
-	cctx, cancel := context.WithTimeout(ctx, max(l.ttl/4, 250*time.Millisecond))
-	defer cancel()
 	l.mu.Lock()
 	held, rev, renewed := l.held, l.rev, l.renewed
 	l.mu.Unlock()
 	now := l.now()
-	var err error
 	if held {
-		var r uint64
-		if r, err = l.kv.Update(cctx, LeaderKey, []byte(l.name), rev); err == nil {
-			l.update(true, r, now, "")
-			return true
+		// The entry written by the last renewal lives ttl from when the
+		// server wrote it, which is after renewed (taken before the
+		// request was sent). A renewal that has not succeeded by
+		// renewed + 3/4 ttl gives up, and the replica stops publishing
+		// before the entry can expire and another take it.
+		stopBy := renewed.Add(l.ttl * 3 / 4)
+		cctx, cancel := context.WithDeadline(ctx, stopBy)
+		defer cancel()
+		// The request does not always end at its context's deadline (a
+		// connection cut mid-request took seconds): wait for it no
+		// longer than that, and let it finish on its own.
+		type renewal struct {
+			rev uint64
+			err error
 		}
-		if errors.Is(err, jetstream.ErrKeyRevisionMismatch) || errors.Is(err, jetstream.ErrKeyNotFound) {
+		done := make(chan renewal, 1)
+		go func() {
+			r, err := l.kv.Update(cctx, LeaderKey, []byte(l.name), rev)
+			done <- renewal{r, err}
+		}()
+		var res renewal
+		select {
+		case res = <-done:
+		case <-time.After(stopBy.Sub(now)):
+			res.err = context.DeadlineExceeded
+		}
+		switch err := res.err; {
+		case err == nil:
+			l.update(true, res.rev, now, "")
+			return true
+		case errors.Is(err, jetstream.ErrKeyRevisionMismatch) || errors.Is(err, jetstream.ErrKeyNotFound):
 			// Expired (this replica was cut off longer than the
 			// lease) and maybe taken by another: stop at once.
 			l.update(false, 0, now, "the lease expired or another replica took it: "+err.Error())
 			return false
-		}
-		if now.Sub(renewed) >= l.ttl/2 {
-			// Cannot tell: stop before the lease can expire under us.
-			l.update(false, 0, now, "cannot renew the lease: "+err.Error())
+		case !l.now().Before(stopBy):
+			l.update(false, 0, now, "cannot renew the lease in time: "+err.Error())
 			return false
 		}
-		return true
+		return true // a quick failure: try again at the next tick
 	}
+	// A try may take longer than the period between tries (a loaded
+	// cluster); the next waits for it.
+	cctx, cancel := context.WithTimeout(ctx, max(l.ttl/2, time.Second))
+	defer cancel()
 	r, err := l.kv.Create(cctx, LeaderKey, []byte(l.name))
 	if err == nil {
 		l.update(true, r, now, "")

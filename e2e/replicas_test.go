@@ -26,12 +26,12 @@ import (
 // share the callout issuer, xkey and service users (copyKeys).
 func startReplica(t *testing.T, dataDir, url, name string) *controlsvc.Service {
 	t.Helper()
-	return stacktest.StartControlWith(t, controlsvc.Config{DataDir: dataDir, BrokerURL: url, ReplicaName: name, LeaderLease: time.Second,
+	return stacktest.StartControlWith(t, controlsvc.Config{DataDir: dataDir, BrokerURL: url, ReplicaName: name, LeaderLease: 2 * time.Second,
 		ResyncInterval: 5 * time.Second, Logger: stacktest.Logger().With("side", "control", "replica", name)})
 }
 
-// copyKeys copies data directory from (its keys/ directory, admin key,
-// registry) into a new one, as a second replica is set up: the callout
+// copyKeys copies data directory from (its keys/ directory and admin
+// key) into a new one, as a second replica is set up: the callout
 // issuer, its xkey and the service users are the deployment's, shared by
 // every replica.
 func copyKeys(t *testing.T, from string) string {
@@ -47,8 +47,8 @@ func copyKeys(t *testing.T, from string) string {
 			return filepath.SkipDir
 		case d.IsDir():
 			return os.MkdirAll(filepath.Join(to, rel), 0o700)
-		case !d.Type().IsRegular() || rel == controlsvc.PresenceStateFile:
-			return nil
+		case !d.Type().IsRegular() || rel == controlsvc.PresenceStateFile || rel == controlsvc.RegistryFile:
+			return nil // the registry is the shared bucket
 		}
 		b, err := os.ReadFile(path)
 		if err != nil {
@@ -120,11 +120,10 @@ func TestTwoReplicasOnePublisher(t *testing.T) {
 	if !a.Leading() || bsvc.Leading() {
 		t.Fatalf("A leading %v, B leading %v: want A alone (it started first)", a.Leading(), bsvc.Leading())
 	}
-	// The operator and the machine are in both replicas' registries.
+	// The operator and the machine are registered through A; B sees
+	// them in the shared registry.
 	opKey := stacktest.NewKey(t)
-	for _, svc := range []*controlsvc.Service{a, bsvc} {
-		stacktest.AddOperator(t, svc, "ops", fleet.RoleAdmin, opKey)
-	}
+	stacktest.AddOperator(t, a, "ops", fleet.RoleAdmin, opKey)
 	nc := operatorConn(t, b.ClientURL(), stacktest.WriteSeed(t, "ops", stacktest.Seed(t, opKey)))
 	events, err := nc.SubscribeSync(fleet.PresenceEventsWildcard)
 	if err != nil {
@@ -135,9 +134,12 @@ func TestTwoReplicasOnePublisher(t *testing.T) {
 	}
 	const id = "10.9.0.1_replicas"
 	ag := stacktest.NewAgentWith(t, agent.Config{URL: b.ClientURL(), MachineID: id, Key: stacktest.NewKey(t)})
-	for _, svc := range []*controlsvc.Service{a, bsvc} {
-		stacktest.RegisterKey(t, svc, id, ag.PublicKey(), nil)
-	}
+	stacktest.RegisterKey(t, a, id, ag.PublicKey(), nil)
+	stacktest.WaitFor(t, "B to see the machine and operator registered through A", 5*time.Second, func() bool {
+		_, okM := bsvc.Registry().Machine(id)
+		_, okO := bsvc.Registry().Operator("ops")
+		return okM && okO
+	})
 	stacktest.Spawn(t, ag)
 	stacktest.WaitOnline(t, a, id)
 	stacktest.WaitOnline(t, bsvc, id) // B has handled the connect event
@@ -204,10 +206,11 @@ func TestTwoReplicasOnePublisher(t *testing.T) {
 }
 
 // startJetStreamCluster starts n brokers routed to each other as
-// [startClusterWith] does, each with a name and a store directory, each
+// [startClusterWith] does, each with a name and a store directory, on
+// client and cluster ports that stay its own across a restart, each
 // listing every other as a route (a JetStream cluster does not start on
 // a seed broker with no route of its own): a JetStream cluster in which
-// the control service's stores are replicated. The cluster ports are
+// the control service's stores are replicated. The ports are
 // reserved first; each(i, cfg) may change broker i's configuration. It
 // returns the brokers and their configurations (to restart one on its
 // store).
@@ -215,17 +218,17 @@ func startJetStreamCluster(t *testing.T, dataDir string, n int, each func(i int,
 	t.Helper()
 	auth := stacktest.BrokerAuth(t, dataDir)
 	certs := stacktest.TLSFiles(t)
-	ports := freePorts(t, n)
+	ports := freePorts(t, 2*n) // cluster ports, then client ports
 	var cfgs []broker.Config
 	for i := range n {
 		var routes []string
 		for j, p := range ports {
-			if j != i {
+			if j != i && j < n {
 				routes = append(routes, "nats-route://127.0.0.1:"+strconv.Itoa(p))
 			}
 		}
 		cfg := broker.Config{
-			Listen: "127.0.0.1:0", Name: "js" + strconv.Itoa(i+1), Auth: auth,
+			Listen: "127.0.0.1:" + strconv.Itoa(ports[n+i]), Name: "js" + strconv.Itoa(i+1), Auth: auth,
 			ClusterListen: "127.0.0.1:" + strconv.Itoa(ports[i]), Routes: routes, ClusterSecret: clusterSecret,
 			ClusterTLS:   broker.TLSFiles{CertFile: certs.Cert, KeyFile: certs.Key, CAFile: certs.CA},
 			PingInterval: time.Second, StoreDir: t.TempDir(), Logger: stacktest.Logger().With("broker", i+1),
@@ -262,12 +265,14 @@ func TestSessionAdmittedByTheOtherReplica(t *testing.T) {
 		t.Fatalf("A leading %v, B leading %v: want A alone (it started first)", a.Leading(), b.Leading())
 	}
 	opKey := stacktest.NewKey(t)
-	for _, svc := range []*controlsvc.Service{a, b} {
-		stacktest.AddOperator(t, svc, "ops", fleet.RoleAdmin, opKey)
-		if _, err := svc.Registry().AddApp(fleet.AppRequest{Name: "demo", Functions: []string{"latencyCheck"}, Public: true}, "test"); err != nil {
-			t.Fatal(err)
-		}
+	stacktest.AddOperator(t, a, "ops", fleet.RoleAdmin, opKey)
+	if _, err := a.Registry().AddApp(fleet.AppRequest{Name: "demo", Functions: []string{"latencyCheck"}, Public: true}, "test"); err != nil {
+		t.Fatal(err)
 	}
+	stacktest.WaitFor(t, "B to see the app added through A", 5*time.Second, func() bool {
+		_, ok := b.Registry().App("demo")
+		return ok
+	})
 	nc := operatorConn(t, bs[0].ClientURL(), stacktest.WriteSeed(t, "ops", stacktest.Seed(t, opKey)))
 	events, err := nc.SubscribeSync(fleet.SessionEventsWildcard)
 	if err != nil {
