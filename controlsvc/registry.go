@@ -49,9 +49,12 @@ type Registry struct {
 	kv   *kvStore
 	// pendingDirty is set when pending entries changed in memory only;
 	// FlushPending (called periodically) writes them. With the bucket,
-	// dirtyPending and gonePending name them (registry_pending.go).
+	// dirtyPending and gonePending name them (registry_pending.go):
+	// dirtyPending maps an id to the pendingSeq of its last change, so a
+	// flush forgets it only when nothing changed it during the write.
 	pendingDirty bool
-	dirtyPending map[string]bool
+	dirtyPending map[string]uint64
+	pendingSeq   uint64
 	gonePending  map[string]bool
 	// changes counts writes (and undone changes), so caches of what the
 	// registry says (labels in presence snapshots) know when to renew.
@@ -111,7 +114,7 @@ func OpenRegistry(path string) (*Registry, error) {
 // newRegistry is an empty registry with no store yet: reads answer empty,
 // writes fail until a store is attached.
 func newRegistry(now func() time.Time) *Registry {
-	r := &Registry{now: now, revs: map[string]uint64{}, dirtyPending: map[string]bool{}, gonePending: map[string]bool{}}
+	r := &Registry{now: now, revs: map[string]uint64{}, dirtyPending: map[string]uint64{}, gonePending: map[string]bool{}}
 	r.data.fill()
 	return r
 }

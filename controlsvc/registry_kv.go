@@ -315,9 +315,11 @@ func (r *Registry) applyWatched(s *kvStore, e jetstream.KeyValueEntry) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	key, rev := e.Key(), e.Revision()
-	if p, ok := val.(*fleet.Pending); ok && r.dirtyPending[id] {
-		if cur := r.data.Pending[id]; cur != nil {
-			val = mergePending(cur, p) // attempts recorded here, not yet written
+	if _, dirty := r.dirtyPending[id]; dirty {
+		if p, ok := val.(*fleet.Pending); ok {
+			if cur := r.data.Pending[id]; cur != nil {
+				val = mergePending(cur, p) // attempts recorded here, not yet written
+			}
 		}
 	}
 	r.sitesChangedLocked(r.applyKVLocked(kind, id, val, rev)...)

@@ -445,3 +445,25 @@ func TestServiceRegistryStore(t *testing.T) {
 		t.Errorf("the file store wrote no registry.json: %v", err)
 	}
 }
+
+// TestKVPendingFlushStopsWhenUnreachable: with the bucket out of reach a
+// flush stops at its first failure (each write would wait as long) and
+// every entry stays marked for the next flush.
+func TestKVPendingFlushStopsWhenUnreachable(t *testing.T) {
+	k := startKVBroker(t)
+	r, _ := k.replica(nil)
+	_, key := newUser(t)
+	for i := range 600 {
+		r.RecordPending(fmt.Sprintf("10.0.%d.%d_x", i/256, i%256), key, "10.0.0.1", "not in the registry")
+	}
+	k.b.Shutdown()
+	err := r.FlushPending()
+	if err == nil || !strings.Contains(err.Error(), "left for the next flush") {
+		t.Fatalf("flush with the broker gone: got %v, want a failure saying what is left", err)
+	}
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	if got := len(r.dirtyPending); got != 600 {
+		t.Fatalf("%d entries marked for the next flush, want 600", got)
+	}
+}

@@ -2,6 +2,7 @@ package controlsvc
 
 import (
 	"fmt"
+	"maps"
 	"slices"
 	"sort"
 	"time"
@@ -81,7 +82,8 @@ func (r *Registry) RecordPendingAt(id, key, ip, site, reason string) {
 	p.Keys[0] = k
 	p.MultipleKeys = len(p.Keys) > 1 || p.KeysDropped > 0
 	if r.kv != nil {
-		r.dirtyPending[id] = true
+		r.pendingSeq++
+		r.dirtyPending[id] = r.pendingSeq
 		delete(r.gonePending, id)
 	}
 }
@@ -127,56 +129,77 @@ func (r *Registry) flushPendingKV(kv *kvStore) error {
 	for id := range r.dirtyPending {
 		ids = append(ids, id)
 	}
-	for id := range r.gonePending {
-		ids = append(ids, id)
+	gone := maps.Clone(r.gonePending)
+	for id := range gone {
+		if _, dirty := r.dirtyPending[id]; !dirty {
+			ids = append(ids, id)
+		}
 	}
-	clear(r.dirtyPending)
+	// A dirty id stays dirty until its write succeeds (and nothing
+	// changed it meanwhile): the watcher merges, rather than replaces,
+	// another replica's record of it until then.
 	clear(r.gonePending)
 	r.mu.Unlock()
 	sort.Strings(ids)
-	var firstErr error
 	for len(ids) > 0 {
 		n := min(len(ids), pendingFlushBatch)
-		if err := r.flushPendingBatch(kv, ids[:n]); err != nil && firstErr == nil {
-			firstErr = err
+		if err := r.flushPendingBatch(kv, ids[:n], gone); err != nil {
+			r.mu.Lock()
+			for _, id := range ids[n:] {
+				if gone[id] {
+					r.gonePending[id] = true // dirty ones stay dirty
+				}
+			}
+			r.mu.Unlock()
+			return err
 		}
 		ids = ids[n:]
 	}
-	return firstErr
+	return nil
 }
 
-func (r *Registry) flushPendingBatch(kv *kvStore, ids []string) error {
+// flushPendingBatch writes ids. It stops at the first failure (the bucket
+// unreachable: every other write would wait as long), leaving the rest
+// for the next flush.
+func (r *Registry) flushPendingBatch(kv *kvStore, ids []string, gone map[string]bool) error {
 	r.wmu.Lock()
 	defer r.wmu.Unlock()
-	var firstErr error
-	for _, id := range ids {
-		if err := r.flushPendingOne(kv, id); err != nil {
+	for i, id := range ids {
+		if err := r.flushPendingOne(kv, id, gone[id]); err != nil {
 			r.mu.Lock()
-			if _, ok := r.data.Pending[id]; ok {
-				r.dirtyPending[id] = true // the next flush tries again
+			for _, id := range ids[i:] {
+				if gone[id] {
+					r.gonePending[id] = true // dirty ones stay dirty
+				}
 			}
 			r.mu.Unlock()
-			if firstErr == nil {
-				firstErr = fmt.Errorf("write pending machine %s: %w", id, err)
-			}
+			return fmt.Errorf("write pending machine %s (%d left for the next flush): %w", id, len(ids)-i, err)
 		}
 	}
-	return firstErr
+	return nil
 }
 
 // flushPendingOne writes (or deletes) pending entry id, merging it with
 // the bucket's when another replica wrote it meanwhile.
-func (r *Registry) flushPendingOne(kv *kvStore, id string) error {
+func (r *Registry) flushPendingOne(kv *kvStore, id string, gone bool) error {
 	for range maxPlanRuns {
 		r.mu.RLock()
 		c := regChange{kind: kindPending, id: id, rev: r.revs[entryKey(kindPending, id)]}
+		seq, dirty := r.dirtyPending[id]
 		if p, ok := r.data.Pending[id]; ok {
 			cp := copyPending(p)
 			c.val = &cp
 		}
 		r.mu.RUnlock()
-		if c.val == nil && c.rev == 0 {
-			return nil // dropped before it was ever written
+		if c.val == nil && (c.rev == 0 || !gone) {
+			// Dropped before it was ever written, or deleted since
+			// (accepted, removed): nothing to write.
+			r.mu.Lock()
+			if dirty && r.dirtyPending[id] == seq {
+				delete(r.dirtyPending, id)
+			}
+			r.mu.Unlock()
+			return nil
 		}
 		rev, err := kv.write(c)
 		if err == nil {
@@ -185,6 +208,9 @@ func (r *Registry) flushPendingOne(kv *kvStore, id string) error {
 				r.applyKVLocked(c.kind, c.id, nil, rev)
 			} else if rev > r.revs[c.key()] {
 				r.revs[c.key()] = rev // memory may hold newer attempts: keep them
+			}
+			if dirty && r.dirtyPending[id] == seq {
+				delete(r.dirtyPending, id)
 			}
 			r.mu.Unlock()
 			return nil

@@ -4,6 +4,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math/rand/v2"
+	"time"
 
 	"github.com/commandcontrol/commandcontrol/fleet"
 )
@@ -36,8 +38,11 @@ const (
 )
 
 // maxPlanRuns bounds how often one operation's plan runs when other
-// replicas keep changing the entries it writes.
-const maxPlanRuns = 8
+// replicas keep changing the entries it writes; between runs after a
+// conflict it waits a random moment of up to a millisecond per run so
+// far, so two replicas writing one entry in a loop do not collide for
+// ever.
+const maxPlanRuns = 16
 
 // regChange is one entry's change: val (a *fleet.Machine, *fleet.Pending,
 // *fleet.Operator or *fleet.App) put, or the entry deleted (val nil).
@@ -111,7 +116,10 @@ func (r *Registry) update(plan func(tx *regTx) error) error {
 		}
 		r.mu.RUnlock()
 		var reload reloadError
-		if errors.As(err, &reload) && kv != nil && run < maxPlanRuns {
+		if errors.As(err, &reload) {
+			if kv == nil || run >= maxPlanRuns {
+				return fmt.Errorf("registry not changed: %s %s could not be read from the bucket in %d tries; try again", reload.kind, reload.id, run)
+			}
 			reloaded[entryKey(reload.kind, reload.id)] = true
 			if err := kv.reload(r, reload.kind, reload.id); err != nil {
 				return fmt.Errorf("registry: read %s %s: %w", reload.kind, reload.id, err)
@@ -131,6 +139,7 @@ func (r *Registry) update(plan func(tx *regTx) error) error {
 		if run == maxPlanRuns {
 			return fmt.Errorf("registry not changed: %s %s kept changing under this change (other control-service replicas writing it); try again", conflict.kind, conflict.id)
 		}
+		time.Sleep(rand.N(time.Duration(run) * time.Millisecond))
 		if err := kv.reload(r, conflict.kind, conflict.id); err != nil {
 			return fmt.Errorf("registry not changed: %s %s was changed elsewhere and cannot be read again: %w", conflict.kind, conflict.id, err)
 		}
