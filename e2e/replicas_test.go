@@ -291,6 +291,17 @@ func TestSessionAdmittedByTheOtherReplica(t *testing.T) {
 	if err := ctl.Flush(); err != nil {
 		t.Fatal(err)
 	}
+	// Nobody but the control service can share an admission: an
+	// operator (in FLEET) publishing a forged one on the same subject
+	// reaches no replica (the first shared admission seen below must be
+	// a real one).
+	forged, _ := json.Marshal(fleet.Session{ID: "s+forgedforgedforg", App: "demo", Declared: fleet.SessionDeclared{UserAgent: "forged"}})
+	if err := nc.PublishMsg(&nats.Msg{Subject: controlsvc.SessionAdmittedSubject, Header: nats.Header{controlsvc.ReplicaHeader: []string{"B"}}, Data: forged}); err != nil {
+		t.Fatal(err)
+	}
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
 	// Sessions join until one is admitted by B (the callout is a queue
 	// group: either replica may answer).
 	var id string
