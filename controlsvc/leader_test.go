@@ -79,3 +79,19 @@ func TestPresenceLeaseOneHolder(t *testing.T) {
 		t.Fatal("the old a still holds the lease the restarted one took")
 	}
 }
+
+// TestLeaderLeaseTooShortRefused: a lease shorter than a few round trips
+// would flap between replicas; New refuses it, saying what to give.
+func TestLeaderLeaseTooShortRefused(t *testing.T) {
+	_, err := New(Config{DataDir: t.TempDir(), LeaderLease: 100 * time.Millisecond})
+	if err == nil || !strings.Contains(err.Error(), "leader lease 100ms is too short") || !strings.Contains(err.Error(), "at least 500ms") {
+		t.Fatalf("New with a 100ms lease: %v; want it refused, naming the least", err)
+	}
+	svc, err := New(Config{DataDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if svc.cfg.LeaderLease != DefaultLeaderLease || svc.cfg.ReplicaName == "" {
+		t.Errorf("defaults: lease %v, replica %q; want %v and a name", svc.cfg.LeaderLease, svc.cfg.ReplicaName, DefaultLeaderLease)
+	}
+}
