@@ -81,7 +81,7 @@ test-clock:
 
 ## test-load: 100 concurrent fleet calls on 1,000 agents (skipped under -race)
 test-load:
-	$(GO) test -count=1 -run 'TestFault100CallsOn1000Agents' ./e2e/
+	$(GO) test -count=1 -run 'TestFault100CallsOn1000Agents|TestReplicaKilledDuringReconnectStorm' ./e2e/
 
 ## fuzz: every fuzz target briefly (FUZZTIME inputs each, default 10000x)
 fuzz:

@@ -191,7 +191,10 @@ type Config struct {
 	// StoreDir, when set, turns JetStream on with file storage in this
 	// directory, for the CONTROL account only (the control service keeps
 	// its audit stream there). The FLEET account never gets JetStream:
-	// agents and operators cannot reach any $JS API.
+	// agents and operators cannot reach any $JS API. Brokers of a
+	// cluster each with a Name and a StoreDir, each listing the others
+	// in Routes, form a JetStream cluster: the control service's stores
+	// are then replicated on three of them.
 	StoreDir string
 }
 

@@ -42,6 +42,10 @@ type callWatch struct {
 	// nats Dropped counts); lastDropped is what it was last seen.
 	dropped     func() int
 	lastDropped int
+	// active says whether this replica watches calls now: the presence
+	// publisher alone audits them and answers for offline machines, once
+	// (leader.go). Nil: always.
+	active func() bool
 }
 
 func newCallWatch(nc *nats.Conn, responder *offlineResponder, matcher *callMatcher) *callWatch {
@@ -132,7 +136,9 @@ func (w *callWatch) loop() {
 			w.matcher.flushDue(time.Time{})
 			return
 		case m := <-w.msgs:
-			w.handle(m)
+			if w.active == nil || w.active() {
+				w.handle(m)
+			}
 		case <-t.C:
 			w.checkDrops()
 			now := w.matcher.now()
@@ -231,6 +237,7 @@ func (s *Service) watchCalls() error {
 	matcher.onFlood, matcher.maxSessionReply = s.sessionFlood, s.sessionMaxPayload()
 	matcher.addrOf = s.presence.sessions.ipOfSession
 	w := newCallWatch(s.calls, &offlineResponder{machines: s.presence.state, sessions: s.presence.sessions, publish: s.calls.PublishMsg}, matcher)
+	w.active = s.presence.publishing
 	if err := w.start(); err != nil {
 		return fmt.Errorf("watch calls: %w", err)
 	}

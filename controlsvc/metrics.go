@@ -77,6 +77,19 @@ func newMetrics(s *Service) *metrics {
 			func() float64 { return float64(len(s.reg.Pending())) }),
 		gauge("cc_machines_registered", "Machines in the registry.",
 			func() float64 { return float64(len(s.reg.Machines())) }),
+		gauge("cc_presence_publisher", "1 while this control service is the presence publisher (holds the lease, or runs alone): it publishes presence events, snapshots, the agents' hint and the call audit.",
+			func() float64 {
+				if s.presence.publishing() {
+					return 1
+				}
+				return 0
+			}),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "cc_presence_events_published_total",
+			Help: "Presence events (machines' and sessions') this control service published as the presence publisher."},
+			func() float64 { return float64(s.presence.published.Load()) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "cc_agent_hints_published_total",
+			Help: "Reconnect hints to the agents this control service published as the presence publisher."},
+			func() float64 { return float64(s.presence.hinted.Load()) }),
 		gauge("cc_broker_connected", "1 while all of the control service's broker connections are up.",
 			func() float64 {
 				if s.healthy() == nil {

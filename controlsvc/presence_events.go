@@ -172,6 +172,12 @@ func (tr *presenceTracker) handleEvent(m *nats.Msg) {
 			}
 		}
 		tr.admitMu.Unlock()
+		if !tr.publishing() {
+			// The presence publisher closes them, and audits it once
+			// (leader.go); this replica drops them when their
+			// disconnect events come.
+			older = nil
+		}
 		if len(older) > 0 && site != "" {
 			tr.siteJob(site, "closing a machine's older connection", func() { tr.supersede(ev, older) })
 		} else if len(older) > 0 {
@@ -275,10 +281,15 @@ func (tr *presenceTracker) onRecord(user string, tags []string, site string) boo
 }
 
 func (tr *presenceTracker) publishEvent(ev fleet.PresenceEvent) {
+	if !tr.publishing() {
+		// Another replica publishes (leader.go).
+		tr.log.Debug("presence (published by the presence publisher)", "event", ev.Event, "machine", ev.Machine, "reason", ev.Reason)
+		return
+	}
 	tr.log.Info("presence", "event", ev.Event, "machine", ev.Machine, "reason", ev.Reason)
 	b, _ := json.Marshal(ev)
-	if tr.announce != nil {
-		_ = tr.announce.Publish(fleet.PresenceEventSubject(ev.Event, ev.Machine), b)
+	if tr.announce != nil && tr.announce.Publish(fleet.PresenceEventSubject(ev.Event, ev.Machine), b) == nil {
+		tr.published.Add(1)
 	}
 	if tr.onEvent != nil {
 		tr.onEvent(ev)

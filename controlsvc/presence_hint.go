@@ -16,13 +16,20 @@ func (tr *presenceTracker) hintLoop(ctx context.Context) {
 	defer t.Stop()
 	var sent time.Duration
 	var at time.Time
+	var gen uint64
 	for {
 		online := tr.state.count()
 		w := ReconnectWindow(online, tr.reconnectRate)
-		if moved := w - sent; tr.clock().Sub(at) >= tr.hintInterval || moved > sent/5 || -moved > sent/5 {
+		if g := tr.leadGen.Load(); g != gen {
+			// Just became the presence publisher: hint at once.
+			gen, at = g, time.Time{}
+		}
+		// Only the presence publisher hints (leader.go).
+		if moved := w - sent; tr.publishing() && (tr.clock().Sub(at) >= tr.hintInterval || moved > sent/5 || -moved > sent/5) {
 			b, _ := json.Marshal(fleet.AgentHint{ReconnectWindowMS: w.Milliseconds(), Online: online})
 			if tr.announce != nil && tr.announce.Publish(fleet.AgentHintSubject, b) == nil {
 				sent, at = w, tr.clock()
+				tr.hinted.Add(1)
 			}
 		}
 		select {

@@ -86,6 +86,9 @@ func (tr *presenceTracker) dialSnapshots(key string) (*nats.Conn, error) {
 // operator's own connection: the broker lets only the operator with that
 // key publish it, so that operator's own limit applies.
 func (tr *presenceTracker) answerCtlSnapshot(nc *nats.Conn, m *nats.Msg) {
+	if !tr.publishing() {
+		return // the presence publisher answers, numbered as its events (leader.go)
+	}
 	if !answersToAsker(m.Subject, m.Reply) {
 		return // as apiEndpoint: answer only the asker's own inbox
 	}

@@ -23,6 +23,9 @@ const legacySnapshotKey = "anyone on " + fleet.PresenceSnapshotSubject
 // everyone, and never an operator's own snapshots; and naming many
 // operators' inboxes does not multiply what the subject may cost.
 func (tr *presenceTracker) answerSnapshot(m *nats.Msg) {
+	if !tr.publishing() {
+		return // the presence publisher answers (leader.go)
+	}
 	owner, ok := fleet.InboxOwner(m.Reply)
 	if !ok || !fleet.IsControlReply(m.Reply, owner) {
 		// Only an operator's control inbox is a place to answer; the

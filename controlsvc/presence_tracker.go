@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/commandcontrol/commandcontrol/broker"
@@ -102,6 +103,20 @@ type presenceTracker struct {
 	snapLimit, legacySnapLimit *opLimiter
 	limited                    func(nc *nats.Conn, l *opLimiter, key, reply string, cost int) bool
 
+	// leading tells that this replica is the presence publisher
+	// (leader.go): false while another replica holds the lease. It is
+	// true with no lease (one replica). leadGen counts the times it
+	// became true.
+	leading atomic.Bool
+	leadGen atomic.Uint64
+	// awaitShared is how long a session connection whose admission is
+	// not known waits for another replica's (session_share.go); 0: it
+	// does not (no other replica).
+	awaitShared time.Duration
+	// published and hinted count the presence (and session) events and
+	// the hints this replica published (metrics: which replica publishes).
+	published, hinted atomic.Uint64
+
 	// sessSnapLimit limits the session snapshots each operator asks for
 	// on its own subject; sessSnapCache holds their encoded entries.
 	sessSnapLimit *opLimiter
@@ -145,7 +160,9 @@ func (tr *presenceTracker) start(ctx context.Context) (stop func(), err error) {
 	tr.savePresence()
 	stops = append(stops, tr.savePresence)
 	tr.snapshotWorkers(ctx)
-	snapSub, err := tr.fl.QueueSubscribe(fleet.PresenceSnapshotSubject, "cc-control", tr.answerSnapshot)
+	// Every replica hears it; the presence publisher alone answers (a
+	// queue group would hand some requests to replicas that do not).
+	snapSub, err := tr.fl.Subscribe(fleet.PresenceSnapshotSubject, tr.answerSnapshot)
 	if err != nil {
 		return nil, err
 	}

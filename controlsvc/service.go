@@ -90,6 +90,13 @@ type Config struct {
 	// HintInterval is how often the agents' hint is repeated for agents
 	// that connected since the last one (default a minute).
 	HintInterval time.Duration
+	// LeaderLease is the presence publisher's lease (leader.go): with
+	// several replicas, one that dies is replaced as the publisher within
+	// about 1.25 × LeaderLease (default DefaultLeaderLease; cc-control
+	// --leader-lease). ReplicaName names this replica in the lease
+	// (default DefaultReplicaName: host and process id).
+	LeaderLease time.Duration
+	ReplicaName string
 	// CallWait is how long the call watcher waits for a call's replies
 	// before auditing the missing targets as no-response (default
 	// DefaultCallWait).
@@ -197,6 +204,9 @@ type Service struct {
 	// ctlLimit is the per-operator control API request limit (the
 	// snapshot limits are the presence tracker's).
 	ctlLimit *opLimiter
+	// lease is the presence publisher's lease (leader.go; nil: none,
+	// this replica publishes alone).
+	lease *presenceLease
 	// sessionNow, when set, is the clock session tokens are checked
 	// against (tests; default the service's clock).
 	sessionNow func() time.Time
@@ -226,6 +236,15 @@ func New(cfg Config) (*Service, error) {
 	}
 	if cfg.HintInterval <= 0 {
 		cfg.HintInterval = time.Minute
+	}
+	if cfg.LeaderLease == 0 {
+		cfg.LeaderLease = DefaultLeaderLease
+	}
+	if cfg.LeaderLease < minLeaderLease {
+		return nil, fmt.Errorf("leader lease %v is too short: give at least %v (e.g. %v): a lease shorter than a few round trips to the brokers flaps", cfg.LeaderLease, minLeaderLease, DefaultLeaderLease)
+	}
+	if cfg.ReplicaName == "" {
+		cfg.ReplicaName = DefaultReplicaName()
 	}
 	if cfg.CallWait <= 0 {
 		cfg.CallWait = DefaultCallWait
@@ -309,6 +328,7 @@ func (s *Service) newPresenceTracker() *presenceTracker {
 	tr.sessions.locate, tr.sessions.kick = cfg.Locate, s.kickSessions(tr.kick)
 	tr.sessSnapLimit = newOpLimiter("session snapshot", "snapshot", cfg.SnapshotRate, cfg.SnapshotBurst, cfg.Now)
 	tr.restorePresence()
+	tr.leading.Store(true)
 	return tr
 }
 
@@ -477,8 +497,13 @@ func (s *Service) startServing(ctx context.Context) error {
 	}
 	co.onRefuse = s.metrics.refused
 	co.onAudit = s.auditRefusedAt
+	gate, stopSharing, err := s.shareAdmissions(s.ctl, s.sessions, s.presence.sessions)
+	if err != nil {
+		return err
+	}
+	s.closers = append(s.closers, stopSharing)
 	co.sessions = sessionAdmission{
-		gate:      s.sessions,
+		gate:      gate,
 		perIP:     newIPLimiter(cmp.Or(s.cfg.SessionRatePerIP, DefaultSessionRatePerIP), cmp.Or(s.cfg.SessionBurstPerIP, DefaultSessionBurstPerIP), maxSessionIPs, s.cfg.Now),
 		maxPerApp: cmp.Or(s.cfg.MaxSessionsPerApp, DefaultMaxSessionsPerApp),
 		maxPerIP:  max(0, cmp.Or(s.cfg.MaxSessionsPerIP, DefaultMaxSessionsPerIP)),
@@ -509,6 +534,8 @@ func (s *Service) startServing(ctx context.Context) error {
 	s.closers = append(s.closers, stop)
 	rctx, cancel := context.WithCancel(ctx)
 	s.closers = append(s.closers, cancel)
+	stopLease := s.leadPresence(rctx)
+	s.closers = append(s.closers, stopLease)
 	stopPresence, err := s.presence.start(rctx)
 	if err != nil {
 		return err

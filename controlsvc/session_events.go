@@ -27,6 +27,29 @@ func (tr *presenceTracker) handleSessionEvent(site, subject string, ev connEvent
 		tr.log.Warn("session connection with a malformed id; ignored", "user", ev.Client.User, "error", err)
 		return
 	}
+	if tr.awaitShared > 0 {
+		if ch := tr.sessions.awaitAdmission(id, ev.Client.Tags); ch != nil {
+			// Admitted by another replica, whose admission is on its
+			// way (session_share.go): wait for it a moment. A
+			// disconnect meanwhile leaves a tombstone, which the late
+			// connect finds.
+			go func() {
+				select {
+				case <-ch:
+				case <-time.After(tr.awaitShared):
+					tr.sessions.stopAwaiting(id, ch)
+				}
+				tr.sessionConnected(k, id, ev)
+			}()
+			return
+		}
+	}
+	tr.sessionConnected(k, id, ev)
+}
+
+// sessionConnected adds session id's connection k to the sessions' ONLINE
+// set, and closes what that supersedes.
+func (tr *presenceTracker) sessionConnected(k connKey, id string, ev connEvent) {
 	closeConns := tr.sessions.connected(k, sessionConnInfo{id: id, ip: ev.Client.Host, tags: ev.Client.Tags})
 	if len(closeConns) > 0 {
 		tr.log.Info("closing a session's connection: superseded by its newer one, or its app was removed",
@@ -38,10 +61,14 @@ func (tr *presenceTracker) handleSessionEvent(site, subject string, ev connEvent
 // publishSessionEvent publishes a session event on the announcing
 // connection (called in seq order).
 func (tr *presenceTracker) publishSessionEvent(ev fleet.SessionEvent) {
+	if !tr.publishing() {
+		tr.log.Debug("session presence (published by the presence publisher)", "event", ev.Event, "session", ev.Session.ID, "reason", ev.Reason)
+		return
+	}
 	tr.log.Info("session presence", "event", ev.Event, "session", ev.Session.ID, "app", ev.Session.App, "reason", ev.Reason)
 	b, _ := json.Marshal(ev)
-	if tr.announce != nil {
-		_ = tr.announce.Publish(fleet.SessionEventSubject(ev.Event, ev.Session.ID), b)
+	if tr.announce != nil && tr.announce.Publish(fleet.SessionEventSubject(ev.Event, ev.Session.ID), b) == nil {
+		tr.published.Add(1)
 	}
 }
 

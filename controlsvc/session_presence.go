@@ -53,6 +53,10 @@ type sessionPresence struct {
 	emit func(fleet.SessionEvent)
 	// kick closes connections (the tracker's kick).
 	kick func(ctx context.Context, conns []connKey) int
+	// awaiting are the sessions connected before their admission by
+	// another replica arrived (session_share.go), closed when it does
+	// (under mu).
+	awaiting map[string]chan struct{}
 
 	mu         sync.Mutex
 	seq, gen   uint64
@@ -138,6 +142,10 @@ func (p *sessionPresence) admitted(s fleet.Session) {
 	}
 	p.pending[s.ID] = e
 	p.pendingQ = append(p.pendingQ, pendingRef{s.ID, now})
+	if ch := p.awaiting[s.ID]; ch != nil {
+		close(ch)
+		delete(p.awaiting, s.ID)
+	}
 }
 
 // prunePendingLocked drops the admitted sessions whose CONNECT did not

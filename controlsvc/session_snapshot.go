@@ -55,6 +55,9 @@ func (tr *presenceTracker) sessionSnapshotEntries() ([]fleet.Session, [][]byte, 
 // not say who sent a request: the limit of whoever's inbox it named paid,
 // and any operator could spend another's.)
 func (tr *presenceTracker) answerSessionSnapshot(nc *nats.Conn, m *nats.Msg) {
+	if !tr.publishing() {
+		return // the presence publisher answers, numbered as its events (leader.go)
+	}
 	if !answersToAsker(m.Subject, m.Reply) {
 		return // as apiEndpoint: answer only the asker's own inbox
 	}

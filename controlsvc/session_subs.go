@@ -41,7 +41,9 @@ func (tr *presenceTracker) sessionSubsLoop(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-t.C:
-			tr.checkSessionSubs(ctx)
+			if tr.publishing() { // one replica closes and audits (leader.go)
+				tr.checkSessionSubs(ctx)
+			}
 		}
 	}
 }

@@ -34,6 +34,8 @@ type options struct {
 	brokerTLS                   natstls.Config
 	broker                      broker.Flags // the embedded broker's, as cc-broker's
 	userTTL, siteUserTTL        time.Duration
+	leaderLease                 time.Duration
+	replicaName                 string
 	reconnectRate               float64
 	snapshotRate, controlRate   float64
 	snapshotBurst, controlBurst int
@@ -109,6 +111,9 @@ Flags:
 	fs.IntVar(&o.sessionMaxPayload, "session-max-payload", controlsvc.DefaultSessionMaxPayload, "largest message (answer) in bytes a session may send, at most the broker's --max-payload; a session answering with more is closed")
 	fs.IntVar(&o.maxSessions, "max-sessions-per-app", controlsvc.DefaultMaxSessionsPerApp, "ONLINE sessions an app registered without --max-sessions may have; past it new ones are refused")
 	fs.IntVar(&o.maxSessionsPerIP, "max-sessions-per-address", controlsvc.DefaultMaxSessionsPerIP, "ONLINE sessions of one public app one source address may hold (an IPv6 address counts as its /64; those admitted and not yet connected count too); past it that address's new ones are refused, other addresses still get in (--session-rate bounds only how fast an address adds sessions, not how many it keeps). Signed apps are not capped by address; 0: no cap")
+	fs.DurationVar(&o.leaderLease, "leader-lease", controlsvc.DefaultLeaderLease,
+		"with several control services on one cluster: the presence publisher's lease (in the CONTROL account's JetStream); the one that holds it publishes presence events, snapshots, the agents' hint and the call audit, and when it dies another takes over within about 1.25× this. Give every replica the same")
+	fs.StringVar(&o.replicaName, "replica-name", "", "this control service's name among several (in the lease and the log; default <host>-<pid>); a replica restarted with the same name takes its lease back at once")
 	fs.DurationVar(&o.userTTL, "user-ttl", controlsvc.DefaultUserTTL, "lifetime of issued credentials; clients re-authorise transparently")
 	fs.DurationVar(&o.siteUserTTL, "site-user-ttl", controlsvc.DefaultSiteUserTTL,
 		"lifetime of credentials issued for connections at a remote site's broker (a leaf node of the hub; at most --user-ttl): a removal at a site cut off from the hub takes effect within it, and a site cut off for longer loses its connections until the link returns")
@@ -227,6 +232,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		Broker:               bcfg,
 		LeafSites:            bcfg.LeafSites,
 		UserTTL:              o.userTTL,
+		LeaderLease:          o.leaderLease,
+		ReplicaName:          o.replicaName,
 		SiteUserTTL:          o.siteUserTTL,
 		MaxAgentConnections:  o.maxAgentConns,
 		ReconnectRate:        o.reconnectRate,
