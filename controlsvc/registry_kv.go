@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/commandcontrol/commandcontrol/fleet"
@@ -51,6 +52,10 @@ type kvStore struct {
 	replicas int
 	stop     context.CancelFunc
 	done     chan struct{}
+	// rewatchNow asks the watcher to start again from the last revision
+	// it applied (rewatch); lastRev is that revision.
+	rewatchNow chan struct{}
+	lastRev    atomic.Uint64
 }
 
 // entryKey is the bucket key of entry kind/id.
@@ -212,6 +217,7 @@ func (r *Registry) attachKV(ctx context.Context, nc *nats.Conn, log *slog.Logger
 		return nil, err
 	}
 	wctx, stop := context.WithCancel(context.Background())
+	floor := s.bucketLastRev(ctx) // every revision up to it is delivered, or gone
 	w, err := s.kv.WatchAll(wctx)
 	if err != nil {
 		stop()
@@ -233,6 +239,7 @@ loading:
 			if e == nil {
 				break loading
 			}
+			floor = max(floor, e.Revision())
 			if e.Operation() != jetstream.KeyValuePut {
 				continue
 			}
@@ -250,25 +257,122 @@ loading:
 			return nil, ctx.Err()
 		}
 	}
-	s.stop, s.done = stop, make(chan struct{})
+	s.stop, s.done, s.rewatchNow = stop, make(chan struct{}), make(chan struct{}, 1)
+	s.lastRev.Store(floor)
 	r.wmu.Lock()
 	r.mu.Lock()
 	r.data, r.revs, r.kv, r.file = d, revs, s, false
 	r.changes.Add(1)
 	r.mu.Unlock()
 	r.wmu.Unlock()
-	go func() {
-		defer close(s.done)
-		defer func() { _ = w.Stop() }()
-		for e := range w.Updates() {
-			if e != nil {
-				r.applyWatched(s, e)
-			}
-		}
-	}()
+	go s.follow(wctx, r, w)
 	log.Info("registry in JetStream", "bucket", RegistryBucket, "replicas", s.replicas,
 		"machines", len(d.Machines), "operators", len(d.Operators), "pending", len(d.Pending), "apps", len(d.Apps))
 	return s, nil
+}
+
+// watchStallCheck is how often the watcher compares the bucket's last
+// revision with the last one it applied; a watcher behind for two checks
+// in a row with nothing delivered meanwhile is started again.
+const watchStallCheck = 2 * time.Second
+
+// follow applies the bucket's changes until ctx ends. A watch is an
+// ordered consumer on one broker: when that broker dies (this replica's,
+// or the stream leader's), the client notices only after missed
+// heartbeats, which took 18 s in the replica tests. So the watch is
+// started again at once after a reconnect (rewatch) and when it stalls
+// behind the bucket, resuming after the last revision it applied;
+// revisions already held are skipped (applyKVLocked).
+func (s *kvStore) follow(ctx context.Context, r *Registry, w jetstream.KeyWatcher) {
+	defer close(s.done)
+	tick := time.NewTicker(watchStallCheck)
+	defer tick.Stop()
+	var behindAt uint64 // lastRev when the bucket was last seen ahead
+	var floor uint64    // the bucket's last revision when the watch began
+	for {
+		restart := false
+		select {
+		case <-ctx.Done():
+			_ = w.Stop()
+			return
+		case e, ok := <-w.Updates():
+			if !ok {
+				restart = true
+				break
+			}
+			if e == nil {
+				// Caught up: revisions up to floor that were not
+				// delivered are gone (expired markers, purges).
+				s.lastRev.Store(max(s.lastRev.Load(), floor))
+				continue
+			}
+			r.applyWatched(s, e)
+			s.lastRev.Store(max(s.lastRev.Load(), e.Revision()))
+		case <-s.rewatchNow:
+			restart = true
+		case <-tick.C:
+			last := s.bucketLastRev(ctx)
+			cur := s.lastRev.Load()
+			switch {
+			case last <= cur:
+				behindAt = 0
+			case behindAt == cur:
+				restart = true
+				behindAt = 0
+			default:
+				behindAt = cur
+			}
+		}
+		if !restart {
+			continue
+		}
+		_ = w.Stop()
+		for {
+			var err error
+			floor = s.bucketLastRev(ctx)
+			w, err = s.kv.WatchAll(ctx, jetstream.ResumeFromRevision(s.lastRev.Load()+1))
+			if err == nil {
+				s.log.Info("registry bucket watch started again", "after_revision", s.lastRev.Load())
+				break
+			}
+			s.log.Warn("registry bucket watch: cannot start again; retrying", "error", err)
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(time.Second):
+			}
+		}
+	}
+}
+
+// bucketLastRev is the bucket's last revision, or 0 when it cannot be
+// asked.
+func (s *kvStore) bucketLastRev(ctx context.Context) uint64 {
+	cctx, cancel := context.WithTimeout(ctx, kvTimeout)
+	defer cancel()
+	info, err := s.stream.Info(cctx)
+	if err != nil {
+		return 0
+	}
+	return info.State.LastSeq
+}
+
+// rewatch asks the registry's bucket watcher, if any, to start again.
+func (r *Registry) rewatch() {
+	r.mu.RLock()
+	s := r.kv
+	r.mu.RUnlock()
+	if s != nil {
+		s.rewatch()
+	}
+}
+
+// rewatch asks the watcher to start again (after a reconnect).
+func (s *kvStore) rewatch() {
+	select {
+	case s.rewatchNow <- struct{}{}:
+	default:
+	}
 }
 
 // close ends the watcher.
