@@ -442,7 +442,10 @@ func (s *Service) connect() error {
 	if s.sys, err = dial("cc-control-sys", s.keys.Sys, onReconnect); err != nil {
 		return err
 	}
-	if s.ctl, err = dial("cc-control-auth", s.keys.Control); err != nil {
+	// The registry's watch is on this connection: after a reconnect it
+	// starts again at once rather than after missed heartbeats.
+	rewatch := nats.ReconnectHandler(func(*nats.Conn) { s.reg.rewatch() })
+	if s.ctl, err = dial("cc-control-auth", s.keys.Control, rewatch); err != nil {
 		return err
 	}
 	if s.fl, err = dial("cc-control-fleet", s.keys.Fleet); err != nil {

@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
+	"time"
 
 	"github.com/commandcontrol/commandcontrol/fleet"
 	"github.com/nats-io/nkeys"
@@ -18,7 +20,7 @@ import (
 // registers.
 func (s *Service) openRegistry(ctx context.Context) error {
 	log := s.log.With("component", "registry")
-	store, err := s.reg.attachKV(ctx, s.ctl, log)
+	store, err := s.attachRegistryKV(ctx, log)
 	switch {
 	case err == nil:
 		s.closers = append(s.closers, store.close)
@@ -41,6 +43,53 @@ func (s *Service) openRegistry(ctx context.Context) error {
 		return s.cfg.Preregister(s.reg)
 	}
 	return nil
+}
+
+// How long Start waits for the registry bucket: a JetStream cluster that
+// has just started elects its leaders for a while (the JetStream API
+// answers "temporarily unavailable" or not at all), and a broker may
+// enable the CONTROL account's JetStream a moment after it accepts
+// connections (noJetStreamFor: what it takes to conclude it has none).
+var (
+	registryOpenWait = 2 * time.Minute
+	noJetStreamFor   = 3 * time.Second
+)
+
+// attachRegistryKV attaches the bucket, trying again while the cluster
+// is not ready (saying so), until registryOpenWait or ctx ends. It
+// returns a no-JetStream error only when the broker said so throughout
+// noJetStreamFor.
+func (s *Service) attachRegistryKV(ctx context.Context, log *slog.Logger) (*kvStore, error) {
+	// Real time, not cfg.Now: a retry's patience, which a test's fixed
+	// clock must not make endless.
+	start := time.Now()
+	var noJS time.Time
+	for attempt := 1; ; attempt++ {
+		store, err := s.reg.attachKV(ctx, s.ctl, log)
+		if err == nil {
+			return store, nil
+		}
+		now := time.Now()
+		switch {
+		case noJetStream(err) && noJS.IsZero():
+			noJS = now
+		case !noJetStream(err):
+			noJS = time.Time{}
+		}
+		if (!noJS.IsZero() && now.Sub(noJS) >= noJetStreamFor) || now.Sub(start) >= registryOpenWait || ctx.Err() != nil {
+			return nil, err
+		}
+		if s.broker != nil && !s.broker.Server().JetStreamEnabled() {
+			return nil, err // our own broker has none: nothing to wait for
+		}
+		log.Warn("the registry bucket is not reachable yet; trying again (a JetStream cluster elects its leaders after a start)",
+			"attempt", attempt, "error", err)
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(500 * time.Millisecond):
+		}
+	}
 }
 
 // attachFile makes the registry file the registry's store.
