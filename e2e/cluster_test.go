@@ -4,12 +4,15 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"math/rand/v2"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -23,25 +26,43 @@ import (
 	"github.com/nats-io/nats.go"
 )
 
-// freePorts reserves n loopback ports and releases them: cluster routes
-// must name their peers' ports before the peers start.
+// freePorts picks n loopback ports that are free now, for configurations
+// that must name a port before the listener exists (routes to peers, a
+// broker restarted on its port). They are chosen below the kernel's
+// ephemeral range (32768 and up here), where the kernel never puts a
+// listener on :0 or an outgoing connection, so the many connections a
+// test opens cannot take one between this check and the listen; and never
+// twice in one run.
 func freePorts(t *testing.T, n int) []int {
 	t.Helper()
-	var ls []net.Listener
+	portsMu.Lock()
+	defer portsMu.Unlock()
 	var ports []int
-	for range n {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
+	for tries := 0; len(ports) < n; tries++ {
+		if tries > 1000 {
+			t.Fatalf("no %d free loopback ports found in %d-%d", n, portsLow, portsHigh)
 		}
-		ls = append(ls, l)
-		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
-	}
-	for _, l := range ls {
+		p := portsLow + rand.IntN(portsHigh-portsLow)
+		if portsGiven[p] {
+			continue
+		}
+		l, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(p))
+		if err != nil {
+			continue
+		}
 		l.Close()
+		portsGiven[p] = true
+		ports = append(ports, p)
 	}
 	return ports
 }
+
+const portsLow, portsHigh = 20000, 32000
+
+var (
+	portsMu    sync.Mutex
+	portsGiven = map[int]bool{}
+)
 
 // startCluster starts n brokers routed to each other on 127.0.0.1, all
 // configured with the control service keys in dataDir, their routes
