@@ -297,6 +297,7 @@ func TestSeenFollowsPresence(t *testing.T) {
 	tr.state = newPresence(func(string) map[string]string { return nil }, tr.publishEvent)
 	tr.state.now = now
 	tr.onEvent = h.record
+	tr.leading.Store(true) // the one replica: the presence publisher
 	s := &Service{presence: tr, history: h}
 	const id = "10.0.0.1_web01"
 	if got := s.seenOf(id); got != nil {
@@ -330,6 +331,7 @@ func TestSeenFollowsPresence(t *testing.T) {
 	tr2.state.now = now
 	tr2.state.restore(presenceState{Online: []string{id}})
 	tr2.onEvent = h.record
+	tr2.leading.Store(true)
 	tr2.state.connected(connKey{"S2", 1}, agentUserPrefix+id)
 	s2 := &Service{presence: tr2, history: h}
 	if got := s2.seenOf(id); got == nil || !got.Online || !got.Since.Equal(joined) {
