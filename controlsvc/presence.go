@@ -25,6 +25,9 @@ type connKey struct {
 type connState struct {
 	user string // "agent:<id>" or "operator:<name>"
 	gen  uint64 // presence generation when it was added
+	// start is when its broker accepted the connection, as its connect
+	// event said (zero: added by a resync); see newerConn.
+	start time.Time
 	// ip is the connection's address as its broker reported it, loc
 	// where that is (noteIP).
 	ip  string
@@ -76,10 +79,36 @@ func newPresence(labels func(string) map[string]string, emit func(fleet.Presence
 }
 
 // connected records a connection; a machine's first one emits joined.
-func (p *presence) connected(k connKey, user string) {
+func (p *presence) connected(k connKey, user string) { p.connectedAt(k, user, time.Time{}) }
+
+// connectedAt is connected for a connection its broker accepted at start.
+func (p *presence) connectedAt(k connKey, user string, start time.Time) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.addLocked(k, user)
+	if c, ok := p.conns[k]; ok && c.start.IsZero() {
+		c.start = start
+		p.conns[k] = c
+	}
+}
+
+// newerConn reports whether connection a was opened after connection b.
+// A broker numbers its connections in the order it accepts them, so on
+// one broker the higher id is the newer, whatever order their connect
+// events came in; across brokers the start times the events carried
+// decide. It returns false when that cannot be told (a start unknown).
+func newerConn(a connKey, aStart time.Time, b connKey, bStart time.Time) bool {
+	if a.server == b.server {
+		return a.cid > b.cid
+	}
+	return !aStart.IsZero() && !bStart.IsZero() && aStart.After(bStart)
+}
+
+// startOf is when connection k was accepted, as far as presence knows.
+func (p *presence) startOf(k connKey) time.Time {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.conns[k].start
 }
 
 func (p *presence) addLocked(k connKey, user string) {
