@@ -115,8 +115,13 @@ func (p *presence) addLocked(k connKey, user string) {
 	if _, dead := p.tombstones[k]; dead {
 		return
 	}
-	if _, dup := p.conns[k]; dup {
-		return
+	if c, dup := p.conns[k]; dup {
+		if !namedLater(c.user, user) {
+			return
+		}
+		// Held under the name it had half-way through its
+		// authorisation: it is this user's.
+		delete(p.conns, k)
 	}
 	p.gen++
 	p.ver++
@@ -143,6 +148,27 @@ func (p *presence) addLocked(k connKey, user string) {
 		}
 		p.emitLocked(fleet.EventJoined, id, "")
 	}
+}
+
+// namedLater reports whether a connection presence holds as user held
+// is really user's: held is not a name the callout gives (agent:,
+// operator:, session:) and user is.
+//
+// nats-server v2.15.2 applies a callout's answer in steps
+// (auth_callout.go, processReply): the client joins the FLEET account
+// (RegisterNkeyUser) before it takes the answer's name, and its connect
+// event is sent after both. A CONNZ in between lists the connection in
+// FLEET under its raw nkey: a resync then held it under that name, the
+// connect event naming the machine found it held and was dropped, and
+// every later resync found it held too: a connected, answering agent was
+// never ONLINE (seen in a 10,000-agent reconnect storm; the raw-nkey
+// disconnect events of callouts that timed out half-way are the same
+// step).
+func namedLater(held, user string) bool {
+	issued := func(u string) bool {
+		return strings.HasPrefix(u, agentUserPrefix) || strings.HasPrefix(u, operatorUserPrefix) || strings.HasPrefix(u, sessionUserPrefix)
+	}
+	return held != user && !issued(held) && issued(user)
 }
 
 // noteIP records connection k's address ip (from its connect event or
