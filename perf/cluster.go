@@ -334,7 +334,7 @@ func onlineCount(ctx context.Context, c *bench.Client) (int, error) {
 	return len(s.Servers), nil
 }
 
-// waitCount polls count every second until it reaches n, or limit passes;
+// waitCount polls count every half second until it reaches n, or limit passes;
 // it returns how long that took.
 func waitCount(ctx context.Context, what string, n int, limit time.Duration, count func() (int, error)) (time.Duration, error) {
 	start := time.Now()
@@ -347,6 +347,6 @@ func waitCount(ctx context.Context, what string, n int, limit time.Duration, cou
 		if time.Now().After(deadline) || ctx.Err() != nil {
 			return 0, fmt.Errorf("%s: %d of %d after %s (last error: %v)", what, got, n, limit, last)
 		}
-		time.Sleep(250 * time.Millisecond)
+		time.Sleep(500 * time.Millisecond)
 	}
 }
