@@ -25,6 +25,9 @@ type connKey struct {
 type connState struct {
 	user string // "agent:<id>" or "operator:<name>"
 	gen  uint64 // presence generation when it was added
+	// start is when its broker accepted the connection, as its connect
+	// event said (zero: added by a resync); see newerConn.
+	start time.Time
 	// ip is the connection's address as its broker reported it, loc
 	// where that is (noteIP).
 	ip  string
@@ -76,18 +79,49 @@ func newPresence(labels func(string) map[string]string, emit func(fleet.Presence
 }
 
 // connected records a connection; a machine's first one emits joined.
-func (p *presence) connected(k connKey, user string) {
+func (p *presence) connected(k connKey, user string) { p.connectedAt(k, user, time.Time{}) }
+
+// connectedAt is connected for a connection its broker accepted at start.
+func (p *presence) connectedAt(k connKey, user string, start time.Time) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.addLocked(k, user)
+	if c, ok := p.conns[k]; ok && c.start.IsZero() {
+		c.start = start
+		p.conns[k] = c
+	}
+}
+
+// newerConn reports whether connection a was opened after connection b.
+// A broker numbers its connections in the order it accepts them, so on
+// one broker the higher id is the newer, whatever order their connect
+// events came in; across brokers the start times the events carried
+// decide. It returns false when that cannot be told (a start unknown).
+func newerConn(a connKey, aStart time.Time, b connKey, bStart time.Time) bool {
+	if a.server == b.server {
+		return a.cid > b.cid
+	}
+	return !aStart.IsZero() && !bStart.IsZero() && aStart.After(bStart)
+}
+
+// startOf is when connection k was accepted, as far as presence knows.
+func (p *presence) startOf(k connKey) time.Time {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.conns[k].start
 }
 
 func (p *presence) addLocked(k connKey, user string) {
 	if _, dead := p.tombstones[k]; dead {
 		return
 	}
-	if _, dup := p.conns[k]; dup {
-		return
+	if c, dup := p.conns[k]; dup {
+		if !namedLater(c.user, user) {
+			return
+		}
+		// Held under the name it had half-way through its
+		// authorisation: it is this user's.
+		delete(p.conns, k)
 	}
 	p.gen++
 	p.ver++
@@ -114,6 +148,27 @@ func (p *presence) addLocked(k connKey, user string) {
 		}
 		p.emitLocked(fleet.EventJoined, id, "")
 	}
+}
+
+// namedLater reports whether a connection presence holds as user held
+// is really user's: held is not a name the callout gives (agent:,
+// operator:, session:) and user is.
+//
+// nats-server v2.15.2 applies a callout's answer in steps
+// (auth_callout.go, processReply): the client joins the FLEET account
+// (RegisterNkeyUser) before it takes the answer's name, and its connect
+// event is sent after both. A CONNZ in between lists the connection in
+// FLEET under its raw nkey: a resync then held it under that name, the
+// connect event naming the machine found it held and was dropped, and
+// every later resync found it held too: a connected, answering agent was
+// never ONLINE (seen in a 10,000-agent reconnect storm; the raw-nkey
+// disconnect events of callouts that timed out half-way are the same
+// step).
+func namedLater(held, user string) bool {
+	issued := func(u string) bool {
+		return strings.HasPrefix(u, agentUserPrefix) || strings.HasPrefix(u, operatorUserPrefix) || strings.HasPrefix(u, sessionUserPrefix)
+	}
+	return held != user && !issued(held) && issued(user)
 }
 
 // noteIP records connection k's address ip (from its connect event or

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/commandcontrol/commandcontrol/broker"
 	"github.com/commandcontrol/commandcontrol/fleet"
@@ -31,6 +32,8 @@ type connEvent struct {
 		Host string `json:"host"`
 		// Tags are the issued JWT's tags: an agent's carry its key.
 		Tags []string `json:"tags"`
+		// Start is when the broker accepted the connection.
+		Start time.Time `json:"start"`
 	} `json:"client"`
 	Reason string `json:"reason"`
 }
@@ -160,15 +163,21 @@ func (tr *presenceTracker) handleEvent(m *nats.Msg) {
 		tr.admitMu.Lock()
 		ok := tr.onRecord(ev.Client.User, ev.Client.Tags, site)
 		var older []connKey
+		var newer *connKey
 		if id, agent := strings.CutPrefix(ev.Client.User, agentUserPrefix); agent && ok {
 			tr.limit.connected(id)
 		}
 		if ok {
-			older = tr.olderAgentConns(k, ev.Client.User)
-			tr.state.connected(k, ev.Client.User)
-			tr.noteIP(k, ev.Client.Host)
-			if site != "" {
-				tr.state.superseded(older)
+			older, newer = tr.otherAgentConns(k, ev.Client.Start, ev.Client.User)
+			switch {
+			case newer != nil && site != "":
+				// Closed at once, never counted (see superseded).
+			default:
+				tr.state.connectedAt(k, ev.Client.User, ev.Client.Start)
+				tr.noteIP(k, ev.Client.Host)
+				if site != "" {
+					tr.state.superseded(older)
+				}
 			}
 		}
 		tr.admitMu.Unlock()
@@ -176,9 +185,13 @@ func (tr *presenceTracker) handleEvent(m *nats.Msg) {
 			// The presence publisher closes them, and audits it once
 			// (leader.go); this replica drops them when their
 			// disconnect events come.
-			older = nil
+			older, newer = nil, nil
 		}
-		if len(older) > 0 && site != "" {
+		if newer != nil && site != "" {
+			tr.siteJob(site, "closing a machine's late older connection", func() { tr.closeLate(ev, k, *newer) })
+		} else if newer != nil {
+			go tr.closeLate(ev, k, *newer)
+		} else if len(older) > 0 && site != "" {
 			tr.siteJob(site, "closing a machine's older connection", func() { tr.supersede(ev, older) })
 		} else if len(older) > 0 {
 			go tr.supersede(ev, older)
@@ -211,20 +224,50 @@ func (tr *presenceTracker) handleEvent(m *nats.Msg) {
 	}
 }
 
-// olderAgentConns returns the other connections presence holds for an
-// agent user: one machine is served by one connection, the newest (see
-// supersede). Operators may hold several.
-func (tr *presenceTracker) olderAgentConns(k connKey, user string) []connKey {
+// otherAgentConns sorts the other connections presence holds for an
+// agent user against k, accepted at start: one machine is served by one
+// connection, the newest (see supersede). older are the ones k replaces;
+// newer, if not nil, is one opened after k, which k must not replace.
+// Operators may hold several connections: none for them.
+//
+// Connect events do not arrive in the order the connections were made.
+// The callout answers the newest requests first, and nats.go leaves the
+// socket of a reconnect attempt whose handshake timed out open, so the
+// broker finishes authorising an attempt the agent gave up on after the
+// agent's next attempt is connected: its connect event comes last. Taken
+// as the newest, it closed the agent's live connection and kept the
+// abandoned one (seen in a 10,000-agent reconnect storm).
+func (tr *presenceTracker) otherAgentConns(k connKey, start time.Time, user string) (older []connKey, newer *connKey) {
 	if !strings.HasPrefix(user, agentUserPrefix) {
-		return nil
+		return nil, nil
 	}
-	var out []connKey
 	for _, c := range tr.state.connsOf(user) {
-		if c != k {
-			out = append(out, c)
+		switch {
+		case c == k:
+		case newerConn(c, tr.state.startOf(c), k, start):
+			newer = &c
+		default:
+			older = append(older, c)
 		}
 	}
-	return out
+	if newer != nil {
+		return nil, newer
+	}
+	return older, nil
+}
+
+// closeLate closes connection k of a machine whose connect event came
+// after that of newer, a connection opened after it: an attempt the agent
+// abandoned that the broker authorised late. The machine stays ONLINE
+// through newer; nothing is audited (the agent did nothing wrong).
+func (tr *presenceTracker) closeLate(ev connEvent, k, newer connKey) {
+	id := strings.TrimPrefix(ev.Client.User, agentUserPrefix)
+	if err := tr.kickOne(context.Background(), k); err != nil {
+		tr.log.Debug("late older connection of a machine already gone", "machine", id, "server", k.server, "cid", k.cid, "error", err)
+		return
+	}
+	tr.log.Info("closed a machine's older connection that was authorised after its newer one (an abandoned connection attempt)",
+		"machine", id, "server", k.server, "cid", k.cid, "newer_server", newer.server, "newer_cid", newer.cid)
 }
 
 // supersede closes a machine's older connections when a newer one

@@ -141,3 +141,68 @@ func contains(list []string, s string) bool {
 	}
 	return false
 }
+
+// TestLateConnectOfOlderConnectionClosesIt: the broker's connect events
+// do not come in the order the connections were made. An agent's attempt
+// whose handshake timed out stays open (nats.go leaves the socket), the
+// callout answers it after the agent's next attempt (newest first), and
+// its connect event comes last. Whatever the order of the events, the
+// older connection is the one closed and the machine stays ONLINE through
+// the newer; before, the live newer one was closed and the abandoned one
+// kept.
+func TestLateConnectOfOlderConnectionClosesIt(t *testing.T) {
+	t0 := time.Date(2026, 12, 2, 7, 0, 0, 0, time.UTC)
+	type conn struct {
+		server string
+		cid    uint64
+		start  time.Time
+	}
+	for _, tc := range []struct {
+		name         string
+		first, later conn // in the order their events arrive
+		older        conn // the one to close
+	}{
+		{"one broker, older event last", conn{"NA", 20, t0.Add(time.Second)}, conn{"NA", 10, t0}, conn{"NA", 10, t0}},
+		{"one broker, in order", conn{"NA", 10, t0}, conn{"NA", 20, t0.Add(time.Second)}, conn{"NA", 10, t0}},
+		// Across brokers the start times decide (ids are per broker).
+		{"two brokers, older event last", conn{"NB", 3, t0.Add(time.Second)}, conn{"NA", 9, t0}, conn{"NA", 9, t0}},
+		{"two brokers, in order", conn{"NA", 9, t0}, conn{"NB", 3, t0.Add(time.Second)}, conn{"NA", 9, t0}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			rec := &recorder{}
+			sys := fakeSys(t, nil)
+			kicked := kicks(t, sys)
+			tr := &presenceTracker{log: slog.New(slog.DiscardHandler), sys: sys, reg: registryWith(t, []string{"web01"}, nil)}
+			tr.leading.Store(true) // the one replica: it closes connections
+			tr.state = newPresence(func(string) map[string]string { return nil }, rec.emit)
+			tr.state.now = func() time.Time { return t0.Add(time.Minute) }
+			connect := func(c conn) *nats.Msg {
+				var ev connEvent
+				ev.Server.ID, ev.Client.ID, ev.Client.User, ev.Client.Start = c.server, c.cid, "agent:web01", c.start
+				b, _ := json.Marshal(ev)
+				return &nats.Msg{Subject: connectSubject, Data: b}
+			}
+			tr.handleEvent(connect(tc.first))
+			tr.handleEvent(connect(tc.later))
+			wantEvents(t, rec, "joined web01")
+			if tc.older.server == "NA" {
+				select {
+				case cid := <-kicked:
+					if cid != tc.older.cid {
+						t.Fatalf("closed connection %d, want the older one, %d", cid, tc.older.cid)
+					}
+				case <-time.After(5 * time.Second):
+					t.Fatalf("the older connection %d was not closed", tc.older.cid)
+				}
+			}
+			// Its disconnect event leaves the machine ONLINE through the
+			// newer connection.
+			tr.handleEvent(eventMsg(t, disconnectSubject, tc.older.server, tc.older.cid, "agent:web01", "Kicked"))
+			wantEvents(t, rec)
+			s := tr.state.snapshot()
+			if len(s.Servers) != 1 || s.Servers[0].Connections != 1 {
+				t.Fatalf("snapshot after the older connection closed: %+v, want web01 with one connection", s.Servers)
+			}
+		})
+	}
+}

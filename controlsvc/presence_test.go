@@ -477,3 +477,39 @@ func TestPresenceConcurrent(t *testing.T) {
 		t.Fatal("machines left online")
 	}
 }
+
+// TestPresenceConnectionNamedAfterResync: a CONNZ taken while the broker
+// applies a callout's answer lists the connection in FLEET under its raw
+// nkey, before it takes the machine's name; its connect event, naming the
+// machine, comes after the resync. The machine is ONLINE from that event
+// on, and a later snapshot listing the raw name again does not take it
+// back; one listing the machine's name does the same as the event.
+func TestPresenceConnectionNamedAfterResync(t *testing.T) {
+	const raw = "UBJRABC5QE7AYTKA3TGT4TB3N7IWHHYAWCQMNRLP27X5WC57FIUNUBYV"
+	k := connKey{"NB", 1176}
+	t.Run("connect event after the resync", func(t *testing.T) {
+		p, rec := newTestPresence(t)
+		p.resync(p.generation(), map[string]map[uint64]string{"NB": {1176: raw}}, nil, time.Time{})
+		wantEvents(t, rec)
+		p.connected(k, "agent:web01")
+		wantEvents(t, rec, "joined web01")
+		if !p.online("web01") {
+			t.Fatal("a connected agent is not ONLINE: its connect event was dropped as a duplicate")
+		}
+		// A snapshot taken before the name was applied, folded late.
+		p.resync(p.generation(), map[string]map[uint64]string{"NB": {1176: raw}}, nil, time.Time{})
+		wantEvents(t, rec)
+		if !p.online("web01") {
+			t.Fatal("a stale snapshot took the machine's name back")
+		}
+	})
+	t.Run("connect event lost, next resync", func(t *testing.T) {
+		p, rec := newTestPresence(t)
+		p.resync(p.generation(), map[string]map[uint64]string{"NB": {1176: raw}}, nil, time.Time{})
+		p.resync(p.generation(), map[string]map[uint64]string{"NB": {1176: "agent:web01"}}, nil, time.Time{})
+		wantEvents(t, rec, "joined web01")
+		if s := p.snapshot(); len(s.Servers) != 1 || s.Servers[0].Connections != 1 {
+			t.Fatalf("snapshot: %+v, want web01 with one connection", s.Servers)
+		}
+	})
+}

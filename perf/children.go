@@ -26,10 +26,15 @@ type swarmProcs struct{ cmds []*exec.Cmd }
 // responders) against url and waits until all have connected. connect is
 // the longest time a child took to connect its share.
 func spawnSwarm(ctx context.Context, bin, url, key string, n int, prefix string, baseline bool) (*swarmProcs, time.Duration, error) {
+	return spawnSwarmAt(ctx, bin, func(int) string { return url }, key, n, prefix, baseline)
+}
+
+// spawnSwarmAt is spawnSwarm with child i given broker URL (list) url(i).
+func spawnSwarmAt(ctx context.Context, bin string, url func(child int) string, key string, n int, prefix string, baseline bool) (*swarmProcs, time.Duration, error) {
 	var children [][]string
 	for i := 0; i*perChild < n; i++ {
 		share := min(perChild, n-i*perChild)
-		args := []string{"--server", url, "--agents", strconv.Itoa(share), "--prefix", fmt.Sprintf("%s%d-", prefix, i)}
+		args := []string{"--server", url(i), "--agents", strconv.Itoa(share), "--prefix", fmt.Sprintf("%s%d-", prefix, i)}
 		if baseline {
 			args = append(args, "--baseline")
 		} else {

@@ -115,11 +115,11 @@ func waitReconnected(ctx context.Context, b *broker.Broker, svc *controlsvc.Serv
 // have a connection, how many are ONLINE, and some that are one but not
 // the other.
 func lostAgents(b *broker.Broker, svc *controlsvc.Service, n int, limit time.Duration) error {
-	agents := map[string]bool{}
+	agents := map[string]string{}
 	if cz, err := b.Server().Connz(&server.ConnzOptions{Account: broker.FleetAccount, Username: true, Limit: n + 100}); err == nil {
 		for _, c := range cz.Conns {
 			if id, ok := strings.CutPrefix(c.AuthorizedUser, "agent:"); ok {
-				agents[id] = true
+				agents[id] += fmt.Sprintf(" cid %d since %s", c.Cid, c.Start.Format("15:04:05.000"))
 			}
 		}
 	}
@@ -129,8 +129,8 @@ func lostAgents(b *broker.Broker, svc *controlsvc.Service, n int, limit time.Dur
 	for _, s := range snap {
 		delete(agents, s.Machine)
 	}
-	for id := range agents {
-		if missing = append(missing, id); len(missing) == 5 {
+	for id, conns := range agents {
+		if missing = append(missing, id+conns); len(missing) == 5 {
 			break
 		}
 	}

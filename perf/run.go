@@ -40,6 +40,13 @@ type Config struct {
 	// sdk/python installed: each fleet size is also called through it
 	// (sdk/python/bench/fanout.py), beside the Go SDK, in the same run.
 	Python string
+	// Brokers, above 1, runs the fleet sizes on a cluster of that many
+	// routed cc-broker processes (BrokerBinary) with ControlReplicas
+	// cc-control processes (ControlBinary) instead of one control service
+	// with its embedded broker; PerfBinary (this program) runs the plain
+	// brokers of the baseline cluster (RunRawBroker).
+	Brokers, ControlReplicas int
+	BrokerBinary, PerfBinary string
 	// Verbose copies cc-control's log to Progress.
 	Verbose bool
 	// Progress receives a line per step; nil discards.
@@ -59,6 +66,20 @@ func Run(ctx context.Context, cfg Config) ([]Row, error) {
 	var rows []Row
 	limit := fileLimit()
 	for i, n := range cfg.Sizes {
+		if cfg.Brokers > 1 {
+			if share := n * 105 / 100 / cfg.Brokers; share > limit-500 {
+				rows = append(rows, Row{What: fmt.Sprintf("cluster, %d agents", n), Value: "not measured", Met: "NO",
+					Note: fmt.Sprintf("each of the %d brokers would hold about %d connections, over the %d open files a process may have here: add brokers (--brokers)", cfg.Brokers, share, limit)})
+				continue
+			}
+			waitQuiet(ctx, cfg.Progress)
+			r, err := clusterRows(ctx, cfg, n)
+			rows = append(rows, r...)
+			if err != nil {
+				return rows, fmt.Errorf("cluster, fleet of %d: %w", n, err)
+			}
+			continue
+		}
 		if n > limit-500 {
 			rows = append(rows, Row{What: fmt.Sprintf("full-fleet call, %d agents", n), Value: "not measured",
 				Met: "NO", Note: fmt.Sprintf("one broker process may hold at most %d open files here (hard limit; raising it needs CAP_SYS_RESOURCE, which this machine does not grant), and every agent connection is one", limit)})

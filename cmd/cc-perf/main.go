@@ -7,6 +7,7 @@
 //	go run ./cmd/cc-perf                          # 1,000 / 10,000 / 50,000 agents
 //	go run ./cmd/cc-perf --sizes 200 --reps 5     # a quick look
 //	go run ./cmd/cc-perf --sizes 0 --restart 0 --idle 0 --sessions 10000 --city 1000   # sessions only
+//	go run ./cmd/cc-perf --brokers 3 --control-replicas 2 --sizes 50000 --reps 10 --restart 0 --idle 0   # a cluster
 package main
 
 import (
@@ -31,6 +32,10 @@ import (
 func main() { cli.Main("cc-perf", run) }
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) > 0 && args[0] == perf.RawBrokerCommand {
+		// A broker of the baseline cluster (--brokers), run by cc-perf.
+		return perf.RunRawBroker(ctx, args[1:])
+	}
 	fs := flag.NewFlagSet("cc-perf", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	sizes := fs.String("sizes", "1000,10000,50000", "fleet sizes for the full-fleet call (\"\" or 0 skips them)")
@@ -44,6 +49,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	city := fs.Int("city", 1000, "sessions benchmark: how many of them are in the one city called")
 	sessionReps := fs.Int("session-reps", 20, "sessions benchmark: calls timed on the city's sessions (each way)")
 	python := fs.String("python", "", "also time each fleet size's full-fleet calls through the Python SDK, with this `INTERPRETER` (one with sdk/python installed, e.g. sdk/python/.venv/bin/python after make test-python)")
+	brokers := fs.Int("brokers", 1, "run the fleet sizes on a cluster of `N` routed cc-broker processes (JetStream), with --control-replicas cc-control processes and the agents spread over the brokers; also measures one broker stopped and started again, and the brokers' memory per agent (1: one control service with its embedded broker)")
+	replicas := fs.Int("control-replicas", 1, "with --brokers: cc-control processes, each with its own data directory holding the same keys")
 	markdown := fs.Bool("markdown", false, "print the table as Markdown")
 	verbose := fs.Bool("v", false, "log the control service and broker to stderr")
 	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the whole run to this file")
@@ -52,6 +59,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	cfg := perf.Config{Reps: *reps, DirectReps: *direct, PresenceReps: *presence, RestartN: *restart, IdleFor: *idle, Progress: stderr,
 		Sessions: *sessions, City: min(*city, *sessions), SessionReps: *sessionReps, Verbose: *verbose, Python: *python}
+	cfg.Brokers, cfg.ControlReplicas = *brokers, *replicas
+	if *brokers < 1 || *replicas < 1 || (*brokers == 1 && *replicas != 1) {
+		return fmt.Errorf("--brokers %d --control-replicas %d: want at least one of each, and several replicas only with a cluster (--brokers 3)", *brokers, *replicas)
+	}
 	if *sessions < 0 || (*sessions > 0 && (*city < 1 || *sessionReps < 1)) {
 		return fmt.Errorf("--sessions %d --city %d --session-reps %d: want --sessions 0 (skip) or more, and a city and repetitions of at least 1", *sessions, *city, *sessionReps)
 	}
@@ -85,8 +96,16 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if cfg.SwarmBinary, err = build("cc-swarm"); err != nil {
 		return err
 	}
-	if cfg.Sessions > 0 {
+	if cfg.Sessions > 0 || cfg.Brokers > 1 {
 		if cfg.ControlBinary, err = build("cc-control"); err != nil {
+			return err
+		}
+	}
+	if cfg.Brokers > 1 {
+		if cfg.BrokerBinary, err = build("cc-broker"); err != nil {
+			return err
+		}
+		if cfg.PerfBinary, err = os.Executable(); err != nil {
 			return err
 		}
 	}
