@@ -189,19 +189,25 @@ func (a *auditLog) open(ctx context.Context, notDurable bool, store func() store
 	var failed auditLogDef
 	if err == nil {
 		for _, d := range a.defs {
-			cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-			_, err = js.CreateOrUpdateStream(cctx, jetstream.StreamConfig{
-				Name:        d.stream,
-				Description: "commandcontrol audit log: " + d.about,
-				Subjects:    []string{AuditSubjectPrefix + d.name + ".>"},
-				Storage:     jetstream.FileStorage,
-				Retention:   jetstream.LimitsPolicy,
-				Discard:     jetstream.DiscardOld,
-				MaxBytes:    d.limits.MaxBytes,
-				MaxAge:      d.limits.MaxAge,
-				AllowDirect: true,
+			// Three copies on a JetStream cluster of three, like the
+			// registry (jsreplicas.go); one on a single broker.
+			_, err = createReplicated(a.log, "stream "+d.stream, func(replicas int) error {
+				cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+				defer cancel()
+				_, err := js.CreateOrUpdateStream(cctx, jetstream.StreamConfig{
+					Name:        d.stream,
+					Description: "commandcontrol audit log: " + d.about,
+					Subjects:    []string{AuditSubjectPrefix + d.name + ".>"},
+					Storage:     jetstream.FileStorage,
+					Retention:   jetstream.LimitsPolicy,
+					Discard:     jetstream.DiscardOld,
+					MaxBytes:    d.limits.MaxBytes,
+					MaxAge:      d.limits.MaxAge,
+					AllowDirect: true,
+					Replicas:    replicas,
+				})
+				return err
 			})
-			cancel()
 			if err != nil {
 				failed = d
 				break
