@@ -40,6 +40,10 @@ const (
 	kvOpHeader = "KV-Operation"
 	kvOpDel    = "DEL"
 	kvOpPurge  = "PURGE"
+	// maxKVKeyLen bounds a bucket key, well under the broker's control
+	// line (4 KiB, the subject with its reply and headers' sizes): the
+	// longest id any kind allows, every byte encoded, fits.
+	maxKVKeyLen = 1024
 )
 
 // kvStore is the registry's bucket and the watcher that applies other
@@ -124,8 +128,8 @@ func decodeEntry(kind, id string, b []byte) (any, error) {
 	case kindPending:
 		var p fleet.Pending
 		if err = json.Unmarshal(b, &p); err == nil {
-			if p.ID != id {
-				return nil, fmt.Errorf("pending entry %q holds id %q", id, p.ID)
+			if err := validatePending(id, &p); err != nil {
+				return nil, err
 			}
 			return &p, nil
 		}
@@ -454,9 +458,15 @@ func (r *Registry) applyKVLocked(kind, id string, val any, rev uint64) []string 
 // write writes change c compare-and-set on its revision (a forced delete:
 // whatever the revision) and returns the entry's new revision.
 func (s *kvStore) write(c regChange) (uint64, error) {
+	key := c.key()
+	if len(key) > maxKVKeyLen {
+		// The broker closes a connection whose control line is too
+		// long, and this one is the callout's and the audit's too.
+		return 0, invalidf("%s %.40q…: its bucket key is %d bytes long; at most %d are allowed (the id is too long)",
+			c.kind, c.id, len(key), maxKVKeyLen)
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), kvTimeout)
 	defer cancel()
-	key := c.key()
 	if c.val != nil {
 		b, err := json.Marshal(c.val)
 		if err != nil {
