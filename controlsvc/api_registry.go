@@ -159,6 +159,9 @@ func (s *Service) apiRegistryImport(ctx context.Context, _ operatorIdentity, bod
 			return nil, fleet.Errorf(fleet.CodeBadRequest, "the import is refused, nothing was written: machine %s: %v", id, err)
 		}
 	}
+	if err := s.reg.checkImportKeys(&d); err != nil {
+		return nil, fleet.Errorf(fleet.CodeConflict, "the import is refused, nothing was written: %v", err)
+	}
 	var (
 		res restoreResult
 		err error
