@@ -10,6 +10,7 @@ import (
 	"os"
 	"reflect"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/commandcontrol/commandcontrol/fleet"
@@ -57,6 +58,9 @@ type restoreResult struct {
 	Rekeyed                 []string // machine ids
 	Operators               []string // operators replaced
 	Apps                    []string // apps replaced
+	// OperatorNotes says, per operator added or replaced, its name and
+	// role (and what changed), for the audit.
+	OperatorNotes []string
 }
 
 func newRestoreResult() restoreResult {
@@ -174,6 +178,9 @@ func (r *Registry) restore(d *registryData, mode restoreMode) (restoreResult, er
 			}
 			tx.put(e.kind, e.id, e.val)
 			res.Added[e.kind]++
+			if o, ok := e.val.(*fleet.Operator); ok {
+				res.OperatorNotes = append(res.OperatorNotes, fmt.Sprintf("added operator %s (%s)", o.Name, o.Role))
+			}
 		case reflect.DeepEqual(cur, e.val) || mode == restoreKeep || e.kind == kindPending:
 			res.Skipped[e.kind]++
 		default:
@@ -189,6 +196,7 @@ func (r *Registry) restore(d *registryData, mode restoreMode) (restoreResult, er
 				}
 			case *fleet.Operator:
 				res.Operators = append(res.Operators, e.id)
+				res.OperatorNotes = append(res.OperatorNotes, operatorChange(old, e.val.(*fleet.Operator)))
 			case *fleet.App:
 				res.Apps = append(res.Apps, e.id)
 			}
@@ -314,4 +322,19 @@ func (r *Registry) checkImportKeys(d *registryData) error {
 		}
 	}
 	return nil
+}
+
+// operatorChange says how an import changed operator old into o.
+func operatorChange(old, o *fleet.Operator) string {
+	var what []string
+	if old.Role != o.Role {
+		what = append(what, fmt.Sprintf("role %s → %s", old.Role, o.Role))
+	}
+	if old.Key != o.Key {
+		what = append(what, fmt.Sprintf("key %s → %s", old.Key, o.Key))
+	}
+	if len(what) == 0 {
+		what = append(what, "other fields")
+	}
+	return fmt.Sprintf("changed operator %s (%s: %s)", o.Name, o.Role, strings.Join(what, ", "))
 }
