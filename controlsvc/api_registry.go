@@ -166,17 +166,17 @@ func (s *Service) apiRegistryImport(ctx context.Context, _ operatorIdentity, bod
 		res restoreResult
 		err error
 	)
-	conns := s.presence.admitted(func() []string {
-		res, err = s.reg.restore(&d, restoreReplace)
-		var users []string
-		for _, id := range res.Rekeyed {
-			users = append(users, agentUserPrefix+id)
-		}
-		for _, name := range res.Operators {
-			users = append(users, operatorUserPrefix+name)
-		}
-		return users
-	})
+	// Written outside presence's admission lock, taken only to list the
+	// connections to close (see importMachines).
+	res, err = s.reg.restore(&d, restoreReplace)
+	var users []string
+	for _, id := range res.Rekeyed {
+		users = append(users, agentUserPrefix+id)
+	}
+	for _, name := range res.Operators {
+		users = append(users, operatorUserPrefix+name)
+	}
+	conns := s.presence.admitted(func() []string { return users })
 	out := fleet.RegistryImportResult{Added: map[string]int{}, Changed: map[string]int{}, Skipped: map[string]int{}}
 	for kind, n := range res.Added {
 		out.Added[fieldOf(kind)] = n
