@@ -1,10 +1,13 @@
 package controlsvc
 
 import (
+	"errors"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/commandcontrol/commandcontrol/broker/brokertest"
+	"github.com/commandcontrol/commandcontrol/fleet"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
@@ -94,4 +97,24 @@ func TestKVPendingDroppedByBucketWrittenAgain(t *testing.T) {
 		}
 		return false
 	})
+}
+
+// TestKVWriteRefusesLongKey: a bucket key longer than maxKVKeyLen is
+// refused before it is sent (the broker would close the connection the
+// callout and the audit share for a subject past its control line), and
+// the connection keeps working.
+func TestKVWriteRefusesLongKey(t *testing.T) {
+	k := startKVBroker(t)
+	r, s := k.replica(nil)
+	_, key := newUser(t)
+	id := strings.Repeat("a", 5000)
+	for _, kind := range []string{kindMachine, kindPending} {
+		_, err := s.write(regChange{kind: kind, id: id, val: &fleet.Machine{ID: id, Key: key}})
+		if !errors.Is(err, ErrInvalid) {
+			t.Fatalf("write of a %d-byte %s key: %v, want ErrInvalid", len(entryKey(kind, id)), kind, err)
+		}
+	}
+	if _, err := r.AddOperator("after", key, fleet.RoleViewer); err != nil {
+		t.Fatalf("a registry write after the refused one: %v", err)
+	}
 }
