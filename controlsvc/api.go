@@ -155,6 +155,8 @@ func changeNote(res any) string {
 		if r.ReplacedKey != "" {
 			return fmt.Sprintf("replaced key %s of machine %s with %s; closed %d live connection(s) made with the old key", r.ReplacedKey, r.ID, r.Key, r.Closed)
 		}
+	case registryImportDone:
+		return r.note
 	case fleet.ImportResult:
 		if r.Replaced > 0 {
 			return fmt.Sprintf("replaced the key of %d registered machine(s); closed %d live connection(s) made with the old keys", r.Replaced, r.Closed)

@@ -159,21 +159,24 @@ func (s *Service) apiRegistryImport(ctx context.Context, _ operatorIdentity, bod
 			return nil, fleet.Errorf(fleet.CodeBadRequest, "the import is refused, nothing was written: machine %s: %v", id, err)
 		}
 	}
+	if err := s.reg.checkImportKeys(&d); err != nil {
+		return nil, fleet.Errorf(fleet.CodeConflict, "the import is refused, nothing was written: %v", err)
+	}
 	var (
 		res restoreResult
 		err error
 	)
-	conns := s.presence.admitted(func() []string {
-		res, err = s.reg.restore(&d, restoreReplace)
-		var users []string
-		for _, id := range res.Rekeyed {
-			users = append(users, agentUserPrefix+id)
-		}
-		for _, name := range res.Operators {
-			users = append(users, operatorUserPrefix+name)
-		}
-		return users
-	})
+	// Written outside presence's admission lock, taken only to list the
+	// connections to close (see importMachines).
+	res, err = s.reg.restore(&d, restoreReplace)
+	var users []string
+	for _, id := range res.Rekeyed {
+		users = append(users, agentUserPrefix+id)
+	}
+	for _, name := range res.Operators {
+		users = append(users, operatorUserPrefix+name)
+	}
+	conns := s.presence.admitted(func() []string { return users })
 	out := fleet.RegistryImportResult{Added: map[string]int{}, Changed: map[string]int{}, Skipped: map[string]int{}}
 	for kind, n := range res.Added {
 		out.Added[fieldOf(kind)] = n
@@ -188,8 +191,52 @@ func (s *Service) apiRegistryImport(ctx context.Context, _ operatorIdentity, bod
 	for _, app := range res.Apps {
 		out.Closed += s.sessionGate().closeApp(ctx, app)
 	}
+	done := registryImportDone{RegistryImportResult: out, note: importNote(res)}
 	if err != nil {
-		return nil, fmt.Errorf("registry import stopped part-way (%v added, %v changed so far): %w", out.Added, out.Changed, err)
+		// The reply is the error; the audit's note still names what
+		// was written before it.
+		return done, fmt.Errorf("registry import stopped part-way (%v added, %v changed so far): %w", out.Added, out.Changed, err)
 	}
-	return out, nil
+	return done, nil
+}
+
+// registryImportDone is OpRegistryImport's reply, with the audit's note
+// (changeNote) on the side.
+type registryImportDone struct {
+	fleet.RegistryImportResult
+	note string
+}
+
+// importNoteNames bounds the names of each kind an import's note lists
+// (operators: importNoteOperators); past them it counts the rest.
+const (
+	importNoteOperators = 100
+	importNoteNames     = 20
+)
+
+// importNote says, for the audit, what an import changed beyond counts:
+// each operator added or changed with its role, the apps replaced and
+// the machines whose key it replaced.
+func importNote(res restoreResult) string {
+	var parts []string
+	list := func(what string, names []string, limit int) {
+		if len(names) == 0 {
+			return
+		}
+		shown := names[:min(len(names), limit)]
+		p := what + strings.Join(shown, ", ")
+		if n := len(names) - len(shown); n > 0 {
+			p += fmt.Sprintf(" and %d more", n)
+		}
+		parts = append(parts, p)
+	}
+	// Admins first: those matter most when the list is cut.
+	ops := slices.Clone(res.OperatorNotes)
+	sort.SliceStable(ops, func(i, j int) bool {
+		return strings.Contains(ops[i], "("+fleet.RoleAdmin) && !strings.Contains(ops[j], "("+fleet.RoleAdmin)
+	})
+	list("", ops, importNoteOperators)
+	list("replaced apps ", res.Apps, importNoteNames)
+	list("replaced the key of machines ", res.Rekeyed, importNoteNames)
+	return strings.Join(parts, "; ")
 }

@@ -222,11 +222,50 @@ func (d *registryData) validate() error {
 		}
 	}
 	for id, p := range d.Pending {
-		if p == nil {
-			return fmt.Errorf("pending entry %q is malformed", id)
+		if err := validatePending(id, p); err != nil {
+			return err
 		}
 	}
 	return validateApps(d.Apps)
+}
+
+// validatePending checks pending entry id as the callout records one: a
+// machine id, the entry naming it, every key a public user nkey (at most
+// [fleet.MaxPendingKeys]) and every site a site name. A pending id is a
+// bucket key and a subject: an unchecked one may be longer than the
+// broker's control line.
+func validatePending(id string, p *fleet.Pending) error {
+	if p == nil {
+		return fmt.Errorf("pending entry %.40q is malformed (null)", id)
+	}
+	if err := fleet.ValidateMachineID(id); err != nil {
+		return fmt.Errorf("pending entry: %w", err)
+	}
+	if p.ID != id {
+		return fmt.Errorf("pending entry %q holds id %.40q: they must be the same", id, p.ID)
+	}
+	if !nkeys.IsValidPublicUserKey(p.Key) {
+		return fmt.Errorf("pending machine %q has an invalid key %.60q (a public user nkey starts with U)", id, p.Key)
+	}
+	if len(p.Keys) > fleet.MaxPendingKeys {
+		return fmt.Errorf("pending machine %q lists %d keys; at most %d are kept", id, len(p.Keys), fleet.MaxPendingKeys)
+	}
+	sites := []string{p.Site}
+	for _, k := range p.Keys {
+		if !nkeys.IsValidPublicUserKey(k.Key) {
+			return fmt.Errorf("pending machine %q lists an invalid key %.60q (a public user nkey starts with U)", id, k.Key)
+		}
+		sites = append(sites, k.Site)
+	}
+	for _, site := range sites {
+		if site == "" {
+			continue
+		}
+		if err := fleet.ValidateSiteName(site); err != nil {
+			return fmt.Errorf("pending machine %q: %w", id, err)
+		}
+	}
+	return nil
 }
 
 // Machine returns a copy of the registered machine id.

@@ -10,6 +10,7 @@ import (
 	"os"
 	"reflect"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/commandcontrol/commandcontrol/fleet"
@@ -57,6 +58,9 @@ type restoreResult struct {
 	Rekeyed                 []string // machine ids
 	Operators               []string // operators replaced
 	Apps                    []string // apps replaced
+	// OperatorNotes says, per operator added or replaced, its name and
+	// role (and what changed), for the audit.
+	OperatorNotes []string
 }
 
 func newRestoreResult() restoreResult {
@@ -167,8 +171,16 @@ func (r *Registry) restore(d *registryData, mode restoreMode) (restoreResult, er
 		case cur == nil && e.kind == kindPending && tx.r.data.Machines[e.id] != nil:
 			res.Skipped[e.kind]++
 		case cur == nil: // written compare-and-set: one written meanwhile conflicts, is read, and the plan runs again
+			if mode == restoreReplace {
+				if err := tx.r.checkRestore(e.kind, e.id, e.val); err != nil {
+					return err
+				}
+			}
 			tx.put(e.kind, e.id, e.val)
 			res.Added[e.kind]++
+			if o, ok := e.val.(*fleet.Operator); ok {
+				res.OperatorNotes = append(res.OperatorNotes, fmt.Sprintf("added operator %s (%s)", o.Name, o.Role))
+			}
 		case reflect.DeepEqual(cur, e.val) || mode == restoreKeep || e.kind == kindPending:
 			res.Skipped[e.kind]++
 		default:
@@ -184,6 +196,7 @@ func (r *Registry) restore(d *registryData, mode restoreMode) (restoreResult, er
 				}
 			case *fleet.Operator:
 				res.Operators = append(res.Operators, e.id)
+				res.OperatorNotes = append(res.OperatorNotes, operatorChange(old, e.val.(*fleet.Operator)))
 			case *fleet.App:
 				res.Apps = append(res.Apps, e.id)
 			}
@@ -257,4 +270,71 @@ func (r *Registry) checkRestore(kind, id string, val any) error {
 		}
 	}
 	return nil
+}
+
+// checkImportKeys refuses an import that would give one key to two
+// operators, or to an operator and a machine, as operators.add and
+// machines.add refuse it: the callout and the control API find an
+// operator by its key. It looks at the registry as the import would
+// leave it (the part's entries replacing those of the same name) and
+// reports only clashes that involve one of the part's entries.
+func (r *Registry) checkImportKeys(d *registryData) error {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	type holder struct {
+		kind, id string
+		inPart   bool
+	}
+	opKeys := map[string]holder{}
+	for _, name := range slices.Sorted(maps.Keys(d.Operators)) {
+		o := d.Operators[name]
+		if h, ok := opKeys[o.Key]; ok {
+			return fmt.Errorf("operators %s and %s of the import have the same key %s; every operator needs a key of its own: %w",
+				h.id, name, o.Key, ErrConflict)
+		}
+		opKeys[o.Key] = holder{kindOperator, name, true}
+	}
+	for name, o := range r.data.Operators {
+		if _, replaced := d.Operators[name]; replaced {
+			continue
+		}
+		if h, ok := opKeys[o.Key]; ok && h.inPart {
+			return fmt.Errorf("operator %s of the import has key %s, which belongs to operator %s; "+
+				"every operator needs a key of its own (give it its own key, or import it under the name %s): %w",
+				h.id, o.Key, name, name, ErrConflict)
+		}
+		opKeys[o.Key] = holder{kindOperator, name, false}
+	}
+	for _, id := range slices.Sorted(maps.Keys(d.Machines)) {
+		m := d.Machines[id]
+		if h, ok := opKeys[m.Key]; ok {
+			return fmt.Errorf("machine %s of the import has key %s, which belongs to operator %s; a machine needs a key of its own: %w",
+				id, m.Key, h.id, ErrConflict)
+		}
+	}
+	for id, m := range r.data.Machines {
+		if _, replaced := d.Machines[id]; replaced {
+			continue
+		}
+		if h, ok := opKeys[m.Key]; ok && h.inPart {
+			return fmt.Errorf("operator %s of the import has key %s, which belongs to machine %s; an operator needs a key of its own: %w",
+				h.id, m.Key, id, ErrConflict)
+		}
+	}
+	return nil
+}
+
+// operatorChange says how an import changed operator old into o.
+func operatorChange(old, o *fleet.Operator) string {
+	var what []string
+	if old.Role != o.Role {
+		what = append(what, fmt.Sprintf("role %s → %s", old.Role, o.Role))
+	}
+	if old.Key != o.Key {
+		what = append(what, fmt.Sprintf("key %s → %s", old.Key, o.Key))
+	}
+	if len(what) == 0 {
+		what = append(what, "other fields")
+	}
+	return fmt.Sprintf("changed operator %s (%s: %s)", o.Name, o.Role, strings.Join(what, ", "))
 }

@@ -17,8 +17,12 @@ import (
 )
 
 // The registry in JetStream: the KV bucket RegistryBucket in the CONTROL
-// account, one key per entry (machine.<id>, pending.<id>, operator.<name>,
-// app.<name>, meta.<…>), the value the fleet type's JSON. Every replica
+// account, one key per entry (machine.<id>, operator.<name>, app.<name>,
+// meta.<…>), the value the fleet type's JSON, and the pending machines
+// in the bucket PendingBucket (pending.<id>): strangers make those up at
+// the callout's rate, so their bucket is bounded in messages and bytes
+// and drops its oldest when full, and the registry's own is bounded in
+// bytes (RegistryMaxBytes) and refuses writes past it. Every replica
 // of the control service keeps the whole registry in memory and watches
 // the bucket, so a change through one replica reaches every other within
 // milliseconds. Only the control service reaches the bucket: FLEET has no
@@ -26,6 +30,24 @@ import (
 
 // RegistryBucket is the registry's KV bucket.
 const RegistryBucket = "cc_registry"
+
+// PendingBucket is the pending machines' KV bucket.
+const PendingBucket = "cc_pending"
+
+const (
+	// RegistryMaxBytes bounds the registry bucket: some 500,000 entries
+	// (and the markers of deleted ones); past it a change is refused,
+	// never an entry dropped.
+	RegistryMaxBytes = 256 << 20
+	// pendingMaxMsgs bounds the pending bucket's messages: MaxPending
+	// entries and as many markers of dropped ones (each kept
+	// pendingMarkerTTL); past it the oldest go.
+	pendingMaxMsgs = 2 * MaxPending
+	// pendingMaxValue bounds one pending entry (MaxPendingKeys keys).
+	pendingMaxValue = 16 << 10
+	// pendingMaxBytes bounds the pending bucket's bytes.
+	pendingMaxBytes = 64 << 20
+)
 
 const (
 	// kvTimeout bounds one request to the bucket.
@@ -40,22 +62,35 @@ const (
 	kvOpHeader = "KV-Operation"
 	kvOpDel    = "DEL"
 	kvOpPurge  = "PURGE"
+	// maxKVKeyLen bounds a bucket key, well under the broker's control
+	// line (4 KiB, the subject with its reply and headers' sizes): the
+	// longest id any kind allows, every byte encoded, fits.
+	maxKVKeyLen = 1024
 )
 
 // kvStore is the registry's bucket and the watcher that applies other
 // replicas' changes to memory.
 type kvStore struct {
-	js       jetstream.JetStream
-	kv       jetstream.KeyValue
-	stream   jetstream.Stream
-	log      *slog.Logger
-	replicas int
-	stop     context.CancelFunc
-	done     chan struct{}
+	// bucket is the bucket's name; pending, in the registry's store, is
+	// the store of PendingBucket (pending entries are read and written
+	// there), and pendingOnly is set in that store.
+	bucket      string
+	pending     *kvStore
+	pendingOnly bool
+	js          jetstream.JetStream
+	kv          jetstream.KeyValue
+	stream      jetstream.Stream
+	log         *slog.Logger
+	replicas    int
+	stop        context.CancelFunc
+	done        chan struct{}
 	// rewatchNow asks the watcher to start again from the last revision
 	// it applied (rewatch); lastRev is that revision.
 	rewatchNow chan struct{}
 	lastRev    atomic.Uint64
+	// watchCtx and watcher are the watch load leaves for follow.
+	watchCtx context.Context
+	watcher  jetstream.KeyWatcher
 }
 
 // entryKey is the bucket key of entry kind/id.
@@ -124,8 +159,8 @@ func decodeEntry(kind, id string, b []byte) (any, error) {
 	case kindPending:
 		var p fleet.Pending
 		if err = json.Unmarshal(b, &p); err == nil {
-			if p.ID != id {
-				return nil, fmt.Errorf("pending entry %q holds id %q", id, p.ID)
+			if err := validatePending(id, &p); err != nil {
+				return nil, err
 			}
 			return &p, nil
 		}
@@ -168,23 +203,25 @@ func isConflict(err error) bool {
 		apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant)
 }
 
-// openKVStore creates (or finds) the bucket, with three replicas where
-// the brokers can place them.
+// openKVStore creates (or finds) the registry's bucket, with three
+// replicas where the brokers can place them.
 func openKVStore(ctx context.Context, nc *nats.Conn, log *slog.Logger) (*kvStore, error) {
 	js, err := jetstream.New(nc)
 	if err != nil {
 		return nil, err
 	}
-	s := &kvStore{js: js, log: log}
+	s := &kvStore{bucket: RegistryBucket, js: js, log: log}
 	s.replicas, err = createReplicated(log, "KV bucket "+RegistryBucket, func(n int) error {
 		cctx, cancel := context.WithTimeout(ctx, 2*kvTimeout)
 		defer cancel()
 		kv, err := js.CreateOrUpdateKeyValue(cctx, jetstream.KeyValueConfig{
 			Bucket:      RegistryBucket,
-			Description: "commandcontrol registry: machines, pending machines, operators, apps",
+			Description: "commandcontrol registry: machines, operators, apps",
 			Storage:     jetstream.FileStorage,
 			Replicas:    n,
-			// Per-message TTLs (the pending entries' delete markers).
+			MaxBytes:    RegistryMaxBytes,
+			// Per-message TTLs (the markers of pending entries an
+			// earlier version kept here).
 			LimitMarkerTTL: pendingMarkerTTL,
 		})
 		s.kv = kv
@@ -201,6 +238,59 @@ func openKVStore(ctx context.Context, nc *nats.Conn, log *slog.Logger) (*kvStore
 	return s, nil
 }
 
+// openPendingStore creates (or finds) the pending machines' bucket: a KV
+// bucket's stream, made here because a KV bucket cannot drop its oldest
+// messages (DiscardOld) nor bound their number.
+func openPendingStore(ctx context.Context, js jetstream.JetStream, log *slog.Logger) (*kvStore, error) {
+	s := &kvStore{bucket: PendingBucket, pendingOnly: true, js: js, log: log}
+	var err error
+	s.replicas, err = createReplicated(log, "KV bucket "+PendingBucket, func(n int) error {
+		cctx, cancel := context.WithTimeout(ctx, 2*kvTimeout)
+		defer cancel()
+		st, err := js.CreateOrUpdateStream(cctx, jetstream.StreamConfig{
+			Name:              "KV_" + PendingBucket,
+			Description:       "commandcontrol pending machines (refused unknown machines, for operators to accept)",
+			Subjects:          []string{"$KV." + PendingBucket + ".>"},
+			MaxMsgsPerSubject: 1,
+			MaxMsgs:           pendingMaxMsgs,
+			MaxBytes:          pendingMaxBytes,
+			MaxMsgSize:        pendingMaxValue,
+			Discard:           jetstream.DiscardOld,
+			Storage:           jetstream.FileStorage,
+			Replicas:          n,
+			AllowRollup:       true,
+			DenyDelete:        true,
+			Duplicates:        2 * time.Minute,
+			MaxConsumers:      -1,
+			AllowDirect:       true,
+			AllowMsgTTL:       true, // the markers of deleted entries go after pendingMarkerTTL
+		})
+		s.stream = st
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	cctx, cancel := context.WithTimeout(ctx, kvTimeout)
+	defer cancel()
+	if s.kv, err = js.KeyValue(cctx, PendingBucket); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// owns reports whether this store holds entries of kind: the pending
+// store pending ones only, the registry's every other kind.
+func (s *kvStore) owns(kind string) bool { return s.pendingOnly == (kind == kindPending) }
+
+// storeOf is the store that holds entries of kind.
+func (s *kvStore) storeOf(kind string) *kvStore {
+	if kind == kindPending && s.pending != nil {
+		return s.pending
+	}
+	return s
+}
+
 // noJetStream reports whether err says the broker has no JetStream for
 // the CONTROL account (as opposed to a failure of one that has).
 func noJetStream(err error) bool {
@@ -208,33 +298,66 @@ func noJetStream(err error) bool {
 		errors.Is(err, nats.ErrNoResponders) || errors.Is(err, jetstream.ErrNoStreamResponse)
 }
 
-// attachKV makes the bucket on nc's broker the registry's store: it loads
-// every entry into memory and keeps applying the bucket's changes until
-// the store is closed.
+// attachKV makes the buckets on nc's broker the registry's store: it
+// loads every entry into memory and keeps applying the buckets' changes
+// until the store is closed.
 func (r *Registry) attachKV(ctx context.Context, nc *nats.Conn, log *slog.Logger) (*kvStore, error) {
 	s, err := openKVStore(ctx, nc, log)
 	if err != nil {
 		return nil, err
 	}
+	if s.pending, err = openPendingStore(ctx, s.js, log); err != nil {
+		return nil, err
+	}
+	d := registryData{}
+	d.fill()
+	revs := map[string]uint64{}
+	var stops []func()
+	for _, st := range []*kvStore{s, s.pending} {
+		stop, err := st.load(ctx, &d, revs)
+		if err != nil {
+			for _, stop := range stops {
+				stop() // the watches loaded are not followed
+			}
+			return nil, err
+		}
+		stops = append(stops, stop)
+	}
+	r.wmu.Lock()
+	r.mu.Lock()
+	r.data, r.revs, r.kv, r.file = d, revs, s, false
+	r.changes.Add(1)
+	r.mu.Unlock()
+	r.wmu.Unlock()
+	for _, st := range []*kvStore{s, s.pending} {
+		go st.follow(st.watchCtx, r, st.watcher)
+	}
+	log.Info("registry in JetStream", "bucket", RegistryBucket, "pending_bucket", PendingBucket, "replicas", s.replicas,
+		"machines", len(d.Machines), "operators", len(d.Operators), "pending", len(d.Pending), "apps", len(d.Apps))
+	return s, nil
+}
+
+// load reads every entry of the bucket into d (and their revisions into
+// revs) and leaves the watcher ready for follow; the function it returns
+// stops that watcher (when the store is not attached after all).
+func (s *kvStore) load(ctx context.Context, d *registryData, revs map[string]uint64) (func(), error) {
 	wctx, stop := context.WithCancel(context.Background())
 	floor := s.bucketLastRev(ctx) // every revision up to it is delivered, or gone
 	w, err := s.kv.WatchAll(wctx)
 	if err != nil {
 		stop()
-		return nil, fmt.Errorf("watch the registry bucket: %w", err)
+		return nil, fmt.Errorf("watch the bucket %s: %w", s.bucket, err)
 	}
-	d := registryData{}
-	d.fill()
-	revs := map[string]uint64{}
 	load := time.NewTimer(time.Minute)
 	defer load.Stop()
+	skipped := 0
 loading:
 	for {
 		select {
 		case e, ok := <-w.Updates():
 			if !ok {
 				stop()
-				return nil, errors.New("the registry bucket's watcher ended while loading")
+				return nil, fmt.Errorf("the bucket %s's watcher ended while loading", s.bucket)
 			}
 			if e == nil {
 				break loading
@@ -243,32 +366,32 @@ loading:
 			if e.Operation() != jetstream.KeyValuePut {
 				continue
 			}
+			if kind, _, err := parseEntryKey(e.Key()); err == nil && kind != kindMeta && !s.owns(kind) {
+				skipped++
+				continue
+			}
 			kind, id, val, ok := s.decode(e)
 			if ok {
-				tmp := Registry{data: d}
+				tmp := Registry{data: *d}
 				tmp.setLocked(kind, id, val)
 				revs[e.Key()] = e.Revision()
 			}
 		case <-load.C:
 			stop()
-			return nil, errors.New("loading the registry bucket took more than a minute")
+			return nil, fmt.Errorf("loading the bucket %s took more than a minute", s.bucket)
 		case <-ctx.Done():
 			stop()
 			return nil, ctx.Err()
 		}
 	}
+	if skipped > 0 {
+		s.log.Info("entries of another bucket's kind skipped (pending machines an earlier version kept in the registry's bucket: "+
+			"they are recorded again at the machines' next attempts)", "bucket", s.bucket, "skipped", skipped)
+	}
 	s.stop, s.done, s.rewatchNow = stop, make(chan struct{}), make(chan struct{}, 1)
+	s.watchCtx, s.watcher = wctx, w
 	s.lastRev.Store(floor)
-	r.wmu.Lock()
-	r.mu.Lock()
-	r.data, r.revs, r.kv, r.file = d, revs, s, false
-	r.changes.Add(1)
-	r.mu.Unlock()
-	r.wmu.Unlock()
-	go s.follow(wctx, r, w)
-	log.Info("registry in JetStream", "bucket", RegistryBucket, "replicas", s.replicas,
-		"machines", len(d.Machines), "operators", len(d.Operators), "pending", len(d.Pending), "apps", len(d.Apps))
-	return s, nil
+	return stop, nil
 }
 
 // watchStallCheck is how often the watcher compares the bucket's last
@@ -367,19 +490,25 @@ func (r *Registry) rewatch() {
 	}
 }
 
-// rewatch asks the watcher to start again (after a reconnect).
+// rewatch asks the watchers to start again (after a reconnect).
 func (s *kvStore) rewatch() {
 	select {
 	case s.rewatchNow <- struct{}{}:
 	default:
 	}
+	if s.pending != nil {
+		s.pending.rewatch()
+	}
 }
 
-// close ends the watcher.
+// close ends the watchers.
 func (s *kvStore) close() {
 	if s.stop != nil {
 		s.stop()
 		<-s.done
+	}
+	if s.pending != nil {
+		s.pending.close()
 	}
 }
 
@@ -387,7 +516,7 @@ func (s *kvStore) close() {
 // skipped (ok false).
 func (s *kvStore) decode(e jetstream.KeyValueEntry) (kind, id string, val any, ok bool) {
 	kind, id, err := parseEntryKey(e.Key())
-	if err == nil && kind == kindMeta {
+	if err == nil && (kind == kindMeta || !s.owns(kind)) {
 		return kind, id, nil, false
 	}
 	if err == nil {
@@ -412,7 +541,7 @@ func (r *Registry) applyWatched(s *kvStore, e jetstream.KeyValueEntry) {
 		}
 	} else {
 		var err error
-		if kind, id, err = parseEntryKey(e.Key()); err != nil || kind == kindMeta {
+		if kind, id, err = parseEntryKey(e.Key()); err != nil || kind == kindMeta || !s.owns(kind) {
 			return
 		}
 	}
@@ -454,9 +583,18 @@ func (r *Registry) applyKVLocked(kind, id string, val any, rev uint64) []string 
 // write writes change c compare-and-set on its revision (a forced delete:
 // whatever the revision) and returns the entry's new revision.
 func (s *kvStore) write(c regChange) (uint64, error) {
+	if t := s.storeOf(c.kind); t != s {
+		return t.write(c)
+	}
+	key := c.key()
+	if len(key) > maxKVKeyLen {
+		// The broker closes a connection whose control line is too
+		// long, and this one is the callout's and the audit's too.
+		return 0, invalidf("%s %.40q…: its bucket key is %d bytes long; at most %d are allowed (the id is too long)",
+			c.kind, c.id, len(key), maxKVKeyLen)
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), kvTimeout)
 	defer cancel()
-	key := c.key()
 	if c.val != nil {
 		b, err := json.Marshal(c.val)
 		if err != nil {
@@ -469,7 +607,7 @@ func (s *kvStore) write(c regChange) (uint64, error) {
 	}
 	// A delete marker, written as the KV client does, but through the
 	// stream to learn its revision (KeyValue.Delete does not say it).
-	m := nats.NewMsg("$KV." + RegistryBucket + "." + key)
+	m := nats.NewMsg("$KV." + s.bucket + "." + key)
 	var opts []jetstream.PublishOpt
 	if c.kind == kindPending {
 		m.Header.Set(kvOpHeader, kvOpPurge)
@@ -520,10 +658,13 @@ func (s *kvStore) commit(r *Registry, cs []regChange) (*regChange, error) {
 // another replica wrote a moment ago, or changed under a write). A
 // pending entry held here too is merged with the bucket's.
 func (s *kvStore) reload(r *Registry, kind, id string) error {
+	if t := s.storeOf(kind); t != s {
+		return t.reload(r, kind, id)
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), kvTimeout)
 	defer cancel()
 	key := entryKey(kind, id)
-	msg, err := s.stream.GetLastMsgForSubject(ctx, "$KV."+RegistryBucket+"."+key)
+	msg, err := s.stream.GetLastMsgForSubject(ctx, "$KV."+s.bucket+"."+key)
 	var val any
 	var rev uint64
 	switch {
@@ -548,7 +689,10 @@ func (s *kvStore) reload(r *Registry, kind, id string) error {
 	if rev == 0 {
 		// Nothing in the bucket, not even a marker (it expired).
 		if kind == kindPending && r.data.Pending[id] != nil {
-			return nil // recorded here, not written yet
+			// Recorded here and not written yet, or its message was
+			// dropped (the pending bucket was full): written anew.
+			delete(r.revs, key)
+			return nil
 		}
 		delete(r.revs, key)
 		r.sitesChangedLocked(r.setLocked(kind, id, nil)...)

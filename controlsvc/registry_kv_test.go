@@ -274,7 +274,7 @@ func TestKVPendingCoalescedAndMerged(t *testing.T) {
 	if err := b.FlushPending(); err != nil {
 		t.Fatal(err)
 	}
-	st, err := k.bucket(t).Status(t.Context())
+	st, err := k.bucketNamed(t, PendingBucket).Status(t.Context())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -291,11 +291,17 @@ func TestKVPendingCoalescedAndMerged(t *testing.T) {
 // bucket opens the registry bucket directly.
 func (k *kvBroker) bucket(t testing.TB) jetstream.KeyValue {
 	t.Helper()
+	return k.bucketNamed(t, RegistryBucket)
+}
+
+// bucketNamed opens bucket name directly.
+func (k *kvBroker) bucketNamed(t testing.TB, name string) jetstream.KeyValue {
+	t.Helper()
 	js, err := jetstream.New(brokertest.Connect(t, k.b, k.keys.Control))
 	if err != nil {
 		t.Fatal(err)
 	}
-	kv, err := js.KeyValue(t.Context(), RegistryBucket)
+	kv, err := js.KeyValue(t.Context(), name)
 	if err != nil {
 		t.Fatal(err)
 	}

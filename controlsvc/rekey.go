@@ -91,23 +91,23 @@ func (s *Service) changeMachineKey(ctx context.Context, id string, change func()
 // importMachines runs an import and closes the live connections of every
 // machine whose key it replaced.
 func (s *Service) importMachines(ctx context.Context, reqs []fleet.MachineRequest, by string) (fleet.ImportResult, error) {
-	var (
-		n       int
-		rekeyed []string
-		err     error
-	)
-	conns := s.presence.admitted(func() []string {
-		n, rekeyed, err = s.reg.ImportMachines(reqs, by)
-		users := make([]string, len(rekeyed))
-		for i, id := range rekeyed {
-			users[i] = agentUserPrefix + id
-		}
-		return users
-	})
+	// Written outside presence's admission lock (one replicated write
+	// per entry in the bucket: connect events would wait for all of
+	// them), which is taken only to list the re-keyed machines'
+	// connections: a connect event handled before the listing is in
+	// it, one handled after meets the new key (onRecord) and is refused.
+	n, rekeyed, err := s.reg.ImportMachines(reqs, by)
+	users := make([]string, len(rekeyed))
+	for i, id := range rekeyed {
+		users[i] = agentUserPrefix + id
+	}
+	conns := s.presence.admitted(func() []string { return users })
+	r := fleet.ImportResult{Added: n, Replaced: len(rekeyed)}
 	if err != nil {
+		// Those re-keyed before the failure are closed all the same.
+		s.presence.kick(ctx, conns)
 		return fleet.ImportResult{}, err
 	}
-	r := fleet.ImportResult{Added: n, Replaced: len(rekeyed)}
 	if len(conns) > 0 {
 		r.Closed = s.presence.kick(ctx, conns)
 		s.log.Warn("import replaced machine keys; closed the connections made with the old keys",

@@ -184,6 +184,8 @@ type Service struct {
 	url      string
 
 	sys, ctl, fl *nats.Conn
+	// stopping is set by Close: a connection closed before is a fault.
+	stopping     atomic.Bool
 	closers      []func()
 	mu           sync.Mutex
 	adminCreated bool
@@ -445,7 +447,15 @@ func (s *Service) connect() error {
 	// The registry's watch is on this connection: after a reconnect it
 	// starts again at once rather than after missed heartbeats.
 	rewatch := nats.ReconnectHandler(func(*nats.Conn) { s.reg.rewatch() })
-	if s.ctl, err = dial("cc-control-auth", s.keys.Control, rewatch); err != nil {
+	// The callout, registry and audit share this connection: closed for
+	// good while serving, /healthz fails and this says why.
+	closed := nats.ClosedHandler(func(nc *nats.Conn) {
+		if !s.stopping.Load() {
+			s.log.Error("the control connection (callout, registry, audit) was closed and is not coming back: "+
+				"nobody new is admitted and the registry cannot change; restart cc-control", "error", nc.LastError())
+		}
+	})
+	if s.ctl, err = dial("cc-control-auth", s.keys.Control, rewatch, closed); err != nil {
 		return err
 	}
 	if s.fl, err = dial("cc-control-fleet", s.keys.Fleet); err != nil {
@@ -655,6 +665,7 @@ func (s *Service) OperatorConnections(name string) int {
 
 // Close stops serving, closes the connections and the embedded broker.
 func (s *Service) Close() {
+	s.stopping.Store(true)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for i := len(s.closers) - 1; i >= 0; i-- {
