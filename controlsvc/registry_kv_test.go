@@ -473,3 +473,44 @@ func TestKVPendingFlushStopsWhenUnreachable(t *testing.T) {
 		t.Fatalf("%d entries marked for the next flush, want 600", got)
 	}
 }
+
+// TestKVImportPipelined: an import writes its machines pipelined, and a
+// machine another replica changed meanwhile (this replica's memory is a
+// revision behind: its watch is stopped) or named twice in the import is
+// written again on its own, compare-and-set, so nothing is lost: the
+// bucket ends with every machine, the later of two entries for one id,
+// and the other replica's change overwritten only by a write that read
+// it.
+func TestKVImportPipelined(t *testing.T) {
+	k := startKVBroker(t)
+	a, sa := k.replica(nil)
+	b, _ := k.replica(nil)
+	_, key0 := newUser(t)
+	if _, err := a.AddMachine("10.3.0.1_m0", key0, nil, "test", false); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "B to hold m0", 5*time.Second, func() bool { _, ok := b.Machine("10.3.0.1_m0"); return ok })
+	sa.close() // A no longer sees B's changes
+	if _, err := b.Label("10.3.0.1_m0", map[string]string{"by": "b"}, nil); err != nil {
+		t.Fatal(err)
+	}
+	var reqs []fleet.MachineRequest
+	for i := range 1200 {
+		_, key := newUser(t)
+		reqs = append(reqs, fleet.MachineRequest{ID: fmt.Sprintf("10.3.%d.%d_m%d", i/200+1, i%200+1, i), Key: key})
+	}
+	_, keyDup := newUser(t)
+	reqs = append(reqs, fleet.MachineRequest{ID: "10.3.0.1_m0", Key: key0, Labels: map[string]string{"by": "import"}},
+		fleet.MachineRequest{ID: "10.3.1.1_m0", Key: keyDup, Labels: map[string]string{"dup": "last"}})
+	n, _, err := a.ImportMachines(reqs, "test")
+	if err != nil || n != len(reqs) {
+		t.Fatalf("import: %d of %d, %v", n, len(reqs), err)
+	}
+	waitFor(t, "B to hold every imported machine", 10*time.Second, func() bool { return len(b.Machines()) == 1201 })
+	if m, _ := b.Machine("10.3.1.1_m0"); m.Key != keyDup || m.Labels["dup"] != "last" {
+		t.Errorf("an id named twice: %+v, want the later entry", m)
+	}
+	if m, _ := b.Machine("10.3.0.1_m0"); m.Labels["by"] != "import" {
+		t.Errorf("the machine B relabelled: %+v, want the import's entry written over B's change", m)
+	}
+}

@@ -320,17 +320,18 @@ func (r *Registry) ImportMachines(reqs []fleet.MachineRequest, by string) (int, 
 		}
 		return len(reqs), sortedKeys(rekeyed), nil
 	}
+	plans := make([]func(tx *regTx) error, len(reqs))
 	for i, q := range reqs {
-		err := r.update(func(tx *regTx) error {
+		plans[i] = func(tx *regTx) error {
 			if old, had := tx.r.data.Machines[q.ID]; had && old.Key != q.Key {
 				rekeyed[q.ID] = true
 			}
 			plan(tx, q)
 			return nil
-		})
-		if err != nil {
-			return i, sortedKeys(rekeyed), fmt.Errorf("%d of %d machines registered before machine %s failed: %w", i, len(reqs), q.ID, err)
 		}
+	}
+	if n, err := r.updateMany(plans); err != nil {
+		return n, sortedKeys(rekeyed), fmt.Errorf("%d of %d machines registered before machine %s failed: %w", n, len(reqs), reqs[n].ID, err)
 	}
 	return len(reqs), sortedKeys(rekeyed), nil
 }
