@@ -1,10 +1,10 @@
 package controlsvc
 
 import (
-	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -86,8 +86,10 @@ func (r *Registry) commitChunk(plans []func(tx *regTx) error) (again []int, err 
 	for _, w := range writes {
 		w.ack, w.err = kv.storeOf(w.c.kind).publishAsync(w.c)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), kvTimeout)
-	defer cancel()
+	// Each acknowledgement may take up to kvTimeout after the one before:
+	// a busy cluster acknowledges a window more slowly, but not never.
+	stall := time.NewTimer(kvTimeout)
+	defer stall.Stop()
 	conflicted := map[int]bool{}
 	for _, w := range writes {
 		if w.err != nil {
@@ -100,9 +102,10 @@ func (r *Registry) commitChunk(plans []func(tx *regTx) error) (again []int, err 
 			r.mu.Unlock()
 		case err := <-w.ack.Err():
 			w.err = err
-		case <-ctx.Done():
+		case <-stall.C:
 			w.err = fmt.Errorf("no acknowledgement from JetStream within %s", kvTimeout)
 		}
+		stall.Reset(kvTimeout)
 		switch {
 		case w.err == nil:
 		case isConflict(w.err) && !w.c.force:
