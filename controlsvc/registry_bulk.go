@@ -91,9 +91,18 @@ func (r *Registry) commitChunk(plans []func(tx *regTx) error) (again []int, err 
 	stall := time.NewTimer(kvTimeout)
 	defer stall.Stop()
 	conflicted := map[int]bool{}
+	stalled := false
 	for _, w := range writes {
 		if w.err != nil {
 			break
+		}
+		var wait <-chan time.Time
+		if !stalled {
+			wait = stall.C
+		} else {
+			closed := make(chan time.Time)
+			close(closed)
+			wait = closed // after a stall: only what is already acknowledged
 		}
 		select {
 		case pa := <-w.ack.Ok():
@@ -102,8 +111,13 @@ func (r *Registry) commitChunk(plans []func(tx *regTx) error) (again []int, err 
 			r.mu.Unlock()
 		case err := <-w.ack.Err():
 			w.err = err
-		case <-stall.C:
-			w.err = fmt.Errorf("no acknowledgement from JetStream within %s", kvTimeout)
+		case <-wait:
+			// No word of this write (an acknowledgement lost, or the
+			// write): its plan runs again on its own, compare-and-set,
+			// which finds the entry written or writes it.
+			stalled = true
+			conflicted[w.plan] = true
+			continue
 		}
 		stall.Reset(kvTimeout)
 		switch {

@@ -506,7 +506,12 @@ func TestKVImportPipelined(t *testing.T) {
 	if err != nil || n != len(reqs) {
 		t.Fatalf("import: %d of %d, %v", n, len(reqs), err)
 	}
-	waitFor(t, "B to hold every imported machine", 10*time.Second, func() bool { return len(b.Machines()) == 1201 })
+	// The import has returned: every write is acknowledged, B sees them
+	// once its watch delivers them.
+	waitFor(t, "B to hold every imported machine", 10*time.Second, func() bool {
+		m, _ := b.Machine("10.3.0.1_m0")
+		return len(b.Machines()) == 1201 && m.Labels["by"] == "import"
+	})
 	if m, _ := b.Machine("10.3.1.1_m0"); m.Key != keyDup || m.Labels["dup"] != "last" {
 		t.Errorf("an id named twice: %+v, want the later entry", m)
 	}
