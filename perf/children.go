@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -55,7 +56,24 @@ func spawnChildren(ctx context.Context, bin string, children [][]string, stderr 
 		err  error
 	}
 	done := make(chan ready, len(children))
-	for _, args := range children {
+	// Each child registers its members (one machines.import) before it
+	// connects them: the next child starts once the one before said it
+	// is connecting, so the control service imports one share at a time
+	// rather than every share at once (on a JetStream cluster sharing two
+	// cores with the fleet, ten imports at once outwaited their writes).
+	registered := make(chan struct{}, len(children))
+	for i, args := range children {
+		if i > 0 && registers(children[i-1]) {
+			select {
+			case <-registered:
+			case r := <-done:
+				done <- r // a child ended early: the loop below reports it
+			case <-time.After(2 * time.Minute):
+			case <-ctx.Done():
+				p.stop()
+				return nil, 0, ctx.Err()
+			}
+		}
 		cmd := exec.Command(bin, args...)
 		cmd.Stderr = stderr
 		out, err := cmd.StdoutPipe()
@@ -71,6 +89,9 @@ func spawnChildren(ctx context.Context, bin string, children [][]string, stderr 
 		go func() {
 			sc := bufio.NewScanner(out)
 			for sc.Scan() {
+				if strings.HasPrefix(sc.Text(), "connecting ") && registers(args) {
+					registered <- struct{}{}
+				}
 				if f := strings.Fields(sc.Text()); len(f) == 3 && f[0] == "ready" {
 					s, _ := strconv.ParseFloat(f[2], 64)
 					done <- ready{secs: s}
@@ -101,6 +122,12 @@ func spawnChildren(ctx context.Context, bin string, children [][]string, stderr 
 		}
 	}
 	return p, time.Duration(longest * float64(time.Second)), nil
+}
+
+// registers reports whether a cc-swarm child with args registers agents
+// (with --key) before it connects them, saying "connecting N" then.
+func registers(args []string) bool {
+	return slices.Contains(args, "--agents") && slices.Contains(args, "--key")
 }
 
 // stop ends the children and waits for them.
