@@ -51,9 +51,17 @@ const (
 	historyDefaultLimit = 1000
 	// historyReplyBytes bounds one OpHistory reply.
 	historyReplyBytes = 512 << 10
-	// historyScan bounds the entries one newest-first page reads past
-	// (a machine's filter skips others' entries).
-	historyScan         = 200000
+	// historyWindow is how many sequence numbers a newest-first page
+	// reads at a time, and the most entries one read returns.
+	historyWindow = 1000
+	// historyWindows and historyReadBudget bound one newest-first page:
+	// the windows it looks into and the messages it reads; past either
+	// it answers what it found, with a cursor to go on.
+	historyWindows    = 200
+	historyReadBudget = 20000
+	// historyReadSlack is how many entries a window's read asks for
+	// beyond its count, for entries written or deleted meanwhile.
+	historyReadSlack    = 16
 	historyDropLogEvery = 10 * time.Second
 )
 
@@ -397,7 +405,30 @@ func (h *historyLog) close() {
 
 // query answers OpHistory.
 func (h *historyLog) query(ctx context.Context, req fleet.HistoryRequest) (fleet.HistoryPage, error) {
-	page := fleet.HistoryPage{Entries: []fleet.HistoryEntry{}, RetentionSeconds: int64(h.cfg.Retention / time.Second)}
+	page, _, err := h.queryRead(ctx, req)
+	return page, err
+}
+
+// historyReader reads the history for one request, counting what the
+// broker sent it: what the request cost.
+type historyReader struct {
+	*historyLog
+	// read counts the messages the broker sent (entries and statuses).
+	read int
+	// windows counts the windows a newest-first page looked into.
+	windows int
+}
+
+// queryRead answers OpHistory and says how many messages the broker sent
+// to answer it.
+func (h *historyLog) queryRead(ctx context.Context, req fleet.HistoryRequest) (fleet.HistoryPage, int, error) {
+	r := &historyReader{historyLog: h}
+	page, err := r.query(ctx, req)
+	return page, r.read, err
+}
+
+func (r *historyReader) query(ctx context.Context, req fleet.HistoryRequest) (fleet.HistoryPage, error) {
+	page := fleet.HistoryPage{Entries: []fleet.HistoryEntry{}, RetentionSeconds: int64(r.cfg.Retention / time.Second)}
 	limit := req.Limit
 	switch {
 	case limit < 0 || limit > fleet.HistoryMaxLimit:
@@ -415,10 +446,10 @@ func (h *historyLog) query(ctx context.Context, req fleet.HistoryRequest) (fleet
 		}
 		filter = HistorySubjectPrefix + "*." + fleet.MachineToken(req.Machine)
 	}
-	if h.js == nil {
-		return page, fleet.Errorf(fleet.CodeUnavailable, "%s", h.unavailable)
+	if r.js == nil {
+		return page, fleet.Errorf(fleet.CodeUnavailable, "%s", r.unavailable)
 	}
-	info, err := h.streamState(ctx)
+	info, err := r.streamState(ctx)
 	if err != nil {
 		return page, err
 	}
@@ -426,7 +457,7 @@ func (h *historyLog) query(ctx context.Context, req fleet.HistoryRequest) (fleet
 		page.Trimmed = info.FirstSeq > 1
 		return page, nil
 	}
-	if first, err := h.entryAt(ctx, info.FirstSeq); err == nil {
+	if first, err := r.entryAt(ctx, info.FirstSeq); err == nil {
 		page.Oldest = first.Time
 	}
 	// Sequences start at 1: a later first one was deleted.
@@ -435,25 +466,25 @@ func (h *historyLog) query(ctx context.Context, req fleet.HistoryRequest) (fleet
 		return e.Machine != "" && (req.Since.IsZero() || !e.Time.Before(req.Since)) && (req.Until.IsZero() || e.Time.Before(req.Until))
 	}
 	if !req.Newest {
-		return h.forward(ctx, page, req, filter, limit, in)
+		return r.forward(ctx, page, req, filter, limit, in)
 	}
-	return h.backward(ctx, page, req, filter, limit, info, in)
+	return r.backward(ctx, page, req, filter, limit, info, in)
 }
 
 // forward reads oldest first, after req.Cursor (or from req.Since).
-func (h *historyLog) forward(ctx context.Context, page fleet.HistoryPage, req fleet.HistoryRequest, filter string, limit int,
+func (r *historyReader) forward(ctx context.Context, page fleet.HistoryPage, req fleet.HistoryRequest, filter string, limit int,
 	in func(fleet.HistoryEntry) bool) (fleet.HistoryPage, error) {
 	seq := req.Cursor + 1
 	if req.Cursor == 0 && !req.Since.IsZero() {
 		var err error
-		if seq, err = h.seqAt(ctx, req.Since); err != nil {
+		if seq, err = r.seqAt(ctx, req.Since); err != nil {
 			return page, err
 		}
 	}
 	size := 0
 	for {
 		done := false
-		n, pending, err := h.batch(ctx, seq, filter, min(limit-len(page.Entries)+1, 1000), func(e fleet.HistoryEntry, sz int) bool {
+		n, pending, err := r.batch(ctx, seq, filter, min(limit-len(page.Entries)+1, historyWindow), func(e fleet.HistoryEntry, sz int) bool {
 			seq = e.Seq + 1
 			if !req.Until.IsZero() && !e.Time.Before(req.Until) {
 				done = true
@@ -481,12 +512,20 @@ func (h *historyLog) forward(ctx context.Context, page fleet.HistoryPage, req fl
 }
 
 // backward reads newest first, before req.Cursor (or the end), a window
-// of sequence numbers at a time.
-func (h *historyLog) backward(ctx context.Context, page fleet.HistoryPage, req fleet.HistoryRequest, filter string, limit int,
+// of sequence numbers at a time. A batched direct get filtered by subject
+// does not stop at a sequence: asked for a window's entries of one
+// machine, it would send that machine's next ones past the window too,
+// for every window. So each window is first probed (its first matching
+// entry and how many match from there on; the window holds that count
+// less the one of the window after it) and only its own entries are read;
+// a window of none is skipped, and past it one machine's history jumps
+// straight to that machine's newest entry before it. A page reads about
+// what it answers, plus two messages a window.
+func (r *historyReader) backward(ctx context.Context, page fleet.HistoryPage, req fleet.HistoryRequest, filter string, limit int,
 	info jetstream.StreamState, in func(fleet.HistoryEntry) bool) (fleet.HistoryPage, error) {
 	end := info.LastSeq
 	if !req.Until.IsZero() {
-		at, err := h.seqAt(ctx, req.Until)
+		at, err := r.seqAt(ctx, req.Until)
 		if err != nil {
 			return page, err
 		}
@@ -501,40 +540,61 @@ func (h *historyLog) backward(ctx context.Context, page fleet.HistoryPage, req f
 		}
 		end = min(end, req.Cursor-1)
 	}
-	const window = 1000
-	size, scanned := 0, 0
+	// above counts the matching entries after end.
+	_, above, err := r.probe(ctx, end+1, filter)
+	if err != nil {
+		return page, err
+	}
+	size := 0
 	for end >= info.FirstSeq {
+		window := uint64(historyWindow)
+		if req.Machine == "" {
+			// Everyone's entries: a sequence number each (but those
+			// deleted), no more are needed than the page lacks.
+			window = uint64(min(historyWindow, limit-len(page.Entries)+1))
+		}
 		lo := info.FirstSeq
 		if end-info.FirstSeq+1 > window {
 			lo = end - window + 1
 		}
+		first, from, err := r.probe(ctx, lo, filter)
+		if err != nil {
+			return page, err
+		}
+		r.windows++
 		var got []fleet.HistoryEntry
 		var sizes []int
 		older := false
-		seq := lo
-		for seq <= end {
-			n, _, err := h.batch(ctx, seq, filter, window, func(e fleet.HistoryEntry, sz int) bool {
-				if e.Seq > end {
-					seq = end + 1
-					return false
+		empty := first == 0 || first > end
+		if !empty && from > above {
+			// The window holds from-above matching entries (a few more
+			// if some were written or deleted in between: past its end
+			// the reading stops).
+			want := int(min(from-above, historyWindow)) + historyReadSlack
+			for seq := first; seq <= end; want = historyReadSlack {
+				n, _, err := r.batch(ctx, seq, filter, want, func(e fleet.HistoryEntry, sz int) bool {
+					if e.Seq > end {
+						seq = end + 1
+						return false
+					}
+					seq = e.Seq + 1
+					if !req.Since.IsZero() && e.Time.Before(req.Since) {
+						older = true
+					}
+					if in(e) {
+						got, sizes = append(got, e), append(sizes, sz)
+					}
+					return true
+				})
+				if err != nil {
+					return page, err
 				}
-				seq = e.Seq + 1
-				if !req.Since.IsZero() && e.Time.Before(req.Since) {
-					older = true
+				if n < want {
+					break // all there is
 				}
-				if in(e) {
-					got, sizes = append(got, e), append(sizes, sz)
-				}
-				return true
-			})
-			if err != nil {
-				return page, err
-			}
-			if n == 0 {
-				break
 			}
 		}
-		scanned += int(end - lo + 1)
+		above = from
 		for i := len(got) - 1; i >= 0; i-- {
 			if len(page.Entries) == limit || size+sizes[i] > historyReplyBytes {
 				page.More = true
@@ -548,9 +608,21 @@ func (h *historyLog) backward(ctx context.Context, page fleet.HistoryPage, req f
 			return page, nil
 		}
 		end = lo - 1
-		if scanned >= historyScan {
+		if empty && req.Machine != "" {
+			// None of the machine's entries here: on to its newest before.
+			newest, err := r.newestUpTo(ctx, end, filter)
+			if err != nil {
+				return page, err
+			}
+			if newest < info.FirstSeq {
+				return page, nil
+			}
+			// Nothing of it in (newest, end]: above stays right.
+			end = newest
+		}
+		if r.windows >= historyWindows || r.read >= historyReadBudget {
 			// Read enough for one answer: the next page goes on from here.
-			page.More, page.Cursor = true, lo
+			page.More, page.Cursor = true, end+1
 			return page, nil
 		}
 	}
@@ -574,15 +646,15 @@ func (h *historyLog) streamState(ctx context.Context) (jetstream.StreamState, er
 // sequence + 1: none), by a binary search on the entries' own times (in
 // the order they were written): the stream's timestamps are the
 // broker's clock, the entries' the control service's.
-func (h *historyLog) seqAt(ctx context.Context, t time.Time) (uint64, error) {
-	info, err := h.streamState(ctx)
+func (r *historyReader) seqAt(ctx context.Context, t time.Time) (uint64, error) {
+	info, err := r.streamState(ctx)
 	if err != nil {
 		return 0, err
 	}
 	lo, hi := info.FirstSeq, info.LastSeq+1
 	for lo < hi {
 		mid := lo + (hi-lo)/2
-		e, err := h.entryAt(ctx, mid)
+		e, err := r.entryAt(ctx, mid)
 		switch {
 		case errors.Is(err, errNoEntry):
 			hi = mid
@@ -600,10 +672,10 @@ func (h *historyLog) seqAt(ctx context.Context, t time.Time) (uint64, error) {
 var errNoEntry = errors.New("no history entry there")
 
 // entryAt reads the entry with sequence seq, or the first after it.
-func (h *historyLog) entryAt(ctx context.Context, seq uint64) (fleet.HistoryEntry, error) {
+func (r *historyReader) entryAt(ctx context.Context, seq uint64) (fleet.HistoryEntry, error) {
 	var out fleet.HistoryEntry
 	found := false
-	_, _, err := h.batch(ctx, seq, HistorySubjectPrefix+">", 1, func(e fleet.HistoryEntry, _ int) bool {
+	_, _, err := r.batch(ctx, seq, HistorySubjectPrefix+">", 1, func(e fleet.HistoryEntry, _ int) bool {
 		out, found = e, true
 		return false
 	})
@@ -613,56 +685,100 @@ func (h *historyLog) entryAt(ctx context.Context, seq uint64) (fleet.HistoryEntr
 	return out, err
 }
 
-// batch reads up to n entries with a batched direct get (no consumer is
-// created, so none is left behind): from sequence seq, matching filter ("": any). visit sees each until it returns
-// false. It returns how many were read and how many matching entries
-// follow the last read.
-func (h *historyLog) batch(ctx context.Context, seq uint64, filter string, n int,
-	visit func(e fleet.HistoryEntry, size int) bool) (int, uint64, error) {
-	sub, err := h.nc.SubscribeSync(h.nc.NewRespInbox())
-	if err != nil {
-		return 0, 0, fmt.Errorf("history: %w", err)
+// probe finds the first entry matching filter at or after seq: its
+// sequence (0: none) and how many entries match from seq on.
+func (r *historyReader) probe(ctx context.Context, seq uint64, filter string) (uint64, uint64, error) {
+	var first uint64
+	n, pending, err := r.batch(ctx, seq, filter, 1, func(e fleet.HistoryEntry, _ int) bool {
+		first = e.Seq
+		return true
+	})
+	if err != nil || n == 0 {
+		return 0, 0, err
 	}
-	defer func() { _ = sub.Unsubscribe() }()
+	return first, 1 + pending, nil
+}
+
+// newestUpTo finds the newest entry matching filter (one machine's: its
+// joins and leaves, two subjects) at or before seq: its sequence, 0 when
+// none. The broker answers with the last entry of each subject up to
+// seq, at most two messages.
+func (r *historyReader) newestUpTo(ctx context.Context, seq uint64, filter string) (uint64, error) {
+	var newest uint64
+	err := r.get(ctx, map[string]any{"multi_last": []string{filter}, "up_to_seq": seq}, func(m *nats.Msg) bool {
+		s, _ := strconv.ParseUint(m.Header.Get("Nats-Sequence"), 10, 64)
+		newest = max(newest, s)
+		return true
+	}, nil)
+	return newest, err
+}
+
+// batch reads up to n entries with a batched direct get (no consumer is
+// created, so none is left behind): from sequence seq, matching filter
+// ("": any). visit sees each until it returns false. It returns how many
+// were read and how many matching entries follow the last read.
+func (r *historyReader) batch(ctx context.Context, seq uint64, filter string, n int,
+	visit func(e fleet.HistoryEntry, size int) bool) (int, uint64, error) {
 	req := map[string]any{"batch": max(n, 1), "seq": max(seq, 1)}
 	if filter != "" {
 		req["next_by_subj"] = filter
 	}
-	b, _ := json.Marshal(req)
-	if err := h.nc.PublishRequest("$JS.API.DIRECT.GET."+HistoryStream, sub.Subject, b); err != nil {
-		return 0, 0, fmt.Errorf("history: %w", err)
-	}
 	read, stopped := 0, false
+	var pending uint64
+	err := r.get(ctx, req, func(m *nats.Msg) bool {
+		read++
+		if stopped {
+			return true
+		}
+		s, _ := strconv.ParseUint(m.Header.Get("Nats-Sequence"), 10, 64)
+		var e fleet.HistoryEntry
+		if json.Unmarshal(m.Data, &e) != nil || e.Machine == "" {
+			r.log.Warn("history entry unreadable; skipped", "seq", s)
+			e = fleet.HistoryEntry{}
+		}
+		// An unreadable entry (no machine) is not shown, but it moves
+		// the reader on.
+		e.Seq = s
+		if !visit(e, len(m.Data)) {
+			stopped = true
+		}
+		return true
+	}, &pending)
+	return read, pending, err
+}
+
+// get sends a direct get request to the history stream and hands each
+// message of the answer to each until the end of the answer (a 204 with
+// how many matching entries follow, into pending when set) or none found
+// (404). Every message counts in r.read.
+func (r *historyReader) get(ctx context.Context, req map[string]any, each func(m *nats.Msg) bool, pending *uint64) error {
+	sub, err := r.nc.SubscribeSync(r.nc.NewRespInbox())
+	if err != nil {
+		return fmt.Errorf("history: %w", err)
+	}
+	defer func() { _ = sub.Unsubscribe() }()
+	b, _ := json.Marshal(req)
+	if err := r.nc.PublishRequest("$JS.API.DIRECT.GET."+HistoryStream, sub.Subject, b); err != nil {
+		return fmt.Errorf("history: %w", err)
+	}
 	for {
 		m, err := sub.NextMsg(readWait(ctx))
 		if err != nil {
-			return read, 0, fleet.Errorf(fleet.CodeUnavailable, "history stream %s: reading: %v; try again shortly", HistoryStream, err)
+			return fleet.Errorf(fleet.CodeUnavailable, "history stream %s: reading: %v; try again shortly", HistoryStream, err)
 		}
+		r.read++
 		switch m.Header.Get("Status") {
-		case "404", "408":
-			return read, 0, nil
+		case "404":
+			return nil
 		case "204":
-			np, _ := strconv.ParseUint(m.Header.Get("Nats-Num-Pending"), 10, 64)
-			return read, np, nil
+			if pending != nil {
+				*pending, _ = strconv.ParseUint(m.Header.Get("Nats-Num-Pending"), 10, 64)
+			}
+			return nil
 		case "":
-			read++
-			if stopped {
-				continue
-			}
-			s, _ := strconv.ParseUint(m.Header.Get("Nats-Sequence"), 10, 64)
-			var e fleet.HistoryEntry
-			if json.Unmarshal(m.Data, &e) != nil || e.Machine == "" {
-				h.log.Warn("history entry unreadable; skipped", "seq", s)
-				e = fleet.HistoryEntry{}
-			}
-			// An unreadable entry (no machine) is not shown, but it
-			// moves the reader on.
-			e.Seq = s
-			if !visit(e, len(m.Data)) {
-				stopped = true
-			}
+			each(m)
 		default:
-			return read, 0, fleet.Errorf(fleet.CodeUnavailable, "history stream %s: %s %s", HistoryStream, m.Header.Get("Status"), m.Header.Get("Description"))
+			return fleet.Errorf(fleet.CodeUnavailable, "history stream %s: %s %s", HistoryStream, m.Header.Get("Status"), m.Header.Get("Description"))
 		}
 	}
 }

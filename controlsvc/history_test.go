@@ -357,3 +357,87 @@ func TestHistoryReplicas(t *testing.T) {
 		t.Errorf("replicas on a single broker: stream %d, bucket %d; want 1", r, kv.(*jetstream.KeyValueBucketStatus).StreamInfo().Config.Replicas)
 	}
 }
+
+// TestHistoryNewestFirstReadsWhatItAnswers: one machine's entries,
+// newest first, among thousands of other machines' entries: every entry
+// is found (a page at a time too), and a page reads about what it
+// answers, not the other machines' entries nor the machine's own past
+// each window (a filtered batched read does not stop at a window's end).
+func TestHistoryNewestFirstReadsWhatItAnswers(t *testing.T) {
+	nc := historyBroker(t)
+	h := openHistoryLog(t, nc, 8192, HistoryConfig{})
+	const id = "10.0.0.2_flappy"
+	at := t0
+	var mine []string
+	add := func(machine string, n int) {
+		for range n {
+			ev := fleet.PresenceEvent{Event: fleet.EventJoined, Machine: machine, Time: at}
+			h.record(ev)
+			if machine == id {
+				mine = append(mine, entryText([]fleet.HistoryEntry{{Event: ev.Event, Machine: id, Time: at}})[0])
+			}
+			at = at.Add(time.Second)
+		}
+	}
+	// Its entries: one alone, then after 3,000 others, 2 close together,
+	// 2,500 others, 1 more, and 1,200 others last.
+	add(id, 1)
+	add("10.0.0.1_quiet", 3000)
+	add(id, 2)
+	add("10.0.0.1_quiet", 2500)
+	add(id, 1)
+	before := at
+	add("10.0.0.1_quiet", 1200)
+	h.start()
+	h.close()
+	ctx := t.Context()
+	rev := slices.Clone(mine)
+	slices.Reverse(rev)
+
+	p, read, err := h.queryRead(ctx, fleet.HistoryRequest{Machine: id, Newest: true, Limit: 10})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := entryText(p.Entries); !slices.Equal(got, rev) || p.More {
+		t.Fatalf("newest first: got %q more=%v, want %q", got, p.More, rev)
+	}
+	t.Logf("4 entries among 6,700: read %d messages", read)
+	if read > 100 {
+		t.Errorf("4 entries among 6,700 read %d messages, want under 100", read)
+	}
+	// Before its first entry: nothing, at once.
+	p, read, err = h.queryRead(ctx, fleet.HistoryRequest{Machine: id, Newest: true, Until: t0})
+	if err != nil || len(p.Entries) != 0 || read > 100 {
+		t.Errorf("before its first entry: %d entries, %v, read %d", len(p.Entries), err, read)
+	}
+	// A page at a time.
+	var got []string
+	req := fleet.HistoryRequest{Machine: id, Newest: true, Limit: 1}
+	for range 10 {
+		p, err := h.query(ctx, req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got = append(got, entryText(p.Entries)...)
+		if !p.More {
+			break
+		}
+		req.Cursor = p.Cursor
+	}
+	if !slices.Equal(got, rev) {
+		t.Errorf("a page at a time: got %q, want %q", got, rev)
+	}
+	// Everyone's, newest first, across a window's edge.
+	p, read, err = h.queryRead(ctx, fleet.HistoryRequest{Newest: true, Until: before, Limit: 1500})
+	if err != nil || len(p.Entries) != 1500 || entryText(p.Entries[:1])[0] != rev[0] {
+		t.Fatalf("everyone's until %v: %d entries, first %q, %v", before, len(p.Entries), entryText(p.Entries[:1]), err)
+	}
+	for i := 1; i < len(p.Entries); i++ {
+		if p.Entries[i].Seq >= p.Entries[i-1].Seq {
+			t.Fatalf("entry %d (seq %d) after seq %d: not newest first", i, p.Entries[i].Seq, p.Entries[i-1].Seq)
+		}
+	}
+	if read > 1600+100 {
+		t.Errorf("1,500 entries read %d messages", read)
+	}
+}
