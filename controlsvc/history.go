@@ -15,6 +15,7 @@ import (
 	"github.com/commandcontrol/commandcontrol/fleet"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nats.go/micro"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -63,6 +64,22 @@ const (
 	// beyond its count, for entries written or deleted meanwhile.
 	historyReadSlack    = 16
 	historyDropLogEvery = 10 * time.Second
+
+	// OpHistory requests wait in a fair queue, one per operator, for
+	// historyWorkers to answer them, each operator's in turn and at most
+	// historyBusy of one operator's at a time: a burst of one operator
+	// (--control-burst is 1,000) keeps one worker, and another's request
+	// is answered next. Past historyWaiting waiting an operator's request
+	// is refused (429, retry after historyRetry), and one that waited
+	// past apiTimeout is not run (the asker gave up).
+	historyWorkers = 2
+	historyBusy    = 1
+	historyWaiting = 16
+	historyRetry   = time.Second
+	// historyReadsPerToken: past the one token of the control limit a
+	// request pays on arrival, a history page costs one more per this
+	// many messages it read.
+	historyReadsPerToken = 100
 )
 
 // HistoryConfig bounds the presence history.
@@ -100,6 +117,8 @@ type historyLog struct {
 	// unavailable says why the history cannot be read.
 	unavailable string
 	queue       chan fleet.PresenceEvent
+	// work holds the OpHistory requests waiting to be answered.
+	work *fairQueueOf[historyJob]
 
 	mu   sync.Mutex
 	seen map[string]lastSeen
@@ -794,7 +813,7 @@ func (s *Service) openHistory(ctx context.Context) error {
 	s.history = h
 	s.mu.Unlock()
 	h.start()
-	s.closers = append(s.closers, h.close)
+	s.closers = append(s.closers, h.close, s.serveHistory(h))
 	s.presence.onEvent = h.record
 	return nil
 }
@@ -822,8 +841,9 @@ func historyMetrics(s *Service) []prometheus.Collector {
 	}
 }
 
-// apiHistory answers OpHistory.
-func (s *Service) apiHistory(ctx context.Context, _ operatorIdentity, body []byte) (any, error) {
+// apiHistory answers OpHistory, charging the operator's control limit
+// for what the page read.
+func (s *Service) apiHistory(ctx context.Context, op operatorIdentity, body []byte) (any, error) {
 	var r fleet.HistoryRequest
 	if len(body) > 0 {
 		if err := decode(body, &r); err != nil {
@@ -833,7 +853,73 @@ func (s *Service) apiHistory(ctx context.Context, _ operatorIdentity, body []byt
 	if s.history == nil {
 		return nil, fleet.Errorf(fleet.CodeUnavailable, "the presence history is not open")
 	}
-	return s.history.query(ctx, r)
+	page, read, err := s.history.queryRead(ctx, r)
+	s.ctlLimit.charge(op.Key, read/historyReadsPerToken)
+	return page, err
+}
+
+// historyJob is an admitted OpHistory request waiting to be answered.
+type historyJob struct {
+	req      micro.Request
+	name     string
+	h        apiHandler
+	deadline time.Time
+}
+
+// historyEndpoint serves OpHistory from the history's fair queue (see
+// historyWorkers); a request is admitted (reply subject, limit) on
+// arrival, in the endpoint's own order.
+func (s *Service) historyEndpoint(name string, h apiHandler) micro.HandlerFunc {
+	return func(req micro.Request) {
+		key, ok := s.admitAPI(req)
+		if !ok {
+			return
+		}
+		job := historyJob{req: req, name: name, h: h, deadline: time.Now().Add(apiTimeout)}
+		if s.history == nil || s.history.work == nil {
+			s.runHistoryJob(job)
+			return
+		}
+		if !s.history.work.push(key, job) {
+			sendError(s.fl, req.Reply(), fleet.Errorf(fleet.CodeTooManyRequests,
+				"%d history requests of this operator are already waiting to be answered; retry in %v, when they are", historyWaiting, historyRetry), historyRetry)
+		}
+	}
+}
+
+// serveHistory starts the workers answering queued OpHistory requests;
+// the returned func stops them (a request being answered is finished).
+func (s *Service) serveHistory(h *historyLog) func() {
+	h.work = newFairQueueOf[historyJob](historyWaiting, historyBusy)
+	var wg sync.WaitGroup
+	for range historyWorkers {
+		wg.Go(func() {
+			for {
+				job, owner, ok := h.work.popOwner()
+				if !ok {
+					return
+				}
+				s.runHistoryJob(job)
+				h.work.done(owner)
+			}
+		})
+	}
+	return func() {
+		h.work.close()
+		wg.Wait()
+	}
+}
+
+// runHistoryJob answers job, unless it waited past its deadline.
+func (s *Service) runHistoryJob(job historyJob) {
+	if !time.Now().Before(job.deadline) {
+		_ = job.req.Error(strconv.Itoa(fleet.CodeUnavailable),
+			fmt.Sprintf("this history request waited over %v behind others and was not run; ask again", apiTimeout), nil)
+		return
+	}
+	ctx, cancel := context.WithDeadline(context.Background(), job.deadline)
+	defer cancel()
+	s.answerAPI(ctx, job.name, job.req, job.h)
 }
 
 // seenOf is what machines.list shows of machine id's presence: ONLINE
