@@ -90,6 +90,27 @@ type HistoryConfig struct {
 	// MaxBytes bounds the history stream: past it the oldest entries go
 	// (default DefaultHistoryMaxBytes; cc-control --history-max-bytes).
 	MaxBytes int64
+	// PerMachine bounds the joins, and the leaves, kept of one machine:
+	// past it that machine's oldest go, never another's, so a machine
+	// that reconnects in a loop cannot push the others' entries out
+	// (default HistoryPerMachine(MaxBytes); cc-control
+	// --history-per-machine).
+	PerMachine int64
+}
+
+// historyEntryBytes is about what one entry takes in the stream (its
+// JSON with a few labels, its subject, the store's overhead).
+const historyEntryBytes = 256
+
+// DefaultHistoryPerMachine is the most joins (and leaves) kept of one
+// machine by default, on a history of DefaultHistoryMaxBytes or more.
+const DefaultHistoryPerMachine = 1000
+
+// HistoryPerMachine is HistoryConfig.PerMachine's default for a history
+// of maxBytes: one machine's entries take at most about a sixteenth of
+// it, between 16 and DefaultHistoryPerMachine of each kind.
+func HistoryPerMachine(maxBytes int64) int64 {
+	return min(DefaultHistoryPerMachine, max(16, maxBytes/16/(2*historyEntryBytes)))
 }
 
 func (c *HistoryConfig) fill() {
@@ -98,6 +119,9 @@ func (c *HistoryConfig) fill() {
 	}
 	if c.MaxBytes <= 0 {
 		c.MaxBytes = DefaultHistoryMaxBytes
+	}
+	if c.PerMachine <= 0 {
+		c.PerMachine = HistoryPerMachine(c.MaxBytes)
 	}
 }
 
@@ -191,7 +215,9 @@ func (h *historyLog) openStores(ctx context.Context) error {
 		Discard:     jetstream.DiscardOld,
 		MaxAge:      h.cfg.Retention,
 		MaxBytes:    h.cfg.MaxBytes,
-		AllowDirect: true,
+		// The subjects are per machine and event.
+		MaxMsgsPerSubject: h.cfg.PerMachine,
+		AllowDirect:       true,
 	}
 	if _, err := createReplicated(h.log, "stream "+HistoryStream, func(r int) error {
 		scfg.Replicas = r
@@ -447,7 +473,7 @@ func (h *historyLog) queryRead(ctx context.Context, req fleet.HistoryRequest) (f
 }
 
 func (r *historyReader) query(ctx context.Context, req fleet.HistoryRequest) (fleet.HistoryPage, error) {
-	page := fleet.HistoryPage{Entries: []fleet.HistoryEntry{}, RetentionSeconds: int64(r.cfg.Retention / time.Second)}
+	page := fleet.HistoryPage{Entries: []fleet.HistoryEntry{}, RetentionSeconds: int64(r.cfg.Retention / time.Second), PerMachine: r.cfg.PerMachine}
 	limit := req.Limit
 	switch {
 	case limit < 0 || limit > fleet.HistoryMaxLimit:
@@ -481,6 +507,10 @@ func (r *historyReader) query(ctx context.Context, req fleet.HistoryRequest) (fl
 	}
 	// Sequences start at 1: a later first one was deleted.
 	page.Trimmed = info.FirstSeq > 1
+	if req.Machine != "" {
+		// Its oldest went when it reached the per-machine bound.
+		page.MachineTrimmed = r.machineFull(ctx, filter)
+	}
 	in := func(e fleet.HistoryEntry) bool {
 		return e.Machine != "" && (req.Since.IsZero() || !e.Time.Before(req.Since)) && (req.Until.IsZero() || e.Time.Before(req.Until))
 	}
@@ -659,6 +689,28 @@ func (h *historyLog) streamState(ctx context.Context) (jetstream.StreamState, er
 		}
 	}
 	return jetstream.StreamState{}, fleet.Errorf(fleet.CodeUnavailable, "history stream %s: %v; try again shortly", HistoryStream, err)
+}
+
+// machineFull reports whether a subject of filter (one machine's joins,
+// its leaves) holds the most entries kept per machine: its oldest have
+// gone, or will with its next.
+func (h *historyLog) machineFull(ctx context.Context, filter string) bool {
+	cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	s, err := h.js.Stream(cctx, HistoryStream)
+	if err != nil {
+		return false
+	}
+	info, err := s.Info(cctx, jetstream.WithSubjectFilter(filter))
+	if err != nil {
+		return false
+	}
+	for _, n := range info.State.Subjects {
+		if int64(n) >= h.cfg.PerMachine {
+			return true
+		}
+	}
+	return false
 }
 
 // seqAt finds the sequence of the first entry at or after t (the last

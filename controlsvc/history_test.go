@@ -369,9 +369,16 @@ func TestHistoryNewestFirstReadsWhatItAnswers(t *testing.T) {
 	const id = "10.0.0.2_flappy"
 	at := t0
 	var mine []string
+	others := 0
 	add := func(machine string, n int) {
 		for range n {
-			ev := fleet.PresenceEvent{Event: fleet.EventJoined, Machine: machine, Time: at}
+			m := machine
+			if m != id {
+				// Many machines: one machine's entries are bounded.
+				m = fmt.Sprintf("10.1.%d.%d_quiet", others/250, others%250)
+				others++
+			}
+			ev := fleet.PresenceEvent{Event: fleet.EventJoined, Machine: m, Time: at}
 			h.record(ev)
 			if machine == id {
 				mine = append(mine, entryText([]fleet.HistoryEntry{{Event: ev.Event, Machine: id, Time: at}})[0])
@@ -439,5 +446,40 @@ func TestHistoryNewestFirstReadsWhatItAnswers(t *testing.T) {
 	}
 	if read > 1600+100 {
 		t.Errorf("1,500 entries read %d messages", read)
+	}
+}
+
+// TestHistoryPerMachineBound: a machine that joins and leaves in a loop
+// keeps only its last PerMachine joins and leaves, and never pushes
+// another machine's out; asked for it, the page says its older are gone.
+func TestHistoryPerMachineBound(t *testing.T) {
+	nc := historyBroker(t)
+	h := openHistoryLog(t, nc, 1024, HistoryConfig{MaxBytes: 1 << 20, PerMachine: 8})
+	const victim, churner = "10.0.0.1_victim", "10.0.0.66_churn"
+	at := t0
+	h.record(fleet.PresenceEvent{Event: fleet.EventJoined, Machine: victim, Time: at})
+	h.record(fleet.PresenceEvent{Event: fleet.EventLeft, Machine: victim, Time: at.Add(time.Second), Reason: "Stale Connection"})
+	for i := range 100 {
+		at = t0.Add(time.Duration(i+2) * time.Minute)
+		h.record(fleet.PresenceEvent{Event: fleet.EventJoined, Machine: churner, Time: at})
+		h.record(fleet.PresenceEvent{Event: fleet.EventLeft, Machine: churner, Time: at.Add(time.Second), Reason: "Client Closed"})
+	}
+	h.start()
+	h.close()
+	ctx := t.Context()
+	p, err := h.query(ctx, fleet.HistoryRequest{Machine: victim})
+	if err != nil || len(p.Entries) != 2 || p.MachineTrimmed || p.PerMachine != 8 {
+		t.Fatalf("the victim after 100 rounds of another: %q trimmed %v per machine %d, %v", entryText(p.Entries), p.MachineTrimmed, p.PerMachine, err)
+	}
+	p, err = h.query(ctx, fleet.HistoryRequest{Machine: churner, Newest: true})
+	if err != nil || len(p.Entries) != 16 || !p.MachineTrimmed {
+		t.Fatalf("the churner: %d entries trimmed %v, %v; want its last 8 joins and 8 leaves, trimmed", len(p.Entries), p.MachineTrimmed, err)
+	}
+	if !p.Entries[0].Time.Equal(at.Add(time.Second)) {
+		t.Errorf("the churner's newest: %v, want %v", p.Entries[0].Time, at.Add(time.Second))
+	}
+	p, err = h.query(ctx, fleet.HistoryRequest{})
+	if err != nil || len(p.Entries) != 18 || p.Entries[0].Machine != victim {
+		t.Fatalf("everyone's: %d entries, first %+v, %v; want the victim's 2 first and the churner's last 16", len(p.Entries), p.Entries[0], err)
 	}
 }
