@@ -256,6 +256,9 @@ func (s *Service) apiMachinesRemove(ctx context.Context, _ operatorIdentity, bod
 	// reach (a site cut off from the hub: its credentials there expire
 	// within --site-user-ttl, and it cannot be authorised again).
 	s.presence.state.dropped(conns, "removed from the registry")
+	if s.history != nil {
+		s.history.forget(r.ID) // its last-seen record (history.go)
+	}
 	return fleet.RemoveResult{ID: r.ID, Closed: closed}, nil
 }
 

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"log/slog"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -177,6 +178,16 @@ func lastSeenKey(id string) string {
 	return "machine." + base64.RawURLEncoding.EncodeToString([]byte(id))
 }
 
+// lastSeenID is the machine id of LastSeenBucket key key.
+func lastSeenID(key string) (string, bool) {
+	enc, ok := strings.CutPrefix(key, "machine.")
+	if !ok {
+		return "", false
+	}
+	b, err := base64.RawURLEncoding.DecodeString(enc)
+	return string(b), err == nil
+}
+
 // historySubject is where an event of machine id is stored.
 func historySubject(event, id string) string {
 	return HistorySubjectPrefix + event + "." + fleet.MachineToken(id)
@@ -253,7 +264,7 @@ func (h *historyLog) openStores(ctx context.Context) error {
 // whichever replica writes, every replica answers the same.
 func (h *historyLog) load(ctx context.Context) error {
 	wctx, cancel := context.WithCancel(context.Background())
-	w, err := h.kv.WatchAll(wctx, jetstream.IgnoreDeletes())
+	w, err := h.kv.WatchAll(wctx)
 	if err != nil {
 		cancel()
 		return fmt.Errorf("KV bucket %s: watch: %w", LastSeenBucket, err)
@@ -268,6 +279,15 @@ func (h *historyLog) load(ctx context.Context) error {
 				if initial {
 					initial = false
 					close(loaded)
+				}
+				continue
+			}
+			if e.Operation() != jetstream.KeyValuePut {
+				// Forgotten (removed from the registry) by a replica.
+				if id, ok := lastSeenID(e.Key()); ok {
+					h.mu.Lock()
+					delete(h.seen, id)
+					h.mu.Unlock()
 				}
 				continue
 			}
@@ -316,6 +336,27 @@ func (h *historyLog) seenOf(id string) (fleet.Seen, bool) {
 	defer h.mu.Unlock()
 	rec, ok := h.seen[id]
 	return rec.Seen, ok
+}
+
+// forgetEvent, queued by forget, has the writer delete a machine's
+// last-seen record (never a history entry).
+const forgetEvent = "forget"
+
+// forget drops what is remembered of machine id (removed from the
+// registry): a re-added id is not shown its old OFFLINE time. The
+// record is deleted from the bucket after the events queued before.
+func (h *historyLog) forget(id string) {
+	h.mu.Lock()
+	delete(h.seen, id)
+	h.mu.Unlock()
+	if h.js == nil {
+		return
+	}
+	select {
+	case h.queue <- fleet.PresenceEvent{Event: forgetEvent, Machine: id}:
+	default:
+		h.dropped.Add(1) // the record stays; seenOf's registration check hides it
+	}
 }
 
 // record takes a presence event (called under presence's lock, in event
@@ -396,6 +437,13 @@ func (h *historyLog) writeBatch(batch []fleet.PresenceEvent) {
 	last := map[string]fleet.PresenceEvent{}
 	var order []string
 	for _, ev := range batch {
+		if ev.Event == forgetEvent {
+			if _, ok := last[ev.Machine]; !ok {
+				order = append(order, ev.Machine)
+			}
+			last[ev.Machine] = ev
+			continue
+		}
 		b, _ := json.Marshal(fleet.HistoryEntry{Event: ev.Event, Machine: ev.Machine, Time: ev.Time, Reason: ev.Reason, Labels: ev.Labels})
 		f, err := h.js.PublishAsync(historySubject(ev.Event, ev.Machine), b)
 		if err != nil {
@@ -411,10 +459,15 @@ func (h *historyLog) writeBatch(batch []fleet.PresenceEvent) {
 	}
 	for _, id := range order {
 		h.mu.Lock()
-		rec := h.seen[id]
+		rec, ok := h.seen[id]
 		h.mu.Unlock()
-		b, _ := json.Marshal(rec)
-		f, err := h.js.PublishAsync("$KV."+LastSeenBucket+"."+lastSeenKey(id), b)
+		m := nats.NewMsg("$KV." + LastSeenBucket + "." + lastSeenKey(id))
+		if ok {
+			m.Data, _ = json.Marshal(rec)
+		} else {
+			m.Header.Set("KV-Operation", "DEL") // forgotten: a delete marker, as the KV client writes
+		}
+		f, err := h.js.PublishMsgAsync(m)
 		if err != nil {
 			h.failed.Add(1)
 			h.log.Error("last-seen record not stored", "machine", id, "error", err)
@@ -975,12 +1028,17 @@ func (s *Service) runHistoryJob(job historyJob) {
 }
 
 // seenOf is what machines.list shows of machine id's presence: ONLINE
-// since it joined, last seen now; or what is remembered of it.
-func (s *Service) seenOf(id string) *fleet.Seen {
+// since it joined, last seen now; or what is remembered of it since it
+// was registered (added): a record from before is of an earlier machine
+// with that id, removed since (its record forgotten, or not yet).
+func (s *Service) seenOf(id string, added time.Time) *fleet.Seen {
 	var rec fleet.Seen
 	known := false
 	if s.history != nil {
 		rec, known = s.history.seenOf(id)
+		if known && !rec.Online && rec.LastSeen.Before(added) {
+			rec, known = fleet.Seen{}, false
+		}
 	}
 	if since, on := s.presence.state.onlineSince(id); on {
 		if known && rec.Online && rec.Since.Before(since) {

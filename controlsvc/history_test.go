@@ -1,6 +1,7 @@
 package controlsvc
 
 import (
+	"errors"
 	"fmt"
 	"log/slog"
 	"slices"
@@ -300,25 +301,25 @@ func TestSeenFollowsPresence(t *testing.T) {
 	tr.leading.Store(true) // the one replica: the presence publisher
 	s := &Service{presence: tr, history: h}
 	const id = "10.0.0.1_web01"
-	if got := s.seenOf(id); got != nil {
+	if got := s.seenOf(id, time.Time{}); got != nil {
 		t.Fatalf("never seen: %+v", got)
 	}
 	k := connKey{"S1", 7}
 	tr.state.connected(k, agentUserPrefix+id)
 	clock = t0.Add(5 * time.Minute)
-	if got := s.seenOf(id); got == nil || !got.Online || !got.Since.Equal(t0) || !got.LastSeen.Equal(clock) {
+	if got := s.seenOf(id, time.Time{}); got == nil || !got.Online || !got.Since.Equal(t0) || !got.LastSeen.Equal(clock) {
 		t.Fatalf("ONLINE: %+v", got)
 	}
 	clock = t0.Add(time.Hour)
 	tr.state.disconnected(k, "Stale Connection")
 	clock = t0.Add(90 * time.Minute)
 	want := fleet.Seen{Since: t0.Add(time.Hour), LastSeen: t0.Add(time.Hour), Reason: "Stale Connection"}
-	if got := s.seenOf(id); got == nil || *got != want {
+	if got := s.seenOf(id, time.Time{}); got == nil || *got != want {
 		t.Fatalf("left: %+v, want %+v", got, want)
 	}
 	clock = t0.Add(2 * time.Hour)
 	tr.state.connected(connKey{"S1", 8}, agentUserPrefix+id)
-	if got := s.seenOf(id); got == nil || !got.Online || !got.Since.Equal(clock) || got.Reason != "Stale Connection" {
+	if got := s.seenOf(id, time.Time{}); got == nil || !got.Online || !got.Since.Equal(clock) || got.Reason != "Stale Connection" {
 		t.Fatalf("back: %+v", got)
 	}
 	// The service restarts (the same records, a new presence that finds
@@ -334,7 +335,7 @@ func TestSeenFollowsPresence(t *testing.T) {
 	tr2.leading.Store(true)
 	tr2.state.connected(connKey{"S2", 1}, agentUserPrefix+id)
 	s2 := &Service{presence: tr2, history: h}
-	if got := s2.seenOf(id); got == nil || !got.Online || !got.Since.Equal(joined) {
+	if got := s2.seenOf(id, time.Time{}); got == nil || !got.Online || !got.Since.Equal(joined) {
 		t.Fatalf("ONLINE across a restart: %+v, want since %v", got, joined)
 	}
 }
@@ -481,5 +482,54 @@ func TestHistoryPerMachineBound(t *testing.T) {
 	p, err = h.query(ctx, fleet.HistoryRequest{})
 	if err != nil || len(p.Entries) != 18 || p.Entries[0].Machine != victim {
 		t.Fatalf("everyone's: %d entries, first %+v, %v; want the victim's 2 first and the churner's last 16", len(p.Entries), p.Entries[0], err)
+	}
+}
+
+// TestHistoryForget: a machine removed from the registry is forgotten:
+// its last-seen record goes from memory, from the bucket (after the
+// events queued before it), and from another replica's memory; its
+// history entries stay. A record from before a machine was (re)added is
+// not shown as its own.
+func TestHistoryForget(t *testing.T) {
+	nc := historyBroker(t)
+	h := openHistoryLog(t, nc, 64, HistoryConfig{})
+	other := openHistoryLog(t, nc, 64, HistoryConfig{}) // another replica, following the bucket
+	h.start()
+	const id = "fe80::1_db01"
+	for _, ev := range nightEvents() {
+		h.record(ev)
+	}
+	h.record(fleet.PresenceEvent{Event: fleet.EventLeft, Machine: id, Time: t0.Add(9 * time.Hour), Reason: "removed from the registry"})
+	waitFor(t, "the other replica knows db01", 10*time.Second, func() bool {
+		s, ok := other.seenOf(id)
+		return ok && !s.Online
+	})
+	h.forget(id)
+	if _, ok := h.seenOf(id); ok {
+		t.Fatal("still remembered after forget")
+	}
+	waitFor(t, "the other replica forgot db01", 10*time.Second, func() bool {
+		_, ok := other.seenOf(id)
+		return !ok
+	})
+	h.close()
+	if _, err := h.kv.Get(t.Context(), lastSeenKey(id)); !errors.Is(err, jetstream.ErrKeyNotFound) {
+		t.Errorf("db01's record in the bucket after forget: %v, want none", err)
+	}
+	if _, ok := openHistoryLog(t, nc, 64, HistoryConfig{}).seenOf("10.0.0.1_web01"); !ok {
+		t.Error("web01 forgotten too")
+	}
+	p, err := h.query(t.Context(), fleet.HistoryRequest{Machine: id})
+	if err != nil || len(p.Entries) != 4 {
+		t.Errorf("db01's history after forget: %d entries, %v; want its 4", len(p.Entries), err)
+	}
+	// A record older than the machine's registration is an earlier
+	// machine's with that id.
+	s := &Service{presence: &presenceTracker{state: newPresence(func(string) map[string]string { return nil }, nil)}, history: other}
+	if got := s.seenOf("10.0.0.1_web01", t0.Add(6*time.Hour)); got != nil {
+		t.Errorf("a record from before the machine was added: %+v, want none", got)
+	}
+	if got := s.seenOf("10.0.0.1_web01", t0); got == nil || got.Reason != "Client Closed" {
+		t.Errorf("a record from after the machine was added: %+v", got)
 	}
 }
