@@ -155,6 +155,10 @@ type historyLog struct {
 	done      sync.WaitGroup
 	closeOnce sync.Once
 	stopWatch func()
+	// follower follows the last-seen bucket (nil: not durable), checking
+	// it every watchCheck (0: watchStallCheck).
+	follower   *kvFollower
+	watchCheck time.Duration
 	// now is the clock for drop logging (nil: time.Now).
 	now func() time.Time
 }
@@ -260,48 +264,27 @@ func (h *historyLog) openStores(ctx context.Context) error {
 	return nil
 }
 
-// load reads every last-seen record, then keeps following the bucket:
-// whichever replica writes, every replica answers the same.
+// load reads every last-seen record, then keeps following the bucket
+// (kvFollower: started again after a reconnect or a stall): whichever
+// replica writes, every replica answers the same.
 func (h *historyLog) load(ctx context.Context) error {
-	wctx, cancel := context.WithCancel(context.Background())
-	w, err := h.kv.WatchAll(wctx)
+	cctx, ccancel := context.WithTimeout(ctx, 5*time.Second)
+	st, err := h.js.Stream(cctx, "KV_"+LastSeenBucket)
+	ccancel()
 	if err != nil {
+		return fmt.Errorf("KV bucket %s: %w", LastSeenBucket, err)
+	}
+	h.follower = newKVFollower(LastSeenBucket, h.nc, h.kv, st, h.log, h.applySeen)
+	h.follower.check = h.watchCheck
+	wctx, cancel := context.WithCancel(context.Background())
+	loaded := make(chan struct{})
+	if err := h.follower.run(wctx, loaded); err != nil {
 		cancel()
 		return fmt.Errorf("KV bucket %s: watch: %w", LastSeenBucket, err)
 	}
-	loaded := make(chan struct{})
-	h.done.Add(1)
-	go func() {
-		defer h.done.Done()
-		initial := true
-		for e := range w.Updates() {
-			if e == nil {
-				if initial {
-					initial = false
-					close(loaded)
-				}
-				continue
-			}
-			if e.Operation() != jetstream.KeyValuePut {
-				// Forgotten (removed from the registry) by a replica.
-				if id, ok := lastSeenID(e.Key()); ok {
-					h.mu.Lock()
-					delete(h.seen, id)
-					h.mu.Unlock()
-				}
-				continue
-			}
-			var rec lastSeen
-			if json.Unmarshal(e.Value(), &rec) != nil || rec.Machine == "" {
-				h.log.Warn("last-seen record unreadable; ignored", "key", e.Key())
-				continue
-			}
-			h.remember(rec)
-		}
-	}()
 	h.stopWatch = func() {
-		_ = w.Stop()
 		cancel()
+		<-h.follower.done
 	}
 	select {
 	case <-loaded:
@@ -312,6 +295,25 @@ func (h *historyLog) load(ctx context.Context) error {
 	case <-time.After(30 * time.Second):
 		return fmt.Errorf("KV bucket %s: loading the last-seen records took over 30 s", LastSeenBucket)
 	}
+}
+
+// applySeen applies a change of the last-seen bucket.
+func (h *historyLog) applySeen(e jetstream.KeyValueEntry) {
+	if e.Operation() != jetstream.KeyValuePut {
+		// Forgotten (removed from the registry) by a replica.
+		if id, ok := lastSeenID(e.Key()); ok {
+			h.mu.Lock()
+			delete(h.seen, id)
+			h.mu.Unlock()
+		}
+		return
+	}
+	var rec lastSeen
+	if json.Unmarshal(e.Value(), &rec) != nil || rec.Machine == "" {
+		h.log.Warn("last-seen record unreadable; ignored", "key", e.Key())
+		return
+	}
+	h.remember(rec)
 }
 
 // remember keeps rec unless a newer record of its machine is known.

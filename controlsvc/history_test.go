@@ -533,3 +533,52 @@ func TestHistoryForget(t *testing.T) {
 		t.Errorf("a record from after the machine was added: %+v", got)
 	}
 }
+
+// TestHistoryLastSeenWatchRestarts: a replica following the last-seen
+// bucket starts its watch again when it stalls (here: its consumer
+// deleted on the broker, as when the broker it was on dies; the client
+// alone notices after missed heartbeats, some 15 s) and after its
+// connection reconnects, and goes on applying the records others write.
+func TestHistoryLastSeenWatchRestarts(t *testing.T) {
+	dir := t.TempDir()
+	b, keys := brokertest.Start(t, brokertest.WithConfig(func(c *broker.Config) { c.StoreDir = dir }))
+	writer := openHistoryLog(t, brokertest.Connect(t, b, keys.Control), 64, HistoryConfig{})
+	writer.start()
+	nc := brokertest.Connect(t, b, keys.Control)
+	reader := newHistoryLog(nc, slog.New(slog.DiscardHandler), HistoryConfig{})
+	reader.watchCheck = 20 * time.Millisecond
+	if err := reader.open(t.Context(), false); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(reader.close)
+	seenAt := func(id string, at time.Time) func() bool {
+		return func() bool {
+			s, ok := reader.seenOf(id)
+			return ok && s.Since.Equal(at)
+		}
+	}
+	writer.record(fleet.PresenceEvent{Event: fleet.EventJoined, Machine: "10.0.0.1_web01", Time: t0})
+	waitFor(t, "the first record followed", 5*time.Second, seenAt("10.0.0.1_web01", t0))
+
+	st, err := writer.js.Stream(t.Context(), "KV_"+LastSeenBucket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name := range st.ConsumerNames(t.Context()).Name() {
+		if err := st.DeleteConsumer(t.Context(), name); err != nil {
+			t.Fatal(err)
+		}
+	}
+	writer.record(fleet.PresenceEvent{Event: fleet.EventLeft, Machine: "10.0.0.1_web01", Time: t0.Add(time.Hour)})
+	waitFor(t, "a record written after the watch's consumer was deleted", 5*time.Second, seenAt("10.0.0.1_web01", t0.Add(time.Hour)))
+
+	before := reader.follower.restarts.Load()
+	if err := nc.ForceReconnect(); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the watch started again after the reconnect", 5*time.Second, func() bool {
+		return reader.follower.restarts.Load() > before
+	})
+	writer.record(fleet.PresenceEvent{Event: fleet.EventJoined, Machine: "10.0.0.2_db01", Time: t0.Add(2 * time.Hour)})
+	waitFor(t, "a record written after the reconnect", 5*time.Second, seenAt("10.0.0.2_db01", t0.Add(2*time.Hour)))
+}
