@@ -38,6 +38,11 @@ type History struct {
 	// Trimmed is set once older entries have been deleted (past the
 	// retention or the history's size).
 	Trimmed bool
+	// PerMachine is how many joins, and leaves, the service keeps of one
+	// machine; MachineTrimmed, for HistoryOptions.Machine, says that
+	// machine reached it: its older ones are gone.
+	PerMachine     int64
+	MachineTrimmed bool
 }
 
 // History reads the machines' joins and leaves (any operator), with the
@@ -65,6 +70,7 @@ func (c *Client) History(ctx context.Context, opts HistoryOptions) (*History, er
 			return out, err
 		}
 		out.Oldest, out.Retention, out.Trimmed = p.Oldest, time.Duration(p.RetentionSeconds)*time.Second, p.Trimmed
+		out.PerMachine, out.MachineTrimmed = p.PerMachine, p.MachineTrimmed
 		for _, e := range p.Entries {
 			if !opts.Where.Match(e.Machine, e.Labels) {
 				continue

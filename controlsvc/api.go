@@ -50,7 +50,11 @@ func (s *Service) serveAPI() (micro.Service, error) {
 	}
 	for name, h := range ops {
 		ep := "ctl-" + name
-		if err := svc.AddEndpoint(sanitizeEndpoint(ep), s.apiEndpoint(name, h),
+		hf := s.apiEndpoint(name, h)
+		if name == fleet.OpHistory {
+			hf = s.historyEndpoint(name, h) // queued per operator (history.go)
+		}
+		if err := svc.AddEndpoint(sanitizeEndpoint(ep), hf,
 			micro.WithEndpointSubject(fleet.CtlOpWildcard(name))); err != nil {
 			return nil, fmt.Errorf("control API endpoint %s: %w", name, err)
 		}
@@ -68,36 +72,55 @@ func sanitizeEndpoint(s string) string {
 	return string(b)
 }
 
+// apiTimeout bounds one control API request, from its arrival.
+const apiTimeout = 10 * time.Second
+
 func (s *Service) apiEndpoint(name string, h apiHandler) micro.HandlerFunc {
 	return func(req micro.Request) {
-		if !answersToAsker(req.Subject(), req.Reply()) {
-			// The requester picks the reply subject. Answering anywhere but
-			// the asking operator's own inbox would publish, from this
-			// service's connection, wherever the asker chose: another
-			// operator's control subject, say. Such a request is not run.
-			s.log.Warn("control API request refused: its reply subject is not the asking operator's inbox",
-				"subject", req.Subject(), "reply", req.Reply())
+		if _, ok := s.admitAPI(req); !ok {
 			return
 		}
-		// The broker lets only the operator with this key publish here:
-		// the key's own limit applies.
-		if key, _, err := fleet.ParseCtlSubject(req.Subject()); err != nil || s.limited(s.ctlLimit, key, req.Reply()) {
-			return
-		}
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		ctx, cancel := context.WithTimeout(context.Background(), apiTimeout)
 		defer cancel()
-		res, err := s.runAPI(ctx, name, req.Subject(), req.Data(), h)
-		if err != nil {
-			code, desc := fleet.CodeOf(err), err.Error()
-			var fe *fleet.Error
-			if errors.As(err, &fe) {
-				desc = fe.Description
-			}
-			_ = req.Error(strconv.Itoa(code), desc, nil)
-			return
-		}
-		_ = req.RespondJSON(res)
+		s.answerAPI(ctx, name, req, h)
 	}
+}
+
+// admitAPI checks a control API request's reply subject and its
+// operator's limit, and returns the operator's key; false (answered or
+// dropped) when it is not run.
+func (s *Service) admitAPI(req micro.Request) (string, bool) {
+	if !answersToAsker(req.Subject(), req.Reply()) {
+		// The requester picks the reply subject. Answering anywhere but
+		// the asking operator's own inbox would publish, from this
+		// service's connection, wherever the asker chose: another
+		// operator's control subject, say. Such a request is not run.
+		s.log.Warn("control API request refused: its reply subject is not the asking operator's inbox",
+			"subject", req.Subject(), "reply", req.Reply())
+		return "", false
+	}
+	// The broker lets only the operator with this key publish here:
+	// the key's own limit applies.
+	key, _, err := fleet.ParseCtlSubject(req.Subject())
+	if err != nil || s.limited(s.ctlLimit, key, req.Reply()) {
+		return "", false
+	}
+	return key, true
+}
+
+// answerAPI runs an admitted request and answers it.
+func (s *Service) answerAPI(ctx context.Context, name string, req micro.Request, h apiHandler) {
+	res, err := s.runAPI(ctx, name, req.Subject(), req.Data(), h)
+	if err != nil {
+		code, desc := fleet.CodeOf(err), err.Error()
+		var fe *fleet.Error
+		if errors.As(err, &fe) {
+			desc = fe.Description
+		}
+		_ = req.Error(strconv.Itoa(code), desc, nil)
+		return
+	}
+	_ = req.RespondJSON(res)
 }
 
 // answersToAsker reports whether reply is under the control inbox of the
@@ -235,6 +258,9 @@ func (s *Service) apiMachinesRemove(ctx context.Context, _ operatorIdentity, bod
 	// reach (a site cut off from the hub: its credentials there expire
 	// within --site-user-ttl, and it cannot be authorised again).
 	s.presence.state.dropped(conns, "removed from the registry")
+	if s.history != nil {
+		s.history.forget(r.ID) // its last-seen record (history.go)
+	}
 	return fleet.RemoveResult{ID: r.ID, Closed: closed}, nil
 }
 

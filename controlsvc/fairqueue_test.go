@@ -51,3 +51,42 @@ func equalStrings(a, b []string) bool {
 	}
 	return true
 }
+
+// TestFairQueueBusyBound: with busy 1 an owner has one item handed out
+// at a time: its next waits until that one is done, while another
+// owner's is handed out at once.
+func TestFairQueueBusyBound(t *testing.T) {
+	q := newFairQueueOf[int](4, 1)
+	for i := range 3 {
+		q.push("flooder", i)
+	}
+	it, owner, ok := q.popOwner()
+	if !ok || it != 0 || owner != "flooder" {
+		t.Fatalf("first: %d %q %v", it, owner, ok)
+	}
+	q.push("admin", 100)
+	if it, owner, _ := q.popOwner(); it != 100 || owner != "admin" {
+		t.Fatalf("with the flooder's first not done: got %d of %q, want the admin's 100", it, owner)
+	}
+	q.mu.Lock()
+	ready := len(q.ready)
+	q.mu.Unlock()
+	if ready != 0 {
+		t.Fatal("the flooder's second is ready to be handed out before its first is done")
+	}
+	next := make(chan int)
+	go func() {
+		it, _, _ := q.popOwner()
+		next <- it
+	}()
+	q.done("flooder")
+	if it := <-next; it != 1 {
+		t.Fatalf("after done: %d, want the flooder's 1", it)
+	}
+	q.done("admin")
+	q.done("flooder")
+	if it, _, _ := q.popOwner(); it != 2 {
+		t.Fatalf("last: %d, want 2", it)
+	}
+	q.close()
+}

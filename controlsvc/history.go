@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"log/slog"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -15,6 +16,7 @@ import (
 	"github.com/commandcontrol/commandcontrol/fleet"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nats.go/micro"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -51,10 +53,34 @@ const (
 	historyDefaultLimit = 1000
 	// historyReplyBytes bounds one OpHistory reply.
 	historyReplyBytes = 512 << 10
-	// historyScan bounds the entries one newest-first page reads past
-	// (a machine's filter skips others' entries).
-	historyScan         = 200000
+	// historyWindow is how many sequence numbers a newest-first page
+	// reads at a time, and the most entries one read returns.
+	historyWindow = 1000
+	// historyWindows and historyReadBudget bound one newest-first page:
+	// the windows it looks into and the messages it reads; past either
+	// it answers what it found, with a cursor to go on.
+	historyWindows    = 200
+	historyReadBudget = 20000
+	// historyReadSlack is how many entries a window's read asks for
+	// beyond its count, for entries written or deleted meanwhile.
+	historyReadSlack    = 16
 	historyDropLogEvery = 10 * time.Second
+
+	// OpHistory requests wait in a fair queue, one per operator, for
+	// historyWorkers to answer them, each operator's in turn and at most
+	// historyBusy of one operator's at a time: a burst of one operator
+	// (--control-burst is 1,000) keeps one worker, and another's request
+	// is answered next. Past historyWaiting waiting an operator's request
+	// is refused (429, retry after historyRetry), and one that waited
+	// past apiTimeout is not run (the asker gave up).
+	historyWorkers = 2
+	historyBusy    = 1
+	historyWaiting = 16
+	historyRetry   = time.Second
+	// historyReadsPerToken: past the one token of the control limit a
+	// request pays on arrival, a history page costs one more per this
+	// many messages it read.
+	historyReadsPerToken = 100
 )
 
 // HistoryConfig bounds the presence history.
@@ -65,6 +91,27 @@ type HistoryConfig struct {
 	// MaxBytes bounds the history stream: past it the oldest entries go
 	// (default DefaultHistoryMaxBytes; cc-control --history-max-bytes).
 	MaxBytes int64
+	// PerMachine bounds the joins, and the leaves, kept of one machine:
+	// past it that machine's oldest go, never another's, so a machine
+	// that reconnects in a loop cannot push the others' entries out
+	// (default HistoryPerMachine(MaxBytes); cc-control
+	// --history-per-machine).
+	PerMachine int64
+}
+
+// historyEntryBytes is about what one entry takes in the stream (its
+// JSON with a few labels, its subject, the store's overhead).
+const historyEntryBytes = 256
+
+// DefaultHistoryPerMachine is the most joins (and leaves) kept of one
+// machine by default, on a history of DefaultHistoryMaxBytes or more.
+const DefaultHistoryPerMachine = 1000
+
+// HistoryPerMachine is HistoryConfig.PerMachine's default for a history
+// of maxBytes: one machine's entries take at most about a sixteenth of
+// it, between 16 and DefaultHistoryPerMachine of each kind.
+func HistoryPerMachine(maxBytes int64) int64 {
+	return min(DefaultHistoryPerMachine, max(16, maxBytes/16/(2*historyEntryBytes)))
 }
 
 func (c *HistoryConfig) fill() {
@@ -73,6 +120,9 @@ func (c *HistoryConfig) fill() {
 	}
 	if c.MaxBytes <= 0 {
 		c.MaxBytes = DefaultHistoryMaxBytes
+	}
+	if c.PerMachine <= 0 {
+		c.PerMachine = HistoryPerMachine(c.MaxBytes)
 	}
 }
 
@@ -92,6 +142,8 @@ type historyLog struct {
 	// unavailable says why the history cannot be read.
 	unavailable string
 	queue       chan fleet.PresenceEvent
+	// work holds the OpHistory requests waiting to be answered.
+	work *fairQueueOf[historyJob]
 
 	mu   sync.Mutex
 	seen map[string]lastSeen
@@ -103,6 +155,10 @@ type historyLog struct {
 	done      sync.WaitGroup
 	closeOnce sync.Once
 	stopWatch func()
+	// follower follows the last-seen bucket (nil: not durable), checking
+	// it every watchCheck (0: watchStallCheck).
+	follower   *kvFollower
+	watchCheck time.Duration
 	// now is the clock for drop logging (nil: time.Now).
 	now func() time.Time
 }
@@ -124,6 +180,16 @@ func (h *historyLog) clock() time.Time {
 // which KV keys refuse, so the id is base64url-encoded.
 func lastSeenKey(id string) string {
 	return "machine." + base64.RawURLEncoding.EncodeToString([]byte(id))
+}
+
+// lastSeenID is the machine id of LastSeenBucket key key.
+func lastSeenID(key string) (string, bool) {
+	enc, ok := strings.CutPrefix(key, "machine.")
+	if !ok {
+		return "", false
+	}
+	b, err := base64.RawURLEncoding.DecodeString(enc)
+	return string(b), err == nil
 }
 
 // historySubject is where an event of machine id is stored.
@@ -164,7 +230,9 @@ func (h *historyLog) openStores(ctx context.Context) error {
 		Discard:     jetstream.DiscardOld,
 		MaxAge:      h.cfg.Retention,
 		MaxBytes:    h.cfg.MaxBytes,
-		AllowDirect: true,
+		// The subjects are per machine and event.
+		MaxMsgsPerSubject: h.cfg.PerMachine,
+		AllowDirect:       true,
 	}
 	if _, err := createReplicated(h.log, "stream "+HistoryStream, func(r int) error {
 		scfg.Replicas = r
@@ -196,39 +264,27 @@ func (h *historyLog) openStores(ctx context.Context) error {
 	return nil
 }
 
-// load reads every last-seen record, then keeps following the bucket:
-// whichever replica writes, every replica answers the same.
+// load reads every last-seen record, then keeps following the bucket
+// (kvFollower: started again after a reconnect or a stall): whichever
+// replica writes, every replica answers the same.
 func (h *historyLog) load(ctx context.Context) error {
-	wctx, cancel := context.WithCancel(context.Background())
-	w, err := h.kv.WatchAll(wctx, jetstream.IgnoreDeletes())
+	cctx, ccancel := context.WithTimeout(ctx, 5*time.Second)
+	st, err := h.js.Stream(cctx, "KV_"+LastSeenBucket)
+	ccancel()
 	if err != nil {
+		return fmt.Errorf("KV bucket %s: %w", LastSeenBucket, err)
+	}
+	h.follower = newKVFollower(LastSeenBucket, h.nc, h.kv, st, h.log, h.applySeen)
+	h.follower.check = h.watchCheck
+	wctx, cancel := context.WithCancel(context.Background())
+	loaded := make(chan struct{})
+	if err := h.follower.run(wctx, loaded); err != nil {
 		cancel()
 		return fmt.Errorf("KV bucket %s: watch: %w", LastSeenBucket, err)
 	}
-	loaded := make(chan struct{})
-	h.done.Add(1)
-	go func() {
-		defer h.done.Done()
-		initial := true
-		for e := range w.Updates() {
-			if e == nil {
-				if initial {
-					initial = false
-					close(loaded)
-				}
-				continue
-			}
-			var rec lastSeen
-			if json.Unmarshal(e.Value(), &rec) != nil || rec.Machine == "" {
-				h.log.Warn("last-seen record unreadable; ignored", "key", e.Key())
-				continue
-			}
-			h.remember(rec)
-		}
-	}()
 	h.stopWatch = func() {
-		_ = w.Stop()
 		cancel()
+		<-h.follower.done
 	}
 	select {
 	case <-loaded:
@@ -239,6 +295,25 @@ func (h *historyLog) load(ctx context.Context) error {
 	case <-time.After(30 * time.Second):
 		return fmt.Errorf("KV bucket %s: loading the last-seen records took over 30 s", LastSeenBucket)
 	}
+}
+
+// applySeen applies a change of the last-seen bucket.
+func (h *historyLog) applySeen(e jetstream.KeyValueEntry) {
+	if e.Operation() != jetstream.KeyValuePut {
+		// Forgotten (removed from the registry) by a replica.
+		if id, ok := lastSeenID(e.Key()); ok {
+			h.mu.Lock()
+			delete(h.seen, id)
+			h.mu.Unlock()
+		}
+		return
+	}
+	var rec lastSeen
+	if json.Unmarshal(e.Value(), &rec) != nil || rec.Machine == "" {
+		h.log.Warn("last-seen record unreadable; ignored", "key", e.Key())
+		return
+	}
+	h.remember(rec)
 }
 
 // remember keeps rec unless a newer record of its machine is known.
@@ -263,6 +338,27 @@ func (h *historyLog) seenOf(id string) (fleet.Seen, bool) {
 	defer h.mu.Unlock()
 	rec, ok := h.seen[id]
 	return rec.Seen, ok
+}
+
+// forgetEvent, queued by forget, has the writer delete a machine's
+// last-seen record (never a history entry).
+const forgetEvent = "forget"
+
+// forget drops what is remembered of machine id (removed from the
+// registry): a re-added id is not shown its old OFFLINE time. The
+// record is deleted from the bucket after the events queued before.
+func (h *historyLog) forget(id string) {
+	h.mu.Lock()
+	delete(h.seen, id)
+	h.mu.Unlock()
+	if h.js == nil {
+		return
+	}
+	select {
+	case h.queue <- fleet.PresenceEvent{Event: forgetEvent, Machine: id}:
+	default:
+		h.dropped.Add(1) // the record stays; seenOf's registration check hides it
+	}
 }
 
 // record takes a presence event (called under presence's lock, in event
@@ -343,6 +439,13 @@ func (h *historyLog) writeBatch(batch []fleet.PresenceEvent) {
 	last := map[string]fleet.PresenceEvent{}
 	var order []string
 	for _, ev := range batch {
+		if ev.Event == forgetEvent {
+			if _, ok := last[ev.Machine]; !ok {
+				order = append(order, ev.Machine)
+			}
+			last[ev.Machine] = ev
+			continue
+		}
 		b, _ := json.Marshal(fleet.HistoryEntry{Event: ev.Event, Machine: ev.Machine, Time: ev.Time, Reason: ev.Reason, Labels: ev.Labels})
 		f, err := h.js.PublishAsync(historySubject(ev.Event, ev.Machine), b)
 		if err != nil {
@@ -358,10 +461,15 @@ func (h *historyLog) writeBatch(batch []fleet.PresenceEvent) {
 	}
 	for _, id := range order {
 		h.mu.Lock()
-		rec := h.seen[id]
+		rec, ok := h.seen[id]
 		h.mu.Unlock()
-		b, _ := json.Marshal(rec)
-		f, err := h.js.PublishAsync("$KV."+LastSeenBucket+"."+lastSeenKey(id), b)
+		m := nats.NewMsg("$KV." + LastSeenBucket + "." + lastSeenKey(id))
+		if ok {
+			m.Data, _ = json.Marshal(rec)
+		} else {
+			m.Header.Set("KV-Operation", "DEL") // forgotten: a delete marker, as the KV client writes
+		}
+		f, err := h.js.PublishMsgAsync(m)
 		if err != nil {
 			h.failed.Add(1)
 			h.log.Error("last-seen record not stored", "machine", id, "error", err)
@@ -397,7 +505,30 @@ func (h *historyLog) close() {
 
 // query answers OpHistory.
 func (h *historyLog) query(ctx context.Context, req fleet.HistoryRequest) (fleet.HistoryPage, error) {
-	page := fleet.HistoryPage{Entries: []fleet.HistoryEntry{}, RetentionSeconds: int64(h.cfg.Retention / time.Second)}
+	page, _, err := h.queryRead(ctx, req)
+	return page, err
+}
+
+// historyReader reads the history for one request, counting what the
+// broker sent it: what the request cost.
+type historyReader struct {
+	*historyLog
+	// read counts the messages the broker sent (entries and statuses).
+	read int
+	// windows counts the windows a newest-first page looked into.
+	windows int
+}
+
+// queryRead answers OpHistory and says how many messages the broker sent
+// to answer it.
+func (h *historyLog) queryRead(ctx context.Context, req fleet.HistoryRequest) (fleet.HistoryPage, int, error) {
+	r := &historyReader{historyLog: h}
+	page, err := r.query(ctx, req)
+	return page, r.read, err
+}
+
+func (r *historyReader) query(ctx context.Context, req fleet.HistoryRequest) (fleet.HistoryPage, error) {
+	page := fleet.HistoryPage{Entries: []fleet.HistoryEntry{}, RetentionSeconds: int64(r.cfg.Retention / time.Second), PerMachine: r.cfg.PerMachine}
 	limit := req.Limit
 	switch {
 	case limit < 0 || limit > fleet.HistoryMaxLimit:
@@ -415,10 +546,10 @@ func (h *historyLog) query(ctx context.Context, req fleet.HistoryRequest) (fleet
 		}
 		filter = HistorySubjectPrefix + "*." + fleet.MachineToken(req.Machine)
 	}
-	if h.js == nil {
-		return page, fleet.Errorf(fleet.CodeUnavailable, "%s", h.unavailable)
+	if r.js == nil {
+		return page, fleet.Errorf(fleet.CodeUnavailable, "%s", r.unavailable)
 	}
-	info, err := h.streamState(ctx)
+	info, err := r.streamState(ctx)
 	if err != nil {
 		return page, err
 	}
@@ -426,34 +557,38 @@ func (h *historyLog) query(ctx context.Context, req fleet.HistoryRequest) (fleet
 		page.Trimmed = info.FirstSeq > 1
 		return page, nil
 	}
-	if first, err := h.entryAt(ctx, info.FirstSeq); err == nil {
+	if first, err := r.entryAt(ctx, info.FirstSeq); err == nil {
 		page.Oldest = first.Time
 	}
 	// Sequences start at 1: a later first one was deleted.
 	page.Trimmed = info.FirstSeq > 1
+	if req.Machine != "" {
+		// Its oldest went when it reached the per-machine bound.
+		page.MachineTrimmed = r.machineFull(ctx, filter)
+	}
 	in := func(e fleet.HistoryEntry) bool {
 		return e.Machine != "" && (req.Since.IsZero() || !e.Time.Before(req.Since)) && (req.Until.IsZero() || e.Time.Before(req.Until))
 	}
 	if !req.Newest {
-		return h.forward(ctx, page, req, filter, limit, in)
+		return r.forward(ctx, page, req, filter, limit, in)
 	}
-	return h.backward(ctx, page, req, filter, limit, info, in)
+	return r.backward(ctx, page, req, filter, limit, info, in)
 }
 
 // forward reads oldest first, after req.Cursor (or from req.Since).
-func (h *historyLog) forward(ctx context.Context, page fleet.HistoryPage, req fleet.HistoryRequest, filter string, limit int,
+func (r *historyReader) forward(ctx context.Context, page fleet.HistoryPage, req fleet.HistoryRequest, filter string, limit int,
 	in func(fleet.HistoryEntry) bool) (fleet.HistoryPage, error) {
 	seq := req.Cursor + 1
 	if req.Cursor == 0 && !req.Since.IsZero() {
 		var err error
-		if seq, err = h.seqAt(ctx, req.Since); err != nil {
+		if seq, err = r.seqAt(ctx, req.Since); err != nil {
 			return page, err
 		}
 	}
 	size := 0
 	for {
 		done := false
-		n, pending, err := h.batch(ctx, seq, filter, min(limit-len(page.Entries)+1, 1000), func(e fleet.HistoryEntry, sz int) bool {
+		n, pending, err := r.batch(ctx, seq, filter, min(limit-len(page.Entries)+1, historyWindow), func(e fleet.HistoryEntry, sz int) bool {
 			seq = e.Seq + 1
 			if !req.Until.IsZero() && !e.Time.Before(req.Until) {
 				done = true
@@ -481,12 +616,20 @@ func (h *historyLog) forward(ctx context.Context, page fleet.HistoryPage, req fl
 }
 
 // backward reads newest first, before req.Cursor (or the end), a window
-// of sequence numbers at a time.
-func (h *historyLog) backward(ctx context.Context, page fleet.HistoryPage, req fleet.HistoryRequest, filter string, limit int,
+// of sequence numbers at a time. A batched direct get filtered by subject
+// does not stop at a sequence: asked for a window's entries of one
+// machine, it would send that machine's next ones past the window too,
+// for every window. So each window is first probed (its first matching
+// entry and how many match from there on; the window holds that count
+// less the one of the window after it) and only its own entries are read;
+// a window of none is skipped, and past it one machine's history jumps
+// straight to that machine's newest entry before it. A page reads about
+// what it answers, plus two messages a window.
+func (r *historyReader) backward(ctx context.Context, page fleet.HistoryPage, req fleet.HistoryRequest, filter string, limit int,
 	info jetstream.StreamState, in func(fleet.HistoryEntry) bool) (fleet.HistoryPage, error) {
 	end := info.LastSeq
 	if !req.Until.IsZero() {
-		at, err := h.seqAt(ctx, req.Until)
+		at, err := r.seqAt(ctx, req.Until)
 		if err != nil {
 			return page, err
 		}
@@ -501,40 +644,61 @@ func (h *historyLog) backward(ctx context.Context, page fleet.HistoryPage, req f
 		}
 		end = min(end, req.Cursor-1)
 	}
-	const window = 1000
-	size, scanned := 0, 0
+	// above counts the matching entries after end.
+	_, above, err := r.probe(ctx, end+1, filter)
+	if err != nil {
+		return page, err
+	}
+	size := 0
 	for end >= info.FirstSeq {
+		window := uint64(historyWindow)
+		if req.Machine == "" {
+			// Everyone's entries: a sequence number each (but those
+			// deleted), no more are needed than the page lacks.
+			window = uint64(min(historyWindow, limit-len(page.Entries)+1))
+		}
 		lo := info.FirstSeq
 		if end-info.FirstSeq+1 > window {
 			lo = end - window + 1
 		}
+		first, from, err := r.probe(ctx, lo, filter)
+		if err != nil {
+			return page, err
+		}
+		r.windows++
 		var got []fleet.HistoryEntry
 		var sizes []int
 		older := false
-		seq := lo
-		for seq <= end {
-			n, _, err := h.batch(ctx, seq, filter, window, func(e fleet.HistoryEntry, sz int) bool {
-				if e.Seq > end {
-					seq = end + 1
-					return false
+		empty := first == 0 || first > end
+		if !empty && from > above {
+			// The window holds from-above matching entries (a few more
+			// if some were written or deleted in between: past its end
+			// the reading stops).
+			want := int(min(from-above, historyWindow)) + historyReadSlack
+			for seq := first; seq <= end; want = historyReadSlack {
+				n, _, err := r.batch(ctx, seq, filter, want, func(e fleet.HistoryEntry, sz int) bool {
+					if e.Seq > end {
+						seq = end + 1
+						return false
+					}
+					seq = e.Seq + 1
+					if !req.Since.IsZero() && e.Time.Before(req.Since) {
+						older = true
+					}
+					if in(e) {
+						got, sizes = append(got, e), append(sizes, sz)
+					}
+					return true
+				})
+				if err != nil {
+					return page, err
 				}
-				seq = e.Seq + 1
-				if !req.Since.IsZero() && e.Time.Before(req.Since) {
-					older = true
+				if n < want {
+					break // all there is
 				}
-				if in(e) {
-					got, sizes = append(got, e), append(sizes, sz)
-				}
-				return true
-			})
-			if err != nil {
-				return page, err
-			}
-			if n == 0 {
-				break
 			}
 		}
-		scanned += int(end - lo + 1)
+		above = from
 		for i := len(got) - 1; i >= 0; i-- {
 			if len(page.Entries) == limit || size+sizes[i] > historyReplyBytes {
 				page.More = true
@@ -548,9 +712,21 @@ func (h *historyLog) backward(ctx context.Context, page fleet.HistoryPage, req f
 			return page, nil
 		}
 		end = lo - 1
-		if scanned >= historyScan {
+		if empty && req.Machine != "" {
+			// None of the machine's entries here: on to its newest before.
+			newest, err := r.newestUpTo(ctx, end, filter)
+			if err != nil {
+				return page, err
+			}
+			if newest < info.FirstSeq {
+				return page, nil
+			}
+			// Nothing of it in (newest, end]: above stays right.
+			end = newest
+		}
+		if r.windows >= historyWindows || r.read >= historyReadBudget {
 			// Read enough for one answer: the next page goes on from here.
-			page.More, page.Cursor = true, lo
+			page.More, page.Cursor = true, end+1
 			return page, nil
 		}
 	}
@@ -570,19 +746,41 @@ func (h *historyLog) streamState(ctx context.Context) (jetstream.StreamState, er
 	return jetstream.StreamState{}, fleet.Errorf(fleet.CodeUnavailable, "history stream %s: %v; try again shortly", HistoryStream, err)
 }
 
+// machineFull reports whether a subject of filter (one machine's joins,
+// its leaves) holds the most entries kept per machine: its oldest have
+// gone, or will with its next.
+func (h *historyLog) machineFull(ctx context.Context, filter string) bool {
+	cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	s, err := h.js.Stream(cctx, HistoryStream)
+	if err != nil {
+		return false
+	}
+	info, err := s.Info(cctx, jetstream.WithSubjectFilter(filter))
+	if err != nil {
+		return false
+	}
+	for _, n := range info.State.Subjects {
+		if int64(n) >= h.cfg.PerMachine {
+			return true
+		}
+	}
+	return false
+}
+
 // seqAt finds the sequence of the first entry at or after t (the last
 // sequence + 1: none), by a binary search on the entries' own times (in
 // the order they were written): the stream's timestamps are the
 // broker's clock, the entries' the control service's.
-func (h *historyLog) seqAt(ctx context.Context, t time.Time) (uint64, error) {
-	info, err := h.streamState(ctx)
+func (r *historyReader) seqAt(ctx context.Context, t time.Time) (uint64, error) {
+	info, err := r.streamState(ctx)
 	if err != nil {
 		return 0, err
 	}
 	lo, hi := info.FirstSeq, info.LastSeq+1
 	for lo < hi {
 		mid := lo + (hi-lo)/2
-		e, err := h.entryAt(ctx, mid)
+		e, err := r.entryAt(ctx, mid)
 		switch {
 		case errors.Is(err, errNoEntry):
 			hi = mid
@@ -600,10 +798,10 @@ func (h *historyLog) seqAt(ctx context.Context, t time.Time) (uint64, error) {
 var errNoEntry = errors.New("no history entry there")
 
 // entryAt reads the entry with sequence seq, or the first after it.
-func (h *historyLog) entryAt(ctx context.Context, seq uint64) (fleet.HistoryEntry, error) {
+func (r *historyReader) entryAt(ctx context.Context, seq uint64) (fleet.HistoryEntry, error) {
 	var out fleet.HistoryEntry
 	found := false
-	_, _, err := h.batch(ctx, seq, HistorySubjectPrefix+">", 1, func(e fleet.HistoryEntry, _ int) bool {
+	_, _, err := r.batch(ctx, seq, HistorySubjectPrefix+">", 1, func(e fleet.HistoryEntry, _ int) bool {
 		out, found = e, true
 		return false
 	})
@@ -613,56 +811,100 @@ func (h *historyLog) entryAt(ctx context.Context, seq uint64) (fleet.HistoryEntr
 	return out, err
 }
 
-// batch reads up to n entries with a batched direct get (no consumer is
-// created, so none is left behind): from sequence seq, matching filter ("": any). visit sees each until it returns
-// false. It returns how many were read and how many matching entries
-// follow the last read.
-func (h *historyLog) batch(ctx context.Context, seq uint64, filter string, n int,
-	visit func(e fleet.HistoryEntry, size int) bool) (int, uint64, error) {
-	sub, err := h.nc.SubscribeSync(h.nc.NewRespInbox())
-	if err != nil {
-		return 0, 0, fmt.Errorf("history: %w", err)
+// probe finds the first entry matching filter at or after seq: its
+// sequence (0: none) and how many entries match from seq on.
+func (r *historyReader) probe(ctx context.Context, seq uint64, filter string) (uint64, uint64, error) {
+	var first uint64
+	n, pending, err := r.batch(ctx, seq, filter, 1, func(e fleet.HistoryEntry, _ int) bool {
+		first = e.Seq
+		return true
+	})
+	if err != nil || n == 0 {
+		return 0, 0, err
 	}
-	defer func() { _ = sub.Unsubscribe() }()
+	return first, 1 + pending, nil
+}
+
+// newestUpTo finds the newest entry matching filter (one machine's: its
+// joins and leaves, two subjects) at or before seq: its sequence, 0 when
+// none. The broker answers with the last entry of each subject up to
+// seq, at most two messages.
+func (r *historyReader) newestUpTo(ctx context.Context, seq uint64, filter string) (uint64, error) {
+	var newest uint64
+	err := r.get(ctx, map[string]any{"multi_last": []string{filter}, "up_to_seq": seq}, func(m *nats.Msg) bool {
+		s, _ := strconv.ParseUint(m.Header.Get("Nats-Sequence"), 10, 64)
+		newest = max(newest, s)
+		return true
+	}, nil)
+	return newest, err
+}
+
+// batch reads up to n entries with a batched direct get (no consumer is
+// created, so none is left behind): from sequence seq, matching filter
+// ("": any). visit sees each until it returns false. It returns how many
+// were read and how many matching entries follow the last read.
+func (r *historyReader) batch(ctx context.Context, seq uint64, filter string, n int,
+	visit func(e fleet.HistoryEntry, size int) bool) (int, uint64, error) {
 	req := map[string]any{"batch": max(n, 1), "seq": max(seq, 1)}
 	if filter != "" {
 		req["next_by_subj"] = filter
 	}
-	b, _ := json.Marshal(req)
-	if err := h.nc.PublishRequest("$JS.API.DIRECT.GET."+HistoryStream, sub.Subject, b); err != nil {
-		return 0, 0, fmt.Errorf("history: %w", err)
-	}
 	read, stopped := 0, false
+	var pending uint64
+	err := r.get(ctx, req, func(m *nats.Msg) bool {
+		read++
+		if stopped {
+			return true
+		}
+		s, _ := strconv.ParseUint(m.Header.Get("Nats-Sequence"), 10, 64)
+		var e fleet.HistoryEntry
+		if json.Unmarshal(m.Data, &e) != nil || e.Machine == "" {
+			r.log.Warn("history entry unreadable; skipped", "seq", s)
+			e = fleet.HistoryEntry{}
+		}
+		// An unreadable entry (no machine) is not shown, but it moves
+		// the reader on.
+		e.Seq = s
+		if !visit(e, len(m.Data)) {
+			stopped = true
+		}
+		return true
+	}, &pending)
+	return read, pending, err
+}
+
+// get sends a direct get request to the history stream and hands each
+// message of the answer to each until the end of the answer (a 204 with
+// how many matching entries follow, into pending when set) or none found
+// (404). Every message counts in r.read.
+func (r *historyReader) get(ctx context.Context, req map[string]any, each func(m *nats.Msg) bool, pending *uint64) error {
+	sub, err := r.nc.SubscribeSync(r.nc.NewRespInbox())
+	if err != nil {
+		return fmt.Errorf("history: %w", err)
+	}
+	defer func() { _ = sub.Unsubscribe() }()
+	b, _ := json.Marshal(req)
+	if err := r.nc.PublishRequest("$JS.API.DIRECT.GET."+HistoryStream, sub.Subject, b); err != nil {
+		return fmt.Errorf("history: %w", err)
+	}
 	for {
 		m, err := sub.NextMsg(readWait(ctx))
 		if err != nil {
-			return read, 0, fleet.Errorf(fleet.CodeUnavailable, "history stream %s: reading: %v; try again shortly", HistoryStream, err)
+			return fleet.Errorf(fleet.CodeUnavailable, "history stream %s: reading: %v; try again shortly", HistoryStream, err)
 		}
+		r.read++
 		switch m.Header.Get("Status") {
-		case "404", "408":
-			return read, 0, nil
+		case "404":
+			return nil
 		case "204":
-			np, _ := strconv.ParseUint(m.Header.Get("Nats-Num-Pending"), 10, 64)
-			return read, np, nil
+			if pending != nil {
+				*pending, _ = strconv.ParseUint(m.Header.Get("Nats-Num-Pending"), 10, 64)
+			}
+			return nil
 		case "":
-			read++
-			if stopped {
-				continue
-			}
-			s, _ := strconv.ParseUint(m.Header.Get("Nats-Sequence"), 10, 64)
-			var e fleet.HistoryEntry
-			if json.Unmarshal(m.Data, &e) != nil || e.Machine == "" {
-				h.log.Warn("history entry unreadable; skipped", "seq", s)
-				e = fleet.HistoryEntry{}
-			}
-			// An unreadable entry (no machine) is not shown, but it
-			// moves the reader on.
-			e.Seq = s
-			if !visit(e, len(m.Data)) {
-				stopped = true
-			}
+			each(m)
 		default:
-			return read, 0, fleet.Errorf(fleet.CodeUnavailable, "history stream %s: %s %s", HistoryStream, m.Header.Get("Status"), m.Header.Get("Description"))
+			return fleet.Errorf(fleet.CodeUnavailable, "history stream %s: %s %s", HistoryStream, m.Header.Get("Status"), m.Header.Get("Description"))
 		}
 	}
 }
@@ -678,7 +920,7 @@ func (s *Service) openHistory(ctx context.Context) error {
 	s.history = h
 	s.mu.Unlock()
 	h.start()
-	s.closers = append(s.closers, h.close)
+	s.closers = append(s.closers, h.close, s.serveHistory(h))
 	s.presence.onEvent = h.record
 	return nil
 }
@@ -706,8 +948,9 @@ func historyMetrics(s *Service) []prometheus.Collector {
 	}
 }
 
-// apiHistory answers OpHistory.
-func (s *Service) apiHistory(ctx context.Context, _ operatorIdentity, body []byte) (any, error) {
+// apiHistory answers OpHistory, charging the operator's control limit
+// for what the page read.
+func (s *Service) apiHistory(ctx context.Context, op operatorIdentity, body []byte) (any, error) {
 	var r fleet.HistoryRequest
 	if len(body) > 0 {
 		if err := decode(body, &r); err != nil {
@@ -717,16 +960,87 @@ func (s *Service) apiHistory(ctx context.Context, _ operatorIdentity, body []byt
 	if s.history == nil {
 		return nil, fleet.Errorf(fleet.CodeUnavailable, "the presence history is not open")
 	}
-	return s.history.query(ctx, r)
+	page, read, err := s.history.queryRead(ctx, r)
+	s.ctlLimit.charge(op.Key, read/historyReadsPerToken)
+	return page, err
+}
+
+// historyJob is an admitted OpHistory request waiting to be answered.
+type historyJob struct {
+	req      micro.Request
+	name     string
+	h        apiHandler
+	deadline time.Time
+}
+
+// historyEndpoint serves OpHistory from the history's fair queue (see
+// historyWorkers); a request is admitted (reply subject, limit) on
+// arrival, in the endpoint's own order.
+func (s *Service) historyEndpoint(name string, h apiHandler) micro.HandlerFunc {
+	return func(req micro.Request) {
+		key, ok := s.admitAPI(req)
+		if !ok {
+			return
+		}
+		job := historyJob{req: req, name: name, h: h, deadline: time.Now().Add(apiTimeout)}
+		if s.history == nil || s.history.work == nil {
+			s.runHistoryJob(job)
+			return
+		}
+		if !s.history.work.push(key, job) {
+			sendError(s.fl, req.Reply(), fleet.Errorf(fleet.CodeTooManyRequests,
+				"%d history requests of this operator are already waiting to be answered; retry in %v, when they are", historyWaiting, historyRetry), historyRetry)
+		}
+	}
+}
+
+// serveHistory starts the workers answering queued OpHistory requests;
+// the returned func stops them (a request being answered is finished).
+func (s *Service) serveHistory(h *historyLog) func() {
+	h.work = newFairQueueOf[historyJob](historyWaiting, historyBusy)
+	var wg sync.WaitGroup
+	for range historyWorkers {
+		wg.Go(func() {
+			for {
+				job, owner, ok := h.work.popOwner()
+				if !ok {
+					return
+				}
+				s.runHistoryJob(job)
+				h.work.done(owner)
+			}
+		})
+	}
+	return func() {
+		h.work.close()
+		wg.Wait()
+	}
+}
+
+// runHistoryJob answers job, unless it waited past its deadline.
+func (s *Service) runHistoryJob(job historyJob) {
+	if !time.Now().Before(job.deadline) {
+		_ = job.req.Error(strconv.Itoa(fleet.CodeUnavailable),
+			fmt.Sprintf("this history request waited over %v behind others and was not run; ask again", apiTimeout), nil)
+		return
+	}
+	ctx, cancel := context.WithDeadline(context.Background(), job.deadline)
+	defer cancel()
+	s.answerAPI(ctx, job.name, job.req, job.h)
 }
 
 // seenOf is what machines.list shows of machine id's presence: ONLINE
-// since it joined, last seen now; or what is remembered of it.
-func (s *Service) seenOf(id string) *fleet.Seen {
+// since it joined, last seen now; or what is remembered of it since it
+// was registered (added): a record from before is of an earlier machine
+// with that id, removed since (its record forgotten, or not yet).
+func (s *Service) seenOf(id string, added time.Time) *fleet.Seen {
 	var rec fleet.Seen
 	known := false
 	if s.history != nil {
 		rec, known = s.history.seenOf(id)
+		if known && !rec.Online && rec.LastSeen.Before(added) {
+			rec, known = fleet.Seen{}, false
+		}
 	}
 	if since, on := s.presence.state.onlineSince(id); on {
 		if known && rec.Online && rec.Since.Before(since) {

@@ -1,6 +1,7 @@
 package controlsvc
 
 import (
+	"errors"
 	"fmt"
 	"log/slog"
 	"slices"
@@ -300,25 +301,25 @@ func TestSeenFollowsPresence(t *testing.T) {
 	tr.leading.Store(true) // the one replica: the presence publisher
 	s := &Service{presence: tr, history: h}
 	const id = "10.0.0.1_web01"
-	if got := s.seenOf(id); got != nil {
+	if got := s.seenOf(id, time.Time{}); got != nil {
 		t.Fatalf("never seen: %+v", got)
 	}
 	k := connKey{"S1", 7}
 	tr.state.connected(k, agentUserPrefix+id)
 	clock = t0.Add(5 * time.Minute)
-	if got := s.seenOf(id); got == nil || !got.Online || !got.Since.Equal(t0) || !got.LastSeen.Equal(clock) {
+	if got := s.seenOf(id, time.Time{}); got == nil || !got.Online || !got.Since.Equal(t0) || !got.LastSeen.Equal(clock) {
 		t.Fatalf("ONLINE: %+v", got)
 	}
 	clock = t0.Add(time.Hour)
 	tr.state.disconnected(k, "Stale Connection")
 	clock = t0.Add(90 * time.Minute)
 	want := fleet.Seen{Since: t0.Add(time.Hour), LastSeen: t0.Add(time.Hour), Reason: "Stale Connection"}
-	if got := s.seenOf(id); got == nil || *got != want {
+	if got := s.seenOf(id, time.Time{}); got == nil || *got != want {
 		t.Fatalf("left: %+v, want %+v", got, want)
 	}
 	clock = t0.Add(2 * time.Hour)
 	tr.state.connected(connKey{"S1", 8}, agentUserPrefix+id)
-	if got := s.seenOf(id); got == nil || !got.Online || !got.Since.Equal(clock) || got.Reason != "Stale Connection" {
+	if got := s.seenOf(id, time.Time{}); got == nil || !got.Online || !got.Since.Equal(clock) || got.Reason != "Stale Connection" {
 		t.Fatalf("back: %+v", got)
 	}
 	// The service restarts (the same records, a new presence that finds
@@ -334,7 +335,7 @@ func TestSeenFollowsPresence(t *testing.T) {
 	tr2.leading.Store(true)
 	tr2.state.connected(connKey{"S2", 1}, agentUserPrefix+id)
 	s2 := &Service{presence: tr2, history: h}
-	if got := s2.seenOf(id); got == nil || !got.Online || !got.Since.Equal(joined) {
+	if got := s2.seenOf(id, time.Time{}); got == nil || !got.Online || !got.Since.Equal(joined) {
 		t.Fatalf("ONLINE across a restart: %+v, want since %v", got, joined)
 	}
 }
@@ -356,4 +357,228 @@ func TestHistoryReplicas(t *testing.T) {
 	if r := s.CachedInfo().Config.Replicas; r != 1 || kv.(*jetstream.KeyValueBucketStatus).StreamInfo().Config.Replicas != 1 {
 		t.Errorf("replicas on a single broker: stream %d, bucket %d; want 1", r, kv.(*jetstream.KeyValueBucketStatus).StreamInfo().Config.Replicas)
 	}
+}
+
+// TestHistoryNewestFirstReadsWhatItAnswers: one machine's entries,
+// newest first, among thousands of other machines' entries: every entry
+// is found (a page at a time too), and a page reads about what it
+// answers, not the other machines' entries nor the machine's own past
+// each window (a filtered batched read does not stop at a window's end).
+func TestHistoryNewestFirstReadsWhatItAnswers(t *testing.T) {
+	nc := historyBroker(t)
+	h := openHistoryLog(t, nc, 8192, HistoryConfig{})
+	const id = "10.0.0.2_flappy"
+	at := t0
+	var mine []string
+	others := 0
+	add := func(machine string, n int) {
+		for range n {
+			m := machine
+			if m != id {
+				// Many machines: one machine's entries are bounded.
+				m = fmt.Sprintf("10.1.%d.%d_quiet", others/250, others%250)
+				others++
+			}
+			ev := fleet.PresenceEvent{Event: fleet.EventJoined, Machine: m, Time: at}
+			h.record(ev)
+			if machine == id {
+				mine = append(mine, entryText([]fleet.HistoryEntry{{Event: ev.Event, Machine: id, Time: at}})[0])
+			}
+			at = at.Add(time.Second)
+		}
+	}
+	// Its entries: one alone, then after 3,000 others, 2 close together,
+	// 2,500 others, 1 more, and 1,200 others last.
+	add(id, 1)
+	add("10.0.0.1_quiet", 3000)
+	add(id, 2)
+	add("10.0.0.1_quiet", 2500)
+	add(id, 1)
+	before := at
+	add("10.0.0.1_quiet", 1200)
+	h.start()
+	h.close()
+	ctx := t.Context()
+	rev := slices.Clone(mine)
+	slices.Reverse(rev)
+
+	p, read, err := h.queryRead(ctx, fleet.HistoryRequest{Machine: id, Newest: true, Limit: 10})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := entryText(p.Entries); !slices.Equal(got, rev) || p.More {
+		t.Fatalf("newest first: got %q more=%v, want %q", got, p.More, rev)
+	}
+	t.Logf("4 entries among 6,700: read %d messages", read)
+	if read > 100 {
+		t.Errorf("4 entries among 6,700 read %d messages, want under 100", read)
+	}
+	// Before its first entry: nothing, at once.
+	p, read, err = h.queryRead(ctx, fleet.HistoryRequest{Machine: id, Newest: true, Until: t0})
+	if err != nil || len(p.Entries) != 0 || read > 100 {
+		t.Errorf("before its first entry: %d entries, %v, read %d", len(p.Entries), err, read)
+	}
+	// A page at a time.
+	var got []string
+	req := fleet.HistoryRequest{Machine: id, Newest: true, Limit: 1}
+	for range 10 {
+		p, err := h.query(ctx, req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got = append(got, entryText(p.Entries)...)
+		if !p.More {
+			break
+		}
+		req.Cursor = p.Cursor
+	}
+	if !slices.Equal(got, rev) {
+		t.Errorf("a page at a time: got %q, want %q", got, rev)
+	}
+	// Everyone's, newest first, across a window's edge.
+	p, read, err = h.queryRead(ctx, fleet.HistoryRequest{Newest: true, Until: before, Limit: 1500})
+	if err != nil || len(p.Entries) != 1500 || entryText(p.Entries[:1])[0] != rev[0] {
+		t.Fatalf("everyone's until %v: %d entries, first %q, %v", before, len(p.Entries), entryText(p.Entries[:1]), err)
+	}
+	for i := 1; i < len(p.Entries); i++ {
+		if p.Entries[i].Seq >= p.Entries[i-1].Seq {
+			t.Fatalf("entry %d (seq %d) after seq %d: not newest first", i, p.Entries[i].Seq, p.Entries[i-1].Seq)
+		}
+	}
+	if read > 1600+100 {
+		t.Errorf("1,500 entries read %d messages", read)
+	}
+}
+
+// TestHistoryPerMachineBound: a machine that joins and leaves in a loop
+// keeps only its last PerMachine joins and leaves, and never pushes
+// another machine's out; asked for it, the page says its older are gone.
+func TestHistoryPerMachineBound(t *testing.T) {
+	nc := historyBroker(t)
+	h := openHistoryLog(t, nc, 1024, HistoryConfig{MaxBytes: 1 << 20, PerMachine: 8})
+	const victim, churner = "10.0.0.1_victim", "10.0.0.66_churn"
+	at := t0
+	h.record(fleet.PresenceEvent{Event: fleet.EventJoined, Machine: victim, Time: at})
+	h.record(fleet.PresenceEvent{Event: fleet.EventLeft, Machine: victim, Time: at.Add(time.Second), Reason: "Stale Connection"})
+	for i := range 100 {
+		at = t0.Add(time.Duration(i+2) * time.Minute)
+		h.record(fleet.PresenceEvent{Event: fleet.EventJoined, Machine: churner, Time: at})
+		h.record(fleet.PresenceEvent{Event: fleet.EventLeft, Machine: churner, Time: at.Add(time.Second), Reason: "Client Closed"})
+	}
+	h.start()
+	h.close()
+	ctx := t.Context()
+	p, err := h.query(ctx, fleet.HistoryRequest{Machine: victim})
+	if err != nil || len(p.Entries) != 2 || p.MachineTrimmed || p.PerMachine != 8 {
+		t.Fatalf("the victim after 100 rounds of another: %q trimmed %v per machine %d, %v", entryText(p.Entries), p.MachineTrimmed, p.PerMachine, err)
+	}
+	p, err = h.query(ctx, fleet.HistoryRequest{Machine: churner, Newest: true})
+	if err != nil || len(p.Entries) != 16 || !p.MachineTrimmed {
+		t.Fatalf("the churner: %d entries trimmed %v, %v; want its last 8 joins and 8 leaves, trimmed", len(p.Entries), p.MachineTrimmed, err)
+	}
+	if !p.Entries[0].Time.Equal(at.Add(time.Second)) {
+		t.Errorf("the churner's newest: %v, want %v", p.Entries[0].Time, at.Add(time.Second))
+	}
+	p, err = h.query(ctx, fleet.HistoryRequest{})
+	if err != nil || len(p.Entries) != 18 || p.Entries[0].Machine != victim {
+		t.Fatalf("everyone's: %d entries, first %+v, %v; want the victim's 2 first and the churner's last 16", len(p.Entries), p.Entries[0], err)
+	}
+}
+
+// TestHistoryForget: a machine removed from the registry is forgotten:
+// its last-seen record goes from memory, from the bucket (after the
+// events queued before it), and from another replica's memory; its
+// history entries stay. A record from before a machine was (re)added is
+// not shown as its own.
+func TestHistoryForget(t *testing.T) {
+	nc := historyBroker(t)
+	h := openHistoryLog(t, nc, 64, HistoryConfig{})
+	other := openHistoryLog(t, nc, 64, HistoryConfig{}) // another replica, following the bucket
+	h.start()
+	const id = "fe80::1_db01"
+	for _, ev := range nightEvents() {
+		h.record(ev)
+	}
+	h.record(fleet.PresenceEvent{Event: fleet.EventLeft, Machine: id, Time: t0.Add(9 * time.Hour), Reason: "removed from the registry"})
+	waitFor(t, "the other replica knows db01", 10*time.Second, func() bool {
+		s, ok := other.seenOf(id)
+		return ok && !s.Online
+	})
+	h.forget(id)
+	if _, ok := h.seenOf(id); ok {
+		t.Fatal("still remembered after forget")
+	}
+	waitFor(t, "the other replica forgot db01", 10*time.Second, func() bool {
+		_, ok := other.seenOf(id)
+		return !ok
+	})
+	h.close()
+	if _, err := h.kv.Get(t.Context(), lastSeenKey(id)); !errors.Is(err, jetstream.ErrKeyNotFound) {
+		t.Errorf("db01's record in the bucket after forget: %v, want none", err)
+	}
+	if _, ok := openHistoryLog(t, nc, 64, HistoryConfig{}).seenOf("10.0.0.1_web01"); !ok {
+		t.Error("web01 forgotten too")
+	}
+	p, err := h.query(t.Context(), fleet.HistoryRequest{Machine: id})
+	if err != nil || len(p.Entries) != 4 {
+		t.Errorf("db01's history after forget: %d entries, %v; want its 4", len(p.Entries), err)
+	}
+	// A record older than the machine's registration is an earlier
+	// machine's with that id.
+	s := &Service{presence: &presenceTracker{state: newPresence(func(string) map[string]string { return nil }, nil)}, history: other}
+	if got := s.seenOf("10.0.0.1_web01", t0.Add(6*time.Hour)); got != nil {
+		t.Errorf("a record from before the machine was added: %+v, want none", got)
+	}
+	if got := s.seenOf("10.0.0.1_web01", t0); got == nil || got.Reason != "Client Closed" {
+		t.Errorf("a record from after the machine was added: %+v", got)
+	}
+}
+
+// TestHistoryLastSeenWatchRestarts: a replica following the last-seen
+// bucket starts its watch again when it stalls (here: its consumer
+// deleted on the broker, as when the broker it was on dies; the client
+// alone notices after missed heartbeats, some 15 s) and after its
+// connection reconnects, and goes on applying the records others write.
+func TestHistoryLastSeenWatchRestarts(t *testing.T) {
+	dir := t.TempDir()
+	b, keys := brokertest.Start(t, brokertest.WithConfig(func(c *broker.Config) { c.StoreDir = dir }))
+	writer := openHistoryLog(t, brokertest.Connect(t, b, keys.Control), 64, HistoryConfig{})
+	writer.start()
+	nc := brokertest.Connect(t, b, keys.Control)
+	reader := newHistoryLog(nc, slog.New(slog.DiscardHandler), HistoryConfig{})
+	reader.watchCheck = 20 * time.Millisecond
+	if err := reader.open(t.Context(), false); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(reader.close)
+	seenAt := func(id string, at time.Time) func() bool {
+		return func() bool {
+			s, ok := reader.seenOf(id)
+			return ok && s.Since.Equal(at)
+		}
+	}
+	writer.record(fleet.PresenceEvent{Event: fleet.EventJoined, Machine: "10.0.0.1_web01", Time: t0})
+	waitFor(t, "the first record followed", 5*time.Second, seenAt("10.0.0.1_web01", t0))
+
+	st, err := writer.js.Stream(t.Context(), "KV_"+LastSeenBucket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name := range st.ConsumerNames(t.Context()).Name() {
+		if err := st.DeleteConsumer(t.Context(), name); err != nil {
+			t.Fatal(err)
+		}
+	}
+	writer.record(fleet.PresenceEvent{Event: fleet.EventLeft, Machine: "10.0.0.1_web01", Time: t0.Add(time.Hour)})
+	waitFor(t, "a record written after the watch's consumer was deleted", 5*time.Second, seenAt("10.0.0.1_web01", t0.Add(time.Hour)))
+
+	before := reader.follower.restarts.Load()
+	if err := nc.ForceReconnect(); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the watch started again after the reconnect", 5*time.Second, func() bool {
+		return reader.follower.restarts.Load() > before
+	})
+	writer.record(fleet.PresenceEvent{Event: fleet.EventJoined, Machine: "10.0.0.2_db01", Time: t0.Add(2 * time.Hour)})
+	waitFor(t, "a record written after the reconnect", 5*time.Second, seenAt("10.0.0.2_db01", t0.Add(2*time.Hour)))
 }

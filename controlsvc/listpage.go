@@ -115,7 +115,7 @@ func (s *Service) apiMachinesList(_ context.Context, _ operatorIdentity, body []
 	page, more, total := s.reg.MachinesAfter(req.After, limit)
 	for i := range page {
 		page[i].Online = s.presence.online(page[i].ID)
-		page[i].Seen = s.seenOf(page[i].ID)
+		page[i].Seen = s.seenOf(page[i].ID, page[i].AddedAt)
 	}
 	return encodePage("machines", page, more, total, s.replyBudget(), machineID)
 }

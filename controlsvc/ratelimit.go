@@ -87,16 +87,8 @@ type limitRefusal struct {
 // refused request.
 func (l *opLimiter) allow(key string) *limitRefusal { return l.allowN(key, 1) }
 
-// allowN takes cost tokens (at most the burst) from key's bucket, or
-// returns what to do with the refused request.
-func (l *opLimiter) allowN(key string, cost int) *limitRefusal {
-	if l == nil {
-		return nil
-	}
-	need := math.Min(float64(max(cost, 1)), l.burst)
-	now := l.now()
-	l.mu.Lock()
-	defer l.mu.Unlock()
+// bucketAt is key's bucket, refilled until now (l.mu held).
+func (l *opLimiter) bucketAt(key string, now time.Time) *bucket {
 	b := l.buckets[key]
 	if b == nil {
 		b = &bucket{tokens: l.burst, answers: l.burst, last: now}
@@ -107,6 +99,35 @@ func (l *opLimiter) allowN(key string, cost int) *limitRefusal {
 		b.answers = math.Min(l.burst, b.answers+d.Seconds()*l.rate)
 		b.last = now
 	}
+	return b
+}
+
+// charge takes cost more tokens from key's bucket for a request already
+// admitted that cost more than the token it paid (a history page that
+// read many entries): the bucket may go into debt, down to minus the
+// burst, and key's next requests wait until it has refilled.
+func (l *opLimiter) charge(key string, cost int) {
+	if l == nil || cost <= 0 {
+		return
+	}
+	now := l.now()
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	b := l.bucketAt(key, now)
+	b.tokens = math.Max(-l.burst, b.tokens-float64(cost))
+}
+
+// allowN takes cost tokens (at most the burst) from key's bucket, or
+// returns what to do with the refused request.
+func (l *opLimiter) allowN(key string, cost int) *limitRefusal {
+	if l == nil {
+		return nil
+	}
+	need := math.Min(float64(max(cost, 1)), l.burst)
+	now := l.now()
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	b := l.bucketAt(key, now)
 	if b.tokens >= need {
 		b.tokens -= need
 		return nil

@@ -107,3 +107,31 @@ func TestOperatorLimitCostsParts(t *testing.T) {
 		t.Fatal("the 30-part snapshot did not empty the bucket")
 	}
 }
+
+// TestOperatorLimitCharge: a request that cost more than it paid (a
+// history page that read many entries) is charged after: the bucket goes
+// into debt, at most the burst deep, and the operator's next request
+// waits until it has refilled, told how long; another key is not
+// charged.
+func TestOperatorLimitCharge(t *testing.T) {
+	at := time.Date(2030, 1, 2, 3, 4, 5, 0, time.UTC)
+	l := newOpLimiter("control API", "control", 10, 5, func() time.Time { return at })
+	if r := l.allow("UVIEWER"); r != nil {
+		t.Fatal(r.Err)
+	}
+	l.charge("UVIEWER", 1000) // 4 left, charged 1,000: down to -5
+	r := l.allow("UVIEWER")
+	if r == nil || !strings.Contains(r.Err.Description, "retry in 600ms") {
+		t.Fatalf("after a charge past the burst: %+v, want refused, retry in 600ms (from -5 to 1 at 10/s)", r)
+	}
+	at = at.Add(600 * time.Millisecond)
+	if r := l.allow("UVIEWER"); r != nil {
+		t.Fatalf("refilled: %v", r.Err)
+	}
+	if r := l.allow("UADMIN"); r != nil {
+		t.Fatalf("another key charged: %v", r.Err)
+	}
+	l.charge("UADMIN", 0)
+	var none *opLimiter
+	none.charge("UVIEWER", 5) // no limit: nothing to charge
+}

@@ -62,7 +62,10 @@ type HistoryEntry struct {
 // entry still kept (zero: none), RetentionSeconds how long entries are
 // kept, and Trimmed is set once older entries have been deleted (past the
 // retention or the history's size): before Oldest they are gone, not
-// missing.
+// missing. PerMachine is how many joins, and leaves, are kept of one
+// machine at most (its oldest go first, never another machine's);
+// MachineTrimmed, asked for one machine, says it reached that bound: its
+// older joins or leaves are gone, even after Oldest.
 type HistoryPage struct {
 	Entries          []HistoryEntry `json:"entries"`
 	More             bool           `json:"more,omitempty"`
@@ -70,4 +73,6 @@ type HistoryPage struct {
 	Oldest           time.Time      `json:"oldest,omitzero"`
 	RetentionSeconds int64          `json:"retention_seconds"`
 	Trimmed          bool           `json:"trimmed,omitempty"`
+	PerMachine       int64          `json:"per_machine,omitempty"`
+	MachineTrimmed   bool           `json:"machine_trimmed,omitempty"`
 }

@@ -146,12 +146,17 @@ Flags:
 	o.history = controlsvc.HistoryConfig{Retention: controlsvc.DefaultHistoryRetention, MaxBytes: controlsvc.DefaultHistoryMaxBytes}
 	fs.Var((*days)(&o.history.Retention), "history-retention", "presence history: `AGE` for which machines' joins and leaves are kept (e.g. 30d, 720h, 1h); older ones are deleted. cc-bench history reads them")
 	fs.Var((*byteSize)(&o.history.MaxBytes), "history-max-bytes", "presence history: `SIZE` the joins and leaves may take (e.g. 256MiB); past it the oldest go first, before --history-retention")
+	fs.Int64Var(&o.history.PerMachine, "history-per-machine", 0, "presence history: `N` joins, and N leaves, kept of one machine at most; past it that machine's oldest go, never another machine's "+
+		"(one reconnecting in a loop cannot push the others out). 0: from --history-max-bytes, a sixteenth of it for one machine (1000 at 256MiB, at least 16)")
 	o.log.Register(fs)
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
 	if o.history.Retention <= 0 {
 		return nil, fmt.Errorf("--history-retention must be above 0 (e.g. 30d or 720h)")
+	}
+	if o.history.PerMachine < 0 {
+		return nil, fmt.Errorf("--history-per-machine %d: want a number of entries, at least 1, or 0 for one from --history-max-bytes", o.history.PerMachine)
 	}
 	if fs.NArg() > 0 {
 		fs.Usage()

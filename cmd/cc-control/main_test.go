@@ -133,6 +133,7 @@ func TestBadFlagsNameTheProblem(t *testing.T) {
 		{[]string{"--history-retention", "0"}, "--history-retention must be above 0"},
 		{[]string{"--history-retention", "soon"}, "want an age such as 90d"},
 		{[]string{"--history-max-bytes", "lots"}, "512MiB"},
+		{[]string{"--history-per-machine", "-1"}, "--history-per-machine -1: want a number of entries"},
 	}
 	for _, tt := range tests {
 		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {
@@ -213,8 +214,13 @@ func TestHistoryFlags(t *testing.T) {
 	if err != nil || o.history.Retention != controlsvc.DefaultHistoryRetention || o.history.MaxBytes != controlsvc.DefaultHistoryMaxBytes {
 		t.Fatalf("defaults: %+v %v", o.history, err)
 	}
-	o, err = parseFlags([]string{"--history-retention", "7d", "--history-max-bytes", "64MiB"}, &stacktest.Buffer{})
-	if err != nil || o.history.Retention != 7*24*time.Hour || o.history.MaxBytes != 64<<20 {
+	o, err = parseFlags([]string{"--history-retention", "7d", "--history-max-bytes", "64MiB", "--history-per-machine", "50"}, &stacktest.Buffer{})
+	if err != nil || o.history.Retention != 7*24*time.Hour || o.history.MaxBytes != 64<<20 || o.history.PerMachine != 50 {
 		t.Fatalf("parsed %+v %v", o.history, err)
+	}
+	for maxBytes, want := range map[int64]int64{controlsvc.DefaultHistoryMaxBytes: 1000, 512 << 10: 64, 64 << 10: 16} {
+		if got := controlsvc.HistoryPerMachine(maxBytes); got != want {
+			t.Errorf("per machine of a history of %d bytes: %d, want %d", maxBytes, got, want)
+		}
 	}
 }

@@ -102,6 +102,10 @@ func runHistory(e *env, args []string) error {
 		if note := trimmedNote(h, since); note != "" {
 			fmt.Fprintln(e.stderr, note)
 		}
+		if h.MachineTrimmed {
+			_ = printf(e.stderr, "only the last %d joins and %d leaves of %s are kept (cc-control --history-per-machine); its older ones are gone\n",
+				h.PerMachine, h.PerMachine, *machine)
+		}
 		return nil
 	})
 }
