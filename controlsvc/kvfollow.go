@@ -29,6 +29,9 @@ type kvFollower struct {
 	apply func(jetstream.KeyValueEntry)
 	// check is how often the watch is checked (0: watchStallCheck).
 	check time.Duration
+	// now, when set, starts the watch again at once (the registry's:
+	// its connection's reconnect handler signals it).
+	now chan struct{}
 
 	// done is closed when run's follower has stopped.
 	done    chan struct{}
@@ -36,6 +39,11 @@ type kvFollower struct {
 	// restarts counts the watches started again.
 	restarts atomic.Int64
 }
+
+// watchStallCheck is how often the watcher compares the bucket's last
+// revision with the last one it applied; a watcher behind for two checks
+// in a row with nothing delivered meanwhile is started again.
+const watchStallCheck = 2 * time.Second
 
 func newKVFollower(name string, nc *nats.Conn, kv jetstream.KeyValue, stream jetstream.Stream, log *slog.Logger,
 	apply func(jetstream.KeyValueEntry)) *kvFollower {
@@ -103,6 +111,8 @@ func (f *kvFollower) follow(ctx context.Context, w jetstream.KeyWatcher, floor u
 				f.apply(e)
 				f.lastRev.Store(e.Revision())
 			}
+		case <-f.now:
+			restart = true
 		case <-tick.C:
 			if n := f.nc.Stats().Reconnects; n != reconnects {
 				reconnects, restart = n, true

@@ -8,7 +8,6 @@ import (
 	"log/slog"
 	"strconv"
 	"strings"
-	"sync/atomic"
 	"time"
 
 	"github.com/commandcontrol/commandcontrol/fleet"
@@ -83,12 +82,12 @@ type kvStore struct {
 	log         *slog.Logger
 	replicas    int
 	stop        context.CancelFunc
-	done        chan struct{}
-	// rewatchNow asks the watcher to start again from the last revision
-	// it applied (rewatch); lastRev is that revision.
+	// follower applies the bucket's changes after load (kvfollow.go);
+	// rewatchNow starts its watch again at once (rewatch).
+	follower   *kvFollower
 	rewatchNow chan struct{}
-	lastRev    atomic.Uint64
-	// watchCtx and watcher are the watch load leaves for follow.
+	nc         *nats.Conn
+	// watchCtx and watcher are the watch load leaves for the follower.
 	watchCtx context.Context
 	watcher  jetstream.KeyWatcher
 }
@@ -314,6 +313,7 @@ func (r *Registry) attachKV(ctx context.Context, nc *nats.Conn, log *slog.Logger
 	revs := map[string]uint64{}
 	var stops []func()
 	for _, st := range []*kvStore{s, s.pending} {
+		st.nc = nc
 		stop, err := st.load(ctx, &d, revs)
 		if err != nil {
 			for _, stop := range stops {
@@ -330,7 +330,8 @@ func (r *Registry) attachKV(ctx context.Context, nc *nats.Conn, log *slog.Logger
 	r.mu.Unlock()
 	r.wmu.Unlock()
 	for _, st := range []*kvStore{s, s.pending} {
-		go st.follow(st.watchCtx, r, st.watcher)
+		st.follower.apply = func(e jetstream.KeyValueEntry) { r.applyWatched(st, e) }
+		go st.follower.follow(st.watchCtx, st.watcher, 0, nil)
 	}
 	log.Info("registry in JetStream", "bucket", RegistryBucket, "pending_bucket", PendingBucket, "replicas", s.replicas,
 		"machines", len(d.Machines), "operators", len(d.Operators), "pending", len(d.Pending), "apps", len(d.Apps))
@@ -342,7 +343,8 @@ func (r *Registry) attachKV(ctx context.Context, nc *nats.Conn, log *slog.Logger
 // stops that watcher (when the store is not attached after all).
 func (s *kvStore) load(ctx context.Context, d *registryData, revs map[string]uint64) (func(), error) {
 	wctx, stop := context.WithCancel(context.Background())
-	floor := s.bucketLastRev(ctx) // every revision up to it is delivered, or gone
+	s.follower = newKVFollower(s.bucket, s.nc, s.kv, s.stream, s.log, nil)
+	floor := s.follower.lastRevision(ctx) // every revision up to it is delivered, or gone
 	w, err := s.kv.WatchAll(wctx)
 	if err != nil {
 		stop()
@@ -388,96 +390,11 @@ loading:
 		s.log.Info("entries of another bucket's kind skipped (pending machines an earlier version kept in the registry's bucket: "+
 			"they are recorded again at the machines' next attempts)", "bucket", s.bucket, "skipped", skipped)
 	}
-	s.stop, s.done, s.rewatchNow = stop, make(chan struct{}), make(chan struct{}, 1)
+	s.stop, s.rewatchNow = stop, make(chan struct{}, 1)
+	s.follower.now = s.rewatchNow
 	s.watchCtx, s.watcher = wctx, w
-	s.lastRev.Store(floor)
+	s.follower.lastRev.Store(floor)
 	return stop, nil
-}
-
-// watchStallCheck is how often the watcher compares the bucket's last
-// revision with the last one it applied; a watcher behind for two checks
-// in a row with nothing delivered meanwhile is started again.
-const watchStallCheck = 2 * time.Second
-
-// follow applies the bucket's changes until ctx ends. A watch is an
-// ordered consumer on one broker: when that broker dies (this replica's,
-// or the stream leader's), the client notices only after missed
-// heartbeats, which took 18 s in the replica tests. So the watch is
-// started again at once after a reconnect (rewatch) and when it stalls
-// behind the bucket, resuming after the last revision it applied;
-// revisions already held are skipped (applyKVLocked).
-func (s *kvStore) follow(ctx context.Context, r *Registry, w jetstream.KeyWatcher) {
-	defer close(s.done)
-	tick := time.NewTicker(watchStallCheck)
-	defer tick.Stop()
-	var behindAt uint64 // lastRev when the bucket was last seen ahead
-	var floor uint64    // the bucket's last revision when the watch began
-	for {
-		restart := false
-		select {
-		case <-ctx.Done():
-			_ = w.Stop()
-			return
-		case e, ok := <-w.Updates():
-			if !ok {
-				restart = true
-				break
-			}
-			if e == nil {
-				// Caught up: revisions up to floor that were not
-				// delivered are gone (expired markers, purges).
-				s.lastRev.Store(max(s.lastRev.Load(), floor))
-				continue
-			}
-			r.applyWatched(s, e)
-			s.lastRev.Store(max(s.lastRev.Load(), e.Revision()))
-		case <-s.rewatchNow:
-			restart = true
-		case <-tick.C:
-			last := s.bucketLastRev(ctx)
-			cur := s.lastRev.Load()
-			switch {
-			case last <= cur:
-				behindAt = 0
-			case behindAt == cur:
-				restart = true
-				behindAt = 0
-			default:
-				behindAt = cur
-			}
-		}
-		if !restart {
-			continue
-		}
-		_ = w.Stop()
-		for {
-			var err error
-			floor = s.bucketLastRev(ctx)
-			w, err = s.kv.WatchAll(ctx, jetstream.ResumeFromRevision(s.lastRev.Load()+1))
-			if err == nil {
-				s.log.Info("registry bucket watch started again", "after_revision", s.lastRev.Load())
-				break
-			}
-			s.log.Warn("registry bucket watch: cannot start again; retrying", "error", err)
-			select {
-			case <-ctx.Done():
-				return
-			case <-time.After(time.Second):
-			}
-		}
-	}
-}
-
-// bucketLastRev is the bucket's last revision, or 0 when it cannot be
-// asked.
-func (s *kvStore) bucketLastRev(ctx context.Context) uint64 {
-	cctx, cancel := context.WithTimeout(ctx, kvTimeout)
-	defer cancel()
-	info, err := s.stream.Info(cctx)
-	if err != nil {
-		return 0
-	}
-	return info.State.LastSeq
 }
 
 // rewatch asks the registry's bucket watcher, if any, to start again.
@@ -505,7 +422,7 @@ func (s *kvStore) rewatch() {
 func (s *kvStore) close() {
 	if s.stop != nil {
 		s.stop()
-		<-s.done
+		<-s.follower.done
 	}
 	if s.pending != nil {
 		s.pending.close()
