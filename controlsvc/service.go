@@ -207,6 +207,9 @@ type Service struct {
 	// lease is the presence publisher's lease (leader.go; nil: none,
 	// this replica publishes alone).
 	lease *presenceLease
+	// instance is this process's random id, told apart from another
+	// replica's of the same name (leader.go).
+	instance string
 	// sessionNow, when set, is the clock session tokens are checked
 	// against (tests; default the service's clock).
 	sessionNow func() time.Time
@@ -287,7 +290,7 @@ func New(cfg Config) (*Service, error) {
 	// JetStream) runs: until then it is empty.
 	reg := newRegistry(cfg.Now)
 	reg.path = filepath.Join(cfg.DataDir, RegistryFile)
-	s := &Service{cfg: cfg, log: cfg.Logger, keys: keys, reg: reg}
+	s := &Service{cfg: cfg, log: cfg.Logger, keys: keys, reg: reg, instance: newInstanceID()}
 	reg.onSites = s.onSitesChanged
 	// An admin.nk others can read is refused at once (ensureAdmin runs
 	// in Start).
