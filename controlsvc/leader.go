@@ -22,7 +22,9 @@ import (
 // presence from the brokers' events, but ONE of them, the holder of the
 // presence lease, is the presence publisher. It alone publishes presence
 // events (machines and sessions), answers presence and session
-// snapshots, audits calls (and answers for offline machines), publishes
+// snapshots, records calls in the audit (every replica matches them, and
+// a new publisher records those made while none published:
+// callhandover.go) and answers for offline machines, publishes
 // the agents' reconnect hint and closes a machine's superseded
 // connections: with two publishers every event, hint and audit record
 // would be there twice, and two numberings of events would mix.

@@ -480,6 +480,7 @@ func (s *Service) startServing(ctx context.Context) error {
 	s.presence.sys, s.presence.fl, s.presence.announce = s.sys, s.fl, s.announce
 	audit := newAuditLog(s.ctl, s.log.With("component", "audit"), s.cfg.Audit)
 	audit.onDrop, audit.onSlow = s.metrics.auditDropped, s.metrics.slowConsumer
+	audit.replica, audit.instance = s.cfg.ReplicaName, s.instance
 	if err := audit.open(ctx, s.cfg.Audit.NotDurable, s.auditStore); err != nil {
 		return err
 	}
@@ -491,7 +492,8 @@ func (s *Service) startServing(ctx context.Context) error {
 	if err := s.openHistory(ctx); err != nil {
 		return err
 	}
-	if err := s.watchCalls(); err != nil {
+	stopCalls, err := s.watchCalls()
+	if err != nil {
 		return err
 	}
 	co := &callout{keys: s.keys, reg: s.reg, log: s.log.With("component", "callout"), ttl: s.cfg.UserTTL, siteTTL: s.cfg.SiteUserTTL, now: s.cfg.Now, readOnly: s.cfg.ReadOnlyFunctions}
@@ -542,6 +544,9 @@ func (s *Service) startServing(ctx context.Context) error {
 	s.closers = append(s.closers, cancel)
 	stopLease := s.leadPresence(rctx)
 	s.closers = append(s.closers, stopLease)
+	// The call watcher stops (recording the calls still open) before the
+	// lease is given up: as the publisher, so its records are written.
+	s.closers = append(s.closers, stopCalls)
 	stopPresence, err := s.presence.start(rctx)
 	if err != nil {
 		return err
