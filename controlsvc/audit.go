@@ -126,7 +126,10 @@ type auditLog struct {
 	js     jetstream.JetStream // nil: not durable
 	defs   []auditLogDef
 	now    func() time.Time
-	queues [3]chan fleet.AuditRecord
+	queues [3]chan auditItem
+	// replica and instance name this replica on the records it writes
+	// (headers ReplicaHeader, InstanceHeader; callhandover.go).
+	replica, instance string
 	// onDrop and onSlow feed the metrics.
 	onDrop func(log string, n int)
 	onSlow func()
@@ -142,10 +145,19 @@ type auditLog struct {
 	unavailable string // why the audit cannot be read
 }
 
+// auditItem is a record queued, with its call key ("": none; a call
+// record's, callhandover.go).
+type auditItem struct {
+	rec     fleet.AuditRecord
+	callKey string
+}
+
 type dropKey struct {
 	log   int
 	kind  string
 	opKey string
+	// why: losses for other reasons are noted apart.
+	why string
 }
 
 type dropTally struct {
@@ -176,7 +188,7 @@ func newAuditLog(nc *nats.Conn, log *slog.Logger, cfg AuditConfig) *auditLog {
 	a := &auditLog{log: log, nc: nc, defs: cfg.logs(), now: time.Now, drops: map[dropKey]*dropTally{},
 		quit: make(chan struct{}), onDrop: func(string, int) {}, onSlow: func() {}}
 	for i := range a.queues {
-		a.queues[i] = make(chan fleet.AuditRecord, auditQueue)
+		a.queues[i] = make(chan auditItem, auditQueue)
 	}
 	return a
 }
@@ -307,14 +319,18 @@ func (a *auditLog) start() {
 
 // record queues r; it never blocks. A record that does not fit is
 // counted, per log, kind and operator, and noted (noteDrops).
-func (a *auditLog) record(r fleet.AuditRecord) {
+func (a *auditLog) record(r fleet.AuditRecord) { a.recordCall(r, "") }
+
+// recordCall is record for a call record with its call key (callKey),
+// written beside it for the other replicas (callhandover.go).
+func (a *auditLog) recordCall(r fleet.AuditRecord, callKey string) {
 	now := a.now().UTC()
 	if r.Time.IsZero() {
 		r.Time = now
 	}
 	l := logOf(r)
 	select {
-	case a.queues[l] <- r:
+	case a.queues[l] <- auditItem{r, callKey}:
 	default:
 		a.drop(l, r.Kind, r.Operator, r.OperatorKey, "the audit writer fell behind (queue full)", 1, now)
 	}
@@ -322,11 +338,21 @@ func (a *auditLog) record(r fleet.AuditRecord) {
 
 // drop tallies n lost records.
 func (a *auditLog) drop(l int, kind, operator, opKey, reason string, n int64, now time.Time) {
+	a.dropTally(l, kind, operator, opKey, reason, n, now, now)
+}
+
+// dropSpan tallies n records of kind lost from the log from first to
+// last, for reason (noted apart from the other losses of that kind).
+func (a *auditLog) dropSpan(l int, kind, reason string, n int64, first, last time.Time) {
+	a.dropTally(l, kind, "", "", reason, n, first, last)
+}
+
+func (a *auditLog) dropTally(l int, kind, operator, opKey, reason string, n int64, first, now time.Time) {
 	a.dropped.Add(n)
 	a.onDrop(a.defs[l].name, int(n))
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	k := dropKey{l, kind, opKey}
+	k := dropKey{l, kind, opKey, reason}
 	t := a.drops[k]
 	if t == nil {
 		if len(a.drops) >= maxDropTallies {
@@ -334,7 +360,7 @@ func (a *auditLog) drop(l int, kind, operator, opKey, reason string, n int64, no
 			t = a.drops[k]
 		}
 		if t == nil {
-			t = &dropTally{operator: operator, first: now, reason: reason}
+			t = &dropTally{operator: operator, first: first, reason: reason}
 			a.drops[k] = t
 		}
 	}
@@ -379,18 +405,19 @@ func (a *auditLog) noteDrops() {
 			Reason: fmt.Sprintf("%d %s %s lost from the %s log: %s", t.n, k.kind, what, a.defs[k.log].name, t.reason)}
 		a.log.Warn("audit records lost", "log", a.defs[k.log].name, "kind", k.kind, "operator", t.operator,
 			"operator_key", k.opKey, "count", t.n, "from", t.first, "to", t.last, "reason", t.reason)
-		a.write(logChanges, r)
+		a.write(logChanges, auditItem{rec: r})
 	}
 }
 
 func (a *auditLog) run(l int) {
 	defer a.writers.Done()
-	for r := range a.queues[l] {
-		a.write(l, r)
+	for it := range a.queues[l] {
+		a.write(l, it)
 	}
 }
 
-func (a *auditLog) write(l int, r fleet.AuditRecord) {
+func (a *auditLog) write(l int, it auditItem) {
+	r := it.rec
 	b, err := json.Marshal(r)
 	if err != nil {
 		a.log.Error("audit record not encodable", "kind", r.Kind, "error", err)
@@ -402,7 +429,11 @@ func (a *auditLog) write(l int, r fleet.AuditRecord) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	if _, err := a.js.Publish(ctx, AuditSubjectPrefix+a.defs[l].name+"."+r.Kind, b); err != nil {
+	m := &nats.Msg{Subject: AuditSubjectPrefix + a.defs[l].name + "." + r.Kind, Data: b}
+	if it.callKey != "" {
+		m.Header = nats.Header{CallKeyHeader: {it.callKey}, ReplicaHeader: {a.replica}, InstanceHeader: {a.instance}}
+	}
+	if _, err := a.js.PublishMsg(ctx, m); err != nil {
 		a.log.Error("audit record not stored; logged instead", "error", err, "record", string(b))
 	}
 }

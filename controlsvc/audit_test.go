@@ -69,7 +69,7 @@ func startAuditLog(t *testing.T, queue int, now func() time.Time) (*auditLog, *n
 	a := newAuditLog(nc, slog.New(slog.DiscardHandler), AuditConfig{})
 	a.now = now
 	for i := range a.queues {
-		a.queues[i] = make(chan fleet.AuditRecord, queue)
+		a.queues[i] = make(chan auditItem, queue)
 	}
 	if err := a.open(t.Context(), false, func() storeInfo { return storeInfo{} }); err != nil {
 		t.Fatal(err)

@@ -59,6 +59,9 @@ type callMatcher struct {
 	wait         time.Duration
 	now          func() time.Time
 	emit         func(fleet.AuditRecord)
+	// emitKeyed, when set, is told each record instead of emit, with
+	// its call's key (the same on every replica: callhandover.go).
+	emitKeyed func(key string, rec fleet.AuditRecord)
 	// calls by key (caller, call token, function, arguments); groups by
 	// the reply subject's (caller, call token[, copy]).
 	calls  map[string]*watchedCall
@@ -535,6 +538,10 @@ func (w *callMatcher) flush(c *watchedCall) {
 		}
 	}
 	sort.SliceStable(rec.Outcomes, func(i, j int) bool { return rec.Outcomes[i].Machine < rec.Outcomes[j].Machine })
+	if w.emitKeyed != nil {
+		w.emitKeyed(c.key, rec)
+		return
+	}
 	w.emit(rec)
 }
 

@@ -42,10 +42,13 @@ type callWatch struct {
 	// nats Dropped counts); lastDropped is what it was last seen.
 	dropped     func() int
 	lastDropped int
-	// active says whether this replica watches calls now: the presence
-	// publisher alone audits them and answers for offline machines, once
-	// (leader.go). Nil: always.
+	// active says whether this replica answers for offline machines
+	// now: the presence publisher alone does, once (leader.go). Nil:
+	// always. Every replica matches calls; callHandover decides who
+	// records them.
 	active func() bool
+	// onTick runs at every tick of the loop (nil: nothing).
+	onTick func()
 }
 
 func newCallWatch(nc *nats.Conn, responder *offlineResponder, matcher *callMatcher) *callWatch {
@@ -136,14 +139,15 @@ func (w *callWatch) loop() {
 			w.matcher.flushDue(time.Time{})
 			return
 		case m := <-w.msgs:
-			if w.active == nil || w.active() {
-				w.handle(m)
-			}
+			w.handle(m)
 		case <-t.C:
 			w.checkDrops()
 			now := w.matcher.now()
 			w.matcher.flushDue(now)
 			w.matcher.pruneBudgets(now)
+			if w.onTick != nil {
+				w.onTick()
+			}
 		}
 	}
 }
@@ -183,7 +187,9 @@ func (w *callWatch) handle(m *nats.Msg) {
 		return
 	}
 	if req, ok := parseCallRequest(m); ok {
-		w.responder.request(req)
+		if w.active == nil || w.active() {
+			w.responder.request(req)
+		}
 		w.matcher.request(req)
 	}
 }
@@ -210,14 +216,11 @@ func splitCallRecord(rec fleet.AuditRecord) []fleet.AuditRecord {
 }
 
 // watchCalls starts the call watcher on the service's calls connection;
-// the audit log is its first hook.
-func (s *Service) watchCalls() error {
+// the audit log is its first hook, fed through the call handover (only
+// the presence publisher records calls). stop ends it.
+func (s *Service) watchCalls() (stop func(), err error) {
 	s.mu.Lock()
-	hooks := append([]CallHook{func(rec fleet.AuditRecord) {
-		for _, p := range splitCallRecord(rec) {
-			s.audit.record(p)
-		}
-	}}, s.callHooks...)
+	hooks := s.callHooks
 	s.mu.Unlock()
 	now := time.Now
 	if s.cfg.Now != nil {
@@ -227,20 +230,42 @@ func (s *Service) watchCalls() error {
 		op, ok := s.reg.OperatorByKey(key)
 		return op.Name, ok
 	}
-	emit := func(rec fleet.AuditRecord) {
+	write := func(key string, rec fleet.AuditRecord) {
+		for _, p := range splitCallRecord(rec) {
+			k := ""
+			if p.Part <= 1 {
+				k = key
+			}
+			s.audit.recordCall(p, k)
+		}
 		for _, h := range hooks {
 			h(rec)
 		}
 	}
-	matcher := newCallMatcher(s.presence.state, operatorName, s.cfg.CallWait, now, emit)
+	lost := func(n int, first, last time.Time, why string) {
+		s.audit.dropSpan(logCalls, fleet.AuditCall, why, int64(n), first.UTC(), last.UTC())
+	}
+	// Kept longer than a takeover (a lease to expire, a try) and than a
+	// call stays open after another replica recorded it early.
+	keep := 2*s.cfg.LeaderLease + s.cfg.CallWait + 10*time.Second
+	handover := newCallHandover(now, s.presence.publishing, keep, write, lost)
+	if err := s.watchWritten(s.ctl, handover); err != nil {
+		return nil, err
+	}
+	matcher := newCallMatcher(s.presence.state, operatorName, s.cfg.CallWait, now, nil)
+	matcher.emitKeyed = handover.record
 	matcher.sessions = s.presence.sessions
-	matcher.onFlood, matcher.maxSessionReply = s.sessionFlood, s.sessionMaxPayload()
+	matcher.onFlood, matcher.maxSessionReply = func(id, reason string) bool {
+		// One replica closes a flooding session (and audits it).
+		return s.presence.publishing() && s.sessionFlood(id, reason)
+	}, s.sessionMaxPayload()
 	matcher.addrOf = s.presence.sessions.ipOfSession
 	w := newCallWatch(s.calls, &offlineResponder{machines: s.presence.state, sessions: s.presence.sessions, publish: s.calls.PublishMsg}, matcher)
 	w.active = s.presence.publishing
+	w.onTick = handover.tick
 	if err := w.start(); err != nil {
-		return fmt.Errorf("watch calls: %w", err)
+		return nil, fmt.Errorf("watch calls: %w", err)
 	}
 	s.closers = append(s.closers, w.stop)
-	return nil
+	return w.stop, nil
 }

@@ -2,11 +2,15 @@ package controlsvc
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
 	"os"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -18,7 +22,9 @@ import (
 // presence from the brokers' events, but ONE of them, the holder of the
 // presence lease, is the presence publisher. It alone publishes presence
 // events (machines and sessions), answers presence and session
-// snapshots, audits calls (and answers for offline machines), publishes
+// snapshots, records calls in the audit (every replica matches them, and
+// a new publisher records those made while none published:
+// callhandover.go) and answers for offline machines, publishes
 // the agents' reconnect hint and closes a machine's superseded
 // connections: with two publishers every event, hint and audit record
 // would be there twice, and two numberings of events would mix.
@@ -29,6 +35,16 @@ import (
 // A holder that dies (kill -9) stops renewing; its entry expires and
 // another replica creates it. A holder that closes deletes it, and
 // another takes it at its next try.
+//
+// The lease's value names the holder and its instance, a random id of
+// the process: two live replicas given one --replica-name (a copied unit
+// file, or two containers whose default <host>-<pid> is alike) are told
+// apart, and the second waits (saying so in an ERROR) instead of taking
+// the lease from the first at every try. A replica takes the lease back
+// at once only from its own instance (it stopped publishing but its
+// entry is still there, e.g. after a pause); a restarted one is a new
+// instance and waits for its predecessor's entry to expire (a graceful
+// close deletes it, so only a crash costs that wait, at most one lease).
 const (
 	// LeaderBucket is the KV bucket of the lease, LeaderKey its key.
 	LeaderBucket = "cc_leader"
@@ -49,11 +65,39 @@ func DefaultReplicaName() string {
 	return fmt.Sprintf("%s-%d", h, os.Getpid())
 }
 
+// newInstanceID is a random id of this process's replica: what tells two
+// replicas of one name apart (the lease, shared admissions, the audit).
+func newInstanceID() string {
+	var b [8]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
+// leaseHolder is the lease's value: who holds it.
+type leaseHolder struct {
+	Replica  string `json:"replica"`
+	Instance string `json:"instance"`
+}
+
+// holderOf reads a lease value; one that is no leaseHolder (written by an
+// older replica: its bare name) has no instance.
+func holderOf(v []byte) leaseHolder {
+	var h leaseHolder
+	if json.Unmarshal(v, &h) != nil {
+		return leaseHolder{Replica: string(v)}
+	}
+	return h
+}
+
 // presenceLease holds, or tries to take, the presence publisher's lease.
 type presenceLease struct {
 	log  *slog.Logger
 	kv   jetstream.KeyValue
 	name string
+	// instance tells this process from another of the same name; value
+	// is the lease's value (leaseHolder).
+	instance string
+	value    []byte
 	// ttl is the lease's length (the bucket's TTL, which may have been
 	// made by a replica with another --leader-lease).
 	ttl time.Duration
@@ -66,6 +110,14 @@ type presenceLease struct {
 	held    bool
 	rev     uint64
 	renewed time.Time
+	// until is when this replica stops publishing unless it renews
+	// first (renewed + 3/4 of the lease, in now's UnixNano): a holder
+	// that was paused (a stopped process, a VM's pause, a long GC)
+	// publishes nothing on waking before its next renewal.
+	until atomic.Int64
+	// twin is the instance of the other live replica of this name
+	// last said in the log ("": none).
+	twin string
 }
 
 // leaseOpenWait bounds how long a replica waits for the brokers'
@@ -75,10 +127,10 @@ const leaseOpenWait = 30 * time.Second
 
 // openLease opens the lease's bucket (openLeaseOnce), asking again while
 // JetStream is there but not ready, up to leaseOpenWait.
-func openLease(ctx context.Context, log *slog.Logger, js jetstream.JetStream, name string, ttl time.Duration) (*presenceLease, error) {
+func openLease(ctx context.Context, log *slog.Logger, js jetstream.JetStream, name, instance string, ttl time.Duration) (*presenceLease, error) {
 	deadline := time.Now().Add(leaseOpenWait)
 	for {
-		l, err := openLeaseOnce(ctx, log, js, name, ttl)
+		l, err := openLeaseOnce(ctx, log, js, name, instance, ttl)
 		if err == nil || errors.Is(err, jetstream.ErrJetStreamNotEnabled) || errors.Is(err, jetstream.ErrJetStreamNotEnabledForAccount) ||
 			errors.Is(err, nats.ErrNoResponders) || time.Now().After(deadline) {
 			return l, err
@@ -96,7 +148,7 @@ func openLease(ctx context.Context, log *slog.Logger, js jetstream.JetStream, na
 // replicas when the cluster can place them. The bucket's TTL is the
 // lease: a bucket made by a replica with another lease keeps its own,
 // said in the log.
-func openLeaseOnce(ctx context.Context, log *slog.Logger, js jetstream.JetStream, name string, ttl time.Duration) (*presenceLease, error) {
+func openLeaseOnce(ctx context.Context, log *slog.Logger, js jetstream.JetStream, name, instance string, ttl time.Duration) (*presenceLease, error) {
 	var kv jetstream.KeyValue
 	_, err := createReplicated(log, LeaderBucket, func(replicas int) error {
 		cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
@@ -122,7 +174,8 @@ func openLeaseOnce(ctx context.Context, log *slog.Logger, js jetstream.JetStream
 			"fix", "give every replica the same --leader-lease, or delete the bucket while no replica runs")
 		ttl = got
 	}
-	return &presenceLease{log: log, kv: kv, name: name, ttl: ttl, now: time.Now}, nil
+	value, _ := json.Marshal(leaseHolder{Replica: name, Instance: instance})
+	return &presenceLease{log: log, kv: kv, name: name, instance: instance, value: value, ttl: ttl, now: time.Now}, nil
 }
 
 // leading reports whether this replica holds the lease.
@@ -130,6 +183,13 @@ func (l *presenceLease) leading() bool {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.held
+}
+
+// valid reports whether the lease, if held, was renewed recently enough
+// to publish now: before renewed + 3/4 of it (by then the renewal that
+// keeps it has succeeded, or try gives it up).
+func (l *presenceLease) valid() bool {
+	return l.now().UnixNano() < l.until.Load()
 }
 
 // try renews the lease if held, or tries to take it; it reports whether
@@ -157,7 +217,7 @@ func (l *presenceLease) try(ctx context.Context) bool {
 		}
 		done := make(chan renewal, 1)
 		go func() {
-			r, err := l.kv.Update(cctx, LeaderKey, []byte(l.name), rev)
+			r, err := l.kv.Update(cctx, LeaderKey, l.value, rev)
 			done <- renewal{r, err}
 		}()
 		var res renewal
@@ -168,6 +228,12 @@ func (l *presenceLease) try(ctx context.Context) bool {
 		}
 		switch err := res.err; {
 		case err == nil:
+			if !l.now().Before(stopBy) {
+				// Renewed, but only after this replica should have
+				// stopped publishing (it was paused): what it did
+				// not publish meanwhile is behind a new epoch.
+				l.update(false, 0, now, "the lease was renewed too late to have published all along")
+			}
 			l.update(true, res.rev, now, "")
 			return true
 		case errors.Is(err, jetstream.ErrKeyRevisionMismatch) || errors.Is(err, jetstream.ErrKeyNotFound):
@@ -185,19 +251,27 @@ func (l *presenceLease) try(ctx context.Context) bool {
 	// cluster); the next waits for it.
 	cctx, cancel := context.WithTimeout(ctx, max(l.ttl/2, time.Second))
 	defer cancel()
-	r, err := l.kv.Create(cctx, LeaderKey, []byte(l.name))
+	r, err := l.kv.Create(cctx, LeaderKey, l.value)
 	if err == nil {
 		l.update(true, r, now, "")
 		return true
 	}
 	if errors.Is(err, jetstream.ErrKeyExists) {
-		// Still ours from before (the same --replica-name restarted):
-		// take it back rather than wait for it to expire.
-		if e, gerr := l.kv.Get(cctx, LeaderKey); gerr == nil && string(e.Value()) == l.name {
-			if r, err = l.kv.Update(cctx, LeaderKey, []byte(l.name), e.Revision()); err == nil {
+		e, gerr := l.kv.Get(cctx, LeaderKey)
+		if gerr != nil {
+			return false
+		}
+		switch h := holderOf(e.Value()); {
+		case h.Instance == l.instance:
+			// Still this process's (it gave up publishing, paused or
+			// cut off, while its entry lived on): take it back rather
+			// than wait for it to expire.
+			if r, err = l.kv.Update(cctx, LeaderKey, l.value, e.Revision()); err == nil {
 				l.update(true, r, now, "")
 				return true
 			}
+		case h.Replica == l.name:
+			l.sameName(h)
 		}
 		return false
 	}
@@ -207,6 +281,21 @@ func (l *presenceLease) try(ctx context.Context) bool {
 	return false
 }
 
+// sameName says, once per other instance, that another live replica
+// holds the lease under this replica's name: this one waits for it to go
+// (or for its entry to expire) rather than take the lease from it.
+func (l *presenceLease) sameName(h leaseHolder) {
+	l.mu.Lock()
+	said := l.twin == h.Instance
+	l.twin = h.Instance
+	l.mu.Unlock()
+	if !said {
+		l.log.Error("another live replica holds the presence lease under this replica's name; this one waits for it to go",
+			"replica", l.name, "instance", l.instance, "holder_instance", h.Instance,
+			"fix", "give each replica its own --replica-name (two replicas of one name were both publisher)")
+	}
+}
+
 // update records the lease's state and tells set when it changed.
 func (l *presenceLease) update(held bool, rev uint64, at time.Time, why string) {
 	l.mu.Lock()
@@ -214,6 +303,9 @@ func (l *presenceLease) update(held bool, rev uint64, at time.Time, why string) 
 	l.held = held
 	if held {
 		l.rev, l.renewed = rev, at
+		l.until.Store(at.Add(l.ttl * 3 / 4).UnixNano())
+	} else {
+		l.until.Store(0)
 	}
 	l.mu.Unlock()
 	if was == held {
@@ -251,6 +343,7 @@ func (l *presenceLease) release() {
 	l.mu.Lock()
 	held, rev := l.held, l.rev
 	l.held = false
+	l.until.Store(0)
 	l.mu.Unlock()
 	if !held {
 		return
@@ -276,7 +369,7 @@ func (s *Service) leadPresence(ctx context.Context) (stop func()) {
 	js, err := jetstream.New(s.ctl)
 	var l *presenceLease
 	if err == nil {
-		l, err = openLease(ctx, log, js, s.cfg.ReplicaName, s.cfg.LeaderLease)
+		l, err = openLease(ctx, log, js, s.cfg.ReplicaName, s.instance, s.cfg.LeaderLease)
 	}
 	if err != nil {
 		log.Warn("no presence lease (the brokers have no JetStream for the CONTROL account): this replica publishes presence alone; run only one control service, or give the brokers --store-dir",
@@ -285,6 +378,7 @@ func (s *Service) leadPresence(ctx context.Context) (stop func()) {
 		return func() {}
 	}
 	s.lease = l
+	tr.lease.Store(l)
 	tr.awaitShared = sharedAdmissionWait // other replicas may admit sessions
 	if !l.try(ctx) {
 		log.Info("another replica is the presence publisher; this one tracks presence and takes over if it goes", "replica", s.cfg.ReplicaName)
@@ -309,8 +403,17 @@ func (s *Service) Leading() bool { return s.presence.publishing() }
 
 // publishing reports whether this replica is the presence publisher: the
 // one gate of everything only the publisher does (presence and session
-// events, snapshots, the hint, the call audit, superseding).
-func (tr *presenceTracker) publishing() bool { return tr.leading.Load() }
+// events, snapshots, the hint, the call audit, superseding). A holder
+// whose last renewal is older than 3/4 of the lease does not publish
+// (presenceLease.valid): it was paused, and another may hold the lease
+// by the time it would.
+func (tr *presenceTracker) publishing() bool {
+	if !tr.leading.Load() {
+		return false
+	}
+	l := tr.lease.Load()
+	return l == nil || l.valid()
+}
 
 // setLeading makes this replica the presence publisher, or no longer.
 // Either way its events get a new epoch: a replica that takes over

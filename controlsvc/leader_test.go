@@ -17,8 +17,9 @@ import (
 // one holds it; one that stops renewing (killed) loses it to another once
 // it expires, and learns so at its next try; one that gives it up hands it
 // over at the other's next try; a replica restarted under the same name
-// takes its lease back at once. A replica asking for another lease
-// length uses the bucket's, and says so.
+// takes its lease back only once the old one's entry is gone (the old
+// one may be alive: the new one cannot tell). A replica asking for
+// another lease length uses the bucket's, and says so.
 func TestPresenceLeaseOneHolder(t *testing.T) {
 	b, keys := brokertest.Start(t, brokertest.WithConfig(func(c *broker.Config) { c.StoreDir = t.TempDir() }))
 	js, err := jetstream.New(brokertest.Connect(t, b, keys.Control))
@@ -31,7 +32,7 @@ func TestPresenceLeaseOneHolder(t *testing.T) {
 	var logMu sync.Mutex
 	log := slog.New(slog.NewTextHandler(lockedWriter{w: &logs, mu: &logMu}, nil))
 	open := func(name string, ttl time.Duration) (*presenceLease, *[]bool) {
-		l, err := openLease(ctx, log, js, name, ttl)
+		l, err := openLease(ctx, log, js, name, newInstanceID(), ttl)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -69,14 +70,112 @@ func TestPresenceLeaseOneHolder(t *testing.T) {
 	if got := *bSet; len(got) != 2 || !got[0] || got[1] {
 		t.Errorf("b was told %v, want [true false]", got)
 	}
-	// a restarts under its name: the new a takes the lease back at once,
-	// the old one (if it were still there) loses it at its next try.
+	// a restarts under its name: a new instance, which waits for the
+	// old one's entry to expire (the old one stopped renewing) and then
+	// takes it; the old one learns so at its next try.
 	a2, _ := open("a", lease)
-	if !a2.try(ctx) {
-		t.Fatal("a replica restarted under its name did not take its lease back")
+	if a2.try(ctx) {
+		t.Fatal("a new instance of a took the lease the old one's entry still held")
 	}
+	waitFor(t, "a's new instance to take the lease once the old entry expired", 10*time.Second, func() bool { return a2.try(ctx) })
 	if a.try(ctx) {
 		t.Fatal("the old a still holds the lease the restarted one took")
+	}
+}
+
+// TestPresenceLeaseSameNameTwoInstances: two live replicas given one
+// name take the lease from each other no more: the second waits while
+// the first renews, says so once in an ERROR naming the fix, and takes
+// over only when the first gives the lease up.
+func TestPresenceLeaseSameNameTwoInstances(t *testing.T) {
+	b, keys := brokertest.Start(t, brokertest.WithConfig(func(c *broker.Config) { c.StoreDir = t.TempDir() }))
+	js, err := jetstream.New(brokertest.Connect(t, b, keys.Control))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	var logs strings.Builder
+	var logMu sync.Mutex
+	log := slog.New(slog.NewTextHandler(lockedWriter{w: &logs, mu: &logMu}, nil))
+	open := func() *presenceLease {
+		l, err := openLease(ctx, log, js, "ctl", newInstanceID(), time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return l
+	}
+	first, second := open(), open()
+	if !first.try(ctx) {
+		t.Fatal("the first replica did not take the free lease")
+	}
+	for i := range 5 {
+		if second.try(ctx) {
+			t.Fatalf("try %d: the second live replica of the name took the lease from the first", i)
+		}
+		if !first.try(ctx) {
+			t.Fatalf("try %d: the first replica lost the lease it renews", i)
+		}
+	}
+	logMu.Lock()
+	text := logs.String()
+	logMu.Unlock()
+	if n := strings.Count(text, "another live replica holds the presence lease under this replica's name"); n != 1 ||
+		!strings.Contains(text, "level=ERROR") || !strings.Contains(text, "--replica-name") {
+		t.Errorf("the log says the name is shared %d times (want once, an ERROR naming --replica-name):\n%s", n, text)
+	}
+	first.release()
+	if !second.try(ctx) {
+		t.Fatal("the second replica did not take the lease the first gave up")
+	}
+}
+
+// TestPresenceLeasePausedHolderStops: a holder stops publishing once 3/4
+// of the lease passed since its last renewal, before its next try runs
+// (a paused process wakes and would publish first); that try gives the
+// lease up and the next takes it back (its own entry) under a new
+// epoch. The clock is the lease's, moved by the test.
+func TestPresenceLeasePausedHolderStops(t *testing.T) {
+	b, keys := brokertest.Start(t, brokertest.WithConfig(func(c *broker.Config) { c.StoreDir = t.TempDir() }))
+	js, err := jetstream.New(brokertest.Connect(t, b, keys.Control))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	// A long lease: the entry outlives the test; only the lease's
+	// own clock moves.
+	l, err := openLease(ctx, slog.New(slog.DiscardHandler), js, "ctl", newInstanceID(), time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	clock := time.Date(2026, 1, 1, 12, 0, 0, 0, time.UTC)
+	l.now = func() time.Time { mu.Lock(); defer mu.Unlock(); return clock }
+	advance := func(d time.Duration) { mu.Lock(); clock = clock.Add(d); mu.Unlock() }
+	tr := &presenceTracker{state: &presence{}}
+	tr.lease.Store(l)
+	l.set = tr.setLeading
+	if !l.try(ctx) || !tr.publishing() {
+		t.Fatalf("holding %v, publishing %v: want both", l.leading(), tr.publishing())
+	}
+	epoch := tr.state.epoch
+	advance(time.Hour/2 + time.Minute) // a pause: no try ran
+	if !tr.publishing() {
+		t.Fatal("not publishing half a lease after the renewal: want publishing until 3/4")
+	}
+	advance(time.Hour / 4)
+	if tr.publishing() {
+		t.Fatal("still publishing 3/4 of the lease after the last renewal, before any try: a paused holder publishes on waking")
+	}
+	if l.try(ctx) || tr.leading.Load() {
+		t.Fatal("the late try kept the lease: want it given up")
+	}
+	if !l.try(ctx) || !tr.publishing() {
+		t.Fatal("the next try did not take back this replica's own entry")
+	}
+	if tr.state.epoch == epoch {
+		t.Error("publishing again under the same epoch: watchers would not see what was not published meanwhile")
 	}
 }
 

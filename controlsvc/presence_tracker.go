@@ -109,6 +109,8 @@ type presenceTracker struct {
 	// became true.
 	leading atomic.Bool
 	leadGen atomic.Uint64
+	// lease is the lease held or tried (nil: none; leader.go).
+	lease atomic.Pointer[presenceLease]
 	// awaitShared is how long a session connection whose admission is
 	// not known waits for another replica's (session_share.go); 0: it
 	// does not (no other replica).

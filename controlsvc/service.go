@@ -209,6 +209,9 @@ type Service struct {
 	// lease is the presence publisher's lease (leader.go; nil: none,
 	// this replica publishes alone).
 	lease *presenceLease
+	// instance is this process's random id, told apart from another
+	// replica's of the same name (leader.go).
+	instance string
 	// sessionNow, when set, is the clock session tokens are checked
 	// against (tests; default the service's clock).
 	sessionNow func() time.Time
@@ -289,7 +292,7 @@ func New(cfg Config) (*Service, error) {
 	// JetStream) runs: until then it is empty.
 	reg := newRegistry(cfg.Now)
 	reg.path = filepath.Join(cfg.DataDir, RegistryFile)
-	s := &Service{cfg: cfg, log: cfg.Logger, keys: keys, reg: reg}
+	s := &Service{cfg: cfg, log: cfg.Logger, keys: keys, reg: reg, instance: newInstanceID()}
 	reg.onSites = s.onSitesChanged
 	// An admin.nk others can read is refused at once (ensureAdmin runs
 	// in Start).
@@ -487,6 +490,7 @@ func (s *Service) startServing(ctx context.Context) error {
 	s.presence.sys, s.presence.fl, s.presence.announce = s.sys, s.fl, s.announce
 	audit := newAuditLog(s.ctl, s.log.With("component", "audit"), s.cfg.Audit)
 	audit.onDrop, audit.onSlow = s.metrics.auditDropped, s.metrics.slowConsumer
+	audit.replica, audit.instance = s.cfg.ReplicaName, s.instance
 	if err := audit.open(ctx, s.cfg.Audit.NotDurable, s.auditStore); err != nil {
 		return err
 	}
@@ -498,7 +502,8 @@ func (s *Service) startServing(ctx context.Context) error {
 	if err := s.openHistory(ctx); err != nil {
 		return err
 	}
-	if err := s.watchCalls(); err != nil {
+	stopCalls, err := s.watchCalls()
+	if err != nil {
 		return err
 	}
 	co := &callout{keys: s.keys, reg: s.reg, log: s.log.With("component", "callout"), ttl: s.cfg.UserTTL, siteTTL: s.cfg.SiteUserTTL, now: s.cfg.Now, readOnly: s.cfg.ReadOnlyFunctions}
@@ -549,6 +554,9 @@ func (s *Service) startServing(ctx context.Context) error {
 	s.closers = append(s.closers, cancel)
 	stopLease := s.leadPresence(rctx)
 	s.closers = append(s.closers, stopLease)
+	// The call watcher stops (recording the calls still open) before the
+	// lease is given up: as the publisher, so its records are written.
+	s.closers = append(s.closers, stopCalls)
 	stopPresence, err := s.presence.start(rctx)
 	if err != nil {
 		return err

@@ -25,8 +25,10 @@ import (
 const (
 	// SessionAdmittedSubject carries one fleet.Session per admission.
 	SessionAdmittedSubject = "cc.replicas.sessions.admitted"
-	// ReplicaHeader names the replica that published it.
-	ReplicaHeader = "Cc-Replica"
+	// ReplicaHeader names the replica that published it, InstanceHeader
+	// its instance (leader.go: two replicas may share a name).
+	ReplicaHeader  = "Cc-Replica"
+	InstanceHeader = "Cc-Replica-Instance"
 	// maxSharedSession bounds one shared admission's size.
 	maxSharedSession = 64 << 10
 )
@@ -49,9 +51,11 @@ func (s *Service) shareAdmissions(nc *nats.Conn, gate sessionGate, local *sessio
 	if local == nil {
 		return gate, func() {}, nil
 	}
-	name := s.cfg.ReplicaName
+	// The name and the instance: another live replica may have this
+	// one's name (leader.go), and its admissions are not this one's.
+	name, instance := s.cfg.ReplicaName, s.instance
 	sub, err := nc.Subscribe(SessionAdmittedSubject, func(m *nats.Msg) {
-		if m.Header.Get(ReplicaHeader) == name || len(m.Data) > maxSharedSession {
+		if ownMessage(m, name, instance) || len(m.Data) > maxSharedSession {
 			return // its own, or not one
 		}
 		var sess fleet.Session
@@ -70,12 +74,22 @@ func (s *Service) shareAdmissions(nc *nats.Conn, gate sessionGate, local *sessio
 		if err != nil {
 			return
 		}
-		m := &nats.Msg{Subject: SessionAdmittedSubject, Header: nats.Header{ReplicaHeader: []string{name}}, Data: b}
+		m := &nats.Msg{Subject: SessionAdmittedSubject, Header: nats.Header{ReplicaHeader: []string{name}, InstanceHeader: []string{instance}}, Data: b}
 		if err := nc.PublishMsg(m); err != nil {
 			s.log.Debug("cannot share a session admission with the other replicas", "session", sess.ID, "error", err)
 		}
 	}
 	return sharedSessions{sessionGate: gate, share: share}, func() { _ = sub.Unsubscribe() }, nil
+}
+
+// ownMessage reports whether m was published by this replica: its name
+// and, when m names one (older replicas do not), its instance.
+func ownMessage(m *nats.Msg, name, instance string) bool {
+	if m.Header.Get(ReplicaHeader) != name {
+		return false
+	}
+	in := m.Header.Get(InstanceHeader)
+	return in == "" || in == instance
 }
 
 // sharedAdmissionWait is how long a session's connection waits for its
