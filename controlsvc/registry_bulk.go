@@ -147,31 +147,19 @@ func (r *Registry) commitChunk(plans []func(tx *regTx) error) (again []int, err 
 // publishAsync sends change c like write does, without waiting for its
 // acknowledgement.
 func (s *kvStore) publishAsync(c regChange) (jetstream.PubAckFuture, error) {
-	key := c.key()
-	if len(key) > maxKVKeyLen {
-		return nil, invalidf("%s %.40q…: its bucket key is %d bytes long; at most %d are allowed (the id is too long)",
-			c.kind, c.id, len(key), maxKVKeyLen)
+	key, err := c.checkedKey()
+	if err != nil {
+		return nil, err
+	}
+	if c.val == nil {
+		m, opts := s.deleteMarker(c)
+		return s.js.PublishMsgAsync(m, opts...)
+	}
+	b, err := json.Marshal(c.val)
+	if err != nil {
+		return nil, err
 	}
 	m := nats.NewMsg("$KV." + s.bucket + "." + key)
-	var opts []jetstream.PublishOpt
-	if c.val != nil {
-		b, err := json.Marshal(c.val)
-		if err != nil {
-			return nil, err
-		}
-		m.Data = b
-		opts = append(opts, jetstream.WithExpectLastSequencePerSubject(c.rev))
-	} else {
-		if c.kind == kindPending {
-			m.Header.Set(kvOpHeader, kvOpPurge)
-			m.Header.Set(jetstream.MsgRollup, jetstream.MsgRollupSubject)
-			opts = append(opts, jetstream.WithMsgTTL(pendingMarkerTTL))
-		} else {
-			m.Header.Set(kvOpHeader, kvOpDel)
-		}
-		if !c.force {
-			opts = append(opts, jetstream.WithExpectLastSequencePerSubject(c.rev))
-		}
-	}
-	return s.js.PublishMsgAsync(m, opts...)
+	m.Data = b
+	return s.js.PublishMsgAsync(m, jetstream.WithExpectLastSequencePerSubject(c.rev))
 }

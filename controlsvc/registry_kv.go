@@ -397,6 +397,37 @@ loading:
 	return stop, nil
 }
 
+// checkedKey is c's bucket key, refused when too long: the broker closes
+// a connection whose control line is too long, and this one is the
+// callout's and the audit's too.
+func (c regChange) checkedKey() (string, error) {
+	key := c.key()
+	if len(key) > maxKVKeyLen {
+		return "", invalidf("%s %.40q…: its bucket key is %d bytes long; at most %d are allowed (the id is too long)",
+			c.kind, c.id, len(key), maxKVKeyLen)
+	}
+	return key, nil
+}
+
+// deleteMarker is change c's delete marker, as the KV client writes one
+// (a pending entry's purges its history and expires), with the
+// compare-and-set on c's revision unless c is forced.
+func (s *kvStore) deleteMarker(c regChange) (*nats.Msg, []jetstream.PublishOpt) {
+	m := nats.NewMsg("$KV." + s.bucket + "." + c.key())
+	var opts []jetstream.PublishOpt
+	if c.kind == kindPending {
+		m.Header.Set(kvOpHeader, kvOpPurge)
+		m.Header.Set(jetstream.MsgRollup, jetstream.MsgRollupSubject)
+		opts = append(opts, jetstream.WithMsgTTL(pendingMarkerTTL))
+	} else {
+		m.Header.Set(kvOpHeader, kvOpDel)
+	}
+	if !c.force {
+		opts = append(opts, jetstream.WithExpectLastSequencePerSubject(c.rev))
+	}
+	return m, opts
+}
+
 // rewatch asks the registry's bucket watcher, if any, to start again.
 func (r *Registry) rewatch() {
 	r.mu.RLock()
@@ -503,12 +534,9 @@ func (s *kvStore) write(c regChange) (uint64, error) {
 	if t := s.storeOf(c.kind); t != s {
 		return t.write(c)
 	}
-	key := c.key()
-	if len(key) > maxKVKeyLen {
-		// The broker closes a connection whose control line is too
-		// long, and this one is the callout's and the audit's too.
-		return 0, invalidf("%s %.40q…: its bucket key is %d bytes long; at most %d are allowed (the id is too long)",
-			c.kind, c.id, len(key), maxKVKeyLen)
+	key, err := c.checkedKey()
+	if err != nil {
+		return 0, err
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), kvTimeout)
 	defer cancel()
@@ -524,18 +552,7 @@ func (s *kvStore) write(c regChange) (uint64, error) {
 	}
 	// A delete marker, written as the KV client does, but through the
 	// stream to learn its revision (KeyValue.Delete does not say it).
-	m := nats.NewMsg("$KV." + s.bucket + "." + key)
-	var opts []jetstream.PublishOpt
-	if c.kind == kindPending {
-		m.Header.Set(kvOpHeader, kvOpPurge)
-		m.Header.Set(jetstream.MsgRollup, jetstream.MsgRollupSubject)
-		opts = append(opts, jetstream.WithMsgTTL(pendingMarkerTTL))
-	} else {
-		m.Header.Set(kvOpHeader, kvOpDel)
-	}
-	if !c.force {
-		opts = append(opts, jetstream.WithExpectLastSequencePerSubject(c.rev))
-	}
+	m, opts := s.deleteMarker(c)
 	pa, err := s.js.PublishMsg(ctx, m, opts...)
 	if err != nil {
 		return 0, err
