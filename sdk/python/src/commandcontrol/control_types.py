@@ -63,6 +63,10 @@ __all__ = [
     "SessionTokenClaims",
     "SESSION_WHERE_KEYS",
     "AUDIT_LOGS",
+    "RegistryPart",
+    "RegistryExportRequest",
+    "RegistryExportPage",
+    "RegistryImportResult",
 ]
 
 # Go's zero time.Time, what an unset time decodes to (and is omitted as,
@@ -555,6 +559,8 @@ class HistoryPage(_Wire):
     oldest: datetime = _f(omit=True, default=ZERO_TIME)
     retention_seconds: int = _f(default=0)
     trimmed: bool = _f(omit=True, default=False)
+    per_machine: int = _f(omit=True, default=0)
+    machine_trimmed: bool = _f(omit=True, default=False)
 
 
 @dataclass
@@ -701,3 +707,39 @@ class SessionTokenClaims(_Wire):
     exp: int = _f(default=0)
     nkey: str = _f(omit=True)
     claims: dict[str, str] = _f(omit=True, factory=dict)
+
+
+# ---- registry backups (fleet/registry.go) ----
+
+@dataclass
+class RegistryPart(_Wire):
+    """Part of a registry file (registry.json's layout): registry.import's
+    body, and what a registry.export page holds."""
+    machines: dict[str, Machine] = _f(omit=True, factory=dict)
+    pending: dict[str, Pending] = _f(omit=True, factory=dict)
+    operators: dict[str, Operator] = _f(omit=True, factory=dict)
+    apps: dict[str, App] = _f(omit=True, factory=dict)
+
+
+@dataclass
+class RegistryExportRequest(_Wire):
+    """Asks for the registry's entries after a cursor, at most limit."""
+    after: str = _f(omit=True)
+    limit: int = _f(omit=True, default=0)
+
+
+@dataclass
+class RegistryExportPage(RegistryPart):
+    """A page of registry.export: entries, how many in all, and the cursor
+    of the next page ("" at the end)."""
+    total: int = _f(default=0)
+    next: str = _f(omit=True)
+
+
+@dataclass
+class RegistryImportResult(_Wire):
+    """What registry.import did, per kind of entry."""
+    added: dict[str, int] = _f(factory=dict)
+    changed: dict[str, int] = _f(factory=dict)
+    skipped: dict[str, int] = _f(factory=dict)
+    closed: int = _f(omit=True, default=0)
