@@ -146,14 +146,25 @@ func TestRegistryKeepsWritesWhenItsLeaderBrokerDies(t *testing.T) {
 	}
 	// Two machines stay connected throughout (to the brokers that live).
 	var live []string
+	var liveAgents []*agent.Agent
 	for i, bk := range bs {
 		if bk.Server().Name() == ci.Leader || len(live) == 2 {
 			continue
 		}
 		id := fmt.Sprintf("10.9.3.%d_live%d", i+1, i)
-		startAgentWith(t, a, agent.Config{URL: bk.ClientURL(), MachineID: id, MaxReconnectDelay: 200 * time.Millisecond}, true, nil)
+		liveAgents = append(liveAgents, startAgentWith(t, a, agent.Config{URL: bk.ClientURL(), MachineID: id, MaxReconnectDelay: 200 * time.Millisecond}, true, nil))
 		live = append(live, id)
 	}
+	// The brokers restarted below shut down (cleanup, last in first out)
+	// before these agents would: close them first, so no agent is in the
+	// middle of a CONNECT when its broker shuts down (nats-server v2.15.2
+	// then dereferences its nil system account in the callout and the
+	// test binary dies).
+	defer func() {
+		for _, ag := range liveAgents {
+			ag.Close()
+		}
+	}()
 	stacktest.WaitOnline(t, b, live...)
 
 	var dead int
