@@ -17,6 +17,9 @@ func ValidRole(r string) bool { return r == RoleAdmin || r == RoleViewer }
 const (
 	EventJoined = "joined"
 	EventLeft   = "left"
+	// EventUpdated: an ONLINE machine's facts changed (its agent reported
+	// new ones); the event carries them all.
+	EventUpdated = "updated"
 )
 
 // Machine is a registered (whitelisted) machine.
@@ -115,6 +118,9 @@ type Server struct {
 	IP string `json:"ip,omitempty"`
 	// Location is where IP is (--sites, --geoip).
 	Location *Location `json:"location,omitempty"`
+	// Facts is what the machine's agent reports about its host; nil
+	// before it reported any.
+	Facts *Facts `json:"facts,omitempty"`
 }
 
 // PresenceSnapshot answers [PresenceSnapshotSubject]. Seq is the sequence
@@ -153,6 +159,9 @@ type PresenceEvent struct {
 	Epoch string `json:"epoch,omitempty"`
 	// Reason is the broker's disconnect reason for a left event.
 	Reason string `json:"reason,omitempty"`
+	// Facts are the machine's facts: in a joined event, and in an
+	// updated event ([EventUpdated]) when its agent reported new ones.
+	Facts *Facts `json:"facts,omitempty"`
 }
 
 // Control API operations (the <op> of [CtlSubject]).
