@@ -4,16 +4,18 @@
 
 GO          ?= go
 STATICCHECK ?= $(shell $(GO) env GOPATH)/bin/staticcheck
-# The compose command: the v2 plugin when present, else docker-compose (v1).
-COMPOSE     ?= $(shell docker compose version >/dev/null 2>&1 && echo "docker compose" || echo docker-compose)
+# The compose command: the v2 plugin when present, else docker-compose (v1)
+# when present, else nothing (the compose targets then say what to install).
+COMPOSE     ?= $(shell if docker compose version >/dev/null 2>&1; then echo "docker compose"; \
+                 elif docker-compose version >/dev/null 2>&1; then echo docker-compose; fi)
 PREFIX      ?= /usr/local
 PYTHON      ?= python3
 # The Python SDK's virtual environment (gitignored)
 PYVENV      ?= sdk/python/.venv
 
 .PHONY: all build static test test-deps test-geoip-db test-unit test-js test-python test-e2e test-short test-slow \
-        test-clock test-load fuzz lint fmt vet staticcheck images demo-keys \
-        compose-up compose-down docker-test systemd-verify install clean
+        test-clock test-load fuzz lint fmt vet staticcheck images \
+        compose-check compose-up compose-down docker-test systemd-verify install clean
 
 all: build
 
@@ -101,20 +103,25 @@ staticcheck:
 	@test -x $(STATICCHECK) || $(GO) install honnef.co/go/tools/cmd/staticcheck@v0.8.2
 	$(STATICCHECK) ./...
 
-## demo-keys: the compose demo's agent and operator keys + preregister file
-demo-keys:
-	$(GO) run ./deploy/compose/demokeys -out deploy/compose/demo
+## compose-check: fail, saying what to install, when there is no compose command
+compose-check:
+	@if [ -z "$(COMPOSE)" ]; then \
+	  echo "make: no compose command: neither 'docker compose' (the Compose v2 plugin) nor 'docker-compose' (v1) runs here." >&2; \
+	  echo "  Install one: the v2 plugin (docker-compose-plugin from Docker's apt/dnf repository, docker-compose-v2 on Ubuntu;" >&2; \
+	  echo "  Docker Desktop has it) or v1 (Debian 12: apt-get install docker.io docker-compose); or set COMPOSE=..." >&2; \
+	  exit 1; fi
 
-## images: static binaries, demo keys and the commandcontrol:local image (nothing pulled)
-images: static demo-keys
-	$(COMPOSE) build
+## images: static binaries and the images from them (CC_IMAGE_TARGET=prebuilt: nothing pulled)
+images: compose-check static
+	CC_IMAGE_TARGET=prebuilt $(COMPOSE) build
 
-## compose-up / compose-down: the demo stack (control + 3 accepted agents)
+## compose-up / compose-down: the demo stack (control + 3 accepted agents;
+## its keys are made on first start)
 compose-up: images
-	CC_UID=$$(id -u) CC_GID=$$(id -g) $(COMPOSE) up -d
-	@echo "query it: bin/cc-bench --key deploy/compose/demo/keys/operator.nk servers  (make build first)"
+	CC_IMAGE_TARGET=prebuilt $(COMPOSE) up -d
+	@echo "query it: $(COMPOSE) exec control cc-bench --key /demo/operator.nk servers"
 
-compose-down:
+compose-down: compose-check
 	$(COMPOSE) down -v
 
 ## docker-test: what CI runs for the compose demo (installs and starts docker if needed)

@@ -1,15 +1,27 @@
 #!/usr/bin/env bash
 # The docker compose demo, for real: installs Debian's docker.io and
-# docker-compose when absent, starts dockerd when it is not running, builds
-# the FROM-scratch image from locally compiled static binaries (no image is
-# pulled), brings the stack up, checks from the host that the three demo
-# agents are ONLINE and answer, stops one and sees it leave, then tears
-# everything down. Traffic stays on 127.0.0.1 and the project's bridge.
+# docker-compose when absent, starts dockerd when it is not running, then
+#   1. static checks: `compose config` resolves the build targets from
+#      CC_IMAGE_TARGET (source unset, prebuilt set); the Makefile names
+#      what to install when no compose command runs; the build context
+#      (.dockerignore) holds the sources and bin/docker/ but no keys, no
+#      other binaries, no .git;
+#   2. builds the prebuilt images from locally compiled static binaries (no
+#      image is pulled) and brings the stack up with no step for keys: its
+#      keys service makes them;
+#   3. from the host (the operator key copied out with docker cp) and inside
+#      the control container: 3 agents ONLINE, sw-list and
+#      installed-sec-patches ok on all three, current-load, machine-info on
+#      role=web, the WebSocket listener, /healthz and /metrics;
+#   4. stops agent-3 and sees it leave; up again: the keys are kept and
+#      agent-3 is back; then down -v.
+# Traffic stays on 127.0.0.1 and the project's bridge.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$PATH:/usr/local/go/bin:$(go env GOPATH)/bin"
 
 project=cc-ci-$$
+tmp=$(mktemp -d /tmp/cc-docker-test.XXXXXX)
 log() { echo "== docker: $*"; }
 fail() { echo "docker-test FAILED: $*" >&2; exit 1; }
 
@@ -42,7 +54,7 @@ if docker compose version >/dev/null 2>&1; then
 else
   compose=(docker-compose -p "$project")
 fi
-log "compose is: ${compose[*]} ($("${compose[@]}" version 2>/dev/null | head -1))"
+log "compose is: ${compose[*]} ($("${compose[@]}" version 2>/dev/null | head -1)); docker $(docker version --format '{{.Server.Version}}')"
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])' 2>/dev/null || echo $((20000 + RANDOM % 20000)); }
 export CC_PORT CC_METRICS_PORT CC_WS_PORT
@@ -50,64 +62,112 @@ CC_PORT=$(free_port)
 CC_WS_PORT=$(free_port)
 CC_METRICS_PORT=$(free_port)
 
+ctx_image=cc-ctxcheck-$$
 cleanup() {
   local rc=$?
   if [ $rc -ne 0 ]; then "${compose[@]}" logs --tail=40 2>&1 || true; fi
   "${compose[@]}" down -v --remove-orphans >/dev/null 2>&1 || true
   [ -n "${watch_pid:-}" ] && kill "$watch_pid" 2>/dev/null || true
-  if [ -n "${chowned:-}" ]; then chown 0:0 deploy/compose/demo/keys/demo-*.nk || true; fi
+  docker rm -f "$ctx_image" >/dev/null 2>&1 || true
+  docker rmi "$ctx_image" >/dev/null 2>&1 || true
+  rm -f "ctxcheck-$$.nk" "bin/ctxcheck-$$"
+  rm -rf "$tmp"
   if [ -n "$dockerd_pid" ]; then kill "$dockerd_pid" 2>/dev/null || true; wait "$dockerd_pid" 2>/dev/null || true; fi
   exit $rc
 }
 trap cleanup EXIT
 
-log "building binaries, demo keys and the image"
-make -s images COMPOSE="${compose[*]}"
-go build -o bin/ ./cmd/cc-bench
+# --- 1. static checks --------------------------------------------------------
+# The targets compose asks for: "service target" lines, sorted.
+targets() {
+  "${compose[@]}" config | awk '/^  [a-z0-9-]+:$/ {svc=$1} /^ +target:/ {print svc, $2}' | sort -u | tr '\n' ' '
+}
+want_source="agent-1: source-demo-agent agent-2: source-demo-agent agent-3: source-demo-agent control: source keys: source "
+want_prebuilt="agent-1: prebuilt-demo-agent agent-2: prebuilt-demo-agent agent-3: prebuilt-demo-agent control: prebuilt keys: prebuilt "
+got=$(unset CC_IMAGE_TARGET; targets)
+[ "$got" = "$want_source" ] || fail "compose config without CC_IMAGE_TARGET: targets $got, want $want_source"
+got=$(CC_IMAGE_TARGET=prebuilt targets)
+[ "$got" = "$want_prebuilt" ] || fail "compose config with CC_IMAGE_TARGET=prebuilt: targets $got, want $want_prebuilt"
+"${compose[@]}" config | grep -q "127.0.0.1:$CC_PORT:4222" || "${compose[@]}" config | grep -q "published: \"*$CC_PORT\"*" \
+  || fail "compose config does not publish CC_PORT=$CC_PORT"
+log "compose config: targets source/source-demo-agent by default, prebuilt/prebuilt-demo-agent with CC_IMAGE_TARGET=prebuilt; CC_PORT honoured"
 
-# The agents run as the user who owns their keys (cc-agent refuses a key
-# another user owns): CC_UID/CC_GID, as make compose-up sets them. Run as
-# root (CI), play a developer with uid 1000 who ran make demo-keys.
-export CC_UID CC_GID
-CC_UID=$(id -u)
-CC_GID=$(id -g)
-if [ "$CC_UID" = 0 ]; then
-  chowned=1
-  chown 1000:1000 deploy/compose/demo/keys/demo-*.nk
-  CC_UID=1000 CC_GID=1000
+# No compose command at all: the Makefile says what to install (exit 2)
+# instead of running a docker-compose that is not there.
+mkdir "$tmp/nopath"
+set +e
+out=$(env PATH="$tmp/nopath" "$(command -v make)" -s compose-up 2>&1); rc=$?
+set -e
+[ $rc = 2 ] || fail "make compose-up without docker: exit $rc, want 2: $out"
+grep -q "no compose command" <<<"$out" && grep -q "docker-compose-plugin" <<<"$out" || fail "make compose-up without docker: $out"
+log "make compose-up without a compose command names what to install"
+
+# The build context: plant a key and a stray binary, send the context
+# through .dockerignore into a throwaway image, list it.
+log "building the static binaries (deploy/docker/build.sh)"
+deploy/docker/build.sh
+echo "SUAPLANTED" >"ctxcheck-$$.nk"
+echo junk >"bin/ctxcheck-$$"
+printf 'FROM scratch\nCOPY . /ctx/\n' | docker build -q -f - -t "$ctx_image" . >/dev/null
+docker create --name "$ctx_image" "$ctx_image" /none >/dev/null
+docker export "$ctx_image" | tar -t >"$tmp/ctx.txt"
+for want in ctx/go.mod ctx/cmd/cc-agent/main.go ctx/bin/docker/cc-agent ctx/bin/docker/cc-demokeys \
+  ctx/agent/pkgdb/testdata/debian/var/lib/dpkg/status ctx/deploy/docker/build.sh; do
+  grep -qx "$want" "$tmp/ctx.txt" || fail "build context lacks $want"
+done
+if bad=$(grep -E '\.(nk|creds|pem|key)$|^ctx/\.git(/|$)|^ctx/bin/[^/]+$|/node_modules/|^ctx/cc-data/' "$tmp/ctx.txt"); then
+  fail "build context holds what .dockerignore must keep out: $(head -5 <<<"$bad")"
 fi
+rm -f "ctxcheck-$$.nk" "bin/ctxcheck-$$"
+log "build context: sources, bin/docker/, the fixture; no key, no stray binary, no .git"
 
-log "up (broker on 127.0.0.1:$CC_PORT, WebSocket on 127.0.0.1:$CC_WS_PORT, metrics on 127.0.0.1:$CC_METRICS_PORT)"
-"${compose[@]}" up -d
+# --- 2. up, with no step for keys --------------------------------------------
+export CC_IMAGE_TARGET=prebuilt
+log "up --build (prebuilt; broker on 127.0.0.1:$CC_PORT, WebSocket on 127.0.0.1:$CC_WS_PORT, metrics on 127.0.0.1:$CC_METRICS_PORT)"
+"${compose[@]}" up -d --build
 
-bench=(bin/cc-bench --server "nats://127.0.0.1:$CC_PORT" --key deploy/compose/demo/keys/operator.nk --timeout 5s)
+# The operator key, copied out of the control container as the README says.
+docker cp "$("${compose[@]}" ps -q control)":/demo/operator.nk "$tmp/operator.nk"
+[ "$(stat -c %a "$tmp/operator.nk")" = 600 ] || fail "copied operator key has mode $(stat -c %a "$tmp/operator.nk")"
+
+bench=(bin/docker/cc-bench --server "nats://127.0.0.1:$CC_PORT" --key "$tmp/operator.nk" --timeout 5s)
 online_count() { "${bench[@]}" servers --json 2>/dev/null | grep -c '"machine"' || true; }
 three_online() { [ "$(online_count)" = 3 ]; }
 wait_until 60 three_online || fail "want 3 agents ONLINE, have $(online_count)"
 "${bench[@]}" servers
-log "3 agents ONLINE"
+log "3 agents ONLINE; their keys were made by the keys service: $("${compose[@]}" logs --no-color keys | tail -1)"
+
+# --- 3. calls ------------------------------------------------------------------
+all_ok() { # $1: what, $2: output
+  for m in demo-1 demo-2 demo-3; do
+    grep -q "\"machine\":\"$m\",\"status\":\"ok\"" <<<"$2" || fail "$1: no ok reply from $m in: $(head -c 2000 <<<"$2")"
+  done
+}
+out=$("${bench[@]}" call sw-list --json) || fail "call sw-list: $(head -c 2000 <<<"$out")"
+all_ok sw-list "$out"
+grep -q '"manager":"dpkg","count":749' <<<"$out" || fail "sw-list: want the fixture's 749 dpkg packages: $(head -c 500 <<<"$out")"
+out=$("${bench[@]}" call installed-sec-patches --json) || fail "call installed-sec-patches: $(head -c 2000 <<<"$out")"
+all_ok installed-sec-patches "$out"
+grep -q '"source":"apt","security_index":\[{"suite"' <<<"$out" || fail "installed-sec-patches: no apt security index: $(head -c 500 <<<"$out")"
+out=$("${bench[@]}" call current-load --json) || fail "call current-load: $out"
+all_ok current-load "$out"
+out=$("${bench[@]}" call machine-info --where role=web --json) || fail "call machine-info --where role=web: $out"
+[ "$(echo "$out" | grep -c '"status":"ok"')" = 2 ] || fail "want 2 web machines to answer: $out"
+log "sw-list, installed-sec-patches, current-load answered ok on all three; role=web selected two"
 
 # The same operator over the broker's WebSocket listener (issue #13).
-out=$(bin/cc-bench --server "ws://127.0.0.1:$CC_WS_PORT" --key deploy/compose/demo/keys/operator.nk --timeout 5s servers --json) \
+out=$(bin/docker/cc-bench --server "ws://127.0.0.1:$CC_WS_PORT" --key "$tmp/operator.nk" --timeout 5s servers --json) \
   || fail "cc-bench over WebSocket: $out"
 [ "$(grep -c '"machine"' <<<"$out")" = 3 ] || fail "over WebSocket want 3 machines: $out"
 log "cc-bench over WebSocket (ws://127.0.0.1:$CC_WS_PORT) sees the 3 agents"
 
-out=$("${bench[@]}" call current-load --json) || fail "call current-load: $out"
-for m in demo-1 demo-2 demo-3; do
-  grep -q "\"machine\":\"$m\",\"status\":\"ok\"" <<<"$out" || fail "no ok reply from $m in: $out"
-done
-out=$("${bench[@]}" call machine-info --where role=web --json) || fail "call machine-info --where role=web: $out"
-[ "$(echo "$out" | grep -c '"status":"ok"')" = 2 ] || fail "want 2 web machines to answer: $out"
-log "calls answered (all three; role=web selected two)"
-
 # Output is captured before grep reads it: "producer | grep -q" under
 # pipefail fails whenever grep exits before the producer has written its
 # last line (SIGPIPE / BrokenPipeError in docker-compose's relay).
-out=$("${compose[@]}" exec -T control cc-bench --key /data/admin.nk servers --json) \
+out=$("${compose[@]}" exec -T control cc-bench --key /demo/operator.nk servers --json) \
   || fail "cc-bench inside the control container: $out"
 grep -q '"machine":"demo-2"' <<<"$out" || fail "cc-bench inside the control container does not see demo-2: $out"
-log "cc-bench inside the container sees the fleet"
+log "cc-bench inside the container (--key /demo/operator.nk) sees the fleet"
 
 health=$(curl -fsS "http://127.0.0.1:$CC_METRICS_PORT/healthz") || fail "healthz: $health"
 grep -q ok <<<"$health" || fail "healthz: $health"
@@ -116,17 +176,28 @@ grep -q '^cc_machines_online 3$' <<<"$metrics" || fail "metrics: cc_machines_onl
 grep -q '^cc_calls_total{function="current-load",outcome="ok"} 3$' <<<"$metrics" || fail "metrics: current-load ok calls"
 log "metrics and healthz served"
 
-"${bench[@]}" watch --json >/tmp/cc-watch.$$ 2>&1 &
+# --- 4. one leaves; up again keeps the keys ---------------------------------------
+"${bench[@]}" watch --json >"$tmp/watch" 2>&1 &
 watch_pid=$!
-sleep 1
+synced() { grep -q '"event":"synced"' "$tmp/watch"; }
+wait_until 30 synced || { cat "$tmp/watch"; fail "cc-bench watch did not sync"; }
 "${compose[@]}" stop agent-3
-left() { grep -q '"event":"left","machine":"demo-3"' /tmp/cc-watch.$$; }
-wait_until 30 left || { cat /tmp/cc-watch.$$; fail "no left event for demo-3"; }
+left() { grep -q '"event":"left","machine":"demo-3"' "$tmp/watch"; }
+wait_until 30 left || { cat "$tmp/watch"; fail "no left event for demo-3"; }
 two_online() { [ "$(online_count)" = 2 ]; }
 wait_until 10 two_online || fail "want 2 ONLINE after stopping agent-3, have $(online_count)"
 kill "$watch_pid"; watch_pid=""
-rm -f /tmp/cc-watch.$$
 log "agent-3 stopped: left seen, 2 ONLINE"
+
+# (the image has no cat: docker cp reads the files)
+docker cp "$("${compose[@]}" ps -q control)":/demo/preregister.json "$tmp/pre1.json"
+"${compose[@]}" up -d
+docker cp "$("${compose[@]}" ps -q control)":/demo/preregister.json "$tmp/pre2.json"
+cmp -s "$tmp/pre1.json" "$tmp/pre2.json" || fail "up again changed the demo keys: $(cat "$tmp/pre1.json") / $(cat "$tmp/pre2.json")"
+docker cp "$("${compose[@]}" ps -q control)":/demo/operator.nk "$tmp/operator2.nk"
+cmp -s "$tmp/operator.nk" "$tmp/operator2.nk" || fail "up again changed the operator key"
+wait_until 60 three_online || fail "after up again want 3 ONLINE, have $(online_count)"
+log "up again: keys kept, agent-3 back, 3 ONLINE"
 
 "${compose[@]}" down -v
 log "down: ok"
