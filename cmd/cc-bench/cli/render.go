@@ -356,26 +356,52 @@ func (v *callView) listTable(w io.Writer, rows []viewReply) error {
 	return t.flush()
 }
 
-// notesText prints what the agents noted, machine by machine.
+// notesText prints what the agents noted: a note many machines sent
+// (an index all of them let expire) once, with the machines.
 func (v *callView) notesText(w io.Writer, rows []viewReply) error {
 	if v.builtin.notes == nil {
 		return nil
 	}
-	first := true
+	var notes noteSet
 	for _, r := range rows {
-		if r.Status != bench.StatusOK {
-			continue
+		if r.Status == bench.StatusOK {
+			for _, n := range v.builtin.notes(r.res) {
+				notes.add(r.Target(), n)
+			}
 		}
-		for _, n := range v.builtin.notes(r.res) {
-			if first {
-				if err := printf(w, "\nNotes:\n"); err != nil {
-					return err
-				}
-				first = false
-			}
-			if err := printf(w, "  %s: %s\n", r.Target(), n); err != nil {
-				return err
-			}
+	}
+	return notes.print(w)
+}
+
+// noteSet gathers notes and the machines that sent each, in order.
+type noteSet struct {
+	texts []string
+	on    map[string][]string
+}
+
+func (s *noteSet) add(target, note string) {
+	if s.on == nil {
+		s.on = map[string][]string{}
+	}
+	if s.on[note] == nil {
+		s.texts = append(s.texts, note)
+	}
+	if !slices.Contains(s.on[note], target) {
+		s.on[note] = append(s.on[note], target)
+	}
+}
+
+// print writes "Notes:" and a line per note, or nothing.
+func (s *noteSet) print(w io.Writer) error {
+	if len(s.texts) == 0 {
+		return nil
+	}
+	if err := printf(w, "\nNotes:\n"); err != nil {
+		return err
+	}
+	for _, n := range s.texts {
+		if err := printf(w, "  %s: %s\n", whichText(s.on[n]), n); err != nil {
+			return err
 		}
 	}
 	return nil

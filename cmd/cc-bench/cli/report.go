@@ -246,12 +246,14 @@ func (rep *patchReport) table(w io.Writer, sum *bench.Summary) error {
 		}
 	}
 	var failed []patchMachine
-	notes := false
+	var notes noteSet
 	for _, m := range rep.machines {
 		if m.r.Status != bench.StatusOK {
 			failed = append(failed, m)
 		}
-		notes = notes || len(m.notes) > 0
+		for _, n := range m.notes {
+			notes.add(m.r.Target(), n)
+		}
 	}
 	if len(failed) > 0 {
 		if err := printf(w, "\nNot known (no answer, or the machine cannot tell):\n"); err != nil {
@@ -265,29 +267,8 @@ func (rep *patchReport) table(w io.Writer, sum *bench.Summary) error {
 			return err
 		}
 	}
-	if notes {
-		// The same note from many machines (an index every one of them
-		// let expire) is one line.
-		var texts []string
-		on := map[string][]string{}
-		for _, m := range rep.machines {
-			for _, n := range m.notes {
-				if on[n] == nil {
-					texts = append(texts, n)
-				}
-				if !slices.Contains(on[n], m.r.Target()) {
-					on[n] = append(on[n], m.r.Target())
-				}
-			}
-		}
-		if err := printf(w, "\nNotes:\n"); err != nil {
-			return err
-		}
-		for _, n := range texts {
-			if err := printf(w, "  %s: %s\n", whichText(on[n]), n); err != nil {
-				return err
-			}
-		}
+	if err := notes.print(w); err != nil {
+		return err
 	}
 	return printf(w, "\n%d update%s pending on %d of %d machine%s that answered; %s (took %s)\n",
 		len(rep.updates), plural(len(rep.updates)), withPending, answered, plural(answered), sum.String(), tookText(sum.Took))

@@ -114,3 +114,13 @@ func TestReportPatchesHostile(t *testing.T) {
 		t.Errorf("got %d updates, want 2 (the escaped name, ok): %+v", len(rep.updates), rep.updates)
 	}
 }
+
+func TestReportHelp(t *testing.T) {
+	for _, args := range [][]string{{"report", "--help"}, {"help", "report"}, {"report", "patches", "-h"}} {
+		stdout, stderr, code := cc(t, nil, args...)
+		if code != exitOK || stderr != "" || !strings.Contains(stdout, "Usage: cc-bench report patches") ||
+			!strings.Contains(stdout, "--output FORMAT") || !strings.Contains(stdout, "Examples:") {
+			t.Errorf("%q: exit %d, stderr %q:\n%s", args, code, stderr, stdout)
+		}
+	}
+}
