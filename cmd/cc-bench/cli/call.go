@@ -218,7 +218,7 @@ func (o *callOutput) add(r bench.Reply) {
 	if !o.view.shows(r) {
 		return
 	}
-	vr := newViewReply(r)
+	vr := o.view.reply(r)
 	if o.view.keeps() {
 		o.rows = append(o.rows, vr)
 	}

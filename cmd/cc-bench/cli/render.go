@@ -111,6 +111,15 @@ func newViewReply(r bench.Reply) viewReply {
 	return vr
 }
 
+// reply wraps r, decoding its result unless nothing will read it (JSON
+// Lines of whole results: the result is printed as it came).
+func (v *callView) reply(r bench.Reply) viewReply {
+	if v.format == formatJSON && len(v.fields) == 0 && !v.summary {
+		return viewReply{Reply: r}
+	}
+	return newViewReply(r)
+}
+
 // shows reports whether --show lists r.
 func (v *callView) shows(r bench.Reply) bool {
 	switch v.show {

@@ -76,7 +76,7 @@ func render(t *testing.T, fn string, replies []bench.Reply, flags viewFlags) (st
 		if !v.shows(r) {
 			continue
 		}
-		vr := newViewReply(r)
+		vr := v.reply(r)
 		rows = append(rows, vr)
 		if v.streams() {
 			if err := v.stream(&out, vr); err != nil {
