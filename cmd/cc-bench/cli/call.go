@@ -14,7 +14,8 @@ import (
 )
 
 var callHelp = help{
-	usage: `cc-bench call FUNCTION [--where SELECTOR | --machine ID...] [--arg k=v]... [--filter EXPR] [--timeout D] [--json]
+	usage: `cc-bench call FUNCTION [--where SELECTOR | --machine ID...] [--arg k=v]... [--filter EXPR] [--timeout D]
+                     [--output table|json|yaml|csv] [--fields PATHS] [--show ok|failed|all] [--summary]
        cc-bench call FUNCTION --sessions [--app APP] [--where KEY=VALUE,…] [--arg k=v]... [--filter EXPR] [--timeout D] [--json]`,
 	about: `Call FUNCTION on every ONLINE machine the selector chooses (all of them
 without --where) and list each machine's reply, then a summary. The call ends
@@ -25,10 +26,29 @@ as soon as every expected machine has answered, or at --timeout.
 =~ (regular expression) !~, and/or/not, parentheses; strings in quotes.
 A result without the field does not match.
 
---json prints one object per machine: {"machine", "status" (ok, error or
-no-response), "unexpected" (a machine that was not expected, e.g. came
-online after the call started), "result" or "error": {"code",
-"description"}, "duration_ms"}.
+The table shows each built-in function its own way: a row per machine
+(machine-info: platform, kernel, memory, uptime; current-load: load
+averages and pressure stall, some avg10; current-cpu-mem-diskio: CPU,
+memory, disk rates; sw-list: manager and count; installed-sec-patches:
+pending and installed counts, CVEs fixed, the security index), then the
+list it returns (packages, pending security updates) and the agents'
+notes (e.g. an expired apt index). Other functions: the result as JSON.
+
+--output json (or --json) prints one object per machine: {"machine",
+"status" (ok, error or no-response), "unexpected" (a machine that was not
+expected, e.g. came online after the call started), "result" or "error":
+{"code", "description"}, "duration_ms"}. --output yaml prints the same as
+a YAML sequence. --output csv prints a row per machine (sw-list and
+installed-sec-patches: per package), text that starts with = + - @
+prefixed with ' so that no spreadsheet runs it.
+
+--fields load1,memory.used_percent shows those dotted paths of each
+result (a number indexes an array: packages.0.name) as the columns of the
+table and CSV, or as "fields" instead of "result" in JSON and YAML.
+--show ok or failed lists only those replies. --summary adds, for each
+numeric field (of --fields, or every one outside arrays), its min, median,
+max and sum across the ok replies: a table under the rows, the last
+object {"summary": [...]} in JSON and YAML, or the summary alone in CSV.
 
 --sessions calls the ONLINE sessions (browsers, mobile apps, devices of the
 registered apps) instead of machines, with the same semantics: the sessions
@@ -44,6 +64,9 @@ otherwise, 2 for a usage error.`,
 	examples: `cc-bench call machine-info
 cc-bench call current-load --where location=New-Jersey --filter 'load1 > 10'
 cc-bench call sw-list --arg name=openssl --machine 10.0.0.5_web01 --json
+cc-bench call current-cpu-mem-diskio --fields cpu_percent,memory.used_percent --summary
+cc-bench call installed-sec-patches --show failed
+cc-bench call sw-list --output csv > packages.csv
 cc-bench call latencyCheck --sessions --where 'city=New Brunswick,region=New Jersey' --arg url=https://example.com/
 cc-bench call latencyCheck --sessions --app shop --arg url=https://example.com/ --json`,
 }
@@ -65,6 +88,7 @@ type callFlags struct {
 	where, filter, app string
 	args, targets      listFlag
 	sessions           bool
+	view               viewFlags // --output, --fields, --show, --summary: render.go
 }
 
 func runCall(e *env, args []string) error {
@@ -76,6 +100,7 @@ func runCall(e *env, args []string) error {
 	fs.Var(&f.targets, "machine", "call this machine `ID`, online or not, instead of a selection (repeatable)")
 	fs.BoolVar(&f.sessions, "sessions", false, "call the ONLINE sessions (browsers, apps, devices) --where and --app select, instead of machines")
 	fs.StringVar(&f.app, "app", "", "with --sessions: only the sessions of `APP`")
+	f.view.add(fs)
 	pos, err := e.parse(fs, args, callHelp)
 	if err != nil {
 		return err
@@ -91,13 +116,17 @@ func runCall(e *env, args []string) error {
 	if err != nil {
 		return err
 	}
+	view, err := f.view.view(e, fn, f.sessions)
+	if err != nil {
+		return err
+	}
 	opts.Timeout = e.g.timeout
 	c, err := e.connect()
 	if err != nil {
 		return err
 	}
 	defer c.Close()
-	out := &callOutput{e: e, filter: filter, sessions: opts.Sessions != nil}
+	out := &callOutput{e: e, filter: filter, sessions: opts.Sessions != nil, view: view}
 	prog := startProgress(e.stderr, e.g.timeout)
 	opts.Published = prog.published
 	sum, err := c.Stream(e.ctx, fn, fargs, opts, func(r bench.Reply) {
@@ -169,12 +198,14 @@ func (f *callFlags) options() (bench.CallOptions, *bench.Filter, map[string]any,
 	return opts, filter, fargs, nil
 }
 
-// callOutput prints replies: streamed as JSON Lines, or a sorted table.
+// callOutput prints replies: streamed as JSON Lines or YAML, or sorted in
+// a table or CSV (render.go).
 type callOutput struct {
 	e        *env
 	sessions bool // a call to sessions
 	filter   *bench.Filter
-	rows     []bench.Reply
+	view     *callView
+	rows     []viewReply
 	matched  int
 	err      error
 }
@@ -184,15 +215,15 @@ func (o *callOutput) add(r bench.Reply) {
 		return
 	}
 	o.matched++
-	if !o.e.g.json {
-		o.rows = append(o.rows, r)
+	if !o.view.shows(r) {
 		return
 	}
-	if o.err == nil {
-		o.err = jsonLine(o.e.stdout, callLine{
-			Machine: r.Machine, Session: r.Session, App: r.App, Location: r.Location, Status: r.Status, Unexpected: r.Unexpected,
-			Result: r.Result, Error: r.Err, DurationMS: r.Duration.Milliseconds(),
-		})
+	vr := o.view.reply(r)
+	if o.view.keeps() {
+		o.rows = append(o.rows, vr)
+	}
+	if o.view.streams() && o.err == nil {
+		o.err = o.view.stream(o.e.stdout, vr)
 	}
 }
 
@@ -205,7 +236,11 @@ func (o *callOutput) finish(sum *bench.Summary) error {
 		line += fmt.Sprintf("; %d matched %s", o.matched, o.filter)
 	}
 	line += fmt.Sprintf(" (took %s)", tookText(sum.Took))
-	if o.e.g.json {
+	sort.SliceStable(o.rows, func(i, j int) bool { return o.rows[i].Target() < o.rows[j].Target() })
+	if o.view.format != formatTable {
+		if err := o.view.finishMachine(o.e.stdout, o.rows); err != nil {
+			return err
+		}
 		if isTerminal(o.e.stderr) {
 			_ = printf(o.e.stderr, "%s\n", line)
 		}
@@ -218,24 +253,8 @@ func (o *callOutput) finish(sum *bench.Summary) error {
 			fmt.Fprintln(o.e.stderr, "no ONLINE machine matches; see which are with: cc-bench servers")
 		}
 	}
-	if len(o.rows) > 0 {
-		sort.SliceStable(o.rows, func(i, j int) bool { return o.rows[i].Target() < o.rows[j].Target() })
-		var t *table
-		if o.sessions {
-			t = newTable(o.e.stdout, "SESSION", "APP", "LOCATION", "STATUS", "RESULT")
-		} else {
-			t = newTable(o.e.stdout, "MACHINE", "STATUS", "RESULT")
-		}
-		for _, r := range o.rows {
-			if o.sessions {
-				t.row(r.Session, dash(r.App), locationText(r.Location), statusText(r), resultText(r))
-			} else {
-				t.row(r.Machine, statusText(r), resultText(r))
-			}
-		}
-		if err := t.flush(); err != nil {
-			return err
-		}
+	if err := o.view.table(o.e.stdout, o.rows); err != nil {
+		return err
 	}
 	return printf(o.e.stdout, "%s\n", line)
 }

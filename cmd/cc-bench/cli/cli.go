@@ -63,6 +63,7 @@ func commands() []command {
 		{"watch", "show the ONLINE machines, then live joined / left events", runWatch},
 		{"history", "show when machines joined and left, and why: what went down overnight", runHistory},
 		{"call", "call a function on the selected machines (or sessions) and list the replies", runCall},
+		{"report", "fleet reports: patches (pending security updates by package, CVE and machine)", runReport},
 		{"sessions", "list the ONLINE sessions (browsers, apps, devices) by app and location", runSessions},
 		{"machines", "manage the registry: ls, pending, accept, add, rm, label", runMachines},
 		{"apps", "manage the apps whose sessions may join: ls, add, rm, token", runApps},
