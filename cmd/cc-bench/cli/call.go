@@ -14,7 +14,7 @@ import (
 )
 
 var callHelp = help{
-	usage: `cc-bench call FUNCTION [--where SELECTOR | --machine ID...] [--arg k=v]... [--filter EXPR] [--timeout D] [--json]
+	usage: `cc-bench call FUNCTION [--where SELECTOR | --machine ID...] [--arg k=v]... [--filter EXPR] [--batch N|N% [--batch-wait D] [--batch-continue]] [--timeout D] [--json]
        cc-bench call FUNCTION --sessions [--app APP] [--where KEY=VALUE,…] [--arg k=v]... [--filter EXPR] [--timeout D] [--json]`,
 	about: `Call FUNCTION on every ONLINE machine the selector chooses (all of them
 without --where) and list each machine's reply, then a summary. The call ends
@@ -39,11 +39,19 @@ city="New Brunswick",region="New Jersey", and --app by app; rows and --json
 objects name "session", "app" and "location" instead of "machine". It needs
 an admin, or a viewer added with cc-bench operators add … --sessions.
 
+--batch N (or N%) calls the machines selected N at a time (N% of them,
+at least one), sorted by id, each batch once the one before it completed
+and --batch-wait passed; it stops after a batch in which a machine
+answered an error or did not answer (--batch-continue goes on): the
+machines left are listed "not-called". Each batch's progress goes to
+stderr.
+
 Exit status: 0 when every expected machine (or session) answered ok, 1
 otherwise, 2 for a usage error.`,
 	examples: `cc-bench call machine-info
 cc-bench call current-load --where location=New-Jersey --filter 'load1 > 10'
 cc-bench call sw-list --arg name=openssl --machine 10.0.0.5_web01 --json
+cc-bench call restart-app --where role=web --batch 10% --batch-wait 30s
 cc-bench call latencyCheck --sessions --where 'city=New Brunswick,region=New Jersey' --arg url=https://example.com/
 cc-bench call latencyCheck --sessions --app shop --arg url=https://example.com/ --json`,
 }
@@ -65,6 +73,7 @@ type callFlags struct {
 	where, filter, app string
 	args, targets      listFlag
 	sessions           bool
+	batch              batchFlags // --batch, --batch-wait, --batch-continue (batch.go)
 }
 
 func runCall(e *env, args []string) error {
@@ -76,6 +85,7 @@ func runCall(e *env, args []string) error {
 	fs.Var(&f.targets, "machine", "call this machine `ID`, online or not, instead of a selection (repeatable)")
 	fs.BoolVar(&f.sessions, "sessions", false, "call the ONLINE sessions (browsers, apps, devices) --where and --app select, instead of machines")
 	fs.StringVar(&f.app, "app", "", "with --sessions: only the sessions of `APP`")
+	f.batch.register(fs)
 	pos, err := e.parse(fs, args, callHelp)
 	if err != nil {
 		return err
@@ -92,6 +102,13 @@ func runCall(e *env, args []string) error {
 		return err
 	}
 	opts.Timeout = e.g.timeout
+	// --batch: the call in batches (batch.go).
+	if b, err := f.batch.parse(f.sessions); err != nil || b != nil {
+		if err != nil {
+			return err
+		}
+		return runCallBatches(e, fn, fargs, opts, filter, *b)
+	}
 	c, err := e.connect()
 	if err != nil {
 		return err
