@@ -91,6 +91,9 @@ type Summary struct {
 	Took time.Duration
 	// TimedOut is set when the deadline, not the last answer, ended the call.
 	TimedOut bool
+	// NotCalled lists the machines selected but not called, in a call
+	// made in batches that stopped early ([Client.CallBatches]).
+	NotCalled []string
 }
 
 // AllOK reports whether every expected machine answered a result.
@@ -102,6 +105,9 @@ func (s *Summary) String() string {
 		s.Expected, s.NumOK, s.NumError, len(s.NoResponse))
 	if s.NumUnexpected > 0 {
 		out += fmt.Sprintf(", %d unexpected", s.NumUnexpected)
+	}
+	if len(s.NotCalled) > 0 {
+		out += fmt.Sprintf(", %d not called", len(s.NotCalled))
 	}
 	return out
 }

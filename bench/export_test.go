@@ -1,6 +1,9 @@
 package bench
 
-import "time"
+import (
+	"context"
+	"time"
+)
 
 // SetFirstResend sets the bound on the delay before a call's first
 // re-send and returns a function that restores it.
@@ -16,4 +19,12 @@ func SetWatchPendingBytes(n int) (restore func()) {
 	old := watchPendingBytes
 	watchPendingBytes = n
 	return func() { watchPendingBytes = old }
+}
+
+// SetBatchSleep replaces the wait between batches and returns a function
+// that restores it.
+func SetBatchSleep(f func(ctx context.Context, d time.Duration) error) (restore func()) {
+	old := batchSleep
+	batchSleep = f
+	return func() { batchSleep = old }
 }

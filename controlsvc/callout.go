@@ -3,6 +3,7 @@ package controlsvc
 import (
 	"bytes"
 	"cmp"
+	"context"
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/json"
@@ -92,6 +93,8 @@ type callout struct {
 	siteBurst int
 	// sessions admits the sessions of apps (session_admit.go).
 	sessions sessionAdmission
+	// refusals bounds the "connection refused" lines at warn.
+	refusals refusalLog
 }
 
 // clock returns now, or time.Now when it is nil.
@@ -655,10 +658,11 @@ func (c *callout) refuse(kind, who, key, ip, reason string) error {
 // the name, key and address are.
 func (c *callout) refuseAt(kind, who, key, ip, site, reason string) error {
 	who, key, ip = boundClientText(who), boundClientText(key), boundClientText(ip)
+	level := c.refusals.level(c.log, c.clock())
 	if site != "" {
-		c.log.Warn("connection refused", "kind", kind, "name", who, "ip", ip, "reported_by_site", site, "reason", reason)
+		c.log.Log(context.Background(), level, "connection refused", "kind", kind, "name", who, "ip", ip, "reported_by_site", site, "reason", reason)
 	} else {
-		c.log.Warn("connection refused", "kind", kind, "name", who, "ip", ip, "reason", reason)
+		c.log.Log(context.Background(), level, "connection refused", "kind", kind, "name", who, "ip", ip, "reason", reason)
 	}
 	if c.onRefuse != nil {
 		c.onRefuse(kind, who, ip, reason)
@@ -745,4 +749,40 @@ func verifyNonce(key, nonce, sig string) error {
 		return fmt.Errorf("signature over the nonce does not verify for key %s", key)
 	}
 	return nil
+}
+
+// Refused connections are logged one line each (the broker's own lines
+// about them go to debug: broker/log.go), at warn up to refusalLogBurst
+// per refusalLogWindow; past that at debug, and one warn line counts them
+// when the window ends, so a flood of unknown keys cannot flood the log.
+const (
+	refusalLogWindow = 10 * time.Second
+	refusalLogBurst  = 20
+)
+
+// refusalLog is the bound on "connection refused" lines at warn.
+type refusalLog struct {
+	mu         sync.Mutex
+	windowEnds time.Time
+	logged     int
+	suppressed int
+}
+
+// level is the level of a refusal's line at now: warn within the burst,
+// debug past it. It logs how many were at debug in the window that ended.
+func (r *refusalLog) level(l *slog.Logger, now time.Time) slog.Level {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if !now.Before(r.windowEnds) {
+		if r.suppressed > 0 {
+			l.Warn("more connections refused (logged at debug)", "count", r.suppressed, "window", refusalLogWindow)
+		}
+		r.windowEnds, r.logged, r.suppressed = now.Add(refusalLogWindow), 0, 0
+	}
+	if r.logged < refusalLogBurst {
+		r.logged++
+		return slog.LevelWarn
+	}
+	r.suppressed++
+	return slog.LevelDebug
 }

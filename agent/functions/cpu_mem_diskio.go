@@ -17,8 +17,10 @@ const DefaultSampleInterval = 5 * time.Second
 
 // CPUMemDiskIOReply answers current-cpu-mem-diskio. CPU and disk figures are
 // rates between the sampler's last two readings; memory is read at call
-// time. While fewer than two readings exist, WarmingUp is true and the rate
-// fields are absent.
+// time. A call made before the sampler has two readings measures over a
+// short window itself ([firstWindow]); WarmingUp is true only when it could
+// not (the call's deadline too close, or a reading failed), and the rate
+// fields are then absent.
 type CPUMemDiskIOReply struct {
 	CPUPercent *float64  `json:"cpu_percent,omitempty"`
 	CPUPerCore []float64 `json:"cpu_per_core,omitempty"`
@@ -73,6 +75,14 @@ type cpuMemDiskIO struct {
 	warmup   time.Duration // between the first and second reading
 	read     func(ctx context.Context, root string) (*ioSample, error)
 	now      func() time.Time // Env.Now: stamps readings that read left unstamped
+	// window is how long a call made before the sampler has two readings
+	// measures over itself (like vmstat 1 2); 0 means do not.
+	window time.Duration
+	// sleep waits d or until ctx ends (then it returns ctx's error);
+	// until is the time left before a deadline. nil means real time;
+	// tests inject both.
+	sleep func(ctx context.Context, d time.Duration) error
+	until func(deadline time.Time) time.Duration
 
 	mu        sync.Mutex
 	prev, cur *ioSample
@@ -80,8 +90,13 @@ type cpuMemDiskIO struct {
 }
 
 func newCPUMemDiskIO(env *Env) (Function, error) {
-	return &cpuMemDiskIO{root: env.Root, interval: DefaultSampleInterval, warmup: time.Second, read: readIOSample, now: env.clock()}, nil
+	return &cpuMemDiskIO{root: env.Root, interval: DefaultSampleInterval, warmup: time.Second,
+		window: firstWindow, read: readIOSample, now: env.clock()}, nil
 }
+
+// firstWindow is the span the first call measures over when the sampler
+// has no rate yet: long enough for jiffies to count, short enough to wait.
+const firstWindow = time.Second
 
 func (f *cpuMemDiskIO) Spec() Spec {
 	return Spec{
@@ -92,7 +107,8 @@ func (f *cpuMemDiskIO) Spec() Spec {
 }
 
 // Run samples at once, again one second later so a fresh agent soon has
-// rates, then every interval until ctx ends.
+// rates, then every interval until ctx ends. (A call before that second
+// reading measures its own span: [cpuMemDiskIO.measureFirst].)
 func (f *cpuMemDiskIO) Run(ctx context.Context) {
 	f.sample(ctx)
 	t := time.NewTimer(f.warmup)
@@ -144,6 +160,7 @@ func (f *cpuMemDiskIO) Call(ctx context.Context, _ Args) (any, error) {
 	if empty {
 		f.sample(ctx) // a baseline, so the next call (or sample) has a rate
 	}
+	f.measureFirst(ctx)
 	r := &CPUMemDiskIOReply{}
 	f.mu.Lock()
 	prev, cur, lastErr := f.prev, f.cur, f.lastErr
@@ -162,6 +179,58 @@ func (f *cpuMemDiskIO) Call(ctx context.Context, _ Args) (any, error) {
 	}
 	r.CgroupMemory = readCgroupMemory(f.root)
 	return r, nil
+}
+
+// measureFirst gives a call made before the sampler has two readings a
+// rate of its own: it waits until [cpuMemDiskIO.window] has passed since
+// the first reading and takes the second, as vmstat 1 2 does. The wait is
+// at most half the time left before ctx's deadline, and none when that
+// leaves less than [minSampleGap]; a ctx that ends cuts it short.
+func (f *cpuMemDiskIO) measureFirst(ctx context.Context) {
+	f.mu.Lock()
+	prev, cur := f.prev, f.cur
+	f.mu.Unlock()
+	if prev != nil || cur == nil || f.window <= 0 {
+		return
+	}
+	now, sleep, until := time.Now, f.sleep, f.until
+	if f.now != nil {
+		now = f.now
+	}
+	if sleep == nil {
+		sleep = sleepCtx
+	}
+	if until == nil {
+		until = time.Until
+	}
+	wait := f.window - now().Sub(cur.at)
+	if dl, ok := ctx.Deadline(); ok {
+		wait = min(wait, until(dl)/2)
+	}
+	if now().Add(wait).Sub(cur.at) < minSampleGap {
+		return // too close to the deadline for a meaningful span
+	}
+	if wait > 0 && sleep(ctx, wait) != nil {
+		return
+	}
+	f.mu.Lock()
+	done := f.prev != nil // the sampler's second reading came meanwhile
+	f.mu.Unlock()
+	if !done {
+		f.sample(ctx)
+	}
+}
+
+// sleepCtx waits d, or until ctx ends.
+func sleepCtx(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
+	}
 }
 
 // fillRates computes CPU and disk rates between two readings.

@@ -79,7 +79,13 @@ func TestCPUMemDiskIOWarmUpAndSampler(t *testing.T) {
 	set := New(&Env{Root: linuxRoot, Now: func() time.Time { return now }})
 	fn, _ := set.Lookup("current-cpu-mem-diskio")
 	f := fn.(*cpuMemDiskIO)
-	res, err := set.Call(context.Background(), "current-cpu-mem-diskio", nil)
+	// A first call whose deadline leaves too little time to measure
+	// answers at once, warming up.
+	f.until = func(time.Time) time.Duration { return minSampleGap }
+	f.sleep = func(context.Context, time.Duration) error { t.Error("slept with no time to measure"); return nil }
+	ctx, cancel := context.WithTimeout(context.Background(), time.Hour)
+	defer cancel()
+	res, err := set.Call(ctx, "current-cpu-mem-diskio", nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -130,4 +136,90 @@ func TestCPUMemDiskIORun(t *testing.T) {
 	if got := n.Load(); got < 3 || f.prev == nil || !f.cur.at.After(f.prev.at) {
 		t.Errorf("got %d readings in 3.5 gaps, want at least 3 and the last two kept", got)
 	}
+}
+
+// firstCallFixture is the function over the Linux fixture with a fake
+// clock that the injected sleep advances, and the sleeps it was asked for.
+func firstCallFixture(t *testing.T) (*cpuMemDiskIO, *[]time.Duration) {
+	t.Helper()
+	if runtime.GOOS != "linux" {
+		t.Skip("reads /proc under Env.Root on Linux only")
+	}
+	now := fixtureTime
+	set := New(&Env{Root: linuxRoot, Now: func() time.Time { return now }})
+	fn, _ := set.Lookup("current-cpu-mem-diskio")
+	f := fn.(*cpuMemDiskIO)
+	slept := &[]time.Duration{}
+	f.sleep = func(ctx context.Context, d time.Duration) error {
+		*slept = append(*slept, d)
+		now = now.Add(d)
+		return ctx.Err()
+	}
+	f.until = func(time.Time) time.Duration { t.Error("asked for time left with no deadline"); return 0 }
+	return f, slept
+}
+
+func TestCPUMemDiskIOFirstCallMeasures(t *testing.T) {
+	f, slept := firstCallFixture(t)
+	res, err := f.Call(context.Background(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := res.(*CPUMemDiskIOReply)
+	if r.WarmingUp || r.CPUPercent == nil || len(r.Disks) != 4 || r.SampleIntervalSeconds != 1 {
+		t.Errorf("first call: got %+v, want rates over 1s for 4 disks", r)
+	}
+	if got := fmt.Sprint(*slept); got != "[1s]" {
+		t.Errorf("slept %s, want [1s]", got)
+	}
+	// The next call uses the two readings it has: no wait.
+	if r := mustCall(t, f, context.Background()); r.WarmingUp || len(*slept) != 1 {
+		t.Errorf("second call: warming up %v after sleeps %v, want rates without a sleep", r.WarmingUp, *slept)
+	}
+}
+
+func TestCPUMemDiskIOFirstCallAfterBaseline(t *testing.T) {
+	// The sampler took its first reading 700 ms ago: the call waits only
+	// the rest of the window.
+	f, slept := firstCallFixture(t)
+	f.sample(context.Background())
+	f.sleep(context.Background(), 700*time.Millisecond)
+	*slept = nil
+	if r := mustCall(t, f, context.Background()); r.WarmingUp || r.SampleIntervalSeconds != 1 {
+		t.Errorf("got %+v, want rates over 1s", r)
+	}
+	if got := fmt.Sprint(*slept); got != "[300ms]" {
+		t.Errorf("slept %s, want [300ms]", got)
+	}
+}
+
+func TestCPUMemDiskIOFirstCallDeadline(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Hour)
+	defer cancel()
+	// 1.2 s left: the call measures over 600 ms, half of it.
+	f, slept := firstCallFixture(t)
+	f.until = func(time.Time) time.Duration { return 1200 * time.Millisecond }
+	if r := mustCall(t, f, ctx); r.WarmingUp || r.SampleIntervalSeconds != 0.6 {
+		t.Errorf("got %+v, want rates over 0.6s", r)
+	}
+	if got := fmt.Sprint(*slept); got != "[600ms]" {
+		t.Errorf("slept %s, want [600ms]", got)
+	}
+	// A context that ends during the wait: the answer comes at once,
+	// warming up.
+	f, _ = firstCallFixture(t)
+	ctx, cancel = context.WithCancel(context.Background())
+	cancel()
+	if r := mustCall(t, f, ctx); !r.WarmingUp || r.CPUPercent != nil {
+		t.Errorf("cancelled: got %+v, want warming up", r)
+	}
+}
+
+func mustCall(t *testing.T, f *cpuMemDiskIO, ctx context.Context) *CPUMemDiskIOReply {
+	t.Helper()
+	res, err := f.Call(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return res.(*CPUMemDiskIOReply)
 }

@@ -16,6 +16,7 @@ import (
 var callHelp = help{
 	usage: `cc-bench call FUNCTION [--where SELECTOR | --machine ID...] [--arg k=v]... [--filter EXPR] [--timeout D]
                      [--output table|json|yaml|csv] [--fields PATHS] [--show ok|failed|all] [--summary]
+                     [--batch N|N% [--batch-wait D] [--batch-continue]]
        cc-bench call FUNCTION --sessions [--app APP] [--where KEY=VALUE,…] [--arg k=v]... [--filter EXPR] [--timeout D] [--json]`,
 	about: `Call FUNCTION on every ONLINE machine the selector chooses (all of them
 without --where) and list each machine's reply, then a summary. The call ends
@@ -59,6 +60,13 @@ city="New Brunswick",region="New Jersey", and --app by app; rows and --json
 objects name "session", "app" and "location" instead of "machine". It needs
 an admin, or a viewer added with cc-bench operators add … --sessions.
 
+--batch N (or N%) calls the machines selected N at a time (N% of them,
+at least one), sorted by id, each batch once the one before it completed
+and --batch-wait passed; it stops after a batch in which a machine
+answered an error or did not answer (--batch-continue goes on): the
+machines left are listed "not-called". Each batch's progress goes to
+stderr.
+
 Exit status: 0 when every expected machine (or session) answered ok, 1
 otherwise, 2 for a usage error.`,
 	examples: `cc-bench call machine-info
@@ -67,6 +75,7 @@ cc-bench call sw-list --arg name=openssl --machine 10.0.0.5_web01 --json
 cc-bench call current-cpu-mem-diskio --fields cpu_percent,memory.used_percent --summary
 cc-bench call installed-sec-patches --show failed
 cc-bench call sw-list --output csv > packages.csv
+cc-bench call restart-app --where role=web --batch 10% --batch-wait 30s
 cc-bench call latencyCheck --sessions --where 'city=New Brunswick,region=New Jersey' --arg url=https://example.com/
 cc-bench call latencyCheck --sessions --app shop --arg url=https://example.com/ --json`,
 }
@@ -89,6 +98,7 @@ type callFlags struct {
 	args, targets      listFlag
 	sessions           bool
 	view               viewFlags // --output, --fields, --show, --summary: render.go
+	batch              batchFlags // --batch, --batch-wait, --batch-continue (batch.go)
 }
 
 func runCall(e *env, args []string) error {
@@ -101,6 +111,7 @@ func runCall(e *env, args []string) error {
 	fs.BoolVar(&f.sessions, "sessions", false, "call the ONLINE sessions (browsers, apps, devices) --where and --app select, instead of machines")
 	fs.StringVar(&f.app, "app", "", "with --sessions: only the sessions of `APP`")
 	f.view.add(fs)
+	f.batch.register(fs)
 	pos, err := e.parse(fs, args, callHelp)
 	if err != nil {
 		return err
@@ -121,6 +132,13 @@ func runCall(e *env, args []string) error {
 		return err
 	}
 	opts.Timeout = e.g.timeout
+	// --batch: the call in batches (batch.go).
+	if b, err := f.batch.parse(f.sessions); err != nil || b != nil {
+		if err != nil {
+			return err
+		}
+		return runCallBatches(e, fn, fargs, opts, filter, view, *b)
+	}
 	c, err := e.connect()
 	if err != nil {
 		return err
@@ -261,6 +279,9 @@ func (o *callOutput) finish(sum *bench.Summary) error {
 
 func statusText(r bench.Reply) string {
 	s := string(r.Status)
+	if r.Status == bench.StatusNotCalled {
+		s = "not called"
+	}
 	if r.Status == bench.StatusNoResponse {
 		s = "no response"
 	}

@@ -245,6 +245,7 @@ func watchSessions(e *env, q fleet.SessionQuery) error {
 	defer c.Close()
 	shown := map[string]bool{}
 	resynced := false
+	cols := &watchTable{widths: []int{0, len(bench.EventPresent)}} // lines up the columns (watch.go)
 	var werr error
 	err = c.WatchSessions(e.ctx, func(ev fleet.SessionEvent) {
 		if werr != nil {
@@ -252,6 +253,9 @@ func watchSessions(e *env, q fleet.SessionQuery) error {
 		}
 		switch ev.Event {
 		case bench.EventSynced, bench.EventStale, bench.EventResync:
+			if werr = cols.flush(e.stdout); werr != nil {
+				return
+			}
 			werr = watchNoteOut(e, fleet.PresenceEvent{Event: ev.Event, Time: ev.Time, Seq: ev.Seq, Reason: ev.Reason}, len(shown), resynced)
 			resynced = resynced || ev.Event == bench.EventResync
 			return
@@ -269,22 +273,22 @@ func watchSessions(e *env, q fleet.SessionQuery) error {
 			werr = jsonLine(e.stdout, ev)
 			return
 		}
-		werr = printf(e.stdout, "%s\n", sessionEventText(ev))
+		werr = cols.add(e.stdout, sessionEventCols(ev)...)
 	})
 	return watchEnd(werr, err)
 }
 
-func sessionEventText(ev fleet.SessionEvent) string {
+// sessionEventCols are the columns of a session's present, joined or
+// left line: time, event, id, app, IP, location, platform, user=,
+// (reason).
+func sessionEventCols(ev fleet.SessionEvent) []string {
 	s := ev.Session
-	user := ""
+	user, reason := "", ""
 	if s.User != "" {
 		user = "user=" + s.User
 	}
-	line := fmt.Sprintf("%s  %-7s  %s  %s  %s  %s  %s %s", timeText(ev.Time), ev.Event, s.ID, s.App,
-		dash(s.IP), locationText(s.Location), dash(s.Declared.Platform), user)
-	line = strings.TrimRight(line, " ")
 	if ev.Reason != "" {
-		line += "  (" + ev.Reason + ")"
+		reason = "(" + ev.Reason + ")"
 	}
-	return line
+	return []string{timeText(ev.Time), ev.Event, s.ID, s.App, dash(s.IP), locationText(s.Location), dash(s.Declared.Platform), user, reason}
 }

@@ -201,16 +201,19 @@ func TestLocationText(t *testing.T) {
 	}
 }
 
-func TestSessionEventText(t *testing.T) {
-	at := time.Date(2026, 12, 1, 9, 30, 0, 0, time.UTC)
+func TestSessionEventCols(t *testing.T) {
+	at := time.Date(2026, 12, 1, 9, 30, 0, 0, time.Local)
 	s := fleet.Session{ID: "s+abcdefghijklmnop", App: "shop", IP: "203.0.113.9", User: "alice",
 		Location: &fleet.Location{City: "New Brunswick", Region: "New Jersey", CountryCode: "US"}, Declared: fleet.SessionDeclared{Platform: "mobile"}}
-	got := sessionEventText(fleet.SessionEvent{Event: fleet.EventJoined, Session: s, Time: at})
-	if want := "2026-12-01 09:30:00  joined   s+abcdefghijklmnop  shop  203.0.113.9  New Brunswick, New Jersey, US  mobile user=alice"; got != want {
-		t.Errorf("got  %q\nwant %q", got, want)
-	}
-	got = sessionEventText(fleet.SessionEvent{Event: fleet.EventLeft, Session: fleet.Session{ID: "s+abcdefghijklmnop", App: "demo"}, Time: at, Reason: "found by resync"})
-	if want := "2026-12-01 09:30:00  left     s+abcdefghijklmnop  demo  -  -  -  (found by resync)"; got != want {
-		t.Errorf("got  %q\nwant %q", got, want)
+	var out strings.Builder
+	cols := &watchTable{widths: []int{0, len("present")}}
+	_ = cols.flush(&out)
+	_ = cols.add(&out, sessionEventCols(fleet.SessionEvent{Event: fleet.EventJoined, Session: s, Time: at})...)
+	_ = cols.add(&out, sessionEventCols(fleet.SessionEvent{Event: fleet.EventLeft, Session: fleet.Session{ID: "s+abcdefghijklmnop", App: "demo"}, Time: at, Reason: "found by resync"})...)
+	want := `2026-12-01 09:30:00  joined   s+abcdefghijklmnop  shop  203.0.113.9  New Brunswick, New Jersey, US  mobile  user=alice
+2026-12-01 09:30:00  left     s+abcdefghijklmnop  demo  -            -                              -                   (found by resync)
+`
+	if got := out.String(); got != want {
+		t.Errorf("got\n%s\nwant\n%s", got, want)
 	}
 }

@@ -3,21 +3,25 @@ package cli
 import (
 	"context"
 	"errors"
-	"fmt"
+	"io"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/nats-io/nats.go"
 
 	"github.com/commandcontrol/commandcontrol/bench"
 	"github.com/commandcontrol/commandcontrol/fleet"
+	"github.com/commandcontrol/commandcontrol/internal/termsafe"
 )
 
 var watchHelp = help{
 	usage: "cc-bench watch [--where SELECTOR] [--json] | --sessions [--app APP] [--where KEY=VALUE,…] [--json]",
 	about: `Show the machines ONLINE now ("present"), then every machine that comes
 online ("joined") or goes offline ("left"), until Ctrl-C. Nothing is missed
-between the list and the live events.
+between the list and the live events. Columns: time, event, machine,
+labels, (reason). "-- N online" marks the list complete ("synced"): from
+there on each line is a live change.
 
 When the watch may have missed events — its connection to the broker was
 lost and re-established (a broker restart, credentials renewed, the process
@@ -88,6 +92,7 @@ func runWatch(e *env, args []string) error {
 	defer c.Close()
 	shown := map[string]bool{} // the selected machines ONLINE
 	resynced := false
+	cols := &watchTable{widths: []int{0, len(bench.EventPresent)}} // the event column never narrower
 	var werr error
 	err = c.Watch(e.ctx, func(ev fleet.PresenceEvent) {
 		if werr != nil {
@@ -95,6 +100,9 @@ func runWatch(e *env, args []string) error {
 		}
 		switch ev.Event {
 		case bench.EventSynced, bench.EventStale, bench.EventResync:
+			if werr = cols.flush(e.stdout); werr != nil {
+				return
+			}
 			werr = watchNoteOut(e, ev, len(shown), resynced)
 			resynced = resynced || ev.Event == bench.EventResync
 			return
@@ -112,7 +120,7 @@ func runWatch(e *env, args []string) error {
 			werr = jsonLine(e.stdout, ev)
 			return
 		}
-		werr = printf(e.stdout, "%s\n", eventText(ev))
+		werr = cols.add(e.stdout, eventCols(ev)...)
 	})
 	return watchEnd(werr, err)
 }
@@ -153,10 +161,64 @@ func watchNoteOut(e *env, ev fleet.PresenceEvent, online int, resynced bool) err
 	return err
 }
 
-func eventText(ev fleet.PresenceEvent) string {
-	s := fmt.Sprintf("%s  %-7s  %s  %s", timeText(ev.Time), ev.Event, ev.Machine, labelText(ev.Labels))
+// eventCols are the columns of a present, joined or left line: time,
+// event, machine, labels and (reason).
+func eventCols(ev fleet.PresenceEvent) []string {
+	reason := ""
 	if ev.Reason != "" {
-		s += "  (" + ev.Reason + ")"
+		reason = "(" + ev.Reason + ")"
 	}
-	return strings.TrimRight(s, " ")
+	return []string{timeText(ev.Time), ev.Event, ev.Machine, labelText(ev.Labels), reason}
+}
+
+// watchTable lines up the columns of a watch's lines. The present lines
+// are held until the list is complete (the first note: synced, or stale)
+// and padded to their widest cells; a later line is padded to the widths
+// seen so far, which a wider cell widens from then on.
+type watchTable struct {
+	widths []int
+	held   [][]string
+	live   bool
+}
+
+// add prints a line of cells, or holds it until flush.
+func (t *watchTable) add(w io.Writer, cells ...string) error {
+	for i, c := range cells {
+		cells[i] = termsafe.String(c)
+		if i == len(t.widths) {
+			t.widths = append(t.widths, 0)
+		}
+		t.widths[i] = max(t.widths[i], utf8.RuneCountInString(cells[i]))
+	}
+	if !t.live {
+		t.held = append(t.held, cells)
+		return nil
+	}
+	return t.print(w, cells)
+}
+
+// flush prints the held lines; the lines added after it print at once.
+func (t *watchTable) flush(w io.Writer) error {
+	t.live = true
+	for _, cells := range t.held {
+		if err := t.print(w, cells); err != nil {
+			return err
+		}
+	}
+	t.held = nil
+	return nil
+}
+
+func (t *watchTable) print(w io.Writer, cells []string) error {
+	var b strings.Builder
+	for i, c := range cells {
+		if i > 0 {
+			b.WriteString("  ")
+		}
+		b.WriteString(c)
+		if i < len(cells)-1 {
+			b.WriteString(strings.Repeat(" ", t.widths[i]-utf8.RuneCountInString(c)))
+		}
+	}
+	return printf(w, "%s\n", strings.TrimRight(b.String(), " "))
 }
