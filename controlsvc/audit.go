@@ -134,6 +134,12 @@ type auditLog struct {
 	onDrop func(log string, n int)
 	onSlow func()
 
+	// foldMu guards folds, the open records of repeated refusals
+	// (audit_fold.go), counted over foldWindow.
+	foldMu     sync.Mutex
+	folds      map[foldKey]*foldState
+	foldWindow time.Duration
+
 	mu          sync.Mutex
 	drops       map[dropKey]*dropTally
 	dropped     atomic.Int64
@@ -186,6 +192,7 @@ type storeInfo struct {
 func newAuditLog(nc *nats.Conn, log *slog.Logger, cfg AuditConfig) *auditLog {
 	cfg.fill()
 	a := &auditLog{log: log, nc: nc, defs: cfg.logs(), now: time.Now, drops: map[dropKey]*dropTally{},
+		folds: map[foldKey]*foldState{}, foldWindow: auditFoldWindow,
 		quit: make(chan struct{}), onDrop: func(string, int) {}, onSlow: func() {}}
 	for i := range a.queues {
 		a.queues[i] = make(chan auditItem, auditQueue)
@@ -311,6 +318,7 @@ func (a *auditLog) start() {
 			case <-a.quit:
 				return
 			case <-t.C:
+				a.flushFolds(false)
 				a.noteDrops()
 			}
 		}
@@ -443,6 +451,7 @@ func (a *auditLog) close() {
 	a.once.Do(func() {
 		close(a.quit)
 		a.noter.Wait()
+		a.flushFolds(true)
 		for _, q := range a.queues {
 			close(q)
 		}
@@ -665,7 +674,7 @@ func (s *Service) auditRefusedAt(kind, name, key, ip, site, reason string) {
 	if s.audit == nil {
 		return
 	}
-	s.audit.record(fleet.AuditRecord{Kind: fleet.AuditRefused, Name: name, Key: key, IP: ip, Site: site, Reason: kind + ": " + reason})
+	s.audit.refused(fleet.AuditRecord{Kind: fleet.AuditRefused, Name: name, Key: key, IP: ip, Site: site, Reason: kind + ": " + reason})
 }
 
 // auditRegistry records a control API change (or a refused attempt).
