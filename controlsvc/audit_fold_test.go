@@ -1,6 +1,7 @@
 package controlsvc
 
 import (
+	"fmt"
 	"testing"
 	"time"
 
@@ -69,6 +70,52 @@ func TestAuditFoldsRefusals(t *testing.T) {
 		}
 		if r.Name != w.name || r.Reason != w.reason || r.Count != w.count || first != w.first || r.Time.Sub(t0) != w.time {
 			t.Errorf("record %d: %s %q count %d first %v at %v; want %+v", i, r.Name, r.Reason, r.Count, first, r.Time.Sub(t0), w)
+		}
+	}
+}
+
+// TestAuditNewest: a Newest request answers the newest records of every
+// log merged, oldest first, and says whether older ones match (More),
+// within Since.
+func TestAuditNewest(t *testing.T) {
+	t0 := time.Date(2030, 5, 1, 12, 0, 0, 0, time.UTC)
+	clock := t0
+	a, _, _, _ := startAuditLog(t, 1000, func() time.Time { return clock })
+	for i := range 30 {
+		clock = t0.Add(time.Duration(i) * time.Second)
+		if i%10 == 9 {
+			a.record(fleet.AuditRecord{Kind: fleet.AuditRegistry, Op: fleet.OpMachinesDeny, Operator: "admin"})
+			continue
+		}
+		a.refused(fleet.AuditRecord{Kind: fleet.AuditRefused, Name: fmt.Sprintf("10.0.0.%d_m", i), Key: "UKEY", Reason: "not in the registry"})
+	}
+	a.start()
+	a.close()
+	secs := func(l fleet.AuditList) []int {
+		var out []int
+		for _, r := range l.Records {
+			out = append(out, int(r.Time.Sub(t0)/time.Second))
+		}
+		return out
+	}
+	for _, tt := range []struct {
+		req  fleet.AuditRequest
+		want []int
+		more bool
+	}{
+		{fleet.AuditRequest{Newest: true, Limit: 4}, []int{26, 27, 28, 29}, true},
+		{fleet.AuditRequest{Newest: true, Limit: 3, Logs: []string{fleet.AuditLogChanges}}, []int{9, 19, 29}, false},
+		{fleet.AuditRequest{Newest: true, Limit: 2, Logs: []string{fleet.AuditLogChanges}}, []int{19, 29}, true},
+		{fleet.AuditRequest{Newest: true, Limit: 5, Since: t0.Add(26 * time.Second)}, []int{26, 27, 28, 29}, false},
+		{fleet.AuditRequest{Newest: true, Limit: 4, Since: t0.Add(26 * time.Second)}, []int{26, 27, 28, 29}, false},
+		{fleet.AuditRequest{Newest: true, Limit: 3, Since: t0.Add(26 * time.Second)}, []int{27, 28, 29}, true},
+	} {
+		got, err := a.query(t.Context(), tt.req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if fmt.Sprint(secs(got)) != fmt.Sprint(tt.want) || got.More != tt.more {
+			t.Errorf("%+v: got %v more %v, want %v more %v", tt.req, secs(got), got.More, tt.want, tt.more)
 		}
 	}
 }
