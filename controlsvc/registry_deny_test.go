@@ -203,3 +203,54 @@ func TestCalloutRefusesDenied(t *testing.T) {
 		t.Errorf("pending: %+v, want 10.0.0.10_new only", p)
 	}
 }
+
+// TestDenyListExportedAndRestored: a backup (registry.export) holds the
+// deny list, and restoring it (registry.import, or a registry.json moved
+// into the bucket) brings it back.
+func TestDenyListExportedAndRestored(t *testing.T) {
+	r, err := OpenRegistry(filepath.Join(t.TempDir(), RegistryFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, key := newUser(t)
+	if _, err := r.Deny(fleet.DenyRequest{Key: key}, "admin"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.Deny(fleet.DenyRequest{ID: "10.0.0.9_gone"}, "admin"); err != nil {
+		t.Fatal(err)
+	}
+	page, err := r.exportAfter("", 1, 1<<20) // one entry a page: the cursor crosses the kind
+	if err != nil {
+		t.Fatal(err)
+	}
+	part := page.RegistryPart
+	for page.Next != "" {
+		if page, err = r.exportAfter(page.Next, 1, 1<<20); err != nil {
+			t.Fatal(err)
+		}
+		for k, v := range page.Denied {
+			part.Denied[k] = v
+		}
+	}
+	if len(part.Denied) != 2 {
+		t.Fatalf("exported deny list %+v, want 2 entries", part.Denied)
+	}
+	k := startKVBroker(t)
+	fresh, _ := k.replica(nil)
+	d := registryData{Version: 1, Denied: part.Denied}
+	d.fill()
+	if err := d.validate(); err != nil {
+		t.Fatal(err)
+	}
+	res, err := fresh.restore(&d, restoreReplace)
+	if err != nil || res.Added[kindDeny] != 2 {
+		t.Fatalf("restore: %+v, %v; want 2 deny entries added", res, err)
+	}
+	if _, denied := fresh.Denies("10.0.0.9_gone", ""); !denied {
+		t.Error("the restored registry does not deny 10.0.0.9_gone")
+	}
+	again, _ := k.replica(nil)
+	if _, _, n := again.DeniedAfter("", 10); n != 2 {
+		t.Errorf("a replica opened after the restore loads %d deny entries, want 2", n)
+	}
+}

@@ -755,6 +755,7 @@ class RegistryPart(_Wire):
     pending: dict[str, Pending] = _f(omit=True, factory=dict)
     operators: dict[str, Operator] = _f(omit=True, factory=dict)
     apps: dict[str, App] = _f(omit=True, factory=dict)
+    denied: dict[str, Denied] = _f(omit=True, factory=dict)
 
 
 @dataclass
