@@ -21,7 +21,7 @@ import (
 
 // confirmIn is where a bulk change reads its confirmation, and whether
 // that is a terminal; tests replace it.
-var confirmIn = func() (io.Reader, bool) { return os.Stdin, isTerminal(os.Stdin) }
+var confirmIn = func() (io.Reader, bool) { return os.Stdin, stdinIsTerminal() }
 
 // isGlob reports whether arg is a pattern rather than a machine id (an
 // id never holds * ? or [).
@@ -187,7 +187,11 @@ func machinesAcceptBulk(e *env, s selection, f bulkFlags) error {
 		if err := t.flush(); err != nil {
 			return err
 		}
-		if err := e.confirm(fmt.Sprintf("accept these %d machine%s, each with the key shown", len(picks), plural(len(picks))), f.yes); err != nil {
+		what := fmt.Sprintf("accept these %d machines, each with the key shown", len(picks))
+		if len(picks) == 1 {
+			what = "accept this machine with the key shown"
+		}
+		if err := e.confirm(what, f.yes); err != nil {
 			return err
 		}
 		failed := 0
@@ -251,7 +255,11 @@ func machinesRemoveBulk(e *env, s selection, yes bool) error {
 		for _, m := range ms {
 			fmt.Fprintln(e.stderr, m.ID)
 		}
-		if err := e.confirm(fmt.Sprintf("remove these %d machine%s from the registry (their live connections are closed)", len(ms), plural(len(ms))), yes); err != nil {
+		what := fmt.Sprintf("remove these %d machines from the registry (their live connections are closed)", len(ms))
+		if len(ms) == 1 {
+			what = "remove this machine from the registry (its live connections are closed)"
+		}
+		if err := e.confirm(what, yes); err != nil {
 			return err
 		}
 		ctx, cancel := e.requestCtx()
