@@ -79,7 +79,7 @@ cc-bench machines add 10.0.0.6_web02 --pubkey UABC... --label role=web --label l
 cc-bench machines accept 10.3.2.7_dc2-web --site dc2
 cc-bench machines label 10.0.0.6_web02 env=prod --rm-label staging
 cc-bench machines label --where role=web env=prod
-cc-bench machines ls 'web*' --where env=prod
+cc-bench machines ls '*_web*' --where env=prod
 cc-bench machines rm '10.0.9.*' --yes
 cc-bench machines reject 10.0.0.66_unknown
 cc-bench machines deny 10.0.0.66_unknown
