@@ -2,6 +2,7 @@ package bench
 
 import (
 	"context"
+	"fmt"
 	"maps"
 	"time"
 
@@ -33,4 +34,18 @@ func (c *Client) Audit(ctx context.Context, since time.Time, limit int, logs ...
 		req.After = l.Next
 	}
 	return out, nil
+}
+
+// AuditNewest reads the newest limit records (limit 1 to 10,000) of the
+// audit logs named (none: all) from since (zero: from the start), oldest
+// first, in one request; older reports that older records match too.
+func (c *Client) AuditNewest(ctx context.Context, since time.Time, limit int, logs ...string) (recs []fleet.AuditRecord, older bool, err error) {
+	if limit <= 0 {
+		return nil, false, fmt.Errorf("%s: the newest records need a limit above 0", fleet.OpAudit)
+	}
+	var l fleet.AuditList
+	if err := c.Control(ctx, fleet.OpAudit, fleet.AuditRequest{Since: since, Logs: logs, Limit: limit, Newest: true}, &l); err != nil {
+		return nil, false, err
+	}
+	return l.Records, l.More, nil
 }

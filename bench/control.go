@@ -198,3 +198,43 @@ func decodeOptional[T any](raw json.RawMessage) *T {
 	}
 	return &v
 }
+
+// AcceptNewMachineAt is [Client.AcceptMachineAt] that is refused (code
+// 409) when id is registered already: what a bulk accept uses, so that a
+// key a stranger tried a registered id with never replaces its key.
+func (c *Client) AcceptNewMachineAt(ctx context.Context, id, key, site string) (*fleet.MachineChange, error) {
+	return machineChange(ctx, c, fleet.OpMachinesAccept, fleet.MachineRequest{ID: id, Key: key, Site: site, NoReplace: true})
+}
+
+// RejectMachine drops the pending machine id (a registered machine is
+// never touched; code 404 when id is not pending).
+func (c *Client) RejectMachine(ctx context.Context, id string) error {
+	return c.Control(ctx, fleet.OpMachinesReject, fleet.MachineRequest{ID: id}, nil)
+}
+
+// Deny puts a machine id or a public key (exactly one) on the deny list:
+// the auth callout then refuses it at once and records nothing as
+// pending. The reply names the pending entries it dropped.
+func (c *Client) Deny(ctx context.Context, id, key string) (*fleet.DenyResult, error) {
+	var r fleet.DenyResult
+	if err := c.Control(ctx, fleet.OpMachinesDeny, fleet.DenyRequest{ID: id, Key: key}, &r); err != nil {
+		return nil, err
+	}
+	return &r, nil
+}
+
+// Undeny takes a machine id or a public key off the deny list.
+func (c *Client) Undeny(ctx context.Context, id, key string) (*fleet.Denied, error) {
+	var r fleet.Denied
+	if err := c.Control(ctx, fleet.OpMachinesUndeny, fleet.DenyRequest{ID: id, Key: key}, &r); err != nil {
+		return nil, err
+	}
+	return &r, nil
+}
+
+// DenyList lists the deny list, sorted by entry.
+func (c *Client) DenyList(ctx context.Context) ([]fleet.Denied, error) {
+	return listAll(ctx, c, fleet.OpMachinesDenied, func(l *fleet.DeniedList) ([]fleet.Denied, fleet.ListPage) {
+		return l.Denied, l.ListPage
+	})
+}

@@ -26,7 +26,8 @@ func (c *Client) RegistryExport(ctx context.Context, progress func(done, total i
 		out.Pending = merge(out.Pending, page.Pending)
 		out.Operators = merge(out.Operators, page.Operators)
 		out.Apps = merge(out.Apps, page.Apps)
-		done += len(page.Machines) + len(page.Pending) + len(page.Operators) + len(page.Apps)
+		out.Denied = merge(out.Denied, page.Denied)
+		done += len(page.Machines) + len(page.Pending) + len(page.Operators) + len(page.Apps) + len(page.Denied)
 		if progress != nil {
 			progress(done, page.Total)
 		}
@@ -63,7 +64,7 @@ func (c *Client) RegistryImport(ctx context.Context, part fleet.RegistryPart, pr
 	if budget <= 0 {
 		budget = 512 << 10
 	}
-	total := len(part.Machines) + len(part.Pending) + len(part.Operators) + len(part.Apps)
+	total := len(part.Machines) + len(part.Pending) + len(part.Operators) + len(part.Apps) + len(part.Denied)
 	var piece fleet.RegistryPart
 	size, n, done := 0, 0, 0
 	send := func() error {
@@ -117,6 +118,11 @@ func (c *Client) RegistryImport(ctx context.Context, part fleet.RegistryPart, pr
 	}
 	for _, id := range slices.Sorted(maps.Keys(part.Machines)) {
 		if err := add(id, part.Machines[id], func() { piece.Machines = merge(piece.Machines, map[string]*fleet.Machine{id: part.Machines[id]}) }); err != nil {
+			return sum, err
+		}
+	}
+	for _, id := range slices.Sorted(maps.Keys(part.Denied)) {
+		if err := add(id, part.Denied[id], func() { piece.Denied = merge(piece.Denied, map[string]*fleet.Denied{id: part.Denied[id]}) }); err != nil {
 			return sum, err
 		}
 	}

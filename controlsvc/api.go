@@ -47,6 +47,10 @@ func (s *Service) serveAPI() (micro.Service, error) {
 		fleet.OpAppsRemove:      s.apiAppsRemove,
 		fleet.OpRegistryExport:  s.apiRegistryExport,
 		fleet.OpRegistryImport:  s.apiRegistryImport,
+		fleet.OpMachinesReject:  s.apiMachinesReject,
+		fleet.OpMachinesDeny:    s.apiMachinesDeny,
+		fleet.OpMachinesUndeny:  s.apiMachinesUndeny,
+		fleet.OpMachinesDenied:  s.apiMachinesDenied,
 	}
 	for name, h := range ops {
 		ep := "ctl-" + name
@@ -228,6 +232,9 @@ func (s *Service) apiMachinesAccept(ctx context.Context, op operatorIdentity, bo
 	if err := decode(body, &r); err != nil {
 		return nil, err
 	}
+	if r.NoReplace {
+		return s.changeMachineKey(ctx, r.ID, func() (fleet.MachineChange, error) { return s.reg.AcceptNewAt(r.ID, r.Key, r.Site, op.Name) })
+	}
 	return s.changeMachineKey(ctx, r.ID, func() (fleet.MachineChange, error) { return s.reg.AcceptAt(r.ID, r.Key, r.Site, op.Name) })
 }
 
@@ -262,6 +269,42 @@ func (s *Service) apiMachinesRemove(ctx context.Context, _ operatorIdentity, bod
 		s.history.forget(r.ID) // its last-seen record (history.go)
 	}
 	return fleet.RemoveResult{ID: r.ID, Closed: closed}, nil
+}
+
+func (s *Service) apiMachinesReject(_ context.Context, _ operatorIdentity, body []byte) (any, error) {
+	var r fleet.MachineRequest
+	if err := decode(body, &r); err != nil {
+		return nil, err
+	}
+	if err := s.reg.Reject(r.ID); err != nil {
+		return nil, err
+	}
+	return fleet.RemoveResult{ID: r.ID}, nil
+}
+
+func (s *Service) apiMachinesDeny(_ context.Context, op operatorIdentity, body []byte) (any, error) {
+	var r fleet.DenyRequest
+	if err := decode(body, &r); err != nil {
+		return nil, err
+	}
+	return s.reg.Deny(r, op.Name)
+}
+
+func (s *Service) apiMachinesUndeny(_ context.Context, _ operatorIdentity, body []byte) (any, error) {
+	var r fleet.DenyRequest
+	if err := decode(body, &r); err != nil {
+		return nil, err
+	}
+	return s.reg.Undeny(r)
+}
+
+func (s *Service) apiMachinesDenied(_ context.Context, _ operatorIdentity, body []byte) (any, error) {
+	req, limit, err := decodeList(body)
+	if err != nil {
+		return nil, err
+	}
+	page, more, total := s.reg.DeniedAfter(req.After, limit)
+	return encodePage("denied", page, more, total, s.replyBudget(), func(d fleet.Denied) string { return d.Entry() })
 }
 
 func (s *Service) apiMachinesLabel(_ context.Context, _ operatorIdentity, body []byte) (any, error) {

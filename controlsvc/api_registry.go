@@ -20,7 +20,7 @@ import (
 // exportKinds are the kinds in export order (by name, so the cursors
 // "<kind>.<id>" only grow), with their names in a registry file.
 var exportKinds = []struct{ kind, field string }{
-	{kindApp, "apps"}, {kindMachine, "machines"}, {kindOperator, "operators"}, {kindPending, "pending"},
+	{kindApp, "apps"}, {kindDeny, "denied"}, {kindMachine, "machines"}, {kindOperator, "operators"}, {kindPending, "pending"},
 }
 
 func fieldOf(kind string) string {
@@ -62,7 +62,7 @@ func (r *Registry) exportAfter(after string, limit, budget int) (fleet.RegistryE
 	r.mu.RLock()
 	defer r.mu.RUnlock()
 	var page fleet.RegistryExportPage
-	page.Total = len(r.data.Machines) + len(r.data.Pending) + len(r.data.Operators) + len(r.data.Apps)
+	page.Total = len(r.data.Machines) + len(r.data.Pending) + len(r.data.Operators) + len(r.data.Apps) + len(r.data.Denied)
 	used, n, last := 0, 0, ""
 	for ki := start; ki < len(exportKinds); ki++ {
 		kind := exportKinds[ki].kind
@@ -109,6 +109,10 @@ func (r *Registry) idsLocked(kind string) []string {
 		for id := range r.data.Apps {
 			ids = append(ids, id)
 		}
+	case kindDeny:
+		for id := range r.data.Denied {
+			ids = append(ids, id)
+		}
 	}
 	return ids
 }
@@ -128,6 +132,9 @@ func addToPart(p *fleet.RegistryPart, kind, id string, val any) {
 	case *fleet.App:
 		c := copyApp(v)
 		p.Apps = putEntry(p.Apps, id, &c)
+	case *fleet.Denied:
+		c := *v
+		p.Denied = putEntry(p.Denied, id, &c)
 	}
 }
 
@@ -147,9 +154,9 @@ func (s *Service) apiRegistryImport(ctx context.Context, _ operatorIdentity, bod
 	dec := json.NewDecoder(bytes.NewReader(body))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&part); err != nil {
-		return nil, fleet.Errorf(fleet.CodeBadRequest, "the import is not part of a registry file (machines, pending, operators, apps): %v", err)
+		return nil, fleet.Errorf(fleet.CodeBadRequest, "the import is not part of a registry file (machines, pending, operators, apps, denied): %v", err)
 	}
-	d := registryData{Version: 1, Machines: part.Machines, Pending: part.Pending, Operators: part.Operators, Apps: part.Apps}
+	d := registryData{Version: 1, Machines: part.Machines, Pending: part.Pending, Operators: part.Operators, Apps: part.Apps, Denied: part.Denied}
 	d.fill()
 	if err := d.validate(); err != nil {
 		return nil, fleet.Errorf(fleet.CodeBadRequest, "the import is refused, nothing was written: %v", err)

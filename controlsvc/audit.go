@@ -134,6 +134,12 @@ type auditLog struct {
 	onDrop func(log string, n int)
 	onSlow func()
 
+	// foldMu guards folds, the open records of repeated refusals
+	// (audit_fold.go), counted over foldWindow.
+	foldMu     sync.Mutex
+	folds      map[foldKey]*foldState
+	foldWindow time.Duration
+
 	mu          sync.Mutex
 	drops       map[dropKey]*dropTally
 	dropped     atomic.Int64
@@ -186,6 +192,7 @@ type storeInfo struct {
 func newAuditLog(nc *nats.Conn, log *slog.Logger, cfg AuditConfig) *auditLog {
 	cfg.fill()
 	a := &auditLog{log: log, nc: nc, defs: cfg.logs(), now: time.Now, drops: map[dropKey]*dropTally{},
+		folds: map[foldKey]*foldState{}, foldWindow: auditFoldWindow,
 		quit: make(chan struct{}), onDrop: func(string, int) {}, onSlow: func() {}}
 	for i := range a.queues {
 		a.queues[i] = make(chan auditItem, auditQueue)
@@ -311,6 +318,7 @@ func (a *auditLog) start() {
 			case <-a.quit:
 				return
 			case <-t.C:
+				a.flushFolds(false)
 				a.noteDrops()
 			}
 		}
@@ -443,6 +451,7 @@ func (a *auditLog) close() {
 	a.once.Do(func() {
 		close(a.quit)
 		a.noter.Wait()
+		a.flushFolds(true)
 		for _, q := range a.queues {
 			close(q)
 		}
@@ -479,6 +488,9 @@ func (a *auditLog) query(ctx context.Context, req fleet.AuditRequest) (fleet.Aud
 		if !slices.Contains(fleet.AuditLogs, name) {
 			return out, fleet.Errorf(fleet.CodeBadRequest, "audit log %q: want one of %v", name, fleet.AuditLogs)
 		}
+	}
+	if req.Newest {
+		return a.queryNewest(ctx, defs, req.Since, limit)
 	}
 	entries := make([][]auditEntry, len(defs))
 	pending := make([]uint64, len(defs))
@@ -601,6 +613,116 @@ func (a *auditLog) readLog(ctx context.Context, stream string, after uint64, sin
 	}
 }
 
+// queryNewest answers a request with Newest: the newest limit records
+// of defs at or after since, within the reply's size budget, oldest
+// first; More says older ones match.
+func (a *auditLog) queryNewest(ctx context.Context, defs []auditLogDef, since time.Time, limit int) (fleet.AuditList, error) {
+	out := fleet.AuditList{Records: []fleet.AuditRecord{}}
+	var all []auditEntry
+	for _, d := range defs {
+		es, older, err := a.readTail(ctx, d.stream, since, limit)
+		if err != nil {
+			return out, err
+		}
+		out.More = out.More || older
+		all = append(all, es...)
+	}
+	sort.SliceStable(all, func(i, j int) bool { return all[i].rec.Time.Before(all[j].rec.Time) })
+	if len(all) > limit {
+		all, out.More = all[len(all)-limit:], true
+	}
+	size := 0
+	for _, e := range all {
+		size += e.size
+	}
+	for len(all) > 0 && size > auditReplyBytes {
+		size -= all[0].size
+		all, out.More = all[1:], true
+	}
+	for _, e := range all {
+		out.Records = append(out.Records, e.rec)
+	}
+	return out, nil
+}
+
+// readTail reads the newest limit records of stream at or after since
+// (at most the reply's size budget of them), oldest first, and whether
+// older records at or after since are left out. It reads limit+1 from
+// the end, with batched direct gets: no consumer is left behind.
+func (a *auditLog) readTail(ctx context.Context, stream string, since time.Time, limit int) ([]auditEntry, bool, error) {
+	st, err := a.js.Stream(ctx, stream)
+	if err != nil {
+		return nil, false, fmt.Errorf("audit stream %s: %w", stream, err)
+	}
+	info, err := st.Info(ctx)
+	if err != nil {
+		return nil, false, fmt.Errorf("audit stream %s: %w", stream, err)
+	}
+	first, last := info.State.FirstSeq, info.State.LastSeq
+	if info.State.Msgs == 0 || last < first {
+		return nil, false, nil
+	}
+	lo := first
+	if last-first > uint64(limit) {
+		lo = last - uint64(limit)
+	}
+	sub, err := a.nc.SubscribeSync(a.nc.NewRespInbox())
+	if err != nil {
+		return nil, false, fmt.Errorf("audit stream %s: %w", stream, err)
+	}
+	defer func() { _ = sub.Unsubscribe() }()
+	var kept []auditEntry
+	older, size := false, 0
+	for seq := lo; seq <= last; {
+		b, _ := json.Marshal(map[string]any{"seq": seq, "batch": min(last-seq+1, 1000), "max_bytes": 4 * auditReplyBytes})
+		if err := a.nc.PublishRequest("$JS.API.DIRECT.GET."+stream, sub.Subject, b); err != nil {
+			return nil, false, fmt.Errorf("audit stream %s: %w", stream, err)
+		}
+		got := 0
+	batch:
+		for {
+			m, err := sub.NextMsg(readWait(ctx))
+			if err != nil {
+				return nil, false, fmt.Errorf("audit stream %s: reading: %w", stream, err)
+			}
+			switch m.Header.Get("Status") {
+			case "404":
+				seq = last + 1
+				break batch
+			case "204":
+				break batch
+			case "":
+				got++
+				n, _ := strconv.ParseUint(m.Header.Get("Nats-Sequence"), 10, 64)
+				seq = n + 1
+				if n > last {
+					continue
+				}
+				e := auditEntry{seq: n, size: len(m.Data)}
+				if json.Unmarshal(m.Data, &e.rec) != nil || (!since.IsZero() && e.rec.Time.Before(since)) {
+					continue
+				}
+				e.rec.Seq, e.rec.Log = n, logName(stream)
+				kept = append(kept, e)
+				size += e.size
+				for size > auditReplyBytes && len(kept) > 1 {
+					size -= kept[0].size
+					kept, older = kept[1:], true
+				}
+			default:
+				return nil, false, fmt.Errorf("audit stream %s: %s %s", stream, m.Header.Get("Status"), m.Header.Get("Description"))
+			}
+		}
+		if got == 0 {
+			break
+		}
+	}
+	if len(kept) > limit {
+		kept, older = kept[len(kept)-limit:], true
+	}
+	return kept, older, nil
+}
+
 // readWait bounds the wait for one message of a direct get: 5 s, less
 // when ctx ends sooner.
 func readWait(ctx context.Context) time.Duration {
@@ -665,7 +787,7 @@ func (s *Service) auditRefusedAt(kind, name, key, ip, site, reason string) {
 	if s.audit == nil {
 		return
 	}
-	s.audit.record(fleet.AuditRecord{Kind: fleet.AuditRefused, Name: name, Key: key, IP: ip, Site: site, Reason: kind + ": " + reason})
+	s.audit.refused(fleet.AuditRecord{Kind: fleet.AuditRefused, Name: name, Key: key, IP: ip, Site: site, Reason: kind + ": " + reason})
 }
 
 // auditRegistry records a control API change (or a refused attempt).

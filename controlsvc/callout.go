@@ -552,6 +552,11 @@ func (c *callout) decideAt(req *jwt.AuthorizationRequestClaims, site string) (*j
 	if opts.Nkey == "" {
 		return nil, c.refuseAt("unknown", opts.Name, opts.Nkey, ci.Host, site, "no nkey presented: agents connect with the machine's nkey (cc-agent --key FILE), operators with theirs (cc-bench --key FILE)")
 	}
+	if x, denied := c.reg.deniedStranger(opts.Name, opts.Nkey); denied {
+		// A memory lookup before the signature's check: a denied host
+		// retrying costs no ed25519 verification, and is never pending.
+		return nil, c.refuseSite("agent", opts.Name, opts.Name, opts.Nkey, ci.Host, site, deniedReason(x))
+	}
 	if err := verifyNonce(opts.Nkey, ci.Nonce, opts.SignedNonce); err != nil {
 		return nil, c.refuseAt("unknown", opts.Name, opts.Nkey, ci.Host, site, err.Error())
 	}
@@ -624,6 +629,23 @@ func (c *callout) decideAt(req *jwt.AuthorizationRequestClaims, site string) (*j
 	uc.Permissions = agentPermissions(id)
 	c.granted("agent", id)
 	return uc, nil
+}
+
+// deniedReason is the refusal of a connection the deny list refuses.
+func deniedReason(x fleet.Denied) string {
+	what, undeny := "machine id "+x.ID, x.ID
+	if x.Key != "" {
+		what, undeny = "key "+x.Key, x.Key
+	}
+	return fmt.Sprintf("%s is on the deny list (since %s, by %s), so the connection is refused and not recorded as pending; "+
+		"an operator can take it off with: cc-bench machines undeny %s", what, x.AddedAt.Format(time.RFC3339), orUnknownOp(x.AddedBy), undeny)
+}
+
+func orUnknownOp(s string) string {
+	if s == "" {
+		return "an unknown operator"
+	}
+	return s
 }
 
 // wsUnknownMachine is the refusal of an unregistered machine id over

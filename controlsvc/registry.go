@@ -75,6 +75,9 @@ type registryData struct {
 	Operators map[string]*fleet.Operator `json:"operators"`
 	// Apps are the apps whose sessions may join (apps.go).
 	Apps map[string]*fleet.App `json:"apps,omitempty"`
+	// Denied is the deny list (registry_deny.go), by entry
+	// (fleet.Denied.Entry: "id:<id>" or "key:<key>").
+	Denied map[string]*fleet.Denied `json:"denied,omitempty"`
 }
 
 // Errors callers branch on.
@@ -149,6 +152,9 @@ func (d *registryData) fill() {
 	if d.Apps == nil {
 		d.Apps = map[string]*fleet.App{}
 	}
+	if d.Denied == nil {
+		d.Denied = map[string]*fleet.Denied{}
+	}
 }
 
 // registryFields are the registry file's top-level fields, and whether
@@ -158,7 +164,7 @@ func (d *registryData) fill() {
 var registryFields = []struct {
 	name     string
 	required bool
-}{{"version", true}, {"machines", true}, {"operators", true}, {"pending", false}, {"apps", false}}
+}{{"version", true}, {"machines", true}, {"operators", true}, {"pending", false}, {"apps", false}, {"denied", false}}
 
 // decodeRegistry parses a registry file, refusing unknown fields (a
 // misspelt "machines" would otherwise be ignored) and missing or null
@@ -223,6 +229,11 @@ func (d *registryData) validate() error {
 	}
 	for id, p := range d.Pending {
 		if err := validatePending(id, p); err != nil {
+			return err
+		}
+	}
+	for entry, x := range d.Denied {
+		if err := validateDenied(entry, x); err != nil {
 			return err
 		}
 	}

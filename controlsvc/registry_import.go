@@ -149,7 +149,7 @@ func (r *Registry) restore(d *registryData, mode restoreMode) (restoreResult, er
 		val      any
 	}
 	var all []entry
-	for _, kind := range []string{kindOperator, kindApp, kindMachine, kindPending} {
+	for _, kind := range []string{kindOperator, kindApp, kindMachine, kindPending, kindDeny} {
 		var ids []string
 		switch kind {
 		case kindOperator:
@@ -160,6 +160,8 @@ func (r *Registry) restore(d *registryData, mode restoreMode) (restoreResult, er
 			ids = slices.Sorted(maps.Keys(d.Machines))
 		case kindPending:
 			ids = slices.Sorted(maps.Keys(d.Pending))
+		case kindDeny:
+			ids = slices.Sorted(maps.Keys(d.Denied))
 		}
 		for _, id := range ids {
 			all = append(all, entry{kind, id, d.value(kind, id)})

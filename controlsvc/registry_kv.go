@@ -17,7 +17,7 @@ import (
 
 // The registry in JetStream: the KV bucket RegistryBucket in the CONTROL
 // account, one key per entry (machine.<id>, operator.<name>, app.<name>,
-// meta.<…>), the value the fleet type's JSON, and the pending machines
+// deny.<entry>, meta.<…>), the value the fleet type's JSON, and the pending machines
 // in the bucket PendingBucket (pending.<id>): strangers make those up at
 // the callout's rate, so their bucket is bounded in messages and bytes
 // and drops its oldest when full, and the registry's own is bounded in
@@ -172,6 +172,11 @@ func decodeEntry(kind, id string, b []byte) (any, error) {
 		var a fleet.App
 		if err = json.Unmarshal(b, &a); err == nil {
 			d.Apps[id] = &a
+		}
+	case kindDeny:
+		var x fleet.Denied
+		if err = json.Unmarshal(b, &x); err == nil {
+			d.Denied[id] = &x
 		}
 	default:
 		return nil, fmt.Errorf("unknown kind %q", kind)

@@ -69,6 +69,9 @@ func (tx *regTx) setMachine(id, key, site string, labels map[string]string, by s
 			return fleet.MachineChange{}, fmt.Errorf("key %s belongs to operator %s; a machine needs a key of its own: %w", key, o.Name, ErrExists)
 		}
 	}
+	if why := r.deniedLocked(id, key); why != "" {
+		return fleet.MachineChange{}, fmt.Errorf("%s: %w", why, ErrConflict)
+	}
 	m := &fleet.Machine{ID: id, Key: key, Labels: copyLabels(labels), Site: site, AddedAt: r.now().UTC(), AddedBy: by}
 	tx.put(kindMachine, id, m)
 	tx.dropPending(id)
@@ -97,19 +100,30 @@ func (tx *regTx) setMachine(id, key, site string, labels map[string]string, by s
 // A pending entry another replica recorded a moment ago, not yet in this
 // replica's memory, is read from the bucket.
 func (r *Registry) AcceptAt(id, want, site, by string) (fleet.MachineChange, error) {
+	return r.acceptAt(id, want, site, by, false)
+}
+
+// AcceptNewAt is [Registry.AcceptAt] that refuses an id registered
+// already: a bulk accept takes new machines only, and never gives a
+// registered machine the key a stranger tried it with.
+func (r *Registry) AcceptNewAt(id, want, site, by string) (fleet.MachineChange, error) {
+	return r.acceptAt(id, want, site, by, true)
+}
+
+func (r *Registry) acceptAt(id, want, site, by string, onlyNew bool) (fleet.MachineChange, error) {
 	if err := validateSite(site); err != nil {
 		return fleet.MachineChange{}, err
 	}
 	var c fleet.MachineChange
 	err := r.update(func(tx *regTx) error {
 		var err error
-		c, err = tx.accept(id, want, site, by)
+		c, err = tx.accept(id, want, site, by, onlyNew)
 		return err
 	})
 	return c, err
 }
 
-func (tx *regTx) accept(id, want, site, by string) (fleet.MachineChange, error) {
+func (tx *regTx) accept(id, want, site, by string, onlyNew bool) (fleet.MachineChange, error) {
 	r := tx.r
 	p, ok := r.data.Pending[id]
 	if !ok {
@@ -117,6 +131,10 @@ func (tx *regTx) accept(id, want, site, by string) (fleet.MachineChange, error) 
 			return fleet.MachineChange{}, reloadError{kindPending, id}
 		}
 		return fleet.MachineChange{}, fmt.Errorf("machine %s is not pending (list pending machines with: cc-bench machines pending): %w", id, ErrNotFound)
+	}
+	if _, registered := r.data.Machines[id]; registered && onlyNew {
+		return fleet.MachineChange{}, fmt.Errorf("machine %s is registered already (another key tried its id); a bulk accept never replaces a key: "+
+			"check the key on the host (cc-agent --print-key) and accept it alone with: cc-bench machines accept %s --pubkey KEY: %w", id, id, ErrConflict)
 	}
 	k, err := pickPendingKey(p, want)
 	if err != nil {

@@ -35,6 +35,8 @@ const (
 	kindOperator = "operator"
 	kindApp      = "app"
 	kindMeta     = "meta"
+	// kindDeny entries are the deny list's, by fleet.Denied.Entry.
+	kindDeny = "deny"
 )
 
 // maxPlanRuns bounds how often one operation's plan runs when other
@@ -201,6 +203,10 @@ func (r *Registry) valueLocked(kind, id string) any {
 		if v, ok := r.data.Apps[id]; ok {
 			return v
 		}
+	case kindDeny:
+		if v, ok := r.data.Denied[id]; ok {
+			return v
+		}
 	}
 	return nil
 }
@@ -231,6 +237,9 @@ func (r *Registry) setLocked(kind, id string, val any) []string {
 	case kindApp:
 		a, _ := val.(*fleet.App)
 		setOrDelete(r.data.Apps, id, a)
+	case kindDeny:
+		d, _ := val.(*fleet.Denied)
+		setOrDelete(r.data.Denied, id, d)
 	}
 	return nil
 }

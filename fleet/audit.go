@@ -52,11 +52,16 @@ var AuditLogs = []string{AuditLogChanges, AuditLogRefused, AuditLogCalls}
 // from the start) of the logs named in Logs (empty: all), after the
 // positions in After (the previous page's [AuditList.Next]), at most Limit
 // of them.
+//
+// With Newest the reply holds the newest Limit records instead (After is
+// ignored), still oldest first; its More then says that older records
+// match, and it has no Next.
 type AuditRequest struct {
-	Since time.Time         `json:"since,omitzero"`
-	Logs  []string          `json:"logs,omitempty"`
-	After map[string]uint64 `json:"after,omitempty"`
-	Limit int               `json:"limit,omitempty"`
+	Since  time.Time         `json:"since,omitzero"`
+	Logs   []string          `json:"logs,omitempty"`
+	After  map[string]uint64 `json:"after,omitempty"`
+	Limit  int               `json:"limit,omitempty"`
+	Newest bool              `json:"newest,omitempty"`
 }
 
 // AuditList answers [OpAudit], the logs merged oldest first. More is set
@@ -113,6 +118,11 @@ type AuditRecord struct {
 	// connection ("": the hub's own brokers): Name, Key and IP are then
 	// as that site reported them.
 	Site string `json:"site,omitempty"`
+	// Count folds repeated refusals: this record stands for Count
+	// refusals of the same name, key, site and reason (0 means one),
+	// from FirstAt to Time; IP is the last one's.
+	Count   int       `json:"count,omitempty"`
+	FirstAt time.Time `json:"first_at,omitzero"`
 
 	// Cut: Args (of a call) or Request (of a registry change) was
 	// truncated; the whole was Size bytes with this SHA-256 (hex).

@@ -23,6 +23,9 @@ type RegistryPart struct {
 	Pending   map[string]*Pending  `json:"pending,omitempty"`
 	Operators map[string]*Operator `json:"operators,omitempty"`
 	Apps      map[string]*App      `json:"apps,omitempty"`
+	// Denied is the deny list by entry ("id:<id>", "key:<key>"; see
+	// [Denied]).
+	Denied map[string]*Denied `json:"denied,omitempty"`
 }
 
 // RegistryExportRequest asks for the entries after After (the Next of
@@ -43,7 +46,7 @@ type RegistryExportPage struct {
 }
 
 // RegistryImportResult answers [OpRegistryImport]: per kind of entry
-// ("machines", "pending", "operators", "apps"), how many were added, how
+// ("machines", "pending", "operators", "apps", "denied"), how many were added, how
 // many changed to the file's, and how many skipped (identical, or a
 // pending entry for a machine known already); Closed is the live
 // connections closed because their key, role or app was replaced.

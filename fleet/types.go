@@ -186,7 +186,7 @@ const (
 // ReadOnlyOps are the control operations a viewer may use.
 var ReadOnlyOps = map[string]bool{
 	OpWhoAmI: true, OpMachinesList: true, OpMachinesPending: true, OpOperatorsList: true,
-	OpHistory: true,
+	OpHistory: true, OpMachinesDenied: true,
 }
 
 // WhoAmI answers [OpWhoAmI].
@@ -215,6 +215,10 @@ type MachineRequest struct {
 	Replace bool              `json:"replace,omitempty"`
 	// Site places the machine at a remote site (add, accept, import).
 	Site string `json:"site,omitempty"`
+	// NoReplace makes accept refuse an id that is registered already: a
+	// bulk accept (cc-bench machines accept --all-pending) takes only
+	// new machines and never gives a registered one another key.
+	NoReplace bool `json:"no_replace,omitempty"`
 }
 
 // MachineChange answers machines.accept and machines.add: the registry

@@ -275,6 +275,8 @@ var wireTypes = map[string]func() any{
 	"HistoryEntry": func() any { return new(HistoryEntry) }, "HistoryPage": func() any { return new(HistoryPage) },
 	"RegistryPart": func() any { return new(RegistryPart) }, "RegistryExportRequest": func() any { return new(RegistryExportRequest) },
 	"RegistryExportPage": func() any { return new(RegistryExportPage) }, "RegistryImportResult": func() any { return new(RegistryImportResult) },
+	"Denied": func() any { return new(Denied) }, "DenyRequest": func() any { return new(DenyRequest) },
+	"DenyResult": func() any { return new(DenyResult) }, "DeniedList": func() any { return new(DeniedList) },
 }
 
 // Each message type's example decodes with no unknown field, sets every

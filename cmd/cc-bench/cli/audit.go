@@ -12,7 +12,7 @@ import (
 )
 
 var auditHelp = help{
-	usage: "cc-bench audit [--since D] [--limit N] [--log changes|refused|calls] [--json]",
+	usage: "cc-bench audit [--since D] [--limit N] [--reverse] [--log changes|refused|calls] [--json]",
 	about: `Show the audit log (admin only), oldest first: every function call with
 the operator, the arguments and the outcome per target, every registry or
 operator change (and refused attempt), and every refused connection. The
@@ -22,6 +22,12 @@ size and age limits (cc-control --audit-*): changes (registry and operator
 changes, notes of lost records), refused (refused connections and
 operations) and calls, so a flood of calls cannot evict a change. A call's
 arguments past 1 KiB are cut; the record keeps their size and SHA-256.
+A machine refused again and again is one record, then one counting the
+repeats within a minute ("N more times").
+
+--limit N shows the newest N records (default 1000) and says when older
+ones were left out; --limit 0 shows every record from --since. --reverse
+shows the newest first.
 
 --since takes a duration back from now (90m, 24h, 7d) or a time
 (2026-01-02T15:04:05Z); 0 reads from the start. --json prints one record per
@@ -29,13 +35,15 @@ line with every outcome.`,
 	examples: `cc-bench audit
 cc-bench audit --since 7d --json
 cc-bench audit --since 0 --log changes
-cc-bench audit --since 2026-01-02T00:00:00Z --limit 50`,
+cc-bench audit --since 2026-01-02T00:00:00Z --limit 50
+cc-bench audit --log refused --limit 20 --reverse`,
 }
 
 func runAudit(e *env, args []string) error {
 	fs := e.flagSet("audit")
 	sinceText := fs.String("since", "24h", "records from `D` ago (e.g. 90m, 7d) or from a time (RFC 3339); 0 for all")
-	limit := fs.Int("limit", 1000, "at most `N` records (0: no limit)")
+	limit := fs.Int("limit", 1000, "the newest `N` records (0: every record from --since)")
+	reverse := fs.Bool("reverse", false, "newest first")
 	logName := fs.String("log", "", "only this `LOG`: changes, refused or calls (default all)")
 	pos, err := e.parse(fs, args, auditHelp)
 	if err != nil {
@@ -51,6 +59,9 @@ func runAudit(e *env, args []string) error {
 		}
 		logs = []string{*logName}
 	}
+	if *limit < 0 || *limit > maxAuditLimit {
+		return usageErrorf("--limit %d: want 0 (every record) to %d", *limit, maxAuditLimit)
+	}
 	since, err := parseSince(*sinceText, now())
 	if err != nil {
 		return err
@@ -58,7 +69,19 @@ func runAudit(e *env, args []string) error {
 	return e.withClient(func(c *bench.Client) error {
 		ctx, cancel := e.requestCtx()
 		defer cancel()
-		recs, err := c.Audit(ctx, since, *limit, logs...)
+		var recs []fleet.AuditRecord
+		older := false
+		if *limit > 0 {
+			recs, older, err = c.AuditNewest(ctx, since, *limit, logs...)
+		} else {
+			recs, err = c.Audit(ctx, since, 0, logs...)
+		}
+		if *reverse {
+			slices.Reverse(recs)
+		}
+		if older {
+			defer fmt.Fprintf(e.stderr, "older records were left out: these are the newest %d; raise --limit or narrow --since or --log\n", len(recs))
+		}
 		if err != nil || e.g.json {
 			return jsonLines(e, recs, err)
 		}
@@ -74,6 +97,9 @@ func runAudit(e *env, args []string) error {
 		return t.flush()
 	})
 }
+
+// maxAuditLimit is the most records one audit reply holds.
+const maxAuditLimit = 10000
 
 // parseSince reads --since: 0, a duration (with d for days), or a time.
 func parseSince(s string, now time.Time) (time.Time, error) {
@@ -129,7 +155,11 @@ func auditText(r fleet.AuditRecord) (what, outcome string) {
 		if r.Site != "" {
 			from += " as reported by site " + r.Site
 		}
-		return fmt.Sprintf("%s key %s from %s", dash(r.Name), dash(r.Key), from), truncate(r.Reason, 100)
+		what := fmt.Sprintf("%s key %s from %s", dash(r.Name), dash(r.Key), from)
+		if r.Count > 0 {
+			what += fmt.Sprintf(" (%d more time%s since %s)", r.Count, plural(r.Count), timeText(r.FirstAt))
+		}
+		return what, truncate(r.Reason, 100)
 	case fleet.AuditDropped:
 		who := ""
 		if r.Operator != "" {

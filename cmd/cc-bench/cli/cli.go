@@ -65,11 +65,12 @@ func commands() []command {
 		{"call", "call a function on the selected machines (or sessions) and list the replies", runCall},
 		{"report", "fleet reports: patches (pending security updates by package, CVE and machine)", runReport},
 		{"sessions", "list the ONLINE sessions (browsers, apps, devices) by app and location", runSessions},
-		{"machines", "manage the registry: ls, pending, accept, add, rm, label", runMachines},
+		{"machines", "manage the registry: ls, pending, accept, add, rm, label, reject, deny", runMachines},
 		{"apps", "manage the apps whose sessions may join: ls, add, rm, token", runApps},
 		{"operators", "manage the operators: ls, add, rm", runOperators},
 		{"registry", "back up and restore the registry: export FILE, import FILE", runRegistry},
 		{"whoami", "show which operator this key is, and its role", runWhoAmI},
+		{"keygen", "make a new operator or agent nkey: seed to a file, public key printed", runKeygen},
 		{"audit", "show the audit log: calls, registry changes, refused connections", runAudit},
 	}
 }

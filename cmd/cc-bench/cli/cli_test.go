@@ -37,7 +37,7 @@ func TestUsageErrors(t *testing.T) {
 		{[]string{"machines", "add", "10.0.0.1_a", "--pubkey", "SUAxxx"}, "not a seed"},
 		{[]string{"machines", "add", "10.0.0.1_a", "--pubkey", "Ubad"}, "not a public user nkey"},
 		{[]string{"machines", "add", "10.0.0.1_a", "--key", "UDVEU3DD4KOFECV66VIHWEZOYX4ZKR3WV27L464SIIPOU2IUI3JCYSJF"}, "--key is your own nkey seed FILE; give the public key to register with --pubkey UDVEU3DD4K"},
-		{[]string{"machines", "accept", "a", "b"}, "accept needs ID"},
+		{[]string{"machines", "accept", "a", "b", "--pubkey", "UX"}, "accept that machine alone"},
 		{[]string{"machines", "label", "10.0.0.1_a"}, "usage: cc-bench machines label"},
 		{[]string{"machines", "label", "10.0.0.1_a", "novalue"}, `label "novalue": want key=value`},
 		{[]string{"operators", "add", "bob", "--pubkey", "UAAA"}, "not a public user nkey"},

@@ -3,6 +3,7 @@ package cli
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 
 	"github.com/nats-io/nkeys"
@@ -12,11 +13,15 @@ import (
 )
 
 var machinesHelp = help{
-	usage: `cc-bench machines ls | pending | accept ID [--pubkey KEY] [--site S] |
+	usage: `cc-bench machines ls [ID|GLOB]... [--where SEL] | pending |
+                         accept ID [--pubkey KEY] [--site S] |
+                         accept GLOB... | --where SEL | --all-pending [--yes] [--newest-key] [--site S] |
                          add ID --pubkey KEY [--label k=v]... [--site S] [--replace] |
-                         rm ID | label ID k=v... [--rm-label k]...`,
-	about: `Manage the registry of machines allowed to join (admins; viewers may ls
-and pending).
+                         rm ID|GLOB... [--where SEL] [--yes] |
+                         label ID|GLOB k=v... [--rm-label k]... (or --where SEL k=v...) |
+                         reject ID... | deny [--id] ID|KEY... | deny ls | undeny ID|KEY...`,
+	about: `Manage the registry of machines allowed to join (admins; viewers may ls,
+pending and deny ls).
 
   ls       every registered machine, ONLINE or OFFLINE and since when, when
            it was last seen (the control service remembers it across its
@@ -37,6 +42,23 @@ and pending).
            --replace, give a registered machine another key
   rm       unregister a machine; its live connections are closed now
   label    set labels (k=v) and remove some (--rm-label k)
+  reject   drop a pending machine (it is pending again if it retries)
+  deny     refuse a machine id, or a public key (U…), for good: the
+           broker refuses it at once and it is never pending again (like
+           salt-key -d); pending entries it makes moot are dropped. A
+           registered machine is removed (rm) before it can be denied.
+           An argument that is a public key is a key (--id: an id even
+           so). deny ls lists the deny list; undeny takes an entry off it
+
+In bulk: ls, accept, rm and label take glob patterns of ids (web*,
+10.0.0.?_db[0-9]; quote them from the shell) and --where SEL (labels and
+the facts machine, ip, hostname, as for call); accept --all-pending takes
+every pending machine. A bulk accept binds the key each id was tried
+with; it skips an id registered already (it never replaces a key), an
+id tried with several keys (unless --newest-key: the most recent one),
+and a key a site reported unless --site names that site. A bulk accept
+or rm lists what it will change and asks first: --yes confirms ahead,
+and without a terminal and without --yes it changes nothing (exit 2).
 
 --site S (accept, add) places the machine at remote site S: it connects to
 that site's broker, which admits only its own site's machines, and the hub
@@ -51,21 +73,34 @@ seed file; public keys are given with --pubkey.`,
 	examples: `cc-bench machines pending
 cc-bench machines accept 10.0.0.5_web01
 cc-bench machines accept 10.0.0.5_web01 --pubkey UDVEU3DD4K
+cc-bench machines accept '10.0.0.*' --yes
+cc-bench machines accept --all-pending
 cc-bench machines add 10.0.0.6_web02 --pubkey UABC... --label role=web --label location=New-Jersey
 cc-bench machines accept 10.3.2.7_dc2-web --site dc2
-cc-bench machines label 10.0.0.6_web02 env=prod --rm-label staging`,
+cc-bench machines label 10.0.0.6_web02 env=prod --rm-label staging
+cc-bench machines label --where role=web env=prod
+cc-bench machines ls '*_web*' --where env=prod
+cc-bench machines rm '10.0.9.*' --yes
+cc-bench machines reject 10.0.0.66_unknown
+cc-bench machines deny 10.0.0.66_unknown
+cc-bench machines deny ls`,
 }
 
 func runMachines(e *env, args []string) error {
 	fs := e.flagSet("machines")
 	var rmLabels, labels listFlag
-	var pubkey, site string
-	var replace bool
+	var pubkey, site, where string
+	var replace, allPending, yes, newestKey, asID bool
 	fs.Var(&rmLabels, "rm-label", "a label `key` to remove, for label (repeatable)")
 	fs.Var(&labels, "label", "a label `k=v` for add (repeatable)")
 	fs.StringVar(&pubkey, "pubkey", "", "the machine's public nkey `KEY` (U…; cc-agent --print-key shows it): in full for add, in full or a unique prefix for accept")
 	fs.StringVar(&site, "site", "", "for accept and add: the remote `SITE` whose broker the machine connects to (as in the hub's leaf sites; default: the hub)")
 	fs.BoolVar(&replace, "replace", false, "for add: replace the key and labels of a registered machine (its live connections are closed)")
+	fs.StringVar(&where, "where", "", "for ls, accept, rm and label: the machines matching this `selector`, e.g. role=web,hostname=web*")
+	fs.BoolVar(&allPending, "all-pending", false, "for accept: every pending machine, each with the key it tried")
+	fs.BoolVar(&yes, "yes", false, "for a bulk accept or rm: change without asking (required without a terminal)")
+	fs.BoolVar(&newestKey, "newest-key", false, "for a bulk accept: accept an id tried with several keys with the most recent one (default: skip it)")
+	fs.BoolVar(&asID, "id", false, "for deny and undeny: the arguments are machine ids, even one that reads as a key")
 	pos, err := e.parse(fs, args, machinesHelp)
 	if err != nil {
 		return err
@@ -74,34 +109,101 @@ func runMachines(e *env, args []string) error {
 		return err
 	}
 	if len(pos) == 0 {
-		return usageErrorf("machines needs a subcommand: ls, pending, accept, add, rm or label (see cc-bench machines --help)")
+		return usageErrorf("machines needs a subcommand: ls, pending, accept, add, rm, label, reject, deny or undeny (see cc-bench machines --help)")
 	}
 	sub, pos := pos[0], pos[1:]
+	if sub != "accept" && (allPending || newestKey) {
+		return usageErrorf("--all-pending and --newest-key are for accept")
+	}
+	if where != "" && !slices.Contains([]string{"ls", "list", "accept", "rm", "remove", "label"}, sub) {
+		return usageErrorf("--where is for ls, accept, rm and label")
+	}
 	switch sub {
 	case "ls", "list":
-		return needArgs(sub, pos, 0, "", func() error { return machinesList(e) })
+		s, err := parseSelection(pos, where)
+		if err != nil {
+			return err
+		}
+		return machinesList(e, s)
 	case "pending":
 		return needArgs(sub, pos, 0, "", func() error { return machinesPending(e) })
 	case "accept":
-		return needArgs(sub, pos, 1, "ID", func() error { return machinesAccept(e, pos[0], pubkey, site) })
+		s, err := parseSelection(pos, where)
+		if err != nil {
+			return err
+		}
+		if site != "" {
+			if err := fleet.ValidateSiteName(site); err != nil {
+				return usageErrorf("--site: %v", err)
+			}
+		}
+		switch {
+		case allPending && (len(pos) > 0 || where != ""):
+			return usageErrorf("--all-pending takes every pending machine: give no ids, patterns or --where with it")
+		case allPending || s.bulk():
+			if pubkey != "" {
+				return usageErrorf("--pubkey names one machine's key: accept that machine alone (a bulk accept binds the key each id was tried with)")
+			}
+			return machinesAcceptBulk(e, s, bulkFlags{allPending: allPending, yes: yes, newestKey: newestKey, site: site})
+		}
+		return needArgs(sub, pos, 1, "ID (or patterns, --where or --all-pending)", func() error { return machinesAccept(e, pos[0], pubkey, site) })
 	case "add":
 		if len(pos) != 1 {
 			return usageErrorf("usage: cc-bench machines add ID --pubkey KEY [--label k=v]... [--site S] [--replace]")
 		}
 		return machinesAdd(e, pos[0], pubkey, site, labels, replace)
 	case "rm", "remove":
-		return needArgs(sub, pos, 1, "ID", func() error { return machinesRemove(e, pos[0]) })
-	case "label":
-		if len(pos) < 1 || (len(pos) < 2 && len(rmLabels) == 0) {
-			return usageErrorf("usage: cc-bench machines label ID k=v... [--rm-label k]...")
-		}
-		set, err := keyValues("label", pos[1:])
+		s, err := parseSelection(pos, where)
 		if err != nil {
 			return err
 		}
-		return machinesLabel(e, pos[0], set, rmLabels)
+		if s.bulk() {
+			return machinesRemoveBulk(e, s, yes)
+		}
+		return needArgs(sub, pos, 1, "ID (or patterns or --where)", func() error { return machinesRemove(e, pos[0]) })
+	case "label":
+		var target []string
+		if where == "" {
+			if len(pos) == 0 {
+				return usageErrorf("usage: cc-bench machines label ID|GLOB k=v... [--rm-label k]... (or --where SEL k=v...)")
+			}
+			target, pos = pos[:1], pos[1:]
+		}
+		if len(pos) == 0 && len(rmLabels) == 0 {
+			return usageErrorf("usage: cc-bench machines label ID|GLOB k=v... [--rm-label k]... (or --where SEL k=v...)")
+		}
+		set, err := keyValues("label", pos)
+		if err != nil {
+			return err
+		}
+		s, err := parseSelection(target, where)
+		if err != nil {
+			return err
+		}
+		if s.bulk() {
+			return machinesLabelBulk(e, s, set, rmLabels)
+		}
+		return machinesLabel(e, target[0], set, rmLabels)
+	case "reject":
+		if len(pos) == 0 {
+			return usageErrorf("reject needs the pending machine ID(s) to drop")
+		}
+		return machinesReject(e, pos)
+	case "deny":
+		if len(pos) == 1 && pos[0] == "ls" && !asID {
+			return machinesDenyList(e)
+		}
+		if len(pos) == 0 {
+			return usageErrorf("deny needs machine ids or public keys (U…) to deny, or ls to list the deny list")
+		}
+		return machinesDeny(e, pos, asID)
+	case "undeny":
+		if len(pos) == 0 {
+			return usageErrorf("undeny needs machine ids or public keys (U…) to take off the deny list")
+		}
+		return machinesUndeny(e, pos, asID)
 	}
-	return usageErrorf("unknown machines subcommand %q; want ls, pending, accept, add, rm or label", sub)
+	return usageErrorf("unknown machines subcommand %q; want ls, pending, accept, add, rm, label, reject, deny or undeny", sub)
 }
 
 // notAPublicKey refuses a public key given as --key, the caller's own seed
@@ -134,13 +236,23 @@ func (e *env) withClient(fn func(c *bench.Client) error) error {
 	return fn(c)
 }
 
-func machinesList(e *env) error {
+func machinesList(e *env, s selection) error {
 	return e.withClient(func(c *bench.Client) error {
 		ctx, cancel := e.requestCtx()
 		defer cancel()
-		ms, err := c.Machines(ctx)
+		all, err := c.Machines(ctx)
+		var ms []fleet.Machine
+		for _, m := range all {
+			if s.match(m.ID, m.Labels) {
+				ms = append(ms, m)
+			}
+		}
 		if err != nil || e.g.json {
 			return jsonLines(e, ms, err)
+		}
+		if len(ms) == 0 && len(all) > 0 {
+			fmt.Fprintf(e.stderr, "no registered machine matches %s\n", s)
+			return nil
 		}
 		t := newTable(e.stdout, "ID", "STATE", "SINCE", "LAST SEEN", "SITE", "LABELS", "ADDED", "BY", "KEY")
 		for _, m := range ms {

@@ -23,6 +23,10 @@ from .control_types import (
     AuditList,
     AuditRecord,
     AuditRequest,
+    Denied,
+    DeniedList,
+    DenyRequest,
+    DenyResult,
     HistoryEntry,
     HistoryPage,
     HistoryRequest,
@@ -60,6 +64,10 @@ OP_OPERATORS_ADD = "operators.add"
 OP_OPERATORS_REMOVE = "operators.rm"
 OP_AUDIT = "audit"
 OP_HISTORY = "history"
+OP_MACHINES_REJECT = "machines.reject"
+OP_MACHINES_DENY = "machines.deny"
+OP_MACHINES_UNDENY = "machines.undeny"
+OP_MACHINES_DENIED = "machines.denied"
 
 ROLES = ("admin", "viewer")
 
@@ -195,6 +203,44 @@ class ControlMixin:
             raise ValueError("label: remove is a list of label keys, not one string")
         req = MachineRequest(id=id, labels=_check_labels("label", set), remove=list(remove))
         return _decode_optional(await self.request_control(OP_MACHINES_LABEL, _body(req)), Machine)
+
+    async def reject(self, id: str) -> None:
+        """Drops the pending machine id (never a registered one)."""
+        _need("reject", "id", id)
+        await self.request_control(OP_MACHINES_REJECT, _body(MachineRequest(id=id)))
+
+    async def deny(self, id: str = "", key: str = "") -> DenyResult:
+        """Puts a machine id or a public key (exactly one) on the deny list:
+        the callout refuses it at once and never records it as pending."""
+        if bool(id) == bool(key):
+            raise ValueError("deny: give a machine id or a key, exactly one")
+        return await self._control(OP_MACHINES_DENY, DenyRequest(id=id, key=key), DenyResult)
+
+    async def undeny(self, id: str = "", key: str = "") -> Denied:
+        """Takes a machine id or a public key off the deny list."""
+        if bool(id) == bool(key):
+            raise ValueError("undeny: give a machine id or a key, exactly one")
+        return await self._control(OP_MACHINES_UNDENY, DenyRequest(id=id, key=key), Denied)
+
+    async def denied(self, *, page_size: int = 0) -> list[Denied]:
+        """The deny list, sorted by entry."""
+        _check_page_size(page_size)
+        return await self._list_all(OP_MACHINES_DENIED, DeniedList, lambda p: p.denied, page_size)
+
+    async def audit_newest(self, since: datetime | None = None, limit: int = 1000,
+                           logs: Sequence[str] = ()) -> tuple[list[AuditRecord], bool]:
+        """The newest limit audit records (1 to 10,000) of the logs named
+        (none: all) from since, oldest first, and whether older ones match."""
+        if isinstance(logs, str):
+            logs = [logs]
+        for lg in logs:
+            if lg not in AUDIT_LOGS:
+                raise ValueError(f"audit_newest: log {lg!r}: use one of {', '.join(AUDIT_LOGS)}")
+        if not 0 < limit <= 10_000:
+            raise ValueError(f"audit_newest: limit {limit}: want 1 to 10000")
+        req = AuditRequest(since=since or ZERO_TIME, logs=list(logs), limit=limit, newest=True)
+        page = await self._control(OP_AUDIT, req, AuditList)
+        return list(page.records), page.more
 
     async def operators(self, *, page_size: int = 0) -> list[Operator]:
         """The operators and their roles."""

@@ -67,6 +67,10 @@ __all__ = [
     "RegistryExportRequest",
     "RegistryExportPage",
     "RegistryImportResult",
+    "Denied",
+    "DenyRequest",
+    "DenyResult",
+    "DeniedList",
 ]
 
 # Go's zero time.Time, what an unset time decodes to (and is omitted as,
@@ -374,6 +378,7 @@ class MachineRequest(_Wire):
     remove: list[str] = _f(omit=True, factory=list)
     replace: bool = _f(omit=True, default=False)
     site: str = _f(omit=True)
+    no_replace: bool = _f(omit=True, default=False)
 
 
 @dataclass
@@ -457,6 +462,7 @@ class AuditRequest(_Wire):
     logs: list[str] = _f(omit=True, factory=list)
     after: dict[str, int] = _f(omit=True, factory=dict)
     limit: int = _f(omit=True, default=0)
+    newest: bool = _f(omit=True, default=False)
 
 
 @dataclass
@@ -504,6 +510,8 @@ class AuditRecord(_Wire):
     ip: str = _f(omit=True)
     reason: str = _f(omit=True)
     site: str = _f(omit=True)
+    count: int = _f(omit=True, default=0)
+    first_at: datetime = _f(omit=True, default=ZERO_TIME)
     cut: AuditCut | None = _f(omit=True, default=None)
     error: str = _f(omit=True)
     dropped: int = _f(omit=True, default=0)
@@ -517,6 +525,34 @@ class AuditList(_Wire):
     records: list[AuditRecord] = _f(factory=list)
     more: bool = _f(omit=True, default=False)
     next: dict[str, int] = _f(omit=True, factory=dict)
+
+
+@dataclass
+class Denied(_Wire):
+    """A deny list entry (fleet/deny.go): a machine id or a key."""
+    id: str = _f(omit=True)
+    key: str = _f(omit=True)
+    added_at: datetime = _f(default=ZERO_TIME)
+    added_by: str = _f(omit=True)
+
+
+@dataclass
+class DenyRequest(_Wire):
+    """Body of machines.deny and machines.undeny: an id or a key."""
+    id: str = _f(omit=True)
+    key: str = _f(omit=True)
+
+
+@dataclass
+class DenyResult(Denied):
+    """Answer of machines.deny: the entry and the pending ids it dropped."""
+    dropped_pending: list[str] = _f(omit=True, factory=list)
+
+
+@dataclass
+class DeniedList(ListPage):
+    """A page of machines.denied."""
+    denied: list[Denied] = _f(factory=list)
 
 
 HISTORY_MAX_LIMIT = 10_000
@@ -719,6 +755,7 @@ class RegistryPart(_Wire):
     pending: dict[str, Pending] = _f(omit=True, factory=dict)
     operators: dict[str, Operator] = _f(omit=True, factory=dict)
     apps: dict[str, App] = _f(omit=True, factory=dict)
+    denied: dict[str, Denied] = _f(omit=True, factory=dict)
 
 
 @dataclass
