@@ -25,12 +25,14 @@ import (
 	"github.com/commandcontrol/commandcontrol/agent/functions"
 	"github.com/commandcontrol/commandcontrol/fleet"
 	"github.com/commandcontrol/commandcontrol/internal/natstls"
+	"github.com/commandcontrol/commandcontrol/internal/version"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nkeys"
 )
 
-// Version is the agent's version, reported by machine-info.
-var Version = "0.1.0"
+// Version is the agent's version and commit (internal/version), reported
+// by machine-info.
+var Version = version.Get().String()
 
 // Defaults.
 const (

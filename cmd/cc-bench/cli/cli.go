@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/commandcontrol/commandcontrol/internal/termsafe"
+	"github.com/commandcontrol/commandcontrol/internal/version"
 )
 
 // Exit codes.
@@ -90,12 +91,17 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, getenv fu
 		e.g.server = DefaultServer
 	}
 	fs := e.flagSet("cc-bench")
+	showVersion := fs.Bool("version", false, version.FlagUsage)
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, errHelp) {
 			e.usage(stdout)
 			return exitOK
 		}
 		return e.fail(usageErrorf("%v", err))
+	}
+	if *showVersion {
+		fmt.Fprintln(stdout, version.Get().Line("cc-bench"))
+		return exitOK
 	}
 	rest := fs.Args()
 	if len(rest) == 0 {
@@ -142,6 +148,7 @@ Commands:
 Global flags (also accepted after the command):
 `)
 	printFlags(w, e.flagSet("cc-bench"), true)
+	fmt.Fprintf(w, "  %-22s %s\n", "--version", version.FlagUsage+" (before COMMAND)")
 	fmt.Fprint(w, `
 Examples:
   cc-bench --key ./cc-data/admin.nk servers --where role=web
