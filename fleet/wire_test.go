@@ -275,6 +275,8 @@ var wireTypes = map[string]func() any{
 	"HistoryEntry": func() any { return new(HistoryEntry) }, "HistoryPage": func() any { return new(HistoryPage) },
 	"RegistryPart": func() any { return new(RegistryPart) }, "RegistryExportRequest": func() any { return new(RegistryExportRequest) },
 	"RegistryExportPage": func() any { return new(RegistryExportPage) }, "RegistryImportResult": func() any { return new(RegistryImportResult) },
+	"ControlVersion": func() any { return new(ControlVersion) }, "FunctionInfo": func() any { return new(FunctionInfo) },
+	"FunctionArg": func() any { return new(FunctionArg) },
 }
 
 // Each message type's example decodes with no unknown field, sets every
