@@ -47,7 +47,9 @@ func (s *Service) serveAPI() (micro.Service, error) {
 		fleet.OpAppsRemove:      s.apiAppsRemove,
 		fleet.OpRegistryExport:  s.apiRegistryExport,
 		fleet.OpRegistryImport:  s.apiRegistryImport,
+		fleet.OpVersion:         s.apiVersion,
 	}
+	s.started = s.cfg.Now().UTC()
 	for name, h := range ops {
 		ep := "ctl-" + name
 		hf := s.apiEndpoint(name, h)

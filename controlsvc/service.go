@@ -176,6 +176,8 @@ type Service struct {
 	log  *slog.Logger
 	keys *Keys
 	reg  *Registry
+	// started is when the control API began serving (api_version.go).
+	started time.Time
 	// presence is the presence tracker (presence_tracker.go).
 	presence *presenceTracker
 	// sessions is the ONLINE set of sessions (session_presence.go), fed
