@@ -377,11 +377,7 @@ func (a *Agent) connectError(err error) {
 
 // serve registers the micro service cc-agent (service) and the hint.
 func (a *Agent) serve() error {
-	names := make([]string, 0)
-	for _, s := range a.fns.Specs() {
-		names = append(names, s.Name)
-	}
-	a.svc = newService(a.nc, a.log, a.id, a.tok, names, a.share.now)
+	a.svc = newService(a.nc, a.log, a.id, a.tok, a.fns.Specs, a.share.now)
 	if _, err := a.nc.Subscribe(fleet.AgentHintSubject, a.hint); err != nil {
 		return fmt.Errorf("agent: %w", err)
 	}
