@@ -71,6 +71,8 @@ func commands() []command {
 		{"registry", "back up and restore the registry: export FILE, import FILE", runRegistry},
 		{"whoami", "show which operator this key is, and its role", runWhoAmI},
 		{"audit", "show the audit log: calls, registry changes, refused connections", runAudit},
+		{"functions", "list the functions the selected machines serve, their arguments and role", runFunctions},
+		{"version", "show the versions of cc-bench, the control service and the agents", runVersion},
 	}
 }
 
