@@ -143,17 +143,19 @@ func (s *service) identity(described bool) micro.ServiceIdentity {
 		specs = s.specs()
 	}
 	names := make([]string, 0, len(specs))
-	infos := make([]fleet.FunctionInfo, 0, len(specs))
 	for _, sp := range specs {
 		names = append(names, sp.Name)
-		fi := fleet.FunctionInfo{Name: sp.Name, ReadOnly: sp.ReadOnly, Help: sp.Help}
-		for _, a := range sp.Args {
-			fi.Args = append(fi.Args, fleet.FunctionArg{Name: a.Name, Type: a.Type, Help: a.Help, Required: a.Required})
-		}
-		infos = append(infos, fi)
 	}
 	id.Metadata[fleet.AgentFunctionNamesMeta] = strings.Join(names, ",")
 	if described {
+		infos := make([]fleet.FunctionInfo, 0, len(specs))
+		for _, sp := range specs {
+			fi := fleet.FunctionInfo{Name: sp.Name, ReadOnly: sp.ReadOnly, Help: sp.Help}
+			for _, a := range sp.Args {
+				fi.Args = append(fi.Args, fleet.FunctionArg{Name: a.Name, Type: a.Type, Help: a.Help, Required: a.Required})
+			}
+			infos = append(infos, fi)
+		}
 		id.Metadata[fleet.AgentFunctionsMeta] = fleet.EncodeFunctionInfos(infos)
 	}
 	return id
