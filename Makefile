@@ -19,9 +19,17 @@ PYVENV      ?= sdk/python/.venv
 
 all: build
 
+# The commit the binaries are built from, given to the linker so that
+# --version names it also where the toolchain stamps none (-buildvcs=false,
+# as CI builds, or a source tarball: set COMMIT=…, and VERSION=v1.2.3).
+COMMIT      ?= $(shell git rev-parse HEAD 2>/dev/null)
+VERSION     ?=
+VERSION_PKG := github.com/commandcontrol/commandcontrol/internal/version
+LDFLAGS     ?= $(if $(COMMIT),-X $(VERSION_PKG).commit=$(COMMIT)) $(if $(VERSION),-X $(VERSION_PKG).version=$(VERSION))
+
 ## build: bin/cc-control, bin/cc-agent, bin/cc-bench, bin/cc-broker for this machine
 build:
-	$(GO) build -o bin/ ./cmd/...
+	$(GO) build -ldflags "$(LDFLAGS)" -o bin/ ./cmd/...
 
 ## static: CGO_ENABLED=0 linux binaries for the image, in bin/docker/
 static:

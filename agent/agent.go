@@ -25,12 +25,14 @@ import (
 	"github.com/commandcontrol/commandcontrol/agent/functions"
 	"github.com/commandcontrol/commandcontrol/fleet"
 	"github.com/commandcontrol/commandcontrol/internal/natstls"
+	"github.com/commandcontrol/commandcontrol/internal/version"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nkeys"
 )
 
-// Version is the agent's version, reported by machine-info.
-var Version = "0.1.0"
+// Version is the agent's version and commit (internal/version), reported
+// by machine-info.
+var Version = version.Get().String()
 
 // Defaults.
 const (
@@ -375,11 +377,7 @@ func (a *Agent) connectError(err error) {
 
 // serve registers the micro service cc-agent (service) and the hint.
 func (a *Agent) serve() error {
-	names := make([]string, 0)
-	for _, s := range a.fns.Specs() {
-		names = append(names, s.Name)
-	}
-	a.svc = newService(a.nc, a.log, a.id, a.tok, names, a.share.now)
+	a.svc = newService(a.nc, a.log, a.id, a.tok, a.fns.Specs, a.share.now)
 	if _, err := a.nc.Subscribe(fleet.AgentHintSubject, a.hint); err != nil {
 		return fmt.Errorf("agent: %w", err)
 	}

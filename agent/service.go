@@ -8,7 +8,9 @@ import (
 	"sync"
 	"time"
 
+	"github.com/commandcontrol/commandcontrol/agent/functions"
 	"github.com/commandcontrol/commandcontrol/fleet"
+	"github.com/commandcontrol/commandcontrol/internal/version"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/micro"
 	"github.com/nats-io/nuid"
@@ -22,9 +24,12 @@ import (
 // discovery only under the asker's discovery inbox
 // (fleet.CheckDiscoveryReply).
 type service struct {
-	nc          *nats.Conn
-	log         *slog.Logger
-	ident       micro.ServiceIdentity
+	nc    *nats.Conn
+	log   *slog.Logger
+	ident micro.ServiceIdentity
+	// specs lists the functions served now: the built-ins and the
+	// operators' own, which a reload may change while connected.
+	specs       func() []functions.Spec
 	description string
 	started     time.Time
 	endpoints   []*callStats
@@ -34,14 +39,15 @@ type service struct {
 	subs map[*nats.Subscription]*callStats
 }
 
-// newService describes machine id's service (token tok) serving fns, its
-// statistics read from now.
-func newService(nc *nats.Conn, log *slog.Logger, id, tok string, fns []string, now func() time.Time) *service {
+// newService describes machine id's service (token tok) serving the
+// functions specs lists, its statistics read from now.
+func newService(nc *nats.Conn, log *slog.Logger, id, tok string, specs func() []functions.Spec, now func() time.Time) *service {
 	return &service{
-		nc:  nc,
-		log: log,
-		ident: micro.ServiceIdentity{Name: fleet.AgentServiceName, ID: nuid.Next(), Version: Version,
-			Metadata: map[string]string{"machine": id, "functions": strings.Join(fns, ",")}},
+		nc:    nc,
+		log:   log,
+		specs: specs,
+		ident: micro.ServiceIdentity{Name: fleet.AgentServiceName, ID: nuid.Next(), Version: version.Get().Semver(),
+			Metadata: map[string]string{"machine": id}},
 		description: "commandcontrol agent on " + id,
 		started:     now().UTC(),
 		endpoints: []*callStats{
@@ -102,7 +108,7 @@ func (s *service) discovery(verb string) nats.MsgHandler {
 }
 
 func (s *service) ping() micro.Ping {
-	return micro.Ping{ServiceIdentity: s.ident, Type: micro.PingResponseType}
+	return micro.Ping{ServiceIdentity: s.identity(false), Type: micro.PingResponseType}
 }
 
 func (s *service) info() micro.Info {
@@ -110,7 +116,7 @@ func (s *service) info() micro.Info {
 	for _, ep := range s.endpoints {
 		eps = append(eps, micro.EndpointInfo{Name: ep.name, Subject: ep.subject})
 	}
-	return micro.Info{ServiceIdentity: s.ident, Type: micro.InfoResponseType, Description: s.description, Endpoints: eps}
+	return micro.Info{ServiceIdentity: s.identity(true), Type: micro.InfoResponseType, Description: s.description, Endpoints: eps}
 }
 
 func (s *service) stats() micro.Stats {
@@ -119,7 +125,40 @@ func (s *service) stats() micro.Stats {
 		st := ep.snapshot()
 		eps = append(eps, &st)
 	}
-	return micro.Stats{ServiceIdentity: s.ident, Type: micro.StatsResponseType, Started: s.started, Endpoints: eps}
+	return micro.Stats{ServiceIdentity: s.identity(false), Type: micro.StatsResponseType, Started: s.started, Endpoints: eps}
+}
+
+// identity is the service's identity with the functions it serves now
+// in its metadata: their names (fleet.AgentFunctionNamesMeta) and, in an
+// INFO answer (described), their descriptions (fleet.AgentFunctionsMeta,
+// bounded; what cc-bench functions reads).
+func (s *service) identity(described bool) micro.ServiceIdentity {
+	id := s.ident
+	id.Metadata = make(map[string]string, len(s.ident.Metadata)+2)
+	for k, v := range s.ident.Metadata {
+		id.Metadata[k] = v
+	}
+	var specs []functions.Spec
+	if s.specs != nil {
+		specs = s.specs()
+	}
+	names := make([]string, 0, len(specs))
+	for _, sp := range specs {
+		names = append(names, sp.Name)
+	}
+	id.Metadata[fleet.AgentFunctionNamesMeta] = strings.Join(names, ",")
+	if described {
+		infos := make([]fleet.FunctionInfo, 0, len(specs))
+		for _, sp := range specs {
+			fi := fleet.FunctionInfo{Name: sp.Name, ReadOnly: sp.ReadOnly, Help: sp.Help}
+			for _, a := range sp.Args {
+				fi.Args = append(fi.Args, fleet.FunctionArg{Name: a.Name, Type: a.Type, Help: a.Help, Required: a.Required})
+			}
+			infos = append(infos, fi)
+		}
+		id.Metadata[fleet.AgentFunctionsMeta] = fleet.EncodeFunctionInfos(infos)
+	}
+	return id
 }
 
 // asyncError counts an error the client library reported on sub (a slow

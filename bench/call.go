@@ -77,6 +77,9 @@ type Summary struct {
 	Expected int
 	// NumOK and NumError count the expected machines that answered.
 	NumOK, NumError int
+	// NumNotFound counts the errors among NumError with code
+	// fleet.CodeNotFound: the machine serves no such function.
+	NumNotFound int
 	// NumUnexpected counts answers from machines not expected.
 	NumUnexpected int
 	// NoResponse lists the expected machines that did not answer, sorted.
@@ -98,6 +101,11 @@ type Summary struct {
 
 // AllOK reports whether every expected machine answered a result.
 func (s *Summary) AllOK() bool { return s.NumOK == s.Expected }
+
+// AllNotFound reports whether machines were expected and every one of
+// them answered that it serves no such function (fleet.CodeNotFound):
+// the function's name is wrong, or nothing selected serves it.
+func (s *Summary) AllNotFound() bool { return s.Expected > 0 && s.NumNotFound == s.Expected }
 
 // String returns e.g. "3 expected: 2 ok, 1 error, 0 no response".
 func (s *Summary) String() string {

@@ -196,6 +196,9 @@ func (cl *collector) handle(msg *nats.Msg, target int) {
 			cl.sum.NumOK++
 		} else {
 			cl.sum.NumError++
+			if r.Err != nil && r.Err.Code == fleet.CodeNotFound {
+				cl.sum.NumNotFound++
+			}
 		}
 	}
 	cl.each(r)

@@ -51,7 +51,9 @@ func (s *Service) serveAPI() (micro.Service, error) {
 		fleet.OpMachinesDeny:    s.apiMachinesDeny,
 		fleet.OpMachinesUndeny:  s.apiMachinesUndeny,
 		fleet.OpMachinesDenied:  s.apiMachinesDenied,
+		fleet.OpVersion:         s.apiVersion,
 	}
+	s.started = s.cfg.Now().UTC()
 	for name, h := range ops {
 		ep := "ctl-" + name
 		hf := s.apiEndpoint(name, h)

@@ -23,12 +23,15 @@ import (
 	"github.com/commandcontrol/commandcontrol/broker"
 	"github.com/commandcontrol/commandcontrol/fleet"
 	"github.com/commandcontrol/commandcontrol/internal/natstls"
+	"github.com/commandcontrol/commandcontrol/internal/version"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nkeys"
 )
 
-// Version is the control service's version.
-var Version = "0.1.0"
+// Version is the control service's version as its micro service
+// cc-control shows it (a semantic version); the control operation
+// version answers the whole build identity (internal/version).
+var Version = version.Get().Semver()
 
 // AdminKeyFile is the first operator's seed file in the data directory.
 const AdminKeyFile = "admin.nk"
@@ -173,6 +176,8 @@ type Service struct {
 	log  *slog.Logger
 	keys *Keys
 	reg  *Registry
+	// started is when the control API began serving (api_version.go).
+	started time.Time
 	// presence is the presence tracker (presence_tracker.go).
 	presence *presenceTracker
 	// sessions is the ONLINE set of sessions (session_presence.go), fed

@@ -187,6 +187,7 @@ const (
 var ReadOnlyOps = map[string]bool{
 	OpWhoAmI: true, OpMachinesList: true, OpMachinesPending: true, OpOperatorsList: true,
 	OpHistory: true, OpMachinesDenied: true,
+	OpVersion: true,
 }
 
 // WhoAmI answers [OpWhoAmI].

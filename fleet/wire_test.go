@@ -277,6 +277,8 @@ var wireTypes = map[string]func() any{
 	"RegistryExportPage": func() any { return new(RegistryExportPage) }, "RegistryImportResult": func() any { return new(RegistryImportResult) },
 	"Denied": func() any { return new(Denied) }, "DenyRequest": func() any { return new(DenyRequest) },
 	"DenyResult": func() any { return new(DenyResult) }, "DeniedList": func() any { return new(DeniedList) },
+	"ControlVersion": func() any { return new(ControlVersion) }, "FunctionInfo": func() any { return new(FunctionInfo) },
+	"FunctionArg": func() any { return new(FunctionArg) },
 }
 
 // Each message type's example decodes with no unknown field, sets every

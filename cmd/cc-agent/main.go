@@ -19,6 +19,7 @@ import (
 	"github.com/commandcontrol/commandcontrol/agent/custom"
 	"github.com/commandcontrol/commandcontrol/internal/cli"
 	"github.com/commandcontrol/commandcontrol/internal/logging"
+	"github.com/commandcontrol/commandcontrol/internal/version"
 )
 
 type options struct {
@@ -78,7 +79,7 @@ Flags:
 	fs.Float64Var(&o.callerBurst, "caller-burst", agent.DefaultCallerBurst, "calls one operator may start here at once, above --caller-rate")
 	fs.BoolVar(&o.printKey, "print-key", false, "print the machine id and public key (creating the key if needed) and exit")
 	o.log.Register(fs)
-	if err := fs.Parse(args); err != nil {
+	if err := version.Parse(fs, args); err != nil {
 		return nil, err
 	}
 	if fs.NArg() > 0 {

@@ -16,6 +16,7 @@ import (
 	"github.com/commandcontrol/commandcontrol/broker"
 	"github.com/commandcontrol/commandcontrol/internal/cli"
 	"github.com/commandcontrol/commandcontrol/internal/logging"
+	"github.com/commandcontrol/commandcontrol/internal/version"
 )
 
 func main() {
@@ -99,7 +100,7 @@ Flags:
 	}
 	bf.Register(fs)
 	lf.Register(fs)
-	if err := fs.Parse(args); err != nil {
+	if err := version.Parse(fs, args); err != nil {
 		return nil, nil, err
 	}
 	if fs.NArg() > 0 {

@@ -26,6 +26,7 @@ import (
 	"github.com/commandcontrol/commandcontrol/internal/cli"
 	"github.com/commandcontrol/commandcontrol/internal/logging"
 	"github.com/commandcontrol/commandcontrol/internal/natstls"
+	"github.com/commandcontrol/commandcontrol/internal/version"
 	"github.com/nats-io/nats.go"
 )
 
@@ -149,7 +150,7 @@ Flags:
 	fs.Int64Var(&o.history.PerMachine, "history-per-machine", 0, "presence history: `N` joins, and N leaves, kept of one machine at most; past it that machine's oldest go, never another machine's "+
 		"(one reconnecting in a loop cannot push the others out). 0: from --history-max-bytes, a sixteenth of it for one machine (1000 at 256MiB, at least 16)")
 	o.log.Register(fs)
-	if err := fs.Parse(args); err != nil {
+	if err := version.Parse(fs, args); err != nil {
 		return nil, err
 	}
 	if o.history.Retention <= 0 {

@@ -26,6 +26,7 @@ import (
 	"time"
 
 	"github.com/commandcontrol/commandcontrol/internal/cli"
+	"github.com/commandcontrol/commandcontrol/internal/version"
 	"github.com/commandcontrol/commandcontrol/perf"
 )
 
@@ -54,7 +55,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	markdown := fs.Bool("markdown", false, "print the table as Markdown")
 	verbose := fs.Bool("v", false, "log the control service and broker to stderr")
 	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the whole run to this file")
-	if err := fs.Parse(args); err != nil {
+	if err := version.Parse(fs, args); err != nil {
 		return err
 	}
 	cfg := perf.Config{Reps: *reps, DirectReps: *direct, PresenceReps: *presence, RestartN: *restart, IdleFor: *idle, Progress: stderr,

@@ -33,6 +33,7 @@ import (
 
 	"github.com/commandcontrol/commandcontrol/bench"
 	"github.com/commandcontrol/commandcontrol/internal/cli"
+	"github.com/commandcontrol/commandcontrol/internal/version"
 	"github.com/commandcontrol/commandcontrol/swarm"
 )
 
@@ -59,7 +60,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs.StringVar(&so.platform, "platform", "device", "sessions: the platform they declare (browser, mobile, device)")
 	fs.BoolVar(&so.baseline, "sessions-baseline", false, "sessions: plain responders instead, no key and no hello, answering raw.sfn.<index>.latencyCheck (benchmark baseline against a plain nats-server with WebSocket)")
 	fs.StringVar(&so.idsFile, "ids", "", "sessions: write `FILE` with each session's index, id and source address, one per line, before they connect")
-	if err := fs.Parse(args); err != nil {
+	if err := version.Parse(fs, args); err != nil {
 		return err
 	}
 	if fs.NArg() > 0 {

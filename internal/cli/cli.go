@@ -16,6 +16,7 @@ import (
 	"syscall"
 
 	"github.com/commandcontrol/commandcontrol/internal/termsafe"
+	"github.com/commandcontrol/commandcontrol/internal/version"
 )
 
 // Run is a program's body: args without the program name.
@@ -24,11 +25,17 @@ type Run func(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 // Main runs run with os.Args until SIGINT or SIGTERM cancels its context.
 // An error is printed to stderr as "name: error" (terminal-safe; a help
 // request, whose usage the flag set printed, is not) and the process
-// exits with code 2.
+// exits with code 2. When run returns version.ErrRequested (its flags
+// were parsed with version.Parse and held --version), the version line is
+// printed to stdout and the process exits 0.
 func Main(name string, run Run) {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	err := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
 	stop()
+	if errors.Is(err, version.ErrRequested) {
+		fmt.Fprintln(os.Stdout, version.Get().Line(name))
+		return
+	}
 	if err != nil {
 		Report(os.Stderr, name, err)
 		os.Exit(2)

@@ -155,6 +155,9 @@ func runCall(e *env, args []string) error {
 	if sum == nil {
 		return err
 	}
+	if err == nil && sum.AllNotFound() {
+		return e.notServed(c, fn, opts) // notserved.go
+	}
 	if werr := out.finish(sum); werr != nil {
 		return werr
 	}

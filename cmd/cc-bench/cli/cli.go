@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/commandcontrol/commandcontrol/internal/termsafe"
+	"github.com/commandcontrol/commandcontrol/internal/version"
 )
 
 // Exit codes.
@@ -72,6 +73,8 @@ func commands() []command {
 		{"whoami", "show which operator this key is, and its role", runWhoAmI},
 		{"keygen", "make a new operator or agent nkey: seed to a file, public key printed", runKeygen},
 		{"audit", "show the audit log: calls, registry changes, refused connections", runAudit},
+		{"functions", "list the functions the selected machines serve, their arguments and role", runFunctions},
+		{"version", "show the versions of cc-bench, the control service and the agents", runVersion},
 	}
 }
 
@@ -92,12 +95,17 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, getenv fu
 		e.g.server = DefaultServer
 	}
 	fs := e.flagSet("cc-bench")
+	showVersion := fs.Bool("version", false, version.FlagUsage)
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, errHelp) {
 			e.usage(stdout)
 			return exitOK
 		}
 		return e.fail(usageErrorf("%v", err))
+	}
+	if *showVersion {
+		fmt.Fprintln(stdout, version.Get().Line("cc-bench"))
+		return exitOK
 	}
 	rest := fs.Args()
 	if len(rest) == 0 {
@@ -144,6 +152,7 @@ Commands:
 Global flags (also accepted after the command):
 `)
 	printFlags(w, e.flagSet("cc-bench"), true)
+	fmt.Fprintf(w, "  %-22s %s\n", "--version", version.FlagUsage+" (before COMMAND)")
 	fmt.Fprint(w, `
 Examples:
   cc-bench --key ./cc-data/admin.nk servers --where role=web

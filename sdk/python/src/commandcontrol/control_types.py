@@ -71,6 +71,9 @@ __all__ = [
     "DenyRequest",
     "DenyResult",
     "DeniedList",
+    "ControlVersion",
+    "FunctionArg",
+    "FunctionInfo",
 ]
 
 # Go's zero time.Time, what an unset time decodes to (and is omitted as,
@@ -780,3 +783,38 @@ class RegistryImportResult(_Wire):
     changed: dict[str, int] = _f(factory=dict)
     skipped: dict[str, int] = _f(factory=dict)
     closed: int = _f(omit=True, default=0)
+
+
+# ---- versions and functions (fleet/version.go, fleet/functioninfo.go) ----
+
+@dataclass
+class ControlVersion(_Wire):
+    """The version operation's answer: the control service's build (module
+    version, commit, whether the tree was modified, Go toolchain), the
+    answering replica's name and when it started serving."""
+    version: str = _f()
+    commit: str = _f(omit=True)
+    modified: bool = _f(omit=True, default=False)
+    go: str = _f()
+    replica: str = _f(omit=True)
+    started: datetime = _f(default=ZERO_TIME)
+
+
+@dataclass
+class FunctionArg(_Wire):
+    """One typed argument (string, int, float, bool) of a function an
+    agent describes."""
+    name: str = _f()
+    type: str = _f()
+    help: str = _f(omit=True)
+    required: bool = _f(omit=True, default=False)
+
+
+@dataclass
+class FunctionInfo(_Wire):
+    """A function an agent serves, as its micro discovery INFO describes it
+    (metadata function_specs): name, whether it only reads, help, args."""
+    name: str = _f()
+    read_only: bool = _f(default=False)
+    help: str = _f(omit=True)
+    args: list[FunctionArg] = _f(omit=True, factory=list)
