@@ -97,7 +97,7 @@ type callFlags struct {
 	where, filter, app string
 	args, targets      listFlag
 	sessions           bool
-	view               viewFlags // --output, --fields, --show, --summary: render.go
+	view               viewFlags  // --output, --fields, --show, --summary: render.go
 	batch              batchFlags // --batch, --batch-wait, --batch-continue (batch.go)
 }
 
