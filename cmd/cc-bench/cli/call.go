@@ -147,6 +147,11 @@ func (f *callFlags) options() (bench.CallOptions, *bench.Filter, map[string]any,
 		if f.where != "" {
 			return opts, nil, nil, usageErrorf("give either --machine or --where, not both")
 		}
+		for _, id := range f.targets {
+			if err := fleet.ValidateMachineID(id); err != nil {
+				return opts, nil, nil, usageErrorf("--machine: %v", err)
+			}
+		}
 		opts.Machines = f.targets
 	}
 	var filter *bench.Filter

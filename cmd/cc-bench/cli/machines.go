@@ -77,6 +77,11 @@ func runMachines(e *env, args []string) error {
 		return usageErrorf("machines needs a subcommand: ls, pending, accept, add, rm or label (see cc-bench machines --help)")
 	}
 	sub, pos := pos[0], pos[1:]
+	if (sub == "accept" || sub == "add" || sub == "label") && len(pos) > 0 {
+		if err := fleet.ValidateMachineID(pos[0]); err != nil {
+			return usageErrorf("machines %s: %v", sub, err)
+		}
+	}
 	switch sub {
 	case "ls", "list":
 		return needArgs(sub, pos, 0, "", func() error { return machinesList(e) })
