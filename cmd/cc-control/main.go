@@ -121,7 +121,7 @@ Flags:
 	fs.StringVar(&o.functionsDir, "functions-dir", "", "operators' function definitions (as given to cc-agent --functions-dir): those with role viewer are added to --viewer-functions")
 	fs.BoolVar(&o.localAgent, "local-agent", false, "also run this machine's agent in-process, registered and accepted (key <data>/local-agent.nk)")
 	fs.StringVar(&o.localAgentID, "local-agent-id", "", "machine id of the local agent (default <primary IP>_<hostname>)")
-	fs.StringVar(&o.metricsListen, "metrics-listen", "", "serve Prometheus /metrics and /healthz on HOST:PORT (e.g. 127.0.0.1:9464); also counts calls from agents' replies")
+	fs.StringVar(&o.metricsListen, "metrics-listen", "", "serve Prometheus /metrics, /healthz (alive: 200 from the start) and /readyz (200 once the callout, presence and the control API answer and the client port is open; 503 before) on HOST:PORT (e.g. 127.0.0.1:9464); also counts calls from agents' replies")
 	fs.StringVar(&o.preregister, "preregister", "", "JSON file of machines and operators to register before accepting connections: {\"machines\":[{\"id\",\"key\",\"labels\",\"site\"}],\"operators\":[{\"name\",\"key\",\"role\"}]}")
 	fs.StringVar(&o.sites, "sites", "", "locate sessions and machines in your own networks first, before --geoip: JSON `FILE`, an array of networks, "+
 		"the most specific holding an address winning: "+
@@ -261,10 +261,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	if err := svc.Start(ctx); err != nil {
-		return err
-	}
-	defer svc.Close()
+	// /healthz answers while the service starts (alive, "starting");
+	// /readyz only once it serves, its client port open.
 	if o.metricsListen != "" {
 		stopHTTP, err := serveMetrics(o.metricsListen, svc, log)
 		if err != nil {
@@ -272,6 +270,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		}
 		defer stopHTTP()
 	}
+	if err := svc.Start(ctx); err != nil {
+		return err
+	}
+	defer svc.Close()
 	var local *agent.Agent
 	if o.localAgent {
 		if local, err = startLocalAgent(ctx, o, svc, log); err != nil {
