@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"errors"
+	"flag"
 	"io"
 	"net"
 	"net/http"
@@ -18,6 +19,51 @@ import (
 	"github.com/commandcontrol/commandcontrol/broker"
 	"github.com/commandcontrol/commandcontrol/controlsvc"
 )
+
+var update = flag.Bool("update", false, "rewrite the golden files in testdata/")
+
+// TestAgentHint: the welcome's agent command is one that works: on a
+// loopback-only broker, this machine's (and how to open the port to
+// others); on all interfaces, <this host>; on one address, that address.
+func TestAgentHint(t *testing.T) {
+	var b strings.Builder
+	for _, c := range []struct {
+		url      string
+		embedded bool
+		tls      broker.TLSFiles
+	}{
+		{"nats://127.0.0.1:4222", true, broker.TLSFiles{}},
+		{"nats://127.0.0.1:5222", false, broker.TLSFiles{}},
+		{"tls://127.0.0.1:4222", true, broker.TLSFiles{CertFile: "cert.pem", KeyFile: "key.pem"}},
+		{"nats://0.0.0.0:4222", true, broker.TLSFiles{}},
+		{"tls://[::]:4443", true, broker.TLSFiles{CAFile: "ca.pem", CertFile: "cert.pem", KeyFile: "key.pem"}},
+		{"nats://10.1.2.3:4222", true, broker.TLSFiles{}},
+		{"nats://[fd00::5]:4222", true, broker.TLSFiles{}},
+		{"tls://broker.example.com:4222", false, broker.TLSFiles{}},
+	} {
+		b.WriteString("# " + c.url + " embedded=" + strconv.FormatBool(c.embedded) + "\n")
+		agentHint(&b, c.url, c.embedded, c.tls)
+	}
+	golden(t, "agent_hint", b.String())
+}
+
+func golden(t *testing.T, name, got string) {
+	t.Helper()
+	path := filepath.Join("testdata", name+".golden")
+	if *update {
+		if err := os.WriteFile(path, []byte(got), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return
+	}
+	want, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatalf("%v (run go test -update to create it)", err)
+	}
+	if got != string(want) {
+		t.Errorf("%s differs from %s (go test -update rewrites it):\n--- got\n%s\n--- want\n%s", name, path, got, want)
+	}
+}
 
 // freePort returns a 127.0.0.1 port nothing listens on now.
 func freePort(t *testing.T) string {
