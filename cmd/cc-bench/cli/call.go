@@ -23,7 +23,8 @@ as soon as every expected machine has answered, or at --timeout.
 --filter keeps the ok results for which an expression holds, e.g.
 'load1 > 10 and memory.used_percent >= 90'; operators: > >= < <= == !=
 =~ (regular expression) !~, and/or/not, parentheses; strings in quotes.
-A result without the field does not match.
+A result without the field does not match; a field no result has (a typo:
+"did you mean load1?") or a number compared with a string is an error.
 
 --json prints one object per machine: {"machine", "status" (ok, error or
 no-response), "unexpected" (a machine that was not expected, e.g. came
@@ -40,7 +41,8 @@ objects name "session", "app" and "location" instead of "machine". It needs
 an admin, or a viewer added with cc-bench operators add … --sessions.
 
 Exit status: 0 when every expected machine (or session) answered ok, 1
-otherwise, 2 for a usage error.`,
+otherwise (a selection that matches nobody, or a --filter naming a field
+no result has, included), 2 for a usage error.`,
 	examples: `cc-bench call machine-info
 cc-bench call current-load --where location=New-Jersey --filter 'load1 > 10'
 cc-bench call sw-list --arg name=openssl --machine 10.0.0.5_web01 --json
@@ -97,7 +99,7 @@ func runCall(e *env, args []string) error {
 		return err
 	}
 	defer c.Close()
-	out := &callOutput{e: e, filter: filter, sessions: opts.Sessions != nil}
+	out := &callOutput{e: e, filter: filter, check: filter.Check(), sessions: opts.Sessions != nil}
 	prog := startProgress(e.stderr, e.g.timeout)
 	opts.Published = prog.published
 	sum, err := c.Stream(e.ctx, fn, fargs, opts, func(r bench.Reply) {
@@ -114,8 +116,16 @@ func runCall(e *env, args []string) error {
 	if errors.Is(err, context.Canceled) {
 		return &exitError{code: exitFailure, msg: "interrupted: the results above are partial"}
 	}
+	if errors.Is(err, bench.ErrNoMatch) {
+		return noMatchError(err, out.sessions)
+	}
 	if err != nil {
 		return err
+	}
+	if err := out.check.Err(); err != nil {
+		// A typo in a field, or a number compared with a string: the
+		// filter said nothing about the results.
+		return &exitError{code: exitFailure, msg: fmt.Sprintf("--filter %q: %v", filter.String(), err)}
 	}
 	if !sum.AllOK() {
 		return &exitError{code: exitFailure}
@@ -179,13 +189,14 @@ type callOutput struct {
 	e        *env
 	sessions bool // a call to sessions
 	filter   *bench.Filter
+	check    *bench.FilterCheck // filter's, over the ok results
 	rows     []bench.Reply
 	matched  int
 	err      error
 }
 
 func (o *callOutput) add(r bench.Reply) {
-	if o.filter != nil && (r.Status != bench.StatusOK || !o.filter.Match(r.Result)) {
+	if o.filter != nil && (r.Status != bench.StatusOK || !o.check.Match(r.Result)) {
 		return
 	}
 	o.matched++
@@ -216,13 +227,6 @@ func (o *callOutput) finish(sum *bench.Summary) error {
 		}
 		return nil
 	}
-	if sum.Expected == 0 && len(o.rows) == 0 {
-		if o.sessions {
-			fmt.Fprintln(o.e.stderr, "no ONLINE session matches; see which are with: cc-bench sessions")
-		} else {
-			fmt.Fprintln(o.e.stderr, "no ONLINE machine matches; see which are with: cc-bench servers")
-		}
-	}
 	if len(o.rows) > 0 {
 		sort.SliceStable(o.rows, func(i, j int) bool { return o.rows[i].Target() < o.rows[j].Target() })
 		var t *table
@@ -243,6 +247,16 @@ func (o *callOutput) finish(sum *bench.Summary) error {
 		}
 	}
 	return printf(o.e.stdout, "%s\n", line)
+}
+
+// noMatchError is a call (or listing) whose selection chose nobody:
+// exit 1, in JSON mode too, with where to look.
+func noMatchError(err error, sessions bool) error {
+	see := "cc-bench servers"
+	if sessions {
+		see = "cc-bench sessions"
+	}
+	return &exitError{code: exitFailure, msg: err.Error() + "; see which are with: " + see}
 }
 
 func statusText(r bench.Reply) string {

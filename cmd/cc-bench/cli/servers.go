@@ -23,7 +23,11 @@ cc-bench history shows every join and leave.
 A SELECTOR is comma-separated terms that must all hold: key=value,
 key!=value or key=glob*; a key is a label or one of the facts machine, ip
 and hostname (the machine id 10.0.0.5_web01 has ip 10.0.0.5 and hostname
-web01).`,
+web01).
+
+Exit status: 0, also when no machine is ONLINE; 1 when a --where matches
+no ONLINE machine (in JSON mode too; the reason on stderr) or on error; 2
+for a usage error.`,
 	examples: `cc-bench servers
 cc-bench servers --where role=web,location=New-Brunswick
 cc-bench servers --where 'hostname=db*' --json
@@ -72,6 +76,11 @@ func runServers(e *env, args []string) error {
 		}
 		return e.serversAll(servers, offlineOf(ms, servers, sel))
 	}
+	if len(servers) == 0 && !sel.Empty() {
+		// A selection that chose nobody fails, in JSON too: a script
+		// acting on "every web server" must not take none for done.
+		return &exitError{code: exitFailure, msg: fmt.Sprintf("no ONLINE machine matches %s; see which are with: cc-bench servers", sel)}
+	}
 	if e.g.json {
 		for _, s := range servers {
 			if err := jsonLine(e.stdout, s); err != nil {
@@ -81,11 +90,7 @@ func runServers(e *env, args []string) error {
 		return nil
 	}
 	if len(servers) == 0 {
-		if sel.Empty() {
-			fmt.Fprintln(e.stderr, "no machine is ONLINE")
-		} else {
-			_ = printf(e.stderr, "no ONLINE machine matches %s\n", sel)
-		}
+		fmt.Fprintln(e.stderr, "no machine is ONLINE")
 		return nil
 	}
 	t := newTable(e.stdout, "MACHINE", "SINCE", "UPTIME", "LABELS")
