@@ -53,7 +53,8 @@ func (e *env) connect(extra ...bench.Option) (*bench.Client, error) {
 		// Before ErrRefused, which a refusal at the broker's auth
 		// timeout wraps too: the key is not the problem.
 		return nil, fmt.Errorf("the broker at %s is up but no control service answered: cc-control is down or not connected to this broker\n"+
-			"  start cc-control (given --broker %s when the broker is cc-broker), or see its log\n  (%v)", e.g.server, e.g.server, err)
+			"  (the broker kept this connection waiting on its auth callout, which nobody answered)\n"+
+			"  start cc-control (given --broker %s when the broker is cc-broker), or see its log", e.g.server, e.g.server)
 	case errors.Is(err, bench.ErrRefused):
 		return nil, fmt.Errorf("the broker at %s refused this key: is it registered as an operator? "+
 			"An admin adds it with: cc-bench operators add NAME --pubkey %s --role viewer", e.g.server, publicKeyOf(e.g.key))
