@@ -171,10 +171,12 @@ log "cc-bench inside the container (--key /demo/operator.nk) sees the fleet"
 
 health=$(curl -fsS "http://127.0.0.1:$CC_METRICS_PORT/healthz") || fail "healthz: $health"
 grep -q ok <<<"$health" || fail "healthz: $health"
+ready=$(curl -fsS "http://127.0.0.1:$CC_METRICS_PORT/readyz") || fail "readyz: $ready"
+grep -q ready <<<"$ready" || fail "readyz: $ready"
 metrics=$(curl -fsS "http://127.0.0.1:$CC_METRICS_PORT/metrics")
 grep -q '^cc_machines_online 3$' <<<"$metrics" || fail "metrics: cc_machines_online is not 3"
 grep -q '^cc_calls_total{function="current-load",outcome="ok"} 3$' <<<"$metrics" || fail "metrics: current-load ok calls"
-log "metrics and healthz served"
+log "metrics, healthz and readyz served"
 
 # --- 4. one leaves; up again keeps the keys ---------------------------------------
 "${bench[@]}" watch --json >"$tmp/watch" 2>&1 &

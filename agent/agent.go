@@ -138,9 +138,12 @@ type Agent struct {
 	closed      bool
 	mu          sync.Mutex
 	lastRefusal time.Time
-	sign        nats.SignatureHandler
-	created     bool
-	reload      chan struct{}
+	// dialer dials the connection and tells how long the broker took to
+	// refuse it.
+	dialer  *closingDialer
+	sign    nats.SignatureHandler
+	created bool
+	reload  chan struct{}
 	// window is the reconnect window (ns) the control service last hinted.
 	window atomic.Int64
 	// conn is how the agent reaches the broker: TLS, or plain text on
@@ -278,7 +281,8 @@ func (a *Agent) Start(ctx context.Context) error {
 
 func (a *Agent) natsOptions() []nats.Option {
 	maxDelay := a.cfg.MaxReconnectDelay
-	opts := a.conn.Options(newClosingDialer(a.cfg.Dialer), 0)
+	a.dialer = newClosingDialer(a.cfg.Dialer)
+	opts := a.conn.Options(a.dialer, 0)
 	return append(append(opts,
 		nats.Name(a.id),
 		nats.Nkey(a.pub, a.sign),
@@ -310,10 +314,10 @@ func (a *Agent) natsOptions() []nats.Option {
 				a.log.Warn("disconnected", "error", err)
 			}
 		}),
-		nats.ReconnectErrHandler(func(_ *nats.Conn, err error) { a.connectError(err) }),
+		nats.ReconnectErrHandler(func(_ *nats.Conn, err error) { a.connectError(err, true) }),
 		nats.ErrorHandler(func(_ *nats.Conn, sub *nats.Subscription, err error) {
 			a.subscriptionError(sub, err)
-			a.connectError(err)
+			a.connectError(err, false)
 		}),
 	), a.cfg.NATSOptions...)
 }
@@ -346,9 +350,25 @@ func (a *Agent) hint(m *nats.Msg) {
 // (0 before any hint).
 func (a *Agent) ReconnectWindow() time.Duration { return time.Duration(a.window.Load()) }
 
+// CalloutSilence is how long after the agent's TCP connection a refusal
+// must come for the agent to log it as no control service answering
+// rather than this machine not being accepted: the broker refuses a
+// connection whose auth callout nobody answers at its auth timeout
+// (seconds), a control service refuses an unknown key in milliseconds.
+const CalloutSilence = time.Second
+
+// dialerSince is closingDialer.sinceConnected of the agent's dialer.
+func (a *Agent) dialerSince() (time.Duration, bool) {
+	if a.dialer == nil {
+		return 0, false
+	}
+	return a.dialer.sinceConnected()
+}
+
 // connectError logs why the broker refused us, with what to do about it,
-// at most every 30 seconds.
-func (a *Agent) connectError(err error) {
+// at most every 30 seconds; handshake tells an attempt to connect from
+// an error on an established connection.
+func (a *Agent) connectError(err error, handshake bool) {
 	if errors.Is(err, nats.ErrAuthExpired) {
 		// Routine (cc-control --user-ttl, --site-user-ttl): the client
 		// authorises again. Not a refusal, and it must not hold back the
@@ -362,7 +382,17 @@ func (a *Agent) connectError(err error) {
 		return
 	}
 	a.lastRefusal = now
-	if errors.Is(err, nats.ErrAuthorization) || strings.Contains(strings.ToLower(err.Error()), "authorization") {
+	refused := errors.Is(err, nats.ErrAuthorization) || strings.Contains(strings.ToLower(err.Error()), "authorization")
+	waited, dialled := a.dialerSince()
+	if handshake && dialled && ((refused && waited >= CalloutSilence) || errors.Is(err, nats.ErrTimeout)) {
+		// The broker refuses a connection whose callout nobody answers
+		// at its auth timeout, seconds after the dial; the control
+		// service refuses an unknown key in milliseconds.
+		a.log.Warn("the broker is up but no control service answered: cc-control is down or not connected to this broker; retrying",
+			"url", a.cfg.URL, "refused_after", waited.Round(10*time.Millisecond).String(), "error", err)
+		return
+	}
+	if refused {
 		a.log.Warn("the broker refused this machine; retrying until it is accepted",
 			"key", a.pub, "accept_with", "cc-bench machines accept "+a.id)
 		return

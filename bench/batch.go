@@ -121,8 +121,11 @@ func (c *Client) CallBatches(ctx context.Context, fn string, args map[string]any
 	total := &Summary{Function: fn, Expected: len(targets)}
 	size := b.size(len(targets))
 	batches := (len(targets) + size - 1) / size
-	if batches == 0 && opts.Published != nil {
-		opts.Published(0)
+	if batches == 0 {
+		if opts.Published != nil {
+			opts.Published(0)
+		}
+		return total, fmt.Errorf("call %s: %w", fn, noMatch(opts))
 	}
 	notCalled := func(from int) {
 		for _, id := range targets[from:] {

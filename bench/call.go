@@ -3,8 +3,10 @@ package bench
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"sort"
+	"strings"
 	"time"
 
 	"github.com/commandcontrol/commandcontrol/fleet"
@@ -120,6 +122,43 @@ func (s *Summary) String() string {
 	return out
 }
 
+// ErrNoMatch is returned, with an empty summary (Expected 0), by a call
+// whose selection chose nobody: no ONLINE machine matches its selector
+// (or none is ONLINE), or no ONLINE session its session query. Nothing
+// was called. The error names the selection; test with errors.Is.
+var ErrNoMatch = errors.New("no ONLINE machine or session matches")
+
+// noMatchError is ErrNoMatch naming what was selected.
+type noMatchError struct {
+	what string // "machine" or "session"
+	sel  string // the selection as written; "" for everything
+}
+
+func (e *noMatchError) Error() string {
+	if e.sel == "" {
+		return "no " + e.what + " is ONLINE"
+	}
+	return "no ONLINE " + e.what + " matches " + e.sel
+}
+
+func (e *noMatchError) Is(target error) bool { return target == ErrNoMatch }
+
+func noMatch(opts CallOptions) error {
+	if q := opts.Sessions; q != nil {
+		var parts []string
+		keys := make([]string, 0, len(q.Where))
+		for k := range q.Where {
+			keys = append(keys, k)
+		}
+		sort.Strings(keys)
+		for _, k := range keys {
+			parts = append(parts, k+"="+q.Where[k])
+		}
+		return &noMatchError{what: "session", sel: strings.Join(parts, ",")}
+	}
+	return &noMatchError{what: "machine", sel: opts.Where.String()}
+}
+
 // Results are a call's three sets and its summary.
 type Results struct {
 	Summary
@@ -132,7 +171,8 @@ type Results struct {
 // Call calls function fn with args (nil for none) on the machines opts
 // selects and collects every answer; see [Client.Stream] for how the call
 // runs and ends. When ctx ends first, Call returns the partial results and
-// ctx.Err().
+// ctx.Err(); when the selection chooses nobody, the empty results and an
+// error wrapping [ErrNoMatch].
 func (c *Client) Call(ctx context.Context, fn string, args map[string]any, opts CallOptions) (*Results, error) {
 	res := &Results{}
 	sum, err := c.Stream(ctx, fn, args, opts, func(r Reply) {
@@ -178,6 +218,8 @@ func (c *Client) Call(ctx context.Context, fn string, args map[string]any, opts 
 // was not sent).
 //
 // When ctx ends first, Stream returns the summary so far and ctx.Err().
+// When the selection chooses nobody, it returns the empty summary and an
+// error wrapping [ErrNoMatch], having called no one.
 func (c *Client) Stream(ctx context.Context, fn string, args map[string]any, opts CallOptions, each func(Reply)) (*Summary, error) {
 	if err := fleet.ValidateName("function name", fn); err != nil {
 		return nil, err
@@ -215,7 +257,7 @@ func (c *Client) Stream(ctx context.Context, fn string, args map[string]any, opt
 		if opts.Published != nil {
 			opts.Published(0)
 		}
-		return cl.summary(), nil
+		return cl.summary(), fmt.Errorf("call %s: %w", fn, noMatch(opts))
 	}
 	return c.run(ctx, cl, fn, body, broadcast, timeout, opts.Published)
 }

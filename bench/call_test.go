@@ -321,11 +321,20 @@ func TestCallNothingSelected(t *testing.T) {
 	f := startFleet(t)
 	c := f.connect(f.Admin)
 	res, err := c.Call(testCtx(t), "machine-info", nil, bench.CallOptions{})
+	if !errors.Is(err, bench.ErrNoMatch) || err.Error() != "call machine-info: no machine is ONLINE" {
+		t.Errorf("nobody ONLINE: got %v, want ErrNoMatch", err)
+	}
+	if res == nil || res.Expected != 0 || res.TimedOut {
+		t.Fatalf("got %+v, want an empty, complete call", res)
+	}
+	f.agent("10.0.0.1_web01", map[string]string{"role": "web"})
+	sel, err := bench.ParseSelector("role=db")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if res.Expected != 0 || !res.AllOK() || res.TimedOut {
-		t.Errorf("got %+v, want an empty, complete call", res.Summary)
+	_, err = c.Call(testCtx(t), "machine-info", nil, bench.CallOptions{Where: sel})
+	if !errors.Is(err, bench.ErrNoMatch) || err.Error() != "call machine-info: no ONLINE machine matches role=db" {
+		t.Errorf("nobody selected: got %v, want ErrNoMatch naming role=db", err)
 	}
 }
 

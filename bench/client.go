@@ -5,8 +5,11 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"net"
+	"os"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -44,8 +47,11 @@ var (
 	// ErrRefused means the broker refused the key: it is not registered as
 	// an operator, or the control service that vets connections is down.
 	ErrRefused = errors.New("the broker refused this key")
-	// ErrNoService means nobody answers a presence or control request: the
-	// control service is not running.
+	// ErrNoService means no control service answered: nobody answers a
+	// presence or control request, or (from [Connect], also wrapping
+	// [ErrRefused]) the broker refused the connection only after its
+	// auth timeout, as it does when no control service answers its auth
+	// callout. cc-control is down, or not connected to this broker.
 	ErrNoService = errors.New("no control service answered")
 	// ErrPlaintext means Connect refused, before dialling, to speak plain
 	// text to a broker that is not on this host (loopback): verify it with
@@ -162,9 +168,8 @@ func Connect(url string, opts ...Option) (*Client, error) {
 		return nil, err
 	}
 	hub := &errHub{}
-	nopts := append([]nats.Option{nats.Name(cfg.name), nats.Timeout(cfg.timeout), nats.ErrorHandler(hub.handler),
-		nats.DisconnectErrHandler(hub.disconnected)},
-		conn.Options(nil, cfg.timeout)...)
+	nopts := []nats.Option{nats.Name(cfg.name), nats.Timeout(cfg.timeout), nats.ErrorHandler(hub.handler),
+		nats.DisconnectErrHandler(hub.disconnected)}
 	var key string
 	if len(cfg.seed) > 0 {
 		kp, err := nkeys.FromSeed([]byte(strings.TrimSpace(string(cfg.seed))))
@@ -176,9 +181,18 @@ func Connect(url string, opts ...Option) (*Client, error) {
 		}
 		nopts = append(nopts, nats.Nkey(key, kp.Sign), nats.CustomInboxPrefix(fleet.ControlInbox(key)))
 	}
+	dial := &handshakeClock{d: &net.Dialer{Timeout: cfg.timeout}}
+	nopts = append(nopts, conn.Options(dial, cfg.timeout)...)
 	nc, err := nats.Connect(url, append(nopts, cfg.natsOpt...)...)
 	err = conn.Explain(err, url)
+	waited, dialled := dial.since()
 	switch {
+	case errors.Is(err, nats.ErrAuthorization) && dialled && waited >= CalloutSilence:
+		return nil, fmt.Errorf("%w: the broker at %s is up but refused this connection only after %s, as it does when no control service answers it: "+
+			"cc-control is down or not connected to this broker (%w)", ErrNoService, url, waited.Round(10*time.Millisecond), ErrRefused)
+	case dialled && isTimeout(err) && !errors.Is(err, ErrTLS):
+		return nil, fmt.Errorf("%w: the broker at %s is up but did not admit this connection within %s: "+
+			"cc-control is down or not connected to this broker, or slow (%v)", ErrNoService, url, cfg.timeout, err)
 	case errors.Is(err, nats.ErrAuthorization):
 		return nil, fmt.Errorf("%w (%s at %s): %v", ErrRefused, key, url, err)
 	case errors.Is(err, ErrTLS):
@@ -189,6 +203,51 @@ func Connect(url string, opts ...Option) (*Client, error) {
 		return nil, fmt.Errorf("connect to %s: %w", url, err)
 	}
 	return &Client{nc: nc, key: key, owned: true, errs: hub}, nil
+}
+
+// CalloutSilence is how long after its TCP connection a refusal must
+// come for [Connect] to report it as no control service answering
+// ([ErrNoService]) rather than a refused key: the broker refuses a
+// connection whose auth callout nobody answers at its auth timeout
+// (seconds: cc-broker's is 4/5 of its ping interval, at most 5 s), while
+// a control service that refuses a key answers in milliseconds.
+const CalloutSilence = time.Second
+
+// handshakeClock dials for nats.go and remembers when the last
+// connection was made, to tell how long the broker took to answer the
+// handshake.
+type handshakeClock struct {
+	d  *net.Dialer
+	mu sync.Mutex
+	at time.Time
+}
+
+// Dial implements nats.CustomDialer.
+func (h *handshakeClock) Dial(network, address string) (net.Conn, error) {
+	c, err := h.d.Dial(network, address)
+	if err == nil {
+		h.mu.Lock()
+		h.at = time.Now()
+		h.mu.Unlock()
+	}
+	return c, err
+}
+
+// since returns the time from the last connection made, and whether one
+// was.
+func (h *handshakeClock) since() (time.Duration, bool) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.at.IsZero() {
+		return 0, false
+	}
+	return time.Since(h.at), true
+}
+
+// isTimeout reports whether err is a connection attempt that timed out.
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.Is(err, nats.ErrTimeout) || errors.Is(err, os.ErrDeadlineExceeded) || (errors.As(err, &ne) && ne.Timeout())
 }
 
 // NewClient wraps an established connection. operatorKey is the public key

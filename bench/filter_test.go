@@ -172,3 +172,66 @@ func FuzzParseFilter(f *testing.F) {
 		flt.MatchValue(nil)
 	})
 }
+
+// TestFilterCheck: once a call's results are in, a filter naming a field
+// no result has is an error with the nearest field, and so is a
+// comparison of a number with a string; a field some results lack, a
+// null, or no result at all is not.
+func TestFilterCheck(t *testing.T) {
+	results := []string{
+		`{"load1": 0.5, "load5": 0.7, "hostname": "web01", "memory": {"used_percent": 40}, "disks": [{"used": 3}], "note": null}`,
+		`{"load1": 12, "load5": 9, "hostname": "web02", "memory": {"used_percent": 95}, "disks": [{"used": 5}], "extra": true}`,
+	}
+	tests := []struct {
+		filter string
+		want   string // "" for no error
+		match  int
+	}{
+		{"load1 > 10", "", 1},
+		{"memory.used_percent >= 90 and disks.0.used > 4", "", 1},
+		{"extra", "", 1},
+		{"note == null", "", 1},
+		{"note > 3", "", 0},
+		{"lod1 > 1", "the filter does not fit the results: no result has the field lod1 (did you mean load1?)", 0},
+		{"LOAD1 > 1", "the filter does not fit the results: no result has the field LOAD1 (did you mean load1?)", 0},
+		{"load1 > 1 or memory.usedpercent > 3", "the filter does not fit the results: no result has the field memory.usedpercent (did you mean memory.used_percent?)", 1},
+		{"zzzzzz > 1", "the filter does not fit the results: no result has the field zzzzzz (the results have disks, extra, hostname, load1, load5, memory, note)", 0},
+		{`load1 > "abc"`, `the filter does not fit the results: load1 (0.5) > "abc" compares a number with a string`, 0},
+		{"hostname > 3", `the filter does not fit the results: hostname ("web01") > 3 compares a string with a number`, 0},
+		{"hostname == 3", `the filter does not fit the results: hostname ("web01") == 3 compares a string with a number`, 0},
+		{"memory > 3", "the filter does not fit the results: memory > 3 compares an object with a number", 0},
+		{`hostname =~ "^web0[1]"`, "", 1},
+	}
+	for _, tt := range tests {
+		f, err := ParseFilter(tt.filter)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c := f.Check()
+		n := 0
+		for _, r := range results {
+			if c.Match(json.RawMessage(r)) {
+				n++
+			}
+		}
+		err = c.Err()
+		switch {
+		case tt.want == "" && err != nil:
+			t.Errorf("%s: unexpected error %v", tt.filter, err)
+		case tt.want != "" && (err == nil || err.Error() != tt.want || !errors.Is(err, ErrFilterResults)):
+			t.Errorf("%s: got error %v\n want %s", tt.filter, err, tt.want)
+		}
+		if n != tt.match {
+			t.Errorf("%s: %d matched, want %d", tt.filter, n, tt.match)
+		}
+	}
+	// No result (every machine failed): nothing to judge.
+	f, _ := ParseFilter("lod1 > 1")
+	if err := f.Check().Err(); err != nil {
+		t.Errorf("no results: %v", err)
+	}
+	var nilFilter *Filter
+	if c := nilFilter.Check(); !c.Match(json.RawMessage(`{}`)) || c.Err() != nil {
+		t.Error("a nil filter's check must match everything and never fail")
+	}
+}

@@ -364,7 +364,7 @@ func TestCallSessionsEndsAtLastReply(t *testing.T) {
 	}
 	none := fleet.SessionQuery{Where: map[string]string{"city": "Atlantis"}}
 	res, err = c.Call(testCtx(t), "latencyCheck", nil, bench.CallOptions{Sessions: &none, Timeout: 20 * time.Second})
-	if err != nil || res.Expected != 0 || res.Took > generous {
+	if !errors.Is(err, bench.ErrNoMatch) || err.Error() != "call latencyCheck: no ONLINE session matches city=Atlantis" || res.Expected != 0 || res.Took > generous {
 		t.Errorf("empty selection: %+v, %v", res, err)
 	}
 }

@@ -196,7 +196,19 @@ type Config struct {
 	// in Routes, form a JetStream cluster: the control service's stores
 	// are then replicated on three of them.
 	StoreDir string
+	// DeferListen keeps the client port closed when Start returns, until
+	// Listen: a control service embedding the broker connects in process
+	// and opens the port once it answers the callout and its API, so no
+	// client connects to a broker nobody admits it to. Not with
+	// ClusterListen: nats-server starts its routes only once its client
+	// port is open, so a clustered broker listens at Start (see
+	// ListenDeferred).
+	DeferListen bool
 }
+
+// ListenDeferred reports whether a broker of cfg opens its client port
+// only at Listen.
+func (cfg Config) ListenDeferred() bool { return cfg.DeferListen && cfg.ClusterListen == "" }
 
 // Broker is a running embedded NATS server.
 type Broker struct {
@@ -314,6 +326,7 @@ func Options(cfg *Config) (*server.Options, error) {
 	if cfg.StoreDir != "" {
 		opts.JetStream, opts.StoreDir = true, cfg.StoreDir
 	}
+	opts.DontListen = cfg.ListenDeferred()
 	if err := clusterOptions(cfg, opts); err != nil {
 		return nil, err
 	}
@@ -408,8 +421,15 @@ func announcePermissions() *server.Permissions {
 	}
 }
 
-// Start starts the server and waits until it accepts connections.
+// Start starts the server and waits until it accepts connections (with
+// DeferListen: until it could, its client port still closed until Listen;
+// an address already in use is refused here all the same).
 func (b *Broker) Start() error {
+	if b.cfg.ListenDeferred() {
+		if err := probeListen(b.cfg.Listen); err != nil {
+			return err
+		}
+	}
 	go b.srv.Start()
 	if !b.srv.ReadyForConnections(10 * time.Second) {
 		b.srv.Shutdown()
@@ -431,6 +451,34 @@ func (b *Broker) Start() error {
 	}
 	return nil
 }
+
+// Listen opens the client port of a broker started with
+// Config.DeferListen, and returns once it accepts connections; for any
+// other broker it does nothing. An address it cannot listen on (in use,
+// not this host's) is an error naming it.
+func (b *Broker) Listen() error {
+	if !b.cfg.ListenDeferred() || b.srv.Addr() != nil {
+		return nil
+	}
+	b.srv.AcceptLoop(make(chan struct{}))
+	if b.srv.Addr() == nil {
+		return fmt.Errorf("broker: cannot listen for clients on %s (is the port in use?)", b.cfg.Listen)
+	}
+	return nil
+}
+
+// probeListen fails early, before a deferred listener is opened, when
+// addr cannot be listened on (a port in use: another broker or cc-control).
+func probeListen(addr string) error {
+	l, err := net.Listen("tcp", addr)
+	if err != nil {
+		return fmt.Errorf("broker: cannot listen for clients on %s: %w", addr, err)
+	}
+	return l.Close()
+}
+
+// Listening reports whether the client port is open.
+func (b *Broker) Listening() bool { return b.srv.Addr() != nil }
 
 // enableControlJetStream turns JetStream on for the CONTROL account alone;
 // the server enables it for no account by itself when accounts are
@@ -465,7 +513,8 @@ func (b *Broker) Shutdown() {
 // TLSRequired reports whether the client port requires TLS.
 func (b *Broker) TLSRequired() bool { return b.tls }
 
-// ClientURL is the nats:// URL clients connect to.
+// ClientURL is the nats:// URL clients connect to (with DeferListen,
+// its port is known once Listen returned).
 func (b *Broker) ClientURL() string { return b.srv.ClientURL() }
 
 // ClusterURL is the nats-route:// URL other brokers route to, or "".

@@ -193,19 +193,62 @@ func (e *healthError) Error() string {
 	return "not connected to the broker: " + strings.Join(e.down, ", ") + " connection down"
 }
 
-// HTTPHandler serves /metrics (Prometheus text format) and /healthz (200
-// "ok" while connected to the broker, 503 with the reason otherwise).
+// HTTPHandler serves /metrics (Prometheus text format), /healthz and
+// /readyz. It may serve before Start returns (cc-control opens it first,
+// so a slow start, such as JetStream waiting for its cluster, is seen as
+// alive and starting):
+//
+//   - /healthz is liveness: 200 "starting" while Start runs, then 200
+//     "ok" while the broker connections are up, 503 with the connection
+//     that is down otherwise (and after Close).
+//   - /readyz is readiness: 200 "ready" only once the callout, presence
+//     and the control API answer, the embedded broker's client port is
+//     open and the connections are up ([Service.Ready]); 503 with why not
+//     otherwise: "starting", a connection down, or "stopped".
+//   - /metrics is 503 "starting" until Start has returned.
 func (s *Service) HTTPHandler() http.Handler {
 	mux := http.NewServeMux()
-	mux.Handle("/metrics", promhttp.HandlerFor(s.metrics.reg, promhttp.HandlerOpts{}))
-	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) {
-		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
-		if err := s.healthy(); err != nil {
-			w.WriteHeader(http.StatusServiceUnavailable)
-			_, _ = w.Write([]byte(err.Error() + "\n"))
+	prom := promhttp.HandlerFor(s.metrics.reg, promhttp.HandlerOpts{})
+	mux.HandleFunc("/metrics", func(w http.ResponseWriter, r *http.Request) {
+		if !s.ready.Load() {
+			plain(w, http.StatusServiceUnavailable, "starting")
 			return
 		}
-		_, _ = w.Write([]byte("ok\n"))
+		prom.ServeHTTP(w, r)
+	})
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) {
+		switch {
+		case !s.ready.Load() && !s.stopping.Load():
+			plain(w, http.StatusOK, "starting")
+		case s.ready.Load():
+			if err := s.healthy(); err != nil {
+				plain(w, http.StatusServiceUnavailable, err.Error())
+				return
+			}
+			plain(w, http.StatusOK, "ok")
+		default:
+			plain(w, http.StatusServiceUnavailable, "stopped")
+		}
+	})
+	mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
+		switch {
+		case s.stopping.Load():
+			plain(w, http.StatusServiceUnavailable, "stopped")
+		case !s.ready.Load():
+			plain(w, http.StatusServiceUnavailable, "starting: the callout, presence and the control API are not all answering yet")
+		default:
+			if err := s.healthy(); err != nil {
+				plain(w, http.StatusServiceUnavailable, err.Error())
+				return
+			}
+			plain(w, http.StatusOK, "ready")
+		}
 	})
 	return mux
+}
+
+func plain(w http.ResponseWriter, code int, text string) {
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	w.WriteHeader(code)
+	_, _ = w.Write([]byte(text + "\n"))
 }

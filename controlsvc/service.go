@@ -190,7 +190,10 @@ type Service struct {
 
 	sys, ctl, fl *nats.Conn
 	// stopping is set by Close: a connection closed before is a fault.
-	stopping     atomic.Bool
+	stopping atomic.Bool
+	// ready is set once Start has finished: everything answers and the
+	// embedded broker's client port is open.
+	ready        atomic.Bool
 	closers      []func()
 	mu           sync.Mutex
 	adminCreated bool
@@ -391,6 +394,11 @@ func (s *Service) Start(ctx context.Context) error {
 		if bc.Logger == nil {
 			bc.Logger = s.log.With("component", "broker")
 		}
+		// The client port opens once the callout, presence and the API
+		// answer (startServing): a client that connects the moment
+		// cc-control starts is admitted and served, never told that no
+		// control service answered.
+		bc.DeferListen = true
 		b, err := broker.New(bc)
 		if err != nil {
 			return err
@@ -399,7 +407,7 @@ func (s *Service) Start(ctx context.Context) error {
 			return err
 		}
 		s.broker = b
-		s.url = b.ClientURL()
+		s.url = "nats://" + bc.WithDefaults().Listen // the port is known once it listens
 	}
 	if err := s.connect(); err != nil {
 		s.Close()
@@ -479,14 +487,15 @@ func (s *Service) connect() error {
 }
 
 // embeddedDial connects the service to its own embedded broker in
-// process when that broker's client port requires TLS: the service needs
-// no certificate of its own, and nothing crosses a socket. The URL is
-// nats://, not the broker's tls://, which would ask for TLS in process.
+// process: its client port opens only once the service answers, the
+// service needs no certificate of its own when that port requires TLS,
+// and nothing crosses a socket. The URL is nats:// (not the broker's
+// tls://, which would ask for TLS in process); nothing dials it.
 func (s *Service) embeddedDial() (string, []nats.Option) {
-	if s.broker == nil || !s.broker.TLSRequired() {
+	if s.broker == nil {
 		return s.url, nil
 	}
-	return "nats://" + s.broker.Server().Addr().String(), []nats.Option{nats.InProcessServer(s.broker.Server())}
+	return "nats://in-process.invalid:4222", []nats.Option{nats.InProcessServer(s.broker.Server())}
 }
 
 func (s *Service) startServing(ctx context.Context) error {
@@ -550,11 +559,6 @@ func (s *Service) startServing(ctx context.Context) error {
 		co.limit = newConnLimiter(cmp.Or(s.cfg.MaxAgentConnections, DefaultMaxAgentConnections), time.Now, s.presence.state.machineConns)
 		s.presence.limit = co.limit
 	}
-	_, stop, err := co.subscribe(s.ctl)
-	if err != nil {
-		return err
-	}
-	s.closers = append(s.closers, stop)
 	rctx, cancel := context.WithCancel(ctx)
 	s.closers = append(s.closers, cancel)
 	stopLease := s.leadPresence(rctx)
@@ -585,13 +589,35 @@ func (s *Service) startServing(ctx context.Context) error {
 		<-flushed
 		_ = s.reg.FlushPending()
 	})
+	// The callout answers last, once presence and the API do: a client
+	// it admits finds them serving (with an external broker too, where
+	// clients may connect while this service starts).
+	_, stop, err := co.subscribe(s.ctl)
+	if err != nil {
+		return err
+	}
+	s.closers = append(s.closers, stop)
 	for _, nc := range []*nats.Conn{s.sys, s.ctl, s.fl} {
 		if err := nc.Flush(); err != nil {
 			return err
 		}
 	}
+	if s.broker != nil {
+		if err := s.broker.Listen(); err != nil {
+			return err
+		}
+		s.url = s.broker.ClientURL()
+	}
+	s.ready.Store(true)
 	s.log.Info("control service ready", "url", s.url, "data", s.cfg.DataDir)
 	return nil
+}
+
+// Ready reports whether the service answers: Start has returned, the
+// callout, presence and the control API serve, the embedded broker's
+// client port is open, and the broker connections are up. Close ends it.
+func (s *Service) Ready() bool {
+	return s.ready.Load() && !s.stopping.Load() && s.healthy() == nil
 }
 
 // limited takes one of operator key's tokens from l and reports whether

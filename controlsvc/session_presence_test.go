@@ -461,19 +461,31 @@ func TestSessionEventsThroughBroker(t *testing.T) {
 // CONNZ, as the resync reads it from a real broker, carries each
 // connection's address (the machines' snapshot and the sessions found by
 // a resync take it from there).
+//
+// The service's own connections to its embedded broker are in process (no
+// address); one over TCP, as the FLEET user, has its address.
 func TestConnzCarriesAddress(t *testing.T) {
 	s, ctx := startSessionTestService(t)
+	pub, _ := s.keys.Fleet.PublicKey()
+	nc, err := nats.Connect(s.ClientURL(), nats.Nkey(pub, s.keys.Fleet.Sign))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	cid, err := nc.GetClientID()
+	if err != nil {
+		t.Fatal(err)
+	}
 	info, err := s.presence.serverConnzInfo(ctx, s.broker.ID(), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(info) == 0 {
-		t.Fatal("CONNZ listed no FLEET connection (the service's own are)")
+	c, ok := info[cid]
+	if !ok {
+		t.Fatalf("CONNZ did not list the TCP connection %d: %v", cid, info)
 	}
-	for cid, c := range info {
-		if c.ip != "127.0.0.1" {
-			t.Errorf("connection %d (%s): ip %q, want 127.0.0.1", cid, c.user, c.ip)
-		}
+	if c.ip != "127.0.0.1" {
+		t.Errorf("connection %d (%s): ip %q, want 127.0.0.1", cid, c.user, c.ip)
 	}
 }
 

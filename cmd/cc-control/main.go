@@ -6,12 +6,14 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -122,7 +124,7 @@ Flags:
 	fs.StringVar(&o.functionsDir, "functions-dir", "", "operators' function definitions (as given to cc-agent --functions-dir): those with role viewer are added to --viewer-functions")
 	fs.BoolVar(&o.localAgent, "local-agent", false, "also run this machine's agent in-process, registered and accepted (key <data>/local-agent.nk)")
 	fs.StringVar(&o.localAgentID, "local-agent-id", "", "machine id of the local agent (default <primary IP>_<hostname>)")
-	fs.StringVar(&o.metricsListen, "metrics-listen", "", "serve Prometheus /metrics and /healthz on HOST:PORT (e.g. 127.0.0.1:9464); also counts calls from agents' replies")
+	fs.StringVar(&o.metricsListen, "metrics-listen", "", "serve Prometheus /metrics, /healthz (alive: 200 from the start) and /readyz (200 once the callout, presence and the control API answer and the client port is open; 503 before) on HOST:PORT (e.g. 127.0.0.1:9464); also counts calls from agents' replies")
 	fs.StringVar(&o.preregister, "preregister", "", "JSON file of machines and operators to register before accepting connections: {\"machines\":[{\"id\",\"key\",\"labels\",\"site\"}],\"operators\":[{\"name\",\"key\",\"role\"}]}")
 	fs.StringVar(&o.sites, "sites", "", "locate sessions and machines in your own networks first, before --geoip: JSON `FILE`, an array of networks, "+
 		"the most specific holding an address winning: "+
@@ -262,10 +264,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	if err := svc.Start(ctx); err != nil {
-		return err
-	}
-	defer svc.Close()
+	// /healthz answers while the service starts (alive, "starting");
+	// /readyz only once it serves, its client port open.
 	if o.metricsListen != "" {
 		stopHTTP, err := serveMetrics(o.metricsListen, svc, log)
 		if err != nil {
@@ -273,6 +273,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		}
 		defer stopHTTP()
 	}
+	if err := svc.Start(ctx); err != nil {
+		return err
+	}
+	defer svc.Close()
 	var local *agent.Agent
 	if o.localAgent {
 		if local, err = startLocalAgent(ctx, o, svc, log); err != nil {
@@ -365,21 +369,53 @@ func printWelcome(w io.Writer, o *options, tls broker.TLSFiles, svc *controlsvc.
 	}
 	fmt.Fprintf(w, "\nQuery the fleet from another terminal:\n  %s --key %s%s servers\n  %s --key %s%s call current-load\n",
 		bench, key, flags, bench, key, flags)
-	port := "4222"
-	if u, err := url.Parse(svc.ClientURL()); err == nil && u.Port() != "" {
-		port = u.Port()
+	agentHint(w, svc.ClientURL(), svc.Broker() != nil, tls)
+	fmt.Fprintf(w, "then accept it:                     %s --key %s machines accept <machine-id>\n\n", bench, key)
+}
+
+// agentHint prints how to start an agent against the broker at
+// clientURL: an address that works from another machine (the one the
+// broker listens on; <this host> for all interfaces), or, when it listens
+// on loopback only, this machine's command and how to open it to others.
+func agentHint(w io.Writer, clientURL string, embedded bool, tls broker.TLSFiles) {
+	host, port := "127.0.0.1", "4222"
+	u, err := url.Parse(clientURL)
+	if err == nil {
+		host = cmp.Or(u.Hostname(), host)
+		port = cmp.Or(u.Port(), port)
 	}
-	if tls.CAFile != "" || tls.CertFile != "" {
-		ca := tls.CAFile
-		if ca == "" {
+	const key = " --key /var/lib/cc-agent/agent.nk"
+	scheme, tlsFlags := "nats", ""
+	if tls.CAFile != "" || tls.CertFile != "" || (err == nil && u.Scheme == "tls") {
+		ca := cmp.Or(tls.CAFile, "<the broker's CA>")
+		if tls.CAFile == "" && tls.CertFile != "" {
 			ca = "<CA of --tls-cert>"
 		}
-		fmt.Fprintf(w, "Start an agent on another machine:  cc-agent --server tls://<this host>:%s --tls-ca %s --key /var/lib/cc-agent/agent.nk\n", port, ca)
-	} else {
-		fmt.Fprintf(w, "Start an agent on another machine:  cc-agent --server nats://<this host>:%s --allow-plaintext --key /var/lib/cc-agent/agent.nk\n", port)
-		fmt.Fprintf(w, "  (plain text across the network: serve TLS with --tls-cert/--tls-key/--tls-ca instead, see docs/DEPLOY.md)\n")
+		scheme, tlsFlags = "tls", " --tls-ca "+ca
 	}
-	fmt.Fprintf(w, "then accept it:                     %s --key %s machines accept <machine-id>\n\n", bench, key)
+	ip := net.ParseIP(host)
+	if natstls.Loopback(host) && (ip == nil || !ip.IsUnspecified()) {
+		fmt.Fprintf(w, "Start an agent on this machine:     cc-agent --server %s://%s%s%s\n", scheme, net.JoinHostPort(host, port), tlsFlags, key)
+		switch {
+		case embedded && tlsFlags != "":
+			fmt.Fprintf(w, "  (the broker listens on %s only: to let agents on other machines in, start cc-control with --listen 0.0.0.0:%s)\n", host, port)
+		case embedded:
+			fmt.Fprintf(w, "  (the broker listens on %s only: to let agents on other machines in, start cc-control with --listen 0.0.0.0:%s\n"+
+				"   and TLS: --tls-cert/--tls-key (and --tls-ca), see docs/DEPLOY.md)\n", host, port)
+		}
+		return
+	}
+	if ip != nil && ip.IsUnspecified() {
+		host = "<this host>"
+	} else if strings.Contains(host, ":") {
+		host = "[" + host + "]"
+	}
+	if tlsFlags != "" {
+		fmt.Fprintf(w, "Start an agent on another machine:  cc-agent --server tls://%s:%s%s%s\n", host, port, tlsFlags, key)
+		return
+	}
+	fmt.Fprintf(w, "Start an agent on another machine:  cc-agent --server nats://%s:%s --allow-plaintext%s\n", host, port, key)
+	fmt.Fprintf(w, "  (plain text across the network: serve TLS with --tls-cert/--tls-key/--tls-ca instead, see docs/DEPLOY.md)\n")
 }
 
 // viewerFunctions is --viewer-functions plus the viewer-role functions

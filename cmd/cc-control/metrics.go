@@ -12,8 +12,9 @@ import (
 	"github.com/commandcontrol/commandcontrol/controlsvc"
 )
 
-// serveMetrics serves the control service's /metrics and /healthz on addr
-// until the returned stop is called.
+// serveMetrics serves the control service's /metrics, /healthz and
+// /readyz on addr until the returned stop is called; it may start before
+// the service does.
 func serveMetrics(addr string, svc *controlsvc.Service, log *slog.Logger) (func(), error) {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
@@ -25,7 +26,7 @@ func serveMetrics(addr string, svc *controlsvc.Service, log *slog.Logger) (func(
 			log.Error("metrics server stopped", "error", err)
 		}
 	}()
-	log.Info("serving metrics", "url", "http://"+ln.Addr().String()+"/metrics", "health", "http://"+ln.Addr().String()+"/healthz")
+	log.Info("serving metrics", "url", "http://"+ln.Addr().String()+"/metrics", "health", "http://"+ln.Addr().String()+"/healthz", "ready", "http://"+ln.Addr().String()+"/readyz")
 	return func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		defer cancel()

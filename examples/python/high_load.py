@@ -31,7 +31,7 @@ EXIT_OK, EXIT_HIGH, EXIT_FAILED, EXIT_INCOMPLETE = 0, 1, 2, 3
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         description="List every ONLINE server whose load average (load1) is above --threshold.",
-        epilog="exit status: 0 none above the threshold, 1 some above it, 2 could not run, "
+        epilog="exit status: 0 none above the threshold, 1 some above it, 2 could not run (no ONLINE server matches, too), "
                "3 none above it but some servers did not answer (incomplete). "
                "Example: %(prog)s --key cc-data/admin.nk --where 'role=web,location=New-Brunswick'",
     )
@@ -58,20 +58,20 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
         from commandcontrol import Workbench
-        from commandcontrol.errors import CCError, ConnectError
+        from commandcontrol.errors import CCError, ConnectError, NoMatch
     except ImportError as e:
         print(f"high_load: {e}: install the SDK with: pip install ./sdk/python", file=sys.stderr)
         return EXIT_FAILED
     try:
         with Workbench.connect(args.server, key_file=args.key, tls_ca=args.tls_ca) as wb:
             res = wb.call("current-load", where=args.where or None, timeout=args.timeout)
+    except NoMatch:
+        where = f"--where {args.where!r}" if args.where else "the fleet"
+        print(f"high_load: no ONLINE server in {where}: check the selector with cc-bench servers", file=sys.stderr)
+        return EXIT_FAILED
     except (CCError, ConnectError, OSError, ValueError) as e:
         print(f"high_load: {e}", file=sys.stderr)
         return EXIT_FAILED
-
-    if not res.expected:
-        where = f"--where {args.where!r}" if args.where else "the fleet"
-        print(f"high_load: no ONLINE server in {where}: check the selector with cc-bench servers", file=sys.stderr)
 
     high: list[tuple[str, float]] = []
     unreadable: list[tuple[str, str]] = []
@@ -83,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
             high.append((r.machine, float(load)))
     high.sort(key=lambda h: (-h[1], h[0]))
     failed = [(r.machine, f"error {r.error}") for r in res.errors]
-    failed += [(r.machine, "no response") for r in res.no_response]
+    failed += [(m, "no response") for m in res.no_response]
     failed += unreadable
 
     if args.json:

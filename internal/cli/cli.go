@@ -25,9 +25,9 @@ type Run func(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 // Main runs run with os.Args until SIGINT or SIGTERM cancels its context.
 // An error is printed to stderr as "name: error" (terminal-safe; a help
 // request, whose usage the flag set printed, is not) and the process
-// exits with code 2. When run returns version.ErrRequested (its flags
-// were parsed with version.Parse and held --version), the version line is
-// printed to stdout and the process exits 0.
+// exits with [ExitCode] of it: 0 for --help, 2 otherwise. When run returns
+// version.ErrRequested (its flags were parsed with version.Parse and held
+// --version), the version line is printed to stdout and the process exits 0.
 func Main(name string, run Run) {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	err := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
@@ -38,8 +38,18 @@ func Main(name string, run Run) {
 	}
 	if err != nil {
 		Report(os.Stderr, name, err)
-		os.Exit(2)
+		os.Exit(ExitCode(err))
 	}
+}
+
+// ExitCode is the exit status of a program whose body returned err: 0 for
+// nil and for a help request (flag.ErrHelp: -h, --help), whose usage is
+// the output asked for; 2 for any other error, a bad flag included.
+func ExitCode(err error) int {
+	if err == nil || errors.Is(err, flag.ErrHelp) {
+		return 0
+	}
+	return 2
 }
 
 // Report writes err to w as "name: error", made safe for a terminal; it

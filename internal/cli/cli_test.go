@@ -67,3 +67,18 @@ func TestStartCPUProfile(t *testing.T) {
 		t.Errorf("bad path: got %v", err)
 	}
 }
+
+// TestExitCode: a help request is a success, any other error a usage
+// failure.
+func TestExitCode(t *testing.T) {
+	for err, want := range map[error]int{
+		nil:                                   0,
+		flag.ErrHelp:                          0,
+		fmt.Errorf("parse: %w", flag.ErrHelp): 0,
+		fmt.Errorf("bad flag"):                2,
+	} {
+		if got := ExitCode(err); got != want {
+			t.Errorf("ExitCode(%v) = %d, want %d", err, got, want)
+		}
+	}
+}

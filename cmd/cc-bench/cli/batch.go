@@ -3,6 +3,7 @@ package cli
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"time"
 
@@ -52,7 +53,7 @@ func runCallBatches(e *env, fn string, args map[string]any, opts bench.CallOptio
 		return err
 	}
 	defer c.Close()
-	out := &callOutput{e: e, filter: filter, view: view}
+	out := &callOutput{e: e, filter: filter, check: filter.Check(), view: view}
 	var perr error
 	note := func(format string, args ...any) {
 		if perr == nil {
@@ -80,6 +81,9 @@ func runCallBatches(e *env, fn string, args map[string]any, opts bench.CallOptio
 	if perr != nil {
 		return perr
 	}
+	if errors.Is(err, bench.ErrNoMatch) {
+		return noMatchError(err, false)
+	}
 	if werr := out.finish(sum); werr != nil {
 		return werr
 	}
@@ -88,6 +92,9 @@ func runCallBatches(e *env, fn string, args map[string]any, opts bench.CallOptio
 	}
 	if err != nil {
 		return err
+	}
+	if err := out.check.Err(); err != nil {
+		return &exitError{code: exitFailure, msg: fmt.Sprintf("--filter %q: %v", out.filter.String(), err)}
 	}
 	if !sum.AllOK() {
 		return &exitError{code: exitFailure}

@@ -25,7 +25,8 @@ as soon as every expected machine has answered, or at --timeout.
 --filter keeps the ok results for which an expression holds, e.g.
 'load1 > 10 and memory.used_percent >= 90'; operators: > >= < <= == !=
 =~ (regular expression) !~, and/or/not, parentheses; strings in quotes.
-A result without the field does not match.
+A result without the field does not match; a field no result has (a typo:
+"did you mean load1?") or a number compared with a string is an error.
 
 The table shows each built-in function its own way: a row per machine
 (machine-info: platform, kernel, memory, uptime; current-load: load
@@ -68,7 +69,8 @@ machines left are listed "not-called". Each batch's progress goes to
 stderr.
 
 Exit status: 0 when every expected machine (or session) answered ok, 1
-otherwise, 2 for a usage error.`,
+otherwise (a selection that matches nobody, or a --filter naming a field
+no result has, included), 2 for a usage error.`,
 	examples: `cc-bench call machine-info
 cc-bench call current-load --where location=New-Jersey --filter 'load1 > 10'
 cc-bench call sw-list --arg name=openssl --machine 10.0.0.5_web01 --json
@@ -144,7 +146,7 @@ func runCall(e *env, args []string) error {
 		return err
 	}
 	defer c.Close()
-	out := &callOutput{e: e, filter: filter, sessions: opts.Sessions != nil, view: view}
+	out := &callOutput{e: e, filter: filter, check: filter.Check(), sessions: opts.Sessions != nil, view: view}
 	prog := startProgress(e.stderr, e.g.timeout)
 	opts.Published = prog.published
 	sum, err := c.Stream(e.ctx, fn, fargs, opts, func(r bench.Reply) {
@@ -158,6 +160,9 @@ func runCall(e *env, args []string) error {
 	if err == nil && sum.AllNotFound() {
 		return e.notServed(c, fn, opts) // notserved.go
 	}
+	if errors.Is(err, bench.ErrNoMatch) {
+		return noMatchError(err, out.sessions)
+	}
 	if werr := out.finish(sum); werr != nil {
 		return werr
 	}
@@ -166,6 +171,11 @@ func runCall(e *env, args []string) error {
 	}
 	if err != nil {
 		return err
+	}
+	if err := out.check.Err(); err != nil {
+		// A typo in a field, or a number compared with a string: the
+		// filter said nothing about the results.
+		return &exitError{code: exitFailure, msg: fmt.Sprintf("--filter %q: %v", filter.String(), err)}
 	}
 	if !sum.AllOK() {
 		return &exitError{code: exitFailure}
@@ -197,6 +207,11 @@ func (f *callFlags) options() (bench.CallOptions, *bench.Filter, map[string]any,
 		if f.where != "" {
 			return opts, nil, nil, usageErrorf("give either --machine or --where, not both")
 		}
+		for _, id := range f.targets {
+			if err := fleet.ValidateMachineID(id); err != nil {
+				return opts, nil, nil, usageErrorf("--machine: %v", err)
+			}
+		}
 		opts.Machines = f.targets
 	}
 	var filter *bench.Filter
@@ -225,6 +240,7 @@ type callOutput struct {
 	e        *env
 	sessions bool // a call to sessions
 	filter   *bench.Filter
+	check    *bench.FilterCheck // filter's, over the ok results
 	view     *callView
 	rows     []viewReply
 	matched  int
@@ -232,7 +248,7 @@ type callOutput struct {
 }
 
 func (o *callOutput) add(r bench.Reply) {
-	if o.filter != nil && (r.Status != bench.StatusOK || !o.filter.Match(r.Result)) {
+	if o.filter != nil && (r.Status != bench.StatusOK || !o.check.Match(r.Result)) {
 		return
 	}
 	o.matched++
@@ -267,17 +283,20 @@ func (o *callOutput) finish(sum *bench.Summary) error {
 		}
 		return nil
 	}
-	if sum.Expected == 0 && len(o.rows) == 0 {
-		if o.sessions {
-			fmt.Fprintln(o.e.stderr, "no ONLINE session matches; see which are with: cc-bench sessions")
-		} else {
-			fmt.Fprintln(o.e.stderr, "no ONLINE machine matches; see which are with: cc-bench servers")
-		}
-	}
 	if err := o.view.table(o.e.stdout, o.rows); err != nil {
 		return err
 	}
 	return printf(o.e.stdout, "%s\n", line)
+}
+
+// noMatchError is a call (or listing) whose selection chose nobody:
+// exit 1, in JSON mode too, with where to look.
+func noMatchError(err error, sessions bool) error {
+	see := "cc-bench servers"
+	if sessions {
+		see = "cc-bench sessions"
+	}
+	return &exitError{code: exitFailure, msg: err.Error() + "; see which are with: " + see}
 }
 
 func statusText(r bench.Reply) string {

@@ -68,9 +68,27 @@ func TestServersCommand(t *testing.T) {
 	if code != exitOK || len(objs) != 4 || objs[0]["machine"] != "10.0.0.1_web01" || objs[0]["labels"] == nil {
 		t.Errorf("exit %d, --json objects %v", code, objs)
 	}
-	_, stderr, code = cc(t, f.env(), "servers", "--where", "role=nothing")
-	if code != exitOK || !strings.Contains(stderr, "no ONLINE machine matches role=nothing") {
-		t.Errorf("exit %d, stderr %q", code, stderr)
+	// A selection that matches nobody fails, in JSON mode too, with the
+	// reason on stderr and nothing on stdout.
+	for _, args := range [][]string{
+		{"servers", "--where", "role=nothing"},
+		{"servers", "--where", "role=nothing", "--json"},
+		{"servers", "--where", "role=nothing", "--all"},
+	} {
+		stdout, stderr, code = cc(t, f.env(), args...)
+		if code != exitFailure || stdout != "" || !strings.Contains(stderr, "machine matches role=nothing; see which are with: cc-bench ") {
+			t.Errorf("%q: exit %d, stdout %q, stderr %q", args, code, stdout, stderr)
+		}
+	}
+	for _, args := range [][]string{
+		{"call", "current-load", "--where", "role=nothing"},
+		{"call", "current-load", "--where", "role=nothing", "--json"},
+	} {
+		stdout, stderr, code = cc(t, f.env(), args...)
+		if code != exitFailure || strings.Contains(stdout, "{") ||
+			stderr != "cc-bench: call current-load: no ONLINE machine matches role=nothing; see which are with: cc-bench servers\n" {
+			t.Errorf("%q: exit %d, stdout %q, stderr %q", args, code, stdout, stderr)
+		}
 	}
 }
 
@@ -88,6 +106,24 @@ func TestCallCommand(t *testing.T) {
 		t.Errorf("filter: exit %d, want 1 (web03 failed)", code)
 	}
 	golden(t, "call_filter", stdout)
+
+	// A filter that fits no result fails, naming the field and the
+	// nearest one, in JSON mode too.
+	for _, tt := range []struct{ filter, want string }{
+		{"lod1 > 1", `cc-bench: --filter "lod1 > 1": the filter does not fit the results: no result has the field lod1 (did you mean load1?)` + "\n"},
+		{`load1 > "abc"`, `compares a number with a string`},
+	} {
+		for _, json := range []bool{false, true} {
+			args := []string{"call", "current-load", "--where", "hostname=web0[12]", "--filter", tt.filter, "--timeout", "10s"}
+			if json {
+				args = append(args, "--json")
+			}
+			_, stderr, code := cc(t, f.env(), args...)
+			if code != exitFailure || !strings.Contains(stderr, tt.want) {
+				t.Errorf("%q: exit %d, stderr %q; want 1 and %q", args, code, stderr, tt.want)
+			}
+		}
+	}
 
 	start := time.Now()
 	stdout, stderr, code = cc(t, f.env(), "call", "current-load", "--where", "hostname=web0[12]", "--timeout", "10s")

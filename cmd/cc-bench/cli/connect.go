@@ -49,10 +49,15 @@ func (e *env) connect(extra ...bench.Option) (*bench.Client, error) {
 	case errors.Is(err, bench.ErrUnreachable):
 		return nil, fmt.Errorf("cannot reach the broker at %s: is cc-control running? Start it, "+
 			"or point --server (or CC_SERVER) at the broker", e.g.server)
+	case errors.Is(err, bench.ErrNoService):
+		// Before ErrRefused, which a refusal at the broker's auth
+		// timeout wraps too: the key is not the problem.
+		return nil, fmt.Errorf("the broker at %s is up but no control service answered: cc-control is down or not connected to this broker\n"+
+			"  (the broker kept this connection waiting on its auth callout, which nobody answered)\n"+
+			"  start cc-control (given --broker %s when the broker is cc-broker), or see its log", e.g.server, e.g.server)
 	case errors.Is(err, bench.ErrRefused):
 		return nil, fmt.Errorf("the broker at %s refused this key: is it registered as an operator? "+
-			"An admin adds it with: cc-bench operators add NAME --pubkey %s --role viewer\n"+
-			"  if it is registered, cc-control may be down: while it is, the broker refuses every new connection", e.g.server, publicKeyOf(e.g.key))
+			"An admin adds it with: cc-bench operators add NAME --pubkey %s --role viewer", e.g.server, publicKeyOf(e.g.key))
 	}
 	return nil, err
 }
@@ -83,6 +88,8 @@ func explain(err error) string {
 	switch {
 	case errors.As(err, &fe) && fe.Code == fleet.CodeForbidden:
 		return err.Error() + "\n  this needs another role; check yours with: cc-bench whoami"
+	case errors.Is(err, bench.ErrNoService):
+		return err.Error() + "\n  the broker is up but no control service answered: cc-control is down or not connected to this broker"
 	case errors.Is(err, context.DeadlineExceeded):
 		return err.Error() + "\n  nothing answered in time; is cc-control running? Try a longer --timeout"
 	}

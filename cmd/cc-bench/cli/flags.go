@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"strings"
+	"time"
 )
 
 // errHelp is returned after a command printed its --help.
@@ -57,7 +58,7 @@ func (e *env) flagSet(name string, except ...string) *flagSet {
 			"allow plain text to a broker not on this host, on a network you trust (env CC_ALLOW_PLAINTEXT=1)")
 	})
 	add("timeout", func() {
-		fs.DurationVar(&e.g.timeout, "timeout", e.g.timeout, "wait at most `D` for replies, e.g. 10s")
+		fs.Var((*timeoutFlag)(&e.g.timeout), "timeout", "wait at most `D` for replies, e.g. 10s")
 	})
 	return fs
 }
@@ -122,6 +123,21 @@ func printFlags(w io.Writer, fs *flagSet, global bool) {
 		}
 		fmt.Fprintf(w, "  %-22s %s\n", left, usage)
 	})
+}
+
+// timeoutFlag is --timeout: a duration above 0 (a deadline already past
+// would fail every command, and a negative one reads as a typo).
+type timeoutFlag time.Duration
+
+func (d *timeoutFlag) String() string { return time.Duration(*d).String() }
+
+func (d *timeoutFlag) Set(s string) error {
+	v, err := time.ParseDuration(strings.TrimSpace(s))
+	if err != nil || v <= 0 {
+		return fmt.Errorf("want a duration above 0 such as 500ms, 10s or 2m")
+	}
+	*d = timeoutFlag(v)
+	return nil
 }
 
 // listFlag collects a repeated flag.

@@ -118,6 +118,11 @@ func runMachines(e *env, args []string) error {
 	if where != "" && !slices.Contains([]string{"ls", "list", "accept", "rm", "remove", "label"}, sub) {
 		return usageErrorf("--where is for ls, accept, rm and label")
 	}
+	if sub == "add" && len(pos) > 0 {
+		if err := fleet.ValidateMachineID(pos[0]); err != nil {
+			return usageErrorf("machines %s: %v", sub, err)
+		}
+	}
 	switch sub {
 	case "ls", "list":
 		s, err := parseSelection(pos, where)

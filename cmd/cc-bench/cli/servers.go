@@ -23,7 +23,11 @@ cc-bench history shows every join and leave.
 A SELECTOR is comma-separated terms that must all hold: key=value,
 key!=value or key=glob*; a key is a label or one of the facts machine, ip
 and hostname (the machine id 10.0.0.5_web01 has ip 10.0.0.5 and hostname
-web01).`,
+web01).
+
+Exit status: 0, also when no machine is ONLINE; 1 when a --where matches
+no ONLINE machine (with --all: no registered one; in JSON mode too, the
+reason on stderr) or on error; 2 for a usage error.`,
 	examples: `cc-bench servers
 cc-bench servers --where role=web,location=New-Brunswick
 cc-bench servers --where 'hostname=db*' --json
@@ -70,7 +74,16 @@ func runServers(e *env, args []string) error {
 		if err != nil {
 			return err
 		}
-		return e.serversAll(servers, offlineOf(ms, servers, sel))
+		off := offlineOf(ms, servers, sel)
+		if len(servers) == 0 && len(off) == 0 && !sel.Empty() {
+			return &exitError{code: exitFailure, msg: fmt.Sprintf("no registered machine matches %s; see which are with: cc-bench machines ls", sel)}
+		}
+		return e.serversAll(servers, off)
+	}
+	if len(servers) == 0 && !sel.Empty() {
+		// A selection that chose nobody fails, in JSON too: a script
+		// acting on "every web server" must not take none for done.
+		return &exitError{code: exitFailure, msg: fmt.Sprintf("no ONLINE machine matches %s; see which are with: cc-bench servers", sel)}
 	}
 	if e.g.json {
 		for _, s := range servers {
@@ -81,11 +94,7 @@ func runServers(e *env, args []string) error {
 		return nil
 	}
 	if len(servers) == 0 {
-		if sel.Empty() {
-			fmt.Fprintln(e.stderr, "no machine is ONLINE")
-		} else {
-			_ = printf(e.stderr, "no ONLINE machine matches %s\n", sel)
-		}
+		fmt.Fprintln(e.stderr, "no machine is ONLINE")
 		return nil
 	}
 	t := newTable(e.stdout, "MACHINE", "SINCE", "UPTIME", "LABELS")
@@ -152,7 +161,7 @@ func (e *env) serversAll(servers []fleet.Server, off []offline) error {
 		return nil
 	}
 	if len(servers) == 0 && len(off) == 0 {
-		fmt.Fprintln(e.stderr, "no registered machine matches")
+		fmt.Fprintln(e.stderr, "no machine is registered")
 		return nil
 	}
 	t := newTable(e.stdout, "MACHINE", "STATE", "SINCE", "FOR", "LABELS", "REASON")

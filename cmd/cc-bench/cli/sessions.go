@@ -61,15 +61,15 @@ func runSessions(e *env, args []string) error {
 		ctx, cancel := e.requestCtx()
 		defer cancel()
 		ss, err := c.Sessions(ctx, q)
+		if err == nil && len(ss) == 0 && len(q.Where) > 0 {
+			// As servers --where: a selection that chose nobody fails.
+			return &exitError{code: exitFailure, msg: fmt.Sprintf("no ONLINE session matches %s; see which are with: cc-bench sessions", whereText(q.Where))}
+		}
 		if err != nil || e.g.json {
 			return jsonLines(e, ss, err)
 		}
 		if len(ss) == 0 {
-			if len(q.Where) == 0 {
-				fmt.Fprintln(e.stderr, "no session is ONLINE")
-			} else {
-				_ = printf(e.stderr, "no ONLINE session matches %s\n", whereText(q.Where))
-			}
+			fmt.Fprintln(e.stderr, "no session is ONLINE")
 			return nil
 		}
 		t := newTable(e.stdout, "ID", "APP", "ADMISSION", "USER", "IP", "LOCATION", "PLATFORM", "SINCE")

@@ -142,9 +142,11 @@ func TestSessionsCommands(t *testing.T) {
 	if objs := jsonObjects(t, stdout); code != exitOK || len(objs) != 2 {
 		t.Errorf("sessions --where --json: exit %d, %q", code, stdout)
 	}
-	_, stderr, code = cc(t, w.vars, "sessions", "--where", "city=Atlantis")
-	if code != exitOK || !strings.Contains(stderr, "no ONLINE session matches city=Atlantis") {
-		t.Errorf("no match: exit %d, %q", code, stderr)
+	for _, args := range [][]string{{"sessions", "--where", "city=Atlantis"}, {"sessions", "--where", "city=Atlantis", "--json"}} {
+		stdout, stderr, code = cc(t, w.vars, args...)
+		if code != exitFailure || stdout != "" || !strings.Contains(stderr, "no ONLINE session matches city=Atlantis; see which are with: cc-bench sessions") {
+			t.Errorf("no match %q: exit %d, %q", args, code, stderr)
+		}
 	}
 
 	// b fails: exit 1, as a machine call where one failed.
@@ -160,7 +162,7 @@ func TestSessionsCommands(t *testing.T) {
 		t.Errorf("call --sessions --json: exit %d, %q", code, stdout)
 	}
 	_, stderr, code = cc(t, w.vars, "call", "latencyCheck", "--sessions", "--where", "city=Atlantis")
-	if code != exitOK || !strings.Contains(stderr, "no ONLINE session matches; see which are with: cc-bench sessions") {
+	if code != exitFailure || !strings.Contains(stderr, "call latencyCheck: no ONLINE session matches city=Atlantis; see which are with: cc-bench sessions") {
 		t.Errorf("call nobody: exit %d, %q", code, stderr)
 	}
 }

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from commandcontrol import AsyncWorkbench, CCError
+from commandcontrol import AsyncWorkbench, CCError, NoMatch
 from conftest import ADMIN_FN, ECHO_FN, NO_RESPONDERS, Agent, HoldingProxy, Stack
 
 pytestmark = pytest.mark.asyncio
@@ -42,6 +42,16 @@ async def test_call_ok(stack: Stack, agents: list[Agent], wb: Any) -> None:
     # by name, with a typed argument of an operators' function
     res = await wb.call(ECHO_FN["name"], {"n": 7}, machines=[a.id], timeout=10)
     assert [r.result for r in res.ok] == [{"n": 7}], res.summary
+
+
+async def test_call_no_match(stack: Stack, agents: list[Agent], wb: Any) -> None:
+    """A selection that chooses nobody raises NoMatch naming it, as Go's
+    bench.ErrNoMatch; nothing was called."""
+    suite, a, b = two_agents(stack, agents, "nomatch")
+    with pytest.raises(NoMatch) as e:
+        await wb.call("current-load", where={"suite": suite, "role": "db"}, timeout=10)
+    assert "call current-load: no ONLINE machine matches " in str(e.value) and "role=db" in str(e.value), e.value
+    assert e.value.result is not None and e.value.result.expected == [] and not e.value.result.replies
 
 
 async def test_call_error_codes(stack: Stack, agents: list[Agent], wb: Any) -> None:

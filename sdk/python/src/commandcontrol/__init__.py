@@ -7,7 +7,7 @@
 
 from .client import DEFAULT_TIMEOUT, AsyncWorkbench
 from .control import History
-from .errors import (BadRequest, CCError, Conflict, ConnectError, Forbidden, NoKey, NoService, NotFound,
+from .errors import (BadRequest, CCError, Conflict, ConnectError, Forbidden, NoKey, NoMatch, NoService, NotFound,
                      TooManyRequests, cc_error)
 from .selector import Selector
 from .sync import Workbench
@@ -19,7 +19,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "AsyncWorkbench", "Workbench", "Selector", "DEFAULT_TIMEOUT", "History",
-    "CCError", "BadRequest", "Forbidden", "NotFound", "Conflict", "TooManyRequests", "NoService", "ConnectError",
+    "CCError", "BadRequest", "Forbidden", "NotFound", "Conflict", "TooManyRequests", "NoService", "NoMatch", "ConnectError",
     "NoKey", "cc_error",
     "Server", "PresenceSnapshot", "PresenceEvent", "Reply", "CallResult", "Location",
     "STATUS_OK", "STATUS_ERROR", "STATUS_NO_RESPONSE",

@@ -21,7 +21,7 @@ from nats.aio.msg import Msg
 
 from . import _wire as w
 from .control import ControlMixin
-from .errors import CCError, ConnectError, NoKey, NoService, cc_error
+from .errors import CCError, ConnectError, NoKey, NoMatch, NoService, cc_error
 from .selector import Selector, as_selector
 from .sessions import SessionsMixin
 from .types import (EVENT_PRESENT, EVENT_RESYNC, EVENT_STALE, EVENT_SYNCED, FOUND_BY_RESYNC, STATUS_ERROR,
@@ -29,6 +29,10 @@ from .types import (EVENT_PRESENT, EVENT_RESYNC, EVENT_STALE, EVENT_SYNCED, FOUN
 
 DEFAULT_NAME = "cc-python (operator)"
 DEFAULT_TIMEOUT = 5.0
+# A refusal this long (seconds) after connecting is the broker's auth
+# timeout on a callout nobody answers: cc-control is down (Go:
+# bench.CalloutSilence).
+CALLOUT_SILENCE = 1.0
 
 # Re-send tuning, as bench/call_run.go.
 RESEND_EVERY = 1.0
@@ -315,6 +319,7 @@ class AsyncWorkbench(ControlMixin, SessionsMixin):
         nc = _Conn()
         nc._cc_require_tls = use_tls
         nc._cc_server = server
+        started = time.monotonic()
         try:
             # The first connect fails at once on an unreachable broker;
             # reconnects after it never give up.
@@ -329,6 +334,12 @@ class AsyncWorkbench(ControlMixin, SessionsMixin):
         except Exception as e:
             msg = str(e) or type(e).__name__
             if isinstance(e, nats.errors.AuthorizationError) or "uthorization" in msg:
+                if time.monotonic() - started >= CALLOUT_SILENCE:
+                    # The broker refuses at its auth timeout a connection
+                    # whose callout nobody answers; a control service
+                    # refuses a key in milliseconds (Go: bench.CalloutSilence).
+                    raise ConnectError(f"the broker at {server} is up but no control service answered: "
+                                       "cc-control is down or not connected to this broker") from None
                 raise ConnectError(f"the broker refused this key ({key or 'no key'} at {server}): is it registered as an operator, and is cc-control running?") from None
             if isinstance(e, (OSError, nats.errors.NoServersError, asyncio.TimeoutError)):
                 raise ConnectError(f"broker unreachable at {server} ({msg}): is it running, and is the URL right?") from None
@@ -636,7 +647,7 @@ class AsyncWorkbench(ControlMixin, SessionsMixin):
             timeout = DEFAULT_TIMEOUT
         cl = _CallState(fn, targets, each, sess_items)
         if not targets:
-            return cl.finish()
+            raise NoMatch(f"call {fn}: " + _no_match_text(where, sessions), cl.finish())
         nc = self._nc
         key = self.key
         call_id = secrets.token_hex(13)
@@ -753,7 +764,8 @@ class AsyncWorkbench(ControlMixin, SessionsMixin):
         collect the answers. Ends when every expected machine answered, or at
         timeout (partial results are results; the rest are no-response).
         keep, when given, decides which replies are kept in .replies (the
-        counts cover all)."""
+        counts cover all). A selection that chooses nobody raises NoMatch
+        (its .result is the empty result): nothing was called."""
         res_replies: list[Reply] = []
         if keep is None:
             each: Callable[[Reply], None] = res_replies.append
@@ -783,3 +795,14 @@ class AsyncWorkbench(ControlMixin, SessionsMixin):
         finally:
             if not task.done():
                 task.cancel()
+
+
+def _no_match_text(where: Where, sessions: Any) -> str:
+    """What a call whose selection chose nobody says, as Go's bench does."""
+    if sessions is not None:
+        q = getattr(sessions, "where", sessions)
+        if isinstance(q, Mapping) and q:
+            return "no ONLINE session matches " + ",".join(f"{k}={q[k]}" for k in sorted(q))
+        return "no session is ONLINE"
+    sel = str(as_selector(where))
+    return f"no ONLINE machine matches {sel}" if sel else "no machine is ONLINE"

@@ -3,7 +3,7 @@ CCError with the HTTP-like code of fleet/errors.go."""
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Any, Optional
 
 
 class CCError(Exception):
@@ -64,6 +64,16 @@ def cc_error(code: int, description: str, retry_after_ms: Optional[int] = None) 
 
 class NoService(Exception):
     """Nobody answers a presence or control request: is cc-control running?"""
+
+
+class NoMatch(Exception):
+    """A call's selection chose nobody: no ONLINE machine matches its
+    selector (or none is ONLINE), or no ONLINE session its query. Nothing
+    was called; .result is the empty CallResult. Go's bench.ErrNoMatch."""
+
+    def __init__(self, message: str, result: Any = None) -> None:
+        super().__init__(message)
+        self.result = result
 
 
 class ConnectError(Exception):
