@@ -275,6 +275,7 @@ var wireTypes = map[string]func() any{
 	"HistoryEntry": func() any { return new(HistoryEntry) }, "HistoryPage": func() any { return new(HistoryPage) },
 	"RegistryPart": func() any { return new(RegistryPart) }, "RegistryExportRequest": func() any { return new(RegistryExportRequest) },
 	"RegistryExportPage": func() any { return new(RegistryExportPage) }, "RegistryImportResult": func() any { return new(RegistryImportResult) },
+	"Facts": func() any { return new(Facts) },
 }
 
 // Each message type's example decodes with no unknown field, sets every
