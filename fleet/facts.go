@@ -115,11 +115,22 @@ func (f *Facts) shorten() bool {
 	return true
 }
 
-// FactsNameID is the machine id part of a connection name (the whole name
-// when it carries no facts). The callout checks it as any machine id.
+// FactsNameID is the machine id part of a connection name: what comes
+// before " {", or the whole name when it carries no facts (so a name
+// like "web 01" is checked, and refused, as a whole). The callout checks
+// it as any machine id.
 func FactsNameID(name string) string {
-	id, _, _ := strings.Cut(name, " ")
+	id, _ := splitFactsName(name)
 	return id
+}
+
+// splitFactsName cuts name at its first " {": the id and the facts' JSON
+// ("" for none).
+func splitFactsName(name string) (id, facts string) {
+	if i := strings.Index(name, " {"); i >= 0 {
+		return name[:i], name[i+1:]
+	}
+	return name, ""
 }
 
 // ParseFactsName splits an agent's connection name ([EncodeFactsName])
@@ -131,8 +142,8 @@ func FactsNameID(name string) string {
 // the connection was admitted, and presence trusts the user the callout
 // named, never this id.
 func ParseFactsName(name string) (id string, facts *Facts) {
-	id, rest, ok := strings.Cut(name, " ")
-	if !ok || len(name) > MaxFactsName {
+	id, rest := splitFactsName(name)
+	if rest == "" || len(name) > MaxFactsName {
 		return id, nil
 	}
 	var f Facts

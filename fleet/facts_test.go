@@ -26,6 +26,9 @@ func TestFactsNameRoundTrip(t *testing.T) {
 	if id, got := ParseFactsName("web01"); id != "web01" || got != nil {
 		t.Errorf("a bare id: %q %+v", id, got)
 	}
+	if id, got := ParseFactsName("web 01"); id != "web 01" || got != nil {
+		t.Errorf("a name with a space but no facts is an id as a whole: %q %+v", id, got)
+	}
 	if EncodeFactsName("web01", nil) != "web01" {
 		t.Error("nil facts must give the bare id")
 	}
@@ -45,9 +48,8 @@ func TestFactsNameLongFieldsCut(t *testing.T) {
 
 func TestFactsNameMalformedIgnored(t *testing.T) {
 	for _, name := range []string{
-		"web01 ",
 		"web01 {",
-		"web01 [1,2]",
+		`web01 {"os":[1,2]}`,
 		`web01 {"os":"linux"} {"os":"x"}`,
 		`web01 {"os":"linux"}x`,
 		`web01 {"unknown":1}`,
