@@ -173,7 +173,7 @@ func (tr *presenceTracker) handleEvent(m *nats.Msg) {
 			case newer != nil && site != "":
 				// Closed at once, never counted (see superseded).
 			default:
-				tr.state.connectedAt(k, ev.Client.User, ev.Client.Start)
+				tr.state.connectedWith(k, ev.Client.User, ev.Client.Start, agentFacts(ev.Client.User, ev.Client.Name))
 				tr.noteIP(k, ev.Client.Host)
 				if site != "" {
 					tr.state.superseded(older)
@@ -222,6 +222,22 @@ func (tr *presenceTracker) handleEvent(m *nats.Msg) {
 	} else {
 		tr.state.disconnected(k, ev.Reason)
 	}
+}
+
+// agentFacts are the facts in the connection name of user, an agent's
+// (fleet.ParseFactsName); nil for anyone else, and for a name that names
+// another machine than the user the callout issued: a machine describes
+// itself only.
+func agentFacts(user, name string) *fleet.Facts {
+	id, ok := strings.CutPrefix(user, agentUserPrefix)
+	if !ok {
+		return nil
+	}
+	nameID, facts := fleet.ParseFactsName(name)
+	if nameID != id {
+		return nil
+	}
+	return facts
 }
 
 // otherAgentConns sorts the other connections presence holds for an
