@@ -232,6 +232,17 @@ func (p *presence) noteIP(k connKey, ip string, locate func(string) *fleet.Locat
 	}
 }
 
+// factsRefresh reports whether connection k, an older connection of a
+// machine that connected again from ip with facts, is one its agent
+// replaces to report new facts: from the same address, with facts that
+// differ.
+func (p *presence) factsRefresh(k connKey, ip string, facts *fleet.Facts) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	c, ok := p.conns[k]
+	return ok && facts != nil && c.facts != nil && c.ip != "" && c.ip == ip && !fleet.FactsEqual(c.facts, facts)
+}
+
 // disconnected removes a connection; a machine's last one emits left.
 func (p *presence) disconnected(k connKey, reason string) {
 	p.mu.Lock()

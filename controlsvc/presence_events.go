@@ -296,11 +296,22 @@ func (tr *presenceTracker) closeLate(ev connEvent, k, newer connKey) {
 // reconnects in turn and closes the first: each round is recorded, so the
 // duplicate shows in the log and the audit until one of them is stopped
 // or the machine re-keyed.
+//
+// An agent whose facts changed opens a new connection to report them and
+// closes the old one itself (agent/facts.go): an older connection from the
+// same address with other facts is that, closed without a warning or an
+// audit record. Two agents sharing a key on different hosts still are.
 func (tr *presenceTracker) supersede(ev connEvent, older []connKey) {
 	id := strings.TrimPrefix(ev.Client.User, agentUserPrefix)
+	facts := agentFacts(ev.Client.User, ev.Client.Name)
 	for _, k := range older {
+		refresh := tr.state.factsRefresh(k, ev.Client.Host, facts)
 		if err := tr.kickOne(context.Background(), k); err != nil {
 			tr.log.Debug("older connection of a machine already gone", "machine", id, "server", k.server, "cid", k.cid, "error", err)
+			continue
+		}
+		if refresh {
+			tr.log.Info("closed a machine's older connection: it reconnected to report new facts", "machine", id, "server", k.server, "cid", k.cid)
 			continue
 		}
 		reason := fmt.Sprintf("machine %s connected again from %s (connection %d on %s), so its older connection %d on %s was closed: "+
