@@ -86,13 +86,17 @@ var (
 	agentVersion     string
 )
 
-// factsCache shares one reading of a root's facts between the agents of
-// one process (cc-swarm runs thousands) for factsCacheTTL.
+// factsCache shares one reading of each root's facts between the agents
+// of one process (cc-swarm runs thousands, over a few roots) for
+// factsCacheTTL.
 var factsCache struct {
-	mu   sync.Mutex
-	root string
-	at   time.Time
-	f    *fleet.Facts
+	mu    sync.Mutex
+	roots map[string]cachedFacts
+}
+
+type cachedFacts struct {
+	at time.Time
+	f  *fleet.Facts
 }
 
 const factsCacheTTL = time.Minute
@@ -106,10 +110,15 @@ func (a *Agent) readFacts(ctx context.Context) *fleet.Facts {
 	factsCache.mu.Lock()
 	defer factsCache.mu.Unlock()
 	now := time.Now()
-	if factsCache.f == nil || factsCache.root != a.cfg.Root || now.Sub(factsCache.at) >= factsCacheTTL || now.Before(factsCache.at) {
-		factsCache.f, factsCache.root, factsCache.at = GatherFacts(ctx, a.cfg.Root), a.cfg.Root, now
+	c, ok := factsCache.roots[a.cfg.Root]
+	if !ok || now.Sub(c.at) >= factsCacheTTL || now.Before(c.at) {
+		if factsCache.roots == nil {
+			factsCache.roots = map[string]cachedFacts{}
+		}
+		c = cachedFacts{at: now, f: GatherFacts(ctx, a.cfg.Root)}
+		factsCache.roots[a.cfg.Root] = c
 	}
-	f := *factsCache.f
+	f := *c.f
 	return &f
 }
 
