@@ -143,3 +143,26 @@ func TestFactsReportedAndRefreshed(t *testing.T) {
 	default:
 	}
 }
+
+// TestFactsOnlyForItself: a machine's key connecting with a name that
+// claims another machine's id and facts is refused (the callout reads the
+// id from the name and checks the key on record), so it cannot describe
+// another machine; the other machine's facts stay its own agent's.
+func TestFactsOnlyForItself(t *testing.T) {
+	svc := stacktest.StartControl(t)
+	web01 := runAgent(t, svc, "10.0.0.5_web01", agent.Config{Facts: func(context.Context) *fleet.Facts { return &fleet.Facts{OS: "linux"} }})
+	stacktest.RegisterMachine(t, svc, "10.0.0.6_web02", nil)
+	forged := fleet.EncodeFactsName(web01.MachineID(), &fleet.Facts{OS: "windows", Platform: "windows"})
+	if nc, err := stacktest.Dial(svc.ClientURL(), stacktest.MachineKey(t, "10.0.0.6_web02"), forged); err == nil {
+		nc.Close()
+		t.Fatal("web02's key connected naming web01")
+	}
+	for _, s := range svc.Snapshot().Servers {
+		if s.Machine == web01.MachineID() && (s.Facts == nil || s.Facts.OS != "linux") {
+			t.Fatalf("web01's facts: %+v", s.Facts)
+		}
+		if s.Machine == "10.0.0.6_web02" {
+			t.Fatal("web02 is ONLINE through a connection named as web01")
+		}
+	}
+}
