@@ -170,11 +170,12 @@ func (tr *presenceTracker) resyncSite(ctx context.Context, site string, gen uint
 	}
 	budget := 2*len(tr.reg.SiteMachines(site)) + siteConnSlack
 	snap := map[string]map[uint64]string{}
+	facts := map[connKey]*fleet.Facts{}
 	alive := map[string]bool{}
 	for _, id := range servers {
 		server := siteServer(site, id)
 		alive[server] = true
-		conns, err := tr.serverConnz(ctx, server, &budget)
+		info, err := tr.serverConnzInfo(ctx, server, &budget)
 		switch {
 		case errors.Is(err, errTooManyConns):
 			keep("stopped: its brokers listed more connections than it may have", "server", server,
@@ -187,17 +188,24 @@ func (tr *presenceTracker) resyncSite(ctx context.Context, site string, gen uint
 			tr.siteWarn(site, "connz", "CONNZ failed; keeping what is known of that broker", "server", server, "error", err)
 			continue
 		}
+		conns := make(map[uint64]string, len(info))
+		for cid, c := range info {
+			conns[cid] = c.user
+			// A site's names are believed about its own machines only
+			// (foldResync drops the others' connections).
+			if f := agentFacts(c.user, c.name); f != nil {
+				facts[connKey{server, cid}] = f
+			}
+		}
 		snap[server] = conns
 	}
-	tr.foldResync(ctx, site, gen, snap, alive, taken, nil)
+	tr.foldResync(ctx, site, gen, snap, alive, taken, facts)
 	tr.siteResynced(site, taken)
 }
 
 // foldResync folds one part of a resync (the hub's brokers, site "", or
 // one site's) into presence: only connections of that part's brokers
-// change. facts are those CONNZ's connection names carried (nil: none;
-// a site's brokers' CONNZ is not read for them: its machines' facts come
-// with their connect events).
+// change. facts are those CONNZ's connection names carried (nil: none).
 func (tr *presenceTracker) foldResync(ctx context.Context, site string, gen uint64, snap map[string]map[uint64]string, alive map[string]bool, taken time.Time,
 	facts map[connKey]*fleet.Facts) {
 	tr.confirmMissing(ctx, gen, snap)
