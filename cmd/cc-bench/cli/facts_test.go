@@ -2,7 +2,9 @@ package cli
 
 import (
 	"context"
+	"runtime"
 	"slices"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -122,5 +124,31 @@ func TestWatchShowsUpdated(t *testing.T) {
 	cancel()
 	if code := <-done; code != exitOK {
 		t.Errorf("exit %d after Ctrl-C", code)
+	}
+}
+
+// TestServersRealHostFacts: an agent reporting the facts of the host the
+// test runs on (agent.GatherFacts) is selected by its OS and
+// architecture, and servers --facts shows them.
+func TestServersRealHostFacts(t *testing.T) {
+	f := startFleet(t)
+	const id = "10.0.0.1_web01"
+	stacktest.RegisterMachine(t, f.svc, id, nil)
+	a := stacktest.NewAgentWith(t, agent.Config{URL: f.url, MachineID: id, NoSamplers: true,
+		Facts: func(ctx context.Context) *fleet.Facts { return agent.GatherFacts(ctx, "") }})
+	stacktest.RunAgent(t, f.svc, a)
+	host := a.Facts()
+	where := "os=" + runtime.GOOS + ",arch in (" + runtime.GOARCH + ",none)"
+	stdout, stderr, code := cc(t, f.env(), "servers", "--facts", "--where", where)
+	if code != exitOK || !strings.Contains(stdout, id) || !strings.Contains(stdout, runtime.GOARCH) ||
+		!strings.Contains(stdout, strconv.Itoa(host.CPUs)) || !strings.Contains(stdout, "HOST UPTIME") {
+		t.Fatalf("servers --facts --where %q: exit %d\n%s%s", where, code, stdout, stderr)
+	}
+	if host.Platform != "" && !strings.Contains(stdout, host.Platform) {
+		t.Errorf("the platform %q is not shown:\n%s", host.Platform, stdout)
+	}
+	stdout, _, _ = cc(t, f.env(), "servers", "--json", "--where", "os!="+runtime.GOOS)
+	if strings.TrimSpace(stdout) != "" {
+		t.Errorf("os!=%s selected: %s", runtime.GOOS, stdout)
 	}
 }
