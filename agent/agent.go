@@ -1,5 +1,6 @@
 // Package agent is what runs on every server: it connects to the broker
-// with the machine's own nkey and the machine id as connection name, and
+// with the machine's own nkey and, as connection name, the machine id and
+// its host's facts (facts.go, fleet.EncodeFactsName), and
 // serves the client functions of package functions as the nats micro
 // service cc-agent, on its own subjects and the broadcast ones.
 //
