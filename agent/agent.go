@@ -1,5 +1,6 @@
 // Package agent is what runs on every server: it connects to the broker
-// with the machine's own nkey and the machine id as connection name, and
+// with the machine's own nkey and, as connection name, the machine id and
+// its host's facts (facts.go, fleet.EncodeFactsName), and
 // serves the client functions of package functions as the nats micro
 // service cc-agent, on its own subjects and the broadcast ones.
 //
@@ -108,6 +109,16 @@ type Config struct {
 	// negative rate: unlimited.
 	CallerRate  float64
 	CallerBurst float64
+	// Facts, when set, is what the agent reports about its host instead of
+	// what it reads (GatherFacts under Root): simulators, tests. A nil
+	// answer reports none.
+	Facts func(context.Context) *fleet.Facts
+	// FactsInterval is how often the facts are read again, to report
+	// them when they changed (0: DefaultFactsInterval; negative: never).
+	FactsInterval time.Duration
+	// FactsTicks, when set, reads the facts again on each value instead
+	// of every FactsInterval (tests).
+	FactsTicks <-chan time.Time
 	// Now is the clock the rate limits, the refusal log's pacing, the
 	// micro statistics' processing times and the built-in functions read
 	// (nil: time.Now).
@@ -138,18 +149,38 @@ type Agent struct {
 	closed      bool
 	mu          sync.Mutex
 	lastRefusal time.Time
-	// dialer dials the connection and tells how long the broker took to
-	// refuse it.
-	dialer  *closingDialer
-	sign    nats.SignatureHandler
-	created bool
-	reload  chan struct{}
+	sign        nats.SignatureHandler
+	created     bool
+	reload      chan struct{}
 	// window is the reconnect window (ns) the control service last hinted.
 	window atomic.Int64
 	// conn is how the agent reaches the broker: TLS, or plain text on
 	// loopback (or explicitly allowed).
 	conn *natstls.Decision
+	// link is nc's state (guarded by connMu); facts what nc's name reports.
+	link  *connLink
+	facts atomic.Pointer[fleet.Facts]
+	// pending is the connection refreshFacts is waiting on (nil: none).
+	pending *nats.Conn
 }
+
+// connLink is the agent's state of one of its connections.
+type connLink struct {
+	// retired: the agent is replacing the connection (refreshFacts); it
+	// no longer reconnects on its own.
+	retired atomic.Bool
+	// connected is closed once it connects, closed once it is closed
+	// (both nil: not waited for).
+	connected, closed chan struct{}
+	upOnce, downOnce  sync.Once
+}
+
+func newConnLink() *connLink {
+	return &connLink{connected: make(chan struct{}), closed: make(chan struct{})}
+}
+
+func (l *connLink) up()   { l.upOnce.Do(func() { close(l.connected) }) }
+func (l *connLink) down() { l.downOnce.Do(func() { close(l.closed) }) }
 
 // New loads or creates the machine's key and works out its machine id.
 func New(cfg Config) (*Agent, error) {
@@ -170,6 +201,9 @@ func New(cfg Config) (*Agent, error) {
 	}
 	if cfg.ConnectTimeout <= 0 {
 		cfg.ConnectTimeout = DefaultConnectTimeout
+	}
+	if cfg.FactsInterval == 0 {
+		cfg.FactsInterval = DefaultFactsInterval
 	}
 	conn, err := natstls.Config{CAFile: cfg.TLSCA, CertFile: cfg.TLSCert, KeyFile: cfg.TLSKey, TLS: cfg.TLS,
 		AllowPlaintext: cfg.AllowPlaintext}.Decide(cfg.URL)
@@ -261,7 +295,10 @@ func (a *Agent) Start(ctx context.Context) error {
 		}
 		go ops.WatchDir(ctx, dir, poll, a.reload, nil)
 	}
-	nc, err := nats.Connect(a.cfg.URL, a.natsOptions()...)
+	facts := a.readFacts(ctx)
+	a.facts.Store(facts)
+	link := newConnLink()
+	nc, err := nats.Connect(a.cfg.URL, a.natsOptions(facts, link)...)
 	if err != nil {
 		return fmt.Errorf("agent: connect to %s: %w", a.cfg.URL, a.conn.Explain(err, a.cfg.URL))
 	}
@@ -271,36 +308,51 @@ func (a *Agent) Start(ctx context.Context) error {
 		nc.Close()
 		return errors.New("agent: closed before it connected")
 	}
-	a.nc = nc
-	if err := a.serve(); err != nil {
+	a.nc, a.link = nc, link
+	a.svc = a.newService(nc)
+	if err := a.serveOn(nc, a.svc); err != nil {
 		nc.Close()
 		return err
 	}
+	go a.watchFacts(ctx)
 	return nil
 }
 
-func (a *Agent) natsOptions() []nats.Option {
+// natsOptions are the options of a connection reporting facts (its name,
+// fleet.EncodeFactsName), whose state is link.
+func (a *Agent) natsOptions(facts *fleet.Facts, link *connLink) []nats.Option {
 	maxDelay := a.cfg.MaxReconnectDelay
-	a.dialer = newClosingDialer(a.cfg.Dialer)
-	opts := a.conn.Options(a.dialer, 0)
+	dialer := newClosingDialer(a.cfg.Dialer)
+	opts := a.conn.Options(dialer, 0)
+	sign := func(nonce []byte) ([]byte, error) {
+		if link.retired.Load() {
+			return nil, errRetired
+		}
+		return a.sign(nonce)
+	}
 	return append(append(opts,
-		nats.Name(a.id),
-		nats.Nkey(a.pub, a.sign),
+		nats.Name(fleet.EncodeFactsName(a.id, facts)),
+		nats.Nkey(a.pub, sign),
 		nats.RetryOnFailedConnect(true),
 		nats.Timeout(a.cfg.ConnectTimeout),
 		nats.MaxReconnects(-1),
 		nats.IgnoreAuthErrorAbort(),
 		nats.PingInterval(20*time.Second),
 		nats.CustomReconnectDelay(func(attempts int) time.Duration {
+			if link.retired.Load() {
+				return time.Hour // until refreshFacts closes it or takes it back
+			}
 			return reconnectDelay(attempts, maxDelay, time.Duration(a.window.Load()))
 		}),
 		nats.ConnectHandler(func(*nats.Conn) {
+			link.up()
 			a.log.Info("connected; serving functions", "url", a.cfg.URL)
 			if a.cfg.OnConnect != nil {
 				a.cfg.OnConnect()
 			}
 		}),
 		nats.ReconnectHandler(func(*nats.Conn) {
+			link.up()
 			a.log.Info("reconnected")
 			if a.cfg.OnConnect != nil {
 				a.cfg.OnConnect()
@@ -314,10 +366,11 @@ func (a *Agent) natsOptions() []nats.Option {
 				a.log.Warn("disconnected", "error", err)
 			}
 		}),
-		nats.ReconnectErrHandler(func(_ *nats.Conn, err error) { a.connectError(err, true) }),
+		nats.ClosedHandler(func(*nats.Conn) { link.down() }),
+		nats.ReconnectErrHandler(func(_ *nats.Conn, err error) { a.connectError(err, dialer, true) }),
 		nats.ErrorHandler(func(_ *nats.Conn, sub *nats.Subscription, err error) {
 			a.subscriptionError(sub, err)
-			a.connectError(err, false)
+			a.connectError(err, dialer, false)
 		}),
 	), a.cfg.NATSOptions...)
 }
@@ -357,18 +410,10 @@ func (a *Agent) ReconnectWindow() time.Duration { return time.Duration(a.window.
 // (seconds), a control service refuses an unknown key in milliseconds.
 const CalloutSilence = time.Second
 
-// dialerSince is closingDialer.sinceConnected of the agent's dialer.
-func (a *Agent) dialerSince() (time.Duration, bool) {
-	if a.dialer == nil {
-		return 0, false
-	}
-	return a.dialer.sinceConnected()
-}
-
 // connectError logs why the broker refused us, with what to do about it,
 // at most every 30 seconds; handshake tells an attempt to connect from
-// an error on an established connection.
-func (a *Agent) connectError(err error, handshake bool) {
+// an error on an established connection; dialer is the connection's.
+func (a *Agent) connectError(err error, dialer *closingDialer, handshake bool) {
 	if errors.Is(err, nats.ErrAuthExpired) {
 		// Routine (cc-control --user-ttl, --site-user-ttl): the client
 		// authorises again. Not a refusal, and it must not hold back the
@@ -383,7 +428,7 @@ func (a *Agent) connectError(err error, handshake bool) {
 	}
 	a.lastRefusal = now
 	refused := errors.Is(err, nats.ErrAuthorization) || strings.Contains(strings.ToLower(err.Error()), "authorization")
-	waited, dialled := a.dialerSince()
+	waited, dialled := dialer.sinceConnected()
 	if handshake && dialled && ((refused && waited >= CalloutSilence) || errors.Is(err, nats.ErrTimeout)) {
 		// The broker refuses a connection whose callout nobody answers
 		// at its auth timeout, seconds after the dial; the control
@@ -405,13 +450,20 @@ func (a *Agent) connectError(err error, handshake bool) {
 	a.log.Warn("cannot reach the broker; retrying", "url", a.cfg.URL, "error", err)
 }
 
-// serve registers the micro service cc-agent (service) and the hint.
-func (a *Agent) serve() error {
-	a.svc = newService(a.nc, a.log, a.id, a.tok, a.fns.Specs, a.share.now)
-	if _, err := a.nc.Subscribe(fleet.AgentHintSubject, a.hint); err != nil {
+// errRetired fails the reconnection of a connection the agent replaces.
+var errRetired = errors.New("agent: connection replaced by a newer one")
+
+// newService describes the agent's micro service cc-agent on nc.
+func (a *Agent) newService(nc *nats.Conn) *service {
+	return newService(nc, a.log, a.id, a.tok, a.fns.Specs, a.share.now)
+}
+
+// serveOn registers svc (on nc) and the hint.
+func (a *Agent) serveOn(nc *nats.Conn, svc *service) error {
+	if _, err := nc.Subscribe(fleet.AgentHintSubject, a.hint); err != nil {
 		return fmt.Errorf("agent: %w", err)
 	}
-	return a.svc.serve(a.handle)
+	return svc.serve(a.handle)
 }
 
 // subscriptionError counts an error the client library reported on one
@@ -592,6 +644,7 @@ func (a *Agent) RefusalsDropped() int64 { return a.share.dropped.Load() }
 // the function's name and how long it took (fn "" when the subject named
 // none), and settles r with what it answered.
 func (a *Agent) reply(r receipt, subject, fn string, took time.Duration, res any, err error) {
+	nc := a.Conn() // the newest: refreshFacts may have replaced the call's
 	m := nats.NewMsg(subject)
 	m.Header.Set(fleet.HeaderMachine, a.id)
 	if r.callID != "" {
@@ -609,9 +662,9 @@ func (a *Agent) reply(r receipt, subject, fn string, took time.Duration, res any
 		switch {
 		case jerr != nil:
 			err = fleet.Errorf(fleet.CodeInternal, "cannot encode the result: %v", jerr)
-		case int64(len(b)) > a.nc.MaxPayload()-replyHeadroom:
+		case int64(len(b)) > nc.MaxPayload()-replyHeadroom:
 			err = fleet.Errorf(fleet.CodeTooLarge, "the result is %d bytes, more than the broker's %d-byte message limit; narrow the call with its arguments",
-				len(b), a.nc.MaxPayload())
+				len(b), nc.MaxPayload())
 		default:
 			m.Data = b
 		}
@@ -621,7 +674,7 @@ func (a *Agent) reply(r receipt, subject, fn string, took time.Duration, res any
 		m.Header.Set(fleet.HeaderErrorCode, code)
 		m.Header.Set(fleet.HeaderError, desc)
 	}
-	if perr := a.nc.PublishMsg(m); perr != nil {
+	if perr := nc.PublishMsg(m); perr != nil {
 		a.log.Warn("reply not sent", "error", perr)
 		if err == nil {
 			err = perr
@@ -662,9 +715,12 @@ func (a *Agent) Conn() *nats.Conn {
 func (a *Agent) Close() {
 	a.connMu.Lock()
 	a.closed = true
-	nc := a.nc
+	nc, pending := a.nc, a.pending
 	a.connMu.Unlock()
 	if nc != nil {
 		nc.Close()
+	}
+	if pending != nil {
+		pending.Close()
 	}
 }

@@ -54,6 +54,9 @@ func (c *closingDialer) Dial(network, address string) (net.Conn, error) {
 // sinceConnected returns how long ago the last connection was made, and
 // whether one was.
 func (c *closingDialer) sinceConnected() (time.Duration, bool) {
+	if c == nil {
+		return 0, false
+	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.at.IsZero() {

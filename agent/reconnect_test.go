@@ -56,11 +56,11 @@ func TestExpiryIsNotARefusal(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	a.connectError(nats.ErrAuthExpired, true)
+	a.connectError(nats.ErrAuthExpired, nil, true)
 	if log.Len() != 0 {
 		t.Errorf("an expiry was logged as a problem: %s", log.String())
 	}
-	a.connectError(nats.ErrAuthorization, true)
+	a.connectError(nats.ErrAuthorization, nil, true)
 	if !strings.Contains(log.String(), "the broker refused this machine") {
 		t.Errorf("the refusal after an expiry was not logged: %q", log.String())
 	}

@@ -58,6 +58,13 @@ func newService(nc *nats.Conn, log *slog.Logger, id, tok string, specs func() []
 	}
 }
 
+// movedTo is s served on nc instead: the same identity and statistics
+// (refreshFacts), none of s's subscriptions.
+func (s *service) movedTo(nc *nats.Conn) *service {
+	return &service{nc: nc, log: s.log, ident: s.ident, description: s.description, started: s.started,
+		endpoints: s.endpoints, subs: map[*nats.Subscription]*callStats{}}
+}
+
 // serve subscribes the endpoints, each call going to handle with its
 // receipt, and then discovery.
 func (s *service) serve(handle func(receipt, *nats.Msg)) error {

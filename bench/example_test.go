@@ -107,7 +107,7 @@ func ExampleParseSelector() {
 	// Output:
 	// true
 	// false
-	// selector term "role": want key=value or key!=value
+	// selector term "role": want key=value, key!=value, key in (a,b) or key not in (a,b)
 }
 
 func ExampleParseFilter() {

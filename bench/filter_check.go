@@ -196,6 +196,11 @@ func nearest(p string, fields map[string]bool) string {
 	return best
 }
 
+// EditDistance is the Levenshtein distance between a and b, in bytes: how
+// the workbench tells "did you mean" (a field, a selector key, a
+// function).
+func EditDistance(a, b string) int { return editDistance(a, b, max(len(a), len(b))+1) }
+
 // editDistance is the Levenshtein distance between a and b, or any value
 // at least bound once it is known to be that large.
 func editDistance(a, b string, bound int) int {

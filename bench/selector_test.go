@@ -3,6 +3,8 @@ package bench
 import (
 	"strings"
 	"testing"
+
+	"github.com/commandcontrol/commandcontrol/fleet"
 )
 
 func TestSelectorMatch(t *testing.T) {
@@ -79,7 +81,7 @@ func TestParseSelectorErrors(t *testing.T) {
 }
 
 func TestSelectorString(t *testing.T) {
-	for _, s := range []string{"", "role=web", "role=web,env!=prod*"} {
+	for _, s := range []string{"", "role=web", "role=web,env!=prod*", "role in (web,db)", "platform not in (alpine,deb*),os=linux or role=db"} {
 		sel, err := ParseSelector(s)
 		if err != nil {
 			t.Fatal(err)
@@ -91,7 +93,8 @@ func TestSelectorString(t *testing.T) {
 }
 
 func FuzzParseSelector(f *testing.F) {
-	for _, s := range []string{"", "role=web,location=New-Brunswick", "a!=b*", "k=[", ",,", "=", "a=b=c"} {
+	for _, s := range []string{"", "role=web,location=New-Brunswick", "a!=b*", "k=[", ",,", "=", "a=b=c",
+		"role in (web,db) or os=linux", "a not in (x*,y);b=c", "k in ()", "k in (a,(b))"} {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, s string) {
@@ -99,7 +102,7 @@ func FuzzParseSelector(f *testing.F) {
 		if err != nil {
 			return
 		}
-		sel.Match("10.0.0.5_web01", map[string]string{"role": "web"})
+		sel.MatchFacts("10.0.0.5_web01", map[string]string{"role": "web"}, &fleet.Facts{OS: "linux", CPUs: 2})
 		// What String prints parses to the same selector.
 		again, err := ParseSelector(sel.String())
 		if err != nil {
@@ -109,4 +112,117 @@ func FuzzParseSelector(f *testing.F) {
 			t.Fatalf("round trip %q → %q", sel.String(), again.String())
 		}
 	})
+}
+
+func TestSelectorListsOrAndFacts(t *testing.T) {
+	labels := map[string]string{"role": "web", "os": "plan9"}
+	facts := &fleet.Facts{OS: "linux", Platform: "debian", PlatformVersion: "12.5", Arch: "arm64", CPUs: 4, MemoryBytes: 8 << 30}
+	const id = "10.0.0.5_web01"
+	tests := []struct {
+		sel  string
+		want bool
+	}{
+		{"role in (web,db)", true},
+		{"role in ( db , web )", true},
+		{"role in (db,cache)", false},
+		{"role not in (db,cache)", true},
+		{"role not in (w*)", false},
+		{"role IN (web)", true},
+		{"platform in (debian,ubuntu)", true},
+		{"platform in (ubuntu,alp*)", false},
+		{"platform != alpine", true},
+		{"platform!=deb*", false},
+		{"arch=arm64,platform=debian", true},
+		{"platform_version=12.*", true},
+		{"cpus=4,memory=8589934592", true},
+		{"container=", true},
+		{"virtualization!=", false},
+		// A label the operator set wins over the agent's fact.
+		{"os=plan9", true},
+		{"os=linux", false},
+		// Built-in facts win over both.
+		{"hostname=web01", true},
+		{"role=db or platform=debian", true},
+		{"role=db or platform=alpine", false},
+		{"role=db;arch=arm64", true},
+		{"role=db,arch=arm64 or role=web,arch=amd64", false},
+		{"role=db , arch=arm64  OR  role=web , arch=arm64", true},
+		{"role in (db,cache) or role in (web)", true},
+		// "or" inside a word does not split.
+		{"role=web,hostname=w*or*", false},
+	}
+	for _, tt := range tests {
+		sel, err := ParseSelector(tt.sel)
+		if err != nil {
+			t.Errorf("ParseSelector(%q): %v", tt.sel, err)
+			continue
+		}
+		if got := sel.MatchFacts(id, labels, facts); got != tt.want {
+			t.Errorf("ParseSelector(%q).MatchFacts = %v, want %v", tt.sel, got, tt.want)
+		}
+	}
+	// Without facts, a fact is a missing key.
+	sel, _ := ParseSelector("platform!=alpine,arch=")
+	if !sel.Match(id, nil) {
+		t.Error("a machine without facts: platform!=alpine,arch= should hold")
+	}
+}
+
+func TestParseSelectorListAndOrErrors(t *testing.T) {
+	tests := []struct{ sel, wantErr string }{
+		{"role in ()", "list is empty"},
+		{"role in (web", "end with one"},
+		{"role in (web,(db))", "end with one"},
+		{"role in web", "want key=value"},
+		{"role within (web)", "want key=value"},
+		{"role in (web,)", "empty"},
+		{"role=(web)", "may not contain ( or )"},
+		{"role=web or ", "empty alternative"},
+		{"role=web;;os=linux", "empty alternative"},
+		{"ro(le=web", "want key=value"},
+		{"role in ([web)", "bad pattern"},
+	}
+	for _, tt := range tests {
+		_, err := ParseSelector(tt.sel)
+		if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+			t.Errorf("ParseSelector(%q): err = %v, want one containing %q", tt.sel, err, tt.wantErr)
+		}
+	}
+}
+
+func TestSelectorNoMatchHint(t *testing.T) {
+	servers := []fleet.Server{
+		{Machine: "10.0.0.5_web01", Labels: map[string]string{"role": "web"}, Facts: &fleet.Facts{OS: "linux", Platform: "debian"}},
+		{Machine: "10.0.0.6_db01", Labels: map[string]string{"role": "db"}},
+	}
+	if got := FleetKeys(servers); strings.Join(got, ",") != "hostname,ip,machine,os,platform,role" {
+		t.Errorf("FleetKeys = %q", got)
+	}
+	hint := func(s string) string {
+		t.Helper()
+		sel, err := ParseSelector(s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return sel.NoMatchHint(servers)
+	}
+	if h := hint("role=web"); h != "" {
+		t.Errorf("a selector that matches: hint %q", h)
+	}
+	if h := hint("rol=web"); !strings.Contains(h, `no ONLINE machine has the key "rol" (did you mean "role"?)`) {
+		t.Errorf("misspelt key: %q", h)
+	}
+	if h := hint("Platform=debian"); !strings.Contains(h, `did you mean "platform"?`) {
+		t.Errorf("key in another case: %q", h)
+	}
+	if h := hint("zone=eu"); !strings.Contains(h, `no ONLINE machine has the key "zone"`) || strings.Contains(h, "did you mean") {
+		t.Errorf("unknown key: %q", h)
+	}
+	if h := hint("role=cache"); !strings.Contains(h, "none of the 2 ONLINE machines") || !strings.Contains(h, "role") {
+		t.Errorf("known key, no value: %q", h)
+	}
+	sel, _ := ParseSelector("role=web")
+	if h := sel.NoMatchHint(nil); h != "no machine is ONLINE" {
+		t.Errorf("empty fleet: %q", h)
+	}
 }

@@ -13,8 +13,9 @@ import (
 	"github.com/commandcontrol/commandcontrol/fleet"
 )
 
-// Event names [Client.Watch] adds to the live [fleet.EventJoined] and
-// [fleet.EventLeft]. EventSynced, EventStale and EventResync name no machine.
+// Event names [Client.Watch] adds to the live [fleet.EventJoined],
+// [fleet.EventLeft] and [fleet.EventUpdated]. EventSynced, EventStale and
+// EventResync name no machine.
 const (
 	// EventPresent marks a machine that was ONLINE when the watch started
 	// (from the presence snapshot); its Time is when it came online.
@@ -48,8 +49,11 @@ const resyncRetryMax = 10 * time.Second
 
 // Watch calls fn with the current list of ONLINE machines, then with every
 // presence change until ctx ends: first one [EventPresent] per machine
-// (sorted by id), then one [EventSynced], then live [fleet.EventJoined] and
-// [fleet.EventLeft] events in order. Nothing is missed or repeated between
+// (sorted by id), then one [EventSynced], then live [fleet.EventJoined],
+// [fleet.EventLeft] and [fleet.EventUpdated] (an ONLINE machine's agent
+// reported new facts: the event carries them) events in order. Present,
+// joined and updated events carry the machine's facts, and a left event
+// the facts the watch knew of it. Nothing is missed or repeated between
 // the list and the live events: Watch subscribes to the events before it
 // asks for the snapshot and drops the events the snapshot already holds.
 //
@@ -59,7 +63,8 @@ const resyncRetryMax = 10 * time.Second
 // for longer than the broker's ping limit), events dropped because fn fell
 // behind — and resynchronises: fn gets an [EventResync] saying why, then a
 // left or joined event ([FoundByResync]) for each machine whose state
-// changed meanwhile, then an [EventSynced]. A caller that folds present,
+// changed meanwhile (updated for one whose facts changed), then an
+// [EventSynced]. A caller that folds present,
 // joined and left into a set holds the control service's ONLINE list after
 // every EventSynced. While the connection is down fn gets one [EventStale].
 //
@@ -96,6 +101,11 @@ type watchKind[E, T any] struct {
 	event func(name string, item T, t time.Time, seq uint64, reason string) E
 	// note makes a synced, stale or resync event, which names no item.
 	note func(name string, t time.Time, seq uint64, reason string) E
+	// updated, when not nil, reports whether now differs from was in
+	// what an updated event reports (a resync then makes one); left
+	// completes a live left event with what the watch knew of its item.
+	updated func(was, now T) bool
+	left    func(ev E, item T) E
 }
 
 // watchSnap is a snapshot as a watch folds it in.
@@ -122,13 +132,20 @@ var machineWatch = &watchKind[fleet.PresenceEvent, fleet.Server]{
 		if err := json.Unmarshal(data, &ev); err != nil || ev.Machine == "" {
 			return ev, "", fleet.Server{}, 0, "", false
 		}
-		return ev, ev.Event, fleet.Server{Machine: ev.Machine, Labels: ev.Labels}, ev.Seq, ev.Epoch, true
+		return ev, ev.Event, fleet.Server{Machine: ev.Machine, Labels: ev.Labels, Facts: ev.Facts}, ev.Seq, ev.Epoch, true
 	},
 	event: func(name string, s fleet.Server, t time.Time, seq uint64, reason string) fleet.PresenceEvent {
-		return fleet.PresenceEvent{Event: name, Machine: s.Machine, Labels: s.Labels, Time: t, Seq: seq, Reason: reason}
+		return fleet.PresenceEvent{Event: name, Machine: s.Machine, Labels: s.Labels, Time: t, Seq: seq, Reason: reason, Facts: s.Facts}
 	},
 	note: func(name string, t time.Time, seq uint64, reason string) fleet.PresenceEvent {
 		return fleet.PresenceEvent{Event: name, Time: t, Seq: seq, Reason: reason}
+	},
+	updated: func(was, now fleet.Server) bool { return !fleet.FactsEqual(was.Facts, now.Facts) },
+	left: func(ev fleet.PresenceEvent, s fleet.Server) fleet.PresenceEvent {
+		if ev.Facts == nil {
+			ev.Facts = s.Facts
+		}
+		return ev
 	},
 }
 
@@ -300,7 +317,14 @@ func (w *watcher[E, T]) deliver(ctx context.Context, d delivery) error {
 	switch name {
 	case fleet.EventJoined:
 		w.online[w.kind.id(item)] = item
+	case fleet.EventUpdated:
+		if _, ok := w.online[w.kind.id(item)]; ok {
+			w.online[w.kind.id(item)] = item
+		}
 	case fleet.EventLeft:
+		if was, ok := w.online[w.kind.id(item)]; ok && w.kind.left != nil {
+			ev = w.kind.left(ev, was)
+		}
 		delete(w.online, w.kind.id(item))
 	}
 	w.fn(ev)
@@ -337,10 +361,13 @@ func (w *watcher[E, T]) resync(ctx context.Context, reason string) error {
 	}
 	for _, s := range snap.items {
 		id := k.id(s)
-		_, had := w.online[id]
+		was, had := w.online[id]
 		w.online[id] = s
-		if !had {
+		switch {
+		case !had:
 			w.fn(k.event(fleet.EventJoined, s, k.since(s), snap.seq, FoundByResync))
+		case k.updated != nil && k.updated(was, s):
+			w.fn(k.event(fleet.EventUpdated, s, snap.time, snap.seq, FoundByResync))
 		}
 	}
 	w.last, w.epoch = snap.seq, snap.epoch

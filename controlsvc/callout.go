@@ -550,7 +550,7 @@ func (c *callout) decideAt(req *jwt.AuthorizationRequestClaims, site string) (*j
 	// remote site's requests are bounded by the site's rate instead).
 	overWS := site == "" && ci.Type == wsClientType
 	if opts.Nkey == "" {
-		return nil, c.refuseAt("unknown", opts.Name, opts.Nkey, ci.Host, site, "no nkey presented: agents connect with the machine's nkey (cc-agent --key FILE), operators with theirs (cc-bench --key FILE)")
+		return nil, c.refuseAt("unknown", fleet.FactsNameID(opts.Name), opts.Nkey, ci.Host, site, "no nkey presented: agents connect with the machine's nkey (cc-agent --key FILE), operators with theirs (cc-bench --key FILE)")
 	}
 	if x, denied := c.reg.deniedStranger(opts.Name, opts.Nkey); denied {
 		// A memory lookup before the signature's check: a denied host
@@ -558,9 +558,11 @@ func (c *callout) decideAt(req *jwt.AuthorizationRequestClaims, site string) (*j
 		return nil, c.refuseSite("agent", opts.Name, opts.Name, opts.Nkey, ci.Host, site, deniedReason(x))
 	}
 	if err := verifyNonce(opts.Nkey, ci.Nonce, opts.SignedNonce); err != nil {
-		return nil, c.refuseAt("unknown", opts.Name, opts.Nkey, ci.Host, site, err.Error())
+		return nil, c.refuseAt("unknown", fleet.FactsNameID(opts.Name), opts.Nkey, ci.Host, site, err.Error())
 	}
-	id := opts.Name
+	// An agent's name is its machine id, then its facts (fleet.EncodeFactsName):
+	// the id alone is checked here; presence reads the facts.
+	id := fleet.FactsNameID(opts.Name)
 	if site != "" {
 		// A site is told about the name before anything of the key's
 		// (see refuseSite), so that no reply tells an operator's key.
@@ -570,7 +572,7 @@ func (c *callout) decideAt(req *jwt.AuthorizationRequestClaims, site string) (*j
 	}
 	if op, ok := c.reg.OperatorByKey(opts.Nkey); ok {
 		if site != "" {
-			return nil, c.refuseSite("operator", op.Name, opts.Name, opts.Nkey, ci.Host, site, fmt.Sprintf(
+			return nil, c.refuseSite("operator", op.Name, id, opts.Nkey, ci.Host, site, fmt.Sprintf(
 				"operators connect to the hub, not to site %s's broker: a site's link carries only its own machines' calls", site))
 		}
 		id := operatorIdentity{Name: op.Name, Key: op.Key, Role: op.Role, Sessions: op.Sessions}

@@ -541,3 +541,22 @@ func TestLIFO(t *testing.T) {
 	}
 	q.push(&nats.Msg{}, calloutTime) // ignored once closed
 }
+
+// TestDecideMachineWithFacts: an agent's name carries its facts after its
+// id (fleet.EncodeFactsName); the callout admits it by the id alone, and
+// a name whose id is another machine's is that machine's claim, checked
+// against that machine's key.
+func TestDecideMachineWithFacts(t *testing.T) {
+	f := newCalloutFixture(t)
+	name := fleet.EncodeFactsName("10.0.0.5_web01", &fleet.Facts{OS: "linux", Platform: "debian"})
+	req := request(t, f.webKP, name)
+	uc, err := f.c.decide(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkUserClaims(t, f, req, uc, "agent:10.0.0.5_web01")
+	otherKP, _ := newUser(t)
+	if _, err := f.c.decide(request(t, otherKP, name)); err == nil || !strings.Contains(err.Error(), "key on record") {
+		t.Fatalf("another key naming web01 with facts: %v, want refused for its key", err)
+	}
+}

@@ -32,6 +32,8 @@ type connState struct {
 	// where that is (noteIP).
 	ip  string
 	loc *fleet.Location
+	// facts are what its agent said in its connection name (nil: none).
+	facts *fleet.Facts
 }
 
 type machineState struct {
@@ -41,6 +43,8 @@ type machineState struct {
 	// grace; leavingGen names that grace so a stale timer is recognised.
 	leaving    *time.Timer
 	leavingGen uint64
+	// facts are the newest its connections reported (nil: none yet).
+	facts *fleet.Facts
 }
 
 // presence is the ONLINE set, built from the broker's connect/disconnect
@@ -83,9 +87,15 @@ func (p *presence) connected(k connKey, user string) { p.connectedAt(k, user, ti
 
 // connectedAt is connected for a connection its broker accepted at start.
 func (p *presence) connectedAt(k connKey, user string, start time.Time) {
+	p.connectedWith(k, user, start, nil)
+}
+
+// connectedWith is connectedAt for a connection whose agent reported
+// facts (nil: none).
+func (p *presence) connectedWith(k connKey, user string, start time.Time, facts *fleet.Facts) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	p.addLocked(k, user)
+	p.addLocked(k, user, facts)
 	if c, ok := p.conns[k]; ok && c.start.IsZero() {
 		c.start = start
 		p.conns[k] = c
@@ -111,12 +121,25 @@ func (p *presence) startOf(k connKey) time.Time {
 	return p.conns[k].start
 }
 
-func (p *presence) addLocked(k connKey, user string) {
+// addLocked adds connection k of user, with the facts its agent reported
+// (nil: none). A machine's first connection emits joined (with its
+// facts); a further one whose facts differ from the machine's emits
+// updated: the agent reconnected to report new facts (agent/facts.go).
+func (p *presence) addLocked(k connKey, user string, facts *fleet.Facts) {
 	if _, dead := p.tombstones[k]; dead {
 		return
 	}
 	if c, dup := p.conns[k]; dup {
 		if !namedLater(c.user, user) {
+			if facts != nil && c.facts == nil {
+				// Known from its event without facts, now from CONNZ.
+				c.facts = facts
+				p.conns[k] = c
+				if id, ok := strings.CutPrefix(user, agentUserPrefix); ok && p.machines[id] != nil && p.machines[id].facts == nil {
+					p.machines[id].facts = facts
+					p.ver++
+				}
+			}
 			return
 		}
 		// Held under the name it had half-way through its
@@ -125,7 +148,7 @@ func (p *presence) addLocked(k connKey, user string) {
 	}
 	p.gen++
 	p.ver++
-	p.conns[k] = connState{user: user, gen: p.gen}
+	p.conns[k] = connState{user: user, gen: p.gen, facts: facts}
 	id, ok := strings.CutPrefix(user, agentUserPrefix)
 	if !ok {
 		return
@@ -136,9 +159,17 @@ func (p *presence) addLocked(k connKey, user string) {
 		p.machines[id] = m
 	}
 	m.conns[k] = struct{}{}
+	prev := m.facts
+	if facts != nil {
+		m.facts = facts // the newest connection's word
+	}
+	changed := facts != nil && prev != nil && !fleet.FactsEqual(prev, facts)
 	if m.leaving != nil {
 		m.leaving.Stop()
 		m.leaving = nil
+		if changed {
+			p.emitLocked(fleet.EventUpdated, id, "")
+		}
 		return
 	}
 	if len(m.conns) == 1 {
@@ -147,6 +178,10 @@ func (p *presence) addLocked(k connKey, user string) {
 			return
 		}
 		p.emitLocked(fleet.EventJoined, id, "")
+		return
+	}
+	if changed {
+		p.emitLocked(fleet.EventUpdated, id, "")
 	}
 }
 
@@ -195,6 +230,17 @@ func (p *presence) noteIP(k connKey, ip string, locate func(string) *fleet.Locat
 		p.conns[k] = c
 		p.ver++
 	}
+}
+
+// factsRefresh reports whether connection k, an older connection of a
+// machine that connected again from ip with facts, is one its agent
+// replaces to report new facts: from the same address, with facts that
+// differ.
+func (p *presence) factsRefresh(k connKey, ip string, facts *fleet.Facts) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	c, ok := p.conns[k]
+	return ok && facts != nil && c.facts != nil && c.ip != "" && c.ip == ip && !fleet.FactsEqual(c.facts, facts)
 }
 
 // disconnected removes a connection; a machine's last one emits left.
@@ -284,7 +330,11 @@ func (p *presence) expireGrace(id string, g uint64) {
 func (p *presence) emitLocked(event, id, reason string) {
 	p.seq++
 	p.ver++
-	p.emit(fleet.PresenceEvent{Event: event, Machine: id, Labels: p.labels(id), Time: p.now().UTC(), Seq: p.seq, Epoch: p.epoch, Reason: reason})
+	var facts *fleet.Facts
+	if m := p.machines[id]; m != nil && event != fleet.EventLeft {
+		facts = m.facts
+	}
+	p.emit(fleet.PresenceEvent{Event: event, Machine: id, Labels: p.labels(id), Time: p.now().UTC(), Seq: p.seq, Epoch: p.epoch, Reason: reason, Facts: facts})
 }
 
 // serverGone drops every connection of a broker that shut down.
@@ -320,12 +370,14 @@ func (p *presence) generation() uint64 {
 // subscribed agent out of presence for good). The zero time trusts every
 // tombstone.
 func (p *presence) resync(gen uint64, snap map[string]map[uint64]string, alive map[string]bool, taken time.Time) {
-	p.resyncIn(nil, gen, snap, alive, taken)
+	p.resyncIn(nil, gen, snap, alive, taken, nil)
 }
 
 // resyncIn is resync for the servers in (nil: all) only: the connections
-// of other servers are left as they are.
-func (p *presence) resyncIn(in func(server string) bool, gen uint64, snap map[string]map[uint64]string, alive map[string]bool, taken time.Time) {
+// of other servers are left as they are. facts are the facts CONNZ's
+// connection names carried (nil: none).
+func (p *presence) resyncIn(in func(server string) bool, gen uint64, snap map[string]map[uint64]string, alive map[string]bool, taken time.Time,
+	facts map[connKey]*fleet.Facts) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	for _, g := range goneInResync(p.conns, func(c connState) uint64 { return c.gen }, in, gen, snap, alive) {
@@ -340,7 +392,7 @@ func (p *presence) resyncIn(in func(server string) bool, gen uint64, snap map[st
 			if t, dead := p.tombstones[k]; dead && !taken.IsZero() && t.Before(taken.Add(-tombstoneTrust)) {
 				delete(p.tombstones, k)
 			}
-			p.addLocked(k, user)
+			p.addLocked(k, user, facts[k])
 		}
 	}
 	cutoff := p.now().Add(-2 * time.Minute)
@@ -381,7 +433,7 @@ func (p *presence) snapshot() fleet.PresenceSnapshot {
 	defer p.mu.Unlock()
 	out := fleet.PresenceSnapshot{Seq: p.seq, Epoch: p.epoch, Time: p.now().UTC(), Servers: make([]fleet.Server, 0, len(p.machines))}
 	for id, m := range p.machines {
-		sv := fleet.Server{Machine: id, Labels: p.labels(id), Since: m.since, Connections: len(m.conns)}
+		sv := fleet.Server{Machine: id, Labels: p.labels(id), Since: m.since, Connections: len(m.conns), Facts: m.facts}
 		// The address of its newest connection (one machine, one
 		// connection, bar a moment while the older is closed).
 		var newest uint64

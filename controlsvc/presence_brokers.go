@@ -68,13 +68,14 @@ type connzData struct {
 		User string   `json:"authorized_user"`
 		Tags []string `json:"tags"`
 		IP   string   `json:"ip"`
+		Name string   `json:"name"`
 	} `json:"connections"`
 }
 
 // connzConn is what the tracker keeps of one connection CONNZ listed.
 type connzConn struct {
-	user, ip string
-	tags     []string
+	user, ip, name string
+	tags           []string
 }
 
 // maxHubServers bounds the hub's brokers one ping collects.
@@ -174,7 +175,7 @@ func (tr *presenceTracker) serverConnzInfo(ctx context.Context, server string, b
 			}
 		}
 		for _, cn := range c.Conns {
-			out[cn.Cid] = connzConn{user: connUser(tr.reg, cn.User, cn.Tags), ip: cn.IP, tags: cn.Tags}
+			out[cn.Cid] = connzConn{user: connUser(tr.reg, cn.User, cn.Tags), ip: cn.IP, name: cn.Name, tags: cn.Tags}
 		}
 		if len(c.Conns) < limit {
 			return out, nil

@@ -173,7 +173,7 @@ func (tr *presenceTracker) handleEvent(m *nats.Msg) {
 			case newer != nil && site != "":
 				// Closed at once, never counted (see superseded).
 			default:
-				tr.state.connectedAt(k, ev.Client.User, ev.Client.Start)
+				tr.state.connectedWith(k, ev.Client.User, ev.Client.Start, agentFacts(ev.Client.User, ev.Client.Name))
 				tr.noteIP(k, ev.Client.Host)
 				if site != "" {
 					tr.state.superseded(older)
@@ -222,6 +222,22 @@ func (tr *presenceTracker) handleEvent(m *nats.Msg) {
 	} else {
 		tr.state.disconnected(k, ev.Reason)
 	}
+}
+
+// agentFacts are the facts in the connection name of user, an agent's
+// (fleet.ParseFactsName); nil for anyone else, and for a name that names
+// another machine than the user the callout issued: a machine describes
+// itself only.
+func agentFacts(user, name string) *fleet.Facts {
+	id, ok := strings.CutPrefix(user, agentUserPrefix)
+	if !ok {
+		return nil
+	}
+	nameID, facts := fleet.ParseFactsName(name)
+	if nameID != id {
+		return nil
+	}
+	return facts
 }
 
 // otherAgentConns sorts the other connections presence holds for an
@@ -280,11 +296,22 @@ func (tr *presenceTracker) closeLate(ev connEvent, k, newer connKey) {
 // reconnects in turn and closes the first: each round is recorded, so the
 // duplicate shows in the log and the audit until one of them is stopped
 // or the machine re-keyed.
+//
+// An agent whose facts changed opens a new connection to report them and
+// closes the old one itself (agent/facts.go): an older connection from the
+// same address with other facts is that, closed without a warning or an
+// audit record. Two agents sharing a key on different hosts still are.
 func (tr *presenceTracker) supersede(ev connEvent, older []connKey) {
 	id := strings.TrimPrefix(ev.Client.User, agentUserPrefix)
+	facts := agentFacts(ev.Client.User, ev.Client.Name)
 	for _, k := range older {
+		refresh := tr.state.factsRefresh(k, ev.Client.Host, facts)
 		if err := tr.kickOne(context.Background(), k); err != nil {
 			tr.log.Debug("older connection of a machine already gone", "machine", id, "server", k.server, "cid", k.cid, "error", err)
+			continue
+		}
+		if refresh {
+			tr.log.Info("closed a machine's older connection: it reconnected to report new facts", "machine", id, "server", k.server, "cid", k.cid)
 			continue
 		}
 		reason := fmt.Sprintf("machine %s connected again from %s (connection %d on %s), so its older connection %d on %s was closed: "+

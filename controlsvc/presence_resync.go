@@ -90,6 +90,7 @@ func (tr *presenceTracker) resyncHub(ctx context.Context, gen uint64, taken time
 	// addresses to noteIP.
 	sessSnap := map[string]map[uint64]sessionConnInfo{}
 	ips := map[connKey]string{}
+	facts := map[connKey]*fleet.Facts{}
 	alive := map[string]bool{}
 	for _, id := range servers {
 		alive[id] = true
@@ -107,6 +108,9 @@ func (tr *presenceTracker) resyncHub(ctx context.Context, gen uint64, taken time
 				continue
 			}
 			conns[cid] = c.user
+			if f := agentFacts(c.user, c.name); f != nil {
+				facts[connKey{id, cid}] = f
+			}
 			if c.ip != "" {
 				ips[connKey{id, cid}] = c.ip
 			}
@@ -119,7 +123,7 @@ func (tr *presenceTracker) resyncHub(ctx context.Context, gen uint64, taken time
 	if len(tr.leafSites) > 0 && tr.checkLinks != nil {
 		tr.checkLinks(ctx, snap, links)
 	}
-	tr.foldResync(ctx, "", gen, snap, alive, taken)
+	tr.foldResync(ctx, "", gen, snap, alive, taken, facts)
 	for k, ip := range ips {
 		tr.noteIP(k, ip)
 	}
@@ -166,11 +170,12 @@ func (tr *presenceTracker) resyncSite(ctx context.Context, site string, gen uint
 	}
 	budget := 2*len(tr.reg.SiteMachines(site)) + siteConnSlack
 	snap := map[string]map[uint64]string{}
+	facts := map[connKey]*fleet.Facts{}
 	alive := map[string]bool{}
 	for _, id := range servers {
 		server := siteServer(site, id)
 		alive[server] = true
-		conns, err := tr.serverConnz(ctx, server, &budget)
+		info, err := tr.serverConnzInfo(ctx, server, &budget)
 		switch {
 		case errors.Is(err, errTooManyConns):
 			keep("stopped: its brokers listed more connections than it may have", "server", server,
@@ -183,16 +188,26 @@ func (tr *presenceTracker) resyncSite(ctx context.Context, site string, gen uint
 			tr.siteWarn(site, "connz", "CONNZ failed; keeping what is known of that broker", "server", server, "error", err)
 			continue
 		}
+		conns := make(map[uint64]string, len(info))
+		for cid, c := range info {
+			conns[cid] = c.user
+			// A site's names are believed about its own machines only
+			// (foldResync drops the others' connections).
+			if f := agentFacts(c.user, c.name); f != nil {
+				facts[connKey{server, cid}] = f
+			}
+		}
 		snap[server] = conns
 	}
-	tr.foldResync(ctx, site, gen, snap, alive, taken)
+	tr.foldResync(ctx, site, gen, snap, alive, taken, facts)
 	tr.siteResynced(site, taken)
 }
 
 // foldResync folds one part of a resync (the hub's brokers, site "", or
 // one site's) into presence: only connections of that part's brokers
-// change.
-func (tr *presenceTracker) foldResync(ctx context.Context, site string, gen uint64, snap map[string]map[uint64]string, alive map[string]bool, taken time.Time) {
+// change. facts are those CONNZ's connection names carried (nil: none).
+func (tr *presenceTracker) foldResync(ctx context.Context, site string, gen uint64, snap map[string]map[uint64]string, alive map[string]bool, taken time.Time,
+	facts map[connKey]*fleet.Facts) {
 	tr.confirmMissing(ctx, gen, snap)
 	inPart := func(server string) bool { st, _ := serverSite(server); return st == site }
 	// A connection whose identity is no longer on record (its connect
@@ -209,7 +224,7 @@ func (tr *presenceTracker) foldResync(ctx context.Context, site string, gen uint
 			}
 		}
 	}
-	tr.state.resyncIn(inPart, gen, snap, alive, taken)
+	tr.state.resyncIn(inPart, gen, snap, alive, taken, facts)
 	tr.admitMu.Unlock()
 	tr.state.settleKnownIf(func(id string) bool { return tr.resyncPartOf(id) == site })
 	if len(stale) == 0 {

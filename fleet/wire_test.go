@@ -279,6 +279,7 @@ var wireTypes = map[string]func() any{
 	"DenyResult": func() any { return new(DenyResult) }, "DeniedList": func() any { return new(DeniedList) },
 	"ControlVersion": func() any { return new(ControlVersion) }, "FunctionInfo": func() any { return new(FunctionInfo) },
 	"FunctionArg": func() any { return new(FunctionArg) },
+	"Facts":       func() any { return new(Facts) },
 }
 
 // Each message type's example decodes with no unknown field, sets every

@@ -47,3 +47,12 @@ func detectContainer(root string) *Container {
 	}
 	return nil
 }
+
+// DetectContainer is the container runtime the agent runs in under root
+// ("" when none): the agent's facts report it.
+func DetectContainer(root string) string {
+	if c := detectContainer(root); c != nil {
+		return c.Runtime
+	}
+	return ""
+}

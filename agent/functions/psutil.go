@@ -24,3 +24,6 @@ func psutilContext(ctx context.Context, root string) context.Context {
 		common.HostDevEnvKey:  filepath.Join(root, "dev"),
 	})
 }
+
+// PsutilContext is psutilContext for the agent's facts (agent/facts.go).
+func PsutilContext(ctx context.Context, root string) context.Context { return psutilContext(ctx, root) }

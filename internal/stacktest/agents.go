@@ -49,11 +49,16 @@ func NewAgent(t testing.TB, svc *controlsvc.Service, id string, fns ...functions
 // NewAgentWith is [NewAgent] configured by cfg (its URL, MachineID, limits
 // and NATS options): what cfg leaves unset is filled in — the key is the
 // [MachineKey], the functions are the built-ins and fns, reconnects are
-// at most 300ms apart, the log is [Logger]'s. It is closed when the test
-// ends.
+// at most 300ms apart, the log is [Logger]'s, and it reports no facts
+// (so outputs do not depend on the host the tests run on: set cfg.Facts,
+// e.g. to [FixedFacts] or agent.GatherFacts, for a test of facts). It is
+// closed when the test ends.
 func NewAgentWith(t testing.TB, cfg agent.Config, fns ...functions.Function) *agent.Agent {
 	t.Helper()
 	id := cfg.MachineID
+	if cfg.Facts == nil {
+		cfg.Facts = func(context.Context) *fleet.Facts { return nil }
+	}
 	if cfg.Key == nil && cfg.KeyFile == "" {
 		cfg.Key = MachineKey(t, id)
 	}
@@ -179,4 +184,13 @@ func Slow(name string, d time.Duration, v any, args ...functions.Arg) functions.
 			return nil, ctx.Err()
 		}
 	}, args...)
+}
+
+// FixedFacts returns facts (a fresh copy each call) for a test agent
+// (agent.Config.Facts): a Debian 12 arm64 VM with 2 CPUs and 4 GiB,
+// booted at 2031-01-02 03:04:05 UTC.
+func FixedFacts(context.Context) *fleet.Facts {
+	return &fleet.Facts{OS: "linux", Platform: "debian", PlatformVersion: "12.5", Kernel: "6.1.0-18-arm64", Arch: "arm64",
+		CPUs: 2, MemoryBytes: 4 << 30, Virtualization: "kvm", AgentVersion: "0.1.0 (test)",
+		BootTime: time.Date(2031, 1, 2, 3, 4, 5, 0, time.UTC)}
 }

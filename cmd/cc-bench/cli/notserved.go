@@ -57,7 +57,7 @@ func nearest(fn string, names map[string]bool) string {
 	sort.Strings(sorted)
 	best, bestD := "", max(2, len(fn)/3)+1
 	for _, n := range sorted {
-		d := editDistance(strings.ToLower(fn), strings.ToLower(n))
+		d := bench.EditDistance(strings.ToLower(fn), strings.ToLower(n))
 		if strings.HasPrefix(n, fn) && len(fn) >= 3 {
 			d = min(d, 1)
 		}
@@ -66,26 +66,4 @@ func nearest(fn string, names map[string]bool) string {
 		}
 	}
 	return best
-}
-
-// editDistance is the Levenshtein distance between a and b, in bytes
-// (function names are ASCII).
-func editDistance(a, b string) int {
-	prev := make([]int, len(b)+1)
-	cur := make([]int, len(b)+1)
-	for j := range prev {
-		prev[j] = j
-	}
-	for i := 1; i <= len(a); i++ {
-		cur[0] = i
-		for j := 1; j <= len(b); j++ {
-			cost := 1
-			if a[i-1] == b[j-1] {
-				cost = 0
-			}
-			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
-		}
-		prev, cur = cur, prev
-	}
-	return prev[len(b)]
 }

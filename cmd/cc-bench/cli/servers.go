@@ -3,16 +3,24 @@ package cli
 import (
 	"fmt"
 	"sort"
+	"strconv"
+	"strings"
 
 	"github.com/commandcontrol/commandcontrol/bench"
 	"github.com/commandcontrol/commandcontrol/fleet"
 )
 
 var serversHelp = help{
-	usage: "cc-bench servers [--where SELECTOR] [--all] [--json]",
-	about: `List the machines that are ONLINE now, with when they came online and
-their labels. --json prints one object per machine (machine, labels, since,
-connections).
+	usage: "cc-bench servers [--where SELECTOR] [--facts] [--all] [--json]",
+	about: `List the machines that are ONLINE now, with when they came online, how
+long they have been ONLINE (ONLINE FOR: not the host's uptime) and their
+labels. --json prints one object per machine (machine, labels, since,
+connections, facts).
+
+--facts shows what each machine's agent reports about its host instead of
+when it came online: platform and version (or OS), kernel, architecture,
+CPUs, memory, virtualisation or container, HOST UPTIME (since the host
+booted) and agent version.
 
 --all also lists the registered machines that are OFFLINE, with since when
 and why they left (as their broker said: Client Closed, Stale Connection,
@@ -21,9 +29,12 @@ OFFLINE machine is {"machine","labels","state":"OFFLINE","seen":{…}}.
 cc-bench history shows every join and leave.
 
 A SELECTOR is comma-separated terms that must all hold: key=value,
-key!=value or key=glob*; a key is a label or one of the facts machine, ip
-and hostname (the machine id 10.0.0.5_web01 has ip 10.0.0.5 and hostname
-web01).
+key!=value, key=glob*, key in (a,b) or key not in (a,b); " or " (or ";")
+separates alternatives. A key is a label, one of machine, ip and hostname
+(the machine id 10.0.0.5_web01 has ip 10.0.0.5 and hostname web01), or a
+fact the agent reports: os, platform, platform_version, kernel, arch, cpus,
+memory (bytes), virtualization, container, agent_version. machine, ip and
+hostname win over a label of the same name, and a label over a fact.
 
 Exit status: 0, also when no machine is ONLINE; 1 when a --where matches
 no ONLINE machine (with --all: no registered one; in JSON mode too, the
@@ -31,6 +42,8 @@ reason on stderr) or on error; 2 for a usage error.`,
 	examples: `cc-bench servers
 cc-bench servers --where role=web,location=New-Brunswick
 cc-bench servers --where 'hostname=db*' --json
+cc-bench servers --facts --where 'os=linux,platform in (debian,ubuntu)'
+cc-bench servers --where 'role=db or arch=arm64'
 cc-bench servers --all --where role=db`,
 }
 
@@ -47,6 +60,7 @@ func runServers(e *env, args []string) error {
 	fs := e.flagSet("servers")
 	where := fs.String("where", "", "choose machines by labels and facts, e.g. `role=web,env=prod`")
 	all := fs.Bool("all", false, "also list the registered machines that are OFFLINE, with since when and why")
+	facts := fs.Bool("facts", false, "show what each machine's agent reports about its host (platform, kernel, arch, CPUs, memory, host uptime, …)")
 	pos, err := e.parse(fs, args, serversHelp)
 	if err != nil {
 		return err
@@ -68,6 +82,9 @@ func runServers(e *env, args []string) error {
 	servers, err := c.Servers(ctx, sel)
 	if err != nil {
 		return err
+	}
+	if *all && *facts {
+		return usageErrorf("--facts and --all: choose one")
 	}
 	if *all {
 		ms, err := c.Machines(ctx)
@@ -97,11 +114,52 @@ func runServers(e *env, args []string) error {
 		fmt.Fprintln(e.stderr, "no machine is ONLINE")
 		return nil
 	}
-	t := newTable(e.stdout, "MACHINE", "SINCE", "UPTIME", "LABELS")
+	if *facts {
+		return e.serversFacts(servers)
+	}
+	t := newTable(e.stdout, "MACHINE", "SINCE", "ONLINE FOR", "LABELS")
 	for _, s := range servers {
 		t.row(s.Machine, timeText(s.Since), ageText(now().Sub(s.Since)), labelText(s.Labels))
 	}
 	return t.flush()
+}
+
+// serversFacts prints the ONLINE servers with their agents' facts.
+func (e *env) serversFacts(servers []fleet.Server) error {
+	t := newTable(e.stdout, "MACHINE", "ONLINE FOR", "PLATFORM", "KERNEL", "ARCH", "CPUS", "MEMORY", "VIRT", "HOST UPTIME", "AGENT", "LABELS")
+	for _, s := range servers {
+		f := s.Facts
+		if f == nil {
+			t.row(s.Machine, ageText(now().Sub(s.Since)), "-", "-", "-", "-", "-", "-", "-", "-", labelText(s.Labels))
+			continue
+		}
+		platform := strings.TrimSpace(f.Platform + " " + f.PlatformVersion)
+		if platform == "" {
+			platform = f.OS
+		}
+		cpus, uptime := "-", "-"
+		if f.CPUs > 0 {
+			cpus = strconv.Itoa(f.CPUs)
+		}
+		if !f.BootTime.IsZero() {
+			uptime = ageText(now().Sub(f.BootTime))
+		}
+		virt := f.Virtualization
+		if f.Container != "" {
+			virt = strings.TrimPrefix(virt+"/"+f.Container, "/")
+		}
+		t.row(s.Machine, ageText(now().Sub(s.Since)), dash(platform), dash(f.Kernel), dash(f.Arch), cpus, memText(f.MemoryBytes),
+			dash(virt), uptime, dash(f.AgentVersion), labelText(s.Labels))
+	}
+	return t.flush()
+}
+
+// memText renders a memory size in binary units (bytesText); "-" for 0.
+func memText(n uint64) string {
+	if n == 0 {
+		return "-"
+	}
+	return bytesText(float64(n))
 }
 
 // offline is a registered machine that is not ONLINE, as servers --all

@@ -3,6 +3,7 @@ package cli
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"strings"
 	"time"
@@ -18,10 +19,14 @@ import (
 var watchHelp = help{
 	usage: "cc-bench watch [--where SELECTOR] [--json] | --sessions [--app APP] [--where KEY=VALUE,…] [--json]",
 	about: `Show the machines ONLINE now ("present"), then every machine that comes
-online ("joined") or goes offline ("left"), until Ctrl-C. Nothing is missed
-between the list and the live events. Columns: time, event, machine,
-labels, (reason). "-- N online" marks the list complete ("synced"): from
-there on each line is a live change.
+online ("joined") or goes offline ("left"), and every ONLINE machine whose
+agent reports new facts about its host ("updated", with them), until
+Ctrl-C. Nothing is missed between the list and the live events. Columns:
+time, event, machine, labels, (reason) or the facts of an updated.
+"-- N online" marks the list complete ("synced"): from there on each line
+is a live change. --where selects by labels and facts as in cc-bench
+servers; a machine's left (and an updated that takes it out of the
+selection) is shown when it was selected.
 
 When the watch may have missed events — its connection to the broker was
 lost and re-established (a broker restart, credentials renewed, the process
@@ -32,7 +37,7 @@ says "stale" and keeps reconnecting; it exits (status 1) only when the
 broker refuses the key.
 
 --json prints one object per line: {"event", "machine", "labels", "time",
-"seq", "reason"} for present, joined and left; {"event", "time", "seq",
+"seq", "reason", "facts"} for present, joined, updated and left; {"event", "time", "seq",
 "online"} for synced (the list is complete, at the start and after each
 resync); {"event", "time", "seq", "reason"} for stale and resync.
 
@@ -107,13 +112,21 @@ func runWatch(e *env, args []string) error {
 			resynced = resynced || ev.Event == bench.EventResync
 			return
 		}
-		if !sel.Match(ev.Machine, ev.Labels) {
-			return
-		}
-		if ev.Event == fleet.EventLeft {
+		// A left event is shown if the machine was; the others if
+		// the machine is selected (an updated one also if it was).
+		selected := sel.MatchFacts(ev.Machine, ev.Labels, ev.Facts)
+		switch {
+		case ev.Event == fleet.EventLeft:
+			if !shown[ev.Machine] && !selected {
+				return
+			}
 			delete(shown, ev.Machine)
-		} else {
+		case selected:
 			shown[ev.Machine] = true
+		case ev.Event == fleet.EventUpdated && shown[ev.Machine]:
+			delete(shown, ev.Machine)
+		default:
+			return
 		}
 		if e.g.json {
 			ev.Epoch = "" // the watcher's business: it resyncs when it changes
@@ -161,10 +174,13 @@ func watchNoteOut(e *env, ev fleet.PresenceEvent, online int, resynced bool) err
 	return err
 }
 
-// eventCols are the columns of a present, joined or left line: time,
-// event, machine, labels and (reason).
+// eventCols are the columns of a present, joined, updated or left line:
+// time, event, machine, labels and (reason), or an updated's facts.
 func eventCols(ev fleet.PresenceEvent) []string {
 	reason := ""
+	if ev.Event == fleet.EventUpdated {
+		reason = factsText(ev.Facts)
+	}
 	if ev.Reason != "" {
 		reason = "(" + ev.Reason + ")"
 	}
@@ -221,4 +237,38 @@ func (t *watchTable) print(w io.Writer, cells []string) error {
 		}
 	}
 	return printf(w, "%s\n", strings.TrimRight(b.String(), " "))
+}
+
+// factsText renders an agent's facts on one line: "debian 12.5 linux/arm64
+// kernel 6.1.0 2 CPUs 4.0 GiB kvm agent 0.1.0", or "no facts".
+func factsText(f *fleet.Facts) string {
+	if f == nil {
+		return "no facts"
+	}
+	var parts []string
+	add := func(s string) {
+		if s = strings.TrimSpace(s); s != "" {
+			parts = append(parts, s)
+		}
+	}
+	add(f.Platform + " " + f.PlatformVersion)
+	add(strings.Trim(f.OS+"/"+f.Arch, "/"))
+	if f.Kernel != "" {
+		add("kernel " + f.Kernel)
+	}
+	if f.CPUs > 0 {
+		add(fmt.Sprintf("%d CPUs", f.CPUs))
+	}
+	if f.MemoryBytes > 0 {
+		add(memText(f.MemoryBytes))
+	}
+	add(f.Virtualization)
+	add(f.Container)
+	if f.AgentVersion != "" {
+		add("agent " + f.AgentVersion)
+	}
+	if len(parts) == 0 {
+		return "no facts"
+	}
+	return strings.Join(parts, " ")
 }

@@ -4,6 +4,7 @@ test_stack_* files run the real stack)."""
 
 from __future__ import annotations
 
+import re
 from typing import Optional
 
 import pytest
@@ -211,3 +212,66 @@ def test_selector_from_mapping() -> None:
         as_selector({"a b": "x"})
     with pytest.raises(ValueError):
         as_selector(5)  # type: ignore[arg-type]
+
+
+_FACTS = {"os": "linux", "platform": "debian", "platform_version": "12.5", "arch": "arm64", "cpus": 4,
+          "memory_bytes": 8589934592}
+
+
+@pytest.mark.parametrize("sel,want", [
+    ("role in (web,db)", True),
+    ("role in ( db , web )", True),
+    ("role not in (db,cache)", True),
+    ("role not in (w*)", False),
+    ("platform in (debian,ubuntu)", True),
+    ("platform != alpine", True),
+    ("arch=arm64,platform=debian", True),
+    ("cpus=4,memory=8589934592", True),
+    ("container=", True),
+    ("os=plan9", True),  # the label the operator set wins over the agent's fact
+    ("os=linux", False),
+    ("role=db or platform=debian", True),
+    ("role=db;arch=arm64", True),
+    ("role=db,arch=arm64 or role=web,arch=amd64", False),
+    ("role=db , arch=arm64  OR  role=web , arch=arm64", True),
+    ("role=web,hostname=w*or*", False),
+])
+def test_selector_lists_or_facts(sel: str, want: bool) -> None:
+    from commandcontrol.types import Facts
+    facts = Facts.from_json(_FACTS)
+    assert Selector(sel).match("10.0.0.5_web01", {"role": "web", "os": "plan9"}, facts) is want
+
+
+@pytest.mark.parametrize("sel,err", [
+    ("role in ()", "list is empty"),
+    ("role in (web", "end with one"),
+    ("role in web", "want key=value"),
+    ("role in (web,)", "empty value"),
+    ("role=(web)", "may not contain"),
+    ("role=web or ", "empty alternative"),
+])
+def test_selector_list_errors(sel: str, err: str) -> None:
+    with pytest.raises(ValueError, match=re.escape(err)):
+        Selector(sel)
+
+
+def test_selector_string_lists_or() -> None:
+    s = "platform not in (alpine,deb*),os=linux or role in (db)"
+    assert str(Selector(s)) == s
+    assert Selector(s).keys() == ["os", "platform", "role"]
+
+
+def test_facts_parse_and_filter() -> None:
+    from commandcontrol.types import Facts, Server
+    f = Facts.from_json({**_FACTS, "boot_time": "2031-01-02T03:04:05Z"})
+    assert f is not None and f.platform == "debian" and f.cpus == 4 and f.boot_time.year == 2031
+    assert f.fact("memory") == "8589934592" and f.fact("container") == "" and f.fact("nope") == ""
+    assert f.to_json() == {**_FACTS, "boot_time": "2031-01-02T03:04:05Z"}
+    assert Facts.from_json(None) is None
+    with pytest.raises(ValueError, match="cpus"):
+        Facts.from_json({"cpus": "4"})
+    with pytest.raises(ValueError, match="os"):
+        Facts.from_json({"os": 1})
+    servers = [Server.from_json({"machine": "10.0.0.1_a", "facts": _FACTS}), Server.from_json({"machine": "10.0.0.2_b"})]
+    assert [s.machine for s in Selector("os=linux").filter(servers)] == ["10.0.0.1_a"]
+    assert [s.machine for s in Selector("platform!=debian").filter(servers)] == ["10.0.0.2_b"]

@@ -12,8 +12,8 @@ from .errors import (BadRequest, CCError, Conflict, ConnectError, Forbidden, NoK
 from .selector import Selector
 from .sync import Workbench
 from .types import (EVENT_PRESENT, EVENT_RESYNC, EVENT_STALE, EVENT_SYNCED, FOUND_BY_RESYNC, STATUS_ERROR,
-                    STATUS_NO_RESPONSE, STATUS_OK, CallResult, Location, PresenceEvent, PresenceSnapshot, Reply,
-                    Server)
+                    STATUS_NO_RESPONSE, STATUS_OK, CallResult, Facts, Location, PresenceEvent, PresenceSnapshot,
+                    Reply, Server)
 
 __version__ = "0.1.0"
 
@@ -21,7 +21,7 @@ __all__ = [
     "AsyncWorkbench", "Workbench", "Selector", "DEFAULT_TIMEOUT", "History",
     "CCError", "BadRequest", "Forbidden", "NotFound", "Conflict", "TooManyRequests", "NoService", "NoMatch", "ConnectError",
     "NoKey", "cc_error",
-    "Server", "PresenceSnapshot", "PresenceEvent", "Reply", "CallResult", "Location",
+    "Server", "Facts", "PresenceSnapshot", "PresenceEvent", "Reply", "CallResult", "Location",
     "STATUS_OK", "STATUS_ERROR", "STATUS_NO_RESPONSE",
     "EVENT_PRESENT", "EVENT_SYNCED", "EVENT_STALE", "EVENT_RESYNC", "FOUND_BY_RESYNC",
 ]

@@ -35,6 +35,7 @@ REPLY_TO_CONTROL = "@ctl"
 
 EVENT_JOINED = "joined"
 EVENT_LEFT = "left"
+EVENT_UPDATED = "updated"
 
 OP_PRESENCE_SNAPSHOT = "presence.snapshot"
 OP_SESSIONS_SNAPSHOT = "sessions.snapshot"

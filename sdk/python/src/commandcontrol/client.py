@@ -493,7 +493,9 @@ class AsyncWorkbench(ControlMixin, SessionsMixin):
 
     async def watch(self) -> AsyncIterator[PresenceEvent]:
         """Yield one "present" per ONLINE machine, "synced", then live
-        "joined"/"left" in order, gap-free: a sequence gap, changed epoch,
+        "joined"/"left"/"updated" (an agent reported new facts) in order,
+        gap-free; present, joined and updated carry the machine's facts,
+        left the facts the watch knew: a sequence gap, changed epoch,
         reconnect or dropped events yield "resync", the differences
         (reason "found by resync") and "synced"; a lost connection yields
         "stale" once. Raises ConnectError when the connection closes for good."""
@@ -521,7 +523,7 @@ class AsyncWorkbench(ControlMixin, SessionsMixin):
             online: dict[str, Server] = {}
             for s in snap.servers:
                 online[s.machine] = s
-                yield PresenceEvent(EVENT_PRESENT, s.machine, s.labels, s.since, snap.seq, snap.epoch)
+                yield PresenceEvent(EVENT_PRESENT, s.machine, s.labels, s.since, snap.seq, snap.epoch, facts=s.facts)
             last, epoch = snap.seq, snap.epoch
             yield PresenceEvent(EVENT_SYNCED, time=snap.time, seq=snap.seq, epoch=snap.epoch)
             stale = False
@@ -556,9 +558,13 @@ class AsyncWorkbench(ControlMixin, SessionsMixin):
                     else:
                         last = ev.seq
                         if ev.event == w.EVENT_JOINED:
-                            online[ev.machine] = Server(ev.machine, ev.labels)
+                            online[ev.machine] = Server(ev.machine, ev.labels, facts=ev.facts)
+                        elif ev.event == w.EVENT_UPDATED and ev.machine in online:
+                            online[ev.machine] = Server(ev.machine, ev.labels, facts=ev.facts)
                         elif ev.event == w.EVENT_LEFT:
-                            online.pop(ev.machine, None)
+                            was = online.pop(ev.machine, None)
+                            if was is not None and ev.facts is None:
+                                ev.facts = was.facts
                         yield ev
                         continue
                 else:
@@ -581,12 +587,17 @@ class AsyncWorkbench(ControlMixin, SessionsMixin):
                 now = {s.machine for s in snap.servers}
                 for mid in sorted(m for m in online if m not in now):
                     s = online.pop(mid)
-                    yield PresenceEvent(w.EVENT_LEFT, mid, s.labels, snap.time, snap.seq, snap.epoch, FOUND_BY_RESYNC)
+                    yield PresenceEvent(w.EVENT_LEFT, mid, s.labels, snap.time, snap.seq, snap.epoch, FOUND_BY_RESYNC,
+                                        facts=s.facts)
                 for s in snap.servers:
-                    had = s.machine in online
+                    was = online.get(s.machine)
                     online[s.machine] = s
-                    if not had:
-                        yield PresenceEvent(w.EVENT_JOINED, s.machine, s.labels, s.since, snap.seq, snap.epoch, FOUND_BY_RESYNC)
+                    if was is None:
+                        yield PresenceEvent(w.EVENT_JOINED, s.machine, s.labels, s.since, snap.seq, snap.epoch, FOUND_BY_RESYNC,
+                                            facts=s.facts)
+                    elif was.facts != s.facts:
+                        yield PresenceEvent(w.EVENT_UPDATED, s.machine, s.labels, snap.time, snap.seq, snap.epoch,
+                                            FOUND_BY_RESYNC, facts=s.facts)
                 last, epoch = snap.seq, snap.epoch
                 yield PresenceEvent(EVENT_SYNCED, time=snap.time, seq=snap.seq, epoch=snap.epoch)
         finally:

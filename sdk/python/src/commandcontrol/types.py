@@ -83,6 +83,69 @@ class Location:
 
 
 @dataclass
+class Facts:
+    """What a machine's agent reports about its host (fleet.Facts); every
+    field is left out of the JSON when empty."""
+
+    os: str = _j("os", True, default="")
+    platform: str = _j("platform", True, default="")
+    platform_version: str = _j("platform_version", True, default="")
+    kernel: str = _j("kernel", True, default="")
+    arch: str = _j("arch", True, default="")
+    cpus: int = _j("cpus", True, default=0)
+    memory_bytes: int = _j("memory_bytes", True, default=0)
+    virtualization: str = _j("virtualization", True, default="")
+    container: str = _j("container", True, default="")
+    agent_version: str = _j("agent_version", True, default="")
+    boot_time: datetime = _j("boot_time", True, default=_EPOCH)
+
+    _TEXT = ("os", "platform", "platform_version", "kernel", "arch", "virtualization", "container", "agent_version")
+
+    @classmethod
+    def from_json(cls, d: Optional[Mapping[str, Any]]) -> Optional["Facts"]:
+        if d is None:
+            return None
+        if not isinstance(d, Mapping):
+            raise ValueError(f"facts: want an object, got {type(d).__name__}")
+        kw: dict[str, Any] = {}
+        for k in cls._TEXT:
+            v = d.get(k, "")
+            if not isinstance(v, str):
+                raise ValueError(f"facts.{k}: want a string, got {type(v).__name__}")
+            kw[k] = v
+        for k in ("cpus", "memory_bytes"):
+            v = d.get(k, 0)
+            if not isinstance(v, int) or isinstance(v, bool):
+                raise ValueError(f"facts.{k}: want an integer, got {type(v).__name__}")
+            kw[k] = v
+        return cls(boot_time=parse_time(d.get("boot_time")), **kw)
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for k in self._TEXT[:5] + ("cpus", "memory_bytes") + self._TEXT[5:]:
+            v = getattr(self, k)
+            if v:
+                out[k] = v
+        if self.boot_time != _EPOCH:
+            out["boot_time"] = format_time(self.boot_time)
+        return out
+
+    def fact(self, key: str) -> str:
+        """A selector's fact key (fleet.FactKeys) as text; "" when not held."""
+        if key == "memory":
+            return str(self.memory_bytes) if self.memory_bytes > 0 else ""
+        if key == "cpus":
+            return str(self.cpus) if self.cpus > 0 else ""
+        if key in self._TEXT:
+            return str(getattr(self, key))
+        return ""
+
+
+FACT_KEYS = ("os", "platform", "platform_version", "kernel", "arch", "cpus", "memory", "virtualization",
+             "container", "agent_version")
+
+
+@dataclass
 class Server:
     """One ONLINE machine (fleet.Server)."""
 
@@ -92,12 +155,13 @@ class Server:
     connections: int = _j("connections", default=0)
     ip: str = _j("ip", True, default="")
     location: Optional[Location] = _j("location", True, default=None)
+    facts: Optional[Facts] = _j("facts", True, default=None)
 
     @classmethod
     def from_json(cls, d: Mapping[str, Any]) -> "Server":
         return cls(machine=d.get("machine", ""), labels=dict(d.get("labels") or {}), since=parse_time(d.get("since")),
                    connections=int(d.get("connections", 0)), ip=d.get("ip", ""),
-                   location=Location.from_json(d.get("location")))
+                   location=Location.from_json(d.get("location")), facts=Facts.from_json(d.get("facts")))
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {"machine": self.machine}
@@ -109,6 +173,8 @@ class Server:
             out["ip"] = self.ip
         if self.location is not None:
             out["location"] = self.location.to_json()
+        if self.facts is not None:
+            out["facts"] = self.facts.to_json()
         return out
 
 
@@ -156,12 +222,13 @@ class PresenceEvent:
     seq: int = _j("seq", default=0)
     epoch: str = _j("epoch", True, default="")
     reason: str = _j("reason", True, default="")
+    facts: Optional[Facts] = _j("facts", True, default=None)
 
     @classmethod
     def from_json(cls, d: Mapping[str, Any]) -> "PresenceEvent":
         return cls(event=d.get("event", ""), machine=d.get("machine", ""), labels=dict(d.get("labels") or {}),
                    time=parse_time(d.get("time")), seq=int(d.get("seq", 0)), epoch=d.get("epoch", ""),
-                   reason=d.get("reason", ""))
+                   reason=d.get("reason", ""), facts=Facts.from_json(d.get("facts")))
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {"event": self.event, "machine": self.machine}
@@ -173,6 +240,8 @@ class PresenceEvent:
             out["epoch"] = self.epoch
         if self.reason:
             out["reason"] = self.reason
+        if self.facts is not None:
+            out["facts"] = self.facts.to_json()
         return out
 
 
