@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"runtime"
-	"runtime/debug"
 	"strings"
 	"sync"
 	"time"
@@ -53,38 +52,10 @@ func GatherFacts(ctx context.Context, root string) *fleet.Facts {
 // are container runtimes: the Container fact says those.
 var containerSystem = map[string]bool{"docker": true, "lxc": true, "podman": true, "rkt": true, "containerd": true, "kubernetes": true, "systemd-nspawn": true}
 
-// AgentVersion is Version, with the commit the binary was built from
-// when the build recorded it ("0.1.0 (3f2a9c1d0e4b)", "-dirty" when the
-// tree had changes).
-func AgentVersion() string {
-	agentVersionOnce.Do(func() {
-		agentVersion = Version
-		bi, ok := debug.ReadBuildInfo()
-		if !ok {
-			return
-		}
-		var rev, dirty string
-		for _, s := range bi.Settings {
-			switch s.Key {
-			case "vcs.revision":
-				rev = s.Value
-			case "vcs.modified":
-				if s.Value == "true" {
-					dirty = "-dirty"
-				}
-			}
-		}
-		if rev != "" {
-			agentVersion += " (" + rev[:min(12, len(rev))] + dirty + ")"
-		}
-	})
-	return agentVersion
-}
-
-var (
-	agentVersionOnce sync.Once
-	agentVersion     string
-)
+// AgentVersion is what the agent reports as its version fact: Version,
+// the module version and short commit of internal/version ("v1.2.3
+// (c5ae30f1a2b3)").
+func AgentVersion() string { return Version }
 
 // factsCache shares one reading of each root's facts between the agents
 // of one process (cc-swarm runs thousands, over a few roots) for
