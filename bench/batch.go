@@ -113,7 +113,7 @@ func (c *Client) CallBatches(ctx context.Context, fn string, args map[string]any
 	if err := b.validate(); err != nil {
 		return nil, fmt.Errorf("call %s: %w", fn, err)
 	}
-	targets, _, err := c.targets(ctx, opts)
+	targets, _, hint, err := c.targets(ctx, opts)
 	if err != nil {
 		return nil, fmt.Errorf("call %s: %w", fn, err)
 	}
@@ -125,7 +125,7 @@ func (c *Client) CallBatches(ctx context.Context, fn string, args map[string]any
 		if opts.Published != nil {
 			opts.Published(0)
 		}
-		return total, fmt.Errorf("call %s: %w", fn, noMatch(opts))
+		return total, fmt.Errorf("call %s: %w", fn, noMatch(opts, hint))
 	}
 	notCalled := func(from int) {
 		for _, id := range targets[from:] {

@@ -132,18 +132,25 @@ var ErrNoMatch = errors.New("no ONLINE machine or session matches")
 type noMatchError struct {
 	what string // "machine" or "session"
 	sel  string // the selection as written; "" for everything
+	hint string // why (Selector.NoMatchHint), "" when not known
 }
 
 func (e *noMatchError) Error() string {
 	if e.sel == "" {
 		return "no " + e.what + " is ONLINE"
 	}
-	return "no ONLINE " + e.what + " matches " + e.sel
+	s := "no ONLINE " + e.what + " matches " + e.sel
+	if e.hint != "" {
+		s += ": " + e.hint
+	}
+	return s
 }
 
 func (e *noMatchError) Is(target error) bool { return target == ErrNoMatch }
 
-func noMatch(opts CallOptions) error {
+// noMatch is the error of a call opts selects nobody for; hint says why
+// (Selector.NoMatchHint of the snapshot), "" when not known.
+func noMatch(opts CallOptions, hint string) error {
 	if q := opts.Sessions; q != nil {
 		var parts []string
 		keys := make([]string, 0, len(q.Where))
@@ -156,7 +163,7 @@ func noMatch(opts CallOptions) error {
 		}
 		return &noMatchError{what: "session", sel: strings.Join(parts, ",")}
 	}
-	return &noMatchError{what: "machine", sel: opts.Where.String()}
+	return &noMatchError{what: "machine", sel: opts.Where.String(), hint: hint}
 }
 
 // Results are a call's three sets and its summary.
@@ -235,12 +242,13 @@ func (c *Client) Stream(ctx context.Context, fn string, args map[string]any, opt
 		targets   []string
 		sessions  []fleet.Session
 		broadcast bool
+		hint      string // why a selection chose nobody
 		err       error
 	)
 	if opts.Sessions != nil {
 		targets, sessions, err = c.sessionTargets(ctx, opts)
 	} else {
-		targets, broadcast, err = c.targets(ctx, opts)
+		targets, broadcast, hint, err = c.targets(ctx, opts)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("call %s: %w", fn, err)
@@ -257,23 +265,23 @@ func (c *Client) Stream(ctx context.Context, fn string, args map[string]any, opt
 		if opts.Published != nil {
 			opts.Published(0)
 		}
-		return cl.summary(), fmt.Errorf("call %s: %w", fn, noMatch(opts))
+		return cl.summary(), fmt.Errorf("call %s: %w", fn, noMatch(opts, hint))
 	}
 	return c.run(ctx, cl, fn, body, broadcast, timeout, opts.Published)
 }
 
 // targets returns the machines a call expects, sorted, and whether they are
 // every machine online.
-func (c *Client) targets(ctx context.Context, opts CallOptions) ([]string, bool, error) {
+func (c *Client) targets(ctx context.Context, opts CallOptions) ([]string, bool, string, error) {
 	if opts.Machines != nil {
 		if !opts.Where.Empty() {
-			return nil, false, fmt.Errorf("give either machines or a selector, not both")
+			return nil, false, "", fmt.Errorf("give either machines or a selector, not both")
 		}
 		seen := make(map[string]bool, len(opts.Machines))
 		var ids []string
 		for _, id := range opts.Machines {
 			if err := fleet.ValidateMachineID(id); err != nil {
-				return nil, false, err
+				return nil, false, "", err
 			}
 			if !seen[id] {
 				seen[id] = true
@@ -281,18 +289,22 @@ func (c *Client) targets(ctx context.Context, opts CallOptions) ([]string, bool,
 			}
 		}
 		sort.Strings(ids)
-		return ids, false, nil
+		return ids, false, "", nil
 	}
 	snap, err := c.Snapshot(ctx)
 	if err != nil {
-		return nil, false, err
+		return nil, false, "", err
 	}
 	sel := opts.Where.Filter(snap.Servers)
 	ids := make([]string, len(sel))
 	for i, s := range sel {
 		ids[i] = s.Machine
 	}
-	return ids, len(ids) == len(snap.Servers), nil
+	hint := ""
+	if len(ids) == 0 && len(snap.Servers) > 0 {
+		hint = opts.Where.KeyHint(snap.Servers)
+	}
+	return ids, len(ids) == len(snap.Servers), hint, nil
 }
 
 // sessionTargets returns the sessions a call to sessions expects, sorted

@@ -391,6 +391,16 @@ func (s Selector) NoMatchHint(servers []fleet.Server) string {
 	if len(servers) == 0 {
 		return "no machine is ONLINE"
 	}
+	if hint := s.KeyHint(servers); hint != "" {
+		return hint
+	}
+	return fmt.Sprintf("none of the %d ONLINE machines has the values %q asks for (keys in the fleet: %s)", len(servers), s.String(), strings.Join(FleetKeys(servers), ", "))
+}
+
+// KeyHint names the keys s tests that none of servers has, each with the
+// nearest key one has ("did you mean"): most often why a selection chose
+// nobody. It returns "" when every key s names is known.
+func (s Selector) KeyHint(servers []fleet.Server) string {
 	known := FleetKeys(servers)
 	has := map[string]bool{}
 	for _, k := range known {
@@ -407,10 +417,7 @@ func (s Selector) NoMatchHint(servers []fleet.Server) string {
 		}
 		notes = append(notes, note)
 	}
-	if len(notes) > 0 {
-		return strings.Join(notes, "; ")
-	}
-	return fmt.Sprintf("none of the %d ONLINE machines has the values %q asks for (keys in the fleet: %s)", len(servers), s.String(), strings.Join(known, ", "))
+	return strings.Join(notes, "; ")
 }
 
 // NearestKey is the key of known closest to key (differing only in case,

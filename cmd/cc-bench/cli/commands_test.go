@@ -90,6 +90,17 @@ func TestServersCommand(t *testing.T) {
 			t.Errorf("%q: exit %d, stdout %q, stderr %q", args, code, stdout, stderr)
 		}
 	}
+	// A key no machine has is the likely typo: say which one it meant.
+	for _, args := range [][]string{
+		{"servers", "--where", "rol=web"},
+		{"call", "current-load", "--where", "rol=web", "--json"},
+	} {
+		stdout, stderr, code = cc(t, f.env(), args...)
+		if code != exitFailure || stdout != "" ||
+			!strings.Contains(stderr, `no ONLINE machine matches rol=web: no ONLINE machine has the key "rol" (did you mean "role"?); see which are with: cc-bench servers`) {
+			t.Errorf("%q: exit %d, stdout %q, stderr %q", args, code, stdout, stderr)
+		}
+	}
 }
 
 func TestCallCommand(t *testing.T) {

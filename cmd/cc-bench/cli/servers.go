@@ -100,7 +100,13 @@ func runServers(e *env, args []string) error {
 	if len(servers) == 0 && !sel.Empty() {
 		// A selection that chose nobody fails, in JSON too: a script
 		// acting on "every web server" must not take none for done.
-		return &exitError{code: exitFailure, msg: fmt.Sprintf("no ONLINE machine matches %s; see which are with: cc-bench servers", sel)}
+		msg := fmt.Sprintf("no ONLINE machine matches %s", sel)
+		if everyone, err := c.Servers(ctx, bench.Selector{}); err == nil {
+			if hint := sel.KeyHint(everyone); hint != "" {
+				msg += ": " + hint
+			}
+		}
+		return &exitError{code: exitFailure, msg: msg + "; see which are with: cc-bench servers"}
 	}
 	if e.g.json {
 		for _, s := range servers {
