@@ -22,6 +22,11 @@ var callHelp = help{
 without --where) and list each machine's reply, then a summary. The call ends
 as soon as every expected machine has answered, or at --timeout.
 
+--where selects by labels and by the facts agents report, as in cc-bench
+servers: role=web,platform=debian (and), 'role in (web,db)', 'arch != arm64',
+'role=db or os=darwin'; a selection that matches no ONLINE machine is an
+error (exit 1) naming a key no machine has ("did you mean role?").
+
 --filter keeps the ok results for which an expression holds, e.g.
 'load1 > 10 and memory.used_percent >= 90'; operators: > >= < <= == !=
 =~ (regular expression) !~, and/or/not, parentheses; strings in quotes.
@@ -106,7 +111,7 @@ type callFlags struct {
 func runCall(e *env, args []string) error {
 	fs := e.flagSet("call")
 	var f callFlags
-	fs.StringVar(&f.where, "where", "", "call the ONLINE machines matching this `selector`, e.g. role=web")
+	fs.StringVar(&f.where, "where", "", "call the ONLINE machines matching this `selector` of labels and facts, e.g. role=web,platform=debian")
 	fs.Var(&f.args, "arg", "a function argument `k=v` (repeatable)")
 	fs.StringVar(&f.filter, "filter", "", "list only the results for which this `expression` holds")
 	fs.Var(&f.targets, "machine", "call this machine `ID`, online or not, instead of a selection (repeatable)")
