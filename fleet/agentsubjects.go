@@ -82,6 +82,28 @@ func CheckDiscoveryReply(reply string) error {
 	return fmt.Errorf("discovery reply subject %q is not under a discovery inbox: ask with `nats --inbox-prefix %s`", reply, DiscoveryInbox("<your key>"))
 }
 
+// CheckMachineDiscoveryReply accepts the reply subject of a discovery
+// request sent to the machine with id machineID only when it lies under
+// some caller's [MachineDiscoveryInbox] of that machine
+// (_INBOX_cc.<key>.<its token>.@srv.<nonce>…): what `cc-bench functions`
+// asks with, and attributes by the subject. The agent answers there or
+// under a [DiscoveryInbox] ([CheckDiscoveryReply]), nowhere else.
+func CheckMachineDiscoveryReply(reply, machineID string) error {
+	if caller, ok := InboxOwner(reply); ok && publishable(reply) {
+		if rest, ok := strings.CutPrefix(reply, MachineDiscoveryInbox(caller, machineID)+"."); ok && rest != "" {
+			return nil
+		}
+	}
+	return fmt.Errorf("discovery reply subject %q is not under this machine's discovery inbox %s", reply, MachineDiscoveryInbox("<your key>", machineID))
+}
+
+// AgentInstanceID is the micro instance id of the agent of machine
+// machineID: its machine token, so a workbench can ask one machine by
+// $SRV.<verb>.cc-agent.<token> without first asking every agent.
+// (Another agent could listen there too, but answer only in its own
+// name: see [MachineDiscoveryInbox].)
+func AgentInstanceID(machineID string) string { return MachineToken(machineID) }
+
 // publishable reports whether subject is a literal subject a client may
 // publish on: non-empty tokens, no wildcards, no white space.
 func publishable(subject string) bool {

@@ -93,6 +93,48 @@ func TestCheckDiscoveryReply(t *testing.T) {
 	}
 }
 
+func TestCheckMachineDiscoveryReply(t *testing.T) {
+	const id = "10.0.0.5_web01"
+	tests := []struct {
+		reply string
+		ok    bool
+	}{
+		{MachineDiscoveryInbox(opKey, id) + ".n", true},
+		{MachineDiscoveryInbox("K", id) + ".a.b", true},
+
+		{"", false},
+		{MachineDiscoveryInbox("K", id), false},
+		{MachineDiscoveryInbox("K", id) + ".", false},
+		{MachineDiscoveryInbox("K", id) + ".*", false},
+		{MachineDiscoveryInbox("K", id) + ".>", false},
+		{MachineDiscoveryInbox("K", id) + ".a b", false},
+		{MachineDiscoveryInbox("K", "10.0.0.6_web02") + ".n", false}, // another machine's
+		{MachineDiscoveryInbox("*", id) + ".n", false},
+		{DiscoveryInbox("K") + ".n", false}, // the shared inbox: CheckDiscoveryReply's
+		{CallReply("K", MachineToken(id), "c1", 0), false},
+		{CallReply("K", ReplyToAll, "c1", 0), false},
+		{ControlInbox("K") + ".x", false},
+		{"$SRV.PING", false},
+	}
+	for _, tt := range tests {
+		err := CheckMachineDiscoveryReply(tt.reply, id)
+		if (err == nil) != tt.ok {
+			t.Errorf("CheckMachineDiscoveryReply(%q): got %v, want ok=%v", tt.reply, err, tt.ok)
+		}
+		if err != nil && !strings.Contains(err.Error(), "_INBOX_cc.<your key>.10~0~0~5_web01.@srv") {
+			t.Errorf("CheckMachineDiscoveryReply(%q): %q does not name the inbox", tt.reply, err)
+		}
+		if err == nil {
+			if _, perr := ParseCallReply(tt.reply); perr == nil {
+				t.Errorf("CheckMachineDiscoveryReply accepts %q, which parses as a call's reply", tt.reply)
+			}
+			if !matches(MachineReplies(MachineToken(id)), tt.reply) {
+				t.Errorf("accepted %q, which machine %s may not publish on", tt.reply, id)
+			}
+		}
+	}
+}
+
 // FuzzCheckDiscoveryReply: whatever a requester sends as reply subject,
 // an accepted one is a literal subject under the pattern the broker lets
 // agents answer discovery on, and never one of a call's replies.
