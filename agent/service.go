@@ -13,7 +13,6 @@ import (
 	"github.com/commandcontrol/commandcontrol/internal/version"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/micro"
-	"github.com/nats-io/nuid"
 )
 
 // service is the agent's nats micro service cc-agent: its endpoints "call"
@@ -21,11 +20,14 @@ import (
 // it answers itself in micro's v1 schemas, so `nats micro ls/info/stats`
 // show it as any micro service, with statistics that are true (see
 // callStats for why micro.AddService cannot keep them). It answers
-// discovery only under the asker's discovery inbox
-// (fleet.CheckDiscoveryReply).
+// discovery only under the asker's shared discovery inbox
+// (fleet.CheckDiscoveryReply) or its own machine's
+// (fleet.CheckMachineDiscoveryReply: what cc-bench functions asks with).
+// Its instance id is its machine token (fleet.AgentInstanceID).
 type service struct {
 	nc    *nats.Conn
 	log   *slog.Logger
+	id    string
 	ident micro.ServiceIdentity
 	// specs lists the functions served now: the built-ins and the
 	// operators' own, which a reload may change while connected.
@@ -46,7 +48,8 @@ func newService(nc *nats.Conn, log *slog.Logger, id, tok string, specs func() []
 		nc:    nc,
 		log:   log,
 		specs: specs,
-		ident: micro.ServiceIdentity{Name: fleet.AgentServiceName, ID: nuid.Next(), Version: version.Get().Semver(),
+		id:    id,
+		ident: micro.ServiceIdentity{Name: fleet.AgentServiceName, ID: fleet.AgentInstanceID(id), Version: version.Get().Semver(),
 			Metadata: map[string]string{"machine": id}},
 		description: "commandcontrol agent on " + id,
 		started:     now().UTC(),
@@ -88,12 +91,15 @@ func (s *service) serve(handle func(receipt, *nats.Msg)) error {
 	return nil
 }
 
-// discovery answers verb, on the asker's discovery inbox only.
+// discovery answers verb, on the asker's discovery inbox or this
+// machine's only.
 func (s *service) discovery(verb string) nats.MsgHandler {
 	return func(m *nats.Msg) {
 		if err := fleet.CheckDiscoveryReply(m.Reply); err != nil {
-			s.log.Debug("micro discovery not answered: "+err.Error(), "subject", m.Subject)
-			return
+			if err2 := fleet.CheckMachineDiscoveryReply(m.Reply, s.id); err2 != nil {
+				s.log.Debug("micro discovery not answered: "+err.Error()+"; "+err2.Error(), "subject", m.Subject)
+				return
+			}
 		}
 		var v any
 		switch verb {

@@ -40,8 +40,9 @@ type Catalog struct {
 	// NoAnswer lists those that did not answer in time, sorted.
 	Asked    int
 	NoAnswer []string
-	// Malformed lists the machines whose answer could not be read (each
-	// with why), sorted; they count as not answering.
+	// Malformed lists the machines whose answer could not be read or
+	// named another machine (each with why), sorted; they count as not
+	// answering.
 	Malformed []string
 }
 
@@ -51,16 +52,19 @@ var ErrDiscoveryNotAllowed = errors.New("only an admin may ask the agents what t
 
 // Functions asks the ONLINE machines sel selects which functions they
 // serve, with each function's arguments and whether it only reads. It
-// sends one micro discovery request ($SRV.INFO.cc-agent), answered by
-// every agent under the operator's discovery inbox, and keeps the answers
-// of the selected machines until all of them answered or ctx ends (the
-// default deadline when ctx has none): the ones that did not are in
-// NoAnswer. Only an admin may send discovery requests
+// asks each machine by micro discovery ($SRV.INFO.cc-agent.<its instance
+// id>, fleet.AgentInstanceID) with a reply subject under that machine's
+// own discovery inbox (fleet.MachineDiscoveryInbox), which the broker
+// lets no other machine publish on: every request is sent at once and
+// the answers come on one subscription, until all of them answered or
+// ctx ends (the default deadline when ctx has none): the ones that did
+// not are in NoAnswer. Only an admin may send discovery requests
 // ([ErrDiscoveryNotAllowed]).
 //
-// An answer is what an agent says of itself: each machine is counted
-// once, by the id its answer names, and nothing but this listing follows
-// from it.
+// An answer is attributed to the machine its subject names, never to
+// the id its body gives: a body naming another machine is Malformed.
+// What a machine says it serves is its own word, and nothing but this
+// listing follows from it.
 func (c *Client) Functions(ctx context.Context, sel Selector) (*Catalog, error) {
 	ctx, cancel := withTimeout(ctx)
 	defer cancel()
@@ -76,36 +80,49 @@ func (c *Client) Functions(ctx context.Context, sel Selector) (*Catalog, error) 
 		return nil, err
 	}
 	want := make(map[string]bool, len(servers))
+	asked := make([]string, 0, len(servers))
 	for _, s := range servers {
-		want[s.Machine] = true
+		if !want[s.Machine] {
+			want[s.Machine] = true
+			asked = append(asked, s.Machine)
+		}
 	}
 	cat := &Catalog{Asked: len(want)}
 	if len(want) == 0 {
 		return cat, nil
 	}
-	inbox := fleet.DiscoveryInbox(c.key) + "." + nuid.Next()
-	sub, err := c.nc.SubscribeSync(inbox)
+	nonce := nuid.Next()
+	sub, err := c.nc.SubscribeSync(fleet.MachineDiscoveryReplies(c.key, nonce))
 	if err != nil {
 		return nil, fmt.Errorf("functions: %w", err)
 	}
 	defer sub.Unsubscribe()
 	_ = sub.SetPendingLimits(-1, -1)
-	if err := c.nc.PublishRequest(fleet.SrvSubject(fleet.SrvInfo, fleet.AgentServiceName, ""), inbox, nil); err != nil {
-		return nil, fmt.Errorf("functions: %w", err)
+	for _, m := range asked {
+		ask := fleet.SrvSubject(fleet.SrvInfo, fleet.AgentServiceName, fleet.AgentInstanceID(m))
+		if err := c.nc.PublishRequest(ask, fleet.MachineDiscoveryInbox(c.key, m)+"."+nonce, nil); err != nil {
+			return nil, fmt.Errorf("functions: asking %s: %w", m, err)
+		}
 	}
 	answers := map[string][]fleet.FunctionInfo{}
 	described := map[string]bool{}
 	bad := map[string]string{}
-	take := func(m *nats.Msg) {
-		machine, fns, desc, err := readInfo(m.Data)
-		if !want[machine] {
-			return // not selected, or not an agent's answer
+	take := func(msg *nats.Msg) {
+		// The machine whose credentials sent it: the broker lets only
+		// that machine publish under its discovery inbox.
+		_, machine, _, err := fleet.ParseMachineDiscoveryReply(msg.Subject)
+		if err != nil || !want[machine] {
+			return // not selected, or no machine's answer
 		}
 		if _, dup := answers[machine]; dup {
 			return
 		}
 		if _, dup := bad[machine]; dup {
 			return
+		}
+		named, fns, desc, err := readInfo(msg.Data)
+		if err == nil && named != machine {
+			err = fmt.Errorf("its answer names machine %q", named)
 		}
 		if err != nil {
 			bad[machine] = err.Error()
@@ -128,7 +145,7 @@ func (c *Client) Functions(ctx context.Context, sel Selector) (*Catalog, error) 
 		}
 		take(m)
 	}
-	for m := range want {
+	for _, m := range asked {
 		if _, ok := answers[m]; !ok {
 			if why, ok := bad[m]; ok {
 				cat.Malformed = append(cat.Malformed, m+": "+why)
@@ -142,8 +159,9 @@ func (c *Client) Functions(ctx context.Context, sel Selector) (*Catalog, error) 
 	return cat, nil
 }
 
-// readInfo reads an agent's INFO answer: the machine it names, the
-// functions it describes (or names only: described false).
+// readInfo reads an agent's INFO answer: the machine it names (which
+// the caller checks against the machine that sent it), the functions it
+// describes (or names only: described false).
 func readInfo(data []byte) (machine string, fns []fleet.FunctionInfo, described bool, err error) {
 	var info micro.Info
 	if err := json.Unmarshal(data, &info); err != nil {

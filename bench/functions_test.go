@@ -84,7 +84,9 @@ func TestFunctions(t *testing.T) {
 // TestFunctionsBadAnswers: a machine whose discovery answer cannot be
 // read (here a registered machine's own connection answering garbage in
 // its function descriptions) is reported as such, not trusted and not a
-// crash; one that never answers is listed when the deadline ends the
+// crash; so is one whose answer names another machine (its own word
+// about itself is all it may give, and it is not credited to the machine
+// it names); one that never answers is listed when the deadline ends the
 // wait; the well-behaved agent is listed.
 func TestFunctionsBadAnswers(t *testing.T) {
 	f := startFleet(t)
@@ -92,7 +94,7 @@ func TestFunctionsBadAnswers(t *testing.T) {
 	answer := func(id string, meta map[string]string) {
 		stacktest.RegisterMachine(t, f.Svc, id, nil)
 		nc := stacktest.Connect(t, f.URL, stacktest.MachineKey(t, id), id)
-		if _, err := nc.Subscribe(fleet.SrvSubject(fleet.SrvInfo, fleet.AgentServiceName, ""), func(m *nats.Msg) {
+		if _, err := nc.Subscribe(fleet.SrvSubject(fleet.SrvInfo, fleet.AgentServiceName, fleet.AgentInstanceID(id)), func(m *nats.Msg) {
 			if meta == nil {
 				return // silent
 			}
@@ -108,18 +110,19 @@ func TestFunctionsBadAnswers(t *testing.T) {
 	}
 	answer("10.0.5.2_liar", map[string]string{"machine": "10.0.5.2_liar", fleet.AgentFunctionsMeta: `[{"name":"x\u001b[2J"}]`})
 	answer("10.0.5.3_silent", nil)
+	answer("10.0.5.4_other", map[string]string{"machine": "10.0.5.1_good", fleet.AgentFunctionsMeta: `[{"name":"restart-db"}]`})
 
 	ctx, cancel := context.WithCancel(testCtx(t))
 	defer cancel()
 	c := f.connect(f.Admin)
 	// The deadline ends the wait for the silent machine: it is cancelled
-	// once the two others have answered, which the discovery inbox shows,
-	// and a round trip to the broker has passed (so both answers are also
-	// queued for Functions' own subscription, which reads what is queued
-	// before it looks at the deadline).
+	// once the three others have answered, which a subscription to the
+	// same answers shows, and a round trip to the broker has passed (so
+	// the answers are also queued for Functions' own subscription, which
+	// reads what is queued before it looks at the deadline).
 	seen := 0
-	probe, err := c.Conn().Subscribe(fleet.DiscoveryInbox(c.Key())+".>", func(*nats.Msg) {
-		if seen++; seen == 2 {
+	probe, err := c.Conn().Subscribe(fleet.MachineDiscoveryReplies(c.Key(), ">"), func(*nats.Msg) {
+		if seen++; seen == 3 {
 			go func() {
 				_ = c.Conn().Flush()
 				cancel()
@@ -134,13 +137,14 @@ func TestFunctionsBadAnswers(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if cat.Asked != 3 || !slices.Equal(cat.NoAnswer, []string{"10.0.5.2_liar", "10.0.5.3_silent"}) ||
-		len(cat.Malformed) != 1 || !strings.HasPrefix(cat.Malformed[0], "10.0.5.2_liar: ") {
+	if cat.Asked != 4 || !slices.Equal(cat.NoAnswer, []string{"10.0.5.2_liar", "10.0.5.3_silent", "10.0.5.4_other"}) ||
+		len(cat.Malformed) != 2 || !strings.HasPrefix(cat.Malformed[0], "10.0.5.2_liar: ") ||
+		cat.Malformed[1] != `10.0.5.4_other: its answer names machine "10.0.5.1_good"` {
 		t.Fatalf("asked %d, no answer %v, malformed %q", cat.Asked, cat.NoAnswer, cat.Malformed)
 	}
 	for _, fn := range cat.Functions {
-		if !slices.Equal(fn.Machines, []string{"10.0.5.1_good"}) {
-			t.Errorf("%s served by %v: want the good machine only", fn.Name, fn.Machines)
+		if !slices.Equal(fn.Machines, []string{"10.0.5.1_good"}) || fn.Name == "restart-db" {
+			t.Errorf("%s served by %v: want the good machine only, with its own functions", fn.Name, fn.Machines)
 		}
 	}
 }

@@ -575,3 +575,23 @@ func TestCallMatcherHeldTargetsBounded(t *testing.T) {
 		t.Fatalf("after every call is recorded: held %d, by caller %v", f.m.heldAll, f.m.held)
 	}
 }
+
+// A machine's discovery inbox (fleet.MachineDiscoveryInbox, @srv where a
+// call token goes) is no call's reply subject: a call asking for answers
+// there is not one an agent runs, so it is not recorded, and a discovery
+// answer there, even one carrying a function header, is credited to no
+// call and makes no audit record.
+func TestCallMatcherIgnoresDiscoveryInboxes(t *testing.T) {
+	f := newMatchFixture(t, "web01")
+	inbox := fleet.MachineDiscoveryInbox(wAlice, "web01") + ".n1"
+	f.request(fleet.FnSubject("web01", fleet.FnSwList, wAlice), inbox, "", `{}`)
+	f.request(fleet.AllSubject(fleet.FnSwList, wAlice), inbox, "", `{}`)
+	f.request(fleet.FnSubject("web01", fleet.FnSwList, wAlice), fleet.CallReply(wAlice, "web01", "c1", 0), "c1", `{}`)
+	f.answer(inbox, fleet.FnSwList, 0, "")
+	f.answer(fleet.MachineDiscoveryInbox(wAlice, "web01")+".c1.0", fleet.FnSwList, 0, "")
+	f.advance(matchWait)
+	r := f.one()
+	if got := outcomes(r); r.Subject != fleet.FnSubject("web01", fleet.FnSwList, wAlice) || got["web01"] != fleet.OutcomeNoResponse {
+		t.Fatalf("got %+v (%v): want the real call c1 alone, unanswered", r, got)
+	}
+}

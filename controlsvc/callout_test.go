@@ -214,7 +214,7 @@ func TestDecideRegisteredMachine(t *testing.T) {
 	}
 	checkUserClaims(t, f, req, uc, "agent:10.0.0.5_web01")
 	p := uc.Permissions
-	want := append([]string{"sys.commandControl.fn.10~0~0~5_web01.*.*", "sys.commandControl.all.*.*", "sys.commandControl.agent.hint"}, fleet.DiscoverySubjects(fleet.AgentServiceName)...)
+	want := append([]string{"sys.commandControl.fn.10~0~0~5_web01.*.*", "sys.commandControl.all.*.*", "sys.commandControl.agent.hint"}, fleet.AgentDiscoverySubjects("10.0.0.5_web01")...)
 	if got := []string(p.Sub.Allow); !sameSet(got, want) {
 		t.Errorf("agent sub allow:\n got %q\nwant %q", got, want)
 	}
@@ -232,9 +232,14 @@ func TestDecideRegisteredMachine(t *testing.T) {
 	if p.Resp != nil {
 		t.Errorf("agent resp permission: got %+v, want none", p.Resp)
 	}
-	for _, want := range []string{"$SRV.PING", "$SRV.INFO.cc-agent", "$SRV.STATS.cc-agent.*"} {
+	for _, want := range []string{"$SRV.PING", "$SRV.INFO.cc-agent", "$SRV.STATS.cc-agent.10~0~0~5_web01"} {
 		if !p.Sub.Allow.Contains(want) {
 			t.Errorf("agent cannot answer micro discovery %q", want)
+		}
+	}
+	for _, s := range p.Sub.Allow {
+		if strings.HasPrefix(s, fleet.SrvRoot+".") && strings.Count(s, ".") == 3 && !strings.HasSuffix(s, ".10~0~0~5_web01") {
+			t.Errorf("agent may hear discovery asked of another instance: %q", s)
 		}
 	}
 	if len(f.refused) != 0 {

@@ -10,7 +10,9 @@ import (
 var DefaultReadOnlyFunctions = fleet.ReadOnlyBuiltins()
 
 // agentPermissions: receive its own and broadcast calls, the control
-// service's hints and micro discovery pings; publish only replies under a
+// service's hints and micro discovery asked of every agent or of its own
+// instance (not another machine's: cc-bench functions asks each alone);
+// publish only replies under a
 // subject that names the machine itself (and discovery answers). No
 // response permission: with one, whoever sends the agent a request could
 // aim its answer at any subject (a control subject, a presence event),
@@ -19,7 +21,7 @@ func agentPermissions(machineID string) jwt.Permissions {
 	var p jwt.Permissions
 	tok := fleet.MachineToken(machineID)
 	p.Sub.Allow.Add(fleet.MachineCallsWildcard(tok), fleet.BroadcastCallsWildcard, fleet.AgentHintSubject)
-	p.Sub.Allow.Add(fleet.DiscoverySubjects(fleet.AgentServiceName)...)
+	p.Sub.Allow.Add(fleet.AgentDiscoverySubjects(machineID)...)
 	p.Pub.Allow.Add(fleet.MachineReplies(tok), fleet.DiscoveryReplies())
 	return p
 }

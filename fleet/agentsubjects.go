@@ -56,9 +56,22 @@ func AgentSrvSubjects(verb, id string) []string {
 	return []string{SrvSubject(verb, "", ""), SrvSubject(verb, AgentServiceName, ""), SrvSubject(verb, AgentServiceName, id)}
 }
 
+// AgentDiscoverySubjects are the discovery requests the agent of machine
+// machineID answers and may receive: each verb asked of every service,
+// of every agent, and of its own instance ([AgentInstanceID]) only, so
+// no agent hears what is asked of another machine alone.
+func AgentDiscoverySubjects(machineID string) []string {
+	out := make([]string, 0, 3*len(SrvVerbs()))
+	for _, verb := range SrvVerbs() {
+		out = append(out, AgentSrvSubjects(verb, AgentInstanceID(machineID))...)
+	}
+	return out
+}
+
 // DiscoverySubjects are the discovery requests every instance of the
 // service named service answers: each verb asked of all services, of
-// service, and of one of its instances (any id).
+// service, and of one of its instances (any id): what a remote site's
+// link, which carries many agents, may receive.
 func DiscoverySubjects(service string) []string {
 	out := make([]string, 0, 3*len(SrvVerbs()))
 	for _, verb := range SrvVerbs() {
@@ -81,6 +94,28 @@ func CheckDiscoveryReply(reply string) error {
 	}
 	return fmt.Errorf("discovery reply subject %q is not under a discovery inbox: ask with `nats --inbox-prefix %s`", reply, DiscoveryInbox("<your key>"))
 }
+
+// CheckMachineDiscoveryReply accepts the reply subject of a discovery
+// request sent to the machine with id machineID only when it lies under
+// some caller's [MachineDiscoveryInbox] of that machine
+// (_INBOX_cc.<key>.<its token>.@srv.<nonce>…): what `cc-bench functions`
+// asks with, and attributes by the subject. The agent answers there or
+// under a [DiscoveryInbox] ([CheckDiscoveryReply]), nowhere else.
+func CheckMachineDiscoveryReply(reply, machineID string) error {
+	if caller, ok := InboxOwner(reply); ok && publishable(reply) {
+		if rest, ok := strings.CutPrefix(reply, MachineDiscoveryInbox(caller, machineID)+"."); ok && rest != "" {
+			return nil
+		}
+	}
+	return fmt.Errorf("discovery reply subject %q is not under this machine's discovery inbox %s", reply, MachineDiscoveryInbox("<your key>", machineID))
+}
+
+// AgentInstanceID is the micro instance id of the agent of machine
+// machineID: its machine token, so a workbench can ask one machine by
+// $SRV.<verb>.cc-agent.<token> without first asking every agent. No
+// other agent may listen there ([AgentDiscoverySubjects]), and none could
+// answer under its [MachineDiscoveryInbox].
+func AgentInstanceID(machineID string) string { return MachineToken(machineID) }
 
 // publishable reports whether subject is a literal subject a client may
 // publish on: non-empty tokens, no wildcards, no white space.

@@ -93,11 +93,53 @@ func TestCheckDiscoveryReply(t *testing.T) {
 	}
 }
 
+func TestCheckMachineDiscoveryReply(t *testing.T) {
+	const id = "10.0.0.5_web01"
+	tests := []struct {
+		reply string
+		ok    bool
+	}{
+		{MachineDiscoveryInbox(opKey, id) + ".n", true},
+		{MachineDiscoveryInbox("K", id) + ".a.b", true},
+
+		{"", false},
+		{MachineDiscoveryInbox("K", id), false},
+		{MachineDiscoveryInbox("K", id) + ".", false},
+		{MachineDiscoveryInbox("K", id) + ".*", false},
+		{MachineDiscoveryInbox("K", id) + ".>", false},
+		{MachineDiscoveryInbox("K", id) + ".a b", false},
+		{MachineDiscoveryInbox("K", "10.0.0.6_web02") + ".n", false}, // another machine's
+		{MachineDiscoveryInbox("*", id) + ".n", false},
+		{DiscoveryInbox("K") + ".n", false}, // the shared inbox: CheckDiscoveryReply's
+		{CallReply("K", MachineToken(id), "c1", 0), false},
+		{CallReply("K", ReplyToAll, "c1", 0), false},
+		{ControlInbox("K") + ".x", false},
+		{"$SRV.PING", false},
+	}
+	for _, tt := range tests {
+		err := CheckMachineDiscoveryReply(tt.reply, id)
+		if (err == nil) != tt.ok {
+			t.Errorf("CheckMachineDiscoveryReply(%q): got %v, want ok=%v", tt.reply, err, tt.ok)
+		}
+		if err != nil && !strings.Contains(err.Error(), "_INBOX_cc.<your key>.10~0~0~5_web01.@srv") {
+			t.Errorf("CheckMachineDiscoveryReply(%q): %q does not name the inbox", tt.reply, err)
+		}
+		if err == nil {
+			if _, perr := ParseCallReply(tt.reply); perr == nil {
+				t.Errorf("CheckMachineDiscoveryReply accepts %q, which parses as a call's reply", tt.reply)
+			}
+			if !matches(MachineReplies(MachineToken(id)), tt.reply) {
+				t.Errorf("accepted %q, which machine %s may not publish on", tt.reply, id)
+			}
+		}
+	}
+}
+
 // FuzzCheckDiscoveryReply: whatever a requester sends as reply subject,
 // an accepted one is a literal subject under the pattern the broker lets
 // agents answer discovery on, and never one of a call's replies.
 func FuzzCheckDiscoveryReply(f *testing.F) {
-	for _, s := range []string{DiscoveryInbox("K") + ".x", CallReply("K", "web01", "c", 0), "_INBOX_cc.K.@srv.", "$SRV.PING", ""} {
+	for _, s := range []string{DiscoveryInbox("K") + ".x", DiscoveryInbox("K") + ".@srv.n", CallReply("K", "web01", "c", 0), "_INBOX_cc.K.@srv.", "$SRV.PING", ""} {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, reply string) {
@@ -107,8 +149,35 @@ func FuzzCheckDiscoveryReply(f *testing.F) {
 		if !matches(DiscoveryReplies(), reply) || !publishable(reply) {
 			t.Fatalf("accepted %q, outside %s", reply, DiscoveryReplies())
 		}
-		if r, err := ParseCallReply(reply); err != nil || !strings.HasPrefix(reply, DiscoveryInbox(r.Caller)+".") {
-			t.Fatalf("accepted %q: parsed %+v, %v", reply, r, err)
+		if owner, ok := InboxOwner(reply); !ok || !strings.HasPrefix(reply, DiscoveryInbox(owner)+".") {
+			t.Fatalf("accepted %q: owner %q, %v", reply, owner, ok)
+		}
+		if r, err := ParseCallReply(reply); err == nil && r.Target != replyToDiscovery {
+			t.Fatalf("accepted %q, a call's reply to %q", reply, r.Target)
+		}
+	})
+}
+
+// FuzzCheckMachineDiscoveryReply: an accepted reply subject is a literal
+// one the machine itself may publish on, no call's reply, and parses back
+// to that machine.
+func FuzzCheckMachineDiscoveryReply(f *testing.F) {
+	const id = "10.0.0.5_web01"
+	for _, s := range []string{MachineDiscoveryInbox("K", id) + ".n", MachineDiscoveryInbox("K", id) + ".@srv", CallReply("K", MachineToken(id), "c", 0), DiscoveryInbox("K") + ".n", ""} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, reply string) {
+		if CheckMachineDiscoveryReply(reply, id) != nil {
+			return
+		}
+		if !matches(MachineReplies(MachineToken(id)), reply) || !publishable(reply) {
+			t.Fatalf("accepted %q, outside %s", reply, MachineReplies(MachineToken(id)))
+		}
+		if r, err := ParseCallReply(reply); err == nil {
+			t.Fatalf("accepted %q, a call's reply %+v", reply, r)
+		}
+		if _, m, _, err := ParseMachineDiscoveryReply(reply); err != nil || m != id {
+			t.Fatalf("accepted %q, which parses as machine %q (%v)", reply, m, err)
 		}
 	})
 }

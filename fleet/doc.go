@@ -18,7 +18,8 @@
 //	sys.commandControl.ctl.<operator-key>.<op>                 control API (registry, operators)
 //	_INBOX_cc.<caller>.<target>.<call>.<copy>                  a call's replies (replies.go)
 //	_INBOX_cc.<operator-key>.@ctl.>                            control and snapshot answers
-//	_INBOX_cc.<operator-key>.@srv.>                            micro discovery answers
+//	_INBOX_cc.<operator-key>.@srv.>                            micro discovery answers (any agent's word)
+//	_INBOX_cc.<operator-key>.<machine-token>.@srv.>            one machine's discovery answer (attributed)
 //
 // <caller> is the calling operator's public key: the broker lets an
 // operator publish only with its own. Where each is built and parsed:

@@ -12,9 +12,11 @@ import (
 // [EncodeFunctionInfos]. cc-bench functions reads both (an agent without
 // the second is described by names only).
 //
-// Like every discovery answer, it is what an agent says of itself: any
-// agent may answer on a discovery inbox, so a workbench counts each
-// machine once and no permission follows from it.
+// Like every discovery answer, it is what an agent says of itself, and
+// no permission follows from it. On the shared [DiscoveryInbox] any agent
+// may answer, so the "machine" an answer names is only its claim; cc-bench
+// functions asks each machine on its [MachineDiscoveryInbox] and
+// attributes each answer by that subject instead.
 const (
 	AgentFunctionNamesMeta = "functions"
 	AgentFunctionsMeta     = "function_specs"

@@ -19,7 +19,15 @@ import (
 //
 // A broadcast is sent with the target [ReplyToAll]; each agent answers on
 // the same subject with that token replaced by its own. Micro discovery
-// ($SRV.PING/INFO/STATS) is answered on the caller's [DiscoveryInbox].
+// ($SRV.PING/INFO/STATS) is answered on the caller's [DiscoveryInbox],
+// which every agent may publish under (what it says there is its own
+// word, unattributed), or on a [MachineDiscoveryInbox], which names the
+// answering machine like a call's reply does: `cc-bench functions` asks
+// each machine there, so an answer is attributed by its subject.
+//
+// A call token never begins with '@': the tokens that do (@all, @srv,
+// @ctl) are the inbox's own, and a subject with one in the call position
+// ([MachineDiscoveryInbox]) is no call's reply ([ParseCallReply]).
 const (
 	// ReplyToAll is the target token of a broadcast's reply subject.
 	// It cannot be a machine token ('@' is not allowed in machine ids).
@@ -76,6 +84,45 @@ func DiscoveryInbox(caller string) string {
 	return InboxRoot + "." + caller + "." + replyToDiscovery
 }
 
+// MachineDiscoveryInbox is the inbox prefix under which the machine with
+// id machineID answers micro discovery asked by caller:
+// _INBOX_cc.<caller>.<machine token>.@srv. Only that machine may publish
+// there (its [MachineReplies]), so an answer under it is that machine's,
+// whatever its body says. It is no call's reply subject: [ParseCallReply]
+// refuses @srv as a call token.
+func MachineDiscoveryInbox(caller, machineID string) string {
+	return InboxRoot + "." + caller + "." + MachineToken(machineID) + "." + replyToDiscovery
+}
+
+// MachineDiscoveryReplies is the subscription that receives every
+// machine's answer to caller's discovery requests sent with the reply
+// subject [MachineDiscoveryInbox](caller, machine) + "." + nonce: one
+// subscription for any number of machines asked at once.
+func MachineDiscoveryReplies(caller, nonce string) string {
+	return InboxRoot + "." + caller + ".*." + replyToDiscovery + "." + nonce
+}
+
+// ParseMachineDiscoveryReply returns the caller and the machine of a
+// subject under a [MachineDiscoveryInbox]
+// (_INBOX_cc.<caller>.<machine token>.@srv.<rest>), and rest. The machine
+// is the one whose credentials published on the subject: the broker lets
+// no other. It refuses anything else (a call's reply, the shared
+// [DiscoveryInbox], a token that is no machine's), saying which.
+func ParseMachineDiscoveryReply(subject string) (caller, machineID, rest string, err error) {
+	r, err := parseReply(subject)
+	if err != nil {
+		return "", "", "", err
+	}
+	if r.Call != replyToDiscovery || r.Copy == "" {
+		return "", "", "", fmt.Errorf("subject %q is not under a machine's discovery inbox %s.<caller key>.<machine token>.%s.<nonce>", subject, InboxRoot, replyToDiscovery)
+	}
+	id, err := MachineFromToken(r.Target)
+	if err != nil {
+		return "", "", "", fmt.Errorf("subject %q: %w", subject, err)
+	}
+	return r.Caller, id, r.Copy, nil
+}
+
 // MachineReplies is the subject pattern a machine with token tok may
 // publish replies on; discovery answers go under DiscoveryReplies.
 func MachineReplies(tok string) string { return InboxRoot + ".*." + tok + ".>" }
@@ -95,8 +142,24 @@ type ReplySubject struct {
 }
 
 // ParseCallReply splits a reply subject _INBOX_cc.<caller>.<target>.<call>[.<copy>…].
+// It refuses a call token beginning with '@' (reserved: a
+// [MachineDiscoveryInbox] has @srv there), so a machine's discovery
+// answer is never read as an answer to a call, nor a call answered there.
 // It allocates nothing: the workbench parses every reply of a call.
 func ParseCallReply(subject string) (ReplySubject, error) {
+	r, err := parseReply(subject)
+	if err != nil {
+		return ReplySubject{}, err
+	}
+	if strings.HasPrefix(r.Call, "@") {
+		return ReplySubject{}, fmt.Errorf("reply subject %q has the reserved token %q as its call: no call's reply (a call token never begins with '@'; %s is a machine's discovery inbox)", subject, r.Call, replyToDiscovery)
+	}
+	return r, nil
+}
+
+// parseReply splits _INBOX_cc.<caller>.<target>.<call>[.<copy>…] into its
+// non-empty parts.
+func parseReply(subject string) (ReplySubject, error) {
 	rest, ok := strings.CutPrefix(subject, InboxRoot+".")
 	if !ok {
 		return ReplySubject{}, fmt.Errorf("reply subject %q is not under %s", subject, InboxRoot)

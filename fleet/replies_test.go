@@ -14,6 +14,8 @@ func TestReplyBuilders(t *testing.T) {
 		{"DiscoveryReplies", DiscoveryReplies(), "_INBOX_cc.*.@srv.>"},
 		{"OperatorInboxWildcard", OperatorInboxWildcard("K"), "_INBOX_cc.K.>"},
 		{"InboxesWildcard", InboxesWildcard, "_INBOX_cc.>"},
+		{"MachineDiscoveryInbox", MachineDiscoveryInbox("K", "10.0.0.5_web01"), "_INBOX_cc.K.10~0~0~5_web01.@srv"},
+		{"MachineDiscoveryReplies", MachineDiscoveryReplies("K", "n1"), "_INBOX_cc.K.*.@srv.n1"},
 		{"CallReply dotted machine", CallReply("K", MachineToken("10.0.0.5_web01"), "c1", 3), "_INBOX_cc.K.10~0~0~5_web01.c1.3"},
 	}
 	for _, tt := range tests {
@@ -46,6 +48,11 @@ func TestParseCallReply(t *testing.T) {
 		{subject: "_INBOX_cc.K..c1", wantErr: "want _INBOX_cc"},
 		{subject: "_INBOX_cc.K.web01.", wantErr: "want _INBOX_cc"},
 		{subject: "_INBOX_cc.K.web01.c1.", wantErr: "want _INBOX_cc"},
+		// A machine's discovery inbox, and the other reserved tokens in
+		// the call position: no call's reply.
+		{subject: MachineDiscoveryInbox("K", "10.0.0.5_web01") + ".n", wantErr: "reserved token \"@srv\""},
+		{subject: "_INBOX_cc.K.web01.@all.0", wantErr: "reserved token"},
+		{subject: "_INBOX_cc.K.web01.@ctl", wantErr: "reserved token"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.subject, func(t *testing.T) {
@@ -83,6 +90,8 @@ func TestCallReplyFor(t *testing.T) {
 		{"broadcast naming a machine", all, "_INBOX_cc.K.web01.c1.0", ReplySubject{Caller: "K", Target: "web01", Call: "c1", Copy: "0"}, ""},
 		{"broadcast naming the control inbox", all, "_INBOX_cc.K.@ctl.c1", ReplySubject{}, "no machine token"},
 		{"broadcast naming discovery", all, "_INBOX_cc.K.@srv.c1", ReplySubject{}, "no machine token"},
+		{"direct, the machine's discovery inbox", direct, "_INBOX_cc.K.web01.@srv.n", ReplySubject{}, "reserved token"},
+		{"broadcast, a machine's discovery inbox", all, "_INBOX_cc.K.web01.@srv.n", ReplySubject{}, "reserved token"},
 		{"another caller's inbox", direct, "_INBOX_cc.J.web01.c1.0", ReplySubject{}, "not the caller's inbox _INBOX_cc.K"},
 		{"plain inbox", direct, "_INBOX_cc.K.x", ReplySubject{}, "want _INBOX_cc"},
 		{"not an inbox", direct, "sys.commandControl.ctl.K.whoami", ReplySubject{}, "not under _INBOX_cc"},
@@ -176,6 +185,35 @@ func TestIsNoResponders(t *testing.T) {
 	for _, tt := range tests {
 		if got := IsNoResponders(tt.status, tt.body); got != tt.want {
 			t.Errorf("IsNoResponders(%q, %d) = %v, want %v", tt.status, tt.body, got, tt.want)
+		}
+	}
+}
+
+func TestParseMachineDiscoveryReply(t *testing.T) {
+	tests := []struct {
+		subject, caller, machine, rest, wantErr string
+	}{
+		{subject: MachineDiscoveryInbox("K", "10.0.0.5_web01") + ".n1", caller: "K", machine: "10.0.0.5_web01", rest: "n1"},
+		{subject: "_INBOX_cc.K.web01.@srv.a.b", caller: "K", machine: "web01", rest: "a.b"},
+
+		{subject: "_INBOX_cc.K.web01.@srv", wantErr: "not under a machine's discovery inbox"},
+		{subject: "_INBOX_cc.K.@srv.n1", wantErr: "not under a machine's discovery inbox"},    // the shared inbox
+		{subject: "_INBOX_cc.K.@srv.@srv.n1", wantErr: "bad machine token"},                   // no machine's
+		{subject: "_INBOX_cc.K.web01.c1.0", wantErr: "not under a machine's discovery inbox"}, // a call's reply
+		{subject: "_INBOX_cc.K.web01.@srvx.n", wantErr: "not under a machine's discovery inbox"},
+		{subject: "_INBOX_cc.K.we$b.@srv.n", wantErr: "bad machine token"},
+		{subject: "$SRV.INFO", wantErr: "not under _INBOX_cc"},
+	}
+	for _, tt := range tests {
+		caller, machine, rest, err := ParseMachineDiscoveryReply(tt.subject)
+		if tt.wantErr != "" {
+			if err == nil || !strings.Contains(err.Error(), tt.wantErr) || caller+machine+rest != "" {
+				t.Errorf("ParseMachineDiscoveryReply(%q) = (%q, %q, %q, %v), want an error containing %q", tt.subject, caller, machine, rest, err, tt.wantErr)
+			}
+			continue
+		}
+		if err != nil || caller != tt.caller || machine != tt.machine || rest != tt.rest {
+			t.Errorf("ParseMachineDiscoveryReply(%q) = (%q, %q, %q, %v), want (%q, %q, %q)", tt.subject, caller, machine, rest, err, tt.caller, tt.machine, tt.rest)
 		}
 	}
 }

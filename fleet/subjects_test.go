@@ -105,6 +105,8 @@ func TestAgentReply(t *testing.T) {
 		{"plain inbox", "_INBOX_cc.K.NUID", "K", "web01", "", "want _INBOX_cc"},
 		{"nats mux, no target", "_INBOX_cc.K.NUID.rand", "K", "web01", "", "not this machine"},
 		{"empty token", "_INBOX_cc.K..c1", "K", "web01", "", "want _INBOX_cc"},
+		{"its own discovery inbox", "_INBOX_cc.K.web01.@srv.n", "K", "web01", "", "reserved token"},
+		{"a broadcast aimed at discovery", "_INBOX_cc.K.@all.@srv", "K", "web01", "", "reserved token"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -29,6 +29,11 @@ func TestSysSubjectBuilders(t *testing.T) {
 	if got := DiscoverySubjects(AgentServiceName); !slices.Equal(got, want) {
 		t.Errorf("DiscoverySubjects: got %q, want %q", got, want)
 	}
+	want = []string{"$SRV.PING", "$SRV.PING.cc-agent", "$SRV.PING.cc-agent.10~0~0~5_web01", "$SRV.INFO", "$SRV.INFO.cc-agent", "$SRV.INFO.cc-agent.10~0~0~5_web01",
+		"$SRV.STATS", "$SRV.STATS.cc-agent", "$SRV.STATS.cc-agent.10~0~0~5_web01"}
+	if got := AgentDiscoverySubjects("10.0.0.5_web01"); !slices.Equal(got, want) {
+		t.Errorf("AgentDiscoverySubjects: got %q, want %q", got, want)
+	}
 }
 
 func TestIsSysSubject(t *testing.T) {

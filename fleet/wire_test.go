@@ -94,6 +94,7 @@ var wireBuilders = map[string]func(a []string) (string, error){
 	"CallReplies":           func(a []string) (string, error) { return CallReplies(a[0], a[1]), nil },
 	"DirectInbox":           func(a []string) (string, error) { return DirectInbox(a[0], a[1]), nil },
 	"DiscoveryInbox":        func(a []string) (string, error) { return DiscoveryInbox(a[0]), nil },
+	"MachineDiscoveryInbox": func(a []string) (string, error) { return MachineDiscoveryInbox(a[0], a[1]), nil },
 	"ControlInbox":          func(a []string) (string, error) { return ControlInbox(a[0]), nil },
 	"SiteSysSubject":        func(a []string) (string, error) { return SiteSysSubject(a[0], a[1]), nil },
 	"SiteAuthSubject":       func(a []string) (string, error) { return SiteAuthSubject(a[0]), nil },

@@ -16,8 +16,13 @@ read (read-only) or may change the machine (changes), and how many of the
 selected machines serve each ("2 of 3": not all of them).
 
 The agents are asked by nats micro discovery, which only an admin may
-send. What an agent answers is its own word about itself. An older agent
-says only its functions' names: their role and arguments show as "?".
+send: each selected machine is asked directly, and answers under a reply
+subject only it may publish on, so each answer is that machine's (one
+naming another machine is ignored and reported). What a machine answers
+is still its own word about itself. An agent that says only its
+functions' names shows "?" for their role and arguments; one older than
+this per-machine asking does not answer (nats micro info cc-agent still
+shows what it says of itself, unattributed).
 A function the machines describe differently is marked "(differs)"; the
 row shows what most of them say. Machines that did not answer in time
 are listed on stderr and the exit code is 1.
@@ -81,7 +86,7 @@ func runFunctions(e *env, args []string) error {
 		_ = printf(e.stderr, "no ONLINE machine matches %s\n", sel)
 	}
 	for _, m := range cat.Malformed {
-		_ = printf(e.stderr, "unreadable answer from %s\n", m)
+		_ = printf(e.stderr, "ignored the answer of %s\n", m)
 	}
 	if len(cat.NoAnswer) > 0 {
 		_ = printf(e.stderr, "%d of %d machine%s did not answer in %s: %s\n", len(cat.NoAnswer), cat.Asked, plural(cat.Asked),

@@ -1,12 +1,17 @@
 package cli
 
 import (
+	"encoding/json"
 	"path/filepath"
 	"strings"
 	"testing"
 
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/micro"
+
 	"github.com/commandcontrol/commandcontrol/agent"
 	"github.com/commandcontrol/commandcontrol/agent/functions"
+	"github.com/commandcontrol/commandcontrol/fleet"
 	"github.com/commandcontrol/commandcontrol/internal/stacktest"
 )
 
@@ -58,5 +63,35 @@ func TestFunctionsAndVersionHelp(t *testing.T) {
 	}
 	if _, stderr, code := cc(t, nil, "functions", "extra"); code != exitUsage || !strings.Contains(stderr, "functions takes no arguments") {
 		t.Errorf("functions extra: exit %d, stderr %q", code, stderr)
+	}
+}
+
+// TestFunctionsCommandAnswerNamingAnother: a machine whose discovery
+// answer names another machine is not counted for either: stderr says
+// whose answer was ignored and why, the machine it named is listed with
+// its own functions only, and the exit code is 1.
+func TestFunctionsCommandAnswerNamingAnother(t *testing.T) {
+	f := startFleet(t)
+	f.agent("10.0.0.1_web01", nil)
+	const evil = "10.0.0.9_evil"
+	stacktest.RegisterMachine(t, f.svc, evil, nil)
+	nc := stacktest.Connect(t, f.url, stacktest.MachineKey(t, evil), evil)
+	lie, _ := json.Marshal(micro.Info{Type: micro.InfoResponseType, ServiceIdentity: micro.ServiceIdentity{
+		Name: fleet.AgentServiceName, Metadata: map[string]string{"machine": "10.0.0.1_web01", fleet.AgentFunctionsMeta: `[{"name":"restart-db"}]`}}})
+	if _, err := nc.Subscribe(fleet.SrvSubject(fleet.SrvInfo, fleet.AgentServiceName, fleet.AgentInstanceID(evil)), func(m *nats.Msg) {
+		_ = nc.Publish(m.Reply, lie)
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	stacktest.WaitOnline(t, f.svc, evil)
+
+	stdout, stderr, code := cc(t, f.env(), "functions")
+	want := `ignored the answer of 10.0.0.9_evil: its answer names machine "10.0.0.1_web01"` + "\n" +
+		"1 of 2 machines did not answer in "
+	if code != exitFailure || !strings.HasPrefix(stderr, want) || strings.Contains(stdout, "restart-db") || !strings.Contains(stdout, "machine-info") {
+		t.Fatalf("exit %d, stderr %q, stdout:\n%s", code, stderr, stdout)
 	}
 }

@@ -183,6 +183,10 @@ export function parseCallReply(subject: string): ReplySubject {
   if (!ok1 || !ok2 || caller === "" || target === "" || call === "" || (hasCopy && copy === "")) {
     throw new Error(`reply subject ${JSON.stringify(subject)}: want ${InboxRoot}.<caller key>.<machine token or ${ReplyToAll}>.<call>[.<copy>]`);
   }
+  if (call.startsWith("@")) {
+    // <caller>.<machine>.@srv.<nonce> is a machine's discovery inbox, no call's reply.
+    throw new Error(`reply subject ${JSON.stringify(subject)} has the reserved token ${JSON.stringify(call)} as its call: no call's reply`);
+  }
   return { caller, target, call, copy };
 }
 

@@ -52,6 +52,7 @@ OPTIONAL_BUILDERS: dict[str, str] = {
     "PresenceSnapshotSubject": "PRESENCE_SNAPSHOT_SUBJECT",
     "OperatorInbox": "operator_inbox",
     "CallReplies": "call_replies",
+    "MachineDiscoveryInbox": "machine_discovery_inbox",
 }
 
 # Go parser → the SDK's, returning the vector's "want" object.

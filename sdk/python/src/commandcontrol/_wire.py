@@ -254,6 +254,10 @@ def parse_call_reply(subject: str) -> ReplySubject:
     if len(parts) < 3 or not parts[0] or not parts[1] or not parts[2] or (len(parts) == 4 and not parts[3]):
         raise ValueError(
             f"reply subject {subject!r}: want {INBOX_ROOT}.<caller key>.<machine token or {REPLY_TO_ALL}>.<call>[.<copy>]")
+    if parts[2].startswith("@"):
+        # fleet.ParseCallReply: <caller>.<machine>.@srv.<nonce> is a
+        # machine's discovery inbox, no call's reply.
+        raise ValueError(f"reply subject {subject!r} has the reserved token {parts[2]!r} as its call: no call's reply")
     return ReplySubject(parts[0], parts[1], parts[2], parts[3] if len(parts) == 4 else "")
 
 
