@@ -2,7 +2,6 @@ package main
 
 import (
 	"os"
-	"strings"
 	"testing"
 
 	"github.com/commandcontrol/commandcontrol/internal/cli/clitest"
@@ -15,15 +14,4 @@ func TestMain(m *testing.M) {
 
 // TestExitStatus: the real process exits 0 for --help and -h, printing its
 // usage, and 2 for a flag it does not know, naming it.
-func TestExitStatus(t *testing.T) {
-	for _, arg := range []string{"--help", "-h"} {
-		stdout, stderr, code := clitest.Run(t, arg)
-		if code != 0 || !strings.Contains(stdout+stderr, "Usage") {
-			t.Errorf("cc-swarm %s: exit %d, output %q", arg, code, stdout+stderr)
-		}
-	}
-	_, stderr, code := clitest.Run(t, "--no-such-flag")
-	if code != 2 || !strings.Contains(stderr, "no-such-flag") {
-		t.Errorf("cc-swarm --no-such-flag: exit %d, stderr %q", code, stderr)
-	}
-}
+func TestExitStatus(t *testing.T) { clitest.ExitStatus(t, "cc-swarm") }

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"os"
 	"os/exec"
+	"strings"
 	"testing"
 )
 
@@ -44,4 +45,21 @@ func Run(t *testing.T, args ...string) (stdout, stderr string, code int) {
 		t.Fatalf("run %s %q: %v", os.Args[0], args, err)
 	}
 	return out.String(), errOut.String(), code
+}
+
+// ExitStatus asserts what every daemon's process does with its flags: it
+// exits 0 for --help and -h, printing its usage, and 2 for a flag it does
+// not know, naming it. name is the program's, for the messages.
+func ExitStatus(t *testing.T, name string) {
+	t.Helper()
+	for _, arg := range []string{"--help", "-h"} {
+		stdout, stderr, code := Run(t, arg)
+		if code != 0 || !strings.Contains(stdout+stderr, "Usage") {
+			t.Errorf("%s %s: exit %d, output %q", name, arg, code, stdout+stderr)
+		}
+	}
+	_, stderr, code := Run(t, "--no-such-flag")
+	if code != 2 || !strings.Contains(stderr, "no-such-flag") {
+		t.Errorf("%s --no-such-flag: exit %d, stderr %q", name, code, stderr)
+	}
 }
