@@ -1,9 +1,6 @@
 package cli
 
 import (
-	"context"
-	"errors"
-	"fmt"
 	"strings"
 	"time"
 
@@ -81,25 +78,7 @@ func runCallBatches(e *env, fn string, args map[string]any, opts bench.CallOptio
 	if perr != nil {
 		return perr
 	}
-	if errors.Is(err, bench.ErrNoMatch) {
-		return noMatchError(err, false)
-	}
-	if werr := out.finish(sum); werr != nil {
-		return werr
-	}
-	if errors.Is(err, context.Canceled) {
-		return &exitError{code: exitFailure, msg: "interrupted: the results above are partial"}
-	}
-	if err != nil {
-		return err
-	}
-	if err := out.check.Err(); err != nil {
-		return &exitError{code: exitFailure, msg: fmt.Sprintf("--filter %q: %v", out.filter.String(), err)}
-	}
-	if !sum.AllOK() {
-		return &exitError{code: exitFailure}
-	}
-	return nil
+	return out.end(sum, err)
 }
 
 func batchWord(n int) string {

@@ -165,10 +165,18 @@ func runCall(e *env, args []string) error {
 	if err == nil && sum.AllNotFound() {
 		return e.notServed(c, fn, opts) // notserved.go
 	}
+	return out.end(sum, err)
+}
+
+// end prints the results of a call that returned sum and err and returns
+// the command's outcome: the selection that chose nobody, an interrupted
+// call, a filter that does not fit the results, or a machine that did not
+// answer ok fail (exit 1).
+func (o *callOutput) end(sum *bench.Summary, err error) error {
 	if errors.Is(err, bench.ErrNoMatch) {
-		return noMatchError(err, out.sessions)
+		return noMatchError(err, o.sessions)
 	}
-	if werr := out.finish(sum); werr != nil {
+	if werr := o.finish(sum); werr != nil {
 		return werr
 	}
 	if errors.Is(err, context.Canceled) {
@@ -177,10 +185,10 @@ func runCall(e *env, args []string) error {
 	if err != nil {
 		return err
 	}
-	if err := out.check.Err(); err != nil {
+	if err := o.check.Err(); err != nil {
 		// A typo in a field, or a number compared with a string: the
 		// filter said nothing about the results.
-		return &exitError{code: exitFailure, msg: fmt.Sprintf("--filter %q: %v", filter.String(), err)}
+		return &exitError{code: exitFailure, msg: fmt.Sprintf("--filter %q: %v", o.filter.String(), err)}
 	}
 	if !sum.AllOK() {
 		return &exitError{code: exitFailure}

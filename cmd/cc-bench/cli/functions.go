@@ -37,14 +37,7 @@ cc-bench functions --json`,
 func runFunctions(e *env, args []string) error {
 	fs := e.flagSet("functions")
 	where := fs.String("where", "", "ask the ONLINE machines matching this `selector`, e.g. role=web")
-	pos, err := e.parse(fs, args, functionsHelp)
-	if err != nil {
-		return err
-	}
-	if len(pos) > 0 {
-		return usageErrorf("functions takes no arguments, got %q; to choose machines use --where %s", pos[0], pos[0])
-	}
-	sel, err := parseWhere(*where)
+	sel, err := e.parseWhereOnly(fs, args, functionsHelp, "functions", where)
 	if err != nil {
 		return err
 	}

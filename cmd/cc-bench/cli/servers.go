@@ -56,19 +56,26 @@ func parseWhere(s string) (bench.Selector, error) {
 	return sel, nil
 }
 
+// parseWhereOnly parses the flags of a command that takes no arguments
+// and chooses machines with --where (servers, functions, version): the
+// selector, or a usage error.
+func (e *env) parseWhereOnly(fs *flagSet, args []string, h help, name string, where *string) (bench.Selector, error) {
+	pos, err := e.parse(fs, args, h)
+	if err != nil {
+		return bench.Selector{}, err
+	}
+	if len(pos) > 0 {
+		return bench.Selector{}, usageErrorf("%s takes no arguments, got %q; to choose machines use --where %s", name, pos[0], pos[0])
+	}
+	return parseWhere(*where)
+}
+
 func runServers(e *env, args []string) error {
 	fs := e.flagSet("servers")
 	where := fs.String("where", "", "choose machines by labels and facts, e.g. `role=web,env=prod`")
 	all := fs.Bool("all", false, "also list the registered machines that are OFFLINE, with since when and why")
 	facts := fs.Bool("facts", false, "show what each machine's agent reports about its host (platform, kernel, arch, CPUs, memory, host uptime, …)")
-	pos, err := e.parse(fs, args, serversHelp)
-	if err != nil {
-		return err
-	}
-	if len(pos) > 0 {
-		return usageErrorf("servers takes no arguments, got %q; to choose machines use --where %s", pos[0], pos[0])
-	}
-	sel, err := parseWhere(*where)
+	sel, err := e.parseWhereOnly(fs, args, serversHelp, "servers", where)
 	if err != nil {
 		return err
 	}

@@ -47,14 +47,7 @@ type versionLine struct {
 func runVersion(e *env, args []string) error {
 	fs := e.flagSet("version")
 	where := fs.String("where", "", "only the agents of the ONLINE machines matching this `selector`, e.g. role=web")
-	pos, err := e.parse(fs, args, versionHelp)
-	if err != nil {
-		return err
-	}
-	if len(pos) > 0 {
-		return usageErrorf("version takes no arguments, got %q; to choose machines use --where %s", pos[0], pos[0])
-	}
-	sel, err := parseWhere(*where)
+	sel, err := e.parseWhereOnly(fs, args, versionHelp, "version", where)
 	if err != nil {
 		return err
 	}
