@@ -45,7 +45,7 @@ type Batch struct {
 func ParseBatch(s string) (Batch, error) {
 	if p, ok := strings.CutSuffix(s, "%"); ok {
 		f, err := strconv.ParseFloat(p, 64)
-		if err != nil || f <= 0 || f > 100 {
+		if err != nil || !percentOK(f) {
 			return Batch{}, fmt.Errorf("batch size %q: want a percentage above 0 and at most 100, e.g. 10%%", s)
 		}
 		return Batch{Percent: f}, nil
@@ -55,6 +55,12 @@ func ParseBatch(s string) (Batch, error) {
 		return Batch{}, fmt.Errorf("batch size %q: want a number of machines (at least 1) or a percentage, e.g. 5 or 10%%", s)
 	}
 	return Batch{Size: n}, nil
+}
+
+// percentOK reports whether f is a batch percentage: above 0 and at
+// most 100. NaN fails both comparisons, so it is refused by name.
+func percentOK(f float64) bool {
+	return !math.IsNaN(f) && f > 0 && f <= 100
 }
 
 // size is the number of machines per batch for a selection of n.
@@ -69,7 +75,7 @@ func (b *Batch) validate() error {
 	switch {
 	case b.Size < 0:
 		return fmt.Errorf("batch size %d: want at least 1", b.Size)
-	case b.Size == 0 && (b.Percent <= 0 || b.Percent > 100):
+	case b.Size == 0 && !percentOK(b.Percent):
 		return fmt.Errorf("batch size %v%%: want a percentage above 0 and at most 100", b.Percent)
 	case b.Wait < 0:
 		return fmt.Errorf("batch wait %s: want 0 or more", b.Wait)

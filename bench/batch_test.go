@@ -3,6 +3,7 @@ package bench_test
 import (
 	"context"
 	"fmt"
+	"math"
 	"reflect"
 	"slices"
 	"strings"
@@ -194,6 +195,8 @@ func TestCallBatchesRefused(t *testing.T) {
 	}{
 		{bench.CallOptions{Sessions: &fleet.SessionQuery{}}, bench.Batch{Size: 1}, "sessions cannot be made in batches"},
 		{bench.CallOptions{}, bench.Batch{}, "want a percentage"},
+		{bench.CallOptions{}, bench.Batch{Percent: math.NaN()}, "want a percentage"},
+		{bench.CallOptions{}, bench.Batch{Percent: math.Inf(1)}, "want a percentage"},
 		{bench.CallOptions{}, bench.Batch{Size: 1, Wait: -time.Second}, "batch wait -1s"},
 	} {
 		_, err := c.CallBatches(testCtx(t), "restart", nil, tt.opts, tt.b, func(bench.Reply) { t.Error("a reply") })
@@ -213,7 +216,7 @@ func TestParseBatch(t *testing.T) {
 			t.Errorf("%q: got %+v, %v; want %+v", in, got, err, want)
 		}
 	}
-	for _, in := range []string{"", "0", "-1", "0%", "101%", "x", "5x", "%", "1e3%"} {
+	for _, in := range []string{"", "0", "-1", "0%", "101%", "x", "5x", "%", "1e3%", "NaN%", "Inf%", "-Inf%", "infinity%"} {
 		if _, err := bench.ParseBatch(in); err == nil || !strings.Contains(err.Error(), "batch size") {
 			t.Errorf("%q: got %v, want an error naming the batch size", in, err)
 		}

@@ -288,11 +288,27 @@ func (s Selector) Match(machine string, labels map[string]string) bool {
 // MatchFacts reports whether the machine with this id, labels and agent
 // facts (nil: none known) is selected.
 func (s Selector) MatchFacts(machine string, labels map[string]string, facts *fleet.Facts) bool {
+	return s.match(machine, nil, labels, facts)
+}
+
+// MatchPending reports whether s selects a pending machine: one that
+// tried to connect and is not registered. Its id is whatever the one
+// connecting chose, so here the fact ip is from, the address its
+// connection came from as the broker saw it ("" when not recorded), not
+// the id's first part: ip=10.0.0.* does not select a stranger who names
+// itself 10.0.0.66_x from elsewhere. It has no labels and no facts.
+func (s Selector) MatchPending(machine, from string) bool {
+	return s.match(machine, &from, nil, nil)
+}
+
+// match is [Selector.MatchFacts], with the fact ip taken from *ip when
+// ip is not nil.
+func (s Selector) match(machine string, ip *string, labels map[string]string, facts *fleet.Facts) bool {
 	if len(s.groups) == 0 {
 		return true
 	}
 	for _, group := range s.groups {
-		if matchGroup(group, machine, labels, facts) {
+		if matchGroup(group, machine, ip, labels, facts) {
 			return true
 		}
 	}
@@ -304,9 +320,12 @@ func (s Selector) MatchServer(srv fleet.Server) bool {
 	return s.MatchFacts(srv.Machine, srv.Labels, srv.Facts)
 }
 
-func matchGroup(group []selTerm, machine string, labels map[string]string, facts *fleet.Facts) bool {
+func matchGroup(group []selTerm, machine string, ip *string, labels map[string]string, facts *fleet.Facts) bool {
 	for _, t := range group {
 		v, _ := lookup(t.key, machine, labels, facts)
+		if t.key == FactIP && ip != nil {
+			v = *ip
+		}
 		ok := false
 		for i, want := range t.values {
 			if t.glob[i] {

@@ -59,6 +59,37 @@ func TestSelectorFactsOfIDWithoutUnderscore(t *testing.T) {
 	}
 }
 
+// TestSelectorMatchPending: for a pending machine, ip is the address its
+// connection came from, never the id the stranger chose; the other terms
+// read the id as ever.
+func TestSelectorMatchPending(t *testing.T) {
+	const id = "10.0.0.66_evil"
+	for _, tt := range []struct {
+		sel, from string
+		want      bool
+	}{
+		{"ip=10.0.0.*", "127.0.0.1", false},
+		{"ip=10.0.0.66", "127.0.0.1", false},
+		{"ip=127.0.0.1", "127.0.0.1", true},
+		{"ip=10.0.0.*", "", false},
+		{"ip=", "", true},
+		{"ip!=10.0.0.66", "127.0.0.1", true},
+		{"ip in (10.0.0.66,127.0.0.2)", "127.0.0.1", false},
+		{"ip=10.0.0.*", "10.0.0.66", true},
+		{"machine=10.0.0.*,hostname=evil", "127.0.0.1", true},
+		{"ip=10.0.0.* or hostname=evil", "127.0.0.1", true},
+		{"", "127.0.0.1", true},
+	} {
+		sel, err := ParseSelector(tt.sel)
+		if err != nil {
+			t.Fatalf("ParseSelector(%q): %v", tt.sel, err)
+		}
+		if got := sel.MatchPending(id, tt.from); got != tt.want {
+			t.Errorf("%q.MatchPending(%s from %q) = %v, want %v", tt.sel, id, tt.from, got, tt.want)
+		}
+	}
+}
+
 func TestParseSelectorErrors(t *testing.T) {
 	tests := []struct{ sel, wantErr string }{
 		{"role", `selector term "role": want key=value`},

@@ -104,6 +104,8 @@ func TestCallBatchUsage(t *testing.T) {
 		{[]string{"call", "x", "--batch-continue"}, "need --batch"},
 		{[]string{"call", "x", "--batch", "0"}, `--batch: batch size "0"`},
 		{[]string{"call", "x", "--batch", "150%"}, "at most 100"},
+		{[]string{"call", "x", "--batch", "NaN%"}, `--batch: batch size "NaN%": want a percentage`},
+		{[]string{"call", "x", "--batch", "Inf%"}, "at most 100"},
 		{[]string{"call", "x", "--batch", "2", "--batch-wait", "-1s"}, "--batch-wait -1s: want 0 or more"},
 		{[]string{"call", "x", "--batch", "2", "--sessions"}, "cannot be made in batches"},
 	} {

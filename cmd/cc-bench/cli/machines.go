@@ -15,7 +15,8 @@ import (
 var machinesHelp = help{
 	usage: `cc-bench machines ls [ID|GLOB]... [--where SEL] | pending |
                          accept ID [--pubkey KEY] [--site S] |
-                         accept GLOB... | --where SEL | --all-pending [--yes] [--newest-key] [--site S] |
+                         accept GLOB... | --where SEL | --all-pending [--yes] [--newest-key]
+                                [--allow-ip-mismatch] [--site S] |
                          add ID --pubkey KEY [--label k=v]... [--site S] [--replace] |
                          rm ID|GLOB... [--where SEL] [--yes] |
                          label ID|GLOB k=v... [--rm-label k]... (or --where SEL k=v...) |
@@ -53,12 +54,18 @@ pending and deny ls).
 In bulk: ls, accept, rm and label take glob patterns of ids (web*,
 10.0.0.?_db[0-9]; quote them from the shell) and --where SEL (labels and
 the facts machine, ip, hostname, as for call); accept --all-pending takes
-every pending machine. A bulk accept binds the key each id was tried
-with; it skips an id registered already (it never replaces a key), an
-id tried with several keys (unless --newest-key: the most recent one),
-and a key a site reported unless --site names that site. A bulk accept
-or rm lists what it will change and asks first: --yes confirms ahead,
-and without a terminal and without --yes it changes nothing (exit 2).
+every pending machine. A pending id is whatever the one connecting
+chose, so for pending machines --where ip= tests the address the
+connection came from (FROM), not the id. A bulk accept binds the key
+each id was tried with; it skips an id registered already (it never
+replaces a key), an id tried with several keys (unless --newest-key: the
+most recent one, which may be an attacker's retry), a key a site
+reported unless --site names that site, and an id that names an IP
+address other than the one it connected from (unless
+--allow-ip-mismatch, e.g. behind NAT). A bulk accept or rm lists what it
+will change, with the address each connected from, and asks first:
+--yes confirms ahead, and without a terminal and without --yes it
+changes nothing (exit 2).
 
 --site S (accept, add) places the machine at remote site S: it connects to
 that site's broker, which admits only its own site's machines, and the hub
@@ -90,7 +97,7 @@ func runMachines(e *env, args []string) error {
 	fs := e.flagSet("machines")
 	var rmLabels, labels listFlag
 	var pubkey, site, where string
-	var replace, allPending, yes, newestKey, asID bool
+	var replace, allPending, yes, newestKey, ipMismatch, asID bool
 	fs.Var(&rmLabels, "rm-label", "a label `key` to remove, for label (repeatable)")
 	fs.Var(&labels, "label", "a label `k=v` for add (repeatable)")
 	fs.StringVar(&pubkey, "pubkey", "", "the machine's public nkey `KEY` (U…; cc-agent --print-key shows it): in full for add, in full or a unique prefix for accept")
@@ -99,7 +106,8 @@ func runMachines(e *env, args []string) error {
 	fs.StringVar(&where, "where", "", "for ls, accept, rm and label: the machines matching this `selector`, e.g. role=web,hostname=web*")
 	fs.BoolVar(&allPending, "all-pending", false, "for accept: every pending machine, each with the key it tried")
 	fs.BoolVar(&yes, "yes", false, "for a bulk accept or rm: change without asking (required without a terminal)")
-	fs.BoolVar(&newestKey, "newest-key", false, "for a bulk accept: accept an id tried with several keys with the most recent one (default: skip it)")
+	fs.BoolVar(&newestKey, "newest-key", false, "for a bulk accept: accept an id tried with several keys with the most recent one (default: skip it); the most recent may be an attacker's retry")
+	fs.BoolVar(&ipMismatch, "allow-ip-mismatch", false, "for a bulk accept: accept an id naming an IP address other than the one it connected from, e.g. behind NAT (default: skip it)")
 	fs.BoolVar(&asID, "id", false, "for deny and undeny: the arguments are machine ids, even one that reads as a key")
 	pos, err := e.parse(fs, args, machinesHelp)
 	if err != nil {
@@ -112,8 +120,8 @@ func runMachines(e *env, args []string) error {
 		return usageErrorf("machines needs a subcommand: ls, pending, accept, add, rm, label, reject, deny or undeny (see cc-bench machines --help)")
 	}
 	sub, pos := pos[0], pos[1:]
-	if sub != "accept" && (allPending || newestKey) {
-		return usageErrorf("--all-pending and --newest-key are for accept")
+	if sub != "accept" && (allPending || newestKey || ipMismatch) {
+		return usageErrorf("--all-pending, --newest-key and --allow-ip-mismatch are for accept")
 	}
 	if where != "" && !slices.Contains([]string{"ls", "list", "accept", "rm", "remove", "label"}, sub) {
 		return usageErrorf("--where is for ls, accept, rm and label")
@@ -149,7 +157,7 @@ func runMachines(e *env, args []string) error {
 			if pubkey != "" {
 				return usageErrorf("--pubkey names one machine's key: accept that machine alone (a bulk accept binds the key each id was tried with)")
 			}
-			return machinesAcceptBulk(e, s, bulkFlags{allPending: allPending, yes: yes, newestKey: newestKey, site: site})
+			return machinesAcceptBulk(e, s, bulkFlags{allPending: allPending, yes: yes, newestKey: newestKey, ipMismatch: ipMismatch, site: site})
 		}
 		return needArgs(sub, pos, 1, "ID (or patterns, --where or --all-pending)", func() error { return machinesAccept(e, pos[0], pubkey, site) })
 	case "add":

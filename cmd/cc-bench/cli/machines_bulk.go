@@ -5,8 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/netip"
 	"os"
 	"path"
+	"slices"
 	"strings"
 
 	"github.com/commandcontrol/commandcontrol/bench"
@@ -84,6 +86,45 @@ func (s selection) match(id string, labels map[string]string) bool {
 	return s.where.Match(id, labels)
 }
 
+// matchPending reports whether the pending machine id, whose connection
+// came from the address from, is selected: in --where, ip is from (the
+// id is the stranger's word), see [bench.Selector.MatchPending].
+func (s selection) matchPending(id, from string) bool {
+	if len(s.patterns) > 0 && !slices.ContainsFunc(s.patterns, func(p string) bool {
+		ok, _ := path.Match(p, id)
+		return ok
+	}) {
+		return false
+	}
+	return s.where.MatchPending(id, from)
+}
+
+// idAddress is the IP address a machine id names before its first "_"
+// (10.0.0.5 in 10.0.0.5_web01), if it names one.
+func idAddress(id string) (netip.Addr, bool) {
+	first, _, _ := strings.Cut(id, "_")
+	a, err := netip.ParseAddr(first)
+	return a.Unmap(), err == nil
+}
+
+// fromMismatch says how the address a pending machine connected from
+// disagrees with the address its id names ("" when they agree, or the id
+// names no address): the id is what the one connecting chose.
+func fromMismatch(id, from string) string {
+	claimed, ok := idAddress(id)
+	if !ok {
+		return ""
+	}
+	got, err := netip.ParseAddr(from)
+	switch {
+	case from == "":
+		return fmt.Sprintf("its id says %s, and where it connected from is not recorded", claimed)
+	case err != nil || got.Unmap() != claimed:
+		return fmt.Sprintf("its id says %s, but it connected from %s", claimed, from)
+	}
+	return ""
+}
+
 // String says what s selects, for messages.
 func (s selection) String() string {
 	var parts []string
@@ -120,15 +161,19 @@ func (e *env) confirm(what string, yes bool) error {
 
 // bulkFlags are the flags of bulk accept.
 type bulkFlags struct {
-	allPending, yes, newestKey bool
-	site                       string
+	allPending, yes, newestKey, ipMismatch bool
+	site                                   string
 }
 
 // machinesAcceptBulk accepts every pending machine s selects (or all of
 // them), each with the key it tried: an id tried with several keys is
 // skipped unless newestKey, an id registered already is always skipped
 // (and the service refuses to re-key it: NoReplace), and so is a key a
-// remote site reported unless --site names that site.
+// remote site reported unless --site names that site, and an id naming
+// an IP address other than the one its connection came from unless
+// ipMismatch. A pending id is the word of whoever connected, so --where
+// ip= tests the address the connection came from, and the listing
+// confirmed shows it (FROM).
 func machinesAcceptBulk(e *env, s selection, f bulkFlags) error {
 	return e.withClient(func(c *bench.Client) error {
 		ctx, cancel := e.requestCtx()
@@ -145,18 +190,19 @@ func machinesAcceptBulk(e *env, s selection, f bulkFlags) error {
 		for _, m := range ms {
 			registered[m.ID] = true
 		}
-		type pick struct{ id, key, site string }
+		type pick struct{ id, key, site, from, mismatch string }
 		var picks []pick
 		var skipped []string
 		for _, p := range ps {
-			if !f.allPending && !s.match(p.ID, nil) {
-				continue
-			}
 			keys := p.Keys
 			if len(keys) == 0 {
-				keys = []fleet.PendingKey{{Key: p.Key, Site: p.Site}}
+				keys = []fleet.PendingKey{{Key: p.Key, IP: p.IP, Site: p.Site}}
 			}
 			k := keys[0] // the most recent
+			if !f.allPending && !s.matchPending(p.ID, k.IP) {
+				continue
+			}
+			mismatch := fromMismatch(p.ID, k.IP)
 			switch {
 			case registered[p.ID]:
 				skipped = append(skipped, fmt.Sprintf("%s: registered already with another key; a bulk accept never replaces a key (check the host's key, then: cc-bench machines accept %s --pubkey KEY)", p.ID, p.ID))
@@ -167,11 +213,14 @@ func machinesAcceptBulk(e *env, s selection, f bulkFlags) error {
 			case k.Site != "" && k.Site != f.site:
 				skipped = append(skipped, fmt.Sprintf("%s: its key was reported by site %s; accept it with --site %s", p.ID, k.Site, k.Site))
 				continue
+			case mismatch != "" && !f.ipMismatch:
+				skipped = append(skipped, fmt.Sprintf("%s: %s; anyone may connect with any id: check the host, then accept it alone (cc-bench machines accept %s --pubkey KEY), or add --allow-ip-mismatch (NAT)", p.ID, mismatch, p.ID))
+				continue
 			}
-			picks = append(picks, pick{p.ID, k.Key, k.Site})
+			picks = append(picks, pick{p.ID, k.Key, k.Site, k.IP, mismatch})
 		}
 		for _, line := range skipped {
-			fmt.Fprintln(e.stderr, "skipped "+line)
+			_ = printf(e.stderr, "skipped %s\n", line)
 		}
 		if len(picks) == 0 {
 			what := "no pending machine"
@@ -180,9 +229,13 @@ func machinesAcceptBulk(e *env, s selection, f bulkFlags) error {
 			}
 			return fmt.Errorf("%s can be accepted (list them with: cc-bench machines pending)", what)
 		}
-		t := newTable(e.stderr, "ID", "KEY", "SITE")
+		t := newTable(e.stderr, "ID", "KEY", "SITE", "FROM")
 		for _, p := range picks {
-			t.row(p.id, p.key, dash(p.site))
+			from := dash(p.from)
+			if a, ok := idAddress(p.id); ok && p.mismatch != "" {
+				from += " (not " + a.String() + " as its id says)"
+			}
+			t.row(p.id, p.key, dash(p.site), from)
 		}
 		if err := t.flush(); err != nil {
 			return err

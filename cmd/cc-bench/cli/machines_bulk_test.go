@@ -52,6 +52,7 @@ func TestMachinesBulkAndDeny(t *testing.T) {
 	knock(t, f, 23, "10.0.1.3_twice")
 	knock(t, f, 24, "10.0.1.3_twice")
 	spam := knock(t, f, 25, "10.0.0.2_web02") // a stranger's key for a registered id
+	knock(t, f, 27, "127.0.0.1_local")        // the one id that names where it connects from
 
 	noTTY(t)
 	reg := f.svc.Registry()
@@ -64,7 +65,7 @@ func TestMachinesBulkAndDeny(t *testing.T) {
 		t.Fatalf("--all-pending without --yes changed the registry: %d pending (was %d), %d machines", n, before, len(reg.Machines()))
 	}
 	setConfirm(t, "n\n", true)
-	if _, stderr, code := cc(t, f.env(), "machines", "accept", "10.0.1.*"); code != exitFailure || !strings.Contains(stderr, "not confirmed") {
+	if _, stderr, code := cc(t, f.env(), "machines", "accept", "10.0.1.*", "--allow-ip-mismatch"); code != exitFailure || !strings.Contains(stderr, "not confirmed") {
 		t.Fatalf("declined: exit %d, %q", code, stderr)
 	}
 	noTTY(t)
@@ -73,7 +74,13 @@ func TestMachinesBulkAndDeny(t *testing.T) {
 		args []string
 		code int
 	}{
-		{[]string{"machines", "accept", "--all-pending", "--yes"}, exitOK},
+		// Pending ids are the connecting side's words: ip= is where they
+		// connected from (127.0.0.1 here), and an id naming another
+		// address is skipped unless --allow-ip-mismatch.
+		{[]string{"machines", "accept", "--where", "ip=10.0.1.*", "--yes"}, exitFailure},
+		{[]string{"machines", "accept", "10.0.1.?_new*", "--yes"}, exitFailure},
+		{[]string{"machines", "accept", "--where", "ip=127.0.0.1", "--yes"}, exitOK},
+		{[]string{"machines", "accept", "--all-pending", "--allow-ip-mismatch", "--yes"}, exitOK},
 		{[]string{"machines", "ls", "*_web0?", "10.0.1.1_new1"}, exitOK},
 		{[]string{"machines", "label", "--where", "role=web", "env=prod"}, exitOK},
 		{[]string{"machines", "ls", "--where", "env=prod"}, exitOK},
@@ -136,6 +143,7 @@ func TestMachinesUsage(t *testing.T) {
 		{[]string{"machines", "ls", "bad id"}, "machine id"},
 		{[]string{"machines", "pending", "--where", "a=b"}, "--where is for"},
 		{[]string{"machines", "rm", "--all-pending"}, "for accept"},
+		{[]string{"machines", "ls", "--allow-ip-mismatch"}, "are for accept"},
 		{[]string{"machines", "deny"}, "deny needs"},
 		{[]string{"machines", "deny", "bad id"}, "machine id"},
 		{[]string{"machines", "reject"}, "reject needs"},
@@ -143,6 +151,30 @@ func TestMachinesUsage(t *testing.T) {
 		_, stderr, code := cc(t, nil, tt.args...)
 		if code != exitUsage || !strings.Contains(stderr, tt.want) {
 			t.Errorf("%q: exit %d, %q; want 2 saying %q", tt.args, code, stderr, tt.want)
+		}
+	}
+}
+
+// TestFromMismatch: an id naming an IP address must name the one the
+// connection came from (IPv4-mapped IPv6 is the same address); an id
+// naming none has nothing to disagree with; an address not recorded
+// never agrees.
+func TestFromMismatch(t *testing.T) {
+	for _, tt := range []struct {
+		id, from, want string
+	}{
+		{"10.0.0.5_web01", "10.0.0.5", ""},
+		{"10.0.0.5_web01", "::ffff:10.0.0.5", ""},
+		{"10.0.0.66_evil", "127.0.0.1", "its id says 10.0.0.66, but it connected from 127.0.0.1"},
+		{"10.0.0.66_evil", "", "its id says 10.0.0.66, and where it connected from is not recorded"},
+		{"10.0.0.66_evil", "not-an-ip", "its id says 10.0.0.66, but it connected from not-an-ip"},
+		{"fd00::5_web", "fd00:0::5", ""},
+		{"fd00::5_web", "fd00::6", "its id says fd00::5, but it connected from fd00::6"},
+		{"web01", "127.0.0.1", ""},
+		{"web01_x", "", ""},
+	} {
+		if got := fromMismatch(tt.id, tt.from); got != tt.want {
+			t.Errorf("fromMismatch(%q, %q) = %q, want %q", tt.id, tt.from, got, tt.want)
 		}
 	}
 }

@@ -426,8 +426,9 @@ func listOf(res any, path string) []any {
 // csv prints rows as CSV: with --fields a row per reply, for a built-in
 // with a list a row per element (and one for a machine without any), for
 // a built-in its columns, else every scalar path the results hold.
-// Cells are escaped for a terminal (termsafe), and a text cell a
-// spreadsheet would run as a formula (=, +, -, @) starts with a quote.
+// Cells, and the header (whose leaf paths are the agents' keys), are
+// escaped for a terminal (termsafe), and a text cell a spreadsheet would
+// run as a formula (=, +, -, @) starts with a quote.
 func (v *callView) csv(w io.Writer, rows []viewReply) error {
 	cw := csv.NewWriter(w)
 	head := []string{"machine"}
@@ -472,6 +473,9 @@ func (v *callView) csv(w io.Writer, rows []viewReply) error {
 		head = append(head, p)
 	}
 	head = append(head, "error")
+	for i, h := range head {
+		head[i] = csvText(h) // a leaf path is the agent's keys
+	}
 	if err := cw.Write(head); err != nil {
 		return err
 	}
