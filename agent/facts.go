@@ -110,6 +110,20 @@ func sameFacts(a, b *fleet.Facts) bool {
 	return fleet.FactsEqual(&x, &y)
 }
 
+// keepBootTime gives f the boot time reported when f's only wobbled from
+// it (see sameFacts): a refresh reports the boot time it started with, as
+// the control service expects of one (controlsvc/presence.go,
+// factsRefresh: another boot time from the same address is another host
+// sharing the key, audited as a duplicate).
+func keepBootTime(reported, f *fleet.Facts) {
+	if reported == nil || f == nil {
+		return
+	}
+	if d := f.BootTime.Sub(reported.BootTime); d > -time.Minute && d < time.Minute {
+		f.BootTime = reported.BootTime
+	}
+}
+
 // watchFacts reads the facts again every FactsInterval (or on each
 // FactsTicks) until ctx ends, and reports them when they changed.
 func (a *Agent) watchFacts(ctx context.Context) {
@@ -129,9 +143,11 @@ func (a *Agent) watchFacts(ctx context.Context) {
 		case <-ticks:
 		}
 		f := a.readFacts(ctx)
-		if sameFacts(a.facts.Load(), f) {
+		reported := a.facts.Load()
+		if sameFacts(reported, f) {
 			continue
 		}
+		keepBootTime(reported, f)
 		if err := a.refreshFacts(ctx, f); err != nil {
 			a.log.Warn("the host's facts changed, but reporting them failed; retrying at the next reading", "error", err)
 		}

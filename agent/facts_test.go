@@ -166,3 +166,59 @@ func TestFactsOnlyForItself(t *testing.T) {
 		}
 	}
 }
+
+// TestFactsRefreshKeepsBootTime: a refresh reports the boot time the agent
+// started with when the new reading only wobbled from it (less than a
+// minute): the control service takes a newer connection from the same
+// address with another boot time for another host sharing the key, and
+// audits it as a duplicate (controlsvc TestFactsRefreshNeedsSameBootTime).
+func TestFactsRefreshKeepsBootTime(t *testing.T) {
+	svc := stacktest.StartControl(t)
+	nc := stacktest.Connect(t, svc.ClientURL(), stacktest.LoadKey(t, svc.AdminKeyPath()), "watcher")
+	events := make(chan fleet.PresenceEvent, 16)
+	if _, err := nc.Subscribe(fleet.PresenceEventsWildcard, func(m *nats.Msg) {
+		var ev fleet.PresenceEvent
+		if json.Unmarshal(m.Data, &ev) == nil {
+			events <- ev
+		}
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	booted := time.Date(2031, 1, 2, 3, 4, 5, 0, time.UTC)
+	var current atomic.Pointer[fleet.Facts]
+	current.Store(&fleet.Facts{OS: "linux", PlatformVersion: "12.5", BootTime: booted})
+	ticks := make(chan time.Time)
+	a := runAgent(t, svc, "10.0.0.6_web02", agent.Config{
+		Facts:      func(context.Context) *fleet.Facts { f := *current.Load(); return &f },
+		FactsTicks: ticks,
+	})
+	next := func(want string) fleet.PresenceEvent {
+		t.Helper()
+		select {
+		case ev := <-events:
+			if ev.Event != want || ev.Machine != a.MachineID() {
+				t.Fatalf("event %s %s, want %s %s", ev.Event, ev.Machine, want, a.MachineID())
+			}
+			return ev
+		case <-time.After(stacktest.WaitTimeout):
+			t.Fatalf("no %s event", want)
+		}
+		return fleet.PresenceEvent{}
+	}
+	next(fleet.EventJoined)
+	old := a.Conn()
+	upgraded := fleet.Facts{OS: "linux", PlatformVersion: "13.0", BootTime: booted.Add(20 * time.Second)}
+	current.Store(&upgraded)
+	ticks <- time.Time{}
+	ev := next(fleet.EventUpdated)
+	if ev.Facts == nil || ev.Facts.PlatformVersion != "13.0" || !ev.Facts.BootTime.Equal(booted) {
+		t.Fatalf("updated with facts %+v, want platform_version 13.0 and boot time %s", ev.Facts, booted)
+	}
+	stacktest.WaitFor(t, "the old connection closed", stacktest.WaitTimeout, old.IsClosed)
+	if f := a.Facts(); f == nil || !f.BootTime.Equal(booted) {
+		t.Fatalf("the agent holds facts %+v, want boot time %s", f, booted)
+	}
+}

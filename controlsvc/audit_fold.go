@@ -8,23 +8,29 @@ import (
 
 // Folding refused connections: a machine that keeps retrying (removed,
 // or not yet accepted, reconnecting every few seconds) wrote one audit
-// record per attempt. The first refusal of a name (per site) is written
-// at once; the same name, key and reason refused again within
-// auditFoldWindow of it are counted in one open record, written when the
-// window ends (the noter's tick), when a refusal of that name differs
-// (another key or reason), or when the log closes. An attacker making up
-// names gets a record for each (as before): the open records are bounded
-// by maxFolds, past which refusals are written one by one.
+// record per attempt. The first refusal of a name from an address (per
+// site) is written at once; the same name, key and reason refused again
+// from that address within auditFoldWindow of it are counted in one open
+// record, written when the window ends (the noter's tick), when a refusal
+// of that name from that address differs (another key or reason), or when
+// the log closes. The address is folded on, never overwritten: attempts
+// under one name from two addresses (a host and someone posing as it) are
+// two records, each with its own address. An attacker making up names (or
+// connecting from many addresses) gets a record for each (as before): the
+// open records are bounded by maxFolds, past which refusals are written
+// one by one.
 
 const (
 	// auditFoldWindow is how long a refusal's repeats are counted in one
 	// record.
 	auditFoldWindow = time.Minute
-	// maxFolds bounds the names with an open record.
+	// maxFolds bounds the names (and addresses) with an open record.
 	maxFolds = 10000
 )
 
-type foldKey struct{ site, name string }
+// foldKey is what refusals are folded on: the site, the name and the
+// address the refusal came from (a record names one address only).
+type foldKey struct{ site, name, ip string }
 
 // foldState is a name's open record: the refusal written at opened, and
 // the repeats since (n, from first to last).
@@ -49,7 +55,7 @@ func (st *foldState) folded() *fleet.AuditRecord {
 func (a *auditLog) refused(rec fleet.AuditRecord) {
 	now := a.now().UTC()
 	rec.Time = now
-	k := foldKey{rec.Site, rec.Name}
+	k := foldKey{rec.Site, rec.Name, rec.IP}
 	a.foldMu.Lock()
 	st := a.folds[k]
 	if st != nil && st.rec.Key == rec.Key && st.rec.Reason == rec.Reason && now.Sub(st.opened) < a.foldWindow {
@@ -58,7 +64,6 @@ func (a *auditLog) refused(rec fleet.AuditRecord) {
 		}
 		st.n++
 		st.last = now
-		st.rec.IP = rec.IP
 		a.foldMu.Unlock()
 		return
 	}

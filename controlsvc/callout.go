@@ -549,20 +549,24 @@ func (c *callout) decideAt(req *jwt.AuthorizationRequestClaims, site string) (*j
 	// Over the hub's WebSocket listener nothing unknown is recorded (a
 	// remote site's requests are bounded by the site's rate instead).
 	overWS := site == "" && ci.Type == wsClientType
+	// An agent's name is its machine id, then its facts (fleet.EncodeFactsName):
+	// the id alone is checked here (the deny list, the registry, the log
+	// and the audit all name it); presence reads the facts.
+	id := fleet.FactsNameID(opts.Name)
 	if opts.Nkey == "" {
-		return nil, c.refuseAt("unknown", fleet.FactsNameID(opts.Name), opts.Nkey, ci.Host, site, "no nkey presented: agents connect with the machine's nkey (cc-agent --key FILE), operators with theirs (cc-bench --key FILE)")
-	}
-	if x, denied := c.reg.deniedStranger(opts.Name, opts.Nkey); denied {
-		// A memory lookup before the signature's check: a denied host
-		// retrying costs no ed25519 verification, and is never pending.
-		return nil, c.refuseSite("agent", opts.Name, opts.Name, opts.Nkey, ci.Host, site, deniedReason(x))
+		return nil, c.refuseAt("unknown", id, opts.Nkey, ci.Host, site, "no nkey presented: agents connect with the machine's nkey (cc-agent --key FILE), operators with theirs (cc-bench --key FILE)")
 	}
 	if err := verifyNonce(opts.Nkey, ci.Nonce, opts.SignedNonce); err != nil {
-		return nil, c.refuseAt("unknown", fleet.FactsNameID(opts.Name), opts.Nkey, ci.Host, site, err.Error())
+		return nil, c.refuseAt("unknown", id, opts.Nkey, ci.Host, site, err.Error())
 	}
-	// An agent's name is its machine id, then its facts (fleet.EncodeFactsName):
-	// the id alone is checked here; presence reads the facts.
-	id := fleet.FactsNameID(opts.Name)
+	// The deny list after the signature: keys are public (the deny list,
+	// pending and the audit show them), so a refusal naming a denied key
+	// is written only for a client that proved it holds that key; anyone
+	// else is refused above for its signature, and cannot be taken for
+	// the denied host. The lookup itself is a memory read.
+	if x, denied := c.reg.deniedStranger(id, opts.Nkey); denied {
+		return nil, c.refuseSite("agent", id, id, opts.Nkey, ci.Host, site, deniedReason(x))
+	}
 	if site != "" {
 		// A site is told about the name before anything of the key's
 		// (see refuseSite), so that no reply tells an operator's key.

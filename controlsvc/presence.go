@@ -234,13 +234,21 @@ func (p *presence) noteIP(k connKey, ip string, locate func(string) *fleet.Locat
 
 // factsRefresh reports whether connection k, an older connection of a
 // machine that connected again from ip with facts, is one its agent
-// replaces to report new facts: from the same address, with facts that
-// differ.
+// replaces to report new facts: from the same address, with the same
+// boot time and other facts that differ. A refresh never changes the
+// boot time (a reboot restarts the agent, and the agent reports its
+// first reading while the boot time only wobbles: agent/facts.go), so
+// two hosts sharing a key behind one address (a cloned image behind a
+// NAT), which differ at least in it, are a duplicate, logged and
+// audited, not a silent refresh. The facts are the agent's own word: a
+// holder of the key behind the host's own address who copies its boot
+// time passes as a refresh; hosts sharing a key by accident do not.
 func (p *presence) factsRefresh(k connKey, ip string, facts *fleet.Facts) bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	c, ok := p.conns[k]
-	return ok && facts != nil && c.facts != nil && c.ip != "" && c.ip == ip && !fleet.FactsEqual(c.facts, facts)
+	return ok && facts != nil && c.facts != nil && c.ip != "" && c.ip == ip &&
+		c.facts.BootTime.Equal(facts.BootTime) && !fleet.FactsEqual(c.facts, facts)
 }
 
 // disconnected removes a connection; a machine's last one emits left.

@@ -299,8 +299,10 @@ func (tr *presenceTracker) closeLate(ev connEvent, k, newer connKey) {
 //
 // An agent whose facts changed opens a new connection to report them and
 // closes the old one itself (agent/facts.go): an older connection from the
-// same address with other facts is that, closed without a warning or an
-// audit record. Two agents sharing a key on different hosts still are.
+// same address with the same boot time and other facts is that, closed
+// without a warning or an audit record (presence.go, factsRefresh). Two
+// agents sharing a key on different hosts still are, behind one address
+// too: their boot times differ.
 func (tr *presenceTracker) supersede(ev connEvent, older []connKey) {
 	id := strings.TrimPrefix(ev.Client.User, agentUserPrefix)
 	facts := agentFacts(ev.Client.User, ev.Client.Name)

@@ -122,3 +122,37 @@ func TestFactsFromResync(t *testing.T) {
 		}
 	}
 }
+
+// TestFactsRefreshNeedsSameBootTime: an older connection is taken for its
+// agent's facts refresh (closed silently) only when the newer one comes
+// from the same address with the same boot time and other facts; another
+// boot time is another host sharing the key (a duplicate, audited).
+func TestFactsRefreshNeedsSameBootTime(t *testing.T) {
+	p := newPresence(func(string) map[string]string { return nil }, func(fleet.PresenceEvent) {})
+	t0 := time.Date(2031, 1, 2, 3, 4, 5, 0, time.UTC)
+	booted := &fleet.Facts{OS: "linux", PlatformVersion: "12.5", BootTime: t0.Add(-time.Hour)}
+	k := connKey{"NA", 1}
+	p.connectedWith(k, "agent:web01", t0, booted)
+	p.noteIP(k, "192.0.2.1", nil)
+	upgraded := *booted
+	upgraded.PlatformVersion = "13.0"
+	rebooted := upgraded
+	rebooted.BootTime = t0.Add(-time.Minute)
+	for _, c := range []struct {
+		what  string
+		ip    string
+		facts *fleet.Facts
+		want  bool
+	}{
+		{"other facts, same boot time, same address", "192.0.2.1", &upgraded, true},
+		{"other facts and boot time, same address", "192.0.2.1", &rebooted, false},
+		{"only another boot time, same address", "192.0.2.1", &fleet.Facts{OS: "linux", PlatformVersion: "12.5", BootTime: t0}, false},
+		{"other facts, same boot time, other address", "198.51.100.7", &upgraded, false},
+		{"the same facts", "192.0.2.1", booted, false},
+		{"no facts", "192.0.2.1", nil, false},
+	} {
+		if got := p.factsRefresh(k, c.ip, c.facts); got != c.want {
+			t.Errorf("%s: refresh %v, want %v", c.what, got, c.want)
+		}
+	}
+}
