@@ -74,6 +74,13 @@ func TestWebSocketAdmitsLikeTCP(t *testing.T) {
 
 	startAgentAt(t, svc, wsURL, "10.13.0.1_wsnode", true, map[string]string{"role": "test"})
 	stacktest.WaitOnline(t, svc, "10.13.0.1_wsnode")
+	// ONLINE is the broker's CONNECT event; the agent's subscriptions
+	// follow its CONNECT over the WebSocket moments later: wait until it
+	// answers at all, then check the answer.
+	stacktest.WaitFor(t, "the agent on WebSocket to answer", 10*time.Second, func() bool {
+		_, err := stacktest.Request(overWS, "10.13.0.1_wsnode", "current-load", []byte("{}"), 250*time.Millisecond)
+		return err == nil
+	})
 	callLoad(t, overWS, "10.13.0.1_wsnode", "a call over WebSocket to an agent on WebSocket")
 	broadcastReaches(t, overWS, 1, "a broadcast over WebSocket")
 	snap, err := overWS.Request(fleet.PresenceSnapshotSubject, nil, 5*time.Second)
