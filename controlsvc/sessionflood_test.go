@@ -683,9 +683,21 @@ func TestLateAnswersOfEvictedCallsKeepTheSession(t *testing.T) {
 			t.Fatalf("the session got %d of the %d calls", len(msgs), calls)
 		}
 	}
-	gone := fleet.SessionID("speedtest", "UGONEKEY")
+	// The cheap calls go to a session that is ONLINE and never answers,
+	// so each stays open (to an OFFLINE one the service answers "no
+	// responders" at once, which closes it, racing the flood).
+	skp, spub := newKP(t)
+	silentID := fleet.SessionID("speedtest", spub)
+	silent, _ := st.mustSession(t, skp, fleet.SessionHello{App: "speedtest"})
+	if _, err := silent.Subscribe(fleet.SessionFnWildcard(silentID, "latencyCheck"), func(*nats.Msg) {}); err != nil {
+		t.Fatal(err)
+	}
+	if err := silent.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the silent session ONLINE", 5*time.Second, func() bool { return st.svc.presence.sessions.isOnline(silentID) })
 	for i := range maxWatchedPerCaller + 100 {
-		call(gone, fmt.Sprintf("cheap%d", i))
+		call(silentID, fmt.Sprintf("cheap%d", i))
 	}
 	if err := st.admin.Flush(); err != nil {
 		t.Fatal(err)
