@@ -53,6 +53,23 @@ func (s *Service) replyBudget() int {
 	return limit / 2
 }
 
+// keysAfter returns the keys of m that sort after after, sorted, at most
+// limit of them, and whether more follow: the page of a map-held list
+// (pending machines, the deny list) without copying or sorting the rest.
+func keysAfter[V any](m map[string]V, after string, limit int) ([]string, bool) {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		if k > after {
+			keys = append(keys, k)
+		}
+	}
+	sort.Strings(keys)
+	if len(keys) > limit {
+		return keys[:limit], true
+	}
+	return keys, false
+}
+
 // pageAfter returns the entries of sorted (ordered by key) that come after
 // after, at most limit of them, and whether more follow.
 func pageAfter[T any](sorted []T, key func(T) string, after string, limit int) ([]T, bool) {

@@ -229,17 +229,7 @@ func (r *Registry) Reject(id string) error {
 func (r *Registry) DeniedAfter(after string, limit int) ([]fleet.Denied, bool, int) {
 	r.mu.RLock()
 	defer r.mu.RUnlock()
-	entries := make([]string, 0, len(r.data.Denied))
-	for e := range r.data.Denied {
-		if e > after {
-			entries = append(entries, e)
-		}
-	}
-	sort.Strings(entries)
-	more := len(entries) > limit
-	if more {
-		entries = entries[:limit]
-	}
+	entries, more := keysAfter(r.data.Denied, after, limit)
 	out := make([]fleet.Denied, 0, len(entries))
 	for _, e := range entries {
 		out = append(out, *r.data.Denied[e])

@@ -297,17 +297,7 @@ func (r *Registry) Pending() []fleet.Pending {
 func (r *Registry) PendingAfter(after string, limit int) ([]fleet.Pending, bool, int) {
 	r.mu.RLock()
 	defer r.mu.RUnlock()
-	ids := make([]string, 0, len(r.data.Pending))
-	for id := range r.data.Pending {
-		if id > after {
-			ids = append(ids, id)
-		}
-	}
-	sort.Strings(ids)
-	more := len(ids) > limit
-	if more {
-		ids = ids[:limit]
-	}
+	ids, more := keysAfter(r.data.Pending, after, limit)
 	out := make([]fleet.Pending, 0, len(ids))
 	for _, id := range ids {
 		p := r.data.Pending[id]
