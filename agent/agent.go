@@ -674,14 +674,18 @@ func (a *Agent) reply(r receipt, subject, fn string, took time.Duration, res any
 		m.Header.Set(fleet.HeaderErrorCode, code)
 		m.Header.Set(fleet.HeaderError, desc)
 	}
+	// The call is counted before its answer leaves: whoever reads the
+	// statistics after the answer (nats micro stats) sees it, with the
+	// time it took to here.
+	r.settle(err)
 	if perr := nc.PublishMsg(m); perr != nil {
 		a.log.Warn("reply not sent", "error", perr)
-		if err == nil {
-			err = perr
+		cause := err
+		if cause == nil {
+			cause = perr
 		}
-		err = dropped{err, "the reply could not be sent"}
+		r.replyLost(err != nil, dropped{cause, "the reply could not be sent"})
 	}
-	r.settle(err)
 }
 
 // replyHeadroom is what a reply's headers and protocol line may take of

@@ -74,6 +74,19 @@ func (r receipt) settle(err error) {
 	}
 }
 
+// replyLost counts an answer that could not be sent for a call settle
+// already counted (answered with an error when failed): an error, now
+// the last one.
+func (r receipt) replyLost(failed bool, err error) {
+	s := r.stats
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if !failed {
+		s.errors++
+	}
+	s.lastError = statsError(err)
+}
+
 // asyncError counts an error the endpoint's subscription reported (a slow
 // consumer): not a request, as micro counts it.
 func (s *callStats) asyncError(err error) {
