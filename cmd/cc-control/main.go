@@ -52,6 +52,7 @@ type options struct {
 	localAgentID                string
 	functionsDir                string
 	metricsListen, preregister  string
+	pprofListen                 string
 	geoip, sites                string
 	audit                       controlsvc.AuditConfig
 	history                     controlsvc.HistoryConfig
@@ -125,6 +126,7 @@ Flags:
 	fs.BoolVar(&o.localAgent, "local-agent", false, "also run this machine's agent in-process, registered and accepted (key <data>/local-agent.nk)")
 	fs.StringVar(&o.localAgentID, "local-agent-id", "", "machine id of the local agent (default <primary IP>_<hostname>)")
 	fs.StringVar(&o.metricsListen, "metrics-listen", "", "serve Prometheus /metrics, /healthz (alive: 200 from the start) and /readyz (200 once the callout, presence and the control API answer and the client port is open; 503 before) on HOST:PORT (e.g. 127.0.0.1:9464); also counts calls from agents' replies")
+	fs.StringVar(&o.pprofListen, "pprof-listen", "", "serve Go's profiler (/debug/pprof/: CPU, heap, goroutines, execution trace) on loopback `HOST:PORT`, e.g. 127.0.0.1:6060, for go tool pprof")
 	fs.StringVar(&o.preregister, "preregister", "", "JSON file of machines and operators to register before accepting connections: {\"machines\":[{\"id\",\"key\",\"labels\",\"site\"}],\"operators\":[{\"name\",\"key\",\"role\"}]}")
 	fs.StringVar(&o.sites, "sites", "", "locate sessions and machines in your own networks first, before --geoip: JSON `FILE`, an array of networks, "+
 		"the most specific holding an address winning: "+
@@ -266,6 +268,13 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	// /healthz answers while the service starts (alive, "starting");
 	// /readyz only once it serves, its client port open.
+	if o.pprofListen != "" {
+		_, stopPprof, err := servePprof(o.pprofListen, log)
+		if err != nil {
+			return err
+		}
+		defer stopPprof()
+	}
 	if o.metricsListen != "" {
 		stopHTTP, err := serveMetrics(o.metricsListen, svc, log)
 		if err != nil {
