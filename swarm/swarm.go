@@ -51,6 +51,10 @@ type Config struct {
 	SourceAddrs int
 	// Dir holds the synthetic host trees (default: a temporary directory).
 	Dir string
+	// KeysFile, when set, keeps the members' seeds: read when the file
+	// exists (it must hold N), written (0600) when it does not, so a
+	// later swarm with it connects as the same, registered machines.
+	KeysFile string
 	// MaxReconnectDelay caps each member's jittered reconnect backoff.
 	MaxReconnectDelay time.Duration
 	Logger            *slog.Logger
@@ -123,12 +127,16 @@ func New(cfg Config) (*Swarm, error) {
 	for _, r := range roots {
 		s.shared = append(s.shared, functions.New(&functions.Env{Root: r, Version: agent.Version + "-swarm"}))
 	}
+	kps, err := memberKeys(cfg.KeysFile, cfg.N)
+	if err != nil {
+		if s.tmp != "" {
+			_ = os.RemoveAll(s.tmp)
+		}
+		return nil, err
+	}
 	s.members = make([]Member, cfg.N)
 	for i := range s.members {
-		kp, err := nkeys.CreateUser()
-		if err != nil {
-			return nil, err
-		}
+		kp := kps[i]
 		pub, _ := kp.PublicKey()
 		labels := map[string]string{"swarm": cfg.Prefix, "profile": fmt.Sprint(i % NumProfiles)}
 		for k, v := range cfg.Labels {

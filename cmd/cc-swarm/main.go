@@ -23,6 +23,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -50,6 +51,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	prefix := fs.String("prefix", "sim", "machine names: 10.a.b.c_<prefix><i>")
 	labels := fs.String("labels", "", "extra labels for every member, k=v,k=v")
 	conc := fs.Int("concurrency", 512, "connections being set up at once")
+	keys := fs.String("keys", "", "keep the members' nkey seeds in `FILE`: read when it exists (it must hold --agents seeds), else written (mode 0600), so a later cc-swarm with it (and no --key) connects as the same, registered machines")
+	registerOnly := fs.Bool("register-only", false, "with --key: register the members, print \"registered N\" and exit without connecting them (with --keys, for a later run that only connects)")
 	baseline := fs.Bool("baseline", false, "run plain nats.go responders on raw.all.current-load instead (benchmark baseline; no auth)")
 	var so sessionOpts
 	fs.IntVar(&so.n, "sessions", 0, "simulate `N` sessions over WebSocket instead of agents (--server ws://HOST:PORT, the broker's --websocket-listen)")
@@ -85,7 +88,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	sw, err := swarm.New(swarm.Config{URL: *server, TLSCA: *tlsCA, AllowPlaintext: *allowPlain, N: *n, Prefix: *prefix, Labels: lab, Concurrency: *conc})
+	sw, err := swarm.New(swarm.Config{URL: *server, TLSCA: *tlsCA, AllowPlaintext: *allowPlain, N: *n, Prefix: *prefix, Labels: lab, Concurrency: *conc, KeysFile: *keys})
 	if err != nil {
 		return err
 	}
@@ -101,7 +104,14 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		if err := register(ctx, *server, *key, sw, conn...); err != nil {
 			return err
 		}
+		if *registerOnly {
+			fmt.Fprintf(stdout, "registered %d\n", *n)
+			return nil
+		}
 	} else {
+		if *registerOnly {
+			return errors.New("--register-only needs --key, the admin operator's seed file to register with")
+		}
 		fmt.Fprintln(stderr, "cc-swarm: no --key: assuming the members are registered already")
 	}
 	fmt.Fprintf(stdout, "connecting %d\n", *n)
