@@ -14,7 +14,7 @@ import (
 // presenceLatency measures, reps times, the time from an agent's
 // connection being established to the joined event reaching a watching
 // workbench, and from the agent closing to the left event.
-func presenceLatency(ctx context.Context, st *stack, reps int) (join, leave Durations, err error) {
+func presenceLatency(ctx context.Context, st *stack, id string, reps int) (join, leave Durations, err error) {
 	events := make(chan fleet.PresenceEvent, 1024)
 	wctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -28,7 +28,6 @@ func presenceLatency(ctx context.Context, st *stack, reps int) (join, leave Dura
 	time.Sleep(200 * time.Millisecond) // the watch is subscribed and synced
 	kp, _ := nkeys.CreateUser()
 	pub, _ := kp.PublicKey()
-	const id = "127.0.0.1_presence-probe"
 	if _, err := st.c.AddMachine(ctx, id, pub, nil); err != nil {
 		return nil, nil, err
 	}
@@ -47,7 +46,7 @@ func presenceLatency(ctx context.Context, st *stack, reps int) (join, leave Dura
 	}
 	for range reps {
 		connected := make(chan time.Time, 2)
-		a, err := agent.New(agent.Config{URL: st.svc.ClientURL(), Key: kp, MachineID: id, NoSamplers: true,
+		a, err := agent.New(agent.Config{URL: st.url, Key: kp, MachineID: id, NoSamplers: true,
 			Functions: functions.New(&functions.Env{MachineID: id}),
 			OnConnect: func() { connected <- time.Now() }})
 		if err != nil {

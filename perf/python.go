@@ -21,7 +21,7 @@ func pythonFleetCall(ctx context.Context, cfg Config, st *stack, n int, goSDK Du
 	script := filepath.Join(filepath.Dir(file), "..", "sdk", "python", "bench", "fanout.py")
 	ctx, cancel := context.WithTimeout(ctx, time.Duration(cfg.Reps+1)*90*time.Second)
 	defer cancel()
-	out, err := exec.CommandContext(ctx, cfg.Python, script, "--server", st.svc.ClientURL(), "--key", st.svc.AdminKeyPath(),
+	out, err := exec.CommandContext(ctx, cfg.Python, script, "--server", st.url, "--key", st.key,
 		"--expect", strconv.Itoa(n), "--reps", strconv.Itoa(cfg.Reps)).Output()
 	if err != nil {
 		msg := err.Error()

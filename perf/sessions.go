@@ -247,7 +247,9 @@ func sessionChildren(wsURL, dir string, n, city int, baseline bool) (children []
 // the broker's and the service's alone.
 type controlProc struct {
 	cmd    *exec.Cmd
+	url    string // the client port, nats://
 	wsURL  string
+	key    string // the admin's seed file
 	c      *bench.Client
 	sites  bool // it was given the --sites file
 	stderr *bytes.Buffer
@@ -255,24 +257,31 @@ type controlProc struct {
 	stopFn func()
 }
 
-func startControlProc(ctx context.Context, cfg Config, data, sites string) (*controlProc, error) {
+// startControlProc starts cfg.ControlBinary on data with a client port
+// and, for sessions (sites set), a WebSocket listener and the sites
+// file; extra are more flags. The harness is its admin.
+func startControlProc(ctx context.Context, cfg Config, data, sites string, extra ...string) (*controlProc, error) {
 	listen, err := freePort()
 	if err != nil {
 		return nil, err
 	}
-	ws, err := freePort()
-	if err != nil {
-		return nil, err
-	}
-	cp := &controlProc{wsURL: "ws://" + ws, stderr: &bytes.Buffer{}}
+	cp := &controlProc{url: "nats://" + listen, stderr: &bytes.Buffer{}}
 	// The harness is the only operator: no snapshot or control rate
 	// limits its polling.
-	args := []string{"--data", data, "--listen", listen, "--websocket-listen", ws, "--snapshot-rate", "0", "--control-rate", "0"}
-	if help, _ := exec.CommandContext(ctx, cfg.ControlBinary, "--help").CombinedOutput(); bytes.Contains(help, []byte("\n  -sites ")) {
-		args = append(args, "--sites", sites)
-		cp.sites = true
-	} else {
-		fmt.Fprintf(cfg.Progress, "sessions: %s has no --sites flag: sessions get no location; the city's sessions are called by id\n", cfg.ControlBinary)
+	args := append([]string{"--data", data, "--listen", listen, "--snapshot-rate", "0", "--control-rate", "0"}, extra...)
+	if sites != "" {
+		ws, err := freePort()
+		if err != nil {
+			return nil, err
+		}
+		cp.wsURL = "ws://" + ws
+		args = append(args, "--websocket-listen", ws)
+		if help, _ := exec.CommandContext(ctx, cfg.ControlBinary, "--help").CombinedOutput(); bytes.Contains(help, []byte("\n  -sites ")) {
+			args = append(args, "--sites", sites)
+			cp.sites = true
+		} else {
+			fmt.Fprintf(cfg.Progress, "sessions: %s has no --sites flag: sessions get no location; the city's sessions are called by id\n", cfg.ControlBinary)
+		}
 	}
 	cp.cmd = exec.Command(cfg.ControlBinary, args...)
 	var errOut io.Writer = &limitedBuffer{b: cp.stderr, max: 64 << 10}
@@ -287,6 +296,7 @@ func startControlProc(ctx context.Context, cfg Config, data, sites string) (*con
 	go func() { _ = cp.cmd.Wait(); close(exited) }()
 	deadline := time.Now().Add(time.Minute)
 	key := filepath.Join(data, controlsvc.AdminKeyFile)
+	cp.key = key
 	for {
 		select {
 		case <-exited:

@@ -15,13 +15,20 @@ import (
 // stack is a control service (embedded broker unless brokerURL is set),
 // an admin workbench client and a swarm of n agents, all ONLINE.
 type stack struct {
-	svc     *controlsvc.Service
+	svc     *controlsvc.Service // in-process; nil when cp runs it
+	cp      *controlProc        // cc-control in a process of its own
+	url     string              // the client port
+	key     string              // the admin's seed file
 	c       *bench.Client
 	procs   *swarmProcs
 	first   string // machine id of the first member
 	dir     string
 	connect time.Duration // swarm start until every member connected
 	online  time.Duration // swarm start until every member ONLINE
+	// admitCPU is cc-control's CPU time over the admission run (process
+	// stacks only); pprof its profiler's CPU profile URL, if served.
+	admitCPU time.Duration
+	pprof    string
 }
 
 func startStack(ctx context.Context, cfg Config, n int, dataDir, brokerURL string) (*stack, error) {
@@ -45,7 +52,7 @@ func startStack(ctx context.Context, cfg Config, n int, dataDir, brokerURL strin
 	if err := svc.Start(ctx); err != nil {
 		return nil, err
 	}
-	st.svc = svc
+	st.svc, st.url, st.key = svc, svc.ClientURL(), svc.AdminKeyPath()
 	if st.c, err = bench.Connect(svc.ClientURL(), bench.WithSeedFile(svc.AdminKeyPath())); err != nil {
 		st.close()
 		return nil, err
@@ -98,6 +105,10 @@ func (st *stack) close() {
 	}
 	if st.svc != nil {
 		st.svc.Close()
+	}
+	if st.cp != nil {
+		st.cp.stop()
+		st.c = nil // closed by cp.stop
 	}
 	_ = os.RemoveAll(st.dir)
 }

@@ -52,6 +52,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	python := fs.String("python", "", "also time each fleet size's full-fleet calls through the Python SDK, with this `INTERPRETER` (one with sdk/python installed, e.g. sdk/python/.venv/bin/python after make test-python)")
 	brokers := fs.Int("brokers", 1, "run the fleet sizes on a cluster of `N` routed cc-broker processes (JetStream), with --control-replicas cc-control processes and the agents spread over the brokers; also measures one broker stopped and started again, and the brokers' memory per agent (1: one control service with its embedded broker)")
 	replicas := fs.Int("control-replicas", 1, "with --brokers: cc-control processes, each with its own data directory holding the same keys")
+	controlIdle := fs.Duration("control-idle", time.Minute, "at each fleet size, measure cc-control's CPU at rest for this long, the fleet connected (0 skips)")
+	controlProfiles := fs.String("control-profiles", "", "write CPU profiles of cc-control over each size's admission run and rest into `DIR` (admission-N.prof, idle-N.prof; read with go tool pprof)")
+	presenceLoad := fs.Int("presence-load-reps", 50, "at each fleet size, connect/close cycles for presence latency while full-fleet calls run (0 skips)")
 	markdown := fs.Bool("markdown", false, "print the table as Markdown")
 	verbose := fs.Bool("v", false, "log the control service and broker to stderr")
 	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the whole run to this file")
@@ -61,6 +64,15 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	cfg := perf.Config{Reps: *reps, DirectReps: *direct, PresenceReps: *presence, RestartN: *restart, IdleFor: *idle, Progress: stderr,
 		Sessions: *sessions, City: min(*city, *sessions), SessionReps: *sessionReps, Verbose: *verbose, Python: *python}
 	cfg.Brokers, cfg.ControlReplicas = *brokers, *replicas
+	cfg.ControlIdle, cfg.ControlProfiles, cfg.PresenceLoadReps = *controlIdle, *controlProfiles, *presenceLoad
+	if *controlIdle < 0 || *presenceLoad < 0 {
+		return fmt.Errorf("--control-idle %s --presence-load-reps %d: want 0 (skip) or more", *controlIdle, *presenceLoad)
+	}
+	if *controlProfiles != "" {
+		if err := os.MkdirAll(*controlProfiles, 0o755); err != nil {
+			return fmt.Errorf("--control-profiles: %w", err)
+		}
+	}
 	if *brokers < 1 || *replicas < 1 || (*brokers == 1 && *replicas != 1) {
 		return fmt.Errorf("--brokers %d --control-replicas %d: want at least one of each, and several replicas only with a cluster (--brokers 3)", *brokers, *replicas)
 	}
@@ -97,7 +109,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if cfg.SwarmBinary, err = build("cc-swarm"); err != nil {
 		return err
 	}
-	if cfg.Sessions > 0 || cfg.Brokers > 1 {
+	if len(cfg.Sizes) > 0 || cfg.Sessions > 0 || cfg.Brokers > 1 {
 		if cfg.ControlBinary, err = build("cc-control"); err != nil {
 			return err
 		}

@@ -1,0 +1,153 @@
+package perf
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"time"
+
+	"github.com/commandcontrol/commandcontrol/swarm"
+)
+
+// tick is one clock tick of /proc/<pid>/stat's utime and stime.
+const tick = 10 * time.Millisecond
+
+// startProcStack is startStack with the control service and its
+// embedded broker in a cc-control process of their own
+// (cfg.ControlBinary), so their CPU time is theirs alone: the fleet is
+// registered first (cc-swarm --register-only, keeping the members' keys),
+// then connected by cc-swarm children that only connect, and the
+// process's CPU over that admission run is st.admitCPU.
+func startProcStack(ctx context.Context, cfg Config, n int) (*stack, error) {
+	dir, err := os.MkdirTemp("", "cc-perf-")
+	if err != nil {
+		return nil, err
+	}
+	st := &stack{dir: dir}
+	var extra []string
+	if cfg.ControlProfiles != "" {
+		pp, err := freePort()
+		if err != nil {
+			return nil, err
+		}
+		st.pprof = "http://" + pp + "/debug/pprof/profile"
+		extra = append(extra, "--pprof-listen", pp)
+	}
+	cp, err := startControlProc(ctx, cfg, filepath.Join(dir, "data"), "", extra...)
+	if err != nil {
+		_ = os.RemoveAll(dir)
+		return nil, err
+	}
+	st.cp, st.c, st.url, st.key = cp, cp.c, cp.url, cp.key
+	if n == 0 {
+		return st, nil
+	}
+	var children [][]string
+	for i := 0; i*perChild < n; i++ {
+		share := min(perChild, n-i*perChild)
+		keys := filepath.Join(dir, fmt.Sprintf("members-%d.keys", i))
+		args := []string{"--server", st.url, "--agents", strconv.Itoa(share), "--prefix", fmt.Sprintf("perf%d-", i), "--keys", keys}
+		reg := exec.CommandContext(ctx, cfg.SwarmBinary, append(args, "--key", st.key, "--register-only")...)
+		reg.Stderr = os.Stderr
+		if out, err := reg.Output(); err != nil {
+			st.close()
+			return nil, fmt.Errorf("register swarm %d: %w (%s)", i, err, out)
+		}
+		children = append(children, args)
+	}
+	// Registration is over: what the process spends from here until the
+	// whole fleet is ONLINE is admission (the callout, the broker's side
+	// of it, presence, the members' subscriptions, the log line each).
+	_, before, err := cpuTicks(cp.cmd.Process.Pid)
+	if err != nil {
+		st.close()
+		return nil, err
+	}
+	stopProfile := st.profile(cfg, fmt.Sprintf("admission-%d.prof", n), max(5*time.Second, time.Duration(n)*time.Second/700))
+	start := time.Now()
+	procs, connect, err := spawnChildren(ctx, cfg.SwarmBinary, children, os.Stderr)
+	if err != nil {
+		stopProfile()
+		st.close()
+		return nil, err
+	}
+	st.procs, st.connect = procs, connect
+	if _, err := waitCount(ctx, "machines ONLINE", n, 5*time.Minute, func() (int, error) { return onlineCount(ctx, st.c) }); err != nil {
+		stopProfile()
+		st.close()
+		return nil, err
+	}
+	st.online = time.Since(start)
+	_, after, err := cpuTicks(cp.cmd.Process.Pid)
+	if err != nil {
+		stopProfile()
+		st.close()
+		return nil, err
+	}
+	stopProfile()
+	st.admitCPU = time.Duration(after-before) * tick
+	st.first = swarm.MachineID("perf0-", 0)
+	return st, nil
+}
+
+// controlIdle is the cc-control process's CPU per minute over d with the
+// fleet connected and nobody asking anything, after a settling pause.
+func (st *stack) controlIdle(ctx context.Context, cfg Config, n int, d time.Duration) (perMinute time.Duration, err error) {
+	select {
+	case <-time.After(5 * time.Second):
+	case <-ctx.Done():
+		return 0, ctx.Err()
+	}
+	pid := st.cp.cmd.Process.Pid
+	t0, before, err := cpuTicks(pid)
+	if err != nil {
+		return 0, err
+	}
+	stopProfile := st.profile(cfg, fmt.Sprintf("idle-%d.prof", n), d)
+	select {
+	case <-time.After(d):
+	case <-ctx.Done():
+		stopProfile()
+		return 0, ctx.Err()
+	}
+	t1, after, err := cpuTicks(pid)
+	stopProfile()
+	if err != nil {
+		return 0, err
+	}
+	cpu := time.Duration(after-before) * tick
+	return time.Duration(float64(cpu) * float64(time.Minute) / float64(t1.Sub(t0))), nil
+}
+
+// profile fetches a CPU profile of cc-control over d into
+// cfg.ControlProfiles/name, in the background; the returned func waits
+// for it. Without --control-profiles it does nothing.
+func (st *stack) profile(cfg Config, name string, d time.Duration) (wait func()) {
+	if cfg.ControlProfiles == "" || st.pprof == "" {
+		return func() {}
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		secs := int((d + time.Second - 1) / time.Second)
+		resp, err := http.Get(st.pprof + "?seconds=" + strconv.Itoa(secs))
+		if err != nil {
+			fmt.Fprintf(cfg.Progress, "profile %s: %v\n", name, err)
+			return
+		}
+		defer resp.Body.Close()
+		f, err := os.Create(filepath.Join(cfg.ControlProfiles, name))
+		if err != nil {
+			fmt.Fprintf(cfg.Progress, "profile %s: %v\n", name, err)
+			return
+		}
+		defer f.Close()
+		_, _ = io.Copy(f, resp.Body)
+	}()
+	return func() { <-done }
+}
