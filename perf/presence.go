@@ -7,19 +7,24 @@ import (
 
 	"github.com/commandcontrol/commandcontrol/agent"
 	"github.com/commandcontrol/commandcontrol/agent/functions"
+	"github.com/commandcontrol/commandcontrol/bench"
 	"github.com/commandcontrol/commandcontrol/fleet"
 	"github.com/nats-io/nkeys"
 )
 
 // presenceLatency measures, reps times, the time from an agent's
 // connection being established to the joined event reaching a watching
-// workbench, and from the agent closing to the left event.
-func presenceLatency(ctx context.Context, st *stack, id string, reps int) (join, leave Durations, err error) {
+// workbench (watcher; nil: the stack's client), and from the agent
+// closing to the left event.
+func presenceLatency(ctx context.Context, st *stack, watcher *bench.Client, id string, reps int) (join, leave Durations, err error) {
+	if watcher == nil {
+		watcher = st.c
+	}
 	events := make(chan fleet.PresenceEvent, 1024)
 	wctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	go func() {
-		_ = st.c.Watch(wctx, func(ev fleet.PresenceEvent) {
+		_ = watcher.Watch(wctx, func(ev fleet.PresenceEvent) {
 			if ev.Event == fleet.EventJoined || ev.Event == fleet.EventLeft {
 				events <- ev
 			}

@@ -227,6 +227,14 @@ func fanoutRows(ctx context.Context, cfg Config, n int, first bool) ([]Row, erro
 // presenceUnderLoad measures presence latency (presenceLatency) while a
 // full-fleet call of the n agents runs, one after another, throughout.
 func presenceUnderLoad(ctx context.Context, st *stack, n, reps int) ([]Row, error) {
+	// The watcher is a workbench of its own, as an operator watching
+	// while another calls would be: not queued behind the call's replies
+	// on the caller's connection.
+	watcher, err := bench.Connect(st.url, bench.WithSeedFile(st.key), bench.WithName("cc-perf (watcher)"))
+	if err != nil {
+		return nil, err
+	}
+	defer watcher.Close()
 	lctx, stop := context.WithCancel(ctx)
 	calls := make(chan int, 1)
 	go func() {
@@ -240,7 +248,7 @@ func presenceUnderLoad(ctx context.Context, st *stack, n, reps int) ([]Row, erro
 		}
 		calls <- done
 	}()
-	join, leave, err := presenceLatency(ctx, st, "127.0.0.1_presence-probe-load", reps)
+	join, leave, err := presenceLatency(ctx, st, watcher, "127.0.0.1_presence-probe-load", reps)
 	stop()
 	done := <-calls
 	if err != nil {
@@ -270,7 +278,7 @@ func directAndPresence(ctx context.Context, cfg Config, st *stack) ([]Row, error
 		Ratio: ratio(sdk.Quantile(0.5), raw.Quantile(0.5)), Target: "≤ 1.1× raw", Met: yes(ratio(sdk.Quantile(0.5), raw.Quantile(0.5)) <= 1.1),
 	}}
 	fmt.Fprintf(cfg.Progress, "presence latency, %d connect/close cycles…\n", cfg.PresenceReps)
-	join, leave, err := presenceLatency(ctx, st, "127.0.0.1_presence-probe", cfg.PresenceReps)
+	join, leave, err := presenceLatency(ctx, st, nil, "127.0.0.1_presence-probe", cfg.PresenceReps)
 	if err != nil {
 		return nil, err
 	}
