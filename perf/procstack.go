@@ -68,7 +68,7 @@ func startProcStack(ctx context.Context, cfg Config, n int) (*stack, error) {
 		st.close()
 		return nil, err
 	}
-	stopProfile := st.profile(cfg, fmt.Sprintf("admission-%d.prof", n), max(5*time.Second, time.Duration(n)*time.Second/700))
+	stopProfile := st.profile(cfg, fmt.Sprintf("admission-%d", n))
 	start := time.Now()
 	procs, connect, err := spawnChildren(ctx, cfg.SwarmBinary, children, os.Stderr)
 	if err != nil {
@@ -108,7 +108,7 @@ func (st *stack) controlIdle(ctx context.Context, cfg Config, n int, d time.Dura
 	if err != nil {
 		return 0, err
 	}
-	stopProfile := st.profile(cfg, fmt.Sprintf("idle-%d.prof", n), d)
+	stopProfile := st.profile(cfg, fmt.Sprintf("idle-%d", n))
 	select {
 	case <-time.After(d):
 	case <-ctx.Done():
@@ -124,30 +124,49 @@ func (st *stack) controlIdle(ctx context.Context, cfg Config, n int, d time.Dura
 	return time.Duration(float64(cpu) * float64(time.Minute) / float64(t1.Sub(t0))), nil
 }
 
-// profile fetches a CPU profile of cc-control over d into
-// cfg.ControlProfiles/name, in the background; the returned func waits
-// for it. Without --control-profiles it does nothing.
-func (st *stack) profile(cfg Config, name string, d time.Duration) (wait func()) {
+// profile fetches CPU profiles of cc-control into cfg.ControlProfiles,
+// in 2-second pieces named name.1.prof, name.2.prof… from now until the
+// returned func is called (it waits for the piece under way), so a
+// window of unknown length is covered: go tool pprof merges the pieces
+// given together. Without --control-profiles it does nothing.
+func (st *stack) profile(cfg Config, name string) (stop func()) {
 	if cfg.ControlProfiles == "" || st.pprof == "" {
 		return func() {}
 	}
-	done := make(chan struct{})
+	quit, done := make(chan struct{}), make(chan struct{})
 	go func() {
 		defer close(done)
-		secs := int((d + time.Second - 1) / time.Second)
-		resp, err := http.Get(st.pprof + "?seconds=" + strconv.Itoa(secs))
-		if err != nil {
-			fmt.Fprintf(cfg.Progress, "profile %s: %v\n", name, err)
-			return
+		for k := 1; ; k++ {
+			if err := fetchProfile(st.pprof+"?seconds=2", filepath.Join(cfg.ControlProfiles, fmt.Sprintf("%s.%d.prof", name, k))); err != nil {
+				fmt.Fprintf(cfg.Progress, "profile %s: %v\n", name, err)
+				return
+			}
+			select {
+			case <-quit:
+				return
+			default:
+			}
 		}
-		defer resp.Body.Close()
-		f, err := os.Create(filepath.Join(cfg.ControlProfiles, name))
-		if err != nil {
-			fmt.Fprintf(cfg.Progress, "profile %s: %v\n", name, err)
-			return
-		}
-		defer f.Close()
-		_, _ = io.Copy(f, resp.Body)
 	}()
-	return func() { <-done }
+	return func() { close(quit); <-done }
+}
+
+func fetchProfile(url, file string) error {
+	resp, err := http.Get(url)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("%s: %s", url, resp.Status)
+	}
+	f, err := os.Create(file)
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(f, resp.Body); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
 }

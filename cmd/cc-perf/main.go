@@ -53,7 +53,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	brokers := fs.Int("brokers", 1, "run the fleet sizes on a cluster of `N` routed cc-broker processes (JetStream), with --control-replicas cc-control processes and the agents spread over the brokers; also measures one broker stopped and started again, and the brokers' memory per agent (1: one control service with its embedded broker)")
 	replicas := fs.Int("control-replicas", 1, "with --brokers: cc-control processes, each with its own data directory holding the same keys")
 	controlIdle := fs.Duration("control-idle", time.Minute, "at each fleet size, measure cc-control's CPU at rest for this long, the fleet connected (0 skips)")
-	controlProfiles := fs.String("control-profiles", "", "write CPU profiles of cc-control over each size's admission run and rest into `DIR` (admission-N.prof, idle-N.prof; read with go tool pprof)")
+	controlProfiles := fs.String("control-profiles", "", "write CPU profiles of cc-control over each size's admission run and rest into `DIR` in 2-second pieces (admission-N.K.prof, idle-N.K.prof; go tool pprof -top DIR/idle-N.*.prof merges them)")
 	presenceLoad := fs.Int("presence-load-reps", 50, "at each fleet size, connect/close cycles for presence latency while full-fleet calls run (0 skips)")
 	markdown := fs.Bool("markdown", false, "print the table as Markdown")
 	verbose := fs.Bool("v", false, "log the control service and broker to stderr")
