@@ -308,6 +308,15 @@ func Options(cfg *Config) (*server.Options, error) {
 		// operator's snapshot queued behind (issue #11, finding 5;
 		// e2e TestSnapshotSlowReaderDelaysNoOne).
 		NoFastProducerStall: true,
+		// No subject cache in the accounts' sublists. Nearly every
+		// subject published here is new: each call's, each reply's
+		// inbox, each presence event's (presence.joined.<machine>), so
+		// the cache holds 1,024 subjects seen once, and every wildcard
+		// subscription (two per agent) and unsubscription walks all of
+		// them: 7 % of cc-control's CPU while 5,000 agents connected
+		// (issue #17; BENCHMARKS.md). A publish now matches the
+		// subject tree (a few levels) instead of a cache lookup.
+		NoSublistCache: true,
 		Nkeys: []*server.NkeyUser{
 			{Nkey: cfg.Auth.SysUser, Account: sys},
 			{Nkey: cfg.Auth.ControlUser, Account: ctl},

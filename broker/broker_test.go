@@ -164,6 +164,12 @@ func TestOptionsDefaults(t *testing.T) {
 	if d := cfg.PingInterval * time.Duration(cfg.MaxPingsOut+1); d > 30*time.Second {
 		t.Errorf("dead-client bound %v exceeds 30s", d)
 	}
+	// Nearly every subject published is new (calls, replies, presence
+	// events): a subject cache only makes each wildcard subscription
+	// walk it (issue #17).
+	if !opts.NoSublistCache {
+		t.Error("NoSublistCache is off: every agent's wildcard subscription walks the account's subject cache")
+	}
 	if opts.SystemAccount != broker.SystemAccount {
 		t.Errorf("system account: got %q, want %q", opts.SystemAccount, broker.SystemAccount)
 	}
