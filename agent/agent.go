@@ -658,7 +658,13 @@ func (a *Agent) reply(r receipt, subject, fn string, took time.Duration, res any
 		m.Header.Set(fleet.HeaderDuration, strconv.FormatFloat(took.Seconds(), 'f', -1, 64))
 	}
 	if err == nil {
-		b, jerr := json.Marshal(res)
+		var b []byte
+		var jerr error
+		if e, ok := res.(functions.Encoded); ok && e.EncodedJSON() != nil {
+			b = e.EncodedJSON() // encoded once per reading, not per call
+		} else {
+			b, jerr = json.Marshal(res)
+		}
 		switch {
 		case jerr != nil:
 			err = fleet.Errorf(fleet.CodeInternal, "cannot encode the result: %v", jerr)

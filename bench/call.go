@@ -291,6 +291,14 @@ func (c *Client) targets(ctx context.Context, opts CallOptions) ([]string, bool,
 		sort.Strings(ids)
 		return ids, false, "", nil
 	}
+	if opts.Where.Empty() {
+		// Every ONLINE machine: their ids alone will do.
+		ids, err := c.onlineIDs(ctx)
+		if err != nil {
+			return nil, false, "", err
+		}
+		return ids, true, "", nil
+	}
 	snap, err := c.Snapshot(ctx)
 	if err != nil {
 		return nil, false, "", err

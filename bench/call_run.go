@@ -173,7 +173,7 @@ func (cl *collector) handle(msg *nats.Msg, target int) {
 		r.Status, r.Err = StatusError, fe
 	} else if len(msg.Data) == 0 {
 		r.Status, r.Result = StatusOK, json.RawMessage("null")
-	} else if json.Valid(msg.Data) {
+	} else if validJSON(msg.Data) {
 		r.Status, r.Result = StatusOK, json.RawMessage(msg.Data)
 	} else {
 		r.Status, r.Err = StatusError, fleet.Errorf(fleet.CodeInternal, "the reply is not JSON: %.60q", msg.Data)

@@ -28,3 +28,6 @@ func SetBatchSleep(f func(ctx context.Context, d time.Duration) error) (restore 
 	batchSleep = f
 	return func() { batchSleep = old }
 }
+
+// OnlineIDs is what a call to every ONLINE machine asks for.
+func (c *Client) OnlineIDs(ctx context.Context) ([]string, error) { return c.onlineIDs(ctx) }

@@ -285,3 +285,44 @@ func watchAcrossControlRestart(t *testing.T, loseState bool, wantResync string) 
 		t.Errorf("events:\n got %q\nwant %q", got, want)
 	}
 }
+
+// TestOnlineIDsAreTheSnapshots: the ids a call to every ONLINE machine
+// asks for are the snapshot's machines, sorted.
+func TestOnlineIDsAreTheSnapshots(t *testing.T) {
+	f := startFleet(t)
+	f.agent("10.0.0.2_web02", map[string]string{"role": "web"})
+	f.agent("10.0.0.1_web01", nil)
+	c := f.connect(f.Viewer)
+	ids, err := c.OnlineIDs(testCtx(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := []string{"10.0.0.1_web01", "10.0.0.2_web02"}; !reflect.DeepEqual(ids, want) {
+		t.Errorf("ids %q, want %q", ids, want)
+	}
+}
+
+// TestSnapshotRequestBadBody: a snapshot request whose body is no
+// fleet.SnapshotRequest is answered 400 naming what is wrong.
+func TestSnapshotRequestBadBody(t *testing.T) {
+	f := startFleet(t)
+	c := f.connect(f.Viewer)
+	inbox := fleet.ControlInbox(c.Key()) + ".bad"
+	sub, err := c.Conn().SubscribeSync(inbox)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, body := range []string{`{"ids":"yes"}`, `{"servers":true}`, `not json`} {
+		if err := c.Conn().PublishRequest(fleet.CtlSubject(c.Key(), fleet.OpPresenceSnapshot), inbox, []byte(body)); err != nil {
+			t.Fatal(err)
+		}
+		m, err := sub.NextMsgWithContext(testCtx(t))
+		if err != nil {
+			t.Fatal(err)
+		}
+		fe := fleet.ErrorFromHeader(m.Header.Get(fleet.HeaderErrorCode), m.Header.Get(fleet.HeaderError))
+		if fe == nil || fe.Code != fleet.CodeBadRequest || !strings.Contains(fe.Description, "presence snapshot request") {
+			t.Errorf("body %s: answered %v (%s), want a 400 naming the request", body, fe, m.Data)
+		}
+	}
+}

@@ -84,7 +84,9 @@ func (tr *presenceTracker) dialSnapshots(key string) (*nats.Conn, error) {
 
 // answerCtlSnapshot answers ctl.<key>.presence.snapshot on nc, the
 // operator's own connection: the broker lets only the operator with that
-// key publish it, so that operator's own limit applies.
+// key publish it, so that operator's own limit applies. The request's
+// body (fleet.SnapshotRequest) may ask for the machine ids alone: the
+// same list, to the same operator, at the same cost.
 func (tr *presenceTracker) answerCtlSnapshot(nc *nats.Conn, m *nats.Msg) {
 	if !tr.publishing() {
 		return // the presence publisher answers, numbered as its events (leader.go)
@@ -100,7 +102,12 @@ func (tr *presenceTracker) answerCtlSnapshot(nc *nats.Conn, m *nats.Msg) {
 		sendError(nc, m.Reply, fleet.Errorf(fleet.CodeForbidden, "key %s is not an operator", key), 0)
 		return
 	}
-	tr.sendSnapshot(nc, m.Reply)
+	req, err := fleet.ParseSnapshotRequest(m.Data)
+	if err != nil {
+		sendError(nc, m.Reply, fleet.Errorf(fleet.CodeBadRequest, "%v", err), 0)
+		return
+	}
+	tr.sendSnapshot(nc, m.Reply, req.IDs)
 }
 
 // serveConnectedOperators serves the snapshots of the operators connected

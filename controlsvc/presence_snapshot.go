@@ -21,7 +21,9 @@ const legacySnapshotKey = "anyone on " + fleet.PresenceSnapshotSubject
 // operator's. So all of them share one bucket, which no operator's own
 // subject uses: a flood there refuses only the legacy subject, for
 // everyone, and never an operator's own snapshots; and naming many
-// operators' inboxes does not multiply what the subject may cost.
+// operators' inboxes does not multiply what the subject may cost. It
+// always sends the whole snapshot, whatever the body (the machine ids
+// alone are asked on the operator's own subject).
 func (tr *presenceTracker) answerSnapshot(m *nats.Msg) {
 	if !tr.publishing() {
 		return // the presence publisher answers (leader.go)
@@ -80,29 +82,39 @@ func (tr *presenceTracker) snapshotWorkers(ctx context.Context) {
 				if !ok {
 					return
 				}
-				tr.sendSnapshot(tr.fl, reply)
+				tr.sendSnapshot(tr.fl, reply, false)
 			}
 		}()
 	}
 }
 
 // sendSnapshot publishes the ONLINE list to reply on nc, in parts of at most
-// fleet.SnapshotChunk servers when the fleet is large. Every broadcast a
-// workbench makes starts with this request, so each server's entry is
-// encoded once and reused until presence or the registry changes; only
-// the envelope (with the current time) is written per request.
-func (tr *presenceTracker) sendSnapshot(nc *nats.Conn, reply string) {
-	seq, epoch, entries := tr.snapshotEntries()
+// fleet.SnapshotChunk servers when the fleet is large: each server's entry,
+// or with ids its machine id alone (fleet.SnapshotRequest). Every
+// broadcast a workbench makes starts with this request, so each server's
+// entry and id are encoded once and reused until presence or the
+// registry changes; only the envelope (with the current time) is written
+// per request. Both forms are cut at the same number of servers, so they
+// cost the asker's limit the same (snapshotParts).
+func (tr *presenceTracker) sendSnapshot(nc *nats.Conn, reply string, ids bool) {
+	seq, epoch, entries := tr.snapshotEntries(ids)
 	now, _ := json.Marshal(tr.clock().UTC())
 	parts := max(1, (len(entries)+fleet.SnapshotChunk-1)/fleet.SnapshotChunk)
+	per, list := 160, `],"time":`
+	if ids {
+		per, list = 40, `],"machines":[`
+	}
 	for i := range parts {
 		chunk := entries[min(len(entries), i*fleet.SnapshotChunk):min(len(entries), (i+1)*fleet.SnapshotChunk)]
-		b := make([]byte, 0, 64+len(now)+len(chunk)*160)
+		b := make([]byte, 0, 96+len(now)+len(chunk)*per)
 		b = append(b, `{"seq":`...)
 		b = strconv.AppendUint(b, seq, 10)
 		b = append(b, `,"epoch":"`...)
 		b = append(b, epoch...)
 		b = append(b, `","servers":[`...)
+		if ids {
+			b = append(b, list...)
+		}
 		for j, e := range chunk {
 			if j > 0 {
 				b = append(b, ',')
@@ -125,7 +137,8 @@ func (tr *presenceTracker) sendSnapshot(nc *nats.Conn, reply string) {
 	}
 }
 
-// snapCache holds each ONLINE server's snapshot entry, encoded.
+// snapCache holds each ONLINE server's snapshot entry, and its machine
+// id, encoded.
 type snapCache struct {
 	mu        sync.Mutex
 	presVer   uint64
@@ -134,25 +147,31 @@ type snapCache struct {
 	seq       uint64
 	epoch     string
 	entries   [][]byte
+	ids       [][]byte
 }
 
-// snapshotEntries returns the snapshot's seq and its servers' entries,
-// encoded, renewing them when presence or the registry changed.
-func (tr *presenceTracker) snapshotEntries() (uint64, string, [][]byte) {
+// snapshotEntries returns the snapshot's seq and its servers' entries
+// (with ids, their machine ids), encoded, renewing them when presence
+// or the registry changed.
+func (tr *presenceTracker) snapshotEntries(ids bool) (uint64, string, [][]byte) {
 	c := &tr.snapCache
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	pv, rv := tr.state.version(), tr.reg.changes.Load()
-	if c.valid && c.presVer == pv && c.regChange == rv {
-		return c.seq, c.epoch, c.entries
+	if !c.valid || c.presVer != pv || c.regChange != rv {
+		snap := tr.state.snapshot()
+		entries := make([][]byte, len(snap.Servers))
+		idList := make([][]byte, len(snap.Servers))
+		for i, sv := range snap.Servers {
+			entries[i], _ = json.Marshal(sv)
+			idList[i], _ = json.Marshal(sv.Machine)
+		}
+		// Versions read before the snapshot: a change in between renews
+		// the cache on the next request rather than hiding.
+		c.presVer, c.regChange, c.valid, c.seq, c.epoch, c.entries, c.ids = pv, rv, true, snap.Seq, snap.Epoch, entries, idList
 	}
-	snap := tr.state.snapshot()
-	entries := make([][]byte, len(snap.Servers))
-	for i, sv := range snap.Servers {
-		entries[i], _ = json.Marshal(sv)
+	if ids {
+		return c.seq, c.epoch, c.ids
 	}
-	// Versions read before the snapshot: a change in between renews the
-	// cache on the next request rather than hiding.
-	c.presVer, c.regChange, c.valid, c.seq, c.epoch, c.entries = pv, rv, true, snap.Seq, snap.Epoch, entries
 	return c.seq, c.epoch, c.entries
 }

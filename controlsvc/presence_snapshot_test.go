@@ -34,7 +34,8 @@ func startTestService(t *testing.T) (*Service, context.Context) {
 // TestSnapshotPartsAndCache: a snapshot larger than one part comes in
 // parts that together list every machine once; the encoded entries are
 // reused while nothing changes and renewed when presence or the registry
-// (labels) changes.
+// (labels) changes. Asked for the ids alone, it lists the same machines
+// in as many parts, with no server entries.
 func TestSnapshotPartsAndCache(t *testing.T) {
 	s, _ := startTestService(t)
 	const n = 2*fleet.SnapshotChunk + 500
@@ -42,7 +43,7 @@ func TestSnapshotPartsAndCache(t *testing.T) {
 	for i := range n {
 		s.presence.state.connected(connKey{server: "NTEST", cid: uint64(i + 1)}, agentUserPrefix+id(i))
 	}
-	ask := func() map[string]fleet.Server {
+	ask := func(ids bool) map[string]fleet.Server {
 		t.Helper()
 		// The service's own connection may not publish requests; hand
 		// the handler one, as an operator's would arrive.
@@ -55,7 +56,7 @@ func TestSnapshotPartsAndCache(t *testing.T) {
 		if err := s.fl.Flush(); err != nil {
 			t.Fatal(err)
 		}
-		s.presence.sendSnapshot(s.fl, inbox)
+		s.presence.sendSnapshot(s.fl, inbox, ids)
 		got := map[string]fleet.Server{}
 		for part := 1; ; part++ {
 			m, err := sub.NextMsg(5 * time.Second)
@@ -69,7 +70,19 @@ func TestSnapshotPartsAndCache(t *testing.T) {
 			if snap.Part != part || snap.Parts != 3 || snap.Time.IsZero() || snap.Seq == 0 {
 				t.Fatalf("part %d: part %d of %d, time %v, seq %d", part, snap.Part, snap.Parts, snap.Time, snap.Seq)
 			}
-			for _, sv := range snap.Servers {
+			list := snap.Servers
+			if ids {
+				if len(snap.Servers) != 0 || len(snap.Machines) == 0 {
+					t.Fatalf("ids part %d: %d servers, %d machines", part, len(snap.Servers), len(snap.Machines))
+				}
+				list = make([]fleet.Server, len(snap.Machines))
+				for i, m := range snap.Machines {
+					list[i].Machine = m
+				}
+			} else if len(snap.Machines) != 0 {
+				t.Fatalf("part %d lists %d machine ids besides its servers", part, len(snap.Machines))
+			}
+			for _, sv := range list {
 				if _, dup := got[sv.Machine]; dup {
 					t.Fatalf("%s listed twice", sv.Machine)
 				}
@@ -80,12 +93,21 @@ func TestSnapshotPartsAndCache(t *testing.T) {
 			}
 		}
 	}
-	got := ask()
+	got := ask(false)
 	if len(got) != n {
 		t.Fatalf("snapshot lists %d machines, want %d", len(got), n)
 	}
-	_, _, first := s.presence.snapshotEntries()
-	_, _, again := s.presence.snapshotEntries()
+	if ids := ask(true); len(ids) != n {
+		t.Fatalf("snapshot of ids lists %d machines, want %d", len(ids), n)
+	} else {
+		for m := range got {
+			if _, ok := ids[m]; !ok {
+				t.Fatalf("%s missing from the snapshot of ids", m)
+			}
+		}
+	}
+	_, _, first := s.presence.snapshotEntries(false)
+	_, _, again := s.presence.snapshotEntries(false)
 	if &first[0] != &again[0] {
 		t.Error("entries re-encoded although nothing changed")
 	}
@@ -94,14 +116,16 @@ func TestSnapshotPartsAndCache(t *testing.T) {
 	if _, err := s.reg.AddMachine(id(7), pub, map[string]string{"role": "db"}, "test", false); err != nil {
 		t.Fatal(err)
 	}
-	if got := ask(); got[id(7)].Labels["role"] != "db" {
+	if got := ask(false); got[id(7)].Labels["role"] != "db" {
 		t.Errorf("label not in the snapshot: %+v", got[id(7)])
 	}
 	// So does a machine leaving (presence change).
 	s.presence.state.disconnected(connKey{server: "NTEST", cid: 1}, "test")
-	if got := ask(); len(got) != n-1 {
-		t.Errorf("after one left: %d machines, want %d", len(got), n-1)
-	} else if _, still := got[id(0)]; still {
-		t.Errorf("%s still listed after it left", id(0))
+	for _, ids := range []bool{false, true} {
+		if got := ask(ids); len(got) != n-1 {
+			t.Errorf("after one left (ids %v): %d machines, want %d", ids, len(got), n-1)
+		} else if _, still := got[id(0)]; still {
+			t.Errorf("%s still listed after it left (ids %v)", id(0), ids)
+		}
 	}
 }

@@ -1,6 +1,11 @@
 package fleet
 
-import "time"
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"time"
+)
 
 // Roles an operator may hold.
 const (
@@ -135,13 +140,46 @@ type Server struct {
 // start): sequence numbers compare only within one epoch, so a watcher
 // that sees an event of another epoch has missed the change of numbering
 // and reads a fresh snapshot.
+//
+// Asked with a [SnapshotRequest] whose IDs is set, the snapshot lists
+// only the ONLINE machines' ids, in Machines, and Servers is empty: what
+// a call to every ONLINE machine needs, at a fraction of the bytes and
+// decoding. It is cut into parts and costs the asker's snapshot limit as
+// the whole snapshot does.
 type PresenceSnapshot struct {
-	Seq     uint64    `json:"seq"`
-	Epoch   string    `json:"epoch,omitempty"`
-	Servers []Server  `json:"servers"`
-	Time    time.Time `json:"time"`
-	Part    int       `json:"part,omitempty"`
-	Parts   int       `json:"parts,omitempty"`
+	Seq      uint64    `json:"seq"`
+	Epoch    string    `json:"epoch,omitempty"`
+	Servers  []Server  `json:"servers"`
+	Machines []string  `json:"machines,omitempty"`
+	Time     time.Time `json:"time"`
+	Part     int       `json:"part,omitempty"`
+	Parts    int       `json:"parts,omitempty"`
+}
+
+// SnapshotRequest is the body of a presence snapshot request
+// ([OpPresenceSnapshot], [PresenceSnapshotSubject]); an empty body asks
+// for the whole snapshot.
+type SnapshotRequest struct {
+	// IDs asks for the machine ids alone ([PresenceSnapshot].Machines).
+	IDs bool `json:"ids,omitempty"`
+}
+
+// ParseSnapshotRequest decodes a snapshot request's body: empty is the
+// zero request (the whole snapshot).
+func ParseSnapshotRequest(body []byte) (SnapshotRequest, error) {
+	var r SnapshotRequest
+	if len(bytes.TrimSpace(body)) == 0 {
+		return r, nil
+	}
+	dec := json.NewDecoder(bytes.NewReader(body))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&r); err != nil {
+		return SnapshotRequest{}, fmt.Errorf("presence snapshot request: %w (want {} or {\"ids\":true})", err)
+	}
+	if dec.More() {
+		return SnapshotRequest{}, fmt.Errorf("presence snapshot request: data after the JSON object")
+	}
+	return r, nil
 }
 
 // SnapshotChunk is how many servers one snapshot reply holds at most.

@@ -279,8 +279,8 @@ var wireTypes = map[string]func() any{
 	"Denied": func() any { return new(Denied) }, "DenyRequest": func() any { return new(DenyRequest) },
 	"DenyResult": func() any { return new(DenyResult) }, "DeniedList": func() any { return new(DeniedList) },
 	"ControlVersion": func() any { return new(ControlVersion) }, "FunctionInfo": func() any { return new(FunctionInfo) },
-	"FunctionArg": func() any { return new(FunctionArg) },
-	"Facts":       func() any { return new(Facts) },
+	"FunctionArg": func() any { return new(FunctionArg) }, "SnapshotRequest": func() any { return new(SnapshotRequest) },
+	"Facts": func() any { return new(Facts) },
 }
 
 // Each message type's example decodes with no unknown field, sets every

@@ -143,13 +143,13 @@ func clusterRows(ctx context.Context, cfg Config, n int) ([]Row, error) {
 	// An untimed call first: the agents' interest reaches the other
 	// brokers over the routes a moment after they are ONLINE.
 	for try := 0; ; try++ {
-		if _, err := fleetCall(ctx, c, n, 1); err == nil {
+		if _, _, err := fleetCall(ctx, c, n, 1); err == nil {
 			break
 		} else if try == 5 {
 			return rows, fmt.Errorf("cluster: warm-up call: %w", err)
 		}
 	}
-	d, err := fleetCall(ctx, c, n, cfg.Reps)
+	d, _, err := fleetCall(ctx, c, n, cfg.Reps)
 	if err != nil {
 		return rows, err
 	}

@@ -20,7 +20,10 @@ func ParseArgs(spec Spec, body []byte) (Args, error) {
 		body = []byte("{}")
 	}
 	var raw map[string]json.RawMessage
-	if err := json.Unmarshal(body, &raw); err != nil {
+	if t := trimSpace(body); len(t) == 2 && t[0] == '{' && t[1] == '}' {
+		// No arguments, as nearly every call of a fleet-wide
+		// function: nothing to decode.
+	} else if err := json.Unmarshal(body, &raw); err != nil {
 		return nil, fleet.Errorf(fleet.CodeBadRequest, "request to %s must be a JSON object of arguments: %v", spec.Name, err)
 	}
 	declared := map[string]Arg{}

@@ -43,6 +43,15 @@ func (r *LoadReply) MarshalJSON() ([]byte, error) {
 	return json.Marshal((*plain)(r))
 }
 
+// EncodedJSON returns the reading's JSON when it was encoded once (see
+// [Encoded]), else nil.
+func (r *LoadReply) EncodedJSON() []byte {
+	if r == nil {
+		return nil
+	}
+	return r.enc
+}
+
 // loadCacheFor is how long a current-load reading is reused. The kernel
 // recomputes load averages every 5 s and PSI averages every 2 s, so a
 // reading a second old says the same; a burst of calls costs one read.

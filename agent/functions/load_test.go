@@ -1,6 +1,7 @@
 package functions
 
 import (
+	"encoding/json"
 	"fmt"
 	"os"
 	"runtime"
@@ -84,6 +85,14 @@ func TestCurrentLoadFixture(t *testing.T) {
 	want := "12.5 7.25 3.05 running=3 blocked=1 cpus=2 cpu.some_avg10=0.64 io.full_avg10=1.25 memory.some_total=759997"
 	if got != want {
 		t.Errorf("got %q, want %q", got, want)
+	}
+	// The reading holds its JSON, the same encoding/json writes.
+	enc, err := json.Marshal(r)
+	if err != nil || r.EncodedJSON() == nil || string(r.EncodedJSON()) != string(enc) {
+		t.Errorf("EncodedJSON %s, json.Marshal %s (%v)", r.EncodedJSON(), enc, err)
+	}
+	if (*LoadReply)(nil).EncodedJSON() != nil {
+		t.Error("a nil reading has JSON")
 	}
 	// No PSI, no stat: pressure is left out, load still answers.
 	root := t.TempDir()

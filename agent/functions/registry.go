@@ -84,6 +84,15 @@ type Function interface {
 	Call(ctx context.Context, args Args) (any, error)
 }
 
+// Encoded is a result that holds its own JSON, encoded once by
+// encoding/json (valid and compact): the agent sends those bytes as the
+// answer instead of encoding the result again for every call (a
+// json.Marshal of a json.Marshaler validates and compacts its output
+// each time). EncodedJSON returns nil when the result has none.
+type Encoded interface {
+	EncodedJSON() []byte
+}
+
 // FuncOf adapts a plain func to [Function].
 func FuncOf(spec Spec, call func(ctx context.Context, args Args) (any, error)) Function {
 	return funcAdapter{spec, call}

@@ -96,9 +96,13 @@ func TestParseArgsConversions(t *testing.T) {
 			t.Errorf("%s: got %q, want %q", tt.body, got, tt.want)
 		}
 	}
-	for _, empty := range []string{"", "  \n", "null", "{}"} {
-		if _, err := ParseArgs(Spec{Name: "x"}, []byte(empty)); err != nil {
-			t.Errorf("body %q: %v", empty, err)
+	for _, empty := range []string{"", "  \n", "null", "{}", " {}", "{ }"} {
+		if args, err := ParseArgs(Spec{Name: "x"}, []byte(empty)); err != nil || len(args) != 0 {
+			t.Errorf("body %q: %v, %v", empty, args, err)
+		}
+		// No arguments still misses a required one.
+		if _, err := ParseArgs(spec, []byte(empty)); err == nil || !strings.Contains(err.Error(), `"req"`) {
+			t.Errorf("body %q to echo: %v, want the required req named", empty, err)
 		}
 	}
 }

@@ -44,6 +44,15 @@ async def test_call_ok(stack: Stack, agents: list[Agent], wb: Any) -> None:
     assert [r.result for r in res.ok] == [{"n": 7}], res.summary
 
 
+async def test_call_every_machine(stack: Stack, agents: list[Agent], wb: Any) -> None:
+    # No selector: the targets are the snapshot's ids alone ({"ids": true}).
+    _, a, b = two_agents(stack, agents, "all")
+    res = await wb.call("current-load", timeout=10)
+    assert res.expected == sorted(set(res.expected)), res.expected
+    assert a.id in res.expected and b.id in res.expected, res.expected
+    assert {a.id, b.id} <= set(machines(res.ok)), res.summary
+
+
 async def test_call_no_match(stack: Stack, agents: list[Agent], wb: Any) -> None:
     """A selection that chooses nobody raises NoMatch naming it, as Go's
     bench.ErrNoMatch; nothing was called."""

@@ -426,14 +426,17 @@ class AsyncWorkbench(ControlMixin, SessionsMixin):
         snap.part = snap.parts = 0
         return snap
 
-    async def _snapshot_raw(self, timeout: float = DEFAULT_TIMEOUT) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    async def _snapshot_raw(self, timeout: float = DEFAULT_TIMEOUT,
+                            ids: bool = False) -> tuple[dict[str, Any], list[Any]]:
         """The snapshot's first part and every part's servers, as JSON: a
-        call needs only ids and labels, not a Server each."""
+        call needs only ids and labels, not a Server each. With ids, the
+        machine ids alone (a call to every machine needs no more); an
+        older control service answers servers, whose ids are taken."""
         subject = w.ctl_subject(self.key, w.OP_PRESENCE_SNAPSHOT) if self.key else w.PRESENCE_SNAPSHOT_SUBJECT
         deadline = time.monotonic() + timeout
         while True:
             try:
-                return await self._snapshot(subject, deadline)
+                return await self._snapshot(subject, deadline, ids)
             except NoService:
                 if subject == w.PRESENCE_SNAPSHOT_SUBJECT:
                     raise
@@ -445,7 +448,7 @@ class AsyncWorkbench(ControlMixin, SessionsMixin):
                     continue
                 raise
 
-    async def _snapshot(self, subject: str, deadline: float) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    async def _snapshot(self, subject: str, deadline: float, ids: bool = False) -> tuple[dict[str, Any], list[Any]]:
         inbox = self._nc.new_inbox()
         q: asyncio.Queue[Msg] = asyncio.Queue()
 
@@ -454,7 +457,7 @@ class AsyncWorkbench(ControlMixin, SessionsMixin):
 
         sub = await self._nc.subscribe(inbox, cb=cb, pending_msgs_limit=-1, pending_bytes_limit=0)
         try:
-            await self._nc.publish(subject, b"", reply=inbox)
+            await self._nc.publish(subject, b'{"ids":true}' if ids else b"", reply=inbox)
             first: Optional[dict[str, Any]] = None
             servers: list[Any] = []
             got = 0
@@ -478,8 +481,18 @@ class AsyncWorkbench(ControlMixin, SessionsMixin):
                     first = part
                 elif part.get("seq") != first.get("seq") or part.get("epoch") != first.get("epoch"):
                     raise ValueError(f"presence snapshot: parts of different snapshots (seq {first.get('seq')} and {part.get('seq')})")
-                servers.extend(part.get("servers") or [])
-            if not isinstance(first, dict) or not all(isinstance(x, dict) for x in servers):
+                if ids and isinstance(part, dict) and not part.get("servers"):
+                    servers.extend(part.get("machines") or [])
+                else:
+                    servers.extend(part.get("servers") or [])
+            if not isinstance(first, dict):
+                raise ValueError("presence snapshot: malformed reply: want an object with a list of servers")
+            if ids:
+                out = [x.get("machine") if isinstance(x, dict) else x for x in servers]
+                if not all(isinstance(x, str) and x for x in out):
+                    raise ValueError("presence snapshot: malformed reply: want a list of machine ids")
+                return first, out
+            if not all(isinstance(x, dict) for x in servers):
                 raise ValueError("presence snapshot: malformed reply: want an object with a list of servers")
             return first, servers
         finally:
@@ -619,6 +632,10 @@ class AsyncWorkbench(ControlMixin, SessionsMixin):
                 w.validate_machine_id(m)
                 given.add(m)
             return sorted(given), False
+        if sel.empty():
+            # Every ONLINE machine: their ids alone will do.
+            _, every = await self._snapshot_raw(ids=True)
+            return sorted(every), True
         _, servers = await self._snapshot_raw()
         ids: list[str] = []
         match = sel.match

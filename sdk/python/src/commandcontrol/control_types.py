@@ -385,6 +385,13 @@ class MachineRequest(_Wire):
 
 
 @dataclass
+class SnapshotRequest(_Wire):
+    """The body of a presence snapshot request: ids asks for the machine
+    ids alone (PresenceSnapshot.machines); empty asks for everything."""
+    ids: bool = _f(omit=True, default=False)
+
+
+@dataclass
 class ListRequest(_Wire):
     """One page of a list: entries after `after`, at most `limit`."""
     after: str = _f(omit=True)

@@ -182,11 +182,13 @@ class Server:
 class PresenceSnapshot:
     """Who is ONLINE; seq is the last event folded in, epoch its numbering.
     part/parts number the replies of a snapshot sent in parts (0 once
-    gathered)."""
+    gathered). machines lists the ids alone, instead of servers, when
+    the request asked for ids (control_types.SnapshotRequest)."""
 
     seq: int = _j("seq", default=0)
     epoch: str = _j("epoch", True, default="")
     servers: list[Server] = _j("servers", default_factory=list)
+    machines: list[str] = _j("machines", True, default_factory=list)
     time: datetime = _j("time", default=_EPOCH)
     part: int = _j("part", True, default=0)
     parts: int = _j("parts", True, default=0)
@@ -194,7 +196,8 @@ class PresenceSnapshot:
     @classmethod
     def from_json(cls, d: Mapping[str, Any]) -> "PresenceSnapshot":
         return cls(seq=int(d.get("seq", 0)), epoch=d.get("epoch", ""),
-                   servers=[Server.from_json(s) for s in d.get("servers") or []], time=parse_time(d.get("time")),
+                   servers=[Server.from_json(s) for s in d.get("servers") or []],
+                   machines=[str(m) for m in d.get("machines") or []], time=parse_time(d.get("time")),
                    part=int(d.get("part", 0)), parts=int(d.get("parts", 0)))
 
     def to_json(self) -> dict[str, Any]:
@@ -202,6 +205,8 @@ class PresenceSnapshot:
         if self.epoch:
             out["epoch"] = self.epoch
         out["servers"] = [s.to_json() for s in self.servers]
+        if self.machines:
+            out["machines"] = list(self.machines)
         out["time"] = format_time(self.time)
         if self.part:
             out["part"] = self.part
