@@ -142,10 +142,10 @@ func TestOptionsDefaults(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got, want := opts.PingInterval, 10*time.Second; got != want {
+	if got, want := opts.PingInterval, 13*time.Second; got != want {
 		t.Errorf("PingInterval: got %v, want %v", got, want)
 	}
-	if got, want := opts.MaxPingsOut, 2; got != want {
+	if got, want := opts.MaxPingsOut, 1; got != want {
 		t.Errorf("MaxPingsOut: got %d, want %d", got, want)
 	}
 	if got, want := opts.AuthTimeout, 5.0; got != want {
@@ -160,9 +160,21 @@ func TestOptionsDefaults(t *testing.T) {
 	if opts.Host != "127.0.0.1" || opts.Port != 4222 {
 		t.Errorf("host/port: got %s:%d, want 127.0.0.1:4222", opts.Host, opts.Port)
 	}
-	// Dead-client detection within the documented ~30 s.
+	// Dead-client detection: within the documented 30 s of silence, and
+	// no later than the 40 s the old defaults (10 s, 2) gave after a
+	// client's last word — the server skips its ping to a client it heard
+	// from within the interval, so one interval more (broker.go).
 	if d := cfg.PingInterval * time.Duration(cfg.MaxPingsOut+1); d > 30*time.Second {
-		t.Errorf("dead-client bound %v exceeds 30s", d)
+		t.Errorf("dead-client bound %v after an interval of silence exceeds 30s", d)
+	}
+	if d := cfg.PingInterval * time.Duration(cfg.MaxPingsOut+2); d > 40*time.Second {
+		t.Errorf("dead-client bound %v after the last word exceeds 40s", d)
+	}
+	// Fewest pings for that bound: agents ping every 20 s and the server
+	// skips its own after theirs, so a link carries a ping every
+	// min(PingInterval, 20 s); the old defaults had one every 10 s.
+	if cfg.PingInterval <= 10*time.Second {
+		t.Errorf("ping interval %v: no fewer pings than the old 10 s", cfg.PingInterval)
 	}
 	// Nearly every subject published is new (calls, replies, presence
 	// events): a subject cache only makes each wildcard subscription

@@ -131,7 +131,7 @@ func (f *Flags) Register(fs *flag.FlagSet) {
 	fs.StringVar(&fc.WebSocketListen, "websocket-listen", "", "WebSocket: serve NATS over WebSocket on `HOST:PORT` for browsers, apps and devices (sessions), admitted by the same auth callout as the client port; wss:// with --tls-cert, plain ws:// only on loopback unless --allow-plaintext-websocket")
 	fs.StringVar(&f.wsOrigins, "websocket-origins", "", "WebSocket: comma-separated `ORIGINS` (https://app.example.com) whose web pages may connect from a browser; without it any page may")
 	fs.BoolVar(&fc.AllowPlaintextWebSocket, "allow-plaintext-websocket", false, "WebSocket: let --websocket-listen on a non-loopback address run without TLS (only behind a proxy that ends TLS: sessions' traffic crosses in clear text)")
-	fs.Var(&f.ping, "ping-interval", "broker: ping interval; a silent client is dropped after (max-pings-out+1) intervals")
+	fs.Var(&f.ping, "ping-interval", "broker: ping interval; a silently dead client is dropped within (max-pings-out+2) intervals of its last word (the server skips its ping to a client it heard from within one)")
 	fs.IntVar(&fc.MaxPingsOut, "max-pings-out", DefaultMaxPingsOut, "broker: unanswered pings before a client is dropped")
 	fs.Func("max-payload", "broker: largest message in bytes (default 1 MiB); a hub with a remote site of more than about 6,000 machines needs more (the site link's permissions are one message)", func(v string) error {
 		n, err := strconv.ParseInt(v, 10, 32)

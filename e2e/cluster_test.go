@@ -94,7 +94,7 @@ func startClusterWith(t *testing.T, dataDir string, n int, each func(i int, cfg 
 			Listen: "127.0.0.1:0", Name: fmt.Sprintf("b%d", i+1), Auth: auth,
 			ClusterListen: "127.0.0.1:0", Routes: routes, ClusterSecret: clusterSecret,
 			ClusterTLS:   broker.TLSFiles{CertFile: certs.Cert, KeyFile: certs.Key, CAFile: certs.CA},
-			PingInterval: time.Second, Logger: stacktest.Logger().With("broker", i+1),
+			PingInterval: time.Second, MaxPingsOut: stacktest.MaxPingsOut, Logger: stacktest.Logger().With("broker", i+1),
 		}
 		if each != nil {
 			each(i, &cfg)

@@ -90,7 +90,7 @@ func labelled(i, n, size int) map[string]string {
 func TestSnapshotSlowReaderDelaysNoOne(t *testing.T) {
 	svc := stacktest.StartControlWith(t, controlsvc.Config{
 		DataDir:      t.TempDir(),
-		Broker:       broker.Config{Listen: "127.0.0.1:0", PingInterval: stacktest.PingInterval},
+		Broker:       broker.Config{Listen: "127.0.0.1:0", PingInterval: stacktest.PingInterval, MaxPingsOut: stacktest.MaxPingsOut},
 		Logger:       stacktest.Logger().With("side", "control"),
 		SnapshotRate: -1,
 	})
@@ -173,7 +173,7 @@ func startLimitedControl(t *testing.T, burst int) *controlsvc.Service {
 	t.Helper()
 	return stacktest.StartControlWith(t, controlsvc.Config{
 		DataDir: t.TempDir(),
-		Broker:  broker.Config{Listen: "127.0.0.1:0", PingInterval: stacktest.PingInterval},
+		Broker:  broker.Config{Listen: "127.0.0.1:0", PingInterval: stacktest.PingInterval, MaxPingsOut: stacktest.MaxPingsOut},
 		Logger:  stacktest.Logger().With("side", "control"),
 		// One token in a thousand seconds: within a test the burst is
 		// all an operator has, whatever the clock says.
@@ -342,7 +342,7 @@ func TestSrvPingViewerNoFanOut(t *testing.T) {
 func TestLimitedSDKWaitsItsTurn(t *testing.T) {
 	svc := stacktest.StartControlWith(t, controlsvc.Config{
 		DataDir: t.TempDir(),
-		Broker:  broker.Config{Listen: "127.0.0.1:0", PingInterval: stacktest.PingInterval},
+		Broker:  broker.Config{Listen: "127.0.0.1:0", PingInterval: stacktest.PingInterval, MaxPingsOut: stacktest.MaxPingsOut},
 		Logger:  stacktest.Logger().With("side", "control"),
 		// Two at once, then one every 50 ms.
 		SnapshotRate: 20, SnapshotBurst: 2,

@@ -44,7 +44,7 @@ func startLeafHubCost(t *testing.T, dataDir, secret string, cost int, sites ...s
 		ls = append(ls, broker.LeafSite{Name: s, PasswordBcrypt: string(hash)})
 	}
 	leafPort := freePorts(t, 1)[0]
-	hub := brokertest.StartWith(t, broker.Config{Listen: "127.0.0.1:0", Name: "hub", Auth: auth, PingInterval: time.Second,
+	hub := brokertest.StartWith(t, broker.Config{Listen: "127.0.0.1:0", Name: "hub", Auth: auth, PingInterval: time.Second, MaxPingsOut: stacktest.MaxPingsOut,
 		LeafListen: "127.0.0.1:" + itoa(leafPort), LeafSites: ls, StoreDir: t.TempDir(), Logger: stacktest.Logger().With("broker", "hub")})
 	return hub, auth, leafPort, ls
 }

@@ -56,7 +56,7 @@ func startLeafHub(t *testing.T, dataDir string, secret string, sites ...string) 
 		ls = append(ls, broker.LeafSite{Name: s, SecretSHA256: hex.EncodeToString(sum[:])})
 	}
 	leafPort := freePorts(t, 1)[0]
-	hub := brokertest.StartWith(t, broker.Config{Listen: "127.0.0.1:0", Name: "hub", Auth: auth, PingInterval: time.Second,
+	hub := brokertest.StartWith(t, broker.Config{Listen: "127.0.0.1:0", Name: "hub", Auth: auth, PingInterval: time.Second, MaxPingsOut: stacktest.MaxPingsOut,
 		LeafListen: "127.0.0.1:" + itoa(leafPort), LeafSites: ls, StoreDir: t.TempDir(), Logger: stacktest.Logger().With("broker", "hub")})
 	return hub, auth, leafPort, ls
 }
@@ -70,7 +70,7 @@ func startSiteBroker(t *testing.T, auth broker.AuthKeys, leafPort int, site, sec
 // startSiteBrokerAt starts a broker for site linked to the hub at hubURL.
 func startSiteBrokerAt(t *testing.T, auth broker.AuthKeys, hubURL, site, secret, name string) *broker.Broker {
 	t.Helper()
-	b := brokertest.StartWith(t, broker.Config{Listen: "127.0.0.1:0", Name: name, Auth: auth, PingInterval: time.Second,
+	b := brokertest.StartWith(t, broker.Config{Listen: "127.0.0.1:0", Name: name, Auth: auth, PingInterval: time.Second, MaxPingsOut: stacktest.MaxPingsOut,
 		Hub:    &broker.LeafHub{URLs: []string{hubURL}, Site: site, Secret: secret},
 		Logger: stacktest.Logger().With("broker", name)})
 	return b

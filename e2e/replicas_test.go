@@ -114,7 +114,7 @@ func snapshotEpoch(t *testing.T, nc *nats.Conn) (string, []string) {
 func TestTwoReplicasOnePublisher(t *testing.T) {
 	dirA := t.TempDir()
 	b := brokertest.StartWith(t, broker.Config{Listen: "127.0.0.1:0", Name: "b1", Auth: stacktest.BrokerAuth(t, dirA),
-		PingInterval: time.Second, StoreDir: t.TempDir(), Logger: stacktest.Logger().With("side", "broker")})
+		PingInterval: time.Second, MaxPingsOut: stacktest.MaxPingsOut, StoreDir: t.TempDir(), Logger: stacktest.Logger().With("side", "broker")})
 	a := startReplica(t, dirA, b.ClientURL(), "A")
 	bsvc := startReplica(t, copyKeys(t, dirA), b.ClientURL(), "B")
 	if !a.Leading() || bsvc.Leading() {
@@ -231,7 +231,7 @@ func startJetStreamCluster(t *testing.T, dataDir string, n int, each func(i int,
 			Listen: "127.0.0.1:" + strconv.Itoa(ports[n+i]), Name: "js" + strconv.Itoa(i+1), Auth: auth,
 			ClusterListen: "127.0.0.1:" + strconv.Itoa(ports[i]), Routes: routes, ClusterSecret: clusterSecret,
 			ClusterTLS:   broker.TLSFiles{CertFile: certs.Cert, KeyFile: certs.Key, CAFile: certs.CA},
-			PingInterval: time.Second, StoreDir: t.TempDir(), Logger: stacktest.Logger().With("broker", i+1),
+			PingInterval: time.Second, MaxPingsOut: stacktest.MaxPingsOut, StoreDir: t.TempDir(), Logger: stacktest.Logger().With("broker", i+1),
 		}
 		if each != nil {
 			each(i, &cfg)

@@ -29,7 +29,7 @@ import (
 func TestTwoReplicasOneNameTwoPublishers(t *testing.T) {
 	dirA := t.TempDir()
 	b := brokertest.StartWith(t, broker.Config{Listen: "127.0.0.1:0", Name: "b1", Auth: stacktest.BrokerAuth(t, dirA),
-		PingInterval: time.Second, StoreDir: t.TempDir(), Logger: stacktest.Logger().With("side", "broker")})
+		PingInterval: time.Second, MaxPingsOut: stacktest.MaxPingsOut, StoreDir: t.TempDir(), Logger: stacktest.Logger().With("side", "broker")})
 	a := startReplica(t, dirA, b.ClientURL(), "ctl")
 	bsvc := startReplica(t, copyKeys(t, dirA), b.ClientURL(), "ctl")
 	both, flips := 0, 0
@@ -65,7 +65,7 @@ func TestTwoReplicasOneNameTwoPublishers(t *testing.T) {
 func TestThreatCallsDuringTakeoverUnaudited(t *testing.T) {
 	dirA := t.TempDir()
 	b := brokertest.StartWith(t, broker.Config{Listen: "127.0.0.1:0", Name: "b1", Auth: stacktest.BrokerAuth(t, dirA),
-		PingInterval: time.Second, StoreDir: t.TempDir(), Logger: stacktest.Logger().With("side", "broker")})
+		PingInterval: time.Second, MaxPingsOut: stacktest.MaxPingsOut, StoreDir: t.TempDir(), Logger: stacktest.Logger().With("side", "broker")})
 	start := func(dir, name string) *controlsvc.Service {
 		// A 20 s lease: the other replica tries every 5 s.
 		return stacktest.StartControlWith(t, controlsvc.Config{DataDir: dir, BrokerURL: b.ClientURL(), ReplicaName: name,

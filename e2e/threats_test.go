@@ -563,7 +563,7 @@ func TestThreatSecretsOnDisk(t *testing.T) {
 	var logs stacktest.Buffer
 	logger := slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	svc := stacktest.StartControlWith(t, controlsvc.Config{DataDir: data, Logger: logger,
-		Broker: broker.Config{Listen: "127.0.0.1:0", PingInterval: time.Second, Debug: true}})
+		Broker: broker.Config{Listen: "127.0.0.1:0", PingInterval: time.Second, MaxPingsOut: stacktest.MaxPingsOut, Debug: true}})
 	a := startAgent(t, svc, "10.0.0.1_web01", true)
 	stacktest.WaitFor(t, "agent online", 5*time.Second, func() bool { return stacktest.Online(svc, a.MachineID()) })
 	op := operatorConn(t, svc.ClientURL(), svc.AdminKeyPath())

@@ -36,7 +36,7 @@ import (
 const WaitTimeout = 10 * time.Second
 
 // PingInterval is the embedded broker's ping interval. A client that
-// answers no ping for three intervals is dropped as stale, so it is long
+// answers no ping for three intervals (MaxPingsOut) is dropped as stale, so it is long
 // enough that a test machine loaded by the race detector does not lose
 // connections; tests close connections instead of waiting for pings.
 const PingInterval = 5 * time.Second
@@ -45,6 +45,11 @@ const PingInterval = 5 * time.Second
 // long the broker waits for the callout (four fifths of it), so a test of
 // the control service being down does not wait long for the refusal.
 const ExternalPingInterval = 2 * time.Second
+
+// MaxPingsOut is the stacks' brokers' unanswered pings before a client is
+// dropped: two, more patient than the default (broker.DefaultMaxPingsOut)
+// with a client slowed by the race detector on a loaded machine.
+const MaxPingsOut = 2
 
 // Logger returns a logger for the stack: discarded unless STACKTEST_LOG
 // or E2E_LOG is set.
@@ -185,7 +190,7 @@ func StartControl(t testing.TB, opts ...Option) *controlsvc.Service {
 		BrokerTLS: cfg.brokerTLS,
 		// StartBroker's brokers have no JetStream: no durable audit.
 		Audit:  controlsvc.AuditConfig{NotDurable: cfg.brokerURL != ""},
-		Broker: broker.Config{Listen: "127.0.0.1:0", PingInterval: PingInterval, WebSocketListen: ws},
+		Broker: broker.Config{Listen: "127.0.0.1:0", PingInterval: PingInterval, MaxPingsOut: MaxPingsOut, WebSocketListen: ws},
 		Logger: Logger().With("side", "control"),
 	})
 }
@@ -230,7 +235,7 @@ func BrokerAuth(t testing.TB, dataDir string) broker.AuthKeys {
 func StartBroker(t testing.TB, dataDir string) *broker.Broker {
 	t.Helper()
 	auth := BrokerAuth(t, dataDir)
-	return brokertest.StartWith(t, broker.Config{Listen: "127.0.0.1:0", Auth: auth, PingInterval: ExternalPingInterval, Logger: Logger().With("side", "broker")})
+	return brokertest.StartWith(t, broker.Config{Listen: "127.0.0.1:0", Auth: auth, PingInterval: ExternalPingInterval, MaxPingsOut: MaxPingsOut, Logger: Logger().With("side", "broker")})
 }
 
 // AdminSeed returns the seed of the admin key the control service created

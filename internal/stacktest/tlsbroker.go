@@ -25,7 +25,7 @@ import (
 // options directly, so tests of the clients need nothing more.
 func StartTLSBroker(t testing.TB, dataDir, certFile, keyFile, clientCA string) string {
 	t.Helper()
-	cfg := broker.Config{Listen: "127.0.0.1:0", Auth: BrokerAuth(t, dataDir), PingInterval: ExternalPingInterval}
+	cfg := broker.Config{Listen: "127.0.0.1:0", Auth: BrokerAuth(t, dataDir), PingInterval: ExternalPingInterval, MaxPingsOut: MaxPingsOut}
 	opts, err := broker.Options(&cfg)
 	if err != nil {
 		t.Fatal(err)
