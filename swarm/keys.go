@@ -5,18 +5,24 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
-	"os"
 
+	"github.com/commandcontrol/commandcontrol/internal/keyfile"
 	"github.com/nats-io/nkeys"
 )
 
+// seedLen is the length of a user seed's text (SU…).
+const seedLen = 58
+
 // memberKeys returns n user key pairs: those saved in file when it
 // exists (it must hold exactly n), or n new ones, which are then saved
-// there (mode 0600) so a later swarm with the same file is the same
-// machines, already registered. Empty file: new keys, not saved.
+// there (a new file, mode 0600) so a later swarm with the same file is
+// the same machines, already registered. Empty file: new keys, not
+// saved. The file is a key file like any other (internal/keyfile): one
+// others could read or write, or a symbolic link, is refused — whoever
+// chose its seeds would be registered as these machines.
 func memberKeys(file string, n int) ([]nkeys.KeyPair, error) {
 	if file != "" {
-		b, err := os.ReadFile(file)
+		b, err := keyfile.ReadMax("swarm keys file", file, n*(seedLen+2)+64)
 		if err == nil {
 			return parseMemberKeys(file, b, n)
 		}
@@ -39,7 +45,7 @@ func memberKeys(file string, n int) ([]nkeys.KeyPair, error) {
 		}
 	}
 	if file != "" {
-		if err := os.WriteFile(file, out.Bytes(), 0o600); err != nil {
+		if err := keyfile.Create(file, out.Bytes()); err != nil {
 			return nil, fmt.Errorf("swarm keys: %w", err)
 		}
 	}

@@ -51,7 +51,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	prefix := fs.String("prefix", "sim", "machine names: 10.a.b.c_<prefix><i>")
 	labels := fs.String("labels", "", "extra labels for every member, k=v,k=v")
 	conc := fs.Int("concurrency", 512, "connections being set up at once")
-	keys := fs.String("keys", "", "keep the members' nkey seeds in `FILE`: read when it exists (it must hold --agents seeds), else written (mode 0600), so a later cc-swarm with it (and no --key) connects as the same, registered machines")
+	keys := fs.String("keys", "", "keep the members' nkey seeds in `FILE`: read when it exists (it must hold --agents seeds, and be private like any key file), else created (mode 0600), so a later cc-swarm with it (and no --key) connects as the same, registered machines")
 	registerOnly := fs.Bool("register-only", false, "with --key: register the members, print \"registered N\" and exit without connecting them (with --keys, for a later run that only connects)")
 	baseline := fs.Bool("baseline", false, "run plain nats.go responders on raw.all.current-load instead (benchmark baseline; no auth)")
 	var so sessionOpts

@@ -75,7 +75,7 @@ func (e *UnsafeError) Is(target error) bool { return target == ErrUnsafe }
 // (see the package comment). Its error for a file that does not exist
 // wraps fs.ErrNotExist.
 func Check(what, path string) error {
-	f, err := open(what, path)
+	f, err := open(what, path, MaxSize)
 	if err != nil {
 		return err
 	}
@@ -84,18 +84,22 @@ func Check(what, path string) error {
 
 // Read returns the contents of the file at path after Check, read through
 // the handle that was checked.
-func Read(what, path string) ([]byte, error) {
-	f, err := open(what, path)
+func Read(what, path string) ([]byte, error) { return ReadMax(what, path, MaxSize) }
+
+// ReadMax is Read for a file of at most max bytes, for files that hold
+// many keys (a simulated fleet's seeds).
+func ReadMax(what, path string, max int) ([]byte, error) {
+	f, err := open(what, path, max)
 	if err != nil {
 		return nil, err
 	}
 	defer f.Close()
-	b, err := io.ReadAll(io.LimitReader(f, MaxSize+1))
+	b, err := io.ReadAll(io.LimitReader(f, int64(max)+1))
 	if err != nil {
 		return nil, fmt.Errorf("read %s %s: %w", what, path, err)
 	}
-	if len(b) > MaxSize {
-		return nil, sizeError(what, path)
+	if len(b) > max {
+		return nil, sizeError(what, path, max)
 	}
 	return b, nil
 }
@@ -103,7 +107,7 @@ func Read(what, path string) ([]byte, error) {
 // open checks the directory of path, opens path without following a final
 // symbolic link and checks the open file (checkFile); the caller reads
 // from and closes the file returned.
-func open(what, path string) (*os.File, error) {
+func open(what, path string, max int) (*os.File, error) {
 	if err := checkDir(what, path); err != nil {
 		return nil, err
 	}
@@ -116,7 +120,7 @@ func open(what, path string) (*os.File, error) {
 	}
 	fi, err := f.Stat()
 	if err == nil {
-		err = checkFile(what, path, fi)
+		err = checkFile(what, path, fi, max)
 	}
 	if err != nil {
 		f.Close()
@@ -130,9 +134,13 @@ func open(what, path string) (*os.File, error) {
 // the reader's memory.
 const MaxSize = 64 << 10
 
-func sizeError(what, path string) error {
+func sizeError(what, path string, max int) error {
+	problem := fmt.Sprintf("is larger than %d KiB, which no key is", max>>10)
+	if max != MaxSize {
+		problem = fmt.Sprintf("is larger than the %d KiB it can be", max>>10)
+	}
 	return &UnsafeError{What: what, Path: path,
-		Problem: fmt.Sprintf("is larger than %d KiB, which no key is", MaxSize>>10),
+		Problem: problem,
 		Fix:     "pass the path of the key file itself"}
 }
 
@@ -146,14 +154,14 @@ func symlinkError(what, path string) error {
 // checkFile refuses the open file fi at path unless it is a regular
 // file, and, where there are Unix modes and owners, one that only its
 // owner can read and that belongs to this process's user or to root.
-func checkFile(what, path string, fi fs.FileInfo) error {
+func checkFile(what, path string, fi fs.FileInfo, max int) error {
 	if !fi.Mode().IsRegular() {
 		return &UnsafeError{What: what, Path: path,
 			Problem: fmt.Sprintf("is not a regular file (%v)", fi.Mode().Type()),
 			Fix:     "a key must be a regular file: pass the path of one"}
 	}
-	if fi.Size() > MaxSize {
-		return sizeError(what, path)
+	if fi.Size() > int64(max) {
+		return sizeError(what, path, max)
 	}
 	if !unixModes {
 		return nil
