@@ -24,7 +24,8 @@ const RawBrokerCommand = "raw-broker"
 
 // RunRawBroker runs a plain nats-server (no auth, no JetStream) with a
 // cluster listener and routes, until ctx ends: the baseline cluster's
-// broker. args: --listen HOST:PORT --cluster-listen HOST:PORT --routes URLS.
+// broker, or alone (no --cluster-listen) the single-broker baseline's.
+// args: --listen HOST:PORT [--cluster-listen HOST:PORT --routes URLS].
 func RunRawBroker(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet(RawBrokerCommand, flag.ContinueOnError)
 	listen := fs.String("listen", "", "client HOST:PORT")
@@ -37,16 +38,18 @@ func RunRawBroker(ctx context.Context, args []string) error {
 	if err != nil {
 		return fmt.Errorf("--listen: %w", err)
 	}
-	chost, cport, err := hostPort(*cluster)
-	if err != nil {
-		return fmt.Errorf("--cluster-listen: %w", err)
-	}
 	opts := &server.Options{Host: host, Port: port, NoLog: true, NoSigs: true,
 		// As cc-broker: a client still connecting under load takes the
 		// short first ping for a protocol error ("expected 'PONG', got
 		// 'PING'"); it changes nothing after the connection is up.
-		DisableShortFirstPing: true,
-		Cluster:               server.ClusterOpts{Name: "baseline", Host: chost, Port: cport}}
+		DisableShortFirstPing: true}
+	if *cluster != "" {
+		chost, cport, err := hostPort(*cluster)
+		if err != nil {
+			return fmt.Errorf("--cluster-listen: %w", err)
+		}
+		opts.Cluster = server.ClusterOpts{Name: "baseline", Host: chost, Port: cport}
+	}
 	for _, r := range strings.Split(*routes, ",") {
 		if r == "" {
 			continue

@@ -3,32 +3,39 @@ package perf
 import (
 	"context"
 	"fmt"
+	"os"
+	"path/filepath"
 	"sync/atomic"
 	"time"
 
 	"github.com/commandcontrol/commandcontrol/swarm"
-	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 )
 
-// rawFanout is the baseline: a plain nats-server, n plain responders in
+// rawFanout is the baseline: a plain nats-server in a process of its own
+// (cc-perf raw-broker, as cc-control is one), n plain responders in
 // cc-swarm --baseline children (see swarm.Baseline), and a requester that
 // publishes once and counts n replies on a plain subscription.
-func rawFanout(ctx context.Context, bin string, n, reps int) (Durations, error) {
-	srv, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: server.RANDOM_PORT, NoLog: true, NoSigs: true,
-		// As cc-broker: a client still connecting under load takes the
-		// short first ping for a protocol error ("expected 'PONG', got
-		// 'PING'"); it changes nothing after the connection is up.
-		DisableShortFirstPing: true})
+func rawFanout(ctx context.Context, cfg Config, n, reps int) (Durations, error) {
+	dir, err := os.MkdirTemp("", "cc-perf-raw-")
 	if err != nil {
 		return nil, err
 	}
-	go srv.Start()
-	defer srv.Shutdown()
-	if !srv.ReadyForConnections(10 * time.Second) {
-		return nil, fmt.Errorf("baseline server not ready")
+	defer os.RemoveAll(dir)
+	listen, err := freePort()
+	if err != nil {
+		return nil, err
 	}
-	return rawFanoutAt(ctx, bin, func(int) string { return srv.ClientURL() }, n, reps)
+	b := &ccBroker{name: "raw", url: "nats://" + listen, log: filepath.Join(dir, "raw.log"),
+		args: []string{RawBrokerCommand, "--listen", listen}}
+	if err := b.start(cfg.PerfBinary); err != nil {
+		return nil, err
+	}
+	defer b.stop()
+	if err := waitLogLine(ctx, b.log, "ready", 30*time.Second); err != nil {
+		return nil, err
+	}
+	return rawFanoutAt(ctx, cfg.SwarmBinary, func(int) string { return b.url }, n, reps)
 }
 
 // rawFanoutAt is rawFanout against brokers already running: simulator

@@ -199,7 +199,7 @@ func fanoutRows(ctx context.Context, cfg Config, n int, first bool) ([]Row, erro
 	}
 	st.close()
 	fmt.Fprintf(cfg.Progress, "fleet of %d: baseline (plain nats.go fan-out)…\n", n)
-	raw, err := rawFanout(ctx, cfg.SwarmBinary, n, cfg.Reps)
+	raw, err := rawFanout(ctx, cfg, n, cfg.Reps)
 	if err != nil {
 		rows = append(rows, Row{What: fmt.Sprintf("full-fleet call, %d agents, all replies in (p50 / p99 over %d)", n, cfg.Reps),
 			Value: ms(d.Quantile(0.5)) + " / " + ms(d.Quantile(0.99)), Note: "baseline failed: " + err.Error()})

@@ -114,11 +114,11 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			return err
 		}
 	}
+	if cfg.PerfBinary, err = os.Executable(); err != nil {
+		return err
+	}
 	if cfg.Brokers > 1 {
 		if cfg.BrokerBinary, err = build("cc-broker"); err != nil {
-			return err
-		}
-		if cfg.PerfBinary, err = os.Executable(); err != nil {
 			return err
 		}
 	}
