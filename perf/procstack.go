@@ -14,6 +14,9 @@ import (
 	"github.com/commandcontrol/commandcontrol/swarm"
 )
 
+// idleSettle is the pause between a fleet's admission and its rest.
+const idleSettle = 30 * time.Second
+
 // tick is one clock tick of /proc/<pid>/stat's utime and stime.
 const tick = 10 * time.Millisecond
 
@@ -96,10 +99,12 @@ func startProcStack(ctx context.Context, cfg Config, n int) (*stack, error) {
 }
 
 // controlIdle is the cc-control process's CPU per minute over d with the
-// fleet connected and nobody asking anything, after a settling pause.
+// fleet connected and nobody asking anything, after a settling pause:
+// for some seconds after a storm of 10,000 admissions the service still
+// writes their presence history and last-seen records.
 func (st *stack) controlIdle(ctx context.Context, cfg Config, n int, d time.Duration) (perMinute time.Duration, err error) {
 	select {
-	case <-time.After(5 * time.Second):
+	case <-time.After(idleSettle):
 	case <-ctx.Done():
 		return 0, ctx.Err()
 	}
