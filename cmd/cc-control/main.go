@@ -157,6 +157,11 @@ Flags:
 	if err := version.Parse(fs, args); err != nil {
 		return nil, err
 	}
+	if o.pprofListen != "" {
+		if err := checkPprofAddr(o.pprofListen); err != nil {
+			return nil, err
+		}
+	}
 	if o.history.Retention <= 0 {
 		return nil, fmt.Errorf("--history-retention must be above 0 (e.g. 30d or 720h)")
 	}

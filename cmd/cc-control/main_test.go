@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"os"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -134,6 +135,7 @@ func TestBadFlagsNameTheProblem(t *testing.T) {
 		{[]string{"--history-retention", "soon"}, "want an age such as 90d"},
 		{[]string{"--history-max-bytes", "lots"}, "512MiB"},
 		{[]string{"--history-per-machine", "-1"}, "--history-per-machine -1: want a number of entries"},
+		{[]string{"--pprof-listen", "0.0.0.0:6060"}, "--pprof-listen \"0.0.0.0:6060\": the profiler is served on loopback only"},
 	}
 	for _, tt := range tests {
 		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {
@@ -150,6 +152,12 @@ func TestBadFlagsNameTheProblem(t *testing.T) {
 			}
 			if !strings.Contains(err.Error()+stderr.String(), tt.want) {
 				t.Fatalf("got %q (stderr %q), want it to mention %q", err, stderr.String(), tt.want)
+			}
+			if tt.args[0] == "--pprof-listen" {
+				// Refused as a flag: nothing written before.
+				if entries, _ := os.ReadDir(args[1]); len(entries) != 0 {
+					t.Fatalf("a refused --pprof-listen left %d entries in the data directory", len(entries))
+				}
 			}
 		})
 	}

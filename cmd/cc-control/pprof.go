@@ -15,12 +15,8 @@ import (
 // a loopback address: a profile shows the process's memory and code
 // paths, so it is for someone already on this machine.
 func servePprof(addr string, log *slog.Logger) (url string, stop func(), err error) {
-	host, _, err := net.SplitHostPort(addr)
-	if err != nil {
-		return "", nil, fmt.Errorf("--pprof-listen %q: want HOST:PORT on loopback, e.g. 127.0.0.1:6060", addr)
-	}
-	if ip := net.ParseIP(host); host != "localhost" && (ip == nil || !ip.IsLoopback()) {
-		return "", nil, fmt.Errorf("--pprof-listen %q: the profiler is served on loopback only (127.0.0.1 or ::1)", addr)
+	if err := checkPprofAddr(addr); err != nil {
+		return "", nil, err
 	}
 	l, err := net.Listen("tcp", addr)
 	if err != nil {
@@ -46,6 +42,19 @@ func servePprof(addr string, log *slog.Logger) (url string, stop func(), err err
 	url = "http://" + l.Addr().String() + "/debug/pprof/"
 	log.Info("serving the Go profiler", "url", url)
 	return url, func() { _ = srv.Close() }, nil
+}
+
+// checkPprofAddr refuses a --pprof-listen address that is not HOST:PORT
+// with a loopback HOST, before anything starts.
+func checkPprofAddr(addr string) error {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return fmt.Errorf("--pprof-listen %q: want HOST:PORT on loopback, e.g. 127.0.0.1:6060", addr)
+	}
+	if ip := net.ParseIP(host); host != "localhost" && (ip == nil || !ip.IsLoopback()) {
+		return fmt.Errorf("--pprof-listen %q: the profiler is served on loopback only (127.0.0.1 or ::1)", addr)
+	}
+	return nil
 }
 
 // loopbackHostOnly refuses a request whose Host is not a loopback name
