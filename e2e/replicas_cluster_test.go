@@ -147,12 +147,17 @@ func TestRegistryKeepsWritesWhenItsLeaderBrokerDies(t *testing.T) {
 	// Two machines stay connected throughout (to the brokers that live).
 	var live []string
 	var liveAgents []*agent.Agent
+	var liveCfgs []agent.Config
 	for i, bk := range bs {
 		if bk.Server().Name() == ci.Leader || len(live) == 2 {
 			continue
 		}
 		id := fmt.Sprintf("10.9.3.%d_live%d", i+1, i)
-		liveAgents = append(liveAgents, startAgentWith(t, a, agent.Config{URL: bk.ClientURL(), MachineID: id, MaxReconnectDelay: 200 * time.Millisecond}, true, nil))
+		cfg := agent.Config{URL: bk.ClientURL(), MachineID: id, MaxReconnectDelay: 200 * time.Millisecond, Key: stacktest.NewKey(t)}
+		ag := stacktest.NewAgentWith(t, cfg)
+		stacktest.RegisterKey(t, a, id, ag.PublicKey(), nil)
+		stacktest.Spawn(t, ag)
+		liveAgents, liveCfgs = append(liveAgents, ag), append(liveCfgs, cfg)
 		live = append(live, id)
 	}
 	// The brokers restarted below shut down (cleanup, last in first out)
@@ -214,6 +219,16 @@ func TestRegistryKeepsWritesWhenItsLeaderBrokerDies(t *testing.T) {
 	want := len(a.Registry().Machines())
 	a.Close()
 	b.Close()
+	// The agents go before their brokers: one whose broker shuts down
+	// reconnects to another it learnt of from the cluster, which may be
+	// shutting down too, and a CONNECT in the callout while nats-server
+	// v2.15.2 shuts down dereferences its cleared system account (the
+	// test binary dies). The same machines, with the same keys, start
+	// again once the cluster is back.
+	for _, ag := range liveAgents {
+		ag.Close()
+	}
+	liveAgents = nil
 	for i, bk := range bs {
 		if i != dead {
 			bk.Shutdown()
@@ -234,6 +249,11 @@ func TestRegistryKeepsWritesWhenItsLeaderBrokerDies(t *testing.T) {
 	})
 	a = startReplica(t, dirA, urls, "A")
 	b = startReplica(t, dirB, urls, "B")
+	for _, cfg := range liveCfgs {
+		ag := stacktest.NewAgentWith(t, cfg)
+		stacktest.Spawn(t, ag)
+		liveAgents = append(liveAgents, ag)
+	}
 	for _, svc := range []*controlsvc.Service{a, b} {
 		if got := len(svc.Registry().Machines()); got != want {
 			t.Errorf("after the restart: %d machines, want %d", got, want)
